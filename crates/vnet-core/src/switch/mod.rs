@@ -1,0 +1,369 @@
+//! The learning switch of one vnet.
+//!
+//! A frame's path through [`Switch::ingress`]: parse the header (untrusted) → check the
+//! size → classify its VLAN by the ingress port's mode → learn the source → look up the
+//! destination in that VLAN → a [`Forward`] decision. The caller then walks
+//! [`Switch::egress`], which yields each destination port with the tagging it needs.
+//!
+//! Guarantees: a frame never leaves through its ingress port; it only reaches ports that
+//! are members of its VLAN; every frame not forwarded is counted under one [`DropCause`].
+
+mod counters;
+mod mac_table;
+mod retag;
+mod vlan;
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Instant;
+
+use serde::Serialize;
+
+pub use counters::{DropCause, Drops, PortCounters};
+pub use mac_table::{Learned, MacLimits, MacRow, MacTable};
+pub use retag::{retag, RETAG_HEADROOM};
+pub use vlan::{is_valid_vid, InvalidVlan, Tagging, VlanMode, DEFAULT_VLAN, RESERVED_VLAN};
+
+use crate::wire::{Frame, FrameError, MacAddr};
+use vlan::VlanRule;
+
+/// Identifies a port within its vnet. Never reused while the vnet lives, so a stale id
+/// cannot name a newer port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct PortId(pub u32);
+
+impl std::fmt::Display for PortId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// Settings of one vnet's switch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SwitchConfig {
+    /// Largest frame (header + payload, untagged, no FCS) the vnet forwards; a tagged
+    /// frame may be 4 bytes longer.
+    pub max_frame: usize,
+    pub mac_limits: MacLimits,
+}
+
+impl SwitchConfig {
+    /// The max frame for an IP MTU.
+    pub fn max_frame_for_mtu(mtu: usize) -> usize {
+        mtu + crate::wire::ethernet::HEADER_LEN
+    }
+}
+
+impl Default for SwitchConfig {
+    fn default() -> Self {
+        SwitchConfig {
+            max_frame: Self::max_frame_for_mtu(1500),
+            mac_limits: MacLimits::default(),
+        }
+    }
+}
+
+/// A port as the switch sees it.
+#[derive(Debug, Clone)]
+pub struct Port {
+    pub id: PortId,
+    vlan_mode: VlanMode,
+    rule: VlanRule,
+    /// The address the port declared (vnet API SET_MAC). Flooded unicast for other
+    /// addresses is not delivered to it unless it is promiscuous.
+    mac: Option<MacAddr>,
+    promiscuous: bool,
+    pub counters: PortCounters,
+}
+
+impl Port {
+    pub fn vlan_mode(&self) -> &VlanMode {
+        &self.vlan_mode
+    }
+    pub fn mac(&self) -> Option<MacAddr> {
+        self.mac
+    }
+    pub fn promiscuous(&self) -> bool {
+        self.promiscuous
+    }
+    /// The VLAN untagged frames from this port belong to, if any.
+    pub fn untagged_vlan(&self) -> Option<u16> {
+        self.rule.classify(None).ok()
+    }
+
+    fn wants(&self, dst: MacAddr) -> bool {
+        self.promiscuous || dst.is_multicast() || self.mac.is_none_or(|m| m == dst)
+    }
+}
+
+/// Where a frame goes, decided by [`Switch::ingress`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Forward {
+    pub ingress: PortId,
+    pub vlan: u16,
+    pub dst: MacAddr,
+    /// The one known destination, or `None` to flood the VLAN.
+    pub unicast: Option<PortId>,
+}
+
+/// The switch's verdict on one received frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Forward(Forward),
+    Drop(DropCause),
+}
+
+/// The port id does not exist in this vnet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("no port {0} on this vnet")]
+pub struct NoSuchPort(pub PortId);
+
+#[derive(Debug)]
+pub struct Switch {
+    config: SwitchConfig,
+    ports: BTreeMap<PortId, Port>,
+    /// Ports carrying each VLAN, so flooding costs the VLAN's members, not the vnet's.
+    members: HashMap<u16, Vec<PortId>>,
+    macs: MacTable,
+    next_id: u32,
+}
+
+impl Switch {
+    pub fn new(config: SwitchConfig) -> Self {
+        Switch {
+            config,
+            ports: BTreeMap::new(),
+            members: HashMap::new(),
+            macs: MacTable::new(config.mac_limits),
+            next_id: 1,
+        }
+    }
+
+    pub fn config(&self) -> &SwitchConfig {
+        &self.config
+    }
+
+    /// Adds a port in `mode`; returns its new id.
+    pub fn add_port(&mut self, mode: VlanMode) -> Result<PortId, InvalidVlan> {
+        let rule = VlanRule::compile(&mode)?;
+        let id = PortId(self.next_id);
+        self.next_id += 1;
+        self.ports.insert(
+            id,
+            Port {
+                id,
+                vlan_mode: mode,
+                rule,
+                mac: None,
+                promiscuous: false,
+                counters: PortCounters::default(),
+            },
+        );
+        self.index_membership(id);
+        Ok(id)
+    }
+
+    /// Removes a port and everything learned on it; returns its final state.
+    pub fn remove_port(&mut self, id: PortId) -> Result<Port, NoSuchPort> {
+        let port = self.ports.remove(&id).ok_or(NoSuchPort(id))?;
+        for members in self.members.values_mut() {
+            members.retain(|p| *p != id);
+        }
+        self.members.retain(|_, m| !m.is_empty());
+        self.macs.forget_port(id);
+        Ok(port)
+    }
+
+    /// Changes a port's VLAN mode; what it had learned is forgotten.
+    pub fn set_vlan_mode(
+        &mut self,
+        now: Instant,
+        id: PortId,
+        mode: VlanMode,
+    ) -> Result<(), SetPortError> {
+        let rule = VlanRule::compile(&mode).map_err(SetPortError::Vlan)?;
+        let port = self
+            .ports
+            .get_mut(&id)
+            .ok_or(SetPortError::NoPort(NoSuchPort(id)))?;
+        let mac = port.mac;
+        let old_vlan = port.untagged_vlan();
+        port.vlan_mode = mode;
+        port.rule = rule;
+        for members in self.members.values_mut() {
+            members.retain(|p| *p != id);
+        }
+        self.macs.forget_port(id);
+        if let (Some(mac), Some(v)) = (mac, old_vlan) {
+            self.macs.forget(v, mac);
+        }
+        self.index_membership(id);
+        if let Some(mac) = mac {
+            self.pin_mac(now, id, mac);
+        }
+        Ok(())
+    }
+
+    /// Declares the port's own address: it is pinned in the table and unicast flooding
+    /// to other addresses stops reaching the port (unless promiscuous).
+    pub fn set_mac(&mut self, now: Instant, id: PortId, mac: MacAddr) -> Result<(), SetPortError> {
+        if !mac.is_learnable() {
+            return Err(SetPortError::BadMac(mac));
+        }
+        let port = self
+            .ports
+            .get_mut(&id)
+            .ok_or(SetPortError::NoPort(NoSuchPort(id)))?;
+        if let (Some(old), Some(v)) = (port.mac, port.untagged_vlan()) {
+            self.macs.forget(v, old);
+        }
+        port.mac = Some(mac);
+        self.pin_mac(now, id, mac);
+        Ok(())
+    }
+
+    fn pin_mac(&mut self, now: Instant, id: PortId, mac: MacAddr) {
+        if let Some(v) = self.ports[&id].untagged_vlan() {
+            self.macs.pin(now, v, mac, id);
+        }
+    }
+
+    pub fn set_promiscuous(&mut self, id: PortId, on: bool) -> Result<(), NoSuchPort> {
+        self.ports.get_mut(&id).ok_or(NoSuchPort(id))?.promiscuous = on;
+        Ok(())
+    }
+
+    fn index_membership(&mut self, id: PortId) {
+        let rule = &self.ports[&id].rule;
+        let vlans: Vec<u16> = match rule {
+            VlanRule::Access(v) => vec![*v],
+            VlanRule::Trunk { allowed, .. } => allowed.iter().collect(),
+        };
+        for v in vlans {
+            self.members.entry(v).or_default().push(id);
+        }
+    }
+
+    pub fn port(&self, id: PortId) -> Option<&Port> {
+        self.ports.get(&id)
+    }
+
+    pub fn port_mut(&mut self, id: PortId) -> Option<&mut Port> {
+        self.ports.get_mut(&id)
+    }
+
+    pub fn ports(&self) -> impl Iterator<Item = &Port> {
+        self.ports.values()
+    }
+
+    pub fn mac_table(&self) -> &MacTable {
+        &self.macs
+    }
+
+    /// Ages the MAC table; call about once a second.
+    pub fn expire(&mut self, now: Instant) -> usize {
+        self.macs.expire(now)
+    }
+
+    /// Counts a frame the port's backend could not even deliver as a frame.
+    pub fn count_drop(&mut self, id: PortId, cause: DropCause) {
+        if let Some(p) = self.ports.get_mut(&id) {
+            p.counters.drops.add(cause);
+        }
+    }
+
+    /// Decides where a frame received on `ingress` goes. Counts it (rx, or a drop).
+    pub fn ingress(&mut self, now: Instant, ingress: PortId, bytes: &[u8]) -> Verdict {
+        let Some(port) = self.ports.get_mut(&ingress) else {
+            return Verdict::Drop(DropCause::Malformed);
+        };
+        let verdict = decide(&self.config, port, bytes).and_then(|(vlan, src, dst)| {
+            self.macs.learn(now, vlan, src, ingress);
+            let unicast = if dst.is_multicast() {
+                None
+            } else {
+                self.macs.lookup(now, vlan, dst)
+            };
+            if unicast == Some(ingress) {
+                return Err(DropCause::SamePort);
+            }
+            Ok(Forward {
+                ingress,
+                vlan,
+                dst,
+                unicast,
+            })
+        });
+        let counters = &mut self
+            .ports
+            .get_mut(&ingress)
+            .expect("checked above")
+            .counters;
+        match verdict {
+            Ok(fwd) => {
+                counters.rx_frames += 1;
+                counters.rx_bytes += bytes.len() as u64;
+                Verdict::Forward(fwd)
+            }
+            Err(cause) => {
+                counters.drops.add(cause);
+                Verdict::Drop(cause)
+            }
+        }
+    }
+
+    /// The ports a forwarded frame goes out of, each with the tagging it needs there.
+    pub fn egress<'a>(&'a self, fwd: &'a Forward) -> impl Iterator<Item = (PortId, Tagging)> + 'a {
+        let members = self
+            .members
+            .get(&fwd.vlan)
+            .map(Vec::as_slice)
+            .unwrap_or(&[]);
+        members.iter().filter_map(move |id| {
+            if *id == fwd.ingress {
+                return None;
+            }
+            let port = &self.ports[id];
+            let deliver = match fwd.unicast {
+                Some(dst) => dst == *id || port.promiscuous,
+                None => port.wants(fwd.dst),
+            };
+            if !deliver {
+                return None;
+            }
+            port.rule.egress(fwd.vlan).map(|t| (*id, t))
+        })
+    }
+}
+
+fn decide(
+    config: &SwitchConfig,
+    port: &Port,
+    bytes: &[u8],
+) -> Result<(u16, MacAddr, MacAddr), DropCause> {
+    let frame = Frame::parse(bytes).map_err(|e| match e {
+        FrameError::Runt(_) => DropCause::Runt,
+        FrameError::TruncatedTag(_) => DropCause::BadTag,
+    })?;
+    let tag = frame.vlan_tag();
+    let limit = config.max_frame + if tag.is_some() { 4 } else { 0 };
+    if bytes.len() > limit {
+        return Err(DropCause::Oversize);
+    }
+    let vlan = port.rule.classify(tag)?;
+    Ok((vlan, frame.src(), frame.dst()))
+}
+
+/// A port setting was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SetPortError {
+    #[error(transparent)]
+    NoPort(NoSuchPort),
+    #[error(transparent)]
+    Vlan(InvalidVlan),
+    #[error("{0} cannot be a port address: use a unicast MAC that is not all zeros")]
+    BadMac(MacAddr),
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,256 @@
+//! Scenario tests of the switch's forwarding decision.
+
+use std::time::{Duration, Instant};
+
+use proptest::prelude::*;
+
+use super::*;
+use crate::wire::ethernet::{write_header, EtherType};
+
+fn mac(n: u8) -> MacAddr {
+    MacAddr([0x52, 0x54, 0, 0, 0, n])
+}
+
+fn frame(dst: MacAddr, src: MacAddr) -> Vec<u8> {
+    let mut f = vec![0u8; 60];
+    write_header(&mut f, dst, src, EtherType::IPV4);
+    f
+}
+
+fn tagged(dst: MacAddr, src: MacAddr, vid: u16) -> Vec<u8> {
+    let mut f = vec![0u8; 64];
+    write_header(&mut f, dst, src, EtherType::VLAN);
+    f[14..16].copy_from_slice(&vid.to_be_bytes());
+    f[16..18].copy_from_slice(&EtherType::IPV4.to_be_bytes());
+    f
+}
+
+fn switch_with(n: usize) -> (Switch, Vec<PortId>) {
+    let mut sw = Switch::new(SwitchConfig::default());
+    let ports = (0..n)
+        .map(|_| sw.add_port(VlanMode::default()).unwrap())
+        .collect();
+    (sw, ports)
+}
+
+fn destinations(
+    sw: &mut Switch,
+    now: Instant,
+    from: PortId,
+    bytes: &[u8],
+) -> Result<Vec<PortId>, DropCause> {
+    match sw.ingress(now, from, bytes) {
+        Verdict::Forward(fwd) => Ok(sw.egress(&fwd).map(|(p, _)| p).collect()),
+        Verdict::Drop(c) => Err(c),
+    }
+}
+
+#[test]
+fn broadcast_floods_all_but_ingress() {
+    let (mut sw, p) = switch_with(3);
+    let t = Instant::now();
+    assert_eq!(
+        destinations(&mut sw, t, p[0], &frame(MacAddr::BROADCAST, mac(1))),
+        Ok(vec![p[1], p[2]])
+    );
+}
+
+#[test]
+fn after_learning_unicast_reaches_only_its_port() {
+    let (mut sw, p) = switch_with(3);
+    let t = Instant::now();
+    assert_eq!(
+        destinations(&mut sw, t, p[0], &frame(mac(2), mac(1))),
+        Ok(vec![p[1], p[2]]),
+        "unknown: flood"
+    );
+    assert_eq!(
+        destinations(&mut sw, t, p[1], &frame(mac(1), mac(2))),
+        Ok(vec![p[0]])
+    );
+    assert_eq!(
+        destinations(&mut sw, t, p[0], &frame(mac(2), mac(1))),
+        Ok(vec![p[1]])
+    );
+    assert_eq!(sw.port(p[2]).unwrap().counters.rx_frames, 0);
+}
+
+#[test]
+fn learned_entries_age_out_into_flooding() {
+    let (mut sw, p) = switch_with(3);
+    let t = Instant::now();
+    destinations(&mut sw, t, p[1], &frame(MacAddr::BROADCAST, mac(2))).unwrap();
+    assert_eq!(
+        destinations(&mut sw, t, p[0], &frame(mac(2), mac(1))),
+        Ok(vec![p[1]])
+    );
+    let later = t + Duration::from_secs(301);
+    assert_eq!(
+        destinations(&mut sw, later, p[0], &frame(mac(2), mac(1))),
+        Ok(vec![p[1], p[2]])
+    );
+}
+
+#[test]
+fn a_vm_that_moves_is_found_at_once() {
+    let (mut sw, p) = switch_with(3);
+    let t = Instant::now();
+    destinations(&mut sw, t, p[1], &frame(MacAddr::BROADCAST, mac(9))).unwrap();
+    destinations(&mut sw, t, p[2], &frame(MacAddr::BROADCAST, mac(9))).unwrap();
+    assert_eq!(
+        destinations(&mut sw, t, p[0], &frame(mac(9), mac(1))),
+        Ok(vec![p[2]])
+    );
+}
+
+#[test]
+fn never_back_out_of_the_ingress_port() {
+    let (mut sw, p) = switch_with(2);
+    let t = Instant::now();
+    destinations(&mut sw, t, p[0], &frame(MacAddr::BROADCAST, mac(1))).unwrap();
+    assert_eq!(
+        destinations(&mut sw, t, p[0], &frame(mac(1), mac(3))),
+        Err(DropCause::SamePort)
+    );
+    assert_eq!(
+        sw.port(p[0])
+            .unwrap()
+            .counters
+            .drops
+            .get(DropCause::SamePort),
+        1
+    );
+}
+
+#[test]
+fn bad_frames_are_dropped_and_counted() {
+    let (mut sw, p) = switch_with(2);
+    let t = Instant::now();
+    assert_eq!(
+        destinations(&mut sw, t, p[0], &[0u8; 13]),
+        Err(DropCause::Runt)
+    );
+    assert_eq!(destinations(&mut sw, t, p[0], &[]), Err(DropCause::Runt));
+    let mut big = frame(mac(2), mac(1));
+    big.resize(1515, 0);
+    assert_eq!(
+        destinations(&mut sw, t, p[0], &big),
+        Err(DropCause::Oversize)
+    );
+    big.truncate(1514);
+    assert!(destinations(&mut sw, t, p[0], &big).is_ok());
+    assert_eq!(
+        destinations(&mut sw, t, p[0], &tagged(mac(2), mac(1), 5)[..16]),
+        Err(DropCause::BadTag)
+    );
+    assert_eq!(
+        destinations(&mut sw, t, p[0], &tagged(mac(2), mac(1), 10)),
+        Err(DropCause::VlanDenied)
+    );
+    assert_eq!(
+        destinations(&mut sw, t, p[0], &tagged(mac(2), mac(1), 4095)),
+        Err(DropCause::BadTag)
+    );
+    let c = sw.port(p[0]).unwrap().counters;
+    assert_eq!((c.rx_frames, c.drops.total()), (1, 6));
+}
+
+#[test]
+fn vlans_are_isolated_and_trunks_carry_tags() {
+    let mut sw = Switch::new(SwitchConfig::default());
+    let a10 = sw.add_port(VlanMode::Access { vlan: 10 }).unwrap();
+    let a20 = sw.add_port(VlanMode::Access { vlan: 20 }).unwrap();
+    let trunk = sw
+        .add_port(VlanMode::Trunk {
+            allowed: vec![10, 20],
+            native: None,
+        })
+        .unwrap();
+    let t = Instant::now();
+    let fwd = match sw.ingress(t, a10, &frame(MacAddr::BROADCAST, mac(1))) {
+        Verdict::Forward(f) => f,
+        v => panic!("{v:?}"),
+    };
+    assert_eq!(
+        sw.egress(&fwd).collect::<Vec<_>>(),
+        vec![(trunk, Tagging::Tagged(10))]
+    );
+    let fwd = match sw.ingress(t, trunk, &tagged(MacAddr::BROADCAST, mac(3), 20)) {
+        Verdict::Forward(f) => f,
+        v => panic!("{v:?}"),
+    };
+    assert_eq!(
+        sw.egress(&fwd).collect::<Vec<_>>(),
+        vec![(a20, Tagging::Untagged)]
+    );
+}
+
+#[test]
+fn declared_mac_filters_flooded_unicast_unless_promiscuous() {
+    let (mut sw, p) = switch_with(3);
+    let t = Instant::now();
+    sw.set_mac(t, p[2], mac(3)).unwrap();
+    assert_eq!(
+        destinations(&mut sw, t, p[0], &frame(mac(7), mac(1))),
+        Ok(vec![p[1]])
+    );
+    assert_eq!(
+        destinations(&mut sw, t, p[0], &frame(mac(3), mac(1))),
+        Ok(vec![p[2]]),
+        "pinned: known at once"
+    );
+    sw.set_promiscuous(p[2], true).unwrap();
+    assert_eq!(
+        destinations(&mut sw, t, p[0], &frame(mac(7), mac(1))),
+        Ok(vec![p[1], p[2]])
+    );
+    destinations(&mut sw, t, p[1], &frame(MacAddr::BROADCAST, mac(2))).unwrap();
+    assert_eq!(
+        destinations(&mut sw, t, p[0], &frame(mac(2), mac(1))),
+        Ok(vec![p[1], p[2]]),
+        "promiscuous sees unicast"
+    );
+    assert!(sw.set_mac(t, p[2], MacAddr::BROADCAST).is_err());
+}
+
+#[test]
+fn removing_a_port_forgets_its_macs() {
+    let (mut sw, p) = switch_with(3);
+    let t = Instant::now();
+    destinations(&mut sw, t, p[1], &frame(MacAddr::BROADCAST, mac(2))).unwrap();
+    sw.remove_port(p[1]).unwrap();
+    assert_eq!(
+        destinations(&mut sw, t, p[0], &frame(mac(2), mac(1))),
+        Ok(vec![p[2]])
+    );
+    assert!(sw.remove_port(p[1]).is_err());
+    let p3 = sw.add_port(VlanMode::default()).unwrap();
+    assert!(p3 > p[2], "ids are never reused");
+}
+
+proptest! {
+    /// Whatever arrives, the switch never sends a frame back out of its ingress port,
+    /// never outside the frame's VLAN, and counts every frame exactly once.
+    #[test]
+    fn forwarding_invariants(frames in proptest::collection::vec((0usize..4, proptest::collection::vec(any::<u8>(), 0..80)), 1..100)) {
+        let mut sw = Switch::new(SwitchConfig::default());
+        let ports = [
+            sw.add_port(VlanMode::default()).unwrap(),
+            sw.add_port(VlanMode::default()).unwrap(),
+            sw.add_port(VlanMode::Access { vlan: 2 }).unwrap(),
+            sw.add_port(VlanMode::Trunk { allowed: vec![1, 2], native: None }).unwrap(),
+        ];
+        let t = Instant::now();
+        for (i, (from, bytes)) in frames.iter().enumerate() {
+            let now = t + Duration::from_millis(i as u64);
+            if let Verdict::Forward(fwd) = sw.ingress(now, ports[*from], bytes) {
+                for (to, _) in sw.egress(&fwd) {
+                    prop_assert_ne!(to, ports[*from]);
+                    prop_assert!(sw.port(to).unwrap().rule.is_member(fwd.vlan));
+                }
+            }
+        }
+        let counted: u64 = sw.ports().map(|p| p.counters.rx_frames + p.counters.drops.total()).sum();
+        prop_assert_eq!(counted, frames.len() as u64);
+    }
+}

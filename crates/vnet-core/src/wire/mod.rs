@@ -1,0 +1,7 @@
+//! Wire formats. Every parser here accepts arbitrary bytes and returns an error, never panics.
+
+pub mod api;
+pub mod ethernet;
+pub mod stream;
+
+pub use ethernet::{EtherType, Frame, FrameError, MacAddr, VlanTag};
