@@ -1,0 +1,683 @@
+//! A small blocking client for the control API on `RUN/control.sock`.
+//!
+//! Each call opens a fresh connection, sends one HTTP/1.1 request and reads the whole
+//! answer: the API is for humans and scripts, a connection per call costs nothing next
+//! to a person typing. The async machinery (hyper on a tokio current-thread runtime) is
+//! private, so the CLI and tests call plain functions. Do not call a [`Client`] from
+//! inside another tokio runtime: blocking on it there panics.
+//!
+//! Errors say which step failed: the daemon could not be reached ([`Error::NotRunning`],
+//! [`Error::PermissionDenied`], [`Error::Connect`]), the daemon answered with an error
+//! ([`Error::Api`], carrying its status and its `{"error": ...}` message), or the answer
+//! did not make sense ([`Error::Decode`], [`Error::Http`]).
+
+use std::future::Future;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper::header::{ACCEPT, CONTENT_TYPE, HOST};
+use hyper::{Method, Request, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::net::UnixStream;
+
+use crate::types::{ApiError, MacEntry, NetworkInfo, NetworkSpec, PortInfo, PortSpec, Version};
+use crate::API_PREFIX;
+
+/// How long one request may take, connection included, before the client gives up.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Name of the control socket inside the runtime directory.
+pub const CONTROL_SOCKET: &str = "control.sock";
+
+/// What went wrong talking to vnetd.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No socket at the path, or nobody listening on it.
+    #[error(
+        "vnetd is not running (cannot connect to {}: {source}): start `vnetd`, or pass --run-dir \
+         (or set VNET_RUN_DIR) to the runtime directory it uses",
+        path.display()
+    )]
+    NotRunning {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// The socket exists but this user may not connect to it.
+    #[error(
+        "permission denied connecting to vnetd at {}: run as the user vnetd runs as (root for \
+         /run/vnet), or pass --run-dir to a daemon of your own",
+        path.display()
+    )]
+    PermissionDenied {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// Connecting failed for another reason.
+    #[error("cannot connect to vnetd at {}: {source}", path.display())]
+    Connect {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// The private async runtime could not be created.
+    #[error("cannot start the client's I/O runtime: {0}")]
+    Runtime(#[source] io::Error),
+    /// The connection broke or the answer was not HTTP.
+    #[error("{method} {path}: HTTP exchange with vnetd failed: {source}")]
+    Http {
+        method: Method,
+        path: String,
+        #[source]
+        source: hyper::Error,
+    },
+    /// vnetd did not answer in time.
+    #[error("{method} {path}: vnetd did not answer within {} s", timeout.as_secs())]
+    Timeout {
+        method: Method,
+        path: String,
+        timeout: Duration,
+    },
+    /// vnetd answered with an error status; `message` is its `{"error": ...}` text.
+    #[error("{message} ({status})")]
+    Api { status: StatusCode, message: String },
+    /// vnetd answered with success but a body this client does not understand.
+    #[error("{method} {path}: cannot decode vnetd's answer: {source}")]
+    Decode {
+        method: Method,
+        path: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The request body could not be encoded (never happens with the API types).
+    #[error("cannot encode the request: {0}")]
+    Encode(#[source] serde_json::Error),
+}
+
+impl Error {
+    /// The HTTP status vnetd answered with, for [`Error::Api`].
+    pub fn status(&self) -> Option<StatusCode> {
+        match self {
+            Error::Api { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    /// True when the daemon could not be reached at all.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(
+            self,
+            Error::NotRunning { .. } | Error::PermissionDenied { .. } | Error::Connect { .. }
+        )
+    }
+}
+
+/// A whole answer: status and body bytes.
+struct Answer {
+    status: StatusCode,
+    body: Bytes,
+}
+
+/// A client of one vnetd, found by its control socket.
+pub struct Client {
+    socket: PathBuf,
+    timeout: Duration,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl Client {
+    /// A client of the daemon listening on `socket` (usually `RUN/control.sock`). Nothing
+    /// is connected until the first call.
+    pub fn new(socket: impl Into<PathBuf>) -> Result<Client, Error> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .enable_time()
+            .build()
+            .map_err(Error::Runtime)?;
+        Ok(Client {
+            socket: socket.into(),
+            timeout: DEFAULT_TIMEOUT,
+            runtime,
+        })
+    }
+
+    /// A client of the daemon whose runtime directory is `run_dir`.
+    pub fn for_run_dir(run_dir: impl AsRef<Path>) -> Result<Client, Error> {
+        Client::new(run_dir.as_ref().join(CONTROL_SOCKET))
+    }
+
+    /// Give up on a request after `timeout` (default [`DEFAULT_TIMEOUT`]).
+    pub fn with_timeout(mut self, timeout: Duration) -> Client {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The control socket this client talks to.
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    /// `GET /v1/version`
+    pub fn version(&self) -> Result<Version, Error> {
+        self.get_json(&api_path(&["version"]))
+    }
+
+    /// `GET /v1/networks`
+    pub fn networks(&self) -> Result<Vec<NetworkInfo>, Error> {
+        self.get_json(&api_path(&["networks"]))
+    }
+
+    /// `GET /v1/networks/{net}`
+    pub fn network(&self, net: &str) -> Result<NetworkInfo, Error> {
+        self.get_json(&api_path(&["networks", net]))
+    }
+
+    /// `POST /v1/networks`
+    pub fn create_network(&self, spec: &NetworkSpec) -> Result<NetworkInfo, Error> {
+        self.send_json(Method::POST, &api_path(&["networks"]), spec)
+    }
+
+    /// `DELETE /v1/networks/{net}`
+    pub fn delete_network(&self, net: &str) -> Result<(), Error> {
+        self.delete(&api_path(&["networks", net]))
+    }
+
+    /// `GET /v1/networks/{net}/ports`
+    pub fn ports(&self, net: &str) -> Result<Vec<PortInfo>, Error> {
+        self.get_json(&api_path(&["networks", net, "ports"]))
+    }
+
+    /// `GET /v1/networks/{net}/ports/{id}`
+    pub fn port(&self, net: &str, id: u32) -> Result<PortInfo, Error> {
+        self.get_json(&api_path(&["networks", net, "ports", &id.to_string()]))
+    }
+
+    /// `POST /v1/networks/{net}/ports`
+    pub fn add_port(&self, net: &str, spec: &PortSpec) -> Result<PortInfo, Error> {
+        self.send_json(Method::POST, &api_path(&["networks", net, "ports"]), spec)
+    }
+
+    /// `DELETE /v1/networks/{net}/ports/{id}`
+    pub fn remove_port(&self, net: &str, id: u32) -> Result<(), Error> {
+        self.delete(&api_path(&["networks", net, "ports", &id.to_string()]))
+    }
+
+    /// `GET /v1/networks/{net}/macs`
+    pub fn macs(&self, net: &str) -> Result<Vec<MacEntry>, Error> {
+        self.get_json(&api_path(&["networks", net, "macs"]))
+    }
+
+    /// `GET /metrics`: Prometheus text exposition.
+    pub fn metrics(&self) -> Result<String, Error> {
+        let answer = self.request(Method::GET, "/metrics", None)?;
+        Ok(String::from_utf8_lossy(&answer.body).into_owned())
+    }
+
+    fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T, Error> {
+        let answer = self.request(Method::GET, path, None)?;
+        decode(Method::GET, path, &answer.body)
+    }
+
+    fn send_json<B: Serialize, T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: &B,
+    ) -> Result<T, Error> {
+        let body = serde_json::to_vec(body).map_err(Error::Encode)?;
+        let answer = self.request(method.clone(), path, Some(body))?;
+        decode(method, path, &answer.body)
+    }
+
+    fn delete(&self, path: &str) -> Result<(), Error> {
+        self.request(Method::DELETE, path, None).map(drop)
+    }
+
+    /// One request on a fresh connection; any non-2xx status becomes [`Error::Api`].
+    fn request(&self, method: Method, path: &str, body: Option<Vec<u8>>) -> Result<Answer, Error> {
+        let exchange = exchange(&self.socket, method.clone(), path, body);
+        let answer = self.block_on_with_timeout(exchange, &method, path)??;
+        if answer.status.is_success() {
+            Ok(answer)
+        } else {
+            Err(api_error(answer))
+        }
+    }
+
+    fn block_on_with_timeout<T>(
+        &self,
+        work: impl Future<Output = T>,
+        method: &Method,
+        path: &str,
+    ) -> Result<T, Error> {
+        self.runtime
+            .block_on(async { tokio::time::timeout(self.timeout, work).await })
+            .map_err(|_| Error::Timeout {
+                method: method.clone(),
+                path: path.to_string(),
+                timeout: self.timeout,
+            })
+    }
+}
+
+/// Connect, send one request, read the whole answer.
+async fn exchange(
+    socket: &Path,
+    method: Method,
+    path: &str,
+    body: Option<Vec<u8>>,
+) -> Result<Answer, Error> {
+    let stream = UnixStream::connect(socket)
+        .await
+        .map_err(|source| connect_error(socket, source))?;
+    let http_error = |source| Error::Http {
+        method: method.clone(),
+        path: path.to_string(),
+        source,
+    };
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(http_error)?;
+    // The connection task moves the bytes; it ends when the answer has been read and
+    // `sender` is dropped.
+    let driver = tokio::spawn(connection);
+
+    let mut request = Request::builder()
+        .method(method.clone())
+        .uri(path)
+        .header(HOST, "vnetd")
+        .header(ACCEPT, "application/json");
+    if body.is_some() {
+        request = request.header(CONTENT_TYPE, "application/json");
+    }
+    let request = request
+        .body(Full::new(Bytes::from(body.unwrap_or_default())))
+        .expect("method, path and headers are valid");
+
+    let response = sender.send_request(request).await.map_err(http_error)?;
+    let status = response.status();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(http_error)?
+        .to_bytes();
+    drop(sender);
+    driver.abort();
+    Ok(Answer { status, body })
+}
+
+fn connect_error(path: &Path, source: io::Error) -> Error {
+    let path = path.to_path_buf();
+    match source.kind() {
+        io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => {
+            Error::NotRunning { path, source }
+        }
+        io::ErrorKind::PermissionDenied => Error::PermissionDenied { path, source },
+        _ => Error::Connect { path, source },
+    }
+}
+
+/// The error of a non-2xx answer: the server's `{"error": ...}` message, or failing
+/// that its body text, or failing that the status's reason.
+fn api_error(answer: Answer) -> Error {
+    let message = match serde_json::from_slice::<ApiError>(&answer.body) {
+        Ok(ApiError { error }) => error,
+        Err(_) => {
+            let text = String::from_utf8_lossy(&answer.body).trim().to_string();
+            if text.is_empty() {
+                answer
+                    .status
+                    .canonical_reason()
+                    .unwrap_or("request failed")
+                    .to_string()
+            } else {
+                text
+            }
+        }
+    };
+    Error::Api {
+        status: answer.status,
+        message,
+    }
+}
+
+fn decode<T: DeserializeOwned>(method: Method, path: &str, body: &[u8]) -> Result<T, Error> {
+    serde_json::from_slice(body).map_err(|source| Error::Decode {
+        method,
+        path: path.to_string(),
+        source,
+    })
+}
+
+/// `/v1/seg/seg/...` with each segment percent-encoded, so a name the user typed can
+/// never change the route.
+fn api_path(segments: &[&str]) -> String {
+    let mut path = API_PREFIX.to_string();
+    for segment in segments {
+        path.push('/');
+        for byte in segment.bytes() {
+            if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+                path.push(byte as char);
+            } else {
+                path.push_str(&format!("%{byte:02X}"));
+            }
+        }
+    }
+    path
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::{Counters, NetworkSockets, PortKind, VlanMode};
+    use std::sync::{Arc, Mutex};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// What the fake daemon saw: the request line and body of each request.
+    type Seen = Arc<Mutex<Vec<(String, String)>>>;
+
+    /// A fake vnetd: answers each connection with the next canned HTTP response and
+    /// records the request it got.
+    struct FakeDaemon {
+        _dir: TempDir,
+        socket: PathBuf,
+        seen: Seen,
+        thread: Option<std::thread::JoinHandle<()>>,
+    }
+
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new(tag: &str) -> TempDir {
+            use std::sync::atomic::{AtomicU32, Ordering};
+            static NEXT: AtomicU32 = AtomicU32::new(0);
+            let dir = std::env::temp_dir().join(format!(
+                "vnet-client-{tag}-{}-{}",
+                std::process::id(),
+                NEXT.fetch_add(1, Ordering::Relaxed)
+            ));
+            std::fs::create_dir_all(&dir).unwrap();
+            TempDir(dir)
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn response(status: &str, content_type: &str, body: &str) -> String {
+        format!(
+            "HTTP/1.1 {status}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    }
+
+    fn json(status: &str, body: &str) -> String {
+        response(status, "application/json", body)
+    }
+
+    impl FakeDaemon {
+        fn start(answers: Vec<String>) -> FakeDaemon {
+            let dir = TempDir::new("fake");
+            let socket = dir.0.join("control.sock");
+            let seen: Seen = Arc::default();
+            let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+            let thread = {
+                let socket = socket.clone();
+                let seen = seen.clone();
+                std::thread::spawn(move || {
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .unwrap();
+                    rt.block_on(async move {
+                        let listener = tokio::net::UnixListener::bind(&socket).unwrap();
+                        ready_tx.send(()).unwrap();
+                        for answer in answers {
+                            let (mut conn, _) = listener.accept().await.unwrap();
+                            let request = read_request(&mut conn).await;
+                            seen.lock().unwrap().push(request);
+                            conn.write_all(answer.as_bytes()).await.unwrap();
+                            conn.shutdown().await.unwrap();
+                        }
+                    })
+                })
+            };
+            ready_rx.recv().unwrap();
+            FakeDaemon {
+                _dir: dir,
+                socket,
+                seen,
+                thread: Some(thread),
+            }
+        }
+
+        fn client(&self) -> Client {
+            Client::new(&self.socket)
+                .unwrap()
+                .with_timeout(Duration::from_secs(10))
+        }
+
+        /// Wait until every canned answer was served; return what was asked.
+        fn finish(mut self) -> Vec<(String, String)> {
+            self.thread.take().unwrap().join().unwrap();
+            self.seen.lock().unwrap().clone()
+        }
+    }
+
+    /// Read a request head and its content-length body.
+    async fn read_request(conn: &mut tokio::net::UnixStream) -> (String, String) {
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 1024];
+        let head_end = loop {
+            let n = conn.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "client closed before sending a request");
+            buf.extend_from_slice(&chunk[..n]);
+            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+        };
+        let head = String::from_utf8(buf[..head_end].to_vec()).unwrap();
+        let length: usize = head
+            .lines()
+            .find_map(|l| {
+                let (name, value) = l.split_once(':')?;
+                name.eq_ignore_ascii_case("content-length")
+                    .then(|| value.trim().parse().unwrap())
+            })
+            .unwrap_or(0);
+        while buf.len() < head_end + length {
+            let n = conn.read(&mut chunk).await.unwrap();
+            assert!(n > 0);
+            buf.extend_from_slice(&chunk[..n]);
+        }
+        let line = head.lines().next().unwrap().to_string();
+        let body = String::from_utf8(buf[head_end..head_end + length].to_vec()).unwrap();
+        (line, body)
+    }
+
+    fn sample_network() -> NetworkInfo {
+        NetworkInfo {
+            name: "vmnet1".into(),
+            mtu: 1500,
+            max_frame: 1514,
+            mac_aging_secs: 300,
+            max_macs_per_port: 1024,
+            max_macs: 16384,
+            ports: 0,
+            macs: 0,
+            sockets: NetworkSockets {
+                stream: "/run/vnet/vmnet1/stream.sock".into(),
+                dgram: "/run/vnet/vmnet1/dgram.sock".into(),
+                api: "/run/vnet/vmnet1/api.sock".into(),
+            },
+        }
+    }
+
+    fn sample_port() -> PortInfo {
+        PortInfo {
+            id: 7,
+            kind: PortKind::Tap,
+            description: "tap7".into(),
+            pid: None,
+            vlan: VlanMode::Access { vlan: 10 },
+            mac: None,
+            promiscuous: false,
+            macs: vec!["52:54:00:12:34:56".parse().unwrap()],
+            counters: Counters::default(),
+            queue_len: 0,
+            queue_capacity: 256,
+        }
+    }
+
+    #[test]
+    fn reads_the_version() {
+        let daemon = FakeDaemon::start(vec![json(
+            "200 OK",
+            r#"{"version":"0.1.0","api":"v1"}"#,
+        )]);
+        let version = daemon.client().version().unwrap();
+        assert_eq!(version.version, "0.1.0");
+        assert_eq!(version.api, "v1");
+        let seen = daemon.finish();
+        assert_eq!(seen[0].0, "GET /v1/version HTTP/1.1");
+    }
+
+    #[test]
+    fn creates_a_network_and_lists_it() {
+        let info = serde_json::to_string(&sample_network()).unwrap();
+        let daemon = FakeDaemon::start(vec![
+            json("201 Created", &info),
+            json("200 OK", &format!("[{info}]")),
+            json("200 OK", &info),
+        ]);
+        let client = daemon.client();
+        let mut spec = NetworkSpec::named("vmnet1");
+        spec.mtu = 9000;
+        assert_eq!(client.create_network(&spec).unwrap(), sample_network());
+        assert_eq!(client.networks().unwrap(), vec![sample_network()]);
+        assert_eq!(client.network("vmnet1").unwrap(), sample_network());
+        let seen = daemon.finish();
+        assert_eq!(seen[0].0, "POST /v1/networks HTTP/1.1");
+        let sent: NetworkSpec = serde_json::from_str(&seen[0].1).unwrap();
+        assert_eq!(sent, spec);
+        assert_eq!(seen[1].0, "GET /v1/networks HTTP/1.1");
+        assert_eq!(seen[2].0, "GET /v1/networks/vmnet1 HTTP/1.1");
+    }
+
+    #[test]
+    fn manages_ports_macs_and_deletes() {
+        let port = serde_json::to_string(&sample_port()).unwrap();
+        let daemon = FakeDaemon::start(vec![
+            json("201 Created", &port),
+            json("200 OK", &format!("[{port}]")),
+            json("200 OK", &port),
+            json(
+                "200 OK",
+                r#"[{"vlan":10,"mac":"52:54:00:12:34:56","port":7,"age_secs":3,"fixed":false}]"#,
+            ),
+            response("204 No Content", "application/json", ""),
+            response("204 No Content", "application/json", ""),
+            response("200 OK", "text/plain; version=0.0.4", "vnet_up 1\n"),
+        ]);
+        let client = daemon.client();
+        let spec = PortSpec::Tap {
+            ifname: "tap7".into(),
+            vlan: VlanMode::Access { vlan: 10 },
+        };
+        assert_eq!(client.add_port("vmnet1", &spec).unwrap(), sample_port());
+        assert_eq!(client.ports("vmnet1").unwrap(), vec![sample_port()]);
+        assert_eq!(client.port("vmnet1", 7).unwrap(), sample_port());
+        let macs = client.macs("vmnet1").unwrap();
+        assert_eq!(macs[0].port, 7);
+        client.remove_port("vmnet1", 7).unwrap();
+        client.delete_network("vmnet1").unwrap();
+        assert_eq!(client.metrics().unwrap(), "vnet_up 1\n");
+        let seen = daemon.finish();
+        let lines: Vec<&str> = seen.iter().map(|(l, _)| l.as_str()).collect();
+        assert_eq!(
+            lines,
+            [
+                "POST /v1/networks/vmnet1/ports HTTP/1.1",
+                "GET /v1/networks/vmnet1/ports HTTP/1.1",
+                "GET /v1/networks/vmnet1/ports/7 HTTP/1.1",
+                "GET /v1/networks/vmnet1/macs HTTP/1.1",
+                "DELETE /v1/networks/vmnet1/ports/7 HTTP/1.1",
+                "DELETE /v1/networks/vmnet1 HTTP/1.1",
+                "GET /metrics HTTP/1.1",
+            ]
+        );
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&seen[0].1).unwrap(),
+            serde_json::json!({"kind": "tap", "ifname": "tap7", "vlan": {"mode": "access", "vlan": 10}})
+        );
+    }
+
+    #[test]
+    fn an_error_answer_carries_the_daemons_message_and_status() {
+        let daemon = FakeDaemon::start(vec![
+            json("404 Not Found", r#"{"error":"no vnet named \"nope\""}"#),
+            response("500 Internal Server Error", "text/plain", "boom\n"),
+            response("409 Conflict", "text/plain", ""),
+        ]);
+        let client = daemon.client();
+        match client.network("nope").unwrap_err() {
+            Error::Api { status, message } => {
+                assert_eq!(status, StatusCode::NOT_FOUND);
+                assert_eq!(message, "no vnet named \"nope\"");
+            }
+            other => panic!("expected an API error, got {other:?}"),
+        }
+        let err = client.networks().unwrap_err();
+        assert_eq!(err.status(), Some(StatusCode::INTERNAL_SERVER_ERROR));
+        assert_eq!(err.to_string(), "boom (500 Internal Server Error)");
+        let err = client.delete_network("x").unwrap_err();
+        assert_eq!(err.to_string(), "Conflict (409 Conflict)");
+        daemon.finish();
+    }
+
+    #[test]
+    fn a_success_with_a_body_of_the_wrong_shape_is_a_decode_error() {
+        let daemon = FakeDaemon::start(vec![json("200 OK", r#"{"name": 3}"#)]);
+        let err = daemon.client().networks().unwrap_err();
+        assert!(matches!(err, Error::Decode { .. }), "{err:?}");
+        daemon.finish();
+    }
+
+    #[test]
+    fn a_missing_socket_says_to_start_vnetd() {
+        let dir = TempDir::new("missing");
+        let client = Client::for_run_dir(&dir.0).unwrap();
+        let err = client.version().unwrap_err();
+        assert!(matches!(err, Error::NotRunning { .. }), "{err:?}");
+        assert!(err.is_unreachable());
+        let text = err.to_string();
+        assert!(text.contains("start `vnetd`"), "{text}");
+        assert!(text.contains("--run-dir"), "{text}");
+        assert!(text.contains("control.sock"), "{text}");
+    }
+
+    #[test]
+    fn a_socket_nobody_listens_on_means_not_running() {
+        let dir = TempDir::new("stale");
+        let path = dir.0.join("control.sock");
+        drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+        let err = Client::new(&path).unwrap().version().unwrap_err();
+        assert!(matches!(err, Error::NotRunning { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn path_segments_are_percent_encoded() {
+        assert_eq!(api_path(&["networks", "vm net/1"]), "/v1/networks/vm%20net%2F1");
+        assert_eq!(api_path(&["networks", "a-b_c.d"]), "/v1/networks/a-b_c.d");
+    }
+}
