@@ -1,1 +1,24 @@
-fn main() {}
+//! `vnet`: the command line over vnetd's control API.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+mod cli;
+mod commands;
+mod failure;
+mod output;
+mod qemu;
+mod run_dir;
+
+fn main() -> ExitCode {
+    // Usage errors exit here with status 2 (clap's convention), --help with 0.
+    let cli = cli::Cli::parse();
+    match commands::run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            eprintln!("vnet: {failure}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,44 @@
+//! `vnet net ls|show|create|rm`
+
+use vnet_control::NetworkSpec;
+
+use super::{print, Context};
+use crate::cli::{CreateNet, NetCommand};
+use crate::failure::Failure;
+use crate::output;
+
+const LIST_NETS: &str = "list the vnets with `vnet net ls`";
+
+pub fn run(ctx: &Context, command: NetCommand) -> Result<(), Failure> {
+    match command {
+        NetCommand::Ls => ctx.show(&ctx.client.networks()?, |n| output::networks_table(n)),
+        NetCommand::Show { net } => {
+            let info = ctx
+                .client
+                .network(&net)
+                .map_err(|e| Failure::from(e).if_not_found(LIST_NETS))?;
+            ctx.show(&info, output::network_details)
+        }
+        NetCommand::Create(args) => create(ctx, args),
+        NetCommand::Rm { net } => ctx
+            .client
+            .delete_network(&net)
+            .map_err(|e| Failure::from(e).if_not_found(LIST_NETS)),
+    }
+}
+
+fn create(ctx: &Context, args: CreateNet) -> Result<(), Failure> {
+    let mut spec = NetworkSpec::named(args.net);
+    spec.mtu = args.mtu.unwrap_or(spec.mtu);
+    spec.mac_aging_secs = args.mac_aging.unwrap_or(spec.mac_aging_secs);
+    spec.max_macs_per_port = args.max_macs_per_port.unwrap_or(spec.max_macs_per_port);
+    spec.max_macs = args.max_macs.unwrap_or(spec.max_macs);
+    let info = ctx.client.create_network(&spec)?;
+    if ctx.json {
+        return super::print_json(&info);
+    }
+    print(&format!(
+        "created vnet {name}: attach a VM with `vnet attach {name} --qemu`\n",
+        name = info.name
+    ))
+}

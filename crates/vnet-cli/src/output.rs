@@ -1,0 +1,429 @@
+//! Human output: plain tables in the style of `ip` and `docker ps`, no borders.
+//!
+//! Every function returns the text (ending in a newline) so tests can read it.
+
+use comfy_table::{presets, Cell, CellAlignment, Table};
+use vnet_control::{Counters, MacAddr, MacEntry, NetworkInfo, PortInfo, VlanMode};
+
+/// A table with a header row, columns separated by two spaces.
+fn table(header: &[&str]) -> Table {
+    let mut table = Table::new();
+    table
+        .load_preset(presets::NOTHING)
+        .set_header(header.to_vec());
+    for column in table.column_iter_mut() {
+        column.set_padding((0, 2));
+    }
+    table
+}
+
+/// Settings as `key  value` lines.
+fn details(rows: Vec<(&str, String)>) -> String {
+    let mut table = Table::new();
+    table.load_preset(presets::NOTHING);
+    for (key, value) in rows {
+        table.add_row(vec![key.to_string(), value]);
+    }
+    for column in table.column_iter_mut() {
+        column.set_padding((0, 2));
+    }
+    render(&table)
+}
+
+fn right_align(table: &mut Table, columns: &[usize]) {
+    for &i in columns {
+        if let Some(column) = table.column_mut(i) {
+            column.set_cell_alignment(CellAlignment::Right);
+        }
+    }
+}
+
+/// The table without the trailing blanks comfy-table pads the last column with.
+fn render(table: &Table) -> String {
+    let mut text = String::new();
+    for line in table.lines() {
+        text.push_str(line.trim_end());
+        text.push('\n');
+    }
+    text
+}
+
+pub fn networks_table(networks: &[NetworkInfo]) -> String {
+    let mut t = table(&["NAME", "MTU", "PORTS", "MACS", "MAC AGING"]);
+    for n in networks {
+        t.add_row(vec![
+            Cell::new(&n.name),
+            Cell::new(n.mtu),
+            Cell::new(n.ports),
+            Cell::new(n.macs),
+            Cell::new(format!("{} s", n.mac_aging_secs)),
+        ]);
+    }
+    right_align(&mut t, &[1, 2, 3, 4]);
+    render(&t)
+}
+
+pub fn network_details(n: &NetworkInfo) -> String {
+    details(vec![
+        ("name", n.name.clone()),
+        (
+            "mtu",
+            format!("{} (frames up to {} bytes)", n.mtu, n.max_frame),
+        ),
+        ("mac aging", format!("{} s", n.mac_aging_secs)),
+        (
+            "mac limit",
+            format!("{} per port, {} in all", n.max_macs_per_port, n.max_macs),
+        ),
+        ("ports", n.ports.to_string()),
+        ("macs", n.macs.to_string()),
+        ("stream socket", n.sockets.stream.display().to_string()),
+        ("dgram socket", n.sockets.dgram.display().to_string()),
+        ("api socket", n.sockets.api.display().to_string()),
+    ])
+}
+
+pub fn ports_table(ports: &[PortInfo]) -> String {
+    let mut t = table(&[
+        "ID",
+        "KIND",
+        "DESCRIPTION",
+        "VLAN",
+        "MACS",
+        "RX FRAMES/BYTES",
+        "TX FRAMES/BYTES",
+        "DROPS",
+    ]);
+    for p in ports {
+        let c = &p.counters;
+        t.add_row(vec![
+            Cell::new(p.id),
+            Cell::new(p.kind.as_str()),
+            Cell::new(&p.description),
+            Cell::new(vlan_mode(&p.vlan)),
+            Cell::new(mac_summary(&p.macs)),
+            Cell::new(traffic(c.rx_frames, c.rx_bytes)),
+            Cell::new(traffic(c.tx_frames, c.tx_bytes)),
+            Cell::new(total_drops(c)),
+        ]);
+    }
+    right_align(&mut t, &[0, 5, 6, 7]);
+    render(&t)
+}
+
+pub fn port_details(p: &PortInfo) -> String {
+    let c = &p.counters;
+    let mut rows = vec![
+        ("id", p.id.to_string()),
+        ("kind", p.kind.as_str().to_string()),
+        ("description", p.description.clone()),
+    ];
+    if let Some(pid) = p.pid {
+        rows.push(("pid", pid.to_string()));
+    }
+    rows.extend([
+        ("vlan", vlan_mode(&p.vlan)),
+        (
+            "mac",
+            p.mac.map_or("-".into(), |m| format!("{m} (declared)")),
+        ),
+        (
+            "promiscuous",
+            if p.promiscuous { "yes" } else { "no" }.into(),
+        ),
+        ("macs learned", mac_list(&p.macs)),
+        (
+            "rx",
+            format!("{} frames, {}", c.rx_frames, bytes(c.rx_bytes)),
+        ),
+        (
+            "tx",
+            format!("{} frames, {}", c.tx_frames, bytes(c.tx_bytes)),
+        ),
+        ("drops", total_drops(c).to_string()),
+    ]);
+    let causes: Vec<(String, String)> = c
+        .drops
+        .iter()
+        .filter(|(_, n)| **n > 0)
+        .map(|(cause, n)| (format!("  {cause}"), n.to_string()))
+        .collect();
+    rows.extend(causes.iter().map(|(k, v)| (k.as_str(), v.clone())));
+    rows.push((
+        "egress queue",
+        format!("{} of {} frames", p.queue_len, p.queue_capacity),
+    ));
+    details(rows)
+}
+
+pub fn macs_table(entries: &[MacEntry]) -> String {
+    let mut entries: Vec<&MacEntry> = entries.iter().collect();
+    entries.sort_by_key(|e| (e.vlan, e.mac));
+    let mut t = table(&["VLAN", "MAC", "PORT", "AGE", "TYPE"]);
+    for e in entries {
+        t.add_row(vec![
+            Cell::new(e.vlan),
+            Cell::new(e.mac),
+            Cell::new(e.port),
+            Cell::new(format!("{} s", e.age_secs)),
+            Cell::new(if e.fixed { "fixed" } else { "learned" }),
+        ]);
+    }
+    right_align(&mut t, &[0, 2, 3]);
+    render(&t)
+}
+
+/// `access 10`, `trunk 10,20-29`, `trunk 10,20 native 1`.
+pub fn vlan_mode(mode: &VlanMode) -> String {
+    match mode {
+        VlanMode::Access { vlan } => format!("access {vlan}"),
+        VlanMode::Trunk { allowed, native } => {
+            let mut text = format!("trunk {}", vlan_ranges(allowed));
+            if let Some(native) = native {
+                text.push_str(&format!(" native {native}"));
+            }
+            text
+        }
+    }
+}
+
+/// `[1, 2, 3, 7]` → `1-3,7`.
+fn vlan_ranges(vlans: &[u16]) -> String {
+    let mut sorted = vlans.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    let mut parts = Vec::new();
+    let mut i = 0;
+    while i < sorted.len() {
+        let start = sorted[i];
+        while i + 1 < sorted.len() && sorted[i + 1] == sorted[i] + 1 {
+            i += 1;
+        }
+        parts.push(if sorted[i] == start {
+            start.to_string()
+        } else {
+            format!("{start}-{}", sorted[i])
+        });
+        i += 1;
+    }
+    if parts.is_empty() {
+        "none".into()
+    } else {
+        parts.join(",")
+    }
+}
+
+/// The first MAC and how many more.
+fn mac_summary(macs: &[MacAddr]) -> String {
+    match macs {
+        [] => "-".into(),
+        [one] => one.to_string(),
+        [first, rest @ ..] => format!("{first} +{}", rest.len()),
+    }
+}
+
+fn mac_list(macs: &[MacAddr]) -> String {
+    if macs.is_empty() {
+        return "-".into();
+    }
+    macs.iter()
+        .map(|m| m.to_string())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn traffic(frames: u64, octets: u64) -> String {
+    format!("{frames} / {}", bytes(octets))
+}
+
+fn total_drops(c: &Counters) -> u64 {
+    c.drops.values().sum()
+}
+
+/// `999 B`, `1.5 KiB`, `12.0 MiB`.
+pub fn bytes(n: u64) -> String {
+    const UNITS: [&str; 6] = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut value = n as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+    use vnet_control::{NetworkSockets, PortKind};
+
+    fn mac(s: &str) -> MacAddr {
+        s.parse().unwrap()
+    }
+
+    fn vmnet1() -> NetworkInfo {
+        NetworkInfo {
+            name: "vmnet1".into(),
+            mtu: 1500,
+            max_frame: 1514,
+            mac_aging_secs: 300,
+            max_macs_per_port: 1024,
+            max_macs: 16384,
+            ports: 2,
+            macs: 3,
+            sockets: NetworkSockets {
+                stream: "/run/vnet/vmnet1/stream.sock".into(),
+                dgram: "/run/vnet/vmnet1/dgram.sock".into(),
+                api: "/run/vnet/vmnet1/api.sock".into(),
+            },
+        }
+    }
+
+    fn two_ports() -> Vec<PortInfo> {
+        vec![
+            PortInfo {
+                id: 1,
+                kind: PortKind::Stream,
+                description: "qemu pid 4242 (web1)".into(),
+                pid: Some(4242),
+                vlan: VlanMode::Access { vlan: 1 },
+                mac: None,
+                promiscuous: false,
+                macs: vec![mac("52:54:00:00:00:01")],
+                counters: Counters {
+                    rx_frames: 10,
+                    rx_bytes: 1200,
+                    tx_frames: 12,
+                    tx_bytes: 3 * 1024 * 1024,
+                    drops: BTreeMap::from([("queue_full".into(), 2), ("runt".into(), 1)]),
+                },
+                queue_len: 0,
+                queue_capacity: 256,
+            },
+            PortInfo {
+                id: 12,
+                kind: PortKind::Tap,
+                description: "tap-fw".into(),
+                pid: None,
+                vlan: VlanMode::Trunk {
+                    allowed: vec![10, 20, 21, 22],
+                    native: Some(1),
+                },
+                mac: Some(mac("02:00:00:00:00:09")),
+                promiscuous: true,
+                macs: vec![mac("02:00:00:00:00:09"), mac("02:00:00:00:00:0a")],
+                counters: Counters::default(),
+                queue_len: 3,
+                queue_capacity: 256,
+            },
+        ]
+    }
+
+    #[test]
+    fn network_list_is_one_line_per_vnet() {
+        let mut other = vmnet1();
+        other.name = "vmnet8".into();
+        other.mtu = 9000;
+        assert_eq!(
+            networks_table(&[vmnet1(), other]),
+            "\
+NAME     MTU  PORTS  MACS  MAC AGING
+vmnet1  1500      2     3      300 s
+vmnet8  9000      2     3      300 s
+"
+        );
+    }
+
+    #[test]
+    fn network_details_show_the_sockets() {
+        let text = network_details(&vmnet1());
+        assert!(
+            text.contains("mtu            1500 (frames up to 1514 bytes)\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("stream socket  /run/vnet/vmnet1/stream.sock\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("mac limit      1024 per port, 16384 in all\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn port_list_shows_traffic_and_total_drops() {
+        assert_eq!(
+            ports_table(&two_ports()),
+            "\
+ID  KIND    DESCRIPTION           VLAN                     MACS                  RX FRAMES/BYTES  TX FRAMES/BYTES  DROPS
+ 1  stream  qemu pid 4242 (web1)  access 1                 52:54:00:00:00:01        10 / 1.2 KiB     12 / 3.0 MiB      3
+12  tap     tap-fw                trunk 10,20-22 native 1  02:00:00:00:00:09 +1          0 / 0 B          0 / 0 B      0
+"
+        );
+    }
+
+    #[test]
+    fn port_details_break_drops_down_by_cause() {
+        let ports = two_ports();
+        let text = port_details(&ports[0]);
+        for line in [
+            "pid           4242",
+            "vlan          access 1",
+            "mac           -",
+            "rx            10 frames, 1.2 KiB",
+            "drops         3",
+            "  queue_full  2",
+            "  runt        1",
+            "egress queue  0 of 256 frames",
+        ] {
+            assert!(
+                text.contains(&format!("{line}\n")),
+                "{line:?} not in\n{text}"
+            );
+        }
+        let text = port_details(&ports[1]);
+        assert!(!text.contains("pid"), "{text}");
+        assert!(text.contains("promiscuous   yes\n"), "{text}");
+        assert!(text.contains("macs learned  02:00:00:00:00:09 02:00:00:00:00:0a\n"));
+    }
+
+    #[test]
+    fn mac_table_is_sorted_by_vlan_then_mac() {
+        let entry = |vlan, m: &str, port, fixed| MacEntry {
+            vlan,
+            mac: mac(m),
+            port,
+            age_secs: 7,
+            fixed,
+        };
+        let text = macs_table(&[
+            entry(20, "52:54:00:00:00:02", 3, false),
+            entry(1, "52:54:00:00:00:09", 1, true),
+            entry(1, "52:54:00:00:00:01", 12, false),
+        ]);
+        assert_eq!(
+            text,
+            "\
+VLAN  MAC                PORT  AGE  TYPE
+   1  52:54:00:00:00:01    12  7 s  learned
+   1  52:54:00:00:00:09     1  7 s  fixed
+  20  52:54:00:00:00:02     3  7 s  learned
+"
+        );
+    }
+
+    #[test]
+    fn sizes_read_like_people_write_them() {
+        assert_eq!(bytes(0), "0 B");
+        assert_eq!(bytes(1023), "1023 B");
+        assert_eq!(bytes(1536), "1.5 KiB");
+        assert_eq!(bytes(5 << 30), "5.0 GiB");
+        assert_eq!(vlan_ranges(&[7, 1, 2, 3, 9, 10]), "1-3,7,9-10");
+        assert_eq!(vlan_ranges(&[]), "none");
+    }
+}
