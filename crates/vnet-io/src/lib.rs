@@ -1,1 +1,16 @@
-//! (being written)
+//! The OS edge of vnet: everything that touches file descriptors.
+//!
+//! - [`sys`]: the FFI edge (TAP ioctls, `SOCK_SEQPACKET`, peer credentials): the only
+//!   `unsafe` in vnet.
+//! - [`backend`]: one module per client protocol, each turning its transport into whole
+//!   frames behind the [`backend::Backend`] trait.
+//! - [`frame`]: frame buffers with headroom, recycled through a pool.
+//! - [`dataplane`]: the epoll thread that moves frames between backends through each
+//!   vnet's `vnet_core` switch, and the [`dataplane::Handle`] the control plane uses.
+
+pub mod backend;
+pub mod dataplane;
+pub mod frame;
+pub mod sys;
+
+pub use dataplane::{ControlError, DataPlane, Handle};

@@ -1,0 +1,120 @@
+//! The vnet API: one `SOCK_SEQPACKET` connection to `RUN/NET/api.sock` is one port; one
+//! message is one frame or one control request (format: `vnet_core::wire::api`).
+
+use std::collections::VecDeque;
+use std::io::{self, IoSlice};
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use mio::unix::SourceFd;
+use vnet_control::PortKind;
+use vnet_core::switch::DropCause;
+use vnet_core::wire::api::{decode_client, encode_reply, ClientMessage, Reply, Request, KIND_FRAME};
+
+use super::{send_error, Backend, Received, Sent};
+use crate::frame::FrameBuf;
+use crate::sys::{peer, seqpacket};
+
+pub struct ApiPort {
+    sock: OwnedFd,
+    pid: Option<u32>,
+    peer: String,
+    /// Replies not yet taken by the client; sent before any further frame.
+    replies: VecDeque<Vec<u8>>,
+}
+
+impl ApiPort {
+    pub fn new(sock: OwnedFd) -> Self {
+        let (pid, peer) = peer::describe(&sock);
+        ApiPort {
+            sock,
+            pid,
+            peer,
+            replies: VecDeque::new(),
+        }
+    }
+}
+
+impl Backend for ApiPort {
+    fn kind(&self) -> PortKind {
+        PortKind::Api
+    }
+
+    fn description(&self) -> String {
+        format!("api {}", self.peer)
+    }
+
+    fn pid(&self) -> Option<u32> {
+        self.pid
+    }
+
+    fn source(&mut self) -> Option<&mut dyn mio::event::Source> {
+        Some(self)
+    }
+
+    fn recv(&mut self, buf: &mut FrameBuf) -> Received {
+        let space = buf.recv_space();
+        let capacity = space.len();
+        let n = match seqpacket::recv_message(&self.sock, space) {
+            Ok(0) => return Received::Closed("client closed the connection".to_string()),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Received::WouldBlock,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Received::WouldBlock,
+            Err(e) => return Received::Closed(format!("receive failed: {e}")),
+        };
+        if n > capacity {
+            return Received::Dropped(DropCause::Oversize, format!("{}-byte message", n));
+        }
+        match decode_client(&buf.recv_space()[..n]) {
+            Ok(ClientMessage::Frame(_)) => {
+                buf.set_range(1, n - 1);
+                Received::Frame
+            }
+            Ok(ClientMessage::Request(req)) => Received::Request(req),
+            Err(e) => Received::Dropped(DropCause::Malformed, e.to_string()),
+        }
+    }
+
+    fn send(&mut self, frame: &FrameBuf) -> Sent {
+        match self.flush() {
+            Sent::Done => {}
+            other => return other,
+        }
+        let parts = [IoSlice::new(&[KIND_FRAME]), IoSlice::new(frame.frame())];
+        match seqpacket::send_message(&self.sock, &parts) {
+            Ok(()) => Sent::Done,
+            Err(e) => send_error(e),
+        }
+    }
+
+    fn has_pending_output(&self) -> bool {
+        !self.replies.is_empty()
+    }
+
+    fn flush(&mut self) -> Sent {
+        while let Some(reply) = self.replies.front() {
+            match seqpacket::send_message(&self.sock, &[IoSlice::new(reply)]) {
+                Ok(()) => {
+                    self.replies.pop_front();
+                }
+                Err(e) => return send_error(e),
+            }
+        }
+        Sent::Done
+    }
+
+    fn answer(&mut self, request: &Request, reply: &Reply) {
+        self.replies.push_back(encode_reply(request, reply));
+    }
+}
+
+impl mio::event::Source for ApiPort {
+    fn register(&mut self, r: &mio::Registry, t: mio::Token, i: mio::Interest) -> io::Result<()> {
+        SourceFd(&self.sock.as_raw_fd()).register(r, t, i)
+    }
+    fn reregister(&mut self, r: &mio::Registry, t: mio::Token, i: mio::Interest) -> io::Result<()> {
+        SourceFd(&self.sock.as_raw_fd()).reregister(r, t, i)
+    }
+    fn deregister(&mut self, r: &mio::Registry) -> io::Result<()> {
+        SourceFd(&self.sock.as_raw_fd()).deregister(r)
+    }
+}

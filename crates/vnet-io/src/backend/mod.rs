@@ -1,0 +1,86 @@
+//! Port backends: how frames get in and out of one port.
+//!
+//! Every backend speaks one client protocol and turns it into whole frames. The data
+//! plane drives them all the same way: `recv` until `WouldBlock`, `send` until
+//! `WouldBlock`. Backends never block and never allocate per frame.
+
+pub mod api;
+pub mod dgram;
+pub mod stream;
+pub mod tap;
+
+use vnet_control::PortKind;
+use vnet_core::switch::DropCause;
+use vnet_core::wire::api::{Reply, Request};
+
+use crate::frame::FrameBuf;
+
+/// What one receive attempt produced.
+#[derive(Debug)]
+pub enum Received {
+    /// A frame is in the buffer (still unchecked: the switch judges it).
+    Frame,
+    /// A control request (vnet API); answer it with [`Backend::answer`].
+    Request(Request),
+    /// Input was discarded but the port is fine (e.g. a skipped oversize record).
+    Dropped(DropCause, String),
+    /// Nothing more to read now.
+    WouldBlock,
+    /// The client is gone or broke the protocol beyond repair; close the port.
+    Closed(String),
+}
+
+/// What one send attempt did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Sent {
+    /// The frame is gone (delivered, or owned by the backend's output buffer).
+    Done,
+    /// The client cannot take it now; keep the frame and retry later.
+    WouldBlock,
+    /// The client is gone; close the port.
+    Closed(String),
+}
+
+/// One port's I/O.
+pub trait Backend {
+    fn kind(&self) -> PortKind;
+
+    /// Who is attached, for `vnet port ls`.
+    fn description(&self) -> String;
+
+    /// The client's process id, where the transport tells it.
+    fn pid(&self) -> Option<u32> {
+        None
+    }
+
+    /// The fd to watch for this port, or `None` if it shares one (dgram).
+    fn source(&mut self) -> Option<&mut dyn mio::event::Source>;
+
+    /// Reads the next frame or message into `buf`.
+    fn recv(&mut self, buf: &mut FrameBuf) -> Received;
+
+    /// Sends a frame.
+    fn send(&mut self, frame: &FrameBuf) -> Sent;
+
+    /// Whether output is buffered inside the backend, waiting for the client.
+    fn has_pending_output(&self) -> bool {
+        false
+    }
+
+    /// Sends buffered output; `Done` when nothing is left.
+    fn flush(&mut self) -> Sent {
+        Sent::Done
+    }
+
+    /// Answers a request this backend returned from `recv`. Only the vnet API has any.
+    fn answer(&mut self, _request: &Request, _reply: &Reply) {}
+}
+
+/// Maps an I/O error during send to its outcome.
+pub(crate) fn send_error(err: std::io::Error) -> Sent {
+    match err.kind() {
+        std::io::ErrorKind::WouldBlock => Sent::WouldBlock,
+        std::io::ErrorKind::Interrupted => Sent::WouldBlock,
+        _ => Sent::Closed(format!("send failed: {err}")),
+    }
+}

@@ -1,0 +1,170 @@
+//! QEMU `-netdev stream` (and passt, gvproxy, socket_vmnet): a unix stream carrying
+//! frames behind 32-bit big-endian lengths. One accepted connection is one port.
+//!
+//! Receive: bytes accumulate in `rx` until a whole record is there. A record longer than
+//! the vnet's frames is skipped as it streams by (counted, the port stays up); a length
+//! no QEMU would send means the peer is not speaking the protocol, and the port closes.
+//! Send: `writev(prefix, frame)`; what the socket does not take waits in `tx` and the
+//! port accepts no more frames until it has drained.
+
+use std::io::{self, IoSlice, Read, Write};
+use std::os::fd::AsFd;
+
+use mio::net::UnixStream;
+use vnet_control::PortKind;
+use vnet_core::switch::DropCause;
+use vnet_core::wire::stream::{next_record, prefix, PREFIX_LEN};
+
+use super::{send_error, Backend, Received, Sent};
+use crate::frame::FrameBuf;
+use crate::sys::peer;
+
+pub struct StreamPort {
+    sock: UnixStream,
+    pid: Option<u32>,
+    peer: String,
+    rx: Vec<u8>,
+    rx_len: usize,
+    /// Bytes of an oversize record still to be skipped.
+    skip: usize,
+    tx: Vec<u8>,
+    tx_sent: usize,
+    eof: bool,
+}
+
+impl StreamPort {
+    /// Wraps an accepted connection. `max_frame` sizes the receive buffer.
+    pub fn new(sock: UnixStream, max_frame: usize) -> Self {
+        let (pid, peer) = peer::describe(&sock.as_fd());
+        StreamPort {
+            sock,
+            pid,
+            peer,
+            rx: vec![0; 2 * (PREFIX_LEN + max_frame)],
+            rx_len: 0,
+            skip: 0,
+            tx: Vec::new(),
+            tx_sent: 0,
+            eof: false,
+        }
+    }
+
+    /// Takes one complete record out of `rx`, if there is one.
+    fn take_record(&mut self, buf: &mut FrameBuf) -> Option<Received> {
+        if self.skip > 0 {
+            self.skip_buffered();
+            if self.skip > 0 {
+                return None;
+            }
+        }
+        let capacity = buf.recv_space().len();
+        match next_record(&self.rx[..self.rx_len]) {
+            Err(e) => Some(Received::Closed(e.to_string())),
+            Ok(Some(rec)) if rec.frame_len <= capacity => {
+                buf.fill(&self.rx[PREFIX_LEN..rec.consumed]);
+                self.consume(rec.consumed);
+                Some(Received::Frame)
+            }
+            Ok(_) => {
+                let announced = self.rx[..self.rx_len].first_chunk::<PREFIX_LEN>()?;
+                let frame_len = u32::from_be_bytes(*announced) as usize;
+                if frame_len <= capacity {
+                    return None;
+                }
+                // Larger than any frame of this vnet: skip it as it streams by.
+                self.skip = PREFIX_LEN + frame_len;
+                self.skip_buffered();
+                Some(Received::Dropped(DropCause::Oversize, format!("{frame_len}-byte frame")))
+            }
+        }
+    }
+
+    fn skip_buffered(&mut self) {
+        let n = self.skip.min(self.rx_len);
+        self.consume(n);
+        self.skip -= n;
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.rx.copy_within(n..self.rx_len, 0);
+        self.rx_len -= n;
+    }
+}
+
+impl Backend for StreamPort {
+    fn kind(&self) -> PortKind {
+        PortKind::Stream
+    }
+
+    fn description(&self) -> String {
+        format!("stream {}", self.peer)
+    }
+
+    fn pid(&self) -> Option<u32> {
+        self.pid
+    }
+
+    fn source(&mut self) -> Option<&mut dyn mio::event::Source> {
+        Some(&mut self.sock)
+    }
+
+    fn recv(&mut self, buf: &mut FrameBuf) -> Received {
+        loop {
+            if let Some(out) = self.take_record(buf) {
+                return out;
+            }
+            if self.eof {
+                return Received::Closed(if self.rx_len > 0 || self.skip > 0 {
+                    "client closed the connection mid-frame".to_string()
+                } else {
+                    "client closed the connection".to_string()
+                });
+            }
+            match self.sock.read(&mut self.rx[self.rx_len..]) {
+                Ok(0) => self.eof = true,
+                Ok(n) => self.rx_len += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Received::WouldBlock,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Received::Closed(format!("read failed: {e}")),
+            }
+        }
+    }
+
+    fn send(&mut self, frame: &FrameBuf) -> Sent {
+        match self.flush() {
+            Sent::Done => {}
+            other => return other,
+        }
+        let bytes = frame.frame();
+        let head = prefix(bytes.len());
+        let total = PREFIX_LEN + bytes.len();
+        match self.sock.write_vectored(&[IoSlice::new(&head), IoSlice::new(bytes)]) {
+            Ok(n) if n == total => Sent::Done,
+            Ok(n) => {
+                // Keep the rest: the frame must go out whole or the stream is corrupt.
+                self.tx.clear();
+                self.tx.extend_from_slice(&head);
+                self.tx.extend_from_slice(bytes);
+                self.tx_sent = n;
+                Sent::Done
+            }
+            Err(e) => send_error(e),
+        }
+    }
+
+    fn has_pending_output(&self) -> bool {
+        self.tx_sent < self.tx.len()
+    }
+
+    fn flush(&mut self) -> Sent {
+        while self.tx_sent < self.tx.len() {
+            match self.sock.write(&self.tx[self.tx_sent..]) {
+                Ok(n) => self.tx_sent += n,
+                Err(e) => return send_error(e),
+            }
+        }
+        self.tx.clear();
+        self.tx_sent = 0;
+        Sent::Done
+    }
+}

@@ -1,0 +1,74 @@
+//! A TAP interface the daemon owns: one `read`/`write` is one frame.
+
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::fd::AsRawFd;
+
+use mio::unix::SourceFd;
+use vnet_control::PortKind;
+
+use super::{send_error, Backend, Received, Sent};
+use crate::frame::FrameBuf;
+use crate::sys::tap::{open_tap, TapError};
+
+pub struct TapPort {
+    file: File,
+    ifname: String,
+}
+
+impl TapPort {
+    pub fn open(ifname: &str) -> Result<Self, TapError> {
+        Ok(TapPort {
+            file: open_tap(ifname)?,
+            ifname: ifname.to_string(),
+        })
+    }
+}
+
+impl Backend for TapPort {
+    fn kind(&self) -> PortKind {
+        PortKind::Tap
+    }
+
+    fn description(&self) -> String {
+        format!("tap {}", self.ifname)
+    }
+
+    fn source(&mut self) -> Option<&mut dyn mio::event::Source> {
+        Some(self)
+    }
+
+    fn recv(&mut self, buf: &mut FrameBuf) -> Received {
+        match self.file.read(buf.recv_space()) {
+            Ok(n) => {
+                buf.set_len(n);
+                Received::Frame
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Received::WouldBlock,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Received::WouldBlock,
+            Err(e) => Received::Closed(format!("TAP {} read failed: {e}", self.ifname)),
+        }
+    }
+
+    fn send(&mut self, frame: &FrameBuf) -> Sent {
+        match self.file.write(frame.frame()) {
+            Ok(_) => Sent::Done,
+            // The interface is down (or has no carrier): the kernel refuses frames. A
+            // switch port that is down drops; it does not stall the vnet.
+            Err(e) if e.raw_os_error() == Some(libc::EIO) => Sent::Done,
+            Err(e) => send_error(e),
+        }
+    }
+}
+
+impl mio::event::Source for TapPort {
+    fn register(&mut self, r: &mio::Registry, t: mio::Token, i: mio::Interest) -> io::Result<()> {
+        SourceFd(&self.file.as_raw_fd()).register(r, t, i)
+    }
+    fn reregister(&mut self, r: &mio::Registry, t: mio::Token, i: mio::Interest) -> io::Result<()> {
+        SourceFd(&self.file.as_raw_fd()).reregister(r, t, i)
+    }
+    fn deregister(&mut self, r: &mio::Registry) -> io::Result<()> {
+        SourceFd(&self.file.as_raw_fd()).deregister(r)
+    }
+}

@@ -1,0 +1,404 @@
+//! The loop itself: poll, receive, transmit, obey commands, age MAC tables.
+
+use std::collections::HashMap;
+use std::io;
+use std::path::PathBuf;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use mio::{Events, Interest, Poll, Token};
+use slab::Slab;
+use tracing::{error, info, warn};
+use vnet_control::{NetworkSpec, PortInfo, PortSpec};
+use vnet_core::switch::{PortId, VlanMode};
+
+use super::network::{Network, PassEnd};
+use super::{network_dir, report, Command, ControlError};
+use crate::backend::api::ApiPort;
+use crate::backend::stream::StreamPort;
+use crate::backend::tap::TapPort;
+use crate::backend::Backend;
+use crate::sys::seqpacket;
+
+pub(super) const WAKER: Token = Token(usize::MAX);
+
+/// Retry interval for ports whose client cannot take frames and whose socket cannot
+/// tell us when it can (datagram peers).
+const RETRY: Duration = Duration::from_millis(2);
+const AGING_INTERVAL: Duration = Duration::from_secs(1);
+
+type NetKey = usize;
+
+/// What a poll token stands for.
+#[derive(Debug, Clone, Copy)]
+enum Target {
+    StreamListener(NetKey),
+    Dgram(NetKey),
+    ApiListener(NetKey),
+    Port(NetKey, PortId),
+}
+
+impl Target {
+    fn net(&self) -> NetKey {
+        match *self {
+            Target::StreamListener(n) | Target::Dgram(n) | Target::ApiListener(n) | Target::Port(n, _) => n,
+        }
+    }
+}
+
+pub(super) struct Engine {
+    poll: Poll,
+    run_dir: PathBuf,
+    commands: mpsc::Receiver<Command>,
+    networks: Slab<Network>,
+    names: HashMap<String, NetKey>,
+    targets: Slab<Target>,
+    /// Ports (and dgram sockets, as port `None`) to read this turn.
+    rx_list: Vec<(NetKey, Option<PortId>)>,
+    /// Ports with frames queued or output pending.
+    tx_list: Vec<(NetKey, PortId)>,
+    /// Dgram ports that were full: retried after [`RETRY`].
+    retry_list: Vec<(NetKey, PortId)>,
+    touched: Vec<PortId>,
+    last_aging: Instant,
+}
+
+impl Engine {
+    pub fn new(poll: Poll, run_dir: PathBuf, commands: mpsc::Receiver<Command>) -> Self {
+        Engine {
+            poll,
+            run_dir,
+            commands,
+            networks: Slab::new(),
+            names: HashMap::new(),
+            targets: Slab::new(),
+            rx_list: Vec::new(),
+            tx_list: Vec::new(),
+            retry_list: Vec::new(),
+            touched: Vec::new(),
+            last_aging: Instant::now(),
+        }
+    }
+
+    pub fn run(mut self) {
+        let mut events = Events::with_capacity(1024);
+        loop {
+            let timeout = if !self.rx_list.is_empty() || !self.tx_list.is_empty() {
+                Duration::ZERO
+            } else if !self.retry_list.is_empty() {
+                RETRY
+            } else {
+                AGING_INTERVAL
+            };
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                error!("poll failed, data plane stops: {e}");
+                return;
+            }
+            let mut woken = false;
+            for ev in events.iter() {
+                if ev.token() == WAKER {
+                    woken = true;
+                    continue;
+                }
+                let Some(&target) = self.targets.get(ev.token().0) else { continue };
+                match target {
+                    Target::StreamListener(net) => self.accept_stream(net),
+                    Target::ApiListener(net) => self.accept_api(net),
+                    Target::Dgram(net) => {
+                        if ev.is_readable() {
+                            self.rx_list.push((net, None));
+                        }
+                        if ev.is_writable() {
+                            self.tx_list.extend(self.retry_list.drain(..).filter(|(n, _)| *n == net));
+                        }
+                    }
+                    Target::Port(net, id) => {
+                        if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
+                            self.schedule_rx(net, id);
+                        }
+                        if ev.is_writable() {
+                            self.schedule_tx(net, id);
+                        }
+                    }
+                }
+            }
+            let now = Instant::now();
+            if !self.retry_list.is_empty() && timeout == RETRY {
+                self.tx_list.append(&mut self.retry_list);
+            }
+            self.receive_all(now);
+            self.transmit_all();
+            if woken && self.obey_commands(now) {
+                return;
+            }
+            if now.duration_since(self.last_aging) >= AGING_INTERVAL {
+                self.last_aging = now;
+                for (_, net) in self.networks.iter_mut() {
+                    net.switch.expire(now);
+                }
+            }
+        }
+    }
+
+    fn schedule_rx(&mut self, net: NetKey, id: PortId) {
+        if let Some(p) = self.networks.get_mut(net).and_then(|n| n.ports.get_mut(&id)) {
+            if !p.rx_scheduled {
+                p.rx_scheduled = true;
+                self.rx_list.push((net, Some(id)));
+            }
+        }
+    }
+
+    fn schedule_tx(&mut self, net: NetKey, id: PortId) {
+        if let Some(p) = self.networks.get_mut(net).and_then(|n| n.ports.get_mut(&id)) {
+            if !p.tx_scheduled {
+                p.tx_scheduled = true;
+                self.tx_list.push((net, id));
+            }
+        }
+    }
+
+    fn receive_all(&mut self, now: Instant) {
+        let list = std::mem::take(&mut self.rx_list);
+        for (key, port) in list {
+            let Some(net) = self.networks.get_mut(key) else { continue };
+            let end = match port {
+                None => net.receive_dgram(now, &mut self.touched),
+                Some(id) => {
+                    let Some(p) = net.ports.get_mut(&id) else { continue };
+                    p.rx_scheduled = false;
+                    net.receive(now, id, &mut self.touched)
+                }
+            };
+            let touched = std::mem::take(&mut self.touched);
+            for dst in &touched {
+                self.schedule_tx(key, *dst);
+            }
+            self.touched = touched;
+            self.touched.clear();
+            match (end, port) {
+                (PassEnd::More, None) => self.rx_list.push((key, None)),
+                (PassEnd::More, Some(id)) => self.schedule_rx(key, id),
+                (PassEnd::Closed(why), Some(id)) => self.close_port(key, id, &why),
+                _ => {}
+            }
+        }
+    }
+
+    fn transmit_all(&mut self) {
+        let list = std::mem::take(&mut self.tx_list);
+        for (key, id) in list {
+            let Some(net) = self.networks.get_mut(key) else { continue };
+            let Some(p) = net.ports.get_mut(&id) else { continue };
+            p.tx_scheduled = false;
+            let has_fd = p.backend.source().is_some();
+            match net.transmit(id) {
+                PassEnd::Closed(why) => self.close_port(key, id, &why),
+                // Ports with their own fd hear from epoll when they drain.
+                PassEnd::Blocked if !has_fd => self.retry_list.push((key, id)),
+                _ => {}
+            }
+        }
+    }
+
+    fn close_port(&mut self, key: NetKey, id: PortId, why: &str) {
+        let registry = self.poll.registry();
+        if let Some(net) = self.networks.get_mut(key) {
+            if let Some(token) = net.detach(registry, id, why) {
+                self.targets.try_remove(token.0);
+            }
+        }
+    }
+
+    fn accept_stream(&mut self, key: NetKey) {
+        loop {
+            let Some(net) = self.networks.get_mut(key) else { return };
+            match net.stream_listener.accept() {
+                Ok((sock, _)) => {
+                    let port = StreamPort::new(sock, net.switch.config().max_frame);
+                    self.add_port(key, Box::new(port), VlanMode::default()).ok();
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) => {
+                    warn!(net = net.name(), "accept on stream.sock failed: {e}");
+                    return;
+                }
+            }
+        }
+    }
+
+    fn accept_api(&mut self, key: NetKey) {
+        loop {
+            let Some(net) = self.networks.get_mut(key) else { return };
+            match seqpacket::accept(&net.api_listener) {
+                Ok(Some(sock)) => {
+                    self.add_port(key, Box::new(ApiPort::new(sock)), VlanMode::default()).ok();
+                }
+                Ok(None) => return,
+                Err(e) => {
+                    warn!(net = net.name(), "accept on api.sock failed: {e}");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Attaches a backend to vnet `key` and starts watching it.
+    fn add_port(&mut self, key: NetKey, backend: Box<dyn Backend>, vlan: VlanMode) -> Result<PortId, ControlError> {
+        let net = self.networks.get_mut(key).ok_or(ControlError::Stopped)?;
+        let id = net.attach(backend, vlan).map_err(ControlError::Invalid)?;
+        let entry = self.targets.vacant_entry();
+        let token = Token(entry.key());
+        let port = net.ports.get_mut(&id).expect("just attached");
+        if let Some(src) = port.backend.source() {
+            if let Err(e) = self.poll.registry().register(src, token, Interest::READABLE | Interest::WRITABLE) {
+                net.detach(self.poll.registry(), id, "cannot watch it");
+                return Err(ControlError::Failed(format!("cannot watch the port: {e}")));
+            }
+            port.token = Some(token);
+            entry.insert(Target::Port(key, id));
+        }
+        Ok(id)
+    }
+
+    /// Handles queued commands; `true` means shut down.
+    fn obey_commands(&mut self, now: Instant) -> bool {
+        while let Ok(cmd) = self.commands.try_recv() {
+            match cmd {
+                Command::Shutdown => {
+                    let keys: Vec<NetKey> = self.networks.iter().map(|(k, _)| k).collect();
+                    for k in keys {
+                        self.delete_network(k);
+                    }
+                    info!("data plane stopped");
+                    return true;
+                }
+                Command::CreateNetwork(spec, reply) => {
+                    let _ = reply.send(self.create_network(spec));
+                }
+                Command::DeleteNetwork(name, reply) => {
+                    let _ = reply.send(self.lookup(&name).map(|k| self.delete_network(k)));
+                }
+                Command::Networks(reply) => {
+                    let mut list: Vec<_> = self.networks.iter().map(|(_, n)| report::network_info(n)).collect();
+                    list.sort_by(|a, b| a.name.cmp(&b.name));
+                    let _ = reply.send(Ok(list));
+                }
+                Command::Network(name, reply) => {
+                    let _ = reply.send(self.lookup(&name).map(|k| report::network_info(&self.networks[k])));
+                }
+                Command::AddPort(name, spec, reply) => {
+                    let _ = reply.send(self.lookup(&name).and_then(|k| self.add_port_spec(k, spec, now)));
+                }
+                Command::RemovePort(name, id, reply) => {
+                    let result = self.lookup(&name).and_then(|k| {
+                        if !self.networks[k].ports.contains_key(&PortId(id)) {
+                            return Err(no_port(&name, id));
+                        }
+                        self.close_port(k, PortId(id), "removed by the control API");
+                        Ok(())
+                    });
+                    let _ = reply.send(result);
+                }
+                Command::Ports(name, reply) => {
+                    let _ = reply.send(self.lookup(&name).map(|k| report::ports(&self.networks[k], now)));
+                }
+                Command::Port(name, id, reply) => {
+                    let _ = reply.send(self.lookup(&name).and_then(|k| {
+                        report::port_info(&self.networks[k], now, PortId(id)).ok_or_else(|| no_port(&name, id))
+                    }));
+                }
+                Command::Macs(name, reply) => {
+                    let _ = reply.send(self.lookup(&name).map(|k| report::macs(&self.networks[k], now)));
+                }
+            }
+        }
+        false
+    }
+
+    fn lookup(&self, name: &str) -> Result<NetKey, ControlError> {
+        self.names
+            .get(name)
+            .copied()
+            .ok_or_else(|| ControlError::NotFound(format!("no vnet named {name:?} (see `vnet net ls`)")))
+    }
+
+    fn create_network(&mut self, spec: NetworkSpec) -> Result<vnet_control::NetworkInfo, ControlError> {
+        validate(&spec)?;
+        if self.names.contains_key(&spec.name) {
+            return Err(ControlError::Exists(format!("vnet {:?} already exists", spec.name)));
+        }
+        let dir = network_dir(&self.run_dir, &spec.name);
+        let name = spec.name.clone();
+        let mut net = Network::bind(spec, dir.clone())
+            .map_err(|e| ControlError::Failed(format!("cannot create the sockets of vnet {name:?} in {}: {e}", dir.display())))?;
+        let key = self.networks.vacant_key();
+        let tokens = [
+            Token(self.targets.insert(Target::StreamListener(key))),
+            Token(self.targets.insert(Target::Dgram(key))),
+            Token(self.targets.insert(Target::ApiListener(key))),
+        ];
+        if let Err(e) = net.register_listeners(self.poll.registry(), tokens) {
+            self.targets.retain(|_, t| t.net() != key);
+            net.close(self.poll.registry());
+            return Err(ControlError::Failed(format!("cannot watch the sockets of {name:?}: {e}")));
+        }
+        let info = report::network_info(&net);
+        self.networks.insert(net);
+        self.names.insert(name.clone(), key);
+        info!(net = name, mtu = info.mtu, "vnet created in {}", dir.display());
+        Ok(info)
+    }
+
+    fn delete_network(&mut self, key: NetKey) {
+        let net = self.networks.remove(key);
+        self.names.remove(net.name());
+        self.targets.retain(|_, t| t.net() != key);
+        self.rx_list.retain(|(n, _)| *n != key);
+        self.tx_list.retain(|(n, _)| *n != key);
+        self.retry_list.retain(|(n, _)| *n != key);
+        let name = net.name().to_string();
+        net.close(self.poll.registry());
+        info!(net = name, "vnet removed");
+    }
+
+    fn add_port_spec(&mut self, key: NetKey, spec: PortSpec, now: Instant) -> Result<PortInfo, ControlError> {
+        let PortSpec::Tap { ifname, vlan } = spec;
+        let tap = TapPort::open(&ifname).map_err(|e| match e {
+            crate::sys::tap::TapError::BadName(_) => ControlError::Invalid(e.to_string()),
+            _ => ControlError::Failed(e.to_string()),
+        })?;
+        let id = self.add_port(key, Box::new(tap), vlan)?;
+        report::port_info(&self.networks[key], now, id).ok_or(ControlError::Stopped)
+    }
+}
+
+fn no_port(net: &str, id: u32) -> ControlError {
+    ControlError::NotFound(format!("vnet {net:?} has no port {id} (see `vnet port ls {net}`)"))
+}
+
+/// Checks a vnet spec the way the API promises.
+pub(crate) fn validate(spec: &NetworkSpec) -> Result<(), ControlError> {
+    let name_ok = !spec.name.is_empty()
+        && spec.name.len() <= 15
+        && spec.name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        && !spec.name.starts_with('.');
+    if !name_ok {
+        return Err(ControlError::Invalid(format!(
+            "invalid vnet name {:?}: use 1-15 characters of A-Z a-z 0-9 - _ . (not starting with '.')",
+            spec.name
+        )));
+    }
+    if !(68..=65521).contains(&spec.mtu) {
+        return Err(ControlError::Invalid(format!("mtu {} is out of range: use 68-65521", spec.mtu)));
+    }
+    if spec.mac_aging_secs == 0 || spec.max_macs == 0 || spec.max_macs_per_port == 0 {
+        return Err(ControlError::Invalid(
+            "mac_aging_secs, max_macs and max_macs_per_port must be at least 1".to_string(),
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,175 @@
+//! The data plane: one thread, one epoll loop, every port of every vnet.
+//!
+//! Each turn of the loop reads a bounded batch from every readable port, lets the
+//! switch decide each frame, appends it to the bounded egress queue of each destination
+//! (dropping and counting when full), then drains every queue that has frames as far
+//! as its client takes them. A client that stops reading only fills its own queue.
+//!
+//! The control plane talks to the loop through [`Handle`]: commands over a channel plus
+//! a [`mio::Waker`]; replies come back on oneshot channels.
+
+mod engine;
+mod network;
+mod report;
+
+use std::path::PathBuf;
+use std::sync::{mpsc, Arc};
+use std::thread::JoinHandle;
+
+use tokio::sync::oneshot;
+use vnet_control::{MacEntry, NetworkInfo, NetworkSpec, PortInfo, PortSpec};
+
+/// Frames a port's egress queue holds before it drops.
+pub const QUEUE_CAPACITY: usize = 512;
+
+/// Why a control command failed, in terms the API maps to a status code.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ControlError {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Exists(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Failed(String),
+    #[error("the data plane has stopped")]
+    Stopped,
+}
+
+type Reply<T> = oneshot::Sender<Result<T, ControlError>>;
+
+/// Work for the data-plane thread.
+pub(crate) enum Command {
+    CreateNetwork(NetworkSpec, Reply<NetworkInfo>),
+    DeleteNetwork(String, Reply<()>),
+    Networks(Reply<Vec<NetworkInfo>>),
+    Network(String, Reply<NetworkInfo>),
+    AddPort(String, PortSpec, Reply<PortInfo>),
+    RemovePort(String, u32, Reply<()>),
+    Ports(String, Reply<Vec<PortInfo>>),
+    Port(String, u32, Reply<PortInfo>),
+    Macs(String, Reply<Vec<MacEntry>>),
+    Shutdown,
+}
+
+/// The control plane's grip on the data plane. Cheap to clone.
+#[derive(Clone)]
+pub struct Handle {
+    commands: mpsc::Sender<Command>,
+    waker: Arc<mio::Waker>,
+}
+
+/// The running data-plane thread.
+pub struct DataPlane {
+    handle: Handle,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl DataPlane {
+    /// Starts the thread. Each vnet's sockets go under `run_dir/NAME/`.
+    pub fn spawn(run_dir: PathBuf) -> std::io::Result<Self> {
+        let (tx, rx) = mpsc::channel();
+        let poll = mio::Poll::new()?;
+        let waker = Arc::new(mio::Waker::new(poll.registry(), engine::WAKER)?);
+        let thread = std::thread::Builder::new()
+            .name("vnet-dataplane".into())
+            .spawn(move || engine::Engine::new(poll, run_dir, rx).run())?;
+        Ok(DataPlane {
+            handle: Handle { commands: tx, waker },
+            thread: Some(thread),
+        })
+    }
+
+    pub fn handle(&self) -> Handle {
+        self.handle.clone()
+    }
+
+    /// Closes every port and vnet (removing their sockets) and joins the thread.
+    pub fn shutdown(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        if let Some(t) = self.thread.take() {
+            if self.handle.send(Command::Shutdown).is_ok() {
+                let _ = t.join();
+            }
+        }
+    }
+}
+
+impl Drop for DataPlane {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+impl Handle {
+    fn send(&self, cmd: Command) -> Result<(), ControlError> {
+        self.commands.send(cmd).map_err(|_| ControlError::Stopped)?;
+        self.waker.wake().map_err(|e| ControlError::Failed(e.to_string()))
+    }
+
+    async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, ControlError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(make(tx))?;
+        rx.await.map_err(|_| ControlError::Stopped)?
+    }
+
+    /// Same as the async calls, for threads outside any runtime (start-up, tests).
+    fn call_blocking<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, ControlError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(make(tx))?;
+        rx.blocking_recv().map_err(|_| ControlError::Stopped)?
+    }
+
+    pub async fn create_network(&self, spec: NetworkSpec) -> Result<NetworkInfo, ControlError> {
+        self.call(|r| Command::CreateNetwork(spec, r)).await
+    }
+
+    pub fn create_network_blocking(&self, spec: NetworkSpec) -> Result<NetworkInfo, ControlError> {
+        self.call_blocking(|r| Command::CreateNetwork(spec, r))
+    }
+
+    pub async fn delete_network(&self, name: String) -> Result<(), ControlError> {
+        self.call(|r| Command::DeleteNetwork(name, r)).await
+    }
+
+    pub async fn networks(&self) -> Result<Vec<NetworkInfo>, ControlError> {
+        self.call(Command::Networks).await
+    }
+
+    pub async fn network(&self, name: String) -> Result<NetworkInfo, ControlError> {
+        self.call(|r| Command::Network(name, r)).await
+    }
+
+    pub async fn add_port(&self, net: String, spec: PortSpec) -> Result<PortInfo, ControlError> {
+        self.call(|r| Command::AddPort(net, spec, r)).await
+    }
+
+    pub fn add_port_blocking(&self, net: String, spec: PortSpec) -> Result<PortInfo, ControlError> {
+        self.call_blocking(|r| Command::AddPort(net, spec, r))
+    }
+
+    pub async fn remove_port(&self, net: String, id: u32) -> Result<(), ControlError> {
+        self.call(|r| Command::RemovePort(net, id, r)).await
+    }
+
+    pub async fn ports(&self, net: String) -> Result<Vec<PortInfo>, ControlError> {
+        self.call(|r| Command::Ports(net, r)).await
+    }
+
+    pub async fn port(&self, net: String, id: u32) -> Result<PortInfo, ControlError> {
+        self.call(|r| Command::Port(net, id, r)).await
+    }
+
+    pub async fn macs(&self, net: String) -> Result<Vec<MacEntry>, ControlError> {
+        self.call(|r| Command::Macs(net, r)).await
+    }
+}
+
+/// The directory of a vnet's sockets.
+pub fn network_dir(run_dir: &std::path::Path, name: &str) -> PathBuf {
+    run_dir.join(name)
+}

@@ -1,0 +1,339 @@
+//! One vnet inside the data plane: its switch, its listening sockets, its ports and
+//! their egress queues, and the forwarding step that ties them together.
+
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use mio::net::{UnixDatagram, UnixListener};
+use mio::unix::SourceFd;
+use mio::{Interest, Registry, Token};
+use tracing::{debug, info, warn};
+use vnet_control::NetworkSpec;
+use vnet_core::switch::{
+    DropCause, MacLimits, PortId, Switch, SwitchConfig, Tagging, VlanMode,
+};
+use vnet_core::wire::api::{PortInfo as ApiPortInfo, Reply, Request, API_VERSION};
+use vnet_core::wire::ethernet::VLAN_TAG_LEN;
+
+use super::QUEUE_CAPACITY;
+use crate::backend::dgram::DgramPort;
+use crate::backend::{Backend, Received, Sent};
+use crate::frame::{BufPool, FrameBuf};
+use crate::sys::seqpacket;
+
+/// A port's I/O side: its backend and its bounded egress queue.
+pub(super) struct PortIo {
+    pub backend: Box<dyn Backend>,
+    pub queue: VecDeque<FrameBuf>,
+    pub token: Option<Token>,
+    /// Listed for a receive pass this turn.
+    pub rx_scheduled: bool,
+    /// Listed for a transmit pass this turn.
+    pub tx_scheduled: bool,
+}
+
+/// How a pass over one port ended.
+pub(super) enum PassEnd {
+    /// The port has nothing more now.
+    Idle,
+    /// The budget ran out first: schedule it again.
+    More,
+    /// The client could not take more: wait for it.
+    Blocked,
+    Closed(String),
+}
+
+/// Frames one port may send into the vnet per turn, so a busy port cannot starve others.
+const RX_BUDGET: usize = 64;
+
+pub(super) struct Network {
+    pub spec: NetworkSpec,
+    pub dir: PathBuf,
+    pub switch: Switch,
+    pub pool: BufPool,
+    pub ports: HashMap<PortId, PortIo>,
+    pub stream_listener: UnixListener,
+    pub api_listener: OwnedFd,
+    pub dgram: Rc<UnixDatagram>,
+    pub dgram_peers: HashMap<PathBuf, PortId>,
+    /// Destinations of the frame being forwarded (reused: no allocation per frame).
+    scratch: Vec<(PortId, Tagging)>,
+}
+
+/// Paths of a vnet's sockets inside its directory.
+pub(super) fn socket_paths(dir: &Path) -> [PathBuf; 3] {
+    [dir.join("stream.sock"), dir.join("dgram.sock"), dir.join("api.sock")]
+}
+
+impl Network {
+    /// Creates the vnet's directory and binds its sockets (replacing stale ones).
+    pub fn bind(spec: NetworkSpec, dir: PathBuf) -> io::Result<Self> {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        std::fs::DirBuilder::new().recursive(true).mode(0o755).create(&dir)?;
+        let [stream, dgram, api] = socket_paths(&dir);
+        for p in [&stream, &dgram, &api] {
+            match std::fs::remove_file(p) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
+        let stream_listener = UnixListener::bind(&stream)?;
+        let dgram_sock = UnixDatagram::bind(&dgram)?;
+        let api_listener = seqpacket::listen_at(&api)?;
+        for p in [&stream, &dgram, &api] {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o660))?;
+        }
+        let max_frame = SwitchConfig::max_frame_for_mtu(spec.mtu as usize);
+        let config = SwitchConfig {
+            max_frame,
+            mac_limits: MacLimits {
+                aging: Duration::from_secs(spec.mac_aging_secs),
+                per_port: spec.max_macs_per_port,
+                total: spec.max_macs,
+            },
+        };
+        Ok(Network {
+            // One spare byte shows that a read filled the buffer: the frame was longer.
+            pool: BufPool::new(max_frame + VLAN_TAG_LEN + 1),
+            switch: Switch::new(config),
+            ports: HashMap::new(),
+            stream_listener,
+            api_listener,
+            dgram: Rc::new(dgram_sock),
+            dgram_peers: HashMap::new(),
+            scratch: Vec::new(),
+            spec,
+            dir,
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.spec.name
+    }
+
+    pub fn register_listeners(&mut self, registry: &Registry, tokens: [Token; 3]) -> io::Result<()> {
+        registry.register(&mut self.stream_listener, tokens[0], Interest::READABLE)?;
+        // The dgram socket is shared by all its peers' ports, whose output waits on it.
+        let dgram = Rc::get_mut(&mut self.dgram).expect("no dgram ports yet");
+        registry.register(dgram, tokens[1], Interest::READABLE | Interest::WRITABLE)?;
+        registry.register(
+            &mut SourceFd(&self.api_listener.as_raw_fd()),
+            tokens[2],
+            Interest::READABLE,
+        )
+    }
+
+    /// Adds a port for `backend`; the caller registers its source.
+    pub fn attach(&mut self, backend: Box<dyn Backend>, vlan: VlanMode) -> Result<PortId, String> {
+        let id = self.switch.add_port(vlan).map_err(|e| e.to_string())?;
+        info!(net = self.name(), port = %id, "attached {}", backend.description());
+        self.ports.insert(
+            id,
+            PortIo {
+                backend,
+                queue: VecDeque::new(),
+                token: None,
+                rx_scheduled: false,
+                tx_scheduled: false,
+            },
+        );
+        Ok(id)
+    }
+
+    /// Removes a port: its MACs are forgotten, its queued frames recycled, its fd closed.
+    pub fn detach(&mut self, registry: &Registry, id: PortId, why: &str) -> Option<Token> {
+        let mut port = self.ports.remove(&id)?;
+        if let Some(src) = port.backend.source() {
+            let _ = registry.deregister(src);
+        }
+        for buf in port.queue.drain(..) {
+            self.pool.put(buf);
+        }
+        self.dgram_peers.retain(|_, p| *p != id);
+        let _ = self.switch.remove_port(id);
+        info!(net = self.name(), port = %id, "detached {}: {why}", port.backend.description());
+        port.token
+    }
+
+    /// Runs `id`'s client input through the switch, at most [`RX_BUDGET`] messages.
+    /// Ports that received frames are appended to `touched`.
+    pub fn receive(&mut self, now: Instant, id: PortId, touched: &mut Vec<PortId>) -> PassEnd {
+        for _ in 0..RX_BUDGET {
+            let mut buf = self.pool.get();
+            let Some(port) = self.ports.get_mut(&id) else {
+                self.pool.put(buf);
+                return PassEnd::Idle;
+            };
+            match port.backend.recv(&mut buf) {
+                Received::Frame => self.forward(now, id, buf, touched),
+                Received::Request(req) => {
+                    self.pool.put(buf);
+                    let reply = self.apply(now, id, &req);
+                    let port = self.ports.get_mut(&id).expect("present");
+                    port.backend.answer(&req, &reply);
+                    touched.push(id);
+                }
+                Received::Dropped(cause, why) => {
+                    self.pool.put(buf);
+                    self.switch.count_drop(id, cause);
+                    debug!(net = self.name(), port = %id, "dropped input ({}): {why}", cause.name());
+                }
+                Received::WouldBlock => {
+                    self.pool.put(buf);
+                    return PassEnd::Idle;
+                }
+                Received::Closed(why) => {
+                    self.pool.put(buf);
+                    return PassEnd::Closed(why);
+                }
+            }
+        }
+        PassEnd::More
+    }
+
+    /// Reads the shared dgram socket, creating a port for each new peer.
+    pub fn receive_dgram(&mut self, now: Instant, touched: &mut Vec<PortId>) -> PassEnd {
+        for _ in 0..RX_BUDGET {
+            let mut buf = self.pool.get();
+            let (n, addr) = match self.dgram.recv_from(buf.recv_space()) {
+                Ok(r) => r,
+                Err(e) => {
+                    self.pool.put(buf);
+                    if e.kind() != io::ErrorKind::WouldBlock {
+                        warn!(net = self.name(), "dgram receive failed: {e}");
+                    }
+                    return PassEnd::Idle;
+                }
+            };
+            buf.set_len(n);
+            let Some(path) = addr.as_pathname() else {
+                // An unbound sender has no address to answer: it cannot be a port.
+                debug!(net = self.name(), "dropped a datagram from an unbound socket");
+                self.pool.put(buf);
+                continue;
+            };
+            let id = match self.dgram_peers.get(path) {
+                Some(id) => *id,
+                None => {
+                    let port = DgramPort::new(Rc::clone(&self.dgram), path.to_path_buf());
+                    match self.attach(Box::new(port), VlanMode::default()) {
+                        Ok(id) => {
+                            self.dgram_peers.insert(path.to_path_buf(), id);
+                            id
+                        }
+                        Err(e) => {
+                            warn!(net = self.name(), "cannot add dgram port: {e}");
+                            self.pool.put(buf);
+                            continue;
+                        }
+                    }
+                }
+            };
+            self.forward(now, id, buf, touched);
+        }
+        PassEnd::More
+    }
+
+    /// Sends `id`'s queued frames until the queue is empty or the client is full.
+    pub fn transmit(&mut self, id: PortId) -> PassEnd {
+        let Some(port) = self.ports.get_mut(&id) else {
+            return PassEnd::Idle;
+        };
+        if port.backend.has_pending_output() {
+            match port.backend.flush() {
+                Sent::Done => {}
+                Sent::WouldBlock => return PassEnd::Blocked,
+                Sent::Closed(why) => return PassEnd::Closed(why),
+            }
+        }
+        let counters = &mut self.switch.port_mut(id).expect("switch and ports agree").counters;
+        while let Some(buf) = port.queue.front() {
+            match port.backend.send(buf) {
+                Sent::Done => {
+                    counters.count_tx(buf.len());
+                    let buf = port.queue.pop_front().expect("front exists");
+                    self.pool.put(buf);
+                }
+                Sent::WouldBlock => return PassEnd::Blocked,
+                Sent::Closed(why) => return PassEnd::Closed(why),
+            }
+        }
+        PassEnd::Idle
+    }
+
+    /// One frame through the switch into the egress queues of its destinations.
+    fn forward(&mut self, now: Instant, from: PortId, buf: FrameBuf, touched: &mut Vec<PortId>) {
+        let vnet_core::switch::Verdict::Forward(fwd) = self.switch.ingress(now, from, buf.frame()) else {
+            self.pool.put(buf);
+            return;
+        };
+        self.scratch.clear();
+        self.scratch.extend(self.switch.egress(&fwd));
+        let mut original = Some(buf);
+        let last = self.scratch.len().saturating_sub(1);
+        for (i, &(dst, tagging)) in self.scratch.iter().enumerate() {
+            let mut out = if i == last {
+                original.take().expect("taken once")
+            } else {
+                let mut copy = self.pool.get();
+                copy.copy_from(original.as_ref().expect("not yet taken"));
+                copy
+            };
+            out.retag(tagging);
+            let Some(port) = self.ports.get_mut(&dst) else {
+                self.pool.put(out);
+                continue;
+            };
+            if port.queue.len() >= QUEUE_CAPACITY {
+                self.pool.put(out);
+                self.switch.count_drop(dst, DropCause::QueueFull);
+                continue;
+            }
+            port.queue.push_back(out);
+            touched.push(dst);
+        }
+        if let Some(buf) = original {
+            self.pool.put(buf);
+        }
+    }
+
+    /// Carries out a vnet API request on the port that sent it.
+    fn apply(&mut self, now: Instant, id: PortId, req: &Request) -> Reply {
+        match *req {
+            Request::SetMac(mac) => self.switch.set_mac(now, id, mac).map(|_| None).map_err(|_| libc::EINVAL),
+            Request::SetPromiscuous(on) => self.switch.set_promiscuous(id, on).map(|_| None).map_err(|_| libc::ENODEV),
+            Request::GetInfo => {
+                let port = self.switch.port(id).ok_or(libc::ENODEV)?;
+                Ok(Some(ApiPortInfo {
+                    api_version: API_VERSION,
+                    port_id: id.0,
+                    mac: port.mac().unwrap_or_default(),
+                    promiscuous: port.promiscuous(),
+                    vlan: port.untagged_vlan().unwrap_or(0),
+                    max_frame: self.switch.config().max_frame as u32,
+                }))
+            }
+        }
+    }
+
+    /// Closes every port and removes the vnet's sockets and directory.
+    pub fn close(mut self, registry: &Registry) {
+        let ids: Vec<PortId> = self.ports.keys().copied().collect();
+        for id in ids {
+            self.detach(registry, id, "vnet removed");
+        }
+        let _ = registry.deregister(&mut self.stream_listener);
+        if let Some(d) = Rc::get_mut(&mut self.dgram) {
+            let _ = registry.deregister(d);
+        }
+        let _ = registry.deregister(&mut SourceFd(&self.api_listener.as_raw_fd()));
+        for p in socket_paths(&self.dir) {
+            let _ = std::fs::remove_file(p);
+        }
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}

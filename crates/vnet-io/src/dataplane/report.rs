@@ -1,0 +1,75 @@
+//! Snapshots of data-plane state in the control API's terms.
+
+use std::time::Instant;
+
+use vnet_control::{Counters, MacEntry, NetworkInfo, NetworkSockets, PortInfo};
+use vnet_core::switch::PortId;
+
+use super::network::{socket_paths, Network};
+use super::QUEUE_CAPACITY;
+
+pub(super) fn network_info(net: &Network) -> NetworkInfo {
+    let [stream, dgram, api] = socket_paths(&net.dir);
+    NetworkInfo {
+        name: net.spec.name.clone(),
+        mtu: net.spec.mtu,
+        max_frame: net.switch.config().max_frame,
+        mac_aging_secs: net.spec.mac_aging_secs,
+        max_macs_per_port: net.spec.max_macs_per_port,
+        max_macs: net.spec.max_macs,
+        ports: net.ports.len(),
+        macs: net.switch.mac_table().len(),
+        sockets: NetworkSockets { stream, dgram, api },
+    }
+}
+
+pub(super) fn port_info(net: &Network, now: Instant, id: PortId) -> Option<PortInfo> {
+    let io = net.ports.get(&id)?;
+    let port = net.switch.port(id)?;
+    let c = port.counters;
+    Some(PortInfo {
+        id: id.0,
+        kind: io.backend.kind(),
+        description: io.backend.description(),
+        pid: io.backend.pid(),
+        vlan: port.vlan_mode().clone(),
+        mac: port.mac(),
+        promiscuous: port.promiscuous(),
+        macs: net
+            .switch
+            .mac_table()
+            .rows(now)
+            .into_iter()
+            .filter(|r| r.port == id && !r.fixed)
+            .map(|r| r.mac)
+            .collect(),
+        counters: Counters {
+            rx_frames: c.rx_frames,
+            rx_bytes: c.rx_bytes,
+            tx_frames: c.tx_frames,
+            tx_bytes: c.tx_bytes,
+            drops: c.drops.iter().map(|(cause, n)| (cause.name().to_string(), n)).collect(),
+        },
+        queue_len: io.queue.len(),
+        queue_capacity: QUEUE_CAPACITY,
+    })
+}
+
+pub(super) fn ports(net: &Network, now: Instant) -> Vec<PortInfo> {
+    net.switch.ports().filter_map(|p| port_info(net, now, p.id)).collect()
+}
+
+pub(super) fn macs(net: &Network, now: Instant) -> Vec<MacEntry> {
+    net.switch
+        .mac_table()
+        .rows(now)
+        .into_iter()
+        .map(|r| MacEntry {
+            vlan: r.vlan,
+            mac: r.mac,
+            port: r.port.0,
+            age_secs: r.age.as_secs(),
+            fixed: r.fixed,
+        })
+        .collect()
+}

@@ -1,0 +1,5 @@
+//! The FFI edge: the only place in vnet with `unsafe` code.
+
+pub mod peer;
+pub mod seqpacket;
+pub mod tap;

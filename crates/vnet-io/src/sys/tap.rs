@@ -1,0 +1,88 @@
+//! TAP devices through `/dev/net/tun`.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
+
+/// Longest interface name the kernel takes (`IFNAMSIZ` - 1).
+pub const MAX_IFNAME: usize = libc::IFNAMSIZ - 1;
+
+/// Why a TAP could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum TapError {
+    #[error("invalid interface name {0:?}: use 1-15 characters, no '/', ':' or whitespace")]
+    BadName(String),
+    #[error("cannot open /dev/net/tun: {0}")]
+    OpenTun(#[source] io::Error),
+    #[error("cannot attach TAP {name:?} (TUNSETIFF): {source}{hint}")]
+    SetIff {
+        name: String,
+        hint: &'static str,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// Checks an interface name the way the kernel's `dev_valid_name` does.
+pub fn valid_ifname(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_IFNAME
+        && name != "."
+        && name != ".."
+        && !name.bytes().any(|b| b == b'/' || b == b':' || b.is_ascii_whitespace() || b == 0)
+}
+
+/// Creates (or attaches to an existing, unused) TAP interface `name`, non-blocking,
+/// without packet information: one `read`/`write` is one Ethernet frame. The interface
+/// lives as long as the returned file unless someone made it persistent.
+pub fn open_tap(name: &str) -> Result<File, TapError> {
+    if !valid_ifname(name) {
+        return Err(TapError::BadName(name.to_string()));
+    }
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open("/dev/net/tun")
+        .map_err(TapError::OpenTun)?;
+    // SAFETY: ifreq is plain old data; all-zero is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(name.bytes()) {
+        *dst = src as libc::c_char;
+    }
+    req.ifr_ifru.ifru_flags = (libc::IFF_TAP | libc::IFF_NO_PI) as libc::c_short;
+    // SAFETY: the fd is open on /dev/net/tun and `req` is a valid ifreq that outlives
+    // the call; TUNSETIFF reads and writes only that struct.
+    let rc = unsafe { libc::ioctl(file.as_raw_fd(), libc::TUNSETIFF, &mut req) };
+    if rc < 0 {
+        let source = io::Error::last_os_error();
+        let hint = match source.raw_os_error() {
+            Some(libc::EPERM) => " (creating a TAP needs root or CAP_NET_ADMIN)",
+            Some(libc::EBUSY) => " (another process has it open)",
+            Some(libc::EINVAL) => " (an interface of another kind has this name)",
+            _ => "",
+        };
+        return Err(TapError::SetIff {
+            name: name.to_string(),
+            hint,
+            source,
+        });
+    }
+    Ok(file)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interface_names() {
+        assert!(valid_ifname("vmnet1"));
+        assert!(valid_ifname("a-b_c.d"));
+        for bad in ["", ".", "..", "a/b", "a:b", "a b", "sixteen-chars-xx"] {
+            assert!(!valid_ifname(bad), "{bad}");
+        }
+        assert!(matches!(open_tap("bad/name"), Err(TapError::BadName(_))));
+    }
+}
