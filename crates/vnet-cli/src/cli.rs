@@ -11,11 +11,17 @@ use vnet_control::MacAddr;
 pub struct Cli {
     /// Runtime directory of vnetd, where control.sock is
     /// [default: /run/vnet as root, else $XDG_RUNTIME_DIR/vnet]
-    #[arg(long, global = true, env = "VNET_RUN_DIR", value_name = "DIR")]
+    #[arg(
+        long,
+        global = true,
+        env = "VNET_RUN_DIR",
+        value_name = "DIR",
+        help_heading = "Global options"
+    )]
     pub run_dir: Option<PathBuf>,
 
     /// Print the API's JSON instead of tables
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = "Global options")]
     pub json: bool,
 
     #[command(subcommand)]
@@ -45,13 +51,19 @@ pub enum NetCommand {
     #[command(visible_alias = "list")]
     Ls,
     /// Show one vnet: settings, counts, the sockets clients attach through
-    Show { net: String },
+    Show {
+        /// Name of the vnet
+        net: String,
+    },
     /// Create a vnet
     #[command(visible_alias = "add")]
     Create(CreateNet),
     /// Remove a vnet and all its ports
     #[command(visible_alias = "del")]
-    Rm { net: String },
+    Rm {
+        /// Name of the vnet
+        net: String,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -76,18 +88,32 @@ pub struct CreateNet {
 pub enum PortCommand {
     /// List the ports of a vnet with their traffic
     #[command(visible_alias = "list")]
-    Ls { net: String },
+    Ls {
+        /// Name of the vnet
+        net: String,
+    },
     /// Show one port: VLANs, MACs, counters, drops by cause
-    Show { net: String, port: u32 },
+    Show {
+        /// Name of the vnet
+        net: String,
+        /// Port id, as `vnet port ls NET` shows it
+        port: u32,
+    },
     /// Add a port that vnetd owns (socket ports appear when clients connect)
     Add(AddPort),
     /// Remove a port (disconnects its client)
     #[command(visible_alias = "del")]
-    Rm { net: String, port: u32 },
+    Rm {
+        /// Name of the vnet
+        net: String,
+        /// Port id, as `vnet port ls NET` shows it
+        port: u32,
+    },
 }
 
 #[derive(Debug, Args)]
 pub struct AddPort {
+    /// Name of the vnet
     pub net: String,
     /// Create (or open) TAP interface IFNAME and attach it
     #[arg(long, value_name = "IFNAME", required = true)]
@@ -107,11 +133,15 @@ pub struct AddPort {
 pub enum MacCommand {
     /// List the MAC table of a vnet
     #[command(visible_alias = "list")]
-    Ls { net: String },
+    Ls {
+        /// Name of the vnet
+        net: String,
+    },
 }
 
 #[derive(Debug, Args)]
 pub struct AttachArgs {
+    /// Name of the vnet
     pub net: String,
     /// Print QEMU command-line arguments (-netdev and -device)
     #[arg(long, required = true)]

@@ -39,9 +39,9 @@ pub const CONTROL_SOCKET: &str = "control.sock";
 pub enum Error {
     /// No socket at the path, or nobody listening on it.
     #[error(
-        "vnetd is not running (cannot connect to {}: {source}): start `vnetd`, or pass --run-dir \
-         (or set VNET_RUN_DIR) to the runtime directory it uses",
-        path.display()
+        "vnetd is not running ({}): start `vnetd`, or pass --run-dir (or set VNET_RUN_DIR) to \
+         the runtime directory it uses",
+        why_unreachable(path, source)
     )]
     NotRunning {
         path: PathBuf,
@@ -313,6 +313,14 @@ async fn exchange(
     Ok(Answer { status, body })
 }
 
+fn why_unreachable(path: &Path, error: &io::Error) -> String {
+    match error.kind() {
+        io::ErrorKind::NotFound => format!("no socket at {}", path.display()),
+        io::ErrorKind::ConnectionRefused => format!("nothing listens on {}", path.display()),
+        _ => format!("{}: {error}", path.display()),
+    }
+}
+
 fn connect_error(path: &Path, source: io::Error) -> Error {
     let path = path.to_path_buf();
     match source.kind() {
@@ -541,10 +549,7 @@ mod tests {
 
     #[test]
     fn reads_the_version() {
-        let daemon = FakeDaemon::start(vec![json(
-            "200 OK",
-            r#"{"version":"0.1.0","api":"v1"}"#,
-        )]);
+        let daemon = FakeDaemon::start(vec![json("200 OK", r#"{"version":"0.1.0","api":"v1"}"#)]);
         let version = daemon.client().version().unwrap();
         assert_eq!(version.version, "0.1.0");
         assert_eq!(version.api, "v1");
@@ -677,7 +682,10 @@ mod tests {
 
     #[test]
     fn path_segments_are_percent_encoded() {
-        assert_eq!(api_path(&["networks", "vm net/1"]), "/v1/networks/vm%20net%2F1");
+        assert_eq!(
+            api_path(&["networks", "vm net/1"]),
+            "/v1/networks/vm%20net%2F1"
+        );
         assert_eq!(api_path(&["networks", "a-b_c.d"]), "/v1/networks/a-b_c.d");
     }
 }
