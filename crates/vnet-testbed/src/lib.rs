@@ -1,1 +1,182 @@
-//! (being written)
+//! Test bed for vnet's end-to-end tests (DESIGN.md §5, §8).
+//!
+//! It builds the topologies of the spec from real parts and cleans them up
+//! when a test ends, even when it fails:
+//!
+//! * [`Netns`], [`NsVm`], [`Veth`], [`Bridge`]: network namespaces as cheap
+//!   "VMs" with a real kernel TCP/IP stack, attached through interfaces (e.g.
+//!   a TAP the daemon created) moved into them;
+//! * [`Guest`] / [`GuestBuilder`]: real QEMU guests (`-accel tcg`) booting the
+//!   host's Debian kernel with an initramfs assembled at test time from
+//!   busybox and the virtio/VLAN modules ([`initramfs`]), driven over their
+//!   serial console with [`Guest::exec`];
+//! * [`Daemon`]: a `vnetd` process in private run/state directories, plus the
+//!   `vnet` CLI pointed at it.
+//!
+//! Everything that needs privileges checks [`is_root`] first; tests use
+//! [`skip_unless_root!`] so that an unprivileged run says loudly what it did
+//! not test instead of failing. Names are made unique per process with
+//! [`unique_name`] so tests run in parallel, and readiness is awaited with
+//! [`wait_for`], never with fixed sleeps.
+//!
+//! Test traffic stays inside namespaces the test bed created, QEMU's own
+//! socket netdevs, or loopback.
+
+mod cmd;
+mod daemon;
+mod error;
+mod guest;
+pub mod initramfs;
+mod link;
+mod netns;
+mod nsvm;
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+pub use daemon::{bin_path, Daemon, DaemonBuilder};
+pub use error::{Error, Result};
+pub use guest::{Guest, GuestBuilder, Netdev};
+pub use link::{Bridge, Veth};
+pub use netns::{ChildGuard, Netns};
+pub use nsvm::NsVm;
+
+/// Whether this process runs with effective uid 0.
+///
+/// Namespaces, veth/TAP/bridge interfaces and reading `/boot/vmlinuz-*`
+/// (mode 0600 on Debian) all need it.
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// Prints a loud `SKIPPED` line and returns `true` when not root.
+///
+/// Prefer the [`skip_unless_root!`] macro, which also returns from the test.
+/// The line goes to stderr, which the test harness shows for failing tests and
+/// with `--nocapture`; it names the test so a CI log shows what was not run.
+pub fn skip_unless_root(test: &str) -> bool {
+    if is_root() {
+        return false;
+    }
+    eprintln!("SKIPPED: needs root: {test} (run the tests as root to exercise namespaces, TAPs and QEMU)");
+    true
+}
+
+/// Returns from the enclosing test (which must return `()`) after printing a
+/// loud `SKIPPED: needs root` line, unless the process runs as root.
+///
+/// ```no_run
+/// #[test]
+/// fn two_namespaces_ping() {
+///     vnet_testbed::skip_unless_root!();
+///     // ... privileged test body ...
+/// }
+/// ```
+#[macro_export]
+macro_rules! skip_unless_root {
+    () => {{
+        fn __vnet_testbed_here() {}
+        let here = ::std::any::type_name_of_val(&__vnet_testbed_here);
+        let test = here.strip_suffix("::__vnet_testbed_here").unwrap_or(here);
+        if $crate::skip_unless_root(test) {
+            return;
+        }
+    }};
+}
+
+/// A short name that is unique on this host while this process lives:
+/// `PREFIX-PPPPPCCC`.
+///
+/// The result is at most 15 bytes (the kernel's `IFNAMSIZ - 1`), uses only
+/// `[a-z0-9-]`, and is therefore valid for interfaces, namespaces and file
+/// names. `prefix` is reduced to its first 4 lowercase ASCII alphanumerics;
+/// the rest is the pid (5 base-36 digits, fixed width) and a per-process
+/// counter, so two calls never return the same name, in this process or in
+/// any other process running at the same time.
+pub fn unique_name(prefix: &str) -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let prefix: String = prefix
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .map(|c| c.to_ascii_lowercase())
+        .take(4)
+        .collect();
+    let prefix = if prefix.is_empty() { "t".to_string() } else { prefix };
+    let pid = base36(u64::from(std::process::id()) % 36u64.pow(5));
+    format!("{prefix}-{pid:0>5}{}", base36(u64::from(n)))
+}
+
+fn base36(mut n: u64) -> String {
+    const DIGITS: &[u8; 36] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+    let mut out = Vec::new();
+    loop {
+        out.push(DIGITS[(n % 36) as usize]);
+        n /= 36;
+        if n == 0 {
+            break;
+        }
+    }
+    out.reverse();
+    String::from_utf8(out).expect("ASCII digits")
+}
+
+/// Polls `ready` until it returns `true` or `timeout` has passed; returns
+/// whether it became ready.
+///
+/// This is the readiness primitive tests use instead of sleeping: it checks
+/// right away, then backs off from 1 ms to 50 ms between checks, and always
+/// checks once more at the deadline, so a condition that becomes true just
+/// in time is seen.
+pub fn wait_for(timeout: Duration, mut ready: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    let mut pause = Duration::from_millis(1);
+    loop {
+        if ready() {
+            return true;
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return false;
+        }
+        std::thread::sleep(pause.min(deadline - now));
+        pause = (pause * 2).min(Duration::from_millis(50));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unique_names_are_short_distinct_and_valid() {
+        let names: Vec<String> = (0..2000).map(|_| unique_name("Tap_Port!")).collect();
+        let mut sorted = names.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(sorted.len(), names.len());
+        for name in &names {
+            assert!(name.len() <= 15, "{name}");
+            assert!(name.starts_with("tapp-"), "{name}");
+            assert!(name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'));
+        }
+        assert!(unique_name("").starts_with("t-"));
+    }
+
+    #[test]
+    fn wait_for_sees_late_readiness_and_times_out() {
+        let start = Instant::now();
+        assert!(wait_for(Duration::from_secs(5), || start.elapsed()
+            > Duration::from_millis(20)));
+        assert!(!wait_for(Duration::from_millis(30), || false));
+    }
+
+    #[test]
+    fn base36_digits() {
+        assert_eq!(base36(0), "0");
+        assert_eq!(base36(35), "z");
+        assert_eq!(base36(36), "10");
+    }
+}

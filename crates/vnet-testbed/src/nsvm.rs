@@ -1,0 +1,100 @@
+//! "A VM that is a namespace": one interface in its own network namespace.
+
+use crate::cmd;
+use crate::netns::Netns;
+
+/// A network namespace owning one interface with a MAC and an address: the
+/// cheap stand-in for a VM with one NIC (real kernel TCP/IP, `ping`,
+/// `iperf3`, `udhcpc`...).
+///
+/// Guarantees when [`NsVm::attach`] returns: the interface is in a fresh
+/// namespace, has the requested MAC and address, is up, and IPv6 is disabled
+/// on it (so captures carry only what the test sends, no MLD/RS/DAD chatter).
+/// On drop the interface is moved back to the test's own namespace (so the
+/// daemon that created a TAP still finds it; a veth goes back to its pair),
+/// then the namespace is deleted.
+#[derive(Debug)]
+pub struct NsVm {
+    ifname: String,
+    mac: String,
+    addr: String,
+    // Dropped last, after the interface was moved out.
+    ns: Netns,
+}
+
+impl NsVm {
+    /// Moves the existing host interface `ifname` (e.g. a TAP the daemon
+    /// created, or one end of a [`crate::Veth`]) into a new namespace, sets
+    /// its MAC to `mac` and its address to `addr_cidr` (e.g. `10.0.0.2/24`;
+    /// empty for none, e.g. to run `udhcpc` later) and brings it up.
+    ///
+    /// # Panics
+    /// If any step fails (no such interface, not root, bad address).
+    pub fn attach(ifname: &str, mac: &str, addr_cidr: &str) -> NsVm {
+        let ns = Netns::new("vm");
+        cmd::run(&["ip", "link", "set", ifname, "netns", ns.name()])
+            .unwrap_or_else(|e| panic!("test bed: cannot move {ifname} into a namespace: {e}"));
+        let vm = NsVm {
+            ifname: ifname.to_string(),
+            mac: mac.to_string(),
+            addr: addr_cidr.to_string(),
+            ns,
+        };
+        let disable_v6 = format!("net.ipv6.conf.{ifname}.disable_ipv6=1");
+        // Best effort: the host kernel may be built without IPv6.
+        let _ = vm.ns.exec(&["sysctl", "-q", "-w", &disable_v6]);
+        vm.ns
+            .exec_ok(&["ip", "link", "set", "dev", ifname, "address", mac]);
+        if !addr_cidr.is_empty() {
+            vm.ns
+                .exec_ok(&["ip", "addr", "add", addr_cidr, "dev", ifname]);
+        }
+        vm.ns.exec_ok(&["ip", "link", "set", "dev", ifname, "up"]);
+        vm
+    }
+
+    /// The namespace, to run more commands in it.
+    pub fn ns(&self) -> &Netns {
+        &self.ns
+    }
+
+    /// The interface's name (unchanged by the move).
+    pub fn ifname(&self) -> &str {
+        &self.ifname
+    }
+
+    /// The MAC the interface was given.
+    pub fn mac(&self) -> &str {
+        &self.mac
+    }
+
+    /// The address with its prefix length as given (`10.0.0.2/24`).
+    pub fn addr_cidr(&self) -> &str {
+        &self.addr
+    }
+
+    /// The address without the prefix length (`10.0.0.2`).
+    pub fn ip(&self) -> &str {
+        self.addr.split('/').next().unwrap_or("")
+    }
+
+    /// Pings `ip` `count` times (0.2 s apart, 2 s per-reply timeout) from
+    /// inside the namespace; `true` when the last `ping` reports success
+    /// (at least one reply). Use [`crate::wait_for`] around it when the path
+    /// may still be coming up.
+    pub fn ping(&self, ip: &str, count: u32) -> bool {
+        self.ns
+            .exec(&["ping", "-n", "-q", "-c", &count.to_string(), "-i", "0.2", "-W", "2", ip])
+            .status
+            .success()
+    }
+}
+
+impl Drop for NsVm {
+    fn drop(&mut self) {
+        let pid = std::process::id().to_string();
+        cmd::quiet(&[
+            "ip", "-n", self.ns.name(), "link", "set", "dev", &self.ifname, "netns", &pid,
+        ]);
+    }
+}
