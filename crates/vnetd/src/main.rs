@@ -1,1 +1,116 @@
-fn main() {}
+//! `vnetd`: the vnet daemon.
+//!
+//! Start-up: read the configuration (or the built-in one), claim the runtime directory
+//! (refusing if another vnetd serves it, replacing a crashed one's sockets), start the
+//! data plane, create the configured vnets and ports, then serve the control API until
+//! SIGTERM or SIGINT. Shutdown removes every socket it made.
+
+mod config;
+mod control;
+mod dirs;
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use tracing::{info, warn};
+use vnet_io::{ControlError, DataPlane};
+
+use config::Config;
+
+/// Virtual Ethernet switches for virtual machines.
+#[derive(Parser, Debug)]
+#[command(name = "vnetd", version, about)]
+struct Args {
+    /// TOML configuration; without it vnetd runs the built-in vmnet1 and vmnet8.
+    #[arg(long, short = 'c')]
+    config: Option<PathBuf>,
+    /// Runtime directory for sockets [default: /run/vnet as root, $XDG_RUNTIME_DIR/vnet
+    /// otherwise].
+    #[arg(long)]
+    run_dir: Option<PathBuf>,
+    /// State directory [default: /var/lib/vnet as root, $XDG_STATE_HOME/vnet otherwise].
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+    /// Check the configuration and exit.
+    #[arg(long)]
+    check: bool,
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("VNET_LOG").unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    if let Err(e) = run(Args::parse()) {
+        eprintln!("vnetd: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(args: Args) -> Result<()> {
+    let config = match &args.config {
+        Some(path) => Config::load(path)?,
+        None => Config::built_in(),
+    };
+    if args.check {
+        println!("configuration OK: {} vnet(s)", config.network.len());
+        return Ok(());
+    }
+    let run_dir = args.run_dir.unwrap_or_else(dirs::default_run_dir);
+    let state_dir = args.state_dir.unwrap_or_else(dirs::default_state_dir);
+    let control = dirs::claim(&run_dir, &state_dir)?;
+
+    let dataplane = DataPlane::spawn(run_dir.clone()).context("cannot start the data plane")?;
+    let handle = dataplane.handle();
+    for net in &config.network {
+        let net = net.get_ref();
+        handle
+            .create_network_blocking(net.spec())
+            .with_context(|| format!("cannot create vnet {:?}", net.name))?;
+        for port in &net.ports {
+            match handle.add_port_blocking(net.name.clone(), port.spec()) {
+                Ok(p) => info!(net = net.name, port = p.id, "{}", p.description),
+                Err(ControlError::Failed(e)) | Err(ControlError::Invalid(e)) => {
+                    warn!(net = net.name, "skipped TAP port {:?}: {e}", port.tap)
+                }
+                Err(e) => return Err(e).context("data plane failed"),
+            }
+        }
+    }
+    if !dirs::is_root() {
+        info!("running unprivileged: TAP ports need root or CAP_NET_ADMIN; socket ports work");
+    }
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the control-plane runtime")?;
+    let served = runtime.block_on(async {
+        let listener = tokio::net::UnixListener::bind(&control)
+            .with_context(|| format!("cannot listen on {}", control.display()))?;
+        dirs::restrict(&control)?;
+        info!("control API on {}", control.display());
+        axum::serve(listener, control::router(handle))
+            .with_graceful_shutdown(shutdown_signal())
+            .await
+            .context("control API failed")
+    });
+    dataplane.shutdown();
+    let _ = std::fs::remove_file(&control);
+    info!("stopped");
+    served
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => info!("SIGTERM: shutting down"),
+        _ = int.recv() => info!("SIGINT: shutting down"),
+    }
+}

@@ -381,7 +381,7 @@ fn no_port(net: &str, id: u32) -> ControlError {
 }
 
 /// Checks a vnet spec the way the API promises.
-pub(crate) fn validate(spec: &NetworkSpec) -> Result<(), ControlError> {
+pub fn validate(spec: &NetworkSpec) -> Result<(), ControlError> {
     let name_ok = !spec.name.is_empty()
         && spec.name.len() <= 15
         && spec.name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))

@@ -12,6 +12,8 @@ mod engine;
 mod network;
 mod report;
 
+pub use engine::validate;
+
 use std::path::PathBuf;
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;

@@ -1,0 +1,183 @@
+//! The daemon's TOML configuration (schema documented in the README; example in
+//! `examples/vnetd.toml`).
+//!
+//! Errors name the file, the line and what is wrong, because a daemon that refuses to
+//! start must say exactly why.
+
+use std::path::Path;
+
+use serde::Deserialize;
+use toml::Spanned;
+use vnet_control::{default_mac_aging, default_max_macs, default_max_macs_per_port, default_mtu, NetworkSpec, PortSpec, VlanMode};
+
+/// The whole configuration file.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub network: Vec<Spanned<NetworkConfig>>,
+}
+
+/// One `[[network]]` table.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkConfig {
+    pub name: String,
+    #[serde(default = "default_mtu")]
+    pub mtu: u32,
+    #[serde(default = "default_mac_aging")]
+    pub mac_aging_secs: u64,
+    #[serde(default = "default_max_macs_per_port")]
+    pub max_macs_per_port: usize,
+    #[serde(default = "default_max_macs")]
+    pub max_macs: usize,
+    /// `[[network.port]]` tables: ports created at start.
+    #[serde(default, rename = "port")]
+    pub ports: Vec<PortConfig>,
+}
+
+/// One `[[network.port]]` table.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PortConfig {
+    /// A TAP interface the daemon creates and owns.
+    pub tap: String,
+    /// Access VLAN (default 1).
+    #[serde(default)]
+    pub vlan: Option<u16>,
+}
+
+/// The configuration is unusable.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Invalid { path: String, message: String },
+}
+
+/// The configuration used when no file is given: VMware's two standard vnets.
+pub const BUILT_IN: &str = r#"
+# vmnet1: host-only. vmnet8: NAT. (Host adapters, DHCP and NAT attach to these as
+# they land; today both are plain switches.)
+[[network]]
+name = "vmnet1"
+
+[[network]]
+name = "vmnet8"
+"#;
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    /// Parses and checks `text`; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        let invalid = |message: String| ConfigError::Invalid {
+            path: origin.to_string(),
+            message,
+        };
+        let config: Config = toml::from_str(text).map_err(|e| invalid(e.to_string().trim_end().to_string()))?;
+        let mut seen = std::collections::HashSet::new();
+        for net in &config.network {
+            let line = line_of(text, net.span().start);
+            let n = net.get_ref();
+            if !seen.insert(n.name.clone()) {
+                return Err(invalid(format!("line {line}: vnet {:?} is defined twice", n.name)));
+            }
+            if let Err(e) = vnet_io::dataplane::validate(&n.spec()) {
+                return Err(invalid(format!("line {line}: [[network]] {:?}: {e}", n.name)));
+            }
+            for p in &n.ports {
+                if let Some(v) = p.vlan {
+                    if !vnet_core::switch::is_valid_vid(v) {
+                        return Err(invalid(format!(
+                            "line {line}: [[network]] {:?}: port {:?}: VLAN {v} is out of range: use 1-4094",
+                            n.name, p.tap
+                        )));
+                    }
+                }
+            }
+        }
+        Ok(config)
+    }
+
+    pub fn built_in() -> Config {
+        Self::parse(BUILT_IN, "built-in configuration").expect("the built-in configuration is valid")
+    }
+}
+
+impl NetworkConfig {
+    pub fn spec(&self) -> NetworkSpec {
+        NetworkSpec {
+            name: self.name.clone(),
+            mtu: self.mtu,
+            mac_aging_secs: self.mac_aging_secs,
+            max_macs_per_port: self.max_macs_per_port,
+            max_macs: self.max_macs,
+        }
+    }
+}
+
+impl PortConfig {
+    pub fn spec(&self) -> PortSpec {
+        PortSpec::Tap {
+            ifname: self.tap.clone(),
+            vlan: self.vlan.map(|vlan| VlanMode::Access { vlan }).unwrap_or_default(),
+        }
+    }
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].bytes().filter(|b| *b == b'\n').count() + 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn built_in_has_vmnet1_and_vmnet8() {
+        let c = Config::built_in();
+        let names: Vec<_> = c.network.iter().map(|n| n.get_ref().name.clone()).collect();
+        assert_eq!(names, ["vmnet1", "vmnet8"]);
+        assert_eq!(c.network[0].get_ref().mtu, 1500);
+    }
+
+    #[test]
+    fn full_example_parses() {
+        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/vnetd.toml")).unwrap();
+        let c = Config::parse(&text, "examples/vnetd.toml").unwrap();
+        assert!(!c.network.is_empty());
+    }
+
+    fn error_of(text: &str) -> String {
+        Config::parse(text, "test.toml").unwrap_err().to_string()
+    }
+
+    #[test]
+    fn errors_name_file_line_and_problem() {
+        let e = error_of("[[network]]\nname = \"a\"\nmtu = \"big\"\n");
+        assert!(e.starts_with("test.toml: "), "{e}");
+        assert!(e.contains("line 3"), "{e}");
+        let e = error_of("[[network]]\nname = \"a\"\n\n[[network]]\nname = \"a\"\n");
+        assert!(e.contains("line 4") && e.contains("defined twice"), "{e}");
+        let e = error_of("[[network]]\nname = \"has space\"\n");
+        assert!(e.contains("line 1") && e.contains("invalid vnet name"), "{e}");
+        let e = error_of("[[network]]\nname = \"a\"\nmtu = 10\n");
+        assert!(e.contains("mtu 10"), "{e}");
+        let e = error_of("[[network]]\nname = \"a\"\ncolour = \"red\"\n");
+        assert!(e.contains("unknown field `colour`"), "{e}");
+        let e = error_of("[[network]]\nname = \"a\"\n[[network.port]]\ntap = \"t0\"\nvlan = 4095\n");
+        assert!(e.contains("VLAN 4095"), "{e}");
+    }
+}

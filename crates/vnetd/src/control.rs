@@ -1,0 +1,153 @@
+//! The control API server: HTTP/1.1 + JSON on `RUN/control.sock` (routes in
+//! `vnet_control::types`, described by `docs/openapi.yaml`). Each handler is one
+//! command to the data plane.
+
+use std::fmt::Write as _;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use vnet_control::{ApiError, NetworkSpec, PortSpec, Version};
+use vnet_io::{ControlError, Handle};
+
+/// Every error the API returns: a status and `{"error": "..."}`.
+pub struct HttpError(StatusCode, String);
+
+impl From<ControlError> for HttpError {
+    fn from(e: ControlError) -> Self {
+        let status = match e {
+            ControlError::NotFound(_) => StatusCode::NOT_FOUND,
+            ControlError::Exists(_) => StatusCode::CONFLICT,
+            ControlError::Invalid(_) => StatusCode::BAD_REQUEST,
+            ControlError::Failed(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ControlError::Stopped => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        HttpError(status, e.to_string())
+    }
+}
+
+impl IntoResponse for HttpError {
+    fn into_response(self) -> Response {
+        (self.0, Json(ApiError { error: self.1 })).into_response()
+    }
+}
+
+type Result<T> = std::result::Result<T, HttpError>;
+
+pub fn router(handle: Handle) -> Router {
+    Router::new()
+        .route("/v1/version", get(version))
+        .route("/v1/networks", get(networks).post(create_network))
+        .route("/v1/networks/{net}", get(network).delete(delete_network))
+        .route("/v1/networks/{net}/ports", get(ports).post(add_port))
+        .route("/v1/networks/{net}/ports/{id}", get(port).delete(remove_port))
+        .route("/v1/networks/{net}/macs", get(macs))
+        .route("/metrics", get(metrics))
+        .fallback(|| async {
+            HttpError(StatusCode::NOT_FOUND, "no such route: see docs/openapi.yaml".to_string())
+        })
+        .with_state(handle)
+}
+
+async fn version() -> Json<Version> {
+    Json(Version {
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        api: "v1".to_string(),
+    })
+}
+
+async fn networks(State(h): State<Handle>) -> Result<impl IntoResponse> {
+    Ok(Json(h.networks().await?))
+}
+
+async fn create_network(State(h): State<Handle>, body: axum::body::Bytes) -> Result<impl IntoResponse> {
+    let spec: NetworkSpec = parse_body(&body)?;
+    Ok((StatusCode::CREATED, Json(h.create_network(spec).await?)))
+}
+
+async fn network(State(h): State<Handle>, Path(net): Path<String>) -> Result<impl IntoResponse> {
+    Ok(Json(h.network(net).await?))
+}
+
+async fn delete_network(State(h): State<Handle>, Path(net): Path<String>) -> Result<impl IntoResponse> {
+    h.delete_network(net).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn ports(State(h): State<Handle>, Path(net): Path<String>) -> Result<impl IntoResponse> {
+    Ok(Json(h.ports(net).await?))
+}
+
+async fn add_port(State(h): State<Handle>, Path(net): Path<String>, body: axum::body::Bytes) -> Result<impl IntoResponse> {
+    let spec: PortSpec = parse_body(&body)?;
+    Ok((StatusCode::CREATED, Json(h.add_port(net, spec).await?)))
+}
+
+async fn port(State(h): State<Handle>, Path((net, id)): Path<(String, String)>) -> Result<impl IntoResponse> {
+    Ok(Json(h.port(net, port_id(&id)?).await?))
+}
+
+async fn remove_port(State(h): State<Handle>, Path((net, id)): Path<(String, String)>) -> Result<impl IntoResponse> {
+    h.remove_port(net, port_id(&id)?).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn macs(State(h): State<Handle>, Path(net): Path<String>) -> Result<impl IntoResponse> {
+    Ok(Json(h.macs(net).await?))
+}
+
+/// Per-port counters in the Prometheus text format.
+async fn metrics(State(h): State<Handle>) -> Result<impl IntoResponse> {
+    let mut out = String::new();
+    let mut rows = Vec::new();
+    for net in h.networks().await? {
+        let ports = h.ports(net.name.clone()).await?;
+        rows.push((net, ports));
+    }
+    let series: [(&str, &str, fn(&vnet_control::Counters) -> u64); 4] = [
+        ("vnet_port_rx_frames_total", "Frames the port sent into its vnet.", |c| c.rx_frames),
+        ("vnet_port_rx_bytes_total", "Bytes the port sent into its vnet.", |c| c.rx_bytes),
+        ("vnet_port_tx_frames_total", "Frames the vnet delivered to the port.", |c| c.tx_frames),
+        ("vnet_port_tx_bytes_total", "Bytes the vnet delivered to the port.", |c| c.tx_bytes),
+    ];
+    for (name, help, value) in series {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+        for (net, ports) in &rows {
+            for p in ports {
+                let _ = writeln!(
+                    out,
+                    "{name}{{net=\"{}\",port=\"{}\",kind=\"{}\"}} {}",
+                    net.name,
+                    p.id,
+                    p.kind.as_str(),
+                    value(&p.counters)
+                );
+            }
+        }
+    }
+    let name = "vnet_port_drops_total";
+    let _ = writeln!(out, "# HELP {name} Frames dropped at the port, by cause.\n# TYPE {name} counter");
+    for (net, ports) in &rows {
+        for p in ports {
+            for (cause, n) in &p.counters.drops {
+                let _ = writeln!(out, "{name}{{net=\"{}\",port=\"{}\",cause=\"{cause}\"}} {n}", net.name, p.id);
+            }
+        }
+    }
+    let _ = writeln!(out, "# HELP vnet_macs Learned and declared MAC addresses.\n# TYPE vnet_macs gauge");
+    for (net, _) in &rows {
+        let _ = writeln!(out, "vnet_macs{{net=\"{}\"}} {}", net.name, net.macs);
+    }
+    Ok(([("content-type", "text/plain; version=0.0.4")], out))
+}
+
+fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T> {
+    serde_json::from_slice(body).map_err(|e| HttpError(StatusCode::BAD_REQUEST, format!("invalid request body: {e}")))
+}
+
+fn port_id(text: &str) -> Result<u32> {
+    text.parse()
+        .map_err(|_| HttpError(StatusCode::BAD_REQUEST, format!("invalid port id {text:?}: expected a number")))
+}
