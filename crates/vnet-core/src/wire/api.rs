@@ -95,8 +95,6 @@ pub enum MessageError {
         expected: usize,
         got: usize,
     },
-    #[error("reply to a request that was not sent")]
-    UnexpectedReply,
 }
 
 impl Request {
