@@ -10,7 +10,7 @@ use vnet_control::MacAddr;
 #[command(name = "vnet", version, propagate_version = true, max_term_width = 100)]
 pub struct Cli {
     /// Runtime directory of vnetd, where control.sock is
-    /// [default: /run/vnet as root, else $XDG_RUNTIME_DIR/vnet]
+    /// [default: /run/vnet as root, else $XDG_RUNTIME_DIR/vnet or /tmp/vnet-UID]
     #[arg(
         long,
         global = true,

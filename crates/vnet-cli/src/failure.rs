@@ -53,6 +53,7 @@ impl From<client::Error> for Failure {
                     Some("check the values given (`vnet help` lists what each command takes)")
                 }
                 403 => Some("vnetd lacks the privilege for this: run it as root"),
+                503 => Some("vnetd is shutting down: start it again"),
                 500..=599 => Some("vnetd failed: see its log"),
                 _ => None,
             },

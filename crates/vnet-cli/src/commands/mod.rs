@@ -22,10 +22,7 @@ pub struct Context {
 }
 
 pub fn run(cli: Cli) -> Result<(), Failure> {
-    let run_dir = match cli.run_dir {
-        Some(dir) => dir,
-        None => default_run_dir()?,
-    };
+    let run_dir = cli.run_dir.unwrap_or_else(default_run_dir);
     let ctx = Context {
         client: Client::for_run_dir(run_dir)?,
         json: cli.json,

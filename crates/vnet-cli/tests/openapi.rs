@@ -1,0 +1,457 @@
+//! docs/openapi.yaml must not drift from the API: every route of the table in
+//! `vnet_control::types` is documented with the same bodies and success status, and
+//! what the Rust types serialize validates against the documented schemas, with no
+//! field undocumented and no documented field that the types lack.
+
+use std::collections::BTreeSet;
+
+use serde::Serialize;
+use serde_json::{json, Value};
+use vnet_control::{
+    ApiError, Counters, MacEntry, NetworkInfo, NetworkSockets, NetworkSpec, PortInfo, PortKind,
+    PortSpec, Version, VlanMode,
+};
+
+const OPENAPI: &str = include_str!("../../../docs/openapi.yaml");
+const TYPES_RS: &str = include_str!("../../vnet-control/src/types.rs");
+
+fn doc() -> Value {
+    serde_yaml_ng::from_str(OPENAPI).expect("docs/openapi.yaml is valid YAML")
+}
+
+/// One row of the route table in types.rs.
+#[derive(Debug)]
+struct Route {
+    method: String,
+    path: String,
+    /// The request body's type, e.g. `NetworkSpec`.
+    body: Option<String>,
+    status: String,
+    /// The answer's type; `[T]` for an array.
+    answer: Option<String>,
+}
+
+fn routes() -> Vec<Route> {
+    let mut routes = Vec::new();
+    for line in TYPES_RS.lines() {
+        let Some(row) = line.strip_prefix("//! |") else {
+            continue;
+        };
+        let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+        if !matches!(cells[0], "GET" | "POST" | "PUT" | "PATCH" | "DELETE") {
+            continue;
+        }
+        // [`T`] is a rustdoc link to T; `[T]` is an array of T; prose is not a type.
+        let type_name = |cell: &str| {
+            let cell = cell.trim();
+            let cell = cell
+                .strip_prefix("[`")
+                .and_then(|c| c.strip_suffix("`]"))
+                .unwrap_or(cell)
+                .trim_matches('`');
+            let is_type = !cell.is_empty() && !cell.contains(char::is_whitespace);
+            is_type.then(|| cell.to_string())
+        };
+        let (status, answer) = match cells[3].split_once(' ') {
+            Some((code, rest)) if code.chars().all(|c| c.is_ascii_digit()) => {
+                (code.to_string(), type_name(rest))
+            }
+            _ if cells[3].chars().all(|c| c.is_ascii_digit()) => (cells[3].to_string(), None),
+            _ => ("200".to_string(), type_name(cells[3])),
+        };
+        routes.push(Route {
+            method: cells[0].to_lowercase(),
+            path: cells[1].trim_matches('`').to_string(),
+            body: type_name(cells[2]),
+            status,
+            answer,
+        });
+    }
+    assert!(
+        routes.len() >= 11,
+        "the route table in types.rs was not found"
+    );
+    routes
+}
+
+/// `{"$ref": "#/components/schemas/T"}` → `T`; `{"type": "array", "items": …}` → `[T]`.
+fn schema_name(schema: &Value) -> Option<String> {
+    if let Some(r) = schema.get("$ref").and_then(Value::as_str) {
+        return r.rsplit('/').next().map(String::from);
+    }
+    if schema.get("type")? == "array" {
+        return Some(format!("[{}]", schema_name(schema.get("items")?)?));
+    }
+    None
+}
+
+#[test]
+fn it_is_an_openapi_3_1_document_whose_references_resolve() {
+    let doc = doc();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3.1."));
+    assert!(doc["info"]["title"].is_string());
+    fn refs(value: &Value, out: &mut Vec<String>) {
+        match value {
+            Value::Object(map) => {
+                if let Some(Value::String(r)) = map.get("$ref") {
+                    out.push(r.clone());
+                }
+                map.values().for_each(|v| refs(v, out));
+            }
+            Value::Array(items) => items.iter().for_each(|v| refs(v, out)),
+            _ => {}
+        }
+    }
+    let mut all = Vec::new();
+    refs(&doc, &mut all);
+    for r in all {
+        let pointer = r.strip_prefix('#').expect("only local references");
+        assert!(doc.pointer(pointer).is_some(), "dangling $ref {r}");
+    }
+}
+
+#[test]
+fn every_route_of_the_table_is_documented_with_its_bodies() {
+    let doc = doc();
+    let routes = routes();
+    for route in &routes {
+        let operation = &doc["paths"][&route.path][&route.method];
+        assert!(
+            operation.is_object(),
+            "{} {} is not in docs/openapi.yaml",
+            route.method,
+            route.path
+        );
+        let success = &operation["responses"][&route.status];
+        assert!(
+            success.is_object(),
+            "{} {}: no {} answer documented",
+            route.method,
+            route.path,
+            route.status
+        );
+        if let Some(answer) = &route.answer {
+            let schema = &success["content"]["application/json"]["schema"];
+            assert_eq!(
+                schema_name(schema).as_ref(),
+                Some(answer),
+                "{} {}: answer schema",
+                route.method,
+                route.path
+            );
+        }
+        let body = &operation["requestBody"]["content"]["application/json"]["schema"];
+        assert_eq!(
+            schema_name(body),
+            route.body,
+            "{} {}: request body schema",
+            route.method,
+            route.path
+        );
+    }
+    // …and nothing the table does not have.
+    let table: BTreeSet<(String, String)> = routes
+        .iter()
+        .map(|r| (r.path.clone(), r.method.clone()))
+        .collect();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for method in item.as_object().unwrap().keys() {
+            if method != "parameters" {
+                assert!(
+                    table.contains(&(path.clone(), method.clone())),
+                    "docs/openapi.yaml has {method} {path}, which the table in types.rs lacks"
+                );
+            }
+        }
+    }
+}
+
+/// Just enough JSON Schema to check serde's output: `$ref`, `oneOf`, `const`, `enum`,
+/// `type`, `properties`, `required`, `additionalProperties`, `items`, `minimum`,
+/// `maximum`. Strict: an object may hold only documented properties.
+struct Checker {
+    doc: Value,
+    /// (schema name, property) pairs some sample had.
+    seen: BTreeSet<(String, String)>,
+}
+
+impl Checker {
+    fn new() -> Checker {
+        Checker {
+            doc: doc(),
+            seen: BTreeSet::new(),
+        }
+    }
+
+    fn check_named(&mut self, name: &str, value: &impl Serialize) {
+        let value = serde_json::to_value(value).unwrap();
+        let schema = json!({ "$ref": format!("#/components/schemas/{name}") });
+        if let Err(e) = self.check(&schema, &value, name, "") {
+            panic!("{name} sample does not match docs/openapi.yaml: {e}\nsample: {value:#}");
+        }
+    }
+
+    fn check(&mut self, schema: &Value, value: &Value, name: &str, at: &str) -> Result<(), String> {
+        if let Some(r) = schema.get("$ref").and_then(Value::as_str) {
+            let target = self
+                .doc
+                .pointer(&r[1..])
+                .cloned()
+                .ok_or(format!("bad $ref {r}"))?;
+            let name = r.rsplit('/').next().unwrap().to_string();
+            return self.check(&target, value, &name, at);
+        }
+        if let Some(choices) = schema.get("oneOf").and_then(Value::as_array) {
+            let matching: Vec<&Value> = choices
+                .iter()
+                .filter(|c| {
+                    let mut trial = Checker {
+                        doc: self.doc.clone(),
+                        seen: BTreeSet::new(),
+                    };
+                    trial.check(c, value, name, at).is_ok()
+                })
+                .collect();
+            return match matching.as_slice() {
+                [one] => self.check(one, value, name, at),
+                _ => Err(format!("{at}: {} of oneOf match", matching.len())),
+            };
+        }
+        if let Some(constant) = schema.get("const") {
+            if constant != value {
+                return Err(format!("{at}: {value} is not {constant}"));
+            }
+        }
+        if let Some(options) = schema.get("enum").and_then(Value::as_array) {
+            if !options.contains(value) {
+                return Err(format!("{at}: {value} is not one of {options:?}"));
+            }
+        }
+        match schema.get("type").and_then(Value::as_str) {
+            None => Ok(()),
+            Some("object") => self.check_object(schema, value, name, at),
+            Some("array") => {
+                let items = value
+                    .as_array()
+                    .ok_or(format!("{at}: {value} is not an array"))?;
+                for (i, item) in items.iter().enumerate() {
+                    self.check(&schema["items"], item, name, &format!("{at}[{i}]"))?;
+                }
+                Ok(())
+            }
+            Some("integer") => {
+                let n = value
+                    .as_i64()
+                    .map(i128::from)
+                    .or(value.as_u64().map(i128::from));
+                let n = n.ok_or(format!("{at}: {value} is not an integer"))?;
+                let bound = |key: &str| schema.get(key).and_then(Value::as_i64).map(i128::from);
+                if bound("minimum").is_some_and(|min| n < min)
+                    || bound("maximum").is_some_and(|max| n > max)
+                {
+                    return Err(format!("{at}: {n} is out of the documented range"));
+                }
+                Ok(())
+            }
+            Some("string") if value.is_string() => Ok(()),
+            Some("boolean") if value.is_boolean() => Ok(()),
+            Some(other) => Err(format!("{at}: {value} is not of type {other}")),
+        }
+    }
+
+    fn check_object(
+        &mut self,
+        schema: &Value,
+        value: &Value,
+        name: &str,
+        at: &str,
+    ) -> Result<(), String> {
+        let object = value
+            .as_object()
+            .ok_or(format!("{at}: {value} is not an object"))?;
+        let empty = serde_json::Map::new();
+        let properties = schema
+            .get("properties")
+            .and_then(Value::as_object)
+            .unwrap_or(&empty);
+        for required in schema
+            .get("required")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let key = required.as_str().unwrap();
+            if !object.contains_key(key) {
+                return Err(format!("{at}: documented as required, {key:?} is missing"));
+            }
+        }
+        for (key, field) in object {
+            let where_ = format!("{at}.{key}");
+            if let Some(property) = properties.get(key) {
+                self.seen.insert((name.to_string(), key.clone()));
+                self.check(property, field, name, &where_)?;
+            } else if let Some(extra) = schema.get("additionalProperties").filter(|s| s.is_object())
+            {
+                self.check(extra, field, name, &where_)?;
+            } else {
+                return Err(format!("{where_}: the field is not documented"));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn sample_network() -> NetworkInfo {
+    NetworkInfo {
+        name: "vmnet1".into(),
+        mtu: 1500,
+        max_frame: 1514,
+        mac_aging_secs: 300,
+        max_macs_per_port: 1024,
+        max_macs: 16384,
+        ports: 2,
+        macs: 3,
+        sockets: NetworkSockets {
+            stream: "/run/vnet/vmnet1/stream.sock".into(),
+            dgram: "/run/vnet/vmnet1/dgram.sock".into(),
+            api: "/run/vnet/vmnet1/api.sock".into(),
+        },
+    }
+}
+
+/// A port with every optional field present.
+fn sample_port() -> PortInfo {
+    PortInfo {
+        id: 3,
+        kind: PortKind::Api,
+        description: "pid 77 (firewall)".into(),
+        pid: Some(77),
+        vlan: VlanMode::Trunk {
+            allowed: vec![10, 20],
+            native: Some(1),
+        },
+        mac: Some("02:00:00:00:00:07".parse().unwrap()),
+        promiscuous: true,
+        macs: vec!["02:00:00:00:00:07".parse().unwrap()],
+        counters: Counters {
+            rx_frames: 1,
+            rx_bytes: 60,
+            tx_frames: 2,
+            tx_bytes: 120,
+            drops: [("queue_full".to_string(), 4)].into(),
+        },
+        queue_len: 1,
+        queue_capacity: 256,
+    }
+}
+
+#[test]
+fn what_the_types_serialize_matches_the_documented_schemas() {
+    let mut checker = Checker::new();
+    checker.check_named("NetworkInfo", &sample_network());
+    checker.check_named("NetworkSpec", &NetworkSpec::named("vmnet2"));
+    checker.check_named("PortInfo", &sample_port());
+    let mut access_port = sample_port();
+    access_port.pid = None;
+    access_port.mac = None;
+    access_port.vlan = VlanMode::Access { vlan: 10 };
+    access_port.kind = PortKind::Stream;
+    checker.check_named("PortInfo", &access_port);
+    checker.check_named(
+        "PortSpec",
+        &PortSpec::Tap {
+            ifname: "tap0".into(),
+            vlan: VlanMode::Trunk {
+                allowed: vec![10],
+                native: None,
+            },
+        },
+    );
+    checker.check_named(
+        "MacEntry",
+        &MacEntry {
+            vlan: 1,
+            mac: "52:54:00:12:34:56".parse().unwrap(),
+            port: 3,
+            age_secs: 9,
+            fixed: false,
+        },
+    );
+    checker.check_named(
+        "Version",
+        &Version {
+            version: "0.1.0".into(),
+            api: "v1".into(),
+        },
+    );
+    checker.check_named(
+        "ApiError",
+        &ApiError {
+            error: "no vnet named x".into(),
+        },
+    );
+    for kind in [
+        PortKind::Stream,
+        PortKind::Dgram,
+        PortKind::Tap,
+        PortKind::Api,
+    ] {
+        checker.check_named("PortKind", &kind);
+    }
+
+    // Every documented property of every object schema was produced by some sample.
+    let doc = doc();
+    for (name, schema) in doc["components"]["schemas"].as_object().unwrap() {
+        for property in schema
+            .get("properties")
+            .and_then(Value::as_object)
+            .into_iter()
+            .flat_map(|p| p.keys())
+        {
+            assert!(
+                checker.seen.contains(&(name.clone(), property.clone())),
+                "{name}.{property} is documented but the Rust type never has it"
+            );
+        }
+    }
+}
+
+#[test]
+fn documented_defaults_are_the_real_defaults() {
+    let doc = doc();
+    let spec = &doc["components"]["schemas"]["NetworkSpec"]["properties"];
+    let minimal: NetworkSpec = serde_json::from_value(json!({ "name": "x" })).unwrap();
+    assert_eq!(spec["mtu"]["default"], json!(minimal.mtu));
+    assert_eq!(
+        spec["mac_aging_secs"]["default"],
+        json!(minimal.mac_aging_secs)
+    );
+    assert_eq!(
+        spec["max_macs_per_port"]["default"],
+        json!(minimal.max_macs_per_port)
+    );
+    assert_eq!(spec["max_macs"]["default"], json!(minimal.max_macs));
+
+    let tap = &doc["components"]["schemas"]["TapPortSpec"]["properties"];
+    let PortSpec::Tap { vlan, .. } =
+        serde_json::from_value(json!({ "kind": "tap", "ifname": "t" })).unwrap();
+    assert_eq!(tap["vlan"]["default"], serde_json::to_value(vlan).unwrap());
+}
+
+#[test]
+fn request_bodies_reject_what_the_schema_forbids() {
+    // additionalProperties: false in the document is deny_unknown_fields in the types.
+    let doc = doc();
+    for name in ["NetworkSpec", "TapPortSpec"] {
+        assert_eq!(
+            doc["components"]["schemas"][name]["additionalProperties"],
+            json!(false),
+            "{name}"
+        );
+    }
+    assert!(serde_json::from_value::<NetworkSpec>(json!({ "name": "x", "colour": 1 })).is_err());
+    assert!(
+        serde_json::from_value::<PortSpec>(json!({ "kind": "tap", "ifname": "t", "x": 1 }))
+            .is_err()
+    );
+}
