@@ -22,13 +22,19 @@ impl Failure {
         }
     }
 
-    /// Replace the generic advice for "not found" answers with one that fits the command.
+    /// Replace the generic advice for "not found" answers with one that fits the
+    /// command, unless vnetd's message already says where to look.
     pub fn if_not_found(mut self, todo: impl Into<String>) -> Failure {
-        if self.status == Some(404) {
+        if self.status == Some(404) && !names_a_command(&self.what) {
             self.todo = Some(todo.into());
         }
         self
     }
+}
+
+/// vnetd's messages often end in advice such as "(see `vnet net ls`)".
+fn names_a_command(message: &str) -> bool {
+    message.contains("`vnet ")
 }
 
 impl fmt::Display for Failure {
@@ -43,30 +49,97 @@ impl fmt::Display for Failure {
 impl From<client::Error> for Failure {
     fn from(error: client::Error) -> Failure {
         use client::Error as E;
-        let todo = match &error {
-            // These already say what to do.
-            E::NotRunning { .. } | E::PermissionDenied { .. } => None,
-            E::Api { status, .. } => match status.as_u16() {
-                404 => Some("check the name with `vnet net ls` (ports: `vnet port ls NET`)"),
-                409 => Some("choose another name, or remove the existing one first"),
-                400 | 422 => {
-                    Some("check the values given (`vnet help` lists what each command takes)")
-                }
-                403 => Some("vnetd lacks the privilege for this: run it as root"),
-                503 => Some("vnetd is shutting down: start it again"),
-                500..=599 => Some("vnetd failed: see its log"),
-                _ => None,
-            },
-            E::Timeout { .. } => Some("check that vnetd is running and not stuck (see its log)"),
-            E::Connect { .. } | E::Runtime(_) => Some("check the runtime directory (--run-dir)"),
-            E::Http { .. } | E::Decode { .. } | E::Encode(_) => {
-                Some("check that vnet and vnetd are the same version (`vnet version`)")
+        let status = error.status().map(|s| s.as_u16());
+        let (what, todo) = match &error {
+            // The answers vnetd gives to a wrong request: its message says what was
+            // wrong (and usually what to do), the status adds nothing for a person.
+            E::Api { message, status } if matches!(status.as_u16(), 400 | 404 | 409) => {
+                let todo = match status.as_u16() {
+                    _ if names_a_command(message) => None,
+                    404 => Some("check the name with `vnet net ls` (ports: `vnet port ls NET`)"),
+                    409 => Some("choose another name, or remove the existing one first"),
+                    _ => None,
+                };
+                (message.clone(), todo)
             }
+            E::Api { status, .. } => {
+                let todo = match status.as_u16() {
+                    403 => Some("vnetd lacks the privilege for this: run it as root"),
+                    503 => Some("vnetd is shutting down: start it again"),
+                    500..=599 => Some("vnetd failed: see its log"),
+                    _ => None,
+                };
+                (error.to_string(), todo)
+            }
+            // These already say what to do.
+            E::NotRunning { .. } | E::PermissionDenied { .. } => (error.to_string(), None),
+            E::Timeout { .. } => (
+                error.to_string(),
+                Some("check that vnetd is running and not stuck (see its log)"),
+            ),
+            E::Connect { .. } | E::Runtime(_) => (
+                error.to_string(),
+                Some("check the runtime directory (--run-dir)"),
+            ),
+            E::Http { .. } | E::Decode { .. } | E::Encode(_) => (
+                error.to_string(),
+                Some("check that vnet and vnetd are the same version (`vnet version`)"),
+            ),
         };
         Failure {
-            what: error.to_string(),
+            what,
             todo: todo.map(String::from),
-            status: error.status().map(|s| s.as_u16()),
+            status,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vnet_control::client::Error;
+
+    fn api(status: u16, message: &str) -> Failure {
+        Failure::from(Error::Api {
+            status: status.try_into().unwrap(),
+            message: message.into(),
+        })
+    }
+
+    #[test]
+    fn refusals_show_vnetds_message_and_what_to_do() {
+        assert_eq!(
+            api(409, "vnet \"lab\" already exists").to_string(),
+            "vnet \"lab\" already exists: choose another name, or remove the existing one first"
+        );
+        assert_eq!(
+            api(404, "no vnet named \"x\"")
+                .if_not_found("list the vnets with `vnet net ls`")
+                .to_string(),
+            "no vnet named \"x\": list the vnets with `vnet net ls`"
+        );
+        assert_eq!(
+            api(400, "invalid vnet name \"a/b\": use 1-15 characters").to_string(),
+            "invalid vnet name \"a/b\": use 1-15 characters"
+        );
+    }
+
+    #[test]
+    fn advice_is_not_given_twice() {
+        let message = "no vnet named \"x\" (see `vnet net ls`)";
+        assert_eq!(api(404, message).to_string(), message);
+        assert_eq!(
+            api(404, message).if_not_found("look elsewhere").to_string(),
+            message
+        );
+    }
+
+    #[test]
+    fn unexpected_statuses_are_shown() {
+        assert_eq!(
+            api(500, "cannot create TAP").to_string(),
+            "cannot create TAP (500 Internal Server Error): vnetd failed: see its log"
+        );
+        assert_eq!(api(418, "teapot").to_string(), "teapot (418 I'm a teapot)");
     }
 }

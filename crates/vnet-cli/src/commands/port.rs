@@ -39,12 +39,11 @@ fn add(ctx: &Context, args: AddPort) -> Result<(), Failure> {
         return super::print_json(&info);
     }
     print(&format!(
-        "added port {} ({} {}, {}) to {}\n",
+        "added port {} to {} ({}, {})\n",
         info.id,
-        info.kind.as_str(),
+        args.net,
         info.description,
-        output::vlan_mode(&info.vlan),
-        args.net
+        output::vlan_mode(&info.vlan)
     ))
 }
 
