@@ -1,0 +1,57 @@
+//! Helpers shared by the end-to-end tests: a daemon with one vnet, "VMs" on TAP ports.
+
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use vnet_control::client::Client;
+use vnet_control::{PortInfo, PortKind, PortSpec};
+use vnet_testbed::{unique_name, wait_for, Daemon, NsVm};
+
+/// A daemon serving one vnet named `net` (besides nothing else).
+pub fn daemon_with(nets: &[&str]) -> Daemon {
+    let mut toml = String::new();
+    for n in nets {
+        toml.push_str(&format!("[[network]]\nname = \"{n}\"\n\n"));
+    }
+    Daemon::start(Some(&toml))
+}
+
+pub fn client(d: &Daemon) -> Client {
+    Client::for_run_dir(d.run_dir()).expect("control client")
+}
+
+/// Adds a TAP port to `net` and turns it into a namespace VM with `mac` and `cidr`.
+pub fn tap_vm(d: &Daemon, net: &str, mac: &str, cidr: &str) -> (u32, NsVm) {
+    let ifname = unique_name("vt");
+    let port = client(d)
+        .add_port(net, &PortSpec::Tap { ifname: ifname.clone(), vlan: Default::default() })
+        .unwrap_or_else(|e| panic!("adding TAP {ifname}: {e}\n{}", d.log()));
+    (port.id, NsVm::attach(&ifname, mac, cidr))
+}
+
+pub fn ports(d: &Daemon, net: &str) -> Vec<PortInfo> {
+    client(d).ports(net).expect("list ports")
+}
+
+pub fn port(d: &Daemon, net: &str, id: u32) -> PortInfo {
+    client(d).port(net, id).expect("port info")
+}
+
+pub fn count_kind(d: &Daemon, net: &str, kind: PortKind) -> usize {
+    ports(d, net).iter().filter(|p| p.kind == kind).count()
+}
+
+/// Waits until `net` has exactly `n` ports of `kind`.
+pub fn wait_ports(d: &Daemon, net: &str, kind: PortKind, n: usize) {
+    assert!(
+        wait_for(Duration::from_secs(10), || count_kind(d, net, kind) == n),
+        "expected {n} {kind:?} port(s) on {net}, have {:?}\n{}",
+        ports(d, net),
+        d.log()
+    );
+}
+
+pub fn drops(p: &PortInfo, cause: &str) -> u64 {
+    p.counters.drops.get(cause).copied().unwrap_or(0)
+}
