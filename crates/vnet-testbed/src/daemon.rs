@@ -146,7 +146,10 @@ impl DaemonBuilder {
         let socket = daemon.run_dir.join("control.sock");
         let mut exited = None;
         let ready = crate::wait_for(self.start_timeout, || {
-            exited = daemon.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
+            exited = daemon
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten());
             exited.is_some() || socket.exists()
         });
         if let Some(status) = exited {
@@ -305,9 +308,7 @@ impl Daemon {
             status.is_some()
         });
         if status.is_none() {
-            eprintln!(
-                "test bed: vnetd did not exit within {STOP_GRACE:?} of SIGTERM; killing it"
-            );
+            eprintln!("test bed: vnetd did not exit within {STOP_GRACE:?} of SIGTERM; killing it");
             let _ = child.kill();
             status = child.wait().ok();
         }

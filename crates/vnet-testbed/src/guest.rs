@@ -90,10 +90,16 @@ impl Netdev {
         let p = |p: &Path| qemu_escape(&p.to_string_lossy());
         let netdev = match self {
             Netdev::Stream { path } => {
-                format!("stream,id={id},server=off,addr.type=unix,addr.path={}", p(path))
+                format!(
+                    "stream,id={id},server=off,addr.type=unix,addr.path={}",
+                    p(path)
+                )
             }
             Netdev::StreamServer { path } => {
-                format!("stream,id={id},server=on,addr.type=unix,addr.path={}", p(path))
+                format!(
+                    "stream,id={id},server=on,addr.type=unix,addr.path={}",
+                    p(path)
+                )
             }
             Netdev::Dgram { local, remote } => format!(
                 "dgram,id={id},local.type=unix,local.path={},remote.type=unix,remote.path={}",
@@ -102,7 +108,10 @@ impl Netdev {
             ),
             Netdev::Vde { sock } => format!("vde,id={id},sock={}", p(sock)),
             Netdev::Tap { ifname } => {
-                format!("tap,id={id},ifname={},script=no,downscript=no", qemu_escape(ifname))
+                format!(
+                    "tap,id={id},ifname={},script=no,downscript=no",
+                    qemu_escape(ifname)
+                )
             }
             Netdev::VhostUser { path } => {
                 return vec![
@@ -291,12 +300,18 @@ impl GuestBuilder {
         {
             a.extend([
                 "-object".into(),
-                format!("memory-backend-memfd,id=mem0,size={}M,share=on", self.memory_mb),
+                format!(
+                    "memory-backend-memfd,id=mem0,size={}M,share=on",
+                    self.memory_mb
+                ),
                 "-numa".into(),
                 "node,memdev=mem0".into(),
             ]);
         }
-        a.extend(["-kernel".into(), image.kernel.vmlinuz.to_string_lossy().into()]);
+        a.extend([
+            "-kernel".into(),
+            image.kernel_image.to_string_lossy().into(),
+        ]);
         a.extend(["-initrd".into(), image.path.to_string_lossy().into()]);
         a.extend(["-append".into(), self.kernel_cmdline()]);
         a.extend([
@@ -712,7 +727,11 @@ fn base64(data: &[u8]) -> String {
     const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
     for chunk in data.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for i in 0..4 {
             if i <= chunk.len() {
@@ -772,7 +791,12 @@ mod tests {
         );
         assert_eq!(
             Netdev::VhostUser { path: "/v".into() }.qemu_args("n3"),
-            ["-chardev", "socket,id=n3c,path=/v", "-netdev", "vhost-user,id=n3,chardev=n3c"]
+            [
+                "-chardev",
+                "socket,id=n3c,path=/v",
+                "-netdev",
+                "vhost-user,id=n3,chardev=n3c"
+            ]
         );
     }
 

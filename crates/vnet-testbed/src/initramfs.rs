@@ -21,6 +21,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+use crate::kernel::{file_name, GuestKernel};
 use crate::{Error, Result};
 
 /// The guest's `/init`.
@@ -50,58 +51,6 @@ pub const VLAN_MODULES: &[&str] = &["llc", "stp", "garp", "mrp", "8021q"];
 /// Bump when the archive layout changes in a way the inputs do not show.
 const FORMAT_VERSION: u32 = 1;
 
-/// A kernel image and the module tree that belongs to it.
-#[derive(Debug, Clone)]
-pub struct GuestKernel {
-    /// The kernel release, e.g. `6.1.0-56-amd64`.
-    pub version: String,
-    /// The bootable image, e.g. `/boot/vmlinuz-6.1.0-56-amd64`.
-    pub vmlinuz: PathBuf,
-    /// `/lib/modules/<version>`.
-    pub modules_dir: PathBuf,
-}
-
-impl GuestKernel {
-    /// Finds the kernel to boot guests with: `$VNET_GUEST_KERNEL` (a
-    /// `vmlinuz-<version>` path) if set, otherwise the newest
-    /// `/boot/vmlinuz-<version>` that has a `/lib/modules/<version>/modules.dep`.
-    ///
-    /// The running host kernel does not matter: guests boot the installed
-    /// distribution kernel, whose modules are on disk.
-    pub fn detect() -> Result<GuestKernel> {
-        let candidates: Vec<PathBuf> = match std::env::var_os("VNET_GUEST_KERNEL") {
-            Some(p) => vec![PathBuf::from(p)],
-            None => {
-                let mut v: Vec<PathBuf> = fs::read_dir("/boot")
-                    .map_err(|e| Error::Failed(format!("cannot list /boot: {e}")))?
-                    .filter_map(|e| e.ok().map(|e| e.path()))
-                    .filter(|p| file_name(p).starts_with("vmlinuz-"))
-                    .collect();
-                v.sort_by(|a, b| version_key(b).cmp(&version_key(a)));
-                v
-            }
-        };
-        for vmlinuz in candidates {
-            let version = file_name(&vmlinuz)
-                .trim_start_matches("vmlinuz-")
-                .to_string();
-            let modules_dir = Path::new("/lib/modules").join(&version);
-            if modules_dir.join("modules.dep").is_file() {
-                return Ok(GuestKernel {
-                    version,
-                    vmlinuz,
-                    modules_dir,
-                });
-            }
-        }
-        Err(Error::Failed(
-            "no guest kernel: need /boot/vmlinuz-<v> with /lib/modules/<v>/modules.dep \
-             (Debian: apt-get install linux-image-amd64), or set VNET_GUEST_KERNEL"
-                .into(),
-        ))
-    }
-}
-
 /// One module to put in the archive.
 #[derive(Debug, Clone)]
 pub struct ModuleFile {
@@ -120,6 +69,9 @@ pub struct Initramfs {
     pub path: PathBuf,
     /// The kernel it was built for (boot this one: the modules must match).
     pub kernel: GuestKernel,
+    /// What to pass to QEMU's `-kernel` for that kernel: see
+    /// [`GuestKernel::boot_image`].
+    pub kernel_image: PathBuf,
     /// The modules in load order.
     pub modules: Vec<ModuleFile>,
     /// The busybox binary it contains.
@@ -161,7 +113,8 @@ pub fn cache_dir() -> PathBuf {
 }
 
 /// Builds (or finds in `cache`) an initramfs for `kernel` with the `required`
-/// and `optional` modules and their dependencies.
+/// and `optional` modules and their dependencies, and prepares the kernel
+/// image to boot with it ([`GuestKernel::boot_image`]).
 pub fn build(
     kernel: &GuestKernel,
     required: &[&str],
@@ -173,7 +126,12 @@ pub fn build(
 
     let mut key = Fnv::new();
     key.add(&FORMAT_VERSION.to_le_bytes());
-    for text in [INIT_SCRIPT, SERIAL_LOOP_SCRIPT, UDHCPC_SCRIPT, &kernel.version] {
+    for text in [
+        INIT_SCRIPT,
+        SERIAL_LOOP_SCRIPT,
+        UDHCPC_SCRIPT,
+        &kernel.version,
+    ] {
         key.add(text.as_bytes());
     }
     key.add_file(&busybox)?;
@@ -190,6 +148,7 @@ pub fn build(
     let initramfs = Initramfs {
         path: path.clone(),
         kernel: kernel.clone(),
+        kernel_image: kernel.boot_image(cache),
         modules,
         busybox,
     };
@@ -210,8 +169,19 @@ pub fn build(
 fn write_archive(initramfs: &Initramfs, file: &fs::File) -> Result<()> {
     let mut cpio = Cpio::new(BufWriter::new(file));
     for dir in [
-        "/bin", "/sbin", "/usr/bin", "/usr/sbin", "/dev", "/proc", "/sys", "/tmp", "/run",
-        "/root", "/etc/vnet", "/lib/modules/vnet", "/usr/share/udhcpc",
+        "/bin",
+        "/sbin",
+        "/usr/bin",
+        "/usr/sbin",
+        "/dev",
+        "/proc",
+        "/sys",
+        "/tmp",
+        "/run",
+        "/root",
+        "/etc/vnet",
+        "/lib/modules/vnet",
+        "/usr/share/udhcpc",
     ] {
         cpio.dir(dir)?;
     }
@@ -219,7 +189,11 @@ fn write_archive(initramfs: &Initramfs, file: &fs::File) -> Result<()> {
     // devtmpfs: without this node init runs with no console at all.
     cpio.char_dev("/dev/console", 0o600, 5, 1)?;
     cpio.file("/init", 0o755, INIT_SCRIPT.as_bytes())?;
-    cpio.file("/etc/vnet/serial-loop", 0o755, SERIAL_LOOP_SCRIPT.as_bytes())?;
+    cpio.file(
+        "/etc/vnet/serial-loop",
+        0o755,
+        SERIAL_LOOP_SCRIPT.as_bytes(),
+    )?;
     cpio.file(
         "/usr/share/udhcpc/default.script",
         0o755,
@@ -419,52 +393,17 @@ fn read_module(path: &Path) -> Result<Vec<u8>> {
     Ok(out.stdout)
 }
 
-fn file_name(p: &Path) -> String {
-    p.file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default()
-}
-
-/// Sort key for kernel versions: numeric runs compare as numbers.
-fn version_key(p: &Path) -> Vec<(u64, String)> {
-    let name = file_name(p);
-    let mut key = Vec::new();
-    let mut num = String::new();
-    let mut text = String::new();
-    for c in name.chars() {
-        if c.is_ascii_digit() {
-            if !text.is_empty() {
-                key.push((0, std::mem::take(&mut text)));
-            }
-            num.push(c);
-        } else {
-            if !num.is_empty() {
-                key.push((num.parse().unwrap_or(0), String::new()));
-                num.clear();
-            }
-            text.push(c);
-        }
-    }
-    if !num.is_empty() {
-        key.push((num.parse().unwrap_or(0), String::new()));
-    }
-    if !text.is_empty() {
-        key.push((0, text));
-    }
-    key
-}
-
 /// FNV-1a, 64 bit: a stable hash for cache keys (std's hasher may change
 /// between Rust releases; a change would only cost a rebuild, but stable is
 /// simpler to reason about).
-struct Fnv(u64);
+pub(crate) struct Fnv(u64);
 
 impl Fnv {
-    fn new() -> Fnv {
+    pub(crate) fn new() -> Fnv {
         Fnv(0xcbf2_9ce4_8422_2325)
     }
 
-    fn add(&mut self, bytes: &[u8]) {
+    pub(crate) fn add(&mut self, bytes: &[u8]) {
         for &b in bytes {
             self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
         }
@@ -474,7 +413,7 @@ impl Fnv {
 
     /// Identifies a file by path, size and modification time (cheaper than
     /// hashing its content; package upgrades change both).
-    fn add_file(&mut self, path: &Path) -> Result<()> {
+    pub(crate) fn add_file(&mut self, path: &Path) -> Result<()> {
         let meta = fs::metadata(path)
             .map_err(|e| Error::Failed(format!("cannot stat {}: {e}", path.display())))?;
         self.add(path.to_string_lossy().as_bytes());
@@ -484,7 +423,7 @@ impl Fnv {
         Ok(())
     }
 
-    fn finish(&self) -> u64 {
+    pub(crate) fn finish(&self) -> u64 {
         self.0
     }
 }
@@ -589,7 +528,10 @@ mod tests {
 
     #[test]
     fn module_names_are_normalized() {
-        assert_eq!(module_name("kernel/drivers/net/virtio_net.ko"), "virtio_net");
+        assert_eq!(
+            module_name("kernel/drivers/net/virtio_net.ko"),
+            "virtio_net"
+        );
         assert_eq!(module_name(" kernel/net/8021q/8021q.ko.xz"), "8021q");
         assert_eq!(module_name("kernel/x/foo-bar.ko.zst"), "foo_bar");
     }
@@ -623,17 +565,6 @@ mod tests {
         assert!(a < ab && ab < abc);
         assert!(text.ends_with("TRAILER!!!\0\0\0\0\0") || text.contains("TRAILER!!!\0"));
         assert!(out.starts_with(b"070701"));
-    }
-
-    #[test]
-    fn kernel_versions_sort_numerically() {
-        let mut v = vec![
-            PathBuf::from("/boot/vmlinuz-6.1.0-9-amd64"),
-            PathBuf::from("/boot/vmlinuz-6.1.0-56-amd64"),
-            PathBuf::from("/boot/vmlinuz-5.10.0-1-amd64"),
-        ];
-        v.sort_by(|a, b| version_key(b).cmp(&version_key(a)));
-        assert_eq!(v[0], PathBuf::from("/boot/vmlinuz-6.1.0-56-amd64"));
     }
 
     #[test]

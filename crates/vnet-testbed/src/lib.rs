@@ -27,6 +27,7 @@ mod daemon;
 mod error;
 mod guest;
 pub mod initramfs;
+pub mod kernel;
 mod link;
 mod netns;
 mod nsvm;
@@ -37,6 +38,7 @@ use std::time::{Duration, Instant};
 pub use daemon::{bin_path, Daemon, DaemonBuilder};
 pub use error::{Error, Result};
 pub use guest::{Guest, GuestBuilder, Netdev};
+pub use kernel::GuestKernel;
 pub use link::{Bridge, Veth};
 pub use netns::{ChildGuard, Netns};
 pub use nsvm::NsVm;
@@ -58,7 +60,9 @@ pub fn skip_unless_root(test: &str) -> bool {
     if is_root() {
         return false;
     }
-    eprintln!("SKIPPED: needs root: {test} (run the tests as root to exercise namespaces, TAPs and QEMU)");
+    eprintln!(
+        "SKIPPED: needs root: {test} (run the tests as root to exercise namespaces, TAPs and QEMU)"
+    );
     true
 }
 
@@ -102,7 +106,11 @@ pub fn unique_name(prefix: &str) -> String {
         .map(|c| c.to_ascii_lowercase())
         .take(4)
         .collect();
-    let prefix = if prefix.is_empty() { "t".to_string() } else { prefix };
+    let prefix = if prefix.is_empty() {
+        "t".to_string()
+    } else {
+        prefix
+    };
     let pid = base36(u64::from(std::process::id()) % 36u64.pow(5));
     format!("{prefix}-{pid:0>5}{}", base36(u64::from(n)))
 }

@@ -25,16 +25,13 @@ impl Veth {
     pub fn new() -> Veth {
         let a = unique_name("va");
         let b = unique_name("vb");
-        cmd::run(&[
-            "ip", "link", "add", &a, "type", "veth", "peer", "name", &b,
-        ])
-        .unwrap_or_else(|e| panic!("test bed: cannot create veth pair: {e}"));
+        cmd::run(&["ip", "link", "add", &a, "type", "veth", "peer", "name", &b])
+            .unwrap_or_else(|e| panic!("test bed: cannot create veth pair: {e}"));
         let veth = Veth {
             ends: [(a, None), (b, None)],
         };
         for end in [veth.a(), veth.b()] {
-            cmd::run(&["ip", "link", "set", end, "up"])
-                .unwrap_or_else(|e| panic!("test bed: {e}"));
+            cmd::run(&["ip", "link", "set", end, "up"]).unwrap_or_else(|e| panic!("test bed: {e}"));
         }
         veth
     }

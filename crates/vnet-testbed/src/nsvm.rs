@@ -84,7 +84,18 @@ impl NsVm {
     /// may still be coming up.
     pub fn ping(&self, ip: &str, count: u32) -> bool {
         self.ns
-            .exec(&["ping", "-n", "-q", "-c", &count.to_string(), "-i", "0.2", "-W", "2", ip])
+            .exec(&[
+                "ping",
+                "-n",
+                "-q",
+                "-c",
+                &count.to_string(),
+                "-i",
+                "0.2",
+                "-W",
+                "2",
+                ip,
+            ])
             .status
             .success()
     }
@@ -94,7 +105,15 @@ impl Drop for NsVm {
     fn drop(&mut self) {
         let pid = std::process::id().to_string();
         cmd::quiet(&[
-            "ip", "-n", self.ns.name(), "link", "set", "dev", &self.ifname, "netns", &pid,
+            "ip",
+            "-n",
+            self.ns.name(),
+            "link",
+            "set",
+            "dev",
+            &self.ifname,
+            "netns",
+            &pid,
         ]);
     }
 }
