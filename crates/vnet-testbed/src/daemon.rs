@@ -4,6 +4,7 @@ use std::ffi::OsString;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
@@ -136,8 +137,8 @@ impl DaemonBuilder {
                 self.binary.display()
             ))
         })?;
-        let mut daemon = Daemon {
-            child: Some(child),
+        let daemon = Daemon {
+            child: Mutex::new(Some(child)),
             run_dir,
             state_dir,
             log_path,
@@ -146,14 +147,10 @@ impl DaemonBuilder {
         let socket = daemon.run_dir.join("control.sock");
         let mut exited = None;
         let ready = crate::wait_for(self.start_timeout, || {
-            exited = daemon
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten());
+            exited = daemon.try_wait();
             exited.is_some() || socket.exists()
         });
         if let Some(status) = exited {
-            daemon.child = None;
             return Err(Error::Failed(format!(
                 "vnetd exited during start-up ({status}); its log:\n{}",
                 cmd::tail(&daemon.log(), 60)
@@ -185,7 +182,8 @@ impl DaemonBuilder {
 /// (the path is printed).
 #[derive(Debug)]
 pub struct Daemon {
-    child: Option<Child>,
+    /// `None` once stopped. A mutex so that status checks take `&self`.
+    child: Mutex<Option<Child>>,
     run_dir: PathBuf,
     state_dir: PathBuf,
     log_path: PathBuf,
@@ -234,14 +232,24 @@ impl Daemon {
 
     /// The daemon's pid (`None` once stopped).
     pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
+        self.lock_child().as_ref().map(Child::id)
     }
 
     /// Whether the process is still running.
-    pub fn is_running(&mut self) -> bool {
-        self.child
+    pub fn is_running(&self) -> bool {
+        self.lock_child().is_some() && self.try_wait().is_none()
+    }
+
+    /// The exit status if the daemon has ended by itself, without waiting
+    /// (`None` while it runs, and after [`Daemon::stop`], which returns it).
+    pub fn try_wait(&self) -> Option<ExitStatus> {
+        self.lock_child()
             .as_mut()
-            .is_some_and(|c| c.try_wait().ok().flatten().is_none())
+            .and_then(|c| c.try_wait().ok().flatten())
+    }
+
+    fn lock_child(&self) -> std::sync::MutexGuard<'_, Option<Child>> {
+        self.child.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Everything the daemon wrote to stdout and stderr so far.
@@ -296,7 +304,7 @@ impl Daemon {
     /// then SIGKILLs it. Returns how it ended (`None` if it was already
     /// stopped by an earlier call).
     pub fn stop(&mut self) -> Option<ExitStatus> {
-        let mut child = self.child.take()?;
+        let mut child = self.lock_child().take()?;
         if let Ok(Some(status)) = child.try_wait() {
             return Some(status);
         }
