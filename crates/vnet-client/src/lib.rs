@@ -20,7 +20,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use nix::sys::socket::{
-    connect, recv, send, setsockopt, socket, sockopt, AddressFamily, MsgFlags, SockFlag, SockType, UnixAddr,
+    connect, recv, send, setsockopt, socket, sockopt, AddressFamily, MsgFlags, SockFlag, SockType,
+    UnixAddr,
 };
 use nix::sys::time::TimeVal;
 pub use vnet_core::wire::api::PortInfo;
@@ -57,11 +58,19 @@ impl Port {
 
     /// Opens a port through the API socket at `path`.
     pub fn open_at(path: impl AsRef<Path>) -> io::Result<Port> {
-        let sock = socket(AddressFamily::Unix, SockType::SeqPacket, SockFlag::SOCK_CLOEXEC, None)?;
+        let sock = socket(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            SockFlag::SOCK_CLOEXEC,
+            None,
+        )?;
         connect(sock.as_raw_fd(), &UnixAddr::new(path.as_ref())?).map_err(|e| {
             io::Error::new(
                 io::Error::from(e).kind(),
-                format!("cannot open vnet port at {}: {e} (is vnetd running?)", path.as_ref().display()),
+                format!(
+                    "cannot open vnet port at {}: {e} (is vnetd running?)",
+                    path.as_ref().display()
+                ),
             )
         })?;
         Ok(Port {
@@ -114,8 +123,9 @@ impl Port {
 
     /// The port's id, declared MAC, VLAN and the vnet's max frame.
     pub fn info(&mut self) -> io::Result<PortInfo> {
-        self.request(Request::GetInfo)?
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "GET_INFO reply without data"))
+        self.request(Request::GetInfo)?.ok_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidData, "GET_INFO reply without data")
+        })
     }
 
     /// Makes `recv` fail with `WouldBlock`/`TimedOut` after `timeout` (None: wait forever).
@@ -141,7 +151,10 @@ impl Port {
                     return reply.map_err(io::Error::from_raw_os_error);
                 }
                 Ok(VnetMessage::Reply { .. }) | Err(_) => {
-                    return Err(io::Error::new(io::ErrorKind::InvalidData, "unexpected message from vnetd"));
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "unexpected message from vnetd",
+                    ));
                 }
             }
         }
@@ -150,7 +163,10 @@ impl Port {
     fn recv_message(&mut self) -> io::Result<usize> {
         let n = recv(self.sock.as_raw_fd(), &mut self.msg, MsgFlags::empty())?;
         if n == 0 {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "vnetd closed the port"));
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "vnetd closed the port",
+            ));
         }
         Ok(n)
     }

@@ -64,7 +64,10 @@ impl FrameBuf {
     }
 
     pub fn set_len(&mut self, len: usize) {
-        assert!(self.start + len <= self.data.len(), "frame longer than its buffer");
+        assert!(
+            self.start + len <= self.data.len(),
+            "frame longer than its buffer"
+        );
         self.len = len;
     }
 
@@ -118,7 +121,9 @@ impl BufPool {
     }
 
     pub fn get(&mut self) -> FrameBuf {
-        self.free.pop().unwrap_or_else(|| FrameBuf::new(self.capacity))
+        self.free
+            .pop()
+            .unwrap_or_else(|| FrameBuf::new(self.capacity))
     }
 
     pub fn put(&mut self, buf: FrameBuf) {

@@ -8,7 +8,10 @@ use std::path::Path;
 
 use serde::Deserialize;
 use toml::Spanned;
-use vnet_control::{default_mac_aging, default_max_macs, default_max_macs_per_port, default_mtu, NetworkSpec, PortSpec, VlanMode};
+use vnet_control::{
+    default_mac_aging, default_max_macs, default_max_macs_per_port, default_mtu, NetworkSpec,
+    PortSpec, VlanMode,
+};
 
 /// The whole configuration file.
 #[derive(Debug, Deserialize, Default)]
@@ -86,16 +89,23 @@ impl Config {
             path: origin.to_string(),
             message,
         };
-        let config: Config = toml::from_str(text).map_err(|e| invalid(e.to_string().trim_end().to_string()))?;
+        let config: Config =
+            toml::from_str(text).map_err(|e| invalid(e.to_string().trim_end().to_string()))?;
         let mut seen = std::collections::HashSet::new();
         for net in &config.network {
             let line = line_of(text, net.span().start);
             let n = net.get_ref();
             if !seen.insert(n.name.clone()) {
-                return Err(invalid(format!("line {line}: vnet {:?} is defined twice", n.name)));
+                return Err(invalid(format!(
+                    "line {line}: vnet {:?} is defined twice",
+                    n.name
+                )));
             }
             if let Err(e) = vnet_io::dataplane::validate(&n.spec()) {
-                return Err(invalid(format!("line {line}: [[network]] {:?}: {e}", n.name)));
+                return Err(invalid(format!(
+                    "line {line}: [[network]] {:?}: {e}",
+                    n.name
+                )));
             }
             for p in &n.ports {
                 if let Some(v) = p.vlan {
@@ -112,7 +122,8 @@ impl Config {
     }
 
     pub fn built_in() -> Config {
-        Self::parse(BUILT_IN, "built-in configuration").expect("the built-in configuration is valid")
+        Self::parse(BUILT_IN, "built-in configuration")
+            .expect("the built-in configuration is valid")
     }
 }
 
@@ -132,13 +143,20 @@ impl PortConfig {
     pub fn spec(&self) -> PortSpec {
         PortSpec::Tap {
             ifname: self.tap.clone(),
-            vlan: self.vlan.map(|vlan| VlanMode::Access { vlan }).unwrap_or_default(),
+            vlan: self
+                .vlan
+                .map(|vlan| VlanMode::Access { vlan })
+                .unwrap_or_default(),
         }
     }
 }
 
 fn line_of(text: &str, offset: usize) -> usize {
-    text[..offset.min(text.len())].bytes().filter(|b| *b == b'\n').count() + 1
+    text[..offset.min(text.len())]
+        .bytes()
+        .filter(|b| *b == b'\n')
+        .count()
+        + 1
 }
 
 #[cfg(test)]
@@ -155,7 +173,11 @@ mod tests {
 
     #[test]
     fn full_example_parses() {
-        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/vnetd.toml")).unwrap();
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../examples/vnetd.toml"
+        ))
+        .unwrap();
         let c = Config::parse(&text, "examples/vnetd.toml").unwrap();
         assert!(!c.network.is_empty());
     }
@@ -172,12 +194,16 @@ mod tests {
         let e = error_of("[[network]]\nname = \"a\"\n\n[[network]]\nname = \"a\"\n");
         assert!(e.contains("line 4") && e.contains("defined twice"), "{e}");
         let e = error_of("[[network]]\nname = \"has space\"\n");
-        assert!(e.contains("line 1") && e.contains("invalid vnet name"), "{e}");
+        assert!(
+            e.contains("line 1") && e.contains("invalid vnet name"),
+            "{e}"
+        );
         let e = error_of("[[network]]\nname = \"a\"\nmtu = 10\n");
         assert!(e.contains("mtu 10"), "{e}");
         let e = error_of("[[network]]\nname = \"a\"\ncolour = \"red\"\n");
         assert!(e.contains("unknown field `colour`"), "{e}");
-        let e = error_of("[[network]]\nname = \"a\"\n[[network.port]]\ntap = \"t0\"\nvlan = 4095\n");
+        let e =
+            error_of("[[network]]\nname = \"a\"\n[[network.port]]\ntap = \"t0\"\nvlan = 4095\n");
         assert!(e.contains("VLAN 4095"), "{e}");
     }
 }

@@ -42,11 +42,17 @@ pub fn router(handle: Handle) -> Router {
         .route("/v1/networks", get(networks).post(create_network))
         .route("/v1/networks/{net}", get(network).delete(delete_network))
         .route("/v1/networks/{net}/ports", get(ports).post(add_port))
-        .route("/v1/networks/{net}/ports/{id}", get(port).delete(remove_port))
+        .route(
+            "/v1/networks/{net}/ports/{id}",
+            get(port).delete(remove_port),
+        )
         .route("/v1/networks/{net}/macs", get(macs))
         .route("/metrics", get(metrics))
         .fallback(|| async {
-            HttpError(StatusCode::NOT_FOUND, "no such route: see docs/openapi.yaml".to_string())
+            HttpError(
+                StatusCode::NOT_FOUND,
+                "no such route: see docs/openapi.yaml".to_string(),
+            )
         })
         .with_state(handle)
 }
@@ -62,7 +68,10 @@ async fn networks(State(h): State<Handle>) -> Result<impl IntoResponse> {
     Ok(Json(h.networks().await?))
 }
 
-async fn create_network(State(h): State<Handle>, body: axum::body::Bytes) -> Result<impl IntoResponse> {
+async fn create_network(
+    State(h): State<Handle>,
+    body: axum::body::Bytes,
+) -> Result<impl IntoResponse> {
     let spec: NetworkSpec = parse_body(&body)?;
     Ok((StatusCode::CREATED, Json(h.create_network(spec).await?)))
 }
@@ -71,7 +80,10 @@ async fn network(State(h): State<Handle>, Path(net): Path<String>) -> Result<imp
     Ok(Json(h.network(net).await?))
 }
 
-async fn delete_network(State(h): State<Handle>, Path(net): Path<String>) -> Result<impl IntoResponse> {
+async fn delete_network(
+    State(h): State<Handle>,
+    Path(net): Path<String>,
+) -> Result<impl IntoResponse> {
     h.delete_network(net).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -80,16 +92,26 @@ async fn ports(State(h): State<Handle>, Path(net): Path<String>) -> Result<impl 
     Ok(Json(h.ports(net).await?))
 }
 
-async fn add_port(State(h): State<Handle>, Path(net): Path<String>, body: axum::body::Bytes) -> Result<impl IntoResponse> {
+async fn add_port(
+    State(h): State<Handle>,
+    Path(net): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<impl IntoResponse> {
     let spec: PortSpec = parse_body(&body)?;
     Ok((StatusCode::CREATED, Json(h.add_port(net, spec).await?)))
 }
 
-async fn port(State(h): State<Handle>, Path((net, id)): Path<(String, String)>) -> Result<impl IntoResponse> {
+async fn port(
+    State(h): State<Handle>,
+    Path((net, id)): Path<(String, String)>,
+) -> Result<impl IntoResponse> {
     Ok(Json(h.port(net, port_id(&id)?).await?))
 }
 
-async fn remove_port(State(h): State<Handle>, Path((net, id)): Path<(String, String)>) -> Result<impl IntoResponse> {
+async fn remove_port(
+    State(h): State<Handle>,
+    Path((net, id)): Path<(String, String)>,
+) -> Result<impl IntoResponse> {
     h.remove_port(net, port_id(&id)?).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -97,6 +119,13 @@ async fn remove_port(State(h): State<Handle>, Path((net, id)): Path<(String, Str
 async fn macs(State(h): State<Handle>, Path(net): Path<String>) -> Result<impl IntoResponse> {
     Ok(Json(h.macs(net).await?))
 }
+
+/// A metric name, its help text and how to read it from a port's counters.
+type Series = (
+    &'static str,
+    &'static str,
+    fn(&vnet_control::Counters) -> u64,
+);
 
 /// Per-port counters in the Prometheus text format.
 async fn metrics(State(h): State<Handle>) -> Result<impl IntoResponse> {
@@ -106,11 +135,27 @@ async fn metrics(State(h): State<Handle>) -> Result<impl IntoResponse> {
         let ports = h.ports(net.name.clone()).await?;
         rows.push((net, ports));
     }
-    let series: [(&str, &str, fn(&vnet_control::Counters) -> u64); 4] = [
-        ("vnet_port_rx_frames_total", "Frames the port sent into its vnet.", |c| c.rx_frames),
-        ("vnet_port_rx_bytes_total", "Bytes the port sent into its vnet.", |c| c.rx_bytes),
-        ("vnet_port_tx_frames_total", "Frames the vnet delivered to the port.", |c| c.tx_frames),
-        ("vnet_port_tx_bytes_total", "Bytes the vnet delivered to the port.", |c| c.tx_bytes),
+    let series: [Series; 4] = [
+        (
+            "vnet_port_rx_frames_total",
+            "Frames the port sent into its vnet.",
+            |c| c.rx_frames,
+        ),
+        (
+            "vnet_port_rx_bytes_total",
+            "Bytes the port sent into its vnet.",
+            |c| c.rx_bytes,
+        ),
+        (
+            "vnet_port_tx_frames_total",
+            "Frames the vnet delivered to the port.",
+            |c| c.tx_frames,
+        ),
+        (
+            "vnet_port_tx_bytes_total",
+            "Bytes the vnet delivered to the port.",
+            |c| c.tx_bytes,
+        ),
     ];
     for (name, help, value) in series {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
@@ -128,15 +173,25 @@ async fn metrics(State(h): State<Handle>) -> Result<impl IntoResponse> {
         }
     }
     let name = "vnet_port_drops_total";
-    let _ = writeln!(out, "# HELP {name} Frames dropped at the port, by cause.\n# TYPE {name} counter");
+    let _ = writeln!(
+        out,
+        "# HELP {name} Frames dropped at the port, by cause.\n# TYPE {name} counter"
+    );
     for (net, ports) in &rows {
         for p in ports {
             for (cause, n) in &p.counters.drops {
-                let _ = writeln!(out, "{name}{{net=\"{}\",port=\"{}\",cause=\"{cause}\"}} {n}", net.name, p.id);
+                let _ = writeln!(
+                    out,
+                    "{name}{{net=\"{}\",port=\"{}\",cause=\"{cause}\"}} {n}",
+                    net.name, p.id
+                );
             }
         }
     }
-    let _ = writeln!(out, "# HELP vnet_macs Learned and declared MAC addresses.\n# TYPE vnet_macs gauge");
+    let _ = writeln!(
+        out,
+        "# HELP vnet_macs Learned and declared MAC addresses.\n# TYPE vnet_macs gauge"
+    );
     for (net, _) in &rows {
         let _ = writeln!(out, "vnet_macs{{net=\"{}\"}} {}", net.name, net.macs);
     }
@@ -144,10 +199,19 @@ async fn metrics(State(h): State<Handle>) -> Result<impl IntoResponse> {
 }
 
 fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T> {
-    serde_json::from_slice(body).map_err(|e| HttpError(StatusCode::BAD_REQUEST, format!("invalid request body: {e}")))
+    serde_json::from_slice(body).map_err(|e| {
+        HttpError(
+            StatusCode::BAD_REQUEST,
+            format!("invalid request body: {e}"),
+        )
+    })
 }
 
 fn port_id(text: &str) -> Result<u32> {
-    text.parse()
-        .map_err(|_| HttpError(StatusCode::BAD_REQUEST, format!("invalid port id {text:?}: expected a number")))
+    text.parse().map_err(|_| {
+        HttpError(
+            StatusCode::BAD_REQUEST,
+            format!("invalid port id {text:?}: expected a number"),
+        )
+    })
 }

@@ -56,7 +56,10 @@ pub fn claim(run_dir: &Path, state_dir: &Path) -> Result<PathBuf> {
         Err(_) => {
             std::fs::remove_file(&control)
                 .with_context(|| format!("cannot remove the stale {}", control.display()))?;
-            tracing::info!("removed stale {} left by an earlier vnetd", control.display());
+            tracing::info!(
+                "removed stale {} left by an earlier vnetd",
+                control.display()
+            );
         }
     }
     Ok(control)

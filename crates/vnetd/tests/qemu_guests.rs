@@ -20,12 +20,23 @@ fn stream_and_dgram_guests_and_a_namespace_vm_all_ping_each_other() {
 
     let stream = Guest::builder()
         .name("stream")
-        .nic_with_mac(Netdev::Stream { path: dir.join("stream.sock") }, "52:54:00:00:01:01")
+        .nic_with_mac(
+            Netdev::Stream {
+                path: dir.join("stream.sock"),
+            },
+            "52:54:00:00:01:01",
+        )
         .static_ip(0, "10.71.0.1/24");
     let local = std::env::temp_dir().join(format!("{}.sock", unique_name("dg")));
     let dgram = Guest::builder()
         .name("dgram")
-        .nic_with_mac(Netdev::Dgram { local: local.clone(), remote: dir.join("dgram.sock") }, "52:54:00:00:01:02")
+        .nic_with_mac(
+            Netdev::Dgram {
+                local: local.clone(),
+                remote: dir.join("dgram.sock"),
+            },
+            "52:54:00:00:01:02",
+        )
         .static_ip(0, "10.71.0.2/24");
     // Boot both at once: TCG boots are the slow part of this test.
     let (a, b) = std::thread::scope(|s| {
@@ -44,13 +55,28 @@ fn stream_and_dgram_guests_and_a_namespace_vm_all_ping_each_other() {
 
     let ports = ports(&d, "lab");
     let kinds: Vec<PortKind> = ports.iter().map(|p| p.kind).collect();
-    assert_eq!(kinds, [PortKind::Tap, PortKind::Stream, PortKind::Dgram], "{ports:?}");
+    assert_eq!(
+        kinds,
+        [PortKind::Tap, PortKind::Stream, PortKind::Dgram],
+        "{ports:?}"
+    );
     for p in &ports {
-        assert!(p.counters.rx_frames >= 6 && p.counters.tx_frames >= 6, "{p:?}");
+        assert!(
+            p.counters.rx_frames >= 6 && p.counters.tx_frames >= 6,
+            "{p:?}"
+        );
         assert_eq!(p.macs.len(), 1, "each port learned its VM's MAC: {p:?}");
     }
-    assert!(ports[1].description.contains("qemu"), "stream peer described: {}", ports[1].description);
-    assert!(ports[2].description.contains(&*local.to_string_lossy()), "{}", ports[2].description);
+    assert!(
+        ports[1].description.contains("qemu"),
+        "stream peer described: {}",
+        ports[1].description
+    );
+    assert!(
+        ports[2].description.contains(&*local.to_string_lossy()),
+        "{}",
+        ports[2].description
+    );
     drop((a, b));
     let _ = std::fs::remove_file(local);
 }

@@ -72,7 +72,7 @@ impl Default for VlanMode {
 pub(crate) enum VlanRule {
     Access(u16),
     Trunk {
-        allowed: VlanSet,
+        allowed: Box<VlanSet>,
         native: Option<u16>,
     },
 }
@@ -102,7 +102,7 @@ impl VlanRule {
                     set.insert(check(*n)?);
                 }
                 VlanRule::Trunk {
-                    allowed: set,
+                    allowed: Box::new(set),
                     native: *native,
                 }
             }

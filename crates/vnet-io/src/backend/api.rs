@@ -8,7 +8,9 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use mio::unix::SourceFd;
 use vnet_control::PortKind;
 use vnet_core::switch::DropCause;
-use vnet_core::wire::api::{decode_client, encode_reply, ClientMessage, Reply, Request, KIND_FRAME};
+use vnet_core::wire::api::{
+    decode_client, encode_reply, ClientMessage, Reply, Request, KIND_FRAME,
+};
 
 use super::{send_error, Backend, Received, Sent};
 use crate::frame::FrameBuf;

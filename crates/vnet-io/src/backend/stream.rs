@@ -74,7 +74,10 @@ impl StreamPort {
                 // Larger than any frame of this vnet: skip it as it streams by.
                 self.skip = PREFIX_LEN + frame_len;
                 self.skip_buffered();
-                Some(Received::Dropped(DropCause::Oversize, format!("{frame_len}-byte frame")))
+                Some(Received::Dropped(
+                    DropCause::Oversize,
+                    format!("{frame_len}-byte frame"),
+                ))
             }
         }
     }
@@ -138,7 +141,10 @@ impl Backend for StreamPort {
         let bytes = frame.frame();
         let head = prefix(bytes.len());
         let total = PREFIX_LEN + bytes.len();
-        match self.sock.write_vectored(&[IoSlice::new(&head), IoSlice::new(bytes)]) {
+        match self
+            .sock
+            .write_vectored(&[IoSlice::new(&head), IoSlice::new(bytes)])
+        {
             Ok(n) if n == total => Sent::Done,
             Ok(n) => {
                 // Keep the rest: the frame must go out whole or the stream is corrupt.

@@ -41,7 +41,10 @@ enum Target {
 impl Target {
     fn net(&self) -> NetKey {
         match *self {
-            Target::StreamListener(n) | Target::Dgram(n) | Target::ApiListener(n) | Target::Port(n, _) => n,
+            Target::StreamListener(n)
+            | Target::Dgram(n)
+            | Target::ApiListener(n)
+            | Target::Port(n, _) => n,
         }
     }
 }
@@ -103,7 +106,9 @@ impl Engine {
                     woken = true;
                     continue;
                 }
-                let Some(&target) = self.targets.get(ev.token().0) else { continue };
+                let Some(&target) = self.targets.get(ev.token().0) else {
+                    continue;
+                };
                 match target {
                     Target::StreamListener(net) => self.accept_stream(net),
                     Target::ApiListener(net) => self.accept_api(net),
@@ -112,7 +117,8 @@ impl Engine {
                             self.rx_list.push((net, None));
                         }
                         if ev.is_writable() {
-                            self.tx_list.extend(self.retry_list.drain(..).filter(|(n, _)| *n == net));
+                            self.tx_list
+                                .extend(self.retry_list.drain(..).filter(|(n, _)| *n == net));
                         }
                     }
                     Target::Port(net, id) => {
@@ -144,7 +150,11 @@ impl Engine {
     }
 
     fn schedule_rx(&mut self, net: NetKey, id: PortId) {
-        if let Some(p) = self.networks.get_mut(net).and_then(|n| n.ports.get_mut(&id)) {
+        if let Some(p) = self
+            .networks
+            .get_mut(net)
+            .and_then(|n| n.ports.get_mut(&id))
+        {
             if !p.rx_scheduled {
                 p.rx_scheduled = true;
                 self.rx_list.push((net, Some(id)));
@@ -153,7 +163,11 @@ impl Engine {
     }
 
     fn schedule_tx(&mut self, net: NetKey, id: PortId) {
-        if let Some(p) = self.networks.get_mut(net).and_then(|n| n.ports.get_mut(&id)) {
+        if let Some(p) = self
+            .networks
+            .get_mut(net)
+            .and_then(|n| n.ports.get_mut(&id))
+        {
             if !p.tx_scheduled {
                 p.tx_scheduled = true;
                 self.tx_list.push((net, id));
@@ -164,11 +178,15 @@ impl Engine {
     fn receive_all(&mut self, now: Instant) {
         let list = std::mem::take(&mut self.rx_list);
         for (key, port) in list {
-            let Some(net) = self.networks.get_mut(key) else { continue };
+            let Some(net) = self.networks.get_mut(key) else {
+                continue;
+            };
             let end = match port {
                 None => net.receive_dgram(now, &mut self.touched),
                 Some(id) => {
-                    let Some(p) = net.ports.get_mut(&id) else { continue };
+                    let Some(p) = net.ports.get_mut(&id) else {
+                        continue;
+                    };
                     p.rx_scheduled = false;
                     net.receive(now, id, &mut self.touched)
                 }
@@ -191,8 +209,12 @@ impl Engine {
     fn transmit_all(&mut self) {
         let list = std::mem::take(&mut self.tx_list);
         for (key, id) in list {
-            let Some(net) = self.networks.get_mut(key) else { continue };
-            let Some(p) = net.ports.get_mut(&id) else { continue };
+            let Some(net) = self.networks.get_mut(key) else {
+                continue;
+            };
+            let Some(p) = net.ports.get_mut(&id) else {
+                continue;
+            };
             p.tx_scheduled = false;
             let has_fd = p.backend.source().is_some();
             match net.transmit(id) {
@@ -215,7 +237,9 @@ impl Engine {
 
     fn accept_stream(&mut self, key: NetKey) {
         loop {
-            let Some(net) = self.networks.get_mut(key) else { return };
+            let Some(net) = self.networks.get_mut(key) else {
+                return;
+            };
             match net.stream_listener.accept() {
                 Ok((sock, _)) => {
                     let port = StreamPort::new(sock, net.switch.config().max_frame);
@@ -232,10 +256,13 @@ impl Engine {
 
     fn accept_api(&mut self, key: NetKey) {
         loop {
-            let Some(net) = self.networks.get_mut(key) else { return };
+            let Some(net) = self.networks.get_mut(key) else {
+                return;
+            };
             match seqpacket::accept(&net.api_listener) {
                 Ok(Some(sock)) => {
-                    self.add_port(key, Box::new(ApiPort::new(sock)), VlanMode::default()).ok();
+                    self.add_port(key, Box::new(ApiPort::new(sock)), VlanMode::default())
+                        .ok();
                 }
                 Ok(None) => return,
                 Err(e) => {
@@ -247,14 +274,23 @@ impl Engine {
     }
 
     /// Attaches a backend to vnet `key` and starts watching it.
-    fn add_port(&mut self, key: NetKey, backend: Box<dyn Backend>, vlan: VlanMode) -> Result<PortId, ControlError> {
+    fn add_port(
+        &mut self,
+        key: NetKey,
+        backend: Box<dyn Backend>,
+        vlan: VlanMode,
+    ) -> Result<PortId, ControlError> {
         let net = self.networks.get_mut(key).ok_or(ControlError::Stopped)?;
         let id = net.attach(backend, vlan).map_err(ControlError::Invalid)?;
         let entry = self.targets.vacant_entry();
         let token = Token(entry.key());
         let port = net.ports.get_mut(&id).expect("just attached");
         if let Some(src) = port.backend.source() {
-            if let Err(e) = self.poll.registry().register(src, token, Interest::READABLE | Interest::WRITABLE) {
+            if let Err(e) =
+                self.poll
+                    .registry()
+                    .register(src, token, Interest::READABLE | Interest::WRITABLE)
+            {
                 net.detach(self.poll.registry(), id, "cannot watch it");
                 return Err(ControlError::Failed(format!("cannot watch the port: {e}")));
             }
@@ -283,15 +319,25 @@ impl Engine {
                     let _ = reply.send(self.lookup(&name).map(|k| self.delete_network(k)));
                 }
                 Command::Networks(reply) => {
-                    let mut list: Vec<_> = self.networks.iter().map(|(_, n)| report::network_info(n)).collect();
+                    let mut list: Vec<_> = self
+                        .networks
+                        .iter()
+                        .map(|(_, n)| report::network_info(n))
+                        .collect();
                     list.sort_by(|a, b| a.name.cmp(&b.name));
                     let _ = reply.send(Ok(list));
                 }
                 Command::Network(name, reply) => {
-                    let _ = reply.send(self.lookup(&name).map(|k| report::network_info(&self.networks[k])));
+                    let _ = reply.send(
+                        self.lookup(&name)
+                            .map(|k| report::network_info(&self.networks[k])),
+                    );
                 }
                 Command::AddPort(name, spec, reply) => {
-                    let _ = reply.send(self.lookup(&name).and_then(|k| self.add_port_spec(k, spec, now)));
+                    let _ = reply.send(
+                        self.lookup(&name)
+                            .and_then(|k| self.add_port_spec(k, spec, now)),
+                    );
                 }
                 Command::RemovePort(name, id, reply) => {
                     let result = self.lookup(&name).and_then(|k| {
@@ -304,15 +350,22 @@ impl Engine {
                     let _ = reply.send(result);
                 }
                 Command::Ports(name, reply) => {
-                    let _ = reply.send(self.lookup(&name).map(|k| report::ports(&self.networks[k], now)));
+                    let _ = reply.send(
+                        self.lookup(&name)
+                            .map(|k| report::ports(&self.networks[k], now)),
+                    );
                 }
                 Command::Port(name, id, reply) => {
                     let _ = reply.send(self.lookup(&name).and_then(|k| {
-                        report::port_info(&self.networks[k], now, PortId(id)).ok_or_else(|| no_port(&name, id))
+                        report::port_info(&self.networks[k], now, PortId(id))
+                            .ok_or_else(|| no_port(&name, id))
                     }));
                 }
                 Command::Macs(name, reply) => {
-                    let _ = reply.send(self.lookup(&name).map(|k| report::macs(&self.networks[k], now)));
+                    let _ = reply.send(
+                        self.lookup(&name)
+                            .map(|k| report::macs(&self.networks[k], now)),
+                    );
                 }
             }
         }
@@ -320,21 +373,30 @@ impl Engine {
     }
 
     fn lookup(&self, name: &str) -> Result<NetKey, ControlError> {
-        self.names
-            .get(name)
-            .copied()
-            .ok_or_else(|| ControlError::NotFound(format!("no vnet named {name:?} (see `vnet net ls`)")))
+        self.names.get(name).copied().ok_or_else(|| {
+            ControlError::NotFound(format!("no vnet named {name:?} (see `vnet net ls`)"))
+        })
     }
 
-    fn create_network(&mut self, spec: NetworkSpec) -> Result<vnet_control::NetworkInfo, ControlError> {
+    fn create_network(
+        &mut self,
+        spec: NetworkSpec,
+    ) -> Result<vnet_control::NetworkInfo, ControlError> {
         validate(&spec)?;
         if self.names.contains_key(&spec.name) {
-            return Err(ControlError::Exists(format!("vnet {:?} already exists", spec.name)));
+            return Err(ControlError::Exists(format!(
+                "vnet {:?} already exists",
+                spec.name
+            )));
         }
         let dir = network_dir(&self.run_dir, &spec.name);
         let name = spec.name.clone();
-        let mut net = Network::bind(spec, dir.clone())
-            .map_err(|e| ControlError::Failed(format!("cannot create the sockets of vnet {name:?} in {}: {e}", dir.display())))?;
+        let mut net = Network::bind(spec, dir.clone()).map_err(|e| {
+            ControlError::Failed(format!(
+                "cannot create the sockets of vnet {name:?} in {}: {e}",
+                dir.display()
+            ))
+        })?;
         let key = self.networks.vacant_key();
         let tokens = [
             Token(self.targets.insert(Target::StreamListener(key))),
@@ -344,12 +406,19 @@ impl Engine {
         if let Err(e) = net.register_listeners(self.poll.registry(), tokens) {
             self.targets.retain(|_, t| t.net() != key);
             net.close(self.poll.registry());
-            return Err(ControlError::Failed(format!("cannot watch the sockets of {name:?}: {e}")));
+            return Err(ControlError::Failed(format!(
+                "cannot watch the sockets of {name:?}: {e}"
+            )));
         }
         let info = report::network_info(&net);
         self.networks.insert(net);
         self.names.insert(name.clone(), key);
-        info!(net = name, mtu = info.mtu, "vnet created in {}", dir.display());
+        info!(
+            net = name,
+            mtu = info.mtu,
+            "vnet created in {}",
+            dir.display()
+        );
         Ok(info)
     }
 
@@ -365,7 +434,12 @@ impl Engine {
         info!(net = name, "vnet removed");
     }
 
-    fn add_port_spec(&mut self, key: NetKey, spec: PortSpec, now: Instant) -> Result<PortInfo, ControlError> {
+    fn add_port_spec(
+        &mut self,
+        key: NetKey,
+        spec: PortSpec,
+        now: Instant,
+    ) -> Result<PortInfo, ControlError> {
         let PortSpec::Tap { ifname, vlan } = spec;
         let tap = TapPort::open(&ifname).map_err(|e| match e {
             crate::sys::tap::TapError::BadName(_) => ControlError::Invalid(e.to_string()),
@@ -377,14 +451,19 @@ impl Engine {
 }
 
 fn no_port(net: &str, id: u32) -> ControlError {
-    ControlError::NotFound(format!("vnet {net:?} has no port {id} (see `vnet port ls {net}`)"))
+    ControlError::NotFound(format!(
+        "vnet {net:?} has no port {id} (see `vnet port ls {net}`)"
+    ))
 }
 
 /// Checks a vnet spec the way the API promises.
 pub fn validate(spec: &NetworkSpec) -> Result<(), ControlError> {
     let name_ok = !spec.name.is_empty()
         && spec.name.len() <= 15
-        && spec.name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        && spec
+            .name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
         && !spec.name.starts_with('.');
     if !name_ok {
         return Err(ControlError::Invalid(format!(
@@ -393,7 +472,10 @@ pub fn validate(spec: &NetworkSpec) -> Result<(), ControlError> {
         )));
     }
     if !(68..=65521).contains(&spec.mtu) {
-        return Err(ControlError::Invalid(format!("mtu {} is out of range: use 68-65521", spec.mtu)));
+        return Err(ControlError::Invalid(format!(
+            "mtu {} is out of range: use 68-65521",
+            spec.mtu
+        )));
     }
     if spec.mac_aging_secs == 0 || spec.max_macs == 0 || spec.max_macs_per_port == 0 {
         return Err(ControlError::Invalid(

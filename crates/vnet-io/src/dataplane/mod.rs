@@ -78,7 +78,10 @@ impl DataPlane {
             .name("vnet-dataplane".into())
             .spawn(move || engine::Engine::new(poll, run_dir, rx).run())?;
         Ok(DataPlane {
-            handle: Handle { commands: tx, waker },
+            handle: Handle {
+                commands: tx,
+                waker,
+            },
             thread: Some(thread),
         })
     }
@@ -110,7 +113,9 @@ impl Drop for DataPlane {
 impl Handle {
     fn send(&self, cmd: Command) -> Result<(), ControlError> {
         self.commands.send(cmd).map_err(|_| ControlError::Stopped)?;
-        self.waker.wake().map_err(|e| ControlError::Failed(e.to_string()))
+        self.waker
+            .wake()
+            .map_err(|e| ControlError::Failed(e.to_string()))
     }
 
     async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, ControlError> {

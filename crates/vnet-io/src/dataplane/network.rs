@@ -13,9 +13,7 @@ use mio::unix::SourceFd;
 use mio::{Interest, Registry, Token};
 use tracing::{debug, info, warn};
 use vnet_control::NetworkSpec;
-use vnet_core::switch::{
-    DropCause, MacLimits, PortId, Switch, SwitchConfig, Tagging, VlanMode,
-};
+use vnet_core::switch::{DropCause, MacLimits, PortId, Switch, SwitchConfig, Tagging, VlanMode};
 use vnet_core::wire::api::{PortInfo as ApiPortInfo, Reply, Request, API_VERSION};
 use vnet_core::wire::ethernet::VLAN_TAG_LEN;
 
@@ -66,14 +64,21 @@ pub(super) struct Network {
 
 /// Paths of a vnet's sockets inside its directory.
 pub(super) fn socket_paths(dir: &Path) -> [PathBuf; 3] {
-    [dir.join("stream.sock"), dir.join("dgram.sock"), dir.join("api.sock")]
+    [
+        dir.join("stream.sock"),
+        dir.join("dgram.sock"),
+        dir.join("api.sock"),
+    ]
 }
 
 impl Network {
     /// Creates the vnet's directory and binds its sockets (replacing stale ones).
     pub fn bind(spec: NetworkSpec, dir: PathBuf) -> io::Result<Self> {
         use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-        std::fs::DirBuilder::new().recursive(true).mode(0o755).create(&dir)?;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(&dir)?;
         let [stream, dgram, api] = socket_paths(&dir);
         for p in [&stream, &dgram, &api] {
             match std::fs::remove_file(p) {
@@ -115,7 +120,11 @@ impl Network {
         &self.spec.name
     }
 
-    pub fn register_listeners(&mut self, registry: &Registry, tokens: [Token; 3]) -> io::Result<()> {
+    pub fn register_listeners(
+        &mut self,
+        registry: &Registry,
+        tokens: [Token; 3],
+    ) -> io::Result<()> {
         registry.register(&mut self.stream_listener, tokens[0], Interest::READABLE)?;
         // The dgram socket is shared by all its peers' ports, whose output waits on it.
         let dgram = Rc::get_mut(&mut self.dgram).expect("no dgram ports yet");
@@ -212,7 +221,10 @@ impl Network {
             buf.set_len(n);
             let Some(path) = addr.as_pathname() else {
                 // An unbound sender has no address to answer: it cannot be a port.
-                debug!(net = self.name(), "dropped a datagram from an unbound socket");
+                debug!(
+                    net = self.name(),
+                    "dropped a datagram from an unbound socket"
+                );
                 self.pool.put(buf);
                 continue;
             };
@@ -250,7 +262,11 @@ impl Network {
                 Sent::Closed(why) => return PassEnd::Closed(why),
             }
         }
-        let counters = &mut self.switch.port_mut(id).expect("switch and ports agree").counters;
+        let counters = &mut self
+            .switch
+            .port_mut(id)
+            .expect("switch and ports agree")
+            .counters;
         while let Some(buf) = port.queue.front() {
             match port.backend.send(buf) {
                 Sent::Done => {
@@ -267,7 +283,8 @@ impl Network {
 
     /// One frame through the switch into the egress queues of its destinations.
     fn forward(&mut self, now: Instant, from: PortId, buf: FrameBuf, touched: &mut Vec<PortId>) {
-        let vnet_core::switch::Verdict::Forward(fwd) = self.switch.ingress(now, from, buf.frame()) else {
+        let vnet_core::switch::Verdict::Forward(fwd) = self.switch.ingress(now, from, buf.frame())
+        else {
             self.pool.put(buf);
             return;
         };
@@ -304,8 +321,16 @@ impl Network {
     /// Carries out a vnet API request on the port that sent it.
     fn apply(&mut self, now: Instant, id: PortId, req: &Request) -> Reply {
         match *req {
-            Request::SetMac(mac) => self.switch.set_mac(now, id, mac).map(|_| None).map_err(|_| libc::EINVAL),
-            Request::SetPromiscuous(on) => self.switch.set_promiscuous(id, on).map(|_| None).map_err(|_| libc::ENODEV),
+            Request::SetMac(mac) => self
+                .switch
+                .set_mac(now, id, mac)
+                .map(|_| None)
+                .map_err(|_| libc::EINVAL),
+            Request::SetPromiscuous(on) => self
+                .switch
+                .set_promiscuous(id, on)
+                .map(|_| None)
+                .map_err(|_| libc::ENODEV),
             Request::GetInfo => {
                 let port = self.switch.port(id).ok_or(libc::ENODEV)?;
                 Ok(Some(ApiPortInfo {

@@ -48,7 +48,11 @@ pub(super) fn port_info(net: &Network, now: Instant, id: PortId) -> Option<PortI
             rx_bytes: c.rx_bytes,
             tx_frames: c.tx_frames,
             tx_bytes: c.tx_bytes,
-            drops: c.drops.iter().map(|(cause, n)| (cause.name().to_string(), n)).collect(),
+            drops: c
+                .drops
+                .iter()
+                .map(|(cause, n)| (cause.name().to_string(), n))
+                .collect(),
         },
         queue_len: io.queue.len(),
         queue_capacity: QUEUE_CAPACITY,
@@ -56,7 +60,10 @@ pub(super) fn port_info(net: &Network, now: Instant, id: PortId) -> Option<PortI
 }
 
 pub(super) fn ports(net: &Network, now: Instant) -> Vec<PortInfo> {
-    net.switch.ports().filter_map(|p| port_info(net, now, p.id)).collect()
+    net.switch
+        .ports()
+        .filter_map(|p| port_info(net, now, p.id))
+        .collect()
 }
 
 pub(super) fn macs(net: &Network, now: Instant) -> Vec<MacEntry> {

@@ -5,8 +5,8 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
 
 use nix::sys::socket::{
-    accept4, bind, listen, recv, sendmsg, socket, AddressFamily, Backlog, MsgFlags, SockFlag, SockType,
-    UnixAddr,
+    accept4, bind, listen, recv, sendmsg, socket, AddressFamily, Backlog, MsgFlags, SockFlag,
+    SockType, UnixAddr,
 };
 
 /// A non-blocking listening socket bound at `path`.
@@ -24,7 +24,10 @@ pub fn listen_at(path: &Path) -> io::Result<OwnedFd> {
 
 /// Accepts one pending connection, non-blocking; `Ok(None)` when there is none.
 pub fn accept(listener: &OwnedFd) -> io::Result<Option<OwnedFd>> {
-    match accept4(listener.as_raw_fd(), SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC) {
+    match accept4(
+        listener.as_raw_fd(),
+        SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+    ) {
         // SAFETY: accept4 just returned this descriptor and nothing else owns it.
         Ok(fd) => Ok(Some(unsafe { OwnedFd::from_raw_fd(fd) })),
         Err(nix::errno::Errno::EAGAIN) => Ok(None),
@@ -34,7 +37,11 @@ pub fn accept(listener: &OwnedFd) -> io::Result<Option<OwnedFd>> {
 
 /// One message received: its real length may exceed the buffer (then it was truncated).
 pub fn recv_message(fd: &OwnedFd, buf: &mut [u8]) -> io::Result<usize> {
-    Ok(recv(fd.as_raw_fd(), buf, MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_TRUNC)?)
+    Ok(recv(
+        fd.as_raw_fd(),
+        buf,
+        MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_TRUNC,
+    )?)
 }
 
 /// Sends `parts` as one message, non-blocking, without SIGPIPE.

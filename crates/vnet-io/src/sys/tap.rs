@@ -30,7 +30,9 @@ pub fn valid_ifname(name: &str) -> bool {
         && name.len() <= MAX_IFNAME
         && name != "."
         && name != ".."
-        && !name.bytes().any(|b| b == b'/' || b == b':' || b.is_ascii_whitespace() || b == 0)
+        && !name
+            .bytes()
+            .any(|b| b == b'/' || b == b':' || b.is_ascii_whitespace() || b == 0)
 }
 
 /// Creates (or attaches to an existing, unused) TAP interface `name`, non-blocking,

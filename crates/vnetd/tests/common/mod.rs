@@ -25,7 +25,13 @@ pub fn client(d: &Daemon) -> Client {
 pub fn tap_vm(d: &Daemon, net: &str, mac: &str, cidr: &str) -> (u32, NsVm) {
     let ifname = unique_name("vt");
     let port = client(d)
-        .add_port(net, &PortSpec::Tap { ifname: ifname.clone(), vlan: Default::default() })
+        .add_port(
+            net,
+            &PortSpec::Tap {
+                ifname: ifname.clone(),
+                vlan: Default::default(),
+            },
+        )
         .unwrap_or_else(|e| panic!("adding TAP {ifname}: {e}\n{}", d.log()));
     (port.id, NsVm::attach(&ifname, mac, cidr))
 }
@@ -54,4 +60,9 @@ pub fn wait_ports(d: &Daemon, net: &str, kind: PortKind, n: usize) {
 
 pub fn drops(p: &PortInfo, cause: &str) -> u64 {
     p.counters.drops.get(cause).copied().unwrap_or(0)
+}
+
+/// The first port of `kind` on `net`, if any.
+pub fn find_kind(d: &Daemon, net: &str, kind: PortKind) -> Option<PortInfo> {
+    ports(d, net).into_iter().find(|p| p.kind == kind)
 }

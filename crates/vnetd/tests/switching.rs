@@ -1,0 +1,112 @@
+//! Isolation between vnets and MAC learning within one, with namespace VMs on TAP ports.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{daemon_with, port, tap_vm};
+use vnet_testbed::{skip_unless_root, wait_for};
+
+#[test]
+fn broadcasts_unknown_unicast_and_pings_never_cross_vnets() {
+    skip_unless_root!();
+    let d = daemon_with(&["blue", "red"]);
+    // Same addresses on both vnets: if anything leaked, it would be answered.
+    let (b1, blue1) = tap_vm(&d, "blue", "02:00:00:00:02:01", "10.72.0.1/24");
+    let (_, blue2) = tap_vm(&d, "blue", "02:00:00:00:02:02", "10.72.0.2/24");
+    let (r1, red1) = tap_vm(&d, "red", "02:00:00:00:03:01", "10.72.0.1/24");
+    let (r2, red2) = tap_vm(&d, "red", "02:00:00:00:03:02", "10.72.0.9/24");
+
+    let capture = red1
+        .ns()
+        .spawn(&["tcpdump", "-n", "-l", "-e", "-i", red1.ifname(), "-w", "-"]);
+    let capture2 = red2
+        .ns()
+        .spawn(&["tcpdump", "-n", "-l", "-e", "-i", red2.ifname()]);
+    assert!(
+        wait_for(Duration::from_secs(10), || capture2
+            .log()
+            .contains("listening on")),
+        "tcpdump starts"
+    );
+
+    assert!(blue1.ping(blue2.ip(), 3), "unicast within blue");
+    // Broadcast, and unknown unicast (a static neighbour whose MAC nobody has).
+    blue1.ns().exec(&[
+        "ping",
+        "-b",
+        "-c",
+        "3",
+        "-i",
+        "0.2",
+        "-W",
+        "1",
+        "10.72.0.255",
+    ]);
+    blue1.ns().exec_ok(&[
+        "ip",
+        "neigh",
+        "replace",
+        "10.72.0.77",
+        "lladdr",
+        "02:00:00:00:99:99",
+        "dev",
+        blue1.ifname(),
+    ]);
+    blue1
+        .ns()
+        .exec(&["ping", "-c", "3", "-i", "0.2", "-W", "1", "10.72.0.77"]);
+    let sent = port(&d, "blue", b1).counters.rx_frames;
+    assert!(sent >= 10, "blue1 sent {sent} frames");
+
+    for id in [r1, r2] {
+        let p = port(&d, "red", id);
+        assert_eq!(
+            p.counters.tx_frames, 0,
+            "nothing reached red port {id}: {p:?}"
+        );
+    }
+    drop(capture);
+    let mut capture2 = capture2;
+    capture2.terminate(Duration::from_secs(5));
+    let log = capture2.log();
+    assert!(
+        !log.contains("10.72.0.") && !log.contains("02:00:00:00:02"),
+        "red saw blue traffic:\n{log}"
+    );
+    assert!(log.contains("0 packets captured"), "{log}");
+}
+
+#[test]
+fn after_learning_unicast_reaches_only_its_destination() {
+    skip_unless_root!();
+    let d = daemon_with(&["lab"]);
+    let (p1, vm1) = tap_vm(&d, "lab", "02:00:00:00:04:01", "10.73.0.1/24");
+    let (p2, vm2) = tap_vm(&d, "lab", "02:00:00:00:04:02", "10.73.0.2/24");
+    let (p3, _vm3) = tap_vm(&d, "lab", "02:00:00:00:04:03", "10.73.0.3/24");
+
+    assert!(
+        vm1.ping(vm2.ip(), 2),
+        "first exchange (ARP broadcast floods, replies are learned)"
+    );
+    let before = port(&d, "lab", p3).counters.tx_frames;
+    assert!(before >= 1, "the ARP broadcast reached the third port");
+    assert!(vm1.ping(vm2.ip(), 20));
+    assert!(vm2.ping(vm1.ip(), 5));
+    let after = port(&d, "lab", p3).counters;
+    assert_eq!(
+        after.tx_frames, before,
+        "known unicast must not flood to the third port"
+    );
+    assert!(port(&d, "lab", p1).counters.tx_frames >= 25);
+    assert!(port(&d, "lab", p2).counters.tx_frames >= 25);
+
+    let macs = common::client(&d).macs("lab").unwrap();
+    let owner = |mac: &str| {
+        macs.iter()
+            .find(|m| m.mac.to_string() == mac)
+            .map(|m| m.port)
+    };
+    assert_eq!(owner("02:00:00:00:04:01"), Some(p1), "{macs:?}");
+    assert_eq!(owner("02:00:00:00:04:02"), Some(p2), "{macs:?}");
+}
