@@ -58,3 +58,43 @@ pub(crate) fn tail(text: &str, lines: usize) -> String {
     }
     out
 }
+
+/// Kills a process if this (test) process dies without cleaning up, e.g. when
+/// the test binary is SIGKILLed or aborts: Drop guards do not run then, and a
+/// stray QEMU would burn a CPU for good.
+///
+/// It is a small `sh` holding the read end of a pipe whose write end only
+/// this process has (std's pipes are close-on-exec); when this process dies
+/// the pipe closes, `read` returns and the shell signals the target. The
+/// guard is disarmed (the shell is killed) on drop, before the owner stops
+/// the target itself.
+#[derive(Debug)]
+pub(crate) struct Watchdog {
+    shell: Option<std::process::Child>,
+}
+
+impl Watchdog {
+    /// Arms a watchdog that sends `signal` (a `kill` signal name such as
+    /// `KILL` or `TERM`) to `pid` when this process dies.
+    pub(crate) fn arm(pid: u32, signal: &str) -> Watchdog {
+        let shell = Command::new("sh")
+            .arg("-c")
+            .arg(format!("read _ignored; kill -{signal} {pid} 2>/dev/null"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| eprintln!("test bed: no watchdog for pid {pid}: {e}"))
+            .ok();
+        Watchdog { shell }
+    }
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        if let Some(mut shell) = self.shell.take() {
+            let _ = shell.kill();
+            let _ = shell.wait();
+        }
+    }
+}

@@ -138,6 +138,7 @@ impl DaemonBuilder {
             ))
         })?;
         let daemon = Daemon {
+            watchdog: Some(cmd::Watchdog::arm(child.id(), "TERM")),
             child: Mutex::new(Some(child)),
             run_dir,
             state_dir,
@@ -184,6 +185,8 @@ impl DaemonBuilder {
 pub struct Daemon {
     /// `None` once stopped. A mutex so that status checks take `&self`.
     child: Mutex<Option<Child>>,
+    /// SIGTERMs the daemon if the test process dies without dropping it.
+    watchdog: Option<cmd::Watchdog>,
     run_dir: PathBuf,
     state_dir: PathBuf,
     log_path: PathBuf,
@@ -304,6 +307,7 @@ impl Daemon {
     /// then SIGKILLs it. Returns how it ended (`None` if it was already
     /// stopped by an earlier call).
     pub fn stop(&mut self) -> Option<ExitStatus> {
+        drop(self.watchdog.take());
         let mut child = self.lock_child().take()?;
         if let Ok(Some(status)) = child.try_wait() {
             return Some(status);

@@ -363,6 +363,7 @@ impl GuestBuilder {
             .stderr(File::create(&stderr_log)?)
             .spawn()
             .map_err(|e| Error::Failed(format!("cannot start {qemu}: {e}")))?;
+        let watchdog = cmd::Watchdog::arm(child.id(), "KILL");
         let stdin = child.stdin.take().expect("piped stdin");
         let stdout = child.stdout.take().expect("piped stdout");
         let console = Arc::new(Console::default());
@@ -377,6 +378,7 @@ impl GuestBuilder {
             name: self.name.clone(),
             nics: self.nics.clone(),
             child,
+            watchdog: Some(watchdog),
             stdin: Mutex::new(stdin),
             console,
             reader: Some(reader),
@@ -544,6 +546,7 @@ pub struct Guest {
     name: String,
     nics: Vec<Nic>,
     child: Child,
+    watchdog: Option<cmd::Watchdog>,
     stdin: Mutex<ChildStdin>,
     console: Arc<Console>,
     reader: Option<JoinHandle<()>>,
@@ -703,6 +706,7 @@ impl Guest {
 
 impl Drop for Guest {
     fn drop(&mut self) {
+        drop(self.watchdog.take());
         let _ = self.child.kill();
         let _ = self.child.wait();
         if let Some(reader) = self.reader.take() {

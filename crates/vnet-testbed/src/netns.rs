@@ -140,6 +140,7 @@ impl Drop for Netns {
 #[derive(Debug)]
 pub struct ChildGuard {
     child: Child,
+    watchdog: Option<cmd::Watchdog>,
     what: String,
     log: tempfile::NamedTempFile,
 }
@@ -161,6 +162,7 @@ impl ChildGuard {
             .spawn()
             .map_err(|e| crate::Error::Failed(format!("cannot start `{what}`: {e}")))?;
         Ok(ChildGuard {
+            watchdog: Some(cmd::Watchdog::arm(child.id(), "KILL")),
             child,
             what: what.to_string(),
             log,
@@ -201,6 +203,7 @@ impl ChildGuard {
     /// Sends SIGTERM, waits up to `grace` for the process to end, then
     /// SIGKILLs it. Returns the exit status.
     pub fn terminate(&mut self, grace: Duration) -> Option<ExitStatus> {
+        drop(self.watchdog.take());
         if let Some(status) = self.try_wait() {
             return Some(status);
         }
@@ -216,6 +219,7 @@ impl ChildGuard {
 
 impl Drop for ChildGuard {
     fn drop(&mut self) {
+        drop(self.watchdog.take());
         if self.try_wait().is_none() {
             let _ = self.child.kill();
             let _ = self.child.wait();
