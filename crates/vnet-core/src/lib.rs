@@ -4,7 +4,7 @@
 //! touches a socket, a file descriptor or the clock. The I/O layer (`vnet-io`) wraps it.
 //!
 //! - [`wire`]: exact, checked views of the formats on the wire (Ethernet, 802.1Q, the
-//!   QEMU stream framing, the vnet API messages).
+//!   QEMU stream framing, the vnet API messages, the VDE switch handshake).
 //! - [`switch`]: the learning switch: ports, VLAN rules, the MAC table, counters and the
 //!   forwarding decision.
 #![forbid(unsafe_code)]

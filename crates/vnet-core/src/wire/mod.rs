@@ -3,5 +3,6 @@
 pub mod api;
 pub mod ethernet;
 pub mod stream;
+pub mod vde;
 
 pub use ethernet::{EtherType, Frame, FrameError, MacAddr, VlanTag};
