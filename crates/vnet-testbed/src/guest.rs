@@ -635,6 +635,25 @@ impl Guest {
         }
     }
 
+    /// Runs `udhcpc` on the guest interface `ifname` (e.g. `eth0`), which
+    /// then holds the leased address, default route, MTU and
+    /// `/etc/resolv.conf`; returns what the server sent. `extra_args` go to
+    /// `udhcpc` (e.g. `"-x hostname:vm1"`), as shell words.
+    pub fn dhcp(&self, ifname: &str, extra_args: &str) -> Result<crate::DhcpLease> {
+        let cmd = format!(
+            "udhcpc -i {ifname} -s /etc/udhcpc/default.script {} {extra_args} >/tmp/udhcpc.log 2>&1 \
+             || {{ cat /tmp/udhcpc.log; exit 1; }}; cat /run/udhcpc.{ifname}.env",
+            crate::dhcp::UDHCPC_ARGS.join(" ")
+        );
+        match self.exec(&cmd, Duration::from_secs(60))? {
+            (0, out) => Ok(crate::DhcpLease::parse(&out)),
+            (rc, out) => Err(Error::Failed(format!(
+                "guest {}: udhcpc on {ifname} got no lease (exit {rc}):\n{out}",
+                self.name
+            ))),
+        }
+    }
+
     /// The guest's name (also its host name).
     pub fn name(&self) -> &str {
         &self.name

@@ -28,7 +28,7 @@ use crate::{Error, Result};
 pub const INIT_SCRIPT: &str = include_str!("guest-files/init.sh");
 /// The command loop the host drives over the serial console.
 pub const SERIAL_LOOP_SCRIPT: &str = include_str!("guest-files/serial-loop.sh");
-/// `/usr/share/udhcpc/default.script`.
+/// `/etc/udhcpc/default.script` (and `/usr/share/udhcpc/default.script`).
 pub const UDHCPC_SCRIPT: &str = include_str!("guest-files/udhcpc.sh");
 
 /// Modules that must load for the guest to have virtio NICs, in the order
@@ -49,7 +49,7 @@ pub const NET_MODULES: &[&str] = &[
 pub const VLAN_MODULES: &[&str] = &["llc", "stp", "garp", "mrp", "8021q"];
 
 /// Bump when the archive layout changes in a way the inputs do not show.
-const FORMAT_VERSION: u32 = 1;
+const FORMAT_VERSION: u32 = 2;
 
 /// One module to put in the archive.
 #[derive(Debug, Clone)]
@@ -194,10 +194,16 @@ fn write_archive(initramfs: &Initramfs, file: &fs::File) -> Result<()> {
         0o755,
         SERIAL_LOOP_SCRIPT.as_bytes(),
     )?;
+    // Debian's busybox looks for /etc/udhcpc/default.script, upstream's
+    // default is /usr/share/udhcpc/default.script: provide both.
     cpio.file(
-        "/usr/share/udhcpc/default.script",
+        "/etc/udhcpc/default.script",
         0o755,
         UDHCPC_SCRIPT.as_bytes(),
+    )?;
+    cpio.symlink(
+        "/usr/share/udhcpc/default.script",
+        "/etc/udhcpc/default.script",
     )?;
     cpio.file("/etc/passwd", 0o644, b"root:x:0:0:root:/root:/bin/sh\n")?;
     cpio.file("/etc/group", 0o644, b"root:x:0:\n")?;

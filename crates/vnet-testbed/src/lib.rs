@@ -24,6 +24,7 @@
 
 mod cmd;
 mod daemon;
+mod dhcp;
 mod error;
 mod guest;
 pub mod initramfs;
@@ -36,6 +37,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 pub use daemon::{bin_path, Daemon, DaemonBuilder};
+pub use dhcp::DhcpLease;
 pub use error::{Error, Result};
 pub use guest::{Guest, GuestBuilder, Netdev};
 pub use kernel::GuestKernel;

@@ -1,7 +1,11 @@
 //! "A VM that is a namespace": one interface in its own network namespace.
 
+use std::os::unix::fs::PermissionsExt;
+
 use crate::cmd;
+use crate::dhcp::{DhcpLease, UDHCPC_ARGS};
 use crate::netns::Netns;
+use crate::{Error, Result};
 
 /// A network namespace owning one interface with a MAC and an address: the
 /// cheap stand-in for a VM with one NIC (real kernel TCP/IP, `ping`,
@@ -98,6 +102,43 @@ impl NsVm {
             ])
             .status
             .success()
+    }
+
+    /// Runs a DHCP client (the host's busybox `udhcpc`, which must exist)
+    /// on the interface, which then holds the leased address, route and MTU.
+    /// Returns what the server sent. `extra_args` go to `udhcpc`
+    /// (e.g. `["-x", "hostname:vm1"]`, `["-r", "10.0.0.9"]`).
+    ///
+    /// The host's `/etc/resolv.conf` is left alone: name servers are only
+    /// reported in the lease.
+    pub fn dhcp(&self, extra_args: &[&str]) -> Result<DhcpLease> {
+        let dir = tempfile::Builder::new().prefix("vnet-dhcp-").tempdir()?;
+        let script = dir.path().join("udhcpc.sh");
+        std::fs::write(&script, crate::initramfs::UDHCPC_SCRIPT)?;
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755))?;
+        let script = script.to_string_lossy().into_owned();
+        let mut argv = vec!["busybox", "udhcpc", "-i", &self.ifname, "-s", &script];
+        argv.extend_from_slice(UDHCPC_ARGS);
+        argv.extend_from_slice(extra_args);
+        let out = self
+            .ns
+            .command(&argv)
+            .env("VNET_DHCP_DIR", dir.path())
+            .env("VNET_DHCP_RESOLV", dir.path().join("resolv.conf"))
+            .stdin(std::process::Stdio::null())
+            .output()?;
+        let lease = dir.path().join(format!("udhcpc.{}.env", self.ifname));
+        match std::fs::read_to_string(&lease) {
+            Ok(text) if out.status.success() => Ok(DhcpLease::parse(&text)),
+            _ => Err(Error::Failed(format!(
+                "udhcpc on {} in {} got no lease ({}):\n{}{}",
+                self.ifname,
+                self.ns.name(),
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ))),
+        }
     }
 }
 

@@ -124,10 +124,30 @@ fn two_guests_ping_over_qemu_stream_and_dgram() {
         (&a, "10.98.0.2"),
         (&b, "10.98.0.1"),
     ] {
-        let (rc, out) = from.exec(&format!("ping -c 3 -W 2 {to}"), T).expect("ping");
+        let (rc, out) = from.exec(&format!("ping -c 2 -W 2 {to}"), T).expect("ping");
         assert_eq!(rc, 0, "{} cannot ping {to}:\n{out}", from.name());
     }
     // The peer saw the MAC the builder assigned.
     let neigh = b.exec_ok("ip neigh show 10.99.0.1", T);
     assert!(neigh.contains(a.mac(0)), "{neigh}");
+
+    // DHCP: a serves on eth0 (a background process), b leases from it.
+    a.exec_ok(
+        "printf '%s\\n' 'start 10.99.0.50' 'end 10.99.0.60' 'interface eth0' \
+           'lease_file /tmp/leases' 'pidfile /tmp/udhcpd.pid' 'option subnet 255.255.255.0' \
+           'option router 10.99.0.1' 'option dns 10.99.0.1' 'option lease 600' 'option mtu 1400' \
+           >/tmp/udhcpd.conf && touch /tmp/leases && udhcpd /tmp/udhcpd.conf",
+        T,
+    );
+    let lease = b.dhcp("eth0", "").expect("dhcp");
+    let ip = lease.ip().expect("an address").to_string();
+    assert!(ip.starts_with("10.99.0.") && ip != "10.99.0.2", "{lease:?}");
+    assert_eq!(lease.routers(), ["10.99.0.1"]);
+    assert_eq!(lease.mtu(), Some(1400));
+    let addr = b.exec_ok("ip -4 -o addr show dev eth0; cat /etc/resolv.conf", T);
+    assert!(
+        addr.contains(&format!("{ip}/24")) && addr.contains("nameserver 10.99.0.1"),
+        "{addr}"
+    );
+    b.exec_ok("ping -c 1 -W 2 10.99.0.1", T);
 }

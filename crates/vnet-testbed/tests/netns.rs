@@ -93,3 +93,54 @@ fn bridge_joins_three_namespaces() {
     drop(bridge);
     assert!(!link_exists(&br));
 }
+
+#[test]
+fn dhcp_between_namespaces() {
+    skip_unless_root!();
+    let veth = Veth::new();
+    let server = NsVm::attach(veth.a(), "02:00:00:00:02:01", "10.79.0.1/24");
+    let client = NsVm::attach(veth.b(), "02:00:00:00:02:02", "");
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("udhcpd.conf");
+    let d = dir.path().display();
+    std::fs::write(
+        &conf,
+        format!(
+            "start 10.79.0.100\nend 10.79.0.110\ninterface {}\nlease_file {d}/leases\n\
+             pidfile {d}/pid\noption subnet 255.255.255.0\noption router 10.79.0.1\n\
+             option dns 10.79.0.53\noption lease 600\n",
+            server.ifname()
+        ),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("leases"), "").unwrap();
+    let udhcpd = server
+        .ns()
+        .spawn(&["busybox", "udhcpd", "-f", &conf.to_string_lossy()]);
+    let resolv_before = std::fs::read("/etc/resolv.conf").ok();
+
+    let lease = client
+        .dhcp(&[])
+        .unwrap_or_else(|e| panic!("{e}\nudhcpd: {}", udhcpd.log()));
+    // udhcpd picks from its pool by a hash of the MAC.
+    let ip = lease.ip().expect("an address").to_string();
+    let host: u8 = ip
+        .strip_prefix("10.79.0.")
+        .and_then(|h| h.parse().ok())
+        .unwrap_or(0);
+    assert!((100..=110).contains(&host), "{lease:?}");
+    assert_eq!(lease.prefix_len(), Some(24));
+    assert_eq!(lease.routers(), ["10.79.0.1"]);
+    assert_eq!(lease.dns(), ["10.79.0.53"]);
+    assert_eq!(lease.lease_secs(), Some(600));
+    let addr = client
+        .ns()
+        .exec_ok(&["ip", "-4", "-o", "addr", "show", "dev", client.ifname()]);
+    assert!(addr.contains(&format!("{ip}/24")), "{addr}");
+    assert!(client.ping(server.ip(), 1));
+    assert_eq!(
+        std::fs::read("/etc/resolv.conf").ok(),
+        resolv_before,
+        "host resolv.conf touched"
+    );
+}
