@@ -21,6 +21,39 @@
 //!
 //! Test traffic stays inside namespaces the test bed created, QEMU's own
 //! socket netdevs, or loopback.
+//!
+//! # Example
+//!
+//! A guest on a vnet's stream socket and a namespace VM on a TAP the daemon
+//! created reach each other (the config and port names are vnetd's, shown
+//! for illustration):
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use vnet_testbed::{skip_unless_root, Daemon, Guest, Netdev, NsVm};
+//!
+//! #[test]
+//! fn guest_and_namespace_share_a_vnet() {
+//!     skip_unless_root!();
+//!     let daemon = Daemon::start(Some("[nets.lab]\ntaps = [\"lab0\"]\n"));
+//!     let ns_vm = NsVm::attach("lab0", "02:00:00:00:00:01", "10.0.0.1/24");
+//!     let guest = Guest::builder()
+//!         .nic(Netdev::Stream { path: daemon.net_dir("lab").join("stream.sock") })
+//!         .static_ip(0, "10.0.0.2/24")
+//!         .boot()
+//!         .expect("guest boots");
+//!     let (status, output) = guest
+//!         .exec("ping -c 3 -W 2 10.0.0.1", Duration::from_secs(60))
+//!         .expect("guest answers");
+//!     assert_eq!(status, 0, "{output}");
+//!     assert!(ns_vm.ping("10.0.0.2", 2));
+//! }
+//! ```
+//!
+//! Environment knobs: `VNET_BIN_DIR` (where `vnetd`/`vnet` are),
+//! `VNET_QEMU`, `VNET_GUEST_KERNEL`, `VNET_GUEST_BUSYBOX`, `VNET_GUEST_PVH=0`,
+//! `VNET_TESTBED_CACHE`, `VNET_TESTBED_MAX_BOOTS` (default 2 concurrent boots
+//! per process).
 
 mod cmd;
 mod daemon;
@@ -36,10 +69,10 @@ mod nsvm;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-pub use daemon::{bin_path, Daemon, DaemonBuilder};
+pub use daemon::{bin_path, Daemon, DaemonBuilder, DEFAULT_START_TIMEOUT, STOP_GRACE};
 pub use dhcp::DhcpLease;
 pub use error::{Error, Result};
-pub use guest::{Guest, GuestBuilder, Netdev};
+pub use guest::{Guest, GuestBuilder, Netdev, DEFAULT_BOOT_TIMEOUT};
 pub use kernel::GuestKernel;
 pub use link::{Bridge, Veth};
 pub use netns::{ChildGuard, Netns};
