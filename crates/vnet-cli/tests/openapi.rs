@@ -316,6 +316,9 @@ fn sample_network() -> NetworkInfo {
             dgram: "/run/vnet/vmnet1/dgram.sock".into(),
             api: "/run/vnet/vmnet1/api.sock".into(),
         },
+        subnet: None,
+        host_adapter: None,
+        dhcp: None,
     }
 }
 
@@ -395,6 +398,7 @@ fn what_the_types_serialize_matches_the_documented_schemas() {
         PortKind::Dgram,
         PortKind::Tap,
         PortKind::Api,
+        PortKind::Vde,
     ] {
         checker.check_named("PortKind", &kind);
     }

@@ -528,6 +528,9 @@ mod tests {
                 dgram: "/run/vnet/vmnet1/dgram.sock".into(),
                 api: "/run/vnet/vmnet1/api.sock".into(),
             },
+            subnet: None,
+            host_adapter: None,
+            dhcp: None,
         }
     }
 

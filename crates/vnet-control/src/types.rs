@@ -17,7 +17,10 @@
 //! | GET | `/metrics` | | Prometheus text |
 
 use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
 use std::path::PathBuf;
+
+pub use ipnet::Ipv4Net;
 
 use serde::{Deserialize, Serialize};
 pub use vnet_core::switch::VlanMode;
@@ -41,6 +44,98 @@ pub struct NetworkSpec {
     /// Most MACs the vnet learns in all.
     #[serde(default = "default_max_macs")]
     pub max_macs: usize,
+    /// The vnet's IPv4 subnet; needed by the host adapter and DHCP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnet: Option<Ipv4Net>,
+    /// Make the host a member of the vnet (host-only networking). Needs root.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_adapter: Option<HostAdapterSpec>,
+    /// Serve DHCP on the vnet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dhcp: Option<DhcpSpec>,
+}
+
+/// The host's own interface on a vnet: a TAP with an address in the subnet.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostAdapterSpec {
+    /// Interface name [default: the vnet's name].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The host's address [default: the subnet's first address, `.1`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<Ipv4Addr>,
+}
+
+/// The DHCP service of a vnet.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DhcpSpec {
+    /// Off leaves the service configured but silent (PXE labs bring their own).
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// First and last address handed out [default: `.128`–`.253`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub range: Option<[Ipv4Addr; 2]>,
+    /// The server's own address [default: `.254`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<Ipv4Addr>,
+    /// Lease time in seconds.
+    #[serde(default = "default_lease_secs")]
+    pub lease_secs: u64,
+    /// DNS servers announced (option 6).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns: Vec<Ipv4Addr>,
+    /// Domain name announced (option 15).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub domain: Option<String>,
+    /// Fixed addresses by MAC.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reservations: Vec<Reservation>,
+}
+
+impl Default for DhcpSpec {
+    fn default() -> Self {
+        DhcpSpec {
+            enabled: true,
+            range: None,
+            server: None,
+            lease_secs: default_lease_secs(),
+            dns: Vec::new(),
+            domain: None,
+            reservations: Vec::new(),
+        }
+    }
+}
+
+pub fn default_true() -> bool {
+    true
+}
+pub fn default_lease_secs() -> u64 {
+    1800
+}
+
+/// A MAC that always gets the same address.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Reservation {
+    pub mac: MacAddr,
+    pub ip: Ipv4Addr,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+}
+
+/// An address the DHCP service handed out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    pub mac: MacAddr,
+    pub ip: Ipv4Addr,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    /// Unix time (seconds) the lease ends.
+    pub expires: u64,
+    /// `offered`, `bound`, `expired`, `declined`, `reserved`...
+    pub state: String,
 }
 
 pub fn default_mtu() -> u32 {
@@ -64,6 +159,9 @@ impl NetworkSpec {
             mac_aging_secs: default_mac_aging(),
             max_macs_per_port: default_max_macs_per_port(),
             max_macs: default_max_macs(),
+            subnet: None,
+            host_adapter: None,
+            dhcp: None,
         }
     }
 }
@@ -92,6 +190,22 @@ pub struct NetworkInfo {
     pub ports: usize,
     pub macs: usize,
     pub sockets: NetworkSockets,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnet: Option<Ipv4Net>,
+    /// The host adapter as it runs (absent without root or when not configured).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_adapter: Option<HostAdapterInfo>,
+    /// The DHCP service as configured, with defaults filled in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dhcp: Option<DhcpSpec>,
+}
+
+/// A running host adapter.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostAdapterInfo {
+    pub name: String,
+    pub address: Ipv4Addr,
+    pub port: u32,
 }
 
 /// How a port is attached.
@@ -102,6 +216,8 @@ pub enum PortKind {
     Dgram,
     Tap,
     Api,
+    /// A VDE client (QEMU `-netdev vde`, `vde_plug`) through `RUN/NET/vde/ctl`.
+    Vde,
 }
 
 impl PortKind {
@@ -111,6 +227,7 @@ impl PortKind {
             PortKind::Dgram => "dgram",
             PortKind::Tap => "tap",
             PortKind::Api => "api",
+            PortKind::Vde => "vde",
         }
     }
 }
@@ -185,4 +302,61 @@ pub struct Version {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApiError {
     pub error: String,
+}
+
+impl NetworkSpec {
+    /// The host adapter's interface name and address, defaults filled in; `None` if the
+    /// vnet has no adapter or no subnet to put it in.
+    pub fn host_adapter_resolved(&self) -> Option<(String, Ipv4Addr)> {
+        let ha = self.host_adapter.as_ref()?;
+        let subnet = self.subnet?;
+        let name = ha.name.clone().unwrap_or_else(|| self.name.clone());
+        let address = ha.address.unwrap_or_else(|| nth(subnet, 1));
+        Some((name, address))
+    }
+
+    /// The DHCP settings with defaults filled in (`.254` server, `.128`–`.253` pool on a
+    /// /24; generally the upper half of the subnet below the server).
+    pub fn dhcp_resolved(&self) -> Option<DhcpSpec> {
+        let mut d = self.dhcp.clone()?;
+        let subnet = self.subnet?;
+        let size = 1u32 << (32 - u32::from(subnet.prefix_len()));
+        d.server.get_or_insert(nth(subnet, size.saturating_sub(2)));
+        d.range
+            .get_or_insert([nth(subnet, size / 2), nth(subnet, size.saturating_sub(3))]);
+        Some(d)
+    }
+}
+
+/// The `n`th address of `subnet` (0 = the network address).
+fn nth(subnet: Ipv4Net, n: u32) -> Ipv4Addr {
+    Ipv4Addr::from(u32::from(subnet.network()).wrapping_add(n))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_follow_vmware_conventions_on_a_slash_24() {
+        let mut spec = NetworkSpec::named("vmnet1");
+        spec.subnet = Some("192.168.101.0/24".parse().unwrap());
+        spec.host_adapter = Some(HostAdapterSpec::default());
+        spec.dhcp = Some(DhcpSpec::default());
+        assert_eq!(
+            spec.host_adapter_resolved(),
+            Some(("vmnet1".into(), "192.168.101.1".parse().unwrap()))
+        );
+        let d = spec.dhcp_resolved().unwrap();
+        assert_eq!(d.server, Some("192.168.101.254".parse().unwrap()));
+        assert_eq!(
+            d.range,
+            Some([
+                "192.168.101.128".parse().unwrap(),
+                "192.168.101.253".parse().unwrap()
+            ])
+        );
+        spec.subnet = None;
+        assert_eq!(spec.host_adapter_resolved(), None);
+    }
 }

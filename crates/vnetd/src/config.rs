@@ -9,8 +9,8 @@ use std::path::Path;
 use serde::Deserialize;
 use toml::Spanned;
 use vnet_control::{
-    default_mac_aging, default_max_macs, default_max_macs_per_port, default_mtu, NetworkSpec,
-    PortSpec, VlanMode,
+    default_mac_aging, default_max_macs, default_max_macs_per_port, default_mtu, DhcpSpec,
+    HostAdapterSpec, Ipv4Net, NetworkSpec, PortSpec, VlanMode,
 };
 
 /// The whole configuration file.
@@ -34,6 +34,15 @@ pub struct NetworkConfig {
     pub max_macs_per_port: usize,
     #[serde(default = "default_max_macs")]
     pub max_macs: usize,
+    /// The vnet's IPv4 subnet, e.g. "192.168.101.0/24".
+    #[serde(default)]
+    pub subnet: Option<Ipv4Net>,
+    /// `host_adapter = {}` or `{ name = "vmnet1", address = "192.168.101.1" }`.
+    #[serde(default)]
+    pub host_adapter: Option<HostAdapterSpec>,
+    /// `dhcp = {}` or `{ range = [first, last], lease_secs = 1800, reservations = [...] }`.
+    #[serde(default)]
+    pub dhcp: Option<DhcpSpec>,
     /// `[[network.port]]` tables: ports created at start.
     #[serde(default, rename = "port")]
     pub ports: Vec<PortConfig>,
@@ -65,13 +74,19 @@ pub enum ConfigError {
 
 /// The configuration used when no file is given: VMware's two standard vnets.
 pub const BUILT_IN: &str = r#"
-# vmnet1: host-only. vmnet8: NAT. (Host adapters, DHCP and NAT attach to these as
-# they land; today both are plain switches.)
+# vmnet1: host-only. The host joins as 192.168.101.1 (as root); DHCP serves .128-.253.
 [[network]]
 name = "vmnet1"
+subnet = "192.168.101.0/24"
+host_adapter = {}
+dhcp = {}
 
+# vmnet8: NAT (the NAT device attaches here when it lands).
 [[network]]
 name = "vmnet8"
+subnet = "192.168.108.0/24"
+host_adapter = {}
+dhcp = {}
 "#;
 
 impl Config {
@@ -135,6 +150,9 @@ impl NetworkConfig {
             mac_aging_secs: self.mac_aging_secs,
             max_macs_per_port: self.max_macs_per_port,
             max_macs: self.max_macs,
+            subnet: self.subnet,
+            host_adapter: self.host_adapter.clone(),
+            dhcp: self.dhcp.clone(),
         }
     }
 }

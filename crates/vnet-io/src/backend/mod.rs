@@ -8,6 +8,7 @@ pub mod api;
 pub mod dgram;
 pub mod stream;
 pub mod tap;
+pub mod vde;
 
 use vnet_control::PortKind;
 use vnet_core::switch::DropCause;

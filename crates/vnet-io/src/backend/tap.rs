@@ -14,13 +14,25 @@ use crate::sys::tap::{open_tap, TapError};
 pub struct TapPort {
     file: File,
     ifname: String,
+    /// What the interface is for: "tap" (a VM's NIC) or "host adapter".
+    role: &'static str,
 }
 
 impl TapPort {
+    /// A TAP whose interface is a VM's NIC (moved into a namespace, say).
     pub fn open(ifname: &str) -> Result<Self, TapError> {
         Ok(TapPort {
             file: open_tap(ifname)?,
             ifname: ifname.to_string(),
+            role: "tap",
+        })
+    }
+
+    /// A TAP whose interface is the host's own NIC on the vnet.
+    pub fn host_adapter(ifname: &str) -> Result<Self, TapError> {
+        Ok(TapPort {
+            role: "host adapter",
+            ..Self::open(ifname)?
         })
     }
 }
@@ -31,7 +43,7 @@ impl Backend for TapPort {
     }
 
     fn description(&self) -> String {
-        format!("tap {}", self.ifname)
+        format!("{} {}", self.role, self.ifname)
     }
 
     fn source(&mut self) -> Option<&mut dyn mio::event::Source> {

@@ -12,13 +12,14 @@ use tracing::{error, info, warn};
 use vnet_control::{NetworkSpec, PortInfo, PortSpec};
 use vnet_core::switch::{PortId, VlanMode};
 
-use super::network::{Network, PassEnd};
+use super::network::{self, Network, PassEnd};
 use super::{network_dir, report, Command, ControlError};
 use crate::backend::api::ApiPort;
 use crate::backend::stream::StreamPort;
 use crate::backend::tap::TapPort;
+use crate::backend::vde::VdePort;
 use crate::backend::Backend;
-use crate::sys::seqpacket;
+use crate::sys::{netif, seqpacket};
 
 pub(super) const WAKER: Token = Token(usize::MAX);
 
@@ -35,6 +36,7 @@ enum Target {
     StreamListener(NetKey),
     Dgram(NetKey),
     ApiListener(NetKey),
+    VdeListener(NetKey),
     Port(NetKey, PortId),
 }
 
@@ -44,6 +46,7 @@ impl Target {
             Target::StreamListener(n)
             | Target::Dgram(n)
             | Target::ApiListener(n)
+            | Target::VdeListener(n)
             | Target::Port(n, _) => n,
         }
     }
@@ -112,6 +115,7 @@ impl Engine {
                 match target {
                     Target::StreamListener(net) => self.accept_stream(net),
                     Target::ApiListener(net) => self.accept_api(net),
+                    Target::VdeListener(net) => self.accept_vde(net),
                     Target::Dgram(net) => {
                         if ev.is_readable() {
                             self.rx_list.push((net, None));
@@ -273,6 +277,30 @@ impl Engine {
         }
     }
 
+    fn accept_vde(&mut self, key: NetKey) {
+        loop {
+            let Some(net) = self.networks.get_mut(key) else {
+                return;
+            };
+            match net.vde_listener.accept() {
+                Ok((sock, _)) => {
+                    let dir = network::vde_dir(&net.dir);
+                    match VdePort::new(sock, &dir, net.name()) {
+                        Ok(port) => {
+                            self.add_port(key, Box::new(port), VlanMode::default()).ok();
+                        }
+                        Err(e) => warn!(net = net.name(), "cannot open a VDE port: {e}"),
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) => {
+                    warn!(net = net.name(), "accept on vde/ctl failed: {e}");
+                    return;
+                }
+            }
+        }
+    }
+
     /// Attaches a backend to vnet `key` and starts watching it.
     fn add_port(
         &mut self,
@@ -402,6 +430,7 @@ impl Engine {
             Token(self.targets.insert(Target::StreamListener(key))),
             Token(self.targets.insert(Target::Dgram(key))),
             Token(self.targets.insert(Target::ApiListener(key))),
+            Token(self.targets.insert(Target::VdeListener(key))),
         ];
         if let Err(e) = net.register_listeners(self.poll.registry(), tokens) {
             self.targets.retain(|_, t| t.net() != key);
@@ -410,9 +439,13 @@ impl Engine {
                 "cannot watch the sockets of {name:?}: {e}"
             )));
         }
-        let info = report::network_info(&net);
         self.networks.insert(net);
         self.names.insert(name.clone(), key);
+        if let Err(e) = self.start_host_adapter(key) {
+            self.delete_network(key);
+            return Err(e);
+        }
+        let info = report::network_info(&self.networks[key]);
         info!(
             net = name,
             mtu = info.mtu,
@@ -420,6 +453,42 @@ impl Engine {
             dir.display()
         );
         Ok(info)
+    }
+
+    /// Brings up the vnet's host adapter, if it has one. Without privileges that is
+    /// skipped with a warning (the rest of the vnet works); as root a failure is an error.
+    fn start_host_adapter(&mut self, key: NetKey) -> Result<(), ControlError> {
+        let spec = &self.networks[key].spec;
+        let (Some((ifname, address)), Some(subnet)) = (spec.host_adapter_resolved(), spec.subnet)
+        else {
+            return Ok(());
+        };
+        let (net_name, mtu) = (spec.name.clone(), spec.mtu);
+        let tap = match TapPort::host_adapter(&ifname) {
+            Ok(tap) => tap,
+            Err(e) if !is_root() => {
+                warn!(net = net_name, "skipped the host adapter {ifname}: {e}");
+                return Ok(());
+            }
+            Err(e) => return Err(ControlError::Failed(e.to_string())),
+        };
+        let setup = netif::configure(&ifname, address, subnet.prefix_len(), mtu)
+            .and_then(|()| netif::forbid_forwarding(&ifname));
+        if let Err(e) = setup {
+            return Err(ControlError::Failed(format!("host adapter {ifname}: {e}")));
+        }
+        let port = self.add_port(key, Box::new(tap), VlanMode::default())?;
+        self.networks[key].host_adapter = Some(vnet_control::HostAdapterInfo {
+            name: ifname.clone(),
+            address,
+            port: port.0,
+        });
+        info!(
+            net = net_name,
+            "host adapter {ifname} is {address}/{}",
+            subnet.prefix_len()
+        );
+        Ok(())
     }
 
     fn delete_network(&mut self, key: NetKey) {
@@ -450,6 +519,10 @@ impl Engine {
     }
 }
 
+fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
 fn no_port(net: &str, id: u32) -> ControlError {
     ControlError::NotFound(format!(
         "vnet {net:?} has no port {id} (see `vnet port ls {net}`)"
@@ -477,10 +550,83 @@ pub fn validate(spec: &NetworkSpec) -> Result<(), ControlError> {
             spec.mtu
         )));
     }
+    validate_addressing(spec)?;
     if spec.mac_aging_secs == 0 || spec.max_macs == 0 || spec.max_macs_per_port == 0 {
         return Err(ControlError::Invalid(
             "mac_aging_secs, max_macs and max_macs_per_port must be at least 1".to_string(),
         ));
+    }
+    Ok(())
+}
+
+/// Checks that the host adapter and DHCP fit the subnet.
+fn validate_addressing(spec: &NetworkSpec) -> Result<(), ControlError> {
+    let invalid = |m: String| Err(ControlError::Invalid(m));
+    let needs_subnet = spec.host_adapter.is_some() || spec.dhcp.is_some();
+    let Some(subnet) = spec.subnet else {
+        return if needs_subnet {
+            invalid(
+                "a host adapter or DHCP needs a subnet, e.g. \"subnet\": \"192.168.101.0/24\""
+                    .into(),
+            )
+        } else {
+            Ok(())
+        };
+    };
+    if subnet.prefix_len() > 30 {
+        return invalid(format!(
+            "subnet {subnet} is too small: use a prefix of /30 or shorter"
+        ));
+    }
+    let usable = |ip: std::net::Ipv4Addr| {
+        subnet.contains(&ip) && ip != subnet.network() && ip != subnet.broadcast()
+    };
+    if let Some((ifname, address)) = spec.host_adapter_resolved() {
+        if !crate::sys::tap::valid_ifname(&ifname) {
+            return invalid(format!(
+                "host adapter name {ifname:?} is not a valid interface name (1-15 characters)"
+            ));
+        }
+        if !usable(address) {
+            return invalid(format!(
+                "host adapter address {address} is not a host address of {subnet}"
+            ));
+        }
+    }
+    if let Some(d) = spec.dhcp_resolved() {
+        let [first, last] = d.range.expect("resolved");
+        let server = d.server.expect("resolved");
+        if !usable(first) || !usable(last) || first > last {
+            return invalid(format!(
+                "DHCP range {first}-{last} must be host addresses of {subnet}, first <= last"
+            ));
+        }
+        if !usable(server) || (first..=last).contains(&server) {
+            return invalid(format!(
+                "DHCP server address {server} must be a host address of {subnet} outside the range"
+            ));
+        }
+        if let Some(ha) = spec.host_adapter_resolved().map(|(_, a)| a) {
+            if ha == server || (first..=last).contains(&ha) {
+                return invalid(format!(
+                    "the host adapter address {ha} collides with the DHCP server or range"
+                ));
+            }
+        }
+        for r in &d.reservations {
+            if !usable(r.ip) || r.ip == server {
+                return invalid(format!(
+                    "reservation {} -> {} is not a free host address of {subnet}",
+                    r.mac, r.ip
+                ));
+            }
+        }
+        if d.lease_secs < 60 {
+            return invalid(format!(
+                "DHCP lease time {}s is too short: use at least 60",
+                d.lease_secs
+            ));
+        }
     }
     Ok(())
 }

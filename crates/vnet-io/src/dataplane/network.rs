@@ -56,10 +56,19 @@ pub(super) struct Network {
     pub ports: HashMap<PortId, PortIo>,
     pub stream_listener: UnixListener,
     pub api_listener: OwnedFd,
+    /// `vde/ctl`: the control socket of the vnet's VDE switch directory.
+    pub vde_listener: UnixListener,
     pub dgram: Rc<UnixDatagram>,
     pub dgram_peers: HashMap<PathBuf, PortId>,
+    /// The host's own adapter on this vnet, once it runs.
+    pub host_adapter: Option<vnet_control::HostAdapterInfo>,
     /// Destinations of the frame being forwarded (reused: no allocation per frame).
     scratch: Vec<(PortId, Tagging)>,
+}
+
+/// The vnet's VDE switch directory: `ctl` and the VDE ports' data sockets.
+pub(super) fn vde_dir(dir: &Path) -> PathBuf {
+    dir.join("vde")
 }
 
 /// Paths of a vnet's sockets inside its directory.
@@ -92,6 +101,17 @@ impl Network {
         for p in [&stream, &dgram, &api] {
             std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o660))?;
         }
+        // Clients bind their own data sockets in the VDE directory too: sticky, so
+        // they cannot remove each other's (or ctl).
+        let vde = vde_dir(&dir);
+        match std::fs::remove_dir_all(&vde) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+        std::fs::create_dir(&vde)?;
+        std::fs::set_permissions(&vde, std::fs::Permissions::from_mode(0o1770))?;
+        let vde_listener = UnixListener::bind(vde.join("ctl"))?;
+        std::fs::set_permissions(vde.join("ctl"), std::fs::Permissions::from_mode(0o660))?;
         let max_frame = SwitchConfig::max_frame_for_mtu(spec.mtu as usize);
         let config = SwitchConfig {
             max_frame,
@@ -108,8 +128,10 @@ impl Network {
             ports: HashMap::new(),
             stream_listener,
             api_listener,
+            vde_listener,
             dgram: Rc::new(dgram_sock),
             dgram_peers: HashMap::new(),
+            host_adapter: None,
             scratch: Vec::new(),
             spec,
             dir,
@@ -123,7 +145,7 @@ impl Network {
     pub fn register_listeners(
         &mut self,
         registry: &Registry,
-        tokens: [Token; 3],
+        tokens: [Token; 4],
     ) -> io::Result<()> {
         registry.register(&mut self.stream_listener, tokens[0], Interest::READABLE)?;
         // The dgram socket is shared by all its peers' ports, whose output waits on it.
@@ -133,7 +155,8 @@ impl Network {
             &mut SourceFd(&self.api_listener.as_raw_fd()),
             tokens[2],
             Interest::READABLE,
-        )
+        )?;
+        registry.register(&mut self.vde_listener, tokens[3], Interest::READABLE)
     }
 
     /// Adds a port for `backend`; the caller registers its source.
@@ -356,9 +379,12 @@ impl Network {
             let _ = registry.deregister(d);
         }
         let _ = registry.deregister(&mut SourceFd(&self.api_listener.as_raw_fd()));
+        let _ = registry.deregister(&mut self.vde_listener);
         for p in socket_paths(&self.dir) {
             let _ = std::fs::remove_file(p);
         }
+        // ctl, and any data socket a client left behind.
+        let _ = std::fs::remove_dir_all(vde_dir(&self.dir));
         let _ = std::fs::remove_dir(&self.dir);
     }
 }

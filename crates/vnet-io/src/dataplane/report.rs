@@ -20,6 +20,9 @@ pub(super) fn network_info(net: &Network) -> NetworkInfo {
         ports: net.ports.len(),
         macs: net.switch.mac_table().len(),
         sockets: NetworkSockets { stream, dgram, api },
+        subnet: net.spec.subnet,
+        host_adapter: net.host_adapter.clone(),
+        dhcp: net.spec.dhcp_resolved(),
     }
 }
 

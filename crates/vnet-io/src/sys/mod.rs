@@ -1,5 +1,6 @@
 //! The FFI edge: the only place in vnet with `unsafe` code.
 
+pub mod netif;
 pub mod peer;
 pub mod seqpacket;
 pub mod tap;

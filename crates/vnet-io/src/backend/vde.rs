@@ -1,0 +1,299 @@
+//! VDE clients: every vnet answers as a VDE switch whose directory is `RUN/NET/vde`, so
+//! QEMU `-netdev vde,sock=RUN/NET/vde`, `vde_plug RUN/NET/vde` (or `vde://RUN/NET/vde`)
+//! and anything else linked with libvdeplug attach to it. One accepted connection on
+//! `RUN/NET/vde/ctl` is one port. The byte layout is in `vnet_core::wire::vde`.
+//!
+//! The handshake, as `vde_switch` does it:
+//! 1. The client binds a datagram socket of its own and sends a request naming it.
+//! 2. We check that socket (below), bind the port's data socket at
+//!    `RUN/NET/vde/NNN.sock`, connect it to the client's socket and answer with our
+//!    address (a `struct sockaddr_un`). The client connects to it (libvdeplug then
+//!    unlinks its own path: the connection stands).
+//! 3. One datagram is one frame, both ways, up to the vnet's max frame. Because our data
+//!    socket is connected, the kernel accepts datagrams on it from the client's socket
+//!    only.
+//! 4. End of the control connection (or its error) closes the port. Bytes sent on it
+//!    after the request are counted as malformed input and ignored.
+//!
+//! Permissions: the client's data socket must be a socket owned by the uid on the other
+//! end of the control connection (`SO_PEERCRED`), unless that uid is 0 — so a client
+//! cannot make the vnet send frames into another user's socket. Our data socket is made
+//! the client's (`chown` to that uid, mode 0600) as `vde_switch` does when it runs as
+//! root; a daemon that cannot `chown` leaves it mode 0660, the mode of every other vnet
+//! socket. Whoever can open `ctl` (mode 0660) can attach, as with the other sockets.
+//!
+//! Both fds are watched under the port's one token, so the data plane sees one source.
+//! The data socket exists (unbound) from the start, so registering it never waits for
+//! the handshake. A request that never completes keeps its port pending (as an idle
+//! stream client does); frames queued for it wait in its bounded queue.
+
+use std::ffi::OsStr;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, AsRawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use mio::net::{UnixDatagram, UnixStream};
+use nix::sys::socket::{getsockopt, sockopt::PeerCredentials, UnixAddr};
+use tracing::info;
+use vnet_control::PortKind;
+use vnet_core::switch::DropCause;
+use vnet_core::wire::vde::{encode_sockaddr_un, parse_request, Request, RequestType, MAX_REQUEST};
+
+use super::{send_error, Backend, Received, Sent};
+use crate::frame::FrameBuf;
+use crate::sys::peer;
+
+/// Numbers the data sockets (`NNN.sock`); never reused while the daemon runs.
+static NEXT_DATA_SOCKET: AtomicU32 = AtomicU32::new(1);
+
+pub struct VdePort {
+    ctl: UnixStream,
+    data: UnixDatagram,
+    /// The switch directory (`RUN/NET/vde`).
+    dir: PathBuf,
+    net: String,
+    pid: Option<u32>,
+    uid: Option<u32>,
+    peer: String,
+    /// The request as it arrives; `None` once the handshake is done.
+    request: Option<Box<[u8; MAX_REQUEST]>>,
+    request_len: usize,
+    /// Our data socket's path, once bound (unlinked on drop).
+    data_path: Option<PathBuf>,
+    description: Option<String>,
+}
+
+impl VdePort {
+    /// Wraps an accepted connection on `dir/ctl` of vnet `net`.
+    pub fn new(ctl: UnixStream, dir: &Path, net: &str) -> io::Result<Self> {
+        let (pid, peer) = peer::describe(&ctl.as_fd());
+        let uid = getsockopt(&ctl.as_fd(), PeerCredentials)
+            .ok()
+            .map(|c| c.uid());
+        Ok(VdePort {
+            data: UnixDatagram::unbound()?,
+            ctl,
+            dir: dir.to_path_buf(),
+            net: net.to_string(),
+            pid,
+            uid,
+            peer,
+            request: Some(Box::new([0; MAX_REQUEST])),
+            request_len: 0,
+            data_path: None,
+            description: None,
+        })
+    }
+
+    /// Reads the request; `Ok(true)` once the port is open, `Ok(false)` while waiting.
+    fn read_request(&mut self) -> Result<bool, String> {
+        let Some(buf) = self.request.as_mut() else {
+            return Ok(true);
+        };
+        loop {
+            match self.ctl.read(&mut buf[self.request_len..]) {
+                Ok(0) if self.request_len == 0 => {
+                    return Err("client closed the control connection before its request".into())
+                }
+                Ok(0) => {
+                    return Err(format!(
+                        "truncated request: {} bytes, then the client closed the connection",
+                        self.request_len
+                    ))
+                }
+                Ok(n) => self.request_len += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(format!("reading the request failed: {e}")),
+            }
+            match parse_request(&buf[..self.request_len]) {
+                Err(e) => return Err(e.to_string()),
+                Ok(None) => continue,
+                Ok(Some(request)) => {
+                    self.open(&request)?;
+                    self.request = None;
+                    return Ok(true);
+                }
+            }
+        }
+    }
+
+    /// Checks the client's data socket, binds and connects ours, and answers.
+    fn open(&mut self, request: &Request) -> Result<(), String> {
+        let client = Path::new(OsStr::from_bytes(&request.data_path));
+        let shown = client.display();
+        if !client.is_absolute() {
+            return Err(format!(
+                "the client's data socket {shown} is not an absolute path"
+            ));
+        }
+        let meta = std::fs::metadata(client)
+            .map_err(|e| format!("cannot stat the client's data socket {shown}: {e}"))?;
+        if !meta.file_type().is_socket() {
+            return Err(format!("the client's data socket {shown} is not a socket"));
+        }
+        let owner = meta.uid();
+        match self.uid {
+            Some(0) => {}
+            Some(uid) if uid == owner => {}
+            Some(uid) => {
+                return Err(format!(
+                    "the client's data socket {shown} belongs to uid {owner}, not to the connecting uid {uid}"
+                ))
+            }
+            None => return Err("cannot tell which user is connecting (no SO_PEERCRED)".into()),
+        }
+
+        let n = NEXT_DATA_SOCKET.fetch_add(1, Ordering::Relaxed);
+        let ours = self.dir.join(format!("{n:03}.sock"));
+        let Some(reply) = encode_sockaddr_un(ours.as_os_str().as_bytes()) else {
+            return Err(format!(
+                "the data socket path {} is too long for a unix socket address",
+                ours.display()
+            ));
+        };
+        let _ = std::fs::remove_file(&ours);
+        let addr = UnixAddr::new(&ours).map_err(|e| format!("bad data socket path: {e}"))?;
+        nix::sys::socket::bind(self.data.as_raw_fd(), &addr)
+            .map_err(|e| format!("cannot bind the data socket {}: {e}", ours.display()))?;
+        self.data_path = Some(ours.clone());
+        let ours_meta = std::fs::metadata(&ours)
+            .map_err(|e| format!("cannot stat the data socket {}: {e}", ours.display()))?;
+        let mode = if ours_meta.uid() == owner
+            || std::os::unix::fs::chown(&ours, Some(owner), None).is_ok()
+        {
+            0o600
+        } else {
+            0o660
+        };
+        std::fs::set_permissions(&ours, std::fs::Permissions::from_mode(mode))
+            .map_err(|e| format!("cannot set the mode of {}: {e}", ours.display()))?;
+
+        let addr =
+            UnixAddr::new(client).map_err(|e| format!("bad data socket path {shown}: {e}"))?;
+        nix::sys::socket::connect(self.data.as_raw_fd(), &addr)
+            .map_err(|e| format!("cannot connect to the client's data socket {shown}: {e}"))?;
+
+        match self.ctl.write(&reply) {
+            Ok(n) if n == reply.len() => {}
+            Ok(n) => return Err(format!("answer cut short ({n} bytes written)")),
+            Err(e) => return Err(format!("cannot answer the request: {e}")),
+        }
+        let asked = match request.request {
+            RequestType::NewPort { port: 0 } => String::new(),
+            RequestType::NewPort { port } => format!(", asked for port {port}"),
+            RequestType::NewPort0 => ", asked for management port 0".to_string(),
+        };
+        info!(
+            net = self.net,
+            "vde client {} connected (protocol v{}{asked}): {:?}, data {} <-> {shown}",
+            self.peer,
+            request.version.number(),
+            request.description,
+            ours.display(),
+        );
+        self.description = Some(request.description.clone());
+        Ok(())
+    }
+
+    /// After the data socket ran dry: did the client close the control connection?
+    fn check_control(&mut self) -> Received {
+        let mut scratch = [0u8; 256];
+        loop {
+            return match self.ctl.read(&mut scratch) {
+                Ok(0) => Received::Closed("client closed the control connection".into()),
+                Ok(n) => Received::Dropped(
+                    DropCause::Malformed,
+                    format!("{n} unexpected bytes on the control connection"),
+                ),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Received::WouldBlock,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => Received::Closed(format!("control connection failed: {e}")),
+            };
+        }
+    }
+}
+
+impl Backend for VdePort {
+    fn kind(&self) -> PortKind {
+        PortKind::Vde
+    }
+
+    fn description(&self) -> String {
+        match &self.description {
+            Some(d) if d.is_empty() => format!("vde {}", self.peer),
+            Some(d) => format!("vde {d} [{}]", self.peer),
+            None => format!("vde (awaiting its request) {}", self.peer),
+        }
+    }
+
+    fn pid(&self) -> Option<u32> {
+        self.pid
+    }
+
+    fn source(&mut self) -> Option<&mut dyn mio::event::Source> {
+        Some(self)
+    }
+
+    fn recv(&mut self, buf: &mut FrameBuf) -> Received {
+        match self.read_request() {
+            Ok(true) => {}
+            Ok(false) => return Received::WouldBlock,
+            Err(why) => return Received::Closed(why),
+        }
+        loop {
+            return match self.data.recv(buf.recv_space()) {
+                Ok(n) => {
+                    // A datagram longer than the buffer is cut to fill it: the switch
+                    // sees one byte more than a frame may have and counts it oversize.
+                    buf.set_len(n);
+                    Received::Frame
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.check_control(),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => Received::Closed(format!("data receive failed: {e}")),
+            };
+        }
+    }
+
+    fn send(&mut self, frame: &FrameBuf) -> Sent {
+        if self.request.is_some() {
+            // Not connected yet: the frame waits in the queue.
+            return Sent::WouldBlock;
+        }
+        match self.data.send(frame.frame()) {
+            Ok(_) => Sent::Done,
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ECONNREFUSED | libc::ENOTCONN)) => {
+                Sent::Closed(format!("the client's data socket is gone ({e})"))
+            }
+            Err(e) => send_error(e),
+        }
+    }
+}
+
+impl mio::event::Source for VdePort {
+    fn register(&mut self, r: &mio::Registry, t: mio::Token, i: mio::Interest) -> io::Result<()> {
+        self.ctl.register(r, t, i)?;
+        self.data.register(r, t, i)
+    }
+    fn reregister(&mut self, r: &mio::Registry, t: mio::Token, i: mio::Interest) -> io::Result<()> {
+        self.ctl.reregister(r, t, i)?;
+        self.data.reregister(r, t, i)
+    }
+    fn deregister(&mut self, r: &mio::Registry) -> io::Result<()> {
+        let ctl = self.ctl.deregister(r);
+        self.data.deregister(r)?;
+        ctl
+    }
+}
+
+impl Drop for VdePort {
+    fn drop(&mut self) {
+        if let Some(path) = &self.data_path {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}

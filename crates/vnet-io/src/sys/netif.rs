@@ -1,0 +1,113 @@
+//! Configuring a host interface: IPv4 address, netmask, MTU, up, and whether the host
+//! routes for it. The classic `SIOCSIF*` ioctls on an `AF_INET` socket are enough for a
+//! host adapter and need no netlink stack.
+
+use std::io;
+use std::net::Ipv4Addr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+/// Gives `ifname` the address `addr/prefix_len`, the MTU `mtu`, and brings it up.
+pub fn configure(ifname: &str, addr: Ipv4Addr, prefix_len: u8, mtu: u32) -> io::Result<()> {
+    let sock = inet_socket()?;
+    let mask = Ipv4Addr::from(
+        u32::MAX
+            .checked_shl(32 - u32::from(prefix_len))
+            .unwrap_or(0),
+    );
+    let mut req = ifreq(ifname);
+    req.ifr_ifru.ifru_addr = sockaddr_in(addr);
+    ioctl(&sock, libc::SIOCSIFADDR, &mut req, "set the address of")?;
+    let mut req = ifreq(ifname);
+    req.ifr_ifru.ifru_netmask = sockaddr_in(mask);
+    ioctl(&sock, libc::SIOCSIFNETMASK, &mut req, "set the netmask of")?;
+    let mut req = ifreq(ifname);
+    req.ifr_ifru.ifru_mtu = mtu as libc::c_int;
+    ioctl(&sock, libc::SIOCSIFMTU, &mut req, "set the MTU of")?;
+    let mut req = ifreq(ifname);
+    ioctl(&sock, libc::SIOCGIFFLAGS, &mut req, "read the flags of")?;
+    // SAFETY: SIOCGIFFLAGS filled the flags member of the union.
+    let flags = unsafe { req.ifr_ifru.ifru_flags };
+    req.ifr_ifru.ifru_flags = flags | libc::IFF_UP as libc::c_short;
+    ioctl(&sock, libc::SIOCSIFFLAGS, &mut req, "bring up")
+}
+
+/// Stops the host from forwarding what arrives on `ifname` (IPv4 and IPv6): a host-only
+/// vnet reaches the host and nothing beyond it, whatever `ip_forward` says globally.
+pub fn forbid_forwarding(ifname: &str) -> io::Result<()> {
+    for family in ["ipv4", "ipv6"] {
+        let path = format!("/proc/sys/net/{family}/conf/{ifname}/forwarding");
+        match std::fs::write(&path, "0") {
+            Err(e) if e.kind() == io::ErrorKind::NotFound && family == "ipv6" => {}
+            Err(e) => {
+                return Err(io::Error::new(
+                    e.kind(),
+                    format!("cannot write {path}: {e}"),
+                ))
+            }
+            Ok(()) => {}
+        }
+    }
+    Ok(())
+}
+
+fn inet_socket() -> io::Result<OwnedFd> {
+    // SAFETY: socket(2) with constant arguments; the result is checked below.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd was just returned by socket(2) and is owned by nothing else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn ifreq(ifname: &str) -> libc::ifreq {
+    // SAFETY: ifreq is plain old data; all-zero is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req
+        .ifr_name
+        .iter_mut()
+        .zip(ifname.bytes().take(libc::IFNAMSIZ - 1))
+    {
+        *dst = src as libc::c_char;
+    }
+    req
+}
+
+fn sockaddr_in(addr: Ipv4Addr) -> libc::sockaddr {
+    let sin = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: 0,
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(addr).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    // SAFETY: sockaddr_in and sockaddr have the same size on Linux and both are plain
+    // old data; the kernel reads the family field to interpret the rest.
+    unsafe { std::mem::transmute::<libc::sockaddr_in, libc::sockaddr>(sin) }
+}
+
+fn ioctl(
+    sock: &OwnedFd,
+    request: libc::c_ulong,
+    req: &mut libc::ifreq,
+    what: &str,
+) -> io::Result<()> {
+    // SAFETY: `req` is a valid ifreq that outlives the call; these SIOC*IF* requests
+    // read and write only that struct.
+    let rc = unsafe { libc::ioctl(sock.as_raw_fd(), request, req as *mut libc::ifreq) };
+    if rc < 0 {
+        let e = io::Error::last_os_error();
+        let name: String = req
+            .ifr_name
+            .iter()
+            .take_while(|c| **c != 0)
+            .map(|c| *c as u8 as char)
+            .collect();
+        return Err(io::Error::new(
+            e.kind(),
+            format!("cannot {what} {name}: {e}"),
+        ));
+    }
+    Ok(())
+}
