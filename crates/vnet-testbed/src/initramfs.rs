@@ -94,7 +94,7 @@ pub fn standard() -> Result<&'static Initramfs> {
 }
 
 /// Where built archives are cached: `$VNET_TESTBED_CACHE` if set; otherwise
-/// `target/<profile>/vnet-testbed/` when running from a cargo test executable
+/// `target/vnet-testbed-cache/` when running from a cargo test executable
 /// (`target/<profile>/deps/`), else `$TMPDIR/vnet-testbed-cache`.
 pub fn cache_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("VNET_TESTBED_CACHE") {
@@ -103,8 +103,8 @@ pub fn cache_dir() -> PathBuf {
     if let Ok(exe) = std::env::current_exe() {
         if let Some(deps) = exe.parent() {
             if deps.file_name().is_some_and(|n| n == "deps") {
-                if let Some(profile) = deps.parent() {
-                    return profile.join("vnet-testbed");
+                if let Some(target) = deps.parent().and_then(Path::parent) {
+                    return target.join("vnet-testbed-cache");
                 }
             }
         }
@@ -161,9 +161,18 @@ pub fn build(
         .prefix(".initramfs-")
         .tempfile_in(cache)?;
     write_archive(&initramfs, tmp.as_file())?;
-    tmp.persist(&path)
-        .map_err(|e| Error::Failed(format!("cannot store {}: {e}", path.display())))?;
+    publish(tmp, &path)?;
     Ok(initramfs)
+}
+
+/// Moves a finished temporary file to its cache name, readable by all (an
+/// unprivileged test run may share the cache), atomically.
+pub(crate) fn publish(tmp: tempfile::NamedTempFile, path: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o644))?;
+    tmp.persist(path)
+        .map_err(|e| Error::Failed(format!("cannot store {}: {e}", path.display())))?;
+    Ok(())
 }
 
 fn write_archive(initramfs: &Initramfs, file: &fs::File) -> Result<()> {

@@ -136,8 +136,7 @@ impl GuestKernel {
             if out.stdout.starts_with(b"\x7fELF") && out.stdout.len() as u64 > meta.len() {
                 let tmp = tempfile::NamedTempFile::new_in(cache)?;
                 fs::write(tmp.path(), &out.stdout)?;
-                tmp.persist(&path)
-                    .map_err(|e| Error::Failed(format!("cannot store {}: {e}", path.display())))?;
+                crate::initramfs::publish(tmp, &path)?;
                 return Ok(path);
             }
         }

@@ -144,3 +144,28 @@ fn dhcp_between_namespaces() {
         "host resolv.conf touched"
     );
 }
+
+#[test]
+fn tap_returns_to_the_host_when_the_vm_drops() {
+    skip_unless_root!();
+    // Stands in for a TAP the daemon created (a persistent one, no fd).
+    let tap = vnet_testbed::unique_name("tap");
+    let out = std::process::Command::new("ip")
+        .args(["tuntap", "add", "mode", "tap", "name", &tap])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let vm = NsVm::attach(&tap, "02:00:00:00:03:01", "10.80.0.2/24");
+    assert!(!link_exists(&tap), "moved out of the host namespace");
+    let shown = vm.ns().exec_ok(&["ip", "-br", "addr", "show", "dev", &tap]);
+    assert!(shown.contains("10.80.0.2/24"), "{shown}");
+    drop(vm);
+    assert!(link_exists(&tap), "back in the host namespace");
+    let _ = std::process::Command::new("ip")
+        .args(["link", "del", &tap])
+        .output();
+}
