@@ -1,7 +1,8 @@
 //! The QEMU half of the test bed, without vnetd: a guest boots and runs
 //! commands; two guests cabled to each other with QEMU's own socket netdevs
-//! ping each other (proving the initramfs, its modules and its network
-//! set-up).
+//! (stream and dgram) ping each other, also over an 802.1Q VLAN, and one
+//! leases an address from the other over DHCP (proving the initramfs, its
+//! modules and its network set-up).
 //!
 //! Boots are slow under TCG; run with `--nocapture` to see the boot times.
 
@@ -130,6 +131,18 @@ fn two_guests_ping_over_qemu_stream_and_dgram() {
     // The peer saw the MAC the builder assigned.
     let neigh = b.exec_ok("ip neigh show 10.99.0.1", T);
     assert!(neigh.contains(a.mac(0)), "{neigh}");
+
+    // 802.1Q inside the guests (8021q module) over the dgram cable.
+    for (g, ip) in [(&a, "10.97.0.1/24"), (&b, "10.97.0.2/24")] {
+        g.exec_ok(
+            &format!(
+                "ip link add link eth1 name eth1.10 type vlan id 10 && \
+                 ip addr add {ip} dev eth1.10 && ip link set eth1.10 up"
+            ),
+            T,
+        );
+    }
+    a.exec_ok("ping -c 2 -W 2 10.97.0.2", T);
 
     // DHCP: a serves on eth0 (a background process), b leases from it.
     a.exec_ok(
