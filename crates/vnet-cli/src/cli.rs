@@ -149,6 +149,9 @@ pub struct AttachArgs {
     /// Use -netdev dgram (unix datagrams) instead of -netdev stream
     #[arg(long)]
     pub dgram: bool,
+    /// Use -netdev vde (the vnet's VDE switch directory) instead of -netdev stream
+    #[arg(long, conflicts_with = "dgram")]
+    pub vde: bool,
     /// MAC address of the VM's NIC [default: random 52:54:00:xx:xx:xx]
     #[arg(long)]
     pub mac: Option<MacAddr>,
@@ -330,6 +333,23 @@ mod tests {
                 .unwrap_err()
                 .kind(),
             ErrorKind::ValueValidation
+        );
+    }
+
+    #[test]
+    fn attach_takes_vde_or_dgram_not_both() {
+        let Command::Attach(a) = parse(&["attach", "lab", "--qemu", "--vde"])
+            .unwrap()
+            .command
+        else {
+            panic!()
+        };
+        assert!(a.vde && !a.dgram);
+        assert_eq!(
+            parse(&["attach", "lab", "--qemu", "--vde", "--dgram"])
+                .unwrap_err()
+                .kind(),
+            ErrorKind::ArgumentConflict
         );
     }
 

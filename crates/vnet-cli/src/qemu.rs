@@ -8,6 +8,8 @@
 //! - `-netdev dgram`: QEMU binds a socket of its own (`local`) and sends to
 //!   `RUN/NET/dgram.sock` (`remote`); vnetd learns the port from the sender address, so
 //!   `local` must be unique per NIC.
+//! - `-netdev vde`: QEMU (built with VDE support) connects to the VDE switch directory
+//!   `RUN/NET/vde` as to a `vde_switch`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -19,6 +21,7 @@ use vnet_control::MacAddr;
 pub enum Netdev {
     Stream,
     Dgram,
+    Vde,
 }
 
 /// A QEMU release, as far as option names care.
@@ -61,7 +64,8 @@ pub struct Attachment<'a> {
     /// NIC model, e.g. `virtio-net-pci`.
     pub model: &'a str,
     pub mac: MacAddr,
-    /// The vnet's socket for this transport (`NetworkInfo.sockets.stream` or `.dgram`).
+    /// The vnet's socket for this transport (`NetworkInfo.sockets.stream` or `.dgram`),
+    /// or its VDE switch directory.
     pub vnet_socket: &'a Path,
     /// Dgram only: the path QEMU binds.
     pub local_socket: Option<&'a Path>,
@@ -91,6 +95,7 @@ pub fn qemu_args(a: &Attachment) -> Vec<String> {
                 a.id
             )
         }
+        Netdev::Vde => format!("vde,id={},sock={vnet_socket}", a.id),
     };
     let device = format!("{},netdev={},mac={}", a.model, a.id, a.mac);
     vec!["-netdev".into(), netdev, "-device".into(), device]
@@ -130,6 +135,11 @@ pub fn is_valid_id(id: &str) -> bool {
 pub fn random_mac() -> MacAddr {
     let [a, b, c] = random_bytes::<3>();
     MacAddr([0x52, 0x54, 0x00, a, b, c])
+}
+
+/// The VDE switch directory of a vnet: `RUN/NET/vde`, beside its stream socket.
+pub fn vde_dir(stream_socket: &Path) -> PathBuf {
+    stream_socket.with_file_name("vde")
 }
 
 /// A fresh path for QEMU's end of a dgram attachment, in the temporary directory.
@@ -245,6 +255,30 @@ mod tests {
                 "dgram,id=net1,local.type=unix,local.path=/tmp/vnet-lan-0a0b0c0d.sock,remote.type=unix,remote.path=/run/vnet/lan,,10/dgram.sock",
                 "-device",
                 "e1000,netdev=net1,mac=52:54:00:12:34:56",
+            ]
+        );
+    }
+
+    #[test]
+    fn vde_arguments_name_the_switch_directory() {
+        let dir = vde_dir(Path::new("/run/vnet/lab/stream.sock"));
+        assert_eq!(dir, Path::new("/run/vnet/lab/vde"));
+        let args = qemu_args(&Attachment {
+            netdev: Netdev::Vde,
+            id: "vnet0",
+            model: "e1000",
+            mac: MAC,
+            vnet_socket: &dir,
+            local_socket: None,
+            reconnect: Reconnect::Never,
+        });
+        assert_eq!(
+            args,
+            [
+                "-netdev",
+                "vde,id=vnet0,sock=/run/vnet/lab/vde",
+                "-device",
+                "e1000,netdev=vnet0,mac=52:54:00:12:34:56",
             ]
         );
     }

@@ -1,4 +1,4 @@
-//! `vnet attach NET --qemu`: the arguments that put a VM on a vnet.
+//! `vnet attach NET --qemu [--dgram | --vde]`: the arguments that put a VM on a vnet.
 
 use serde::Serialize;
 use vnet_control::MacAddr;
@@ -36,7 +36,10 @@ pub fn run(ctx: &Context, args: AttachArgs) -> Result<(), Failure> {
         .map_err(|e| Failure::from(e).if_not_found("list the vnets with `vnet net ls`"))?;
 
     let local = qemu::dgram_local_path(&info.name);
-    let (netdev, vnet_socket, local_socket, reconnect) = if args.dgram {
+    let vde_dir = qemu::vde_dir(&info.sockets.stream);
+    let (netdev, vnet_socket, local_socket, reconnect) = if args.vde {
+        (Netdev::Vde, &vde_dir, None, Reconnect::Never)
+    } else if args.dgram {
         (
             Netdev::Dgram,
             &info.sockets.dgram,
@@ -65,7 +68,11 @@ pub fn run(ctx: &Context, args: AttachArgs) -> Result<(), Failure> {
     if ctx.json {
         return print_json(&QemuAttachment {
             network: &info.name,
-            netdev: if args.dgram { "dgram" } else { "stream" },
+            netdev: match netdev {
+                Netdev::Stream => "stream",
+                Netdev::Dgram => "dgram",
+                Netdev::Vde => "vde",
+            },
             mac,
             args: &qemu_args,
         });
