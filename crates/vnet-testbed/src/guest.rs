@@ -42,7 +42,9 @@ const EXEC_SLACK: Duration = Duration::from_secs(30);
 pub enum Netdev {
     /// Connect to a listening unix stream socket (e.g. the daemon's
     /// `RUN/NET/stream.sock`): `-netdev stream,server=off,addr.type=unix,addr.path=PATH`.
-    /// The socket must exist when the guest boots.
+    /// The socket must exist when the guest boots ([`GuestBuilder::boot`]
+    /// checks): QEMU 7.2 connects once, asynchronously, silently gives up on
+    /// failure and never reconnects (a restarted daemon loses the guest).
     Stream {
         /// The listening socket.
         path: PathBuf,
@@ -341,6 +343,7 @@ impl GuestBuilder {
     /// On failure the error carries the tail of the console and QEMU's
     /// stderr.
     pub fn boot(self) -> Result<Guest> {
+        self.check_stream_sockets()?;
         let image = initramfs::standard()?;
         let dir = tempfile::Builder::new()
             .prefix(&format!("vnet-guest-{}-", self.name))
@@ -408,6 +411,29 @@ impl GuestBuilder {
             }
             Err(stop) => Err(guest.failure(stop, "boot", self.boot_timeout)),
         }
+    }
+}
+
+impl GuestBuilder {
+    /// QEMU 7.2 connects a stream client once, asynchronously, and does not
+    /// report a failure: the guest would boot with a dead NIC. Fail early and
+    /// clearly instead.
+    fn check_stream_sockets(&self) -> Result<()> {
+        use std::os::unix::fs::FileTypeExt;
+        for (i, nic) in self.nics.iter().enumerate() {
+            if let Netdev::Stream { path } = &nic.netdev {
+                let is_socket = std::fs::metadata(path).is_ok_and(|m| m.file_type().is_socket());
+                if !is_socket {
+                    return Err(Error::Failed(format!(
+                        "guest {}: NIC {i}: no listening socket at {} (QEMU would boot with the \
+                         NIC unconnected and never retry)",
+                        self.name,
+                        path.display()
+                    )));
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -706,7 +732,8 @@ impl Guest {
     fn failure(&self, stop: Stop, what: &str, waited: Duration) -> Error {
         let stderr = std::fs::read_to_string(&self.stderr_log).unwrap_or_default();
         let details = format!(
-            "guest {} ({}): {what}\n--- console (tail) ---\n{}--- qemu stderr ---\n{}\n--- full log: {} ---",
+            "guest {} ({}): {what}\n--- console (tail) ---\n{}--- qemu stderr ---\n{}\n\
+             --- full log: {} (kept if the test panics with the guest alive) ---",
             self.name,
             match stop {
                 Stop::Timeout => format!("no answer within {waited:?}"),

@@ -164,3 +164,33 @@ fn two_guests_ping_over_qemu_stream_and_dgram() {
     );
     b.exec_ok("ping -c 1 -W 2 10.99.0.1", T);
 }
+
+#[test]
+fn missing_stream_socket_fails_before_booting() {
+    let err = Guest::builder()
+        .nic(Netdev::Stream {
+            path: "/nonexistent/stream.sock".into(),
+        })
+        .boot()
+        .expect_err("no socket to connect to");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("no listening socket at /nonexistent/stream.sock"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn qemu_failure_is_reported_with_its_stderr() {
+    skip_unless_root!();
+    let err = Guest::builder()
+        .nic(Netdev::Raw("no-such-backend".into()))
+        .boot()
+        .expect_err("QEMU rejects the netdev");
+    let msg = err.to_string();
+    assert!(!err.is_timeout(), "{msg}");
+    assert!(
+        msg.contains("QEMU exited") && msg.contains("no-such-backend"),
+        "{msg}"
+    );
+}
