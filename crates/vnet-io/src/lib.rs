@@ -5,12 +5,14 @@
 //! - [`backend`]: one module per client protocol, each turning its transport into whole
 //!   frames behind the [`backend::Backend`] trait.
 //! - [`frame`]: frame buffers with headroom, recycled through a pool.
+//! - [`services`]: the I/O shells of built-in services (DHCP) that attach as ports.
 //! - [`dataplane`]: the epoll thread that moves frames between backends through each
 //!   vnet's `vnet_core` switch, and the [`dataplane::Handle`] the control plane uses.
 
 pub mod backend;
 pub mod dataplane;
 pub mod frame;
+pub mod services;
 pub mod sys;
 
 pub use dataplane::{ControlError, DataPlane, Handle};

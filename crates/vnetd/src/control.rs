@@ -7,9 +7,9 @@ use std::fmt::Write as _;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
-use vnet_control::{ApiError, NetworkSpec, PortSpec, Version};
+use vnet_control::{ApiError, DhcpSpec, MacAddr, NetworkSpec, PortSpec, Reservation, Version};
 use vnet_io::{ControlError, Handle};
 
 /// Every error the API returns: a status and `{"error": "..."}`.
@@ -47,6 +47,10 @@ pub fn router(handle: Handle) -> Router {
             get(port).delete(remove_port),
         )
         .route("/v1/networks/{net}/macs", get(macs))
+        .route("/v1/networks/{net}/leases", get(leases))
+        .route("/v1/networks/{net}/dhcp", put(set_dhcp))
+        .route("/v1/networks/{net}/dhcp/reservations", post(add_reservation))
+        .route("/v1/networks/{net}/dhcp/reservations/{mac}", delete(remove_reservation))
         .route("/metrics", get(metrics))
         .fallback(|| async {
             HttpError(
@@ -118,6 +122,35 @@ async fn remove_port(
 
 async fn macs(State(h): State<Handle>, Path(net): Path<String>) -> Result<impl IntoResponse> {
     Ok(Json(h.macs(net).await?))
+}
+
+async fn leases(State(h): State<Handle>, Path(net): Path<String>) -> Result<impl IntoResponse> {
+    Ok(Json(h.leases(net).await?))
+}
+
+async fn set_dhcp(State(h): State<Handle>, Path(net): Path<String>, body: axum::body::Bytes) -> Result<impl IntoResponse> {
+    let spec: DhcpSpec = parse_body(&body)?;
+    Ok(Json(h.set_dhcp(net, spec).await?))
+}
+
+async fn add_reservation(
+    State(h): State<Handle>,
+    Path(net): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<impl IntoResponse> {
+    let r: Reservation = parse_body(&body)?;
+    Ok((StatusCode::CREATED, Json(h.add_reservation(net, r).await?)))
+}
+
+async fn remove_reservation(
+    State(h): State<Handle>,
+    Path((net, mac)): Path<(String, String)>,
+) -> Result<impl IntoResponse> {
+    let mac: MacAddr = mac.parse().map_err(|e: vnet_core::wire::ethernet::ParseMacError| {
+        HttpError(StatusCode::BAD_REQUEST, e.to_string())
+    })?;
+    h.remove_reservation(net, mac).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// A metric name, its help text and how to read it from a port's counters.

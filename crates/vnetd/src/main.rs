@@ -65,7 +65,7 @@ fn run(args: Args) -> Result<()> {
     let state_dir = args.state_dir.unwrap_or_else(dirs::default_state_dir);
     let control = dirs::claim(&run_dir, &state_dir)?;
 
-    let dataplane = DataPlane::spawn(run_dir.clone()).context("cannot start the data plane")?;
+    let dataplane = DataPlane::spawn(run_dir.clone(), state_dir.clone()).context("cannot start the data plane")?;
     let handle = dataplane.handle();
     for net in &config.network {
         let net = net.get_ref();

@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod dgram;
+pub mod service;
 pub mod stream;
 pub mod tap;
 pub mod vde;
@@ -75,6 +76,20 @@ pub trait Backend {
 
     /// Answers a request this backend returned from `recv`. Only the vnet API has any.
     fn answer(&mut self, _request: &Request, _reply: &Reply) {}
+
+    /// Whether the backend holds input it made itself (a service's replies): the data
+    /// plane then reads it without waiting for an fd.
+    fn has_input(&self) -> bool {
+        false
+    }
+
+    /// When the backend wants [`Backend::tick`] (a service's timers).
+    fn deadline(&self) -> Option<std::time::Instant> {
+        None
+    }
+
+    /// Runs due timers.
+    fn tick(&mut self, _now: std::time::Instant) {}
 }
 
 /// Maps an I/O error during send to its outcome.

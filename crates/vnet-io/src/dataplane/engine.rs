@@ -1,6 +1,8 @@
 //! The loop itself: poll, receive, transmit, obey commands, age MAC tables.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
+use std::rc::Rc;
 use std::io;
 use std::path::PathBuf;
 use std::sync::mpsc;
@@ -9,7 +11,7 @@ use std::time::{Duration, Instant};
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 use tracing::{error, info, warn};
-use vnet_control::{NetworkSpec, PortInfo, PortSpec};
+use vnet_control::{DhcpSpec, NetworkSpec, PortInfo, PortSpec};
 use vnet_core::switch::{PortId, VlanMode};
 
 use super::network::{self, Network, PassEnd};
@@ -19,6 +21,8 @@ use crate::backend::stream::StreamPort;
 use crate::backend::tap::TapPort;
 use crate::backend::vde::VdePort;
 use crate::backend::Backend;
+use crate::backend::service::ServicePort;
+use crate::services::dhcp::{self, DhcpService};
 use crate::sys::{netif, seqpacket};
 
 pub(super) const WAKER: Token = Token(usize::MAX);
@@ -55,6 +59,7 @@ impl Target {
 pub(super) struct Engine {
     poll: Poll,
     run_dir: PathBuf,
+    state_dir: PathBuf,
     commands: mpsc::Receiver<Command>,
     networks: Slab<Network>,
     names: HashMap<String, NetKey>,
@@ -66,14 +71,22 @@ pub(super) struct Engine {
     /// Dgram ports that were full: retried after [`RETRY`].
     retry_list: Vec<(NetKey, PortId)>,
     touched: Vec<PortId>,
+    /// Ports whose client is a built-in service (they have timers).
+    services: Vec<(NetKey, PortId)>,
     last_aging: Instant,
 }
 
 impl Engine {
-    pub fn new(poll: Poll, run_dir: PathBuf, commands: mpsc::Receiver<Command>) -> Self {
+    pub fn new(
+        poll: Poll,
+        run_dir: PathBuf,
+        state_dir: PathBuf,
+        commands: mpsc::Receiver<Command>,
+    ) -> Self {
         Engine {
             poll,
             run_dir,
+            state_dir,
             commands,
             networks: Slab::new(),
             names: HashMap::new(),
@@ -82,6 +95,7 @@ impl Engine {
             tx_list: Vec::new(),
             retry_list: Vec::new(),
             touched: Vec::new(),
+            services: Vec::new(),
             last_aging: Instant::now(),
         }
     }
@@ -89,12 +103,15 @@ impl Engine {
     pub fn run(mut self) {
         let mut events = Events::with_capacity(1024);
         loop {
+            let next_timer = self.tick_services();
             let timeout = if !self.rx_list.is_empty() || !self.tx_list.is_empty() {
                 Duration::ZERO
             } else if !self.retry_list.is_empty() {
                 RETRY
             } else {
-                AGING_INTERVAL
+                next_timer.map_or(AGING_INTERVAL, |t| {
+                    t.saturating_duration_since(Instant::now()).min(AGING_INTERVAL)
+                })
             };
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 if e.kind() == io::ErrorKind::Interrupted {
@@ -227,7 +244,37 @@ impl Engine {
                 PassEnd::Blocked if !has_fd => self.retry_list.push((key, id)),
                 _ => {}
             }
+            let has_input = self.networks.get(key).and_then(|n| n.ports.get(&id));
+            if has_input.is_some_and(|p| p.backend.has_input()) {
+                self.schedule_rx(key, id);
+            }
         }
+    }
+
+    /// Runs the timers of built-in services that are due; returns the next deadline.
+    fn tick_services(&mut self) -> Option<Instant> {
+        let mut next: Option<Instant> = None;
+        let mut due = Vec::new();
+        self.services.retain(|&(key, id)| {
+            let Some(port) = self.networks.get_mut(key).and_then(|n| n.ports.get_mut(&id)) else {
+                return false;
+            };
+            // Services may derive deadlines from another clock: compare with a reading
+            // taken after asking, so a deadline that has passed is never in the future.
+            match port.backend.deadline() {
+                Some(t) if t <= Instant::now() => {
+                    port.backend.tick(Instant::now());
+                    due.push((key, id));
+                }
+                Some(t) => next = Some(next.map_or(t, |n| n.min(t))),
+                None => {}
+            }
+            true
+        });
+        for (key, id) in due {
+            self.schedule_rx(key, id);
+        }
+        next
     }
 
     fn close_port(&mut self, key: NetKey, id: PortId, why: &str) {
@@ -389,6 +436,43 @@ impl Engine {
                             .ok_or_else(|| no_port(&name, id))
                     }));
                 }
+                Command::Leases(name, reply) => {
+                    let _ = reply.send(self.lookup(&name).map(|k| {
+                        self.networks[k].dhcp.as_ref().map(|(_, s)| s.borrow().leases()).unwrap_or_default()
+                    }));
+                }
+                Command::SetDhcp(name, dhcp, reply) => {
+                    let _ = reply.send(self.lookup(&name).and_then(|k| self.set_dhcp(k, dhcp)));
+                }
+                Command::AddReservation(name, r, reply) => {
+                    let result = self.lookup(&name).and_then(|k| {
+                        let mut d = self.dhcp_of(k)?;
+                        if d.reservations.iter().any(|x| x.mac == r.mac) {
+                            return Err(ControlError::Exists(format!(
+                                "{} already has a reservation (remove it with `vnet dhcp unreserve {name} {}`)",
+                                r.mac, r.mac
+                            )));
+                        }
+                        if let Some(x) = d.reservations.iter().find(|x| x.ip == r.ip) {
+                            return Err(ControlError::Invalid(format!("{} is already reserved for {}", r.ip, x.mac)));
+                        }
+                        d.reservations.push(r.clone());
+                        self.set_dhcp(k, d).map(|_| r)
+                    });
+                    let _ = reply.send(result);
+                }
+                Command::RemoveReservation(name, mac, reply) => {
+                    let result = self.lookup(&name).and_then(|k| {
+                        let mut d = self.dhcp_of(k)?;
+                        let before = d.reservations.len();
+                        d.reservations.retain(|x| x.mac != mac);
+                        if d.reservations.len() == before {
+                            return Err(ControlError::NotFound(format!("vnet {name:?} has no reservation for {mac}")));
+                        }
+                        self.set_dhcp(k, d).map(|_| ())
+                    });
+                    let _ = reply.send(result);
+                }
                 Command::Macs(name, reply) => {
                     let _ = reply.send(
                         self.lookup(&name)
@@ -441,7 +525,7 @@ impl Engine {
         }
         self.networks.insert(net);
         self.names.insert(name.clone(), key);
-        if let Err(e) = self.start_host_adapter(key) {
+        if let Err(e) = self.start_host_adapter(key).and_then(|()| self.start_dhcp(key)) {
             self.delete_network(key);
             return Err(e);
         }
@@ -489,6 +573,53 @@ impl Engine {
             subnet.prefix_len()
         );
         Ok(())
+    }
+
+    /// Attaches the vnet's DHCP service, if its spec asks for one.
+    fn start_dhcp(&mut self, key: NetKey) -> Result<(), ControlError> {
+        let spec = self.networks[key].spec.clone();
+        let Some(config) = dhcp::config_for(&spec).map_err(ControlError::Invalid)? else {
+            return Ok(());
+        };
+        let mac = config.server_mac;
+        let service = DhcpService::start(&spec, config, &self.state_dir).map_err(ControlError::Invalid)?;
+        let service = Rc::new(RefCell::new(service));
+        let port = ServicePort::new(Rc::clone(&service));
+        let id = self.add_port(key, Box::new(port), VlanMode::default())?;
+        let net = &mut self.networks[key];
+        net.switch
+            .set_mac(Instant::now(), id, mac)
+            .map_err(|e| ControlError::Failed(e.to_string()))?;
+        net.dhcp = Some((id, service));
+        self.services.push((key, id));
+        Ok(())
+    }
+
+    /// Replaces a vnet's DHCP settings live, starting the service if it had none.
+    fn set_dhcp(&mut self, key: NetKey, dhcp: DhcpSpec) -> Result<vnet_control::NetworkInfo, ControlError> {
+        let mut spec = self.networks[key].spec.clone();
+        spec.dhcp = Some(dhcp);
+        validate(&spec)?;
+        let config = dhcp::config_for(&spec).map_err(ControlError::Invalid)?.expect("has dhcp");
+        match &self.networks[key].dhcp {
+            Some((_, service)) => service.borrow_mut().reconfigure(config).map_err(ControlError::Invalid)?,
+            None => {
+                self.networks[key].spec = spec.clone();
+                return self.start_dhcp(key).map(|()| report::network_info(&self.networks[key]));
+            }
+        }
+        self.networks[key].spec = spec;
+        Ok(report::network_info(&self.networks[key]))
+    }
+
+    fn dhcp_of(&self, key: NetKey) -> Result<DhcpSpec, ControlError> {
+        self.networks[key].spec.dhcp.clone().ok_or_else(|| {
+            ControlError::NotFound(format!(
+                "vnet {:?} has no DHCP service (start one with `vnet dhcp set {} --on`)",
+                self.networks[key].name(),
+                self.networks[key].name()
+            ))
+        })
     }
 
     fn delete_network(&mut self, key: NetKey) {

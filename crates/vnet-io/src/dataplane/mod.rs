@@ -19,7 +19,9 @@ use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 
 use tokio::sync::oneshot;
-use vnet_control::{MacEntry, NetworkInfo, NetworkSpec, PortInfo, PortSpec};
+use vnet_control::{
+    DhcpSpec, Lease, MacAddr, MacEntry, NetworkInfo, NetworkSpec, PortInfo, PortSpec, Reservation,
+};
 
 /// Frames a port's egress queue holds before it drops.
 pub const QUEUE_CAPACITY: usize = 512;
@@ -52,6 +54,10 @@ pub(crate) enum Command {
     Ports(String, Reply<Vec<PortInfo>>),
     Port(String, u32, Reply<PortInfo>),
     Macs(String, Reply<Vec<MacEntry>>),
+    Leases(String, Reply<Vec<Lease>>),
+    SetDhcp(String, DhcpSpec, Reply<NetworkInfo>),
+    AddReservation(String, Reservation, Reply<Reservation>),
+    RemoveReservation(String, MacAddr, Reply<()>),
     Shutdown,
 }
 
@@ -69,14 +75,15 @@ pub struct DataPlane {
 }
 
 impl DataPlane {
-    /// Starts the thread. Each vnet's sockets go under `run_dir/NAME/`.
-    pub fn spawn(run_dir: PathBuf) -> std::io::Result<Self> {
+    /// Starts the thread. Each vnet's sockets go under `run_dir/NAME/`, its state
+    /// (DHCP leases) under `state_dir/NAME/`.
+    pub fn spawn(run_dir: PathBuf, state_dir: PathBuf) -> std::io::Result<Self> {
         let (tx, rx) = mpsc::channel();
         let poll = mio::Poll::new()?;
         let waker = Arc::new(mio::Waker::new(poll.registry(), engine::WAKER)?);
         let thread = std::thread::Builder::new()
             .name("vnet-dataplane".into())
-            .spawn(move || engine::Engine::new(poll, run_dir, rx).run())?;
+            .spawn(move || engine::Engine::new(poll, run_dir, state_dir, rx).run())?;
         Ok(DataPlane {
             handle: Handle {
                 commands: tx,
@@ -173,6 +180,22 @@ impl Handle {
 
     pub async fn macs(&self, net: String) -> Result<Vec<MacEntry>, ControlError> {
         self.call(|r| Command::Macs(net, r)).await
+    }
+
+    pub async fn leases(&self, net: String) -> Result<Vec<Lease>, ControlError> {
+        self.call(|r| Command::Leases(net, r)).await
+    }
+
+    pub async fn set_dhcp(&self, net: String, spec: DhcpSpec) -> Result<NetworkInfo, ControlError> {
+        self.call(|r| Command::SetDhcp(net, spec, r)).await
+    }
+
+    pub async fn add_reservation(&self, net: String, r: Reservation) -> Result<Reservation, ControlError> {
+        self.call(|reply| Command::AddReservation(net, r, reply)).await
+    }
+
+    pub async fn remove_reservation(&self, net: String, mac: MacAddr) -> Result<(), ControlError> {
+        self.call(|r| Command::RemoveReservation(net, mac, r)).await
     }
 }
 

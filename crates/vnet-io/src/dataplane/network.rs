@@ -1,6 +1,7 @@
 //! One vnet inside the data plane: its switch, its listening sockets, its ports and
 //! their egress queues, and the forwarding step that ties them together.
 
+use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -21,6 +22,7 @@ use super::QUEUE_CAPACITY;
 use crate::backend::dgram::DgramPort;
 use crate::backend::{Backend, Received, Sent};
 use crate::frame::{BufPool, FrameBuf};
+use crate::services::dhcp::DhcpService;
 use crate::sys::seqpacket;
 
 /// A port's I/O side: its backend and its bounded egress queue.
@@ -60,6 +62,8 @@ pub(super) struct Network {
     pub vde_listener: UnixListener,
     pub dgram: Rc<UnixDatagram>,
     pub dgram_peers: HashMap<PathBuf, PortId>,
+    /// The DHCP service's port and state, shared with its [`ServicePort`].
+    pub dhcp: Option<(PortId, Rc<RefCell<DhcpService>>)>,
     /// The host's own adapter on this vnet, once it runs.
     pub host_adapter: Option<vnet_control::HostAdapterInfo>,
     /// Destinations of the frame being forwarded (reused: no allocation per frame).
@@ -132,6 +136,7 @@ impl Network {
             dgram: Rc::new(dgram_sock),
             dgram_peers: HashMap::new(),
             host_adapter: None,
+            dhcp: None,
             scratch: Vec::new(),
             spec,
             dir,

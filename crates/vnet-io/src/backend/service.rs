@@ -1,0 +1,96 @@
+//! Built-in services (DHCP, later NAT and DNS) attached as ports.
+//!
+//! A service sees exactly the frames a VM on its port would see and answers with
+//! frames; it has no fd. Frames the switch queues for the port go into
+//! [`Service::receive`]; what the service says back waits in an outbox that the data
+//! plane reads like any other port's input.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::rc::Rc;
+use std::time::Instant;
+
+use vnet_control::PortKind;
+
+use super::{Backend, Received, Sent};
+use crate::frame::FrameBuf;
+
+/// The sans-I/O side of a service, as the data plane drives it.
+pub trait Service {
+    /// For `vnet port ls`, e.g. "dhcp 192.168.101.254".
+    fn description(&self) -> String;
+    /// One frame delivered to the service's port; replies are pushed onto `out`.
+    fn receive(&mut self, frame: &[u8], out: &mut Vec<Vec<u8>>);
+    /// Runs timers that are due; output is pushed onto `out`.
+    fn poll(&mut self, now: Instant, out: &mut Vec<Vec<u8>>);
+    /// When `poll` next has work, if ever.
+    fn deadline(&self) -> Option<Instant>;
+}
+
+/// A port whose client is a [`Service`], shared with the control plane's commands.
+pub struct ServicePort<S: Service> {
+    service: Rc<RefCell<S>>,
+    outbox: VecDeque<Vec<u8>>,
+    scratch: Vec<Vec<u8>>,
+}
+
+impl<S: Service> ServicePort<S> {
+    pub fn new(service: Rc<RefCell<S>>) -> Self {
+        ServicePort {
+            service,
+            outbox: VecDeque::new(),
+            scratch: Vec::new(),
+        }
+    }
+
+    fn collect(&mut self) {
+        self.outbox.extend(self.scratch.drain(..));
+    }
+}
+
+impl<S: Service> Backend for ServicePort<S> {
+    fn kind(&self) -> PortKind {
+        PortKind::Service
+    }
+
+    fn description(&self) -> String {
+        self.service.borrow().description()
+    }
+
+    fn source(&mut self) -> Option<&mut dyn mio::event::Source> {
+        None
+    }
+
+    fn recv(&mut self, buf: &mut FrameBuf) -> Received {
+        match self.outbox.pop_front() {
+            Some(frame) if frame.len() <= buf.recv_space().len() => {
+                buf.fill(&frame);
+                Received::Frame
+            }
+            Some(frame) => Received::Dropped(
+                vnet_core::switch::DropCause::Oversize,
+                format!("service produced a {}-byte frame", frame.len()),
+            ),
+            None => Received::WouldBlock,
+        }
+    }
+
+    fn send(&mut self, frame: &FrameBuf) -> Sent {
+        self.service.borrow_mut().receive(frame.frame(), &mut self.scratch);
+        self.collect();
+        Sent::Done
+    }
+
+    fn has_input(&self) -> bool {
+        !self.outbox.is_empty()
+    }
+
+    fn deadline(&self) -> Option<Instant> {
+        self.service.borrow().deadline()
+    }
+
+    fn tick(&mut self, now: Instant) {
+        self.service.borrow_mut().poll(now, &mut self.scratch);
+        self.collect();
+    }
+}

@@ -1,0 +1,187 @@
+//! The DHCP service of one vnet: `vnet_dhcp::DhcpServer` plus the wall clock and an
+//! atomically written lease file (`STATE/NET/leases.json`), so leases survive restarts.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use tracing::{info, warn};
+use vnet_control::{NetworkSpec, Reservation};
+use vnet_core::wire::MacAddr;
+use vnet_dhcp::{DhcpConfig, DhcpServer, LeaseDb, Timestamp};
+
+use crate::backend::service::Service;
+
+pub struct DhcpService {
+    net: String,
+    server: DhcpServer,
+    lease_file: PathBuf,
+}
+
+/// The service port's MAC: locally administered, stable for a vnet name so that guests'
+/// ARP caches and lease files stay valid across restarts.
+pub fn server_mac(net: &str) -> MacAddr {
+    let h = net.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+    let b = h.to_be_bytes();
+    MacAddr([0x02, 0x76, 0x64, b[0], b[1], b[2]])
+}
+
+/// The server configuration a vnet spec asks for, `None` if it has no DHCP.
+pub fn config_for(spec: &NetworkSpec) -> Result<Option<DhcpConfig>, String> {
+    let (Some(d), Some(subnet)) = (spec.dhcp_resolved(), spec.subnet) else {
+        return Ok(None);
+    };
+    let mut c = DhcpConfig::for_subnet(server_mac(&spec.name), subnet.network(), subnet.prefix_len())
+        .map_err(|e| e.to_string())?;
+    let [first, last] = d.range.expect("resolved");
+    c.enabled = d.enabled;
+    c.server_ip = d.server.expect("resolved");
+    c.pool = first..=last;
+    c.lease_time = Duration::from_secs(d.lease_secs);
+    c.dns = d.dns.clone();
+    c.domain = d.domain.clone();
+    c.mtu = u16::try_from(spec.mtu).ok();
+    c.reservations = d
+        .reservations
+        .iter()
+        .map(|r| vnet_dhcp::Reservation {
+            mac: r.mac,
+            ip: r.ip,
+            hostname: r.hostname.clone(),
+        })
+        .collect();
+    c.validate().map_err(|e| e.to_string())?;
+    Ok(Some(c))
+}
+
+impl DhcpService {
+    /// Starts the service of vnet `spec.name` with the leases saved in `state_dir`.
+    pub fn start(spec: &NetworkSpec, config: DhcpConfig, state_dir: &Path) -> Result<Self, String> {
+        let lease_file = state_dir.join(&spec.name).join("leases.json");
+        let leases = match std::fs::read_to_string(&lease_file) {
+            Ok(text) => LeaseDb::from_json(&text).unwrap_or_else(|e| {
+                warn!(net = spec.name, "ignoring unreadable {}: {e}", lease_file.display());
+                LeaseDb::new()
+            }),
+            Err(_) => LeaseDb::new(),
+        };
+        let server = DhcpServer::new(config, leases).map_err(|e| e.to_string())?;
+        info!(net = spec.name, "DHCP serves {}", describe(server.config()));
+        Ok(DhcpService {
+            net: spec.name.clone(),
+            server,
+            lease_file,
+        })
+    }
+
+    pub fn server(&self) -> &DhcpServer {
+        &self.server
+    }
+
+    /// Applies new settings live; leases are kept.
+    pub fn reconfigure(&mut self, config: DhcpConfig) -> Result<(), String> {
+        self.server.reconfigure(config).map_err(|e| e.to_string())?;
+        info!(net = self.net, "DHCP now serves {}", describe(self.server.config()));
+        Ok(())
+    }
+
+    /// Leases as the control API shows them.
+    pub fn leases(&self) -> Vec<vnet_control::Lease> {
+        let mut out: Vec<_> = self
+            .server
+            .leases()
+            .map(|l| vnet_control::Lease {
+                mac: l.mac,
+                ip: l.ip,
+                hostname: l.hostname.clone(),
+                expires: l.expires.as_unix_secs(),
+                state: format!("{:?}", l.state).to_lowercase(),
+            })
+            .collect();
+        out.sort_by_key(|l| l.ip);
+        out
+    }
+
+    /// The reservations in effect.
+    pub fn reservations(&self) -> Vec<Reservation> {
+        self.server
+            .config()
+            .reservations
+            .iter()
+            .map(|r| Reservation {
+                mac: r.mac,
+                ip: r.ip,
+                hostname: r.hostname.clone(),
+            })
+            .collect()
+    }
+
+    fn persist(&mut self) {
+        if !self.server.take_leases_changed() {
+            return;
+        }
+        if let Err(e) = write_atomically(&self.lease_file, self.server.lease_db().to_json().as_bytes()) {
+            warn!(net = self.net, "cannot save leases to {}: {e}", self.lease_file.display());
+        }
+    }
+}
+
+fn describe(c: &DhcpConfig) -> String {
+    format!(
+        "{}/{} from {} (pool {}-{}){}",
+        c.subnet,
+        c.prefix_len,
+        c.server_ip,
+        c.pool.start(),
+        c.pool.end(),
+        if c.enabled { "" } else { ", disabled" }
+    )
+}
+
+/// Writes `bytes` to `path` so that a crash leaves either the old or the new file.
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().expect("lease file has a directory");
+    std::fs::create_dir_all(dir)?;
+    let tmp = path.with_extension("json.tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
+impl Service for DhcpService {
+    fn description(&self) -> String {
+        let c = self.server.config();
+        format!("dhcp {} ({})", c.server_ip, if c.enabled { "on" } else { "off" })
+    }
+
+    fn receive(&mut self, frame: &[u8], out: &mut Vec<Vec<u8>>) {
+        out.extend(self.server.receive(Timestamp::now(), frame));
+        self.persist();
+    }
+
+    fn poll(&mut self, _now: Instant, out: &mut Vec<Vec<u8>>) {
+        out.extend(self.server.poll(Timestamp::now()));
+        self.persist();
+    }
+
+    fn deadline(&self) -> Option<Instant> {
+        let at = self.server.poll_at()?;
+        Some(Instant::now() + at.saturating_duration_since(Timestamp::now()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_macs_are_stable_local_unicast_and_differ_per_vnet() {
+        let a = server_mac("vmnet1");
+        assert_eq!(a, server_mac("vmnet1"));
+        assert_ne!(a, server_mac("vmnet8"));
+        assert!(a.is_learnable());
+        assert_eq!(a.0[0] & 0x02, 0x02, "locally administered");
+    }
+}

@@ -1,0 +1,4 @@
+//! The I/O shells of built-in services: clock, files and configuration mapping around
+//! their sans-I/O cores, behind [`crate::backend::service::Service`].
+
+pub mod dhcp;
