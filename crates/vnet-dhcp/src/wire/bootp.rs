@@ -342,6 +342,7 @@ mod tests {
             ]))
         );
         // An option running off the end of `file` is malformed.
+        b[FILE.start + 6] = PAD;
         b[FILE.end - 2] = 61;
         b[FILE.end - 1] = 9;
         assert_eq!(
