@@ -55,6 +55,8 @@
 //! `VNET_TESTBED_CACHE`, `VNET_TESTBED_MAX_BOOTS` (default 2 concurrent boots
 //! per process).
 
+#![deny(missing_docs)]
+
 mod cmd;
 mod daemon;
 mod dhcp;
