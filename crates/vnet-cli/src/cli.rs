@@ -1,9 +1,10 @@
 //! The command line: what `vnet` accepts, as clap types.
 
+use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
-use vnet_control::MacAddr;
+use clap::{ArgGroup, Args, Parser, Subcommand};
+use vnet_control::{Ipv4Net, MacAddr};
 
 /// Manage the virtual Ethernet switches of a running vnetd.
 #[derive(Debug, Parser)]
@@ -39,6 +40,12 @@ pub enum Command {
     /// Show what a vnet's switch has learned
     #[command(subcommand)]
     Mac(MacCommand),
+    /// List the addresses a vnet's DHCP service handed out
+    #[command(subcommand)]
+    Lease(LeaseCommand),
+    /// Show and change a vnet's DHCP service and its reservations
+    #[command(subcommand)]
+    Dhcp(DhcpCommand),
     /// Print the arguments that attach a VM to a vnet
     Attach(AttachArgs),
     /// Print the versions of vnet and of the running vnetd
@@ -82,6 +89,22 @@ pub struct CreateNet {
     /// Most MACs the vnet learns in all [default: 16384]
     #[arg(long, value_name = "N")]
     pub max_macs: Option<usize>,
+    /// IPv4 subnet of the vnet, e.g. 192.168.101.0/24 (needed by --host-adapter and --dhcp)
+    #[arg(long, value_name = "CIDR")]
+    pub subnet: Option<Ipv4Net>,
+    /// Give the host an interface on the vnet (host-only networking; needs root), named
+    /// after the vnet, with address ADDR [default: the subnet's .1]
+    #[arg(
+        long,
+        value_name = "ADDR",
+        num_args = 0..=1,
+        require_equals = true,
+        requires = "subnet"
+    )]
+    pub host_adapter: Option<Option<Ipv4Addr>>,
+    /// Serve DHCP on the vnet with the default settings (change them with `vnet dhcp set`)
+    #[arg(long, requires = "subnet")]
+    pub dhcp: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -137,6 +160,83 @@ pub enum MacCommand {
         /// Name of the vnet
         net: String,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LeaseCommand {
+    /// List the leases of a vnet: MAC, IP, hostname, expiry, state
+    #[command(visible_alias = "list")]
+    Ls {
+        /// Name of the vnet
+        net: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DhcpCommand {
+    /// Show the DHCP settings and reservations of a vnet
+    Show {
+        /// Name of the vnet
+        net: String,
+    },
+    /// Change the DHCP settings of a vnet, live (starts the service if it has none)
+    Set(SetDhcp),
+    /// Always give MAC the address IP
+    Reserve(Reserve),
+    /// Remove the reservation of MAC
+    Unreserve {
+        /// Name of the vnet
+        net: String,
+        /// MAC address whose reservation goes
+        mac: MacAddr,
+    },
+}
+
+#[derive(Debug, Args)]
+#[command(
+    group(ArgGroup::new("change").required(true).multiple(true)),
+    override_usage = "vnet dhcp set <NET> [--on|--off] [--range <FIRST-LAST>] [--lease <SECS>] \
+                      [--dns <IP,IP>] [--domain <D>]"
+)]
+pub struct SetDhcp {
+    /// Name of the vnet
+    pub net: String,
+    /// Serve DHCP
+    #[arg(long, group = "change", conflicts_with = "off")]
+    pub on: bool,
+    /// Stop answering DHCP, keeping the settings and leases (e.g. for a PXE lab)
+    #[arg(long, group = "change")]
+    pub off: bool,
+    /// Pool of addresses handed out, e.g. 192.168.101.128-192.168.101.253
+    #[arg(long, value_name = "FIRST-LAST", value_parser = ip_range, group = "change")]
+    pub range: Option<IpRange>,
+    /// Lease time in seconds
+    #[arg(
+        long,
+        value_name = "SECS",
+        value_parser = clap::value_parser!(u64).range(1..),
+        group = "change"
+    )]
+    pub lease: Option<u64>,
+    /// DNS servers announced, e.g. 192.168.101.1,9.9.9.9 ("none" announces none)
+    #[arg(long, value_name = "IP,IP", value_parser = dns_list, group = "change")]
+    pub dns: Option<DnsList>,
+    /// Domain name announced ("" announces none)
+    #[arg(long, value_name = "D", group = "change")]
+    pub domain: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct Reserve {
+    /// Name of the vnet
+    pub net: String,
+    /// MAC address of the client
+    pub mac: MacAddr,
+    /// Address it always gets (in the vnet's subnet, not in use by another client)
+    pub ip: Ipv4Addr,
+    /// Host name recorded with the reservation
+    #[arg(long, value_name = "H")]
+    pub hostname: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -196,6 +296,47 @@ fn vlan_list(text: &str) -> Result<VlanList, String> {
     vlans.sort_unstable();
     vlans.dedup();
     Ok(VlanList(vlans))
+}
+
+/// First and last address of a DHCP pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpRange(pub [Ipv4Addr; 2]);
+
+/// `192.168.1.100-192.168.1.200` → the two addresses, first no higher than last.
+fn ip_range(text: &str) -> Result<IpRange, String> {
+    let (first, last) = text
+        .split_once('-')
+        .ok_or(format!("{text:?} is not a range: write FIRST-LAST"))?;
+    let address = |a: &str| {
+        a.trim()
+            .parse::<Ipv4Addr>()
+            .map_err(|_| format!("{a:?} is not an IPv4 address"))
+    };
+    let (first, last) = (address(first)?, address(last)?);
+    if first > last {
+        return Err(format!("{text:?} is an empty range: write low-high"));
+    }
+    Ok(IpRange([first, last]))
+}
+
+/// DNS servers; empty to announce none.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsList(pub Vec<Ipv4Addr>);
+
+/// `192.168.1.1,9.9.9.9` → the addresses in order; `none` (or nothing) → no servers.
+fn dns_list(text: &str) -> Result<DnsList, String> {
+    let text = text.trim();
+    if text.is_empty() || text.eq_ignore_ascii_case("none") {
+        return Ok(DnsList(Vec::new()));
+    }
+    text.split(',')
+        .map(|a| {
+            a.trim()
+                .parse::<Ipv4Addr>()
+                .map_err(|_| format!("{a:?} is not an IPv4 address"))
+        })
+        .collect::<Result<_, _>>()
+        .map(DnsList)
 }
 
 #[cfg(test)]
@@ -351,6 +492,178 @@ mod tests {
                 .kind(),
             ErrorKind::ArgumentConflict
         );
+    }
+
+    #[test]
+    fn net_create_takes_subnet_host_adapter_and_dhcp() {
+        let create = |args: &[&str]| {
+            let mut all = vec!["net", "create", "vmnet1"];
+            all.extend_from_slice(args);
+            match parse(&all).map(|c| c.command) {
+                Ok(Command::Net(NetCommand::Create(c))) => Ok(c),
+                Ok(other) => panic!("{other:?}"),
+                Err(e) => Err(e.kind()),
+            }
+        };
+        let c = create(&["--subnet", "192.168.101.0/24", "--host-adapter", "--dhcp"]).unwrap();
+        assert_eq!(c.subnet, Some("192.168.101.0/24".parse().unwrap()));
+        assert_eq!(c.host_adapter, Some(None));
+        assert!(c.dhcp);
+
+        let c = create(&["--subnet", "10.0.0.0/8", "--host-adapter=10.0.0.2"]).unwrap();
+        assert_eq!(c.host_adapter, Some(Some("10.0.0.2".parse().unwrap())));
+        assert!(!c.dhcp);
+
+        let c = create(&[]).unwrap();
+        assert_eq!((c.subnet, c.host_adapter, c.dhcp), (None, None, false));
+
+        // Without `=` the address is not the flag's: it is an extra argument.
+        assert_eq!(
+            create(&["--subnet", "10.0.0.0/8", "--host-adapter", "10.0.0.2"]).unwrap_err(),
+            ErrorKind::UnknownArgument
+        );
+        assert_eq!(
+            create(&["--dhcp"]).unwrap_err(),
+            ErrorKind::MissingRequiredArgument
+        );
+        assert_eq!(
+            create(&["--host-adapter"]).unwrap_err(),
+            ErrorKind::MissingRequiredArgument
+        );
+        assert_eq!(
+            create(&["--subnet", "192.168.1.0/33"]).unwrap_err(),
+            ErrorKind::ValueValidation
+        );
+        assert_eq!(
+            create(&["--subnet", "192.168.1.0/24", "--host-adapter=1.2.3"]).unwrap_err(),
+            ErrorKind::ValueValidation
+        );
+    }
+
+    #[test]
+    fn lease_ls_parses() {
+        let cli = parse(&["lease", "ls", "vmnet1", "--json"]).unwrap();
+        assert!(cli.json);
+        assert!(matches!(
+            cli.command,
+            Command::Lease(LeaseCommand::Ls { ref net }) if net == "vmnet1"
+        ));
+        assert_eq!(
+            parse(&["lease", "ls"]).unwrap_err().kind(),
+            ErrorKind::MissingRequiredArgument
+        );
+    }
+
+    #[test]
+    fn dhcp_reserve_and_unreserve_parse() {
+        let cli = parse(&[
+            "dhcp",
+            "reserve",
+            "vmnet1",
+            "52:54:00:aa:bb:cc",
+            "192.168.101.10",
+            "--hostname",
+            "db",
+        ])
+        .unwrap();
+        let Command::Dhcp(DhcpCommand::Reserve(r)) = cli.command else {
+            panic!("{cli:?}")
+        };
+        assert_eq!(r.net, "vmnet1");
+        assert_eq!(r.mac, "52:54:00:aa:bb:cc".parse().unwrap());
+        assert_eq!(r.ip, Ipv4Addr::new(192, 168, 101, 10));
+        assert_eq!(r.hostname.as_deref(), Some("db"));
+
+        let cli = parse(&["dhcp", "unreserve", "vmnet1", "52-54-00-AA-BB-CC"]).unwrap();
+        let Command::Dhcp(DhcpCommand::Unreserve { net, mac }) = cli.command else {
+            panic!("{cli:?}")
+        };
+        assert_eq!(
+            (net.as_str(), mac),
+            ("vmnet1", "52:54:00:aa:bb:cc".parse().unwrap())
+        );
+
+        let kind = |args: &[&str]| parse(args).unwrap_err().kind();
+        assert_eq!(
+            kind(&["dhcp", "reserve", "n", "52:54:00:aa:bb", "10.0.0.1"]),
+            ErrorKind::ValueValidation
+        );
+        assert_eq!(
+            kind(&["dhcp", "reserve", "n", "52:54:00:aa:bb:cc", "10.0.0.256"]),
+            ErrorKind::ValueValidation
+        );
+        assert_eq!(
+            kind(&["dhcp", "reserve", "n", "52:54:00:aa:bb:cc"]),
+            ErrorKind::MissingRequiredArgument
+        );
+        assert!(matches!(
+            parse(&["dhcp", "show", "n"]).unwrap().command,
+            Command::Dhcp(DhcpCommand::Show { .. })
+        ));
+    }
+
+    #[test]
+    fn dhcp_set_takes_any_changes_but_needs_one() {
+        let set = |args: &[&str]| {
+            let mut all = vec!["dhcp", "set", "vmnet1"];
+            all.extend_from_slice(args);
+            match parse(&all).map(|c| c.command) {
+                Ok(Command::Dhcp(DhcpCommand::Set(s))) => Ok(s),
+                Ok(other) => panic!("{other:?}"),
+                Err(e) => Err(e.kind()),
+            }
+        };
+        let s = set(&[
+            "--on",
+            "--range",
+            "192.168.101.100-192.168.101.150",
+            "--lease",
+            "600",
+            "--dns",
+            "192.168.101.1,9.9.9.9",
+            "--domain",
+            "lab.example",
+        ])
+        .unwrap();
+        assert!(s.on && !s.off);
+        assert_eq!(
+            s.range,
+            Some(IpRange([
+                Ipv4Addr::new(192, 168, 101, 100),
+                Ipv4Addr::new(192, 168, 101, 150)
+            ]))
+        );
+        assert_eq!(s.lease, Some(600));
+        assert_eq!(
+            s.dns,
+            Some(DnsList(vec![
+                Ipv4Addr::new(192, 168, 101, 1),
+                Ipv4Addr::new(9, 9, 9, 9)
+            ]))
+        );
+        assert_eq!(s.domain.as_deref(), Some("lab.example"));
+
+        let s = set(&["--off"]).unwrap();
+        assert!(s.off && !s.on && s.range.is_none() && s.dns.is_none());
+        assert_eq!(set(&["--dns", "none"]).unwrap().dns, Some(DnsList(vec![])));
+        assert_eq!(set(&["--dns", ""]).unwrap().dns, Some(DnsList(vec![])));
+        assert_eq!(set(&["--domain", ""]).unwrap().domain.as_deref(), Some(""));
+
+        assert_eq!(set(&[]).unwrap_err(), ErrorKind::MissingRequiredArgument);
+        assert_eq!(
+            set(&["--on", "--off"]).unwrap_err(),
+            ErrorKind::ArgumentConflict
+        );
+        for bad in [
+            &["--range", "10.0.0.9-10.0.0.1"][..],
+            &["--range", "10.0.0.9"],
+            &["--range", "10.0.0.1-10.0.0"],
+            &["--lease", "0"],
+            &["--lease=-5"],
+            &["--dns", "1.1.1.1,x"],
+        ] {
+            assert_eq!(set(bad).unwrap_err(), ErrorKind::ValueValidation, "{bad:?}");
+        }
     }
 
     #[test]

@@ -24,8 +24,14 @@ impl Failure {
 
     /// Replace the generic advice for "not found" answers with one that fits the
     /// command, unless vnetd's message already says where to look.
-    pub fn if_not_found(mut self, todo: impl Into<String>) -> Failure {
-        if self.status == Some(404) && !names_a_command(&self.what) {
+    pub fn if_not_found(self, todo: impl Into<String>) -> Failure {
+        self.if_status(404, todo)
+    }
+
+    /// Replace the advice for answers with HTTP `status` with one that fits the command,
+    /// unless vnetd's message already says what to do.
+    pub fn if_status(mut self, status: u16, todo: impl Into<String>) -> Failure {
+        if self.status == Some(status) && !names_a_command(&self.what) {
             self.todo = Some(todo.into());
         }
         self
@@ -131,6 +137,31 @@ mod tests {
         assert_eq!(
             api(404, message).if_not_found("look elsewhere").to_string(),
             message
+        );
+    }
+
+    #[test]
+    fn advice_can_fit_the_command_for_any_status() {
+        let conflict = api(409, "52:54:00:aa:bb:cc already has a reservation")
+            .if_not_found("not this")
+            .if_status(
+                409,
+                "remove it first with `vnet dhcp unreserve lab 52:54:00:aa:bb:cc`",
+            );
+        assert_eq!(
+            conflict.to_string(),
+            "52:54:00:aa:bb:cc already has a reservation: remove it first with `vnet dhcp \
+             unreserve lab 52:54:00:aa:bb:cc`"
+        );
+        assert_eq!(
+            api(400, "10.9.9.9 is outside 192.168.1.0/24")
+                .if_status(400, "pick another")
+                .to_string(),
+            "10.9.9.9 is outside 192.168.1.0/24: pick another"
+        );
+        assert_eq!(
+            Failure::new("x", "y").if_status(400, "z").to_string(),
+            "x: y"
         );
     }
 

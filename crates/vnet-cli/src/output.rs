@@ -3,7 +3,9 @@
 //! Every function returns the text (ending in a newline) so tests can read it.
 
 use comfy_table::{presets, Cell, CellAlignment, Table};
-use vnet_control::{Counters, MacAddr, MacEntry, NetworkInfo, PortInfo, VlanMode};
+use vnet_control::{
+    Counters, DhcpSpec, Lease, MacAddr, MacEntry, NetworkInfo, PortInfo, Reservation, VlanMode,
+};
 
 /// A table with a header row, columns separated by two spaces.
 fn table(header: &[&str]) -> Table {
@@ -64,7 +66,7 @@ pub fn networks_table(networks: &[NetworkInfo]) -> String {
 }
 
 pub fn network_details(n: &NetworkInfo) -> String {
-    details(vec![
+    let mut rows = vec![
         ("name", n.name.clone()),
         (
             "mtu",
@@ -77,10 +79,141 @@ pub fn network_details(n: &NetworkInfo) -> String {
         ),
         ("ports", n.ports.to_string()),
         ("macs", n.macs.to_string()),
+    ];
+    if let Some(subnet) = n.subnet {
+        rows.push(("subnet", subnet.to_string()));
+    }
+    if let Some(a) = &n.host_adapter {
+        rows.push((
+            "host adapter",
+            format!("{} {} (port {})", a.name, a.address, a.port),
+        ));
+    }
+    if let Some(d) = &n.dhcp {
+        rows.push(("dhcp", dhcp_summary(d)));
+    }
+    rows.extend([
         ("stream socket", n.sockets.stream.display().to_string()),
         ("dgram socket", n.sockets.dgram.display().to_string()),
         ("api socket", n.sockets.api.display().to_string()),
-    ])
+    ]);
+    details(rows)
+}
+
+/// `on, 192.168.1.128-192.168.1.253, leases of 30m, 2 reservations`.
+fn dhcp_summary(d: &DhcpSpec) -> String {
+    let mut text = String::from(if d.enabled { "on" } else { "off" });
+    if let Some([first, last]) = d.range {
+        text.push_str(&format!(", {first}-{last}"));
+    }
+    text.push_str(&format!(", leases of {}", span(d.lease_secs)));
+    match d.reservations.len() {
+        0 => {}
+        1 => text.push_str(", 1 reservation"),
+        n => text.push_str(&format!(", {n} reservations")),
+    }
+    text
+}
+
+/// The settings of a DHCP service, then its reservations.
+pub fn dhcp_details(d: &DhcpSpec) -> String {
+    let or_dash = |text: String| if text.is_empty() { "-".into() } else { text };
+    let mut text = details(vec![
+        ("dhcp", if d.enabled { "on" } else { "off" }.into()),
+        ("server", d.server.map_or("-".into(), |ip| ip.to_string())),
+        (
+            "range",
+            d.range
+                .map_or("-".into(), |[first, last]| format!("{first}-{last}")),
+        ),
+        (
+            "lease time",
+            format!("{} s ({})", d.lease_secs, span(d.lease_secs)),
+        ),
+        (
+            "dns",
+            or_dash(
+                d.dns
+                    .iter()
+                    .map(|ip| ip.to_string())
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            ),
+        ),
+        ("domain", or_dash(d.domain.clone().unwrap_or_default())),
+        ("reservations", d.reservations.len().to_string()),
+    ]);
+    if !d.reservations.is_empty() {
+        text.push('\n');
+        text.push_str(&reservations_table(&d.reservations));
+    }
+    text
+}
+
+pub fn reservations_table(reservations: &[Reservation]) -> String {
+    let mut sorted: Vec<&Reservation> = reservations.iter().collect();
+    sorted.sort_by_key(|r| (r.ip, r.mac));
+    let mut t = table(&["MAC", "IP", "HOSTNAME"]);
+    for r in sorted {
+        t.add_row(vec![
+            Cell::new(r.mac),
+            Cell::new(r.ip),
+            Cell::new(r.hostname.as_deref().unwrap_or("-")),
+        ]);
+    }
+    render(&t)
+}
+
+/// Leases by address; `now` is the Unix time expiries are told relative to.
+pub fn leases_table(leases: &[Lease], now: u64) -> String {
+    let mut sorted: Vec<&Lease> = leases.iter().collect();
+    sorted.sort_by_key(|l| (l.ip, l.mac));
+    let mut t = table(&["MAC", "IP", "HOSTNAME", "EXPIRES", "STATE"]);
+    for l in sorted {
+        t.add_row(vec![
+            Cell::new(l.mac),
+            Cell::new(l.ip),
+            Cell::new(l.hostname.as_deref().unwrap_or("-")),
+            Cell::new(expiry(l.expires, now)),
+            Cell::new(&l.state),
+        ]);
+    }
+    render(&t)
+}
+
+/// A Unix time relative to `now`: `in 29m`, `3h 5m ago`, `now`; `-` for 0 (none) and
+/// `never` for times beyond a century.
+pub fn expiry(when: u64, now: u64) -> String {
+    const CENTURY: u64 = 100 * 365 * 86400;
+    if when == 0 {
+        "-".into()
+    } else if when.saturating_sub(now) > CENTURY {
+        "never".into()
+    } else if when > now {
+        format!("in {}", span(when - now))
+    } else if when == now {
+        "now".into()
+    } else {
+        format!("{} ago", span(now - when))
+    }
+}
+
+/// A duration in its two largest units, rounded down: `45s`, `29m`, `2h 5m`, `3d 4h`.
+pub fn span(secs: u64) -> String {
+    let (d, h, m, s) = (
+        secs / 86400,
+        secs % 86400 / 3600,
+        secs % 3600 / 60,
+        secs % 60,
+    );
+    match (d, h, m) {
+        (0, 0, 0) => format!("{s}s"),
+        (0, 0, _) => format!("{m}m"),
+        (0, _, 0) => format!("{h}h"),
+        (0, _, _) => format!("{h}h {m}m"),
+        (_, 0, _) => format!("{d}d"),
+        _ => format!("{d}d {h}h"),
+    }
 }
 
 pub fn ports_table(ports: &[PortInfo]) -> String {
@@ -259,7 +392,7 @@ pub fn bytes(n: u64) -> String {
 mod tests {
     use super::*;
     use std::collections::BTreeMap;
-    use vnet_control::{NetworkSockets, PortKind};
+    use vnet_control::{HostAdapterInfo, NetworkSockets, PortKind};
 
     fn mac(s: &str) -> MacAddr {
         s.parse().unwrap()
@@ -418,6 +551,158 @@ VLAN  MAC                PORT  AGE  TYPE
   20  52:54:00:00:00:02     3  7 s  learned
 "
         );
+    }
+
+    fn host_only() -> NetworkInfo {
+        let mut n = vmnet1();
+        n.subnet = Some("192.168.101.0/24".parse().unwrap());
+        n.host_adapter = Some(HostAdapterInfo {
+            name: "vmnet1".into(),
+            address: "192.168.101.1".parse().unwrap(),
+            port: 1,
+        });
+        n.dhcp = Some(DhcpSpec {
+            enabled: true,
+            range: Some([
+                "192.168.101.128".parse().unwrap(),
+                "192.168.101.253".parse().unwrap(),
+            ]),
+            server: Some("192.168.101.254".parse().unwrap()),
+            lease_secs: 1800,
+            dns: vec!["192.168.101.1".parse().unwrap(), "9.9.9.9".parse().unwrap()],
+            domain: None,
+            reservations: vec![
+                Reservation {
+                    mac: mac("52:54:00:00:00:0b"),
+                    ip: "192.168.101.20".parse().unwrap(),
+                    hostname: None,
+                },
+                Reservation {
+                    mac: mac("52:54:00:00:00:0a"),
+                    ip: "192.168.101.10".parse().unwrap(),
+                    hostname: Some("db".into()),
+                },
+            ],
+        });
+        n
+    }
+
+    #[test]
+    fn network_details_show_subnet_host_adapter_and_dhcp_when_present() {
+        let text = network_details(&host_only());
+        for line in [
+            "subnet         192.168.101.0/24",
+            "host adapter   vmnet1 192.168.101.1 (port 1)",
+            "dhcp           on, 192.168.101.128-192.168.101.253, leases of 30m, 2 reservations",
+            "stream socket  /run/vnet/vmnet1/stream.sock",
+        ] {
+            assert!(
+                text.contains(&format!("{line}\n")),
+                "{line:?} not in\n{text}"
+            );
+        }
+        let text = network_details(&vmnet1());
+        for key in ["subnet", "host adapter", "dhcp"] {
+            assert!(!text.contains(key), "{key} in\n{text}");
+        }
+        let mut off = host_only();
+        let dhcp = off.dhcp.as_mut().unwrap();
+        dhcp.enabled = false;
+        dhcp.reservations.truncate(1);
+        dhcp.lease_secs = 86400;
+        assert!(network_details(&off).contains(
+            "dhcp           off, 192.168.101.128-192.168.101.253, leases of 1d, 1 reservation\n"
+        ));
+    }
+
+    #[test]
+    fn dhcp_details_list_settings_then_reservations_by_address() {
+        assert_eq!(
+            dhcp_details(host_only().dhcp.as_ref().unwrap()),
+            "\
+dhcp          on
+server        192.168.101.254
+range         192.168.101.128-192.168.101.253
+lease time    1800 s (30m)
+dns           192.168.101.1 9.9.9.9
+domain        -
+reservations  2
+
+MAC                IP              HOSTNAME
+52:54:00:00:00:0a  192.168.101.10  db
+52:54:00:00:00:0b  192.168.101.20  -
+"
+        );
+        let bare = DhcpSpec::default();
+        let text = dhcp_details(&bare);
+        assert!(text.ends_with("reservations  0\n"), "{text}");
+        assert!(text.contains("range         -\n"), "{text}");
+    }
+
+    #[test]
+    fn lease_table_is_sorted_by_address_with_relative_expiry() {
+        let now = 1_700_000_000;
+        let lease = |m: &str, ip: &str, hostname: Option<&str>, expires, state: &str| Lease {
+            mac: mac(m),
+            ip: ip.parse().unwrap(),
+            hostname: hostname.map(String::from),
+            expires,
+            state: state.into(),
+        };
+        let text = leases_table(
+            &[
+                lease(
+                    "52:54:00:00:00:02",
+                    "192.168.101.200",
+                    None,
+                    now - 150,
+                    "expired",
+                ),
+                lease(
+                    "52:54:00:00:00:01",
+                    "192.168.101.128",
+                    Some("web1"),
+                    now + 1799,
+                    "bound",
+                ),
+                lease(
+                    "52:54:00:00:00:03",
+                    "192.168.101.13",
+                    Some("db"),
+                    now + 7500,
+                    "bound",
+                ),
+            ],
+            now,
+        );
+        assert_eq!(
+            text,
+            "\
+MAC                IP               HOSTNAME  EXPIRES   STATE
+52:54:00:00:00:03  192.168.101.13   db        in 2h 5m  bound
+52:54:00:00:00:01  192.168.101.128  web1      in 29m    bound
+52:54:00:00:00:02  192.168.101.200  -         2m ago    expired
+"
+        );
+        assert_eq!(
+            leases_table(&[], now),
+            "MAC  IP  HOSTNAME  EXPIRES  STATE\n"
+        );
+    }
+
+    #[test]
+    fn expiries_read_relative_to_now() {
+        let now = 1_700_000_000;
+        assert_eq!(expiry(now + 45, now), "in 45s");
+        assert_eq!(expiry(now + 1799, now), "in 29m");
+        assert_eq!(expiry(now + 3600, now), "in 1h");
+        assert_eq!(expiry(now + 3 * 86400 + 4 * 3600 + 59, now), "in 3d 4h");
+        assert_eq!(expiry(now + 2 * 86400 + 59 * 60, now), "in 2d");
+        assert_eq!(expiry(now, now), "now");
+        assert_eq!(expiry(now - 61, now), "1m ago");
+        assert_eq!(expiry(0, now), "-");
+        assert_eq!(expiry(u64::MAX, now), "never");
+        assert_eq!(span(0), "0s");
     }
 
     #[test]

@@ -8,8 +8,8 @@ use std::collections::BTreeSet;
 use serde::Serialize;
 use serde_json::{json, Value};
 use vnet_control::{
-    ApiError, Counters, MacEntry, NetworkInfo, NetworkSockets, NetworkSpec, PortInfo, PortKind,
-    PortSpec, Version, VlanMode,
+    ApiError, Counters, DhcpSpec, HostAdapterInfo, HostAdapterSpec, Lease, MacEntry, NetworkInfo,
+    NetworkSockets, NetworkSpec, PortInfo, PortKind, PortSpec, Reservation, Version, VlanMode,
 };
 
 const OPENAPI: &str = include_str!("../../../docs/openapi.yaml");
@@ -322,6 +322,47 @@ fn sample_network() -> NetworkInfo {
     }
 }
 
+fn sample_reservation() -> Reservation {
+    Reservation {
+        mac: "52:54:00:aa:bb:cc".parse().unwrap(),
+        ip: "192.168.101.10".parse().unwrap(),
+        hostname: Some("db".into()),
+    }
+}
+
+/// DHCP settings with every optional field present.
+fn sample_dhcp() -> DhcpSpec {
+    let mut bare_reservation = sample_reservation();
+    bare_reservation.mac = "52:54:00:aa:bb:cd".parse().unwrap();
+    bare_reservation.hostname = None;
+    DhcpSpec {
+        enabled: false,
+        range: Some([
+            "192.168.101.128".parse().unwrap(),
+            "192.168.101.253".parse().unwrap(),
+        ]),
+        server: Some("192.168.101.254".parse().unwrap()),
+        lease_secs: 600,
+        dns: vec!["192.168.101.1".parse().unwrap()],
+        domain: Some("lab.example".into()),
+        reservations: vec![sample_reservation(), bare_reservation],
+    }
+}
+
+/// A host-only vnet with DHCP: every optional field present.
+fn sample_host_only_network() -> NetworkInfo {
+    NetworkInfo {
+        subnet: Some("192.168.101.0/24".parse().unwrap()),
+        host_adapter: Some(HostAdapterInfo {
+            name: "vmnet1".into(),
+            address: "192.168.101.1".parse().unwrap(),
+            port: 1,
+        }),
+        dhcp: Some(sample_dhcp()),
+        ..sample_network()
+    }
+}
+
 /// A port with every optional field present.
 fn sample_port() -> PortInfo {
     PortInfo {
@@ -352,7 +393,37 @@ fn sample_port() -> PortInfo {
 fn what_the_types_serialize_matches_the_documented_schemas() {
     let mut checker = Checker::new();
     checker.check_named("NetworkInfo", &sample_network());
+    checker.check_named("NetworkInfo", &sample_host_only_network());
     checker.check_named("NetworkSpec", &NetworkSpec::named("vmnet2"));
+    let mut host_only = NetworkSpec::named("vmnet1");
+    host_only.subnet = Some("192.168.101.0/24".parse().unwrap());
+    host_only.host_adapter = Some(HostAdapterSpec {
+        name: Some("vmnet1".into()),
+        address: Some("192.168.101.1".parse().unwrap()),
+    });
+    host_only.dhcp = Some(sample_dhcp());
+    checker.check_named("NetworkSpec", &host_only);
+    host_only.host_adapter = Some(HostAdapterSpec::default());
+    host_only.dhcp = Some(DhcpSpec::default());
+    checker.check_named("NetworkSpec", &host_only);
+    checker.check_named("DhcpSpec", &DhcpSpec::default());
+    checker.check_named("DhcpSpec", &sample_dhcp());
+    checker.check_named("Reservation", &sample_reservation());
+    let lease = Lease {
+        mac: "52:54:00:12:34:56".parse().unwrap(),
+        ip: "192.168.101.128".parse().unwrap(),
+        hostname: Some("web1".into()),
+        expires: 1_700_000_000,
+        state: "bound".into(),
+    };
+    checker.check_named("Lease", &lease);
+    checker.check_named(
+        "Lease",
+        &Lease {
+            hostname: None,
+            ..lease
+        },
+    );
     checker.check_named("PortInfo", &sample_port());
     let mut access_port = sample_port();
     access_port.pid = None;
@@ -399,6 +470,7 @@ fn what_the_types_serialize_matches_the_documented_schemas() {
         PortKind::Tap,
         PortKind::Api,
         PortKind::Vde,
+        PortKind::Service,
     ] {
         checker.check_named("PortKind", &kind);
     }
@@ -436,6 +508,12 @@ fn documented_defaults_are_the_real_defaults() {
     );
     assert_eq!(spec["max_macs"]["default"], json!(minimal.max_macs));
 
+    let dhcp = &doc["components"]["schemas"]["DhcpSpec"]["properties"];
+    let minimal: DhcpSpec = serde_json::from_value(json!({})).unwrap();
+    assert_eq!(minimal, DhcpSpec::default());
+    assert_eq!(dhcp["enabled"]["default"], json!(minimal.enabled));
+    assert_eq!(dhcp["lease_secs"]["default"], json!(minimal.lease_secs));
+
     let tap = &doc["components"]["schemas"]["TapPortSpec"]["properties"];
     let PortSpec::Tap { vlan, .. } =
         serde_json::from_value(json!({ "kind": "tap", "ifname": "t" })).unwrap();
@@ -446,7 +524,13 @@ fn documented_defaults_are_the_real_defaults() {
 fn request_bodies_reject_what_the_schema_forbids() {
     // additionalProperties: false in the document is deny_unknown_fields in the types.
     let doc = doc();
-    for name in ["NetworkSpec", "TapPortSpec"] {
+    for name in [
+        "NetworkSpec",
+        "TapPortSpec",
+        "HostAdapterSpec",
+        "DhcpSpec",
+        "Reservation",
+    ] {
         assert_eq!(
             doc["components"]["schemas"][name]["additionalProperties"],
             json!(false),
@@ -454,6 +538,12 @@ fn request_bodies_reject_what_the_schema_forbids() {
         );
     }
     assert!(serde_json::from_value::<NetworkSpec>(json!({ "name": "x", "colour": 1 })).is_err());
+    assert!(serde_json::from_value::<HostAdapterSpec>(json!({ "mtu": 1 })).is_err());
+    assert!(serde_json::from_value::<DhcpSpec>(json!({ "gateway": "10.0.0.1" })).is_err());
+    assert!(serde_json::from_value::<Reservation>(
+        json!({ "mac": "52:54:00:aa:bb:cc", "ip": "10.0.0.9", "x": 1 })
+    )
+    .is_err());
     assert!(
         serde_json::from_value::<PortSpec>(json!({ "kind": "tap", "ifname": "t", "x": 1 }))
             .is_err()

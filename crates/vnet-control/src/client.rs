@@ -25,7 +25,10 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::net::UnixStream;
 
-use crate::types::{ApiError, MacEntry, NetworkInfo, NetworkSpec, PortInfo, PortSpec, Version};
+use crate::types::{
+    ApiError, DhcpSpec, Lease, MacAddr, MacEntry, NetworkInfo, NetworkSpec, PortInfo, PortSpec,
+    Reservation, Version,
+};
 use crate::API_PREFIX;
 
 /// How long one request may take, connection included, before the client gives up.
@@ -213,6 +216,34 @@ impl Client {
         self.get_json(&api_path(&["networks", net, "macs"]))
     }
 
+    /// `GET /v1/networks/{net}/leases`: the addresses the vnet's DHCP service handed out.
+    pub fn leases(&self, net: &str) -> Result<Vec<Lease>, Error> {
+        self.get_json(&api_path(&["networks", net, "leases"]))
+    }
+
+    /// `PUT /v1/networks/{net}/dhcp`: replace the vnet's DHCP settings (reservations
+    /// included) live; starts the service if the vnet had none. Answers the vnet as it is
+    /// afterwards.
+    pub fn set_dhcp(&self, net: &str, dhcp: &DhcpSpec) -> Result<NetworkInfo, Error> {
+        self.send_json(Method::PUT, &api_path(&["networks", net, "dhcp"]), dhcp)
+    }
+
+    /// `POST /v1/networks/{net}/dhcp/reservations`
+    pub fn add_reservation(
+        &self,
+        net: &str,
+        reservation: &Reservation,
+    ) -> Result<Reservation, Error> {
+        let path = api_path(&["networks", net, "dhcp", "reservations"]);
+        self.send_json(Method::POST, &path, reservation)
+    }
+
+    /// `DELETE /v1/networks/{net}/dhcp/reservations/{mac}`
+    pub fn remove_reservation(&self, net: &str, mac: MacAddr) -> Result<(), Error> {
+        let mac = mac.to_string();
+        self.delete(&api_path(&["networks", net, "dhcp", "reservations", &mac]))
+    }
+
     /// `GET /metrics`: Prometheus text exposition.
     pub fn metrics(&self) -> Result<String, Error> {
         let answer = self.request(Method::GET, "/metrics", None)?;
@@ -365,13 +396,14 @@ fn decode<T: DeserializeOwned>(method: Method, path: &str, body: &[u8]) -> Resul
 }
 
 /// `/v1/seg/seg/...` with each segment percent-encoded, so a name the user typed can
-/// never change the route.
+/// never change the route. `:` is left as it is (RFC 3986 allows it in a segment), so a
+/// MAC reads `52:54:00:12:34:56` in the request line.
 fn api_path(segments: &[&str]) -> String {
     let mut path = API_PREFIX.to_string();
     for segment in segments {
         path.push('/');
         for byte in segment.bytes() {
-            if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+            if byte.is_ascii_alphanumeric() || b"-._~:".contains(&byte) {
                 path.push(byte as char);
             } else {
                 path.push_str(&format!("%{byte:02X}"));
@@ -631,6 +663,82 @@ mod tests {
     }
 
     #[test]
+    fn lists_leases_and_changes_dhcp_settings_and_reservations() {
+        let lease = r#"{"mac":"52:54:00:12:34:56","ip":"192.168.101.128","hostname":"web1","expires":1700000000,"state":"bound"}"#;
+        let reservation = Reservation {
+            mac: "52:54:00:aa:bb:cc".parse().unwrap(),
+            ip: "192.168.101.10".parse().unwrap(),
+            hostname: Some("db".into()),
+        };
+        let mut dhcp = DhcpSpec {
+            range: Some([
+                "192.168.101.100".parse().unwrap(),
+                "192.168.101.199".parse().unwrap(),
+            ]),
+            dns: vec!["192.168.101.1".parse().unwrap()],
+            ..DhcpSpec::default()
+        };
+        dhcp.reservations.push(reservation.clone());
+        let mut network = sample_network();
+        network.subnet = Some("192.168.101.0/24".parse().unwrap());
+        network.dhcp = Some(dhcp.clone());
+        let daemon = FakeDaemon::start(vec![
+            json("200 OK", &format!("[{lease}]")),
+            json("200 OK", &serde_json::to_string(&network).unwrap()),
+            json("201 Created", &serde_json::to_string(&reservation).unwrap()),
+            response("204 No Content", "application/json", ""),
+            json(
+                "404 Not Found",
+                r#"{"error":"no reservation for 52:54:00:aa:bb:cc"}"#,
+            ),
+        ]);
+        let client = daemon.client();
+
+        let leases = client.leases("vmnet1").unwrap();
+        assert_eq!(
+            leases,
+            [Lease {
+                mac: "52:54:00:12:34:56".parse().unwrap(),
+                ip: "192.168.101.128".parse().unwrap(),
+                hostname: Some("web1".into()),
+                expires: 1_700_000_000,
+                state: "bound".into(),
+            }]
+        );
+        assert_eq!(client.set_dhcp("vmnet1", &dhcp).unwrap(), network);
+        assert_eq!(
+            client.add_reservation("vmnet1", &reservation).unwrap(),
+            reservation
+        );
+        client
+            .remove_reservation("vmnet1", reservation.mac)
+            .unwrap();
+        let err = client
+            .remove_reservation("vmnet1", reservation.mac)
+            .unwrap_err();
+        assert_eq!(err.status(), Some(StatusCode::NOT_FOUND));
+
+        let seen = daemon.finish();
+        let lines: Vec<&str> = seen.iter().map(|(l, _)| l.as_str()).collect();
+        assert_eq!(
+            lines,
+            [
+                "GET /v1/networks/vmnet1/leases HTTP/1.1",
+                "PUT /v1/networks/vmnet1/dhcp HTTP/1.1",
+                "POST /v1/networks/vmnet1/dhcp/reservations HTTP/1.1",
+                "DELETE /v1/networks/vmnet1/dhcp/reservations/52:54:00:aa:bb:cc HTTP/1.1",
+                "DELETE /v1/networks/vmnet1/dhcp/reservations/52:54:00:aa:bb:cc HTTP/1.1",
+            ]
+        );
+        assert_eq!(serde_json::from_str::<DhcpSpec>(&seen[1].1).unwrap(), dhcp);
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&seen[2].1).unwrap(),
+            serde_json::json!({"mac": "52:54:00:aa:bb:cc", "ip": "192.168.101.10", "hostname": "db"})
+        );
+        assert_eq!(seen[3].1, "");
+    }
+
+    #[test]
     fn an_error_answer_carries_the_daemons_message_and_status() {
         let daemon = FakeDaemon::start(vec![
             json("404 Not Found", r#"{"error":"no vnet named \"nope\""}"#),
@@ -690,5 +798,10 @@ mod tests {
             "/v1/networks/vm%20net%2F1"
         );
         assert_eq!(api_path(&["networks", "a-b_c.d"]), "/v1/networks/a-b_c.d");
+        assert_eq!(
+            api_path(&["r", "52:54:00:aa:bb:cc"]),
+            "/v1/r/52:54:00:aa:bb:cc"
+        );
+        assert_eq!(api_path(&["r", "a?b#c"]), "/v1/r/a%3Fb%23c");
     }
 }

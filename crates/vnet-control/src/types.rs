@@ -14,6 +14,10 @@
 //! | GET | `/v1/networks/{net}/ports/{id}` | | [`PortInfo`] |
 //! | DELETE | `/v1/networks/{net}/ports/{id}` | | 204 |
 //! | GET | `/v1/networks/{net}/macs` | | `[MacEntry]` |
+//! | GET | `/v1/networks/{net}/leases` | | `[Lease]` |
+//! | PUT | `/v1/networks/{net}/dhcp` | [`DhcpSpec`] | [`NetworkInfo`] |
+//! | POST | `/v1/networks/{net}/dhcp/reservations` | [`Reservation`] | 201 [`Reservation`] |
+//! | DELETE | `/v1/networks/{net}/dhcp/reservations/{mac}` | | 204 |
 //! | GET | `/metrics` | | Prometheus text |
 
 use std::collections::BTreeMap;
@@ -218,6 +222,8 @@ pub enum PortKind {
     Api,
     /// A VDE client (QEMU `-netdev vde`, `vde_plug`) through `RUN/NET/vde/ctl`.
     Vde,
+    /// A built-in service of the vnet (DHCP).
+    Service,
 }
 
 impl PortKind {
@@ -227,6 +233,7 @@ impl PortKind {
             PortKind::Dgram => "dgram",
             PortKind::Tap => "tap",
             PortKind::Api => "api",
+            PortKind::Service => "service",
             PortKind::Vde => "vde",
         }
     }

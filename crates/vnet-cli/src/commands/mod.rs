@@ -10,6 +10,8 @@ use crate::failure::Failure;
 use crate::run_dir::default_run_dir;
 
 mod attach;
+mod dhcp;
+mod lease;
 mod mac;
 mod net;
 mod port;
@@ -31,6 +33,8 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Command::Net(command) => net::run(&ctx, command),
         Command::Port(command) => port::run(&ctx, command),
         Command::Mac(command) => mac::run(&ctx, command),
+        Command::Lease(command) => lease::run(&ctx, command),
+        Command::Dhcp(command) => dhcp::run(&ctx, command),
         Command::Attach(args) => attach::run(&ctx, args),
         Command::Version => version::run(&ctx),
     }

@@ -1,6 +1,6 @@
 //! `vnet net ls|show|create|rm`
 
-use vnet_control::NetworkSpec;
+use vnet_control::{DhcpSpec, HostAdapterSpec, NetworkSpec};
 
 use super::{print, Context};
 use crate::cli::{CreateNet, NetCommand};
@@ -33,6 +33,12 @@ fn create(ctx: &Context, args: CreateNet) -> Result<(), Failure> {
     spec.mac_aging_secs = args.mac_aging.unwrap_or(spec.mac_aging_secs);
     spec.max_macs_per_port = args.max_macs_per_port.unwrap_or(spec.max_macs_per_port);
     spec.max_macs = args.max_macs.unwrap_or(spec.max_macs);
+    spec.subnet = args.subnet;
+    spec.host_adapter = args.host_adapter.map(|address| HostAdapterSpec {
+        name: None,
+        address,
+    });
+    spec.dhcp = args.dhcp.then(DhcpSpec::default);
     let info = ctx.client.create_network(&spec)?;
     if ctx.json {
         return super::print_json(&info);
@@ -40,5 +46,12 @@ fn create(ctx: &Context, args: CreateNet) -> Result<(), Failure> {
     print(&format!(
         "created vnet {name}: attach a VM with `vnet attach {name} --qemu`\n",
         name = info.name
-    ))
+    ))?;
+    if spec.host_adapter.is_some() && info.host_adapter.is_none() {
+        eprintln!(
+            "vnet: vnetd did not set up the host adapter of {} (it needs root): see its log",
+            info.name
+        );
+    }
+    Ok(())
 }
