@@ -20,10 +20,12 @@ pub enum DropCause {
     QueueFull,
     /// Bytes that are not a message of the port's protocol.
     Malformed,
+    /// The port's link is down (a TAP whose interface is not up).
+    LinkDown,
 }
 
 impl DropCause {
-    pub const ALL: [DropCause; 7] = [
+    pub const ALL: [DropCause; 8] = [
         DropCause::Runt,
         DropCause::Oversize,
         DropCause::BadTag,
@@ -31,6 +33,7 @@ impl DropCause {
         DropCause::SamePort,
         DropCause::QueueFull,
         DropCause::Malformed,
+        DropCause::LinkDown,
     ];
 
     pub fn name(self) -> &'static str {
@@ -42,6 +45,7 @@ impl DropCause {
             DropCause::SamePort => "same_port",
             DropCause::QueueFull => "queue_full",
             DropCause::Malformed => "malformed",
+            DropCause::LinkDown => "link_down",
         }
     }
 }

@@ -39,6 +39,8 @@ pub enum Sent {
     Done,
     /// The client cannot take it now; keep the frame and retry later.
     WouldBlock,
+    /// The frame is gone but was not delivered (a service rejected it, a link is down).
+    Dropped(DropCause),
     /// The client is gone; close the port.
     Closed(String),
 }

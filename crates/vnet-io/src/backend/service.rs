@@ -11,6 +11,7 @@ use std::rc::Rc;
 use std::time::Instant;
 
 use vnet_control::PortKind;
+use vnet_core::switch::DropCause;
 
 use super::{Backend, Received, Sent};
 use crate::frame::FrameBuf;
@@ -20,7 +21,8 @@ pub trait Service {
     /// For `vnet port ls`, e.g. "dhcp 192.168.101.254".
     fn description(&self) -> String;
     /// One frame delivered to the service's port; replies are pushed onto `out`.
-    fn receive(&mut self, frame: &[u8], out: &mut Vec<Vec<u8>>);
+    /// `false` means the frame was addressed to the service but malformed.
+    fn receive(&mut self, frame: &[u8], out: &mut Vec<Vec<u8>>) -> bool;
     /// Runs timers that are due; output is pushed onto `out`.
     fn poll(&mut self, now: Instant, out: &mut Vec<Vec<u8>>);
     /// When `poll` next has work, if ever.
@@ -68,7 +70,7 @@ impl<S: Service> Backend for ServicePort<S> {
                 Received::Frame
             }
             Some(frame) => Received::Dropped(
-                vnet_core::switch::DropCause::Oversize,
+                DropCause::Oversize,
                 format!("service produced a {}-byte frame", frame.len()),
             ),
             None => Received::WouldBlock,
@@ -76,9 +78,13 @@ impl<S: Service> Backend for ServicePort<S> {
     }
 
     fn send(&mut self, frame: &FrameBuf) -> Sent {
-        self.service.borrow_mut().receive(frame.frame(), &mut self.scratch);
+        let accepted = self.service.borrow_mut().receive(frame.frame(), &mut self.scratch);
         self.collect();
-        Sent::Done
+        if accepted {
+            Sent::Done
+        } else {
+            Sent::Dropped(DropCause::Malformed)
+        }
     }
 
     fn has_input(&self) -> bool {

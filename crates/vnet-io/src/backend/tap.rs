@@ -6,6 +6,7 @@ use std::os::fd::AsRawFd;
 
 use mio::unix::SourceFd;
 use vnet_control::PortKind;
+use vnet_core::switch::DropCause;
 
 use super::{send_error, Backend, Received, Sent};
 use crate::frame::FrameBuf;
@@ -67,7 +68,7 @@ impl Backend for TapPort {
             Ok(_) => Sent::Done,
             // The interface is down (or has no carrier): the kernel refuses frames. A
             // switch port that is down drops; it does not stall the vnet.
-            Err(e) if e.raw_os_error() == Some(libc::EIO) => Sent::Done,
+            Err(e) if e.raw_os_error() == Some(libc::EIO) => Sent::Dropped(DropCause::LinkDown),
             Err(e) => send_error(e),
         }
     }

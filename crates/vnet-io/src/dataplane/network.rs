@@ -285,7 +285,7 @@ impl Network {
         };
         if port.backend.has_pending_output() {
             match port.backend.flush() {
-                Sent::Done => {}
+                Sent::Done | Sent::Dropped(_) => {}
                 Sent::WouldBlock => return PassEnd::Blocked,
                 Sent::Closed(why) => return PassEnd::Closed(why),
             }
@@ -299,6 +299,11 @@ impl Network {
             match port.backend.send(buf) {
                 Sent::Done => {
                     counters.count_tx(buf.len());
+                    let buf = port.queue.pop_front().expect("front exists");
+                    self.pool.put(buf);
+                }
+                Sent::Dropped(cause) => {
+                    counters.drops.add(cause);
                     let buf = port.queue.pop_front().expect("front exists");
                     self.pool.put(buf);
                 }

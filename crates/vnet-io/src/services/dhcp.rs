@@ -98,6 +98,15 @@ impl DhcpService {
                 state: format!("{:?}", l.state).to_lowercase(),
             })
             .collect();
+        // Addresses set aside after a DECLINE or an ARP conflict show up too: they are
+        // why the pool may look smaller than configured.
+        out.extend(self.server.lease_db().quarantined().map(|q| vnet_control::Lease {
+            mac: q.reported_by,
+            ip: q.ip,
+            hostname: None,
+            expires: q.until.as_unix_secs(),
+            state: format!("quarantined ({:?})", q.reason).to_lowercase(),
+        }));
         out.sort_by_key(|l| l.ip);
         out
     }
@@ -156,9 +165,11 @@ impl Service for DhcpService {
         format!("dhcp {} ({})", c.server_ip, if c.enabled { "on" } else { "off" })
     }
 
-    fn receive(&mut self, frame: &[u8], out: &mut Vec<Vec<u8>>) {
+    fn receive(&mut self, frame: &[u8], out: &mut Vec<Vec<u8>>) -> bool {
+        let malformed = self.server.counters().malformed;
         out.extend(self.server.receive(Timestamp::now(), frame));
         self.persist();
+        self.server.counters().malformed == malformed
     }
 
     fn poll(&mut self, _now: Instant, out: &mut Vec<Vec<u8>>) {
