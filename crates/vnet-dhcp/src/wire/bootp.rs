@@ -1,10 +1,10 @@
 //! The gate between hostile bytes and `dhcproto`.
 //!
 //! `dhcproto` 0.15 encodes well, but its decoder trusts packet-supplied lengths: in debug
-//! builds `debug_assert!`s on option lengths (options 80, 81, 94, 152–155) and a `len - 1`
-//! underflow (option 151) panic, `Message::chaddr()` slices by the packet's `hlen` (a
-//! panic for `hlen > 16`, in release builds too), and an option that fails to decode
-//! silently ends option parsing, dropping every option after it.
+//! builds its `debug_assert!`s on option lengths (options 80, 81, 94, 152–155) panic,
+//! `Message::chaddr()` slices by the packet's `hlen` (a panic for `hlen > 16`, in release
+//! builds too), and an option that fails to decode (a non-UTF-8 host name, say) silently
+//! ends option parsing, dropping every option after it.
 //!
 //! So nothing from the wire reaches `dhcproto` directly. [`canonicalize_request`] walks the
 //! message itself — fixed header, magic cookie, every option in the options field and, when
