@@ -8,7 +8,7 @@ use std::time::Duration;
 use dhcproto::v4::{
     DhcpOption, DhcpOptions, Flags, HType, Message, MessageType, Opcode, OptionCode,
 };
-use dhcproto::Encodable;
+use dhcproto::{Decodable, Encodable};
 use vnet_core::wire::ethernet::{write_header, EtherType, MacAddr, HEADER_LEN};
 
 use crate::config::{DhcpConfig, Subnet};
@@ -123,11 +123,17 @@ pub(crate) fn reply_frame(
         MessageType::Nak | MessageType::Offer => Ipv4Addr::UNSPECIFIED,
         _ => req.ciaddr,
     };
-    let mut msg = Message::default();
+    let mut msg = blank_reply()?;
+    // Only the broadcast bit is the client's to set; the other 15 must be zero (RFC 2131 §2).
+    let flags = if req.flags.broadcast() {
+        Flags::default().set_broadcast()
+    } else {
+        Flags::default()
+    };
     msg.set_opcode(Opcode::BootReply)
         .set_htype(HType::Eth)
         .set_xid(req.xid)
-        .set_flags(req.flags)
+        .set_flags(flags)
         .set_ciaddr(ciaddr)
         .set_yiaddr(yiaddr)
         .set_siaddr(Ipv4Addr::UNSPECIFIED)
@@ -151,6 +157,25 @@ pub(crate) fn reply_frame(
         &payload,
     );
     Some(frame)
+}
+
+/// An all-zero BOOTREPLY with the magic cookie and no options.
+const BLANK_REPLY: [u8; 241] = {
+    let mut b = [0u8; 241];
+    b[0] = 2;
+    b[236] = 99;
+    b[237] = 130;
+    b[238] = 83;
+    b[239] = 99;
+    b[240] = 255;
+    b
+};
+
+/// A reply to fill in. Decoded from [`BLANK_REPLY`] rather than `Message::default()`,
+/// which draws a random xid from the thread RNG: a hidden syscall and a source of
+/// nondeterminism that a sans-I/O core should not have.
+fn blank_reply() -> Option<Message> {
+    Message::decode(&mut dhcproto::Decoder::new(&BLANK_REPLY)).ok()
 }
 
 /// RFC 2131 §4.1 for a server on the client's own link (giaddr is always 0 here): NAKs are

@@ -447,7 +447,7 @@ impl DhcpServer {
                 // The client took another server's offer: ours is free again.
                 self.offers.remove(&req.client_id);
                 self.probes.remove(&req.client_id);
-                return Err(Dropped::Ignored);
+                return Ok(Vec::new());
             }
             // SELECTING: the address we offered (or any it may have) in option 50.
             let ip = req

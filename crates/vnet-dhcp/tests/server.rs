@@ -550,3 +550,38 @@ fn client_identifier_is_the_key_not_the_mac() {
     assert_ne!(addr, other);
     assert_eq!(server.leases().count(), 2);
 }
+
+#[test]
+fn same_inputs_give_byte_identical_frames() {
+    let run = || {
+        let mut server = server();
+        let client = Client::new(140);
+        let mut frames = server.receive(at(0), &client.discover());
+        frames.extend(server.poll(at(1)));
+        frames.extend(server.receive(
+            at(1),
+            &client.request_selecting(ip("192.168.56.254"), ip("192.168.56.128")),
+        ));
+        frames
+    };
+    assert_eq!(run(), run());
+}
+
+#[test]
+fn lease_that_expired_while_the_daemon_was_down_is_renewed() {
+    let mut server = server();
+    let client = Client::new(150);
+    let (addr, _) = dora(&mut server, &client, at(0));
+    let saved = server.lease_db().to_json();
+    let mut restarted = DhcpServer::new(config(), LeaseDb::from_json(&saved).unwrap()).unwrap();
+    let due = restarted.poll_at().unwrap();
+    assert!(due < at(10_000), "expiry in the past: poll at once");
+    let _ = restarted.poll(at(10_000));
+    assert_eq!(
+        restarted.leases().next().unwrap().state,
+        LeaseState::Expired
+    );
+    let ack = one_reply(restarted.receive(at(10_001), &client.request_rebind(addr)));
+    assert_eq!((ack.kind(), ack.msg.yiaddr()), (MessageType::Ack, addr));
+    assert_eq!(restarted.leases().next().unwrap().state, LeaseState::Bound);
+}
