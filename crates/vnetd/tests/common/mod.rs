@@ -66,3 +66,33 @@ pub fn drops(p: &PortInfo, cause: &str) -> u64 {
 pub fn find_kind(d: &Daemon, net: &str, kind: PortKind) -> Option<PortInfo> {
     ports(d, net).into_iter().find(|p| p.kind == kind)
 }
+
+/// Runs `vnet ARGS... --json` against `d` and decodes what it printed.
+pub fn cli_json<T: serde::de::DeserializeOwned>(d: &Daemon, args: &[&str]) -> T {
+    let mut args = args.to_vec();
+    args.push("--json");
+    let out = d.cli_ok(&args);
+    serde_json::from_str(&out).unwrap_or_else(|e| {
+        panic!(
+            "`vnet {}` did not print the JSON expected ({e}):\n{out}",
+            args.join(" ")
+        )
+    })
+}
+
+/// Runs `vnet ARGS...` against `d`, which must fail with exit status 1 (a refused
+/// request, not a usage error); returns its stderr.
+pub fn cli_fails(d: &Daemon, args: &[&str]) -> String {
+    let out = d.cli(args);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "`vnet {}` should fail with exit status 1, but ended with {}:\nstdout: {}\nstderr: {stderr}\n--- vnetd log ---\n{}",
+        args.join(" "),
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        d.log()
+    );
+    stderr
+}
