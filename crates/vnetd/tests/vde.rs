@@ -489,6 +489,41 @@ fn bad_vde_handshakes_drop_only_their_own_port() {
     );
 }
 
+/// A client written from the C structures, connected: its control connection, its data
+/// socket (connected to the port's) and the port's data socket path.
+struct Client {
+    ctl: UnixStream,
+    data: UnixDatagram,
+    theirs: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Client {
+    fn connect(vde_dir: &Path, version: u32, descr: &str) -> Client {
+        let dir = tempfile::tempdir().unwrap();
+        let mine = dir.path().join("data");
+        let data = UnixDatagram::bind(&mine).unwrap();
+        let mut ctl = UnixStream::connect(vde_dir.join("ctl")).unwrap();
+        ctl.write_all(&request(0xfeed_face, version, &mine, descr))
+            .unwrap();
+        // The answer: a whole struct sockaddr_un naming the port's data socket.
+        let mut reply = [0u8; 110];
+        ctl.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        ctl.read_exact(&mut reply).unwrap();
+        assert_eq!(u16::from_ne_bytes([reply[0], reply[1]]), 1, "AF_UNIX");
+        let end = reply[2..].iter().position(|&c| c == 0).unwrap() + 2;
+        let theirs = PathBuf::from(String::from_utf8(reply[2..end].to_vec()).unwrap());
+        assert_eq!(theirs.parent(), Some(vde_dir), "{theirs:?}");
+        data.connect(&theirs).unwrap();
+        Client {
+            ctl,
+            data,
+            theirs,
+            _dir: dir,
+        }
+    }
+}
+
 /// A client written from the C structures: version 1 and 3 requests, frames both ways,
 /// oversize datagrams and stray control bytes counted, EOF closes the port.
 #[test]
@@ -500,21 +535,13 @@ fn hand_made_v1_and_v3_clients_follow_the_protocol() {
     let (_, b) = tap_vm(&d, "lab", "02:00:00:00:0d:42", "10.75.4.2/24");
 
     for version in [1u32, 3] {
-        let sock_dir = tempfile::tempdir().unwrap();
-        let mine = sock_dir.path().join("data");
-        let data = UnixDatagram::bind(&mine).unwrap();
-        let mut ctl = UnixStream::connect(dir.join("ctl")).unwrap();
         let descr = format!("hand-made v{version}");
-        ctl.write_all(&request(0xfeed_face, version, &mine, &descr))
-            .unwrap();
-        // The answer: a whole struct sockaddr_un naming our port's data socket.
-        let mut reply = [0u8; 110];
-        ctl.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        ctl.read_exact(&mut reply).unwrap();
-        assert_eq!(u16::from_ne_bytes([reply[0], reply[1]]), 1, "AF_UNIX");
-        let end = reply[2..].iter().position(|&c| c == 0).unwrap() + 2;
-        let theirs = PathBuf::from(String::from_utf8(reply[2..end].to_vec()).unwrap());
-        assert_eq!(theirs.parent(), Some(dir.as_path()), "{theirs:?}");
+        let Client {
+            mut ctl,
+            data,
+            theirs,
+            _dir,
+        } = Client::connect(&dir, version, &descr);
         let meta = std::fs::metadata(&theirs).unwrap();
         assert!(meta.file_type().is_socket());
         assert_eq!(
@@ -522,7 +549,6 @@ fn hand_made_v1_and_v3_clients_follow_the_protocol() {
             0o600,
             "the data socket is the client's alone"
         );
-        data.connect(&theirs).unwrap();
 
         let p = wait_vde_port(&d, "lab");
         assert!(p.description.contains(&descr), "{p:?}");
@@ -589,4 +615,62 @@ fn hand_made_v1_and_v3_clients_follow_the_protocol() {
     let n = ctl.read(&mut buf).unwrap();
     assert_eq!(n, 110, "the reply, then EOF");
     assert_eq!(ctl.read(&mut buf).unwrap(), 0);
+}
+
+/// A VDE client that stops reading fills its socket, then its own bounded queue (drops
+/// counted); when it reads again, the queued frames follow. The sender is unaffected.
+#[test]
+fn a_vde_client_that_stops_reading_only_fills_its_own_queue() {
+    skip_unless_root!();
+    let mut d = daemon("lab", 1500);
+    let dir = vde_dir(&d, "lab");
+    let (_, a) = tap_vm(&d, "lab", "02:00:00:00:0d:61", "10.75.6.1/24");
+    let (_, b) = tap_vm(&d, "lab", "02:00:00:00:0d:62", "10.75.6.2/24");
+    let sleeper = Client::connect(&dir, 3, "sleeper");
+    let sleeper_id = wait_vde_port(&d, "lab").id;
+    let sender = Client::connect(&dir, 3, "sender");
+    assert!(wait_for(Duration::from_secs(10), || vde_ports(&d, "lab")
+        .iter()
+        .all(|p| !p.description.contains("awaiting"))
+        && vde_ports(&d, "lab").len() == 2));
+
+    let mut frame = vec![0xff; 6];
+    frame.extend_from_slice(&[0x02, 0, 0, 0, 0x0d, 0x63, 0x88, 0xb5]);
+    frame.resize(100, 0);
+    for i in 0..3000u32 {
+        frame[14..18].copy_from_slice(&i.to_be_bytes());
+        sender.data.send(&frame).unwrap();
+    }
+    let full = wait_for(Duration::from_secs(10), || {
+        drops(&port(&d, "lab", sleeper_id), "queue_full") > 0
+    });
+    assert!(full, "{:?}\n{}", port(&d, "lab", sleeper_id), d.log());
+    still_serving(&mut d, &a, &b);
+
+    // Wake up: more than the socket held arrives, in order.
+    sleeper
+        .data
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let mut buf = [0u8; 2048];
+    let mut seen = Vec::new();
+    while let Ok(n) = sleeper.data.recv(&mut buf) {
+        if n == 100 && buf[6..12] == frame[6..12] {
+            seen.push(u32::from_be_bytes(buf[14..18].try_into().unwrap()));
+        }
+    }
+    assert!(
+        seen.len() > 100,
+        "only {} frames after the wake-up",
+        seen.len()
+    );
+    assert!(seen.windows(2).all(|w| w[0] < w[1]), "in order: {seen:?}");
+    let p = port(&d, "lab", sleeper_id);
+    assert_eq!(
+        p.counters.tx_frames as usize,
+        seen.len(),
+        "every frame counted as sent reached the client: {p:?}"
+    );
+    drop((sleeper, sender));
+    wait_ports(&d, "lab", PortKind::Vde, 0);
 }
