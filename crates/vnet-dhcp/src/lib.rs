@@ -79,7 +79,9 @@
 //! lease time with T1 = ½ and T2 = ⅞ of it (not for INFORM), subnet mask, broadcast address,
 //! and when configured router, DNS servers, domain name, interface MTU; the reservation's
 //! host name when the client asks for option 12; the client identifier echoed (RFC 6842).
-//! Every frame has valid IPv4 and UDP checksums and at least 300 bytes of BOOTP payload.
+//! Message type and server id come first, the rest in the order of the client's parameter
+//! request list. Every frame has valid IPv4 and UDP checksums and at least 300 bytes of
+//! BOOTP payload; the same inputs always give the same bytes.
 //!
 //! ## Timers
 //!

@@ -5,9 +5,7 @@
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use dhcproto::v4::{
-    DhcpOption, DhcpOptions, Flags, HType, Message, MessageType, Opcode, OptionCode,
-};
+use dhcproto::v4::{DhcpOption, Flags, HType, Message, MessageType, Opcode, OptionCode};
 use dhcproto::{Decodable, Encodable};
 use vnet_core::wire::ethernet::{write_header, EtherType, MacAddr, HEADER_LEN};
 
@@ -139,8 +137,13 @@ pub(crate) fn reply_frame(
         .set_siaddr(Ipv4Addr::UNSPECIFIED)
         .set_giaddr(req.giaddr)
         .set_chaddr(&req.chaddr.0);
-    msg.set_opts(reply_options(config, subnet, req, kind, &grant));
+    // The header through the magic cookie (dhcproto writes no End for empty options),
+    // then the options in our order, which dhcproto's sorted map would not keep.
     let mut payload = msg.to_vec().ok()?;
+    for option in reply_options(config, subnet, req, kind, &grant) {
+        payload.extend_from_slice(&option.to_vec().ok()?);
+    }
+    payload.push(u8::from(OptionCode::End));
     if payload.len() < MIN_BOOTP_LEN {
         payload.resize(MIN_BOOTP_LEN, 0); // zeros after End are Pad options
     }
@@ -196,27 +199,28 @@ fn destination(req: &ClientRequest, kind: MessageType, yiaddr: Ipv4Addr) -> (Ipv
     }
 }
 
-/// Options of a reply. Every configured option is sent whether or not the client listed it
-/// in its parameter request list: the set is small, fits any client's 576-byte limit, and
-/// clients such as busybox udhcpc use options (MTU) they do not request by default. The
-/// list only adds the reserved host name, which a client that did not ask may not want.
+/// Options of a reply, message type and server id first (where simple clients look),
+/// then the rest in the order of the client's parameter request list.
+///
+/// Every configured option is sent whether or not the client listed it: the set is small,
+/// fits any client's 576-byte limit, and clients such as busybox udhcpc use options (MTU)
+/// they do not request by default. The list only adds the reserved host name, which a
+/// client that did not ask may not want.
 fn reply_options(
     config: &DhcpConfig,
     subnet: &Subnet,
     req: &ClientRequest,
     kind: MessageType,
     grant: &Grant<'_>,
-) -> DhcpOptions {
-    let mut opts = DhcpOptions::new();
-    opts.insert(DhcpOption::MessageType(kind));
-    opts.insert(DhcpOption::ServerIdentifier(config.server_ip));
-    if let Some(id) = &req.sent_client_id {
-        opts.insert(DhcpOption::ClientIdentifier(id.clone()));
-    }
+) -> Vec<DhcpOption> {
+    let mut opts = vec![
+        DhcpOption::MessageType(kind),
+        DhcpOption::ServerIdentifier(config.server_ip),
+    ];
     let hostname = match grant {
         Grant::Refusal(text) => {
-            opts.insert(DhcpOption::Message((*text).to_string()));
-            return opts;
+            opts.push(DhcpOption::Message((*text).to_string()));
+            None
         }
         Grant::Configuration => None,
         Grant::Lease {
@@ -225,28 +229,43 @@ fn reply_options(
             ..
         } => {
             let secs = u32::try_from(lease_time.as_secs()).unwrap_or(u32::MAX - 1);
-            opts.insert(DhcpOption::AddressLeaseTime(secs));
-            opts.insert(DhcpOption::Renewal(secs / 2));
-            opts.insert(DhcpOption::Rebinding((u64::from(secs) * 7 / 8) as u32));
+            opts.push(DhcpOption::AddressLeaseTime(secs));
+            opts.push(DhcpOption::Renewal(secs / 2));
+            opts.push(DhcpOption::Rebinding((u64::from(secs) * 7 / 8) as u32));
             *hostname
         }
     };
-    opts.insert(DhcpOption::SubnetMask(subnet.mask));
-    opts.insert(DhcpOption::BroadcastAddr(subnet.broadcast));
-    if let Some(router) = config.router {
-        opts.insert(DhcpOption::Router(vec![router]));
+    if !matches!(grant, Grant::Refusal(_)) {
+        opts.push(DhcpOption::SubnetMask(subnet.mask));
+        opts.push(DhcpOption::BroadcastAddr(subnet.broadcast));
+        if let Some(router) = config.router {
+            opts.push(DhcpOption::Router(vec![router]));
+        }
+        if !config.dns.is_empty() {
+            opts.push(DhcpOption::DomainNameServer(config.dns.clone()));
+        }
+        if let Some(domain) = &config.domain {
+            opts.push(DhcpOption::DomainName(domain.clone()));
+        }
+        if let Some(mtu) = config.mtu {
+            opts.push(DhcpOption::InterfaceMtu(mtu));
+        }
+        if let Some(name) = hostname.filter(|_| req.asked_for(OptionCode::Hostname)) {
+            opts.push(DhcpOption::Hostname(name.to_string()));
+        }
     }
-    if !config.dns.is_empty() {
-        opts.insert(DhcpOption::DomainNameServer(config.dns.clone()));
+    if let Some(id) = &req.sent_client_id {
+        opts.push(DhcpOption::ClientIdentifier(id.clone()));
     }
-    if let Some(domain) = &config.domain {
-        opts.insert(DhcpOption::DomainName(domain.clone()));
-    }
-    if let Some(mtu) = config.mtu {
-        opts.insert(DhcpOption::InterfaceMtu(mtu));
-    }
-    if let Some(name) = hostname.filter(|_| req.asked_for(OptionCode::Hostname)) {
-        opts.insert(DhcpOption::Hostname(name.to_string()));
-    }
+    // Stable sort: the first two stay first, requested options follow in the client's
+    // order, unrequested ones keep ours.
+    let rank = |o: &DhcpOption| {
+        let code = u8::from(OptionCode::from(o));
+        match req.parameter_requests.iter().position(|c| *c == code) {
+            Some(i) => 1 + i,
+            None => 256,
+        }
+    };
+    opts[2..].sort_by_key(rank);
     opts
 }

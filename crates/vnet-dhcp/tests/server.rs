@@ -29,6 +29,22 @@ fn hex(lines: &[&str]) -> Vec<u8> {
         .collect()
 }
 
+/// Option codes in order, up to End.
+fn walk_codes(mut options: &[u8]) -> Vec<u8> {
+    let mut codes = Vec::new();
+    while let [code, rest @ ..] = options {
+        match code {
+            0 => options = rest,
+            255 => break,
+            _ => {
+                codes.push(*code);
+                options = &rest[1 + usize::from(rest[0])..];
+            }
+        }
+    }
+    codes
+}
+
 #[test]
 fn udhcpc_discover_bytes_get_a_probe_then_an_offer_with_every_option() {
     let mut server = server();
@@ -45,7 +61,15 @@ fn udhcpc_discover_bytes_get_a_probe_then_an_offer_with_every_option() {
     let deadline = server.poll_at().unwrap();
     assert_eq!(deadline, at(0) + Duration::from_millis(300));
     assert!(server.poll(at(0)).is_empty(), "nothing before the deadline");
-    let offer = one_reply(server.poll(deadline));
+    let frames = server.poll(deadline);
+    // Message type, then server id, first; then udhcpc's request order (1, 3, 6, 12, 15, 28...).
+    let options = &frames[0][14 + 20 + 8 + 240..];
+    assert_eq!(&options[..3], &[53, 1, 2]);
+    assert_eq!(options[3], 54);
+    let order: Vec<u8> = walk_codes(options);
+    let pos = |code: u8| order.iter().position(|c| *c == code).unwrap();
+    assert!(pos(1) < pos(6) && pos(6) < pos(15) && pos(15) < pos(28) && pos(28) < pos(26));
+    let offer = one_reply(frames);
     assert_eq!(offer.kind(), MessageType::Offer);
     assert_eq!(offer.msg.xid(), 0x3903_f326);
     assert_eq!(offer.msg.yiaddr(), ip("192.168.56.128"));
