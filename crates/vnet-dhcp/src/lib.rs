@@ -22,6 +22,30 @@
 //! 4. applies control-API changes (pool, reservations, on/off) with
 //!    [`DhcpServer::reconfigure`].
 //!
+//! ```
+//! use std::net::Ipv4Addr;
+//! use vnet_dhcp::{DhcpConfig, DhcpServer, LeaseDb, MacAddr, Timestamp};
+//!
+//! let mac = MacAddr([0x02, 0x76, 0x64, 0, 0, 1]);
+//! let config = DhcpConfig::for_subnet(mac, Ipv4Addr::new(192, 168, 56, 0), 24)?;
+//! let mut server = DhcpServer::new(config, LeaseDb::new())?;
+//! # let frame_from_switch = [0u8; 60];
+//! let now = Timestamp::now();
+//! for reply in server.receive(now, &frame_from_switch) {
+//!     // send `reply` into the switch from the service's port
+//! #   let _ = reply;
+//! }
+//! if let Some(at) = server.poll_at() {
+//!     // arm a timer for `at`; when it fires: send every frame of `server.poll(Timestamp::now())`
+//! #   let _ = at;
+//! }
+//! if server.take_leases_changed() {
+//!     let json = server.lease_db().to_json(); // write to a temp file, fsync, rename
+//! #   let _ = json;
+//! }
+//! # Ok::<(), vnet_dhcp::ConfigError>(())
+//! ```
+//!
 //! `now` is wall-clock time ([`Timestamp`], milliseconds since the Unix epoch) because lease
 //! expiry must mean the same thing after a restart. A clock step only moves expiries.
 //!

@@ -449,9 +449,11 @@ impl DhcpServer {
                 self.probes.remove(&req.client_id);
                 return Ok(Vec::new());
             }
-            // SELECTING: the address we offered (or any it may have) in option 50.
+            // SELECTING: the address we offered (or any it may have) in option 50; some
+            // clients put it in ciaddr instead.
             let ip = req
                 .requested_ip
+                .or((!req.ciaddr.is_unspecified()).then_some(req.ciaddr))
                 .ok_or_else(|| malformed("REQUEST with server id but no requested address"))?;
             return Ok(self.ack_or_nak(now, &req, ip));
         }
