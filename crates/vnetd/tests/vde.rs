@@ -98,8 +98,22 @@ struct StdioPlug {
 }
 
 impl StdioPlug {
-    fn spawn(args: &[&str]) -> StdioPlug {
-        let mut child = Command::new("vde_plug")
+    /// Runs `vde_plug ARGS`, as user `uid` if given.
+    fn spawn(args: &[&str], uid: Option<u32>) -> StdioPlug {
+        let mut cmd = match uid {
+            None => Command::new("vde_plug"),
+            Some(uid) => {
+                let mut c = Command::new("setpriv");
+                c.args([
+                    &format!("--reuid={uid}"),
+                    &format!("--regid={uid}"),
+                    "--clear-groups",
+                    "vde_plug",
+                ]);
+                c
+            }
+        };
+        let mut child = cmd
             .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -184,7 +198,7 @@ fn vde_plug_by_path_and_by_url_exchanges_frames_with_a_namespace_vm() {
         .enumerate()
     {
         let descr = format!("plug-{i}");
-        let mut plug = StdioPlug::spawn(&["-D", &descr, url]);
+        let mut plug = StdioPlug::spawn(&["-D", &descr, url], None);
         let p = wait_vde_port(&d, "lab");
         assert!(p.description.contains(&descr), "{p:?}");
         assert!(p.description.contains("vde_plug"), "peer named: {p:?}");
@@ -337,6 +351,92 @@ fn a_qemu_guest_on_netdev_vde_pings_a_namespace_vm() {
     assert_eq!(p.macs.len(), 1, "{p:?}");
 
     drop(guest);
+    wait_ports(&d, "lab", PortKind::Vde, 0);
+}
+
+const NOBODY: u32 = 65534;
+
+/// Lets user `nobody` reach `net`'s VDE switch through group `nogroup`, as an admin
+/// gives users access through the daemon's group.
+fn open_to_nobody(d: &Daemon, net: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    let base = d.run_dir().parent().unwrap();
+    for p in [base, d.run_dir()] {
+        let mode = std::fs::metadata(p).unwrap().permissions().mode();
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode | 0o011)).unwrap();
+    }
+    let dir = vde_dir(d, net);
+    for p in [dir.clone(), dir.join("ctl")] {
+        std::os::unix::fs::chown(p, None, Some(NOBODY)).unwrap();
+    }
+}
+
+/// Another user attaches with a socket of its own, which becomes that user's alone;
+/// naming somebody else's socket is refused.
+#[test]
+fn other_users_attach_with_their_own_sockets_only() {
+    skip_unless_root!();
+    let d = daemon("lab", 1500);
+    let dir = vde_dir(&d, "lab");
+    let (_, vm) = tap_vm(&d, "lab", "02:00:00:00:0d:71", "10.75.7.1/24");
+    open_to_nobody(&d, "lab");
+
+    let mut plug = StdioPlug::spawn(&[dir.to_str().unwrap()], Some(NOBODY));
+    let p = wait_vde_port(&d, "lab");
+    assert!(p.description.contains(&format!("uid {NOBODY}")), "{p:?}");
+    let data = dir.join(&data_sockets(&dir)[0]);
+    let meta = std::fs::metadata(&data).unwrap();
+    assert_eq!(std::os::unix::fs::MetadataExt::uid(&meta), NOBODY);
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o077,
+        0,
+        "{data:?} is nobody's alone"
+    );
+    assert!(
+        plug.arp(&vm, [0x02, 0, 0, 0, 0x0d, 0x72], [10, 75, 7, 2]),
+        "no ARP reply to nobody's vde_plug\n{}",
+        d.log()
+    );
+    plug.close();
+    wait_ports(&d, "lab", PortKind::Vde, 0);
+
+    // nobody names root's socket: the vnet would send frames into it.
+    let sock_dir = tempfile::tempdir().unwrap();
+    let roots = sock_dir.path().join("root.sock");
+    let _roots = UnixDatagram::bind(&roots).unwrap();
+    let mut socat = Command::new("setpriv")
+        .args([
+            &format!("--reuid={NOBODY}"),
+            &format!("--regid={NOBODY}"),
+            "--clear-groups",
+            "socat",
+            "-t",
+            "5",
+            "STDIO",
+            &format!("UNIX-CONNECT:{}", dir.join("ctl").display()),
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("socat runs");
+    socat
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(&request(0xfeed_face, 3, &roots, "sneaky"))
+        .unwrap();
+    let out = socat.wait_with_output().unwrap();
+    assert!(
+        out.stdout.is_empty(),
+        "no answer for nobody: {:?}",
+        out.stdout
+    );
+    let why = format!("belongs to uid 0, not to the connecting uid {NOBODY}");
+    assert!(
+        wait_for(Duration::from_secs(5), || d.log().contains(&why)),
+        "{}",
+        d.log()
+    );
     wait_ports(&d, "lab", PortKind::Vde, 0);
 }
 
