@@ -62,7 +62,7 @@ pub struct PortConfig {
 /// The configuration is unusable.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}")]
     Read {
         path: String,
         #[source]

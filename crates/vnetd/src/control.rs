@@ -21,6 +21,7 @@ impl From<ControlError> for HttpError {
             ControlError::NotFound(_) => StatusCode::NOT_FOUND,
             ControlError::Exists(_) => StatusCode::CONFLICT,
             ControlError::Invalid(_) => StatusCode::BAD_REQUEST,
+            ControlError::Forbidden(_) => StatusCode::FORBIDDEN,
             ControlError::Failed(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ControlError::Stopped => StatusCode::SERVICE_UNAVAILABLE,
         };

@@ -61,8 +61,9 @@ fn run(args: Args) -> Result<()> {
         println!("configuration OK: {} vnet(s)", config.network.len());
         return Ok(());
     }
-    let run_dir = args.run_dir.unwrap_or_else(dirs::default_run_dir);
-    let state_dir = args.state_dir.unwrap_or_else(dirs::default_state_dir);
+    // Absolute, because clients are told these paths and run elsewhere.
+    let run_dir = std::path::absolute(args.run_dir.unwrap_or_else(dirs::default_run_dir))?;
+    let state_dir = std::path::absolute(args.state_dir.unwrap_or_else(dirs::default_state_dir))?;
     let control = dirs::claim(&run_dir, &state_dir)?;
 
     let dataplane = DataPlane::spawn(run_dir.clone(), state_dir.clone()).context("cannot start the data plane")?;
@@ -75,7 +76,7 @@ fn run(args: Args) -> Result<()> {
         for port in &net.ports {
             match handle.add_port_blocking(net.name.clone(), port.spec()) {
                 Ok(p) => info!(net = net.name, port = p.id, "{}", p.description),
-                Err(ControlError::Failed(e)) | Err(ControlError::Invalid(e)) => {
+                Err(ControlError::Failed(e) | ControlError::Invalid(e) | ControlError::Forbidden(e) | ControlError::Exists(e)) => {
                     warn!(net = net.name, "skipped TAP port {:?}: {e}", port.tap)
                 }
                 Err(e) => return Err(e).context("data plane failed"),
@@ -95,16 +96,31 @@ fn run(args: Args) -> Result<()> {
             .with_context(|| format!("cannot listen on {}", control.display()))?;
         dirs::restrict(&control)?;
         info!("control API on {}", control.display());
-        axum::serve(listener, control::router(handle))
-            .with_graceful_shutdown(shutdown_signal())
-            .await
-            .context("control API failed")
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let serve = axum::serve(listener, control::router(handle)).with_graceful_shutdown(async {
+            shutdown_signal().await;
+            let _ = stop_tx.send(());
+        });
+        // A client stalled mid-request must not hold the shutdown (and the socket
+        // cleanup) hostage: give open connections a short grace period, no more.
+        let grace = async {
+            let _ = stop_rx.await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+            warn!("control clients still connected after {SHUTDOWN_GRACE:?}: closing them");
+        };
+        tokio::select! {
+            served = serve => served.context("control API failed"),
+            () = grace => Ok(()),
+        }
     });
     dataplane.shutdown();
     let _ = std::fs::remove_file(&control);
     info!("stopped");
     served
 }
+
+/// How long open control connections may delay a shutdown.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
 async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};

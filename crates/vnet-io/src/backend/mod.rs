@@ -52,6 +52,11 @@ pub trait Backend {
     /// Who is attached, for `vnet port ls`.
     fn description(&self) -> String;
 
+    /// The host interface behind the port, for TAP-like backends.
+    fn ifname(&self) -> Option<&str> {
+        None
+    }
+
     /// The client's process id, where the transport tells it.
     fn pid(&self) -> Option<u32> {
         None

@@ -47,6 +47,10 @@ impl Backend for TapPort {
         format!("{} {}", self.role, self.ifname)
     }
 
+    fn ifname(&self) -> Option<&str> {
+        Some(&self.ifname)
+    }
+
     fn source(&mut self) -> Option<&mut dyn mio::event::Source> {
         Some(self)
     }

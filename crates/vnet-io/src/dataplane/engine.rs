@@ -641,9 +641,27 @@ impl Engine {
         now: Instant,
     ) -> Result<PortInfo, ControlError> {
         let PortSpec::Tap { ifname, vlan } = spec;
-        let tap = TapPort::open(&ifname).map_err(|e| match e {
-            crate::sys::tap::TapError::BadName(_) => ControlError::Invalid(e.to_string()),
-            _ => ControlError::Failed(e.to_string()),
+        for net in self.networks.iter().map(|(_, n)| n) {
+            if let Some(id) = net.tap_port(&ifname) {
+                return Err(ControlError::Exists(format!(
+                    "TAP {ifname} is already port {id} of vnet {} (see `vnet port ls {}`)",
+                    net.name(),
+                    net.name()
+                )));
+            }
+        }
+        let tap = TapPort::open(&ifname).map_err(|e| {
+            use crate::sys::tap::TapError;
+            match &e {
+                TapError::BadName(_) => ControlError::Invalid(e.to_string()),
+                TapError::SetIff { source, .. } if source.raw_os_error() == Some(libc::EPERM) => {
+                    ControlError::Forbidden(e.to_string())
+                }
+                TapError::SetIff { source, .. } if source.raw_os_error() == Some(libc::EBUSY) => {
+                    ControlError::Exists(e.to_string())
+                }
+                _ => ControlError::Failed(e.to_string()),
+            }
         })?;
         let id = self.add_port(key, Box::new(tap), vlan)?;
         report::port_info(&self.networks[key], now, id).ok_or(ControlError::Stopped)
@@ -672,6 +690,13 @@ pub fn validate(spec: &NetworkSpec) -> Result<(), ControlError> {
     if !name_ok {
         return Err(ControlError::Invalid(format!(
             "invalid vnet name {:?}: use 1-15 characters of A-Z a-z 0-9 - _ . (not starting with '.')",
+            spec.name
+        )));
+    }
+    // These names are taken by the run directory's own layout.
+    if ["control.sock", "dev"].contains(&spec.name.as_str()) || spec.name.ends_with(".sock") {
+        return Err(ControlError::Invalid(format!(
+            "vnet name {:?} is reserved by the runtime directory layout: choose another",
             spec.name
         )));
     }

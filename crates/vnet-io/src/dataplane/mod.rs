@@ -35,6 +35,9 @@ pub enum ControlError {
     Exists(String),
     #[error("{0}")]
     Invalid(String),
+    /// The daemon lacks a privilege the request needs.
+    #[error("{0}")]
+    Forbidden(String),
     #[error("{0}")]
     Failed(String),
     #[error("the data plane has stopped")]

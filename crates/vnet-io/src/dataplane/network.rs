@@ -147,6 +147,14 @@ impl Network {
         &self.spec.name
     }
 
+    /// The port of the TAP (or host adapter) named `ifname`, if this vnet has one.
+    pub fn tap_port(&self, ifname: &str) -> Option<PortId> {
+        self.ports
+            .iter()
+            .find(|(_, p)| p.backend.kind() == vnet_control::PortKind::Tap && p.backend.ifname() == Some(ifname))
+            .map(|(id, _)| *id)
+    }
+
     pub fn register_listeners(
         &mut self,
         registry: &Registry,
