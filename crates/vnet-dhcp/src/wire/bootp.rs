@@ -102,8 +102,9 @@ pub fn decode_request(payload: &[u8]) -> Result<Message, BootpError> {
 }
 
 /// Validates `payload` as a DHCP request from an Ethernet client and returns an equivalent
-/// message that holds only the options in [`KEPT`] (concatenated, length-checked, each
-/// once), with `sname` and `file` zeroed. See the module doc for why.
+/// message that holds only the options the server reads (53, 50, 54, 61, 12, 55),
+/// concatenated, length-checked and each once, with `sname` and `file` zeroed. See the
+/// module doc for why.
 pub fn canonicalize_request(payload: &[u8]) -> Result<Vec<u8>, BootpError> {
     if payload.len() < FIXED_LEN {
         return Err(BootpError::Truncated(payload.len()));
