@@ -543,7 +543,7 @@ fn bad_vde_handshakes_drop_only_their_own_port() {
     refused(
         &d,
         &request(0xfeed_face, 3, Path::new("/nonexistent/sock"), "x"),
-        "cannot stat the client's data socket /nonexistent/sock",
+        "cannot open the client's data socket /nonexistent/sock",
     );
     refused(
         &d,

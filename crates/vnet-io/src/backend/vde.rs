@@ -17,7 +17,9 @@
 //!
 //! Permissions: the client's data socket must be a socket owned by the uid on the other
 //! end of the control connection (`SO_PEERCRED`), unless that uid is 0 — so a client
-//! cannot make the vnet send frames into another user's socket. Our data socket is made
+//! cannot make the vnet send frames into another user's socket. (`vde_switch` checks
+//! `access()` as itself, which a root switch always passes; we check the owner, and
+//! connect to the very inode we checked.) Our data socket is made
 //! the client's (`chown` to that uid, mode 0600) as `vde_switch` does when it runs as
 //! root; a daemon that cannot `chown` leaves it mode 0660, the mode of every other vnet
 //! socket. Whoever can open `ctl` (mode 0660) can attach, as with the other sockets.
@@ -31,7 +33,7 @@ use std::ffi::OsStr;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -130,7 +132,15 @@ impl VdePort {
                 "the client's data socket {shown} is not an absolute path"
             ));
         }
-        let meta = std::fs::metadata(client)
+        // Check and connect to the same inode: an O_PATH fd pins it, and connecting
+        // through /proc/self/fd/N reaches it even if the path is swapped meanwhile.
+        let target = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_PATH | libc::O_CLOEXEC)
+            .open(client)
+            .map_err(|e| format!("cannot open the client's data socket {shown}: {e}"))?;
+        let meta = target
+            .metadata()
             .map_err(|e| format!("cannot stat the client's data socket {shown}: {e}"))?;
         if !meta.file_type().is_socket() {
             return Err(format!("the client's data socket {shown} is not a socket"));
@@ -172,8 +182,8 @@ impl VdePort {
         std::fs::set_permissions(&ours, std::fs::Permissions::from_mode(mode))
             .map_err(|e| format!("cannot set the mode of {}: {e}", ours.display()))?;
 
-        let addr =
-            UnixAddr::new(client).map_err(|e| format!("bad data socket path {shown}: {e}"))?;
+        let pinned = format!("/proc/self/fd/{}", target.as_raw_fd());
+        let addr = UnixAddr::new(pinned.as_str()).map_err(|e| format!("bad path {pinned}: {e}"))?;
         nix::sys::socket::connect(self.data.as_raw_fd(), &addr)
             .map_err(|e| format!("cannot connect to the client's data socket {shown}: {e}"))?;
 
