@@ -5,10 +5,10 @@
 //!
 //! The handshake, as `vde_switch` does it:
 //! 1. The client binds a datagram socket of its own and sends a request naming it.
-//! 2. We check that socket (below), bind the port's data socket at
-//!    `RUN/NET/vde/NNN.sock`, connect it to the client's socket and answer with our
-//!    address (a `struct sockaddr_un`). The client connects to it (libvdeplug then
-//!    unlinks its own path: the connection stands).
+//! 2. We check that socket (below), connect the port's data socket to it, bind ours at
+//!    `RUN/NET/vde/NNN.sock` and answer with its address (a `struct sockaddr_un`). The
+//!    client connects to it (libvdeplug then unlinks its own path: the connection
+//!    stands).
 //! 3. One datagram is one frame, both ways, up to the vnet's max frame. Because our data
 //!    socket is connected, the kernel accepts datagrams on it from the client's socket
 //!    only.
@@ -16,13 +16,14 @@
 //!    after the request are counted as malformed input and ignored.
 //!
 //! Permissions: the client's data socket must be a socket owned by the uid on the other
-//! end of the control connection (`SO_PEERCRED`), unless that uid is 0 — so a client
+//! end of the control connection (`SO_PEERCRED`), unless that uid is 0, so a client
 //! cannot make the vnet send frames into another user's socket. (`vde_switch` checks
 //! `access()` as itself, which a root switch always passes; we check the owner, and
-//! connect to the very inode we checked.) Our data socket is made
-//! the client's (`chown` to that uid, mode 0600) as `vde_switch` does when it runs as
-//! root; a daemon that cannot `chown` leaves it mode 0660, the mode of every other vnet
-//! socket. Whoever can open `ctl` (mode 0660) can attach, as with the other sockets.
+//! connect to the very inode we checked.) Our data socket is made the client's (`chown`
+//! to that uid, mode 0600) as `vde_switch` does when it runs as root; a daemon that
+//! cannot `chown` leaves it mode 0660, the mode of every other vnet socket. Whoever can
+//! open `ctl` (mode 0660, in a sticky directory of mode 1770) can attach, as with the
+//! other sockets.
 //!
 //! Both fds are watched under the port's one token, so the data plane sees one source.
 //! The data socket exists (unbound) from the start, so registering it never waits for
@@ -157,6 +158,13 @@ impl VdePort {
             None => return Err("cannot tell which user is connecting (no SO_PEERCRED)".into()),
         }
 
+        // Connected before it has a name: from the moment it is bound, the kernel takes
+        // datagrams for it from the client's socket only.
+        let pinned = format!("/proc/self/fd/{}", target.as_raw_fd());
+        let addr = UnixAddr::new(pinned.as_str()).map_err(|e| format!("bad path {pinned}: {e}"))?;
+        nix::sys::socket::connect(self.data.as_raw_fd(), &addr)
+            .map_err(|e| format!("cannot connect to the client's data socket {shown}: {e}"))?;
+
         let n = NEXT_DATA_SOCKET.fetch_add(1, Ordering::Relaxed);
         let ours = self.dir.join(format!("{n:03}.sock"));
         let Some(reply) = encode_sockaddr_un(ours.as_os_str().as_bytes()) else {
@@ -181,11 +189,6 @@ impl VdePort {
         };
         std::fs::set_permissions(&ours, std::fs::Permissions::from_mode(mode))
             .map_err(|e| format!("cannot set the mode of {}: {e}", ours.display()))?;
-
-        let pinned = format!("/proc/self/fd/{}", target.as_raw_fd());
-        let addr = UnixAddr::new(pinned.as_str()).map_err(|e| format!("bad path {pinned}: {e}"))?;
-        nix::sys::socket::connect(self.data.as_raw_fd(), &addr)
-            .map_err(|e| format!("cannot connect to the client's data socket {shown}: {e}"))?;
 
         match self.ctl.write(&reply) {
             Ok(n) if n == reply.len() => {}
