@@ -126,6 +126,9 @@ pub struct Switch {
     members: HashMap<u16, Vec<PortId>>,
     macs: MacTable,
     next_id: u32,
+    /// How many ports are promiscuous: while none is, known unicast goes straight to
+    /// its one port without looking at the others.
+    promiscuous: usize,
 }
 
 impl Switch {
@@ -136,6 +139,7 @@ impl Switch {
             members: HashMap::new(),
             macs: MacTable::new(config.mac_limits),
             next_id: 1,
+            promiscuous: 0,
         }
     }
 
@@ -166,6 +170,9 @@ impl Switch {
     /// Removes a port and everything learned on it; returns its final state.
     pub fn remove_port(&mut self, id: PortId) -> Result<Port, NoSuchPort> {
         let port = self.ports.remove(&id).ok_or(NoSuchPort(id))?;
+        if port.promiscuous {
+            self.promiscuous -= 1;
+        }
         for members in self.members.values_mut() {
             members.retain(|p| *p != id);
         }
@@ -229,7 +236,13 @@ impl Switch {
     }
 
     pub fn set_promiscuous(&mut self, id: PortId, on: bool) -> Result<(), NoSuchPort> {
-        self.ports.get_mut(&id).ok_or(NoSuchPort(id))?.promiscuous = on;
+        let port = self.ports.get_mut(&id).ok_or(NoSuchPort(id))?;
+        match (port.promiscuous, on) {
+            (false, true) => self.promiscuous += 1,
+            (true, false) => self.promiscuous -= 1,
+            _ => {}
+        }
+        port.promiscuous = on;
         Ok(())
     }
 
@@ -274,10 +287,21 @@ impl Switch {
 
     /// Decides where a frame received on `ingress` goes. Counts it (rx, or a drop).
     pub fn ingress(&mut self, now: Instant, ingress: PortId, bytes: &[u8]) -> Verdict {
+        self.ingress_checked(now, ingress, bytes, bytes.len())
+    }
+
+    /// [`Switch::ingress`] for a GSO super-frame from an offload-capable port: the
+    /// frame may exceed the max frame, but each of its segments (`segment_len` bytes:
+    /// headers plus `gso_size`) must fit.
+    pub fn ingress_gso(&mut self, now: Instant, ingress: PortId, bytes: &[u8], segment_len: usize) -> Verdict {
+        self.ingress_checked(now, ingress, bytes, segment_len)
+    }
+
+    fn ingress_checked(&mut self, now: Instant, ingress: PortId, bytes: &[u8], wire_len: usize) -> Verdict {
         let Some(port) = self.ports.get_mut(&ingress) else {
             return Verdict::Drop(DropCause::Malformed);
         };
-        let verdict = decide(&self.config, port, bytes).and_then(|(vlan, src, dst)| {
+        let verdict = decide(&self.config, port, bytes, wire_len).and_then(|(vlan, src, dst)| {
             self.macs.learn(now, vlan, src, ingress);
             let unicast = if dst.is_multicast() {
                 None
@@ -314,12 +338,16 @@ impl Switch {
 
     /// The ports a forwarded frame goes out of, each with the tagging it needs there.
     pub fn egress<'a>(&'a self, fwd: &'a Forward) -> impl Iterator<Item = (PortId, Tagging)> + 'a {
-        let members = self
-            .members
-            .get(&fwd.vlan)
-            .map(Vec::as_slice)
-            .unwrap_or(&[]);
-        members.iter().filter_map(move |id| {
+        // Known unicast with nobody listening in: one lookup, whatever the port count.
+        let direct = fwd.unicast.filter(|_| self.promiscuous == 0);
+        let single = direct
+            .and_then(|dst| self.ports.get(&dst))
+            .and_then(|port| port.rule.egress(fwd.vlan).map(|t| (port.id, t)));
+        let members = match direct {
+            Some(_) => &[][..],
+            None => self.members.get(&fwd.vlan).map(Vec::as_slice).unwrap_or(&[]),
+        };
+        single.into_iter().chain(members.iter().filter_map(move |id| {
             if *id == fwd.ingress {
                 return None;
             }
@@ -332,7 +360,7 @@ impl Switch {
                 return None;
             }
             port.rule.egress(fwd.vlan).map(|t| (*id, t))
-        })
+        }))
     }
 }
 
@@ -340,6 +368,7 @@ fn decide(
     config: &SwitchConfig,
     port: &Port,
     bytes: &[u8],
+    wire_len: usize,
 ) -> Result<(u16, MacAddr, MacAddr), DropCause> {
     let frame = Frame::parse(bytes).map_err(|e| match e {
         FrameError::Runt(_) => DropCause::Runt,
@@ -347,7 +376,7 @@ fn decide(
     })?;
     let tag = frame.vlan_tag();
     let limit = config.max_frame + if tag.is_some() { 4 } else { 0 };
-    if bytes.len() > limit {
+    if wire_len > limit {
         return Err(DropCause::Oversize);
     }
     let vlan = port.rule.classify(tag)?;

@@ -156,6 +156,17 @@ fn bad_frames_are_dropped_and_counted() {
 }
 
 #[test]
+fn gso_frames_are_judged_by_their_segments() {
+    let (mut sw, p) = switch_with(2);
+    let t = Instant::now();
+    let mut big = frame(mac(2), mac(1));
+    big.resize(65_000, 0);
+    assert_eq!(destinations(&mut sw, t, p[0], &big), Err(DropCause::Oversize));
+    assert!(matches!(sw.ingress_gso(t, p[0], &big, 1514), Verdict::Forward(_)));
+    assert!(matches!(sw.ingress_gso(t, p[0], &big, 1515), Verdict::Drop(DropCause::Oversize)));
+}
+
+#[test]
 fn vlans_are_isolated_and_trunks_carry_tags() {
     let mut sw = Switch::new(SwitchConfig::default());
     let a10 = sw.add_port(VlanMode::Access { vlan: 10 }).unwrap();
