@@ -1,27 +1,17 @@
 //! Frame buffers and their pool: the data plane allocates while it warms up, then only
 //! recycles.
 
-use vnet_core::switch::RETAG_HEADROOM;
+use vnet_core::switch::{Tagging, RETAG_HEADROOM};
+use vnet_core::wire::offload::{VirtioNetHdr, VIRTIO_NET_HDR_LEN};
 
-/// Room in front of every frame: a `virtio_net_hdr_v1` (12 bytes) for backends that
-/// exchange offload metadata, plus room to insert an 802.1Q tag in place.
+/// Room in front of every frame: a `virtio_net_hdr_v1` for backends that exchange
+/// offload metadata (read in place, in front of the frame), plus room to insert an
+/// 802.1Q tag in place.
 pub const HEADROOM: usize = VIRTIO_NET_HDR_LEN + RETAG_HEADROOM;
 
-/// Size of `struct virtio_net_hdr_v1` (with `num_buffers`), as TAP `IFF_VNET_HDR` and
-/// vhost-user with `VIRTIO_NET_F_MRG_RXBUF` use it.
-pub const VIRTIO_NET_HDR_LEN: usize = 12;
-
-/// Offload metadata that travels with a frame (`virtio_net_hdr`). All zeros means a
-/// plain, fully checksummed frame; no backend produces anything else yet.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Offload {
-    pub flags: u8,
-    pub gso_type: u8,
-    pub hdr_len: u16,
-    pub gso_size: u16,
-    pub csum_start: u16,
-    pub csum_offset: u16,
-}
+/// Capacity of the large buffers offload-capable ports receive into: a GSO super-frame
+/// of up to 64 KiB plus its headers.
+pub const LARGE_CAPACITY: usize = 65536 + 64;
 
 /// One frame in a buffer with headroom.
 #[derive(Debug)]
@@ -29,7 +19,9 @@ pub struct FrameBuf {
     data: Box<[u8]>,
     start: usize,
     len: usize,
-    pub offload: Offload,
+    /// Offload metadata (`virtio_net_hdr`): all zeros means a plain, fully checksummed
+    /// frame. Only offload-capable backends produce or accept anything else.
+    pub offload: VirtioNetHdr,
 }
 
 impl FrameBuf {
@@ -38,7 +30,7 @@ impl FrameBuf {
             data: vec![0; HEADROOM + capacity].into_boxed_slice(),
             start: HEADROOM,
             len: 0,
-            offload: Offload::default(),
+            offload: VirtioNetHdr::default(),
         }
     }
 
@@ -52,8 +44,46 @@ impl FrameBuf {
     pub fn recv_space(&mut self) -> &mut [u8] {
         self.start = HEADROOM;
         self.len = 0;
-        self.offload = Offload::default();
+        self.offload = VirtioNetHdr::default();
         &mut self.data[HEADROOM..]
+    }
+
+    /// The space a backend with a `virtio_net_hdr` in front of each frame receives into;
+    /// finish with [`FrameBuf::set_vnet_len`].
+    pub fn recv_space_with_header(&mut self) -> &mut [u8] {
+        self.recv_space();
+        &mut self.data[HEADROOM - VIRTIO_NET_HDR_LEN..]
+    }
+
+    /// Takes `n` bytes received by [`FrameBuf::recv_space_with_header`]: the header
+    /// becomes [`FrameBuf::offload`], the rest the frame. `false` if `n` is too short to
+    /// hold the header.
+    pub fn set_vnet_len(&mut self, n: usize) -> bool {
+        let Some(len) = n.checked_sub(VIRTIO_NET_HDR_LEN) else {
+            return false;
+        };
+        let hdr: &[u8; VIRTIO_NET_HDR_LEN] = self.data[HEADROOM - VIRTIO_NET_HDR_LEN..HEADROOM]
+            .try_into()
+            .expect("header length");
+        self.offload = VirtioNetHdr::parse(hdr);
+        self.set_len(len);
+        true
+    }
+
+    /// The frame's bytes, for in-place changes (checksum completion).
+    pub fn frame_mut(&mut self) -> &mut [u8] {
+        &mut self.data[self.start..self.start + self.len]
+    }
+
+    /// Whether the frame needs an offload-capable receiver: a GSO super-frame or a
+    /// partial checksum.
+    pub fn needs_offload(&self) -> bool {
+        self.offload.is_gso() || self.offload.needs_csum()
+    }
+
+    /// Buffer capacity (largest frame it holds).
+    pub fn capacity(&self) -> usize {
+        self.data.len() - HEADROOM
     }
 
     /// Marks `len` bytes at `offset` into the receive space as the frame (a backend
@@ -86,50 +116,85 @@ impl FrameBuf {
         self.len = bytes.len();
     }
 
-    /// Copies another frame and its metadata into this buffer (flooding).
+    /// Copies another frame and its metadata into this buffer (flooding); `self` must
+    /// be at least as large (see [`BufPool::get_for`]).
     pub fn copy_from(&mut self, other: &FrameBuf) {
         self.fill(other.frame());
         self.offload = other.offload;
     }
 
-    /// Applies the egress tagging a switch decided.
-    pub fn retag(&mut self, want: vnet_core::switch::Tagging) {
+    /// Applies the egress tagging a switch decided. Offsets in the offload metadata
+    /// follow the headers when a tag comes or goes.
+    pub fn retag(&mut self, want: Tagging) {
+        let before = self.len;
         let ok = vnet_core::switch::retag(&mut self.data, &mut self.start, &mut self.len, want);
         debug_assert!(ok, "HEADROOM always leaves room for a tag");
+        if self.len != before && self.offload != VirtioNetHdr::default() {
+            let shift = |v: u16| if self.len > before { v + 4 } else { v.saturating_sub(4) };
+            if self.offload.needs_csum() {
+                self.offload.csum_start = shift(self.offload.csum_start);
+            }
+            if self.offload.hdr_len != 0 {
+                self.offload.hdr_len = shift(self.offload.hdr_len);
+            }
+        }
     }
 }
 
-/// Buffers of one size, recycled.
+/// Buffers in two sizes, recycled: small ones hold a frame of the vnet's MTU, large
+/// ones a GSO super-frame from an offload-capable port.
 #[derive(Debug)]
 pub struct BufPool {
     capacity: usize,
-    free: Vec<FrameBuf>,
+    small: Vec<FrameBuf>,
+    large: Vec<FrameBuf>,
 }
 
+/// Buffers of each size kept for reuse; beyond that a burst's memory is given back.
+const RESERVE: usize = 1024;
+
 impl BufPool {
-    /// A pool of buffers that hold frames of up to `capacity` bytes.
+    /// A pool whose small buffers hold frames of up to `capacity` bytes.
     pub fn new(capacity: usize) -> Self {
         BufPool {
             capacity,
-            free: Vec::new(),
+            small: Vec::new(),
+            large: Vec::new(),
         }
     }
 
-    /// Largest frame a buffer of this pool holds.
+    /// Largest frame a small buffer holds.
     pub fn capacity(&self) -> usize {
         self.capacity
     }
 
     pub fn get(&mut self) -> FrameBuf {
-        self.free
-            .pop()
-            .unwrap_or_else(|| FrameBuf::new(self.capacity))
+        self.small.pop().unwrap_or_else(|| FrameBuf::new(self.capacity))
+    }
+
+    /// A buffer for a GSO super-frame.
+    pub fn get_large(&mut self) -> FrameBuf {
+        let capacity = self.capacity.max(LARGE_CAPACITY);
+        self.large.pop().unwrap_or_else(|| FrameBuf::new(capacity))
+    }
+
+    /// A buffer big enough for `len` bytes.
+    pub fn get_for(&mut self, len: usize) -> FrameBuf {
+        if len <= self.capacity {
+            self.get()
+        } else {
+            self.get_large()
+        }
     }
 
     pub fn put(&mut self, buf: FrameBuf) {
-        // Keep a bounded reserve so a burst does not pin its memory forever.
-        if self.free.len() < 4096 {
-            self.free.push(buf);
+        let list = if buf.capacity() <= self.capacity {
+            &mut self.small
+        } else {
+            &mut self.large
+        };
+        if list.len() < RESERVE {
+            list.push(buf);
         }
     }
 }
@@ -137,7 +202,6 @@ impl BufPool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use vnet_core::switch::Tagging;
 
     #[test]
     fn retag_uses_headroom_and_pool_recycles() {

@@ -52,6 +52,13 @@ pub trait Backend {
     /// Who is attached, for `vnet port ls`.
     fn description(&self) -> String;
 
+    /// Whether the port takes frames with offload metadata as they are (GSO
+    /// super-frames, partial checksums) and may produce them. Others get ordinary frames:
+    /// the data plane segments and checksums for them.
+    fn offloads(&self) -> bool {
+        false
+    }
+
     /// The host interface behind the port, for TAP-like backends.
     fn ifname(&self) -> Option<&str> {
         None

@@ -1,7 +1,7 @@
 //! A TAP interface the daemon owns: one `read`/`write` is one frame.
 
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, IoSlice, Read, Write};
 use std::os::fd::AsRawFd;
 
 use mio::unix::SourceFd;
@@ -10,7 +10,7 @@ use vnet_core::switch::DropCause;
 
 use super::{send_error, Backend, Received, Sent};
 use crate::frame::FrameBuf;
-use crate::sys::tap::{open_tap, TapError};
+use crate::sys::tap::{open_tap, TapError, VNET_HDR_LEN};
 
 pub struct TapPort {
     file: File,
@@ -55,12 +55,14 @@ impl Backend for TapPort {
         Some(self)
     }
 
+    fn offloads(&self) -> bool {
+        true
+    }
+
     fn recv(&mut self, buf: &mut FrameBuf) -> Received {
-        match self.file.read(buf.recv_space()) {
-            Ok(n) => {
-                buf.set_len(n);
-                Received::Frame
-            }
+        match self.file.read(buf.recv_space_with_header()) {
+            Ok(n) if buf.set_vnet_len(n) => Received::Frame,
+            Ok(n) => Received::Dropped(DropCause::Runt, format!("{n}-byte read from the TAP")),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Received::WouldBlock,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => Received::WouldBlock,
             Err(e) => Received::Closed(format!("TAP {} read failed: {e}", self.ifname)),
@@ -68,7 +70,9 @@ impl Backend for TapPort {
     }
 
     fn send(&mut self, frame: &FrameBuf) -> Sent {
-        match self.file.write(frame.frame()) {
+        let mut hdr = [0u8; VNET_HDR_LEN];
+        frame.offload.write(&mut hdr);
+        match self.file.write_vectored(&[IoSlice::new(&hdr), IoSlice::new(frame.frame())]) {
             Ok(_) => Sent::Done,
             // The interface is down (or has no carrier): the kernel refuses frames. A
             // switch port that is down drops; it does not stall the vnet.

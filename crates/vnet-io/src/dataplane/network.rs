@@ -16,7 +16,9 @@ use tracing::{debug, info, warn};
 use vnet_control::NetworkSpec;
 use vnet_core::switch::{DropCause, MacLimits, PortId, Switch, SwitchConfig, Tagging, VlanMode};
 use vnet_core::wire::api::{PortInfo as ApiPortInfo, Reply, Request, API_VERSION};
+use vnet_core::switch::Verdict;
 use vnet_core::wire::ethernet::VLAN_TAG_LEN;
+use vnet_core::wire::offload::{self, Segmenter, VirtioNetHdr};
 
 use super::QUEUE_CAPACITY;
 use crate::backend::dgram::DgramPort;
@@ -28,6 +30,8 @@ use crate::sys::seqpacket;
 /// A port's I/O side: its backend and its bounded egress queue.
 pub(super) struct PortIo {
     pub backend: Box<dyn Backend>,
+    /// The backend takes GSO super-frames and partial checksums as they are.
+    pub offloads: bool,
     pub queue: VecDeque<FrameBuf>,
     pub token: Option<Token>,
     /// Listed for a receive pass this turn.
@@ -179,6 +183,7 @@ impl Network {
         self.ports.insert(
             id,
             PortIo {
+                offloads: backend.offloads(),
                 backend,
                 queue: VecDeque::new(),
                 token: None,
@@ -208,10 +213,13 @@ impl Network {
     /// Ports that received frames are appended to `touched`.
     pub fn receive(&mut self, now: Instant, id: PortId, touched: &mut Vec<PortId>) -> PassEnd {
         for _ in 0..RX_BUDGET {
-            let mut buf = self.pool.get();
             let Some(port) = self.ports.get_mut(&id) else {
-                self.pool.put(buf);
                 return PassEnd::Idle;
+            };
+            let mut buf = if port.offloads {
+                self.pool.get_large()
+            } else {
+                self.pool.get()
             };
             match port.backend.recv(&mut buf) {
                 Received::Frame => self.forward(now, id, buf, touched),
@@ -324,8 +332,20 @@ impl Network {
 
     /// One frame through the switch into the egress queues of its destinations.
     fn forward(&mut self, now: Instant, from: PortId, buf: FrameBuf, touched: &mut Vec<PortId>) {
-        let vnet_core::switch::Verdict::Forward(fwd) = self.switch.ingress(now, from, buf.frame())
-        else {
+        let verdict = if buf.offload.is_gso() {
+            match Segmenter::new(buf.frame(), &buf.offload) {
+                Ok(seg) => self.switch.ingress_gso(now, from, buf.frame(), seg.max_segment_len()),
+                Err(e) => {
+                    debug!(net = self.name(), port = %from, "dropped a GSO frame: {e}");
+                    self.switch.count_drop(from, DropCause::Malformed);
+                    self.pool.put(buf);
+                    return;
+                }
+            }
+        } else {
+            self.switch.ingress(now, from, buf.frame())
+        };
+        let Verdict::Forward(fwd) = verdict else {
             self.pool.put(buf);
             return;
         };
@@ -333,29 +353,63 @@ impl Network {
         self.scratch.extend(self.switch.egress(&fwd));
         let mut original = Some(buf);
         let last = self.scratch.len().saturating_sub(1);
-        for (i, &(dst, tagging)) in self.scratch.iter().enumerate() {
+        for i in 0..self.scratch.len() {
+            let (dst, tagging) = self.scratch[i];
             let mut out = if i == last {
                 original.take().expect("taken once")
             } else {
-                let mut copy = self.pool.get();
-                copy.copy_from(original.as_ref().expect("not yet taken"));
+                let first = original.as_ref().expect("not yet taken");
+                let mut copy = self.pool.get_for(first.len());
+                copy.copy_from(first);
                 copy
             };
             out.retag(tagging);
-            let Some(port) = self.ports.get_mut(&dst) else {
-                self.pool.put(out);
-                continue;
-            };
-            if port.queue.len() >= QUEUE_CAPACITY {
-                self.pool.put(out);
-                self.switch.count_drop(dst, DropCause::QueueFull);
-                continue;
+            let plain_only = self.ports.get(&dst).is_some_and(|p| !p.offloads);
+            if out.needs_offload() && plain_only {
+                self.push_plain(dst, out, touched);
+            } else {
+                push(&mut self.ports, &mut self.switch, &mut self.pool, dst, out, touched);
             }
-            port.queue.push_back(out);
-            touched.push(dst);
         }
         if let Some(buf) = original {
             self.pool.put(buf);
+        }
+    }
+
+    /// Queues a frame with offload metadata for a port that takes only ordinary frames:
+    /// a GSO super-frame is cut into segments, each written straight into a pooled
+    /// buffer; a partial checksum is completed in place.
+    fn push_plain(&mut self, dst: PortId, mut buf: FrameBuf, touched: &mut Vec<PortId>) {
+        let hdr = buf.offload;
+        let result = if hdr.is_gso() {
+            Segmenter::new(buf.frame(), &hdr).and_then(|seg| {
+                for i in 0..seg.count() {
+                    let mut out = self.pool.get_for(seg.segment_len(i));
+                    match seg.write(i, out.recv_space()) {
+                        Ok(n) => out.set_len(n),
+                        Err(e) => {
+                            self.pool.put(out);
+                            return Err(e);
+                        }
+                    }
+                    push(&mut self.ports, &mut self.switch, &mut self.pool, dst, out, touched);
+                }
+                Ok(())
+            })
+        } else {
+            offload::complete_checksum(buf.frame_mut(), &hdr)
+        };
+        match result {
+            Ok(()) if !hdr.is_gso() => {
+                buf.offload = VirtioNetHdr::default();
+                push(&mut self.ports, &mut self.switch, &mut self.pool, dst, buf, touched);
+            }
+            Ok(()) => self.pool.put(buf),
+            Err(e) => {
+                debug!(net = self.name(), port = %dst, "cannot make an ordinary frame: {e}");
+                self.switch.count_drop(dst, DropCause::Malformed);
+                self.pool.put(buf);
+            }
         }
     }
 
@@ -405,4 +459,26 @@ impl Network {
         let _ = std::fs::remove_dir_all(vde_dir(&self.dir));
         let _ = std::fs::remove_dir(&self.dir);
     }
+}
+
+/// Appends a frame to `dst`'s egress queue, or drops and counts it when the queue is full.
+fn push(
+    ports: &mut HashMap<PortId, PortIo>,
+    switch: &mut Switch,
+    pool: &mut BufPool,
+    dst: PortId,
+    buf: FrameBuf,
+    touched: &mut Vec<PortId>,
+) {
+    let Some(port) = ports.get_mut(&dst) else {
+        pool.put(buf);
+        return;
+    };
+    if port.queue.len() >= QUEUE_CAPACITY {
+        pool.put(buf);
+        switch.count_drop(dst, DropCause::QueueFull);
+        return;
+    }
+    port.queue.push_back(buf);
+    touched.push(dst);
 }

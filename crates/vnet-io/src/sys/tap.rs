@@ -15,6 +15,8 @@ pub enum TapError {
     BadName(String),
     #[error("cannot open /dev/net/tun: {0}")]
     OpenTun(#[source] io::Error),
+    #[error("cannot switch on TAP offloads (TUNSETVNETHDRSZ/TUNSETOFFLOAD): {0}")]
+    Offload(#[source] io::Error),
     #[error("cannot attach TAP {name:?} (TUNSETIFF): {source}{hint}")]
     SetIff {
         name: String,
@@ -36,8 +38,11 @@ pub fn valid_ifname(name: &str) -> bool {
 }
 
 /// Creates (or attaches to an existing, unused) TAP interface `name`, non-blocking,
-/// without packet information: one `read`/`write` is one Ethernet frame. The interface
-/// lives as long as the returned file unless someone made it persistent.
+/// without packet information, with a 12-byte `virtio_net_hdr_v1` in front of every
+/// frame: one `read`/`write` is one header plus one Ethernet frame. Offloads (checksum,
+/// TSO, USO where the kernel has it) are switched on, so the kernel hands over GSO
+/// super-frames and takes them back unsegmented. The interface lives as long as the
+/// returned file unless someone made it persistent.
 pub fn open_tap(name: &str) -> Result<File, TapError> {
     if !valid_ifname(name) {
         return Err(TapError::BadName(name.to_string()));
@@ -53,7 +58,7 @@ pub fn open_tap(name: &str) -> Result<File, TapError> {
     for (dst, src) in req.ifr_name.iter_mut().zip(name.bytes()) {
         *dst = src as libc::c_char;
     }
-    req.ifr_ifru.ifru_flags = (libc::IFF_TAP | libc::IFF_NO_PI) as libc::c_short;
+    req.ifr_ifru.ifru_flags = (libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_VNET_HDR) as libc::c_short;
     // SAFETY: the fd is open on /dev/net/tun and `req` is a valid ifreq that outlives
     // the call; TUNSETIFF reads and writes only that struct.
     let rc = unsafe { libc::ioctl(file.as_raw_fd(), libc::TUNSETIFF, &mut req) };
@@ -71,8 +76,26 @@ pub fn open_tap(name: &str) -> Result<File, TapError> {
             source,
         });
     }
-    Ok(file)
+    let hdr_len: libc::c_int = VNET_HDR_LEN as libc::c_int;
+    // SAFETY: TUNSETVNETHDRSZ reads one int through the pointer, which is valid.
+    let rc = unsafe { libc::ioctl(file.as_raw_fd(), libc::TUNSETVNETHDRSZ, &hdr_len) };
+    if rc < 0 {
+        return Err(TapError::Offload(io::Error::last_os_error()));
+    }
+    let base = libc::TUN_F_CSUM | libc::TUN_F_TSO4 | libc::TUN_F_TSO6 | libc::TUN_F_TSO_ECN;
+    // USO came with Linux 6.2; older kernels refuse the flag, so ask without it.
+    for flags in [base | libc::TUN_F_USO4 | libc::TUN_F_USO6, base] {
+        // SAFETY: TUNSETOFFLOAD takes its argument by value; no memory is shared.
+        let rc = unsafe { libc::ioctl(file.as_raw_fd(), libc::TUNSETOFFLOAD, flags as libc::c_ulong) };
+        if rc == 0 {
+            return Ok(file);
+        }
+    }
+    Err(TapError::Offload(io::Error::last_os_error()))
 }
+
+/// Size of the `virtio_net_hdr_v1` the TAP puts in front of each frame.
+pub const VNET_HDR_LEN: usize = 12;
 
 #[cfg(test)]
 mod tests {
