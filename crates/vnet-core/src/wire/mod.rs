@@ -2,6 +2,7 @@
 
 pub mod api;
 pub mod ethernet;
+pub mod offload;
 pub mod stream;
 pub mod vde;
 
