@@ -130,7 +130,13 @@ impl FrameBuf {
         let ok = vnet_core::switch::retag(&mut self.data, &mut self.start, &mut self.len, want);
         debug_assert!(ok, "HEADROOM always leaves room for a tag");
         if self.len != before && self.offload != VirtioNetHdr::default() {
-            let shift = |v: u16| if self.len > before { v + 4 } else { v.saturating_sub(4) };
+            let shift = |v: u16| {
+                if self.len > before {
+                    v + 4
+                } else {
+                    v.saturating_sub(4)
+                }
+            };
             if self.offload.needs_csum() {
                 self.offload.csum_start = shift(self.offload.csum_start);
             }
@@ -169,7 +175,9 @@ impl BufPool {
     }
 
     pub fn get(&mut self) -> FrameBuf {
-        self.small.pop().unwrap_or_else(|| FrameBuf::new(self.capacity))
+        self.small
+            .pop()
+            .unwrap_or_else(|| FrameBuf::new(self.capacity))
     }
 
     /// A buffer for a GSO super-frame.

@@ -50,8 +50,14 @@ pub fn router(handle: Handle) -> Router {
         .route("/v1/networks/{net}/macs", get(macs))
         .route("/v1/networks/{net}/leases", get(leases))
         .route("/v1/networks/{net}/dhcp", put(set_dhcp))
-        .route("/v1/networks/{net}/dhcp/reservations", post(add_reservation))
-        .route("/v1/networks/{net}/dhcp/reservations/{mac}", delete(remove_reservation))
+        .route(
+            "/v1/networks/{net}/dhcp/reservations",
+            post(add_reservation),
+        )
+        .route(
+            "/v1/networks/{net}/dhcp/reservations/{mac}",
+            delete(remove_reservation),
+        )
         .route("/metrics", get(metrics))
         .fallback(|| async {
             HttpError(
@@ -129,7 +135,11 @@ async fn leases(State(h): State<Handle>, Path(net): Path<String>) -> Result<impl
     Ok(Json(h.leases(net).await?))
 }
 
-async fn set_dhcp(State(h): State<Handle>, Path(net): Path<String>, body: axum::body::Bytes) -> Result<impl IntoResponse> {
+async fn set_dhcp(
+    State(h): State<Handle>,
+    Path(net): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<impl IntoResponse> {
     let spec: DhcpSpec = parse_body(&body)?;
     Ok(Json(h.set_dhcp(net, spec).await?))
 }
@@ -147,9 +157,11 @@ async fn remove_reservation(
     State(h): State<Handle>,
     Path((net, mac)): Path<(String, String)>,
 ) -> Result<impl IntoResponse> {
-    let mac: MacAddr = mac.parse().map_err(|e: vnet_core::wire::ethernet::ParseMacError| {
-        HttpError(StatusCode::BAD_REQUEST, e.to_string())
-    })?;
+    let mac: MacAddr = mac
+        .parse()
+        .map_err(|e: vnet_core::wire::ethernet::ParseMacError| {
+            HttpError(StatusCode::BAD_REQUEST, e.to_string())
+        })?;
     h.remove_reservation(net, mac).await?;
     Ok(StatusCode::NO_CONTENT)
 }

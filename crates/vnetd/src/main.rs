@@ -66,7 +66,8 @@ fn run(args: Args) -> Result<()> {
     let state_dir = std::path::absolute(args.state_dir.unwrap_or_else(dirs::default_state_dir))?;
     let control = dirs::claim(&run_dir, &state_dir)?;
 
-    let dataplane = DataPlane::spawn(run_dir.clone(), state_dir.clone()).context("cannot start the data plane")?;
+    let dataplane = DataPlane::spawn(run_dir.clone(), state_dir.clone())
+        .context("cannot start the data plane")?;
     let handle = dataplane.handle();
     for net in &config.network {
         let net = net.get_ref();
@@ -76,7 +77,12 @@ fn run(args: Args) -> Result<()> {
         for port in &net.ports {
             match handle.add_port_blocking(net.name.clone(), port.spec()) {
                 Ok(p) => info!(net = net.name, port = p.id, "{}", p.description),
-                Err(ControlError::Failed(e) | ControlError::Invalid(e) | ControlError::Forbidden(e) | ControlError::Exists(e)) => {
+                Err(
+                    ControlError::Failed(e)
+                    | ControlError::Invalid(e)
+                    | ControlError::Forbidden(e)
+                    | ControlError::Exists(e),
+                ) => {
                     warn!(net = net.name, "skipped TAP port {:?}: {e}", port.tap)
                 }
                 Err(e) => return Err(e).context("data plane failed"),

@@ -293,11 +293,23 @@ impl Switch {
     /// [`Switch::ingress`] for a GSO super-frame from an offload-capable port: the
     /// frame may exceed the max frame, but each of its segments (`segment_len` bytes:
     /// headers plus `gso_size`) must fit.
-    pub fn ingress_gso(&mut self, now: Instant, ingress: PortId, bytes: &[u8], segment_len: usize) -> Verdict {
+    pub fn ingress_gso(
+        &mut self,
+        now: Instant,
+        ingress: PortId,
+        bytes: &[u8],
+        segment_len: usize,
+    ) -> Verdict {
         self.ingress_checked(now, ingress, bytes, segment_len)
     }
 
-    fn ingress_checked(&mut self, now: Instant, ingress: PortId, bytes: &[u8], wire_len: usize) -> Verdict {
+    fn ingress_checked(
+        &mut self,
+        now: Instant,
+        ingress: PortId,
+        bytes: &[u8],
+        wire_len: usize,
+    ) -> Verdict {
         let Some(port) = self.ports.get_mut(&ingress) else {
             return Verdict::Drop(DropCause::Malformed);
         };
@@ -345,22 +357,28 @@ impl Switch {
             .and_then(|port| port.rule.egress(fwd.vlan).map(|t| (port.id, t)));
         let members = match direct {
             Some(_) => &[][..],
-            None => self.members.get(&fwd.vlan).map(Vec::as_slice).unwrap_or(&[]),
+            None => self
+                .members
+                .get(&fwd.vlan)
+                .map(Vec::as_slice)
+                .unwrap_or(&[]),
         };
-        single.into_iter().chain(members.iter().filter_map(move |id| {
-            if *id == fwd.ingress {
-                return None;
-            }
-            let port = &self.ports[id];
-            let deliver = match fwd.unicast {
-                Some(dst) => dst == *id || port.promiscuous,
-                None => port.wants(fwd.dst),
-            };
-            if !deliver {
-                return None;
-            }
-            port.rule.egress(fwd.vlan).map(|t| (*id, t))
-        }))
+        single
+            .into_iter()
+            .chain(members.iter().filter_map(move |id| {
+                if *id == fwd.ingress {
+                    return None;
+                }
+                let port = &self.ports[id];
+                let deliver = match fwd.unicast {
+                    Some(dst) => dst == *id || port.promiscuous,
+                    None => port.wants(fwd.dst),
+                };
+                if !deliver {
+                    return None;
+                }
+                port.rule.egress(fwd.vlan).map(|t| (*id, t))
+            }))
     }
 }
 

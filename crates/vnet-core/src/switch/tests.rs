@@ -161,9 +161,18 @@ fn gso_frames_are_judged_by_their_segments() {
     let t = Instant::now();
     let mut big = frame(mac(2), mac(1));
     big.resize(65_000, 0);
-    assert_eq!(destinations(&mut sw, t, p[0], &big), Err(DropCause::Oversize));
-    assert!(matches!(sw.ingress_gso(t, p[0], &big, 1514), Verdict::Forward(_)));
-    assert!(matches!(sw.ingress_gso(t, p[0], &big, 1515), Verdict::Drop(DropCause::Oversize)));
+    assert_eq!(
+        destinations(&mut sw, t, p[0], &big),
+        Err(DropCause::Oversize)
+    );
+    assert!(matches!(
+        sw.ingress_gso(t, p[0], &big, 1514),
+        Verdict::Forward(_)
+    ));
+    assert!(matches!(
+        sw.ingress_gso(t, p[0], &big, 1515),
+        Verdict::Drop(DropCause::Oversize)
+    ));
 }
 
 #[test]

@@ -78,7 +78,10 @@ impl<S: Service> Backend for ServicePort<S> {
     }
 
     fn send(&mut self, frame: &FrameBuf) -> Sent {
-        let accepted = self.service.borrow_mut().receive(frame.frame(), &mut self.scratch);
+        let accepted = self
+            .service
+            .borrow_mut()
+            .receive(frame.frame(), &mut self.scratch);
         self.collect();
         if accepted {
             Sent::Done

@@ -72,7 +72,10 @@ impl Backend for TapPort {
     fn send(&mut self, frame: &FrameBuf) -> Sent {
         let mut hdr = [0u8; VNET_HDR_LEN];
         frame.offload.write(&mut hdr);
-        match self.file.write_vectored(&[IoSlice::new(&hdr), IoSlice::new(frame.frame())]) {
+        match self
+            .file
+            .write_vectored(&[IoSlice::new(&hdr), IoSlice::new(frame.frame())])
+        {
             Ok(_) => Sent::Done,
             // The interface is down (or has no carrier): the kernel refuses frames. A
             // switch port that is down drops; it does not stall the vnet.

@@ -2,9 +2,9 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::rc::Rc;
 use std::io;
 use std::path::PathBuf;
+use std::rc::Rc;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -17,11 +17,11 @@ use vnet_core::switch::{PortId, VlanMode};
 use super::network::{self, Network, PassEnd};
 use super::{network_dir, report, Command, ControlError};
 use crate::backend::api::ApiPort;
+use crate::backend::service::ServicePort;
 use crate::backend::stream::StreamPort;
 use crate::backend::tap::TapPort;
 use crate::backend::vde::VdePort;
 use crate::backend::Backend;
-use crate::backend::service::ServicePort;
 use crate::services::dhcp::{self, DhcpService};
 use crate::sys::{netif, seqpacket};
 
@@ -110,7 +110,8 @@ impl Engine {
                 RETRY
             } else {
                 next_timer.map_or(AGING_INTERVAL, |t| {
-                    t.saturating_duration_since(Instant::now()).min(AGING_INTERVAL)
+                    t.saturating_duration_since(Instant::now())
+                        .min(AGING_INTERVAL)
                 })
             };
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
@@ -256,7 +257,11 @@ impl Engine {
         let mut next: Option<Instant> = None;
         let mut due = Vec::new();
         self.services.retain(|&(key, id)| {
-            let Some(port) = self.networks.get_mut(key).and_then(|n| n.ports.get_mut(&id)) else {
+            let Some(port) = self
+                .networks
+                .get_mut(key)
+                .and_then(|n| n.ports.get_mut(&id))
+            else {
                 return false;
             };
             // Services may derive deadlines from another clock: compare with a reading
@@ -438,7 +443,11 @@ impl Engine {
                 }
                 Command::Leases(name, reply) => {
                     let _ = reply.send(self.lookup(&name).map(|k| {
-                        self.networks[k].dhcp.as_ref().map(|(_, s)| s.borrow().leases()).unwrap_or_default()
+                        self.networks[k]
+                            .dhcp
+                            .as_ref()
+                            .map(|(_, s)| s.borrow().leases())
+                            .unwrap_or_default()
                     }));
                 }
                 Command::SetDhcp(name, dhcp, reply) => {
@@ -467,7 +476,9 @@ impl Engine {
                         let before = d.reservations.len();
                         d.reservations.retain(|x| x.mac != mac);
                         if d.reservations.len() == before {
-                            return Err(ControlError::NotFound(format!("vnet {name:?} has no reservation for {mac}")));
+                            return Err(ControlError::NotFound(format!(
+                                "vnet {name:?} has no reservation for {mac}"
+                            )));
                         }
                         self.set_dhcp(k, d).map(|_| ())
                     });
@@ -525,7 +536,10 @@ impl Engine {
         }
         self.networks.insert(net);
         self.names.insert(name.clone(), key);
-        if let Err(e) = self.start_host_adapter(key).and_then(|()| self.start_dhcp(key)) {
+        if let Err(e) = self
+            .start_host_adapter(key)
+            .and_then(|()| self.start_dhcp(key))
+        {
             self.delete_network(key);
             return Err(e);
         }
@@ -582,7 +596,8 @@ impl Engine {
             return Ok(());
         };
         let mac = config.server_mac;
-        let service = DhcpService::start(&spec, config, &self.state_dir).map_err(ControlError::Invalid)?;
+        let service =
+            DhcpService::start(&spec, config, &self.state_dir).map_err(ControlError::Invalid)?;
         let service = Rc::new(RefCell::new(service));
         let port = ServicePort::new(Rc::clone(&service));
         let id = self.add_port(key, Box::new(port), VlanMode::default())?;
@@ -596,16 +611,27 @@ impl Engine {
     }
 
     /// Replaces a vnet's DHCP settings live, starting the service if it had none.
-    fn set_dhcp(&mut self, key: NetKey, dhcp: DhcpSpec) -> Result<vnet_control::NetworkInfo, ControlError> {
+    fn set_dhcp(
+        &mut self,
+        key: NetKey,
+        dhcp: DhcpSpec,
+    ) -> Result<vnet_control::NetworkInfo, ControlError> {
         let mut spec = self.networks[key].spec.clone();
         spec.dhcp = Some(dhcp);
         validate(&spec)?;
-        let config = dhcp::config_for(&spec).map_err(ControlError::Invalid)?.expect("has dhcp");
+        let config = dhcp::config_for(&spec)
+            .map_err(ControlError::Invalid)?
+            .expect("has dhcp");
         match &self.networks[key].dhcp {
-            Some((_, service)) => service.borrow_mut().reconfigure(config).map_err(ControlError::Invalid)?,
+            Some((_, service)) => service
+                .borrow_mut()
+                .reconfigure(config)
+                .map_err(ControlError::Invalid)?,
             None => {
                 self.networks[key].spec = spec.clone();
-                return self.start_dhcp(key).map(|()| report::network_info(&self.networks[key]));
+                return self
+                    .start_dhcp(key)
+                    .map(|()| report::network_info(&self.networks[key]));
             }
         }
         self.networks[key].spec = spec;

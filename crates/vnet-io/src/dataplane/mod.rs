@@ -193,8 +193,13 @@ impl Handle {
         self.call(|r| Command::SetDhcp(net, spec, r)).await
     }
 
-    pub async fn add_reservation(&self, net: String, r: Reservation) -> Result<Reservation, ControlError> {
-        self.call(|reply| Command::AddReservation(net, r, reply)).await
+    pub async fn add_reservation(
+        &self,
+        net: String,
+        r: Reservation,
+    ) -> Result<Reservation, ControlError> {
+        self.call(|reply| Command::AddReservation(net, r, reply))
+            .await
     }
 
     pub async fn remove_reservation(&self, net: String, mac: MacAddr) -> Result<(), ControlError> {

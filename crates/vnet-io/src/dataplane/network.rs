@@ -14,9 +14,9 @@ use mio::unix::SourceFd;
 use mio::{Interest, Registry, Token};
 use tracing::{debug, info, warn};
 use vnet_control::NetworkSpec;
+use vnet_core::switch::Verdict;
 use vnet_core::switch::{DropCause, MacLimits, PortId, Switch, SwitchConfig, Tagging, VlanMode};
 use vnet_core::wire::api::{PortInfo as ApiPortInfo, Reply, Request, API_VERSION};
-use vnet_core::switch::Verdict;
 use vnet_core::wire::ethernet::VLAN_TAG_LEN;
 use vnet_core::wire::offload::{self, Segmenter, VirtioNetHdr};
 
@@ -155,7 +155,10 @@ impl Network {
     pub fn tap_port(&self, ifname: &str) -> Option<PortId> {
         self.ports
             .iter()
-            .find(|(_, p)| p.backend.kind() == vnet_control::PortKind::Tap && p.backend.ifname() == Some(ifname))
+            .find(|(_, p)| {
+                p.backend.kind() == vnet_control::PortKind::Tap
+                    && p.backend.ifname() == Some(ifname)
+            })
             .map(|(id, _)| *id)
     }
 
@@ -334,7 +337,9 @@ impl Network {
     fn forward(&mut self, now: Instant, from: PortId, buf: FrameBuf, touched: &mut Vec<PortId>) {
         let verdict = if buf.offload.is_gso() {
             match Segmenter::new(buf.frame(), &buf.offload) {
-                Ok(seg) => self.switch.ingress_gso(now, from, buf.frame(), seg.max_segment_len()),
+                Ok(seg) => self
+                    .switch
+                    .ingress_gso(now, from, buf.frame(), seg.max_segment_len()),
                 Err(e) => {
                     debug!(net = self.name(), port = %from, "dropped a GSO frame: {e}");
                     self.switch.count_drop(from, DropCause::Malformed);
@@ -368,7 +373,14 @@ impl Network {
             if out.needs_offload() && plain_only {
                 self.push_plain(dst, out, touched);
             } else {
-                push(&mut self.ports, &mut self.switch, &mut self.pool, dst, out, touched);
+                push(
+                    &mut self.ports,
+                    &mut self.switch,
+                    &mut self.pool,
+                    dst,
+                    out,
+                    touched,
+                );
             }
         }
         if let Some(buf) = original {
@@ -392,7 +404,14 @@ impl Network {
                             return Err(e);
                         }
                     }
-                    push(&mut self.ports, &mut self.switch, &mut self.pool, dst, out, touched);
+                    push(
+                        &mut self.ports,
+                        &mut self.switch,
+                        &mut self.pool,
+                        dst,
+                        out,
+                        touched,
+                    );
                 }
                 Ok(())
             })
@@ -402,7 +421,14 @@ impl Network {
         match result {
             Ok(()) if !hdr.is_gso() => {
                 buf.offload = VirtioNetHdr::default();
-                push(&mut self.ports, &mut self.switch, &mut self.pool, dst, buf, touched);
+                push(
+                    &mut self.ports,
+                    &mut self.switch,
+                    &mut self.pool,
+                    dst,
+                    buf,
+                    touched,
+                );
             }
             Ok(()) => self.pool.put(buf),
             Err(e) => {

@@ -21,7 +21,9 @@ pub struct DhcpService {
 /// The service port's MAC: locally administered, stable for a vnet name so that guests'
 /// ARP caches and lease files stay valid across restarts.
 pub fn server_mac(net: &str) -> MacAddr {
-    let h = net.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+    let h = net.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    });
     let b = h.to_be_bytes();
     MacAddr([0x02, 0x76, 0x64, b[0], b[1], b[2]])
 }
@@ -31,8 +33,12 @@ pub fn config_for(spec: &NetworkSpec) -> Result<Option<DhcpConfig>, String> {
     let (Some(d), Some(subnet)) = (spec.dhcp_resolved(), spec.subnet) else {
         return Ok(None);
     };
-    let mut c = DhcpConfig::for_subnet(server_mac(&spec.name), subnet.network(), subnet.prefix_len())
-        .map_err(|e| e.to_string())?;
+    let mut c = DhcpConfig::for_subnet(
+        server_mac(&spec.name),
+        subnet.network(),
+        subnet.prefix_len(),
+    )
+    .map_err(|e| e.to_string())?;
     let [first, last] = d.range.expect("resolved");
     c.enabled = d.enabled;
     c.server_ip = d.server.expect("resolved");
@@ -60,7 +66,11 @@ impl DhcpService {
         let lease_file = state_dir.join(&spec.name).join("leases.json");
         let leases = match std::fs::read_to_string(&lease_file) {
             Ok(text) => LeaseDb::from_json(&text).unwrap_or_else(|e| {
-                warn!(net = spec.name, "ignoring unreadable {}: {e}", lease_file.display());
+                warn!(
+                    net = spec.name,
+                    "ignoring unreadable {}: {e}",
+                    lease_file.display()
+                );
                 LeaseDb::new()
             }),
             Err(_) => LeaseDb::new(),
@@ -81,7 +91,11 @@ impl DhcpService {
     /// Applies new settings live; leases are kept.
     pub fn reconfigure(&mut self, config: DhcpConfig) -> Result<(), String> {
         self.server.reconfigure(config).map_err(|e| e.to_string())?;
-        info!(net = self.net, "DHCP now serves {}", describe(self.server.config()));
+        info!(
+            net = self.net,
+            "DHCP now serves {}",
+            describe(self.server.config())
+        );
         Ok(())
     }
 
@@ -100,13 +114,18 @@ impl DhcpService {
             .collect();
         // Addresses set aside after a DECLINE or an ARP conflict show up too: they are
         // why the pool may look smaller than configured.
-        out.extend(self.server.lease_db().quarantined().map(|q| vnet_control::Lease {
-            mac: q.reported_by,
-            ip: q.ip,
-            hostname: None,
-            expires: q.until.as_unix_secs(),
-            state: format!("quarantined ({:?})", q.reason).to_lowercase(),
-        }));
+        out.extend(
+            self.server
+                .lease_db()
+                .quarantined()
+                .map(|q| vnet_control::Lease {
+                    mac: q.reported_by,
+                    ip: q.ip,
+                    hostname: None,
+                    expires: q.until.as_unix_secs(),
+                    state: format!("quarantined ({:?})", q.reason).to_lowercase(),
+                }),
+        );
         out.sort_by_key(|l| l.ip);
         out
     }
@@ -129,8 +148,15 @@ impl DhcpService {
         if !self.server.take_leases_changed() {
             return;
         }
-        if let Err(e) = write_atomically(&self.lease_file, self.server.lease_db().to_json().as_bytes()) {
-            warn!(net = self.net, "cannot save leases to {}: {e}", self.lease_file.display());
+        if let Err(e) = write_atomically(
+            &self.lease_file,
+            self.server.lease_db().to_json().as_bytes(),
+        ) {
+            warn!(
+                net = self.net,
+                "cannot save leases to {}: {e}",
+                self.lease_file.display()
+            );
         }
     }
 }
@@ -162,7 +188,11 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 impl Service for DhcpService {
     fn description(&self) -> String {
         let c = self.server.config();
-        format!("dhcp {} ({})", c.server_ip, if c.enabled { "on" } else { "off" })
+        format!(
+            "dhcp {} ({})",
+            c.server_ip,
+            if c.enabled { "on" } else { "off" }
+        )
     }
 
     fn receive(&mut self, frame: &[u8], out: &mut Vec<Vec<u8>>) -> bool {

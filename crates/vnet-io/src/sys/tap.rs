@@ -58,7 +58,8 @@ pub fn open_tap(name: &str) -> Result<File, TapError> {
     for (dst, src) in req.ifr_name.iter_mut().zip(name.bytes()) {
         *dst = src as libc::c_char;
     }
-    req.ifr_ifru.ifru_flags = (libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_VNET_HDR) as libc::c_short;
+    req.ifr_ifru.ifru_flags =
+        (libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_VNET_HDR) as libc::c_short;
     // SAFETY: the fd is open on /dev/net/tun and `req` is a valid ifreq that outlives
     // the call; TUNSETIFF reads and writes only that struct.
     let rc = unsafe { libc::ioctl(file.as_raw_fd(), libc::TUNSETIFF, &mut req) };
@@ -86,7 +87,13 @@ pub fn open_tap(name: &str) -> Result<File, TapError> {
     // USO came with Linux 6.2; older kernels refuse the flag, so ask without it.
     for flags in [base | libc::TUN_F_USO4 | libc::TUN_F_USO6, base] {
         // SAFETY: TUNSETOFFLOAD takes its argument by value; no memory is shared.
-        let rc = unsafe { libc::ioctl(file.as_raw_fd(), libc::TUNSETOFFLOAD, flags as libc::c_ulong) };
+        let rc = unsafe {
+            libc::ioctl(
+                file.as_raw_fd(),
+                libc::TUNSETOFFLOAD,
+                flags as libc::c_ulong,
+            )
+        };
         if rc == 0 {
             return Ok(file);
         }
