@@ -515,15 +515,7 @@ fn hostile_dhcp_input_is_dropped_and_counted_while_good_clients_get_leases() {
     truncated.extend_from_slice(&[53, 1]);
     let mut overflow = bootp.clone();
     overflow.extend_from_slice(&[53, 1, 1, 12, 200, b'x']);
-    let mut seed = 0x2545_f491_4f6c_dd1du64;
-    let junk: Vec<u8> = (0..300)
-        .map(|_| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed as u8
-        })
-        .collect();
+    let junk = common::junk(300, 0x2545_f491_4f6c_dd1d);
     for payload in [&bootp[..100], &truncated[..], &overflow[..], &junk[..]] {
         for _ in 0..10 {
             api.send(&frame(payload)).unwrap();

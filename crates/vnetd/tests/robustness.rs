@@ -25,18 +25,6 @@ fn still_serving(d: &mut Daemon, a: &NsVm, b: &NsVm) {
     );
 }
 
-/// Deterministic junk (xorshift), so a failure can be replayed.
-fn junk(len: usize, mut seed: u64) -> Vec<u8> {
-    (0..len)
-        .map(|_| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed as u8
-        })
-        .collect()
-}
-
 fn a_frame() -> Vec<u8> {
     let mut f = vec![0xff; 6];
     f.extend_from_slice(&[0x02, 0, 0, 0, 0x0e, 0x01, 0x88, 0xb5]);
@@ -90,7 +78,7 @@ fn garbage_on_stream_sockets_drops_only_that_port() {
     // Random bytes.
     for seed in 1..=5 {
         let mut s = UnixStream::connect(&path).unwrap();
-        let _ = s.write_all(&junk(4096, seed));
+        let _ = s.write_all(&common::junk(4096, seed));
         drop(s);
     }
     wait_ports(&d, "lab", PortKind::Stream, 0);
@@ -135,7 +123,7 @@ fn garbage_on_dgram_sockets_drops_only_that_port() {
     let peer = UnixDatagram::bind(&local).unwrap();
     peer.send_to(&[1, 2, 3], &path).unwrap();
     peer.send_to(&vec![0u8; 3000], &path).unwrap();
-    peer.send_to(&junk(200, 7), &path).unwrap();
+    peer.send_to(&common::junk(200, 7), &path).unwrap();
     wait_ports(&d, "lab", PortKind::Dgram, 1);
     assert!(wait_for(Duration::from_secs(5), || find_kind(
         &d,
@@ -181,7 +169,7 @@ fn garbage_on_api_sockets_drops_only_that_port() {
         &[0x42u8][..],
         &[0x01, 1],
         &[0x00, 1, 2, 3],
-        &junk(100, 3)[..],
+        &common::junk(100, 3)[..],
     ] {
         send(fd.as_raw_fd(), msg, MsgFlags::empty()).unwrap();
     }

@@ -463,17 +463,6 @@ fn request(magic: u32, version: u32, path: &Path, description: &str) -> Vec<u8> 
     r
 }
 
-fn junk(len: usize, mut seed: u64) -> Vec<u8> {
-    (0..len)
-        .map(|_| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed as u8
-        })
-        .collect()
-}
-
 /// Sends `bytes` on a fresh control connection and expects the daemon to close it,
 /// logging `why`.
 fn refused(d: &Daemon, bytes: &[u8], why: &str) {
@@ -538,7 +527,7 @@ fn bad_vde_handshakes_drop_only_their_own_port() {
         "byte-swapped magic",
     );
     // 0x5a5a... never starts the magic: refused at the first bytes.
-    refused(&d, &junk(4096, 7), "not a VDE client");
+    refused(&d, &common::junk(4096, 7), "not a VDE client");
     refused(&d, b"GET / HTTP/1.1\r\n\r\n", "not a VDE client");
     refused(
         &d,

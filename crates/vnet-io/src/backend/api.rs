@@ -3,16 +3,15 @@
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 
-use mio::unix::SourceFd;
 use vnet_control::PortKind;
 use vnet_core::switch::DropCause;
 use vnet_core::wire::api::{
     decode_client, encode_reply, ClientMessage, Reply, Request, KIND_FRAME,
 };
 
-use super::{send_error, Backend, Received, Sent};
+use super::{fd_source, send_error, Backend, Received, Sent};
 use crate::frame::FrameBuf;
 use crate::sys::{peer, seqpacket};
 
@@ -109,14 +108,4 @@ impl Backend for ApiPort {
     }
 }
 
-impl mio::event::Source for ApiPort {
-    fn register(&mut self, r: &mio::Registry, t: mio::Token, i: mio::Interest) -> io::Result<()> {
-        SourceFd(&self.sock.as_raw_fd()).register(r, t, i)
-    }
-    fn reregister(&mut self, r: &mio::Registry, t: mio::Token, i: mio::Interest) -> io::Result<()> {
-        SourceFd(&self.sock.as_raw_fd()).reregister(r, t, i)
-    }
-    fn deregister(&mut self, r: &mio::Registry) -> io::Result<()> {
-        SourceFd(&self.sock.as_raw_fd()).deregister(r)
-    }
-}
+fd_source!(ApiPort, |port| &port.sock);

@@ -106,6 +106,37 @@ pub trait Backend {
     fn tick(&mut self, _now: std::time::Instant) {}
 }
 
+/// Implements `mio::event::Source` for a backend whose readiness is that of one fd.
+macro_rules! fd_source {
+    ($backend:ty, |$this:ident| $fd:expr) => {
+        impl mio::event::Source for $backend {
+            fn register(
+                &mut self,
+                r: &mio::Registry,
+                t: mio::Token,
+                i: mio::Interest,
+            ) -> std::io::Result<()> {
+                let $this = &*self;
+                mio::unix::SourceFd(&std::os::fd::AsRawFd::as_raw_fd($fd)).register(r, t, i)
+            }
+            fn reregister(
+                &mut self,
+                r: &mio::Registry,
+                t: mio::Token,
+                i: mio::Interest,
+            ) -> std::io::Result<()> {
+                let $this = &*self;
+                mio::unix::SourceFd(&std::os::fd::AsRawFd::as_raw_fd($fd)).reregister(r, t, i)
+            }
+            fn deregister(&mut self, r: &mio::Registry) -> std::io::Result<()> {
+                let $this = &*self;
+                mio::unix::SourceFd(&std::os::fd::AsRawFd::as_raw_fd($fd)).deregister(r)
+            }
+        }
+    };
+}
+pub(crate) use fd_source;
+
 /// Maps an I/O error during send to its outcome.
 pub(crate) fn send_error(err: std::io::Error) -> Sent {
     match err.kind() {

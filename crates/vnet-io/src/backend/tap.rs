@@ -2,13 +2,11 @@
 
 use std::fs::File;
 use std::io::{self, IoSlice, Read, Write};
-use std::os::fd::AsRawFd;
 
-use mio::unix::SourceFd;
 use vnet_control::PortKind;
 use vnet_core::switch::DropCause;
 
-use super::{send_error, Backend, Received, Sent};
+use super::{fd_source, send_error, Backend, Received, Sent};
 use crate::frame::FrameBuf;
 use crate::sys::tap::{open_tap, TapError, VNET_HDR_LEN};
 
@@ -85,14 +83,4 @@ impl Backend for TapPort {
     }
 }
 
-impl mio::event::Source for TapPort {
-    fn register(&mut self, r: &mio::Registry, t: mio::Token, i: mio::Interest) -> io::Result<()> {
-        SourceFd(&self.file.as_raw_fd()).register(r, t, i)
-    }
-    fn reregister(&mut self, r: &mio::Registry, t: mio::Token, i: mio::Interest) -> io::Result<()> {
-        SourceFd(&self.file.as_raw_fd()).reregister(r, t, i)
-    }
-    fn deregister(&mut self, r: &mio::Registry) -> io::Result<()> {
-        SourceFd(&self.file.as_raw_fd()).deregister(r)
-    }
-}
+fd_source!(TapPort, |port| &port.file);

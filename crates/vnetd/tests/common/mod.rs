@@ -96,3 +96,15 @@ pub fn cli_fails(d: &Daemon, args: &[&str]) -> String {
     );
     stderr
 }
+
+/// Deterministic junk bytes (xorshift), so a failure can be replayed from its seed.
+pub fn junk(len: usize, mut seed: u64) -> Vec<u8> {
+    (0..len)
+        .map(|_| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed as u8
+        })
+        .collect()
+}
