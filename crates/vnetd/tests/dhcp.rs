@@ -540,3 +540,63 @@ fn hostile_dhcp_input_is_dropped_and_counted_while_good_clients_get_leases() {
         .to_string();
     assert!(in_pool(&ip, p));
 }
+
+#[test]
+fn dhcp_is_reconfigured_live_from_the_cli() {
+    skip_unless_root!();
+    let p = "10.86.0";
+    let (toml, _) = host_only("ho", p, "");
+    let d = Daemon::start(Some(&toml));
+
+    d.cli_ok(&[
+        "dhcp",
+        "set",
+        "ho",
+        "--range",
+        &format!("{p}.50-{p}.59"),
+        "--lease",
+        "600",
+    ]);
+    let (_, a) = tap_vm(&d, "ho", "02:00:00:00:56:01", "");
+    let lease = a.dhcp(&[]).expect("lease from the new pool");
+    let host: u8 = lease
+        .ip()
+        .unwrap()
+        .rsplit('.')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((50..=59).contains(&host), "{:?}", lease.ip());
+    assert_eq!(lease.lease_secs(), Some(600));
+
+    d.cli_ok(&["dhcp", "set", "ho", "--off"]);
+    let (_, b) = tap_vm(&d, "ho", "02:00:00:00:56:02", "");
+    assert!(
+        b.dhcp(&["-t", "2"]).is_err(),
+        "a disabled DHCP service must stay silent"
+    );
+
+    d.cli_ok(&["dhcp", "set", "ho", "--on"]);
+    d.cli_ok(&[
+        "dhcp",
+        "reserve",
+        "ho",
+        "02:00:00:00:56:02",
+        &format!("{p}.7"),
+        "--hostname",
+        "fixed",
+    ]);
+    assert_eq!(
+        b.dhcp(&[]).expect("lease once on again").ip(),
+        Some(&*format!("{p}.7"))
+    );
+    let shown = d.cli_ok(&["dhcp", "show", "ho"]);
+    assert!(
+        shown.contains(&format!("{p}.7")) && shown.contains("fixed"),
+        "{shown}"
+    );
+    d.cli_ok(&["dhcp", "unreserve", "ho", "02:00:00:00:56:02"]);
+    let json = d.cli_ok(&["--json", "dhcp", "show", "ho"]);
+    assert!(!json.contains(&format!("{p}.7")), "{json}");
+}
