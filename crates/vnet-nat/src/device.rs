@@ -1,0 +1,669 @@
+//! [`NatDevice`]: the flow table and the translation between guest frames and host
+//! socket datagrams.
+
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::time::{Duration, Instant};
+
+use vnet_core::wire::ethernet::{EtherType, Frame, MacAddr};
+
+use crate::dns::{DnsAction, DnsForwarder};
+use crate::wire::{self, ArpRequest, IcmpEcho, Ipv4Error, Ipv4Packet, Route, UdpDatagram};
+
+/// Settings of one NAT device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NatConfig {
+    /// The device's own MAC on the vnet.
+    pub mac: MacAddr,
+    /// The device's address: the guests' router (and DNS server).
+    pub gateway: Ipv4Addr,
+    /// The vnet's subnet: only guests inside it are translated.
+    pub subnet: Ipv4Addr,
+    pub prefix_len: u8,
+    /// The vnet's IP MTU: larger answers are dropped (no fragmentation yet).
+    pub mtu: usize,
+    /// Whether echo requests can leave (the shell found a way to send them); otherwise
+    /// guests are told "unreachable".
+    pub icmp: bool,
+    /// Where queries to the gateway's port 53 go; empty: no DNS (port unreachable).
+    pub dns_upstreams: Vec<SocketAddrV4>,
+    /// How long one upstream has to answer before the next is tried.
+    pub dns_timeout: Duration,
+    /// A UDP flow's host socket is closed after this long without traffic.
+    pub udp_timeout: Duration,
+    /// The same for echo flows.
+    pub icmp_timeout: Duration,
+    /// Whether UDP to the gateway (other than DNS) reaches the host's loopback.
+    pub host_loopback: bool,
+    /// Most flows (host sockets) at once.
+    pub max_flows: usize,
+    /// Entropy for DNS ID remapping.
+    pub seed: u64,
+}
+
+impl NatConfig {
+    /// Defaults like VMware's nat.conf: UDP flows live 30 s, echo 60 s, DNS 2 s per try.
+    pub fn new(mac: MacAddr, gateway: Ipv4Addr, subnet: Ipv4Addr, prefix_len: u8) -> Self {
+        NatConfig {
+            mac,
+            gateway,
+            subnet,
+            prefix_len,
+            mtu: 1500,
+            icmp: true,
+            dns_upstreams: Vec::new(),
+            dns_timeout: Duration::from_secs(2),
+            udp_timeout: Duration::from_secs(30),
+            icmp_timeout: Duration::from_secs(60),
+            host_loopback: false,
+            max_flows: 4096,
+            seed: 0x5eed,
+        }
+    }
+
+    fn in_subnet(&self, ip: Ipv4Addr) -> bool {
+        let mask = u32::MAX
+            .checked_shl(32 - u32::from(self.prefix_len.min(32)))
+            .unwrap_or(0);
+        u32::from(ip) & mask == u32::from(self.subnet) & mask
+    }
+
+    fn broadcast(&self) -> Ipv4Addr {
+        let mask = u32::MAX
+            .checked_shl(32 - u32::from(self.prefix_len.min(32)))
+            .unwrap_or(0);
+        Ipv4Addr::from(u32::from(self.subnet) | !mask)
+    }
+}
+
+/// The transport of a flow, and so of its host socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Proto {
+    /// A UDP socket connected to the destination.
+    Udp,
+    /// An ICMP echo ("ping") socket connected to the destination.
+    Icmp,
+}
+
+/// Names a flow and its host socket; never reused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FlowId(pub u64);
+
+/// What the device wants done, in order.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Output {
+    /// A frame for the vnet, from the device's port.
+    Frame(Vec<u8>),
+    /// Open a host socket for `flow` and connect it to `to`. If that fails, call
+    /// [`NatDevice::open_failed`].
+    Open {
+        flow: FlowId,
+        proto: Proto,
+        to: SocketAddrV4,
+    },
+    /// Send `data` on the flow's socket (a UDP payload, or an ICMP echo request whose
+    /// identifier the kernel may replace).
+    Send { flow: FlowId, data: Vec<u8> },
+    /// Close the flow's socket.
+    Close { flow: FlowId },
+    /// Send a DNS query to an upstream resolver from the device's DNS socket.
+    DnsQuery { to: SocketAddrV4, query: Vec<u8> },
+}
+
+/// Errors a flow's socket reports (from ICMP errors the host received).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SocketError {
+    /// Port unreachable: the guest gets the same.
+    Refused,
+    /// Host or network unreachable.
+    Unreachable,
+}
+
+/// What happened to frames and datagrams, for logs and the API.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct NatCounters {
+    pub arp_replies: u64,
+    pub echo_local: u64,
+    pub to_host: u64,
+    pub from_host: u64,
+    pub dns_queries: u64,
+    pub dns_answers: u64,
+    pub dns_failures: u64,
+    pub flows_opened: u64,
+    pub flows_closed: u64,
+    /// Guests told "unreachable" (no ICMP, no DNS, no TCP yet, no loopback, errors).
+    pub unreachable: u64,
+    /// Well-formed but not translated (other subnets, broadcasts, fragments, limits).
+    pub ignored: u64,
+    /// Broken frames addressed to the device.
+    pub malformed: u64,
+    /// Answers larger than the vnet's MTU.
+    pub oversize: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct FlowKey {
+    proto: Proto,
+    /// The guest's address and port (UDP) or echo identifier (ICMP).
+    guest: SocketAddrV4,
+    /// The destination as the guest sees it (port 0 for ICMP).
+    remote: SocketAddrV4,
+}
+
+#[derive(Debug)]
+struct Flow {
+    key: FlowKey,
+    guest_mac: MacAddr,
+    last_used: Instant,
+}
+
+/// The NAT device of one vnet, sans I/O. See the crate documentation.
+#[derive(Debug)]
+pub struct NatDevice {
+    config: NatConfig,
+    flows: HashMap<FlowId, Flow>,
+    by_key: HashMap<FlowKey, FlowId>,
+    next_flow: u64,
+    next_sweep: Option<Instant>,
+    dns: DnsForwarder,
+    ip_ident: u16,
+    counters: NatCounters,
+    scratch: Vec<DnsAction>,
+}
+
+impl NatDevice {
+    pub fn new(config: NatConfig) -> Self {
+        let dns = DnsForwarder::new(
+            config.dns_upstreams.clone(),
+            config.dns_timeout,
+            config.seed,
+        );
+        NatDevice {
+            config,
+            flows: HashMap::new(),
+            by_key: HashMap::new(),
+            next_flow: 1,
+            next_sweep: None,
+            dns,
+            ip_ident: 0,
+            counters: NatCounters::default(),
+            scratch: Vec::new(),
+        }
+    }
+
+    pub fn config(&self) -> &NatConfig {
+        &self.config
+    }
+
+    pub fn counters(&self) -> &NatCounters {
+        &self.counters
+    }
+
+    /// Open flows (host sockets).
+    pub fn flow_count(&self) -> usize {
+        self.flows.len()
+    }
+
+    /// A frame the switch delivered to the device's port. `false`: it was addressed to
+    /// the device but broken.
+    pub fn receive(&mut self, now: Instant, frame: &[u8], out: &mut Vec<Output>) -> bool {
+        let Ok(eth) = Frame::parse(frame) else {
+            self.counters.ignored += 1;
+            return true;
+        };
+        if eth.vlan_tag().is_some() {
+            self.counters.ignored += 1;
+            return true;
+        }
+        match eth.ethertype() {
+            EtherType::ARP => {
+                match ArpRequest::parse(eth.payload()) {
+                    Some(arp) if arp.target_ip == self.config.gateway => {
+                        self.counters.arp_replies += 1;
+                        out.push(Output::Frame(arp.reply_frame(self.config.mac)));
+                    }
+                    _ => self.counters.ignored += 1,
+                }
+                true
+            }
+            EtherType::IPV4 if eth.dst() == self.config.mac => {
+                self.receive_ipv4(now, eth.src(), eth.payload(), out)
+            }
+            _ => {
+                self.counters.ignored += 1;
+                true
+            }
+        }
+    }
+
+    fn receive_ipv4(
+        &mut self,
+        now: Instant,
+        guest_mac: MacAddr,
+        bytes: &[u8],
+        out: &mut Vec<Output>,
+    ) -> bool {
+        let ip = match Ipv4Packet::parse(bytes) {
+            Ok(ip) => ip,
+            Err(Ipv4Error::Fragment) => {
+                self.counters.ignored += 1;
+                return true;
+            }
+            Err(Ipv4Error::Malformed) => {
+                self.counters.malformed += 1;
+                return false;
+            }
+        };
+        let c = &self.config;
+        if !c.in_subnet(ip.src) || ip.src == c.gateway || ip.src == c.broadcast() {
+            self.counters.ignored += 1;
+            return true;
+        }
+        let outside = !(ip.dst.is_loopback()
+            || ip.dst.is_multicast()
+            || ip.dst.is_broadcast()
+            || ip.dst.is_unspecified()
+            || c.in_subnet(ip.dst));
+        if !outside && ip.dst != c.gateway {
+            self.counters.ignored += 1;
+            return true;
+        }
+        match ip.protocol {
+            wire::PROTO_ICMP => self.receive_icmp(now, guest_mac, &ip, out),
+            wire::PROTO_UDP => self.receive_udp(now, guest_mac, &ip, out),
+            _ => {
+                // No TCP yet: a prompt "protocol unreachable" instead of a hang.
+                self.unreachable(guest_mac, &ip, 2, out);
+                true
+            }
+        }
+    }
+
+    fn receive_icmp(
+        &mut self,
+        now: Instant,
+        guest_mac: MacAddr,
+        ip: &Ipv4Packet<'_>,
+        out: &mut Vec<Output>,
+    ) -> bool {
+        let Some(echo) = IcmpEcho::parse(ip.payload) else {
+            // Broken, or another ICMP message (errors about our own answers): ignore.
+            self.counters.ignored += 1;
+            return true;
+        };
+        if echo.kind != wire::ICMP_ECHO_REQUEST {
+            self.counters.ignored += 1;
+            return true;
+        }
+        if ip.dst == self.config.gateway {
+            self.counters.echo_local += 1;
+            let reply = IcmpEcho {
+                kind: wire::ICMP_ECHO_REPLY,
+                ..echo
+            };
+            self.emit(
+                guest_mac,
+                ip.dst,
+                ip.src,
+                wire::PROTO_ICMP,
+                &reply.to_bytes(),
+                out,
+            );
+            return true;
+        }
+        if !self.config.icmp {
+            self.unreachable(guest_mac, ip, wire::UNREACH_ADMIN, out);
+            return true;
+        }
+        let key = FlowKey {
+            proto: Proto::Icmp,
+            guest: SocketAddrV4::new(ip.src, echo.ident),
+            remote: SocketAddrV4::new(ip.dst, 0),
+        };
+        let Some(flow) = self.flow_for(now, key, guest_mac, ip.dst, out) else {
+            self.counters.ignored += 1;
+            return true;
+        };
+        self.counters.to_host += 1;
+        out.push(Output::Send {
+            flow,
+            data: ip.payload.to_vec(),
+        });
+        true
+    }
+
+    fn receive_udp(
+        &mut self,
+        now: Instant,
+        guest_mac: MacAddr,
+        ip: &Ipv4Packet<'_>,
+        out: &mut Vec<Output>,
+    ) -> bool {
+        let Some(udp) = UdpDatagram::parse(ip) else {
+            self.counters.malformed += 1;
+            return false;
+        };
+        let guest = SocketAddrV4::new(ip.src, udp.src_port);
+        let mut target = ip.dst;
+        if ip.dst == self.config.gateway {
+            if udp.dst_port == 53 && !self.dns.upstreams().is_empty() {
+                self.counters.dns_queries += 1;
+                match self.dns.query(now, guest_mac, guest, udp.payload) {
+                    Some(DnsAction::Query { to, query }) => {
+                        out.push(Output::DnsQuery { to, query })
+                    }
+                    _ => self.counters.ignored += 1,
+                }
+                return true;
+            }
+            if !self.config.host_loopback {
+                self.unreachable(guest_mac, ip, wire::UNREACH_PORT, out);
+                return true;
+            }
+            target = Ipv4Addr::LOCALHOST;
+        }
+        let key = FlowKey {
+            proto: Proto::Udp,
+            guest,
+            remote: SocketAddrV4::new(ip.dst, udp.dst_port),
+        };
+        let Some(flow) = self.flow_for(now, key, guest_mac, target, out) else {
+            self.counters.ignored += 1;
+            return true;
+        };
+        self.counters.to_host += 1;
+        out.push(Output::Send {
+            flow,
+            data: udp.payload.to_vec(),
+        });
+        true
+    }
+
+    /// The flow of `key`, opened (connected to `target`) if new; `None` at the limit.
+    fn flow_for(
+        &mut self,
+        now: Instant,
+        key: FlowKey,
+        guest_mac: MacAddr,
+        target: Ipv4Addr,
+        out: &mut Vec<Output>,
+    ) -> Option<FlowId> {
+        if let Some(&id) = self.by_key.get(&key) {
+            let f = self.flows.get_mut(&id).expect("indexed");
+            f.last_used = now;
+            f.guest_mac = guest_mac;
+            return Some(id);
+        }
+        if self.flows.len() >= self.config.max_flows {
+            return None;
+        }
+        let id = FlowId(self.next_flow);
+        self.next_flow += 1;
+        self.flows.insert(
+            id,
+            Flow {
+                key,
+                guest_mac,
+                last_used: now,
+            },
+        );
+        self.by_key.insert(key, id);
+        self.counters.flows_opened += 1;
+        let expiry = now + self.timeout(key.proto);
+        self.next_sweep = Some(self.next_sweep.map_or(expiry, |t| t.min(expiry)));
+        out.push(Output::Open {
+            flow: id,
+            proto: key.proto,
+            to: SocketAddrV4::new(target, key.remote.port()),
+        });
+        Some(id)
+    }
+
+    fn timeout(&self, proto: Proto) -> Duration {
+        match proto {
+            Proto::Udp => self.config.udp_timeout,
+            Proto::Icmp => self.config.icmp_timeout,
+        }
+    }
+
+    /// A datagram arrived on a flow's socket: a UDP payload, or an ICMP echo reply as a
+    /// ping socket returns it (header included, identifier the socket's own).
+    pub fn socket_data(&mut self, now: Instant, flow: FlowId, data: &[u8], out: &mut Vec<Output>) {
+        let Some(f) = self.flows.get_mut(&flow) else {
+            return;
+        };
+        f.last_used = now;
+        let (key, mac) = (f.key, f.guest_mac);
+        match key.proto {
+            Proto::Udp => {
+                let route = self.route(mac, *key.remote.ip(), *key.guest.ip());
+                let seg = wire::udp_segment(&route, key.remote.port(), key.guest.port(), data);
+                self.counters.from_host += 1;
+                self.push_ip(&route, wire::PROTO_UDP, &seg, out);
+            }
+            Proto::Icmp => {
+                let Some(echo) = IcmpEcho::parse(data) else {
+                    self.counters.ignored += 1;
+                    return;
+                };
+                if echo.kind != wire::ICMP_ECHO_REPLY {
+                    self.counters.ignored += 1;
+                    return;
+                }
+                let reply = IcmpEcho {
+                    ident: key.guest.port(),
+                    ..echo
+                };
+                self.counters.from_host += 1;
+                self.emit(
+                    mac,
+                    *key.remote.ip(),
+                    *key.guest.ip(),
+                    wire::PROTO_ICMP,
+                    &reply.to_bytes(),
+                    out,
+                );
+            }
+        }
+    }
+
+    /// A flow's socket reported an error: the guest hears of it as ICMP unreachable.
+    pub fn socket_error(&mut self, flow: FlowId, error: SocketError, out: &mut Vec<Output>) {
+        let Some(f) = self.flows.get(&flow) else {
+            return;
+        };
+        let code = match (error, f.key.proto) {
+            (SocketError::Refused, Proto::Udp) => wire::UNREACH_PORT,
+            _ => wire::UNREACH_HOST,
+        };
+        let (key, mac) = (f.key, f.guest_mac);
+        self.unreachable_for(mac, key, code, out);
+    }
+
+    /// The shell could not open the flow's socket: the flow is forgotten and the guest
+    /// told "unreachable".
+    pub fn open_failed(&mut self, flow: FlowId, out: &mut Vec<Output>) {
+        let Some(f) = self.flows.remove(&flow) else {
+            return;
+        };
+        self.by_key.remove(&f.key);
+        self.counters.flows_closed += 1;
+        self.unreachable_for(f.guest_mac, f.key, wire::UNREACH_HOST, out);
+    }
+
+    /// A datagram on the DNS socket from `from`.
+    pub fn dns_data(&mut self, from: SocketAddrV4, data: &[u8], out: &mut Vec<Output>) {
+        if let Some(DnsAction::Answer {
+            guest_mac,
+            guest,
+            answer,
+        }) = self.dns.answer(from, data)
+        {
+            self.counters.dns_answers += 1;
+            self.dns_answer(guest_mac, guest, &answer, out);
+        }
+    }
+
+    fn dns_answer(
+        &mut self,
+        mac: MacAddr,
+        guest: SocketAddrV4,
+        answer: &[u8],
+        out: &mut Vec<Output>,
+    ) {
+        let route = self.route(mac, self.config.gateway, *guest.ip());
+        let seg = wire::udp_segment(&route, 53, guest.port(), answer);
+        self.push_ip(&route, wire::PROTO_UDP, &seg, out);
+    }
+
+    /// Closes idle flows and retries or fails slow DNS queries.
+    pub fn poll(&mut self, now: Instant, out: &mut Vec<Output>) {
+        let mut actions = std::mem::take(&mut self.scratch);
+        self.counters.dns_failures += self.dns.poll(now, &mut actions) as u64;
+        for a in actions.drain(..) {
+            match a {
+                DnsAction::Query { to, query } => out.push(Output::DnsQuery { to, query }),
+                DnsAction::Answer {
+                    guest_mac,
+                    guest,
+                    answer,
+                } => self.dns_answer(guest_mac, guest, &answer, out),
+            }
+        }
+        self.scratch = actions;
+        if self.next_sweep.is_none_or(|t| t > now) {
+            return;
+        }
+        let (udp, icmp) = (self.config.udp_timeout, self.config.icmp_timeout);
+        let expiry = |f: &Flow| {
+            f.last_used
+                + match f.key.proto {
+                    Proto::Udp => udp,
+                    Proto::Icmp => icmp,
+                }
+        };
+        let idle: Vec<FlowId> = self
+            .flows
+            .iter()
+            .filter(|(_, f)| expiry(f) <= now)
+            .map(|(&id, _)| id)
+            .collect();
+        for id in idle {
+            let f = self.flows.remove(&id).expect("listed");
+            self.by_key.remove(&f.key);
+            self.counters.flows_closed += 1;
+            out.push(Output::Close { flow: id });
+        }
+        self.next_sweep = self.flows.values().map(expiry).min();
+    }
+
+    /// When [`NatDevice::poll`] next has work.
+    pub fn poll_at(&self) -> Option<Instant> {
+        match (self.next_sweep, self.dns.poll_at()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    fn route(&self, guest_mac: MacAddr, src: Ipv4Addr, dst: Ipv4Addr) -> Route {
+        Route {
+            src_mac: self.config.mac,
+            dst_mac: guest_mac,
+            src,
+            dst,
+        }
+    }
+
+    fn emit(
+        &mut self,
+        guest_mac: MacAddr,
+        src: Ipv4Addr,
+        dst: Ipv4Addr,
+        protocol: u8,
+        payload: &[u8],
+        out: &mut Vec<Output>,
+    ) {
+        let route = self.route(guest_mac, src, dst);
+        self.push_ip(&route, protocol, payload, out);
+    }
+
+    fn push_ip(&mut self, route: &Route, protocol: u8, payload: &[u8], out: &mut Vec<Output>) {
+        if wire::IPV4_HEADER_LEN + payload.len() > self.config.mtu {
+            self.counters.oversize += 1;
+            return;
+        }
+        self.ip_ident = self.ip_ident.wrapping_add(1);
+        out.push(Output::Frame(wire::ipv4_frame(
+            route,
+            protocol,
+            self.ip_ident,
+            payload,
+        )));
+    }
+
+    /// Answers the guest's packet `ip` with ICMP destination unreachable `code`.
+    fn unreachable(
+        &mut self,
+        guest_mac: MacAddr,
+        ip: &Ipv4Packet<'_>,
+        code: u8,
+        out: &mut Vec<Output>,
+    ) {
+        self.counters.unreachable += 1;
+        let msg = wire::icmp_unreachable(code, ip.header, ip.payload);
+        self.emit(
+            guest_mac,
+            self.config.gateway,
+            ip.src,
+            wire::PROTO_ICMP,
+            &msg,
+            out,
+        );
+    }
+
+    /// The same for a flow, quoting a packet rebuilt from its key.
+    fn unreachable_for(
+        &mut self,
+        guest_mac: MacAddr,
+        key: FlowKey,
+        code: u8,
+        out: &mut Vec<Output>,
+    ) {
+        let route = Route {
+            src_mac: guest_mac,
+            dst_mac: self.config.mac,
+            src: *key.guest.ip(),
+            dst: *key.remote.ip(),
+        };
+        let transport = match key.proto {
+            Proto::Udp => wire::udp_segment(&route, key.guest.port(), key.remote.port(), &[]),
+            Proto::Icmp => IcmpEcho {
+                kind: wire::ICMP_ECHO_REQUEST,
+                ident: key.guest.port(),
+                seq: 0,
+                data: &[],
+            }
+            .to_bytes(),
+        };
+        let protocol = match key.proto {
+            Proto::Udp => wire::PROTO_UDP,
+            Proto::Icmp => wire::PROTO_ICMP,
+        };
+        let quoted = wire::ipv4_frame(&route, protocol, 0, &transport);
+        let q = &quoted[vnet_core::wire::ethernet::HEADER_LEN..];
+        let msg = wire::icmp_unreachable(
+            code,
+            &q[..wire::IPV4_HEADER_LEN],
+            &q[wire::IPV4_HEADER_LEN..],
+        );
+        self.counters.unreachable += 1;
+        self.emit(
+            guest_mac,
+            self.config.gateway,
+            *key.guest.ip(),
+            wire::PROTO_ICMP,
+            &msg,
+            out,
+        );
+    }
+}

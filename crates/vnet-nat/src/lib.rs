@@ -1,0 +1,55 @@
+//! The NAT device of a vnet (VMware's vmnet8), sans I/O: Ethernet frames, datagrams from
+//! host sockets and the time in; frames for the vnet and socket actions out. No sockets,
+//! no clock, no files.
+//!
+//! # Theory of operation
+//!
+//! The device is a port on the vnet's switch with its own MAC and the gateway address
+//! (by default the subnet's `.2`). Guests use it as their router and DNS server (the
+//! vnet's DHCP service says so). It has no IP stack and no privileges: every guest
+//! conversation with the outside becomes a *flow* carried by one ordinary host socket
+//! that the I/O shell opens on the device's behalf, like slirp, passt or
+//! gvisor-tap-vsock do.
+//!
+//! | guest sends, to the device's MAC | the device | comes back |
+//! |---|---|---|
+//! | ARP request for the gateway | answers with its MAC | |
+//! | ICMP echo to the gateway | answers itself | echo reply |
+//! | ICMP echo to an outside address | flow `(guest, ident, dst)` → [`Output::Open`] a ping socket, [`Output::Send`] the echo | replies from the socket, identifier restored |
+//! | ICMP echo, but the host allows no ping socket | "unreachable" (communication prohibited) | |
+//! | UDP to an outside address | flow `(guest, sport, dst, dport)` → one connected UDP socket | datagrams from the socket, as UDP from `dst:dport` |
+//! | UDP to the gateway's port 53 | DNS: relayed to an upstream under a fresh ID | the answer, ID restored, from the gateway |
+//! | UDP to another port of the gateway | the host's `127.0.0.1` if `host_loopback`, else port unreachable | |
+//! | TCP | protocol unreachable (not yet translated) | |
+//! | anything to the subnet, broadcast, multicast, loopback; fragments | ignored (counted) | |
+//!
+//! Flow states are simply *open* (the shell has, or is opening, the socket) and *gone*.
+//! A flow closes ([`Output::Close`]) after [`NatConfig::udp_timeout`] (UDP) or
+//! [`NatConfig::icmp_timeout`] (echo) without traffic either way; at most
+//! [`NatConfig::max_flows`] exist, so a guest cannot exhaust the daemon's fds. Socket
+//! errors the host reports (port or host unreachable) reach the guest as ICMP.
+//!
+//! DNS queries in flight wait [`NatConfig::dns_timeout`] per upstream, are retried on
+//! the next upstream, and fail with SERVFAIL when every upstream had its turn.
+//!
+//! ## Driving it
+//!
+//! The shell gives every frame the switch delivers to [`NatDevice::receive`], datagrams
+//! from flow sockets to [`NatDevice::socket_data`] (errors to
+//! [`NatDevice::socket_error`]), datagrams on its DNS socket to [`NatDevice::dns_data`],
+//! and calls [`NatDevice::poll`] at [`NatDevice::poll_at`]. It carries out the
+//! [`Output`]s in order: frames go into the switch, `Open`/`Send`/`Close` act on the flow
+//! sockets (a failed open is reported with [`NatDevice::open_failed`]).
+//!
+//! Payloads are copied into owned buffers: fine for ICMP, UDP and DNS; the bulk path
+//! (TCP, later) must not allocate per packet.
+
+mod device;
+pub mod dns;
+pub mod wire;
+
+pub use device::{FlowId, NatConfig, NatCounters, NatDevice, Output, Proto, SocketError};
+pub use vnet_core::wire::ethernet::MacAddr;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,395 @@
+//! The few IPv4 formats the NAT device reads and writes: ARP, IPv4 without options, UDP
+//! and ICMP echo / destination unreachable.
+//!
+//! Our own rather than `smoltcp::wire` or `etherparse`: the device only needs to read a
+//! handful of fields and to build complete frames from scratch, which is shorter to say
+//! here than to adapt; every parser takes any bytes and never panics (property tests).
+
+use std::net::Ipv4Addr;
+
+use vnet_core::wire::ethernet::{write_header, EtherType, MacAddr, HEADER_LEN};
+
+pub const IPV4_HEADER_LEN: usize = 20;
+pub const UDP_HEADER_LEN: usize = 8;
+pub const ICMP_HEADER_LEN: usize = 8;
+pub const PROTO_ICMP: u8 = 1;
+pub const PROTO_TCP: u8 = 6;
+pub const PROTO_UDP: u8 = 17;
+pub const ICMP_ECHO_REPLY: u8 = 0;
+pub const ICMP_UNREACHABLE: u8 = 3;
+pub const ICMP_ECHO_REQUEST: u8 = 8;
+/// Destination unreachable codes (RFC 792, RFC 1812).
+pub const UNREACH_HOST: u8 = 1;
+pub const UNREACH_PORT: u8 = 3;
+pub const UNREACH_ADMIN: u8 = 13;
+/// Ethernet frames are padded to this length (without FCS).
+pub const MIN_FRAME_LEN: usize = 60;
+
+fn be16(b: &[u8], at: usize) -> u16 {
+    u16::from_be_bytes([b[at], b[at + 1]])
+}
+
+fn ip_at(b: &[u8], at: usize) -> Ipv4Addr {
+    Ipv4Addr::new(b[at], b[at + 1], b[at + 2], b[at + 3])
+}
+
+fn mac_at(b: &[u8], at: usize) -> MacAddr {
+    MacAddr([b[at], b[at + 1], b[at + 2], b[at + 3], b[at + 4], b[at + 5]])
+}
+
+/// An ARP request for an IPv4 address, from an Ethernet host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ArpRequest {
+    pub sender_mac: MacAddr,
+    pub sender_ip: Ipv4Addr,
+    pub target_ip: Ipv4Addr,
+}
+
+impl ArpRequest {
+    /// Reads an Ethernet/IPv4 ARP request from an ARP payload; anything else is `None`.
+    pub fn parse(b: &[u8]) -> Option<Self> {
+        if b.len() < 28 || be16(b, 0) != 1 || be16(b, 2) != EtherType::IPV4 {
+            return None;
+        }
+        if b[4] != 6 || b[5] != 4 || be16(b, 6) != 1 {
+            return None;
+        }
+        Some(ArpRequest {
+            sender_mac: mac_at(b, 8),
+            sender_ip: ip_at(b, 14),
+            target_ip: ip_at(b, 24),
+        })
+    }
+
+    /// The reply "`target_ip` is at `mac`", as a frame to the asker.
+    pub fn reply_frame(&self, mac: MacAddr) -> Vec<u8> {
+        let mut f = vec![0u8; MIN_FRAME_LEN];
+        write_header(&mut f, self.sender_mac, mac, EtherType::ARP);
+        let a = &mut f[HEADER_LEN..HEADER_LEN + 28];
+        a[0..2].copy_from_slice(&1u16.to_be_bytes());
+        a[2..4].copy_from_slice(&EtherType::IPV4.to_be_bytes());
+        a[4] = 6;
+        a[5] = 4;
+        a[6..8].copy_from_slice(&2u16.to_be_bytes());
+        a[8..14].copy_from_slice(&mac.0);
+        a[14..18].copy_from_slice(&self.target_ip.octets());
+        a[18..24].copy_from_slice(&self.sender_mac.0);
+        a[24..28].copy_from_slice(&self.sender_ip.octets());
+        f
+    }
+}
+
+/// A checked IPv4 packet: header valid, not a fragment, payload cut to the total length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ipv4Packet<'a> {
+    pub src: Ipv4Addr,
+    pub dst: Ipv4Addr,
+    pub protocol: u8,
+    pub ttl: u8,
+    /// The whole header, options included (quoted in ICMP errors).
+    pub header: &'a [u8],
+    pub payload: &'a [u8],
+}
+
+/// Why an IPv4 packet was not taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ipv4Error {
+    /// Truncated, not version 4, bad lengths or a bad header checksum.
+    Malformed,
+    /// A fragment: the device does not reassemble (yet).
+    Fragment,
+}
+
+impl<'a> Ipv4Packet<'a> {
+    pub fn parse(b: &'a [u8]) -> Result<Self, Ipv4Error> {
+        if b.len() < IPV4_HEADER_LEN || b[0] >> 4 != 4 {
+            return Err(Ipv4Error::Malformed);
+        }
+        let ihl = usize::from(b[0] & 0x0f) * 4;
+        let total = usize::from(be16(b, 2));
+        if ihl < IPV4_HEADER_LEN || total < ihl || total > b.len() {
+            return Err(Ipv4Error::Malformed);
+        }
+        if internet_checksum(&[&b[..ihl]]) != 0 {
+            return Err(Ipv4Error::Malformed);
+        }
+        let frag = be16(b, 6);
+        if frag & 0x3fff != 0 {
+            return Err(Ipv4Error::Fragment);
+        }
+        Ok(Ipv4Packet {
+            src: ip_at(b, 12),
+            dst: ip_at(b, 16),
+            protocol: b[9],
+            ttl: b[8],
+            header: &b[..ihl],
+            payload: &b[ihl..total],
+        })
+    }
+}
+
+/// A UDP datagram whose length and (non-zero) checksum are right.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UdpDatagram<'a> {
+    pub src_port: u16,
+    pub dst_port: u16,
+    pub payload: &'a [u8],
+}
+
+impl<'a> UdpDatagram<'a> {
+    pub fn parse(ip: &Ipv4Packet<'a>) -> Option<Self> {
+        let b = ip.payload;
+        if b.len() < UDP_HEADER_LEN {
+            return None;
+        }
+        let len = usize::from(be16(b, 4));
+        if len < UDP_HEADER_LEN || len > b.len() {
+            return None;
+        }
+        let b = &b[..len];
+        if be16(b, 6) != 0 && transport_checksum(ip.src, ip.dst, PROTO_UDP, b) != 0 {
+            return None;
+        }
+        Some(UdpDatagram {
+            src_port: be16(b, 0),
+            dst_port: be16(b, 2),
+            payload: &b[UDP_HEADER_LEN..],
+        })
+    }
+}
+
+/// An ICMP echo request or reply with a valid checksum.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IcmpEcho<'a> {
+    pub kind: u8,
+    pub ident: u16,
+    pub seq: u16,
+    pub data: &'a [u8],
+}
+
+impl<'a> IcmpEcho<'a> {
+    /// Reads an echo message (header included), e.g. the payload of an IPv4 packet or
+    /// what a ping socket returns. Other ICMP messages are `None`.
+    pub fn parse(b: &'a [u8]) -> Option<Self> {
+        if b.len() < ICMP_HEADER_LEN || b[1] != 0 || internet_checksum(&[b]) != 0 {
+            return None;
+        }
+        if b[0] != ICMP_ECHO_REQUEST && b[0] != ICMP_ECHO_REPLY {
+            return None;
+        }
+        Some(IcmpEcho {
+            kind: b[0],
+            ident: be16(b, 4),
+            seq: be16(b, 6),
+            data: &b[ICMP_HEADER_LEN..],
+        })
+    }
+
+    /// The message as bytes, checksum filled in.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut m = Vec::with_capacity(ICMP_HEADER_LEN + self.data.len());
+        m.extend_from_slice(&[self.kind, 0, 0, 0]);
+        m.extend_from_slice(&self.ident.to_be_bytes());
+        m.extend_from_slice(&self.seq.to_be_bytes());
+        m.extend_from_slice(self.data);
+        let sum = internet_checksum(&[&m]);
+        m[2..4].copy_from_slice(&sum.to_be_bytes());
+        m
+    }
+}
+
+/// Addresses of one IPv4 frame the device builds.
+#[derive(Debug, Clone, Copy)]
+pub struct Route {
+    pub src_mac: MacAddr,
+    pub dst_mac: MacAddr,
+    pub src: Ipv4Addr,
+    pub dst: Ipv4Addr,
+}
+
+/// A whole Ethernet frame carrying an IPv4 packet with `payload` (a transport header
+/// with its checksum already filled in, and data). Padded to the Ethernet minimum.
+pub fn ipv4_frame(route: &Route, protocol: u8, ident: u16, payload: &[u8]) -> Vec<u8> {
+    let total = IPV4_HEADER_LEN + payload.len();
+    let mut f = Vec::with_capacity((HEADER_LEN + total).max(MIN_FRAME_LEN));
+    f.resize(HEADER_LEN, 0);
+    write_header(&mut f, route.dst_mac, route.src_mac, EtherType::IPV4);
+    let total16 = u16::try_from(total).unwrap_or(u16::MAX);
+    f.extend_from_slice(&[0x45, 0]);
+    f.extend_from_slice(&total16.to_be_bytes());
+    f.extend_from_slice(&ident.to_be_bytes());
+    f.extend_from_slice(&[0, 0, 64, protocol, 0, 0]);
+    f.extend_from_slice(&route.src.octets());
+    f.extend_from_slice(&route.dst.octets());
+    let sum = internet_checksum(&[&f[HEADER_LEN..]]);
+    f[HEADER_LEN + 10..HEADER_LEN + 12].copy_from_slice(&sum.to_be_bytes());
+    f.extend_from_slice(payload);
+    if f.len() < MIN_FRAME_LEN {
+        f.resize(MIN_FRAME_LEN, 0);
+    }
+    f
+}
+
+/// A UDP header and `data`, checksummed for the pseudo-header of `route`.
+pub fn udp_segment(route: &Route, src_port: u16, dst_port: u16, data: &[u8]) -> Vec<u8> {
+    let len = UDP_HEADER_LEN + data.len();
+    let mut u = Vec::with_capacity(len);
+    u.extend_from_slice(&src_port.to_be_bytes());
+    u.extend_from_slice(&dst_port.to_be_bytes());
+    u.extend_from_slice(&u16::try_from(len).unwrap_or(u16::MAX).to_be_bytes());
+    u.extend_from_slice(&[0, 0]);
+    u.extend_from_slice(data);
+    let mut sum = transport_checksum(route.src, route.dst, PROTO_UDP, &u);
+    if sum == 0 {
+        sum = 0xffff; // 0 would mean "no checksum" (RFC 768)
+    }
+    u[6..8].copy_from_slice(&sum.to_be_bytes());
+    u
+}
+
+/// An ICMP destination unreachable message quoting `header` and the first 8 bytes of
+/// the offending packet's payload (RFC 792).
+pub fn icmp_unreachable(code: u8, header: &[u8], payload: &[u8]) -> Vec<u8> {
+    let quoted = &payload[..payload.len().min(8)];
+    let mut m = Vec::with_capacity(ICMP_HEADER_LEN + header.len() + quoted.len());
+    m.extend_from_slice(&[ICMP_UNREACHABLE, code, 0, 0, 0, 0, 0, 0]);
+    m.extend_from_slice(header);
+    m.extend_from_slice(quoted);
+    let sum = internet_checksum(&[&m]);
+    m[2..4].copy_from_slice(&sum.to_be_bytes());
+    m
+}
+
+/// The TCP/UDP checksum over the pseudo-header and `segment`: 0 when `segment` carries
+/// a correct checksum, the value to store when its checksum field is 0.
+pub fn transport_checksum(src: Ipv4Addr, dst: Ipv4Addr, protocol: u8, segment: &[u8]) -> u16 {
+    let len = u16::try_from(segment.len())
+        .unwrap_or(u16::MAX)
+        .to_be_bytes();
+    let pseudo = [0, protocol, len[0], len[1]];
+    internet_checksum(&[&src.octets(), &dst.octets(), &pseudo, segment])
+}
+
+/// RFC 1071 one's-complement checksum over the concatenation of `parts`.
+pub fn internet_checksum(parts: &[&[u8]]) -> u16 {
+    let mut sum: u64 = 0;
+    let mut odd: Option<u8> = None;
+    for part in parts {
+        let mut rest: &[u8] = part;
+        if let Some(high) = odd.take() {
+            if let Some((&low, tail)) = rest.split_first() {
+                sum += u64::from(u16::from_be_bytes([high, low]));
+                rest = tail;
+            } else {
+                odd = Some(high);
+                continue;
+            }
+        }
+        let mut pairs = rest.chunks_exact(2);
+        for p in &mut pairs {
+            sum += u64::from(u16::from_be_bytes([p[0], p[1]]));
+        }
+        if let [last] = pairs.remainder() {
+            odd = Some(*last);
+        }
+    }
+    if let Some(high) = odd {
+        sum += u64::from(u16::from_be_bytes([high, 0]));
+    }
+    while sum >> 16 != 0 {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const A: MacAddr = MacAddr([0x52, 0x54, 0, 0, 0, 1]);
+    const B: MacAddr = MacAddr([0x02, 0x76, 0x64, 0, 0, 2]);
+
+    fn route() -> Route {
+        Route {
+            src_mac: A,
+            dst_mac: B,
+            src: Ipv4Addr::new(10, 0, 0, 5),
+            dst: Ipv4Addr::new(192, 0, 2, 1),
+        }
+    }
+
+    #[test]
+    fn a_built_udp_frame_parses_back() {
+        let r = route();
+        let f = ipv4_frame(&r, PROTO_UDP, 7, &udp_segment(&r, 4000, 53, b"hello"));
+        let ip = Ipv4Packet::parse(&f[HEADER_LEN..]).unwrap();
+        assert_eq!((ip.src, ip.dst, ip.protocol), (r.src, r.dst, PROTO_UDP));
+        let u = UdpDatagram::parse(&ip).unwrap();
+        assert_eq!(
+            (u.src_port, u.dst_port, u.payload),
+            (4000, 53, &b"hello"[..])
+        );
+    }
+
+    #[test]
+    fn a_corrupted_udp_checksum_is_refused() {
+        let r = route();
+        let mut f = ipv4_frame(&r, PROTO_UDP, 7, &udp_segment(&r, 4000, 53, b"hello"));
+        let last = HEADER_LEN + IPV4_HEADER_LEN + UDP_HEADER_LEN + 4;
+        f[last] ^= 1;
+        let ip = Ipv4Packet::parse(&f[HEADER_LEN..]).unwrap();
+        assert_eq!(UdpDatagram::parse(&ip), None);
+    }
+
+    #[test]
+    fn echo_round_trips_and_fragments_are_told_apart() {
+        let m = IcmpEcho {
+            kind: ICMP_ECHO_REQUEST,
+            ident: 0x1234,
+            seq: 9,
+            data: b"abcdefgh",
+        }
+        .to_bytes();
+        let e = IcmpEcho::parse(&m).unwrap();
+        assert_eq!((e.ident, e.seq, e.data), (0x1234, 9, &b"abcdefgh"[..]));
+        let mut f = ipv4_frame(&route(), PROTO_ICMP, 1, &m);
+        f[HEADER_LEN + 6] = 0x20; // more fragments
+        let sum = HEADER_LEN + 10;
+        f[sum..sum + 2].copy_from_slice(&[0, 0]);
+        let s = internet_checksum(&[&f[HEADER_LEN..HEADER_LEN + 20]]);
+        f[sum..sum + 2].copy_from_slice(&s.to_be_bytes());
+        assert_eq!(
+            Ipv4Packet::parse(&f[HEADER_LEN..]),
+            Err(Ipv4Error::Fragment)
+        );
+    }
+
+    #[test]
+    fn checksum_is_independent_of_how_the_bytes_are_split() {
+        let data: Vec<u8> = (0..=40).collect();
+        let whole = internet_checksum(&[&data]);
+        assert_eq!(
+            internet_checksum(&[&data[..3], &data[3..4], &data[4..]]),
+            whole
+        );
+        assert_eq!(internet_checksum(&[&data[..1], &[], &data[1..]]), whole);
+    }
+
+    proptest! {
+        #[test]
+        fn parsers_never_panic(b in proptest::collection::vec(any::<u8>(), 0..120)) {
+            let _ = ArpRequest::parse(&b);
+            let _ = IcmpEcho::parse(&b);
+            if let Ok(ip) = Ipv4Packet::parse(&b) {
+                let _ = UdpDatagram::parse(&ip);
+            }
+        }
+
+        #[test]
+        fn checksum_splits_agree(b in proptest::collection::vec(any::<u8>(), 0..64), at in 0usize..64) {
+            let at = at.min(b.len());
+            prop_assert_eq!(internet_checksum(&[&b[..at], &b[at..]]), internet_checksum(&[&b]));
+        }
+    }
+}
