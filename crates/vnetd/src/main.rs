@@ -35,6 +35,10 @@ struct Args {
     /// Check the configuration and exit.
     #[arg(long)]
     check: bool,
+    /// Also place /dev/NET as a symlink to each configured vnet's classic device
+    /// RUN/dev/NET (root only; an existing /dev/NET that is not such a link is left alone).
+    #[arg(long)]
+    dev_links: bool,
 }
 
 fn main() {
@@ -92,6 +96,21 @@ fn run(args: Args) -> Result<()> {
     if !dirs::is_root() {
         info!("running unprivileged: TAP ports need root or CAP_NET_ADMIN; socket ports work");
     }
+    let devices = match vnet_fuse::DeviceMount::mount(&run_dir, handle.clone()) {
+        Ok(m) => Some(m),
+        Err(e) => {
+            warn!("classic devices (RUN/dev/NET) skipped: cannot mount FUSE: {e}");
+            None
+        }
+    };
+    let links = match (&devices, args.dev_links) {
+        (Some(m), true) if dirs::is_root() => dev_links(m.dir(), &config),
+        (_, true) => {
+            warn!("--dev-links skipped: needs root and the classic devices");
+            Vec::new()
+        }
+        _ => Vec::new(),
+    };
 
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -114,15 +133,47 @@ fn run(args: Args) -> Result<()> {
             tokio::time::sleep(SHUTDOWN_GRACE).await;
             warn!("control clients still connected after {SHUTDOWN_GRACE:?}: closing them");
         };
+        // A daemon whose data plane died must not go on answering as if it served.
+        let watchdog = async {
+            while dataplane.is_running() {
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+        };
         tokio::select! {
             served = serve => served.context("control API failed"),
             () = grace => Ok(()),
+            () = watchdog => Err(anyhow::anyhow!("the data plane stopped unexpectedly (see the log above)")),
         }
     });
+    for link in links {
+        let _ = std::fs::remove_file(link);
+    }
+    drop(devices);
     dataplane.shutdown();
     let _ = std::fs::remove_file(&control);
     info!("stopped");
     served
+}
+
+/// Places `/dev/NET` → `RUN/dev/NET` for each configured vnet; returns the links made.
+fn dev_links(dev_dir: &std::path::Path, config: &Config) -> Vec<PathBuf> {
+    let mut made = Vec::new();
+    for net in &config.network {
+        let name = &net.get_ref().name;
+        let link = PathBuf::from("/dev").join(name);
+        let target = dev_dir.join(name);
+        if std::fs::read_link(&link).is_ok_and(|t| t == target) {
+            let _ = std::fs::remove_file(&link);
+        }
+        match std::os::unix::fs::symlink(&target, &link) {
+            Ok(()) => {
+                info!("{} -> {}", link.display(), target.display());
+                made.push(link);
+            }
+            Err(e) => warn!("cannot place {}: {e}", link.display()),
+        }
+    }
+    made
 }
 
 /// How long open control connections may delay a shutdown.

@@ -21,6 +21,7 @@ use std::thread::JoinHandle;
 use tokio::sync::oneshot;
 use vnet_control::{
     DhcpSpec, Lease, MacAddr, MacEntry, NetworkInfo, NetworkSpec, PortInfo, PortSpec, Reservation,
+    UplinkSpec, VlanMode,
 };
 
 /// Frames a port's egress queue holds before it drops.
@@ -61,6 +62,11 @@ pub(crate) enum Command {
     SetDhcp(String, DhcpSpec, Reply<NetworkInfo>),
     AddReservation(String, Reservation, Reply<Reservation>),
     RemoveReservation(String, MacAddr, Reply<()>),
+    SetUplink(String, UplinkSpec, Reply<PortInfo>),
+    RemoveUplink(String, Reply<()>),
+    SetPortVlan(String, u32, VlanMode, Reply<PortInfo>),
+    /// A classic-device open: attach the data plane's end of a socket pair as a port.
+    AttachDevice(String, std::os::fd::OwnedFd, Option<u32>, Reply<u32>),
     Shutdown,
 }
 
@@ -98,6 +104,11 @@ impl DataPlane {
 
     pub fn handle(&self) -> Handle {
         self.handle.clone()
+    }
+
+    /// Whether the thread still runs. It only ends on shutdown, or if it failed.
+    pub fn is_running(&self) -> bool {
+        self.thread.as_ref().is_some_and(|t| !t.is_finished())
     }
 
     /// Closes every port and vnet (removing their sockets) and joins the thread.
@@ -202,8 +213,40 @@ impl Handle {
             .await
     }
 
+    /// Opens a classic-device port on vnet `net` for process `pid`: returns the port id
+    /// and the client's end of a `SOCK_SEQPACKET` pair speaking the vnet API (blocking).
+    pub fn attach_device_blocking(
+        &self,
+        net: String,
+        pid: Option<u32>,
+    ) -> Result<(u32, std::os::fd::OwnedFd), ControlError> {
+        let (ours, theirs) =
+            crate::sys::seqpacket::pair().map_err(|e| ControlError::Failed(e.to_string()))?;
+        let id = self.call_blocking(|r| Command::AttachDevice(net, ours, pid, r))?;
+        Ok((id, theirs))
+    }
+
     pub async fn remove_reservation(&self, net: String, mac: MacAddr) -> Result<(), ControlError> {
         self.call(|r| Command::RemoveReservation(net, mac, r)).await
+    }
+
+    /// Bridges `net` to a host NIC (replacing its uplink); answers the uplink's port.
+    pub async fn set_uplink(&self, net: String, spec: UplinkSpec) -> Result<PortInfo, ControlError> {
+        self.call(|r| Command::SetUplink(net, spec, r)).await
+    }
+
+    pub async fn remove_uplink(&self, net: String) -> Result<(), ControlError> {
+        self.call(|r| Command::RemoveUplink(net, r)).await
+    }
+
+    /// Changes a port's VLAN mode live.
+    pub async fn set_port_vlan(
+        &self,
+        net: String,
+        id: u32,
+        mode: VlanMode,
+    ) -> Result<PortInfo, ControlError> {
+        self.call(|r| Command::SetPortVlan(net, id, mode, r)).await
     }
 }
 
