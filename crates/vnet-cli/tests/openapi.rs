@@ -408,6 +408,18 @@ fn what_the_types_serialize_matches_the_documented_schemas() {
     checker.check_named("NetworkSpec", &host_only);
     checker.check_named("DhcpSpec", &DhcpSpec::default());
     checker.check_named("DhcpSpec", &sample_dhcp());
+    let nat = vnet_control::NatSpec {
+        gateway: Some("192.168.108.2".parse().unwrap()),
+        dns_upstreams: vec!["127.0.0.1:5353".parse().unwrap()],
+        host_loopback: true,
+        ..Default::default()
+    };
+    checker.check_named("NatSpec", &nat);
+    checker.check_named("NatSpec", &vnet_control::NatSpec::default());
+    let mut nat_net = NetworkSpec::named("vmnet8");
+    nat_net.subnet = Some("192.168.108.0/24".parse().unwrap());
+    nat_net.nat = Some(nat);
+    checker.check_named("NetworkSpec", &nat_net);
     checker.check_named("Reservation", &sample_reservation());
     let lease = Lease {
         mac: "52:54:00:12:34:56".parse().unwrap(),
@@ -513,6 +525,19 @@ fn documented_defaults_are_the_real_defaults() {
     assert_eq!(minimal, DhcpSpec::default());
     assert_eq!(dhcp["enabled"]["default"], json!(minimal.enabled));
     assert_eq!(dhcp["lease_secs"]["default"], json!(minimal.lease_secs));
+
+    let nat = &doc["components"]["schemas"]["NatSpec"]["properties"];
+    let minimal: vnet_control::NatSpec = serde_json::from_value(json!({})).unwrap();
+    assert_eq!(minimal, vnet_control::NatSpec::default());
+    assert_eq!(nat["dns"]["default"], json!(minimal.dns));
+    assert_eq!(
+        nat["udp_timeout_secs"]["default"],
+        json!(minimal.udp_timeout_secs)
+    );
+    assert_eq!(
+        nat["host_loopback"]["default"],
+        json!(minimal.host_loopback)
+    );
 
     let tap = &doc["components"]["schemas"]["TapPortSpec"]["properties"];
     let PortSpec::Tap { vlan, .. } =

@@ -21,7 +21,7 @@
 //! | GET | `/metrics` | | Prometheus text |
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::PathBuf;
 
 pub use ipnet::Ipv4Net;
@@ -54,6 +54,9 @@ pub struct NetworkSpec {
     /// Make the host a member of the vnet (host-only networking). Needs root.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_adapter: Option<HostAdapterSpec>,
+    /// A NAT device (vmnet8): guests reach the outside through the host's sockets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nat: Option<NatSpec>,
     /// Serve DHCP on the vnet.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dhcp: Option<DhcpSpec>,
@@ -119,6 +122,45 @@ pub fn default_lease_secs() -> u64 {
     1800
 }
 
+/// The vnet's NAT device: a router on the subnet that carries the guests' ICMP echo,
+/// UDP and DNS through the host's own sockets, without privileges.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NatSpec {
+    /// The device's address, the guests' router [default: `.2`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<Ipv4Addr>,
+    /// Answer DNS on the gateway address by forwarding to upstream resolvers.
+    #[serde(default = "default_true")]
+    pub dns: bool,
+    /// Upstream resolvers as `ip:port` [default: the host's `/etc/resolv.conf`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns_upstreams: Vec<SocketAddrV4>,
+    /// Seconds a UDP flow lives without traffic.
+    #[serde(default = "default_udp_timeout_secs")]
+    pub udp_timeout_secs: u64,
+    /// Let guests reach the host's loopback services at the gateway address. Off by
+    /// default: exposing host-local services is a security decision.
+    #[serde(default)]
+    pub host_loopback: bool,
+}
+
+impl Default for NatSpec {
+    fn default() -> Self {
+        NatSpec {
+            gateway: None,
+            dns: true,
+            dns_upstreams: Vec::new(),
+            udp_timeout_secs: default_udp_timeout_secs(),
+            host_loopback: false,
+        }
+    }
+}
+
+pub fn default_udp_timeout_secs() -> u64 {
+    30
+}
+
 /// A MAC that always gets the same address.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -165,6 +207,7 @@ impl NetworkSpec {
             max_macs: default_max_macs(),
             subnet: None,
             host_adapter: None,
+            nat: None,
             dhcp: None,
         }
     }
@@ -312,6 +355,12 @@ pub struct ApiError {
 }
 
 impl NetworkSpec {
+    /// The NAT device's address, default filled in; `None` without NAT or subnet.
+    pub fn nat_gateway(&self) -> Option<Ipv4Addr> {
+        let nat = self.nat.as_ref()?;
+        Some(nat.gateway.unwrap_or(nth(self.subnet?, 2)))
+    }
+
     /// The host adapter's interface name and address, defaults filled in; `None` if the
     /// vnet has no adapter or no subnet to put it in.
     pub fn host_adapter_resolved(&self) -> Option<(String, Ipv4Addr)> {

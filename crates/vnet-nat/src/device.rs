@@ -199,6 +199,11 @@ impl NatDevice {
         &self.counters
     }
 
+    /// The transport of an open flow.
+    pub fn flow_proto(&self, flow: FlowId) -> Option<Proto> {
+        self.flows.get(&flow).map(|f| f.key.proto)
+    }
+
     /// Open flows (host sockets).
     pub fn flow_count(&self) -> usize {
         self.flows.len()

@@ -40,6 +40,10 @@ pub struct NetworkConfig {
     /// `host_adapter = {}` or `{ name = "vmnet1", address = "192.168.101.1" }`.
     #[serde(default)]
     pub host_adapter: Option<HostAdapterSpec>,
+    /// `nat = {}` or `{ gateway = "192.168.108.2", dns = true, udp_timeout_secs = 30,
+    /// dns_upstreams = ["127.0.0.1:53"], host_loopback = false }`.
+    #[serde(default)]
+    pub nat: Option<vnet_control::NatSpec>,
     /// `dhcp = {}` or `{ range = [first, last], lease_secs = 1800, reservations = [...] }`.
     #[serde(default)]
     pub dhcp: Option<DhcpSpec>,
@@ -81,12 +85,13 @@ subnet = "192.168.101.0/24"
 host_adapter = {}
 dhcp = {}
 
-# vmnet8: NAT (the NAT device attaches here when it lands).
+# vmnet8: NAT. The NAT device is .2, the guests' router and DNS server (from DHCP).
 [[network]]
 name = "vmnet8"
 subnet = "192.168.108.0/24"
 host_adapter = {}
 dhcp = {}
+nat = {}
 "#;
 
 impl Config {
@@ -152,6 +157,7 @@ impl NetworkConfig {
             max_macs: self.max_macs,
             subnet: self.subnet,
             host_adapter: self.host_adapter.clone(),
+            nat: self.nat.clone(),
             dhcp: self.dhcp.clone(),
         }
     }

@@ -4,9 +4,16 @@
 //! frames; it has no fd. Frames the switch queues for the port go into
 //! [`Service::receive`]; what the service says back waits in an outbox that the data
 //! plane reads like any other port's input.
+//!
+//! A service that owns host sockets (NAT) gathers them under one fd of its own (an
+//! epoll fd) and names it in [`Service::watch_fd`]: the data plane watches that fd
+//! with the ports' and, when it is readable, has the service read its sockets
+//! ([`Service::readable`]) while it drains the port, so host sockets never block the
+//! data plane and need no thread.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
+use std::os::fd::RawFd;
 use std::rc::Rc;
 use std::time::Instant;
 
@@ -27,6 +34,41 @@ pub trait Service {
     fn poll(&mut self, now: Instant, out: &mut Vec<Vec<u8>>);
     /// When `poll` next has work, if ever.
     fn deadline(&self) -> Option<Instant>;
+    /// An fd for the data plane to watch (edge-triggered), owned by the service and
+    /// open as long as it lives. Most services have none.
+    fn watch_fd(&self) -> Option<RawFd> {
+        None
+    }
+    /// The watched fd may be readable: read what is waiting and push the resulting
+    /// frames onto `out`. Pushing nothing means nothing is left to read, so the
+    /// service must keep track of sockets it did not drain and finish them on later
+    /// calls.
+    fn readable(&mut self, _now: Instant, _out: &mut Vec<Vec<u8>>) {}
+}
+
+/// The fd a service asks the data plane to watch.
+struct WatchedFd(RawFd);
+
+impl mio::event::Source for WatchedFd {
+    fn register(
+        &mut self,
+        r: &mio::Registry,
+        t: mio::Token,
+        i: mio::Interest,
+    ) -> std::io::Result<()> {
+        mio::unix::SourceFd(&self.0).register(r, t, i)
+    }
+    fn reregister(
+        &mut self,
+        r: &mio::Registry,
+        t: mio::Token,
+        i: mio::Interest,
+    ) -> std::io::Result<()> {
+        mio::unix::SourceFd(&self.0).reregister(r, t, i)
+    }
+    fn deregister(&mut self, r: &mio::Registry) -> std::io::Result<()> {
+        mio::unix::SourceFd(&self.0).deregister(r)
+    }
 }
 
 /// A port whose client is a [`Service`], shared with the control plane's commands.
@@ -34,14 +76,17 @@ pub struct ServicePort<S: Service> {
     service: Rc<RefCell<S>>,
     outbox: VecDeque<Vec<u8>>,
     scratch: Vec<Vec<u8>>,
+    watched: Option<WatchedFd>,
 }
 
 impl<S: Service> ServicePort<S> {
     pub fn new(service: Rc<RefCell<S>>) -> Self {
+        let watched = service.borrow().watch_fd().map(WatchedFd);
         ServicePort {
             service,
             outbox: VecDeque::new(),
             scratch: Vec::new(),
+            watched,
         }
     }
 
@@ -60,10 +105,18 @@ impl<S: Service> Backend for ServicePort<S> {
     }
 
     fn source(&mut self) -> Option<&mut dyn mio::event::Source> {
-        None
+        self.watched
+            .as_mut()
+            .map(|w| w as &mut dyn mio::event::Source)
     }
 
     fn recv(&mut self, buf: &mut FrameBuf) -> Received {
+        if self.outbox.is_empty() && self.watched.is_some() {
+            self.service
+                .borrow_mut()
+                .readable(Instant::now(), &mut self.scratch);
+            self.collect();
+        }
         match self.outbox.pop_front() {
             Some(frame) if frame.len() <= buf.recv_space().len() => {
                 buf.fill(&frame);

@@ -23,6 +23,7 @@ use crate::backend::tap::TapPort;
 use crate::backend::vde::VdePort;
 use crate::backend::Backend;
 use crate::services::dhcp::{self, DhcpService};
+use crate::services::nat::{self, NatService};
 use crate::sys::{netif, seqpacket};
 
 pub(super) const WAKER: Token = Token(usize::MAX);
@@ -539,6 +540,7 @@ impl Engine {
         if let Err(e) = self
             .start_host_adapter(key)
             .and_then(|()| self.start_dhcp(key))
+            .and_then(|()| self.start_nat(key))
         {
             self.delete_network(key);
             return Err(e);
@@ -606,6 +608,24 @@ impl Engine {
             .set_mac(Instant::now(), id, mac)
             .map_err(|e| ControlError::Failed(e.to_string()))?;
         net.dhcp = Some((id, service));
+        self.services.push((key, id));
+        Ok(())
+    }
+
+    /// Attaches the vnet's NAT device, if its spec asks for one.
+    fn start_nat(&mut self, key: NetKey) -> Result<(), ControlError> {
+        let spec = self.networks[key].spec.clone();
+        let Some(config) = nat::config_for(&spec).map_err(ControlError::Invalid)? else {
+            return Ok(());
+        };
+        let mac = config.mac;
+        let service = NatService::start(&spec, config).map_err(ControlError::Failed)?;
+        let port = ServicePort::new(Rc::new(RefCell::new(service)));
+        let id = self.add_port(key, Box::new(port), VlanMode::default())?;
+        self.networks[key]
+            .switch
+            .set_mac(Instant::now(), id, mac)
+            .map_err(|e| ControlError::Failed(e.to_string()))?;
         self.services.push((key, id));
         Ok(())
     }
@@ -744,11 +764,11 @@ pub fn validate(spec: &NetworkSpec) -> Result<(), ControlError> {
 /// Checks that the host adapter and DHCP fit the subnet.
 fn validate_addressing(spec: &NetworkSpec) -> Result<(), ControlError> {
     let invalid = |m: String| Err(ControlError::Invalid(m));
-    let needs_subnet = spec.host_adapter.is_some() || spec.dhcp.is_some();
+    let needs_subnet = spec.host_adapter.is_some() || spec.dhcp.is_some() || spec.nat.is_some();
     let Some(subnet) = spec.subnet else {
         return if needs_subnet {
             invalid(
-                "a host adapter or DHCP needs a subnet, e.g. \"subnet\": \"192.168.101.0/24\""
+                "a host adapter, DHCP or NAT needs a subnet, e.g. \"subnet\": \"192.168.101.0/24\""
                     .into(),
             )
         } else {
@@ -809,6 +829,39 @@ fn validate_addressing(spec: &NetworkSpec) -> Result<(), ControlError> {
                 d.lease_secs
             ));
         }
+    }
+    validate_nat(spec, subnet)
+}
+
+/// Checks that the NAT device's address is free in the subnet.
+fn validate_nat(spec: &NetworkSpec, subnet: vnet_control::Ipv4Net) -> Result<(), ControlError> {
+    let (Some(nat), Some(gateway)) = (&spec.nat, spec.nat_gateway()) else {
+        return Ok(());
+    };
+    let invalid = |m: String| Err(ControlError::Invalid(m));
+    if !subnet.contains(&gateway) || gateway == subnet.network() || gateway == subnet.broadcast() {
+        return invalid(format!(
+            "NAT gateway {gateway} is not a host address of {subnet}"
+        ));
+    }
+    if spec
+        .host_adapter_resolved()
+        .is_some_and(|(_, a)| a == gateway)
+    {
+        return invalid(format!(
+            "the NAT gateway {gateway} collides with the host adapter's address"
+        ));
+    }
+    if let Some(d) = spec.dhcp_resolved() {
+        let [first, last] = d.range.expect("resolved");
+        if d.server == Some(gateway) || (first..=last).contains(&gateway) {
+            return invalid(format!(
+                "the NAT gateway {gateway} collides with the DHCP server or range {first}-{last}"
+            ));
+        }
+    }
+    if nat.udp_timeout_secs == 0 {
+        return invalid("NAT udp_timeout_secs must be at least 1".into());
     }
     Ok(())
 }

@@ -45,6 +45,14 @@ pub fn config_for(spec: &NetworkSpec) -> Result<Option<DhcpConfig>, String> {
     c.pool = first..=last;
     c.lease_time = Duration::from_secs(d.lease_secs);
     c.dns = d.dns.clone();
+    // On a NAT vnet the NAT device is the guests' router and, unless DNS servers are
+    // configured, their DNS server.
+    if let (Some(nat), Some(gateway)) = (&spec.nat, spec.nat_gateway()) {
+        c.router = Some(gateway);
+        if c.dns.is_empty() && nat.dns {
+            c.dns = vec![gateway];
+        }
+    }
     c.domain = d.domain.clone();
     c.mtu = u16::try_from(spec.mtu).ok();
     c.reservations = d

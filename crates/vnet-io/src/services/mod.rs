@@ -2,3 +2,4 @@
 //! their sans-I/O cores, behind [`crate::backend::service::Service`].
 
 pub mod dhcp;
+pub mod nat;

@@ -1,0 +1,429 @@
+//! The NAT device of one vnet: `vnet_nat::NatDevice` plus the host sockets it asks for.
+//!
+//! Every flow's socket, and the DNS socket, is registered with a private `mio::Poll`
+//! whose epoll fd the data plane watches ([`Service::watch_fd`]); when it fires the port
+//! is drained like any other, and [`Service::readable`] reads the sockets in bounded
+//! batches. Nothing here blocks.
+//!
+//! ICMP echo leaves through an unprivileged ping socket (`SOCK_DGRAM`/`IPPROTO_ICMP`,
+//! allowed when `net.ipv4.ping_group_range` covers the daemon's gid), else through a
+//! raw socket when the daemon may open one (root), else guests are told "unreachable".
+//! The start-up log says which.
+
+use std::collections::HashMap;
+use std::io::{self, ErrorKind};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::time::{Duration, Instant};
+
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token};
+use nix::sys::socket::{socket, AddressFamily, SockFlag, SockProtocol, SockType};
+use tracing::{debug, info, warn};
+use vnet_control::NetworkSpec;
+use vnet_core::wire::MacAddr;
+use vnet_nat::wire::{IcmpEcho, Ipv4Packet};
+use vnet_nat::{FlowId, NatConfig, NatDevice, Output, Proto, SocketError};
+
+use crate::backend::service::Service;
+
+/// The DNS socket's token; flows use their id (from 1).
+const DNS: Token = Token(0);
+/// Datagrams read per `readable` call, so one busy socket cannot hold the data plane.
+const BATCH: usize = 64;
+
+/// How echo requests leave the host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IcmpMode {
+    PingSocket,
+    Raw,
+    Unavailable,
+}
+
+impl IcmpMode {
+    fn describe(self) -> &'static str {
+        match self {
+            IcmpMode::PingSocket => "ping sockets",
+            IcmpMode::Raw => "raw sockets",
+            IcmpMode::Unavailable => "unavailable",
+        }
+    }
+}
+
+pub struct NatService {
+    net: String,
+    device: NatDevice,
+    icmp: IcmpMode,
+    poll: Poll,
+    events: Events,
+    flows: HashMap<FlowId, UdpSocket>,
+    dns: Option<UdpSocket>,
+    /// Sockets that reported readiness and were not read to `WouldBlock` yet.
+    ready: Vec<Token>,
+    actions: Vec<Output>,
+    buf: Vec<u8>,
+}
+
+/// The NAT device's MAC: locally administered, stable per vnet name, distinct from the
+/// DHCP server's.
+pub fn device_mac(net: &str) -> MacAddr {
+    let mut mac = super::dhcp::server_mac(net);
+    mac.0[2] = 0x6e;
+    mac
+}
+
+/// The device configuration a vnet spec asks for, `None` if it has no NAT. Upstream
+/// resolvers default to the host's `/etc/resolv.conf`.
+pub fn config_for(spec: &NetworkSpec) -> Result<Option<NatConfig>, String> {
+    let (Some(nat), Some(gateway), Some(subnet)) = (&spec.nat, spec.nat_gateway(), spec.subnet)
+    else {
+        return Ok(None);
+    };
+    let mut c = NatConfig::new(
+        device_mac(&spec.name),
+        gateway,
+        subnet.network(),
+        subnet.prefix_len(),
+    );
+    c.mtu = spec.mtu as usize;
+    c.udp_timeout = Duration::from_secs(nat.udp_timeout_secs.max(1));
+    c.host_loopback = nat.host_loopback;
+    if nat.dns {
+        c.dns_upstreams = if nat.dns_upstreams.is_empty() {
+            host_resolvers()
+        } else {
+            nat.dns_upstreams.clone()
+        };
+    }
+    Ok(Some(c))
+}
+
+/// The IPv4 `nameserver`s of `/etc/resolv.conf`, on port 53.
+fn host_resolvers() -> Vec<SocketAddrV4> {
+    let text = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    text.lines()
+        .filter_map(|l| l.trim().strip_prefix("nameserver"))
+        .filter_map(|a| a.trim().parse::<Ipv4Addr>().ok())
+        .map(|ip| SocketAddrV4::new(ip, 53))
+        .collect()
+}
+
+/// A datagram socket for echo requests of `mode`, non-blocking.
+fn icmp_socket(mode: IcmpMode) -> io::Result<UdpSocket> {
+    let ty = match mode {
+        IcmpMode::PingSocket => SockType::Datagram,
+        IcmpMode::Raw => SockType::Raw,
+        IcmpMode::Unavailable => return Err(ErrorKind::Unsupported.into()),
+    };
+    let flags = SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC;
+    let fd: OwnedFd = socket(AddressFamily::Inet, ty, flags, SockProtocol::Icmp)?;
+    // Both kinds are datagram sockets as far as connect/send/recv go.
+    Ok(UdpSocket::from(fd))
+}
+
+/// Finds how echo requests can leave: ping sockets first, then raw ones.
+fn probe_icmp() -> (IcmpMode, String) {
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ping_group_range")
+        .map(|r| r.split_whitespace().collect::<Vec<_>>().join("-"))
+        .unwrap_or_else(|_| "?".into());
+    let ping = match icmp_socket(IcmpMode::PingSocket) {
+        Ok(_) => return (IcmpMode::PingSocket, format!("ping_group_range {range}")),
+        Err(e) => e,
+    };
+    match icmp_socket(IcmpMode::Raw) {
+        Ok(_) => (
+            IcmpMode::Raw,
+            format!("no ping sockets (ping_group_range {range}: {ping}), as root"),
+        ),
+        Err(raw) => (
+            IcmpMode::Unavailable,
+            format!(
+                "no ping sockets (net.ipv4.ping_group_range {range} excludes gid {}: {ping}) \
+                 and no raw sockets ({raw}); guests' pings to the outside get \"unreachable\"",
+                nix::unistd::getgid()
+            ),
+        ),
+    }
+}
+
+/// The identifier a raw-socket flow puts in its echo requests.
+fn raw_ident(flow: FlowId) -> u16 {
+    (flow.0 % 0xffff) as u16 + 1
+}
+
+impl NatService {
+    pub fn start(spec: &NetworkSpec, mut config: NatConfig) -> Result<Self, String> {
+        let (icmp, why) = probe_icmp();
+        config.icmp = icmp != IcmpMode::Unavailable;
+        config.seed = seed();
+        let poll = Poll::new().map_err(|e| format!("NAT device: cannot create a poll: {e}"))?;
+        let dns = if config.dns_upstreams.is_empty() {
+            None
+        } else {
+            let s = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))
+                .and_then(|s| s.set_nonblocking(true).map(|()| s))
+                .and_then(|s| {
+                    poll.registry()
+                        .register(&mut SourceFd(&s.as_raw_fd()), DNS, Interest::READABLE)
+                        .map(|()| s)
+                })
+                .map_err(|e| format!("NAT device: cannot open the DNS socket: {e}"))?;
+            Some(s)
+        };
+        let c = &config;
+        info!(
+            net = spec.name,
+            "NAT device {} ({}): ICMP echo through {} ({why}); DNS {}; UDP flows idle out after {}s; host loopback {}",
+            c.gateway,
+            c.mac,
+            icmp.describe(),
+            if c.dns_upstreams.is_empty() {
+                "off".to_string()
+            } else {
+                format!("forwarded to {:?}", c.dns_upstreams)
+            },
+            c.udp_timeout.as_secs(),
+            if c.host_loopback { "reachable" } else { "unreachable" },
+        );
+        if icmp == IcmpMode::Unavailable {
+            warn!(net = spec.name, "NAT device: ICMP echo {why}");
+        }
+        Ok(NatService {
+            net: spec.name.clone(),
+            device: NatDevice::new(config),
+            icmp,
+            poll,
+            events: Events::with_capacity(256),
+            flows: HashMap::new(),
+            dns,
+            ready: Vec::new(),
+            actions: Vec::new(),
+            buf: vec![0; 65536],
+        })
+    }
+
+    pub fn device(&self) -> &NatDevice {
+        &self.device
+    }
+
+    /// Carries out the device's outputs; frames go to `out`.
+    fn execute(&mut self, out: &mut Vec<Vec<u8>>) {
+        let mut i = 0;
+        while i < self.actions.len() {
+            let action = std::mem::replace(&mut self.actions[i], Output::Close { flow: FlowId(0) });
+            i += 1;
+            let mut more = Vec::new();
+            match action {
+                Output::Frame(f) => out.push(f),
+                Output::Open { flow, proto, to } => {
+                    if let Err(e) = self.open(flow, proto, to) {
+                        debug!(
+                            net = self.net,
+                            "NAT: cannot open a {proto:?} socket to {to}: {e}"
+                        );
+                        self.device.open_failed(flow, &mut more);
+                    }
+                }
+                Output::Send { flow, data } => self.send(flow, data, &mut more),
+                Output::Close { flow } => {
+                    if let Some(s) = self.flows.remove(&flow) {
+                        let _ = self
+                            .poll
+                            .registry()
+                            .deregister(&mut SourceFd(&s.as_raw_fd()));
+                    }
+                }
+                Output::DnsQuery { to, query } => {
+                    if let Some(s) = &self.dns {
+                        if let Err(e) = s.send_to(&query, to) {
+                            debug!(net = self.net, "NAT: DNS query to {to} failed: {e}");
+                        }
+                    }
+                }
+            }
+            self.actions.extend(more);
+        }
+        self.actions.clear();
+    }
+
+    fn open(&mut self, flow: FlowId, proto: Proto, to: SocketAddrV4) -> io::Result<()> {
+        let s = match proto {
+            Proto::Udp => {
+                let s = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))?;
+                s.set_nonblocking(true)?;
+                s
+            }
+            Proto::Icmp => icmp_socket(self.icmp)?,
+        };
+        s.connect(SocketAddr::V4(to))?;
+        self.poll.registry().register(
+            &mut SourceFd(&s.as_raw_fd()),
+            Token(flow.0 as usize),
+            Interest::READABLE,
+        )?;
+        self.flows.insert(flow, s);
+        Ok(())
+    }
+
+    fn send(&mut self, flow: FlowId, mut data: Vec<u8>, more: &mut Vec<Output>) {
+        let Some(s) = self.flows.get(&flow) else {
+            return;
+        };
+        if self.icmp == IcmpMode::Raw {
+            // We choose the identifier (a ping socket's kernel would): one per flow, so
+            // replies can be told apart on the shared wire.
+            if let Some(e) = IcmpEcho::parse(&data) {
+                data = IcmpEcho {
+                    ident: raw_ident(flow),
+                    ..e
+                }
+                .to_bytes();
+            }
+        }
+        match s.send(&data) {
+            Ok(_) => {}
+            Err(e) => match socket_error(&e) {
+                Some(err) => self.device.socket_error(flow, err, more),
+                None => debug!(net = self.net, "NAT: send on flow {} failed: {e}", flow.0),
+            },
+        }
+    }
+
+    /// Reads up to [`BATCH`] datagrams from ready sockets into the device.
+    fn read_sockets(&mut self, now: Instant) {
+        let mut budget = BATCH;
+        while budget > 0 {
+            let Some(&token) = self.ready.last() else {
+                return;
+            };
+            let result = if token == DNS {
+                match &self.dns {
+                    Some(s) => s.recv_from(&mut self.buf).map(|(n, from)| (n, Some(from))),
+                    None => Err(ErrorKind::WouldBlock.into()),
+                }
+            } else {
+                match self.flows.get(&FlowId(token.0 as u64)) {
+                    Some(s) => s.recv(&mut self.buf).map(|n| (n, None)),
+                    None => Err(ErrorKind::WouldBlock.into()),
+                }
+            };
+            let flow = FlowId(token.0 as u64);
+            match result {
+                Ok((n, from)) => {
+                    budget -= 1;
+                    let data = &self.buf[..n];
+                    match from {
+                        Some(SocketAddr::V4(from)) => {
+                            self.device.dns_data(from, data, &mut self.actions)
+                        }
+                        Some(_) => {}
+                        None if self.icmp == IcmpMode::Raw
+                            && self.device.flow_proto(flow) == Some(Proto::Icmp) =>
+                        {
+                            // Raw sockets hand over the IP header and every echo reply
+                            // from the peer: keep ours.
+                            let Ok(ip) = Ipv4Packet::parse(data) else {
+                                continue;
+                            };
+                            match IcmpEcho::parse(ip.payload) {
+                                Some(e) if e.ident == raw_ident(flow) => self.device.socket_data(
+                                    now,
+                                    flow,
+                                    ip.payload,
+                                    &mut self.actions,
+                                ),
+                                _ => {}
+                            }
+                        }
+                        None => self.device.socket_data(now, flow, data, &mut self.actions),
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    self.ready.pop();
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => {
+                    budget -= 1;
+                    if let Some(err) = socket_error(&e) {
+                        self.device.socket_error(flow, err, &mut self.actions);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Maps a socket error to what the guest should hear, if anything.
+fn socket_error(e: &io::Error) -> Option<SocketError> {
+    match e.raw_os_error() {
+        Some(libc::ECONNREFUSED) => Some(SocketError::Refused),
+        Some(libc::EHOSTUNREACH | libc::ENETUNREACH) => Some(SocketError::Unreachable),
+        _ => None,
+    }
+}
+
+/// Entropy for DNS IDs, without a dependency: the std hasher's random keys.
+fn seed() -> u64 {
+    use std::hash::{BuildHasher, RandomState};
+    RandomState::new().hash_one(std::process::id())
+}
+
+impl Service for NatService {
+    fn description(&self) -> String {
+        let c = self.device.config();
+        format!(
+            "nat {} (icmp: {}, dns: {}, {} flows)",
+            c.gateway,
+            self.icmp.describe(),
+            if c.dns_upstreams.is_empty() {
+                "off"
+            } else {
+                "on"
+            },
+            self.device.flow_count()
+        )
+    }
+
+    fn receive(&mut self, frame: &[u8], out: &mut Vec<Vec<u8>>) -> bool {
+        let ok = self
+            .device
+            .receive(Instant::now(), frame, &mut self.actions);
+        self.execute(out);
+        ok
+    }
+
+    fn poll(&mut self, now: Instant, out: &mut Vec<Vec<u8>>) {
+        self.device.poll(now, &mut self.actions);
+        self.execute(out);
+    }
+
+    fn deadline(&self) -> Option<Instant> {
+        self.device.poll_at()
+    }
+
+    fn watch_fd(&self) -> Option<RawFd> {
+        Some(self.poll.as_raw_fd())
+    }
+
+    fn readable(&mut self, now: Instant, out: &mut Vec<Vec<u8>>) {
+        loop {
+            if self.ready.is_empty() {
+                if let Err(e) = self.poll.poll(&mut self.events, Some(Duration::ZERO)) {
+                    if e.kind() != ErrorKind::Interrupted {
+                        warn!(net = self.net, "NAT: poll failed: {e}");
+                    }
+                    return;
+                }
+                self.ready.extend(self.events.iter().map(|e| e.token()));
+                if self.ready.is_empty() {
+                    return;
+                }
+            }
+            self.read_sockets(now);
+            self.execute(out);
+            if !out.is_empty() {
+                return;
+            }
+        }
+    }
+}

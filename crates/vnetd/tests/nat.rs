@@ -1,0 +1,219 @@
+//! NAT networking (vmnet8), end to end: namespace VMs on a NAT vnet get their router
+//! and DNS server from the vnet's DHCP service and reach, through the NAT device and the
+//! daemon's own sockets, an "outside" namespace that only the host can reach (joined to
+//! the host by a veth): ping, UDP request/response, DNS from a `dnsmasq` on loopback.
+
+mod common;
+
+use std::net::UdpSocket;
+use std::process::Command;
+use std::time::Duration;
+
+use common::tap_vm;
+use vnet_testbed::{
+    skip_unless_root, unique_name, wait_for, ChildGuard, Daemon, Netns, NsVm, Veth,
+};
+
+const T: Duration = Duration::from_secs(30);
+
+/// A third octet for this test's subnets, so tests running at once do not collide.
+fn octet(salt: u32) -> u32 {
+    (std::process::id().wrapping_mul(7) + salt * 37) % 200 + 20
+}
+
+/// The world outside the host: a namespace behind a veth, `10.209.N.2`, reachable
+/// from the host's `10.209.N.1` only.
+struct Outside {
+    ns: Netns,
+    _veth: Veth,
+    ip: String,
+}
+
+impl Outside {
+    fn new(n: u32) -> Outside {
+        let ns = Netns::new("out");
+        let mut veth = Veth::new();
+        veth.move_b(&ns);
+        let host = format!("10.209.{n}.1/24");
+        let ip = format!("10.209.{n}.2");
+        let ok = Command::new("ip")
+            .args(["addr", "add", &host, "dev", veth.a()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "address on the host's veth end");
+        ns.exec_ok(&["ip", "addr", "add", &format!("{ip}/24"), "dev", veth.b()]);
+        Outside {
+            ns,
+            _veth: veth,
+            ip,
+        }
+    }
+}
+
+/// A daemon with NAT vnet `net` on `10.208.N.0/24` (DHCP on, NAT with `nat_extra`).
+fn nat_daemon(net: &str, n: u32, nat_extra: &str) -> Daemon {
+    Daemon::start(Some(&format!(
+        "[[network]]\nname = \"{net}\"\nsubnet = \"10.208.{n}.0/24\"\ndhcp = {{}}\n\
+         nat = {{ udp_timeout_secs = 5{nat_extra} }}\n"
+    )))
+}
+
+/// A VM on `net` configured by DHCP; checks that the lease names the NAT device.
+fn dhcp_vm(d: &Daemon, net: &str, n: u32, mac: &str) -> NsVm {
+    let (_, vm) = tap_vm(d, net, mac, "");
+    let lease = vm.dhcp(&[]).expect("a lease on the NAT vnet");
+    let gw = format!("10.208.{n}.2");
+    assert_eq!(lease.routers(), [gw.as_str()], "router = NAT device");
+    assert_eq!(lease.dns(), [gw.as_str()], "DNS = NAT device");
+    vm
+}
+
+#[test]
+fn a_dhcp_vm_pings_the_gateway_and_a_host_only_reachable_address_through_the_nat() {
+    if skip_unless_root("nat ping") {
+        return;
+    }
+    let n = octet(1);
+    let net = unique_name("nat");
+    let d = nat_daemon(&net, n, "");
+    let outside = Outside::new(n);
+    let vm = dhcp_vm(&d, &net, n, "52:54:00:08:00:01");
+    assert!(
+        wait_for(T, || vm.ping(&format!("10.208.{n}.2"), 1)),
+        "VM → NAT gateway\n{}",
+        d.log()
+    );
+    let log = d.log();
+    let mode = if log.contains("ICMP echo through ping sockets") {
+        "ping sockets"
+    } else if log.contains("ICMP echo through raw sockets") {
+        "raw sockets"
+    } else {
+        eprintln!("nat ping: the host allows neither ping nor raw sockets; skipped");
+        return;
+    };
+    eprintln!("nat ping: ICMP echo leaves through {mode}");
+    assert!(
+        wait_for(T, || vm.ping(&outside.ip, 2)),
+        "VM → outside through the NAT ({mode})\n{}",
+        d.log()
+    );
+    // The outside has no route to the vnet: replies can only come back through the NAT.
+    let out = vm
+        .ns()
+        .exec_ok(&["ping", "-n", "-c", "3", "-i", "0.2", "-W", "2", &outside.ip]);
+    assert!(out.contains("3 received"), "{out}");
+}
+
+#[test]
+fn udp_requests_get_responses_from_an_echo_server_outside() {
+    if skip_unless_root("nat udp") {
+        return;
+    }
+    let n = octet(2);
+    let net = unique_name("nat");
+    let d = nat_daemon(&net, n, "");
+    let outside = Outside::new(n);
+    let _echo = outside
+        .ns
+        .spawn(&["socat", "UDP4-RECVFROM:7777,fork,reuseaddr", "EXEC:cat"]);
+    let vm = dhcp_vm(&d, &net, n, "52:54:00:08:00:02");
+    let target = format!("UDP4:{}:7777", outside.ip);
+    let ask = |msg: &str| {
+        let out = vm
+            .ns()
+            .command(&["socat", "-T", "2", "-", &target])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .and_then(|mut c| {
+                use std::io::Write;
+                c.stdin.take().unwrap().write_all(msg.as_bytes())?;
+                c.wait_with_output()
+            })
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(
+        wait_for(T, || ask("hello through the NAT\n")
+            == "hello through the NAT\n"),
+        "UDP echo through the NAT\n{}",
+        d.log()
+    );
+    // Two flows (two source ports) in a row each get their own answer.
+    assert_eq!(ask("second\n"), "second\n");
+    assert_eq!(ask("third\n"), "third\n");
+}
+
+#[test]
+fn dns_queries_to_the_gateway_are_answered_by_the_configured_upstream() {
+    if skip_unless_root("nat dns") {
+        return;
+    }
+    let n = octet(3);
+    let port = {
+        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.local_addr().unwrap().port()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new("dnsmasq");
+    cmd.args([
+        "--keep-in-foreground",
+        "--no-resolv",
+        "--no-hosts",
+        "--conf-file=/dev/null",
+        "--listen-address=127.0.0.1",
+        "--bind-interfaces",
+        &format!("--port={port}"),
+        &format!("--pid-file={}", dir.path().join("dnsmasq.pid").display()),
+        "--host-record=www.nat.test,192.0.2.55",
+        "--user=root",
+    ]);
+    let dnsmasq = ChildGuard::spawn(cmd, "dnsmasq").expect("dnsmasq");
+    let net = unique_name("nat");
+    let d = nat_daemon(
+        &net,
+        n,
+        &format!(", dns_upstreams = [\"127.0.0.1:{port}\"]"),
+    );
+    let vm = dhcp_vm(&d, &net, n, "52:54:00:08:00:03");
+    let gw = format!("10.208.{n}.2");
+    let lookup = || {
+        let out = vm.ns().exec(&["busybox", "nslookup", "www.nat.test", &gw]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(
+        wait_for(T, || lookup().contains("192.0.2.55")),
+        "nslookup through the NAT's DNS: {}\ndnsmasq: {}\n{}",
+        lookup(),
+        dnsmasq.log(),
+        d.log()
+    );
+}
+
+#[test]
+fn tcp_is_refused_promptly_until_it_is_translated() {
+    if skip_unless_root("nat refusals") {
+        return;
+    }
+    let n = octet(4);
+    let net = unique_name("nat");
+    let d = nat_daemon(&net, n, "");
+    let outside = Outside::new(n);
+    let vm = dhcp_vm(&d, &net, n, "52:54:00:08:00:04");
+    // No TCP translation yet: the guest hears "unreachable" at once instead of hanging.
+    let started = std::time::Instant::now();
+    let out = vm.ns().exec(&[
+        "socat",
+        "-T",
+        "5",
+        "-",
+        &format!("TCP4:{}:80,connect-timeout=10", outside.ip),
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "refused promptly"
+    );
+}
