@@ -193,6 +193,30 @@ mod tests {
         let names: Vec<_> = c.network.iter().map(|n| n.get_ref().name.clone()).collect();
         assert_eq!(names, ["vmnet1", "vmnet8"]);
         assert_eq!(c.network[0].get_ref().mtu, 1500);
+        let vmnet8 = c.network[1].get_ref().spec();
+        assert_eq!(vmnet8.nat_gateway(), Some("192.168.108.2".parse().unwrap()));
+    }
+
+    #[test]
+    fn nat_needs_a_subnet_and_a_free_gateway() {
+        let net = "[[network]]\nname = \"n\"\n";
+        let e = error_of(&format!("{net}nat = {{}}\n"));
+        assert!(e.contains("needs a subnet"), "{e}");
+        let sub = "subnet = \"10.8.0.0/24\"\n";
+        let e = error_of(&format!(
+            "{net}{sub}dhcp = {{}}\nnat = {{ gateway = \"10.8.0.200\" }}\n"
+        ));
+        assert!(e.contains("collides with the DHCP"), "{e}");
+        let e = error_of(&format!("{net}{sub}nat = {{ gateway = \"10.9.0.2\" }}\n"));
+        assert!(e.contains("not a host address"), "{e}");
+        let e = error_of(&format!("{net}{sub}nat = {{ udp_timeout_secs = 0 }}\n"));
+        assert!(e.contains("udp_timeout_secs"), "{e}");
+        let e = error_of(&format!(
+            "{net}{sub}nat = {{ dns_upstreams = [\"1.2.3.4\"] }}\n"
+        ));
+        assert!(e.contains("line"), "{e}");
+        let ok = format!("{net}{sub}nat = {{ dns = false, host_loopback = true }}\n");
+        assert!(Config::parse(&ok, "ok.toml").is_ok());
     }
 
     #[test]

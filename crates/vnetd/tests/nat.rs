@@ -6,12 +6,14 @@
 mod common;
 
 use std::net::UdpSocket;
+use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 use std::time::Duration;
 
-use common::tap_vm;
+use common::{client, tap_vm};
+use vnet_control::PortSpec;
 use vnet_testbed::{
-    skip_unless_root, unique_name, wait_for, ChildGuard, Daemon, Netns, NsVm, Veth,
+    bin_path, skip_unless_root, unique_name, wait_for, ChildGuard, Daemon, Netns, NsVm, Veth,
 };
 
 const T: Duration = Duration::from_secs(30);
@@ -216,4 +218,169 @@ fn tcp_is_refused_promptly_until_it_is_translated() {
         started.elapsed() < Duration::from_secs(5),
         "refused promptly"
     );
+}
+
+/// The same ping, but with the daemon in a namespace of its own whose
+/// `net.ipv4.ping_group_range` admits it: the unprivileged path, ping sockets.
+#[test]
+fn ping_sockets_carry_echo_where_the_daemons_namespace_allows_them() {
+    if skip_unless_root("nat ping sockets") {
+        return;
+    }
+    let n = octet(5);
+    let host = Netns::new("host");
+    host.exec_ok(&["ip", "link", "set", "lo", "up"]);
+    host.exec_ok(&[
+        "sysctl",
+        "-q",
+        "-w",
+        "net.ipv4.ping_group_range=0 2147483647",
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let wrapper = dir.path().join("vnetd-in-ns");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nexec ip netns exec {} {} \"$@\"\n",
+            host.name(),
+            bin_path("vnetd").display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let net = unique_name("nat");
+    let d = Daemon::builder()
+        .binary(&wrapper)
+        .config(&format!(
+            "[[network]]\nname = \"{net}\"\nsubnet = \"10.208.{n}.0/24\"\nnat = {{}}\n"
+        ))
+        .start();
+    assert!(
+        d.log().contains("ICMP echo through ping sockets"),
+        "{}",
+        d.log()
+    );
+    // The outside, joined to the daemon's namespace.
+    let outside = Netns::new("out");
+    let mut veth = Veth::new();
+    veth.move_a(&host);
+    veth.move_b(&outside);
+    host.exec_ok(&[
+        "ip",
+        "addr",
+        "add",
+        &format!("10.209.{n}.1/24"),
+        "dev",
+        veth.a(),
+    ]);
+    let outside_ip = format!("10.209.{n}.2");
+    outside.exec_ok(&[
+        "ip",
+        "addr",
+        "add",
+        &format!("{outside_ip}/24"),
+        "dev",
+        veth.b(),
+    ]);
+    // A VM with a static address: its TAP lives in the daemon's namespace.
+    let ifname = unique_name("vt");
+    client(&d)
+        .add_port(
+            &net,
+            &PortSpec::Tap {
+                ifname: ifname.clone(),
+                vlan: Default::default(),
+            },
+        )
+        .unwrap_or_else(|e| panic!("TAP port: {e}\n{}", d.log()));
+    let vm = Netns::new("vm");
+    host.exec_ok(&["ip", "link", "set", &ifname, "netns", vm.name()]);
+    vm.exec_ok(&[
+        "ip",
+        "addr",
+        "add",
+        &format!("10.208.{n}.100/24"),
+        "dev",
+        &ifname,
+    ]);
+    vm.exec_ok(&["ip", "link", "set", &ifname, "up"]);
+    vm.exec_ok(&[
+        "ip",
+        "route",
+        "add",
+        "default",
+        "via",
+        &format!("10.208.{n}.2"),
+    ]);
+    let ping = || {
+        vm.exec(&[
+            "ping",
+            "-n",
+            "-q",
+            "-c",
+            "2",
+            "-i",
+            "0.2",
+            "-W",
+            "2",
+            &outside_ip,
+        ])
+        .status
+        .success()
+    };
+    assert!(
+        wait_for(T, ping),
+        "VM → outside through ping sockets\n{}",
+        d.log()
+    );
+}
+
+/// UDP to the gateway reaches the host's loopback only where `host_loopback` is on.
+#[test]
+fn the_host_loopback_is_reachable_only_when_allowed() {
+    if skip_unless_root("nat host loopback") {
+        return;
+    }
+    let (a, b) = (octet(6), octet(7));
+    let port = {
+        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.local_addr().unwrap().port()
+    };
+    let mut cmd = Command::new("socat");
+    cmd.args([
+        &format!("UDP4-RECVFROM:{port},bind=127.0.0.1,fork,reuseaddr"),
+        "EXEC:cat",
+    ]);
+    let _echo = ChildGuard::spawn(cmd, "socat echo on loopback").unwrap();
+    let (open, closed) = (unique_name("nat"), unique_name("nat"));
+    let d = Daemon::start(Some(&format!(
+        "[[network]]\nname = \"{open}\"\nsubnet = \"10.208.{a}.0/24\"\ndhcp = {{}}\n\
+         nat = {{ host_loopback = true }}\n\n\
+         [[network]]\nname = \"{closed}\"\nsubnet = \"10.208.{b}.0/24\"\ndhcp = {{}}\nnat = {{}}\n"
+    )));
+    let ask = |vm: &NsVm, n: u32| {
+        let target = format!("UDP4:10.208.{n}.2:{port}");
+        let out = vm
+            .ns()
+            .command(&["socat", "-T", "2", "-", &target])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .and_then(|mut c| {
+                use std::io::Write;
+                c.stdin.take().unwrap().write_all(b"knock\n")?;
+                c.wait_with_output()
+            })
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let allowed = dhcp_vm(&d, &open, a, "52:54:00:08:00:06");
+    assert!(
+        wait_for(T, || ask(&allowed, a) == "knock\n"),
+        "host_loopback = true reaches 127.0.0.1\n{}",
+        d.log()
+    );
+    let denied = dhcp_vm(&d, &closed, b, "52:54:00:08:00:07");
+    assert_eq!(ask(&denied, b), "", "host_loopback off: nothing comes back");
 }
