@@ -46,6 +46,9 @@ pub enum Command {
     /// Show and change a vnet's DHCP service and its reservations
     #[command(subcommand)]
     Dhcp(DhcpCommand),
+    /// Bridge a vnet to a host NIC (or one VLAN of it), or unbridge it
+    #[command(subcommand)]
+    Uplink(UplinkCommand),
     /// Print the arguments that attach a VM to a vnet
     Attach(AttachArgs),
     /// Print the versions of vnet and of the running vnetd
@@ -132,6 +135,53 @@ pub enum PortCommand {
         /// Port id, as `vnet port ls NET` shows it
         port: u32,
     },
+    /// Change a port's VLAN mode live (what it had learned is forgotten)
+    Set(SetPort),
+}
+
+#[derive(Debug, Args)]
+#[command(group(ArgGroup::new("mode").required(true).args(["access", "trunk"])))]
+pub struct SetPort {
+    /// Name of the vnet
+    pub net: String,
+    /// Port id, as `vnet port ls NET` shows it
+    pub port: u32,
+    /// Access port of VLAN N, untagged on the wire
+    #[arg(long, value_name = "N", value_parser = vlan_id)]
+    pub access: Option<u16>,
+    /// Trunk port carrying these VLANs tagged, e.g. 10,20,30-39
+    #[arg(long, value_name = "VLANS", value_parser = vlan_list)]
+    pub trunk: Option<VlanList>,
+    /// With --trunk: the VLAN carried untagged
+    #[arg(long, value_name = "N", value_parser = vlan_id, requires = "trunk")]
+    pub native: Option<u16>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UplinkCommand {
+    /// Bridge a vnet to host interface IFNAME (needs root): VMs appear on its LAN
+    Set(SetUplink),
+    /// Unbridge a vnet
+    #[command(visible_alias = "del")]
+    Rm {
+        /// Name of the vnet
+        net: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct SetUplink {
+    /// Name of the vnet
+    pub net: String,
+    /// The host interface, e.g. eth1
+    #[arg(long, value_name = "IFNAME")]
+    pub interface: String,
+    /// Map the vnet to VLAN N of the interface (tagged there, untagged in the vnet)
+    #[arg(long, value_name = "N", value_parser = vlan_id, conflicts_with = "trunk")]
+    pub vlan: Option<u16>,
+    /// Carry these VLANs of the interface, tagged, into the vnet, e.g. 10,20
+    #[arg(long, value_name = "VLANS", value_parser = vlan_list)]
+    pub trunk: Option<VlanList>,
 }
 
 #[derive(Debug, Args)]

@@ -9,7 +9,8 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use vnet_control::{
     ApiError, Counters, DhcpSpec, HostAdapterInfo, HostAdapterSpec, Lease, MacEntry, NetworkInfo,
-    NetworkSockets, NetworkSpec, PortInfo, PortKind, PortSpec, Reservation, Version, VlanMode,
+    NetworkSockets, NetworkSpec, PortInfo, PortKind, PortSpec, Reservation, UplinkMode, UplinkSpec,
+    Version, VlanMode,
 };
 
 const OPENAPI: &str = include_str!("../../../docs/openapi.yaml");
@@ -406,6 +407,23 @@ fn what_the_types_serialize_matches_the_documented_schemas() {
     host_only.host_adapter = Some(HostAdapterSpec::default());
     host_only.dhcp = Some(DhcpSpec::default());
     checker.check_named("NetworkSpec", &host_only);
+    let mut bridged = NetworkSpec::named("lan10");
+    bridged.uplink = Some(UplinkSpec {
+        interface: "eth1".into(),
+        vlan: Some(10),
+        mode: UplinkMode::Access,
+        vlans: Vec::new(),
+    });
+    checker.check_named("NetworkSpec", &bridged);
+    checker.check_named(
+        "UplinkSpec",
+        &UplinkSpec {
+            interface: "eth1".into(),
+            vlan: None,
+            mode: UplinkMode::Trunk,
+            vlans: vec![10, 20],
+        },
+    );
     checker.check_named("DhcpSpec", &DhcpSpec::default());
     checker.check_named("DhcpSpec", &sample_dhcp());
     let nat = vnet_control::NatSpec {
@@ -483,6 +501,7 @@ fn what_the_types_serialize_matches_the_documented_schemas() {
         PortKind::Api,
         PortKind::Vde,
         PortKind::Service,
+        PortKind::Uplink,
     ] {
         checker.check_named("PortKind", &kind);
     }

@@ -27,7 +27,7 @@ use tokio::net::UnixStream;
 
 use crate::types::{
     ApiError, DhcpSpec, Lease, MacAddr, MacEntry, NetworkInfo, NetworkSpec, PortInfo, PortSpec,
-    Reservation, Version,
+    Reservation, UplinkSpec, Version, VlanMode,
 };
 use crate::API_PREFIX;
 
@@ -242,6 +242,23 @@ impl Client {
     pub fn remove_reservation(&self, net: &str, mac: MacAddr) -> Result<(), Error> {
         let mac = mac.to_string();
         self.delete(&api_path(&["networks", net, "dhcp", "reservations", &mac]))
+    }
+
+    /// `PUT /v1/networks/{net}/ports/{id}/vlan`: change a port's VLAN mode live.
+    pub fn set_port_vlan(&self, net: &str, id: u32, mode: &VlanMode) -> Result<PortInfo, Error> {
+        let path = api_path(&["networks", net, "ports", &id.to_string(), "vlan"]);
+        self.send_json(Method::PUT, &path, mode)
+    }
+
+    /// `PUT /v1/networks/{net}/uplink`: bridge the vnet to a host NIC (replacing its
+    /// uplink); answers the uplink's port.
+    pub fn set_uplink(&self, net: &str, spec: &UplinkSpec) -> Result<PortInfo, Error> {
+        self.send_json(Method::PUT, &api_path(&["networks", net, "uplink"]), spec)
+    }
+
+    /// `DELETE /v1/networks/{net}/uplink`
+    pub fn remove_uplink(&self, net: &str) -> Result<(), Error> {
+        self.delete(&api_path(&["networks", net, "uplink"]))
     }
 
     /// `GET /metrics`: Prometheus text exposition.

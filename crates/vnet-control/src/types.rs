@@ -13,6 +13,9 @@
 //! | POST | `/v1/networks/{net}/ports` | [`PortSpec`] | 201 [`PortInfo`] |
 //! | GET | `/v1/networks/{net}/ports/{id}` | | [`PortInfo`] |
 //! | DELETE | `/v1/networks/{net}/ports/{id}` | | 204 |
+//! | PUT | `/v1/networks/{net}/ports/{id}/vlan` | [`VlanMode`] | [`PortInfo`] |
+//! | PUT | `/v1/networks/{net}/uplink` | [`UplinkSpec`] | [`PortInfo`] |
+//! | DELETE | `/v1/networks/{net}/uplink` | | 204 |
 //! | GET | `/v1/networks/{net}/macs` | | `[MacEntry]` |
 //! | GET | `/v1/networks/{net}/leases` | | `[Lease]` |
 //! | PUT | `/v1/networks/{net}/dhcp` | [`DhcpSpec`] | [`NetworkInfo`] |
@@ -60,6 +63,68 @@ pub struct NetworkSpec {
     /// Serve DHCP on the vnet.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dhcp: Option<DhcpSpec>,
+    /// Join the vnet to a host NIC (bridged networking). Needs root.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uplink: Option<UplinkSpec>,
+}
+
+/// A vnet bridged to a host NIC through an AF_PACKET socket in promiscuous mode.
+/// Several vnets may share one NIC on different VLANs (one socket per NIC).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UplinkSpec {
+    /// The host interface, e.g. `eth1`.
+    pub interface: String,
+    /// Access mode: the NIC's VLAN this vnet maps to (frames leave tagged with it, only
+    /// its frames come in, untagged inside the vnet). Absent: the NIC's untagged frames.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vlan: Option<u16>,
+    #[serde(default)]
+    pub mode: UplinkMode,
+    /// Trunk mode: the VLANs carried, tagged on both sides.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub vlans: Vec<u16>,
+}
+
+/// How an uplink carries VLANs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UplinkMode {
+    /// One VLAN of the NIC (or its untagged frames) is the vnet.
+    #[default]
+    Access,
+    /// The NIC's VLANs `vlans` are the same VLANs inside the vnet.
+    Trunk,
+}
+
+impl UplinkSpec {
+    /// The uplink port's mode inside the vnet's switch.
+    pub fn port_vlan_mode(&self) -> VlanMode {
+        match self.mode {
+            UplinkMode::Access => VlanMode::default(),
+            UplinkMode::Trunk => VlanMode::Trunk {
+                allowed: self.vlans.clone(),
+                native: None,
+            },
+        }
+    }
+
+    /// Checks the VLAN settings; the message says what to change.
+    pub fn check(&self) -> Result<(), String> {
+        let bad = |v: &u16| !vnet_core::switch::is_valid_vid(*v);
+        if let Some(v) = self.vlan.iter().chain(&self.vlans).find(|v| bad(v)) {
+            return Err(format!("uplink VLAN {v} is out of range: use 1-4094"));
+        }
+        match self.mode {
+            UplinkMode::Access if !self.vlans.is_empty() => {
+                Err("uplink \"vlans\" needs mode = \"trunk\" (access mode takes \"vlan\")".into())
+            }
+            UplinkMode::Trunk if self.vlan.is_some() || self.vlans.is_empty() => {
+                Err("a trunk uplink takes a list \"vlans\" (and no \"vlan\")".into())
+            }
+            _ => Ok(()),
+        }
+    }
 }
 
 /// The host's own interface on a vnet: a TAP with an address in the subnet.
@@ -209,6 +274,7 @@ impl NetworkSpec {
             host_adapter: None,
             nat: None,
             dhcp: None,
+            uplink: None,
         }
     }
 }
@@ -267,6 +333,8 @@ pub enum PortKind {
     Vde,
     /// A built-in service of the vnet (DHCP).
     Service,
+    /// The vnet's uplink to a host NIC (bridged).
+    Uplink,
 }
 
 impl PortKind {
@@ -278,6 +346,7 @@ impl PortKind {
             PortKind::Api => "api",
             PortKind::Service => "service",
             PortKind::Vde => "vde",
+            PortKind::Uplink => "uplink",
         }
     }
 }

@@ -10,7 +10,7 @@ use serde::Deserialize;
 use toml::Spanned;
 use vnet_control::{
     default_mac_aging, default_max_macs, default_max_macs_per_port, default_mtu, DhcpSpec,
-    HostAdapterSpec, Ipv4Net, NetworkSpec, PortSpec, VlanMode,
+    HostAdapterSpec, Ipv4Net, NetworkSpec, PortSpec, UplinkSpec, VlanMode,
 };
 
 /// The whole configuration file.
@@ -47,6 +47,10 @@ pub struct NetworkConfig {
     /// `dhcp = {}` or `{ range = [first, last], lease_secs = 1800, reservations = [...] }`.
     #[serde(default)]
     pub dhcp: Option<DhcpSpec>,
+    /// `uplink = { interface = "eth1" }`, `{ interface = "eth1", vlan = 10 }` or
+    /// `{ interface = "eth1", mode = "trunk", vlans = [10, 20] }`: bridged (root).
+    #[serde(default)]
+    pub uplink: Option<UplinkSpec>,
     /// `[[network.port]]` tables: ports created at start.
     #[serde(default, rename = "port")]
     pub ports: Vec<PortConfig>,
@@ -159,6 +163,7 @@ impl NetworkConfig {
             host_adapter: self.host_adapter.clone(),
             nat: self.nat.clone(),
             dhcp: self.dhcp.clone(),
+            uplink: self.uplink.clone(),
         }
     }
 }

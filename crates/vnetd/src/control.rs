@@ -9,7 +9,9 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
-use vnet_control::{ApiError, DhcpSpec, MacAddr, NetworkSpec, PortSpec, Reservation, Version};
+use vnet_control::{
+    ApiError, DhcpSpec, MacAddr, NetworkSpec, PortSpec, Reservation, UplinkSpec, Version, VlanMode,
+};
 use vnet_io::{ControlError, Handle};
 
 /// Every error the API returns: a status and `{"error": "..."}`.
@@ -46,6 +48,11 @@ pub fn router(handle: Handle) -> Router {
         .route(
             "/v1/networks/{net}/ports/{id}",
             get(port).delete(remove_port),
+        )
+        .route("/v1/networks/{net}/ports/{id}/vlan", put(set_port_vlan))
+        .route(
+            "/v1/networks/{net}/uplink",
+            put(set_uplink).delete(remove_uplink),
         )
         .route("/v1/networks/{net}/macs", get(macs))
         .route("/v1/networks/{net}/leases", get(leases))
@@ -124,6 +131,32 @@ async fn remove_port(
     Path((net, id)): Path<(String, String)>,
 ) -> Result<impl IntoResponse> {
     h.remove_port(net, port_id(&id)?).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn set_port_vlan(
+    State(h): State<Handle>,
+    Path((net, id)): Path<(String, String)>,
+    body: axum::body::Bytes,
+) -> Result<impl IntoResponse> {
+    let mode: VlanMode = parse_body(&body)?;
+    Ok(Json(h.set_port_vlan(net, port_id(&id)?, mode).await?))
+}
+
+async fn set_uplink(
+    State(h): State<Handle>,
+    Path(net): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<impl IntoResponse> {
+    let spec: UplinkSpec = parse_body(&body)?;
+    Ok(Json(h.set_uplink(net, spec).await?))
+}
+
+async fn remove_uplink(
+    State(h): State<Handle>,
+    Path(net): Path<String>,
+) -> Result<impl IntoResponse> {
+    h.remove_uplink(net).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -15,6 +15,7 @@ mod lease;
 mod mac;
 mod net;
 mod port;
+mod uplink;
 mod version;
 
 /// What every command needs: the client and how to print.
@@ -35,6 +36,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Command::Mac(command) => mac::run(&ctx, command),
         Command::Lease(command) => lease::run(&ctx, command),
         Command::Dhcp(command) => dhcp::run(&ctx, command),
+        Command::Uplink(command) => uplink::run(&ctx, command),
         Command::Attach(args) => attach::run(&ctx, args),
         Command::Version => version::run(&ctx),
     }

@@ -3,7 +3,7 @@
 use vnet_control::{PortSpec, VlanMode};
 
 use super::{print, Context};
-use crate::cli::{AddPort, PortCommand};
+use crate::cli::{AddPort, PortCommand, SetPort};
 use crate::failure::Failure;
 use crate::output;
 
@@ -23,7 +23,25 @@ pub fn run(ctx: &Context, command: PortCommand) -> Result<(), Failure> {
         }
         PortCommand::Add(args) => add(ctx, args),
         PortCommand::Rm { net, port } => ctx.client.remove_port(&net, port).map_err(not_found),
+        PortCommand::Set(args) => set(ctx, args),
     }
+}
+
+fn set(ctx: &Context, args: SetPort) -> Result<(), Failure> {
+    let mode = vlan_mode(args.access, args.trunk.map(|t| t.0), args.native);
+    let info = ctx
+        .client
+        .set_port_vlan(&args.net, args.port, &mode)
+        .map_err(|e| Failure::from(e).if_not_found(LIST_PORTS))?;
+    if ctx.json {
+        return super::print_json(&info);
+    }
+    print(&format!(
+        "port {} of {} is now {}\n",
+        info.id,
+        args.net,
+        output::vlan_mode(&info.vlan)
+    ))
 }
 
 fn add(ctx: &Context, args: AddPort) -> Result<(), Failure> {

@@ -9,6 +9,7 @@ pub mod dgram;
 pub mod service;
 pub mod stream;
 pub mod tap;
+pub mod uplink;
 pub mod vde;
 
 use vnet_control::PortKind;

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 use tracing::{error, info, warn};
-use vnet_control::{DhcpSpec, NetworkSpec, PortInfo, PortSpec};
-use vnet_core::switch::{PortId, VlanMode};
+use vnet_control::{DhcpSpec, NetworkSpec, PortInfo, PortSpec, UplinkSpec};
+use vnet_core::switch::{PortId, Tagging, VlanMode};
 
 use super::network::{self, Network, PassEnd};
 use super::{network_dir, report, Command, ControlError};
@@ -20,6 +20,7 @@ use crate::backend::api::ApiPort;
 use crate::backend::service::ServicePort;
 use crate::backend::stream::StreamPort;
 use crate::backend::tap::TapPort;
+use crate::backend::uplink::{Claim, Member, Polled, UplinkPort, UplinkSocket};
 use crate::backend::vde::VdePort;
 use crate::backend::Backend;
 use crate::services::dhcp::{self, DhcpService};
@@ -43,6 +44,8 @@ enum Target {
     ApiListener(NetKey),
     VdeListener(NetKey),
     Port(NetKey, PortId),
+    /// A host NIC's AF_PACKET socket, shared by the vnets bridged to it.
+    Uplink(usize),
 }
 
 impl Target {
@@ -53,6 +56,8 @@ impl Target {
             | Target::ApiListener(n)
             | Target::VdeListener(n)
             | Target::Port(n, _) => n,
+            // Belongs to no single vnet: never equals a vnet's key.
+            Target::Uplink(_) => NetKey::MAX,
         }
     }
 }
@@ -74,6 +79,10 @@ pub(super) struct Engine {
     touched: Vec<PortId>,
     /// Ports whose client is a built-in service (they have timers).
     services: Vec<(NetKey, PortId)>,
+    /// Host NICs with vnets bridged to them, one AF_PACKET socket each.
+    uplinks: Slab<UplinkSocket>,
+    /// Uplink sockets to read this turn.
+    uplink_rx: Vec<usize>,
     last_aging: Instant,
 }
 
@@ -97,6 +106,8 @@ impl Engine {
             retry_list: Vec::new(),
             touched: Vec::new(),
             services: Vec::new(),
+            uplinks: Slab::new(),
+            uplink_rx: Vec::new(),
             last_aging: Instant::now(),
         }
     }
@@ -105,7 +116,10 @@ impl Engine {
         let mut events = Events::with_capacity(1024);
         loop {
             let next_timer = self.tick_services();
-            let timeout = if !self.rx_list.is_empty() || !self.tx_list.is_empty() {
+            let timeout = if !self.rx_list.is_empty()
+                || !self.tx_list.is_empty()
+                || !self.uplink_rx.is_empty()
+            {
                 Duration::ZERO
             } else if !self.retry_list.is_empty() {
                 RETRY
@@ -144,6 +158,11 @@ impl Engine {
                                 .extend(self.retry_list.drain(..).filter(|(n, _)| *n == net));
                         }
                     }
+                    Target::Uplink(u) => {
+                        if !self.uplink_rx.contains(&u) {
+                            self.uplink_rx.push(u);
+                        }
+                    }
                     Target::Port(net, id) => {
                         if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
                             self.schedule_rx(net, id);
@@ -158,6 +177,7 @@ impl Engine {
             if !self.retry_list.is_empty() && timeout == RETRY {
                 self.tx_list.append(&mut self.retry_list);
             }
+            self.receive_uplinks(now);
             self.receive_all(now);
             self.transmit_all();
             if woken && self.obey_commands(now) {
@@ -229,6 +249,53 @@ impl Engine {
         }
     }
 
+    /// Reads host NICs' uplink sockets and hands each frame to the vnet that claims
+    /// its VLAN (at most [`UPLINK_BUDGET`] frames per NIC and turn).
+    fn receive_uplinks(&mut self, now: Instant) {
+        const UPLINK_BUDGET: usize = 64;
+        for u in std::mem::take(&mut self.uplink_rx) {
+            let mut more = true;
+            for _ in 0..UPLINK_BUDGET {
+                let Some(up) = self.uplinks.get_mut(u) else {
+                    more = false;
+                    break;
+                };
+                let key = match up.poll() {
+                    Polled::WouldBlock => {
+                        more = false;
+                        break;
+                    }
+                    Polled::Skipped => continue,
+                    Polled::Frame(inc) => {
+                        let Some(net) = self.networks.get_mut(inc.net) else {
+                            continue;
+                        };
+                        if !net.ports.contains_key(&inc.port) {
+                            continue;
+                        }
+                        let mut buf = net.pool.get_for(inc.frame.len());
+                        buf.fill(inc.frame);
+                        buf.offload = inc.offload;
+                        if inc.strip {
+                            buf.retag(Tagging::Untagged);
+                        }
+                        net.forward(now, inc.port, buf, &mut self.touched);
+                        inc.net
+                    }
+                };
+                let touched = std::mem::take(&mut self.touched);
+                for dst in &touched {
+                    self.schedule_tx(key, *dst);
+                }
+                self.touched = touched;
+                self.touched.clear();
+            }
+            if more && !self.uplink_rx.contains(&u) {
+                self.uplink_rx.push(u);
+            }
+        }
+    }
+
     fn transmit_all(&mut self) {
         let list = std::mem::take(&mut self.tx_list);
         for (key, id) in list {
@@ -289,6 +356,154 @@ impl Engine {
             if let Some(token) = net.detach(registry, id, why) {
                 self.targets.try_remove(token.0);
             }
+        }
+        self.forget_uplink(key, Some(id));
+    }
+
+    /// Joins vnet `key` to a host NIC (replacing its uplink, if it had one). Vnets on
+    /// the same NIC share its socket; their VLAN claims must not overlap.
+    fn set_uplink(
+        &mut self,
+        key: NetKey,
+        spec: UplinkSpec,
+        now: Instant,
+    ) -> Result<PortInfo, ControlError> {
+        spec.check().map_err(ControlError::Invalid)?;
+        if !crate::sys::tap::valid_ifname(&spec.interface) {
+            return Err(ControlError::Invalid(format!(
+                "uplink interface {:?} is not a valid interface name",
+                spec.interface
+            )));
+        }
+        let claim = Claim::of(&spec);
+        let shared = self
+            .uplinks
+            .iter()
+            .find(|(_, s)| s.interface == spec.interface);
+        if let Some((_, s)) = shared {
+            if let Some(m) = s
+                .members
+                .iter()
+                .find(|m| m.net != key && m.claim.overlaps(&claim))
+            {
+                let other = self.networks.get(m.net).map_or("?", |n| n.name());
+                return Err(ControlError::Exists(format!(
+                    "{} already carries that traffic for vnet {other:?} (choose another VLAN)",
+                    spec.interface
+                )));
+            }
+        }
+        if self
+            .uplinks
+            .iter()
+            .any(|(_, s)| s.members.iter().any(|m| m.net == key))
+        {
+            self.remove_uplink(key)?;
+        }
+        let u = match self
+            .uplinks
+            .iter()
+            .find(|(_, s)| s.interface == spec.interface)
+        {
+            Some((u, _)) => u,
+            None => {
+                let mut up = UplinkSocket::open(&spec.interface).map_err(|e| {
+                    let msg = format!("cannot open uplink {}: {e}", spec.interface);
+                    match e.raw_os_error() {
+                        Some(libc::EPERM | libc::EACCES) => ControlError::Forbidden(msg),
+                        _ if e.kind() == io::ErrorKind::NotFound => ControlError::Invalid(msg),
+                        _ => ControlError::Failed(msg),
+                    }
+                })?;
+                let u = self.uplinks.vacant_key();
+                let token = Token(self.targets.insert(Target::Uplink(u)));
+                use std::os::fd::AsRawFd;
+                let fd = up.sock.as_raw_fd();
+                if let Err(e) = self.poll.registry().register(
+                    &mut mio::unix::SourceFd(&fd),
+                    token,
+                    Interest::READABLE,
+                ) {
+                    self.targets.remove(token.0);
+                    return Err(ControlError::Failed(format!(
+                        "cannot watch the uplink: {e}"
+                    )));
+                }
+                up.token = Some(token);
+                info!(
+                    interface = spec.interface,
+                    "uplink socket opened (promiscuous)"
+                );
+                self.uplinks.insert(up)
+            }
+        };
+        let port = UplinkPort::new(&self.uplinks[u], &spec);
+        let id = match self.add_port(key, Box::new(port), spec.port_vlan_mode()) {
+            Ok(id) => id,
+            Err(e) => {
+                self.forget_uplink(key, None);
+                return Err(e);
+            }
+        };
+        self.uplinks[u].members.push(Member {
+            net: key,
+            port: id,
+            claim,
+        });
+        // Frames may already be waiting.
+        if !self.uplink_rx.contains(&u) {
+            self.uplink_rx.push(u);
+        }
+        self.networks[key].spec.uplink = Some(spec);
+        report::port_info(&self.networks[key], now, id).ok_or(ControlError::Stopped)
+    }
+
+    /// Unbridges vnet `key`.
+    fn remove_uplink(&mut self, key: NetKey) -> Result<(), ControlError> {
+        let found = self
+            .uplinks
+            .iter()
+            .find_map(|(_, s)| s.members.iter().find(|m| m.net == key).map(|m| m.port));
+        let Some(id) = found else {
+            return Err(ControlError::NotFound(format!(
+                "vnet {:?} has no uplink",
+                self.networks[key].name()
+            )));
+        };
+        self.close_port(key, id, "uplink removed");
+        Ok(())
+    }
+
+    /// Forgets vnet `key`'s membership in uplink sockets (port `id`, or all), closing
+    /// sockets nobody uses any more.
+    fn forget_uplink(&mut self, key: NetKey, id: Option<PortId>) {
+        let mut unused = Vec::new();
+        for (u, s) in self.uplinks.iter_mut() {
+            let before = s.members.len();
+            s.members
+                .retain(|m| !(m.net == key && id.is_none_or(|id| m.port == id)));
+            if s.members.len() != before {
+                if let Some(net) = self.networks.get_mut(key) {
+                    net.spec.uplink = None;
+                }
+            }
+            if s.members.is_empty() {
+                unused.push(u);
+            }
+        }
+        for u in unused {
+            let s = self.uplinks.remove(u);
+            use std::os::fd::AsRawFd;
+            let fd = s.sock.as_raw_fd();
+            let _ = self
+                .poll
+                .registry()
+                .deregister(&mut mio::unix::SourceFd(&fd));
+            if let Some(t) = s.token {
+                self.targets.try_remove(t.0);
+            }
+            self.uplink_rx.retain(|x| *x != u);
+            info!(interface = s.interface, "uplink socket closed");
         }
     }
 
@@ -436,6 +651,29 @@ impl Engine {
                             .map(|k| report::ports(&self.networks[k], now)),
                     );
                 }
+                Command::SetUplink(name, spec, reply) => {
+                    let _ = reply.send(
+                        self.lookup(&name)
+                            .and_then(|k| self.set_uplink(k, spec, now)),
+                    );
+                }
+                Command::RemoveUplink(name, reply) => {
+                    let _ = reply.send(self.lookup(&name).and_then(|k| self.remove_uplink(k)));
+                }
+                Command::SetPortVlan(name, id, mode, reply) => {
+                    let result = self.lookup(&name).and_then(|k| {
+                        let net = &mut self.networks[k];
+                        if !net.ports.contains_key(&PortId(id)) {
+                            return Err(no_port(&name, id));
+                        }
+                        net.switch
+                            .set_vlan_mode(now, PortId(id), mode)
+                            .map_err(|e| ControlError::Invalid(e.to_string()))?;
+                        info!(net = name, port = id, "VLAN mode changed");
+                        report::port_info(net, now, PortId(id)).ok_or(ControlError::Stopped)
+                    });
+                    let _ = reply.send(result);
+                }
                 Command::Port(name, id, reply) => {
                     let _ = reply.send(self.lookup(&name).and_then(|k| {
                         report::port_info(&self.networks[k], now, PortId(id))
@@ -541,6 +779,7 @@ impl Engine {
             .start_host_adapter(key)
             .and_then(|()| self.start_dhcp(key))
             .and_then(|()| self.start_nat(key))
+            .and_then(|()| self.start_uplink(key))
         {
             self.delete_network(key);
             return Err(e);
@@ -589,6 +828,23 @@ impl Engine {
             subnet.prefix_len()
         );
         Ok(())
+    }
+
+    /// Bridges the vnet to its NIC, if its spec asks for it. Without privileges that
+    /// is skipped with a warning, like the host adapter.
+    fn start_uplink(&mut self, key: NetKey) -> Result<(), ControlError> {
+        let Some(spec) = self.networks[key].spec.uplink.take() else {
+            return Ok(());
+        };
+        match self.set_uplink(key, spec.clone(), Instant::now()) {
+            Ok(_) => Ok(()),
+            Err(ControlError::Forbidden(e)) if !is_root() => {
+                warn!(net = self.networks[key].name(), "skipped the uplink: {e}");
+                self.networks[key].spec.uplink = Some(spec);
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Attaches the vnet's DHCP service, if its spec asks for one.
@@ -669,6 +925,7 @@ impl Engine {
     }
 
     fn delete_network(&mut self, key: NetKey) {
+        self.forget_uplink(key, None);
         let net = self.networks.remove(key);
         self.names.remove(net.name());
         self.targets.retain(|_, t| t.net() != key);
@@ -753,6 +1010,15 @@ pub fn validate(spec: &NetworkSpec) -> Result<(), ControlError> {
         )));
     }
     validate_addressing(spec)?;
+    if let Some(uplink) = &spec.uplink {
+        uplink.check().map_err(ControlError::Invalid)?;
+        if !crate::sys::tap::valid_ifname(&uplink.interface) {
+            return Err(ControlError::Invalid(format!(
+                "uplink interface {:?} is not a valid interface name",
+                uplink.interface
+            )));
+        }
+    }
     if spec.mac_aging_secs == 0 || spec.max_macs == 0 || spec.max_macs_per_port == 0 {
         return Err(ControlError::Invalid(
             "mac_aging_secs, max_macs and max_macs_per_port must be at least 1".to_string(),

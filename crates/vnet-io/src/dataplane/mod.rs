@@ -231,7 +231,11 @@ impl Handle {
     }
 
     /// Bridges `net` to a host NIC (replacing its uplink); answers the uplink's port.
-    pub async fn set_uplink(&self, net: String, spec: UplinkSpec) -> Result<PortInfo, ControlError> {
+    pub async fn set_uplink(
+        &self,
+        net: String,
+        spec: UplinkSpec,
+    ) -> Result<PortInfo, ControlError> {
         self.call(|r| Command::SetUplink(net, spec, r)).await
     }
 

@@ -334,7 +334,13 @@ impl Network {
     }
 
     /// One frame through the switch into the egress queues of its destinations.
-    fn forward(&mut self, now: Instant, from: PortId, buf: FrameBuf, touched: &mut Vec<PortId>) {
+    pub(super) fn forward(
+        &mut self,
+        now: Instant,
+        from: PortId,
+        buf: FrameBuf,
+        touched: &mut Vec<PortId>,
+    ) {
         let verdict = if buf.offload.is_gso() {
             match Segmenter::new(buf.frame(), &buf.offload) {
                 Ok(seg) => self

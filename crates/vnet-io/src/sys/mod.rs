@@ -1,6 +1,7 @@
 //! The FFI edge: the only place in vnet with `unsafe` code.
 
 pub mod netif;
+pub mod packet;
 pub mod peer;
 pub mod seqpacket;
 pub mod tap;

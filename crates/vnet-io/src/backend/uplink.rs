@@ -1,0 +1,315 @@
+//! Bridged uplinks: a vnet joined to a host NIC through an AF_PACKET socket.
+//!
+//! One socket per NIC ([`UplinkSocket`]), shared by every vnet bridged to it: each vnet
+//! claims the NIC's untagged frames, one VLAN of it (access: tagged on the NIC,
+//! untagged inside the vnet) or a list of VLANs (trunk: tagged on both sides). The
+//! engine reads the socket and hands each frame to the vnet that claims its tag; each
+//! vnet's [`UplinkPort`] only sends, adding its VLAN's tag on the way out.
+//!
+//! Frames the NIC sent (`PACKET_OUTGOING`: ours, or the host's own) are never taken in,
+//! so nothing loops. The NIC keeps its MTU: larger frames are dropped as oversize. A
+//! NIC that goes down drops frames (counted as `link_down`, logged once) and the vnet
+//! keeps running; it resumes when the NIC comes back.
+
+use std::io;
+use std::rc::Rc;
+
+use tracing::{info, warn};
+use vnet_control::{PortKind, UplinkMode, UplinkSpec};
+use vnet_core::switch::{DropCause, PortId};
+
+use super::{Backend, Received, Sent};
+use crate::frame::FrameBuf;
+use crate::sys::packet::{PacketSocket, RecvMeta, PACKET_VNET_HDR_LEN};
+use vnet_core::wire::offload::{VirtioNetHdr, VIRTIO_NET_HDR_LEN};
+
+/// What a vnet takes from its NIC.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// Untagged frames (and priority-tagged ones).
+    Untagged,
+    /// One VLAN, untagged inside the vnet.
+    Vlan(u16),
+    /// These VLANs, tagged inside the vnet.
+    Trunk(Vec<u16>),
+}
+
+impl Claim {
+    pub fn of(spec: &UplinkSpec) -> Claim {
+        match (spec.mode, spec.vlan) {
+            (UplinkMode::Trunk, _) => Claim::Trunk(spec.vlans.clone()),
+            (UplinkMode::Access, Some(v)) => Claim::Vlan(v),
+            (UplinkMode::Access, None) => Claim::Untagged,
+        }
+    }
+
+    fn takes(&self, vid: Option<u16>) -> bool {
+        match (self, vid) {
+            (Claim::Untagged, None) => true,
+            (Claim::Vlan(v), Some(x)) => *v == x,
+            (Claim::Trunk(list), Some(x)) => list.contains(&x),
+            _ => false,
+        }
+    }
+
+    pub fn overlaps(&self, other: &Claim) -> bool {
+        let vids = |c: &Claim| -> Vec<Option<u16>> {
+            match c {
+                Claim::Untagged => vec![None],
+                Claim::Vlan(v) => vec![Some(*v)],
+                Claim::Trunk(l) => l.iter().map(|v| Some(*v)).collect(),
+            }
+        };
+        vids(self).into_iter().any(|v| other.takes(v))
+    }
+}
+
+/// A vnet's share of an [`UplinkSocket`].
+#[derive(Debug)]
+pub struct Member {
+    pub net: usize,
+    pub port: PortId,
+    pub claim: Claim,
+}
+
+/// One NIC's AF_PACKET socket and the vnets bridged to it.
+pub struct UplinkSocket {
+    pub interface: String,
+    pub sock: Rc<PacketSocket>,
+    pub members: Vec<Member>,
+    /// The socket's poll token, once watched.
+    pub token: Option<mio::Token>,
+    /// Receive buffer: frames are demultiplexed before they get a vnet's buffer.
+    scratch: Vec<u8>,
+    down: bool,
+}
+
+/// A frame the NIC delivered and who takes it.
+pub struct Incoming<'a> {
+    pub net: usize,
+    pub port: PortId,
+    /// The frame with its 802.1Q tag back in place (if it had one).
+    pub frame: &'a [u8],
+    /// The tag, when the vnet takes the frame untagged (access to a VLAN).
+    pub strip: bool,
+    /// Offload metadata (partial checksum, GSO) of the frame as it is here.
+    pub offload: VirtioNetHdr,
+}
+
+/// The result of one receive on the NIC.
+pub enum Polled<'a> {
+    Frame(Incoming<'a>),
+    /// A frame nobody takes (or one we sent): read on.
+    Skipped,
+    WouldBlock,
+}
+
+impl UplinkSocket {
+    pub fn open(interface: &str) -> io::Result<UplinkSocket> {
+        Ok(UplinkSocket {
+            interface: interface.to_string(),
+            sock: Rc::new(PacketSocket::open(interface)?),
+            members: Vec::new(),
+            token: None,
+            scratch: vec![0; 70000],
+            down: false,
+        })
+    }
+
+    /// Reads one frame and decides which vnet takes it.
+    pub fn poll(&mut self) -> Polled<'_> {
+        const TAG: usize = 4;
+        const AT: usize = TAG + PACKET_VNET_HDR_LEN;
+        // Room in front puts a stripped tag back without moving the payload.
+        let meta = match self.sock.recv(&mut self.scratch[TAG..]) {
+            Ok(meta) => {
+                if self.down {
+                    self.down = false;
+                    info!(interface = self.interface, "uplink receives again");
+                }
+                meta
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Polled::WouldBlock,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Polled::Skipped,
+            Err(e) => {
+                // ENETDOWN and friends: the socket stays bound and works again when the
+                // NIC comes back.
+                if !self.down {
+                    self.down = true;
+                    warn!(
+                        interface = self.interface,
+                        "uplink NIC reports {e}; the vnet keeps running"
+                    );
+                }
+                return Polled::WouldBlock;
+            }
+        };
+        let RecvMeta {
+            len,
+            truncated,
+            outgoing,
+            stripped_tag,
+        } = meta;
+        if outgoing || truncated || len < PACKET_VNET_HDR_LEN + 14 {
+            return Polled::Skipped;
+        }
+        let len = len - PACKET_VNET_HDR_LEN;
+        let mut hdr = [0u8; VIRTIO_NET_HDR_LEN];
+        hdr[..PACKET_VNET_HDR_LEN].copy_from_slice(&self.scratch[TAG..AT]);
+        let mut offload = VirtioNetHdr::parse(&hdr);
+        let (start, len) = match stripped_tag {
+            Some((tpid, tci)) => {
+                self.scratch.copy_within(AT..AT + 12, AT - TAG);
+                let at = AT - TAG + 12;
+                self.scratch[at..at + 2].copy_from_slice(&tpid.to_be_bytes());
+                self.scratch[at + 2..at + 4].copy_from_slice(&tci.to_be_bytes());
+                shift_offsets(&mut offload, 4);
+                (AT - TAG, len + TAG)
+            }
+            None => (AT, len),
+        };
+        let frame = &self.scratch[start..start + len];
+        let vid = match u16::from_be_bytes([frame[12], frame[13]]) {
+            0x8100 if len >= 18 => match u16::from_be_bytes([frame[14], frame[15]]) & 0x0fff {
+                0 => None,
+                v => Some(v),
+            },
+            _ => None,
+        };
+        let Some(m) = self.members.iter().find(|m| m.claim.takes(vid)) else {
+            return Polled::Skipped;
+        };
+        Polled::Frame(Incoming {
+            net: m.net,
+            port: m.port,
+            frame,
+            strip: matches!(m.claim, Claim::Vlan(_)),
+            offload,
+        })
+    }
+}
+
+/// Moves the header offsets of offload metadata by `by` bytes (a tag inserted).
+fn shift_offsets(hdr: &mut VirtioNetHdr, by: u16) {
+    if hdr.needs_csum() {
+        hdr.csum_start += by;
+    }
+    if hdr.hdr_len != 0 {
+        hdr.hdr_len += by;
+    }
+}
+
+/// A vnet's port on its uplink: sends frames out of the NIC.
+pub struct UplinkPort {
+    sock: Rc<PacketSocket>,
+    interface: String,
+    /// Access to a VLAN of the NIC: frames leave with this tag.
+    tag: Option<u16>,
+    description: String,
+    down: bool,
+}
+
+impl UplinkPort {
+    pub fn new(shared: &UplinkSocket, spec: &UplinkSpec) -> Self {
+        let description = match (spec.mode, spec.vlan) {
+            (UplinkMode::Trunk, _) => format!(
+                "uplink {} trunk {}",
+                spec.interface,
+                spec.vlans
+                    .iter()
+                    .map(u16::to_string)
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ),
+            (_, Some(v)) => format!("uplink {} vlan {v}", spec.interface),
+            (_, None) => format!("uplink {}", spec.interface),
+        };
+        UplinkPort {
+            sock: Rc::clone(&shared.sock),
+            interface: spec.interface.clone(),
+            tag: match Claim::of(spec) {
+                Claim::Vlan(v) => Some(v),
+                _ => None,
+            },
+            description,
+            down: false,
+        }
+    }
+}
+
+impl Backend for UplinkPort {
+    fn kind(&self) -> PortKind {
+        PortKind::Uplink
+    }
+
+    fn description(&self) -> String {
+        self.description.clone()
+    }
+
+    fn ifname(&self) -> Option<&str> {
+        Some(&self.interface)
+    }
+
+    fn source(&mut self) -> Option<&mut dyn mio::event::Source> {
+        None
+    }
+
+    /// Partial checksums and GSO super-frames go to the kernel as they are (with
+    /// `PACKET_VNET_HDR`), which finishes them for the NIC.
+    fn offloads(&self) -> bool {
+        true
+    }
+
+    fn recv(&mut self, _buf: &mut FrameBuf) -> Received {
+        Received::WouldBlock
+    }
+
+    fn send(&mut self, frame: &FrameBuf) -> Sent {
+        let f = frame.frame();
+        if f.len() < 14 {
+            return Sent::Dropped(DropCause::Runt);
+        }
+        let mut offload = frame.offload;
+        let mut hdr = [0u8; VIRTIO_NET_HDR_LEN];
+        let tag;
+        let result = match self.tag {
+            Some(vid) => {
+                tag = [0x81, 0x00, (vid >> 8) as u8 & 0x0f, vid as u8];
+                shift_offsets(&mut offload, 4);
+                offload.write(&mut hdr);
+                let hdr = &hdr[..PACKET_VNET_HDR_LEN];
+                self.sock.send(&[hdr, &f[..12], &tag, &f[12..]])
+            }
+            None => {
+                offload.write(&mut hdr);
+                self.sock.send(&[&hdr[..PACKET_VNET_HDR_LEN], f])
+            }
+        };
+        match result {
+            Ok(()) => {
+                if self.down {
+                    self.down = false;
+                    info!(interface = self.interface, "uplink sends again");
+                }
+                Sent::Done
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Sent::WouldBlock,
+            Err(e) if e.raw_os_error() == Some(libc::EMSGSIZE) => {
+                Sent::Dropped(DropCause::Oversize)
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
+                Sent::Dropped(DropCause::QueueFull)
+            }
+            Err(e) => {
+                if !self.down {
+                    self.down = true;
+                    warn!(
+                        interface = self.interface,
+                        "uplink cannot send ({e}); dropping until the NIC is back"
+                    );
+                }
+                Sent::Dropped(DropCause::LinkDown)
+            }
+        }
+    }
+}

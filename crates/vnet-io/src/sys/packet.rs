@@ -1,0 +1,209 @@
+//! AF_PACKET sockets on a host NIC: the bridged uplink's wire.
+//!
+//! The socket is bound to one interface, takes every protocol (`ETH_P_ALL`), puts the
+//! NIC in promiscuous mode (`PACKET_MR_PROMISC`, undone by the kernel when the socket
+//! closes) and asks for `PACKET_AUXDATA`, because the kernel strips 802.1Q tags into
+//! metadata on receive: [`PacketSocket::recv`] reports them so the caller can put them
+//! back. With `PACKET_VNET_HDR` every frame carries a `virtio_net_hdr` (10 bytes, no
+//! `num_buffers`) both ways: frames from a veth or a local sender often have partial
+//! checksums or are GSO super-frames, and the header says so.
+
+use std::io;
+use std::mem::{size_of, zeroed};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+/// Bytes of the `virtio_net_hdr` in front of each frame (`PACKET_VNET_HDR`).
+pub const PACKET_VNET_HDR_LEN: usize = 10;
+
+/// `PACKET_OUTGOING` in `sll_pkttype`: a frame the host (or this socket) sent.
+const PACKET_OUTGOING: u8 = 4;
+
+/// One received frame's metadata.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecvMeta {
+    /// Bytes of the frame (as the kernel has it: a stripped tag is not included).
+    pub len: usize,
+    /// The frame was larger than the buffer and was cut.
+    pub truncated: bool,
+    /// The frame went out through the interface (sent by the host or by us).
+    pub outgoing: bool,
+    /// A tag the kernel stripped: (TPID, TCI).
+    pub stripped_tag: Option<(u16, u16)>,
+}
+
+/// An AF_PACKET socket bound to one interface, non-blocking.
+#[derive(Debug)]
+pub struct PacketSocket {
+    fd: OwnedFd,
+    ifindex: i32,
+}
+
+impl PacketSocket {
+    /// Opens a promiscuous raw socket on `ifname` (needs `CAP_NET_RAW`).
+    pub fn open(ifname: &str) -> io::Result<PacketSocket> {
+        let cname = std::ffi::CString::new(ifname)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "bad interface name"))?;
+        // SAFETY: cname is a valid NUL-terminated string for the duration of the call.
+        let ifindex = unsafe { libc::if_nametoindex(cname.as_ptr()) };
+        if ifindex == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("no interface named {ifname}"),
+            ));
+        }
+        let ifindex = ifindex as i32;
+        let proto = (libc::ETH_P_ALL as u16).to_be();
+        // SAFETY: socket(2) with constant arguments; the result is checked below.
+        let fd = unsafe {
+            libc::socket(
+                libc::AF_PACKET,
+                libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+                i32::from(proto),
+            )
+        };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: fd was just returned by socket(2) and is owned by nothing else.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let sock = PacketSocket { fd, ifindex };
+        // SAFETY: an all-zero sockaddr_ll is a valid value; fields are set below.
+        let mut addr: libc::sockaddr_ll = unsafe { zeroed() };
+        addr.sll_family = libc::AF_PACKET as u16;
+        addr.sll_protocol = proto;
+        addr.sll_ifindex = ifindex;
+        // SAFETY: addr is a valid sockaddr_ll and the length says so.
+        let rc = unsafe {
+            libc::bind(
+                sock.fd.as_raw_fd(),
+                &addr as *const libc::sockaddr_ll as *const libc::sockaddr,
+                size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+            )
+        };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: an all-zero packet_mreq is valid; fields are set below.
+        let mut mreq: libc::packet_mreq = unsafe { zeroed() };
+        mreq.mr_ifindex = ifindex;
+        mreq.mr_type = libc::PACKET_MR_PROMISC as u16;
+        sock.setsockopt(libc::PACKET_ADD_MEMBERSHIP, &mreq)?;
+        sock.setsockopt(libc::PACKET_AUXDATA, &1i32)?;
+        sock.setsockopt(libc::PACKET_VNET_HDR, &1i32)?;
+        Ok(sock)
+    }
+
+    fn setsockopt<T>(&self, name: libc::c_int, value: &T) -> io::Result<()> {
+        // SAFETY: value points to a live T and the length is its size.
+        let rc = unsafe {
+            libc::setsockopt(
+                self.fd.as_raw_fd(),
+                libc::SOL_PACKET,
+                name,
+                value as *const T as *const libc::c_void,
+                size_of::<T>() as libc::socklen_t,
+            )
+        };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Receives one frame, after its [`PACKET_VNET_HDR_LEN`]-byte header, into `buf`;
+    /// `WouldBlock` when there is none.
+    pub fn recv(&self, buf: &mut [u8]) -> io::Result<RecvMeta> {
+        // SAFETY: all-zero is a valid sockaddr_ll.
+        let mut addr: libc::sockaddr_ll = unsafe { zeroed() };
+        // u64 elements keep the control buffer aligned for cmsghdr.
+        let mut control = [0u64; 16];
+        let mut iov = libc::iovec {
+            iov_base: buf.as_mut_ptr() as *mut libc::c_void,
+            iov_len: buf.len(),
+        };
+        // SAFETY: all-zero is a valid msghdr; the pointers are set below.
+        let mut msg: libc::msghdr = unsafe { zeroed() };
+        msg.msg_name = &mut addr as *mut libc::sockaddr_ll as *mut libc::c_void;
+        msg.msg_namelen = size_of::<libc::sockaddr_ll>() as libc::socklen_t;
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr() as *mut libc::c_void;
+        msg.msg_controllen = size_of::<[u64; 16]>() as _;
+        // SAFETY: msg points to live buffers of the sizes it states; MSG_TRUNC makes the
+        // kernel return the real length of a longer frame.
+        let n = unsafe { libc::recvmsg(self.fd.as_raw_fd(), &mut msg, libc::MSG_TRUNC) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let n = n as usize;
+        let mut stripped_tag = None;
+        // SAFETY: msg was filled by recvmsg; CMSG_FIRSTHDR/NXTHDR walk only within
+        // msg_controllen, and each PACKET_AUXDATA payload is a tpacket_auxdata, read
+        // unaligned.
+        unsafe {
+            let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+            while !cmsg.is_null() {
+                if (*cmsg).cmsg_level == libc::SOL_PACKET
+                    && (*cmsg).cmsg_type == libc::PACKET_AUXDATA
+                {
+                    let aux = std::ptr::read_unaligned(
+                        libc::CMSG_DATA(cmsg) as *const libc::tpacket_auxdata
+                    );
+                    let valid =
+                        aux.tp_vlan_tci != 0 || aux.tp_status & libc::TP_STATUS_VLAN_VALID != 0;
+                    if valid {
+                        let tpid = if aux.tp_status & libc::TP_STATUS_VLAN_TPID_VALID != 0 {
+                            aux.tp_vlan_tpid
+                        } else {
+                            0x8100
+                        };
+                        stripped_tag = Some((tpid, aux.tp_vlan_tci));
+                    }
+                }
+                cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+            }
+        }
+        Ok(RecvMeta {
+            len: n.min(buf.len()),
+            truncated: n > buf.len(),
+            outgoing: addr.sll_pkttype == PACKET_OUTGOING,
+            stripped_tag,
+        })
+    }
+
+    /// Sends one frame made of `parts` (the header, addresses, a tag, the rest).
+    pub fn send(&self, parts: &[&[u8]]) -> io::Result<()> {
+        let mut iov = [libc::iovec {
+            iov_base: std::ptr::null_mut(),
+            iov_len: 0,
+        }; 4];
+        for (slot, part) in iov.iter_mut().zip(parts) {
+            *slot = libc::iovec {
+                iov_base: part.as_ptr() as *mut libc::c_void,
+                iov_len: part.len(),
+            };
+        }
+        // SAFETY: all-zero is a valid sockaddr_ll; fields are set below.
+        let mut addr: libc::sockaddr_ll = unsafe { zeroed() };
+        addr.sll_family = libc::AF_PACKET as u16;
+        addr.sll_ifindex = self.ifindex;
+        // SAFETY: all-zero is a valid msghdr; the pointers are set below.
+        let mut msg: libc::msghdr = unsafe { zeroed() };
+        msg.msg_name = &mut addr as *mut libc::sockaddr_ll as *mut libc::c_void;
+        msg.msg_namelen = size_of::<libc::sockaddr_ll>() as libc::socklen_t;
+        msg.msg_iov = iov.as_mut_ptr();
+        msg.msg_iovlen = parts.len().min(4) as _;
+        // SAFETY: msg points to live buffers (the kernel only reads the iovecs' data).
+        let n = unsafe { libc::sendmsg(self.fd.as_raw_fd(), &msg, libc::MSG_DONTWAIT) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+}
+
+impl AsRawFd for PacketSocket {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}

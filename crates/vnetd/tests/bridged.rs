@@ -1,0 +1,235 @@
+//! Bridged uplinks end to end: a vnet joined to a host NIC (one end of a veth pair whose
+//! other end is a "LAN" namespace with its own DHCP server), and vnets mapped to VLANs
+//! of one NIC sharing its AF_PACKET socket.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::{cli_fails, client, find_kind, tap_vm};
+use vnet_control::{NetworkSpec, PortKind, UplinkMode, UplinkSpec, VlanMode};
+use vnet_testbed::{skip_unless_root, unique_name, wait_for, Daemon, Guest, Netdev, Netns, Veth};
+
+const T: Duration = Duration::from_secs(60);
+
+/// How many AF_PACKET sockets are bound to `ifname` (all processes).
+fn packet_sockets_on(ifname: &str) -> usize {
+    let index = std::fs::read_to_string(format!("/sys/class/net/{ifname}/ifindex"))
+        .unwrap()
+        .trim()
+        .to_string();
+    // sk RefCnt Type Proto Iface R Rmem User Inode
+    std::fs::read_to_string("/proc/net/packet")
+        .unwrap()
+        .lines()
+        .skip(1)
+        .filter(|l| l.split_whitespace().nth(4) == Some(index.as_str()))
+        .count()
+}
+
+fn macs_in(capture: &Path) -> String {
+    let out = std::process::Command::new("tcpdump")
+        .args(["-n", "-e", "-r"])
+        .arg(capture)
+        .output()
+        .expect("tcpdump runs");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn a_guest_on_a_bridged_vnet_gets_its_lease_from_the_lan_and_survives_the_nic_flapping() {
+    skip_unless_root!();
+    // The LAN: a namespace behind a veth, with dnsmasq as its DHCP server.
+    let mut veth = Veth::new();
+    let lan = Netns::new("lan");
+    veth.move_b(&lan);
+    let lan_if = veth.b().to_string();
+    lan.exec_ok(&["ip", "addr", "add", "10.84.0.1/24", "dev", &lan_if]);
+    let leases = std::env::temp_dir().join(format!("{}.leases", unique_name("dnsm")));
+    let _dnsmasq = lan.spawn(&[
+        "dnsmasq",
+        "--no-daemon",
+        "--conf-file=/dev/null",
+        "--port=0",
+        "--bind-interfaces",
+        &format!("--interface={lan_if}"),
+        "--dhcp-range=10.84.0.100,10.84.0.150,255.255.255.0,1h",
+        &format!("--dhcp-leasefile={}", leases.display()),
+        "--pid-file=",
+    ]);
+    let capture = std::env::temp_dir().join(format!("{}.pcap", unique_name("lan")));
+    let mut tcpdump = lan.spawn(&[
+        "tcpdump",
+        "-i",
+        &lan_if,
+        "-n",
+        "-U",
+        "-w",
+        &capture.to_string_lossy(),
+    ]);
+
+    let nic = veth.a().to_string();
+    let d = Daemon::start(Some(&format!(
+        "[[network]]\nname = \"br\"\nuplink = {{ interface = \"{nic}\" }}\n"
+    )));
+    let uplink = find_kind(&d, "br", PortKind::Uplink)
+        .unwrap_or_else(|| panic!("no uplink port\n{}", d.log()));
+    assert!(uplink.description.contains(&nic), "{uplink:?}");
+    assert_eq!(packet_sockets_on(&nic), 1);
+
+    let mac = "52:54:00:00:84:01";
+    let g = Guest::builder()
+        .name("bridged")
+        .nic_with_mac(
+            Netdev::Stream {
+                path: d.net_dir("br").join("stream.sock"),
+            },
+            mac,
+        )
+        .boot()
+        .expect("guest boots");
+    let lease = g
+        .dhcp("eth0", "")
+        .unwrap_or_else(|e| panic!("{e}\n{}", d.log()));
+    let ip = lease.ip().expect("leased address").to_string();
+    assert!(ip.starts_with("10.84.0.1"), "{ip} from dnsmasq's range");
+    g.exec_ok("ping -c 3 -W 3 10.84.0.1", T);
+    assert!(
+        lan.exec(&["ping", "-c", "2", "-W", "2", &ip])
+            .status
+            .success(),
+        "the LAN reaches the guest"
+    );
+    let held = std::fs::read_to_string(&leases).unwrap_or_default();
+    assert!(
+        held.contains(mac),
+        "dnsmasq leased to the guest's MAC: {held}"
+    );
+
+    // The NIC goes down and comes back: the vnet keeps running and resumes.
+    let host_if = |state: &str| {
+        let ok = std::process::Command::new("ip")
+            .args(["link", "set", &nic, state])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "ip link set {nic} {state}");
+    };
+    host_if("down");
+    assert!(!matches!(g.exec("ping -c 1 -W 1 10.84.0.1", T), Ok((0, _))));
+    host_if("up");
+    assert!(
+        wait_for(T, || matches!(
+            g.exec("ping -c 1 -W 2 10.84.0.1", T),
+            Ok((0, _))
+        )),
+        "the uplink resumed\n{}",
+        d.log()
+    );
+    assert!(d.is_running());
+    let p = find_kind(&d, "br", PortKind::Uplink).unwrap();
+    assert!(
+        p.counters.rx_frames > 0 && p.counters.tx_frames > 0,
+        "{p:?}"
+    );
+
+    tcpdump.terminate(Duration::from_secs(5));
+    let seen = macs_in(&capture);
+    let _ = std::fs::remove_file(&capture);
+    let _ = std::fs::remove_file(&leases);
+    assert!(
+        seen.contains(mac),
+        "the LAN sees the guest's own MAC:\n{seen}"
+    );
+
+    // Unbridged live: the LAN is out of reach, the uplink socket closed.
+    d.cli_ok(&["uplink", "rm", "br"]);
+    assert!(find_kind(&d, "br", PortKind::Uplink).is_none());
+    assert_eq!(packet_sockets_on(&nic), 0);
+    assert!(!matches!(g.exec("ping -c 1 -W 1 10.84.0.1", T), Ok((0, _))));
+}
+
+fn uplink(interface: &str, vlan: Option<u16>, trunk: &[u16]) -> UplinkSpec {
+    UplinkSpec {
+        interface: interface.to_string(),
+        vlan,
+        mode: if trunk.is_empty() {
+            UplinkMode::Access
+        } else {
+            UplinkMode::Trunk
+        },
+        vlans: trunk.to_vec(),
+    }
+}
+
+#[test]
+fn vnets_on_vlans_of_one_nic_share_its_socket_and_reach_their_vlan_only() {
+    skip_unless_root!();
+    // One cable: `a` carries VLANs 10 and 20 for two vnets, `b` is a trunk into the
+    // vnet of a guest that does its own 802.1Q.
+    let veth = Veth::new();
+    let (a, b) = (veth.a().to_string(), veth.b().to_string());
+    let d = common::daemon_with(&["v10", "v20", "far"]);
+    let c = client(&d);
+    // Through the CLI for one, the API for the others.
+    d.cli_ok(&["uplink", "set", "v10", "--interface", &a, "--vlan", "10"]);
+    c.set_uplink("v20", &uplink(&a, Some(20), &[])).unwrap();
+    c.set_uplink("far", &uplink(&b, None, &[10, 20])).unwrap();
+    assert_eq!(packet_sockets_on(&a), 1, "one socket for two vnets");
+    assert_eq!(packet_sockets_on(&b), 1);
+    // A VLAN taken by another vnet is refused.
+    let e = cli_fails(
+        &d,
+        &["uplink", "set", "far", "--interface", &a, "--vlan", "20"],
+    );
+    assert!(e.contains("v20"), "{e}");
+    let mut clash = NetworkSpec::named("v20b");
+    clash.uplink = Some(uplink(&a, Some(20), &[]));
+    assert!(c.create_network(&clash).is_err());
+
+    let (_, vm10) = tap_vm(&d, "v10", "02:00:00:00:85:10", "10.85.10.2/24");
+    let (_, vm20) = tap_vm(&d, "v20", "02:00:00:00:85:20", "10.85.20.2/24");
+    // On vnet v20 (VLAN 20) with a VLAN-10 address: VLAN 10 must not reach it.
+    vm20.ns()
+        .exec_ok(&["ip", "addr", "add", "10.85.10.9/24", "dev", vm20.ifname()]);
+
+    let g = Guest::builder()
+        .name("far")
+        .nic_with_mac(
+            Netdev::Stream {
+                path: d.net_dir("far").join("stream.sock"),
+            },
+            "52:54:00:00:85:01",
+        )
+        .boot()
+        .expect("guest boots");
+    let gp = find_kind(&d, "far", PortKind::Stream).unwrap();
+    let mode = VlanMode::Trunk {
+        allowed: vec![10, 20],
+        native: None,
+    };
+    c.set_port_vlan("far", gp.id, &mode).unwrap();
+    g.exec_ok(
+        "set -e; ip link set eth0 up; \
+         ip link add link eth0 name eth0.10 type vlan id 10; \
+         ip addr add 10.85.10.1/24 dev eth0.10; ip link set eth0.10 up; \
+         ip link add link eth0 name eth0.20 type vlan id 20; \
+         ip addr add 10.85.20.1/24 dev eth0.20; ip link set eth0.20 up",
+        T,
+    );
+    let pings = |ip: &str| matches!(g.exec(&format!("ping -c 2 -W 2 {ip}"), T), Ok((0, _)));
+    assert!(pings("10.85.10.2"), "VLAN 10 → vnet v10\n{}", d.log());
+    assert!(pings("10.85.20.2"), "VLAN 20 → vnet v20\n{}", d.log());
+    assert!(vm10.ping("10.85.10.1", 2));
+    assert!(vm20.ping("10.85.20.1", 2));
+    assert!(!pings("10.85.10.9"), "VLAN 10 reached vnet v20");
+
+    // Unbridging one vnet keeps the other on the shared socket.
+    c.remove_uplink("v10").unwrap();
+    assert_eq!(packet_sockets_on(&a), 1);
+    assert!(!pings("10.85.10.2"));
+    assert!(pings("10.85.20.2"));
+    c.delete_network("v20").unwrap();
+    assert!(wait_for(T, || packet_sockets_on(&a) == 0));
+}
