@@ -233,3 +233,81 @@ fn vnets_on_vlans_of_one_nic_share_its_socket_and_reach_their_vlan_only() {
     c.delete_network("v20").unwrap();
     assert!(wait_for(T, || packet_sockets_on(&a) == 0));
 }
+
+/// VMware's "secure networking with 2 NICs": a firewall guest with one NIC on a bridged
+/// vnet and one on an inside vnet that has no other way out. The inside VM reaches the
+/// LAN only through it, as its rules allow, and not at all once it stops.
+#[test]
+fn a_two_nic_firewall_guest_is_the_inside_vms_only_way_to_the_lan() {
+    skip_unless_root!();
+    let mut veth = Veth::new();
+    let lan = Netns::new("lan");
+    veth.move_b(&lan);
+    let lan_if = veth.b().to_string();
+    for addr in ["10.86.0.1/24", "10.86.0.99/24"] {
+        lan.exec_ok(&["ip", "addr", "add", addr, "dev", &lan_if]);
+    }
+    lan.exec_ok(&["ip", "route", "add", "10.87.0.0/24", "via", "10.86.0.254"]);
+
+    let nic = veth.a().to_string();
+    let d = Daemon::start(Some(&format!(
+        "[[network]]\nname = \"outside\"\nuplink = {{ interface = \"{nic}\" }}\n\n\
+         [[network]]\nname = \"inside\"\n"
+    )));
+    let (_, vm) = tap_vm(&d, "inside", "02:00:00:00:87:02", "10.87.0.2/24");
+    vm.ns()
+        .exec_ok(&["ip", "route", "add", "default", "via", "10.87.0.1"]);
+    assert!(!vm.ping("10.86.0.1", 1), "no way out without the firewall");
+
+    let fw = Guest::builder()
+        .name("firewall")
+        .nic_with_mac(
+            Netdev::Stream {
+                path: d.net_dir("outside").join("stream.sock"),
+            },
+            "52:54:00:00:86:fe",
+        )
+        .static_ip(0, "10.86.0.254/24")
+        .nic_with_mac(
+            Netdev::Stream {
+                path: d.net_dir("inside").join("stream.sock"),
+            },
+            "52:54:00:00:87:01",
+        )
+        .static_ip(1, "10.87.0.1/24")
+        .boot()
+        .expect("firewall guest boots");
+    // The rule set: forward, but never to the LAN's 10.86.0.99.
+    fw.exec_ok(
+        "set -e; echo 1 > /proc/sys/net/ipv4/ip_forward; \
+         ip route add prohibit 10.86.0.99/32",
+        T,
+    );
+    assert!(
+        wait_for(T, || vm.ping("10.86.0.1", 1)),
+        "inside VM → LAN through the firewall\n{}",
+        d.log()
+    );
+    assert!(!vm.ping("10.86.0.99", 1), "the rule set refuses 10.86.0.99");
+    assert!(
+        lan.exec(&["ping", "-c", "1", "-W", "2", "10.87.0.2"])
+            .status
+            .success(),
+        "the LAN reaches the inside VM through the firewall"
+    );
+
+    drop(fw);
+    assert!(
+        wait_for(Duration::from_secs(10), || find_kind(
+            &d,
+            "inside",
+            PortKind::Stream
+        )
+        .is_none()),
+        "the firewall's ports close with it"
+    );
+    assert!(
+        !vm.ping("10.86.0.1", 2),
+        "no way out once the firewall stopped"
+    );
+}
