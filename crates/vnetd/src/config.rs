@@ -258,5 +258,27 @@ mod tests {
         let e =
             error_of("[[network]]\nname = \"a\"\n[[network.port]]\ntap = \"t0\"\nvlan = 4095\n");
         assert!(e.contains("VLAN 4095"), "{e}");
+        let e =
+            error_of("[[network]]\nname = \"a\"\nuplink = { interface = \"eth1\", vlan = 4095 }\n");
+        assert!(e.contains("line 1") && e.contains("4095"), "{e}");
+        let e = error_of(
+            "[[network]]\nname = \"a\"\nuplink = { interface = \"eth1\", mode = \"trunk\" }\n",
+        );
+        assert!(e.contains("vlans"), "{e}");
+    }
+
+    #[test]
+    fn uplinks_parse_in_both_modes() {
+        let c = Config::parse(
+            "[[network]]\nname = \"a\"\nuplink = { interface = \"eth1\", vlan = 10 }\n\n\
+             [[network]]\nname = \"b\"\nuplink = { interface = \"eth1\", mode = \"trunk\", vlans = [20, 30] }\n",
+            "t.toml",
+        )
+        .unwrap();
+        let a = c.network[0].get_ref().spec().uplink.unwrap();
+        assert_eq!((a.interface.as_str(), a.vlan), ("eth1", Some(10)));
+        let b = c.network[1].get_ref().spec().uplink.unwrap();
+        assert_eq!(b.mode, vnet_control::UplinkMode::Trunk);
+        assert_eq!(b.vlans, [20, 30]);
     }
 }
