@@ -185,12 +185,17 @@ pub struct SetUplink {
 }
 
 #[derive(Debug, Args)]
+#[command(group(ArgGroup::new("port_kind").required(true).args(["tap", "vhost_user"])))]
 pub struct AddPort {
     /// Name of the vnet
     pub net: String,
     /// Create (or open) TAP interface IFNAME and attach it
-    #[arg(long, value_name = "IFNAME", required = true)]
-    pub tap: String,
+    #[arg(long, value_name = "IFNAME")]
+    pub tap: Option<String>,
+    /// Listen for a QEMU virtio-net NIC on RUN/NET/vhost-user/NAME.sock (vhost-user);
+    /// `vnet attach NET --vhost-user NAME` prints the QEMU arguments
+    #[arg(long, value_name = "NAME")]
+    pub vhost_user: Option<String>,
     /// Access port of VLAN N, untagged on the wire [default: 1]
     #[arg(long, value_name = "N", value_parser = vlan_id, conflicts_with = "trunk")]
     pub vlan: Option<u16>,
@@ -294,7 +299,7 @@ pub struct AttachArgs {
     /// Name of the vnet
     pub net: String,
     /// Print QEMU command-line arguments (-netdev and -device)
-    #[arg(long, required = true)]
+    #[arg(long, required_unless_present = "vhost_user")]
     pub qemu: bool,
     /// Use -netdev dgram (unix datagrams) instead of -netdev stream
     #[arg(long)]
@@ -302,6 +307,13 @@ pub struct AttachArgs {
     /// Use -netdev vde (the vnet's VDE switch directory) instead of -netdev stream
     #[arg(long, conflicts_with = "dgram")]
     pub vde: bool,
+    /// Use -netdev vhost-user on the port added with `vnet port add NET --vhost-user NAME`
+    /// (adds the -chardev and the shared guest memory vhost-user needs)
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["dgram", "vde"])]
+    pub vhost_user: Option<String>,
+    /// With --vhost-user: the guest's RAM (QEMU -m), shared with vnetd through a memfd
+    #[arg(long, value_name = "SIZE", default_value = "1G", requires = "vhost_user")]
+    pub memory: String,
     /// MAC address of the VM's NIC [default: random 52:54:00:xx:xx:xx]
     #[arg(long)]
     pub mac: Option<MacAddr>,
@@ -457,7 +469,7 @@ mod tests {
         let Command::Port(PortCommand::Add(a)) = cli.command else {
             panic!()
         };
-        assert_eq!((a.tap.as_str(), a.vlan, a.trunk), ("tap0", Some(10), None));
+        assert_eq!((a.tap.as_deref(), a.vlan, a.trunk), (Some("tap0"), Some(10), None));
 
         let cli = parse(&[
             "port", "add", "vmnet1", "--tap", "tap1", "--trunk", "30-32,10", "--native", "5",
@@ -468,6 +480,29 @@ mod tests {
         };
         assert_eq!(a.trunk, Some(VlanList(vec![10, 30, 31, 32])));
         assert_eq!(a.native, Some(5));
+    }
+
+    #[test]
+    fn port_add_takes_a_tap_or_a_vhost_user_name() {
+        let cli = parse(&["port", "add", "vmnet1", "--vhost-user", "vm1"]).unwrap();
+        let Command::Port(PortCommand::Add(a)) = cli.command else {
+            panic!()
+        };
+        assert_eq!((a.tap, a.vhost_user.as_deref()), (None, Some("vm1")));
+        let kind = |args: &[&str]| parse(args).unwrap_err().kind();
+        assert_eq!(
+            kind(&["port", "add", "n", "--tap", "t", "--vhost-user", "v"]),
+            ErrorKind::ArgumentConflict
+        );
+        assert_eq!(
+            kind(&["port", "add", "n"]),
+            ErrorKind::MissingRequiredArgument
+        );
+        assert!(parse(&["attach", "n", "--vhost-user", "v"]).is_ok());
+        assert_eq!(
+            kind(&["attach", "n", "--vhost-user", "v", "--vde"]),
+            ErrorKind::ArgumentConflict
+        );
     }
 
     #[test]

@@ -101,6 +101,39 @@ pub fn qemu_args(a: &Attachment) -> Vec<String> {
     vec!["-netdev".into(), netdev, "-device".into(), device]
 }
 
+/// The vhost-user socket of port `name`: `RUN/NET/vhost-user/NAME.sock`, beside the
+/// vnet's stream socket.
+pub fn vhost_user_socket(stream_socket: &Path, name: &str) -> PathBuf {
+    stream_socket.with_file_name("vhost-user").join(format!("{name}.sock"))
+}
+
+/// `-netdev vhost-user` and what it needs: the chardev QEMU connects with (reconnecting
+/// every second, so a restarted vnetd gets the NIC back), and guest RAM in a shared memfd
+/// that vnetd maps (`size` must be the VM's `-m`; one backend per VM, whatever the number
+/// of vhost-user NICs).
+pub fn vhost_user_args(a: &Attachment, size: &str) -> Vec<String> {
+    let path = option_value(a.vnet_socket);
+    let reconnect = match a.reconnect {
+        Reconnect::Millis(ms) => format!(",reconnect-ms={ms}"),
+        _ => ",reconnect=1".to_string(),
+    };
+    let id = a.id;
+    vec![
+        "-m".into(),
+        size.into(),
+        "-object".into(),
+        format!("memory-backend-memfd,id={id}-mem,size={size},share=on"),
+        "-machine".into(),
+        format!("memory-backend={id}-mem"),
+        "-chardev".into(),
+        format!("socket,id={id}-chr,path={path}{reconnect}"),
+        "-netdev".into(),
+        format!("vhost-user,id={id},chardev={id}-chr"),
+        "-device".into(),
+        format!("{},netdev={id},mac={}", a.model, a.mac),
+    ]
+}
+
 /// QEMU's option syntax ends a value at a comma; a literal comma is written twice.
 fn option_value(path: &Path) -> String {
     path.to_string_lossy().replace(',', ",,")

@@ -472,6 +472,13 @@ fn what_the_types_serialize_matches_the_documented_schemas() {
         },
     );
     checker.check_named(
+        "PortSpec",
+        &PortSpec::VhostUser {
+            name: "vm1".into(),
+            vlan: VlanMode::Access { vlan: 10 },
+        },
+    );
+    checker.check_named(
         "MacEntry",
         &MacEntry {
             vlan: 1,
@@ -502,6 +509,7 @@ fn what_the_types_serialize_matches_the_documented_schemas() {
         PortKind::Vde,
         PortKind::Service,
         PortKind::Uplink,
+        PortKind::VhostUser,
     ] {
         checker.check_named("PortKind", &kind);
     }
@@ -560,8 +568,21 @@ fn documented_defaults_are_the_real_defaults() {
 
     let tap = &doc["components"]["schemas"]["TapPortSpec"]["properties"];
     let PortSpec::Tap { vlan, .. } =
-        serde_json::from_value(json!({ "kind": "tap", "ifname": "t" })).unwrap();
+        serde_json::from_value(json!({ "kind": "tap", "ifname": "t" })).unwrap()
+    else {
+        panic!("a tap spec")
+    };
     assert_eq!(tap["vlan"]["default"], serde_json::to_value(vlan).unwrap());
+    let vhost_user = &doc["components"]["schemas"]["VhostUserPortSpec"]["properties"];
+    let PortSpec::VhostUser { vlan, .. } =
+        serde_json::from_value(json!({ "kind": "vhost-user", "name": "vm1" })).unwrap()
+    else {
+        panic!("a vhost-user spec")
+    };
+    assert_eq!(
+        vhost_user["vlan"]["default"],
+        serde_json::to_value(vlan).unwrap()
+    );
 }
 
 #[test]
@@ -571,6 +592,7 @@ fn request_bodies_reject_what_the_schema_forbids() {
     for name in [
         "NetworkSpec",
         "TapPortSpec",
+        "VhostUserPortSpec",
         "HostAdapterSpec",
         "DhcpSpec",
         "Reservation",

@@ -335,6 +335,9 @@ pub enum PortKind {
     Service,
     /// The vnet's uplink to a host NIC (bridged).
     Uplink,
+    /// A virtio-net NIC through vhost-user at `RUN/NET/vhost-user/NAME.sock`.
+    #[serde(rename = "vhost-user")]
+    VhostUser,
 }
 
 impl PortKind {
@@ -347,6 +350,7 @@ impl PortKind {
             PortKind::Service => "service",
             PortKind::Vde => "vde",
             PortKind::Uplink => "uplink",
+            PortKind::VhostUser => "vhost-user",
         }
     }
 }
@@ -358,6 +362,15 @@ pub enum PortSpec {
     /// A TAP interface the daemon creates (or opens, if it exists) and owns.
     Tap {
         ifname: String,
+        #[serde(default)]
+        vlan: VlanMode,
+    },
+    /// A vhost-user-net back-end at `RUN/NET/vhost-user/NAME.sock`: a QEMU virtio-net
+    /// NIC (`-netdev vhost-user`) becomes this port when it connects, and again after it
+    /// reconnects.
+    #[serde(rename = "vhost-user")]
+    VhostUser {
+        name: String,
         #[serde(default)]
         vlan: VlanMode,
     },

@@ -1,4 +1,4 @@
-//! `vnet attach NET --qemu [--dgram | --vde]`: the arguments that put a VM on a vnet.
+//! `vnet attach NET --qemu [--dgram | --vde]`, `vnet attach NET --vhost-user NAME`: the arguments that put a VM on a vnet.
 
 use serde::Serialize;
 use vnet_control::MacAddr;
@@ -35,6 +35,9 @@ pub fn run(ctx: &Context, args: AttachArgs) -> Result<(), Failure> {
         .network(&args.net)
         .map_err(|e| Failure::from(e).if_not_found("list the vnets with `vnet net ls`"))?;
 
+    if let Some(name) = &args.vhost_user {
+        return vhost_user(ctx, &args, &info.name, &info.sockets.stream, name, mac);
+    }
     let local = qemu::dgram_local_path(&info.name);
     let vde_dir = qemu::vde_dir(&info.sockets.stream);
     let (netdev, vnet_socket, local_socket, reconnect) = if args.vde {
@@ -73,6 +76,54 @@ pub fn run(ctx: &Context, args: AttachArgs) -> Result<(), Failure> {
                 Netdev::Dgram => "dgram",
                 Netdev::Vde => "vde",
             },
+            mac,
+            args: &qemu_args,
+        });
+    }
+    print(&format!("{}\n", qemu::shell_line(&qemu_args)))
+}
+
+/// `vnet attach NET --vhost-user NAME`.
+fn vhost_user(
+    ctx: &Context,
+    args: &AttachArgs,
+    net: &str,
+    stream_socket: &std::path::Path,
+    name: &str,
+    mac: MacAddr,
+) -> Result<(), Failure> {
+    let ports = ctx
+        .client
+        .ports(net)
+        .map_err(|e| Failure::from(e).if_not_found("list the vnets with `vnet net ls`"))?;
+    let socket = qemu::vhost_user_socket(stream_socket, name);
+    let known = ports.iter().any(|p| {
+        p.kind == vnet_control::PortKind::VhostUser
+            && p.description.starts_with(&format!("vhost-user {name} "))
+    });
+    if !known {
+        return Err(Failure::new(
+            format!("vnet {net} has no vhost-user port {name}"),
+            format!("add it first: vnet port add {net} --vhost-user {name}"),
+        ));
+    }
+    let version = qemu::detect_qemu_version(&args.qemu_binary);
+    let qemu_args = qemu::vhost_user_args(
+        &Attachment {
+            netdev: Netdev::Stream,
+            id: &args.id,
+            model: &args.model,
+            mac,
+            vnet_socket: &socket,
+            local_socket: None,
+            reconnect: Reconnect::for_version(version),
+        },
+        &args.memory,
+    );
+    if ctx.json {
+        return print_json(&QemuAttachment {
+            network: net,
+            netdev: "vhost-user",
             mac,
             args: &qemu_args,
         });

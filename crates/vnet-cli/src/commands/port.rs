@@ -45,9 +45,11 @@ fn set(ctx: &Context, args: SetPort) -> Result<(), Failure> {
 }
 
 fn add(ctx: &Context, args: AddPort) -> Result<(), Failure> {
-    let spec = PortSpec::Tap {
-        ifname: args.tap,
-        vlan: vlan_mode(args.vlan, args.trunk.map(|t| t.0), args.native),
+    let vlan = vlan_mode(args.vlan, args.trunk.map(|t| t.0), args.native);
+    let spec = match (args.tap, args.vhost_user) {
+        (Some(ifname), _) => PortSpec::Tap { ifname, vlan },
+        (None, Some(name)) => PortSpec::VhostUser { name, vlan },
+        (None, None) => unreachable!("clap requires --tap or --vhost-user"),
     };
     let info = ctx
         .client

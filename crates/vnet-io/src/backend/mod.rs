@@ -11,6 +11,7 @@ pub mod stream;
 pub mod tap;
 pub mod uplink;
 pub mod vde;
+pub mod vhost_user;
 
 use vnet_control::PortKind;
 use vnet_core::switch::DropCause;
@@ -62,6 +63,11 @@ pub trait Backend {
 
     /// The host interface behind the port, for TAP-like backends.
     fn ifname(&self) -> Option<&str> {
+        None
+    }
+
+    /// The name of a vhost-user port (`--vhost-user NAME`), unique within its vnet.
+    fn vhost_user_name(&self) -> Option<&str> {
         None
     }
 

@@ -943,7 +943,12 @@ impl Engine {
         spec: PortSpec,
         now: Instant,
     ) -> Result<PortInfo, ControlError> {
-        let PortSpec::Tap { ifname, vlan } = spec;
+        let (ifname, vlan) = match spec {
+            PortSpec::Tap { ifname, vlan } => (ifname, vlan),
+            PortSpec::VhostUser { name, vlan } => {
+                return self.add_vhost_user_port(key, &name, vlan, now)
+            }
+        };
         for net in self.networks.iter().map(|(_, n)| n) {
             if let Some(id) = net.tap_port(&ifname) {
                 return Err(ControlError::Exists(format!(
@@ -967,6 +972,41 @@ impl Engine {
             }
         })?;
         let id = self.add_port(key, Box::new(tap), vlan)?;
+        report::port_info(&self.networks[key], now, id).ok_or(ControlError::Stopped)
+    }
+}
+
+impl Engine {
+    /// `vnet port add NET --vhost-user NAME`: listens on `RUN/NET/vhost-user/NAME.sock`.
+    fn add_vhost_user_port(
+        &mut self,
+        key: NetKey,
+        name: &str,
+        vlan: VlanMode,
+        now: Instant,
+    ) -> Result<PortInfo, ControlError> {
+        use crate::backend::vhost_user::{socket_path, valid_name, VhostUserPort};
+        if !valid_name(name) {
+            return Err(ControlError::Invalid(format!(
+                "invalid vhost-user port name {name:?}: use 1-64 characters of A-Z a-z 0-9 - _ . (not starting with '.')"
+            )));
+        }
+        let net = &self.networks[key];
+        let path = socket_path(&net.dir, name);
+        if net.ports.values().any(|p| p.backend.vhost_user_name() == Some(name)) {
+            return Err(ControlError::Exists(format!(
+                "vnet {} already has vhost-user port {name} (see `vnet port ls {}`)",
+                net.name(),
+                net.name()
+            )));
+        }
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| ControlError::Failed(format!("{}: {e}", dir.display())))?;
+        }
+        let port = VhostUserPort::listen(name, &path)
+            .map_err(|e| ControlError::Failed(format!("{}: {e}", path.display())))?;
+        let id = self.add_port(key, Box::new(port), vlan)?;
         report::port_info(&self.networks[key], now, id).ok_or(ControlError::Stopped)
     }
 }

@@ -1,5 +1,6 @@
 //! The FFI edge: the only place in vnet with `unsafe` code.
 
+pub mod fdpass;
 pub mod netif;
 pub mod packet;
 pub mod peer;

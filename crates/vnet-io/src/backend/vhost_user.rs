@@ -1,0 +1,724 @@
+//! vhost-user-net back-end: a QEMU (or cloud-hypervisor) virtio-net NIC as a port.
+//!
+//! The virtqueues live in the guest's shared memory and are served by rust-vmm's
+//! `vhost-user-backend`, which runs its own threads: one for the vhost-user socket and a
+//! worker that handles queue kicks. The data plane never touches guest memory. Between
+//! the two sides sit bounded lock-free channels (`std::sync::mpsc::sync_channel`) and two
+//! eventfds:
+//!
+//! ```text
+//!  guest TX queue ─worker─▶ from_guest ──▶ data plane (woken by `ready`, watched by mio)
+//!  guest RX queue ◀worker─  to_guest  ◀── data plane (worker woken by `kick`)
+//! ```
+//!
+//! Each message is a `virtio_net_hdr_v1` (12 bytes) followed by the frame, exactly as
+//! in the virtqueue, so offload metadata (GSO, partial checksums) travels with the frame.
+//! Buffers go back over a recycle channel each way, so the steady state allocates
+//! nothing. A full channel drops the frame and counts it.
+//!
+//! The port outlives connections: a thread accepts on `RUN/NET/vhost-user/NAME.sock`,
+//! runs one `VhostUserDaemon` per connection and, when QEMU goes away, accepts the next.
+
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::linux::net::SocketAddrExt;
+use std::os::unix::net::{SocketAddr, UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use tracing::{info, warn};
+use vhost::vhost_user::message::{VhostUserProtocolFeatures, VhostUserVirtioFeatures};
+use vhost::vhost_user::Listener;
+use vhost_user_backend::{VhostUserBackendMut, VhostUserDaemon, VringRwLock, VringT};
+use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
+use virtio_bindings::virtio_net::{
+    VIRTIO_NET_F_CSUM, VIRTIO_NET_F_GUEST_CSUM, VIRTIO_NET_F_GUEST_TSO4, VIRTIO_NET_F_GUEST_TSO6,
+    VIRTIO_NET_F_HOST_TSO4, VIRTIO_NET_F_HOST_TSO6, VIRTIO_NET_F_MRG_RXBUF,
+};
+use virtio_queue::{QueueOwnedT, QueueT};
+use vm_memory::{
+    Address, Bytes, GuestAddress, GuestAddressSpace, GuestMemoryAtomic, GuestMemoryMmap,
+};
+use vmm_sys_util::epoll::EventSet;
+use vmm_sys_util::event::{
+    new_event_consumer_and_notifier, EventConsumer, EventFlag, EventNotifier,
+};
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+
+use vnet_control::PortKind;
+use vnet_core::switch::DropCause;
+use vnet_core::wire::offload::VIRTIO_NET_HDR_LEN;
+
+use super::{Backend, Received, Sent};
+use crate::frame::{FrameBuf, LARGE_CAPACITY};
+use crate::sys::fdpass;
+
+/// Frames in flight each way between the data plane and the worker.
+pub const CHANNEL_CAPACITY: usize = 256;
+/// Largest message: header plus a 64 KiB GSO frame.
+const MAX_MESSAGE: usize = VIRTIO_NET_HDR_LEN + LARGE_CAPACITY;
+const RX_QUEUE: u16 = 0;
+const TX_QUEUE: u16 = 1;
+const NUM_QUEUES: usize = 2;
+const QUEUE_SIZE: usize = 1024;
+/// `handle_event` id of the data plane's kick (ids up to `NUM_QUEUES` are reserved).
+const KICK_EVENT: u16 = NUM_QUEUES as u16 + 1;
+
+/// `RUN/NET/vhost-user/NAME.sock` for the vnet directory `net_dir`.
+pub fn socket_path(net_dir: &Path, name: &str) -> PathBuf {
+    net_dir.join("vhost-user").join(format!("{name}.sock"))
+}
+
+/// Port names are file names: 1-64 of `A-Z a-z 0-9 - _ .`, not starting with `.`.
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+}
+
+/// The feature bits we offer: merged RX buffers and the offloads `FrameBuf::offload`
+/// carries through the switch, and `VHOST_USER_F_PROTOCOL_FEATURES` (QEMU 7.2 crashes
+/// starting a vhost-user NIC without it; no protocol feature is then offered).
+fn offered_features() -> u64 {
+    1 << VIRTIO_F_VERSION_1
+        | 1 << VIRTIO_NET_F_MRG_RXBUF
+        | 1 << VIRTIO_NET_F_CSUM
+        | 1 << VIRTIO_NET_F_GUEST_CSUM
+        | 1 << VIRTIO_NET_F_HOST_TSO4
+        | 1 << VIRTIO_NET_F_HOST_TSO6
+        | 1 << VIRTIO_NET_F_GUEST_TSO4
+        | 1 << VIRTIO_NET_F_GUEST_TSO6
+        | VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits()
+}
+
+/// State both sides read.
+struct Shared {
+    stop: AtomicBool,
+    connected: AtomicBool,
+    /// Set by the data plane when it wrote `kick`, cleared by the worker before it
+    /// drains `to_guest`: one eventfd write per burst, not per frame.
+    kicked: AtomicBool,
+    /// Worker → data plane: frames from the guest are waiting.
+    ready: EventFd,
+    /// Data plane → worker: frames for the guest are waiting.
+    kick: EventFd,
+    /// Frames dropped inside the bridge (a full channel, a guest without RX buffers
+    /// that cannot take a frame at all, a malformed descriptor chain).
+    dropped: AtomicU64,
+    /// The front-end's socket, to cut it when the port goes away (control path only).
+    connection: Mutex<Option<UnixStream>>,
+}
+
+/// The worker's ends of the channels; handed from connection to connection.
+struct WorkerEnds {
+    from_guest: SyncSender<Vec<u8>>,
+    to_guest: Receiver<Vec<u8>>,
+    /// Buffers the worker is done with, back to the data plane.
+    spare_out: SyncSender<Vec<u8>>,
+    /// Buffers the data plane is done with.
+    spare_in: Receiver<Vec<u8>>,
+}
+
+/// A vhost-user-net port, as the data plane sees it.
+pub struct VhostUserPort {
+    name: String,
+    path: PathBuf,
+    shared: Arc<Shared>,
+    from_guest: Receiver<Vec<u8>>,
+    to_guest: SyncSender<Vec<u8>>,
+    spare_in: Receiver<Vec<u8>>,
+    spare_out: SyncSender<Vec<u8>>,
+    ready: ReadySource,
+    thread: Option<JoinHandle<()>>,
+}
+
+struct ReadySource(RawFd);
+super::fd_source!(ReadySource, |this| &Fd(this.0));
+
+struct Fd(RawFd);
+impl AsRawFd for Fd {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0
+    }
+}
+
+impl VhostUserPort {
+    /// Listens on `path` (replacing a stale socket) and serves connections on a thread.
+    pub fn listen(name: &str, path: &Path) -> std::io::Result<Self> {
+        // A socket left by a dead daemon is replaced; the caller refuses live ones.
+        let _ = std::fs::remove_file(path);
+        // Not `vhost`'s `Listener::new`: that one unlinks the path when dropped, which
+        // could be a new port's socket by the time the thread ends.
+        let listener = UnixListener::bind(path)?;
+        let shared = Arc::new(Shared {
+            stop: AtomicBool::new(false),
+            connected: AtomicBool::new(false),
+            kicked: AtomicBool::new(false),
+            ready: EventFd::new(EFD_NONBLOCK)?,
+            kick: EventFd::new(EFD_NONBLOCK)?,
+            dropped: AtomicU64::new(0),
+            connection: Mutex::new(None),
+        });
+        let (from_guest_tx, from_guest) = sync_channel(CHANNEL_CAPACITY);
+        let (to_guest, to_guest_rx) = sync_channel(CHANNEL_CAPACITY);
+        let (spare_to_dp, spare_in) = sync_channel(CHANNEL_CAPACITY * 2);
+        let (spare_out, spare_to_worker) = sync_channel(CHANNEL_CAPACITY * 2);
+        let ends = WorkerEnds {
+            from_guest: from_guest_tx,
+            to_guest: to_guest_rx,
+            spare_out: spare_to_dp,
+            spare_in: spare_to_worker,
+        };
+        let thread_shared = shared.clone();
+        let thread_name = name.to_string();
+        let thread = std::thread::Builder::new()
+            .name(format!("vhost-user-{name}"))
+            .spawn(move || serve(thread_name, listener, ends, thread_shared))?;
+        let ready = ReadySource(shared.ready.as_raw_fd());
+        Ok(VhostUserPort {
+            name: name.to_string(),
+            path: path.to_path_buf(),
+            shared,
+            from_guest,
+            to_guest,
+            spare_in,
+            spare_out,
+            ready,
+            thread: Some(thread),
+        })
+    }
+
+    /// The socket QEMU connects to.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The port's name (`--vhost-user NAME`).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Frames dropped inside the bridge so far.
+    pub fn bridge_drops(&self) -> u64 {
+        self.shared.dropped.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for VhostUserPort {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        if let Some(conn) = self.shared.connection.lock().expect("lock").take() {
+            let _ = conn.shutdown(std::net::Shutdown::Both);
+        }
+        // Wake the accept; the thread sees `stop` and exits (it is not joined: a
+        // wedged front-end must not stall the data plane).
+        let _ = UnixStream::connect(&self.path);
+        let _ = std::fs::remove_file(&self.path);
+        if let Some(dir) = self.path.parent() {
+            let _ = std::fs::remove_dir(dir);
+        }
+        if let Some(thread) = self.thread.take() {
+            drop(thread);
+        }
+    }
+}
+
+impl Backend for VhostUserPort {
+    fn kind(&self) -> PortKind {
+        PortKind::VhostUser
+    }
+
+    fn description(&self) -> String {
+        let state = if self.shared.connected.load(Ordering::Relaxed) {
+            "connected"
+        } else {
+            "waiting"
+        };
+        format!("vhost-user {} {} ({state})", self.name, self.path.display())
+    }
+
+    /// The guest acks GSO and checksum offloads we offer (Linux always does), so GSO
+    /// frames pass both ways untouched.
+    fn offloads(&self) -> bool {
+        true
+    }
+
+    fn vhost_user_name(&self) -> Option<&str> {
+        Some(&self.name)
+    }
+
+    fn source(&mut self) -> Option<&mut dyn mio::event::Source> {
+        Some(&mut self.ready)
+    }
+
+    fn recv(&mut self, buf: &mut FrameBuf) -> Received {
+        let msg = match self.from_guest.try_recv() {
+            Ok(msg) => msg,
+            Err(TryRecvError::Empty) => {
+                // Reset the eventfd, then look once more: the worker may have pushed
+                // between the two.
+                let _ = self.shared.ready.read();
+                match self.from_guest.try_recv() {
+                    Ok(msg) => msg,
+                    Err(_) => return Received::WouldBlock,
+                }
+            }
+            Err(TryRecvError::Disconnected) => {
+                return Received::Closed("vhost-user thread ended".into())
+            }
+        };
+        let space = buf.recv_space_with_header();
+        let outcome = if msg.len() > space.len() {
+            Received::Dropped(
+                DropCause::Oversize,
+                format!("{}-byte frame from the guest", msg.len()),
+            )
+        } else {
+            space[..msg.len()].copy_from_slice(&msg);
+            if buf.set_vnet_len(msg.len()) {
+                Received::Frame
+            } else {
+                Received::Dropped(DropCause::Runt, "no virtio_net_hdr".into())
+            }
+        };
+        let _ = self.spare_out.try_send(msg);
+        outcome
+    }
+
+    fn send(&mut self, frame: &FrameBuf) -> Sent {
+        if !self.shared.connected.load(Ordering::Relaxed) {
+            return Sent::Dropped(DropCause::LinkDown);
+        }
+        let mut msg = self
+            .spare_in
+            .try_recv()
+            .unwrap_or_else(|_| Vec::with_capacity(MAX_MESSAGE));
+        msg.clear();
+        let mut hdr = [0u8; VIRTIO_NET_HDR_LEN];
+        frame.offload.write(&mut hdr);
+        msg.extend_from_slice(&hdr);
+        msg.extend_from_slice(frame.frame());
+        match self.to_guest.try_send(msg) {
+            Ok(()) => {
+                if !self.shared.kicked.swap(true, Ordering::SeqCst) {
+                    let _ = self.shared.kick.write(1);
+                }
+                Sent::Done
+            }
+            Err(TrySendError::Full(msg)) => {
+                let _ = self.spare_out.try_send(msg);
+                Sent::Dropped(DropCause::QueueFull)
+            }
+            Err(TrySendError::Disconnected(_)) => Sent::Closed("vhost-user thread ended".into()),
+        }
+    }
+}
+
+/// Accepts connections until the port is dropped, one daemon per connection.
+///
+/// QEMU does not talk to the daemon directly: each connection goes through
+/// [`relay`] over a private (abstract) socket, which holds back the one message order
+/// `vhost` 0.18 cannot take (see [`relay`]).
+fn serve(name: String, public: UnixListener, ends: WorkerEnds, shared: Arc<Shared>) {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let private_name = format!(
+        "vnet-vhost-user-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    );
+    let private = SocketAddr::from_abstract_name(private_name.as_bytes())
+        .and_then(|addr| Ok((UnixListener::bind_addr(&addr)?, addr)));
+    let (private, private_addr) = match private {
+        Ok(p) => p,
+        Err(e) => {
+            warn!(port = name, "vhost-user: no private socket: {e}");
+            return;
+        }
+    };
+    let mut private = Listener::from(private);
+    let mut ends = Some(ends);
+    while !shared.stop.load(Ordering::SeqCst) {
+        let front_end = match public.accept() {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                if !shared.stop.load(Ordering::SeqCst) {
+                    warn!(port = name, "vhost-user accept failed: {e}");
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+                continue;
+            }
+        };
+        if shared.stop.load(Ordering::SeqCst) {
+            break;
+        }
+        let device = Arc::new(Mutex::new(NetDevice {
+            mem: None,
+            acked: 0,
+            ends: Mutex::new(ends.take()),
+            pending: None,
+            shared: shared.clone(),
+        }));
+        if let Err(e) = run_connection(
+            &name,
+            &shared,
+            &device,
+            front_end,
+            &mut private,
+            &private_addr,
+        ) {
+            warn!(port = name, "vhost-user connection failed: {e}");
+        }
+        shared.connected.store(false, Ordering::SeqCst);
+        *shared.connection.lock().expect("lock") = None;
+        let mut dev = device.lock().expect("lock");
+        ends = dev.ends.get_mut().expect("lock").take();
+        // Frames queued for a guest that went away are stale.
+        if let Some(ends) = &ends {
+            while let Ok(msg) = ends.to_guest.try_recv() {
+                let _ = ends.spare_out.try_send(msg);
+            }
+        }
+        drop(dev);
+    }
+}
+
+/// Serves one front-end until it goes away; the daemon and its worker are gone after.
+fn run_connection(
+    name: &str,
+    shared: &Arc<Shared>,
+    device: &Arc<Mutex<NetDevice>>,
+    front_end: UnixStream,
+    private: &mut Listener,
+    private_addr: &SocketAddr,
+) -> std::io::Result<()> {
+    let err = |e: vhost_user_backend::Error| std::io::Error::other(e.to_string());
+    let mem = GuestMemoryAtomic::new(GuestMemoryMmap::new());
+    let mut daemon =
+        VhostUserDaemon::new(format!("vhost-user-{name}"), device.clone(), mem).map_err(err)?;
+    let result = (|| {
+        if let Some(handler) = daemon.get_epoll_handlers().first() {
+            handler.register_listener(shared.kick.as_raw_fd(), EventSet::IN, KICK_EVENT as u64)?;
+        }
+        let back_end = UnixStream::connect_addr(private_addr)?;
+        daemon.start(private).map_err(err)?;
+        *shared.connection.lock().expect("lock") = Some(front_end.try_clone()?);
+        if shared.stop.load(Ordering::SeqCst) {
+            let _ = front_end.shutdown(std::net::Shutdown::Both);
+        }
+        shared.connected.store(true, Ordering::SeqCst);
+        info!(port = name, "vhost-user front-end connected");
+        let (f, b) = (front_end.try_clone()?, back_end.try_clone()?);
+        let up = std::thread::Builder::new()
+            .name(format!("vhost-user-{name}-relay"))
+            .spawn(move || relay(f, b, true))?;
+        relay(back_end, front_end, false);
+        let _ = up.join();
+        match daemon.wait() {
+            Ok(()) => info!(port = name, "vhost-user front-end disconnected"),
+            Err(e) => info!(port = name, "vhost-user connection ended: {e}"),
+        }
+        Ok(())
+    })();
+    for handler in daemon.get_epoll_handlers() {
+        handler.send_exit_event();
+    }
+    drop(daemon);
+    result
+}
+
+const SET_FEATURES: u32 = 2;
+const SET_VRING_ENABLE: u32 = 18;
+const HEADER: usize = 12;
+/// Larger than any request we accept (`SET_MEM_TABLE` with 8 regions is 328 bytes).
+const MAX_PAYLOAD: usize = 4096;
+
+/// Copies vhost-user messages (with their fds) from `from` to `to` until either side
+/// closes, then closes both.
+///
+/// From the front-end, `SET_VRING_ENABLE` requests that arrive before `SET_FEATURES`
+/// are held back and replayed right after it: QEMU sends them while realizing the NIC,
+/// and `vhost` 0.18 closes the connection on a `SET_VRING_ENABLE` before the
+/// front-end acked `VHOST_USER_F_PROTOCOL_FEATURES`.
+fn relay(from: UnixStream, to: UnixStream, from_front_end: bool) {
+    use std::io::Read;
+    let mut features_set = !from_front_end;
+    let mut held: Vec<Vec<u8>> = Vec::new();
+    let mut msg = Vec::with_capacity(HEADER + MAX_PAYLOAD);
+    loop {
+        let mut hdr = [0u8; HEADER];
+        let (n, fds) = match fdpass::recv_with_fds(&from, &mut hdr) {
+            Ok((0, _)) | Err(_) => break,
+            Ok(got) => got,
+        };
+        if n < HEADER && (&from).read_exact(&mut hdr[n..]).is_err() {
+            break;
+        }
+        let request = u32::from_le_bytes(hdr[0..4].try_into().expect("4 bytes"));
+        let size = u32::from_le_bytes(hdr[8..12].try_into().expect("4 bytes")) as usize;
+        if size > MAX_PAYLOAD {
+            warn!("vhost-user: {size}-byte message (request {request}): closing");
+            break;
+        }
+        msg.clear();
+        msg.extend_from_slice(&hdr);
+        msg.resize(HEADER + size, 0);
+        if (&from).read_exact(&mut msg[HEADER..]).is_err() {
+            break;
+        }
+        if !features_set && request == SET_VRING_ENABLE {
+            held.push(msg.clone());
+            continue;
+        }
+        if fdpass::send_with_fds(&to, &msg, &fds).is_err() {
+            break;
+        }
+        if !features_set && request == SET_FEATURES {
+            features_set = true;
+            if held
+                .drain(..)
+                .any(|m| fdpass::send_with_fds(&to, &m, &[]).is_err())
+            {
+                break;
+            }
+        }
+    }
+    let _ = from.shutdown(std::net::Shutdown::Both);
+    let _ = to.shutdown(std::net::Shutdown::Both);
+}
+
+/// The virtio-net device the vhost-user library drives (worker side).
+struct NetDevice {
+    mem: Option<GuestMemoryAtomic<GuestMemoryMmap>>,
+    acked: u64,
+    /// Behind a lock only because `Receiver` is not `Sync`; only the worker takes it.
+    ends: Mutex<Option<WorkerEnds>>,
+    /// A frame the guest had no room for yet.
+    pending: Option<Vec<u8>>,
+    shared: Arc<Shared>,
+}
+
+impl NetDevice {
+    /// Guest TX queue → data plane.
+    fn process_tx(&mut self, vring: &VringRwLock) -> std::io::Result<()> {
+        let ends = self.ends.lock().expect("lock");
+        let (Some(mem), Some(ends)) = (&self.mem, ends.as_ref()) else {
+            return Ok(());
+        };
+        let mem = mem.memory();
+        let mut any = false;
+        loop {
+            let chain = vring
+                .get_mut()
+                .get_queue_mut()
+                .pop_descriptor_chain(mem.clone());
+            let Some(chain) = chain else { break };
+            let head = chain.head_index();
+            let mut msg = ends
+                .spare_in
+                .try_recv()
+                .unwrap_or_else(|_| Vec::with_capacity(MAX_MESSAGE));
+            msg.clear();
+            let mut ok = true;
+            for desc in chain {
+                if desc.is_write_only() {
+                    continue;
+                }
+                let len = desc.len() as usize;
+                let start = msg.len();
+                if start + len > MAX_MESSAGE {
+                    ok = false;
+                    break;
+                }
+                msg.resize(start + len, 0);
+                if mem.read_slice(&mut msg[start..], desc.addr()).is_err() {
+                    ok = false;
+                    break;
+                }
+            }
+            vring
+                .add_used(head, 0)
+                .map_err(|e| std::io::Error::other(format!("{e:?}")))?;
+            any = true;
+            if !ok || msg.len() < VIRTIO_NET_HDR_LEN {
+                self.shared.dropped.fetch_add(1, Ordering::Relaxed);
+                let _ = ends.spare_out.try_send(msg);
+                continue;
+            }
+            if let Err(e) = ends.from_guest.try_send(msg) {
+                self.shared.dropped.fetch_add(1, Ordering::Relaxed);
+                if let TrySendError::Full(msg) = e {
+                    let _ = ends.spare_out.try_send(msg);
+                }
+            }
+        }
+        if any {
+            vring.signal_used_queue()?;
+            self.shared.ready.write(1)?;
+        }
+        Ok(())
+    }
+
+    /// Data plane → guest RX queue, merging buffers when the guest acked
+    /// `VIRTIO_NET_F_MRG_RXBUF`.
+    fn process_rx(&mut self, vring: &VringRwLock) -> std::io::Result<()> {
+        let ends = self.ends.lock().expect("lock");
+        let (Some(mem), Some(ends)) = (&self.mem, ends.as_ref()) else {
+            return Ok(());
+        };
+        let mem = mem.memory();
+        let mergeable = self.acked & (1 << VIRTIO_NET_F_MRG_RXBUF) != 0;
+        let mut any = false;
+        let mut used: Vec<(u16, u32)> = Vec::with_capacity(32);
+        loop {
+            let msg = match self.pending.take() {
+                Some(msg) => msg,
+                None => match ends.to_guest.try_recv() {
+                    Ok(msg) => msg,
+                    Err(_) => break,
+                },
+            };
+            used.clear();
+            let mut offset = 0;
+            let mut first: Option<GuestAddress> = None;
+            let mut bad = false;
+            while offset < msg.len() {
+                let chain = vring
+                    .get_mut()
+                    .get_queue_mut()
+                    .pop_descriptor_chain(mem.clone());
+                let Some(chain) = chain else { break };
+                let head = chain.head_index();
+                let mut written = 0usize;
+                for desc in chain {
+                    if !desc.is_write_only() {
+                        continue;
+                    }
+                    if first.is_none() {
+                        if (desc.len() as usize) < VIRTIO_NET_HDR_LEN {
+                            bad = true;
+                            break;
+                        }
+                        first = Some(desc.addr());
+                    }
+                    let n = (desc.len() as usize).min(msg.len() - offset);
+                    if mem
+                        .write_slice(&msg[offset..offset + n], desc.addr())
+                        .is_err()
+                    {
+                        bad = true;
+                        break;
+                    }
+                    offset += n;
+                    written += n;
+                    if offset == msg.len() {
+                        break;
+                    }
+                }
+                used.push((head, written as u32));
+                if bad || !mergeable {
+                    break;
+                }
+            }
+            if bad || (offset < msg.len() && !mergeable && !used.is_empty()) {
+                // The guest's buffers cannot hold this frame: hand them back unused
+                // and drop it.
+                for &(head, _) in &used {
+                    vring
+                        .add_used(head, 0)
+                        .map_err(|e| std::io::Error::other(format!("{e:?}")))?;
+                }
+                any |= !used.is_empty();
+                self.shared.dropped.fetch_add(1, Ordering::Relaxed);
+                let _ = ends.spare_out.try_send(msg);
+                continue;
+            }
+            if offset < msg.len() {
+                // Out of buffers: put the chains back and wait for the guest's kick.
+                let mut vring_state = vring.get_mut();
+                let queue = vring_state.get_queue_mut();
+                for _ in &used {
+                    queue.go_to_previous_position();
+                }
+                drop(vring_state);
+                self.pending = Some(msg);
+                break;
+            }
+            if let Some(first) = first {
+                let n = used.len() as u16;
+                let _ = mem.write_slice(&n.to_le_bytes(), first.unchecked_add(10));
+            }
+            for &(head, len) in &used {
+                vring
+                    .add_used(head, len)
+                    .map_err(|e| std::io::Error::other(format!("{e:?}")))?;
+            }
+            any = true;
+            let _ = ends.spare_out.try_send(msg);
+        }
+        if any {
+            vring.signal_used_queue()?;
+        }
+        Ok(())
+    }
+}
+
+impl VhostUserBackendMut for NetDevice {
+    type Bitmap = ();
+    type Vring = VringRwLock;
+
+    fn num_queues(&self) -> usize {
+        NUM_QUEUES
+    }
+
+    fn max_queue_size(&self) -> usize {
+        QUEUE_SIZE
+    }
+
+    fn features(&self) -> u64 {
+        offered_features()
+    }
+
+    fn acked_features(&mut self, features: u64) {
+        self.acked = features;
+    }
+
+    fn protocol_features(&self) -> VhostUserProtocolFeatures {
+        VhostUserProtocolFeatures::empty()
+    }
+
+    fn set_event_idx(&mut self, _enabled: bool) {}
+
+    fn update_memory(&mut self, mem: GuestMemoryAtomic<GuestMemoryMmap>) -> std::io::Result<()> {
+        self.mem = Some(mem);
+        Ok(())
+    }
+
+    fn exit_event(&self, _thread_index: usize) -> Option<(EventConsumer, EventNotifier)> {
+        // Without it, dropping the daemon joins workers that never stop.
+        new_event_consumer_and_notifier(EventFlag::NONBLOCK).ok()
+    }
+
+    fn handle_event(
+        &mut self,
+        device_event: u16,
+        _evset: EventSet,
+        vrings: &[VringRwLock],
+        _thread_id: usize,
+    ) -> std::io::Result<()> {
+        match device_event {
+            RX_QUEUE => self.process_rx(&vrings[RX_QUEUE as usize]),
+            TX_QUEUE => self.process_tx(&vrings[TX_QUEUE as usize]),
+            KICK_EVENT => {
+                let _ = self.shared.kick.read();
+                self.shared.kicked.store(false, Ordering::SeqCst);
+                self.process_rx(&vrings[RX_QUEUE as usize])
+            }
+            _ => Ok(()),
+        }
+    }
+}
