@@ -531,6 +531,73 @@ mod tests {
     }
 
     #[test]
+    fn port_set_takes_exactly_one_mode() {
+        let cli = parse(&["port", "set", "n", "3", "--trunk", "10,20", "--native", "1"]).unwrap();
+        let Command::Port(PortCommand::Set(a)) = cli.command else {
+            panic!("not port set");
+        };
+        assert_eq!((a.port, a.access, a.native), (3, None, Some(1)));
+        assert_eq!(a.trunk, Some(VlanList(vec![10, 20])));
+        let kind = |args: &[&str]| parse(args).unwrap_err().kind();
+        assert_eq!(
+            kind(&["port", "set", "n", "3"]),
+            ErrorKind::MissingRequiredArgument
+        );
+        assert_eq!(
+            kind(&["port", "set", "n", "3", "--access", "2", "--trunk", "3"]),
+            ErrorKind::ArgumentConflict
+        );
+        assert_eq!(
+            kind(&["port", "set", "n", "3", "--access", "0"]),
+            ErrorKind::ValueValidation
+        );
+    }
+
+    #[test]
+    fn uplink_set_takes_an_interface_and_a_vlan_or_a_trunk() {
+        let cli = parse(&[
+            "uplink",
+            "set",
+            "lan",
+            "--interface",
+            "eth1",
+            "--vlan",
+            "10",
+        ])
+        .unwrap();
+        let Command::Uplink(UplinkCommand::Set(a)) = cli.command else {
+            panic!("not uplink set");
+        };
+        assert_eq!(
+            (a.interface.as_str(), a.vlan, a.trunk),
+            ("eth1", Some(10), None)
+        );
+        let kind = |args: &[&str]| parse(args).unwrap_err().kind();
+        assert_eq!(
+            kind(&["uplink", "set", "lan"]),
+            ErrorKind::MissingRequiredArgument
+        );
+        assert_eq!(
+            kind(&[
+                "uplink",
+                "set",
+                "lan",
+                "--interface",
+                "e",
+                "--vlan",
+                "2",
+                "--trunk",
+                "3"
+            ]),
+            ErrorKind::ArgumentConflict
+        );
+        assert!(matches!(
+            parse(&["uplink", "rm", "lan"]).unwrap().command,
+            Command::Uplink(UplinkCommand::Rm { .. })
+        ));
+    }
+
+    #[test]
     fn attach_needs_a_format_and_parses_the_mac() {
         assert_eq!(
             parse(&["attach", "vmnet1"]).unwrap_err().kind(),
