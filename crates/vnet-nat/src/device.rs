@@ -33,6 +33,8 @@ pub struct NatConfig {
     pub udp_timeout: Duration,
     /// The same for echo flows.
     pub icmp_timeout: Duration,
+    /// The same for TCP connections.
+    pub tcp_timeout: Duration,
     /// Whether UDP to the gateway (other than DNS) reaches the host's loopback.
     pub host_loopback: bool,
     /// Most flows (host sockets) at once.
@@ -55,6 +57,7 @@ impl NatConfig {
             dns_timeout: Duration::from_secs(2),
             udp_timeout: Duration::from_secs(30),
             icmp_timeout: Duration::from_secs(60),
+            tcp_timeout: Duration::from_secs(7200),
             host_loopback: false,
             max_flows: 4096,
             seed: 0x5eed,
@@ -83,6 +86,8 @@ pub enum Proto {
     Udp,
     /// An ICMP echo ("ping") socket connected to the destination.
     Icmp,
+    /// A TCP socket connected (non-blocking) to the destination.
+    Tcp,
 }
 
 /// Names a flow and its host socket; never reused.
@@ -108,6 +113,18 @@ pub enum Output {
     Close { flow: FlowId },
     /// Send a DNS query to an upstream resolver from the device's DNS socket.
     DnsQuery { to: SocketAddrV4, query: Vec<u8> },
+    /// Write `data` to the flow's TCP socket and, if `fin` and all of it went, shut its
+    /// write side; then report with [`NatDevice::tcp_written`].
+    TcpWrite {
+        flow: FlowId,
+        data: Vec<u8>,
+        fin: bool,
+    },
+    /// Peek the flow's TCP socket as [`NatDevice::tcp_read_window`] says and report
+    /// with [`NatDevice::tcp_data`].
+    TcpRead { flow: FlowId },
+    /// Read and discard `bytes` the guest has acknowledged, then peek again.
+    TcpConsume { flow: FlowId, bytes: usize },
 }
 
 /// Errors a flow's socket reports (from ICMP errors the host received).
@@ -142,7 +159,7 @@ pub struct NatCounters {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-struct FlowKey {
+pub(crate) struct FlowKey {
     proto: Proto,
     /// The guest's address and port (UDP) or echo identifier (ICMP).
     guest: SocketAddrV4,
@@ -151,11 +168,15 @@ struct FlowKey {
 }
 
 #[derive(Debug)]
-struct Flow {
+pub(crate) struct Flow {
     key: FlowKey,
     guest_mac: MacAddr,
     last_used: Instant,
+    tcp: Option<tcp::Tcp>,
 }
+
+#[path = "tcp.rs"]
+mod tcp;
 
 /// The NAT device of one vnet, sans I/O. See the crate documentation.
 #[derive(Debug)]
@@ -169,6 +190,7 @@ pub struct NatDevice {
     ip_ident: u16,
     counters: NatCounters,
     scratch: Vec<DnsAction>,
+    rng: u64,
 }
 
 impl NatDevice {
@@ -179,6 +201,7 @@ impl NatDevice {
             config.seed,
         );
         NatDevice {
+            rng: config.seed.rotate_left(17) | 1,
             config,
             flows: HashMap::new(),
             by_key: HashMap::new(),
@@ -189,6 +212,13 @@ impl NatDevice {
             counters: NatCounters::default(),
             scratch: Vec::new(),
         }
+    }
+
+    fn random_u32(&mut self) -> u32 {
+        self.rng ^= self.rng >> 12;
+        self.rng ^= self.rng << 25;
+        self.rng ^= self.rng >> 27;
+        (self.rng.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 32) as u32
     }
 
     pub fn config(&self) -> &NatConfig {
@@ -276,6 +306,7 @@ impl NatDevice {
         match ip.protocol {
             wire::PROTO_ICMP => self.receive_icmp(now, guest_mac, &ip, out),
             wire::PROTO_UDP => self.receive_udp(now, guest_mac, &ip, out),
+            wire::PROTO_TCP => self.receive_tcp(now, guest_mac, &ip, out),
             _ => {
                 // No TCP yet: a prompt "protocol unreachable" instead of a hang.
                 self.unreachable(guest_mac, &ip, 2, out);
@@ -410,6 +441,7 @@ impl NatDevice {
                 key,
                 guest_mac,
                 last_used: now,
+                tcp: None,
             },
         );
         self.by_key.insert(key, id);
@@ -428,6 +460,7 @@ impl NatDevice {
         match proto {
             Proto::Udp => self.config.udp_timeout,
             Proto::Icmp => self.config.icmp_timeout,
+            Proto::Tcp => self.config.tcp_timeout,
         }
     }
 
@@ -469,20 +502,27 @@ impl NatDevice {
                     out,
                 );
             }
+            // TCP bytes come through `tcp_data`.
+            Proto::Tcp => {}
         }
     }
 
-    /// A flow's socket reported an error: the guest hears of it as ICMP unreachable.
+    /// A flow's socket reported an error: the guest hears of it as ICMP unreachable
+    /// (TCP: a refused or reset connection as RST, and the flow ends).
     pub fn socket_error(&mut self, flow: FlowId, error: SocketError, out: &mut Vec<Output>) {
         let Some(f) = self.flows.get(&flow) else {
             return;
         };
         let code = match (error, f.key.proto) {
+            (SocketError::Refused, Proto::Tcp) => return self.tcp_reset(flow, out),
             (SocketError::Refused, Proto::Udp) => wire::UNREACH_PORT,
             _ => wire::UNREACH_HOST,
         };
         let (key, mac) = (f.key, f.guest_mac);
         self.unreachable_for(mac, key, code, out);
+        if key.proto == Proto::Tcp {
+            self.close_flow(flow, out);
+        }
     }
 
     /// The shell could not open the flow's socket: the flow is forgotten and the guest
@@ -536,15 +576,21 @@ impl NatDevice {
             }
         }
         self.scratch = actions;
+        self.tcp_timers(now, out);
         if self.next_sweep.is_none_or(|t| t > now) {
             return;
         }
-        let (udp, icmp) = (self.config.udp_timeout, self.config.icmp_timeout);
+        let (udp, icmp, tcp) = (
+            self.config.udp_timeout,
+            self.config.icmp_timeout,
+            self.config.tcp_timeout,
+        );
         let expiry = |f: &Flow| {
             f.last_used
                 + match f.key.proto {
                     Proto::Udp => udp,
                     Proto::Icmp => icmp,
+                    Proto::Tcp => tcp,
                 }
         };
         let idle: Vec<FlowId> = self
@@ -564,10 +610,11 @@ impl NatDevice {
 
     /// When [`NatDevice::poll`] next has work.
     pub fn poll_at(&self) -> Option<Instant> {
-        match (self.next_sweep, self.dns.poll_at()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let tcp = self.flows.values().filter_map(Flow::tcp_deadline).min();
+        [self.next_sweep, self.dns.poll_at(), tcp]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     fn route(&self, guest_mac: MacAddr, src: Ipv4Addr, dst: Ipv4Addr) -> Route {
@@ -649,10 +696,23 @@ impl NatDevice {
                 data: &[],
             }
             .to_bytes(),
+            Proto::Tcp => {
+                let h = wire::TcpHeader {
+                    src_port: key.guest.port(),
+                    dst_port: key.remote.port(),
+                    seq: 0,
+                    ack: 0,
+                    flags: wire::tcp_flags::SYN,
+                    window: 0,
+                    mss: None,
+                };
+                wire::tcp_segment(&route, &h, &[])
+            }
         };
         let protocol = match key.proto {
             Proto::Udp => wire::PROTO_UDP,
             Proto::Icmp => wire::PROTO_ICMP,
+            Proto::Tcp => wire::PROTO_TCP,
         };
         let quoted = wire::ipv4_frame(&route, protocol, 0, &transport);
         let q = &quoted[vnet_core::wire::ethernet::HEADER_LEN..];

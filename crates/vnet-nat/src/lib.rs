@@ -20,7 +20,8 @@
 //! | UDP to an outside address | flow `(guest, sport, dst, dport)` → one connected UDP socket | datagrams from the socket, as UDP from `dst:dport` |
 //! | UDP to the gateway's port 53 | DNS: relayed to an upstream under a fresh ID | the answer, ID restored, from the gateway |
 //! | UDP to another port of the gateway | the host's `127.0.0.1` if `host_loopback`, else port unreachable | |
-//! | TCP | protocol unreachable (not yet translated) | |
+//! | TCP SYN to an outside address | flow → non-blocking `connect()`; passt-style mirroring, see the `tcp` module | SYN-ACK once connected; RST if refused |
+//! | another IP protocol | protocol unreachable | |
 //! | anything to the subnet, broadcast, multicast, loopback; fragments | ignored (counted) | |
 //!
 //! Flow states are simply *open* (the shell has, or is opening, the socket) and *gone*.
@@ -41,8 +42,24 @@
 //! [`Output`]s in order: frames go into the switch, `Open`/`Send`/`Close` act on the flow
 //! sockets (a failed open is reported with [`NatDevice::open_failed`]).
 //!
-//! Payloads are copied into owned buffers: fine for ICMP, UDP and DNS; the bulk path
-//! (TCP, later) must not allocate per packet.
+//! Payloads are copied into owned buffers: fine for ICMP, UDP and DNS, and for this
+//! first TCP; the bulk path must stop allocating per segment (see below).
+//!
+//! ## Next steps (design notes)
+//!
+//! - **TCP speed** (issue 4's target is pasta's throughput): advertise and honour window
+//!   scaling (passt caps the factor so the peek buffer stays bounded); read with
+//!   `SO_PEEK_OFF` instead of re-peeking the in-flight bytes; mirror the host socket's
+//!   state to the guest (`TCP_INFO`: `tcpi_bytes_acked` to ACK what the peer really has,
+//!   `tcpi_snd_wnd` for the window) instead of a fixed 64 KiB; fast retransmit on two
+//!   duplicate ACKs; emit segments into pooled `FrameBuf`s as one batch per wakeup and
+//!   hand 64 KiB GSO frames to offloading ports; `TCP_MAXSEG` from the guest's MSS.
+//! - **Inbound forwarding**: a listening socket per rule in the shell; `accept()` becomes
+//!   a flow whose SYN goes *to* the guest (passt's `SOCK_ACCEPTED`), the same mirroring
+//!   afterwards; UDP forwards are flows keyed by the host peer.
+//! - **DNS**: TCP fallback when an answer is truncated (TC bit) — relay over a TCP flow
+//!   to the upstream; answer `hostname.domain` from the DHCP leases locally.
+//! - **Fragments**: reassemble guest fragments (bounded), fragment answers above the MTU.
 
 mod device;
 pub mod dns;

@@ -252,13 +252,13 @@ fn the_host_loopback_is_reachable_only_when_allowed() {
 }
 
 #[test]
-fn tcp_is_refused_promptly_and_local_traffic_is_ignored() {
+fn other_protocols_are_refused_promptly_and_local_traffic_is_ignored() {
     let mut nat = NatDevice::new(config());
     let mut out = Vec::new();
     let r = to_nat(OUTSIDE);
     nat.receive(
         Instant::now(),
-        &wire::ipv4_frame(&r, wire::PROTO_TCP, 1, &[0; 20]),
+        &wire::ipv4_frame(&r, 132, 1, &[0; 20]),
         &mut out,
     );
     assert_eq!(ip_of(&out[0]).payload[0], wire::ICMP_UNREACHABLE);
@@ -316,11 +316,16 @@ proptest! {
     #[test]
     fn never_panics_on_mutated_valid_packets(
         flips in proptest::collection::vec((0usize..80, any::<u8>()), 1..6),
-        kind in 0u8..3,
+        kind in 0u8..4,
     ) {
         let mut f = match kind {
             0 => udp_frame(OUTSIDE, 1000, 53, b"some payload"),
             1 => udp_frame(GW, 1000, 53, &[0; 20]),
+            2 => {
+                let r = to_nat(OUTSIDE);
+                let h = wire::TcpHeader { src_port: 1, dst_port: 2, seq: 3, ack: 4, flags: 0x12, window: 5, mss: Some(1400) };
+                wire::ipv4_frame(&r, wire::PROTO_TCP, 1, &wire::tcp_segment(&r, &h, b"data"))
+            }
             _ => echo_frame(OUTSIDE, 5, 5),
         };
         for (at, v) in flips {
@@ -335,5 +340,199 @@ proptest! {
                 prop_assert!(fr.len() >= 60);
             }
         }
+    }
+}
+
+mod tcp {
+    use super::*;
+    use crate::wire::{tcp_flags as F, TcpHeader, TcpSegment};
+
+    const PORT: u16 = 45000;
+
+    fn tcp_frame(seq: u32, ack: u32, flags: u8, data: &[u8]) -> Vec<u8> {
+        let r = to_nat(OUTSIDE);
+        let h = TcpHeader {
+            src_port: PORT,
+            dst_port: 80,
+            seq,
+            ack,
+            flags,
+            window: 65535,
+            mss: (flags & F::SYN != 0).then_some(1460),
+        };
+        wire::ipv4_frame(&r, wire::PROTO_TCP, 1, &wire::tcp_segment(&r, &h, data))
+    }
+
+    /// The TCP segments among `out`, owned: (seq, ack, flags, payload).
+    fn segments(out: &[Output]) -> Vec<(u32, u32, u8, Vec<u8>)> {
+        out.iter()
+            .filter(|o| matches!(o, Output::Frame(_)))
+            .map(|o| {
+                let ip = ip_of(o);
+                let t = TcpSegment::parse(&ip).expect("valid TCP");
+                (t.seq, t.ack, t.flags, t.payload.to_vec())
+            })
+            .collect()
+    }
+
+    /// Guest SYN (seq 1000), connect done, SYN-ACK, guest ACK: established.
+    fn established(nat: &mut NatDevice, t: Instant) -> (FlowId, u32) {
+        let mut out = Vec::new();
+        nat.receive(t, &tcp_frame(1000, 0, F::SYN, b""), &mut out);
+        let [Output::Open {
+            flow,
+            proto: Proto::Tcp,
+            to,
+        }] = out[..]
+        else {
+            panic!("{out:?}");
+        };
+        assert_eq!(to, SocketAddrV4::new(OUTSIDE, 80));
+        out.clear();
+        nat.tcp_connected(t, flow, &mut out);
+        let segs = segments(&out);
+        let (isn, ack, flags, _) = segs[0].clone();
+        assert_eq!((ack, flags), (1001, F::SYN | F::ACK));
+        out.clear();
+        nat.receive(t, &tcp_frame(1001, isn + 1, F::ACK, b""), &mut out);
+        (flow, isn)
+    }
+
+    #[test]
+    fn guest_data_is_written_and_acked_for_what_the_socket_took() {
+        let mut nat = NatDevice::new(config());
+        let t = Instant::now();
+        let (flow, isn) = established(&mut nat, t);
+        let mut out = Vec::new();
+        nat.receive(
+            t,
+            &tcp_frame(1001, isn + 1, F::ACK | F::PSH, b"GET / HTTP/1.0\r\n"),
+            &mut out,
+        );
+        let Some(Output::TcpWrite {
+            data, fin: false, ..
+        }) = out.iter().find(|o| matches!(o, Output::TcpWrite { .. }))
+        else {
+            panic!("{out:?}");
+        };
+        assert_eq!(&data[..], b"GET / HTTP/1.0\r\n");
+        out.clear();
+        nat.tcp_written(flow, 4, false, &mut out);
+        assert_eq!(segments(&out)[0].1, 1005, "ACK only what was written");
+        out.clear();
+        // The guest retransmits from 1005; the overlap is trimmed.
+        nat.receive(
+            t,
+            &tcp_frame(1001, isn + 1, F::ACK, b"GET / HTTP/1.0\r\n"),
+            &mut out,
+        );
+        let Some(Output::TcpWrite { data, .. }) =
+            out.iter().find(|o| matches!(o, Output::TcpWrite { .. }))
+        else {
+            panic!("{out:?}");
+        };
+        assert_eq!(&data[..], b"/ HTTP/1.0\r\n");
+    }
+
+    #[test]
+    fn socket_data_goes_out_in_mss_segments_and_is_consumed_when_acked() {
+        let mut c = config();
+        c.mtu = 140; // MSS 100
+        let mut nat = NatDevice::new(c);
+        let t = Instant::now();
+        let (flow, isn) = established(&mut nat, t);
+        assert_eq!(nat.tcp_read_window(flow), Some((0, 65535)));
+        let mut out = Vec::new();
+        let data: Vec<u8> = (0..250u32).map(|i| i as u8).collect();
+        nat.tcp_data(t, flow, &data, false, &mut out);
+        let segs = segments(&out);
+        assert_eq!(segs.len(), 3);
+        assert_eq!(
+            (segs[0].0, segs[1].0, segs[2].0),
+            (isn + 1, isn + 101, isn + 201)
+        );
+        assert_eq!(segs[2].3.len(), 50);
+        assert_eq!(nat.tcp_read_window(flow), Some((250, 65535 - 250)));
+        out.clear();
+        nat.receive(t, &tcp_frame(1001, isn + 201, F::ACK, b""), &mut out);
+        assert!(
+            out.contains(&Output::TcpConsume { flow, bytes: 200 }),
+            "{out:?}"
+        );
+        assert!(out.contains(&Output::TcpRead { flow }));
+        // No ACK for the rest: after the timeout it is peeked and sent again.
+        out.clear();
+        let at = nat.poll_at().unwrap();
+        nat.poll(at, &mut out);
+        assert!(out.contains(&Output::TcpRead { flow }));
+        assert_eq!(nat.tcp_read_window(flow), Some((0, 65535)));
+    }
+
+    #[test]
+    fn fins_both_ways_end_the_flow() {
+        let mut nat = NatDevice::new(config());
+        let t = Instant::now();
+        let (flow, isn) = established(&mut nat, t);
+        let mut out = Vec::new();
+        // The server closes: EOF on the socket becomes FIN.
+        nat.tcp_data(t, flow, b"", true, &mut out);
+        let segs = segments(&out);
+        assert_eq!((segs[0].0, segs[0].2), (isn + 1, F::FIN | F::ACK));
+        assert_eq!(nat.tcp_read_window(flow), None);
+        out.clear();
+        nat.receive(t, &tcp_frame(1001, isn + 2, F::ACK, b""), &mut out);
+        assert!(!out.iter().any(|o| matches!(o, Output::TcpConsume { .. })));
+        // The guest closes too.
+        out.clear();
+        nat.receive(t, &tcp_frame(1001, isn + 2, F::ACK | F::FIN, b""), &mut out);
+        assert!(out.contains(&Output::TcpWrite {
+            flow,
+            data: vec![],
+            fin: true
+        }));
+        out.clear();
+        nat.tcp_written(flow, 0, true, &mut out);
+        assert_eq!(segments(&out)[0].1, 1002, "FIN acked");
+        assert!(out.contains(&Output::Close { flow }));
+        assert_eq!(nat.flow_count(), 0);
+    }
+
+    #[test]
+    fn refused_connections_and_strays_get_rst() {
+        let mut nat = NatDevice::new(config());
+        let t = Instant::now();
+        let mut out = Vec::new();
+        nat.receive(t, &tcp_frame(1000, 0, F::SYN, b""), &mut out);
+        let Output::Open { flow, .. } = out[0] else {
+            panic!()
+        };
+        out.clear();
+        nat.socket_error(flow, SocketError::Refused, &mut out);
+        let segs = segments(&out);
+        assert_eq!((segs[0].1, segs[0].2), (1001, F::RST | F::ACK));
+        assert_eq!(nat.flow_count(), 0);
+        out.clear();
+        nat.receive(t, &tcp_frame(5000, 77, F::ACK, b"x"), &mut out);
+        let segs = segments(&out);
+        assert_eq!((segs[0].0, segs[0].2), (77, F::RST));
+    }
+
+    #[test]
+    fn tcp_to_the_gateway_is_reset_without_host_loopback() {
+        let mut nat = NatDevice::new(config());
+        let r = to_nat(GW);
+        let h = TcpHeader {
+            src_port: PORT,
+            dst_port: 22,
+            seq: 1,
+            ack: 0,
+            flags: F::SYN,
+            window: 100,
+            mss: None,
+        };
+        let f = wire::ipv4_frame(&r, wire::PROTO_TCP, 1, &wire::tcp_segment(&r, &h, b""));
+        let mut out = Vec::new();
+        nat.receive(Instant::now(), &f, &mut out);
+        assert_eq!(segments(&out)[0].2, F::RST | F::ACK);
     }
 }

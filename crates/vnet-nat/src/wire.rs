@@ -158,6 +158,111 @@ impl<'a> UdpDatagram<'a> {
     }
 }
 
+/// TCP flags the NAT device reads and sets.
+pub mod tcp_flags {
+    pub const FIN: u8 = 0x01;
+    pub const SYN: u8 = 0x02;
+    pub const RST: u8 = 0x04;
+    pub const PSH: u8 = 0x08;
+    pub const ACK: u8 = 0x10;
+}
+
+pub const TCP_HEADER_LEN: usize = 20;
+
+/// A TCP segment whose header and checksum are right.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TcpSegment<'a> {
+    pub src_port: u16,
+    pub dst_port: u16,
+    pub seq: u32,
+    pub ack: u32,
+    pub flags: u8,
+    pub window: u16,
+    /// The MSS option, if the segment carries one (SYNs).
+    pub mss: Option<u16>,
+    pub payload: &'a [u8],
+}
+
+impl<'a> TcpSegment<'a> {
+    pub fn parse(ip: &Ipv4Packet<'a>) -> Option<Self> {
+        let b = ip.payload;
+        if b.len() < TCP_HEADER_LEN {
+            return None;
+        }
+        let off = usize::from(b[12] >> 4) * 4;
+        if off < TCP_HEADER_LEN || off > b.len() {
+            return None;
+        }
+        if transport_checksum(ip.src, ip.dst, PROTO_TCP, b) != 0 {
+            return None;
+        }
+        let be32 = |at: usize| u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
+        let mut mss = None;
+        let mut opts = &b[TCP_HEADER_LEN..off];
+        while let Some((&kind, rest)) = opts.split_first() {
+            match kind {
+                0 => break,
+                1 => opts = rest,
+                _ => {
+                    let Some(&len) = rest.first() else { break };
+                    let len = usize::from(len);
+                    if len < 2 || len > opts.len() {
+                        break;
+                    }
+                    if kind == 2 && len == 4 {
+                        mss = Some(be16(opts, 2));
+                    }
+                    opts = &opts[len..];
+                }
+            }
+        }
+        Some(TcpSegment {
+            src_port: be16(b, 0),
+            dst_port: be16(b, 2),
+            seq: be32(4),
+            ack: be32(8),
+            flags: b[13],
+            window: be16(b, 14),
+            mss,
+            payload: &b[off..],
+        })
+    }
+}
+
+/// What a TCP segment the device builds says.
+#[derive(Debug, Clone, Copy)]
+pub struct TcpHeader {
+    pub src_port: u16,
+    pub dst_port: u16,
+    pub seq: u32,
+    pub ack: u32,
+    pub flags: u8,
+    pub window: u16,
+    pub mss: Option<u16>,
+}
+
+/// A TCP header (with the MSS option if asked) and `data`, checksummed for `route`.
+pub fn tcp_segment(route: &Route, h: &TcpHeader, data: &[u8]) -> Vec<u8> {
+    let opt_len = if h.mss.is_some() { 4 } else { 0 };
+    let mut t = Vec::with_capacity(TCP_HEADER_LEN + opt_len + data.len());
+    t.extend_from_slice(&h.src_port.to_be_bytes());
+    t.extend_from_slice(&h.dst_port.to_be_bytes());
+    t.extend_from_slice(&h.seq.to_be_bytes());
+    t.extend_from_slice(&h.ack.to_be_bytes());
+    t.push((((TCP_HEADER_LEN + opt_len) / 4) as u8) << 4);
+    t.push(h.flags);
+    t.extend_from_slice(&h.window.to_be_bytes());
+    t.extend_from_slice(&[0, 0, 0, 0]);
+    if let Some(mss) = h.mss {
+        t.extend_from_slice(&[2, 4]);
+        t.extend_from_slice(&mss.to_be_bytes());
+    }
+    t.extend_from_slice(data);
+    let sum = transport_checksum(route.src, route.dst, PROTO_TCP, &t);
+    t[16..18].copy_from_slice(&sum.to_be_bytes());
+    t
+}
+
 /// An ICMP echo request or reply with a valid checksum.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct IcmpEcho<'a> {
@@ -366,6 +471,25 @@ mod tests {
     }
 
     #[test]
+    fn a_built_tcp_segment_parses_back_with_its_mss() {
+        let r = route();
+        let h = TcpHeader {
+            src_port: 80,
+            dst_port: 40000,
+            seq: 7,
+            ack: 9,
+            flags: tcp_flags::SYN | tcp_flags::ACK,
+            window: 1000,
+            mss: Some(1460),
+        };
+        let f = ipv4_frame(&r, PROTO_TCP, 1, &tcp_segment(&r, &h, b"x"));
+        let ip = Ipv4Packet::parse(&f[HEADER_LEN..]).unwrap();
+        let t = TcpSegment::parse(&ip).unwrap();
+        assert_eq!((t.seq, t.ack, t.flags, t.window), (7, 9, 0x12, 1000));
+        assert_eq!((t.mss, t.payload), (Some(1460), &b"x"[..]));
+    }
+
+    #[test]
     fn checksum_is_independent_of_how_the_bytes_are_split() {
         let data: Vec<u8> = (0..=40).collect();
         let whole = internet_checksum(&[&data]);
@@ -383,6 +507,7 @@ mod tests {
             let _ = IcmpEcho::parse(&b);
             if let Ok(ip) = Ipv4Packet::parse(&b) {
                 let _ = UdpDatagram::parse(&ip);
+                let _ = TcpSegment::parse(&ip);
             }
         }
 

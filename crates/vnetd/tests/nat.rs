@@ -195,8 +195,8 @@ fn dns_queries_to_the_gateway_are_answered_by_the_configured_upstream() {
 }
 
 #[test]
-fn tcp_is_refused_promptly_until_it_is_translated() {
-    if skip_unless_root("nat refusals") {
+fn a_refused_tcp_connection_fails_promptly() {
+    if skip_unless_root("nat tcp refused") {
         return;
     }
     let n = octet(4);
@@ -204,7 +204,7 @@ fn tcp_is_refused_promptly_until_it_is_translated() {
     let d = nat_daemon(&net, n, "");
     let outside = Outside::new(n);
     let vm = dhcp_vm(&d, &net, n, "52:54:00:08:00:04");
-    // No TCP translation yet: the guest hears "unreachable" at once instead of hanging.
+    // Nobody listens outside: the host's connect is refused and the guest gets RST.
     let started = std::time::Instant::now();
     let out = vm.ns().exec(&[
         "socat",
@@ -215,9 +215,92 @@ fn tcp_is_refused_promptly_until_it_is_translated() {
     ]);
     assert!(!out.status.success());
     assert!(
+        String::from_utf8_lossy(&out.stderr).contains("refused"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
         started.elapsed() < Duration::from_secs(5),
         "refused promptly"
     );
+}
+
+fn sha256(path: &std::path::Path) -> String {
+    let out = Command::new("sha256sum").arg(path).output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap_or("")
+        .to_string()
+}
+
+#[test]
+fn tcp_downloads_and_uploads_arrive_intact_through_the_nat() {
+    if skip_unless_root("nat tcp") {
+        return;
+    }
+    let n = octet(8);
+    let net = unique_name("nat");
+    let d = nat_daemon(&net, n, "");
+    let outside = Outside::new(n);
+    let vm = dhcp_vm(&d, &net, n, "52:54:00:08:00:08");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("payload");
+    let mut seed = 0x1234_5678_9abc_def0u64;
+    let bytes: Vec<u8> = (0..3 * 1024 * 1024)
+        .map(|_| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed as u8
+        })
+        .collect();
+    std::fs::write(&file, &bytes).unwrap();
+    let want = sha256(&file);
+    // Download: the outside serves the file to each connection.
+    let _server = outside.ns.spawn(&[
+        "socat",
+        "-u",
+        &format!("OPEN:{}", file.display()),
+        "TCP4-LISTEN:8080,reuseaddr,fork",
+    ]);
+    let got = dir.path().join("downloaded");
+    let fetch = || {
+        let _ = std::fs::remove_file(&got);
+        vm.ns().exec(&[
+            "socat",
+            "-u",
+            &format!("TCP4:{}:8080,connect-timeout=5", outside.ip),
+            &format!("CREATE:{}", got.display()),
+        ]);
+        got.exists() && sha256(&got) == want
+    };
+    assert!(wait_for(T, fetch), "download through the NAT\n{}", d.log());
+    // Upload: the VM sends, the outside stores.
+    let stored = dir.path().join("uploaded");
+    let mut sink = outside.ns.spawn(&[
+        "socat",
+        "-u",
+        "TCP4-LISTEN:8081,reuseaddr",
+        &format!("CREATE:{}", stored.display()),
+    ]);
+    let sent = wait_for(T, || {
+        vm.ns()
+            .exec(&[
+                "socat",
+                "-u",
+                &format!("OPEN:{}", file.display()),
+                &format!("TCP4:{}:8081,connect-timeout=5", outside.ip),
+            ])
+            .status
+            .success()
+    });
+    assert!(sent, "upload through the NAT\n{}", d.log());
+    assert!(
+        sink.wait_timeout(T).is_some(),
+        "the sink saw EOF (FIN went through)"
+    );
+    assert_eq!(sha256(&stored), want, "upload intact");
 }
 
 /// The same ping, but with the daemon in a namespace of its own whose

@@ -9,16 +9,22 @@
 //! allowed when `net.ipv4.ping_group_range` covers the daemon's gid), else through a
 //! raw socket when the daemon may open one (root), else guests are told "unreachable".
 //! The start-up log says which.
+//!
+//! TCP flows are non-blocking `connect()`s; their data stays in the socket until the
+//! guest ACKs it (peeked with `MSG_PEEK`, consumed on ACK), as `vnet_nat`'s `tcp`
+//! module explains.
 
 use std::collections::HashMap;
-use std::io::{self, ErrorKind};
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
+use std::io::{self, ErrorKind, Read, Write};
+use std::net::{Ipv4Addr, Shutdown, SocketAddr, SocketAddrV4, TcpStream, UdpSocket};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
-use nix::sys::socket::{socket, AddressFamily, SockFlag, SockProtocol, SockType};
+use nix::sys::socket::{
+    connect, socket, AddressFamily, SockFlag, SockProtocol, SockType, SockaddrIn,
+};
 use tracing::{debug, info, warn};
 use vnet_control::NetworkSpec;
 use vnet_core::wire::MacAddr;
@@ -50,13 +56,30 @@ impl IcmpMode {
     }
 }
 
+/// A flow's host socket.
+enum FlowSocket {
+    /// UDP, or ICMP echo (ping and raw sockets are datagram sockets too).
+    Dgram(UdpSocket),
+    /// TCP; `true` once the non-blocking connect finished.
+    Stream(TcpStream, bool),
+}
+
+impl FlowSocket {
+    fn fd(&self) -> RawFd {
+        match self {
+            FlowSocket::Dgram(s) => s.as_raw_fd(),
+            FlowSocket::Stream(s, _) => s.as_raw_fd(),
+        }
+    }
+}
+
 pub struct NatService {
     net: String,
     device: NatDevice,
     icmp: IcmpMode,
     poll: Poll,
     events: Events,
-    flows: HashMap<FlowId, UdpSocket>,
+    flows: HashMap<FlowId, FlowSocket>,
     dns: Option<UdpSocket>,
     /// Sockets that reported readiness and were not read to `WouldBlock` yet.
     ready: Vec<Token>,
@@ -198,7 +221,7 @@ impl NatService {
             dns,
             ready: Vec::new(),
             actions: Vec::new(),
-            buf: vec![0; 65536],
+            buf: vec![0; 2 * 65536 + 1],
         })
     }
 
@@ -227,12 +250,12 @@ impl NatService {
                 Output::Send { flow, data } => self.send(flow, data, &mut more),
                 Output::Close { flow } => {
                     if let Some(s) = self.flows.remove(&flow) {
-                        let _ = self
-                            .poll
-                            .registry()
-                            .deregister(&mut SourceFd(&s.as_raw_fd()));
+                        let _ = self.poll.registry().deregister(&mut SourceFd(&s.fd()));
                     }
                 }
+                Output::TcpWrite { flow, data, fin } => self.tcp_write(flow, &data, fin, &mut more),
+                Output::TcpRead { flow } => self.tcp_pump(Instant::now(), flow, &mut more),
+                Output::TcpConsume { flow, bytes } => self.tcp_consume(flow, bytes, &mut more),
                 Output::DnsQuery { to, query } => {
                     if let Some(s) = &self.dns {
                         if let Err(e) = s.send_to(&query, to) {
@@ -251,22 +274,136 @@ impl NatService {
             Proto::Udp => {
                 let s = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))?;
                 s.set_nonblocking(true)?;
-                s
+                s.connect(SocketAddr::V4(to))?;
+                FlowSocket::Dgram(s)
             }
-            Proto::Icmp => icmp_socket(self.icmp)?,
+            Proto::Icmp => {
+                let s = icmp_socket(self.icmp)?;
+                s.connect(SocketAddr::V4(to))?;
+                FlowSocket::Dgram(s)
+            }
+            Proto::Tcp => {
+                let flags = SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC;
+                let fd = socket(AddressFamily::Inet, SockType::Stream, flags, None)?;
+                match connect(fd.as_raw_fd(), &SockaddrIn::from(to)) {
+                    Ok(()) | Err(nix::errno::Errno::EINPROGRESS) => {}
+                    Err(e) => return Err(e.into()),
+                }
+                FlowSocket::Stream(TcpStream::from(fd), false)
+            }
         };
-        s.connect(SocketAddr::V4(to))?;
-        self.poll.registry().register(
-            &mut SourceFd(&s.as_raw_fd()),
-            Token(flow.0 as usize),
-            Interest::READABLE,
-        )?;
+        let interest = match s {
+            FlowSocket::Dgram(_) => Interest::READABLE,
+            FlowSocket::Stream(..) => Interest::READABLE | Interest::WRITABLE,
+        };
+        self.poll
+            .registry()
+            .register(&mut SourceFd(&s.fd()), Token(flow.0 as usize), interest)?;
         self.flows.insert(flow, s);
         Ok(())
     }
 
+    /// A TCP flow's socket is ready: finish the connect, or peek what the guest may get.
+    fn tcp_event(&mut self, now: Instant, flow: FlowId) {
+        let Some(FlowSocket::Stream(s, connected)) = self.flows.get_mut(&flow) else {
+            return;
+        };
+        if !*connected {
+            match s.take_error() {
+                Ok(Some(e)) | Err(e) => {
+                    let err = socket_error(&e).unwrap_or(SocketError::Unreachable);
+                    debug!(
+                        net = self.net,
+                        "NAT: TCP connect of flow {} failed: {e}", flow.0
+                    );
+                    self.device.socket_error(flow, err, &mut self.actions);
+                    return;
+                }
+                Ok(None) if s.peer_addr().is_ok() => {
+                    *connected = true;
+                    self.device.tcp_connected(now, flow, &mut self.actions);
+                }
+                Ok(None) => return,
+            }
+        }
+        let mut more = Vec::new();
+        self.tcp_pump(now, flow, &mut more);
+        self.actions.extend(more);
+    }
+
+    /// Peeks the socket past the bytes in flight, up to the guest's window.
+    fn tcp_pump(&mut self, now: Instant, flow: FlowId, more: &mut Vec<Output>) {
+        let Some(FlowSocket::Stream(s, true)) = self.flows.get(&flow) else {
+            return;
+        };
+        let Some((offset, max)) = self.device.tcp_read_window(flow) else {
+            return;
+        };
+        let want = (offset + max.max(1)).min(self.buf.len());
+        match s.peek(&mut self.buf[..want]) {
+            Ok(0) => self.device.tcp_data(now, flow, &[], true, more),
+            Ok(n) => {
+                let end = n.min(offset + max);
+                if end > offset {
+                    self.device
+                        .tcp_data(now, flow, &self.buf[offset..end], false, more);
+                }
+            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+            Err(e) => {
+                debug!(net = self.net, "NAT: TCP flow {}: {e}", flow.0);
+                self.device.socket_error(flow, SocketError::Refused, more);
+            }
+        }
+    }
+
+    /// Writes guest data; the device ACKs what the socket took.
+    fn tcp_write(&mut self, flow: FlowId, data: &[u8], fin: bool, more: &mut Vec<Output>) {
+        let Some(FlowSocket::Stream(s, true)) = self.flows.get_mut(&flow) else {
+            return;
+        };
+        let written = if data.is_empty() {
+            Ok(0)
+        } else {
+            s.write(data)
+        };
+        match written {
+            Ok(n) => {
+                let fin_done = fin && n == data.len() && s.shutdown(Shutdown::Write).is_ok();
+                self.device.tcp_written(flow, n, fin_done, more);
+            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                self.device.tcp_written(flow, 0, false, more)
+            }
+            Err(e) => {
+                debug!(net = self.net, "NAT: TCP write on flow {}: {e}", flow.0);
+                self.device.socket_error(flow, SocketError::Refused, more);
+            }
+        }
+    }
+
+    /// Drops bytes the guest acknowledged from the socket's receive queue.
+    fn tcp_consume(&mut self, flow: FlowId, mut bytes: usize, more: &mut Vec<Output>) {
+        let Some(FlowSocket::Stream(s, _)) = self.flows.get_mut(&flow) else {
+            return;
+        };
+        while bytes > 0 {
+            let n = bytes.min(self.buf.len());
+            match s.read(&mut self.buf[..n]) {
+                Ok(0) => break,
+                Ok(got) => bytes -= got,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => {
+                    debug!(net = self.net, "NAT: TCP flow {}: {e}", flow.0);
+                    self.device.socket_error(flow, SocketError::Refused, more);
+                    return;
+                }
+            }
+        }
+    }
+
     fn send(&mut self, flow: FlowId, mut data: Vec<u8>, more: &mut Vec<Output>) {
-        let Some(s) = self.flows.get(&flow) else {
+        let Some(FlowSocket::Dgram(s)) = self.flows.get(&flow) else {
             return;
         };
         if self.icmp == IcmpMode::Raw {
@@ -303,7 +440,13 @@ impl NatService {
                 }
             } else {
                 match self.flows.get(&FlowId(token.0 as u64)) {
-                    Some(s) => s.recv(&mut self.buf).map(|n| (n, None)),
+                    Some(FlowSocket::Dgram(s)) => s.recv(&mut self.buf).map(|n| (n, None)),
+                    Some(FlowSocket::Stream(..)) => {
+                        self.ready.pop();
+                        budget -= 1;
+                        self.tcp_event(now, FlowId(token.0 as u64));
+                        continue;
+                    }
                     None => Err(ErrorKind::WouldBlock.into()),
                 }
             };

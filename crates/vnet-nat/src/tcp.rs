@@ -1,0 +1,447 @@
+//! TCP, passt-style: no TCP stack in the middle. A guest's connection becomes one
+//! host `connect()`; sequence numbers are mirrored, not re-segmented into a buffer:
+//!
+//! - **guest → host**: a segment at the expected sequence is written to the socket
+//!   ([`Output::TcpWrite`]); the guest is ACKed for exactly what the socket took
+//!   ([`NatDevice::tcp_written`]), so anything else is simply retransmitted by the guest.
+//!   Out-of-order data is dropped with a duplicate ACK.
+//! - **host → guest**: data stays in the socket until the guest ACKs it. The shell
+//!   peeks ([`NatDevice::tcp_read_window`]: from offset `seq_to_tap - seq_ack_from_tap`,
+//!   at most the guest's window) and hands the new bytes to [`NatDevice::tcp_data`],
+//!   which cuts MSS-sized segments; the guest's ACKs become [`Output::TcpConsume`]
+//!   (read and discard) and another [`Output::TcpRead`] while the window allows.
+//!   When no ACK comes within [`ACK_TIMEOUT`] the send sequence goes back to the last
+//!   ACK and the data is peeked again (go-back-N); after [`MAX_RETRANS`] the connection
+//!   is reset.
+//! - **close**: a guest FIN becomes `shutdown(SHUT_WR)` once its data is written; EOF on
+//!   the socket (a peek of 0 bytes once everything was ACKed) becomes a FIN to the guest.
+//!   The flow ends when both FINs are ACKed, on RST either way, or after
+//!   [`NatConfig::tcp_timeout`] idle.
+//! - **errors**: connection refused → RST; unreachable → ICMP unreachable.
+//!
+//! | event | what the device does |
+//! |---|---|
+//! | SYN from guest, no flow | `Open` (non-blocking connect), remember ISN and MSS |
+//! | connect done ([`NatDevice::tcp_connected`]) | SYN-ACK with our ISN and MSS |
+//! | SYN again before/after SYN-ACK | ignored / SYN-ACK again |
+//! | segment without a flow | RST |
+//! | data at `seq_from_tap` | `TcpWrite`; ACK what was written |
+//! | ACK advancing `seq_ack_from_tap` | `TcpConsume`, `TcpRead` |
+//! | RST from guest | `Close` |
+//!
+//! No window scaling is negotiated (windows are at most 64 KiB): simple, correct, and
+//! slow on long fat pipes — the next step (with `SO_PEEK_OFF`, `TCP_INFO` mirroring
+//! and batched frames) is in the crate documentation.
+
+use std::net::SocketAddrV4;
+use std::time::{Duration, Instant};
+
+use vnet_core::wire::ethernet::MacAddr;
+
+use super::{Flow, FlowKey, NatDevice, Output, Proto};
+use crate::wire::{self, tcp_flags as F, Ipv4Packet, Route, TcpHeader, TcpSegment};
+use crate::FlowId;
+
+/// How long the guest has to ACK data (or a FIN) before it is sent again.
+pub const ACK_TIMEOUT: Duration = Duration::from_secs(2);
+/// Retransmissions in a row before the connection is reset.
+pub const MAX_RETRANS: u8 = 5;
+/// The window the device advertises to guests (no scaling).
+const WINDOW: u16 = 65535;
+
+/// Per-connection TCP state, in the shape of passt's events.
+#[derive(Debug, Clone)]
+pub(super) struct Tcp {
+    /// The host socket is connected and the SYN-ACK was sent.
+    established: bool,
+    /// The guest sent FIN and it went to the socket as shutdown.
+    fin_from_tap: bool,
+    /// We sent FIN to the guest (it takes sequence number `seq_to_tap - 1`).
+    fin_to_tap: bool,
+    fin_acked: bool,
+    /// The socket reached EOF.
+    sock_eof: bool,
+    isn: u32,
+    seq_to_tap: u32,
+    seq_ack_from_tap: u32,
+    seq_from_tap: u32,
+    wnd_from_tap: u32,
+    mss: u16,
+    retrans: u8,
+    /// When unacknowledged data or FIN is due for retransmission.
+    ack_due: Option<Instant>,
+}
+
+impl Tcp {
+    /// Bytes sent to the guest and not yet ACKed, FIN excluded.
+    fn in_flight(&self) -> u32 {
+        let all = self.seq_to_tap.wrapping_sub(self.seq_ack_from_tap);
+        all - u32::from(self.fin_to_tap && !self.fin_acked).min(all)
+    }
+
+    pub(super) fn deadline(&self) -> Option<Instant> {
+        self.ack_due
+    }
+
+    pub(super) fn finished(&self) -> bool {
+        self.fin_from_tap && self.fin_acked
+    }
+}
+
+impl NatDevice {
+    pub(super) fn receive_tcp(
+        &mut self,
+        now: Instant,
+        guest_mac: MacAddr,
+        ip: &Ipv4Packet<'_>,
+        out: &mut Vec<Output>,
+    ) -> bool {
+        let Some(seg) = TcpSegment::parse(ip) else {
+            self.counters.malformed += 1;
+            return false;
+        };
+        let key = FlowKey {
+            proto: Proto::Tcp,
+            guest: SocketAddrV4::new(ip.src, seg.src_port),
+            remote: SocketAddrV4::new(ip.dst, seg.dst_port),
+        };
+        let Some(&flow) = self.by_key.get(&key) else {
+            self.tcp_new(now, guest_mac, key, &seg, out);
+            return true;
+        };
+        self.counters.to_host += 1;
+        if seg.flags & F::RST != 0 {
+            self.close_flow(flow, out);
+            return true;
+        }
+        let f = self.flows.get_mut(&flow).expect("indexed");
+        f.last_used = now;
+        let tcp = f.tcp.as_mut().expect("a TCP flow");
+        if seg.flags & F::SYN != 0 {
+            if tcp.established && seg.seq.wrapping_add(1) == tcp.seq_from_tap {
+                self.tcp_syn_ack(flow, out); // our SYN-ACK was lost
+            }
+            return true;
+        }
+        if !tcp.established || seg.flags & F::ACK == 0 {
+            return true;
+        }
+        // ACK: what the guest has from us.
+        let acked = seg.ack.wrapping_sub(tcp.seq_ack_from_tap);
+        let sent = tcp.seq_to_tap.wrapping_sub(tcp.seq_ack_from_tap);
+        tcp.wnd_from_tap = u32::from(seg.window);
+        if acked > 0 && acked <= sent {
+            let fin_now_acked = tcp.fin_to_tap && !tcp.fin_acked && seg.ack == tcp.seq_to_tap;
+            let data = acked - u32::from(fin_now_acked);
+            tcp.seq_ack_from_tap = seg.ack;
+            tcp.retrans = 0;
+            tcp.ack_due = (seg.ack != tcp.seq_to_tap).then(|| now + ACK_TIMEOUT);
+            if fin_now_acked {
+                tcp.fin_acked = true;
+            }
+            if data > 0 {
+                out.push(Output::TcpConsume {
+                    flow,
+                    bytes: data as usize,
+                });
+            }
+            if tcp.finished() {
+                self.close_flow(flow, out);
+                return true;
+            }
+            out.push(Output::TcpRead { flow });
+        } else if acked == 0 && sent > 0 && !seg.payload.is_empty() {
+            // Nothing new acknowledged: nothing to do.
+        } else if acked == 0 && sent > 0 && tcp.wnd_from_tap > tcp.in_flight() {
+            out.push(Output::TcpRead { flow });
+        }
+        // Data (and FIN) from the guest.
+        let fin = seg.flags & F::FIN != 0;
+        if seg.payload.is_empty() && !fin {
+            return true;
+        }
+        let skip = tcp.seq_from_tap.wrapping_sub(seg.seq) as usize;
+        if tcp.fin_from_tap || skip > seg.payload.len() {
+            // Old or out of order: say where we are.
+            self.tcp_send(flow, F::ACK, &[], out);
+            return true;
+        }
+        let data = seg.payload[skip..].to_vec();
+        if data.is_empty() && !fin {
+            self.tcp_send(flow, F::ACK, &[], out);
+            return true;
+        }
+        out.push(Output::TcpWrite { flow, data, fin });
+        true
+    }
+
+    /// A segment for which there is no flow: a SYN opens one, anything else is reset.
+    fn tcp_new(
+        &mut self,
+        now: Instant,
+        guest_mac: MacAddr,
+        key: FlowKey,
+        seg: &TcpSegment<'_>,
+        out: &mut Vec<Output>,
+    ) {
+        let route = self.route(guest_mac, *key.remote.ip(), *key.guest.ip());
+        if seg.flags & F::RST != 0 {
+            return;
+        }
+        if seg.flags & (F::SYN | F::ACK) != F::SYN {
+            self.counters.ignored += 1;
+            let (seq, ack, flags) = if seg.flags & F::ACK != 0 {
+                (seg.ack, 0, F::RST)
+            } else {
+                let len = seg.payload.len() as u32 + u32::from(seg.flags & F::FIN != 0);
+                (0, seg.seq.wrapping_add(len), F::RST | F::ACK)
+            };
+            self.tcp_reply(&route, key, seq, ack, flags, &[], None, out);
+            return;
+        }
+        let mut target = *key.remote.ip();
+        if target == self.config.gateway {
+            if !self.config.host_loopback {
+                let ack = seg.seq.wrapping_add(1);
+                self.tcp_reply(&route, key, 0, ack, F::RST | F::ACK, &[], None, out);
+                return;
+            }
+            target = std::net::Ipv4Addr::LOCALHOST;
+        }
+        let isn = self.random_u32();
+        let tcp = Tcp {
+            established: false,
+            fin_from_tap: false,
+            fin_to_tap: false,
+            fin_acked: false,
+            sock_eof: false,
+            isn,
+            seq_to_tap: isn.wrapping_add(1),
+            seq_ack_from_tap: isn.wrapping_add(1),
+            seq_from_tap: seg.seq.wrapping_add(1),
+            wnd_from_tap: u32::from(seg.window),
+            mss: seg.mss.unwrap_or(536).max(64),
+            retrans: 0,
+            ack_due: None,
+        };
+        let Some(flow) = self.flow_for(now, key, guest_mac, target, out) else {
+            self.counters.ignored += 1;
+            return;
+        };
+        self.counters.to_host += 1;
+        if let Some(f) = self.flows.get_mut(&flow) {
+            f.tcp = Some(tcp);
+        }
+    }
+
+    /// The shell's connect finished: the guest gets its SYN-ACK.
+    pub fn tcp_connected(&mut self, now: Instant, flow: FlowId, out: &mut Vec<Output>) {
+        let Some(tcp) = self.flows.get_mut(&flow).and_then(|f| f.tcp.as_mut()) else {
+            return;
+        };
+        if tcp.established {
+            return;
+        }
+        tcp.established = true;
+        tcp.ack_due = None;
+        let _ = now;
+        self.tcp_syn_ack(flow, out);
+    }
+
+    fn tcp_syn_ack(&mut self, flow: FlowId, out: &mut Vec<Output>) {
+        let Some(f) = self.flows.get(&flow) else {
+            return;
+        };
+        let tcp = f.tcp.as_ref().expect("TCP");
+        let route = self.route(f.guest_mac, *f.key.remote.ip(), *f.key.guest.ip());
+        let mss = u16::try_from(self.config.mtu.saturating_sub(40)).unwrap_or(u16::MAX);
+        let (key, isn, ack) = (f.key, tcp.isn, tcp.seq_from_tap);
+        self.tcp_reply(&route, key, isn, ack, F::SYN | F::ACK, &[], Some(mss), out);
+    }
+
+    /// The shell wrote `written` bytes of a [`Output::TcpWrite`] (and, if it carried FIN
+    /// and all of it went, shut the socket's write side): ACK that much.
+    pub fn tcp_written(
+        &mut self,
+        flow: FlowId,
+        written: usize,
+        fin_done: bool,
+        out: &mut Vec<Output>,
+    ) {
+        let Some(tcp) = self.flows.get_mut(&flow).and_then(|f| f.tcp.as_mut()) else {
+            return;
+        };
+        tcp.seq_from_tap = tcp.seq_from_tap.wrapping_add(written as u32);
+        if fin_done {
+            tcp.fin_from_tap = true;
+            tcp.seq_from_tap = tcp.seq_from_tap.wrapping_add(1);
+        }
+        let finished = tcp.finished();
+        self.tcp_send(flow, F::ACK, &[], out);
+        if finished {
+            self.close_flow(flow, out);
+        }
+    }
+
+    /// Where the shell should peek in the flow's socket: `(offset, max)` bytes, or `None`
+    /// when the guest's window is full or the flow is not sending.
+    pub fn tcp_read_window(&self, flow: FlowId) -> Option<(usize, usize)> {
+        let tcp = self.flows.get(&flow)?.tcp.as_ref()?;
+        if !tcp.established || tcp.fin_to_tap {
+            return None;
+        }
+        let offset = tcp.in_flight();
+        let room = tcp
+            .wnd_from_tap
+            .saturating_sub(offset)
+            .min(u32::from(WINDOW));
+        (room > 0 || offset == 0).then_some((offset as usize, room as usize))
+    }
+
+    /// New bytes peeked from the socket (after the in-flight ones), or EOF: segments,
+    /// or a FIN, to the guest.
+    pub fn tcp_data(
+        &mut self,
+        now: Instant,
+        flow: FlowId,
+        data: &[u8],
+        eof: bool,
+        out: &mut Vec<Output>,
+    ) {
+        let mtu_mss = self.config.mtu.saturating_sub(40).max(1);
+        let Some(f) = self.flows.get_mut(&flow) else {
+            return;
+        };
+        f.last_used = now;
+        let Some(tcp) = f.tcp.as_mut() else {
+            return;
+        };
+        let mss = usize::from(tcp.mss).min(mtu_mss);
+        let mut chunks = Vec::new();
+        for chunk in data.chunks(mss) {
+            chunks.push((tcp.seq_to_tap, chunk));
+            tcp.seq_to_tap = tcp.seq_to_tap.wrapping_add(chunk.len() as u32);
+        }
+        let fin = eof && !tcp.fin_to_tap && tcp.in_flight() == 0 && data.is_empty();
+        if eof {
+            tcp.sock_eof = true;
+        }
+        if fin {
+            tcp.fin_to_tap = true;
+            tcp.seq_to_tap = tcp.seq_to_tap.wrapping_add(1);
+        }
+        if !chunks.is_empty() || fin {
+            tcp.ack_due = tcp.ack_due.or(Some(now + ACK_TIMEOUT));
+        }
+        let (key, mac, ack) = (f.key, f.guest_mac, tcp.seq_from_tap);
+        let route = self.route(mac, *key.remote.ip(), *key.guest.ip());
+        self.counters.from_host += chunks.len() as u64;
+        for (seq, chunk) in chunks {
+            self.tcp_reply(&route, key, seq, ack, F::ACK | F::PSH, chunk, None, out);
+        }
+        if fin {
+            let seq = self.flows[&flow]
+                .tcp
+                .as_ref()
+                .expect("TCP")
+                .seq_to_tap
+                .wrapping_sub(1);
+            self.tcp_reply(&route, key, seq, ack, F::FIN | F::ACK, &[], None, out);
+        }
+    }
+
+    /// Go-back-N for flows whose ACK is overdue; resets after [`MAX_RETRANS`].
+    pub(super) fn tcp_timers(&mut self, now: Instant, out: &mut Vec<Output>) {
+        let due: Vec<FlowId> = self
+            .flows
+            .iter()
+            .filter(|(_, f)| {
+                f.tcp
+                    .as_ref()
+                    .and_then(Tcp::deadline)
+                    .is_some_and(|t| t <= now)
+            })
+            .map(|(&id, _)| id)
+            .collect();
+        for flow in due {
+            let tcp = self
+                .flows
+                .get_mut(&flow)
+                .and_then(|f| f.tcp.as_mut())
+                .expect("listed");
+            tcp.retrans += 1;
+            if tcp.retrans > MAX_RETRANS {
+                self.tcp_reset(flow, out);
+                continue;
+            }
+            tcp.seq_to_tap = tcp.seq_ack_from_tap;
+            if tcp.fin_to_tap && !tcp.fin_acked {
+                tcp.fin_to_tap = false;
+            }
+            tcp.ack_due = Some(now + ACK_TIMEOUT);
+            out.push(Output::TcpRead { flow });
+        }
+    }
+
+    /// The socket failed: the guest gets RST and the flow ends.
+    pub(super) fn tcp_reset(&mut self, flow: FlowId, out: &mut Vec<Output>) {
+        if let Some(f) = self.flows.get(&flow) {
+            let tcp = f.tcp.as_ref().expect("TCP");
+            let route = self.route(f.guest_mac, *f.key.remote.ip(), *f.key.guest.ip());
+            let (key, seq, ack) = (f.key, tcp.seq_to_tap, tcp.seq_from_tap);
+            self.tcp_reply(&route, key, seq, ack, F::RST | F::ACK, &[], None, out);
+        }
+        self.close_flow(flow, out);
+    }
+
+    /// A bare segment with the flow's current sequence numbers.
+    fn tcp_send(&mut self, flow: FlowId, flags: u8, data: &[u8], out: &mut Vec<Output>) {
+        let Some(f) = self.flows.get(&flow) else {
+            return;
+        };
+        let tcp = f.tcp.as_ref().expect("TCP");
+        let route = self.route(f.guest_mac, *f.key.remote.ip(), *f.key.guest.ip());
+        let (key, seq, ack) = (f.key, tcp.seq_to_tap, tcp.seq_from_tap);
+        self.tcp_reply(&route, key, seq, ack, flags, data, None, out);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn tcp_reply(
+        &mut self,
+        route: &Route,
+        key: FlowKey,
+        seq: u32,
+        ack: u32,
+        flags: u8,
+        data: &[u8],
+        mss: Option<u16>,
+        out: &mut Vec<Output>,
+    ) {
+        let h = TcpHeader {
+            src_port: key.remote.port(),
+            dst_port: key.guest.port(),
+            seq,
+            ack,
+            flags,
+            window: WINDOW,
+            mss,
+        };
+        let seg = wire::tcp_segment(route, &h, data);
+        self.push_ip(route, wire::PROTO_TCP, &seg, out);
+    }
+
+    /// Forgets a flow and tells the shell to close its socket.
+    pub(super) fn close_flow(&mut self, flow: FlowId, out: &mut Vec<Output>) {
+        if let Some(f) = self.flows.remove(&flow) {
+            self.by_key.remove(&f.key);
+            self.counters.flows_closed += 1;
+            out.push(Output::Close { flow });
+        }
+    }
+}
+
+impl Flow {
+    pub(super) fn tcp_deadline(&self) -> Option<Instant> {
+        self.tcp.as_ref().and_then(Tcp::deadline)
+    }
+}
