@@ -104,7 +104,9 @@ pub fn qemu_args(a: &Attachment) -> Vec<String> {
 /// The vhost-user socket of port `name`: `RUN/NET/vhost-user/NAME.sock`, beside the
 /// vnet's stream socket.
 pub fn vhost_user_socket(stream_socket: &Path, name: &str) -> PathBuf {
-    stream_socket.with_file_name("vhost-user").join(format!("{name}.sock"))
+    stream_socket
+        .with_file_name("vhost-user")
+        .join(format!("{name}.sock"))
 }
 
 /// `-netdev vhost-user` and what it needs: the chardev QEMU connects with (reconnecting

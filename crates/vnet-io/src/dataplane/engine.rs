@@ -993,7 +993,11 @@ impl Engine {
         }
         let net = &self.networks[key];
         let path = socket_path(&net.dir, name);
-        if net.ports.values().any(|p| p.backend.vhost_user_name() == Some(name)) {
+        if net
+            .ports
+            .values()
+            .any(|p| p.backend.vhost_user_name() == Some(name))
+        {
             return Err(ControlError::Exists(format!(
                 "vnet {} already has vhost-user port {name} (see `vnet port ls {}`)",
                 net.name(),
