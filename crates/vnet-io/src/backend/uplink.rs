@@ -313,3 +313,54 @@ impl Backend for UplinkPort {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(vlan: Option<u16>, mode: UplinkMode, vlans: &[u16]) -> UplinkSpec {
+        UplinkSpec {
+            interface: "eth1".into(),
+            vlan,
+            mode,
+            vlans: vlans.to_vec(),
+        }
+    }
+
+    #[test]
+    fn claims_take_their_own_traffic_only() {
+        let plain = Claim::of(&spec(None, UplinkMode::Access, &[]));
+        let ten = Claim::of(&spec(Some(10), UplinkMode::Access, &[]));
+        let trunk = Claim::of(&spec(None, UplinkMode::Trunk, &[20, 30]));
+        assert_eq!(plain, Claim::Untagged);
+        assert!(plain.takes(None) && !plain.takes(Some(10)));
+        assert!(ten.takes(Some(10)) && !ten.takes(None) && !ten.takes(Some(20)));
+        assert!(trunk.takes(Some(30)) && !trunk.takes(None) && !trunk.takes(Some(10)));
+        assert!(!plain.overlaps(&ten) && !ten.overlaps(&trunk) && !trunk.overlaps(&plain));
+        assert!(trunk.overlaps(&Claim::Vlan(20)) && Claim::Vlan(20).overlaps(&trunk));
+        assert!(plain.overlaps(&Claim::Untagged));
+    }
+
+    #[test]
+    fn specs_are_checked() {
+        assert!(spec(Some(10), UplinkMode::Access, &[]).check().is_ok());
+        assert!(spec(None, UplinkMode::Trunk, &[10, 20]).check().is_ok());
+        for bad in [
+            spec(Some(4095), UplinkMode::Access, &[]),
+            spec(Some(0), UplinkMode::Access, &[]),
+            spec(None, UplinkMode::Access, &[10]),
+            spec(None, UplinkMode::Trunk, &[]),
+            spec(Some(10), UplinkMode::Trunk, &[20]),
+            spec(None, UplinkMode::Trunk, &[5000]),
+        ] {
+            assert!(bad.check().is_err(), "{bad:?}");
+        }
+        assert_eq!(
+            spec(None, UplinkMode::Trunk, &[10]).port_vlan_mode(),
+            vnet_core::switch::VlanMode::Trunk {
+                allowed: vec![10],
+                native: None
+            }
+        );
+    }
+}
