@@ -150,9 +150,8 @@ impl NatDevice {
                 return true;
             }
             out.push(Output::TcpRead { flow });
-        } else if acked == 0 && sent > 0 && !seg.payload.is_empty() {
-            // Nothing new acknowledged: nothing to do.
-        } else if acked == 0 && sent > 0 && tcp.wnd_from_tap > tcp.in_flight() {
+        } else if acked == 0 && seg.payload.is_empty() && tcp.wnd_from_tap > tcp.in_flight() {
+            // A window update: there may be room for data waiting in the socket.
             out.push(Output::TcpRead { flow });
         }
         // Data (and FIN) from the guest.

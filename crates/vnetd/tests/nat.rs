@@ -467,3 +467,65 @@ fn the_host_loopback_is_reachable_only_when_allowed() {
     let denied = dhcp_vm(&d, &closed, b, "52:54:00:08:00:07");
     assert_eq!(ask(&denied, b), "", "host_loopback off: nothing comes back");
 }
+
+/// The daemon's open fds.
+fn fd_count(d: &Daemon) -> usize {
+    let pid = d.pid().expect("daemon running");
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|r| r.count())
+        .unwrap_or(0)
+}
+
+#[test]
+fn short_connections_and_idle_flows_leave_no_sockets_behind() {
+    if skip_unless_root("nat fd leak") {
+        return;
+    }
+    let n = octet(9);
+    let net = unique_name("nat");
+    let d = nat_daemon(&net, n, "");
+    let outside = Outside::new(n);
+    let vm = dhcp_vm(&d, &net, n, "52:54:00:08:00:09");
+    let _server = outside.ns.spawn(&[
+        "socat",
+        "TCP4-LISTEN:8080,reuseaddr,fork",
+        "SYSTEM:echo hello",
+    ]);
+    let _echo = outside
+        .ns
+        .spawn(&["socat", "UDP4-RECVFROM:7777,fork,reuseaddr", "EXEC:cat"]);
+    let target = format!("TCP4:{}:8080,connect-timeout=5", outside.ip);
+    assert!(
+        wait_for(T, || String::from_utf8_lossy(
+            &vm.ns().exec(&["socat", "-u", &target, "-"]).stdout
+        )
+        .contains("hello")),
+        "TCP through the NAT\n{}",
+        d.log()
+    );
+    let before = fd_count(&d);
+    let script = format!(
+        "ok=0; for i in $(seq 300); do socat -u {target} - | grep -q hello && ok=$((ok+1)); done; echo $ok"
+    );
+    let started = std::time::Instant::now();
+    let out = vm.ns().exec_ok(&["sh", "-c", &script]);
+    assert_eq!(out.trim(), "300", "every short connection got its answer");
+    eprintln!("nat: 300 short connections in {:?}", started.elapsed());
+    // Both FINs seen: every TCP flow's socket is closed at once.
+    assert!(
+        wait_for(Duration::from_secs(5), || fd_count(&d) <= before),
+        "TCP: fds before {before}, now {}\n{}",
+        fd_count(&d),
+        d.log()
+    );
+    let udp = format!("UDP4:{}:7777", outside.ip);
+    let script = format!("for i in $(seq 10); do echo x | socat -T 1 - {udp} >/dev/null; done");
+    vm.ns().exec_ok(&["sh", "-c", &script]);
+    // UDP flows end after udp_timeout_secs = 5 without traffic.
+    assert!(
+        wait_for(Duration::from_secs(20), || fd_count(&d) <= before),
+        "fds before {before}, now {}\n{}",
+        fd_count(&d),
+        d.log()
+    );
+}
