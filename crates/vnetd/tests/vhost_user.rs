@@ -177,3 +177,62 @@ fn the_socket_survives_nonsense_and_names_are_checked() {
     assert!(path.exists());
     assert!(d.is_running(), "{}", d.log());
 }
+
+#[test]
+fn the_cli_adds_lists_and_prints_qemu_arguments() {
+    skip_unless_root!();
+    let d = daemon("vc", "10.85.0");
+    let out = d.cli_ok(&["port", "add", "vc", "--vhost-user", "web"]);
+    assert!(out.contains("vhost-user web"), "{out}");
+    let path = socket(&d, "vc", "web");
+    assert!(path.exists(), "{}", path.display());
+    let ls = d.cli_ok(&["port", "ls", "vc"]);
+    assert!(ls.contains("vhost-user"), "{ls}");
+
+    let attach: serde_json::Value = common::cli_json(
+        &d,
+        &[
+            "attach",
+            "vc",
+            "--vhost-user",
+            "web",
+            "--memory",
+            "512M",
+            "--mac",
+            "52:54:00:00:85:01",
+        ],
+    );
+    let args: Vec<String> = attach["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().to_string())
+        .collect();
+    let line = args.join(" ");
+    assert_eq!(attach["netdev"], "vhost-user", "{attach}");
+    assert!(
+        line.contains("memory-backend-memfd,id=vnet0-mem,size=512M,share=on"),
+        "{line}"
+    );
+    assert!(line.contains("-machine memory-backend=vnet0-mem"), "{line}");
+    assert!(
+        line.contains(&format!("socket,id=vnet0-chr,path={}", path.display())),
+        "{line}"
+    );
+    assert!(
+        line.contains("-netdev vhost-user,id=vnet0,chardev=vnet0-chr"),
+        "{line}"
+    );
+    assert!(
+        line.contains("virtio-net-pci,netdev=vnet0,mac=52:54:00:00:85:01"),
+        "{line}"
+    );
+
+    let missing = d.cli(&["attach", "vc", "--vhost-user", "nosuch"]);
+    assert!(!missing.status.success());
+    let err = String::from_utf8_lossy(&missing.stderr);
+    assert!(
+        err.contains("vnet port add vc --vhost-user nosuch"),
+        "{err}"
+    );
+}
