@@ -466,6 +466,33 @@ fn the_host_loopback_is_reachable_only_when_allowed() {
     );
     let denied = dhcp_vm(&d, &closed, b, "52:54:00:08:00:07");
     assert_eq!(ask(&denied, b), "", "host_loopback off: nothing comes back");
+    // TCP likewise: a loopback-only listener is reached through the open vnet's gateway
+    // and refused on the other.
+    let tcp_port = {
+        let s = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        s.local_addr().unwrap().port()
+    };
+    let mut cmd = Command::new("socat");
+    cmd.args([
+        &format!("TCP4-LISTEN:{tcp_port},bind=127.0.0.1,fork,reuseaddr"),
+        "SYSTEM:echo loopback",
+    ]);
+    let _tcp = ChildGuard::spawn(cmd, "socat TCP on loopback").unwrap();
+    let fetch = |vm: &NsVm, n: u32| {
+        let out = vm.ns().exec(&[
+            "socat",
+            "-u",
+            &format!("TCP4:10.208.{n}.2:{tcp_port},connect-timeout=5"),
+            "-",
+        ]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(
+        wait_for(T, || fetch(&allowed, a) == "loopback\n"),
+        "TCP to the gateway reaches 127.0.0.1 with host_loopback\n{}",
+        d.log()
+    );
+    assert_eq!(fetch(&denied, b), "", "and is refused without it");
 }
 
 /// The daemon's open fds.
