@@ -4,7 +4,8 @@
 
 use comfy_table::{presets, Cell, CellAlignment, Table};
 use vnet_control::{
-    Counters, DhcpSpec, Lease, MacAddr, MacEntry, NetworkInfo, PortInfo, Reservation, VlanMode,
+    Counters, DhcpSpec, Lease, MacAddr, MacEntry, NetworkInfo, PortInfo, Reservation, UplinkMode,
+    VlanMode,
 };
 
 /// A table with a header row, columns separated by two spaces.
@@ -91,6 +92,14 @@ pub fn network_details(n: &NetworkInfo) -> String {
     }
     if let Some(d) = &n.dhcp {
         rows.push(("dhcp", dhcp_summary(d)));
+    }
+    if let Some(u) = &n.uplink {
+        let text = match (u.mode, u.vlan) {
+            (UplinkMode::Trunk, _) => format!("{} trunk {}", u.interface, vlan_ranges(&u.vlans)),
+            (_, Some(v)) => format!("{} vlan {v}", u.interface),
+            (_, None) => u.interface.clone(),
+        };
+        rows.push(("uplink", text));
     }
     rows.extend([
         ("stream socket", n.sockets.stream.display().to_string()),
@@ -416,6 +425,7 @@ mod tests {
             subnet: None,
             host_adapter: None,
             dhcp: None,
+            uplink: None,
         }
     }
 
@@ -585,6 +595,25 @@ VLAN  MAC                PORT  AGE  TYPE
             ],
         });
         n
+    }
+
+    #[test]
+    fn network_details_show_the_uplink() {
+        let mut n = vmnet1();
+        n.uplink = Some(vnet_control::UplinkSpec {
+            interface: "eth1".into(),
+            vlan: None,
+            mode: UplinkMode::Trunk,
+            vlans: vec![10, 11, 12, 20],
+        });
+        assert!(network_details(&n).contains("uplink         eth1 trunk 10-12,20\n"));
+        n.uplink = Some(vnet_control::UplinkSpec {
+            interface: "eth1".into(),
+            vlan: Some(10),
+            mode: UplinkMode::Access,
+            vlans: Vec::new(),
+        });
+        assert!(network_details(&n).contains("uplink         eth1 vlan 10\n"));
     }
 
     #[test]

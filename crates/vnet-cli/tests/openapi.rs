@@ -320,6 +320,7 @@ fn sample_network() -> NetworkInfo {
         subnet: None,
         host_adapter: None,
         dhcp: None,
+        uplink: None,
     }
 }
 
@@ -395,6 +396,18 @@ fn what_the_types_serialize_matches_the_documented_schemas() {
     let mut checker = Checker::new();
     checker.check_named("NetworkInfo", &sample_network());
     checker.check_named("NetworkInfo", &sample_host_only_network());
+    checker.check_named(
+        "NetworkInfo",
+        &NetworkInfo {
+            uplink: Some(UplinkSpec {
+                interface: "eth1".into(),
+                vlan: Some(10),
+                mode: UplinkMode::Access,
+                vlans: Vec::new(),
+            }),
+            ..sample_network()
+        },
+    );
     checker.check_named("NetworkSpec", &NetworkSpec::named("vmnet2"));
     let mut host_only = NetworkSpec::named("vmnet1");
     host_only.subnet = Some("192.168.101.0/24".parse().unwrap());

@@ -580,6 +580,7 @@ mod tests {
             subnet: None,
             host_adapter: None,
             dhcp: None,
+            uplink: None,
         }
     }
 

@@ -311,6 +311,10 @@ pub struct NetworkInfo {
     /// The DHCP service as configured, with defaults filled in.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dhcp: Option<DhcpSpec>,
+    /// The uplink as it runs (absent without root or when not configured); its port is
+    /// the one of kind `uplink`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uplink: Option<UplinkSpec>,
 }
 
 /// A running host adapter.

@@ -77,6 +77,13 @@ fn a_guest_on_a_bridged_vnet_gets_its_lease_from_the_lan_and_survives_the_nic_fl
         .unwrap_or_else(|| panic!("no uplink port\n{}", d.log()));
     assert!(uplink.description.contains(&nic), "{uplink:?}");
     assert_eq!(packet_sockets_on(&nic), 1);
+    let info = client(&d).network("br").unwrap();
+    assert_eq!(info.uplink.map(|u| u.interface), Some(nic.clone()));
+    let shown = d.cli_ok(&["net", "show", "br"]);
+    assert!(
+        shown.contains(&format!("uplink         {nic}\n")),
+        "{shown}"
+    );
 
     let mac = "52:54:00:00:84:01";
     let g = Guest::builder()
@@ -147,6 +154,7 @@ fn a_guest_on_a_bridged_vnet_gets_its_lease_from_the_lan_and_survives_the_nic_fl
     d.cli_ok(&["uplink", "rm", "br"]);
     assert!(find_kind(&d, "br", PortKind::Uplink).is_none());
     assert_eq!(packet_sockets_on(&nic), 0);
+    assert_eq!(client(&d).network("br").unwrap().uplink, None);
     assert!(!matches!(g.exec("ping -c 1 -W 1 10.84.0.1", T), Ok((0, _))));
 }
 

@@ -23,6 +23,11 @@ pub(super) fn network_info(net: &Network) -> NetworkInfo {
         subnet: net.spec.subnet,
         host_adapter: net.host_adapter.clone(),
         dhcp: net.spec.dhcp_resolved(),
+        uplink: net.spec.uplink.clone().filter(|_| {
+            net.ports
+                .values()
+                .any(|p| p.backend.kind() == vnet_control::PortKind::Uplink)
+        }),
     }
 }
 
