@@ -319,3 +319,54 @@ fn a_two_nic_firewall_guest_is_the_inside_vms_only_way_to_the_lan() {
         "no way out once the firewall stopped"
     );
 }
+
+#[test]
+fn the_uplink_keeps_the_nics_mtu_and_refuses_unknown_interfaces() {
+    skip_unless_root!();
+    let mut veth = Veth::new();
+    let lan = Netns::new("lan");
+    veth.move_b(&lan);
+    let lan_if = veth.b().to_string();
+    lan.exec_ok(&["ip", "link", "set", &lan_if, "mtu", "1400"]);
+    lan.exec_ok(&["ip", "addr", "add", "10.88.0.1/24", "dev", &lan_if]);
+    let nic = veth.a().to_string();
+    let ok = std::process::Command::new("ip")
+        .args(["link", "set", &nic, "mtu", "1400"])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+
+    let d = common::daemon_with(&["br"]);
+    let c = client(&d);
+    let e = c
+        .set_uplink("br", &uplink("nosuchnic0", None, &[]))
+        .unwrap_err();
+    assert!(e.to_string().contains("no interface"), "{e}");
+    assert_eq!(e.status().map(|s| s.as_u16()), Some(400));
+    let port = c.set_uplink("br", &uplink(&nic, None, &[])).unwrap();
+    assert_eq!(port.kind, PortKind::Uplink);
+
+    let (_, vm) = tap_vm(&d, "br", "02:00:00:00:88:02", "10.88.0.2/24");
+    assert!(vm.ping("10.88.0.1", 2), "small frames pass\n{}", d.log());
+    // 1450 bytes of ICMP payload make a 1492-byte frame: more than the NIC takes.
+    let big = vm.ns().exec(&[
+        "ping",
+        "-c",
+        "2",
+        "-W",
+        "1",
+        "-s",
+        "1450",
+        "-M",
+        "do",
+        "10.88.0.1",
+    ]);
+    assert!(
+        !big.status.success(),
+        "a frame over the NIC's MTU got through"
+    );
+    let p = common::port(&d, "br", port.id);
+    assert!(common::drops(&p, "oversize") >= 1, "{p:?}");
+    assert!(vm.ping("10.88.0.1", 1), "the uplink still works");
+}
