@@ -236,3 +236,112 @@ fn the_cli_adds_lists_and_prints_qemu_arguments() {
         "{err}"
     );
 }
+
+fn md5(path: &std::path::Path) -> String {
+    let out = std::process::Command::new("md5sum")
+        .arg(path)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+/// TCP both ways between a vhost-user guest and a namespace VM on an offloading TAP: the
+/// TAP's super-frames reach the guest whole (GUEST_TSO, merged RX buffers), the guest's
+/// own (HOST_TSO) enter the vnet as they are, and the bytes arrive intact both ways.
+#[test]
+fn bulk_tcp_both_ways_passes_gso_frames_through_vhost_user_intact() {
+    skip_unless_root!();
+    let p = "10.86.0";
+    let d = daemon("vb", p);
+    let info = add(&d, "vb", "bulk");
+    let (_, vm) = tap_vm(&d, "vb", "02:00:00:00:86:01", &format!("{p}.5/24"));
+    let g = Guest::builder()
+        .name("vhbulk")
+        .nic_with_mac(
+            Netdev::VhostUser {
+                path: socket(&d, "vb", "bulk"),
+            },
+            "52:54:00:00:86:02",
+        )
+        .static_ip(0, &format!("{p}.2/24"))
+        .qemu_arg("-global")
+        .qemu_arg("virtio-net-pci.vectors=0")
+        .boot()
+        .expect("the vhost-user guest boots");
+    assert!(vm.ping(&format!("{p}.2"), 2), "{}", d.log());
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("payload");
+    let status = std::process::Command::new("sh")
+        .args([
+            "-c",
+            &format!("head -c 4000000 /dev/urandom > {}", file.display()),
+        ])
+        .status()
+        .unwrap();
+    assert!(status.success());
+
+    // Namespace VM → guest.
+    g.exec_ok(
+        "(nc -l -p 5001 > /tmp/rx; echo done > /tmp/rx.done) >/dev/null 2>&1 &",
+        T,
+    );
+    let sent = vm.ns().exec(&[
+        "socat",
+        "-u",
+        &format!("FILE:{}", file.display()),
+        &format!("TCP:{p}.2:5001,retry=20,interval=0.5"),
+    ]);
+    assert!(
+        sent.status.success(),
+        "{}",
+        String::from_utf8_lossy(&sent.stderr)
+    );
+    g.exec_ok(
+        "for i in $(seq 300); do [ -e /tmp/rx.done ] && break; sleep 0.2; done; ls -l /tmp/rx",
+        T,
+    );
+    let theirs = g.exec_ok("md5sum /tmp/rx | cut -d' ' -f1", T);
+    assert_eq!(
+        theirs.trim(),
+        md5(&file),
+        "corrupted on the way to the guest"
+    );
+    let to_guest = port(&d, "vb", info.id);
+    let avg = to_guest.counters.tx_bytes / to_guest.counters.tx_frames.max(1);
+    assert!(
+        avg > 3000,
+        "GSO frames should reach the guest whole (average {avg} bytes): {to_guest:?}"
+    );
+
+    // Guest → namespace VM.
+    let back = dir.path().join("back");
+    let _sink = vm.ns().spawn(&[
+        "socat",
+        "-u",
+        "TCP-LISTEN:5002,reuseaddr",
+        &format!("CREATE:{}", back.display()),
+    ]);
+    let before = port(&d, "vb", info.id).counters;
+    g.exec_ok(
+        &format!("for i in $(seq 50); do nc {p}.5 5002 < /tmp/rx && break; sleep 0.2; done"),
+        T,
+    );
+    assert!(
+        wait_for(Duration::from_secs(30), || back.exists()
+            && md5(&back) == md5(&file)),
+        "corrupted on the way from the guest"
+    );
+    let after = port(&d, "vb", info.id).counters;
+    let frames = after.rx_frames - before.rx_frames;
+    let avg = (after.rx_bytes - before.rx_bytes) / frames.max(1);
+    // Whether the guest's kernel builds TSO super-frames depends on how fast `nc` feeds
+    // it (an app-limited sender on a loaded TCG guest sends MSS-sized frames), so this
+    // is reported, not asserted; the frames that were big arrived whole (md5 above).
+    eprintln!("guest → namespace VM: {frames} frames, {avg} bytes on average");
+    assert_eq!(after.drops.values().sum::<u64>(), 0, "{after:?}");
+}

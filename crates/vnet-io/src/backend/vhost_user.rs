@@ -19,6 +19,7 @@
 //! The port outlives connections: a thread accepts on `RUN/NET/vhost-user/NAME.sock`,
 //! runs one `VhostUserDaemon` per connection and, when QEMU goes away, accepts the next.
 
+use std::collections::VecDeque;
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixListener, UnixStream};
@@ -49,7 +50,7 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use vnet_control::PortKind;
 use vnet_core::switch::DropCause;
-use vnet_core::wire::offload::VIRTIO_NET_HDR_LEN;
+use vnet_core::wire::offload::{self as offload, VirtioNetHdr, VIRTIO_NET_HDR_LEN};
 
 use super::{Backend, Received, Sent};
 use crate::frame::{FrameBuf, LARGE_CAPACITY};
@@ -360,7 +361,8 @@ fn serve(name: String, public: UnixListener, ends: WorkerEnds, shared: Arc<Share
             mem: None,
             acked: 0,
             ends: Mutex::new(ends.take()),
-            pending: None,
+            backlog: VecDeque::new(),
+            scratch: Vec::new(),
             shared: shared.clone(),
         }));
         if let Err(e) = run_connection(
@@ -497,8 +499,11 @@ struct NetDevice {
     acked: u64,
     /// Behind a lock only because `Receiver` is not `Sync`; only the worker takes it.
     ends: Mutex<Option<WorkerEnds>>,
-    /// A frame the guest had no room for yet.
-    pending: Option<Vec<u8>>,
+    /// Frames for the guest taken from the channel but not delivered yet: one it had no
+    /// room for, or the segments of a GSO frame it cannot take whole.
+    backlog: VecDeque<Vec<u8>>,
+    /// Where GSO frames are cut into segments (allocated on first use).
+    scratch: Vec<u8>,
     shared: Arc<Shared>,
 }
 
@@ -575,10 +580,20 @@ impl NetDevice {
         let mut any = false;
         let mut used: Vec<(u16, u32)> = Vec::with_capacity(32);
         loop {
-            let msg = match self.pending.take() {
+            let msg = match self.backlog.pop_front() {
                 Some(msg) => msg,
                 None => match ends.to_guest.try_recv() {
-                    Ok(msg) => msg,
+                    Ok(msg) => match fit_offloads(msg, self.acked, &mut self.scratch, ends) {
+                        Fitted::One(msg) => msg,
+                        Fitted::Segments(segments) => {
+                            self.backlog.extend(segments);
+                            continue;
+                        }
+                        Fitted::Dropped => {
+                            self.shared.dropped.fetch_add(1, Ordering::Relaxed);
+                            continue;
+                        }
+                    },
                     Err(_) => break,
                 },
             };
@@ -645,7 +660,7 @@ impl NetDevice {
                     queue.go_to_previous_position();
                 }
                 drop(vring_state);
-                self.pending = Some(msg);
+                self.backlog.push_front(msg);
                 break;
             }
             if let Some(first) = first {
@@ -667,6 +682,62 @@ impl NetDevice {
     }
 }
 
+/// A frame for the guest, made acceptable to it.
+enum Fitted {
+    One(Vec<u8>),
+    Segments(Vec<Vec<u8>>),
+    Dropped,
+}
+
+/// Makes `msg` (header + frame) something the guest's acked features allow: the data
+/// plane hands GSO frames and partial checksums to every offloading port, and Linux
+/// acks all we offer, but a guest that did not gets ordinary segments with complete
+/// checksums (allocated here, off the data plane; rare by construction).
+fn fit_offloads(mut msg: Vec<u8>, acked: u64, scratch: &mut Vec<u8>, ends: &WorkerEnds) -> Fitted {
+    let has = |bit: u32| acked & (1 << bit) != 0;
+    let Ok((hdr, _)) = VirtioNetHdr::split(&msg) else {
+        return Fitted::Dropped;
+    };
+    let gso_ok = hdr.gso_type & VirtioNetHdr::GSO_ECN == 0
+        && match hdr.gso_kind() {
+            VirtioNetHdr::GSO_NONE => true,
+            VirtioNetHdr::GSO_TCPV4 => has(VIRTIO_NET_F_GUEST_TSO4),
+            VirtioNetHdr::GSO_TCPV6 => has(VIRTIO_NET_F_GUEST_TSO6),
+            _ => false,
+        };
+    if gso_ok && (!hdr.needs_csum() || has(VIRTIO_NET_F_GUEST_CSUM)) {
+        return Fitted::One(msg);
+    }
+    if !gso_ok {
+        if scratch.is_empty() {
+            scratch.resize(LARGE_CAPACITY, 0);
+        }
+        let mut segments = Vec::new();
+        let frame = &msg[VIRTIO_NET_HDR_LEN..];
+        let cut = offload::segment(frame, &hdr, scratch, |seg| {
+            let mut out = ends
+                .spare_in
+                .try_recv()
+                .unwrap_or_else(|_| Vec::with_capacity(MAX_MESSAGE));
+            out.clear();
+            out.extend_from_slice(&[0u8; VIRTIO_NET_HDR_LEN]);
+            out.extend_from_slice(seg);
+            segments.push(out);
+        });
+        let _ = ends.spare_out.try_send(msg);
+        return match cut {
+            Ok(_) => Fitted::Segments(segments),
+            Err(_) => Fitted::Dropped,
+        };
+    }
+    if offload::complete_checksum(&mut msg[VIRTIO_NET_HDR_LEN..], &hdr).is_err() {
+        let _ = ends.spare_out.try_send(msg);
+        return Fitted::Dropped;
+    }
+    msg[..VIRTIO_NET_HDR_LEN].fill(0);
+    Fitted::One(msg)
+}
+
 impl VhostUserBackendMut for NetDevice {
     type Bitmap = ();
     type Vring = VringRwLock;
@@ -684,6 +755,10 @@ impl VhostUserBackendMut for NetDevice {
     }
 
     fn acked_features(&mut self, features: u64) {
+        tracing::debug!(
+            "vhost-user: acked features {features:#x} of {:#x}",
+            offered_features()
+        );
         self.acked = features;
     }
 
