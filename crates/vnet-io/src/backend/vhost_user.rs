@@ -108,9 +108,13 @@ struct Shared {
     ready: EventFd,
     /// Data plane → worker: frames for the guest are waiting.
     kick: EventFd,
-    /// Frames dropped inside the bridge (a full channel, a guest without RX buffers
-    /// that cannot take a frame at all, a malformed descriptor chain).
+    /// Frames for the guest dropped by the worker (buffers that cannot hold one at all,
+    /// a GSO frame that cannot be segmented). The data plane counted them as sent.
     dropped: AtomicU64,
+    /// Guest TX chains that were not a frame; reported by `recv` as `Malformed` drops.
+    guest_malformed: AtomicU64,
+    /// Guest frames the full channel refused; reported by `recv` as `QueueFull` drops.
+    guest_overflow: AtomicU64,
     /// The front-end's socket, to cut it when the port goes away (control path only).
     connection: Mutex<Option<UnixStream>>,
 }
@@ -136,6 +140,8 @@ pub struct VhostUserPort {
     spare_out: SyncSender<Vec<u8>>,
     ready: ReadySource,
     thread: Option<JoinHandle<()>>,
+    /// Worker drops of guest input already reported: (malformed, overflow).
+    reported: (u64, u64),
 }
 
 struct ReadySource(RawFd);
@@ -163,6 +169,8 @@ impl VhostUserPort {
             ready: EventFd::new(EFD_NONBLOCK)?,
             kick: EventFd::new(EFD_NONBLOCK)?,
             dropped: AtomicU64::new(0),
+            guest_malformed: AtomicU64::new(0),
+            guest_overflow: AtomicU64::new(0),
             connection: Mutex::new(None),
         });
         let (from_guest_tx, from_guest) = sync_channel(CHANNEL_CAPACITY);
@@ -191,6 +199,7 @@ impl VhostUserPort {
             spare_out,
             ready,
             thread: Some(thread),
+            reported: (0, 0),
         })
     }
 
@@ -204,9 +213,31 @@ impl VhostUserPort {
         &self.name
     }
 
-    /// Frames dropped inside the bridge so far.
-    pub fn bridge_drops(&self) -> u64 {
+    /// Frames for the guest the worker dropped so far (the data plane counted them sent).
+    pub fn dropped_to_guest(&self) -> u64 {
         self.shared.dropped.load(Ordering::Relaxed)
+    }
+
+    /// A drop of guest input the worker made that the switch has not counted yet: each
+    /// frame in is counted once, as `rx_frames` or as a drop.
+    fn unreported_drop(&mut self) -> Option<Received> {
+        let bad = self.shared.guest_malformed.load(Ordering::Relaxed);
+        if bad > self.reported.0 {
+            self.reported.0 += 1;
+            return Some(Received::Dropped(
+                DropCause::Malformed,
+                "a guest TX descriptor chain that is not a frame".into(),
+            ));
+        }
+        let full = self.shared.guest_overflow.load(Ordering::Relaxed);
+        if full > self.reported.1 {
+            self.reported.1 += 1;
+            return Some(Received::Dropped(
+                DropCause::QueueFull,
+                "the channel from the vhost-user worker was full".into(),
+            ));
+        }
+        None
     }
 }
 
@@ -240,7 +271,14 @@ impl Backend for VhostUserPort {
         } else {
             "waiting"
         };
-        format!("vhost-user {} {} ({state})", self.name, self.path.display())
+        match self.dropped_to_guest() {
+            0 => format!("vhost-user {} {} ({state})", self.name, self.path.display()),
+            n => format!(
+                "vhost-user {} {} ({state}; {n} frames the guest could not take)",
+                self.name,
+                self.path.display()
+            ),
+        }
     }
 
     /// The guest acks GSO and checksum offloads we offer (Linux always does), so GSO
@@ -258,6 +296,9 @@ impl Backend for VhostUserPort {
     }
 
     fn recv(&mut self, buf: &mut FrameBuf) -> Received {
+        if let Some(drop) = self.unreported_drop() {
+            return drop;
+        }
         let msg = match self.from_guest.try_recv() {
             Ok(msg) => msg,
             Err(TryRecvError::Empty) => {
@@ -550,12 +591,12 @@ impl NetDevice {
                 .map_err(|e| std::io::Error::other(format!("{e:?}")))?;
             any = true;
             if !ok || msg.len() < VIRTIO_NET_HDR_LEN {
-                self.shared.dropped.fetch_add(1, Ordering::Relaxed);
+                self.shared.guest_malformed.fetch_add(1, Ordering::Relaxed);
                 let _ = ends.spare_out.try_send(msg);
                 continue;
             }
             if let Err(e) = ends.from_guest.try_send(msg) {
-                self.shared.dropped.fetch_add(1, Ordering::Relaxed);
+                self.shared.guest_overflow.fetch_add(1, Ordering::Relaxed);
                 if let TrySendError::Full(msg) = e {
                     let _ = ends.spare_out.try_send(msg);
                 }
@@ -795,5 +836,152 @@ impl VhostUserBackendMut for NetDevice {
             }
             _ => Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::os::fd::OwnedFd;
+
+    fn message(request: u32, payload: &[u8]) -> Vec<u8> {
+        let mut m = request.to_le_bytes().to_vec();
+        m.extend_from_slice(&1u32.to_le_bytes());
+        m.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        m.extend_from_slice(payload);
+        m
+    }
+
+    fn read_message(s: &mut UnixStream) -> Option<(u32, Vec<u8>)> {
+        let mut hdr = [0u8; HEADER];
+        s.read_exact(&mut hdr).ok()?;
+        let size = u32::from_le_bytes(hdr[8..12].try_into().unwrap()) as usize;
+        let mut payload = vec![0u8; size];
+        s.read_exact(&mut payload).ok()?;
+        Some((u32::from_le_bytes(hdr[0..4].try_into().unwrap()), payload))
+    }
+
+    #[test]
+    fn the_relay_holds_vring_enables_until_set_features_and_passes_fds() {
+        let (mut qemu, relay_in) = UnixStream::pair().unwrap();
+        let (relay_out, mut backend) = UnixStream::pair().unwrap();
+        backend
+            .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        let t = std::thread::spawn(move || relay(relay_in, relay_out, true));
+
+        qemu.write_all(&message(3, &[])).unwrap(); // SET_OWNER
+        qemu.write_all(&message(SET_VRING_ENABLE, &[0; 8])).unwrap();
+        let enable_1 = [1, 0, 0, 0, 1, 0, 0, 0];
+        qemu.write_all(&message(SET_VRING_ENABLE, &enable_1))
+            .unwrap();
+        let (fd_end, _keep) = UnixStream::pair().unwrap();
+        let fds = [OwnedFd::from(fd_end)];
+        fdpass::send_with_fds(&qemu, &message(13, &[0; 8]), &fds).unwrap(); // SET_VRING_CALL
+        qemu.write_all(&message(SET_FEATURES, &[0; 8])).unwrap();
+        qemu.write_all(&message(SET_VRING_ENABLE, &[0; 8])).unwrap();
+
+        assert_eq!(read_message(&mut backend).unwrap().0, 3);
+        let mut hdr = [0u8; HEADER];
+        let (n, fds) = fdpass::recv_with_fds(&backend, &mut hdr).unwrap();
+        assert_eq!((n, fds.len(), hdr[0]), (HEADER, 1, 13), "the fd travels");
+        let mut rest = [0u8; 8];
+        backend.read_exact(&mut rest).unwrap();
+        assert_eq!(read_message(&mut backend).unwrap().0, SET_FEATURES);
+        let held: Vec<_> = (0..3)
+            .map(|_| read_message(&mut backend).unwrap())
+            .collect();
+        assert_eq!(
+            held,
+            vec![
+                (SET_VRING_ENABLE, vec![0; 8]),
+                (SET_VRING_ENABLE, enable_1.to_vec()),
+                (SET_VRING_ENABLE, vec![0; 8]),
+            ],
+            "held back in order, replayed after SET_FEATURES"
+        );
+
+        // A message larger than any request closes both sides.
+        let mut huge = message(5, &[]);
+        huge[8..12].copy_from_slice(&(1u32 << 20).to_le_bytes());
+        qemu.write_all(&huge).unwrap();
+        t.join().unwrap();
+        assert!(read_message(&mut backend).is_none());
+    }
+
+    #[test]
+    fn names_are_file_names() {
+        for ok in ["vm1", "a", "web-1.eth0", "_x", &"n".repeat(64)] {
+            assert!(valid_name(ok), "{ok}");
+        }
+        for bad in ["", ".x", "a/b", "..", "a b", "é", &"n".repeat(65)] {
+            assert!(!valid_name(bad), "{bad}");
+        }
+        assert_eq!(
+            socket_path(Path::new("/run/vnet/lab"), "vm1"),
+            Path::new("/run/vnet/lab/vhost-user/vm1.sock")
+        );
+    }
+
+    #[test]
+    fn offers_merged_buffers_offloads_and_protocol_features() {
+        let f = offered_features();
+        for bit in [
+            VIRTIO_F_VERSION_1,
+            VIRTIO_NET_F_MRG_RXBUF,
+            VIRTIO_NET_F_CSUM,
+            VIRTIO_NET_F_GUEST_CSUM,
+            VIRTIO_NET_F_HOST_TSO4,
+            VIRTIO_NET_F_HOST_TSO6,
+            VIRTIO_NET_F_GUEST_TSO4,
+            VIRTIO_NET_F_GUEST_TSO6,
+        ] {
+            assert_ne!(f & (1 << bit), 0, "bit {bit}");
+        }
+        assert_ne!(f & VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits(), 0);
+    }
+
+    fn ends() -> WorkerEnds {
+        let (from_guest, _a) = sync_channel(1);
+        let (_b, to_guest) = sync_channel(1);
+        let (spare_out, _c) = sync_channel(4);
+        let (_d, spare_in) = sync_channel(1);
+        std::mem::forget((_a, _b, _c, _d));
+        WorkerEnds {
+            from_guest,
+            to_guest,
+            spare_out,
+            spare_in,
+        }
+    }
+
+    #[test]
+    fn frames_the_guest_can_take_pass_and_headerless_ones_are_dropped() {
+        let ends = ends();
+        let mut scratch = Vec::new();
+        let mut msg = vec![0u8; VIRTIO_NET_HDR_LEN + 60];
+        msg[VIRTIO_NET_HDR_LEN] = 0xff;
+        assert!(matches!(
+            fit_offloads(msg.clone(), 0, &mut scratch, &ends),
+            Fitted::One(m) if m == msg
+        ));
+        assert!(matches!(
+            fit_offloads(vec![0; 5], 0, &mut scratch, &ends),
+            Fitted::Dropped
+        ));
+        // A TCPv4 GSO header toward a guest that acked GUEST_TSO4 passes as it is.
+        let mut gso = msg.clone();
+        gso[1] = VirtioNetHdr::GSO_TCPV4;
+        let acked = 1 << VIRTIO_NET_F_GUEST_TSO4 | 1 << VIRTIO_NET_F_GUEST_CSUM;
+        assert!(matches!(
+            fit_offloads(gso.clone(), acked, &mut scratch, &ends),
+            Fitted::One(m) if m == gso
+        ));
+        // Without it, a frame that is not really TCP cannot be segmented: dropped.
+        assert!(matches!(
+            fit_offloads(gso, 0, &mut scratch, &ends),
+            Fitted::Dropped
+        ));
     }
 }
