@@ -65,6 +65,12 @@ pub struct PortConfig {
     /// Access VLAN (default 1).
     #[serde(default)]
     pub vlan: Option<u16>,
+    /// Trunk port: the VLANs carried tagged (instead of `vlan`).
+    #[serde(default)]
+    pub trunk: Option<Vec<u16>>,
+    /// With `trunk`: the VLAN carried untagged.
+    #[serde(default)]
+    pub native: Option<u16>,
 }
 
 /// The configuration is unusable.
@@ -132,13 +138,29 @@ impl Config {
                 )));
             }
             for p in &n.ports {
-                if let Some(v) = p.vlan {
+                let port_error = |what: String| {
+                    invalid(format!(
+                        "line {line}: [[network]] {:?}: port {:?}: {what}",
+                        n.name, p.tap
+                    ))
+                };
+                let vlans = p
+                    .vlan
+                    .iter()
+                    .chain(p.trunk.iter().flatten())
+                    .chain(&p.native);
+                for &v in vlans {
                     if !vnet_core::switch::is_valid_vid(v) {
-                        return Err(invalid(format!(
-                            "line {line}: [[network]] {:?}: port {:?}: VLAN {v} is out of range: use 1-4094",
-                            n.name, p.tap
-                        )));
+                        return Err(port_error(format!("VLAN {v} is out of range: use 1-4094")));
                     }
+                }
+                if p.vlan.is_some() && p.trunk.is_some() {
+                    return Err(port_error(
+                        "a port is access (`vlan`) or trunk (`trunk`), not both".into(),
+                    ));
+                }
+                if p.native.is_some() && p.trunk.is_none() {
+                    return Err(port_error("`native` needs `trunk`".into()));
                 }
             }
         }
@@ -170,12 +192,17 @@ impl NetworkConfig {
 
 impl PortConfig {
     pub fn spec(&self) -> PortSpec {
+        let vlan = match (&self.trunk, self.vlan) {
+            (Some(allowed), _) => VlanMode::Trunk {
+                allowed: allowed.clone(),
+                native: self.native,
+            },
+            (None, Some(vlan)) => VlanMode::Access { vlan },
+            (None, None) => VlanMode::default(),
+        };
         PortSpec::Tap {
             ifname: self.tap.clone(),
-            vlan: self
-                .vlan
-                .map(|vlan| VlanMode::Access { vlan })
-                .unwrap_or_default(),
+            vlan,
         }
     }
 }
@@ -265,6 +292,40 @@ mod tests {
             "[[network]]\nname = \"a\"\nuplink = { interface = \"eth1\", mode = \"trunk\" }\n",
         );
         assert!(e.contains("vlans"), "{e}");
+    }
+
+    #[test]
+    fn ports_are_access_or_trunk() {
+        let c = Config::parse(
+            "[[network]]\nname = \"a\"\n[[network.port]]\ntap = \"t0\"\ntrunk = [10, 20]\nnative = 1\n\
+             [[network.port]]\ntap = \"t1\"\nvlan = 10\n",
+            "t.toml",
+        )
+        .unwrap();
+        let ports = &c.network[0].get_ref().ports;
+        let PortSpec::Tap { vlan, .. } = ports[0].spec() else {
+            panic!("a TAP")
+        };
+        assert_eq!(
+            vlan,
+            VlanMode::Trunk {
+                allowed: vec![10, 20],
+                native: Some(1)
+            }
+        );
+        let PortSpec::Tap { vlan, .. } = ports[1].spec() else {
+            panic!("a TAP")
+        };
+        assert_eq!(vlan, VlanMode::Access { vlan: 10 });
+        let port = |extra: &str| {
+            format!("[[network]]\nname = \"a\"\n[[network.port]]\ntap = \"t0\"\n{extra}")
+        };
+        let e = error_of(&port("vlan = 2\ntrunk = [3]\n"));
+        assert!(e.contains("not both"), "{e}");
+        let e = error_of(&port("native = 2\n"));
+        assert!(e.contains("needs `trunk`"), "{e}");
+        let e = error_of(&port("trunk = [10, 4095]\n"));
+        assert!(e.contains("VLAN 4095"), "{e}");
     }
 
     #[test]
