@@ -139,11 +139,23 @@ fn the_socket_survives_nonsense_and_names_are_checked() {
     let info = add(&d, "vn", "a");
     let path = socket(&d, "vn", "a");
 
-    // A front-end sending garbage is cut off; the socket accepts the next one.
-    for _ in 0..3 {
+    // Front-ends sending garbage, an unknown request, or a memory table without its fds
+    // are cut off; the socket accepts the next one.
+    let header = |request: u32, size: u32| {
+        let mut m = request.to_le_bytes().to_vec();
+        m.extend_from_slice(&1u32.to_le_bytes());
+        m.extend_from_slice(&size.to_le_bytes());
+        m
+    };
+    let mut mem_table = header(5, 40); // SET_MEM_TABLE, one region, no fd
+    mem_table.extend_from_slice(&1u32.to_le_bytes());
+    mem_table.extend_from_slice(&[0u8; 4]);
+    mem_table.extend_from_slice(&[0x11; 32]);
+    let nonsense = [vec![0xff; 64], header(9999, 0), mem_table];
+    for bytes in &nonsense {
         let mut s = UnixStream::connect(&path).expect("connect");
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        let _ = s.write_all(&[0xff; 64]);
+        let _ = s.write_all(bytes);
         let mut buf = [0u8; 64];
         let n = s.read(&mut buf).unwrap_or(0);
         assert_eq!(n, 0, "expected the back-end to hang up");
