@@ -177,6 +177,7 @@ pub(crate) struct Flow {
 
 #[path = "tcp.rs"]
 mod tcp;
+pub use tcp::WINDOW as TCP_WINDOW;
 
 /// The NAT device of one vnet, sans I/O. See the crate documentation.
 #[derive(Debug)]

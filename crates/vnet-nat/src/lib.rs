@@ -65,7 +65,9 @@ mod device;
 pub mod dns;
 pub mod wire;
 
-pub use device::{FlowId, NatConfig, NatCounters, NatDevice, Output, Proto, SocketError};
+pub use device::{
+    FlowId, NatConfig, NatCounters, NatDevice, Output, Proto, SocketError, TCP_WINDOW,
+};
 pub use vnet_core::wire::ethernet::MacAddr;
 
 #[cfg(test)]

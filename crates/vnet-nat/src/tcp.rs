@@ -1,10 +1,12 @@
 //! TCP, passt-style: no TCP stack in the middle. A guest's connection becomes one
 //! host `connect()`; sequence numbers are mirrored, not re-segmented into a buffer:
 //!
-//! - **guest → host**: a segment at the expected sequence is written to the socket
-//!   ([`Output::TcpWrite`]); the guest is ACKed for exactly what the socket took
-//!   ([`NatDevice::tcp_written`]), so anything else is simply retransmitted by the guest.
-//!   Out-of-order data is dropped with a duplicate ACK.
+//! - **guest → host**: a segment at the expected sequence goes to the shell
+//!   ([`Output::TcpWrite`]), which writes what the socket takes and keeps the rest (at
+//!   most [`WINDOW`] bytes per flow) until the socket drains; the guest is ACKed for what
+//!   the shell took and sees its remaining room as the window ([`NatDevice::tcp_written`],
+//!   [`NatDevice::tcp_window`]), so it never sends more than will fit. Out-of-order data
+//!   is dropped with a duplicate ACK.
 //! - **host → guest**: data stays in the socket until the guest ACKs it. The shell
 //!   peeks ([`NatDevice::tcp_read_window`]: from offset `seq_to_tap - seq_ack_from_tap`,
 //!   at most the guest's window) and hands the new bytes to [`NatDevice::tcp_data`],
@@ -46,8 +48,9 @@ use crate::FlowId;
 pub const ACK_TIMEOUT: Duration = Duration::from_secs(2);
 /// Retransmissions in a row before the connection is reset.
 pub const MAX_RETRANS: u8 = 5;
-/// The window the device advertises to guests (no scaling).
-const WINDOW: u16 = 65535;
+/// The largest window the device advertises to guests (no scaling); the shell buffers
+/// at most this much guest data per flow that its socket did not take yet.
+pub const WINDOW: u16 = 65535;
 
 /// Per-connection TCP state, in the shape of passt's events.
 #[derive(Debug, Clone)]
@@ -67,6 +70,8 @@ pub(super) struct Tcp {
     seq_from_tap: u32,
     wnd_from_tap: u32,
     mss: u16,
+    /// The window we advertise: the shell's room for more guest data.
+    wnd_to_tap: u16,
     retrans: u8,
     /// When unacknowledged data or FIN is due for retransmission.
     ack_due: Option<Instant>,
@@ -220,6 +225,7 @@ impl NatDevice {
             seq_from_tap: seg.seq.wrapping_add(1),
             wnd_from_tap: u32::from(seg.window),
             mss: seg.mss.unwrap_or(536).max(64),
+            wnd_to_tap: WINDOW,
             retrans: 0,
             ack_due: None,
         };
@@ -258,18 +264,21 @@ impl NatDevice {
         self.tcp_reply(&route, key, isn, ack, F::SYN | F::ACK, &[], Some(mss), out);
     }
 
-    /// The shell wrote `written` bytes of a [`Output::TcpWrite`] (and, if it carried FIN
-    /// and all of it went, shut the socket's write side): ACK that much.
+    /// The shell took `written` bytes of a [`Output::TcpWrite`] (and, if it carried FIN
+    /// and all of it was taken, will shut the socket's write side): ACK that much, and
+    /// advertise `window`, the room the shell has left for this flow.
     pub fn tcp_written(
         &mut self,
         flow: FlowId,
         written: usize,
         fin_done: bool,
+        window: u16,
         out: &mut Vec<Output>,
     ) {
         let Some(tcp) = self.flows.get_mut(&flow).and_then(|f| f.tcp.as_mut()) else {
             return;
         };
+        tcp.wnd_to_tap = window;
         tcp.seq_from_tap = tcp.seq_from_tap.wrapping_add(written as u32);
         if fin_done {
             tcp.fin_from_tap = true;
@@ -279,6 +288,19 @@ impl NatDevice {
         self.tcp_send(flow, F::ACK, &[], out);
         if finished {
             self.close_flow(flow, out);
+        }
+    }
+
+    /// The shell's room for this flow's guest data changed (its socket drained): a
+    /// window update if the guest may have been holding back.
+    pub fn tcp_window(&mut self, flow: FlowId, window: u16, out: &mut Vec<Output>) {
+        let Some(tcp) = self.flows.get_mut(&flow).and_then(|f| f.tcp.as_mut()) else {
+            return;
+        };
+        let before = tcp.wnd_to_tap;
+        tcp.wnd_to_tap = window;
+        if window > before && before < WINDOW / 2 {
+            self.tcp_send(flow, F::ACK, &[], out);
         }
     }
 
@@ -416,13 +438,19 @@ impl NatDevice {
         mss: Option<u16>,
         out: &mut Vec<Output>,
     ) {
+        let window = self
+            .by_key
+            .get(&key)
+            .and_then(|id| self.flows.get(id))
+            .and_then(|f| f.tcp.as_ref())
+            .map_or(WINDOW, |t| t.wnd_to_tap);
         let h = TcpHeader {
             src_port: key.remote.port(),
             dst_port: key.guest.port(),
             seq,
             ack,
             flags,
-            window: WINDOW,
+            window,
             mss,
         };
         let seg = wire::tcp_segment(route, &h, data);

@@ -417,7 +417,7 @@ mod tcp {
         };
         assert_eq!(&data[..], b"GET / HTTP/1.0\r\n");
         out.clear();
-        nat.tcp_written(flow, 4, false, &mut out);
+        nat.tcp_written(flow, 4, false, 1000, &mut out);
         assert_eq!(segments(&out)[0].1, 1005, "ACK only what was written");
         out.clear();
         // The guest retransmits from 1005; the overlap is trimmed.
@@ -491,7 +491,7 @@ mod tcp {
             fin: true
         }));
         out.clear();
-        nat.tcp_written(flow, 0, true, &mut out);
+        nat.tcp_written(flow, 0, true, 65535, &mut out);
         assert_eq!(segments(&out)[0].1, 1002, "FIN acked");
         assert!(out.contains(&Output::Close { flow }));
         assert_eq!(nat.flow_count(), 0);

@@ -29,7 +29,7 @@ use tracing::{debug, info, warn};
 use vnet_control::NetworkSpec;
 use vnet_core::wire::MacAddr;
 use vnet_nat::wire::{IcmpEcho, Ipv4Packet};
-use vnet_nat::{FlowId, NatConfig, NatDevice, Output, Proto, SocketError};
+use vnet_nat::{FlowId, NatConfig, NatDevice, Output, Proto, SocketError, TCP_WINDOW};
 
 use crate::backend::service::Service;
 
@@ -60,15 +60,53 @@ impl IcmpMode {
 enum FlowSocket {
     /// UDP, or ICMP echo (ping and raw sockets are datagram sockets too).
     Dgram(UdpSocket),
-    /// TCP; `true` once the non-blocking connect finished.
-    Stream(TcpStream, bool),
+    /// TCP.
+    Stream(TcpSock),
+}
+
+/// A TCP flow's socket and the guest data it did not take yet.
+struct TcpSock {
+    stream: TcpStream,
+    /// The non-blocking connect finished.
+    connected: bool,
+    /// Guest data the device ACKed that the socket has not taken (at most
+    /// [`TCP_WINDOW`] bytes: the device advertises the room left).
+    pending: Vec<u8>,
+    /// The guest's FIN arrived: shut the write side once `pending` is written.
+    shutdown_pending: bool,
+}
+
+impl TcpSock {
+    fn room(&self) -> u16 {
+        TCP_WINDOW.saturating_sub(u16::try_from(self.pending.len()).unwrap_or(u16::MAX))
+    }
+
+    /// Writes as much of `pending` as the socket takes; `Err` on a broken socket.
+    fn flush(&mut self) -> io::Result<()> {
+        while !self.pending.is_empty() {
+            match self.stream.write(&self.pending) {
+                Ok(0) => break,
+                Ok(n) => {
+                    self.pending.drain(..n);
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if self.pending.is_empty() && self.shutdown_pending {
+            self.shutdown_pending = false;
+            let _ = self.stream.shutdown(Shutdown::Write);
+        }
+        Ok(())
+    }
 }
 
 impl FlowSocket {
     fn fd(&self) -> RawFd {
         match self {
             FlowSocket::Dgram(s) => s.as_raw_fd(),
-            FlowSocket::Stream(s, _) => s.as_raw_fd(),
+            FlowSocket::Stream(s) => s.stream.as_raw_fd(),
         }
     }
 }
@@ -196,10 +234,13 @@ impl NatService {
         let c = &config;
         info!(
             net = spec.name,
-            "NAT device {} ({}): ICMP echo through {} ({why}); DNS {}; UDP flows idle out after {}s; host loopback {}",
+            "NAT device {} ({}): ICMP echo {}; DNS {}; UDP flows idle out after {}s; host loopback {}",
             c.gateway,
             c.mac,
-            icmp.describe(),
+            match icmp {
+                IcmpMode::Unavailable => "answered \"unreachable\" (see below)".to_string(),
+                _ => format!("through {} ({why})", icmp.describe()),
+            },
             if c.dns_upstreams.is_empty() {
                 "off".to_string()
             } else {
@@ -209,7 +250,7 @@ impl NatService {
             if c.host_loopback { "reachable" } else { "unreachable" },
         );
         if icmp == IcmpMode::Unavailable {
-            warn!(net = spec.name, "NAT device: ICMP echo {why}");
+            warn!(net = spec.name, "NAT device: {why}");
         }
         Ok(NatService {
             net: spec.name.clone(),
@@ -289,7 +330,12 @@ impl NatService {
                     Ok(()) | Err(nix::errno::Errno::EINPROGRESS) => {}
                     Err(e) => return Err(e.into()),
                 }
-                FlowSocket::Stream(TcpStream::from(fd), false)
+                FlowSocket::Stream(TcpSock {
+                    stream: TcpStream::from(fd),
+                    connected: false,
+                    pending: Vec::new(),
+                    shutdown_pending: false,
+                })
             }
         };
         let interest = match s {
@@ -303,13 +349,14 @@ impl NatService {
         Ok(())
     }
 
-    /// A TCP flow's socket is ready: finish the connect, or peek what the guest may get.
+    /// A TCP flow's socket is ready: finish the connect, write what the guest sent and
+    /// the socket did not take yet, peek what the guest may get.
     fn tcp_event(&mut self, now: Instant, flow: FlowId) {
-        let Some(FlowSocket::Stream(s, connected)) = self.flows.get_mut(&flow) else {
+        let Some(FlowSocket::Stream(s)) = self.flows.get_mut(&flow) else {
             return;
         };
-        if !*connected {
-            match s.take_error() {
+        if !s.connected {
+            match s.stream.take_error() {
                 Ok(Some(e)) | Err(e) => {
                     let err = socket_error(&e).unwrap_or(SocketError::Unreachable);
                     debug!(
@@ -319,11 +366,24 @@ impl NatService {
                     self.device.socket_error(flow, err, &mut self.actions);
                     return;
                 }
-                Ok(None) if s.peer_addr().is_ok() => {
-                    *connected = true;
+                Ok(None) if s.stream.peer_addr().is_ok() => {
+                    s.connected = true;
                     self.device.tcp_connected(now, flow, &mut self.actions);
                 }
                 Ok(None) => return,
+            }
+        } else if !s.pending.is_empty() {
+            match s.flush() {
+                Ok(()) => {
+                    let room = s.room();
+                    self.device.tcp_window(flow, room, &mut self.actions);
+                }
+                Err(e) => {
+                    debug!(net = self.net, "NAT: TCP write on flow {}: {e}", flow.0);
+                    self.device
+                        .socket_error(flow, SocketError::Refused, &mut self.actions);
+                    return;
+                }
             }
         }
         let mut more = Vec::new();
@@ -333,14 +393,17 @@ impl NatService {
 
     /// Peeks the socket past the bytes in flight, up to the guest's window.
     fn tcp_pump(&mut self, now: Instant, flow: FlowId, more: &mut Vec<Output>) {
-        let Some(FlowSocket::Stream(s, true)) = self.flows.get(&flow) else {
+        let Some(FlowSocket::Stream(s)) = self.flows.get(&flow) else {
             return;
         };
+        if !s.connected {
+            return;
+        }
         let Some((offset, max)) = self.device.tcp_read_window(flow) else {
             return;
         };
         let want = (offset + max.max(1)).min(self.buf.len());
-        match s.peek(&mut self.buf[..want]) {
+        match s.stream.peek(&mut self.buf[..want]) {
             Ok(0) => self.device.tcp_data(now, flow, &[], true, more),
             Ok(n) => {
                 let end = n.min(offset + max);
@@ -357,39 +420,38 @@ impl NatService {
         }
     }
 
-    /// Writes guest data; the device ACKs what the socket took.
+    /// Takes guest data: written to the socket, or kept until it drains (within the
+    /// window the device advertised); the device ACKs what was taken.
     fn tcp_write(&mut self, flow: FlowId, data: &[u8], fin: bool, more: &mut Vec<Output>) {
-        let Some(FlowSocket::Stream(s, true)) = self.flows.get_mut(&flow) else {
+        let Some(FlowSocket::Stream(s)) = self.flows.get_mut(&flow) else {
             return;
         };
-        let written = if data.is_empty() {
-            Ok(0)
-        } else {
-            s.write(data)
-        };
-        match written {
-            Ok(n) => {
-                let fin_done = fin && n == data.len() && s.shutdown(Shutdown::Write).is_ok();
-                self.device.tcp_written(flow, n, fin_done, more);
-            }
-            Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                self.device.tcp_written(flow, 0, false, more)
-            }
-            Err(e) => {
-                debug!(net = self.net, "NAT: TCP write on flow {}: {e}", flow.0);
-                self.device.socket_error(flow, SocketError::Refused, more);
-            }
+        if !s.connected {
+            return;
         }
+        let taken = data.len().min(usize::from(s.room()));
+        s.pending.extend_from_slice(&data[..taken]);
+        let fin_done = fin && taken == data.len();
+        if fin_done {
+            s.shutdown_pending = true;
+        }
+        if let Err(e) = s.flush() {
+            debug!(net = self.net, "NAT: TCP write on flow {}: {e}", flow.0);
+            self.device.socket_error(flow, SocketError::Refused, more);
+            return;
+        }
+        let room = s.room();
+        self.device.tcp_written(flow, taken, fin_done, room, more);
     }
 
     /// Drops bytes the guest acknowledged from the socket's receive queue.
     fn tcp_consume(&mut self, flow: FlowId, mut bytes: usize, more: &mut Vec<Output>) {
-        let Some(FlowSocket::Stream(s, _)) = self.flows.get_mut(&flow) else {
+        let Some(FlowSocket::Stream(s)) = self.flows.get_mut(&flow) else {
             return;
         };
         while bytes > 0 {
             let n = bytes.min(self.buf.len());
-            match s.read(&mut self.buf[..n]) {
+            match s.stream.read(&mut self.buf[..n]) {
                 Ok(0) => break,
                 Ok(got) => bytes -= got,
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
