@@ -60,8 +60,12 @@ pub struct NetworkConfig {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PortConfig {
-    /// A TAP interface the daemon creates and owns.
-    pub tap: String,
+    /// A TAP interface the daemon creates and owns (give `tap` or `vhost_user`).
+    #[serde(default)]
+    pub tap: Option<String>,
+    /// A vhost-user-net back-end listening on `RUN/NET/vhost-user/NAME.sock`.
+    #[serde(default)]
+    pub vhost_user: Option<String>,
     /// Access VLAN (default 1).
     #[serde(default)]
     pub vlan: Option<u16>,
@@ -141,9 +145,15 @@ impl Config {
                 let port_error = |what: String| {
                     invalid(format!(
                         "line {line}: [[network]] {:?}: port {:?}: {what}",
-                        n.name, p.tap
+                        n.name,
+                        p.label()
                     ))
                 };
+                if p.tap.is_some() == p.vhost_user.is_some() {
+                    return Err(port_error(
+                        "give `tap` or `vhost_user` (one of them)".into(),
+                    ));
+                }
                 let vlans = p
                     .vlan
                     .iter()
@@ -200,9 +210,24 @@ impl PortConfig {
             (None, Some(vlan)) => VlanMode::Access { vlan },
             (None, None) => VlanMode::default(),
         };
-        PortSpec::Tap {
-            ifname: self.tap.clone(),
-            vlan,
+        match (&self.tap, &self.vhost_user) {
+            (Some(ifname), _) => PortSpec::Tap {
+                ifname: ifname.clone(),
+                vlan,
+            },
+            (None, name) => PortSpec::VhostUser {
+                name: name.clone().unwrap_or_default(),
+                vlan,
+            },
+        }
+    }
+
+    /// The port as messages name it: `TAP "x"` or `vhost-user "x"`.
+    pub fn label(&self) -> String {
+        match (&self.tap, &self.vhost_user) {
+            (Some(tap), _) => format!("TAP {tap:?}"),
+            (None, Some(name)) => format!("vhost-user {name:?}"),
+            (None, None) => "(no `tap`, no `vhost_user`)".into(),
         }
     }
 }
@@ -326,6 +351,27 @@ mod tests {
         assert!(e.contains("needs `trunk`"), "{e}");
         let e = error_of(&port("trunk = [10, 4095]\n"));
         assert!(e.contains("VLAN 4095"), "{e}");
+    }
+
+    #[test]
+    fn vhost_user_ports_parse_and_exclude_tap() {
+        let c = Config::parse(
+            "[[network]]\nname = \"a\"\n[[network.port]]\nvhost_user = \"vm1\"\nvlan = 10\n",
+            "t.toml",
+        )
+        .unwrap();
+        assert_eq!(
+            c.network[0].get_ref().ports[0].spec(),
+            PortSpec::VhostUser {
+                name: "vm1".into(),
+                vlan: VlanMode::Access { vlan: 10 }
+            }
+        );
+        let port = |body: &str| format!("[[network]]\nname = \"a\"\n[[network.port]]\n{body}");
+        let e = error_of(&port("vhost_user = \"v\"\ntap = \"t\"\n"));
+        assert!(e.contains("one of them"), "{e}");
+        let e = error_of(&port("vlan = 3\n"));
+        assert!(e.contains("one of them"), "{e}");
     }
 
     #[test]

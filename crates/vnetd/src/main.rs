@@ -87,7 +87,7 @@ fn run(args: Args) -> Result<()> {
                     | ControlError::Forbidden(e)
                     | ControlError::Exists(e),
                 ) => {
-                    warn!(net = net.name, "skipped TAP port {:?}: {e}", port.tap)
+                    warn!(net = net.name, "skipped port {}: {e}", port.label())
                 }
                 Err(e) => return Err(e).context("data plane failed"),
             }

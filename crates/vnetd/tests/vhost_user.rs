@@ -357,3 +357,16 @@ fn bulk_tcp_both_ways_passes_gso_frames_through_vhost_user_intact() {
     eprintln!("guest → namespace VM: {frames} frames, {avg} bytes on average");
     assert_eq!(after.drops.values().sum::<u64>(), 0, "{after:?}");
 }
+
+#[test]
+fn a_configured_vhost_user_port_listens_from_the_start() {
+    skip_unless_root!();
+    let d = Daemon::start(Some(
+        "[[network]]\nname = \"vf\"\n[[network.port]]\nvhost_user = \"boot\"\nvlan = 7\n",
+    ));
+    let path = socket(&d, "vf", "boot");
+    assert!(path.exists(), "{}\n{}", path.display(), d.log());
+    let p = common::find_kind(&d, "vf", PortKind::VhostUser).expect("the configured port");
+    assert_eq!(p.vlan, vnet_control::VlanMode::Access { vlan: 7 });
+    assert!(p.description.contains("vhost-user boot"), "{p:?}");
+}
