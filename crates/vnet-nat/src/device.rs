@@ -146,6 +146,8 @@ pub struct NatCounters {
     pub dns_queries: u64,
     pub dns_answers: u64,
     pub dns_failures: u64,
+    /// DNS answers too big for the vnet's MTU, sent truncated (TC) instead.
+    pub dns_truncated: u64,
     pub flows_opened: u64,
     pub flows_closed: u64,
     /// Guests told "unreachable" (no ICMP, no DNS, no TCP yet, no loopback, errors).
@@ -357,7 +359,8 @@ impl NatDevice {
             guest: SocketAddrV4::new(ip.src, echo.ident),
             remote: SocketAddrV4::new(ip.dst, 0),
         };
-        let Some(flow) = self.flow_for(now, key, guest_mac, ip.dst, out) else {
+        let to = SocketAddrV4::new(ip.dst, 0);
+        let Some(flow) = self.flow_for(now, key, guest_mac, to, out) else {
             self.counters.ignored += 1;
             return true;
         };
@@ -404,7 +407,8 @@ impl NatDevice {
             guest,
             remote: SocketAddrV4::new(ip.dst, udp.dst_port),
         };
-        let Some(flow) = self.flow_for(now, key, guest_mac, target, out) else {
+        let to = SocketAddrV4::new(target, udp.dst_port);
+        let Some(flow) = self.flow_for(now, key, guest_mac, to, out) else {
             self.counters.ignored += 1;
             return true;
         };
@@ -422,7 +426,7 @@ impl NatDevice {
         now: Instant,
         key: FlowKey,
         guest_mac: MacAddr,
-        target: Ipv4Addr,
+        to: SocketAddrV4,
         out: &mut Vec<Output>,
     ) -> Option<FlowId> {
         if let Some(&id) = self.by_key.get(&key) {
@@ -452,7 +456,7 @@ impl NatDevice {
         out.push(Output::Open {
             flow: id,
             proto: key.proto,
-            to: SocketAddrV4::new(target, key.remote.port()),
+            to,
         });
         Some(id)
     }
@@ -558,8 +562,24 @@ impl NatDevice {
         out: &mut Vec<Output>,
     ) {
         let route = self.route(mac, self.config.gateway, *guest.ip());
+        let fits = wire::IPV4_HEADER_LEN + wire::UDP_HEADER_LEN + answer.len() <= self.config.mtu;
+        let truncated;
+        let answer = if fits {
+            answer
+        } else {
+            // Too big for the vnet: the guest is told to ask again over TCP, which the
+            // device relays to the same upstream.
+            self.counters.dns_truncated += 1;
+            truncated = crate::dns::truncate(answer);
+            &truncated
+        };
         let seg = wire::udp_segment(&route, 53, guest.port(), answer);
         self.push_ip(&route, wire::PROTO_UDP, &seg, out);
+    }
+
+    /// Where TCP to the gateway's port 53 goes: the first upstream, if DNS is on.
+    pub(crate) fn dns_tcp_upstream(&self) -> Option<SocketAddrV4> {
+        self.dns.upstreams().first().copied()
     }
 
     /// Closes idle flows and retries or fails slow DNS queries.

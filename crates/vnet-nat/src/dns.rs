@@ -176,6 +176,31 @@ impl DnsForwarder {
     }
 }
 
+/// `answer` cut to its header and question with TC set: "ask again over TCP".
+pub fn truncate(answer: &[u8]) -> Vec<u8> {
+    let Some(header) = answer.get(..HEADER_LEN) else {
+        return answer.to_vec();
+    };
+    // The first question: labels up to the root, then type and class.
+    let mut at = HEADER_LEN;
+    let question_end = loop {
+        match answer.get(at) {
+            Some(0) => break Some(at + 5),
+            Some(&len) if len < 64 => at += 1 + usize::from(len),
+            _ => break None,
+        }
+    }
+    .filter(|&end| end <= answer.len() && u16::from_be_bytes([header[4], header[5]]) >= 1);
+    let mut t = header.to_vec();
+    t[2] |= 0x02; // TC
+    t[4..12].fill(0);
+    if let Some(end) = question_end {
+        t[5] = 1;
+        t.extend_from_slice(&answer[HEADER_LEN..end]);
+    }
+    t
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -244,6 +269,22 @@ mod tests {
             (&[0u8, 9][..], 0x80, 2)
         );
         assert_eq!(f.in_flight(), 0);
+    }
+
+    #[test]
+    fn truncation_keeps_the_header_and_question_and_sets_tc() {
+        let mut a = query_bytes(5);
+        a[2] |= 0x80;
+        a[7] = 3; // three answers
+        a.extend_from_slice(&[0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 192, 0, 2, 1]);
+        let t = truncate(&a);
+        assert_eq!(t.len(), 12 + 10);
+        assert_eq!((t[2] & 0x02, t[5], t[7]), (0x02, 1, 0));
+        assert_eq!(&t[12..], &a[12..22]);
+        assert_eq!(truncate(&[1, 2, 3]), vec![1, 2, 3]);
+        let mut broken = a[..14].to_vec();
+        broken[12] = 200;
+        assert_eq!(truncate(&broken).len(), 12);
     }
 
     #[test]

@@ -19,6 +19,7 @@
 //! | ICMP echo, but the host allows no ping socket | "unreachable" (communication prohibited) | |
 //! | UDP to an outside address | flow `(guest, sport, dst, dport)` → one connected UDP socket | datagrams from the socket, as UDP from `dst:dport` |
 //! | UDP to the gateway's port 53 | DNS: relayed to an upstream under a fresh ID | the answer, ID restored, from the gateway |
+//! | TCP to the gateway's port 53 | DNS over TCP: a TCP flow to the first upstream | (truncated UDP answers send guests here) |
 //! | UDP to another port of the gateway | the host's `127.0.0.1` if `host_loopback`, else port unreachable | |
 //! | TCP SYN to an outside address | flow → non-blocking `connect()`; passt-style mirroring, see the `tcp` module | SYN-ACK once connected; RST if refused |
 //! | another IP protocol | protocol unreachable | |
@@ -57,8 +58,9 @@
 //! - **Inbound forwarding**: a listening socket per rule in the shell; `accept()` becomes
 //!   a flow whose SYN goes *to* the guest (passt's `SOCK_ACCEPTED`), the same mirroring
 //!   afterwards; UDP forwards are flows keyed by the host peer.
-//! - **DNS**: TCP fallback when an answer is truncated (TC bit) — relay over a TCP flow
-//!   to the upstream; answer `hostname.domain` from the DHCP leases locally.
+//! - **DNS**: answer `hostname.domain` from the DHCP leases locally (the shell can hand
+//!   the device a name → address map when leases change); TCP to the gateway's port 53
+//!   goes to the first upstream only — try the others when it is refused.
 //! - **Fragments**: reassemble guest fragments (bounded), fragment answers above the MTU.
 
 mod device;

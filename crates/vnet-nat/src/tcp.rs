@@ -203,14 +203,18 @@ impl NatDevice {
             self.tcp_reply(&route, key, seq, ack, flags, &[], None, out);
             return;
         }
-        let mut target = *key.remote.ip();
-        if target == self.config.gateway {
-            if !self.config.host_loopback {
-                let ack = seg.seq.wrapping_add(1);
-                self.tcp_reply(&route, key, 0, ack, F::RST | F::ACK, &[], None, out);
-                return;
+        let mut to = key.remote;
+        if *to.ip() == self.config.gateway {
+            match self.dns_tcp_upstream() {
+                // DNS over TCP (after a truncated answer) goes to the upstream.
+                Some(upstream) if to.port() == 53 => to = upstream,
+                _ if self.config.host_loopback => to.set_ip(std::net::Ipv4Addr::LOCALHOST),
+                _ => {
+                    let ack = seg.seq.wrapping_add(1);
+                    self.tcp_reply(&route, key, 0, ack, F::RST | F::ACK, &[], None, out);
+                    return;
+                }
             }
-            target = std::net::Ipv4Addr::LOCALHOST;
         }
         let isn = self.random_u32();
         let tcp = Tcp {
@@ -229,7 +233,7 @@ impl NatDevice {
             retrans: 0,
             ack_due: None,
         };
-        let Some(flow) = self.flow_for(now, key, guest_mac, target, out) else {
+        let Some(flow) = self.flow_for(now, key, guest_mac, to, out) else {
             self.counters.ignored += 1;
             return;
         };

@@ -536,3 +536,47 @@ mod tcp {
         assert_eq!(segments(&out)[0].2, F::RST | F::ACK);
     }
 }
+
+#[test]
+fn dns_over_tcp_to_the_gateway_goes_to_the_upstream_and_big_answers_are_truncated() {
+    let mut c = config();
+    c.mtu = 200;
+    let mut nat = NatDevice::new(c);
+    let r = to_nat(GW);
+    let h = wire::TcpHeader {
+        src_port: 40000,
+        dst_port: 53,
+        seq: 1,
+        ack: 0,
+        flags: wire::tcp_flags::SYN,
+        window: 1000,
+        mss: None,
+    };
+    let syn = wire::ipv4_frame(&r, wire::PROTO_TCP, 1, &wire::tcp_segment(&r, &h, b""));
+    let mut out = Vec::new();
+    nat.receive(Instant::now(), &syn, &mut out);
+    assert!(
+        matches!(out[..], [Output::Open { proto: Proto::Tcp, to, .. }] if to == "127.0.0.1:5353".parse().unwrap()),
+        "{out:?}"
+    );
+    // A UDP answer larger than the MTU comes back as header + question with TC.
+    let mut query = vec![0xab, 0xcd, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+    query.extend_from_slice(b"\x04test\x00\x00\x01\x00\x01");
+    out.clear();
+    nat.receive(Instant::now(), &udp_frame(GW, 40001, 53, &query), &mut out);
+    let [Output::DnsQuery { to, query: sent }] = &out[..] else {
+        panic!("{out:?}");
+    };
+    let (to, mut answer) = (*to, sent.clone());
+    answer[2] |= 0x80;
+    answer[7] = 20;
+    for _ in 0..20 {
+        answer.extend_from_slice(&[0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 192, 0, 2, 1]);
+    }
+    out.clear();
+    nat.dns_data(to, &answer, &mut out);
+    let ip = ip_of(&out[0]);
+    let u = UdpDatagram::parse(&ip).unwrap();
+    assert_eq!((u.payload[2] & 0x02, u.payload.len()), (0x02, 22));
+    assert_eq!(nat.counters().dns_truncated, 1);
+}

@@ -192,6 +192,31 @@ fn dns_queries_to_the_gateway_are_answered_by_the_configured_upstream() {
         dnsmasq.log(),
         d.log()
     );
+    // DNS over TCP (what a resolver does after a truncated answer) reaches the same
+    // upstream through the gateway's port 53.
+    let mut query = vec![0, 30, 0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+    query.extend_from_slice(b"\x03www\x03nat\x04test\x00\x00\x01\x00\x01");
+    let tcp_lookup = || {
+        let out = vm
+            .ns()
+            .command(&["socat", "-t", "3", "-", &format!("TCP4:{gw}:53")])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .and_then(|mut c| {
+                use std::io::Write;
+                c.stdin.take().unwrap().write_all(&query)?;
+                c.wait_with_output()
+            })
+            .unwrap();
+        out.stdout
+    };
+    assert!(
+        wait_for(T, || tcp_lookup().windows(4).any(|w| w == [192, 0, 2, 55])),
+        "DNS over TCP through the NAT\ndnsmasq: {}\n{}",
+        dnsmasq.log(),
+        d.log()
+    );
 }
 
 #[test]
