@@ -337,6 +337,8 @@ pub enum PortKind {
     Vde,
     /// A built-in service of the vnet (DHCP).
     Service,
+    /// An open of the classic device file `RUN/dev/NET` (FUSE).
+    Device,
     /// The vnet's uplink to a host NIC (bridged).
     Uplink,
     /// A virtio-net NIC through vhost-user at `RUN/NET/vhost-user/NAME.sock`.
@@ -353,6 +355,7 @@ impl PortKind {
             PortKind::Api => "api",
             PortKind::Service => "service",
             PortKind::Vde => "vde",
+            PortKind::Device => "device",
             PortKind::Uplink => "uplink",
             PortKind::VhostUser => "vhost-user",
         }

@@ -5,6 +5,7 @@
 //! `WouldBlock`. Backends never block and never allocate per frame.
 
 pub mod api;
+pub mod device;
 pub mod dgram;
 pub mod service;
 pub mod stream;

@@ -17,6 +17,7 @@ use vnet_core::switch::{PortId, Tagging, VlanMode};
 use super::network::{self, Network, PassEnd};
 use super::{network_dir, report, Command, ControlError};
 use crate::backend::api::ApiPort;
+use crate::backend::device::DevicePort;
 use crate::backend::service::ServicePort;
 use crate::backend::stream::StreamPort;
 use crate::backend::tap::TapPort;
@@ -634,6 +635,14 @@ impl Engine {
                         self.lookup(&name)
                             .and_then(|k| self.add_port_spec(k, spec, now)),
                     );
+                }
+                Command::AttachDevice(name, sock, pid, reply) => {
+                    let result = self.lookup(&name).and_then(|k| {
+                        let port = DevicePort::new(sock, &name, pid);
+                        self.add_port(k, Box::new(port), VlanMode::default())
+                            .map(|id| id.0)
+                    });
+                    let _ = reply.send(result);
                 }
                 Command::RemovePort(name, id, reply) => {
                     let result = self.lookup(&name).and_then(|k| {

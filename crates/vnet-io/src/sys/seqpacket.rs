@@ -22,6 +22,22 @@ pub fn listen_at(path: &Path) -> io::Result<OwnedFd> {
     Ok(fd)
 }
 
+/// A connected pair: the first end non-blocking (for the data plane), the second
+/// blocking (for a thread that waits on it, like the classic device's).
+pub fn pair() -> io::Result<(OwnedFd, OwnedFd)> {
+    let (a, b) = nix::sys::socket::socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )?;
+    nix::fcntl::fcntl(
+        &a,
+        nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+    )?;
+    Ok((a, b))
+}
+
 /// Accepts one pending connection, non-blocking; `Ok(None)` when there is none.
 pub fn accept(listener: &OwnedFd) -> io::Result<Option<OwnedFd>> {
     match accept4(

@@ -1,0 +1,81 @@
+//! The classic device (`RUN/dev/NET`, served over FUSE by `vnet-fuse`): one `open` of the
+//! device file is one port. The FUSE side holds one end of a `SOCK_SEQPACKET` socket
+//! pair and speaks the vnet API on it; this is the other end, an [`ApiPort`] that
+//! reports itself as a device port with the opener's pid.
+
+use vnet_control::PortKind;
+use vnet_core::wire::api::{Reply, Request};
+
+use super::api::ApiPort;
+use super::{Backend, Received, Sent};
+use crate::frame::FrameBuf;
+
+pub struct DevicePort {
+    inner: ApiPort,
+    pid: Option<u32>,
+    description: String,
+}
+
+impl DevicePort {
+    /// `sock`: the data plane's end of the pair (non-blocking); `pid`: the process that
+    /// opened the device file, as FUSE reports it.
+    pub fn new(sock: std::os::fd::OwnedFd, net: &str, pid: Option<u32>) -> Self {
+        let who = match pid {
+            Some(pid) => {
+                let comm = std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                    .unwrap_or_default()
+                    .trim()
+                    .to_string();
+                if comm.is_empty() {
+                    format!("pid {pid}")
+                } else {
+                    format!("pid {pid} ({comm})")
+                }
+            }
+            None => "unknown opener".to_string(),
+        };
+        DevicePort {
+            inner: ApiPort::new(sock),
+            pid,
+            description: format!("device dev/{net} {who}"),
+        }
+    }
+}
+
+impl Backend for DevicePort {
+    fn kind(&self) -> PortKind {
+        PortKind::Device
+    }
+
+    fn description(&self) -> String {
+        self.description.clone()
+    }
+
+    fn pid(&self) -> Option<u32> {
+        self.pid
+    }
+
+    fn source(&mut self) -> Option<&mut dyn mio::event::Source> {
+        self.inner.source()
+    }
+
+    fn recv(&mut self, buf: &mut FrameBuf) -> Received {
+        self.inner.recv(buf)
+    }
+
+    fn send(&mut self, frame: &FrameBuf) -> Sent {
+        self.inner.send(frame)
+    }
+
+    fn has_pending_output(&self) -> bool {
+        self.inner.has_pending_output()
+    }
+
+    fn flush(&mut self) -> Sent {
+        self.inner.flush()
+    }
+
+    fn answer(&mut self, request: &Request, reply: &Reply) {
+        self.inner.answer(request, reply)
+    }
+}
