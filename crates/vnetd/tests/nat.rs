@@ -13,7 +13,8 @@ use std::time::Duration;
 use common::{client, tap_vm};
 use vnet_control::PortSpec;
 use vnet_testbed::{
-    bin_path, skip_unless_root, unique_name, wait_for, ChildGuard, Daemon, Netns, NsVm, Veth,
+    bin_path, skip_unless_root, unique_name, wait_for, ChildGuard, Daemon, Guest, Netdev, Netns,
+    NsVm, Veth,
 };
 
 const T: Duration = Duration::from_secs(30);
@@ -578,6 +579,89 @@ fn short_connections_and_idle_flows_leave_no_sockets_behind() {
         wait_for(Duration::from_secs(20), || fd_count(&d) <= before),
         "fds before {before}, now {}\n{}",
         fd_count(&d),
+        d.log()
+    );
+}
+
+/// The acceptance scenario with a real kernel: a QEMU guest on a stream port of a
+/// NAT vnet gets its lease, resolves a name through the NAT's DNS and fetches a file over
+/// HTTP from a server only the host can reach; the file arrives intact.
+#[test]
+fn a_qemu_guest_resolves_and_fetches_over_http_through_the_nat() {
+    if skip_unless_root("nat qemu guest") {
+        return;
+    }
+    let n = octet(10);
+    let port = {
+        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.local_addr().unwrap().port()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let outside = Outside::new(n);
+    let mut cmd = Command::new("dnsmasq");
+    cmd.args([
+        "--keep-in-foreground",
+        "--no-resolv",
+        "--no-hosts",
+        "--conf-file=/dev/null",
+        "--listen-address=127.0.0.1",
+        "--bind-interfaces",
+        &format!("--port={port}"),
+        &format!("--pid-file={}", dir.path().join("dnsmasq.pid").display()),
+        &format!("--host-record=files.nat.test,{}", outside.ip),
+        "--user=root",
+    ]);
+    let _dnsmasq = ChildGuard::spawn(cmd, "dnsmasq").expect("dnsmasq");
+    let www = dir.path().join("www");
+    std::fs::create_dir(&www).unwrap();
+    let mut seed = 0x0bad_cafe_dead_beefu64;
+    let bytes: Vec<u8> = (0..1024 * 1024)
+        .map(|_| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed as u8
+        })
+        .collect();
+    std::fs::write(www.join("blob"), &bytes).unwrap();
+    let want = sha256(&www.join("blob"));
+    let www_arg = www.display().to_string();
+    let _httpd = outside
+        .ns
+        .spawn(&["busybox", "httpd", "-f", "-p", "8080", "-h", &www_arg]);
+    let net = unique_name("nat");
+    let d = nat_daemon(
+        &net,
+        n,
+        &format!(", dns_upstreams = [\"127.0.0.1:{port}\"]"),
+    );
+    let guest = Guest::builder()
+        .name("natguest")
+        .nic_with_mac(
+            Netdev::Stream {
+                path: d.net_dir(&net).join("stream.sock"),
+            },
+            "52:54:00:08:00:10",
+        )
+        .boot()
+        .expect("guest boots");
+    let lease = guest.dhcp("eth0", "").expect("guest lease");
+    let gw = format!("10.208.{n}.2");
+    assert_eq!(lease.routers(), [gw.as_str()]);
+    assert_eq!(lease.dns(), [gw.as_str()]);
+    let slow = Duration::from_secs(90);
+    // (dnsmasq refuses the AAAA half of busybox's lookup: only the A answer counts.)
+    let (_, lookup) = guest
+        .exec(&format!("nslookup files.nat.test {gw}"), slow)
+        .expect("nslookup runs");
+    assert!(lookup.contains(&outside.ip), "{lookup}");
+    let got = guest.exec_ok(
+        &format!("wget -q -O - http://{}:8080/blob | sha256sum", outside.ip),
+        slow,
+    );
+    assert!(
+        got.contains(&want),
+        "guest got {got}, want {want}\n{}",
         d.log()
     );
 }
