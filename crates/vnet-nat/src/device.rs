@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use vnet_core::wire::ethernet::{EtherType, Frame, MacAddr};
 
 use crate::dns::{DnsAction, DnsForwarder};
-use crate::wire::{self, ArpRequest, IcmpEcho, Ipv4Error, Ipv4Packet, Route, UdpDatagram};
+use crate::wire::{self, ArpPacket, IcmpEcho, Ipv4Error, Ipv4Packet, Route, UdpDatagram};
 
 /// Settings of one NAT device.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,6 +78,9 @@ impl NatConfig {
         Ipv4Addr::from(u32::from(self.subnet) | !mask)
     }
 }
+
+/// Guests' addresses remembered at most (the table starts over when full).
+const MAX_NEIGHBOURS: usize = 4096;
 
 /// The transport of a flow, and so of its host socket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -194,6 +197,9 @@ pub struct NatDevice {
     counters: NatCounters,
     scratch: Vec<DnsAction>,
     rng: u64,
+    /// Guests' MACs by address, learned from their ARP and IPv4 frames (for
+    /// connections the device opens towards them).
+    neighbours: HashMap<Ipv4Addr, MacAddr>,
 }
 
 impl NatDevice {
@@ -214,7 +220,20 @@ impl NatDevice {
             ip_ident: 0,
             counters: NatCounters::default(),
             scratch: Vec::new(),
+            neighbours: HashMap::new(),
         }
+    }
+
+    /// Remembers that `ip` is at `mac` (guests in the subnet only, bounded).
+    fn learn(&mut self, ip: Ipv4Addr, mac: MacAddr) {
+        let c = &self.config;
+        if !c.in_subnet(ip) || ip == c.gateway || ip.is_unspecified() || !mac.is_learnable() {
+            return;
+        }
+        if self.neighbours.len() >= MAX_NEIGHBOURS && !self.neighbours.contains_key(&ip) {
+            self.neighbours.clear();
+        }
+        self.neighbours.insert(ip, mac);
     }
 
     fn random_u32(&mut self) -> u32 {
@@ -255,12 +274,16 @@ impl NatDevice {
         }
         match eth.ethertype() {
             EtherType::ARP => {
-                match ArpRequest::parse(eth.payload()) {
-                    Some(arp) if arp.target_ip == self.config.gateway => {
-                        self.counters.arp_replies += 1;
-                        out.push(Output::Frame(arp.reply_frame(self.config.mac)));
-                    }
-                    _ => self.counters.ignored += 1,
+                let Some(arp) = ArpPacket::parse(eth.payload()) else {
+                    self.counters.ignored += 1;
+                    return true;
+                };
+                self.learn(arp.sender_ip, arp.sender_mac);
+                if arp.is_request && arp.target_ip == self.config.gateway {
+                    self.counters.arp_replies += 1;
+                    out.push(Output::Frame(arp.reply_frame(self.config.mac)));
+                } else if !arp.is_request {
+                    self.tcp_neighbour_known(now, arp.sender_ip, out);
                 }
                 true
             }
@@ -297,6 +320,8 @@ impl NatDevice {
             self.counters.ignored += 1;
             return true;
         }
+        self.learn(ip.src, guest_mac);
+        let c = &self.config;
         let outside = !(ip.dst.is_loopback()
             || ip.dst.is_multicast()
             || ip.dst.is_broadcast()

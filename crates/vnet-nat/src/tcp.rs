@@ -55,8 +55,11 @@ pub const WINDOW: u16 = 65535;
 /// Per-connection TCP state, in the shape of passt's events.
 #[derive(Debug, Clone)]
 pub(super) struct Tcp {
-    /// The host socket is connected and the SYN-ACK was sent.
+    /// The host socket is connected and the SYN-ACK was sent (outbound), or the guest
+    /// answered our SYN (inbound).
     established: bool,
+    /// Opened by the device towards the guest (a port forward's accepted connection).
+    inbound: bool,
     /// The guest sent FIN and it went to the socket as shutdown.
     fin_from_tap: bool,
     /// We sent FIN to the guest (it takes sequence number `seq_to_tap - 1`).
@@ -122,6 +125,21 @@ impl NatDevice {
         let f = self.flows.get_mut(&flow).expect("indexed");
         f.last_used = now;
         let tcp = f.tcp.as_mut().expect("a TCP flow");
+        if tcp.inbound && seg.flags & (F::SYN | F::ACK) == F::SYN | F::ACK {
+            if !tcp.established && seg.ack == tcp.isn.wrapping_add(1) {
+                tcp.established = true;
+                tcp.seq_from_tap = seg.seq.wrapping_add(1);
+                tcp.wnd_from_tap = u32::from(seg.window);
+                tcp.mss = seg.mss.unwrap_or(536).max(64);
+                tcp.retrans = 0;
+                tcp.ack_due = None;
+                self.tcp_send(flow, F::ACK, &[], out);
+                out.push(Output::TcpRead { flow });
+            } else if tcp.established {
+                self.tcp_send(flow, F::ACK, &[], out); // our ACK was lost
+            }
+            return true;
+        }
         if seg.flags & F::SYN != 0 {
             if tcp.established && seg.seq.wrapping_add(1) == tcp.seq_from_tap {
                 self.tcp_syn_ack(flow, out); // our SYN-ACK was lost
@@ -219,6 +237,7 @@ impl NatDevice {
         let isn = self.random_u32();
         let tcp = Tcp {
             established: false,
+            inbound: false,
             fin_from_tap: false,
             fin_to_tap: false,
             fin_acked: false,
@@ -240,6 +259,119 @@ impl NatDevice {
         self.counters.to_host += 1;
         if let Some(f) = self.flows.get_mut(&flow) {
             f.tcp = Some(tcp);
+        }
+    }
+
+    /// The shell accepted a connection from `peer` for a port forward to `guest`: the
+    /// device opens a connection to the guest (SYN, after ARP if the guest's MAC is not
+    /// known yet). The shell's socket is that flow's; `None`: refuse it (limit, or a
+    /// connection with the same addresses exists).
+    pub fn tcp_accepted(
+        &mut self,
+        now: Instant,
+        guest: SocketAddrV4,
+        peer: SocketAddrV4,
+        out: &mut Vec<Output>,
+    ) -> Option<FlowId> {
+        // The guest sees host-local peers as the gateway, everyone else as themselves:
+        // it answers through its default route, the device, either way.
+        let remote = if peer.ip().is_loopback() || peer.ip().is_unspecified() {
+            SocketAddrV4::new(self.config.gateway, peer.port())
+        } else {
+            peer
+        };
+        let key = FlowKey {
+            proto: Proto::Tcp,
+            guest,
+            remote,
+        };
+        if self.by_key.contains_key(&key) || self.flows.len() >= self.config.max_flows {
+            return None;
+        }
+        let isn = self.random_u32();
+        let guest_mac = self.neighbours.get(guest.ip()).copied();
+        let id = FlowId(self.next_flow);
+        self.next_flow += 1;
+        self.flows.insert(
+            id,
+            Flow {
+                key,
+                guest_mac: guest_mac.unwrap_or(MacAddr([0; 6])),
+                last_used: now,
+                tcp: Some(Tcp {
+                    established: false,
+                    inbound: true,
+                    fin_from_tap: false,
+                    fin_to_tap: false,
+                    fin_acked: false,
+                    sock_eof: false,
+                    isn,
+                    seq_to_tap: isn.wrapping_add(1),
+                    seq_ack_from_tap: isn.wrapping_add(1),
+                    seq_from_tap: 0,
+                    wnd_from_tap: 0,
+                    mss: 536,
+                    wnd_to_tap: WINDOW,
+                    retrans: 0,
+                    ack_due: Some(now + ACK_TIMEOUT),
+                }),
+            },
+        );
+        self.by_key.insert(key, id);
+        self.counters.flows_opened += 1;
+        let expiry = now + self.config.tcp_timeout;
+        self.next_sweep = Some(self.next_sweep.map_or(expiry, |t| t.min(expiry)));
+        match guest_mac {
+            Some(_) => self.tcp_syn(id, out),
+            None => self.arp_for(*guest.ip(), out),
+        }
+        Some(id)
+    }
+
+    fn arp_for(&mut self, ip: std::net::Ipv4Addr, out: &mut Vec<Output>) {
+        let c = &self.config;
+        out.push(Output::Frame(wire::ArpPacket::request_frame(
+            c.mac, c.gateway, ip,
+        )));
+    }
+
+    /// Our SYN to the guest of an inbound flow.
+    fn tcp_syn(&mut self, flow: FlowId, out: &mut Vec<Output>) {
+        let Some(f) = self.flows.get(&flow) else {
+            return;
+        };
+        let tcp = f.tcp.as_ref().expect("TCP");
+        let route = self.route(f.guest_mac, *f.key.remote.ip(), *f.key.guest.ip());
+        let mss = u16::try_from(self.config.mtu.saturating_sub(40)).unwrap_or(u16::MAX);
+        let (key, isn) = (f.key, tcp.isn);
+        self.tcp_reply(&route, key, isn, 0, F::SYN, &[], Some(mss), out);
+    }
+
+    /// An ARP reply told us where `ip` is: inbound flows waiting for it send their SYN.
+    pub(super) fn tcp_neighbour_known(
+        &mut self,
+        _now: Instant,
+        ip: std::net::Ipv4Addr,
+        out: &mut Vec<Output>,
+    ) {
+        let Some(&mac) = self.neighbours.get(&ip) else {
+            return;
+        };
+        let waiting: Vec<FlowId> = self
+            .flows
+            .iter()
+            .filter(|(_, f)| {
+                *f.key.guest.ip() == ip
+                    && f.guest_mac == MacAddr([0; 6])
+                    && f.tcp.as_ref().is_some_and(|t| t.inbound && !t.established)
+            })
+            .map(|(&id, _)| id)
+            .collect();
+        for flow in waiting {
+            if let Some(f) = self.flows.get_mut(&flow) {
+                f.guest_mac = mac;
+            }
+            self.tcp_syn(flow, out);
         }
     }
 
@@ -399,6 +531,18 @@ impl NatDevice {
                 self.tcp_reset(flow, out);
                 continue;
             }
+            if tcp.inbound && !tcp.established {
+                // Our SYN (or the ARP before it) went unanswered: again.
+                tcp.ack_due = Some(now + ACK_TIMEOUT);
+                let f = &self.flows[&flow];
+                if f.guest_mac == MacAddr([0; 6]) {
+                    let ip = *f.key.guest.ip();
+                    self.arp_for(ip, out);
+                } else {
+                    self.tcp_syn(flow, out);
+                }
+                continue;
+            }
             tcp.seq_to_tap = tcp.seq_ack_from_tap;
             if tcp.fin_to_tap && !tcp.fin_acked {
                 tcp.fin_to_tap = false;
@@ -410,7 +554,11 @@ impl NatDevice {
 
     /// The socket failed: the guest gets RST and the flow ends.
     pub(super) fn tcp_reset(&mut self, flow: FlowId, out: &mut Vec<Output>) {
-        if let Some(f) = self.flows.get(&flow) {
+        if let Some(f) = self
+            .flows
+            .get(&flow)
+            .filter(|f| f.guest_mac != MacAddr([0; 6]))
+        {
             let tcp = f.tcp.as_ref().expect("TCP");
             let route = self.route(f.guest_mac, *f.key.remote.ip(), *f.key.guest.ip());
             let (key, seq, ack) = (f.key, tcp.seq_to_tap, tcp.seq_from_tap);

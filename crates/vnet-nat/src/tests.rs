@@ -580,3 +580,74 @@ fn dns_over_tcp_to_the_gateway_goes_to_the_upstream_and_big_answers_are_truncate
     assert_eq!((u.payload[2] & 0x02, u.payload.len()), (0x02, 22));
     assert_eq!(nat.counters().dns_truncated, 1);
 }
+
+#[test]
+fn a_forwarded_connection_arps_for_the_guest_then_opens_to_it() {
+    use crate::wire::{tcp_flags as F, ArpPacket, TcpHeader, TcpSegment};
+    let mut nat = NatDevice::new(config());
+    let t = Instant::now();
+    let mut out = Vec::new();
+    let guest = SocketAddrV4::new(GUEST, 80);
+    let peer: SocketAddrV4 = "127.0.0.1:51000".parse().unwrap();
+    let flow = nat.tcp_accepted(t, guest, peer, &mut out).unwrap();
+    // The guest's MAC is unknown: ARP first.
+    let [Output::Frame(arp)] = &out[..] else {
+        panic!("{out:?}");
+    };
+    let req = ArpPacket::parse(&arp[14..]).unwrap();
+    assert!(req.is_request);
+    assert_eq!((req.sender_ip, req.target_ip), (GW, GUEST));
+    out.clear();
+    let mut reply = ArpPacket::request_frame(GUEST_MAC, GUEST, GW);
+    reply[20..22].copy_from_slice(&[0, 2]);
+    reply[0..6].copy_from_slice(&NAT_MAC.0);
+    nat.receive(t, &reply, &mut out);
+    // Now the SYN, from the gateway (the peer was host-local).
+    let ip = ip_of(&out[0]);
+    assert_eq!((ip.src, ip.dst), (GW, GUEST));
+    let syn = TcpSegment::parse(&ip).unwrap();
+    assert_eq!((syn.flags, syn.src_port, syn.dst_port), (F::SYN, 51000, 80));
+    let isn = syn.seq;
+    out.clear();
+    // The guest accepts.
+    let r = Route {
+        src_mac: GUEST_MAC,
+        dst_mac: NAT_MAC,
+        src: GUEST,
+        dst: GW,
+    };
+    let h = TcpHeader {
+        src_port: 80,
+        dst_port: 51000,
+        seq: 7000,
+        ack: isn + 1,
+        flags: F::SYN | F::ACK,
+        window: 65535,
+        mss: Some(1460),
+    };
+    let synack = wire::ipv4_frame(&r, wire::PROTO_TCP, 1, &wire::tcp_segment(&r, &h, b""));
+    nat.receive(t, &synack, &mut out);
+    let ack = TcpSegment::parse(&ip_of(&out[0])).unwrap();
+    assert_eq!((ack.flags, ack.ack), (F::ACK, 7001));
+    assert!(out.contains(&Output::TcpRead { flow }));
+    assert_eq!(nat.tcp_read_window(flow), Some((0, 65535)));
+    // A refused forward (guest RST) ends the flow.
+    out.clear();
+    let flow2 = nat
+        .tcp_accepted(t, SocketAddrV4::new(GUEST, 81), peer, &mut out)
+        .unwrap();
+    let syn = TcpSegment::parse(&ip_of(&out[0])).unwrap();
+    assert_eq!(syn.flags, F::SYN, "the MAC is known now: no ARP");
+    let syn_seq = syn.seq;
+    out.clear();
+    let h = TcpHeader {
+        src_port: 81,
+        flags: F::RST | F::ACK,
+        seq: 0,
+        ack: syn_seq + 1,
+        ..h
+    };
+    let rst = wire::ipv4_frame(&r, wire::PROTO_TCP, 1, &wire::tcp_segment(&r, &h, b""));
+    nat.receive(t, &rst, &mut out);
+    assert!(out.contains(&Output::Close { flow: flow2 }));
+}

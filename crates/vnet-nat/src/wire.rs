@@ -37,28 +37,46 @@ fn mac_at(b: &[u8], at: usize) -> MacAddr {
     MacAddr([b[at], b[at + 1], b[at + 2], b[at + 3], b[at + 4], b[at + 5]])
 }
 
-/// An ARP request for an IPv4 address, from an Ethernet host.
+/// An Ethernet/IPv4 ARP request or reply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ArpRequest {
+pub struct ArpPacket {
+    pub is_request: bool,
     pub sender_mac: MacAddr,
     pub sender_ip: Ipv4Addr,
     pub target_ip: Ipv4Addr,
 }
 
-impl ArpRequest {
-    /// Reads an Ethernet/IPv4 ARP request from an ARP payload; anything else is `None`.
+impl ArpPacket {
+    /// Reads an Ethernet/IPv4 ARP request or reply from an ARP payload.
     pub fn parse(b: &[u8]) -> Option<Self> {
         if b.len() < 28 || be16(b, 0) != 1 || be16(b, 2) != EtherType::IPV4 {
             return None;
         }
-        if b[4] != 6 || b[5] != 4 || be16(b, 6) != 1 {
+        if b[4] != 6 || b[5] != 4 || !matches!(be16(b, 6), 1 | 2) {
             return None;
         }
-        Some(ArpRequest {
+        Some(ArpPacket {
+            is_request: be16(b, 6) == 1,
             sender_mac: mac_at(b, 8),
             sender_ip: ip_at(b, 14),
             target_ip: ip_at(b, 24),
         })
+    }
+
+    /// "Who has `target`? Tell `ip` (at `mac`)", broadcast.
+    pub fn request_frame(mac: MacAddr, ip: Ipv4Addr, target: Ipv4Addr) -> Vec<u8> {
+        let mut f = vec![0u8; MIN_FRAME_LEN];
+        write_header(&mut f, MacAddr::BROADCAST, mac, EtherType::ARP);
+        let a = &mut f[HEADER_LEN..HEADER_LEN + 28];
+        a[0..2].copy_from_slice(&1u16.to_be_bytes());
+        a[2..4].copy_from_slice(&EtherType::IPV4.to_be_bytes());
+        a[4] = 6;
+        a[5] = 4;
+        a[6..8].copy_from_slice(&1u16.to_be_bytes());
+        a[8..14].copy_from_slice(&mac.0);
+        a[14..18].copy_from_slice(&ip.octets());
+        a[24..28].copy_from_slice(&target.octets());
+        f
     }
 
     /// The reply "`target_ip` is at `mac`", as a frame to the asker.
@@ -503,7 +521,7 @@ mod tests {
     proptest! {
         #[test]
         fn parsers_never_panic(b in proptest::collection::vec(any::<u8>(), 0..120)) {
-            let _ = ArpRequest::parse(&b);
+            let _ = ArpPacket::parse(&b);
             let _ = IcmpEcho::parse(&b);
             if let Ok(ip) = Ipv4Packet::parse(&b) {
                 let _ = UdpDatagram::parse(&ip);
