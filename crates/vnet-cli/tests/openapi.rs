@@ -443,6 +443,11 @@ fn what_the_types_serialize_matches_the_documented_schemas() {
         gateway: Some("192.168.108.2".parse().unwrap()),
         dns_upstreams: vec!["127.0.0.1:5353".parse().unwrap()],
         host_loopback: true,
+        forward: vec![vnet_control::ForwardSpec {
+            proto: vnet_control::ForwardProto::Tcp,
+            host: "127.0.0.1:8080".parse().unwrap(),
+            guest: "192.168.108.10:80".parse().unwrap(),
+        }],
         ..Default::default()
     };
     checker.check_named("NatSpec", &nat);

@@ -208,6 +208,32 @@ pub struct NatSpec {
     /// default: exposing host-local services is a security decision.
     #[serde(default)]
     pub host_loopback: bool,
+    /// Inbound port forwards (nat.conf's `[incomingtcp]`): a host address and port
+    /// whose connections are carried to a guest's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub forward: Vec<ForwardSpec>,
+}
+
+/// One inbound port forward of a NAT vnet.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForwardSpec {
+    #[serde(default)]
+    pub proto: ForwardProto,
+    /// Where the host listens, e.g. `127.0.0.1:8080`.
+    pub host: SocketAddrV4,
+    /// The guest's address and port in the vnet's subnet.
+    pub guest: SocketAddrV4,
+}
+
+/// The transport of a port forward.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ForwardProto {
+    #[default]
+    Tcp,
+    /// Not supported yet: refused when the vnet is created.
+    Udp,
 }
 
 impl Default for NatSpec {
@@ -218,6 +244,7 @@ impl Default for NatSpec {
             dns_upstreams: Vec::new(),
             udp_timeout_secs: default_udp_timeout_secs(),
             host_loopback: false,
+            forward: Vec::new(),
         }
     }
 }

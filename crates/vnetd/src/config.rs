@@ -41,7 +41,8 @@ pub struct NetworkConfig {
     #[serde(default)]
     pub host_adapter: Option<HostAdapterSpec>,
     /// `nat = {}` or `{ gateway = "192.168.108.2", dns = true, udp_timeout_secs = 30,
-    /// dns_upstreams = ["127.0.0.1:53"], host_loopback = false }`.
+    /// dns_upstreams = ["127.0.0.1:53"], host_loopback = false,
+    /// forward = [{ host = "127.0.0.1:8080", guest = "192.168.108.10:80" }] }`.
     #[serde(default)]
     pub nat: Option<vnet_control::NatSpec>,
     /// `dhcp = {}` or `{ range = [first, last], lease_secs = 1800, reservations = [...] }`.
@@ -272,7 +273,16 @@ mod tests {
             "{net}{sub}nat = {{ dns_upstreams = [\"1.2.3.4\"] }}\n"
         ));
         assert!(e.contains("line"), "{e}");
+        let fwd = |f: &str| format!("{net}{sub}nat = {{ forward = [{f}] }}\n");
+        let e = error_of(&fwd(
+            "{ proto = \"udp\", host = \"127.0.0.1:53\", guest = \"10.8.0.9:53\" }",
+        ));
+        assert!(e.contains("not supported yet"), "{e}");
+        let e = error_of(&fwd("{ host = \"127.0.0.1:80\", guest = \"10.9.0.9:80\" }"));
+        assert!(e.contains("guest address"), "{e}");
         let ok = format!("{net}{sub}nat = {{ dns = false, host_loopback = true }}\n");
+        assert!(Config::parse(&ok, "ok.toml").is_ok());
+        let ok = fwd("{ host = \"127.0.0.1:8080\", guest = \"10.8.0.9:80\" }");
         assert!(Config::parse(&ok, "ok.toml").is_ok());
     }
 

@@ -665,3 +665,61 @@ fn a_qemu_guest_resolves_and_fetches_over_http_through_the_nat() {
         d.log()
     );
 }
+
+/// nat.conf's `[incomingtcp]`: a host port forwarded to a server inside a VM; a taken
+/// host port is a clear error.
+#[test]
+fn a_port_forward_reaches_a_server_inside_a_vm() {
+    if skip_unless_root("nat port forward") {
+        return;
+    }
+    let n = octet(12);
+    let port = {
+        let s = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        s.local_addr().unwrap().port()
+    };
+    let net = unique_name("nat");
+    let guest = format!("10.208.{n}.50");
+    let d = nat_daemon(
+        &net,
+        n,
+        &format!(", forward = [{{ host = \"127.0.0.1:{port}\", guest = \"{guest}:8080\" }}]"),
+    );
+    let (_, vm) = tap_vm(&d, &net, "52:54:00:08:00:12", &format!("{guest}/24"));
+    let _server = vm.ns().spawn(&[
+        "socat",
+        "TCP4-LISTEN:8080,reuseaddr,fork",
+        "SYSTEM:echo served by the VM",
+    ]);
+    let fetch = || {
+        let out = Command::new("socat")
+            .args([
+                "-u",
+                &format!("TCP4:127.0.0.1:{port},connect-timeout=3"),
+                "-",
+            ])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(
+        wait_for(T, || fetch() == "served by the VM\n"),
+        "host 127.0.0.1:{port} → VM {guest}:8080\n{}",
+        d.log()
+    );
+    for _ in 0..20 {
+        assert_eq!(fetch(), "served by the VM\n");
+    }
+    // The same host port again: taken, and the daemon says so.
+    let err = Daemon::builder()
+        .config(&format!(
+            "[[network]]\nname = \"{}\"\nsubnet = \"10.208.{n}.0/24\"\n\
+             nat = {{ forward = [{{ host = \"127.0.0.1:{port}\", guest = \"{guest}:80\" }}] }}\n",
+            unique_name("nat")
+        ))
+        .try_start()
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(err.contains("port is taken"), "{err}");
+}

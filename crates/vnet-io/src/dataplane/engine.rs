@@ -1182,5 +1182,28 @@ fn validate_nat(spec: &NetworkSpec, subnet: vnet_control::Ipv4Net) -> Result<(),
     if nat.udp_timeout_secs == 0 {
         return invalid("NAT udp_timeout_secs must be at least 1".into());
     }
+    let mut hosts = std::collections::HashSet::new();
+    for f in &nat.forward {
+        if f.proto == vnet_control::ForwardProto::Udp {
+            return invalid(format!(
+                "forward {} -> {}: UDP port forwards are not supported yet (use proto = \"tcp\")",
+                f.host, f.guest
+            ));
+        }
+        let ip = *f.guest.ip();
+        if !subnet.contains(&ip)
+            || ip == subnet.network()
+            || ip == subnet.broadcast()
+            || ip == gateway
+        {
+            return invalid(format!(
+                "forward {} -> {}: the guest address must be a host address of {subnet} other than the gateway",
+                f.host, f.guest
+            ));
+        }
+        if !hosts.insert(f.host) {
+            return invalid(format!("forward: {} is listed twice", f.host));
+        }
+    }
     Ok(())
 }

@@ -16,7 +16,7 @@
 
 use std::collections::HashMap;
 use std::io::{self, ErrorKind, Read, Write};
-use std::net::{Ipv4Addr, Shutdown, SocketAddr, SocketAddrV4, TcpStream, UdpSocket};
+use std::net::{Ipv4Addr, Shutdown, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
@@ -37,6 +37,8 @@ use crate::backend::service::Service;
 const DNS: Token = Token(0);
 /// Datagrams read per `readable` call, so one busy socket cannot hold the data plane.
 const BATCH: usize = 64;
+/// Port forwards' listeners use tokens from here (flow ids stay far below).
+const LISTENERS: usize = usize::MAX / 2;
 
 /// How echo requests leave the host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,6 +123,8 @@ pub struct NatService {
     dns: Option<UdpSocket>,
     /// Sockets that reported readiness and were not read to `WouldBlock` yet.
     ready: Vec<Token>,
+    /// Port forwards: a listener and the guest address it carries connections to.
+    listeners: Vec<(TcpListener, SocketAddrV4)>,
     actions: Vec<Output>,
     buf: Vec<u8>,
 }
@@ -231,6 +235,33 @@ impl NatService {
                 .map_err(|e| format!("NAT device: cannot open the DNS socket: {e}"))?;
             Some(s)
         };
+        let mut listeners = Vec::new();
+        for f in spec.nat.iter().flat_map(|n| &n.forward) {
+            let listener = TcpListener::bind(f.host)
+                .and_then(|l| l.set_nonblocking(true).map(|()| l))
+                .and_then(|l| {
+                    let token = Token(LISTENERS + listeners.len());
+                    poll.registry()
+                        .register(&mut SourceFd(&l.as_raw_fd()), token, Interest::READABLE)
+                        .map(|()| l)
+                })
+                .map_err(|e| {
+                    let hint = if e.kind() == ErrorKind::AddrInUse {
+                        " (the port is taken: choose another host port)"
+                    } else {
+                        ""
+                    };
+                    format!(
+                        "NAT port forward {} -> {}: cannot listen on {}: {e}{hint}",
+                        f.host, f.guest, f.host
+                    )
+                })?;
+            info!(
+                net = spec.name,
+                "NAT forwards TCP {} to {}", f.host, f.guest
+            );
+            listeners.push((listener, f.guest));
+        }
         let c = &config;
         info!(
             net = spec.name,
@@ -261,6 +292,7 @@ impl NatService {
             flows: HashMap::new(),
             dns,
             ready: Vec::new(),
+            listeners,
             actions: Vec::new(),
             buf: vec![0; 2 * 65536 + 1],
         })
@@ -488,6 +520,61 @@ impl NatService {
         }
     }
 
+    /// Takes the connections waiting on forward `i`'s listener: each becomes a flow
+    /// that the device opens towards the guest.
+    fn accept(&mut self, now: Instant, i: usize) {
+        loop {
+            let Some((listener, guest)) = self.listeners.get(i) else {
+                return;
+            };
+            let guest = *guest;
+            let (stream, peer) = match listener.accept() {
+                Ok((stream, SocketAddr::V4(peer))) => (stream, peer),
+                Ok(_) => continue,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    if e.kind() != ErrorKind::WouldBlock {
+                        warn!(net = self.net, "NAT: accept on a port forward failed: {e}");
+                    }
+                    return;
+                }
+            };
+            if stream.set_nonblocking(true).is_err() {
+                continue;
+            }
+            let Some(flow) = self
+                .device
+                .tcp_accepted(now, guest, peer, &mut self.actions)
+            else {
+                debug!(net = self.net, "NAT: forward to {guest}: refused {peer}");
+                continue;
+            };
+            let registered = self.poll.registry().register(
+                &mut SourceFd(&stream.as_raw_fd()),
+                Token(flow.0 as usize),
+                Interest::READABLE | Interest::WRITABLE,
+            );
+            if registered.is_err() {
+                self.device
+                    .socket_error(flow, SocketError::Refused, &mut self.actions);
+                continue;
+            }
+            debug!(
+                net = self.net,
+                "NAT: forward to {guest}: {peer} is flow {}", flow.0
+            );
+            self.flows.insert(
+                flow,
+                FlowSocket::Stream(TcpSock {
+                    stream,
+                    connected: true,
+                    pending: Vec::new(),
+                    shutdown_pending: false,
+                }),
+            );
+        }
+    }
+
     /// Reads up to [`BATCH`] datagrams from ready sockets into the device.
     fn read_sockets(&mut self, now: Instant) {
         let mut budget = BATCH;
@@ -495,6 +582,12 @@ impl NatService {
             let Some(&token) = self.ready.last() else {
                 return;
             };
+            if token.0 >= LISTENERS {
+                self.ready.pop();
+                budget -= 1;
+                self.accept(now, token.0 - LISTENERS);
+                continue;
+            }
             let result = if token == DNS {
                 match &self.dns {
                     Some(s) => s.recv_from(&mut self.buf).map(|(n, from)| (n, Some(from))),
