@@ -298,7 +298,8 @@ impl fuser::Filesystem for DeviceFs {
         let Some(name) = self.inodes.lock().unwrap().name(ino).map(str::to_string) else {
             return reply.error(Errno::ENOENT);
         };
-        let pid = Some(req.pid()).filter(|&p| p != 0);
+        // FUSE names the calling thread; the port is the process's.
+        let pid = Some(req.pid()).filter(|&p| p != 0).map(process_of);
         match self.handle.attach_device_blocking(name.clone(), pid) {
             Ok((id, sock)) => {
                 let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
@@ -702,6 +703,18 @@ impl DevFile {
             self.sock_ready(WAIT_SLICE);
         }
     }
+}
+
+/// The process (thread group) of thread `tid`, from `/proc`; `tid` itself if unknown.
+fn process_of(tid: u32) -> u32 {
+    std::fs::read_to_string(format!("/proc/{tid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Tgid:"))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(tid)
 }
 
 /// Whether thread `tid` has an unblocked signal pending (read from `/proc`).

@@ -1,0 +1,285 @@
+//! The classic device: `RUN/dev/NET` is a FUSE file per vnet. The shipped C example
+//! (`examples/vmnet-classic.c`, compiled here with `cc`) opens it, reads an ARP
+//! broadcast from a namespace VM and writes a frame the VM's tcpdump sees. Each open is
+//! a port of kind `device` with the opener's pid; the ioctls of `include/vnet.h`,
+//! `O_NONBLOCK`, `poll` and truncation behave as documented.
+
+mod common;
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use common::{daemon_with, port, tap_vm, wait_ports};
+use vnet_control::PortKind;
+use vnet_testbed::{skip_unless_root, wait_for, ChildGuard, Daemon};
+
+const T: Duration = Duration::from_secs(20);
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn device(d: &Daemon, net: &str) -> PathBuf {
+    let path = d.run_dir().join("dev").join(net);
+    assert!(
+        wait_for(T, || path.exists()),
+        "{} never appeared\n{}",
+        path.display(),
+        d.log()
+    );
+    path
+}
+
+/// Compiles examples/vmnet-classic.c into `dir`.
+fn build_example(dir: &Path) -> PathBuf {
+    let exe = dir.join("vmnet-classic");
+    let out = Command::new("cc")
+        .arg("-Wall")
+        .arg("-I")
+        .arg(repo().join("include"))
+        .arg(repo().join("examples/vmnet-classic.c"))
+        .arg("-o")
+        .arg(&exe)
+        .output()
+        .expect("cc runs (gcc is installed by scripts/install-test-deps)");
+    assert!(
+        out.status.success(),
+        "the C example does not compile:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    exe
+}
+
+#[test]
+fn the_c_example_reads_an_arp_broadcast_and_writes_a_frame_tcpdump_sees() {
+    skip_unless_root!();
+    let d = daemon_with(&["lab"]);
+    let dev = device(&d, "lab");
+    let tmp = tempfile::tempdir().unwrap();
+    let exe = build_example(tmp.path());
+    let (_, vm) = tap_vm(&d, "lab", "02:00:00:00:0e:01", "10.76.0.1/24");
+
+    let capture = vm.ns().spawn(&[
+        "tcpdump",
+        "-n",
+        "-l",
+        "-e",
+        "-i",
+        vm.ifname(),
+        "ether",
+        "proto",
+        "0x88b5",
+    ]);
+    assert!(
+        wait_for(T, || capture.log().contains("listening on")),
+        "tcpdump starts: {}",
+        capture.log()
+    );
+
+    let mut cmd = Command::new(&exe);
+    cmd.arg(&dev);
+    let mut example = ChildGuard::spawn(cmd, "vmnet-classic").expect("the example starts");
+    assert!(
+        wait_for(T, || example.log().contains("port ")),
+        "the example opened the device: {}\n{}",
+        example.log(),
+        d.log()
+    );
+    // The open is a port of kind device, described with the example's pid.
+    let dev_port = common::find_kind(&d, "lab", PortKind::Device).expect("a device port");
+    assert_eq!(dev_port.pid, Some(example.pid()), "{dev_port:?}");
+    assert!(
+        dev_port
+            .description
+            .contains(&format!("pid {}", example.pid())),
+        "{dev_port:?}"
+    );
+    assert!(
+        example.log().contains(&format!("port {}\n", dev_port.id)),
+        "VNETIOC_GETPORTID: {}",
+        example.log()
+    );
+    let listing = d.cli_ok(&["port", "ls", "lab"]);
+    assert!(listing.contains("device"), "{listing}");
+
+    // The VM looks for a neighbour: an ARP request, broadcast, reaches the device.
+    assert!(
+        wait_for(T, || {
+            vm.ns().exec(&["ping", "-c", "1", "-W", "1", "10.76.0.9"]);
+            example.log().contains("sent ")
+        }),
+        "the example got no frame: {}\n{}",
+        example.log(),
+        d.log()
+    );
+    let log = example.log();
+    assert!(
+        log.contains("received 42 bytes: dst ff:ff:ff:ff:ff:ff src 02:00:00:00:0e:01 type 0806"),
+        "{log}"
+    );
+    assert!(log.contains("sent 1500 bytes"), "{log}");
+    assert!(
+        example.wait_timeout(T).is_some_and(|s| s.success()),
+        "{log}"
+    );
+
+    // The frame it wrote arrived at the VM.
+    let mut capture = capture;
+    assert!(
+        wait_for(T, || capture.log().contains("02:00:00:00:00:01")),
+        "tcpdump in the VM did not see the example's frame: {}",
+        capture.log()
+    );
+    capture.terminate(Duration::from_secs(5));
+    let seen = capture.log();
+    assert!(
+        seen.contains("02:00:00:00:00:01 > ff:ff:ff:ff:ff:ff") && seen.contains("length 1500"),
+        "{seen}"
+    );
+    // Closing removed the port.
+    wait_ports(&d, "lab", PortKind::Device, 0);
+}
+
+// The ioctls of include/vnet.h.
+const fn ioc(dir: u64, nr: u64, size: u64) -> u64 {
+    (dir << 30) | (size << 16) | ((b'V' as u64) << 8) | nr
+}
+const SETMAC: u64 = ioc(1, 1, 6);
+const SETPROMISC: u64 = ioc(1, 2, 4);
+const GETPORTID: u64 = ioc(2, 3, 4);
+const GETVERSION: u64 = ioc(2, 4, 4);
+
+fn ioctl_get(f: &File, cmd: u64) -> std::io::Result<u32> {
+    let mut value: u32 = 0;
+    // SAFETY: `cmd` is an _IOR command for a 4-byte value and `value` is 4 bytes that
+    // outlive the call.
+    let rc = unsafe { libc::ioctl(f.as_raw_fd(), cmd as _, &mut value as *mut u32) };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(value)
+}
+
+fn ioctl_set<T>(f: &File, cmd: u64, value: &T) -> std::io::Result<()> {
+    // SAFETY: `cmd` is an _IOW command whose size is that of `T`; `value` is valid for
+    // reads for the duration of the call.
+    let rc = unsafe { libc::ioctl(f.as_raw_fd(), cmd as _, value as *const T) };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn readable(f: &File, timeout_ms: i32) -> bool {
+    let mut fds = [libc::pollfd {
+        fd: f.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    }];
+    // SAFETY: `fds` is one valid pollfd, and its length is passed.
+    let n = unsafe { libc::poll(fds.as_mut_ptr(), 1, timeout_ms) };
+    n > 0 && fds[0].revents & libc::POLLIN != 0
+}
+
+fn set_nonblocking(f: &File) {
+    // SAFETY: fcntl on a descriptor we own, with integer arguments only.
+    let rc = unsafe { libc::fcntl(f.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) };
+    assert_eq!(rc, 0);
+}
+
+fn frame(dst: [u8; 6], src: [u8; 6], len: usize) -> Vec<u8> {
+    let mut f = vec![0u8; len];
+    f[..6].copy_from_slice(&dst);
+    f[6..12].copy_from_slice(&src);
+    f[12..14].copy_from_slice(&[0x88, 0xb5]);
+    for (i, b) in f[14..].iter_mut().enumerate() {
+        *b = i as u8;
+    }
+    f
+}
+
+#[test]
+fn two_opens_are_two_ports_with_ioctls_nonblocking_reads_poll_and_truncation() {
+    skip_unless_root!();
+    let d = daemon_with(&["lab"]);
+    let dev = device(&d, "lab");
+    let open = || {
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&dev)
+            .unwrap()
+    };
+    let mut a = open();
+    let mut b = open();
+    wait_ports(&d, "lab", PortKind::Device, 2);
+
+    let id_a = ioctl_get(&a, GETPORTID).unwrap();
+    let id_b = ioctl_get(&b, GETPORTID).unwrap();
+    assert_ne!(id_a, id_b, "two opens, two ports");
+    assert_eq!(ioctl_get(&a, GETVERSION).unwrap(), 1);
+    for id in [id_a, id_b] {
+        let p = port(&d, "lab", id);
+        assert_eq!(p.kind, PortKind::Device);
+        assert_eq!(p.pid, Some(std::process::id()), "{p:?}");
+    }
+
+    let mac_a = [0x02, 0, 0, 0, 0x0e, 0x0a];
+    let mac_b = [0x02, 0, 0, 0, 0x0e, 0x0b];
+    ioctl_set(&a, SETMAC, &mac_a).unwrap();
+    ioctl_set(&b, SETPROMISC, &1i32).unwrap();
+    let pa = port(&d, "lab", id_a);
+    assert_eq!(pa.mac.map(|m| m.0), Some(mac_a), "{pa:?}");
+    assert!(port(&d, "lab", id_b).promiscuous);
+    // Errors come back as errno.
+    let err = ioctl_get(&a, ioc(2, 99, 4)).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::ENOTTY), "{err}");
+    let err = ioctl_set(&a, SETMAC, &[0x01u8, 0, 0x5e, 0, 0, 1]).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EINVAL), "{err}");
+
+    // O_NONBLOCK: nothing waiting is EAGAIN; poll says when a frame is there.
+    set_nonblocking(&a);
+    let mut buf = [0u8; 1514];
+    let err = a.read(&mut buf).unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::WouldBlock, "{err}");
+    assert!(!readable(&a, 0));
+    let sent = frame(mac_a, mac_b, 100);
+    assert_eq!(b.write(&sent).unwrap(), 100);
+    assert!(readable(&a, 10_000), "poll reports the frame\n{}", d.log());
+    assert_eq!(a.read(&mut buf).unwrap(), 100);
+    assert_eq!(&buf[..100], &sent[..]);
+
+    // A frame longer than the buffer is truncated to it; the rest is discarded.
+    b.write_all(&frame(mac_a, mac_b, 300)).unwrap();
+    assert!(readable(&a, 10_000));
+    let mut small = [0u8; 20];
+    assert_eq!(a.read(&mut small).unwrap(), 20);
+    assert_eq!(&small[..], &frame(mac_a, mac_b, 300)[..20]);
+    let err = a.read(&mut buf).unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::WouldBlock, "{err}");
+
+    // A blocking read waits for the frame (b is promiscuous: it sees a's broadcast).
+    let reader = std::thread::spawn(move || {
+        let mut buf = [0u8; 1514];
+        let n = b.read(&mut buf).unwrap();
+        buf[..n].to_vec()
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let bcast = frame([0xff; 6], mac_a, 64);
+    a.write_all(&bcast).unwrap();
+    let got = reader.join().unwrap();
+    assert_eq!(got, bcast);
+
+    let pa = port(&d, "lab", id_a);
+    assert!(
+        pa.counters.rx_frames >= 1 && pa.counters.tx_frames >= 2,
+        "{pa:?}"
+    );
+    drop(a);
+    wait_ports(&d, "lab", PortKind::Device, 0);
+    assert!(d.log().contains("device"), "{}", d.log());
+}
