@@ -129,8 +129,10 @@ impl DeviceMount {
 
     fn stop(&mut self) {
         if let Some(session) = self.session.take() {
-            // Unmounts (lazily, so a reader still inside cannot hold it) and stops.
+            // Unmounts; with a device still open that fails (busy), so detach it
+            // lazily: the open files then fail, and the mount goes when they close.
             drop(session);
+            let _ = nix::mount::umount2(&self.dir, nix::mount::MntFlags::MNT_DETACH);
             let _ = std::fs::remove_dir(&self.dir);
         }
     }

@@ -283,3 +283,62 @@ fn two_opens_are_two_ports_with_ioctls_nonblocking_reads_poll_and_truncation() {
     wait_ports(&d, "lab", PortKind::Device, 0);
     assert!(d.log().contains("device"), "{}", d.log());
 }
+
+fn mounted(dir: &Path) -> bool {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    let dir = dir.to_string_lossy().into_owned();
+    mounts
+        .lines()
+        .any(|l| l.split(' ').nth(1) == Some(dir.as_str()))
+}
+
+#[test]
+fn a_blocked_reader_can_be_killed_and_the_daemon_unmounts_with_devices_open() {
+    skip_unless_root!();
+    let mut d = daemon_with(&["lab"]);
+    let dev = device(&d, "lab");
+    let dev_dir = d.run_dir().join("dev");
+    assert!(mounted(&dev_dir), "RUN/dev is a FUSE mount");
+    let tmp = tempfile::tempdir().unwrap();
+    let exe = build_example(tmp.path());
+
+    // The example blocks in read(); SIGKILL must end it (no frame will ever come).
+    let mut cmd = Command::new(&exe);
+    cmd.arg(&dev);
+    let mut example = ChildGuard::spawn(cmd, "vmnet-classic").expect("the example starts");
+    assert!(
+        wait_for(T, || example.log().contains("port ")),
+        "{}",
+        example.log()
+    );
+    wait_ports(&d, "lab", PortKind::Device, 1);
+    std::thread::sleep(Duration::from_millis(300));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(example.pid() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    assert!(
+        example.wait_timeout(T).is_some(),
+        "a reader killed while blocked must die\n{}",
+        d.log()
+    );
+    wait_ports(&d, "lab", PortKind::Device, 0);
+
+    // Stopping the daemon with a device open unmounts RUN/dev; the open file fails.
+    let mut held = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&dev)
+        .unwrap();
+    wait_ports(&d, "lab", PortKind::Device, 1);
+    let status = d.stop();
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "{status:?}\n{}",
+        d.log()
+    );
+    assert!(!mounted(&dev_dir), "RUN/dev is unmounted at stop");
+    let mut buf = [0u8; 64];
+    assert!(held.read(&mut buf).is_err() || held.write(&buf).is_err());
+}
