@@ -49,6 +49,9 @@ pub enum Command {
     /// Bridge a vnet to a host NIC (or one VLAN of it), or unbridge it
     #[command(subcommand)]
     Uplink(UplinkCommand),
+    /// Forward host ports to guests of a NAT vnet, live
+    #[command(subcommand)]
+    Forward(ForwardCommand),
     /// Print the arguments that attach a VM to a vnet
     Attach(AttachArgs),
     /// Print the versions of vnet and of the running vnetd
@@ -155,6 +158,33 @@ pub struct SetPort {
     /// With --trunk: the VLAN carried untagged
     #[arg(long, value_name = "N", value_parser = vlan_id, requires = "trunk")]
     pub native: Option<u16>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ForwardCommand {
+    /// List a NAT vnet's port forwards
+    #[command(visible_alias = "list")]
+    Ls {
+        /// Name of the vnet
+        net: String,
+    },
+    /// Carry TCP connections to HOST (address:port) on to GUEST (address:port)
+    Add {
+        /// Name of the vnet
+        net: String,
+        /// Where the host listens, e.g. 127.0.0.1:8080
+        host: std::net::SocketAddrV4,
+        /// The guest's address and port, e.g. 192.168.108.10:80
+        guest: std::net::SocketAddrV4,
+    },
+    /// Stop forwarding HOST (connections already carried go on)
+    #[command(visible_alias = "del")]
+    Rm {
+        /// Name of the vnet
+        net: String,
+        /// The forward's host address and port
+        host: std::net::SocketAddrV4,
+    },
 }
 
 #[derive(Debug, Subcommand)]

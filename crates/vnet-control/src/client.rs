@@ -261,6 +261,30 @@ impl Client {
         self.delete(&api_path(&["networks", net, "uplink"]))
     }
 
+    /// `GET /v1/networks/{net}/forwards`: the NAT device's port forwards.
+    pub fn forwards(&self, net: &str) -> Result<Vec<crate::types::ForwardSpec>, Error> {
+        self.get_json(&api_path(&["networks", net, "forwards"]))
+    }
+
+    /// `POST /v1/networks/{net}/forwards`: add a port forward live.
+    pub fn add_forward(
+        &self,
+        net: &str,
+        spec: &crate::types::ForwardSpec,
+    ) -> Result<crate::types::ForwardSpec, Error> {
+        self.send_json(
+            Method::POST,
+            &api_path(&["networks", net, "forwards"]),
+            spec,
+        )
+    }
+
+    /// `DELETE /v1/networks/{net}/forwards/{host}`
+    pub fn remove_forward(&self, net: &str, host: std::net::SocketAddrV4) -> Result<(), Error> {
+        let host = host.to_string();
+        self.delete(&api_path(&["networks", net, "forwards", &host]))
+    }
+
     /// `GET /metrics`: Prometheus text exposition.
     pub fn metrics(&self) -> Result<String, Error> {
         let answer = self.request(Method::GET, "/metrics", None)?;

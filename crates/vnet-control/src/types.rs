@@ -21,6 +21,9 @@
 //! | PUT | `/v1/networks/{net}/dhcp` | [`DhcpSpec`] | [`NetworkInfo`] |
 //! | POST | `/v1/networks/{net}/dhcp/reservations` | [`Reservation`] | 201 [`Reservation`] |
 //! | DELETE | `/v1/networks/{net}/dhcp/reservations/{mac}` | | 204 |
+//! | GET | `/v1/networks/{net}/forwards` | | `[ForwardSpec]` |
+//! | POST | `/v1/networks/{net}/forwards` | [`ForwardSpec`] | 201 [`ForwardSpec`] |
+//! | DELETE | `/v1/networks/{net}/forwards/{host}` | | 204 |
 //! | GET | `/metrics` | | Prometheus text |
 
 use std::collections::BTreeMap;

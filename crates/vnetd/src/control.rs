@@ -65,6 +65,11 @@ pub fn router(handle: Handle) -> Router {
             "/v1/networks/{net}/dhcp/reservations/{mac}",
             delete(remove_reservation),
         )
+        .route(
+            "/v1/networks/{net}/forwards",
+            get(forwards).post(add_forward),
+        )
+        .route("/v1/networks/{net}/forwards/{host}", delete(remove_forward))
         .route("/metrics", get(metrics))
         .fallback(|| async {
             HttpError(
@@ -186,6 +191,30 @@ async fn add_reservation(
     Ok((StatusCode::CREATED, Json(h.add_reservation(net, r).await?)))
 }
 
+async fn forwards(State(h): State<Handle>, Path(net): Path<String>) -> Result<impl IntoResponse> {
+    Ok(Json(h.forwards(net).await?))
+}
+async fn add_forward(
+    State(h): State<Handle>,
+    Path(net): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<impl IntoResponse> {
+    let f: vnet_control::ForwardSpec = parse_body(&body)?;
+    Ok((StatusCode::CREATED, Json(h.add_forward(net, f).await?)))
+}
+async fn remove_forward(
+    State(h): State<Handle>,
+    Path((net, host)): Path<(String, String)>,
+) -> Result<impl IntoResponse> {
+    let host: std::net::SocketAddrV4 = host.parse().map_err(|_| {
+        HttpError(
+            StatusCode::BAD_REQUEST,
+            format!("{host:?} is not an IPv4 address and port, e.g. 127.0.0.1:8080"),
+        )
+    })?;
+    h.remove_forward(net, host).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
 async fn remove_reservation(
     State(h): State<Handle>,
     Path((net, mac)): Path<(String, String)>,

@@ -710,6 +710,35 @@ fn a_port_forward_reaches_a_server_inside_a_vm() {
     for _ in 0..20 {
         assert_eq!(fetch(), "served by the VM\n");
     }
+    // A second forward added live through the CLI works at once; removed, it is gone.
+    let port2 = {
+        let s = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        s.local_addr().unwrap().port()
+    };
+    let host2 = format!("127.0.0.1:{port2}");
+    d.cli_ok(&["forward", "add", &net, &host2, &format!("{guest}:8080")]);
+    let listed: Vec<vnet_control::ForwardSpec> = common::cli_json(&d, &["forward", "ls", &net]);
+    assert_eq!(listed.len(), 2, "{listed:?}");
+    let fetch2 = || {
+        let out = Command::new("socat")
+            .args(["-u", &format!("TCP4:{host2},connect-timeout=3"), "-"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert_eq!(fetch2(), "served by the VM\n", "live forward\n{}", d.log());
+    let again = common::cli_fails(
+        &d,
+        &["forward", "add", &net, &host2, &format!("{guest}:22")],
+    );
+    assert!(again.contains("already forwarded"), "{again}");
+    d.cli_ok(&["forward", "rm", &net, &host2]);
+    assert_eq!(fetch2(), "", "removed: nobody listens on {host2}");
+    assert_eq!(
+        fetch(),
+        "served by the VM\n",
+        "the first forward is untouched"
+    );
     // The same host port again: taken, and the daemon says so.
     let err = Daemon::builder()
         .config(&format!(

@@ -11,6 +11,7 @@ use crate::run_dir::default_run_dir;
 
 mod attach;
 mod dhcp;
+mod forward;
 mod lease;
 mod mac;
 mod net;
@@ -37,6 +38,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Command::Lease(command) => lease::run(&ctx, command),
         Command::Dhcp(command) => dhcp::run(&ctx, command),
         Command::Uplink(command) => uplink::run(&ctx, command),
+        Command::Forward(command) => forward::run(&ctx, command),
         Command::Attach(args) => attach::run(&ctx, args),
         Command::Version => version::run(&ctx),
     }

@@ -80,6 +80,8 @@ pub(super) struct Engine {
     touched: Vec<PortId>,
     /// Ports whose client is a built-in service (they have timers).
     services: Vec<(NetKey, PortId)>,
+    /// The NAT devices, for live port forwards.
+    nats: HashMap<NetKey, Rc<RefCell<NatService>>>,
     /// Host NICs with vnets bridged to them, one AF_PACKET socket each.
     uplinks: Slab<UplinkSocket>,
     /// Uplink sockets to read this turn.
@@ -107,6 +109,7 @@ impl Engine {
             retry_list: Vec::new(),
             touched: Vec::new(),
             services: Vec::new(),
+            nats: HashMap::new(),
             uplinks: Slab::new(),
             uplink_rx: Vec::new(),
             last_aging: Instant::now(),
@@ -666,6 +669,22 @@ impl Engine {
                             .and_then(|k| self.set_uplink(k, spec, now)),
                     );
                 }
+                Command::Forwards(name, reply) => {
+                    let _ = reply.send(
+                        self.lookup(&name)
+                            .and_then(|k| self.nat_of(k))
+                            .map(|n| n.borrow().forwards()),
+                    );
+                }
+                Command::AddForward(name, spec, reply) => {
+                    let _ = reply.send(self.lookup(&name).and_then(|k| self.add_forward(k, spec)));
+                }
+                Command::RemoveForward(name, host, reply) => {
+                    let _ = reply.send(
+                        self.lookup(&name)
+                            .and_then(|k| self.remove_forward(k, host)),
+                    );
+                }
                 Command::RemoveUplink(name, reply) => {
                     let _ = reply.send(self.lookup(&name).and_then(|k| self.remove_uplink(k)));
                 }
@@ -885,13 +904,72 @@ impl Engine {
         };
         let mac = config.mac;
         let service = NatService::start(&spec, config).map_err(ControlError::Failed)?;
-        let port = ServicePort::new(Rc::new(RefCell::new(service)));
+        let service = Rc::new(RefCell::new(service));
+        self.nats.insert(key, Rc::clone(&service));
+        let port = ServicePort::new(service);
         let id = self.add_port(key, Box::new(port), VlanMode::default())?;
         self.networks[key]
             .switch
             .set_mac(Instant::now(), id, mac)
             .map_err(|e| ControlError::Failed(e.to_string()))?;
         self.services.push((key, id));
+        Ok(())
+    }
+
+    fn nat_of(&self, key: NetKey) -> Result<Rc<RefCell<NatService>>, ControlError> {
+        self.nats.get(&key).cloned().ok_or_else(|| {
+            ControlError::NotFound(format!(
+                "vnet {:?} has no NAT device (give it `nat = {{}}` in its configuration)",
+                self.networks[key].name()
+            ))
+        })
+    }
+
+    /// Adds a port forward to a NAT vnet live.
+    fn add_forward(
+        &mut self,
+        key: NetKey,
+        f: vnet_control::ForwardSpec,
+    ) -> Result<vnet_control::ForwardSpec, ControlError> {
+        let nat = self.nat_of(key)?;
+        let mut spec = self.networks[key].spec.clone();
+        if let Some(n) = spec.nat.as_mut() {
+            if n.forward.iter().any(|g| g.host == f.host) {
+                return Err(ControlError::Exists(format!(
+                    "{} is already forwarded (remove it first with `vnet forward rm {} {}`)",
+                    f.host,
+                    self.networks[key].name(),
+                    f.host
+                )));
+            }
+            n.forward.push(f.clone());
+        }
+        validate(&spec)?;
+        nat.borrow_mut().add_forward(&f).map_err(|e| match e {
+            nat::ForwardError::Exists(_) => ControlError::Exists(e.to_string()),
+            nat::ForwardError::Listen(..) => ControlError::Failed(e.to_string()),
+        })?;
+        self.networks[key].spec = spec;
+        Ok(f)
+    }
+
+    /// Removes the port forward on `host`.
+    fn remove_forward(
+        &mut self,
+        key: NetKey,
+        host: std::net::SocketAddrV4,
+    ) -> Result<(), ControlError> {
+        let nat = self.nat_of(key)?;
+        if !nat.borrow_mut().remove_forward(host) {
+            return Err(ControlError::NotFound(format!(
+                "vnet {:?} forwards nothing on {host} (see `vnet forward ls {}`)",
+                self.networks[key].name(),
+                self.networks[key].name()
+            )));
+        }
+        if let Some(n) = self.networks[key].spec.nat.as_mut() {
+            n.forward.retain(|f| f.host != host);
+        }
         Ok(())
     }
 
@@ -934,6 +1012,7 @@ impl Engine {
     }
 
     fn delete_network(&mut self, key: NetKey) {
+        self.nats.remove(&key);
         self.forget_uplink(key, None);
         let net = self.networks.remove(key);
         self.names.remove(net.name());

@@ -64,6 +64,13 @@ pub(crate) enum Command {
     RemoveReservation(String, MacAddr, Reply<()>),
     SetUplink(String, UplinkSpec, Reply<PortInfo>),
     RemoveUplink(String, Reply<()>),
+    Forwards(String, Reply<Vec<vnet_control::ForwardSpec>>),
+    AddForward(
+        String,
+        vnet_control::ForwardSpec,
+        Reply<vnet_control::ForwardSpec>,
+    ),
+    RemoveForward(String, std::net::SocketAddrV4, Reply<()>),
     SetPortVlan(String, u32, VlanMode, Reply<PortInfo>),
     /// A classic-device open: attach the data plane's end of a socket pair as a port.
     AttachDevice(String, std::os::fd::OwnedFd, Option<u32>, Reply<u32>),
@@ -241,6 +248,32 @@ impl Handle {
 
     pub async fn remove_uplink(&self, net: String) -> Result<(), ControlError> {
         self.call(|r| Command::RemoveUplink(net, r)).await
+    }
+
+    /// The NAT device's port forwards.
+    pub async fn forwards(
+        &self,
+        net: String,
+    ) -> Result<Vec<vnet_control::ForwardSpec>, ControlError> {
+        self.call(|r| Command::Forwards(net, r)).await
+    }
+
+    /// Adds a port forward live.
+    pub async fn add_forward(
+        &self,
+        net: String,
+        spec: vnet_control::ForwardSpec,
+    ) -> Result<vnet_control::ForwardSpec, ControlError> {
+        self.call(|r| Command::AddForward(net, spec, r)).await
+    }
+
+    /// Removes the port forward listening on `host`.
+    pub async fn remove_forward(
+        &self,
+        net: String,
+        host: std::net::SocketAddrV4,
+    ) -> Result<(), ControlError> {
+        self.call(|r| Command::RemoveForward(net, host, r)).await
     }
 
     /// Changes a port's VLAN mode live.

@@ -26,7 +26,7 @@ use nix::sys::socket::{
     connect, socket, AddressFamily, SockFlag, SockProtocol, SockType, SockaddrIn,
 };
 use tracing::{debug, info, warn};
-use vnet_control::NetworkSpec;
+use vnet_control::{ForwardSpec, NetworkSpec};
 use vnet_core::wire::MacAddr;
 use vnet_nat::wire::{IcmpEcho, Ipv4Packet};
 use vnet_nat::{FlowId, NatConfig, NatDevice, Output, Proto, SocketError, TCP_WINDOW};
@@ -56,6 +56,12 @@ impl IcmpMode {
             IcmpMode::Unavailable => "unavailable",
         }
     }
+}
+
+/// A port forward's listener.
+struct Forward {
+    listener: TcpListener,
+    spec: ForwardSpec,
 }
 
 /// A flow's host socket.
@@ -123,8 +129,8 @@ pub struct NatService {
     dns: Option<UdpSocket>,
     /// Sockets that reported readiness and were not read to `WouldBlock` yet.
     ready: Vec<Token>,
-    /// Port forwards: a listener and the guest address it carries connections to.
-    listeners: Vec<(TcpListener, SocketAddrV4)>,
+    /// Port forwards by token (`LISTENERS + i`; a removed one leaves `None`).
+    listeners: Vec<Option<Forward>>,
     actions: Vec<Output>,
     buf: Vec<u8>,
 }
@@ -235,33 +241,6 @@ impl NatService {
                 .map_err(|e| format!("NAT device: cannot open the DNS socket: {e}"))?;
             Some(s)
         };
-        let mut listeners = Vec::new();
-        for f in spec.nat.iter().flat_map(|n| &n.forward) {
-            let listener = TcpListener::bind(f.host)
-                .and_then(|l| l.set_nonblocking(true).map(|()| l))
-                .and_then(|l| {
-                    let token = Token(LISTENERS + listeners.len());
-                    poll.registry()
-                        .register(&mut SourceFd(&l.as_raw_fd()), token, Interest::READABLE)
-                        .map(|()| l)
-                })
-                .map_err(|e| {
-                    let hint = if e.kind() == ErrorKind::AddrInUse {
-                        " (the port is taken: choose another host port)"
-                    } else {
-                        ""
-                    };
-                    format!(
-                        "NAT port forward {} -> {}: cannot listen on {}: {e}{hint}",
-                        f.host, f.guest, f.host
-                    )
-                })?;
-            info!(
-                net = spec.name,
-                "NAT forwards TCP {} to {}", f.host, f.guest
-            );
-            listeners.push((listener, f.guest));
-        }
         let c = &config;
         info!(
             net = spec.name,
@@ -283,7 +262,7 @@ impl NatService {
         if icmp == IcmpMode::Unavailable {
             warn!(net = spec.name, "NAT device: {why}");
         }
-        Ok(NatService {
+        let mut service = NatService {
             net: spec.name.clone(),
             device: NatDevice::new(config),
             icmp,
@@ -292,10 +271,66 @@ impl NatService {
             flows: HashMap::new(),
             dns,
             ready: Vec::new(),
-            listeners,
+            listeners: Vec::new(),
             actions: Vec::new(),
             buf: vec![0; 2 * 65536 + 1],
-        })
+        };
+        for f in spec.nat.iter().flat_map(|n| &n.forward) {
+            service.add_forward(f).map_err(|e| e.to_string())?;
+        }
+        Ok(service)
+    }
+
+    /// The port forwards in effect.
+    pub fn forwards(&self) -> Vec<ForwardSpec> {
+        self.listeners
+            .iter()
+            .flatten()
+            .map(|f| f.spec.clone())
+            .collect()
+    }
+
+    /// Starts listening for a port forward (validated by the caller).
+    pub fn add_forward(&mut self, f: &ForwardSpec) -> Result<(), ForwardError> {
+        if self.forwards().iter().any(|g| g.host == f.host) {
+            return Err(ForwardError::Exists(f.host));
+        }
+        let token = Token(LISTENERS + self.listeners.len());
+        let listener = TcpListener::bind(f.host)
+            .and_then(|l| l.set_nonblocking(true).map(|()| l))
+            .and_then(|l| {
+                self.poll
+                    .registry()
+                    .register(&mut SourceFd(&l.as_raw_fd()), token, Interest::READABLE)
+                    .map(|()| l)
+            })
+            .map_err(|e| ForwardError::Listen(f.clone(), e))?;
+        info!(net = self.net, "NAT forwards TCP {} to {}", f.host, f.guest);
+        self.listeners.push(Some(Forward {
+            listener,
+            spec: f.clone(),
+        }));
+        Ok(())
+    }
+
+    /// Stops listening on `host`; connections already carried go on. `false`: no such
+    /// forward.
+    pub fn remove_forward(&mut self, host: SocketAddrV4) -> bool {
+        let Some(slot) = self
+            .listeners
+            .iter_mut()
+            .find(|f| f.as_ref().is_some_and(|f| f.spec.host == host))
+        else {
+            return false;
+        };
+        if let Some(f) = slot.take() {
+            let _ = self
+                .poll
+                .registry()
+                .deregister(&mut SourceFd(&f.listener.as_raw_fd()));
+            info!(net = self.net, "NAT no longer forwards {}", f.spec.host);
+        }
+        true
     }
 
     pub fn device(&self) -> &NatDevice {
@@ -524,11 +559,11 @@ impl NatService {
     /// that the device opens towards the guest.
     fn accept(&mut self, now: Instant, i: usize) {
         loop {
-            let Some((listener, guest)) = self.listeners.get(i) else {
+            let Some(Some(forward)) = self.listeners.get(i) else {
                 return;
             };
-            let guest = *guest;
-            let (stream, peer) = match listener.accept() {
+            let guest = forward.spec.guest;
+            let (stream, peer) = match forward.listener.accept() {
                 Ok((stream, SocketAddr::V4(peer))) => (stream, peer),
                 Ok(_) => continue,
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
@@ -646,6 +681,35 @@ impl NatService {
                         self.device.socket_error(flow, err, &mut self.actions);
                     }
                 }
+            }
+        }
+    }
+}
+
+/// Why a port forward could not be added.
+#[derive(Debug)]
+pub enum ForwardError {
+    /// The vnet already forwards this host address.
+    Exists(SocketAddrV4),
+    /// The host address cannot be listened on (taken, not local, not permitted).
+    Listen(ForwardSpec, io::Error),
+}
+
+impl std::fmt::Display for ForwardError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ForwardError::Exists(host) => write!(f, "{host} is already forwarded"),
+            ForwardError::Listen(spec, e) => {
+                let hint = if e.kind() == ErrorKind::AddrInUse {
+                    " (the port is taken: choose another host port)"
+                } else {
+                    ""
+                };
+                write!(
+                    f,
+                    "NAT port forward {} -> {}: cannot listen on {}: {e}{hint}",
+                    spec.host, spec.guest, spec.host
+                )
             }
         }
     }

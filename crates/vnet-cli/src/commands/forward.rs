@@ -1,0 +1,39 @@
+//! `vnet forward ls|add|rm`
+
+use vnet_control::{ForwardProto, ForwardSpec};
+
+use super::{print, Context};
+use crate::cli::ForwardCommand;
+use crate::failure::Failure;
+
+pub fn run(ctx: &Context, command: ForwardCommand) -> Result<(), Failure> {
+    let not_found = |e| Failure::from(e).if_not_found("list the vnets with `vnet net ls`");
+    match command {
+        ForwardCommand::Ls { net } => {
+            let forwards = ctx.client.forwards(&net).map_err(not_found)?;
+            ctx.show(&forwards, |fs| {
+                if fs.is_empty() {
+                    return format!("{net} forwards nothing (add one with `vnet forward add`)\n");
+                }
+                fs.iter()
+                    .map(|f| format!("{:?} {} -> {}\n", f.proto, f.host, f.guest).to_lowercase())
+                    .collect()
+            })
+        }
+        ForwardCommand::Add { net, host, guest } => {
+            let spec = ForwardSpec {
+                proto: ForwardProto::Tcp,
+                host,
+                guest,
+            };
+            let f = ctx.client.add_forward(&net, &spec).map_err(not_found)?;
+            if ctx.json {
+                return super::print_json(&f);
+            }
+            print(&format!("{net}: tcp {} -> {}\n", f.host, f.guest))
+        }
+        ForwardCommand::Rm { net, host } => {
+            ctx.client.remove_forward(&net, host).map_err(not_found)
+        }
+    }
+}
