@@ -417,6 +417,18 @@ impl fuser::Filesystem for DeviceFs {
         }
     }
 
+    fn getxattr(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _name: &OsStr,
+        _size: u32,
+        reply: fuser::ReplyXattr,
+    ) {
+        // No extended attributes (`ls -l` asks for security labels).
+        reply.error(Errno::ENOSYS);
+    }
+
     fn poll(
         &self,
         _req: &Request,

@@ -331,6 +331,16 @@ impl Daemon {
 impl Drop for Daemon {
     fn drop(&mut self) {
         let status = self.stop();
+        // A daemon that was killed leaves its classic-device FUSE mount (RUN/dev) dead
+        // but mounted: detach it so the run directory can go.
+        let dev = self.run_dir.join("dev");
+        let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+        if mounts.lines().any(|l| l.split(' ').nth(1) == dev.to_str()) {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&dev)
+                .status();
+        }
         if std::thread::panicking() {
             let kept = self.base.take().map(|d| d.keep());
             eprintln!(
