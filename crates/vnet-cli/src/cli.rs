@@ -342,7 +342,12 @@ pub struct AttachArgs {
     #[arg(long, value_name = "NAME", conflicts_with_all = ["dgram", "vde"])]
     pub vhost_user: Option<String>,
     /// With --vhost-user: the guest's RAM (QEMU -m), shared with vnetd through a memfd
-    #[arg(long, value_name = "SIZE", default_value = "1G", requires = "vhost_user")]
+    #[arg(
+        long,
+        value_name = "SIZE",
+        default_value = "1G",
+        requires = "vhost_user"
+    )]
     pub memory: String,
     /// MAC address of the VM's NIC [default: random 52:54:00:xx:xx:xx]
     #[arg(long)]
@@ -499,7 +504,10 @@ mod tests {
         let Command::Port(PortCommand::Add(a)) = cli.command else {
             panic!()
         };
-        assert_eq!((a.tap.as_deref(), a.vlan, a.trunk), (Some("tap0"), Some(10), None));
+        assert_eq!(
+            (a.tap.as_deref(), a.vlan, a.trunk),
+            (Some("tap0"), Some(10), None)
+        );
 
         let cli = parse(&[
             "port", "add", "vmnet1", "--tap", "tap1", "--trunk", "30-32,10", "--native", "5",
