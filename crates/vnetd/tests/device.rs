@@ -342,3 +342,36 @@ fn a_blocked_reader_can_be_killed_and_the_daemon_unmounts_with_devices_open() {
     let mut buf = [0u8; 64];
     assert!(held.read(&mut buf).is_err() || held.write(&buf).is_err());
 }
+
+#[test]
+fn dev_links_place_dev_net_while_the_daemon_runs() {
+    skip_unless_root!();
+    let net = vnet_testbed::unique_name("vmn");
+    let mut d = Daemon::builder()
+        .config(&format!("[[network]]\nname = \"{net}\"\n"))
+        .arg("--dev-links")
+        .start();
+    let target = device(&d, &net);
+    let link = Path::new("/dev").join(&net);
+    assert_eq!(
+        std::fs::read_link(&link).ok(),
+        Some(target.clone()),
+        "{}",
+        d.log()
+    );
+    // The classic path works through the link.
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&link)
+        .unwrap();
+    let id = ioctl_get(&f, GETPORTID).unwrap();
+    assert_eq!(port(&d, &net, id).kind, PortKind::Device);
+    drop(f);
+    let status = d.stop();
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
+    assert!(
+        std::fs::symlink_metadata(&link).is_err(),
+        "/dev/{net} is removed at stop"
+    );
+}
