@@ -375,3 +375,45 @@ fn dev_links_place_dev_net_while_the_daemon_runs() {
         "/dev/{net} is removed at stop"
     );
 }
+
+#[test]
+fn live_vnets_come_and_go_in_run_dev_and_open_devices_see_the_end() {
+    skip_unless_root!();
+    let d = daemon_with(&["lab"]);
+    device(&d, "lab");
+    let c = common::client(&d);
+    c.create_network(&vnet_control::NetworkSpec::named("late"))
+        .unwrap();
+    let late = device(&d, "late");
+    let names: Vec<String> = std::fs::read_dir(d.run_dir().join("dev"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        names.contains(&"lab".to_string()) && names.contains(&"late".to_string()),
+        "{names:?}"
+    );
+    let mut f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&late)
+        .unwrap();
+    wait_ports(&d, "late", PortKind::Device, 1);
+    let reader = std::thread::spawn(move || {
+        let mut buf = [0u8; 1514];
+        let n = f.read(&mut buf);
+        (
+            n.map_err(|e| e.to_string()),
+            f.write(&buf[..60]).map_err(|e| e.kind()),
+        )
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    c.delete_network("late").unwrap();
+    let (read, write) = reader.join().unwrap();
+    assert_eq!(read, Ok(0), "a blocked read ends with end of file");
+    assert!(write.is_err(), "{write:?}");
+    assert!(wait_for(T, || !late.exists()), "RUN/dev/late is gone");
+    let e = OpenOptions::new().read(true).open(&late).unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::NotFound);
+}
