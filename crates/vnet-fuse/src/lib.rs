@@ -109,8 +109,11 @@ impl DeviceMount {
             config.acl = fuser::SessionACL::All;
         }
         config.n_threads = Some(2);
-        let session = fuser::Session::new(fs, &dir, &config)?;
-        let session = session.spawn()?;
+        let session = fuser::Session::new(fs, &dir, &config)
+            .and_then(|s| s.spawn())
+            .inspect_err(|_| {
+                let _ = std::fs::remove_dir(&dir);
+            })?;
         info!("classic devices in {}", dir.display());
         Ok(DeviceMount {
             session: Some(session),
