@@ -417,3 +417,52 @@ fn live_vnets_come_and_go_in_run_dev_and_open_devices_see_the_end() {
     let e = OpenOptions::new().read(true).open(&late).unwrap_err();
     assert_eq!(e.kind(), std::io::ErrorKind::NotFound);
 }
+
+/// A blocked read fails with EINTR when a handled signal arrives (no SA_RESTART).
+#[test]
+fn a_signal_interrupts_a_blocked_read_with_eintr() {
+    skip_unless_root!();
+    let d = daemon_with(&["lab"]);
+    let dev = device(&d, "lab");
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("eintr.c");
+    std::fs::write(
+        &src,
+        r#"#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+static void on_alarm(int s) { (void)s; }
+int main(int argc, char **argv) {
+	struct sigaction sa;
+	char b[1500];
+	int fd, n;
+	(void)argc;
+	memset(&sa, 0, sizeof sa);
+	sa.sa_handler = on_alarm;
+	sigaction(SIGALRM, &sa, NULL);
+	fd = open(argv[1], O_RDWR);
+	if (fd < 0) { perror("open"); return 1; }
+	alarm(1);
+	n = read(fd, b, sizeof b);
+	printf("read=%d errno=%d\n", n, n < 0 ? errno : 0);
+	return 0;
+}
+"#,
+    )
+    .unwrap();
+    let exe = tmp.path().join("eintr");
+    let built = Command::new("cc").arg(&src).arg("-o").arg(&exe).status();
+    assert!(built.is_ok_and(|s| s.success()), "cc");
+    let out = Command::new(&exe).arg(&dev).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        text.trim(),
+        format!("read=-1 errno={}", libc::EINTR),
+        "{}",
+        d.log()
+    );
+    wait_ports(&d, "lab", PortKind::Device, 0);
+}
