@@ -19,6 +19,15 @@ use vnet_testbed::{skip_unless_root, wait_for, ChildGuard, Daemon};
 
 const T: Duration = Duration::from_secs(20);
 
+/// FUSE is part of the machines this runs on; say so plainly where it is not.
+fn no_fuse() -> bool {
+    let missing = !Path::new("/dev/fuse").exists();
+    if missing {
+        eprintln!("SKIPPED: needs /dev/fuse");
+    }
+    missing
+}
+
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
@@ -57,6 +66,9 @@ fn build_example(dir: &Path) -> PathBuf {
 #[test]
 fn the_c_example_reads_an_arp_broadcast_and_writes_a_frame_tcpdump_sees() {
     skip_unless_root!();
+    if no_fuse() {
+        return;
+    }
     let d = daemon_with(&["lab"]);
     let dev = device(&d, "lab");
     let tmp = tempfile::tempdir().unwrap();
@@ -205,6 +217,9 @@ fn frame(dst: [u8; 6], src: [u8; 6], len: usize) -> Vec<u8> {
 #[test]
 fn two_opens_are_two_ports_with_ioctls_nonblocking_reads_poll_and_truncation() {
     skip_unless_root!();
+    if no_fuse() {
+        return;
+    }
     let d = daemon_with(&["lab"]);
     let dev = device(&d, "lab");
     let open = || {
@@ -295,6 +310,9 @@ fn mounted(dir: &Path) -> bool {
 #[test]
 fn a_blocked_reader_can_be_killed_and_the_daemon_unmounts_with_devices_open() {
     skip_unless_root!();
+    if no_fuse() {
+        return;
+    }
     let mut d = daemon_with(&["lab"]);
     let dev = device(&d, "lab");
     let dev_dir = d.run_dir().join("dev");
@@ -346,6 +364,9 @@ fn a_blocked_reader_can_be_killed_and_the_daemon_unmounts_with_devices_open() {
 #[test]
 fn dev_links_place_dev_net_while_the_daemon_runs() {
     skip_unless_root!();
+    if no_fuse() {
+        return;
+    }
     let net = vnet_testbed::unique_name("vmn");
     let mut d = Daemon::builder()
         .config(&format!("[[network]]\nname = \"{net}\"\n"))
@@ -379,6 +400,9 @@ fn dev_links_place_dev_net_while_the_daemon_runs() {
 #[test]
 fn live_vnets_come_and_go_in_run_dev_and_open_devices_see_the_end() {
     skip_unless_root!();
+    if no_fuse() {
+        return;
+    }
     let d = daemon_with(&["lab"]);
     device(&d, "lab");
     let c = common::client(&d);
@@ -422,6 +446,9 @@ fn live_vnets_come_and_go_in_run_dev_and_open_devices_see_the_end() {
 #[test]
 fn a_signal_interrupts_a_blocked_read_with_eintr() {
     skip_unless_root!();
+    if no_fuse() {
+        return;
+    }
     let d = daemon_with(&["lab"]);
     let dev = device(&d, "lab");
     let tmp = tempfile::tempdir().unwrap();
