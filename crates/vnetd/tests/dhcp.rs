@@ -253,10 +253,13 @@ fn reservations_conflicts_decline_and_release() {
     let mut udhcpc = vnet_testbed::ChildGuard::spawn(udhcpc, "udhcpc -R").unwrap();
     let state =
         |d: &Daemon| lease_of(&leases(d, "ho"), "02:00:00:00:52:40").map(|l| l.state.clone());
+    // Bound on the client's side too: its script has run (the server binds first).
+    let env = dir.path().join(format!("udhcpc.{}.env", rel.ifname()));
     assert!(
-        wait_for(T, || state(&d).as_deref() == Some("bound")),
-        "{:?}",
-        leases(&d, "ho")
+        wait_for(T, || state(&d).as_deref() == Some("bound") && env.exists()),
+        "{:?}\n{}",
+        leases(&d, "ho"),
+        udhcpc.log()
     );
     udhcpc.terminate(Duration::from_secs(5));
     assert!(
