@@ -117,9 +117,7 @@ fn run(args: Args) -> Result<()> {
         .build()
         .context("cannot start the control-plane runtime")?;
     let served = runtime.block_on(async {
-        let listener = tokio::net::UnixListener::bind(&control)
-            .with_context(|| format!("cannot listen on {}", control.display()))?;
-        dirs::restrict(&control)?;
+        let listener = dirs::listen(&control)?;
         info!("control API on {}", control.display());
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let serve = axum::serve(listener, control::router(handle)).with_graceful_shutdown(async {
