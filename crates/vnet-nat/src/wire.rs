@@ -383,47 +383,7 @@ pub fn icmp_unreachable(code: u8, header: &[u8], payload: &[u8]) -> Vec<u8> {
     m
 }
 
-/// The TCP/UDP checksum over the pseudo-header and `segment`: 0 when `segment` carries
-/// a correct checksum, the value to store when its checksum field is 0.
-pub fn transport_checksum(src: Ipv4Addr, dst: Ipv4Addr, protocol: u8, segment: &[u8]) -> u16 {
-    let len = u16::try_from(segment.len())
-        .unwrap_or(u16::MAX)
-        .to_be_bytes();
-    let pseudo = [0, protocol, len[0], len[1]];
-    internet_checksum(&[&src.octets(), &dst.octets(), &pseudo, segment])
-}
-
-/// RFC 1071 one's-complement checksum over the concatenation of `parts`.
-pub fn internet_checksum(parts: &[&[u8]]) -> u16 {
-    let mut sum: u64 = 0;
-    let mut odd: Option<u8> = None;
-    for part in parts {
-        let mut rest: &[u8] = part;
-        if let Some(high) = odd.take() {
-            if let Some((&low, tail)) = rest.split_first() {
-                sum += u64::from(u16::from_be_bytes([high, low]));
-                rest = tail;
-            } else {
-                odd = Some(high);
-                continue;
-            }
-        }
-        let mut pairs = rest.chunks_exact(2);
-        for p in &mut pairs {
-            sum += u64::from(u16::from_be_bytes([p[0], p[1]]));
-        }
-        if let [last] = pairs.remainder() {
-            odd = Some(*last);
-        }
-    }
-    if let Some(high) = odd {
-        sum += u64::from(u16::from_be_bytes([high, 0]));
-    }
-    while sum >> 16 != 0 {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
+pub use vnet_core::wire::checksum::{internet_checksum, transport_checksum};
 
 #[cfg(test)]
 mod tests {

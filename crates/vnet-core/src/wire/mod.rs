@@ -1,6 +1,7 @@
 //! Wire formats. Every parser here accepts arbitrary bytes and returns an error, never panics.
 
 pub mod api;
+pub mod checksum;
 pub mod ethernet;
 pub mod offload;
 pub mod stream;

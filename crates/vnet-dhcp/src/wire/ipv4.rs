@@ -169,31 +169,11 @@ pub fn write_udp(out: &mut Vec<u8>, src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16), 
 /// The UDP checksum over the pseudo-header and `udp` (header + payload): 0 when `udp`
 /// already carries a correct checksum, the value to store when its checksum field is 0.
 pub fn udp_checksum(src: Ipv4Addr, dst: Ipv4Addr, udp: &[u8]) -> u16 {
-    let len = u16::try_from(udp.len()).unwrap_or(u16::MAX).to_be_bytes();
-    let pseudo = [0, PROTOCOL_UDP, len[0], len[1]];
-    internet_checksum(&[&src.octets(), &dst.octets(), &pseudo, udp])
+    transport_checksum(src, dst, PROTOCOL_UDP, udp)
 }
 
-/// RFC 1071 one's-complement checksum over the concatenation of `parts`.
-pub fn internet_checksum(parts: &[&[u8]]) -> u16 {
-    let mut sum: u32 = 0;
-    let mut odd: Option<u8> = None;
-    for part in parts {
-        for &byte in part.iter() {
-            match odd.take() {
-                Some(high) => sum += u32::from(u16::from_be_bytes([high, byte])),
-                None => odd = Some(byte),
-            }
-        }
-    }
-    if let Some(high) = odd {
-        sum += u32::from(u16::from_be_bytes([high, 0]));
-    }
-    while sum >> 16 != 0 {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
+pub use vnet_core::wire::checksum::internet_checksum;
+use vnet_core::wire::checksum::transport_checksum;
 
 #[cfg(test)]
 mod tests {
