@@ -267,8 +267,8 @@ fn fold(mut acc: u64) -> u16 {
     acc as u16
 }
 
-/// The checksum bytes to store for a native-order sum: its complement, with 0 sent as
-/// 0xffff (the two are the same in one's complement; UDP needs the latter).
+/// The L4 checksum bytes to store for a native-order sum: its complement, with 0 sent
+/// as 0xffff (the two are the same in one's complement; UDP needs the latter).
 #[inline]
 fn checksum_bytes(acc: u64) -> [u8; 2] {
     let c = !fold(acc);
@@ -622,8 +622,9 @@ impl<'a> Segmenter<'a> {
                 let id = be16(ip, 4).wrapping_add(index as u16);
                 ip[4..6].copy_from_slice(&id.to_be_bytes());
                 ip[10..12].fill(0);
-                let c = checksum_bytes(sum(0, ip));
-                ip[10..12].copy_from_slice(&c);
+                // The header checksum is stored as computed: only UDP reserves 0.
+                let c = !fold(sum(0, ip));
+                ip[10..12].copy_from_slice(&c.to_ne_bytes());
                 pseudo[..8].copy_from_slice(&ip[12..20]);
                 pseudo[9] = ip[9];
                 pseudo[10..12].copy_from_slice(&(l4_len as u16).to_be_bytes());
