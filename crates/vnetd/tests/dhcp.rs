@@ -261,6 +261,11 @@ fn reservations_conflicts_decline_and_release() {
         leases(&d, "ho"),
         udhcpc.log()
     );
+    // udhcpc unicasts its RELEASE and deconfigures at once: with the server's MAC not
+    // yet in the neighbour table, the packet can die waiting for ARP. Resolve it first,
+    // as a client that has been talking to its server would have.
+    let server = format!("{p}.254");
+    rel.ns().exec(&["ping", "-c", "1", "-W", "1", &server]);
     udhcpc.terminate(Duration::from_secs(5));
     assert!(
         wait_for(Duration::from_secs(5), || state(&d).as_deref()
