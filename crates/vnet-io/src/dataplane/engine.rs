@@ -73,8 +73,12 @@ pub(super) struct Engine {
     targets: Slab<Target>,
     /// Ports (and dgram sockets, as port `None`) to read this turn.
     rx_list: Vec<(NetKey, Option<PortId>)>,
+    /// The list being worked through while the next turn's fills up; the two swap
+    /// every turn so neither is reallocated.
+    rx_work: Vec<(NetKey, Option<PortId>)>,
     /// Ports with frames queued or output pending.
     tx_list: Vec<(NetKey, PortId)>,
+    tx_work: Vec<(NetKey, PortId)>,
     /// Dgram ports that were full: retried after [`RETRY`].
     retry_list: Vec<(NetKey, PortId)>,
     touched: Vec<PortId>,
@@ -105,7 +109,9 @@ impl Engine {
             names: HashMap::new(),
             targets: Slab::new(),
             rx_list: Vec::new(),
+            rx_work: Vec::new(),
             tx_list: Vec::new(),
+            tx_work: Vec::new(),
             retry_list: Vec::new(),
             touched: Vec::new(),
             services: Vec::new(),
@@ -223,8 +229,9 @@ impl Engine {
     }
 
     fn receive_all(&mut self, now: Instant) {
-        let list = std::mem::take(&mut self.rx_list);
-        for (key, port) in list {
+        let mut list = std::mem::take(&mut self.rx_work);
+        std::mem::swap(&mut list, &mut self.rx_list);
+        for &(key, port) in &list {
             let Some(net) = self.networks.get_mut(key) else {
                 continue;
             };
@@ -238,11 +245,10 @@ impl Engine {
                     net.receive(now, id, &mut self.touched)
                 }
             };
-            let touched = std::mem::take(&mut self.touched);
-            for dst in &touched {
-                self.schedule_tx(key, *dst);
+            for i in 0..self.touched.len() {
+                let dst = self.touched[i];
+                self.schedule_tx(key, dst);
             }
-            self.touched = touched;
             self.touched.clear();
             match (end, port) {
                 (PassEnd::More, None) => self.rx_list.push((key, None)),
@@ -251,6 +257,8 @@ impl Engine {
                 _ => {}
             }
         }
+        list.clear();
+        self.rx_work = list;
     }
 
     /// Reads host NICs' uplink sockets and hands each frame to the vnet that claims
@@ -301,8 +309,9 @@ impl Engine {
     }
 
     fn transmit_all(&mut self) {
-        let list = std::mem::take(&mut self.tx_list);
-        for (key, id) in list {
+        let mut list = std::mem::take(&mut self.tx_work);
+        std::mem::swap(&mut list, &mut self.tx_list);
+        for &(key, id) in &list {
             let Some(net) = self.networks.get_mut(key) else {
                 continue;
             };
@@ -322,6 +331,8 @@ impl Engine {
                 self.schedule_rx(key, id);
             }
         }
+        list.clear();
+        self.tx_work = list;
     }
 
     /// Runs the timers of built-in services that are due; returns the next deadline.
