@@ -100,47 +100,8 @@ fn bulk_tcp_from_an_offloading_tap_reaches_a_stream_guest_intact() {
         .static_ip(0, "10.71.1.1/24")
         .boot()
         .expect("guest boots");
-    guest.exec_ok(
-        "(nc -l -p 5001 > /tmp/rx; echo done > /tmp/rx.done) >/dev/null 2>&1 &",
-        T,
-    );
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("payload");
-    let status = std::process::Command::new("sh")
-        .args([
-            "-c",
-            &format!("head -c 4000000 /dev/urandom > {}", file.display()),
-        ])
-        .status()
-        .unwrap();
-    assert!(status.success());
     assert!(vm.ping("10.71.1.1", 2));
-    let sent = vm.ns().exec(&[
-        "socat",
-        "-u",
-        &format!("FILE:{}", file.display()),
-        "TCP:10.71.1.1:5001,retry=20,interval=0.5",
-    ]);
-    assert!(
-        sent.status.success(),
-        "{}",
-        String::from_utf8_lossy(&sent.stderr)
-    );
-    guest.exec_ok(
-        "for i in $(seq 300); do [ -e /tmp/rx.done ] && break; sleep 0.2; done; ls -l /tmp/rx",
-        T,
-    );
-    let theirs = guest.exec_ok("md5sum /tmp/rx | cut -d' ' -f1", T);
-    let ours = std::process::Command::new("md5sum")
-        .arg(&file)
-        .output()
-        .unwrap();
-    let ours = String::from_utf8_lossy(&ours.stdout);
-    assert_eq!(
-        theirs.trim(),
-        ours.split_whitespace().next().unwrap(),
-        "payload corrupted on the way"
-    );
+    common::send_file_to_guest(&vm, &guest, "10.71.1.1", 4_000_000);
 
     let ports = ports(&d, "lab");
     let tap_port = ports.iter().find(|p| p.id == tap).unwrap();

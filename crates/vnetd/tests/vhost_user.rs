@@ -249,18 +249,6 @@ fn the_cli_adds_lists_and_prints_qemu_arguments() {
     );
 }
 
-fn md5(path: &std::path::Path) -> String {
-    let out = std::process::Command::new("md5sum")
-        .arg(path)
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_string()
-}
-
 /// TCP both ways between a vhost-user guest and a namespace VM on an offloading TAP: the
 /// TAP's super-frames reach the guest whole (GUEST_TSO, merged RX buffers), the guest's
 /// own (HOST_TSO) enter the vnet as they are, and the bytes arrive intact both ways.
@@ -286,43 +274,8 @@ fn bulk_tcp_both_ways_passes_gso_frames_through_vhost_user_intact() {
         .expect("the vhost-user guest boots");
     assert!(vm.ping(&format!("{p}.2"), 2), "{}", d.log());
 
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("payload");
-    let status = std::process::Command::new("sh")
-        .args([
-            "-c",
-            &format!("head -c 4000000 /dev/urandom > {}", file.display()),
-        ])
-        .status()
-        .unwrap();
-    assert!(status.success());
-
     // Namespace VM → guest.
-    g.exec_ok(
-        "(nc -l -p 5001 > /tmp/rx; echo done > /tmp/rx.done) >/dev/null 2>&1 &",
-        T,
-    );
-    let sent = vm.ns().exec(&[
-        "socat",
-        "-u",
-        &format!("FILE:{}", file.display()),
-        &format!("TCP:{p}.2:5001,retry=20,interval=0.5"),
-    ]);
-    assert!(
-        sent.status.success(),
-        "{}",
-        String::from_utf8_lossy(&sent.stderr)
-    );
-    g.exec_ok(
-        "for i in $(seq 300); do [ -e /tmp/rx.done ] && break; sleep 0.2; done; ls -l /tmp/rx",
-        T,
-    );
-    let theirs = g.exec_ok("md5sum /tmp/rx | cut -d' ' -f1", T);
-    assert_eq!(
-        theirs.trim(),
-        md5(&file),
-        "corrupted on the way to the guest"
-    );
+    let (dir, file) = common::send_file_to_guest(&vm, &g, &format!("{p}.2"), 4_000_000);
     let to_guest = port(&d, "vb", info.id);
     let avg = to_guest.counters.tx_bytes / to_guest.counters.tx_frames.max(1);
     assert!(
@@ -345,7 +298,7 @@ fn bulk_tcp_both_ways_passes_gso_frames_through_vhost_user_intact() {
     );
     assert!(
         wait_for(Duration::from_secs(30), || back.exists()
-            && md5(&back) == md5(&file)),
+            && common::md5(&back) == common::md5(&file)),
         "corrupted on the way from the guest"
     );
     let after = port(&d, "vb", info.id).counters;

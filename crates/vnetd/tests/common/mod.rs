@@ -108,3 +108,64 @@ pub fn junk(len: usize, mut seed: u64) -> Vec<u8> {
         })
         .collect()
 }
+
+/// The md5 of a file, as `md5sum` prints it.
+pub fn md5(path: &std::path::Path) -> String {
+    let out = std::process::Command::new("md5sum")
+        .arg(path)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+/// Sends `len` random bytes over TCP from namespace VM `vm` to `guest` (listening with
+/// busybox `nc` on port 5001 of `guest_ip`) and asserts they arrive intact. Returns the
+/// payload file (and the directory that keeps it).
+pub fn send_file_to_guest(
+    vm: &NsVm,
+    guest: &vnet_testbed::Guest,
+    guest_ip: &str,
+    len: usize,
+) -> (tempfile::TempDir, std::path::PathBuf) {
+    let t = Duration::from_secs(60);
+    guest.exec_ok(
+        "(nc -l -p 5001 > /tmp/rx; echo done > /tmp/rx.done) >/dev/null 2>&1 &",
+        t,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("payload");
+    let made = std::process::Command::new("sh")
+        .args([
+            "-c",
+            &format!("head -c {len} /dev/urandom > {}", file.display()),
+        ])
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let sent = vm.ns().exec(&[
+        "socat",
+        "-u",
+        &format!("FILE:{}", file.display()),
+        &format!("TCP:{guest_ip}:5001,retry=20,interval=0.5"),
+    ]);
+    assert!(
+        sent.status.success(),
+        "{}",
+        String::from_utf8_lossy(&sent.stderr)
+    );
+    guest.exec_ok(
+        "for i in $(seq 300); do [ -e /tmp/rx.done ] && break; sleep 0.2; done; ls -l /tmp/rx",
+        t,
+    );
+    let theirs = guest.exec_ok("md5sum /tmp/rx | cut -d' ' -f1", t);
+    assert_eq!(
+        theirs.trim(),
+        md5(&file),
+        "payload corrupted on the way to the guest"
+    );
+    (dir, file)
+}
