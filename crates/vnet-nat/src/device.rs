@@ -1,6 +1,7 @@
 //! [`NatDevice`]: the flow table and the translation between guest frames and host
 //! socket datagrams.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::{Duration, Instant};
@@ -8,6 +9,7 @@ use std::time::{Duration, Instant};
 use vnet_core::wire::ethernet::{EtherType, Frame, MacAddr};
 
 use crate::dns::{DnsAction, DnsForwarder};
+use crate::names::LocalNames;
 use crate::wire::{self, ArpPacket, IcmpEcho, Ipv4Error, Ipv4Packet, Route, UdpDatagram};
 
 /// Settings of one NAT device.
@@ -148,6 +150,8 @@ pub struct NatCounters {
     pub from_host: u64,
     pub dns_queries: u64,
     pub dns_answers: u64,
+    /// Queries about the vnet's own hosts (DHCP names), answered by the device itself.
+    pub dns_local: u64,
     pub dns_failures: u64,
     /// DNS answers too big for the vnet's MTU, sent truncated (TC) instead.
     pub dns_truncated: u64,
@@ -200,6 +204,10 @@ pub struct NatDevice {
     /// Guests' MACs by address, learned from their ARP and IPv4 frames (for
     /// connections the device opens towards them).
     neighbours: HashMap<Ipv4Addr, MacAddr>,
+    /// The vnet's DHCP names. A cell so that the shell can replace them through the
+    /// shared reference its NAT service hands out; only [`NatDevice::set_local_names`]
+    /// and the DNS path borrow it, never across a call.
+    local_names: RefCell<LocalNames>,
 }
 
 impl NatDevice {
@@ -221,7 +229,13 @@ impl NatDevice {
             counters: NatCounters::default(),
             scratch: Vec::new(),
             neighbours: HashMap::new(),
+            local_names: RefCell::default(),
         }
+    }
+
+    /// Replaces the names the device's DNS answers itself (see the `names` module).
+    pub fn set_local_names(&self, names: LocalNames) {
+        *self.local_names.borrow_mut() = names;
     }
 
     /// Remembers that `ip` is at `mac` (guests in the subnet only, bounded).
@@ -413,6 +427,12 @@ impl NatDevice {
         if ip.dst == self.config.gateway {
             if udp.dst_port == 53 && !self.dns.upstreams().is_empty() {
                 self.counters.dns_queries += 1;
+                let local = self.local_names.borrow().answer(udp.payload);
+                if let Some(answer) = local {
+                    self.counters.dns_local += 1;
+                    self.dns_answer(guest_mac, guest, &answer, out);
+                    return true;
+                }
                 match self.dns.query(now, guest_mac, guest, udp.payload) {
                     Some(DnsAction::Query { to, query }) => {
                         out.push(Output::DnsQuery { to, query })

@@ -19,6 +19,7 @@
 //! | ICMP echo, but the host allows no ping socket | "unreachable" (communication prohibited) | |
 //! | UDP to an outside address | flow `(guest, sport, dst, dport)` → one connected UDP socket | datagrams from the socket, as UDP from `dst:dport` |
 //! | UDP to the gateway's port 53 | DNS: relayed to an upstream under a fresh ID | the answer, ID restored, from the gateway |
+//! | UDP to the gateway's port 53, about a DHCP client's name (`host`, `host.<domain>`) | answers itself from the names the shell gave it ([`NatDevice::set_local_names`], the `names` module) | |
 //! | TCP to the gateway's port 53 | DNS over TCP: a TCP flow to the first upstream | (truncated UDP answers send guests here) |
 //! | UDP to another port of the gateway | the host's `127.0.0.1` if `host_loopback`, else port unreachable | |
 //! | TCP SYN to an outside address | flow → non-blocking `connect()`; passt-style mirroring, see the `tcp` module | SYN-ACK once connected; RST if refused |
@@ -58,18 +59,20 @@
 //! - **Inbound forwarding**: a listening socket per rule in the shell; `accept()` becomes
 //!   a flow whose SYN goes *to* the guest (passt's `SOCK_ACCEPTED`), the same mirroring
 //!   afterwards; UDP forwards are flows keyed by the host peer.
-//! - **DNS**: answer `hostname.domain` from the DHCP leases locally (the shell can hand
-//!   the device a name → address map when leases change); TCP to the gateway's port 53
-//!   goes to the first upstream only — try the others when it is refused.
+//! - **DNS**: TCP to the gateway's port 53 goes to the first upstream only — try the
+//!   others when it is refused; local names are answered over UDP only (their answers
+//!   are small, so guests never retry them over TCP).
 //! - **Fragments**: reassemble guest fragments (bounded), fragment answers above the MTU.
 
 mod device;
 pub mod dns;
+pub mod names;
 pub mod wire;
 
 pub use device::{
     FlowId, NatConfig, NatCounters, NatDevice, Output, Proto, SocketError, TCP_WINDOW,
 };
+pub use names::LocalNames;
 pub use vnet_core::wire::ethernet::MacAddr;
 
 #[cfg(test)]

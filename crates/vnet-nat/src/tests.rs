@@ -237,6 +237,48 @@ fn dns_to_the_gateway_is_forwarded_with_a_new_id_and_answered_from_the_gateway()
 }
 
 #[test]
+fn dhcp_names_are_answered_by_the_gateway_and_other_names_still_go_upstream() {
+    let nat_with = |names: &crate::LocalNames| {
+        let nat = NatDevice::new(config());
+        nat.set_local_names(names.clone());
+        nat
+    };
+    let mut names = crate::LocalNames::new(Some("lab"));
+    names.insert("vm1", Ipv4Addr::new(192, 168, 8, 101));
+    let mut nat = nat_with(&names);
+    let ask = |nat: &mut NatDevice, name: &[u8]| {
+        let mut query = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+        query.extend_from_slice(name);
+        query.extend_from_slice(&[0, 1, 0, 1]);
+        let mut out = Vec::new();
+        nat.receive(Instant::now(), &udp_frame(GW, 40000, 53, &query), &mut out);
+        out
+    };
+    let out = ask(&mut nat, b"\x03vm1\x03lab\x00");
+    let ip = ip_of(&out[0]);
+    let u = UdpDatagram::parse(&ip).unwrap();
+    assert_eq!((ip.src, u.src_port, u.dst_port), (GW, 53, 40000));
+    assert_eq!(
+        &u.payload[..4],
+        &[0x12, 0x34, 0x85, 0x80],
+        "an authoritative answer"
+    );
+    assert_eq!(&u.payload[u.payload.len() - 4..], &[192, 168, 8, 101]);
+    assert!(matches!(
+        ask(&mut nat, b"\x03www\x03lab\x00")[..],
+        [Output::DnsQuery { .. }]
+    ));
+    let c = nat.counters();
+    assert_eq!((c.dns_queries, c.dns_local), (2, 1));
+    // New leases replace the old names.
+    let mut nat = nat_with(&crate::LocalNames::new(Some("lab")));
+    assert!(matches!(
+        ask(&mut nat, b"\x03vm1\x03lab\x00")[..],
+        [Output::DnsQuery { .. }]
+    ));
+}
+
+#[test]
 fn the_host_loopback_is_reachable_only_when_allowed() {
     let mut nat = NatDevice::new(config());
     let mut out = Vec::new();
