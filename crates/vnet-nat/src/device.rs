@@ -7,6 +7,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
 use vnet_core::wire::ethernet::{EtherType, Frame, MacAddr};
+use vnet_core::wire::offload::VirtioNetHdr;
 
 use crate::dns::{DnsAction, DnsForwarder};
 use crate::names::LocalNames;
@@ -104,6 +105,14 @@ pub struct FlowId(pub u64);
 pub enum Output {
     /// A frame for the vnet, from the device's port.
     Frame(Vec<u8>),
+    /// A TCP/IPv4 frame of socket data for the vnet, with the offload work `offload`
+    /// describes left undone: its checksum is partial (`F_NEEDS_CSUM`) and, with more
+    /// than one segment of data, it is a super-frame to be cut into `gso_size` segments
+    /// (TCP segmentation offload), by the receiving port or by the switch in software.
+    TcpFrame {
+        frame: Vec<u8>,
+        offload: VirtioNetHdr,
+    },
     /// Open a host socket for `flow` and connect it to `to`. If that fails, call
     /// [`NatDevice::open_failed`].
     Open {
@@ -186,7 +195,9 @@ pub(crate) struct Flow {
 
 #[path = "tcp.rs"]
 mod tcp;
-pub use tcp::WINDOW as TCP_WINDOW;
+#[cfg(test)]
+pub(crate) use tcp::WINDOW_SCALE as TCP_WINDOW_SCALE;
+pub use tcp::{ReadWindow, WINDOW as TCP_WINDOW};
 
 /// The NAT device of one vnet, sans I/O. See the crate documentation.
 #[derive(Debug)]
@@ -278,6 +289,23 @@ impl NatDevice {
     /// A frame the switch delivered to the device's port. `false`: it was addressed to
     /// the device but broken.
     pub fn receive(&mut self, now: Instant, frame: &[u8], out: &mut Vec<Output>) -> bool {
+        self.receive_frame(now, frame, false, out)
+    }
+
+    /// As [`NatDevice::receive`], for a frame whose transport checksum its sender left
+    /// to offload (partial, or already verified): it is not checked. A TCP frame may be
+    /// a super-frame (more than one MSS of data): it is taken as one segment.
+    pub fn receive_offloaded(&mut self, now: Instant, frame: &[u8], out: &mut Vec<Output>) -> bool {
+        self.receive_frame(now, frame, true, out)
+    }
+
+    fn receive_frame(
+        &mut self,
+        now: Instant,
+        frame: &[u8],
+        checksum_offloaded: bool,
+        out: &mut Vec<Output>,
+    ) -> bool {
         let Ok(eth) = Frame::parse(frame) else {
             self.counters.ignored += 1;
             return true;
@@ -302,7 +330,7 @@ impl NatDevice {
                 true
             }
             EtherType::IPV4 if eth.dst() == self.config.mac => {
-                self.receive_ipv4(now, eth.src(), eth.payload(), out)
+                self.receive_ipv4(now, eth.src(), eth.payload(), checksum_offloaded, out)
             }
             _ => {
                 self.counters.ignored += 1;
@@ -316,10 +344,14 @@ impl NatDevice {
         now: Instant,
         guest_mac: MacAddr,
         bytes: &[u8],
+        checksum_offloaded: bool,
         out: &mut Vec<Output>,
     ) -> bool {
         let ip = match Ipv4Packet::parse(bytes) {
-            Ok(ip) => ip,
+            Ok(ip) => Ipv4Packet {
+                checksum_offloaded,
+                ..ip
+            },
             Err(Ipv4Error::Fragment) => {
                 self.counters.ignored += 1;
                 return true;
@@ -771,6 +803,7 @@ impl NatDevice {
                     flags: wire::tcp_flags::SYN,
                     window: 0,
                     mss: None,
+                    wscale: None,
                 };
                 wire::tcp_segment(&route, &h, &[])
             }

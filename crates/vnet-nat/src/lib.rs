@@ -70,7 +70,7 @@ pub mod names;
 pub mod wire;
 
 pub use device::{
-    FlowId, NatConfig, NatCounters, NatDevice, Output, Proto, SocketError, TCP_WINDOW,
+    FlowId, NatConfig, NatCounters, NatDevice, Output, Proto, ReadWindow, SocketError, TCP_WINDOW,
 };
 pub use names::LocalNames;
 pub use vnet_core::wire::ethernet::MacAddr;

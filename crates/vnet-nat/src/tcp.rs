@@ -6,15 +6,21 @@
 //!   most [`WINDOW`] bytes per flow) until the socket drains; the guest is ACKed for what
 //!   the shell took and sees its remaining room as the window ([`NatDevice::tcp_written`],
 //!   [`NatDevice::tcp_window`]), so it never sends more than will fit. Out-of-order data
-//!   is dropped with a duplicate ACK.
+//!   is dropped with a duplicate ACK. A guest on an offloading port may send super-frames
+//!   (TSO): they are just long segments here.
 //! - **host → guest**: data stays in the socket until the guest ACKs it. The shell
-//!   peeks ([`NatDevice::tcp_read_window`]: from offset `seq_to_tap - seq_ack_from_tap`,
-//!   at most the guest's window) and hands the new bytes to [`NatDevice::tcp_data`],
-//!   which cuts MSS-sized segments; the guest's ACKs become [`Output::TcpConsume`]
-//!   (read and discard) and another [`Output::TcpRead`] while the window allows.
-//!   When no ACK comes within [`ACK_TIMEOUT`] the send sequence goes back to the last
-//!   ACK and the data is peeked again (go-back-N); after [`MAX_RETRANS`] the connection
-//!   is reset.
+//!   peeks new bytes ([`NatDevice::tcp_read_window`]: from offset
+//!   `seq_to_tap - seq_ack_from_tap`, which `SO_PEEK_OFF` keeps for it, at most the
+//!   guest's window) straight into frames that [`NatDevice::tcp_data`] completes as
+//!   [`Output::TcpFrame`]s: up to 64 KiB each, cut into MSS-sized segments by
+//!   segmentation offload (the guest's TAP, or the switch in software). The guest's ACKs
+//!   become [`Output::TcpConsume`] (discard) and another [`Output::TcpRead`] while the
+//!   window allows. Three duplicate ACKs, or no ACK within [`ACK_TIMEOUT`], send the
+//!   send sequence back to the last ACK and the data is peeked again (go-back-N); after
+//!   [`MAX_RETRANS`] timeouts the connection is reset.
+//! - **windows**: window scaling (RFC 7323) is offered and honoured, so both directions
+//!   can keep more than 64 KiB in flight: the guest's window bounds what we peek, ours
+//!   ([`WINDOW`], shifted by [`WINDOW_SCALE`]) what the shell may have to hold.
 //! - **close**: a guest FIN becomes `shutdown(SHUT_WR)` once its data is written; EOF on
 //!   the socket (a peek of 0 bytes once everything was ACKed) becomes a FIN to the guest.
 //!   The flow ends when both FINs are ACKed, on RST either way, or after
@@ -23,17 +29,16 @@
 //!
 //! | event | what the device does |
 //! |---|---|
-//! | SYN from guest, no flow | `Open` (non-blocking connect), remember ISN and MSS |
-//! | connect done ([`NatDevice::tcp_connected`]) | SYN-ACK with our ISN and MSS |
+//! | SYN from guest, no flow | `Open` (non-blocking connect), remember ISN, MSS, window scale |
+//! | connect done ([`NatDevice::tcp_connected`]) | SYN-ACK with our ISN, MSS (and window scale if the guest offered one) |
 //! | SYN again before/after SYN-ACK | ignored / SYN-ACK again |
 //! | segment without a flow | RST |
 //! | data at `seq_from_tap` | `TcpWrite`; ACK what was written |
 //! | ACK advancing `seq_ack_from_tap` | `TcpConsume`, `TcpRead` |
+//! | third duplicate ACK | go back to `seq_ack_from_tap`, `TcpRead` |
 //! | RST from guest | `Close` |
 //!
-//! No window scaling is negotiated (windows are at most 64 KiB): simple, correct, and
-//! slow on long fat pipes — the next step (with `SO_PEEK_OFF`, `TCP_INFO` mirroring
-//! and batched frames) is in the crate documentation.
+//! [`NatConfig::tcp_timeout`]: crate::NatConfig::tcp_timeout
 
 use std::net::SocketAddrV4;
 use std::time::{Duration, Instant};
@@ -41,16 +46,35 @@ use std::time::{Duration, Instant};
 use vnet_core::wire::ethernet::MacAddr;
 
 use super::{Flow, FlowKey, NatDevice, Output, Proto};
-use crate::wire::{self, tcp_flags as F, Ipv4Packet, Route, TcpHeader, TcpSegment};
+use crate::wire::{
+    self, tcp_flags as F, Ipv4Packet, Route, TcpHeader, TcpSegment, TCP_DATA_OFFSET, TCP_MAX_DATA,
+};
 use crate::FlowId;
 
 /// How long the guest has to ACK data (or a FIN) before it is sent again.
 pub const ACK_TIMEOUT: Duration = Duration::from_secs(2);
 /// Retransmissions in a row before the connection is reset.
 pub const MAX_RETRANS: u8 = 5;
-/// The largest window the device advertises to guests (no scaling); the shell buffers
-/// at most this much guest data per flow that its socket did not take yet.
-pub const WINDOW: u16 = 65535;
+/// The largest window the device advertises to guests: the shell buffers at most this
+/// much guest data per flow that its socket did not take yet. Large enough that a guest
+/// is never window-limited on a local link; the buffer only fills while the host peer
+/// does not read.
+pub const WINDOW: u32 = 1 << 20;
+/// The window scale the device offers (RFC 7323): `65535 << 5` covers [`WINDOW`].
+pub const WINDOW_SCALE: u8 = 5;
+/// Duplicate ACKs that make the device resend at once (RFC 5681's fast retransmit).
+const DUP_ACKS: u8 = 3;
+
+/// Where and how much a shell should peek for a flow: see [`NatDevice::tcp_read_window`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadWindow {
+    /// Bytes already sent and not yet acknowledged: new data starts here.
+    pub offset: usize,
+    /// How many new bytes the guest's window takes (0: peek one byte only, to see EOF).
+    pub len: usize,
+    /// The most data to put in one [`Output::TcpFrame`]: a whole number of segments.
+    pub chunk: usize,
+}
 
 /// Per-connection TCP state, in the shape of passt's events.
 #[derive(Debug, Clone)]
@@ -69,18 +93,82 @@ pub(super) struct Tcp {
     sock_eof: bool,
     isn: u32,
     seq_to_tap: u32,
+    /// The highest `seq_to_tap` so far: after a go-back the guest may ACK up to here.
+    seq_high: u32,
     seq_ack_from_tap: u32,
     seq_from_tap: u32,
+    /// The guest's window, scaled.
     wnd_from_tap: u32,
+    /// The guest's window scale (0 when scaling is off).
+    ws_from_tap: u8,
+    /// Our window scale (0 when scaling is off).
+    ws_to_tap: u8,
     mss: u16,
     /// The window we advertise: the shell's room for more guest data.
-    wnd_to_tap: u16,
+    wnd_to_tap: u32,
     retrans: u8,
+    dup_acks: u8,
     /// When unacknowledged data or FIN is due for retransmission.
     ack_due: Option<Instant>,
 }
 
 impl Tcp {
+    /// A connection in its opening state.
+    fn new(inbound: bool, isn: u32, now: Instant) -> Self {
+        Tcp {
+            established: false,
+            inbound,
+            fin_from_tap: false,
+            fin_to_tap: false,
+            fin_acked: false,
+            sock_eof: false,
+            isn,
+            seq_to_tap: isn.wrapping_add(1),
+            seq_high: isn.wrapping_add(1),
+            seq_ack_from_tap: isn.wrapping_add(1),
+            seq_from_tap: 0,
+            wnd_from_tap: 0,
+            ws_from_tap: 0,
+            ws_to_tap: 0,
+            mss: 536,
+            wnd_to_tap: WINDOW,
+            retrans: 0,
+            dup_acks: 0,
+            ack_due: inbound.then(|| now + ACK_TIMEOUT),
+        }
+    }
+
+    /// Takes the MSS and window scale of the peer's SYN (or SYN-ACK).
+    fn peer_syn(&mut self, seg: &TcpSegment<'_>) {
+        self.seq_from_tap = seg.seq.wrapping_add(1);
+        self.wnd_from_tap = u32::from(seg.window);
+        self.mss = seg.mss.unwrap_or(536).max(64);
+        if let Some(shift) = seg.wscale {
+            self.ws_from_tap = shift.min(14);
+            self.ws_to_tap = WINDOW_SCALE;
+        }
+    }
+
+    /// The window field of our segments: scaled, except in SYNs (RFC 7323).
+    fn window_field(&self, syn: bool) -> u16 {
+        let shift = if syn { 0 } else { self.ws_to_tap };
+        u16::try_from(self.wnd_to_tap >> shift).unwrap_or(u16::MAX)
+    }
+
+    /// The segment size toward the guest: its MSS, within the vnet's MTU.
+    fn segment_size(&self, mtu: usize) -> usize {
+        usize::from(self.mss).min(mtu.saturating_sub(40).max(1))
+    }
+
+    /// Sends again from the last ACK (go-back-N).
+    fn go_back(&mut self) {
+        self.seq_to_tap = self.seq_ack_from_tap;
+        if self.fin_to_tap && !self.fin_acked {
+            self.fin_to_tap = false;
+        }
+        self.dup_acks = 0;
+    }
+
     /// Bytes sent to the guest and not yet ACKed, FIN excluded.
     fn in_flight(&self) -> u32 {
         let all = self.seq_to_tap.wrapping_sub(self.seq_ack_from_tap);
@@ -128,9 +216,7 @@ impl NatDevice {
         if tcp.inbound && seg.flags & (F::SYN | F::ACK) == F::SYN | F::ACK {
             if !tcp.established && seg.ack == tcp.isn.wrapping_add(1) {
                 tcp.established = true;
-                tcp.seq_from_tap = seg.seq.wrapping_add(1);
-                tcp.wnd_from_tap = u32::from(seg.window);
-                tcp.mss = seg.mss.unwrap_or(536).max(64);
+                tcp.peer_syn(&seg);
                 tcp.retrans = 0;
                 tcp.ack_due = None;
                 self.tcp_send(flow, F::ACK, &[], out);
@@ -149,15 +235,21 @@ impl NatDevice {
         if !tcp.established || seg.flags & F::ACK == 0 {
             return true;
         }
-        // ACK: what the guest has from us.
+        // ACK: what the guest has from us (after a go-back, possibly more than we sent
+        // since).
         let acked = seg.ack.wrapping_sub(tcp.seq_ack_from_tap);
-        let sent = tcp.seq_to_tap.wrapping_sub(tcp.seq_ack_from_tap);
-        tcp.wnd_from_tap = u32::from(seg.window);
+        let sent = tcp.seq_high.wrapping_sub(tcp.seq_ack_from_tap);
+        let window = u32::from(seg.window) << tcp.ws_from_tap;
+        let window_before = std::mem::replace(&mut tcp.wnd_from_tap, window);
         if acked > 0 && acked <= sent {
+            if seg.ack.wrapping_sub(tcp.seq_to_tap) as i32 > 0 {
+                tcp.seq_to_tap = seg.ack;
+            }
             let fin_now_acked = tcp.fin_to_tap && !tcp.fin_acked && seg.ack == tcp.seq_to_tap;
             let data = acked - u32::from(fin_now_acked);
             tcp.seq_ack_from_tap = seg.ack;
             tcp.retrans = 0;
+            tcp.dup_acks = 0;
             tcp.ack_due = (seg.ack != tcp.seq_to_tap).then(|| now + ACK_TIMEOUT);
             if fin_now_acked {
                 tcp.fin_acked = true;
@@ -173,9 +265,18 @@ impl NatDevice {
                 return true;
             }
             out.push(Output::TcpRead { flow });
-        } else if acked == 0 && seg.payload.is_empty() && tcp.wnd_from_tap > tcp.in_flight() {
-            // A window update: there may be room for data waiting in the socket.
-            out.push(Output::TcpRead { flow });
+        } else if acked == 0 && seg.payload.is_empty() && seg.flags & F::FIN == 0 {
+            if tcp.in_flight() > 0 && window == window_before {
+                // A duplicate ACK: the guest misses the segment at its ACK.
+                tcp.dup_acks += 1;
+                if tcp.dup_acks == DUP_ACKS {
+                    tcp.go_back();
+                    out.push(Output::TcpRead { flow });
+                }
+            } else if window > tcp.in_flight() {
+                // A window update: there may be room for data waiting in the socket.
+                out.push(Output::TcpRead { flow });
+            }
         }
         // Data (and FIN) from the guest.
         let fin = seg.flags & F::FIN != 0;
@@ -234,24 +335,8 @@ impl NatDevice {
                 }
             }
         }
-        let isn = self.random_u32();
-        let tcp = Tcp {
-            established: false,
-            inbound: false,
-            fin_from_tap: false,
-            fin_to_tap: false,
-            fin_acked: false,
-            sock_eof: false,
-            isn,
-            seq_to_tap: isn.wrapping_add(1),
-            seq_ack_from_tap: isn.wrapping_add(1),
-            seq_from_tap: seg.seq.wrapping_add(1),
-            wnd_from_tap: u32::from(seg.window),
-            mss: seg.mss.unwrap_or(536).max(64),
-            wnd_to_tap: WINDOW,
-            retrans: 0,
-            ack_due: None,
-        };
+        let mut tcp = Tcp::new(false, self.random_u32(), now);
+        tcp.peer_syn(seg);
         let Some(flow) = self.flow_for(now, key, guest_mac, to, out) else {
             self.counters.ignored += 1;
             return;
@@ -298,23 +383,7 @@ impl NatDevice {
                 key,
                 guest_mac: guest_mac.unwrap_or(MacAddr([0; 6])),
                 last_used: now,
-                tcp: Some(Tcp {
-                    established: false,
-                    inbound: true,
-                    fin_from_tap: false,
-                    fin_to_tap: false,
-                    fin_acked: false,
-                    sock_eof: false,
-                    isn,
-                    seq_to_tap: isn.wrapping_add(1),
-                    seq_ack_from_tap: isn.wrapping_add(1),
-                    seq_from_tap: 0,
-                    wnd_from_tap: 0,
-                    mss: 536,
-                    wnd_to_tap: WINDOW,
-                    retrans: 0,
-                    ack_due: Some(now + ACK_TIMEOUT),
-                }),
+                tcp: Some(Tcp::new(true, isn, now)),
             },
         );
         self.by_key.insert(key, id);
@@ -344,7 +413,8 @@ impl NatDevice {
         let route = self.route(f.guest_mac, *f.key.remote.ip(), *f.key.guest.ip());
         let mss = u16::try_from(self.config.mtu.saturating_sub(40)).unwrap_or(u16::MAX);
         let (key, isn) = (f.key, tcp.isn);
-        self.tcp_reply(&route, key, isn, 0, F::SYN, &[], Some(mss), out);
+        let opts = Some((mss, Some(WINDOW_SCALE)));
+        self.tcp_reply(&route, key, isn, 0, F::SYN, &[], opts, out);
     }
 
     /// An ARP reply told us where `ip` is: inbound flows waiting for it send their SYN.
@@ -397,7 +467,9 @@ impl NatDevice {
         let route = self.route(f.guest_mac, *f.key.remote.ip(), *f.key.guest.ip());
         let mss = u16::try_from(self.config.mtu.saturating_sub(40)).unwrap_or(u16::MAX);
         let (key, isn, ack) = (f.key, tcp.isn, tcp.seq_from_tap);
-        self.tcp_reply(&route, key, isn, ack, F::SYN | F::ACK, &[], Some(mss), out);
+        let wscale = (tcp.ws_to_tap > 0).then_some(tcp.ws_to_tap);
+        let opts = Some((mss, wscale));
+        self.tcp_reply(&route, key, isn, ack, F::SYN | F::ACK, &[], opts, out);
     }
 
     /// The shell took `written` bytes of a [`Output::TcpWrite`] (and, if it carried FIN
@@ -408,7 +480,7 @@ impl NatDevice {
         flow: FlowId,
         written: usize,
         fin_done: bool,
-        window: u16,
+        window: u32,
         out: &mut Vec<Output>,
     ) {
         let Some(tcp) = self.flows.get_mut(&flow).and_then(|f| f.tcp.as_mut()) else {
@@ -429,7 +501,7 @@ impl NatDevice {
 
     /// The shell's room for this flow's guest data changed (its socket drained): a
     /// window update if the guest may have been holding back.
-    pub fn tcp_window(&mut self, flow: FlowId, window: u16, out: &mut Vec<Output>) {
+    pub fn tcp_window(&mut self, flow: FlowId, window: u32, out: &mut Vec<Output>) {
         let Some(tcp) = self.flows.get_mut(&flow).and_then(|f| f.tcp.as_mut()) else {
             return;
         };
@@ -440,32 +512,36 @@ impl NatDevice {
         }
     }
 
-    /// Where the shell should peek in the flow's socket: `(offset, max)` bytes, or `None`
-    /// when the guest's window is full or the flow is not sending.
-    pub fn tcp_read_window(&self, flow: FlowId) -> Option<(usize, usize)> {
+    /// Where the shell should peek in the flow's socket, or `None` when the flow is not
+    /// sending (not established, or FIN sent) or the guest's window is full.
+    pub fn tcp_read_window(&self, flow: FlowId) -> Option<ReadWindow> {
         let tcp = self.flows.get(&flow)?.tcp.as_ref()?;
         if !tcp.established || tcp.fin_to_tap {
             return None;
         }
         let offset = tcp.in_flight();
-        let room = tcp
-            .wnd_from_tap
-            .saturating_sub(offset)
-            .min(u32::from(WINDOW));
-        (room > 0 || offset == 0).then_some((offset as usize, room as usize))
+        let len = tcp.wnd_from_tap.saturating_sub(offset);
+        let mss = tcp.segment_size(self.config.mtu);
+        (len > 0 || offset == 0).then_some(ReadWindow {
+            offset: offset as usize,
+            len: len as usize,
+            chunk: TCP_MAX_DATA / mss * mss,
+        })
     }
 
-    /// New bytes peeked from the socket (after the in-flight ones), or EOF: segments,
-    /// or a FIN, to the guest.
+    /// New bytes the shell peeked from the socket (after the in-flight ones) straight
+    /// into `frame` at [`TCP_DATA_OFFSET`], at most a [`ReadWindow::chunk`]: the device
+    /// writes the headers in front and sends it as one [`Output::TcpFrame`]. With `eof`
+    /// (and no data) the socket has reached its end: a FIN once all data is ACKed.
     pub fn tcp_data(
         &mut self,
         now: Instant,
         flow: FlowId,
-        data: &[u8],
+        mut frame: Vec<u8>,
         eof: bool,
         out: &mut Vec<Output>,
     ) {
-        let mtu_mss = self.config.mtu.saturating_sub(40).max(1);
+        let len = frame.len().saturating_sub(TCP_DATA_OFFSET);
         let Some(f) = self.flows.get_mut(&flow) else {
             return;
         };
@@ -473,37 +549,46 @@ impl NatDevice {
         let Some(tcp) = f.tcp.as_mut() else {
             return;
         };
-        let mss = usize::from(tcp.mss).min(mtu_mss);
-        let mut chunks = Vec::new();
-        for chunk in data.chunks(mss) {
-            chunks.push((tcp.seq_to_tap, chunk));
-            tcp.seq_to_tap = tcp.seq_to_tap.wrapping_add(chunk.len() as u32);
+        let seq = tcp.seq_to_tap;
+        tcp.seq_to_tap = tcp.seq_to_tap.wrapping_add(len as u32);
+        if tcp.seq_to_tap.wrapping_sub(tcp.seq_high) as i32 > 0 {
+            tcp.seq_high = tcp.seq_to_tap;
         }
-        let fin = eof && !tcp.fin_to_tap && tcp.in_flight() == 0 && data.is_empty();
+        let fin = eof && !tcp.fin_to_tap && tcp.in_flight() == 0 && len == 0;
         if eof {
             tcp.sock_eof = true;
         }
         if fin {
             tcp.fin_to_tap = true;
             tcp.seq_to_tap = tcp.seq_to_tap.wrapping_add(1);
+            tcp.seq_high = tcp.seq_to_tap;
         }
-        if !chunks.is_empty() || fin {
+        if len > 0 || fin {
             tcp.ack_due = tcp.ack_due.or(Some(now + ACK_TIMEOUT));
         }
-        let (key, mac, ack) = (f.key, f.guest_mac, tcp.seq_from_tap);
+        let h = TcpHeader {
+            src_port: f.key.remote.port(),
+            dst_port: f.key.guest.port(),
+            seq,
+            ack: tcp.seq_from_tap,
+            flags: F::ACK | F::PSH,
+            window: tcp.window_field(false),
+            mss: None,
+            wscale: None,
+        };
+        let (key, mac) = (f.key, f.guest_mac);
+        let mss = tcp.segment_size(self.config.mtu);
         let route = self.route(mac, *key.remote.ip(), *key.guest.ip());
-        self.counters.from_host += chunks.len() as u64;
-        for (seq, chunk) in chunks {
-            self.tcp_reply(&route, key, seq, ack, F::ACK | F::PSH, chunk, None, out);
+        if (1..=TCP_MAX_DATA).contains(&len) && frame.len() == TCP_DATA_OFFSET + len {
+            self.counters.from_host += len.div_ceil(mss) as u64;
+            self.ip_ident = self.ip_ident.wrapping_add(1);
+            wire::tcp_headers_in_place(&mut frame, &route, &h, self.ip_ident);
+            let offload = wire::tcp_offload(len, mss);
+            out.push(Output::TcpFrame { frame, offload });
         }
         if fin {
-            let seq = self.flows[&flow]
-                .tcp
-                .as_ref()
-                .expect("TCP")
-                .seq_to_tap
-                .wrapping_sub(1);
-            self.tcp_reply(&route, key, seq, ack, F::FIN | F::ACK, &[], None, out);
+            let seq = h.seq;
+            self.tcp_reply(&route, key, seq, h.ack, F::FIN | F::ACK, &[], None, out);
         }
     }
 
@@ -531,9 +616,9 @@ impl NatDevice {
                 self.tcp_reset(flow, out);
                 continue;
             }
+            tcp.ack_due = Some(now + ACK_TIMEOUT);
             if tcp.inbound && !tcp.established {
                 // Our SYN (or the ARP before it) went unanswered: again.
-                tcp.ack_due = Some(now + ACK_TIMEOUT);
                 let f = &self.flows[&flow];
                 if f.guest_mac == MacAddr([0; 6]) {
                     let ip = *f.key.guest.ip();
@@ -543,11 +628,7 @@ impl NatDevice {
                 }
                 continue;
             }
-            tcp.seq_to_tap = tcp.seq_ack_from_tap;
-            if tcp.fin_to_tap && !tcp.fin_acked {
-                tcp.fin_to_tap = false;
-            }
-            tcp.ack_due = Some(now + ACK_TIMEOUT);
+            tcp.go_back();
             out.push(Output::TcpRead { flow });
         }
     }
@@ -578,6 +659,7 @@ impl NatDevice {
         self.tcp_reply(&route, key, seq, ack, flags, data, None, out);
     }
 
+    /// A segment for `key` with a full checksum; `opts`: a SYN's MSS and window scale.
     #[allow(clippy::too_many_arguments)]
     fn tcp_reply(
         &mut self,
@@ -587,7 +669,7 @@ impl NatDevice {
         ack: u32,
         flags: u8,
         data: &[u8],
-        mss: Option<u16>,
+        opts: Option<(u16, Option<u8>)>,
         out: &mut Vec<Output>,
     ) {
         let window = self
@@ -595,7 +677,7 @@ impl NatDevice {
             .get(&key)
             .and_then(|id| self.flows.get(id))
             .and_then(|f| f.tcp.as_ref())
-            .map_or(WINDOW, |t| t.wnd_to_tap);
+            .map_or(u16::MAX, |t| t.window_field(flags & F::SYN != 0));
         let h = TcpHeader {
             src_port: key.remote.port(),
             dst_port: key.guest.port(),
@@ -603,7 +685,8 @@ impl NatDevice {
             ack,
             flags,
             window,
-            mss,
+            mss: opts.map(|(mss, _)| mss),
+            wscale: opts.and_then(|(_, ws)| ws),
         };
         let seg = wire::tcp_segment(route, &h, data);
         self.push_ip(route, wire::PROTO_TCP, &seg, out);

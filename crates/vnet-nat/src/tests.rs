@@ -365,7 +365,7 @@ proptest! {
             1 => udp_frame(GW, 1000, 53, &[0; 20]),
             2 => {
                 let r = to_nat(OUTSIDE);
-                let h = wire::TcpHeader { src_port: 1, dst_port: 2, seq: 3, ack: 4, flags: 0x12, window: 5, mss: Some(1400) };
+                let h = wire::TcpHeader { src_port: 1, dst_port: 2, seq: 3, ack: 4, flags: 0x12, window: 5, mss: Some(1400), wscale: Some(3) };
                 wire::ipv4_frame(&r, wire::PROTO_TCP, 1, &wire::tcp_segment(&r, &h, b"data"))
             }
             _ => echo_frame(OUTSIDE, 5, 5),
@@ -388,8 +388,24 @@ proptest! {
 mod tcp {
     use super::*;
     use crate::wire::{tcp_flags as F, TcpHeader, TcpSegment};
+    use crate::ReadWindow;
+    use vnet_core::wire::offload::{complete_checksum, Segmenter};
 
     const PORT: u16 = 45000;
+    /// The guest's window scale: its window of 65535 means this many bytes.
+    const GUEST_WSCALE: u8 = 2;
+    const GUEST_WINDOW: usize = 65535 << GUEST_WSCALE;
+
+    /// Socket data as the shell hands it over: peeked into a frame after the headers.
+    fn peeked(data: &[u8]) -> Vec<u8> {
+        let mut f = vec![0; wire::TCP_DATA_OFFSET];
+        f.extend_from_slice(data);
+        f
+    }
+
+    fn window(offset: usize, len: usize, chunk: usize) -> Option<ReadWindow> {
+        Some(ReadWindow { offset, len, chunk })
+    }
 
     fn tcp_frame(seq: u32, ack: u32, flags: u8, data: &[u8]) -> Vec<u8> {
         let r = to_nat(OUTSIDE);
@@ -401,17 +417,40 @@ mod tcp {
             flags,
             window: 65535,
             mss: (flags & F::SYN != 0).then_some(1460),
+            wscale: (flags & F::SYN != 0).then_some(GUEST_WSCALE),
         };
         wire::ipv4_frame(&r, wire::PROTO_TCP, 1, &wire::tcp_segment(&r, &h, data))
     }
 
-    /// The TCP segments among `out`, owned: (seq, ack, flags, payload).
+    /// The TCP segments among `out`, owned: (seq, ack, flags, payload). Super-frames
+    /// are cut and checksums completed as an offloading port would, so every segment's
+    /// checksum is verified.
     fn segments(out: &[Output]) -> Vec<(u32, u32, u8, Vec<u8>)> {
-        out.iter()
-            .filter(|o| matches!(o, Output::Frame(_)))
-            .map(|o| {
-                let ip = ip_of(o);
-                let t = TcpSegment::parse(&ip).expect("valid TCP");
+        let mut frames = Vec::new();
+        for o in out {
+            match o {
+                Output::Frame(f) => frames.push(f.clone()),
+                Output::TcpFrame { frame, offload } if offload.is_gso() => {
+                    let seg = Segmenter::new(frame, offload).expect("a valid super-frame");
+                    for i in 0..seg.count() {
+                        let mut f = vec![0; seg.segment_len(i)];
+                        seg.write(i, &mut f).expect("segment");
+                        frames.push(f);
+                    }
+                }
+                Output::TcpFrame { frame, offload } => {
+                    let mut f = frame.clone();
+                    complete_checksum(&mut f, offload).expect("checksum");
+                    frames.push(f);
+                }
+                _ => {}
+            }
+        }
+        frames
+            .into_iter()
+            .map(|f| {
+                let f = Output::Frame(f);
+                let t = TcpSegment::parse(&ip_of(&f)).expect("valid TCP");
                 (t.seq, t.ack, t.flags, t.payload.to_vec())
             })
             .collect()
@@ -483,10 +522,15 @@ mod tcp {
         let mut nat = NatDevice::new(c);
         let t = Instant::now();
         let (flow, isn) = established(&mut nat, t);
-        assert_eq!(nat.tcp_read_window(flow), Some((0, 65535)));
+        let chunk = wire::TCP_MAX_DATA / 100 * 100;
+        assert_eq!(nat.tcp_read_window(flow), window(0, GUEST_WINDOW, chunk));
         let mut out = Vec::new();
         let data: Vec<u8> = (0..250u32).map(|i| i as u8).collect();
-        nat.tcp_data(t, flow, &data, false, &mut out);
+        nat.tcp_data(t, flow, peeked(&data), false, &mut out);
+        let [Output::TcpFrame { offload, .. }] = &out[..] else {
+            panic!("one super-frame: {out:?}");
+        };
+        assert_eq!((offload.gso_size, offload.hdr_len), (100, 54));
         let segs = segments(&out);
         assert_eq!(segs.len(), 3);
         assert_eq!(
@@ -494,7 +538,12 @@ mod tcp {
             (isn + 1, isn + 101, isn + 201)
         );
         assert_eq!(segs[2].3.len(), 50);
-        assert_eq!(nat.tcp_read_window(flow), Some((250, 65535 - 250)));
+        let all: Vec<u8> = segs.iter().flat_map(|s| s.3.clone()).collect();
+        assert_eq!(all, data);
+        assert_eq!(
+            nat.tcp_read_window(flow),
+            window(250, GUEST_WINDOW - 250, chunk)
+        );
         out.clear();
         nat.receive(t, &tcp_frame(1001, isn + 201, F::ACK, b""), &mut out);
         assert!(
@@ -507,7 +556,93 @@ mod tcp {
         let at = nat.poll_at().unwrap();
         nat.poll(at, &mut out);
         assert!(out.contains(&Output::TcpRead { flow }));
-        assert_eq!(nat.tcp_read_window(flow), Some((0, 65535)));
+        assert_eq!(nat.tcp_read_window(flow), window(0, GUEST_WINDOW, chunk));
+    }
+
+    #[test]
+    fn window_scaling_is_negotiated_and_our_window_is_scaled() {
+        let mut nat = NatDevice::new(config());
+        let t = Instant::now();
+        let mut out = Vec::new();
+        nat.receive(t, &tcp_frame(1000, 0, F::SYN, b""), &mut out);
+        let Output::Open { flow, .. } = out[0] else {
+            panic!("{out:?}")
+        };
+        out.clear();
+        nat.tcp_connected(t, flow, &mut out);
+        let f = Output::Frame(match &out[0] {
+            Output::Frame(f) => f.clone(),
+            o => panic!("{o:?}"),
+        });
+        let synack = TcpSegment::parse(&ip_of(&f)).unwrap();
+        assert_eq!(synack.wscale, Some(crate::device::TCP_WINDOW_SCALE));
+        assert_eq!(synack.window, 65535, "SYN windows are never scaled");
+        let isn = synack.seq;
+        out.clear();
+        nat.receive(t, &tcp_frame(1001, isn + 1, F::ACK, b"abc"), &mut out);
+        nat.tcp_written(flow, 3, false, 100_000, &mut out);
+        let ack = out.iter().rev().find_map(|o| match o {
+            Output::Frame(f) => Some(f.clone()),
+            _ => None,
+        });
+        let ack = Output::Frame(ack.unwrap());
+        let ack = TcpSegment::parse(&ip_of(&ack)).unwrap();
+        assert_eq!((ack.ack, ack.window), (1004, (100_000 >> 5) as u16));
+    }
+
+    #[test]
+    fn three_duplicate_acks_send_again_from_the_last_ack() {
+        let mut nat = NatDevice::new(config());
+        let t = Instant::now();
+        let (flow, isn) = established(&mut nat, t);
+        let mut out = Vec::new();
+        nat.tcp_data(t, flow, peeked(&[7; 3000]), false, &mut out);
+        // The guest got the first 1460 bytes only, and says so three more times.
+        out.clear();
+        nat.receive(t, &tcp_frame(1001, isn + 1461, F::ACK, b""), &mut out);
+        assert!(out.contains(&Output::TcpConsume { flow, bytes: 1460 }));
+        assert_eq!(nat.tcp_read_window(flow).unwrap().offset, 1540);
+        for dup in 1..=3 {
+            out.clear();
+            nat.receive(t, &tcp_frame(1001, isn + 1461, F::ACK, b""), &mut out);
+            assert_eq!(
+                out.contains(&Output::TcpRead { flow }),
+                dup == 3,
+                "dup {dup}"
+            );
+        }
+        assert_eq!(nat.tcp_read_window(flow).unwrap().offset, 0, "gone back");
+        // The guest had the rest after all: an ACK beyond what was sent again counts.
+        nat.tcp_data(t, flow, peeked(&[7; 100]), false, &mut out);
+        out.clear();
+        nat.receive(t, &tcp_frame(1001, isn + 3001, F::ACK, b""), &mut out);
+        assert!(
+            out.contains(&Output::TcpConsume { flow, bytes: 1540 }),
+            "{out:?}"
+        );
+        assert_eq!(nat.tcp_read_window(flow).unwrap().offset, 0);
+    }
+
+    #[test]
+    fn an_offloaded_super_frame_is_one_write_without_a_checksum_check() {
+        let mut nat = NatDevice::new(config());
+        let t = Instant::now();
+        let (_, isn) = established(&mut nat, t);
+        let data = vec![9u8; 20_000];
+        let mut f = tcp_frame(1001, isn + 1, F::ACK, &data);
+        f[HEADER_LEN + 20 + 16] ^= 0xff; // a partial checksum is no checksum
+        let mut out = Vec::new();
+        nat.receive(t, &f, &mut out);
+        assert!(!out.iter().any(|o| matches!(o, Output::TcpWrite { .. })));
+        assert!(nat.receive_offloaded(t, &f, &mut out));
+        let writes: Vec<usize> = out
+            .iter()
+            .filter_map(|o| match o {
+                Output::TcpWrite { data, .. } => Some(data.len()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(writes, [20_000]);
     }
 
     #[test]
@@ -517,7 +652,7 @@ mod tcp {
         let (flow, isn) = established(&mut nat, t);
         let mut out = Vec::new();
         // The server closes: EOF on the socket becomes FIN.
-        nat.tcp_data(t, flow, b"", true, &mut out);
+        nat.tcp_data(t, flow, peeked(b""), true, &mut out);
         let segs = segments(&out);
         assert_eq!((segs[0].0, segs[0].2), (isn + 1, F::FIN | F::ACK));
         assert_eq!(nat.tcp_read_window(flow), None);
@@ -571,6 +706,7 @@ mod tcp {
             flags: F::SYN,
             window: 100,
             mss: None,
+            wscale: None,
         };
         let f = wire::ipv4_frame(&r, wire::PROTO_TCP, 1, &wire::tcp_segment(&r, &h, b""));
         let mut out = Vec::new();
@@ -593,6 +729,7 @@ fn dns_over_tcp_to_the_gateway_goes_to_the_upstream_and_big_answers_are_truncate
         flags: wire::tcp_flags::SYN,
         window: 1000,
         mss: None,
+        wscale: None,
     };
     let syn = wire::ipv4_frame(&r, wire::PROTO_TCP, 1, &wire::tcp_segment(&r, &h, b""));
     let mut out = Vec::new();
@@ -666,13 +803,23 @@ fn a_forwarded_connection_arps_for_the_guest_then_opens_to_it() {
         flags: F::SYN | F::ACK,
         window: 65535,
         mss: Some(1460),
+        wscale: None,
     };
     let synack = wire::ipv4_frame(&r, wire::PROTO_TCP, 1, &wire::tcp_segment(&r, &h, b""));
     nat.receive(t, &synack, &mut out);
     let ack = TcpSegment::parse(&ip_of(&out[0])).unwrap();
     assert_eq!((ack.flags, ack.ack), (F::ACK, 7001));
     assert!(out.contains(&Output::TcpRead { flow }));
-    assert_eq!(nat.tcp_read_window(flow), Some((0, 65535)));
+    let chunk = wire::TCP_MAX_DATA / 1460 * 1460;
+    assert_eq!(
+        nat.tcp_read_window(flow),
+        Some(crate::ReadWindow {
+            offset: 0,
+            len: 65535,
+            chunk
+        }),
+        "no window scaling: the guest's SYN-ACK did not offer it"
+    );
     // A refused forward (guest RST) ends the flow.
     out.clear();
     let flow2 = nat

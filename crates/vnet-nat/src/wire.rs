@@ -8,6 +8,7 @@
 use std::net::Ipv4Addr;
 
 use vnet_core::wire::ethernet::{write_header, EtherType, MacAddr, HEADER_LEN};
+use vnet_core::wire::offload::VirtioNetHdr;
 
 pub const IPV4_HEADER_LEN: usize = 20;
 pub const UDP_HEADER_LEN: usize = 8;
@@ -107,6 +108,10 @@ pub struct Ipv4Packet<'a> {
     /// The whole header, options included (quoted in ICMP errors).
     pub header: &'a [u8],
     pub payload: &'a [u8],
+    /// The transport checksum is not to be verified: the sender left it to offload (a
+    /// partial checksum from a local TAP, `VIRTIO_NET_HDR_F_NEEDS_CSUM`), as the kernel
+    /// trusts such packets. [`Ipv4Packet::parse`] leaves it off.
+    pub checksum_offloaded: bool,
 }
 
 /// Why an IPv4 packet was not taken.
@@ -142,6 +147,7 @@ impl<'a> Ipv4Packet<'a> {
             ttl: b[8],
             header: &b[..ihl],
             payload: &b[ihl..total],
+            checksum_offloaded: false,
         })
     }
 }
@@ -165,7 +171,8 @@ impl<'a> UdpDatagram<'a> {
             return None;
         }
         let b = &b[..len];
-        if be16(b, 6) != 0 && transport_checksum(ip.src, ip.dst, PROTO_UDP, b) != 0 {
+        let verify = be16(b, 6) != 0 && !ip.checksum_offloaded;
+        if verify && transport_checksum(ip.src, ip.dst, PROTO_UDP, b) != 0 {
             return None;
         }
         Some(UdpDatagram {
@@ -186,6 +193,12 @@ pub mod tcp_flags {
 }
 
 pub const TCP_HEADER_LEN: usize = 20;
+/// Where the data of a TCP frame the device builds starts (Ethernet, IPv4 and TCP
+/// headers, no options): shells read socket data straight to this offset and the
+/// device writes the headers in front ([`tcp_headers_in_place`]).
+pub const TCP_DATA_OFFSET: usize = HEADER_LEN + IPV4_HEADER_LEN + TCP_HEADER_LEN;
+/// The most TCP data one IPv4 packet (without options) carries.
+pub const TCP_MAX_DATA: usize = 65535 - IPV4_HEADER_LEN - TCP_HEADER_LEN;
 
 /// A TCP segment whose header and checksum are right.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -198,6 +211,8 @@ pub struct TcpSegment<'a> {
     pub window: u16,
     /// The MSS option, if the segment carries one (SYNs).
     pub mss: Option<u16>,
+    /// The window scale option (RFC 7323), if the segment carries one (SYNs).
+    pub wscale: Option<u8>,
     pub payload: &'a [u8],
 }
 
@@ -211,11 +226,11 @@ impl<'a> TcpSegment<'a> {
         if off < TCP_HEADER_LEN || off > b.len() {
             return None;
         }
-        if transport_checksum(ip.src, ip.dst, PROTO_TCP, b) != 0 {
+        if !ip.checksum_offloaded && transport_checksum(ip.src, ip.dst, PROTO_TCP, b) != 0 {
             return None;
         }
         let be32 = |at: usize| u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
-        let mut mss = None;
+        let (mut mss, mut wscale) = (None, None);
         let mut opts = &b[TCP_HEADER_LEN..off];
         while let Some((&kind, rest)) = opts.split_first() {
             match kind {
@@ -227,8 +242,10 @@ impl<'a> TcpSegment<'a> {
                     if len < 2 || len > opts.len() {
                         break;
                     }
-                    if kind == 2 && len == 4 {
-                        mss = Some(be16(opts, 2));
+                    match (kind, len) {
+                        (2, 4) => mss = Some(be16(opts, 2)),
+                        (3, 3) => wscale = Some(opts[2]),
+                        _ => {}
                     }
                     opts = &opts[len..];
                 }
@@ -242,6 +259,7 @@ impl<'a> TcpSegment<'a> {
             flags: b[13],
             window: be16(b, 14),
             mss,
+            wscale,
             payload: &b[off..],
         })
     }
@@ -256,29 +274,90 @@ pub struct TcpHeader {
     pub ack: u32,
     pub flags: u8,
     pub window: u16,
+    /// The MSS option (SYNs).
     pub mss: Option<u16>,
+    /// The window scale option (SYNs).
+    pub wscale: Option<u8>,
 }
 
-/// A TCP header (with the MSS option if asked) and `data`, checksummed for `route`.
-pub fn tcp_segment(route: &Route, h: &TcpHeader, data: &[u8]) -> Vec<u8> {
-    let opt_len = if h.mss.is_some() { 4 } else { 0 };
-    let mut t = Vec::with_capacity(TCP_HEADER_LEN + opt_len + data.len());
-    t.extend_from_slice(&h.src_port.to_be_bytes());
-    t.extend_from_slice(&h.dst_port.to_be_bytes());
-    t.extend_from_slice(&h.seq.to_be_bytes());
-    t.extend_from_slice(&h.ack.to_be_bytes());
-    t.push((((TCP_HEADER_LEN + opt_len) / 4) as u8) << 4);
-    t.push(h.flags);
-    t.extend_from_slice(&h.window.to_be_bytes());
-    t.extend_from_slice(&[0, 0, 0, 0]);
-    if let Some(mss) = h.mss {
-        t.extend_from_slice(&[2, 4]);
-        t.extend_from_slice(&mss.to_be_bytes());
+impl TcpHeader {
+    /// The header without its checksum, options included.
+    fn write(&self, t: &mut Vec<u8>) {
+        let opt_len = 4 * usize::from(self.mss.is_some()) + 4 * usize::from(self.wscale.is_some());
+        t.extend_from_slice(&self.src_port.to_be_bytes());
+        t.extend_from_slice(&self.dst_port.to_be_bytes());
+        t.extend_from_slice(&self.seq.to_be_bytes());
+        t.extend_from_slice(&self.ack.to_be_bytes());
+        t.push((((TCP_HEADER_LEN + opt_len) / 4) as u8) << 4);
+        t.push(self.flags);
+        t.extend_from_slice(&self.window.to_be_bytes());
+        t.extend_from_slice(&[0, 0, 0, 0]);
+        if let Some(mss) = self.mss {
+            t.extend_from_slice(&[2, 4]);
+            t.extend_from_slice(&mss.to_be_bytes());
+        }
+        if let Some(shift) = self.wscale {
+            t.extend_from_slice(&[1, 3, 3, shift]); // NOP, then kind 3 length 3
+        }
     }
+}
+
+/// A TCP header (with the options asked for) and `data`, checksummed for `route`.
+pub fn tcp_segment(route: &Route, h: &TcpHeader, data: &[u8]) -> Vec<u8> {
+    let mut t = Vec::with_capacity(TCP_HEADER_LEN + 8 + data.len());
+    h.write(&mut t);
     t.extend_from_slice(data);
     let sum = transport_checksum(route.src, route.dst, PROTO_TCP, &t);
     t[16..18].copy_from_slice(&sum.to_be_bytes());
     t
+}
+
+/// Writes the Ethernet, IPv4 and TCP headers (no options) of `frame`, whose data is
+/// already at [`TCP_DATA_OFFSET`], built for offloading: the TCP checksum field holds
+/// only the folded pseudo-header sum, to be completed over the segment (or each
+/// segment cut from it) by whoever delivers it. `frame` must be at least
+/// [`TCP_DATA_OFFSET`] and at most `TCP_DATA_OFFSET + TCP_MAX_DATA` bytes long.
+pub fn tcp_headers_in_place(frame: &mut [u8], route: &Route, h: &TcpHeader, ident: u16) {
+    debug_assert!(h.mss.is_none() && h.wscale.is_none(), "no options here");
+    let ip_len = frame.len() - HEADER_LEN;
+    let tcp_len = ip_len - IPV4_HEADER_LEN;
+    write_header(frame, route.dst_mac, route.src_mac, EtherType::IPV4);
+    let ip = &mut frame[HEADER_LEN..HEADER_LEN + IPV4_HEADER_LEN];
+    ip[..2].copy_from_slice(&[0x45, 0]);
+    ip[2..4].copy_from_slice(&(ip_len as u16).to_be_bytes());
+    ip[4..6].copy_from_slice(&ident.to_be_bytes());
+    ip[6..12].copy_from_slice(&[0, 0, 64, PROTO_TCP, 0, 0]);
+    ip[12..16].copy_from_slice(&route.src.octets());
+    ip[16..20].copy_from_slice(&route.dst.octets());
+    let sum = internet_checksum(&[ip]);
+    ip[10..12].copy_from_slice(&sum.to_be_bytes());
+    let mut t = Vec::with_capacity(TCP_HEADER_LEN);
+    h.write(&mut t);
+    let (src, dst, len) = (route.src.octets(), route.dst.octets(), tcp_len as u16);
+    let pseudo = internet_checksum(&[&src, &dst, &[0, PROTO_TCP], &len.to_be_bytes()]);
+    // internet_checksum is the complement of the folded sum: undo it.
+    t[16..18].copy_from_slice(&(!pseudo).to_be_bytes());
+    frame[HEADER_LEN + IPV4_HEADER_LEN..TCP_DATA_OFFSET].copy_from_slice(&t);
+}
+
+/// The offload metadata of a frame from [`tcp_headers_in_place`] carrying `len` bytes
+/// of data: complete the TCP checksum and, above `mss` bytes, cut into `mss`-byte
+/// segments.
+pub fn tcp_offload(len: usize, mss: usize) -> VirtioNetHdr {
+    let l4 = (HEADER_LEN + IPV4_HEADER_LEN) as u16;
+    let gso = len > mss;
+    VirtioNetHdr {
+        flags: VirtioNetHdr::F_NEEDS_CSUM,
+        gso_type: if gso {
+            VirtioNetHdr::GSO_TCPV4
+        } else {
+            VirtioNetHdr::GSO_NONE
+        },
+        hdr_len: TCP_DATA_OFFSET as u16,
+        gso_size: if gso { mss as u16 } else { 0 },
+        csum_start: l4,
+        csum_offset: 16,
+    }
 }
 
 /// An ICMP echo request or reply with a valid checksum.
@@ -449,7 +528,7 @@ mod tests {
     }
 
     #[test]
-    fn a_built_tcp_segment_parses_back_with_its_mss() {
+    fn a_built_tcp_segment_parses_back_with_its_options() {
         let r = route();
         let h = TcpHeader {
             src_port: 80,
@@ -459,12 +538,53 @@ mod tests {
             flags: tcp_flags::SYN | tcp_flags::ACK,
             window: 1000,
             mss: Some(1460),
+            wscale: Some(7),
         };
         let f = ipv4_frame(&r, PROTO_TCP, 1, &tcp_segment(&r, &h, b"x"));
         let ip = Ipv4Packet::parse(&f[HEADER_LEN..]).unwrap();
         let t = TcpSegment::parse(&ip).unwrap();
         assert_eq!((t.seq, t.ack, t.flags, t.window), (7, 9, 0x12, 1000));
-        assert_eq!((t.mss, t.payload), (Some(1460), &b"x"[..]));
+        assert_eq!(
+            (t.mss, t.wscale, t.payload),
+            (Some(1460), Some(7), &b"x"[..])
+        );
+        let h = TcpHeader { wscale: None, ..h };
+        let f = ipv4_frame(&r, PROTO_TCP, 1, &tcp_segment(&r, &h, b""));
+        let t = TcpSegment::parse(&Ipv4Packet::parse(&f[HEADER_LEN..]).unwrap()).unwrap();
+        assert_eq!((t.mss, t.wscale), (Some(1460), None));
+    }
+
+    #[test]
+    fn a_frame_built_in_place_verifies_once_its_partial_checksum_is_completed() {
+        use vnet_core::wire::offload::complete_checksum;
+        let r = route();
+        let h = TcpHeader {
+            src_port: 80,
+            dst_port: 40000,
+            seq: 7,
+            ack: 9,
+            flags: tcp_flags::ACK,
+            window: 1000,
+            mss: None,
+            wscale: None,
+        };
+        let data: Vec<u8> = (0..3001u32).map(|i| (i * 7) as u8).collect();
+        let mut f = vec![0; TCP_DATA_OFFSET];
+        f.extend_from_slice(&data);
+        tcp_headers_in_place(&mut f, &r, &h, 5);
+        let ip = Ipv4Packet::parse(&f[HEADER_LEN..]).unwrap();
+        assert!(
+            TcpSegment::parse(&ip).is_none(),
+            "only the pseudo-header sum so far"
+        );
+        let trusted = Ipv4Packet {
+            checksum_offloaded: true,
+            ..ip
+        };
+        assert_eq!(TcpSegment::parse(&trusted).unwrap().payload, &data[..]);
+        complete_checksum(&mut f, &tcp_offload(data.len(), 4000)).unwrap();
+        let t = TcpSegment::parse(&Ipv4Packet::parse(&f[HEADER_LEN..]).unwrap()).unwrap();
+        assert_eq!((t.seq, t.ack, t.window, t.payload), (7, 9, 1000, &data[..]));
     }
 
     #[test]

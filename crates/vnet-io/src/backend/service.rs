@@ -19,19 +19,44 @@ use std::time::Instant;
 
 use vnet_control::PortKind;
 use vnet_core::switch::DropCause;
+use vnet_core::wire::offload::VirtioNetHdr;
 
 use super::{Backend, Received, Sent};
 use crate::frame::FrameBuf;
+
+/// A frame a service sends into its vnet.
+#[derive(Debug)]
+pub struct Outgoing {
+    pub frame: Vec<u8>,
+    /// Offload work left undone (a partial checksum, a GSO super-frame); only services
+    /// that declare [`Service::offloads`] leave any.
+    pub offload: VirtioNetHdr,
+}
+
+impl From<Vec<u8>> for Outgoing {
+    fn from(frame: Vec<u8>) -> Self {
+        Outgoing {
+            frame,
+            offload: VirtioNetHdr::default(),
+        }
+    }
+}
 
 /// The sans-I/O side of a service, as the data plane drives it.
 pub trait Service {
     /// For `vnet port ls`, e.g. "dhcp 192.168.101.254".
     fn description(&self) -> String;
-    /// One frame delivered to the service's port; replies are pushed onto `out`.
-    /// `false` means the frame was addressed to the service but malformed.
-    fn receive(&mut self, frame: &[u8], out: &mut Vec<Vec<u8>>) -> bool;
+    /// Whether the service takes and makes frames with offload metadata (as
+    /// [`Backend::offloads`]); others see only plain, fully checksummed frames.
+    fn offloads(&self) -> bool {
+        false
+    }
+    /// One frame delivered to the service's port, with its offload metadata (all
+    /// zeros unless the service [`offloads`](Service::offloads)); replies are pushed
+    /// onto `out`. `false` means the frame was addressed to the service but malformed.
+    fn receive(&mut self, frame: &[u8], offload: &VirtioNetHdr, out: &mut Vec<Outgoing>) -> bool;
     /// Runs timers that are due; output is pushed onto `out`.
-    fn poll(&mut self, now: Instant, out: &mut Vec<Vec<u8>>);
+    fn poll(&mut self, now: Instant, out: &mut Vec<Outgoing>);
     /// When `poll` next has work, if ever.
     fn deadline(&self) -> Option<Instant>;
     /// An fd for the data plane to watch (edge-triggered), owned by the service and
@@ -43,7 +68,7 @@ pub trait Service {
     /// frames onto `out`. Pushing nothing means nothing is left to read, so the
     /// service must keep track of sockets it did not drain and finish them on later
     /// calls.
-    fn readable(&mut self, _now: Instant, _out: &mut Vec<Vec<u8>>) {}
+    fn readable(&mut self, _now: Instant, _out: &mut Vec<Outgoing>) {}
 }
 
 /// The fd a service asks the data plane to watch.
@@ -74,19 +99,22 @@ impl mio::event::Source for WatchedFd {
 /// A port whose client is a [`Service`], shared with the control plane's commands.
 pub struct ServicePort<S: Service> {
     service: Rc<RefCell<S>>,
-    outbox: VecDeque<Vec<u8>>,
-    scratch: Vec<Vec<u8>>,
+    outbox: VecDeque<Outgoing>,
+    scratch: Vec<Outgoing>,
     watched: Option<WatchedFd>,
+    offloads: bool,
 }
 
 impl<S: Service> ServicePort<S> {
     pub fn new(service: Rc<RefCell<S>>) -> Self {
         let watched = service.borrow().watch_fd().map(WatchedFd);
+        let offloads = service.borrow().offloads();
         ServicePort {
             service,
             outbox: VecDeque::new(),
             scratch: Vec::new(),
             watched,
+            offloads,
         }
     }
 
@@ -104,6 +132,10 @@ impl<S: Service> Backend for ServicePort<S> {
         self.service.borrow().description()
     }
 
+    fn offloads(&self) -> bool {
+        self.offloads
+    }
+
     fn source(&mut self) -> Option<&mut dyn mio::event::Source> {
         self.watched
             .as_mut()
@@ -118,23 +150,24 @@ impl<S: Service> Backend for ServicePort<S> {
             self.collect();
         }
         match self.outbox.pop_front() {
-            Some(frame) if frame.len() <= buf.recv_space().len() => {
-                buf.fill(&frame);
+            Some(out) if out.frame.len() <= buf.recv_space().len() => {
+                buf.fill(&out.frame);
+                buf.offload = out.offload;
                 Received::Frame
             }
-            Some(frame) => Received::Dropped(
+            Some(out) => Received::Dropped(
                 DropCause::Oversize,
-                format!("service produced a {}-byte frame", frame.len()),
+                format!("service produced a {}-byte frame", out.frame.len()),
             ),
             None => Received::WouldBlock,
         }
     }
 
     fn send(&mut self, frame: &FrameBuf) -> Sent {
-        let accepted = self
-            .service
-            .borrow_mut()
-            .receive(frame.frame(), &mut self.scratch);
+        let accepted =
+            self.service
+                .borrow_mut()
+                .receive(frame.frame(), &frame.offload, &mut self.scratch);
         self.collect();
         if accepted {
             Sent::Done

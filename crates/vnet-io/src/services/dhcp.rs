@@ -7,10 +7,11 @@ use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
 use vnet_control::{NetworkSpec, Reservation};
+use vnet_core::wire::offload::VirtioNetHdr;
 use vnet_core::wire::MacAddr;
 use vnet_dhcp::{DhcpConfig, DhcpServer, LeaseDb, Timestamp};
 
-use crate::backend::service::Service;
+use crate::backend::service::{Outgoing, Service};
 
 pub struct DhcpService {
     net: String,
@@ -203,15 +204,21 @@ impl Service for DhcpService {
         )
     }
 
-    fn receive(&mut self, frame: &[u8], out: &mut Vec<Vec<u8>>) -> bool {
+    fn receive(&mut self, frame: &[u8], _: &VirtioNetHdr, out: &mut Vec<Outgoing>) -> bool {
         let malformed = self.server.counters().malformed;
-        out.extend(self.server.receive(Timestamp::now(), frame));
+        let replies = self.server.receive(Timestamp::now(), frame);
+        out.extend(replies.into_iter().map(Outgoing::from));
         self.persist();
         self.server.counters().malformed == malformed
     }
 
-    fn poll(&mut self, _now: Instant, out: &mut Vec<Vec<u8>>) {
-        out.extend(self.server.poll(Timestamp::now()));
+    fn poll(&mut self, _now: Instant, out: &mut Vec<Outgoing>) {
+        out.extend(
+            self.server
+                .poll(Timestamp::now())
+                .into_iter()
+                .map(Outgoing::from),
+        );
         self.persist();
     }
 

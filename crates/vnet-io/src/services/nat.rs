@@ -11,27 +11,32 @@
 //! The start-up log says which.
 //!
 //! TCP flows are non-blocking `connect()`s; their data stays in the socket until the
-//! guest ACKs it (peeked with `MSG_PEEK`, consumed on ACK), as `vnet_nat`'s `tcp`
-//! module explains.
+//! guest ACKs it (peeked with `MSG_PEEK` from `SO_PEEK_OFF` straight into the frames
+//! the device completes, discarded with `MSG_TRUNC` on ACK), as `vnet_nat`'s `tcp`
+//! module explains. The port takes and makes offload frames: a guest's TSO super-frame
+//! is one write to the socket, and socket data leaves as super-frames of up to 64 KiB
+//! that the guest's TAP (or the switch, for ports without offloads) cuts into segments.
 
-use std::collections::HashMap;
-use std::io::{self, ErrorKind, Read, Write};
+use std::collections::{HashMap, VecDeque};
+use std::io::{self, ErrorKind, Write};
 use std::net::{Ipv4Addr, Shutdown, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 use nix::sys::socket::{
-    connect, socket, AddressFamily, SockFlag, SockProtocol, SockType, SockaddrIn,
+    connect, recv, socket, AddressFamily, MsgFlags, SockFlag, SockProtocol, SockType, SockaddrIn,
 };
 use tracing::{debug, info, warn};
 use vnet_control::{ForwardSpec, NetworkSpec};
+use vnet_core::wire::offload::{Segmenter, VirtioNetHdr};
 use vnet_core::wire::MacAddr;
-use vnet_nat::wire::{IcmpEcho, Ipv4Packet};
+use vnet_nat::wire::{IcmpEcho, Ipv4Packet, TCP_DATA_OFFSET};
 use vnet_nat::{FlowId, NatConfig, NatDevice, Output, Proto, SocketError, TCP_WINDOW};
 
-use crate::backend::service::Service;
+use crate::backend::service::{Outgoing, Service};
+use crate::sys::sockopt::set_peek_offset;
 
 /// The DNS socket's token; flows use their id (from 1).
 const DNS: Token = Token(0);
@@ -79,20 +84,44 @@ struct TcpSock {
     connected: bool,
     /// Guest data the device ACKed that the socket has not taken (at most
     /// [`TCP_WINDOW`] bytes: the device advertises the room left).
-    pending: Vec<u8>,
+    pending: VecDeque<u8>,
     /// The guest's FIN arrived: shut the write side once `pending` is written.
     shutdown_pending: bool,
 }
 
 impl TcpSock {
-    fn room(&self) -> u16 {
-        TCP_WINDOW.saturating_sub(u16::try_from(self.pending.len()).unwrap_or(u16::MAX))
+    fn new(stream: TcpStream, connected: bool) -> Self {
+        TcpSock {
+            stream,
+            connected,
+            pending: VecDeque::new(),
+            shutdown_pending: false,
+        }
+    }
+
+    fn room(&self) -> u32 {
+        TCP_WINDOW.saturating_sub(u32::try_from(self.pending.len()).unwrap_or(u32::MAX))
+    }
+
+    /// Writes `data` (the socket first, `pending` for what it does not take now).
+    fn take(&mut self, mut data: &[u8]) -> io::Result<()> {
+        while self.pending.is_empty() && !data.is_empty() {
+            match self.stream.write(data) {
+                Ok(0) => break,
+                Ok(n) => data = &data[n..],
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.pending.extend(data);
+        self.flush()
     }
 
     /// Writes as much of `pending` as the socket takes; `Err` on a broken socket.
     fn flush(&mut self) -> io::Result<()> {
         while !self.pending.is_empty() {
-            match self.stream.write(&self.pending) {
+            match self.stream.write(self.pending.as_slices().0) {
                 Ok(0) => break,
                 Ok(n) => {
                     self.pending.drain(..n);
@@ -133,6 +162,9 @@ pub struct NatService {
     listeners: Vec<Option<Forward>>,
     actions: Vec<Output>,
     buf: Vec<u8>,
+    /// The kernel takes `SO_PEEK_OFF` on TCP sockets (Linux 6.9); without it, peeks
+    /// start at the queue's head and the bytes in flight are skipped in `buf`.
+    peek_offset: bool,
 }
 
 /// The NAT device's MAC: locally administered, stable per vnet name, distinct from the
@@ -274,6 +306,7 @@ impl NatService {
             listeners: Vec::new(),
             actions: Vec::new(),
             buf: vec![0; 2 * 65536 + 1],
+            peek_offset: true,
         };
         for f in spec.nat.iter().flat_map(|n| &n.forward) {
             service.add_forward(f).map_err(|e| e.to_string())?;
@@ -337,15 +370,29 @@ impl NatService {
         &self.device
     }
 
+    /// Cuts a super-frame the device cannot take whole into checksummed segments and
+    /// hands over each. `false`: the frame's offload metadata does not fit it.
+    fn receive_segments(&mut self, now: Instant, frame: &[u8], offload: &VirtioNetHdr) -> bool {
+        let Ok(seg) = Segmenter::new(frame, offload) else {
+            return false;
+        };
+        let mut one = vec![0; seg.max_segment_len()];
+        (0..seg.count()).all(|i| match seg.write(i, &mut one) {
+            Ok(n) => self.device.receive(now, &one[..n], &mut self.actions),
+            Err(_) => false,
+        })
+    }
+
     /// Carries out the device's outputs; frames go to `out`.
-    fn execute(&mut self, out: &mut Vec<Vec<u8>>) {
+    fn execute(&mut self, out: &mut Vec<Outgoing>) {
         let mut i = 0;
         while i < self.actions.len() {
             let action = std::mem::replace(&mut self.actions[i], Output::Close { flow: FlowId(0) });
             i += 1;
             let mut more = Vec::new();
             match action {
-                Output::Frame(f) => out.push(f),
+                Output::Frame(f) => out.push(f.into()),
+                Output::TcpFrame { frame, offload } => out.push(Outgoing { frame, offload }),
                 Output::Open { flow, proto, to } => {
                     if let Err(e) = self.open(flow, proto, to) {
                         debug!(
@@ -397,12 +444,7 @@ impl NatService {
                     Ok(()) | Err(nix::errno::Errno::EINPROGRESS) => {}
                     Err(e) => return Err(e.into()),
                 }
-                FlowSocket::Stream(TcpSock {
-                    stream: TcpStream::from(fd),
-                    connected: false,
-                    pending: Vec::new(),
-                    shutdown_pending: false,
-                })
+                FlowSocket::Stream(TcpSock::new(TcpStream::from(fd), false))
             }
         };
         let interest = match s {
@@ -458,7 +500,8 @@ impl NatService {
         self.actions.extend(more);
     }
 
-    /// Peeks the socket past the bytes in flight, up to the guest's window.
+    /// Peeks the socket past the bytes in flight, up to the guest's window, in frames
+    /// of at most one [`vnet_nat::ReadWindow::chunk`].
     fn tcp_pump(&mut self, now: Instant, flow: FlowId, more: &mut Vec<Output>) {
         let Some(FlowSocket::Stream(s)) = self.flows.get(&flow) else {
             return;
@@ -466,23 +509,55 @@ impl NatService {
         if !s.connected {
             return;
         }
-        let Some((offset, max)) = self.device.tcp_read_window(flow) else {
-            return;
-        };
-        let want = (offset + max.max(1)).min(self.buf.len());
-        match s.stream.peek(&mut self.buf[..want]) {
-            Ok(0) => self.device.tcp_data(now, flow, &[], true, more),
-            Ok(n) => {
-                let end = n.min(offset + max);
-                if end > offset {
-                    self.device
-                        .tcp_data(now, flow, &self.buf[offset..end], false, more);
+        while let Some(w) = self.device.tcp_read_window(flow) {
+            // A closed window still peeks a byte: EOF must be seen.
+            let want = w.len.min(w.chunk).max(1);
+            let mut frame = vec![0; TCP_DATA_OFFSET + want];
+            let peeked = if self.peek_offset {
+                match set_peek_offset(s.stream.as_fd(), w.offset) {
+                    Ok(()) => s.stream.peek(&mut frame[TCP_DATA_OFFSET..]),
+                    Err(e) => {
+                        info!(
+                            net = self.net,
+                            "NAT: no SO_PEEK_OFF on TCP sockets ({e}): unacknowledged \
+                             data is peeked again, and at most {} bytes are in flight",
+                            self.buf.len() / 2
+                        );
+                        self.peek_offset = false;
+                        continue;
+                    }
                 }
-            }
-            Err(e) if e.kind() == ErrorKind::WouldBlock => {}
-            Err(e) => {
-                debug!(net = self.net, "NAT: TCP flow {}: {e}", flow.0);
-                self.device.socket_error(flow, SocketError::Refused, more);
+            } else {
+                peek_skipping(
+                    &s.stream,
+                    w.offset,
+                    &mut frame[TCP_DATA_OFFSET..],
+                    &mut self.buf,
+                )
+            };
+            match peeked {
+                Ok(0) => {
+                    frame.truncate(TCP_DATA_OFFSET);
+                    self.device.tcp_data(now, flow, frame, true, more);
+                    return;
+                }
+                Ok(n) => {
+                    let n = n.min(w.len);
+                    if n == 0 {
+                        return;
+                    }
+                    frame.truncate(TCP_DATA_OFFSET + n);
+                    self.device.tcp_data(now, flow, frame, false, more);
+                    if n < want {
+                        return;
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e) => {
+                    debug!(net = self.net, "NAT: TCP flow {}: {e}", flow.0);
+                    self.device.socket_error(flow, SocketError::Refused, more);
+                    return;
+                }
             }
         }
     }
@@ -496,13 +571,12 @@ impl NatService {
         if !s.connected {
             return;
         }
-        let taken = data.len().min(usize::from(s.room()));
-        s.pending.extend_from_slice(&data[..taken]);
+        let taken = data.len().min(s.room() as usize);
         let fin_done = fin && taken == data.len();
         if fin_done {
             s.shutdown_pending = true;
         }
-        if let Err(e) = s.flush() {
+        if let Err(e) = s.take(&data[..taken]) {
             debug!(net = self.net, "NAT: TCP write on flow {}: {e}", flow.0);
             self.device.socket_error(flow, SocketError::Refused, more);
             return;
@@ -511,17 +585,22 @@ impl NatService {
         self.device.tcp_written(flow, taken, fin_done, room, more);
     }
 
-    /// Drops bytes the guest acknowledged from the socket's receive queue.
+    /// Drops bytes the guest acknowledged from the socket's receive queue (`MSG_TRUNC`:
+    /// the kernel discards them without copying).
     fn tcp_consume(&mut self, flow: FlowId, mut bytes: usize, more: &mut Vec<Output>) {
         let Some(FlowSocket::Stream(s)) = self.flows.get_mut(&flow) else {
             return;
         };
         while bytes > 0 {
             let n = bytes.min(self.buf.len());
-            match s.stream.read(&mut self.buf[..n]) {
+            match recv(
+                s.stream.as_raw_fd(),
+                &mut self.buf[..n],
+                MsgFlags::MSG_TRUNC,
+            ) {
                 Ok(0) => break,
-                Ok(got) => bytes -= got,
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Ok(got) => bytes -= got.min(bytes),
+                Err(nix::errno::Errno::EINTR) => {}
                 Err(e) => {
                     debug!(net = self.net, "NAT: TCP flow {}: {e}", flow.0);
                     self.device.socket_error(flow, SocketError::Refused, more);
@@ -598,15 +677,8 @@ impl NatService {
                 net = self.net,
                 "NAT: forward to {guest}: {peer} is flow {}", flow.0
             );
-            self.flows.insert(
-                flow,
-                FlowSocket::Stream(TcpSock {
-                    stream,
-                    connected: true,
-                    pending: Vec::new(),
-                    shutdown_pending: false,
-                }),
-            );
+            self.flows
+                .insert(flow, FlowSocket::Stream(TcpSock::new(stream, true)));
         }
     }
 
@@ -715,6 +787,29 @@ impl std::fmt::Display for ForwardError {
     }
 }
 
+/// Peeks from the head of the queue into `scratch` and copies what lies beyond the
+/// first `offset` bytes into `dst` (for kernels without `SO_PEEK_OFF`): the bytes in
+/// flight are bounded by `scratch`. `Ok(0)` only at EOF; `WouldBlock` when nothing new.
+fn peek_skipping(
+    stream: &TcpStream,
+    offset: usize,
+    dst: &mut [u8],
+    scratch: &mut [u8],
+) -> io::Result<usize> {
+    let end = (offset + dst.len()).min(scratch.len());
+    if end <= offset {
+        return Err(ErrorKind::WouldBlock.into());
+    }
+    match stream.peek(&mut scratch[..end])? {
+        0 => Ok(0),
+        n if n <= offset => Err(ErrorKind::WouldBlock.into()),
+        n => {
+            dst[..n - offset].copy_from_slice(&scratch[offset..n]);
+            Ok(n - offset)
+        }
+    }
+}
+
 /// Maps a socket error to what the guest should hear, if anything.
 fn socket_error(e: &io::Error) -> Option<SocketError> {
     match e.raw_os_error() {
@@ -746,15 +841,26 @@ impl Service for NatService {
         )
     }
 
-    fn receive(&mut self, frame: &[u8], out: &mut Vec<Vec<u8>>) -> bool {
-        let ok = self
-            .device
-            .receive(Instant::now(), frame, &mut self.actions);
+    fn offloads(&self) -> bool {
+        true
+    }
+
+    fn receive(&mut self, frame: &[u8], offload: &VirtioNetHdr, out: &mut Vec<Outgoing>) -> bool {
+        let now = Instant::now();
+        let ok = if offload.is_gso() && offload.gso_kind() != VirtioNetHdr::GSO_TCPV4 {
+            // Only a TCP super-frame is one socket write; others (UDP GSO) are cut here.
+            self.receive_segments(now, frame, offload)
+        } else if *offload == VirtioNetHdr::default() {
+            self.device.receive(now, frame, &mut self.actions)
+        } else {
+            // A partial or already verified checksum: the kernel's own promise.
+            self.device.receive_offloaded(now, frame, &mut self.actions)
+        };
         self.execute(out);
         ok
     }
 
-    fn poll(&mut self, now: Instant, out: &mut Vec<Vec<u8>>) {
+    fn poll(&mut self, now: Instant, out: &mut Vec<Outgoing>) {
         self.device.poll(now, &mut self.actions);
         self.execute(out);
     }
@@ -767,7 +873,7 @@ impl Service for NatService {
         Some(self.poll.as_raw_fd())
     }
 
-    fn readable(&mut self, now: Instant, out: &mut Vec<Vec<u8>>) {
+    fn readable(&mut self, now: Instant, out: &mut Vec<Outgoing>) {
         loop {
             if self.ready.is_empty() {
                 if let Err(e) = self.poll.poll(&mut self.events, Some(Duration::ZERO)) {

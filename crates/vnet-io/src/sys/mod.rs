@@ -5,4 +5,5 @@ pub mod netif;
 pub mod packet;
 pub mod peer;
 pub mod seqpacket;
+pub mod sockopt;
 pub mod tap;
