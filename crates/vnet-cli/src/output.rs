@@ -4,8 +4,8 @@
 
 use comfy_table::{presets, Cell, CellAlignment, Table};
 use vnet_control::{
-    Counters, DhcpSpec, Lease, MacAddr, MacEntry, NetworkInfo, PortInfo, Reservation, UplinkMode,
-    VlanMode,
+    Counters, DhcpSpec, Lease, MacAddr, MacEntry, NatInfo, NetworkInfo, PortInfo, Reservation,
+    UplinkMode, VlanMode,
 };
 
 /// A table with a header row, columns separated by two spaces.
@@ -101,12 +101,42 @@ pub fn network_details(n: &NetworkInfo) -> String {
         };
         rows.push(("uplink", text));
     }
+    if let Some(nat) = &n.nat {
+        rows.push(("nat", nat_summary(nat)));
+    }
+    let nat_counters = n.nat.as_ref().map(nat_counter_rows).unwrap_or_default();
+    rows.extend(nat_counters.iter().map(|(k, v)| (k.as_str(), v.clone())));
     rows.extend([
         ("stream socket", n.sockets.stream.display().to_string()),
         ("dgram socket", n.sockets.dgram.display().to_string()),
         ("api socket", n.sockets.api.display().to_string()),
     ]);
     details(rows)
+}
+
+/// `192.168.8.2, dns via 127.0.0.53:53, 3 flows`.
+fn nat_summary(nat: &NatInfo) -> String {
+    let dns = if nat.dns_upstreams.is_empty() {
+        "dns off".to_string()
+    } else {
+        let upstreams: Vec<String> = nat.dns_upstreams.iter().map(ToString::to_string).collect();
+        format!("dns via {}", upstreams.join(" "))
+    };
+    let flows = match nat.flows {
+        1 => "1 flow".to_string(),
+        n => format!("{n} flows"),
+    };
+    format!("{}, {dns}, {flows}", nat.gateway)
+}
+
+/// The counters that moved, indented under the `nat` row (like a port's drops).
+fn nat_counter_rows(nat: &NatInfo) -> Vec<(String, String)> {
+    nat.counters
+        .fields()
+        .into_iter()
+        .filter(|(_, _, n)| *n > 0)
+        .map(|(name, _, n)| (format!("  {name}"), n.to_string()))
+        .collect()
 }
 
 /// `on, 192.168.1.128-192.168.1.253, leases of 30m, 2 reservations`.
@@ -426,6 +456,7 @@ mod tests {
             host_adapter: None,
             dhcp: None,
             uplink: None,
+            nat: None,
         }
     }
 
@@ -642,6 +673,37 @@ VLAN  MAC                PORT  AGE  TYPE
         assert!(network_details(&off).contains(
             "dhcp           off, 192.168.101.128-192.168.101.253, leases of 1d, 1 reservation\n"
         ));
+    }
+
+    #[test]
+    fn network_details_show_the_nat_device_and_the_counters_that_moved() {
+        let mut n = vmnet1();
+        n.nat = Some(NatInfo {
+            gateway: "192.168.108.2".parse().unwrap(),
+            dns_upstreams: vec!["127.0.0.53:53".parse().unwrap()],
+            flows: 1,
+            counters: vnet_control::NatCounters {
+                dns_queries: 7,
+                dns_local: 2,
+                ..Default::default()
+            },
+        });
+        let text = network_details(&n);
+        for line in [
+            "nat            192.168.108.2, dns via 127.0.0.53:53, 1 flow",
+            "  dns_queries  7",
+            "  dns_local    2",
+        ] {
+            assert!(
+                text.contains(&format!("{line}\n")),
+                "{line:?} not in\n{text}"
+            );
+        }
+        assert!(!text.contains("arp_replies"), "{text}");
+        let nat = n.nat.as_mut().unwrap();
+        nat.dns_upstreams.clear();
+        nat.flows = 0;
+        assert!(network_details(&n).contains("nat            192.168.108.2, dns off, 0 flows\n"));
     }
 
     #[test]

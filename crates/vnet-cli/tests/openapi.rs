@@ -321,6 +321,7 @@ fn sample_network() -> NetworkInfo {
         host_adapter: None,
         dhcp: None,
         uplink: None,
+        nat: None,
     }
 }
 
@@ -404,6 +405,21 @@ fn what_the_types_serialize_matches_the_documented_schemas() {
                 vlan: Some(10),
                 mode: UplinkMode::Access,
                 vlans: Vec::new(),
+            }),
+            ..sample_network()
+        },
+    );
+    checker.check_named(
+        "NetworkInfo",
+        &NetworkInfo {
+            nat: Some(vnet_control::NatInfo {
+                gateway: "192.168.108.2".parse().unwrap(),
+                dns_upstreams: vec!["127.0.0.53:53".parse().unwrap()],
+                flows: 2,
+                counters: vnet_control::NatCounters {
+                    dns_local: 1,
+                    ..Default::default()
+                },
             }),
             ..sample_network()
         },

@@ -605,6 +605,7 @@ mod tests {
             host_adapter: None,
             dhcp: None,
             uplink: None,
+            nat: None,
         }
     }
 

@@ -345,6 +345,139 @@ pub struct NetworkInfo {
     /// the one of kind `uplink`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uplink: Option<UplinkSpec>,
+    /// The NAT device as it runs, with its counters; absent without NAT.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nat: Option<NatInfo>,
+}
+
+/// A running NAT device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NatInfo {
+    /// The device's address: the guests' router and DNS server.
+    pub gateway: Ipv4Addr,
+    /// The resolvers its DNS forwards to (the configured ones, else the host's);
+    /// empty: DNS is off.
+    pub dns_upstreams: Vec<SocketAddrV4>,
+    /// Flows (host sockets) open now.
+    pub flows: usize,
+    pub counters: NatCounters,
+}
+
+/// What a NAT device has done since the vnet started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NatCounters {
+    /// ARP requests for the gateway answered.
+    pub arp_replies: u64,
+    /// Pings to the gateway answered.
+    pub echo_local: u64,
+    /// Datagrams sent out through flow sockets.
+    pub to_host: u64,
+    /// Datagrams from flow sockets delivered to guests.
+    pub from_host: u64,
+    /// DNS queries to the gateway.
+    pub dns_queries: u64,
+    /// Upstream answers relayed to guests.
+    pub dns_answers: u64,
+    /// Queries about the vnet's DHCP names, answered by the device itself.
+    pub dns_local: u64,
+    /// Queries no upstream answered in time (the guest got SERVFAIL).
+    pub dns_failures: u64,
+    /// Answers too big for the vnet's MTU, sent truncated (TC) instead.
+    pub dns_truncated: u64,
+    pub flows_opened: u64,
+    pub flows_closed: u64,
+    /// Guests told "unreachable" (ICMP, or RST for TCP).
+    pub unreachable: u64,
+    /// Well-formed frames not translated (other subnets, broadcasts, fragments, limits).
+    pub ignored: u64,
+    /// Broken frames addressed to the device.
+    pub malformed: u64,
+    /// Answers dropped for being larger than the vnet's MTU.
+    pub oversize: u64,
+}
+
+impl NatCounters {
+    /// Every counter with its name and meaning, in declaration order: one list for the
+    /// CLI and `/metrics`, so neither forgets one.
+    pub fn fields(&self) -> [(&'static str, &'static str, u64); 15] {
+        [
+            (
+                "arp_replies",
+                "ARP requests for the gateway answered.",
+                self.arp_replies,
+            ),
+            (
+                "echo_local",
+                "Pings to the gateway answered.",
+                self.echo_local,
+            ),
+            (
+                "to_host",
+                "Datagrams sent out through flow sockets.",
+                self.to_host,
+            ),
+            (
+                "from_host",
+                "Datagrams from flow sockets delivered to guests.",
+                self.from_host,
+            ),
+            (
+                "dns_queries",
+                "DNS queries to the gateway.",
+                self.dns_queries,
+            ),
+            (
+                "dns_answers",
+                "Upstream DNS answers relayed to guests.",
+                self.dns_answers,
+            ),
+            (
+                "dns_local",
+                "DNS queries about the vnet's DHCP names, answered locally.",
+                self.dns_local,
+            ),
+            (
+                "dns_failures",
+                "DNS queries no upstream answered in time (SERVFAIL).",
+                self.dns_failures,
+            ),
+            (
+                "dns_truncated",
+                "DNS answers too big for the MTU, sent truncated.",
+                self.dns_truncated,
+            ),
+            (
+                "flows_opened",
+                "Flows (host sockets) opened.",
+                self.flows_opened,
+            ),
+            (
+                "flows_closed",
+                "Flows (host sockets) closed.",
+                self.flows_closed,
+            ),
+            (
+                "unreachable",
+                "Guests told \"unreachable\" (ICMP, or RST for TCP).",
+                self.unreachable,
+            ),
+            (
+                "ignored",
+                "Well-formed frames not translated.",
+                self.ignored,
+            ),
+            (
+                "malformed",
+                "Broken frames addressed to the device.",
+                self.malformed,
+            ),
+            (
+                "oversize",
+                "Answers dropped for exceeding the vnet's MTU.",
+                self.oversize,
+            ),
+        ]
+    }
 }
 
 /// A running host adapter.

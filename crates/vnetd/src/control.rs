@@ -235,7 +235,7 @@ type Series = (
     fn(&vnet_control::Counters) -> u64,
 );
 
-/// Per-port counters in the Prometheus text format.
+/// Per-port and per-NAT-device counters in the Prometheus text format.
 async fn metrics(State(h): State<Handle>) -> Result<impl IntoResponse> {
     let mut out = String::new();
     let mut rows = Vec::new();
@@ -302,6 +302,29 @@ async fn metrics(State(h): State<Handle>) -> Result<impl IntoResponse> {
     );
     for (net, _) in &rows {
         let _ = writeln!(out, "vnet_macs{{net=\"{}\"}} {}", net.name, net.macs);
+    }
+    let nats: Vec<_> = rows
+        .iter()
+        .filter_map(|(net, _)| Some((&net.name, net.nat.as_ref()?)))
+        .map(|(net, nat)| (net, nat.flows, nat.counters.fields()))
+        .collect();
+    let fields = vnet_control::NatCounters::default().fields();
+    for (i, (field, help, _)) in fields.iter().enumerate() {
+        let name = format!("vnet_nat_{field}_total");
+        let _ = writeln!(
+            out,
+            "# HELP {name} NAT device: {help}\n# TYPE {name} counter"
+        );
+        for (net, _, counters) in &nats {
+            let _ = writeln!(out, "{name}{{net=\"{net}\"}} {}", counters[i].2);
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP vnet_nat_flows Flows (host sockets) the NAT device has open.\n# TYPE vnet_nat_flows gauge"
+    );
+    for (net, flows, _) in &nats {
+        let _ = writeln!(out, "vnet_nat_flows{{net=\"{net}\"}} {flows}");
     }
     Ok(([("content-type", "text/plain; version=0.0.4")], out))
 }

@@ -147,6 +147,28 @@ fn udp_requests_get_responses_from_an_echo_server_outside() {
     // Two flows (two source ports) in a row each get their own answer.
     assert_eq!(ask("second\n"), "second\n");
     assert_eq!(ask("third\n"), "third\n");
+
+    // The NAT device counted them, in the API and in /metrics.
+    let nat = client(&d).network(&net).unwrap().nat.expect("NAT info");
+    assert_eq!(nat.gateway.to_string(), format!("10.208.{n}.2"));
+    let c = nat.counters;
+    assert!(
+        c.to_host >= 3 && c.from_host >= 3 && c.flows_opened >= 3 && c.arp_replies >= 1,
+        "{c:?}"
+    );
+    let metrics = client(&d).metrics().unwrap();
+    let sample = |name: &str| {
+        let prefix = format!("{name}{{net=\"{net}\"}} ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix)?.parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("no {prefix} in\n{metrics}"))
+    };
+    assert!(sample("vnet_nat_from_host_total") >= 3);
+    assert!(sample("vnet_nat_flows_opened_total") >= 3);
+    sample("vnet_nat_flows"); // a gauge: the flows may have idled out already
+    let show = d.cli_ok(&["net", "show", &net]);
+    assert!(show.contains("  from_host"), "{show}");
 }
 
 #[test]

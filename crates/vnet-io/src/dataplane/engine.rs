@@ -84,8 +84,6 @@ pub(super) struct Engine {
     touched: Vec<PortId>,
     /// Ports whose client is a built-in service (they have timers).
     services: Vec<(NetKey, PortId)>,
-    /// The NAT devices, for live port forwards.
-    nats: HashMap<NetKey, Rc<RefCell<NatService>>>,
     /// Host NICs with vnets bridged to them, one AF_PACKET socket each.
     uplinks: Slab<UplinkSocket>,
     /// Uplink sockets to read this turn.
@@ -115,7 +113,6 @@ impl Engine {
             retry_list: Vec::new(),
             touched: Vec::new(),
             services: Vec::new(),
-            nats: HashMap::new(),
             uplinks: Slab::new(),
             uplink_rx: Vec::new(),
             last_aging: Instant::now(),
@@ -916,7 +913,7 @@ impl Engine {
         let mac = config.mac;
         let service = NatService::start(&spec, config).map_err(ControlError::Failed)?;
         let service = Rc::new(RefCell::new(service));
-        self.nats.insert(key, Rc::clone(&service));
+        self.networks[key].nat = Some(Rc::clone(&service));
         let port = ServicePort::new(service);
         let id = self.add_port(key, Box::new(port), VlanMode::default())?;
         self.networks[key]
@@ -928,7 +925,7 @@ impl Engine {
     }
 
     fn nat_of(&self, key: NetKey) -> Result<Rc<RefCell<NatService>>, ControlError> {
-        self.nats.get(&key).cloned().ok_or_else(|| {
+        self.networks[key].nat.clone().ok_or_else(|| {
             ControlError::NotFound(format!(
                 "vnet {:?} has no NAT device (give it `nat = {{}}` in its configuration)",
                 self.networks[key].name()
@@ -1023,7 +1020,6 @@ impl Engine {
     }
 
     fn delete_network(&mut self, key: NetKey) {
-        self.nats.remove(&key);
         self.forget_uplink(key, None);
         let net = self.networks.remove(key);
         self.names.remove(net.name());

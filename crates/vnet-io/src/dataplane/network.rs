@@ -25,6 +25,7 @@ use crate::backend::dgram::DgramPort;
 use crate::backend::{Backend, Received, Sent};
 use crate::frame::{BufPool, FrameBuf};
 use crate::services::dhcp::DhcpService;
+use crate::services::nat::NatService;
 use crate::sys::seqpacket;
 
 /// A port's I/O side: its backend and its bounded egress queue.
@@ -68,6 +69,9 @@ pub(super) struct Network {
     pub dgram_peers: HashMap<PathBuf, PortId>,
     /// The DHCP service's port and state, shared with its [`ServicePort`].
     pub dhcp: Option<(PortId, Rc<RefCell<DhcpService>>)>,
+    /// The NAT device's state, shared with its [`ServicePort`] (live port forwards,
+    /// counters).
+    pub nat: Option<Rc<RefCell<NatService>>>,
     /// The host's own adapter on this vnet, once it runs.
     pub host_adapter: Option<vnet_control::HostAdapterInfo>,
     /// Destinations of the frame being forwarded (reused: no allocation per frame).
@@ -141,6 +145,7 @@ impl Network {
             dgram_peers: HashMap::new(),
             host_adapter: None,
             dhcp: None,
+            nat: None,
             scratch: Vec::new(),
             spec,
             dir,
