@@ -72,6 +72,47 @@ fn dhcp_vm(d: &Daemon, net: &str, n: u32, mac: &str) -> NsVm {
     vm
 }
 
+/// The world's DNS: a `dnsmasq` on the host's loopback serving `records`
+/// (`--host-record` values such as `www.nat.test,192.0.2.55`) and nothing else.
+struct DnsUpstream {
+    dnsmasq: ChildGuard,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl DnsUpstream {
+    fn start(records: &[&str]) -> DnsUpstream {
+        let port = {
+            let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+            s.local_addr().unwrap().port()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let mut cmd = Command::new("dnsmasq");
+        cmd.args([
+            "--keep-in-foreground",
+            "--no-resolv",
+            "--no-hosts",
+            "--conf-file=/dev/null",
+            "--listen-address=127.0.0.1",
+            "--bind-interfaces",
+            &format!("--port={port}"),
+            &format!("--pid-file={}", dir.path().join("dnsmasq.pid").display()),
+            "--user=root",
+        ]);
+        cmd.args(records.iter().map(|r| format!("--host-record={r}")));
+        DnsUpstream {
+            dnsmasq: ChildGuard::spawn(cmd, "dnsmasq").expect("dnsmasq"),
+            port,
+            _dir: dir,
+        }
+    }
+
+    /// The NAT spec's setting that points at it.
+    fn nat_setting(&self) -> String {
+        format!("dns_upstreams = [\"127.0.0.1:{}\"]", self.port)
+    }
+}
+
 #[test]
 fn a_dhcp_vm_pings_the_gateway_and_a_host_only_reachable_address_through_the_nat() {
     if skip_unless_root("nat ping") {
@@ -177,31 +218,9 @@ fn dns_queries_to_the_gateway_are_answered_by_the_configured_upstream() {
         return;
     }
     let n = octet(3);
-    let port = {
-        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
-        s.local_addr().unwrap().port()
-    };
-    let dir = tempfile::tempdir().unwrap();
-    let mut cmd = Command::new("dnsmasq");
-    cmd.args([
-        "--keep-in-foreground",
-        "--no-resolv",
-        "--no-hosts",
-        "--conf-file=/dev/null",
-        "--listen-address=127.0.0.1",
-        "--bind-interfaces",
-        &format!("--port={port}"),
-        &format!("--pid-file={}", dir.path().join("dnsmasq.pid").display()),
-        "--host-record=www.nat.test,192.0.2.55",
-        "--user=root",
-    ]);
-    let dnsmasq = ChildGuard::spawn(cmd, "dnsmasq").expect("dnsmasq");
+    let upstream = DnsUpstream::start(&["www.nat.test,192.0.2.55"]);
     let net = unique_name("nat");
-    let d = nat_daemon(
-        &net,
-        n,
-        &format!(", dns_upstreams = [\"127.0.0.1:{port}\"]"),
-    );
+    let d = nat_daemon(&net, n, &format!(", {}", upstream.nat_setting()));
     let vm = dhcp_vm(&d, &net, n, "52:54:00:08:00:03");
     let gw = format!("10.208.{n}.2");
     let lookup = || {
@@ -212,7 +231,7 @@ fn dns_queries_to_the_gateway_are_answered_by_the_configured_upstream() {
         wait_for(T, || lookup().contains("192.0.2.55")),
         "nslookup through the NAT's DNS: {}\ndnsmasq: {}\n{}",
         lookup(),
-        dnsmasq.log(),
+        upstream.dnsmasq.log(),
         d.log()
     );
     // DNS over TCP (what a resolver does after a truncated answer) reaches the same
@@ -237,9 +256,63 @@ fn dns_queries_to_the_gateway_are_answered_by_the_configured_upstream() {
     assert!(
         wait_for(T, || tcp_lookup().windows(4).any(|w| w == [192, 0, 2, 55])),
         "DNS over TCP through the NAT\ndnsmasq: {}\n{}",
-        dnsmasq.log(),
+        upstream.dnsmasq.log(),
         d.log()
     );
+}
+
+/// The NAT device's DNS knows the vnet's DHCP clients by name, as vmnet-natd does: a
+/// VM that leased an address as `alpha` is found by another as `alpha.vnet.test` (the
+/// vnet's domain) and as `alpha`; names no lease holds still come from upstream.
+#[test]
+fn a_vm_finds_another_by_its_dhcp_name_through_the_gateway() {
+    if skip_unless_root("nat dhcp names") {
+        return;
+    }
+    let n = octet(13);
+    let upstream = DnsUpstream::start(&["www.nat.test,192.0.2.55"]);
+    let net = unique_name("nat");
+    let d = Daemon::start(Some(&format!(
+        "[[network]]\nname = \"{net}\"\nsubnet = \"10.208.{n}.0/24\"\n\
+         dhcp = {{ domain = \"vnet.test\" }}\nnat = {{ {} }}\n",
+        upstream.nat_setting()
+    )));
+    let (_, alpha) = tap_vm(&d, &net, "52:54:00:08:00:0d", "");
+    let lease = alpha
+        .dhcp(&["-x", "hostname:alpha"])
+        .expect("alpha's lease");
+    let alpha_ip = lease.ip().expect("an address").to_string();
+    let beta = dhcp_vm(&d, &net, n, "52:54:00:08:00:0e");
+    let gw = format!("10.208.{n}.2");
+    let lookup = |name: &str| {
+        let out = beta.ns().exec(&["busybox", "nslookup", name, &gw]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let answers = |name: &str, ip: &str| {
+        let out = lookup(name);
+        out.lines()
+            .any(|l| l.starts_with("Address") && l.split_whitespace().last() == Some(ip))
+    };
+    assert!(
+        wait_for(T, || answers("alpha.vnet.test", &alpha_ip)),
+        "alpha.vnet.test through the NAT's DNS: {}\n{}",
+        lookup("alpha.vnet.test"),
+        d.log()
+    );
+    assert!(
+        answers("ALPHA.vnet.test", &alpha_ip),
+        "{}",
+        lookup("ALPHA.vnet.test")
+    );
+    assert!(answers("alpha.", &alpha_ip), "{}", lookup("alpha."));
+    assert!(
+        answers("www.nat.test", "192.0.2.55"),
+        "not a lease: upstream's answer: {}\ndnsmasq: {}",
+        lookup("www.nat.test"),
+        upstream.dnsmasq.log()
+    );
+    let c = client(&d).network(&net).unwrap().nat.unwrap().counters;
+    assert!(c.dns_local >= 3 && c.dns_answers >= 1, "{c:?}");
 }
 
 #[test]
@@ -614,26 +687,9 @@ fn a_qemu_guest_resolves_and_fetches_over_http_through_the_nat() {
         return;
     }
     let n = octet(10);
-    let port = {
-        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
-        s.local_addr().unwrap().port()
-    };
     let dir = tempfile::tempdir().unwrap();
     let outside = Outside::new(n);
-    let mut cmd = Command::new("dnsmasq");
-    cmd.args([
-        "--keep-in-foreground",
-        "--no-resolv",
-        "--no-hosts",
-        "--conf-file=/dev/null",
-        "--listen-address=127.0.0.1",
-        "--bind-interfaces",
-        &format!("--port={port}"),
-        &format!("--pid-file={}", dir.path().join("dnsmasq.pid").display()),
-        &format!("--host-record=files.nat.test,{}", outside.ip),
-        "--user=root",
-    ]);
-    let _dnsmasq = ChildGuard::spawn(cmd, "dnsmasq").expect("dnsmasq");
+    let upstream = DnsUpstream::start(&[&format!("files.nat.test,{}", outside.ip)]);
     let www = dir.path().join("www");
     std::fs::create_dir(&www).unwrap();
     let mut seed = 0x0bad_cafe_dead_beefu64;
@@ -652,11 +708,7 @@ fn a_qemu_guest_resolves_and_fetches_over_http_through_the_nat() {
         .ns
         .spawn(&["busybox", "httpd", "-f", "-p", "8080", "-h", &www_arg]);
     let net = unique_name("nat");
-    let d = nat_daemon(
-        &net,
-        n,
-        &format!(", dns_upstreams = [\"127.0.0.1:{port}\"]"),
-    );
+    let d = nat_daemon(&net, n, &format!(", {}", upstream.nat_setting()));
     let guest = Guest::builder()
         .name("natguest")
         .nic_with_mac(

@@ -190,6 +190,7 @@ impl Engine {
             if woken && self.obey_commands(now) {
                 return;
             }
+            self.share_dhcp_names();
             if now.duration_since(self.last_aging) >= AGING_INTERVAL {
                 self.last_aging = now;
                 for (_, net) in self.networks.iter_mut() {
@@ -330,6 +331,20 @@ impl Engine {
         }
         list.clear();
         self.tx_work = list;
+    }
+
+    /// Hands each NAT device the DHCP names of its vnet after they changed this turn,
+    /// so its DNS answers them. DHCP and NAT are separate services; this is where they
+    /// meet, on the data plane's thread, with no lock.
+    fn share_dhcp_names(&mut self) {
+        for (_, net) in self.networks.iter() {
+            let (Some((_, dhcp)), Some(nat)) = (&net.dhcp, &net.nat) else {
+                continue;
+            };
+            if let Some(names) = dhcp.borrow_mut().take_changed_names() {
+                nat.borrow().device().set_local_names(names);
+            }
+        }
     }
 
     /// Runs the timers of built-in services that are due; returns the next deadline.

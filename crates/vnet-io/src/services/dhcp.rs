@@ -9,7 +9,8 @@ use tracing::{info, warn};
 use vnet_control::{NetworkSpec, Reservation};
 use vnet_core::wire::offload::VirtioNetHdr;
 use vnet_core::wire::MacAddr;
-use vnet_dhcp::{DhcpConfig, DhcpServer, LeaseDb, Timestamp};
+use vnet_dhcp::{DhcpConfig, DhcpServer, Lease, LeaseDb, Timestamp};
+use vnet_nat::LocalNames;
 
 use crate::backend::service::{Outgoing, Service};
 
@@ -17,6 +18,8 @@ pub struct DhcpService {
     net: String,
     server: DhcpServer,
     lease_file: PathBuf,
+    /// Leases or settings changed since [`DhcpService::take_changed_names`] last ran.
+    names_changed: bool,
 }
 
 /// The service port's MAC: locally administered, stable for a vnet name so that guests'
@@ -90,7 +93,22 @@ impl DhcpService {
             net: spec.name.clone(),
             server,
             lease_file,
+            names_changed: true,
         })
+    }
+
+    /// The vnet's host names for the NAT device's DNS, once after leases or settings
+    /// changed (a lease bound, renewed, released or ended; reservations edited);
+    /// `None` while they did not.
+    pub fn take_changed_names(&mut self) -> Option<LocalNames> {
+        if !std::mem::take(&mut self.names_changed) {
+            return None;
+        }
+        Some(local_names(
+            self.server.config(),
+            self.server.leases(),
+            Timestamp::now(),
+        ))
     }
 
     pub fn server(&self) -> &DhcpServer {
@@ -100,6 +118,7 @@ impl DhcpService {
     /// Applies new settings live; leases are kept.
     pub fn reconfigure(&mut self, config: DhcpConfig) -> Result<(), String> {
         self.server.reconfigure(config).map_err(|e| e.to_string())?;
+        self.names_changed = true;
         info!(
             net = self.net,
             "DHCP now serves {}",
@@ -157,6 +176,7 @@ impl DhcpService {
         if !self.server.take_leases_changed() {
             return;
         }
+        self.names_changed = true;
         if let Err(e) = write_atomically(
             &self.lease_file,
             self.server.lease_db().to_json().as_bytes(),
@@ -168,6 +188,30 @@ impl DhcpService {
             );
         }
     }
+}
+
+/// The names of `config`'s reservations and of the leases active at `now`, under its
+/// domain. Reservations come first (an administrator's word beats a client's claim),
+/// then leases newest first, so a name two clients claim stays with the latest.
+fn local_names<'a>(
+    config: &DhcpConfig,
+    leases: impl Iterator<Item = &'a Lease>,
+    now: Timestamp,
+) -> LocalNames {
+    let mut names = LocalNames::new(config.domain.as_deref());
+    for r in &config.reservations {
+        if let Some(host) = &r.hostname {
+            names.insert(host, r.ip);
+        }
+    }
+    let mut active: Vec<&Lease> = leases.filter(|l| l.is_active(now)).collect();
+    active.sort_by_key(|l| std::cmp::Reverse(l.expires));
+    for l in active {
+        if let Some(host) = &l.hostname {
+            names.insert(host, l.ip);
+        }
+    }
+    names
 }
 
 fn describe(c: &DhcpConfig) -> String {
@@ -239,5 +283,38 @@ mod tests {
         assert_ne!(a, server_mac("vmnet8"));
         assert!(a.is_learnable());
         assert_eq!(a.0[0] & 0x02, 0x02, "locally administered");
+    }
+
+    #[test]
+    fn dns_names_come_from_reservations_then_the_newest_active_leases() {
+        use vnet_dhcp::LeaseState::{Bound, Expired};
+        let mut config =
+            DhcpConfig::for_subnet(server_mac("n"), "10.0.0.0".parse().unwrap(), 24).unwrap();
+        config.domain = Some("lab".into());
+        config.reservations = vec![vnet_dhcp::Reservation {
+            mac: "52:54:00:00:00:10".parse().unwrap(),
+            ip: "10.0.0.10".parse().unwrap(),
+            hostname: Some("db".into()),
+        }];
+        let now = Timestamp::from_unix_millis(1_000_000);
+        let lease = |last: u8, host: &str, expires: u64, state| Lease {
+            ip: std::net::Ipv4Addr::new(10, 0, 0, last),
+            mac: MacAddr([0x52, 0x54, 0, 0, 0, last]),
+            client_id: vnet_dhcp::ClientId::from_mac(MacAddr([0x52, 0x54, 0, 0, 0, last])),
+            hostname: Some(host.into()),
+            state,
+            expires: Timestamp::from_unix_millis(expires),
+        };
+        let leases = [
+            lease(130, "web", 2_000_000, Bound),
+            lease(131, "web", 3_000_000, Bound),
+            lease(132, "db", 3_000_000, Bound),
+            lease(133, "old", 3_000_000, Expired),
+            lease(134, "gone", 900_000, Bound),
+        ];
+        let mut expected = LocalNames::new(Some("lab"));
+        expected.insert("db", "10.0.0.10".parse().unwrap());
+        expected.insert("web", "10.0.0.131".parse().unwrap());
+        assert_eq!(local_names(&config, leases.iter(), now), expected);
     }
 }
