@@ -388,8 +388,14 @@ pub struct NatCounters {
     pub flows_closed: u64,
     /// Guests told "unreachable" (ICMP, or RST for TCP).
     pub unreachable: u64,
-    /// Well-formed frames not translated (other subnets, broadcasts, fragments, limits).
+    /// Well-formed frames not translated (other subnets, broadcasts, limits).
     pub ignored: u64,
+    /// IPv4 fragments from guests.
+    pub fragments: u64,
+    /// Datagrams put back together from them.
+    pub reassembled: u64,
+    /// Datagrams given up (timed out, overlapping or contradicting pieces, limits).
+    pub reassembly_failures: u64,
     /// Broken frames addressed to the device.
     pub malformed: u64,
     /// Answers dropped for being larger than the vnet's MTU.
@@ -399,7 +405,7 @@ pub struct NatCounters {
 impl NatCounters {
     /// Every counter with its name and meaning, in declaration order: one list for the
     /// CLI and `/metrics`, so neither forgets one.
-    pub fn fields(&self) -> [(&'static str, &'static str, u64); 15] {
+    pub fn fields(&self) -> [(&'static str, &'static str, u64); 18] {
         [
             (
                 "arp_replies",
@@ -465,6 +471,17 @@ impl NatCounters {
                 "ignored",
                 "Well-formed frames not translated.",
                 self.ignored,
+            ),
+            ("fragments", "IPv4 fragments from guests.", self.fragments),
+            (
+                "reassembled",
+                "Datagrams reassembled from guests' fragments.",
+                self.reassembled,
+            ),
+            (
+                "reassembly_failures",
+                "Fragmented datagrams given up (timeout, overlap, limits).",
+                self.reassembly_failures,
             ),
             (
                 "malformed",

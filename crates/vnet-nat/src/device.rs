@@ -10,6 +10,7 @@ use vnet_core::wire::ethernet::{EtherType, Frame, MacAddr};
 use vnet_core::wire::offload::VirtioNetHdr;
 
 use crate::dns::{DnsAction, DnsForwarder};
+use crate::fragments::{Reassembler, Reassembly};
 use crate::names::LocalNames;
 use crate::wire::{self, ArpPacket, IcmpEcho, Ipv4Error, Ipv4Packet, Route, UdpDatagram};
 
@@ -168,8 +169,14 @@ pub struct NatCounters {
     pub flows_closed: u64,
     /// Guests told "unreachable" (no ICMP, no DNS, no TCP yet, no loopback, errors).
     pub unreachable: u64,
-    /// Well-formed but not translated (other subnets, broadcasts, fragments, limits).
+    /// Well-formed but not translated (other subnets, broadcasts, limits).
     pub ignored: u64,
+    /// IPv4 fragments from guests.
+    pub fragments: u64,
+    /// Datagrams put back together from them.
+    pub reassembled: u64,
+    /// Datagrams given up (timed out, overlapping or contradicting pieces, limits).
+    pub reassembly_failures: u64,
     /// Broken frames addressed to the device.
     pub malformed: u64,
     /// Answers larger than the vnet's MTU.
@@ -215,6 +222,8 @@ pub struct NatDevice {
     /// Guests' MACs by address, learned from their ARP and IPv4 frames (for
     /// connections the device opens towards them).
     neighbours: HashMap<Ipv4Addr, MacAddr>,
+    /// Guests' datagrams that came in fragments, being put back together.
+    fragments: Reassembler,
     /// The vnet's DHCP names. A cell so that the shell can replace them through the
     /// shared reference its NAT service hands out; only [`NatDevice::set_local_names`]
     /// and the DNS path borrow it, never across a call.
@@ -241,6 +250,7 @@ impl NatDevice {
             scratch: Vec::new(),
             neighbours: HashMap::new(),
             local_names: RefCell::default(),
+            fragments: Reassembler::default(),
         }
     }
 
@@ -352,10 +362,7 @@ impl NatDevice {
                 checksum_offloaded,
                 ..ip
             },
-            Err(Ipv4Error::Fragment) => {
-                self.counters.ignored += 1;
-                return true;
-            }
+            Err(Ipv4Error::Fragment) => return self.receive_fragment(now, guest_mac, bytes, out),
             Err(Ipv4Error::Malformed) => {
                 self.counters.malformed += 1;
                 return false;
@@ -384,6 +391,35 @@ impl NatDevice {
             _ => {
                 // No TCP yet: a prompt "protocol unreachable" instead of a hang.
                 self.unreachable(guest_mac, &ip, 2, out);
+                true
+            }
+        }
+    }
+
+    /// A guest's IPv4 fragment: kept until its datagram is whole, which then goes on as
+    /// if it had come in one piece (see the `fragments` module).
+    fn receive_fragment(
+        &mut self,
+        now: Instant,
+        guest_mac: MacAddr,
+        bytes: &[u8],
+        out: &mut Vec<Output>,
+    ) -> bool {
+        // Only the vnet's own guests may hold reassembly memory.
+        let src = Ipv4Addr::new(bytes[12], bytes[13], bytes[14], bytes[15]);
+        if !self.config.in_subnet(src) {
+            self.counters.ignored += 1;
+            return true;
+        }
+        self.counters.fragments += 1;
+        match self.fragments.add(now, bytes) {
+            Reassembly::Incomplete => true,
+            Reassembly::Complete(datagram) => {
+                self.counters.reassembled += 1;
+                self.receive_ipv4(now, guest_mac, &datagram, false, out)
+            }
+            Reassembly::Dropped => {
+                self.counters.reassembly_failures += 1;
                 true
             }
         }
@@ -663,6 +699,7 @@ impl NatDevice {
     pub fn poll(&mut self, now: Instant, out: &mut Vec<Output>) {
         let mut actions = std::mem::take(&mut self.scratch);
         self.counters.dns_failures += self.dns.poll(now, &mut actions) as u64;
+        self.counters.reassembly_failures += self.fragments.expire(now) as u64;
         for a in actions.drain(..) {
             match a {
                 DnsAction::Query { to, query } => out.push(Output::DnsQuery { to, query }),
@@ -709,7 +746,8 @@ impl NatDevice {
     /// When [`NatDevice::poll`] next has work.
     pub fn poll_at(&self) -> Option<Instant> {
         let tcp = self.flows.values().filter_map(Flow::tcp_deadline).min();
-        [self.next_sweep, self.dns.poll_at(), tcp]
+        let fragments = self.fragments.deadline();
+        [self.next_sweep, self.dns.poll_at(), tcp, fragments]
             .into_iter()
             .flatten()
             .min()

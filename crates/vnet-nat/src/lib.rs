@@ -24,7 +24,8 @@
 //! | UDP to another port of the gateway | the host's `127.0.0.1` if `host_loopback`, else port unreachable | |
 //! | TCP SYN to an outside address | flow → non-blocking `connect()`; passt-style mirroring, see the `tcp` module | SYN-ACK once connected; RST if refused |
 //! | another IP protocol | protocol unreachable | |
-//! | anything to the subnet, broadcast, multicast, loopback; fragments | ignored (counted) | |
+//! | an IPv4 fragment | kept until its datagram is whole (bounded, see the `fragments` module), which then goes on as above | |
+//! | anything to the subnet, broadcast, multicast, loopback | ignored (counted) | |
 //!
 //! Flow states are simply *open* (the shell has, or is opening, the socket) and *gone*.
 //! A flow closes ([`Output::Close`]) after [`NatConfig::udp_timeout`] (UDP) or
@@ -62,10 +63,11 @@
 //! - **DNS**: TCP to the gateway's port 53 goes to the first upstream only — try the
 //!   others when it is refused; local names are answered over UDP only (their answers
 //!   are small, so guests never retry them over TCP).
-//! - **Fragments**: reassemble guest fragments (bounded), fragment answers above the MTU.
+//! - **Fragments**: fragment answers above the MTU (they are dropped and counted now).
 
 mod device;
 pub mod dns;
+pub mod fragments;
 pub mod names;
 pub mod wire;
 

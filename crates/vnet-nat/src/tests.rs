@@ -278,6 +278,63 @@ fn dhcp_names_are_answered_by_the_gateway_and_other_names_still_go_upstream() {
     ));
 }
 
+/// `frame` (Ethernet + IPv4) cut into IPv4 fragments of `size` payload bytes.
+fn fragments_of(frame: &[u8], size: usize) -> Vec<Vec<u8>> {
+    let (head, payload) = frame.split_at(HEADER_LEN + wire::IPV4_HEADER_LEN);
+    let pieces: Vec<&[u8]> = payload.chunks(size).collect();
+    pieces
+        .iter()
+        .enumerate()
+        .map(|(i, piece)| {
+            let mut f = head.to_vec();
+            f.extend_from_slice(piece);
+            let ip = &mut f[HEADER_LEN..];
+            let len = (wire::IPV4_HEADER_LEN + piece.len()) as u16;
+            ip[2..4].copy_from_slice(&len.to_be_bytes());
+            let more = if i + 1 < pieces.len() { 0x2000 } else { 0 };
+            ip[6..8].copy_from_slice(&(more | (i * size / 8) as u16).to_be_bytes());
+            ip[10..12].fill(0);
+            let sum = wire::internet_checksum(&[&ip[..wire::IPV4_HEADER_LEN]]);
+            ip[10..12].copy_from_slice(&sum.to_be_bytes());
+            f
+        })
+        .collect()
+}
+
+#[test]
+fn a_fragmented_udp_datagram_leaves_whole() {
+    let mut nat = NatDevice::new(config());
+    let data: Vec<u8> = (0..3000u32).map(|i| i as u8).collect();
+    let frags = fragments_of(&udp_frame(OUTSIDE, 5000, 9, &data), 1480);
+    assert_eq!(frags.len(), 3);
+    let t = Instant::now();
+    let mut out = Vec::new();
+    for f in frags.iter().rev() {
+        assert!(nat.receive(t, f, &mut out));
+    }
+    let [Output::Open {
+        proto: Proto::Udp,
+        to,
+        ..
+    }, Output::Send { data: sent, .. }] = &out[..]
+    else {
+        panic!("{out:?}");
+    };
+    assert_eq!((*to, sent), (SocketAddrV4::new(OUTSIDE, 9), &data));
+    let c = nat.counters();
+    assert_eq!(
+        (c.fragments, c.reassembled, c.reassembly_failures),
+        (3, 1, 0)
+    );
+
+    // A datagram missing a piece is given up when its time runs out.
+    out.clear();
+    nat.receive(t, &frags[0], &mut out);
+    assert!(out.is_empty() && nat.poll_at().is_some());
+    nat.poll(t + crate::fragments::TIMEOUT, &mut out);
+    assert_eq!(nat.counters().reassembly_failures, 1);
+}
+
 #[test]
 fn the_host_loopback_is_reachable_only_when_allowed() {
     let mut nat = NatDevice::new(config());

@@ -210,6 +210,35 @@ fn udp_requests_get_responses_from_an_echo_server_outside() {
     sample("vnet_nat_flows"); // a gauge: the flows may have idled out already
     let show = d.cli_ok(&["net", "show", &net]);
     assert!(show.contains("  from_host"), "{show}");
+
+    // A datagram larger than the vnet's MTU leaves the VM in fragments; the NAT device
+    // puts it back together and the outside gets it whole.
+    let dir = tempfile::tempdir().unwrap();
+    let (big, got) = (dir.path().join("big"), dir.path().join("got"));
+    std::fs::write(&big, vec![b'x'; 4000]).unwrap();
+    let _sink = outside.ns.spawn(&[
+        "socat",
+        "-u",
+        "UDP4-RECV:7778",
+        &format!("CREATE:{}", got.display()),
+    ]);
+    let arrived = || std::fs::metadata(&got).map_or(0, |m| m.len());
+    assert!(
+        wait_for(T, || {
+            vm.ns().exec(&[
+                "socat",
+                "-u",
+                &format!("FILE:{}", big.display()),
+                &format!("UDP4-SENDTO:{}:7778", outside.ip),
+            ]);
+            arrived() > 0
+        }),
+        "a 4000-byte datagram through the NAT\n{}",
+        d.log()
+    );
+    assert_eq!(arrived() % 4000, 0, "only whole datagrams arrive");
+    let c = client(&d).network(&net).unwrap().nat.unwrap().counters;
+    assert!(c.fragments >= 3 && c.reassembled >= 1, "{c:?}");
 }
 
 #[test]
