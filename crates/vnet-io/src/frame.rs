@@ -34,6 +34,12 @@ impl FrameBuf {
         }
     }
 
+    /// A buffer for a GSO super-frame, as [`BufPool::get_large`] makes them: for
+    /// services that build frames in place and hand them over whole.
+    pub fn large() -> Self {
+        FrameBuf::new(LARGE_CAPACITY)
+    }
+
     /// The frame's bytes.
     pub fn frame(&self) -> &[u8] {
         &self.data[self.start..self.start + self.len]

@@ -1,13 +1,11 @@
 //! [`NatDevice`]: the flow table and the translation between guest frames and host
 //! socket datagrams.
 
-use std::cell::RefCell;
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
 use vnet_core::wire::ethernet::{EtherType, Frame, MacAddr};
-use vnet_core::wire::offload::VirtioNetHdr;
 
 use crate::dns::{DnsAction, DnsForwarder};
 use crate::fragments::{Reassembler, Reassembly};
@@ -106,14 +104,6 @@ pub struct FlowId(pub u64);
 pub enum Output {
     /// A frame for the vnet, from the device's port.
     Frame(Vec<u8>),
-    /// A TCP/IPv4 frame of socket data for the vnet, with the offload work `offload`
-    /// describes left undone: its checksum is partial (`F_NEEDS_CSUM`) and, with more
-    /// than one segment of data, it is a super-frame to be cut into `gso_size` segments
-    /// (TCP segmentation offload), by the receiving port or by the switch in software.
-    TcpFrame {
-        frame: Vec<u8>,
-        offload: VirtioNetHdr,
-    },
     /// Open a host socket for `flow` and connect it to `to`. If that fails, call
     /// [`NatDevice::open_failed`].
     Open {
@@ -128,11 +118,13 @@ pub enum Output {
     Close { flow: FlowId },
     /// Send a DNS query to an upstream resolver from the device's DNS socket.
     DnsQuery { to: SocketAddrV4, query: Vec<u8> },
-    /// Write `data` to the flow's TCP socket and, if `fin` and all of it went, shut its
-    /// write side; then report with [`NatDevice::tcp_written`].
+    /// Write the bytes at `data` of the frame being received (the one given to
+    /// [`NatDevice::receive`]; carry this out before that call's frame is gone) to the
+    /// flow's TCP socket and, if `fin` and all of it went, shut its write side; then
+    /// report with [`NatDevice::tcp_written`].
     TcpWrite {
         flow: FlowId,
-        data: Vec<u8>,
+        data: std::ops::Range<usize>,
         fin: bool,
     },
     /// Peek the flow's TCP socket as [`NatDevice::tcp_read_window`] says and report
@@ -224,10 +216,8 @@ pub struct NatDevice {
     neighbours: HashMap<Ipv4Addr, MacAddr>,
     /// Guests' datagrams that came in fragments, being put back together.
     fragments: Reassembler,
-    /// The vnet's DHCP names. A cell so that the shell can replace them through the
-    /// shared reference its NAT service hands out; only [`NatDevice::set_local_names`]
-    /// and the DNS path borrow it, never across a call.
-    local_names: RefCell<LocalNames>,
+    /// The vnet's DHCP names, answered locally.
+    local_names: LocalNames,
 }
 
 impl NatDevice {
@@ -249,14 +239,14 @@ impl NatDevice {
             counters: NatCounters::default(),
             scratch: Vec::new(),
             neighbours: HashMap::new(),
-            local_names: RefCell::default(),
+            local_names: LocalNames::default(),
             fragments: Reassembler::default(),
         }
     }
 
     /// Replaces the names the device's DNS answers itself (see the `names` module).
-    pub fn set_local_names(&self, names: LocalNames) {
-        *self.local_names.borrow_mut() = names;
+    pub fn set_local_names(&mut self, names: LocalNames) {
+        self.local_names = names;
     }
 
     /// Remembers that `ip` is at `mac` (guests in the subnet only, bounded).
@@ -495,7 +485,7 @@ impl NatDevice {
         if ip.dst == self.config.gateway {
             if udp.dst_port == 53 && !self.dns.upstreams().is_empty() {
                 self.counters.dns_queries += 1;
-                let local = self.local_names.borrow().answer(udp.payload);
+                let local = self.local_names.answer(udp.payload);
                 if let Some(answer) = local {
                     self.counters.dns_local += 1;
                     self.dns_answer(guest_mac, guest, &answer, out);

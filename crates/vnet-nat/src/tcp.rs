@@ -43,7 +43,8 @@
 use std::net::SocketAddrV4;
 use std::time::{Duration, Instant};
 
-use vnet_core::wire::ethernet::MacAddr;
+use vnet_core::wire::ethernet::{MacAddr, HEADER_LEN};
+use vnet_core::wire::offload::VirtioNetHdr;
 
 use super::{Flow, FlowKey, NatDevice, Output, Proto};
 use crate::wire::{
@@ -289,11 +290,14 @@ impl NatDevice {
             self.tcp_send(flow, F::ACK, &[], out);
             return true;
         }
-        let data = seg.payload[skip..].to_vec();
-        if data.is_empty() && !fin {
+        if skip == seg.payload.len() && !fin {
             self.tcp_send(flow, F::ACK, &[], out);
             return true;
         }
+        // Where the new bytes are in the frame: after the Ethernet, IP and TCP headers.
+        let tcp_header = ip.payload.len() - seg.payload.len();
+        let at = HEADER_LEN + ip.header.len() + tcp_header + skip;
+        let data = at..at + seg.payload.len() - skip;
         out.push(Output::TcpWrite { flow, data, fin });
         true
     }
@@ -531,24 +535,24 @@ impl NatDevice {
 
     /// New bytes the shell peeked from the socket (after the in-flight ones) straight
     /// into `frame` at [`TCP_DATA_OFFSET`], at most a [`ReadWindow::chunk`]: the device
-    /// writes the headers in front and sends it as one [`Output::TcpFrame`]. With `eof`
+    /// writes the headers in front, and the shell sends the frame with the returned
+    /// offload metadata (a partial checksum; TSO for more than one segment). With `eof`
     /// (and no data) the socket has reached its end: a FIN once all data is ACKed.
     pub fn tcp_data(
         &mut self,
         now: Instant,
         flow: FlowId,
-        mut frame: Vec<u8>,
+        frame: &mut [u8],
         eof: bool,
         out: &mut Vec<Output>,
-    ) {
-        let len = frame.len().saturating_sub(TCP_DATA_OFFSET);
-        let Some(f) = self.flows.get_mut(&flow) else {
-            return;
-        };
+    ) -> Option<VirtioNetHdr> {
+        let len = frame.len().checked_sub(TCP_DATA_OFFSET)?;
+        if len > TCP_MAX_DATA {
+            return None;
+        }
+        let f = self.flows.get_mut(&flow)?;
         f.last_used = now;
-        let Some(tcp) = f.tcp.as_mut() else {
-            return;
-        };
+        let tcp = f.tcp.as_mut()?;
         let seq = tcp.seq_to_tap;
         tcp.seq_to_tap = tcp.seq_to_tap.wrapping_add(len as u32);
         if tcp.seq_to_tap.wrapping_sub(tcp.seq_high) as i32 > 0 {
@@ -579,17 +583,16 @@ impl NatDevice {
         let (key, mac) = (f.key, f.guest_mac);
         let mss = tcp.segment_size(self.config.mtu);
         let route = self.route(mac, *key.remote.ip(), *key.guest.ip());
-        if (1..=TCP_MAX_DATA).contains(&len) && frame.len() == TCP_DATA_OFFSET + len {
-            self.counters.from_host += len.div_ceil(mss) as u64;
-            self.ip_ident = self.ip_ident.wrapping_add(1);
-            wire::tcp_headers_in_place(&mut frame, &route, &h, self.ip_ident);
-            let offload = wire::tcp_offload(len, mss);
-            out.push(Output::TcpFrame { frame, offload });
-        }
         if fin {
-            let seq = h.seq;
             self.tcp_reply(&route, key, seq, h.ack, F::FIN | F::ACK, &[], None, out);
         }
+        if len == 0 {
+            return None;
+        }
+        self.counters.from_host += len.div_ceil(mss) as u64;
+        self.ip_ident = self.ip_ident.wrapping_add(1);
+        wire::tcp_headers_in_place(frame, &route, &h, self.ip_ident);
+        Some(wire::tcp_offload(len, mss))
     }
 
     /// Go-back-N for flows whose ACK is overdue; resets after [`MAX_RETRANS`].

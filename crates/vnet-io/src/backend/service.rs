@@ -26,19 +26,19 @@ use crate::frame::FrameBuf;
 
 /// A frame a service sends into its vnet.
 #[derive(Debug)]
-pub struct Outgoing {
-    pub frame: Vec<u8>,
-    /// Offload work left undone (a partial checksum, a GSO super-frame); only services
-    /// that declare [`Service::offloads`] leave any.
-    pub offload: VirtioNetHdr,
+pub enum Outgoing {
+    /// A plain frame in bytes of its own: copied into the port's buffer.
+    Bytes(Vec<u8>),
+    /// A frame built in a [`FrameBuf::large`] buffer, offload metadata included (only
+    /// services that declare [`Service::offloads`] leave offload work undone): handed
+    /// to the switch as it is, the port's empty buffer going back to the service
+    /// ([`Service::recycle`]). This is how bulk data avoids a copy.
+    Buf(FrameBuf),
 }
 
 impl From<Vec<u8>> for Outgoing {
     fn from(frame: Vec<u8>) -> Self {
-        Outgoing {
-            frame,
-            offload: VirtioNetHdr::default(),
-        }
+        Outgoing::Bytes(frame)
     }
 }
 
@@ -57,6 +57,9 @@ pub trait Service {
     fn receive(&mut self, frame: &[u8], offload: &VirtioNetHdr, out: &mut Vec<Outgoing>) -> bool;
     /// Runs timers that are due; output is pushed onto `out`.
     fn poll(&mut self, now: Instant, out: &mut Vec<Outgoing>);
+    /// An empty large buffer in return for an [`Outgoing::Buf`], to build the next
+    /// frame in.
+    fn recycle(&mut self, _buf: FrameBuf) {}
     /// When `poll` next has work, if ever.
     fn deadline(&self) -> Option<Instant>;
     /// An fd for the data plane to watch (edge-triggered), owned by the service and
@@ -150,15 +153,19 @@ impl<S: Service> Backend for ServicePort<S> {
             self.collect();
         }
         match self.outbox.pop_front() {
-            Some(out) if out.frame.len() <= buf.recv_space().len() => {
-                buf.fill(&out.frame);
-                buf.offload = out.offload;
+            Some(Outgoing::Bytes(frame)) if frame.len() <= buf.recv_space().len() => {
+                buf.fill(&frame);
                 Received::Frame
             }
-            Some(out) => Received::Dropped(
+            Some(Outgoing::Bytes(frame)) => Received::Dropped(
                 DropCause::Oversize,
-                format!("service produced a {}-byte frame", out.frame.len()),
+                format!("service produced a {}-byte frame", frame.len()),
             ),
+            Some(Outgoing::Buf(mut full)) => {
+                std::mem::swap(buf, &mut full);
+                self.service.borrow_mut().recycle(full);
+                Received::Frame
+            }
             None => Received::WouldBlock,
         }
     }

@@ -342,7 +342,7 @@ impl Engine {
                 continue;
             };
             if let Some(names) = dhcp.borrow_mut().take_changed_names() {
-                nat.borrow().device().set_local_names(names);
+                nat.borrow_mut().device_mut().set_local_names(names);
             }
         }
     }

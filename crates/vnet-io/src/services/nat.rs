@@ -36,6 +36,7 @@ use vnet_nat::wire::{IcmpEcho, Ipv4Packet, TCP_DATA_OFFSET};
 use vnet_nat::{FlowId, NatConfig, NatDevice, Output, Proto, SocketError, TCP_WINDOW};
 
 use crate::backend::service::{Outgoing, Service};
+use crate::frame::FrameBuf;
 use crate::sys::sockopt::set_peek_offset;
 
 /// The DNS socket's token; flows use their id (from 1).
@@ -165,7 +166,14 @@ pub struct NatService {
     /// The kernel takes `SO_PEEK_OFF` on TCP sockets (Linux 6.9); without it, peeks
     /// start at the queue's head and the bytes in flight are skipped in `buf`.
     peek_offset: bool,
+    /// Frames of socket data built in place, in order, until `execute` hands them over.
+    frames: Vec<Outgoing>,
+    /// Empty large buffers the port gave back for them.
+    spare: Vec<FrameBuf>,
 }
+
+/// Empty buffers kept for socket data (a burst's worth; the switch has the rest).
+const SPARE_BUFFERS: usize = 64;
 
 /// The NAT device's MAC: locally administered, stable per vnet name, distinct from the
 /// DHCP server's.
@@ -307,6 +315,8 @@ impl NatService {
             actions: Vec::new(),
             buf: vec![0; 2 * 65536 + 1],
             peek_offset: true,
+            frames: Vec::new(),
+            spare: Vec::new(),
         };
         for f in spec.nat.iter().flat_map(|n| &n.forward) {
             service.add_forward(f).map_err(|e| e.to_string())?;
@@ -370,21 +380,36 @@ impl NatService {
         &self.device
     }
 
+    pub fn device_mut(&mut self) -> &mut NatDevice {
+        &mut self.device
+    }
+
     /// Cuts a super-frame the device cannot take whole into checksummed segments and
     /// hands over each. `false`: the frame's offload metadata does not fit it.
-    fn receive_segments(&mut self, now: Instant, frame: &[u8], offload: &VirtioNetHdr) -> bool {
+    fn receive_segments(
+        &mut self,
+        now: Instant,
+        frame: &[u8],
+        offload: &VirtioNetHdr,
+        out: &mut Vec<Outgoing>,
+    ) -> bool {
         let Ok(seg) = Segmenter::new(frame, offload) else {
             return false;
         };
         let mut one = vec![0; seg.max_segment_len()];
         (0..seg.count()).all(|i| match seg.write(i, &mut one) {
-            Ok(n) => self.device.receive(now, &one[..n], &mut self.actions),
+            Ok(n) => {
+                let ok = self.device.receive(now, &one[..n], &mut self.actions);
+                self.execute(out, &one[..n]);
+                ok
+            }
             Err(_) => false,
         })
     }
 
-    /// Carries out the device's outputs; frames go to `out`.
-    fn execute(&mut self, out: &mut Vec<Outgoing>) {
+    /// Carries out the device's outputs; frames go to `out`. `frame` is the frame the
+    /// outputs came from, if they came from one (`TcpWrite` points into it).
+    fn execute(&mut self, out: &mut Vec<Outgoing>, frame: &[u8]) {
         let mut i = 0;
         while i < self.actions.len() {
             let action = std::mem::replace(&mut self.actions[i], Output::Close { flow: FlowId(0) });
@@ -392,7 +417,6 @@ impl NatService {
             let mut more = Vec::new();
             match action {
                 Output::Frame(f) => out.push(f.into()),
-                Output::TcpFrame { frame, offload } => out.push(Outgoing { frame, offload }),
                 Output::Open { flow, proto, to } => {
                     if let Err(e) = self.open(flow, proto, to) {
                         debug!(
@@ -408,7 +432,10 @@ impl NatService {
                         let _ = self.poll.registry().deregister(&mut SourceFd(&s.fd()));
                     }
                 }
-                Output::TcpWrite { flow, data, fin } => self.tcp_write(flow, &data, fin, &mut more),
+                Output::TcpWrite { flow, data, fin } => match frame.get(data) {
+                    Some(data) => self.tcp_write(flow, data, fin, &mut more),
+                    None => warn!(net = self.net, "NAT: a TCP write outside its frame"),
+                },
                 Output::TcpRead { flow } => self.tcp_pump(Instant::now(), flow, &mut more),
                 Output::TcpConsume { flow, bytes } => self.tcp_consume(flow, bytes, &mut more),
                 Output::DnsQuery { to, query } => {
@@ -420,8 +447,11 @@ impl NatService {
                 }
             }
             self.actions.extend(more);
+            out.append(&mut self.frames);
         }
         self.actions.clear();
+        // Socket data peeked on readiness alone, with no device output to carry out.
+        out.append(&mut self.frames);
     }
 
     fn open(&mut self, flow: FlowId, proto: Proto, to: SocketAddrV4) -> io::Result<()> {
@@ -500,8 +530,8 @@ impl NatService {
         self.actions.extend(more);
     }
 
-    /// Peeks the socket past the bytes in flight, up to the guest's window, in frames
-    /// of at most one [`vnet_nat::ReadWindow::chunk`].
+    /// Peeks the socket past the bytes in flight, up to the guest's window, straight
+    /// into frames of at most one [`vnet_nat::ReadWindow::chunk`].
     fn tcp_pump(&mut self, now: Instant, flow: FlowId, more: &mut Vec<Output>) {
         let Some(FlowSocket::Stream(s)) = self.flows.get(&flow) else {
             return;
@@ -510,12 +540,14 @@ impl NatService {
             return;
         }
         while let Some(w) = self.device.tcp_read_window(flow) {
+            let mut buf = self.spare.pop().unwrap_or_else(FrameBuf::large);
+            let space = buf.recv_space();
             // A closed window still peeks a byte: EOF must be seen.
-            let want = w.len.min(w.chunk).max(1);
-            let mut frame = vec![0; TCP_DATA_OFFSET + want];
+            let want = w.len.min(w.chunk).clamp(1, space.len() - TCP_DATA_OFFSET);
+            let data = &mut space[TCP_DATA_OFFSET..TCP_DATA_OFFSET + want];
             let peeked = if self.peek_offset {
                 match set_peek_offset(s.stream.as_fd(), w.offset) {
-                    Ok(()) => s.stream.peek(&mut frame[TCP_DATA_OFFSET..]),
+                    Ok(()) => s.stream.peek(data),
                     Err(e) => {
                         info!(
                             net = self.net,
@@ -524,40 +556,36 @@ impl NatService {
                             self.buf.len() / 2
                         );
                         self.peek_offset = false;
+                        self.spare.push(buf);
                         continue;
                     }
                 }
             } else {
-                peek_skipping(
-                    &s.stream,
-                    w.offset,
-                    &mut frame[TCP_DATA_OFFSET..],
-                    &mut self.buf,
-                )
+                peek_skipping(&s.stream, w.offset, data, &mut self.buf)
             };
-            match peeked {
-                Ok(0) => {
-                    frame.truncate(TCP_DATA_OFFSET);
-                    self.device.tcp_data(now, flow, frame, true, more);
-                    return;
-                }
-                Ok(n) => {
-                    let n = n.min(w.len);
-                    if n == 0 {
-                        return;
-                    }
-                    frame.truncate(TCP_DATA_OFFSET + n);
-                    self.device.tcp_data(now, flow, frame, false, more);
-                    if n < want {
-                        return;
-                    }
-                }
-                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+            let n = match peeked {
+                Ok(n) => n.min(w.len),
                 Err(e) => {
-                    debug!(net = self.net, "NAT: TCP flow {}: {e}", flow.0);
-                    self.device.socket_error(flow, SocketError::Refused, more);
+                    self.spare.push(buf);
+                    if e.kind() != ErrorKind::WouldBlock {
+                        debug!(net = self.net, "NAT: TCP flow {}: {e}", flow.0);
+                        self.device.socket_error(flow, SocketError::Refused, more);
+                    }
                     return;
                 }
+            };
+            let eof = matches!(peeked, Ok(0));
+            let frame = &mut space[..TCP_DATA_OFFSET + n];
+            match self.device.tcp_data(now, flow, frame, eof, more) {
+                Some(offload) => {
+                    buf.set_len(TCP_DATA_OFFSET + n);
+                    buf.offload = offload;
+                    self.frames.push(Outgoing::Buf(buf));
+                }
+                None => self.spare.push(buf),
+            }
+            if n < want {
+                return;
             }
         }
     }
@@ -849,20 +877,26 @@ impl Service for NatService {
         let now = Instant::now();
         let ok = if offload.is_gso() && offload.gso_kind() != VirtioNetHdr::GSO_TCPV4 {
             // Only a TCP super-frame is one socket write; others (UDP GSO) are cut here.
-            self.receive_segments(now, frame, offload)
+            self.receive_segments(now, frame, offload, out)
         } else if *offload == VirtioNetHdr::default() {
             self.device.receive(now, frame, &mut self.actions)
         } else {
             // A partial or already verified checksum: the kernel's own promise.
             self.device.receive_offloaded(now, frame, &mut self.actions)
         };
-        self.execute(out);
+        self.execute(out, frame);
         ok
+    }
+
+    fn recycle(&mut self, buf: FrameBuf) {
+        if self.spare.len() < SPARE_BUFFERS {
+            self.spare.push(buf);
+        }
     }
 
     fn poll(&mut self, now: Instant, out: &mut Vec<Outgoing>) {
         self.device.poll(now, &mut self.actions);
-        self.execute(out);
+        self.execute(out, &[]);
     }
 
     fn deadline(&self) -> Option<Instant> {
@@ -888,7 +922,7 @@ impl Service for NatService {
                 }
             }
             self.read_sockets(now);
-            self.execute(out);
+            self.execute(out, &[]);
             if !out.is_empty() {
                 return;
             }
