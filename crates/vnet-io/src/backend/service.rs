@@ -106,7 +106,12 @@ pub struct ServicePort<S: Service> {
     scratch: Vec<Outgoing>,
     watched: Option<WatchedFd>,
     offloads: bool,
+    /// Frames lost to a full outbox since the port was last read.
+    overflow: usize,
 }
+
+/// Most frames a service port holds for the switch (it reads them on its next turn).
+const OUTBOX_LIMIT: usize = 4096;
 
 impl<S: Service> ServicePort<S> {
     pub fn new(service: Rc<RefCell<S>>) -> Self {
@@ -118,10 +123,19 @@ impl<S: Service> ServicePort<S> {
             scratch: Vec::new(),
             watched,
             offloads,
+            overflow: 0,
         }
     }
 
+    /// Moves what the service said into the outbox, within [`OUTBOX_LIMIT`]: a service
+    /// that outruns the switch loses frames (counted when the port is next read), it
+    /// does not grow without bound.
     fn collect(&mut self) {
+        let room = OUTBOX_LIMIT.saturating_sub(self.outbox.len());
+        if self.scratch.len() > room {
+            self.overflow += self.scratch.len() - room;
+            self.scratch.truncate(room);
+        }
         self.outbox.extend(self.scratch.drain(..));
     }
 }
@@ -151,6 +165,11 @@ impl<S: Service> Backend for ServicePort<S> {
                 .borrow_mut()
                 .readable(Instant::now(), &mut self.scratch);
             self.collect();
+        }
+        if self.overflow > 0 {
+            self.overflow -= 1;
+            let why = "the service outran the switch (its outbox was full)";
+            return Received::Dropped(DropCause::QueueFull, why.to_string());
         }
         match self.outbox.pop_front() {
             Some(Outgoing::Bytes(frame)) if frame.len() <= buf.recv_space().len() => {
@@ -194,5 +213,45 @@ impl<S: Service> Backend for ServicePort<S> {
     fn tick(&mut self, now: Instant) {
         self.service.borrow_mut().poll(now, &mut self.scratch);
         self.collect();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Says `n` frames on every timer tick.
+    struct Chatty(usize);
+
+    impl Service for Chatty {
+        fn description(&self) -> String {
+            "chatty".into()
+        }
+        fn receive(&mut self, _: &[u8], _: &VirtioNetHdr, _: &mut Vec<Outgoing>) -> bool {
+            true
+        }
+        fn poll(&mut self, _: Instant, out: &mut Vec<Outgoing>) {
+            out.extend((0..self.0).map(|i| Outgoing::from(vec![i as u8; 60])));
+        }
+        fn deadline(&self) -> Option<Instant> {
+            None
+        }
+    }
+
+    #[test]
+    fn a_service_that_outruns_the_switch_loses_frames_counted_not_memory() {
+        let mut port = ServicePort::new(Rc::new(RefCell::new(Chatty(OUTBOX_LIMIT + 10))));
+        port.tick(Instant::now());
+        let mut buf = crate::frame::BufPool::new(1514).get();
+        let (mut frames, mut lost) = (0, 0);
+        loop {
+            match port.recv(&mut buf) {
+                Received::Frame => frames += 1,
+                Received::Dropped(DropCause::QueueFull, _) => lost += 1,
+                Received::WouldBlock => break,
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!((frames, lost), (OUTBOX_LIMIT, 10));
     }
 }
