@@ -161,7 +161,8 @@ pub struct NatCounters {
     pub flows_closed: u64,
     /// Guests told "unreachable" (no ICMP, no DNS, no TCP yet, no loopback, errors).
     pub unreachable: u64,
-    /// Well-formed but not translated (other subnets, broadcasts, limits).
+    /// Well-formed but not translated (other subnets, broadcasts, limits; datagrams on
+    /// a UDP port forward for a guest whose MAC is not known yet).
     pub ignored: u64,
     /// IPv4 fragments from guests.
     pub fragments: u64,
@@ -190,6 +191,10 @@ pub(crate) struct Flow {
     guest_mac: MacAddr,
     last_used: Instant,
     tcp: Option<tcp::Tcp>,
+    /// A UDP flow that a datagram on a port forward opened: it has no host socket of
+    /// its own (the shell answers from the forward's), so it is never mixed up with a
+    /// guest's outbound flow between the same addresses.
+    forwarded: bool,
 }
 
 #[path = "tcp.rs"]
@@ -481,6 +486,24 @@ impl NatDevice {
             return false;
         };
         let guest = SocketAddrV4::new(ip.src, udp.src_port);
+        let key = FlowKey {
+            proto: Proto::Udp,
+            guest,
+            remote: SocketAddrV4::new(ip.dst, udp.dst_port),
+        };
+        if let Some(&flow) = self.by_key.get(&key) {
+            // An open flow goes on, whatever its destination: a forwarded peer on the
+            // host's loopback is the gateway to the guest, even without `host_loopback`.
+            let f = self.flows.get_mut(&flow).expect("indexed");
+            f.last_used = now;
+            f.guest_mac = guest_mac;
+            self.counters.to_host += 1;
+            out.push(Output::Send {
+                flow,
+                data: udp.payload.to_vec(),
+            });
+            return true;
+        }
         let mut target = ip.dst;
         if ip.dst == self.config.gateway {
             if udp.dst_port == 53 && !self.dns.upstreams().is_empty() {
@@ -505,11 +528,6 @@ impl NatDevice {
             }
             target = Ipv4Addr::LOCALHOST;
         }
-        let key = FlowKey {
-            proto: Proto::Udp,
-            guest,
-            remote: SocketAddrV4::new(ip.dst, udp.dst_port),
-        };
         let to = SocketAddrV4::new(target, udp.dst_port);
         let Some(flow) = self.flow_for(now, key, guest_mac, to, out) else {
             self.counters.ignored += 1;
@@ -541,6 +559,23 @@ impl NatDevice {
         if self.flows.len() >= self.config.max_flows {
             return None;
         }
+        let id = self.insert_flow(now, key, guest_mac, false);
+        out.push(Output::Open {
+            flow: id,
+            proto: key.proto,
+            to,
+        });
+        Some(id)
+    }
+
+    /// Starts tracking a new flow (the caller checked the limit) and its idle timeout.
+    fn insert_flow(
+        &mut self,
+        now: Instant,
+        key: FlowKey,
+        guest_mac: MacAddr,
+        forwarded: bool,
+    ) -> FlowId {
         let id = FlowId(self.next_flow);
         self.next_flow += 1;
         self.flows.insert(
@@ -550,18 +585,75 @@ impl NatDevice {
                 guest_mac,
                 last_used: now,
                 tcp: None,
+                forwarded,
             },
         );
         self.by_key.insert(key, id);
         self.counters.flows_opened += 1;
         let expiry = now + self.timeout(key.proto);
         self.next_sweep = Some(self.next_sweep.map_or(expiry, |t| t.min(expiry)));
-        out.push(Output::Open {
-            flow: id,
-            proto: key.proto,
-            to,
-        });
-        Some(id)
+        id
+    }
+
+    /// A datagram from host peer `peer` arrived on a UDP port forward to `guest`: it
+    /// goes to the guest as UDP from the peer as the guest sees it (host-local peers as
+    /// the gateway, others as themselves, as for forwarded TCP), in the flow of that
+    /// pair, opened if new and refreshed otherwise. The guest's replies come back
+    /// through [`NatDevice::receive`] as [`Output::Send`] on that flow, which the shell
+    /// sends from the forward's socket to the peer; the flow closes after
+    /// [`NatConfig::udp_timeout`] without traffic either way.
+    ///
+    /// `None`: the datagram is dropped (counted as ignored) because the guest's MAC is
+    /// not known yet (the device asks by ARP, so the peer's next try gets through), the
+    /// flow limit is reached, or the guest has an outbound flow between the same
+    /// addresses.
+    pub fn udp_forwarded(
+        &mut self,
+        now: Instant,
+        guest: SocketAddrV4,
+        peer: SocketAddrV4,
+        data: &[u8],
+        out: &mut Vec<Output>,
+    ) -> Option<FlowId> {
+        let remote = if peer.ip().is_loopback() || peer.ip().is_unspecified() {
+            SocketAddrV4::new(self.config.gateway, peer.port())
+        } else {
+            peer
+        };
+        let key = FlowKey {
+            proto: Proto::Udp,
+            guest,
+            remote,
+        };
+        let flow = match self.by_key.get(&key) {
+            Some(&id) if self.flows[&id].forwarded => {
+                self.flows.get_mut(&id).expect("indexed").last_used = now;
+                id
+            }
+            Some(_) => {
+                self.counters.ignored += 1;
+                return None;
+            }
+            None => {
+                let Some(&mac) = self.neighbours.get(guest.ip()) else {
+                    let c = &self.config;
+                    let arp = ArpPacket::request_frame(c.mac, c.gateway, *guest.ip());
+                    out.push(Output::Frame(arp));
+                    self.counters.ignored += 1;
+                    return None;
+                };
+                if self.flows.len() >= self.config.max_flows {
+                    self.counters.ignored += 1;
+                    return None;
+                }
+                self.insert_flow(now, key, mac, true)
+            }
+        };
+        let route = self.route(self.flows[&flow].guest_mac, *remote.ip(), *guest.ip());
+        let seg = wire::udp_segment(&route, remote.port(), guest.port(), data);
+        self.counters.from_host += 1;
+        self.push_ip(&route, wire::PROTO_UDP, &seg, out);
+        Some(flow)
     }
 
     fn timeout(&self, proto: Proto) -> Duration {

@@ -23,6 +23,7 @@
 //! | TCP to the gateway's port 53 | DNS over TCP: a TCP flow to the first upstream | (truncated UDP answers send guests here) |
 //! | UDP to another port of the gateway | the host's `127.0.0.1` if `host_loopback`, else port unreachable | |
 //! | TCP SYN to an outside address | flow → non-blocking `connect()`; passt-style mirroring, see the `tcp` module | SYN-ACK once connected; RST if refused |
+//! | (a datagram from host peer `P` on a UDP port forward to guest `G`, [`NatDevice::udp_forwarded`]) | flow `(G, P as the guest sees it)`, no socket of its own; ARP first if `G`'s MAC is unknown (that datagram is dropped) | the guest's replies, which the shell sends from the forward's socket to `P` |
 //! | another IP protocol | protocol unreachable | |
 //! | an IPv4 fragment | kept until its datagram is whole (bounded, see the `fragments` module), which then goes on as above | |
 //! | anything to the subnet, broadcast, multicast, loopback | ignored (counted) | |
@@ -59,7 +60,8 @@
 //!   hand 64 KiB GSO frames to offloading ports; `TCP_MAXSEG` from the guest's MSS.
 //! - **Inbound forwarding**: a listening socket per rule in the shell; `accept()` becomes
 //!   a flow whose SYN goes *to* the guest (passt's `SOCK_ACCEPTED`), the same mirroring
-//!   afterwards; UDP forwards are flows keyed by the host peer.
+//!   afterwards. UDP forwards have one bound socket per rule; each host peer is a UDP
+//!   flow keyed like an outbound one, so the guest's replies need nothing new.
 //! - **DNS**: TCP to the gateway's port 53 goes to the first upstream only — try the
 //!   others when it is refused; local names are answered over UDP only (their answers
 //!   are small, so guests never retry them over TCP).

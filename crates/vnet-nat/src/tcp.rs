@@ -388,6 +388,7 @@ impl NatDevice {
                 guest_mac: guest_mac.unwrap_or(MacAddr([0; 6])),
                 last_used: now,
                 tcp: Some(Tcp::new(true, isn, now)),
+                forwarded: false,
             },
         );
         self.by_key.insert(key, id);

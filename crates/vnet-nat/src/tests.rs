@@ -886,3 +886,123 @@ fn a_forwarded_connection_arps_for_the_guest_then_opens_to_it() {
     nat.receive(t, &rst, &mut out);
     assert!(out.contains(&Output::Close { flow: flow2 }));
 }
+
+/// The guest answers the device's ARP request for it.
+fn arp_reply_from_guest() -> Vec<u8> {
+    let mut reply = wire::ArpPacket::request_frame(GUEST_MAC, GUEST, GW);
+    reply[20..22].copy_from_slice(&[0, 2]);
+    reply[0..6].copy_from_slice(&NAT_MAC.0);
+    reply
+}
+
+#[test]
+fn a_udp_forward_arps_for_the_guest_then_carries_datagrams_both_ways_until_idle() {
+    let mut c = config();
+    c.udp_timeout = Duration::from_secs(10);
+    let mut nat = NatDevice::new(c);
+    let t = Instant::now();
+    let mut out = Vec::new();
+    let guest = SocketAddrV4::new(GUEST, 5353);
+    let peer: SocketAddrV4 = "127.0.0.1:40000".parse().unwrap();
+    // The guest's MAC is unknown: ARP, and this datagram is lost.
+    assert_eq!(nat.udp_forwarded(t, guest, peer, b"lost", &mut out), None);
+    let [Output::Frame(arp)] = &out[..] else {
+        panic!("{out:?}");
+    };
+    let req = wire::ArpPacket::parse(&arp[14..]).unwrap();
+    assert!(req.is_request);
+    assert_eq!((req.sender_ip, req.target_ip), (GW, GUEST));
+    assert_eq!((nat.counters().ignored, nat.flow_count()), (1, 0));
+    out.clear();
+    nat.receive(t, &arp_reply_from_guest(), &mut out);
+    assert!(out.is_empty(), "{out:?}");
+    // Now it goes through, from the gateway: the peer is host-local.
+    let flow = nat
+        .udp_forwarded(t, guest, peer, b"ping", &mut out)
+        .unwrap();
+    let ip = ip_of(&out[0]);
+    let u = UdpDatagram::parse(&ip).unwrap();
+    assert_eq!(
+        (ip.src, ip.dst, u.src_port, u.dst_port, u.payload),
+        (GW, GUEST, 40000, 5353, &b"ping"[..])
+    );
+    out.clear();
+    // The guest's answer takes the flow back to the peer: no socket of its own, and no
+    // `host_loopback` needed to answer the gateway.
+    let later = t + Duration::from_secs(5);
+    nat.receive(later, &udp_frame(GW, 5353, 40000, b"pong"), &mut out);
+    assert_eq!(
+        out,
+        vec![Output::Send {
+            flow,
+            data: b"pong".to_vec()
+        }]
+    );
+    out.clear();
+    // The peer's next datagram refreshes the same flow.
+    assert_eq!(
+        nat.udp_forwarded(later, guest, peer, b"again", &mut out),
+        Some(flow)
+    );
+    let n = nat.counters();
+    assert_eq!(
+        (n.flows_opened, n.from_host, n.to_host, nat.flow_count()),
+        (1, 2, 1, 1)
+    );
+    out.clear();
+    // Idle for udp_timeout after the last datagram: closed.
+    let at = nat.poll_at().unwrap();
+    nat.poll(at, &mut out);
+    assert!(out.is_empty(), "{out:?}");
+    let at = nat.poll_at().unwrap();
+    assert_eq!(at, later + Duration::from_secs(10));
+    nat.poll(at, &mut out);
+    assert_eq!(out, vec![Output::Close { flow }]);
+    assert_eq!(nat.counters().flows_closed, 1);
+    out.clear();
+    // Afterwards the guest's stray answer to the gateway is refused again.
+    nat.receive(at, &udp_frame(GW, 5353, 40000, b"late"), &mut out);
+    assert_eq!(ip_of(&out[0]).payload[1], wire::UNREACH_PORT);
+}
+
+#[test]
+fn a_udp_forward_shows_outside_peers_as_themselves_and_keeps_to_its_own_flows() {
+    let mut c = config();
+    c.max_flows = 2;
+    let mut nat = NatDevice::new(c);
+    let t = Instant::now();
+    let mut out = Vec::new();
+    nat.receive(t, &arp_reply_from_guest(), &mut out);
+    let guest = SocketAddrV4::new(GUEST, 6000);
+    let peer = SocketAddrV4::new(OUTSIDE, 7000);
+    let flow = nat.udp_forwarded(t, guest, peer, b"hi", &mut out).unwrap();
+    let ip = ip_of(&out[0]);
+    let u = UdpDatagram::parse(&ip).unwrap();
+    assert_eq!((ip.src, u.src_port, u.dst_port), (OUTSIDE, 7000, 6000));
+    out.clear();
+    nat.receive(t, &udp_frame(OUTSIDE, 6000, 7000, b"ho"), &mut out);
+    assert_eq!(
+        out,
+        vec![Output::Send {
+            flow,
+            data: b"ho".to_vec()
+        }]
+    );
+    out.clear();
+    // The guest's own outbound flow is not taken over by a forward.
+    nat.receive(t, &udp_frame(OUTSIDE, 6001, 7001, b"out"), &mut out);
+    assert!(matches!(out[0], Output::Open { .. }), "{out:?}");
+    out.clear();
+    let other = SocketAddrV4::new(GUEST, 6001);
+    let ignored = nat.counters().ignored;
+    let outbound_peer = SocketAddrV4::new(OUTSIDE, 7001);
+    assert_eq!(
+        nat.udp_forwarded(t, other, outbound_peer, b"x", &mut out),
+        None
+    );
+    // And the flow limit holds for forwards too.
+    let third = SocketAddrV4::new(OUTSIDE, 7002);
+    assert_eq!(nat.udp_forwarded(t, guest, third, b"x", &mut out), None);
+    assert!(out.is_empty(), "{out:?}");
+    assert_eq!((nat.counters().ignored, nat.flow_count()), (ignored + 2, 2));
+}
