@@ -10,9 +10,11 @@
 
 mod engine;
 mod network;
+mod queue;
 mod report;
 
 pub use engine::validate;
+pub use queue::QUEUE_CAPACITY;
 
 use std::path::PathBuf;
 use std::sync::{mpsc, Arc};
@@ -23,9 +25,6 @@ use vnet_control::{
     DhcpSpec, Lease, MacAddr, MacEntry, NetworkInfo, NetworkSpec, PortInfo, PortSpec, Reservation,
     UplinkSpec, VlanMode,
 };
-
-/// Frames a port's egress queue holds before it drops.
-pub const QUEUE_CAPACITY: usize = 512;
 
 /// Why a control command failed, in terms the API maps to a status code.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

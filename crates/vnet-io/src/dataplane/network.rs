@@ -2,7 +2,7 @@
 //! their egress queues, and the forwarding step that ties them together.
 
 use std::cell::RefCell;
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -20,7 +20,7 @@ use vnet_core::wire::api::{PortInfo as ApiPortInfo, Reply, Request, API_VERSION}
 use vnet_core::wire::ethernet::VLAN_TAG_LEN;
 use vnet_core::wire::offload::{self, Segmenter, VirtioNetHdr};
 
-use super::QUEUE_CAPACITY;
+use super::queue::EgressQueue;
 use crate::backend::dgram::DgramPort;
 use crate::backend::{Backend, Received, Sent};
 use crate::frame::{BufPool, FrameBuf};
@@ -33,7 +33,7 @@ pub(super) struct PortIo {
     pub backend: Box<dyn Backend>,
     /// The backend takes GSO super-frames and partial checksums as they are.
     pub offloads: bool,
-    pub queue: VecDeque<FrameBuf>,
+    pub queue: EgressQueue,
     pub token: Option<Token>,
     /// Listed for a receive pass this turn.
     pub rx_scheduled: bool,
@@ -193,7 +193,7 @@ impl Network {
             PortIo {
                 offloads: backend.offloads(),
                 backend,
-                queue: VecDeque::new(),
+                queue: EgressQueue::default(),
                 token: None,
                 rx_scheduled: false,
                 tx_scheduled: false,
@@ -208,7 +208,7 @@ impl Network {
         if let Some(src) = port.backend.source() {
             let _ = registry.deregister(src);
         }
-        for buf in port.queue.drain(..) {
+        for buf in port.queue.drain() {
             self.pool.put(buf);
         }
         self.dgram_peers.retain(|_, p| *p != id);
@@ -498,7 +498,8 @@ impl Network {
     }
 }
 
-/// Appends a frame to `dst`'s egress queue, or drops and counts it when the queue is full.
+/// Appends a frame to `dst`'s egress queue, or drops and counts it when the queue is full
+/// (in frames or in bytes).
 fn push(
     ports: &mut HashMap<PortId, PortIo>,
     switch: &mut Switch,
@@ -511,11 +512,11 @@ fn push(
         pool.put(buf);
         return;
     };
-    if port.queue.len() >= QUEUE_CAPACITY {
-        pool.put(buf);
-        switch.count_drop(dst, DropCause::QueueFull);
-        return;
+    match port.queue.push(buf) {
+        Ok(()) => touched.push(dst),
+        Err(buf) => {
+            pool.put(buf);
+            switch.count_drop(dst, DropCause::QueueFull);
+        }
     }
-    port.queue.push_back(buf);
-    touched.push(dst);
 }

@@ -1,0 +1,90 @@
+//! A port's egress queue, bounded in frames and in bytes.
+//!
+//! Frames alone are not a bound once GSO super-frames pass (512 of them are 32 MiB);
+//! bytes alone would let a flood of minimum-size frames queue without end. Either limit
+//! drops the next frame, so a port whose client stops reading costs at most
+//! [`QUEUE_BYTES`] of memory.
+
+use std::collections::VecDeque;
+
+use crate::frame::FrameBuf;
+
+/// Frames a port's egress queue holds before it drops.
+pub const QUEUE_CAPACITY: usize = 512;
+/// Bytes of frames a port's egress queue holds before it drops: a few milliseconds of
+/// line rate, enough that TCP sees no tail drops while the client keeps reading.
+pub const QUEUE_BYTES: usize = 4 << 20;
+
+#[derive(Debug, Default)]
+pub struct EgressQueue {
+    frames: VecDeque<FrameBuf>,
+    bytes: usize,
+}
+
+impl EgressQueue {
+    /// Queues `buf`, or gives it back when either limit is reached.
+    pub fn push(&mut self, buf: FrameBuf) -> Result<(), FrameBuf> {
+        if self.frames.len() >= QUEUE_CAPACITY || self.bytes + buf.len() > QUEUE_BYTES {
+            return Err(buf);
+        }
+        self.bytes += buf.len();
+        self.frames.push_back(buf);
+        Ok(())
+    }
+
+    pub fn front(&self) -> Option<&FrameBuf> {
+        self.frames.front()
+    }
+
+    pub fn pop_front(&mut self) -> Option<FrameBuf> {
+        let buf = self.frames.pop_front()?;
+        self.bytes -= buf.len();
+        Some(buf)
+    }
+
+    pub fn len(&self) -> usize {
+        self.frames.len()
+    }
+
+    /// Empties the queue (a port going away), handing back the buffers.
+    pub fn drain(&mut self) -> impl Iterator<Item = FrameBuf> + '_ {
+        self.bytes = 0;
+        self.frames.drain(..)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::BufPool;
+
+    fn frame(pool: &mut BufPool, len: usize) -> FrameBuf {
+        let mut b = pool.get_for(len);
+        b.fill(&vec![0; len]);
+        b
+    }
+
+    #[test]
+    fn either_limit_drops_and_popping_makes_room() {
+        let mut pool = BufPool::new(1514);
+        let mut q = EgressQueue::default();
+        for _ in 0..QUEUE_CAPACITY {
+            assert!(q.push(frame(&mut pool, 60)).is_ok());
+        }
+        assert!(q.push(frame(&mut pool, 60)).is_err(), "frame limit");
+        while q.pop_front().is_some() {}
+        let big = 65_000;
+        for _ in 0..QUEUE_BYTES / big {
+            assert!(q.push(frame(&mut pool, big)).is_ok());
+        }
+        assert!(q.push(frame(&mut pool, big)).is_err(), "byte limit");
+        assert!(q.len() < QUEUE_CAPACITY);
+        q.pop_front();
+        assert!(q.push(frame(&mut pool, big)).is_ok());
+        assert_eq!(q.drain().count(), QUEUE_BYTES / big);
+        assert!(
+            q.push(frame(&mut pool, big)).is_ok(),
+            "drained: bytes back to 0"
+        );
+    }
+}
