@@ -46,18 +46,19 @@
 //! [`Output`]s in order: frames go into the switch, `Open`/`Send`/`Close` act on the flow
 //! sockets (a failed open is reported with [`NatDevice::open_failed`]).
 //!
-//! Payloads are copied into owned buffers: fine for ICMP, UDP and DNS, and for this
-//! first TCP; the bulk path must stop allocating per segment (see below).
+//! ICMP, UDP and DNS payloads are copied into owned buffers (small, rare). TCP's bulk
+//! path copies nothing in user space: guest data is written to the socket from the
+//! received frame itself ([`Output::TcpWrite`] names a range of it), and socket data
+//! is peeked by the shell straight into the frame that [`NatDevice::tcp_data`] then
+//! completes in place, up to 64 KiB with offload metadata (TSO) for the switch.
 //!
 //! ## Next steps (design notes)
 //!
-//! - **TCP speed** (issue 4's target is pasta's throughput): advertise and honour window
-//!   scaling (passt caps the factor so the peek buffer stays bounded); read with
-//!   `SO_PEEK_OFF` instead of re-peeking the in-flight bytes; mirror the host socket's
-//!   state to the guest (`TCP_INFO`: `tcpi_bytes_acked` to ACK what the peer really has,
-//!   `tcpi_snd_wnd` for the window) instead of a fixed 64 KiB; fast retransmit on two
-//!   duplicate ACKs; emit segments into pooled `FrameBuf`s as one batch per wakeup and
-//!   hand 64 KiB GSO frames to offloading ports; `TCP_MAXSEG` from the guest's MSS.
+//! - **TCP**: window scaling, `SO_PEEK_OFF`, GSO frames both ways and fast retransmit
+//!   are in; still open: mirroring the host socket's state to the guest (`TCP_INFO`:
+//!   ACK only what the peer has, `tcpi_snd_wnd` as the window) instead of ACKing what
+//!   the socket took and a fixed [`TCP_WINDOW`]; SACK; `TCP_MAXSEG` from the guest's MSS;
+//!   `splice` for host-local peers.
 //! - **Inbound forwarding**: a listening socket per rule in the shell; `accept()` becomes
 //!   a flow whose SYN goes *to* the guest (passt's `SOCK_ACCEPTED`), the same mirroring
 //!   afterwards. UDP forwards have one bound socket per rule; each host peer is a UDP
