@@ -11,8 +11,8 @@
 //! - **host → guest**: data stays in the socket until the guest ACKs it. The shell
 //!   peeks new bytes ([`NatDevice::tcp_read_window`]: from offset
 //!   `seq_to_tap - seq_ack_from_tap`, which `SO_PEEK_OFF` keeps for it, at most the
-//!   guest's window) straight into frames that [`NatDevice::tcp_data`] completes as
-//!   [`Output::TcpFrame`]s: up to 64 KiB each, cut into MSS-sized segments by
+//!   guest's window) straight into frames that [`NatDevice::tcp_data`] completes in
+//!   place: up to 64 KiB each, cut into MSS-sized segments by
 //!   segmentation offload (the guest's TAP, or the switch in software). The guest's ACKs
 //!   become [`Output::TcpConsume`] (discard) and another [`Output::TcpRead`] while the
 //!   window allows. Three duplicate ACKs, or no ACK within [`ACK_TIMEOUT`], send the
@@ -73,7 +73,8 @@ pub struct ReadWindow {
     pub offset: usize,
     /// How many new bytes the guest's window takes (0: peek one byte only, to see EOF).
     pub len: usize,
-    /// The most data to put in one [`Output::TcpFrame`]: a whole number of segments.
+    /// The most data to put in one frame for [`NatDevice::tcp_data`]: a whole number
+    /// of segments.
     pub chunk: usize,
 }
 
