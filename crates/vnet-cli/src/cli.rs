@@ -168,7 +168,8 @@ pub enum ForwardCommand {
         /// Name of the vnet
         net: String,
     },
-    /// Carry TCP connections to HOST (address:port) on to GUEST (address:port)
+    /// Carry TCP connections (or UDP datagrams) to HOST (address:port) on to GUEST
+    /// (address:port)
     Add {
         /// Name of the vnet
         net: String,
@@ -176,14 +177,20 @@ pub enum ForwardCommand {
         host: std::net::SocketAddrV4,
         /// The guest's address and port, e.g. 192.168.108.10:80
         guest: std::net::SocketAddrV4,
+        /// Forward UDP: each host peer's datagrams go to GUEST, and its replies back
+        #[arg(long)]
+        udp: bool,
     },
-    /// Stop forwarding HOST (connections already carried go on)
+    /// Stop forwarding HOST (TCP connections already carried go on)
     #[command(visible_alias = "del")]
     Rm {
         /// Name of the vnet
         net: String,
         /// The forward's host address and port
         host: std::net::SocketAddrV4,
+        /// Remove the UDP forward on HOST (the TCP one stays)
+        #[arg(long)]
+        udp: bool,
     },
 }
 

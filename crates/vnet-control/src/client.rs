@@ -279,10 +279,17 @@ impl Client {
         )
     }
 
-    /// `DELETE /v1/networks/{net}/forwards/{host}`
-    pub fn remove_forward(&self, net: &str, host: std::net::SocketAddrV4) -> Result<(), Error> {
+    /// `DELETE /v1/networks/{net}/forwards/{host}?proto=…`: remove the `proto` forward
+    /// on `host`.
+    pub fn remove_forward(
+        &self,
+        net: &str,
+        proto: crate::types::ForwardProto,
+        host: std::net::SocketAddrV4,
+    ) -> Result<(), Error> {
         let host = host.to_string();
-        self.delete(&api_path(&["networks", net, "forwards", &host]))
+        let path = api_path(&["networks", net, "forwards", &host]);
+        self.delete(&format!("{path}?proto={}", proto.as_str()))
     }
 
     /// `GET /metrics`: Prometheus text exposition.

@@ -25,6 +25,9 @@
 //! | POST | `/v1/networks/{net}/forwards` | [`ForwardSpec`] | 201 [`ForwardSpec`] |
 //! | DELETE | `/v1/networks/{net}/forwards/{host}` | | 204 |
 //! | GET | `/metrics` | | Prometheus text |
+//!
+//! `DELETE /v1/networks/{net}/forwards/{host}` removes the TCP forward on `host`, or
+//! with `?proto=udp` the UDP one.
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -211,8 +214,10 @@ pub struct NatSpec {
     /// default: exposing host-local services is a security decision.
     #[serde(default)]
     pub host_loopback: bool,
-    /// Inbound port forwards (nat.conf's `[incomingtcp]`): a host address and port
-    /// whose connections are carried to a guest's.
+    /// Inbound port forwards (nat.conf's `[incomingtcp]` and `[incomingudp]`): a host
+    /// address and port whose connections (or datagrams) are carried to a guest's. A
+    /// forward is named by its protocol and host address: one host port may carry a
+    /// TCP and a UDP forward.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub forward: Vec<ForwardSpec>,
 }
@@ -230,13 +235,25 @@ pub struct ForwardSpec {
 }
 
 /// The transport of a port forward.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ForwardProto {
+    /// Each connection to the host address is carried to the guest.
     #[default]
     Tcp,
-    /// Not supported yet: refused when the vnet is created.
+    /// Each host peer sending to the host address is a flow to the guest; its replies
+    /// go back to that peer (until the flow idles out, `udp_timeout_secs`).
     Udp,
+}
+
+impl ForwardProto {
+    /// The name used in configuration, the API and the CLI.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ForwardProto::Tcp => "tcp",
+            ForwardProto::Udp => "udp",
+        }
+    }
 }
 
 impl Default for NatSpec {

@@ -42,7 +42,8 @@ pub struct NetworkConfig {
     pub host_adapter: Option<HostAdapterSpec>,
     /// `nat = {}` or `{ gateway = "192.168.108.2", dns = true, udp_timeout_secs = 30,
     /// dns_upstreams = ["127.0.0.1:53"], host_loopback = false,
-    /// forward = [{ host = "127.0.0.1:8080", guest = "192.168.108.10:80" }] }`.
+    /// forward = [{ host = "127.0.0.1:8080", guest = "192.168.108.10:80" },
+    /// { proto = "udp", host = "127.0.0.1:5353", guest = "192.168.108.10:53" }] }`.
     #[serde(default)]
     pub nat: Option<vnet_control::NatSpec>,
     /// `dhcp = {}` or `{ range = [first, last], lease_secs = 1800, reservations = [...] }`.
@@ -274,10 +275,24 @@ mod tests {
         ));
         assert!(e.contains("line"), "{e}");
         let fwd = |f: &str| format!("{net}{sub}nat = {{ forward = [{f}] }}\n");
-        let e = error_of(&fwd(
-            "{ proto = \"udp\", host = \"127.0.0.1:53\", guest = \"10.8.0.9:53\" }",
-        ));
-        assert!(e.contains("not supported yet"), "{e}");
+        let udp = "{ proto = \"udp\", host = \"127.0.0.1:5300\", guest = \"10.8.0.9:53\" }";
+        let e = error_of(&fwd(&format!("{udp}, {udp}")));
+        assert!(
+            e.contains("line 1") && e.contains("udp 127.0.0.1:5300 is listed twice"),
+            "{e}"
+        );
+        // One host port may carry a TCP and a UDP forward.
+        let tcp = "{ host = \"127.0.0.1:5300\", guest = \"10.8.0.9:53\" }";
+        let ok = fwd(&format!("{udp}, {tcp}"));
+        let c = Config::parse(&ok, "ok.toml").unwrap();
+        let forwards = c.network[0].get_ref().spec().nat.unwrap().forward;
+        assert_eq!(
+            forwards.iter().map(|f| f.proto).collect::<Vec<_>>(),
+            [
+                vnet_control::ForwardProto::Udp,
+                vnet_control::ForwardProto::Tcp
+            ]
+        );
         let e = error_of(&fwd("{ host = \"127.0.0.1:80\", guest = \"10.9.0.9:80\" }"));
         assert!(e.contains("guest address"), "{e}");
         let ok = format!("{net}{sub}nat = {{ dns = false, host_loopback = true }}\n");

@@ -4,13 +4,14 @@
 
 use std::fmt::Write as _;
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use vnet_control::{
-    ApiError, DhcpSpec, MacAddr, NetworkSpec, PortSpec, Reservation, UplinkSpec, Version, VlanMode,
+    ApiError, DhcpSpec, ForwardProto, MacAddr, NetworkSpec, PortSpec, Reservation, UplinkSpec,
+    Version, VlanMode,
 };
 use vnet_io::{ControlError, Handle};
 
@@ -205,6 +206,7 @@ async fn add_forward(
 async fn remove_forward(
     State(h): State<Handle>,
     Path((net, host)): Path<(String, String)>,
+    RawQuery(query): RawQuery,
 ) -> Result<impl IntoResponse> {
     let host: std::net::SocketAddrV4 = host.parse().map_err(|_| {
         HttpError(
@@ -212,8 +214,29 @@ async fn remove_forward(
             format!("{host:?} is not an IPv4 address and port, e.g. 127.0.0.1:8080"),
         )
     })?;
-    h.remove_forward(net, host).await?;
+    let proto = forward_proto(query.as_deref())?;
+    h.remove_forward(net, proto, host).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// The protocol a forward's URL names: `?proto=tcp` (the default) or `?proto=udp`.
+/// Anything else is refused rather than ignored, so a typo cannot remove the wrong
+/// forward.
+fn forward_proto(query: Option<&str>) -> Result<ForwardProto> {
+    let mut proto = ForwardProto::Tcp;
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        proto = match pair {
+            "proto=tcp" => ForwardProto::Tcp,
+            "proto=udp" => ForwardProto::Udp,
+            _ => {
+                return Err(HttpError(
+                    StatusCode::BAD_REQUEST,
+                    format!("unknown query {pair:?}: expected proto=tcp or proto=udp"),
+                ))
+            }
+        };
+    }
+    Ok(proto)
 }
 async fn remove_reservation(
     State(h): State<Handle>,

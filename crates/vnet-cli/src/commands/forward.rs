@@ -16,13 +16,18 @@ pub fn run(ctx: &Context, command: ForwardCommand) -> Result<(), Failure> {
                     return format!("{net} forwards nothing (add one with `vnet forward add`)\n");
                 }
                 fs.iter()
-                    .map(|f| format!("{:?} {} -> {}\n", f.proto, f.host, f.guest).to_lowercase())
+                    .map(|f| format!("{} {} -> {}\n", f.proto.as_str(), f.host, f.guest))
                     .collect()
             })
         }
-        ForwardCommand::Add { net, host, guest } => {
+        ForwardCommand::Add {
+            net,
+            host,
+            guest,
+            udp,
+        } => {
             let spec = ForwardSpec {
-                proto: ForwardProto::Tcp,
+                proto: proto(udp),
                 host,
                 guest,
             };
@@ -30,10 +35,24 @@ pub fn run(ctx: &Context, command: ForwardCommand) -> Result<(), Failure> {
             if ctx.json {
                 return super::print_json(&f);
             }
-            print(&format!("{net}: tcp {} -> {}\n", f.host, f.guest))
+            print(&format!(
+                "{net}: {} {} -> {}\n",
+                f.proto.as_str(),
+                f.host,
+                f.guest
+            ))
         }
-        ForwardCommand::Rm { net, host } => {
-            ctx.client.remove_forward(&net, host).map_err(not_found)
-        }
+        ForwardCommand::Rm { net, host, udp } => ctx
+            .client
+            .remove_forward(&net, proto(udp), host)
+            .map_err(not_found),
+    }
+}
+
+fn proto(udp: bool) -> ForwardProto {
+    if udp {
+        ForwardProto::Udp
+    } else {
+        ForwardProto::Tcp
     }
 }

@@ -702,10 +702,10 @@ impl Engine {
                 Command::AddForward(name, spec, reply) => {
                     let _ = reply.send(self.lookup(&name).and_then(|k| self.add_forward(k, spec)));
                 }
-                Command::RemoveForward(name, host, reply) => {
+                Command::RemoveForward(name, proto, host, reply) => {
                     let _ = reply.send(
                         self.lookup(&name)
-                            .and_then(|k| self.remove_forward(k, host)),
+                            .and_then(|k| self.remove_forward(k, proto, host)),
                     );
                 }
                 Command::RemoveUplink(name, reply) => {
@@ -957,41 +957,51 @@ impl Engine {
         let nat = self.nat_of(key)?;
         let mut spec = self.networks[key].spec.clone();
         if let Some(n) = spec.nat.as_mut() {
-            if n.forward.iter().any(|g| g.host == f.host) {
+            if n.forward
+                .iter()
+                .any(|g| (g.proto, g.host) == (f.proto, f.host))
+            {
                 return Err(ControlError::Exists(format!(
-                    "{} is already forwarded (remove it first with `vnet forward rm {} {}`)",
+                    "{} {} is already forwarded (remove it first with `vnet forward rm {} {}{}`)",
+                    f.proto.as_str(),
                     f.host,
                     self.networks[key].name(),
-                    f.host
+                    f.host,
+                    match f.proto {
+                        vnet_control::ForwardProto::Tcp => "",
+                        vnet_control::ForwardProto::Udp => " --udp",
+                    }
                 )));
             }
             n.forward.push(f.clone());
         }
         validate(&spec)?;
         nat.borrow_mut().add_forward(&f).map_err(|e| match e {
-            nat::ForwardError::Exists(_) => ControlError::Exists(e.to_string()),
+            nat::ForwardError::Exists(..) => ControlError::Exists(e.to_string()),
             nat::ForwardError::Listen(..) => ControlError::Failed(e.to_string()),
         })?;
         self.networks[key].spec = spec;
         Ok(f)
     }
 
-    /// Removes the port forward on `host`.
+    /// Removes the `proto` port forward on `host`.
     fn remove_forward(
         &mut self,
         key: NetKey,
+        proto: vnet_control::ForwardProto,
         host: std::net::SocketAddrV4,
     ) -> Result<(), ControlError> {
         let nat = self.nat_of(key)?;
-        if !nat.borrow_mut().remove_forward(host) {
+        if !nat.borrow_mut().remove_forward(proto, host) {
             return Err(ControlError::NotFound(format!(
-                "vnet {:?} forwards nothing on {host} (see `vnet forward ls {}`)",
+                "vnet {:?} forwards no {} on {host} (see `vnet forward ls {}`)",
                 self.networks[key].name(),
+                proto.as_str(),
                 self.networks[key].name()
             )));
         }
         if let Some(n) = self.networks[key].spec.nat.as_mut() {
-            n.forward.retain(|f| f.host != host);
+            n.forward.retain(|f| (f.proto, f.host) != (proto, host));
         }
         Ok(())
     }
@@ -1285,12 +1295,6 @@ fn validate_nat(spec: &NetworkSpec, subnet: vnet_control::Ipv4Net) -> Result<(),
     }
     let mut hosts = std::collections::HashSet::new();
     for f in &nat.forward {
-        if f.proto == vnet_control::ForwardProto::Udp {
-            return invalid(format!(
-                "forward {} -> {}: UDP port forwards are not supported yet (use proto = \"tcp\")",
-                f.host, f.guest
-            ));
-        }
         let ip = *f.guest.ip();
         if !subnet.contains(&ip)
             || ip == subnet.network()
@@ -1302,8 +1306,12 @@ fn validate_nat(spec: &NetworkSpec, subnet: vnet_control::Ipv4Net) -> Result<(),
                 f.host, f.guest
             ));
         }
-        if !hosts.insert(f.host) {
-            return invalid(format!("forward: {} is listed twice", f.host));
+        if !hosts.insert((f.proto, f.host)) {
+            return invalid(format!(
+                "forward: {} {} is listed twice",
+                f.proto.as_str(),
+                f.host
+            ));
         }
     }
     Ok(())

@@ -69,7 +69,12 @@ pub(crate) enum Command {
         vnet_control::ForwardSpec,
         Reply<vnet_control::ForwardSpec>,
     ),
-    RemoveForward(String, std::net::SocketAddrV4, Reply<()>),
+    RemoveForward(
+        String,
+        vnet_control::ForwardProto,
+        std::net::SocketAddrV4,
+        Reply<()>,
+    ),
     SetPortVlan(String, u32, VlanMode, Reply<PortInfo>),
     /// A classic-device open: attach the data plane's end of a socket pair as a port.
     AttachDevice(String, std::os::fd::OwnedFd, Option<u32>, Reply<u32>),
@@ -266,13 +271,15 @@ impl Handle {
         self.call(|r| Command::AddForward(net, spec, r)).await
     }
 
-    /// Removes the port forward listening on `host`.
+    /// Removes the `proto` port forward on `host`.
     pub async fn remove_forward(
         &self,
         net: String,
+        proto: vnet_control::ForwardProto,
         host: std::net::SocketAddrV4,
     ) -> Result<(), ControlError> {
-        self.call(|r| Command::RemoveForward(net, host, r)).await
+        self.call(|r| Command::RemoveForward(net, proto, host, r))
+            .await
     }
 
     /// Changes a port's VLAN mode live.

@@ -16,6 +16,11 @@
 //! module explains. The port takes and makes offload frames: a guest's TSO super-frame
 //! is one write to the socket, and socket data leaves as super-frames of up to 64 KiB
 //! that the guest's TAP (or the switch, for ports without offloads) cuts into segments.
+//!
+//! Port forwards are registered under tokens from `LISTENERS`: a TCP forward is a
+//! listener whose accepted connections become TCP flows with their own sockets; a UDP
+//! forward is one bound socket whose peers become UDP flows without a socket of their
+//! own (`FlowSocket::Forwarded`), answered with `send_to` from the forward's socket.
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, ErrorKind, Write};
@@ -29,7 +34,7 @@ use nix::sys::socket::{
     connect, recv, socket, AddressFamily, MsgFlags, SockFlag, SockProtocol, SockType, SockaddrIn,
 };
 use tracing::{debug, info, warn};
-use vnet_control::{ForwardSpec, NetworkSpec};
+use vnet_control::{ForwardProto, ForwardSpec, NetworkSpec};
 use vnet_core::wire::offload::{Segmenter, VirtioNetHdr};
 use vnet_core::wire::MacAddr;
 use vnet_nat::wire::{IcmpEcho, Ipv4Packet, TCP_DATA_OFFSET};
@@ -64,10 +69,40 @@ impl IcmpMode {
     }
 }
 
-/// A port forward's listener.
+/// A port forward: its rule and the socket bound to its host address.
 struct Forward {
-    listener: TcpListener,
+    socket: ForwardSocket,
     spec: ForwardSpec,
+}
+
+/// What a port forward takes traffic from the host on.
+enum ForwardSocket {
+    /// Each accepted connection becomes a TCP flow with that connection as its socket.
+    Tcp(TcpListener),
+    /// Each peer sending to it becomes a UDP flow, and the guest's replies leave from it
+    /// (so peers see them come from the address they sent to).
+    Udp(UdpSocket),
+}
+
+impl ForwardSocket {
+    fn bind(spec: &ForwardSpec) -> io::Result<Self> {
+        let s = match spec.proto {
+            ForwardProto::Tcp => ForwardSocket::Tcp(TcpListener::bind(spec.host)?),
+            ForwardProto::Udp => ForwardSocket::Udp(UdpSocket::bind(spec.host)?),
+        };
+        match &s {
+            ForwardSocket::Tcp(l) => l.set_nonblocking(true)?,
+            ForwardSocket::Udp(u) => u.set_nonblocking(true)?,
+        }
+        Ok(s)
+    }
+
+    fn fd(&self) -> RawFd {
+        match self {
+            ForwardSocket::Tcp(l) => l.as_raw_fd(),
+            ForwardSocket::Udp(u) => u.as_raw_fd(),
+        }
+    }
 }
 
 /// A flow's host socket.
@@ -76,6 +111,10 @@ enum FlowSocket {
     Dgram(UdpSocket),
     /// TCP.
     Stream(TcpSock),
+    /// A UDP flow a port forward opened for a host peer: the socket is the forward's
+    /// (listener `forward`), shared by all its peers, so the flow owns none; replies go
+    /// out with `send_to(peer)`.
+    Forwarded { forward: usize, peer: SocketAddrV4 },
 }
 
 /// A TCP flow's socket and the guest data it did not take yet.
@@ -141,10 +180,12 @@ impl TcpSock {
 }
 
 impl FlowSocket {
-    fn fd(&self) -> RawFd {
+    /// The socket the flow owns (and registered under its token), if any.
+    fn own_fd(&self) -> Option<RawFd> {
         match self {
-            FlowSocket::Dgram(s) => s.as_raw_fd(),
-            FlowSocket::Stream(s) => s.stream.as_raw_fd(),
+            FlowSocket::Dgram(s) => Some(s.as_raw_fd()),
+            FlowSocket::Stream(s) => Some(s.stream.as_raw_fd()),
+            FlowSocket::Forwarded { .. } => None,
         }
     }
 }
@@ -159,7 +200,8 @@ pub struct NatService {
     dns: Option<UdpSocket>,
     /// Sockets that reported readiness and were not read to `WouldBlock` yet.
     ready: Vec<Token>,
-    /// Port forwards by token (`LISTENERS + i`; a removed one leaves `None`).
+    /// Port forwards by token (`LISTENERS + i`; a removed one leaves `None`, so an
+    /// index names one forward for good).
     listeners: Vec<Option<Forward>>,
     actions: Vec<Output>,
     buf: Vec<u8>,
@@ -333,45 +375,60 @@ impl NatService {
             .collect()
     }
 
-    /// Starts listening for a port forward (validated by the caller).
+    /// Starts listening (TCP) or receiving (UDP) for a port forward (validated by the
+    /// caller).
     pub fn add_forward(&mut self, f: &ForwardSpec) -> Result<(), ForwardError> {
-        if self.forwards().iter().any(|g| g.host == f.host) {
-            return Err(ForwardError::Exists(f.host));
+        if self
+            .forwards()
+            .iter()
+            .any(|g| (g.proto, g.host) == (f.proto, f.host))
+        {
+            return Err(ForwardError::Exists(f.proto, f.host));
         }
         let token = Token(LISTENERS + self.listeners.len());
-        let listener = TcpListener::bind(f.host)
-            .and_then(|l| l.set_nonblocking(true).map(|()| l))
-            .and_then(|l| {
+        let socket = ForwardSocket::bind(f)
+            .and_then(|s| {
                 self.poll
                     .registry()
-                    .register(&mut SourceFd(&l.as_raw_fd()), token, Interest::READABLE)
-                    .map(|()| l)
+                    .register(&mut SourceFd(&s.fd()), token, Interest::READABLE)
+                    .map(|()| s)
             })
             .map_err(|e| ForwardError::Listen(f.clone(), e))?;
-        info!(net = self.net, "NAT forwards TCP {} to {}", f.host, f.guest);
+        info!(
+            net = self.net,
+            "NAT forwards {} {} to {}",
+            f.proto.as_str(),
+            f.host,
+            f.guest
+        );
         self.listeners.push(Some(Forward {
-            listener,
+            socket,
             spec: f.clone(),
         }));
         Ok(())
     }
 
-    /// Stops listening on `host`; connections already carried go on. `false`: no such
-    /// forward.
-    pub fn remove_forward(&mut self, host: SocketAddrV4) -> bool {
-        let Some(slot) = self
-            .listeners
-            .iter_mut()
-            .find(|f| f.as_ref().is_some_and(|f| f.spec.host == host))
-        else {
+    /// Stops forwarding `proto` on `host`. TCP connections already carried go on; a
+    /// UDP forward's flows lose their socket, so the guest's replies on them are
+    /// dropped until they idle out. `false`: no such forward.
+    pub fn remove_forward(&mut self, proto: ForwardProto, host: SocketAddrV4) -> bool {
+        let Some(slot) = self.listeners.iter_mut().find(|f| {
+            f.as_ref()
+                .is_some_and(|f| (f.spec.proto, f.spec.host) == (proto, host))
+        }) else {
             return false;
         };
         if let Some(f) = slot.take() {
             let _ = self
                 .poll
                 .registry()
-                .deregister(&mut SourceFd(&f.listener.as_raw_fd()));
-            info!(net = self.net, "NAT no longer forwards {}", f.spec.host);
+                .deregister(&mut SourceFd(&f.socket.fd()));
+            info!(
+                net = self.net,
+                "NAT no longer forwards {} {}",
+                proto.as_str(),
+                f.spec.host
+            );
         }
         true
     }
@@ -428,8 +485,8 @@ impl NatService {
                 }
                 Output::Send { flow, data } => self.send(flow, data, &mut more),
                 Output::Close { flow } => {
-                    if let Some(s) = self.flows.remove(&flow) {
-                        let _ = self.poll.registry().deregister(&mut SourceFd(&s.fd()));
+                    if let Some(fd) = self.flows.remove(&flow).and_then(|s| s.own_fd()) {
+                        let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
                     }
                 }
                 Output::TcpWrite { flow, data, fin } => match frame.get(data) {
@@ -478,12 +535,14 @@ impl NatService {
             }
         };
         let interest = match s {
-            FlowSocket::Dgram(_) => Interest::READABLE,
             FlowSocket::Stream(..) => Interest::READABLE | Interest::WRITABLE,
+            _ => Interest::READABLE,
         };
-        self.poll
-            .registry()
-            .register(&mut SourceFd(&s.fd()), Token(flow.0 as usize), interest)?;
+        if let Some(fd) = s.own_fd() {
+            self.poll
+                .registry()
+                .register(&mut SourceFd(&fd), Token(flow.0 as usize), interest)?;
+        }
         self.flows.insert(flow, s);
         Ok(())
     }
@@ -639,10 +698,24 @@ impl NatService {
     }
 
     fn send(&mut self, flow: FlowId, mut data: Vec<u8>, more: &mut Vec<Output>) {
-        let Some(FlowSocket::Dgram(s)) = self.flows.get(&flow) else {
-            return;
+        let (s, peer) = match self.flows.get(&flow) {
+            Some(FlowSocket::Dgram(s)) => (s, None),
+            Some(&FlowSocket::Forwarded { forward, peer }) => match self.listeners.get(forward) {
+                Some(Some(Forward {
+                    socket: ForwardSocket::Udp(s),
+                    ..
+                })) => (s, Some(peer)),
+                _ => {
+                    debug!(
+                        net = self.net,
+                        "NAT: flow {} lost its UDP forward: reply to {peer} dropped", flow.0
+                    );
+                    return;
+                }
+            },
+            _ => return,
         };
-        if self.icmp == IcmpMode::Raw {
+        if self.icmp == IcmpMode::Raw && self.device.flow_proto(flow) == Some(Proto::Icmp) {
             // We choose the identifier (a ping socket's kernel would): one per flow, so
             // replies can be told apart on the shared wire.
             if let Some(e) = IcmpEcho::parse(&data) {
@@ -653,7 +726,11 @@ impl NatService {
                 .to_bytes();
             }
         }
-        match s.send(&data) {
+        let sent = match peer {
+            Some(peer) => s.send_to(&data, peer),
+            None => s.send(&data),
+        };
+        match sent {
             Ok(_) => {}
             Err(e) => match socket_error(&e) {
                 Some(err) => self.device.socket_error(flow, err, more),
@@ -666,11 +743,15 @@ impl NatService {
     /// that the device opens towards the guest.
     fn accept(&mut self, now: Instant, i: usize) {
         loop {
-            let Some(Some(forward)) = self.listeners.get(i) else {
+            let Some(Some(Forward {
+                socket: ForwardSocket::Tcp(listener),
+                spec,
+            })) = self.listeners.get(i)
+            else {
                 return;
             };
-            let guest = forward.spec.guest;
-            let (stream, peer) = match forward.listener.accept() {
+            let guest = spec.guest;
+            let (stream, peer) = match listener.accept() {
                 Ok((stream, SocketAddr::V4(peer))) => (stream, peer),
                 Ok(_) => continue,
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
@@ -710,6 +791,42 @@ impl NatService {
         }
     }
 
+    /// Takes one datagram waiting on UDP forward `i`'s socket to the device, which
+    /// makes its sender a flow (new or refreshed) whose replies leave from this socket.
+    /// `WouldBlock` when none waits.
+    fn forward_datagram(&mut self, now: Instant, i: usize) -> io::Result<()> {
+        let Some(Some(Forward {
+            socket: ForwardSocket::Udp(socket),
+            spec,
+        })) = self.listeners.get(i)
+        else {
+            return Err(ErrorKind::WouldBlock.into());
+        };
+        let (n, peer) = socket.recv_from(&mut self.buf)?;
+        let SocketAddr::V4(peer) = peer else {
+            return Ok(());
+        };
+        let guest = spec.guest;
+        let data = &self.buf[..n];
+        match self
+            .device
+            .udp_forwarded(now, guest, peer, data, &mut self.actions)
+        {
+            // Replies follow the peer's latest datagram: the forward may differ (two
+            // UDP forwards to one guest port) and so may the peer (two loopback
+            // addresses with one port are both the gateway to the guest).
+            Some(flow) => {
+                self.flows
+                    .insert(flow, FlowSocket::Forwarded { forward: i, peer });
+            }
+            None => debug!(
+                net = self.net,
+                "NAT: UDP forward to {guest}: dropped a datagram from {peer}"
+            ),
+        }
+        Ok(())
+    }
+
     /// Reads up to [`BATCH`] datagrams from ready sockets into the device.
     fn read_sockets(&mut self, now: Instant) {
         let mut budget = BATCH;
@@ -718,9 +835,31 @@ impl NatService {
                 return;
             };
             if token.0 >= LISTENERS {
-                self.ready.pop();
-                budget -= 1;
-                self.accept(now, token.0 - LISTENERS);
+                let i = token.0 - LISTENERS;
+                let udp = matches!(
+                    self.listeners.get(i),
+                    Some(Some(Forward {
+                        socket: ForwardSocket::Udp(_),
+                        ..
+                    }))
+                );
+                if !udp {
+                    self.ready.pop();
+                    budget -= 1;
+                    self.accept(now, i);
+                    continue;
+                }
+                match self.forward_datagram(now, i) {
+                    Ok(()) => budget -= 1,
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                        self.ready.pop();
+                    }
+                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        budget -= 1;
+                        debug!(net = self.net, "NAT: UDP forward: {e}");
+                    }
+                }
                 continue;
             }
             let result = if token == DNS {
@@ -737,7 +876,8 @@ impl NatService {
                         self.tcp_event(now, FlowId(token.0 as u64));
                         continue;
                     }
-                    None => Err(ErrorKind::WouldBlock.into()),
+                    // Forwarded flows have no socket (and token) of their own.
+                    Some(FlowSocket::Forwarded { .. }) | None => Err(ErrorKind::WouldBlock.into()),
                 }
             };
             let flow = FlowId(token.0 as u64);
@@ -789,26 +929,36 @@ impl NatService {
 /// Why a port forward could not be added.
 #[derive(Debug)]
 pub enum ForwardError {
-    /// The vnet already forwards this host address.
-    Exists(SocketAddrV4),
-    /// The host address cannot be listened on (taken, not local, not permitted).
+    /// The vnet already forwards this protocol on this host address.
+    Exists(ForwardProto, SocketAddrV4),
+    /// The host address cannot be listened on or bound (taken, not local, not
+    /// permitted).
     Listen(ForwardSpec, io::Error),
 }
 
 impl std::fmt::Display for ForwardError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            ForwardError::Exists(host) => write!(f, "{host} is already forwarded"),
+            ForwardError::Exists(proto, host) => {
+                write!(f, "{} {host} is already forwarded", proto.as_str())
+            }
             ForwardError::Listen(spec, e) => {
                 let hint = if e.kind() == ErrorKind::AddrInUse {
                     " (the port is taken: choose another host port)"
                 } else {
                     ""
                 };
+                let verb = match spec.proto {
+                    ForwardProto::Tcp => "listen on",
+                    ForwardProto::Udp => "bind",
+                };
                 write!(
                     f,
-                    "NAT port forward {} -> {}: cannot listen on {}: {e}{hint}",
-                    spec.host, spec.guest, spec.host
+                    "NAT port forward {} {} -> {}: cannot {verb} {}: {e}{hint}",
+                    spec.proto.as_str(),
+                    spec.host,
+                    spec.guest,
+                    spec.host
                 )
             }
         }
