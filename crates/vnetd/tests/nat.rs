@@ -855,3 +855,133 @@ fn a_port_forward_reaches_a_server_inside_a_vm() {
         .unwrap_or_default();
     assert!(err.contains("port is taken"), "{err}");
 }
+
+/// A free UDP port on the host's loopback.
+fn free_udp_port() -> u16 {
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.local_addr().unwrap().port()
+}
+
+/// nat.conf's `[incomingudp]`: host ports forwarded to a UDP echo server inside a VM,
+/// from the config and live, TCP and UDP on one host port; a taken host port is a
+/// clear error.
+#[test]
+fn a_udp_port_forward_reaches_an_echo_server_inside_a_vm() {
+    if skip_unless_root("nat udp port forward") {
+        return;
+    }
+    let n = octet(11);
+    let port = free_udp_port();
+    let net = unique_name("nat");
+    let guest = format!("10.208.{n}.51");
+    let d = nat_daemon(
+        &net,
+        n,
+        &format!(
+            ", forward = [{{ proto = \"udp\", host = \"127.0.0.1:{port}\", guest = \"{guest}:7777\" }}]"
+        ),
+    );
+    let (_, vm) = tap_vm(&d, &net, "52:54:00:08:00:13", &format!("{guest}/24"));
+    let _echo = vm
+        .ns()
+        .spawn(&["socat", "UDP4-RECVFROM:7777,fork,reuseaddr", "EXEC:cat"]);
+    // One datagram from a host socket to `host`; the answer, if one comes back from
+    // `host` within a second.
+    let ask_from = |client: &UdpSocket, host: &str, msg: &str| {
+        client
+            .set_read_timeout(Some(Duration::from_secs(1)))
+            .unwrap();
+        client.send_to(msg.as_bytes(), host).ok()?;
+        let mut buf = [0u8; 2048];
+        let (len, from) = client.recv_from(&mut buf).ok()?;
+        assert_eq!(from.to_string(), host, "the answer comes from the forward");
+        Some(String::from_utf8_lossy(&buf[..len]).into_owned())
+    };
+    let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let host1 = format!("127.0.0.1:{port}");
+    // The first datagrams may be lost while the NAT device asks for the VM's MAC.
+    assert!(
+        wait_for(T, || ask_from(&peer, &host1, "hello VM").as_deref()
+            == Some("hello VM")),
+        "host {host1} → VM {guest}:7777 and back\n{}",
+        d.log()
+    );
+    for i in 0..10 {
+        let msg = format!("datagram {i}");
+        assert_eq!(ask_from(&peer, &host1, &msg), Some(msg));
+    }
+    // Each host peer is its own flow.
+    let other = UdpSocket::bind("127.0.0.1:0").unwrap();
+    assert_eq!(
+        ask_from(&other, &host1, "another peer").as_deref(),
+        Some("another peer")
+    );
+    let c = client(&d).network(&net).unwrap().nat.unwrap().counters;
+    assert!(
+        c.from_host >= 12 && c.to_host >= 12 && c.flows_opened >= 2,
+        "{c:?}"
+    );
+
+    // A second forward added live through the CLI works at once; a TCP forward may
+    // share its host port, and removing that one leaves the UDP one alone.
+    let port2 = free_udp_port();
+    let host2 = format!("127.0.0.1:{port2}");
+    let to_echo = format!("{guest}:7777");
+    let added = d.cli_ok(&["forward", "add", &net, &host2, &to_echo, "--udp"]);
+    assert!(
+        added.contains(&format!("udp {host2} -> {to_echo}")),
+        "{added}"
+    );
+    d.cli_ok(&["forward", "add", &net, &host2, &format!("{guest}:8080")]);
+    let listed = d.cli_ok(&["forward", "ls", &net]);
+    assert!(
+        listed.contains(&format!("udp {host2} ->")) && listed.contains(&format!("tcp {host2} ->")),
+        "{listed}"
+    );
+    let again = common::cli_fails(&d, &["forward", "add", &net, &host2, &to_echo, "--udp"]);
+    assert!(
+        again.contains("udp") && again.contains("already forwarded"),
+        "{again}"
+    );
+    d.cli_ok(&["forward", "rm", &net, &host2]);
+    let client2 = UdpSocket::bind("127.0.0.1:0").unwrap();
+    assert_eq!(
+        ask_from(&client2, &host2, "live").as_deref(),
+        Some("live"),
+        "live UDP forward\n{}",
+        d.log()
+    );
+    d.cli_ok(&["forward", "rm", &net, &host2, "--udp"]);
+    assert_eq!(
+        ask_from(&client2, &host2, "gone"),
+        None,
+        "removed: nothing answers on {host2}"
+    );
+    let gone = common::cli_fails(&d, &["forward", "rm", &net, &host2, "--udp"]);
+    assert!(gone.contains("forwards no udp"), "{gone}");
+    assert_eq!(
+        ask_from(&peer, &host1, "still there").as_deref(),
+        Some("still there"),
+        "the first forward is untouched"
+    );
+
+    // Taken host ports: live, by a socket of the test's, and at start, by the daemon.
+    let taken = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let host3 = taken.local_addr().unwrap().to_string();
+    let err = common::cli_fails(&d, &["forward", "add", &net, &host3, &to_echo, "--udp"]);
+    assert!(err.contains("port is taken"), "{err}");
+    let err = Daemon::builder()
+        .config(&format!(
+            "[[network]]\nname = \"{}\"\nsubnet = \"10.208.{n}.0/24\"\n\
+             nat = {{ forward = [{{ proto = \"udp\", host = \"{host1}\", guest = \"{guest}:7\" }}] }}\n",
+            unique_name("nat")
+        ))
+        .try_start()
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(
+        err.contains("udp") && err.contains("port is taken"),
+        "{err}"
+    );
+}
