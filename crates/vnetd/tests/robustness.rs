@@ -125,14 +125,15 @@ fn garbage_on_dgram_sockets_drops_only_that_port() {
     peer.send_to(&vec![0u8; 3000], &path).unwrap();
     peer.send_to(&common::junk(200, 7), &path).unwrap();
     wait_ports(&d, "lab", PortKind::Dgram, 1);
-    assert!(wait_for(Duration::from_secs(5), || find_kind(
-        &d,
-        "lab",
-        PortKind::Dgram
-    )
-    .is_some_and(
-        |p| drops(&p, "runt") == 1 && drops(&p, "oversize") == 1
-    )));
+    let counted = || {
+        find_kind(&d, "lab", PortKind::Dgram)
+            .is_some_and(|p| drops(&p, "runt") == 1 && drops(&p, "oversize") == 1)
+    };
+    assert!(
+        wait_for(Duration::from_secs(5), counted),
+        "{:?}",
+        find_kind(&d, "lab", PortKind::Dgram)
+    );
     still_serving(&mut d, &a, &b);
 
     // The client dies: the next frame toward it finds no socket and frees the port.

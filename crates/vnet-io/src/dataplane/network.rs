@@ -4,7 +4,7 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -26,6 +26,7 @@ use crate::backend::{Backend, Received, Sent};
 use crate::frame::{BufPool, FrameBuf};
 use crate::services::dhcp::DhcpService;
 use crate::services::nat::NatService;
+use crate::sys::mmsg::DgramBatch;
 use crate::sys::seqpacket;
 
 /// A port's I/O side: its backend and its bounded egress queue.
@@ -54,6 +55,8 @@ pub(super) enum PassEnd {
 
 /// Frames one port may send into the vnet per turn, so a busy port cannot starve others.
 const RX_BUDGET: usize = 64;
+/// Datagrams one `recvmmsg` takes from the shared dgram socket.
+const DGRAM_BATCH: usize = 32;
 
 pub(super) struct Network {
     pub spec: NetworkSpec,
@@ -67,6 +70,8 @@ pub(super) struct Network {
     pub vde_listener: UnixListener,
     pub dgram: Rc<UnixDatagram>,
     pub dgram_peers: HashMap<PathBuf, PortId>,
+    /// `recvmmsg`'s message headers and sender addresses for the dgram socket.
+    dgram_batch: Box<DgramBatch<DGRAM_BATCH>>,
     /// The DHCP service's port and state, shared with its [`ServicePort`].
     pub dhcp: Option<(PortId, Rc<RefCell<DhcpService>>)>,
     /// The NAT device's state, shared with its [`ServicePort`] (live port forwards,
@@ -143,6 +148,7 @@ impl Network {
             vde_listener,
             dgram: Rc::new(dgram_sock),
             dgram_peers: HashMap::new(),
+            dgram_batch: DgramBatch::new(),
             host_adapter: None,
             dhcp: None,
             nat: None,
@@ -256,50 +262,71 @@ impl Network {
         PassEnd::More
     }
 
-    /// Reads the shared dgram socket, creating a port for each new peer.
+    /// Reads the shared dgram socket in batches (`recvmmsg`), creating a port for each
+    /// new peer.
     pub fn receive_dgram(&mut self, now: Instant, touched: &mut Vec<PortId>) -> PassEnd {
-        for _ in 0..RX_BUDGET {
-            let mut buf = self.pool.get();
-            let (n, addr) = match self.dgram.recv_from(buf.recv_space()) {
-                Ok(r) => r,
+        for _ in 0..RX_BUDGET / DGRAM_BATCH {
+            let mut bufs: [FrameBuf; DGRAM_BATCH] = std::array::from_fn(|_| self.pool.get());
+            let spaces = bufs.each_mut().map(|b| b.recv_space());
+            let count = match self.dgram_batch.recv(self.dgram.as_fd(), spaces) {
+                Ok(n) => n,
                 Err(e) => {
-                    self.pool.put(buf);
                     if e.kind() != io::ErrorKind::WouldBlock {
                         warn!(net = self.name(), "dgram receive failed: {e}");
                     }
-                    return PassEnd::Idle;
+                    0
                 }
             };
-            buf.set_len(n);
-            let Some(path) = addr.as_pathname() else {
-                // An unbound sender has no address to answer: it cannot be a port.
-                debug!(
-                    net = self.name(),
-                    "dropped a datagram from an unbound socket"
-                );
-                self.pool.put(buf);
-                continue;
-            };
-            let id = match self.dgram_peers.get(path) {
-                Some(id) => *id,
-                None => {
-                    let port = DgramPort::new(Rc::clone(&self.dgram), path.to_path_buf());
-                    match self.attach(Box::new(port), VlanMode::default()) {
-                        Ok(id) => {
-                            self.dgram_peers.insert(path.to_path_buf(), id);
-                            id
-                        }
-                        Err(e) => {
-                            warn!(net = self.name(), "cannot add dgram port: {e}");
-                            self.pool.put(buf);
-                            continue;
-                        }
+            for (i, mut buf) in bufs.into_iter().enumerate() {
+                if i >= count {
+                    self.pool.put(buf);
+                    continue;
+                }
+                buf.set_len(self.dgram_batch.len(i));
+                let known = match self.dgram_batch.sender(i) {
+                    Some(path) => self.dgram_peers.get(path).copied().ok_or(path),
+                    None => {
+                        // An unbound sender has no address to answer: it cannot be a port.
+                        debug!(
+                            net = self.name(),
+                            "dropped a datagram from an unbound socket"
+                        );
+                        self.pool.put(buf);
+                        continue;
                     }
+                };
+                let id = match known {
+                    Ok(id) => Some(id),
+                    Err(path) => {
+                        let path = path.to_path_buf();
+                        self.add_dgram_peer(path)
+                    }
+                };
+                match id {
+                    Some(id) => self.forward(now, id, buf, touched),
+                    None => self.pool.put(buf),
                 }
-            };
-            self.forward(now, id, buf, touched);
+            }
+            if count < DGRAM_BATCH {
+                return PassEnd::Idle;
+            }
         }
         PassEnd::More
+    }
+
+    /// A port for a new dgram peer bound at `path`.
+    fn add_dgram_peer(&mut self, path: PathBuf) -> Option<PortId> {
+        let port = DgramPort::new(Rc::clone(&self.dgram), path.clone());
+        match self.attach(Box::new(port), VlanMode::default()) {
+            Ok(id) => {
+                self.dgram_peers.insert(path, id);
+                Some(id)
+            }
+            Err(e) => {
+                warn!(net = self.name(), "cannot add dgram port: {e}");
+                None
+            }
+        }
     }
 
     /// Sends `id`'s queued frames until the queue is empty or the client is full.
