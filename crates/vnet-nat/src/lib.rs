@@ -59,10 +59,6 @@
 //!   ACK only what the peer has, `tcpi_snd_wnd` as the window) instead of ACKing what
 //!   the socket took and a fixed [`TCP_WINDOW`]; SACK; `TCP_MAXSEG` from the guest's MSS;
 //!   `splice` for host-local peers.
-//! - **Inbound forwarding**: a listening socket per rule in the shell; `accept()` becomes
-//!   a flow whose SYN goes *to* the guest (passt's `SOCK_ACCEPTED`), the same mirroring
-//!   afterwards. UDP forwards have one bound socket per rule; each host peer is a UDP
-//!   flow keyed like an outbound one, so the guest's replies need nothing new.
 //! - **DNS**: TCP to the gateway's port 53 goes to the first upstream only — try the
 //!   others when it is refused; local names are answered over UDP only (their answers
 //!   are small, so guests never retry them over TCP).
