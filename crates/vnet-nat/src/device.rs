@@ -615,11 +615,7 @@ impl NatDevice {
         data: &[u8],
         out: &mut Vec<Output>,
     ) -> Option<FlowId> {
-        let remote = if peer.ip().is_loopback() || peer.ip().is_unspecified() {
-            SocketAddrV4::new(self.config.gateway, peer.port())
-        } else {
-            peer
-        };
+        let remote = self.seen_by_guests(peer);
         let key = FlowKey {
             proto: Proto::Udp,
             guest,
@@ -833,6 +829,17 @@ impl NatDevice {
             .into_iter()
             .flatten()
             .min()
+    }
+
+    /// A host peer of a port forward as guests see it: host-local peers as the gateway,
+    /// everyone else as themselves (guests answer through their default route, the
+    /// device, either way).
+    pub(crate) fn seen_by_guests(&self, peer: SocketAddrV4) -> SocketAddrV4 {
+        if peer.ip().is_loopback() || peer.ip().is_unspecified() {
+            SocketAddrV4::new(self.config.gateway, peer.port())
+        } else {
+            peer
+        }
     }
 
     fn route(&self, guest_mac: MacAddr, src: Ipv4Addr, dst: Ipv4Addr) -> Route {

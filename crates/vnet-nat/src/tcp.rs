@@ -363,13 +363,7 @@ impl NatDevice {
         peer: SocketAddrV4,
         out: &mut Vec<Output>,
     ) -> Option<FlowId> {
-        // The guest sees host-local peers as the gateway, everyone else as themselves:
-        // it answers through its default route, the device, either way.
-        let remote = if peer.ip().is_loopback() || peer.ip().is_unspecified() {
-            SocketAddrV4::new(self.config.gateway, peer.port())
-        } else {
-            peer
-        };
+        let remote = self.seen_by_guests(peer);
         let key = FlowKey {
             proto: Proto::Tcp,
             guest,
