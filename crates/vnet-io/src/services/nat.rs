@@ -130,7 +130,11 @@ struct TcpSock {
 }
 
 impl TcpSock {
+    /// Takes over a flow's stream. Nagle is off: the guest's own TCP already chose when
+    /// to send, and a second delay here would stall small writes behind the peer's
+    /// delayed ACKs.
     fn new(stream: TcpStream, connected: bool) -> Self {
+        let _ = stream.set_nodelay(true);
         TcpSock {
             stream,
             connected,
