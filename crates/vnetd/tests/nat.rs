@@ -62,6 +62,51 @@ fn nat_daemon(net: &str, n: u32, nat_extra: &str) -> Daemon {
     )))
 }
 
+/// As [`nat_daemon`], but the daemon runs as `nobody`: the NAT needs no privilege. A
+/// wrapper hands it its run and state directories, then drops to uid/gid 65534; the
+/// binary is copied into `dir` (made world-readable), which `nobody` can reach wherever
+/// the build tree is.
+fn unprivileged_nat_daemon(dir: &std::path::Path, net: &str, n: u32, nat_extra: &str) -> Daemon {
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let binary = dir.join("vnetd");
+    std::fs::copy(bin_path("vnetd"), &binary).unwrap();
+    let wrapper = dir.join("vnetd-as-nobody");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh
+\
+             for a in \"$@\"; do
+\
+             case $prev in --run-dir|--state-dir) chown 65534:65534 \"$a\" \"$(dirname \"$a\")\";; esac
+\
+             prev=$a
+\
+             done
+\
+             exec setpriv --reuid=65534 --regid=65534 --clear-groups {} \"$@\"
+",
+            bin_path("vnetd").display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let d = Daemon::builder()
+        .binary(&wrapper)
+        .config(&format!(
+            "[[network]]\nname = \"{net}\"\nsubnet = \"10.208.{n}.0/24\"\ndhcp = {{}}\n\
+             nat = {{ udp_timeout_secs = 5{nat_extra} }}\n"
+        ))
+        .start();
+    let status = std::fs::read_to_string(format!("/proc/{}/status", d.pid().unwrap())).unwrap();
+    assert!(
+        status.lines().any(|l| l.starts_with("Uid:\t65534\t")),
+        "the daemon runs as nobody: {status}"
+    );
+    assert!(d.log().contains("running unprivileged"), "{}", d.log());
+    d
+}
+
 /// A VM on `net` configured by DHCP; checks that the lease names the NAT device.
 fn dhcp_vm(d: &Daemon, net: &str, n: u32, mac: &str) -> NsVm {
     let (_, vm) = tap_vm(d, net, mac, "");
@@ -709,7 +754,8 @@ fn short_connections_and_idle_flows_leave_no_sockets_behind() {
 
 /// The issue's acceptance scenario with a real kernel: a QEMU guest on a stream port of a
 /// NAT vnet gets its lease, resolves a name through the NAT's DNS and fetches a file over
-/// HTTP from a server only the host can reach; the file arrives intact.
+/// HTTP from a server only the host can reach; the file arrives intact. The daemon runs
+/// as an ordinary user (`nobody`): none of this needs root.
 #[test]
 fn a_qemu_guest_resolves_and_fetches_over_http_through_the_nat() {
     if skip_unless_root("nat qemu guest") {
@@ -737,7 +783,12 @@ fn a_qemu_guest_resolves_and_fetches_over_http_through_the_nat() {
         .ns
         .spawn(&["busybox", "httpd", "-f", "-p", "8080", "-h", &www_arg]);
     let net = unique_name("nat");
-    let d = nat_daemon(&net, n, &format!(", {}", upstream.nat_setting()));
+    let d = unprivileged_nat_daemon(
+        dir.path(),
+        &net,
+        n,
+        &format!(", {}", upstream.nat_setting()),
+    );
     let guest = Guest::builder()
         .name("natguest")
         .nic_with_mac(
