@@ -63,6 +63,9 @@ pub const MAX_RETRANS: u8 = 5;
 pub const WINDOW: u32 = 1 << 20;
 /// The window scale the device offers (RFC 7323): `65535 << 5` covers [`WINDOW`].
 pub const WINDOW_SCALE: u8 = 5;
+/// The most data sent to a guest and not yet acknowledged, whatever window it offers
+/// (up to 1 GiB with scaling): bounds what one flow has the shell peek and queue.
+const MAX_IN_FLIGHT: u32 = 8 << 20;
 /// Duplicate ACKs that make the device resend at once (RFC 5681's fast retransmit).
 const DUP_ACKS: u8 = 3;
 
@@ -520,7 +523,7 @@ impl NatDevice {
             return None;
         }
         let offset = tcp.in_flight();
-        let len = tcp.wnd_from_tap.saturating_sub(offset);
+        let len = tcp.wnd_from_tap.min(MAX_IN_FLIGHT).saturating_sub(offset);
         let mss = tcp.segment_size(self.config.mtu);
         (len > 0 || offset == 0).then_some(ReadWindow {
             offset: offset as usize,

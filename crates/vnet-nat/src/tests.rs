@@ -642,6 +642,43 @@ mod tcp {
     }
 
     #[test]
+    fn a_huge_guest_window_does_not_make_the_shell_peek_without_bound() {
+        let mut nat = NatDevice::new(config());
+        let t = Instant::now();
+        let r = to_nat(OUTSIDE);
+        let h = TcpHeader {
+            src_port: PORT,
+            dst_port: 80,
+            seq: 1000,
+            ack: 0,
+            flags: F::SYN,
+            window: 65535,
+            mss: Some(1460),
+            wscale: Some(14), // 1 GiB
+        };
+        let syn = wire::ipv4_frame(&r, wire::PROTO_TCP, 1, &wire::tcp_segment(&r, &h, b""));
+        let mut out = Vec::new();
+        nat.receive(t, &syn, &mut out);
+        let Output::Open { flow, .. } = out[0] else {
+            panic!("{out:?}")
+        };
+        out.clear();
+        nat.tcp_connected(t, flow, &mut out);
+        let isn = segments(&out)[0].0;
+        let h = TcpHeader {
+            seq: 1001,
+            ack: isn + 1,
+            flags: F::ACK,
+            mss: None,
+            wscale: None,
+            ..h
+        };
+        let ack = wire::ipv4_frame(&r, wire::PROTO_TCP, 1, &wire::tcp_segment(&r, &h, b""));
+        nat.receive(t, &ack, &mut out);
+        assert_eq!(nat.tcp_read_window(flow).unwrap().len, 8 << 20);
+    }
+
+    #[test]
     fn three_duplicate_acks_send_again_from_the_last_ack() {
         let mut nat = NatDevice::new(config());
         let t = Instant::now();
