@@ -56,6 +56,20 @@ fn main() {
     }
 }
 
+/// Every port, flow and listener is a descriptor: a few hundred VMs with NAT traffic
+/// outgrow the usual soft limit of 1024 long before the hard limit, so take all of it.
+fn raise_fd_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => info!("open files: up to {hard} (was {soft})"),
+            Err(e) => warn!("open files stay at {soft}: cannot raise to {hard}: {e}"),
+        },
+        Ok(_) => {}
+        Err(e) => warn!("cannot read the open-file limit: {e}"),
+    }
+}
+
 fn run(args: Args) -> Result<()> {
     let config = match &args.config {
         Some(path) => Config::load(path)?,
@@ -69,6 +83,7 @@ fn run(args: Args) -> Result<()> {
     let run_dir = std::path::absolute(args.run_dir.unwrap_or_else(dirs::default_run_dir))?;
     let state_dir = std::path::absolute(args.state_dir.unwrap_or_else(dirs::default_state_dir))?;
     let control = dirs::claim(&run_dir, &state_dir)?;
+    raise_fd_limit();
 
     let dataplane = DataPlane::spawn(run_dir.clone(), state_dir.clone())
         .context("cannot start the data plane")?;

@@ -7,7 +7,7 @@ mod common;
 
 use std::ffi::OsStr;
 use std::io::{ErrorKind, Read, Write};
-use std::os::unix::fs::FileTypeExt;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Output, Stdio};
@@ -1051,4 +1051,34 @@ fn summary(frames: &[Vec<u8>]) -> String {
         }
     }
     text
+}
+
+/// Every port, NAT flow and listener is a descriptor: vnetd takes its whole open-file
+/// hard limit. Started with a soft limit of 256, it runs with the hard one.
+#[test]
+fn the_open_file_soft_limit_is_raised_to_the_hard_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let wrapper = dir.path().join("vnetd-few-files");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nulimit -Sn 256\nexec {} \"$@\"\n",
+            bin_path("vnetd").display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let d = Daemon::builder().binary(&wrapper).start();
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", d.pid().unwrap())).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    // "Max open files  SOFT  HARD  files"
+    let f: Vec<&str> = line.split_whitespace().collect();
+    assert_ne!(
+        f[4], "256",
+        "the hard limit must exceed the wrapper's soft one"
+    );
+    assert_eq!(f[3], f[4], "{line}\n{}", d.log());
 }
