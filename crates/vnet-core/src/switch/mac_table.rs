@@ -4,12 +4,11 @@
 //! the aging time is never returned; `per_port` always equals the number of dynamic
 //! entries each port owns; neither cap is ever exceeded.
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use crate::wire::MacAddr;
 
-use super::PortId;
+use super::{FastMap, PortId};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Entry {
@@ -63,16 +62,16 @@ pub struct MacRow {
 #[derive(Debug, Default)]
 pub struct MacTable {
     limits: MacLimits,
-    entries: HashMap<(u16, MacAddr), Entry>,
-    per_port: HashMap<PortId, usize>,
+    entries: FastMap<(u16, MacAddr), Entry>,
+    per_port: FastMap<PortId, usize>,
 }
 
 impl MacTable {
     pub fn new(limits: MacLimits) -> Self {
         MacTable {
             limits,
-            entries: HashMap::new(),
-            per_port: HashMap::new(),
+            entries: FastMap::default(),
+            per_port: FastMap::default(),
         }
     }
 
@@ -90,11 +89,15 @@ impl MacTable {
             return Learned::Refused;
         }
         let key = (vlan, mac);
-        if let Some(e) = self.entries.get(&key).copied() {
-            if e.port == port {
-                self.entries.get_mut(&key).expect("present").last_seen = now;
+        // The common case, a known address on its port, costs one lookup.
+        let known = match self.entries.get_mut(&key) {
+            Some(e) if e.port == port => {
+                e.last_seen = now;
                 return Learned::Refreshed;
             }
+            known => known.copied(),
+        };
+        if let Some(e) = known {
             if e.fixed {
                 return Learned::Refused;
             }
@@ -224,7 +227,7 @@ impl MacTable {
     }
 }
 
-fn release(per_port: &mut HashMap<PortId, usize>, port: PortId) {
+fn release(per_port: &mut FastMap<PortId, usize>, port: PortId) {
     if let Some(n) = per_port.get_mut(&port) {
         *n -= 1;
         if *n == 0 {

@@ -15,7 +15,9 @@ use mio::{Interest, Registry, Token};
 use tracing::{debug, info, warn};
 use vnet_control::NetworkSpec;
 use vnet_core::switch::Verdict;
-use vnet_core::switch::{DropCause, MacLimits, PortId, Switch, SwitchConfig, Tagging, VlanMode};
+use vnet_core::switch::{
+    DropCause, FastMap, MacLimits, PortId, Switch, SwitchConfig, Tagging, VlanMode,
+};
 use vnet_core::wire::api::{PortInfo as ApiPortInfo, Reply, Request, API_VERSION};
 use vnet_core::wire::ethernet::VLAN_TAG_LEN;
 use vnet_core::wire::offload::{self, Segmenter, VirtioNetHdr};
@@ -63,7 +65,7 @@ pub(super) struct Network {
     pub dir: PathBuf,
     pub switch: Switch,
     pub pool: BufPool,
-    pub ports: HashMap<PortId, PortIo>,
+    pub ports: FastMap<PortId, PortIo>,
     pub stream_listener: UnixListener,
     pub api_listener: OwnedFd,
     /// `vde/ctl`: the control socket of the vnet's VDE switch directory.
@@ -142,7 +144,7 @@ impl Network {
             // One spare byte shows that a read filled the buffer: the frame was longer.
             pool: BufPool::new(max_frame + VLAN_TAG_LEN + 1),
             switch: Switch::new(config),
-            ports: HashMap::new(),
+            ports: FastMap::default(),
             stream_listener,
             api_listener,
             vde_listener,
@@ -528,7 +530,7 @@ impl Network {
 /// Appends a frame to `dst`'s egress queue, or drops and counts it when the queue is full
 /// (in frames or in bytes).
 fn push(
-    ports: &mut HashMap<PortId, PortIo>,
+    ports: &mut FastMap<PortId, PortIo>,
     switch: &mut Switch,
     pool: &mut BufPool,
     dst: PortId,
