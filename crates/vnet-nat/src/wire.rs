@@ -527,10 +527,9 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_built_tcp_segment_parses_back_with_its_options() {
-        let r = route();
-        let h = TcpHeader {
+    /// A SYN-ACK with both options.
+    fn syn_ack() -> TcpHeader {
+        TcpHeader {
             src_port: 80,
             dst_port: 40000,
             seq: 7,
@@ -539,7 +538,13 @@ mod tests {
             window: 1000,
             mss: Some(1460),
             wscale: Some(7),
-        };
+        }
+    }
+
+    #[test]
+    fn a_built_tcp_segment_parses_back_with_its_options() {
+        let r = route();
+        let h = syn_ack();
         let f = ipv4_frame(&r, PROTO_TCP, 1, &tcp_segment(&r, &h, b"x"));
         let ip = Ipv4Packet::parse(&f[HEADER_LEN..]).unwrap();
         let t = TcpSegment::parse(&ip).unwrap();
@@ -559,14 +564,10 @@ mod tests {
         use vnet_core::wire::offload::complete_checksum;
         let r = route();
         let h = TcpHeader {
-            src_port: 80,
-            dst_port: 40000,
-            seq: 7,
-            ack: 9,
             flags: tcp_flags::ACK,
-            window: 1000,
             mss: None,
             wscale: None,
+            ..syn_ack()
         };
         let data: Vec<u8> = (0..3001u32).map(|i| (i * 7) as u8).collect();
         let mut f = vec![0; TCP_DATA_OFFSET];
