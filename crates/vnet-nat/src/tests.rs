@@ -407,6 +407,7 @@ proptest! {
         f.extend_from_slice(&body);
         let mut out = Vec::new();
         nat.receive(Instant::now(), &f, &mut out);
+        nat.receive_offloaded(Instant::now(), &f, &mut out);
         nat.socket_data(Instant::now(), FlowId(1), &body, &mut out);
         nat.dns_data("127.0.0.1:5353".parse().unwrap(), &body, &mut out);
         nat.poll(Instant::now() + Duration::from_secs(100), &mut out);
@@ -639,6 +640,32 @@ mod tcp {
         let ack = Output::Frame(ack.unwrap());
         let ack = TcpSegment::parse(&ip_of(&ack)).unwrap();
         assert_eq!((ack.ack, ack.window), (1004, (100_000 >> 5) as u16));
+    }
+
+    proptest! {
+        /// Offloaded frames skip the checksum, so mutated headers reach the flow: what
+        /// the device asks the shell to write must still lie inside the frame.
+        #[test]
+        fn tcp_writes_always_point_inside_their_frame(
+            flips in proptest::collection::vec((0usize..120, any::<u8>()), 0..8),
+            len in 0usize..64,
+        ) {
+            let mut nat = NatDevice::new(config());
+            let t = Instant::now();
+            let (_, isn) = established(&mut nat, t);
+            let mut f = tcp_frame(1001, isn + 1, F::ACK | F::PSH, &vec![7; len]);
+            for (at, v) in flips {
+                let at = at % f.len();
+                f[at] = v;
+            }
+            let mut out = Vec::new();
+            nat.receive_offloaded(t, &f, &mut out);
+            for o in &out {
+                if let Output::TcpWrite { data, .. } = o {
+                    prop_assert!(data.start <= data.end && data.end <= f.len(), "{data:?}");
+                }
+            }
+        }
     }
 
     #[test]
