@@ -415,7 +415,8 @@ pub struct NatCounters {
     pub reassembly_failures: u64,
     /// Broken frames addressed to the device.
     pub malformed: u64,
-    /// Answers dropped for being larger than the vnet's MTU.
+    /// Answers dropped for being larger than one IPv4 datagram can carry (answers over
+    /// the vnet's MTU leave in fragments).
     pub oversize: u64,
 }
 

@@ -22,7 +22,7 @@ pub struct NatConfig {
     /// The vnet's subnet: only guests inside it are translated.
     pub subnet: Ipv4Addr,
     pub prefix_len: u8,
-    /// The vnet's IP MTU: larger answers are dropped (no fragmentation yet).
+    /// The vnet's IP MTU: larger answers leave in fragments.
     pub mtu: usize,
     /// Whether echo requests can leave (the shell found a way to send them); otherwise
     /// guests are told "unreachable".
@@ -172,7 +172,7 @@ pub struct NatCounters {
     pub reassembly_failures: u64,
     /// Broken frames addressed to the device.
     pub malformed: u64,
-    /// Answers larger than the vnet's MTU.
+    /// Answers larger than one IPv4 datagram can carry (bigger ones leave in fragments).
     pub oversize: u64,
 }
 
@@ -864,18 +864,21 @@ impl NatDevice {
         self.push_ip(&route, protocol, payload, out);
     }
 
+    /// An IPv4 packet to a guest; above the vnet's MTU, in fragments (a host socket may
+    /// hand over datagrams of up to 64 KiB).
     fn push_ip(&mut self, route: &Route, protocol: u8, payload: &[u8], out: &mut Vec<Output>) {
-        if wire::IPV4_HEADER_LEN + payload.len() > self.config.mtu {
-            self.counters.oversize += 1;
+        self.ip_ident = self.ip_ident.wrapping_add(1);
+        let (mtu, ident) = (self.config.mtu, self.ip_ident);
+        if wire::IPV4_HEADER_LEN + payload.len() <= mtu {
+            out.push(Output::Frame(wire::ipv4_frame(
+                route, protocol, ident, payload,
+            )));
             return;
         }
-        self.ip_ident = self.ip_ident.wrapping_add(1);
-        out.push(Output::Frame(wire::ipv4_frame(
-            route,
-            protocol,
-            self.ip_ident,
-            payload,
-        )));
+        match wire::ipv4_fragments(route, protocol, ident, payload, mtu) {
+            Some(frames) => out.extend(frames.into_iter().map(Output::Frame)),
+            None => self.counters.oversize += 1,
+        }
     }
 
     /// Answers the guest's packet `ip` with ICMP destination unreachable `code`.

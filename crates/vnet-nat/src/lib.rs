@@ -62,7 +62,6 @@
 //! - **DNS**: TCP to the gateway's port 53 goes to the first upstream only — try the
 //!   others when it is refused; local names are answered over UDP only (their answers
 //!   are small, so guests never retry them over TCP).
-//! - **Fragments**: fragment answers above the MTU (they are dropped and counted now).
 
 mod device;
 pub mod dns;

@@ -150,6 +150,37 @@ fn without_ping_sockets_guests_hear_unreachable() {
 }
 
 #[test]
+fn answers_over_the_mtu_reach_the_guest_in_fragments() {
+    use crate::fragments::{Reassembler, Reassembly};
+    let mut nat = NatDevice::new(config());
+    let t = Instant::now();
+    let mut out = Vec::new();
+    nat.receive(t, &udp_frame(OUTSIDE, 5000, 7777, b"big?"), &mut out);
+    let Some(&Output::Open { flow, .. }) = out.first() else {
+        panic!("{out:?}")
+    };
+    out.clear();
+    let big: Vec<u8> = (0..4000u32).map(|i| (i % 251) as u8).collect();
+    nat.socket_data(t, flow, &big, &mut out);
+    assert_eq!(out.len(), 3, "4008 bytes of UDP in pieces of at most 1480");
+    // The device's own reassembler is the oracle: the pieces make the datagram.
+    let mut pieces = Reassembler::default();
+    let mut whole = None;
+    for o in &out {
+        let Output::Frame(f) = o else { panic!("{o:?}") };
+        assert!(f.len() <= HEADER_LEN + 1500, "{} bytes", f.len());
+        if let Reassembly::Complete(d) = pieces.add(t, &f[HEADER_LEN..]) {
+            whole = Some(d);
+        }
+    }
+    let whole = whole.expect("a whole datagram");
+    let ip = Ipv4Packet::parse(&whole).unwrap();
+    let u = UdpDatagram::parse(&ip).unwrap();
+    assert_eq!((u.src_port, u.dst_port, u.payload), (7777, 5000, &big[..]));
+    assert_eq!(nat.counters().oversize, 0);
+}
+
+#[test]
 fn udp_flows_carry_both_ways_and_close_when_idle() {
     let mut c = config();
     c.udp_timeout = Duration::from_secs(10);

@@ -412,6 +412,41 @@ pub struct Route {
 /// A whole Ethernet frame carrying an IPv4 packet with `payload` (a transport header
 /// with its checksum already filled in, and data). Padded to the Ethernet minimum.
 pub fn ipv4_frame(route: &Route, protocol: u8, ident: u16, payload: &[u8]) -> Vec<u8> {
+    ipv4_part(route, protocol, ident, 0, payload)
+}
+
+/// `payload` as IPv4 fragments of at most `mtu` bytes each (RFC 791): every piece but
+/// the last carries a multiple of 8 bytes and "more fragments". `None` if `mtu` leaves
+/// no room for 8 bytes of data or the payload exceeds what one datagram can hold.
+pub fn ipv4_fragments(
+    route: &Route,
+    protocol: u8,
+    ident: u16,
+    payload: &[u8],
+    mtu: usize,
+) -> Option<Vec<Vec<u8>>> {
+    let piece = mtu.checked_sub(IPV4_HEADER_LEN)? / 8 * 8;
+    if piece == 0 || IPV4_HEADER_LEN + payload.len() > usize::from(u16::MAX) {
+        return None;
+    }
+    let count = payload.len().div_ceil(piece);
+    let frames = payload
+        .chunks(piece)
+        .enumerate()
+        .map(|(i, part)| {
+            let more = if i + 1 < count { FRAG_MORE } else { 0 };
+            let offset = (i * piece / 8) as u16;
+            ipv4_part(route, protocol, ident, more | offset, part)
+        })
+        .collect();
+    Some(frames)
+}
+
+/// "More fragments" in the IPv4 flags and fragment offset field.
+const FRAG_MORE: u16 = 0x2000;
+
+/// One IPv4 packet (or fragment: `frag` is the flags and offset field) in a frame.
+fn ipv4_part(route: &Route, protocol: u8, ident: u16, frag: u16, payload: &[u8]) -> Vec<u8> {
     let total = IPV4_HEADER_LEN + payload.len();
     let mut f = Vec::with_capacity((HEADER_LEN + total).max(MIN_FRAME_LEN));
     f.resize(HEADER_LEN, 0);
@@ -420,7 +455,8 @@ pub fn ipv4_frame(route: &Route, protocol: u8, ident: u16, payload: &[u8]) -> Ve
     f.extend_from_slice(&[0x45, 0]);
     f.extend_from_slice(&total16.to_be_bytes());
     f.extend_from_slice(&ident.to_be_bytes());
-    f.extend_from_slice(&[0, 0, 64, protocol, 0, 0]);
+    f.extend_from_slice(&frag.to_be_bytes());
+    f.extend_from_slice(&[64, protocol, 0, 0]);
     f.extend_from_slice(&route.src.octets());
     f.extend_from_slice(&route.dst.octets());
     let sum = internet_checksum(&[&f[HEADER_LEN..]]);
@@ -586,6 +622,36 @@ mod tests {
         complete_checksum(&mut f, &tcp_offload(data.len(), 4000)).unwrap();
         let t = TcpSegment::parse(&Ipv4Packet::parse(&f[HEADER_LEN..]).unwrap()).unwrap();
         assert_eq!((t.seq, t.ack, t.window, t.payload), (7, 9, 1000, &data[..]));
+    }
+
+    #[test]
+    fn fragments_carry_multiples_of_8_bytes_and_say_where_they_go() {
+        let r = route();
+        let payload: Vec<u8> = (0..100u8).collect();
+        let frames = ipv4_fragments(&r, PROTO_UDP, 9, &payload, 20 + 44).unwrap();
+        // 44 bytes of room: pieces of 40, the last one the rest.
+        let fields: Vec<(u16, usize)> = frames
+            .iter()
+            .map(|f| (be16(f, HEADER_LEN + 6), f.len().max(MIN_FRAME_LEN)))
+            .collect();
+        assert_eq!(
+            fields,
+            [(0x2000, 74), (0x2000 | 5, 74), (10, MIN_FRAME_LEN)],
+            "MF and offsets in 8-byte units"
+        );
+        for f in &frames {
+            assert_eq!(internet_checksum(&[&f[HEADER_LEN..HEADER_LEN + 20]]), 0);
+            assert_eq!(be16(f, HEADER_LEN + 4), 9, "one ID for all pieces");
+        }
+        assert_eq!(
+            ipv4_fragments(&r, PROTO_UDP, 9, &payload, 27),
+            None,
+            "no room for 8"
+        );
+        assert_eq!(
+            ipv4_fragments(&r, PROTO_UDP, 9, &vec![0; 65_516], 1500),
+            None
+        );
     }
 
     #[test]
