@@ -291,6 +291,18 @@ impl NatDevice {
         self.flows.len()
     }
 
+    /// Drops `flow` without a word to the shell, which let go of its socket itself (a
+    /// removed port forward's peers): the guest's next datagram to that peer is a new
+    /// flow. `false` if there was no such flow.
+    pub fn forget(&mut self, flow: FlowId) -> bool {
+        let Some(f) = self.flows.remove(&flow) else {
+            return false;
+        };
+        self.by_key.remove(&f.key);
+        self.counters.flows_closed += 1;
+        true
+    }
+
     /// A frame the switch delivered to the device's port. `false`: it was addressed to
     /// the device but broken.
     pub fn receive(&mut self, now: Instant, frame: &[u8], out: &mut Vec<Output>) -> bool {

@@ -696,9 +696,7 @@ impl NatDevice {
 
     /// Forgets a flow and tells the shell to close its socket.
     pub(super) fn close_flow(&mut self, flow: FlowId, out: &mut Vec<Output>) {
-        if let Some(f) = self.flows.remove(&flow) {
-            self.by_key.remove(&f.key);
-            self.counters.flows_closed += 1;
+        if self.forget(flow) {
             out.push(Output::Close { flow });
         }
     }

@@ -1061,6 +1061,27 @@ fn a_udp_forward_arps_for_the_guest_then_carries_datagrams_both_ways_until_idle(
 }
 
 #[test]
+fn a_forgotten_forward_flow_is_gone_without_a_close() {
+    let mut nat = NatDevice::new(config());
+    let t = Instant::now();
+    let mut out = Vec::new();
+    nat.receive(t, &arp_reply_from_guest(), &mut out);
+    let guest = SocketAddrV4::new(GUEST, 5353);
+    let peer: SocketAddrV4 = "127.0.0.1:40000".parse().unwrap();
+    let flow = nat.udp_forwarded(t, guest, peer, b"hi", &mut out).unwrap();
+    out.clear();
+    // The shell removed the forward and its socket: nothing for it to close.
+    assert!(nat.forget(flow));
+    assert!(!nat.forget(flow));
+    assert_eq!((nat.flow_count(), nat.counters().flows_closed), (0, 1));
+    nat.poll(t + Duration::from_secs(100), &mut out);
+    assert!(out.is_empty(), "{out:?}");
+    // The guest's answer to the gateway finds no flow any more.
+    nat.receive(t, &udp_frame(GW, 5353, 40000, b"late"), &mut out);
+    assert_eq!(ip_of(&out[0]).payload[1], wire::UNREACH_PORT);
+}
+
+#[test]
 fn a_udp_forward_shows_outside_peers_as_themselves_and_keeps_to_its_own_flows() {
     let mut c = config();
     c.max_flows = 2;

@@ -416,24 +416,38 @@ impl NatService {
     /// UDP forward's flows lose their socket, so the guest's replies on them are
     /// dropped until they idle out. `false`: no such forward.
     pub fn remove_forward(&mut self, proto: ForwardProto, host: SocketAddrV4) -> bool {
-        let Some(slot) = self.listeners.iter_mut().find(|f| {
+        let Some(index) = self.listeners.iter().position(|f| {
             f.as_ref()
                 .is_some_and(|f| (f.spec.proto, f.spec.host) == (proto, host))
         }) else {
             return false;
         };
-        if let Some(f) = slot.take() {
-            let _ = self
-                .poll
-                .registry()
-                .deregister(&mut SourceFd(&f.socket.fd()));
-            info!(
-                net = self.net,
-                "NAT no longer forwards {} {}",
-                proto.as_str(),
-                f.spec.host
-            );
+        let Some(f) = self.listeners[index].take() else {
+            return false;
+        };
+        let _ = self
+            .poll
+            .registry()
+            .deregister(&mut SourceFd(&f.socket.fd()));
+        // A UDP forward's peers are flows on its socket: they go with it.
+        let orphans: Vec<FlowId> = self
+            .flows
+            .iter()
+            .filter(
+                |(_, s)| matches!(s, FlowSocket::Forwarded { forward, .. } if *forward == index),
+            )
+            .map(|(&id, _)| id)
+            .collect();
+        for flow in orphans {
+            self.flows.remove(&flow);
+            self.device.forget(flow);
         }
+        info!(
+            net = self.net,
+            "NAT no longer forwards {} {}",
+            proto.as_str(),
+            f.spec.host
+        );
         true
     }
 
