@@ -474,15 +474,7 @@ impl NatDevice {
             remote: SocketAddrV4::new(ip.dst, 0),
         };
         let to = SocketAddrV4::new(ip.dst, 0);
-        let Some(flow) = self.flow_for(now, key, guest_mac, to, out) else {
-            self.counters.ignored += 1;
-            return true;
-        };
-        self.counters.to_host += 1;
-        out.push(Output::Send {
-            flow,
-            data: ip.payload.to_vec(),
-        });
+        self.send_to_host(now, key, guest_mac, to, ip.payload, out);
         true
     }
 
@@ -503,21 +495,10 @@ impl NatDevice {
             guest,
             remote: SocketAddrV4::new(ip.dst, udp.dst_port),
         };
-        if let Some(&flow) = self.by_key.get(&key) {
-            // An open flow goes on, whatever its destination: a forwarded peer on the
-            // host's loopback is the gateway to the guest, even without `host_loopback`.
-            let f = self.flows.get_mut(&flow).expect("indexed");
-            f.last_used = now;
-            f.guest_mac = guest_mac;
-            self.counters.to_host += 1;
-            out.push(Output::Send {
-                flow,
-                data: udp.payload.to_vec(),
-            });
-            return true;
-        }
         let mut target = ip.dst;
-        if ip.dst == self.config.gateway {
+        // An open flow goes on, whatever its destination: a forwarded peer on the host's
+        // loopback is the gateway to the guest, even without `host_loopback`.
+        if ip.dst == self.config.gateway && !self.by_key.contains_key(&key) {
             if udp.dst_port == 53 && !self.dns.upstreams().is_empty() {
                 self.counters.dns_queries += 1;
                 let local = self.local_names.answer(udp.payload);
@@ -541,16 +522,30 @@ impl NatDevice {
             target = Ipv4Addr::LOCALHOST;
         }
         let to = SocketAddrV4::new(target, udp.dst_port);
+        self.send_to_host(now, key, guest_mac, to, udp.payload, out);
+        true
+    }
+
+    /// `payload` onto the flow of `key` (opened towards `to` if new), or counted as
+    /// ignored at the flow limit.
+    fn send_to_host(
+        &mut self,
+        now: Instant,
+        key: FlowKey,
+        guest_mac: MacAddr,
+        to: SocketAddrV4,
+        payload: &[u8],
+        out: &mut Vec<Output>,
+    ) {
         let Some(flow) = self.flow_for(now, key, guest_mac, to, out) else {
             self.counters.ignored += 1;
-            return true;
+            return;
         };
         self.counters.to_host += 1;
         out.push(Output::Send {
             flow,
-            data: udp.payload.to_vec(),
+            data: payload.to_vec(),
         });
-        true
     }
 
     /// The flow of `key`, opened (connected to `target`) if new; `None` at the limit.
