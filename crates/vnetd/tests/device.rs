@@ -28,6 +28,17 @@ fn no_fuse() -> bool {
     missing
 }
 
+/// A daemon with vnet `lab` and the path of its classic device, once it is there;
+/// `None` (the test is skipped) without `/dev/fuse`.
+fn lab() -> Option<(Daemon, PathBuf)> {
+    if no_fuse() {
+        return None;
+    }
+    let d = daemon_with(&["lab"]);
+    let dev = device(&d, "lab");
+    Some((d, dev))
+}
+
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
@@ -66,11 +77,9 @@ fn build_example(dir: &Path) -> PathBuf {
 #[test]
 fn the_c_example_reads_an_arp_broadcast_and_writes_a_frame_tcpdump_sees() {
     skip_unless_root!();
-    if no_fuse() {
+    let Some((d, dev)) = lab() else {
         return;
-    }
-    let d = daemon_with(&["lab"]);
-    let dev = device(&d, "lab");
+    };
     let tmp = tempfile::tempdir().unwrap();
     let exe = build_example(tmp.path());
     let (_, vm) = tap_vm(&d, "lab", "02:00:00:00:0e:01", "10.76.0.1/24");
@@ -217,11 +226,9 @@ fn frame(dst: [u8; 6], src: [u8; 6], len: usize) -> Vec<u8> {
 #[test]
 fn two_opens_are_two_ports_with_ioctls_nonblocking_reads_poll_and_truncation() {
     skip_unless_root!();
-    if no_fuse() {
+    let Some((d, dev)) = lab() else {
         return;
-    }
-    let d = daemon_with(&["lab"]);
-    let dev = device(&d, "lab");
+    };
     let open = || {
         OpenOptions::new()
             .read(true)
@@ -310,11 +317,9 @@ fn mounted(dir: &Path) -> bool {
 #[test]
 fn a_blocked_reader_can_be_killed_and_the_daemon_unmounts_with_devices_open() {
     skip_unless_root!();
-    if no_fuse() {
+    let Some((mut d, dev)) = lab() else {
         return;
-    }
-    let mut d = daemon_with(&["lab"]);
-    let dev = device(&d, "lab");
+    };
     let dev_dir = d.run_dir().join("dev");
     assert!(mounted(&dev_dir), "RUN/dev is a FUSE mount");
     let tmp = tempfile::tempdir().unwrap();
@@ -400,11 +405,9 @@ fn dev_links_place_dev_net_while_the_daemon_runs() {
 #[test]
 fn live_vnets_come_and_go_in_run_dev_and_open_devices_see_the_end() {
     skip_unless_root!();
-    if no_fuse() {
+    let Some((d, _)) = lab() else {
         return;
-    }
-    let d = daemon_with(&["lab"]);
-    device(&d, "lab");
+    };
     let c = common::client(&d);
     c.create_network(&vnet_control::NetworkSpec::named("late"))
         .unwrap();
@@ -446,11 +449,9 @@ fn live_vnets_come_and_go_in_run_dev_and_open_devices_see_the_end() {
 #[test]
 fn a_signal_interrupts_a_blocked_read_with_eintr() {
     skip_unless_root!();
-    if no_fuse() {
+    let Some((d, dev)) = lab() else {
         return;
-    }
-    let d = daemon_with(&["lab"]);
-    let dev = device(&d, "lab");
+    };
     let tmp = tempfile::tempdir().unwrap();
     let src = tmp.path().join("eintr.c");
     std::fs::write(
