@@ -10,7 +10,7 @@
 
 use std::io;
 use std::mem::{size_of, zeroed};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 /// Bytes of the `virtio_net_hdr` in front of each frame (`PACKET_VNET_HDR`).
 pub const PACKET_VNET_HDR_LEN: usize = 10;
@@ -94,20 +94,7 @@ impl PacketSocket {
     }
 
     fn setsockopt<T>(&self, name: libc::c_int, value: &T) -> io::Result<()> {
-        // SAFETY: value points to a live T and the length is its size.
-        let rc = unsafe {
-            libc::setsockopt(
-                self.fd.as_raw_fd(),
-                libc::SOL_PACKET,
-                name,
-                value as *const T as *const libc::c_void,
-                size_of::<T>() as libc::socklen_t,
-            )
-        };
-        if rc < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
+        super::sockopt::set(self.fd.as_fd(), libc::SOL_PACKET, name, value)
     }
 
     /// Receives one frame, after its [`PACKET_VNET_HDR_LEN`]-byte header, into `buf`;
