@@ -145,6 +145,18 @@ macro_rules! fd_source {
 }
 pub(crate) use fd_source;
 
+/// An fd that someone else owns and keeps open while it is watched (a service's epoll
+/// fd, a vhost-user worker's eventfd), as a `mio::event::Source`.
+pub(crate) struct WatchedFd(pub std::os::fd::RawFd);
+
+impl std::os::fd::AsRawFd for WatchedFd {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.0
+    }
+}
+
+fd_source!(WatchedFd, |w| w);
+
 /// Maps an I/O error during send to its outcome.
 pub(crate) fn send_error(err: std::io::Error) -> Sent {
     match err.kind() {

@@ -21,7 +21,7 @@ use vnet_control::PortKind;
 use vnet_core::switch::DropCause;
 use vnet_core::wire::offload::VirtioNetHdr;
 
-use super::{Backend, Received, Sent};
+use super::{Backend, Received, Sent, WatchedFd};
 use crate::frame::FrameBuf;
 
 /// A frame a service sends into its vnet.
@@ -72,31 +72,6 @@ pub trait Service {
     /// service must keep track of sockets it did not drain and finish them on later
     /// calls.
     fn readable(&mut self, _now: Instant, _out: &mut Vec<Outgoing>) {}
-}
-
-/// The fd a service asks the data plane to watch.
-struct WatchedFd(RawFd);
-
-impl mio::event::Source for WatchedFd {
-    fn register(
-        &mut self,
-        r: &mio::Registry,
-        t: mio::Token,
-        i: mio::Interest,
-    ) -> std::io::Result<()> {
-        mio::unix::SourceFd(&self.0).register(r, t, i)
-    }
-    fn reregister(
-        &mut self,
-        r: &mio::Registry,
-        t: mio::Token,
-        i: mio::Interest,
-    ) -> std::io::Result<()> {
-        mio::unix::SourceFd(&self.0).reregister(r, t, i)
-    }
-    fn deregister(&mut self, r: &mio::Registry) -> std::io::Result<()> {
-        mio::unix::SourceFd(&self.0).deregister(r)
-    }
 }
 
 /// A port whose client is a [`Service`], shared with the control plane's commands.

@@ -20,7 +20,7 @@
 //! runs one `VhostUserDaemon` per connection and, when QEMU goes away, accepts the next.
 
 use std::collections::VecDeque;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::AsRawFd;
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -52,7 +52,7 @@ use vnet_control::PortKind;
 use vnet_core::switch::DropCause;
 use vnet_core::wire::offload::{self as offload, VirtioNetHdr, VIRTIO_NET_HDR_LEN};
 
-use super::{Backend, Received, Sent};
+use super::{Backend, Received, Sent, WatchedFd};
 use crate::frame::{FrameBuf, LARGE_CAPACITY};
 use crate::sys::fdpass;
 
@@ -138,20 +138,10 @@ pub struct VhostUserPort {
     to_guest: SyncSender<Vec<u8>>,
     spare_in: Receiver<Vec<u8>>,
     spare_out: SyncSender<Vec<u8>>,
-    ready: ReadySource,
+    ready: WatchedFd,
     thread: Option<JoinHandle<()>>,
     /// Worker drops of guest input already reported: (malformed, overflow).
     reported: (u64, u64),
-}
-
-struct ReadySource(RawFd);
-super::fd_source!(ReadySource, |this| &Fd(this.0));
-
-struct Fd(RawFd);
-impl AsRawFd for Fd {
-    fn as_raw_fd(&self) -> RawFd {
-        self.0
-    }
 }
 
 impl VhostUserPort {
@@ -188,7 +178,7 @@ impl VhostUserPort {
         let thread = std::thread::Builder::new()
             .name(format!("vhost-user-{name}"))
             .spawn(move || serve(thread_name, listener, ends, thread_shared))?;
-        let ready = ReadySource(shared.ready.as_raw_fd());
+        let ready = WatchedFd(shared.ready.as_raw_fd());
         Ok(VhostUserPort {
             name: name.to_string(),
             path: path.to_path_buf(),
