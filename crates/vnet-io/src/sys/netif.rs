@@ -1,6 +1,6 @@
-//! Configuring a host interface: IPv4 address, netmask, MTU, up, and whether the host
-//! routes for it. The classic `SIOCSIF*` ioctls on an `AF_INET` socket are enough for a
-//! host adapter and need no netlink stack.
+//! Configuring a host interface: IPv4 address, netmask, MTU, up, transmit queue length,
+//! and whether the host routes for it. The classic `SIOCSIF*` ioctls on an `AF_INET`
+//! socket are enough for a host adapter and need no netlink stack.
 
 use std::io;
 use std::net::Ipv4Addr;
@@ -29,6 +29,37 @@ pub fn configure(ifname: &str, addr: Ipv4Addr, prefix_len: u8, mtu: u32) -> io::
     let flags = unsafe { req.ifr_ifru.ifru_flags };
     req.ifr_ifru.ifru_flags = flags | libc::IFF_UP as libc::c_short;
     ioctl(&sock, libc::SIOCSIFFLAGS, &mut req, "bring up")
+}
+
+/// Makes the transmit queue of `ifname` at least `min` frames long and returns its length
+/// afterwards; a longer queue is left as it is. For a TAP this is the ring of frames the
+/// kernel holds for its reader (vnetd): when it is full the kernel drops the next frame
+/// (the interface's TX `dropped`).
+pub fn raise_txqueuelen(ifname: &str, min: u32) -> io::Result<u32> {
+    let sock = inet_socket()?;
+    let mut req = ifreq(ifname);
+    ioctl(
+        &sock,
+        libc::SIOCGIFTXQLEN,
+        &mut req,
+        "read the queue length of",
+    )?;
+    // SAFETY: SIOCGIFTXQLEN filled `ifr_qlen`, an int that libc names `ifru_metric`.
+    let current = unsafe { req.ifr_ifru.ifru_metric };
+    let current = u32::try_from(current).unwrap_or(0);
+    if current >= min {
+        return Ok(current);
+    }
+    let want = libc::c_int::try_from(min).unwrap_or(libc::c_int::MAX);
+    let mut req = ifreq(ifname);
+    req.ifr_ifru.ifru_metric = want;
+    ioctl(
+        &sock,
+        libc::SIOCSIFTXQLEN,
+        &mut req,
+        "set the queue length of",
+    )?;
+    Ok(want.unsigned_abs())
 }
 
 /// Stops the host from forwarding what arrives on `ifname` (IPv4 and IPv6): a host-only
