@@ -28,7 +28,7 @@ use crate::backend::{Backend, Received, Sent};
 use crate::frame::{BufPool, FrameBuf};
 use crate::services::dhcp::DhcpService;
 use crate::services::nat::NatService;
-use crate::sys::mmsg::DgramBatch;
+use crate::sys::mmsg::RecvBatch;
 use crate::sys::seqpacket;
 
 /// A port's I/O side: its backend and its bounded egress queue.
@@ -73,7 +73,7 @@ pub(super) struct Network {
     pub dgram: Rc<UnixDatagram>,
     pub dgram_peers: HashMap<PathBuf, PortId>,
     /// `recvmmsg`'s message headers and sender addresses for the dgram socket.
-    dgram_batch: Box<DgramBatch<DGRAM_BATCH>>,
+    dgram_batch: Box<RecvBatch<DGRAM_BATCH>>,
     /// The DHCP service's port and state, shared with its [`ServicePort`].
     pub dhcp: Option<(PortId, Rc<RefCell<DhcpService>>)>,
     /// The NAT device's state, shared with its [`ServicePort`] (live port forwards,
@@ -150,7 +150,7 @@ impl Network {
             vde_listener,
             dgram: Rc::new(dgram_sock),
             dgram_peers: HashMap::new(),
-            dgram_batch: DgramBatch::new(),
+            dgram_batch: RecvBatch::new(),
             host_adapter: None,
             dhcp: None,
             nat: None,

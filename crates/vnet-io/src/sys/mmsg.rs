@@ -1,9 +1,10 @@
-//! `recvmmsg` on a unix datagram socket: many datagrams and their senders' paths per
-//! system call.
+//! `recvmmsg` and `sendmmsg` on unix datagram sockets: many datagrams (and their
+//! senders' paths) per system call.
 //!
-//! Our own rather than nix's `recvmmsg`: nix keeps its message headers between calls
-//! without resetting `msg_namelen`, so once an unbound sender (address length 0) used
-//! a slot, every later datagram in that slot looks unbound too.
+//! Our own rather than nix's: nix keeps its message headers between calls without
+//! resetting `msg_namelen`, so once an unbound sender (address length 0) used a slot,
+//! every later datagram in that slot looks unbound too; and its `sendmmsg` wants an
+//! array of `IoSlice`s per datagram, which we would have to build for every batch.
 
 use std::ffi::OsStr;
 use std::io;
@@ -12,14 +13,16 @@ use std::os::fd::{AsRawFd, BorrowedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
+use nix::sys::socket::{SockaddrLike, UnixAddr};
+
 /// Headers and sender addresses for up to `N` datagrams.
-pub struct DgramBatch<const N: usize> {
+pub struct RecvBatch<const N: usize> {
     headers: [libc::mmsghdr; N],
     senders: [libc::sockaddr_un; N],
     iovs: [libc::iovec; N],
 }
 
-impl<const N: usize> DgramBatch<N> {
+impl<const N: usize> RecvBatch<N> {
     pub fn new() -> Box<Self> {
         // SAFETY: all three are plain C structs for which all-zero bytes are valid.
         Box::new(unsafe { zeroed() })
@@ -59,7 +62,7 @@ impl<const N: usize> DgramBatch<N> {
         Ok(n as usize)
     }
 
-    /// The length of datagram `i` of the last [`DgramBatch::recv`] (truncated).
+    /// The length of datagram `i` of the last [`RecvBatch::recv`] (truncated).
     pub fn len(&self, i: usize) -> usize {
         self.headers[i].msg_len as usize
     }
@@ -77,21 +80,103 @@ impl<const N: usize> DgramBatch<N> {
     }
 }
 
+/// Headers for sending up to `N` datagrams, all to one address (or on a connected
+/// socket), kept so that no batch allocates.
+pub struct SendBatch<const N: usize> {
+    headers: [libc::mmsghdr; N],
+    iovs: [libc::iovec; N],
+    to: Option<UnixAddr>,
+}
+
+impl<const N: usize> SendBatch<N> {
+    /// Headers for sending to the socket bound at `to`, or on a connected socket.
+    pub fn new(to: Option<&Path>) -> io::Result<Box<Self>> {
+        let to = to.map(UnixAddr::new).transpose()?;
+        // SAFETY: both are arrays of plain C structs for which all-zero bytes are valid.
+        let (headers, iovs) = unsafe { zeroed() };
+        Ok(Box::new(SendBatch { headers, iovs, to }))
+    }
+
+    /// Sends the first `N` (at most) of `datagrams` in order, without blocking, until
+    /// all are sent or one fails. Returns how many were sent and, if not all, why the
+    /// next one failed. `sendmmsg` reports an error only when it sent nothing, so after
+    /// a partial send the rest is tried again to learn why it stopped.
+    pub fn send<'a>(
+        &mut self,
+        fd: BorrowedFd<'_>,
+        datagrams: impl IntoIterator<Item = &'a [u8]>,
+    ) -> (usize, io::Result<()>) {
+        let (name, namelen) = match &self.to {
+            Some(to) => (to.as_ptr().cast_mut().cast(), to.len()),
+            None => (std::ptr::null_mut(), 0),
+        };
+        let mut count = 0;
+        for (i, datagram) in datagrams.into_iter().take(N).enumerate() {
+            self.iovs[i] = libc::iovec {
+                iov_base: datagram.as_ptr().cast_mut().cast(),
+                iov_len: datagram.len(),
+            };
+            let h = &mut self.headers[i].msg_hdr;
+            h.msg_name = name;
+            h.msg_namelen = namelen;
+            h.msg_iov = &mut self.iovs[i];
+            h.msg_iovlen = 1;
+            h.msg_control = std::ptr::null_mut();
+            h.msg_controllen = 0;
+            h.msg_flags = 0;
+            count = i + 1;
+        }
+        let mut sent = 0;
+        while sent < count {
+            // SAFETY: headers `sent..count` were filled above: each points at `self.to`
+            // (or at no address) and at one iovec for a datagram borrowed for `'a`, so
+            // all outlive the call. The kernel only reads names and data on send; it
+            // writes `msg_len`, inside the headers.
+            let n = unsafe {
+                libc::sendmmsg(
+                    fd.as_raw_fd(),
+                    self.headers[sent..].as_mut_ptr(),
+                    (count - sent) as libc::c_uint,
+                    libc::MSG_DONTWAIT,
+                )
+            };
+            if n < 0 {
+                return (sent, Err(io::Error::last_os_error()));
+            }
+            sent += n as usize;
+        }
+        (sent, Ok(()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::os::fd::AsFd;
     use std::os::unix::net::UnixDatagram;
 
-    #[test]
-    fn senders_are_told_apart_even_after_an_unbound_one() {
-        let dir = std::env::temp_dir().join(format!("vnet-mmsg-{}", std::process::id()));
+    /// An empty directory for one test's sockets.
+    fn socket_dir(test: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("vnet-mmsg-{}-{test}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    /// Everything waiting on `sock`, in order.
+    fn drain(sock: &UnixDatagram) -> Vec<Vec<u8>> {
+        sock.set_nonblocking(true).unwrap();
+        let mut buf = vec![0; 1 << 16];
+        std::iter::from_fn(|| sock.recv(&mut buf).ok().map(|n| buf[..n].to_vec())).collect()
+    }
+
+    #[test]
+    fn senders_are_told_apart_even_after_an_unbound_one() {
+        let dir = socket_dir("recv");
         let server = UnixDatagram::bind(dir.join("s")).unwrap();
         let named = UnixDatagram::bind(dir.join("c")).unwrap();
         let unbound = UnixDatagram::unbound().unwrap();
-        let mut batch = DgramBatch::<4>::new();
+        let mut batch = RecvBatch::<4>::new();
         let mut bufs = [[0u8; 8]; 4];
         for round in 0..2 {
             unbound.send_to(b"u", dir.join("s")).unwrap();
@@ -106,6 +191,61 @@ mod tests {
         let [a, b, c, d] = &mut bufs;
         let e = batch.recv(server.as_fd(), [a, b, c, d]).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_batch_goes_out_in_order_to_an_address_or_on_a_connected_socket() {
+        let dir = socket_dir("send");
+        let receiver = UnixDatagram::bind(dir.join("r")).unwrap();
+        let sender = UnixDatagram::unbound().unwrap();
+        let mut batch = SendBatch::<4>::new(Some(&dir.join("r"))).unwrap();
+        let words: [&[u8]; 6] = [b"one", b"two", b"", b"four", b"five", b"six"];
+        let (n, result) = batch.send(sender.as_fd(), words);
+        assert_eq!(n, 4, "at most N per call");
+        result.unwrap();
+        assert_eq!(drain(&receiver), words[..4]);
+
+        let (ours, theirs) = UnixDatagram::pair().unwrap();
+        let mut batch = SendBatch::<4>::new(None).unwrap();
+        let (n, result) = batch.send(ours.as_fd(), words[4..].iter().copied());
+        assert_eq!(n, 2);
+        result.unwrap();
+        assert_eq!(drain(&theirs), words[4..]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_full_receiver_takes_a_prefix_then_the_rest_would_block() {
+        let dir = socket_dir("full");
+        let receiver = UnixDatagram::bind(dir.join("r")).unwrap();
+        let sender = UnixDatagram::unbound().unwrap();
+        let mut batch = SendBatch::<32>::new(Some(&dir.join("r"))).unwrap();
+        // 32 × 16 KiB is more than both the receiver's queue (net.unix.max_dgram_qlen)
+        // and the sender's buffer take.
+        let datagrams: Vec<Vec<u8>> = (0..32u8).map(|i| vec![i; 16 << 10]).collect();
+        let (n, result) = batch.send(sender.as_fd(), datagrams.iter().map(Vec::as_slice));
+        assert!(0 < n && n < 32, "partial send: {n}");
+        assert_eq!(result.unwrap_err().kind(), io::ErrorKind::WouldBlock);
+        assert_eq!(drain(&receiver), datagrams[..n]);
+
+        let (more, _) = batch.send(sender.as_fd(), datagrams[n..].iter().map(Vec::as_slice));
+        assert!(more > 0, "room again once read");
+        assert_eq!(drain(&receiver), datagrams[n..n + more]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_gone_peer_fails_the_first_datagram() {
+        let dir = socket_dir("gone");
+        let sender = UnixDatagram::unbound().unwrap();
+        drop(UnixDatagram::bind(dir.join("closed")).unwrap());
+        for (path, errno) in [("missing", libc::ENOENT), ("closed", libc::ECONNREFUSED)] {
+            let mut batch = SendBatch::<4>::new(Some(&dir.join(path))).unwrap();
+            let (n, result) = batch.send(sender.as_fd(), [&b"x"[..], b"y"]);
+            assert_eq!(n, 0, "{path}");
+            assert_eq!(result.unwrap_err().raw_os_error(), Some(errno), "{path}");
+        }
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
