@@ -1,7 +1,7 @@
 //! Port backends: how frames get in and out of one port.
 //!
 //! Every backend speaks one client protocol and turns it into whole frames. The data
-//! plane drives them all the same way: `recv` until `WouldBlock`, `send` until
+//! plane drives them all the same way: `recv` until `WouldBlock`, `send_batch` until
 //! `WouldBlock`. Backends never block and never allocate per frame.
 
 pub mod api;
@@ -48,6 +48,9 @@ pub enum Sent {
     Closed(String),
 }
 
+/// Frames the data plane offers [`Backend::send_batch`] at once.
+pub const TX_BATCH: usize = 32;
+
 /// One port's I/O.
 pub trait Backend {
     fn kind(&self) -> PortKind;
@@ -85,6 +88,20 @@ pub trait Backend {
 
     /// Sends a frame.
     fn send(&mut self, frame: &FrameBuf) -> Sent;
+
+    /// Sends frames from the front of `frames` (never empty) in order, stopping at the
+    /// first that is not `Done`: returns how many were sent and that frame's outcome,
+    /// or `Done` if all it took (at least one) were sent; the caller offers the rest
+    /// again. Backends that can send many frames per system call override it.
+    fn send_batch(&mut self, frames: &[FrameBuf]) -> (usize, Sent) {
+        for (i, frame) in frames.iter().enumerate() {
+            match self.send(frame) {
+                Sent::Done => {}
+                other => return (i, other),
+            }
+        }
+        (frames.len(), Sent::Done)
+    }
 
     /// Whether output is buffered inside the backend, waiting for the client.
     fn has_pending_output(&self) -> bool {

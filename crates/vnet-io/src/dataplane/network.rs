@@ -24,7 +24,7 @@ use vnet_core::wire::offload::{self, Segmenter, VirtioNetHdr};
 
 use super::queue::EgressQueue;
 use crate::backend::dgram::DgramPort;
-use crate::backend::{Backend, Received, Sent};
+use crate::backend::{Backend, Received, Sent, TX_BATCH};
 use crate::frame::{BufPool, FrameBuf};
 use crate::services::dhcp::DhcpService;
 use crate::services::nat::NatService;
@@ -331,7 +331,8 @@ impl Network {
         }
     }
 
-    /// Sends `id`'s queued frames until the queue is empty or the client is full.
+    /// Sends `id`'s queued frames, [`TX_BATCH`] at a time, until the queue is empty or
+    /// the client is full.
     pub fn transmit(&mut self, id: PortId) -> PassEnd {
         let Some(port) = self.ports.get_mut(&id) else {
             return PassEnd::Idle;
@@ -348,23 +349,28 @@ impl Network {
             .port_mut(id)
             .expect("switch and ports agree")
             .counters;
-        while let Some(buf) = port.queue.front() {
-            match port.backend.send(buf) {
-                Sent::Done => {
-                    counters.count_tx(buf.len());
-                    let buf = port.queue.pop_front().expect("front exists");
-                    self.pool.put(buf);
-                }
+        loop {
+            let batch = port.queue.front_batch(TX_BATCH);
+            if batch.is_empty() {
+                return PassEnd::Idle;
+            }
+            let (sent, outcome) = port.backend.send_batch(batch);
+            for _ in 0..sent {
+                let buf = port.queue.pop_front().expect("sent frames were queued");
+                counters.count_tx(buf.len());
+                self.pool.put(buf);
+            }
+            match outcome {
+                Sent::Done => {}
                 Sent::Dropped(cause) => {
                     counters.drops.add(cause);
-                    let buf = port.queue.pop_front().expect("front exists");
+                    let buf = port.queue.pop_front().expect("dropped frame was queued");
                     self.pool.put(buf);
                 }
                 Sent::WouldBlock => return PassEnd::Blocked,
                 Sent::Closed(why) => return PassEnd::Closed(why),
             }
         }
-        PassEnd::Idle
     }
 
     /// One frame through the switch into the egress queues of its destinations.
@@ -547,5 +553,97 @@ fn push(
             pool.put(buf);
             switch.count_drop(dst, DropCause::QueueFull);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::VecDeque;
+    use vnet_control::PortKind;
+
+    /// What a [`Scripted`] backend will answer, and the first byte of each frame it sent.
+    #[derive(Default)]
+    struct Script {
+        outcomes: VecDeque<Sent>,
+        delivered: Vec<u8>,
+    }
+
+    /// Takes at most 5 frames per batch and answers each with the next scripted outcome
+    /// (`Done` once the script runs out).
+    struct Scripted(Rc<RefCell<Script>>);
+
+    impl Backend for Scripted {
+        fn kind(&self) -> PortKind {
+            PortKind::Stream
+        }
+        fn description(&self) -> String {
+            "scripted".into()
+        }
+        fn source(&mut self) -> Option<&mut dyn mio::event::Source> {
+            None
+        }
+        fn recv(&mut self, _buf: &mut FrameBuf) -> Received {
+            Received::WouldBlock
+        }
+        fn send(&mut self, frame: &FrameBuf) -> Sent {
+            self.send_batch(std::slice::from_ref(frame)).1
+        }
+        fn send_batch(&mut self, frames: &[FrameBuf]) -> (usize, Sent) {
+            assert!((1..=TX_BATCH).contains(&frames.len()));
+            let mut script = self.0.borrow_mut();
+            let take = frames.len().min(5);
+            for (i, frame) in frames[..take].iter().enumerate() {
+                match script.outcomes.pop_front().unwrap_or(Sent::Done) {
+                    Sent::Done => script.delivered.push(frame.frame()[0]),
+                    other => return (i, other),
+                }
+            }
+            (take, Sent::Done)
+        }
+    }
+
+    #[test]
+    fn transmit_counts_every_frame_and_keeps_the_rest_queued_in_order() {
+        let dir = std::env::temp_dir().join(format!("vnet-transmit-{}", std::process::id()));
+        let mut net = Network::bind(NetworkSpec::named("t"), dir.clone()).unwrap();
+        let script = Rc::new(RefCell::new(Script::default()));
+        let backend = Box::new(Scripted(Rc::clone(&script)));
+        let id = net.attach(backend, VlanMode::default()).unwrap();
+        for i in 0..50u8 {
+            let mut buf = net.pool.get_for(60);
+            buf.fill(&[i; 60]);
+            net.ports.get_mut(&id).unwrap().queue.push(buf).unwrap();
+        }
+        let mut run = |outcomes: Vec<Sent>| {
+            script.borrow_mut().outcomes = outcomes.into();
+            let end = net.transmit(id);
+            let c = &net.switch.port(id).unwrap().counters;
+            let delivered = std::mem::take(&mut script.borrow_mut().delivered);
+            let stats = (c.tx_frames, c.tx_bytes, c.drops.get(DropCause::LinkDown));
+            (end, delivered, stats, net.ports[&id].queue.len())
+        };
+
+        let mut outcomes: Vec<Sent> = (0..40).map(|_| Sent::Done).collect();
+        outcomes.extend([Sent::Dropped(DropCause::LinkDown), Sent::Done, Sent::Done]);
+        outcomes.push(Sent::WouldBlock);
+        let (end, delivered, stats, queued) = run(outcomes);
+        assert!(matches!(end, PassEnd::Blocked));
+        assert_eq!(delivered, (0..40).chain(41..43).collect::<Vec<u8>>());
+        assert_eq!(stats, (42, 42 * 60, 1));
+        assert_eq!(queued, 7, "the frame that would block and those after it");
+
+        let (end, delivered, stats, queued) = run(vec![Sent::Done, Sent::Closed("gone".into())]);
+        assert!(matches!(end, PassEnd::Closed(why) if why == "gone"));
+        assert_eq!((delivered, stats, queued), (vec![43], (43, 43 * 60, 1), 6));
+
+        let (end, delivered, stats, queued) = run(Vec::new());
+        assert!(matches!(end, PassEnd::Idle));
+        assert_eq!(
+            (delivered, stats, queued),
+            ((44..50).collect(), (49, 49 * 60, 1), 0)
+        );
+        drop(net);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

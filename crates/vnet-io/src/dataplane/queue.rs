@@ -32,8 +32,11 @@ impl EgressQueue {
         Ok(())
     }
 
-    pub fn front(&self) -> Option<&FrameBuf> {
-        self.frames.front()
+    /// Up to `max` frames from the front, for one batched send: fewer when the ring
+    /// buffer wraps, none only when the queue is empty.
+    pub fn front_batch(&self, max: usize) -> &[FrameBuf] {
+        let (head, _) = self.frames.as_slices();
+        &head[..head.len().min(max)]
     }
 
     pub fn pop_front(&mut self) -> Option<FrameBuf> {
@@ -86,5 +89,36 @@ mod tests {
             q.push(frame(&mut pool, big)).is_ok(),
             "drained: bytes back to 0"
         );
+    }
+
+    #[test]
+    fn front_batches_hand_out_every_frame_once_in_order() {
+        let mut pool = BufPool::new(1514);
+        let mut q = EgressQueue::default();
+        let mut numbered = |i: u8| frame(&mut pool, 60 + i as usize);
+        for i in 0..20 {
+            q.push(numbered(i)).unwrap();
+        }
+        for _ in 0..15 {
+            q.pop_front();
+        }
+        // Room freed at the front: later pushes may wrap around the ring's end.
+        for i in 20..60 {
+            q.push(numbered(i)).unwrap();
+        }
+        let mut seen = Vec::new();
+        loop {
+            let batch = q.front_batch(8);
+            if batch.is_empty() {
+                break;
+            }
+            assert!(batch.len() <= 8);
+            seen.extend(batch.iter().map(|b| b.len() - 60));
+            for _ in 0..batch.len() {
+                q.pop_front();
+            }
+        }
+        assert_eq!(seen, (15..60).collect::<Vec<usize>>());
+        assert_eq!(q.len(), 0);
     }
 }
