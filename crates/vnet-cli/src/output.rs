@@ -80,6 +80,7 @@ pub fn network_details(n: &NetworkInfo) -> String {
         ),
         ("ports", n.ports.to_string()),
         ("macs", n.macs.to_string()),
+        ("thread", n.thread.to_string()),
     ];
     if let Some(subnet) = n.subnet {
         rows.push(("subnet", subnet.to_string()));
@@ -457,6 +458,7 @@ mod tests {
             dhcp: None,
             uplink: None,
             nat: None,
+            thread: 0,
         }
     }
 

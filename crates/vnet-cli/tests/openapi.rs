@@ -322,6 +322,7 @@ fn sample_network() -> NetworkInfo {
         dhcp: None,
         uplink: None,
         nat: None,
+        thread: 1,
     }
 }
 

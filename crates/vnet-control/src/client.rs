@@ -613,6 +613,7 @@ mod tests {
             dhcp: None,
             uplink: None,
             nat: None,
+            thread: 0,
         }
     }
 

@@ -75,7 +75,7 @@ pub struct NetworkSpec {
 }
 
 /// A vnet bridged to a host NIC through an AF_PACKET socket in promiscuous mode.
-/// Several vnets may share one NIC on different VLANs (one socket per NIC).
+/// Several vnets may share one NIC on different VLANs (one socket per NIC and thread).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UplinkSpec {
@@ -365,6 +365,9 @@ pub struct NetworkInfo {
     /// The NAT device as it runs, with its counters; absent without NAT.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nat: Option<NatInfo>,
+    /// The data-plane thread that runs the vnet (0 with one thread).
+    #[serde(default)]
+    pub thread: usize,
 }
 
 /// A running NAT device.

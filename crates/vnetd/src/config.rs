@@ -17,9 +17,16 @@ use vnet_control::{
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    /// Data-plane threads; each vnet runs on one of them. Absent: one per CPU core, up
+    /// to [`MAX_DEFAULT_THREADS`].
+    #[serde(default)]
+    pub threads: Option<usize>,
     #[serde(default)]
     pub network: Vec<Spanned<NetworkConfig>>,
 }
+
+/// More threads than this only pay off with more busy vnets than most hosts run.
+pub const MAX_DEFAULT_THREADS: usize = 8;
 
 /// One `[[network]]` table.
 #[derive(Debug, Deserialize)]
@@ -127,6 +134,11 @@ impl Config {
         };
         let config: Config =
             toml::from_str(text).map_err(|e| invalid(e.to_string().trim_end().to_string()))?;
+        if config.threads == Some(0) {
+            return Err(invalid(
+                "threads = 0: the data plane needs at least one".into(),
+            ));
+        }
         let mut seen = std::collections::HashSet::new();
         for net in &config.network {
             let line = line_of(text, net.span().start);
@@ -177,6 +189,15 @@ impl Config {
             }
         }
         Ok(config)
+    }
+
+    /// How many data-plane threads to run, `--threads` overriding the file.
+    pub fn threads(&self, flag: Option<usize>) -> usize {
+        flag.or(self.threads).unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map_or(1, |n| n.get())
+                .min(MAX_DEFAULT_THREADS)
+        })
     }
 
     pub fn built_in() -> Config {
@@ -254,6 +275,16 @@ mod tests {
         assert_eq!(c.network[0].get_ref().mtu, 1500);
         let vmnet8 = c.network[1].get_ref().spec();
         assert_eq!(vmnet8.nat_gateway(), Some("192.168.108.2".parse().unwrap()));
+    }
+
+    #[test]
+    fn threads_come_from_the_flag_then_the_file_then_the_cores() {
+        let c = Config::parse("threads = 3\n", "t").unwrap();
+        assert_eq!(c.threads(None), 3);
+        assert_eq!(c.threads(Some(1)), 1);
+        let cores = Config::built_in().threads(None);
+        assert!((1..=MAX_DEFAULT_THREADS).contains(&cores), "{cores}");
+        assert!(error_of("threads = 0\n").contains("at least one"));
     }
 
     #[test]

@@ -32,6 +32,10 @@ struct Args {
     /// State directory [default: /var/lib/vnet as root, $XDG_STATE_HOME/vnet otherwise].
     #[arg(long)]
     state_dir: Option<PathBuf>,
+    /// Data-plane threads (each vnet runs on one) [default: the config's `threads`, else
+    /// one per CPU core, up to 8].
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+    threads: Option<u16>,
     /// Check the configuration and exit.
     #[arg(long)]
     check: bool,
@@ -85,8 +89,10 @@ fn run(args: Args) -> Result<()> {
     let control = dirs::claim(&run_dir, &state_dir)?;
     raise_fd_limit();
 
-    let dataplane = DataPlane::spawn(run_dir.clone(), state_dir.clone())
+    let threads = config.threads(args.threads.map(usize::from));
+    let dataplane = DataPlane::spawn(run_dir.clone(), state_dir.clone(), threads)
         .context("cannot start the data plane")?;
+    info!("data plane: {threads} thread(s)");
     let handle = dataplane.handle();
     for net in &config.network {
         let net = net.get_ref();

@@ -178,15 +178,23 @@ fn vnets_on_vlans_of_one_nic_share_its_socket_and_reach_their_vlan_only() {
     // vnet of a guest that does its own 802.1Q.
     let veth = Veth::new();
     let (a, b) = (veth.a().to_string(), veth.b().to_string());
-    let d = common::daemon_with(&["v10", "v20", "far"]);
+    let d = common::daemon_with(&["v10", "far"]);
     let c = client(&d);
-    // Through the CLI for one, the API for the others.
+    // Through the CLI for one (live), the API for the others.
     d.cli_ok(&["uplink", "set", "v10", "--interface", &a, "--vlan", "10"]);
-    c.set_uplink("v20", &uplink(&a, Some(20), &[])).unwrap();
+    let mut v20 = NetworkSpec::named("v20");
+    v20.uplink = Some(uplink(&a, Some(20), &[]));
+    c.create_network(&v20).unwrap();
     c.set_uplink("far", &uplink(&b, None, &[10, 20])).unwrap();
+    let thread = |net: &str| c.network(net).unwrap().thread;
+    assert_eq!(
+        thread("v20"),
+        thread("v10"),
+        "placed with the NIC's other vnet"
+    );
     assert_eq!(packet_sockets_on(&a), 1, "one socket for two vnets");
     assert_eq!(packet_sockets_on(&b), 1);
-    // A VLAN taken by another vnet is refused.
+    // A VLAN taken by another vnet is refused, whichever thread runs the two.
     let e = cli_fails(
         &d,
         &["uplink", "set", "far", "--interface", &a, "--vlan", "20"],
@@ -195,6 +203,7 @@ fn vnets_on_vlans_of_one_nic_share_its_socket_and_reach_their_vlan_only() {
     let mut clash = NetworkSpec::named("v20b");
     clash.uplink = Some(uplink(&a, Some(20), &[]));
     assert!(c.create_network(&clash).is_err());
+    assert!(c.network("v20b").is_err(), "a refused vnet leaves nothing");
 
     let (_, vm10) = tap_vm(&d, "v10", "02:00:00:00:85:10", "10.85.10.2/24");
     let (_, vm20) = tap_vm(&d, "v20", "02:00:00:00:85:20", "10.85.20.2/24");
@@ -369,4 +378,61 @@ fn the_uplink_keeps_the_nics_mtu_and_refuses_unknown_interfaces() {
     let p = common::port(&d, "br", port.id);
     assert!(common::drops(&p, "oversize") >= 1, "{p:?}");
     assert!(vm.ping("10.88.0.1", 1), "the uplink still works");
+}
+
+/// Vnets on different data-plane threads bridged live to one NIC: each thread opens its
+/// own socket on it, and the claims still keep their traffic apart.
+#[test]
+fn vnets_on_two_threads_bridged_to_one_nic_each_take_only_their_traffic() {
+    skip_unless_root!();
+    let mut veth = Veth::new();
+    let lan = Netns::new("lan");
+    veth.move_b(&lan);
+    let lan_if = veth.b().to_string();
+    lan.exec_ok(&["ip", "addr", "add", "10.89.0.1/24", "dev", &lan_if]);
+    let nic = veth.a().to_string();
+    let d = Daemon::start(Some(
+        "threads = 2\n[[network]]\nname = \"plain\"\n[[network]]\nname = \"tagged\"\n",
+    ));
+    let c = client(&d);
+    let thread = |net: &str| c.network(net).unwrap().thread;
+    assert_ne!(
+        thread("plain"),
+        thread("tagged"),
+        "two vnets spread over two threads"
+    );
+    c.set_uplink("plain", &uplink(&nic, None, &[])).unwrap();
+    c.set_uplink("tagged", &uplink(&nic, Some(10), &[]))
+        .unwrap();
+    assert_eq!(packet_sockets_on(&nic), 2, "one socket per thread");
+    let e = c
+        .set_uplink("tagged", &uplink(&nic, None, &[]))
+        .unwrap_err();
+    assert!(e.to_string().contains("plain"), "{e}");
+
+    let (_, vm) = tap_vm(&d, "plain", "02:00:00:00:89:02", "10.89.0.2/24");
+    let (_, other) = tap_vm(&d, "tagged", "02:00:00:00:89:03", "10.89.0.3/24");
+    assert!(vm.ping("10.89.0.1", 2), "the untagged LAN\n{}", d.log());
+    assert!(
+        !other.ping("10.89.0.1", 1),
+        "VLAN 10's vnet reached the untagged LAN"
+    );
+    let lan_mac = lan.exec_ok(&["cat", &format!("/sys/class/net/{lan_if}/address")]);
+    let learned = |net: &str| {
+        c.macs(net)
+            .unwrap()
+            .iter()
+            .any(|m| m.mac.to_string() == lan_mac.trim())
+    };
+    assert!(learned("plain"));
+    assert!(
+        !learned("tagged"),
+        "the untagged LAN's frames leaked into VLAN 10's vnet"
+    );
+
+    // Unbridging one thread's vnet closes only its socket.
+    c.remove_uplink("plain").unwrap();
+    assert!(wait_for(T, || packet_sockets_on(&nic) == 1));
+    c.remove_uplink("tagged").unwrap();
+    assert!(wait_for(T, || packet_sockets_on(&nic) == 0));
 }

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::io;
 use std::path::PathBuf;
 use std::rc::Rc;
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use mio::{Events, Interest, Poll, Token};
@@ -14,6 +14,7 @@ use tracing::{error, info, warn};
 use vnet_control::{DhcpSpec, NetworkSpec, PortInfo, PortSpec, UplinkSpec};
 use vnet_core::switch::{PortId, Tagging, VlanMode};
 
+use super::directory::Directory;
 use super::network::{self, Network, PassEnd};
 use super::{network_dir, report, Command, ControlError};
 use crate::backend::api::ApiPort;
@@ -65,6 +66,9 @@ impl Target {
 
 pub(super) struct Engine {
     poll: Poll,
+    /// This thread's index, for `NetworkInfo::thread`.
+    index: usize,
+    directory: Arc<Mutex<Directory>>,
     run_dir: PathBuf,
     state_dir: PathBuf,
     commands: mpsc::Receiver<Command>,
@@ -94,12 +98,16 @@ pub(super) struct Engine {
 impl Engine {
     pub fn new(
         poll: Poll,
+        index: usize,
         run_dir: PathBuf,
         state_dir: PathBuf,
         commands: mpsc::Receiver<Command>,
+        directory: Arc<Mutex<Directory>>,
     ) -> Self {
         Engine {
             poll,
+            index,
+            directory,
             run_dir,
             state_dir,
             commands,
@@ -403,23 +411,8 @@ impl Engine {
             )));
         }
         let claim = Claim::of(&spec);
-        let shared = self
-            .uplinks
-            .iter()
-            .find(|(_, s)| s.interface == spec.interface);
-        if let Some((_, s)) = shared {
-            if let Some(m) = s
-                .members
-                .iter()
-                .find(|m| m.net != key && m.claim.overlaps(&claim))
-            {
-                let other = self.networks.get(m.net).map_or("?", |n| n.name());
-                return Err(ControlError::Exists(format!(
-                    "{} already carries that traffic for vnet {other:?} (choose another VLAN)",
-                    spec.interface
-                )));
-            }
-        }
+        let name = self.networks[key].name().to_string();
+        self.directory().check(&spec.interface, &name, &claim)?;
         if self
             .uplinks
             .iter()
@@ -472,6 +465,8 @@ impl Engine {
                 return Err(e);
             }
         };
+        self.directory()
+            .claim(&spec.interface, &name, claim.clone());
         self.uplinks[u].members.push(Member {
             net: key,
             port: id,
@@ -512,6 +507,10 @@ impl Engine {
             if s.members.len() != before {
                 if let Some(net) = self.networks.get_mut(key) {
                     net.spec.uplink = None;
+                    self.directory
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .release(net.name());
                 }
             }
             if s.members.is_empty() {
@@ -645,7 +644,7 @@ impl Engine {
                     let mut list: Vec<_> = self
                         .networks
                         .iter()
-                        .map(|(_, n)| report::network_info(n))
+                        .map(|(_, n)| report::network_info(n, self.index))
                         .collect();
                     list.sort_by(|a, b| a.name.cmp(&b.name));
                     let _ = reply.send(Ok(list));
@@ -653,7 +652,7 @@ impl Engine {
                 Command::Network(name, reply) => {
                     let _ = reply.send(
                         self.lookup(&name)
-                            .map(|k| report::network_info(&self.networks[k])),
+                            .map(|k| report::network_info(&self.networks[k], self.index)),
                     );
                 }
                 Command::AddPort(name, spec, reply) => {
@@ -785,6 +784,11 @@ impl Engine {
         false
     }
 
+    fn directory(&self) -> MutexGuard<'_, Directory> {
+        // Plain maps, consistent after every method: see `Handle::directory`.
+        self.directory.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn lookup(&self, name: &str) -> Result<NetKey, ControlError> {
         self.names.get(name).copied().ok_or_else(|| {
             ControlError::NotFound(format!("no vnet named {name:?} (see `vnet net ls`)"))
@@ -795,13 +799,6 @@ impl Engine {
         &mut self,
         spec: NetworkSpec,
     ) -> Result<vnet_control::NetworkInfo, ControlError> {
-        validate(&spec)?;
-        if self.names.contains_key(&spec.name) {
-            return Err(ControlError::Exists(format!(
-                "vnet {:?} already exists",
-                spec.name
-            )));
-        }
         let dir = network_dir(&self.run_dir, &spec.name);
         let name = spec.name.clone();
         let mut net = Network::bind(spec, dir.clone()).map_err(|e| {
@@ -835,7 +832,7 @@ impl Engine {
             self.delete_network(key);
             return Err(e);
         }
-        let info = report::network_info(&self.networks[key]);
+        let info = report::network_info(&self.networks[key], self.index);
         info!(
             net = name,
             mtu = info.mtu,
@@ -1027,11 +1024,11 @@ impl Engine {
                 self.networks[key].spec = spec.clone();
                 return self
                     .start_dhcp(key)
-                    .map(|()| report::network_info(&self.networks[key]));
+                    .map(|()| report::network_info(&self.networks[key], self.index));
             }
         }
         self.networks[key].spec = spec;
-        Ok(report::network_info(&self.networks[key]))
+        Ok(report::network_info(&self.networks[key], self.index))
     }
 
     fn dhcp_of(&self, key: NetKey) -> Result<DhcpSpec, ControlError> {
@@ -1085,8 +1082,12 @@ impl Engine {
                 TapError::SetIff { source, .. } if source.raw_os_error() == Some(libc::EPERM) => {
                     ControlError::Forbidden(e.to_string())
                 }
+                // Open already: by another program, or as a port of a vnet on another
+                // data-plane thread (the loop above sees only this thread's vnets).
                 TapError::SetIff { source, .. } if source.raw_os_error() == Some(libc::EBUSY) => {
-                    ControlError::Exists(e.to_string())
+                    ControlError::Exists(format!(
+                        "TAP {ifname} is open already: a port of another vnet (see `vnet port ls`) or another program's"
+                    ))
                 }
                 _ => ControlError::Failed(e.to_string()),
             }

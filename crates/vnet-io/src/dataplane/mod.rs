@@ -1,13 +1,19 @@
-//! The data plane: one thread, one epoll loop, every port of every vnet.
+//! The data plane: a few threads, each one epoll loop over the vnets placed on it.
 //!
-//! Each turn of the loop reads a bounded batch from every readable port, lets the
+//! Each turn of a loop reads a bounded batch from every readable port, lets the
 //! switch decide each frame, appends it to the bounded egress queue of each destination
 //! (dropping and counting when full), then drains every queue that has frames as far
 //! as its client takes them. A client that stops reading only fills its own queue.
 //!
-//! The control plane talks to the loop through [`Handle`]: commands over a channel plus
-//! a [`mio::Waker`]; replies come back on oneshot channels.
+//! A vnet lives on one thread for its whole life, so the frame path takes no lock and
+//! crosses no thread. Several busy vnets use several cores; one vnet cannot (its
+//! switch is one sequence of decisions). The [`directory`] places vnets and holds the
+//! little that threads must agree on.
+//!
+//! The control plane talks to the loops through [`Handle`]: commands over a channel per
+//! thread plus a [`mio::Waker`]; replies come back on oneshot channels.
 
+mod directory;
 mod engine;
 mod network;
 mod queue;
@@ -17,7 +23,7 @@ pub use engine::validate;
 pub use queue::QUEUE_CAPACITY;
 
 use std::path::PathBuf;
-use std::sync::{mpsc, Arc};
+use std::sync::{mpsc, Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
 use tokio::sync::oneshot;
@@ -25,6 +31,8 @@ use vnet_control::{
     DhcpSpec, Lease, MacAddr, MacEntry, NetworkInfo, NetworkSpec, PortInfo, PortSpec, Reservation,
     UplinkSpec, VlanMode,
 };
+
+use directory::Directory;
 
 /// Why a control command failed, in terms the API maps to a status code.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -84,32 +92,53 @@ pub(crate) enum Command {
 /// The control plane's grip on the data plane. Cheap to clone.
 #[derive(Clone)]
 pub struct Handle {
+    threads: Arc<[Thread]>,
+    directory: Arc<Mutex<Directory>>,
+}
+
+/// How to reach one data-plane thread.
+struct Thread {
     commands: mpsc::Sender<Command>,
     waker: Arc<mio::Waker>,
 }
 
-/// The running data-plane thread.
+/// The running data-plane threads.
 pub struct DataPlane {
     handle: Handle,
-    thread: Option<JoinHandle<()>>,
+    threads: Vec<JoinHandle<()>>,
 }
 
 impl DataPlane {
-    /// Starts the thread. Each vnet's sockets go under `run_dir/NAME/`, its state
-    /// (DHCP leases) under `state_dir/NAME/`.
-    pub fn spawn(run_dir: PathBuf, state_dir: PathBuf) -> std::io::Result<Self> {
-        let (tx, rx) = mpsc::channel();
-        let poll = mio::Poll::new()?;
-        let waker = Arc::new(mio::Waker::new(poll.registry(), engine::WAKER)?);
-        let thread = std::thread::Builder::new()
-            .name("vnet-dataplane".into())
-            .spawn(move || engine::Engine::new(poll, run_dir, state_dir, rx).run())?;
-        Ok(DataPlane {
-            handle: Handle {
+    /// Starts `threads` threads (at least one). Each vnet's sockets go under
+    /// `run_dir/NAME/`, its state (DHCP leases) under `state_dir/NAME/`.
+    pub fn spawn(run_dir: PathBuf, state_dir: PathBuf, threads: usize) -> std::io::Result<Self> {
+        let threads = threads.max(1);
+        let directory = Arc::new(Mutex::new(Directory::new(threads)));
+        let mut reach = Vec::with_capacity(threads);
+        let mut joins = Vec::with_capacity(threads);
+        for index in 0..threads {
+            let (tx, rx) = mpsc::channel();
+            let poll = mio::Poll::new()?;
+            let waker = Arc::new(mio::Waker::new(poll.registry(), engine::WAKER)?);
+            let (run_dir, state_dir) = (run_dir.clone(), state_dir.clone());
+            let directory = directory.clone();
+            let thread = std::thread::Builder::new()
+                .name(format!("vnet-dataplane{index}"))
+                .spawn(move || {
+                    engine::Engine::new(poll, index, run_dir, state_dir, rx, directory).run()
+                })?;
+            joins.push(thread);
+            reach.push(Thread {
                 commands: tx,
                 waker,
+            });
+        }
+        Ok(DataPlane {
+            handle: Handle {
+                threads: reach.into(),
+                directory,
             },
-            thread: Some(thread),
+            threads: joins,
         })
     }
 
@@ -117,19 +146,19 @@ impl DataPlane {
         self.handle.clone()
     }
 
-    /// Whether the thread still runs. It only ends on shutdown, or if it failed.
+    /// Whether every thread still runs. They only end on shutdown, or if one failed.
     pub fn is_running(&self) -> bool {
-        self.thread.as_ref().is_some_and(|t| !t.is_finished())
+        !self.threads.is_empty() && self.threads.iter().all(|t| !t.is_finished())
     }
 
-    /// Closes every port and vnet (removing their sockets) and joins the thread.
+    /// Closes every port and vnet (removing their sockets) and joins the threads.
     pub fn shutdown(mut self) {
         self.stop();
     }
 
     fn stop(&mut self) {
-        if let Some(t) = self.thread.take() {
-            if self.handle.send(Command::Shutdown).is_ok() {
+        for (index, t) in self.threads.drain(..).enumerate() {
+            if self.handle.send(index, Command::Shutdown).is_ok() {
                 let _ = t.join();
             }
         }
@@ -143,76 +172,144 @@ impl Drop for DataPlane {
 }
 
 impl Handle {
-    fn send(&self, cmd: Command) -> Result<(), ControlError> {
-        self.commands.send(cmd).map_err(|_| ControlError::Stopped)?;
-        self.waker
+    fn send(&self, thread: usize, cmd: Command) -> Result<(), ControlError> {
+        let t = &self.threads[thread];
+        t.commands.send(cmd).map_err(|_| ControlError::Stopped)?;
+        t.waker
             .wake()
             .map_err(|e| ControlError::Failed(e.to_string()))
     }
 
-    async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, ControlError> {
+    fn directory(&self) -> MutexGuard<'_, Directory> {
+        // The directory holds plain maps, consistent after every method: a panic
+        // elsewhere while it was held leaves nothing half-done.
+        self.directory.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    async fn call_on<T>(
+        &self,
+        thread: usize,
+        make: impl FnOnce(Reply<T>) -> Command,
+    ) -> Result<T, ControlError> {
         let (tx, rx) = oneshot::channel();
-        self.send(make(tx))?;
+        self.send(thread, make(tx))?;
         rx.await.map_err(|_| ControlError::Stopped)?
     }
 
-    /// Same as the async calls, for threads outside any runtime (start-up, tests).
-    fn call_blocking<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, ControlError> {
+    /// Same as [`Handle::call_on`], for threads outside any runtime (start-up, FUSE).
+    fn call_on_blocking<T>(
+        &self,
+        thread: usize,
+        make: impl FnOnce(Reply<T>) -> Command,
+    ) -> Result<T, ControlError> {
         let (tx, rx) = oneshot::channel();
-        self.send(make(tx))?;
+        self.send(thread, make(tx))?;
         rx.blocking_recv().map_err(|_| ControlError::Stopped)?
     }
 
+    /// Sends a command about vnet `net` to the thread that runs it.
+    async fn call<T>(
+        &self,
+        net: String,
+        make: impl FnOnce(String, Reply<T>) -> Command,
+    ) -> Result<T, ControlError> {
+        let thread = self.directory().thread_of(&net)?;
+        self.call_on(thread, |r| make(net, r)).await
+    }
+
+    fn call_blocking<T>(
+        &self,
+        net: String,
+        make: impl FnOnce(String, Reply<T>) -> Command,
+    ) -> Result<T, ControlError> {
+        let thread = self.directory().thread_of(&net)?;
+        self.call_on_blocking(thread, |r| make(net, r))
+    }
+
+    /// Frees the name [`Directory::place`] reserved if the vnet could not be made.
+    fn created(
+        &self,
+        name: &str,
+        made: Result<NetworkInfo, ControlError>,
+    ) -> Result<NetworkInfo, ControlError> {
+        if made.is_err() {
+            self.directory().remove(name);
+        }
+        made
+    }
+
     pub async fn create_network(&self, spec: NetworkSpec) -> Result<NetworkInfo, ControlError> {
-        self.call(|r| Command::CreateNetwork(spec, r)).await
+        validate(&spec)?;
+        let thread = self.directory().place(&spec)?;
+        let name = spec.name.clone();
+        let made = self
+            .call_on(thread, |r| Command::CreateNetwork(spec, r))
+            .await;
+        self.created(&name, made)
     }
 
     pub fn create_network_blocking(&self, spec: NetworkSpec) -> Result<NetworkInfo, ControlError> {
-        self.call_blocking(|r| Command::CreateNetwork(spec, r))
+        validate(&spec)?;
+        let thread = self.directory().place(&spec)?;
+        let name = spec.name.clone();
+        let made = self.call_on_blocking(thread, |r| Command::CreateNetwork(spec, r));
+        self.created(&name, made)
     }
 
     pub async fn delete_network(&self, name: String) -> Result<(), ControlError> {
-        self.call(|r| Command::DeleteNetwork(name, r)).await
+        let net = name.clone();
+        self.call(name, Command::DeleteNetwork).await?;
+        self.directory().remove(&net);
+        Ok(())
     }
 
+    /// Every vnet on every thread, by name.
     pub async fn networks(&self) -> Result<Vec<NetworkInfo>, ControlError> {
-        self.call(Command::Networks).await
+        let mut all = Vec::new();
+        for thread in 0..self.threads.len() {
+            all.extend(self.call_on(thread, Command::Networks).await?);
+        }
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(all)
     }
 
     pub async fn network(&self, name: String) -> Result<NetworkInfo, ControlError> {
-        self.call(|r| Command::Network(name, r)).await
+        self.call(name, Command::Network).await
     }
 
     pub async fn add_port(&self, net: String, spec: PortSpec) -> Result<PortInfo, ControlError> {
-        self.call(|r| Command::AddPort(net, spec, r)).await
+        self.call(net, |net, r| Command::AddPort(net, spec, r))
+            .await
     }
 
     pub fn add_port_blocking(&self, net: String, spec: PortSpec) -> Result<PortInfo, ControlError> {
-        self.call_blocking(|r| Command::AddPort(net, spec, r))
+        self.call_blocking(net, |net, r| Command::AddPort(net, spec, r))
     }
 
     pub async fn remove_port(&self, net: String, id: u32) -> Result<(), ControlError> {
-        self.call(|r| Command::RemovePort(net, id, r)).await
+        self.call(net, |net, r| Command::RemovePort(net, id, r))
+            .await
     }
 
     pub async fn ports(&self, net: String) -> Result<Vec<PortInfo>, ControlError> {
-        self.call(|r| Command::Ports(net, r)).await
+        self.call(net, Command::Ports).await
     }
 
     pub async fn port(&self, net: String, id: u32) -> Result<PortInfo, ControlError> {
-        self.call(|r| Command::Port(net, id, r)).await
+        self.call(net, |net, r| Command::Port(net, id, r)).await
     }
 
     pub async fn macs(&self, net: String) -> Result<Vec<MacEntry>, ControlError> {
-        self.call(|r| Command::Macs(net, r)).await
+        self.call(net, Command::Macs).await
     }
 
     pub async fn leases(&self, net: String) -> Result<Vec<Lease>, ControlError> {
-        self.call(|r| Command::Leases(net, r)).await
+        self.call(net, Command::Leases).await
     }
 
     pub async fn set_dhcp(&self, net: String, spec: DhcpSpec) -> Result<NetworkInfo, ControlError> {
-        self.call(|r| Command::SetDhcp(net, spec, r)).await
+        self.call(net, |net, r| Command::SetDhcp(net, spec, r))
+            .await
     }
 
     pub async fn add_reservation(
@@ -220,7 +317,7 @@ impl Handle {
         net: String,
         r: Reservation,
     ) -> Result<Reservation, ControlError> {
-        self.call(|reply| Command::AddReservation(net, r, reply))
+        self.call(net, |net, reply| Command::AddReservation(net, r, reply))
             .await
     }
 
@@ -233,12 +330,13 @@ impl Handle {
     ) -> Result<(u32, std::os::fd::OwnedFd), ControlError> {
         let (ours, theirs) =
             crate::sys::seqpacket::pair().map_err(|e| ControlError::Failed(e.to_string()))?;
-        let id = self.call_blocking(|r| Command::AttachDevice(net, ours, pid, r))?;
+        let id = self.call_blocking(net, |net, r| Command::AttachDevice(net, ours, pid, r))?;
         Ok((id, theirs))
     }
 
     pub async fn remove_reservation(&self, net: String, mac: MacAddr) -> Result<(), ControlError> {
-        self.call(|r| Command::RemoveReservation(net, mac, r)).await
+        self.call(net, |net, r| Command::RemoveReservation(net, mac, r))
+            .await
     }
 
     /// Bridges `net` to a host NIC (replacing its uplink); answers the uplink's port.
@@ -247,11 +345,12 @@ impl Handle {
         net: String,
         spec: UplinkSpec,
     ) -> Result<PortInfo, ControlError> {
-        self.call(|r| Command::SetUplink(net, spec, r)).await
+        self.call(net, |net, r| Command::SetUplink(net, spec, r))
+            .await
     }
 
     pub async fn remove_uplink(&self, net: String) -> Result<(), ControlError> {
-        self.call(|r| Command::RemoveUplink(net, r)).await
+        self.call(net, Command::RemoveUplink).await
     }
 
     /// The NAT device's port forwards.
@@ -259,7 +358,7 @@ impl Handle {
         &self,
         net: String,
     ) -> Result<Vec<vnet_control::ForwardSpec>, ControlError> {
-        self.call(|r| Command::Forwards(net, r)).await
+        self.call(net, Command::Forwards).await
     }
 
     /// Adds a port forward live.
@@ -268,7 +367,8 @@ impl Handle {
         net: String,
         spec: vnet_control::ForwardSpec,
     ) -> Result<vnet_control::ForwardSpec, ControlError> {
-        self.call(|r| Command::AddForward(net, spec, r)).await
+        self.call(net, |net, r| Command::AddForward(net, spec, r))
+            .await
     }
 
     /// Removes the `proto` port forward on `host`.
@@ -278,7 +378,7 @@ impl Handle {
         proto: vnet_control::ForwardProto,
         host: std::net::SocketAddrV4,
     ) -> Result<(), ControlError> {
-        self.call(|r| Command::RemoveForward(net, proto, host, r))
+        self.call(net, |net, r| Command::RemoveForward(net, proto, host, r))
             .await
     }
 
@@ -289,7 +389,8 @@ impl Handle {
         id: u32,
         mode: VlanMode,
     ) -> Result<PortInfo, ControlError> {
-        self.call(|r| Command::SetPortVlan(net, id, mode, r)).await
+        self.call(net, |net, r| Command::SetPortVlan(net, id, mode, r))
+            .await
     }
 }
 

@@ -11,7 +11,7 @@ use vnet_nat::NatDevice;
 use super::network::{socket_paths, Network};
 use super::QUEUE_CAPACITY;
 
-pub(super) fn network_info(net: &Network) -> NetworkInfo {
+pub(super) fn network_info(net: &Network, thread: usize) -> NetworkInfo {
     let [stream, dgram, api] = socket_paths(&net.dir);
     NetworkInfo {
         name: net.spec.name.clone(),
@@ -32,6 +32,7 @@ pub(super) fn network_info(net: &Network) -> NetworkInfo {
                 .any(|p| p.backend.kind() == vnet_control::PortKind::Uplink)
         }),
         nat: net.nat.as_ref().map(|n| nat_info(n.borrow().device())),
+        thread,
     }
 }
 

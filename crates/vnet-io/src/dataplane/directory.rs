@@ -1,0 +1,162 @@
+//! What the data-plane threads must agree on: which thread runs each vnet, and which
+//! vnet takes which traffic of a host NIC.
+//!
+//! Everything else (ports, sockets, queues, services) belongs to exactly one thread.
+//! The directory sits behind a mutex that only the control plane and control commands
+//! take, never the frame path.
+
+use std::collections::HashMap;
+
+use vnet_control::NetworkSpec;
+
+use super::ControlError;
+use crate::backend::uplink::Claim;
+
+pub(super) struct Directory {
+    threads: usize,
+    /// Each vnet's thread. A name is entered before its vnet exists, so two creations
+    /// cannot race to one name.
+    nets: HashMap<String, usize>,
+    /// Who is bridged to which NIC, over all threads.
+    claims: Vec<NicClaim>,
+}
+
+struct NicClaim {
+    interface: String,
+    net: String,
+    claim: Claim,
+}
+
+impl Directory {
+    pub fn new(threads: usize) -> Self {
+        Directory {
+            threads,
+            nets: HashMap::new(),
+            claims: Vec::new(),
+        }
+    }
+
+    /// Reserves `spec`'s name and picks its thread: the one whose vnets already use the
+    /// NIC it bridges to (they then share one socket), else the one with fewest vnets.
+    pub fn place(&mut self, spec: &NetworkSpec) -> Result<usize, ControlError> {
+        if self.nets.contains_key(&spec.name) {
+            return Err(ControlError::Exists(format!(
+                "vnet {:?} already exists",
+                spec.name
+            )));
+        }
+        let nic_mate = spec.uplink.as_ref().and_then(|u| {
+            self.claims
+                .iter()
+                .find(|c| c.interface == u.interface)
+                .and_then(|c| self.nets.get(&c.net).copied())
+        });
+        let thread = nic_mate.unwrap_or_else(|| {
+            let mut load = vec![0usize; self.threads];
+            for t in self.nets.values() {
+                load[*t] += 1;
+            }
+            (0..self.threads).min_by_key(|t| load[*t]).unwrap_or(0)
+        });
+        self.nets.insert(spec.name.clone(), thread);
+        Ok(thread)
+    }
+
+    /// Forgets a vnet that is gone (or was never made).
+    pub fn remove(&mut self, name: &str) {
+        self.nets.remove(name);
+        self.release(name);
+    }
+
+    pub fn thread_of(&self, name: &str) -> Result<usize, ControlError> {
+        self.nets.get(name).copied().ok_or_else(|| {
+            ControlError::NotFound(format!("no vnet named {name:?} (see `vnet net ls`)"))
+        })
+    }
+
+    /// Checks that vnet `net` may take `claim`'s traffic of `interface`: no other vnet,
+    /// on any thread, takes any of it.
+    pub fn check(&self, interface: &str, net: &str, claim: &Claim) -> Result<(), ControlError> {
+        match self
+            .claims
+            .iter()
+            .find(|c| c.interface == interface && c.net != net && c.claim.overlaps(claim))
+        {
+            Some(c) => Err(ControlError::Exists(format!(
+                "{interface} already carries that traffic for vnet {:?} (choose another VLAN)",
+                c.net
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// Records vnet `net`'s (only) uplink, after [`Directory::check`].
+    pub fn claim(&mut self, interface: &str, net: &str, claim: Claim) {
+        self.release(net);
+        self.claims.push(NicClaim {
+            interface: interface.to_string(),
+            net: net.to_string(),
+            claim,
+        });
+    }
+
+    /// Vnet `net` is bridged no more.
+    pub fn release(&mut self, net: &str) {
+        self.claims.retain(|c| c.net != net);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vnet_control::UplinkSpec;
+
+    fn bridged(name: &str, nic: &str, vlan: Option<u16>) -> NetworkSpec {
+        let mut s = NetworkSpec::named(name);
+        s.uplink = Some(UplinkSpec {
+            interface: nic.into(),
+            vlan,
+            mode: Default::default(),
+            vlans: Vec::new(),
+        });
+        s
+    }
+
+    #[test]
+    fn spreads_vnets_and_keeps_names_unique() {
+        let mut d = Directory::new(2);
+        assert_eq!(d.place(&NetworkSpec::named("a")).unwrap(), 0);
+        assert_eq!(d.place(&NetworkSpec::named("b")).unwrap(), 1);
+        assert_eq!(d.place(&NetworkSpec::named("c")).unwrap(), 0);
+        assert!(matches!(
+            d.place(&NetworkSpec::named("b")),
+            Err(ControlError::Exists(_))
+        ));
+        d.remove("a");
+        d.remove("c");
+        assert_eq!(d.place(&NetworkSpec::named("d")).unwrap(), 0);
+        assert!(matches!(d.thread_of("a"), Err(ControlError::NotFound(_))));
+        assert_eq!(d.thread_of("b").unwrap(), 1);
+    }
+
+    #[test]
+    fn vnets_on_one_nic_share_a_thread_and_never_its_traffic() {
+        let mut d = Directory::new(2);
+        let v10 = bridged("v10", "eth1", Some(10));
+        let t = d.place(&v10).unwrap();
+        d.check("eth1", "v10", &Claim::Vlan(10)).unwrap();
+        d.claim("eth1", "v10", Claim::Vlan(10));
+        // Fewer vnets on the other thread, but the NIC decides.
+        assert_eq!(d.place(&bridged("v20", "eth1", Some(20))).unwrap(), t);
+        d.check("eth1", "v20", &Claim::Vlan(20)).unwrap();
+        let e = d
+            .check("eth1", "v20", &Claim::Trunk(vec![5, 10]))
+            .unwrap_err();
+        assert!(e.to_string().contains("v10"), "{e}");
+        // A vnet may replace its own claim, and another NIC is free.
+        d.check("eth1", "v10", &Claim::Trunk(vec![10, 11])).unwrap();
+        d.check("eth2", "v20", &Claim::Vlan(10)).unwrap();
+        d.remove("v10");
+        d.check("eth1", "v20", &Claim::Vlan(10)).unwrap();
+    }
+}
