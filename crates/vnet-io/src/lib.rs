@@ -15,4 +15,4 @@ pub mod frame;
 pub mod services;
 pub mod sys;
 
-pub use dataplane::{ControlError, DataPlane, Handle};
+pub use dataplane::{ControlError, DataPlane, Handle, Tuning};

@@ -21,12 +21,19 @@ pub struct Config {
     /// to [`MAX_DEFAULT_THREADS`].
     #[serde(default)]
     pub threads: Option<usize>,
+    /// Microseconds a data-plane thread keeps polling after traffic instead of sleeping
+    /// (lower latency, a busy core while traffic flows); 0 never spins.
+    #[serde(default)]
+    pub busy_poll_us: u32,
     #[serde(default)]
     pub network: Vec<Spanned<NetworkConfig>>,
 }
 
 /// More threads than this only pay off with more busy vnets than most hosts run.
 pub const MAX_DEFAULT_THREADS: usize = 8;
+
+/// Spinning longer than this between frames is a busy core, not a latency choice.
+pub const MAX_BUSY_POLL_US: u32 = 1_000_000;
 
 /// One `[[network]]` table.
 #[derive(Debug, Deserialize)]
@@ -139,6 +146,12 @@ impl Config {
                 "threads = 0: the data plane needs at least one".into(),
             ));
         }
+        if config.busy_poll_us > MAX_BUSY_POLL_US {
+            return Err(invalid(format!(
+                "busy_poll_us = {}: at most {MAX_BUSY_POLL_US} (one second)",
+                config.busy_poll_us
+            )));
+        }
         let mut seen = std::collections::HashSet::new();
         for net in &config.network {
             let line = line_of(text, net.span().start);
@@ -191,13 +204,18 @@ impl Config {
         Ok(config)
     }
 
-    /// How many data-plane threads to run, `--threads` overriding the file.
-    pub fn threads(&self, flag: Option<usize>) -> usize {
-        flag.or(self.threads).unwrap_or_else(|| {
-            std::thread::available_parallelism()
-                .map_or(1, |n| n.get())
-                .min(MAX_DEFAULT_THREADS)
-        })
+    /// How the data plane runs, flags (`--threads`, `--busy-poll-us`) overriding the file.
+    pub fn tuning(&self, threads: Option<usize>, busy_poll_us: Option<u32>) -> vnet_io::Tuning {
+        vnet_io::Tuning {
+            threads: threads.or(self.threads).unwrap_or_else(|| {
+                std::thread::available_parallelism()
+                    .map_or(1, |n| n.get())
+                    .min(MAX_DEFAULT_THREADS)
+            }),
+            busy_poll: std::time::Duration::from_micros(
+                busy_poll_us.unwrap_or(self.busy_poll_us).into(),
+            ),
+        }
     }
 
     pub fn built_in() -> Config {
@@ -278,13 +296,17 @@ mod tests {
     }
 
     #[test]
-    fn threads_come_from_the_flag_then_the_file_then_the_cores() {
-        let c = Config::parse("threads = 3\n", "t").unwrap();
-        assert_eq!(c.threads(None), 3);
-        assert_eq!(c.threads(Some(1)), 1);
-        let cores = Config::built_in().threads(None);
-        assert!((1..=MAX_DEFAULT_THREADS).contains(&cores), "{cores}");
+    fn tuning_comes_from_the_flags_then_the_file_then_the_defaults() {
+        let c = Config::parse("threads = 3\nbusy_poll_us = 50\n", "t").unwrap();
+        assert_eq!(c.tuning(None, None).threads, 3);
+        assert_eq!(c.tuning(None, None).busy_poll.as_micros(), 50);
+        assert_eq!(c.tuning(Some(1), Some(0)).threads, 1);
+        assert!(c.tuning(Some(1), Some(0)).busy_poll.is_zero());
+        let defaults = Config::built_in().tuning(None, None);
+        assert!((1..=MAX_DEFAULT_THREADS).contains(&defaults.threads));
+        assert!(defaults.busy_poll.is_zero());
         assert!(error_of("threads = 0\n").contains("at least one"));
+        assert!(error_of("busy_poll_us = 2000000\n").contains("at most"));
     }
 
     #[test]

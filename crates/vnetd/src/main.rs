@@ -36,6 +36,11 @@ struct Args {
     /// one per CPU core, up to 8].
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
     threads: Option<u16>,
+    /// Microseconds a data-plane thread keeps polling after traffic instead of sleeping:
+    /// lower latency for a busy core while traffic flows [default: the config's
+    /// `busy_poll_us`, else 0].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(..=i64::from(config::MAX_BUSY_POLL_US)))]
+    busy_poll_us: Option<u32>,
     /// Check the configuration and exit.
     #[arg(long)]
     check: bool,
@@ -89,10 +94,14 @@ fn run(args: Args) -> Result<()> {
     let control = dirs::claim(&run_dir, &state_dir)?;
     raise_fd_limit();
 
-    let threads = config.threads(args.threads.map(usize::from));
-    let dataplane = DataPlane::spawn(run_dir.clone(), state_dir.clone(), threads)
+    let tuning = config.tuning(args.threads.map(usize::from), args.busy_poll_us);
+    let dataplane = DataPlane::spawn(run_dir.clone(), state_dir.clone(), tuning)
         .context("cannot start the data plane")?;
-    info!("data plane: {threads} thread(s)");
+    info!(
+        "data plane: {} thread(s), busy poll {} µs",
+        tuning.threads,
+        tuning.busy_poll.as_micros()
+    );
     let handle = dataplane.handle();
     for net in &config.network {
         let net = net.get_ref();

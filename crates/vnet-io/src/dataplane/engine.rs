@@ -127,13 +127,18 @@ impl Engine {
         }
     }
 
-    pub fn run(mut self) {
+    /// Runs until shutdown; `busy_poll`: see [`super::Tuning::busy_poll`].
+    pub fn run(mut self, busy_poll: Duration) {
         let mut events = Events::with_capacity(1024);
+        let mut last_traffic = Instant::now()
+            .checked_sub(busy_poll)
+            .unwrap_or_else(Instant::now);
         loop {
             let next_timer = self.tick_services();
             let timeout = if !self.rx_list.is_empty()
                 || !self.tx_list.is_empty()
                 || !self.uplink_rx.is_empty()
+                || last_traffic.elapsed() < busy_poll
             {
                 Duration::ZERO
             } else if !self.retry_list.is_empty() {
@@ -189,6 +194,9 @@ impl Engine {
                 }
             }
             let now = Instant::now();
+            if !self.rx_list.is_empty() || !self.uplink_rx.is_empty() {
+                last_traffic = now;
+            }
             if !self.retry_list.is_empty() && timeout == RETRY {
                 self.tx_list.append(&mut self.retry_list);
             }
