@@ -28,6 +28,17 @@ fn packet_sockets_on(ifname: &str) -> usize {
         .count()
 }
 
+/// A "LAN": a namespace behind one end of a veth pair, with `cidr` on its end (the
+/// returned name); the other end, `veth.a()`, is the NIC to bridge.
+fn lan_behind_veth(cidr: &str) -> (Veth, Netns, String) {
+    let mut veth = Veth::new();
+    let lan = Netns::new("lan");
+    veth.move_b(&lan);
+    let lan_if = veth.b().to_string();
+    lan.exec_ok(&["ip", "addr", "add", cidr, "dev", &lan_if]);
+    (veth, lan, lan_if)
+}
+
 fn macs_in(capture: &Path) -> String {
     let out = std::process::Command::new("tcpdump")
         .args(["-n", "-e", "-r"])
@@ -41,11 +52,7 @@ fn macs_in(capture: &Path) -> String {
 fn a_guest_on_a_bridged_vnet_gets_its_lease_from_the_lan_and_survives_the_nic_flapping() {
     skip_unless_root!();
     // The LAN: a namespace behind a veth, with dnsmasq as its DHCP server.
-    let mut veth = Veth::new();
-    let lan = Netns::new("lan");
-    veth.move_b(&lan);
-    let lan_if = veth.b().to_string();
-    lan.exec_ok(&["ip", "addr", "add", "10.84.0.1/24", "dev", &lan_if]);
+    let (veth, lan, lan_if) = lan_behind_veth("10.84.0.1/24");
     let leases = std::env::temp_dir().join(format!("{}.leases", unique_name("dnsm")));
     let _dnsmasq = lan.spawn(&[
         "dnsmasq",
@@ -257,13 +264,8 @@ fn vnets_on_vlans_of_one_nic_share_its_socket_and_reach_their_vlan_only() {
 #[test]
 fn a_two_nic_firewall_guest_is_the_inside_vms_only_way_to_the_lan() {
     skip_unless_root!();
-    let mut veth = Veth::new();
-    let lan = Netns::new("lan");
-    veth.move_b(&lan);
-    let lan_if = veth.b().to_string();
-    for addr in ["10.86.0.1/24", "10.86.0.99/24"] {
-        lan.exec_ok(&["ip", "addr", "add", addr, "dev", &lan_if]);
-    }
+    let (veth, lan, lan_if) = lan_behind_veth("10.86.0.1/24");
+    lan.exec_ok(&["ip", "addr", "add", "10.86.0.99/24", "dev", &lan_if]);
     lan.exec_ok(&["ip", "route", "add", "10.87.0.0/24", "via", "10.86.0.254"]);
 
     let nic = veth.a().to_string();
@@ -332,12 +334,8 @@ fn a_two_nic_firewall_guest_is_the_inside_vms_only_way_to_the_lan() {
 #[test]
 fn the_uplink_keeps_the_nics_mtu_and_refuses_unknown_interfaces() {
     skip_unless_root!();
-    let mut veth = Veth::new();
-    let lan = Netns::new("lan");
-    veth.move_b(&lan);
-    let lan_if = veth.b().to_string();
+    let (veth, lan, lan_if) = lan_behind_veth("10.88.0.1/24");
     lan.exec_ok(&["ip", "link", "set", &lan_if, "mtu", "1400"]);
-    lan.exec_ok(&["ip", "addr", "add", "10.88.0.1/24", "dev", &lan_if]);
     let nic = veth.a().to_string();
     let ok = std::process::Command::new("ip")
         .args(["link", "set", &nic, "mtu", "1400"])
@@ -385,11 +383,7 @@ fn the_uplink_keeps_the_nics_mtu_and_refuses_unknown_interfaces() {
 #[test]
 fn vnets_on_two_threads_bridged_to_one_nic_each_take_only_their_traffic() {
     skip_unless_root!();
-    let mut veth = Veth::new();
-    let lan = Netns::new("lan");
-    veth.move_b(&lan);
-    let lan_if = veth.b().to_string();
-    lan.exec_ok(&["ip", "addr", "add", "10.89.0.1/24", "dev", &lan_if]);
+    let (veth, lan, lan_if) = lan_behind_veth("10.89.0.1/24");
     let nic = veth.a().to_string();
     let d = Daemon::start(Some(
         "threads = 2\n[[network]]\nname = \"plain\"\n[[network]]\nname = \"tagged\"\n",
