@@ -45,8 +45,9 @@ use vnet_control::PortKind;
 use vnet_core::switch::DropCause;
 use vnet_core::wire::vde::{encode_sockaddr_un, parse_request, Request, RequestType, MAX_REQUEST};
 
-use super::{send_error, Backend, Received, Sent};
+use super::{send_error, Backend, Received, Sent, TX_BATCH};
 use crate::frame::FrameBuf;
+use crate::sys::mmsg::SendBatch;
 use crate::sys::peer;
 
 /// Numbers the data sockets (`NNN.sock`); never reused while the daemon runs.
@@ -55,6 +56,8 @@ static NEXT_DATA_SOCKET: AtomicU32 = AtomicU32::new(1);
 pub struct VdePort {
     ctl: UnixStream,
     data: UnixDatagram,
+    /// `sendmmsg` headers for `data` (connected: no address).
+    batch: Box<SendBatch<TX_BATCH>>,
     /// The switch directory (`RUN/NET/vde`).
     dir: PathBuf,
     net: String,
@@ -78,6 +81,7 @@ impl VdePort {
             .map(|c| c.uid());
         Ok(VdePort {
             data: UnixDatagram::unbound()?,
+            batch: SendBatch::new(None)?,
             ctl,
             dir: dir.to_path_buf(),
             net: net.to_string(),
@@ -273,17 +277,25 @@ impl Backend for VdePort {
     }
 
     fn send(&mut self, frame: &FrameBuf) -> Sent {
+        self.send_batch(std::slice::from_ref(frame)).1
+    }
+
+    fn send_batch(&mut self, frames: &[FrameBuf]) -> (usize, Sent) {
         if self.request.is_some() {
-            // Not connected yet: the frame waits in the queue.
-            return Sent::WouldBlock;
+            // Not connected yet: the frames wait in the queue.
+            return (0, Sent::WouldBlock);
         }
-        match self.data.send(frame.frame()) {
-            Ok(_) => Sent::Done,
+        let (sent, result) = self
+            .batch
+            .send(self.data.as_fd(), frames.iter().map(FrameBuf::frame));
+        let outcome = match result {
+            Ok(()) => Sent::Done,
             Err(e) if matches!(e.raw_os_error(), Some(libc::ECONNREFUSED | libc::ENOTCONN)) => {
                 Sent::Closed(format!("the client's data socket is gone ({e})"))
             }
             Err(e) => send_error(e),
-        }
+        };
+        (sent, outcome)
     }
 }
 

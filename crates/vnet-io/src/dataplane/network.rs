@@ -318,8 +318,10 @@ impl Network {
 
     /// A port for a new dgram peer bound at `path`.
     fn add_dgram_peer(&mut self, path: PathBuf) -> Option<PortId> {
-        let port = DgramPort::new(Rc::clone(&self.dgram), path.clone());
-        match self.attach(Box::new(port), VlanMode::default()) {
+        let id = DgramPort::new(Rc::clone(&self.dgram), path.clone())
+            .map_err(|e| format!("peer {}: {e}", path.display()))
+            .and_then(|port| self.attach(Box::new(port), VlanMode::default()));
+        match id {
             Ok(id) => {
                 self.dgram_peers.insert(path, id);
                 Some(id)
