@@ -1,8 +1,9 @@
-//! `vnet-pps`: small-frame packet rate between two hosts (namespaces), for benchmarks.
+//! `vnet-pps`: small-frame packet rate between two hosts (namespaces), or two VMs on a
+//! vnet's dgram socket, for benchmarks.
 //!
 //! ```text
-//! vnet-pps sink --bind IP:PORT --secs N [--wait S]
-//! vnet-pps send --to IP:PORT --secs N [--size BYTES]
+//! vnet-pps sink (--bind IP:PORT | --dgram SOCK) --secs N [--wait S]
+//! vnet-pps send (--to IP:PORT | --dgram SOCK) --secs N [--size BYTES]
 //! ```
 //!
 //! The sender blasts UDP datagrams with `sendmmsg`, as fast as the kernel takes them; the
@@ -19,11 +20,19 @@
 //!
 //! The sink exits 1 (still printing its line, with `frames=0`) if nothing arrived within
 //! `--wait` seconds (default 30).
+//!
+//! With `--dgram RUN/NET/dgram.sock` each side is a VM on the vnet's dgram socket, as
+//! QEMU's `-netdev dgram` is: it binds a unix datagram socket of its own and deals in
+//! whole Ethernet frames of the same length (42 header bytes + payload). The sink first
+//! announces its MAC with a broadcast, so the switch forwards the sender's frames to it
+//! alone: start it before the sender.
 
 use std::fmt;
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::net::UnixDatagram;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -37,30 +46,46 @@ const SOCK_BUF: libc::c_int = 8 << 20;
 const MAX_PAYLOAD: usize = 65507;
 /// UDP payload that makes a minimum (64-byte with FCS) Ethernet frame over IPv4.
 const DEFAULT_SIZE: usize = 18;
+/// Ethernet, IPv4 and UDP headers: a `--dgram` frame is these bytes plus the payload.
+const HEADERS: usize = 42;
+/// The `--dgram` sides' MACs (locally administered).
+const SINK_MAC: [u8; 6] = [0x02, 0, 0, 0, 0x99, 0x02];
+const SEND_MAC: [u8; 6] = [0x02, 0, 0, 0, 0x99, 0x01];
 
 const USAGE: &str = "\
-usage: vnet-pps sink --bind IP:PORT --secs N [--wait S]
-       vnet-pps send --to IP:PORT --secs N [--size BYTES]
+usage: vnet-pps sink (--bind IP:PORT | --dgram SOCK) --secs N [--wait S]
+       vnet-pps send (--to IP:PORT | --dgram SOCK) --secs N [--size BYTES]
 
 sink: counts UDP datagrams arriving at IP:PORT for N seconds from the first one;
       prints `frames=.. bytes=.. secs=.. pps=..`. Exits 1 if nothing came within S
       seconds (default 30).
 send: sends UDP datagrams of BYTES payload (default 18: a 64-byte Ethernet frame with
       FCS) to IP:PORT as fast as possible for N seconds; prints `sent=.. secs=.. pps=..
-      errors=..`.";
+      errors=..`.
+--dgram SOCK: instead of UDP, Ethernet frames of 42 + BYTES bytes over a vnet's dgram
+      socket (RUN/NET/dgram.sock), each side a VM of its own; start the sink first.";
+
+/// Where a side sends or listens.
+#[derive(Debug, Clone, PartialEq)]
+enum Peer {
+    Udp(SocketAddr),
+    /// A vnet's dgram socket.
+    Dgram(PathBuf),
+}
+
+impl fmt::Display for Peer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Peer::Udp(a) => a.fmt(f),
+            Peer::Dgram(p) => p.display().fmt(f),
+        }
+    }
+}
 
 #[derive(Debug, Clone, PartialEq)]
 enum Command {
-    Sink {
-        bind: SocketAddr,
-        secs: f64,
-        wait: f64,
-    },
-    Send {
-        to: SocketAddr,
-        secs: f64,
-        size: usize,
-    },
+    Sink { bind: Peer, secs: f64, wait: f64 },
+    Send { to: Peer, secs: f64, size: usize },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -77,7 +102,7 @@ fn parse_args(args: &[String]) -> Result<Command, UsageError> {
     let Some((mode, rest)) = args.split_first() else {
         return err("missing mode: sink or send".into());
     };
-    let mut addr: Option<SocketAddr> = None;
+    let mut addr: Option<Peer> = None;
     let mut secs: Option<f64> = None;
     let mut wait = 30.0;
     let mut size = DEFAULT_SIZE;
@@ -97,11 +122,21 @@ fn parse_args(args: &[String]) -> Result<Command, UsageError> {
                 "{what} must be a positive number of seconds, not {value:?}"
             ))),
         };
-        match flag.as_str() {
+        let peer = match flag.as_str() {
             f if f == addr_flag => match value.parse() {
-                Ok(a) => addr = Some(a),
+                Ok(a) => Some(Peer::Udp(a)),
                 Err(_) => return err(format!("{flag}: {value:?} is not IP:PORT")),
             },
+            "--dgram" => Some(Peer::Dgram(value.into())),
+            _ => None,
+        };
+        if let Some(peer) = peer {
+            if addr.replace(peer).is_some() {
+                return err(format!("give one of {addr_flag} and --dgram, once"));
+            }
+            continue;
+        }
+        match flag.as_str() {
             "--secs" => secs = Some(positive("--secs")?),
             "--wait" if mode == "sink" => wait = positive("--wait")?,
             "--size" if mode == "send" => match value.parse() {
@@ -112,7 +147,7 @@ fn parse_args(args: &[String]) -> Result<Command, UsageError> {
         }
     }
     let Some(addr) = addr else {
-        return err(format!("{mode} needs {addr_flag} IP:PORT"));
+        return err(format!("{mode} needs {addr_flag} IP:PORT or --dgram SOCK"));
     };
     let Some(secs) = secs else {
         return err(format!("{mode} needs --secs N"));
@@ -144,11 +179,10 @@ fn rate(count: u64, elapsed: Duration) -> u64 {
 
 /// Sets an integer socket option; tries `force` first (root may exceed the rmem/wmem
 /// sysctl limits), then `normal`. Best effort: a smaller buffer only costs drops.
-fn set_buf(sock: &UdpSocket, force: libc::c_int, normal: libc::c_int) {
-    let fd = sock.as_raw_fd();
+fn set_buf(fd: RawFd, force: libc::c_int, normal: libc::c_int) {
     for opt in [force, normal] {
         let val: libc::c_int = SOCK_BUF;
-        // SAFETY: `fd` is an open socket owned by `sock`, which outlives the call;
+        // SAFETY: `fd` is an open socket, which the caller keeps open for the call;
         // `val` is a live c_int and the length passed is exactly its size.
         let rc = unsafe {
             libc::setsockopt(
@@ -165,11 +199,55 @@ fn set_buf(sock: &UdpSocket, force: libc::c_int, normal: libc::c_int) {
     }
 }
 
-fn sink(bind: SocketAddr, secs: f64, wait: f64) -> io::Result<bool> {
-    let sock = UdpSocket::bind(bind)?;
-    set_buf(&sock, libc::SO_RCVBUFFORCE, libc::SO_RCVBUF);
-    sock.set_read_timeout(Some(Duration::from_millis(100)))?;
-    let fd = sock.as_raw_fd();
+/// A `--dgram` side's own socket, at a path removed again on drop.
+struct OwnSocket {
+    sock: UnixDatagram,
+    path: PathBuf,
+}
+
+impl OwnSocket {
+    fn bind(role: &str) -> io::Result<Self> {
+        let name = format!("vnet-pps-{role}-{}.sock", std::process::id());
+        let path = std::env::temp_dir().join(name);
+        let _ = std::fs::remove_file(&path);
+        let sock = UnixDatagram::bind(&path)?;
+        Ok(OwnSocket { sock, path })
+    }
+}
+
+impl Drop for OwnSocket {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// An Ethernet frame of [`HEADERS`] + `size` bytes from `src` to `dst` (a local
+/// experimental EtherType: the switch reads only the header).
+fn ether_frame(dst: [u8; 6], src: [u8; 6], size: usize) -> Vec<u8> {
+    let mut f = [&dst[..], &src, &[0x88, 0xb5]].concat();
+    f.resize(HEADERS + size, 0);
+    f
+}
+
+fn sink(bind: &Peer, secs: f64, wait: f64) -> io::Result<bool> {
+    let timeout = Some(Duration::from_millis(100));
+    let (udp, own);
+    let fd = match bind {
+        Peer::Udp(addr) => {
+            udp = UdpSocket::bind(addr)?;
+            udp.set_read_timeout(timeout)?;
+            udp.as_raw_fd()
+        }
+        Peer::Dgram(vnet) => {
+            own = OwnSocket::bind("sink")?;
+            own.sock.set_read_timeout(timeout)?;
+            // The switch learns our MAC from this: the sender's frames come to us only.
+            own.sock
+                .send_to(&ether_frame([0xff; 6], SINK_MAC, 0), vnet)?;
+            own.sock.as_raw_fd()
+        }
+    };
+    set_buf(fd, libc::SO_RCVBUFFORCE, libc::SO_RCVBUF);
 
     let mut bufs = vec![[0u8; SLOT]; BATCH];
     let mut iovs: Vec<libc::iovec> = bufs
@@ -241,24 +319,30 @@ fn sink(bind: SocketAddr, secs: f64, wait: f64) -> io::Result<bool> {
     Ok(start.is_some())
 }
 
-fn send(to: SocketAddr, secs: f64, size: usize) -> io::Result<()> {
-    let any: SocketAddr = if to.is_ipv4() {
-        "0.0.0.0:0".parse().expect("literal")
-    } else {
-        "[::]:0".parse().expect("literal")
+fn send(to: &Peer, secs: f64, size: usize) -> io::Result<()> {
+    let (udp, own);
+    let (fd, mut payload) = match to {
+        Peer::Udp(to) => {
+            let any: SocketAddr = if to.is_ipv4() {
+                "0.0.0.0:0".parse().expect("literal")
+            } else {
+                "[::]:0".parse().expect("literal")
+            };
+            udp = UdpSocket::bind(any)?;
+            udp.connect(to)?;
+            let payload = (0..size).map(|i| b"vnet-pps"[i % 8]).collect();
+            (udp.as_raw_fd(), payload)
+        }
+        Peer::Dgram(vnet) => {
+            own = OwnSocket::bind("send")?;
+            own.sock.connect(vnet)?;
+            (own.sock.as_raw_fd(), ether_frame(SINK_MAC, SEND_MAC, size))
+        }
     };
-    let sock = UdpSocket::bind(any)?;
-    set_buf(&sock, libc::SO_SNDBUFFORCE, libc::SO_SNDBUF);
-    sock.connect(to)?;
-    let fd = sock.as_raw_fd();
-
-    let mut payload = vec![0u8; size];
-    for (i, b) in payload.iter_mut().enumerate() {
-        *b = b"vnet-pps"[i % 8];
-    }
+    set_buf(fd, libc::SO_SNDBUFFORCE, libc::SO_SNDBUF);
     let mut iov = libc::iovec {
         iov_base: payload.as_mut_ptr().cast(),
-        iov_len: size,
+        iov_len: payload.len(),
     };
     let mut msgs: Vec<libc::mmsghdr> = (0..BATCH)
         .map(|_| {
@@ -277,7 +361,7 @@ fn send(to: SocketAddr, secs: f64, size: usize) -> io::Result<()> {
     let mut errors: u64 = 0;
     let end = loop {
         // SAFETY: the socket is connected, so each header needs no address; every header
-        // points at the one `iov`, which points at `payload` of `size` bytes; `msgs`,
+        // points at the one `iov`, which points at all of `payload`; `msgs`,
         // `iov` and `payload` stay alive and unmoved for the call, which only reads them
         // (and writes each header's msg_len).
         let n = unsafe { libc::sendmmsg(fd, msgs.as_mut_ptr(), BATCH as libc::c_uint, 0) };
@@ -327,8 +411,8 @@ fn main() -> ExitCode {
         }
     };
     let result = match cmd {
-        Command::Sink { bind, secs, wait } => sink(bind, secs, wait),
-        Command::Send { to, secs, size } => send(to, secs, size).map(|()| true),
+        Command::Sink { bind, secs, wait } => sink(&bind, secs, wait),
+        Command::Send { to, secs, size } => send(&to, secs, size).map(|()| true),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,
@@ -353,7 +437,7 @@ mod tests {
         assert_eq!(
             parse_args(&args("sink --bind 10.0.0.2:9000 --secs 5")),
             Ok(Command::Sink {
-                bind: "10.0.0.2:9000".parse().unwrap(),
+                bind: Peer::Udp("10.0.0.2:9000".parse().unwrap()),
                 secs: 5.0,
                 wait: 30.0
             })
@@ -361,7 +445,7 @@ mod tests {
         assert_eq!(
             parse_args(&args("send --secs 2.5 --to 10.0.0.2:9000 --size 100")),
             Ok(Command::Send {
-                to: "10.0.0.2:9000".parse().unwrap(),
+                to: Peer::Udp("10.0.0.2:9000".parse().unwrap()),
                 secs: 2.5,
                 size: 100
             })
@@ -369,9 +453,17 @@ mod tests {
         assert_eq!(
             parse_args(&args("send --to 127.0.0.1:1 --secs 1")),
             Ok(Command::Send {
-                to: "127.0.0.1:1".parse().unwrap(),
+                to: Peer::Udp("127.0.0.1:1".parse().unwrap()),
                 secs: 1.0,
                 size: DEFAULT_SIZE
+            })
+        );
+        assert_eq!(
+            parse_args(&args("sink --dgram /run/vnet/b/dgram.sock --secs 1")),
+            Ok(Command::Sink {
+                bind: Peer::Dgram("/run/vnet/b/dgram.sock".into()),
+                secs: 1.0,
+                wait: 30.0
             })
         );
     }
@@ -390,6 +482,8 @@ mod tests {
             "send --to 1.2.3.4:5 --secs 1 --wait 3",
             "sink --bind 1.2.3.4:5 --secs 1 --size 3",
             "sink --bind 1.2.3.4:5 --secs",
+            "send --to 1.2.3.4:5 --dgram /x --secs 1",
+            "sink --dgram /x --dgram /y --secs 1",
         ] {
             assert!(parse_args(&args(bad)).is_err(), "accepted {bad:?}");
         }
@@ -400,9 +494,41 @@ mod tests {
         let probe = UdpSocket::bind("127.0.0.1:0").unwrap();
         let addr = probe.local_addr().unwrap();
         drop(probe);
-        let sink = std::thread::spawn(move || sink(addr, 0.3, 5.0).unwrap());
+        let to = Peer::Udp(addr);
+        let at = to.clone();
+        let sink = std::thread::spawn(move || sink(&at, 0.3, 5.0).unwrap());
         std::thread::sleep(Duration::from_millis(100));
-        send(addr, 0.5, DEFAULT_SIZE).unwrap();
+        send(&to, 0.5, DEFAULT_SIZE).unwrap();
         assert!(sink.join().unwrap(), "sink saw nothing");
+    }
+
+    #[test]
+    fn dgram_send_reaches_sink_through_a_stand_in_switch() {
+        let vnet = std::env::temp_dir().join(format!("vnet-pps-test-{}.sock", std::process::id()));
+        let _ = std::fs::remove_file(&vnet);
+        let switch = UnixDatagram::bind(&vnet).unwrap();
+        // Forwards frames for the sink's MAC to whoever announced it.
+        std::thread::spawn(move || {
+            let mut buf = [0u8; SLOT];
+            let mut sink = None;
+            while let Ok((n, from)) = switch.recv_from(&mut buf) {
+                match (&buf[..6], &buf[6..12]) {
+                    (_, src) if src == SINK_MAC => sink = from.as_pathname().map(PathBuf::from),
+                    (dst, _) if dst == SINK_MAC => {
+                        if let Some(to) = &sink {
+                            let _ = switch.send_to(&buf[..n], to);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        });
+        let to = Peer::Dgram(vnet.clone());
+        let at = to.clone();
+        let sink = std::thread::spawn(move || sink(&at, 0.3, 5.0).unwrap());
+        std::thread::sleep(Duration::from_millis(100));
+        send(&to, 0.5, DEFAULT_SIZE).unwrap();
+        assert!(sink.join().unwrap(), "sink saw nothing");
+        std::fs::remove_file(&vnet).unwrap();
     }
 }
