@@ -138,7 +138,7 @@ impl Engine {
             let timeout = if !self.rx_list.is_empty()
                 || !self.tx_list.is_empty()
                 || !self.uplink_rx.is_empty()
-                || last_traffic.elapsed() < busy_poll
+                || (!busy_poll.is_zero() && last_traffic.elapsed() < busy_poll)
             {
                 Duration::ZERO
             } else if !self.retry_list.is_empty() {
@@ -194,7 +194,7 @@ impl Engine {
                 }
             }
             let now = Instant::now();
-            if !self.rx_list.is_empty() || !self.uplink_rx.is_empty() {
+            if !busy_poll.is_zero() && (!self.rx_list.is_empty() || !self.uplink_rx.is_empty()) {
                 last_traffic = now;
             }
             if !self.retry_list.is_empty() && timeout == RETRY {
