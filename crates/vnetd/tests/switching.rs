@@ -1,4 +1,5 @@
-//! Isolation between vnets and MAC learning within one, with namespace VMs on TAP ports.
+//! Isolation between vnets and MAC learning within one, with namespace VMs on TAP ports;
+//! busy polling (spins while traffic flows, sleeps after).
 
 mod common;
 
@@ -109,4 +110,51 @@ fn after_learning_unicast_reaches_only_its_destination() {
     };
     assert_eq!(owner("02:00:00:00:04:01"), Some(p1), "{macs:?}");
     assert_eq!(owner("02:00:00:00:04:02"), Some(p2), "{macs:?}");
+}
+
+/// CPU time (user + system) vnetd has used so far, in seconds.
+fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the parenthesised name; utime and stime are the 14th and 15th.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split(' ').collect();
+    let ticks: f64 = f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap();
+    // Clock ticks: USER_HZ, 100 on Linux.
+    ticks / 100.0
+}
+
+#[test]
+fn busy_polling_spins_only_while_traffic_flows() {
+    skip_unless_root!();
+    let d = vnet_testbed::Daemon::builder()
+        .config("[[network]]\nname = \"poll\"\n")
+        .arg("--busy-poll-us")
+        .arg("300000")
+        .start();
+    let (_, a) = tap_vm(&d, "poll", "02:00:00:00:04:01", "10.73.0.1/24");
+    let (_, _b) = tap_vm(&d, "poll", "02:00:00:00:04:02", "10.73.0.2/24");
+    assert!(a.ping("10.73.0.2", 1), "frames still pass\n{}", d.log());
+    let pid = d.pid().unwrap();
+
+    // Pings 100 ms apart keep a 300 ms poll going: the data-plane thread never sleeps.
+    let before = cpu_secs(pid);
+    let out = a
+        .ns()
+        .exec(&["ping", "-q", "-n", "-i", "0.1", "-c", "20", "10.73.0.2"]);
+    assert!(out.status.success(), "{out:?}");
+    let busy = cpu_secs(pid) - before;
+    assert!(
+        busy > 0.5,
+        "{busy:.2} s of CPU in 2 s of traffic: it did not poll"
+    );
+
+    // 300 ms after the last frame it sleeps again.
+    std::thread::sleep(Duration::from_millis(600));
+    let before = cpu_secs(pid);
+    std::thread::sleep(Duration::from_secs(2));
+    let idle = cpu_secs(pid) - before;
+    assert!(
+        idle < 0.2,
+        "{idle:.2} s of CPU in 2 idle seconds: still spinning"
+    );
 }
