@@ -105,6 +105,79 @@ fn a_vnet_is_created_shown_and_removed_while_the_daemon_runs() {
 }
 
 #[test]
+fn vnets_created_and_removed_at_once_by_many_clients_stay_consistent_across_threads() {
+    let d = vnet_testbed::Daemon::builder()
+        .config("threads = 2\n")
+        .start();
+    // Eight clients race to create the same twelve names: each is made exactly once,
+    // the losers get 409, and the vnets spread over both threads.
+    let names: Vec<String> = (0..12).map(|i| format!("race{i}")).collect();
+    let created: usize = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..8)
+            .map(|w| {
+                let (d, names) = (&d, &names);
+                s.spawn(move || {
+                    let c = client(d);
+                    let mut made = 0;
+                    for i in 0..names.len() {
+                        let name = &names[(i + w) % names.len()];
+                        match c.create_network(&vnet_control::NetworkSpec::named(name)) {
+                            Ok(_) => made += 1,
+                            Err(e) => assert_eq!(e.status().map(|s| s.as_u16()), Some(409), "{e}"),
+                        }
+                    }
+                    made
+                })
+            })
+            .collect();
+        workers.into_iter().map(|w| w.join().unwrap()).sum()
+    });
+    assert_eq!(created, names.len());
+    let c = client(&d);
+    let listed = c.networks().unwrap();
+    let listed_names: Vec<&str> = listed.iter().map(|n| n.name.as_str()).collect();
+    let mut expected: Vec<&str> = names.iter().map(String::as_str).collect();
+    expected.sort();
+    assert_eq!(listed_names, expected, "every vnet listed once, by name");
+    for t in 0..2 {
+        let on = listed.iter().filter(|n| n.thread == t).count();
+        assert_eq!(on, 6, "thread {t} runs {on} of 12 vnets");
+    }
+    // Each vnet answers on its own thread's sockets.
+    for n in &listed {
+        UnixStream::connect(&n.sockets.stream).unwrap();
+    }
+
+    // Removed at once, from both ends of the list: each goes exactly once.
+    let removed: usize = std::thread::scope(|s| {
+        let workers: Vec<_> = [false, true]
+            .into_iter()
+            .map(|rev| {
+                let (d, names) = (&d, &names);
+                s.spawn(move || {
+                    let c = client(d);
+                    let order: Vec<&String> = if rev {
+                        names.iter().rev().collect()
+                    } else {
+                        names.iter().collect()
+                    };
+                    order
+                        .into_iter()
+                        .filter(|n| c.delete_network(n).is_ok())
+                        .count()
+                })
+            })
+            .collect();
+        workers.into_iter().map(|w| w.join().unwrap()).sum()
+    });
+    assert_eq!(removed, names.len());
+    assert!(c.networks().unwrap().is_empty());
+    // A removed name is free again.
+    c.create_network(&vnet_control::NetworkSpec::named("race0"))
+        .unwrap();
+}
+
+#[test]
 fn refused_requests_exit_1_and_say_why_and_what_to_do() {
     let d = daemon_with(&["lab"]);
 
