@@ -211,6 +211,8 @@ fn vnets_on_vlans_of_one_nic_share_its_socket_and_reach_their_vlan_only() {
     clash.uplink = Some(uplink(&a, Some(20), &[]));
     assert!(c.create_network(&clash).is_err());
     assert!(c.network("v20b").is_err(), "a refused vnet leaves nothing");
+    c.create_network(&NetworkSpec::named("v20b"))
+        .expect("the refused vnet's name is free again");
 
     let (_, vm10) = tap_vm(&d, "v10", "02:00:00:00:85:10", "10.85.10.2/24");
     let (_, vm20) = tap_vm(&d, "v20", "02:00:00:00:85:20", "10.85.20.2/24");

@@ -803,7 +803,22 @@ impl Engine {
         })
     }
 
+    /// Makes the vnet the directory placed on this thread. The thread, not the control
+    /// plane, settles the name: if the vnet cannot be made the name is free again, even
+    /// when the client that asked has gone.
     fn create_network(
+        &mut self,
+        spec: NetworkSpec,
+    ) -> Result<vnet_control::NetworkInfo, ControlError> {
+        let name = spec.name.clone();
+        let made = self.make_network(spec);
+        if made.is_err() {
+            self.directory().remove(&name);
+        }
+        made
+    }
+
+    fn make_network(
         &mut self,
         spec: NetworkSpec,
     ) -> Result<vnet_control::NetworkInfo, ControlError> {
@@ -1053,6 +1068,7 @@ impl Engine {
         self.forget_uplink(key, None);
         let net = self.networks.remove(key);
         self.names.remove(net.name());
+        self.directory().remove(net.name());
         self.targets.retain(|_, t| t.net() != key);
         self.rx_list.retain(|(n, _)| *n != key);
         self.tx_list.retain(|(n, _)| *n != key);

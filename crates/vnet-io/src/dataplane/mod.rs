@@ -239,41 +239,24 @@ impl Handle {
         self.call_on_blocking(thread, |r| make(net, r))
     }
 
-    /// Frees the name [`Directory::place`] reserved if the vnet could not be made.
-    fn created(
-        &self,
-        name: &str,
-        made: Result<NetworkInfo, ControlError>,
-    ) -> Result<NetworkInfo, ControlError> {
-        if made.is_err() {
-            self.directory().remove(name);
-        }
-        made
-    }
-
+    /// Places the vnet on a thread (reserving its name) and makes it there; the thread
+    /// frees the name if that fails.
     pub async fn create_network(&self, spec: NetworkSpec) -> Result<NetworkInfo, ControlError> {
         validate(&spec)?;
         let thread = self.directory().place(&spec)?;
-        let name = spec.name.clone();
-        let made = self
-            .call_on(thread, |r| Command::CreateNetwork(spec, r))
-            .await;
-        self.created(&name, made)
+        self.call_on(thread, |r| Command::CreateNetwork(spec, r))
+            .await
     }
 
     pub fn create_network_blocking(&self, spec: NetworkSpec) -> Result<NetworkInfo, ControlError> {
         validate(&spec)?;
         let thread = self.directory().place(&spec)?;
-        let name = spec.name.clone();
-        let made = self.call_on_blocking(thread, |r| Command::CreateNetwork(spec, r));
-        self.created(&name, made)
+        self.call_on_blocking(thread, |r| Command::CreateNetwork(spec, r))
     }
 
+    /// Removes the vnet; its thread frees the name.
     pub async fn delete_network(&self, name: String) -> Result<(), ControlError> {
-        let net = name.clone();
-        self.call(name, Command::DeleteNetwork).await?;
-        self.directory().remove(&net);
-        Ok(())
+        self.call(name, Command::DeleteNetwork).await
     }
 
     /// Every vnet on every thread, by name.
