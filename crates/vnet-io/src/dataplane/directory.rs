@@ -6,6 +6,7 @@
 //! take, never the frame path.
 
 use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard};
 
 use vnet_control::NetworkSpec;
 
@@ -69,9 +70,7 @@ impl Directory {
     }
 
     pub fn thread_of(&self, name: &str) -> Result<usize, ControlError> {
-        self.nets.get(name).copied().ok_or_else(|| {
-            ControlError::NotFound(format!("no vnet named {name:?} (see `vnet net ls`)"))
-        })
+        self.nets.get(name).copied().ok_or_else(|| no_vnet(name))
     }
 
     /// Checks that vnet `net` may take `claim`'s traffic of `interface`: no other vnet,
@@ -104,6 +103,17 @@ impl Directory {
     pub fn release(&mut self, net: &str) {
         self.claims.retain(|c| c.net != net);
     }
+}
+
+/// Locks the shared directory. It holds plain maps, consistent after every method, so a
+/// panic elsewhere while it was held leaves nothing half-done: poisoning is ignored.
+pub(super) fn lock(directory: &Mutex<Directory>) -> MutexGuard<'_, Directory> {
+    directory.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The answer for a name no thread runs.
+pub(super) fn no_vnet(name: &str) -> ControlError {
+    ControlError::NotFound(format!("no vnet named {name:?} (see `vnet net ls`)"))
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ use tracing::{error, info, warn};
 use vnet_control::{DhcpSpec, NetworkSpec, PortInfo, PortSpec, UplinkSpec};
 use vnet_core::switch::{PortId, Tagging, VlanMode};
 
-use super::directory::Directory;
+use super::directory::{self, Directory};
 use super::network::{self, Network, PassEnd};
 use super::{network_dir, report, Command, ControlError};
 use crate::backend::api::ApiPort;
@@ -515,10 +515,7 @@ impl Engine {
             if s.members.len() != before {
                 if let Some(net) = self.networks.get_mut(key) {
                     net.spec.uplink = None;
-                    self.directory
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .release(net.name());
+                    directory::lock(&self.directory).release(net.name());
                 }
             }
             if s.members.is_empty() {
@@ -793,14 +790,14 @@ impl Engine {
     }
 
     fn directory(&self) -> MutexGuard<'_, Directory> {
-        // Plain maps, consistent after every method: see `Handle::directory`.
-        self.directory.lock().unwrap_or_else(|e| e.into_inner())
+        directory::lock(&self.directory)
     }
 
     fn lookup(&self, name: &str) -> Result<NetKey, ControlError> {
-        self.names.get(name).copied().ok_or_else(|| {
-            ControlError::NotFound(format!("no vnet named {name:?} (see `vnet net ls`)"))
-        })
+        self.names
+            .get(name)
+            .copied()
+            .ok_or_else(|| directory::no_vnet(name))
     }
 
     /// Makes the vnet the directory placed on this thread. The thread, not the control

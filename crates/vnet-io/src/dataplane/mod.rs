@@ -194,9 +194,7 @@ impl Handle {
     }
 
     fn directory(&self) -> MutexGuard<'_, Directory> {
-        // The directory holds plain maps, consistent after every method: a panic
-        // elsewhere while it was held leaves nothing half-done.
-        self.directory.lock().unwrap_or_else(|e| e.into_inner())
+        directory::lock(&self.directory)
     }
 
     async fn call_on<T>(
