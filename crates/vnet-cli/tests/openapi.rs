@@ -14,7 +14,7 @@ use vnet_control::{
 };
 
 const OPENAPI: &str = include_str!("../../../docs/openapi.yaml");
-const TYPES_RS: &str = include_str!("../../vnet-control/src/types.rs");
+const TYPES_RS: &str = include_str!("../../vnet-model/src/lib.rs");
 
 fn doc() -> Value {
     serde_yaml_ng::from_str(OPENAPI).expect("docs/openapi.yaml is valid YAML")

@@ -25,11 +25,11 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::net::UnixStream;
 
-use crate::types::{
+use vnet_model::API_PREFIX;
+use vnet_model::{
     ApiError, DhcpSpec, Lease, MacAddr, MacEntry, NetworkInfo, NetworkSpec, PortInfo, PortSpec,
     Reservation, UplinkSpec, Version, VlanMode,
 };
-use crate::API_PREFIX;
 
 /// How long one request may take, connection included, before the client gives up.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -262,7 +262,7 @@ impl Client {
     }
 
     /// `GET /v1/networks/{net}/forwards`: the NAT device's port forwards.
-    pub fn forwards(&self, net: &str) -> Result<Vec<crate::types::ForwardSpec>, Error> {
+    pub fn forwards(&self, net: &str) -> Result<Vec<vnet_model::ForwardSpec>, Error> {
         self.get_json(&api_path(&["networks", net, "forwards"]))
     }
 
@@ -270,8 +270,8 @@ impl Client {
     pub fn add_forward(
         &self,
         net: &str,
-        spec: &crate::types::ForwardSpec,
-    ) -> Result<crate::types::ForwardSpec, Error> {
+        spec: &vnet_model::ForwardSpec,
+    ) -> Result<vnet_model::ForwardSpec, Error> {
         self.send_json(
             Method::POST,
             &api_path(&["networks", net, "forwards"]),
@@ -284,7 +284,7 @@ impl Client {
     pub fn remove_forward(
         &self,
         net: &str,
-        proto: crate::types::ForwardProto,
+        proto: vnet_model::ForwardProto,
         host: std::net::SocketAddrV4,
     ) -> Result<(), Error> {
         let host = host.to_string();
@@ -464,9 +464,9 @@ fn api_path(segments: &[&str]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::types::{Counters, NetworkSockets, PortKind, VlanMode};
     use std::sync::{Arc, Mutex};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use vnet_model::{Counters, NetworkSockets, PortKind, VlanMode};
 
     /// What the fake daemon saw: the request line and body of each request.
     type Seen = Arc<Mutex<Vec<(String, String)>>>;

@@ -1,12 +1,10 @@
-//! The vnet control API (`RUN/control.sock`, HTTP/1.1 + JSON, versioned under `/v1`).
+//! A client for the vnet control API (`RUN/control.sock`, HTTP/1.1 + JSON, versioned
+//! under `/v1`), used by the CLI and the tests.
 //!
-//! [`types`] are the request and response bodies shared by the daemon and its clients;
-//! `docs/openapi.yaml` describes the routes; [`client::Client`] calls them.
+//! The request and response bodies are [`vnet_model`]'s, re-exported here so callers
+//! need one import; `docs/openapi.yaml` describes the routes; [`client::Client`] calls
+//! them.
 
 pub mod client;
-pub mod types;
 
-pub use types::*;
-
-/// Path prefix of this version of the API.
-pub const API_PREFIX: &str = "/v1";
+pub use vnet_model::*;

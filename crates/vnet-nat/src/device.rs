@@ -143,38 +143,9 @@ pub enum SocketError {
     Unreachable,
 }
 
-/// What happened to frames and datagrams, for logs and the API.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct NatCounters {
-    pub arp_replies: u64,
-    pub echo_local: u64,
-    pub to_host: u64,
-    pub from_host: u64,
-    pub dns_queries: u64,
-    pub dns_answers: u64,
-    /// Queries about the vnet's own hosts (DHCP names), answered by the device itself.
-    pub dns_local: u64,
-    pub dns_failures: u64,
-    /// DNS answers too big for the vnet's MTU, sent truncated (TC) instead.
-    pub dns_truncated: u64,
-    pub flows_opened: u64,
-    pub flows_closed: u64,
-    /// Guests told "unreachable" (no ICMP, no DNS, no TCP yet, no loopback, errors).
-    pub unreachable: u64,
-    /// Well-formed but not translated (other subnets, broadcasts, limits; datagrams on
-    /// a UDP port forward for a guest whose MAC is not known yet).
-    pub ignored: u64,
-    /// IPv4 fragments from guests.
-    pub fragments: u64,
-    /// Datagrams put back together from them.
-    pub reassembled: u64,
-    /// Datagrams given up (timed out, overlapping or contradicting pieces, limits).
-    pub reassembly_failures: u64,
-    /// Broken frames addressed to the device.
-    pub malformed: u64,
-    /// Answers larger than one IPv4 datagram can carry (bigger ones leave in fragments).
-    pub oversize: u64,
-}
+/// What happened to frames and datagrams, for logs and the API: the model's type, so
+/// the data plane reports it as it is.
+pub use vnet_model::NatCounters;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) struct FlowKey {

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 use toml::Spanned;
-use vnet_control::{
+use vnet_model::{
     default_mac_aging, default_max_macs, default_max_macs_per_port, default_mtu, DhcpSpec,
     HostAdapterSpec, Ipv4Net, NetworkSpec, PortSpec, UplinkSpec, VlanMode,
 };
@@ -59,7 +59,7 @@ pub struct NetworkConfig {
     /// forward = [{ host = "127.0.0.1:8080", guest = "192.168.108.10:80" },
     /// { proto = "udp", host = "127.0.0.1:5353", guest = "192.168.108.10:53" }] }`.
     #[serde(default)]
-    pub nat: Option<vnet_control::NatSpec>,
+    pub nat: Option<vnet_model::NatSpec>,
     /// `dhcp = {}` or `{ range = [first, last], lease_secs = 1800, reservations = [...] }`.
     #[serde(default)]
     pub dhcp: Option<DhcpSpec>,
@@ -341,10 +341,7 @@ mod tests {
         let forwards = c.network[0].get_ref().spec().nat.unwrap().forward;
         assert_eq!(
             forwards.iter().map(|f| f.proto).collect::<Vec<_>>(),
-            [
-                vnet_control::ForwardProto::Udp,
-                vnet_control::ForwardProto::Tcp
-            ]
+            [vnet_model::ForwardProto::Udp, vnet_model::ForwardProto::Tcp]
         );
         let e = error_of(&fwd("{ host = \"127.0.0.1:80\", guest = \"10.9.0.9:80\" }"));
         assert!(e.contains("guest address"), "{e}");
@@ -463,7 +460,7 @@ mod tests {
         let a = c.network[0].get_ref().spec().uplink.unwrap();
         assert_eq!((a.interface.as_str(), a.vlan), ("eth1", Some(10)));
         let b = c.network[1].get_ref().spec().uplink.unwrap();
-        assert_eq!(b.mode, vnet_control::UplinkMode::Trunk);
+        assert_eq!(b.mode, vnet_model::UplinkMode::Trunk);
         assert_eq!(b.vlans, [20, 30]);
     }
 }

@@ -1,5 +1,5 @@
 //! The control API server: HTTP/1.1 + JSON on `RUN/control.sock` (routes in
-//! `vnet_control::types`, described by `docs/openapi.yaml`). Each handler is one
+//! `vnet_model::types`, described by `docs/openapi.yaml`). Each handler is one
 //! command to the data plane.
 
 use std::fmt::Write as _;
@@ -9,11 +9,11 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
-use vnet_control::{
+use vnet_io::{ControlError, Handle};
+use vnet_model::{
     ApiError, DhcpSpec, ForwardProto, MacAddr, NetworkSpec, PortSpec, Reservation, UplinkSpec,
     Version, VlanMode,
 };
-use vnet_io::{ControlError, Handle};
 
 /// Every error the API returns: a status and `{"error": "..."}`.
 pub struct HttpError(StatusCode, String);
@@ -200,7 +200,7 @@ async fn add_forward(
     Path(net): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<impl IntoResponse> {
-    let f: vnet_control::ForwardSpec = parse_body(&body)?;
+    let f: vnet_model::ForwardSpec = parse_body(&body)?;
     Ok((StatusCode::CREATED, Json(h.add_forward(net, f).await?)))
 }
 async fn remove_forward(
@@ -252,11 +252,7 @@ async fn remove_reservation(
 }
 
 /// A metric name, its help text and how to read it from a port's counters.
-type Series = (
-    &'static str,
-    &'static str,
-    fn(&vnet_control::Counters) -> u64,
-);
+type Series = (&'static str, &'static str, fn(&vnet_model::Counters) -> u64);
 
 /// Per-port and per-NAT-device counters in the Prometheus text format.
 async fn metrics(State(h): State<Handle>) -> Result<impl IntoResponse> {
@@ -331,7 +327,7 @@ async fn metrics(State(h): State<Handle>) -> Result<impl IntoResponse> {
         .filter_map(|(net, _)| Some((&net.name, net.nat.as_ref()?)))
         .map(|(net, nat)| (net, nat.flows, nat.counters.fields()))
         .collect();
-    let fields = vnet_control::NatCounters::default().fields();
+    let fields = vnet_model::NatCounters::default().fields();
     for (i, (field, help, _)) in fields.iter().enumerate() {
         let name = format!("vnet_nat_{field}_total");
         let _ = writeln!(

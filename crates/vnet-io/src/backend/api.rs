@@ -5,11 +5,11 @@ use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 use std::os::fd::OwnedFd;
 
-use vnet_control::PortKind;
 use vnet_core::switch::DropCause;
 use vnet_core::wire::api::{
     decode_client, encode_reply, ClientMessage, Reply, Request, KIND_FRAME,
 };
+use vnet_model::PortKind;
 
 use super::{fd_source, send_error, Backend, Received, Sent};
 use crate::frame::FrameBuf;

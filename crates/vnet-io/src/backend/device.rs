@@ -3,8 +3,8 @@
 //! pair and speaks the vnet API on it; this is the other end, an [`ApiPort`] that
 //! reports itself as a device port with the opener's pid.
 
-use vnet_control::PortKind;
 use vnet_core::wire::api::{Reply, Request};
+use vnet_model::PortKind;
 
 use super::api::ApiPort;
 use super::{Backend, Received, Sent};

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::rc::Rc;
 
 use mio::net::UnixDatagram;
-use vnet_control::PortKind;
+use vnet_model::PortKind;
 
 use super::{send_error, Backend, Received, Sent, TX_BATCH};
 use crate::frame::FrameBuf;

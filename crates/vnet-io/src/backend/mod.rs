@@ -14,9 +14,9 @@ pub mod uplink;
 pub mod vde;
 pub mod vhost_user;
 
-use vnet_control::PortKind;
 use vnet_core::switch::DropCause;
 use vnet_core::wire::api::{Reply, Request};
+use vnet_model::PortKind;
 
 use crate::frame::FrameBuf;
 

@@ -17,9 +17,9 @@ use std::os::fd::RawFd;
 use std::rc::Rc;
 use std::time::Instant;
 
-use vnet_control::PortKind;
 use vnet_core::switch::DropCause;
 use vnet_core::wire::offload::VirtioNetHdr;
+use vnet_model::PortKind;
 
 use super::{Backend, Received, Sent, WatchedFd};
 use crate::frame::FrameBuf;

@@ -13,9 +13,9 @@ use std::io::{self, IoSlice, Read, Write};
 use std::os::fd::AsFd;
 
 use mio::net::UnixStream;
-use vnet_control::PortKind;
 use vnet_core::switch::DropCause;
 use vnet_core::wire::stream::{next_record, prefix, PREFIX_LEN};
+use vnet_model::PortKind;
 
 use super::{send_error, Backend, Received, Sent};
 use crate::frame::FrameBuf;

@@ -4,8 +4,8 @@ use std::fs::File;
 use std::io::{self, IoSlice, Read, Write};
 
 use tracing::warn;
-use vnet_control::PortKind;
 use vnet_core::switch::DropCause;
+use vnet_model::PortKind;
 
 use super::{fd_source, send_error, Backend, Received, Sent};
 use crate::frame::FrameBuf;

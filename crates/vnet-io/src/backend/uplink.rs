@@ -15,8 +15,8 @@ use std::io;
 use std::rc::Rc;
 
 use tracing::{info, warn};
-use vnet_control::{PortKind, UplinkMode, UplinkSpec};
 use vnet_core::switch::{DropCause, PortId};
+use vnet_model::{PortKind, UplinkMode, UplinkSpec};
 
 use super::{Backend, Received, Sent};
 use crate::frame::FrameBuf;

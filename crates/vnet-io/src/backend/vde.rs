@@ -41,9 +41,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use mio::net::{UnixDatagram, UnixStream};
 use nix::sys::socket::{getsockopt, sockopt::PeerCredentials, UnixAddr};
 use tracing::info;
-use vnet_control::PortKind;
 use vnet_core::switch::DropCause;
 use vnet_core::wire::vde::{encode_sockaddr_un, parse_request, Request, RequestType, MAX_REQUEST};
+use vnet_model::PortKind;
 
 use super::{send_error, Backend, Received, Sent, TX_BATCH};
 use crate::frame::FrameBuf;

@@ -48,9 +48,9 @@ use vmm_sys_util::event::{
 };
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-use vnet_control::PortKind;
 use vnet_core::switch::DropCause;
 use vnet_core::wire::offload::{self as offload, VirtioNetHdr, VIRTIO_NET_HDR_LEN};
+use vnet_model::PortKind;
 
 use super::{Backend, Received, Sent, WatchedFd};
 use crate::frame::{FrameBuf, LARGE_CAPACITY};

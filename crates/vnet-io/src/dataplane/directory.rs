@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
 
-use vnet_control::NetworkSpec;
+use vnet_model::NetworkSpec;
 
 use super::ControlError;
 use crate::backend::uplink::Claim;
@@ -119,7 +119,7 @@ pub(super) fn no_vnet(name: &str) -> ControlError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use vnet_control::UplinkSpec;
+    use vnet_model::UplinkSpec;
 
     fn bridged(name: &str, nic: &str, vlan: Option<u16>) -> NetworkSpec {
         let mut s = NetworkSpec::named(name);

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 use tracing::{error, info, warn};
-use vnet_control::{DhcpSpec, NetworkSpec, PortInfo, PortSpec, UplinkSpec};
 use vnet_core::switch::{PortId, Tagging, VlanMode};
+use vnet_model::{DhcpSpec, NetworkSpec, PortInfo, PortSpec, UplinkSpec};
 
 use super::directory::{self, Directory};
 use super::network::{self, Network, PassEnd};
@@ -806,7 +806,7 @@ impl Engine {
     fn create_network(
         &mut self,
         spec: NetworkSpec,
-    ) -> Result<vnet_control::NetworkInfo, ControlError> {
+    ) -> Result<vnet_model::NetworkInfo, ControlError> {
         let name = spec.name.clone();
         let made = self.make_network(spec);
         if made.is_err() {
@@ -815,10 +815,7 @@ impl Engine {
         made
     }
 
-    fn make_network(
-        &mut self,
-        spec: NetworkSpec,
-    ) -> Result<vnet_control::NetworkInfo, ControlError> {
+    fn make_network(&mut self, spec: NetworkSpec) -> Result<vnet_model::NetworkInfo, ControlError> {
         let dir = network_dir(&self.run_dir, &spec.name);
         let name = spec.name.clone();
         let mut net = Network::bind(spec, dir.clone()).map_err(|e| {
@@ -885,7 +882,7 @@ impl Engine {
             return Err(ControlError::Failed(format!("host adapter {ifname}: {e}")));
         }
         let port = self.add_port(key, Box::new(tap), VlanMode::default())?;
-        self.networks[key].host_adapter = Some(vnet_control::HostAdapterInfo {
+        self.networks[key].host_adapter = Some(vnet_model::HostAdapterInfo {
             name: ifname.clone(),
             address,
             port: port.0,
@@ -969,8 +966,8 @@ impl Engine {
     fn add_forward(
         &mut self,
         key: NetKey,
-        f: vnet_control::ForwardSpec,
-    ) -> Result<vnet_control::ForwardSpec, ControlError> {
+        f: vnet_model::ForwardSpec,
+    ) -> Result<vnet_model::ForwardSpec, ControlError> {
         let nat = self.nat_of(key)?;
         let mut spec = self.networks[key].spec.clone();
         if let Some(n) = spec.nat.as_mut() {
@@ -985,8 +982,8 @@ impl Engine {
                     self.networks[key].name(),
                     f.host,
                     match f.proto {
-                        vnet_control::ForwardProto::Tcp => "",
-                        vnet_control::ForwardProto::Udp => " --udp",
+                        vnet_model::ForwardProto::Tcp => "",
+                        vnet_model::ForwardProto::Udp => " --udp",
                     }
                 )));
             }
@@ -1005,7 +1002,7 @@ impl Engine {
     fn remove_forward(
         &mut self,
         key: NetKey,
-        proto: vnet_control::ForwardProto,
+        proto: vnet_model::ForwardProto,
         host: std::net::SocketAddrV4,
     ) -> Result<(), ControlError> {
         let nat = self.nat_of(key)?;
@@ -1028,7 +1025,7 @@ impl Engine {
         &mut self,
         key: NetKey,
         dhcp: DhcpSpec,
-    ) -> Result<vnet_control::NetworkInfo, ControlError> {
+    ) -> Result<vnet_model::NetworkInfo, ControlError> {
         let mut spec = self.networks[key].spec.clone();
         spec.dhcp = Some(dhcp);
         validate(&spec)?;
@@ -1286,7 +1283,7 @@ fn validate_addressing(spec: &NetworkSpec) -> Result<(), ControlError> {
 }
 
 /// Checks that the NAT device's address is free in the subnet.
-fn validate_nat(spec: &NetworkSpec, subnet: vnet_control::Ipv4Net) -> Result<(), ControlError> {
+fn validate_nat(spec: &NetworkSpec, subnet: vnet_model::Ipv4Net) -> Result<(), ControlError> {
     let (Some(nat), Some(gateway)) = (&spec.nat, spec.nat_gateway()) else {
         return Ok(());
     };

@@ -27,7 +27,7 @@ use std::sync::{mpsc, Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
 use tokio::sync::oneshot;
-use vnet_control::{
+use vnet_model::{
     DhcpSpec, Lease, MacAddr, MacEntry, NetworkInfo, NetworkSpec, PortInfo, PortSpec, Reservation,
     UplinkSpec, VlanMode,
 };
@@ -71,15 +71,15 @@ pub(crate) enum Command {
     RemoveReservation(String, MacAddr, Reply<()>),
     SetUplink(String, UplinkSpec, Reply<PortInfo>),
     RemoveUplink(String, Reply<()>),
-    Forwards(String, Reply<Vec<vnet_control::ForwardSpec>>),
+    Forwards(String, Reply<Vec<vnet_model::ForwardSpec>>),
     AddForward(
         String,
-        vnet_control::ForwardSpec,
-        Reply<vnet_control::ForwardSpec>,
+        vnet_model::ForwardSpec,
+        Reply<vnet_model::ForwardSpec>,
     ),
     RemoveForward(
         String,
-        vnet_control::ForwardProto,
+        vnet_model::ForwardProto,
         std::net::SocketAddrV4,
         Reply<()>,
     ),
@@ -351,7 +351,7 @@ impl Handle {
     pub async fn forwards(
         &self,
         net: String,
-    ) -> Result<Vec<vnet_control::ForwardSpec>, ControlError> {
+    ) -> Result<Vec<vnet_model::ForwardSpec>, ControlError> {
         self.call(net, Command::Forwards).await
     }
 
@@ -359,8 +359,8 @@ impl Handle {
     pub async fn add_forward(
         &self,
         net: String,
-        spec: vnet_control::ForwardSpec,
-    ) -> Result<vnet_control::ForwardSpec, ControlError> {
+        spec: vnet_model::ForwardSpec,
+    ) -> Result<vnet_model::ForwardSpec, ControlError> {
         self.call(net, |net, r| Command::AddForward(net, spec, r))
             .await
     }
@@ -369,7 +369,7 @@ impl Handle {
     pub async fn remove_forward(
         &self,
         net: String,
-        proto: vnet_control::ForwardProto,
+        proto: vnet_model::ForwardProto,
         host: std::net::SocketAddrV4,
     ) -> Result<(), ControlError> {
         self.call(net, |net, r| Command::RemoveForward(net, proto, host, r))

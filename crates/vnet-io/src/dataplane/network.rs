@@ -13,7 +13,6 @@ use mio::net::{UnixDatagram, UnixListener};
 use mio::unix::SourceFd;
 use mio::{Interest, Registry, Token};
 use tracing::{debug, info, warn};
-use vnet_control::NetworkSpec;
 use vnet_core::switch::Verdict;
 use vnet_core::switch::{
     DropCause, FastMap, MacLimits, PortId, Switch, SwitchConfig, Tagging, VlanMode,
@@ -21,6 +20,7 @@ use vnet_core::switch::{
 use vnet_core::wire::api::{PortInfo as ApiPortInfo, Reply, Request, API_VERSION};
 use vnet_core::wire::ethernet::VLAN_TAG_LEN;
 use vnet_core::wire::offload::{self, Segmenter, VirtioNetHdr};
+use vnet_model::NetworkSpec;
 
 use super::queue::EgressQueue;
 use crate::backend::dgram::DgramPort;
@@ -80,7 +80,7 @@ pub(super) struct Network {
     /// counters).
     pub nat: Option<Rc<RefCell<NatService>>>,
     /// The host's own adapter on this vnet, once it runs.
-    pub host_adapter: Option<vnet_control::HostAdapterInfo>,
+    pub host_adapter: Option<vnet_model::HostAdapterInfo>,
     /// Destinations of the frame being forwarded (reused: no allocation per frame).
     scratch: Vec<(PortId, Tagging)>,
 }
@@ -169,8 +169,7 @@ impl Network {
         self.ports
             .iter()
             .find(|(_, p)| {
-                p.backend.kind() == vnet_control::PortKind::Tap
-                    && p.backend.ifname() == Some(ifname)
+                p.backend.kind() == vnet_model::PortKind::Tap && p.backend.ifname() == Some(ifname)
             })
             .map(|(id, _)| *id)
     }
@@ -562,7 +561,7 @@ fn push(
 mod tests {
     use super::*;
     use std::collections::VecDeque;
-    use vnet_control::PortKind;
+    use vnet_model::PortKind;
 
     /// What a [`Scripted`] backend will answer, and the first byte of each frame it sent.
     #[derive(Default)]

@@ -2,10 +2,8 @@
 
 use std::time::Instant;
 
-use vnet_control::{
-    Counters, MacEntry, NatCounters, NatInfo, NetworkInfo, NetworkSockets, PortInfo,
-};
 use vnet_core::switch::PortId;
+use vnet_model::{Counters, MacEntry, NatInfo, NetworkInfo, NetworkSockets, PortInfo};
 use vnet_nat::NatDevice;
 
 use super::network::{socket_paths, Network};
@@ -29,7 +27,7 @@ pub(super) fn network_info(net: &Network, thread: usize) -> NetworkInfo {
         uplink: net.spec.uplink.clone().filter(|_| {
             net.ports
                 .values()
-                .any(|p| p.backend.kind() == vnet_control::PortKind::Uplink)
+                .any(|p| p.backend.kind() == vnet_model::PortKind::Uplink)
         }),
         nat: net.nat.as_ref().map(|n| nat_info(n.borrow().device())),
         thread,
@@ -37,31 +35,11 @@ pub(super) fn network_info(net: &Network, thread: usize) -> NetworkInfo {
 }
 
 fn nat_info(device: &NatDevice) -> NatInfo {
-    let c = device.counters();
     NatInfo {
         gateway: device.config().gateway,
         dns_upstreams: device.config().dns_upstreams.clone(),
         flows: device.flow_count(),
-        counters: NatCounters {
-            arp_replies: c.arp_replies,
-            echo_local: c.echo_local,
-            to_host: c.to_host,
-            from_host: c.from_host,
-            dns_queries: c.dns_queries,
-            dns_answers: c.dns_answers,
-            dns_local: c.dns_local,
-            dns_failures: c.dns_failures,
-            dns_truncated: c.dns_truncated,
-            flows_opened: c.flows_opened,
-            flows_closed: c.flows_closed,
-            unreachable: c.unreachable,
-            ignored: c.ignored,
-            fragments: c.fragments,
-            reassembled: c.reassembled,
-            reassembly_failures: c.reassembly_failures,
-            malformed: c.malformed,
-            oversize: c.oversize,
-        },
+        counters: *device.counters(),
     }
 }
 

@@ -6,10 +6,10 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
-use vnet_control::{NetworkSpec, Reservation};
 use vnet_core::wire::offload::VirtioNetHdr;
 use vnet_core::wire::MacAddr;
 use vnet_dhcp::{DhcpConfig, DhcpServer, Lease, LeaseDb, Timestamp};
+use vnet_model::{NetworkSpec, Reservation};
 use vnet_nat::LocalNames;
 
 use crate::backend::service::{Outgoing, Service};
@@ -128,11 +128,11 @@ impl DhcpService {
     }
 
     /// Leases as the control API shows them.
-    pub fn leases(&self) -> Vec<vnet_control::Lease> {
+    pub fn leases(&self) -> Vec<vnet_model::Lease> {
         let mut out: Vec<_> = self
             .server
             .leases()
-            .map(|l| vnet_control::Lease {
+            .map(|l| vnet_model::Lease {
                 mac: l.mac,
                 ip: l.ip,
                 hostname: l.hostname.clone(),
@@ -146,7 +146,7 @@ impl DhcpService {
             self.server
                 .lease_db()
                 .quarantined()
-                .map(|q| vnet_control::Lease {
+                .map(|q| vnet_model::Lease {
                     mac: q.reported_by,
                     ip: q.ip,
                     hostname: None,

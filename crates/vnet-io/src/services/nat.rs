@@ -34,9 +34,9 @@ use nix::sys::socket::{
     connect, recv, socket, AddressFamily, MsgFlags, SockFlag, SockProtocol, SockType, SockaddrIn,
 };
 use tracing::{debug, info, warn};
-use vnet_control::{ForwardProto, ForwardSpec, NetworkSpec};
 use vnet_core::wire::offload::{Segmenter, VirtioNetHdr};
 use vnet_core::wire::MacAddr;
+use vnet_model::{ForwardProto, ForwardSpec, NetworkSpec};
 use vnet_nat::wire::{IcmpEcho, Ipv4Packet, TCP_DATA_OFFSET};
 use vnet_nat::{FlowId, NatConfig, NatDevice, Output, Proto, SocketError, TCP_WINDOW};
 

@@ -1,4 +1,9 @@
-//! Bodies of the control API.
+//! The vnet model: what vnets, ports, leases and forwards are, as the config file
+//! (`vnetd --config`), the control API (`RUN/control.sock`, HTTP/1.1 + JSON, versioned
+//! under `/v1`) and the data plane describe them. A crate of its own so that the data
+//! plane shares these types without compiling the control API's HTTP client.
+//!
+//! Routes of the control API and their bodies:
 //!
 //! Routes (all JSON; errors are `{"error": "..."}` with a 4xx/5xx status):
 //!
@@ -36,6 +41,9 @@ use std::path::PathBuf;
 pub use ipnet::Ipv4Net;
 
 use serde::{Deserialize, Serialize};
+
+/// Path prefix of this version of the control API.
+pub const API_PREFIX: &str = "/v1";
 pub use vnet_core::switch::VlanMode;
 pub use vnet_core::wire::MacAddr;
 
@@ -408,7 +416,8 @@ pub struct NatCounters {
     pub flows_closed: u64,
     /// Guests told "unreachable" (ICMP, or RST for TCP).
     pub unreachable: u64,
-    /// Well-formed frames not translated (other subnets, broadcasts, limits).
+    /// Well-formed frames not translated (other subnets, broadcasts, limits; datagrams
+    /// on a UDP port forward for a guest whose MAC is not known yet).
     pub ignored: u64,
     /// IPv4 fragments from guests.
     pub fragments: u64,
