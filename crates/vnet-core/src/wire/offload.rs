@@ -73,6 +73,8 @@
 //!   else                → forward as is
 //! ```
 
+use super::be16;
+use super::checksum::{checksum, sum, transport_field};
 use super::ethernet::{EtherType, HEADER_LEN, VLAN_TAG_LEN};
 
 /// Size of the `virtio_net_hdr_v1` (with `num_buffers`) that vnet puts before frames.
@@ -223,64 +225,6 @@ pub enum OffloadError {
     BufferTooSmall { need: usize, have: usize },
     #[error("segment {index} out of range: the frame has {count}")]
     SegmentOutOfRange { index: usize, count: usize },
-}
-
-// ---------------------------------------------------------------------------------------
-// One's-complement sums.
-//
-// Sums are kept in "native" order (RFC 1071 §2(B)): words are read with from_ne_bytes, so
-// on little-endian the folded result is byte-swapped, and writing it back with to_ne_bytes
-// puts the right bytes on the wire. Every piece but the last must have an even length.
-
-/// Adds `data` to a running sum of native-order 32-bit words (zero-padded at the end).
-#[inline]
-fn sum(mut acc: u64, data: &[u8]) -> u64 {
-    // Independent lanes so the loop vectorizes; a u64 takes 2^32 u32 words without
-    // overflowing, and frames are far smaller.
-    let mut lanes = [0u64; 8];
-    let mut blocks = data.chunks_exact(32);
-    for block in blocks.by_ref() {
-        for (lane, w) in lanes.iter_mut().zip(block.chunks_exact(4)) {
-            *lane += u64::from(u32::from_ne_bytes([w[0], w[1], w[2], w[3]]));
-        }
-    }
-    acc += lanes.iter().sum::<u64>();
-    let mut words = blocks.remainder().chunks_exact(4);
-    for w in words.by_ref() {
-        acc += u64::from(u32::from_ne_bytes([w[0], w[1], w[2], w[3]]));
-    }
-    let tail = words.remainder();
-    if !tail.is_empty() {
-        let mut w = [0u8; 4];
-        w[..tail.len()].copy_from_slice(tail);
-        acc += u64::from(u32::from_ne_bytes(w));
-    }
-    acc
-}
-
-/// Folds a native-order sum to 16 bits.
-#[inline]
-fn fold(mut acc: u64) -> u16 {
-    while acc > 0xffff {
-        acc = (acc & 0xffff) + (acc >> 16);
-    }
-    acc as u16
-}
-
-/// The L4 checksum bytes to store for a native-order sum: its complement, with 0 sent
-/// as 0xffff (the two are the same in one's complement; UDP needs the latter).
-#[inline]
-fn checksum_bytes(acc: u64) -> [u8; 2] {
-    let c = !fold(acc);
-    if c == 0 {
-        [0xff, 0xff]
-    } else {
-        c.to_ne_bytes()
-    }
-}
-
-fn be16(b: &[u8], at: usize) -> u16 {
-    u16::from_be_bytes([b[at], b[at + 1]])
 }
 
 // ---------------------------------------------------------------------------------------
@@ -444,7 +388,7 @@ pub fn complete_checksum(frame: &mut [u8], hdr: &VirtioNetHdr) -> Result<(), Off
         return Err(out_of_bounds);
     }
     let acc = sum(0, &frame[start..end]);
-    frame[field..field + 2].copy_from_slice(&checksum_bytes(acc));
+    frame[field..field + 2].copy_from_slice(&transport_field(acc).to_be_bytes());
     Ok(())
 }
 
@@ -623,8 +567,8 @@ impl<'a> Segmenter<'a> {
                 ip[4..6].copy_from_slice(&id.to_be_bytes());
                 ip[10..12].fill(0);
                 // The header checksum is stored as computed: only UDP reserves 0.
-                let c = !fold(sum(0, ip));
-                ip[10..12].copy_from_slice(&c.to_ne_bytes());
+                let c = checksum(sum(0, ip));
+                ip[10..12].copy_from_slice(&c.to_be_bytes());
                 pseudo[..8].copy_from_slice(&ip[12..20]);
                 pseudo[9] = ip[9];
                 pseudo[10..12].copy_from_slice(&(l4_len as u16).to_be_bytes());
@@ -657,7 +601,7 @@ impl<'a> Segmenter<'a> {
         };
         l4h[csum_at..csum_at + 2].fill(0);
         let acc = sum(sum(sum(0, &pseudo[..pseudo_len]), l4h), payload);
-        l4h[csum_at..csum_at + 2].copy_from_slice(&checksum_bytes(acc));
+        l4h[csum_at..csum_at + 2].copy_from_slice(&transport_field(acc).to_be_bytes());
         Ok(len)
     }
 }
