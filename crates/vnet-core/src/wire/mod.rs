@@ -11,11 +11,15 @@
 //! be left to offload, so their `verify_checksum` is the caller's call.
 
 pub mod api;
+pub mod arp;
 pub mod checksum;
 pub mod ethernet;
 pub mod ip;
+pub mod ipv4;
 pub mod offload;
 pub mod stream;
+pub mod tcp;
+pub mod udp;
 pub mod vde;
 
 pub use ethernet::{EtherType, Frame, FrameError, MacAddr, VlanTag};
@@ -44,4 +48,12 @@ pub type Result<T> = std::result::Result<T, Error>;
 #[inline]
 pub(crate) fn be16(b: &[u8], at: usize) -> u16 {
     u16::from_be_bytes([b[at], b[at + 1]])
+}
+/// A byte range of a header, as the `field` constants of each format name them.
+pub(crate) type Field = std::ops::Range<usize>;
+
+/// Reads a big-endian u32 at `at`; the caller guarantees the bounds.
+#[inline]
+pub(crate) fn be32(b: &[u8], at: usize) -> u32 {
+    u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
 }
