@@ -16,6 +16,7 @@ pub mod checksum;
 pub mod ethernet;
 pub mod ip;
 pub mod ipv4;
+pub mod ipv6;
 pub mod offload;
 pub mod stream;
 pub mod tcp;
