@@ -23,6 +23,8 @@ mod field {
 }
 
 pub const HEADER_LEN: usize = field::CHECKSUM.end;
+/// Where the checksum field is, from the start of the header.
+pub const CHECKSUM_OFFSET: usize = field::CHECKSUM.start;
 
 /// A view of a UDP datagram.
 #[derive(Debug, Clone)]
