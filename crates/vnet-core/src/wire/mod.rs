@@ -14,6 +14,7 @@ pub mod api;
 pub mod arp;
 pub mod checksum;
 pub mod ethernet;
+pub mod icmpv4;
 pub mod ip;
 pub mod ipv4;
 pub mod ipv6;
