@@ -15,28 +15,24 @@ use std::time::Duration;
 
 use common::{daemon_with, port, tap_vm, wait_ports};
 use vnet_control::PortKind;
-use vnet_testbed::{skip_unless_root, wait_for, ChildGuard, Daemon};
+use vnet_testbed::{skip_unless, skip_unless_root, wait_for, ChildGuard, Daemon};
 
 const T: Duration = Duration::from_secs(20);
 
-/// FUSE is part of the machines this runs on; say so plainly where it is not.
-fn no_fuse() -> bool {
-    let missing = !Path::new("/dev/fuse").exists();
-    if missing {
-        eprintln!("SKIPPED: needs /dev/fuse");
-    }
-    missing
+/// Skips the test unless it runs as root on a machine with FUSE (part of the
+/// machines this runs on; a skip says so plainly where it is not).
+macro_rules! skip_unless_root_with_fuse {
+    () => {
+        skip_unless_root!();
+        skip_unless!(Path::new("/dev/fuse").exists(), "needs /dev/fuse");
+    };
 }
 
-/// A daemon with vnet `lab` and the path of its classic device, once it is there;
-/// `None` (the test is skipped) without `/dev/fuse`.
-fn lab() -> Option<(Daemon, PathBuf)> {
-    if no_fuse() {
-        return None;
-    }
+/// A daemon with vnet `lab` and the path of its classic device, once it is there.
+fn lab() -> (Daemon, PathBuf) {
     let d = daemon_with(&["lab"]);
     let dev = device(&d, "lab");
-    Some((d, dev))
+    (d, dev)
 }
 
 fn repo() -> PathBuf {
@@ -76,10 +72,8 @@ fn build_example(dir: &Path) -> PathBuf {
 
 #[test]
 fn the_c_example_reads_an_arp_broadcast_and_writes_a_frame_tcpdump_sees() {
-    skip_unless_root!();
-    let Some((d, dev)) = lab() else {
-        return;
-    };
+    skip_unless_root_with_fuse!();
+    let (d, dev) = lab();
     let tmp = tempfile::tempdir().unwrap();
     let exe = build_example(tmp.path());
     let (_, vm) = tap_vm(&d, "lab", "02:00:00:00:0e:01", "10.76.0.1/24");
@@ -225,10 +219,8 @@ fn frame(dst: [u8; 6], src: [u8; 6], len: usize) -> Vec<u8> {
 
 #[test]
 fn two_opens_are_two_ports_with_ioctls_nonblocking_reads_poll_and_truncation() {
-    skip_unless_root!();
-    let Some((d, dev)) = lab() else {
-        return;
-    };
+    skip_unless_root_with_fuse!();
+    let (d, dev) = lab();
     let open = || {
         OpenOptions::new()
             .read(true)
@@ -316,10 +308,8 @@ fn mounted(dir: &Path) -> bool {
 
 #[test]
 fn a_blocked_reader_can_be_killed_and_the_daemon_unmounts_with_devices_open() {
-    skip_unless_root!();
-    let Some((mut d, dev)) = lab() else {
-        return;
-    };
+    skip_unless_root_with_fuse!();
+    let (mut d, dev) = lab();
     let dev_dir = d.run_dir().join("dev");
     assert!(mounted(&dev_dir), "RUN/dev is a FUSE mount");
     let tmp = tempfile::tempdir().unwrap();
@@ -368,10 +358,7 @@ fn a_blocked_reader_can_be_killed_and_the_daemon_unmounts_with_devices_open() {
 
 #[test]
 fn dev_links_place_dev_net_while_the_daemon_runs() {
-    skip_unless_root!();
-    if no_fuse() {
-        return;
-    }
+    skip_unless_root_with_fuse!();
     let net = vnet_testbed::unique_name("vmn");
     let mut d = Daemon::builder()
         .config(&format!("[[network]]\nname = \"{net}\"\n"))
@@ -404,10 +391,8 @@ fn dev_links_place_dev_net_while_the_daemon_runs() {
 
 #[test]
 fn live_vnets_come_and_go_in_run_dev_and_open_devices_see_the_end() {
-    skip_unless_root!();
-    let Some((d, _)) = lab() else {
-        return;
-    };
+    skip_unless_root_with_fuse!();
+    let (d, _) = lab();
     let c = common::client(&d);
     c.create_network(&vnet_control::NetworkSpec::named("late"))
         .unwrap();
@@ -448,10 +433,8 @@ fn live_vnets_come_and_go_in_run_dev_and_open_devices_see_the_end() {
 /// A blocked read fails with EINTR when a handled signal arrives (no SA_RESTART).
 #[test]
 fn a_signal_interrupts_a_blocked_read_with_eintr() {
-    skip_unless_root!();
-    let Some((d, dev)) = lab() else {
-        return;
-    };
+    skip_unless_root_with_fuse!();
+    let (d, dev) = lab();
     let tmp = tempfile::tempdir().unwrap();
     let src = tmp.path().join("eintr.c");
     std::fs::write(
