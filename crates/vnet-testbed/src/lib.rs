@@ -70,6 +70,7 @@ mod link;
 mod netns;
 mod nsvm;
 mod skip;
+pub mod task;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
