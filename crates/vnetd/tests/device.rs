@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use common::{daemon_with, port, tap_vm, wait_ports};
 use vnet_control::PortKind;
-use vnet_testbed::{skip_unless, skip_unless_root, wait_for, ChildGuard, Daemon};
+use vnet_testbed::{skip_unless, skip_unless_root, task, wait_for, ChildGuard, Daemon};
 
 const T: Duration = Duration::from_secs(20);
 
@@ -48,6 +48,15 @@ fn device(d: &Daemon, net: &str) -> PathBuf {
         d.log()
     );
     path
+}
+
+/// Waits until thread `tid` of `pid` sleeps in `read(2)` on the device, so what the
+/// test does next happens to a blocked reader.
+fn wait_blocked_in_read(pid: u32, tid: u32) {
+    assert!(
+        task::wait_blocked_in(pid, tid, libc::SYS_read, T),
+        "thread {tid} of {pid} never blocked in read()"
+    );
 }
 
 /// Compiles examples/vmnet-classic.c into `dir`.
@@ -277,12 +286,14 @@ fn two_opens_are_two_ports_with_ioctls_nonblocking_reads_poll_and_truncation() {
     assert_eq!(err.kind(), std::io::ErrorKind::WouldBlock, "{err}");
 
     // A blocking read waits for the frame (b is promiscuous: it sees a's broadcast).
+    let (tid_tx, tid) = std::sync::mpsc::channel();
     let reader = std::thread::spawn(move || {
+        tid_tx.send(task::current_tid()).unwrap();
         let mut buf = [0u8; 1514];
         let n = b.read(&mut buf).unwrap();
         buf[..n].to_vec()
     });
-    std::thread::sleep(Duration::from_millis(200));
+    wait_blocked_in_read(std::process::id(), tid.recv().unwrap());
     let bcast = frame([0xff; 6], mac_a, 64);
     a.write_all(&bcast).unwrap();
     let got = reader.join().unwrap();
@@ -325,7 +336,7 @@ fn a_blocked_reader_can_be_killed_and_the_daemon_unmounts_with_devices_open() {
         example.log()
     );
     wait_ports(&d, "lab", PortKind::Device, 1);
-    std::thread::sleep(Duration::from_millis(300));
+    wait_blocked_in_read(example.pid(), example.pid());
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(example.pid() as i32),
         nix::sys::signal::Signal::SIGKILL,
@@ -412,7 +423,9 @@ fn live_vnets_come_and_go_in_run_dev_and_open_devices_see_the_end() {
         .open(&late)
         .unwrap();
     wait_ports(&d, "late", PortKind::Device, 1);
+    let (tid_tx, tid) = std::sync::mpsc::channel();
     let reader = std::thread::spawn(move || {
+        tid_tx.send(task::current_tid()).unwrap();
         let mut buf = [0u8; 1514];
         let n = f.read(&mut buf);
         (
@@ -420,7 +433,7 @@ fn live_vnets_come_and_go_in_run_dev_and_open_devices_see_the_end() {
             f.write(&buf[..60]).map_err(|e| e.kind()),
         )
     });
-    std::thread::sleep(Duration::from_millis(200));
+    wait_blocked_in_read(std::process::id(), tid.recv().unwrap());
     c.delete_network("late").unwrap();
     let (read, write) = reader.join().unwrap();
     assert_eq!(read, Ok(0), "a blocked read ends with end of file");
