@@ -411,13 +411,8 @@ impl Engine {
         spec: UplinkSpec,
         now: Instant,
     ) -> Result<PortInfo, ControlError> {
-        spec.check().map_err(ControlError::Invalid)?;
-        if !crate::sys::tap::valid_ifname(&spec.interface) {
-            return Err(ControlError::Invalid(format!(
-                "uplink interface {:?} is not a valid interface name",
-                spec.interface
-            )));
-        }
+        spec.check()
+            .map_err(|e| ControlError::Invalid(e.to_string()))?;
         let claim = Claim::of(&spec);
         let name = self.networks[key].name().to_string();
         self.directory().check(&spec.interface, &name, &claim)?;
@@ -989,7 +984,8 @@ impl Engine {
             }
             n.forward.push(f.clone());
         }
-        validate(&spec)?;
+        spec.validate()
+            .map_err(|e| ControlError::Invalid(e.to_string()))?;
         nat.borrow_mut().add_forward(&f).map_err(|e| match e {
             nat::ForwardError::Exists(..) => ControlError::Exists(e.to_string()),
             nat::ForwardError::Listen(..) => ControlError::Failed(e.to_string()),
@@ -1028,7 +1024,8 @@ impl Engine {
     ) -> Result<vnet_model::NetworkInfo, ControlError> {
         let mut spec = self.networks[key].spec.clone();
         spec.dhcp = Some(dhcp);
-        validate(&spec)?;
+        spec.validate()
+            .map_err(|e| ControlError::Invalid(e.to_string()))?;
         let config = dhcp::config_for(&spec)
             .map_err(ControlError::Invalid)?
             .expect("has dhcp");
@@ -1162,176 +1159,4 @@ fn no_port(net: &str, id: u32) -> ControlError {
     ControlError::NotFound(format!(
         "vnet {net:?} has no port {id} (see `vnet port ls {net}`)"
     ))
-}
-
-/// Checks a vnet spec the way the API promises.
-pub fn validate(spec: &NetworkSpec) -> Result<(), ControlError> {
-    let name_ok = !spec.name.is_empty()
-        && spec.name.len() <= 15
-        && spec
-            .name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-        && !spec.name.starts_with('.');
-    if !name_ok {
-        return Err(ControlError::Invalid(format!(
-            "invalid vnet name {:?}: use 1-15 characters of A-Z a-z 0-9 - _ . (not starting with '.')",
-            spec.name
-        )));
-    }
-    // These names are taken by the run directory's own layout.
-    if ["control.sock", "dev"].contains(&spec.name.as_str()) || spec.name.ends_with(".sock") {
-        return Err(ControlError::Invalid(format!(
-            "vnet name {:?} is reserved by the runtime directory layout: choose another",
-            spec.name
-        )));
-    }
-    if !(68..=65521).contains(&spec.mtu) {
-        return Err(ControlError::Invalid(format!(
-            "mtu {} is out of range: use 68-65521",
-            spec.mtu
-        )));
-    }
-    validate_addressing(spec)?;
-    if let Some(uplink) = &spec.uplink {
-        uplink.check().map_err(ControlError::Invalid)?;
-        if !crate::sys::tap::valid_ifname(&uplink.interface) {
-            return Err(ControlError::Invalid(format!(
-                "uplink interface {:?} is not a valid interface name",
-                uplink.interface
-            )));
-        }
-    }
-    if spec.mac_aging_secs == 0 || spec.max_macs == 0 || spec.max_macs_per_port == 0 {
-        return Err(ControlError::Invalid(
-            "mac_aging_secs, max_macs and max_macs_per_port must be at least 1".to_string(),
-        ));
-    }
-    Ok(())
-}
-
-/// Checks that the host adapter and DHCP fit the subnet.
-fn validate_addressing(spec: &NetworkSpec) -> Result<(), ControlError> {
-    let invalid = |m: String| Err(ControlError::Invalid(m));
-    let needs_subnet = spec.host_adapter.is_some() || spec.dhcp.is_some() || spec.nat.is_some();
-    let Some(subnet) = spec.subnet else {
-        return if needs_subnet {
-            invalid(
-                "a host adapter, DHCP or NAT needs a subnet, e.g. \"subnet\": \"192.168.101.0/24\""
-                    .into(),
-            )
-        } else {
-            Ok(())
-        };
-    };
-    if subnet.prefix_len() > 30 {
-        return invalid(format!(
-            "subnet {subnet} is too small: use a prefix of /30 or shorter"
-        ));
-    }
-    let usable = |ip: std::net::Ipv4Addr| {
-        subnet.contains(&ip) && ip != subnet.network() && ip != subnet.broadcast()
-    };
-    if let Some((ifname, address)) = spec.host_adapter_resolved() {
-        if !crate::sys::tap::valid_ifname(&ifname) {
-            return invalid(format!(
-                "host adapter name {ifname:?} is not a valid interface name (1-15 characters)"
-            ));
-        }
-        if !usable(address) {
-            return invalid(format!(
-                "host adapter address {address} is not a host address of {subnet}"
-            ));
-        }
-    }
-    if let Some(d) = spec.dhcp_resolved() {
-        let [first, last] = d.range.expect("resolved");
-        let server = d.server.expect("resolved");
-        if !usable(first) || !usable(last) || first > last {
-            return invalid(format!(
-                "DHCP range {first}-{last} must be host addresses of {subnet}, first <= last"
-            ));
-        }
-        if !usable(server) || (first..=last).contains(&server) {
-            return invalid(format!(
-                "DHCP server address {server} must be a host address of {subnet} outside the range"
-            ));
-        }
-        if let Some(ha) = spec.host_adapter_resolved().map(|(_, a)| a) {
-            if ha == server || (first..=last).contains(&ha) {
-                return invalid(format!(
-                    "the host adapter address {ha} collides with the DHCP server or range"
-                ));
-            }
-        }
-        for r in &d.reservations {
-            if !usable(r.ip) || r.ip == server {
-                return invalid(format!(
-                    "reservation {} -> {} is not a free host address of {subnet}",
-                    r.mac, r.ip
-                ));
-            }
-        }
-        if d.lease_secs < 60 {
-            return invalid(format!(
-                "DHCP lease time {}s is too short: use at least 60",
-                d.lease_secs
-            ));
-        }
-    }
-    validate_nat(spec, subnet)
-}
-
-/// Checks that the NAT device's address is free in the subnet.
-fn validate_nat(spec: &NetworkSpec, subnet: vnet_model::Ipv4Net) -> Result<(), ControlError> {
-    let (Some(nat), Some(gateway)) = (&spec.nat, spec.nat_gateway()) else {
-        return Ok(());
-    };
-    let invalid = |m: String| Err(ControlError::Invalid(m));
-    if !subnet.contains(&gateway) || gateway == subnet.network() || gateway == subnet.broadcast() {
-        return invalid(format!(
-            "NAT gateway {gateway} is not a host address of {subnet}"
-        ));
-    }
-    if spec
-        .host_adapter_resolved()
-        .is_some_and(|(_, a)| a == gateway)
-    {
-        return invalid(format!(
-            "the NAT gateway {gateway} collides with the host adapter's address"
-        ));
-    }
-    if let Some(d) = spec.dhcp_resolved() {
-        let [first, last] = d.range.expect("resolved");
-        if d.server == Some(gateway) || (first..=last).contains(&gateway) {
-            return invalid(format!(
-                "the NAT gateway {gateway} collides with the DHCP server or range {first}-{last}"
-            ));
-        }
-    }
-    if nat.udp_timeout_secs == 0 {
-        return invalid("NAT udp_timeout_secs must be at least 1".into());
-    }
-    let mut hosts = std::collections::HashSet::new();
-    for f in &nat.forward {
-        let ip = *f.guest.ip();
-        if !subnet.contains(&ip)
-            || ip == subnet.network()
-            || ip == subnet.broadcast()
-            || ip == gateway
-        {
-            return invalid(format!(
-                "forward {} -> {}: the guest address must be a host address of {subnet} other than the gateway",
-                f.host, f.guest
-            ));
-        }
-        if !hosts.insert((f.proto, f.host)) {
-            return invalid(format!(
-                "forward: {} {} is listed twice",
-                f.proto.as_str(),
-                f.host
-            ));
-        }
-    }
-    Ok(())
 }

@@ -19,7 +19,6 @@ mod network;
 mod queue;
 mod report;
 
-pub use engine::validate;
 pub use queue::QUEUE_CAPACITY;
 
 use std::path::PathBuf;
@@ -240,14 +239,16 @@ impl Handle {
     /// Places the vnet on a thread (reserving its name) and makes it there; the thread
     /// frees the name if that fails.
     pub async fn create_network(&self, spec: NetworkSpec) -> Result<NetworkInfo, ControlError> {
-        validate(&spec)?;
+        spec.validate()
+            .map_err(|e| ControlError::Invalid(e.to_string()))?;
         let thread = self.directory().place(&spec)?;
         self.call_on(thread, |r| Command::CreateNetwork(spec, r))
             .await
     }
 
     pub fn create_network_blocking(&self, spec: NetworkSpec) -> Result<NetworkInfo, ControlError> {
-        validate(&spec)?;
+        spec.validate()
+            .map_err(|e| ControlError::Invalid(e.to_string()))?;
         let thread = self.directory().place(&spec)?;
         self.call_on_blocking(thread, |r| Command::CreateNetwork(spec, r))
     }
