@@ -327,7 +327,7 @@ impl fuser::Filesystem for DeviceFs {
             }
             Err(ControlError::NotFound(_)) => reply.error(Errno::ENXIO),
             Err(e) => {
-                warn!(net = name, "cannot open a device port: {e}");
+                warn!(net = name, "cannot open a device port: {}", e.message());
                 reply.error(Errno::EIO)
             }
         }
