@@ -10,6 +10,7 @@ mod config;
 mod control;
 mod dirs;
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
@@ -189,6 +190,10 @@ fn run(args: Args) -> Result<()> {
         .context("cannot start the control-plane runtime")?;
     let served = runtime.block_on(async {
         let listener = dirs::listen(&control)?;
+        // Anyone may connect: each request's role decides (crate::access), so that admins
+        // outside the user group get in and everyone else gets a refusal saying why.
+        std::fs::set_permissions(&control, std::fs::Permissions::from_mode(0o666))
+            .with_context(|| format!("cannot set permissions of {}", control.display()))?;
         info!("control API on {}", control.display());
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let app = control::router(handle, policy)
