@@ -3,8 +3,6 @@
 //! wrong and what to do, the daemon starts, refuses and stops cleanly, `/metrics` and
 //! `vnet attach` say what they promise, and an API client is a port like any other.
 
-mod common;
-
 use std::ffi::OsStr;
 use std::io::{ErrorKind, Read, Write};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
@@ -13,11 +11,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{cli_fails, cli_json, client, daemon_with, port, ports, tap_vm, wait_ports};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use vnet_control::client::Client;
 use vnet_control::{MacAddr, MacEntry, NetworkInfo, PortInfo, PortKind};
+use vnet_testbed::api::{
+    cli_fails, cli_json, client, daemon_with, port, ports, tap_vm, wait_ports,
+};
 use vnet_testbed::{
     bin_path, skip_unless_root, unique_name, wait_for, ChildGuard, Daemon, Guest, NsVm,
 };

@@ -4,8 +4,6 @@
 //! a port of kind `device` with the opener's pid; the ioctls of `include/vnet.h`,
 //! `O_NONBLOCK`, `poll` and truncation behave as documented.
 
-mod common;
-
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
@@ -13,9 +11,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::{daemon_with, port, tap_vm, wait_ports};
 use vnet_control::PortKind;
-use vnet_testbed::{skip_unless, skip_unless_root, task, wait_for, ChildGuard, Daemon};
+use vnet_testbed::api::{daemon_with, port, tap_vm, wait_ports};
+use vnet_testbed::{api, skip_unless, skip_unless_root, task, wait_for, ChildGuard, Daemon};
 
 const T: Duration = Duration::from_secs(20);
 
@@ -114,7 +112,7 @@ fn the_c_example_reads_an_arp_broadcast_and_writes_a_frame_tcpdump_sees() {
         d.log()
     );
     // The open is a port of kind device, described with the example's pid.
-    let dev_port = common::find_kind(&d, "lab", PortKind::Device).expect("a device port");
+    let dev_port = api::find_kind(&d, "lab", PortKind::Device).expect("a device port");
     assert_eq!(dev_port.pid, Some(example.pid()), "{dev_port:?}");
     assert!(
         dev_port
@@ -404,7 +402,7 @@ fn dev_links_place_dev_net_while_the_daemon_runs() {
 fn live_vnets_come_and_go_in_run_dev_and_open_devices_see_the_end() {
     skip_unless_root_with_fuse!();
     let (d, _) = lab();
-    let c = common::client(&d);
+    let c = api::client(&d);
     c.create_network(&vnet_control::NetworkSpec::named("late"))
         .unwrap();
     let late = device(&d, "late");

@@ -3,8 +3,6 @@
 //! `-netdev vde` exchange frames with namespace VMs on TAP ports. Bad handshakes close
 //! only their own connection, with the reason in the log.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::{UnixDatagram, UnixStream};
@@ -13,10 +11,11 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{drops, find_kind, port, ports, tap_vm, wait_ports};
 use vnet_control::{PortInfo, PortKind};
+use vnet_testbed::api::{drops, find_kind, port, ports, still_serving, tap_vm, wait_ports};
 use vnet_testbed::{
-    skip_unless, skip_unless_root, unique_name, wait_for, ChildGuard, Daemon, Guest, Netdev, NsVm,
+    payload, skip_unless, skip_unless_root, unique_name, wait_for, ChildGuard, Daemon, Guest,
+    Netdev, NsVm,
 };
 
 const T: Duration = Duration::from_secs(60);
@@ -484,23 +483,14 @@ fn refused(d: &Daemon, bytes: &[u8], why: &str) {
     );
 }
 
-fn still_serving(d: &mut Daemon, a: &NsVm, b: &NsVm) {
-    assert!(d.is_running(), "vnetd died:\n{}", d.log());
-    assert!(
-        a.ping(b.ip(), 2),
-        "the TAP VMs stopped pinging:\n{}",
-        d.log()
-    );
-}
-
 #[test]
 fn bad_vde_handshakes_drop_only_their_own_port() {
     skip_unless_root!();
-    let mut d = daemon("lab", 1500);
+    let d = daemon("lab", 1500);
     let dir = vde_dir(&d, "lab");
     let (_, a) = tap_vm(&d, "lab", "02:00:00:00:0d:31", "10.75.3.1/24");
     let (_, b) = tap_vm(&d, "lab", "02:00:00:00:0d:32", "10.75.3.2/24");
-    still_serving(&mut d, &a, &b);
+    still_serving(&d, &a, &b);
 
     let sock_dir = tempfile::tempdir().unwrap();
     let client_path = sock_dir.path().join("c");
@@ -527,7 +517,7 @@ fn bad_vde_handshakes_drop_only_their_own_port() {
         "byte-swapped magic",
     );
     // 0x5a5a... never starts the magic: refused at the first bytes.
-    refused(&d, &common::junk(4096, 7), "not a VDE client");
+    refused(&d, &payload::junk(4096, 7), "not a VDE client");
     refused(&d, b"GET / HTTP/1.1\r\n\r\n", "not a VDE client");
     refused(
         &d,
@@ -544,7 +534,7 @@ fn bad_vde_handshakes_drop_only_their_own_port() {
         &request(0xfeed_face, 3, sock_dir.path(), "x"),
         "is not a socket",
     );
-    still_serving(&mut d, &a, &b);
+    still_serving(&d, &a, &b);
 
     // Truncated: half a request, then the client leaves.
     {
@@ -570,7 +560,7 @@ fn bad_vde_handshakes_drop_only_their_own_port() {
     }
     wait_ports(&d, "lab", PortKind::Vde, 0);
     assert!(data_sockets(&dir).is_empty(), "{:?}", data_sockets(&dir));
-    still_serving(&mut d, &a, &b);
+    still_serving(&d, &a, &b);
     assert!(
         d.log().contains("bad magic") && !d.log().contains("panicked"),
         "{}",
@@ -618,7 +608,7 @@ impl Client {
 #[test]
 fn hand_made_v1_and_v3_clients_follow_the_protocol() {
     skip_unless_root!();
-    let mut d = daemon("lab", 1500);
+    let d = daemon("lab", 1500);
     let dir = vde_dir(&d, "lab");
     let (_, a) = tap_vm(&d, "lab", "02:00:00:00:0d:41", "10.75.4.1/24");
     let (_, b) = tap_vm(&d, "lab", "02:00:00:00:0d:42", "10.75.4.2/24");
@@ -686,7 +676,7 @@ fn hand_made_v1_and_v3_clients_follow_the_protocol() {
         drop(ctl);
         wait_ports(&d, "lab", PortKind::Vde, 0);
         assert!(!theirs.exists(), "{theirs:?} removed with its port");
-        still_serving(&mut d, &a, &b);
+        still_serving(&d, &a, &b);
     }
 
     // Deleting the vnet closes an open VDE port and removes the whole directory.
@@ -711,7 +701,7 @@ fn hand_made_v1_and_v3_clients_follow_the_protocol() {
 #[test]
 fn a_vde_client_that_stops_reading_only_fills_its_own_queue() {
     skip_unless_root!();
-    let mut d = daemon("lab", 1500);
+    let d = daemon("lab", 1500);
     let dir = vde_dir(&d, "lab");
     let (_, a) = tap_vm(&d, "lab", "02:00:00:00:0d:61", "10.75.6.1/24");
     let (_, b) = tap_vm(&d, "lab", "02:00:00:00:0d:62", "10.75.6.2/24");
@@ -734,7 +724,7 @@ fn a_vde_client_that_stops_reading_only_fills_its_own_queue() {
         drops(&port(&d, "lab", sleeper_id), "queue_full") > 0
     });
     assert!(full, "{:?}\n{}", port(&d, "lab", sleeper_id), d.log());
-    still_serving(&mut d, &a, &b);
+    still_serving(&d, &a, &b);
 
     // Wake up: more than the socket held arrives, in order.
     sleeper
