@@ -13,7 +13,8 @@
 //! * [`Daemon`]: a `vnetd` process in private run/state directories, plus the
 //!   `vnet` CLI pointed at it; [`api`]: its vnets, ports and counters through the
 //!   control API and the CLI, and namespace VMs on TAP ports it creates;
-//! * [`payload`]: replayable junk and files sent intact; [`task`]: what a thread
+//! * [`frames`]: hand-made Ethernet and ARP frames; [`payload`]: replayable
+//!   junk and files sent intact; [`task`]: what a thread
 //!   of a process is doing (blocked in which system call, how often it slept).
 //!
 //! Everything that needs privileges checks [`is_root`] first; tests use
@@ -67,6 +68,7 @@ mod cmd;
 mod daemon;
 mod dhcp;
 mod error;
+pub mod frames;
 mod guest;
 pub mod initramfs;
 pub mod kernel;

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use vnet_control::PortKind;
 use vnet_testbed::api::{daemon_with, port, tap_vm, wait_ports};
+use vnet_testbed::frames::frame;
 use vnet_testbed::{api, skip_unless, skip_unless_root, task, wait_for, ChildGuard, Daemon};
 
 const T: Duration = Duration::from_secs(20);
@@ -211,17 +212,6 @@ fn set_nonblocking(f: &File) {
     // SAFETY: fcntl on a descriptor we own, with integer arguments only.
     let rc = unsafe { libc::fcntl(f.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) };
     assert_eq!(rc, 0);
-}
-
-fn frame(dst: [u8; 6], src: [u8; 6], len: usize) -> Vec<u8> {
-    let mut f = vec![0u8; len];
-    f[..6].copy_from_slice(&dst);
-    f[6..12].copy_from_slice(&src);
-    f[12..14].copy_from_slice(&[0x88, 0xb5]);
-    for (i, b) in f[14..].iter_mut().enumerate() {
-        *b = i as u8;
-    }
-    f
 }
 
 #[test]

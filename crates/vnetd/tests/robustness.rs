@@ -12,14 +12,8 @@ use nix::sys::socket::{
 };
 use vnet_control::PortKind;
 use vnet_testbed::api::{daemon_with, drops, find_kind, still_serving, tap_vm, wait_ports};
+use vnet_testbed::frames::{broadcast, mac};
 use vnet_testbed::{payload, skip_unless_root, unique_name, wait_for};
-
-fn a_frame() -> Vec<u8> {
-    let mut f = vec![0xff; 6];
-    f.extend_from_slice(&[0x02, 0, 0, 0, 0x0e, 0x01, 0x88, 0xb5]);
-    f.extend_from_slice(&[0u8; 46]);
-    f
-}
 
 #[test]
 fn garbage_on_stream_sockets_drops_only_that_port() {
@@ -34,7 +28,7 @@ fn garbage_on_stream_sockets_drops_only_that_port() {
     let mut s = UnixStream::connect(&path).unwrap();
     wait_ports(&d, "lab", PortKind::Stream, 1);
     s.write_all(&[0, 0, 0, 0]).unwrap();
-    let frame = a_frame();
+    let frame = broadcast(mac("02:00:00:00:0e:01"));
     s.write_all(&(frame.len() as u32).to_be_bytes()).unwrap();
     s.write_all(&frame).unwrap();
     assert!(wait_for(Duration::from_secs(5), || find_kind(
@@ -106,7 +100,9 @@ fn garbage_on_dgram_sockets_drops_only_that_port() {
 
     // A sender without an address cannot be a port: its datagrams are dropped.
     let unbound = UnixDatagram::unbound().unwrap();
-    unbound.send_to(&a_frame(), &path).unwrap();
+    unbound
+        .send_to(&broadcast(mac("02:00:00:00:0e:01")), &path)
+        .unwrap();
 
     let local = std::env::temp_dir().join(format!("{}.sock", unique_name("dg")));
     let peer = UnixDatagram::bind(&local).unwrap();

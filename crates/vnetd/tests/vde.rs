@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use vnet_control::{PortInfo, PortKind};
 use vnet_testbed::api::{drops, find_kind, port, ports, still_serving, tap_vm, wait_ports};
+use vnet_testbed::frames::{arp_request, ip, is_arp_reply, mac};
 use vnet_testbed::{
     payload, skip_unless, skip_unless_root, unique_name, wait_for, ChildGuard, Daemon, Guest,
     Netdev, NsVm,
@@ -55,37 +56,6 @@ fn wait_vde_port(d: &Daemon, net: &str) -> PortInfo {
     });
     assert!(ok, "no VDE port on {net}: {:?}\n{}", ports(d, net), d.log());
     vde_ports(d, net).remove(0)
-}
-
-fn mac(text: &str) -> [u8; 6] {
-    let mut out = [0u8; 6];
-    for (o, part) in out.iter_mut().zip(text.split(':')) {
-        *o = u8::from_str_radix(part, 16).unwrap();
-    }
-    out
-}
-
-fn ip(text: &str) -> [u8; 4] {
-    let ip: std::net::Ipv4Addr = text.parse().unwrap();
-    ip.octets()
-}
-
-/// A broadcast ARP request from `src` asking for `target`.
-fn arp_request(src_mac: [u8; 6], src_ip: [u8; 4], target: [u8; 4]) -> Vec<u8> {
-    let mut f = vec![0xff; 6];
-    f.extend_from_slice(&src_mac);
-    f.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0, 6, 4, 0, 1]);
-    f.extend_from_slice(&src_mac);
-    f.extend_from_slice(&src_ip);
-    f.extend_from_slice(&[0; 6]);
-    f.extend_from_slice(&target);
-    f.resize(60, 0);
-    f
-}
-
-/// Whether `f` is an ARP reply to `to` saying where `ip` is.
-fn is_arp_reply(f: &[u8], to: [u8; 6], ip: [u8; 4]) -> bool {
-    f.len() >= 42 && f[..6] == to && f[12..14] == [8, 6] && f[20..22] == [0, 2] && f[28..32] == ip
 }
 
 /// `vde_plug URL` with its stdio plumbed: vdeplug4 frames each packet on stdin/stdout
