@@ -33,6 +33,7 @@
 //!
 //! `DELETE /v1/networks/{net}/forwards/{host}` removes the TCP forward on `host`, or
 //! with `?proto=udp` the UDP one.
+#![forbid(unsafe_code)]
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddrV4};
