@@ -1,6 +1,6 @@
 //! An in-process data-plane harness: one [`Thread`] driven turn by turn from a test,
-//! on a virtual clock, with scripted ports. No root, no fds beyond the thread's epoll
-//! and the vnet's own (unwatched) sockets in a temporary directory.
+//! on a virtual clock, with scripted ports. No root; the only fds are the thread's epoll
+//! (never waited on) and the vnets' own sockets in a temporary directory.
 //!
 //! A [`Wire`] is both sides of a scripted port: the test puts frames on it for the
 //! vnet to read and finds the frames the vnet delivered, in the batches it offered

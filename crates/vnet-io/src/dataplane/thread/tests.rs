@@ -2,7 +2,8 @@
 
 use std::time::Duration;
 
-use vnet_model::NetworkSpec;
+use vnet_core::switch::VlanMode;
+use vnet_model::{NetworkSpec, PortKind, PortSpec};
 
 use super::harness::{frame, mac, Harness, BATCH, BROADCAST};
 use crate::dataplane::{Command, ControlError, ErrorKind, QUEUE_CAPACITY};
@@ -223,4 +224,41 @@ fn commands_about_services_a_vnet_lacks_say_how_to_get_them() {
         .command(|r| Command::RemoveUplink("lab".into(), r))
         .unwrap_err();
     assert_eq!(e.message(), "vnet \"lab\" has no uplink");
+}
+
+#[test]
+fn a_port_added_by_command_is_named_once_per_vnet_and_its_name_is_free_after_removal() {
+    let mut h = Harness::new();
+    h.vnet("lab");
+    let web = |name: &str| PortSpec::VhostUser {
+        name: name.into(),
+        vlan: VlanMode::default(),
+    };
+    let port = h
+        .command(|r| Command::AddPort("lab".into(), web("web"), r))
+        .unwrap();
+    assert_eq!(port.kind, PortKind::VhostUser);
+    let again = h
+        .command(|r| Command::AddPort("lab".into(), web("web"), r))
+        .unwrap_err();
+    assert_eq!(again.kind(), ErrorKind::Conflict);
+    assert_eq!(
+        again.message(),
+        "vnet lab already has vhost-user port web (see `vnet port ls lab`)"
+    );
+    let bad = h
+        .command(|r| Command::AddPort("lab".into(), web(".web"), r))
+        .unwrap_err();
+    assert_eq!(bad.kind(), ErrorKind::Invalid);
+    let elsewhere = h
+        .command(|r| Command::AddPort("nosuch".into(), web("web"), r))
+        .unwrap_err();
+    assert_eq!(elsewhere.kind(), ErrorKind::NotFound);
+
+    h.command(|r| Command::RemovePort("lab".into(), port.id, r))
+        .unwrap();
+    let back = h
+        .command(|r| Command::AddPort("lab".into(), web("web"), r))
+        .unwrap();
+    assert!(back.id > port.id, "a new port, a new id");
 }
