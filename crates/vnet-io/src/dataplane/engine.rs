@@ -25,6 +25,7 @@ use crate::backend::tap::TapPort;
 use crate::backend::uplink::{Claim, Member, Polled, UplinkPort, UplinkSocket};
 use crate::backend::vde::VdePort;
 use crate::backend::Backend;
+use crate::error::{chain, Chain};
 use crate::services::dhcp::{self, DhcpService};
 use crate::services::nat::{self, NatService};
 use crate::sys::{netif, seqpacket};
@@ -871,15 +872,22 @@ impl Engine {
         let tap = match TapPort::host_adapter(&ifname) {
             Ok(tap) => tap,
             Err(e) if !is_root() => {
-                warn!(net = net_name, "skipped the host adapter {ifname}: {e}");
+                warn!(
+                    net = net_name,
+                    "skipped the host adapter {ifname}: {}",
+                    Chain(&e)
+                );
                 return Ok(());
             }
-            Err(e) => return Err(ControlError::Failed(e.to_string())),
+            Err(e) => return Err(ControlError::Failed(chain(&e))),
         };
         let setup = netif::configure(&ifname, address, subnet.prefix_len(), mtu)
             .and_then(|()| netif::forbid_forwarding(&ifname));
         if let Err(e) = setup {
-            return Err(ControlError::Failed(format!("host adapter {ifname}: {e}")));
+            return Err(ControlError::Failed(format!(
+                "host adapter {ifname}: {}",
+                Chain(&e)
+            )));
         }
         let port = self.add_port(key, Box::new(tap), VlanMode::default())?;
         self.networks[key].host_adapter = Some(vnet_model::HostAdapterInfo {
@@ -915,12 +923,13 @@ impl Engine {
     /// Attaches the vnet's DHCP service, if its spec asks for one.
     fn start_dhcp(&mut self, key: NetKey) -> Result<(), ControlError> {
         let spec = self.networks[key].spec.clone();
-        let Some(config) = dhcp::config_for(&spec).map_err(ControlError::Invalid)? else {
+        let Some(config) = dhcp::config_for(&spec).map_err(|e| ControlError::Invalid(chain(&e)))?
+        else {
             return Ok(());
         };
         let mac = config.server_mac;
-        let service =
-            DhcpService::start(&spec, config, &self.state_dir).map_err(ControlError::Invalid)?;
+        let service = DhcpService::start(&spec, config, &self.state_dir)
+            .map_err(|e| ControlError::Invalid(chain(&e)))?;
         let service = Rc::new(RefCell::new(service));
         let port = ServicePort::new(Rc::clone(&service));
         let id = self.add_port(key, Box::new(port), VlanMode::default())?;
@@ -936,11 +945,12 @@ impl Engine {
     /// Attaches the vnet's NAT device, if its spec asks for one.
     fn start_nat(&mut self, key: NetKey) -> Result<(), ControlError> {
         let spec = self.networks[key].spec.clone();
-        let Some(config) = nat::config_for(&spec).map_err(ControlError::Invalid)? else {
+        let Some(config) = nat::config_for(&spec) else {
             return Ok(());
         };
         let mac = config.mac;
-        let service = NatService::start(&spec, config).map_err(ControlError::Failed)?;
+        let service =
+            NatService::start(&spec, config).map_err(|e| ControlError::Failed(chain(&e)))?;
         let service = Rc::new(RefCell::new(service));
         self.networks[key].nat = Some(Rc::clone(&service));
         let port = ServicePort::new(service);
@@ -992,7 +1002,7 @@ impl Engine {
         validate(&spec)?;
         nat.borrow_mut().add_forward(&f).map_err(|e| match e {
             nat::ForwardError::Exists(..) => ControlError::Exists(e.to_string()),
-            nat::ForwardError::Listen(..) => ControlError::Failed(e.to_string()),
+            nat::ForwardError::Listen(..) => ControlError::Failed(chain(&e)),
         })?;
         self.networks[key].spec = spec;
         Ok(f)
@@ -1030,13 +1040,13 @@ impl Engine {
         spec.dhcp = Some(dhcp);
         validate(&spec)?;
         let config = dhcp::config_for(&spec)
-            .map_err(ControlError::Invalid)?
+            .map_err(|e| ControlError::Invalid(chain(&e)))?
             .expect("has dhcp");
         match &self.networks[key].dhcp {
             Some((_, service)) => service
                 .borrow_mut()
                 .reconfigure(config)
-                .map_err(ControlError::Invalid)?,
+                .map_err(|e| ControlError::Invalid(chain(&e)))?,
             None => {
                 self.networks[key].spec = spec.clone();
                 return self
@@ -1096,9 +1106,9 @@ impl Engine {
         let tap = TapPort::open(&ifname).map_err(|e| {
             use crate::sys::tap::TapError;
             match &e {
-                TapError::BadName(_) => ControlError::Invalid(e.to_string()),
+                TapError::BadName(_) => ControlError::Invalid(chain(&e)),
                 TapError::SetIff { source, .. } if source.raw_os_error() == Some(libc::EPERM) => {
-                    ControlError::Forbidden(e.to_string())
+                    ControlError::Forbidden(chain(&e))
                 }
                 // Open already: by another program, or as a port of a vnet on another
                 // data-plane thread (the loop above sees only this thread's vnets).
@@ -1107,7 +1117,7 @@ impl Engine {
                         "TAP {ifname} is open already: a port of another vnet (see `vnet port ls`) or another program's"
                     ))
                 }
-                _ => ControlError::Failed(e.to_string()),
+                _ => ControlError::Failed(chain(&e)),
             }
         })?;
         let id = self.add_port(key, Box::new(tap), vlan)?;
@@ -1148,7 +1158,7 @@ impl Engine {
                 .map_err(|e| ControlError::Failed(format!("{}: {e}", dir.display())))?;
         }
         let port = VhostUserPort::listen(name, &path)
-            .map_err(|e| ControlError::Failed(format!("{}: {e}", path.display())))?;
+            .map_err(|e| ControlError::Failed(format!("{}: {}", path.display(), Chain(&e))))?;
         let id = self.add_port(key, Box::new(port), vlan)?;
         report::port_info(&self.networks[key], now, id).ok_or(ControlError::Stopped)
     }
