@@ -114,7 +114,7 @@ mod tests {
 
     #[test]
     fn a_tap_gets_a_long_transmit_queue() {
-        if !nix::unistd::geteuid().is_root() {
+        if !vnet_dirs::is_root() {
             eprintln!("SKIPPED a_tap_gets_a_long_transmit_queue: needs root (TAPs)");
             return;
         }

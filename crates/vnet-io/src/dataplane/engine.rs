@@ -29,6 +29,7 @@ use crate::error::{chain, Chain};
 use crate::services::dhcp::{self, DhcpService};
 use crate::services::nat::{self, NatService};
 use crate::sys::{netif, seqpacket};
+use vnet_dirs::is_root;
 
 pub(super) const WAKER: Token = Token(usize::MAX);
 
@@ -1162,10 +1163,6 @@ impl Engine {
         let id = self.add_port(key, Box::new(port), vlan)?;
         report::port_info(&self.networks[key], now, id).ok_or(ControlError::Stopped)
     }
-}
-
-fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
 }
 
 fn no_port(net: &str, id: u32) -> ControlError {
