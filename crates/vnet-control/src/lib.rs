@@ -4,6 +4,7 @@
 //! The request and response bodies are [`vnet_model`]'s, re-exported here so callers
 //! need one import; `docs/openapi.yaml` describes the routes; [`client::Client`] calls
 //! them.
+#![forbid(unsafe_code)]
 
 pub mod client;
 

@@ -11,7 +11,8 @@ use vnet_core::wire::ethernet::{write_header, EtherType, MacAddr, HEADER_LEN};
 
 use crate::config::{DhcpConfig, Subnet};
 use crate::lease::ClientId;
-use crate::wire::ipv4::{write_udp, IPV4_HEADER_LEN, UDP_HEADER_LEN};
+use crate::wire::datagram::write_udp;
+use vnet_core::wire::{ipv4, udp};
 
 /// UDP port of DHCP servers.
 pub const SERVER_PORT: u16 = 67;
@@ -150,7 +151,7 @@ pub(crate) fn reply_frame(
 
     let (dst_ip, dst_mac) = destination(req, kind, yiaddr);
     let mut frame =
-        Vec::with_capacity(HEADER_LEN + IPV4_HEADER_LEN + UDP_HEADER_LEN + payload.len());
+        Vec::with_capacity(HEADER_LEN + ipv4::HEADER_LEN + udp::HEADER_LEN + payload.len());
     frame.resize(HEADER_LEN, 0);
     write_header(&mut frame, dst_mac, config.server_mac, EtherType::IPV4);
     write_udp(

@@ -11,8 +11,8 @@ use crate::config::{ConfigError, DhcpConfig, Subnet};
 use crate::lease::{ClientId, Lease, LeaseDb, LeaseState, Quarantine, QuarantineReason};
 use crate::message::{reply_frame, ClientRequest, Grant, CLIENT_PORT, SERVER_PORT};
 use crate::time::Timestamp;
-use crate::wire::arp::{ArpOp, ArpPacket};
-use crate::wire::{bootp, ipv4};
+use crate::wire::{bootp, datagram, probe};
+use vnet_core::wire::arp::Operation;
 
 /// At most this many DISCOVERs wait for ARP probes at once: a flood of DISCOVERs with
 /// made-up client identifiers cannot grow the server's memory or set aside the whole pool.
@@ -274,7 +274,7 @@ impl DhcpServer {
     }
 
     fn receive_ipv4(&mut self, now: Timestamp, packet: &[u8]) -> Received {
-        let datagram = ipv4::parse_udp(packet).map_err(|e| {
+        let datagram = datagram::parse_udp(packet).map_err(|e| {
             if e.is_not_for_us() {
                 Dropped::Ignored
             } else {
@@ -321,31 +321,24 @@ impl DhcpServer {
     }
 
     fn receive_arp(&mut self, now: Timestamp, payload: &[u8]) -> Received {
-        let arp = ArpPacket::parse(payload).map_err(malformed)?;
+        let arp = probe::parse(payload).map_err(malformed)?;
         let me = (self.config.server_mac, self.config.server_ip);
-        if arp.sender_mac == me.0 {
+        if arp.source_hardware_addr == me.0 {
             return Ok(Vec::new());
         }
         let mut out = Vec::new();
-        if arp.op == ArpOp::Request && arp.target_ip == me.1 {
+        if arp.operation == Operation::Request && arp.target_protocol_addr == me.1 {
             self.counters.arp_replies += 1;
-            out.push(
-                ArpPacket {
-                    op: ArpOp::Reply,
-                    sender_mac: me.0,
-                    sender_ip: me.1,
-                    target_mac: arp.sender_mac,
-                    target_ip: arp.sender_ip,
-                }
-                .to_frame(),
-            );
+            out.push(probe::frame(&probe::reply(&arp, me.0, me.1)));
         }
         // The client itself answering for "its" address (say, it kept it configured across
         // our restart) is no conflict.
         let conflicts: Vec<ClientId> = self
             .probes
             .iter()
-            .filter(|(_, p)| arp.shows_use_of(p.ip) && arp.sender_mac != p.discover.chaddr)
+            .filter(|(_, p)| {
+                probe::shows_use_of(&arp, p.ip) && arp.source_hardware_addr != p.discover.chaddr
+            })
             .map(|(id, _)| id.clone())
             .collect();
         for id in conflicts {
@@ -353,11 +346,11 @@ impl DhcpServer {
                 continue;
             };
             self.counters.probe_conflicts += 1;
-            tracing::info!(ip = %probe.ip, user = %arp.sender_mac, "address in use: quarantined");
+            tracing::info!(ip = %probe.ip, user = %arp.source_hardware_addr, "address in use: quarantined");
             self.db.add_quarantine(Quarantine {
                 ip: probe.ip,
                 reason: QuarantineReason::Conflict,
-                reported_by: arp.sender_mac,
+                reported_by: arp.source_hardware_addr,
                 until: now + self.config.quarantine_time,
             });
             self.leases_changed = true;
@@ -403,7 +396,7 @@ impl DhcpServer {
             return Vec::new();
         }
         self.counters.arp_probes += 1;
-        let frame = ArpPacket::probe(self.config.server_mac, candidate.ip).to_frame();
+        let frame = probe::frame(&probe::probe(self.config.server_mac, candidate.ip));
         self.probes.insert(
             discover.client_id.clone(),
             Probe {

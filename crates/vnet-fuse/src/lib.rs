@@ -23,6 +23,7 @@
 //! Rules (also in `include/vnet.h`): a frame longer than the read buffer is truncated to
 //! it and the rest discarded; `O_NONBLOCK` reads fail with `EAGAIN` when nothing waits;
 //! after the vnet is deleted `read` returns 0 and `write` fails with `EIO`.
+#![forbid(unsafe_code)]
 
 use std::collections::{HashMap, VecDeque};
 use std::ffi::OsStr;
@@ -326,7 +327,7 @@ impl fuser::Filesystem for DeviceFs {
             }
             Err(ControlError::NotFound(_)) => reply.error(Errno::ENXIO),
             Err(e) => {
-                warn!(net = name, "cannot open a device port: {e}");
+                warn!(net = name, "cannot open a device port: {}", e.message());
                 reply.error(Errno::EIO)
             }
         }

@@ -33,6 +33,7 @@
 //!
 //! `DELETE /v1/networks/{net}/forwards/{host}` removes the TCP forward on `host`, or
 //! with `?proto=udp` the UDP one.
+#![forbid(unsafe_code)]
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -123,22 +124,49 @@ impl UplinkSpec {
         }
     }
 
-    /// Checks the VLAN settings; the message says what to change.
-    pub fn check(&self) -> Result<(), String> {
+    /// Checks the interface name and the VLAN settings; the error says what to change.
+    pub fn check(&self) -> Result<(), UplinkError> {
+        if !is_valid_ifname(&self.interface) {
+            return Err(UplinkError::Interface(self.interface.clone()));
+        }
         let bad = |v: &u16| !vnet_core::switch::is_valid_vid(*v);
         if let Some(v) = self.vlan.iter().chain(&self.vlans).find(|v| bad(v)) {
-            return Err(format!("uplink VLAN {v} is out of range: use 1-4094"));
+            return Err(UplinkError::VlanOutOfRange(*v));
         }
         match self.mode {
-            UplinkMode::Access if !self.vlans.is_empty() => {
-                Err("uplink \"vlans\" needs mode = \"trunk\" (access mode takes \"vlan\")".into())
-            }
+            UplinkMode::Access if !self.vlans.is_empty() => Err(UplinkError::VlansNeedTrunk),
             UplinkMode::Trunk if self.vlan.is_some() || self.vlans.is_empty() => {
-                Err("a trunk uplink takes a list \"vlans\" (and no \"vlan\")".into())
+                Err(UplinkError::TrunkNeedsVlans)
             }
             _ => Ok(()),
         }
     }
+}
+
+/// Why an [`UplinkSpec`] cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UplinkError {
+    #[error("uplink interface {0:?} is not a valid interface name")]
+    Interface(String),
+    #[error("uplink VLAN {0} is out of range: use 1-4094")]
+    VlanOutOfRange(u16),
+    #[error("uplink \"vlans\" needs mode = \"trunk\" (access mode takes \"vlan\")")]
+    VlansNeedTrunk,
+    #[error("a trunk uplink takes a list \"vlans\" (and no \"vlan\")")]
+    TrunkNeedsVlans,
+}
+
+/// Whether the kernel would take `name` as a network interface's name: 1-15 bytes, not
+/// `.` or `..`, without `/`, `:`, white space or NUL.
+pub fn is_valid_ifname(name: &str) -> bool {
+    const MAX_IFNAME: usize = 15; // IFNAMSIZ - 1
+    !name.is_empty()
+        && name.len() <= MAX_IFNAME
+        && name != "."
+        && name != ".."
+        && !name
+            .bytes()
+            .any(|b| b == b'/' || b == b':' || b.is_ascii_whitespace() || b == 0)
 }
 
 /// The host's own interface on a vnet: a TAP with an address in the subnet.
@@ -683,6 +711,212 @@ impl NetworkSpec {
     }
 }
 
+impl NetworkSpec {
+    /// Checks the spec the way the API promises: a usable name and MTU, addresses that
+    /// fit the subnet and do not collide, a sound uplink and MAC limits. The config
+    /// file, `POST /v1/networks` and every live change run it.
+    pub fn validate(&self) -> Result<(), SpecError> {
+        let name_ok = !self.name.is_empty()
+            && self.name.len() <= 15
+            && self
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+            && !self.name.starts_with('.');
+        if !name_ok {
+            return Err(SpecError::Name(self.name.clone()));
+        }
+        // These names are taken by the run directory's own layout.
+        if ["control.sock", "dev"].contains(&self.name.as_str()) || self.name.ends_with(".sock") {
+            return Err(SpecError::ReservedName(self.name.clone()));
+        }
+        if !(68..=65521).contains(&self.mtu) {
+            return Err(SpecError::Mtu(self.mtu));
+        }
+        self.validate_addressing()?;
+        if let Some(uplink) = &self.uplink {
+            uplink.check()?;
+        }
+        if self.mac_aging_secs == 0 || self.max_macs == 0 || self.max_macs_per_port == 0 {
+            return Err(SpecError::MacLimits);
+        }
+        Ok(())
+    }
+
+    /// Checks that the host adapter and DHCP fit the subnet.
+    fn validate_addressing(&self) -> Result<(), SpecError> {
+        let needs_subnet = self.host_adapter.is_some() || self.dhcp.is_some() || self.nat.is_some();
+        let Some(subnet) = self.subnet else {
+            return if needs_subnet {
+                Err(SpecError::NoSubnet)
+            } else {
+                Ok(())
+            };
+        };
+        if subnet.prefix_len() > 30 {
+            return Err(SpecError::SubnetTooSmall(subnet));
+        }
+        let usable = |ip| is_host_address(subnet, ip);
+        if let Some((ifname, address)) = self.host_adapter_resolved() {
+            if !is_valid_ifname(&ifname) {
+                return Err(SpecError::HostAdapterName(ifname));
+            }
+            if !usable(address) {
+                return Err(SpecError::HostAdapterAddress { address, subnet });
+            }
+        }
+        if let Some(d) = self.dhcp_resolved() {
+            let [first, last] = d.range.expect("resolved");
+            let server = d.server.expect("resolved");
+            if !usable(first) || !usable(last) || first > last {
+                return Err(SpecError::DhcpRange {
+                    first,
+                    last,
+                    subnet,
+                });
+            }
+            if !usable(server) || (first..=last).contains(&server) {
+                return Err(SpecError::DhcpServer { server, subnet });
+            }
+            if let Some(ha) = self.host_adapter_resolved().map(|(_, a)| a) {
+                if ha == server || (first..=last).contains(&ha) {
+                    return Err(SpecError::HostAdapterInDhcp(ha));
+                }
+            }
+            for r in &d.reservations {
+                if !usable(r.ip) || r.ip == server {
+                    return Err(SpecError::Reservation {
+                        mac: r.mac,
+                        ip: r.ip,
+                        subnet,
+                    });
+                }
+            }
+            if d.lease_secs < 60 {
+                return Err(SpecError::LeaseTooShort(d.lease_secs));
+            }
+        }
+        self.validate_nat(subnet)
+    }
+
+    /// Checks that the NAT device's address is free in the subnet.
+    fn validate_nat(&self, subnet: Ipv4Net) -> Result<(), SpecError> {
+        let (Some(nat), Some(gateway)) = (&self.nat, self.nat_gateway()) else {
+            return Ok(());
+        };
+        if !is_host_address(subnet, gateway) {
+            return Err(SpecError::NatGateway { gateway, subnet });
+        }
+        if self
+            .host_adapter_resolved()
+            .is_some_and(|(_, a)| a == gateway)
+        {
+            return Err(SpecError::NatGatewayIsHostAdapter(gateway));
+        }
+        if let Some(d) = self.dhcp_resolved() {
+            let [first, last] = d.range.expect("resolved");
+            if d.server == Some(gateway) || (first..=last).contains(&gateway) {
+                return Err(SpecError::NatGatewayInDhcp {
+                    gateway,
+                    first,
+                    last,
+                });
+            }
+        }
+        if nat.udp_timeout_secs == 0 {
+            return Err(SpecError::UdpTimeout);
+        }
+        let mut hosts = std::collections::HashSet::new();
+        for f in &nat.forward {
+            if !is_host_address(subnet, *f.guest.ip()) || *f.guest.ip() == gateway {
+                return Err(SpecError::ForwardGuest {
+                    host: f.host,
+                    guest: f.guest,
+                    subnet,
+                });
+            }
+            if !hosts.insert((f.proto, f.host)) {
+                return Err(SpecError::ForwardTwice {
+                    proto: f.proto,
+                    host: f.host,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Whether `ip` is in `subnet` and neither its network nor its broadcast address.
+fn is_host_address(subnet: Ipv4Net, ip: Ipv4Addr) -> bool {
+    subnet.contains(&ip) && ip != subnet.network() && ip != subnet.broadcast()
+}
+
+/// Why a [`NetworkSpec`] cannot be used; the message says what to change.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SpecError {
+    #[error(
+        "invalid vnet name {0:?}: use 1-15 characters of A-Z a-z 0-9 - _ . (not starting with '.')"
+    )]
+    Name(String),
+    #[error("vnet name {0:?} is reserved by the runtime directory layout: choose another")]
+    ReservedName(String),
+    #[error("mtu {0} is out of range: use 68-65521")]
+    Mtu(u32),
+    #[error("a host adapter, DHCP or NAT needs a subnet, e.g. \"subnet\": \"192.168.101.0/24\"")]
+    NoSubnet,
+    #[error("subnet {0} is too small: use a prefix of /30 or shorter")]
+    SubnetTooSmall(Ipv4Net),
+    #[error("host adapter name {0:?} is not a valid interface name (1-15 characters)")]
+    HostAdapterName(String),
+    #[error("host adapter address {address} is not a host address of {subnet}")]
+    HostAdapterAddress { address: Ipv4Addr, subnet: Ipv4Net },
+    #[error("DHCP range {first}-{last} must be host addresses of {subnet}, first <= last")]
+    DhcpRange {
+        first: Ipv4Addr,
+        last: Ipv4Addr,
+        subnet: Ipv4Net,
+    },
+    #[error("DHCP server address {server} must be a host address of {subnet} outside the range")]
+    DhcpServer { server: Ipv4Addr, subnet: Ipv4Net },
+    #[error("the host adapter address {0} collides with the DHCP server or range")]
+    HostAdapterInDhcp(Ipv4Addr),
+    #[error("reservation {mac} -> {ip} is not a free host address of {subnet}")]
+    Reservation {
+        mac: MacAddr,
+        ip: Ipv4Addr,
+        subnet: Ipv4Net,
+    },
+    #[error("DHCP lease time {0}s is too short: use at least 60")]
+    LeaseTooShort(u64),
+    #[error("NAT gateway {gateway} is not a host address of {subnet}")]
+    NatGateway { gateway: Ipv4Addr, subnet: Ipv4Net },
+    #[error("the NAT gateway {0} collides with the host adapter's address")]
+    NatGatewayIsHostAdapter(Ipv4Addr),
+    #[error("the NAT gateway {gateway} collides with the DHCP server or range {first}-{last}")]
+    NatGatewayInDhcp {
+        gateway: Ipv4Addr,
+        first: Ipv4Addr,
+        last: Ipv4Addr,
+    },
+    #[error("NAT udp_timeout_secs must be at least 1")]
+    UdpTimeout,
+    #[error("forward {host} -> {guest}: the guest address must be a host address of {subnet} other than the gateway")]
+    ForwardGuest {
+        host: SocketAddrV4,
+        guest: SocketAddrV4,
+        subnet: Ipv4Net,
+    },
+    #[error("forward: {} {host} is listed twice", .proto.as_str())]
+    ForwardTwice {
+        proto: ForwardProto,
+        host: SocketAddrV4,
+    },
+    #[error(transparent)]
+    Uplink(#[from] UplinkError),
+    #[error("mac_aging_secs, max_macs and max_macs_per_port must be at least 1")]
+    MacLimits,
+}
+
 /// The `n`th address of `subnet` (0 = the network address).
 fn nth(subnet: Ipv4Net, n: u32) -> Ipv4Addr {
     Ipv4Addr::from(u32::from(subnet.network()).wrapping_add(n))
@@ -713,5 +947,45 @@ mod tests {
         );
         spec.subnet = None;
         assert_eq!(spec.host_adapter_resolved(), None);
+    }
+
+    #[test]
+    fn validation_names_what_is_wrong_in_the_words_users_see() {
+        let mut spec = NetworkSpec::named("lab");
+        assert_eq!(spec.validate(), Ok(()));
+        spec.name = ".hidden".into();
+        assert_eq!(spec.validate(), Err(SpecError::Name(".hidden".into())));
+        spec.name = "control.sock".into();
+        assert!(matches!(spec.validate(), Err(SpecError::ReservedName(_))));
+        spec.name = "lab".into();
+        spec.dhcp = Some(DhcpSpec::default());
+        assert_eq!(
+            spec.validate().unwrap_err().to_string(),
+            "a host adapter, DHCP or NAT needs a subnet, e.g. \"subnet\": \"192.168.101.0/24\""
+        );
+        spec.subnet = Some("10.0.0.0/24".parse().unwrap());
+        spec.nat = Some(NatSpec {
+            gateway: Some("10.0.0.254".parse().unwrap()),
+            ..NatSpec::default()
+        });
+        assert_eq!(
+            spec.validate().unwrap_err().to_string(),
+            "the NAT gateway 10.0.0.254 collides with the DHCP server or range 10.0.0.128-10.0.0.253"
+        );
+        spec.nat = None;
+        spec.uplink = Some(UplinkSpec {
+            interface: "eth0".into(),
+            vlan: Some(4095),
+            mode: UplinkMode::Access,
+            vlans: Vec::new(),
+        });
+        assert_eq!(
+            spec.validate(),
+            Err(SpecError::Uplink(UplinkError::VlanOutOfRange(4095)))
+        );
+        assert_eq!(
+            spec.validate().unwrap_err().to_string(),
+            "uplink VLAN 4095 is out of range: use 1-4094"
+        );
     }
 }

@@ -168,7 +168,6 @@ pub(crate) struct Flow {
     forwarded: bool,
 }
 
-#[path = "tcp.rs"]
 mod tcp;
 #[cfg(test)]
 pub(crate) use tcp::WINDOW_SCALE as TCP_WINDOW_SCALE;

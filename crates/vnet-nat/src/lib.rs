@@ -62,6 +62,7 @@
 //! - **DNS**: TCP to the gateway's port 53 goes to the first upstream only — try the
 //!   others when it is refused; local names are answered over UDP only (their answers
 //!   are small, so guests never retry them over TCP).
+#![forbid(unsafe_code)]
 
 mod device;
 pub mod dns;

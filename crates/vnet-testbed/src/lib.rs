@@ -14,8 +14,10 @@
 //!   `vnet` CLI pointed at it.
 //!
 //! Everything that needs privileges checks [`is_root`] first; tests use
-//! [`skip_unless_root!`] so that an unprivileged run says loudly what it did
-//! not test instead of failing. Names are made unique per process with
+//! [`skip_unless_root!`] (or [`skip_unless!`] for a missing device or tool) so
+//! that a run that cannot test something says so — a `SKIPPED: <test>: <reason>`
+//! line, counted by `scripts/test` through [`SKIP_DIR_ENV`] — instead of failing
+//! or passing silently. Names are made unique per process with
 //! [`unique_name`] so tests run in parallel, and readiness is awaited with
 //! [`wait_for`], never with fixed sleeps.
 //!
@@ -67,6 +69,8 @@ pub mod kernel;
 mod link;
 mod netns;
 mod nsvm;
+mod skip;
+pub mod task;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -79,6 +83,9 @@ pub use kernel::GuestKernel;
 pub use link::{Bridge, Veth};
 pub use netns::{ChildGuard, Netns};
 pub use nsvm::NsVm;
+#[doc(hidden)]
+pub use skip::trim_test_name;
+pub use skip::{skip, NEEDS_ROOT, SKIP_DIR_ENV};
 
 /// Whether this process runs with effective uid 0.
 ///
@@ -86,43 +93,6 @@ pub use nsvm::NsVm;
 /// (mode 0600 on Debian) all need it.
 pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
-}
-
-/// Prints a loud `SKIPPED` line and returns `true` when not root.
-///
-/// Prefer the [`skip_unless_root!`] macro, which also returns from the test.
-/// The line goes to stderr, which the test harness shows for failing tests and
-/// with `--nocapture`; it names the test so a CI log shows what was not run.
-pub fn skip_unless_root(test: &str) -> bool {
-    if is_root() {
-        return false;
-    }
-    eprintln!(
-        "SKIPPED: needs root: {test} (run the tests as root to exercise namespaces, TAPs and QEMU)"
-    );
-    true
-}
-
-/// Returns from the enclosing test (which must return `()`) after printing a
-/// loud `SKIPPED: needs root` line, unless the process runs as root.
-///
-/// ```no_run
-/// #[test]
-/// fn two_namespaces_ping() {
-///     vnet_testbed::skip_unless_root!();
-///     // ... privileged test body ...
-/// }
-/// ```
-#[macro_export]
-macro_rules! skip_unless_root {
-    () => {{
-        fn __vnet_testbed_here() {}
-        let here = ::std::any::type_name_of_val(&__vnet_testbed_here);
-        let test = here.strip_suffix("::__vnet_testbed_here").unwrap_or(here);
-        if $crate::skip_unless_root(test) {
-            return;
-        }
-    }};
 }
 
 /// A short name that is unique on this host while this process lives:

@@ -104,6 +104,31 @@ impl Netns {
             .unwrap_or_else(|e| panic!("test bed: in namespace {}: {e}", self.name))
     }
 
+    /// A counter of the namespace's network stack from `/proc/net/netstat` or
+    /// `/proc/net/snmp`, named `GROUP:NAME` as `nstat` names them without the
+    /// colon (`TcpExt:TCPSynRetrans`, `Tcp:RetransSegs`, `Udp:InErrors`).
+    ///
+    /// # Panics
+    /// If the namespace's stack has no such counter.
+    pub fn counter(&self, name: &str) -> u64 {
+        let (group, field) = name
+            .split_once(':')
+            .unwrap_or_else(|| panic!("test bed: counter {name} is not GROUP:NAME"));
+        let tables = self.exec_ok(&["cat", "/proc/net/netstat", "/proc/net/snmp"]);
+        // Each group is two lines: `Group: names...` then `Group: values...`.
+        let rows: Vec<&str> = tables
+            .lines()
+            .filter_map(|l| l.strip_prefix(group)?.strip_prefix(": "))
+            .collect();
+        rows.chunks(2)
+            .find_map(|pair| {
+                let (names, values) = (pair.first()?, pair.get(1)?);
+                let at = names.split(' ').position(|n| n == field)?;
+                values.split(' ').nth(at)?.parse().ok()
+            })
+            .unwrap_or_else(|| panic!("test bed: no counter {name} in namespace {}", self.name))
+    }
+
     /// The pids of all processes whose network namespace is this one.
     pub fn pids(&self) -> Vec<i32> {
         cmd::output(&["ip", "netns", "pids", &self.name])

@@ -162,7 +162,7 @@ impl Config {
                     n.name
                 )));
             }
-            if let Err(e) = vnet_io::dataplane::validate(&n.spec()) {
+            if let Err(e) = n.spec().validate() {
                 return Err(invalid(format!(
                     "line {line}: [[network]] {:?}: {e}",
                     n.name

@@ -9,6 +9,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
+use vnet_io::dataplane::ErrorKind;
 use vnet_io::{ControlError, Handle};
 use vnet_model::{
     ApiError, DhcpSpec, ForwardProto, MacAddr, NetworkSpec, PortSpec, Reservation, UplinkSpec,
@@ -20,15 +21,15 @@ pub struct HttpError(StatusCode, String);
 
 impl From<ControlError> for HttpError {
     fn from(e: ControlError) -> Self {
-        let status = match e {
-            ControlError::NotFound(_) => StatusCode::NOT_FOUND,
-            ControlError::Exists(_) => StatusCode::CONFLICT,
-            ControlError::Invalid(_) => StatusCode::BAD_REQUEST,
-            ControlError::Forbidden(_) => StatusCode::FORBIDDEN,
-            ControlError::Failed(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            ControlError::Stopped => StatusCode::SERVICE_UNAVAILABLE,
+        let status = match e.kind() {
+            ErrorKind::NotFound => StatusCode::NOT_FOUND,
+            ErrorKind::Conflict => StatusCode::CONFLICT,
+            ErrorKind::Invalid => StatusCode::BAD_REQUEST,
+            ErrorKind::Forbidden => StatusCode::FORBIDDEN,
+            ErrorKind::Failed => StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorKind::Stopped => StatusCode::SERVICE_UNAVAILABLE,
         };
-        HttpError(status, e.to_string())
+        HttpError(status, e.message())
     }
 }
 

@@ -14,7 +14,8 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::Parser;
 use tracing::{info, warn};
-use vnet_io::{ControlError, DataPlane};
+use vnet_io::dataplane::ErrorKind;
+use vnet_io::DataPlane;
 
 use config::Config;
 
@@ -112,13 +113,13 @@ fn run(args: Args) -> Result<()> {
         for port in &net.ports {
             match handle.add_port_blocking(net.name.clone(), port.spec()) {
                 Ok(p) => info!(net = net.name, port = p.id, "{}", p.description),
-                Err(
-                    ControlError::Failed(e)
-                    | ControlError::Invalid(e)
-                    | ControlError::Forbidden(e)
-                    | ControlError::Exists(e),
-                ) => {
-                    warn!(net = net.name, "skipped port {}: {e}", port.label())
+                Err(e) if e.kind() != ErrorKind::Stopped => {
+                    warn!(
+                        net = net.name,
+                        "skipped port {}: {}",
+                        port.label(),
+                        e.message()
+                    )
                 }
                 Err(e) => return Err(e).context("data plane failed"),
             }

@@ -533,6 +533,11 @@ fn sigterm_removes_the_control_socket_and_every_vnet_socket() {
     assert!(matches!(stream.read(&mut [0u8; 16]), Ok(0) | Err(_)));
 }
 
+/// A client that never finishes its request must not keep vnetd from stopping: on
+/// SIGTERM the daemon ends it and exits cleanly by itself. Held up, it would still be
+/// running when the test bed's grace period ([`vnet_testbed::STOP_GRACE`]) ends and be
+/// SIGKILLed, which `stop` reports as a death by signal: that, not a stopwatch, is
+/// what fails here.
 #[test]
 fn sigterm_is_not_held_up_by_a_control_client_stalled_mid_request() {
     let mut d = daemon_with(&["lab"]);
@@ -545,15 +550,15 @@ fn sigterm_is_not_held_up_by_a_control_client_stalled_mid_request() {
     d.cli_ok(&["net", "ls"]);
     d.cli_ok(&["net", "ls"]);
 
-    let started = Instant::now();
     let status = d.stop().expect("vnetd was running");
-    let took = started.elapsed();
     assert!(
-        status.success() && took < Duration::from_secs(5),
-        "vnetd should stop promptly on SIGTERM; it ended with {status} after {took:?} \
-         (the test bed SIGKILLs it after 10 s)\n{}",
+        status.success(),
+        "vnetd should exit by itself on SIGTERM despite the stalled client; it ended with \
+         {status} (a signal: the test bed killed it after {:?})\n{}",
+        vnet_testbed::STOP_GRACE,
         d.log()
     );
+    // A killed daemon leaves its socket behind; one that shut down removed it.
     assert!(!d.control_socket().exists(), "control.sock was removed");
     drop(stalled);
 }

@@ -15,28 +15,24 @@ use std::time::Duration;
 
 use common::{daemon_with, port, tap_vm, wait_ports};
 use vnet_control::PortKind;
-use vnet_testbed::{skip_unless_root, wait_for, ChildGuard, Daemon};
+use vnet_testbed::{skip_unless, skip_unless_root, task, wait_for, ChildGuard, Daemon};
 
 const T: Duration = Duration::from_secs(20);
 
-/// FUSE is part of the machines this runs on; say so plainly where it is not.
-fn no_fuse() -> bool {
-    let missing = !Path::new("/dev/fuse").exists();
-    if missing {
-        eprintln!("SKIPPED: needs /dev/fuse");
-    }
-    missing
+/// Skips the test unless it runs as root on a machine with FUSE (part of the
+/// machines this runs on; a skip says so plainly where it is not).
+macro_rules! skip_unless_root_with_fuse {
+    () => {
+        skip_unless_root!();
+        skip_unless!(Path::new("/dev/fuse").exists(), "needs /dev/fuse");
+    };
 }
 
-/// A daemon with vnet `lab` and the path of its classic device, once it is there;
-/// `None` (the test is skipped) without `/dev/fuse`.
-fn lab() -> Option<(Daemon, PathBuf)> {
-    if no_fuse() {
-        return None;
-    }
+/// A daemon with vnet `lab` and the path of its classic device, once it is there.
+fn lab() -> (Daemon, PathBuf) {
     let d = daemon_with(&["lab"]);
     let dev = device(&d, "lab");
-    Some((d, dev))
+    (d, dev)
 }
 
 fn repo() -> PathBuf {
@@ -52,6 +48,15 @@ fn device(d: &Daemon, net: &str) -> PathBuf {
         d.log()
     );
     path
+}
+
+/// Waits until thread `tid` of `pid` sleeps in `read(2)` on the device, so what the
+/// test does next happens to a blocked reader.
+fn wait_blocked_in_read(pid: u32, tid: u32) {
+    assert!(
+        task::wait_blocked_in(pid, tid, libc::SYS_read, T),
+        "thread {tid} of {pid} never blocked in read()"
+    );
 }
 
 /// Compiles examples/vmnet-classic.c into `dir`.
@@ -76,10 +81,8 @@ fn build_example(dir: &Path) -> PathBuf {
 
 #[test]
 fn the_c_example_reads_an_arp_broadcast_and_writes_a_frame_tcpdump_sees() {
-    skip_unless_root!();
-    let Some((d, dev)) = lab() else {
-        return;
-    };
+    skip_unless_root_with_fuse!();
+    let (d, dev) = lab();
     let tmp = tempfile::tempdir().unwrap();
     let exe = build_example(tmp.path());
     let (_, vm) = tap_vm(&d, "lab", "02:00:00:00:0e:01", "10.76.0.1/24");
@@ -225,10 +228,8 @@ fn frame(dst: [u8; 6], src: [u8; 6], len: usize) -> Vec<u8> {
 
 #[test]
 fn two_opens_are_two_ports_with_ioctls_nonblocking_reads_poll_and_truncation() {
-    skip_unless_root!();
-    let Some((d, dev)) = lab() else {
-        return;
-    };
+    skip_unless_root_with_fuse!();
+    let (d, dev) = lab();
     let open = || {
         OpenOptions::new()
             .read(true)
@@ -285,12 +286,14 @@ fn two_opens_are_two_ports_with_ioctls_nonblocking_reads_poll_and_truncation() {
     assert_eq!(err.kind(), std::io::ErrorKind::WouldBlock, "{err}");
 
     // A blocking read waits for the frame (b is promiscuous: it sees a's broadcast).
+    let (tid_tx, tid) = std::sync::mpsc::channel();
     let reader = std::thread::spawn(move || {
+        tid_tx.send(task::current_tid()).unwrap();
         let mut buf = [0u8; 1514];
         let n = b.read(&mut buf).unwrap();
         buf[..n].to_vec()
     });
-    std::thread::sleep(Duration::from_millis(200));
+    wait_blocked_in_read(std::process::id(), tid.recv().unwrap());
     let bcast = frame([0xff; 6], mac_a, 64);
     a.write_all(&bcast).unwrap();
     let got = reader.join().unwrap();
@@ -316,10 +319,8 @@ fn mounted(dir: &Path) -> bool {
 
 #[test]
 fn a_blocked_reader_can_be_killed_and_the_daemon_unmounts_with_devices_open() {
-    skip_unless_root!();
-    let Some((mut d, dev)) = lab() else {
-        return;
-    };
+    skip_unless_root_with_fuse!();
+    let (mut d, dev) = lab();
     let dev_dir = d.run_dir().join("dev");
     assert!(mounted(&dev_dir), "RUN/dev is a FUSE mount");
     let tmp = tempfile::tempdir().unwrap();
@@ -335,7 +336,7 @@ fn a_blocked_reader_can_be_killed_and_the_daemon_unmounts_with_devices_open() {
         example.log()
     );
     wait_ports(&d, "lab", PortKind::Device, 1);
-    std::thread::sleep(Duration::from_millis(300));
+    wait_blocked_in_read(example.pid(), example.pid());
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(example.pid() as i32),
         nix::sys::signal::Signal::SIGKILL,
@@ -368,10 +369,7 @@ fn a_blocked_reader_can_be_killed_and_the_daemon_unmounts_with_devices_open() {
 
 #[test]
 fn dev_links_place_dev_net_while_the_daemon_runs() {
-    skip_unless_root!();
-    if no_fuse() {
-        return;
-    }
+    skip_unless_root_with_fuse!();
     let net = vnet_testbed::unique_name("vmn");
     let mut d = Daemon::builder()
         .config(&format!("[[network]]\nname = \"{net}\"\n"))
@@ -404,10 +402,8 @@ fn dev_links_place_dev_net_while_the_daemon_runs() {
 
 #[test]
 fn live_vnets_come_and_go_in_run_dev_and_open_devices_see_the_end() {
-    skip_unless_root!();
-    let Some((d, _)) = lab() else {
-        return;
-    };
+    skip_unless_root_with_fuse!();
+    let (d, _) = lab();
     let c = common::client(&d);
     c.create_network(&vnet_control::NetworkSpec::named("late"))
         .unwrap();
@@ -427,7 +423,9 @@ fn live_vnets_come_and_go_in_run_dev_and_open_devices_see_the_end() {
         .open(&late)
         .unwrap();
     wait_ports(&d, "late", PortKind::Device, 1);
+    let (tid_tx, tid) = std::sync::mpsc::channel();
     let reader = std::thread::spawn(move || {
+        tid_tx.send(task::current_tid()).unwrap();
         let mut buf = [0u8; 1514];
         let n = f.read(&mut buf);
         (
@@ -435,7 +433,7 @@ fn live_vnets_come_and_go_in_run_dev_and_open_devices_see_the_end() {
             f.write(&buf[..60]).map_err(|e| e.kind()),
         )
     });
-    std::thread::sleep(Duration::from_millis(200));
+    wait_blocked_in_read(std::process::id(), tid.recv().unwrap());
     c.delete_network("late").unwrap();
     let (read, write) = reader.join().unwrap();
     assert_eq!(read, Ok(0), "a blocked read ends with end of file");
@@ -448,10 +446,8 @@ fn live_vnets_come_and_go_in_run_dev_and_open_devices_see_the_end() {
 /// A blocked read fails with EINTR when a handled signal arrives (no SA_RESTART).
 #[test]
 fn a_signal_interrupts_a_blocked_read_with_eintr() {
-    skip_unless_root!();
-    let Some((d, dev)) = lab() else {
-        return;
-    };
+    skip_unless_root_with_fuse!();
+    let (d, dev) = lab();
     let tmp = tempfile::tempdir().unwrap();
     let src = tmp.path().join("eintr.c");
     std::fs::write(

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use common::{drops, find_kind, port, ports, tap_vm, wait_ports};
 use vnet_control::{PortInfo, PortKind};
 use vnet_testbed::{
-    skip_unless_root, unique_name, wait_for, ChildGuard, Daemon, Guest, Netdev, NsVm,
+    skip_unless, skip_unless_root, unique_name, wait_for, ChildGuard, Daemon, Guest, Netdev, NsVm,
 };
 
 const T: Duration = Duration::from_secs(60);
@@ -321,10 +321,10 @@ fn qemu_has_vde() -> bool {
 #[test]
 fn a_qemu_guest_on_netdev_vde_pings_a_namespace_vm() {
     skip_unless_root!();
-    if !qemu_has_vde() {
-        eprintln!("SKIPPED: qemu-system-x86_64 is built without VDE (`-netdev help` lists no vde)");
-        return;
-    }
+    skip_unless!(
+        qemu_has_vde(),
+        "qemu-system-x86_64 is built without VDE (`-netdev help` lists no vde)"
+    );
     let d = daemon("lab", 1500);
     let (_, vm) = tap_vm(&d, "lab", "02:00:00:00:0d:21", "10.75.2.1/24");
     let guest = Guest::builder()

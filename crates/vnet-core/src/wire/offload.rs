@@ -73,25 +73,21 @@
 //!   else                → forward as is
 //! ```
 
+use super::be16;
+use super::checksum::{self, sum, transport_field};
 use super::ethernet::{EtherType, HEADER_LEN, VLAN_TAG_LEN};
+use super::ip::IpProtocol;
+use super::tcp::{self, Flags};
+use super::{ipv4, ipv6, udp};
+
+const TCP_CSUM_OFFSET: usize = tcp::CHECKSUM_OFFSET;
+const UDP_CSUM_OFFSET: usize = udp::CHECKSUM_OFFSET;
 
 /// Size of the `virtio_net_hdr_v1` (with `num_buffers`) that vnet puts before frames.
 pub const VIRTIO_NET_HDR_LEN: usize = 12;
 
-const IPPROTO_TCP: u8 = 6;
-const IPPROTO_UDP: u8 = 17;
-const IPV6_HOP_BY_HOP: u8 = 0;
-const IPV6_FRAGMENT: u8 = 44;
-const IPV6_DEST_OPTS: u8 = 60;
 /// At most this many IPv6 extension headers are walked before the L4 header.
 const MAX_IPV6_EXT_HEADERS: usize = 8;
-
-const TCP_FIN: u8 = 0x01;
-const TCP_PSH: u8 = 0x08;
-const TCP_CWR: u8 = 0x80;
-const TCP_CSUM_OFFSET: u16 = 16;
-const UDP_CSUM_OFFSET: u16 = 6;
-const UDP_HEADER_LEN: usize = 8;
 
 /// The `virtio_net_hdr` fields vnet uses (`num_buffers` is not kept, see [`Self::write`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -226,64 +222,6 @@ pub enum OffloadError {
 }
 
 // ---------------------------------------------------------------------------------------
-// One's-complement sums.
-//
-// Sums are kept in "native" order (RFC 1071 §2(B)): words are read with from_ne_bytes, so
-// on little-endian the folded result is byte-swapped, and writing it back with to_ne_bytes
-// puts the right bytes on the wire. Every piece but the last must have an even length.
-
-/// Adds `data` to a running sum of native-order 32-bit words (zero-padded at the end).
-#[inline]
-fn sum(mut acc: u64, data: &[u8]) -> u64 {
-    // Independent lanes so the loop vectorizes; a u64 takes 2^32 u32 words without
-    // overflowing, and frames are far smaller.
-    let mut lanes = [0u64; 8];
-    let mut blocks = data.chunks_exact(32);
-    for block in blocks.by_ref() {
-        for (lane, w) in lanes.iter_mut().zip(block.chunks_exact(4)) {
-            *lane += u64::from(u32::from_ne_bytes([w[0], w[1], w[2], w[3]]));
-        }
-    }
-    acc += lanes.iter().sum::<u64>();
-    let mut words = blocks.remainder().chunks_exact(4);
-    for w in words.by_ref() {
-        acc += u64::from(u32::from_ne_bytes([w[0], w[1], w[2], w[3]]));
-    }
-    let tail = words.remainder();
-    if !tail.is_empty() {
-        let mut w = [0u8; 4];
-        w[..tail.len()].copy_from_slice(tail);
-        acc += u64::from(u32::from_ne_bytes(w));
-    }
-    acc
-}
-
-/// Folds a native-order sum to 16 bits.
-#[inline]
-fn fold(mut acc: u64) -> u16 {
-    while acc > 0xffff {
-        acc = (acc & 0xffff) + (acc >> 16);
-    }
-    acc as u16
-}
-
-/// The L4 checksum bytes to store for a native-order sum: its complement, with 0 sent
-/// as 0xffff (the two are the same in one's complement; UDP needs the latter).
-#[inline]
-fn checksum_bytes(acc: u64) -> [u8; 2] {
-    let c = !fold(acc);
-    if c == 0 {
-        [0xff, 0xff]
-    } else {
-        c.to_ne_bytes()
-    }
-}
-
-fn be16(b: &[u8], at: usize) -> u16 {
-    u16::from_be_bytes([b[at], b[at + 1]])
-}
-
-// ---------------------------------------------------------------------------------------
 // Parsing.
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -300,7 +238,7 @@ struct Layout {
     l4: usize,
     /// End of the IP packet (never past the frame).
     end: usize,
-    protocol: u8,
+    protocol: IpProtocol,
 }
 
 /// Parses Ethernet (up to two tags) and IP up to the L4 header. `gso` lets an IP length
@@ -329,17 +267,16 @@ fn parse_ip(frame: &[u8], gso: bool) -> Result<Layout, OffloadError> {
 }
 
 fn parse_ipv4(frame: &[u8], l3: usize, gso: bool) -> Result<Layout, OffloadError> {
-    let ip = frame
-        .get(l3..l3 + 20)
-        .ok_or(OffloadError::Truncated(Layer::Ipv4))?;
-    if ip[0] >> 4 != 4 {
+    // Not `new_checked`: a GSO frame may say total length 0 ("to the end").
+    let ip = ipv4::Packet::new_unchecked(&frame[l3..]);
+    if frame.len() < l3 + ipv4::HEADER_LEN {
+        return Err(OffloadError::Truncated(Layer::Ipv4));
+    }
+    let ihl = usize::from(ip.header_len());
+    if ip.version() != 4 || ihl < ipv4::HEADER_LEN {
         return Err(OffloadError::Malformed(Layer::Ipv4));
     }
-    let ihl = usize::from(ip[0] & 0x0f) * 4;
-    if ihl < 20 {
-        return Err(OffloadError::Malformed(Layer::Ipv4));
-    }
-    let total = usize::from(be16(ip, 2));
+    let total = usize::from(ip.total_len());
     let end = if total == 0 && gso {
         frame.len()
     } else {
@@ -351,8 +288,7 @@ fn parse_ipv4(frame: &[u8], l3: usize, gso: bool) -> Result<Layout, OffloadError
     if end > frame.len() || l3 + ihl > end {
         return Err(OffloadError::Truncated(Layer::Ipv4));
     }
-    // MF set or a non-zero fragment offset.
-    if be16(ip, 6) & 0x3fff != 0 {
+    if ip.is_fragment() {
         return Err(OffloadError::Fragment);
     }
     Ok(Layout {
@@ -360,55 +296,51 @@ fn parse_ipv4(frame: &[u8], l3: usize, gso: bool) -> Result<Layout, OffloadError
         l3,
         l4: l3 + ihl,
         end,
-        protocol: ip[9],
+        protocol: ip.next_header(),
     })
 }
 
 fn parse_ipv6(frame: &[u8], l3: usize, gso: bool) -> Result<Layout, OffloadError> {
-    let ip = frame
-        .get(l3..l3 + 40)
-        .ok_or(OffloadError::Truncated(Layer::Ipv6))?;
-    if ip[0] >> 4 != 6 {
+    // Not `new_checked`: a GSO frame may say payload length 0 ("to the end").
+    let ip = ipv6::Packet::new_unchecked(&frame[l3..]);
+    if frame.len() < l3 + ipv6::HEADER_LEN {
+        return Err(OffloadError::Truncated(Layer::Ipv6));
+    }
+    if ip.version() != 6 {
         return Err(OffloadError::Malformed(Layer::Ipv6));
     }
-    let payload = usize::from(be16(ip, 4));
+    let payload = usize::from(ip.payload_len());
+    let start = l3 + ipv6::HEADER_LEN;
     let end = if payload == 0 && gso {
         frame.len()
     } else {
-        l3 + 40 + payload
+        start + payload
     };
     if end > frame.len() {
         return Err(OffloadError::Truncated(Layer::Ipv6));
     }
-    let mut next = ip[6];
-    let mut l4 = l3 + 40;
+    let mut walk = ipv6::ExtHeaders::new(ip.next_header(), &frame[start..end]);
     for _ in 0..MAX_IPV6_EXT_HEADERS {
-        match next {
-            IPPROTO_TCP | IPPROTO_UDP => {
+        match walk.next_header() {
+            IpProtocol::TCP | IpProtocol::UDP => {
                 return Ok(Layout {
                     ip: Ip::V6,
                     l3,
-                    l4,
+                    l4: start + walk.offset(),
                     end,
-                    protocol: next,
+                    protocol: walk.next_header(),
                 })
             }
-            IPV6_HOP_BY_HOP | IPV6_DEST_OPTS => {
-                let ext = frame
-                    .get(l4..l4 + 2)
-                    .filter(|_| l4 + 2 <= end)
-                    .ok_or(OffloadError::Truncated(Layer::Ipv6))?;
-                next = ext[0];
-                l4 += (usize::from(ext[1]) + 1) * 8;
-                if l4 > end {
+            IpProtocol::HOP_BY_HOP | IpProtocol::IPV6_DEST_OPTS => {
+                if !matches!(walk.next(), Some(Ok(_))) {
                     return Err(OffloadError::Truncated(Layer::Ipv6));
                 }
             }
-            IPV6_FRAGMENT => return Err(OffloadError::Fragment),
-            other => return Err(OffloadError::UnsupportedIpv6Header(other)),
+            IpProtocol::IPV6_FRAGMENT => return Err(OffloadError::Fragment),
+            other => return Err(OffloadError::UnsupportedIpv6Header(other.0)),
         }
     }
-    Err(OffloadError::UnsupportedIpv6Header(next))
+    Err(OffloadError::UnsupportedIpv6Header(walk.next_header().0))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -444,7 +376,7 @@ pub fn complete_checksum(frame: &mut [u8], hdr: &VirtioNetHdr) -> Result<(), Off
         return Err(out_of_bounds);
     }
     let acc = sum(0, &frame[start..end]);
-    frame[field..field + 2].copy_from_slice(&checksum_bytes(acc));
+    frame[field..field + 2].copy_from_slice(&transport_field(acc).to_be_bytes());
     Ok(())
 }
 
@@ -486,7 +418,11 @@ impl<'a> Segmenter<'a> {
             return Err(OffloadError::ZeroGsoSize);
         }
         let layout = parse_ip(frame, true)?;
-        let want_proto = if want_tcp { IPPROTO_TCP } else { IPPROTO_UDP };
+        let want_proto = if want_tcp {
+            IpProtocol::TCP
+        } else {
+            IpProtocol::UDP
+        };
         if want_ip.is_some_and(|ip| ip != layout.ip) || layout.protocol != want_proto {
             return Err(OffloadError::GsoTypeMismatch {
                 gso_type: hdr.gso_type,
@@ -494,22 +430,23 @@ impl<'a> Segmenter<'a> {
                     Ip::V4 => Layer::Ipv4,
                     Ip::V6 => Layer::Ipv6,
                 },
-                protocol: layout.protocol,
+                protocol: layout.protocol.0,
             });
         }
         let frame = &frame[..layout.end];
         let l4 = layout.l4;
         let l4_len = if want_tcp {
-            let tcp = frame
-                .get(l4..l4 + 20)
-                .ok_or(OffloadError::Truncated(Layer::Tcp))?;
-            let doff = usize::from(tcp[12] >> 4) * 4;
-            if doff < 20 {
+            // Not `new_checked`: the header is checked against the frame below, with UDP's.
+            if frame.len() < l4 + tcp::HEADER_LEN {
+                return Err(OffloadError::Truncated(Layer::Tcp));
+            }
+            let doff = usize::from(tcp::Packet::new_unchecked(&frame[l4..]).header_len());
+            if doff < tcp::HEADER_LEN {
                 return Err(OffloadError::Malformed(Layer::Tcp));
             }
             doff
         } else {
-            UDP_HEADER_LEN
+            udp::HEADER_LEN
         };
         let header_len = l4 + l4_len;
         if header_len > frame.len() {
@@ -523,7 +460,7 @@ impl<'a> Segmenter<'a> {
             TCP_CSUM_OFFSET
         } else {
             UDP_CSUM_OFFSET
-        };
+        } as u16;
         if hdr.needs_csum() && (usize::from(hdr.csum_start) != l4 || hdr.csum_offset != csum_offset)
         {
             return Err(OffloadError::CsumMismatch {
@@ -613,51 +550,47 @@ impl<'a> Segmenter<'a> {
         let (l3, l4) = (self.l3, self.l4);
         let ip_len = len - l3;
         let l4_len = len - l4;
-        // The pseudo-header, in a fixed buffer, summed once.
-        let mut pseudo = [0u8; 40];
-        let pseudo_len = match self.ip {
+        let pseudo = match self.ip {
             Ip::V4 => {
-                let ip = &mut headers[l3..l4];
-                ip[2..4].copy_from_slice(&(ip_len as u16).to_be_bytes());
-                let id = be16(ip, 4).wrapping_add(index as u16);
-                ip[4..6].copy_from_slice(&id.to_be_bytes());
-                ip[10..12].fill(0);
+                let mut ip = ipv4::Packet::new_unchecked(&mut headers[l3..l4]);
+                ip.set_total_len(ip_len as u16);
+                ip.set_ident(ip.ident().wrapping_add(index as u16));
                 // The header checksum is stored as computed: only UDP reserves 0.
-                let c = !fold(sum(0, ip));
-                ip[10..12].copy_from_slice(&c.to_ne_bytes());
-                pseudo[..8].copy_from_slice(&ip[12..20]);
-                pseudo[9] = ip[9];
-                pseudo[10..12].copy_from_slice(&(l4_len as u16).to_be_bytes());
-                12
+                ip.fill_checksum();
+                let (src, dst) = (ip.src_addr(), ip.dst_addr());
+                checksum::pseudo_header_v4(src, dst, ip.next_header(), l4_len as u16)
             }
             Ip::V6 => {
-                let ip = &mut headers[l3..l4];
-                ip[4..6].copy_from_slice(&((ip_len - 40) as u16).to_be_bytes());
-                pseudo[..32].copy_from_slice(&ip[8..40]);
-                pseudo[32..36].copy_from_slice(&(l4_len as u32).to_be_bytes());
-                pseudo[39] = if self.tcp { IPPROTO_TCP } else { IPPROTO_UDP };
-                40
+                let mut ip = ipv6::Packet::new_unchecked(&mut headers[l3..l4]);
+                ip.set_payload_len((ip_len - ipv6::HEADER_LEN) as u16);
+                let proto = if self.tcp {
+                    IpProtocol::TCP
+                } else {
+                    IpProtocol::UDP
+                };
+                checksum::pseudo_header_v6(&ip.src_addr(), &ip.dst_addr(), proto, l4_len as u32)
             }
         };
         let l4h = &mut headers[l4..];
         let csum_at = if self.tcp {
-            let seq = u32::from_be_bytes([l4h[4], l4h[5], l4h[6], l4h[7]])
-                .wrapping_add((index * self.gso_size) as u32);
-            l4h[4..8].copy_from_slice(&seq.to_be_bytes());
+            let mut t = tcp::Packet::new_unchecked(&mut *l4h);
+            t.set_seq_number(t.seq_number().wrapping_add((index * self.gso_size) as u32));
+            let mut flags = t.flags().0;
             if index + 1 < self.count {
-                l4h[13] &= !(TCP_FIN | TCP_PSH);
+                flags &= !(Flags::FIN | Flags::PSH);
             }
             if index > 0 {
-                l4h[13] &= !TCP_CWR;
+                flags &= !Flags::CWR;
             }
-            usize::from(TCP_CSUM_OFFSET)
+            t.set_flags(Flags(flags));
+            TCP_CSUM_OFFSET
         } else {
-            l4h[4..6].copy_from_slice(&(l4_len as u16).to_be_bytes());
-            usize::from(UDP_CSUM_OFFSET)
+            udp::Packet::new_unchecked(&mut *l4h).set_len(l4_len as u16);
+            UDP_CSUM_OFFSET
         };
         l4h[csum_at..csum_at + 2].fill(0);
-        let acc = sum(sum(sum(0, &pseudo[..pseudo_len]), l4h), payload);
-        l4h[csum_at..csum_at + 2].copy_from_slice(&checksum_bytes(acc));
+        let acc = sum(sum(pseudo, l4h), payload);
+        l4h[csum_at..csum_at + 2].copy_from_slice(&transport_field(acc).to_be_bytes());
         Ok(len)
     }
 }
@@ -692,6 +625,15 @@ pub fn segment(
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    const IPPROTO_TCP: u8 = 6;
+    const IPPROTO_UDP: u8 = 17;
+    const IPV6_HOP_BY_HOP: u8 = 0;
+    const IPV6_FRAGMENT: u8 = 44;
+    const IPV6_DEST_OPTS: u8 = 60;
+    const TCP_FIN: u8 = Flags::FIN;
+    const TCP_PSH: u8 = Flags::PSH;
+    const TCP_CWR: u8 = Flags::CWR;
 
     // --- An independent reference: plain big-endian 16-bit one's-complement sums. ---
 

@@ -1,12 +1,11 @@
-//! The few wire formats a DHCP server on one Ethernet link needs, each parser total
-//! (any bytes in, a value or an error out, never a panic).
+//! What a DHCP server on one Ethernet link reads and writes, each parser total (any
+//! bytes in, a value or an error out, never a panic).
 //!
-//! IPv4, UDP and ARP are our own ~200 lines rather than `smoltcp::wire` or `etherparse`:
-//! the server needs one fixed header shape in each direction and the exact acceptance rules
-//! below (no IP options, no fragments), and a dependency would cost build time on a shared
-//! 2-core machine for nothing. DHCP messages themselves are encoded and decoded with
-//! `dhcproto`, behind the [`bootp::canonicalize_request`] gate that makes decoding safe.
+//! IPv4, UDP and ARP themselves are `vnet_core::wire`'s; here are the server's rules
+//! on top of them ([`datagram`]: no options, no fragments; [`probe`]: RFC 5227). DHCP
+//! messages are encoded and decoded with `dhcproto`, behind the
+//! [`bootp::canonicalize_request`] gate that makes decoding safe.
 
-pub mod arp;
 pub mod bootp;
-pub mod ipv4;
+pub mod datagram;
+pub mod probe;

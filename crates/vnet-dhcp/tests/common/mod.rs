@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use dhcproto::v4::{DhcpOption, Flags, Message, MessageType, Opcode, OptionCode};
 use dhcproto::{Decodable, Encodable};
-use vnet_dhcp::wire::ipv4::write_udp;
+use vnet_dhcp::wire::datagram::write_udp;
 use vnet_dhcp::{DhcpConfig, DhcpServer, LeaseDb, MacAddr, Reservation, Timestamp};
 
 pub const SERVER_MAC: MacAddr = MacAddr([0x02, 0x76, 0x64, 0, 0, 0x01]);

@@ -10,7 +10,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use vnet_model::NetworkSpec;
 
-use super::ControlError;
+use super::error::{Conflict, ControlError, Missing};
 use crate::backend::uplink::Claim;
 
 pub(super) struct Directory {
@@ -41,10 +41,7 @@ impl Directory {
     /// NIC it bridges to (they then share one socket), else the one with fewest vnets.
     pub fn place(&mut self, spec: &NetworkSpec) -> Result<usize, ControlError> {
         if self.nets.contains_key(&spec.name) {
-            return Err(ControlError::Exists(format!(
-                "vnet {:?} already exists",
-                spec.name
-            )));
+            return Err(Conflict::Vnet(spec.name.clone()).into());
         }
         let nic_mate = spec.uplink.as_ref().and_then(|u| {
             self.claims
@@ -81,10 +78,11 @@ impl Directory {
             .iter()
             .find(|c| c.interface == interface && c.net != net && c.claim.overlaps(claim))
         {
-            Some(c) => Err(ControlError::Exists(format!(
-                "{interface} already carries that traffic for vnet {:?} (choose another VLAN)",
-                c.net
-            ))),
+            Some(c) => Err(Conflict::NicTraffic {
+                interface: interface.into(),
+                vnet: c.net.clone(),
+            }
+            .into()),
             None => Ok(()),
         }
     }
@@ -113,7 +111,7 @@ pub(super) fn lock(directory: &Mutex<Directory>) -> MutexGuard<'_, Directory> {
 
 /// The answer for a name no thread runs.
 pub(super) fn no_vnet(name: &str) -> ControlError {
-    ControlError::NotFound(format!("no vnet named {name:?} (see `vnet net ls`)"))
+    Missing::Vnet(name.into()).into()
 }
 
 #[cfg(test)]
@@ -140,12 +138,15 @@ mod tests {
         assert_eq!(d.place(&NetworkSpec::named("c")).unwrap(), 0);
         assert!(matches!(
             d.place(&NetworkSpec::named("b")),
-            Err(ControlError::Exists(_))
+            Err(ControlError::Conflict(Conflict::Vnet(_)))
         ));
         d.remove("a");
         d.remove("c");
         assert_eq!(d.place(&NetworkSpec::named("d")).unwrap(), 0);
-        assert!(matches!(d.thread_of("a"), Err(ControlError::NotFound(_))));
+        assert!(matches!(
+            d.thread_of("a"),
+            Err(ControlError::NotFound(Missing::Vnet(_)))
+        ));
         assert_eq!(d.thread_of("b").unwrap(), 1);
     }
 

@@ -14,12 +14,12 @@
 //! thread plus a [`mio::Waker`]; replies come back on oneshot channels.
 
 mod directory;
-mod engine;
-mod network;
+mod error;
 mod queue;
-mod report;
+mod thread;
+mod vnet;
 
-pub use engine::validate;
+pub use error::{Conflict, ControlError, ErrorKind, Missing};
 pub use queue::QUEUE_CAPACITY;
 
 use std::path::PathBuf;
@@ -33,24 +33,6 @@ use vnet_model::{
 };
 
 use directory::Directory;
-
-/// Why a control command failed, in terms the API maps to a status code.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ControlError {
-    #[error("{0}")]
-    NotFound(String),
-    #[error("{0}")]
-    Exists(String),
-    #[error("{0}")]
-    Invalid(String),
-    /// The daemon lacks a privilege the request needs.
-    #[error("{0}")]
-    Forbidden(String),
-    #[error("{0}")]
-    Failed(String),
-    #[error("the data plane has stopped")]
-    Stopped,
-}
 
 type Reply<T> = oneshot::Sender<Result<T, ControlError>>;
 
@@ -92,12 +74,12 @@ pub(crate) enum Command {
 /// The control plane's grip on the data plane. Cheap to clone.
 #[derive(Clone)]
 pub struct Handle {
-    threads: Arc<[Thread]>,
+    threads: Arc<[Mailbox]>,
     directory: Arc<Mutex<Directory>>,
 }
 
 /// How to reach one data-plane thread.
-struct Thread {
+struct Mailbox {
     commands: mpsc::Sender<Command>,
     waker: Arc<mio::Waker>,
 }
@@ -131,17 +113,17 @@ impl DataPlane {
         for index in 0..threads {
             let (tx, rx) = mpsc::channel();
             let poll = mio::Poll::new()?;
-            let waker = Arc::new(mio::Waker::new(poll.registry(), engine::WAKER)?);
+            let waker = Arc::new(mio::Waker::new(poll.registry(), thread::WAKER)?);
             let (run_dir, state_dir) = (run_dir.clone(), state_dir.clone());
             let directory = directory.clone();
             let thread = std::thread::Builder::new()
                 .name(format!("vnet-dataplane{index}"))
                 .spawn(move || {
-                    engine::Engine::new(poll, index, run_dir, state_dir, rx, directory)
+                    thread::Thread::new(poll, index, run_dir, state_dir, rx, directory)
                         .run(tuning.busy_poll)
                 })?;
             joins.push(thread);
-            reach.push(Thread {
+            reach.push(Mailbox {
                 commands: tx,
                 waker,
             });
@@ -188,9 +170,7 @@ impl Handle {
     fn send(&self, thread: usize, cmd: Command) -> Result<(), ControlError> {
         let t = &self.threads[thread];
         t.commands.send(cmd).map_err(|_| ControlError::Stopped)?;
-        t.waker
-            .wake()
-            .map_err(|e| ControlError::Failed(e.to_string()))
+        t.waker.wake().map_err(ControlError::Wake)
     }
 
     fn directory(&self) -> MutexGuard<'_, Directory> {
@@ -240,14 +220,14 @@ impl Handle {
     /// Places the vnet on a thread (reserving its name) and makes it there; the thread
     /// frees the name if that fails.
     pub async fn create_network(&self, spec: NetworkSpec) -> Result<NetworkInfo, ControlError> {
-        validate(&spec)?;
+        spec.validate()?;
         let thread = self.directory().place(&spec)?;
         self.call_on(thread, |r| Command::CreateNetwork(spec, r))
             .await
     }
 
     pub fn create_network_blocking(&self, spec: NetworkSpec) -> Result<NetworkInfo, ControlError> {
-        validate(&spec)?;
+        spec.validate()?;
         let thread = self.directory().place(&spec)?;
         self.call_on_blocking(thread, |r| Command::CreateNetwork(spec, r))
     }
@@ -322,8 +302,7 @@ impl Handle {
         net: String,
         pid: Option<u32>,
     ) -> Result<(u32, std::os::fd::OwnedFd), ControlError> {
-        let (ours, theirs) =
-            crate::sys::seqpacket::pair().map_err(|e| ControlError::Failed(e.to_string()))?;
+        let (ours, theirs) = crate::sys::seqpacket::pair().map_err(ControlError::SocketPair)?;
         let id = self.call_blocking(net, |net, r| Command::AttachDevice(net, ours, pid, r))?;
         Ok((id, theirs))
     }

@@ -1,5 +1,13 @@
 //! One vnet inside the data plane: its switch, its listening sockets, its ports and
 //! their egress queues, and the forwarding step that ties them together.
+//!
+//! Its thread ([`super::thread`]) decides when each port gets a pass; a [`Vnet`] does
+//! the pass: [`Vnet::receive`] runs a port's input through the switch into the egress
+//! queues, [`Vnet::transmit`] drains one queue into its client. Its state stays
+//! private: the thread asks it questions (is this port still here, is it watched) and
+//! gives it orders (attach this backend, age the MAC table).
+
+mod report;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -15,15 +23,20 @@ use mio::{Interest, Registry, Token};
 use tracing::{debug, info, warn};
 use vnet_core::switch::Verdict;
 use vnet_core::switch::{
-    DropCause, FastMap, MacLimits, PortId, Switch, SwitchConfig, Tagging, VlanMode,
+    DropCause, FastMap, InvalidVlan, MacLimits, PortId, SetPortError, Switch, SwitchConfig,
+    Tagging, VlanMode,
 };
 use vnet_core::wire::api::{PortInfo as ApiPortInfo, Reply, Request, API_VERSION};
 use vnet_core::wire::ethernet::VLAN_TAG_LEN;
 use vnet_core::wire::offload::{self, Segmenter, VirtioNetHdr};
-use vnet_model::NetworkSpec;
+use vnet_model::{MacAddr, NetworkSpec, UplinkSpec};
 
 use super::queue::EgressQueue;
+use crate::backend::api::ApiPort;
 use crate::backend::dgram::DgramPort;
+use crate::backend::stream::StreamPort;
+use crate::backend::uplink::Incoming;
+use crate::backend::vde::VdePort;
 use crate::backend::{Backend, Received, Sent, TX_BATCH};
 use crate::frame::{BufPool, FrameBuf};
 use crate::services::dhcp::DhcpService;
@@ -32,16 +45,16 @@ use crate::sys::mmsg::RecvBatch;
 use crate::sys::seqpacket;
 
 /// A port's I/O side: its backend and its bounded egress queue.
-pub(super) struct PortIo {
-    pub backend: Box<dyn Backend>,
+struct PortIo {
+    backend: Box<dyn Backend>,
     /// The backend takes GSO super-frames and partial checksums as they are.
-    pub offloads: bool,
-    pub queue: EgressQueue,
-    pub token: Option<Token>,
+    offloads: bool,
+    queue: EgressQueue,
+    token: Option<Token>,
     /// Listed for a receive pass this turn.
-    pub rx_scheduled: bool,
+    rx_scheduled: bool,
     /// Listed for a transmit pass this turn.
-    pub tx_scheduled: bool,
+    tx_scheduled: bool,
 }
 
 /// How a pass over one port ended.
@@ -55,32 +68,53 @@ pub(super) enum PassEnd {
     Closed(String),
 }
 
+/// What a port's timers did ([`Vnet::run_timer`]).
+pub(super) enum Timer {
+    /// They were due and ran.
+    Ran,
+    /// Due then.
+    Later(Instant),
+    /// The port has none.
+    Idle,
+}
+
+/// A vnet's listening sockets, where new clients become ports.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Listener {
+    /// `stream.sock`: QEMU `-netdev stream`.
+    Stream,
+    /// `api.sock`: the vnet API.
+    Api,
+    /// `vde/ctl`: VDE clients.
+    Vde,
+}
+
 /// Frames one port may send into the vnet per turn, so a busy port cannot starve others.
 const RX_BUDGET: usize = 64;
 /// Datagrams one `recvmmsg` takes from the shared dgram socket.
 const DGRAM_BATCH: usize = 32;
 
-pub(super) struct Network {
-    pub spec: NetworkSpec,
-    pub dir: PathBuf,
-    pub switch: Switch,
-    pub pool: BufPool,
-    pub ports: FastMap<PortId, PortIo>,
-    pub stream_listener: UnixListener,
-    pub api_listener: OwnedFd,
+pub(super) struct Vnet {
+    spec: NetworkSpec,
+    dir: PathBuf,
+    switch: Switch,
+    pool: BufPool,
+    ports: FastMap<PortId, PortIo>,
+    stream_listener: UnixListener,
+    api_listener: OwnedFd,
     /// `vde/ctl`: the control socket of the vnet's VDE switch directory.
-    pub vde_listener: UnixListener,
-    pub dgram: Rc<UnixDatagram>,
-    pub dgram_peers: HashMap<PathBuf, PortId>,
+    vde_listener: UnixListener,
+    dgram: Rc<UnixDatagram>,
+    dgram_peers: HashMap<PathBuf, PortId>,
     /// `recvmmsg`'s message headers and sender addresses for the dgram socket.
     dgram_batch: Box<RecvBatch<DGRAM_BATCH>>,
     /// The DHCP service's port and state, shared with its [`ServicePort`].
-    pub dhcp: Option<(PortId, Rc<RefCell<DhcpService>>)>,
+    dhcp: Option<(PortId, Rc<RefCell<DhcpService>>)>,
     /// The NAT device's state, shared with its [`ServicePort`] (live port forwards,
     /// counters).
-    pub nat: Option<Rc<RefCell<NatService>>>,
+    nat: Option<Rc<RefCell<NatService>>>,
     /// The host's own adapter on this vnet, once it runs.
-    pub host_adapter: Option<vnet_model::HostAdapterInfo>,
+    host_adapter: Option<vnet_model::HostAdapterInfo>,
     /// Destinations of the frame being forwarded (reused: no allocation per frame).
     scratch: Vec<(PortId, Tagging)>,
 }
@@ -99,7 +133,7 @@ pub(super) fn socket_paths(dir: &Path) -> [PathBuf; 3] {
     ]
 }
 
-impl Network {
+impl Vnet {
     /// Creates the vnet's directory and binds its sockets (replacing stale ones).
     pub fn bind(spec: NetworkSpec, dir: PathBuf) -> io::Result<Self> {
         use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
@@ -140,7 +174,7 @@ impl Network {
                 total: spec.max_macs,
             },
         };
-        Ok(Network {
+        Ok(Vnet {
             // One spare byte shows that a read filled the buffer: the frame was longer.
             pool: BufPool::new(max_frame + VLAN_TAG_LEN + 1),
             switch: Switch::new(config),
@@ -191,9 +225,237 @@ impl Network {
         registry.register(&mut self.vde_listener, tokens[3], Interest::READABLE)
     }
 
-    /// Adds a port for `backend`; the caller registers its source.
-    pub fn attach(&mut self, backend: Box<dyn Backend>, vlan: VlanMode) -> Result<PortId, String> {
-        let id = self.switch.add_port(vlan).map_err(|e| e.to_string())?;
+    /// The vnet's settings as they are now, live changes included.
+    pub fn spec(&self) -> &NetworkSpec {
+        &self.spec
+    }
+
+    /// Records settings a live change has carried out.
+    pub fn set_spec(&mut self, spec: NetworkSpec) {
+        self.spec = spec;
+    }
+
+    /// Records the uplink the vnet is bridged with (`None`: not bridged).
+    pub fn set_uplink_spec(&mut self, uplink: Option<UplinkSpec>) {
+        self.spec.uplink = uplink;
+    }
+
+    /// The vnet's socket directory, `RUN/NAME`.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn has_port(&self, id: PortId) -> bool {
+        self.ports.contains_key(&id)
+    }
+
+    /// Whether one of the ports is vhost-user port `name`.
+    pub fn has_vhost_user_port(&self, name: &str) -> bool {
+        self.ports
+            .values()
+            .any(|p| p.backend.vhost_user_name() == Some(name))
+    }
+
+    /// Marks `id` as listed for a receive pass: `false` if it is gone or listed already.
+    #[inline]
+    pub fn list_rx(&mut self, id: PortId) -> bool {
+        self.ports
+            .get_mut(&id)
+            .is_some_and(|p| !std::mem::replace(&mut p.rx_scheduled, true))
+    }
+
+    /// Marks `id` as listed for a transmit pass: `false` if it is gone or listed already.
+    #[inline]
+    pub fn list_tx(&mut self, id: PortId) -> bool {
+        self.ports
+            .get_mut(&id)
+            .is_some_and(|p| !std::mem::replace(&mut p.tx_scheduled, true))
+    }
+
+    /// Takes `id` off the receive list as its pass begins: `false` if it is gone.
+    #[inline]
+    pub fn unlist_rx(&mut self, id: PortId) -> bool {
+        self.ports
+            .get_mut(&id)
+            .map(|p| p.rx_scheduled = false)
+            .is_some()
+    }
+
+    /// Takes `id` off the transmit list as its pass begins: `false` if it is gone.
+    #[inline]
+    pub fn unlist_tx(&mut self, id: PortId) -> bool {
+        self.ports
+            .get_mut(&id)
+            .map(|p| p.tx_scheduled = false)
+            .is_some()
+    }
+
+    /// Whether epoll watches the port's own fd, and so says when its client drains.
+    /// Ports without one (dgram peers, DHCP) are retried on a timer instead.
+    #[inline]
+    pub fn is_watched(&self, id: PortId) -> bool {
+        self.ports.get(&id).is_some_and(|p| p.token.is_some())
+    }
+
+    /// Whether the port holds input it made itself (a service's replies), to be read
+    /// without waiting for an fd.
+    #[inline]
+    pub fn has_own_input(&self, id: PortId) -> bool {
+        self.ports.get(&id).is_some_and(|p| p.backend.has_input())
+    }
+
+    /// Starts watching port `id`'s fd under `token`; `Ok(false)` if it has none.
+    pub fn watch_port(
+        &mut self,
+        registry: &Registry,
+        id: PortId,
+        token: Token,
+    ) -> io::Result<bool> {
+        let port = self.ports.get_mut(&id).expect("attached");
+        let Some(src) = port.backend.source() else {
+            return Ok(false);
+        };
+        registry.register(src, token, Interest::READABLE | Interest::WRITABLE)?;
+        port.token = Some(token);
+        Ok(true)
+    }
+
+    /// Forgets MAC addresses not seen for the aging time.
+    pub fn age_macs(&mut self, now: Instant) {
+        self.switch.expire(now);
+    }
+
+    /// Runs port `id`'s timers if they are due (a service's); `None` if it is gone.
+    pub fn run_timer(&mut self, id: PortId) -> Option<Timer> {
+        let port = self.ports.get_mut(&id)?;
+        // Services may derive deadlines from another clock: compare with a reading
+        // taken after asking, so a deadline that has passed is never in the future.
+        Some(match port.backend.deadline() {
+            Some(t) if t <= Instant::now() => {
+                port.backend.tick(Instant::now());
+                Timer::Ran
+            }
+            Some(t) => Timer::Later(t),
+            None => Timer::Idle,
+        })
+    }
+
+    /// The next client waiting on one of the vnet's listening sockets, as a backend;
+    /// `None` once there is none (a failed accept is logged).
+    pub fn accept(&mut self, listener: Listener) -> Option<Box<dyn Backend>> {
+        loop {
+            let failed = match listener {
+                Listener::Stream => match self.stream_listener.accept() {
+                    Ok((sock, _)) => {
+                        let max_frame = self.switch.config().max_frame;
+                        return Some(Box::new(StreamPort::new(sock, max_frame)));
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return None,
+                    Err(e) => format!("accept on stream.sock failed: {e}"),
+                },
+                Listener::Api => match seqpacket::accept(&self.api_listener) {
+                    Ok(Some(sock)) => return Some(Box::new(ApiPort::new(sock))),
+                    Ok(None) => return None,
+                    Err(e) => format!("accept on api.sock failed: {e}"),
+                },
+                Listener::Vde => match self.vde_listener.accept() {
+                    Ok((sock, _)) => match VdePort::new(sock, &vde_dir(&self.dir), self.name()) {
+                        Ok(port) => return Some(Box::new(port)),
+                        Err(e) => {
+                            warn!(net = self.name(), "cannot open a VDE port: {e}");
+                            continue;
+                        }
+                    },
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return None,
+                    Err(e) => format!("accept on vde/ctl failed: {e}"),
+                },
+            };
+            warn!(net = self.name(), "{failed}");
+            return None;
+        }
+    }
+
+    /// A frame a host NIC's uplink socket read for this vnet's uplink port `port`,
+    /// through the switch.
+    pub fn receive_uplink(
+        &mut self,
+        now: Instant,
+        port: PortId,
+        frame: Incoming<'_>,
+        touched: &mut Vec<PortId>,
+    ) {
+        if !self.ports.contains_key(&port) {
+            return;
+        }
+        let mut buf = self.pool.get_for(frame.frame.len());
+        buf.fill(frame.frame);
+        buf.offload = frame.offload;
+        if frame.strip {
+            buf.retag(Tagging::Untagged);
+        }
+        self.forward(now, port, buf, touched);
+    }
+
+    pub fn set_vlan_mode(
+        &mut self,
+        now: Instant,
+        id: PortId,
+        mode: VlanMode,
+    ) -> Result<(), SetPortError> {
+        self.switch.set_vlan_mode(now, id, mode)
+    }
+
+    /// Gives a service's port its fixed MAC address.
+    pub fn set_port_mac(
+        &mut self,
+        now: Instant,
+        id: PortId,
+        mac: MacAddr,
+    ) -> Result<(), SetPortError> {
+        self.switch.set_mac(now, id, mac)
+    }
+
+    /// The DHCP service, on port `port`.
+    pub fn set_dhcp(&mut self, port: PortId, service: Rc<RefCell<DhcpService>>) {
+        self.dhcp = Some((port, service));
+    }
+
+    pub fn dhcp(&self) -> Option<&Rc<RefCell<DhcpService>>> {
+        self.dhcp.as_ref().map(|(_, s)| s)
+    }
+
+    pub fn set_nat(&mut self, service: Rc<RefCell<NatService>>) {
+        self.nat = Some(service);
+    }
+
+    pub fn nat(&self) -> Option<&Rc<RefCell<NatService>>> {
+        self.nat.as_ref()
+    }
+
+    /// The host's own adapter, once it runs.
+    pub fn set_host_adapter(&mut self, adapter: vnet_model::HostAdapterInfo) {
+        self.host_adapter = Some(adapter);
+    }
+
+    /// Hands the NAT device the DHCP clients' names when they changed, so its DNS
+    /// answers them. DHCP and NAT are separate services; this is where they meet, on
+    /// the data plane's thread, with no lock.
+    pub fn share_dhcp_names(&self) {
+        let (Some((_, dhcp)), Some(nat)) = (&self.dhcp, &self.nat) else {
+            return;
+        };
+        if let Some(names) = dhcp.borrow_mut().take_changed_names() {
+            nat.borrow_mut().device_mut().set_local_names(names);
+        }
+    }
+
+    /// Adds a port for `backend`; the caller watches its fd ([`Vnet::watch_port`]).
+    pub fn attach(
+        &mut self,
+        backend: Box<dyn Backend>,
+        vlan: VlanMode,
+    ) -> Result<PortId, InvalidVlan> {
+        let id = self.switch.add_port(vlan)?;
         info!(net = self.name(), port = %id, "attached {}", backend.description());
         self.ports.insert(
             id,
@@ -317,10 +579,18 @@ impl Network {
 
     /// A port for a new dgram peer bound at `path`.
     fn add_dgram_peer(&mut self, path: PathBuf) -> Option<PortId> {
-        let id = DgramPort::new(Rc::clone(&self.dgram), path.clone())
-            .map_err(|e| format!("peer {}: {e}", path.display()))
-            .and_then(|port| self.attach(Box::new(port), VlanMode::default()));
-        match id {
+        let port = match DgramPort::new(Rc::clone(&self.dgram), path.clone()) {
+            Ok(port) => port,
+            Err(e) => {
+                warn!(
+                    net = self.name(),
+                    "cannot add dgram port: peer {}: {e}",
+                    path.display()
+                );
+                return None;
+            }
+        };
+        match self.attach(Box::new(port), VlanMode::default()) {
             Ok(id) => {
                 self.dgram_peers.insert(path, id);
                 Some(id)
@@ -607,7 +877,7 @@ mod tests {
     #[test]
     fn transmit_counts_every_frame_and_keeps_the_rest_queued_in_order() {
         let dir = std::env::temp_dir().join(format!("vnet-transmit-{}", std::process::id()));
-        let mut net = Network::bind(NetworkSpec::named("t"), dir.clone()).unwrap();
+        let mut net = Vnet::bind(NetworkSpec::named("t"), dir.clone()).unwrap();
         let script = Rc::new(RefCell::new(Script::default()));
         let backend = Box::new(Scripted(Rc::clone(&script)));
         let id = net.attach(backend, VlanMode::default()).unwrap();

@@ -1,0 +1,316 @@
+//! Making and removing vnets and their ports: binding a vnet's sockets, starting its
+//! host adapter and services, attaching backends and watching their fds.
+//!
+//! The thread, not the control plane, settles a vnet's name: a vnet that cannot be
+//! made frees it, even when the client that asked has gone.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::Instant;
+
+use mio::Token;
+use tracing::{info, warn};
+use vnet_core::switch::{PortId, VlanMode};
+use vnet_model::{NetworkInfo, NetworkSpec, PortInfo, PortSpec};
+
+use super::{Target, Thread, VnetKey};
+use crate::backend::service::ServicePort;
+use crate::backend::tap::TapPort;
+use crate::backend::Backend;
+use crate::dataplane::error::{Conflict, ControlError};
+use crate::dataplane::network_dir;
+use crate::dataplane::vnet::{Listener, Vnet};
+use crate::error::Chain;
+use crate::services::dhcp::{self, DhcpService};
+use crate::services::nat::{self, NatService};
+use crate::sys::netif;
+use crate::sys::tap::TapError;
+use vnet_dirs::is_root;
+
+impl Thread {
+    /// Makes the vnet the directory placed on this thread, or frees its name.
+    pub(super) fn create_vnet(&mut self, spec: NetworkSpec) -> Result<NetworkInfo, ControlError> {
+        let name = spec.name.clone();
+        let made = self.make_vnet(spec);
+        if made.is_err() {
+            self.directory().remove(&name);
+        }
+        made
+    }
+
+    fn make_vnet(&mut self, spec: NetworkSpec) -> Result<NetworkInfo, ControlError> {
+        let dir = network_dir(&self.run_dir, &spec.name);
+        let name = spec.name.clone();
+        let mut vnet = Vnet::bind(spec, dir.clone()).map_err(|source| ControlError::Bind {
+            vnet: name.clone(),
+            dir: dir.clone(),
+            source,
+        })?;
+        let key = self.vnets.vacant_key();
+        let tokens = [
+            Token(self.targets.insert(Target::StreamListener(key))),
+            Token(self.targets.insert(Target::Dgram(key))),
+            Token(self.targets.insert(Target::ApiListener(key))),
+            Token(self.targets.insert(Target::VdeListener(key))),
+        ];
+        if let Err(source) = vnet.register_listeners(self.poll.registry(), tokens) {
+            self.targets.retain(|_, t| t.vnet() != key);
+            vnet.close(self.poll.registry());
+            return Err(ControlError::Watch {
+                what: format!("the sockets of {name:?}"),
+                source,
+            });
+        }
+        self.vnets.insert(vnet);
+        self.names.insert(name.clone(), key);
+        if let Err(e) = self
+            .start_host_adapter(key)
+            .and_then(|()| self.start_dhcp(key))
+            .and_then(|()| self.start_nat(key))
+            .and_then(|()| self.start_uplink(key))
+        {
+            self.delete_vnet(key);
+            return Err(e);
+        }
+        let info = self.vnets[key].info(self.index);
+        info!(
+            net = name,
+            mtu = info.mtu,
+            "vnet created in {}",
+            dir.display()
+        );
+        Ok(info)
+    }
+
+    pub(super) fn delete_vnet(&mut self, key: VnetKey) {
+        self.forget_uplink(key, None);
+        let vnet = self.vnets.remove(key);
+        self.names.remove(vnet.name());
+        self.directory().remove(vnet.name());
+        self.targets.retain(|_, t| t.vnet() != key);
+        self.rx_list.retain(|(n, _)| *n != key);
+        self.tx_list.retain(|(n, _)| *n != key);
+        self.retry_list.retain(|(n, _)| *n != key);
+        let name = vnet.name().to_string();
+        vnet.close(self.poll.registry());
+        info!(net = name, "vnet removed");
+    }
+
+    /// Brings up the vnet's host adapter, if it has one. Without privileges that is
+    /// skipped with a warning (the rest of the vnet works); as root a failure is an error.
+    fn start_host_adapter(&mut self, key: VnetKey) -> Result<(), ControlError> {
+        let spec = self.vnets[key].spec();
+        let (Some((ifname, address)), Some(subnet)) = (spec.host_adapter_resolved(), spec.subnet)
+        else {
+            return Ok(());
+        };
+        let (net_name, mtu) = (spec.name.clone(), spec.mtu);
+        let tap = match TapPort::host_adapter(&ifname) {
+            Ok(tap) => tap,
+            Err(e) if !is_root() => {
+                warn!(
+                    net = net_name,
+                    "skipped the host adapter {ifname}: {}",
+                    Chain(&e)
+                );
+                return Ok(());
+            }
+            Err(e) => return Err(ControlError::HostAdapterTap(e)),
+        };
+        netif::configure(&ifname, address, subnet.prefix_len(), mtu)
+            .and_then(|()| netif::forbid_forwarding(&ifname))
+            .map_err(|source| ControlError::ConfigureHostAdapter {
+                ifname: ifname.clone(),
+                source,
+            })?;
+        let port = self.add_port(key, Box::new(tap), VlanMode::default())?;
+        self.vnets[key].set_host_adapter(vnet_model::HostAdapterInfo {
+            name: ifname.clone(),
+            address,
+            port: port.0,
+        });
+        info!(
+            net = net_name,
+            "host adapter {ifname} is {address}/{}",
+            subnet.prefix_len()
+        );
+        Ok(())
+    }
+
+    /// Bridges the vnet to its NIC, if its spec asks for it. Without privileges that
+    /// is skipped with a warning, like the host adapter.
+    fn start_uplink(&mut self, key: VnetKey) -> Result<(), ControlError> {
+        let Some(spec) = self.vnets[key].spec().uplink.clone() else {
+            return Ok(());
+        };
+        self.vnets[key].set_uplink_spec(None);
+        match self.set_uplink(key, spec.clone(), Instant::now()) {
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == crate::dataplane::ErrorKind::Forbidden && !is_root() => {
+                let vnet = &mut self.vnets[key];
+                warn!(net = vnet.name(), "skipped the uplink: {}", e.message());
+                vnet.set_uplink_spec(Some(spec));
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Attaches the vnet's DHCP service, if its spec asks for one.
+    pub(super) fn start_dhcp(&mut self, key: VnetKey) -> Result<(), ControlError> {
+        let spec = self.vnets[key].spec().clone();
+        let Some(config) = dhcp::config_for(&spec).map_err(ControlError::Dhcp)? else {
+            return Ok(());
+        };
+        let mac = config.server_mac;
+        let service =
+            DhcpService::start(&spec, config, &self.state_dir).map_err(ControlError::Dhcp)?;
+        let service = Rc::new(RefCell::new(service));
+        let port = ServicePort::new(Rc::clone(&service));
+        let id = self.add_port(key, Box::new(port), VlanMode::default())?;
+        let vnet = &mut self.vnets[key];
+        vnet.set_port_mac(Instant::now(), id, mac)
+            .map_err(ControlError::ServiceMac)?;
+        vnet.set_dhcp(id, service);
+        self.services.push((key, id));
+        Ok(())
+    }
+
+    /// Attaches the vnet's NAT device, if its spec asks for one.
+    fn start_nat(&mut self, key: VnetKey) -> Result<(), ControlError> {
+        let spec = self.vnets[key].spec().clone();
+        let Some(config) = nat::config_for(&spec) else {
+            return Ok(());
+        };
+        let mac = config.mac;
+        let service = NatService::start(&spec, config).map_err(ControlError::NatStart)?;
+        let service = Rc::new(RefCell::new(service));
+        self.vnets[key].set_nat(Rc::clone(&service));
+        let port = ServicePort::new(service);
+        let id = self.add_port(key, Box::new(port), VlanMode::default())?;
+        self.vnets[key]
+            .set_port_mac(Instant::now(), id, mac)
+            .map_err(ControlError::ServiceMac)?;
+        self.services.push((key, id));
+        Ok(())
+    }
+
+    /// Turns every client waiting on one of vnet `key`'s listening sockets into a port.
+    pub(super) fn accept(&mut self, key: VnetKey, listener: Listener) {
+        while let Some(backend) = self.vnets.get_mut(key).and_then(|v| v.accept(listener)) {
+            self.add_port(key, backend, VlanMode::default()).ok();
+        }
+    }
+
+    /// Attaches a backend to vnet `key` and starts watching it.
+    pub(super) fn add_port(
+        &mut self,
+        key: VnetKey,
+        backend: Box<dyn Backend>,
+        vlan: VlanMode,
+    ) -> Result<PortId, ControlError> {
+        let vnet = self.vnets.get_mut(key).ok_or(ControlError::Stopped)?;
+        let id = vnet.attach(backend, vlan)?;
+        let entry = self.targets.vacant_entry();
+        let token = Token(entry.key());
+        match vnet.watch_port(self.poll.registry(), id, token) {
+            Ok(true) => {
+                entry.insert(Target::Port(key, id));
+            }
+            Ok(false) => {}
+            Err(source) => {
+                vnet.detach(self.poll.registry(), id, "cannot watch it");
+                return Err(ControlError::Watch {
+                    what: "the port".into(),
+                    source,
+                });
+            }
+        }
+        Ok(id)
+    }
+
+    pub(super) fn close_port(&mut self, key: VnetKey, id: PortId, why: &str) {
+        let registry = self.poll.registry();
+        if let Some(vnet) = self.vnets.get_mut(key) {
+            if let Some(token) = vnet.detach(registry, id, why) {
+                self.targets.try_remove(token.0);
+            }
+        }
+        self.forget_uplink(key, Some(id));
+    }
+
+    /// `vnet port add`: a TAP or a vhost-user port.
+    pub(super) fn add_port_spec(
+        &mut self,
+        key: VnetKey,
+        spec: PortSpec,
+        now: Instant,
+    ) -> Result<PortInfo, ControlError> {
+        let (ifname, vlan) = match spec {
+            PortSpec::Tap { ifname, vlan } => (ifname, vlan),
+            PortSpec::VhostUser { name, vlan } => {
+                return self.add_vhost_user_port(key, &name, vlan, now)
+            }
+        };
+        for (_, vnet) in self.vnets.iter() {
+            if let Some(id) = vnet.tap_port(&ifname) {
+                return Err(Conflict::Tap {
+                    ifname,
+                    port: id.0,
+                    vnet: vnet.name().into(),
+                }
+                .into());
+            }
+        }
+        let tap = TapPort::open(&ifname).map_err(|source| match &source {
+            // Open already: by another program, or as a port of a vnet on another
+            // data-plane thread (the loop above sees only this thread's vnets).
+            TapError::SetIff { source: e, .. } if e.raw_os_error() == Some(libc::EBUSY) => {
+                Conflict::TapBusy(ifname.clone()).into()
+            }
+            _ => ControlError::Tap(source),
+        })?;
+        let id = self.add_port(key, Box::new(tap), vlan)?;
+        self.vnets[key]
+            .port_info(now, id)
+            .ok_or(ControlError::Stopped)
+    }
+
+    /// `vnet port add NET --vhost-user NAME`: listens on `RUN/NET/vhost-user/NAME.sock`.
+    fn add_vhost_user_port(
+        &mut self,
+        key: VnetKey,
+        name: &str,
+        vlan: VlanMode,
+        now: Instant,
+    ) -> Result<PortInfo, ControlError> {
+        use crate::backend::vhost_user::{socket_path, valid_name, VhostUserPort};
+        if !valid_name(name) {
+            return Err(ControlError::VhostUserName(name.into()));
+        }
+        let vnet = &self.vnets[key];
+        let path = socket_path(vnet.dir(), name);
+        if vnet.has_vhost_user_port(name) {
+            return Err(Conflict::VhostUser {
+                vnet: vnet.name().into(),
+                name: name.into(),
+            }
+            .into());
+        }
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|source| ControlError::Listen {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        }
+        let port =
+            VhostUserPort::listen(name, &path).map_err(|source| ControlError::VhostUserListen {
+                path: path.clone(),
+                source,
+            })?;
+        let id = self.add_port(key, Box::new(port), vlan)?;
+        self.vnets[key]
+            .port_info(now, id)
+            .ok_or(ControlError::Stopped)
+    }
+}

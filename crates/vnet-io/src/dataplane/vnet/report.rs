@@ -1,0 +1,121 @@
+//! Snapshots of data-plane state in the control API's terms.
+
+use std::time::Instant;
+
+use vnet_core::switch::PortId;
+use vnet_model::{Counters, Lease, MacEntry, NatInfo, NetworkInfo, NetworkSockets, PortInfo};
+use vnet_nat::NatDevice;
+
+use super::super::QUEUE_CAPACITY;
+use super::{socket_paths, Vnet};
+
+impl Vnet {
+    /// The vnet as `vnet net show` tells it; it runs on data-plane thread `thread`.
+    pub fn info(&self, thread: usize) -> NetworkInfo {
+        let net = self;
+        let [stream, dgram, api] = socket_paths(&net.dir);
+        NetworkInfo {
+            name: net.spec.name.clone(),
+            mtu: net.spec.mtu,
+            max_frame: net.switch.config().max_frame,
+            mac_aging_secs: net.spec.mac_aging_secs,
+            max_macs_per_port: net.spec.max_macs_per_port,
+            max_macs: net.spec.max_macs,
+            ports: net.ports.len(),
+            macs: net.switch.mac_table().len(),
+            sockets: NetworkSockets { stream, dgram, api },
+            subnet: net.spec.subnet,
+            host_adapter: net.host_adapter.clone(),
+            dhcp: net.spec.dhcp_resolved(),
+            uplink: net.spec.uplink.clone().filter(|_| {
+                net.ports
+                    .values()
+                    .any(|p| p.backend.kind() == vnet_model::PortKind::Uplink)
+            }),
+            nat: net.nat.as_ref().map(|n| nat_info(n.borrow().device())),
+            thread,
+        }
+    }
+
+    /// Port `id` as `vnet port show` tells it; `None` if there is no such port.
+    pub fn port_info(&self, now: Instant, id: PortId) -> Option<PortInfo> {
+        port_info(self, now, id)
+    }
+
+    /// Every port, by id.
+    pub fn port_infos(&self, now: Instant) -> Vec<PortInfo> {
+        self.switch
+            .ports()
+            .filter_map(|p| port_info(self, now, p.id))
+            .collect()
+    }
+
+    /// The MAC table.
+    pub fn macs(&self, now: Instant) -> Vec<MacEntry> {
+        self.switch
+            .mac_table()
+            .rows(now)
+            .into_iter()
+            .map(|r| MacEntry {
+                vlan: r.vlan,
+                mac: r.mac,
+                port: r.port.0,
+                age_secs: r.age.as_secs(),
+                fixed: r.fixed,
+            })
+            .collect()
+    }
+
+    /// The DHCP service's leases (none without one).
+    pub fn leases(&self) -> Vec<Lease> {
+        self.dhcp
+            .as_ref()
+            .map(|(_, s)| s.borrow().leases())
+            .unwrap_or_default()
+    }
+}
+
+fn nat_info(device: &NatDevice) -> NatInfo {
+    NatInfo {
+        gateway: device.config().gateway,
+        dns_upstreams: device.config().dns_upstreams.clone(),
+        flows: device.flow_count(),
+        counters: *device.counters(),
+    }
+}
+
+fn port_info(net: &Vnet, now: Instant, id: PortId) -> Option<PortInfo> {
+    let io = net.ports.get(&id)?;
+    let port = net.switch.port(id)?;
+    let c = port.counters;
+    Some(PortInfo {
+        id: id.0,
+        kind: io.backend.kind(),
+        description: io.backend.description(),
+        pid: io.backend.pid(),
+        vlan: port.vlan_mode().clone(),
+        mac: port.mac(),
+        promiscuous: port.promiscuous(),
+        macs: net
+            .switch
+            .mac_table()
+            .rows(now)
+            .into_iter()
+            .filter(|r| r.port == id && !r.fixed)
+            .map(|r| r.mac)
+            .collect(),
+        counters: Counters {
+            rx_frames: c.rx_frames,
+            rx_bytes: c.rx_bytes,
+            tx_frames: c.tx_frames,
+            tx_bytes: c.tx_bytes,
+            drops: c
+                .drops
+                .iter()
+                .map(|(cause, n)| (cause.name().to_string(), n))
+                .collect(),
+        },
+        queue_len: io.queue.len(),
+        queue_capacity: QUEUE_CAPACITY,
+    })
+}
