@@ -64,6 +64,7 @@
 #![deny(missing_docs)]
 
 pub mod api;
+mod cache;
 mod cmd;
 mod daemon;
 mod dhcp;
