@@ -130,6 +130,7 @@ pub fn ipv4_fragments(
 /// One IPv4 packet (or fragment) with `header` in a padded frame.
 fn ipv4_part(route: &Route, header: ipv4::Repr, payload: &[u8]) -> Vec<u8> {
     let total = ipv4::HEADER_LEN + payload.len();
+    debug_assert!(total <= usize::from(u16::MAX), "one packet's worth");
     let mut f = vec![0u8; (ethernet::HEADER_LEN + total).max(MIN_FRAME_LEN)];
     write_header(&mut f, route.dst_mac, route.src_mac, EtherType::IPV4);
     let ip = &mut f[ethernet::HEADER_LEN..];

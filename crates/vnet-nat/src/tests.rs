@@ -89,7 +89,7 @@ fn tcp_of<'a>(ip: &'a ipv4::Packet<&[u8]>) -> (tcp_wire::Repr, &'a [u8]) {
     (repr, &t.into_inner()[header_len..])
 }
 
-/// `repr`'s ARP packet in a frame.
+/// The ARP packet in a frame.
 fn arp_of(frame: &[u8]) -> arp::Repr {
     arp::Repr::parse(&arp::Packet::new_checked(&frame[HEADER_LEN..]).unwrap()).unwrap()
 }
@@ -505,7 +505,17 @@ proptest! {
             1 => udp_frame(GW, 1000, 53, &[0; 20]),
             2 => {
                 let r = to_nat(OUTSIDE);
-                let h = tcp_wire::Repr { src_port: 1, dst_port: 2, seq_number: 3, ack_number: 4, flags: Flags(0x12), window_len: 5, max_seg_size: Some(1400), window_scale: Some(3), ..tcp_wire::Repr::default() };
+                let h = tcp_wire::Repr {
+                    src_port: 1,
+                    dst_port: 2,
+                    seq_number: 3,
+                    ack_number: 4,
+                    flags: Flags(0x12),
+                    window_len: 5,
+                    max_seg_size: Some(1400),
+                    window_scale: Some(3),
+                    ..tcp_wire::Repr::default()
+                };
                 frames::ipv4_frame(&r, IpProtocol::TCP, 1, &frames::tcp_segment(&r, &h, b"data"))
             }
             _ => echo_frame(OUTSIDE, 5, 5),
