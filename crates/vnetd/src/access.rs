@@ -546,6 +546,35 @@ mod tests {
         assert_eq!(unprivileged.holders(Role::User), "root or uid 1000");
     }
 
+    /// docs/openapi.yaml says each operation's role (`x-vnet-role`): the same as here.
+    #[test]
+    fn the_api_document_gives_every_route_the_role_of_the_table() {
+        let doc = include_str!("../../../docs/openapi.yaml");
+        let (mut path, mut method, mut documented) = ("", "", Vec::new());
+        for line in doc.lines() {
+            if let Some(p) = line.strip_prefix("  /").and_then(|p| p.strip_suffix(':')) {
+                path = &line[2..2 + p.len() + 1];
+            } else if let Some(m) = line.strip_prefix("    ").and_then(|m| m.strip_suffix(':')) {
+                method = m;
+            } else if let Some(role) = line.strip_prefix("      x-vnet-role: ") {
+                documented.push((method.to_uppercase(), path.to_string(), role.to_string()));
+            }
+        }
+        let name = |role| match role {
+            Role::None => "anyone",
+            Role::User => "user",
+            Role::Admin => "admin",
+        };
+        let table: Vec<_> = RULES
+            .iter()
+            .map(|&(m, p, role, _)| (m.to_string(), p.to_string(), name(role).to_string()))
+            .collect();
+        documented.sort();
+        let mut table = table;
+        table.sort();
+        assert_eq!(documented, table);
+    }
+
     #[test]
     fn proc_status_groups_are_read_when_the_socket_cannot_tell() {
         let status = "Name:\tcat\nGid:\t1000\t1000\t1000\t1000\nGroups:\t27 100 4001 \nNgid:\t0\n";

@@ -336,6 +336,20 @@ mod tests {
     }
 
     #[test]
+    fn access_names_two_groups() {
+        let c = Config::parse(
+            "[access]\nadmin_group = \"wheel\"\nuser_group = \"4242\"\n",
+            "t",
+        )
+        .unwrap();
+        assert_eq!(c.access.admin_group.as_deref(), Some("wheel"));
+        assert_eq!(c.access.user_group.as_deref(), Some("4242"));
+        assert_eq!(Config::built_in().access.admin_group, None);
+        assert!(error_of("[access]\nuser_group = \"\"\n").contains("group name or a numeric gid"));
+        assert!(error_of("[access]\nadmins = \"x\"\n").contains("unknown field"));
+    }
+
+    #[test]
     fn tuning_comes_from_the_flags_then_the_file_then_the_defaults() {
         let c = Config::parse("threads = 3\nbusy_poll_us = 50\n", "t").unwrap();
         assert_eq!(c.tuning(None, None).threads, 3);
