@@ -10,7 +10,6 @@ mod config;
 mod control;
 mod dirs;
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
@@ -190,11 +189,9 @@ fn run(args: Args) -> Result<()> {
         .build()
         .context("cannot start the control-plane runtime")?;
     let served = runtime.block_on(async {
-        let listener = dirs::listen(&control)?;
         // Anyone may connect: each request's role decides (crate::access), so that admins
         // outside the user group get in and everyone else gets a refusal saying why.
-        std::fs::set_permissions(&control, std::fs::Permissions::from_mode(0o666))
-            .with_context(|| format!("cannot set permissions of {}", control.display()))?;
+        let listener = dirs::listen(&control, 0o666)?;
         info!("control API on {}", control.display());
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let app = control::router(handle, policy)
