@@ -108,7 +108,7 @@ pub fn check(facts: Facts, uid: u32) -> Result<(), Unsafe> {
 }
 
 /// Creates directory `path` with mode `mode` if it is missing (and its parents, with the
-/// same mode), then opens it without following a link and [`check`]s it as this
+/// same mode; a new one keeps the set-group-ID bit it inherits), then opens it without following a link and [`check`]s it as this
 /// process's effective uid. Returns the open directory.
 ///
 /// `remedy` completes the error's advice "remove it or ...", e.g. `"choose another
@@ -163,7 +163,9 @@ pub fn claim_dir(path: &Path, mode: u32, remedy: &'static str) -> Result<File, C
     };
     check(facts, nix::unistd::geteuid().as_raw()).map_err(unsafe_dir)?;
     if created {
-        // Exactly `mode`, whatever the umask took away.
+        // Exactly `mode`, whatever the umask took away; keeping the set-group-ID bit a
+        // shared runtime directory passes down, so what is made inside gets its group.
+        let mode = mode | (facts.mode & 0o2000);
         dir.set_permissions(std::fs::Permissions::from_mode(mode))
             .map_err(io_err)?;
     }
@@ -264,6 +266,16 @@ mod tests {
         assert_eq!(mode, 0o755);
         // Again: it is there and ours.
         claim_dir(&path, 0o755, "x").unwrap();
+    }
+
+    #[test]
+    fn a_new_directory_in_a_shared_one_keeps_the_set_group_id_bit() {
+        let base = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(base.path(), std::fs::Permissions::from_mode(0o2755)).unwrap();
+        let path = base.path().join("lab");
+        claim_dir(&path, 0o755, "x").unwrap();
+        let mode = std::fs::metadata(&path).unwrap().mode() & 0o7777;
+        assert_eq!(mode, 0o2755);
     }
 
     #[test]
