@@ -9,8 +9,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
-use vnet_io::dataplane::ErrorKind;
-use vnet_io::{ControlError, Handle};
+use vnet_io::{ControlError, ErrorKind, Handle};
 use vnet_model::{
     ApiError, DhcpSpec, ForwardProto, MacAddr, NetworkSpec, PortSpec, Reservation, UplinkSpec,
     Version, VlanMode,
