@@ -11,7 +11,7 @@ use vnet_control::{Ipv4Net, MacAddr};
 #[command(name = "vnet", version, propagate_version = true, max_term_width = 100)]
 pub struct Cli {
     /// Runtime directory of vnetd, where control.sock is
-    /// [default: /run/vnet as root, else $XDG_RUNTIME_DIR/vnet or /tmp/vnet-UID]
+    /// [default: /run/vnet as root, else $XDG_RUNTIME_DIR/vnet or /run/user/UID/vnet]
     #[arg(
         long,
         global = true,

@@ -9,7 +9,6 @@ mod commands;
 mod failure;
 mod output;
 mod qemu;
-mod run_dir;
 
 fn main() -> ExitCode {
     // Usage errors exit here with status 2 (clap's convention), --help with 0.

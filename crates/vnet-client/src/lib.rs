@@ -36,24 +36,22 @@ pub struct Port {
     msg: Vec<u8>,
 }
 
-/// `RUN/NET/api.sock` with the default runtime directory (`$VNET_RUN_DIR`, else
-/// `/run/vnet` as root, else `$XDG_RUNTIME_DIR/vnet`).
-pub fn api_socket(net: &str) -> PathBuf {
-    let run = if let Some(dir) = std::env::var_os("VNET_RUN_DIR") {
-        PathBuf::from(dir)
-    } else if nix::unistd::geteuid().is_root() {
-        PathBuf::from("/run/vnet")
-    } else {
-        let base = std::env::var_os("XDG_RUNTIME_DIR").unwrap_or_else(|| "/tmp".into());
-        PathBuf::from(base).join("vnet")
-    };
-    run.join(net).join("api.sock")
+/// `RUN/NET/api.sock` in the local daemon's runtime directory: `$VNET_RUN_DIR` if set,
+/// else the rule vnetd and the CLI follow (`vnet_dirs`: `/run/vnet` as root, else
+/// `$XDG_RUNTIME_DIR/vnet` or `/run/user/UID/vnet`). Fails (`NotFound`, saying what to
+/// set) when none of those exists.
+pub fn api_socket(net: &str) -> io::Result<PathBuf> {
+    let given = std::env::var_os("VNET_RUN_DIR")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from);
+    let run = vnet_dirs::run_dir(given).map_err(|e| io::Error::new(io::ErrorKind::NotFound, e))?;
+    Ok(run.join(net).join("api.sock"))
 }
 
 impl Port {
     /// Opens a port on vnet `net` of the local daemon.
     pub fn open(net: &str) -> io::Result<Port> {
-        Self::open_at(api_socket(net))
+        Self::open_at(api_socket(net)?)
     }
 
     /// Opens a port through the API socket at `path`.

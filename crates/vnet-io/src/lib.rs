@@ -4,6 +4,7 @@
 //!   `unsafe` in vnet.
 //! - [`backend`]: one module per client protocol, each turning its transport into whole
 //!   frames behind the [`backend::Backend`] trait.
+//! - [`error`]: writing an error with each of its causes once.
 //! - [`frame`]: frame buffers with headroom, recycled through a pool.
 //! - [`services`]: the I/O shells of built-in services (DHCP) that attach as ports.
 //! - [`dataplane`]: the epoll threads that move frames between backends through each
@@ -11,6 +12,7 @@
 
 pub mod backend;
 pub mod dataplane;
+pub mod error;
 pub mod frame;
 pub mod services;
 pub mod sys;

@@ -1,4 +1,5 @@
-//! The runtime and state directories, and claiming them at start.
+//! Claiming the runtime and state directories at start (where they are is
+//! `vnet_dirs`'s rule, shared with the CLI and the client library).
 
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
@@ -6,35 +7,6 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-
-pub fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() == 0 }
-}
-
-/// `/run/vnet` as root, `$XDG_RUNTIME_DIR/vnet` otherwise (else `/tmp/vnet-UID`).
-pub fn default_run_dir() -> PathBuf {
-    if is_root() {
-        return PathBuf::from("/run/vnet");
-    }
-    match std::env::var_os("XDG_RUNTIME_DIR") {
-        Some(d) if !d.is_empty() => PathBuf::from(d).join("vnet"),
-        // SAFETY: getuid has no preconditions and cannot fail.
-        _ => PathBuf::from(format!("/tmp/vnet-{}", unsafe { libc::getuid() })),
-    }
-}
-
-/// `/var/lib/vnet` as root, `$XDG_STATE_HOME/vnet` (or `~/.local/state/vnet`) otherwise.
-pub fn default_state_dir() -> PathBuf {
-    if is_root() {
-        return PathBuf::from("/var/lib/vnet");
-    }
-    if let Some(d) = std::env::var_os("XDG_STATE_HOME").filter(|d| !d.is_empty()) {
-        return PathBuf::from(d).join("vnet");
-    }
-    let home = std::env::var_os("HOME").unwrap_or_else(|| "/tmp".into());
-    PathBuf::from(home).join(".local/state/vnet")
-}
 
 /// Creates both directories and takes over `RUN/control.sock`: fails if a live vnetd
 /// answers on it, removes it if it is a leftover of a crash. Returns its path.

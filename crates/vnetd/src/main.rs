@@ -26,10 +26,11 @@ struct Args {
     #[arg(long, short = 'c')]
     config: Option<PathBuf>,
     /// Runtime directory for sockets [default: /run/vnet as root, $XDG_RUNTIME_DIR/vnet
-    /// otherwise].
+    /// otherwise, else /run/user/UID/vnet].
     #[arg(long)]
     run_dir: Option<PathBuf>,
-    /// State directory [default: /var/lib/vnet as root, $XDG_STATE_HOME/vnet otherwise].
+    /// State directory [default: /var/lib/vnet as root, $XDG_STATE_HOME/vnet otherwise,
+    /// else ~/.local/state/vnet].
     #[arg(long)]
     state_dir: Option<PathBuf>,
     /// Data-plane threads (each vnet runs on one) [default: the config's `threads`, else
@@ -89,8 +90,8 @@ fn run(args: Args) -> Result<()> {
         return Ok(());
     }
     // Absolute, because clients are told these paths and run elsewhere.
-    let run_dir = std::path::absolute(args.run_dir.unwrap_or_else(dirs::default_run_dir))?;
-    let state_dir = std::path::absolute(args.state_dir.unwrap_or_else(dirs::default_state_dir))?;
+    let run_dir = std::path::absolute(vnet_dirs::run_dir(args.run_dir)?)?;
+    let state_dir = std::path::absolute(vnet_dirs::state_dir(args.state_dir)?)?;
     let control = dirs::claim(&run_dir, &state_dir)?;
     raise_fd_limit();
 
@@ -123,7 +124,7 @@ fn run(args: Args) -> Result<()> {
             }
         }
     }
-    if !dirs::is_root() {
+    if !vnet_dirs::is_root() {
         info!("running unprivileged: TAP ports need root or CAP_NET_ADMIN; socket ports work");
     }
     let devices = match vnet_fuse::DeviceMount::mount(&run_dir, handle.clone()) {
@@ -134,7 +135,7 @@ fn run(args: Args) -> Result<()> {
         }
     };
     let links = match (&devices, args.dev_links) {
-        (Some(m), true) if dirs::is_root() => dev_links(m.dir(), &config),
+        (Some(m), true) if vnet_dirs::is_root() => dev_links(m.dir(), &config),
         (_, true) => {
             warn!("--dev-links skipped: needs root and the classic devices");
             Vec::new()

@@ -7,7 +7,6 @@ use vnet_control::client::Client;
 
 use crate::cli::{Cli, Command};
 use crate::failure::Failure;
-use crate::run_dir::default_run_dir;
 
 mod attach;
 mod dhcp;
@@ -26,7 +25,12 @@ pub struct Context {
 }
 
 pub fn run(cli: Cli) -> Result<(), Failure> {
-    let run_dir = cli.run_dir.unwrap_or_else(default_run_dir);
+    let run_dir = vnet_dirs::run_dir(cli.run_dir).map_err(|e| {
+        Failure::new(
+            "cannot tell where vnetd's runtime directory is",
+            e.to_string(),
+        )
+    })?;
     let ctx = Context {
         client: Client::for_run_dir(run_dir)?,
         json: cli.json,

@@ -8,6 +8,7 @@ use vnet_core::switch::DropCause;
 use vnet_model::PortKind;
 
 use super::{fd_source, send_error, Backend, Received, Sent};
+use crate::error::Chain;
 use crate::frame::FrameBuf;
 use crate::sys::netif;
 use crate::sys::tap::{open_tap, TapError, VNET_HDR_LEN};
@@ -37,7 +38,10 @@ impl TapPort {
     pub fn open(ifname: &str) -> Result<Self, TapError> {
         let file = open_tap(ifname)?;
         if let Err(e) = netif::raise_txqueuelen(ifname, TAP_TXQUEUELEN) {
-            warn!("TAP {ifname}: keeping its transmit queue length: {e}");
+            warn!(
+                "TAP {ifname}: keeping its transmit queue length: {}",
+                Chain(&e)
+            );
         }
         Ok(TapPort {
             file,
@@ -110,7 +114,7 @@ mod tests {
 
     #[test]
     fn a_tap_gets_a_long_transmit_queue() {
-        if !nix::unistd::geteuid().is_root() {
+        if !vnet_dirs::is_root() {
             eprintln!("SKIPPED a_tap_gets_a_long_transmit_queue: needs root (TAPs)");
             return;
         }

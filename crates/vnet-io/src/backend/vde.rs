@@ -42,10 +42,13 @@ use mio::net::{UnixDatagram, UnixStream};
 use nix::sys::socket::{getsockopt, sockopt::PeerCredentials, UnixAddr};
 use tracing::info;
 use vnet_core::switch::DropCause;
-use vnet_core::wire::vde::{encode_sockaddr_un, parse_request, Request, RequestType, MAX_REQUEST};
+use vnet_core::wire::vde::{
+    encode_sockaddr_un, parse_request, Request, RequestError, RequestType, MAX_REQUEST,
+};
 use vnet_model::PortKind;
 
 use super::{send_error, Backend, Received, Sent, TX_BATCH};
+use crate::error::chain;
 use crate::frame::FrameBuf;
 use crate::sys::mmsg::SendBatch;
 use crate::sys::peer;
@@ -72,6 +75,48 @@ pub struct VdePort {
     description: Option<String>,
 }
 
+/// Why a VDE client's handshake failed (its port is closed): the step that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum VdeError {
+    #[error("client closed the control connection before its request")]
+    ClosedBeforeRequest,
+    #[error("truncated request: {0} bytes, then the client closed the connection")]
+    TruncatedRequest(usize),
+    #[error("reading the request failed")]
+    ReadRequest(#[source] io::Error),
+    #[error("refused the request")]
+    BadRequest(#[source] RequestError),
+    #[error("the client's data socket {} is not an absolute path", .0.display())]
+    RelativeClientSocket(PathBuf),
+    #[error("cannot open the client's data socket {}", .0.display())]
+    OpenClientSocket(PathBuf, #[source] io::Error),
+    #[error("cannot stat the client's data socket {}", .0.display())]
+    StatClientSocket(PathBuf, #[source] io::Error),
+    #[error("the client's data socket {} is not a socket", .0.display())]
+    NotASocket(PathBuf),
+    #[error(
+        "the client's data socket {} belongs to uid {owner}, not to the connecting uid {uid}",
+        .path.display()
+    )]
+    ForeignClientSocket { path: PathBuf, owner: u32, uid: u32 },
+    #[error("cannot tell which user is connecting (no SO_PEERCRED)")]
+    NoPeerCredentials,
+    #[error("cannot connect to the client's data socket {}", .0.display())]
+    ConnectClientSocket(PathBuf, #[source] nix::Error),
+    #[error("the data socket path {} is too long for a unix socket address", .0.display())]
+    DataSocketPathTooLong(PathBuf),
+    #[error("cannot bind the data socket {}", .0.display())]
+    BindDataSocket(PathBuf, #[source] nix::Error),
+    #[error("cannot stat the data socket {}", .0.display())]
+    StatDataSocket(PathBuf, #[source] io::Error),
+    #[error("cannot set the mode of {}", .0.display())]
+    SetDataSocketMode(PathBuf, #[source] io::Error),
+    #[error("answer cut short ({0} bytes written)")]
+    AnswerCutShort(usize),
+    #[error("cannot answer the request")]
+    Answer(#[source] io::Error),
+}
+
 impl VdePort {
     /// Wraps an accepted connection on `dir/ctl` of vnet `net`.
     pub fn new(ctl: UnixStream, dir: &Path, net: &str) -> io::Result<Self> {
@@ -96,28 +141,21 @@ impl VdePort {
     }
 
     /// Reads the request; `Ok(true)` once the port is open, `Ok(false)` while waiting.
-    fn read_request(&mut self) -> Result<bool, String> {
+    fn read_request(&mut self) -> Result<bool, VdeError> {
         let Some(buf) = self.request.as_mut() else {
             return Ok(true);
         };
         loop {
             match self.ctl.read(&mut buf[self.request_len..]) {
-                Ok(0) if self.request_len == 0 => {
-                    return Err("client closed the control connection before its request".into())
-                }
-                Ok(0) => {
-                    return Err(format!(
-                        "truncated request: {} bytes, then the client closed the connection",
-                        self.request_len
-                    ))
-                }
+                Ok(0) if self.request_len == 0 => return Err(VdeError::ClosedBeforeRequest),
+                Ok(0) => return Err(VdeError::TruncatedRequest(self.request_len)),
                 Ok(n) => self.request_len += n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(format!("reading the request failed: {e}")),
+                Err(e) => return Err(VdeError::ReadRequest(e)),
             }
             match parse_request(&buf[..self.request_len]) {
-                Err(e) => return Err(e.to_string()),
+                Err(e) => return Err(VdeError::BadRequest(e)),
                 Ok(None) => continue,
                 Ok(Some(request)) => {
                     self.open(&request)?;
@@ -129,13 +167,12 @@ impl VdePort {
     }
 
     /// Checks the client's data socket, binds and connects ours, and answers.
-    fn open(&mut self, request: &Request) -> Result<(), String> {
+    fn open(&mut self, request: &Request) -> Result<(), VdeError> {
         let client = Path::new(OsStr::from_bytes(&request.data_path));
         let shown = client.display();
+        let client_path = || client.to_path_buf();
         if !client.is_absolute() {
-            return Err(format!(
-                "the client's data socket {shown} is not an absolute path"
-            ));
+            return Err(VdeError::RelativeClientSocket(client_path()));
         }
         // Check and connect to the same inode: an O_PATH fd pins it, and connecting
         // through /proc/self/fd/N reaches it even if the path is swapped meanwhile.
@@ -143,47 +180,46 @@ impl VdePort {
             .read(true)
             .custom_flags(libc::O_PATH | libc::O_CLOEXEC)
             .open(client)
-            .map_err(|e| format!("cannot open the client's data socket {shown}: {e}"))?;
+            .map_err(|e| VdeError::OpenClientSocket(client_path(), e))?;
         let meta = target
             .metadata()
-            .map_err(|e| format!("cannot stat the client's data socket {shown}: {e}"))?;
+            .map_err(|e| VdeError::StatClientSocket(client_path(), e))?;
         if !meta.file_type().is_socket() {
-            return Err(format!("the client's data socket {shown} is not a socket"));
+            return Err(VdeError::NotASocket(client_path()));
         }
         let owner = meta.uid();
         match self.uid {
             Some(0) => {}
             Some(uid) if uid == owner => {}
             Some(uid) => {
-                return Err(format!(
-                    "the client's data socket {shown} belongs to uid {owner}, not to the connecting uid {uid}"
-                ))
+                return Err(VdeError::ForeignClientSocket {
+                    path: client_path(),
+                    owner,
+                    uid,
+                })
             }
-            None => return Err("cannot tell which user is connecting (no SO_PEERCRED)".into()),
+            None => return Err(VdeError::NoPeerCredentials),
         }
 
         // Connected before it has a name: from the moment it is bound, the kernel takes
         // datagrams for it from the client's socket only.
         let pinned = format!("/proc/self/fd/{}", target.as_raw_fd());
-        let addr = UnixAddr::new(pinned.as_str()).map_err(|e| format!("bad path {pinned}: {e}"))?;
-        nix::sys::socket::connect(self.data.as_raw_fd(), &addr)
-            .map_err(|e| format!("cannot connect to the client's data socket {shown}: {e}"))?;
+        let connect = UnixAddr::new(pinned.as_str())
+            .and_then(|addr| nix::sys::socket::connect(self.data.as_raw_fd(), &addr));
+        connect.map_err(|e| VdeError::ConnectClientSocket(client_path(), e))?;
 
         let n = NEXT_DATA_SOCKET.fetch_add(1, Ordering::Relaxed);
         let ours = self.dir.join(format!("{n:03}.sock"));
         let Some(reply) = encode_sockaddr_un(ours.as_os_str().as_bytes()) else {
-            return Err(format!(
-                "the data socket path {} is too long for a unix socket address",
-                ours.display()
-            ));
+            return Err(VdeError::DataSocketPathTooLong(ours));
         };
         let _ = std::fs::remove_file(&ours);
-        let addr = UnixAddr::new(&ours).map_err(|e| format!("bad data socket path: {e}"))?;
-        nix::sys::socket::bind(self.data.as_raw_fd(), &addr)
-            .map_err(|e| format!("cannot bind the data socket {}: {e}", ours.display()))?;
+        let bind = UnixAddr::new(&ours)
+            .and_then(|addr| nix::sys::socket::bind(self.data.as_raw_fd(), &addr));
+        bind.map_err(|e| VdeError::BindDataSocket(ours.clone(), e))?;
         self.data_path = Some(ours.clone());
-        let ours_meta = std::fs::metadata(&ours)
-            .map_err(|e| format!("cannot stat the data socket {}: {e}", ours.display()))?;
+        let ours_meta =
+            std::fs::metadata(&ours).map_err(|e| VdeError::StatDataSocket(ours.clone(), e))?;
         let mode = if ours_meta.uid() == owner
             || std::os::unix::fs::chown(&ours, Some(owner), None).is_ok()
         {
@@ -192,12 +228,12 @@ impl VdePort {
             0o660
         };
         std::fs::set_permissions(&ours, std::fs::Permissions::from_mode(mode))
-            .map_err(|e| format!("cannot set the mode of {}: {e}", ours.display()))?;
+            .map_err(|e| VdeError::SetDataSocketMode(ours.clone(), e))?;
 
         match self.ctl.write(&reply) {
             Ok(n) if n == reply.len() => {}
-            Ok(n) => return Err(format!("answer cut short ({n} bytes written)")),
-            Err(e) => return Err(format!("cannot answer the request: {e}")),
+            Ok(n) => return Err(VdeError::AnswerCutShort(n)),
+            Err(e) => return Err(VdeError::Answer(e)),
         }
         let asked = match request.request {
             RequestType::NewPort { port: 0 } => String::new(),
@@ -259,7 +295,7 @@ impl Backend for VdePort {
         match self.read_request() {
             Ok(true) => {}
             Ok(false) => return Received::WouldBlock,
-            Err(why) => return Received::Closed(why),
+            Err(why) => return Received::Closed(chain(&why)),
         }
         loop {
             return match self.data.recv(buf.recv_space()) {

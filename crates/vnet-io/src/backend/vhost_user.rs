@@ -53,8 +53,39 @@ use vnet_core::wire::offload::{self as offload, VirtioNetHdr, VIRTIO_NET_HDR_LEN
 use vnet_model::PortKind;
 
 use super::{Backend, Received, Sent, WatchedFd};
+use crate::error::Chain;
 use crate::frame::{FrameBuf, LARGE_CAPACITY};
 use crate::sys::fdpass;
+
+/// Why a vhost-user port could not be set up: the step that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum VhostUserError {
+    #[error("cannot listen on the socket")]
+    Listen(#[source] std::io::Error),
+    #[error("cannot create an eventfd")]
+    CreateEventFd(#[source] std::io::Error),
+    #[error("cannot start the port's thread")]
+    SpawnThread(#[source] std::io::Error),
+}
+
+/// Why serving a front-end's connection ended early: the step that failed.
+#[derive(Debug, thiserror::Error)]
+enum ConnectionError {
+    // vhost_user_backend::Error is not a std::error::Error: no #[source], so its
+    // message is part of ours.
+    #[error("cannot create the vhost-user daemon: {0}")]
+    CreateDaemon(vhost_user_backend::Error),
+    #[error("cannot watch the data plane's kick eventfd")]
+    WatchKick(#[source] std::io::Error),
+    #[error("cannot connect the relay to the daemon's private socket")]
+    ConnectRelay(#[source] std::io::Error),
+    #[error("cannot start the vhost-user daemon: {0}")]
+    StartDaemon(vhost_user_backend::Error),
+    #[error("cannot duplicate a socket")]
+    CloneSocket(#[source] std::io::Error),
+    #[error("cannot start the relay thread")]
+    SpawnRelay(#[source] std::io::Error),
+}
 
 /// Frames in flight each way between the data plane and the worker.
 pub const CHANNEL_CAPACITY: usize = 256;
@@ -146,18 +177,18 @@ pub struct VhostUserPort {
 
 impl VhostUserPort {
     /// Listens on `path` (replacing a stale socket) and serves connections on a thread.
-    pub fn listen(name: &str, path: &Path) -> std::io::Result<Self> {
+    pub fn listen(name: &str, path: &Path) -> Result<Self, VhostUserError> {
         // A socket left by a dead daemon is replaced; the caller refuses live ones.
         let _ = std::fs::remove_file(path);
         // Not `vhost`'s `Listener::new`: that one unlinks the path when dropped, which
         // could be a new port's socket by the time the thread ends.
-        let listener = UnixListener::bind(path)?;
+        let listener = UnixListener::bind(path).map_err(VhostUserError::Listen)?;
         let shared = Arc::new(Shared {
             stop: AtomicBool::new(false),
             connected: AtomicBool::new(false),
             kicked: AtomicBool::new(false),
-            ready: EventFd::new(EFD_NONBLOCK)?,
-            kick: EventFd::new(EFD_NONBLOCK)?,
+            ready: EventFd::new(EFD_NONBLOCK).map_err(VhostUserError::CreateEventFd)?,
+            kick: EventFd::new(EFD_NONBLOCK).map_err(VhostUserError::CreateEventFd)?,
             dropped: AtomicU64::new(0),
             guest_malformed: AtomicU64::new(0),
             guest_overflow: AtomicU64::new(0),
@@ -177,7 +208,8 @@ impl VhostUserPort {
         let thread_name = name.to_string();
         let thread = std::thread::Builder::new()
             .name(format!("vhost-user-{name}"))
-            .spawn(move || serve(thread_name, listener, ends, thread_shared))?;
+            .spawn(move || serve(thread_name, listener, ends, thread_shared))
+            .map_err(VhostUserError::SpawnThread)?;
         let ready = WatchedFd(shared.ready.as_raw_fd());
         Ok(VhostUserPort {
             name: name.to_string(),
@@ -404,7 +436,7 @@ fn serve(name: String, public: UnixListener, ends: WorkerEnds, shared: Arc<Share
             &mut private,
             &private_addr,
         ) {
-            warn!(port = name, "vhost-user connection failed: {e}");
+            warn!(port = name, "vhost-user connection failed: {}", Chain(&e));
         }
         shared.connected.store(false, Ordering::SeqCst);
         *shared.connection.lock().expect("lock") = None;
@@ -428,27 +460,38 @@ fn run_connection(
     front_end: UnixStream,
     private: &mut Listener,
     private_addr: &SocketAddr,
-) -> std::io::Result<()> {
-    let err = |e: vhost_user_backend::Error| std::io::Error::other(e.to_string());
+) -> Result<(), ConnectionError> {
     let mem = GuestMemoryAtomic::new(GuestMemoryMmap::new());
-    let mut daemon =
-        VhostUserDaemon::new(format!("vhost-user-{name}"), device.clone(), mem).map_err(err)?;
+    let mut daemon = VhostUserDaemon::new(format!("vhost-user-{name}"), device.clone(), mem)
+        .map_err(ConnectionError::CreateDaemon)?;
     let result = (|| {
         if let Some(handler) = daemon.get_epoll_handlers().first() {
-            handler.register_listener(shared.kick.as_raw_fd(), EventSet::IN, KICK_EVENT as u64)?;
+            handler
+                .register_listener(shared.kick.as_raw_fd(), EventSet::IN, KICK_EVENT as u64)
+                .map_err(ConnectionError::WatchKick)?;
         }
-        let back_end = UnixStream::connect_addr(private_addr)?;
-        daemon.start(private).map_err(err)?;
-        *shared.connection.lock().expect("lock") = Some(front_end.try_clone()?);
+        let back_end =
+            UnixStream::connect_addr(private_addr).map_err(ConnectionError::ConnectRelay)?;
+        daemon
+            .start(private)
+            .map_err(ConnectionError::StartDaemon)?;
+        let front_end_copy = front_end
+            .try_clone()
+            .map_err(ConnectionError::CloneSocket)?;
+        *shared.connection.lock().expect("lock") = Some(front_end_copy);
         if shared.stop.load(Ordering::SeqCst) {
             let _ = front_end.shutdown(std::net::Shutdown::Both);
         }
         shared.connected.store(true, Ordering::SeqCst);
         info!(port = name, "vhost-user front-end connected");
-        let (f, b) = (front_end.try_clone()?, back_end.try_clone()?);
+        let f = front_end
+            .try_clone()
+            .map_err(ConnectionError::CloneSocket)?;
+        let b = back_end.try_clone().map_err(ConnectionError::CloneSocket)?;
         let up = std::thread::Builder::new()
             .name(format!("vhost-user-{name}-relay"))
-            .spawn(move || relay(f, b, true))?;
+            .spawn(move || relay(f, b, true))
+            .map_err(ConnectionError::SpawnRelay)?;
         relay(back_end, front_end, false);
         let _ = up.join();
         match daemon.wait() {

@@ -12,7 +12,10 @@ use std::path::PathBuf;
 use vnet_core::switch::{InvalidVlan, SetPortError};
 use vnet_model::{ForwardProto, MacAddr, SpecError};
 
-use crate::services::nat::ForwardError;
+use crate::backend::vhost_user::VhostUserError;
+use crate::services::dhcp::DhcpError;
+use crate::services::nat::{ForwardError, NatError};
+use crate::sys::netif::NetifError;
 use crate::sys::tap::TapError;
 
 /// Why a control command failed.
@@ -40,16 +43,13 @@ pub enum ControlError {
     #[error("{ip} is already reserved for {mac}")]
     AddressReserved { ip: Ipv4Addr, mac: MacAddr },
     /// The DHCP service refused its settings.
-    #[error("{0}")]
-    Dhcp(String),
-    /// The NAT device refused its settings.
-    #[error("{0}")]
-    Nat(String),
+    #[error(transparent)]
+    Dhcp(DhcpError),
     /// The NAT device could not start.
-    #[error("{0}")]
-    NatStart(String),
+    #[error(transparent)]
+    NatStart(NatError),
     /// The NAT device could not add a port forward.
-    #[error("{0}")]
+    #[error(transparent)]
     Forward(ForwardError),
     /// Opening a TAP port failed.
     #[error(transparent)]
@@ -61,7 +61,7 @@ pub enum ControlError {
     ConfigureHostAdapter {
         ifname: String,
         #[source]
-        source: io::Error,
+        source: NetifError,
     },
     #[error("cannot open uplink {interface}")]
     OpenUplink {
@@ -82,6 +82,13 @@ pub enum ControlError {
         path: PathBuf,
         #[source]
         source: io::Error,
+    },
+    /// Setting up a vhost-user port listening at `path` failed.
+    #[error("vhost-user port {}", .path.display())]
+    VhostUserListen {
+        path: PathBuf,
+        #[source]
+        source: VhostUserError,
     },
     /// Registering fds with the thread's epoll failed.
     #[error("cannot watch {what}")]
@@ -178,7 +185,6 @@ impl ControlError {
             ControlError::Invalid(_)
             | ControlError::Vlan(_)
             | ControlError::PortSetting(_)
-            | ControlError::Nat(_)
             | ControlError::VhostUserName(_)
             | ControlError::AddressReserved { .. }
             | ControlError::Dhcp(_) => ErrorKind::Invalid,
@@ -202,6 +208,7 @@ impl ControlError {
             | ControlError::ConfigureHostAdapter { .. }
             | ControlError::Bind { .. }
             | ControlError::Listen { .. }
+            | ControlError::VhostUserListen { .. }
             | ControlError::Watch { .. }
             | ControlError::ServiceMac(_)
             | ControlError::SocketPair(_)
@@ -243,7 +250,7 @@ mod tests {
             "cannot open uplink eth9: No such device (os error 19)"
         );
         assert_eq!(e.kind(), ErrorKind::Failed);
-        // TapError spells out its own source: said once.
+        // TapError's message names the step; its source follows, once.
         let e = ControlError::Tap(TapError::OpenTun(io::Error::from_raw_os_error(
             libc::ENOENT,
         )));

@@ -8,11 +8,22 @@ use std::time::{Duration, Instant};
 use tracing::{info, warn};
 use vnet_core::wire::offload::VirtioNetHdr;
 use vnet_core::wire::MacAddr;
-use vnet_dhcp::{DhcpConfig, DhcpServer, Lease, LeaseDb, Timestamp};
+use vnet_dhcp::{ConfigError, DhcpConfig, DhcpServer, Lease, LeaseDb, Timestamp};
 use vnet_model::{NetworkSpec, Reservation};
 use vnet_nat::LocalNames;
 
 use crate::backend::service::{Outgoing, Service};
+
+/// Why a vnet's DHCP service could not be set up or changed: the step that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DhcpError {
+    #[error("invalid DHCP settings")]
+    Settings(#[source] ConfigError),
+    #[error("cannot start the DHCP server")]
+    Start(#[source] ConfigError),
+    #[error("cannot apply the new DHCP settings")]
+    Reconfigure(#[source] ConfigError),
+}
 
 pub struct DhcpService {
     net: String,
@@ -33,7 +44,7 @@ pub fn server_mac(net: &str) -> MacAddr {
 }
 
 /// The server configuration a vnet spec asks for, `None` if it has no DHCP.
-pub fn config_for(spec: &NetworkSpec) -> Result<Option<DhcpConfig>, String> {
+pub fn config_for(spec: &NetworkSpec) -> Result<Option<DhcpConfig>, DhcpError> {
     let (Some(d), Some(subnet)) = (spec.dhcp_resolved(), spec.subnet) else {
         return Ok(None);
     };
@@ -42,7 +53,7 @@ pub fn config_for(spec: &NetworkSpec) -> Result<Option<DhcpConfig>, String> {
         subnet.network(),
         subnet.prefix_len(),
     )
-    .map_err(|e| e.to_string())?;
+    .map_err(DhcpError::Settings)?;
     let [first, last] = d.range.expect("resolved");
     c.enabled = d.enabled;
     c.server_ip = d.server.expect("resolved");
@@ -68,13 +79,17 @@ pub fn config_for(spec: &NetworkSpec) -> Result<Option<DhcpConfig>, String> {
             hostname: r.hostname.clone(),
         })
         .collect();
-    c.validate().map_err(|e| e.to_string())?;
+    c.validate().map_err(DhcpError::Settings)?;
     Ok(Some(c))
 }
 
 impl DhcpService {
     /// Starts the service of vnet `spec.name` with the leases saved in `state_dir`.
-    pub fn start(spec: &NetworkSpec, config: DhcpConfig, state_dir: &Path) -> Result<Self, String> {
+    pub fn start(
+        spec: &NetworkSpec,
+        config: DhcpConfig,
+        state_dir: &Path,
+    ) -> Result<Self, DhcpError> {
         let lease_file = state_dir.join(&spec.name).join("leases.json");
         let leases = match std::fs::read_to_string(&lease_file) {
             Ok(text) => LeaseDb::from_json(&text).unwrap_or_else(|e| {
@@ -87,7 +102,7 @@ impl DhcpService {
             }),
             Err(_) => LeaseDb::new(),
         };
-        let server = DhcpServer::new(config, leases).map_err(|e| e.to_string())?;
+        let server = DhcpServer::new(config, leases).map_err(DhcpError::Start)?;
         info!(net = spec.name, "DHCP serves {}", describe(server.config()));
         Ok(DhcpService {
             net: spec.name.clone(),
@@ -116,8 +131,10 @@ impl DhcpService {
     }
 
     /// Applies new settings live; leases are kept.
-    pub fn reconfigure(&mut self, config: DhcpConfig) -> Result<(), String> {
-        self.server.reconfigure(config).map_err(|e| e.to_string())?;
+    pub fn reconfigure(&mut self, config: DhcpConfig) -> Result<(), DhcpError> {
+        self.server
+            .reconfigure(config)
+            .map_err(DhcpError::Reconfigure)?;
         self.names_changed = true;
         info!(
             net = self.net,

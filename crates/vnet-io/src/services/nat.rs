@@ -35,9 +35,9 @@ use nix::sys::socket::{
 };
 use tracing::{debug, info, warn};
 use vnet_core::wire::offload::{Segmenter, VirtioNetHdr};
-use vnet_core::wire::MacAddr;
+use vnet_core::wire::{icmpv4, ipv4, MacAddr};
 use vnet_model::{ForwardProto, ForwardSpec, NetworkSpec};
-use vnet_nat::wire::{IcmpEcho, Ipv4Packet, TCP_DATA_OFFSET};
+use vnet_nat::frames::{self, TCP_DATA_OFFSET};
 use vnet_nat::{FlowId, NatConfig, NatDevice, Output, Proto, SocketError, TCP_WINDOW};
 
 use crate::backend::service::{Outgoing, Service};
@@ -231,10 +231,10 @@ pub fn device_mac(net: &str) -> MacAddr {
 
 /// The device configuration a vnet spec asks for, `None` if it has no NAT. Upstream
 /// resolvers default to the host's `/etc/resolv.conf`.
-pub fn config_for(spec: &NetworkSpec) -> Result<Option<NatConfig>, String> {
+pub fn config_for(spec: &NetworkSpec) -> Option<NatConfig> {
     let (Some(nat), Some(gateway), Some(subnet)) = (&spec.nat, spec.nat_gateway(), spec.subnet)
     else {
-        return Ok(None);
+        return None;
     };
     let mut c = NatConfig::new(
         device_mac(&spec.name),
@@ -252,7 +252,7 @@ pub fn config_for(spec: &NetworkSpec) -> Result<Option<NatConfig>, String> {
             nat.dns_upstreams.clone()
         };
     }
-    Ok(Some(c))
+    Some(c)
 }
 
 /// The IPv4 `nameserver`s of `/etc/resolv.conf`, on port 53.
@@ -309,11 +309,11 @@ fn raw_ident(flow: FlowId) -> u16 {
 }
 
 impl NatService {
-    pub fn start(spec: &NetworkSpec, mut config: NatConfig) -> Result<Self, String> {
+    pub fn start(spec: &NetworkSpec, mut config: NatConfig) -> Result<Self, NatError> {
         let (icmp, why) = probe_icmp();
         config.icmp = icmp != IcmpMode::Unavailable;
         config.seed = seed();
-        let poll = Poll::new().map_err(|e| format!("NAT device: cannot create a poll: {e}"))?;
+        let poll = Poll::new().map_err(NatError::CreatePoll)?;
         let dns = if config.dns_upstreams.is_empty() {
             None
         } else {
@@ -324,7 +324,7 @@ impl NatService {
                         .register(&mut SourceFd(&s.as_raw_fd()), DNS, Interest::READABLE)
                         .map(|()| s)
                 })
-                .map_err(|e| format!("NAT device: cannot open the DNS socket: {e}"))?;
+                .map_err(NatError::OpenDnsSocket)?;
             Some(s)
         };
         let c = &config;
@@ -365,7 +365,7 @@ impl NatService {
             spare: Vec::new(),
         };
         for f in spec.nat.iter().flat_map(|n| &n.forward) {
-            service.add_forward(f).map_err(|e| e.to_string())?;
+            service.add_forward(f)?;
         }
         Ok(service)
     }
@@ -736,12 +736,10 @@ impl NatService {
         if self.icmp == IcmpMode::Raw && self.device.flow_proto(flow) == Some(Proto::Icmp) {
             // We choose the identifier (a ping socket's kernel would): one per flow, so
             // replies can be told apart on the shared wire.
-            if let Some(e) = IcmpEcho::parse(&data) {
-                data = IcmpEcho {
-                    ident: raw_ident(flow),
-                    ..e
-                }
-                .to_bytes();
+            if frames::read_echo(&data).is_some() {
+                let mut echo = icmpv4::Packet::new_unchecked(&mut data[..]);
+                echo.set_echo_ident(raw_ident(flow));
+                echo.fill_checksum();
             }
         }
         let sent = match peer {
@@ -913,14 +911,20 @@ impl NatService {
                         {
                             // Raw sockets hand over the IP header and every echo reply
                             // from the peer: keep ours.
-                            let Ok(ip) = Ipv4Packet::parse(data) else {
+                            let Ok(ip) = ipv4::Packet::new_checked(data) else {
                                 continue;
                             };
-                            match IcmpEcho::parse(ip.payload) {
-                                Some(e) if e.ident == raw_ident(flow) => self.device.socket_data(
+                            if ipv4::Repr::parse(&ip).is_err() || ip.is_fragment() {
+                                continue;
+                            }
+                            match frames::read_echo(ip.payload()) {
+                                Some(
+                                    icmpv4::Repr::EchoRequest { ident, .. }
+                                    | icmpv4::Repr::EchoReply { ident, .. },
+                                ) if ident == raw_ident(flow) => self.device.socket_data(
                                     now,
                                     flow,
-                                    ip.payload,
+                                    ip.payload(),
                                     &mut self.actions,
                                 ),
                                 _ => {}
@@ -944,42 +948,45 @@ impl NatService {
     }
 }
 
+/// Why a vnet's NAT device could not start: the step that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum NatError {
+    #[error("NAT device: cannot create its poll")]
+    CreatePoll(#[source] io::Error),
+    #[error("NAT device: cannot open the DNS socket")]
+    OpenDnsSocket(#[source] io::Error),
+    /// One of the configured port forwards (which names itself).
+    #[error(transparent)]
+    AddForward(#[from] ForwardError),
+}
+
 /// Why a port forward could not be added.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum ForwardError {
     /// The vnet already forwards this protocol on this host address.
+    #[error("{} {} is already forwarded", .0.as_str(), .1)]
     Exists(ForwardProto, SocketAddrV4),
     /// The host address cannot be listened on or bound (taken, not local, not
     /// permitted).
-    Listen(ForwardSpec, io::Error),
+    #[error(
+        "NAT port forward {} {} -> {}: cannot {} {}{}",
+        .0.proto.as_str(), .0.host, .0.guest, listen_verb(.0.proto), .0.host, listen_hint(.1)
+    )]
+    Listen(ForwardSpec, #[source] io::Error),
 }
 
-impl std::fmt::Display for ForwardError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ForwardError::Exists(proto, host) => {
-                write!(f, "{} {host} is already forwarded", proto.as_str())
-            }
-            ForwardError::Listen(spec, e) => {
-                let hint = if e.kind() == ErrorKind::AddrInUse {
-                    " (the port is taken: choose another host port)"
-                } else {
-                    ""
-                };
-                let verb = match spec.proto {
-                    ForwardProto::Tcp => "listen on",
-                    ForwardProto::Udp => "bind",
-                };
-                write!(
-                    f,
-                    "NAT port forward {} {} -> {}: cannot {verb} {}: {e}{hint}",
-                    spec.proto.as_str(),
-                    spec.host,
-                    spec.guest,
-                    spec.host
-                )
-            }
-        }
+fn listen_verb(proto: ForwardProto) -> &'static str {
+    match proto {
+        ForwardProto::Tcp => "listen on",
+        ForwardProto::Udp => "bind",
+    }
+}
+
+fn listen_hint(e: &io::Error) -> &'static str {
+    if e.kind() == ErrorKind::AddrInUse {
+        " (the port is taken: choose another host port)"
+    } else {
+        ""
     }
 }
 

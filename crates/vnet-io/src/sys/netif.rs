@@ -6,9 +6,32 @@ use std::io;
 use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
+/// Why an interface could not be configured: the step that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum NetifError {
+    #[error("cannot open an AF_INET socket for interface ioctls")]
+    OpenSocket(#[source] io::Error),
+    #[error("cannot set the address of {0} (SIOCSIFADDR)")]
+    SetAddress(String, #[source] io::Error),
+    #[error("cannot set the netmask of {0} (SIOCSIFNETMASK)")]
+    SetNetmask(String, #[source] io::Error),
+    #[error("cannot set the MTU of {0} (SIOCSIFMTU)")]
+    SetMtu(String, #[source] io::Error),
+    #[error("cannot read the flags of {0} (SIOCGIFFLAGS)")]
+    ReadFlags(String, #[source] io::Error),
+    #[error("cannot bring up {0} (SIOCSIFFLAGS)")]
+    BringUp(String, #[source] io::Error),
+    #[error("cannot read the queue length of {0} (SIOCGIFTXQLEN)")]
+    ReadTxQueueLen(String, #[source] io::Error),
+    #[error("cannot set the queue length of {0} (SIOCSIFTXQLEN)")]
+    SetTxQueueLen(String, #[source] io::Error),
+    #[error("cannot stop forwarding: cannot write {0}")]
+    ForbidForwarding(String, #[source] io::Error),
+}
+
 /// Gives `ifname` the address `addr/prefix_len`, the MTU `mtu`, and brings it up.
-pub fn configure(ifname: &str, addr: Ipv4Addr, prefix_len: u8, mtu: u32) -> io::Result<()> {
-    let sock = inet_socket()?;
+pub fn configure(ifname: &str, addr: Ipv4Addr, prefix_len: u8, mtu: u32) -> Result<(), NetifError> {
+    let sock = inet_socket().map_err(NetifError::OpenSocket)?;
     let mask = Ipv4Addr::from(
         u32::MAX
             .checked_shl(32 - u32::from(prefix_len))
@@ -16,33 +39,38 @@ pub fn configure(ifname: &str, addr: Ipv4Addr, prefix_len: u8, mtu: u32) -> io::
     );
     let mut req = ifreq(ifname);
     req.ifr_ifru.ifru_addr = sockaddr_in(addr);
-    ioctl(&sock, libc::SIOCSIFADDR, &mut req, "set the address of")?;
+    ioctl(&sock, libc::SIOCSIFADDR, &mut req, NetifError::SetAddress)?;
     let mut req = ifreq(ifname);
     req.ifr_ifru.ifru_netmask = sockaddr_in(mask);
-    ioctl(&sock, libc::SIOCSIFNETMASK, &mut req, "set the netmask of")?;
+    ioctl(
+        &sock,
+        libc::SIOCSIFNETMASK,
+        &mut req,
+        NetifError::SetNetmask,
+    )?;
     let mut req = ifreq(ifname);
     req.ifr_ifru.ifru_mtu = mtu as libc::c_int;
-    ioctl(&sock, libc::SIOCSIFMTU, &mut req, "set the MTU of")?;
+    ioctl(&sock, libc::SIOCSIFMTU, &mut req, NetifError::SetMtu)?;
     let mut req = ifreq(ifname);
-    ioctl(&sock, libc::SIOCGIFFLAGS, &mut req, "read the flags of")?;
+    ioctl(&sock, libc::SIOCGIFFLAGS, &mut req, NetifError::ReadFlags)?;
     // SAFETY: SIOCGIFFLAGS filled the flags member of the union.
     let flags = unsafe { req.ifr_ifru.ifru_flags };
     req.ifr_ifru.ifru_flags = flags | libc::IFF_UP as libc::c_short;
-    ioctl(&sock, libc::SIOCSIFFLAGS, &mut req, "bring up")
+    ioctl(&sock, libc::SIOCSIFFLAGS, &mut req, NetifError::BringUp)
 }
 
 /// Makes the transmit queue of `ifname` at least `min` frames long and returns its length
 /// afterwards; a longer queue is left as it is. For a TAP this is the ring of frames the
 /// kernel holds for its reader (vnetd): when it is full the kernel drops the next frame
 /// (the interface's TX `dropped`).
-pub fn raise_txqueuelen(ifname: &str, min: u32) -> io::Result<u32> {
-    let sock = inet_socket()?;
+pub fn raise_txqueuelen(ifname: &str, min: u32) -> Result<u32, NetifError> {
+    let sock = inet_socket().map_err(NetifError::OpenSocket)?;
     let mut req = ifreq(ifname);
     ioctl(
         &sock,
         libc::SIOCGIFTXQLEN,
         &mut req,
-        "read the queue length of",
+        NetifError::ReadTxQueueLen,
     )?;
     // SAFETY: SIOCGIFTXQLEN filled `ifr_qlen`, an int that libc names `ifru_metric`.
     let current = unsafe { req.ifr_ifru.ifru_metric };
@@ -57,24 +85,19 @@ pub fn raise_txqueuelen(ifname: &str, min: u32) -> io::Result<u32> {
         &sock,
         libc::SIOCSIFTXQLEN,
         &mut req,
-        "set the queue length of",
+        NetifError::SetTxQueueLen,
     )?;
     Ok(want.unsigned_abs())
 }
 
 /// Stops the host from forwarding what arrives on `ifname` (IPv4 and IPv6): a host-only
 /// vnet reaches the host and nothing beyond it, whatever `ip_forward` says globally.
-pub fn forbid_forwarding(ifname: &str) -> io::Result<()> {
+pub fn forbid_forwarding(ifname: &str) -> Result<(), NetifError> {
     for family in ["ipv4", "ipv6"] {
         let path = format!("/proc/sys/net/{family}/conf/{ifname}/forwarding");
         match std::fs::write(&path, "0") {
             Err(e) if e.kind() == io::ErrorKind::NotFound && family == "ipv6" => {}
-            Err(e) => {
-                return Err(io::Error::new(
-                    e.kind(),
-                    format!("cannot write {path}: {e}"),
-                ))
-            }
+            Err(e) => return Err(NetifError::ForbidForwarding(path, e)),
             Ok(()) => {}
         }
     }
@@ -122,8 +145,8 @@ fn ioctl(
     sock: &OwnedFd,
     request: libc::c_ulong,
     req: &mut libc::ifreq,
-    what: &str,
-) -> io::Result<()> {
+    step: fn(String, io::Error) -> NetifError,
+) -> Result<(), NetifError> {
     // SAFETY: `req` is a valid ifreq that outlives the call; these SIOC*IF* requests
     // read and write only that struct.
     let rc = unsafe { libc::ioctl(sock.as_raw_fd(), request, req as *mut libc::ifreq) };
@@ -135,10 +158,7 @@ fn ioctl(
             .take_while(|c| **c != 0)
             .map(|c| *c as u8 as char)
             .collect();
-        return Err(io::Error::new(
-            e.kind(),
-            format!("cannot {what} {name}: {e}"),
-        ));
+        return Err(step(name, e));
     }
     Ok(())
 }

@@ -8,22 +8,25 @@ use std::os::unix::fs::OpenOptionsExt;
 /// Longest interface name the kernel takes (`IFNAMSIZ` - 1).
 pub const MAX_IFNAME: usize = libc::IFNAMSIZ - 1;
 
-/// Why a TAP could not be opened.
+/// Why a TAP could not be opened: the step that failed.
 #[derive(Debug, thiserror::Error)]
 pub enum TapError {
     #[error("invalid interface name {0:?}: use 1-15 characters, no '/', ':' or whitespace")]
     BadName(String),
-    #[error("cannot open /dev/net/tun: {0}")]
+    #[error("cannot open /dev/net/tun")]
     OpenTun(#[source] io::Error),
-    #[error("cannot switch on TAP offloads (TUNSETVNETHDRSZ/TUNSETOFFLOAD): {0}")]
-    Offload(#[source] io::Error),
-    #[error("cannot attach TAP {name:?} (TUNSETIFF): {source}{hint}")]
+    #[error("cannot attach TAP {name:?} (TUNSETIFF{hint})")]
     SetIff {
         name: String,
+        /// Why the kernel probably refused, for the errors that have a usual reason.
         hint: &'static str,
         #[source]
         source: io::Error,
     },
+    #[error("cannot set the TAP's virtio_net_hdr size (TUNSETVNETHDRSZ)")]
+    SetVnetHdrSize(#[source] io::Error),
+    #[error("cannot switch on TAP offloads (TUNSETOFFLOAD)")]
+    SetOffload(#[source] io::Error),
 }
 
 /// Checks an interface name the way the kernel's `dev_valid_name` does.
@@ -66,9 +69,9 @@ pub fn open_tap(name: &str) -> Result<File, TapError> {
     if rc < 0 {
         let source = io::Error::last_os_error();
         let hint = match source.raw_os_error() {
-            Some(libc::EPERM) => " (creating a TAP needs root or CAP_NET_ADMIN)",
-            Some(libc::EBUSY) => " (another process has it open)",
-            Some(libc::EINVAL) => " (an interface of another kind has this name)",
+            Some(libc::EPERM) => "; creating a TAP needs root or CAP_NET_ADMIN",
+            Some(libc::EBUSY) => "; another process has it open",
+            Some(libc::EINVAL) => "; an interface of another kind has this name",
             _ => "",
         };
         return Err(TapError::SetIff {
@@ -81,7 +84,7 @@ pub fn open_tap(name: &str) -> Result<File, TapError> {
     // SAFETY: TUNSETVNETHDRSZ reads one int through the pointer, which is valid.
     let rc = unsafe { libc::ioctl(file.as_raw_fd(), libc::TUNSETVNETHDRSZ, &hdr_len) };
     if rc < 0 {
-        return Err(TapError::Offload(io::Error::last_os_error()));
+        return Err(TapError::SetVnetHdrSize(io::Error::last_os_error()));
     }
     let base = libc::TUN_F_CSUM | libc::TUN_F_TSO4 | libc::TUN_F_TSO6 | libc::TUN_F_TSO_ECN;
     // USO came with Linux 6.2; older kernels refuse the flag, so ask without it.
@@ -98,7 +101,7 @@ pub fn open_tap(name: &str) -> Result<File, TapError> {
             return Ok(file);
         }
     }
-    Err(TapError::Offload(io::Error::last_os_error()))
+    Err(TapError::SetOffload(io::Error::last_os_error()))
 }
 
 /// Size of the `virtio_net_hdr_v1` the TAP puts in front of each frame.
@@ -116,5 +119,20 @@ mod tests {
             assert!(!valid_ifname(bad), "{bad}");
         }
         assert!(matches!(open_tap("bad/name"), Err(TapError::BadName(_))));
+    }
+
+    #[test]
+    fn a_refused_attach_says_its_cause_once() {
+        let e = TapError::SetIff {
+            name: "vm1".into(),
+            hint: "; creating a TAP needs root or CAP_NET_ADMIN",
+            source: io::Error::from_raw_os_error(libc::EPERM),
+        };
+        let said = crate::error::chain(&e);
+        assert!(
+            said.starts_with("cannot attach TAP \"vm1\" (TUNSETIFF; creating"),
+            "{said}"
+        );
+        assert_eq!(said.matches("not permitted").count(), 1, "{said}");
     }
 }

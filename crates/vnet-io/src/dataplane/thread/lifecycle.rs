@@ -20,10 +20,12 @@ use crate::backend::Backend;
 use crate::dataplane::error::{Conflict, ControlError, ErrorKind};
 use crate::dataplane::network_dir;
 use crate::dataplane::vnet::{Listener, Vnet};
+use crate::error::Chain;
 use crate::services::dhcp::{self, DhcpService};
 use crate::services::nat::{self, NatService};
 use crate::sys::netif;
 use crate::sys::tap::TapError;
+use vnet_dirs::is_root;
 
 impl Thread {
     /// Makes the vnet the directory placed on this thread, or frees its name.
@@ -106,7 +108,11 @@ impl Thread {
         let tap = match TapPort::host_adapter(&ifname) {
             Ok(tap) => tap,
             Err(e) if !is_root() => {
-                warn!(net = net_name, "skipped the host adapter {ifname}: {e}");
+                warn!(
+                    net = net_name,
+                    "skipped the host adapter {ifname}: {}",
+                    Chain(&e)
+                );
                 return Ok(());
             }
             Err(e) => return Err(ControlError::HostAdapterTap(e)),
@@ -173,7 +179,7 @@ impl Thread {
     /// Attaches the vnet's NAT device, if its spec asks for one.
     fn start_nat(&mut self, key: VnetKey) -> Result<(), ControlError> {
         let spec = self.vnets[key].spec().clone();
-        let Some(config) = nat::config_for(&spec).map_err(ControlError::Nat)? else {
+        let Some(config) = nat::config_for(&spec) else {
             return Ok(());
         };
         let mac = config.mac;
@@ -297,17 +303,14 @@ impl Thread {
                 source,
             })?;
         }
-        let port = VhostUserPort::listen(name, &path).map_err(|source| ControlError::Listen {
-            path: path.clone(),
-            source,
-        })?;
+        let port =
+            VhostUserPort::listen(name, &path).map_err(|source| ControlError::VhostUserListen {
+                path: path.clone(),
+                source,
+            })?;
         let id = self.add_port(key, Box::new(port), vlan)?;
         self.vnets[key]
             .port_info(now, id)
             .ok_or(ControlError::Stopped)
     }
-}
-
-fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
 }
