@@ -15,8 +15,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::Parser;
 use tracing::{info, warn};
-use vnet_io::dataplane::ErrorKind;
-use vnet_io::DataPlane;
+use vnet_io::{DataPlane, ErrorKind};
 
 use config::Config;
 

@@ -5,7 +5,8 @@
 //! the pass: [`Vnet::receive`] runs a port's input through the switch into the egress
 //! queues, [`Vnet::transmit`] drains one queue into its client. Its state stays
 //! private: the thread asks it questions (is this port still here, is it watched) and
-//! gives it orders (attach this backend, age the MAC table).
+//! gives it orders (attach this backend, age the MAC table). Its sockets in `RUN/NAME`
+//! are in [`sockets`], its snapshots for the control API in [`report`].
 
 mod report;
 mod sockets;
