@@ -4,9 +4,9 @@
 //! plane drives them all the same way: `recv` until `WouldBlock`, `send_batch` until
 //! `WouldBlock`. Backends never block and never allocate per frame.
 
-pub mod api;
-pub mod device;
+pub mod classic;
 pub mod dgram;
+pub mod seqpacket;
 pub mod service;
 pub mod stream;
 pub mod tap;

@@ -1,4 +1,4 @@
-//! Built-in services (DHCP, later NAT and DNS) attached as ports.
+//! Built-in services (DHCP; NAT with its DNS forwarder) attached as ports.
 //!
 //! A service sees exactly the frames a VM on its port would see and answers with
 //! frames; it has no fd. Frames the switch queues for the port go into

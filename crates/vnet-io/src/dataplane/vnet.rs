@@ -32,8 +32,8 @@ use vnet_core::wire::offload::{self, Segmenter, VirtioNetHdr};
 use vnet_model::{MacAddr, NetworkSpec, UplinkSpec};
 
 use super::queue::EgressQueue;
-use crate::backend::api::ApiPort;
 use crate::backend::dgram::DgramPort;
+use crate::backend::seqpacket::SeqpacketPort;
 use crate::backend::stream::StreamPort;
 use crate::backend::uplink::Incoming;
 use crate::backend::vde::VdePort;
@@ -354,7 +354,7 @@ impl Vnet {
                     Err(e) => format!("accept on stream.sock failed: {e}"),
                 },
                 Listener::Api => match seqpacket::accept(&self.api_listener) {
-                    Ok(Some(sock)) => return Some(Box::new(ApiPort::new(sock))),
+                    Ok(Some(sock)) => return Some(Box::new(SeqpacketPort::new(sock))),
                     Ok(None) => return None,
                     Err(e) => format!("accept on api.sock failed: {e}"),
                 },

@@ -1,22 +1,23 @@
-//! The classic device (`RUN/dev/NET`, served over FUSE by `vnet-fuse`): one `open` of the
-//! device file is one port. The FUSE side holds one end of a `SOCK_SEQPACKET` socket
-//! pair and speaks the vnet API on it; this is the other end, an [`ApiPort`] that
-//! reports itself as a device port with the opener's pid.
+//! Classic-device ports (`RUN/dev/NET`, served over FUSE by `vnet-fuse`; not the NAT
+//! device of `vnet-nat`): one `open` of the device file is one port. The FUSE side holds
+//! one end of a `SOCK_SEQPACKET` socket pair and speaks the vnet API on it; this is the
+//! other end, a [`SeqpacketPort`] that reports itself as a device port with the
+//! opener's pid.
 
 use vnet_core::wire::api::{Reply, Request};
 use vnet_model::PortKind;
 
-use super::api::ApiPort;
+use super::seqpacket::SeqpacketPort;
 use super::{Backend, Received, Sent};
 use crate::frame::FrameBuf;
 
-pub struct DevicePort {
-    inner: ApiPort,
+pub struct ClassicDevicePort {
+    inner: SeqpacketPort,
     pid: Option<u32>,
     description: String,
 }
 
-impl DevicePort {
+impl ClassicDevicePort {
     /// `sock`: the data plane's end of the pair (non-blocking); `pid`: the process that
     /// opened the device file, as FUSE reports it.
     pub fn new(sock: std::os::fd::OwnedFd, net: &str, pid: Option<u32>) -> Self {
@@ -34,15 +35,15 @@ impl DevicePort {
             }
             None => "unknown opener".to_string(),
         };
-        DevicePort {
-            inner: ApiPort::new(sock),
+        ClassicDevicePort {
+            inner: SeqpacketPort::new(sock),
             pid,
             description: format!("device dev/{net} {who}"),
         }
     }
 }
 
-impl Backend for DevicePort {
+impl Backend for ClassicDevicePort {
     fn kind(&self) -> PortKind {
         PortKind::Device
     }

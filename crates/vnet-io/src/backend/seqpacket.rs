@@ -1,5 +1,7 @@
-//! The vnet API: one `SOCK_SEQPACKET` connection to `RUN/NET/api.sock` is one port; one
-//! message is one frame or one control request (format: `vnet_core::wire::api`).
+//! Programs' ports: one `SOCK_SEQPACKET` connection to `RUN/NET/api.sock` is one port
+//! speaking the vnet API (the port protocol `vnet-client` speaks; not the HTTP control
+//! API): one message is one frame or one port request such as "set my MAC" (format:
+//! `vnet_core::wire::api`). The classic device ([`super::classic`]) speaks it too.
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
@@ -15,7 +17,7 @@ use super::{fd_source, send_error, Backend, Received, Sent};
 use crate::frame::FrameBuf;
 use crate::sys::{peer, seqpacket};
 
-pub struct ApiPort {
+pub struct SeqpacketPort {
     sock: OwnedFd,
     pid: Option<u32>,
     peer: String,
@@ -23,10 +25,10 @@ pub struct ApiPort {
     replies: VecDeque<Vec<u8>>,
 }
 
-impl ApiPort {
+impl SeqpacketPort {
     pub fn new(sock: OwnedFd) -> Self {
         let (pid, peer) = peer::describe(&sock);
-        ApiPort {
+        SeqpacketPort {
             sock,
             pid,
             peer,
@@ -35,7 +37,7 @@ impl ApiPort {
     }
 }
 
-impl Backend for ApiPort {
+impl Backend for SeqpacketPort {
     fn kind(&self) -> PortKind {
         PortKind::Api
     }
@@ -108,4 +110,4 @@ impl Backend for ApiPort {
     }
 }
 
-fd_source!(ApiPort, |port| &port.sock);
+fd_source!(SeqpacketPort, |port| &port.sock);
