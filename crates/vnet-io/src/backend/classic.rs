@@ -8,7 +8,7 @@ use vnet_core::wire::api::{Reply, Request};
 use vnet_model::PortKind;
 
 use super::seqpacket::SeqpacketPort;
-use super::{Backend, Received, Sent};
+use super::{Backend, Identity, Received, Sent};
 use crate::frame::FrameBuf;
 
 pub struct ClassicDevicePort {
@@ -52,8 +52,11 @@ impl Backend for ClassicDevicePort {
         self.description.clone()
     }
 
-    fn pid(&self) -> Option<u32> {
-        self.pid
+    fn identity(&self) -> Identity<'_> {
+        Identity {
+            pid: self.pid,
+            ..Identity::default()
+        }
     }
 
     fn source(&mut self) -> Option<&mut dyn mio::event::Source> {
@@ -64,16 +67,8 @@ impl Backend for ClassicDevicePort {
         self.inner.recv(buf)
     }
 
-    fn send(&mut self, frame: &FrameBuf) -> Sent {
-        self.inner.send(frame)
-    }
-
-    fn has_pending_output(&self) -> bool {
-        self.inner.has_pending_output()
-    }
-
-    fn flush(&mut self) -> Sent {
-        self.inner.flush()
+    fn send_batch(&mut self, frames: &[FrameBuf]) -> (usize, Sent) {
+        self.inner.send_batch(frames)
     }
 
     fn answer(&mut self, request: &Request, reply: &Reply) {

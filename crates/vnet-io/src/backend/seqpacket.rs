@@ -13,7 +13,7 @@ use vnet_core::wire::api::{
 };
 use vnet_model::PortKind;
 
-use super::{fd_source, send_error, Backend, Received, Sent};
+use super::{fd_source, send_each, send_error, Backend, Identity, Received, Sent};
 use crate::frame::FrameBuf;
 use crate::sys::{peer, seqpacket};
 
@@ -46,8 +46,11 @@ impl Backend for SeqpacketPort {
         format!("api {}", self.peer)
     }
 
-    fn pid(&self) -> Option<u32> {
-        self.pid
+    fn identity(&self) -> Identity<'_> {
+        Identity {
+            pid: self.pid,
+            ..Identity::default()
+        }
     }
 
     fn source(&mut self) -> Option<&mut dyn mio::event::Source> {
@@ -77,7 +80,20 @@ impl Backend for SeqpacketPort {
         }
     }
 
-    fn send(&mut self, frame: &FrameBuf) -> Sent {
+    fn answer(&mut self, request: &Request, reply: &Reply) {
+        self.replies.push_back(encode_reply(request, reply));
+    }
+
+    fn send_batch(&mut self, frames: &[FrameBuf]) -> (usize, Sent) {
+        if let other @ (Sent::WouldBlock | Sent::Closed(_)) = self.flush() {
+            return (0, other);
+        }
+        send_each(frames, |f| self.send_one(f))
+    }
+}
+
+impl SeqpacketPort {
+    fn send_one(&mut self, frame: &FrameBuf) -> Sent {
         match self.flush() {
             Sent::Done => {}
             other => return other,
@@ -87,10 +103,6 @@ impl Backend for SeqpacketPort {
             Ok(()) => Sent::Done,
             Err(e) => send_error(e),
         }
-    }
-
-    fn has_pending_output(&self) -> bool {
-        !self.replies.is_empty()
     }
 
     fn flush(&mut self) -> Sent {
@@ -103,10 +115,6 @@ impl Backend for SeqpacketPort {
             }
         }
         Sent::Done
-    }
-
-    fn answer(&mut self, request: &Request, reply: &Reply) {
-        self.replies.push_back(encode_reply(request, reply));
     }
 }
 

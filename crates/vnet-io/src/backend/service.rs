@@ -25,7 +25,7 @@ use vnet_core::switch::DropCause;
 use vnet_core::wire::offload::VirtioNetHdr;
 use vnet_model::PortKind;
 
-use super::{Backend, Received, Sent, WatchedFd};
+use super::{send_each, Backend, Received, Sent, WatchedFd};
 use crate::frame::FrameBuf;
 
 /// A frame a service sends into its vnet.
@@ -56,6 +56,7 @@ pub trait Service {
     fn offloads(&self) -> bool {
         false
     }
+
     /// One frame delivered to the service's port, with its offload metadata (all
     /// zeros unless the service [`offloads`](Service::offloads)); replies are pushed
     /// onto `out`. `false` means the frame was addressed to the service but malformed.
@@ -180,17 +181,8 @@ impl<S: Service> Backend for ServicePort<S> {
         }
     }
 
-    fn send(&mut self, frame: &FrameBuf) -> Sent {
-        let accepted =
-            self.service
-                .borrow_mut()
-                .receive(frame.frame(), &frame.offload, &mut self.scratch);
-        self.collect();
-        if accepted {
-            Sent::Done
-        } else {
-            Sent::Dropped(DropCause::Malformed)
-        }
+    fn send_batch(&mut self, frames: &[FrameBuf]) -> (usize, Sent) {
+        send_each(frames, |f| self.send_one(f))
     }
 
     fn has_input(&self) -> bool {
@@ -204,6 +196,22 @@ impl<S: Service> Backend for ServicePort<S> {
     fn tick(&mut self, now: Instant) {
         self.service.borrow_mut().poll(now, &mut self.scratch);
         self.collect();
+    }
+}
+
+impl<S: Service> ServicePort<S> {
+    /// Hands one frame to the service.
+    fn send_one(&mut self, frame: &FrameBuf) -> Sent {
+        let accepted =
+            self.service
+                .borrow_mut()
+                .receive(frame.frame(), &frame.offload, &mut self.scratch);
+        self.collect();
+        if accepted {
+            Sent::Done
+        } else {
+            Sent::Dropped(DropCause::Malformed)
+        }
     }
 }
 

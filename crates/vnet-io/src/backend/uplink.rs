@@ -18,7 +18,7 @@ use tracing::{info, warn};
 use vnet_core::switch::{DropCause, PortId};
 use vnet_model::{PortKind, UplinkMode, UplinkSpec};
 
-use super::{Backend, Received, Sent};
+use super::{send_each, Backend, Identity, Received, Sent};
 use crate::frame::FrameBuf;
 use crate::sys::packet::{PacketSocket, RecvMeta, PACKET_VNET_HDR_LEN};
 use vnet_core::wire::offload::{VirtioNetHdr, VIRTIO_NET_HDR_LEN};
@@ -246,8 +246,11 @@ impl Backend for UplinkPort {
         self.description.clone()
     }
 
-    fn ifname(&self) -> Option<&str> {
-        Some(&self.interface)
+    fn identity(&self) -> Identity<'_> {
+        Identity {
+            ifname: Some(&self.interface),
+            ..Identity::default()
+        }
     }
 
     fn source(&mut self) -> Option<&mut dyn mio::event::Source> {
@@ -264,7 +267,13 @@ impl Backend for UplinkPort {
         Received::WouldBlock
     }
 
-    fn send(&mut self, frame: &FrameBuf) -> Sent {
+    fn send_batch(&mut self, frames: &[FrameBuf]) -> (usize, Sent) {
+        send_each(frames, |f| self.send_one(f))
+    }
+}
+
+impl UplinkPort {
+    fn send_one(&mut self, frame: &FrameBuf) -> Sent {
         let f = frame.frame();
         if f.len() < 14 {
             return Sent::Dropped(DropCause::Runt);
