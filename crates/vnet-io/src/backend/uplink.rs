@@ -20,7 +20,7 @@ use vnet_model::{PortKind, UplinkMode, UplinkSpec};
 
 use super::{send_each, Backend, Identity, Received, Sent};
 use crate::frame::FrameBuf;
-use crate::sys::packet::{PacketSocket, RecvMeta, PACKET_VNET_HDR_LEN};
+use crate::sys::packet::{PacketError, PacketSocket, RecvMeta, PACKET_VNET_HDR_LEN};
 use vnet_core::wire::offload::{VirtioNetHdr, VIRTIO_NET_HDR_LEN};
 
 /// What a vnet takes from its NIC.
@@ -105,7 +105,7 @@ pub enum Polled<'a> {
 }
 
 impl UplinkSocket {
-    pub fn open(interface: &str) -> io::Result<UplinkSocket> {
+    pub fn open(interface: &str) -> Result<UplinkSocket, PacketError> {
         Ok(UplinkSocket {
             interface: interface.to_string(),
             sock: Rc::new(PacketSocket::open(interface)?),
