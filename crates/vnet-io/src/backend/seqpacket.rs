@@ -119,3 +119,29 @@ impl SeqpacketPort {
 }
 
 fd_source!(SeqpacketPort, |port| &port.sock);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vnet_core::wire::api::{decode_vnet, VnetMessage};
+
+    #[test]
+    fn a_reply_goes_out_before_frames_and_with_no_frame_at_all() {
+        let (ours, client) = seqpacket::pair().unwrap();
+        let mut port = SeqpacketPort::new(ours);
+        port.answer(&Request::SetPromiscuous(true), &Ok(None));
+        // Nothing queued for the port: the data plane offers an empty batch.
+        assert_eq!(port.send_batch(&[]), (0, Sent::Done));
+        let mut msg = [0u8; 128];
+        let n = seqpacket::recv_message(&client, &mut msg).unwrap();
+        assert!(matches!(
+            decode_vnet(&msg[..n]),
+            Ok(VnetMessage::Reply {
+                reply: Ok(None),
+                ..
+            })
+        ));
+        // Nothing left to send.
+        assert_eq!(port.send_batch(&[]), (0, Sent::Done));
+    }
+}
