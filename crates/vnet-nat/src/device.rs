@@ -2,15 +2,17 @@
 //! socket datagrams.
 
 use std::collections::HashMap;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
 use vnet_core::wire::ethernet::{EtherType, Frame, MacAddr};
+use vnet_core::wire::icmpv4::{self, Unreachable};
+use vnet_core::wire::{arp, ipv4, tcp as tcp_wire, udp, IpProtocol};
 
 use crate::dns::{DnsAction, DnsForwarder};
 use crate::fragments::{Reassembler, Reassembly};
+use crate::frames::{self, Route};
 use crate::names::LocalNames;
-use crate::wire::{self, ArpPacket, IcmpEcho, Ipv4Error, Ipv4Packet, Route, UdpDatagram};
 
 /// Settings of one NAT device.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -303,16 +305,26 @@ impl NatDevice {
         }
         match eth.ethertype() {
             EtherType::ARP => {
-                let Some(arp) = ArpPacket::parse(eth.payload()) else {
+                let arp =
+                    arp::Packet::new_checked(eth.payload()).and_then(|p| arp::Repr::parse(&p));
+                let Ok(arp) = arp else {
                     self.counters.ignored += 1;
                     return true;
                 };
-                self.learn(arp.sender_ip, arp.sender_mac);
-                if arp.is_request && arp.target_ip == self.config.gateway {
+                let request = match arp.operation {
+                    arp::Operation::Request => true,
+                    arp::Operation::Reply => false,
+                    arp::Operation::Unknown(_) => {
+                        self.counters.ignored += 1;
+                        return true;
+                    }
+                };
+                self.learn(arp.source_protocol_addr, arp.source_hardware_addr);
+                if request && arp.target_protocol_addr == self.config.gateway {
                     self.counters.arp_replies += 1;
-                    out.push(Output::Frame(arp.reply_frame(self.config.mac)));
-                } else if !arp.is_request {
-                    self.tcp_neighbour_known(now, arp.sender_ip, out);
+                    out.push(Output::Frame(frames::arp_reply(&arp, self.config.mac)));
+                } else if !request {
+                    self.tcp_neighbour_known(now, arp.source_protocol_addr, out);
                 }
                 true
             }
@@ -334,40 +346,39 @@ impl NatDevice {
         checksum_offloaded: bool,
         out: &mut Vec<Output>,
     ) -> bool {
-        let ip = match Ipv4Packet::parse(bytes) {
-            Ok(ip) => Ipv4Packet {
-                checksum_offloaded,
-                ..ip
-            },
-            Err(Ipv4Error::Fragment) => return self.receive_fragment(now, guest_mac, bytes, out),
-            Err(Ipv4Error::Malformed) => {
-                self.counters.malformed += 1;
-                return false;
-            }
+        // Lengths (a total length past the buffer included), version, header checksum.
+        let ip = ipv4::Packet::new_checked(bytes);
+        let Ok(ip) = ip.and_then(|ip| ipv4::Repr::parse(&ip).map(|_| ip)) else {
+            self.counters.malformed += 1;
+            return false;
         };
+        if ip.is_fragment() {
+            return self.receive_fragment(now, guest_mac, &ip, out);
+        }
+        let (src, dst) = (ip.src_addr(), ip.dst_addr());
         let c = &self.config;
-        if !c.in_subnet(ip.src) || ip.src == c.gateway || ip.src == c.broadcast() {
+        if !c.in_subnet(src) || src == c.gateway || src == c.broadcast() {
             self.counters.ignored += 1;
             return true;
         }
-        self.learn(ip.src, guest_mac);
+        self.learn(src, guest_mac);
         let c = &self.config;
-        let outside = !(ip.dst.is_loopback()
-            || ip.dst.is_multicast()
-            || ip.dst.is_broadcast()
-            || ip.dst.is_unspecified()
-            || c.in_subnet(ip.dst));
-        if !outside && ip.dst != c.gateway {
+        let outside = !(dst.is_loopback()
+            || dst.is_multicast()
+            || dst.is_broadcast()
+            || dst.is_unspecified()
+            || c.in_subnet(dst));
+        if !outside && dst != c.gateway {
             self.counters.ignored += 1;
             return true;
         }
-        match ip.protocol {
-            wire::PROTO_ICMP => self.receive_icmp(now, guest_mac, &ip, out),
-            wire::PROTO_UDP => self.receive_udp(now, guest_mac, &ip, out),
-            wire::PROTO_TCP => self.receive_tcp(now, guest_mac, &ip, out),
+        match ip.next_header() {
+            IpProtocol::ICMP => self.receive_icmp(now, guest_mac, &ip, out),
+            IpProtocol::UDP => self.receive_udp(now, guest_mac, &ip, checksum_offloaded, out),
+            IpProtocol::TCP => self.receive_tcp(now, guest_mac, &ip, checksum_offloaded, out),
             _ => {
-                // No TCP yet: a prompt "protocol unreachable" instead of a hang.
-                self.unreachable(guest_mac, &ip, 2, out);
+                // A prompt "protocol unreachable" instead of a hang.
+                self.unreachable(guest_mac, &ip, Unreachable::PROTOCOL, out);
                 true
             }
         }
@@ -379,17 +390,16 @@ impl NatDevice {
         &mut self,
         now: Instant,
         guest_mac: MacAddr,
-        bytes: &[u8],
+        ip: &ipv4::Packet<&[u8]>,
         out: &mut Vec<Output>,
     ) -> bool {
         // Only the vnet's own guests may hold reassembly memory.
-        let src = Ipv4Addr::new(bytes[12], bytes[13], bytes[14], bytes[15]);
-        if !self.config.in_subnet(src) {
+        if !self.config.in_subnet(ip.src_addr()) {
             self.counters.ignored += 1;
             return true;
         }
         self.counters.fragments += 1;
-        match self.fragments.add(now, bytes) {
+        match self.fragments.add(now, ip.clone().into_inner()) {
             Reassembly::Incomplete => true,
             Reassembly::Complete(datagram) => {
                 self.counters.reassembled += 1;
@@ -406,45 +416,42 @@ impl NatDevice {
         &mut self,
         now: Instant,
         guest_mac: MacAddr,
-        ip: &Ipv4Packet<'_>,
+        ip: &ipv4::Packet<&[u8]>,
         out: &mut Vec<Output>,
     ) -> bool {
-        let Some(echo) = IcmpEcho::parse(ip.payload) else {
-            // Broken, or another ICMP message (errors about our own answers): ignore.
+        // Broken, or another ICMP message (errors about our own answers): ignore.
+        let Some(icmpv4::Repr::EchoRequest {
+            ident,
+            seq_no,
+            data,
+        }) = frames::read_echo(ip.payload())
+        else {
             self.counters.ignored += 1;
             return true;
         };
-        if echo.kind != wire::ICMP_ECHO_REQUEST {
-            self.counters.ignored += 1;
-            return true;
-        }
-        if ip.dst == self.config.gateway {
+        let (src, dst) = (ip.src_addr(), ip.dst_addr());
+        if dst == self.config.gateway {
             self.counters.echo_local += 1;
-            let reply = IcmpEcho {
-                kind: wire::ICMP_ECHO_REPLY,
-                ..echo
+            let reply = icmpv4::Repr::EchoReply {
+                ident,
+                seq_no,
+                data,
             };
-            self.emit(
-                guest_mac,
-                ip.dst,
-                ip.src,
-                wire::PROTO_ICMP,
-                &reply.to_bytes(),
-                out,
-            );
+            let reply = frames::icmp_message(&reply);
+            self.emit(guest_mac, dst, src, IpProtocol::ICMP, &reply, out);
             return true;
         }
         if !self.config.icmp {
-            self.unreachable(guest_mac, ip, wire::UNREACH_ADMIN, out);
+            self.unreachable(guest_mac, ip, Unreachable::ADMIN_PROHIBITED, out);
             return true;
         }
         let key = FlowKey {
             proto: Proto::Icmp,
-            guest: SocketAddrV4::new(ip.src, echo.ident),
-            remote: SocketAddrV4::new(ip.dst, 0),
+            guest: SocketAddrV4::new(src, ident),
+            remote: SocketAddrV4::new(dst, 0),
         };
-        let to = SocketAddrV4::new(ip.dst, 0);
-        self.send_to_host(now, key, guest_mac, to, ip.payload, out);
+        let to = SocketAddrV4::new(dst, 0);
+        self.send_to_host(now, key, guest_mac, to, ip.payload(), out);
         true
     }
 
@@ -452,32 +459,37 @@ impl NatDevice {
         &mut self,
         now: Instant,
         guest_mac: MacAddr,
-        ip: &Ipv4Packet<'_>,
+        ip: &ipv4::Packet<&[u8]>,
+        checksum_offloaded: bool,
         out: &mut Vec<Output>,
     ) -> bool {
-        let Some(udp) = UdpDatagram::parse(ip) else {
+        let (src, dst) = (ip.src_addr(), ip.dst_addr());
+        let udp = udp::Packet::new_checked(ip.payload()).ok().filter(|u| {
+            checksum_offloaded || u.verify_checksum(&IpAddr::V4(src), &IpAddr::V4(dst))
+        });
+        let Some(udp) = udp else {
             self.counters.malformed += 1;
             return false;
         };
-        let guest = SocketAddrV4::new(ip.src, udp.src_port);
+        let guest = SocketAddrV4::new(src, udp.src_port());
         let key = FlowKey {
             proto: Proto::Udp,
             guest,
-            remote: SocketAddrV4::new(ip.dst, udp.dst_port),
+            remote: SocketAddrV4::new(dst, udp.dst_port()),
         };
-        let mut target = ip.dst;
+        let mut target = dst;
         // An open flow goes on, whatever its destination: a forwarded peer on the host's
         // loopback is the gateway to the guest, even without `host_loopback`.
-        if ip.dst == self.config.gateway && !self.by_key.contains_key(&key) {
-            if udp.dst_port == 53 && !self.dns.upstreams().is_empty() {
+        if dst == self.config.gateway && !self.by_key.contains_key(&key) {
+            if udp.dst_port() == 53 && !self.dns.upstreams().is_empty() {
                 self.counters.dns_queries += 1;
-                let local = self.local_names.answer(udp.payload);
+                let local = self.local_names.answer(udp.payload());
                 if let Some(answer) = local {
                     self.counters.dns_local += 1;
                     self.dns_answer(guest_mac, guest, &answer, out);
                     return true;
                 }
-                match self.dns.query(now, guest_mac, guest, udp.payload) {
+                match self.dns.query(now, guest_mac, guest, udp.payload()) {
                     Some(DnsAction::Query { to, query }) => {
                         out.push(Output::DnsQuery { to, query })
                     }
@@ -486,13 +498,13 @@ impl NatDevice {
                 return true;
             }
             if !self.config.host_loopback {
-                self.unreachable(guest_mac, ip, wire::UNREACH_PORT, out);
+                self.unreachable(guest_mac, ip, Unreachable::PORT, out);
                 return true;
             }
             target = Ipv4Addr::LOCALHOST;
         }
-        let to = SocketAddrV4::new(target, udp.dst_port);
-        self.send_to_host(now, key, guest_mac, to, udp.payload, out);
+        let to = SocketAddrV4::new(target, udp.dst_port());
+        self.send_to_host(now, key, guest_mac, to, udp.payload(), out);
         true
     }
 
@@ -610,7 +622,7 @@ impl NatDevice {
             None => {
                 let Some(&mac) = self.neighbours.get(guest.ip()) else {
                     let c = &self.config;
-                    let arp = ArpPacket::request_frame(c.mac, c.gateway, *guest.ip());
+                    let arp = frames::arp_request(c.mac, c.gateway, *guest.ip());
                     out.push(Output::Frame(arp));
                     self.counters.ignored += 1;
                     return None;
@@ -623,9 +635,9 @@ impl NatDevice {
             }
         };
         let route = self.route(self.flows[&flow].guest_mac, *remote.ip(), *guest.ip());
-        let seg = wire::udp_segment(&route, remote.port(), guest.port(), data);
+        let seg = frames::udp_datagram(&route, remote.port(), guest.port(), data);
         self.counters.from_host += 1;
-        self.push_ip(&route, wire::PROTO_UDP, &seg, out);
+        self.push_ip(&route, IpProtocol::UDP, &seg, out);
         Some(flow)
     }
 
@@ -648,32 +660,24 @@ impl NatDevice {
         match key.proto {
             Proto::Udp => {
                 let route = self.route(mac, *key.remote.ip(), *key.guest.ip());
-                let seg = wire::udp_segment(&route, key.remote.port(), key.guest.port(), data);
+                let seg = frames::udp_datagram(&route, key.remote.port(), key.guest.port(), data);
                 self.counters.from_host += 1;
-                self.push_ip(&route, wire::PROTO_UDP, &seg, out);
+                self.push_ip(&route, IpProtocol::UDP, &seg, out);
             }
             Proto::Icmp => {
-                let Some(echo) = IcmpEcho::parse(data) else {
+                let Some(icmpv4::Repr::EchoReply { seq_no, data, .. }) = frames::read_echo(data)
+                else {
                     self.counters.ignored += 1;
                     return;
                 };
-                if echo.kind != wire::ICMP_ECHO_REPLY {
-                    self.counters.ignored += 1;
-                    return;
-                }
-                let reply = IcmpEcho {
+                let reply = frames::icmp_message(&icmpv4::Repr::EchoReply {
                     ident: key.guest.port(),
-                    ..echo
-                };
+                    seq_no,
+                    data,
+                });
                 self.counters.from_host += 1;
-                self.emit(
-                    mac,
-                    *key.remote.ip(),
-                    *key.guest.ip(),
-                    wire::PROTO_ICMP,
-                    &reply.to_bytes(),
-                    out,
-                );
+                let (src, dst) = (*key.remote.ip(), *key.guest.ip());
+                self.emit(mac, src, dst, IpProtocol::ICMP, &reply, out);
             }
             // TCP bytes come through `tcp_data`.
             Proto::Tcp => {}
@@ -688,8 +692,8 @@ impl NatDevice {
         };
         let code = match (error, f.key.proto) {
             (SocketError::Refused, Proto::Tcp) => return self.tcp_reset(flow, out),
-            (SocketError::Refused, Proto::Udp) => wire::UNREACH_PORT,
-            _ => wire::UNREACH_HOST,
+            (SocketError::Refused, Proto::Udp) => Unreachable::PORT,
+            _ => Unreachable::HOST,
         };
         let (key, mac) = (f.key, f.guest_mac);
         self.unreachable_for(mac, key, code, out);
@@ -706,7 +710,7 @@ impl NatDevice {
         };
         self.by_key.remove(&f.key);
         self.counters.flows_closed += 1;
-        self.unreachable_for(f.guest_mac, f.key, wire::UNREACH_HOST, out);
+        self.unreachable_for(f.guest_mac, f.key, Unreachable::HOST, out);
     }
 
     /// A datagram on the DNS socket from `from`.
@@ -730,7 +734,7 @@ impl NatDevice {
         out: &mut Vec<Output>,
     ) {
         let route = self.route(mac, self.config.gateway, *guest.ip());
-        let fits = wire::IPV4_HEADER_LEN + wire::UDP_HEADER_LEN + answer.len() <= self.config.mtu;
+        let fits = ipv4::HEADER_LEN + udp::HEADER_LEN + answer.len() <= self.config.mtu;
         let truncated;
         let answer = if fits {
             answer
@@ -741,8 +745,8 @@ impl NatDevice {
             truncated = crate::dns::truncate(answer);
             &truncated
         };
-        let seg = wire::udp_segment(&route, 53, guest.port(), answer);
-        self.push_ip(&route, wire::PROTO_UDP, &seg, out);
+        let seg = frames::udp_datagram(&route, 53, guest.port(), answer);
+        self.push_ip(&route, IpProtocol::UDP, &seg, out);
     }
 
     /// Where TCP to the gateway's port 53 goes: the first upstream, if DNS is on.
@@ -833,7 +837,7 @@ impl NatDevice {
         guest_mac: MacAddr,
         src: Ipv4Addr,
         dst: Ipv4Addr,
-        protocol: u8,
+        protocol: IpProtocol,
         payload: &[u8],
         out: &mut Vec<Output>,
     ) {
@@ -843,16 +847,22 @@ impl NatDevice {
 
     /// An IPv4 packet to a guest; above the vnet's MTU, in fragments (a host socket may
     /// hand over datagrams of up to 64 KiB).
-    fn push_ip(&mut self, route: &Route, protocol: u8, payload: &[u8], out: &mut Vec<Output>) {
+    fn push_ip(
+        &mut self,
+        route: &Route,
+        protocol: IpProtocol,
+        payload: &[u8],
+        out: &mut Vec<Output>,
+    ) {
         self.ip_ident = self.ip_ident.wrapping_add(1);
         let (mtu, ident) = (self.config.mtu, self.ip_ident);
-        if wire::IPV4_HEADER_LEN + payload.len() <= mtu {
-            out.push(Output::Frame(wire::ipv4_frame(
+        if ipv4::HEADER_LEN + payload.len() <= mtu {
+            out.push(Output::Frame(frames::ipv4_frame(
                 route, protocol, ident, payload,
             )));
             return;
         }
-        match wire::ipv4_fragments(route, protocol, ident, payload, mtu) {
+        match frames::ipv4_fragments(route, protocol, ident, payload, mtu) {
             Some(frames) => out.extend(frames.into_iter().map(Output::Frame)),
             None => self.counters.oversize += 1,
         }
@@ -862,20 +872,14 @@ impl NatDevice {
     fn unreachable(
         &mut self,
         guest_mac: MacAddr,
-        ip: &Ipv4Packet<'_>,
+        ip: &ipv4::Packet<&[u8]>,
         code: u8,
         out: &mut Vec<Output>,
     ) {
         self.counters.unreachable += 1;
-        let msg = wire::icmp_unreachable(code, ip.header, ip.payload);
-        self.emit(
-            guest_mac,
-            self.config.gateway,
-            ip.src,
-            wire::PROTO_ICMP,
-            &msg,
-            out,
-        );
+        let msg = frames::unreachable(code, ip);
+        let (gateway, guest) = (self.config.gateway, ip.src_addr());
+        self.emit(guest_mac, gateway, guest, IpProtocol::ICMP, &msg, out);
     }
 
     /// The same for a flow, quoting a packet rebuilt from its key.
@@ -892,49 +896,34 @@ impl NatDevice {
             src: *key.guest.ip(),
             dst: *key.remote.ip(),
         };
-        let transport = match key.proto {
-            Proto::Udp => wire::udp_segment(&route, key.guest.port(), key.remote.port(), &[]),
-            Proto::Icmp => IcmpEcho {
-                kind: wire::ICMP_ECHO_REQUEST,
-                ident: key.guest.port(),
-                seq: 0,
-                data: &[],
-            }
-            .to_bytes(),
+        let (protocol, transport) = match key.proto {
+            Proto::Udp => (
+                IpProtocol::UDP,
+                frames::udp_datagram(&route, key.guest.port(), key.remote.port(), &[]),
+            ),
+            Proto::Icmp => (
+                IpProtocol::ICMP,
+                frames::icmp_message(&icmpv4::Repr::EchoRequest {
+                    ident: key.guest.port(),
+                    seq_no: 0,
+                    data: &[],
+                }),
+            ),
             Proto::Tcp => {
-                let h = wire::TcpHeader {
+                let h = tcp_wire::Repr {
                     src_port: key.guest.port(),
                     dst_port: key.remote.port(),
-                    seq: 0,
-                    ack: 0,
-                    flags: wire::tcp_flags::SYN,
-                    window: 0,
-                    mss: None,
-                    wscale: None,
+                    flags: tcp_wire::Flags(tcp_wire::Flags::SYN),
+                    ..tcp_wire::Repr::default()
                 };
-                wire::tcp_segment(&route, &h, &[])
+                (IpProtocol::TCP, frames::tcp_segment(&route, &h, &[]))
             }
         };
-        let protocol = match key.proto {
-            Proto::Udp => wire::PROTO_UDP,
-            Proto::Icmp => wire::PROTO_ICMP,
-            Proto::Tcp => wire::PROTO_TCP,
-        };
-        let quoted = wire::ipv4_frame(&route, protocol, 0, &transport);
-        let q = &quoted[vnet_core::wire::ethernet::HEADER_LEN..];
-        let msg = wire::icmp_unreachable(
-            code,
-            &q[..wire::IPV4_HEADER_LEN],
-            &q[wire::IPV4_HEADER_LEN..],
-        );
+        let quoted = frames::ipv4_frame(&route, protocol, 0, &transport);
+        let quoted = ipv4::Packet::new_unchecked(&quoted[vnet_core::wire::ethernet::HEADER_LEN..]);
+        let msg = frames::unreachable(code, &quoted);
         self.counters.unreachable += 1;
-        self.emit(
-            guest_mac,
-            self.config.gateway,
-            *key.guest.ip(),
-            wire::PROTO_ICMP,
-            &msg,
-            out,
-        );
+        let (gateway, guest) = (self.config.gateway, *key.guest.ip());
+        self.emit(guest_mac, gateway, guest, IpProtocol::ICMP, &msg, out);
     }
 }

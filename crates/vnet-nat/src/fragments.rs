@@ -16,7 +16,7 @@ use std::net::Ipv4Addr;
 use std::ops::Range;
 use std::time::{Duration, Instant};
 
-use crate::wire::internet_checksum;
+use vnet_core::wire::{ipv4, IpProtocol};
 
 /// How long a datagram may take to arrive complete (RFC 791 suggests 15 s).
 pub const TIMEOUT: Duration = Duration::from_secs(15);
@@ -34,7 +34,7 @@ const MAX_IPV4_LEN: usize = 65535;
 struct Key {
     src: Ipv4Addr,
     dst: Ipv4Addr,
-    protocol: u8,
+    protocol: IpProtocol,
     id: u16,
 }
 
@@ -95,11 +95,10 @@ impl Partial {
         datagram.extend_from_slice(header);
         datagram.extend_from_slice(&self.data[..total]);
         let len = u16::try_from(datagram.len()).ok()?;
-        datagram[2..4].copy_from_slice(&len.to_be_bytes());
-        datagram[6..8].fill(0); // no longer a fragment
-        datagram[10..12].fill(0);
-        let checksum = internet_checksum(&[&datagram[..header.len()]]);
-        datagram[10..12].copy_from_slice(&checksum.to_be_bytes());
+        let mut ip = ipv4::Packet::new_unchecked(&mut datagram[..]);
+        ip.set_total_len(len);
+        ip.set_fragment(false, false, 0); // no longer a fragment
+        ip.fill_checksum();
         Some(datagram)
     }
 }
@@ -202,16 +201,13 @@ struct Fragment<'a> {
     payload: &'a [u8],
 }
 
-/// `None` if `b` cannot be part of a valid datagram.
+/// `None` if `b` cannot be part of a valid datagram (only its lengths are checked
+/// here: the device checked the rest).
 fn parse(b: &[u8]) -> Option<Fragment<'_>> {
-    let ihl = usize::from(*b.first()? & 0x0f) * 4;
-    let total = usize::from(u16::from_be_bytes([*b.get(2)?, *b.get(3)?]));
-    if ihl < 20 || total < ihl || total > b.len() {
-        return None;
-    }
-    let flags = u16::from_be_bytes([b[6], b[7]]);
-    let more = flags & 0x2000 != 0;
-    let start = usize::from(flags & 0x1fff) * 8;
+    let ip = ipv4::Packet::new_checked(b).ok()?;
+    let (ihl, total) = (usize::from(ip.header_len()), usize::from(ip.total_len()));
+    let more = ip.more_frags();
+    let start = usize::from(ip.frag_offset());
     let payload = &b[ihl..total];
     let range = start..start + payload.len();
     // Pieces other than the last come in multiples of 8 bytes; nothing may reach past
@@ -222,12 +218,11 @@ fn parse(b: &[u8]) -> Option<Fragment<'_>> {
     {
         return None;
     }
-    let ip = |at: usize| Ipv4Addr::new(b[at], b[at + 1], b[at + 2], b[at + 3]);
     let key = Key {
-        src: ip(12),
-        dst: ip(16),
-        protocol: b[9],
-        id: u16::from_be_bytes([b[4], b[5]]),
+        src: ip.src_addr(),
+        dst: ip.dst_addr(),
+        protocol: ip.next_header(),
+        id: ip.ident(),
     };
     Some(Fragment {
         key,
@@ -241,9 +236,11 @@ fn parse(b: &[u8]) -> Option<Fragment<'_>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::{self, Ipv4Packet, Route, UdpDatagram};
+    use crate::frames::{self, Route};
     use proptest::prelude::*;
+    use std::net::IpAddr;
     use vnet_core::wire::ethernet::{MacAddr, HEADER_LEN};
+    use vnet_core::wire::udp;
 
     const SRC: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 5);
     const DST: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 7);
@@ -257,8 +254,8 @@ mod tests {
             dst: DST,
         };
         let payload: Vec<u8> = (0..len).map(|i| (i * 7 + usize::from(id)) as u8).collect();
-        let udp = wire::udp_segment(&route, 5000, 53, &payload);
-        let mut frame = wire::ipv4_frame(&route, wire::PROTO_UDP, id, &udp);
+        let udp = frames::udp_datagram(&route, 5000, 53, &payload);
+        let mut frame = frames::ipv4_frame(&route, IpProtocol::UDP, id, &udp);
         frame.drain(..HEADER_LEN);
         frame.truncate(20 + udp.len()); // no Ethernet padding
         frame
@@ -275,13 +272,10 @@ mod tests {
                 let mut f = header.to_vec();
                 f.extend_from_slice(chunk);
                 let len = f.len() as u16;
-                f[2..4].copy_from_slice(&len.to_be_bytes());
-                let more = if i + 1 < chunks.len() { 0x2000 } else { 0 };
-                let flags = more | (i * size / 8) as u16;
-                f[6..8].copy_from_slice(&flags.to_be_bytes());
-                f[10..12].fill(0);
-                let c = internet_checksum(&[&f[..20]]);
-                f[10..12].copy_from_slice(&c.to_be_bytes());
+                let mut ip = ipv4::Packet::new_unchecked(&mut f[..]);
+                ip.set_total_len(len);
+                ip.set_fragment(false, i + 1 < chunks.len(), (i * size) as u16);
+                ip.fill_checksum();
                 f
             })
             .collect()
@@ -306,9 +300,13 @@ mod tests {
         assert_eq!(r.add(t, &frags[1]), Reassembly::Incomplete);
         let whole = complete(r.add(t, &frags[2]));
         assert_eq!(whole, packet, "byte for byte, header checksum included");
-        let ip = Ipv4Packet::parse(&whole).expect("no longer a fragment");
-        let udp = UdpDatagram::parse(&ip).expect("UDP checksum holds");
-        assert_eq!(udp.payload.len(), 4000);
+        let ip = ipv4::Packet::new_checked(&whole[..]).unwrap();
+        ipv4::Repr::parse(&ip).expect("header checksum holds");
+        assert!(!ip.is_fragment(), "no longer a fragment");
+        let udp = udp::Packet::new_checked(ip.payload()).unwrap();
+        let (src, dst) = (IpAddr::V4(SRC), IpAddr::V4(DST));
+        assert!(udp.verify_checksum(&src, &dst), "UDP checksum holds");
+        assert_eq!(udp.payload().len(), 4000);
         assert!(r.is_empty());
     }
 
@@ -354,10 +352,10 @@ mod tests {
         let mut odd = fragment(&udp_packet(2, 3000), 1000)[0].clone();
         odd.truncate(odd.len() - 3);
         let len = odd.len() as u16;
-        odd[2..4].copy_from_slice(&len.to_be_bytes());
+        ipv4::Packet::new_unchecked(&mut odd[..]).set_total_len(len);
         assert_eq!(r.add(t, &odd), Reassembly::Dropped);
         let mut beyond = fragment(&udp_packet(3, 3000), 1000)[1].clone();
-        beyond[6..8].copy_from_slice(&(0x2000u16 | 8180).to_be_bytes());
+        ipv4::Packet::new_unchecked(&mut beyond[..]).set_fragment(false, true, 8180 * 8);
         assert_eq!(r.add(t, &beyond), Reassembly::Dropped, "past 65535 bytes");
         assert!(r.is_empty());
     }
@@ -397,10 +395,9 @@ mod tests {
         'fill: for source in 1..=255u8 {
             for id in 0..MAX_PER_SOURCE as u16 {
                 let mut f = fragment(&udp_packet(id, 2000), 1000)[0].clone();
-                f[15] = source;
-                f[10..12].fill(0);
-                let c = internet_checksum(&[&f[..20]]);
-                f[10..12].copy_from_slice(&c.to_be_bytes());
+                let mut ip = ipv4::Packet::new_unchecked(&mut f[..]);
+                ip.set_src_addr(Ipv4Addr::new(10, 0, 0, source));
+                ip.fill_checksum();
                 if n == MAX_DATAGRAMS {
                     assert_eq!(r.add(t, &f), Reassembly::Dropped);
                     break 'fill;

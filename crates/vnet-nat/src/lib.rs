@@ -67,8 +67,8 @@
 mod device;
 pub mod dns;
 pub mod fragments;
+pub mod frames;
 pub mod names;
-pub mod wire;
 
 pub use device::{
     FlowId, NatConfig, NatCounters, NatDevice, Output, Proto, ReadWindow, SocketError, TCP_WINDOW,

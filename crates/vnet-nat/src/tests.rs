@@ -4,9 +4,13 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
+use std::net::IpAddr;
 use vnet_core::wire::ethernet::{EtherType, MacAddr, HEADER_LEN};
+use vnet_core::wire::icmpv4::{self, Message, Unreachable};
+use vnet_core::wire::tcp::{self as tcp_wire, Flags};
+use vnet_core::wire::{arp, ipv4, udp, IpProtocol};
 
-use crate::wire::{self, IcmpEcho, Ipv4Packet, Route, UdpDatagram};
+use crate::frames::{self, Route};
 use crate::{FlowId, NatConfig, NatDevice, Output, Proto, SocketError};
 
 const NAT_MAC: MacAddr = MacAddr([0x02, 0x76, 0x64, 0, 0, 8]);
@@ -32,32 +36,62 @@ fn to_nat(dst: Ipv4Addr) -> Route {
 
 fn udp_frame(dst: Ipv4Addr, sport: u16, dport: u16, data: &[u8]) -> Vec<u8> {
     let r = to_nat(dst);
-    wire::ipv4_frame(
+    frames::ipv4_frame(
         &r,
-        wire::PROTO_UDP,
+        IpProtocol::UDP,
         1,
-        &wire::udp_segment(&r, sport, dport, data),
+        &frames::udp_datagram(&r, sport, dport, data),
     )
 }
 
 fn echo_frame(dst: Ipv4Addr, ident: u16, seq: u16) -> Vec<u8> {
-    let m = IcmpEcho {
-        kind: wire::ICMP_ECHO_REQUEST,
+    let m = icmpv4::Repr::EchoRequest {
         ident,
-        seq,
+        seq_no: seq,
         data: b"ping data",
     };
-    wire::ipv4_frame(&to_nat(dst), wire::PROTO_ICMP, 1, &m.to_bytes())
+    frames::ipv4_frame(&to_nat(dst), IpProtocol::ICMP, 1, &frames::icmp_message(&m))
+}
+
+/// A whole IPv4 packet (header checked, not a fragment).
+fn ipv4_packet(bytes: &[u8]) -> ipv4::Packet<&[u8]> {
+    let ip = ipv4::Packet::new_checked(bytes).expect("valid IPv4");
+    ipv4::Repr::parse(&ip).expect("valid IPv4");
+    assert!(!ip.is_fragment(), "valid IPv4");
+    ip
 }
 
 /// The IPv4 packet in a frame the device sent to the guest.
-fn ip_of(out: &Output) -> Ipv4Packet<'_> {
+fn ip_of(out: &Output) -> ipv4::Packet<&[u8]> {
     let Output::Frame(f) = out else {
         panic!("not a frame: {out:?}");
     };
     assert_eq!(&f[..6], &GUEST_MAC.0);
     assert_eq!(&f[6..12], &NAT_MAC.0);
-    Ipv4Packet::parse(&f[HEADER_LEN..]).expect("valid IPv4")
+    ipv4_packet(&f[HEADER_LEN..])
+}
+
+/// The UDP datagram in `ip`, its checksum verified.
+fn udp_of<'a>(ip: &'a ipv4::Packet<&[u8]>) -> udp::Packet<&'a [u8]> {
+    let u = udp::Packet::new_checked(ip.payload()).expect("valid UDP");
+    let (src, dst) = (IpAddr::V4(ip.src_addr()), IpAddr::V4(ip.dst_addr()));
+    assert!(u.verify_checksum(&src, &dst), "UDP checksum");
+    u
+}
+
+/// The TCP segment in `ip`, its checksum verified: what it says, and its payload.
+fn tcp_of<'a>(ip: &'a ipv4::Packet<&[u8]>) -> (tcp_wire::Repr, &'a [u8]) {
+    let t = tcp_wire::Packet::new_checked(ip.payload()).expect("valid TCP");
+    let (src, dst) = (IpAddr::V4(ip.src_addr()), IpAddr::V4(ip.dst_addr()));
+    assert!(t.verify_checksum(&src, &dst), "TCP checksum");
+    let repr = tcp_wire::Repr::parse(&t).expect("valid TCP");
+    let header_len = usize::from(t.header_len());
+    (repr, &t.into_inner()[header_len..])
+}
+
+/// The ARP packet in a frame.
+fn arp_of(frame: &[u8]) -> arp::Repr {
+    arp::Repr::parse(&arp::Packet::new_checked(&frame[HEADER_LEN..]).unwrap()).unwrap()
 }
 
 #[test]
@@ -92,9 +126,19 @@ fn pings_to_the_gateway_are_answered_locally() {
     let mut out = Vec::new();
     nat.receive(Instant::now(), &echo_frame(GW, 77, 3), &mut out);
     let ip = ip_of(&out[0]);
-    assert_eq!((ip.src, ip.dst), (GW, GUEST));
-    let e = IcmpEcho::parse(ip.payload).unwrap();
-    assert_eq!((e.kind, e.ident, e.seq), (wire::ICMP_ECHO_REPLY, 77, 3));
+    assert_eq!((ip.src_addr(), ip.dst_addr()), (GW, GUEST));
+    let e = frames::read_echo(ip.payload()).unwrap();
+    assert!(
+        matches!(
+            e,
+            icmpv4::Repr::EchoReply {
+                ident: 77,
+                seq_no: 3,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
 }
 
 #[test]
@@ -118,20 +162,27 @@ fn an_outside_ping_opens_one_flow_and_the_reply_gets_the_guests_ident_back() {
     };
     out.clear();
     // The ping socket's identifier is the kernel's choice, not the guest's.
-    let reply = IcmpEcho {
-        kind: wire::ICMP_ECHO_REPLY,
+    let reply = icmpv4::Repr::EchoReply {
         ident: 4242,
-        seq: 2,
+        seq_no: 2,
         data: b"ping data",
     };
-    nat.socket_data(t, flow, &reply.to_bytes(), &mut out);
+    nat.socket_data(t, flow, &frames::icmp_message(&reply), &mut out);
     let ip = ip_of(&out[0]);
     assert_eq!(
-        (ip.src, ip.dst, ip.protocol),
-        (OUTSIDE, GUEST, wire::PROTO_ICMP)
+        (ip.src_addr(), ip.dst_addr(), ip.next_header()),
+        (OUTSIDE, GUEST, IpProtocol::ICMP)
     );
-    let e = IcmpEcho::parse(ip.payload).unwrap();
-    assert_eq!((e.ident, e.seq, e.data), (77, 2, &b"ping data"[..]));
+    let e = frames::read_echo(ip.payload()).unwrap();
+    let icmpv4::Repr::EchoReply {
+        ident,
+        seq_no,
+        data,
+    } = e
+    else {
+        panic!("{e:?}")
+    };
+    assert_eq!((ident, seq_no, data), (77, 2, &b"ping data"[..]));
 }
 
 #[test]
@@ -143,8 +194,8 @@ fn without_ping_sockets_guests_hear_unreachable() {
     nat.receive(Instant::now(), &echo_frame(OUTSIDE, 1, 1), &mut out);
     let ip = ip_of(&out[0]);
     assert_eq!(
-        (ip.src, ip.payload[0], ip.payload[1]),
-        (GW, wire::ICMP_UNREACHABLE, wire::UNREACH_ADMIN)
+        (ip.src_addr(), ip.payload()[0], ip.payload()[1]),
+        (GW, Message::DST_UNREACHABLE, Unreachable::ADMIN_PROHIBITED)
     );
     assert_eq!(nat.flow_count(), 0);
 }
@@ -174,9 +225,12 @@ fn answers_over_the_mtu_reach_the_guest_in_fragments() {
         }
     }
     let whole = whole.expect("a whole datagram");
-    let ip = Ipv4Packet::parse(&whole).unwrap();
-    let u = UdpDatagram::parse(&ip).unwrap();
-    assert_eq!((u.src_port, u.dst_port, u.payload), (7777, 5000, &big[..]));
+    let ip = ipv4_packet(&whole);
+    let u = udp_of(&ip);
+    assert_eq!(
+        (u.src_port(), u.dst_port(), u.payload()),
+        (7777, 5000, &big[..])
+    );
     assert_eq!(nat.counters().oversize, 0);
 }
 
@@ -204,9 +258,9 @@ fn udp_flows_carry_both_ways_and_close_when_idle() {
     out.clear();
     nat.socket_data(t + Duration::from_secs(5), flow, b"hi back", &mut out);
     let ip = ip_of(&out[0]);
-    let u = UdpDatagram::parse(&ip).unwrap();
+    let u = udp_of(&ip);
     assert_eq!(
-        (ip.src, u.src_port, u.dst_port, u.payload),
+        (ip.src_addr(), u.src_port(), u.dst_port(), u.payload()),
         (OUTSIDE, 7777, 5000, &b"hi back"[..])
     );
     out.clear();
@@ -234,15 +288,16 @@ fn refused_and_failed_flows_are_reported_to_the_guest() {
     nat.socket_error(flow, SocketError::Refused, &mut out);
     let ip = ip_of(&out[0]);
     assert_eq!(
-        (ip.payload[0], ip.payload[1]),
-        (wire::ICMP_UNREACHABLE, wire::UNREACH_PORT)
+        (ip.payload()[0], ip.payload()[1]),
+        (Message::DST_UNREACHABLE, Unreachable::PORT)
     );
     // The quote names the guest's datagram.
-    let quoted = Ipv4Packet::parse(&ip.payload[8..]).unwrap_or_else(|_| panic!("quote"));
-    assert_eq!((quoted.src, quoted.dst), (GUEST, OUTSIDE));
+    let quoted = ipv4::Packet::new_unchecked(&ip.payload()[8..]);
+    assert!(ipv4::Repr::parse(&quoted).is_ok(), "quote");
+    assert_eq!((quoted.src_addr(), quoted.dst_addr()), (GUEST, OUTSIDE));
     out.clear();
     nat.open_failed(flow, &mut out);
-    assert_eq!(ip_of(&out[0]).payload[1], wire::UNREACH_HOST);
+    assert_eq!(ip_of(&out[0]).payload()[1], Unreachable::HOST);
     assert_eq!(nat.flow_count(), 0);
 }
 
@@ -262,9 +317,9 @@ fn dns_to_the_gateway_is_forwarded_with_a_new_id_and_answered_from_the_gateway()
     answer[2] |= 0x80;
     nat.dns_data(to, &answer, &mut out);
     let ip = ip_of(&out[0]);
-    let u = UdpDatagram::parse(&ip).unwrap();
-    assert_eq!((ip.src, u.src_port, u.dst_port), (GW, 53, 40000));
-    assert_eq!(&u.payload[..2], &[0xab, 0xcd]);
+    let u = udp_of(&ip);
+    assert_eq!((ip.src_addr(), u.src_port(), u.dst_port()), (GW, 53, 40000));
+    assert_eq!(&u.payload()[..2], &[0xab, 0xcd]);
 }
 
 #[test]
@@ -287,14 +342,14 @@ fn dhcp_names_are_answered_by_the_gateway_and_other_names_still_go_upstream() {
     };
     let out = ask(&mut nat, b"\x03vm1\x03lab\x00");
     let ip = ip_of(&out[0]);
-    let u = UdpDatagram::parse(&ip).unwrap();
-    assert_eq!((ip.src, u.src_port, u.dst_port), (GW, 53, 40000));
+    let u = udp_of(&ip);
+    assert_eq!((ip.src_addr(), u.src_port(), u.dst_port()), (GW, 53, 40000));
     assert_eq!(
-        &u.payload[..4],
+        &u.payload()[..4],
         &[0x12, 0x34, 0x85, 0x80],
         "an authoritative answer"
     );
-    assert_eq!(&u.payload[u.payload.len() - 4..], &[192, 168, 8, 101]);
+    assert_eq!(&u.payload()[u.payload().len() - 4..], &[192, 168, 8, 101]);
     assert!(matches!(
         ask(&mut nat, b"\x03www\x03lab\x00")[..],
         [Output::DnsQuery { .. }]
@@ -311,7 +366,7 @@ fn dhcp_names_are_answered_by_the_gateway_and_other_names_still_go_upstream() {
 
 /// `frame` (Ethernet + IPv4) cut into IPv4 fragments of `size` payload bytes.
 fn fragments_of(frame: &[u8], size: usize) -> Vec<Vec<u8>> {
-    let (head, payload) = frame.split_at(HEADER_LEN + wire::IPV4_HEADER_LEN);
+    let (head, payload) = frame.split_at(HEADER_LEN + ipv4::HEADER_LEN);
     let pieces: Vec<&[u8]> = payload.chunks(size).collect();
     pieces
         .iter()
@@ -319,14 +374,10 @@ fn fragments_of(frame: &[u8], size: usize) -> Vec<Vec<u8>> {
         .map(|(i, piece)| {
             let mut f = head.to_vec();
             f.extend_from_slice(piece);
-            let ip = &mut f[HEADER_LEN..];
-            let len = (wire::IPV4_HEADER_LEN + piece.len()) as u16;
-            ip[2..4].copy_from_slice(&len.to_be_bytes());
-            let more = if i + 1 < pieces.len() { 0x2000 } else { 0 };
-            ip[6..8].copy_from_slice(&(more | (i * size / 8) as u16).to_be_bytes());
-            ip[10..12].fill(0);
-            let sum = wire::internet_checksum(&[&ip[..wire::IPV4_HEADER_LEN]]);
-            ip[10..12].copy_from_slice(&sum.to_be_bytes());
+            let mut ip = ipv4::Packet::new_unchecked(&mut f[HEADER_LEN..]);
+            ip.set_total_len((ipv4::HEADER_LEN + piece.len()) as u16);
+            ip.set_fragment(false, i + 1 < pieces.len(), (i * size) as u16);
+            ip.fill_checksum();
             f
         })
         .collect()
@@ -371,7 +422,7 @@ fn the_host_loopback_is_reachable_only_when_allowed() {
     let mut nat = NatDevice::new(config());
     let mut out = Vec::new();
     nat.receive(Instant::now(), &udp_frame(GW, 5000, 8080, b"x"), &mut out);
-    assert_eq!(ip_of(&out[0]).payload[1], wire::UNREACH_PORT);
+    assert_eq!(ip_of(&out[0]).payload()[1], Unreachable::PORT);
     let mut c = config();
     c.host_loopback = true;
     let mut nat = NatDevice::new(c);
@@ -388,10 +439,10 @@ fn other_protocols_are_refused_promptly_and_local_traffic_is_ignored() {
     let r = to_nat(OUTSIDE);
     nat.receive(
         Instant::now(),
-        &wire::ipv4_frame(&r, 132, 1, &[0; 20]),
+        &frames::ipv4_frame(&r, IpProtocol(132), 1, &[0; 20]),
         &mut out,
     );
-    assert_eq!(ip_of(&out[0]).payload[0], wire::ICMP_UNREACHABLE);
+    assert_eq!(ip_of(&out[0]).payload()[0], Message::DST_UNREACHABLE);
     out.clear();
     nat.receive(
         Instant::now(),
@@ -454,8 +505,18 @@ proptest! {
             1 => udp_frame(GW, 1000, 53, &[0; 20]),
             2 => {
                 let r = to_nat(OUTSIDE);
-                let h = wire::TcpHeader { src_port: 1, dst_port: 2, seq: 3, ack: 4, flags: 0x12, window: 5, mss: Some(1400), wscale: Some(3) };
-                wire::ipv4_frame(&r, wire::PROTO_TCP, 1, &wire::tcp_segment(&r, &h, b"data"))
+                let h = tcp_wire::Repr {
+                    src_port: 1,
+                    dst_port: 2,
+                    seq_number: 3,
+                    ack_number: 4,
+                    flags: Flags(0x12),
+                    window_len: 5,
+                    max_seg_size: Some(1400),
+                    window_scale: Some(3),
+                    ..tcp_wire::Repr::default()
+                };
+                frames::ipv4_frame(&r, IpProtocol::TCP, 1, &frames::tcp_segment(&r, &h, b"data"))
             }
             _ => echo_frame(OUTSIDE, 5, 5),
         };
@@ -476,9 +537,9 @@ proptest! {
 
 mod tcp {
     use super::*;
-    use crate::wire::{tcp_flags as F, TcpHeader, TcpSegment};
     use crate::ReadWindow;
     use vnet_core::wire::offload::{complete_checksum, Segmenter};
+    use vnet_core::wire::tcp::Flags as F;
 
     const PORT: u16 = 45000;
     /// The guest's window scale: its window of 65535 means this many bytes.
@@ -487,7 +548,7 @@ mod tcp {
 
     /// Socket data as the shell hands it over: peeked into a frame after the headers.
     fn peeked(data: &[u8]) -> Vec<u8> {
-        let mut f = vec![0; wire::TCP_DATA_OFFSET];
+        let mut f = vec![0; frames::TCP_DATA_OFFSET];
         f.extend_from_slice(data);
         f
     }
@@ -498,17 +559,18 @@ mod tcp {
 
     fn tcp_frame(seq: u32, ack: u32, flags: u8, data: &[u8]) -> Vec<u8> {
         let r = to_nat(OUTSIDE);
-        let h = TcpHeader {
+        let h = tcp_wire::Repr {
             src_port: PORT,
             dst_port: 80,
-            seq,
-            ack,
-            flags,
-            window: 65535,
-            mss: (flags & F::SYN != 0).then_some(1460),
-            wscale: (flags & F::SYN != 0).then_some(GUEST_WSCALE),
+            seq_number: seq,
+            ack_number: ack,
+            flags: Flags(flags),
+            window_len: 65535,
+            max_seg_size: (flags & F::SYN != 0).then_some(1460),
+            window_scale: (flags & F::SYN != 0).then_some(GUEST_WSCALE),
+            ..tcp_wire::Repr::default()
         };
-        wire::ipv4_frame(&r, wire::PROTO_TCP, 1, &wire::tcp_segment(&r, &h, data))
+        frames::ipv4_frame(&r, IpProtocol::TCP, 1, &frames::tcp_segment(&r, &h, data))
     }
 
     /// The TCP segments among `out`, owned: (seq, ack, flags, payload).
@@ -516,8 +578,9 @@ mod tcp {
         out.iter()
             .filter(|o| matches!(o, Output::Frame(_)))
             .map(|o| {
-                let t = TcpSegment::parse(&ip_of(o)).expect("valid TCP");
-                (t.seq, t.ack, t.flags, t.payload.to_vec())
+                let ip = ip_of(o);
+                let (t, payload) = tcp_of(&ip);
+                (t.seq_number, t.ack_number, t.flags.0, payload.to_vec())
             })
             .collect()
     }
@@ -531,7 +594,7 @@ mod tcp {
         data: &[u8],
         out: &mut Vec<Output>,
     ) -> Vec<(u32, u32, u8, Vec<u8>)> {
-        let mut frame = vec![0; wire::TCP_DATA_OFFSET];
+        let mut frame = vec![0; frames::TCP_DATA_OFFSET];
         frame.extend_from_slice(data);
         let Some(offload) = nat.tcp_data(t, flow, &mut frame, false, out) else {
             return Vec::new();
@@ -609,7 +672,7 @@ mod tcp {
         let mut nat = NatDevice::new(c);
         let t = Instant::now();
         let (flow, isn) = established(&mut nat, t);
-        let chunk = wire::TCP_MAX_DATA / 100 * 100;
+        let chunk = frames::TCP_MAX_DATA / 100 * 100;
         assert_eq!(nat.tcp_read_window(flow), window(0, GUEST_WINDOW, chunk));
         let mut out = Vec::new();
         let data: Vec<u8> = (0..250u32).map(|i| i as u8).collect();
@@ -657,10 +720,10 @@ mod tcp {
             Output::Frame(f) => f.clone(),
             o => panic!("{o:?}"),
         });
-        let synack = TcpSegment::parse(&ip_of(&f)).unwrap();
-        assert_eq!(synack.wscale, Some(crate::device::TCP_WINDOW_SCALE));
-        assert_eq!(synack.window, 65535, "SYN windows are never scaled");
-        let isn = synack.seq;
+        let (synack, _) = tcp_of(&ip_of(&f));
+        assert_eq!(synack.window_scale, Some(crate::device::TCP_WINDOW_SCALE));
+        assert_eq!(synack.window_len, 65535, "SYN windows are never scaled");
+        let isn = synack.seq_number;
         out.clear();
         nat.receive(t, &tcp_frame(1001, isn + 1, F::ACK, b"abc"), &mut out);
         nat.tcp_written(flow, 3, false, 100_000, &mut out);
@@ -669,8 +732,11 @@ mod tcp {
             _ => None,
         });
         let ack = Output::Frame(ack.unwrap());
-        let ack = TcpSegment::parse(&ip_of(&ack)).unwrap();
-        assert_eq!((ack.ack, ack.window), (1004, (100_000 >> 5) as u16));
+        let (ack, _) = tcp_of(&ip_of(&ack));
+        assert_eq!(
+            (ack.ack_number, ack.window_len),
+            (1004, (100_000 >> 5) as u16)
+        );
     }
 
     proptest! {
@@ -704,17 +770,18 @@ mod tcp {
         let mut nat = NatDevice::new(config());
         let t = Instant::now();
         let r = to_nat(OUTSIDE);
-        let h = TcpHeader {
+        let h = tcp_wire::Repr {
             src_port: PORT,
             dst_port: 80,
-            seq: 1000,
-            ack: 0,
-            flags: F::SYN,
-            window: 65535,
-            mss: Some(1460),
-            wscale: Some(14), // 1 GiB
+            seq_number: 1000,
+            ack_number: 0,
+            flags: Flags(F::SYN),
+            window_len: 65535,
+            max_seg_size: Some(1460),
+            window_scale: Some(14), // 1 GiB
+            ..tcp_wire::Repr::default()
         };
-        let syn = wire::ipv4_frame(&r, wire::PROTO_TCP, 1, &wire::tcp_segment(&r, &h, b""));
+        let syn = frames::ipv4_frame(&r, IpProtocol::TCP, 1, &frames::tcp_segment(&r, &h, b""));
         let mut out = Vec::new();
         nat.receive(t, &syn, &mut out);
         let Output::Open { flow, .. } = out[0] else {
@@ -723,15 +790,15 @@ mod tcp {
         out.clear();
         nat.tcp_connected(t, flow, &mut out);
         let isn = segments(&out)[0].0;
-        let h = TcpHeader {
-            seq: 1001,
-            ack: isn + 1,
-            flags: F::ACK,
-            mss: None,
-            wscale: None,
+        let h = tcp_wire::Repr {
+            seq_number: 1001,
+            ack_number: isn + 1,
+            flags: Flags(F::ACK),
+            max_seg_size: None,
+            window_scale: None,
             ..h
         };
-        let ack = wire::ipv4_frame(&r, wire::PROTO_TCP, 1, &wire::tcp_segment(&r, &h, b""));
+        let ack = frames::ipv4_frame(&r, IpProtocol::TCP, 1, &frames::tcp_segment(&r, &h, b""));
         nat.receive(t, &ack, &mut out);
         assert_eq!(nat.tcp_read_window(flow).unwrap().len, 8 << 20);
     }
@@ -839,17 +906,18 @@ mod tcp {
     fn tcp_to_the_gateway_is_reset_without_host_loopback() {
         let mut nat = NatDevice::new(config());
         let r = to_nat(GW);
-        let h = TcpHeader {
+        let h = tcp_wire::Repr {
             src_port: PORT,
             dst_port: 22,
-            seq: 1,
-            ack: 0,
-            flags: F::SYN,
-            window: 100,
-            mss: None,
-            wscale: None,
+            seq_number: 1,
+            ack_number: 0,
+            flags: Flags(F::SYN),
+            window_len: 100,
+            max_seg_size: None,
+            window_scale: None,
+            ..tcp_wire::Repr::default()
         };
-        let f = wire::ipv4_frame(&r, wire::PROTO_TCP, 1, &wire::tcp_segment(&r, &h, b""));
+        let f = frames::ipv4_frame(&r, IpProtocol::TCP, 1, &frames::tcp_segment(&r, &h, b""));
         let mut out = Vec::new();
         nat.receive(Instant::now(), &f, &mut out);
         assert_eq!(segments(&out)[0].2, F::RST | F::ACK);
@@ -862,17 +930,18 @@ fn dns_over_tcp_to_the_gateway_goes_to_the_upstream_and_big_answers_are_truncate
     c.mtu = 200;
     let mut nat = NatDevice::new(c);
     let r = to_nat(GW);
-    let h = wire::TcpHeader {
+    let h = tcp_wire::Repr {
         src_port: 40000,
         dst_port: 53,
-        seq: 1,
-        ack: 0,
-        flags: wire::tcp_flags::SYN,
-        window: 1000,
-        mss: None,
-        wscale: None,
+        seq_number: 1,
+        ack_number: 0,
+        flags: Flags(Flags::SYN),
+        window_len: 1000,
+        max_seg_size: None,
+        window_scale: None,
+        ..tcp_wire::Repr::default()
     };
-    let syn = wire::ipv4_frame(&r, wire::PROTO_TCP, 1, &wire::tcp_segment(&r, &h, b""));
+    let syn = frames::ipv4_frame(&r, IpProtocol::TCP, 1, &frames::tcp_segment(&r, &h, b""));
     let mut out = Vec::new();
     nat.receive(Instant::now(), &syn, &mut out);
     assert!(
@@ -896,14 +965,14 @@ fn dns_over_tcp_to_the_gateway_goes_to_the_upstream_and_big_answers_are_truncate
     out.clear();
     nat.dns_data(to, &answer, &mut out);
     let ip = ip_of(&out[0]);
-    let u = UdpDatagram::parse(&ip).unwrap();
-    assert_eq!((u.payload[2] & 0x02, u.payload.len()), (0x02, 22));
+    let u = udp_of(&ip);
+    assert_eq!((u.payload()[2] & 0x02, u.payload().len()), (0x02, 22));
     assert_eq!(nat.counters().dns_truncated, 1);
 }
 
 #[test]
 fn a_forwarded_connection_arps_for_the_guest_then_opens_to_it() {
-    use crate::wire::{tcp_flags as F, ArpPacket, TcpHeader, TcpSegment};
+    use vnet_core::wire::tcp::Flags as F;
     let mut nat = NatDevice::new(config());
     let t = Instant::now();
     let mut out = Vec::new();
@@ -914,20 +983,23 @@ fn a_forwarded_connection_arps_for_the_guest_then_opens_to_it() {
     let [Output::Frame(arp)] = &out[..] else {
         panic!("{out:?}");
     };
-    let req = ArpPacket::parse(&arp[14..]).unwrap();
-    assert!(req.is_request);
-    assert_eq!((req.sender_ip, req.target_ip), (GW, GUEST));
+    let req = arp_of(arp);
+    assert_eq!(req.operation, arp::Operation::Request);
+    assert_eq!(
+        (req.source_protocol_addr, req.target_protocol_addr),
+        (GW, GUEST)
+    );
     out.clear();
-    let mut reply = ArpPacket::request_frame(GUEST_MAC, GUEST, GW);
-    reply[20..22].copy_from_slice(&[0, 2]);
-    reply[0..6].copy_from_slice(&NAT_MAC.0);
-    nat.receive(t, &reply, &mut out);
+    nat.receive(t, &arp_reply_from_guest(), &mut out);
     // Now the SYN, from the gateway (the peer was host-local).
     let ip = ip_of(&out[0]);
-    assert_eq!((ip.src, ip.dst), (GW, GUEST));
-    let syn = TcpSegment::parse(&ip).unwrap();
-    assert_eq!((syn.flags, syn.src_port, syn.dst_port), (F::SYN, 51000, 80));
-    let isn = syn.seq;
+    assert_eq!((ip.src_addr(), ip.dst_addr()), (GW, GUEST));
+    let (syn, _) = tcp_of(&ip);
+    assert_eq!(
+        (syn.flags.0, syn.src_port, syn.dst_port),
+        (F::SYN, 51000, 80)
+    );
+    let isn = syn.seq_number;
     out.clear();
     // The guest accepts.
     let r = Route {
@@ -936,22 +1008,23 @@ fn a_forwarded_connection_arps_for_the_guest_then_opens_to_it() {
         src: GUEST,
         dst: GW,
     };
-    let h = TcpHeader {
+    let h = tcp_wire::Repr {
         src_port: 80,
         dst_port: 51000,
-        seq: 7000,
-        ack: isn + 1,
-        flags: F::SYN | F::ACK,
-        window: 65535,
-        mss: Some(1460),
-        wscale: None,
+        seq_number: 7000,
+        ack_number: isn + 1,
+        flags: Flags(F::SYN | F::ACK),
+        window_len: 65535,
+        max_seg_size: Some(1460),
+        window_scale: None,
+        ..tcp_wire::Repr::default()
     };
-    let synack = wire::ipv4_frame(&r, wire::PROTO_TCP, 1, &wire::tcp_segment(&r, &h, b""));
+    let synack = frames::ipv4_frame(&r, IpProtocol::TCP, 1, &frames::tcp_segment(&r, &h, b""));
     nat.receive(t, &synack, &mut out);
-    let ack = TcpSegment::parse(&ip_of(&out[0])).unwrap();
-    assert_eq!((ack.flags, ack.ack), (F::ACK, 7001));
+    let (ack, _) = tcp_of(&ip_of(&out[0]));
+    assert_eq!((ack.flags.0, ack.ack_number), (F::ACK, 7001));
     assert!(out.contains(&Output::TcpRead { flow }));
-    let chunk = wire::TCP_MAX_DATA / 1460 * 1460;
+    let chunk = frames::TCP_MAX_DATA / 1460 * 1460;
     assert_eq!(
         nat.tcp_read_window(flow),
         Some(crate::ReadWindow {
@@ -966,28 +1039,32 @@ fn a_forwarded_connection_arps_for_the_guest_then_opens_to_it() {
     let flow2 = nat
         .tcp_accepted(t, SocketAddrV4::new(GUEST, 81), peer, &mut out)
         .unwrap();
-    let syn = TcpSegment::parse(&ip_of(&out[0])).unwrap();
-    assert_eq!(syn.flags, F::SYN, "the MAC is known now: no ARP");
-    let syn_seq = syn.seq;
+    let (syn, _) = tcp_of(&ip_of(&out[0]));
+    assert_eq!(syn.flags.0, F::SYN, "the MAC is known now: no ARP");
+    let syn_seq = syn.seq_number;
     out.clear();
-    let h = TcpHeader {
+    let h = tcp_wire::Repr {
         src_port: 81,
-        flags: F::RST | F::ACK,
-        seq: 0,
-        ack: syn_seq + 1,
+        flags: Flags(F::RST | F::ACK),
+        seq_number: 0,
+        ack_number: syn_seq + 1,
         ..h
     };
-    let rst = wire::ipv4_frame(&r, wire::PROTO_TCP, 1, &wire::tcp_segment(&r, &h, b""));
+    let rst = frames::ipv4_frame(&r, IpProtocol::TCP, 1, &frames::tcp_segment(&r, &h, b""));
     nat.receive(t, &rst, &mut out);
     assert!(out.contains(&Output::Close { flow: flow2 }));
 }
 
 /// The guest answers the device's ARP request for it.
 fn arp_reply_from_guest() -> Vec<u8> {
-    let mut reply = wire::ArpPacket::request_frame(GUEST_MAC, GUEST, GW);
-    reply[20..22].copy_from_slice(&[0, 2]);
-    reply[0..6].copy_from_slice(&NAT_MAC.0);
-    reply
+    let request = arp::Repr {
+        operation: arp::Operation::Request,
+        source_hardware_addr: NAT_MAC,
+        source_protocol_addr: GW,
+        target_hardware_addr: MacAddr([0; 6]),
+        target_protocol_addr: GUEST,
+    };
+    frames::arp_reply(&request, GUEST_MAC)
 }
 
 #[test]
@@ -1004,9 +1081,12 @@ fn a_udp_forward_arps_for_the_guest_then_carries_datagrams_both_ways_until_idle(
     let [Output::Frame(arp)] = &out[..] else {
         panic!("{out:?}");
     };
-    let req = wire::ArpPacket::parse(&arp[14..]).unwrap();
-    assert!(req.is_request);
-    assert_eq!((req.sender_ip, req.target_ip), (GW, GUEST));
+    let req = arp_of(arp);
+    assert_eq!(req.operation, arp::Operation::Request);
+    assert_eq!(
+        (req.source_protocol_addr, req.target_protocol_addr),
+        (GW, GUEST)
+    );
     assert_eq!((nat.counters().ignored, nat.flow_count()), (1, 0));
     out.clear();
     nat.receive(t, &arp_reply_from_guest(), &mut out);
@@ -1016,9 +1096,15 @@ fn a_udp_forward_arps_for_the_guest_then_carries_datagrams_both_ways_until_idle(
         .udp_forwarded(t, guest, peer, b"ping", &mut out)
         .unwrap();
     let ip = ip_of(&out[0]);
-    let u = UdpDatagram::parse(&ip).unwrap();
+    let u = udp_of(&ip);
     assert_eq!(
-        (ip.src, ip.dst, u.src_port, u.dst_port, u.payload),
+        (
+            ip.src_addr(),
+            ip.dst_addr(),
+            u.src_port(),
+            u.dst_port(),
+            u.payload()
+        ),
         (GW, GUEST, 40000, 5353, &b"ping"[..])
     );
     out.clear();
@@ -1057,7 +1143,7 @@ fn a_udp_forward_arps_for_the_guest_then_carries_datagrams_both_ways_until_idle(
     out.clear();
     // Afterwards the guest's stray answer to the gateway is refused again.
     nat.receive(at, &udp_frame(GW, 5353, 40000, b"late"), &mut out);
-    assert_eq!(ip_of(&out[0]).payload[1], wire::UNREACH_PORT);
+    assert_eq!(ip_of(&out[0]).payload()[1], Unreachable::PORT);
 }
 
 #[test]
@@ -1078,7 +1164,7 @@ fn a_forgotten_forward_flow_is_gone_without_a_close() {
     assert!(out.is_empty(), "{out:?}");
     // The guest's answer to the gateway finds no flow any more.
     nat.receive(t, &udp_frame(GW, 5353, 40000, b"late"), &mut out);
-    assert_eq!(ip_of(&out[0]).payload[1], wire::UNREACH_PORT);
+    assert_eq!(ip_of(&out[0]).payload()[1], Unreachable::PORT);
 }
 
 #[test]
@@ -1093,8 +1179,11 @@ fn a_udp_forward_shows_outside_peers_as_themselves_and_keeps_to_its_own_flows() 
     let peer = SocketAddrV4::new(OUTSIDE, 7000);
     let flow = nat.udp_forwarded(t, guest, peer, b"hi", &mut out).unwrap();
     let ip = ip_of(&out[0]);
-    let u = UdpDatagram::parse(&ip).unwrap();
-    assert_eq!((ip.src, u.src_port, u.dst_port), (OUTSIDE, 7000, 6000));
+    let u = udp_of(&ip);
+    assert_eq!(
+        (ip.src_addr(), u.src_port(), u.dst_port()),
+        (OUTSIDE, 7000, 6000)
+    );
     out.clear();
     nat.receive(t, &udp_frame(OUTSIDE, 6000, 7000, b"ho"), &mut out);
     assert_eq!(

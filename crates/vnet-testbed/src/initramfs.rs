@@ -17,10 +17,10 @@
 use std::collections::{BTreeSet, HashMap};
 use std::fs;
 use std::io::{self, BufWriter, Write};
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+use crate::cache::{publish, Fnv};
 use crate::kernel::{file_name, GuestKernel};
 use crate::{Error, Result};
 
@@ -163,16 +163,6 @@ pub fn build(
     write_archive(&initramfs, tmp.as_file())?;
     publish(tmp, &path)?;
     Ok(initramfs)
-}
-
-/// Moves a finished temporary file to its cache name, readable by all (an
-/// unprivileged test run may share the cache), atomically.
-pub(crate) fn publish(tmp: tempfile::NamedTempFile, path: &Path) -> Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o644))?;
-    tmp.persist(path)
-        .map_err(|e| Error::Failed(format!("cannot store {}: {e}", path.display())))?;
-    Ok(())
 }
 
 fn write_archive(initramfs: &Initramfs, file: &fs::File) -> Result<()> {
@@ -406,41 +396,6 @@ fn read_module(path: &Path) -> Result<Vec<u8>> {
     let out = crate::cmd::output(&[tool, "-dc", &path.to_string_lossy()])?;
     crate::cmd::check(&[tool, "-dc", &path.to_string_lossy()], &out)?;
     Ok(out.stdout)
-}
-
-/// FNV-1a, 64 bit: a stable hash for cache keys (std's hasher may change
-/// between Rust releases; a change would only cost a rebuild, but stable is
-/// simpler to reason about).
-pub(crate) struct Fnv(u64);
-
-impl Fnv {
-    pub(crate) fn new() -> Fnv {
-        Fnv(0xcbf2_9ce4_8422_2325)
-    }
-
-    pub(crate) fn add(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-        }
-        // Separate fields so ("ab","c") and ("a","bc") differ.
-        self.0 = (self.0 ^ 0xff).wrapping_mul(0x0100_0000_01b3);
-    }
-
-    /// Identifies a file by path, size and modification time (cheaper than
-    /// hashing its content; package upgrades change both).
-    pub(crate) fn add_file(&mut self, path: &Path) -> Result<()> {
-        let meta = fs::metadata(path)
-            .map_err(|e| Error::Failed(format!("cannot stat {}: {e}", path.display())))?;
-        self.add(path.to_string_lossy().as_bytes());
-        self.add(&meta.len().to_le_bytes());
-        self.add(&meta.mtime().to_le_bytes());
-        self.add(&meta.mtime_nsec().to_le_bytes());
-        Ok(())
-    }
-
-    pub(crate) fn finish(&self) -> u64 {
-        self.0
-    }
 }
 
 /// A writer for the `newc` cpio format the kernel unpacks as initramfs.

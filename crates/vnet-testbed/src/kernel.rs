@@ -93,7 +93,7 @@ impl GuestKernel {
 
     fn extract_vmlinux(&self, cache: &Path) -> Result<PathBuf> {
         let meta = fs::metadata(&self.vmlinuz)?;
-        let mut key = crate::initramfs::Fnv::new();
+        let mut key = crate::cache::Fnv::new();
         key.add(self.vmlinuz.to_string_lossy().as_bytes());
         key.add_file(&self.vmlinuz)?;
         let path = cache.join(format!("vmlinux-{}-{:016x}", self.version, key.finish()));
@@ -136,7 +136,7 @@ impl GuestKernel {
             if out.stdout.starts_with(b"\x7fELF") && out.stdout.len() as u64 > meta.len() {
                 let tmp = tempfile::NamedTempFile::new_in(cache)?;
                 fs::write(tmp.path(), &out.stdout)?;
-                crate::initramfs::publish(tmp, &path)?;
+                crate::cache::publish(tmp, &path)?;
                 return Ok(path);
             }
         }

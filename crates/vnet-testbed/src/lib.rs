@@ -11,7 +11,11 @@
 //!   busybox and the virtio/VLAN modules ([`initramfs`]), driven over their
 //!   serial console with [`Guest::exec`];
 //! * [`Daemon`]: a `vnetd` process in private run/state directories, plus the
-//!   `vnet` CLI pointed at it.
+//!   `vnet` CLI pointed at it; [`api`]: its vnets, ports and counters through the
+//!   control API and the CLI, and namespace VMs on TAP ports it creates;
+//! * [`frames`]: hand-made Ethernet and ARP frames; [`payload`]: replayable
+//!   junk and files sent intact; [`task`]: what a thread
+//!   of a process is doing (blocked in which system call, how often it slept).
 //!
 //! Everything that needs privileges checks [`is_root`] first; tests use
 //! [`skip_unless_root!`] (or [`skip_unless!`] for a missing device or tool) so
@@ -59,16 +63,20 @@
 
 #![deny(missing_docs)]
 
+pub mod api;
+mod cache;
 mod cmd;
 mod daemon;
 mod dhcp;
 mod error;
+pub mod frames;
 mod guest;
 pub mod initramfs;
 pub mod kernel;
 mod link;
 mod netns;
 mod nsvm;
+pub mod payload;
 mod skip;
 pub mod task;
 

@@ -113,7 +113,7 @@ fn run(args: Args) -> Result<()> {
         for port in &net.ports {
             match handle.add_port_blocking(net.name.clone(), port.spec()) {
                 Ok(p) => info!(net = net.name, port = p.id, "{}", p.description),
-                Err(e) if e.kind() != ErrorKind::Stopped => {
+                Err(e) if !matches!(e.kind(), ErrorKind::NotFound | ErrorKind::Stopped) => {
                     warn!(
                         net = net.name,
                         "skipped port {}: {}",

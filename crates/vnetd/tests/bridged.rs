@@ -2,14 +2,14 @@
 //! other end is a "LAN" namespace with its own DHCP server), and vnets mapped to VLANs
 //! of one NIC sharing its AF_PACKET socket.
 
-mod common;
-
 use std::path::Path;
 use std::time::Duration;
 
-use common::{cli_fails, client, find_kind, tap_vm};
 use vnet_control::{NetworkSpec, PortKind, UplinkMode, UplinkSpec, VlanMode};
-use vnet_testbed::{skip_unless_root, unique_name, wait_for, Daemon, Guest, Netdev, Netns, Veth};
+use vnet_testbed::api::{cli_fails, client, find_kind, tap_vm};
+use vnet_testbed::{
+    api, skip_unless_root, unique_name, wait_for, Daemon, Guest, Netdev, Netns, Veth,
+};
 
 const T: Duration = Duration::from_secs(60);
 
@@ -185,7 +185,7 @@ fn vnets_on_vlans_of_one_nic_share_its_socket_and_reach_their_vlan_only() {
     // vnet of a guest that does its own 802.1Q.
     let veth = Veth::new();
     let (a, b) = (veth.a().to_string(), veth.b().to_string());
-    let d = common::daemon_with(&["v10", "far"]);
+    let d = api::daemon_with(&["v10", "far"]);
     let c = client(&d);
     // Through the CLI for one (live), the API for the others.
     d.cli_ok(&["uplink", "set", "v10", "--interface", &a, "--vlan", "10"]);
@@ -346,7 +346,7 @@ fn the_uplink_keeps_the_nics_mtu_and_refuses_unknown_interfaces() {
         .success();
     assert!(ok);
 
-    let d = common::daemon_with(&["br"]);
+    let d = api::daemon_with(&["br"]);
     let c = client(&d);
     let e = c
         .set_uplink("br", &uplink("nosuchnic0", None, &[]))
@@ -375,8 +375,8 @@ fn the_uplink_keeps_the_nics_mtu_and_refuses_unknown_interfaces() {
         !big.status.success(),
         "a frame over the NIC's MTU got through"
     );
-    let p = common::port(&d, "br", port.id);
-    assert!(common::drops(&p, "oversize") >= 1, "{p:?}");
+    let p = api::port(&d, "br", port.id);
+    assert!(api::drops(&p, "oversize") >= 1, "{p:?}");
     assert!(vm.ping("10.88.0.1", 1), "the uplink still works");
 }
 

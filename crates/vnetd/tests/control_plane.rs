@@ -3,8 +3,6 @@
 //! wrong and what to do, the daemon starts, refuses and stops cleanly, `/metrics` and
 //! `vnet attach` say what they promise, and an API client is a port like any other.
 
-mod common;
-
 use std::ffi::OsStr;
 use std::io::{ErrorKind, Read, Write};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
@@ -13,11 +11,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{cli_fails, cli_json, client, daemon_with, port, ports, tap_vm, wait_ports};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use vnet_control::client::Client;
 use vnet_control::{MacAddr, MacEntry, NetworkInfo, PortInfo, PortKind};
+use vnet_testbed::api::{
+    cli_fails, cli_json, client, daemon_with, port, ports, tap_vm, wait_ports,
+};
+use vnet_testbed::frames::{arp_reply, broadcast, mac, Arp};
 use vnet_testbed::{
     bin_path, skip_unless_root, unique_name, wait_for, ChildGuard, Daemon, Guest, NsVm,
 };
@@ -734,7 +735,7 @@ fn metrics_count_the_frames_of_each_port() {
     let mut qemu_like = UnixStream::connect(d.net_dir("lab").join("stream.sock")).unwrap();
     wait_ports(&d, "lab", PortKind::Stream, 1);
     let id = ports(&d, "lab")[0].id;
-    let frame = broadcast_frame();
+    let frame = broadcast(mac("02:00:00:00:6d:01"));
     for _ in 0..3 {
         qemu_like
             .write_all(&(frame.len() as u32).to_be_bytes())
@@ -813,7 +814,7 @@ fn an_api_client_answers_arp_for_a_namespace_vm() {
         .spawn(&["ping", "-n", "-c", "200", "-i", "0.2", "10.78.0.50"]);
 
     let (request, seen) = recv_until(&mut api, Duration::from_secs(15), |f| {
-        parse_arp(f).is_some_and(|a| a.op == 1 && a.tpa == CLIENT_IP)
+        Arp::parse(f).is_some_and(|a| a.op == 1 && a.tpa == CLIENT_IP)
     });
     let request = request.unwrap_or_else(|| {
         panic!(
@@ -823,7 +824,7 @@ fn an_api_client_answers_arp_for_a_namespace_vm() {
             d.log()
         )
     });
-    let arp = parse_arp(&request).unwrap();
+    let arp = Arp::parse(&request).unwrap();
     assert_eq!(request[..6], [0xff; 6], "broadcast");
     assert_eq!(request[12..14], [0x08, 0x06], "ethertype ARP");
     assert_eq!(arp.sha, mac(vm_mac));
@@ -1016,60 +1017,9 @@ fn files_under(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-fn mac(text: &str) -> [u8; 6] {
-    text.parse::<MacAddr>().expect("a MAC").0
-}
-
 /// Whether `frame` is addressed to `mac`.
 fn dst_is(frame: &[u8], mac_text: &str) -> bool {
     frame.get(..6) == Some(&mac(mac_text)[..])
-}
-
-fn broadcast_frame() -> Vec<u8> {
-    let mut f = vec![0xff; 6];
-    f.extend_from_slice(&[0x02, 0, 0, 0, 0x6d, 0x01, 0x88, 0xb5]);
-    f.resize(60, 0);
-    f
-}
-
-/// The fields of an Ethernet/IPv4 ARP packet.
-#[derive(Debug)]
-struct Arp {
-    op: u16,
-    sha: [u8; 6],
-    spa: [u8; 4],
-    tpa: [u8; 4],
-}
-
-fn parse_arp(f: &[u8]) -> Option<Arp> {
-    if f.len() < 42 || f[12..14] != [0x08, 0x06] || f[14..20] != [0, 1, 0x08, 0, 6, 4] {
-        return None;
-    }
-    Some(Arp {
-        op: u16::from_be_bytes([f[20], f[21]]),
-        sha: f[22..28].try_into().ok()?,
-        spa: f[28..32].try_into().ok()?,
-        tpa: f[38..42].try_into().ok()?,
-    })
-}
-
-/// "`sender_ip` is at `sender_mac`", to `target`.
-fn arp_reply(
-    sender_mac: [u8; 6],
-    sender_ip: [u8; 4],
-    target_mac: [u8; 6],
-    target_ip: [u8; 4],
-) -> Vec<u8> {
-    let mut f = Vec::with_capacity(60);
-    f.extend_from_slice(&target_mac);
-    f.extend_from_slice(&sender_mac);
-    f.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0, 6, 4, 0, 2]);
-    f.extend_from_slice(&sender_mac);
-    f.extend_from_slice(&sender_ip);
-    f.extend_from_slice(&target_mac);
-    f.extend_from_slice(&target_ip);
-    f.resize(60, 0);
-    f
 }
 
 /// Receives frames until one satisfies `want` or `timeout` passes; returns it (if any)

@@ -4,8 +4,6 @@
 //! a port of kind `device` with the opener's pid; the ioctls of `include/vnet.h`,
 //! `O_NONBLOCK`, `poll` and truncation behave as documented.
 
-mod common;
-
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
@@ -13,9 +11,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::{daemon_with, port, tap_vm, wait_ports};
 use vnet_control::PortKind;
-use vnet_testbed::{skip_unless, skip_unless_root, task, wait_for, ChildGuard, Daemon};
+use vnet_testbed::api::{daemon_with, port, tap_vm, wait_ports};
+use vnet_testbed::frames::frame;
+use vnet_testbed::{api, skip_unless, skip_unless_root, task, wait_for, ChildGuard, Daemon};
 
 const T: Duration = Duration::from_secs(20);
 
@@ -114,7 +113,7 @@ fn the_c_example_reads_an_arp_broadcast_and_writes_a_frame_tcpdump_sees() {
         d.log()
     );
     // The open is a port of kind device, described with the example's pid.
-    let dev_port = common::find_kind(&d, "lab", PortKind::Device).expect("a device port");
+    let dev_port = api::find_kind(&d, "lab", PortKind::Device).expect("a device port");
     assert_eq!(dev_port.pid, Some(example.pid()), "{dev_port:?}");
     assert!(
         dev_port
@@ -213,17 +212,6 @@ fn set_nonblocking(f: &File) {
     // SAFETY: fcntl on a descriptor we own, with integer arguments only.
     let rc = unsafe { libc::fcntl(f.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) };
     assert_eq!(rc, 0);
-}
-
-fn frame(dst: [u8; 6], src: [u8; 6], len: usize) -> Vec<u8> {
-    let mut f = vec![0u8; len];
-    f[..6].copy_from_slice(&dst);
-    f[6..12].copy_from_slice(&src);
-    f[12..14].copy_from_slice(&[0x88, 0xb5]);
-    for (i, b) in f[14..].iter_mut().enumerate() {
-        *b = i as u8;
-    }
-    f
 }
 
 #[test]
@@ -404,7 +392,7 @@ fn dev_links_place_dev_net_while_the_daemon_runs() {
 fn live_vnets_come_and_go_in_run_dev_and_open_devices_see_the_end() {
     skip_unless_root_with_fuse!();
     let (d, _) = lab();
-    let c = common::client(&d);
+    let c = api::client(&d);
     c.create_network(&vnet_control::NetworkSpec::named("late"))
         .unwrap();
     let late = device(&d, "late");

@@ -3,17 +3,15 @@
 //! reservations, conflicts, DECLINE and RELEASE, a daemon restart, hostile input, and
 //! proof that a host-only VM reaches nothing beyond the host.
 
-mod common;
-
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{client, tap_vm};
 use vnet_control::Lease;
+use vnet_testbed::api::{client, tap_vm};
 use vnet_testbed::{
-    skip_unless_root, unique_name, wait_for, Daemon, Guest, Netdev, Netns, NsVm, Veth,
+    api, payload, skip_unless_root, unique_name, wait_for, Daemon, Guest, Netdev, Netns, NsVm, Veth,
 };
 
 const T: Duration = Duration::from_secs(60);
@@ -528,16 +526,15 @@ fn hostile_dhcp_input_is_dropped_and_counted_while_good_clients_get_leases() {
     truncated.extend_from_slice(&[53, 1]);
     let mut overflow = bootp.clone();
     overflow.extend_from_slice(&[53, 1, 1, 12, 200, b'x']);
-    let junk = common::junk(300, 0x2545_f491_4f6c_dd1d);
+    let junk = payload::junk(300, 0x2545_f491_4f6c_dd1d);
     for payload in [&bootp[..100], &truncated[..], &overflow[..], &junk[..]] {
         for _ in 0..10 {
             api.send(&frame(payload)).unwrap();
         }
     }
-    let service =
-        || common::find_kind(&d, "ho", vnet_control::PortKind::Service).expect("dhcp port");
+    let service = || api::find_kind(&d, "ho", vnet_control::PortKind::Service).expect("dhcp port");
     assert!(
-        wait_for(Duration::from_secs(5), || common::drops(
+        wait_for(Duration::from_secs(5), || api::drops(
             &service(),
             "malformed"
         ) >= 40),

@@ -3,17 +3,16 @@
 //! daemon's own sockets, an "outside" namespace that only the host can reach (joined to
 //! the host by a veth): ping, UDP request/response, DNS from a `dnsmasq` on loopback.
 
-mod common;
-
 use std::net::UdpSocket;
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{client, tap_vm};
 use vnet_control::PortSpec;
+use vnet_testbed::api::{client, tap_vm};
+use vnet_testbed::payload::sha256;
 use vnet_testbed::{
-    bin_path, skip_unless, skip_unless_root, unique_name, wait_for, ChildGuard, Daemon, Guest,
+    api, bin_path, skip_unless, skip_unless_root, unique_name, wait_for, ChildGuard, Daemon, Guest,
     Netdev, Netns, NsVm, Veth,
 };
 
@@ -422,15 +421,6 @@ fn a_refused_tcp_connection_fails_promptly() {
         "the guest had to send its SYN again before the refusal came back\n{}",
         d.log()
     );
-}
-
-fn sha256(path: &std::path::Path) -> String {
-    let out = Command::new("sha256sum").arg(path).output().unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .next()
-        .unwrap_or("")
-        .to_string()
 }
 
 #[test]
@@ -863,7 +853,7 @@ fn a_port_forward_reaches_a_server_inside_a_vm() {
     };
     let host2 = format!("127.0.0.1:{port2}");
     d.cli_ok(&["forward", "add", &net, &host2, &format!("{guest}:8080")]);
-    let listed: Vec<vnet_control::ForwardSpec> = common::cli_json(&d, &["forward", "ls", &net]);
+    let listed: Vec<vnet_control::ForwardSpec> = api::cli_json(&d, &["forward", "ls", &net]);
     assert_eq!(listed.len(), 2, "{listed:?}");
     let fetch2 = || {
         let out = Command::new("socat")
@@ -873,7 +863,7 @@ fn a_port_forward_reaches_a_server_inside_a_vm() {
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
     assert_eq!(fetch2(), "served by the VM\n", "live forward\n{}", d.log());
-    let again = common::cli_fails(
+    let again = api::cli_fails(
         &d,
         &["forward", "add", &net, &host2, &format!("{guest}:22")],
     );
@@ -979,7 +969,7 @@ fn a_udp_port_forward_reaches_an_echo_server_inside_a_vm() {
         listed.contains(&format!("udp {host2} ->")) && listed.contains(&format!("tcp {host2} ->")),
         "{listed}"
     );
-    let again = common::cli_fails(&d, &["forward", "add", &net, &host2, &to_echo, "--udp"]);
+    let again = api::cli_fails(&d, &["forward", "add", &net, &host2, &to_echo, "--udp"]);
     assert!(
         again.contains("udp") && again.contains("already forwarded"),
         "{again}"
@@ -998,7 +988,7 @@ fn a_udp_port_forward_reaches_an_echo_server_inside_a_vm() {
         None,
         "removed: nothing answers on {host2}"
     );
-    let gone = common::cli_fails(&d, &["forward", "rm", &net, &host2, "--udp"]);
+    let gone = api::cli_fails(&d, &["forward", "rm", &net, &host2, "--udp"]);
     assert!(gone.contains("forwards no udp"), "{gone}");
     assert_eq!(
         ask_from(&peer, &host1, "still there").as_deref(),
@@ -1009,7 +999,7 @@ fn a_udp_port_forward_reaches_an_echo_server_inside_a_vm() {
     // Taken host ports: live, by a socket of the test's, and at start, by the daemon.
     let taken = UdpSocket::bind("127.0.0.1:0").unwrap();
     let host3 = taken.local_addr().unwrap().to_string();
-    let err = common::cli_fails(&d, &["forward", "add", &net, &host3, &to_echo, "--udp"]);
+    let err = api::cli_fails(&d, &["forward", "add", &net, &host3, &to_echo, "--udp"]);
     assert!(err.contains("port is taken"), "{err}");
     let err = Daemon::builder()
         .config(&format!(

@@ -1,13 +1,11 @@
 //! Real QEMU guests on a vnet: one over `-netdev stream`, one over `-netdev dgram`,
 //! plus a namespace VM on a TAP port, all pinging each other.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{daemon_with, ports, tap_vm};
 use vnet_control::PortKind;
-use vnet_testbed::{skip_unless_root, unique_name, Guest, Netdev};
+use vnet_testbed::api::{daemon_with, ports, tap_vm};
+use vnet_testbed::{payload, skip_unless_root, unique_name, Guest, Netdev};
 
 const T: Duration = Duration::from_secs(60);
 
@@ -101,7 +99,7 @@ fn bulk_tcp_from_an_offloading_tap_reaches_a_stream_guest_intact() {
         .boot()
         .expect("guest boots");
     assert!(vm.ping("10.71.1.1", 2));
-    common::send_file_to_guest(&vm, &guest, "10.71.1.1", 4_000_000);
+    payload::send_file_to_guest(&vm, &guest, "10.71.1.1", 4_000_000);
 
     let ports = ports(&d, "lab");
     let tap_port = ports.iter().find(|p| p.id == tap).unwrap();

@@ -1,12 +1,10 @@
 //! Isolation between vnets and MAC learning within one, with namespace VMs on TAP ports;
 //! busy polling (the data-plane thread spins while traffic flows, sleeps after).
 
-mod common;
-
 use std::time::Duration;
 
-use common::{daemon_with, port, tap_vm};
-use vnet_testbed::{skip_unless_root, task, wait_for};
+use vnet_testbed::api::{daemon_with, port, tap_vm};
+use vnet_testbed::{api, skip_unless_root, task, wait_for};
 
 #[test]
 fn broadcasts_unknown_unicast_and_pings_never_cross_vnets() {
@@ -102,7 +100,7 @@ fn after_learning_unicast_reaches_only_its_destination() {
     assert!(port(&d, "lab", p1).counters.tx_frames >= 25);
     assert!(port(&d, "lab", p2).counters.tx_frames >= 25);
 
-    let macs = common::client(&d).macs("lab").unwrap();
+    let macs = api::client(&d).macs("lab").unwrap();
     let owner = |mac: &str| {
         macs.iter()
             .find(|m| m.mac.to_string() == mac)

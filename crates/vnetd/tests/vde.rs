@@ -3,8 +3,6 @@
 //! `-netdev vde` exchange frames with namespace VMs on TAP ports. Bad handshakes close
 //! only their own connection, with the reason in the log.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::{UnixDatagram, UnixStream};
@@ -13,10 +11,12 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{drops, find_kind, port, ports, tap_vm, wait_ports};
 use vnet_control::{PortInfo, PortKind};
+use vnet_testbed::api::{drops, find_kind, port, ports, still_serving, tap_vm, wait_ports};
+use vnet_testbed::frames::{arp_request, ip, is_arp_reply, mac};
 use vnet_testbed::{
-    skip_unless, skip_unless_root, unique_name, wait_for, ChildGuard, Daemon, Guest, Netdev, NsVm,
+    payload, skip_unless, skip_unless_root, unique_name, wait_for, ChildGuard, Daemon, Guest,
+    Netdev, NsVm,
 };
 
 const T: Duration = Duration::from_secs(60);
@@ -56,37 +56,6 @@ fn wait_vde_port(d: &Daemon, net: &str) -> PortInfo {
     });
     assert!(ok, "no VDE port on {net}: {:?}\n{}", ports(d, net), d.log());
     vde_ports(d, net).remove(0)
-}
-
-fn mac(text: &str) -> [u8; 6] {
-    let mut out = [0u8; 6];
-    for (o, part) in out.iter_mut().zip(text.split(':')) {
-        *o = u8::from_str_radix(part, 16).unwrap();
-    }
-    out
-}
-
-fn ip(text: &str) -> [u8; 4] {
-    let ip: std::net::Ipv4Addr = text.parse().unwrap();
-    ip.octets()
-}
-
-/// A broadcast ARP request from `src` asking for `target`.
-fn arp_request(src_mac: [u8; 6], src_ip: [u8; 4], target: [u8; 4]) -> Vec<u8> {
-    let mut f = vec![0xff; 6];
-    f.extend_from_slice(&src_mac);
-    f.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0, 6, 4, 0, 1]);
-    f.extend_from_slice(&src_mac);
-    f.extend_from_slice(&src_ip);
-    f.extend_from_slice(&[0; 6]);
-    f.extend_from_slice(&target);
-    f.resize(60, 0);
-    f
-}
-
-/// Whether `f` is an ARP reply to `to` saying where `ip` is.
-fn is_arp_reply(f: &[u8], to: [u8; 6], ip: [u8; 4]) -> bool {
-    f.len() >= 42 && f[..6] == to && f[12..14] == [8, 6] && f[20..22] == [0, 2] && f[28..32] == ip
 }
 
 /// `vde_plug URL` with its stdio plumbed: vdeplug4 frames each packet on stdin/stdout
@@ -484,23 +453,14 @@ fn refused(d: &Daemon, bytes: &[u8], why: &str) {
     );
 }
 
-fn still_serving(d: &mut Daemon, a: &NsVm, b: &NsVm) {
-    assert!(d.is_running(), "vnetd died:\n{}", d.log());
-    assert!(
-        a.ping(b.ip(), 2),
-        "the TAP VMs stopped pinging:\n{}",
-        d.log()
-    );
-}
-
 #[test]
 fn bad_vde_handshakes_drop_only_their_own_port() {
     skip_unless_root!();
-    let mut d = daemon("lab", 1500);
+    let d = daemon("lab", 1500);
     let dir = vde_dir(&d, "lab");
     let (_, a) = tap_vm(&d, "lab", "02:00:00:00:0d:31", "10.75.3.1/24");
     let (_, b) = tap_vm(&d, "lab", "02:00:00:00:0d:32", "10.75.3.2/24");
-    still_serving(&mut d, &a, &b);
+    still_serving(&d, &a, &b);
 
     let sock_dir = tempfile::tempdir().unwrap();
     let client_path = sock_dir.path().join("c");
@@ -527,7 +487,7 @@ fn bad_vde_handshakes_drop_only_their_own_port() {
         "byte-swapped magic",
     );
     // 0x5a5a... never starts the magic: refused at the first bytes.
-    refused(&d, &common::junk(4096, 7), "not a VDE client");
+    refused(&d, &payload::junk(4096, 7), "not a VDE client");
     refused(&d, b"GET / HTTP/1.1\r\n\r\n", "not a VDE client");
     refused(
         &d,
@@ -544,7 +504,7 @@ fn bad_vde_handshakes_drop_only_their_own_port() {
         &request(0xfeed_face, 3, sock_dir.path(), "x"),
         "is not a socket",
     );
-    still_serving(&mut d, &a, &b);
+    still_serving(&d, &a, &b);
 
     // Truncated: half a request, then the client leaves.
     {
@@ -570,7 +530,7 @@ fn bad_vde_handshakes_drop_only_their_own_port() {
     }
     wait_ports(&d, "lab", PortKind::Vde, 0);
     assert!(data_sockets(&dir).is_empty(), "{:?}", data_sockets(&dir));
-    still_serving(&mut d, &a, &b);
+    still_serving(&d, &a, &b);
     assert!(
         d.log().contains("bad magic") && !d.log().contains("panicked"),
         "{}",
@@ -618,7 +578,7 @@ impl Client {
 #[test]
 fn hand_made_v1_and_v3_clients_follow_the_protocol() {
     skip_unless_root!();
-    let mut d = daemon("lab", 1500);
+    let d = daemon("lab", 1500);
     let dir = vde_dir(&d, "lab");
     let (_, a) = tap_vm(&d, "lab", "02:00:00:00:0d:41", "10.75.4.1/24");
     let (_, b) = tap_vm(&d, "lab", "02:00:00:00:0d:42", "10.75.4.2/24");
@@ -686,7 +646,7 @@ fn hand_made_v1_and_v3_clients_follow_the_protocol() {
         drop(ctl);
         wait_ports(&d, "lab", PortKind::Vde, 0);
         assert!(!theirs.exists(), "{theirs:?} removed with its port");
-        still_serving(&mut d, &a, &b);
+        still_serving(&d, &a, &b);
     }
 
     // Deleting the vnet closes an open VDE port and removes the whole directory.
@@ -711,7 +671,7 @@ fn hand_made_v1_and_v3_clients_follow_the_protocol() {
 #[test]
 fn a_vde_client_that_stops_reading_only_fills_its_own_queue() {
     skip_unless_root!();
-    let mut d = daemon("lab", 1500);
+    let d = daemon("lab", 1500);
     let dir = vde_dir(&d, "lab");
     let (_, a) = tap_vm(&d, "lab", "02:00:00:00:0d:61", "10.75.6.1/24");
     let (_, b) = tap_vm(&d, "lab", "02:00:00:00:0d:62", "10.75.6.2/24");
@@ -734,7 +694,7 @@ fn a_vde_client_that_stops_reading_only_fills_its_own_queue() {
         drops(&port(&d, "lab", sleeper_id), "queue_full") > 0
     });
     assert!(full, "{:?}\n{}", port(&d, "lab", sleeper_id), d.log());
-    still_serving(&mut d, &a, &b);
+    still_serving(&d, &a, &b);
 
     // Wake up: more than the socket held arrives, in order.
     sleeper

@@ -3,16 +3,14 @@
 //! service, pings a namespace VM, and comes back on the same port after QEMU is killed
 //! and started again. Plus the socket's life cycle and a front-end speaking nonsense.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use common::{client, port, tap_vm};
 use vnet_control::{PortInfo, PortKind, PortSpec};
-use vnet_testbed::{skip_unless_root, wait_for, Daemon, Guest, Netdev};
+use vnet_testbed::api::{client, port, tap_vm};
+use vnet_testbed::{api, payload, skip_unless_root, wait_for, Daemon, Guest, Netdev};
 
 const T: Duration = Duration::from_secs(60);
 
@@ -115,7 +113,7 @@ fn a_vhost_user_guest_gets_a_lease_pings_a_namespace_vm_and_reconnects() {
     assert_eq!(again.ip().unwrap().to_string(), ip, "same MAC, same lease");
     g.exec_ok(&format!("ping -c 3 -W 3 {p}.5"), T);
     assert!(vm.ping(&ip, 2), "namespace VM → reconnected guest");
-    let vu: Vec<_> = common::ports(&d, "vu")
+    let vu: Vec<_> = api::ports(&d, "vu")
         .into_iter()
         .filter(|p| p.kind == PortKind::VhostUser)
         .collect();
@@ -201,7 +199,7 @@ fn the_cli_adds_lists_and_prints_qemu_arguments() {
     let ls = d.cli_ok(&["port", "ls", "vc"]);
     assert!(ls.contains("vhost-user"), "{ls}");
 
-    let attach: serde_json::Value = common::cli_json(
+    let attach: serde_json::Value = api::cli_json(
         &d,
         &[
             "attach",
@@ -275,7 +273,7 @@ fn bulk_tcp_both_ways_passes_gso_frames_through_vhost_user_intact() {
     assert!(vm.ping(&format!("{p}.2"), 2), "{}", d.log());
 
     // Namespace VM → guest.
-    let (dir, file) = common::send_file_to_guest(&vm, &g, &format!("{p}.2"), 4_000_000);
+    let (dir, file) = payload::send_file_to_guest(&vm, &g, &format!("{p}.2"), 4_000_000);
     let to_guest = port(&d, "vb", info.id);
     let avg = to_guest.counters.tx_bytes / to_guest.counters.tx_frames.max(1);
     assert!(
@@ -298,7 +296,7 @@ fn bulk_tcp_both_ways_passes_gso_frames_through_vhost_user_intact() {
     );
     assert!(
         wait_for(Duration::from_secs(30), || back.exists()
-            && common::md5(&back) == common::md5(&file)),
+            && payload::md5(&back) == payload::md5(&file)),
         "corrupted on the way from the guest"
     );
     let after = port(&d, "vb", info.id).counters;
@@ -319,7 +317,7 @@ fn a_configured_vhost_user_port_listens_from_the_start() {
     ));
     let path = socket(&d, "vf", "boot");
     assert!(path.exists(), "{}\n{}", path.display(), d.log());
-    let p = common::find_kind(&d, "vf", PortKind::VhostUser).expect("the configured port");
+    let p = api::find_kind(&d, "vf", PortKind::VhostUser).expect("the configured port");
     assert_eq!(p.vlan, vnet_control::VlanMode::Access { vlan: 7 });
     assert!(p.description.contains("vhost-user boot"), "{p:?}");
 }

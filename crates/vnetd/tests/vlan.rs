@@ -2,14 +2,12 @@
 //! doing their own 802.1Q on trunk ports (the host kernel has no 8021q; the guests'
 //! initramfs loads it), captures checked with `tshark`, malformed tags counted.
 
-mod common;
-
 use std::path::Path;
 use std::time::Duration;
 
-use common::{client, daemon_with, drops, port, tap_vm};
 use vnet_control::{PortInfo, PortKind, PortSpec, VlanMode};
-use vnet_testbed::{skip_unless_root, unique_name, wait_for, Daemon, Guest, Netdev, NsVm};
+use vnet_testbed::api::{client, daemon_with, drops, port, tap_vm};
+use vnet_testbed::{api, skip_unless_root, unique_name, wait_for, Daemon, Guest, Netdev, NsVm};
 
 const T: Duration = Duration::from_secs(60);
 
@@ -32,7 +30,7 @@ fn port_vlans_change_live_from_the_cli() {
     let (pb, b) = tap_vm(&d, "lab", "02:00:00:00:81:02", "10.81.0.2/24");
     assert!(a.ping(b.ip(), 2), "same default VLAN\n{}", d.log());
 
-    let info: PortInfo = common::cli_json(
+    let info: PortInfo = api::cli_json(
         &d,
         &["port", "set", "lab", &pb.to_string(), "--access", "10"],
     );
@@ -47,7 +45,7 @@ fn port_vlans_change_live_from_the_cli() {
         d.log()
     );
     // A trunk carrying 10 untagged as its native VLAN still reaches an access port.
-    let info: PortInfo = common::cli_json(
+    let info: PortInfo = api::cli_json(
         &d,
         &[
             "port",
@@ -70,7 +68,7 @@ fn port_vlans_change_live_from_the_cli() {
     assert!(wait_for(T, || a.ping(b.ip(), 1)), "native VLAN 10");
     assert_eq!(port(&d, "lab", pa).vlan, info.vlan);
 
-    let e = common::cli_fails(&d, &["port", "set", "lab", "999", "--access", "10"]);
+    let e = api::cli_fails(&d, &["port", "set", "lab", "999", "--access", "10"]);
     assert!(e.contains("no port 999"), "{e}");
     let out = d.cli(&["port", "set", "lab", &pa.to_string(), "--access", "4095"]);
     assert_eq!(out.status.code(), Some(2), "4095 is refused by the CLI");
@@ -229,7 +227,7 @@ fn trunk_guests_and_access_namespaces_reach_their_own_vlan_only() {
         });
         (a.join().unwrap(), b.join().unwrap())
     });
-    for p in common::ports(&d, "lab") {
+    for p in api::ports(&d, "lab") {
         if p.kind == PortKind::Stream {
             client(&d)
                 .set_port_vlan("lab", p.id, &trunk(&[10, 20]))

@@ -165,10 +165,12 @@ pub enum Repr<'a> {
 impl<'a> Repr<'a> {
     /// Reads a message of a modelled type; others are [`Error::Unrecognized`], echoes
     /// with a non-zero code [`Error::Malformed`]. The checksum is not checked here
-    /// ([`Packet::verify_checksum`]).
-    pub fn parse<T: AsRef<[u8]> + ?Sized>(p: &'a Packet<&'a T>) -> Result<Self> {
+    /// ([`Packet::verify_checksum`]). The `Repr` borrows the bytes, not the view, so it
+    /// may outlive a view made on the spot.
+    pub fn parse<T: AsRef<[u8]> + ?Sized>(p: &Packet<&'a T>) -> Result<Self> {
         p.check_len()?;
-        let data = &p.buffer.as_ref()[HEADER_LEN..];
+        let bytes: &'a T = p.buffer;
+        let data = &bytes.as_ref()[HEADER_LEN..];
         let echo = |code| {
             if code == 0 {
                 Ok(())
@@ -286,6 +288,15 @@ mod tests {
         let mut b = [0u8; 12];
         r.emit(&mut Packet::new_unchecked(&mut b[..]));
         assert_eq!(b, ECHO);
+    }
+
+    #[test]
+    fn a_repr_outlives_the_view_it_was_parsed_from() {
+        fn echo_of(message: &[u8]) -> Option<Repr<'_>> {
+            Repr::parse(&Packet::new_checked(message).ok()?).ok()
+        }
+        let r = echo_of(&ECHO).unwrap();
+        assert!(matches!(r, Repr::EchoRequest { data: b"abcd", .. }));
     }
 
     #[test]

@@ -11,7 +11,15 @@
 //! little that threads must agree on.
 //!
 //! The control plane talks to the loops through [`Handle`]: commands over a channel per
-//! thread plus a [`mio::Waker`]; replies come back on oneshot channels.
+//! thread plus a [`mio::Waker`]; replies come back on oneshot channels, with a
+//! [`ControlError`] that names what failed.
+//!
+//! - `thread`: one thread's loop (its theory of operation is there), the commands it
+//!   carries out, the making of vnets and ports, the host NICs' uplink sockets; and
+//!   the in-process harness that drives it turn by turn in tests.
+//! - `vnet`: one vnet: its switch, ports and queues, the frame path through them, its
+//!   sockets and its reports.
+//! - `queue`: a port's bounded egress queue. `directory`: what threads share.
 
 mod directory;
 mod error;

@@ -39,7 +39,11 @@
 //! NICs in [`uplinks`].
 
 mod commands;
+#[cfg(test)]
+mod harness;
 mod lifecycle;
+#[cfg(test)]
+mod tests;
 mod uplinks;
 
 use std::collections::HashMap;

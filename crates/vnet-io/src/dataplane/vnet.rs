@@ -8,41 +8,37 @@
 //! gives it orders (attach this backend, age the MAC table).
 
 mod report;
+mod sockets;
+
+pub(in crate::dataplane) use sockets::{socket_paths, Listener};
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use mio::net::{UnixDatagram, UnixListener};
-use mio::unix::SourceFd;
 use mio::{Interest, Registry, Token};
 use tracing::{debug, info, warn};
 use vnet_core::switch::Verdict;
 use vnet_core::switch::{
-    DropCause, FastMap, InvalidVlan, MacLimits, PortId, SetPortError, Switch, SwitchConfig,
-    Tagging, VlanMode,
+    DropCause, FastMap, InvalidVlan, PortId, SetPortError, Switch, Tagging, VlanMode,
 };
 use vnet_core::wire::api::{PortInfo as ApiPortInfo, Reply, Request, API_VERSION};
-use vnet_core::wire::ethernet::VLAN_TAG_LEN;
 use vnet_core::wire::offload::{self, Segmenter, VirtioNetHdr};
 use vnet_model::{MacAddr, NetworkSpec, UplinkSpec};
 
 use super::queue::EgressQueue;
 use crate::backend::dgram::DgramPort;
-use crate::backend::seqpacket::SeqpacketPort;
-use crate::backend::stream::StreamPort;
 use crate::backend::uplink::Incoming;
-use crate::backend::vde::VdePort;
 use crate::backend::{Backend, Received, Sent, TX_BATCH};
 use crate::frame::{BufPool, FrameBuf};
 use crate::services::dhcp::DhcpService;
 use crate::services::nat::NatService;
 use crate::sys::mmsg::RecvBatch;
-use crate::sys::seqpacket;
 
 /// A port's I/O side: its backend and its bounded egress queue.
 struct PortIo {
@@ -78,17 +74,6 @@ pub(super) enum Timer {
     Idle,
 }
 
-/// A vnet's listening sockets, where new clients become ports.
-#[derive(Debug, Clone, Copy)]
-pub(super) enum Listener {
-    /// `stream.sock`: QEMU `-netdev stream`.
-    Stream,
-    /// `api.sock`: the vnet API.
-    Api,
-    /// `vde/ctl`: VDE clients.
-    Vde,
-}
-
 /// Frames one port may send into the vnet per turn, so a busy port cannot starve others.
 const RX_BUDGET: usize = 64;
 /// Datagrams one `recvmmsg` takes from the shared dgram socket.
@@ -119,81 +104,7 @@ pub(super) struct Vnet {
     scratch: Vec<(PortId, Tagging)>,
 }
 
-/// The vnet's VDE switch directory: `ctl` and the VDE ports' data sockets.
-pub(super) fn vde_dir(dir: &Path) -> PathBuf {
-    dir.join("vde")
-}
-
-/// Paths of a vnet's sockets inside its directory.
-pub(super) fn socket_paths(dir: &Path) -> [PathBuf; 3] {
-    [
-        dir.join("stream.sock"),
-        dir.join("dgram.sock"),
-        dir.join("api.sock"),
-    ]
-}
-
 impl Vnet {
-    /// Creates the vnet's directory and binds its sockets (replacing stale ones).
-    pub fn bind(spec: NetworkSpec, dir: PathBuf) -> io::Result<Self> {
-        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o755)
-            .create(&dir)?;
-        let [stream, dgram, api] = socket_paths(&dir);
-        for p in [&stream, &dgram, &api] {
-            match std::fs::remove_file(p) {
-                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
-                _ => {}
-            }
-        }
-        let stream_listener = UnixListener::bind(&stream)?;
-        let dgram_sock = UnixDatagram::bind(&dgram)?;
-        let api_listener = seqpacket::listen_at(&api)?;
-        for p in [&stream, &dgram, &api] {
-            std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o660))?;
-        }
-        // Clients bind their own data sockets in the VDE directory too: sticky, so
-        // they cannot remove each other's (or ctl).
-        let vde = vde_dir(&dir);
-        match std::fs::remove_dir_all(&vde) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
-            _ => {}
-        }
-        std::fs::create_dir(&vde)?;
-        std::fs::set_permissions(&vde, std::fs::Permissions::from_mode(0o1770))?;
-        let vde_listener = UnixListener::bind(vde.join("ctl"))?;
-        std::fs::set_permissions(vde.join("ctl"), std::fs::Permissions::from_mode(0o660))?;
-        let max_frame = SwitchConfig::max_frame_for_mtu(spec.mtu as usize);
-        let config = SwitchConfig {
-            max_frame,
-            mac_limits: MacLimits {
-                aging: Duration::from_secs(spec.mac_aging_secs),
-                per_port: spec.max_macs_per_port,
-                total: spec.max_macs,
-            },
-        };
-        Ok(Vnet {
-            // One spare byte shows that a read filled the buffer: the frame was longer.
-            pool: BufPool::new(max_frame + VLAN_TAG_LEN + 1),
-            switch: Switch::new(config),
-            ports: FastMap::default(),
-            stream_listener,
-            api_listener,
-            vde_listener,
-            dgram: Rc::new(dgram_sock),
-            dgram_peers: HashMap::new(),
-            dgram_batch: RecvBatch::new(),
-            host_adapter: None,
-            dhcp: None,
-            nat: None,
-            scratch: Vec::new(),
-            spec,
-            dir,
-        })
-    }
-
     pub fn name(&self) -> &str {
         &self.spec.name
     }
@@ -207,23 +118,6 @@ impl Vnet {
                     && p.backend.identity().ifname == Some(ifname)
             })
             .map(|(id, _)| *id)
-    }
-
-    pub fn register_listeners(
-        &mut self,
-        registry: &Registry,
-        tokens: [Token; 4],
-    ) -> io::Result<()> {
-        registry.register(&mut self.stream_listener, tokens[0], Interest::READABLE)?;
-        // The dgram socket is shared by all its peers' ports, whose output waits on it.
-        let dgram = Rc::get_mut(&mut self.dgram).expect("no dgram ports yet");
-        registry.register(dgram, tokens[1], Interest::READABLE | Interest::WRITABLE)?;
-        registry.register(
-            &mut SourceFd(&self.api_listener.as_raw_fd()),
-            tokens[2],
-            Interest::READABLE,
-        )?;
-        registry.register(&mut self.vde_listener, tokens[3], Interest::READABLE)
     }
 
     /// The vnet's settings as they are now, live changes included.
@@ -339,41 +233,6 @@ impl Vnet {
             Some(t) => Timer::Later(t),
             None => Timer::Idle,
         })
-    }
-
-    /// The next client waiting on one of the vnet's listening sockets, as a backend;
-    /// `None` once there is none (a failed accept is logged).
-    pub fn accept(&mut self, listener: Listener) -> Option<Box<dyn Backend>> {
-        loop {
-            let failed = match listener {
-                Listener::Stream => match self.stream_listener.accept() {
-                    Ok((sock, _)) => {
-                        let max_frame = self.switch.config().max_frame;
-                        return Some(Box::new(StreamPort::new(sock, max_frame)));
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return None,
-                    Err(e) => format!("accept on stream.sock failed: {e}"),
-                },
-                Listener::Api => match seqpacket::accept(&self.api_listener) {
-                    Ok(Some(sock)) => return Some(Box::new(SeqpacketPort::new(sock))),
-                    Ok(None) => return None,
-                    Err(e) => format!("accept on api.sock failed: {e}"),
-                },
-                Listener::Vde => match self.vde_listener.accept() {
-                    Ok((sock, _)) => match VdePort::new(sock, &vde_dir(&self.dir), self.name()) {
-                        Ok(port) => return Some(Box::new(port)),
-                        Err(e) => {
-                            warn!(net = self.name(), "cannot open a VDE port: {e}");
-                            continue;
-                        }
-                    },
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return None,
-                    Err(e) => format!("accept on vde/ctl failed: {e}"),
-                },
-            };
-            warn!(net = self.name(), "{failed}");
-            return None;
-        }
     }
 
     /// A frame a host NIC's uplink socket read for this vnet's uplink port `port`,
@@ -776,26 +635,6 @@ impl Vnet {
                 }))
             }
         }
-    }
-
-    /// Closes every port and removes the vnet's sockets and directory.
-    pub fn close(mut self, registry: &Registry) {
-        let ids: Vec<PortId> = self.ports.keys().copied().collect();
-        for id in ids {
-            self.detach(registry, id, "vnet removed");
-        }
-        let _ = registry.deregister(&mut self.stream_listener);
-        if let Some(d) = Rc::get_mut(&mut self.dgram) {
-            let _ = registry.deregister(d);
-        }
-        let _ = registry.deregister(&mut SourceFd(&self.api_listener.as_raw_fd()));
-        let _ = registry.deregister(&mut self.vde_listener);
-        for p in socket_paths(&self.dir) {
-            let _ = std::fs::remove_file(p);
-        }
-        // ctl, and any data socket a client left behind.
-        let _ = std::fs::remove_dir_all(vde_dir(&self.dir));
-        let _ = std::fs::remove_dir(&self.dir);
     }
 }
 

@@ -36,9 +36,9 @@ use nix::sys::socket::{
 };
 use tracing::{debug, info, warn};
 use vnet_core::wire::offload::{Segmenter, VirtioNetHdr};
-use vnet_core::wire::MacAddr;
+use vnet_core::wire::{icmpv4, ipv4, MacAddr};
 use vnet_model::{ForwardProto, ForwardSpec, NetworkSpec};
-use vnet_nat::wire::{IcmpEcho, Ipv4Packet, TCP_DATA_OFFSET};
+use vnet_nat::frames::{self, TCP_DATA_OFFSET};
 use vnet_nat::{FlowId, NatConfig, NatDevice, Output, Proto, SocketError, TCP_WINDOW};
 
 use crate::backend::service::{HostSockets, Outgoing, Service};
@@ -737,12 +737,10 @@ impl NatService {
         if self.icmp == IcmpMode::Raw && self.device.flow_proto(flow) == Some(Proto::Icmp) {
             // We choose the identifier (a ping socket's kernel would): one per flow, so
             // replies can be told apart on the shared wire.
-            if let Some(e) = IcmpEcho::parse(&data) {
-                data = IcmpEcho {
-                    ident: raw_ident(flow),
-                    ..e
-                }
-                .to_bytes();
+            if frames::read_echo(&data).is_some() {
+                let mut echo = icmpv4::Packet::new_unchecked(&mut data[..]);
+                echo.set_echo_ident(raw_ident(flow));
+                echo.fill_checksum();
             }
         }
         let sent = match peer {
@@ -914,14 +912,20 @@ impl NatService {
                         {
                             // Raw sockets hand over the IP header and every echo reply
                             // from the peer: keep ours.
-                            let Ok(ip) = Ipv4Packet::parse(data) else {
+                            let Ok(ip) = ipv4::Packet::new_checked(data) else {
                                 continue;
                             };
-                            match IcmpEcho::parse(ip.payload) {
-                                Some(e) if e.ident == raw_ident(flow) => self.device.socket_data(
+                            if ipv4::Repr::parse(&ip).is_err() || ip.is_fragment() {
+                                continue;
+                            }
+                            match frames::read_echo(ip.payload()) {
+                                Some(
+                                    icmpv4::Repr::EchoRequest { ident, .. }
+                                    | icmpv4::Repr::EchoReply { ident, .. },
+                                ) if ident == raw_ident(flow) => self.device.socket_data(
                                     now,
                                     flow,
-                                    ip.payload,
+                                    ip.payload(),
                                     &mut self.actions,
                                 ),
                                 _ => {}

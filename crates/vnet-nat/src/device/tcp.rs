@@ -40,16 +40,16 @@
 //!
 //! [`NatConfig::tcp_timeout`]: crate::NatConfig::tcp_timeout
 
-use std::net::SocketAddrV4;
+use std::net::{IpAddr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
 use vnet_core::wire::ethernet::{MacAddr, HEADER_LEN};
 use vnet_core::wire::offload::VirtioNetHdr;
+use vnet_core::wire::tcp::{Flags as F, TcpOption};
+use vnet_core::wire::{ipv4, tcp as tcp_wire, IpProtocol};
 
 use super::{Flow, FlowKey, NatDevice, Output, Proto};
-use crate::wire::{
-    self, tcp_flags as F, Ipv4Packet, Route, TcpHeader, TcpSegment, TCP_DATA_OFFSET, TCP_MAX_DATA,
-};
+use crate::frames::{self, Route, TCP_DATA_OFFSET, TCP_MAX_DATA};
 use crate::FlowId;
 
 /// How long the guest has to ACK data (or a FIN) before it is sent again.
@@ -144,11 +144,11 @@ impl Tcp {
     }
 
     /// Takes the MSS and window scale of the peer's SYN (or SYN-ACK).
-    fn peer_syn(&mut self, seg: &TcpSegment<'_>) {
-        self.seq_from_tap = seg.seq.wrapping_add(1);
-        self.wnd_from_tap = u32::from(seg.window);
-        self.mss = seg.mss.unwrap_or(536).max(64);
-        if let Some(shift) = seg.wscale {
+    fn peer_syn(&mut self, seg: &tcp_wire::Repr) {
+        self.seq_from_tap = seg.seq_number.wrapping_add(1);
+        self.wnd_from_tap = u32::from(seg.window_len);
+        self.mss = seg.max_seg_size.unwrap_or(536).max(64);
+        if let Some(shift) = seg.window_scale {
             self.ws_from_tap = shift.min(14);
             self.ws_to_tap = WINDOW_SCALE;
         }
@@ -194,32 +194,34 @@ impl NatDevice {
         &mut self,
         now: Instant,
         guest_mac: MacAddr,
-        ip: &Ipv4Packet<'_>,
+        ip: &ipv4::Packet<&[u8]>,
+        checksum_offloaded: bool,
         out: &mut Vec<Output>,
     ) -> bool {
-        let Some(seg) = TcpSegment::parse(ip) else {
+        let Some(seg) = read_segment(ip, checksum_offloaded) else {
             self.counters.malformed += 1;
             return false;
         };
         let key = FlowKey {
             proto: Proto::Tcp,
-            guest: SocketAddrV4::new(ip.src, seg.src_port),
-            remote: SocketAddrV4::new(ip.dst, seg.dst_port),
+            guest: SocketAddrV4::new(ip.src_addr(), seg.src_port),
+            remote: SocketAddrV4::new(ip.dst_addr(), seg.dst_port),
         };
+        let flags = seg.flags.0;
         let Some(&flow) = self.by_key.get(&key) else {
             self.tcp_new(now, guest_mac, key, &seg, out);
             return true;
         };
         self.counters.to_host += 1;
-        if seg.flags & F::RST != 0 {
+        if flags & F::RST != 0 {
             self.close_flow(flow, out);
             return true;
         }
         let f = self.flows.get_mut(&flow).expect("indexed");
         f.last_used = now;
         let tcp = f.tcp.as_mut().expect("a TCP flow");
-        if tcp.inbound && seg.flags & (F::SYN | F::ACK) == F::SYN | F::ACK {
-            if !tcp.established && seg.ack == tcp.isn.wrapping_add(1) {
+        if tcp.inbound && flags & (F::SYN | F::ACK) == F::SYN | F::ACK {
+            if !tcp.established && seg.ack_number == tcp.isn.wrapping_add(1) {
                 tcp.established = true;
                 tcp.peer_syn(&seg);
                 tcp.retrans = 0;
@@ -231,31 +233,32 @@ impl NatDevice {
             }
             return true;
         }
-        if seg.flags & F::SYN != 0 {
-            if tcp.established && seg.seq.wrapping_add(1) == tcp.seq_from_tap {
+        if flags & F::SYN != 0 {
+            if tcp.established && seg.seq_number.wrapping_add(1) == tcp.seq_from_tap {
                 self.tcp_syn_ack(flow, out); // our SYN-ACK was lost
             }
             return true;
         }
-        if !tcp.established || seg.flags & F::ACK == 0 {
+        if !tcp.established || flags & F::ACK == 0 {
             return true;
         }
         // ACK: what the guest has from us (after a go-back, possibly more than we sent
         // since).
-        let acked = seg.ack.wrapping_sub(tcp.seq_ack_from_tap);
+        let acked = seg.ack_number.wrapping_sub(tcp.seq_ack_from_tap);
         let sent = tcp.seq_high.wrapping_sub(tcp.seq_ack_from_tap);
-        let window = u32::from(seg.window) << tcp.ws_from_tap;
+        let window = u32::from(seg.window_len) << tcp.ws_from_tap;
         let window_before = std::mem::replace(&mut tcp.wnd_from_tap, window);
         if acked > 0 && acked <= sent {
-            if seg.ack.wrapping_sub(tcp.seq_to_tap) as i32 > 0 {
-                tcp.seq_to_tap = seg.ack;
+            if seg.ack_number.wrapping_sub(tcp.seq_to_tap) as i32 > 0 {
+                tcp.seq_to_tap = seg.ack_number;
             }
-            let fin_now_acked = tcp.fin_to_tap && !tcp.fin_acked && seg.ack == tcp.seq_to_tap;
+            let fin_now_acked =
+                tcp.fin_to_tap && !tcp.fin_acked && seg.ack_number == tcp.seq_to_tap;
             let data = acked - u32::from(fin_now_acked);
-            tcp.seq_ack_from_tap = seg.ack;
+            tcp.seq_ack_from_tap = seg.ack_number;
             tcp.retrans = 0;
             tcp.dup_acks = 0;
-            tcp.ack_due = (seg.ack != tcp.seq_to_tap).then(|| now + ACK_TIMEOUT);
+            tcp.ack_due = (seg.ack_number != tcp.seq_to_tap).then(|| now + ACK_TIMEOUT);
             if fin_now_acked {
                 tcp.fin_acked = true;
             }
@@ -270,7 +273,7 @@ impl NatDevice {
                 return true;
             }
             out.push(Output::TcpRead { flow });
-        } else if acked == 0 && seg.payload.is_empty() && seg.flags & F::FIN == 0 {
+        } else if acked == 0 && seg.payload_len == 0 && flags & F::FIN == 0 {
             if tcp.in_flight() > 0 && window == window_before {
                 // A duplicate ACK: the guest misses the segment at its ACK.
                 tcp.dup_acks += 1;
@@ -284,24 +287,24 @@ impl NatDevice {
             }
         }
         // Data (and FIN) from the guest.
-        let fin = seg.flags & F::FIN != 0;
-        if seg.payload.is_empty() && !fin {
+        let fin = flags & F::FIN != 0;
+        if seg.payload_len == 0 && !fin {
             return true;
         }
-        let skip = tcp.seq_from_tap.wrapping_sub(seg.seq) as usize;
-        if tcp.fin_from_tap || skip > seg.payload.len() {
+        let skip = tcp.seq_from_tap.wrapping_sub(seg.seq_number) as usize;
+        if tcp.fin_from_tap || skip > seg.payload_len {
             // Old or out of order: say where we are.
             self.tcp_send(flow, F::ACK, &[], out);
             return true;
         }
-        if skip == seg.payload.len() && !fin {
+        if skip == seg.payload_len && !fin {
             self.tcp_send(flow, F::ACK, &[], out);
             return true;
         }
         // Where the new bytes are in the frame: after the Ethernet, IP and TCP headers.
-        let tcp_header = ip.payload.len() - seg.payload.len();
-        let at = HEADER_LEN + ip.header.len() + tcp_header + skip;
-        let data = at..at + seg.payload.len() - skip;
+        let tcp_header = ip.payload().len() - seg.payload_len;
+        let at = HEADER_LEN + usize::from(ip.header_len()) + tcp_header + skip;
+        let data = at..at + seg.payload_len - skip;
         out.push(Output::TcpWrite { flow, data, fin });
         true
     }
@@ -312,20 +315,21 @@ impl NatDevice {
         now: Instant,
         guest_mac: MacAddr,
         key: FlowKey,
-        seg: &TcpSegment<'_>,
+        seg: &tcp_wire::Repr,
         out: &mut Vec<Output>,
     ) {
+        let flags = seg.flags.0;
         let route = self.route(guest_mac, *key.remote.ip(), *key.guest.ip());
-        if seg.flags & F::RST != 0 {
+        if flags & F::RST != 0 {
             return;
         }
-        if seg.flags & (F::SYN | F::ACK) != F::SYN {
+        if flags & (F::SYN | F::ACK) != F::SYN {
             self.counters.ignored += 1;
-            let (seq, ack, flags) = if seg.flags & F::ACK != 0 {
-                (seg.ack, 0, F::RST)
+            let (seq, ack, flags) = if flags & F::ACK != 0 {
+                (seg.ack_number, 0, F::RST)
             } else {
-                let len = seg.payload.len() as u32 + u32::from(seg.flags & F::FIN != 0);
-                (0, seg.seq.wrapping_add(len), F::RST | F::ACK)
+                let len = seg.payload_len as u32 + u32::from(flags & F::FIN != 0);
+                (0, seg.seq_number.wrapping_add(len), F::RST | F::ACK)
             };
             self.tcp_reply(&route, key, seq, ack, flags, &[], None, out);
             return;
@@ -337,7 +341,7 @@ impl NatDevice {
                 Some(upstream) if to.port() == 53 => to = upstream,
                 _ if self.config.host_loopback => to.set_ip(std::net::Ipv4Addr::LOCALHOST),
                 _ => {
-                    let ack = seg.seq.wrapping_add(1);
+                    let ack = seg.seq_number.wrapping_add(1);
                     self.tcp_reply(&route, key, 0, ack, F::RST | F::ACK, &[], None, out);
                     return;
                 }
@@ -402,9 +406,7 @@ impl NatDevice {
 
     fn arp_for(&mut self, ip: std::net::Ipv4Addr, out: &mut Vec<Output>) {
         let c = &self.config;
-        out.push(Output::Frame(wire::ArpPacket::request_frame(
-            c.mac, c.gateway, ip,
-        )));
+        out.push(Output::Frame(frames::arp_request(c.mac, c.gateway, ip)));
     }
 
     /// Our SYN to the guest of an inbound flow.
@@ -569,29 +571,29 @@ impl NatDevice {
         if len > 0 || fin {
             tcp.ack_due = tcp.ack_due.or(Some(now + ACK_TIMEOUT));
         }
-        let h = TcpHeader {
+        let h = tcp_wire::Repr {
             src_port: f.key.remote.port(),
             dst_port: f.key.guest.port(),
-            seq,
-            ack: tcp.seq_from_tap,
-            flags: F::ACK | F::PSH,
-            window: tcp.window_field(false),
-            mss: None,
-            wscale: None,
+            seq_number: seq,
+            ack_number: tcp.seq_from_tap,
+            flags: F(F::ACK | F::PSH),
+            window_len: tcp.window_field(false),
+            ..tcp_wire::Repr::default()
         };
         let (key, mac) = (f.key, f.guest_mac);
         let mss = tcp.segment_size(self.config.mtu);
         let route = self.route(mac, *key.remote.ip(), *key.guest.ip());
         if fin {
-            self.tcp_reply(&route, key, seq, h.ack, F::FIN | F::ACK, &[], None, out);
+            let ack = h.ack_number;
+            self.tcp_reply(&route, key, seq, ack, F::FIN | F::ACK, &[], None, out);
         }
         if len == 0 {
             return None;
         }
         self.counters.from_host += len.div_ceil(mss) as u64;
         self.ip_ident = self.ip_ident.wrapping_add(1);
-        wire::tcp_headers_in_place(frame, &route, &h, self.ip_ident);
-        Some(wire::tcp_offload(len, mss))
+        frames::tcp_headers_in_place(frame, &route, &h, self.ip_ident);
+        Some(frames::tcp_offload(len, mss))
     }
 
     /// Go-back-N for flows whose ACK is overdue; resets after [`MAX_RETRANS`].
@@ -680,18 +682,19 @@ impl NatDevice {
             .and_then(|id| self.flows.get(id))
             .and_then(|f| f.tcp.as_ref())
             .map_or(u16::MAX, |t| t.window_field(flags & F::SYN != 0));
-        let h = TcpHeader {
+        let h = tcp_wire::Repr {
             src_port: key.remote.port(),
             dst_port: key.guest.port(),
-            seq,
-            ack,
-            flags,
-            window,
-            mss: opts.map(|(mss, _)| mss),
-            wscale: opts.and_then(|(_, ws)| ws),
+            seq_number: seq,
+            ack_number: ack,
+            flags: F(flags),
+            window_len: window,
+            max_seg_size: opts.map(|(mss, _)| mss),
+            window_scale: opts.and_then(|(_, ws)| ws),
+            ..tcp_wire::Repr::default()
         };
-        let seg = wire::tcp_segment(route, &h, data);
-        self.push_ip(route, wire::PROTO_TCP, &seg, out);
+        let seg = frames::tcp_segment(route, &h, data);
+        self.push_ip(route, IpProtocol::TCP, &seg, out);
     }
 
     /// Forgets a flow and tells the shell to close its socket.
@@ -700,6 +703,39 @@ impl NatDevice {
             out.push(Output::Close { flow });
         }
     }
+}
+
+/// A guest's segment: header lengths right and, unless `checksum_offloaded`, its
+/// checksum. Options are read from SYNs only (the bulk path skips them) and leniently:
+/// a malformed one ends them, it does not refuse the segment.
+fn read_segment(ip: &ipv4::Packet<&[u8]>, checksum_offloaded: bool) -> Option<tcp_wire::Repr> {
+    let p = tcp_wire::Packet::new_checked(ip.payload()).ok()?;
+    let (src, dst) = (IpAddr::V4(ip.src_addr()), IpAddr::V4(ip.dst_addr()));
+    if !checksum_offloaded && !p.verify_checksum(&src, &dst) {
+        return None;
+    }
+    let mut seg = tcp_wire::Repr {
+        src_port: p.src_port(),
+        dst_port: p.dst_port(),
+        seq_number: p.seq_number(),
+        ack_number: p.ack_number(),
+        flags: p.flags(),
+        window_len: p.window_len(),
+        urgent_at: p.urgent_at(),
+        payload_len: p.payload().len(),
+        ..tcp_wire::Repr::default()
+    };
+    if seg.flags.has(F::SYN) {
+        for option in tcp_wire::Options::new(p.options()) {
+            match option {
+                Ok(TcpOption::MaxSegmentSize(mss)) => seg.max_seg_size = Some(mss),
+                Ok(TcpOption::WindowScale(shift)) => seg.window_scale = Some(shift),
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+    }
+    Some(seg)
 }
 
 impl Flow {

@@ -1,14 +1,15 @@
-//! Helpers shared by the end-to-end tests: a daemon with one vnet, "VMs" on TAP ports.
-
-#![allow(dead_code)]
+//! A test's side of vnetd's control API and CLI: a daemon serving some vnets, its
+//! ports and counters, namespace VMs on TAP ports it creates, and `vnet` commands
+//! that must succeed (decoding their `--json`) or be refused.
 
 use std::time::Duration;
 
 use vnet_control::client::Client;
 use vnet_control::{PortInfo, PortKind, PortSpec};
-use vnet_testbed::{unique_name, wait_for, Daemon, NsVm};
 
-/// A daemon serving one vnet named `net` (besides nothing else).
+use crate::{unique_name, wait_for, Daemon, NsVm};
+
+/// A daemon serving one vnet per name in `nets` (and nothing else).
 pub fn daemon_with(nets: &[&str]) -> Daemon {
     let mut toml = String::new();
     for n in nets {
@@ -17,11 +18,19 @@ pub fn daemon_with(nets: &[&str]) -> Daemon {
     Daemon::start(Some(&toml))
 }
 
+/// A control-API client of `d`.
+///
+/// # Panics
+/// If the client cannot be made.
 pub fn client(d: &Daemon) -> Client {
     Client::for_run_dir(d.run_dir()).expect("control client")
 }
 
-/// Adds a TAP port to `net` and turns it into a namespace VM with `mac` and `cidr`.
+/// Adds a TAP port to `net` and turns it into a namespace VM with `mac` and `cidr`
+/// (`""`: no address); returns the port's id and the VM.
+///
+/// # Panics
+/// If the daemon refuses the port (the message includes its log).
 pub fn tap_vm(d: &Daemon, net: &str, mac: &str, cidr: &str) -> (u32, NsVm) {
     let ifname = unique_name("vt");
     let port = client(d)
@@ -36,19 +45,25 @@ pub fn tap_vm(d: &Daemon, net: &str, mac: &str, cidr: &str) -> (u32, NsVm) {
     (port.id, NsVm::attach(&ifname, mac, cidr))
 }
 
+/// The ports of `net`.
 pub fn ports(d: &Daemon, net: &str) -> Vec<PortInfo> {
     client(d).ports(net).expect("list ports")
 }
 
+/// Port `id` of `net`.
 pub fn port(d: &Daemon, net: &str, id: u32) -> PortInfo {
     client(d).port(net, id).expect("port info")
 }
 
+/// How many ports of `kind` `net` has.
 pub fn count_kind(d: &Daemon, net: &str, kind: PortKind) -> usize {
     ports(d, net).iter().filter(|p| p.kind == kind).count()
 }
 
 /// Waits until `net` has exactly `n` ports of `kind`.
+///
+/// # Panics
+/// If it does not within 10 s (the message lists the ports and the daemon's log).
 pub fn wait_ports(d: &Daemon, net: &str, kind: PortKind, n: usize) {
     assert!(
         wait_for(Duration::from_secs(10), || count_kind(d, net, kind) == n),
@@ -58,16 +73,30 @@ pub fn wait_ports(d: &Daemon, net: &str, kind: PortKind, n: usize) {
     );
 }
 
-pub fn drops(p: &PortInfo, cause: &str) -> u64 {
-    p.counters.drops.get(cause).copied().unwrap_or(0)
-}
-
 /// The first port of `kind` on `net`, if any.
 pub fn find_kind(d: &Daemon, net: &str, kind: PortKind) -> Option<PortInfo> {
     ports(d, net).into_iter().find(|p| p.kind == kind)
 }
 
+/// How many frames port `p` dropped for `cause` (`"oversize"`, `"queue_full"`, ...).
+pub fn drops(p: &PortInfo, cause: &str) -> u64 {
+    p.counters.drops.get(cause).copied().unwrap_or(0)
+}
+
+/// Asserts that `d` still runs and still switches: namespace VM `a` pings `b`.
+pub fn still_serving(d: &Daemon, a: &NsVm, b: &NsVm) {
+    assert!(d.is_running(), "vnetd died:\n{}", d.log());
+    assert!(
+        a.ping(b.ip(), 2),
+        "the TAP VMs stopped reaching each other:\n{}",
+        d.log()
+    );
+}
+
 /// Runs `vnet ARGS... --json` against `d` and decodes what it printed.
+///
+/// # Panics
+/// If the command fails or prints something else.
 pub fn cli_json<T: serde::de::DeserializeOwned>(d: &Daemon, args: &[&str]) -> T {
     let mut args = args.to_vec();
     args.push("--json");
@@ -82,6 +111,9 @@ pub fn cli_json<T: serde::de::DeserializeOwned>(d: &Daemon, args: &[&str]) -> T 
 
 /// Runs `vnet ARGS...` against `d`, which must fail with exit status 1 (a refused
 /// request, not a usage error); returns its stderr.
+///
+/// # Panics
+/// If it ends any other way.
 pub fn cli_fails(d: &Daemon, args: &[&str]) -> String {
     let out = d.cli(args);
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
@@ -95,77 +127,4 @@ pub fn cli_fails(d: &Daemon, args: &[&str]) -> String {
         d.log()
     );
     stderr
-}
-
-/// Deterministic junk bytes (xorshift), so a failure can be replayed from its seed.
-pub fn junk(len: usize, mut seed: u64) -> Vec<u8> {
-    (0..len)
-        .map(|_| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed as u8
-        })
-        .collect()
-}
-
-/// The md5 of a file, as `md5sum` prints it.
-pub fn md5(path: &std::path::Path) -> String {
-    let out = std::process::Command::new("md5sum")
-        .arg(path)
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_string()
-}
-
-/// Sends `len` random bytes over TCP from namespace VM `vm` to `guest` (listening with
-/// busybox `nc` on port 5001 of `guest_ip`) and asserts they arrive intact. Returns the
-/// payload file (and the directory that keeps it).
-pub fn send_file_to_guest(
-    vm: &NsVm,
-    guest: &vnet_testbed::Guest,
-    guest_ip: &str,
-    len: usize,
-) -> (tempfile::TempDir, std::path::PathBuf) {
-    let t = Duration::from_secs(60);
-    guest.exec_ok(
-        "(nc -l -p 5001 > /tmp/rx; echo done > /tmp/rx.done) >/dev/null 2>&1 &",
-        t,
-    );
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("payload");
-    let made = std::process::Command::new("sh")
-        .args([
-            "-c",
-            &format!("head -c {len} /dev/urandom > {}", file.display()),
-        ])
-        .status()
-        .unwrap();
-    assert!(made.success());
-    let sent = vm.ns().exec(&[
-        "socat",
-        "-u",
-        &format!("FILE:{}", file.display()),
-        &format!("TCP:{guest_ip}:5001,retry=20,interval=0.5"),
-    ]);
-    assert!(
-        sent.status.success(),
-        "{}",
-        String::from_utf8_lossy(&sent.stderr)
-    );
-    guest.exec_ok(
-        "for i in $(seq 300); do [ -e /tmp/rx.done ] && break; sleep 0.2; done; ls -l /tmp/rx",
-        t,
-    );
-    let theirs = guest.exec_ok("md5sum /tmp/rx | cut -d' ' -f1", t);
-    assert_eq!(
-        theirs.trim(),
-        md5(&file),
-        "payload corrupted on the way to the guest"
-    );
-    (dir, file)
 }

@@ -1,0 +1,264 @@
+//! The loop's scenarios, driven turn by turn through the [`harness`](super::harness).
+
+use std::time::Duration;
+
+use vnet_core::switch::VlanMode;
+use vnet_model::{NetworkSpec, PortKind, PortSpec};
+
+use super::harness::{frame, mac, Harness, BATCH, BROADCAST};
+use crate::dataplane::{Command, ControlError, ErrorKind, QUEUE_CAPACITY};
+
+fn queue_full(h: &Harness, port: &super::harness::Port) -> u64 {
+    h.info(port)
+        .counters
+        .drops
+        .get("queue_full")
+        .copied()
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_busy_port_gets_64_frames_a_turn_and_a_quiet_one_still_gets_through() {
+    let mut h = Harness::new();
+    let lab = h.vnet("lab");
+    let (busy, quiet, sink) = (h.port(lab), h.port(lab), h.port(lab));
+    // Teach the switch where the sink is, so frames go only there.
+    h.send(&sink, [frame(BROADCAST, mac(3), 0)]);
+    h.turn();
+    h.send(&busy, (0..200).map(|n| frame(mac(3), mac(1), n as u8)));
+    h.send(&quiet, (0..3).map(|n| frame(mac(3), mac(2), n)));
+    h.turn();
+    assert_eq!(busy.wire.borrow().inbound.len(), 200 - 64, "its budget");
+    assert!(quiet.wire.borrow().inbound.is_empty(), "not starved");
+    assert_eq!(sink.wire.borrow().delivered.len(), 64 + 3);
+    // The busy port is listed again by the thread itself: no new readiness needed.
+    for _ in 0..3 {
+        h.turn();
+    }
+    assert!(busy.wire.borrow().inbound.is_empty());
+    assert_eq!(sink.wire.borrow().delivered.len(), 200 + 3);
+    assert_eq!(h.info(&busy).counters.rx_frames, 200);
+}
+
+#[test]
+fn queued_frames_are_offered_in_batches_of_32() {
+    let mut h = Harness::new();
+    let lab = h.vnet("lab");
+    let (a, b) = (h.port(lab), h.port(lab));
+    h.send(&a, (0..100).map(|n| frame(BROADCAST, mac(1), n)));
+    h.turn();
+    h.turn();
+    let wire = b.wire.borrow();
+    // 64 frames in the first turn, 36 in the second.
+    assert_eq!(wire.batches, [BATCH, BATCH, BATCH, 4]);
+    let last: Vec<u8> = wire.delivered.iter().map(|f| f[59]).collect();
+    assert_eq!(last, (0..100).collect::<Vec<u8>>(), "in order");
+}
+
+#[test]
+fn a_slow_port_fills_its_own_queue_and_drops_count_as_queue_full_while_others_get_every_frame() {
+    let mut h = Harness::new();
+    let lab = h.vnet("lab");
+    let (sender, slow, fast) = (h.port(lab), h.port(lab), h.port(lab));
+    slow.wire.borrow_mut().room = Some(0);
+    let frames = QUEUE_CAPACITY + 88;
+    h.send(
+        &sender,
+        (0..frames).map(|n| frame(BROADCAST, mac(1), n as u8)),
+    );
+    while !sender.wire.borrow().inbound.is_empty() {
+        h.turn();
+    }
+    assert_eq!(fast.wire.borrow().delivered.len(), frames);
+    assert!(slow.wire.borrow().delivered.is_empty());
+    assert_eq!(h.info(&slow).queue_len, QUEUE_CAPACITY);
+    assert_eq!(queue_full(&h, &slow), 88);
+    assert_eq!(queue_full(&h, &fast), 0);
+
+    // The slow client catches up: without an fd, it is offered its queue again once
+    // the retry interval has passed.
+    slow.wire.borrow_mut().room = None;
+    h.turn();
+    assert!(
+        slow.wire.borrow().delivered.is_empty(),
+        "not before the retry"
+    );
+    h.advance(Duration::from_millis(2));
+    h.turn();
+    assert_eq!(slow.wire.borrow().delivered.len(), QUEUE_CAPACITY);
+    assert_eq!(h.info(&slow).queue_len, 0);
+}
+
+#[test]
+fn the_switch_floods_unknown_destinations_then_forwards_to_the_learned_port() {
+    let mut h = Harness::new();
+    let lab = h.vnet("lab");
+    let (a, b, c) = (h.port(lab), h.port(lab), h.port(lab));
+    h.send(&a, [frame(mac(2), mac(1), 1)]);
+    h.turn();
+    assert_eq!(b.wire.borrow().delivered.len(), 1, "flooded");
+    assert_eq!(c.wire.borrow().delivered.len(), 1, "flooded");
+    h.send(&b, [frame(mac(1), mac(2), 2)]);
+    h.turn();
+    assert_eq!(a.wire.borrow().delivered.len(), 1, "A was learned");
+    assert_eq!(c.wire.borrow().delivered.len(), 1, "C hears no more");
+    h.send(&a, [frame(mac(2), mac(1), 3)]);
+    h.turn();
+    assert_eq!(b.wire.borrow().delivered.len(), 2);
+    assert_eq!(c.wire.borrow().delivered.len(), 1);
+    let mut learned: Vec<(u32, String)> = h
+        .macs(lab)
+        .iter()
+        .map(|m| (m.port, m.mac.to_string()))
+        .collect();
+    learned.sort();
+    assert_eq!(
+        learned,
+        [
+            (a.id.0, "02:00:00:00:00:01".to_string()),
+            (b.id.0, "02:00:00:00:00:02".to_string())
+        ]
+    );
+}
+
+#[test]
+fn learned_macs_age_out_on_the_clock_the_turns_are_given() {
+    let mut h = Harness::new();
+    let mut spec = NetworkSpec::named("lab");
+    spec.mac_aging_secs = 5;
+    h.create(spec).unwrap();
+    let lab = h.lookup("lab").unwrap();
+    let a = h.port(lab);
+    h.send(&a, [frame(BROADCAST, mac(1), 0)]);
+    h.turn();
+    assert_eq!(h.macs(lab).len(), 1);
+    h.advance(Duration::from_secs(3));
+    h.turn();
+    assert_eq!(h.macs(lab).len(), 1, "3 s old");
+    h.advance(Duration::from_secs(3));
+    h.turn();
+    assert!(h.macs(lab).is_empty(), "6 s old, aged out");
+}
+
+#[test]
+fn a_vnet_name_is_taken_once_and_free_again_after_removal() {
+    let mut h = Harness::new();
+    h.create(NetworkSpec::named("lab")).unwrap();
+    let again = h.create(NetworkSpec::named("lab")).unwrap_err();
+    assert_eq!(again.kind(), ErrorKind::Conflict);
+    assert_eq!(again.message(), "vnet \"lab\" already exists");
+    let bad = h.create(NetworkSpec::named(".dot")).unwrap_err();
+    assert_eq!(bad.kind(), ErrorKind::Invalid);
+
+    h.command(|r| Command::DeleteNetwork("lab".into(), r))
+        .unwrap();
+    assert!(h.lookup("lab").is_err());
+    let gone = h
+        .command(|r| Command::Network("lab".into(), r))
+        .unwrap_err();
+    assert_eq!(gone.kind(), ErrorKind::NotFound);
+    assert_eq!(gone.message(), "no vnet named \"lab\" (see `vnet net ls`)");
+    h.create(NetworkSpec::named("lab")).unwrap();
+}
+
+#[test]
+fn a_removed_port_leaves_the_switch_and_its_queued_frames_go_nowhere() {
+    let mut h = Harness::new();
+    let lab = h.vnet("lab");
+    let (a, b, c) = (h.port(lab), h.port(lab), h.port(lab));
+    c.wire.borrow_mut().room = Some(0);
+    h.send(&a, [frame(BROADCAST, mac(1), 0)]);
+    h.turn();
+    assert_eq!(h.info(&c).queue_len, 1);
+    let ports = |h: &mut Harness| {
+        h.command(|r| Command::Ports("lab".into(), r))
+            .unwrap()
+            .iter()
+            .map(|p| p.id)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(ports(&mut h), [a.id.0, b.id.0, c.id.0]);
+    h.command(|r| Command::RemovePort("lab".into(), c.id.0, r))
+        .unwrap();
+    assert_eq!(ports(&mut h), [a.id.0, b.id.0]);
+    let e = h
+        .command(|r| Command::RemovePort("lab".into(), c.id.0, r))
+        .unwrap_err();
+    assert!(matches!(e, ControlError::NotFound(_)), "{e:?}");
+    assert_eq!(
+        e.message(),
+        format!(
+            "vnet \"lab\" has no port {} (see `vnet port ls lab`)",
+            c.id.0
+        )
+    );
+    // Ids are never reused, and the flood now reaches only B.
+    let d = h.port(lab);
+    assert!(d.id.0 > c.id.0);
+    h.send(&a, [frame(BROADCAST, mac(1), 1)]);
+    h.turn();
+    assert_eq!(b.wire.borrow().delivered.len(), 2);
+    assert_eq!(d.wire.borrow().delivered.len(), 1);
+    assert!(c.wire.borrow().delivered.is_empty());
+}
+
+#[test]
+fn commands_about_services_a_vnet_lacks_say_how_to_get_them() {
+    let mut h = Harness::new();
+    h.vnet("lab");
+    let e = h
+        .command(|r| Command::Forwards("lab".into(), r))
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotFound);
+    assert!(e.message().contains("has no NAT device"), "{e}");
+    let e = h
+        .command(|r| {
+            Command::RemoveReservation("lab".into(), "02:00:00:00:00:01".parse().unwrap(), r)
+        })
+        .unwrap_err();
+    assert_eq!(
+        e.message(),
+        "vnet \"lab\" has no DHCP service (start one with `vnet dhcp set lab --on`)"
+    );
+    let e = h
+        .command(|r| Command::RemoveUplink("lab".into(), r))
+        .unwrap_err();
+    assert_eq!(e.message(), "vnet \"lab\" has no uplink");
+}
+
+#[test]
+fn a_port_added_by_command_is_named_once_per_vnet_and_its_name_is_free_after_removal() {
+    let mut h = Harness::new();
+    h.vnet("lab");
+    let web = |name: &str| PortSpec::VhostUser {
+        name: name.into(),
+        vlan: VlanMode::default(),
+    };
+    let port = h
+        .command(|r| Command::AddPort("lab".into(), web("web"), r))
+        .unwrap();
+    assert_eq!(port.kind, PortKind::VhostUser);
+    let again = h
+        .command(|r| Command::AddPort("lab".into(), web("web"), r))
+        .unwrap_err();
+    assert_eq!(again.kind(), ErrorKind::Conflict);
+    assert_eq!(
+        again.message(),
+        "vnet lab already has vhost-user port web (see `vnet port ls lab`)"
+    );
+    let bad = h
+        .command(|r| Command::AddPort("lab".into(), web(".web"), r))
+        .unwrap_err();
+    assert_eq!(bad.kind(), ErrorKind::Invalid);
+    let elsewhere = h
+        .command(|r| Command::AddPort("nosuch".into(), web("web"), r))
+        .unwrap_err();
+    assert_eq!(elsewhere.kind(), ErrorKind::NotFound);
+
+    h.command(|r| Command::RemovePort("lab".into(), port.id, r))
+        .unwrap();
+    let back = h
+        .command(|r| Command::AddPort("lab".into(), web("web"), r))
+        .unwrap();
+    assert!(back.id > port.id, "a new port, a new id");
+}
