@@ -6,10 +6,13 @@
 //!
 //! [`Backend`] says three things about a port: what it is (kind, [`Identity`],
 //! offloads), how it moves frames (`recv`, `send_batch`, answers to requests) and its
-//! timers (`deadline`, `tick`).
+//! timers (`deadline`, `tick`). Every frame enters a vnet through `recv`: ports on a
+//! shared socket (dgram peers, uplinks) are [delivered](Backend::deliver) what the
+//! socket's reader tells apart as theirs.
 
 pub mod classic;
 pub mod dgram;
+pub mod inbox;
 pub mod seqpacket;
 pub mod service;
 pub mod stream;
@@ -105,6 +108,15 @@ pub trait Backend {
     /// sent; the caller offers the rest again. Backends that send one frame per system
     /// call implement it with [`send_each`].
     fn send_batch(&mut self, frames: &[FrameBuf]) -> (usize, Sent);
+
+    /// Takes a frame read for this port from a socket it shares with other ports (the
+    /// vnet's dgram socket, a NIC's uplink socket; see [`inbox`]): `recv` gives it to
+    /// the switch like any other input. `Ok` may carry an empty buffer for the caller's
+    /// pool; `Err` returns the frame: the port reads a socket of its own, or its inbox
+    /// is full.
+    fn deliver(&mut self, frame: FrameBuf) -> Result<Option<FrameBuf>, FrameBuf> {
+        Err(frame)
+    }
 
     /// Answers a request this backend returned from `recv`. Only the vnet API has any.
     fn answer(&mut self, _request: &Request, _reply: &Reply) {}

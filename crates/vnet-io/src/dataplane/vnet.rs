@@ -235,17 +235,12 @@ impl Vnet {
         })
     }
 
-    /// A frame a host NIC's uplink socket read for this vnet's uplink port `port`,
-    /// through the switch.
-    pub fn receive_uplink(
-        &mut self,
-        now: Instant,
-        port: PortId,
-        frame: Incoming<'_>,
-        touched: &mut Vec<PortId>,
-    ) {
+    /// Delivers a frame a host NIC's uplink socket read for this vnet's uplink port
+    /// `port` to that port, whose `recv` then hands it to the switch: `true` if the
+    /// port should be read.
+    pub fn deliver_uplink(&mut self, port: PortId, frame: Incoming<'_>) -> bool {
         if !self.ports.contains_key(&port) {
-            return;
+            return false;
         }
         let mut buf = self.pool.get_for(frame.frame.len());
         buf.fill(frame.frame);
@@ -253,7 +248,25 @@ impl Vnet {
         if frame.strip {
             buf.retag(Tagging::Untagged);
         }
-        self.forward(now, port, buf, touched);
+        self.deliver(port, buf);
+        true
+    }
+
+    /// Gives `buf` to port `id`'s backend for its `recv` (a frame read from a shared
+    /// socket); a port that cannot take it drops it, counted.
+    fn deliver(&mut self, id: PortId, buf: FrameBuf) {
+        let Some(port) = self.ports.get_mut(&id) else {
+            self.pool.put(buf);
+            return;
+        };
+        match port.backend.deliver(buf) {
+            Ok(Some(empty)) => self.pool.put(empty),
+            Ok(None) => {}
+            Err(buf) => {
+                self.pool.put(buf);
+                self.switch.count_drop(id, DropCause::QueueFull);
+            }
+        }
     }
 
     pub fn set_vlan_mode(
@@ -386,7 +399,8 @@ impl Vnet {
     }
 
     /// Reads the shared dgram socket in batches (`recvmmsg`), creating a port for each
-    /// new peer.
+    /// new peer, and delivers each datagram to its peer's port, which is read at once
+    /// (after each run of datagrams from one peer).
     pub fn receive_dgram(&mut self, now: Instant, touched: &mut Vec<PortId>) -> PassEnd {
         for _ in 0..RX_BUDGET / DGRAM_BATCH {
             let mut bufs: [FrameBuf; DGRAM_BATCH] = std::array::from_fn(|_| self.pool.get());
@@ -400,6 +414,8 @@ impl Vnet {
                     0
                 }
             };
+            // The peer whose datagrams were delivered but not yet read.
+            let mut unread: Option<PortId> = None;
             for (i, mut buf) in bufs.into_iter().enumerate() {
                 if i >= count {
                     self.pool.put(buf);
@@ -425,10 +441,18 @@ impl Vnet {
                         self.add_dgram_peer(path)
                     }
                 };
-                match id {
-                    Some(id) => self.forward(now, id, buf, touched),
-                    None => self.pool.put(buf),
+                let Some(id) = id else {
+                    self.pool.put(buf);
+                    continue;
+                };
+                if let Some(previous) = unread.filter(|&p| p != id) {
+                    self.receive(now, previous, touched);
                 }
+                self.deliver(id, buf);
+                unread = Some(id);
+            }
+            if let Some(id) = unread {
+                self.receive(now, id, touched);
             }
             if count < DGRAM_BATCH {
                 return PassEnd::Idle;
