@@ -91,7 +91,7 @@ fn port_info(net: &Vnet, now: Instant, id: PortId) -> Option<PortInfo> {
         id: id.0,
         kind: io.backend.kind(),
         description: io.backend.description(),
-        pid: io.backend.pid(),
+        pid: io.backend.identity().pid,
         vlan: port.vlan_mode().clone(),
         mac: port.mac(),
         promiscuous: port.promiscuous(),
