@@ -24,8 +24,8 @@ use nix::sys::socket::{
     UnixAddr,
 };
 use nix::sys::time::TimeVal;
-pub use vnet_core::wire::api::PortInfo;
-use vnet_core::wire::api::{answers, decode_vnet, Request, VnetMessage, KIND_FRAME};
+pub use vnet_core::wire::seqpacket::PortInfo;
+use vnet_core::wire::seqpacket::{answers, decode_vnet, Request, VnetMessage, KIND_FRAME};
 pub use vnet_core::wire::MacAddr;
 
 /// One port on a vnet.

@@ -28,8 +28,8 @@ use vnet_core::switch::Verdict;
 use vnet_core::switch::{
     DropCause, FastMap, InvalidVlan, PortId, SetPortError, Switch, Tagging, VlanMode,
 };
-use vnet_core::wire::api::{PortInfo as ApiPortInfo, Reply, Request, API_VERSION};
 use vnet_core::wire::offload::{self, Segmenter, VirtioNetHdr};
+use vnet_core::wire::seqpacket::{PortInfo as ApiPortInfo, Reply, Request, API_VERSION};
 use vnet_model::{MacAddr, NetworkSpec, UplinkSpec};
 
 use super::queue::EgressQueue;
