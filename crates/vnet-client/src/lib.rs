@@ -12,6 +12,7 @@
 //!
 //! Opening connects to `RUN/NET/api.sock` (a unix `SOCK_SEQPACKET` socket): that is a new
 //! port on vnet `NET`. Closing (or dropping, or the process dying) removes the port.
+#![forbid(unsafe_code)]
 
 use std::collections::VecDeque;
 use std::io;
