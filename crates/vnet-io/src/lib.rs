@@ -7,7 +7,7 @@
 //! - [`error`]: writing an error with each of its causes once.
 //! - [`frame`]: frame buffers with headroom, recycled through a pool.
 //! - [`services`]: the I/O shells of built-in services (DHCP) that attach as ports.
-//! - [`dataplane`]: the epoll thread that moves frames between backends through each
+//! - [`dataplane`]: the epoll threads that move frames between backends through each
 //!   vnet's `vnet_core` switch, and the [`dataplane::Handle`] the control plane uses.
 
 pub mod backend;
@@ -17,4 +17,4 @@ pub mod frame;
 pub mod services;
 pub mod sys;
 
-pub use dataplane::{ControlError, DataPlane, Handle, Tuning};
+pub use dataplane::{ControlError, DataPlane, ErrorKind, Handle, Tuning};

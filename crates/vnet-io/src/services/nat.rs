@@ -1,9 +1,10 @@
 //! The NAT device of one vnet: `vnet_nat::NatDevice` plus the host sockets it asks for.
 //!
-//! Every flow's socket is registered with a private `mio::Poll`
-//! whose epoll fd the data plane watches ([`Service::watch_fd`]); when it fires the port
-//! is drained like any other, and [`Service::readable`] reads the sockets in bounded
-//! batches. Nothing here blocks.
+//! Every flow's socket (a DNS query's too) is registered with a private `mio::Poll`
+//! whose epoll fd the data plane watches ([`HostSockets::watch_fd`]); when it fires the
+//! port is drained like any other, and [`HostSockets::readable`] reads the sockets in
+//! bounded batches. Writes happen inside [`Service::receive`] and [`Service::poll`], as
+//! the device's actions ask. Nothing here blocks.
 //!
 //! ICMP echo leaves through an unprivileged ping socket (`SOCK_DGRAM`/`IPPROTO_ICMP`,
 //! allowed when `net.ipv4.ping_group_range` covers the daemon's gid), else through a
@@ -49,7 +50,7 @@ use vnet_model::{ForwardProto, ForwardSpec, NetworkSpec};
 use vnet_nat::frames::{self, TCP_DATA_OFFSET};
 use vnet_nat::{FlowId, NatConfig, NatDevice, NatSecrets, Output, Proto, SocketError, TCP_WINDOW};
 
-use crate::backend::service::{Outgoing, Service};
+use crate::backend::service::{HostSockets, Outgoing, Service};
 use crate::frame::FrameBuf;
 use crate::sys::sockopt::set_peek_offset;
 
@@ -1046,8 +1047,14 @@ impl Service for NatService {
         self.device.poll_at()
     }
 
-    fn watch_fd(&self) -> Option<RawFd> {
-        Some(self.poll.as_raw_fd())
+    fn host_sockets(&mut self) -> Option<&mut dyn HostSockets> {
+        Some(self)
+    }
+}
+
+impl HostSockets for NatService {
+    fn watch_fd(&self) -> RawFd {
+        self.poll.as_raw_fd()
     }
 
     fn readable(&mut self, now: Instant, out: &mut Vec<Outgoing>) {

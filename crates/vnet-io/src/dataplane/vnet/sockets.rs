@@ -18,7 +18,7 @@ use vnet_core::wire::ethernet::VLAN_TAG_LEN;
 use vnet_model::NetworkSpec;
 
 use super::Vnet;
-use crate::backend::api::ApiPort;
+use crate::backend::seqpacket::SeqpacketPort;
 use crate::backend::stream::StreamPort;
 use crate::backend::vde::VdePort;
 use crate::backend::Backend;
@@ -80,7 +80,10 @@ impl Vnet {
             _ => {}
         }
         std::fs::create_dir(&vde)?;
-        std::fs::set_permissions(&vde, std::fs::Permissions::from_mode(0o1770))?;
+        // Keep the set-group-ID bit a shared run directory passes down, so `ctl` gets
+        // its group (vnetd's `[access] user_group`) like the other sockets.
+        let setgid = std::fs::metadata(&vde)?.permissions().mode() & 0o2000;
+        std::fs::set_permissions(&vde, std::fs::Permissions::from_mode(0o1770 | setgid))?;
         let vde_listener = UnixListener::bind(vde.join("ctl"))?;
         std::fs::set_permissions(vde.join("ctl"), std::fs::Permissions::from_mode(0o660))?;
         let max_frame = SwitchConfig::max_frame_for_mtu(spec.mtu as usize);
@@ -143,7 +146,7 @@ impl Vnet {
                     Err(e) => format!("accept on stream.sock failed: {e}"),
                 },
                 Listener::Api => match seqpacket::accept(&self.api_listener) {
-                    Ok(Some(sock)) => return Some(Box::new(ApiPort::new(sock))),
+                    Ok(Some(sock)) => return Some(Box::new(SeqpacketPort::new(sock))),
                     Ok(None) => return None,
                     Err(e) => format!("accept on api.sock failed: {e}"),
                 },
