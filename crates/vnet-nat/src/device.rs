@@ -693,7 +693,7 @@ impl NatDevice {
 
     /// A flow's socket reported an error: the guest hears of it as ICMP unreachable
     /// (TCP: a refused or reset connection as RST, and the flow ends).
-    /// A DNS query's socket: the query moves on to the next upstream.
+    /// On a DNS query's socket, the query moves on to the next upstream.
     pub fn socket_error(&mut self, flow: FlowId, error: SocketError, out: &mut Vec<Output>) {
         let Some(f) = self.flows.get(&flow) else {
             return self.dns.failed(flow);
