@@ -1,5 +1,5 @@
 //! `recvmmsg` and `sendmmsg` on unix datagram sockets: many datagrams (and their
-//! senders' paths) per system call.
+//! senders' paths and, with `SO_PASSCRED`, their uids) per system call.
 //!
 //! Our own rather than nix's: nix keeps its message headers between calls without
 //! resetting `msg_namelen`, so once an unbound sender (address length 0) used a slot,
@@ -15,16 +15,31 @@ use std::path::Path;
 
 use nix::sys::socket::{SockaddrLike, UnixAddr};
 
-/// Headers and sender addresses for up to `N` datagrams.
+/// Room for exactly one `SCM_CREDENTIALS` message (`CMSG_SPACE(sizeof(struct ucred))`
+/// is 32 bytes on Linux), 8-byte aligned as a `cmsghdr` must be. Exactly: the kernel
+/// writes the credentials first, so no room is left for an `SCM_RIGHTS` message, and
+/// file descriptors a sender attaches are closed by the kernel, never installed here.
+#[derive(Clone, Copy)]
+#[repr(C, align(8))]
+struct CredSpace([u8; 32]);
+
+// SAFETY: CMSG_SPACE only computes a size.
+const _: () = assert!(
+    size_of::<CredSpace>() == unsafe { libc::CMSG_SPACE(size_of::<libc::ucred>() as u32) } as usize
+);
+
+/// Headers, sender addresses and credentials for up to `N` datagrams.
 pub struct RecvBatch<const N: usize> {
     headers: [libc::mmsghdr; N],
     senders: [libc::sockaddr_un; N],
     iovs: [libc::iovec; N],
+    creds: [CredSpace; N],
 }
 
 impl<const N: usize> RecvBatch<N> {
     pub fn new() -> Box<Self> {
-        // SAFETY: all three are plain C structs for which all-zero bytes are valid.
+        // SAFETY: all four are plain C structs (or bytes) for which all-zero bytes are
+        // valid.
         Box::new(unsafe { zeroed() })
     }
 
@@ -41,18 +56,19 @@ impl<const N: usize> RecvBatch<N> {
             h.msg_namelen = size_of::<libc::sockaddr_un>() as libc::socklen_t;
             h.msg_iov = &mut self.iovs[i];
             h.msg_iovlen = 1;
-            h.msg_control = std::ptr::null_mut();
-            h.msg_controllen = 0;
+            h.msg_control = self.creds[i].0.as_mut_ptr().cast();
+            h.msg_controllen = size_of::<CredSpace>();
             h.msg_flags = 0;
         }
-        // SAFETY: every header points at a live sender slot of the size it states and
-        // at one iovec for a live buffer of `bufs`, all borrowed for this call only.
+        // SAFETY: every header points at a live sender slot and a live control slot of
+        // the sizes it states and at one iovec for a live buffer of `bufs`, all
+        // borrowed for this call only.
         let n = unsafe {
             libc::recvmmsg(
                 fd.as_raw_fd(),
                 self.headers.as_mut_ptr(),
                 N as libc::c_uint,
-                libc::MSG_DONTWAIT,
+                libc::MSG_DONTWAIT | libc::MSG_CMSG_CLOEXEC,
                 std::ptr::null_mut(),
             )
         };
@@ -77,6 +93,43 @@ impl<const N: usize> RecvBatch<N> {
         let bytes: &[u8] = unsafe { std::slice::from_raw_parts(raw.as_ptr().cast(), raw.len()) };
         let bytes = bytes.split(|&b| b == 0).next().unwrap_or_default();
         (!bytes.is_empty() && raw.first() != Some(&0)).then(|| Path::new(OsStr::from_bytes(bytes)))
+    }
+}
+
+impl<const N: usize> RecvBatch<N> {
+    /// The uid of the process that sent datagram `i` of the last [`RecvBatch::recv`],
+    /// as the kernel vouches for it: `SCM_CREDENTIALS`, present when the receiving
+    /// socket has `SO_PASSCRED`. `None` without it.
+    pub fn sender_uid(&self, i: usize) -> Option<u32> {
+        let h = &self.headers[i].msg_hdr;
+        let space = &self.creds[i];
+        if h.msg_control != space.0.as_ptr().cast_mut().cast()
+            || h.msg_controllen < size_of::<libc::cmsghdr>()
+            || h.msg_controllen > size_of::<CredSpace>()
+        {
+            return None;
+        }
+        // SAFETY: the control buffer holds `msg_controllen` bytes the kernel wrote
+        // (checked above to lie within `space`, which is 8-byte aligned), so the first
+        // header is in bounds and aligned; `read_unaligned` copies it out.
+        let cmsg: libc::cmsghdr = unsafe { std::ptr::read_unaligned(space.0.as_ptr().cast()) };
+        let data_len = size_of::<libc::ucred>() as u32;
+        // SAFETY: CMSG_LEN only computes a size.
+        let want = unsafe { libc::CMSG_LEN(data_len) } as usize;
+        if cmsg.cmsg_level != libc::SOL_SOCKET
+            || cmsg.cmsg_type != libc::SCM_CREDENTIALS
+            || cmsg.cmsg_len < want
+            || want > h.msg_controllen
+        {
+            return None;
+        }
+        // SAFETY: the data follows the header at CMSG_LEN(0) bytes and the checks above
+        // put `want` bytes (header and ucred) inside `space`.
+        let cred: libc::ucred = unsafe {
+            let data = space.0.as_ptr().add(libc::CMSG_LEN(0) as usize);
+            std::ptr::read_unaligned(data.cast())
+        };
+        Some(cred.uid)
     }
 }
 
@@ -191,6 +244,34 @@ mod tests {
         let [a, b, c, d] = &mut bufs;
         let e = batch.recv(server.as_fd(), [a, b, c, d]).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn with_so_passcred_each_datagram_carries_its_senders_uid() {
+        use nix::sys::socket::{setsockopt, sockopt::PassCred};
+        let dir = socket_dir("creds");
+        let server = UnixDatagram::bind(dir.join("s")).unwrap();
+        let named = UnixDatagram::bind(dir.join("c")).unwrap();
+        let mut batch = RecvBatch::<4>::new();
+        let mut bufs = [[0u8; 8]; 4];
+        named.send_to(b"before", dir.join("s")).unwrap();
+        let [a, b, c, d] = &mut bufs;
+        assert_eq!(batch.recv(server.as_fd(), [a, b, c, d]).unwrap(), 1);
+        assert_eq!(batch.sender_uid(0), None, "no SO_PASSCRED, no credentials");
+
+        setsockopt(&server, PassCred, &true).unwrap();
+        for _ in 0..2 {
+            named.send_to(b"x", dir.join("s")).unwrap();
+        }
+        let [a, b, c, d] = &mut bufs;
+        assert_eq!(batch.recv(server.as_fd(), [a, b, c, d]).unwrap(), 2);
+        let uid = nix::unistd::getuid().as_raw();
+        assert_eq!(
+            (batch.sender_uid(0), batch.sender_uid(1)),
+            (Some(uid), Some(uid))
+        );
+        assert_eq!(batch.sender(1), Some(dir.join("c").as_path()));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
