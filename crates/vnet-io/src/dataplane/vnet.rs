@@ -14,7 +14,7 @@ mod sockets;
 pub(in crate::dataplane) use sockets::{socket_paths, Listener};
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -33,9 +33,10 @@ use vnet_core::wire::seqpacket::{PortInfo as ApiPortInfo, Reply, Request, API_VE
 use vnet_model::{MacAddr, NetworkSpec, UplinkSpec};
 
 use super::queue::EgressQueue;
-use crate::backend::dgram::DgramPort;
+use crate::backend::dgram::{DgramPeerError, DgramPort};
 use crate::backend::uplink::Incoming;
 use crate::backend::{Backend, Received, Sent, TX_BATCH};
+use crate::error::chain;
 use crate::frame::{BufPool, FrameBuf};
 use crate::services::dhcp::DhcpService;
 use crate::services::nat::NatService;
@@ -79,6 +80,8 @@ pub(super) enum Timer {
 const RX_BUDGET: usize = 64;
 /// Datagrams one `recvmmsg` takes from the shared dgram socket.
 const DGRAM_BATCH: usize = 32;
+/// Refused dgram senders logged at warning level, once each; later ones at debug.
+const DGRAM_REFUSALS_LOGGED: usize = 64;
 
 pub(super) struct Vnet {
     spec: NetworkSpec,
@@ -91,9 +94,15 @@ pub(super) struct Vnet {
     /// `vde/ctl`: the control socket of the vnet's VDE switch directory.
     vde_listener: UnixListener,
     dgram: Rc<UnixDatagram>,
-    dgram_peers: HashMap<PathBuf, PortId>,
-    /// `recvmmsg`'s message headers and sender addresses for the dgram socket.
+    /// Each dgram peer's port and the uid that made it.
+    dgram_peers: HashMap<PathBuf, (PortId, u32)>,
+    /// `recvmmsg`'s message headers, sender addresses and credentials for the dgram
+    /// socket.
     dgram_batch: Box<RecvBatch<DGRAM_BATCH>>,
+    /// Datagrams dropped because their sender gets no port.
+    dgram_refused: u64,
+    /// Senders whose refusal was logged (`None`: unbound ones).
+    dgram_refusals_logged: HashSet<Option<PathBuf>>,
     /// The DHCP service's port and state, shared with its [`ServicePort`].
     dhcp: Option<(PortId, Rc<RefCell<DhcpService>>)>,
     /// The NAT device's state, shared with its [`ServicePort`] (live port forwards,
@@ -354,7 +363,7 @@ impl Vnet {
         for buf in port.queue.drain() {
             self.pool.put(buf);
         }
-        self.dgram_peers.retain(|_, p| *p != id);
+        self.dgram_peers.retain(|_, (p, _)| *p != id);
         let _ = self.switch.remove_port(id);
         info!(net = self.name(), port = %id, "detached {}: {why}", port.backend.description());
         port.token
@@ -423,28 +432,32 @@ impl Vnet {
                     continue;
                 }
                 buf.set_len(self.dgram_batch.len(i));
-                let known = match self.dgram_batch.sender(i) {
-                    Some(path) => self.dgram_peers.get(path).copied().ok_or(path),
-                    None => {
-                        // An unbound sender has no address to answer: it cannot be a port.
-                        debug!(
-                            net = self.name(),
-                            "dropped a datagram from an unbound socket"
-                        );
+                let uid = self.dgram_batch.sender_uid(i);
+                let id = match (self.dgram_batch.sender(i), uid) {
+                    (None, _) => Err(DgramPeerError::Unbound),
+                    (Some(_), None) => Err(DgramPeerError::NoCredentials),
+                    (Some(path), Some(uid)) => match self.dgram_peers.get(path) {
+                        Some(&(id, owner)) if owner == uid => Ok(id),
+                        // Another uid sending from a port's path (bound anew after
+                        // the peer left): not that port's input.
+                        Some(&(_, owner)) => Err(DgramPeerError::Foreign {
+                            path: path.to_path_buf(),
+                            owner,
+                            uid,
+                        }),
+                        None => {
+                            let path = path.to_path_buf();
+                            self.add_dgram_peer(path, uid)
+                        }
+                    },
+                };
+                let id = match id {
+                    Ok(id) => id,
+                    Err(why) => {
                         self.pool.put(buf);
+                        self.refuse_dgram(why);
                         continue;
                     }
-                };
-                let id = match known {
-                    Ok(id) => Some(id),
-                    Err(path) => {
-                        let path = path.to_path_buf();
-                        self.add_dgram_peer(path)
-                    }
-                };
-                let Some(id) = id else {
-                    self.pool.put(buf);
-                    continue;
                 };
                 if let Some(previous) = unread.filter(|&p| p != id) {
                     self.receive(now, previous, touched);
@@ -462,28 +475,42 @@ impl Vnet {
         PassEnd::More
     }
 
-    /// A port for a new dgram peer bound at `path`.
-    fn add_dgram_peer(&mut self, path: PathBuf) -> Option<PortId> {
-        let port = match DgramPort::new(Rc::clone(&self.dgram), path.clone()) {
-            Ok(port) => port,
-            Err(e) => {
-                warn!(
-                    net = self.name(),
-                    "cannot add dgram port: peer {}: {e}",
-                    path.display()
-                );
-                return None;
-            }
-        };
+    /// A port for a new dgram peer bound at `path`, whose first datagram came from
+    /// `uid` (see `backend::dgram` for the checks).
+    fn add_dgram_peer(&mut self, path: PathBuf, uid: u32) -> Result<PortId, DgramPeerError> {
+        let port = DgramPort::new(Rc::clone(&self.dgram), path.clone(), uid)?;
         match self.attach(Box::new(port), VlanMode::default()) {
             Ok(id) => {
-                self.dgram_peers.insert(path, id);
-                Some(id)
+                self.dgram_peers.insert(path, (id, uid));
+                Ok(id)
             }
             Err(e) => {
                 warn!(net = self.name(), "cannot add dgram port: {e}");
-                None
+                Err(DgramPeerError::NoPort)
             }
+        }
+    }
+
+    /// Counts a datagram dropped because its sender gets no port, and says why: once
+    /// per sender (for the first [`DGRAM_REFUSALS_LOGGED`] senders), then at debug level.
+    fn refuse_dgram(&mut self, why: DgramPeerError) {
+        self.dgram_refused += 1;
+        let sender = why.path().map(Path::to_path_buf);
+        let first = self.dgram_refusals_logged.len() < DGRAM_REFUSALS_LOGGED
+            && self.dgram_refusals_logged.insert(sender);
+        let refused = self.dgram_refused;
+        if first {
+            warn!(
+                net = self.name(),
+                "dropped a datagram on dgram.sock ({refused} so far): no port for its sender: {}",
+                chain(&why)
+            );
+        } else {
+            debug!(
+                net = self.name(),
+                "dropped a datagram on dgram.sock ({refused} so far): {}",
+                chain(&why)
+            );
         }
     }
 

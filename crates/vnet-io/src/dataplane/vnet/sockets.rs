@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::Duration;
@@ -67,6 +67,14 @@ impl Vnet {
         }
         let stream_listener = UnixListener::bind(&stream)?;
         let dgram_sock = UnixDatagram::bind(&dgram)?;
+        // Each datagram then says which uid sent it: a dgram peer may only have frames
+        // sent to its own socket (`backend::dgram`).
+        crate::sys::sockopt::set(
+            dgram_sock.as_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PASSCRED,
+            &1i32,
+        )?;
         let api_listener = seqpacket::listen_at(&api)?;
         for p in [&stream, &dgram, &api] {
             std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o660))?;
@@ -105,6 +113,8 @@ impl Vnet {
             dgram: Rc::new(dgram_sock),
             dgram_peers: HashMap::new(),
             dgram_batch: RecvBatch::new(),
+            dgram_refused: 0,
+            dgram_refusals_logged: Default::default(),
             host_adapter: None,
             dhcp: None,
             nat: None,
