@@ -6,7 +6,7 @@
 //!   frames behind the [`backend::Backend`] trait.
 //! - [`error`]: writing an error with each of its causes once.
 //! - [`frame`]: frame buffers with headroom, recycled through a pool.
-//! - [`services`]: the I/O shells of built-in services (DHCP) that attach as ports.
+//! - [`services`]: the I/O shells of built-in services (DHCP, NAT) that attach as ports.
 //! - [`dataplane`]: the epoll thread that moves frames between backends through each
 //!   vnet's `vnet_core` switch, and the [`dataplane::Handle`] the control plane uses.
 
