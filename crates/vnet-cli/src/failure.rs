@@ -38,6 +38,27 @@ impl Failure {
     }
 }
 
+/// Who holds the role a refusal names: vnetd says "creating a vnet needs the admin role
+/// (root or group vnet-admin); you are uid 1000 with role user".
+fn needs_role(message: &str) -> Option<&str> {
+    let (_, rest) = message.split_once(" role (")?;
+    Some(rest.split_once(')')?.0)
+}
+
+/// What to do about a refusal, from who holds the role: join their group.
+fn role_advice(holders: &str) -> String {
+    let group = holders
+        .split(" or ")
+        .flat_map(|part| part.split(", "))
+        .find_map(|who| who.strip_prefix("group "));
+    match group {
+        Some(group) => {
+            format!("you need to be in group {group} (or root); after being added, log in again")
+        }
+        None => format!("you need to be {holders}"),
+    }
+}
+
 /// vnetd's messages often end in advice such as "(see `vnet net ls`)".
 fn names_a_command(message: &str) -> bool {
     message.contains("`vnet ")
@@ -66,13 +87,20 @@ impl From<client::Error> for Failure {
                     409 => Some("choose another name, or remove the existing one first"),
                     _ => None,
                 };
-                (message.clone(), todo)
+                (message.clone(), todo.map(String::from))
+            }
+            // vnetd refused the client, not the request: say who may do it.
+            E::Api { message, status }
+                if status.as_u16() == 403 && needs_role(message).is_some() =>
+            {
+                let holders = needs_role(message).unwrap_or_default();
+                (message.clone(), Some(role_advice(holders)))
             }
             E::Api { status, .. } => {
                 let todo = match status.as_u16() {
-                    403 => Some("vnetd lacks the privilege for this: run it as root"),
-                    503 => Some("vnetd is shutting down: start it again"),
-                    500..=599 => Some("vnetd failed: see its log"),
+                    403 => Some("vnetd lacks the privilege for this: run it as root".into()),
+                    503 => Some("vnetd is shutting down: start it again".into()),
+                    500..=599 => Some("vnetd failed: see its log".into()),
                     _ => None,
                 };
                 (error.to_string(), todo)
@@ -81,22 +109,18 @@ impl From<client::Error> for Failure {
             E::NotRunning { .. } | E::PermissionDenied { .. } => (error.to_string(), None),
             E::Timeout { .. } => (
                 error.to_string(),
-                Some("check that vnetd is running and not stuck (see its log)"),
+                Some("check that vnetd is running and not stuck (see its log)".into()),
             ),
             E::Connect { .. } | E::Runtime(_) => (
                 error.to_string(),
-                Some("check the runtime directory (--run-dir)"),
+                Some("check the runtime directory (--run-dir)".into()),
             ),
             E::Http { .. } | E::Decode { .. } | E::Encode(_) => (
                 error.to_string(),
-                Some("check that vnet and vnetd are the same version (`vnet version`)"),
+                Some("check that vnet and vnetd are the same version (`vnet version`)".into()),
             ),
         };
-        Failure {
-            what,
-            todo: todo.map(String::from),
-            status,
-        }
+        Failure { what, todo, status }
     }
 }
 
@@ -162,6 +186,48 @@ mod tests {
         assert_eq!(
             Failure::new("x", "y").if_status(400, "z").to_string(),
             "x: y"
+        );
+    }
+
+    #[test]
+    fn a_refused_role_says_which_group_to_join() {
+        assert_eq!(
+            api(
+                403,
+                "creating a vnet needs the admin role (root or group vnet-admin); you are uid \
+                 1000 with role user"
+            )
+            .to_string(),
+            "creating a vnet needs the admin role (root or group vnet-admin); you are uid 1000 \
+             with role user: you need to be in group vnet-admin (or root); after being added, \
+             log in again"
+        );
+        assert_eq!(
+            api(
+                403,
+                "listing vnets needs the user role (group vnet, root or group vnet-admin); you \
+                 are uid 1001 with no role"
+            )
+            .to_string(),
+            "listing vnets needs the user role (group vnet, root or group vnet-admin); you are \
+             uid 1001 with no role: you need to be in group vnet (or root); after being added, \
+             log in again"
+        );
+        assert_eq!(
+            api(
+                403,
+                "creating a vnet needs the admin role (root or uid 1000); you are uid 1001 with \
+                 no role"
+            )
+            .to_string(),
+            "creating a vnet needs the admin role (root or uid 1000); you are uid 1001 with no \
+             role: you need to be root or uid 1000"
+        );
+        // vnetd's own lack of privilege is another matter.
+        assert_eq!(
+            api(403, "creating TAP devices needs CAP_NET_ADMIN").to_string(),
+            "creating TAP devices needs CAP_NET_ADMIN (403 Forbidden): vnetd lacks the \
+             privilege for this: run it as root"
         );
     }
 

@@ -25,9 +25,35 @@ pub struct Config {
     /// (lower latency, a busy core while traffic flows); 0 never spins.
     #[serde(default)]
     pub busy_poll_us: u32,
+    /// `[access]`: who may use the control API (see `crate::access`).
+    #[serde(default)]
+    pub access: AccessConfig,
     #[serde(default)]
     pub network: Vec<Spanned<NetworkConfig>>,
 }
+
+/// The `[access]` table: the groups whose members hold the admin and user roles on the
+/// control API. A group is a name from the group database or, if no group has that
+/// name, a numeric gid ("4242"). Absent keys take the defaults, which may be missing
+/// from the system (then only root and vnetd's own uid have a role); a group named
+/// explicitly must exist.
+#[derive(Debug, Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct AccessConfig {
+    /// Members may do everything root may [default: [`DEFAULT_ADMIN_GROUP`]].
+    #[serde(default)]
+    pub admin_group: Option<String>,
+    /// Members may read everything and add and remove their own vhost-user ports;
+    /// vnetd's sockets are group-owned by it [default: [`DEFAULT_USER_GROUP`]].
+    #[serde(default)]
+    pub user_group: Option<String>,
+}
+
+/// The admin group when `[access]` names none.
+pub const DEFAULT_ADMIN_GROUP: &str = "vnet-admin";
+
+/// The user group when `[access]` names none.
+pub const DEFAULT_USER_GROUP: &str = "vnet";
 
 /// More threads than this only pay off with more busy vnets than most hosts run.
 pub const MAX_DEFAULT_THREADS: usize = 8;
@@ -145,6 +171,20 @@ impl Config {
             return Err(invalid(
                 "threads = 0: the data plane needs at least one".into(),
             ));
+        }
+        for (key, group) in [
+            ("admin_group", &config.access.admin_group),
+            ("user_group", &config.access.user_group),
+        ] {
+            if group
+                .as_deref()
+                .is_some_and(|g| g.is_empty() || g.contains(':'))
+            {
+                return Err(invalid(format!(
+                    "[access] {key} = {group:?}: give a group name or a numeric gid",
+                    group = group.as_deref().unwrap_or_default()
+                )));
+            }
         }
         if config.busy_poll_us > MAX_BUSY_POLL_US {
             return Err(invalid(format!(
@@ -293,6 +333,20 @@ mod tests {
         assert_eq!(c.network[0].get_ref().mtu, 1500);
         let vmnet8 = c.network[1].get_ref().spec();
         assert_eq!(vmnet8.nat_gateway(), Some("192.168.108.2".parse().unwrap()));
+    }
+
+    #[test]
+    fn access_names_two_groups() {
+        let c = Config::parse(
+            "[access]\nadmin_group = \"wheel\"\nuser_group = \"4242\"\n",
+            "t",
+        )
+        .unwrap();
+        assert_eq!(c.access.admin_group.as_deref(), Some("wheel"));
+        assert_eq!(c.access.user_group.as_deref(), Some("4242"));
+        assert_eq!(Config::built_in().access.admin_group, None);
+        assert!(error_of("[access]\nuser_group = \"\"\n").contains("group name or a numeric gid"));
+        assert!(error_of("[access]\nadmins = \"x\"\n").contains("unknown field"));
     }
 
     #[test]

@@ -1,16 +1,23 @@
 //! The control API server: HTTP/1.1 + JSON on `RUN/control.sock` (routes in
 //! `vnet_model::types`, described by `docs/openapi.yaml`). Each handler is one
-//! command to the data plane.
+//! command to the data plane, after [`authorize`] checked the client's role
+//! (`crate::access`).
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
+use std::sync::{Arc, Mutex};
 
-use axum::extract::{Path, RawQuery, State};
+use crate::access::{self, Peer, Policy, Role};
+use axum::extract::connect_info::{ConnectInfo, Connected};
+use axum::extract::{FromRef, MatchedPath, Path, RawQuery, Request, State};
 use axum::http::StatusCode;
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
+use axum::serve::IncomingStream;
+use axum::Extension;
 use axum::{Json, Router};
-use vnet_io::dataplane::ErrorKind;
-use vnet_io::{ControlError, Handle};
+use vnet_io::{ControlError, ErrorKind, Handle};
 use vnet_model::{
     ApiError, DhcpSpec, ForwardProto, MacAddr, NetworkSpec, PortSpec, Reservation, UplinkSpec,
     Version, VlanMode,
@@ -41,7 +48,92 @@ impl IntoResponse for HttpError {
 
 type Result<T> = std::result::Result<T, HttpError>;
 
-pub fn router(handle: Handle) -> Router {
+/// What every handler may reach: the data plane, the access policy, and who added
+/// which port.
+#[derive(Clone)]
+pub struct Api {
+    handle: Handle,
+    policy: Arc<Policy>,
+    /// (vnet, port id) → the uid that added the port through the API. Port ids are never
+    /// reused within a vnet, and entries go with their vnet, so a new port cannot
+    /// inherit an old one's owner.
+    owners: Arc<Mutex<HashMap<(String, u32), u32>>>,
+}
+
+impl FromRef<Api> for Handle {
+    fn from_ref(api: &Api) -> Handle {
+        api.handle.clone()
+    }
+}
+
+/// The client of one control connection, as the kernel recorded it (`None`: it would
+/// not say, and the client has no role).
+#[derive(Clone, Debug)]
+pub struct Client(pub Option<Peer>);
+
+impl Connected<IncomingStream<'_, tokio::net::UnixListener>> for Client {
+    fn connect_info(stream: IncomingStream<'_, tokio::net::UnixListener>) -> Client {
+        Client(Peer::of(stream.io()))
+    }
+}
+
+/// The client of this request and its role; handlers that decide more than the route
+/// (adding and removing ports) read it.
+#[derive(Clone, Debug)]
+struct Caller {
+    peer: Option<Peer>,
+    role: Role,
+}
+
+impl Caller {
+    fn uid(&self) -> Option<u32> {
+        self.peer.as_ref().map(|p| p.uid)
+    }
+}
+
+/// Lets the request through if the client's role may use the route
+/// ([`access::rule`]), else answers 403 naming the role needed.
+async fn authorize(
+    State(api): State<Api>,
+    ConnectInfo(Client(peer)): ConnectInfo<Client>,
+    route: MatchedPath,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let role = peer.as_ref().map_or(Role::None, |p| api.policy.role(p));
+    let rule = access::rule(request.method(), route.as_str());
+    if role < rule.need {
+        let message = api
+            .policy
+            .refusal(peer.as_ref(), role, rule.need, rule.action);
+        tracing::info!("refused {} {}: {message}", request.method(), request.uri());
+        return HttpError(StatusCode::FORBIDDEN, message).into_response();
+    }
+    request.extensions_mut().insert(Caller { peer, role });
+    next.run(request).await
+}
+
+impl Api {
+    fn refuse(&self, caller: &Caller, action: &str) -> HttpError {
+        let message = self
+            .policy
+            .refusal(caller.peer.as_ref(), caller.role, Role::Admin, action);
+        HttpError(StatusCode::FORBIDDEN, message)
+    }
+
+    fn owners(&self) -> std::sync::MutexGuard<'_, HashMap<(String, u32), u32>> {
+        self.owners.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The control API; serve it with `into_make_service_with_connect_info::<Client>()` so
+/// that every request carries its client's credentials.
+pub fn router(handle: Handle, policy: Policy) -> Router {
+    let api = Api {
+        handle,
+        policy: Arc::new(policy),
+        owners: Arc::default(),
+    };
     Router::new()
         .route("/v1/version", get(version))
         .route("/v1/networks", get(networks).post(create_network))
@@ -73,13 +165,14 @@ pub fn router(handle: Handle) -> Router {
         )
         .route("/v1/networks/{net}/forwards/{host}", delete(remove_forward))
         .route("/metrics", get(metrics))
+        .route_layer(axum::middleware::from_fn_with_state(api.clone(), authorize))
         .fallback(|| async {
             HttpError(
                 StatusCode::NOT_FOUND,
                 "no such route: see docs/openapi.yaml".to_string(),
             )
         })
-        .with_state(handle)
+        .with_state(api)
 }
 
 async fn version() -> Json<Version> {
@@ -106,10 +199,11 @@ async fn network(State(h): State<Handle>, Path(net): Path<String>) -> Result<imp
 }
 
 async fn delete_network(
-    State(h): State<Handle>,
+    State(api): State<Api>,
     Path(net): Path<String>,
 ) -> Result<impl IntoResponse> {
-    h.delete_network(net).await?;
+    api.handle.delete_network(net.clone()).await?;
+    api.owners().retain(|(n, _), _| *n != net);
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -118,12 +212,20 @@ async fn ports(State(h): State<Handle>, Path(net): Path<String>) -> Result<impl 
 }
 
 async fn add_port(
-    State(h): State<Handle>,
+    State(api): State<Api>,
+    Extension(caller): Extension<Caller>,
     Path(net): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<impl IntoResponse> {
     let spec: PortSpec = parse_body(&body)?;
-    Ok((StatusCode::CREATED, Json(h.add_port(net, spec).await?)))
+    if let Some(action) = Policy::check_port(&spec).filter(|_| caller.role < Role::Admin) {
+        return Err(api.refuse(&caller, action));
+    }
+    let port = api.handle.add_port(net.clone(), spec).await?;
+    if let Some(uid) = caller.uid() {
+        api.owners().insert((net, port.id), uid);
+    }
+    Ok((StatusCode::CREATED, Json(port)))
 }
 
 async fn port(
@@ -134,10 +236,19 @@ async fn port(
 }
 
 async fn remove_port(
-    State(h): State<Handle>,
+    State(api): State<Api>,
+    Extension(caller): Extension<Caller>,
     Path((net, id)): Path<(String, String)>,
 ) -> Result<impl IntoResponse> {
-    h.remove_port(net, port_id(&id)?).await?;
+    let id = port_id(&id)?;
+    let key = (net.clone(), id);
+    let owner = api.owners().get(&key).copied();
+    if caller.role < Role::Admin && (owner.is_none() || owner != caller.uid()) {
+        let action = format!("removing port {id} of {net}, which you did not add,");
+        return Err(api.refuse(&caller, &action));
+    }
+    api.handle.remove_port(net, id).await?;
+    api.owners().remove(&key);
     Ok(StatusCode::NO_CONTENT)
 }
 

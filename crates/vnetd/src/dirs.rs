@@ -37,15 +37,15 @@ pub fn claim(run_dir: &Path, state_dir: &Path) -> Result<PathBuf> {
     Ok(control)
 }
 
-/// Listens on `path` (mode 0660: owner and group). The socket is bound under a
+/// Listens on `path` with the file mode `mode`. The socket is bound under a
 /// temporary name and renamed into place once it listens, so `control.sock` existing
 /// means the daemon is ready: clients that wait for the file never meet a refusal.
-pub fn listen(path: &Path) -> Result<tokio::net::UnixListener> {
+pub fn listen(path: &Path, mode: u32) -> Result<tokio::net::UnixListener> {
     let tmp = path.with_extension("sock.new");
     let _ = std::fs::remove_file(&tmp);
     let listener = std::os::unix::net::UnixListener::bind(&tmp)
         .with_context(|| format!("cannot listen on {}", tmp.display()))?;
-    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o660))
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))
         .with_context(|| format!("cannot set permissions of {}", tmp.display()))?;
     std::fs::rename(&tmp, path)
         .with_context(|| format!("cannot move the socket to {}", path.display()))?;

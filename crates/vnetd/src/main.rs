@@ -4,7 +4,9 @@
 //! (refusing if another vnetd serves it, replacing a crashed one's sockets), start the
 //! data plane, create the configured vnets and ports, then serve the control API until
 //! SIGTERM or SIGINT. Shutdown removes every socket it made.
+#![forbid(unsafe_code)]
 
+mod access;
 mod config;
 mod control;
 mod dirs;
@@ -14,8 +16,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::Parser;
 use tracing::{info, warn};
-use vnet_io::dataplane::ErrorKind;
-use vnet_io::DataPlane;
+use vnet_io::{DataPlane, ErrorKind};
 
 use config::Config;
 
@@ -43,6 +44,16 @@ struct Args {
     /// `busy_poll_us`, else 0].
     #[arg(long, value_parser = clap::value_parser!(u32).range(..=i64::from(config::MAX_BUSY_POLL_US)))]
     busy_poll_us: Option<u32>,
+    /// Members of this group (a name or a gid) hold the admin role on the control API,
+    /// as root and vnetd's own uid do [default: the config's `[access] admin_group`,
+    /// else vnet-admin if it exists].
+    #[arg(long, value_name = "GROUP")]
+    admin_group: Option<String>,
+    /// Members of this group (a name or a gid) hold the user role, and vnetd's sockets
+    /// are group-owned by it [default: the config's `[access] user_group`, else vnet if
+    /// it exists].
+    #[arg(long, value_name = "GROUP")]
+    user_group: Option<String>,
     /// Check the configuration and exit.
     #[arg(long)]
     check: bool,
@@ -86,6 +97,11 @@ fn run(args: Args) -> Result<()> {
         Some(path) => Config::load(path)?,
         None => Config::built_in(),
     };
+    let policy = access::Policy::resolve(
+        &config.access,
+        args.admin_group.clone(),
+        args.user_group.clone(),
+    )?;
     if args.check {
         println!("configuration OK: {} vnet(s)", config.network.len());
         return Ok(());
@@ -94,6 +110,30 @@ fn run(args: Args) -> Result<()> {
     let run_dir = std::path::absolute(vnet_dirs::run_dir(args.run_dir)?)?;
     let state_dir = std::path::absolute(vnet_dirs::state_dir(args.state_dir)?)?;
     let control = dirs::claim(&run_dir, &state_dir)?;
+    if let Some(group) = &policy.user {
+        match access::share_run_dir(&run_dir, group.gid) {
+            Ok(()) => info!(
+                "sockets in {} belong to group {} (gid {})",
+                run_dir.display(),
+                group.name,
+                group.gid
+            ),
+            Err(e) if group.explicit => {
+                return Err(e).with_context(|| {
+                    format!(
+                        "cannot give {} to the user group {}",
+                        run_dir.display(),
+                        group.name
+                    )
+                })
+            }
+            Err(e) => warn!(
+                "sockets keep vnetd's group: cannot give {} to group {}: {e}",
+                run_dir.display(),
+                group.name
+            ),
+        }
+    }
     raise_fd_limit();
 
     let tuning = config.tuning(args.threads.map(usize::from), args.busy_poll_us);
@@ -149,10 +189,14 @@ fn run(args: Args) -> Result<()> {
         .build()
         .context("cannot start the control-plane runtime")?;
     let served = runtime.block_on(async {
-        let listener = dirs::listen(&control)?;
+        // Anyone may connect: each request's role decides (crate::access), so that admins
+        // outside the user group get in and everyone else gets a refusal saying why.
+        let listener = dirs::listen(&control, 0o666)?;
         info!("control API on {}", control.display());
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let serve = axum::serve(listener, control::router(handle)).with_graceful_shutdown(async {
+        let app = control::router(handle, policy)
+            .into_make_service_with_connect_info::<control::Client>();
+        let serve = axum::serve(listener, app).with_graceful_shutdown(async {
             shutdown_signal().await;
             let _ = stop_tx.send(());
         });

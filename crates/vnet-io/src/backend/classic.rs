@@ -4,7 +4,7 @@
 //! other end, a [`SeqpacketPort`] that reports itself as a device port with the
 //! opener's pid.
 
-use vnet_core::wire::api::{Reply, Request};
+use vnet_core::wire::seqpacket::{Reply, Request};
 use vnet_model::PortKind;
 
 use super::seqpacket::SeqpacketPort;

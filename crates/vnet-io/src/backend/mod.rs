@@ -22,7 +22,7 @@ pub mod vde;
 pub mod vhost_user;
 
 use vnet_core::switch::DropCause;
-use vnet_core::wire::api::{Reply, Request};
+use vnet_core::wire::seqpacket::{Reply, Request};
 use vnet_model::PortKind;
 
 use crate::frame::FrameBuf;

@@ -1,14 +1,14 @@
 //! Programs' ports: one `SOCK_SEQPACKET` connection to `RUN/NET/api.sock` is one port
 //! speaking the vnet API (the port protocol `vnet-client` speaks; not the HTTP control
 //! API): one message is one frame or one port request such as "set my MAC" (format:
-//! `vnet_core::wire::api`). The classic device ([`super::classic`]) speaks it too.
+//! `vnet_core::wire::seqpacket`). The classic device ([`super::classic`]) speaks it too.
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 use std::os::fd::OwnedFd;
 
 use vnet_core::switch::DropCause;
-use vnet_core::wire::api::{
+use vnet_core::wire::seqpacket::{
     decode_client, encode_reply, ClientMessage, Reply, Request, KIND_FRAME,
 };
 use vnet_model::PortKind;
@@ -123,7 +123,7 @@ fd_source!(SeqpacketPort, |port| &port.sock);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use vnet_core::wire::api::{decode_vnet, VnetMessage};
+    use vnet_core::wire::seqpacket::{decode_vnet, VnetMessage};
 
     #[test]
     fn a_reply_goes_out_before_frames_and_with_no_frame_at_all() {

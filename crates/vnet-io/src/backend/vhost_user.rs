@@ -183,6 +183,9 @@ impl VhostUserPort {
         // Not `vhost`'s `Listener::new`: that one unlinks the path when dropped, which
         // could be a new port's socket by the time the thread ends.
         let listener = UnixListener::bind(path).map_err(VhostUserError::Listen)?;
+        // The mode of every vnet socket: owner and group (vnetd's `[access] user_group`).
+        let mode = <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o660);
+        std::fs::set_permissions(path, mode).map_err(VhostUserError::Listen)?;
         let shared = Arc::new(Shared {
             stop: AtomicBool::new(false),
             connected: AtomicBool::new(false),

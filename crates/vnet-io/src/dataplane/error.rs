@@ -3,7 +3,7 @@
 //! Each variant names what went wrong; [`ControlError::kind`] sorts them into the few
 //! classes the control API answers with a status code. A variant's message says only
 //! its own step; the failure under it is its [`std::error::Error::source`], and
-//! [`ControlError::message`] joins the two for the API's answer.
+//! [`ControlError::message`] joins them for the API's answer.
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -219,21 +219,10 @@ impl ControlError {
         }
     }
 
-    /// The error and the failures under it, `: `-separated: the control API's answer.
-    /// A cause whose words the message holds already (an error that spells out its own
-    /// source) is not repeated.
+    /// The error and the failures under it, `: `-separated: the control API's answer
+    /// (see [`crate::error::Chain`]).
     pub fn message(&self) -> String {
-        let mut message = self.to_string();
-        let mut cause = std::error::Error::source(self);
-        while let Some(e) = cause {
-            let said = e.to_string();
-            if !message.contains(&said) {
-                message.push_str(": ");
-                message.push_str(&said);
-            }
-            cause = e.source();
-        }
-        message
+        crate::error::chain(self)
     }
 }
 

@@ -30,13 +30,15 @@
 //! 6. **Between services**: DHCP names go to the NAT's DNS; once a second the MAC
 //!    tables age.
 //!
-//! Lists hold `(vnet key, port id)` pairs, and a vnet or port removed meanwhile is
-//! skipped when its turn comes, so removal never searches the lists. Each list has a
-//! twin: the turn works through one while the next turn's fills up, and the two swap,
-//! so none is reallocated.
+//! Lists hold `(vnet key, port id)` pairs. A port removed meanwhile is skipped when its
+//! turn comes (port ids are never reused), so closing a port never searches the lists;
+//! a removed vnet is filtered out of them, since its slab key may be reused. Each list
+//! has a twin: the turn works through one while the next turn's fills up, and the two
+//! swap, so none is reallocated.
 //!
 //! Making and removing vnets, ports and services is in [`lifecycle`]; bridging to host
-//! NICs in [`uplinks`].
+//! NICs in [`uplinks`]. The `tests` drive [`Thread::turn`] through the `harness`: a
+//! virtual clock and scripted ports, no root.
 
 mod commands;
 #[cfg(test)]

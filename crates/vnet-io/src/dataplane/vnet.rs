@@ -5,7 +5,8 @@
 //! the pass: [`Vnet::receive`] runs a port's input through the switch into the egress
 //! queues, [`Vnet::transmit`] drains one queue into its client. Its state stays
 //! private: the thread asks it questions (is this port still here, is it watched) and
-//! gives it orders (attach this backend, age the MAC table).
+//! gives it orders (attach this backend, age the MAC table). Its sockets in `RUN/NAME`
+//! are in [`sockets`], its snapshots for the control API in [`report`].
 
 mod report;
 mod sockets;
@@ -27,8 +28,8 @@ use vnet_core::switch::Verdict;
 use vnet_core::switch::{
     DropCause, FastMap, InvalidVlan, PortId, SetPortError, Switch, Tagging, VlanMode,
 };
-use vnet_core::wire::api::{PortInfo as ApiPortInfo, Reply, Request, API_VERSION};
 use vnet_core::wire::offload::{self, Segmenter, VirtioNetHdr};
+use vnet_core::wire::seqpacket::{PortInfo as ApiPortInfo, Reply, Request, API_VERSION};
 use vnet_model::{MacAddr, NetworkSpec, UplinkSpec};
 
 use super::queue::EgressQueue;

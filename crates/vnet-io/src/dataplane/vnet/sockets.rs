@@ -80,7 +80,10 @@ impl Vnet {
             _ => {}
         }
         std::fs::create_dir(&vde)?;
-        std::fs::set_permissions(&vde, std::fs::Permissions::from_mode(0o1770))?;
+        // Keep the set-group-ID bit a shared run directory passes down, so `ctl` gets
+        // its group (vnetd's `[access] user_group`) like the other sockets.
+        let setgid = std::fs::metadata(&vde)?.permissions().mode() & 0o2000;
+        std::fs::set_permissions(&vde, std::fs::Permissions::from_mode(0o1770 | setgid))?;
         let vde_listener = UnixListener::bind(vde.join("ctl"))?;
         std::fs::set_permissions(vde.join("ctl"), std::fs::Permissions::from_mode(0o660))?;
         let max_frame = SwitchConfig::max_frame_for_mtu(spec.mtu as usize);
