@@ -61,7 +61,6 @@
 //! `VNET_TESTBED_CACHE`, `VNET_TESTBED_MAX_BOOTS` (default 2 concurrent boots
 //! per process).
 #![forbid(unsafe_code)]
-
 #![deny(missing_docs)]
 
 pub mod api;
