@@ -22,6 +22,7 @@ use crate::backend::seqpacket::SeqpacketPort;
 use crate::backend::stream::StreamPort;
 use crate::backend::vde::VdePort;
 use crate::backend::Backend;
+use crate::error::Chain;
 use crate::frame::BufPool;
 use crate::sys::mmsg::RecvBatch;
 use crate::sys::seqpacket;
@@ -163,6 +164,7 @@ impl Vnet {
                     Ok((sock, _)) => match VdePort::new(sock, &vde_dir(&self.dir), self.name()) {
                         Ok(port) => return Some(Box::new(port)),
                         Err(e) => {
+                            let e = Chain(&e);
                             warn!(net = self.name(), "cannot open a VDE port: {e}");
                             continue;
                         }
