@@ -4,7 +4,8 @@
 //! `backend::inbox`), whose `recv` hands it to the switch.
 //!
 //! A datagram socket never reports a peer leaving: a peer is gone when sending to it
-//! fails with `ECONNREFUSED` (socket closed) or `ENOENT` (path removed).
+//! fails with `ECONNREFUSED` (its socket closed; the pinned inode outlives its path, so
+//! a peer that binds the path anew gets a new port once the old one failed).
 //!
 //! Permissions: vnetd (often root) sends each peer's frames to the address it sent
 //! from, so a peer must not choose where they go. Its address must be an absolute path
