@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use libfuzzer_sys::arbitrary::{Result, Unstructured};
 use libfuzzer_sys::fuzz_target;
 use vnet_core::wire::ethernet::HEADER_LEN as ETH_LEN;
-use vnet_core::wire::offload::segment;
+use vnet_core::wire::offload::{complete_checksum, segment};
 use vnet_core::wire::tcp::{self, Flags};
 use vnet_core::wire::{icmpv4, ipv4, IpProtocol};
 use vnet_nat::frames::{self, Route, TCP_DATA_OFFSET};
@@ -277,14 +277,19 @@ fn step(s: &mut Shell, u: &mut Unstructured) -> Result<()> {
             let mut frame = vec![0u8; TCP_DATA_OFFSET + len];
             let eof = len == 0 && u.arbitrary()?;
             if let Some(hdr) = s.nat.tcp_data(s.now, flow, &mut frame, eof, &mut out) {
-                let mut scratch = vec![0u8; 65_600];
-                let mut n = 0;
-                segment(&frame, &hdr, &mut scratch, |seg| {
-                    assert!(seg.len() <= ETH_LEN + s.mtu, "{}-byte segment", seg.len());
-                    n += 1;
-                })
-                .expect("the device's TSO frames segment");
-                assert!(n >= 1);
+                if !hdr.is_gso() {
+                    assert!(frame.len() <= ETH_LEN + s.mtu, "{}-byte frame", frame.len());
+                    complete_checksum(&mut frame, &hdr).expect("the device's checksum completes");
+                } else {
+                    let mut scratch = vec![0u8; 65_600];
+                    let mut n = 0;
+                    segment(&frame, &hdr, &mut scratch, |seg| {
+                        assert!(seg.len() <= ETH_LEN + s.mtu, "{}-byte segment", seg.len());
+                        n += 1;
+                    })
+                    .expect("the device's TSO frames segment");
+                    assert!(n >= 2);
+                }
             }
         }
         8 => {
