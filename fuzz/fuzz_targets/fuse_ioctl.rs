@@ -3,7 +3,7 @@
 //! argument as a client passed them to the kernel. The first 4 bytes pick the command
 //! (mostly one of the four real ones), the rest is the argument.
 use libfuzzer_sys::fuzz_target;
-use vnet_core::wire::api::{decode_client, ClientMessage, PortInfo};
+use vnet_core::wire::seqpacket::{decode_client, ClientMessage, PortInfo};
 use vnet_core::wire::MacAddr;
 use vnet_fuse::ioctl;
 

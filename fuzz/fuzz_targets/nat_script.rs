@@ -19,7 +19,7 @@ use vnet_core::wire::offload::{complete_checksum, segment};
 use vnet_core::wire::tcp::{self, Flags};
 use vnet_core::wire::{icmpv4, ipv4, IpProtocol};
 use vnet_nat::frames::{self, Route, TCP_DATA_OFFSET};
-use vnet_nat::{FlowId, MacAddr, NatConfig, NatDevice, Output, SocketError};
+use vnet_nat::{FlowId, MacAddr, NatConfig, NatDevice, NatSecrets, Output, SocketError};
 
 const NAT_MAC: MacAddr = MacAddr([0x02, 0x76, 0x64, 0, 0, 8]);
 const GW: Ipv4Addr = Ipv4Addr::new(192, 168, 8, 2);
@@ -60,7 +60,8 @@ struct Shell {
     /// Bytes asked to be written and not yet reported, per flow.
     unwritten: HashMap<FlowId, usize>,
     conns: HashMap<(SocketAddrV4, SocketAddrV4), Conn>,
-    dns_ids: Vec<u16>,
+    /// DNS query sockets and the ID of the query sent on each.
+    dns_flows: HashMap<FlowId, u16>,
 }
 
 impl Shell {
@@ -69,7 +70,12 @@ impl Shell {
         for o in out {
             match o {
                 Output::Frame(f) => self.frame(&f),
-                Output::Open { flow, .. } => self.flows.push(flow),
+                Output::Open { flow, to, .. } => {
+                    if to == UPSTREAM {
+                        self.dns_flows.insert(flow, 0);
+                    }
+                    self.flows.push(flow);
+                }
                 Output::TcpWrite { flow, data, .. } => {
                     let frame = received.expect("TcpWrite only while a frame is received");
                     assert!(
@@ -79,14 +85,15 @@ impl Shell {
                     );
                     *self.unwritten.entry(flow).or_default() += data.len();
                 }
-                Output::DnsQuery { to, query } => {
-                    assert_eq!(to, UPSTREAM);
-                    self.dns_ids.push(u16::from_be_bytes([query[0], query[1]]));
+                Output::Send { flow, data } => {
+                    if let (Some(id), Some(q)) = (self.dns_flows.get_mut(&flow), data.get(..2)) {
+                        *id = u16::from_be_bytes([q[0], q[1]]);
+                    }
                 }
                 Output::Close { flow } => {
                     self.unwritten.remove(&flow);
                 }
-                Output::Send { .. } | Output::TcpRead { .. } | Output::TcpConsume { .. } => {}
+                Output::TcpRead { .. } | Output::TcpConsume { .. } => {}
             }
         }
     }
@@ -311,21 +318,20 @@ fn step(s: &mut Shell, u: &mut Unstructured) -> Result<()> {
             s.nat.open_failed(flow, &mut out);
         }
         11 => {
-            let from = if u.ratio(7, 8)? {
-                UPSTREAM
-            } else {
-                SocketAddrV4::new(REMOTES[0], 53)
+            // An upstream's answer on a DNS query's socket, mostly under its ID.
+            let dns: Vec<(FlowId, u16)> = s.dns_flows.iter().map(|(&f, &i)| (f, i)).collect();
+            let Ok(&(flow, id)) = u.choose(&dns) else {
+                return Ok(());
             };
             let mut data: Vec<u8> = u.arbitrary()?;
             if data.len() < 12 && u.arbitrary()? {
                 data.resize(12, 0);
             }
-            if data.len() >= 12 && !s.dns_ids.is_empty() {
-                let id = s.dns_ids[u.choose_index(s.dns_ids.len())?];
+            if data.len() >= 12 && u.ratio(7, 8)? {
                 data[..2].copy_from_slice(&id.to_be_bytes());
                 data[2] |= 0x80;
             }
-            s.nat.dns_data(from, &data, &mut out);
+            s.nat.socket_data(s.now, flow, &data, &mut out);
         }
         12 => {
             let (_, gip) = *u.choose(&GUESTS)?;
@@ -359,12 +365,12 @@ fn run(u: &mut Unstructured) -> Result<()> {
     c.max_flows = u.int_in_range(1..=16)?;
     let mut s = Shell {
         mtu: c.mtu,
-        nat: NatDevice::new(c),
+        nat: NatDevice::new(c, NatSecrets::from_bytes(u.arbitrary()?)),
         now: Instant::now(),
         flows: Vec::new(),
         unwritten: HashMap::new(),
         conns: HashMap::new(),
-        dns_ids: Vec::new(),
+        dns_flows: HashMap::new(),
     };
     while !u.is_empty() {
         step(&mut s, u)?;

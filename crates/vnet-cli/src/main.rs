@@ -1,4 +1,5 @@
 //! `vnet`: the command line over vnetd's control API.
+#![forbid(unsafe_code)]
 
 use std::process::ExitCode;
 

@@ -12,6 +12,7 @@
 //!
 //! Opening connects to `RUN/NET/api.sock` (a unix `SOCK_SEQPACKET` socket): that is a new
 //! port on vnet `NET`. Closing (or dropping, or the process dying) removes the port.
+#![forbid(unsafe_code)]
 
 use std::collections::VecDeque;
 use std::io;
@@ -24,8 +25,8 @@ use nix::sys::socket::{
     UnixAddr,
 };
 use nix::sys::time::TimeVal;
-pub use vnet_core::wire::api::PortInfo;
-use vnet_core::wire::api::{answers, decode_vnet, Request, VnetMessage, KIND_FRAME};
+pub use vnet_core::wire::seqpacket::PortInfo;
+use vnet_core::wire::seqpacket::{answers, decode_vnet, Request, VnetMessage, KIND_FRAME};
 pub use vnet_core::wire::MacAddr;
 
 /// One port on a vnet.

@@ -10,7 +10,7 @@
 //!
 //! Each `open` asks the data plane for a new port ([`vnet_io::Handle::attach_device_blocking`]):
 //! it gets one end of a `SOCK_SEQPACKET` pair that speaks the vnet API
-//! (`vnet_core::wire::api`), so the data plane treats the device like any API client and
+//! (`vnet_core::wire::seqpacket`), so the data plane treats the device like any API client and
 //! needs no code of its own. `read` takes one FRAME message, `write` sends one, `ioctl`
 //! becomes a control request.
 //!
@@ -43,7 +43,9 @@ use fuser::{
 use nix::poll::{PollFd, PollFlags as NixPollFlags, PollTimeout};
 use nix::sys::socket::{recv, send, MsgFlags};
 use tracing::{debug, info, warn};
-use vnet_core::wire::api::{answers, decode_vnet, Request as ApiRequest, VnetMessage, KIND_FRAME};
+use vnet_core::wire::seqpacket::{
+    answers, decode_vnet, Request as ApiRequest, VnetMessage, KIND_FRAME,
+};
 use vnet_io::{ControlError, Handle};
 
 /// The ioctl commands of `include/vnet.h` (`_IOW`/`_IOR` with magic `'V'`).
@@ -63,7 +65,7 @@ pub mod ioctl {
     pub const GETVERSION: u32 = ioc(READ, 4, 4);
 
     use fuser::Errno;
-    use vnet_core::wire::api::{PortInfo, Request};
+    use vnet_core::wire::seqpacket::{PortInfo, Request};
     use vnet_core::wire::MacAddr;
 
     /// The control request an ioctl from a client asks for (`cmd` and its argument as
@@ -615,7 +617,10 @@ impl DevFile {
     }
 
     /// Sends a control request and waits for its reply; frames meanwhile are kept.
-    fn request(&self, req: ApiRequest) -> Result<Option<vnet_core::wire::api::PortInfo>, Errno> {
+    fn request(
+        &self,
+        req: ApiRequest,
+    ) -> Result<Option<vnet_core::wire::seqpacket::PortInfo>, Errno> {
         let mut rx = self.rx.lock().unwrap();
         if rx.eof {
             return Err(Errno::EIO);
@@ -789,7 +794,7 @@ mod tests {
 
     #[test]
     fn ioctls_decode_their_arguments() {
-        use vnet_core::wire::api::Request;
+        use vnet_core::wire::seqpacket::Request;
         let mac = [2, 0, 0, 0, 0, 1];
         assert_eq!(
             ioctl::decode(ioctl::SETMAC, &mac),
@@ -841,7 +846,7 @@ mod tests {
             ioctl::SETPROMISC,
             ioctl::GETPORTID,
             ioctl::GETVERSION,
-            vnet_core::wire::api::API_VERSION
+            vnet_core::wire::seqpacket::API_VERSION
         );
         assert_eq!(text, expected);
         let _ = std::fs::remove_dir_all(&dir);

@@ -13,6 +13,7 @@ use crate::dns::{DnsAction, DnsForwarder};
 use crate::fragments::{Reassembler, Reassembly};
 use crate::frames::{self, Route};
 use crate::names::LocalNames;
+use crate::secrets::{IsnClock, NatSecrets};
 
 /// Settings of one NAT device.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,10 +42,9 @@ pub struct NatConfig {
     pub tcp_timeout: Duration,
     /// Whether UDP to the gateway (other than DNS) reaches the host's loopback.
     pub host_loopback: bool,
-    /// Most flows (host sockets) at once.
+    /// Most flows (host sockets) at once. DNS queries' sockets are bounded apart, by
+    /// [`crate::dns::MAX_PENDING`].
     pub max_flows: usize,
-    /// Entropy for DNS ID remapping.
-    pub seed: u64,
 }
 
 impl NatConfig {
@@ -64,7 +64,6 @@ impl NatConfig {
             tcp_timeout: Duration::from_secs(7200),
             host_loopback: false,
             max_flows: 4096,
-            seed: 0x5eed,
         }
     }
 
@@ -97,9 +96,28 @@ pub enum Proto {
     Tcp,
 }
 
-/// Names a flow and its host socket; never reused.
+/// Names a flow and its host socket; never reused. A DNS query's socket has one too.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct FlowId(pub u64);
+
+/// Hands out [`FlowId`]s, from 1, each once: flows and DNS queries draw from the same
+/// ids, so each names one shell socket.
+#[derive(Debug)]
+pub(crate) struct FlowIds(u64);
+
+impl Default for FlowIds {
+    fn default() -> Self {
+        FlowIds(1)
+    }
+}
+
+impl FlowIds {
+    pub(crate) fn next(&mut self) -> FlowId {
+        let id = FlowId(self.0);
+        self.0 += 1;
+        id
+    }
+}
 
 /// What the device wants done, in order.
 #[derive(Debug, PartialEq, Eq)]
@@ -118,8 +136,6 @@ pub enum Output {
     Send { flow: FlowId, data: Vec<u8> },
     /// Close the flow's socket.
     Close { flow: FlowId },
-    /// Send a DNS query to an upstream resolver from the device's DNS socket.
-    DnsQuery { to: SocketAddrV4, query: Vec<u8> },
     /// Write the bytes at `data` of the frame being received (the one given to
     /// [`NatDevice::receive`]; carry this out before that call's frame is gone) to the
     /// flow's TCP socket and, if `fin` and all of it went, shut its write side; then
@@ -181,13 +197,14 @@ pub struct NatDevice {
     config: NatConfig,
     flows: HashMap<FlowId, Flow>,
     by_key: HashMap<FlowKey, FlowId>,
-    next_flow: u64,
+    next_flow: FlowIds,
     next_sweep: Option<Instant>,
     dns: DnsForwarder,
     ip_ident: u16,
     counters: NatCounters,
     scratch: Vec<DnsAction>,
-    rng: u64,
+    /// TCP initial sequence numbers (RFC 6528).
+    isn: IsnClock,
     /// Guests' MACs by address, learned from their ARP and IPv4 frames (for
     /// connections the device opens towards them).
     neighbours: HashMap<Ipv4Addr, MacAddr>,
@@ -198,18 +215,16 @@ pub struct NatDevice {
 }
 
 impl NatDevice {
-    pub fn new(config: NatConfig) -> Self {
-        let dns = DnsForwarder::new(
-            config.dns_upstreams.clone(),
-            config.dns_timeout,
-            config.seed,
-        );
+    /// A device with `config` whose unpredictable numbers (TCP ISNs, DNS IDs) come from
+    /// `secrets`: draw them from the OS CSPRNG (see the `secrets` module).
+    pub fn new(config: NatConfig, secrets: NatSecrets) -> Self {
+        let dns = DnsForwarder::new(config.dns_upstreams.clone(), config.dns_timeout, &secrets);
         NatDevice {
-            rng: config.seed.rotate_left(17) | 1,
+            isn: IsnClock::new(&secrets),
             config,
             flows: HashMap::new(),
             by_key: HashMap::new(),
-            next_flow: 1,
+            next_flow: FlowIds::default(),
             next_sweep: None,
             dns,
             ip_ident: 0,
@@ -236,13 +251,6 @@ impl NatDevice {
             self.neighbours.clear();
         }
         self.neighbours.insert(ip, mac);
-    }
-
-    fn random_u32(&mut self) -> u32 {
-        self.rng ^= self.rng >> 12;
-        self.rng ^= self.rng << 25;
-        self.rng ^= self.rng >> 27;
-        (self.rng.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 32) as u32
     }
 
     pub fn config(&self) -> &NatConfig {
@@ -489,11 +497,10 @@ impl NatDevice {
                     self.dns_answer(guest_mac, guest, &answer, out);
                     return true;
                 }
-                match self.dns.query(now, guest_mac, guest, udp.payload()) {
-                    Some(DnsAction::Query { to, query }) => {
-                        out.push(Output::DnsQuery { to, query })
-                    }
-                    _ => self.counters.ignored += 1,
+                let flows = &mut self.next_flow;
+                match self.dns.query(now, flows, guest_mac, guest, udp.payload()) {
+                    Some(action) => self.carry_out_dns(action, out),
+                    None => self.counters.ignored += 1,
                 }
                 return true;
             }
@@ -565,8 +572,7 @@ impl NatDevice {
         guest_mac: MacAddr,
         forwarded: bool,
     ) -> FlowId {
-        let id = FlowId(self.next_flow);
-        self.next_flow += 1;
+        let id = self.next_flow.next();
         self.flows.insert(
             id,
             Flow {
@@ -650,10 +656,11 @@ impl NatDevice {
     }
 
     /// A datagram arrived on a flow's socket: a UDP payload, or an ICMP echo reply as a
-    /// ping socket returns it (header included, identifier the socket's own).
+    /// ping socket returns it (header included, identifier the socket's own), or an
+    /// upstream's answer on a DNS query's socket.
     pub fn socket_data(&mut self, now: Instant, flow: FlowId, data: &[u8], out: &mut Vec<Output>) {
         let Some(f) = self.flows.get_mut(&flow) else {
-            return;
+            return self.dns_data(flow, data, out);
         };
         f.last_used = now;
         let (key, mac) = (f.key, f.guest_mac);
@@ -686,9 +693,10 @@ impl NatDevice {
 
     /// A flow's socket reported an error: the guest hears of it as ICMP unreachable
     /// (TCP: a refused or reset connection as RST, and the flow ends).
+    /// On a DNS query's socket, the query moves on to the next upstream.
     pub fn socket_error(&mut self, flow: FlowId, error: SocketError, out: &mut Vec<Output>) {
         let Some(f) = self.flows.get(&flow) else {
-            return;
+            return self.dns.failed(flow);
         };
         let code = match (error, f.key.proto) {
             (SocketError::Refused, Proto::Tcp) => return self.tcp_reset(flow, out),
@@ -703,26 +711,43 @@ impl NatDevice {
     }
 
     /// The shell could not open the flow's socket: the flow is forgotten and the guest
-    /// told "unreachable".
+    /// told "unreachable". A DNS query's: the query moves on to the next upstream.
     pub fn open_failed(&mut self, flow: FlowId, out: &mut Vec<Output>) {
         let Some(f) = self.flows.remove(&flow) else {
-            return;
+            return self.dns.failed(flow);
         };
         self.by_key.remove(&f.key);
         self.counters.flows_closed += 1;
         self.unreachable_for(f.guest_mac, f.key, Unreachable::HOST, out);
     }
 
-    /// A datagram on the DNS socket from `from`.
-    pub fn dns_data(&mut self, from: SocketAddrV4, data: &[u8], out: &mut Vec<Output>) {
-        if let Some(DnsAction::Answer {
-            guest_mac,
-            guest,
-            answer,
-        }) = self.dns.answer(from, data)
-        {
+    /// A datagram on DNS query `flow`'s socket.
+    fn dns_data(&mut self, flow: FlowId, data: &[u8], out: &mut Vec<Output>) {
+        let mut actions = std::mem::take(&mut self.scratch);
+        if self.dns.answer(flow, data, &mut actions) {
             self.counters.dns_answers += 1;
-            self.dns_answer(guest_mac, guest, &answer, out);
+        }
+        for a in actions.drain(..) {
+            self.carry_out_dns(a, out);
+        }
+        self.scratch = actions;
+    }
+
+    /// What the DNS forwarder wants done, as the device's outputs: a query attempt is a
+    /// UDP socket of its own.
+    fn carry_out_dns(&mut self, action: DnsAction, out: &mut Vec<Output>) {
+        match action {
+            DnsAction::Query { flow, to, query } => {
+                let proto = Proto::Udp;
+                out.push(Output::Open { flow, proto, to });
+                out.push(Output::Send { flow, data: query });
+            }
+            DnsAction::Close { flow } => out.push(Output::Close { flow }),
+            DnsAction::Answer {
+                guest_mac,
+                guest,
+                answer,
+            } => self.dns_answer(guest_mac, guest, &answer, out),
         }
     }
 
@@ -757,17 +782,11 @@ impl NatDevice {
     /// Closes idle flows and retries or fails slow DNS queries.
     pub fn poll(&mut self, now: Instant, out: &mut Vec<Output>) {
         let mut actions = std::mem::take(&mut self.scratch);
-        self.counters.dns_failures += self.dns.poll(now, &mut actions) as u64;
+        let gave_up = self.dns.poll(now, &mut self.next_flow, &mut actions);
+        self.counters.dns_failures += gave_up as u64;
         self.counters.reassembly_failures += self.fragments.expire(now) as u64;
         for a in actions.drain(..) {
-            match a {
-                DnsAction::Query { to, query } => out.push(Output::DnsQuery { to, query }),
-                DnsAction::Answer {
-                    guest_mac,
-                    guest,
-                    answer,
-                } => self.dns_answer(guest_mac, guest, &answer, out),
-            }
+            self.carry_out_dns(a, out);
         }
         self.scratch = actions;
         self.tcp_timers(now, out);

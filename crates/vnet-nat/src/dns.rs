@@ -1,6 +1,15 @@
 //! The DNS forwarder: queries to the gateway's port 53 are relayed to an upstream
-//! resolver under a fresh ID, answers are matched by (upstream, ID), restored and sent
-//! back. Raw messages are relayed; nothing is parsed beyond the 12-byte header.
+//! resolver, answers are restored and sent back. Raw messages are relayed; nothing is
+//! parsed beyond the 12-byte header.
+//!
+//! Each attempt at a query (the first, and each retry on the next upstream) leaves
+//! under a fresh, unpredictable ID (see the `secrets` module) from its own UDP socket:
+//! [`DnsAction::Query`] asks the shell to open one for the attempt's [`FlowId`], bound to
+//! port 0 so the kernel picks a random source port, and connected to the upstream, so
+//! the kernel drops datagrams from anyone else. An off-path attacker forging an answer
+//! must then guess both the 16-bit ID and the port while the query is out. The socket
+//! is closed ([`DnsAction::Close`]) as soon as the attempt is answered, times out or
+//! fails; at most [`MAX_PENDING`] are open at once.
 
 use std::collections::HashMap;
 use std::net::SocketAddrV4;
@@ -8,7 +17,12 @@ use std::time::{Duration, Instant};
 
 use vnet_core::wire::ethernet::MacAddr;
 
-/// Most queries in flight at once; more are dropped (the guest retries).
+use crate::device::FlowIds;
+use crate::secrets::{IdStream, NatSecrets};
+use crate::FlowId;
+
+/// Most queries in flight at once (each with a socket of its own); more are dropped
+/// (the guest retries).
 pub const MAX_PENDING: usize = 1024;
 const HEADER_LEN: usize = 12;
 
@@ -18,18 +32,31 @@ struct Pending {
     guest_mac: MacAddr,
     guest: SocketAddrV4,
     guest_id: u16,
-    /// The query as sent upstream (ID already remapped), for retries on the next server.
+    /// The query as sent upstream (under this attempt's ID), for retries.
     query: Vec<u8>,
     upstream: usize,
     tries: usize,
     deadline: Instant,
 }
 
+impl Pending {
+    fn id(&self) -> [u8; 2] {
+        [self.query[0], self.query[1]]
+    }
+}
+
 /// What the forwarder wants done.
 #[derive(Debug, PartialEq, Eq)]
 pub enum DnsAction {
-    /// Send `query` to upstream `to` (from the NAT's DNS socket).
-    Query { to: SocketAddrV4, query: Vec<u8> },
+    /// Open a UDP socket for `flow` on a fresh port, connect it to upstream `to`, and
+    /// send `query` on it; what arrives on it goes to [`DnsForwarder::answer`].
+    Query {
+        flow: FlowId,
+        to: SocketAddrV4,
+        query: Vec<u8>,
+    },
+    /// The attempt on `flow` is over: close its socket.
+    Close { flow: FlowId },
     /// Send `answer` to the guest at `guest` (`guest_mac`) from the gateway's port 53.
     Answer {
         guest_mac: MacAddr,
@@ -42,18 +69,19 @@ pub enum DnsAction {
 pub struct DnsForwarder {
     upstreams: Vec<SocketAddrV4>,
     timeout: Duration,
-    pending: HashMap<u16, Pending>,
-    rng: u64,
+    /// By the socket of the query's current attempt.
+    pending: HashMap<FlowId, Pending>,
+    ids: IdStream,
 }
 
 impl DnsForwarder {
-    /// `seed` makes remapped IDs unpredictable to the outside; give it real entropy.
-    pub fn new(upstreams: Vec<SocketAddrV4>, timeout: Duration, seed: u64) -> Self {
+    /// IDs come from `secrets`' ID key.
+    pub fn new(upstreams: Vec<SocketAddrV4>, timeout: Duration, secrets: &NatSecrets) -> Self {
         DnsForwarder {
             upstreams,
             timeout,
             pending: HashMap::new(),
-            rng: seed | 1,
+            ids: IdStream::new(secrets),
         }
     }
 
@@ -65,24 +93,17 @@ impl DnsForwarder {
         self.pending.len()
     }
 
-    fn next_id(&mut self) -> u16 {
-        loop {
-            // xorshift64*: cheap, and the seed is secret.
-            self.rng ^= self.rng >> 12;
-            self.rng ^= self.rng << 25;
-            self.rng ^= self.rng >> 27;
-            let id = (self.rng.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 48) as u16;
-            if !self.pending.contains_key(&id) {
-                return id;
-            }
-        }
+    /// Whether `flow` is the socket of a query in flight.
+    pub fn owns(&self, flow: FlowId) -> bool {
+        self.pending.contains_key(&flow)
     }
 
-    /// A query from a guest. `None` when it is not a query, nothing is configured or too
-    /// many are in flight.
-    pub fn query(
+    /// A query from a guest, to be sent on a socket named by a new id from `flows`.
+    /// `None` when it is not a query, nothing is configured or too many are in flight.
+    pub(crate) fn query(
         &mut self,
         now: Instant,
+        flows: &mut FlowIds,
         guest_mac: MacAddr,
         guest: SocketAddrV4,
         message: &[u8],
@@ -93,12 +114,12 @@ impl DnsForwarder {
         if self.pending.len() >= MAX_PENDING {
             return None;
         }
-        let id = self.next_id();
         let mut query = message.to_vec();
-        query[..2].copy_from_slice(&id.to_be_bytes());
+        query[..2].copy_from_slice(&self.ids.next_u16().to_be_bytes());
+        let flow = flows.next();
         let to = self.upstreams[0];
         self.pending.insert(
-            id,
+            flow,
             Pending {
                 guest_mac,
                 guest,
@@ -109,54 +130,74 @@ impl DnsForwarder {
                 deadline: now + self.timeout,
             },
         );
-        Some(DnsAction::Query { to, query })
+        Some(DnsAction::Query { flow, to, query })
     }
 
-    /// A datagram from `from` on the DNS socket: the answer to a pending query, or `None`.
-    pub fn answer(&mut self, from: SocketAddrV4, message: &[u8]) -> Option<DnsAction> {
-        if message.len() < HEADER_LEN || message[2] & 0x80 == 0 {
-            return None;
+    /// A datagram on `flow`'s socket (which only its upstream can reach): if it answers
+    /// the query under its ID, the socket is closed and the answer goes to the guest.
+    /// Returns whether it did.
+    pub fn answer(&mut self, flow: FlowId, message: &[u8], out: &mut Vec<DnsAction>) -> bool {
+        let Some(p) = self.pending.get(&flow) else {
+            return false;
+        };
+        if message.len() < HEADER_LEN || message[2] & 0x80 == 0 || message[..2] != p.id() {
+            return false;
         }
-        let id = u16::from_be_bytes([message[0], message[1]]);
-        let p = self.pending.get(&id)?;
-        if self.upstreams.get(p.upstream) != Some(&from) {
-            return None;
-        }
-        let p = self.pending.remove(&id)?;
+        let p = self.pending.remove(&flow).expect("present");
         let mut answer = message.to_vec();
         answer[..2].copy_from_slice(&p.guest_id.to_be_bytes());
-        Some(DnsAction::Answer {
+        out.push(DnsAction::Close { flow });
+        out.push(DnsAction::Answer {
             guest_mac: p.guest_mac,
             guest: p.guest,
             answer,
-        })
+        });
+        true
     }
 
-    /// Retries timed-out queries on the next upstream; when every upstream has had its
-    /// turn the guest gets SERVFAIL. Returns how many queries gave up.
-    pub fn poll(&mut self, now: Instant, out: &mut Vec<DnsAction>) -> usize {
-        let due: Vec<u16> = self
+    /// `flow`'s socket could not be opened or reported an error: the query moves on at
+    /// the next [`DnsForwarder::poll`], as if it had timed out.
+    pub fn failed(&mut self, flow: FlowId) {
+        if let Some(p) = self.pending.get_mut(&flow) {
+            p.deadline = p.deadline.checked_sub(self.timeout).unwrap_or(p.deadline);
+        }
+    }
+
+    /// Retries timed-out queries on the next upstream (a new socket, a new ID); when
+    /// every upstream has had its turn the guest gets SERVFAIL. Returns how many
+    /// queries gave up.
+    pub(crate) fn poll(
+        &mut self,
+        now: Instant,
+        flows: &mut FlowIds,
+        out: &mut Vec<DnsAction>,
+    ) -> usize {
+        let due: Vec<FlowId> = self
             .pending
             .iter()
             .filter(|(_, p)| p.deadline <= now)
-            .map(|(&id, _)| id)
+            .map(|(&flow, _)| flow)
             .collect();
         let mut failed = 0;
-        for id in due {
-            let Some(p) = self.pending.get_mut(&id) else {
+        for flow in due {
+            let Some(mut p) = self.pending.remove(&flow) else {
                 continue;
             };
+            out.push(DnsAction::Close { flow });
             if p.tries < self.upstreams.len() {
                 p.tries += 1;
                 p.upstream = (p.upstream + 1) % self.upstreams.len();
                 p.deadline = now + self.timeout;
+                p.query[..2].copy_from_slice(&self.ids.next_u16().to_be_bytes());
+                let next = flows.next();
                 out.push(DnsAction::Query {
+                    flow: next,
                     to: self.upstreams[p.upstream],
                     query: p.query.clone(),
                 });
+                self.pending.insert(next, p);
                 continue;
             }
-            let p = self.pending.remove(&id).expect("present");
             failed += 1;
             let mut answer = p.query;
             answer[..2].copy_from_slice(&p.guest_id.to_be_bytes());
@@ -222,53 +263,134 @@ mod tests {
         q
     }
 
+    fn forwarder(upstreams: Vec<SocketAddrV4>) -> (DnsForwarder, FlowIds) {
+        let secrets = NatSecrets::from_bytes([7; 32]);
+        let f = DnsForwarder::new(upstreams, Duration::from_secs(2), &secrets);
+        (f, FlowIds::default())
+    }
+
+    fn answer_to(query: &[u8]) -> Vec<u8> {
+        let mut a = query.to_vec();
+        a[2] |= 0x80;
+        a
+    }
+
     #[test]
-    fn ids_are_remapped_and_restored() {
+    fn ids_are_remapped_and_restored_and_the_socket_closed() {
         let t = Instant::now();
-        let mut f = DnsForwarder::new(vec![up(1)], Duration::from_secs(2), 42);
-        let Some(DnsAction::Query { to, query }) = f.query(t, GUEST_MAC, guest(), &query_bytes(7))
+        let (mut f, mut flows) = forwarder(vec![up(1)]);
+        let Some(DnsAction::Query { flow, to, query }) =
+            f.query(t, &mut flows, GUEST_MAC, guest(), &query_bytes(7))
         else {
             panic!("no query");
         };
         assert_eq!(to, up(1));
-        let mut answer = query.clone();
-        answer[2] |= 0x80;
-        assert_eq!(f.answer(up(2), &answer), None, "wrong upstream");
-        let Some(DnsAction::Answer {
+        assert!(f.owns(flow));
+        let answer = answer_to(&query);
+        let mut out = Vec::new();
+        let mut wrong_id = answer.clone();
+        wrong_id[1] ^= 1;
+        assert!(!f.answer(flow, &wrong_id, &mut out), "another ID");
+        assert!(
+            !f.answer(FlowId(flow.0 + 1), &answer, &mut out),
+            "another socket"
+        );
+        assert!(out.is_empty());
+        assert!(f.answer(flow, &answer, &mut out));
+        let [DnsAction::Close { flow: closed }, DnsAction::Answer {
             guest: g,
             answer: a,
             ..
-        }) = f.answer(up(1), &answer)
+        }] = &out[..]
         else {
-            panic!("no answer");
+            panic!("{out:?}");
         };
         assert_eq!(
-            (g, &a[..2], &a[2..]),
-            (guest(), &[0u8, 7][..], &answer[2..])
+            (*closed, *g, &a[..2], &a[2..]),
+            (flow, guest(), &[0u8, 7][..], &answer[2..])
         );
-        assert_eq!(f.answer(up(1), &answer), None, "answered once");
+        assert!(!f.answer(flow, &answer, &mut out), "answered once");
+        assert!(!f.owns(flow));
     }
 
     #[test]
-    fn timeouts_try_the_next_upstream_then_servfail() {
+    fn every_query_gets_its_own_socket_and_an_unpredictable_id() {
         let t = Instant::now();
-        let mut f = DnsForwarder::new(vec![up(1), up(2)], Duration::from_secs(2), 1);
-        assert!(f.query(t, GUEST_MAC, guest(), &query_bytes(9)).is_some());
+        let (mut f, mut flows) = forwarder(vec![up(1)]);
+        let sent: Vec<(FlowId, Vec<u8>)> = (0..3)
+            .map(
+                |_| match f.query(t, &mut flows, GUEST_MAC, guest(), &query_bytes(7)) {
+                    Some(DnsAction::Query { flow, query, .. }) => (flow, query),
+                    other => panic!("{other:?}"),
+                },
+            )
+            .collect();
+        assert!(sent[0].0 != sent[1].0 && sent[1].0 != sent[2].0);
+        assert!(sent[0].1[..2] != sent[1].1[..2] || sent[1].1[..2] != sent[2].1[..2]);
+        assert!(
+            sent.iter().all(|(_, q)| q[..2] != [0, 7]),
+            "the guest's ID stays inside"
+        );
+        assert_eq!(f.in_flight(), 3);
+    }
+
+    #[test]
+    fn timeouts_try_the_next_upstream_on_a_new_socket_then_servfail() {
+        let t = Instant::now();
+        let (mut f, mut flows) = forwarder(vec![up(1), up(2)]);
+        let Some(DnsAction::Query { flow, query, .. }) =
+            f.query(t, &mut flows, GUEST_MAC, guest(), &query_bytes(9))
+        else {
+            panic!("no query");
+        };
         let mut out = Vec::new();
-        assert_eq!(f.poll(t + Duration::from_secs(1), &mut out), 0);
+        assert_eq!(f.poll(t + Duration::from_secs(1), &mut flows, &mut out), 0);
         assert!(out.is_empty());
-        f.poll(f.poll_at().unwrap(), &mut out);
-        assert!(matches!(out[..], [DnsAction::Query { to, .. }] if to == up(2)));
-        out.clear();
-        assert_eq!(f.poll(f.poll_at().unwrap(), &mut out), 1);
-        let [DnsAction::Answer { answer, .. }] = &out[..] else {
+        f.poll(f.poll_at().unwrap(), &mut flows, &mut out);
+        let [DnsAction::Close { flow: closed }, DnsAction::Query {
+            flow: retry,
+            to,
+            query: again,
+        }] = &out[..]
+        else {
             panic!("{out:?}");
         };
+        assert_eq!((*closed, *to), (flow, up(2)));
+        assert_ne!(*retry, flow);
+        assert_eq!(&again[2..], &query[2..]);
+        let retry = *retry;
+        out.clear();
+        assert!(
+            !f.answer(flow, &answer_to(&query), &mut out),
+            "the old socket is gone"
+        );
+        assert_eq!(f.poll(f.poll_at().unwrap(), &mut flows, &mut out), 1);
+        let [DnsAction::Close { flow: closed }, DnsAction::Answer { answer, .. }] = &out[..] else {
+            panic!("{out:?}");
+        };
+        assert_eq!(*closed, retry);
         assert_eq!(
             (&answer[..2], answer[2] & 0x80, answer[3] & 0x0f),
             (&[0u8, 9][..], 0x80, 2)
         );
         assert_eq!(f.in_flight(), 0);
+    }
+
+    #[test]
+    fn a_failed_socket_moves_the_query_on_at_once() {
+        let t = Instant::now();
+        let (mut f, mut flows) = forwarder(vec![up(1), up(2)]);
+        let Some(DnsAction::Query { flow, .. }) =
+            f.query(t, &mut flows, GUEST_MAC, guest(), &query_bytes(9))
+        else {
+            panic!("no query");
+        };
+        f.failed(flow);
+        let mut out = Vec::new();
+        f.poll(t, &mut flows, &mut out);
+        assert!(
+            matches!(out[..], [DnsAction::Close { .. }, DnsAction::Query { to, .. }] if to == up(2))
+        );
     }
 
     #[test]
@@ -289,10 +411,10 @@ mod tests {
 
     #[test]
     fn responses_and_runts_from_guests_are_not_forwarded() {
-        let mut f = DnsForwarder::new(vec![up(1)], Duration::from_secs(2), 1);
-        let mut r = query_bytes(1);
-        r[2] |= 0x80;
-        assert_eq!(f.query(Instant::now(), GUEST_MAC, guest(), &r), None);
-        assert_eq!(f.query(Instant::now(), GUEST_MAC, guest(), &[0; 5]), None);
+        let (mut f, mut flows) = forwarder(vec![up(1)]);
+        let r = answer_to(&query_bytes(1));
+        let t = Instant::now();
+        assert_eq!(f.query(t, &mut flows, GUEST_MAC, guest(), &r), None);
+        assert_eq!(f.query(t, &mut flows, GUEST_MAC, guest(), &[0; 5]), None);
     }
 }

@@ -1,6 +1,8 @@
 //! The NAT device of a vnet (VMware's vmnet8), sans I/O: Ethernet frames, datagrams from
 //! host sockets and the time in; frames for the vnet and socket actions out. No sockets,
-//! no clock, no files.
+//! no clock, no files, no entropy of its own: the shell draws [`NatSecrets`] from the OS
+//! CSPRNG and hands them to [`NatDevice::new`], so tests with fixed secrets are
+//! deterministic.
 //!
 //! # Theory of operation
 //!
@@ -18,7 +20,7 @@
 //! | ICMP echo to an outside address | flow `(guest, ident, dst)` → [`Output::Open`] a ping socket, [`Output::Send`] the echo | replies from the socket, identifier restored |
 //! | ICMP echo, but the host allows no ping socket | "unreachable" (communication prohibited) | |
 //! | UDP to an outside address | flow `(guest, sport, dst, dport)` → one connected UDP socket | datagrams from the socket, as UDP from `dst:dport` |
-//! | UDP to the gateway's port 53 | DNS: relayed to an upstream under a fresh ID | the answer, ID restored, from the gateway |
+//! | UDP to the gateway's port 53 | DNS: relayed to an upstream under a fresh random ID, from a socket (and so a random source port) of its own: [`Output::Open`] + [`Output::Send`] | the answer, ID restored, from the gateway |
 //! | UDP to the gateway's port 53, about a DHCP client's name (`host`, `host.<domain>`) | answers itself from the names the shell gave it ([`NatDevice::set_local_names`], the `names` module) | |
 //! | TCP to the gateway's port 53 | DNS over TCP: a TCP flow to the first upstream | (truncated UDP answers send guests here) |
 //! | UDP to another port of the gateway | the host's `127.0.0.1` if `host_loopback`, else port unreachable | |
@@ -31,18 +33,27 @@
 //! Flow states are simply *open* (the shell has, or is opening, the socket) and *gone*.
 //! A flow closes ([`Output::Close`]) after [`NatConfig::udp_timeout`] (UDP) or
 //! [`NatConfig::icmp_timeout`] (echo) without traffic either way; at most
-//! [`NatConfig::max_flows`] exist, so a guest cannot exhaust the daemon's fds. Socket
+//! [`NatConfig::max_flows`] exist (and [`dns::MAX_PENDING`] DNS queries' sockets), so a
+//! guest cannot exhaust the daemon's fds. Socket
 //! errors the host reports (port or host unreachable) reach the guest as ICMP.
 //!
 //! DNS queries in flight wait [`NatConfig::dns_timeout`] per upstream, are retried on
-//! the next upstream, and fail with SERVFAIL when every upstream had its turn.
+//! the next upstream (new socket, new ID), and fail with SERVFAIL when every upstream
+//! had its turn.
+//!
+//! ## Randomness
+//!
+//! What an off-path attacker must not guess comes from [`NatSecrets`] (the `secrets`
+//! module has the details): DNS query IDs are SipHash-2-4 under a secret key over a
+//! counter; each query attempt's socket is bound by the shell to port 0, so the
+//! kernel's CSPRNG picks its source port; TCP initial sequence numbers follow RFC 6528
+//! (a 4 µs clock plus SipHash-2-4 of the four-tuple under another secret key).
 //!
 //! ## Driving it
 //!
 //! The shell gives every frame the switch delivers to [`NatDevice::receive`], datagrams
 //! from flow sockets to [`NatDevice::socket_data`] (errors to
-//! [`NatDevice::socket_error`]), datagrams on its DNS socket to [`NatDevice::dns_data`],
-//! and calls [`NatDevice::poll`] at [`NatDevice::poll_at`]. It carries out the
+//! [`NatDevice::socket_error`]; DNS queries' sockets are flows to the shell too), and calls [`NatDevice::poll`] at [`NatDevice::poll_at`]. It carries out the
 //! [`Output`]s in order: frames go into the switch, `Open`/`Send`/`Close` act on the flow
 //! sockets (a failed open is reported with [`NatDevice::open_failed`]).
 //!
@@ -69,11 +80,13 @@ pub mod dns;
 pub mod fragments;
 pub mod frames;
 pub mod names;
+pub mod secrets;
 
 pub use device::{
     FlowId, NatConfig, NatCounters, NatDevice, Output, Proto, ReadWindow, SocketError, TCP_WINDOW,
 };
 pub use names::LocalNames;
+pub use secrets::NatSecrets;
 pub use vnet_core::wire::ethernet::MacAddr;
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use vnet_core::wire::tcp::{self as tcp_wire, Flags};
 use vnet_core::wire::{arp, ipv4, udp, IpProtocol};
 
 use crate::frames::{self, Route};
-use crate::{FlowId, NatConfig, NatDevice, Output, Proto, SocketError};
+use crate::{FlowId, NatConfig, NatDevice, NatSecrets, Output, Proto, SocketError};
 
 const NAT_MAC: MacAddr = MacAddr([0x02, 0x76, 0x64, 0, 0, 8]);
 const GUEST_MAC: MacAddr = MacAddr([0x52, 0x54, 0, 0, 0, 1]);
@@ -23,6 +23,11 @@ fn config() -> NatConfig {
     let mut c = NatConfig::new(NAT_MAC, GW, Ipv4Addr::new(192, 168, 8, 0), 24);
     c.dns_upstreams = vec!["127.0.0.1:5353".parse().unwrap()];
     c
+}
+
+/// Fixed keys: the scenarios are deterministic.
+fn secrets() -> NatSecrets {
+    NatSecrets::from_bytes([0x5e; 32])
 }
 
 fn to_nat(dst: Ipv4Addr) -> Route {
@@ -96,7 +101,7 @@ fn arp_of(frame: &[u8]) -> arp::Repr {
 
 #[test]
 fn answers_arp_for_the_gateway_only() {
-    let mut nat = NatDevice::new(config());
+    let mut nat = NatDevice::new(config(), secrets());
     let mut arp = vec![0u8; 42];
     arp[..6].fill(0xff);
     arp[6..12].copy_from_slice(&GUEST_MAC.0);
@@ -122,7 +127,7 @@ fn answers_arp_for_the_gateway_only() {
 
 #[test]
 fn pings_to_the_gateway_are_answered_locally() {
-    let mut nat = NatDevice::new(config());
+    let mut nat = NatDevice::new(config(), secrets());
     let mut out = Vec::new();
     nat.receive(Instant::now(), &echo_frame(GW, 77, 3), &mut out);
     let ip = ip_of(&out[0]);
@@ -143,7 +148,7 @@ fn pings_to_the_gateway_are_answered_locally() {
 
 #[test]
 fn an_outside_ping_opens_one_flow_and_the_reply_gets_the_guests_ident_back() {
-    let mut nat = NatDevice::new(config());
+    let mut nat = NatDevice::new(config(), secrets());
     let t = Instant::now();
     let mut out = Vec::new();
     nat.receive(t, &echo_frame(OUTSIDE, 77, 1), &mut out);
@@ -189,7 +194,7 @@ fn an_outside_ping_opens_one_flow_and_the_reply_gets_the_guests_ident_back() {
 fn without_ping_sockets_guests_hear_unreachable() {
     let mut c = config();
     c.icmp = false;
-    let mut nat = NatDevice::new(c);
+    let mut nat = NatDevice::new(c, secrets());
     let mut out = Vec::new();
     nat.receive(Instant::now(), &echo_frame(OUTSIDE, 1, 1), &mut out);
     let ip = ip_of(&out[0]);
@@ -203,7 +208,7 @@ fn without_ping_sockets_guests_hear_unreachable() {
 #[test]
 fn answers_over_the_mtu_reach_the_guest_in_fragments() {
     use crate::fragments::{Reassembler, Reassembly};
-    let mut nat = NatDevice::new(config());
+    let mut nat = NatDevice::new(config(), secrets());
     let t = Instant::now();
     let mut out = Vec::new();
     nat.receive(t, &udp_frame(OUTSIDE, 5000, 7777, b"big?"), &mut out);
@@ -238,7 +243,7 @@ fn answers_over_the_mtu_reach_the_guest_in_fragments() {
 fn udp_flows_carry_both_ways_and_close_when_idle() {
     let mut c = config();
     c.udp_timeout = Duration::from_secs(10);
-    let mut nat = NatDevice::new(c);
+    let mut nat = NatDevice::new(c, secrets());
     let t = Instant::now();
     let mut out = Vec::new();
     nat.receive(t, &udp_frame(OUTSIDE, 5000, 7777, b"hi"), &mut out);
@@ -278,7 +283,7 @@ fn udp_flows_carry_both_ways_and_close_when_idle() {
 
 #[test]
 fn refused_and_failed_flows_are_reported_to_the_guest() {
-    let mut nat = NatDevice::new(config());
+    let mut nat = NatDevice::new(config(), secrets());
     let mut out = Vec::new();
     nat.receive(Instant::now(), &udp_frame(OUTSIDE, 5000, 9, b"x"), &mut out);
     let Output::Open { flow, .. } = out[0] else {
@@ -303,29 +308,104 @@ fn refused_and_failed_flows_are_reported_to_the_guest() {
 
 #[test]
 fn dns_to_the_gateway_is_forwarded_with_a_new_id_and_answered_from_the_gateway() {
-    let mut nat = NatDevice::new(config());
+    let mut nat = NatDevice::new(config(), secrets());
     let mut query = vec![0xab, 0xcd, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
     query.extend_from_slice(b"\x04test\x00\x00\x01\x00\x01");
     let mut out = Vec::new();
-    nat.receive(Instant::now(), &udp_frame(GW, 40000, 53, &query), &mut out);
-    let [Output::DnsQuery { to, query: sent }] = &out[..] else {
+    let t = Instant::now();
+    nat.receive(t, &udp_frame(GW, 40000, 53, &query), &mut out);
+    let [Output::Open {
+        flow,
+        proto: Proto::Udp,
+        to,
+    }, Output::Send {
+        flow: sent_on,
+        data: sent,
+    }] = &out[..]
+    else {
         panic!("{out:?}");
     };
+    assert_eq!((*to, sent_on), ("127.0.0.1:5353".parse().unwrap(), flow));
     assert_eq!(&sent[2..], &query[2..]);
-    let (to, mut answer) = (*to, sent.clone());
+    assert_eq!(nat.flow_count(), 0, "a query's socket is not a flow");
+    let (flow, mut answer) = (*flow, sent.clone());
     out.clear();
     answer[2] |= 0x80;
-    nat.dns_data(to, &answer, &mut out);
-    let ip = ip_of(&out[0]);
+    nat.socket_data(t, flow, &answer, &mut out);
+    let [Output::Close { flow: closed }, Output::Frame(_)] = &out[..] else {
+        panic!("{out:?}");
+    };
+    assert_eq!(*closed, flow, "the query's socket is closed once answered");
+    let ip = ip_of(&out[1]);
     let u = udp_of(&ip);
     assert_eq!((ip.src_addr(), u.src_port(), u.dst_port()), (GW, 53, 40000));
     assert_eq!(&u.payload()[..2], &[0xab, 0xcd]);
+    assert_eq!(nat.counters().dns_answers, 1);
+}
+
+#[test]
+fn each_dns_query_leaves_on_its_own_socket_under_its_own_id() {
+    let mut nat = NatDevice::new(config(), secrets());
+    let mut query = vec![0xab, 0xcd, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+    query.extend_from_slice(b"\x04test\x00\x00\x01\x00\x01");
+    let mut sent = Vec::new();
+    for sport in [40000, 40001] {
+        let mut out = Vec::new();
+        nat.receive(Instant::now(), &udp_frame(GW, sport, 53, &query), &mut out);
+        let [Output::Open { flow, .. }, Output::Send { data, .. }] = &out[..] else {
+            panic!("{out:?}");
+        };
+        sent.push((*flow, data[..2].to_vec()));
+    }
+    assert_ne!(sent[0].0, sent[1].0, "one socket (source port) per query");
+    assert_ne!(sent[0].1, sent[1].1, "fresh IDs");
+    // The same guest query under other keys leaves under another ID.
+    let mut other = NatDevice::new(config(), NatSecrets::from_bytes([1; 32]));
+    let mut out = Vec::new();
+    other.receive(Instant::now(), &udp_frame(GW, 40000, 53, &query), &mut out);
+    let [_, Output::Send { data, .. }] = &out[..] else {
+        panic!("{out:?}");
+    };
+    assert_ne!(data[..2], sent[0].1[..]);
+}
+
+#[test]
+fn tcp_isns_depend_on_the_connection_and_the_key() {
+    let syn_ack_seq = |secrets: NatSecrets, sport: u16| {
+        let mut nat = NatDevice::new(config(), secrets);
+        let r = to_nat(OUTSIDE);
+        let h = tcp_wire::Repr {
+            src_port: sport,
+            dst_port: 80,
+            seq_number: 1,
+            flags: Flags(Flags::SYN),
+            window_len: 1000,
+            ..tcp_wire::Repr::default()
+        };
+        let syn = frames::ipv4_frame(&r, IpProtocol::TCP, 1, &frames::tcp_segment(&r, &h, b""));
+        let t = Instant::now();
+        let mut out = Vec::new();
+        nat.receive(t, &syn, &mut out);
+        let [Output::Open { flow, .. }] = out[..] else {
+            panic!("{out:?}");
+        };
+        out.clear();
+        nat.tcp_connected(t, flow, &mut out);
+        let ip = ip_of(&out[0]);
+        tcp_wire::Packet::new_checked(ip.payload())
+            .unwrap()
+            .seq_number()
+    };
+    let isn = syn_ack_seq(secrets(), 40000);
+    assert_eq!(isn, syn_ack_seq(secrets(), 40000));
+    assert_ne!(isn, syn_ack_seq(secrets(), 40001));
+    assert_ne!(isn, syn_ack_seq(NatSecrets::from_bytes([1; 32]), 40000));
 }
 
 #[test]
 fn dhcp_names_are_answered_by_the_gateway_and_other_names_still_go_upstream() {
     let nat_with = |names: &crate::LocalNames| {
-        let mut nat = NatDevice::new(config());
+        let mut nat = NatDevice::new(config(), secrets());
         nat.set_local_names(names.clone());
         nat
     };
@@ -352,7 +432,7 @@ fn dhcp_names_are_answered_by_the_gateway_and_other_names_still_go_upstream() {
     assert_eq!(&u.payload()[u.payload().len() - 4..], &[192, 168, 8, 101]);
     assert!(matches!(
         ask(&mut nat, b"\x03www\x03lab\x00")[..],
-        [Output::DnsQuery { .. }]
+        [Output::Open { .. }, Output::Send { .. }]
     ));
     let c = nat.counters();
     assert_eq!((c.dns_queries, c.dns_local), (2, 1));
@@ -360,7 +440,7 @@ fn dhcp_names_are_answered_by_the_gateway_and_other_names_still_go_upstream() {
     let mut nat = nat_with(&crate::LocalNames::new(Some("lab")));
     assert!(matches!(
         ask(&mut nat, b"\x03vm1\x03lab\x00")[..],
-        [Output::DnsQuery { .. }]
+        [Output::Open { .. }, Output::Send { .. }]
     ));
 }
 
@@ -385,7 +465,7 @@ fn fragments_of(frame: &[u8], size: usize) -> Vec<Vec<u8>> {
 
 #[test]
 fn a_fragmented_udp_datagram_leaves_whole() {
-    let mut nat = NatDevice::new(config());
+    let mut nat = NatDevice::new(config(), secrets());
     let data: Vec<u8> = (0..3000u32).map(|i| i as u8).collect();
     let frags = fragments_of(&udp_frame(OUTSIDE, 5000, 9, &data), 1480);
     assert_eq!(frags.len(), 3);
@@ -419,13 +499,13 @@ fn a_fragmented_udp_datagram_leaves_whole() {
 
 #[test]
 fn the_host_loopback_is_reachable_only_when_allowed() {
-    let mut nat = NatDevice::new(config());
+    let mut nat = NatDevice::new(config(), secrets());
     let mut out = Vec::new();
     nat.receive(Instant::now(), &udp_frame(GW, 5000, 8080, b"x"), &mut out);
     assert_eq!(ip_of(&out[0]).payload()[1], Unreachable::PORT);
     let mut c = config();
     c.host_loopback = true;
-    let mut nat = NatDevice::new(c);
+    let mut nat = NatDevice::new(c, secrets());
     out.clear();
     nat.receive(Instant::now(), &udp_frame(GW, 5000, 8080, b"x"), &mut out);
     assert!(matches!(out[0], Output::Open { to, .. } if to == "127.0.0.1:8080".parse().unwrap()));
@@ -434,7 +514,7 @@ fn the_host_loopback_is_reachable_only_when_allowed() {
 
 #[test]
 fn other_protocols_are_refused_promptly_and_local_traffic_is_ignored() {
-    let mut nat = NatDevice::new(config());
+    let mut nat = NatDevice::new(config(), secrets());
     let mut out = Vec::new();
     let r = to_nat(OUTSIDE);
     nat.receive(
@@ -461,7 +541,7 @@ fn other_protocols_are_refused_promptly_and_local_traffic_is_ignored() {
 fn the_flow_limit_holds() {
     let mut c = config();
     c.max_flows = 2;
-    let mut nat = NatDevice::new(c);
+    let mut nat = NatDevice::new(c, secrets());
     let mut out = Vec::new();
     for port in 1..=5 {
         nat.receive(Instant::now(), &udp_frame(OUTSIDE, port, 9, b""), &mut out);
@@ -481,7 +561,7 @@ proptest! {
         body in proptest::collection::vec(any::<u8>(), 0..200),
         ethertype in prop_oneof![Just(0x0800u16), Just(0x0806), any::<u16>()],
     ) {
-        let mut nat = NatDevice::new(config());
+        let mut nat = NatDevice::new(config(), secrets());
         let mut f = Vec::new();
         f.extend_from_slice(&NAT_MAC.0);
         f.extend_from_slice(&GUEST_MAC.0);
@@ -491,7 +571,7 @@ proptest! {
         nat.receive(Instant::now(), &f, &mut out);
         nat.receive_offloaded(Instant::now(), &f, &mut out);
         nat.socket_data(Instant::now(), FlowId(1), &body, &mut out);
-        nat.dns_data("127.0.0.1:5353".parse().unwrap(), &body, &mut out);
+        nat.socket_error(FlowId(2), SocketError::Refused, &mut out);
         nat.poll(Instant::now() + Duration::from_secs(100), &mut out);
     }
 
@@ -524,7 +604,7 @@ proptest! {
             let at = at % f.len();
             f[at] = v;
         }
-        let mut nat = NatDevice::new(config());
+        let mut nat = NatDevice::new(config(), secrets());
         let mut out = Vec::new();
         nat.receive(Instant::now(), &f, &mut out);
         for o in &out {
@@ -648,7 +728,7 @@ mod tcp {
 
     #[test]
     fn guest_data_is_written_and_acked_for_what_the_socket_took() {
-        let mut nat = NatDevice::new(config());
+        let mut nat = NatDevice::new(config(), secrets());
         let t = Instant::now();
         let (flow, isn) = established(&mut nat, t);
         let mut out = Vec::new();
@@ -669,7 +749,7 @@ mod tcp {
     fn socket_data_goes_out_in_mss_segments_and_is_consumed_when_acked() {
         let mut c = config();
         c.mtu = 140; // MSS 100
-        let mut nat = NatDevice::new(c);
+        let mut nat = NatDevice::new(c, secrets());
         let t = Instant::now();
         let (flow, isn) = established(&mut nat, t);
         let chunk = frames::TCP_MAX_DATA / 100 * 100;
@@ -707,7 +787,7 @@ mod tcp {
 
     #[test]
     fn window_scaling_is_negotiated_and_our_window_is_scaled() {
-        let mut nat = NatDevice::new(config());
+        let mut nat = NatDevice::new(config(), secrets());
         let t = Instant::now();
         let mut out = Vec::new();
         nat.receive(t, &tcp_frame(1000, 0, F::SYN, b""), &mut out);
@@ -747,7 +827,7 @@ mod tcp {
             flips in proptest::collection::vec((0usize..120, any::<u8>()), 0..8),
             len in 0usize..64,
         ) {
-            let mut nat = NatDevice::new(config());
+            let mut nat = NatDevice::new(config(), secrets());
             let t = Instant::now();
             let (_, isn) = established(&mut nat, t);
             let mut f = tcp_frame(1001, isn + 1, F::ACK | F::PSH, &vec![7; len]);
@@ -767,7 +847,7 @@ mod tcp {
 
     #[test]
     fn a_huge_guest_window_does_not_make_the_shell_peek_without_bound() {
-        let mut nat = NatDevice::new(config());
+        let mut nat = NatDevice::new(config(), secrets());
         let t = Instant::now();
         let r = to_nat(OUTSIDE);
         let h = tcp_wire::Repr {
@@ -805,7 +885,7 @@ mod tcp {
 
     #[test]
     fn three_duplicate_acks_send_again_from_the_last_ack() {
-        let mut nat = NatDevice::new(config());
+        let mut nat = NatDevice::new(config(), secrets());
         let t = Instant::now();
         let (flow, isn) = established(&mut nat, t);
         let mut out = Vec::new();
@@ -838,7 +918,7 @@ mod tcp {
 
     #[test]
     fn an_offloaded_super_frame_is_one_write_without_a_checksum_check() {
-        let mut nat = NatDevice::new(config());
+        let mut nat = NatDevice::new(config(), secrets());
         let t = Instant::now();
         let (_, isn) = established(&mut nat, t);
         let data = vec![9u8; 20_000];
@@ -853,7 +933,7 @@ mod tcp {
 
     #[test]
     fn fins_both_ways_end_the_flow() {
-        let mut nat = NatDevice::new(config());
+        let mut nat = NatDevice::new(config(), secrets());
         let t = Instant::now();
         let (flow, isn) = established(&mut nat, t);
         let mut out = Vec::new();
@@ -884,7 +964,7 @@ mod tcp {
 
     #[test]
     fn refused_connections_and_strays_get_rst() {
-        let mut nat = NatDevice::new(config());
+        let mut nat = NatDevice::new(config(), secrets());
         let t = Instant::now();
         let mut out = Vec::new();
         nat.receive(t, &tcp_frame(1000, 0, F::SYN, b""), &mut out);
@@ -904,7 +984,7 @@ mod tcp {
 
     #[test]
     fn tcp_to_the_gateway_is_reset_without_host_loopback() {
-        let mut nat = NatDevice::new(config());
+        let mut nat = NatDevice::new(config(), secrets());
         let r = to_nat(GW);
         let h = tcp_wire::Repr {
             src_port: PORT,
@@ -928,7 +1008,7 @@ mod tcp {
 fn dns_over_tcp_to_the_gateway_goes_to_the_upstream_and_big_answers_are_truncated() {
     let mut c = config();
     c.mtu = 200;
-    let mut nat = NatDevice::new(c);
+    let mut nat = NatDevice::new(c, secrets());
     let r = to_nat(GW);
     let h = tcp_wire::Repr {
         src_port: 40000,
@@ -953,18 +1033,18 @@ fn dns_over_tcp_to_the_gateway_goes_to_the_upstream_and_big_answers_are_truncate
     query.extend_from_slice(b"\x04test\x00\x00\x01\x00\x01");
     out.clear();
     nat.receive(Instant::now(), &udp_frame(GW, 40001, 53, &query), &mut out);
-    let [Output::DnsQuery { to, query: sent }] = &out[..] else {
+    let [Output::Open { flow, .. }, Output::Send { data: sent, .. }] = &out[..] else {
         panic!("{out:?}");
     };
-    let (to, mut answer) = (*to, sent.clone());
+    let (flow, mut answer) = (*flow, sent.clone());
     answer[2] |= 0x80;
     answer[7] = 20;
     for _ in 0..20 {
         answer.extend_from_slice(&[0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 192, 0, 2, 1]);
     }
     out.clear();
-    nat.dns_data(to, &answer, &mut out);
-    let ip = ip_of(&out[0]);
+    nat.socket_data(Instant::now(), flow, &answer, &mut out);
+    let ip = ip_of(&out[1]);
     let u = udp_of(&ip);
     assert_eq!((u.payload()[2] & 0x02, u.payload().len()), (0x02, 22));
     assert_eq!(nat.counters().dns_truncated, 1);
@@ -973,7 +1053,7 @@ fn dns_over_tcp_to_the_gateway_goes_to_the_upstream_and_big_answers_are_truncate
 #[test]
 fn a_forwarded_connection_arps_for_the_guest_then_opens_to_it() {
     use vnet_core::wire::tcp::Flags as F;
-    let mut nat = NatDevice::new(config());
+    let mut nat = NatDevice::new(config(), secrets());
     let t = Instant::now();
     let mut out = Vec::new();
     let guest = SocketAddrV4::new(GUEST, 80);
@@ -1071,7 +1151,7 @@ fn arp_reply_from_guest() -> Vec<u8> {
 fn a_udp_forward_arps_for_the_guest_then_carries_datagrams_both_ways_until_idle() {
     let mut c = config();
     c.udp_timeout = Duration::from_secs(10);
-    let mut nat = NatDevice::new(c);
+    let mut nat = NatDevice::new(c, secrets());
     let t = Instant::now();
     let mut out = Vec::new();
     let guest = SocketAddrV4::new(GUEST, 5353);
@@ -1148,7 +1228,7 @@ fn a_udp_forward_arps_for_the_guest_then_carries_datagrams_both_ways_until_idle(
 
 #[test]
 fn a_forgotten_forward_flow_is_gone_without_a_close() {
-    let mut nat = NatDevice::new(config());
+    let mut nat = NatDevice::new(config(), secrets());
     let t = Instant::now();
     let mut out = Vec::new();
     nat.receive(t, &arp_reply_from_guest(), &mut out);
@@ -1171,7 +1251,7 @@ fn a_forgotten_forward_flow_is_gone_without_a_close() {
 fn a_udp_forward_shows_outside_peers_as_themselves_and_keeps_to_its_own_flows() {
     let mut c = config();
     c.max_flows = 2;
-    let mut nat = NatDevice::new(c);
+    let mut nat = NatDevice::new(c, secrets());
     let t = Instant::now();
     let mut out = Vec::new();
     nat.receive(t, &arp_reply_from_guest(), &mut out);

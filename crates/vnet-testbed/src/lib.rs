@@ -60,6 +60,7 @@
 //! `VNET_QEMU`, `VNET_GUEST_KERNEL`, `VNET_GUEST_BUSYBOX`, `VNET_GUEST_PVH=0`,
 //! `VNET_TESTBED_CACHE`, `VNET_TESTBED_MAX_BOOTS` (default 2 concurrent boots
 //! per process).
+#![forbid(unsafe_code)]
 
 #![deny(missing_docs)]
 

@@ -17,8 +17,7 @@ use axum::routing::{delete, get, post, put};
 use axum::serve::IncomingStream;
 use axum::Extension;
 use axum::{Json, Router};
-use vnet_io::dataplane::ErrorKind;
-use vnet_io::{ControlError, Handle};
+use vnet_io::{ControlError, ErrorKind, Handle};
 use vnet_model::{
     ApiError, DhcpSpec, ForwardProto, MacAddr, NetworkSpec, PortSpec, Reservation, UplinkSpec,
     Version, VlanMode,

@@ -4,6 +4,7 @@
 //! (refusing if another vnetd serves it, replacing a crashed one's sockets), start the
 //! data plane, create the configured vnets and ports, then serve the control API until
 //! SIGTERM or SIGINT. Shutdown removes every socket it made.
+#![forbid(unsafe_code)]
 
 mod access;
 mod config;
@@ -15,8 +16,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::Parser;
 use tracing::{info, warn};
-use vnet_io::dataplane::ErrorKind;
-use vnet_io::DataPlane;
+use vnet_io::{DataPlane, ErrorKind};
 
 use config::Config;
 

@@ -22,6 +22,7 @@
 //!
 //! The server echoes every connection on its own thread until the peer closes it, and
 //! runs until killed.
+#![forbid(unsafe_code)]
 
 use std::fmt;
 use std::io::{self, Read, Write};

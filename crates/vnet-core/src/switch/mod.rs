@@ -31,8 +31,10 @@ use vlan::VlanRule;
 /// seeded per process, so guests cannot aim collisions at the MAC table.
 pub type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
-/// Identifies a port within its vnet. Never reused while the vnet lives, so a stale id
-/// cannot name a newer port.
+/// Identifies a port within its vnet. Never that of another live port; ids are handed
+/// out in order, so a removed port's id comes back only after the counter has gone
+/// round all of `u32` (see [`Switch::add_port`]): a stale id names a newer port only
+/// after some four billion ports came and went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(transparent)]
 pub struct PortId(pub u32);
@@ -130,6 +132,7 @@ pub struct Switch {
     /// Ports carrying each VLAN, so flooding costs the VLAN's members, not the vnet's.
     members: FastMap<u16, Vec<PortId>>,
     macs: MacTable,
+    /// The id [`Switch::add_port`] tries first (never 0).
     next_id: u32,
     /// How many ports are promiscuous: while none is, known unicast goes straight to
     /// its one port without looking at the others.
@@ -152,11 +155,11 @@ impl Switch {
         &self.config
     }
 
-    /// Adds a port in `mode`; returns its new id.
+    /// Adds a port in `mode`; returns its new id, one no live port has: when the counter
+    /// wraps, ids still in use are skipped, so an insert never replaces a live port.
     pub fn add_port(&mut self, mode: VlanMode) -> Result<PortId, InvalidVlan> {
         let rule = VlanRule::compile(&mode)?;
-        let id = PortId(self.next_id);
-        self.next_id += 1;
+        let id = self.free_id();
         self.ports.insert(
             id,
             Port {
@@ -170,6 +173,27 @@ impl Switch {
         );
         self.index_membership(id);
         Ok(id)
+    }
+
+    /// The next id in order that no live port has (0 is never one). Ends: a switch holds
+    /// far fewer than `u32::MAX` ports. Not on the frame path.
+    fn free_id(&mut self) -> PortId {
+        loop {
+            let id = PortId(self.next_id);
+            self.next_id = self.next_id.checked_add(1).unwrap_or(1);
+            if !self.ports.contains_key(&id) {
+                return id;
+            }
+        }
+    }
+
+    /// A switch whose next port id is `next` (tests of the wrap-around).
+    #[cfg(test)]
+    pub(crate) fn with_next_id(config: SwitchConfig, next: u32) -> Self {
+        Switch {
+            next_id: next.max(1),
+            ..Switch::new(config)
+        }
     }
 
     /// Removes a port and everything learned on it; returns its final state.

@@ -245,7 +245,48 @@ fn removing_a_port_forgets_its_macs() {
     );
     assert!(sw.remove_port(p[1]).is_err());
     let p3 = sw.add_port(VlanMode::default()).unwrap();
-    assert!(p3 > p[2], "ids are never reused");
+    assert!(p3 > p[2], "ids are handed out in order, not reused");
+}
+
+#[test]
+fn port_ids_wrap_around_live_ports_and_never_replace_one() {
+    let mut sw = Switch::new(SwitchConfig::default());
+    let survivor = sw.add_port(VlanMode::default()).unwrap();
+    sw.next_id = u32::MAX - 1;
+    let t = Instant::now();
+    destinations(&mut sw, t, survivor, &frame(MacAddr::BROADCAST, mac(1))).unwrap();
+    let last = sw.add_port(VlanMode::default()).unwrap();
+    let wrapped = sw.add_port(VlanMode::default()).unwrap();
+    let after = sw.add_port(VlanMode::Access { vlan: 2 }).unwrap();
+    assert_eq!(
+        (survivor, last, wrapped, after),
+        (PortId(1), PortId(u32::MAX - 1), PortId(u32::MAX), PortId(2)),
+        "0 and the live port 1 are skipped"
+    );
+    assert_eq!(sw.ports().count(), 4);
+    let port = sw.port(survivor).unwrap();
+    assert_eq!(
+        (port.vlan_mode(), port.counters.rx_frames),
+        (&VlanMode::default(), 1)
+    );
+    assert_eq!(
+        destinations(&mut sw, t, last, &frame(mac(1), mac(9))),
+        Ok(vec![survivor]),
+        "what the live port learned is still its own"
+    );
+}
+
+#[test]
+fn a_switch_full_of_ids_skips_every_live_one() {
+    let mut sw = Switch::with_next_id(SwitchConfig::default(), u32::MAX);
+    let ids: Vec<PortId> = (0..4)
+        .map(|_| sw.add_port(VlanMode::default()).unwrap())
+        .collect();
+    sw.remove_port(ids[1]).unwrap();
+    sw.next_id = u32::MAX;
+    assert_eq!(sw.add_port(VlanMode::default()), Ok(PortId(1)));
+    assert_eq!(sw.add_port(VlanMode::default()), Ok(PortId(4)));
+    assert_eq!(sw.ports().count(), 5);
 }
 
 proptest! {

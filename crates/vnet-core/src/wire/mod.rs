@@ -10,7 +10,6 @@
 //! except the IPv4 header's in `Ipv4Repr::parse`: TCP/UDP/ICMP checksums may legitimately
 //! be left to offload, so their `verify_checksum` is the caller's call.
 
-pub mod api;
 pub mod arp;
 pub mod checksum;
 pub mod ethernet;
@@ -20,6 +19,7 @@ pub mod ip;
 pub mod ipv4;
 pub mod ipv6;
 pub mod offload;
+pub mod seqpacket;
 pub mod stream;
 pub mod tcp;
 pub mod udp;

@@ -1,6 +1,7 @@
 //! QEMU `-netdev dgram` over unix datagrams: every peer address that sends to
 //! `RUN/NET/dgram.sock` is one port. All peers share the vnet's one socket, so the
-//! network reads it and hands frames to the peer's port; this backend only sends.
+//! vnet reads it (`recvmmsg`) and delivers each datagram to its peer's port, whose
+//! [`Inbox`] `recv` empties.
 //!
 //! A datagram socket never reports a peer leaving: a peer is gone when sending to it
 //! fails with `ECONNREFUSED` (socket closed) or `ENOENT` (path removed).
@@ -13,12 +14,14 @@ use std::rc::Rc;
 use mio::net::UnixDatagram;
 use vnet_model::PortKind;
 
+use super::inbox::Inbox;
 use super::{send_error, Backend, Received, Sent, TX_BATCH};
 use crate::frame::FrameBuf;
 use crate::sys::mmsg::SendBatch;
 
 pub struct DgramPort {
     sock: Rc<UnixDatagram>,
+    inbox: Inbox,
     peer: PathBuf,
     /// `sendmmsg` headers addressed to the peer.
     batch: Box<SendBatch<TX_BATCH>>,
@@ -28,7 +31,12 @@ impl DgramPort {
     /// Fails only for a path too long for a unix socket address.
     pub fn new(sock: Rc<UnixDatagram>, peer: PathBuf) -> io::Result<Self> {
         let batch = SendBatch::new(Some(&peer))?;
-        Ok(DgramPort { sock, peer, batch })
+        Ok(DgramPort {
+            sock,
+            inbox: Inbox::default(),
+            peer,
+            batch,
+        })
     }
 
     pub fn peer(&self) -> &PathBuf {
@@ -49,12 +57,12 @@ impl Backend for DgramPort {
         None
     }
 
-    fn recv(&mut self, _buf: &mut FrameBuf) -> Received {
-        Received::WouldBlock
+    fn recv(&mut self, buf: &mut FrameBuf) -> Received {
+        self.inbox.recv(buf)
     }
 
-    fn send(&mut self, frame: &FrameBuf) -> Sent {
-        self.send_batch(std::slice::from_ref(frame)).1
+    fn deliver(&mut self, frame: FrameBuf) -> Result<Option<FrameBuf>, FrameBuf> {
+        self.inbox.deliver(frame)
     }
 
     fn send_batch(&mut self, frames: &[FrameBuf]) -> (usize, Sent) {
@@ -104,7 +112,7 @@ mod tests {
         assert!(matches!(port.send_batch(&frames), (0, Sent::Closed(_))));
         std::fs::remove_dir_all(&dir).unwrap();
         assert!(
-            matches!(port.send(&frames[0]), Sent::Closed(_)),
+            matches!(port.send_batch(&frames[..1]), (0, Sent::Closed(_))),
             "path removed"
         );
     }

@@ -3,10 +3,17 @@
 //! Every backend speaks one client protocol and turns it into whole frames. The data
 //! plane drives them all the same way: `recv` until `WouldBlock`, `send_batch` until
 //! `WouldBlock`. Backends never block and never allocate per frame.
+//!
+//! [`Backend`] says three things about a port: what it is (kind, [`Identity`],
+//! offloads), how it moves frames (`recv`, `send_batch`, answers to requests) and its
+//! timers (`deadline`, `tick`). Every frame enters a vnet through `recv`: ports on a
+//! shared socket (dgram peers, uplinks) are [delivered](Backend::deliver) what the
+//! socket's reader tells apart as theirs.
 
-pub mod api;
-pub mod device;
+pub mod classic;
 pub mod dgram;
+pub mod inbox;
+pub mod seqpacket;
 pub mod service;
 pub mod stream;
 pub mod tap;
@@ -15,7 +22,7 @@ pub mod vde;
 pub mod vhost_user;
 
 use vnet_core::switch::DropCause;
-use vnet_core::wire::api::{Reply, Request};
+use vnet_core::wire::seqpacket::{Reply, Request};
 use vnet_model::PortKind;
 
 use crate::frame::FrameBuf;
@@ -51,9 +58,28 @@ pub enum Sent {
 /// Frames the data plane offers [`Backend::send_batch`] at once.
 pub const TX_BATCH: usize = 32;
 
-/// One port's I/O.
+/// Who a port's client is, beyond its kind: what `vnet port ls` and the control
+/// commands look ports up by.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Identity<'a> {
+    /// The host interface behind the port (TAP, uplink).
+    pub ifname: Option<&'a str>,
+    /// A vhost-user port's name (`--vhost-user NAME`), unique within its vnet.
+    pub vhost_user_name: Option<&'a str>,
+    /// The client's process id, where the transport tells it.
+    pub pid: Option<u32>,
+}
+
+/// One port's I/O: what the port is, how it moves frames, and its timers.
 pub trait Backend {
+    // What the port is.
+
     fn kind(&self) -> PortKind;
+
+    /// Names and ids of the client; none by default.
+    fn identity(&self) -> Identity<'_> {
+        Identity::default()
+    }
 
     /// Who is attached, for `vnet port ls`.
     fn description(&self) -> String;
@@ -65,52 +91,31 @@ pub trait Backend {
         false
     }
 
-    /// The host interface behind the port, for TAP-like backends.
-    fn ifname(&self) -> Option<&str> {
-        None
-    }
+    // How it moves frames.
 
-    /// The name of a vhost-user port (`--vhost-user NAME`), unique within its vnet.
-    fn vhost_user_name(&self) -> Option<&str> {
-        None
-    }
-
-    /// The client's process id, where the transport tells it.
-    fn pid(&self) -> Option<u32> {
-        None
-    }
-
-    /// The fd to watch for this port, or `None` if it shares one (dgram).
+    /// The fd to watch for this port, or `None` if its input arrives otherwise (a
+    /// shared socket, a service's own output).
     fn source(&mut self) -> Option<&mut dyn mio::event::Source>;
 
     /// Reads the next frame or message into `buf`.
     fn recv(&mut self, buf: &mut FrameBuf) -> Received;
 
-    /// Sends a frame.
-    fn send(&mut self, frame: &FrameBuf) -> Sent;
+    /// Sends output the backend buffered earlier (a partial write, replies to requests),
+    /// then frames from the front of `frames` (possibly empty) in order, stopping at the
+    /// first that is not `Done`: returns how many frames were sent and that frame's
+    /// outcome (`WouldBlock` or `Closed` also when the buffered output could not go, with
+    /// no frame sent), or `Done` if all it took (at least one, if any were offered) were
+    /// sent; the caller offers the rest again. Backends that send one frame per system
+    /// call implement it with [`send_each`].
+    fn send_batch(&mut self, frames: &[FrameBuf]) -> (usize, Sent);
 
-    /// Sends frames from the front of `frames` (never empty) in order, stopping at the
-    /// first that is not `Done`: returns how many were sent and that frame's outcome,
-    /// or `Done` if all it took (at least one) were sent; the caller offers the rest
-    /// again. Backends that can send many frames per system call override it.
-    fn send_batch(&mut self, frames: &[FrameBuf]) -> (usize, Sent) {
-        for (i, frame) in frames.iter().enumerate() {
-            match self.send(frame) {
-                Sent::Done => {}
-                other => return (i, other),
-            }
-        }
-        (frames.len(), Sent::Done)
-    }
-
-    /// Whether output is buffered inside the backend, waiting for the client.
-    fn has_pending_output(&self) -> bool {
-        false
-    }
-
-    /// Sends buffered output; `Done` when nothing is left.
-    fn flush(&mut self) -> Sent {
-        Sent::Done
+    /// Takes a frame read for this port from a socket it shares with other ports (the
+    /// vnet's dgram socket, a NIC's uplink socket; see [`inbox`]): `recv` gives it to
+    /// the switch like any other input. `Ok` may carry an empty buffer for the caller's
+    /// pool; `Err` returns the frame: the port reads a socket of its own, or its inbox
+    /// is full.
+    fn deliver(&mut self, frame: FrameBuf) -> Result<Option<FrameBuf>, FrameBuf> {
+        Err(frame)
     }
 
     /// Answers a request this backend returned from `recv`. Only the vnet API has any.
@@ -122,6 +127,8 @@ pub trait Backend {
         false
     }
 
+    // Its timers.
+
     /// When the backend wants [`Backend::tick`] (a service's timers).
     fn deadline(&self) -> Option<std::time::Instant> {
         None
@@ -129,6 +136,20 @@ pub trait Backend {
 
     /// Runs due timers.
     fn tick(&mut self, _now: std::time::Instant) {}
+}
+
+/// [`Backend::send_batch`] for a backend that sends frames one at a time with `send`.
+pub(crate) fn send_each(
+    frames: &[FrameBuf],
+    mut send: impl FnMut(&FrameBuf) -> Sent,
+) -> (usize, Sent) {
+    for (i, frame) in frames.iter().enumerate() {
+        match send(frame) {
+            Sent::Done => {}
+            other => return (i, other),
+        }
+    }
+    (frames.len(), Sent::Done)
 }
 
 /// Implements `mio::event::Source` for a backend whose readiness is that of one fd.

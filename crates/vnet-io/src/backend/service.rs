@@ -1,15 +1,19 @@
-//! Built-in services (DHCP, later NAT and DNS) attached as ports.
+//! Built-in services (DHCP; NAT with its DNS forwarder) attached as ports.
 //!
 //! A service sees exactly the frames a VM on its port would see and answers with
-//! frames; it has no fd. Frames the switch queues for the port go into
-//! [`Service::receive`]; what the service says back waits in an outbox that the data
-//! plane reads like any other port's input.
+//! frames. Frames the switch queues for the port go into [`Service::receive`]; what the
+//! service says back waits in an outbox that the data plane reads like any other port's
+//! input.
 //!
-//! A service that owns host sockets (NAT) gathers them under one fd of its own (an
-//! epoll fd) and names it in [`Service::watch_fd`]: the data plane watches that fd
-//! with the ports' and, when it is readable, has the service read its sockets
-//! ([`Service::readable`]) while it drains the port, so host sockets never block the
-//! data plane and need no thread.
+//! Where services touch I/O: their protocol logic is sans-I/O (`vnet-dhcp`,
+//! `vnet-nat`), but the [`Service`] implementations here are its shells and do I/O
+//! inside these calls, never blocking: the DHCP service writes its lease file, the NAT
+//! device writes to, connects and closes host sockets as the guest's frames and its
+//! timers ask. Only reading needs the data plane's help: a service that owns host
+//! sockets (NAT) also implements [`HostSockets`], gathering them under one fd of its own
+//! (an epoll fd) that the data plane watches with the ports'; when it is readable the
+//! port reads them ([`HostSockets::readable`]) while it is drained, so host sockets
+//! never block the data plane and need no thread.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -21,7 +25,7 @@ use vnet_core::switch::DropCause;
 use vnet_core::wire::offload::VirtioNetHdr;
 use vnet_model::PortKind;
 
-use super::{Backend, Received, Sent, WatchedFd};
+use super::{send_each, Backend, Received, Sent, WatchedFd};
 use crate::frame::FrameBuf;
 
 /// A frame a service sends into its vnet.
@@ -42,7 +46,8 @@ impl From<Vec<u8>> for Outgoing {
     }
 }
 
-/// The sans-I/O side of a service, as the data plane drives it.
+/// A service as the data plane drives it: frames in, frames out, timers. (Its shell
+/// may write files and sockets in these calls; see the module docs.)
 pub trait Service {
     /// For `vnet port ls`, e.g. "dhcp 192.168.101.254".
     fn description(&self) -> String;
@@ -51,6 +56,7 @@ pub trait Service {
     fn offloads(&self) -> bool {
         false
     }
+
     /// One frame delivered to the service's port, with its offload metadata (all
     /// zeros unless the service [`offloads`](Service::offloads)); replies are pushed
     /// onto `out`. `false` means the frame was addressed to the service but malformed.
@@ -62,16 +68,24 @@ pub trait Service {
     fn recycle(&mut self, _buf: FrameBuf) {}
     /// When `poll` next has work, if ever.
     fn deadline(&self) -> Option<Instant>;
-    /// An fd for the data plane to watch (edge-triggered), owned by the service and
-    /// open as long as it lives. Most services have none.
-    fn watch_fd(&self) -> Option<RawFd> {
+    /// The service's host sockets, if it reads any (NAT); `None` for services that
+    /// only answer frames (DHCP).
+    fn host_sockets(&mut self) -> Option<&mut dyn HostSockets> {
         None
     }
+}
+
+/// The sockets a service reads from the host, gathered under one fd the data plane
+/// watches: the one place a service waits for the OS.
+pub trait HostSockets {
+    /// The fd to watch (edge-triggered), owned by the service and open as long as it
+    /// lives.
+    fn watch_fd(&self) -> RawFd;
     /// The watched fd may be readable: read what is waiting and push the resulting
     /// frames onto `out`. Pushing nothing means nothing is left to read, so the
     /// service must keep track of sockets it did not drain and finish them on later
     /// calls.
-    fn readable(&mut self, _now: Instant, _out: &mut Vec<Outgoing>) {}
+    fn readable(&mut self, now: Instant, out: &mut Vec<Outgoing>);
 }
 
 /// A port whose client is a [`Service`], shared with the control plane's commands.
@@ -90,7 +104,10 @@ const OUTBOX_LIMIT: usize = 4096;
 
 impl<S: Service> ServicePort<S> {
     pub fn new(service: Rc<RefCell<S>>) -> Self {
-        let watched = service.borrow().watch_fd().map(WatchedFd);
+        let watched = service
+            .borrow_mut()
+            .host_sockets()
+            .map(|s| WatchedFd(s.watch_fd()));
         let offloads = service.borrow().offloads();
         ServicePort {
             service,
@@ -136,9 +153,9 @@ impl<S: Service> Backend for ServicePort<S> {
 
     fn recv(&mut self, buf: &mut FrameBuf) -> Received {
         if self.outbox.is_empty() && self.watched.is_some() {
-            self.service
-                .borrow_mut()
-                .readable(Instant::now(), &mut self.scratch);
+            if let Some(sockets) = self.service.borrow_mut().host_sockets() {
+                sockets.readable(Instant::now(), &mut self.scratch);
+            }
             self.collect();
         }
         if self.overflow > 0 {
@@ -164,17 +181,8 @@ impl<S: Service> Backend for ServicePort<S> {
         }
     }
 
-    fn send(&mut self, frame: &FrameBuf) -> Sent {
-        let accepted =
-            self.service
-                .borrow_mut()
-                .receive(frame.frame(), &frame.offload, &mut self.scratch);
-        self.collect();
-        if accepted {
-            Sent::Done
-        } else {
-            Sent::Dropped(DropCause::Malformed)
-        }
+    fn send_batch(&mut self, frames: &[FrameBuf]) -> (usize, Sent) {
+        send_each(frames, |f| self.send_one(f))
     }
 
     fn has_input(&self) -> bool {
@@ -188,6 +196,22 @@ impl<S: Service> Backend for ServicePort<S> {
     fn tick(&mut self, now: Instant) {
         self.service.borrow_mut().poll(now, &mut self.scratch);
         self.collect();
+    }
+}
+
+impl<S: Service> ServicePort<S> {
+    /// Hands one frame to the service.
+    fn send_one(&mut self, frame: &FrameBuf) -> Sent {
+        let accepted =
+            self.service
+                .borrow_mut()
+                .receive(frame.frame(), &frame.offload, &mut self.scratch);
+        self.collect();
+        if accepted {
+            Sent::Done
+        } else {
+            Sent::Dropped(DropCause::Malformed)
+        }
     }
 }
 

@@ -17,7 +17,7 @@ use vnet_core::switch::DropCause;
 use vnet_core::wire::stream::{next_record, prefix, PREFIX_LEN};
 use vnet_model::PortKind;
 
-use super::{send_error, Backend, Received, Sent};
+use super::{send_each, send_error, Backend, Identity, Received, Sent};
 use crate::frame::FrameBuf;
 use crate::sys::{peer, sockopt};
 
@@ -125,8 +125,11 @@ impl Backend for StreamPort {
         format!("stream {}", self.peer)
     }
 
-    fn pid(&self) -> Option<u32> {
-        self.pid
+    fn identity(&self) -> Identity<'_> {
+        Identity {
+            pid: self.pid,
+            ..Identity::default()
+        }
     }
 
     fn source(&mut self) -> Option<&mut dyn mio::event::Source> {
@@ -155,7 +158,16 @@ impl Backend for StreamPort {
         }
     }
 
-    fn send(&mut self, frame: &FrameBuf) -> Sent {
+    fn send_batch(&mut self, frames: &[FrameBuf]) -> (usize, Sent) {
+        if let other @ (Sent::WouldBlock | Sent::Closed(_)) = self.flush() {
+            return (0, other);
+        }
+        send_each(frames, |f| self.send_one(f))
+    }
+}
+
+impl StreamPort {
+    fn send_one(&mut self, frame: &FrameBuf) -> Sent {
         match self.flush() {
             Sent::Done => {}
             other => return other,
@@ -178,10 +190,6 @@ impl Backend for StreamPort {
             }
             Err(e) => send_error(e),
         }
-    }
-
-    fn has_pending_output(&self) -> bool {
-        self.tx_sent < self.tx.len()
     }
 
     fn flush(&mut self) -> Sent {

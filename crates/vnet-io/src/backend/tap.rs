@@ -7,7 +7,7 @@ use tracing::warn;
 use vnet_core::switch::DropCause;
 use vnet_model::PortKind;
 
-use super::{fd_source, send_error, Backend, Received, Sent};
+use super::{fd_source, send_each, send_error, Backend, Identity, Received, Sent};
 use crate::error::Chain;
 use crate::frame::FrameBuf;
 use crate::sys::netif;
@@ -68,8 +68,11 @@ impl Backend for TapPort {
         format!("{} {}", self.role, self.ifname)
     }
 
-    fn ifname(&self) -> Option<&str> {
-        Some(&self.ifname)
+    fn identity(&self) -> Identity<'_> {
+        Identity {
+            ifname: Some(&self.ifname),
+            ..Identity::default()
+        }
     }
 
     fn source(&mut self) -> Option<&mut dyn mio::event::Source> {
@@ -90,7 +93,13 @@ impl Backend for TapPort {
         }
     }
 
-    fn send(&mut self, frame: &FrameBuf) -> Sent {
+    fn send_batch(&mut self, frames: &[FrameBuf]) -> (usize, Sent) {
+        send_each(frames, |f| self.send_one(f))
+    }
+}
+
+impl TapPort {
+    fn send_one(&mut self, frame: &FrameBuf) -> Sent {
         let mut hdr = [0u8; VNET_HDR_LEN];
         frame.offload.write(&mut hdr);
         match self

@@ -3,8 +3,9 @@
 //! One socket per NIC ([`UplinkSocket`]), shared by every vnet bridged to it: each vnet
 //! claims the NIC's untagged frames, one VLAN of it (access: tagged on the NIC,
 //! untagged inside the vnet) or a list of VLANs (trunk: tagged on both sides). The
-//! engine reads the socket and hands each frame to the vnet that claims its tag; each
-//! vnet's [`UplinkPort`] only sends, adding its VLAN's tag on the way out.
+//! data-plane thread reads the socket and delivers each frame to the [`UplinkPort`] of
+//! the vnet that claims its tag, whose `recv` hands it to the switch; the port adds its
+//! VLAN's tag on the way out.
 //!
 //! Frames the NIC sent (`PACKET_OUTGOING`: ours, or the host's own) are never taken in,
 //! so nothing loops. The NIC keeps its MTU: larger frames are dropped as oversize. A
@@ -18,9 +19,10 @@ use tracing::{info, warn};
 use vnet_core::switch::{DropCause, PortId};
 use vnet_model::{PortKind, UplinkMode, UplinkSpec};
 
-use super::{Backend, Received, Sent};
+use super::inbox::Inbox;
+use super::{send_each, Backend, Identity, Received, Sent};
 use crate::frame::FrameBuf;
-use crate::sys::packet::{PacketSocket, RecvMeta, PACKET_VNET_HDR_LEN};
+use crate::sys::packet::{PacketError, PacketSocket, RecvMeta, PACKET_VNET_HDR_LEN};
 use vnet_core::wire::offload::{VirtioNetHdr, VIRTIO_NET_HDR_LEN};
 
 /// What a vnet takes from its NIC.
@@ -105,7 +107,7 @@ pub enum Polled<'a> {
 }
 
 impl UplinkSocket {
-    pub fn open(interface: &str) -> io::Result<UplinkSocket> {
+    pub fn open(interface: &str) -> Result<UplinkSocket, PacketError> {
         Ok(UplinkSocket {
             interface: interface.to_string(),
             sock: Rc::new(PacketSocket::open(interface)?),
@@ -202,6 +204,8 @@ fn shift_offsets(hdr: &mut VirtioNetHdr, by: u16) {
 /// A vnet's port on its uplink: sends frames out of the NIC.
 pub struct UplinkPort {
     sock: Rc<PacketSocket>,
+    /// Frames the thread read from the shared socket for this port.
+    inbox: Inbox,
     interface: String,
     /// Access to a VLAN of the NIC: frames leave with this tag.
     tag: Option<u16>,
@@ -226,6 +230,7 @@ impl UplinkPort {
         };
         UplinkPort {
             sock: Rc::clone(&shared.sock),
+            inbox: Inbox::default(),
             interface: spec.interface.clone(),
             tag: match Claim::of(spec) {
                 Claim::Vlan(v) => Some(v),
@@ -246,8 +251,11 @@ impl Backend for UplinkPort {
         self.description.clone()
     }
 
-    fn ifname(&self) -> Option<&str> {
-        Some(&self.interface)
+    fn identity(&self) -> Identity<'_> {
+        Identity {
+            ifname: Some(&self.interface),
+            ..Identity::default()
+        }
     }
 
     fn source(&mut self) -> Option<&mut dyn mio::event::Source> {
@@ -260,11 +268,21 @@ impl Backend for UplinkPort {
         true
     }
 
-    fn recv(&mut self, _buf: &mut FrameBuf) -> Received {
-        Received::WouldBlock
+    fn recv(&mut self, buf: &mut FrameBuf) -> Received {
+        self.inbox.recv(buf)
     }
 
-    fn send(&mut self, frame: &FrameBuf) -> Sent {
+    fn deliver(&mut self, frame: FrameBuf) -> Result<Option<FrameBuf>, FrameBuf> {
+        self.inbox.deliver(frame)
+    }
+
+    fn send_batch(&mut self, frames: &[FrameBuf]) -> (usize, Sent) {
+        send_each(frames, |f| self.send_one(f))
+    }
+}
+
+impl UplinkPort {
+    fn send_one(&mut self, frame: &FrameBuf) -> Sent {
         let f = frame.frame();
         if f.len() < 14 {
             return Sent::Dropped(DropCause::Runt);

@@ -47,7 +47,7 @@ use vnet_core::wire::vde::{
 };
 use vnet_model::PortKind;
 
-use super::{send_error, Backend, Received, Sent, TX_BATCH};
+use super::{send_error, Backend, Identity, Received, Sent, TX_BATCH};
 use crate::error::chain;
 use crate::frame::FrameBuf;
 use crate::sys::mmsg::SendBatch;
@@ -283,8 +283,11 @@ impl Backend for VdePort {
         }
     }
 
-    fn pid(&self) -> Option<u32> {
-        self.pid
+    fn identity(&self) -> Identity<'_> {
+        Identity {
+            pid: self.pid,
+            ..Identity::default()
+        }
     }
 
     fn source(&mut self) -> Option<&mut dyn mio::event::Source> {
@@ -312,12 +315,8 @@ impl Backend for VdePort {
         }
     }
 
-    fn send(&mut self, frame: &FrameBuf) -> Sent {
-        self.send_batch(std::slice::from_ref(frame)).1
-    }
-
     fn send_batch(&mut self, frames: &[FrameBuf]) -> (usize, Sent) {
-        if self.request.is_some() {
+        if self.request.is_some() && !frames.is_empty() {
             // Not connected yet: the frames wait in the queue.
             return (0, Sent::WouldBlock);
         }
@@ -340,10 +339,12 @@ impl mio::event::Source for VdePort {
         self.ctl.register(r, t, i)?;
         self.data.register(r, t, i)
     }
+
     fn reregister(&mut self, r: &mio::Registry, t: mio::Token, i: mio::Interest) -> io::Result<()> {
         self.ctl.reregister(r, t, i)?;
         self.data.reregister(r, t, i)
     }
+
     fn deregister(&mut self, r: &mio::Registry) -> io::Result<()> {
         let ctl = self.ctl.deregister(r);
         self.data.deregister(r)?;

@@ -52,7 +52,7 @@ use vnet_core::switch::DropCause;
 use vnet_core::wire::offload::{self as offload, VirtioNetHdr, VIRTIO_NET_HDR_LEN};
 use vnet_model::PortKind;
 
-use super::{Backend, Received, Sent, WatchedFd};
+use super::{send_each, Backend, Identity, Received, Sent, WatchedFd};
 use crate::error::Chain;
 use crate::frame::{FrameBuf, LARGE_CAPACITY};
 use crate::sys::fdpass;
@@ -306,14 +306,17 @@ impl Backend for VhostUserPort {
         }
     }
 
+    fn identity(&self) -> Identity<'_> {
+        Identity {
+            vhost_user_name: Some(&self.name),
+            ..Identity::default()
+        }
+    }
+
     /// The guest acks GSO and checksum offloads we offer (Linux always does), so GSO
     /// frames pass both ways untouched.
     fn offloads(&self) -> bool {
         true
-    }
-
-    fn vhost_user_name(&self) -> Option<&str> {
-        Some(&self.name)
     }
 
     fn source(&mut self) -> Option<&mut dyn mio::event::Source> {
@@ -344,7 +347,13 @@ impl Backend for VhostUserPort {
         outcome
     }
 
-    fn send(&mut self, frame: &FrameBuf) -> Sent {
+    fn send_batch(&mut self, frames: &[FrameBuf]) -> (usize, Sent) {
+        send_each(frames, |f| self.send_one(f))
+    }
+}
+
+impl VhostUserPort {
+    fn send_one(&mut self, frame: &FrameBuf) -> Sent {
         if !self.shared.connected.load(Ordering::Relaxed) {
             return Sent::Dropped(DropCause::LinkDown);
         }

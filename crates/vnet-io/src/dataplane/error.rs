@@ -3,7 +3,7 @@
 //! Each variant names what went wrong; [`ControlError::kind`] sorts them into the few
 //! classes the control API answers with a status code. A variant's message says only
 //! its own step; the failure under it is its [`std::error::Error::source`], and
-//! [`ControlError::message`] joins the two for the API's answer.
+//! [`ControlError::message`] joins them for the API's answer.
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -16,6 +16,7 @@ use crate::backend::vhost_user::VhostUserError;
 use crate::services::dhcp::DhcpError;
 use crate::services::nat::{ForwardError, NatError};
 use crate::sys::netif::NetifError;
+use crate::sys::packet::PacketError;
 use crate::sys::tap::TapError;
 
 /// Why a control command failed.
@@ -67,7 +68,7 @@ pub enum ControlError {
     OpenUplink {
         interface: String,
         #[source]
-        source: io::Error,
+        source: PacketError,
     },
     #[error("cannot create the sockets of vnet {vnet:?} in {}", .dir.display())]
     Bind {
@@ -196,10 +197,12 @@ impl ControlError {
                 }
                 _ => ErrorKind::Failed,
             },
-            ControlError::OpenUplink { source, .. } => match errno(source) {
-                Some(libc::EPERM | libc::EACCES) => ErrorKind::Forbidden,
-                _ if source.kind() == io::ErrorKind::NotFound => ErrorKind::Invalid,
-                _ => ErrorKind::Failed,
+            ControlError::OpenUplink { source, .. } => match source.os_error() {
+                None => ErrorKind::Invalid,
+                Some(e) if matches!(errno(e), Some(libc::EPERM | libc::EACCES)) => {
+                    ErrorKind::Forbidden
+                }
+                Some(_) => ErrorKind::Failed,
             },
             ControlError::Stopped => ErrorKind::Stopped,
             ControlError::NatStart(_)
@@ -216,21 +219,10 @@ impl ControlError {
         }
     }
 
-    /// The error and the failures under it, `: `-separated: the control API's answer.
-    /// A cause whose words the message holds already (an error that spells out its own
-    /// source) is not repeated.
+    /// The error and the failures under it, `: `-separated: the control API's answer
+    /// (see [`crate::error::Chain`]).
     pub fn message(&self) -> String {
-        let mut message = self.to_string();
-        let mut cause = std::error::Error::source(self);
-        while let Some(e) = cause {
-            let said = e.to_string();
-            if !message.contains(&said) {
-                message.push_str(": ");
-                message.push_str(&said);
-            }
-            cause = e.source();
-        }
-        message
+        crate::error::chain(self)
     }
 }
 
@@ -242,12 +234,12 @@ mod tests {
     fn the_api_message_names_the_step_then_its_cause_once() {
         let e = ControlError::OpenUplink {
             interface: "eth9".into(),
-            source: io::Error::from_raw_os_error(libc::ENODEV),
+            source: PacketError::Bind("eth9".into(), io::Error::from_raw_os_error(libc::ENODEV)),
         };
         assert_eq!(e.to_string(), "cannot open uplink eth9");
         assert_eq!(
             e.message(),
-            "cannot open uplink eth9: No such device (os error 19)"
+            "cannot open uplink eth9: cannot bind the AF_PACKET socket to eth9: No such device (os error 19)"
         );
         assert_eq!(e.kind(), ErrorKind::Failed);
         // TapError's message names the step; its source follows, once.

@@ -30,13 +30,15 @@
 //! 6. **Between services**: DHCP names go to the NAT's DNS; once a second the MAC
 //!    tables age.
 //!
-//! Lists hold `(vnet key, port id)` pairs, and a vnet or port removed meanwhile is
-//! skipped when its turn comes, so removal never searches the lists. Each list has a
-//! twin: the turn works through one while the next turn's fills up, and the two swap,
-//! so none is reallocated.
+//! Lists hold `(vnet key, port id)` pairs. A port removed meanwhile is skipped when its
+//! turn comes (port ids are never reused), so closing a port never searches the lists;
+//! a removed vnet is filtered out of them, since its slab key may be reused. Each list
+//! has a twin: the turn works through one while the next turn's fills up, and the two
+//! swap, so none is reallocated.
 //!
 //! Making and removing vnets, ports and services is in [`lifecycle`]; bridging to host
-//! NICs in [`uplinks`].
+//! NICs in [`uplinks`]. The `tests` drive [`Thread::turn`] through the `harness`: a
+//! virtual clock and scripted ports, no root.
 
 mod commands;
 #[cfg(test)]
@@ -255,7 +257,7 @@ impl Thread {
     /// The turn's work once readiness is known, at time `now`: receive, transmit,
     /// obey commands (if `woken`), age. `true` means shut down.
     fn turn(&mut self, now: Instant, woken: bool) -> bool {
-        self.receive_uplinks(now);
+        self.receive_uplinks();
         self.receive_all(now);
         self.transmit_all();
         if woken && self.obey_commands(now) {
@@ -322,9 +324,10 @@ impl Thread {
         self.rx_work = list;
     }
 
-    /// Reads host NICs' uplink sockets and hands each frame to the vnet that claims
-    /// its VLAN (at most [`UPLINK_BUDGET`] frames per NIC and turn).
-    fn receive_uplinks(&mut self, now: Instant) {
+    /// Reads host NICs' uplink sockets and delivers each frame to the uplink port of
+    /// the vnet that claims its VLAN (at most [`UPLINK_BUDGET`] frames per NIC and
+    /// turn), listing the port for receive.
+    fn receive_uplinks(&mut self) {
         for u in std::mem::take(&mut self.uplink_rx) {
             let mut more = true;
             for _ in 0..UPLINK_BUDGET {
@@ -339,12 +342,15 @@ impl Thread {
                     }
                     Polled::Skipped => continue,
                     Polled::Frame(inc) => {
+                        // The port's recv hands the frame to the switch, in
+                        // receive_all later this turn.
                         let (key, port) = (inc.net, inc.port);
                         let Some(vnet) = self.vnets.get_mut(key) else {
                             continue;
                         };
-                        vnet.receive_uplink(now, port, inc, &mut self.touched);
-                        self.schedule_touched(key);
+                        if vnet.deliver_uplink(port, inc) {
+                            self.schedule_rx(key, port);
+                        }
                     }
                 }
             }

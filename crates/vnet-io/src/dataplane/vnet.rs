@@ -5,7 +5,8 @@
 //! the pass: [`Vnet::receive`] runs a port's input through the switch into the egress
 //! queues, [`Vnet::transmit`] drains one queue into its client. Its state stays
 //! private: the thread asks it questions (is this port still here, is it watched) and
-//! gives it orders (attach this backend, age the MAC table).
+//! gives it orders (attach this backend, age the MAC table). Its sockets in `RUN/NAME`
+//! are in [`sockets`], its snapshots for the control API in [`report`].
 
 mod report;
 mod sockets;
@@ -27,8 +28,8 @@ use vnet_core::switch::Verdict;
 use vnet_core::switch::{
     DropCause, FastMap, InvalidVlan, PortId, SetPortError, Switch, Tagging, VlanMode,
 };
-use vnet_core::wire::api::{PortInfo as ApiPortInfo, Reply, Request, API_VERSION};
 use vnet_core::wire::offload::{self, Segmenter, VirtioNetHdr};
+use vnet_core::wire::seqpacket::{PortInfo as ApiPortInfo, Reply, Request, API_VERSION};
 use vnet_model::{MacAddr, NetworkSpec, UplinkSpec};
 
 use super::queue::EgressQueue;
@@ -114,7 +115,8 @@ impl Vnet {
         self.ports
             .iter()
             .find(|(_, p)| {
-                p.backend.kind() == vnet_model::PortKind::Tap && p.backend.ifname() == Some(ifname)
+                p.backend.kind() == vnet_model::PortKind::Tap
+                    && p.backend.identity().ifname == Some(ifname)
             })
             .map(|(id, _)| *id)
     }
@@ -147,7 +149,7 @@ impl Vnet {
     pub fn has_vhost_user_port(&self, name: &str) -> bool {
         self.ports
             .values()
-            .any(|p| p.backend.vhost_user_name() == Some(name))
+            .any(|p| p.backend.identity().vhost_user_name == Some(name))
     }
 
     /// Marks `id` as listed for a receive pass: `false` if it is gone or listed already.
@@ -234,17 +236,12 @@ impl Vnet {
         })
     }
 
-    /// A frame a host NIC's uplink socket read for this vnet's uplink port `port`,
-    /// through the switch.
-    pub fn receive_uplink(
-        &mut self,
-        now: Instant,
-        port: PortId,
-        frame: Incoming<'_>,
-        touched: &mut Vec<PortId>,
-    ) {
+    /// Delivers a frame a host NIC's uplink socket read for this vnet's uplink port
+    /// `port` to that port, whose `recv` then hands it to the switch: `true` if the
+    /// port should be read.
+    pub fn deliver_uplink(&mut self, port: PortId, frame: Incoming<'_>) -> bool {
         if !self.ports.contains_key(&port) {
-            return;
+            return false;
         }
         let mut buf = self.pool.get_for(frame.frame.len());
         buf.fill(frame.frame);
@@ -252,7 +249,25 @@ impl Vnet {
         if frame.strip {
             buf.retag(Tagging::Untagged);
         }
-        self.forward(now, port, buf, touched);
+        self.deliver(port, buf);
+        true
+    }
+
+    /// Gives `buf` to port `id`'s backend for its `recv` (a frame read from a shared
+    /// socket); a port that cannot take it drops it, counted.
+    fn deliver(&mut self, id: PortId, buf: FrameBuf) {
+        let Some(port) = self.ports.get_mut(&id) else {
+            self.pool.put(buf);
+            return;
+        };
+        match port.backend.deliver(buf) {
+            Ok(Some(empty)) => self.pool.put(empty),
+            Ok(None) => {}
+            Err(buf) => {
+                self.pool.put(buf);
+                self.switch.count_drop(id, DropCause::QueueFull);
+            }
+        }
     }
 
     pub fn set_vlan_mode(
@@ -385,7 +400,8 @@ impl Vnet {
     }
 
     /// Reads the shared dgram socket in batches (`recvmmsg`), creating a port for each
-    /// new peer.
+    /// new peer, and delivers each datagram to its peer's port, which is read at once
+    /// (after each run of datagrams from one peer).
     pub fn receive_dgram(&mut self, now: Instant, touched: &mut Vec<PortId>) -> PassEnd {
         for _ in 0..RX_BUDGET / DGRAM_BATCH {
             let mut bufs: [FrameBuf; DGRAM_BATCH] = std::array::from_fn(|_| self.pool.get());
@@ -399,6 +415,8 @@ impl Vnet {
                     0
                 }
             };
+            // The peer whose datagrams were delivered but not yet read.
+            let mut unread: Option<PortId> = None;
             for (i, mut buf) in bufs.into_iter().enumerate() {
                 if i >= count {
                     self.pool.put(buf);
@@ -424,10 +442,18 @@ impl Vnet {
                         self.add_dgram_peer(path)
                     }
                 };
-                match id {
-                    Some(id) => self.forward(now, id, buf, touched),
-                    None => self.pool.put(buf),
+                let Some(id) = id else {
+                    self.pool.put(buf);
+                    continue;
+                };
+                if let Some(previous) = unread.filter(|&p| p != id) {
+                    self.receive(now, previous, touched);
                 }
+                self.deliver(id, buf);
+                unread = Some(id);
+            }
+            if let Some(id) = unread {
+                self.receive(now, id, touched);
             }
             if count < DGRAM_BATCH {
                 return PassEnd::Idle;
@@ -467,23 +493,14 @@ impl Vnet {
         let Some(port) = self.ports.get_mut(&id) else {
             return PassEnd::Idle;
         };
-        if port.backend.has_pending_output() {
-            match port.backend.flush() {
-                Sent::Done | Sent::Dropped(_) => {}
-                Sent::WouldBlock => return PassEnd::Blocked,
-                Sent::Closed(why) => return PassEnd::Closed(why),
-            }
-        }
         let counters = &mut self
             .switch
             .port_mut(id)
             .expect("switch and ports agree")
             .counters;
         loop {
+            // Offered even when empty: the backend may hold output of its own.
             let batch = port.queue.front_batch(TX_BATCH);
-            if batch.is_empty() {
-                return PassEnd::Idle;
-            }
             let (sent, outcome) = port.backend.send_batch(batch);
             for _ in 0..sent {
                 let buf = port.queue.pop_front().expect("sent frames were queued");
@@ -499,6 +516,9 @@ impl Vnet {
                 }
                 Sent::WouldBlock => return PassEnd::Blocked,
                 Sent::Closed(why) => return PassEnd::Closed(why),
+            }
+            if port.queue.len() == 0 {
+                return PassEnd::Idle;
             }
         }
     }
@@ -696,11 +716,8 @@ mod tests {
         fn recv(&mut self, _buf: &mut FrameBuf) -> Received {
             Received::WouldBlock
         }
-        fn send(&mut self, frame: &FrameBuf) -> Sent {
-            self.send_batch(std::slice::from_ref(frame)).1
-        }
         fn send_batch(&mut self, frames: &[FrameBuf]) -> (usize, Sent) {
-            assert!((1..=TX_BATCH).contains(&frames.len()));
+            assert!(frames.len() <= TX_BATCH);
             let mut script = self.0.borrow_mut();
             let take = frames.len().min(5);
             for (i, frame) in frames[..take].iter().enumerate() {

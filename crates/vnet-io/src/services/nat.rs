@@ -1,9 +1,10 @@
 //! The NAT device of one vnet: `vnet_nat::NatDevice` plus the host sockets it asks for.
 //!
-//! Every flow's socket, and the DNS socket, is registered with a private `mio::Poll`
-//! whose epoll fd the data plane watches ([`Service::watch_fd`]); when it fires the port
-//! is drained like any other, and [`Service::readable`] reads the sockets in bounded
-//! batches. Nothing here blocks.
+//! Every flow's socket (a DNS query's too) is registered with a private `mio::Poll`
+//! whose epoll fd the data plane watches ([`HostSockets::watch_fd`]); when it fires the
+//! port is drained like any other, and [`HostSockets::readable`] reads the sockets in
+//! bounded batches. Writes happen inside [`Service::receive`] and [`Service::poll`], as
+//! the device's actions ask. Nothing here blocks.
 //!
 //! ICMP echo leaves through an unprivileged ping socket (`SOCK_DGRAM`/`IPPROTO_ICMP`,
 //! allowed when `net.ipv4.ping_group_range` covers the daemon's gid), else through a
@@ -16,6 +17,15 @@
 //! module explains. The port takes and makes offload frames: a guest's TSO super-frame
 //! is one write to the socket, and socket data leaves as super-frames of up to 64 KiB
 //! that the guest's TAP (or the switch, for ports without offloads) cuts into segments.
+//!
+//! The device's secrets (TCP ISN and DNS ID keys) come from the OS CSPRNG
+//! (`getrandom`) at start. Each DNS query attempt is a UDP flow of its own to the
+//! upstream (the device says `Open` + `Send`, answers come back through `socket_data`):
+//! bound to port 0, so the kernel gives it a random ephemeral port, and connected, so
+//! only that upstream can answer on it. A socket per attempt fits the poll as every
+//! other flow does (one token, closed with the attempt), at most
+//! `vnet_nat::dns::MAX_PENDING` at once; a shared pool of sockets would have to be
+//! rotated and would leave several queries on one port.
 //!
 //! Port forwards are registered under tokens from `LISTENERS`: a TCP forward is a
 //! listener whose accepted connections become TCP flows with their own sockets; a UDP
@@ -38,14 +48,13 @@ use vnet_core::wire::offload::{Segmenter, VirtioNetHdr};
 use vnet_core::wire::{icmpv4, ipv4, MacAddr};
 use vnet_model::{ForwardProto, ForwardSpec, NetworkSpec};
 use vnet_nat::frames::{self, TCP_DATA_OFFSET};
-use vnet_nat::{FlowId, NatConfig, NatDevice, Output, Proto, SocketError, TCP_WINDOW};
+use vnet_nat::{FlowId, NatConfig, NatDevice, NatSecrets, Output, Proto, SocketError, TCP_WINDOW};
 
-use crate::backend::service::{Outgoing, Service};
+use crate::backend::service::{HostSockets, Outgoing, Service};
 use crate::frame::FrameBuf;
 use crate::sys::sockopt::set_peek_offset;
 
-/// The DNS socket's token; flows use their id (from 1).
-const DNS: Token = Token(0);
+// Flows (and DNS queries) use their id (from 1) as their token.
 /// Datagrams read per `readable` call, so one busy socket cannot hold the data plane.
 const BATCH: usize = 64;
 /// Port forwards' listeners use tokens from here (flow ids stay far below).
@@ -201,7 +210,6 @@ pub struct NatService {
     poll: Poll,
     events: Events,
     flows: HashMap<FlowId, FlowSocket>,
-    dns: Option<UdpSocket>,
     /// Sockets that reported readiness and were not read to `WouldBlock` yet.
     ready: Vec<Token>,
     /// Port forwards by token (`LISTENERS + i`; a removed one leaves `None`, so an
@@ -312,21 +320,10 @@ impl NatService {
     pub fn start(spec: &NetworkSpec, mut config: NatConfig) -> Result<Self, NatError> {
         let (icmp, why) = probe_icmp();
         config.icmp = icmp != IcmpMode::Unavailable;
-        config.seed = seed();
+        let mut secret = [0; 32];
+        getrandom::fill(&mut secret).map_err(NatError::DrawSecrets)?;
+        let secrets = NatSecrets::from_bytes(secret);
         let poll = Poll::new().map_err(NatError::CreatePoll)?;
-        let dns = if config.dns_upstreams.is_empty() {
-            None
-        } else {
-            let s = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))
-                .and_then(|s| s.set_nonblocking(true).map(|()| s))
-                .and_then(|s| {
-                    poll.registry()
-                        .register(&mut SourceFd(&s.as_raw_fd()), DNS, Interest::READABLE)
-                        .map(|()| s)
-                })
-                .map_err(NatError::OpenDnsSocket)?;
-            Some(s)
-        };
         let c = &config;
         info!(
             net = spec.name,
@@ -350,12 +347,11 @@ impl NatService {
         }
         let mut service = NatService {
             net: spec.name.clone(),
-            device: NatDevice::new(config),
+            device: NatDevice::new(config, secrets),
             icmp,
             poll,
             events: Events::with_capacity(256),
             flows: HashMap::new(),
-            dns,
             ready: Vec::new(),
             listeners: Vec::new(),
             actions: Vec::new(),
@@ -513,13 +509,6 @@ impl NatService {
                 },
                 Output::TcpRead { flow } => self.tcp_pump(Instant::now(), flow, &mut more),
                 Output::TcpConsume { flow, bytes } => self.tcp_consume(flow, bytes, &mut more),
-                Output::DnsQuery { to, query } => {
-                    if let Some(s) = &self.dns {
-                        if let Err(e) = s.send_to(&query, to) {
-                            debug!(net = self.net, "NAT: DNS query to {to} failed: {e}");
-                        }
-                    }
-                }
             }
             self.actions.extend(more);
             out.append(&mut self.frames);
@@ -878,59 +867,45 @@ impl NatService {
                 }
                 continue;
             }
-            let result = if token == DNS {
-                match &self.dns {
-                    Some(s) => s.recv_from(&mut self.buf).map(|(n, from)| (n, Some(from))),
-                    None => Err(ErrorKind::WouldBlock.into()),
+            let result = match self.flows.get(&FlowId(token.0 as u64)) {
+                Some(FlowSocket::Dgram(s)) => s.recv(&mut self.buf),
+                Some(FlowSocket::Stream(..)) => {
+                    self.ready.pop();
+                    budget -= 1;
+                    self.tcp_event(now, FlowId(token.0 as u64));
+                    continue;
                 }
-            } else {
-                match self.flows.get(&FlowId(token.0 as u64)) {
-                    Some(FlowSocket::Dgram(s)) => s.recv(&mut self.buf).map(|n| (n, None)),
-                    Some(FlowSocket::Stream(..)) => {
-                        self.ready.pop();
-                        budget -= 1;
-                        self.tcp_event(now, FlowId(token.0 as u64));
-                        continue;
-                    }
-                    // Forwarded flows have no socket (and token) of their own.
-                    Some(FlowSocket::Forwarded { .. }) | None => Err(ErrorKind::WouldBlock.into()),
-                }
+                // Forwarded flows have no socket (and token) of their own.
+                Some(FlowSocket::Forwarded { .. }) | None => Err(ErrorKind::WouldBlock.into()),
             };
             let flow = FlowId(token.0 as u64);
             match result {
-                Ok((n, from)) => {
+                Ok(n) => {
                     budget -= 1;
                     let data = &self.buf[..n];
-                    match from {
-                        Some(SocketAddr::V4(from)) => {
-                            self.device.dns_data(from, data, &mut self.actions)
+                    if self.icmp == IcmpMode::Raw
+                        && self.device.flow_proto(flow) == Some(Proto::Icmp)
+                    {
+                        // Raw sockets hand over the IP header and every echo reply
+                        // from the peer: keep ours.
+                        let Ok(ip) = ipv4::Packet::new_checked(data) else {
+                            continue;
+                        };
+                        if ipv4::Repr::parse(&ip).is_err() || ip.is_fragment() {
+                            continue;
                         }
-                        Some(_) => {}
-                        None if self.icmp == IcmpMode::Raw
-                            && self.device.flow_proto(flow) == Some(Proto::Icmp) =>
-                        {
-                            // Raw sockets hand over the IP header and every echo reply
-                            // from the peer: keep ours.
-                            let Ok(ip) = ipv4::Packet::new_checked(data) else {
-                                continue;
-                            };
-                            if ipv4::Repr::parse(&ip).is_err() || ip.is_fragment() {
-                                continue;
+                        match frames::read_echo(ip.payload()) {
+                            Some(
+                                icmpv4::Repr::EchoRequest { ident, .. }
+                                | icmpv4::Repr::EchoReply { ident, .. },
+                            ) if ident == raw_ident(flow) => {
+                                self.device
+                                    .socket_data(now, flow, ip.payload(), &mut self.actions)
                             }
-                            match frames::read_echo(ip.payload()) {
-                                Some(
-                                    icmpv4::Repr::EchoRequest { ident, .. }
-                                    | icmpv4::Repr::EchoReply { ident, .. },
-                                ) if ident == raw_ident(flow) => self.device.socket_data(
-                                    now,
-                                    flow,
-                                    ip.payload(),
-                                    &mut self.actions,
-                                ),
-                                _ => {}
-                            }
+                            _ => {}
                         }
-                        None => self.device.socket_data(now, flow, data, &mut self.actions),
+                    } else {
+                        self.device.socket_data(now, flow, data, &mut self.actions)
                     }
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {
@@ -953,8 +928,8 @@ impl NatService {
 pub enum NatError {
     #[error("NAT device: cannot create its poll")]
     CreatePoll(#[source] io::Error),
-    #[error("NAT device: cannot open the DNS socket")]
-    OpenDnsSocket(#[source] io::Error),
+    #[error("NAT device: cannot draw its secret keys from the OS")]
+    DrawSecrets(#[source] getrandom::Error),
     /// One of the configured port forwards (which names itself).
     #[error(transparent)]
     AddForward(#[from] ForwardError),
@@ -1022,12 +997,6 @@ fn socket_error(e: &io::Error) -> Option<SocketError> {
     }
 }
 
-/// Entropy for DNS IDs, without a dependency: the std hasher's random keys.
-fn seed() -> u64 {
-    use std::hash::{BuildHasher, RandomState};
-    RandomState::new().hash_one(std::process::id())
-}
-
 impl Service for NatService {
     fn description(&self) -> String {
         let c = self.device.config();
@@ -1078,8 +1047,14 @@ impl Service for NatService {
         self.device.poll_at()
     }
 
-    fn watch_fd(&self) -> Option<RawFd> {
-        Some(self.poll.as_raw_fd())
+    fn host_sockets(&mut self) -> Option<&mut dyn HostSockets> {
+        Some(self)
+    }
+}
+
+impl HostSockets for NatService {
+    fn watch_fd(&self) -> RawFd {
+        self.poll.as_raw_fd()
     }
 
     fn readable(&mut self, now: Instant, out: &mut Vec<Outgoing>) {
@@ -1102,5 +1077,96 @@ impl Service for NatService {
                 return;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use vnet_core::wire::{ethernet, udp, IpProtocol};
+    use vnet_nat::frames::Route;
+
+    use super::*;
+
+    const GUEST_MAC: MacAddr = MacAddr([0x52, 0x54, 0, 0, 0, 1]);
+    const GUEST: Ipv4Addr = Ipv4Addr::new(192, 168, 8, 100);
+    const GATEWAY: Ipv4Addr = Ipv4Addr::new(192, 168, 8, 2);
+
+    /// A guest's DNS query to the gateway, from `sport`.
+    fn query_frame(nat_mac: MacAddr, sport: u16, id: u16) -> Vec<u8> {
+        let mut query = id.to_be_bytes().to_vec();
+        query.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
+        query.extend_from_slice(b"\x04test\x00\x00\x01\x00\x01");
+        let route = Route {
+            src_mac: GUEST_MAC,
+            dst_mac: nat_mac,
+            src: GUEST,
+            dst: GATEWAY,
+        };
+        let seg = frames::udp_datagram(&route, sport, 53, &query);
+        frames::ipv4_frame(&route, IpProtocol::UDP, 1, &seg)
+    }
+
+    /// The destination port and DNS ID of a UDP frame for the guest.
+    fn answer_of(frame: &Outgoing) -> (u16, u16) {
+        let Outgoing::Bytes(f) = frame else {
+            panic!("a frame in a large buffer");
+        };
+        let ip = ipv4::Packet::new_checked(&f[ethernet::HEADER_LEN..]).unwrap();
+        let u = udp::Packet::new_checked(ip.payload()).unwrap();
+        let id = u16::from_be_bytes([u.payload()[0], u.payload()[1]]);
+        (u.dst_port(), id)
+    }
+
+    #[test]
+    fn two_dns_queries_leave_from_two_source_ports_and_their_answers_come_back() {
+        let upstream = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        upstream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let std::net::SocketAddr::V4(upstream_addr) = upstream.local_addr().unwrap() else {
+            unreachable!("bound to IPv4");
+        };
+        let spec = NetworkSpec::named("dnsports");
+        let mac = device_mac(&spec.name);
+        let mut config = NatConfig::new(mac, GATEWAY, Ipv4Addr::new(192, 168, 8, 0), 24);
+        config.dns_upstreams = vec![upstream_addr];
+        let mut nat = NatService::start(&spec, config).unwrap();
+
+        let mut out = Vec::new();
+        for (sport, id) in [(40000, 0x1111), (40001, 0x2222)] {
+            assert!(nat.receive(
+                &query_frame(mac, sport, id),
+                &VirtioNetHdr::default(),
+                &mut out
+            ));
+        }
+        assert!(out.is_empty(), "nothing for the guest yet");
+        let mut buf = [0; 512];
+        let mut sent = Vec::new();
+        for _ in 0..2 {
+            let (n, from) = upstream.recv_from(&mut buf).unwrap();
+            sent.push((buf[..n].to_vec(), from));
+        }
+        assert_ne!(
+            sent[0].1.port(),
+            sent[1].1.port(),
+            "one source port per query"
+        );
+        assert_ne!(sent[0].0[..2], sent[1].0[..2], "one ID per query");
+        for (query, from) in &sent {
+            let mut answer = query.clone();
+            answer[2] |= 0x80;
+            upstream.send_to(&answer, from).unwrap();
+        }
+
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while out.len() < 2 && Instant::now() < deadline {
+            nat.readable(Instant::now(), &mut out);
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let mut answers: Vec<(u16, u16)> = out.iter().map(answer_of).collect();
+        answers.sort();
+        assert_eq!(answers, [(40000, 0x1111), (40001, 0x2222)]);
+        assert_eq!(nat.device().counters().dns_answers, 2);
     }
 }

@@ -31,6 +31,37 @@ pub struct RecvMeta {
     pub stripped_tag: Option<(u16, u16)>,
 }
 
+/// Why an AF_PACKET socket could not be opened: the step that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PacketError {
+    #[error("no interface named {0}")]
+    NoInterface(String),
+    #[error("cannot create an AF_PACKET socket")]
+    OpenSocket(#[source] io::Error),
+    #[error("cannot bind the AF_PACKET socket to {0}")]
+    Bind(String, #[source] io::Error),
+    #[error("cannot put {0} in promiscuous mode (PACKET_ADD_MEMBERSHIP)")]
+    SetPromiscuous(String, #[source] io::Error),
+    #[error("cannot ask for VLAN tags (PACKET_AUXDATA)")]
+    SetAuxData(#[source] io::Error),
+    #[error("cannot ask for offload headers (PACKET_VNET_HDR)")]
+    SetVnetHdr(#[source] io::Error),
+}
+
+impl PacketError {
+    /// The system's refusal under the failed step, if the kernel said no.
+    pub fn os_error(&self) -> Option<&io::Error> {
+        match self {
+            PacketError::NoInterface(_) => None,
+            PacketError::OpenSocket(e)
+            | PacketError::Bind(_, e)
+            | PacketError::SetPromiscuous(_, e)
+            | PacketError::SetAuxData(e)
+            | PacketError::SetVnetHdr(e) => Some(e),
+        }
+    }
+}
+
 /// An AF_PACKET socket bound to one interface, non-blocking.
 #[derive(Debug)]
 pub struct PacketSocket {
@@ -40,16 +71,14 @@ pub struct PacketSocket {
 
 impl PacketSocket {
     /// Opens a promiscuous raw socket on `ifname` (needs `CAP_NET_RAW`).
-    pub fn open(ifname: &str) -> io::Result<PacketSocket> {
-        let cname = std::ffi::CString::new(ifname)
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "bad interface name"))?;
+    pub fn open(ifname: &str) -> Result<PacketSocket, PacketError> {
+        // A name with a NUL byte names no interface.
+        let no_interface = || PacketError::NoInterface(ifname.to_string());
+        let cname = std::ffi::CString::new(ifname).map_err(|_| no_interface())?;
         // SAFETY: cname is a valid NUL-terminated string for the duration of the call.
         let ifindex = unsafe { libc::if_nametoindex(cname.as_ptr()) };
         if ifindex == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::NotFound,
-                format!("no interface named {ifname}"),
-            ));
+            return Err(no_interface());
         }
         let ifindex = ifindex as i32;
         let proto = (libc::ETH_P_ALL as u16).to_be();
@@ -62,7 +91,7 @@ impl PacketSocket {
             )
         };
         if fd < 0 {
-            return Err(io::Error::last_os_error());
+            return Err(PacketError::OpenSocket(io::Error::last_os_error()));
         }
         // SAFETY: fd was just returned by socket(2) and is owned by nothing else.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
@@ -81,15 +110,19 @@ impl PacketSocket {
             )
         };
         if rc < 0 {
-            return Err(io::Error::last_os_error());
+            let e = io::Error::last_os_error();
+            return Err(PacketError::Bind(ifname.to_string(), e));
         }
         // SAFETY: an all-zero packet_mreq is valid; fields are set below.
         let mut mreq: libc::packet_mreq = unsafe { zeroed() };
         mreq.mr_ifindex = ifindex;
         mreq.mr_type = libc::PACKET_MR_PROMISC as u16;
-        sock.setsockopt(libc::PACKET_ADD_MEMBERSHIP, &mreq)?;
-        sock.setsockopt(libc::PACKET_AUXDATA, &1i32)?;
-        sock.setsockopt(libc::PACKET_VNET_HDR, &1i32)?;
+        sock.setsockopt(libc::PACKET_ADD_MEMBERSHIP, &mreq)
+            .map_err(|e| PacketError::SetPromiscuous(ifname.to_string(), e))?;
+        sock.setsockopt(libc::PACKET_AUXDATA, &1i32)
+            .map_err(PacketError::SetAuxData)?;
+        sock.setsockopt(libc::PACKET_VNET_HDR, &1i32)
+            .map_err(PacketError::SetVnetHdr)?;
         Ok(sock)
     }
 

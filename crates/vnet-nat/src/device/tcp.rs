@@ -347,7 +347,8 @@ impl NatDevice {
                 }
             }
         }
-        let mut tcp = Tcp::new(false, self.random_u32(), now);
+        let isn = self.isn.isn(now, key.remote, key.guest);
+        let mut tcp = Tcp::new(false, isn, now);
         tcp.peer_syn(seg);
         let Some(flow) = self.flow_for(now, key, guest_mac, to, out) else {
             self.counters.ignored += 1;
@@ -379,10 +380,9 @@ impl NatDevice {
         if self.by_key.contains_key(&key) || self.flows.len() >= self.config.max_flows {
             return None;
         }
-        let isn = self.random_u32();
+        let isn = self.isn.isn(now, remote, guest);
         let guest_mac = self.neighbours.get(guest.ip()).copied();
-        let id = FlowId(self.next_flow);
-        self.next_flow += 1;
+        let id = self.next_flow.next();
         self.flows.insert(
             id,
             Flow {

@@ -16,7 +16,7 @@ use vnet_model::{
 };
 
 use super::{Thread, VnetKey};
-use crate::backend::device::DevicePort;
+use crate::backend::classic::ClassicDevicePort;
 use crate::dataplane::directory;
 use crate::dataplane::error::{Conflict, ControlError, Missing};
 use crate::dataplane::Command;
@@ -67,7 +67,7 @@ impl Thread {
             }
             Command::AttachDevice(name, sock, pid, reply) => {
                 let result = self.lookup(&name).and_then(|k| {
-                    let port = DevicePort::new(sock, &name, pid);
+                    let port = ClassicDevicePort::new(sock, &name, pid);
                     self.add_port(k, Box::new(port), VlanMode::default())
                         .map(|id| id.0)
                 });

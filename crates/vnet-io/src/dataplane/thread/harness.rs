@@ -60,9 +60,6 @@ impl Backend for ScriptedPort {
             None => Received::WouldBlock,
         }
     }
-    fn send(&mut self, frame: &FrameBuf) -> Sent {
-        self.send_batch(std::slice::from_ref(frame)).1
-    }
     fn send_batch(&mut self, frames: &[FrameBuf]) -> (usize, Sent) {
         let mut wire = self.0.borrow_mut();
         wire.batches.push(frames.len());

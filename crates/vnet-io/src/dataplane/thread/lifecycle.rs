@@ -17,7 +17,7 @@ use super::{Target, Thread, VnetKey};
 use crate::backend::service::ServicePort;
 use crate::backend::tap::TapPort;
 use crate::backend::Backend;
-use crate::dataplane::error::{Conflict, ControlError};
+use crate::dataplane::error::{Conflict, ControlError, ErrorKind};
 use crate::dataplane::network_dir;
 use crate::dataplane::vnet::{Listener, Vnet};
 use crate::error::Chain;
@@ -146,7 +146,7 @@ impl Thread {
         self.vnets[key].set_uplink_spec(None);
         match self.set_uplink(key, spec.clone(), Instant::now()) {
             Ok(_) => Ok(()),
-            Err(e) if e.kind() == crate::dataplane::ErrorKind::Forbidden && !is_root() => {
+            Err(e) if e.kind() == ErrorKind::Forbidden && !is_root() => {
                 let vnet = &mut self.vnets[key];
                 warn!(net = vnet.name(), "skipped the uplink: {}", e.message());
                 vnet.set_uplink_spec(Some(spec));

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use vnet_core::switch::VlanMode;
+use vnet_core::switch::{PortId, VlanMode};
 use vnet_model::{NetworkSpec, PortKind, PortSpec};
 
 use super::harness::{frame, mac, Harness, BATCH, BROADCAST};
@@ -261,4 +261,47 @@ fn a_port_added_by_command_is_named_once_per_vnet_and_its_name_is_free_after_rem
         .command(|r| Command::AddPort("lab".into(), web("web"), r))
         .unwrap();
     assert!(back.id > port.id, "a new port, a new id");
+}
+
+#[test]
+fn vlans_set_by_command_keep_access_ports_apart_and_a_trunk_hears_both_tagged() {
+    let mut h = Harness::new();
+    let lab = h.vnet("lab");
+    let (a, b, trunk) = (h.port(lab), h.port(lab), h.port(lab));
+    let set = |h: &mut Harness, id: PortId, mode: VlanMode| {
+        h.command(|r| Command::SetPortVlan("lab".into(), id.0, mode, r))
+    };
+    set(&mut h, b.id, VlanMode::Access { vlan: 10 }).unwrap();
+    let info = set(
+        &mut h,
+        trunk.id,
+        VlanMode::Trunk {
+            allowed: vec![1, 10],
+            native: None,
+        },
+    )
+    .unwrap();
+    assert_eq!(info.id, trunk.id.0);
+    h.send(&a, [frame(BROADCAST, mac(1), 1)]);
+    h.send(&b, [frame(BROADCAST, mac(2), 2)]);
+    h.turn();
+    assert_eq!(a.wire.borrow().delivered.len(), 0, "B is on VLAN 10");
+    assert_eq!(b.wire.borrow().delivered.len(), 0, "A is on VLAN 1");
+    let tags: Vec<[u8; 4]> = trunk
+        .wire
+        .borrow()
+        .delivered
+        .iter()
+        .map(|f| f[12..16].try_into().unwrap())
+        .collect();
+    assert_eq!(tags, [[0x81, 0, 0, 1], [0x81, 0, 0, 10]]);
+
+    let e = set(&mut h, a.id, VlanMode::Access { vlan: 4095 }).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Invalid);
+    assert!(e.message().contains("4095"), "{e}");
+    let e = set(&mut h, PortId(99), VlanMode::default()).unwrap_err();
+    assert_eq!(
+        e.message(),
+        "vnet \"lab\" has no port 99 (see `vnet port ls lab`)"
+    );
 }

@@ -12,27 +12,26 @@ use super::{socket_paths, Vnet};
 impl Vnet {
     /// The vnet as `vnet net show` tells it; it runs on data-plane thread `thread`.
     pub fn info(&self, thread: usize) -> NetworkInfo {
-        let net = self;
-        let [stream, dgram, api] = socket_paths(&net.dir);
+        let [stream, dgram, api] = socket_paths(&self.dir);
         NetworkInfo {
-            name: net.spec.name.clone(),
-            mtu: net.spec.mtu,
-            max_frame: net.switch.config().max_frame,
-            mac_aging_secs: net.spec.mac_aging_secs,
-            max_macs_per_port: net.spec.max_macs_per_port,
-            max_macs: net.spec.max_macs,
-            ports: net.ports.len(),
-            macs: net.switch.mac_table().len(),
+            name: self.spec.name.clone(),
+            mtu: self.spec.mtu,
+            max_frame: self.switch.config().max_frame,
+            mac_aging_secs: self.spec.mac_aging_secs,
+            max_macs_per_port: self.spec.max_macs_per_port,
+            max_macs: self.spec.max_macs,
+            ports: self.ports.len(),
+            macs: self.switch.mac_table().len(),
             sockets: NetworkSockets { stream, dgram, api },
-            subnet: net.spec.subnet,
-            host_adapter: net.host_adapter.clone(),
-            dhcp: net.spec.dhcp_resolved(),
-            uplink: net.spec.uplink.clone().filter(|_| {
-                net.ports
+            subnet: self.spec.subnet,
+            host_adapter: self.host_adapter.clone(),
+            dhcp: self.spec.dhcp_resolved(),
+            uplink: self.spec.uplink.clone().filter(|_| {
+                self.ports
                     .values()
                     .any(|p| p.backend.kind() == vnet_model::PortKind::Uplink)
             }),
-            nat: net.nat.as_ref().map(|n| nat_info(n.borrow().device())),
+            nat: self.nat.as_ref().map(|n| nat_info(n.borrow().device())),
             thread,
         }
     }
@@ -92,7 +91,7 @@ fn port_info(net: &Vnet, now: Instant, id: PortId) -> Option<PortInfo> {
         id: id.0,
         kind: io.backend.kind(),
         description: io.backend.description(),
-        pid: io.backend.pid(),
+        pid: io.backend.identity().pid,
         vlan: port.vlan_mode().clone(),
         mac: port.mac(),
         promiscuous: port.promiscuous(),

@@ -18,7 +18,7 @@ use vnet_core::wire::ethernet::VLAN_TAG_LEN;
 use vnet_model::NetworkSpec;
 
 use super::Vnet;
-use crate::backend::api::ApiPort;
+use crate::backend::seqpacket::SeqpacketPort;
 use crate::backend::stream::StreamPort;
 use crate::backend::vde::VdePort;
 use crate::backend::Backend;
@@ -146,7 +146,7 @@ impl Vnet {
                     Err(e) => format!("accept on stream.sock failed: {e}"),
                 },
                 Listener::Api => match seqpacket::accept(&self.api_listener) {
-                    Ok(Some(sock)) => return Some(Box::new(ApiPort::new(sock))),
+                    Ok(Some(sock)) => return Some(Box::new(SeqpacketPort::new(sock))),
                     Ok(None) => return None,
                     Err(e) => format!("accept on api.sock failed: {e}"),
                 },

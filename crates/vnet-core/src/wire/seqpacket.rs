@@ -1,4 +1,5 @@
-//! The vnet API: the hosted `/dev/vmnetN` model over a unix `SOCK_SEQPACKET` socket.
+//! The vnet API's messages: the hosted `/dev/vmnetN` model over a unix `SOCK_SEQPACKET`
+//! socket (the port protocol of `RUN/NET/api.sock`; "API" alone means the HTTP control API).
 //!
 //! Connecting to `RUN/NET/api.sock` opens a port on vnet `NET`. Every message starts
 //! with one kind byte, so frames and control messages never mix:

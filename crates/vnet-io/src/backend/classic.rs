@@ -1,22 +1,23 @@
-//! The classic device (`RUN/dev/NET`, served over FUSE by `vnet-fuse`): one `open` of the
-//! device file is one port. The FUSE side holds one end of a `SOCK_SEQPACKET` socket
-//! pair and speaks the vnet API on it; this is the other end, an [`ApiPort`] that
-//! reports itself as a device port with the opener's pid.
+//! Classic-device ports (`RUN/dev/NET`, served over FUSE by `vnet-fuse`; not the NAT
+//! device of `vnet-nat`): one `open` of the device file is one port. The FUSE side holds
+//! one end of a `SOCK_SEQPACKET` socket pair and speaks the vnet API on it; this is the
+//! other end, a [`SeqpacketPort`] that reports itself as a device port with the
+//! opener's pid.
 
-use vnet_core::wire::api::{Reply, Request};
+use vnet_core::wire::seqpacket::{Reply, Request};
 use vnet_model::PortKind;
 
-use super::api::ApiPort;
-use super::{Backend, Received, Sent};
+use super::seqpacket::SeqpacketPort;
+use super::{Backend, Identity, Received, Sent};
 use crate::frame::FrameBuf;
 
-pub struct DevicePort {
-    inner: ApiPort,
+pub struct ClassicDevicePort {
+    inner: SeqpacketPort,
     pid: Option<u32>,
     description: String,
 }
 
-impl DevicePort {
+impl ClassicDevicePort {
     /// `sock`: the data plane's end of the pair (non-blocking); `pid`: the process that
     /// opened the device file, as FUSE reports it.
     pub fn new(sock: std::os::fd::OwnedFd, net: &str, pid: Option<u32>) -> Self {
@@ -34,15 +35,15 @@ impl DevicePort {
             }
             None => "unknown opener".to_string(),
         };
-        DevicePort {
-            inner: ApiPort::new(sock),
+        ClassicDevicePort {
+            inner: SeqpacketPort::new(sock),
             pid,
             description: format!("device dev/{net} {who}"),
         }
     }
 }
 
-impl Backend for DevicePort {
+impl Backend for ClassicDevicePort {
     fn kind(&self) -> PortKind {
         PortKind::Device
     }
@@ -51,8 +52,11 @@ impl Backend for DevicePort {
         self.description.clone()
     }
 
-    fn pid(&self) -> Option<u32> {
-        self.pid
+    fn identity(&self) -> Identity<'_> {
+        Identity {
+            pid: self.pid,
+            ..Identity::default()
+        }
     }
 
     fn source(&mut self) -> Option<&mut dyn mio::event::Source> {
@@ -63,16 +67,8 @@ impl Backend for DevicePort {
         self.inner.recv(buf)
     }
 
-    fn send(&mut self, frame: &FrameBuf) -> Sent {
-        self.inner.send(frame)
-    }
-
-    fn has_pending_output(&self) -> bool {
-        self.inner.has_pending_output()
-    }
-
-    fn flush(&mut self) -> Sent {
-        self.inner.flush()
+    fn send_batch(&mut self, frames: &[FrameBuf]) -> (usize, Sent) {
+        self.inner.send_batch(frames)
     }
 
     fn answer(&mut self, request: &Request, reply: &Reply) {

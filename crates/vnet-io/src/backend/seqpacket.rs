@@ -1,21 +1,23 @@
-//! The vnet API: one `SOCK_SEQPACKET` connection to `RUN/NET/api.sock` is one port; one
-//! message is one frame or one control request (format: `vnet_core::wire::api`).
+//! Programs' ports: one `SOCK_SEQPACKET` connection to `RUN/NET/api.sock` is one port
+//! speaking the vnet API (the port protocol `vnet-client` speaks; not the HTTP control
+//! API): one message is one frame or one port request such as "set my MAC" (format:
+//! `vnet_core::wire::seqpacket`). The classic device ([`super::classic`]) speaks it too.
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 use std::os::fd::OwnedFd;
 
 use vnet_core::switch::DropCause;
-use vnet_core::wire::api::{
+use vnet_core::wire::seqpacket::{
     decode_client, encode_reply, ClientMessage, Reply, Request, KIND_FRAME,
 };
 use vnet_model::PortKind;
 
-use super::{fd_source, send_error, Backend, Received, Sent};
+use super::{fd_source, send_each, send_error, Backend, Identity, Received, Sent};
 use crate::frame::FrameBuf;
 use crate::sys::{peer, seqpacket};
 
-pub struct ApiPort {
+pub struct SeqpacketPort {
     sock: OwnedFd,
     pid: Option<u32>,
     peer: String,
@@ -23,10 +25,10 @@ pub struct ApiPort {
     replies: VecDeque<Vec<u8>>,
 }
 
-impl ApiPort {
+impl SeqpacketPort {
     pub fn new(sock: OwnedFd) -> Self {
         let (pid, peer) = peer::describe(&sock);
-        ApiPort {
+        SeqpacketPort {
             sock,
             pid,
             peer,
@@ -35,7 +37,7 @@ impl ApiPort {
     }
 }
 
-impl Backend for ApiPort {
+impl Backend for SeqpacketPort {
     fn kind(&self) -> PortKind {
         PortKind::Api
     }
@@ -44,8 +46,11 @@ impl Backend for ApiPort {
         format!("api {}", self.peer)
     }
 
-    fn pid(&self) -> Option<u32> {
-        self.pid
+    fn identity(&self) -> Identity<'_> {
+        Identity {
+            pid: self.pid,
+            ..Identity::default()
+        }
     }
 
     fn source(&mut self) -> Option<&mut dyn mio::event::Source> {
@@ -75,7 +80,20 @@ impl Backend for ApiPort {
         }
     }
 
-    fn send(&mut self, frame: &FrameBuf) -> Sent {
+    fn answer(&mut self, request: &Request, reply: &Reply) {
+        self.replies.push_back(encode_reply(request, reply));
+    }
+
+    fn send_batch(&mut self, frames: &[FrameBuf]) -> (usize, Sent) {
+        if let other @ (Sent::WouldBlock | Sent::Closed(_)) = self.flush() {
+            return (0, other);
+        }
+        send_each(frames, |f| self.send_one(f))
+    }
+}
+
+impl SeqpacketPort {
+    fn send_one(&mut self, frame: &FrameBuf) -> Sent {
         match self.flush() {
             Sent::Done => {}
             other => return other,
@@ -85,10 +103,6 @@ impl Backend for ApiPort {
             Ok(()) => Sent::Done,
             Err(e) => send_error(e),
         }
-    }
-
-    fn has_pending_output(&self) -> bool {
-        !self.replies.is_empty()
     }
 
     fn flush(&mut self) -> Sent {
@@ -102,10 +116,32 @@ impl Backend for ApiPort {
         }
         Sent::Done
     }
-
-    fn answer(&mut self, request: &Request, reply: &Reply) {
-        self.replies.push_back(encode_reply(request, reply));
-    }
 }
 
-fd_source!(ApiPort, |port| &port.sock);
+fd_source!(SeqpacketPort, |port| &port.sock);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vnet_core::wire::seqpacket::{decode_vnet, VnetMessage};
+
+    #[test]
+    fn a_reply_goes_out_before_frames_and_with_no_frame_at_all() {
+        let (ours, client) = seqpacket::pair().unwrap();
+        let mut port = SeqpacketPort::new(ours);
+        port.answer(&Request::SetPromiscuous(true), &Ok(None));
+        // Nothing queued for the port: the data plane offers an empty batch.
+        assert_eq!(port.send_batch(&[]), (0, Sent::Done));
+        let mut msg = [0u8; 128];
+        let n = seqpacket::recv_message(&client, &mut msg).unwrap();
+        assert!(matches!(
+            decode_vnet(&msg[..n]),
+            Ok(VnetMessage::Reply {
+                reply: Ok(None),
+                ..
+            })
+        ));
+        // Nothing left to send.
+        assert_eq!(port.send_batch(&[]), (0, Sent::Done));
+    }
+}
