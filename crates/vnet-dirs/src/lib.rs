@@ -20,8 +20,13 @@
 //!
 //! The rule is a pure function of an [`Env`] (tested below without touching the
 //! process environment); [`run_dir`] and [`state_dir`] apply it to the process.
+//!
+//! Whether a directory found there may be used (it must be vnetd's, and writable by no
+//! one else) is [`claim`]'s rule.
 
 #![forbid(unsafe_code)]
+
+pub mod claim;
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};

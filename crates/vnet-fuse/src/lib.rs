@@ -137,7 +137,7 @@ impl DeviceMount {
             MountOption::NoSuid,
             MountOption::NoDev,
         ];
-        if nix::unistd::geteuid().is_root() {
+        if vnet_dirs::is_root() {
             // Users in the daemon's group may open the devices (mode 0660), as the sockets.
             config.acl = fuser::SessionACL::All;
         }

@@ -109,8 +109,11 @@ impl DaemonBuilder {
         let base = tempfile::Builder::new().prefix("vnetd-").tempdir()?;
         let run_dir = base.path().join("run");
         let state_dir = base.path().join("state");
-        std::fs::create_dir(&run_dir)?;
-        std::fs::create_dir(&state_dir)?;
+        // Never group- or world-writable, whatever the umask: vnetd refuses such a one.
+        for dir in [&run_dir, &state_dir] {
+            std::os::unix::fs::DirBuilderExt::mode(&mut std::fs::DirBuilder::new(), 0o755)
+                .create(dir)?;
+        }
         let log_path = base.path().join("vnetd.log");
         let log = File::create(&log_path)?;
 

@@ -61,7 +61,6 @@
 //! `VNET_TESTBED_CACHE`, `VNET_TESTBED_MAX_BOOTS` (default 2 concurrent boots
 //! per process).
 #![forbid(unsafe_code)]
-
 #![deny(missing_docs)]
 
 pub mod api;
@@ -96,13 +95,10 @@ pub use nsvm::NsVm;
 pub use skip::trim_test_name;
 pub use skip::{skip, NEEDS_ROOT, SKIP_DIR_ENV};
 
-/// Whether this process runs with effective uid 0.
-///
-/// Namespaces, veth/TAP/bridge interfaces and reading `/boot/vmlinuz-*`
-/// (mode 0600 on Debian) all need it.
-pub fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
-}
+/// Whether this process runs with effective uid 0 (vnet's one rule,
+/// `vnet_dirs::is_root`). Namespaces, veth/TAP/bridge interfaces and reading
+/// `/boot/vmlinuz-*` (mode 0600 on Debian) all need it.
+pub use vnet_dirs::is_root;
 
 /// A short name that is unique on this host while this process lives:
 /// `PREFIX-PPPPPCCC`.

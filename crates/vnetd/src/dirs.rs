@@ -2,22 +2,21 @@
 //! `vnet_dirs`'s rule, shared with the CLI and the client library).
 
 use std::io;
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
-/// Creates both directories and takes over `RUN/control.sock`: fails if a live vnetd
-/// answers on it, removes it if it is a leftover of a crash. Returns its path.
+/// Creates both directories, or checks that the ones there are vnetd's own and writable
+/// by no one else (see `vnet_dirs::claim`), and takes over `RUN/control.sock`: fails if a
+/// live vnetd answers on it, removes it if it is a leftover of a crash. Returns its path.
+///
+/// `RUN` is made mode 0755 (anyone may reach `control.sock`; each request's role decides
+/// what it may do) and `STATE` mode 0700 (leases name clients).
 pub fn claim(run_dir: &Path, state_dir: &Path) -> Result<PathBuf> {
-    for (dir, mode) in [(run_dir, 0o755), (state_dir, 0o700)] {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(mode)
-            .create(dir)
-            .with_context(|| format!("cannot create {}", dir.display()))?;
-    }
+    vnet_dirs::claim::claim_dir(run_dir, 0o755, "choose another --run-dir")?;
+    vnet_dirs::claim::claim_dir(state_dir, 0o700, "choose another --state-dir")?;
     let control = run_dir.join("control.sock");
     match UnixStream::connect(&control) {
         Ok(_) => bail!(

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use vnet_control::{PortInfo, PortKind, PortSpec};
 use vnet_testbed::api::{client, port, tap_vm};
-use vnet_testbed::{api, payload, skip_unless_root, wait_for, Daemon, Guest, Netdev};
+use vnet_testbed::{api, payload, skip_unless, skip_unless_root, wait_for, Daemon, Guest, Netdev};
 
 const T: Duration = Duration::from_secs(60);
 
@@ -320,4 +320,60 @@ fn a_configured_vhost_user_port_listens_from_the_start() {
     let p = api::find_kind(&d, "vf", PortKind::VhostUser).expect("the configured port");
     assert_eq!(p.vlan, vnet_control::VlanMode::Access { vlan: 7 });
     assert!(p.description.contains("vhost-user boot"), "{p:?}");
+}
+
+/// The relay between a front-end and the rust-vmm daemon meets it on a socket only
+/// vnetd's uid can reach: the daemon takes whatever connection is queued there for
+/// the front-end, so a local user who could connect first would hand it their own
+/// memory and join the vnet. (It was an abstract socket with a guessable name.)
+#[test]
+fn only_vnetd_can_reach_the_relay_between_a_front_end_and_the_daemon() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    skip_unless_root!();
+    skip_unless!(
+        std::process::Command::new("socat")
+            .arg("-V")
+            .output()
+            .is_ok(),
+        "socat is needed"
+    );
+    let d = daemon("vr", "10.87.0");
+    let info = add(&d, "vr", "a");
+    let public = socket(&d, "vr", "a");
+    let private = public.parent().unwrap().join(".relay").join("a");
+
+    let unix = std::fs::read_to_string("/proc/net/unix").unwrap();
+    assert!(
+        !unix.contains("@vnet-vhost-user"),
+        "an abstract vhost-user socket anyone may connect to:\n{unix}"
+    );
+    let dir = std::fs::symlink_metadata(private.parent().unwrap()).unwrap();
+    assert!(dir.is_dir());
+    assert_eq!(dir.permissions().mode() & 0o777, 0o700);
+    assert_eq!(dir.uid(), 0);
+    let sock = std::fs::symlink_metadata(&private).unwrap();
+    assert_eq!(sock.permissions().mode() & 0o777, 0o600);
+
+    // Another uid cannot connect. (Nor does this test as root: a connection queued
+    // there would be taken for the next front-end's relay.)
+    let target = format!("UNIX-CONNECT:{}", private.display());
+    let other = std::process::Command::new("setpriv")
+        .args(["--reuid=64990", "--regid=64990", "--clear-groups", "socat"])
+        .args(["-u", "OPEN:/dev/null", &target])
+        .output()
+        .expect("setpriv runs");
+    assert!(
+        !other.status.success(),
+        "uid 64990 reached the relay's private socket"
+    );
+    assert!(
+        String::from_utf8_lossy(&other.stderr).contains("Permission denied"),
+        "{}",
+        String::from_utf8_lossy(&other.stderr)
+    );
+    wait_state(&d, "vr", info.id, "waiting");
+
+    client(&d).remove_port("vr", info.id).unwrap();
+    assert!(!private.exists(), "private socket left behind");
+    assert!(d.is_running(), "{}", d.log());
 }

@@ -1,7 +1,7 @@
 //! QEMU `-netdev dgram` over unix datagrams: every peer address that sends to
 //! `RUN/NET/dgram.sock` is one port. All peers share the vnet's one socket, so the
-//! vnet reads it (`recvmmsg`) and delivers each datagram to its peer's port, whose
-//! [`Inbox`] `recv` empties.
+//! vnet reads it (`recvmmsg`) and delivers each datagram to its peer's port (into its
+//! `backend::inbox`), whose `recv` hands it to the switch.
 //!
 //! A datagram socket never reports a peer leaving: a peer is gone when sending to it
 //! fails with `ECONNREFUSED` (socket closed) or `ENOENT` (path removed).

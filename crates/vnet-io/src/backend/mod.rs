@@ -106,7 +106,7 @@ pub trait Backend {
     /// outcome (`WouldBlock` or `Closed` also when the buffered output could not go, with
     /// no frame sent), or `Done` if all it took (at least one, if any were offered) were
     /// sent; the caller offers the rest again. Backends that send one frame per system
-    /// call implement it with [`send_each`].
+    /// call implement it with `send_each`.
     fn send_batch(&mut self, frames: &[FrameBuf]) -> (usize, Sent);
 
     /// Takes a frame read for this port from a socket it shares with other ports (the

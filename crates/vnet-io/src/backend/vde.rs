@@ -75,9 +75,12 @@ pub struct VdePort {
     description: Option<String>,
 }
 
-/// Why a VDE client's handshake failed (its port is closed): the step that failed.
+/// Why a VDE port could not be made or its client's handshake failed (the port is
+/// closed): the step that failed.
 #[derive(Debug, thiserror::Error)]
 pub enum VdeError {
+    #[error("cannot create the port's data socket")]
+    CreateDataSocket(#[source] io::Error),
     #[error("client closed the control connection before its request")]
     ClosedBeforeRequest,
     #[error("truncated request: {0} bytes, then the client closed the connection")]
@@ -119,14 +122,14 @@ pub enum VdeError {
 
 impl VdePort {
     /// Wraps an accepted connection on `dir/ctl` of vnet `net`.
-    pub fn new(ctl: UnixStream, dir: &Path, net: &str) -> io::Result<Self> {
+    pub fn new(ctl: UnixStream, dir: &Path, net: &str) -> Result<Self, VdeError> {
         let (pid, peer) = peer::describe(&ctl.as_fd());
         let uid = getsockopt(&ctl.as_fd(), PeerCredentials)
             .ok()
             .map(|c| c.uid());
         Ok(VdePort {
-            data: UnixDatagram::unbound()?,
-            batch: SendBatch::new(None)?,
+            data: UnixDatagram::unbound().map_err(VdeError::CreateDataSocket)?,
+            batch: SendBatch::new(None).map_err(VdeError::CreateDataSocket)?,
             ctl,
             dir: dir.to_path_buf(),
             net: net.to_string(),

@@ -21,8 +21,7 @@
 
 use std::collections::VecDeque;
 use std::os::fd::AsRawFd;
-use std::os::linux::net::SocketAddrExt;
-use std::os::unix::net::{SocketAddr, UnixListener, UnixStream};
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError, TrySendError};
@@ -66,6 +65,8 @@ pub enum VhostUserError {
     CreateEventFd(#[source] std::io::Error),
     #[error("cannot start the port's thread")]
     SpawnThread(#[source] std::io::Error),
+    #[error("cannot make the relay's private socket {}", .0.display())]
+    PrivateSocket(PathBuf, #[source] std::io::Error),
 }
 
 /// Why serving a front-end's connection ended early: the step that failed.
@@ -186,6 +187,9 @@ impl VhostUserPort {
         // The mode of every vnet socket: owner and group (vnetd's `[access] user_group`).
         let mode = <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o660);
         std::fs::set_permissions(path, mode).map_err(VhostUserError::Listen)?;
+        let private_path = private_path(path);
+        let private = bind_private(&private_path)
+            .map_err(|e| VhostUserError::PrivateSocket(private_path.clone(), e))?;
         let shared = Arc::new(Shared {
             stop: AtomicBool::new(false),
             connected: AtomicBool::new(false),
@@ -211,7 +215,15 @@ impl VhostUserPort {
         let thread_name = name.to_string();
         let thread = std::thread::Builder::new()
             .name(format!("vhost-user-{name}"))
-            .spawn(move || serve(thread_name, listener, ends, thread_shared))
+            .spawn(move || {
+                serve(
+                    thread_name,
+                    listener,
+                    (private, private_path),
+                    ends,
+                    thread_shared,
+                )
+            })
             .map_err(VhostUserError::SpawnThread)?;
         let ready = WatchedFd(shared.ready.as_raw_fd());
         Ok(VhostUserPort {
@@ -276,7 +288,9 @@ impl Drop for VhostUserPort {
         // wedged front-end must not stall the data plane).
         let _ = UnixStream::connect(&self.path);
         let _ = std::fs::remove_file(&self.path);
-        if let Some(dir) = self.path.parent() {
+        let private = private_path(&self.path);
+        let _ = std::fs::remove_file(&private);
+        for dir in [private.parent(), self.path.parent()].into_iter().flatten() {
             let _ = std::fs::remove_dir(dir);
         }
         if let Some(thread) = self.thread.take() {
@@ -400,28 +414,53 @@ pub fn guest_message(msg: &[u8], buf: &mut FrameBuf) -> Received {
     }
 }
 
+/// Where the relay meets the daemon for the port whose socket is `public`
+/// (`DIR/NAME.sock`): `DIR/.relay/NAME`.
+fn private_path(public: &Path) -> PathBuf {
+    let dir = public.parent().unwrap_or(Path::new("."));
+    let name = public.file_stem().unwrap_or(public.as_os_str());
+    dir.join(".relay").join(name)
+}
+
+/// Binds the daemon's side of the relay at `path`, in a directory only vnetd's uid may
+/// enter (0700) and with a socket only it may connect to (0600). The daemon takes the
+/// first connection it finds queued there for the front-end, so no one else may be
+/// able to queue one: an abstract socket (no permissions) would let any local user in
+/// the namespace hand the daemon their own memory map and join the vnet.
+fn bind_private(path: &Path) -> std::io::Result<Listener> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+    let dir = path.parent().unwrap_or(Path::new("."));
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e),
+    }
+    // An existing directory (a dead daemon's) must be as this one would make it.
+    let meta = std::fs::symlink_metadata(dir)?;
+    if !meta.is_dir() || meta.uid() != nix::unistd::geteuid().as_raw() || meta.mode() & 0o077 != 0 {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            "not a private directory of vnetd's uid (0700)",
+        ));
+    }
+    let _ = std::fs::remove_file(path);
+    let listener = UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(Listener::from(listener))
+}
+
 /// Accepts connections until the port is dropped, one daemon per connection.
 ///
 /// QEMU does not talk to the daemon directly: each connection goes through
-/// [`relay`] over a private (abstract) socket, which holds back the one message order
-/// `vhost` 0.18 cannot take (see [`relay`]).
-fn serve(name: String, public: UnixListener, ends: WorkerEnds, shared: Arc<Shared>) {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let private_name = format!(
-        "vnet-vhost-user-{}-{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    );
-    let private = SocketAddr::from_abstract_name(private_name.as_bytes())
-        .and_then(|addr| Ok((UnixListener::bind_addr(&addr)?, addr)));
-    let (private, private_addr) = match private {
-        Ok(p) => p,
-        Err(e) => {
-            warn!(port = name, "vhost-user: no private socket: {e}");
-            return;
-        }
-    };
-    let mut private = Listener::from(private);
+/// [`relay`] over the private socket ([`bind_private`]), which holds back the one
+/// message order `vhost` 0.18 cannot take (see [`relay`]).
+fn serve(
+    name: String,
+    public: UnixListener,
+    (mut private, private_path): (Listener, PathBuf),
+    ends: WorkerEnds,
+    shared: Arc<Shared>,
+) {
     let mut ends = Some(ends);
     while !shared.stop.load(Ordering::SeqCst) {
         let front_end = match public.accept() {
@@ -450,8 +489,7 @@ fn serve(name: String, public: UnixListener, ends: WorkerEnds, shared: Arc<Share
             &shared,
             &device,
             front_end,
-            &mut private,
-            &private_addr,
+            (&mut private, &private_path),
         ) {
             warn!(port = name, "vhost-user connection failed: {}", Chain(&e));
         }
@@ -475,8 +513,7 @@ fn run_connection(
     shared: &Arc<Shared>,
     device: &Arc<Mutex<NetDevice>>,
     front_end: UnixStream,
-    private: &mut Listener,
-    private_addr: &SocketAddr,
+    (private, private_path): (&mut Listener, &Path),
 ) -> Result<(), ConnectionError> {
     let mem = GuestMemoryAtomic::new(GuestMemoryMmap::new());
     let mut daemon = VhostUserDaemon::new(format!("vhost-user-{name}"), device.clone(), mem)
@@ -487,8 +524,7 @@ fn run_connection(
                 .register_listener(shared.kick.as_raw_fd(), EventSet::IN, KICK_EVENT as u64)
                 .map_err(ConnectionError::WatchKick)?;
         }
-        let back_end =
-            UnixStream::connect_addr(private_addr).map_err(ConnectionError::ConnectRelay)?;
+        let back_end = UnixStream::connect(private_path).map_err(ConnectionError::ConnectRelay)?;
         daemon
             .start(private)
             .map_err(ConnectionError::StartDaemon)?;

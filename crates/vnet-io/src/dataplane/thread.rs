@@ -14,10 +14,12 @@
 //!    Readiness only *lists* ports: a readable port goes on the receive list, a
 //!    writable one on the transmit list, each at most once (`Vnet::list_rx`).
 //! 3. **Receive** ([`Thread::turn`] from here on, the time of the turn as an
-//!    argument): every NIC socket on the uplink list gives up to 64 frames, every port
-//!    on the receive list up to `RX_BUDGET` (64) messages, the shared dgram socket two
-//!    `recvmmsg` batches of 32. Each frame goes through the switch straight into the
-//!    egress queue of each destination, which is then listed for transmit. A port
+//!    argument): every NIC socket on the uplink list gives up to 64 frames, each
+//!    delivered to its vnet's uplink port, which joins the receive list; every port on
+//!    the receive list gives up to `RX_BUDGET` (64) messages through `Backend::recv`;
+//!    the shared dgram socket two `recvmmsg` batches of 32, delivered to their peers'
+//!    ports and read from them at once. Each frame goes through the switch straight
+//!    into the egress queue of each destination, which is then listed for transmit. A port
 //!    with more input than its budget is listed again for the next turn, behind the
 //!    others: one busy port cannot starve the rest.
 //! 4. **Transmit**: every listed port offers its queued frames to its client in

@@ -243,12 +243,28 @@ fn describe(c: &DhcpConfig) -> String {
     )
 }
 
-/// Writes `bytes` to `path` so that a crash leaves either the old or the new file.
+/// Writes `bytes` to `path` so that a crash leaves either the old or the new file, mode
+/// 0600 (leases name clients). The temporary `NAME.tmp` is made anew, never opened
+/// through a link: a stale one (or a link planted in its place) is unlinked first, and
+/// the file is created with `O_CREAT|O_EXCL|O_NOFOLLOW`.
 fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
     let dir = path.parent().expect("lease file has a directory");
-    std::fs::create_dir_all(dir)?;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
     let tmp = path.with_extension("json.tmp");
-    let mut f = std::fs::File::create(&tmp)?;
+    match std::fs::remove_file(&tmp) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(&tmp)?;
     f.write_all(bytes)?;
     f.sync_all()?;
     std::fs::rename(&tmp, path)?;
@@ -292,6 +308,27 @@ impl Service for DhcpService {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stale_lease_temporary_linked_to_a_victim_leaves_the_victim_alone() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "precious").unwrap();
+        let net = dir.path().join("lab");
+        std::fs::create_dir(&net).unwrap();
+        let leases = net.join("leases.json");
+        std::os::unix::fs::symlink(&victim, net.join("leases.json.tmp")).unwrap();
+
+        write_atomically(&leases, b"[]").unwrap();
+
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+        assert_eq!(std::fs::read_to_string(&leases).unwrap(), "[]");
+        assert!(!std::fs::symlink_metadata(&leases).unwrap().is_symlink());
+        let mode = std::fs::metadata(&leases).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode, 0o600);
+        assert!(!net.join("leases.json.tmp").exists());
+    }
 
     #[test]
     fn server_macs_are_stable_local_unicast_and_differ_per_vnet() {

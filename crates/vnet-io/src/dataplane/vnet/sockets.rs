@@ -22,6 +22,7 @@ use crate::backend::seqpacket::SeqpacketPort;
 use crate::backend::stream::StreamPort;
 use crate::backend::vde::VdePort;
 use crate::backend::Backend;
+use crate::error::Chain;
 use crate::frame::BufPool;
 use crate::sys::mmsg::RecvBatch;
 use crate::sys::seqpacket;
@@ -52,13 +53,12 @@ pub(in crate::dataplane) fn socket_paths(dir: &Path) -> [PathBuf; 3] {
 }
 
 impl Vnet {
-    /// Creates the vnet's directory and binds its sockets (replacing stale ones).
+    /// Creates the vnet's directory and binds its sockets (replacing stale ones). A
+    /// directory left by an earlier run is reused only if it is vnetd's own and writable by
+    /// no one else (`vnet_dirs::claim`), so no one can have planted sockets in it.
     pub fn bind(spec: NetworkSpec, dir: PathBuf) -> io::Result<Self> {
-        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o755)
-            .create(&dir)?;
+        use std::os::unix::fs::PermissionsExt;
+        vnet_dirs::claim::claim_dir(&dir, 0o755, "choose another --run-dir")?;
         let [stream, dgram, api] = socket_paths(&dir);
         for p in [&stream, &dgram, &api] {
             match std::fs::remove_file(p) {
@@ -154,6 +154,7 @@ impl Vnet {
                     Ok((sock, _)) => match VdePort::new(sock, &vde_dir(&self.dir), self.name()) {
                         Ok(port) => return Some(Box::new(port)),
                         Err(e) => {
+                            let e = Chain(&e);
                             warn!(net = self.name(), "cannot open a VDE port: {e}");
                             continue;
                         }
