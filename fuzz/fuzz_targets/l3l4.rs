@@ -7,7 +7,10 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use vnet_core::wire::{arp, icmpv4, icmpv6, ipv4, ipv6, tcp, udp};
 
 fuzz_target!(|data: &[u8]| {
-    let v4 = (IpAddr::V4(Ipv4Addr::LOCALHOST), IpAddr::V4(Ipv4Addr::BROADCAST));
+    let v4 = (
+        IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V4(Ipv4Addr::BROADCAST),
+    );
     let v6 = (Ipv6Addr::LOCALHOST, Ipv6Addr::UNSPECIFIED);
 
     if let Ok(p) = arp::Packet::new_checked(data) {
@@ -16,7 +19,12 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     if let Ok(p) = ipv4::Packet::new_checked(data) {
-        let _ = (p.options(), p.payload(), p.verify_checksum(), p.frag_offset());
+        let _ = (
+            p.options(),
+            p.payload(),
+            p.verify_checksum(),
+            p.frag_offset(),
+        );
         if let Ok(r) = ipv4::Repr::parse(&p) {
             r.emit(&mut ipv4::Packet::new_unchecked(vec![0; r.buffer_len()]));
         }

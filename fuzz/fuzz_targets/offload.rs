@@ -12,7 +12,12 @@ fuzz_target!(|data: &[u8]| {
     let mut f = frame.to_vec();
     let _ = complete_checksum(&mut f, &hdr);
     // Force the GSO kinds too, so the segmenter is reached more often than 1 in 256.
-    for gso_type in [hdr.gso_type, VirtioNetHdr::GSO_TCPV4, VirtioNetHdr::GSO_TCPV6, VirtioNetHdr::GSO_UDP_L4] {
+    for gso_type in [
+        hdr.gso_type,
+        VirtioNetHdr::GSO_TCPV4,
+        VirtioNetHdr::GSO_TCPV6,
+        VirtioNetHdr::GSO_UDP_L4,
+    ] {
         let hdr = VirtioNetHdr { gso_type, ..hdr };
         let mut scratch = vec![0u8; 65_600];
         let mut emitted = 0;

@@ -46,7 +46,6 @@ use tracing::{debug, info, warn};
 use vnet_core::wire::seqpacket::{
     answers, decode_vnet, Request as ApiRequest, VnetMessage, KIND_FRAME,
 };
-use vnet_core::wire::MacAddr;
 use vnet_io::{ControlError, Handle};
 
 /// The ioctl commands of `include/vnet.h` (`_IOW`/`_IOR` with magic `'V'`).
@@ -64,6 +63,37 @@ pub mod ioctl {
     pub const GETPORTID: u32 = ioc(READ, 3, 4);
     /// `_IOR('V', 4, unsigned int)`: `VNET_API_VERSION`.
     pub const GETVERSION: u32 = ioc(READ, 4, 4);
+
+    use fuser::Errno;
+    use vnet_core::wire::seqpacket::{PortInfo, Request};
+    use vnet_core::wire::MacAddr;
+
+    /// The control request an ioctl from a client asks for (`cmd` and its argument as
+    /// the kernel passed them): pure, so it can be fuzzed.
+    pub fn decode(cmd: u32, input: &[u8]) -> Result<Request, Errno> {
+        Ok(match cmd {
+            SETMAC => {
+                let mac: [u8; 6] = input.try_into().map_err(|_| Errno::EINVAL)?;
+                Request::SetMac(MacAddr(mac))
+            }
+            SETPROMISC => {
+                let on: [u8; 4] = input.try_into().map_err(|_| Errno::EINVAL)?;
+                Request::SetPromiscuous(i32::from_ne_bytes(on) != 0)
+            }
+            GETPORTID | GETVERSION => Request::GetInfo,
+            _ => return Err(Errno::from_i32(libc::ENOTTY)),
+        })
+    }
+
+    /// What the ioctl `cmd` returns to the client once the vnet answered with `info`.
+    pub fn output(cmd: u32, info: Option<PortInfo>) -> Result<Vec<u8>, Errno> {
+        match (cmd, info) {
+            (GETPORTID, Some(info)) => Ok(info.port_id.to_ne_bytes().to_vec()),
+            (GETVERSION, Some(info)) => Ok(u32::from(info.api_version).to_ne_bytes().to_vec()),
+            (GETPORTID | GETVERSION, None) => Err(Errno::EIO),
+            _ => Ok(Vec::new()),
+        }
+    }
 }
 
 /// `RUN/dev`: where the device files appear.
@@ -581,27 +611,9 @@ impl DevFile {
     }
 
     fn ioctl(&self, cmd: u32, input: &[u8]) -> Result<Vec<u8>, Errno> {
-        let req = match cmd {
-            ioctl::SETMAC => {
-                let mac: [u8; 6] = input.try_into().map_err(|_| Errno::EINVAL)?;
-                ApiRequest::SetMac(MacAddr(mac))
-            }
-            ioctl::SETPROMISC => {
-                let on: [u8; 4] = input.try_into().map_err(|_| Errno::EINVAL)?;
-                ApiRequest::SetPromiscuous(i32::from_ne_bytes(on) != 0)
-            }
-            ioctl::GETPORTID | ioctl::GETVERSION => ApiRequest::GetInfo,
-            _ => return Err(Errno::from_i32(libc::ENOTTY)),
-        };
+        let req = ioctl::decode(cmd, input)?;
         let info = self.request(req)?;
-        match (cmd, info) {
-            (ioctl::GETPORTID, Some(info)) => Ok(info.port_id.to_ne_bytes().to_vec()),
-            (ioctl::GETVERSION, Some(info)) => {
-                Ok(u32::from(info.api_version).to_ne_bytes().to_vec())
-            }
-            (ioctl::GETPORTID | ioctl::GETVERSION, None) => Err(Errno::EIO),
-            _ => Ok(Vec::new()),
-        }
+        ioctl::output(cmd, info)
     }
 
     /// Sends a control request and waits for its reply; frames meanwhile are kept.
@@ -778,6 +790,26 @@ mod tests {
         assert_eq!(i.ino("a"), a);
         assert_eq!(i.name(b), Some("b"));
         assert_eq!(i.name(INodeNo::ROOT), None);
+    }
+
+    #[test]
+    fn ioctls_decode_their_arguments() {
+        use vnet_core::wire::seqpacket::Request;
+        let mac = [2, 0, 0, 0, 0, 1];
+        assert_eq!(
+            ioctl::decode(ioctl::SETMAC, &mac),
+            Ok(Request::SetMac(vnet_core::wire::MacAddr(mac)))
+        );
+        assert_eq!(ioctl::decode(ioctl::SETMAC, &mac[..5]), Err(Errno::EINVAL));
+        assert_eq!(
+            ioctl::decode(ioctl::SETPROMISC, &1i32.to_ne_bytes()),
+            Ok(Request::SetPromiscuous(true))
+        );
+        assert_eq!(ioctl::decode(ioctl::SETPROMISC, &[1]), Err(Errno::EINVAL));
+        assert_eq!(ioctl::decode(ioctl::GETVERSION, &[]), Ok(Request::GetInfo));
+        assert_eq!(ioctl::decode(0, &[]), Err(Errno::from_i32(libc::ENOTTY)));
+        assert_eq!(ioctl::output(ioctl::GETPORTID, None), Err(Errno::EIO));
+        assert_eq!(ioctl::output(ioctl::SETMAC, None), Ok(Vec::new()));
     }
 
     /// The numbers in include/vnet.h are the ones served here.

@@ -356,20 +356,7 @@ impl Backend for VhostUserPort {
                 return Received::Closed("vhost-user thread ended".into())
             }
         };
-        let space = buf.recv_space_with_header();
-        let outcome = if msg.len() > space.len() {
-            Received::Dropped(
-                DropCause::Oversize,
-                format!("{}-byte frame from the guest", msg.len()),
-            )
-        } else {
-            space[..msg.len()].copy_from_slice(&msg);
-            if buf.set_vnet_len(msg.len()) {
-                Received::Frame
-            } else {
-                Received::Dropped(DropCause::Runt, "no virtio_net_hdr".into())
-            }
-        };
+        let outcome = guest_message(&msg, buf);
         let _ = self.spare_out.try_send(msg);
         outcome
     }
@@ -406,6 +393,24 @@ impl VhostUserPort {
             }
             Err(TrySendError::Disconnected(_)) => Sent::Closed("vhost-user thread ended".into()),
         }
+    }
+}
+
+/// A message from the guest's TX queue (its descriptor chain's bytes: `virtio_net_hdr`
+/// and frame) into `buf`, as the data plane takes it. Pure, for the fuzz target.
+pub fn guest_message(msg: &[u8], buf: &mut FrameBuf) -> Received {
+    let space = buf.recv_space_with_header();
+    if msg.len() > space.len() {
+        return Received::Dropped(
+            DropCause::Oversize,
+            format!("{}-byte frame from the guest", msg.len()),
+        );
+    }
+    space[..msg.len()].copy_from_slice(msg);
+    if buf.set_vnet_len(msg.len()) {
+        Received::Frame
+    } else {
+        Received::Dropped(DropCause::Runt, "no virtio_net_hdr".into())
     }
 }
 
@@ -568,7 +573,10 @@ const MAX_PAYLOAD: usize = 4096;
 /// are held back and replayed right after it: QEMU sends them while realizing the NIC,
 /// and `vhost` 0.18 closes the connection on a `SET_VRING_ENABLE` before the
 /// front-end acked `VHOST_USER_F_PROTOCOL_FEATURES`.
-fn relay(from: UnixStream, to: UnixStream, from_front_end: bool) {
+///
+/// Public only for the fuzz target that feeds it a front-end's bytes.
+#[doc(hidden)]
+pub fn relay(from: UnixStream, to: UnixStream, from_front_end: bool) {
     use std::io::Read;
     let mut features_set = !from_front_end;
     let mut held: Vec<Vec<u8>> = Vec::new();
