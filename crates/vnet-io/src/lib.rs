@@ -22,4 +22,4 @@ pub mod services;
 #[allow(unsafe_code)]
 pub mod sys;
 
-pub use dataplane::{ControlError, DataPlane, ErrorKind, Handle, Tuning};
+pub use dataplane::{ControlError, DataPlane, ErrorKind, Handle, Limits, Tuning};

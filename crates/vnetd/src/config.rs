@@ -28,8 +28,41 @@ pub struct Config {
     /// `[access]`: who may use the control API (see `crate::access`).
     #[serde(default)]
     pub access: AccessConfig,
+    /// `[limits]`: bounds on what clients can make the daemon hold.
+    #[serde(default)]
+    pub limits: LimitsConfig,
     #[serde(default)]
     pub network: Vec<Spanned<NetworkConfig>>,
+}
+
+/// The `[limits]` table; absent keys take [`vnet_io::Limits`]'s defaults. Each refusal
+/// is counted in `/metrics` as `vnet_limit_refusals_total{limit="KEY"}`.
+#[derive(Debug, Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Client ports per vnet (stream, api, VDE, dgram peers, classic-device opens, TAP
+    /// and vhost-user ports added through the API) [default: 256].
+    #[serde(default)]
+    pub ports_per_vnet: Option<usize>,
+    /// Seconds a VDE client may take to send its request on `vde/ctl` [default: 5].
+    #[serde(default)]
+    pub vde_handshake_secs: Option<u64>,
+    /// Vnets the daemon runs [default: 64].
+    #[serde(default)]
+    pub vnets: Option<usize>,
+}
+
+impl LimitsConfig {
+    pub fn limits(&self) -> vnet_io::Limits {
+        let d = vnet_io::Limits::default();
+        vnet_io::Limits {
+            ports_per_vnet: self.ports_per_vnet.unwrap_or(d.ports_per_vnet),
+            vde_handshake: self
+                .vde_handshake_secs
+                .map_or(d.vde_handshake, std::time::Duration::from_secs),
+            vnets: self.vnets.unwrap_or(d.vnets),
+        }
+    }
 }
 
 /// The `[access]` table: the groups whose members hold the admin and user roles on the

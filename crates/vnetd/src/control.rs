@@ -457,6 +457,16 @@ async fn metrics(State(h): State<Handle>) -> Result<impl IntoResponse> {
     for (net, flows, _) in &nats {
         let _ = writeln!(out, "vnet_nat_flows{{net=\"{net}\"}} {flows}");
     }
+    let name = "vnet_limit_refusals_total";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Requests refused by a `[limits]` bound, by its key.\n# TYPE {name} counter"
+    );
+    for r in h.limit_refusals() {
+        let net = r.net.map(|n| format!("net=\"{n}\","));
+        let (net, limit, count) = (net.unwrap_or_default(), r.limit, r.count);
+        let _ = writeln!(out, "{name}{{{net}limit=\"{limit}\"}} {count}");
+    }
     Ok(([("content-type", "text/plain; version=0.0.4")], out))
 }
 

@@ -137,8 +137,15 @@ fn run(args: Args) -> Result<()> {
     raise_fd_limit();
 
     let tuning = config.tuning(args.threads.map(usize::from), args.busy_poll_us);
-    let dataplane = DataPlane::spawn(run_dir.clone(), state_dir.clone(), tuning)
+    let limits = config.limits.limits();
+    let dataplane = DataPlane::spawn(run_dir.clone(), state_dir.clone(), tuning, limits)
         .context("cannot start the data plane")?;
+    info!(
+        "limits: {} client ports per vnet, VDE handshake {} s, {} vnets",
+        limits.ports_per_vnet,
+        limits.vde_handshake.as_secs(),
+        limits.vnets
+    );
     info!(
         "data plane: {} thread(s), busy poll {} µs",
         tuning.threads,

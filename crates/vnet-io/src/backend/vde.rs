@@ -37,6 +37,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
 
 use mio::net::{UnixDatagram, UnixStream};
 use nix::sys::socket::{getsockopt, sockopt::PeerCredentials, UnixAddr};
@@ -70,6 +71,11 @@ pub struct VdePort {
     /// The request as it arrives; `None` once the handshake is done.
     request: Option<Box<[u8; MAX_REQUEST]>>,
     request_len: usize,
+    /// The request must be complete by then (`[limits] vde_handshake_secs`).
+    handshake_deadline: Instant,
+    handshake_secs: u64,
+    /// The deadline passed without a request: the port closes.
+    handshake_expired: bool,
     /// Our data socket's path, once bound (unlinked on drop).
     data_path: Option<PathBuf>,
     description: Option<String>,
@@ -122,7 +128,13 @@ pub enum VdeError {
 
 impl VdePort {
     /// Wraps an accepted connection on `dir/ctl` of vnet `net`.
-    pub fn new(ctl: UnixStream, dir: &Path, net: &str) -> Result<Self, VdeError> {
+    /// Its client must send the request within `handshake`.
+    pub fn new(
+        ctl: UnixStream,
+        dir: &Path,
+        net: &str,
+        handshake: Duration,
+    ) -> Result<Self, VdeError> {
         let (pid, peer) = peer::describe(&ctl.as_fd());
         let uid = getsockopt(&ctl.as_fd(), PeerCredentials)
             .ok()
@@ -138,6 +150,9 @@ impl VdePort {
             peer,
             request: Some(Box::new([0; MAX_REQUEST])),
             request_len: 0,
+            handshake_deadline: Instant::now() + handshake,
+            handshake_secs: handshake.as_secs(),
+            handshake_expired: false,
             data_path: None,
             description: None,
         })
@@ -298,6 +313,12 @@ impl Backend for VdePort {
     }
 
     fn recv(&mut self, buf: &mut FrameBuf) -> Received {
+        if self.handshake_expired {
+            return Received::Closed(format!(
+                "no request within {} s (`[limits] vde_handshake_secs`)",
+                self.handshake_secs
+            ));
+        }
         match self.read_request() {
             Ok(true) => {}
             Ok(false) => return Received::WouldBlock,
@@ -315,6 +336,17 @@ impl Backend for VdePort {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => Received::Closed(format!("data receive failed: {e}")),
             };
+        }
+    }
+
+    /// The handshake's deadline, while the request is awaited.
+    fn deadline(&self) -> Option<Instant> {
+        (self.request.is_some() && !self.handshake_expired).then_some(self.handshake_deadline)
+    }
+
+    fn tick(&mut self, now: Instant) {
+        if self.request.is_some() && now >= self.handshake_deadline {
+            self.handshake_expired = true;
         }
     }
 

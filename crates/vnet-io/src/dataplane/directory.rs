@@ -6,11 +6,12 @@
 //! take, never the frame path.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use vnet_model::NetworkSpec;
 
 use super::error::{Conflict, ControlError, Missing};
+use super::limits::{self, LimitHit, Refusals};
 use crate::backend::uplink::Claim;
 
 pub(super) struct Directory {
@@ -20,6 +21,9 @@ pub(super) struct Directory {
     nets: HashMap<String, usize>,
     /// Who is bridged to which NIC, over all threads.
     claims: Vec<NicClaim>,
+    /// At most this many vnets (`[limits] vnets`).
+    max_vnets: usize,
+    refusals: Arc<Refusals>,
 }
 
 struct NicClaim {
@@ -29,11 +33,13 @@ struct NicClaim {
 }
 
 impl Directory {
-    pub fn new(threads: usize) -> Self {
+    pub fn new(threads: usize, max_vnets: usize, refusals: Arc<Refusals>) -> Self {
         Directory {
             threads,
             nets: HashMap::new(),
             claims: Vec::new(),
+            max_vnets,
+            refusals,
         }
     }
 
@@ -42,6 +48,16 @@ impl Directory {
     pub fn place(&mut self, spec: &NetworkSpec) -> Result<usize, ControlError> {
         if self.nets.contains_key(&spec.name) {
             return Err(Conflict::Vnet(spec.name.clone()).into());
+        }
+        if self.nets.len() >= self.max_vnets {
+            let what = format!("vnetd runs its maximum of vnets, refused {:?}", spec.name);
+            self.refusals.refuse(None, limits::VNETS, &what);
+            return Err(LimitHit {
+                what: "vnetd runs its maximum of vnets".into(),
+                max: self.max_vnets,
+                key: limits::VNETS,
+            }
+            .into());
         }
         let nic_mate = spec.uplink.as_ref().and_then(|u| {
             self.claims
@@ -132,7 +148,7 @@ mod tests {
 
     #[test]
     fn spreads_vnets_and_keeps_names_unique() {
-        let mut d = Directory::new(2);
+        let mut d = Directory::new(2, 64, Default::default());
         assert_eq!(d.place(&NetworkSpec::named("a")).unwrap(), 0);
         assert_eq!(d.place(&NetworkSpec::named("b")).unwrap(), 1);
         assert_eq!(d.place(&NetworkSpec::named("c")).unwrap(), 0);
@@ -151,8 +167,24 @@ mod tests {
     }
 
     #[test]
+    fn vnets_over_the_limit_are_refused_and_counted() {
+        let refusals = Arc::new(Refusals::default());
+        let mut d = Directory::new(2, 2, Arc::clone(&refusals));
+        d.place(&NetworkSpec::named("a")).unwrap();
+        d.place(&NetworkSpec::named("b")).unwrap();
+        let e = d.place(&NetworkSpec::named("c")).unwrap_err();
+        assert_eq!(e.kind(), super::super::ErrorKind::Conflict);
+        assert!(e.message().contains("[limits] vnets"), "{}", e.message());
+        assert_eq!(refusals.count(None, limits::VNETS), 1);
+        // A name that is free again is placed.
+        d.remove("a");
+        d.place(&NetworkSpec::named("c")).unwrap();
+        assert_eq!(refusals.count(None, limits::VNETS), 1);
+    }
+
+    #[test]
     fn vnets_on_one_nic_share_a_thread_and_never_its_traffic() {
-        let mut d = Directory::new(2);
+        let mut d = Directory::new(2, 64, Default::default());
         let v10 = bridged("v10", "eth1", Some(10));
         let t = d.place(&v10).unwrap();
         d.check("eth1", "v10", &Claim::Vlan(10)).unwrap();

@@ -28,6 +28,12 @@ pub enum ControlError {
     /// What the command would make exists already, or takes what another owns.
     #[error(transparent)]
     Conflict(#[from] Conflict),
+    /// A bound of vnetd's `[limits]` is reached. Answered like a conflict (409): the
+    /// request is fine but clashes with the daemon's state now, and succeeds once
+    /// something is removed; 429 would say this client sends too fast, which a count
+    /// of what all clients hold is not.
+    #[error(transparent)]
+    Limit(#[from] super::limits::LimitHit),
     /// The vnet's spec (as given, or as a live change would leave it) breaks a rule.
     #[error(transparent)]
     Invalid(#[from] SpecError),
@@ -182,7 +188,7 @@ impl ControlError {
         let errno = |e: &io::Error| e.raw_os_error();
         match self {
             ControlError::NotFound(_) => ErrorKind::NotFound,
-            ControlError::Conflict(_) => ErrorKind::Conflict,
+            ControlError::Conflict(_) | ControlError::Limit(_) => ErrorKind::Conflict,
             ControlError::Invalid(_)
             | ControlError::Vlan(_)
             | ControlError::PortSetting(_)

@@ -20,14 +20,18 @@
 //! - `vnet`: one vnet: its switch, ports and queues, the frame path through them, its
 //!   sockets and its reports.
 //! - `queue`: a port's bounded egress queue. `directory`: what threads share.
+//! - `limits`: the bounds on what clients can make the daemon hold, and the count of
+//!   refusals.
 
 mod directory;
 mod error;
+mod limits;
 mod queue;
 mod thread;
 mod vnet;
 
 pub use error::{Conflict, ControlError, ErrorKind, Missing};
+pub use limits::{LimitHit, LimitRefusals, Limits};
 pub use queue::QUEUE_CAPACITY;
 
 use std::path::PathBuf;
@@ -84,6 +88,7 @@ pub(crate) enum Command {
 pub struct Handle {
     threads: Arc<[Mailbox]>,
     directory: Arc<Mutex<Directory>>,
+    refusals: Arc<limits::Refusals>,
 }
 
 /// How to reach one data-plane thread.
@@ -112,10 +117,20 @@ pub struct DataPlane {
 
 impl DataPlane {
     /// Starts the threads. Each vnet's sockets go under `run_dir/NAME/`, its state
-    /// (DHCP leases) under `state_dir/NAME/`.
-    pub fn spawn(run_dir: PathBuf, state_dir: PathBuf, tuning: Tuning) -> std::io::Result<Self> {
+    /// (DHCP leases) under `state_dir/NAME/`; what clients make is bounded by `limits`.
+    pub fn spawn(
+        run_dir: PathBuf,
+        state_dir: PathBuf,
+        tuning: Tuning,
+        limits: Limits,
+    ) -> std::io::Result<Self> {
         let threads = tuning.threads.max(1);
-        let directory = Arc::new(Mutex::new(Directory::new(threads)));
+        let refusals = Arc::new(limits::Refusals::default());
+        let directory = Arc::new(Mutex::new(Directory::new(
+            threads,
+            limits.vnets,
+            Arc::clone(&refusals),
+        )));
         let mut reach = Vec::with_capacity(threads);
         let mut joins = Vec::with_capacity(threads);
         for index in 0..threads {
@@ -124,10 +139,12 @@ impl DataPlane {
             let waker = Arc::new(mio::Waker::new(poll.registry(), thread::WAKER)?);
             let (run_dir, state_dir) = (run_dir.clone(), state_dir.clone());
             let directory = directory.clone();
+            let refusals = Arc::clone(&refusals);
             let thread = std::thread::Builder::new()
                 .name(format!("vnet-dataplane{index}"))
                 .spawn(move || {
                     thread::Thread::new(poll, index, run_dir, state_dir, rx, directory)
+                        .with_limits(limits, refusals)
                         .run(tuning.busy_poll)
                 })?;
             joins.push(thread);
@@ -140,6 +157,7 @@ impl DataPlane {
             handle: Handle {
                 threads: reach.into(),
                 directory,
+                refusals,
             },
             threads: joins,
         })
@@ -243,6 +261,11 @@ impl Handle {
     /// Removes the vnet; its thread frees the name.
     pub async fn delete_network(&self, name: String) -> Result<(), ControlError> {
         self.call(name, Command::DeleteNetwork).await
+    }
+
+    /// How many times each limit refused something (vnets that are gone forgotten).
+    pub fn limit_refusals(&self) -> Vec<LimitRefusals> {
+        self.refusals.rows()
     }
 
     /// Every vnet on every thread, by name.

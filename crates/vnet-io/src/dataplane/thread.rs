@@ -62,6 +62,7 @@ use tracing::error;
 use vnet_core::switch::PortId;
 
 use super::directory::{self, Directory};
+use super::limits::{Limits, Refusals};
 use super::vnet::{PassEnd, Timer, Vnet};
 use super::Command;
 use crate::backend::uplink::{Polled, UplinkSocket};
@@ -133,6 +134,9 @@ pub(super) struct Thread {
     /// Uplink sockets to read this turn.
     uplink_rx: Vec<usize>,
     last_aging: Instant,
+    /// What clients may make this thread hold, and the count of refusals.
+    limits: Limits,
+    refusals: Arc<Refusals>,
 }
 
 impl Thread {
@@ -164,7 +168,16 @@ impl Thread {
             uplinks: Slab::new(),
             uplink_rx: Vec::new(),
             last_aging: Instant::now(),
+            limits: Limits::default(),
+            refusals: Arc::default(),
         }
+    }
+
+    /// Bounds what clients make with `limits`, counting refusals in `refusals`.
+    pub fn with_limits(mut self, limits: Limits, refusals: Arc<Refusals>) -> Self {
+        self.limits = limits;
+        self.refusals = refusals;
+        self
     }
 
     /// Runs until shutdown; `busy_poll`: see [`super::Tuning::busy_poll`].

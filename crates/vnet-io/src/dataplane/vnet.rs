@@ -112,6 +112,9 @@ pub(super) struct Vnet {
     host_adapter: Option<vnet_model::HostAdapterInfo>,
     /// Destinations of the frame being forwarded (reused: no allocation per frame).
     scratch: Vec<(PortId, Tagging)>,
+    /// `[limits] ports_per_vnet`, and where refusals are counted.
+    limits: super::limits::Limits,
+    refusals: std::sync::Arc<super::limits::Refusals>,
 }
 
 impl Vnet {
@@ -148,6 +151,43 @@ impl Vnet {
     /// The vnet's socket directory, `RUN/NAME`.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Bounds the vnet's client ports by `limits`, counting refusals in `refusals`.
+    pub fn set_limits(
+        &mut self,
+        limits: super::limits::Limits,
+        refusals: std::sync::Arc<super::limits::Refusals>,
+    ) {
+        self.limits = limits;
+        self.refusals = refusals;
+    }
+
+    /// Whether one more client port fits within `[limits] ports_per_vnet`; refused:
+    /// counted, and logged naming `what` the client was. Client ports are all but the
+    /// vnet's own (services, host adapter, uplink).
+    pub fn admit_client(&self, what: &str) -> Result<(), super::limits::LimitHit> {
+        use vnet_model::PortKind;
+        let host = self.host_adapter.as_ref().map(|h| h.port);
+        let clients = self
+            .ports
+            .iter()
+            .filter(|(id, p)| {
+                !matches!(p.backend.kind(), PortKind::Service | PortKind::Uplink)
+                    && Some(id.0) != host
+            })
+            .count();
+        if clients < self.limits.ports_per_vnet {
+            return Ok(());
+        }
+        let limit = super::limits::PORTS_PER_VNET;
+        self.refusals
+            .refuse(Some(self.name()), limit, &format!("refused {what}"));
+        Err(super::limits::LimitHit {
+            what: format!("vnet {:?} has its maximum of client ports", self.name()),
+            max: self.limits.ports_per_vnet,
+            key: limit,
+        })
     }
 
     pub fn has_port(&self, id: PortId) -> bool {
@@ -238,6 +278,12 @@ impl Vnet {
         Some(match port.backend.deadline() {
             Some(t) if t <= Instant::now() => {
                 port.backend.tick(Instant::now());
+                // A VDE port's only timer: its client sent no request in time.
+                if port.backend.kind() == vnet_model::PortKind::Vde {
+                    let what = format!("closing {}", port.backend.description());
+                    let limit = super::limits::VDE_HANDSHAKE_SECS;
+                    self.refusals.refuse(Some(&self.spec.name), limit, &what);
+                }
                 Timer::Ran
             }
             Some(t) => Timer::Later(t),
@@ -447,6 +493,12 @@ impl Vnet {
                         }),
                         None => {
                             let path = path.to_path_buf();
+                            let what = format!("a datagram of new peer {}", path.display());
+                            if self.admit_client(&what).is_err() {
+                                // Counted and logged as the limit's refusal.
+                                self.pool.put(buf);
+                                continue;
+                            }
                             self.add_dgram_peer(path, uid)
                         }
                     },

@@ -68,7 +68,7 @@ impl Thread {
             Command::AttachDevice(name, sock, pid, reply) => {
                 let result = self.lookup(&name).and_then(|k| {
                     let port = ClassicDevicePort::new(sock, &name, pid);
-                    self.add_port(k, Box::new(port), VlanMode::default())
+                    self.add_client_port(k, Box::new(port), VlanMode::default())
                         .map(|id| id.0)
                 });
                 let _ = reply.send(result);

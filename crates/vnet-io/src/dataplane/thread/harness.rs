@@ -22,6 +22,7 @@ use vnet_model::{NetworkInfo, NetworkSpec, PortInfo, PortKind};
 use super::{Thread, VnetKey, RETRY};
 use crate::backend::{Backend, Received, Sent, TX_BATCH};
 use crate::dataplane::directory::Directory;
+use crate::dataplane::limits::{Limits, Refusals};
 use crate::dataplane::{Command, ControlError, Reply};
 use crate::frame::FrameBuf;
 
@@ -89,6 +90,7 @@ pub struct Harness {
     thread: Thread,
     commands: mpsc::Sender<Command>,
     directory: Arc<Mutex<Directory>>,
+    refusals: Arc<Refusals>,
     /// The virtual clock: every turn runs at this time.
     pub now: Instant,
     last_retry: Instant,
@@ -99,9 +101,19 @@ pub struct Harness {
 
 impl Harness {
     pub fn new() -> Self {
+        Self::with_limits(Limits::default())
+    }
+
+    /// A harness whose thread keeps `limits`.
+    pub fn with_limits(limits: Limits) -> Self {
         let dirs = tempfile::tempdir().expect("temporary directory");
         let (commands, rx) = mpsc::channel();
-        let directory = Arc::new(Mutex::new(Directory::new(1)));
+        let refusals = Arc::new(Refusals::default());
+        let directory = Arc::new(Mutex::new(Directory::new(
+            1,
+            limits.vnets,
+            Arc::clone(&refusals),
+        )));
         let poll = mio::Poll::new().expect("epoll");
         let now = Instant::now();
         let thread = Thread::new(
@@ -111,11 +123,13 @@ impl Harness {
             dirs.path().join("state"),
             rx,
             Arc::clone(&directory),
-        );
+        )
+        .with_limits(limits, Arc::clone(&refusals));
         Harness {
             thread,
             commands,
             directory,
+            refusals,
             now,
             last_retry: now,
             readable: Vec::new(),
@@ -172,20 +186,27 @@ impl Harness {
 
     /// Attaches a scripted port to vnet `key`.
     pub fn port(&mut self, key: VnetKey) -> Port {
+        self.try_port(key).expect("attached")
+    }
+
+    /// Attaches a scripted port to vnet `key` as a connecting client would get one.
+    pub fn try_port(&mut self, key: VnetKey) -> Result<Port, ControlError> {
         let wire = Rc::new(RefCell::new(Wire::default()));
-        let id = self
-            .thread
-            .add_port(
-                key,
-                Box::new(ScriptedPort(Rc::clone(&wire))),
-                VlanMode::default(),
-            )
-            .expect("attached");
-        Port {
+        let id = self.thread.add_client_port(
+            key,
+            Box::new(ScriptedPort(Rc::clone(&wire))),
+            VlanMode::default(),
+        )?;
+        Ok(Port {
             vnet: key,
             id,
             wire,
-        }
+        })
+    }
+
+    /// How many times `limit` refused something of vnet `net` (`None`: daemon-wide).
+    pub fn refusals(&self, net: Option<&str>, limit: &'static str) -> u64 {
+        self.refusals.count(net, limit)
     }
 
     /// The client of `port` sends `frames`: they wait on its wire, and it is readable.

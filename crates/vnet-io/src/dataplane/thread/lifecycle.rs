@@ -6,6 +6,7 @@
 
 use std::cell::RefCell;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Instant;
 
 use mio::Token;
@@ -46,6 +47,7 @@ impl Thread {
             dir: dir.clone(),
             source,
         })?;
+        vnet.set_limits(self.limits, Arc::clone(&self.refusals));
         let key = self.vnets.vacant_key();
         let tokens = [
             Token(self.targets.insert(Target::StreamListener(key))),
@@ -87,6 +89,7 @@ impl Thread {
         let vnet = self.vnets.remove(key);
         self.names.remove(vnet.name());
         self.directory().remove(vnet.name());
+        self.refusals.forget(vnet.name());
         self.targets.retain(|_, t| t.vnet() != key);
         self.rx_list.retain(|(n, _)| *n != key);
         self.tx_list.retain(|(n, _)| *n != key);
@@ -195,11 +198,31 @@ impl Thread {
         Ok(())
     }
 
-    /// Turns every client waiting on one of vnet `key`'s listening sockets into a port.
+    /// Turns every client waiting on one of vnet `key`'s listening sockets into a port;
+    /// over `[limits] ports_per_vnet` the client's connection is closed at once. A VDE
+    /// port's handshake has a deadline: its timer runs with the services'.
     pub(super) fn accept(&mut self, key: VnetKey, listener: Listener) {
         while let Some(backend) = self.vnets.get_mut(key).and_then(|v| v.accept(listener)) {
-            self.add_port(key, backend, VlanMode::default()).ok();
+            let vde = backend.kind() == vnet_model::PortKind::Vde;
+            if let Ok(id) = self.add_client_port(key, backend, VlanMode::default()) {
+                if vde {
+                    self.services.push((key, id));
+                }
+            }
         }
+    }
+
+    /// [`Thread::add_port`] for a port a client makes, within `[limits] ports_per_vnet`
+    /// (refused: the backend is dropped, closing its client's connection).
+    pub(super) fn add_client_port(
+        &mut self,
+        key: VnetKey,
+        backend: Box<dyn Backend>,
+        vlan: VlanMode,
+    ) -> Result<PortId, ControlError> {
+        let vnet = self.vnets.get(key).ok_or(ControlError::Stopped)?;
+        vnet.admit_client(&backend.description())?;
+        self.add_port(key, backend, vlan)
     }
 
     /// Attaches a backend to vnet `key` and starts watching it.
@@ -246,6 +269,11 @@ impl Thread {
         spec: PortSpec,
         now: Instant,
     ) -> Result<PortInfo, ControlError> {
+        let what = match &spec {
+            PortSpec::Tap { ifname, .. } => format!("TAP {ifname}"),
+            PortSpec::VhostUser { name, .. } => format!("vhost-user {name}"),
+        };
+        self.vnets[key].admit_client(&format!("a port add of {what}"))?;
         let (ifname, vlan) = match spec {
             PortSpec::Tap { ifname, vlan } => (ifname, vlan),
             PortSpec::VhostUser { name, vlan } => {

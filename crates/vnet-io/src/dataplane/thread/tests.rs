@@ -305,3 +305,58 @@ fn vlans_set_by_command_keep_access_ports_apart_and_a_trunk_hears_both_tagged() 
         "vnet \"lab\" has no port 99 (see `vnet port ls lab`)"
     );
 }
+
+#[test]
+fn a_client_port_over_the_limit_is_refused_and_counted_while_the_others_forward() {
+    use crate::dataplane::limits::{Limits, PORTS_PER_VNET, VNETS};
+    let mut h = Harness::with_limits(Limits {
+        ports_per_vnet: 3,
+        vnets: 2,
+        ..Limits::default()
+    });
+    let key = h.vnet("lab");
+    let ports: Vec<_> = (0..3).map(|_| h.port(key)).collect();
+    let refused = h.try_port(key).err().expect("a 4th client port is refused");
+    assert_eq!(refused.kind(), ErrorKind::Conflict);
+    assert!(
+        refused.message().contains("`[limits] ports_per_vnet`"),
+        "{}",
+        refused.message()
+    );
+    assert_eq!(h.refusals(Some("lab"), PORTS_PER_VNET), 1);
+    // Ports added through the API count too, and are refused before anything opens.
+    let tap = h
+        .command(|r| {
+            Command::AddPort(
+                "lab".into(),
+                PortSpec::Tap {
+                    ifname: "vnetlimit0".into(),
+                    vlan: VlanMode::default(),
+                },
+                r,
+            )
+        })
+        .unwrap_err();
+    assert_eq!(tap.kind(), ErrorKind::Conflict, "{}", tap.message());
+    assert_eq!(h.refusals(Some("lab"), PORTS_PER_VNET), 2);
+
+    h.send(&ports[0], [frame(BROADCAST, mac(1), 1)]);
+    h.turn();
+    for p in &ports[1..] {
+        assert_eq!(p.wire.borrow().delivered.len(), 1);
+    }
+    // A port that leaves makes room.
+    h.command(|r| Command::RemovePort("lab".into(), ports[2].id.0, r))
+        .unwrap();
+    h.try_port(key).expect("room again");
+
+    h.vnet("two");
+    let third = h.create(NetworkSpec::named("three")).unwrap_err();
+    assert_eq!(third.kind(), ErrorKind::Conflict);
+    assert!(
+        third.message().contains("`[limits] vnets`"),
+        "{}",
+        third.message()
+    );
+    assert_eq!(h.refusals(None, VNETS), 1);
+}

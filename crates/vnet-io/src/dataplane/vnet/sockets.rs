@@ -120,6 +120,8 @@ impl Vnet {
             dhcp: None,
             nat: None,
             scratch: Vec::new(),
+            limits: Default::default(),
+            refusals: Default::default(),
             spec,
             dir,
         })
@@ -161,7 +163,12 @@ impl Vnet {
                     Err(e) => format!("accept on api.sock failed: {e}"),
                 },
                 Listener::Vde => match self.vde_listener.accept() {
-                    Ok((sock, _)) => match VdePort::new(sock, &vde_dir(&self.dir), self.name()) {
+                    Ok((sock, _)) => match VdePort::new(
+                        sock,
+                        &vde_dir(&self.dir),
+                        self.name(),
+                        self.limits.vde_handshake,
+                    ) {
                         Ok(port) => return Some(Box::new(port)),
                         Err(e) => {
                             let e = Chain(&e);

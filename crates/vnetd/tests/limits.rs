@@ -1,0 +1,105 @@
+//! `[limits]`: a client over a bound is refused at once and counted in
+//! `vnet_limit_refusals_total`, while what exists keeps working.
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::time::Duration;
+
+use vnet_control::{NetworkSpec, PortKind};
+use vnet_testbed::api::{client, wait_ports};
+use vnet_testbed::frames::{broadcast, mac};
+use vnet_testbed::wait_for;
+use vnet_testbed::Daemon;
+
+fn daemon(limits: &str) -> Daemon {
+    Daemon::start(Some(&format!(
+        "[limits]\n{limits}\n\n[[network]]\nname = \"lab\"\n"
+    )))
+}
+
+fn refusals(d: &Daemon, labels: &str) -> u64 {
+    let metrics = client(d).metrics().expect("metrics");
+    let series = format!("vnet_limit_refusals_total{{{labels}}} ");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&series))
+        .map_or(0, |n| n.parse().expect("a count"))
+}
+
+fn send_frame(s: &mut UnixStream, frame: &[u8]) {
+    s.write_all(&(frame.len() as u32).to_be_bytes()).unwrap();
+    s.write_all(frame).unwrap();
+}
+
+fn read_frame(s: &mut UnixStream) -> Vec<u8> {
+    let mut len = [0; 4];
+    s.read_exact(&mut len).expect("a frame");
+    let mut frame = vec![0; u32::from_be_bytes(len) as usize];
+    s.read_exact(&mut frame).expect("a frame");
+    frame
+}
+
+/// Whether the daemon closed `s` (EOF) within a few seconds.
+fn closed(s: &mut UnixStream) -> bool {
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    matches!(s.read(&mut [0; 64]), Ok(0) | Err(_)) && {
+        // A timeout is an error too: tell it apart.
+        s.set_nonblocking(true).unwrap();
+        !matches!(s.read(&mut [0; 1]), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+    }
+}
+
+#[test]
+fn a_stream_client_over_ports_per_vnet_is_closed_at_once_and_counted() {
+    let d = daemon("ports_per_vnet = 3");
+    let path = d.net_dir("lab").join("stream.sock");
+    let mut clients: Vec<UnixStream> = (0..3)
+        .map(|_| UnixStream::connect(&path).unwrap())
+        .collect();
+    wait_ports(&d, "lab", PortKind::Stream, 3);
+    let mut fourth = UnixStream::connect(&path).unwrap();
+    assert!(closed(&mut fourth), "the 4th client is closed");
+    assert_eq!(refusals(&d, "net=\"lab\",limit=\"ports_per_vnet\""), 1);
+    assert!(d.log().contains("[limits] ports_per_vnet"), "{}", d.log());
+
+    // The first three still exchange frames.
+    let frame = broadcast(mac("02:00:00:00:0f:01"));
+    send_frame(&mut clients[0], &frame);
+    for c in &mut clients[1..] {
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        assert_eq!(read_frame(c), frame);
+    }
+    assert_eq!(refusals(&d, "net=\"lab\",limit=\"ports_per_vnet\""), 1);
+}
+
+#[test]
+fn a_vde_client_that_says_nothing_is_closed_after_the_handshake_deadline() {
+    let d = daemon("vde_handshake_secs = 1");
+    let ctl = d.net_dir("lab").join("vde/ctl");
+    let mut silent = UnixStream::connect(&ctl).unwrap();
+    wait_ports(&d, "lab", PortKind::Vde, 1);
+    assert!(closed(&mut silent), "the silent VDE client is closed");
+    wait_ports(&d, "lab", PortKind::Vde, 0);
+    assert!(wait_for(Duration::from_secs(5), || refusals(
+        &d,
+        "net=\"lab\",limit=\"vde_handshake_secs\""
+    ) == 1));
+    assert!(d.log().contains("vde_handshake_secs"), "{}", d.log());
+}
+
+#[test]
+fn vnets_over_the_limit_are_refused_with_409_and_counted() {
+    let d = daemon("vnets = 2");
+    let c = client(&d);
+    c.create_network(&NetworkSpec::named("second")).unwrap();
+    let e = c
+        .create_network(&NetworkSpec::named("third"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("[limits] vnets"), "{e}");
+    assert!(e.contains("409"), "{e}");
+    assert_eq!(refusals(&d, "limit=\"vnets\""), 1);
+    // Room again once one goes.
+    c.delete_network("second").unwrap();
+    c.create_network(&NetworkSpec::named("third")).unwrap();
+}
