@@ -35,8 +35,9 @@ pub struct Config {
     pub network: Vec<Spanned<NetworkConfig>>,
 }
 
-/// The `[limits]` table; absent keys take [`vnet_io::Limits`]'s defaults. Each refusal
-/// is counted in `/metrics` as `vnet_limit_refusals_total{limit="KEY"}`.
+/// The `[limits]` table; absent keys take [`vnet_io::Limits`]'s and [`ControlLimits`]'
+/// defaults. Each refusal is counted in `/metrics` as
+/// `vnet_limit_refusals_total{limit="KEY"}`.
 #[derive(Debug, Deserialize, Default, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct LimitsConfig {
@@ -50,6 +51,31 @@ pub struct LimitsConfig {
     /// Vnets the daemon runs [default: 64].
     #[serde(default)]
     pub vnets: Option<usize>,
+    /// Concurrent connections on `control.sock`; one more is closed at once
+    /// [default: 64].
+    #[serde(default)]
+    pub control_connections: Option<usize>,
+    /// Seconds a control connection may take to send a request's line and headers
+    /// (also the most it may stay idle between requests) before it is closed
+    /// [default: 10].
+    #[serde(default)]
+    pub control_request_secs: Option<u64>,
+}
+
+/// The control plane's bounds (`[limits]`), enforced by vnetd itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ControlLimits {
+    pub connections: usize,
+    pub request: std::time::Duration,
+}
+
+impl Default for ControlLimits {
+    fn default() -> Self {
+        ControlLimits {
+            connections: 64,
+            request: std::time::Duration::from_secs(10),
+        }
+    }
 }
 
 impl LimitsConfig {
@@ -61,6 +87,16 @@ impl LimitsConfig {
                 .vde_handshake_secs
                 .map_or(d.vde_handshake, std::time::Duration::from_secs),
             vnets: self.vnets.unwrap_or(d.vnets),
+        }
+    }
+
+    pub fn control(&self) -> ControlLimits {
+        let d = ControlLimits::default();
+        ControlLimits {
+            connections: self.control_connections.unwrap_or(d.connections),
+            request: self
+                .control_request_secs
+                .map_or(d.request, std::time::Duration::from_secs),
         }
     }
 }
@@ -218,6 +254,16 @@ impl Config {
                     group = group.as_deref().unwrap_or_default()
                 )));
             }
+        }
+        if config.limits.control_connections == Some(0) {
+            return Err(invalid(
+                "[limits] control_connections = 0: the control API needs at least one".into(),
+            ));
+        }
+        if config.limits.control_request_secs == Some(0) {
+            return Err(invalid(
+                "[limits] control_request_secs = 0: give clients at least one second".into(),
+            ));
         }
         if config.busy_poll_us > MAX_BUSY_POLL_US {
             return Err(invalid(format!(
@@ -394,6 +440,21 @@ mod tests {
         assert!(defaults.busy_poll.is_zero());
         assert!(error_of("threads = 0\n").contains("at least one"));
         assert!(error_of("busy_poll_us = 2000000\n").contains("at most"));
+    }
+
+    #[test]
+    fn control_limits_take_their_keys_or_defaults_and_refuse_zero() {
+        let c = Config::parse("", "t").unwrap();
+        assert_eq!(c.limits.control(), ControlLimits::default());
+        let c = Config::parse(
+            "[limits]\ncontrol_connections = 3\ncontrol_request_secs = 7\n",
+            "t",
+        )
+        .unwrap();
+        assert_eq!(c.limits.control().connections, 3);
+        assert_eq!(c.limits.control().request.as_secs(), 7);
+        assert!(error_of("[limits]\ncontrol_connections = 0\n").contains("at least one"));
+        assert!(error_of("[limits]\ncontrol_request_secs = 0\n").contains("one second"));
     }
 
     #[test]

@@ -8,13 +8,12 @@ use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 
 use crate::access::{self, Peer, Policy, Role};
-use axum::extract::connect_info::{ConnectInfo, Connected};
+use axum::extract::connect_info::ConnectInfo;
 use axum::extract::{FromRef, MatchedPath, Path, RawQuery, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
-use axum::serve::IncomingStream;
 use axum::Extension;
 use axum::{Json, Router};
 use vnet_io::{ControlError, ErrorKind, Handle};
@@ -71,12 +70,6 @@ impl FromRef<Api> for Handle {
 #[derive(Clone, Debug)]
 pub struct Client(pub Option<Peer>);
 
-impl Connected<IncomingStream<'_, tokio::net::UnixListener>> for Client {
-    fn connect_info(stream: IncomingStream<'_, tokio::net::UnixListener>) -> Client {
-        Client(Peer::of(stream.io()))
-    }
-}
-
 /// The client of this request and its role; handlers that decide more than the route
 /// (adding and removing ports) read it.
 #[derive(Clone, Debug)]
@@ -126,8 +119,8 @@ impl Api {
     }
 }
 
-/// The control API; serve it with `into_make_service_with_connect_info::<Client>()` so
-/// that every request carries its client's credentials.
+/// The control API; serve it with [`serve`], which gives every request its client's
+/// credentials.
 pub fn router(handle: Handle, policy: Policy) -> Router {
     let api = Api {
         handle,
@@ -486,4 +479,131 @@ fn port_id(text: &str) -> Result<u32> {
             format!("invalid port id {text:?}: expected a number"),
         )
     })
+}
+
+/// The `[limits]` keys the control plane enforces, also the `limit` label of
+/// `vnet_limit_refusals_total`.
+pub const CONTROL_CONNECTIONS: &str = "control_connections";
+pub const CONTROL_REQUEST_SECS: &str = "control_request_secs";
+
+/// Serves `router` on `listener` until `shutdown` resolves, then gives open connections
+/// up to `grace` to finish. At most `limits.connections` connections are served at once:
+/// one more is answered 503 and closed at once. A connection that has not sent a
+/// request's line and headers within `limits.request` (counted from its start, or from
+/// the end of its previous request) is closed. Both are counted in `handle`'s refusals.
+pub async fn serve(
+    listener: tokio::net::UnixListener,
+    router: Router,
+    handle: Handle,
+    limits: crate::config::ControlLimits,
+    shutdown: impl std::future::Future<Output = ()>,
+    grace: std::time::Duration,
+) {
+    use tokio::sync::{watch, Semaphore};
+    let slots_max = limits
+        .connections
+        .clamp(1, Semaphore::MAX_PERMITS.min(1 << 20));
+    let slots = Arc::new(Semaphore::new(slots_max));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::pin!(shutdown);
+    loop {
+        let stream = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of descriptors, most likely: let some close before retrying.
+                    tracing::warn!("accept on control.sock failed: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        match Arc::clone(&slots).try_acquire_owned() {
+            Ok(slot) => {
+                let conn = connection(
+                    stream,
+                    router.clone(),
+                    handle.clone(),
+                    limits.request,
+                    stop_rx.clone(),
+                );
+                tokio::spawn(async move {
+                    conn.await;
+                    drop(slot);
+                });
+            }
+            Err(_) => refuse_connection(&stream, &handle, slots_max),
+        }
+    }
+    drop(listener);
+    let _ = stop_tx.send(true);
+    // Every slot back: every connection closed.
+    let all = u32::try_from(slots_max).unwrap_or(u32::MAX);
+    if tokio::time::timeout(grace, slots.acquire_many(all))
+        .await
+        .is_err()
+    {
+        tracing::warn!("control clients still connected after {grace:?}: closing them");
+    }
+}
+
+/// Answers a connection over `[limits] control_connections` with 503 (best effort: what
+/// its socket takes at once) and closes it.
+fn refuse_connection(stream: &tokio::net::UnixStream, handle: &Handle, max: usize) {
+    let body = serde_json::json!({
+        "error": format!(
+            "vnetd serves its maximum of {max} control connections: retry later, or raise \
+             `[limits] {CONTROL_CONNECTIONS}` in vnetd's configuration"
+        )
+    })
+    .to_string();
+    let response = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = stream.try_write(response.as_bytes());
+    handle.refuse(CONTROL_CONNECTIONS, "closed a control connection");
+}
+
+/// Serves one connection with hyper (HTTP/1.1), each request carrying the client's
+/// credentials; once `stop` turns true it finishes the request under way and closes.
+async fn connection(
+    stream: tokio::net::UnixStream,
+    router: Router,
+    handle: Handle,
+    request: std::time::Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let client = Client(Peer::of(&stream));
+    let service =
+        hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+            req.extensions_mut().insert(ConnectInfo(client.clone()));
+            tower_service::Service::call(&mut router.clone(), req)
+        });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(request);
+    let conn = builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+    tokio::pin!(conn);
+    let served = tokio::select! {
+        served = conn.as_mut() => served,
+        () = async { drop(stop.wait_for(|stop| *stop).await) } => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    match served {
+        Err(e) if e.is_timeout() => handle.refuse(
+            CONTROL_REQUEST_SECS,
+            &format!(
+                "closed a control connection that sent no complete request within {} s",
+                request.as_secs()
+            ),
+        ),
+        Err(e) => tracing::debug!("control connection: {e}"),
+        Ok(()) => {}
+    }
 }

@@ -138,13 +138,17 @@ fn run(args: Args) -> Result<()> {
 
     let tuning = config.tuning(args.threads.map(usize::from), args.busy_poll_us);
     let limits = config.limits.limits();
+    let control_limits = config.limits.control();
     let dataplane = DataPlane::spawn(run_dir.clone(), state_dir.clone(), tuning, limits)
         .context("cannot start the data plane")?;
     info!(
-        "limits: {} client ports per vnet, VDE handshake {} s, {} vnets",
+        "limits: {} client ports per vnet, VDE handshake {} s, {} vnets, {} control \
+         connections, control request {} s",
         limits.ports_per_vnet,
         limits.vde_handshake.as_secs(),
-        limits.vnets
+        limits.vnets,
+        control_limits.connections,
+        control_limits.request.as_secs(),
     );
     info!(
         "data plane: {} thread(s), busy poll {} µs",
@@ -200,20 +204,17 @@ fn run(args: Args) -> Result<()> {
         // outside the user group get in and everyone else gets a refusal saying why.
         let listener = dirs::listen(&control, 0o666)?;
         info!("control API on {}", control.display());
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let app = control::router(handle, policy)
-            .into_make_service_with_connect_info::<control::Client>();
-        let serve = axum::serve(listener, app).with_graceful_shutdown(async {
-            shutdown_signal().await;
-            let _ = stop_tx.send(());
-        });
+        let app = control::router(handle.clone(), policy);
         // A client stalled mid-request must not hold the shutdown (and the socket
-        // cleanup) hostage: give open connections a short grace period, no more.
-        let grace = async {
-            let _ = stop_rx.await;
-            tokio::time::sleep(SHUTDOWN_GRACE).await;
-            warn!("control clients still connected after {SHUTDOWN_GRACE:?}: closing them");
-        };
+        // cleanup) hostage: open connections get a short grace period, no more.
+        let serve = control::serve(
+            listener,
+            app,
+            handle,
+            control_limits,
+            shutdown_signal(),
+            SHUTDOWN_GRACE,
+        );
         // A daemon whose data plane died must not go on answering as if it served.
         let watchdog = async {
             while dataplane.is_running() {
@@ -221,8 +222,7 @@ fn run(args: Args) -> Result<()> {
             }
         };
         tokio::select! {
-            served = serve => served.context("control API failed"),
-            () = grace => Ok(()),
+            () = serve => Ok(()),
             () = watchdog => Err(anyhow::anyhow!("the data plane stopped unexpectedly (see the log above)")),
         }
     });

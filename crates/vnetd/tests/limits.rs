@@ -103,3 +103,65 @@ fn vnets_over_the_limit_are_refused_with_409_and_counted() {
     c.delete_network("second").unwrap();
     c.create_network(&NetworkSpec::named("third")).unwrap();
 }
+
+/// Everything the daemon sends on `s` until it closes it (`None`: still open after 10 s).
+fn read_until_closed(s: &mut UnixStream) -> Option<String> {
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0; 1024];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return Some(String::from_utf8_lossy(&got).into_owned()),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                return Some(String::from_utf8_lossy(&got).into_owned())
+            }
+            Err(_) => return None,
+        }
+    }
+}
+
+#[test]
+fn a_control_connection_over_the_limit_is_answered_503_closed_and_counted() {
+    let d = daemon("control_connections = 2\ncontrol_request_secs = 60");
+    let idle: Vec<UnixStream> = (0..2)
+        .map(|_| UnixStream::connect(d.control_socket()).unwrap())
+        .collect();
+    let mut third = UnixStream::connect(d.control_socket()).unwrap();
+    let answer = read_until_closed(&mut third).expect("the 3rd connection is closed");
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.contains("[limits] control_connections"), "{answer}");
+    assert!(d.log().contains("control_connections"), "{}", d.log());
+
+    // Room again once one goes.
+    let mut idle = idle.into_iter();
+    drop(idle.next());
+    std::thread::sleep(Duration::from_millis(500));
+    client(&d)
+        .version()
+        .expect("a request once a connection closed");
+    // The daemon frees a slot when it sees a client gone: give it a moment.
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(refusals(&d, "limit=\"control_connections\""), 1);
+    drop(idle);
+}
+
+#[test]
+fn a_control_client_that_sends_half_a_request_is_closed_and_counted_while_others_are_served() {
+    let d = daemon("control_request_secs = 1");
+    let mut slow = UnixStream::connect(d.control_socket()).unwrap();
+    slow.write_all(b"GET /v1/vers").unwrap();
+    // Served meanwhile, in turn.
+    for _ in 0..3 {
+        client(&d).version().expect("another client's request");
+    }
+    assert!(
+        closed(&mut slow),
+        "the client sending half a request is closed"
+    );
+    assert!(wait_for(Duration::from_secs(5), || refusals(
+        &d,
+        "limit=\"control_request_secs\""
+    ) == 1));
+    assert!(d.log().contains("control_request_secs"), "{}", d.log());
+}

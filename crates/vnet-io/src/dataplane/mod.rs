@@ -263,6 +263,12 @@ impl Handle {
         self.call(name, Command::DeleteNetwork).await
     }
 
+    /// Counts (and logs, rate-limited) one refusal by a daemon-wide limit the control
+    /// plane enforces, such as `control_connections`; it shows in [`Self::limit_refusals`].
+    pub fn refuse(&self, limit: &'static str, what: &str) {
+        self.refusals.refuse(None, limit, what);
+    }
+
     /// How many times each limit refused something (vnets that are gone forgotten).
     pub fn limit_refusals(&self) -> Vec<LimitRefusals> {
         self.refusals.rows()
