@@ -51,6 +51,10 @@ pub struct LimitsConfig {
     /// Vnets the daemon runs [default: 64].
     #[serde(default)]
     pub vnets: Option<usize>,
+    /// Stream ports' send buffer (1 MiB) forced past `net.core.wmem_max` with
+    /// `SO_SNDBUFFORCE` (root) instead of capped at it [default: false].
+    #[serde(default)]
+    pub stream_sndbuf_force: Option<bool>,
     /// Concurrent connections on `control.sock`; one more is closed at once
     /// [default: 64].
     #[serde(default)]
@@ -87,6 +91,7 @@ impl LimitsConfig {
                 .vde_handshake_secs
                 .map_or(d.vde_handshake, std::time::Duration::from_secs),
             vnets: self.vnets.unwrap_or(d.vnets),
+            stream_sndbuf_force: self.stream_sndbuf_force.unwrap_or(d.stream_sndbuf_force),
         }
     }
 
@@ -455,6 +460,14 @@ mod tests {
         assert_eq!(c.limits.control().request.as_secs(), 7);
         assert!(error_of("[limits]\ncontrol_connections = 0\n").contains("at least one"));
         assert!(error_of("[limits]\ncontrol_request_secs = 0\n").contains("one second"));
+    }
+
+    #[test]
+    fn stream_sndbuf_force_is_off_unless_configured() {
+        let c = Config::parse("", "t").unwrap();
+        assert!(!c.limits.limits().stream_sndbuf_force);
+        let c = Config::parse("[limits]\nstream_sndbuf_force = true\n", "t").unwrap();
+        assert!(c.limits.limits().stream_sndbuf_force);
     }
 
     #[test]

@@ -143,12 +143,17 @@ fn run(args: Args) -> Result<()> {
         .context("cannot start the data plane")?;
     info!(
         "limits: {} client ports per vnet, VDE handshake {} s, {} vnets, {} control \
-         connections, control request {} s",
+         connections, control request {} s, stream send buffer {}",
         limits.ports_per_vnet,
         limits.vde_handshake.as_secs(),
         limits.vnets,
         control_limits.connections,
         control_limits.request.as_secs(),
+        if limits.stream_sndbuf_force {
+            "forced past wmem_max"
+        } else {
+            "within wmem_max"
+        }
     );
     info!(
         "data plane: {} thread(s), busy poll {} µs",

@@ -6,8 +6,8 @@
 //! no QEMU would send means the peer is not speaking the protocol, and the port closes.
 //! Send: `writev(prefix, frame)`; what the socket does not take waits in `tx` and the
 //! port accepts no more frames until it has drained. The socket's send buffer is raised
-//! to [`SEND_BUFFER`] so that a client reading in bursts (a busy QEMU) does not turn into
-//! tail drops at the port's egress queue.
+//! to [`SEND_BUFFER`] (within `net.core.wmem_max` unless forced) so that a client reading
+//! in bursts (a busy QEMU) does not turn into tail drops at the port's egress queue.
 
 use std::io::{self, IoSlice, Read, Write};
 use std::os::fd::AsFd;
@@ -28,14 +28,27 @@ use crate::sys::{peer, sockopt};
 /// stream and 25,000-38,000 with four (bbr or cubic), all `queue_full`, each a TCP
 /// retransmit; with 1 MiB, 0-450 and 85-970. The price is a longer queue toward a slow
 /// client (a few ms more RTT under load). The kernel doubles the value for its
-/// bookkeeping; it is a ceiling, not an allocation: an idle port holds nothing. Root
-/// (`CAP_NET_ADMIN`) gets it whatever `net.core.wmem_max` says; anyone else up to that.
+/// bookkeeping; it is a ceiling, not an allocation: an idle port holds nothing. The
+/// kernel caps it at `net.core.wmem_max` (the administrator's bound on what one socket
+/// may hold) unless `force` ([`crate::Limits::stream_sndbuf_force`]) and vnetd has
+/// `CAP_NET_ADMIN`.
 pub const SEND_BUFFER: libc::c_int = 1 << 20;
 
+/// The socket option that sets the send buffer: `SO_SNDBUF`, which the kernel caps at
+/// `net.core.wmem_max`, unless `force`d past it with `SO_SNDBUFFORCE`.
+fn send_buffer_option(force: bool) -> libc::c_int {
+    if force {
+        libc::SO_SNDBUFFORCE
+    } else {
+        libc::SO_SNDBUF
+    }
+}
+
 /// Raises `sock`'s send buffer to [`SEND_BUFFER`] (best effort: a smaller one works).
-fn raise_send_buffer(sock: &UnixStream) {
+fn raise_send_buffer(sock: &UnixStream, force: bool) {
     let fd = sock.as_fd();
-    if sockopt::set(fd, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, &SEND_BUFFER).is_err() {
+    let option = send_buffer_option(force);
+    if sockopt::set(fd, libc::SOL_SOCKET, option, &SEND_BUFFER).is_err() && force {
         let _ = sockopt::set(fd, libc::SOL_SOCKET, libc::SO_SNDBUF, &SEND_BUFFER);
     }
 }
@@ -54,10 +67,12 @@ pub struct StreamPort {
 }
 
 impl StreamPort {
-    /// Wraps an accepted connection. `max_frame` sizes the receive buffer.
-    pub fn new(sock: UnixStream, max_frame: usize) -> Self {
+    /// Wraps an accepted connection. `max_frame` sizes the receive buffer;
+    /// `force_sndbuf` raises the send buffer past `net.core.wmem_max` (see
+    /// [`SEND_BUFFER`]).
+    pub fn new(sock: UnixStream, max_frame: usize, force_sndbuf: bool) -> Self {
         let (pid, peer) = peer::describe(&sock.as_fd());
-        raise_send_buffer(&sock);
+        raise_send_buffer(&sock, force_sndbuf);
         StreamPort {
             sock,
             pid,
@@ -210,14 +225,38 @@ mod tests {
     use super::*;
     use nix::sys::socket::{getsockopt, sockopt::SndBuf};
 
+    /// `net.core.wmem_max`: what `SO_SNDBUF` may set at most.
+    fn wmem_max() -> usize {
+        std::fs::read_to_string("/proc/sys/net/core/wmem_max")
+            .expect("wmem_max")
+            .trim()
+            .parse()
+            .expect("a number")
+    }
+
     #[test]
-    fn a_connection_gets_a_large_send_buffer() {
+    fn the_send_buffer_is_forced_past_wmem_max_only_when_configured() {
+        assert_eq!(send_buffer_option(false), libc::SO_SNDBUF);
+        assert_eq!(send_buffer_option(true), libc::SO_SNDBUFFORCE);
+    }
+
+    #[test]
+    fn a_connection_gets_a_large_send_buffer_within_wmem_max() {
+        let (a, _b) = UnixStream::pair().expect("socket pair");
+        let port = StreamPort::new(a, 1514, false);
+        let after = getsockopt(&port.sock, SndBuf).unwrap();
+        // The kernel reports twice what was set.
+        let want = 2 * (SEND_BUFFER as usize).min(wmem_max());
+        assert_eq!(after, want, "wmem_max {}", wmem_max());
+    }
+
+    #[test]
+    fn a_forced_connection_gets_a_large_send_buffer() {
         let (a, _b) = UnixStream::pair().expect("socket pair");
         let before = getsockopt(&a, SndBuf).unwrap();
-        let port = StreamPort::new(a, 1514);
+        let port = StreamPort::new(a, 1514, true);
         let after = getsockopt(&port.sock, SndBuf).unwrap();
         if nix::unistd::geteuid().is_root() {
-            // The kernel reports twice what was set.
             assert_eq!(after, 2 * SEND_BUFFER as usize);
         } else {
             assert!(after >= before, "{after} < {before}");

@@ -24,6 +24,9 @@ pub struct Limits {
     pub vde_handshake: Duration,
     /// Vnets the daemon runs.
     pub vnets: usize,
+    /// Whether stream ports get their send buffer ([`crate::backend::stream::SEND_BUFFER`])
+    /// past `net.core.wmem_max` (`SO_SNDBUFFORCE`, root only); else the kernel caps it.
+    pub stream_sndbuf_force: bool,
 }
 
 impl Default for Limits {
@@ -32,6 +35,7 @@ impl Default for Limits {
             ports_per_vnet: 256,
             vde_handshake: Duration::from_secs(5),
             vnets: 64,
+            stream_sndbuf_force: false,
         }
     }
 }

@@ -152,7 +152,8 @@ impl Vnet {
                 Listener::Stream => match self.stream_listener.accept() {
                     Ok((sock, _)) => {
                         let max_frame = self.switch.config().max_frame;
-                        return Some(Box::new(StreamPort::new(sock, max_frame)));
+                        let force = self.limits.stream_sndbuf_force;
+                        return Some(Box::new(StreamPort::new(sock, max_frame, force)));
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => return None,
                     Err(e) => format!("accept on stream.sock failed: {e}"),
