@@ -10,6 +10,7 @@ use vnet_core::wire::icmpv4::{self, Unreachable};
 use vnet_core::wire::{arp, ipv4, tcp as tcp_wire, udp, IpProtocol};
 
 use crate::dns::{DnsAction, DnsForwarder};
+use crate::flow_id::{FlowId, FlowIds};
 use crate::fragments::{Reassembler, Reassembly};
 use crate::frames::{self, Route};
 use crate::names::LocalNames;
@@ -127,29 +128,6 @@ pub enum Proto {
     Icmp,
     /// A TCP socket connected (non-blocking) to the destination.
     Tcp,
-}
-
-/// Names a flow and its host socket; never reused. A DNS query's socket has one too.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct FlowId(pub u64);
-
-/// Hands out [`FlowId`]s, from 1, each once: flows and DNS queries draw from the same
-/// ids, so each names one shell socket.
-#[derive(Debug)]
-pub(crate) struct FlowIds(u64);
-
-impl Default for FlowIds {
-    fn default() -> Self {
-        FlowIds(1)
-    }
-}
-
-impl FlowIds {
-    pub(crate) fn next(&mut self) -> FlowId {
-        let id = FlowId(self.0);
-        self.0 += 1;
-        id
-    }
 }
 
 /// What the device wants done, in order.

@@ -79,15 +79,17 @@
 
 mod device;
 pub mod dns;
+mod flow_id;
 pub mod fragments;
 pub mod frames;
 pub mod names;
 pub mod secrets;
 
 pub use device::{
-    refusal, FlowId, NatConfig, NatCounters, NatDevice, Output, Proto, ReadWindow, Refusal,
-    SocketError, TCP_WINDOW,
+    refusal, NatConfig, NatCounters, NatDevice, Output, Proto, ReadWindow, Refusal, SocketError,
+    TCP_WINDOW,
 };
+pub use flow_id::FlowId;
 pub use names::LocalNames;
 pub use secrets::NatSecrets;
 pub use vnet_core::wire::ethernet::MacAddr;
