@@ -444,6 +444,11 @@ pub struct NatCounters {
     pub flows_closed: u64,
     /// Guests told "unreachable" (ICMP, or RST for TCP).
     pub unreachable: u64,
+    /// Guests' packets to destinations NAT never reaches: link-local, multicast,
+    /// broadcast, `0.0.0.0/8`, loopback, and the host's own addresses unless
+    /// `host_loopback` (refused with ICMP "prohibited" or RST; silently for multicast
+    /// and broadcast).
+    pub refused_destinations: u64,
     /// Well-formed frames not translated (other subnets, broadcasts, limits; datagrams
     /// on a UDP port forward for a guest whose MAC is not known yet).
     pub ignored: u64,
@@ -463,7 +468,7 @@ pub struct NatCounters {
 impl NatCounters {
     /// Every counter with its name and meaning, in declaration order: one list for the
     /// CLI and `/metrics`, so neither forgets one.
-    pub fn fields(&self) -> [(&'static str, &'static str, u64); 18] {
+    pub fn fields(&self) -> [(&'static str, &'static str, u64); 19] {
         [
             (
                 "arp_replies",
@@ -524,6 +529,11 @@ impl NatCounters {
                 "unreachable",
                 "Guests told \"unreachable\" (ICMP, or RST for TCP).",
                 self.unreachable,
+            ),
+            (
+                "refused_destinations",
+                "Packets to link-local, multicast, broadcast, loopback or host addresses refused.",
+                self.refused_destinations,
             ),
             (
                 "ignored",

@@ -10,6 +10,7 @@ use vnet_core::wire::icmpv4::{self, Unreachable};
 use vnet_core::wire::{arp, ipv4, tcp as tcp_wire, udp, IpProtocol};
 
 use crate::dns::{DnsAction, DnsForwarder};
+use crate::flow_id::{FlowId, FlowIds};
 use crate::fragments::{Reassembler, Reassembly};
 use crate::frames::{self, Route};
 use crate::names::LocalNames;
@@ -82,6 +83,39 @@ impl NatConfig {
     }
 }
 
+/// Why a guest's packet to `dst` (outside the subnet, not the gateway) gets no flow,
+/// if it gets none: a pure function of the destination, `host_loopback` and the host's
+/// own addresses (which the shell keeps up to date, [`NatDevice::set_host_addresses`]).
+/// Port forwards and DNS upstreams are not asked: they are the daemon's choice, not the
+/// guest's.
+pub fn refusal(dst: Ipv4Addr, host_loopback: bool, host_addresses: &[Ipv4Addr]) -> Option<Refusal> {
+    if dst.is_multicast() || dst.is_broadcast() {
+        // Not a unicast destination: no ICMP error about it (RFC 1122 3.2.2, 4.2.3.10).
+        return Some(Refusal::Silent);
+    }
+    let first = dst.octets()[0];
+    // `127.0.0.0/8`, `0.0.0.0/8` (Linux connects `0.0.0.0` to the host itself), link-local
+    // (`169.254.0.0/16`, cloud metadata services); `host_loopback` reaches the host
+    // through the gateway's address only.
+    if dst.is_loopback() || first == 0 || dst.is_link_local() {
+        return Some(Refusal::Answered);
+    }
+    if !host_loopback && host_addresses.contains(&dst) {
+        return Some(Refusal::Answered);
+    }
+    None
+}
+
+/// How a refused destination is refused (see [`refusal`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Dropped without an answer: multicast and the limited broadcast.
+    Silent,
+    /// Answered as the gateway refuses the host's loopback: ICMP unreachable
+    /// (communication administratively prohibited), or RST for a TCP SYN.
+    Answered,
+}
+
 /// Guests' addresses remembered at most (the table starts over when full).
 const MAX_NEIGHBOURS: usize = 4096;
 
@@ -94,29 +128,6 @@ pub enum Proto {
     Icmp,
     /// A TCP socket connected (non-blocking) to the destination.
     Tcp,
-}
-
-/// Names a flow and its host socket; never reused. A DNS query's socket has one too.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct FlowId(pub u64);
-
-/// Hands out [`FlowId`]s, from 1, each once: flows and DNS queries draw from the same
-/// ids, so each names one shell socket.
-#[derive(Debug)]
-pub(crate) struct FlowIds(u64);
-
-impl Default for FlowIds {
-    fn default() -> Self {
-        FlowIds(1)
-    }
-}
-
-impl FlowIds {
-    pub(crate) fn next(&mut self) -> FlowId {
-        let id = FlowId(self.0);
-        self.0 += 1;
-        id
-    }
 }
 
 /// What the device wants done, in order.
@@ -212,6 +223,9 @@ pub struct NatDevice {
     fragments: Reassembler,
     /// The vnet's DHCP names, answered locally.
     local_names: LocalNames,
+    /// The host's own interface addresses, refused as destinations unless
+    /// `host_loopback` (see [`refusal`]).
+    host_addresses: Vec<Ipv4Addr>,
 }
 
 impl NatDevice {
@@ -233,7 +247,27 @@ impl NatDevice {
             neighbours: HashMap::new(),
             local_names: LocalNames::default(),
             fragments: Reassembler::default(),
+            host_addresses: Vec::new(),
         }
+    }
+
+    /// Replaces the host's own interface addresses (the shell reads them at start and
+    /// refreshes them): guests' new flows to them are refused unless `host_loopback`.
+    /// They map to nothing; the way to the host is the gateway's address.
+    pub fn set_host_addresses(&mut self, addresses: &[Ipv4Addr]) {
+        self.host_addresses.clear();
+        self.host_addresses.extend_from_slice(addresses);
+    }
+
+    /// Whether a guest's new flow to `dst` is refused (see [`refusal`]).
+    pub(crate) fn refused(&self, dst: Ipv4Addr) -> Option<Refusal> {
+        refusal(dst, self.config.host_loopback, &self.host_addresses)
+    }
+
+    /// Counts and logs a refused destination.
+    pub(crate) fn count_refused(&mut self, what: &str, src: Ipv4Addr, dst: SocketAddrV4) {
+        self.counters.refused_destinations += 1;
+        tracing::debug!("NAT: {what} from {src} to {dst} refused (link-local, multicast, broadcast, loopback or the host's own)");
     }
 
     /// Replaces the names the device's DNS answers itself (see the `names` module).
@@ -371,13 +405,12 @@ impl NatDevice {
         }
         self.learn(src, guest_mac);
         let c = &self.config;
-        let outside = !(dst.is_loopback()
-            || dst.is_multicast()
-            || dst.is_broadcast()
-            || dst.is_unspecified()
-            || c.in_subnet(dst));
-        if !outside && dst != c.gateway {
+        if c.in_subnet(dst) && dst != c.gateway {
             self.counters.ignored += 1;
+            return true;
+        }
+        if dst != c.gateway && self.refused(dst) == Some(Refusal::Silent) {
+            self.count_refused("a packet", src, SocketAddrV4::new(dst, 0));
             return true;
         }
         match ip.next_header() {
@@ -449,6 +482,11 @@ impl NatDevice {
             self.emit(guest_mac, dst, src, IpProtocol::ICMP, &reply, out);
             return true;
         }
+        if self.refused(dst).is_some() {
+            self.count_refused("echo", src, SocketAddrV4::new(dst, 0));
+            self.unreachable(guest_mac, ip, Unreachable::ADMIN_PROHIBITED, out);
+            return true;
+        }
         if !self.config.icmp {
             self.unreachable(guest_mac, ip, Unreachable::ADMIN_PROHIBITED, out);
             return true;
@@ -485,6 +523,16 @@ impl NatDevice {
             guest,
             remote: SocketAddrV4::new(dst, udp.dst_port()),
         };
+        // A port forward's peer (its flow is open) is the daemon's choice, not the guest's.
+        let forwarded = self
+            .by_key
+            .get(&key)
+            .is_some_and(|id| self.flows[id].forwarded);
+        if dst != self.config.gateway && !forwarded && self.refused(dst).is_some() {
+            self.count_refused("UDP", src, key.remote);
+            self.unreachable(guest_mac, ip, Unreachable::ADMIN_PROHIBITED, out);
+            return true;
+        }
         let mut target = dst;
         // An open flow goes on, whatever its destination: a forwarded peer on the host's
         // loopback is the gateway to the guest, even without `host_loopback`.

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use vnet_core::wire::ethernet::MacAddr;
 
-use crate::device::FlowIds;
+use crate::flow_id::FlowIds;
 use crate::secrets::{IdStream, NatSecrets};
 use crate::FlowId;
 

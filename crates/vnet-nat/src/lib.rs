@@ -28,7 +28,9 @@
 //! | (a datagram from host peer `P` on a UDP port forward to guest `G`, [`NatDevice::udp_forwarded`]) | flow `(G, P as the guest sees it)`, no socket of its own; ARP first if `G`'s MAC is unknown (that datagram is dropped) | the guest's replies, which the shell sends from the forward's socket to `P` |
 //! | another IP protocol | protocol unreachable | |
 //! | an IPv4 fragment | kept until its datagram is whole (bounded, see the `fragments` module), which then goes on as above | |
-//! | anything to the subnet, broadcast, multicast, loopback | ignored (counted) | |
+//! | a new flow to link-local (`169.254.0.0/16`, cloud metadata), `0.0.0.0/8`, loopback, or the host's own addresses ([`NatDevice::set_host_addresses`]; allowed if `host_loopback`) | refused ([`refusal`]), counted as `refused_destinations`; port forwards' peers and DNS upstreams are not asked | unreachable (admin prohibited), or RST |
+//! | anything to multicast or `255.255.255.255` | dropped, counted as `refused_destinations` (no ICMP error about them) | |
+//! | anything to the subnet | ignored (counted) | |
 //!
 //! Flow states are simply *open* (the shell has, or is opening, the socket) and *gone*.
 //! A flow closes ([`Output::Close`]) after [`NatConfig::udp_timeout`] (UDP) or
@@ -77,14 +79,17 @@
 
 mod device;
 pub mod dns;
+mod flow_id;
 pub mod fragments;
 pub mod frames;
 pub mod names;
 pub mod secrets;
 
 pub use device::{
-    FlowId, NatConfig, NatCounters, NatDevice, Output, Proto, ReadWindow, SocketError, TCP_WINDOW,
+    refusal, NatConfig, NatCounters, NatDevice, Output, Proto, ReadWindow, Refusal, SocketError,
+    TCP_WINDOW,
 };
+pub use flow_id::FlowId;
 pub use names::LocalNames;
 pub use secrets::NatSecrets;
 pub use vnet_core::wire::ethernet::MacAddr;

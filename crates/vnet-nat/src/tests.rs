@@ -1291,3 +1291,187 @@ fn a_udp_forward_shows_outside_peers_as_themselves_and_keeps_to_its_own_flows() 
     assert!(out.is_empty(), "{out:?}");
     assert_eq!((nat.counters().ignored, nat.flow_count()), (ignored + 2, 2));
 }
+
+mod refused_destinations {
+    use super::*;
+    use crate::{refusal, Refusal};
+
+    const METADATA: Ipv4Addr = Ipv4Addr::new(169, 254, 169, 254);
+    const HOST: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 5);
+
+    fn syn_frame(dst: Ipv4Addr, dport: u16) -> Vec<u8> {
+        let r = to_nat(dst);
+        let h = tcp_wire::Repr {
+            src_port: 40000,
+            dst_port: dport,
+            seq_number: 1,
+            flags: Flags(Flags::SYN),
+            window_len: 1000,
+            ..tcp_wire::Repr::default()
+        };
+        frames::ipv4_frame(&r, IpProtocol::TCP, 1, &frames::tcp_segment(&r, &h, b""))
+    }
+
+    fn opens(out: &[Output]) -> bool {
+        out.iter().any(|o| matches!(o, Output::Open { .. }))
+    }
+
+    #[test]
+    fn the_rule() {
+        let host = [HOST];
+        for (dst, loopback, want) in [
+            (METADATA, false, Some(Refusal::Answered)),
+            (METADATA, true, Some(Refusal::Answered)),
+            (Ipv4Addr::new(224, 0, 0, 1), false, Some(Refusal::Silent)),
+            (
+                Ipv4Addr::new(239, 255, 255, 250),
+                true,
+                Some(Refusal::Silent),
+            ),
+            (Ipv4Addr::BROADCAST, false, Some(Refusal::Silent)),
+            (Ipv4Addr::UNSPECIFIED, false, Some(Refusal::Answered)),
+            (Ipv4Addr::new(0, 1, 2, 3), true, Some(Refusal::Answered)),
+            (Ipv4Addr::LOCALHOST, true, Some(Refusal::Answered)),
+            (HOST, false, Some(Refusal::Answered)),
+            (HOST, true, None),
+            (OUTSIDE, false, None),
+            (Ipv4Addr::new(169, 253, 1, 1), false, None),
+        ] {
+            assert_eq!(
+                refusal(dst, loopback, &host),
+                want,
+                "{dst} host_loopback={loopback}"
+            );
+        }
+    }
+
+    #[test]
+    fn tcp_to_the_metadata_service_is_reset_and_counted() {
+        let mut nat = NatDevice::new(config(), secrets());
+        let mut out = Vec::new();
+        nat.receive(Instant::now(), &syn_frame(METADATA, 80), &mut out);
+        assert!(!opens(&out), "{out:?}");
+        let ip = ip_of(&out[0]);
+        assert_eq!(ip.src_addr(), METADATA);
+        let (seg, _) = tcp_of(&ip);
+        assert_eq!(seg.flags.0, Flags::RST | Flags::ACK);
+        assert_eq!(seg.ack_number, 2);
+        assert_eq!(nat.counters().refused_destinations, 1);
+        assert_eq!(nat.flow_count(), 0);
+    }
+
+    #[test]
+    fn udp_and_echo_to_link_local_are_prohibited() {
+        let mut nat = NatDevice::new(config(), secrets());
+        let mut out = Vec::new();
+        nat.receive(
+            Instant::now(),
+            &udp_frame(METADATA, 5000, 80, b"x"),
+            &mut out,
+        );
+        nat.receive(Instant::now(), &echo_frame(METADATA, 7, 1), &mut out);
+        assert_eq!(out.len(), 2, "{out:?}");
+        for o in &out {
+            let ip = ip_of(o);
+            assert_eq!(ip.payload()[0], Message::DST_UNREACHABLE);
+            assert_eq!(ip.payload()[1], Unreachable::ADMIN_PROHIBITED);
+        }
+        assert_eq!(nat.counters().refused_destinations, 2);
+        assert_eq!(nat.flow_count(), 0);
+    }
+
+    #[test]
+    fn multicast_is_refused_silently() {
+        let mut nat = NatDevice::new(config(), secrets());
+        let mut out = Vec::new();
+        let all_hosts = Ipv4Addr::new(224, 0, 0, 1);
+        nat.receive(
+            Instant::now(),
+            &udp_frame(all_hosts, 5000, 80, b"x"),
+            &mut out,
+        );
+        nat.receive(Instant::now(), &syn_frame(all_hosts, 80), &mut out);
+        nat.receive(Instant::now(), &echo_frame(all_hosts, 7, 1), &mut out);
+        assert!(out.is_empty(), "{out:?}");
+        assert_eq!(nat.counters().refused_destinations, 3);
+    }
+
+    #[test]
+    fn the_hosts_own_addresses_are_refused_unless_host_loopback() {
+        let mut nat = NatDevice::new(config(), secrets());
+        let mut out = Vec::new();
+        nat.receive(Instant::now(), &syn_frame(HOST, 22), &mut out);
+        assert!(opens(&out), "not a host address yet: {out:?}");
+        nat.set_host_addresses(&[HOST]);
+        out.clear();
+        nat.receive(Instant::now(), &udp_frame(HOST, 5000, 80, b"x"), &mut out);
+        assert_eq!(ip_of(&out[0]).payload()[1], Unreachable::ADMIN_PROHIBITED);
+        assert_eq!(nat.counters().refused_destinations, 1);
+
+        let mut c = config();
+        c.host_loopback = true;
+        let mut nat = NatDevice::new(c, secrets());
+        nat.set_host_addresses(&[HOST]);
+        out.clear();
+        nat.receive(Instant::now(), &syn_frame(HOST, 22), &mut out);
+        assert!(
+            matches!(out[0], Output::Open { to, .. } if to == SocketAddrV4::new(HOST, 22)),
+            "{out:?}"
+        );
+        assert_eq!(nat.counters().refused_destinations, 0);
+    }
+
+    #[test]
+    fn a_public_address_opens_a_flow() {
+        let mut nat = NatDevice::new(config(), secrets());
+        nat.set_host_addresses(&[HOST]);
+        let mut out = Vec::new();
+        nat.receive(Instant::now(), &syn_frame(OUTSIDE, 443), &mut out);
+        assert!(opens(&out), "{out:?}");
+        out.clear();
+        nat.receive(
+            Instant::now(),
+            &udp_frame(OUTSIDE, 5000, 53, b"x"),
+            &mut out,
+        );
+        assert!(opens(&out), "{out:?}");
+        assert_eq!(nat.counters().refused_destinations, 0);
+    }
+
+    #[test]
+    fn dns_upstreams_and_forwarded_peers_are_not_refused() {
+        let mut c = config();
+        c.dns_upstreams = vec![SocketAddrV4::new(METADATA, 53)];
+        let mut nat = NatDevice::new(c, secrets());
+        nat.set_host_addresses(&[HOST]);
+        let t = Instant::now();
+        let mut out = Vec::new();
+        let query = [0x12, 0x34, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 1];
+        nat.receive(t, &udp_frame(GW, 5000, 53, &query), &mut out);
+        assert!(
+            out.iter()
+                .any(|o| matches!(o, Output::Open { to, .. } if *to.ip() == METADATA)),
+            "a link-local upstream: {out:?}"
+        );
+        // A peer on the host's own address, through a UDP port forward: the guest's
+        // replies go back to it.
+        let guest = SocketAddrV4::new(GUEST, 8080);
+        let peer = SocketAddrV4::new(HOST, 6000);
+        out.clear();
+        nat.receive(t, &udp_frame(OUTSIDE, 8080, 1, b""), &mut out); // the guest's MAC
+        out.clear();
+        let flow = nat
+            .udp_forwarded(t, guest, peer, b"hi", &mut out)
+            .expect("flow");
+        out.clear();
+        nat.receive(t, &udp_frame(HOST, 8080, 6000, b"reply"), &mut out);
+        assert!(
+            out.contains(&Output::Send {
+                flow,
+                data: b"reply".to_vec()
+            }),
+            "{out:?}"
+        );
+        assert_eq!(nat.counters().refused_destinations, 0);
+    }
+}

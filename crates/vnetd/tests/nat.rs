@@ -1016,3 +1016,74 @@ fn a_udp_port_forward_reaches_an_echo_server_inside_a_vm() {
         "{err}"
     );
 }
+
+/// Guests never reach link-local addresses (the cloud metadata service) nor the host's
+/// own addresses through the NAT: refused at once (RST), counted; with `host_loopback`
+/// the host's addresses are reached.
+#[test]
+fn link_local_and_the_hosts_own_addresses_are_refused() {
+    skip_unless_root!();
+    let (a, b, o) = (octet(40), octet(41), octet(42));
+    // The host's own address (its veth end, up before the daemon reads its addresses),
+    // with a listener on it.
+    let outside = Outside::new(o);
+    let host_ip = format!("10.209.{o}.1");
+    let listener = std::net::TcpListener::bind(format!("{host_ip}:0")).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for s in listener.incoming().flatten() {
+            use std::io::Write;
+            let _ = (&s).write_all(b"host\n");
+        }
+    });
+    let (open, closed) = (unique_name("nat"), unique_name("nat"));
+    let d = Daemon::start(Some(&format!(
+        "[[network]]\nname = \"{open}\"\nsubnet = \"10.208.{a}.0/24\"\ndhcp = {{}}\n\
+         nat = {{ host_loopback = true }}\n\n\
+         [[network]]\nname = \"{closed}\"\nsubnet = \"10.208.{b}.0/24\"\ndhcp = {{}}\nnat = {{}}\n"
+    )));
+    let fetch = |vm: &NsVm, to: &str| {
+        let out = vm
+            .ns()
+            .exec(&["socat", "-u", &format!("TCP4:{to},connect-timeout=5"), "-"]);
+        (
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let refused = |net: &str| {
+        let c = client(&d).network(net).unwrap().nat.unwrap().counters;
+        c.refused_destinations
+    };
+    let denied = dhcp_vm(&d, &closed, b, "52:54:00:08:00:40");
+    let started = std::time::Instant::now();
+    let (got, err) = fetch(&denied, "169.254.169.254:80");
+    assert_eq!(got, "");
+    assert!(
+        started.elapsed() < Duration::from_secs(3) && err.contains("refused"),
+        "an immediate refusal, not a connect that times out: {err}\n{}",
+        d.log()
+    );
+    assert_eq!(refused(&closed), 1, "counted");
+    let (got, err) = fetch(&denied, &format!("{host_ip}:{port}"));
+    assert_eq!(
+        got,
+        "",
+        "the host's own address is refused: {err}\n{}",
+        d.log()
+    );
+    assert!(err.contains("refused"), "{err}");
+    assert_eq!(refused(&closed), 2, "counted");
+    let allowed = dhcp_vm(&d, &open, a, "52:54:00:08:00:41");
+    let (got, err) = fetch(&allowed, &format!("{host_ip}:{port}"));
+    assert_eq!(
+        got,
+        "host\n",
+        "host_loopback reaches it: {err}\n{}",
+        d.log()
+    );
+    let (got, _) = fetch(&allowed, "169.254.169.254:80");
+    assert_eq!(got, "", "link-local even with host_loopback");
+    assert_eq!(refused(&open), 1);
+    drop(outside);
+}

@@ -224,6 +224,23 @@ pub struct NatService {
     frames: Vec<Outgoing>,
     /// Empty large buffers the port gave back for them.
     spare: Vec<FrameBuf>,
+    /// When the host's addresses were last given to the device.
+    host_addresses_at: Instant,
+}
+
+/// How often (at most, on guests' frames) the host's addresses are read again.
+const HOST_ADDRESSES_EVERY: Duration = Duration::from_secs(5);
+
+/// The host's own IPv4 interface addresses, which guests' flows must not reach unless
+/// `host_loopback` (the device refuses them); `None` if they cannot be read.
+fn host_addresses() -> Option<Vec<Ipv4Addr>> {
+    let addrs = nix::ifaddrs::getifaddrs().ok()?;
+    let mut ips: Vec<Ipv4Addr> = addrs
+        .filter_map(|a| Some(a.address?.as_sockaddr_in()?.ip()))
+        .collect();
+    ips.sort_unstable();
+    ips.dedup();
+    Some(ips)
 }
 
 /// Empty buffers kept for socket data (a burst's worth; the switch has the rest).
@@ -359,11 +376,25 @@ impl NatService {
             peek_offset: true,
             frames: Vec::new(),
             spare: Vec::new(),
+            host_addresses_at: Instant::now(),
         };
+        service.refresh_host_addresses(Instant::now());
         for f in spec.nat.iter().flat_map(|n| &n.forward) {
             service.add_forward(f)?;
         }
         Ok(service)
+    }
+
+    /// Gives the device the host's addresses again (kept as they were if unreadable).
+    fn refresh_host_addresses(&mut self, now: Instant) {
+        self.host_addresses_at = now;
+        match host_addresses() {
+            Some(ips) => self.device.set_host_addresses(&ips),
+            None => debug!(
+                net = self.net,
+                "NAT: cannot read the host's addresses; keeping the last ones"
+            ),
+        }
     }
 
     /// The port forwards in effect.
@@ -1019,6 +1050,9 @@ impl Service for NatService {
 
     fn receive(&mut self, frame: &[u8], offload: &VirtioNetHdr, out: &mut Vec<Outgoing>) -> bool {
         let now = Instant::now();
+        if now.duration_since(self.host_addresses_at) >= HOST_ADDRESSES_EVERY {
+            self.refresh_host_addresses(now);
+        }
         let ok = if offload.is_gso() && offload.gso_kind() != VirtioNetHdr::GSO_TCPV4 {
             // Only a TCP super-frame is one socket write; others (UDP GSO) are cut here.
             self.receive_segments(now, frame, offload, out)

@@ -334,6 +334,12 @@ impl NatDevice {
             self.tcp_reply(&route, key, seq, ack, flags, &[], None, out);
             return;
         }
+        if *key.remote.ip() != self.config.gateway && self.refused(*key.remote.ip()).is_some() {
+            self.count_refused("TCP", *key.guest.ip(), key.remote);
+            let ack = seg.seq_number.wrapping_add(1);
+            self.tcp_reply(&route, key, 0, ack, F::RST | F::ACK, &[], None, out);
+            return;
+        }
         let mut to = key.remote;
         if *to.ip() == self.config.gateway {
             match self.dns_tcp_upstream() {
