@@ -60,8 +60,8 @@ pub struct LimitsConfig {
     #[serde(default)]
     pub control_connections: Option<usize>,
     /// Seconds a control connection may take to send a request's line and headers
-    /// (also the most it may stay idle between requests) before it is closed
-    /// [default: 10].
+    /// (also the most it may stay idle between requests), and then its body, before it
+    /// is closed [default: 10].
     #[serde(default)]
     pub control_request_secs: Option<u64>,
 }

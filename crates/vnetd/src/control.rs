@@ -490,7 +490,8 @@ pub const CONTROL_REQUEST_SECS: &str = "control_request_secs";
 /// up to `grace` to finish. At most `limits.connections` connections are served at once:
 /// one more is answered 503 and closed at once. A connection that has not sent a
 /// request's line and headers within `limits.request` (counted from its start, or from
-/// the end of its previous request) is closed. Both are counted in `handle`'s refusals.
+/// the end of its previous request), or then its body within as long again, is closed.
+/// Both are counted in `handle`'s refusals.
 pub async fn serve(
     listener: tokio::net::UnixListener,
     router: Router,
@@ -567,6 +568,15 @@ fn refuse_connection(stream: &tokio::net::UnixStream, handle: &Handle, max: usiz
     handle.refuse(CONTROL_CONNECTIONS, "closed a control connection");
 }
 
+/// The most a control request's body may hold (axum's default for JSON bodies).
+const MAX_BODY: usize = 2 << 20;
+
+/// A request whose body did not arrive within `[limits] control_request_secs`: the
+/// connection is closed.
+#[derive(Debug, thiserror::Error)]
+#[error("request body not received in time")]
+struct BodyTimeout;
+
 /// Serves one connection with hyper (HTTP/1.1), each request carrying the client's
 /// credentials; once `stop` turns true it finishes the request under way and closes.
 async fn connection(
@@ -577,11 +587,39 @@ async fn connection(
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let client = Client(Peer::of(&stream));
-    let service =
-        hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
-            req.extensions_mut().insert(ConnectInfo(client.clone()));
-            tower_service::Service::call(&mut router.clone(), req)
-        });
+    let refusals = handle.clone();
+    let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+        let (mut router, client, handle) = (router.clone(), client.clone(), refusals.clone());
+        async move {
+            // The body, like the head, within the request time (and axum's 2 MiB).
+            let (mut parts, body) = req.into_parts();
+            let read = axum::body::to_bytes(axum::body::Body::new(body), MAX_BODY);
+            let body = match tokio::time::timeout(request, read).await {
+                Ok(Ok(body)) => body,
+                Ok(Err(e)) => {
+                    let message = format!("cannot read the request body: {e}");
+                    return Ok(HttpError(StatusCode::BAD_REQUEST, message).into_response());
+                }
+                Err(_) => {
+                    handle.refuse(
+                        CONTROL_REQUEST_SECS,
+                        &format!(
+                            "closed a control connection that sent no complete request body \
+                             within {} s",
+                            request.as_secs()
+                        ),
+                    );
+                    return Err(BodyTimeout);
+                }
+            };
+            parts.extensions.insert(ConnectInfo(client));
+            let req = Request::from_parts(parts, axum::body::Body::from(body));
+            match tower_service::Service::call(&mut router, req).await {
+                Ok(response) => Ok(response),
+                Err(never) => match never {},
+            }
+        }
+    });
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(hyper_util::rt::TokioTimer::new())

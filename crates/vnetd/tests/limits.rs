@@ -165,3 +165,23 @@ fn a_control_client_that_sends_half_a_request_is_closed_and_counted_while_others
     ) == 1));
     assert!(d.log().contains("control_request_secs"), "{}", d.log());
 }
+
+#[test]
+fn a_control_client_that_stalls_in_a_request_body_is_closed_and_counted() {
+    let d = daemon("control_request_secs = 1");
+    let mut slow = UnixStream::connect(d.control_socket()).unwrap();
+    slow.write_all(
+        b"POST /v1/networks HTTP/1.1\r\nhost: vnetd\r\ncontent-type: application/json\r\n\
+          content-length: 100\r\n\r\n{\"name\":",
+    )
+    .unwrap();
+    client(&d).version().expect("another client's request");
+    assert!(
+        closed(&mut slow),
+        "the client stalled in its body is closed"
+    );
+    assert!(wait_for(Duration::from_secs(5), || refusals(
+        &d,
+        "limit=\"control_request_secs\""
+    ) == 1));
+}
