@@ -117,6 +117,8 @@
 //!
 //! Memory is bounded by the pool: at most one lease per address, one offer per client
 //! identifier that got one within `offer_timeout`, and at most 64 pending probes.
+//! Offers are indexed by address too, so a DISCOVER's walk through the pool checks each
+//! address against that address's offers only: O(pool · log offers), not O(pool · offers).
 
 #![forbid(unsafe_code)]
 

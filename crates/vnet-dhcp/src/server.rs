@@ -1,6 +1,6 @@
 //! The DHCP server state machine: see the crate documentation for its theory of operation.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
 use dhcproto::v4::MessageType;
@@ -81,6 +81,69 @@ struct Offer {
     expires: Timestamp,
 }
 
+/// The outstanding offers, by client and by address: deciding whether an address is
+/// offered to someone else looks at that address's offers only, so a DISCOVER's walk
+/// through a large pool costs O(pool · log offers), not O(pool · offers).
+#[derive(Debug, Default)]
+struct Offers {
+    by_client: BTreeMap<ClientId, Offer>,
+    /// The clients with an offer (maybe run out, until the next poll) of each address.
+    by_ip: BTreeMap<Ipv4Addr, BTreeSet<ClientId>>,
+}
+
+impl Offers {
+    fn get(&self, client: &ClientId) -> Option<&Offer> {
+        self.by_client.get(client)
+    }
+
+    /// Records `offer` for `client`, replacing the client's previous one.
+    fn insert(&mut self, client: ClientId, offer: Offer) {
+        self.remove(&client);
+        self.by_ip
+            .entry(offer.ip)
+            .or_default()
+            .insert(client.clone());
+        self.by_client.insert(client, offer);
+    }
+
+    fn remove(&mut self, client: &ClientId) -> Option<Offer> {
+        let offer = self.by_client.remove(client)?;
+        if let Some(clients) = self.by_ip.get_mut(&offer.ip) {
+            clients.remove(client);
+            if clients.is_empty() {
+                self.by_ip.remove(&offer.ip);
+            }
+        }
+        Some(offer)
+    }
+
+    fn retain(&mut self, mut keep: impl FnMut(&Offer) -> bool) {
+        let gone: Vec<ClientId> = self
+            .by_client
+            .iter()
+            .filter(|(_, o)| !keep(o))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in gone {
+            self.remove(&id);
+        }
+    }
+
+    fn clear(&mut self) {
+        self.by_client.clear();
+        self.by_ip.clear();
+    }
+
+    /// True if a client other than `client` holds an offer of `ip` still running at `now`.
+    fn offered_to_other(&self, ip: Ipv4Addr, client: &ClientId, now: Timestamp) -> bool {
+        self.by_ip.get(&ip).is_some_and(|clients| {
+            clients
+                .iter()
+                .any(|id| id != client && self.by_client.get(id).is_some_and(|o| o.expires > now))
+        })
+    }
+}
+
 /// A DISCOVER waiting for the ARP probe of its candidate address to go unanswered.
 #[derive(Debug, Clone)]
 struct Probe {
@@ -104,7 +167,7 @@ pub struct DhcpServer {
     config: DhcpConfig,
     subnet: Subnet,
     db: LeaseDb,
-    offers: BTreeMap<ClientId, Offer>,
+    offers: Offers,
     probes: BTreeMap<ClientId, Probe>,
     counters: DhcpCounters,
     leases_changed: bool,
@@ -120,7 +183,7 @@ impl DhcpServer {
             config,
             subnet,
             db: leases,
-            offers: BTreeMap::new(),
+            offers: Offers::default(),
             probes: BTreeMap::new(),
             counters: DhcpCounters::default(),
             leases_changed: false,
@@ -168,7 +231,7 @@ impl DhcpServer {
                 out.extend(self.offer_or_probe(now, probe.discover, probe.attempts));
             }
         }
-        self.offers.retain(|_, o| o.expires > now);
+        self.offers.retain(|o| o.expires > now);
         for lease in self.db.leases_mut() {
             if lease.state == LeaseState::Bound && lease.expires <= now {
                 lease.state = LeaseState::Expired;
@@ -233,11 +296,9 @@ impl DhcpServer {
             self.offers.clear();
             self.probes.clear();
         }
-        let offers = std::mem::take(&mut self.offers);
-        self.offers = offers
-            .into_iter()
-            .filter(|(_, o)| self.fits_policy(o.ip, o.mac))
-            .collect();
+        let mut offers = std::mem::take(&mut self.offers);
+        offers.retain(|o| self.fits_policy(o.ip, o.mac));
+        self.offers = offers;
         let probes = std::mem::take(&mut self.probes);
         self.probes = probes
             .into_iter()
@@ -679,10 +740,7 @@ impl DhcpServer {
         if held_by_other && !reserved_for_client {
             return false;
         }
-        let offered_to_other = self
-            .offers
-            .iter()
-            .any(|(id, o)| id != client && o.ip == ip && o.expires > now);
+        let offered_to_other = self.offers.offered_to_other(ip, client, now);
         let probed_for_other = self.probes.iter().any(|(id, p)| id != client && p.ip == ip);
         !offered_to_other && !probed_for_other
     }
@@ -703,5 +761,104 @@ impl DhcpServer {
         self.config
             .reservation_for_mac(mac)
             .and_then(|r| r.hostname.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client(n: u32) -> ClientRequest {
+        let b = n.to_be_bytes();
+        let chaddr = MacAddr([0x52, 0x54, b[0], b[1], b[2], b[3]]);
+        ClientRequest {
+            kind: MessageType::Discover,
+            xid: n,
+            flags: Default::default(),
+            ciaddr: Ipv4Addr::UNSPECIFIED,
+            giaddr: Ipv4Addr::UNSPECIFIED,
+            chaddr,
+            client_id: ClientId::from_mac(chaddr),
+            sent_client_id: None,
+            requested_ip: None,
+            server_id: None,
+            hostname: None,
+            parameter_requests: Vec::new(),
+            ip_src: Ipv4Addr::UNSPECIFIED,
+        }
+    }
+
+    fn nth(first: Ipv4Addr, i: u32) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(first) + i)
+    }
+
+    #[test]
+    fn a_slash_16_pool_with_thousands_of_offers_still_gets_the_right_next_address() {
+        const OFFERED: u32 = 5_000;
+        let mac = MacAddr([0x02, 0x76, 0x64, 0, 0, 1]);
+        let config = DhcpConfig::for_subnet(mac, Ipv4Addr::new(10, 0, 0, 0), 16).unwrap();
+        let first = *config.pool.start();
+        let mut server = DhcpServer::new(config, LeaseDb::new()).unwrap();
+        let now = Timestamp::from_unix_millis(1_700_000_000_000);
+        let running = now + std::time::Duration::from_secs(60);
+        for i in 0..OFFERED {
+            let c = client(i);
+            let offer = Offer {
+                ip: nth(first, i),
+                mac: c.chaddr,
+                // One offer has run out (not yet swept): its address is free again.
+                expires: if i == 17 { now } else { running },
+            };
+            server.offers.insert(c.client_id, offer);
+        }
+        let choose = |server: &DhcpServer, n: u32| {
+            let c = server.choose_address(now, &client(n)).unwrap();
+            (c.ip, c.needs_probe)
+        };
+        let newcomer = OFFERED + 1;
+        assert_eq!(choose(&server, newcomer), (nth(first, 17), true));
+        assert_eq!(
+            choose(&server, 42),
+            (nth(first, 42), false),
+            "its own offer"
+        );
+
+        server.offers.remove(&client(17).client_id);
+        server.offers.remove(&client(3).client_id);
+        assert_eq!(choose(&server, newcomer), (nth(first, 3), true));
+        // A client's new offer frees its old address.
+        let c3 = client(3);
+        let moved = Offer {
+            ip: nth(first, OFFERED + 100),
+            mac: c3.chaddr,
+            expires: running,
+        };
+        server.offers.insert(c3.client_id, moved);
+        server.offers.insert(client(4).client_id, moved);
+        assert_eq!(choose(&server, newcomer), (nth(first, 3), true));
+        let other = client(OFFERED + 2);
+        let at3 = Offer {
+            ip: nth(first, 3),
+            mac: other.chaddr,
+            expires: running,
+        };
+        server.offers.insert(other.client_id, at3);
+        assert_eq!(choose(&server, newcomer), (nth(first, 4), true));
+
+        // Every address below OFFERED offered again: the first never-offered one is next.
+        for i in [4, 17] {
+            let c = client(i);
+            let offer = Offer {
+                ip: nth(first, i),
+                mac: c.chaddr,
+                expires: running,
+            };
+            server.offers.insert(c.client_id, offer);
+        }
+        assert_eq!(choose(&server, newcomer), (nth(first, OFFERED), true));
+        // Sweeping the run-out offers keeps both indexes in step.
+        server.offers.retain(|o| o.ip != nth(first, 9));
+        assert_eq!(choose(&server, newcomer), (nth(first, 9), true));
+        assert_eq!(server.offers.by_client.len(), server.offers.by_ip.len());
     }
 }

@@ -473,6 +473,31 @@ fn restarted_server_keeps_giving_the_renewing_client_its_address() {
 }
 
 #[test]
+fn a_server_that_lost_its_lease_file_relearns_leases_from_renewals() {
+    // A crash after the ACK but before the lease file was written: no record.
+    let mut server = server();
+    let client = Client::new(92);
+    let (addr, _) = dora(&mut server, &client, at(0));
+    let other = Client::new(93);
+    let (other_addr, _) = dora(&mut server, &other, at(1));
+    let mut restarted = DhcpServer::new(config(), LeaseDb::new()).unwrap();
+    let renewed =
+        one_reply(restarted.receive(at(900), &client.request_renew(addr, ip("192.168.56.254"))));
+    assert_eq!(
+        (renewed.kind(), renewed.msg.yiaddr()),
+        (MessageType::Ack, addr)
+    );
+    let rebooted = one_reply(restarted.receive(at(901), &other.request_init_reboot(other_addr)));
+    assert_eq!(
+        (rebooted.kind(), rebooted.msg.yiaddr()),
+        (MessageType::Ack, other_addr)
+    );
+    assert!(restarted.take_leases_changed());
+    let relearned: Vec<_> = restarted.leases().map(|l| (l.ip, l.mac)).collect();
+    assert_eq!(relearned, vec![(addr, client.mac), (other_addr, other.mac)]);
+}
+
+#[test]
 fn answers_arp_for_its_own_address() {
     let mut server = server();
     let vm = (MacAddr([0x52, 0x54, 0, 0, 0, 0x99]), ip("192.168.56.128"));

@@ -1,7 +1,29 @@
 //! The DHCP service of one vnet: `vnet_dhcp::DhcpServer` plus the wall clock and an
 //! atomically written lease file (`STATE/NET/leases.json`), so leases survive restarts.
-
-use std::io::Write;
+//!
+//! The file is written off the data-plane thread: after a frame or timer changed the
+//! leases, the service hands a copy of the lease database to the process's
+//! [`LeaseWriter`] and goes on; the writer writes the newest copy of each vnet's leases
+//! atomically and durably, coalescing bursts (see [`super::lease_writer`]). Replies go
+//! out first, as they did when the write was inline: a DHCPACK leaves before its lease is
+//! on disk. What is guaranteed:
+//!
+//! - the data plane never waits for the disk (the hand-over takes a mutex held only for
+//!   map updates); it copies the lease database in memory, O(leases), per change;
+//! - every lease change is followed by a write of a snapshot at least that new, normally
+//!   within one writer batch (a few fsyncs); a failed write is logged and retried with
+//!   the next change;
+//! - the file is always a complete old or new version, mode 0600;
+//! - when the service goes away (vnet removed, daemon shut down) it waits up to
+//!   [`FLUSH_TIMEOUT`] for its last snapshot to be written, so a clean restart keeps
+//!   every lease.
+//!
+//! If the daemon crashes between an ACK and its write, the restarted server does not
+//! know the lease. The client keeps using it and renews by REQUEST (RENEWING, REBINDING
+//! or INIT-REBOOT), which the server, authoritative for the vnet, ACKs when the address is
+//! free, re-learning the lease; before that, a DISCOVER from another client that picks the
+//! address ARP-probes it first, the holder answers, and the address is quarantined rather
+//! than given twice.
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -12,7 +34,11 @@ use vnet_dhcp::{ConfigError, DhcpConfig, DhcpServer, Lease, LeaseDb, Timestamp};
 use vnet_model::{NetworkSpec, Reservation};
 use vnet_nat::LocalNames;
 
+use super::lease_writer::{write_atomically, LeaseWriter};
 use crate::backend::service::{Outgoing, Service};
+
+/// How long a service that goes away waits for its last lease snapshot to be written.
+pub const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Why a vnet's DHCP service could not be set up or changed: the step that failed.
 #[derive(Debug, thiserror::Error)]
@@ -194,15 +220,41 @@ impl DhcpService {
             return;
         }
         self.names_changed = true;
-        if let Err(e) = write_atomically(
-            &self.lease_file,
-            self.server.lease_db().to_json().as_bytes(),
-        ) {
-            warn!(
-                net = self.net,
-                "cannot save leases to {}: {e}",
-                self.lease_file.display()
-            );
+        let leases = self.server.lease_db();
+        match LeaseWriter::global() {
+            Some(writer) => {
+                if !writer.submit(&self.net, &self.lease_file, leases.clone()) {
+                    warn!(
+                        net = self.net,
+                        "lease writer queue full: leases not saved until the next change"
+                    );
+                }
+            }
+            // No writer thread: write in place rather than not at all.
+            None => {
+                if let Err(e) = write_atomically(&self.lease_file, leases.to_json().as_bytes()) {
+                    warn!(
+                        net = self.net,
+                        "cannot save leases to {}: {e}",
+                        self.lease_file.display()
+                    );
+                }
+            }
+        }
+    }
+}
+
+impl Drop for DhcpService {
+    /// Waits (at most [`FLUSH_TIMEOUT`]) for the last lease snapshot to reach the disk.
+    fn drop(&mut self) {
+        if let Some(writer) = LeaseWriter::global() {
+            if !writer.flush(&self.lease_file, FLUSH_TIMEOUT) {
+                warn!(
+                    net = self.net,
+                    "leases not yet saved to {} after {FLUSH_TIMEOUT:?}",
+                    self.lease_file.display()
+                );
+            }
         }
     }
 }
@@ -243,34 +295,6 @@ fn describe(c: &DhcpConfig) -> String {
     )
 }
 
-/// Writes `bytes` to `path` so that a crash leaves either the old or the new file, mode
-/// 0600 (leases name clients). The temporary `NAME.tmp` is made anew, never opened
-/// through a link: a stale one (or a link planted in its place) is unlinked first, and
-/// the file is created with `O_CREAT|O_EXCL|O_NOFOLLOW`.
-fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-    let dir = path.parent().expect("lease file has a directory");
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)?;
-    let tmp = path.with_extension("json.tmp");
-    match std::fs::remove_file(&tmp) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
-        _ => {}
-    }
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    std::fs::File::open(dir)?.sync_all()
-}
-
 impl Service for DhcpService {
     fn description(&self) -> String {
         let c = self.server.config();
@@ -308,27 +332,6 @@ impl Service for DhcpService {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_stale_lease_temporary_linked_to_a_victim_leaves_the_victim_alone() {
-        use std::os::unix::fs::PermissionsExt;
-        let dir = tempfile::tempdir().unwrap();
-        let victim = dir.path().join("victim");
-        std::fs::write(&victim, "precious").unwrap();
-        let net = dir.path().join("lab");
-        std::fs::create_dir(&net).unwrap();
-        let leases = net.join("leases.json");
-        std::os::unix::fs::symlink(&victim, net.join("leases.json.tmp")).unwrap();
-
-        write_atomically(&leases, b"[]").unwrap();
-
-        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
-        assert_eq!(std::fs::read_to_string(&leases).unwrap(), "[]");
-        assert!(!std::fs::symlink_metadata(&leases).unwrap().is_symlink());
-        let mode = std::fs::metadata(&leases).unwrap().permissions().mode() & 0o7777;
-        assert_eq!(mode, 0o600);
-        assert!(!net.join("leases.json.tmp").exists());
-    }
 
     #[test]
     fn server_macs_are_stable_local_unicast_and_differ_per_vnet() {

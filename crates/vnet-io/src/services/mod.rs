@@ -2,4 +2,5 @@
 //! their sans-I/O cores, behind [`crate::backend::service::Service`].
 
 pub mod dhcp;
+pub mod lease_writer;
 pub mod nat;
