@@ -220,7 +220,7 @@ fn run(args: Args) -> Result<()> {
             }
         }
     }
-    if !vnet_dirs::is_root() {
+    if service.is_none() && !vnet_dirs::is_root() {
         info!("running unprivileged: TAP ports need root or CAP_NET_ADMIN; socket ports work");
     }
     let devices = match vnet_fuse::DeviceMount::mount(&run_dir, handle.clone()) {
