@@ -114,6 +114,18 @@ pub fn check(facts: Facts, uid: u32) -> Result<(), Unsafe> {
 /// `remedy` completes the error's advice "remove it or ...", e.g. `"choose another
 /// --run-dir"`.
 pub fn claim_dir(path: &Path, mode: u32, remedy: &'static str) -> Result<File, ClaimError> {
+    claim_dir_owned_by(path, mode, remedy, nix::unistd::geteuid().as_raw())
+}
+
+/// [`claim_dir`], expecting the directory to be owned by `owner` rather than by this
+/// process's effective uid: for a vnetd started as root that checks, before it drops
+/// to its service user, the directories it has given to that user.
+pub fn claim_dir_owned_by(
+    path: &Path,
+    mode: u32,
+    remedy: &'static str,
+    owner: u32,
+) -> Result<File, ClaimError> {
     let io_err = |source| ClaimError::Io {
         path: path.to_path_buf(),
         source,
@@ -161,7 +173,7 @@ pub fn claim_dir(path: &Path, mode: u32, remedy: &'static str) -> Result<File, C
         uid: meta.uid(),
         mode: meta.mode() & 0o7777,
     };
-    check(facts, nix::unistd::geteuid().as_raw()).map_err(unsafe_dir)?;
+    check(facts, owner).map_err(unsafe_dir)?;
     if created {
         // Exactly `mode`, whatever the umask took away; keeping the set-group-ID bit a
         // shared runtime directory passes down, so what is made inside gets its group.

@@ -591,6 +591,7 @@ mod tests {
         let explicit = AccessConfig {
             admin_group: Some("no-such-group-vnet-test".into()),
             user_group: None,
+            user: None,
         };
         let e = Policy::resolve(&explicit, None, None)
             .unwrap_err()

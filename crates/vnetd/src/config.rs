@@ -121,6 +121,11 @@ pub struct AccessConfig {
     /// vnetd's sockets are group-owned by it [default: [`DEFAULT_USER_GROUP`]].
     #[serde(default)]
     pub user_group: Option<String>,
+    /// Started as root, vnetd drops to this user (a name or a numeric uid) after setup,
+    /// keeping only the capabilities it needs ([`crate::privileges`]) [default: none:
+    /// it keeps the privileges it was started with].
+    #[serde(default)]
+    pub user: Option<String>,
 }
 
 /// The admin group when `[access]` names none.

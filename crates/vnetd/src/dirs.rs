@@ -14,9 +14,14 @@ use anyhow::{bail, Context, Result};
 ///
 /// `RUN` is made mode 0755 (anyone may reach `control.sock`; each request's role decides
 /// what it may do) and `STATE` mode 0700 (leases name clients).
-pub fn claim(run_dir: &Path, state_dir: &Path) -> Result<PathBuf> {
-    vnet_dirs::claim::claim_dir(run_dir, 0o755, "choose another --run-dir")?;
-    vnet_dirs::claim::claim_dir(state_dir, 0o700, "choose another --state-dir")?;
+///
+/// With `owner` (`--user`, vnetd still root), each directory must end up owned by that
+/// uid: one that is missing or root's (made by an earlier vnetd run as root) is first
+/// claimed as root, then given with what root made in it to `owner`
+/// ([`crate::privileges::give_tree`]); then it is checked as `owner`'s.
+pub fn claim(run_dir: &Path, state_dir: &Path, owner: Option<u32>) -> Result<PathBuf> {
+    claim_dir(run_dir, 0o755, "choose another --run-dir", owner)?;
+    claim_dir(state_dir, 0o700, "choose another --state-dir", owner)?;
     let control = run_dir.join("control.sock");
     match UnixStream::connect(&control) {
         Ok(_) => bail!(
@@ -50,4 +55,21 @@ pub fn listen(path: &Path, mode: u32) -> Result<tokio::net::UnixListener> {
         .with_context(|| format!("cannot move the socket to {}", path.display()))?;
     listener.set_nonblocking(true)?;
     Ok(tokio::net::UnixListener::from_std(listener)?)
+}
+
+fn claim_dir(path: &Path, mode: u32, remedy: &'static str, owner: Option<u32>) -> Result<()> {
+    let Some(owner) = owner else {
+        vnet_dirs::claim::claim_dir(path, mode, remedy)?;
+        return Ok(());
+    };
+    let root_s = match std::fs::symlink_metadata(path) {
+        Ok(m) => m.is_dir() && std::os::unix::fs::MetadataExt::uid(&m) == 0,
+        Err(e) => e.kind() == io::ErrorKind::NotFound,
+    };
+    if root_s {
+        vnet_dirs::claim::claim_dir(path, mode, remedy)?;
+        crate::privileges::give_tree(path, owner)?;
+    }
+    vnet_dirs::claim::claim_dir_owned_by(path, mode, remedy, owner)?;
+    Ok(())
 }

@@ -4,12 +4,17 @@
 //! (refusing if another vnetd serves it, replacing a crashed one's sockets), start the
 //! data plane, create the configured vnets and ports, then serve the control API until
 //! SIGTERM or SIGINT. Shutdown removes every socket it made.
+//!
+//! With `--user USER` (started as root), the directories are given to `USER` and vnetd
+//! becomes `USER` with `CAP_NET_ADMIN` and `CAP_NET_RAW` only, before any thread starts
+//! (`privileges`).
 #![forbid(unsafe_code)]
 
 mod access;
 mod config;
 mod control;
 mod dirs;
+mod privileges;
 
 use std::path::PathBuf;
 
@@ -54,6 +59,11 @@ struct Args {
     /// it exists].
     #[arg(long, value_name = "GROUP")]
     user_group: Option<String>,
+    /// Started as root, run as this user (a name or a numeric uid) after setup, with
+    /// only CAP_NET_ADMIN and CAP_NET_RAW; RUN and STATE are given to it [default: the
+    /// config's `[access] user`, else keep the privileges vnetd was started with].
+    #[arg(long, value_name = "USER")]
+    user: Option<String>,
     /// Check the configuration and exit.
     #[arg(long)]
     check: bool,
@@ -97,7 +107,11 @@ fn run(args: Args) -> Result<()> {
         Some(path) => Config::load(path)?,
         None => Config::built_in(),
     };
-    let policy = access::Policy::resolve(
+    let service = match args.user.as_ref().or(config.access.user.as_ref()) {
+        Some(spec) => Some(privileges::ServiceUser::resolve(spec)?),
+        None => None,
+    };
+    let mut policy = access::Policy::resolve(
         &config.access,
         args.admin_group.clone(),
         args.user_group.clone(),
@@ -106,10 +120,13 @@ fn run(args: Args) -> Result<()> {
         println!("configuration OK: {} vnet(s)", config.network.len());
         return Ok(());
     }
+    if let Some(user) = &service {
+        privileges::require_root(user)?;
+    }
     // Absolute, because clients are told these paths and run elsewhere.
     let run_dir = std::path::absolute(vnet_dirs::run_dir(args.run_dir)?)?;
     let state_dir = std::path::absolute(vnet_dirs::state_dir(args.state_dir)?)?;
-    let control = dirs::claim(&run_dir, &state_dir)?;
+    let control = dirs::claim(&run_dir, &state_dir, service.as_ref().map(|u| u.uid))?;
     if let Some(group) = &policy.user {
         match access::share_run_dir(&run_dir, group.gid) {
             Ok(()) => info!(
@@ -135,6 +152,28 @@ fn run(args: Args) -> Result<()> {
         }
     }
     raise_fd_limit();
+    if let Some(user) = &service {
+        // Before the first thread: capabilities are per thread (privileges.rs).
+        let low_forward = config.network.iter().any(|net| {
+            net.get_ref()
+                .spec()
+                .nat
+                .is_some_and(|nat| nat.forward.iter().any(|f| f.host.port() < 1024))
+        });
+        let groups: Vec<u32> = policy.user.iter().map(|g| g.gid).collect();
+        privileges::drop_to(user, &groups, &privileges::kept(low_forward))?;
+        for dir in [&run_dir, &state_dir] {
+            std::fs::read_dir(dir).with_context(|| {
+                format!(
+                    "{} cannot use {} (is a parent directory closed to it?)",
+                    user.name,
+                    dir.display()
+                )
+            })?;
+        }
+        // vnetd's own uid is admin, as for an unprivileged vnetd (root stays admin).
+        policy.daemon_uid = user.uid;
+    }
 
     let tuning = config.tuning(args.threads.map(usize::from), args.busy_poll_us);
     let limits = config.limits.limits();
@@ -181,7 +220,7 @@ fn run(args: Args) -> Result<()> {
             }
         }
     }
-    if !vnet_dirs::is_root() {
+    if service.is_none() && !vnet_dirs::is_root() {
         info!("running unprivileged: TAP ports need root or CAP_NET_ADMIN; socket ports work");
     }
     let devices = match vnet_fuse::DeviceMount::mount(&run_dir, handle.clone()) {
