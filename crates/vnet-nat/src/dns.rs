@@ -156,7 +156,7 @@ impl DnsForwarder {
     }
 
     /// `flow`'s socket could not be opened or reported an error: the query moves on at
-    /// the next [`DnsForwarder::poll`], as if it had timed out.
+    /// the next `DnsForwarder::poll`, as if it had timed out.
     pub fn failed(&mut self, flow: FlowId) {
         if let Some(p) = self.pending.get_mut(&flow) {
             p.deadline = p.deadline.checked_sub(self.timeout).unwrap_or(p.deadline);

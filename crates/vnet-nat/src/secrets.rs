@@ -10,9 +10,9 @@
 //!
 //! | number | how | |
 //! |---|---|---|
-//! | DNS query ID | SipHash-2-4 under the ID key, over a counter ([`IdStream`]) | a PRF keyed by 128 secret bits: every output is as good as random to whoever lacks the key |
+//! | DNS query ID | SipHash-2-4 under the ID key, over a counter (`IdStream`) | a PRF keyed by 128 secret bits: every output is as good as random to whoever lacks the key |
 //! | DNS query source port | the shell's: one fresh UDP socket per query attempt, bound to port 0 | the kernel picks the ephemeral port from its own CSPRNG |
-//! | TCP ISN | RFC 6528: a 4 µs clock plus SipHash-2-4 under the ISN key over the connection's four-tuple ([`IsnClock`]) | each connection's sequence space is unguessable, and one four-tuple's successive ISNs still grow like the clock |
+//! | TCP ISN | RFC 6528: a 4 µs clock plus SipHash-2-4 under the ISN key over the connection's four-tuple (`IsnClock`) | each connection's sequence space is unguessable, and one four-tuple's successive ISNs still grow like the clock |
 //!
 //! SipHash-2-4 comes from the `siphasher` crate: std's `SipHasher` is deprecated, and
 //! std's `RandomState` picks its own keys, so it cannot be keyed from our secret and

@@ -14,7 +14,7 @@ use std::path::Path;
 /// The environment variable naming the directory [`skip`] records skips in.
 pub const SKIP_DIR_ENV: &str = "VNET_SKIP_DIR";
 
-/// The reason [`skip_unless_root!`] gives.
+/// The reason [`skip_unless_root!`](crate::skip_unless_root) gives.
 pub const NEEDS_ROOT: &str =
     "needs root (namespaces, TAP devices, QEMU guests); run the tests as root to exercise it";
 

@@ -7,7 +7,7 @@
 //!
 //! A vnet lives on one thread for its whole life, so the frame path takes no lock and
 //! crosses no thread. Several busy vnets use several cores; one vnet cannot (its
-//! switch is one sequence of decisions). The [`directory`] places vnets and holds the
+//! switch is one sequence of decisions). The `directory` module places vnets and holds the
 //! little that threads must agree on.
 //!
 //! The control plane talks to the loops through [`Handle`]: commands over a channel per
