@@ -18,12 +18,17 @@ fn daemon(limits: &str) -> Daemon {
 }
 
 fn refusals(d: &Daemon, labels: &str) -> u64 {
-    let metrics = client(d).metrics().expect("metrics");
+    try_refusals(d, labels).expect("metrics")
+}
+
+/// [`refusals`], or the client's error (a full control socket answers 503).
+fn try_refusals(d: &Daemon, labels: &str) -> Result<u64, vnet_control::client::Error> {
+    let metrics = client(d).metrics()?;
     let series = format!("vnet_limit_refusals_total{{{labels}}} ");
-    metrics
+    Ok(metrics
         .lines()
         .find_map(|l| l.strip_prefix(&series))
-        .map_or(0, |n| n.parse().expect("a count"))
+        .map_or(0, |n| n.parse().expect("a count")))
 }
 
 fn send_frame(s: &mut UnixStream, frame: &[u8]) {
@@ -159,14 +164,7 @@ fn a_control_connection_over_the_limit_is_answered_503_closed_and_counted() {
         got.unwrap()
     };
     with_room(&mut || client(&d).version().map(|_| 0));
-    let counted = with_room(&mut || {
-        let metrics = client(&d).metrics()?;
-        let series = "vnet_limit_refusals_total{limit=\"control_connections\"} ";
-        Ok(metrics
-            .lines()
-            .find_map(|l| l.strip_prefix(series))
-            .map_or(0, |n| n.parse().expect("a count")))
-    });
+    let counted = with_room(&mut || try_refusals(&d, "limit=\"control_connections\""));
     assert_eq!(counted, 1 + full);
     drop(idle);
 }
