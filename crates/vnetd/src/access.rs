@@ -18,8 +18,7 @@
 //! client after it connected (no pid to reuse, no file to race), it needs no group
 //! database (numeric gids, containers), and it matches the file permissions the same
 //! process meets on the sockets. As with files, a user added to a group gets the role
-//! at their next login. Only on kernels without `SO_PEERGROUPS` (before 4.13) are the
-//! groups read from the `Groups:` line of `/proc/PID/status`.
+//! at their next login.
 //!
 //! [`RULES`] says which role each route needs (an unlisted route needs admin). Two
 //! routes look at more than the route: a user may add only vhost-user ports on the
@@ -72,24 +71,16 @@ impl Peer {
     pub fn of(stream: &tokio::net::UnixStream) -> Option<Peer> {
         let cred = stream.peer_cred().ok()?;
         let pid = cred.pid().and_then(|p| u32::try_from(p).ok());
-        let groups = match vnet_io::sys::peer::groups(stream.as_fd()) {
-            Ok(groups) => groups,
-            Err(e) => {
-                let status =
-                    pid.and_then(|p| std::fs::read_to_string(format!("/proc/{p}/status")).ok());
-                match status.as_deref().and_then(groups_in_status) {
-                    Some(groups) => groups,
-                    None => {
-                        tracing::warn!(
-                            uid = cred.uid(),
-                            "no supplementary groups for a control client (SO_PEERGROUPS: {e}): \
-                             only its primary group counts"
-                        );
-                        Vec::new()
-                    }
-                }
-            }
-        };
+        // The groups as the kernel recorded them at connect(); never looked up by pid,
+        // which may have been reused since.
+        let groups = vnet_io::sys::peer::groups(stream.as_fd()).unwrap_or_else(|e| {
+            tracing::warn!(
+                uid = cred.uid(),
+                "no supplementary groups for a control client (SO_PEERGROUPS: {e}): \
+                 only its primary group counts"
+            );
+            Vec::new()
+        });
         Some(Peer {
             uid: cred.uid(),
             gid: cred.gid(),
@@ -101,12 +92,6 @@ impl Peer {
     fn is_member(&self, gid: u32) -> bool {
         self.gid == gid || self.groups.contains(&gid)
     }
-}
-
-/// The supplementary groups on the `Groups:` line of a `/proc/PID/status` text.
-fn groups_in_status(status: &str) -> Option<Vec<u32>> {
-    let line = status.lines().find_map(|l| l.strip_prefix("Groups:"))?;
-    line.split_whitespace().map(|g| g.parse().ok()).collect()
 }
 
 /// A group as configured and as the system knows it.
@@ -573,14 +558,6 @@ mod tests {
         let mut table = table;
         table.sort();
         assert_eq!(documented, table);
-    }
-
-    #[test]
-    fn proc_status_groups_are_read_when_the_socket_cannot_tell() {
-        let status = "Name:\tcat\nGid:\t1000\t1000\t1000\t1000\nGroups:\t27 100 4001 \nNgid:\t0\n";
-        assert_eq!(groups_in_status(status), Some(vec![27, 100, 4001]));
-        assert_eq!(groups_in_status("Groups:\t\n"), Some(vec![]));
-        assert_eq!(groups_in_status("Name:\tcat\n"), None);
     }
 
     #[test]
