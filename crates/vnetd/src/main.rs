@@ -275,6 +275,13 @@ fn run(args: Args) -> Result<()> {
     }
     drop(devices);
     dataplane.shutdown();
+    // The data plane hands lease files to a writer thread; let it finish before exit.
+    if let Some(writer) = vnet_io::services::lease_writer::LeaseWriter::started() {
+        let timeout = vnet_io::services::dhcp::FLUSH_TIMEOUT;
+        if !writer.flush_all(timeout) {
+            warn!("lease files not all saved after {timeout:?}");
+        }
+    }
     let _ = std::fs::remove_file(&control);
     info!("stopped");
     served

@@ -14,9 +14,10 @@
 //!   within one writer batch (a few fsyncs); a failed write is logged and retried with
 //!   the next change;
 //! - the file is always a complete old or new version, mode 0600;
-//! - when the service goes away (vnet removed, daemon shut down) it waits up to
-//!   [`FLUSH_TIMEOUT`] for its last snapshot to be written, so a clean restart keeps
-//!   every lease.
+//! - a clean shutdown waits up to [`FLUSH_TIMEOUT`], after the data plane stopped, for
+//!   every snapshot to be written, so a restart keeps every lease; removing a vnet
+//!   waits for nothing, and a vnet made again under its name waits (at most as long)
+//!   only if its predecessor's last snapshot is still pending when it reads the file.
 //!
 //! If the daemon crashes between an ACK and its write, the restarted server does not
 //! know the lease. The client keeps using it and renews by REQUEST (RENEWING, REBINDING
@@ -37,7 +38,8 @@ use vnet_nat::LocalNames;
 use super::lease_writer::{write_atomically, LeaseWriter};
 use crate::backend::service::{Outgoing, Service};
 
-/// How long a service that goes away waits for its last lease snapshot to be written.
+/// How long a shutdown, or a service reading a lease file with a snapshot still pending,
+/// waits for the lease writer.
 pub const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Why a vnet's DHCP service could not be set up or changed: the step that failed.
@@ -117,6 +119,15 @@ impl DhcpService {
         state_dir: &Path,
     ) -> Result<Self, DhcpError> {
         let lease_file = state_dir.join(&spec.name).join("leases.json");
+        if let Some(writer) = LeaseWriter::global() {
+            if !writer.flush(&lease_file, FLUSH_TIMEOUT) {
+                warn!(
+                    net = spec.name,
+                    "{} still has a snapshot pending after {FLUSH_TIMEOUT:?}: reading the older file",
+                    lease_file.display()
+                );
+            }
+        }
         let leases = match std::fs::read_to_string(&lease_file) {
             Ok(text) => LeaseDb::from_json(&text).unwrap_or_else(|e| {
                 warn!(
@@ -239,21 +250,6 @@ impl DhcpService {
                         self.lease_file.display()
                     );
                 }
-            }
-        }
-    }
-}
-
-impl Drop for DhcpService {
-    /// Waits (at most [`FLUSH_TIMEOUT`]) for the last lease snapshot to reach the disk.
-    fn drop(&mut self) {
-        if let Some(writer) = LeaseWriter::global() {
-            if !writer.flush(&self.lease_file, FLUSH_TIMEOUT) {
-                warn!(
-                    net = self.net,
-                    "leases not yet saved to {} after {FLUSH_TIMEOUT:?}",
-                    self.lease_file.display()
-                );
             }
         }
     }

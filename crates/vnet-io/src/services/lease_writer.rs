@@ -75,6 +75,9 @@ impl Shared {
     }
 }
 
+/// The process's writer ([`LeaseWriter::global`]).
+static WRITER: OnceLock<Option<LeaseWriter>> = OnceLock::new();
+
 /// A handle on a writer thread.
 #[derive(Clone)]
 pub struct LeaseWriter {
@@ -85,7 +88,6 @@ impl LeaseWriter {
     /// The process's writer, started on first use; `None` if its thread could not be
     /// started (the caller then writes in place, as a last resort).
     pub fn global() -> Option<&'static LeaseWriter> {
-        static WRITER: OnceLock<Option<LeaseWriter>> = OnceLock::new();
         WRITER
             .get_or_init(|| {
                 LeaseWriter::spawn()
@@ -93,6 +95,11 @@ impl LeaseWriter {
                     .ok()
             })
             .as_ref()
+    }
+
+    /// The process's writer if it was ever started (nothing to wait for otherwise).
+    pub fn started() -> Option<&'static LeaseWriter> {
+        WRITER.get().and_then(Option::as_ref)
     }
 
     /// Starts a writer thread; it runs as long as a handle exists.
@@ -137,11 +144,26 @@ impl LeaseWriter {
     }
 
     /// Waits until nothing for `path` is queued or being written, at most `timeout`;
-    /// false on timeout. For shutdown, when a vnet's service goes away.
+    /// false on timeout. A service about to read `path` calls it, so that a vnet made
+    /// again under an old name reads what its predecessor saved last.
     pub fn flush(&self, path: &Path, timeout: Duration) -> bool {
+        self.wait_until(timeout, |state| {
+            !state.queued.contains_key(path) && !state.writing.contains(path)
+        })
+    }
+
+    /// Waits until every queued snapshot is written, at most `timeout`; false on
+    /// timeout. For shutdown, once the data plane has stopped.
+    pub fn flush_all(&self, timeout: Duration) -> bool {
+        self.wait_until(timeout, |state| {
+            state.queued.is_empty() && state.writing.is_empty()
+        })
+    }
+
+    fn wait_until(&self, timeout: Duration, settled: impl Fn(&State) -> bool) -> bool {
         let deadline = Instant::now() + timeout;
         let mut state = self.shared.lock();
-        while state.queued.contains_key(path) || state.writing.contains(path) {
+        while !settled(&state) {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return false;
