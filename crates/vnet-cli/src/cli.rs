@@ -54,6 +54,11 @@ pub enum Command {
     Forward(ForwardCommand),
     /// Print the arguments that attach a VM to a vnet
     Attach(AttachArgs),
+    /// Print the running configuration
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Make vnetd re-read its config file and apply what changed in it (as SIGHUP does)
+    Reload,
     /// Print the versions of vnet and of the running vnetd
     Version,
 }
@@ -111,6 +116,19 @@ pub struct CreateNet {
     /// Serve DHCP on the vnet with the default settings (change them with `vnet dhcp set`)
     #[arg(long, requires = "subnet")]
     pub dhcp: bool,
+    /// Give the vnet a NAT device with the default settings (.2: the guests' router and
+    /// DNS server; forward host ports to guests with `vnet forward add`)
+    #[arg(long, requires = "subnet")]
+    pub nat: bool,
+    /// Do not save the vnet: it is gone when vnetd restarts
+    #[arg(long)]
+    pub transient: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Print every running vnet and the daemon's settings as a vnetd config file (TOML)
+    Export,
 }
 
 #[derive(Debug, Subcommand)]

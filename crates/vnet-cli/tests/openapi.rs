@@ -323,6 +323,7 @@ fn sample_network() -> NetworkInfo {
         uplink: None,
         nat: None,
         thread: 1,
+        transient: false,
     }
 }
 
@@ -363,6 +364,7 @@ fn sample_host_only_network() -> NetworkInfo {
             port: 1,
         }),
         dhcp: Some(sample_dhcp()),
+        transient: true,
         ..sample_network()
     }
 }
@@ -433,6 +435,7 @@ fn what_the_types_serialize_matches_the_documented_schemas() {
         address: Some("192.168.101.1".parse().unwrap()),
     });
     host_only.dhcp = Some(sample_dhcp());
+    host_only.transient = true;
     checker.check_named("NetworkSpec", &host_only);
     host_only.host_adapter = Some(HostAdapterSpec::default());
     host_only.dhcp = Some(DhcpSpec::default());

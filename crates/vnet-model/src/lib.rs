@@ -10,6 +10,8 @@
 //! | method | path | body | answer |
 //! |---|---|---|---|
 //! | GET | `/v1/version` | | [`Version`] |
+//! | GET | `/v1/config` | | the running configuration as TOML |
+//! | POST | `/v1/reload` | | [`Reloaded`] |
 //! | GET | `/v1/networks` | | `[NetworkInfo]` |
 //! | POST | `/v1/networks` | [`NetworkSpec`] | 201 [`NetworkInfo`] |
 //! | GET | `/v1/networks/{net}` | | [`NetworkInfo`] |
@@ -81,6 +83,14 @@ pub struct NetworkSpec {
     /// Join the vnet to a host NIC (bridged networking). Needs root.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uplink: Option<UplinkSpec>,
+    /// Not saved in the state directory: the vnet ends with the daemon (`vnet net
+    /// create --transient`). The config file has no such key: what it names is kept.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub transient: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// A vnet bridged to a host NIC through an AF_PACKET socket in promiscuous mode.
@@ -358,6 +368,7 @@ impl NetworkSpec {
             nat: None,
             dhcp: None,
             uplink: None,
+            transient: false,
         }
     }
 }
@@ -404,6 +415,9 @@ pub struct NetworkInfo {
     /// The data-plane thread that runs the vnet (0 with one thread).
     #[serde(default)]
     pub thread: usize,
+    /// Created `--transient`: not saved, gone after a restart.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub transient: bool,
 }
 
 /// A running NAT device.
@@ -683,6 +697,13 @@ pub struct MacEntry {
 pub struct Version {
     pub version: String,
     pub api: String,
+}
+
+/// What `POST /v1/reload` changed, one line per change (empty: the config file
+/// changed nothing).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reloaded {
+    pub changes: Vec<String>,
 }
 
 /// The body of every error answer.

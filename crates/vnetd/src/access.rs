@@ -224,6 +224,18 @@ pub const RULES: &[(&str, &str, Role, &str)] = &[
         "removing a forward",
     ),
     ("GET", "/metrics", Role::User, "reading metrics"),
+    (
+        "GET",
+        "/v1/config",
+        Role::User,
+        "exporting the configuration",
+    ),
+    (
+        "POST",
+        "/v1/reload",
+        Role::Admin,
+        "reloading the configuration",
+    ),
 ];
 
 /// The role `method` on `route` needs (admin for anything [`RULES`] does not list).

@@ -6,7 +6,7 @@
 
 use std::path::Path;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use toml::Spanned;
 use vnet_model::{
     default_mac_aging, default_max_macs, default_max_macs_per_port, default_mtu, DhcpSpec,
@@ -38,7 +38,7 @@ pub struct Config {
 /// The `[limits]` table; absent keys take [`vnet_io::Limits`]'s and [`ControlLimits`]'
 /// defaults. Each refusal is counted in `/metrics` as
 /// `vnet_limit_refusals_total{limit="KEY"}`.
-#[derive(Debug, Deserialize, Default, Clone)]
+#[derive(Debug, Deserialize, Serialize, Default, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct LimitsConfig {
     /// Client ports per vnet (stream, api, VDE, dgram peers, classic-device opens, TAP
@@ -111,7 +111,7 @@ impl LimitsConfig {
 /// name, a numeric gid ("4242"). Absent keys take the defaults, which may be missing
 /// from the system (then only root and vnetd's own uid have a role); a group named
 /// explicitly must exist.
-#[derive(Debug, Deserialize, Default, Clone)]
+#[derive(Debug, Deserialize, Serialize, Default, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct AccessConfig {
     /// Members may do everything root may [default: [`DEFAULT_ADMIN_GROUP`]].
@@ -178,23 +178,23 @@ pub struct NetworkConfig {
 }
 
 /// One `[[network.port]]` table.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct PortConfig {
     /// A TAP interface the daemon creates and owns (give `tap` or `vhost_user`).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tap: Option<String>,
     /// A vhost-user-net back-end listening on `RUN/NET/vhost-user/NAME.sock`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vhost_user: Option<String>,
     /// Access VLAN (default 1).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vlan: Option<u16>,
     /// Trunk port: the VLANs carried tagged (instead of `vlan`).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trunk: Option<Vec<u16>>,
     /// With `trunk`: the VLAN carried untagged.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub native: Option<u16>,
 }
 
@@ -366,6 +366,7 @@ impl NetworkConfig {
             nat: self.nat.clone(),
             dhcp: self.dhcp.clone(),
             uplink: self.uplink.clone(),
+            transient: false,
         }
     }
 }
@@ -389,6 +390,26 @@ impl PortConfig {
                 name: name.clone().unwrap_or_default(),
                 vlan,
             },
+        }
+    }
+
+    /// The table that makes `spec` (the default VLAN left out).
+    pub fn of(spec: &PortSpec) -> PortConfig {
+        let (tap, vhost_user, mode) = match spec {
+            PortSpec::Tap { ifname, vlan } => (Some(ifname.clone()), None, vlan),
+            PortSpec::VhostUser { name, vlan } => (None, Some(name.clone()), vlan),
+        };
+        let (vlan, trunk, native) = match mode {
+            m if *m == VlanMode::default() => (None, None, None),
+            VlanMode::Access { vlan } => (Some(*vlan), None, None),
+            VlanMode::Trunk { allowed, native } => (None, Some(allowed.clone()), *native),
+        };
+        PortConfig {
+            tap,
+            vhost_user,
+            vlan,
+            trunk,
+            native,
         }
     }
 

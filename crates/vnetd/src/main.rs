@@ -1,9 +1,11 @@
 //! `vnetd`: the vnet daemon.
 //!
 //! Start-up: read the configuration (or the built-in one), claim the runtime directory
-//! (refusing if another vnetd serves it, replacing a crashed one's sockets), start the
-//! data plane, create the configured vnets and ports, then serve the control API until
-//! SIGTERM or SIGINT. Shutdown removes every socket it made.
+//! (refusing if another vnetd serves it, replacing a crashed one's sockets), read the
+//! saved state (`STATE/state.json`, `state`) and merge the configuration into it, start
+//! the data plane, create the vnets and ports, save, then serve the control API until
+//! SIGTERM or SIGINT; SIGHUP reloads the configuration (`live`). Shutdown removes every
+//! socket it made.
 //!
 //! With `--user USER` (started as root), the directories are given to `USER` and vnetd
 //! becomes `USER` with `CAP_NET_ADMIN` and `CAP_NET_RAW` only, before any thread starts
@@ -14,14 +16,17 @@ mod access;
 mod config;
 mod control;
 mod dirs;
+mod live;
 mod privileges;
+mod reload;
+mod state;
 
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Parser;
 use tracing::{info, warn};
-use vnet_io::{DataPlane, ErrorKind};
+use vnet_io::DataPlane;
 
 use config::Config;
 
@@ -127,6 +132,21 @@ fn run(args: Args) -> Result<()> {
     let run_dir = std::path::absolute(vnet_dirs::run_dir(args.run_dir)?)?;
     let state_dir = std::path::absolute(vnet_dirs::state_dir(args.state_dir)?)?;
     let control = dirs::claim(&run_dir, &state_dir, service.as_ref().map(|u| u.uid))?;
+    // What to run: the saved state with the config file's changes since it was last
+    // applied (all of it for a fresh state directory).
+    let state_file = state_dir.join(state::file::NAME);
+    let config_nets = state::of_config(&config);
+    let nets = match state::file::load(&state_file)? {
+        Some(saved) => {
+            info!(
+                "restoring {} vnet(s) from {}",
+                saved.networks.len(),
+                state_file.display()
+            );
+            state::merge(&saved.networks, &saved.config, &config_nets)
+        }
+        None => config_nets.clone(),
+    };
     if let Some(group) = &policy.user {
         match access::share_run_dir(&run_dir, group.gid) {
             Ok(()) => info!(
@@ -154,10 +174,10 @@ fn run(args: Args) -> Result<()> {
     raise_fd_limit();
     if let Some(user) = &service {
         // Before the first thread: capabilities are per thread (privileges.rs).
-        let low_forward = config.network.iter().any(|net| {
-            net.get_ref()
-                .spec()
+        let low_forward = nets.iter().any(|net| {
+            net.spec
                 .nat
+                .as_ref()
                 .is_some_and(|nat| nat.forward.iter().any(|f| f.host.port() < 1024))
         });
         let groups: Vec<u32> = policy.user.iter().map(|g| g.gid).collect();
@@ -200,26 +220,39 @@ fn run(args: Args) -> Result<()> {
         tuning.busy_poll.as_micros()
     );
     let handle = dataplane.handle();
-    for net in &config.network {
-        let net = net.get_ref();
-        handle
-            .create_network_blocking(net.spec())
-            .with_context(|| format!("cannot create vnet {:?}", net.name))?;
-        for port in &net.ports {
-            match handle.add_port_blocking(net.name.clone(), port.spec()) {
-                Ok(p) => info!(net = net.name, port = p.id, "{}", p.description),
-                Err(e) if !matches!(e.kind(), ErrorKind::NotFound | ErrorKind::Stopped) => {
-                    warn!(
-                        net = net.name,
-                        "skipped port {}: {}",
-                        port.label(),
-                        e.message()
-                    )
-                }
-                Err(e) => return Err(e).context("data plane failed"),
-            }
-        }
-    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the control-plane runtime")?;
+    let daemon = state::export::Daemon {
+        threads: tuning.threads,
+        busy_poll_us: u32::try_from(tuning.busy_poll.as_micros()).unwrap_or(u32::MAX),
+        access: config::AccessConfig {
+            admin_group: args
+                .admin_group
+                .clone()
+                .or(config.access.admin_group.clone()),
+            user_group: args.user_group.clone().or(config.access.user_group.clone()),
+            user: args.user.clone().or(config.access.user.clone()),
+        },
+        limits: config.limits.clone(),
+    };
+    let live = std::sync::Arc::new(live::Live::new(
+        handle.clone(),
+        state_file,
+        args.config.clone(),
+        daemon,
+    ));
+    // Before control.sock opens: clients find every vnet there from the first request.
+    runtime
+        .block_on(live.start(&nets, config_nets))
+        .with_context(|| {
+            format!(
+                "cannot start the vnets of {} and the configuration (move the file aside to \
+                 start from the configuration alone)",
+                state_dir.join(state::file::NAME).display()
+            )
+        })?;
     if service.is_none() && !vnet_dirs::is_root() {
         info!("running unprivileged: TAP ports need root or CAP_NET_ADMIN; socket ports work");
     }
@@ -239,16 +272,16 @@ fn run(args: Args) -> Result<()> {
         _ => Vec::new(),
     };
 
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the control-plane runtime")?;
     let served = runtime.block_on(async {
         // Anyone may connect: each request's role decides (crate::access), so that admins
         // outside the user group get in and everyone else gets a refusal saying why.
+        // Before control.sock appears: a SIGHUP from then on reloads, never kills.
+        let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .context("cannot handle SIGHUP")?;
+        tokio::spawn(reload_on_hangup(live.clone(), hangup));
         let listener = dirs::listen(&control, 0o666)?;
         info!("control API on {}", control.display());
-        let app = control::router(handle.clone(), policy);
+        let app = control::router(handle.clone(), policy, live);
         // A client stalled mid-request must not hold the shutdown (and the socket
         // cleanup) hostage: open connections get a short grace period, no more.
         let serve = control::serve(
@@ -306,6 +339,22 @@ fn dev_links(dev_dir: &std::path::Path, config: &Config) -> Vec<PathBuf> {
         }
     }
     made
+}
+
+/// Reloads the configuration on each SIGHUP, logging what changed or why nothing did.
+async fn reload_on_hangup(
+    live: std::sync::Arc<live::Live>,
+    mut hangup: tokio::signal::unix::Signal,
+) {
+    while hangup.recv().await.is_some() {
+        match live.reload().await {
+            Ok(changes) => info!(
+                "SIGHUP: configuration reloaded, {} change(s)",
+                changes.len()
+            ),
+            Err(e) => warn!("SIGHUP: configuration not reloaded: {}", e.message),
+        }
+    }
 }
 
 /// How long open control connections may delay a shutdown.

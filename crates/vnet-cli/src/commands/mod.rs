@@ -9,6 +9,7 @@ use crate::cli::{Cli, Command};
 use crate::failure::Failure;
 
 mod attach;
+mod config;
 mod dhcp;
 mod forward;
 mod lease;
@@ -44,6 +45,8 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Command::Uplink(command) => uplink::run(&ctx, command),
         Command::Forward(command) => forward::run(&ctx, command),
         Command::Attach(args) => attach::run(&ctx, args),
+        Command::Config(command) => config::run(&ctx, command),
+        Command::Reload => config::reload(&ctx),
         Command::Version => version::run(&ctx),
     }
 }

@@ -39,6 +39,8 @@ fn create(ctx: &Context, args: CreateNet) -> Result<(), Failure> {
         address,
     });
     spec.dhcp = args.dhcp.then(DhcpSpec::default);
+    spec.nat = args.nat.then(vnet_control::NatSpec::default);
+    spec.transient = args.transient;
     let info = ctx.client.create_network(&spec)?;
     if ctx.json {
         return super::print_json(&info);

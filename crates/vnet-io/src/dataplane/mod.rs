@@ -54,6 +54,7 @@ pub(crate) enum Command {
     DeleteNetwork(String, Reply<()>),
     Networks(Reply<Vec<NetworkInfo>>),
     Network(String, Reply<NetworkInfo>),
+    Spec(String, Reply<NetworkSpec>),
     AddPort(String, PortSpec, Reply<PortInfo>),
     RemovePort(String, u32, Reply<()>),
     Ports(String, Reply<Vec<PortInfo>>),
@@ -286,6 +287,12 @@ impl Handle {
 
     pub async fn network(&self, name: String) -> Result<NetworkInfo, ControlError> {
         self.call(name, Command::Network).await
+    }
+
+    /// What the vnet is now: its spec with every live change (DHCP, reservations,
+    /// forwards, uplink) applied, as the state file saves it.
+    pub async fn spec(&self, name: String) -> Result<NetworkSpec, ControlError> {
+        self.call(name, Command::Spec).await
     }
 
     pub async fn add_port(&self, net: String, spec: PortSpec) -> Result<PortInfo, ControlError> {
