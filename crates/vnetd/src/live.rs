@@ -236,10 +236,16 @@ impl Live {
                 h.delete_network(net.clone()).await?;
                 self.net_deleted(&net);
             }
-            Op::SetDhcp(net, dhcp) => drop(h.set_dhcp(net, dhcp).await?),
-            Op::SetUplink(net, uplink) => drop(h.set_uplink(net, uplink).await?),
+            Op::SetDhcp(net, dhcp) => {
+                h.set_dhcp(net, dhcp).await?;
+            }
+            Op::SetUplink(net, uplink) => {
+                h.set_uplink(net, uplink).await?;
+            }
             Op::RemoveUplink(net) => h.remove_uplink(net).await?,
-            Op::AddForward(net, f) => drop(h.add_forward(net, f).await?),
+            Op::AddForward(net, f) => {
+                h.add_forward(net, f).await?;
+            }
             Op::RemoveForward(net, proto, host) => h.remove_forward(net, proto, host).await?,
             Op::AddPort(net, port) => self.add_port(&net, &port, strict).await?,
             Op::RemovePort(net, port) => {

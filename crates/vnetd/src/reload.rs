@@ -17,7 +17,7 @@ use crate::state::{port_identity, port_vlan, SavedNet};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Op {
     /// Make the vnet and its ports.
-    Create(SavedNet),
+    Create(Box<SavedNet>),
     Delete(String),
     SetDhcp(String, DhcpSpec),
     SetUplink(String, UplinkSpec),
@@ -71,11 +71,14 @@ pub fn plan(old: &[SavedNet], new: &[SavedNet]) -> Vec<Op> {
         .collect();
     for n in new {
         match find(old, n.name()) {
-            None => ops.push(Op::Create(n.clone())),
+            None => ops.push(Op::Create(Box::new(n.clone()))),
             Some(o) if o == *n => {}
             Some(o) => match in_place(&o, n) {
                 Some(changes) => ops.extend(changes),
-                None => ops.extend([Op::Delete(o.name().to_string()), Op::Create(n.clone())]),
+                None => ops.extend([
+                    Op::Delete(o.name().to_string()),
+                    Op::Create(Box::new(n.clone())),
+                ]),
             },
         }
     }
@@ -181,7 +184,7 @@ mod tests {
         assert_eq!(plan(&[a.clone(), b.clone()], &[a.clone(), b.clone()]), []);
         assert_eq!(
             plan(&[a.clone(), b.clone()], &[c.clone(), a.clone()]),
-            [Op::Delete("b".into()), Op::Create(c)]
+            [Op::Delete("b".into()), Op::Create(Box::new(c))]
         );
     }
 
@@ -237,7 +240,7 @@ mod tests {
         for new in [mtu, nat, no_dhcp] {
             assert_eq!(
                 plan(std::slice::from_ref(&old), std::slice::from_ref(&new)),
-                [Op::Delete("n".into()), Op::Create(new.clone())]
+                [Op::Delete("n".into()), Op::Create(Box::new(new.clone()))]
             );
         }
     }

@@ -8,7 +8,8 @@
 //! removes it); every other vnet stays as the API left it. So an API change lasts until
 //! the file changes the same vnet, and an edit of the file is never ignored.
 //!
-//! Pure: [`file`] reads and writes the file, [`export`] renders vnets as a config file.
+//! Pure but for [`mod@file`], which reads and writes the file; [`export`] renders vnets as
+//! a config file.
 
 pub mod export;
 pub mod file;
