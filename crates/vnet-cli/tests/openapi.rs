@@ -534,6 +534,12 @@ fn what_the_types_serialize_matches_the_documented_schemas() {
         },
     );
     checker.check_named(
+        "Reloaded",
+        &vnet_control::Reloaded {
+            changes: vec!["create vnet lab".into()],
+        },
+    );
+    checker.check_named(
         "ApiError",
         &ApiError {
             error: "no vnet named x".into(),
