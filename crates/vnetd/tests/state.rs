@@ -55,6 +55,11 @@ fn a_live_vnet_with_its_forward_reservation_and_tap_port_survives_a_crash_and_a_
     assert!(listed.contains("scratch (transient)"), "{listed}");
     let shown: NetworkInfo = cli_json(&d, &["net", "show", "scratch"]);
     assert!(shown.transient);
+    let shown = d.cli_ok(&["net", "show", "scratch"]);
+    assert!(
+        shown.contains("no: transient, gone when vnetd restarts"),
+        "{shown}"
+    );
 
     // A crash right after the answers: everything answered OK is on disk.
     d.kill();
