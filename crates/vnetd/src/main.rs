@@ -143,6 +143,13 @@ fn run(args: Args) -> Result<()> {
                 saved.networks.len(),
                 state_file.display()
             );
+            let changed = state::changed(&saved.config, &config_nets);
+            if !changed.is_empty() {
+                info!(
+                    "the configuration changed since it was last applied: vnet(s) {} as it says",
+                    changed.join(", ")
+                );
+            }
             state::merge(&saved.networks, &saved.config, &config_nets)
         }
         None => config_nets.clone(),

@@ -26,7 +26,7 @@ fn hangup(d: &Daemon) {
 fn wait_log(d: &Daemon, what: &str, n: usize) {
     assert!(
         wait_for(T, || d.log().matches(what).count() >= n),
-        "no {n}th {what:?} in the log:\n{}",
+        "{what:?} not {n} time(s) in the log:\n{}",
         d.log()
     );
 }

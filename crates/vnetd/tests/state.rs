@@ -136,6 +136,7 @@ fn the_config_file_wins_where_it_changed_and_the_saved_state_everywhere_else() {
     std::fs::write(&config, &second).unwrap();
     d.restart();
     assert_eq!(names(&d), ["a", "c", "d", "x"]);
+    assert!(d.log().contains("vnet(s) c, d as it says"), "{}", d.log());
     let c: NetworkInfo = cli_json(&d, &["net", "show", "c"]);
     assert_eq!(c.dhcp.unwrap().lease_secs, 600);
     assert_eq!(reservations(&d, "a").len(), 1);

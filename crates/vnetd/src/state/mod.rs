@@ -144,7 +144,8 @@ pub fn of_config(config: &Config) -> Vec<SavedNet> {
 /// file's new vnets.
 pub fn merge(live: &[SavedNet], applied: &[SavedNet], config: &[SavedNet]) -> Vec<SavedNet> {
     let find = |list: &[SavedNet], name: &str| list.iter().find(|n| n.name() == name).cloned();
-    let changed = |name: &str| find(applied, name) != find(config, name);
+    let names = changed(applied, config);
+    let changed = |name: &str| names.contains(&name);
     let mut out: Vec<SavedNet> = live
         .iter()
         .filter_map(|n| match changed(n.name()) {
@@ -158,6 +159,17 @@ pub fn merge(live: &[SavedNet], applied: &[SavedNet], config: &[SavedNet]) -> Ve
         }
     }
     out
+}
+
+/// The vnets whose `[[network]]` table was added, edited or removed between `applied`
+/// and `config`.
+pub fn changed<'a>(applied: &'a [SavedNet], config: &'a [SavedNet]) -> Vec<&'a str> {
+    let find = |list: &'a [SavedNet], name: &str| list.iter().find(|n| n.name() == name);
+    let mut names: Vec<&str> = applied.iter().chain(config).map(SavedNet::name).collect();
+    names.sort_unstable();
+    names.dedup();
+    names.retain(|name| find(applied, name) != find(config, name));
+    names
 }
 
 /// What names a port vnetd makes: a TAP by its interface, a vhost-user port by its
@@ -219,6 +231,7 @@ pub(crate) mod tests {
         // The file edits c, removes a and adds d: those follow the file, b stays
         // deleted, x stays.
         let config = [net("b", 1500), net("c", 4000), net("d", 1500)];
+        assert_eq!(changed(&applied, &config), ["a", "c", "d"]);
         assert_eq!(
             names(&merge(&live, &applied, &config)),
             [("c".into(), 4000), ("x".into(), 1500), ("d".into(), 1500)]
