@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use vnet_control::{NetworkInfo, PortInfo, PortKind};
+use vnet_control::{NetworkInfo, PortInfo, PortKind, VlanMode};
 use vnet_testbed::api::{cli_fails, cli_json, ports, tap_vm, wait_ports};
 use vnet_testbed::{skip_unless_root, wait_for, Daemon};
 
@@ -200,4 +200,55 @@ fn a_bad_file_or_a_failing_change_leaves_everything_as_it_was() {
         said,
         format!("reloaded:\nvnet b: set DHCP\nvnet b: forward tcp {host} to 10.82.0.9:22\ncreate vnet c\n")
     );
+}
+
+#[test]
+fn a_reload_changes_configured_ports_in_place() {
+    skip_unless_root!();
+    let (t1, t2) = (
+        vnet_testbed::unique_name("rl"),
+        vnet_testbed::unique_name("rl"),
+    );
+    let port = |tap: &str, vlan: &str| format!("[[network.port]]\ntap = \"{tap}\"\n{vlan}\n");
+    let d = Daemon::builder()
+        .config(&format!("{}{}", net("p", ""), port(&t1, "vlan = 2")))
+        .start();
+    let config = d.config_path().unwrap().to_path_buf();
+    let taps = || -> Vec<(u32, String, VlanMode)> {
+        ports(&d, "p")
+            .into_iter()
+            .filter(|p| p.kind == PortKind::Tap)
+            .map(|p| (p.id, p.description, p.vlan))
+            .collect()
+    };
+    let before = taps();
+    assert_eq!(before.len(), 1, "{before:?}\n{}", d.log());
+
+    std::fs::write(
+        &config,
+        format!("{}{}", net("p", ""), port(&t1, "vlan = 3")),
+    )
+    .unwrap();
+    let said = d.cli_ok(&["reload"]);
+    assert_eq!(
+        said,
+        format!("reloaded:\nvnet p: set the VLANs of tap port {t1}\n")
+    );
+    let after = taps();
+    assert_eq!(after.len(), 1);
+    assert_eq!(
+        (after[0].0, &after[0].2),
+        (before[0].0, &VlanMode::Access { vlan: 3 })
+    );
+
+    std::fs::write(&config, format!("{}{}", net("p", ""), port(&t2, ""))).unwrap();
+    let said = d.cli_ok(&["reload"]);
+    assert_eq!(
+        said,
+        format!("reloaded:\nvnet p: remove tap port {t1}\nvnet p: add tap port {t2}\n")
+    );
+    let after = taps();
+    assert_eq!(after.len(), 1);
+    assert!(after[0].1.contains(&t2), "{after:?}");
+    assert!(!std::path::Path::new("/sys/class/net").join(&t1).exists());
 }

@@ -246,3 +246,64 @@ fn without_a_config_file_reload_changes_nothing_and_export_shows_the_built_in_vn
     let exported = d.cli_ok(&["config", "export"]);
     assert!(exported.contains("name = \"vmnet8\""), "{exported}");
 }
+
+#[test]
+fn a_live_uplink_and_a_port_vlan_change_survive_a_restart() {
+    skip_unless_root!();
+    let veth = vnet_testbed::Veth::new();
+    let mut d = Daemon::start(Some("[[network]]\nname = \"br\"\n"));
+    let tap = unique_name("st");
+    d.cli_ok(&[
+        "uplink",
+        "set",
+        "br",
+        "--interface",
+        veth.a(),
+        "--vlan",
+        "30",
+    ]);
+    d.cli_ok(&["port", "add", "br", "--tap", &tap]);
+    let id = ports(&d, "br")
+        .into_iter()
+        .find(|p| p.kind == PortKind::Tap)
+        .unwrap()
+        .id;
+    d.cli_ok(&[
+        "port",
+        "set",
+        "br",
+        &id.to_string(),
+        "--trunk",
+        "5,6",
+        "--native",
+        "1",
+    ]);
+    d.restart();
+    let br: NetworkInfo = cli_json(&d, &["net", "show", "br"]);
+    let uplink = br
+        .uplink
+        .unwrap_or_else(|| panic!("no uplink after the restart:\n{}", d.log()));
+    assert_eq!(
+        (uplink.interface.as_str(), uplink.vlan),
+        (veth.a(), Some(30))
+    );
+    let kinds: Vec<(PortKind, VlanMode)> = ports(&d, "br")
+        .into_iter()
+        .filter(|p| p.kind != PortKind::Service)
+        .map(|p| (p.kind, p.vlan))
+        .collect();
+    assert!(
+        kinds.contains(&(PortKind::Uplink, VlanMode::default())),
+        "{kinds:?}"
+    );
+    assert!(
+        kinds.contains(&(
+            PortKind::Tap,
+            VlanMode::Trunk {
+                allowed: vec![5, 6],
+                native: Some(1)
+            }
+        )),
+        "{kinds:?}"
+    );
+}
