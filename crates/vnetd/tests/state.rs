@@ -307,3 +307,27 @@ fn a_live_uplink_and_a_port_vlan_change_survive_a_restart() {
         "{kinds:?}"
     );
 }
+
+#[test]
+fn a_change_that_cannot_be_saved_is_answered_as_not_saved() {
+    let d = Daemon::start(Some("[[network]]\nname = \"cfg\"\n"));
+    // The temporary the save makes cannot be made: a directory holds its name.
+    let tmp = d.state_dir().join("state.json.tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    // (Whatever exit status the CLI gives a 500: it fails and says why.)
+    let out = d.cli(&["net", "create", "x"]);
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{e}");
+    assert!(
+        e.contains("done, but not saved") && e.contains("state.json"),
+        "{e}"
+    );
+    assert_eq!(names(&d), ["cfg", "x"], "the change stands");
+    std::fs::remove_dir(&tmp).unwrap();
+    d.cli_ok(&["net", "create", "y"]);
+    let state = std::fs::read_to_string(state_file(&d)).unwrap();
+    assert!(
+        state.contains("\"x\"") && state.contains("\"y\""),
+        "{state}"
+    );
+}
