@@ -9,7 +9,7 @@ use std::time::Duration;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use vnet_control::{NetworkInfo, PortInfo, PortKind, VlanMode};
-use vnet_testbed::api::{cli_fails, cli_json, ports, tap_vm, wait_ports};
+use vnet_testbed::api::{cli_json, ports, tap_vm, wait_ports};
 use vnet_testbed::{skip_unless_root, wait_for, Daemon};
 
 const T: Duration = Duration::from_secs(20);
@@ -29,6 +29,14 @@ fn wait_log(d: &Daemon, what: &str, n: usize) {
         "{what:?} not {n} time(s) in the log:\n{}",
         d.log()
     );
+}
+
+/// `vnet reload`, which must fail (whatever its exit status); returns what it said.
+fn refused(d: &Daemon) -> String {
+    let out = d.cli(&["reload"]);
+    let said = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "{said}\n{}", d.log());
+    said
 }
 
 fn port_of(d: &Daemon, net: &str, id: u32) -> PortInfo {
@@ -161,7 +169,7 @@ fn a_bad_file_or_a_failing_change_leaves_everything_as_it_was() {
 
     // A file that does not parse: the answer names it and the line.
     std::fs::write(&config, "[[network]\nname = \"a\"\n").unwrap();
-    let e = cli_fails(&d, &["reload"]);
+    let e = refused(&d);
     assert!(
         e.contains(&config.display().to_string()) && e.contains("line 1"),
         "{e}"
@@ -180,7 +188,7 @@ fn a_bad_file_or_a_failing_change_leaves_everything_as_it_was() {
         .replace("dhcp = {}", "dhcp = { lease_secs = 600 }")
         .replace("nat = {}", &forward);
     std::fs::write(&config, format!("{}{b2}{}", net("a", ""), net("c", ""))).unwrap();
-    let e = cli_fails(&d, &["reload"]);
+    let e = refused(&d);
     assert!(
         e.contains(&format!("forward tcp {host}")) && e.contains("were undone"),
         "{e}"
