@@ -347,6 +347,13 @@ impl Config {
         }
     }
 
+    /// The daemon-wide keys (`threads`, `busy_poll_us`, `[access]`, `[limits]`) as text,
+    /// to tell whether a reloaded file changed any: they take effect at a start only.
+    pub fn daemon_keys(&self) -> String {
+        let keys = (self.threads, self.busy_poll_us, &self.access, &self.limits);
+        serde_json::to_string(&keys).expect("the keys serialize")
+    }
+
     pub fn built_in() -> Config {
         Self::parse(BUILT_IN, "built-in configuration")
             .expect("the built-in configuration is valid")

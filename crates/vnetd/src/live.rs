@@ -42,6 +42,8 @@ pub struct Live {
     /// What reload re-reads (`None`: the built-in configuration).
     config: Option<PathBuf>,
     daemon: export::Daemon,
+    /// The config file's daemon-wide keys at start ([`Config::daemon_keys`]).
+    daemon_keys: String,
 }
 
 /// Why a reload changed nothing; `kind` chooses the API's status.
@@ -57,6 +59,7 @@ impl Live {
         file: PathBuf,
         config: Option<PathBuf>,
         daemon: export::Daemon,
+        daemon_keys: String,
     ) -> Live {
         Live {
             handle,
@@ -65,6 +68,7 @@ impl Live {
             file,
             config,
             daemon,
+            daemon_keys,
         }
     }
 
@@ -171,6 +175,12 @@ impl Live {
                 .map_err(|e| failed(ErrorKind::Invalid, format!("{:#}", anyhow!(e))))?,
             None => Config::built_in(),
         };
+        if config.daemon_keys() != self.daemon_keys {
+            warn!(
+                "reload: threads, busy_poll_us, [access] or [limits] changed in the \
+                 configuration: they take effect at the next start"
+            );
+        }
         let config = state::of_config(&config);
         let before = self
             .snapshot()

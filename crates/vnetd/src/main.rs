@@ -249,6 +249,7 @@ fn run(args: Args) -> Result<()> {
         state_file,
         args.config.clone(),
         daemon,
+        config.daemon_keys(),
     ));
     // Before control.sock opens: clients find every vnet there from the first request.
     runtime

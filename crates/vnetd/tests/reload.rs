@@ -185,9 +185,16 @@ fn a_bad_file_or_a_failing_change_leaves_everything_as_it_was() {
         ["a", "b"]
     );
 
-    // Once the port is free the same file applies.
+    // Once the port is free the same file applies; a daemon-wide key waits for a start.
     drop(busy);
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, format!("threads = 1\n{text}")).unwrap();
     let said = d.cli_ok(&["reload"]);
+    assert!(
+        d.log().contains("they take effect at the next start"),
+        "{}",
+        d.log()
+    );
     assert_eq!(
         said,
         format!("reloaded:\nvnet b: set DHCP\nvnet b: forward tcp {host} to 10.82.0.9:22\ncreate vnet c\n")
