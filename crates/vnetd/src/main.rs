@@ -132,28 +132,9 @@ fn run(args: Args) -> Result<()> {
     let run_dir = std::path::absolute(vnet_dirs::run_dir(args.run_dir)?)?;
     let state_dir = std::path::absolute(vnet_dirs::state_dir(args.state_dir)?)?;
     let control = dirs::claim(&run_dir, &state_dir, service.as_ref().map(|u| u.uid))?;
-    // What to run: the saved state with the config file's changes since it was last
-    // applied (all of it for a fresh state directory).
     let state_file = state_dir.join(state::file::NAME);
     let config_nets = state::of_config(&config);
-    let nets = match state::file::load(&state_file)? {
-        Some(saved) => {
-            info!(
-                "restoring {} vnet(s) from {}",
-                saved.networks.len(),
-                state_file.display()
-            );
-            let changed = state::changed(&saved.config, &config_nets);
-            if !changed.is_empty() {
-                info!(
-                    "the configuration changed since it was last applied: vnet(s) {} as it says",
-                    changed.join(", ")
-                );
-            }
-            state::merge(&saved.networks, &saved.config, &config_nets)
-        }
-        None => config_nets.clone(),
-    };
+    let nets = state::file::restore(&state_file, &config_nets)?;
     if let Some(group) = &policy.user {
         match access::share_run_dir(&run_dir, group.gid) {
             Ok(()) => info!(

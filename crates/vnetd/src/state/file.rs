@@ -3,9 +3,9 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, Context, Result};
-use tracing::warn;
+use tracing::{info, warn};
 
-use super::{parse, render, State, StateError};
+use super::{parse, render, SavedNet, State, StateError};
 
 /// The state file's name in the state directory.
 pub const NAME: &str = "state.json";
@@ -36,6 +36,28 @@ pub fn load(path: &Path) -> Result<Option<State>> {
         }
         Err(e @ StateError::Newer { .. }) => Err(anyhow!("{}: {e}", path.display())),
     }
+}
+
+/// What to run at start: the state saved in `path` with the config file's changes since
+/// it was last applied ([`super::merge`]); the config file's vnets alone without a
+/// (usable) state file. Logs what it restores.
+pub fn restore(path: &Path, config: &[SavedNet]) -> Result<Vec<SavedNet>> {
+    let Some(saved) = load(path)? else {
+        return Ok(config.to_vec());
+    };
+    info!(
+        "restoring {} vnet(s) from {}",
+        saved.networks.len(),
+        path.display()
+    );
+    let changed = super::changed(&saved.config, config);
+    if !changed.is_empty() {
+        info!(
+            "the configuration changed since it was last applied: vnet(s) {} as it says",
+            changed.join(", ")
+        );
+    }
+    Ok(super::merge(&saved.networks, &saved.config, config))
 }
 
 /// Renames `path` to a name of its own beside it.
