@@ -155,10 +155,10 @@ impl Live {
     /// earns a warning, as it always has.
     pub async fn start(&self, nets: &[SavedNet], config: Vec<SavedNet>) -> anyhow::Result<()> {
         let mut applied = self.applied.lock().await;
-        for op in plan(&[], nets) {
-            self.apply(&op, false)
+        for net in nets {
+            self.apply(&Op::Create(Box::new(net.clone())), false)
                 .await
-                .map_err(|e| anyhow!("cannot {op}: {}", e.message()))?;
+                .map_err(|e| anyhow!("cannot create vnet {:?}: {}", net.name(), e.message()))?;
         }
         *applied = config;
         self.write(&applied).await

@@ -227,21 +227,19 @@ fn run(args: Args) -> Result<()> {
     };
     let live = std::sync::Arc::new(live::Live::new(
         handle.clone(),
-        state_file,
+        state_file.clone(),
         args.config.clone(),
         daemon,
         config.daemon_keys(),
     ));
     // Before control.sock opens: clients find every vnet there from the first request.
-    runtime
-        .block_on(live.start(&nets, config_nets))
-        .with_context(|| {
-            format!(
-                "cannot start the vnets of {} and the configuration (move the file aside to \
-                 start from the configuration alone)",
-                state_dir.join(state::file::NAME).display()
-            )
-        })?;
+    let started = runtime.block_on(live.start(&nets, config_nets));
+    if started.is_err() && state_file.exists() {
+        let hint = "(a vnet saved there cannot be made? Move the file aside to start from \
+                    the configuration alone)";
+        return started.with_context(|| format!("{} {hint}", state_file.display()));
+    }
+    started?;
     if service.is_none() && !vnet_dirs::is_root() {
         info!("running unprivileged: TAP ports need root or CAP_NET_ADMIN; socket ports work");
     }

@@ -190,7 +190,7 @@ fn a_corrupt_state_file_is_kept_aside_and_vnetd_starts_from_the_config() {
 
 #[test]
 fn a_state_file_of_a_newer_schema_is_refused_and_left_untouched() {
-    let mut d = Daemon::start(None);
+    let mut d = Daemon::start(Some("[[network]]\nname = \"cfg\"\n"));
     d.stop();
     let newer = "{\"version\": 99, \"networks\": [], \"config\": []}";
     std::fs::write(state_file(&d), newer).unwrap();
@@ -330,4 +330,24 @@ fn a_change_that_cannot_be_saved_is_answered_as_not_saved() {
         state.contains("\"x\"") && state.contains("\"y\""),
         "{state}"
     );
+}
+
+#[test]
+fn a_saved_vnet_that_cannot_be_made_stops_the_start_and_names_the_state_file() {
+    skip_unless_root!();
+    let mut d = Daemon::start(Some("[[network]]\nname = \"cfg\"\n"));
+    d.cli_ok(&["net", "create", "lab"]);
+    d.stop();
+    // Someone else made the vnet's directory meanwhile: vnetd will not use it.
+    std::fs::create_dir(d.net_dir("lab")).unwrap();
+    std::os::unix::fs::chown(d.net_dir("lab"), Some(64999), None).unwrap();
+    let e = d.try_restart().unwrap_err().to_string();
+    assert!(
+        e.contains("state.json (a vnet saved there cannot be made? Move the file aside")
+            && e.contains("cannot create vnet \"lab\""),
+        "{e}"
+    );
+    assert!(std::fs::read_to_string(state_file(&d))
+        .unwrap()
+        .contains("\"lab\""));
 }
