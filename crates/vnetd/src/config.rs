@@ -64,6 +64,31 @@ pub struct LimitsConfig {
     /// is closed [default: 10].
     #[serde(default)]
     pub control_request_secs: Option<u64>,
+    /// Classic-device files (`RUN/dev/NET`) open at once over all vnets; one more
+    /// `open` fails with `ENFILE` [default: 256].
+    #[serde(default)]
+    pub device_opens: Option<usize>,
+    /// Replies a vnet API port (api.sock, a classic device) holds for a client that
+    /// does not read them; its further requests are dropped unanswered [default: 64].
+    #[serde(default)]
+    pub api_reply_queue: Option<usize>,
+    /// NAT flows (host sockets) per vnet; a guest's new flow beyond is refused (TCP
+    /// RST, ICMP unreachable) [default: 4096].
+    #[serde(default)]
+    pub nat_flows: Option<usize>,
+    /// Bytes of guest TCP data a vnet's NAT holds for host sockets that have not taken
+    /// them, all flows together; the windows it advertises shrink to fit
+    /// [default: 67108864, 64 MiB].
+    #[serde(default)]
+    pub nat_buffer_bytes: Option<usize>,
+    /// MAC table entries per vnet: the most a vnet's `max_macs` may be [default: 16384].
+    #[serde(default)]
+    pub macs_per_vnet: Option<usize>,
+    /// Descriptors client ports may not take: a new port is refused while vnetd has
+    /// `RLIMIT_NOFILE - fd_reserve` open, keeping the rest for the control API and the
+    /// NAT [default: 256].
+    #[serde(default)]
+    pub fd_reserve: Option<usize>,
 }
 
 /// The control plane's bounds (`[limits]`), enforced by vnetd itself.
@@ -92,6 +117,12 @@ impl LimitsConfig {
                 .map_or(d.vde_handshake, std::time::Duration::from_secs),
             vnets: self.vnets.unwrap_or(d.vnets),
             stream_sndbuf_force: self.stream_sndbuf_force.unwrap_or(d.stream_sndbuf_force),
+            device_opens: self.device_opens.unwrap_or(d.device_opens),
+            api_reply_queue: self.api_reply_queue.unwrap_or(d.api_reply_queue),
+            nat_flows: self.nat_flows.unwrap_or(d.nat_flows),
+            nat_buffer_bytes: self.nat_buffer_bytes.unwrap_or(d.nat_buffer_bytes),
+            macs_per_vnet: self.macs_per_vnet.unwrap_or(d.macs_per_vnet),
+            fd_reserve: self.fd_reserve.unwrap_or(d.fd_reserve),
         }
     }
 
@@ -274,6 +305,15 @@ impl Config {
             return Err(invalid(
                 "[limits] control_request_secs = 0: give clients at least one second".into(),
             ));
+        }
+        for (key, value) in [
+            ("api_reply_queue", config.limits.api_reply_queue),
+            ("macs_per_vnet", config.limits.macs_per_vnet),
+            ("nat_buffer_bytes", config.limits.nat_buffer_bytes),
+        ] {
+            if value == Some(0) {
+                return Err(invalid(format!("[limits] {key} = 0: give at least 1")));
+            }
         }
         if config.busy_poll_us > MAX_BUSY_POLL_US {
             return Err(invalid(format!(
@@ -465,6 +505,36 @@ mod tests {
         assert_eq!(c.limits.control().request.as_secs(), 7);
         assert!(error_of("[limits]\ncontrol_connections = 0\n").contains("at least one"));
         assert!(error_of("[limits]\ncontrol_request_secs = 0\n").contains("one second"));
+    }
+
+    #[test]
+    fn resource_limits_take_their_keys_or_defaults() {
+        let d = vnet_io::Limits::default();
+        assert_eq!(Config::parse("", "t").unwrap().limits.limits(), d);
+        let c = Config::parse(
+            "[limits]\ndevice_opens = 1\napi_reply_queue = 2\nnat_flows = 3\n\
+             nat_buffer_bytes = 4\nmacs_per_vnet = 5\nfd_reserve = 6\n",
+            "t",
+        )
+        .unwrap()
+        .limits
+        .limits();
+        assert_eq!(
+            (
+                c.device_opens,
+                c.api_reply_queue,
+                c.nat_flows,
+                c.nat_buffer_bytes,
+                c.macs_per_vnet,
+                c.fd_reserve
+            ),
+            (1, 2, 3, 4, 5, 6)
+        );
+        assert_eq!(c.ports_per_vnet, d.ports_per_vnet);
+        for key in ["api_reply_queue", "macs_per_vnet", "nat_buffer_bytes"] {
+            let e = error_of(&format!("[limits]\n{key} = 0\n"));
+            assert!(e.contains(key) && e.contains("at least 1"), "{e}");
+        }
     }
 
     #[test]

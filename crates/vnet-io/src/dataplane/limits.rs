@@ -27,6 +27,23 @@ pub struct Limits {
     /// Whether stream ports get their send buffer ([`crate::backend::stream::SEND_BUFFER`])
     /// past `net.core.wmem_max` (`SO_SNDBUFFORCE`, root only); else the kernel caps it.
     pub stream_sndbuf_force: bool,
+    /// Classic-device opens at once, all vnets together: each holds a waiter thread and
+    /// two descriptors in vnetd, whatever vnet it is on.
+    pub device_opens: usize,
+    /// Replies to vnet API requests (api.sock, classic devices) a port holds for a client
+    /// that does not read them; a request beyond is dropped unanswered.
+    pub api_reply_queue: usize,
+    /// NAT flows (host sockets) per vnet: a guest's new flow beyond is refused.
+    pub nat_flows: usize,
+    /// Guest TCP data a vnet's NAT holds for host sockets that have not taken it yet,
+    /// all its flows together: the windows it advertises shrink to fit.
+    pub nat_buffer_bytes: usize,
+    /// MAC table entries per vnet: the most a vnet's `max_macs` may ask for.
+    pub macs_per_vnet: usize,
+    /// Descriptors client ports may not take: a new port is refused while vnetd has
+    /// `RLIMIT_NOFILE - fd_reserve` or more open, so the control API and the NAT still
+    /// get theirs.
+    pub fd_reserve: usize,
 }
 
 impl Default for Limits {
@@ -36,7 +53,35 @@ impl Default for Limits {
             vde_handshake: Duration::from_secs(5),
             vnets: 64,
             stream_sndbuf_force: false,
+            device_opens: 256,
+            api_reply_queue: 64,
+            nat_flows: 4096,
+            nat_buffer_bytes: 64 << 20,
+            macs_per_vnet: 16384,
+            fd_reserve: 256,
         }
+    }
+}
+
+impl Limits {
+    /// Fits vnet `spec`'s MAC table into `macs_per_vnet`: a table left at its default
+    /// size ([`vnet_model::default_max_macs`]) shrinks to the limit, as does its
+    /// per-port cap; a larger one asked for is refused.
+    pub(crate) fn fit_macs(&self, spec: &mut vnet_model::NetworkSpec) -> Result<(), LimitHit> {
+        let max = self.macs_per_vnet;
+        if spec.max_macs > max && spec.max_macs != vnet_model::default_max_macs() {
+            return Err(LimitHit {
+                what: format!(
+                    "vnet {:?} asks for a MAC table of {} entries, over the limit",
+                    spec.name, spec.max_macs
+                ),
+                max,
+                key: MACS_PER_VNET,
+            });
+        }
+        spec.max_macs = spec.max_macs.min(max);
+        spec.max_macs_per_port = spec.max_macs_per_port.min(spec.max_macs);
+        Ok(())
     }
 }
 
@@ -44,16 +89,32 @@ impl Default for Limits {
 pub const PORTS_PER_VNET: &str = "ports_per_vnet";
 pub const VDE_HANDSHAKE_SECS: &str = "vde_handshake_secs";
 pub const VNETS: &str = "vnets";
+pub const DEVICE_OPENS: &str = "device_opens";
+pub const API_REPLY_QUEUE: &str = "api_reply_queue";
+pub const NAT_FLOWS: &str = "nat_flows";
+pub const NAT_BUFFER_BYTES: &str = "nat_buffer_bytes";
+pub const MACS_PER_VNET: &str = "macs_per_vnet";
+pub const FD_RESERVE: &str = "fd_reserve";
 
 /// A limit that refused a request: the control API's answer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{what} ({max}): raise `[limits] {key}` in vnetd's configuration to allow more")]
+#[error("{what} ({max}): {}", advice(key))]
 pub struct LimitHit {
     /// What is full, e.g. `vnet "lab" has its maximum of client ports`.
     pub what: String,
     pub max: usize,
     /// The limit's config key in `[limits]`.
     pub key: &'static str,
+}
+
+/// What to do about limit `key`.
+fn advice(key: &str) -> String {
+    match key {
+        FD_RESERVE => "raise vnetd's open-file limit (RLIMIT_NOFILE, systemd's LimitNOFILE=) \
+                       or lower `[limits] fd_reserve` to allow more"
+            .to_string(),
+        _ => format!("raise `[limits] {key}` in vnetd's configuration to allow more"),
+    }
 }
 
 /// How many times each limit refused something, per vnet (`None`: the daemon's own,
@@ -75,14 +136,26 @@ impl Refusals {
     /// Counts one refusal by `limit` (of vnet `net`) and logs `what` happened,
     /// rate-limited (see the module docs).
     pub fn refuse(&self, net: Option<&str>, limit: &'static str, what: &str) {
-        let n = {
+        self.refuse_many(net, limit, 1, what);
+    }
+
+    /// Counts `count` refusals by `limit` at once (taken from a sans-I/O part's own
+    /// counter), logged as one line, at warning level when the total passes a power of
+    /// two.
+    pub fn refuse_many(&self, net: Option<&str>, limit: &'static str, count: u64, what: &str) {
+        if count == 0 {
+            return;
+        }
+        let (before, n) = {
             let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
             let n = map.entry((net.map(str::to_string), limit)).or_default();
-            *n += 1;
-            *n
+            let before = *n;
+            *n += count;
+            (before, *n)
         };
         let net = net.unwrap_or("-");
-        if n.is_power_of_two() {
+        // A power of two in (before, n]: the log's rate limit, as for single refusals.
+        if n.ilog2() > before.checked_ilog2().unwrap_or(0) || before == 0 {
             warn!(
                 net,
                 "{what}: limit `[limits] {limit}` reached ({n} refusal(s) so far)"
@@ -118,5 +191,29 @@ impl Refusals {
         map.get(&(net.map(str::to_string), limit))
             .copied()
             .unwrap_or(0)
+    }
+}
+
+/// Whether client ports may take more descriptors under `[limits] fd_reserve`: `Err`
+/// with the count open and the soft `RLIMIT_NOFILE` when vnetd has `limit - reserve` or
+/// more open. Counts `/proc/self/fd` (one directory read, on a port's admission only):
+/// every kind of port holds a different number of descriptors, and what counts is how
+/// many are left for the control API and the NAT. Unreadable: admitted (the kernel's
+/// own limit still holds).
+pub(crate) fn ports_may_open(reserve: usize) -> Result<(), (usize, usize)> {
+    use nix::sys::resource::{getrlimit, Resource};
+    let Ok((soft, _)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return Ok(());
+    };
+    let limit = usize::try_from(soft).unwrap_or(usize::MAX);
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
+        return Ok(());
+    };
+    // The directory's own descriptor is listed too.
+    let open = dir.count().saturating_sub(1);
+    if open < limit.saturating_sub(reserve) {
+        Ok(())
+    } else {
+        Err((open, limit))
     }
 }

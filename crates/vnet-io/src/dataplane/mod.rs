@@ -31,7 +31,7 @@ mod thread;
 mod vnet;
 
 pub use error::{Conflict, ControlError, ErrorKind, Missing};
-pub use limits::{LimitHit, LimitRefusals, Limits};
+pub use limits::{LimitHit, LimitRefusals, Limits, DEVICE_OPENS};
 pub use queue::QUEUE_CAPACITY;
 
 use std::path::PathBuf;
@@ -89,6 +89,7 @@ pub struct Handle {
     threads: Arc<[Mailbox]>,
     directory: Arc<Mutex<Directory>>,
     refusals: Arc<limits::Refusals>,
+    limits: Limits,
 }
 
 /// How to reach one data-plane thread.
@@ -158,6 +159,7 @@ impl DataPlane {
                 threads: reach.into(),
                 directory,
                 refusals,
+                limits,
             },
             threads: joins,
         })
@@ -267,6 +269,11 @@ impl Handle {
     /// plane enforces, such as `control_connections`; it shows in [`Self::limit_refusals`].
     pub fn refuse(&self, limit: &'static str, what: &str) {
         self.refusals.refuse(None, limit, what);
+    }
+
+    /// The bounds the data plane was started with (the classic devices keep theirs).
+    pub fn limits(&self) -> Limits {
+        self.limits
     }
 
     /// How many times each limit refused something (vnets that are gone forgotten).

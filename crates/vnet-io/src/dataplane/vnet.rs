@@ -115,6 +115,8 @@ pub(super) struct Vnet {
     /// `[limits] ports_per_vnet`, and where refusals are counted.
     limits: super::limits::Limits,
     refusals: std::sync::Arc<super::limits::Refusals>,
+    /// The MAC table's refusals (full table) already counted in `refusals`.
+    macs_refused_counted: u64,
 }
 
 impl Vnet {
@@ -163,9 +165,9 @@ impl Vnet {
         self.refusals = refusals;
     }
 
-    /// Whether one more client port fits within `[limits] ports_per_vnet`; refused:
-    /// counted, and logged naming `what` the client was. Client ports are all but the
-    /// vnet's own (services, host adapter, uplink).
+    /// Whether one more client port fits within `[limits] ports_per_vnet` and
+    /// `fd_reserve`; refused: counted, and logged naming `what` the client was. Client
+    /// ports are all but the vnet's own (services, host adapter, uplink).
     pub fn admit_client(&self, what: &str) -> Result<(), super::limits::LimitHit> {
         use vnet_model::PortKind;
         let host = self.host_adapter.as_ref().map(|h| h.port);
@@ -177,16 +179,30 @@ impl Vnet {
                     && Some(id.0) != host
             })
             .count();
-        if clients < self.limits.ports_per_vnet {
-            return Ok(());
+        if clients >= self.limits.ports_per_vnet {
+            let limit = super::limits::PORTS_PER_VNET;
+            self.refusals
+                .refuse(Some(self.name()), limit, &format!("refused {what}"));
+            return Err(super::limits::LimitHit {
+                what: format!("vnet {:?} has its maximum of client ports", self.name()),
+                max: self.limits.ports_per_vnet,
+                key: limit,
+            });
         }
-        let limit = super::limits::PORTS_PER_VNET;
-        self.refusals
-            .refuse(Some(self.name()), limit, &format!("refused {what}"));
-        Err(super::limits::LimitHit {
-            what: format!("vnet {:?} has its maximum of client ports", self.name()),
-            max: self.limits.ports_per_vnet,
-            key: limit,
+        let reserve = self.limits.fd_reserve;
+        super::limits::ports_may_open(reserve).map_err(|(open, limit)| {
+            let key = super::limits::FD_RESERVE;
+            let why = format!(
+                "{open} of vnetd's {limit} descriptors are open, and the last {reserve} are \
+                 kept for the control API and the NAT"
+            );
+            self.refusals
+                .refuse(Some(self.name()), key, &format!("refused {what}: {why}"));
+            super::limits::LimitHit {
+                what: format!("no descriptors left for client ports: {why}"),
+                max: limit.saturating_sub(reserve),
+                key,
+            }
         })
     }
 
@@ -266,8 +282,24 @@ impl Vnet {
     }
 
     /// Forgets MAC addresses not seen for the aging time.
+    /// Also counts, once a second rather than per frame, the new addresses a full
+    /// table did not learn (its size is the vnet's `max_macs`, at most
+    /// `[limits] macs_per_vnet`).
     pub fn age_macs(&mut self, now: Instant) {
         self.switch.expire(now);
+        let refused = self.switch.mac_table().refused_full();
+        let new = refused - self.macs_refused_counted;
+        if new > 0 {
+            self.macs_refused_counted = refused;
+            let what = format!(
+                "{new} new MAC address(es) not learned: the table holds its {} (the vnet's \
+                 max_macs); their frames are flooded",
+                self.spec.max_macs
+            );
+            let limit = super::limits::MACS_PER_VNET;
+            self.refusals
+                .refuse_many(Some(self.name()), limit, new, &what);
+        }
     }
 
     /// Runs port `id`'s timers if they are due (a service's); `None` if it is gone.
@@ -431,6 +463,10 @@ impl Vnet {
                 Received::Frame => self.forward(now, id, buf, touched),
                 Received::Request(req) => {
                     self.pool.put(buf);
+                    if port.backend.unanswered() >= self.limits.api_reply_queue {
+                        self.refuse_request(id);
+                        continue;
+                    }
                     let reply = self.apply(now, id, &req);
                     let port = self.ports.get_mut(&id).expect("present");
                     port.backend.answer(&req, &reply);
@@ -452,6 +488,20 @@ impl Vnet {
             }
         }
         PassEnd::More
+    }
+
+    /// Drops a request of port `id`, whose client has not taken its last
+    /// `[limits] api_reply_queue` answers: not carried out, not answered, counted.
+    fn refuse_request(&self, id: PortId) {
+        let Some(port) = self.ports.get(&id) else {
+            return;
+        };
+        let what = format!(
+            "dropped a request of port {id} ({}), which does not read its replies",
+            port.backend.description()
+        );
+        let limit = super::limits::API_REPLY_QUEUE;
+        self.refusals.refuse(Some(self.name()), limit, &what);
     }
 
     /// Reads the shared dgram socket in batches (`recvmmsg`), creating a port for each

@@ -39,7 +39,12 @@ impl Thread {
         made
     }
 
-    fn make_vnet(&mut self, spec: NetworkSpec) -> Result<NetworkInfo, ControlError> {
+    fn make_vnet(&mut self, mut spec: NetworkSpec) -> Result<NetworkInfo, ControlError> {
+        self.limits.fit_macs(&mut spec).inspect_err(|hit| {
+            let what = format!("refused vnet {:?}: {}", spec.name, hit.what);
+            self.refusals
+                .refuse(None, crate::dataplane::limits::MACS_PER_VNET, &what);
+        })?;
         let dir = network_dir(&self.run_dir, &spec.name);
         let name = spec.name.clone();
         let mut vnet = Vnet::bind(spec, dir.clone()).map_err(|source| ControlError::Bind {
