@@ -115,8 +115,9 @@ pub(super) struct Vnet {
     /// `[limits] ports_per_vnet`, and where refusals are counted.
     limits: super::limits::Limits,
     refusals: std::sync::Arc<super::limits::Refusals>,
-    /// The MAC table's refusals (full table) already counted in `refusals`.
-    macs_refused_counted: u64,
+    /// The refusals already counted in `refusals` of the MAC table (full), the NAT's
+    /// flows and its buffer ([`Vnet::count_refusals`]).
+    refusals_counted: [u64; 3],
 }
 
 impl Vnet {
@@ -282,21 +283,46 @@ impl Vnet {
     }
 
     /// Forgets MAC addresses not seen for the aging time.
-    /// Also counts, once a second rather than per frame, the new addresses a full
-    /// table did not learn (its size is the vnet's `max_macs`, at most
-    /// `[limits] macs_per_vnet`).
     pub fn age_macs(&mut self, now: Instant) {
         self.switch.expire(now);
-        let refused = self.switch.mac_table().refused_full();
-        let new = refused - self.macs_refused_counted;
-        if new > 0 {
-            self.macs_refused_counted = refused;
-            let what = format!(
-                "{new} new MAC address(es) not learned: the table holds its {} (the vnet's \
-                 max_macs); their frames are flooded",
-                self.spec.max_macs
-            );
-            let limit = super::limits::MACS_PER_VNET;
+    }
+
+    /// Counts the refusals the frame path's sans-I/O parts kept in counters of their
+    /// own since the last call (called once a second, not per frame): new addresses a
+    /// full MAC table did not learn (its size is the vnet's `max_macs`, at most
+    /// `[limits] macs_per_vnet`), NAT flows refused and the NAT's buffer filling up.
+    pub fn count_refusals(&mut self) {
+        use super::limits::{MACS_PER_VNET, NAT_BUFFER_BYTES, NAT_FLOWS};
+        let macs = self.switch.mac_table().refused_full();
+        let (flows, filled) = self.nat.as_ref().map_or((0, 0), |nat| {
+            let nat = nat.borrow();
+            (nat.device().counters().refused_flows, nat.buffer_filled())
+        });
+        let seen = std::mem::replace(&mut self.refusals_counted, [macs, flows, filled]);
+        let max_macs = self.spec.max_macs;
+        let news = [
+            (
+                MACS_PER_VNET,
+                macs - seen[0],
+                format!(
+                    "new MAC address(es) not learned: the table holds its {max_macs} \
+                 (the vnet's max_macs); their frames are flooded"
+                ),
+            ),
+            (
+                NAT_FLOWS,
+                flows - seen[1],
+                "NAT flow(s) refused".to_string(),
+            ),
+            (
+                NAT_BUFFER_BYTES,
+                filled - seen[2],
+                "the NAT's buffer for guest data filled \
+                 up: its TCP windows shrink until sockets drain"
+                    .to_string(),
+            ),
+        ];
+        for (limit, new, what) in news {
             self.refusals
                 .refuse_many(Some(self.name()), limit, new, &what);
         }

@@ -32,10 +32,12 @@
 //! forward is one bound socket whose peers become UDP flows without a socket of their
 //! own (`FlowSocket::Forwarded`), answered with `send_to` from the forward's socket.
 
+use std::cell::Cell;
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, ErrorKind, Write};
 use std::net::{Ipv4Addr, Shutdown, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use mio::unix::SourceFd;
@@ -126,34 +128,74 @@ enum FlowSocket {
     Forwarded { forward: usize, peer: SocketAddrV4 },
 }
 
+/// The guest data all TCP flows of one NAT hold for their sockets, bounded by
+/// `[limits] nat_buffer_bytes`: each flow's room (the window its guest is offered) is
+/// also at most what is left of the whole, so the total never passes it.
+#[derive(Debug)]
+struct BufferBudget {
+    max: usize,
+    held: Cell<usize>,
+    /// Times the total reached `max` (each counted as a refusal by that limit).
+    filled: Cell<u64>,
+}
+
+impl BufferBudget {
+    fn left(&self) -> usize {
+        self.max.saturating_sub(self.held.get())
+    }
+
+    fn add(&self, n: usize) {
+        let before = self.held.get();
+        self.held.set(before + n);
+        if n > 0 && before < self.max && before + n >= self.max {
+            self.filled.set(self.filled.get() + 1);
+        }
+    }
+
+    fn remove(&self, n: usize) {
+        self.held.set(self.held.get().saturating_sub(n));
+    }
+}
+
 /// A TCP flow's socket and the guest data it did not take yet.
 struct TcpSock {
     stream: TcpStream,
     /// The non-blocking connect finished.
     connected: bool,
     /// Guest data the device ACKed that the socket has not taken (at most
-    /// [`TCP_WINDOW`] bytes: the device advertises the room left).
+    /// [`TCP_WINDOW`] bytes, and at most what `budget` has left: the device advertises
+    /// the room left).
     pending: VecDeque<u8>,
     /// The guest's FIN arrived: shut the write side once `pending` is written.
     shutdown_pending: bool,
+    /// What `pending` counts against; given back as it drains, and on drop.
+    budget: Rc<BufferBudget>,
+}
+
+impl Drop for TcpSock {
+    fn drop(&mut self) {
+        self.budget.remove(self.pending.len());
+    }
 }
 
 impl TcpSock {
     /// Takes over a flow's stream. Nagle is off: the guest's own TCP already chose when
     /// to send, and a second delay here would stall small writes behind the peer's
     /// delayed ACKs.
-    fn new(stream: TcpStream, connected: bool) -> Self {
+    fn new(stream: TcpStream, connected: bool, budget: &Rc<BufferBudget>) -> Self {
         let _ = stream.set_nodelay(true);
         TcpSock {
             stream,
             connected,
             pending: VecDeque::new(),
             shutdown_pending: false,
+            budget: Rc::clone(budget),
         }
     }
 
     fn room(&self) -> u32 {
-        TCP_WINDOW.saturating_sub(u32::try_from(self.pending.len()).unwrap_or(u32::MAX))
+        let own = TCP_WINDOW.saturating_sub(u32::try_from(self.pending.len()).unwrap_or(u32::MAX));
+        own.min(u32::try_from(self.budget.left()).unwrap_or(u32::MAX))
     }
 
     /// Writes `data` (the socket first, `pending` for what it does not take now).
@@ -168,6 +210,7 @@ impl TcpSock {
             }
         }
         self.pending.extend(data);
+        self.budget.add(data.len());
         self.flush()
     }
 
@@ -178,6 +221,7 @@ impl TcpSock {
                 Ok(0) => break,
                 Ok(n) => {
                     self.pending.drain(..n);
+                    self.budget.remove(n);
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
@@ -226,6 +270,8 @@ pub struct NatService {
     spare: Vec<FrameBuf>,
     /// When the host's addresses were last given to the device.
     host_addresses_at: Instant,
+    /// The guest data TCP flows hold, against `[limits] nat_buffer_bytes`.
+    budget: Rc<BufferBudget>,
 }
 
 /// How often (at most, on guests' frames) the host's addresses are read again.
@@ -334,7 +380,13 @@ fn raw_ident(flow: FlowId) -> u16 {
 }
 
 impl NatService {
-    pub fn start(spec: &NetworkSpec, mut config: NatConfig) -> Result<Self, NatError> {
+    /// A NAT device for `spec` with `config`, whose TCP flows hold at most
+    /// `buffer_bytes` of guest data together (`[limits] nat_buffer_bytes`).
+    pub fn start(
+        spec: &NetworkSpec,
+        mut config: NatConfig,
+        buffer_bytes: usize,
+    ) -> Result<Self, NatError> {
         let (icmp, why) = probe_icmp();
         config.icmp = icmp != IcmpMode::Unavailable;
         let mut secret = [0; 32];
@@ -377,6 +429,11 @@ impl NatService {
             frames: Vec::new(),
             spare: Vec::new(),
             host_addresses_at: Instant::now(),
+            budget: Rc::new(BufferBudget {
+                max: buffer_bytes,
+                held: Cell::new(0),
+                filled: Cell::new(0),
+            }),
         };
         service.refresh_host_addresses(Instant::now());
         for f in spec.nat.iter().flat_map(|n| &n.forward) {
@@ -482,6 +539,11 @@ impl NatService {
         &self.device
     }
 
+    /// Times the guest data held for TCP sockets reached `[limits] nat_buffer_bytes`.
+    pub fn buffer_filled(&self) -> u64 {
+        self.budget.filled.get()
+    }
+
     pub fn device_mut(&mut self) -> &mut NatDevice {
         &mut self.device
     }
@@ -569,7 +631,7 @@ impl NatService {
                     Ok(()) | Err(nix::errno::Errno::EINPROGRESS) => {}
                     Err(e) => return Err(e.into()),
                 }
-                FlowSocket::Stream(TcpSock::new(TcpStream::from(fd), false))
+                FlowSocket::Stream(TcpSock::new(TcpStream::from(fd), false, &self.budget))
             }
         };
         let interest = match s {
@@ -822,8 +884,10 @@ impl NatService {
                 net = self.net,
                 "NAT: forward to {guest}: {peer} is flow {}", flow.0
             );
-            self.flows
-                .insert(flow, FlowSocket::Stream(TcpSock::new(stream, true)));
+            self.flows.insert(
+                flow,
+                FlowSocket::Stream(TcpSock::new(stream, true, &self.budget)),
+            );
         }
     }
 
@@ -1123,6 +1187,46 @@ mod tests {
 
     const GUEST_MAC: MacAddr = MacAddr([0x52, 0x54, 0, 0, 0, 1]);
     const GUEST: Ipv4Addr = Ipv4Addr::new(192, 168, 8, 100);
+
+    #[test]
+    fn tcp_flows_share_the_buffer_budget_and_together_hold_no_more() {
+        const MAX: usize = 100_000;
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let budget = Rc::new(BufferBudget {
+            max: MAX,
+            held: Cell::new(0),
+            filled: Cell::new(0),
+        });
+        let mut socks: Vec<TcpSock> = (0..2)
+            .map(|_| {
+                let s = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+                s.set_nonblocking(true).unwrap();
+                TcpSock::new(s, true, &budget)
+            })
+            .collect();
+        // Peers that never read: the kernel's buffers fill, then the flows' own.
+        let _peers: Vec<_> = (0..2).map(|_| listener.accept().unwrap()).collect();
+        let chunk = vec![0u8; 65536];
+        // Each flow takes what its room allows, as `tcp_write` does, until none has any.
+        loop {
+            let mut took = false;
+            for s in &mut socks {
+                let n = chunk.len().min(s.room() as usize);
+                if n > 0 {
+                    s.take(&chunk[..n]).unwrap();
+                    took = true;
+                }
+            }
+            if !took {
+                break;
+            }
+        }
+        let pending: usize = socks.iter().map(|s| s.pending.len()).sum();
+        assert_eq!((pending, budget.held.get()), (MAX, MAX));
+        assert_eq!(budget.filled.get(), 1, "filled once");
+        drop(socks);
+        assert_eq!(budget.held.get(), 0, "given back as flows go");
+    }
     const GATEWAY: Ipv4Addr = Ipv4Addr::new(192, 168, 8, 2);
 
     /// A guest's DNS query to the gateway, from `sport`.
@@ -1164,7 +1268,7 @@ mod tests {
         let mac = device_mac(&spec.name);
         let mut config = NatConfig::new(mac, GATEWAY, Ipv4Addr::new(192, 168, 8, 0), 24);
         config.dns_upstreams = vec![upstream_addr];
-        let mut nat = NatService::start(&spec, config).unwrap();
+        let mut nat = NatService::start(&spec, config, 1 << 20).unwrap();
 
         let mut out = Vec::new();
         for (sport, id) in [(40000, 0x1111), (40001, 0x2222)] {

@@ -187,11 +187,13 @@ impl Thread {
     /// Attaches the vnet's NAT device, if its spec asks for one.
     fn start_nat(&mut self, key: VnetKey) -> Result<(), ControlError> {
         let spec = self.vnets[key].spec().clone();
-        let Some(config) = nat::config_for(&spec) else {
+        let Some(mut config) = nat::config_for(&spec) else {
             return Ok(());
         };
+        config.max_flows = self.limits.nat_flows;
         let mac = config.mac;
-        let service = NatService::start(&spec, config).map_err(ControlError::NatStart)?;
+        let service = NatService::start(&spec, config, self.limits.nat_buffer_bytes)
+            .map_err(ControlError::NatStart)?;
         let service = Rc::new(RefCell::new(service));
         self.vnets[key].set_nat(Rc::clone(&service));
         let port = ServicePort::new(service);

@@ -122,7 +122,7 @@ impl Vnet {
             scratch: Vec::new(),
             limits: Default::default(),
             refusals: Default::default(),
-            macs_refused_counted: 0,
+            refusals_counted: [0; 3],
             spec,
             dir,
         })
