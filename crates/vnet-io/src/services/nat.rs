@@ -129,8 +129,9 @@ enum FlowSocket {
 }
 
 /// The guest data all TCP flows of one NAT hold for their sockets, bounded by
-/// `[limits] nat_buffer_bytes`: each flow's room (the window its guest is offered) is
-/// also at most what is left of the whole, so the total never passes it.
+/// `[limits] nat_buffer_bytes`. At the bound, data a socket does not take at once is
+/// not taken (nor ACKed: the guest sends it again, as after a loss), so flows whose
+/// peers read go on while those whose peers do not cannot hold more.
 #[derive(Debug)]
 struct BufferBudget {
     max: usize,
@@ -163,8 +164,8 @@ struct TcpSock {
     /// The non-blocking connect finished.
     connected: bool,
     /// Guest data the device ACKed that the socket has not taken (at most
-    /// [`TCP_WINDOW`] bytes, and at most what `budget` has left: the device advertises
-    /// the room left).
+    /// [`TCP_WINDOW`] bytes: the device advertises the room left; and no more than
+    /// `budget` has left).
     pending: VecDeque<u8>,
     /// The guest's FIN arrived: shut the write side once `pending` is written.
     shutdown_pending: bool,
@@ -193,25 +194,31 @@ impl TcpSock {
         }
     }
 
+    /// The room left under the flow's own [`TCP_WINDOW`] (the budget shared with the
+    /// other flows may have less: see [`TcpSock::take`]).
     fn room(&self) -> u32 {
-        let own = TCP_WINDOW.saturating_sub(u32::try_from(self.pending.len()).unwrap_or(u32::MAX));
-        own.min(u32::try_from(self.budget.left()).unwrap_or(u32::MAX))
+        TCP_WINDOW.saturating_sub(u32::try_from(self.pending.len()).unwrap_or(u32::MAX))
     }
 
-    /// Writes `data` (the socket first, `pending` for what it does not take now).
-    fn take(&mut self, mut data: &[u8]) -> io::Result<()> {
-        while self.pending.is_empty() && !data.is_empty() {
-            match self.stream.write(data) {
+    /// Writes `data` (the socket first, `pending` for what it does not take now, as far
+    /// as the budget has room): how much of it was taken. The rest the guest sends
+    /// again, as after a loss.
+    fn take(&mut self, data: &[u8]) -> io::Result<usize> {
+        let mut rest = data;
+        while self.pending.is_empty() && !rest.is_empty() {
+            match self.stream.write(rest) {
                 Ok(0) => break,
-                Ok(n) => data = &data[n..],
+                Ok(n) => rest = &rest[n..],
                 Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
         }
-        self.pending.extend(data);
-        self.budget.add(data.len());
-        self.flush()
+        let kept = rest.len().min(self.budget.left());
+        self.pending.extend(&rest[..kept]);
+        self.budget.add(kept);
+        self.flush()?;
+        Ok(data.len() - rest.len() + kept)
     }
 
     /// Writes as much of `pending` as the socket takes; `Err` on a broken socket.
@@ -758,16 +765,23 @@ impl NatService {
         if !s.connected {
             return;
         }
-        let taken = data.len().min(s.room() as usize);
+        let offered = &data[..data.len().min(s.room() as usize)];
+        let taken = s.take(offered).and_then(|taken| {
+            if fin && taken == data.len() {
+                s.shutdown_pending = true;
+                s.flush()?;
+            }
+            Ok(taken)
+        });
+        let taken = match taken {
+            Ok(taken) => taken,
+            Err(e) => {
+                debug!(net = self.net, "NAT: TCP write on flow {}: {e}", flow.0);
+                self.device.socket_error(flow, SocketError::Refused, more);
+                return;
+            }
+        };
         let fin_done = fin && taken == data.len();
-        if fin_done {
-            s.shutdown_pending = true;
-        }
-        if let Err(e) = s.take(&data[..taken]) {
-            debug!(net = self.net, "NAT: TCP write on flow {}: {e}", flow.0);
-            self.device.socket_error(flow, SocketError::Refused, more);
-            return;
-        }
         let room = s.room();
         self.device.tcp_written(flow, taken, fin_done, room, more);
     }
@@ -1207,17 +1221,15 @@ mod tests {
         // Peers that never read: the kernel's buffers fill, then the flows' own.
         let _peers: Vec<_> = (0..2).map(|_| listener.accept().unwrap()).collect();
         let chunk = vec![0u8; 65536];
-        // Each flow takes what its room allows, as `tcp_write` does, until none has any.
+        // Each flow offers what its window allows, as `tcp_write` does, until none of
+        // it is taken.
         loop {
-            let mut took = false;
+            let mut took = 0;
             for s in &mut socks {
                 let n = chunk.len().min(s.room() as usize);
-                if n > 0 {
-                    s.take(&chunk[..n]).unwrap();
-                    took = true;
-                }
+                took += s.take(&chunk[..n]).unwrap();
             }
-            if !took {
+            if took == 0 {
                 break;
             }
         }
