@@ -306,7 +306,7 @@ impl Vnet {
                 macs - seen[0],
                 format!(
                     "new MAC address(es) not learned: the table holds its {max_macs} \
-                 (the vnet's max_macs); their frames are flooded"
+                     (the vnet's max_macs); their frames are flooded"
                 ),
             ),
             (
@@ -317,8 +317,8 @@ impl Vnet {
             (
                 NAT_BUFFER_BYTES,
                 filled - seen[2],
-                "the NAT's buffer for guest data filled \
-                 up: its TCP windows shrink until sockets drain"
+                "the NAT's buffer for guest data filled up: data its sockets cannot \
+                 take at once is refused until they drain"
                     .to_string(),
             ),
         ];
