@@ -77,16 +77,16 @@ pub struct LimitsConfig {
     #[serde(default)]
     pub nat_flows: Option<usize>,
     /// Bytes of guest TCP data a vnet's NAT holds for host sockets that have not taken
-    /// them, all flows together; the windows it advertises shrink to fit
-    /// [default: 67108864, 64 MiB].
+    /// them, all flows together; beyond, what a socket cannot take at once is not
+    /// taken and the guest sends it again [default: 67108864, 64 MiB].
     #[serde(default)]
     pub nat_buffer_bytes: Option<usize>,
     /// MAC table entries per vnet: the most a vnet's `max_macs` may be [default: 16384].
     #[serde(default)]
     pub macs_per_vnet: Option<usize>,
-    /// Descriptors client ports may not take: a new port is refused while vnetd has
-    /// `RLIMIT_NOFILE - fd_reserve` open, keeping the rest for the control API and the
-    /// NAT [default: 256].
+    /// Descriptors client ports may not take: a new port is refused while no
+    /// descriptor number below `RLIMIT_NOFILE - fd_reserve` is free, keeping the rest
+    /// for the control API and the NAT [default: 256].
     #[serde(default)]
     pub fd_reserve: Option<usize>,
 }

@@ -2,12 +2,14 @@
 //!
 //! Every resource a client can make vnetd hold has a bound ([`Limits`], vnetd's
 //! `[limits]` table). Hitting one refuses the new thing only (a connection is closed at
-//! once, a datagram's sender gets no port, an API request fails with 409): what exists
-//! keeps working. Each refusal is counted per vnet and limit ([`Refusals`], the
+//! once, a datagram's sender gets no port, an API request fails with 409, a device
+//! `open` fails with `ENFILE`, a vnet API request goes unanswered, a guest's new NAT flow
+//! is reset, an address is not learned): what exists keeps working. Each refusal is counted per vnet and limit ([`Refusals`], the
 //! `vnet_limit_refusals_total` metric) and logged, at warning level for the 1st, 2nd,
 //! 4th, 8th... refusal of a kind (so a flood cannot flood the log), else at debug.
 
 use std::collections::BTreeMap;
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -36,12 +38,13 @@ pub struct Limits {
     /// NAT flows (host sockets) per vnet: a guest's new flow beyond is refused.
     pub nat_flows: usize,
     /// Guest TCP data a vnet's NAT holds for host sockets that have not taken it yet,
-    /// all its flows together: the windows it advertises shrink to fit.
+    /// all its flows together: beyond, what a socket cannot take at once is not taken
+    /// (the guest sends it again).
     pub nat_buffer_bytes: usize,
     /// MAC table entries per vnet: the most a vnet's `max_macs` may ask for.
     pub macs_per_vnet: usize,
-    /// Descriptors client ports may not take: a new port is refused while vnetd has
-    /// `RLIMIT_NOFILE - fd_reserve` or more open, so the control API and the NAT still
+    /// Descriptors client ports may not take: a new port is refused while no number
+    /// below `RLIMIT_NOFILE - fd_reserve` is free, so the control API and the NAT still
     /// get theirs.
     pub fd_reserve: usize,
 }
@@ -155,7 +158,7 @@ impl Refusals {
         };
         let net = net.unwrap_or("-");
         // A power of two in (before, n]: the log's rate limit, as for single refusals.
-        if n.ilog2() > before.checked_ilog2().unwrap_or(0) || before == 0 {
+        if before == 0 || n.ilog2() > before.ilog2() {
             warn!(
                 net,
                 "{what}: limit `[limits] {limit}` reached ({n} refusal(s) so far)"
@@ -194,26 +197,58 @@ impl Refusals {
     }
 }
 
-/// Whether client ports may take more descriptors under `[limits] fd_reserve`: `Err`
-/// with the count open and the soft `RLIMIT_NOFILE` when vnetd has `limit - reserve` or
-/// more open. Counts `/proc/self/fd` (one directory read, on a port's admission only):
-/// every kind of port holds a different number of descriptors, and what counts is how
-/// many are left for the control API and the NAT. Unreadable: admitted (the kernel's
-/// own limit still holds).
-pub(crate) fn ports_may_open(reserve: usize) -> Result<(), (usize, usize)> {
+/// Whether a new client port keeps off the last `reserve` descriptors
+/// (`[limits] fd_reserve`): `Err` with the lowest free descriptor number and the soft
+/// `RLIMIT_NOFILE` when no number below `limit - reserve` is free. The kernel hands out
+/// the lowest free number first, so ports admitted this way hold numbers below
+/// `limit - reserve` and the top `reserve` stay for the control API and the NAT. The
+/// lowest free number costs a `dup` of `any` and a `close`; counting the open
+/// descriptors (`/proc/self/fd`) would cost milliseconds per port with thousands open.
+pub(crate) fn ports_may_open(any: BorrowedFd<'_>, reserve: usize) -> Result<(), (usize, usize)> {
     use nix::sys::resource::{getrlimit, Resource};
     let Ok((soft, _)) = getrlimit(Resource::RLIMIT_NOFILE) else {
         return Ok(());
     };
     let limit = usize::try_from(soft).unwrap_or(usize::MAX);
-    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
-        return Ok(());
+    let lowest_free = match nix::unistd::dup(any) {
+        Ok(fd) => usize::try_from(fd.as_raw_fd()).unwrap_or(usize::MAX),
+        // None free at all.
+        Err(nix::errno::Errno::EMFILE) => limit,
+        // Cannot tell: admitted (the kernel's own limit still holds).
+        Err(_) => return Ok(()),
     };
-    // The directory's own descriptor is listed too.
-    let open = dir.count().saturating_sub(1);
-    if open < limit.saturating_sub(reserve) {
+    if lowest_free < limit.saturating_sub(reserve) {
         Ok(())
     } else {
-        Err((open, limit))
+        Err((lowest_free, limit))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::AsFd;
+
+    use super::*;
+
+    #[test]
+    fn ports_keep_off_the_reserved_descriptors() {
+        let (soft, _) =
+            nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).unwrap();
+        let limit = usize::try_from(soft).unwrap();
+        let any = std::fs::File::open("/dev/null").unwrap();
+        assert_eq!(ports_may_open(any.as_fd(), 0), Ok(()));
+        // Every number reserved: refused, saying the limit.
+        let (_, max) = ports_may_open(any.as_fd(), limit).unwrap_err();
+        assert_eq!(max, limit);
+    }
+
+    #[test]
+    fn a_batch_of_refusals_counts_each() {
+        let r = Refusals::default();
+        r.refuse_many(Some("lab"), MACS_PER_VNET, 3, "three");
+        r.refuse_many(Some("lab"), MACS_PER_VNET, 0, "none");
+        r.refuse(Some("lab"), MACS_PER_VNET, "one");
+        assert_eq!(r.count(Some("lab"), MACS_PER_VNET), 4);
+        assert_eq!(r.count(None, MACS_PER_VNET), 0);
     }
 }

@@ -191,11 +191,12 @@ impl Vnet {
             });
         }
         let reserve = self.limits.fd_reserve;
-        super::limits::ports_may_open(reserve).map_err(|(open, limit)| {
+        let any = self.api_listener.as_fd();
+        super::limits::ports_may_open(any, reserve).map_err(|(free, limit)| {
             let key = super::limits::FD_RESERVE;
             let why = format!(
-                "{open} of vnetd's {limit} descriptors are open, and the last {reserve} are \
-                 kept for the control API and the NAT"
+                "the lowest free of vnetd's {limit} descriptors is {free}, and the last \
+                 {reserve} are kept for the control API and the NAT"
             );
             self.refusals
                 .refuse(Some(self.name()), key, &format!("refused {what}: {why}"));
