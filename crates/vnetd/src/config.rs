@@ -89,6 +89,11 @@ pub struct LimitsConfig {
     /// for the control API and the NAT [default: 256].
     #[serde(default)]
     pub fd_reserve: Option<usize>,
+    /// Of `fd_reserve`, the descriptors the NAT may not take either: its new sockets are
+    /// closed while no number below `RLIMIT_NOFILE - fd_reserve_control` is free, so
+    /// the control API still answers [default: 64].
+    #[serde(default)]
+    pub fd_reserve_control: Option<usize>,
 }
 
 /// The control plane's bounds (`[limits]`), enforced by vnetd itself.
@@ -123,6 +128,7 @@ impl LimitsConfig {
             nat_buffer_bytes: self.nat_buffer_bytes.unwrap_or(d.nat_buffer_bytes),
             macs_per_vnet: self.macs_per_vnet.unwrap_or(d.macs_per_vnet),
             fd_reserve: self.fd_reserve.unwrap_or(d.fd_reserve),
+            fd_reserve_control: self.fd_reserve_control.unwrap_or(d.fd_reserve_control),
         }
     }
 
@@ -314,6 +320,14 @@ impl Config {
             if value == Some(0) {
                 return Err(invalid(format!("[limits] {key} = 0: give at least 1")));
             }
+        }
+        let limits = config.limits.limits();
+        if limits.fd_reserve_control > limits.fd_reserve {
+            return Err(invalid(format!(
+                "[limits] fd_reserve_control = {} is over fd_reserve = {}: the control API's \
+                 share is part of the descriptors kept from client ports",
+                limits.fd_reserve_control, limits.fd_reserve
+            )));
         }
         if config.busy_poll_us > MAX_BUSY_POLL_US {
             return Err(invalid(format!(
@@ -513,7 +527,8 @@ mod tests {
         assert_eq!(Config::parse("", "t").unwrap().limits.limits(), d);
         let c = Config::parse(
             "[limits]\ndevice_opens = 1\napi_reply_queue = 2\nnat_flows = 3\n\
-             nat_buffer_bytes = 4\nmacs_per_vnet = 5\nfd_reserve = 6\n",
+             nat_buffer_bytes = 4\nmacs_per_vnet = 5\nfd_reserve = 6\n\
+             fd_reserve_control = 6\n",
             "t",
         )
         .unwrap()
@@ -526,10 +541,13 @@ mod tests {
                 c.nat_flows,
                 c.nat_buffer_bytes,
                 c.macs_per_vnet,
-                c.fd_reserve
+                c.fd_reserve,
+                c.fd_reserve_control,
             ),
-            (1, 2, 3, 4, 5, 6)
+            (1, 2, 3, 4, 5, 6, 6)
         );
+        let e = error_of("[limits]\nfd_reserve = 10\nfd_reserve_control = 11\n");
+        assert!(e.contains("over fd_reserve"), "{e}");
         assert_eq!(c.ports_per_vnet, d.ports_per_vnet);
         for key in ["api_reply_queue", "macs_per_vnet", "nat_buffer_bytes"] {
             let e = error_of(&format!("[limits]\n{key} = 0\n"));

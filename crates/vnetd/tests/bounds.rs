@@ -216,8 +216,8 @@ fn ports_cannot_take_the_last_descriptors_so_the_control_api_and_the_nat_still_g
     let d = daemon_with_nofile(
         dir.path(),
         200,
-        "[limits]\nfd_reserve = 60\n\n[[network]]\nname = \"lab\"\n\
-         subnet = \"10.77.0.0/24\"\nnat = { host_loopback = true }\n",
+        "[limits]\nfd_reserve = 100\nfd_reserve_control = 40\n\n[[network]]\n\
+         name = \"lab\"\nsubnet = \"10.77.0.0/24\"\nnat = { host_loopback = true }\n",
     );
     let labels = "net=\"lab\",limit=\"fd_reserve\"";
     // Ports until one is refused (each API port holds one descriptor in vnetd).
@@ -233,7 +233,7 @@ fn ports_cannot_take_the_last_descriptors_so_the_control_api_and_the_nat_still_g
             d.log()
         );
     }
-    assert!(ports.len() > 50, "{} ports\n{}", ports.len(), d.log());
+    assert!(ports.len() > 30, "{} ports\n{}", ports.len(), d.log());
     assert!(d.log().contains("fd_reserve"), "{}", d.log());
     // The control API answers.
     client(&d).version().expect("the control API answers");
@@ -265,6 +265,36 @@ fn ports_cannot_take_the_last_descriptors_so_the_control_api_and_the_nat_still_g
     assert_eq!(&got[..n], b"knock");
     let nat = client(&d).network("lab").unwrap().nat.unwrap();
     assert_eq!(nat.flows, 1);
+
+    // New flows, each a socket, until only the control API's share is left: the NAT
+    // then refuses them (the guest hears "unreachable"), and the control API answers.
+    const FLOWS: u16 = 100;
+    for sport in 41000..41000 + FLOWS {
+        let udp = udp_frame(
+            (guest.0, gateway_mac),
+            (guest.1, sport),
+            (ip("10.77.0.2"), port),
+            b"flow",
+        );
+        p.send(&udp).unwrap();
+    }
+    let labels = "net=\"lab\",limit=\"fd_reserve_control\"";
+    host.set_nonblocking(true).unwrap();
+    let mut delivered = 0;
+    let all = wait_for(T, || {
+        while host.recv(&mut got).is_ok() {
+            delivered += 1;
+        }
+        delivered + refusals(&d, labels) == u64::from(FLOWS)
+    });
+    assert!(
+        all,
+        "{delivered} delivered, {} refused of {FLOWS}\n{}",
+        refusals(&d, labels),
+        d.log()
+    );
+    assert!(delivered > 0 && refusals(&d, labels) > 0, "{delivered}");
+    client(&d).version().expect("the control API answers");
 }
 
 #[test]

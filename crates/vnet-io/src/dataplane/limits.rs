@@ -47,6 +47,10 @@ pub struct Limits {
     /// below `RLIMIT_NOFILE - fd_reserve` is free, so the control API and the NAT still
     /// get theirs.
     pub fd_reserve: usize,
+    /// Of those, the descriptors the NAT may not take either: its new sockets are closed
+    /// at once while no number below `RLIMIT_NOFILE - fd_reserve_control` is free, so
+    /// the control API still answers (at most `fd_reserve`).
+    pub fd_reserve_control: usize,
 }
 
 impl Default for Limits {
@@ -62,6 +66,7 @@ impl Default for Limits {
             nat_buffer_bytes: 64 << 20,
             macs_per_vnet: 16384,
             fd_reserve: 256,
+            fd_reserve_control: 64,
         }
     }
 }
@@ -98,6 +103,7 @@ pub const NAT_FLOWS: &str = "nat_flows";
 pub const NAT_BUFFER_BYTES: &str = "nat_buffer_bytes";
 pub const MACS_PER_VNET: &str = "macs_per_vnet";
 pub const FD_RESERVE: &str = "fd_reserve";
+pub const FD_RESERVE_CONTROL: &str = "fd_reserve_control";
 
 /// A limit that refused a request: the control API's answer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -197,6 +203,17 @@ impl Refusals {
     }
 }
 
+/// The soft `RLIMIT_NOFILE` less `reserve`: descriptors numbered from there on are
+/// kept for others (unreadable: no ceiling).
+pub(crate) fn descriptor_ceiling(reserve: usize) -> usize {
+    use nix::sys::resource::{getrlimit, Resource};
+    getrlimit(Resource::RLIMIT_NOFILE).map_or(usize::MAX, |(soft, _)| {
+        usize::try_from(soft)
+            .unwrap_or(usize::MAX)
+            .saturating_sub(reserve)
+    })
+}
+
 /// Whether a new client port keeps off the last `reserve` descriptors
 /// (`[limits] fd_reserve`): `Err` with the lowest free descriptor number and the soft
 /// `RLIMIT_NOFILE` when no number below `limit - reserve` is free. The kernel hands out
@@ -205,11 +222,7 @@ impl Refusals {
 /// lowest free number costs a `dup` of `any` and a `close`; counting the open
 /// descriptors (`/proc/self/fd`) would cost milliseconds per port with thousands open.
 pub(crate) fn ports_may_open(any: BorrowedFd<'_>, reserve: usize) -> Result<(), (usize, usize)> {
-    use nix::sys::resource::{getrlimit, Resource};
-    let Ok((soft, _)) = getrlimit(Resource::RLIMIT_NOFILE) else {
-        return Ok(());
-    };
-    let limit = usize::try_from(soft).unwrap_or(usize::MAX);
+    let limit = descriptor_ceiling(0);
     let lowest_free = match nix::unistd::dup(any) {
         Ok(fd) => usize::try_from(fd.as_raw_fd()).unwrap_or(usize::MAX),
         // None free at all.

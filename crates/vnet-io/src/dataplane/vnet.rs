@@ -116,8 +116,8 @@ pub(super) struct Vnet {
     limits: super::limits::Limits,
     refusals: std::sync::Arc<super::limits::Refusals>,
     /// The refusals already counted in `refusals` of the MAC table (full), the NAT's
-    /// flows and its buffer ([`Vnet::count_refusals`]).
-    refusals_counted: [u64; 3],
+    /// flows, its buffer and its descriptors ([`Vnet::count_refusals`]).
+    refusals_counted: [u64; 4],
 }
 
 impl Vnet {
@@ -291,15 +291,18 @@ impl Vnet {
     /// Counts the refusals the frame path's sans-I/O parts kept in counters of their
     /// own since the last call (called once a second, not per frame): new addresses a
     /// full MAC table did not learn (its size is the vnet's `max_macs`, at most
-    /// `[limits] macs_per_vnet`), NAT flows refused and the NAT's buffer filling up.
+    /// `[limits] macs_per_vnet`), NAT flows refused, the NAT's buffer filling up and
+    /// its sockets refused for the control API's descriptors.
     pub fn count_refusals(&mut self) {
-        use super::limits::{MACS_PER_VNET, NAT_BUFFER_BYTES, NAT_FLOWS};
+        use super::limits::{FD_RESERVE_CONTROL, MACS_PER_VNET, NAT_BUFFER_BYTES, NAT_FLOWS};
         let macs = self.switch.mac_table().refused_full();
-        let (flows, filled) = self.nat.as_ref().map_or((0, 0), |nat| {
+        let (flows, filled, fds) = self.nat.as_ref().map_or((0, 0, 0), |nat| {
             let nat = nat.borrow();
-            (nat.device().counters().refused_flows, nat.buffer_filled())
+            let refused_flows = nat.device().counters().refused_flows;
+            (refused_flows, nat.buffer_filled(), nat.fd_refused())
         });
-        let seen = std::mem::replace(&mut self.refusals_counted, [macs, flows, filled]);
+        let now = [macs, flows, filled, fds];
+        let seen = std::mem::replace(&mut self.refusals_counted, now);
         let max_macs = self.spec.max_macs;
         let news = [
             (
@@ -321,6 +324,11 @@ impl Vnet {
                 "the NAT's buffer for guest data filled up: data its sockets cannot \
                  take at once is refused until they drain"
                     .to_string(),
+            ),
+            (
+                FD_RESERVE_CONTROL,
+                fds - seen[3],
+                "NAT socket(s) closed: only the control API's descriptors were left".to_string(),
             ),
         ];
         for (limit, new, what) in news {

@@ -279,6 +279,10 @@ pub struct NatService {
     host_addresses_at: Instant,
     /// The guest data TCP flows hold, against `[limits] nat_buffer_bytes`.
     budget: Rc<BufferBudget>,
+    /// See [`NatLimits::fd_ceiling`].
+    fd_ceiling: usize,
+    /// Sockets closed for being numbered at or above `fd_ceiling`.
+    fd_refused: u64,
 }
 
 /// How often (at most, on guests' frames) the host's addresses are read again.
@@ -386,13 +390,24 @@ fn raw_ident(flow: FlowId) -> u16 {
     (flow.0 % 0xffff) as u16 + 1
 }
 
+/// What `[limits]` asks of a NAT's shell (the device's own bound, on flows, is in its
+/// [`NatConfig`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NatLimits {
+    /// Guest data its TCP flows may hold together (`nat_buffer_bytes`).
+    pub buffer_bytes: usize,
+    /// Its sockets must be numbered below this (`RLIMIT_NOFILE - fd_reserve_control`):
+    /// the kernel gives out the lowest free number, so a socket numbered higher means
+    /// only the control API's reserve was left, and it is closed at once.
+    pub fd_ceiling: usize,
+}
+
 impl NatService {
-    /// A NAT device for `spec` with `config`, whose TCP flows hold at most
-    /// `buffer_bytes` of guest data together (`[limits] nat_buffer_bytes`).
+    /// A NAT device for `spec` with `config`, within `limits`.
     pub fn start(
         spec: &NetworkSpec,
         mut config: NatConfig,
-        buffer_bytes: usize,
+        limits: NatLimits,
     ) -> Result<Self, NatError> {
         let (icmp, why) = probe_icmp();
         config.icmp = icmp != IcmpMode::Unavailable;
@@ -436,8 +451,10 @@ impl NatService {
             frames: Vec::new(),
             spare: Vec::new(),
             host_addresses_at: Instant::now(),
+            fd_ceiling: limits.fd_ceiling,
+            fd_refused: 0,
             budget: Rc::new(BufferBudget {
-                max: buffer_bytes,
+                max: limits.buffer_bytes,
                 held: Cell::new(0),
                 filled: Cell::new(0),
             }),
@@ -546,6 +563,24 @@ impl NatService {
         &self.device
     }
 
+    /// Sockets refused because only the control API's descriptors were left
+    /// (`[limits] fd_reserve_control`).
+    pub fn fd_refused(&self) -> u64 {
+        self.fd_refused
+    }
+
+    /// `Err` (counted) if socket `fd` took one of the descriptors kept for the control
+    /// API; its owner then drops it.
+    fn below_ceiling(&mut self, fd: RawFd) -> io::Result<()> {
+        if usize::try_from(fd).is_ok_and(|fd| fd < self.fd_ceiling) {
+            return Ok(());
+        }
+        self.fd_refused += 1;
+        Err(io::Error::other(format!(
+            "descriptor {fd} is kept for the control API ([limits] fd_reserve_control)"
+        )))
+    }
+
     /// Times the guest data held for TCP sockets reached `[limits] nat_buffer_bytes`.
     pub fn buffer_filled(&self) -> u64 {
         self.budget.filled.get()
@@ -622,18 +657,21 @@ impl NatService {
         let s = match proto {
             Proto::Udp => {
                 let s = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))?;
+                self.below_ceiling(s.as_raw_fd())?;
                 s.set_nonblocking(true)?;
                 s.connect(SocketAddr::V4(to))?;
                 FlowSocket::Dgram(s)
             }
             Proto::Icmp => {
                 let s = icmp_socket(self.icmp)?;
+                self.below_ceiling(s.as_raw_fd())?;
                 s.connect(SocketAddr::V4(to))?;
                 FlowSocket::Dgram(s)
             }
             Proto::Tcp => {
                 let flags = SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC;
                 let fd = socket(AddressFamily::Inet, SockType::Stream, flags, None)?;
+                self.below_ceiling(fd.as_raw_fd())?;
                 match connect(fd.as_raw_fd(), &SockaddrIn::from(to)) {
                     Ok(()) | Err(nix::errno::Errno::EINPROGRESS) => {}
                     Err(e) => return Err(e.into()),
@@ -874,7 +912,9 @@ impl NatService {
                     return;
                 }
             };
-            if stream.set_nonblocking(true).is_err() {
+            if self.below_ceiling(stream.as_raw_fd()).is_err()
+                || stream.set_nonblocking(true).is_err()
+            {
                 continue;
             }
             let Some(flow) = self
@@ -1280,7 +1320,11 @@ mod tests {
         let mac = device_mac(&spec.name);
         let mut config = NatConfig::new(mac, GATEWAY, Ipv4Addr::new(192, 168, 8, 0), 24);
         config.dns_upstreams = vec![upstream_addr];
-        let mut nat = NatService::start(&spec, config, 1 << 20).unwrap();
+        let limits = NatLimits {
+            buffer_bytes: 1 << 20,
+            fd_ceiling: usize::MAX,
+        };
+        let mut nat = NatService::start(&spec, config, limits).unwrap();
 
         let mut out = Vec::new();
         for (sport, id) in [(40000, 0x1111), (40001, 0x2222)] {

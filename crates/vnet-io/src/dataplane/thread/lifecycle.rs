@@ -192,8 +192,13 @@ impl Thread {
         };
         config.max_flows = self.limits.nat_flows;
         let mac = config.mac;
-        let service = NatService::start(&spec, config, self.limits.nat_buffer_bytes)
-            .map_err(ControlError::NatStart)?;
+        let limits = nat::NatLimits {
+            buffer_bytes: self.limits.nat_buffer_bytes,
+            fd_ceiling: crate::dataplane::limits::descriptor_ceiling(
+                self.limits.fd_reserve_control,
+            ),
+        };
+        let service = NatService::start(&spec, config, limits).map_err(ControlError::NatStart)?;
         let service = Rc::new(RefCell::new(service));
         self.vnets[key].set_nat(Rc::clone(&service));
         let port = ServicePort::new(service);

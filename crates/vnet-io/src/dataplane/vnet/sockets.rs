@@ -122,7 +122,7 @@ impl Vnet {
             scratch: Vec::new(),
             limits: Default::default(),
             refusals: Default::default(),
-            refusals_counted: [0; 3],
+            refusals_counted: [0; 4],
             spec,
             dir,
         })
