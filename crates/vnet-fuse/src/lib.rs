@@ -537,7 +537,8 @@ struct DevFile {
 
 /// What receiving needs; held by whoever is receiving.
 struct Rx {
-    /// Frames that arrived while an ioctl waited for its reply.
+    /// Frames that arrived while an ioctl waited for its reply (at most
+    /// [`vnet_io::dataplane::QUEUE_CAPACITY`]).
     early: VecDeque<Vec<u8>>,
     msg: Vec<u8>,
     /// The data plane closed the port (the vnet was deleted).
@@ -689,7 +690,16 @@ impl DevFile {
             match decode_vnet(&rx.msg[..n]) {
                 Ok(VnetMessage::Frame(f)) => {
                     let f = f.to_vec();
-                    rx.early.push_back(f);
+                    // Kept for reads, as many as the port's egress queue holds; more
+                    // are dropped as that queue drops them (the reader is not reading).
+                    if rx.early.len() < vnet_io::dataplane::QUEUE_CAPACITY {
+                        rx.early.push_back(f);
+                    } else {
+                        debug!(
+                            port = self.id,
+                            "device: frame dropped while an ioctl waited"
+                        );
+                    }
                 }
                 Ok(VnetMessage::Reply { kind, reply }) if answers(kind, &req) => {
                     drop(rx);
