@@ -345,7 +345,14 @@ impl Config {
                     n.name
                 )));
             }
-            if let Err(e) = n.spec().validate() {
+            let mut spec = n.spec();
+            if let Err(e) = spec.validate() {
+                return Err(invalid(format!(
+                    "line {line}: [[network]] {:?}: {e}",
+                    n.name
+                )));
+            }
+            if let Err(e) = limits.fit_macs(&mut spec) {
                 return Err(invalid(format!(
                     "line {line}: [[network]] {:?}: {e}",
                     n.name
@@ -548,6 +555,14 @@ mod tests {
         );
         let e = error_of("[limits]\nfd_reserve = 10\nfd_reserve_control = 11\n");
         assert!(e.contains("over fd_reserve"), "{e}");
+        // A vnet's MAC table: over the limit refused, left at its default fitted.
+        let macs = "[limits]\nmacs_per_vnet = 4\n\n[[network]]\nname = \"n\"\n";
+        let e = error_of(&format!("{macs}max_macs = 8\n"));
+        assert!(
+            e.contains("line 4") && e.contains("`[limits] macs_per_vnet`"),
+            "{e}"
+        );
+        Config::parse(macs, "t").expect("the default table fits");
         assert_eq!(c.ports_per_vnet, d.ports_per_vnet);
         for key in ["api_reply_queue", "macs_per_vnet", "nat_buffer_bytes"] {
             let e = error_of(&format!("[limits]\n{key} = 0\n"));

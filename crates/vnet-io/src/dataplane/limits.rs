@@ -75,7 +75,7 @@ impl Limits {
     /// Fits vnet `spec`'s MAC table into `macs_per_vnet`: a table left at its default
     /// size ([`vnet_model::default_max_macs`]) shrinks to the limit, as does its
     /// per-port cap; a larger one asked for is refused.
-    pub(crate) fn fit_macs(&self, spec: &mut vnet_model::NetworkSpec) -> Result<(), LimitHit> {
+    pub fn fit_macs(&self, spec: &mut vnet_model::NetworkSpec) -> Result<(), LimitHit> {
         let max = self.macs_per_vnet;
         if spec.max_macs > max && spec.max_macs != vnet_model::default_max_macs() {
             return Err(LimitHit {
