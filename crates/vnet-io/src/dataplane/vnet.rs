@@ -303,37 +303,33 @@ impl Vnet {
         });
         let now = [macs, flows, filled, fds];
         let seen = std::mem::replace(&mut self.refusals_counted, now);
-        let max_macs = self.spec.max_macs;
-        let news = [
-            (
-                MACS_PER_VNET,
-                macs - seen[0],
-                format!(
-                    "new MAC address(es) not learned: the table holds its {max_macs} \
-                     (the vnet's max_macs); their frames are flooded"
-                ),
-            ),
-            (
-                NAT_FLOWS,
-                flows - seen[1],
-                "NAT flow(s) refused".to_string(),
-            ),
-            (
-                NAT_BUFFER_BYTES,
-                filled - seen[2],
-                "the NAT's buffer for guest data filled up: data its sockets cannot \
-                 take at once is refused until they drain"
-                    .to_string(),
-            ),
-            (
-                FD_RESERVE_CONTROL,
-                fds - seen[3],
-                "NAT socket(s) closed: only the control API's descriptors were left".to_string(),
-            ),
+        let limits = [
+            MACS_PER_VNET,
+            NAT_FLOWS,
+            NAT_BUFFER_BYTES,
+            FD_RESERVE_CONTROL,
         ];
-        for (limit, new, what) in news {
+        for ((limit, now), seen) in limits.into_iter().zip(now).zip(seen) {
+            // (Below: a NAT started anew, its counters from zero.)
+            if now <= seen {
+                continue;
+            }
+            let what = match limit {
+                MACS_PER_VNET => format!(
+                    "new MAC address(es) not learned: the table holds its {} (the vnet's \
+                     max_macs); their frames are flooded",
+                    self.spec.max_macs
+                ),
+                NAT_FLOWS => "NAT flow(s) refused".to_string(),
+                NAT_BUFFER_BYTES => "the NAT's buffer for guest data filled up: data its \
+                                     sockets cannot take at once is refused until they drain"
+                    .to_string(),
+                _ => {
+                    "NAT socket(s) closed: only the control API's descriptors were left".to_string()
+                }
+            };
             self.refusals
-                .refuse_many(Some(self.name()), limit, new, &what);
+                .refuse_many(Some(self.name()), limit, now - seen, &what);
         }
     }
 
