@@ -214,7 +214,16 @@ async fn add_port(
     if let Some(action) = Policy::check_port(&spec).filter(|_| caller.role < Role::Admin) {
         return Err(api.refuse(&caller, action));
     }
-    let port = api.handle.add_port(net.clone(), spec).await?;
+    let by = caller.peer.as_ref().map(|p| vnet_io::admission::Requester {
+        client: vnet_io::admission::Client {
+            uid: p.uid,
+            gid: p.gid,
+            pid: p.pid,
+            groups: Some(p.groups.clone()),
+        },
+        admin: caller.role >= Role::Admin,
+    });
+    let port = api.handle.add_port(net.clone(), spec, by).await?;
     if let Some(uid) = caller.uid() {
         api.owners().insert((net, port.id), uid);
     }
