@@ -24,8 +24,9 @@ pub struct Limits {
     pub vde_handshake: Duration,
     /// Vnets the daemon runs.
     pub vnets: usize,
-    /// Client ports one uid holds across all vnets (root and vnetd's own uid exempt):
-    /// see [`UidPorts`].
+    /// Client ports one uid holds across all vnets and threads (root and vnetd's own
+    /// uid exempt: they may make any port through the control API anyway, and the
+    /// configuration's ports are vnetd's).
     pub ports_per_uid: usize,
     /// Whether stream ports get their send buffer ([`crate::backend::stream::SEND_BUFFER`])
     /// past `net.core.wmem_max` (`SO_SNDBUFFORCE`, root only); else the kernel caps it.

@@ -53,8 +53,8 @@ type Reply<T> = oneshot::Sender<Result<T, ControlError>>;
 /// Work for the data-plane thread.
 pub(crate) enum Command {
     /// A vnet and its allow lists, resolved by the caller (off the data plane: names may
-    /// need a directory service).
-    CreateNetwork(NetworkSpec, AllowList, Reply<NetworkInfo>),
+    /// need a directory service). Boxed: the largest command by far.
+    CreateNetwork(Box<(NetworkSpec, AllowList)>, Reply<NetworkInfo>),
     DeleteNetwork(String, Reply<()>),
     Networks(Reply<Vec<NetworkInfo>>),
     Network(String, Reply<NetworkInfo>),
@@ -257,14 +257,18 @@ impl Handle {
     pub async fn create_network(&self, spec: NetworkSpec) -> Result<NetworkInfo, ControlError> {
         let allow = checked(&spec)?;
         let thread = self.directory().place(&spec)?;
-        self.call_on(thread, |r| Command::CreateNetwork(spec, allow, r))
-            .await
+        self.call_on(thread, |r| {
+            Command::CreateNetwork(Box::new((spec, allow)), r)
+        })
+        .await
     }
 
     pub fn create_network_blocking(&self, spec: NetworkSpec) -> Result<NetworkInfo, ControlError> {
         let allow = checked(&spec)?;
         let thread = self.directory().place(&spec)?;
-        self.call_on_blocking(thread, |r| Command::CreateNetwork(spec, allow, r))
+        self.call_on_blocking(thread, |r| {
+            Command::CreateNetwork(Box::new((spec, allow)), r)
+        })
     }
 
     /// Removes the vnet; its thread frees the name.

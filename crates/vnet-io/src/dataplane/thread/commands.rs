@@ -45,7 +45,8 @@ impl Thread {
                 info!("data plane stopped");
                 return true;
             }
-            Command::CreateNetwork(spec, allow, reply) => {
+            Command::CreateNetwork(made, reply) => {
+                let (spec, allow) = *made;
                 let _ = reply.send(self.create_vnet(spec, allow));
             }
             Command::DeleteNetwork(name, reply) => {

@@ -16,7 +16,7 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
-use vnet_core::switch::{PortId, VlanMode};
+use vnet_core::switch::PortId;
 use vnet_model::{NetworkInfo, NetworkSpec, PortInfo, PortKind};
 
 use super::{Thread, VnetKey, RETRY};
@@ -177,7 +177,7 @@ impl Harness {
         spec.validate()?;
         let allow = AllowList::resolve(&spec.allow_users, &spec.allow_groups)?;
         crate::dataplane::directory::lock(&self.directory).place(&spec)?;
-        self.command(|r| Command::CreateNetwork(spec, allow, r))
+        self.command(|r| Command::CreateNetwork(Box::new((spec, allow)), r))
     }
 
     /// A vnet with default settings, for tests about its ports.
