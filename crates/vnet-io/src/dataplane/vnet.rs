@@ -95,6 +95,12 @@ const RX_BUDGET: usize = 64;
 const DGRAM_BATCH: usize = 32;
 /// Refused dgram senders logged at warning level, once each; later ones at debug.
 const DGRAM_REFUSALS_LOGGED: usize = 64;
+/// How long a dgram sender's uid, refused by the allow lists, stays refused without
+/// being decided again: a flood of datagrams from it then costs no group database
+/// lookup each (each is still counted).
+const DGRAM_REFUSAL_MEMORY: std::time::Duration = std::time::Duration::from_secs(1);
+/// Refused dgram uids remembered at most (forgotten all at once when full).
+const DGRAM_REFUSED_UIDS: usize = 256;
 
 pub(super) struct Vnet {
     spec: NetworkSpec,
@@ -116,6 +122,9 @@ pub(super) struct Vnet {
     dgram_refused: u64,
     /// Senders whose refusal was logged (`None`: unbound ones).
     dgram_refusals_logged: HashSet<Option<PathBuf>>,
+    /// Dgram senders' uids the allow lists refused, and when (see
+    /// [`DGRAM_REFUSAL_MEMORY`]).
+    dgram_refused_uids: HashMap<u32, Instant>,
     /// The DHCP service's port and state, shared with its [`ServicePort`].
     dhcp: Option<(PortId, Rc<RefCell<DhcpService>>)>,
     /// The NAT device's state, shared with its [`ServicePort`] (live port forwards,
@@ -572,9 +581,9 @@ impl Vnet {
                                 path.display(),
                                 client.uid
                             );
-                            match self.admit(&what, &client, false) {
-                                Ok(owner) => self.add_dgram_peer(path, owner),
-                                Err(_) => {
+                            match self.admit_dgram(now, &what, &client) {
+                                Some(owner) => self.add_dgram_peer(path, owner),
+                                None => {
                                     // Counted and logged as the refusal it is.
                                     self.pool.put(buf);
                                     continue;
@@ -605,6 +614,30 @@ impl Vnet {
             }
         }
         PassEnd::More
+    }
+
+    /// [`Vnet::admit`] for a new dgram peer, `client` at `now`; a uid the allow lists
+    /// refused within [`DGRAM_REFUSAL_MEMORY`] is refused again without a decision.
+    fn admit_dgram(&mut self, now: Instant, what: &str, client: &Client) -> Option<Owner> {
+        let uid = client.uid;
+        if let Some(&when) = self.dgram_refused_uids.get(&uid) {
+            if now.saturating_duration_since(when) < DGRAM_REFUSAL_MEMORY {
+                let why = format!("uid {uid} was refused by the allow lists a moment ago");
+                self.refusals.refuse_attach(self.name(), what, &why);
+                return None;
+            }
+        }
+        match self.admit(what, client, false) {
+            Ok(owner) => Some(owner),
+            Err(ControlError::NotAllowed(_)) => {
+                if self.dgram_refused_uids.len() >= DGRAM_REFUSED_UIDS {
+                    self.dgram_refused_uids.clear();
+                }
+                self.dgram_refused_uids.insert(uid, now);
+                None
+            }
+            Err(_) => None,
+        }
     }
 
     /// A port for a new dgram peer bound at `path`, whose first datagram came from

@@ -117,6 +117,7 @@ impl Vnet {
             dgram_batch: RecvBatch::new(),
             dgram_refused: 0,
             dgram_refusals_logged: Default::default(),
+            dgram_refused_uids: HashMap::new(),
             host_adapter: None,
             dhcp: None,
             nat: None,
