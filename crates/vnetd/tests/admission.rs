@@ -385,6 +385,21 @@ fn the_control_api_adds_ports_for_users_the_lists_admit_and_the_vhost_user_socke
         "{}",
         d.log()
     );
+    // Bob's own front-end is let in, and the port says who is connected.
+    let mut front_end = Peer::spawn(BOB, BOB, &[USERS, LAB]);
+    front_end.ok(&format!("stream {}", socket.display()));
+    let id = port["id"].as_u64().unwrap() as u32;
+    let by_bob = format!("uid {BOB}");
+    assert!(
+        wait_for(T, || {
+            let p = client(&d).port("lab", id).unwrap();
+            p.description.contains("connected: pid") && p.description.contains(&by_bob)
+        }),
+        "{:?}\n{}",
+        client(&d).port("lab", id),
+        d.log()
+    );
+    assert_eq!(refusals(&d, "lab", "allow"), 2);
 }
 
 #[test]

@@ -309,11 +309,17 @@ impl Backend for VhostUserPort {
         PortKind::VhostUser
     }
 
+    /// With the front-end connected now, who it is (`SO_PEERCRED`); the port itself
+    /// is its requester's.
     fn description(&self) -> String {
         let state = if self.shared.connected.load(Ordering::Relaxed) {
-            "connected"
+            let conn = self.shared.connection.lock().expect("lock");
+            match conn.as_ref().and_then(peer::credentials) {
+                Some(client) => format!("connected: {}", peer::describe(Some(&client))),
+                None => "connected".to_string(),
+            }
         } else {
-            "waiting"
+            "waiting".to_string()
         };
         match self.dropped_to_guest() {
             0 => format!("vhost-user {} {} ({state})", self.name, self.path.display()),
