@@ -22,12 +22,13 @@
 //!
 //! Rules (also in `include/vnet.h`): a frame longer than the read buffer is truncated to
 //! it and the rest discarded; `O_NONBLOCK` reads fail with `EAGAIN` when nothing waits;
-//! after the vnet is deleted `read` returns 0 and `write` fails with `EIO`.
+//! after the vnet is deleted `read` returns 0 and `write` fails with `EIO`; an opener the
+//! vnet's allow lists refuse (by the uid and gid of the FUSE request) gets `EACCES`.
 //!
 //! Bounds: every open holds a thread and two descriptors, so at most `[limits]
 //! device_opens` files are open at once over all vnets; one more `open` fails with
-//! `ENFILE`, as does one over a vnet's `ports_per_vnet` or `fd_reserve` (counted in
-//! `vnet_limit_refusals_total` either way).
+//! `ENFILE`, as does one over a vnet's `ports_per_vnet`, the opener's `ports_per_uid` or
+//! `fd_reserve` (counted in `vnet_limit_refusals_total` either way).
 #![forbid(unsafe_code)]
 
 use std::collections::{HashMap, VecDeque};
@@ -51,7 +52,8 @@ use tracing::{debug, info, warn};
 use vnet_core::wire::seqpacket::{
     answers, decode_vnet, Request as ApiRequest, VnetMessage, KIND_FRAME,
 };
-use vnet_io::{ControlError, Handle};
+use vnet_io::admission::Client;
+use vnet_io::{ControlError, ErrorKind, Handle};
 
 /// The ioctl commands of `include/vnet.h` (`_IOW`/`_IOR` with magic `'V'`).
 pub mod ioctl {
@@ -273,12 +275,14 @@ impl DeviceFs {
         }
     }
 
-    /// A new port on vnet `name` for process `pid`, with its waiter thread running.
-    fn attach(&self, name: &str, pid: Option<u32>) -> Result<(u32, Arc<DevFile>), Errno> {
-        let (id, sock) = match self.handle.attach_device_blocking(name.to_string(), pid) {
+    /// A new port on vnet `name` for `client`, with its waiter thread running.
+    fn attach(&self, name: &str, client: Client) -> Result<(u32, Arc<DevFile>), Errno> {
+        let (id, sock) = match self.handle.attach_device_blocking(name.to_string(), client) {
             Ok(port) => port,
             Err(ControlError::NotFound(_)) => return Err(Errno::ENXIO),
-            // Counted and logged by the data plane.
+            // Refused by the vnet's allow lists, or by a limit (counted and logged by
+            // the data plane).
+            Err(e) if e.kind() == ErrorKind::Forbidden => return Err(Errno::EACCES),
             Err(ControlError::Limit(_)) => return Err(Errno::ENFILE),
             Err(e) => {
                 warn!(net = name, "cannot open a device port: {}", e.message());
@@ -373,8 +377,14 @@ impl fuser::Filesystem for DeviceFs {
         let Some(name) = self.inodes.lock().unwrap().name(ino).map(str::to_string) else {
             return reply.error(Errno::ENOENT);
         };
-        // FUSE names the calling thread; the port is the process's.
-        let pid = Some(req.pid()).filter(|&p| p != 0).map(process_of);
+        // FUSE names the calling thread; the port is the process's. The header carries
+        // no supplementary groups: the vnet's allow lists look them up if they need them.
+        let client = Client {
+            uid: req.uid(),
+            gid: req.gid(),
+            pid: Some(req.pid()).filter(|&p| p != 0).map(process_of),
+            groups: None,
+        };
         // Held until the open is in `files`, so that two opens cannot both take the
         // last place.
         let mut opening = self.opening.lock().unwrap();
@@ -389,7 +399,7 @@ impl fuser::Filesystem for DeviceFs {
         }
         *opening += 1;
         drop(opening);
-        let opened = self.attach(&name, pid);
+        let opened = self.attach(&name, client);
         let mut opening = self.opening.lock().unwrap();
         *opening -= 1;
         match opened {
