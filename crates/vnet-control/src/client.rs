@@ -628,6 +628,8 @@ mod tests {
             nat: None,
             thread: 0,
             transient: false,
+            allow_users: Vec::new(),
+            allow_groups: Vec::new(),
         }
     }
 
@@ -637,6 +639,7 @@ mod tests {
             kind: PortKind::Tap,
             description: "tap7".into(),
             pid: None,
+            uid: None,
             vlan: VlanMode::Access { vlan: 10 },
             mac: None,
             promiscuous: false,

@@ -87,6 +87,60 @@ pub struct NetworkSpec {
     /// create --transient`). The config file has no such key: what it names is kept.
     #[serde(default, skip_serializing_if = "is_false")]
     pub transient: bool,
+    /// Users who may attach through the vnet's data sockets (and add ports on it with
+    /// the user role). With this or `allow_groups` set, everyone else but root and
+    /// vnetd's own uid is refused; both empty: whoever can open the sockets attaches.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_users: Vec<Account>,
+    /// Groups whose members may attach, as `allow_users`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_groups: Vec<Account>,
+}
+
+/// A user or group as written in a spec: a name from the system's database, or a
+/// number (`"alice"`, `1001`). Resolved when the vnet is made; a name must exist.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Account {
+    Id(u32),
+    Name(String),
+}
+
+/// A number is a uid or gid, anything else a name (as on the command line).
+impl std::str::FromStr for Account {
+    type Err = std::convert::Infallible;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(s.parse()
+            .map_or_else(|_| Account::Name(s.to_string()), Account::Id))
+    }
+}
+
+impl std::fmt::Display for Account {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Account::Id(id) => write!(f, "{id}"),
+            Account::Name(name) => f.write_str(name),
+        }
+    }
+}
+
+/// A user or group of an allow list as resolved: its number and, where the system
+/// knows one, its name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountInfo {
+    pub id: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+impl std::fmt::Display for AccountInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.name {
+            Some(name) => write!(f, "{name} ({})", self.id),
+            None => write!(f, "{}", self.id),
+        }
+    }
 }
 
 fn is_false(b: &bool) -> bool {
@@ -369,6 +423,8 @@ impl NetworkSpec {
             dhcp: None,
             uplink: None,
             transient: false,
+            allow_users: Vec::new(),
+            allow_groups: Vec::new(),
         }
     }
 }
@@ -418,6 +474,12 @@ pub struct NetworkInfo {
     /// Created `--transient`: not saved, gone after a restart.
     #[serde(default, skip_serializing_if = "is_false")]
     pub transient: bool,
+    /// Who may attach (`NetworkSpec::allow_users`, resolved); empty with
+    /// `allow_groups`: whoever can open the sockets.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_users: Vec<AccountInfo>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_groups: Vec<AccountInfo>,
 }
 
 /// A running NAT device.
@@ -463,6 +525,10 @@ pub struct NatCounters {
     /// `host_loopback` (refused with ICMP "prohibited" or RST; silently for multicast
     /// and broadcast).
     pub refused_destinations: u64,
+    /// Guests' new flows refused at the vnet's flow limit (`[limits] nat_flows`), with
+    /// RST or ICMP "prohibited"; port forwards' peers refused there too.
+    #[serde(default)]
+    pub refused_flows: u64,
     /// Well-formed frames not translated (other subnets, broadcasts, limits; datagrams
     /// on a UDP port forward for a guest whose MAC is not known yet).
     pub ignored: u64,
@@ -482,7 +548,7 @@ pub struct NatCounters {
 impl NatCounters {
     /// Every counter with its name and meaning, in declaration order: one list for the
     /// CLI and `/metrics`, so neither forgets one.
-    pub fn fields(&self) -> [(&'static str, &'static str, u64); 19] {
+    pub fn fields(&self) -> [(&'static str, &'static str, u64); 20] {
         [
             (
                 "arp_replies",
@@ -548,6 +614,11 @@ impl NatCounters {
                 "refused_destinations",
                 "Packets to link-local, multicast, broadcast, loopback or host addresses refused.",
                 self.refused_destinations,
+            ),
+            (
+                "refused_flows",
+                "New flows refused at the flow limit ([limits] nat_flows).",
+                self.refused_flows,
             ),
             (
                 "ignored",
@@ -668,6 +739,11 @@ pub struct PortInfo {
     /// Process id of the client, where the socket tells it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pid: Option<u32>,
+    /// The uid that made the port: the client's on a data socket (the kernel's
+    /// credentials), the caller's for a port added through the API; absent for the
+    /// vnet's own (services, host adapter, uplink, ports from the configuration).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<u32>,
     pub vlan: VlanMode,
     /// Address declared by the client (vnet API SET_MAC).
     #[serde(default, skip_serializing_if = "Option::is_none")]

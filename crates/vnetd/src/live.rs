@@ -275,7 +275,11 @@ impl Live {
     }
 
     async fn add_port(&self, net: &str, spec: &PortSpec, strict: bool) -> Result<(), ControlError> {
-        match self.handle.add_port(net.to_string(), spec.clone()).await {
+        match self
+            .handle
+            .add_port(net.to_string(), spec.clone(), None)
+            .await
+        {
             Ok(p) => {
                 info!(net, port = p.id, "{}", p.description);
                 self.port_added(net, p.id, spec, None);

@@ -207,6 +207,7 @@ fn an_export_starts_a_second_vnetd_that_exports_the_same() {
     let host = free_port();
     let config = format!(
         "threads = 1\n[limits]\nvnets = 9\n\n[[network]]\nname = \"nat\"\nsubnet = \"10.79.0.0/24\"\n\
+         allow_users = [4242]\nallow_groups = [0]\n\
          dhcp = {{ lease_secs = 600, reservations = [{{ mac = \"52:54:00:00:79:01\", ip = \"10.79.0.9\", hostname = \"db\" }}] }}\n\
          nat = {{ forward = [{{ host = \"{host}\", guest = \"10.79.0.9:22\" }}] }}\n\
          [[network.port]]\nvhost_user = \"vm1\"\ntrunk = [10, 20]\nnative = 1\n"
@@ -224,6 +225,7 @@ fn an_export_starts_a_second_vnetd_that_exports_the_same() {
         "vhost_user = \"vm2\"",
         "vlan = 7",
         "trunk = [10, 20]",
+        "allow_users = [4242]",
         "10.79.0.10",
         &host.to_string(),
     ] {

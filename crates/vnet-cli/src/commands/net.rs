@@ -41,6 +41,8 @@ fn create(ctx: &Context, args: CreateNet) -> Result<(), Failure> {
     spec.dhcp = args.dhcp.then(DhcpSpec::default);
     spec.nat = args.nat.then(vnet_control::NatSpec::default);
     spec.transient = args.transient;
+    spec.allow_users = args.allow_users;
+    spec.allow_groups = args.allow_groups;
     let info = ctx.client.create_network(&spec)?;
     if ctx.json {
         return super::print_json(&info);

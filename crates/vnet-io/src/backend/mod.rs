@@ -66,8 +66,6 @@ pub struct Identity<'a> {
     pub ifname: Option<&'a str>,
     /// A vhost-user port's name (`--vhost-user NAME`), unique within its vnet.
     pub vhost_user_name: Option<&'a str>,
-    /// The client's process id, where the transport tells it.
-    pub pid: Option<u32>,
 }
 
 /// One port's I/O: what the port is, how it moves frames, and its timers.
@@ -120,6 +118,12 @@ pub trait Backend {
 
     /// Answers a request this backend returned from `recv`. Only the vnet API has any.
     fn answer(&mut self, _request: &Request, _reply: &Reply) {}
+
+    /// Answers given and not yet taken by the client (`[limits] api_reply_queue` bounds
+    /// them).
+    fn unanswered(&self) -> usize {
+        0
+    }
 
     /// Whether the backend holds input it made itself (a service's replies): the data
     /// plane then reads it without waiting for an fd.
