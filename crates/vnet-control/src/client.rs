@@ -623,6 +623,7 @@ mod tests {
             kind: PortKind::Tap,
             description: "tap7".into(),
             pid: None,
+            state: None,
             vlan: VlanMode::Access { vlan: 10 },
             mac: None,
             promiscuous: false,

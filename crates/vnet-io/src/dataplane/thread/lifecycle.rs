@@ -12,12 +12,14 @@ use std::time::Instant;
 use mio::Token;
 use tracing::{info, warn};
 use vnet_core::switch::{PortId, VlanMode};
-use vnet_model::{NetworkInfo, NetworkSpec, PortInfo, PortSpec};
+use vnet_model::{NetworkInfo, NetworkSpec, PortInfo, PortKind, PortSpec};
 
 use super::{Target, Thread, VnetKey};
+use crate::backend::interface::InterfacePort;
 use crate::backend::service::ServicePort;
 use crate::backend::tap::TapPort;
 use crate::backend::Backend;
+use crate::dataplane::directory;
 use crate::dataplane::error::{Conflict, ControlError, ErrorKind};
 use crate::dataplane::network_dir;
 use crate::dataplane::vnet::{Listener, Vnet};
@@ -233,7 +235,18 @@ impl Thread {
         vlan: VlanMode,
     ) -> Result<PortId, ControlError> {
         let vnet = self.vnets.get_mut(key).ok_or(ControlError::Stopped)?;
+        // Ports on a host interface hold it: no other port or uplink may take it.
+        let held = match (backend.kind(), backend.identity().ifname) {
+            (PortKind::Tap | PortKind::Interface, Some(ifname)) => {
+                Some((ifname.to_string(), backend.description()))
+            }
+            _ => None,
+        };
         let id = vnet.attach(backend, vlan)?;
+        if let Some((ifname, description)) = held {
+            let what = format!("port {id} ({description})");
+            directory::lock(&self.directory).hold(&ifname, vnet.name(), id, what);
+        }
         let entry = self.targets.vacant_entry();
         let token = Token(entry.key());
         match vnet.watch_port(self.poll.registry(), id, token) {
@@ -255,6 +268,7 @@ impl Thread {
     pub(super) fn close_port(&mut self, key: VnetKey, id: PortId, why: &str) {
         let registry = self.poll.registry();
         if let Some(vnet) = self.vnets.get_mut(key) {
+            directory::lock(&self.directory).unhold(vnet.name(), id);
             if let Some(token) = vnet.detach(registry, id, why) {
                 self.targets.try_remove(token.0);
             }
@@ -272,12 +286,16 @@ impl Thread {
         let what = match &spec {
             PortSpec::Tap { ifname, .. } => format!("TAP {ifname}"),
             PortSpec::VhostUser { name, .. } => format!("vhost-user {name}"),
+            PortSpec::Interface { interface, .. } => format!("interface {interface}"),
         };
         self.vnets[key].admit_client(&format!("a port add of {what}"))?;
         let (ifname, vlan) = match spec {
             PortSpec::Tap { ifname, vlan } => (ifname, vlan),
             PortSpec::VhostUser { name, vlan } => {
                 return self.add_vhost_user_port(key, &name, vlan, now)
+            }
+            PortSpec::Interface { interface, vlan } => {
+                return self.add_interface_port(key, &interface, vlan, now)
             }
         };
         for (_, vnet) in self.vnets.iter() {
@@ -299,6 +317,39 @@ impl Thread {
             _ => ControlError::Tap(source),
         })?;
         let id = self.add_port(key, Box::new(tap), vlan)?;
+        self.vnets[key]
+            .port_info(now, id)
+            .ok_or(ControlError::Stopped)
+    }
+
+    /// `vnet port add NET --interface IF`: joins a host interface another program
+    /// holds. Refused: a name no interface can have, the loopback, an interface a port
+    /// or an uplink of this vnetd has already. One that does not exist (yet) is waited
+    /// for, as one that goes away later.
+    fn add_interface_port(
+        &mut self,
+        key: VnetKey,
+        interface: &str,
+        vlan: VlanMode,
+        now: Instant,
+    ) -> Result<PortInfo, ControlError> {
+        if !vnet_model::is_valid_ifname(interface) {
+            return Err(ControlError::InterfaceName(interface.into()));
+        }
+        if let Some(conflict) = self.directory().user_of(interface) {
+            return Err(conflict.into());
+        }
+        if netif::link_flags(interface).is_ok_and(|f| f.loopback) {
+            return Err(ControlError::Loopback(interface.into()));
+        }
+        let port =
+            InterfacePort::open(interface).map_err(|source| ControlError::OpenInterface {
+                interface: interface.into(),
+                source,
+            })?;
+        let id = self.add_port(key, Box::new(port), vlan)?;
+        // Its timer follows the interface while it is down or away.
+        self.services.push((key, id));
         self.vnets[key]
             .port_info(now, id)
             .ok_or(ControlError::Stopped)

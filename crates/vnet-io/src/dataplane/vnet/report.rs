@@ -92,6 +92,7 @@ fn port_info(net: &Vnet, now: Instant, id: PortId) -> Option<PortInfo> {
         kind: io.backend.kind(),
         description: io.backend.description(),
         pid: io.backend.identity().pid,
+        state: io.backend.link(),
         vlan: port.vlan_mode().clone(),
         mac: port.mac(),
         promiscuous: port.promiscuous(),
