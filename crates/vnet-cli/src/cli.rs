@@ -351,7 +351,7 @@ pub struct AttachArgs {
             ["vhost_user", "interface", "libvirt", "cloud_hypervisor", "crosvm", "firecracker"]
     )]
     pub qemu: bool,
-    /// Print a libvirt domain <interface> element (with --vhost-user or --interface)
+    /// Print a libvirt domain `<interface>` element (with --vhost-user or --interface)
     #[arg(long)]
     pub libvirt: bool,
     /// Print cloud-hypervisor's --memory and --net arguments (with --vhost-user)

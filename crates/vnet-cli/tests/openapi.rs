@@ -8,9 +8,9 @@ use std::collections::BTreeSet;
 use serde::Serialize;
 use serde_json::{json, Value};
 use vnet_control::{
-    ApiError, Counters, DhcpSpec, HostAdapterInfo, HostAdapterSpec, Lease, MacEntry, NetworkInfo,
-    NetworkSockets, NetworkSpec, PortInfo, PortKind, PortSpec, Reservation, UplinkMode, UplinkSpec,
-    Version, VlanMode,
+    ApiError, Counters, DhcpSpec, HostAdapterInfo, HostAdapterSpec, Lease, LinkState, MacEntry,
+    NetworkInfo, NetworkSockets, NetworkSpec, PortInfo, PortKind, PortSpec, Reservation,
+    UplinkMode, UplinkSpec, Version, VlanMode,
 };
 
 const OPENAPI: &str = include_str!("../../../docs/openapi.yaml");
@@ -374,6 +374,7 @@ fn sample_port() -> PortInfo {
         kind: PortKind::Api,
         description: "pid 77 (firewall)".into(),
         pid: Some(77),
+        state: Some(LinkState::Up),
         vlan: VlanMode::Trunk {
             allowed: vec![10, 20],
             native: Some(1),
@@ -492,6 +493,7 @@ fn what_the_types_serialize_matches_the_documented_schemas() {
     checker.check_named("PortInfo", &sample_port());
     let mut access_port = sample_port();
     access_port.pid = None;
+    access_port.state = None;
     access_port.mac = None;
     access_port.vlan = VlanMode::Access { vlan: 10 };
     access_port.kind = PortKind::Stream;
@@ -506,6 +508,14 @@ fn what_the_types_serialize_matches_the_documented_schemas() {
             },
         },
     );
+    checker.check_named(
+        "PortSpec",
+        &PortSpec::Interface {
+            interface: "fc-tap0".into(),
+            vlan: VlanMode::Access { vlan: 10 },
+        },
+    );
+    checker.check_named("LinkState", &LinkState::Down);
     checker.check_named(
         "PortSpec",
         &PortSpec::VhostUser {
@@ -545,6 +555,7 @@ fn what_the_types_serialize_matches_the_documented_schemas() {
         PortKind::Service,
         PortKind::Uplink,
         PortKind::VhostUser,
+        PortKind::Interface,
     ] {
         checker.check_named("PortKind", &kind);
     }

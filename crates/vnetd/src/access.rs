@@ -499,6 +499,14 @@ mod tests {
             vlan: VlanMode::default(),
         };
         assert_eq!(Policy::check_port(&tap), Some("adding a TAP port"));
+        let interface = PortSpec::Interface {
+            interface: "fc-tap0".into(),
+            vlan: VlanMode::default(),
+        };
+        assert_eq!(
+            Policy::check_port(&interface),
+            Some("adding an interface port")
+        );
     }
 
     #[test]

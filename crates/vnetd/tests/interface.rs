@@ -247,7 +247,7 @@ fn an_interface_port_keeps_vlan_rules_untagged_or_as_a_trunk() {
         .unwrap();
         NsVm::attach(&ifname, mac, cidr)
     };
-    let v10 = on_vlan(10, "52:54:00:79:00:10", "10.79.0.10/24");
+    let _v10 = on_vlan(10, "52:54:00:79:00:10", "10.79.0.10/24");
     let v1 = on_vlan(1, "52:54:00:79:00:01", "10.79.0.1/24");
     assert!(
         b.ping("10.79.0.10", 3),

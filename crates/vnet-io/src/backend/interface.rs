@@ -4,7 +4,7 @@
 //!
 //! The port owns an AF_PACKET socket bound to the interface, promiscuous, with stripped
 //! 802.1Q tags put back and offload headers both ways, as an uplink's
-//! ([`super::packet`]): what the interface receives (what the VM sent into its TAP)
+//! (`backend/packet.rs`): what the interface receives (what the VM sent into its TAP)
 //! enters the vnet, and what the vnet sends the port leaves through the interface (to
 //! the VM). Unlike an uplink it is an ordinary port: VLAN access or trunk, MAC learning,
 //! counters, removable by id, as many per vnet as there are VMs.
