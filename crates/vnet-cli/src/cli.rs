@@ -377,6 +377,10 @@ pub struct AttachArgs {
     /// `vnet port add NET --interface IFNAME` joins
     #[arg(long, value_name = "IFNAME", conflicts_with_all = ["dgram", "vde", "vhost_user"])]
     pub interface: Option<String>,
+    /// With --libvirt --interface: the TAP exists already (`ip tuntap add IFNAME mode tap
+    /// user UID`, e.g. for a session libvirt): libvirt opens it instead of creating it
+    #[arg(long, requires_all = ["libvirt", "interface"])]
+    pub existing_tap: bool,
     /// With --vhost-user: the guest's RAM (QEMU -m, cloud-hypervisor --memory), shared
     /// with vnetd through a memfd
     #[arg(

@@ -33,13 +33,16 @@ pub fn libvirt_vhost_user(socket: &Path, mac: MacAddr) -> String {
     )
 }
 
-/// A libvirt domain `<interface type='ethernet'>` whose TAP, named `ifname`, libvirt
-/// creates when the domain starts (and deletes when it stops).
-pub fn libvirt_ethernet(ifname: &str, mac: MacAddr) -> String {
+/// A libvirt domain `<interface type='ethernet'>` on the TAP named `ifname`: libvirt
+/// creates it when the domain starts (and deletes it when it stops), or, if it
+/// `exists` already (`ip tuntap add IF mode tap user UID`, as an unprivileged session
+/// libvirt needs), opens it (`managed='no'`).
+pub fn libvirt_ethernet(ifname: &str, mac: MacAddr, exists: bool) -> String {
+    let managed = if exists { " managed='no'" } else { "" };
     format!(
         "<interface type='ethernet'>\n  \
          <mac address='{mac}'/>\n  \
-         <target dev='{}'/>\n  \
+         <target dev='{}'{managed}/>\n  \
          <model type='virtio'/>\n\
          </interface>\n",
         xml_attr(ifname)
@@ -122,11 +125,12 @@ mod tests {
     #[test]
     fn libvirt_ethernet_names_the_tap_and_escapes_it() {
         assert_eq!(
-            libvirt_ethernet("lab-vm1", MAC),
+            libvirt_ethernet("lab-vm1", MAC, false),
             "<interface type='ethernet'>\n  <mac address='52:54:00:12:34:56'/>\n  \
              <target dev='lab-vm1'/>\n  <model type='virtio'/>\n</interface>\n"
         );
-        assert!(libvirt_ethernet("a'b&c", MAC).contains("<target dev='a&apos;b&amp;c'/>"));
+        assert!(libvirt_ethernet("a'b&c", MAC, false).contains("<target dev='a&apos;b&amp;c'/>"));
+        assert!(libvirt_ethernet("t0", MAC, true).contains("<target dev='t0' managed='no'/>"));
         assert_eq!(libvirt_refuses("vnet3"), Some("vnet"));
         assert_eq!(libvirt_refuses("lab-vm1"), None);
     }

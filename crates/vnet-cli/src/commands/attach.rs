@@ -220,7 +220,7 @@ fn interface(
                 format!("choose another name, e.g. vnet port add {net} --interface {net}-vm1"),
             ));
         }
-        let xml = recipes::libvirt_ethernet(ifname, mac);
+        let xml = recipes::libvirt_ethernet(ifname, mac, args.existing_tap);
         return print_xml(ctx, net, "tap", mac, &xml);
     }
     if args.firecracker {
