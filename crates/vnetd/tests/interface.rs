@@ -320,5 +320,13 @@ fn interface_ports_refuse_the_loopback_and_interfaces_vnetd_uses_already() {
         err.contains(&format!("{host} is already port {}", p.id)),
         "{err}"
     );
+    let err = cli_fails(&d, &["port", "add", "other", "--tap", &host]);
+    assert!(
+        err.contains(&format!(
+            "{host} is already port {} (interface {host}) of vnet lab",
+            p.id
+        )),
+        "{err}"
+    );
     assert!(d.is_running());
 }

@@ -308,6 +308,10 @@ impl Thread {
                 .into());
             }
         }
+        // An interface port's or an uplink's interface, on any thread.
+        if let Some(conflict) = self.directory().user_of(&ifname) {
+            return Err(conflict.into());
+        }
         let tap = TapPort::open(&ifname).map_err(|source| match &source {
             // Open already: by another program, or as a port of a vnet on another
             // data-plane thread (the loop above sees only this thread's vnets).
