@@ -230,7 +230,7 @@ pub struct AddPort {
     #[arg(long, value_name = "IFNAME")]
     pub tap: Option<String>,
     /// Join host interface IFNAME that another program holds (the TAP of Firecracker,
-    /// cloud-hypervisor or libvirt, a veth end, a macvtap); the port waits for it while
+    /// cloud-hypervisor or libvirt, a veth end); the port waits for it while
     /// it does not exist
     #[arg(long, value_name = "IFNAME")]
     pub interface: Option<String>,

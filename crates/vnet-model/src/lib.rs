@@ -593,7 +593,7 @@ pub enum PortKind {
     #[serde(rename = "vhost-user")]
     VhostUser,
     /// A host interface someone else created and holds (a hypervisor's TAP, a veth
-    /// end, a macvtap), joined through an AF_PACKET socket.
+    /// end), joined through an AF_PACKET socket.
     Interface,
 }
 
@@ -634,8 +634,8 @@ pub enum PortSpec {
         vlan: VlanMode,
     },
     /// An existing host interface that another program created and holds (the TAP
-    /// Firecracker, cloud-hypervisor or libvirt opened, a veth end, a macvtap), joined
-    /// through an AF_PACKET socket. The port follows the name: while no such interface
+    /// Firecracker, cloud-hypervisor or libvirt opened, a veth end), joined through an
+    /// AF_PACKET socket. The port follows the name: while no such interface
     /// exists (not yet, or deleted until the VM restarts) it stays, in state `down`.
     Interface {
         interface: String,

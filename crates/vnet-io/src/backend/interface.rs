@@ -1,6 +1,9 @@
 //! A host interface that another program created and holds, joined as one port (`vnet
 //! port add NET --interface IF`): the TAP a hypervisor opened itself (Firecracker,
-//! cloud-hypervisor, libvirt's `type='ethernet'`), one end of a veth pair, a macvtap.
+//! cloud-hypervisor, libvirt's `type='ethernet'`), one end of a veth pair. Not a
+//! macvtap: what its VM sends passes the macvtap interface on the way out to the lower
+//! NIC (a frame a port never takes in) and what it receives goes to the VM straight
+//! from the lower NIC; bridge the lower NIC instead (an uplink).
 //!
 //! The port owns an AF_PACKET socket bound to the interface, promiscuous, with stripped
 //! 802.1Q tags put back and offload headers both ways, as an uplink's

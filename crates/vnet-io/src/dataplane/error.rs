@@ -85,7 +85,7 @@ pub enum ControlError {
     #[error("invalid interface name {0:?}: use 1-15 characters, no '/', ':' or spaces")]
     InterfaceName(String),
     #[error(
-        "{0} is the loopback interface, which carries only the host's own traffic: join a TAP, a veth end or a macvtap"
+        "{0} is the loopback interface, which carries only the host's own traffic: join a TAP or a veth end"
     )]
     Loopback(String),
     #[error("cannot create the sockets of vnet {vnet:?} in {}", .dir.display())]
