@@ -120,6 +120,30 @@ fn a_veth_end_joins_as_a_port_and_is_followed_when_deleted_and_made_again() {
     let shown = d.cli_ok(&["port", "show", "lab", &p.id.to_string()]);
     assert!(shown.contains("state         up\n"), "{shown}");
 
+    // Set down by someone: the port says so and leaves it down; up again, it resumes.
+    let ip_link = |state: &str| {
+        let ok = std::process::Command::new("ip")
+            .args(["link", "set", &host, state])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "ip link set {host} {state}");
+    };
+    ip_link("down");
+    wait_state(&d, "lab", &host, LinkState::Down);
+    assert!(!a.ping("10.77.0.2", 1));
+    assert!(
+        !is_up(&host),
+        "the port does not undo an administrator's down"
+    );
+    ip_link("up");
+    wait_state(&d, "lab", &host, LinkState::Up);
+    assert!(
+        wait_for(T, || a.ping("10.77.0.2", 1)),
+        "traffic resumes\n{}",
+        d.log()
+    );
+
     // The interface goes away: the port stays, down, and counts what it cannot send.
     drop(b);
     drop(link);
