@@ -133,14 +133,7 @@ impl InterfacePort {
             }
         }
         self.link = link;
-        self.watch = match (link, self.watch) {
-            (Link::Up, _) => None,
-            (_, None) => Some((now + WATCH_FIRST, WATCH_FIRST)),
-            (_, Some((_, wait))) => {
-                let wait = (wait * 2).min(WATCH_MAX);
-                Some((now + wait, wait))
-            }
-        };
+        self.watch = next_look(self.watch, link == Link::Up, now);
     }
 
     /// The socket failed: the interface went down or away. Looks at once (it may be
@@ -251,4 +244,42 @@ impl Backend for InterfacePort {
     }
 }
 
+/// When to look at the interface next, after a look at `now` found it `up` or not:
+/// never while it is up; [`WATCH_FIRST`] after it is first found lost, then twice the
+/// last wait, up to [`WATCH_MAX`].
+fn next_look(
+    last: Option<(Instant, Duration)>,
+    up: bool,
+    now: Instant,
+) -> Option<(Instant, Duration)> {
+    let wait = match (up, last) {
+        (true, _) => return None,
+        (false, None) => WATCH_FIRST,
+        (false, Some((_, wait))) => (wait * 2).min(WATCH_MAX),
+    };
+    Some((now + wait, wait))
+}
+
 fd_source!(InterfacePort, |port| &port.sock);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lost_interface_is_looked_at_ever_less_often_up_to_a_second() {
+        let now = Instant::now();
+        let mut watch = None;
+        let mut waits = Vec::new();
+        for _ in 0..7 {
+            watch = next_look(watch, false, now);
+            let (at, wait) = watch.expect("watching");
+            assert_eq!(at, now + wait);
+            waits.push(wait.as_millis());
+        }
+        assert_eq!(waits, [50, 100, 200, 400, 800, 1000, 1000]);
+        assert_eq!(next_look(watch, true, now), None, "up: no more looks");
+        let again = next_look(None, false, now).map(|(_, w)| w);
+        assert_eq!(again, Some(WATCH_FIRST), "lost again: quick first look");
+    }
+}
