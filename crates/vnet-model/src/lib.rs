@@ -511,6 +511,10 @@ pub struct NatCounters {
     /// `host_loopback` (refused with ICMP "prohibited" or RST; silently for multicast
     /// and broadcast).
     pub refused_destinations: u64,
+    /// Guests' new flows refused at the vnet's flow limit (`[limits] nat_flows`), with
+    /// RST or ICMP "prohibited"; port forwards' peers refused there too.
+    #[serde(default)]
+    pub refused_flows: u64,
     /// Well-formed frames not translated (other subnets, broadcasts, limits; datagrams
     /// on a UDP port forward for a guest whose MAC is not known yet).
     pub ignored: u64,
@@ -530,7 +534,7 @@ pub struct NatCounters {
 impl NatCounters {
     /// Every counter with its name and meaning, in declaration order: one list for the
     /// CLI and `/metrics`, so neither forgets one.
-    pub fn fields(&self) -> [(&'static str, &'static str, u64); 19] {
+    pub fn fields(&self) -> [(&'static str, &'static str, u64); 20] {
         [
             (
                 "arp_replies",
@@ -596,6 +600,11 @@ impl NatCounters {
                 "refused_destinations",
                 "Packets to link-local, multicast, broadcast, loopback or host addresses refused.",
                 self.refused_destinations,
+            ),
+            (
+                "refused_flows",
+                "New flows refused at the flow limit ([limits] nat_flows).",
+                self.refused_flows,
             ),
             (
                 "ignored",

@@ -127,6 +127,12 @@ pub trait Backend {
     /// Answers a request this backend returned from `recv`. Only the vnet API has any.
     fn answer(&mut self, _request: &Request, _reply: &Reply) {}
 
+    /// Answers given and not yet taken by the client (`[limits] api_reply_queue` bounds
+    /// them).
+    fn unanswered(&self) -> usize {
+        0
+    }
+
     /// Whether the backend holds input it made itself (a service's replies): the data
     /// plane then reads it without waiting for an fd.
     fn has_input(&self) -> bool {

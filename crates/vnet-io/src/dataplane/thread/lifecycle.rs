@@ -50,9 +50,14 @@ impl Thread {
 
     fn make_vnet(
         &mut self,
-        spec: NetworkSpec,
+        mut spec: NetworkSpec,
         allow: AllowList,
     ) -> Result<NetworkInfo, ControlError> {
+        self.limits.fit_macs(&mut spec).inspect_err(|hit| {
+            let what = format!("refused vnet {:?}: {}", spec.name, hit.what);
+            self.refusals
+                .refuse(None, crate::dataplane::limits::MACS_PER_VNET, &what);
+        })?;
         let dir = network_dir(&self.run_dir, &spec.name);
         let name = spec.name.clone();
         let mut vnet = Vnet::bind(spec, dir.clone()).map_err(|source| ControlError::Bind {
@@ -196,11 +201,18 @@ impl Thread {
     /// Attaches the vnet's NAT device, if its spec asks for one.
     fn start_nat(&mut self, key: VnetKey) -> Result<(), ControlError> {
         let spec = self.vnets[key].spec().clone();
-        let Some(config) = nat::config_for(&spec) else {
+        let Some(mut config) = nat::config_for(&spec) else {
             return Ok(());
         };
+        config.max_flows = self.limits.nat_flows;
         let mac = config.mac;
-        let service = NatService::start(&spec, config).map_err(ControlError::NatStart)?;
+        let limits = nat::NatLimits {
+            buffer_bytes: self.limits.nat_buffer_bytes,
+            fd_ceiling: crate::dataplane::limits::descriptor_ceiling(
+                self.limits.fd_reserve_control,
+            ),
+        };
+        let service = NatService::start(&spec, config, limits).map_err(ControlError::NatStart)?;
         let service = Rc::new(RefCell::new(service));
         self.vnets[key].set_nat(Rc::clone(&service));
         let port = ServicePort::new(service);
