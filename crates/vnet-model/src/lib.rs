@@ -677,6 +677,9 @@ pub enum PortKind {
     /// A virtio-net NIC through vhost-user at `RUN/NET/vhost-user/NAME.sock`.
     #[serde(rename = "vhost-user")]
     VhostUser,
+    /// A host interface someone else created and holds (a hypervisor's TAP, a veth
+    /// end), joined through an AF_PACKET socket.
+    Interface,
 }
 
 impl PortKind {
@@ -691,6 +694,7 @@ impl PortKind {
             PortKind::Device => "device",
             PortKind::Uplink => "uplink",
             PortKind::VhostUser => "vhost-user",
+            PortKind::Interface => "interface",
         }
     }
 }
@@ -714,6 +718,34 @@ pub enum PortSpec {
         #[serde(default)]
         vlan: VlanMode,
     },
+    /// An existing host interface that another program created and holds (the TAP
+    /// Firecracker, cloud-hypervisor or libvirt opened, a veth end), joined through an
+    /// AF_PACKET socket. The port follows the name: while no such interface
+    /// exists (not yet, or deleted until the VM restarts) it stays, in state `down`.
+    Interface {
+        interface: String,
+        #[serde(default)]
+        vlan: VlanMode,
+    },
+}
+
+/// Whether a port's link carries frames now (ports whose link can come and go).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LinkState {
+    Up,
+    /// The interface is down or does not exist: frames to it are dropped as
+    /// `link_down`.
+    Down,
+}
+
+impl LinkState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LinkState::Up => "up",
+            LinkState::Down => "down",
+        }
+    }
 }
 
 /// Traffic counters of a port. `rx` = into the vnet from the port's client, `tx` = out
@@ -739,6 +771,10 @@ pub struct PortInfo {
     /// Process id of the client, where the socket tells it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pid: Option<u32>,
+    /// For ports on a host interface that can come and go (`interface`): whether it
+    /// carries frames now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<LinkState>,
     /// The uid that made the port: the client's on a data socket (the kernel's
     /// credentials), the caller's for a port added through the API; absent for the
     /// vnet's own (services, host adapter, uplink, ports from the configuration).

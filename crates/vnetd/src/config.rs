@@ -230,12 +230,17 @@ pub struct NetworkConfig {
 #[derive(Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct PortConfig {
-    /// A TAP interface the daemon creates and owns (give `tap` or `vhost_user`).
+    /// A TAP interface the daemon creates and owns (give one of `tap`, `vhost_user`,
+    /// `interface`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tap: Option<String>,
     /// A vhost-user-net back-end listening on `RUN/NET/vhost-user/NAME.sock`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vhost_user: Option<String>,
+    /// A host interface another program holds (a hypervisor's TAP, a veth end),
+    /// joined through an AF_PACKET socket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interface: Option<String>,
     /// Access VLAN (default 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vlan: Option<u16>,
@@ -384,9 +389,14 @@ impl Config {
                         p.label()
                     ))
                 };
-                if p.tap.is_some() == p.vhost_user.is_some() {
+                let kinds = [
+                    p.tap.is_some(),
+                    p.vhost_user.is_some(),
+                    p.interface.is_some(),
+                ];
+                if kinds.iter().filter(|k| **k).count() != 1 {
                     return Err(port_error(
-                        "give `tap` or `vhost_user` (one of them)".into(),
+                        "give `tap`, `vhost_user` or `interface` (one of them)".into(),
                     ));
                 }
                 let vlans = p
@@ -469,12 +479,16 @@ impl PortConfig {
             (None, Some(vlan)) => VlanMode::Access { vlan },
             (None, None) => VlanMode::default(),
         };
-        match (&self.tap, &self.vhost_user) {
-            (Some(ifname), _) => PortSpec::Tap {
+        match (&self.tap, &self.interface, &self.vhost_user) {
+            (Some(ifname), _, _) => PortSpec::Tap {
                 ifname: ifname.clone(),
                 vlan,
             },
-            (None, name) => PortSpec::VhostUser {
+            (None, Some(interface), _) => PortSpec::Interface {
+                interface: interface.clone(),
+                vlan,
+            },
+            (None, None, name) => PortSpec::VhostUser {
                 name: name.clone().unwrap_or_default(),
                 vlan,
             },
@@ -483,9 +497,10 @@ impl PortConfig {
 
     /// The table that makes `spec` (the default VLAN left out).
     pub fn of(spec: &PortSpec) -> PortConfig {
-        let (tap, vhost_user, mode) = match spec {
-            PortSpec::Tap { ifname, vlan } => (Some(ifname.clone()), None, vlan),
-            PortSpec::VhostUser { name, vlan } => (None, Some(name.clone()), vlan),
+        let (tap, vhost_user, interface, mode) = match spec {
+            PortSpec::Tap { ifname, vlan } => (Some(ifname), None, None, vlan),
+            PortSpec::VhostUser { name, vlan } => (None, Some(name), None, vlan),
+            PortSpec::Interface { interface, vlan } => (None, None, Some(interface), vlan),
         };
         let (vlan, trunk, native) = match mode {
             m if *m == VlanMode::default() => (None, None, None),
@@ -493,20 +508,22 @@ impl PortConfig {
             VlanMode::Trunk { allowed, native } => (None, Some(allowed.clone()), *native),
         };
         PortConfig {
-            tap,
-            vhost_user,
+            tap: tap.cloned(),
+            vhost_user: vhost_user.cloned(),
+            interface: interface.cloned(),
             vlan,
             trunk,
             native,
         }
     }
 
-    /// The port as messages name it: `TAP "x"` or `vhost-user "x"`.
+    /// The port as messages name it: `TAP "x"`, `interface "x"` or `vhost-user "x"`.
     pub fn label(&self) -> String {
-        match (&self.tap, &self.vhost_user) {
-            (Some(tap), _) => format!("TAP {tap:?}"),
-            (None, Some(name)) => format!("vhost-user {name:?}"),
-            (None, None) => "(no `tap`, no `vhost_user`)".into(),
+        match (&self.tap, &self.interface, &self.vhost_user) {
+            (Some(tap), _, _) => format!("TAP {tap:?}"),
+            (None, Some(interface), _) => format!("interface {interface:?}"),
+            (None, None, Some(name)) => format!("vhost-user {name:?}"),
+            (None, None, None) => "(no `tap`, `vhost_user` or `interface`)".into(),
         }
     }
 }
@@ -795,6 +812,32 @@ mod tests {
         let e = error_of(&port("vhost_user = \"v\"\ntap = \"t\"\n"));
         assert!(e.contains("one of them"), "{e}");
         let e = error_of(&port("vlan = 3\n"));
+        assert!(e.contains("one of them"), "{e}");
+    }
+
+    #[test]
+    fn interface_ports_parse_and_exclude_the_other_kinds() {
+        let c = Config::parse(
+            "[[network]]\nname = \"a\"\n[[network.port]]\ninterface = \"fc-tap0\"\ntrunk = [10]\n",
+            "t.toml",
+        )
+        .unwrap();
+        let port = &c.network[0].get_ref().ports[0];
+        assert_eq!(
+            port.spec(),
+            PortSpec::Interface {
+                interface: "fc-tap0".into(),
+                vlan: VlanMode::Trunk {
+                    allowed: vec![10],
+                    native: None
+                }
+            }
+        );
+        assert_eq!(port.label(), "interface \"fc-tap0\"");
+        let port = |body: &str| format!("[[network]]\nname = \"a\"\n[[network.port]]\n{body}");
+        let e = error_of(&port("interface = \"i\"\ntap = \"t\"\n"));
+        assert!(e.contains("one of them"), "{e}");
+        let e = error_of(&port("interface = \"i\"\nvhost_user = \"v\"\n"));
         assert!(e.contains("one of them"), "{e}");
     }
 

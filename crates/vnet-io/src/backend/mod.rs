@@ -13,6 +13,8 @@
 pub mod classic;
 pub mod dgram;
 pub mod inbox;
+pub mod interface;
+mod packet;
 pub mod seqpacket;
 pub mod service;
 pub mod stream;
@@ -23,7 +25,7 @@ pub mod vhost_user;
 
 use vnet_core::switch::DropCause;
 use vnet_core::wire::seqpacket::{Reply, Request};
-use vnet_model::PortKind;
+use vnet_model::{LinkState, PortKind};
 
 use crate::frame::FrameBuf;
 
@@ -87,6 +89,12 @@ pub trait Backend {
     /// the data plane segments and checksums for them.
     fn offloads(&self) -> bool {
         false
+    }
+
+    /// Whether the port's link carries frames now, for ports on a host interface that
+    /// can go down or away; `None` for the others.
+    fn link(&self) -> Option<LinkState> {
+        None
     }
 
     // How it moves frames.

@@ -172,28 +172,34 @@ pub fn changed<'a>(applied: &'a [SavedNet], config: &'a [SavedNet]) -> Vec<&'a s
     names
 }
 
-/// What names a port vnetd makes: a TAP by its interface, a vhost-user port by its
-/// socket's name. Its VLAN settings may change in place.
+/// What names a port vnetd makes: a TAP or a joined interface by its interface, a
+/// vhost-user port by its socket's name. Its VLAN settings may change in place.
 pub fn port_identity(spec: &PortSpec) -> (&'static str, &str) {
     match spec {
         PortSpec::Tap { ifname, .. } => ("tap", ifname),
         PortSpec::VhostUser { name, .. } => ("vhost-user", name),
+        PortSpec::Interface { interface, .. } => ("interface", interface),
     }
 }
 
 /// A port's VLAN settings.
 pub fn port_vlan(spec: &PortSpec) -> &VlanMode {
     match spec {
-        PortSpec::Tap { vlan, .. } | PortSpec::VhostUser { vlan, .. } => vlan,
+        PortSpec::Tap { vlan, .. }
+        | PortSpec::VhostUser { vlan, .. }
+        | PortSpec::Interface { vlan, .. } => vlan,
     }
 }
 
 /// `spec` with its VLAN settings replaced.
 pub fn with_vlan(spec: &PortSpec, mode: VlanMode) -> PortSpec {
-    match spec.clone() {
-        PortSpec::Tap { ifname, .. } => PortSpec::Tap { ifname, vlan: mode },
-        PortSpec::VhostUser { name, .. } => PortSpec::VhostUser { name, vlan: mode },
+    let mut spec = spec.clone();
+    match &mut spec {
+        PortSpec::Tap { vlan, .. }
+        | PortSpec::VhostUser { vlan, .. }
+        | PortSpec::Interface { vlan, .. } => *vlan = mode,
     }
+    spec
 }
 
 #[cfg(test)]
