@@ -353,3 +353,24 @@ fn a_saved_vnet_that_cannot_be_made_stops_the_start_and_names_the_state_file() {
         .unwrap()
         .contains("\"lab\""));
 }
+
+#[test]
+fn a_joined_interface_port_is_joined_again_after_a_restart() {
+    skip_unless_root!();
+    let veth = vnet_testbed::Veth::new();
+    let mut d = Daemon::start(Some("[[network]]\nname = \"lab\"\n"));
+    d.cli_ok(&["port", "add", "lab", "--interface", veth.a(), "--vlan", "5"]);
+    d.restart();
+    let joined: Vec<PortInfo> = ports(&d, "lab")
+        .into_iter()
+        .filter(|p| p.kind == PortKind::Interface)
+        .collect();
+    assert_eq!(joined.len(), 1, "{joined:?}\n{}", d.log());
+    assert!(joined[0].description.contains(veth.a()), "{joined:?}");
+    assert_eq!(joined[0].vlan, VlanMode::Access { vlan: 5 });
+    let exported = d.cli_ok(&["config", "export"]);
+    assert!(
+        exported.contains(&format!("interface = \"{}\"", veth.a())),
+        "{exported}"
+    );
+}
