@@ -22,7 +22,7 @@ use crate::state::{self, export, port_identity, with_vlan, SavedNet, State};
 /// A port vnetd knows more of than the data plane does.
 #[derive(Debug)]
 struct Known {
-    /// How to make it again (every port the API adds is a TAP or vhost-user port).
+    /// How to make it again (every port the API adds is a TAP, interface or vhost-user port).
     spec: PortSpec,
     /// The uid that added it through the API.
     owner: Option<u32>,

@@ -1,10 +1,10 @@
 //! From the vnets that run to the vnets wanted: the list of live changes ([`plan`]).
 //!
 //! A vnet whose settings are equal is not touched at all (its ports keep forwarding).
-//! DHCP settings (reservations included), the uplink, port forwards and the TAP and
-//! vhost-user ports (added, removed, VLAN settings) change in place; anything else
-//! (MTU, subnet, host adapter, NAT settings other than forwards, MAC limits) means
-//! recreating the vnet, which drops its ports' connections.
+//! DHCP settings (reservations included), the uplink, port forwards and the TAP,
+//! interface and vhost-user ports (added, removed, VLAN settings) change in place;
+//! anything else (MTU, subnet, host adapter, NAT settings other than forwards, MAC
+//! limits, allow lists) means recreating the vnet, which drops its ports' connections.
 
 use std::fmt;
 use std::net::SocketAddrV4;

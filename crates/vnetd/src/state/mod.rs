@@ -24,7 +24,7 @@ use crate::config::Config;
 pub const SCHEMA: u32 = 1;
 
 /// One vnet as saved, exported and reloaded: its settings and the ports vnetd makes
-/// itself (TAP and vhost-user; socket ports come back when their clients reconnect).
+/// itself (TAP, interface and vhost-user; socket ports come back when their clients reconnect).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SavedNet {
