@@ -1,8 +1,8 @@
 //! `vnet port ls|show|add|rm`
 
-use vnet_control::{PortSpec, VlanMode};
+use vnet_control::{PortInfo, PortKind, PortSpec, VlanMode};
 
-use super::{print, Context};
+use super::{print, Added, Context};
 use crate::cli::{AddPort, PortCommand, SetPort};
 use crate::failure::Failure;
 use crate::output;
@@ -22,7 +22,15 @@ pub fn run(ctx: &Context, command: PortCommand) -> Result<(), Failure> {
             ctx.show(&info, output::port_details)
         }
         PortCommand::Add(args) => add(ctx, args),
-        PortCommand::Rm { net, port } => ctx.client.remove_port(&net, port).map_err(not_found),
+        PortCommand::Rm {
+            net,
+            port,
+            if_exists,
+        } => {
+            let removed = ctx.client.remove_port(&net, port);
+            ctx.unless_absent(removed, &if_exists, Some(&net))
+                .map_err(not_found)
+        }
         PortCommand::Set(args) => set(ctx, args),
     }
 }
@@ -51,10 +59,17 @@ fn add(ctx: &Context, args: AddPort) -> Result<(), Failure> {
         (None, Some(name)) => PortSpec::VhostUser { name, vlan },
         (None, None) => unreachable!("clap requires --tap or --vhost-user"),
     };
-    let info = ctx
-        .client
-        .add_port(&args.net, &spec)
+    let added = ctx.client.add_port(&args.net, &spec);
+    let added = ctx
+        .unless_present(added, &args.may_exist, |c| {
+            Ok(same_port(c.ports(&args.net)?, &spec))
+        })
         .map_err(|e| Failure::from(e).if_not_found("list the vnets with `vnet net ls`"))?;
+    let info = match added {
+        Added::New(info) => info,
+        Added::There(info) if ctx.json => return super::print_json(&info),
+        Added::There(_) => return Ok(()),
+    };
     if ctx.json {
         return super::print_json(&info);
     }
@@ -65,6 +80,18 @@ fn add(ctx: &Context, args: AddPort) -> Result<(), Failure> {
         info.description,
         output::vlan_mode(&info.vlan)
     ))
+}
+
+/// The port `spec` would have made, if the vnet has it: a TAP or vhost-user port is
+/// described as `KIND NAME ...` (its VLANs are not compared).
+fn same_port(ports: Vec<PortInfo>, spec: &PortSpec) -> Option<PortInfo> {
+    let (kind, name) = match spec {
+        PortSpec::Tap { ifname, .. } => (PortKind::Tap, ifname),
+        PortSpec::VhostUser { name, .. } => (PortKind::VhostUser, name),
+    };
+    ports
+        .into_iter()
+        .find(|p| p.kind == kind && p.description.split_whitespace().nth(1) == Some(name))
 }
 
 /// `--vlan N` → access N; `--trunk LIST [--native N]` → trunk; neither → the default.
