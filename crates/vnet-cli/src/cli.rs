@@ -79,8 +79,7 @@ pub enum Command {
 /// `--if-exists` on the commands that remove something, as in `ovs-vsctl`.
 #[derive(Debug, Args)]
 pub struct IfExists {
-    /// Succeed, changing nothing, if there is nothing to remove (the vnet it belongs to
-    /// must exist)
+    /// Succeed, changing nothing, if there is nothing to remove
     #[arg(long)]
     pub if_exists: bool,
 }
