@@ -107,6 +107,49 @@ fn vlan_mode(access: Option<u16>, trunk: Option<Vec<u16>>, native: Option<u16>) 
 mod tests {
     use super::*;
 
+    fn port(id: u32, kind: PortKind, description: &str) -> PortInfo {
+        PortInfo {
+            id,
+            kind,
+            description: description.into(),
+            pid: None,
+            vlan: VlanMode::default(),
+            mac: None,
+            promiscuous: false,
+            macs: Vec::new(),
+            counters: Default::default(),
+            queue_len: 0,
+            queue_capacity: 512,
+        }
+    }
+
+    #[test]
+    fn the_port_a_spec_would_make_is_found_by_kind_and_name() {
+        let ports = || {
+            vec![
+                port(1, PortKind::Tap, "tap lab-vm10"),
+                port(2, PortKind::Tap, "tap lab-vm1"),
+                port(
+                    3,
+                    PortKind::VhostUser,
+                    "vhost-user vm1 /run/vnet/lab/vhost-user/vm1.sock (waiting)",
+                ),
+            ]
+        };
+        let tap = |ifname: &str| PortSpec::Tap {
+            ifname: ifname.into(),
+            vlan: VlanMode::default(),
+        };
+        let vhost = PortSpec::VhostUser {
+            name: "vm1".into(),
+            vlan: VlanMode::default(),
+        };
+        assert_eq!(same_port(ports(), &tap("lab-vm1")).map(|p| p.id), Some(2));
+        assert_eq!(same_port(ports(), &vhost).map(|p| p.id), Some(3));
+        assert_eq!(same_port(ports(), &tap("vm1")).map(|p| p.id), None);
+        assert_eq!(same_port(ports(), &tap("lab-vm")).map(|p| p.id), None);
+    }
+
     #[test]
     fn vlan_flags_become_the_api_mode() {
         assert_eq!(vlan_mode(None, None, None), VlanMode::Access { vlan: 1 });
