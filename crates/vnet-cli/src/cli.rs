@@ -4,7 +4,7 @@ use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
 use clap::{ArgGroup, Args, Parser, Subcommand};
-use vnet_control::{Ipv4Net, MacAddr};
+use vnet_control::{Account, Ipv4Net, MacAddr};
 
 /// Manage the virtual Ethernet switches of a running vnetd.
 #[derive(Debug, Parser)]
@@ -148,6 +148,13 @@ pub struct CreateNet {
     /// Serve DHCP on the vnet with the default settings (change them with `vnet dhcp set`)
     #[arg(long, requires = "subnet")]
     pub dhcp: bool,
+    /// Only this user (a name or uid; repeat for more), members of --allow-group, root and
+    /// vnetd's uid may attach [default: anyone who can open the sockets]
+    #[arg(long = "allow-user", value_name = "USER")]
+    pub allow_users: Vec<Account>,
+    /// Members of this group (a name or gid; repeat for more) may attach, as --allow-user
+    #[arg(long = "allow-group", value_name = "GROUP")]
+    pub allow_groups: Vec<Account>,
     #[command(flatten)]
     pub may_exist: MayExist,
 }
@@ -269,13 +276,18 @@ pub struct SetUplink {
 }
 
 #[derive(Debug, Args)]
-#[command(group(ArgGroup::new("port_kind").required(true).args(["tap", "vhost_user"])))]
+#[command(group(ArgGroup::new("port_kind").required(true).args(["tap", "vhost_user", "interface"])))]
 pub struct AddPort {
     /// Name of the vnet
     pub net: String,
     /// Create (or open) TAP interface IFNAME and attach it
     #[arg(long, value_name = "IFNAME")]
     pub tap: Option<String>,
+    /// Join host interface IFNAME that another program holds (the TAP of Firecracker,
+    /// cloud-hypervisor or libvirt, a veth end); the port waits for it while
+    /// it does not exist
+    #[arg(long, value_name = "IFNAME")]
+    pub interface: Option<String>,
     /// Listen for a QEMU virtio-net NIC on RUN/NET/vhost-user/NAME.sock (vhost-user);
     /// `vnet attach NET --vhost-user NAME` prints the QEMU arguments
     #[arg(long, value_name = "NAME")]
@@ -385,23 +397,52 @@ pub struct Reserve {
 }
 
 #[derive(Debug, Args)]
+#[command(group(ArgGroup::new("hypervisor").args(
+    ["qemu", "libvirt", "cloud_hypervisor", "crosvm", "firecracker"]
+)))]
 pub struct AttachArgs {
     /// Name of the vnet
     pub net: String,
-    /// Print QEMU command-line arguments (-netdev and -device)
-    #[arg(long, required_unless_present = "vhost_user")]
+    /// Print QEMU command-line arguments (-netdev and -device) [the default with
+    /// --vhost-user or --interface]
+    #[arg(
+        long,
+        required_unless_present_any =
+            ["vhost_user", "interface", "libvirt", "cloud_hypervisor", "crosvm", "firecracker"]
+    )]
     pub qemu: bool,
-    /// Use -netdev dgram (unix datagrams) instead of -netdev stream
+    /// Print a libvirt domain `<interface>` element (with --vhost-user or --interface)
     #[arg(long)]
+    pub libvirt: bool,
+    /// Print cloud-hypervisor's --memory and --net arguments (with --vhost-user)
+    #[arg(long, requires = "vhost_user", conflicts_with = "interface")]
+    pub cloud_hypervisor: bool,
+    /// Print crosvm's --vhost-user argument (with --vhost-user)
+    #[arg(long, requires = "vhost_user", conflicts_with = "interface")]
+    pub crosvm: bool,
+    /// Print Firecracker's network-interfaces entry (with --interface)
+    #[arg(long, requires = "interface", conflicts_with = "vhost_user")]
+    pub firecracker: bool,
+    /// Use -netdev dgram (unix datagrams) instead of -netdev stream
+    #[arg(long, conflicts_with_all = ["libvirt", "cloud_hypervisor", "crosvm", "firecracker"])]
     pub dgram: bool,
     /// Use -netdev vde (the vnet's VDE switch directory) instead of -netdev stream
-    #[arg(long, conflicts_with = "dgram")]
+    #[arg(long, conflicts_with_all = ["dgram", "libvirt", "cloud_hypervisor", "crosvm", "firecracker"])]
     pub vde: bool,
-    /// Use -netdev vhost-user on the port added with `vnet port add NET --vhost-user NAME`
-    /// (adds the -chardev and the shared guest memory vhost-user needs)
+    /// Use the vhost-user port added with `vnet port add NET --vhost-user NAME` (QEMU:
+    /// adds the -chardev and the shared guest memory vhost-user needs)
     #[arg(long, value_name = "NAME", conflicts_with_all = ["dgram", "vde"])]
     pub vhost_user: Option<String>,
-    /// With --vhost-user: the guest's RAM (QEMU -m), shared with vnetd through a memfd
+    /// Use the TAP IFNAME that the hypervisor opens and the port added with
+    /// `vnet port add NET --interface IFNAME` joins
+    #[arg(long, value_name = "IFNAME", conflicts_with_all = ["dgram", "vde", "vhost_user"])]
+    pub interface: Option<String>,
+    /// With --libvirt --interface: the TAP exists already (`ip tuntap add IFNAME mode tap
+    /// user UID`, e.g. for a session libvirt): libvirt opens it instead of creating it
+    #[arg(long, requires_all = ["libvirt", "interface"])]
+    pub existing_tap: bool,
+    /// With --vhost-user: the guest's RAM (QEMU -m, cloud-hypervisor --memory), shared
+    /// with vnetd through a memfd
     #[arg(
         long,
         value_name = "SIZE",
@@ -728,6 +769,49 @@ mod tests {
     }
 
     #[test]
+    fn attach_takes_one_hypervisor_and_what_it_attaches_through() {
+        let attach = |args: &[&str]| {
+            let mut all = vec!["attach", "lab"];
+            all.extend_from_slice(args);
+            parse(&all).map(|c| match c.command {
+                Command::Attach(a) => a,
+                _ => panic!("not attach"),
+            })
+        };
+        let a = attach(&["--libvirt", "--interface", "lab-vm1"]).unwrap();
+        assert!(a.libvirt && !a.qemu);
+        assert_eq!(a.interface.as_deref(), Some("lab-vm1"));
+        assert!(attach(&["--libvirt", "--vhost-user", "vm1"]).is_ok());
+        assert!(
+            attach(&["--interface", "lab-vm1"]).is_ok(),
+            "QEMU by default"
+        );
+        assert!(attach(&["--cloud-hypervisor", "--vhost-user", "vm1"]).is_ok());
+        assert!(attach(&["--crosvm", "--vhost-user", "vm1"]).is_ok());
+        assert!(attach(&["--firecracker", "--interface", "fc-tap0"]).is_ok());
+        let kind = |args: &[&str]| attach(args).unwrap_err().kind();
+        assert_eq!(kind(&["--firecracker"]), ErrorKind::MissingRequiredArgument);
+        assert_eq!(kind(&["--crosvm"]), ErrorKind::MissingRequiredArgument);
+        assert_eq!(
+            kind(&["--firecracker", "--vhost-user", "vm1"]),
+            ErrorKind::ArgumentConflict
+        );
+        assert_eq!(
+            kind(&["--cloud-hypervisor", "--interface", "t"]),
+            ErrorKind::ArgumentConflict
+        );
+        assert_eq!(
+            kind(&["--libvirt", "--qemu", "--interface", "t"]),
+            ErrorKind::ArgumentConflict
+        );
+        assert_eq!(
+            kind(&["--interface", "t", "--vhost-user", "v"]),
+            ErrorKind::ArgumentConflict
+        );
+        assert_eq!(kind(&["--libvirt", "--dgram"]), ErrorKind::ArgumentConflict);
+    }
+
+    #[test]
     fn attach_takes_vde_or_dgram_not_both() {
         let Command::Attach(a) = parse(&["attach", "lab", "--qemu", "--vde"])
             .unwrap()
@@ -766,6 +850,22 @@ mod tests {
 
         let c = create(&[]).unwrap();
         assert_eq!((c.subnet, c.host_adapter, c.dhcp), (None, None, false));
+        assert!(c.allow_users.is_empty() && c.allow_groups.is_empty());
+
+        let c = create(&[
+            "--allow-user",
+            "alice",
+            "--allow-user",
+            "1002",
+            "--allow-group",
+            "lab",
+        ])
+        .unwrap();
+        assert_eq!(
+            c.allow_users,
+            [Account::Name("alice".into()), Account::Id(1002)]
+        );
+        assert_eq!(c.allow_groups, [Account::Name("lab".into())]);
 
         // Without `=` the address is not the flag's: it is an extra argument.
         assert_eq!(

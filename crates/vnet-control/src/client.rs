@@ -622,6 +622,8 @@ mod tests {
             uplink: None,
             nat: None,
             thread: 0,
+            allow_users: Vec::new(),
+            allow_groups: Vec::new(),
         }
     }
 
@@ -631,6 +633,8 @@ mod tests {
             kind: PortKind::Tap,
             description: "tap7".into(),
             pid: None,
+            state: None,
+            uid: None,
             vlan: VlanMode::Access { vlan: 10 },
             mac: None,
             promiscuous: false,

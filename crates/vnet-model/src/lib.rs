@@ -82,6 +82,60 @@ pub struct NetworkSpec {
     /// Join the vnet to a host NIC (bridged networking). Needs root.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uplink: Option<UplinkSpec>,
+    /// Users who may attach through the vnet's data sockets (and add ports on it with
+    /// the user role). With this or `allow_groups` set, everyone else but root and
+    /// vnetd's own uid is refused; both empty: whoever can open the sockets attaches.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_users: Vec<Account>,
+    /// Groups whose members may attach, as `allow_users`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_groups: Vec<Account>,
+}
+
+/// A user or group as written in a spec: a name from the system's database, or a
+/// number (`"alice"`, `1001`). Resolved when the vnet is made; a name must exist.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Account {
+    Id(u32),
+    Name(String),
+}
+
+/// A number is a uid or gid, anything else a name (as on the command line).
+impl std::str::FromStr for Account {
+    type Err = std::convert::Infallible;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(s.parse()
+            .map_or_else(|_| Account::Name(s.to_string()), Account::Id))
+    }
+}
+
+impl std::fmt::Display for Account {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Account::Id(id) => write!(f, "{id}"),
+            Account::Name(name) => f.write_str(name),
+        }
+    }
+}
+
+/// A user or group of an allow list as resolved: its number and, where the system
+/// knows one, its name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountInfo {
+    pub id: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+impl std::fmt::Display for AccountInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.name {
+            Some(name) => write!(f, "{name} ({})", self.id),
+            None => write!(f, "{}", self.id),
+        }
+    }
 }
 
 /// A vnet bridged to a host NIC through an AF_PACKET socket in promiscuous mode.
@@ -413,6 +467,8 @@ impl NetworkSpec {
             nat: None,
             dhcp: None,
             uplink: None,
+            allow_users: Vec::new(),
+            allow_groups: Vec::new(),
         }
     }
 }
@@ -459,6 +515,12 @@ pub struct NetworkInfo {
     /// The data-plane thread that runs the vnet (0 with one thread).
     #[serde(default)]
     pub thread: usize,
+    /// Who may attach (`NetworkSpec::allow_users`, resolved); empty with
+    /// `allow_groups`: whoever can open the sockets.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_users: Vec<AccountInfo>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_groups: Vec<AccountInfo>,
 }
 
 /// A running NAT device.
@@ -504,6 +566,10 @@ pub struct NatCounters {
     /// `host_loopback` (refused with ICMP "prohibited" or RST; silently for multicast
     /// and broadcast).
     pub refused_destinations: u64,
+    /// Guests' new flows refused at the vnet's flow limit (`[limits] nat_flows`), with
+    /// RST or ICMP "prohibited"; port forwards' peers refused there too.
+    #[serde(default)]
+    pub refused_flows: u64,
     /// Well-formed frames not translated (other subnets, broadcasts, limits; datagrams
     /// on a UDP port forward for a guest whose MAC is not known yet).
     pub ignored: u64,
@@ -523,7 +589,7 @@ pub struct NatCounters {
 impl NatCounters {
     /// Every counter with its name and meaning, in declaration order: one list for the
     /// CLI and `/metrics`, so neither forgets one.
-    pub fn fields(&self) -> [(&'static str, &'static str, u64); 19] {
+    pub fn fields(&self) -> [(&'static str, &'static str, u64); 20] {
         [
             (
                 "arp_replies",
@@ -591,6 +657,11 @@ impl NatCounters {
                 self.refused_destinations,
             ),
             (
+                "refused_flows",
+                "New flows refused at the flow limit ([limits] nat_flows).",
+                self.refused_flows,
+            ),
+            (
                 "ignored",
                 "Well-formed frames not translated.",
                 self.ignored,
@@ -647,6 +718,9 @@ pub enum PortKind {
     /// A virtio-net NIC through vhost-user at `RUN/NET/vhost-user/NAME.sock`.
     #[serde(rename = "vhost-user")]
     VhostUser,
+    /// A host interface someone else created and holds (a hypervisor's TAP, a veth
+    /// end), joined through an AF_PACKET socket.
+    Interface,
 }
 
 impl PortKind {
@@ -661,6 +735,7 @@ impl PortKind {
             PortKind::Device => "device",
             PortKind::Uplink => "uplink",
             PortKind::VhostUser => "vhost-user",
+            PortKind::Interface => "interface",
         }
     }
 }
@@ -684,6 +759,34 @@ pub enum PortSpec {
         #[serde(default)]
         vlan: VlanMode,
     },
+    /// An existing host interface that another program created and holds (the TAP
+    /// Firecracker, cloud-hypervisor or libvirt opened, a veth end), joined through an
+    /// AF_PACKET socket. The port follows the name: while no such interface
+    /// exists (not yet, or deleted until the VM restarts) it stays, in state `down`.
+    Interface {
+        interface: String,
+        #[serde(default)]
+        vlan: VlanMode,
+    },
+}
+
+/// Whether a port's link carries frames now (ports whose link can come and go).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LinkState {
+    Up,
+    /// The interface is down or does not exist: frames to it are dropped as
+    /// `link_down`.
+    Down,
+}
+
+impl LinkState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LinkState::Up => "up",
+            LinkState::Down => "down",
+        }
+    }
 }
 
 /// Traffic counters of a port. `rx` = into the vnet from the port's client, `tx` = out
@@ -709,6 +812,15 @@ pub struct PortInfo {
     /// Process id of the client, where the socket tells it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pid: Option<u32>,
+    /// For ports on a host interface that can come and go (`interface`): whether it
+    /// carries frames now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<LinkState>,
+    /// The uid that made the port: the client's on a data socket (the kernel's
+    /// credentials), the caller's for a port added through the API; absent for the
+    /// vnet's own (services, host adapter, uplink, ports from the configuration).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<u32>,
     pub vlan: VlanMode,
     /// Address declared by the client (vnet API SET_MAC).
     #[serde(default, skip_serializing_if = "Option::is_none")]

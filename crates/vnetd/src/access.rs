@@ -22,8 +22,9 @@
 //!
 //! [`RULES`] says which role each route needs (an unlisted route needs admin). Two
 //! routes look at more than the route: a user may add only vhost-user ports on the
-//! default VLAN ([`Policy::check_port`]) and remove only the ports they added (the
-//! control plane remembers who added which port). A refusal is `403` with a message
+//! default VLAN ([`Policy::check_port`]), only on vnets whose allow lists admit them
+//! (the data plane decides, as for its sockets: `vnet_io::admission`), and remove only
+//! the ports they added (the control plane remembers who added which port). A refusal is `403` with a message
 //! naming the role, who holds it and what the client is ([`Policy::refusal`]).
 
 use std::io;
@@ -347,11 +348,13 @@ impl Policy {
         )
     }
 
-    /// What more than [`Role::User`] adding `spec` needs, if anything: a TAP port is a
-    /// host interface, and a VLAN other than the default is the admin's to give.
+    /// What more than [`Role::User`] adding `spec` needs, if anything: a TAP or an
+    /// interface port is a host interface (and an interface port sees all its traffic,
+    /// `CAP_NET_RAW`), and a VLAN other than the default is the admin's to give.
     pub fn check_port(spec: &PortSpec) -> Option<&'static str> {
         match spec {
             PortSpec::Tap { .. } => Some("adding a TAP port"),
+            PortSpec::Interface { .. } => Some("adding an interface port"),
             PortSpec::VhostUser { vlan, .. } if *vlan != VlanMode::default() => {
                 Some("adding a port on a VLAN")
             }
@@ -504,6 +507,14 @@ mod tests {
             vlan: VlanMode::default(),
         };
         assert_eq!(Policy::check_port(&tap), Some("adding a TAP port"));
+        let interface = PortSpec::Interface {
+            interface: "fc-tap0".into(),
+            vlan: VlanMode::default(),
+        };
+        assert_eq!(
+            Policy::check_port(&interface),
+            Some("adding an interface port")
+        );
     }
 
     #[test]

@@ -40,6 +40,8 @@ fn create(ctx: &Context, args: CreateNet) -> Result<(), Failure> {
         address,
     });
     spec.dhcp = args.dhcp.then(DhcpSpec::default);
+    spec.allow_users = args.allow_users;
+    spec.allow_groups = args.allow_groups;
     let created = ctx.client.create_network(&spec);
     let info = match ctx.unless_present(created, &args.may_exist, |c| {
         c.network(&spec.name).map(Some)

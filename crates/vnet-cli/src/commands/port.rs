@@ -1,6 +1,6 @@
 //! `vnet port ls|show|add|rm`
 
-use vnet_control::{PortInfo, PortKind, PortSpec, VlanMode};
+use vnet_control::{LinkState, PortInfo, PortKind, PortSpec, VlanMode};
 
 use super::{print, Added, Context};
 use crate::cli::{AddPort, PortCommand, SetPort};
@@ -54,10 +54,11 @@ fn set(ctx: &Context, args: SetPort) -> Result<(), Failure> {
 
 fn add(ctx: &Context, args: AddPort) -> Result<(), Failure> {
     let vlan = vlan_mode(args.vlan, args.trunk.map(|t| t.0), args.native);
-    let spec = match (args.tap, args.vhost_user) {
-        (Some(ifname), _) => PortSpec::Tap { ifname, vlan },
-        (None, Some(name)) => PortSpec::VhostUser { name, vlan },
-        (None, None) => unreachable!("clap requires --tap or --vhost-user"),
+    let spec = match (args.tap, args.interface, args.vhost_user) {
+        (Some(ifname), _, _) => PortSpec::Tap { ifname, vlan },
+        (None, Some(interface), _) => PortSpec::Interface { interface, vlan },
+        (None, None, Some(name)) => PortSpec::VhostUser { name, vlan },
+        (None, None, None) => unreachable!("clap requires --tap, --interface or --vhost-user"),
     };
     let added = ctx.client.add_port(&args.net, &spec);
     let added = ctx
@@ -73,8 +74,14 @@ fn add(ctx: &Context, args: AddPort) -> Result<(), Failure> {
     if ctx.json {
         return super::print_json(&info);
     }
+    let waiting = match info.state {
+        Some(LinkState::Down) => {
+            "; its interface is down or does not exist yet: the port waits for it"
+        }
+        _ => "",
+    };
     print(&format!(
-        "added port {} to {} ({}, {})\n",
+        "added port {} to {} ({}, {}){waiting}\n",
         info.id,
         args.net,
         info.description,
@@ -82,11 +89,12 @@ fn add(ctx: &Context, args: AddPort) -> Result<(), Failure> {
     ))
 }
 
-/// The port `spec` would have made, if the vnet has it: a TAP or vhost-user port is
-/// described as `KIND NAME ...` (its VLANs are not compared).
+/// The port `spec` would have made, if the vnet has it: a TAP, interface or vhost-user
+/// port is described as `KIND NAME ...` (its VLANs are not compared).
 fn same_port(ports: Vec<PortInfo>, spec: &PortSpec) -> Option<PortInfo> {
     let (kind, name) = match spec {
         PortSpec::Tap { ifname, .. } => (PortKind::Tap, ifname),
+        PortSpec::Interface { interface, .. } => (PortKind::Interface, interface),
         PortSpec::VhostUser { name, .. } => (PortKind::VhostUser, name),
     };
     ports
@@ -120,6 +128,8 @@ mod tests {
             counters: Default::default(),
             queue_len: 0,
             queue_capacity: 512,
+            state: None,
+            uid: None,
         }
     }
 
@@ -134,6 +144,7 @@ mod tests {
                     PortKind::VhostUser,
                     "vhost-user vm1 /run/vnet/lab/vhost-user/vm1.sock (waiting)",
                 ),
+                port(4, PortKind::Interface, "interface fc-tap0"),
             ]
         };
         let tap = |ifname: &str| PortSpec::Tap {
@@ -148,6 +159,15 @@ mod tests {
         assert_eq!(same_port(ports(), &vhost).map(|p| p.id), Some(3));
         assert_eq!(same_port(ports(), &tap("vm1")).map(|p| p.id), None);
         assert_eq!(same_port(ports(), &tap("lab-vm")).map(|p| p.id), None);
+        let interface = |name: &str| PortSpec::Interface {
+            interface: name.into(),
+            vlan: VlanMode::default(),
+        };
+        assert_eq!(
+            same_port(ports(), &interface("fc-tap0")).map(|p| p.id),
+            Some(4)
+        );
+        assert_eq!(same_port(ports(), &tap("fc-tap0")).map(|p| p.id), None);
     }
 
     #[test]

@@ -13,6 +13,8 @@
 pub mod classic;
 pub mod dgram;
 pub mod inbox;
+pub mod interface;
+mod packet;
 pub mod seqpacket;
 pub mod service;
 pub mod stream;
@@ -23,7 +25,7 @@ pub mod vhost_user;
 
 use vnet_core::switch::DropCause;
 use vnet_core::wire::seqpacket::{Reply, Request};
-use vnet_model::PortKind;
+use vnet_model::{LinkState, PortKind};
 
 use crate::frame::FrameBuf;
 
@@ -66,8 +68,6 @@ pub struct Identity<'a> {
     pub ifname: Option<&'a str>,
     /// A vhost-user port's name (`--vhost-user NAME`), unique within its vnet.
     pub vhost_user_name: Option<&'a str>,
-    /// The client's process id, where the transport tells it.
-    pub pid: Option<u32>,
 }
 
 /// One port's I/O: what the port is, how it moves frames, and its timers.
@@ -89,6 +89,12 @@ pub trait Backend {
     /// the data plane segments and checksums for them.
     fn offloads(&self) -> bool {
         false
+    }
+
+    /// Whether the port's link carries frames now, for ports on a host interface that
+    /// can go down or away; `None` for the others.
+    fn link(&self) -> Option<LinkState> {
+        None
     }
 
     // How it moves frames.
@@ -120,6 +126,12 @@ pub trait Backend {
 
     /// Answers a request this backend returned from `recv`. Only the vnet API has any.
     fn answer(&mut self, _request: &Request, _reply: &Reply) {}
+
+    /// Answers given and not yet taken by the client (`[limits] api_reply_queue` bounds
+    /// them).
+    fn unanswered(&self) -> usize {
+        0
+    }
 
     /// Whether the backend holds input it made itself (a service's replies): the data
     /// plane then reads it without waiting for an fd.

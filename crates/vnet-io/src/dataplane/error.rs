@@ -34,6 +34,13 @@ pub enum ControlError {
     /// of what all clients hold is not.
     #[error(transparent)]
     Limit(#[from] super::limits::LimitHit),
+    /// The vnet's allow lists do not let the client in: 403, as for a role the
+    /// client lacks.
+    #[error(transparent)]
+    NotAllowed(#[from] crate::admission::Refused),
+    /// An allow list names a user or group the system does not know.
+    #[error(transparent)]
+    AllowList(#[from] crate::admission::AllowListError),
     /// The vnet's spec (as given, or as a live change would leave it) breaks a rule.
     #[error(transparent)]
     Invalid(#[from] SpecError),
@@ -76,6 +83,18 @@ pub enum ControlError {
         #[source]
         source: PacketError,
     },
+    #[error("cannot open interface port {interface}")]
+    OpenInterface {
+        interface: String,
+        #[source]
+        source: PacketError,
+    },
+    #[error("invalid interface name {0:?}: use 1-15 characters, no '/', ':' or spaces")]
+    InterfaceName(String),
+    #[error(
+        "{0} is the loopback interface, which carries only the host's own traffic: join a TAP or a veth end"
+    )]
+    Loopback(String),
     #[error("cannot create the sockets of vnet {vnet:?} in {}", .dir.display())]
     Bind {
         vnet: String,
@@ -157,6 +176,13 @@ pub enum Conflict {
     TapBusy(String),
     #[error("vnet {vnet} already has vhost-user port {name} (see `vnet port ls {vnet}`)")]
     VhostUser { vnet: String, name: String },
+    /// A host interface that a port or an uplink of this vnetd uses already.
+    #[error("{interface} is already {what} of vnet {vnet} (see `vnet port ls {vnet}`)")]
+    Interface {
+        interface: String,
+        what: String,
+        vnet: String,
+    },
     #[error("{mac} already has a reservation (remove it with `vnet dhcp unreserve {vnet} {mac}`)")]
     Reservation { vnet: String, mac: MacAddr },
     #[error("{} {host} is already forwarded (remove it first with `vnet forward rm {vnet} {host}{}`)",
@@ -175,7 +201,7 @@ pub enum ErrorKind {
     Conflict,
     /// The request itself is wrong.
     Invalid,
-    /// The daemon lacks a privilege the request needs.
+    /// The daemon lacks a privilege the request needs, or the client may not attach.
     Forbidden,
     /// The request was fine; carrying it out failed.
     Failed,
@@ -193,6 +219,9 @@ impl ControlError {
             | ControlError::Vlan(_)
             | ControlError::PortSetting(_)
             | ControlError::VhostUserName(_)
+            | ControlError::InterfaceName(_)
+            | ControlError::Loopback(_)
+            | ControlError::AllowList(_)
             | ControlError::AddressReserved { .. }
             | ControlError::Dhcp(_) => ErrorKind::Invalid,
             ControlError::Forward(ForwardError::Exists(..)) => ErrorKind::Conflict,
@@ -203,13 +232,15 @@ impl ControlError {
                 }
                 _ => ErrorKind::Failed,
             },
-            ControlError::OpenUplink { source, .. } => match source.os_error() {
+            ControlError::OpenUplink { source, .. }
+            | ControlError::OpenInterface { source, .. } => match source.os_error() {
                 None => ErrorKind::Invalid,
                 Some(e) if matches!(errno(e), Some(libc::EPERM | libc::EACCES)) => {
                     ErrorKind::Forbidden
                 }
                 Some(_) => ErrorKind::Failed,
             },
+            ControlError::NotAllowed(_) => ErrorKind::Forbidden,
             ControlError::Stopped => ErrorKind::Stopped,
             ControlError::NatStart(_)
             | ControlError::Forward(_)

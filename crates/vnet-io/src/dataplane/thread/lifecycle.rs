@@ -12,14 +12,18 @@ use std::time::Instant;
 use mio::Token;
 use tracing::{info, warn};
 use vnet_core::switch::{PortId, VlanMode};
-use vnet_model::{NetworkInfo, NetworkSpec, PortInfo, PortSpec};
+use vnet_model::{NetworkInfo, NetworkSpec, PortInfo, PortKind, PortSpec};
 
 use super::{Target, Thread, VnetKey};
+use crate::admission::{AllowList, Client, Requester};
+use crate::backend::interface::InterfacePort;
 use crate::backend::service::ServicePort;
 use crate::backend::tap::TapPort;
 use crate::backend::Backend;
+use crate::dataplane::directory;
 use crate::dataplane::error::{Conflict, ControlError, ErrorKind};
 use crate::dataplane::network_dir;
+use crate::dataplane::vnet::Owner;
 use crate::dataplane::vnet::{Listener, Vnet};
 use crate::error::Chain;
 use crate::services::dhcp::{self, DhcpService};
@@ -29,17 +33,31 @@ use crate::sys::tap::TapError;
 use vnet_dirs::is_root;
 
 impl Thread {
-    /// Makes the vnet the directory placed on this thread, or frees its name.
-    pub(super) fn create_vnet(&mut self, spec: NetworkSpec) -> Result<NetworkInfo, ControlError> {
+    /// Makes the vnet the directory placed on this thread, letting in the clients
+    /// `allow` admits, or frees its name.
+    pub(super) fn create_vnet(
+        &mut self,
+        spec: NetworkSpec,
+        allow: AllowList,
+    ) -> Result<NetworkInfo, ControlError> {
         let name = spec.name.clone();
-        let made = self.make_vnet(spec);
+        let made = self.make_vnet(spec, allow);
         if made.is_err() {
             self.directory().remove(&name);
         }
         made
     }
 
-    fn make_vnet(&mut self, spec: NetworkSpec) -> Result<NetworkInfo, ControlError> {
+    fn make_vnet(
+        &mut self,
+        mut spec: NetworkSpec,
+        allow: AllowList,
+    ) -> Result<NetworkInfo, ControlError> {
+        self.limits.fit_macs(&mut spec).inspect_err(|hit| {
+            let what = format!("refused vnet {:?}: {}", spec.name, hit.what);
+            self.refusals
+                .refuse(None, crate::dataplane::limits::MACS_PER_VNET, &what);
+        })?;
         let dir = network_dir(&self.run_dir, &spec.name);
         let name = spec.name.clone();
         let mut vnet = Vnet::bind(spec, dir.clone()).map_err(|source| ControlError::Bind {
@@ -48,6 +66,7 @@ impl Thread {
             source,
         })?;
         vnet.set_limits(self.limits, Arc::clone(&self.refusals));
+        vnet.set_admission(allow, Arc::clone(&self.uid_ports));
         let key = self.vnets.vacant_key();
         let tokens = [
             Token(self.targets.insert(Target::StreamListener(key))),
@@ -126,7 +145,7 @@ impl Thread {
                 ifname: ifname.clone(),
                 source,
             })?;
-        let port = self.add_port(key, Box::new(tap), VlanMode::default())?;
+        let port = self.add_port(key, Box::new(tap), VlanMode::default(), None)?;
         self.vnets[key].set_host_adapter(vnet_model::HostAdapterInfo {
             name: ifname.clone(),
             address,
@@ -170,7 +189,7 @@ impl Thread {
             DhcpService::start(&spec, config, &self.state_dir).map_err(ControlError::Dhcp)?;
         let service = Rc::new(RefCell::new(service));
         let port = ServicePort::new(Rc::clone(&service));
-        let id = self.add_port(key, Box::new(port), VlanMode::default())?;
+        let id = self.add_port(key, Box::new(port), VlanMode::default(), None)?;
         let vnet = &mut self.vnets[key];
         vnet.set_port_mac(Instant::now(), id, mac)
             .map_err(ControlError::ServiceMac)?;
@@ -182,15 +201,22 @@ impl Thread {
     /// Attaches the vnet's NAT device, if its spec asks for one.
     fn start_nat(&mut self, key: VnetKey) -> Result<(), ControlError> {
         let spec = self.vnets[key].spec().clone();
-        let Some(config) = nat::config_for(&spec) else {
+        let Some(mut config) = nat::config_for(&spec) else {
             return Ok(());
         };
+        config.max_flows = self.limits.nat_flows;
         let mac = config.mac;
-        let service = NatService::start(&spec, config).map_err(ControlError::NatStart)?;
+        let limits = nat::NatLimits {
+            buffer_bytes: self.limits.nat_buffer_bytes,
+            fd_ceiling: crate::dataplane::limits::descriptor_ceiling(
+                self.limits.fd_reserve_control,
+            ),
+        };
+        let service = NatService::start(&spec, config, limits).map_err(ControlError::NatStart)?;
         let service = Rc::new(RefCell::new(service));
         self.vnets[key].set_nat(Rc::clone(&service));
         let port = ServicePort::new(service);
-        let id = self.add_port(key, Box::new(port), VlanMode::default())?;
+        let id = self.add_port(key, Box::new(port), VlanMode::default(), None)?;
         self.vnets[key]
             .set_port_mac(Instant::now(), id, mac)
             .map_err(ControlError::ServiceMac)?;
@@ -199,12 +225,14 @@ impl Thread {
     }
 
     /// Turns every client waiting on one of vnet `key`'s listening sockets into a port;
-    /// over `[limits] ports_per_vnet` the client's connection is closed at once. A VDE
-    /// port's handshake has a deadline: its timer runs with the services'.
+    /// a client the allow lists refuse, or over `[limits] ports_per_vnet` or
+    /// `ports_per_uid`, has its connection closed at once. A VDE port's handshake has a
+    /// deadline: its timer runs with the services'.
     pub(super) fn accept(&mut self, key: VnetKey, listener: Listener) {
-        while let Some(backend) = self.vnets.get_mut(key).and_then(|v| v.accept(listener)) {
+        while let Some((backend, client)) = self.vnets.get_mut(key).and_then(|v| v.accept(listener))
+        {
             let vde = backend.kind() == vnet_model::PortKind::Vde;
-            if let Ok(id) = self.add_client_port(key, backend, VlanMode::default()) {
+            if let Ok(id) = self.add_client_port(key, backend, &client) {
                 if vde {
                     self.services.push((key, id));
                 }
@@ -212,28 +240,42 @@ impl Thread {
         }
     }
 
-    /// [`Thread::add_port`] for a port a client makes, within `[limits] ports_per_vnet`
-    /// (refused: the backend is dropped, closing its client's connection).
+    /// [`Thread::add_port`] for a port `client` makes on the default VLAN, if the vnet
+    /// admits it ([`crate::dataplane::vnet::Vnet::admit`]; refused: the backend is
+    /// dropped, closing its client's connection).
     pub(super) fn add_client_port(
         &mut self,
         key: VnetKey,
         backend: Box<dyn Backend>,
-        vlan: VlanMode,
+        client: &Client,
     ) -> Result<PortId, ControlError> {
         let vnet = self.vnets.get(key).ok_or(ControlError::Stopped)?;
-        vnet.admit_client(&backend.description())?;
-        self.add_port(key, backend, vlan)
+        let owner = vnet.admit(&backend.description(), client, false)?;
+        self.add_port(key, backend, VlanMode::default(), Some(owner))
     }
 
-    /// Attaches a backend to vnet `key` and starts watching it.
+    /// Attaches a backend, made by `owner` (`None`: the vnet's own), to vnet `key` and
+    /// starts watching it.
     pub(super) fn add_port(
         &mut self,
         key: VnetKey,
         backend: Box<dyn Backend>,
         vlan: VlanMode,
+        owner: Option<Owner>,
     ) -> Result<PortId, ControlError> {
         let vnet = self.vnets.get_mut(key).ok_or(ControlError::Stopped)?;
-        let id = vnet.attach(backend, vlan)?;
+        // Ports on a host interface hold it: no other port or uplink may take it.
+        let held = match (backend.kind(), backend.identity().ifname) {
+            (PortKind::Tap | PortKind::Interface, Some(ifname)) => {
+                Some((ifname.to_string(), backend.description()))
+            }
+            _ => None,
+        };
+        let id = vnet.attach(backend, vlan, owner)?;
+        if let Some((ifname, description)) = held {
+            let what = format!("port {id} ({description})");
+            directory::lock(&self.directory).hold(&ifname, vnet.name(), id, what);
+        }
         let entry = self.targets.vacant_entry();
         let token = Token(entry.key());
         match vnet.watch_port(self.poll.registry(), id, token) {
@@ -255,6 +297,7 @@ impl Thread {
     pub(super) fn close_port(&mut self, key: VnetKey, id: PortId, why: &str) {
         let registry = self.poll.registry();
         if let Some(vnet) = self.vnets.get_mut(key) {
+            directory::lock(&self.directory).unhold(vnet.name(), id);
             if let Some(token) = vnet.detach(registry, id, why) {
                 self.targets.try_remove(token.0);
             }
@@ -262,22 +305,35 @@ impl Thread {
         self.forget_uplink(key, Some(id));
     }
 
-    /// `vnet port add`: a TAP or a vhost-user port.
+    /// `vnet port add`: a TAP or a vhost-user port, for `by` (`None`: the
+    /// configuration's, vnetd's own).
     pub(super) fn add_port_spec(
         &mut self,
         key: VnetKey,
         spec: PortSpec,
+        by: Option<&Requester>,
         now: Instant,
     ) -> Result<PortInfo, ControlError> {
         let what = match &spec {
             PortSpec::Tap { ifname, .. } => format!("TAP {ifname}"),
             PortSpec::VhostUser { name, .. } => format!("vhost-user {name}"),
+            PortSpec::Interface { interface, .. } => format!("interface {interface}"),
         };
-        self.vnets[key].admit_client(&format!("a port add of {what}"))?;
+        let what = format!("a port add of {what}");
+        let owner = match by {
+            Some(r) => Some(self.vnets[key].admit(&what, &r.client, r.admin)?),
+            None => {
+                self.vnets[key].admit_client(&what)?;
+                None
+            }
+        };
         let (ifname, vlan) = match spec {
             PortSpec::Tap { ifname, vlan } => (ifname, vlan),
             PortSpec::VhostUser { name, vlan } => {
-                return self.add_vhost_user_port(key, &name, vlan, now)
+                return self.add_vhost_user_port(key, &name, vlan, owner, now)
+            }
+            PortSpec::Interface { interface, vlan } => {
+                return self.add_interface_port(key, &interface, vlan, owner, now)
             }
         };
         for (_, vnet) in self.vnets.iter() {
@@ -290,6 +346,10 @@ impl Thread {
                 .into());
             }
         }
+        // An interface port's or an uplink's interface, on any thread.
+        if let Some(conflict) = self.directory().user_of(&ifname) {
+            return Err(conflict.into());
+        }
         let tap = TapPort::open(&ifname).map_err(|source| match &source {
             // Open already: by another program, or as a port of a vnet on another
             // data-plane thread (the loop above sees only this thread's vnets).
@@ -298,7 +358,41 @@ impl Thread {
             }
             _ => ControlError::Tap(source),
         })?;
-        let id = self.add_port(key, Box::new(tap), vlan)?;
+        let id = self.add_port(key, Box::new(tap), vlan, owner)?;
+        self.vnets[key]
+            .port_info(now, id)
+            .ok_or(ControlError::Stopped)
+    }
+
+    /// `vnet port add NET --interface IF`: joins a host interface another program
+    /// holds. Refused: a name no interface can have, the loopback, an interface a port
+    /// or an uplink of this vnetd has already. One that does not exist (yet) is waited
+    /// for, as one that goes away later.
+    fn add_interface_port(
+        &mut self,
+        key: VnetKey,
+        interface: &str,
+        vlan: VlanMode,
+        owner: Option<Owner>,
+        now: Instant,
+    ) -> Result<PortInfo, ControlError> {
+        if !vnet_model::is_valid_ifname(interface) {
+            return Err(ControlError::InterfaceName(interface.into()));
+        }
+        if let Some(conflict) = self.directory().user_of(interface) {
+            return Err(conflict.into());
+        }
+        if netif::link_flags(interface).is_ok_and(|f| f.loopback) {
+            return Err(ControlError::Loopback(interface.into()));
+        }
+        let port =
+            InterfacePort::open(interface).map_err(|source| ControlError::OpenInterface {
+                interface: interface.into(),
+                source,
+            })?;
+        let id = self.add_port(key, Box::new(port), vlan, owner)?;
+        // Its timer follows the interface while it is down or away.
+        self.services.push((key, id));
         self.vnets[key]
             .port_info(now, id)
             .ok_or(ControlError::Stopped)
@@ -310,6 +404,7 @@ impl Thread {
         key: VnetKey,
         name: &str,
         vlan: VlanMode,
+        owner: Option<Owner>,
         now: Instant,
     ) -> Result<PortInfo, ControlError> {
         use crate::backend::vhost_user::{socket_path, valid_name, VhostUserPort};
@@ -331,12 +426,13 @@ impl Thread {
                 source,
             })?;
         }
-        let port =
-            VhostUserPort::listen(name, &path).map_err(|source| ControlError::VhostUserListen {
+        let port = VhostUserPort::listen(name, &path, vnet.gate()).map_err(|source| {
+            ControlError::VhostUserListen {
                 path: path.clone(),
                 source,
-            })?;
-        let id = self.add_port(key, Box::new(port), vlan)?;
+            }
+        })?;
+        let id = self.add_port(key, Box::new(port), vlan, owner)?;
         self.vnets[key]
             .port_info(now, id)
             .ok_or(ControlError::Stopped)
