@@ -12,6 +12,8 @@ use std::io;
 use std::mem::{size_of, zeroed};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 
+use super::privilege::{self, Capability};
+
 /// Bytes of the `virtio_net_hdr` in front of each frame (`PACKET_VNET_HDR`).
 pub const PACKET_VNET_HDR_LEN: usize = 10;
 
@@ -70,7 +72,8 @@ pub struct PacketSocket {
 }
 
 impl PacketSocket {
-    /// Opens a promiscuous raw socket on `ifname` (needs `CAP_NET_RAW`).
+    /// Opens a promiscuous raw socket on `ifname` (needs `CAP_NET_RAW`, raised for the
+    /// `socket(2)` call: [`privilege`]).
     pub fn open(ifname: &str) -> Result<PacketSocket, PacketError> {
         // A name with a NUL byte names no interface.
         let no_interface = || PacketError::NoInterface(ifname.to_string());
@@ -82,6 +85,7 @@ impl PacketSocket {
         }
         let ifindex = ifindex as i32;
         let proto = (libc::ETH_P_ALL as u16).to_be();
+        let raw = privilege::raise(Capability::CAP_NET_RAW).map_err(PacketError::OpenSocket)?;
         // SAFETY: socket(2) with constant arguments; the result is checked below.
         let fd = unsafe {
             libc::socket(
@@ -90,6 +94,7 @@ impl PacketSocket {
                 i32::from(proto),
             )
         };
+        drop(raw);
         if fd < 0 {
             return Err(PacketError::OpenSocket(io::Error::last_os_error()));
         }
