@@ -5,9 +5,11 @@
 //! data plane, create the configured vnets and ports, then serve the control API until
 //! SIGTERM or SIGINT. Shutdown removes every socket it made.
 //!
-//! With `--user USER` (started as root), the directories are given to `USER` and vnetd
-//! becomes `USER` with `CAP_NET_ADMIN` and `CAP_NET_RAW` only, before any thread starts
-//! (`privileges`).
+//! Started as root, vnetd gives the directories to its service user (`--user`, else
+//! `vnet` where it exists) and becomes it, with its network capabilities permitted but
+//! raised only around the steps that need them, before any thread starts
+//! (`privileges`); landlock and a seccomp allow-list then hold it to its work
+//! (`sandbox`).
 #![forbid(unsafe_code)]
 
 mod access;
@@ -15,6 +17,7 @@ mod config;
 mod control;
 mod dirs;
 mod privileges;
+mod sandbox;
 
 use std::path::PathBuf;
 
@@ -60,8 +63,9 @@ struct Args {
     #[arg(long, value_name = "GROUP")]
     user_group: Option<String>,
     /// Started as root, run as this user (a name or a numeric uid) after setup, with
-    /// only CAP_NET_ADMIN and CAP_NET_RAW; RUN and STATE are given to it [default: the
-    /// config's `[access] user`, else keep the privileges vnetd was started with].
+    /// network capabilities raised only while a step needs them; RUN and STATE are given
+    /// to it; `root` stays root [default: the config's `[access] user`, else vnet if it
+    /// exists, else stay root].
     #[arg(long, value_name = "USER")]
     user: Option<String>,
     /// Check the configuration and exit.
@@ -107,10 +111,9 @@ fn run(args: Args) -> Result<()> {
         Some(path) => Config::load(path)?,
         None => Config::built_in(),
     };
-    let service = match args.user.as_ref().or(config.access.user.as_ref()) {
-        Some(spec) => Some(privileges::ServiceUser::resolve(spec)?),
-        None => None,
-    };
+    let service =
+        privileges::ServiceUser::choose(args.user.as_deref().or(config.access.user.as_deref()))?;
+    let sandboxed = config.access.sandbox.unwrap_or(true);
     let mut policy = access::Policy::resolve(
         &config.access,
         args.admin_group.clone(),
@@ -154,14 +157,12 @@ fn run(args: Args) -> Result<()> {
     raise_fd_limit();
     if let Some(user) = &service {
         // Before the first thread: capabilities are per thread (privileges.rs).
-        let low_forward = config.network.iter().any(|net| {
-            net.get_ref()
-                .spec()
-                .nat
-                .is_some_and(|nat| nat.forward.iter().any(|f| f.host.port() < 1024))
-        });
+        let keep = privileges::kept(
+            config.access.keep_capabilities,
+            privileges::configured(&config),
+        );
         let groups: Vec<u32> = policy.user.iter().map(|g| g.gid).collect();
-        privileges::drop_to(user, &groups, &privileges::kept(low_forward))?;
+        privileges::drop_to(user, &groups, &keep)?;
         for dir in [&run_dir, &state_dir] {
             std::fs::read_dir(dir).with_context(|| {
                 format!(
@@ -176,6 +177,19 @@ fn run(args: Args) -> Result<()> {
     }
 
     let tuning = config.tuning(args.threads.map(usize::from), args.busy_poll_us);
+    if sandboxed && service.is_some() {
+        sandbox::restrict_files(&sandbox::landlock::Paths {
+            run_dir: run_dir.clone(),
+            state_dir: state_dir.clone(),
+            config: args
+                .config
+                .as_deref()
+                .map(std::path::absolute)
+                .transpose()?,
+        })?;
+    } else if sandboxed {
+        info!("landlock: not applied: it forbids the mount of the classic devices; a vnetd run as a service user (--user) has it");
+    }
     let limits = config.limits.limits();
     let control_limits = config.limits.control();
     let dataplane = DataPlane::spawn(run_dir.clone(), state_dir.clone(), tuning, limits)
@@ -223,12 +237,18 @@ fn run(args: Args) -> Result<()> {
     if service.is_none() && !vnet_dirs::is_root() {
         info!("running unprivileged: TAP ports need root or CAP_NET_ADMIN; socket ports work");
     }
-    let devices = match vnet_fuse::DeviceMount::mount(&run_dir, handle.clone()) {
-        Ok(m) => Some(m),
-        Err(e) => {
-            warn!("classic devices (RUN/dev/NET) skipped: cannot mount FUSE: {e}");
+    let devices = match &service {
+        Some(user) => {
+            warn!(
+                "classic devices (RUN/dev/NET) skipped: mounting FUSE needs root, and vnetd \
+                 runs as {}",
+                user.name
+            );
             None
         }
+        None => vnet_fuse::DeviceMount::mount(&run_dir, handle.clone())
+            .inspect_err(|e| warn!("classic devices (RUN/dev/NET) skipped: cannot mount FUSE: {e}"))
+            .ok(),
     };
     let links = match (&devices, args.dev_links) {
         (Some(m), true) if vnet_dirs::is_root() => dev_links(m.dir(), &config),
@@ -238,6 +258,16 @@ fn run(args: Args) -> Result<()> {
         }
         _ => Vec::new(),
     };
+    // The last privileged step is behind: from here on, the allow-list.
+    if !sandboxed {
+        warn!("seccomp and landlock off ([access] sandbox = false)");
+    } else if devices.is_some() && !vnet_dirs::is_root() {
+        info!("seccomp: not applied: the classic devices are unmounted by fusermount3, which would inherit the filter");
+    } else {
+        sandbox::restrict_calls(sandbox::seccomp::Needs {
+            unmount: devices.is_some(),
+        })?;
+    }
 
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
