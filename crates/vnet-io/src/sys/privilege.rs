@@ -100,9 +100,7 @@ mod tests {
     fn a_permitted_capability_is_effective_only_while_raised() {
         let cap = Capability::CAP_NET_RAW;
         if !caps::has_cap(None, CapSet::Permitted, cap).unwrap() {
-            eprintln!(
-                "SKIPPED a_permitted_capability_is_effective_only_while_raised: needs root"
-            );
+            eprintln!("SKIPPED a_permitted_capability_is_effective_only_while_raised: needs root");
             return;
         }
         std::thread::spawn(move || {
