@@ -50,6 +50,7 @@ pub struct DaemonBuilder {
     env: Vec<(OsString, OsString)>,
     start_timeout: Duration,
     binary: PathBuf,
+    user: OsString,
 }
 
 impl Default for DaemonBuilder {
@@ -60,7 +61,7 @@ impl Default for DaemonBuilder {
 
 impl DaemonBuilder {
     /// No config file (the daemon's built-in default), [`bin_path`]`("vnetd")`,
-    /// [`DEFAULT_START_TIMEOUT`].
+    /// [`DEFAULT_START_TIMEOUT`], `--user root`.
     pub fn new() -> DaemonBuilder {
         DaemonBuilder {
             config: None,
@@ -68,7 +69,16 @@ impl DaemonBuilder {
             env: Vec::new(),
             start_timeout: DEFAULT_START_TIMEOUT,
             binary: bin_path("vnetd"),
+            user: "root".into(),
         }
+    }
+
+    /// Passes `--user USER` [default: `root`: a vnetd started as root stays root, so
+    /// that a test does the same whether or not this host has the user `vnet` that
+    /// vnetd would run as by default].
+    pub fn user(mut self, user: impl Into<OsString>) -> Self {
+        self.user = user.into();
+        self
     }
 
     /// Writes `toml` to a config file and passes `--config FILE`.
@@ -122,7 +132,9 @@ impl DaemonBuilder {
             .arg("--run-dir")
             .arg(&run_dir)
             .arg("--state-dir")
-            .arg(&state_dir);
+            .arg(&state_dir)
+            .arg("--user")
+            .arg(&self.user);
         if let Some(config) = &self.config {
             let path = base.path().join("vnetd.toml");
             std::fs::write(&path, config)?;
