@@ -97,7 +97,7 @@ const IDENTITY: &[i64] = &[
 ];
 
 /// Files: sockets' directories and lease files in RUN and STATE (made, renamed,
-/// removed, given modes), `/dev/net/tun`, `/proc` (peers' names, sysctls), the
+/// removed, given modes; a VDE client's data socket given to its uid), `/dev/net/tun`, `/proc` (peers' names, sysctls), the
 /// configuration and `/etc/resolv.conf`, the FUSE device's requests.
 const FILES: &[i64] = &[
     libc::SYS_openat,
@@ -150,6 +150,8 @@ const FILES_X86_64: &[i64] = &[
     libc::SYS_unlink,
     libc::SYS_rename,
     libc::SYS_chmod,
+    libc::SYS_chown,
+    libc::SYS_lchown,
     libc::SYS_readlink,
     libc::SYS_dup2,
     libc::SYS_pipe,
