@@ -297,56 +297,98 @@ fn free_low_port() -> u16 {
 }
 
 /// `keep_capabilities = "configured"`: a vnet with a TAP port keeps CAP_NET_ADMIN
-/// alone; an uplink or a forward below 1024 added later is refused naming the setting.
+/// alone, and another TAP still works live; a vnet with neither keeps nothing, and a
+/// TAP, a host adapter, an uplink or a forward below 1024 added later is refused
+/// naming the setting.
 #[test]
 fn configured_keeps_only_what_the_configuration_needs() {
     vnet_testbed::skip_unless_root!();
+    let configured = |net: &str, extra: &str| {
+        let toml = format!(
+            "[access]\nkeep_capabilities = \"configured\"\n\
+             [[network]]\nname = \"{net}\"\nsubnet = \"192.168.233.0/24\"\n{extra}"
+        );
+        Vnetd::start_after(
+            move |base| {
+                config(base, &toml);
+            },
+            &["--user", &SERVICE_UID.to_string()],
+        )
+    };
+    let tap_port = |ifname: &str| PortSpec::Tap {
+        ifname: ifname.to_string(),
+        vlan: Default::default(),
+    };
+
     let net = unique_name("conf");
     let tap = unique_name("vt");
-    let d = Vnetd::start_after(
-        |base| {
-            config(
-                base,
-                &format!(
-                    "[access]\nkeep_capabilities = \"configured\"\n\
-                     [[network]]\nname = \"{net}\"\nsubnet = \"192.168.233.0/24\"\n\
-                     [[network.port]]\ntap = \"{tap}\"\n"
-                ),
-            );
-        },
-        &["--user", &SERVICE_UID.to_string()],
-    );
+    let d = configured(&net, &format!("[[network.port]]\ntap = \"{tap}\"\n"));
     d.assert_confined(SERVICE_UID, CAP_NET_ADMIN);
-    let c = d.client();
-    // What it kept still works live: another TAP.
     let tap2 = unique_name("vt");
-    c.add_port(
-        &net,
-        &PortSpec::Tap {
-            ifname: tap2.clone(),
-            vlan: Default::default(),
-        },
-    )
-    .unwrap_or_else(|e| panic!("adding TAP {tap2}: {e}\n{}", d.log()));
-    let nic = vnet_testbed::Veth::new();
-    let e = c
-        .set_uplink(
-            &net,
-            &UplinkSpec {
-                interface: nic.a().to_string(),
-                vlan: None,
-                mode: Default::default(),
-                vlans: Vec::new(),
-            },
-        )
-        .unwrap_err();
-    assert_eq!(e.status().map(|s| s.as_u16()), Some(403), "{e}");
-    assert!(
-        e.to_string().contains("CAP_NET_RAW")
-            && e.to_string().contains("keep_capabilities = \"configured\""),
-        "{e}"
-    );
+    d.client()
+        .add_port(&net, &tap_port(&tap2))
+        .unwrap_or_else(|e| panic!("adding TAP {tap2}: {e}\n{}", d.log()));
     d.assert_confined(SERVICE_UID, CAP_NET_ADMIN);
+    drop(d);
+
+    let net = unique_name("conf");
+    let d = configured(&net, "");
+    d.assert_confined(SERVICE_UID, NO_CAPS);
+    let c = d.client();
+    let refused = |what: &str, cap: &str, e: vnet_control::client::Error| {
+        let message = e.to_string();
+        assert!(
+            message.contains(&format!("vnetd gave up {cap} at start"))
+                && message.contains("keep_capabilities = \"configured\""),
+            "{what}: {message}\n{}",
+            d.log()
+        );
+    };
+    let e = c.add_port(&net, &tap_port(&unique_name("vt"))).unwrap_err();
+    assert_eq!(e.status().map(|s| s.as_u16()), Some(403), "{e}");
+    refused("a TAP", "CAP_NET_ADMIN", e);
+    let adapter: NetworkSpec = serde_json::from_value(serde_json::json!({
+        "name": unique_name("conf"),
+        "subnet": "192.168.234.0/24",
+        "host_adapter": { "name": unique_name("vh") },
+    }))
+    .unwrap();
+    refused(
+        "a host adapter",
+        "CAP_NET_ADMIN",
+        c.create_network(&adapter).unwrap_err(),
+    );
+    let nic = vnet_testbed::Veth::new();
+    let uplink = UplinkSpec {
+        interface: nic.a().to_string(),
+        vlan: None,
+        mode: Default::default(),
+        vlans: Vec::new(),
+    };
+    refused(
+        "an uplink",
+        "CAP_NET_RAW",
+        c.set_uplink(&net, &uplink).unwrap_err(),
+    );
+    let nat_net = unique_name("confnat");
+    let nat: NetworkSpec = serde_json::from_value(serde_json::json!({
+        "name": nat_net,
+        "subnet": "192.168.235.0/24",
+        "nat": {},
+    }))
+    .unwrap();
+    c.create_network(&nat).unwrap();
+    let forward = ForwardSpec {
+        proto: ForwardProto::Tcp,
+        host: std::net::SocketAddrV4::new(std::net::Ipv4Addr::LOCALHOST, free_low_port()),
+        guest: "192.168.235.10:80".parse().unwrap(),
+    };
+    refused(
+        "a forward below 1024",
+        "CAP_NET_BIND_SERVICE",
+        c.add_forward(&nat_net, &forward).unwrap_err(),
+    );
+    d.assert_confined(SERVICE_UID, NO_CAPS);
 }
 
 #[test]

@@ -30,6 +30,16 @@ pub fn forgo(caps: CapsHashSet, why: String) {
     let _ = FORGONE.set((caps, why));
 }
 
+/// Whether this vnetd never held `cap` (an ordinary user's): neither permitted nor
+/// given up ([`forgo`]). What needs it is then skipped with a warning rather than
+/// failed, as a vnetd without privileges does everything else.
+pub fn never_held(cap: Capability) -> bool {
+    !caps::has_cap(None, CapSet::Permitted, cap).unwrap_or(false)
+        && !FORGONE
+            .get()
+            .is_some_and(|(forgone, _)| forgone.contains(&cap))
+}
+
 /// A capability made effective in this thread until the guard drops.
 #[must_use = "the capability is lowered again when the guard drops"]
 #[derive(Debug)]
