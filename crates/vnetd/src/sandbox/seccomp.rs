@@ -60,11 +60,13 @@ const THREADS: &[i64] = &[
 ];
 
 /// Signals: SIGTERM and SIGINT through tokio's handler (a socket pair it writes to),
-/// `abort` on a panic that unwinds no further.
+/// the kernel resuming a sleep or wait a signal interrupted, `abort` on a panic that
+/// unwinds no further.
 const SIGNALS: &[i64] = &[
     libc::SYS_rt_sigaction,
     libc::SYS_rt_sigprocmask,
     libc::SYS_rt_sigreturn,
+    libc::SYS_restart_syscall,
     libc::SYS_tgkill,
 ];
 
