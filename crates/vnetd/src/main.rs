@@ -188,7 +188,10 @@ fn run(args: Args) -> Result<()> {
                 .transpose()?,
         })?;
     } else if sandboxed {
-        info!("landlock: not applied: it forbids the mount of the classic devices; a vnetd run as a service user (--user) has it");
+        info!(
+            "landlock: not applied: it forbids the classic devices' mount; a vnetd run as \
+             a service user (--user) has it"
+        );
     }
     let limits = config.limits.limits();
     let control_limits = config.limits.control();
@@ -262,7 +265,10 @@ fn run(args: Args) -> Result<()> {
     if !sandboxed {
         warn!("seccomp and landlock off ([access] sandbox = false)");
     } else if devices.is_some() && !vnet_dirs::is_root() {
-        info!("seccomp: not applied: the classic devices are unmounted by fusermount3, which would inherit the filter");
+        info!(
+            "seccomp: not applied: the classic devices are unmounted by fusermount3, which \
+             would inherit the filter"
+        );
     } else {
         sandbox::restrict_calls(sandbox::seccomp::Needs {
             unmount: devices.is_some(),
