@@ -4,7 +4,7 @@ use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
 use clap::{ArgGroup, Args, Parser, Subcommand};
-use vnet_control::{Ipv4Net, MacAddr};
+use vnet_control::{Account, Ipv4Net, MacAddr};
 
 /// Manage the virtual Ethernet switches of a running vnetd.
 #[derive(Debug, Parser)]
@@ -111,6 +111,13 @@ pub struct CreateNet {
     /// Serve DHCP on the vnet with the default settings (change them with `vnet dhcp set`)
     #[arg(long, requires = "subnet")]
     pub dhcp: bool,
+    /// Only this user (a name or uid; repeat for more), members of --allow-group, root and
+    /// vnetd's uid may attach [default: anyone who can open the sockets]
+    #[arg(long = "allow-user", value_name = "USER")]
+    pub allow_users: Vec<Account>,
+    /// Members of this group (a name or gid; repeat for more) may attach, as --allow-user
+    #[arg(long = "allow-group", value_name = "GROUP")]
+    pub allow_groups: Vec<Account>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -713,6 +720,22 @@ mod tests {
 
         let c = create(&[]).unwrap();
         assert_eq!((c.subnet, c.host_adapter, c.dhcp), (None, None, false));
+        assert!(c.allow_users.is_empty() && c.allow_groups.is_empty());
+
+        let c = create(&[
+            "--allow-user",
+            "alice",
+            "--allow-user",
+            "1002",
+            "--allow-group",
+            "lab",
+        ])
+        .unwrap();
+        assert_eq!(
+            c.allow_users,
+            [Account::Name("alice".into()), Account::Id(1002)]
+        );
+        assert_eq!(c.allow_groups, [Account::Name("lab".into())]);
 
         // Without `=` the address is not the flag's: it is an extra argument.
         assert_eq!(

@@ -4,8 +4,8 @@
 
 use comfy_table::{presets, Cell, CellAlignment, Table};
 use vnet_control::{
-    Counters, DhcpSpec, Lease, MacAddr, MacEntry, NatInfo, NetworkInfo, PortInfo, Reservation,
-    UplinkMode, VlanMode,
+    AccountInfo, Counters, DhcpSpec, Lease, MacAddr, MacEntry, NatInfo, NetworkInfo, PortInfo,
+    Reservation, UplinkMode, VlanMode,
 };
 
 /// A table with a header row, columns separated by two spaces.
@@ -82,6 +82,21 @@ pub fn network_details(n: &NetworkInfo) -> String {
         ("macs", n.macs.to_string()),
         ("thread", n.thread.to_string()),
     ];
+    // Who may attach: `alice (1001), 1002`, `-` for an empty list.
+    let accounts = |list: &[AccountInfo]| {
+        let names: Vec<String> = list.iter().map(ToString::to_string).collect();
+        if names.is_empty() {
+            "-".to_string()
+        } else {
+            names.join(", ")
+        }
+    };
+    if n.allow_users.is_empty() && n.allow_groups.is_empty() {
+        rows.push(("attach", "anyone who can open its sockets".into()));
+    } else {
+        rows.push(("allow users", accounts(&n.allow_users)));
+        rows.push(("allow groups", accounts(&n.allow_groups)));
+    }
     if let Some(subnet) = n.subnet {
         rows.push(("subnet", subnet.to_string()));
     }
@@ -260,6 +275,7 @@ pub fn ports_table(ports: &[PortInfo]) -> String {
     let mut t = table(&[
         "ID",
         "KIND",
+        "UID",
         "DESCRIPTION",
         "VLAN",
         "MACS",
@@ -272,6 +288,7 @@ pub fn ports_table(ports: &[PortInfo]) -> String {
         t.add_row(vec![
             Cell::new(p.id),
             Cell::new(p.kind.as_str()),
+            Cell::new(p.uid.map_or("-".into(), |u| u.to_string())),
             Cell::new(&p.description),
             Cell::new(vlan_mode(&p.vlan)),
             Cell::new(mac_summary(&p.macs)),
@@ -280,7 +297,7 @@ pub fn ports_table(ports: &[PortInfo]) -> String {
             Cell::new(total_drops(c)),
         ]);
     }
-    right_align(&mut t, &[0, 5, 6, 7]);
+    right_align(&mut t, &[0, 2, 6, 7, 8]);
     render(&t)
 }
 
@@ -291,6 +308,9 @@ pub fn port_details(p: &PortInfo) -> String {
         ("kind", p.kind.as_str().to_string()),
         ("description", p.description.clone()),
     ];
+    if let Some(uid) = p.uid {
+        rows.push(("uid", uid.to_string()));
+    }
     if let Some(pid) = p.pid {
         rows.push(("pid", pid.to_string()));
     }
@@ -459,6 +479,8 @@ mod tests {
             uplink: None,
             nat: None,
             thread: 0,
+            allow_users: Vec::new(),
+            allow_groups: Vec::new(),
         }
     }
 
@@ -469,6 +491,7 @@ mod tests {
                 kind: PortKind::Stream,
                 description: "qemu pid 4242 (web1)".into(),
                 pid: Some(4242),
+                uid: Some(1000),
                 vlan: VlanMode::Access { vlan: 1 },
                 mac: None,
                 promiscuous: false,
@@ -488,6 +511,7 @@ mod tests {
                 kind: PortKind::Tap,
                 description: "tap-fw".into(),
                 pid: None,
+                uid: None,
                 vlan: VlanMode::Trunk {
                     allowed: vec![10, 20, 21, 22],
                     native: Some(1),
@@ -532,6 +556,18 @@ vmnet8  9000      2     3      300 s
             text.contains("mac limit      1024 per port, 16384 in all\n"),
             "{text}"
         );
+        assert!(
+            text.contains("attach         anyone who can open its sockets\n"),
+            "{text}"
+        );
+        let mut narrowed = vmnet1();
+        narrowed.allow_groups = vec![AccountInfo {
+            id: 4000,
+            name: Some("lab".into()),
+        }];
+        let text = network_details(&narrowed);
+        assert!(text.contains("allow users    -\n"), "{text}");
+        assert!(text.contains("allow groups   lab (4000)\n"), "{text}");
     }
 
     #[test]
@@ -539,9 +575,9 @@ vmnet8  9000      2     3      300 s
         assert_eq!(
             ports_table(&two_ports()),
             "\
-ID  KIND    DESCRIPTION           VLAN                     MACS                  RX FRAMES/BYTES  TX FRAMES/BYTES  DROPS
- 1  stream  qemu pid 4242 (web1)  access 1                 52:54:00:00:00:01        10 / 1.2 KiB     12 / 3.0 MiB      3
-12  tap     tap-fw                trunk 10,20-22 native 1  02:00:00:00:00:09 +1          0 / 0 B          0 / 0 B      0
+ID  KIND     UID  DESCRIPTION           VLAN                     MACS                  RX FRAMES/BYTES  TX FRAMES/BYTES  DROPS
+ 1  stream  1000  qemu pid 4242 (web1)  access 1                 52:54:00:00:00:01        10 / 1.2 KiB     12 / 3.0 MiB      3
+12  tap        -  tap-fw                trunk 10,20-22 native 1  02:00:00:00:00:09 +1          0 / 0 B          0 / 0 B      0
 "
         );
     }
@@ -551,6 +587,7 @@ ID  KIND    DESCRIPTION           VLAN                     MACS                 
         let ports = two_ports();
         let text = port_details(&ports[0]);
         for line in [
+            "uid           1000",
             "pid           4242",
             "vlan          access 1",
             "mac           -",
@@ -566,7 +603,7 @@ ID  KIND    DESCRIPTION           VLAN                     MACS                 
             );
         }
         let text = port_details(&ports[1]);
-        assert!(!text.contains("pid"), "{text}");
+        assert!(!text.contains("pid") && !text.contains("uid"), "{text}");
         assert!(text.contains("promiscuous   yes\n"), "{text}");
         assert!(text.contains("macs learned  02:00:00:00:00:09 02:00:00:00:00:0a\n"));
     }

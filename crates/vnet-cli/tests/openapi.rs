@@ -8,9 +8,9 @@ use std::collections::BTreeSet;
 use serde::Serialize;
 use serde_json::{json, Value};
 use vnet_control::{
-    ApiError, Counters, DhcpSpec, HostAdapterInfo, HostAdapterSpec, Lease, MacEntry, NetworkInfo,
-    NetworkSockets, NetworkSpec, PortInfo, PortKind, PortSpec, Reservation, UplinkMode, UplinkSpec,
-    Version, VlanMode,
+    Account, AccountInfo, ApiError, Counters, DhcpSpec, HostAdapterInfo, HostAdapterSpec, Lease,
+    MacEntry, NetworkInfo, NetworkSockets, NetworkSpec, PortInfo, PortKind, PortSpec, Reservation,
+    UplinkMode, UplinkSpec, Version, VlanMode,
 };
 
 const OPENAPI: &str = include_str!("../../../docs/openapi.yaml");
@@ -323,6 +323,8 @@ fn sample_network() -> NetworkInfo {
         uplink: None,
         nat: None,
         thread: 1,
+        allow_users: Vec::new(),
+        allow_groups: Vec::new(),
     }
 }
 
@@ -363,6 +365,20 @@ fn sample_host_only_network() -> NetworkInfo {
             port: 1,
         }),
         dhcp: Some(sample_dhcp()),
+        allow_users: vec![
+            AccountInfo {
+                id: 1001,
+                name: Some("alice".into()),
+            },
+            AccountInfo {
+                id: 1002,
+                name: None,
+            },
+        ],
+        allow_groups: vec![AccountInfo {
+            id: 4000,
+            name: Some("lab".into()),
+        }],
         ..sample_network()
     }
 }
@@ -374,6 +390,7 @@ fn sample_port() -> PortInfo {
         kind: PortKind::Api,
         description: "pid 77 (firewall)".into(),
         pid: Some(77),
+        uid: Some(1000),
         vlan: VlanMode::Trunk {
             allowed: vec![10, 20],
             native: Some(1),
@@ -433,6 +450,8 @@ fn what_the_types_serialize_matches_the_documented_schemas() {
         address: Some("192.168.101.1".parse().unwrap()),
     });
     host_only.dhcp = Some(sample_dhcp());
+    host_only.allow_users = vec![Account::Name("alice".into()), Account::Id(1002)];
+    host_only.allow_groups = vec![Account::Name("lab".into())];
     checker.check_named("NetworkSpec", &host_only);
     host_only.host_adapter = Some(HostAdapterSpec::default());
     host_only.dhcp = Some(DhcpSpec::default());
@@ -492,6 +511,7 @@ fn what_the_types_serialize_matches_the_documented_schemas() {
     checker.check_named("PortInfo", &sample_port());
     let mut access_port = sample_port();
     access_port.pid = None;
+    access_port.uid = None;
     access_port.mac = None;
     access_port.vlan = VlanMode::Access { vlan: 10 };
     access_port.kind = PortKind::Stream;

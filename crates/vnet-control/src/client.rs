@@ -614,6 +614,8 @@ mod tests {
             uplink: None,
             nat: None,
             thread: 0,
+            allow_users: Vec::new(),
+            allow_groups: Vec::new(),
         }
     }
 
@@ -623,6 +625,7 @@ mod tests {
             kind: PortKind::Tap,
             description: "tap7".into(),
             pid: None,
+            uid: None,
             vlan: VlanMode::Access { vlan: 10 },
             mac: None,
             promiscuous: false,

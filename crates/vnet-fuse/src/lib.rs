@@ -22,7 +22,8 @@
 //!
 //! Rules (also in `include/vnet.h`): a frame longer than the read buffer is truncated to
 //! it and the rest discarded; `O_NONBLOCK` reads fail with `EAGAIN` when nothing waits;
-//! after the vnet is deleted `read` returns 0 and `write` fails with `EIO`.
+//! after the vnet is deleted `read` returns 0 and `write` fails with `EIO`; an opener the
+//! vnet's allow lists refuse (by the uid and gid of the FUSE request) gets `EACCES`.
 #![forbid(unsafe_code)]
 
 use std::collections::{HashMap, VecDeque};
@@ -46,7 +47,8 @@ use tracing::{debug, info, warn};
 use vnet_core::wire::seqpacket::{
     answers, decode_vnet, Request as ApiRequest, VnetMessage, KIND_FRAME,
 };
-use vnet_io::{ControlError, Handle};
+use vnet_io::admission::Client;
+use vnet_io::{ControlError, ErrorKind, Handle};
 
 /// The ioctl commands of `include/vnet.h` (`_IOW`/`_IOR` with magic `'V'`).
 pub mod ioctl {
@@ -336,9 +338,15 @@ impl fuser::Filesystem for DeviceFs {
         let Some(name) = self.inodes.lock().unwrap().name(ino).map(str::to_string) else {
             return reply.error(Errno::ENOENT);
         };
-        // FUSE names the calling thread; the port is the process's.
-        let pid = Some(req.pid()).filter(|&p| p != 0).map(process_of);
-        match self.handle.attach_device_blocking(name.clone(), pid) {
+        // FUSE names the calling thread; the port is the process's. The header carries
+        // no supplementary groups: the vnet's allow lists look them up if they need them.
+        let client = Client {
+            uid: req.uid(),
+            gid: req.gid(),
+            pid: Some(req.pid()).filter(|&p| p != 0).map(process_of),
+            groups: None,
+        };
+        match self.handle.attach_device_blocking(name.clone(), client) {
             Ok((id, sock)) => {
                 let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
                 let file = Arc::new(DevFile::new(id, sock));
@@ -358,6 +366,8 @@ impl fuser::Filesystem for DeviceFs {
                 );
             }
             Err(ControlError::NotFound(_)) => reply.error(Errno::ENXIO),
+            // Refused by the vnet's allow lists (counted and logged by the data plane).
+            Err(e) if e.kind() == ErrorKind::Forbidden => reply.error(Errno::EACCES),
             Err(e) => {
                 warn!(net = name, "cannot open a device port: {}", e.message());
                 reply.error(Errno::EIO)

@@ -4,6 +4,8 @@
 //!   `unsafe` in vnet.
 //! - [`backend`]: one module per client protocol, each turning its transport into whole
 //!   frames behind the [`backend::Backend`] trait.
+//! - [`admission`]: who may attach to a vnet (its allow lists), from the credentials the
+//!   kernel gives for each client.
 //! - [`error`]: writing an error with each of its causes once.
 //! - [`frame`]: frame buffers with headroom, recycled through a pool.
 //! - [`services`]: the I/O shells of built-in services (DHCP, NAT) that attach as ports.
@@ -14,6 +16,7 @@
 // a `// SAFETY:` comment (the workspace lints deny undocumented ones).
 #![deny(unsafe_code)]
 
+pub mod admission;
 pub mod backend;
 pub mod dataplane;
 pub mod error;

@@ -81,6 +81,60 @@ pub struct NetworkSpec {
     /// Join the vnet to a host NIC (bridged networking). Needs root.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uplink: Option<UplinkSpec>,
+    /// Users who may attach through the vnet's data sockets (and add ports on it with
+    /// the user role). With this or `allow_groups` set, everyone else but root and
+    /// vnetd's own uid is refused; both empty: whoever can open the sockets attaches.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_users: Vec<Account>,
+    /// Groups whose members may attach, as `allow_users`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_groups: Vec<Account>,
+}
+
+/// A user or group as written in a spec: a name from the system's database, or a
+/// number (`"alice"`, `1001`). Resolved when the vnet is made; a name must exist.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Account {
+    Id(u32),
+    Name(String),
+}
+
+/// A number is a uid or gid, anything else a name (as on the command line).
+impl std::str::FromStr for Account {
+    type Err = std::convert::Infallible;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(s.parse()
+            .map_or_else(|_| Account::Name(s.to_string()), Account::Id))
+    }
+}
+
+impl std::fmt::Display for Account {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Account::Id(id) => write!(f, "{id}"),
+            Account::Name(name) => f.write_str(name),
+        }
+    }
+}
+
+/// A user or group of an allow list as resolved: its number and, where the system
+/// knows one, its name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountInfo {
+    pub id: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+impl std::fmt::Display for AccountInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.name {
+            Some(name) => write!(f, "{name} ({})", self.id),
+            None => write!(f, "{}", self.id),
+        }
+    }
 }
 
 /// A vnet bridged to a host NIC through an AF_PACKET socket in promiscuous mode.
@@ -358,6 +412,8 @@ impl NetworkSpec {
             nat: None,
             dhcp: None,
             uplink: None,
+            allow_users: Vec::new(),
+            allow_groups: Vec::new(),
         }
     }
 }
@@ -404,6 +460,12 @@ pub struct NetworkInfo {
     /// The data-plane thread that runs the vnet (0 with one thread).
     #[serde(default)]
     pub thread: usize,
+    /// Who may attach (`NetworkSpec::allow_users`, resolved); empty with
+    /// `allow_groups`: whoever can open the sockets.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_users: Vec<AccountInfo>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_groups: Vec<AccountInfo>,
 }
 
 /// A running NAT device.
@@ -654,6 +716,11 @@ pub struct PortInfo {
     /// Process id of the client, where the socket tells it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pid: Option<u32>,
+    /// The uid that made the port: the client's on a data socket (the kernel's
+    /// credentials), the caller's for a port added through the API; absent for the
+    /// vnet's own (services, host adapter, uplink, ports from the configuration).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<u32>,
     pub vlan: VlanMode,
     /// Address declared by the client (vnet API SET_MAC).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -22,8 +22,9 @@
 //!
 //! [`RULES`] says which role each route needs (an unlisted route needs admin). Two
 //! routes look at more than the route: a user may add only vhost-user ports on the
-//! default VLAN ([`Policy::check_port`]) and remove only the ports they added (the
-//! control plane remembers who added which port). A refusal is `403` with a message
+//! default VLAN ([`Policy::check_port`]), only on vnets whose allow lists admit them
+//! (the data plane decides, as for its sockets: `vnet_io::admission`), and remove only
+//! the ports they added (the control plane remembers who added which port). A refusal is `403` with a message
 //! naming the role, who holds it and what the client is ([`Policy::refusal`]).
 
 use std::io;

@@ -8,6 +8,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 use toml::Spanned;
+use vnet_io::admission::AllowList;
 use vnet_model::{
     default_mac_aging, default_max_macs, default_max_macs_per_port, default_mtu, DhcpSpec,
     HostAdapterSpec, Ipv4Net, NetworkSpec, PortSpec, UplinkSpec, VlanMode,
@@ -51,6 +52,10 @@ pub struct LimitsConfig {
     /// Vnets the daemon runs [default: 64].
     #[serde(default)]
     pub vnets: Option<usize>,
+    /// Client ports one uid holds across all vnets, root and vnetd's own uid exempt
+    /// [default: 64].
+    #[serde(default)]
+    pub ports_per_uid: Option<usize>,
     /// Stream ports' send buffer (1 MiB) forced past `net.core.wmem_max` with
     /// `SO_SNDBUFFORCE` (root) instead of capped at it [default: false].
     #[serde(default)]
@@ -91,6 +96,7 @@ impl LimitsConfig {
                 .vde_handshake_secs
                 .map_or(d.vde_handshake, std::time::Duration::from_secs),
             vnets: self.vnets.unwrap_or(d.vnets),
+            ports_per_uid: self.ports_per_uid.unwrap_or(d.ports_per_uid),
             stream_sndbuf_force: self.stream_sndbuf_force.unwrap_or(d.stream_sndbuf_force),
         }
     }
@@ -179,6 +185,12 @@ pub struct NetworkConfig {
     /// `{ interface = "eth1", mode = "trunk", vlans = [10, 20] }`: bridged (root).
     #[serde(default)]
     pub uplink: Option<UplinkSpec>,
+    /// Users who may attach (names or uids): see `vnet_io::admission`.
+    #[serde(default)]
+    pub allow_users: Vec<vnet_model::Account>,
+    /// Groups whose members may attach (names or gids).
+    #[serde(default)]
+    pub allow_groups: Vec<vnet_model::Account>,
     /// `[[network.port]]` tables: ports created at start.
     #[serde(default, rename = "port")]
     pub ports: Vec<PortConfig>,
@@ -304,6 +316,12 @@ impl Config {
                     n.name
                 )));
             }
+            if let Err(e) = AllowList::resolve(&n.allow_users, &n.allow_groups) {
+                return Err(invalid(format!(
+                    "line {line}: [[network]] {:?}: {e}",
+                    n.name
+                )));
+            }
             for p in &n.ports {
                 let port_error = |what: String| {
                     invalid(format!(
@@ -373,6 +391,8 @@ impl NetworkConfig {
             nat: self.nat.clone(),
             dhcp: self.dhcp.clone(),
             uplink: self.uplink.clone(),
+            allow_users: self.allow_users.clone(),
+            allow_groups: self.allow_groups.clone(),
         }
     }
 }
@@ -522,6 +542,38 @@ mod tests {
         assert!(Config::parse(&ok, "ok.toml").is_ok());
         let ok = fwd("{ host = \"127.0.0.1:8080\", guest = \"10.8.0.9:80\" }");
         assert!(Config::parse(&ok, "ok.toml").is_ok());
+    }
+
+    #[test]
+    fn allow_lists_take_names_or_numbers_and_unknown_names_are_refused_with_their_line() {
+        use vnet_model::Account;
+        let c = Config::parse(
+            "[limits]\nports_per_uid = 5\n\n[[network]]\nname = \"lab\"\n\
+             allow_users = [\"root\", 1001]\nallow_groups = [\"root\", 4000]\n",
+            "t",
+        )
+        .unwrap();
+        let spec = c.network[0].get_ref().spec();
+        assert_eq!(
+            spec.allow_users,
+            [Account::Name("root".into()), Account::Id(1001)]
+        );
+        assert_eq!(
+            spec.allow_groups,
+            [Account::Name("root".into()), Account::Id(4000)]
+        );
+        assert_eq!(c.limits.limits().ports_per_uid, 5);
+        assert_eq!(Config::built_in().limits.limits().ports_per_uid, 64);
+        let e = error_of(
+            "[[network]]\nname = \"a\"\n\n[[network]]\nname = \"b\"\n\
+             allow_users = [\"no-such-user-vnet\"]\n",
+        );
+        assert!(e.contains("line 4"), "{e}");
+        assert!(e.contains("no user named \"no-such-user-vnet\""), "{e}");
+        let e = error_of("[[network]]\nname = \"a\"\nallow_groups = [\"no-such-group-vnet\"]\n");
+        assert!(e.contains("no group named \"no-such-group-vnet\""), "{e}");
+        let e = error_of("[[network]]\nname = \"a\"\nallow_users = [-1]\n");
+        assert!(e.contains("allow_users"), "{e}");
     }
 
     #[test]

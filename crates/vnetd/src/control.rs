@@ -214,7 +214,17 @@ async fn add_port(
     if let Some(action) = Policy::check_port(&spec).filter(|_| caller.role < Role::Admin) {
         return Err(api.refuse(&caller, action));
     }
-    let port = api.handle.add_port(net.clone(), spec).await?;
+    // The port is the caller's uid's; the caller's process is not its client.
+    let by = caller.peer.as_ref().map(|p| vnet_io::admission::Requester {
+        client: vnet_io::admission::Client {
+            uid: p.uid,
+            gid: p.gid,
+            pid: None,
+            groups: Some(p.groups.clone()),
+        },
+        admin: caller.role >= Role::Admin,
+    });
+    let port = api.handle.add_port(net.clone(), spec, by).await?;
     if let Some(uid) = caller.uid() {
         api.owners().insert((net, port.id), uid);
     }
@@ -453,7 +463,7 @@ async fn metrics(State(h): State<Handle>) -> Result<impl IntoResponse> {
     let name = "vnet_limit_refusals_total";
     let _ = writeln!(
         out,
-        "# HELP {name} Requests refused by a `[limits]` bound, by its key.\n# TYPE {name} counter"
+        "# HELP {name} Requests refused by a `[limits]` bound, by its key, or by a vnet's allow lists (`allow`).\n# TYPE {name} counter"
     );
     for r in h.limit_refusals() {
         let net = r.net.map(|n| format!("net=\"{n}\","));

@@ -39,6 +39,8 @@ fn create(ctx: &Context, args: CreateNet) -> Result<(), Failure> {
         address,
     });
     spec.dhcp = args.dhcp.then(DhcpSpec::default);
+    spec.allow_users = args.allow_users;
+    spec.allow_groups = args.allow_groups;
     let info = ctx.client.create_network(&spec)?;
     if ctx.json {
         return super::print_json(&info);

@@ -2,18 +2,17 @@
 //! device of `vnet-nat`): one `open` of the device file is one port. The FUSE side holds
 //! one end of a `SOCK_SEQPACKET` socket pair and speaks the vnet API on it; this is the
 //! other end, a [`SeqpacketPort`] that reports itself as a device port with the
-//! opener's pid.
+//! opener's pid and command.
 
 use vnet_core::wire::seqpacket::{Reply, Request};
 use vnet_model::PortKind;
 
 use super::seqpacket::SeqpacketPort;
-use super::{Backend, Identity, Received, Sent};
+use super::{Backend, Received, Sent};
 use crate::frame::FrameBuf;
 
 pub struct ClassicDevicePort {
     inner: SeqpacketPort,
-    pid: Option<u32>,
     description: String,
 }
 
@@ -36,8 +35,7 @@ impl ClassicDevicePort {
             None => "unknown opener".to_string(),
         };
         ClassicDevicePort {
-            inner: SeqpacketPort::new(sock),
-            pid,
+            inner: SeqpacketPort::new(sock, String::new()),
             description: format!("device dev/{net} {who}"),
         }
     }
@@ -50,13 +48,6 @@ impl Backend for ClassicDevicePort {
 
     fn description(&self) -> String {
         self.description.clone()
-    }
-
-    fn identity(&self) -> Identity<'_> {
-        Identity {
-            pid: self.pid,
-            ..Identity::default()
-        }
     }
 
     fn source(&mut self) -> Option<&mut dyn mio::event::Source> {

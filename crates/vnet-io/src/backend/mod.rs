@@ -66,8 +66,6 @@ pub struct Identity<'a> {
     pub ifname: Option<&'a str>,
     /// A vhost-user port's name (`--vhost-user NAME`), unique within its vnet.
     pub vhost_user_name: Option<&'a str>,
-    /// The client's process id, where the transport tells it.
-    pub pid: Option<u32>,
 }
 
 /// One port's I/O: what the port is, how it moves frames, and its timers.

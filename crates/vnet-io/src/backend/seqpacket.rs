@@ -13,24 +13,22 @@ use vnet_core::wire::seqpacket::{
 };
 use vnet_model::PortKind;
 
-use super::{fd_source, send_each, send_error, Backend, Identity, Received, Sent};
+use super::{fd_source, send_each, send_error, Backend, Received, Sent};
 use crate::frame::FrameBuf;
-use crate::sys::{peer, seqpacket};
+use crate::sys::seqpacket;
 
 pub struct SeqpacketPort {
     sock: OwnedFd,
-    pid: Option<u32>,
     peer: String,
     /// Replies not yet taken by the client; sent before any further frame.
     replies: VecDeque<Vec<u8>>,
 }
 
 impl SeqpacketPort {
-    pub fn new(sock: OwnedFd) -> Self {
-        let (pid, peer) = peer::describe(&sock);
+    /// Wraps a connection from `peer` (as `sys::peer::describe` tells it).
+    pub fn new(sock: OwnedFd, peer: String) -> Self {
         SeqpacketPort {
             sock,
-            pid,
             peer,
             replies: VecDeque::new(),
         }
@@ -44,13 +42,6 @@ impl Backend for SeqpacketPort {
 
     fn description(&self) -> String {
         format!("api {}", self.peer)
-    }
-
-    fn identity(&self) -> Identity<'_> {
-        Identity {
-            pid: self.pid,
-            ..Identity::default()
-        }
     }
 
     fn source(&mut self) -> Option<&mut dyn mio::event::Source> {
@@ -128,7 +119,7 @@ mod tests {
     #[test]
     fn a_reply_goes_out_before_frames_and_with_no_frame_at_all() {
         let (ours, client) = seqpacket::pair().unwrap();
-        let mut port = SeqpacketPort::new(ours);
+        let mut port = SeqpacketPort::new(ours, String::new());
         port.answer(&Request::SetPromiscuous(true), &Ok(None));
         // Nothing queued for the port: the data plane offers an empty batch.
         assert_eq!(port.send_batch(&[]), (0, Sent::Done));

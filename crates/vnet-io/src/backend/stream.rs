@@ -17,10 +17,10 @@ use vnet_core::switch::DropCause;
 use vnet_core::wire::stream::{next_record, prefix, PREFIX_LEN};
 use vnet_model::PortKind;
 
-use super::{send_each, send_error, Backend, Identity, Received, Sent};
+use super::{send_each, send_error, Backend, Received, Sent};
 use crate::frame::FrameBuf;
 use crate::sys::privilege::{self, Capability};
-use crate::sys::{peer, sockopt};
+use crate::sys::sockopt;
 
 /// Send buffer asked for on each connection: what the kernel holds toward a client that
 /// is slower than the sender, before frames wait in (and then drop from) the port's
@@ -58,7 +58,6 @@ fn raise_send_buffer(sock: &UnixStream, force: bool) {
 
 pub struct StreamPort {
     sock: UnixStream,
-    pid: Option<u32>,
     peer: String,
     rx: Vec<u8>,
     rx_len: usize,
@@ -70,15 +69,13 @@ pub struct StreamPort {
 }
 
 impl StreamPort {
-    /// Wraps an accepted connection. `max_frame` sizes the receive buffer;
-    /// `force_sndbuf` raises the send buffer past `net.core.wmem_max` (see
-    /// [`SEND_BUFFER`]).
-    pub fn new(sock: UnixStream, max_frame: usize, force_sndbuf: bool) -> Self {
-        let (pid, peer) = peer::describe(&sock.as_fd());
+    /// Wraps an accepted connection from `peer` (as `sys::peer::describe` tells it).
+    /// `max_frame` sizes the receive buffer; `force_sndbuf` raises the send buffer past
+    /// `net.core.wmem_max` (see [`SEND_BUFFER`]).
+    pub fn new(sock: UnixStream, peer: String, max_frame: usize, force_sndbuf: bool) -> Self {
         raise_send_buffer(&sock, force_sndbuf);
         StreamPort {
             sock,
-            pid,
             peer,
             rx: vec![0; 2 * (PREFIX_LEN + max_frame)],
             rx_len: 0,
@@ -141,13 +138,6 @@ impl Backend for StreamPort {
 
     fn description(&self) -> String {
         format!("stream {}", self.peer)
-    }
-
-    fn identity(&self) -> Identity<'_> {
-        Identity {
-            pid: self.pid,
-            ..Identity::default()
-        }
     }
 
     fn source(&mut self) -> Option<&mut dyn mio::event::Source> {
@@ -246,7 +236,7 @@ mod tests {
     #[test]
     fn a_connection_gets_a_large_send_buffer_within_wmem_max() {
         let (a, _b) = UnixStream::pair().expect("socket pair");
-        let port = StreamPort::new(a, 1514, false);
+        let port = StreamPort::new(a, String::new(), 1514, false);
         let after = getsockopt(&port.sock, SndBuf).unwrap();
         // The kernel reports twice what was set.
         let want = 2 * (SEND_BUFFER as usize).min(wmem_max());
@@ -257,7 +247,7 @@ mod tests {
     fn a_forced_connection_gets_a_large_send_buffer() {
         let (a, _b) = UnixStream::pair().expect("socket pair");
         let before = getsockopt(&a, SndBuf).unwrap();
-        let port = StreamPort::new(a, 1514, true);
+        let port = StreamPort::new(a, String::new(), 1514, true);
         let after = getsockopt(&port.sock, SndBuf).unwrap();
         if nix::unistd::geteuid().is_root() {
             assert_eq!(after, 2 * SEND_BUFFER as usize);

@@ -40,7 +40,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use mio::net::{UnixDatagram, UnixStream};
-use nix::sys::socket::{getsockopt, sockopt::PeerCredentials, UnixAddr};
+use nix::sys::socket::UnixAddr;
 use tracing::info;
 use vnet_core::switch::DropCause;
 use vnet_core::wire::vde::{
@@ -48,7 +48,8 @@ use vnet_core::wire::vde::{
 };
 use vnet_model::PortKind;
 
-use super::{send_error, Backend, Identity, Received, Sent, TX_BATCH};
+use super::{send_error, Backend, Received, Sent, TX_BATCH};
+use crate::admission::Client;
 use crate::error::chain;
 use crate::frame::FrameBuf;
 use crate::sys::mmsg::SendBatch;
@@ -65,8 +66,8 @@ pub struct VdePort {
     /// The switch directory (`RUN/NET/vde`).
     dir: PathBuf,
     net: String,
-    pid: Option<u32>,
-    uid: Option<u32>,
+    /// The uid on the other end of the control connection (`SO_PEERCRED`).
+    uid: u32,
     peer: String,
     /// The request as it arrives; `None` once the handshake is done.
     request: Option<Box<[u8; MAX_REQUEST]>>,
@@ -108,8 +109,6 @@ pub enum VdeError {
         .path.display()
     )]
     ForeignClientSocket { path: PathBuf, owner: u32, uid: u32 },
-    #[error("cannot tell which user is connecting (no SO_PEERCRED)")]
-    NoPeerCredentials,
     #[error("cannot connect to the client's data socket {}", .0.display())]
     ConnectClientSocket(PathBuf, #[source] nix::Error),
     #[error("the data socket path {} is too long for a unix socket address", .0.display())]
@@ -127,25 +126,23 @@ pub enum VdeError {
 }
 
 impl VdePort {
-    /// Wraps an accepted connection on `dir/ctl` of vnet `net`.
-    /// Its client must send the request within `handshake`.
+    /// Wraps an accepted connection on `dir/ctl` of vnet `net` from `client`. Its
+    /// client must send the request within `handshake`.
     pub fn new(
         ctl: UnixStream,
+        client: &Client,
         dir: &Path,
         net: &str,
         handshake: Duration,
     ) -> Result<Self, VdeError> {
-        let (pid, peer) = peer::describe(&ctl.as_fd());
-        let uid = getsockopt(&ctl.as_fd(), PeerCredentials)
-            .ok()
-            .map(|c| c.uid());
+        let peer = peer::describe(Some(client));
+        let uid = client.uid;
         Ok(VdePort {
             data: UnixDatagram::unbound().map_err(VdeError::CreateDataSocket)?,
             batch: SendBatch::new(None).map_err(VdeError::CreateDataSocket)?,
             ctl,
             dir: dir.to_path_buf(),
             net: net.to_string(),
-            pid,
             uid,
             peer,
             request: Some(Box::new([0; MAX_REQUEST])),
@@ -206,17 +203,12 @@ impl VdePort {
             return Err(VdeError::NotASocket(client_path()));
         }
         let owner = meta.uid();
-        match self.uid {
-            Some(0) => {}
-            Some(uid) if uid == owner => {}
-            Some(uid) => {
-                return Err(VdeError::ForeignClientSocket {
-                    path: client_path(),
-                    owner,
-                    uid,
-                })
-            }
-            None => return Err(VdeError::NoPeerCredentials),
+        if self.uid != 0 && self.uid != owner {
+            return Err(VdeError::ForeignClientSocket {
+                path: client_path(),
+                owner,
+                uid: self.uid,
+            });
         }
 
         // Connected before it has a name: from the moment it is bound, the kernel takes
@@ -298,13 +290,6 @@ impl Backend for VdePort {
             Some(d) if d.is_empty() => format!("vde {}", self.peer),
             Some(d) => format!("vde {d} [{}]", self.peer),
             None => format!("vde (awaiting its request) {}", self.peer),
-        }
-    }
-
-    fn identity(&self) -> Identity<'_> {
-        Identity {
-            pid: self.pid,
-            ..Identity::default()
         }
     }
 

@@ -18,6 +18,8 @@
 //!
 //! The port outlives connections: a thread accepts on `RUN/NET/vhost-user/NAME.sock`,
 //! runs one `VhostUserDaemon` per connection and, when QEMU goes away, accepts the next.
+//! A front-end the vnet's allow lists refuse (its `SO_PEERCRED`, `SO_PEERGROUPS`) is
+//! disconnected at once; the port made by the control API is its requester's.
 
 use std::collections::VecDeque;
 use std::os::fd::AsRawFd;
@@ -52,9 +54,10 @@ use vnet_core::wire::offload::{self as offload, VirtioNetHdr, VIRTIO_NET_HDR_LEN
 use vnet_model::PortKind;
 
 use super::{send_each, Backend, Identity, Received, Sent, WatchedFd};
+use crate::admission::Gate;
 use crate::error::Chain;
 use crate::frame::{FrameBuf, LARGE_CAPACITY};
-use crate::sys::fdpass;
+use crate::sys::{fdpass, peer};
 
 /// Why a vhost-user port could not be set up: the step that failed.
 #[derive(Debug, thiserror::Error)]
@@ -177,8 +180,9 @@ pub struct VhostUserPort {
 }
 
 impl VhostUserPort {
-    /// Listens on `path` (replacing a stale socket) and serves connections on a thread.
-    pub fn listen(name: &str, path: &Path) -> Result<Self, VhostUserError> {
+    /// Listens on `path` (replacing a stale socket) and serves connections on a thread,
+    /// those `gate` lets in.
+    pub(crate) fn listen(name: &str, path: &Path, gate: Gate) -> Result<Self, VhostUserError> {
         // A socket left by a dead daemon is replaced; the caller refuses live ones.
         let _ = std::fs::remove_file(path);
         // Not `vhost`'s `Listener::new`: that one unlinks the path when dropped, which
@@ -222,6 +226,7 @@ impl VhostUserPort {
                     (private, private_path),
                     ends,
                     thread_shared,
+                    gate,
                 )
             })
             .map_err(VhostUserError::SpawnThread)?;
@@ -304,11 +309,17 @@ impl Backend for VhostUserPort {
         PortKind::VhostUser
     }
 
+    /// With the front-end connected now, who it is (`SO_PEERCRED`); the port itself
+    /// is its requester's.
     fn description(&self) -> String {
         let state = if self.shared.connected.load(Ordering::Relaxed) {
-            "connected"
+            let conn = self.shared.connection.lock().expect("lock");
+            match conn.as_ref().and_then(peer::credentials) {
+                Some(client) => format!("connected: {}", peer::describe(Some(&client))),
+                None => "connected".to_string(),
+            }
         } else {
-            "waiting"
+            "waiting".to_string()
         };
         match self.dropped_to_guest() {
             0 => format!("vhost-user {} {} ({state})", self.name, self.path.display()),
@@ -449,7 +460,8 @@ fn bind_private(path: &Path) -> std::io::Result<Listener> {
     Ok(Listener::from(listener))
 }
 
-/// Accepts connections until the port is dropped, one daemon per connection.
+/// Accepts connections until the port is dropped, one daemon per connection, from
+/// front-ends `gate` lets in.
 ///
 /// QEMU does not talk to the daemon directly: each connection goes through
 /// [`relay`] over the private socket ([`bind_private`]), which holds back the one
@@ -460,6 +472,7 @@ fn serve(
     (mut private, private_path): (Listener, PathBuf),
     ends: WorkerEnds,
     shared: Arc<Shared>,
+    gate: Gate,
 ) {
     let mut ends = Some(ends);
     while !shared.stop.load(Ordering::SeqCst) {
@@ -475,6 +488,10 @@ fn serve(
         };
         if shared.stop.load(Ordering::SeqCst) {
             break;
+        }
+        if !admitted(&gate, &name, &front_end) {
+            let _ = front_end.shutdown(std::net::Shutdown::Both);
+            continue;
         }
         let device = Arc::new(Mutex::new(NetDevice {
             mem: None,
@@ -505,6 +522,23 @@ fn serve(
         }
         drop(dev);
     }
+}
+
+/// Whether `gate` lets in the front-end on `conn` (refused: counted and logged; one
+/// whose credentials the kernel will not give is refused too, logged).
+fn admitted(gate: &Gate, name: &str, conn: &UnixStream) -> bool {
+    let Some(client) = peer::credentials(conn) else {
+        warn!(
+            port = name,
+            "refused a vhost-user front-end: the kernel gives no credentials"
+        );
+        return false;
+    };
+    let what = format!(
+        "a vhost-user front-end of {name}, {}",
+        peer::describe(Some(&client))
+    );
+    gate.admit(&client, &what).is_ok()
 }
 
 /// Serves one front-end until it goes away; the daemon and its worker are gone after.

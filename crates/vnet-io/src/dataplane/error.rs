@@ -34,6 +34,13 @@ pub enum ControlError {
     /// of what all clients hold is not.
     #[error(transparent)]
     Limit(#[from] super::limits::LimitHit),
+    /// The vnet's allow lists do not let the client in: 403, as for a role the
+    /// client lacks.
+    #[error(transparent)]
+    NotAllowed(#[from] crate::admission::Refused),
+    /// An allow list names a user or group the system does not know.
+    #[error(transparent)]
+    AllowList(#[from] crate::admission::AllowListError),
     /// The vnet's spec (as given, or as a live change would leave it) breaks a rule.
     #[error(transparent)]
     Invalid(#[from] SpecError),
@@ -175,7 +182,7 @@ pub enum ErrorKind {
     Conflict,
     /// The request itself is wrong.
     Invalid,
-    /// The daemon lacks a privilege the request needs.
+    /// The daemon lacks a privilege the request needs, or the client may not attach.
     Forbidden,
     /// The request was fine; carrying it out failed.
     Failed,
@@ -193,6 +200,7 @@ impl ControlError {
             | ControlError::Vlan(_)
             | ControlError::PortSetting(_)
             | ControlError::VhostUserName(_)
+            | ControlError::AllowList(_)
             | ControlError::AddressReserved { .. }
             | ControlError::Dhcp(_) => ErrorKind::Invalid,
             ControlError::Forward(ForwardError::Exists(..)) => ErrorKind::Conflict,
@@ -210,6 +218,7 @@ impl ControlError {
                 Some(e) if e.kind() == io::ErrorKind::PermissionDenied => ErrorKind::Forbidden,
                 Some(_) => ErrorKind::Failed,
             },
+            ControlError::NotAllowed(_) => ErrorKind::Forbidden,
             ControlError::Stopped => ErrorKind::Stopped,
             ControlError::NatStart(_)
             | ControlError::Forward(_)

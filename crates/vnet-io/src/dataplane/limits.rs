@@ -7,8 +7,8 @@
 //! `vnet_limit_refusals_total` metric) and logged, at warning level for the 1st, 2nd,
 //! 4th, 8th... refusal of a kind (so a flood cannot flood the log), else at debug.
 
-use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tracing::{debug, warn};
@@ -24,6 +24,10 @@ pub struct Limits {
     pub vde_handshake: Duration,
     /// Vnets the daemon runs.
     pub vnets: usize,
+    /// Client ports one uid holds across all vnets and threads (root and vnetd's own
+    /// uid exempt: they may make any port through the control API anyway, and the
+    /// configuration's ports are vnetd's).
+    pub ports_per_uid: usize,
     /// Whether stream ports get their send buffer ([`crate::backend::stream::SEND_BUFFER`])
     /// past `net.core.wmem_max` (`SO_SNDBUFFORCE`, root only); else the kernel caps it.
     pub stream_sndbuf_force: bool,
@@ -35,6 +39,7 @@ impl Default for Limits {
             ports_per_vnet: 256,
             vde_handshake: Duration::from_secs(5),
             vnets: 64,
+            ports_per_uid: 64,
             stream_sndbuf_force: false,
         }
     }
@@ -44,6 +49,10 @@ impl Default for Limits {
 pub const PORTS_PER_VNET: &str = "ports_per_vnet";
 pub const VDE_HANDSHAKE_SECS: &str = "vde_handshake_secs";
 pub const VNETS: &str = "vnets";
+pub const PORTS_PER_UID: &str = "ports_per_uid";
+/// Not a bound of `[limits]`: the `limit` label of attach refusals by a vnet's allow
+/// lists (`allow_users`, `allow_groups`; [`crate::admission`]).
+pub const ALLOW: &str = "allow";
 
 /// A limit that refused a request: the control API's answer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -75,12 +84,7 @@ impl Refusals {
     /// Counts one refusal by `limit` (of vnet `net`) and logs `what` happened,
     /// rate-limited (see the module docs).
     pub fn refuse(&self, net: Option<&str>, limit: &'static str, what: &str) {
-        let n = {
-            let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
-            let n = map.entry((net.map(str::to_string), limit)).or_default();
-            *n += 1;
-            *n
-        };
+        let n = self.count_one(net, limit);
         let net = net.unwrap_or("-");
         if n.is_power_of_two() {
             warn!(
@@ -92,6 +96,25 @@ impl Refusals {
                 net,
                 "{what}: limit `[limits] {limit}` reached ({n} refusal(s) so far)"
             );
+        }
+    }
+
+    /// Counts one refusal by `limit` (of vnet `net`): how many so far.
+    fn count_one(&self, net: Option<&str>, limit: &'static str) -> u64 {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let n = map.entry((net.map(str::to_string), limit)).or_default();
+        *n += 1;
+        *n
+    }
+
+    /// Counts one client of vnet `net` its allow lists refused (limit [`ALLOW`]) and
+    /// logs `why`, rate-limited like the limits' refusals.
+    pub fn refuse_attach(&self, net: &str, what: &str, why: &str) {
+        let n = self.count_one(Some(net), ALLOW);
+        if n.is_power_of_two() {
+            warn!(net, "refused {what}: {why} ({n} refusal(s) so far)");
+        } else {
+            debug!(net, "refused {what}: {why} ({n} refusal(s) so far)");
         }
     }
 
@@ -118,5 +141,93 @@ impl Refusals {
         map.get(&(net.map(str::to_string), limit))
             .copied()
             .unwrap_or(0)
+    }
+}
+
+/// How many client ports each uid holds across all vnets and threads (`[limits]
+/// ports_per_uid`). Taken only when a port is made or closed, never on the frame path.
+/// Root and vnetd's own uid are not counted: they may make any port anyway (as admins
+/// of the control API), and the configuration's ports are vnetd's.
+#[derive(Debug, Default)]
+pub(crate) struct UidPorts(Mutex<HashMap<u32, usize>>);
+
+/// One port's place in [`UidPorts`]; dropping it (with the port) frees the place.
+#[derive(Debug)]
+pub(crate) struct UidSlot {
+    tally: Arc<UidPorts>,
+    uid: u32,
+}
+
+impl UidPorts {
+    /// A place for one more port of `uid`, if it holds fewer than `max` (`Ok(None)`: the
+    /// uid is not counted); `Err` carries how many it holds.
+    pub fn take(
+        self: &Arc<Self>,
+        uid: u32,
+        exempt: bool,
+        max: usize,
+    ) -> Result<Option<UidSlot>, usize> {
+        if exempt {
+            return Ok(None);
+        }
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let held = map.entry(uid).or_default();
+        if *held >= max {
+            return Err(*held);
+        }
+        *held += 1;
+        Ok(Some(UidSlot {
+            tally: Arc::clone(self),
+            uid,
+        }))
+    }
+
+    #[cfg(test)]
+    pub fn held(&self, uid: u32) -> usize {
+        let map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(&uid).copied().unwrap_or(0)
+    }
+}
+
+impl Drop for UidSlot {
+    fn drop(&mut self) {
+        let mut map = self.tally.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(held) = map.get_mut(&self.uid) {
+            *held -= 1;
+            if *held == 0 {
+                map.remove(&self.uid);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod uid_ports_tests {
+    use super::*;
+
+    #[test]
+    fn a_uid_holds_at_most_max_ports_and_a_closed_port_frees_its_place() {
+        let tally = Arc::new(UidPorts::default());
+        let a = tally.take(1000, false, 2).unwrap();
+        let b = tally.take(1000, false, 2).unwrap();
+        assert_eq!(tally.take(1000, false, 2).unwrap_err(), 2);
+        // Another uid has its own count.
+        let other = tally.take(1001, false, 2).unwrap();
+        assert_eq!(tally.held(1001), 1);
+        drop(a);
+        assert_eq!(tally.held(1000), 1);
+        let c = tally.take(1000, false, 2).unwrap();
+        drop((b, c, other));
+        assert_eq!((tally.held(1000), tally.held(1001)), (0, 0));
+        assert!(tally.0.lock().unwrap().is_empty(), "no entries left behind");
+    }
+
+    #[test]
+    fn exempt_uids_are_not_counted() {
+        let tally = Arc::new(UidPorts::default());
+        for _ in 0..3 {
+            assert!(tally.take(0, true, 1).unwrap().is_none());
+        }
+        assert_eq!(tally.held(0), 0);
     }
 }

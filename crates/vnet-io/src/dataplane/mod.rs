@@ -31,6 +31,7 @@ mod thread;
 mod vnet;
 
 pub use error::{Conflict, ControlError, ErrorKind, Missing};
+pub(crate) use limits::Refusals;
 pub use limits::{LimitHit, LimitRefusals, Limits};
 pub use queue::QUEUE_CAPACITY;
 
@@ -44,17 +45,21 @@ use vnet_model::{
     UplinkSpec, VlanMode,
 };
 
+use crate::admission::{AllowList, Client, Requester};
 use directory::Directory;
 
 type Reply<T> = oneshot::Sender<Result<T, ControlError>>;
 
 /// Work for the data-plane thread.
 pub(crate) enum Command {
-    CreateNetwork(NetworkSpec, Reply<NetworkInfo>),
+    /// A vnet and its allow lists, resolved by the caller (off the data plane: names may
+    /// need a directory service). Boxed: the largest command by far.
+    CreateNetwork(Box<(NetworkSpec, AllowList)>, Reply<NetworkInfo>),
     DeleteNetwork(String, Reply<()>),
     Networks(Reply<Vec<NetworkInfo>>),
     Network(String, Reply<NetworkInfo>),
-    AddPort(String, PortSpec, Reply<PortInfo>),
+    /// A port through the control API, for a client (`None`: vnetd's configuration).
+    AddPort(String, PortSpec, Option<Requester>, Reply<PortInfo>),
     RemovePort(String, u32, Reply<()>),
     Ports(String, Reply<Vec<PortInfo>>),
     Port(String, u32, Reply<PortInfo>),
@@ -78,8 +83,9 @@ pub(crate) enum Command {
         Reply<()>,
     ),
     SetPortVlan(String, u32, VlanMode, Reply<PortInfo>),
-    /// A classic-device open: attach the data plane's end of a socket pair as a port.
-    AttachDevice(String, std::os::fd::OwnedFd, Option<u32>, Reply<u32>),
+    /// A classic-device open by a client: attach the data plane's end of a socket pair
+    /// as a port.
+    AttachDevice(String, std::os::fd::OwnedFd, Client, Reply<u32>),
     Shutdown,
 }
 
@@ -126,6 +132,7 @@ impl DataPlane {
     ) -> std::io::Result<Self> {
         let threads = tuning.threads.max(1);
         let refusals = Arc::new(limits::Refusals::default());
+        let uid_ports = Arc::new(limits::UidPorts::default());
         let directory = Arc::new(Mutex::new(Directory::new(
             threads,
             limits.vnets,
@@ -140,11 +147,13 @@ impl DataPlane {
             let (run_dir, state_dir) = (run_dir.clone(), state_dir.clone());
             let directory = directory.clone();
             let refusals = Arc::clone(&refusals);
+            let uid_ports = Arc::clone(&uid_ports);
             let thread = std::thread::Builder::new()
                 .name(format!("vnet-dataplane{index}"))
                 .spawn(move || {
                     thread::Thread::new(poll, index, run_dir, state_dir, rx, directory)
                         .with_limits(limits, refusals)
+                        .with_uid_ports(uid_ports)
                         .run(tuning.busy_poll)
                 })?;
             joins.push(thread);
@@ -246,16 +255,20 @@ impl Handle {
     /// Places the vnet on a thread (reserving its name) and makes it there; the thread
     /// frees the name if that fails.
     pub async fn create_network(&self, spec: NetworkSpec) -> Result<NetworkInfo, ControlError> {
-        spec.validate()?;
+        let allow = checked(&spec)?;
         let thread = self.directory().place(&spec)?;
-        self.call_on(thread, |r| Command::CreateNetwork(spec, r))
-            .await
+        self.call_on(thread, |r| {
+            Command::CreateNetwork(Box::new((spec, allow)), r)
+        })
+        .await
     }
 
     pub fn create_network_blocking(&self, spec: NetworkSpec) -> Result<NetworkInfo, ControlError> {
-        spec.validate()?;
+        let allow = checked(&spec)?;
         let thread = self.directory().place(&spec)?;
-        self.call_on_blocking(thread, |r| Command::CreateNetwork(spec, r))
+        self.call_on_blocking(thread, |r| {
+            Command::CreateNetwork(Box::new((spec, allow)), r)
+        })
     }
 
     /// Removes the vnet; its thread frees the name.
@@ -288,13 +301,22 @@ impl Handle {
         self.call(name, Command::Network).await
     }
 
-    pub async fn add_port(&self, net: String, spec: PortSpec) -> Result<PortInfo, ControlError> {
-        self.call(net, |net, r| Command::AddPort(net, spec, r))
+    /// Adds a TAP or vhost-user port for `by` (`None`: vnetd itself, as its
+    /// configuration says), who must be let in by the vnet's allow lists unless an admin,
+    /// and is counted in `[limits] ports_per_uid`.
+    pub async fn add_port(
+        &self,
+        net: String,
+        spec: PortSpec,
+        by: Option<Requester>,
+    ) -> Result<PortInfo, ControlError> {
+        self.call(net, |net, r| Command::AddPort(net, spec, by, r))
             .await
     }
 
+    /// The configuration's port (vnetd's own), at start.
     pub fn add_port_blocking(&self, net: String, spec: PortSpec) -> Result<PortInfo, ControlError> {
-        self.call_blocking(net, |net, r| Command::AddPort(net, spec, r))
+        self.call_blocking(net, |net, r| Command::AddPort(net, spec, None, r))
     }
 
     pub async fn remove_port(&self, net: String, id: u32) -> Result<(), ControlError> {
@@ -332,15 +354,16 @@ impl Handle {
             .await
     }
 
-    /// Opens a classic-device port on vnet `net` for process `pid`: returns the port id
-    /// and the client's end of a `SOCK_SEQPACKET` pair speaking the vnet API (blocking).
+    /// Opens a classic-device port on vnet `net` for `client` (the opener, as FUSE
+    /// tells it; admitted like any client): returns the port id and the client's end of
+    /// a `SOCK_SEQPACKET` pair speaking the vnet API (blocking).
     pub fn attach_device_blocking(
         &self,
         net: String,
-        pid: Option<u32>,
+        client: Client,
     ) -> Result<(u32, std::os::fd::OwnedFd), ControlError> {
         let (ours, theirs) = crate::sys::seqpacket::pair().map_err(ControlError::SocketPair)?;
-        let id = self.call_blocking(net, |net, r| Command::AttachDevice(net, ours, pid, r))?;
+        let id = self.call_blocking(net, |net, r| Command::AttachDevice(net, ours, client, r))?;
         Ok((id, theirs))
     }
 
@@ -402,6 +425,13 @@ impl Handle {
         self.call(net, |net, r| Command::SetPortVlan(net, id, mode, r))
             .await
     }
+}
+
+/// `spec` checked, and its allow lists resolved (on the caller's thread: names may
+/// need the user database).
+fn checked(spec: &NetworkSpec) -> Result<AllowList, ControlError> {
+    spec.validate()?;
+    Ok(AllowList::resolve(&spec.allow_users, &spec.allow_groups)?)
 }
 
 /// The directory of a vnet's sockets.

@@ -62,7 +62,7 @@ use tracing::error;
 use vnet_core::switch::PortId;
 
 use super::directory::{self, Directory};
-use super::limits::{Limits, Refusals};
+use super::limits::{Limits, Refusals, UidPorts};
 use super::vnet::{PassEnd, Timer, Vnet};
 use super::Command;
 use crate::backend::uplink::{Polled, UplinkSocket};
@@ -137,6 +137,8 @@ pub(super) struct Thread {
     /// What clients may make this thread hold, and the count of refusals.
     limits: Limits,
     refusals: Arc<Refusals>,
+    /// The client ports each uid holds, shared by all threads (`[limits] ports_per_uid`).
+    uid_ports: Arc<UidPorts>,
 }
 
 impl Thread {
@@ -170,6 +172,7 @@ impl Thread {
             last_aging: Instant::now(),
             limits: Limits::default(),
             refusals: Arc::default(),
+            uid_ports: Arc::default(),
         }
     }
 
@@ -177,6 +180,12 @@ impl Thread {
     pub fn with_limits(mut self, limits: Limits, refusals: Arc<Refusals>) -> Self {
         self.limits = limits;
         self.refusals = refusals;
+        self
+    }
+
+    /// Counts each uid's client ports in `uid_ports`, which all threads share.
+    pub fn with_uid_ports(mut self, uid_ports: Arc<UidPorts>) -> Self {
+        self.uid_ports = uid_ports;
         self
     }
 

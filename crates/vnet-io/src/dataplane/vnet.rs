@@ -32,7 +32,10 @@ use vnet_core::wire::offload::{self, Segmenter, VirtioNetHdr};
 use vnet_core::wire::seqpacket::{PortInfo as ApiPortInfo, Reply, Request, API_VERSION};
 use vnet_model::{MacAddr, NetworkSpec, UplinkSpec};
 
+use super::error::ControlError;
+use super::limits::{LimitHit, UidPorts, UidSlot, PORTS_PER_UID};
 use super::queue::EgressQueue;
+use crate::admission::{AllowList, Client, Gate};
 use crate::backend::dgram::{DgramPeerError, DgramPort};
 use crate::backend::uplink::Incoming;
 use crate::backend::{Backend, Received, Sent, TX_BATCH};
@@ -42,9 +45,19 @@ use crate::services::dhcp::DhcpService;
 use crate::services::nat::NatService;
 use crate::sys::mmsg::RecvBatch;
 
+/// Who made a port: its client's uid and pid (for `vnet port ls`) and the port's
+/// place in `[limits] ports_per_uid`, freed when the port goes. The vnet's own ports
+/// (services, host adapter, uplink) and the configuration's have none.
+pub(super) struct Owner {
+    uid: u32,
+    pid: Option<u32>,
+    _slot: Option<UidSlot>,
+}
+
 /// A port's I/O side: its backend and its bounded egress queue.
 struct PortIo {
     backend: Box<dyn Backend>,
+    owner: Option<Owner>,
     /// The backend takes GSO super-frames and partial checksums as they are.
     offloads: bool,
     queue: EgressQueue,
@@ -82,6 +95,12 @@ const RX_BUDGET: usize = 64;
 const DGRAM_BATCH: usize = 32;
 /// Refused dgram senders logged at warning level, once each; later ones at debug.
 const DGRAM_REFUSALS_LOGGED: usize = 64;
+/// How long a dgram sender's uid, refused by the allow lists, stays refused without
+/// being decided again: a flood of datagrams from it then costs no group database
+/// lookup each (each is still counted).
+const DGRAM_REFUSAL_MEMORY: std::time::Duration = std::time::Duration::from_secs(1);
+/// Refused dgram uids remembered at most (forgotten all at once when full).
+const DGRAM_REFUSED_UIDS: usize = 256;
 
 pub(super) struct Vnet {
     spec: NetworkSpec,
@@ -103,6 +122,9 @@ pub(super) struct Vnet {
     dgram_refused: u64,
     /// Senders whose refusal was logged (`None`: unbound ones).
     dgram_refusals_logged: HashSet<Option<PathBuf>>,
+    /// Dgram senders' uids the allow lists refused, and when (see
+    /// [`DGRAM_REFUSAL_MEMORY`]).
+    dgram_refused_uids: HashMap<u32, Instant>,
     /// The DHCP service's port and state, shared with its [`ServicePort`].
     dhcp: Option<(PortId, Rc<RefCell<DhcpService>>)>,
     /// The NAT device's state, shared with its [`ServicePort`] (live port forwards,
@@ -115,6 +137,12 @@ pub(super) struct Vnet {
     /// `[limits] ports_per_vnet`, and where refusals are counted.
     limits: super::limits::Limits,
     refusals: std::sync::Arc<super::limits::Refusals>,
+    /// Who may attach (`allow_users`, `allow_groups`).
+    allow: std::sync::Arc<AllowList>,
+    /// vnetd's own uid: always admitted, never counted in `ports_per_uid`.
+    daemon_uid: u32,
+    /// The client ports each uid holds across all vnets.
+    uid_ports: std::sync::Arc<UidPorts>,
 }
 
 impl Vnet {
@@ -161,6 +189,53 @@ impl Vnet {
     ) {
         self.limits = limits;
         self.refusals = refusals;
+    }
+
+    /// Lets in only the clients `allow` admits; `uid_ports` bounds each uid's ports
+    /// across all vnets (`[limits] ports_per_uid`).
+    pub fn set_admission(&mut self, allow: AllowList, uid_ports: std::sync::Arc<UidPorts>) {
+        self.allow = std::sync::Arc::new(allow);
+        self.uid_ports = uid_ports;
+    }
+
+    /// The vnet's allow lists with where to count refusals, for a listener that
+    /// applies them on a thread of its own (vhost-user).
+    pub fn gate(&self) -> Gate {
+        Gate {
+            vnet: self.name().to_string(),
+            allow: std::sync::Arc::clone(&self.allow),
+            daemon_uid: self.daemon_uid,
+            refusals: std::sync::Arc::clone(&self.refusals),
+        }
+    }
+
+    /// Whether `client` may make one more client port (`what`, for the log): its allow
+    /// lists unless `vetted` (an admin of the control API), then `[limits]
+    /// ports_per_vnet` and `ports_per_uid`. Refused: counted and logged. Admitted: the
+    /// port's [`Owner`], to [`Vnet::attach`] with it.
+    pub fn admit(&self, what: &str, client: &Client, vetted: bool) -> Result<Owner, ControlError> {
+        if !vetted {
+            self.gate().admit(client, what)?;
+        }
+        self.admit_client(what)?;
+        let uid = client.uid;
+        let exempt = uid == 0 || uid == self.daemon_uid;
+        let max = self.limits.ports_per_uid;
+        let slot = self.uid_ports.take(uid, exempt, max).map_err(|held| {
+            let what = format!("refused {what}: uid {uid} holds {held} client ports");
+            self.refusals
+                .refuse(Some(self.name()), PORTS_PER_UID, &what);
+            LimitHit {
+                what: format!("uid {uid} holds its maximum of client ports (on all vnets)"),
+                max,
+                key: PORTS_PER_UID,
+            }
+        })?;
+        Ok(Owner {
+            uid,
+            pid: client.pid,
+            _slot: slot,
+        })
     }
 
     /// Whether one more client port fits within `[limits] ports_per_vnet`; refused:
@@ -378,19 +453,27 @@ impl Vnet {
         }
     }
 
-    /// Adds a port for `backend`; the caller watches its fd ([`Vnet::watch_port`]).
+    /// Adds a port for `backend`, made by `owner` ([`Vnet::admit`]; `None`: the vnet's
+    /// own); the caller watches its fd ([`Vnet::watch_port`]).
     pub fn attach(
         &mut self,
         backend: Box<dyn Backend>,
         vlan: VlanMode,
+        owner: Option<Owner>,
     ) -> Result<PortId, InvalidVlan> {
         let id = self.switch.add_port(vlan)?;
-        info!(net = self.name(), port = %id, "attached {}", backend.description());
+        match &owner {
+            Some(o) => {
+                info!(net = self.name(), port = %id, uid = o.uid, "attached {}", backend.description())
+            }
+            None => info!(net = self.name(), port = %id, "attached {}", backend.description()),
+        }
         self.ports.insert(
             id,
             PortIo {
                 offloads: backend.offloads(),
                 backend,
+                owner,
                 queue: EgressQueue::default(),
                 token: None,
                 rx_scheduled: false,
@@ -478,28 +561,34 @@ impl Vnet {
                     continue;
                 }
                 buf.set_len(self.dgram_batch.len(i));
-                let uid = self.dgram_batch.sender_uid(i);
-                let id = match (self.dgram_batch.sender(i), uid) {
+                let client = self.dgram_batch.sender_credentials(i);
+                let id = match (self.dgram_batch.sender(i), client) {
                     (None, _) => Err(DgramPeerError::Unbound),
                     (Some(_), None) => Err(DgramPeerError::NoCredentials),
-                    (Some(path), Some(uid)) => match self.dgram_peers.get(path) {
-                        Some(&(id, owner)) if owner == uid => Ok(id),
+                    (Some(path), Some(client)) => match self.dgram_peers.get(path) {
+                        Some(&(id, owner)) if owner == client.uid => Ok(id),
                         // Another uid sending from a port's path (bound anew after
                         // the peer left): not that port's input.
                         Some(&(_, owner)) => Err(DgramPeerError::Foreign {
                             path: path.to_path_buf(),
                             owner,
-                            uid,
+                            uid: client.uid,
                         }),
                         None => {
                             let path = path.to_path_buf();
-                            let what = format!("a datagram of new peer {}", path.display());
-                            if self.admit_client(&what).is_err() {
-                                // Counted and logged as the limit's refusal.
-                                self.pool.put(buf);
-                                continue;
+                            let what = format!(
+                                "a datagram of new peer {} (uid {})",
+                                path.display(),
+                                client.uid
+                            );
+                            match self.admit_dgram(now, &what, &client) {
+                                Some(owner) => self.add_dgram_peer(path, owner),
+                                None => {
+                                    // Counted and logged as the refusal it is.
+                                    self.pool.put(buf);
+                                    continue;
+                                }
                             }
-                            self.add_dgram_peer(path, uid)
                         }
                     },
                 };
@@ -527,11 +616,36 @@ impl Vnet {
         PassEnd::More
     }
 
+    /// [`Vnet::admit`] for a new dgram peer, `client` at `now`; a uid the allow lists
+    /// refused within [`DGRAM_REFUSAL_MEMORY`] is refused again without a decision.
+    fn admit_dgram(&mut self, now: Instant, what: &str, client: &Client) -> Option<Owner> {
+        let uid = client.uid;
+        if let Some(&when) = self.dgram_refused_uids.get(&uid) {
+            if now.saturating_duration_since(when) < DGRAM_REFUSAL_MEMORY {
+                let why = format!("uid {uid} was refused by the allow lists a moment ago");
+                self.refusals.refuse_attach(self.name(), what, &why);
+                return None;
+            }
+        }
+        match self.admit(what, client, false) {
+            Ok(owner) => Some(owner),
+            Err(ControlError::NotAllowed(_)) => {
+                if self.dgram_refused_uids.len() >= DGRAM_REFUSED_UIDS {
+                    self.dgram_refused_uids.clear();
+                }
+                self.dgram_refused_uids.insert(uid, now);
+                None
+            }
+            Err(_) => None,
+        }
+    }
+
     /// A port for a new dgram peer bound at `path`, whose first datagram came from
-    /// `uid` (see `backend::dgram` for the checks).
-    fn add_dgram_peer(&mut self, path: PathBuf, uid: u32) -> Result<PortId, DgramPeerError> {
+    /// `owner`'s uid (see `backend::dgram` for the checks).
+    fn add_dgram_peer(&mut self, path: PathBuf, owner: Owner) -> Result<PortId, DgramPeerError> {
+        let uid = owner.uid;
         let port = DgramPort::new(Rc::clone(&self.dgram), path.clone(), uid)?;
-        match self.attach(Box::new(port), VlanMode::default()) {
+        match self.attach(Box::new(port), VlanMode::default(), Some(owner)) {
             Ok(id) => {
                 self.dgram_peers.insert(path, (id, uid));
                 Ok(id)
@@ -815,7 +929,7 @@ mod tests {
         let mut net = Vnet::bind(NetworkSpec::named("t"), dir.clone()).unwrap();
         let script = Rc::new(RefCell::new(Script::default()));
         let backend = Box::new(Scripted(Rc::clone(&script)));
-        let id = net.attach(backend, VlanMode::default()).unwrap();
+        let id = net.attach(backend, VlanMode::default(), None).unwrap();
         for i in 0..50u8 {
             let mut buf = net.pool.get_for(60);
             buf.fill(&[i; 60]);

@@ -97,10 +97,10 @@ impl<const N: usize> RecvBatch<N> {
 }
 
 impl<const N: usize> RecvBatch<N> {
-    /// The uid of the process that sent datagram `i` of the last [`RecvBatch::recv`],
-    /// as the kernel vouches for it: `SCM_CREDENTIALS`, present when the receiving
-    /// socket has `SO_PASSCRED`. `None` without it.
-    pub fn sender_uid(&self, i: usize) -> Option<u32> {
+    /// Who sent datagram `i` of the last [`RecvBatch::recv`] (uid, gid, pid; no
+    /// supplementary groups), as the kernel vouches for it: `SCM_CREDENTIALS`, present
+    /// when the receiving socket has `SO_PASSCRED`. `None` without it.
+    pub fn sender_credentials(&self, i: usize) -> Option<crate::admission::Client> {
         let h = &self.headers[i].msg_hdr;
         let space = &self.creds[i];
         if h.msg_control != space.0.as_ptr().cast_mut().cast()
@@ -129,7 +129,12 @@ impl<const N: usize> RecvBatch<N> {
             let data = space.0.as_ptr().add(libc::CMSG_LEN(0) as usize);
             std::ptr::read_unaligned(data.cast())
         };
-        Some(cred.uid)
+        Some(crate::admission::Client {
+            uid: cred.uid,
+            gid: cred.gid,
+            pid: u32::try_from(cred.pid).ok().filter(|&p| p > 0),
+            groups: None,
+        })
     }
 }
 
@@ -248,7 +253,7 @@ mod tests {
     }
 
     #[test]
-    fn with_so_passcred_each_datagram_carries_its_senders_uid() {
+    fn with_so_passcred_each_datagram_carries_its_senders_credentials() {
         use nix::sys::socket::{setsockopt, sockopt::PassCred};
         let dir = socket_dir("creds");
         let server = UnixDatagram::bind(dir.join("s")).unwrap();
@@ -258,7 +263,11 @@ mod tests {
         named.send_to(b"before", dir.join("s")).unwrap();
         let [a, b, c, d] = &mut bufs;
         assert_eq!(batch.recv(server.as_fd(), [a, b, c, d]).unwrap(), 1);
-        assert_eq!(batch.sender_uid(0), None, "no SO_PASSCRED, no credentials");
+        assert_eq!(
+            batch.sender_credentials(0),
+            None,
+            "no SO_PASSCRED, no credentials"
+        );
 
         setsockopt(&server, PassCred, &true).unwrap();
         for _ in 0..2 {
@@ -266,11 +275,14 @@ mod tests {
         }
         let [a, b, c, d] = &mut bufs;
         assert_eq!(batch.recv(server.as_fd(), [a, b, c, d]).unwrap(), 2);
-        let uid = nix::unistd::getuid().as_raw();
-        assert_eq!(
-            (batch.sender_uid(0), batch.sender_uid(1)),
-            (Some(uid), Some(uid))
-        );
+        let me = crate::admission::Client {
+            uid: nix::unistd::getuid().as_raw(),
+            gid: nix::unistd::getgid().as_raw(),
+            pid: Some(std::process::id()),
+            groups: None,
+        };
+        assert_eq!(batch.sender_credentials(0), Some(me.clone()));
+        assert_eq!(batch.sender_credentials(1), Some(me));
         assert_eq!(batch.sender(1), Some(dir.join("c").as_path()));
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -4,21 +4,34 @@ use std::os::fd::AsFd;
 
 use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
 
-/// The peer's pid and command name (`SO_PEERCRED` + `/proc/PID/comm`), where known.
-pub fn describe<F: AsFd>(sock: &F) -> (Option<u32>, String) {
-    match getsockopt(sock, PeerCredentials) {
-        Ok(cred) if cred.pid() > 0 => {
-            let pid = cred.pid() as u32;
-            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-            let comm = comm.trim();
-            let text = if comm.is_empty() {
-                format!("pid {pid} uid {}", cred.uid())
-            } else {
-                format!("pid {pid} ({comm}) uid {}", cred.uid())
-            };
-            (Some(pid), text)
-        }
-        _ => (None, "unknown peer".to_string()),
+use crate::admission::Client;
+
+/// Who connected on `sock`, as the kernel recorded it at `connect()`: `SO_PEERCRED`
+/// (uid, primary gid, pid) and `SO_PEERGROUPS`; `None` if the kernel will not say.
+/// Without `SO_PEERGROUPS` (kernels before 4.13) only the primary group counts.
+pub fn credentials<F: AsFd>(sock: &F) -> Option<Client> {
+    let cred = getsockopt(sock, PeerCredentials).ok()?;
+    Some(Client {
+        uid: cred.uid(),
+        gid: cred.gid(),
+        // 0: the peer is in a pid namespace we cannot see into.
+        pid: u32::try_from(cred.pid()).ok().filter(|&p| p > 0),
+        groups: Some(groups(sock.as_fd()).unwrap_or_default()),
+    })
+}
+
+/// A client as `vnet port ls` describes it: `pid 4242 (qemu) uid 1000`.
+pub fn describe(client: Option<&Client>) -> String {
+    let Some(client) = client else {
+        return "unknown peer".to_string();
+    };
+    let Some(pid) = client.pid else {
+        return format!("uid {}", client.uid);
+    };
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+    match comm.trim() {
+        "" => format!("pid {pid} uid {}", client.uid),
+        comm => format!("pid {pid} ({comm}) uid {}", client.uid),
     }
 }
 

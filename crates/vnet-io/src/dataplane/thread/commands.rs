@@ -45,8 +45,9 @@ impl Thread {
                 info!("data plane stopped");
                 return true;
             }
-            Command::CreateNetwork(spec, reply) => {
-                let _ = reply.send(self.create_vnet(spec));
+            Command::CreateNetwork(made, reply) => {
+                let (spec, allow) = *made;
+                let _ = reply.send(self.create_vnet(spec, allow));
             }
             Command::DeleteNetwork(name, reply) => {
                 let _ = reply.send(self.lookup(&name).map(|k| self.delete_vnet(k)));
@@ -59,16 +60,16 @@ impl Thread {
             Command::Network(name, reply) => {
                 let _ = reply.send(self.lookup(&name).map(|k| self.vnets[k].info(self.index)));
             }
-            Command::AddPort(name, spec, reply) => {
+            Command::AddPort(name, spec, by, reply) => {
                 let _ = reply.send(
                     self.lookup(&name)
-                        .and_then(|k| self.add_port_spec(k, spec, now)),
+                        .and_then(|k| self.add_port_spec(k, spec, by.as_ref(), now)),
                 );
             }
-            Command::AttachDevice(name, sock, pid, reply) => {
+            Command::AttachDevice(name, sock, client, reply) => {
                 let result = self.lookup(&name).and_then(|k| {
-                    let port = ClassicDevicePort::new(sock, &name, pid);
-                    self.add_client_port(k, Box::new(port), VlanMode::default())
+                    let port = ClassicDevicePort::new(sock, &name, client.pid);
+                    self.add_client_port(k, Box::new(port), &client)
                         .map(|id| id.0)
                 });
                 let _ = reply.send(result);

@@ -16,10 +16,11 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
-use vnet_core::switch::{PortId, VlanMode};
+use vnet_core::switch::PortId;
 use vnet_model::{NetworkInfo, NetworkSpec, PortInfo, PortKind};
 
 use super::{Thread, VnetKey, RETRY};
+use crate::admission::{AllowList, Client};
 use crate::backend::{Backend, Received, Sent, TX_BATCH};
 use crate::dataplane::directory::Directory;
 use crate::dataplane::limits::{Limits, Refusals};
@@ -174,8 +175,9 @@ impl Harness {
     /// placed by the directory (which settles its name), then made by the thread.
     pub fn create(&mut self, spec: NetworkSpec) -> Result<NetworkInfo, ControlError> {
         spec.validate()?;
+        let allow = AllowList::resolve(&spec.allow_users, &spec.allow_groups)?;
         crate::dataplane::directory::lock(&self.directory).place(&spec)?;
-        self.command(|r| Command::CreateNetwork(spec, r))
+        self.command(|r| Command::CreateNetwork(Box::new((spec, allow)), r))
     }
 
     /// A vnet with default settings, for tests about its ports.
@@ -189,14 +191,24 @@ impl Harness {
         self.try_port(key).expect("attached")
     }
 
-    /// Attaches a scripted port to vnet `key` as a connecting client would get one.
+    /// Attaches a scripted port to vnet `key` as a connecting client would get one
+    /// (as the test's own uid).
     pub fn try_port(&mut self, key: VnetKey) -> Result<Port, ControlError> {
+        let me = Client {
+            uid: nix::unistd::geteuid().as_raw(),
+            gid: nix::unistd::getegid().as_raw(),
+            pid: Some(std::process::id()),
+            groups: Some(Vec::new()),
+        };
+        self.try_port_as(key, &me)
+    }
+
+    /// Attaches a scripted port to vnet `key` for `client`.
+    pub fn try_port_as(&mut self, key: VnetKey, client: &Client) -> Result<Port, ControlError> {
         let wire = Rc::new(RefCell::new(Wire::default()));
-        let id = self.thread.add_client_port(
-            key,
-            Box::new(ScriptedPort(Rc::clone(&wire))),
-            VlanMode::default(),
-        )?;
+        let id =
+            self.thread
+                .add_client_port(key, Box::new(ScriptedPort(Rc::clone(&wire))), client)?;
         Ok(Port {
             vnet: key,
             id,

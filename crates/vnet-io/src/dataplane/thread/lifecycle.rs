@@ -15,11 +15,13 @@ use vnet_core::switch::{PortId, VlanMode};
 use vnet_model::{NetworkInfo, NetworkSpec, PortInfo, PortSpec};
 
 use super::{Target, Thread, VnetKey};
+use crate::admission::{AllowList, Client, Requester};
 use crate::backend::service::ServicePort;
 use crate::backend::tap::TapPort;
 use crate::backend::Backend;
 use crate::dataplane::error::{Conflict, ControlError, ErrorKind};
 use crate::dataplane::network_dir;
+use crate::dataplane::vnet::Owner;
 use crate::dataplane::vnet::{Listener, Vnet};
 use crate::error::Chain;
 use crate::services::dhcp::{self, DhcpService};
@@ -29,17 +31,26 @@ use crate::sys::privilege::{self, Capability};
 use crate::sys::tap::TapError;
 
 impl Thread {
-    /// Makes the vnet the directory placed on this thread, or frees its name.
-    pub(super) fn create_vnet(&mut self, spec: NetworkSpec) -> Result<NetworkInfo, ControlError> {
+    /// Makes the vnet the directory placed on this thread, letting in the clients
+    /// `allow` admits, or frees its name.
+    pub(super) fn create_vnet(
+        &mut self,
+        spec: NetworkSpec,
+        allow: AllowList,
+    ) -> Result<NetworkInfo, ControlError> {
         let name = spec.name.clone();
-        let made = self.make_vnet(spec);
+        let made = self.make_vnet(spec, allow);
         if made.is_err() {
             self.directory().remove(&name);
         }
         made
     }
 
-    fn make_vnet(&mut self, spec: NetworkSpec) -> Result<NetworkInfo, ControlError> {
+    fn make_vnet(
+        &mut self,
+        spec: NetworkSpec,
+        allow: AllowList,
+    ) -> Result<NetworkInfo, ControlError> {
         let dir = network_dir(&self.run_dir, &spec.name);
         let name = spec.name.clone();
         let mut vnet = Vnet::bind(spec, dir.clone()).map_err(|source| ControlError::Bind {
@@ -48,6 +59,7 @@ impl Thread {
             source,
         })?;
         vnet.set_limits(self.limits, Arc::clone(&self.refusals));
+        vnet.set_admission(allow, Arc::clone(&self.uid_ports));
         let key = self.vnets.vacant_key();
         let tokens = [
             Token(self.targets.insert(Target::StreamListener(key))),
@@ -127,7 +139,7 @@ impl Thread {
                 ifname: ifname.clone(),
                 source,
             })?;
-        let port = self.add_port(key, Box::new(tap), VlanMode::default())?;
+        let port = self.add_port(key, Box::new(tap), VlanMode::default(), None)?;
         self.vnets[key].set_host_adapter(vnet_model::HostAdapterInfo {
             name: ifname.clone(),
             address,
@@ -174,7 +186,7 @@ impl Thread {
             DhcpService::start(&spec, config, &self.state_dir).map_err(ControlError::Dhcp)?;
         let service = Rc::new(RefCell::new(service));
         let port = ServicePort::new(Rc::clone(&service));
-        let id = self.add_port(key, Box::new(port), VlanMode::default())?;
+        let id = self.add_port(key, Box::new(port), VlanMode::default(), None)?;
         let vnet = &mut self.vnets[key];
         vnet.set_port_mac(Instant::now(), id, mac)
             .map_err(ControlError::ServiceMac)?;
@@ -194,7 +206,7 @@ impl Thread {
         let service = Rc::new(RefCell::new(service));
         self.vnets[key].set_nat(Rc::clone(&service));
         let port = ServicePort::new(service);
-        let id = self.add_port(key, Box::new(port), VlanMode::default())?;
+        let id = self.add_port(key, Box::new(port), VlanMode::default(), None)?;
         self.vnets[key]
             .set_port_mac(Instant::now(), id, mac)
             .map_err(ControlError::ServiceMac)?;
@@ -203,12 +215,14 @@ impl Thread {
     }
 
     /// Turns every client waiting on one of vnet `key`'s listening sockets into a port;
-    /// over `[limits] ports_per_vnet` the client's connection is closed at once. A VDE
-    /// port's handshake has a deadline: its timer runs with the services'.
+    /// a client the allow lists refuse, or over `[limits] ports_per_vnet` or
+    /// `ports_per_uid`, has its connection closed at once. A VDE port's handshake has a
+    /// deadline: its timer runs with the services'.
     pub(super) fn accept(&mut self, key: VnetKey, listener: Listener) {
-        while let Some(backend) = self.vnets.get_mut(key).and_then(|v| v.accept(listener)) {
+        while let Some((backend, client)) = self.vnets.get_mut(key).and_then(|v| v.accept(listener))
+        {
             let vde = backend.kind() == vnet_model::PortKind::Vde;
-            if let Ok(id) = self.add_client_port(key, backend, VlanMode::default()) {
+            if let Ok(id) = self.add_client_port(key, backend, &client) {
                 if vde {
                     self.services.push((key, id));
                 }
@@ -216,28 +230,31 @@ impl Thread {
         }
     }
 
-    /// [`Thread::add_port`] for a port a client makes, within `[limits] ports_per_vnet`
-    /// (refused: the backend is dropped, closing its client's connection).
+    /// [`Thread::add_port`] for a port `client` makes on the default VLAN, if the vnet
+    /// admits it ([`crate::dataplane::vnet::Vnet::admit`]; refused: the backend is
+    /// dropped, closing its client's connection).
     pub(super) fn add_client_port(
         &mut self,
         key: VnetKey,
         backend: Box<dyn Backend>,
-        vlan: VlanMode,
+        client: &Client,
     ) -> Result<PortId, ControlError> {
         let vnet = self.vnets.get(key).ok_or(ControlError::Stopped)?;
-        vnet.admit_client(&backend.description())?;
-        self.add_port(key, backend, vlan)
+        let owner = vnet.admit(&backend.description(), client, false)?;
+        self.add_port(key, backend, VlanMode::default(), Some(owner))
     }
 
-    /// Attaches a backend to vnet `key` and starts watching it.
+    /// Attaches a backend, made by `owner` (`None`: the vnet's own), to vnet `key` and
+    /// starts watching it.
     pub(super) fn add_port(
         &mut self,
         key: VnetKey,
         backend: Box<dyn Backend>,
         vlan: VlanMode,
+        owner: Option<Owner>,
     ) -> Result<PortId, ControlError> {
         let vnet = self.vnets.get_mut(key).ok_or(ControlError::Stopped)?;
-        let id = vnet.attach(backend, vlan)?;
+        let id = vnet.attach(backend, vlan, owner)?;
         let entry = self.targets.vacant_entry();
         let token = Token(entry.key());
         match vnet.watch_port(self.poll.registry(), id, token) {
@@ -266,22 +283,31 @@ impl Thread {
         self.forget_uplink(key, Some(id));
     }
 
-    /// `vnet port add`: a TAP or a vhost-user port.
+    /// `vnet port add`: a TAP or a vhost-user port, for `by` (`None`: the
+    /// configuration's, vnetd's own).
     pub(super) fn add_port_spec(
         &mut self,
         key: VnetKey,
         spec: PortSpec,
+        by: Option<&Requester>,
         now: Instant,
     ) -> Result<PortInfo, ControlError> {
         let what = match &spec {
             PortSpec::Tap { ifname, .. } => format!("TAP {ifname}"),
             PortSpec::VhostUser { name, .. } => format!("vhost-user {name}"),
         };
-        self.vnets[key].admit_client(&format!("a port add of {what}"))?;
+        let what = format!("a port add of {what}");
+        let owner = match by {
+            Some(r) => Some(self.vnets[key].admit(&what, &r.client, r.admin)?),
+            None => {
+                self.vnets[key].admit_client(&what)?;
+                None
+            }
+        };
         let (ifname, vlan) = match spec {
             PortSpec::Tap { ifname, vlan } => (ifname, vlan),
             PortSpec::VhostUser { name, vlan } => {
-                return self.add_vhost_user_port(key, &name, vlan, now)
+                return self.add_vhost_user_port(key, &name, vlan, owner, now)
             }
         };
         for (_, vnet) in self.vnets.iter() {
@@ -302,7 +328,7 @@ impl Thread {
             }
             _ => ControlError::Tap(source),
         })?;
-        let id = self.add_port(key, Box::new(tap), vlan)?;
+        let id = self.add_port(key, Box::new(tap), vlan, owner)?;
         self.vnets[key]
             .port_info(now, id)
             .ok_or(ControlError::Stopped)
@@ -314,6 +340,7 @@ impl Thread {
         key: VnetKey,
         name: &str,
         vlan: VlanMode,
+        owner: Option<Owner>,
         now: Instant,
     ) -> Result<PortInfo, ControlError> {
         use crate::backend::vhost_user::{socket_path, valid_name, VhostUserPort};
@@ -335,12 +362,13 @@ impl Thread {
                 source,
             })?;
         }
-        let port =
-            VhostUserPort::listen(name, &path).map_err(|source| ControlError::VhostUserListen {
+        let port = VhostUserPort::listen(name, &path, vnet.gate()).map_err(|source| {
+            ControlError::VhostUserListen {
                 path: path.clone(),
                 source,
-            })?;
-        let id = self.add_port(key, Box::new(port), vlan)?;
+            }
+        })?;
+        let id = self.add_port(key, Box::new(port), vlan, owner)?;
         self.vnets[key]
             .port_info(now, id)
             .ok_or(ControlError::Stopped)

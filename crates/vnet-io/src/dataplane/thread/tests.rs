@@ -235,11 +235,11 @@ fn a_port_added_by_command_is_named_once_per_vnet_and_its_name_is_free_after_rem
         vlan: VlanMode::default(),
     };
     let port = h
-        .command(|r| Command::AddPort("lab".into(), web("web"), r))
+        .command(|r| Command::AddPort("lab".into(), web("web"), None, r))
         .unwrap();
     assert_eq!(port.kind, PortKind::VhostUser);
     let again = h
-        .command(|r| Command::AddPort("lab".into(), web("web"), r))
+        .command(|r| Command::AddPort("lab".into(), web("web"), None, r))
         .unwrap_err();
     assert_eq!(again.kind(), ErrorKind::Conflict);
     assert_eq!(
@@ -247,18 +247,18 @@ fn a_port_added_by_command_is_named_once_per_vnet_and_its_name_is_free_after_rem
         "vnet lab already has vhost-user port web (see `vnet port ls lab`)"
     );
     let bad = h
-        .command(|r| Command::AddPort("lab".into(), web(".web"), r))
+        .command(|r| Command::AddPort("lab".into(), web(".web"), None, r))
         .unwrap_err();
     assert_eq!(bad.kind(), ErrorKind::Invalid);
     let elsewhere = h
-        .command(|r| Command::AddPort("nosuch".into(), web("web"), r))
+        .command(|r| Command::AddPort("nosuch".into(), web("web"), None, r))
         .unwrap_err();
     assert_eq!(elsewhere.kind(), ErrorKind::NotFound);
 
     h.command(|r| Command::RemovePort("lab".into(), port.id, r))
         .unwrap();
     let back = h
-        .command(|r| Command::AddPort("lab".into(), web("web"), r))
+        .command(|r| Command::AddPort("lab".into(), web("web"), None, r))
         .unwrap();
     assert!(back.id > port.id, "a new port, a new id");
 }
@@ -333,6 +333,7 @@ fn a_client_port_over_the_limit_is_refused_and_counted_while_the_others_forward(
                     ifname: "vnetlimit0".into(),
                     vlan: VlanMode::default(),
                 },
+                None,
                 r,
             )
         })
@@ -359,4 +360,122 @@ fn a_client_port_over_the_limit_is_refused_and_counted_while_the_others_forward(
         third.message()
     );
     assert_eq!(h.refusals(None, VNETS), 1);
+}
+
+/// A client as the kernel would tell it: `uid`, primary group `gid`, `groups`.
+fn client(uid: u32, gid: u32, groups: &[u32]) -> crate::admission::Client {
+    crate::admission::Client {
+        uid,
+        gid,
+        pid: Some(4242),
+        groups: Some(groups.to_vec()),
+    }
+}
+
+#[test]
+fn only_listed_users_and_group_members_attach_to_a_narrowed_vnet_and_a_refusal_is_counted() {
+    use crate::dataplane::limits::ALLOW;
+    use vnet_model::Account;
+    let mut h = Harness::new();
+    let mut spec = NetworkSpec::named("lab");
+    spec.allow_users = vec![Account::Id(64_201)];
+    spec.allow_groups = vec![Account::Id(64_210)];
+    let info = h.create(spec).unwrap();
+    assert_eq!(info.allow_users[0].id, 64_201);
+    assert_eq!(info.allow_groups[0].id, 64_210);
+    let lab = h.lookup("lab").unwrap();
+    let listed = h.try_port_as(lab, &client(64_201, 64_201, &[])).unwrap();
+    let member = h
+        .try_port_as(lab, &client(64_202, 64_202, &[64_210]))
+        .unwrap();
+    let root = h.try_port_as(lab, &client(0, 0, &[])).unwrap();
+    let refused = h
+        .try_port_as(lab, &client(64_203, 64_203, &[27]))
+        .err()
+        .expect("uid 64203 is refused");
+    assert_eq!(refused.kind(), ErrorKind::Forbidden);
+    assert_eq!(
+        refused.message(),
+        "uid 64203 may not attach to vnet \"lab\": only root, vnetd's uid, users 64201 and \
+         members of groups 64210 may"
+    );
+    assert_eq!(h.refusals(Some("lab"), ALLOW), 1);
+    // Each port records who made it; the admitted ones exchange frames.
+    assert_eq!(h.info(&listed).uid, Some(64_201));
+    assert_eq!(h.info(&member).uid, Some(64_202));
+    assert_eq!(h.info(&listed).pid, Some(4242));
+    h.send(&listed, [frame(BROADCAST, mac(1), 1)]);
+    h.turn();
+    assert_eq!(member.wire.borrow().delivered.len(), 1);
+    assert_eq!(root.wire.borrow().delivered.len(), 1);
+
+    // Through the control API: a user the lists refuse adds no port; an admin does.
+    let web = |name: &str| PortSpec::VhostUser {
+        name: name.into(),
+        vlan: VlanMode::default(),
+    };
+    let by = |admin| {
+        Some(crate::admission::Requester {
+            client: client(64_203, 64_203, &[]),
+            admin,
+        })
+    };
+    let e = h
+        .command(|r| Command::AddPort("lab".into(), web("web"), by(false), r))
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Forbidden, "{}", e.message());
+    assert!(e.message().contains("users 64201"), "{}", e.message());
+    assert_eq!(h.refusals(Some("lab"), ALLOW), 2);
+    let port = h
+        .command(|r| Command::AddPort("lab".into(), web("web"), by(true), r))
+        .unwrap();
+    assert_eq!(port.uid, Some(64_203));
+    // The configuration's ports are vnetd's own: no uid.
+    let own = h
+        .command(|r| Command::AddPort("lab".into(), web("own"), None, r))
+        .unwrap();
+    assert_eq!(own.uid, None);
+}
+
+#[test]
+fn a_uid_holds_ports_per_uid_across_vnets_others_and_root_keep_attaching() {
+    use crate::dataplane::limits::{Limits, PORTS_PER_UID};
+    let mut h = Harness::with_limits(Limits {
+        ports_per_uid: 2,
+        ..Limits::default()
+    });
+    let (a, b) = (h.vnet("a"), h.vnet("b"));
+    let alice = client(64_201, 64_201, &[]);
+    let first = h.try_port_as(a, &alice).unwrap();
+    let _second = h.try_port_as(b, &alice).unwrap();
+    let refused = h
+        .try_port_as(a, &alice)
+        .err()
+        .expect("a 3rd port is refused");
+    assert_eq!(refused.kind(), ErrorKind::Conflict);
+    assert!(
+        refused
+            .message()
+            .contains("uid 64201 holds its maximum of client ports")
+            && refused.message().contains("`[limits] ports_per_uid`"),
+        "{}",
+        refused.message()
+    );
+    assert_eq!(h.refusals(Some("a"), PORTS_PER_UID), 1);
+    // Another uid, and root, are not held back; frames keep flowing.
+    let bob = h.try_port_as(a, &client(64_202, 64_202, &[])).unwrap();
+    for _ in 0..3 {
+        h.try_port_as(a, &client(0, 0, &[])).unwrap();
+    }
+    h.send(&bob, [frame(BROADCAST, mac(2), 1)]);
+    h.turn();
+    assert_eq!(first.wire.borrow().delivered.len(), 1);
+    // A closed port gives its place back.
+    h.command(|r| Command::RemovePort("a".into(), first.id.0, r))
+        .unwrap();
+    h.try_port_as(a, &alice).expect("room again");
+    // Deleting a vnet frees its ports' places too.
+    h.command(|r| Command::DeleteNetwork("b".into(), r))
+        .unwrap();
+    h.try_port_as(a, &alice).expect("room again");
 }

@@ -45,7 +45,7 @@ impl Thread {
             None => self.open_uplink(&spec.interface)?,
         };
         let port = UplinkPort::new(&self.uplinks[u], &spec);
-        let id = match self.add_port(key, Box::new(port), spec.port_vlan_mode()) {
+        let id = match self.add_port(key, Box::new(port), spec.port_vlan_mode(), None) {
             Ok(id) => id,
             Err(e) => {
                 self.forget_uplink(key, None);

@@ -33,6 +33,8 @@ impl Vnet {
             }),
             nat: self.nat.as_ref().map(|n| nat_info(n.borrow().device())),
             thread,
+            allow_users: self.allow.users().to_vec(),
+            allow_groups: self.allow.groups().to_vec(),
         }
     }
 
@@ -91,7 +93,8 @@ fn port_info(net: &Vnet, now: Instant, id: PortId) -> Option<PortInfo> {
         id: id.0,
         kind: io.backend.kind(),
         description: io.backend.description(),
-        pid: io.backend.identity().pid,
+        pid: io.owner.as_ref().and_then(|o| o.pid),
+        uid: io.owner.as_ref().map(|o| o.uid),
         vlan: port.vlan_mode().clone(),
         mac: port.mac(),
         promiscuous: port.promiscuous(),

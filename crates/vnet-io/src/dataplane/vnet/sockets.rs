@@ -18,6 +18,7 @@ use vnet_core::wire::ethernet::VLAN_TAG_LEN;
 use vnet_model::NetworkSpec;
 
 use super::Vnet;
+use crate::admission::Client;
 use crate::backend::seqpacket::SeqpacketPort;
 use crate::backend::stream::StreamPort;
 use crate::backend::vde::VdePort;
@@ -25,7 +26,7 @@ use crate::backend::Backend;
 use crate::error::Chain;
 use crate::frame::BufPool;
 use crate::sys::mmsg::RecvBatch;
-use crate::sys::seqpacket;
+use crate::sys::{peer, seqpacket};
 
 /// A vnet's listening sockets, where new clients become ports.
 #[derive(Debug, Clone, Copy)]
@@ -116,12 +117,16 @@ impl Vnet {
             dgram_batch: RecvBatch::new(),
             dgram_refused: 0,
             dgram_refusals_logged: Default::default(),
+            dgram_refused_uids: HashMap::new(),
             host_adapter: None,
             dhcp: None,
             nat: None,
             scratch: Vec::new(),
             limits: Default::default(),
             refusals: Default::default(),
+            allow: Default::default(),
+            daemon_uid: nix::unistd::geteuid().as_raw(),
+            uid_ports: Default::default(),
             spec,
             dir,
         })
@@ -144,39 +149,58 @@ impl Vnet {
         registry.register(&mut self.vde_listener, tokens[3], Interest::READABLE)
     }
 
-    /// The next client waiting on one of the vnet's listening sockets, as a backend;
-    /// `None` once there is none (a failed accept is logged).
-    pub fn accept(&mut self, listener: Listener) -> Option<Box<dyn Backend>> {
+    /// The next client waiting on one of the vnet's listening sockets, as a backend,
+    /// and who it is (`SO_PEERCRED`, `SO_PEERGROUPS`); `None` once there is none (a
+    /// failed accept is logged; a client whose credentials the kernel will not give is
+    /// closed, as no one could tell whom its port belongs to).
+    pub fn accept(&mut self, listener: Listener) -> Option<(Box<dyn Backend>, Client)> {
         loop {
             let failed = match listener {
                 Listener::Stream => match self.stream_listener.accept() {
                     Ok((sock, _)) => {
+                        let Some(client) = self.credentials(&sock, "stream.sock") else {
+                            continue;
+                        };
                         let max_frame = self.switch.config().max_frame;
                         let force = self.limits.stream_sndbuf_force;
-                        return Some(Box::new(StreamPort::new(sock, max_frame, force)));
+                        let peer = peer::describe(Some(&client));
+                        let port = StreamPort::new(sock, peer, max_frame, force);
+                        return Some((Box::new(port), client));
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => return None,
                     Err(e) => format!("accept on stream.sock failed: {e}"),
                 },
                 Listener::Api => match seqpacket::accept(&self.api_listener) {
-                    Ok(Some(sock)) => return Some(Box::new(SeqpacketPort::new(sock))),
+                    Ok(Some(sock)) => {
+                        let Some(client) = self.credentials(&sock, "api.sock") else {
+                            continue;
+                        };
+                        let port = SeqpacketPort::new(sock, peer::describe(Some(&client)));
+                        return Some((Box::new(port), client));
+                    }
                     Ok(None) => return None,
                     Err(e) => format!("accept on api.sock failed: {e}"),
                 },
                 Listener::Vde => match self.vde_listener.accept() {
-                    Ok((sock, _)) => match VdePort::new(
-                        sock,
-                        &vde_dir(&self.dir),
-                        self.name(),
-                        self.limits.vde_handshake,
-                    ) {
-                        Ok(port) => return Some(Box::new(port)),
-                        Err(e) => {
-                            let e = Chain(&e);
-                            warn!(net = self.name(), "cannot open a VDE port: {e}");
+                    Ok((sock, _)) => {
+                        let Some(client) = self.credentials(&sock, "vde/ctl") else {
                             continue;
+                        };
+                        match VdePort::new(
+                            sock,
+                            &client,
+                            &vde_dir(&self.dir),
+                            self.name(),
+                            self.limits.vde_handshake,
+                        ) {
+                            Ok(port) => return Some((Box::new(port), client)),
+                            Err(e) => {
+                                let e = Chain(&e);
+                                warn!(net = self.name(), "cannot open a VDE port: {e}");
+                                continue;
+                            }
                         }
-                    },
+                    }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => return None,
                     Err(e) => format!("accept on vde/ctl failed: {e}"),
                 },
@@ -184,6 +208,19 @@ impl Vnet {
             warn!(net = self.name(), "{failed}");
             return None;
         }
+    }
+
+    /// The credentials of a client accepted on `socket`; `None` (logged) if the kernel
+    /// will not give them.
+    fn credentials<F: AsFd>(&self, sock: &F, socket: &str) -> Option<Client> {
+        let client = peer::credentials(sock);
+        if client.is_none() {
+            warn!(
+                net = self.name(),
+                "closed a client of {socket}: the kernel gives no credentials for it"
+            );
+        }
+        client
     }
 
     /// Closes every port and removes the vnet's sockets and directory.
