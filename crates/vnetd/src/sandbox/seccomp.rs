@@ -121,7 +121,6 @@ const FILES: &[i64] = &[
     libc::SYS_getdents64,
     libc::SYS_mkdirat,
     libc::SYS_unlinkat,
-    libc::SYS_renameat,
     libc::SYS_renameat2,
     libc::SYS_fchmod,
     libc::SYS_fchmodat,
@@ -139,10 +138,12 @@ const FILES: &[i64] = &[
     libc::SYS_eventfd2,
 ];
 
-/// The same for the calls that only older architectures have (glibc and Rust use them
-/// on x86_64).
+/// The older forms of calls above that some architectures keep, and glibc and Rust use
+/// where they exist (on x86_64 the path calls before the `*at` family, `poll`,
+/// `epoll_wait`, and `arch_prctl` for a new thread's TLS); riscv64 has none of them.
 #[cfg(target_arch = "x86_64")]
-const FILES_X86_64: &[i64] = &[
+const FILES_LEGACY: &[i64] = &[
+    libc::SYS_renameat,
     libc::SYS_open,
     libc::SYS_stat,
     libc::SYS_lstat,
@@ -161,8 +162,10 @@ const FILES_X86_64: &[i64] = &[
     libc::SYS_epoll_wait,
     libc::SYS_arch_prctl,
 ];
-#[cfg(not(target_arch = "x86_64"))]
-const FILES_X86_64: &[i64] = &[];
+#[cfg(target_arch = "aarch64")]
+const FILES_LEGACY: &[i64] = &[libc::SYS_renameat];
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+const FILES_LEGACY: &[i64] = &[];
 
 /// Waiting: the data plane's epoll (mio), tokio's, the FUSE waiters' `poll`.
 const EVENTS: &[i64] = &[
@@ -214,7 +217,7 @@ pub fn filter(needs: Needs) -> Result<BpfProgram> {
         TIME,
         IDENTITY,
         FILES,
-        FILES_X86_64,
+        FILES_LEGACY,
         EVENTS,
         SOCKETS,
     ]
