@@ -270,6 +270,11 @@ fn with_user_no_thread_holds_a_capability_at_rest_and_live_changes_still_work() 
     }))
     .unwrap();
     c.create_network(&nat).unwrap();
+    // The NAT's ICMP echo: ping sockets where the host allows them, else raw sockets
+    // (CAP_NET_RAW, raised for them); never neither.
+    let nat_log = || d.log().lines().any(|l| l.contains("ICMP echo through"));
+    assert!(wait_for(Duration::from_secs(10), nat_log), "{}", d.log());
+    assert!(!d.log().contains("no raw sockets"), "{}", d.log());
     let low = free_low_port();
     c.add_forward(
         &nat_net,

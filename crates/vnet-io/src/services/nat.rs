@@ -327,7 +327,7 @@ fn probe_icmp() -> (IcmpMode, String) {
     match icmp_socket(IcmpMode::Raw) {
         Ok(_) => (
             IcmpMode::Raw,
-            format!("no ping sockets (ping_group_range {range}: {ping}), as root"),
+            format!("no ping sockets (ping_group_range {range}: {ping}), with CAP_NET_RAW"),
         ),
         Err(raw) => (
             IcmpMode::Unavailable,
