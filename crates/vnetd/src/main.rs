@@ -174,6 +174,8 @@ fn run(args: Args) -> Result<()> {
         }
         // vnetd's own uid is admin, as for an unprivileged vnetd (root stays admin).
         policy.daemon_uid = user.uid;
+    } else if !vnet_dirs::is_root() {
+        privileges::lower_effective()?;
     }
 
     let tuning = config.tuning(args.threads.map(usize::from), args.busy_poll_us);

@@ -199,6 +199,26 @@ fn give_children(dir: &Path, dev: u64, uid: u32) -> Result<()> {
     Ok(())
 }
 
+/// Lowers the effective set of a vnetd that holds capabilities without being root
+/// (given by its service manager, e.g. systemd's `AmbientCapabilities=`): they stay
+/// permitted and are raised around the steps that need them, as after [`drop_to`].
+/// Must run while this process has a single thread.
+pub fn lower_effective() -> Result<()> {
+    let effective = caps::read(None, CapSet::Effective).map_err(step("reading capabilities"))?;
+    if effective.is_empty() {
+        return Ok(());
+    }
+    require_single_thread("lower capabilities")?;
+    caps::clear(None, CapSet::Effective).map_err(step("clearing the effective set"))?;
+    let mut names: Vec<String> = effective.iter().map(ToString::to_string).collect();
+    names.sort();
+    info!(
+        "{} permitted, raised only around the steps that need them",
+        names.join(", ")
+    );
+    Ok(())
+}
+
 /// What a failed step of [`drop_to`] says.
 fn step<E: std::fmt::Display>(what: &'static str) -> impl FnOnce(E) -> anyhow::Error {
     move |e| anyhow::anyhow!("cannot drop privileges: {what}: {e}")

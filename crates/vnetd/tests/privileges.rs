@@ -550,3 +550,60 @@ fn without_a_vnet_user_or_with_user_root_vnetd_stays_root() {
         }
     }
 }
+
+/// A vnetd that is not root but holds capabilities (as systemd's `User=` with
+/// `AmbientCapabilities=` and `NoNewPrivileges=` starts it; here `setpriv`) keeps them
+/// permitted, none effective, and still adds a TAP live.
+#[test]
+fn capabilities_from_the_service_manager_are_raised_only_while_needed() {
+    vnet_testbed::skip_unless_root!();
+    const UID: u32 = 64974;
+    let d = Vnetd::start_through(
+        |base| {
+            for dir in ["run", "state"] {
+                std::fs::DirBuilder::new()
+                    .mode(0o755)
+                    .create(base.join(dir))
+                    .unwrap();
+                std::os::unix::fs::chown(base.join(dir), Some(UID), Some(UID)).unwrap();
+            }
+        },
+        |_| {
+            [
+                "setpriv",
+                "--reuid=64974",
+                "--regid=64974",
+                "--clear-groups",
+                "--no-new-privs",
+                "--inh-caps=+net_admin,+net_raw",
+                "--ambient-caps=+net_admin,+net_raw",
+            ]
+            .into_iter()
+            .map(OsString::from)
+            .collect()
+        },
+        &[],
+    );
+    for (what, status) in d.statuses() {
+        let what = format!("{what}\n{}", d.log());
+        assert_eq!(field(&status, "Uid"), ["64974"; 4].join(" "), "{what}");
+        assert_eq!(field(&status, "CapPrm"), "0000000000003000", "{what}");
+        assert_eq!(field(&status, "CapEff"), NO_CAPS, "{what}");
+        assert_eq!(field(&status, "Seccomp"), "2", "{what}");
+    }
+    let net = d.client().networks().unwrap()[0].name.clone();
+    let tap = unique_name("vt");
+    d.client()
+        .add_port(
+            &net,
+            &PortSpec::Tap {
+                ifname: tap.clone(),
+                vlan: Default::default(),
+            },
+        )
+        .unwrap_or_else(|e| panic!("adding TAP {tap}: {e}\n{}", d.log()));
+    assert!(Path::new("/sys/class/net").join(&tap).exists());
+    for (what, status) in d.statuses() {
+        assert_eq!(field(&status, "CapEff"), NO_CAPS, "{what}");
+    }
+}
