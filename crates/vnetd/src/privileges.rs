@@ -25,6 +25,9 @@
 //!    needs in its own thread only for that step (`vnet_io::sys::privilege`);
 //! 5. `PR_SET_NO_NEW_PRIVS`: no set-user-ID program or file capability gives any back.
 //!
+//! A vnetd started as an ordinary user that holds capabilities all the same (given by
+//! its service manager) keeps them permitted, none effective, too ([`lower_effective`]).
+//!
 //! Which capabilities are kept is `[access] keep_capabilities` ([`KeepCapabilities`]):
 //! all three (`live`, the default: any feature can be added over the API), or only
 //! those the configured vnets need (`configured`); the others are gone for good and a
