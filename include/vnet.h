@@ -8,6 +8,9 @@
  *   write(fd, packet, n);                         sends one whole frame
  *   close(fd);                                    the port goes away
  *
+ * open: fails with ENFILE when vnetd is at a bound ([limits] device_opens, the open
+ * devices of all vnets; ports_per_vnet; ports_per_uid; fd_reserve), with EACCES when
+ * the vnet's allow lists refuse the caller, with ENXIO when the vnet is gone.
  * read: one call returns exactly one frame (no FCS). A frame longer than the buffer is
  * truncated to it and the rest is discarded. With O_NONBLOCK, read fails with EAGAIN
  * when no frame waits; poll/select report POLLIN when one does (POLLOUT always). A read

@@ -229,13 +229,18 @@ pub struct SetUplink {
 }
 
 #[derive(Debug, Args)]
-#[command(group(ArgGroup::new("port_kind").required(true).args(["tap", "vhost_user"])))]
+#[command(group(ArgGroup::new("port_kind").required(true).args(["tap", "vhost_user", "interface"])))]
 pub struct AddPort {
     /// Name of the vnet
     pub net: String,
     /// Create (or open) TAP interface IFNAME and attach it
     #[arg(long, value_name = "IFNAME")]
     pub tap: Option<String>,
+    /// Join host interface IFNAME that another program holds (the TAP of Firecracker,
+    /// cloud-hypervisor or libvirt, a veth end); the port waits for it while
+    /// it does not exist
+    #[arg(long, value_name = "IFNAME")]
+    pub interface: Option<String>,
     /// Listen for a QEMU virtio-net NIC on RUN/NET/vhost-user/NAME.sock (vhost-user);
     /// `vnet attach NET --vhost-user NAME` prints the QEMU arguments
     #[arg(long, value_name = "NAME")]
@@ -339,23 +344,52 @@ pub struct Reserve {
 }
 
 #[derive(Debug, Args)]
+#[command(group(ArgGroup::new("hypervisor").args(
+    ["qemu", "libvirt", "cloud_hypervisor", "crosvm", "firecracker"]
+)))]
 pub struct AttachArgs {
     /// Name of the vnet
     pub net: String,
-    /// Print QEMU command-line arguments (-netdev and -device)
-    #[arg(long, required_unless_present = "vhost_user")]
+    /// Print QEMU command-line arguments (-netdev and -device) [the default with
+    /// --vhost-user or --interface]
+    #[arg(
+        long,
+        required_unless_present_any =
+            ["vhost_user", "interface", "libvirt", "cloud_hypervisor", "crosvm", "firecracker"]
+    )]
     pub qemu: bool,
-    /// Use -netdev dgram (unix datagrams) instead of -netdev stream
+    /// Print a libvirt domain `<interface>` element (with --vhost-user or --interface)
     #[arg(long)]
+    pub libvirt: bool,
+    /// Print cloud-hypervisor's --memory and --net arguments (with --vhost-user)
+    #[arg(long, requires = "vhost_user", conflicts_with = "interface")]
+    pub cloud_hypervisor: bool,
+    /// Print crosvm's --vhost-user argument (with --vhost-user)
+    #[arg(long, requires = "vhost_user", conflicts_with = "interface")]
+    pub crosvm: bool,
+    /// Print Firecracker's network-interfaces entry (with --interface)
+    #[arg(long, requires = "interface", conflicts_with = "vhost_user")]
+    pub firecracker: bool,
+    /// Use -netdev dgram (unix datagrams) instead of -netdev stream
+    #[arg(long, conflicts_with_all = ["libvirt", "cloud_hypervisor", "crosvm", "firecracker"])]
     pub dgram: bool,
     /// Use -netdev vde (the vnet's VDE switch directory) instead of -netdev stream
-    #[arg(long, conflicts_with = "dgram")]
+    #[arg(long, conflicts_with_all = ["dgram", "libvirt", "cloud_hypervisor", "crosvm", "firecracker"])]
     pub vde: bool,
-    /// Use -netdev vhost-user on the port added with `vnet port add NET --vhost-user NAME`
-    /// (adds the -chardev and the shared guest memory vhost-user needs)
+    /// Use the vhost-user port added with `vnet port add NET --vhost-user NAME` (QEMU:
+    /// adds the -chardev and the shared guest memory vhost-user needs)
     #[arg(long, value_name = "NAME", conflicts_with_all = ["dgram", "vde"])]
     pub vhost_user: Option<String>,
-    /// With --vhost-user: the guest's RAM (QEMU -m), shared with vnetd through a memfd
+    /// Use the TAP IFNAME that the hypervisor opens and the port added with
+    /// `vnet port add NET --interface IFNAME` joins
+    #[arg(long, value_name = "IFNAME", conflicts_with_all = ["dgram", "vde", "vhost_user"])]
+    pub interface: Option<String>,
+    /// With --libvirt --interface: the TAP exists already (`ip tuntap add IFNAME mode tap
+    /// user UID`, e.g. for a session libvirt): libvirt opens it instead of creating it
+    #[arg(long, requires_all = ["libvirt", "interface"])]
+    pub existing_tap: bool,
+    /// With --vhost-user: the guest's RAM (QEMU -m, cloud-hypervisor --memory), shared
+    /// with vnetd through a memfd
     #[arg(
         long,
         value_name = "SIZE",
@@ -679,6 +713,49 @@ mod tests {
                 .kind(),
             ErrorKind::ValueValidation
         );
+    }
+
+    #[test]
+    fn attach_takes_one_hypervisor_and_what_it_attaches_through() {
+        let attach = |args: &[&str]| {
+            let mut all = vec!["attach", "lab"];
+            all.extend_from_slice(args);
+            parse(&all).map(|c| match c.command {
+                Command::Attach(a) => a,
+                _ => panic!("not attach"),
+            })
+        };
+        let a = attach(&["--libvirt", "--interface", "lab-vm1"]).unwrap();
+        assert!(a.libvirt && !a.qemu);
+        assert_eq!(a.interface.as_deref(), Some("lab-vm1"));
+        assert!(attach(&["--libvirt", "--vhost-user", "vm1"]).is_ok());
+        assert!(
+            attach(&["--interface", "lab-vm1"]).is_ok(),
+            "QEMU by default"
+        );
+        assert!(attach(&["--cloud-hypervisor", "--vhost-user", "vm1"]).is_ok());
+        assert!(attach(&["--crosvm", "--vhost-user", "vm1"]).is_ok());
+        assert!(attach(&["--firecracker", "--interface", "fc-tap0"]).is_ok());
+        let kind = |args: &[&str]| attach(args).unwrap_err().kind();
+        assert_eq!(kind(&["--firecracker"]), ErrorKind::MissingRequiredArgument);
+        assert_eq!(kind(&["--crosvm"]), ErrorKind::MissingRequiredArgument);
+        assert_eq!(
+            kind(&["--firecracker", "--vhost-user", "vm1"]),
+            ErrorKind::ArgumentConflict
+        );
+        assert_eq!(
+            kind(&["--cloud-hypervisor", "--interface", "t"]),
+            ErrorKind::ArgumentConflict
+        );
+        assert_eq!(
+            kind(&["--libvirt", "--qemu", "--interface", "t"]),
+            ErrorKind::ArgumentConflict
+        );
+        assert_eq!(
+            kind(&["--interface", "t", "--vhost-user", "v"]),
+            ErrorKind::ArgumentConflict
+        );
+        assert_eq!(kind(&["--libvirt", "--dgram"]), ErrorKind::ArgumentConflict);
     }
 
     #[test]

@@ -10,6 +10,7 @@ mod commands;
 mod failure;
 mod output;
 mod qemu;
+mod recipes;
 
 fn main() -> ExitCode {
     // Usage errors exit here with status 2 (clap's convention), --help with 0.

@@ -4,8 +4,8 @@
 
 use comfy_table::{presets, Cell, CellAlignment, Table};
 use vnet_control::{
-    AccountInfo, Counters, DhcpSpec, Lease, MacAddr, MacEntry, NatInfo, NetworkInfo, PortInfo,
-    Reservation, UplinkMode, VlanMode,
+    AccountInfo, Counters, DhcpSpec, Lease, LinkState, MacAddr, MacEntry, NatInfo, NetworkInfo,
+    PortInfo, Reservation, UplinkMode, VlanMode,
 };
 
 /// A table with a header row, columns separated by two spaces.
@@ -289,7 +289,7 @@ pub fn ports_table(ports: &[PortInfo]) -> String {
             Cell::new(p.id),
             Cell::new(p.kind.as_str()),
             Cell::new(p.uid.map_or("-".into(), |u| u.to_string())),
-            Cell::new(&p.description),
+            Cell::new(described(p)),
             Cell::new(vlan_mode(&p.vlan)),
             Cell::new(mac_summary(&p.macs)),
             Cell::new(traffic(c.rx_frames, c.rx_bytes)),
@@ -301,6 +301,14 @@ pub fn ports_table(ports: &[PortInfo]) -> String {
     render(&t)
 }
 
+/// The port's description, with its link state when its link is down.
+fn described(p: &PortInfo) -> String {
+    match p.state {
+        Some(LinkState::Down) => format!("{} (down)", p.description),
+        _ => p.description.clone(),
+    }
+}
+
 pub fn port_details(p: &PortInfo) -> String {
     let c = &p.counters;
     let mut rows = vec![
@@ -310,6 +318,9 @@ pub fn port_details(p: &PortInfo) -> String {
     ];
     if let Some(uid) = p.uid {
         rows.push(("uid", uid.to_string()));
+    }
+    if let Some(state) = p.state {
+        rows.push(("state", state.as_str().to_string()));
     }
     if let Some(pid) = p.pid {
         rows.push(("pid", pid.to_string()));
@@ -492,6 +503,7 @@ mod tests {
                 description: "qemu pid 4242 (web1)".into(),
                 pid: Some(4242),
                 uid: Some(1000),
+                state: None,
                 vlan: VlanMode::Access { vlan: 1 },
                 mac: None,
                 promiscuous: false,
@@ -512,6 +524,7 @@ mod tests {
                 description: "tap-fw".into(),
                 pid: None,
                 uid: None,
+                state: None,
                 vlan: VlanMode::Trunk {
                     allowed: vec![10, 20, 21, 22],
                     native: Some(1),
@@ -580,6 +593,18 @@ ID  KIND     UID  DESCRIPTION           VLAN                     MACS           
 12  tap        -  tap-fw                trunk 10,20-22 native 1  02:00:00:00:00:09 +1          0 / 0 B          0 / 0 B      0
 "
         );
+    }
+
+    #[test]
+    fn a_port_whose_interface_is_down_says_so() {
+        let mut p = two_ports().remove(1);
+        p.kind = PortKind::Interface;
+        p.description = "interface fc-tap0".into();
+        p.state = Some(LinkState::Down);
+        assert!(ports_table(std::slice::from_ref(&p)).contains("interface fc-tap0 (down)"));
+        assert!(port_details(&p).contains("state         down\n"));
+        p.state = Some(LinkState::Up);
+        assert!(!ports_table(std::slice::from_ref(&p)).contains("(down)"));
     }
 
     #[test]

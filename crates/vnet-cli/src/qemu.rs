@@ -10,6 +10,7 @@
 //!   `local` must be unique per NIC.
 //! - `-netdev vde`: QEMU (built with VDE support) connects to the VDE switch directory
 //!   `RUN/NET/vde` as to a `vde_switch`.
+//! - `-netdev tap`: QEMU opens a TAP itself and an interface port joins it.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -133,6 +134,21 @@ pub fn vhost_user_args(a: &Attachment, size: &str) -> Vec<String> {
         format!("vhost-user,id={id},chardev={id}-chr"),
         "-device".into(),
         format!("{},netdev={id},mac={}", a.model, a.mac),
+    ]
+}
+
+/// `-netdev tap` on TAP `ifname`, which QEMU opens (creating it if it does not exist)
+/// and `vnet port add NET --interface IFNAME` joins; `script=no`: the port brings the
+/// interface up when it joins it.
+pub fn tap_args(id: &str, model: &str, mac: MacAddr, ifname: &str) -> Vec<String> {
+    vec![
+        "-netdev".into(),
+        format!(
+            "tap,id={id},ifname={},script=no,downscript=no",
+            ifname.replace(',', ",,")
+        ),
+        "-device".into(),
+        format!("{model},netdev={id},mac={mac}"),
     ]
 }
 
@@ -314,6 +330,19 @@ mod tests {
                 "vde,id=vnet0,sock=/run/vnet/lab/vde",
                 "-device",
                 "e1000,netdev=vnet0,mac=52:54:00:12:34:56",
+            ]
+        );
+    }
+
+    #[test]
+    fn tap_arguments_leave_the_tap_to_vnet() {
+        assert_eq!(
+            tap_args("vnet0", "virtio-net-pci", MAC, "lab-vm1"),
+            [
+                "-netdev",
+                "tap,id=vnet0,ifname=lab-vm1,script=no,downscript=no",
+                "-device",
+                "virtio-net-pci,netdev=vnet0,mac=52:54:00:12:34:56",
             ]
         );
     }

@@ -9,8 +9,8 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use vnet_control::{
     Account, AccountInfo, ApiError, Counters, DhcpSpec, HostAdapterInfo, HostAdapterSpec, Lease,
-    MacEntry, NetworkInfo, NetworkSockets, NetworkSpec, PortInfo, PortKind, PortSpec, Reservation,
-    UplinkMode, UplinkSpec, Version, VlanMode,
+    LinkState, MacEntry, NetworkInfo, NetworkSockets, NetworkSpec, PortInfo, PortKind, PortSpec,
+    Reservation, UplinkMode, UplinkSpec, Version, VlanMode,
 };
 
 const OPENAPI: &str = include_str!("../../../docs/openapi.yaml");
@@ -391,6 +391,7 @@ fn sample_port() -> PortInfo {
         description: "pid 77 (firewall)".into(),
         pid: Some(77),
         uid: Some(1000),
+        state: Some(LinkState::Up),
         vlan: VlanMode::Trunk {
             allowed: vec![10, 20],
             native: Some(1),
@@ -512,6 +513,7 @@ fn what_the_types_serialize_matches_the_documented_schemas() {
     let mut access_port = sample_port();
     access_port.pid = None;
     access_port.uid = None;
+    access_port.state = None;
     access_port.mac = None;
     access_port.vlan = VlanMode::Access { vlan: 10 };
     access_port.kind = PortKind::Stream;
@@ -526,6 +528,14 @@ fn what_the_types_serialize_matches_the_documented_schemas() {
             },
         },
     );
+    checker.check_named(
+        "PortSpec",
+        &PortSpec::Interface {
+            interface: "fc-tap0".into(),
+            vlan: VlanMode::Access { vlan: 10 },
+        },
+    );
+    checker.check_named("LinkState", &LinkState::Down);
     checker.check_named(
         "PortSpec",
         &PortSpec::VhostUser {
@@ -565,6 +575,7 @@ fn what_the_types_serialize_matches_the_documented_schemas() {
         PortKind::Service,
         PortKind::Uplink,
         PortKind::VhostUser,
+        PortKind::Interface,
     ] {
         checker.check_named("PortKind", &kind);
     }

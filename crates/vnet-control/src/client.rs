@@ -625,6 +625,7 @@ mod tests {
             kind: PortKind::Tap,
             description: "tap7".into(),
             pid: None,
+            state: None,
             uid: None,
             vlan: VlanMode::Access { vlan: 10 },
             mac: None,

@@ -24,6 +24,11 @@
 //! it and the rest discarded; `O_NONBLOCK` reads fail with `EAGAIN` when nothing waits;
 //! after the vnet is deleted `read` returns 0 and `write` fails with `EIO`; an opener the
 //! vnet's allow lists refuse (by the uid and gid of the FUSE request) gets `EACCES`.
+//!
+//! Bounds: every open holds a thread and two descriptors, so at most `[limits]
+//! device_opens` files are open at once over all vnets; one more `open` fails with
+//! `ENFILE`, as does one over a vnet's `ports_per_vnet`, the opener's `ports_per_uid` or
+//! `fd_reserve` (counted in `vnet_limit_refusals_total` either way).
 #![forbid(unsafe_code)]
 
 use std::collections::{HashMap, VecDeque};
@@ -123,11 +128,13 @@ impl DeviceMount {
         std::fs::create_dir_all(&dir)?;
         let fs = DeviceFs {
             run_dir: run_dir.to_path_buf(),
+            max_opens: handle.limits().device_opens,
             handle,
             uid: nix::unistd::geteuid().as_raw(),
             gid: nix::unistd::getegid().as_raw(),
             inodes: Mutex::new(Inodes::default()),
             files: Mutex::new(HashMap::new()),
+            opening: Mutex::new(0),
             next_fh: AtomicU64::new(1),
         };
         let mut config = fuser::Config::default();
@@ -213,6 +220,12 @@ struct DeviceFs {
     gid: u32,
     inodes: Mutex<Inodes>,
     files: Mutex<HashMap<u64, Arc<DevFile>>>,
+    /// Opens under way (asking the data plane), counted with `files` against
+    /// `max_opens`.
+    opening: Mutex<usize>,
+    /// `[limits] device_opens`: open files at once, all vnets together; each holds a
+    /// waiter thread.
+    max_opens: usize,
     next_fh: AtomicU64,
 }
 
@@ -260,6 +273,32 @@ impl DeviceFs {
             blksize: 4096,
             flags: 0,
         }
+    }
+
+    /// A new port on vnet `name` for `client`, with its waiter thread running.
+    fn attach(&self, name: &str, client: Client) -> Result<(u32, Arc<DevFile>), Errno> {
+        let (id, sock) = match self.handle.attach_device_blocking(name.to_string(), client) {
+            Ok(port) => port,
+            Err(ControlError::NotFound(_)) => return Err(Errno::ENXIO),
+            // Refused by the vnet's allow lists, or by a limit (counted and logged by
+            // the data plane).
+            Err(e) if e.kind() == ErrorKind::Forbidden => return Err(Errno::EACCES),
+            Err(ControlError::Limit(_)) => return Err(Errno::ENFILE),
+            Err(e) => {
+                warn!(net = name, "cannot open a device port: {}", e.message());
+                return Err(Errno::EIO);
+            }
+        };
+        let file = Arc::new(DevFile::new(id, sock));
+        let waiter = file.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("vnet-dev-{id}"))
+            .spawn(move || waiter.wait_loop());
+        if let Err(e) = spawned {
+            warn!(net = name, "cannot start a device waiter: {e}");
+            return Err(Errno::EAGAIN);
+        }
+        Ok((id, file))
     }
 
     fn file(&self, fh: FileHandle) -> Option<Arc<DevFile>> {
@@ -346,32 +385,35 @@ impl fuser::Filesystem for DeviceFs {
             pid: Some(req.pid()).filter(|&p| p != 0).map(process_of),
             groups: None,
         };
-        match self.handle.attach_device_blocking(name.clone(), client) {
-            Ok((id, sock)) => {
+        // Held until the open is in `files`, so that two opens cannot both take the
+        // last place.
+        let mut opening = self.opening.lock().unwrap();
+        let open = self.files.lock().unwrap().len() + *opening;
+        if open >= self.max_opens {
+            let what = format!(
+                "refused an open of dev/{name} by pid {}: {open} devices are open",
+                req.pid()
+            );
+            self.handle.refuse(vnet_io::dataplane::DEVICE_OPENS, &what);
+            return reply.error(Errno::ENFILE);
+        }
+        *opening += 1;
+        drop(opening);
+        let opened = self.attach(&name, client);
+        let mut opening = self.opening.lock().unwrap();
+        *opening -= 1;
+        match opened {
+            Ok((id, file)) => {
                 let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-                let file = Arc::new(DevFile::new(id, sock));
-                let waiter = file.clone();
-                let spawned = std::thread::Builder::new()
-                    .name(format!("vnet-dev-{id}"))
-                    .spawn(move || waiter.wait_loop());
-                if let Err(e) = spawned {
-                    warn!(net = name, "cannot start a device waiter: {e}");
-                    return reply.error(Errno::EAGAIN);
-                }
                 debug!(net = name, port = id, pid = req.pid(), "device opened");
                 self.files.lock().unwrap().insert(fh, file);
+                drop(opening);
                 reply.opened(
                     FileHandle(fh),
                     FopenFlags::FOPEN_DIRECT_IO | FopenFlags::FOPEN_NONSEEKABLE,
                 );
             }
-            Err(ControlError::NotFound(_)) => reply.error(Errno::ENXIO),
-            // Refused by the vnet's allow lists (counted and logged by the data plane).
-            Err(e) if e.kind() == ErrorKind::Forbidden => reply.error(Errno::EACCES),
-            Err(e) => {
-                warn!(net = name, "cannot open a device port: {}", e.message());
-                reply.error(Errno::EIO)
-            }
+            Err(errno) => reply.error(errno),
         }
     }
 
@@ -505,7 +547,8 @@ struct DevFile {
 
 /// What receiving needs; held by whoever is receiving.
 struct Rx {
-    /// Frames that arrived while an ioctl waited for its reply.
+    /// Frames that arrived while an ioctl waited for its reply (at most
+    /// [`vnet_io::dataplane::QUEUE_CAPACITY`]).
     early: VecDeque<Vec<u8>>,
     msg: Vec<u8>,
     /// The data plane closed the port (the vnet was deleted).
@@ -657,7 +700,16 @@ impl DevFile {
             match decode_vnet(&rx.msg[..n]) {
                 Ok(VnetMessage::Frame(f)) => {
                     let f = f.to_vec();
-                    rx.early.push_back(f);
+                    // Kept for reads, as many as the port's egress queue holds; more
+                    // are dropped as that queue drops them (the reader is not reading).
+                    if rx.early.len() < vnet_io::dataplane::QUEUE_CAPACITY {
+                        rx.early.push_back(f);
+                    } else {
+                        debug!(
+                            port = self.id,
+                            "device: frame dropped while an ioctl waited"
+                        );
+                    }
                 }
                 Ok(VnetMessage::Reply { kind, reply }) if answers(kind, &req) => {
                     drop(rx);

@@ -76,6 +76,21 @@ impl FrameBuf {
         true
     }
 
+    /// The space a backend receives into when `front` bytes of its own precede the
+    /// frame (a header, room to put a stripped tag back), `front` at most
+    /// [`HEADROOM`]; finish with [`FrameBuf::set_front_range`].
+    pub fn recv_space_front(&mut self, front: usize) -> &mut [u8] {
+        self.recv_space();
+        &mut self.data[HEADROOM - front..]
+    }
+
+    /// Marks `len` bytes at `offset` into the space of
+    /// [`FrameBuf::recv_space_front`]`(front)` as the frame.
+    pub fn set_front_range(&mut self, front: usize, offset: usize, len: usize) {
+        self.start = HEADROOM - front + offset;
+        self.set_len(len);
+    }
+
     /// The frame's bytes, for in-place changes (checksum completion).
     pub fn frame_mut(&mut self) -> &mut [u8] {
         &mut self.data[self.start..self.start + self.len]

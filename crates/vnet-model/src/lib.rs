@@ -511,6 +511,10 @@ pub struct NatCounters {
     /// `host_loopback` (refused with ICMP "prohibited" or RST; silently for multicast
     /// and broadcast).
     pub refused_destinations: u64,
+    /// Guests' new flows refused at the vnet's flow limit (`[limits] nat_flows`), with
+    /// RST or ICMP "prohibited"; port forwards' peers refused there too.
+    #[serde(default)]
+    pub refused_flows: u64,
     /// Well-formed frames not translated (other subnets, broadcasts, limits; datagrams
     /// on a UDP port forward for a guest whose MAC is not known yet).
     pub ignored: u64,
@@ -530,7 +534,7 @@ pub struct NatCounters {
 impl NatCounters {
     /// Every counter with its name and meaning, in declaration order: one list for the
     /// CLI and `/metrics`, so neither forgets one.
-    pub fn fields(&self) -> [(&'static str, &'static str, u64); 19] {
+    pub fn fields(&self) -> [(&'static str, &'static str, u64); 20] {
         [
             (
                 "arp_replies",
@@ -598,6 +602,11 @@ impl NatCounters {
                 self.refused_destinations,
             ),
             (
+                "refused_flows",
+                "New flows refused at the flow limit ([limits] nat_flows).",
+                self.refused_flows,
+            ),
+            (
                 "ignored",
                 "Well-formed frames not translated.",
                 self.ignored,
@@ -654,6 +663,9 @@ pub enum PortKind {
     /// A virtio-net NIC through vhost-user at `RUN/NET/vhost-user/NAME.sock`.
     #[serde(rename = "vhost-user")]
     VhostUser,
+    /// A host interface someone else created and holds (a hypervisor's TAP, a veth
+    /// end), joined through an AF_PACKET socket.
+    Interface,
 }
 
 impl PortKind {
@@ -668,6 +680,7 @@ impl PortKind {
             PortKind::Device => "device",
             PortKind::Uplink => "uplink",
             PortKind::VhostUser => "vhost-user",
+            PortKind::Interface => "interface",
         }
     }
 }
@@ -691,6 +704,34 @@ pub enum PortSpec {
         #[serde(default)]
         vlan: VlanMode,
     },
+    /// An existing host interface that another program created and holds (the TAP
+    /// Firecracker, cloud-hypervisor or libvirt opened, a veth end), joined through an
+    /// AF_PACKET socket. The port follows the name: while no such interface
+    /// exists (not yet, or deleted until the VM restarts) it stays, in state `down`.
+    Interface {
+        interface: String,
+        #[serde(default)]
+        vlan: VlanMode,
+    },
+}
+
+/// Whether a port's link carries frames now (ports whose link can come and go).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LinkState {
+    Up,
+    /// The interface is down or does not exist: frames to it are dropped as
+    /// `link_down`.
+    Down,
+}
+
+impl LinkState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LinkState::Up => "up",
+            LinkState::Down => "down",
+        }
+    }
 }
 
 /// Traffic counters of a port. `rx` = into the vnet from the port's client, `tx` = out
@@ -716,6 +757,10 @@ pub struct PortInfo {
     /// Process id of the client, where the socket tells it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pid: Option<u32>,
+    /// For ports on a host interface that can come and go (`interface`): whether it
+    /// carries frames now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<LinkState>,
     /// The uid that made the port: the client's on a data socket (the kernel's
     /// credentials), the caller's for a port added through the API; absent for the
     /// vnet's own (services, host adapter, uplink, ports from the configuration).

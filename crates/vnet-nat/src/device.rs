@@ -43,8 +43,9 @@ pub struct NatConfig {
     pub tcp_timeout: Duration,
     /// Whether UDP to the gateway (other than DNS) reaches the host's loopback.
     pub host_loopback: bool,
-    /// Most flows (host sockets) at once. DNS queries' sockets are bounded apart, by
-    /// [`crate::dns::MAX_PENDING`].
+    /// Most flows (host sockets) at once (vnetd's `[limits] nat_flows`): a guest's new
+    /// flow beyond is refused (RST, ICMP unreachable) and counted as `refused_flows`.
+    /// DNS queries' sockets are bounded apart, by [`crate::dns::MAX_PENDING`].
     pub max_flows: usize,
 }
 
@@ -563,8 +564,8 @@ impl NatDevice {
         true
     }
 
-    /// `payload` onto the flow of `key` (opened towards `to` if new), or counted as
-    /// ignored at the flow limit.
+    /// `payload` onto the flow of `key` (opened towards `to` if new); at the flow limit
+    /// the guest is told "unreachable" (administratively prohibited).
     fn send_to_host(
         &mut self,
         now: Instant,
@@ -575,7 +576,7 @@ impl NatDevice {
         out: &mut Vec<Output>,
     ) {
         let Some(flow) = self.flow_for(now, key, guest_mac, to, out) else {
-            self.counters.ignored += 1;
+            self.unreachable_for(guest_mac, key, Unreachable::ADMIN_PROHIBITED, out);
             return;
         };
         self.counters.to_host += 1;
@@ -585,7 +586,8 @@ impl NatDevice {
         });
     }
 
-    /// The flow of `key`, opened (connected to `target`) if new; `None` at the limit.
+    /// The flow of `key`, opened (connected to `target`) if new; `None` at the limit
+    /// (counted as `refused_flows`).
     fn flow_for(
         &mut self,
         now: Instant,
@@ -600,7 +602,7 @@ impl NatDevice {
             f.guest_mac = guest_mac;
             return Some(id);
         }
-        if self.flows.len() >= self.config.max_flows {
+        if !self.room_for_flow(key) {
             return None;
         }
         let id = self.insert_flow(now, key, guest_mac, false);
@@ -610,6 +612,23 @@ impl NatDevice {
             to,
         });
         Some(id)
+    }
+
+    /// Whether a new flow (of `key`) fits under [`NatConfig::max_flows`]; refused:
+    /// counted as `refused_flows` and logged.
+    pub(crate) fn room_for_flow(&mut self, key: FlowKey) -> bool {
+        if self.flows.len() < self.config.max_flows {
+            return true;
+        }
+        self.counters.refused_flows += 1;
+        tracing::debug!(
+            "NAT: {:?} flow from {} to {} refused: {} flows are open",
+            key.proto,
+            key.guest,
+            key.remote,
+            self.flows.len()
+        );
+        false
     }
 
     /// Starts tracking a new flow (the caller checked the limit) and its idle timeout.
@@ -681,7 +700,7 @@ impl NatDevice {
                     self.counters.ignored += 1;
                     return None;
                 };
-                if self.flows.len() >= self.config.max_flows {
+                if !self.room_for_flow(key) {
                     self.counters.ignored += 1;
                     return None;
                 }

@@ -538,13 +538,14 @@ fn other_protocols_are_refused_promptly_and_local_traffic_is_ignored() {
 }
 
 #[test]
-fn the_flow_limit_holds() {
+fn new_flows_over_the_limit_are_refused_with_unreachable_and_counted_while_open_ones_carry_on() {
     let mut c = config();
     c.max_flows = 2;
     let mut nat = NatDevice::new(c, secrets());
+    let t = Instant::now();
     let mut out = Vec::new();
     for port in 1..=5 {
-        nat.receive(Instant::now(), &udp_frame(OUTSIDE, port, 9, b""), &mut out);
+        nat.receive(t, &udp_frame(OUTSIDE, port, 9, b""), &mut out);
     }
     assert_eq!(nat.flow_count(), 2);
     let opens = out
@@ -552,7 +553,29 @@ fn the_flow_limit_holds() {
         .filter(|o| matches!(o, Output::Open { .. }))
         .count();
     assert_eq!(opens, 2);
-    let _ = FlowId(0);
+    let refusals: Vec<_> = out
+        .iter()
+        .filter(|o| matches!(o, Output::Frame(_)))
+        .map(|o| {
+            let ip = ip_of(o);
+            (ip.next_header(), ip.payload()[0], ip.payload()[1])
+        })
+        .collect();
+    let prohibited = (
+        IpProtocol::ICMP,
+        icmpv4::Message::DST_UNREACHABLE,
+        Unreachable::ADMIN_PROHIBITED,
+    );
+    assert_eq!(refusals, vec![prohibited; 3]);
+    assert_eq!(nat.counters().refused_flows, 3);
+    // An open flow goes on at the limit.
+    out.clear();
+    nat.receive(t, &udp_frame(OUTSIDE, 1, 9, b"more"), &mut out);
+    assert!(
+        matches!(&out[..], [Output::Send { data, .. }] if data == b"more"),
+        "{out:?}"
+    );
+    assert_eq!(nat.counters().refused_flows, 3);
 }
 
 proptest! {
@@ -960,6 +983,22 @@ mod tcp {
         assert_eq!(segments(&out)[0].1, 1002, "FIN acked");
         assert!(out.contains(&Output::Close { flow }));
         assert_eq!(nat.flow_count(), 0);
+    }
+
+    #[test]
+    fn a_syn_over_the_flow_limit_is_reset_and_counted() {
+        let mut c = config();
+        c.max_flows = 1;
+        let mut nat = NatDevice::new(c, secrets());
+        let t = Instant::now();
+        let mut out = Vec::new();
+        nat.receive(t, &udp_frame(OUTSIDE, 1, 9, b""), &mut out);
+        out.clear();
+        nat.receive(t, &tcp_frame(1000, 0, F::SYN, b""), &mut out);
+        let segs = segments(&out);
+        assert_eq!(segs.len(), 1, "{out:?}");
+        assert_eq!((segs[0].1, segs[0].2), (1001, F::RST | F::ACK));
+        assert_eq!((nat.flow_count(), nat.counters().refused_flows), (1, 1));
     }
 
     #[test]

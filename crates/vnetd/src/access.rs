@@ -342,11 +342,13 @@ impl Policy {
         )
     }
 
-    /// What more than [`Role::User`] adding `spec` needs, if anything: a TAP port is a
-    /// host interface, and a VLAN other than the default is the admin's to give.
+    /// What more than [`Role::User`] adding `spec` needs, if anything: a TAP or an
+    /// interface port is a host interface (and an interface port sees all its traffic,
+    /// `CAP_NET_RAW`), and a VLAN other than the default is the admin's to give.
     pub fn check_port(spec: &PortSpec) -> Option<&'static str> {
         match spec {
             PortSpec::Tap { .. } => Some("adding a TAP port"),
+            PortSpec::Interface { .. } => Some("adding an interface port"),
             PortSpec::VhostUser { vlan, .. } if *vlan != VlanMode::default() => {
                 Some("adding a port on a VLAN")
             }
@@ -498,6 +500,14 @@ mod tests {
             vlan: VlanMode::default(),
         };
         assert_eq!(Policy::check_port(&tap), Some("adding a TAP port"));
+        let interface = PortSpec::Interface {
+            interface: "fc-tap0".into(),
+            vlan: VlanMode::default(),
+        };
+        assert_eq!(
+            Policy::check_port(&interface),
+            Some("adding an interface port")
+        );
     }
 
     #[test]

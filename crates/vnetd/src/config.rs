@@ -69,6 +69,36 @@ pub struct LimitsConfig {
     /// is closed [default: 10].
     #[serde(default)]
     pub control_request_secs: Option<u64>,
+    /// Classic-device files (`RUN/dev/NET`) open at once over all vnets; one more
+    /// `open` fails with `ENFILE` [default: 256].
+    #[serde(default)]
+    pub device_opens: Option<usize>,
+    /// Replies a vnet API port (api.sock, a classic device) holds for a client that
+    /// does not read them; its further requests are dropped unanswered [default: 64].
+    #[serde(default)]
+    pub api_reply_queue: Option<usize>,
+    /// NAT flows (host sockets) per vnet; a guest's new flow beyond is refused (TCP
+    /// RST, ICMP unreachable) [default: 4096].
+    #[serde(default)]
+    pub nat_flows: Option<usize>,
+    /// Bytes of guest TCP data a vnet's NAT holds for host sockets that have not taken
+    /// them, all flows together; beyond, what a socket cannot take at once is not
+    /// taken and the guest sends it again [default: 67108864, 64 MiB].
+    #[serde(default)]
+    pub nat_buffer_bytes: Option<usize>,
+    /// MAC table entries per vnet: the most a vnet's `max_macs` may be [default: 16384].
+    #[serde(default)]
+    pub macs_per_vnet: Option<usize>,
+    /// Descriptors client ports may not take: a new port is refused while no
+    /// descriptor number below `RLIMIT_NOFILE - fd_reserve` is free, keeping the rest
+    /// for the control API and the NAT [default: 256].
+    #[serde(default)]
+    pub fd_reserve: Option<usize>,
+    /// Of `fd_reserve`, the descriptors the NAT may not take either: its new sockets are
+    /// closed while no number below `RLIMIT_NOFILE - fd_reserve_control` is free, so
+    /// the control API still answers [default: 64].
+    #[serde(default)]
+    pub fd_reserve_control: Option<usize>,
 }
 
 /// The control plane's bounds (`[limits]`), enforced by vnetd itself.
@@ -98,6 +128,13 @@ impl LimitsConfig {
             vnets: self.vnets.unwrap_or(d.vnets),
             ports_per_uid: self.ports_per_uid.unwrap_or(d.ports_per_uid),
             stream_sndbuf_force: self.stream_sndbuf_force.unwrap_or(d.stream_sndbuf_force),
+            device_opens: self.device_opens.unwrap_or(d.device_opens),
+            api_reply_queue: self.api_reply_queue.unwrap_or(d.api_reply_queue),
+            nat_flows: self.nat_flows.unwrap_or(d.nat_flows),
+            nat_buffer_bytes: self.nat_buffer_bytes.unwrap_or(d.nat_buffer_bytes),
+            macs_per_vnet: self.macs_per_vnet.unwrap_or(d.macs_per_vnet),
+            fd_reserve: self.fd_reserve.unwrap_or(d.fd_reserve),
+            fd_reserve_control: self.fd_reserve_control.unwrap_or(d.fd_reserve_control),
         }
     }
 
@@ -200,12 +237,17 @@ pub struct NetworkConfig {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PortConfig {
-    /// A TAP interface the daemon creates and owns (give `tap` or `vhost_user`).
+    /// A TAP interface the daemon creates and owns (give one of `tap`, `vhost_user`,
+    /// `interface`).
     #[serde(default)]
     pub tap: Option<String>,
     /// A vhost-user-net back-end listening on `RUN/NET/vhost-user/NAME.sock`.
     #[serde(default)]
     pub vhost_user: Option<String>,
+    /// A host interface another program holds (a hypervisor's TAP, a veth end),
+    /// joined through an AF_PACKET socket.
+    #[serde(default)]
+    pub interface: Option<String>,
     /// Access VLAN (default 1).
     #[serde(default)]
     pub vlan: Option<u16>,
@@ -294,6 +336,23 @@ impl Config {
                 "[limits] control_request_secs = 0: give clients at least one second".into(),
             ));
         }
+        for (key, value) in [
+            ("api_reply_queue", config.limits.api_reply_queue),
+            ("macs_per_vnet", config.limits.macs_per_vnet),
+            ("nat_buffer_bytes", config.limits.nat_buffer_bytes),
+        ] {
+            if value == Some(0) {
+                return Err(invalid(format!("[limits] {key} = 0: give at least 1")));
+            }
+        }
+        let limits = config.limits.limits();
+        if limits.fd_reserve_control > limits.fd_reserve {
+            return Err(invalid(format!(
+                "[limits] fd_reserve_control = {} is over fd_reserve = {}: the control API's \
+                 share is part of the descriptors kept from client ports",
+                limits.fd_reserve_control, limits.fd_reserve
+            )));
+        }
         if config.busy_poll_us > MAX_BUSY_POLL_US {
             return Err(invalid(format!(
                 "busy_poll_us = {}: at most {MAX_BUSY_POLL_US} (one second)",
@@ -310,7 +369,14 @@ impl Config {
                     n.name
                 )));
             }
-            if let Err(e) = n.spec().validate() {
+            let mut spec = n.spec();
+            if let Err(e) = spec.validate() {
+                return Err(invalid(format!(
+                    "line {line}: [[network]] {:?}: {e}",
+                    n.name
+                )));
+            }
+            if let Err(e) = limits.fit_macs(&mut spec) {
                 return Err(invalid(format!(
                     "line {line}: [[network]] {:?}: {e}",
                     n.name
@@ -330,9 +396,14 @@ impl Config {
                         p.label()
                     ))
                 };
-                if p.tap.is_some() == p.vhost_user.is_some() {
+                let kinds = [
+                    p.tap.is_some(),
+                    p.vhost_user.is_some(),
+                    p.interface.is_some(),
+                ];
+                if kinds.iter().filter(|k| **k).count() != 1 {
                     return Err(port_error(
-                        "give `tap` or `vhost_user` (one of them)".into(),
+                        "give `tap`, `vhost_user` or `interface` (one of them)".into(),
                     ));
                 }
                 let vlans = p
@@ -407,24 +478,29 @@ impl PortConfig {
             (None, Some(vlan)) => VlanMode::Access { vlan },
             (None, None) => VlanMode::default(),
         };
-        match (&self.tap, &self.vhost_user) {
-            (Some(ifname), _) => PortSpec::Tap {
+        match (&self.tap, &self.interface, &self.vhost_user) {
+            (Some(ifname), _, _) => PortSpec::Tap {
                 ifname: ifname.clone(),
                 vlan,
             },
-            (None, name) => PortSpec::VhostUser {
+            (None, Some(interface), _) => PortSpec::Interface {
+                interface: interface.clone(),
+                vlan,
+            },
+            (None, None, name) => PortSpec::VhostUser {
                 name: name.clone().unwrap_or_default(),
                 vlan,
             },
         }
     }
 
-    /// The port as messages name it: `TAP "x"` or `vhost-user "x"`.
+    /// The port as messages name it: `TAP "x"`, `interface "x"` or `vhost-user "x"`.
     pub fn label(&self) -> String {
-        match (&self.tap, &self.vhost_user) {
-            (Some(tap), _) => format!("TAP {tap:?}"),
-            (None, Some(name)) => format!("vhost-user {name:?}"),
-            (None, None) => "(no `tap`, no `vhost_user`)".into(),
+        match (&self.tap, &self.interface, &self.vhost_user) {
+            (Some(tap), _, _) => format!("TAP {tap:?}"),
+            (None, Some(interface), _) => format!("interface {interface:?}"),
+            (None, None, Some(name)) => format!("vhost-user {name:?}"),
+            (None, None, None) => "(no `tap`, `vhost_user` or `interface`)".into(),
         }
     }
 }
@@ -492,6 +568,48 @@ mod tests {
         assert_eq!(c.limits.control().request.as_secs(), 7);
         assert!(error_of("[limits]\ncontrol_connections = 0\n").contains("at least one"));
         assert!(error_of("[limits]\ncontrol_request_secs = 0\n").contains("one second"));
+    }
+
+    #[test]
+    fn resource_limits_take_their_keys_or_defaults() {
+        let d = vnet_io::Limits::default();
+        assert_eq!(Config::parse("", "t").unwrap().limits.limits(), d);
+        let c = Config::parse(
+            "[limits]\ndevice_opens = 1\napi_reply_queue = 2\nnat_flows = 3\n\
+             nat_buffer_bytes = 4\nmacs_per_vnet = 5\nfd_reserve = 6\n\
+             fd_reserve_control = 6\n",
+            "t",
+        )
+        .unwrap()
+        .limits
+        .limits();
+        assert_eq!(
+            (
+                c.device_opens,
+                c.api_reply_queue,
+                c.nat_flows,
+                c.nat_buffer_bytes,
+                c.macs_per_vnet,
+                c.fd_reserve,
+                c.fd_reserve_control,
+            ),
+            (1, 2, 3, 4, 5, 6, 6)
+        );
+        let e = error_of("[limits]\nfd_reserve = 10\nfd_reserve_control = 11\n");
+        assert!(e.contains("over fd_reserve"), "{e}");
+        // A vnet's MAC table: over the limit refused, left at its default fitted.
+        let macs = "[limits]\nmacs_per_vnet = 4\n\n[[network]]\nname = \"n\"\n";
+        let e = error_of(&format!("{macs}max_macs = 8\n"));
+        assert!(
+            e.contains("line 4") && e.contains("`[limits] macs_per_vnet`"),
+            "{e}"
+        );
+        Config::parse(macs, "t").expect("the default table fits");
+        assert_eq!(c.ports_per_vnet, d.ports_per_vnet);
+        for key in ["api_reply_queue", "macs_per_vnet", "nat_buffer_bytes"] {
+            let e = error_of(&format!("[limits]\n{key} = 0\n"));
+            assert!(e.contains(key) && e.contains("at least 1"), "{e}");
+        }
     }
 
     #[test]
@@ -671,6 +789,32 @@ mod tests {
         let e = error_of(&port("vhost_user = \"v\"\ntap = \"t\"\n"));
         assert!(e.contains("one of them"), "{e}");
         let e = error_of(&port("vlan = 3\n"));
+        assert!(e.contains("one of them"), "{e}");
+    }
+
+    #[test]
+    fn interface_ports_parse_and_exclude_the_other_kinds() {
+        let c = Config::parse(
+            "[[network]]\nname = \"a\"\n[[network.port]]\ninterface = \"fc-tap0\"\ntrunk = [10]\n",
+            "t.toml",
+        )
+        .unwrap();
+        let port = &c.network[0].get_ref().ports[0];
+        assert_eq!(
+            port.spec(),
+            PortSpec::Interface {
+                interface: "fc-tap0".into(),
+                vlan: VlanMode::Trunk {
+                    allowed: vec![10],
+                    native: None
+                }
+            }
+        );
+        assert_eq!(port.label(), "interface \"fc-tap0\"");
+        let port = |body: &str| format!("[[network]]\nname = \"a\"\n[[network.port]]\n{body}");
+        let e = error_of(&port("interface = \"i\"\ntap = \"t\"\n"));
+        assert!(e.contains("one of them"), "{e}");
+        let e = error_of(&port("interface = \"i\"\nvhost_user = \"v\"\n"));
         assert!(e.contains("one of them"), "{e}");
     }
 

@@ -214,6 +214,18 @@ fn run(args: Args) -> Result<()> {
         }
     );
     info!(
+        "limits: {} device opens, {} queued API replies per port, per vnet {} NAT flows, \
+         {} bytes of NAT buffers and {} MACs; {} descriptors kept from client ports, \
+         {} of them from the NAT too",
+        limits.device_opens,
+        limits.api_reply_queue,
+        limits.nat_flows,
+        limits.nat_buffer_bytes,
+        limits.macs_per_vnet,
+        limits.fd_reserve,
+        limits.fd_reserve_control,
+    );
+    info!(
         "data plane: {} thread(s), busy poll {} µs",
         tuning.threads,
         tuning.busy_poll.as_micros()

@@ -5,8 +5,8 @@
 //!
 //! Only what vnetd does while it runs needs privileges, and only three: opening TAP
 //! devices and host adapters, setting their addresses, links and transmit queues
-//! (`CAP_NET_ADMIN`, also for forcing a stream socket's send buffer), uplinks' packet
-//! sockets and the NAT's raw ICMP sockets (`CAP_NET_RAW`) and port forwards below 1024
+//! (`CAP_NET_ADMIN`, also for forcing a stream socket's send buffer), the packet
+//! sockets of uplinks and interface ports and the NAT's raw ICMP sockets (`CAP_NET_RAW`) and port forwards below 1024
 //! (`CAP_NET_BIND_SERVICE`). So
 //! vnetd started as root, once it has read its configuration and claimed its
 //! directories, runs as a service user: `--user USER`, `[access] user`, else the user
@@ -237,7 +237,8 @@ fn all_needed() -> CapsHashSet {
 }
 
 /// The capabilities `config`'s vnets need: `CAP_NET_ADMIN` for host adapters, TAP
-/// ports and `[limits] stream_sndbuf_force`, `CAP_NET_RAW` for uplinks and the NAT
+/// ports and `[limits] stream_sndbuf_force`, `CAP_NET_RAW` for uplinks, interface
+/// ports and the NAT
 /// (guests' pings leave through raw sockets where ping sockets are not allowed),
 /// `CAP_NET_BIND_SERVICE` for a forward below 1024.
 pub fn configured(config: &Config) -> CapsHashSet {
@@ -251,7 +252,10 @@ pub fn configured(config: &Config) -> CapsHashSet {
         if spec.host_adapter.is_some() || net.ports.iter().any(|p| p.tap.is_some()) {
             needed.insert(Capability::CAP_NET_ADMIN);
         }
-        if spec.uplink.is_some() || spec.nat.is_some() {
+        if spec.uplink.is_some()
+            || spec.nat.is_some()
+            || net.ports.iter().any(|p| p.interface.is_some())
+        {
             needed.insert(Capability::CAP_NET_RAW);
         }
         if spec

@@ -1,6 +1,6 @@
 //! `vnet port ls|show|add|rm`
 
-use vnet_control::{PortSpec, VlanMode};
+use vnet_control::{LinkState, PortSpec, VlanMode};
 
 use super::{print, Context};
 use crate::cli::{AddPort, PortCommand, SetPort};
@@ -46,10 +46,11 @@ fn set(ctx: &Context, args: SetPort) -> Result<(), Failure> {
 
 fn add(ctx: &Context, args: AddPort) -> Result<(), Failure> {
     let vlan = vlan_mode(args.vlan, args.trunk.map(|t| t.0), args.native);
-    let spec = match (args.tap, args.vhost_user) {
-        (Some(ifname), _) => PortSpec::Tap { ifname, vlan },
-        (None, Some(name)) => PortSpec::VhostUser { name, vlan },
-        (None, None) => unreachable!("clap requires --tap or --vhost-user"),
+    let spec = match (args.tap, args.interface, args.vhost_user) {
+        (Some(ifname), _, _) => PortSpec::Tap { ifname, vlan },
+        (None, Some(interface), _) => PortSpec::Interface { interface, vlan },
+        (None, None, Some(name)) => PortSpec::VhostUser { name, vlan },
+        (None, None, None) => unreachable!("clap requires --tap, --interface or --vhost-user"),
     };
     let info = ctx
         .client
@@ -58,8 +59,14 @@ fn add(ctx: &Context, args: AddPort) -> Result<(), Failure> {
     if ctx.json {
         return super::print_json(&info);
     }
+    let waiting = match info.state {
+        Some(LinkState::Down) => {
+            "; its interface is down or does not exist yet: the port waits for it"
+        }
+        _ => "",
+    };
     print(&format!(
-        "added port {} to {} ({}, {})\n",
+        "added port {} to {} ({}, {}){waiting}\n",
         info.id,
         args.net,
         info.description,

@@ -64,6 +64,8 @@ pub struct MacTable {
     limits: MacLimits,
     entries: FastMap<(u16, MacAddr), Entry>,
     per_port: FastMap<PortId, usize>,
+    /// New addresses not learned because the table held `limits.total` entries.
+    refused_full: u64,
 }
 
 impl MacTable {
@@ -72,7 +74,14 @@ impl MacTable {
             limits,
             entries: FastMap::default(),
             per_port: FastMap::default(),
+            refused_full: 0,
         }
+    }
+
+    /// How many new addresses were not learned because the table was full (their
+    /// frames still go everywhere an unknown address's go: flooded).
+    pub fn refused_full(&self) -> u64 {
+        self.refused_full
     }
 
     pub fn limits(&self) -> MacLimits {
@@ -116,8 +125,11 @@ impl MacTable {
             );
             return Learned::Moved { from: e.port };
         }
-        if self.entries.len() >= self.limits.total || self.port_count(port) >= self.limits.per_port
-        {
+        if self.entries.len() >= self.limits.total {
+            self.refused_full += 1;
+            return Learned::Refused;
+        }
+        if self.port_count(port) >= self.limits.per_port {
             return Learned::Refused;
         }
         self.claim(port);
@@ -298,12 +310,17 @@ mod tests {
         assert_eq!(t.learn(t0, 1, mac(1), PortId(1)), Learned::New);
         assert_eq!(t.learn(t0, 1, mac(2), PortId(1)), Learned::New);
         assert_eq!(t.learn(t0, 1, mac(3), PortId(1)), Learned::Refused);
+        assert_eq!(t.refused_full(), 0, "a port's cap is not the table's");
         assert_eq!(t.learn(t0, 1, mac(3), PortId(2)), Learned::New);
         assert_eq!(
             t.learn(t0, 1, mac(4), PortId(3)),
             Learned::Refused,
             "global cap"
         );
+        assert_eq!(t.refused_full(), 1);
+        // Known addresses still refresh in a full table.
+        assert_eq!(t.learn(t0, 1, mac(3), PortId(2)), Learned::Refreshed);
+        assert_eq!(t.refused_full(), 1);
         assert_eq!(
             t.learn(t0, 1, MacAddr::BROADCAST, PortId(3)),
             Learned::Refused

@@ -65,4 +65,8 @@ impl Backend for ClassicDevicePort {
     fn answer(&mut self, request: &Request, reply: &Reply) {
         self.inner.answer(request, reply)
     }
+
+    fn unanswered(&self) -> usize {
+        self.inner.unanswered()
+    }
 }

@@ -13,6 +13,8 @@
 pub mod classic;
 pub mod dgram;
 pub mod inbox;
+pub mod interface;
+mod packet;
 pub mod seqpacket;
 pub mod service;
 pub mod stream;
@@ -23,7 +25,7 @@ pub mod vhost_user;
 
 use vnet_core::switch::DropCause;
 use vnet_core::wire::seqpacket::{Reply, Request};
-use vnet_model::PortKind;
+use vnet_model::{LinkState, PortKind};
 
 use crate::frame::FrameBuf;
 
@@ -89,6 +91,12 @@ pub trait Backend {
         false
     }
 
+    /// Whether the port's link carries frames now, for ports on a host interface that
+    /// can go down or away; `None` for the others.
+    fn link(&self) -> Option<LinkState> {
+        None
+    }
+
     // How it moves frames.
 
     /// The fd to watch for this port, or `None` if its input arrives otherwise (a
@@ -118,6 +126,12 @@ pub trait Backend {
 
     /// Answers a request this backend returned from `recv`. Only the vnet API has any.
     fn answer(&mut self, _request: &Request, _reply: &Reply) {}
+
+    /// Answers given and not yet taken by the client (`[limits] api_reply_queue` bounds
+    /// them).
+    fn unanswered(&self) -> usize {
+        0
+    }
 
     /// Whether the backend holds input it made itself (a service's replies): the data
     /// plane then reads it without waiting for an fd.

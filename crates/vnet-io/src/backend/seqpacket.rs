@@ -20,7 +20,8 @@ use crate::sys::seqpacket;
 pub struct SeqpacketPort {
     sock: OwnedFd,
     peer: String,
-    /// Replies not yet taken by the client; sent before any further frame.
+    /// Replies not yet taken by the client; sent before any further frame. The data
+    /// plane bounds them (`[limits] api_reply_queue`).
     replies: VecDeque<Vec<u8>>,
 }
 
@@ -73,6 +74,10 @@ impl Backend for SeqpacketPort {
 
     fn answer(&mut self, request: &Request, reply: &Reply) {
         self.replies.push_back(encode_reply(request, reply));
+    }
+
+    fn unanswered(&self) -> usize {
+        self.replies.len()
     }
 
     fn send_batch(&mut self, frames: &[FrameBuf]) -> (usize, Sent) {

@@ -20,10 +20,11 @@ use vnet_core::switch::{DropCause, PortId};
 use vnet_model::{PortKind, UplinkMode, UplinkSpec};
 
 use super::inbox::Inbox;
+use super::packet::{self, Read};
 use super::{send_each, Backend, Identity, Received, Sent};
 use crate::frame::FrameBuf;
-use crate::sys::packet::{PacketError, PacketSocket, RecvMeta, PACKET_VNET_HDR_LEN};
-use vnet_core::wire::offload::{VirtioNetHdr, VIRTIO_NET_HDR_LEN};
+use crate::sys::packet::{PacketError, PacketSocket};
+use vnet_core::wire::offload::VirtioNetHdr;
 
 /// What a vnet takes from its NIC.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -120,17 +121,19 @@ impl UplinkSocket {
 
     /// Reads one frame and decides which vnet takes it.
     pub fn poll(&mut self) -> Polled<'_> {
-        const TAG: usize = 4;
-        const AT: usize = TAG + PACKET_VNET_HDR_LEN;
-        // Room in front puts a stripped tag back without moving the payload.
-        let meta = match self.sock.recv(&mut self.scratch[TAG..]) {
-            Ok(meta) => {
+        let (start, len, offload) = match packet::read(&self.sock, &mut self.scratch) {
+            Ok(Read::Frame {
+                start,
+                len,
+                offload,
+            }) => {
                 if self.down {
                     self.down = false;
                     info!(interface = self.interface, "uplink receives again");
                 }
-                meta
+                (start, len, offload)
             }
+            Ok(Read::Outgoing | Read::Dropped(_)) => return Polled::Skipped,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Polled::WouldBlock,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => return Polled::Skipped,
             Err(e) => {
@@ -145,30 +148,6 @@ impl UplinkSocket {
                 }
                 return Polled::WouldBlock;
             }
-        };
-        let RecvMeta {
-            len,
-            truncated,
-            outgoing,
-            stripped_tag,
-        } = meta;
-        if outgoing || truncated || len < PACKET_VNET_HDR_LEN + 14 {
-            return Polled::Skipped;
-        }
-        let len = len - PACKET_VNET_HDR_LEN;
-        let mut hdr = [0u8; VIRTIO_NET_HDR_LEN];
-        hdr[..PACKET_VNET_HDR_LEN].copy_from_slice(&self.scratch[TAG..AT]);
-        let mut offload = VirtioNetHdr::parse(&hdr);
-        let (start, len) = match stripped_tag {
-            Some((tpid, tci)) => {
-                self.scratch.copy_within(AT..AT + 12, AT - TAG);
-                let at = AT - TAG + 12;
-                self.scratch[at..at + 2].copy_from_slice(&tpid.to_be_bytes());
-                self.scratch[at + 2..at + 4].copy_from_slice(&tci.to_be_bytes());
-                shift_offsets(&mut offload, 4);
-                (AT - TAG, len + TAG)
-            }
-            None => (AT, len),
         };
         let frame = &self.scratch[start..start + len];
         let vid = match u16::from_be_bytes([frame[12], frame[13]]) {
@@ -188,16 +167,6 @@ impl UplinkSocket {
             strip: matches!(m.claim, Claim::Vlan(_)),
             offload,
         })
-    }
-}
-
-/// Moves the header offsets of offload metadata by `by` bytes (a tag inserted).
-fn shift_offsets(hdr: &mut VirtioNetHdr, by: u16) {
-    if hdr.needs_csum() {
-        hdr.csum_start += by;
-    }
-    if hdr.hdr_len != 0 {
-        hdr.hdr_len += by;
     }
 }
 
@@ -283,41 +252,15 @@ impl Backend for UplinkPort {
 
 impl UplinkPort {
     fn send_one(&mut self, frame: &FrameBuf) -> Sent {
-        let f = frame.frame();
-        if f.len() < 14 {
-            return Sent::Dropped(DropCause::Runt);
-        }
-        let mut offload = frame.offload;
-        let mut hdr = [0u8; VIRTIO_NET_HDR_LEN];
-        let tag;
-        let result = match self.tag {
-            Some(vid) => {
-                tag = [0x81, 0x00, (vid >> 8) as u8 & 0x0f, vid as u8];
-                shift_offsets(&mut offload, 4);
-                offload.write(&mut hdr);
-                let hdr = &hdr[..PACKET_VNET_HDR_LEN];
-                self.sock.send(&[hdr, &f[..12], &tag, &f[12..]])
-            }
-            None => {
-                offload.write(&mut hdr);
-                self.sock.send(&[&hdr[..PACKET_VNET_HDR_LEN], f])
-            }
-        };
-        match result {
-            Ok(()) => {
+        match packet::send(&self.sock, frame, self.tag) {
+            Ok(Sent::Done) => {
                 if self.down {
                     self.down = false;
                     info!(interface = self.interface, "uplink sends again");
                 }
                 Sent::Done
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Sent::WouldBlock,
-            Err(e) if e.raw_os_error() == Some(libc::EMSGSIZE) => {
-                Sent::Dropped(DropCause::Oversize)
-            }
-            Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
-                Sent::Dropped(DropCause::QueueFull)
-            }
+            Ok(sent) => sent,
             Err(e) => {
                 if !self.down {
                     self.down = true;

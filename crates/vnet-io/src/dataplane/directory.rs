@@ -8,6 +8,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use vnet_core::switch::PortId;
 use vnet_model::NetworkSpec;
 
 use super::error::{Conflict, ControlError, Missing};
@@ -21,9 +22,20 @@ pub(super) struct Directory {
     nets: HashMap<String, usize>,
     /// Who is bridged to which NIC, over all threads.
     claims: Vec<NicClaim>,
+    /// Host interfaces that ports hold (TAPs, host adapters, interface ports), over all
+    /// threads: one interface is one port of one vnet, or an uplink, never two of these.
+    held: Vec<HeldInterface>,
     /// At most this many vnets (`[limits] vnets`).
     max_vnets: usize,
     refusals: Arc<Refusals>,
+}
+
+struct HeldInterface {
+    ifname: String,
+    net: String,
+    port: PortId,
+    /// The port as a conflict names it, e.g. `port 3 (interface fc-tap0)`.
+    what: String,
 }
 
 struct NicClaim {
@@ -38,6 +50,7 @@ impl Directory {
             threads,
             nets: HashMap::new(),
             claims: Vec::new(),
+            held: Vec::new(),
             max_vnets,
             refusals,
         }
@@ -80,6 +93,7 @@ impl Directory {
     pub fn remove(&mut self, name: &str) {
         self.nets.remove(name);
         self.release(name);
+        self.held.retain(|h| h.net != name);
     }
 
     pub fn thread_of(&self, name: &str) -> Result<usize, ControlError> {
@@ -89,6 +103,9 @@ impl Directory {
     /// Checks that vnet `net` may take `claim`'s traffic of `interface`: no other vnet,
     /// on any thread, takes any of it.
     pub fn check(&self, interface: &str, net: &str, claim: &Claim) -> Result<(), ControlError> {
+        if let Some(h) = self.held.iter().find(|h| h.ifname == interface) {
+            return Err(h.conflict().into());
+        }
         match self
             .claims
             .iter()
@@ -113,9 +130,50 @@ impl Directory {
         });
     }
 
+    /// Who uses host interface `ifname` already, as an uplink or through a port: the
+    /// conflict that refuses one more user.
+    pub fn user_of(&self, ifname: &str) -> Option<Conflict> {
+        if let Some(h) = self.held.iter().find(|h| h.ifname == ifname) {
+            return Some(h.conflict());
+        }
+        self.claims
+            .iter()
+            .find(|c| c.interface == ifname)
+            .map(|c| Conflict::Interface {
+                interface: ifname.into(),
+                what: "the uplink".into(),
+                vnet: c.net.clone(),
+            })
+    }
+
+    /// Records that port `port` of vnet `net` holds host interface `ifname`.
+    pub fn hold(&mut self, ifname: &str, net: &str, port: PortId, what: String) {
+        self.held.push(HeldInterface {
+            ifname: ifname.into(),
+            net: net.into(),
+            port,
+            what,
+        });
+    }
+
+    /// Port `port` of vnet `net` is gone.
+    pub fn unhold(&mut self, net: &str, port: PortId) {
+        self.held.retain(|h| !(h.net == net && h.port == port));
+    }
+
     /// Vnet `net` is bridged no more.
     pub fn release(&mut self, net: &str) {
         self.claims.retain(|c| c.net != net);
+    }
+}
+
+impl HeldInterface {
+    fn conflict(&self) -> Conflict {
+        Conflict::Interface {
+            interface: self.ifname.clone(),
+            what: self.what.clone(),
+            vnet: self.net.clone(),
+        }
     }
 }
 

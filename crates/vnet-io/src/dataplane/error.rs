@@ -83,6 +83,18 @@ pub enum ControlError {
         #[source]
         source: PacketError,
     },
+    #[error("cannot open interface port {interface}")]
+    OpenInterface {
+        interface: String,
+        #[source]
+        source: PacketError,
+    },
+    #[error("invalid interface name {0:?}: use 1-15 characters, no '/', ':' or spaces")]
+    InterfaceName(String),
+    #[error(
+        "{0} is the loopback interface, which carries only the host's own traffic: join a TAP or a veth end"
+    )]
+    Loopback(String),
     #[error("cannot create the sockets of vnet {vnet:?} in {}", .dir.display())]
     Bind {
         vnet: String,
@@ -164,6 +176,13 @@ pub enum Conflict {
     TapBusy(String),
     #[error("vnet {vnet} already has vhost-user port {name} (see `vnet port ls {vnet}`)")]
     VhostUser { vnet: String, name: String },
+    /// A host interface that a port or an uplink of this vnetd uses already.
+    #[error("{interface} is already {what} of vnet {vnet} (see `vnet port ls {vnet}`)")]
+    Interface {
+        interface: String,
+        what: String,
+        vnet: String,
+    },
     #[error("{mac} already has a reservation (remove it with `vnet dhcp unreserve {vnet} {mac}`)")]
     Reservation { vnet: String, mac: MacAddr },
     #[error("{} {host} is already forwarded (remove it first with `vnet forward rm {vnet} {host}{}`)",
@@ -200,6 +219,8 @@ impl ControlError {
             | ControlError::Vlan(_)
             | ControlError::PortSetting(_)
             | ControlError::VhostUserName(_)
+            | ControlError::InterfaceName(_)
+            | ControlError::Loopback(_)
             | ControlError::AllowList(_)
             | ControlError::AddressReserved { .. }
             | ControlError::Dhcp(_) => ErrorKind::Invalid,
@@ -212,7 +233,8 @@ impl ControlError {
                 TapError::Privilege(_) => ErrorKind::Forbidden,
                 _ => ErrorKind::Failed,
             },
-            ControlError::OpenUplink { source, .. } => match source.os_error() {
+            ControlError::OpenUplink { source, .. }
+            | ControlError::OpenInterface { source, .. } => match source.os_error() {
                 None => ErrorKind::Invalid,
                 // EPERM, EACCES, or a capability vnetd gave up (sys::privilege).
                 Some(e) if e.kind() == io::ErrorKind::PermissionDenied => ErrorKind::Forbidden,

@@ -32,7 +32,7 @@ mod vnet;
 
 pub use error::{Conflict, ControlError, ErrorKind, Missing};
 pub(crate) use limits::Refusals;
-pub use limits::{LimitHit, LimitRefusals, Limits};
+pub use limits::{LimitHit, LimitRefusals, Limits, DEVICE_OPENS};
 pub use queue::QUEUE_CAPACITY;
 
 use std::path::PathBuf;
@@ -95,6 +95,7 @@ pub struct Handle {
     threads: Arc<[Mailbox]>,
     directory: Arc<Mutex<Directory>>,
     refusals: Arc<limits::Refusals>,
+    limits: Limits,
 }
 
 /// How to reach one data-plane thread.
@@ -167,6 +168,7 @@ impl DataPlane {
                 threads: reach.into(),
                 directory,
                 refusals,
+                limits,
             },
             threads: joins,
         })
@@ -280,6 +282,11 @@ impl Handle {
     /// plane enforces, such as `control_connections`; it shows in [`Self::limit_refusals`].
     pub fn refuse(&self, limit: &'static str, what: &str) {
         self.refusals.refuse(None, limit, what);
+    }
+
+    /// The bounds the data plane was started with (the classic devices keep theirs).
+    pub fn limits(&self) -> Limits {
+        self.limits
     }
 
     /// How many times each limit refused something (vnets that are gone forgotten).

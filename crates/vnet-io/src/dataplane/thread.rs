@@ -294,6 +294,7 @@ impl Thread {
             self.last_aging = now;
             for (_, vnet) in self.vnets.iter_mut() {
                 vnet.age_macs(now);
+                vnet.count_refusals();
             }
         }
         false

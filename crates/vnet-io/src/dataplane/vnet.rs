@@ -143,6 +143,9 @@ pub(super) struct Vnet {
     daemon_uid: u32,
     /// The client ports each uid holds across all vnets.
     uid_ports: std::sync::Arc<UidPorts>,
+    /// The refusals already counted in `refusals` of the MAC table (full), the NAT's
+    /// flows, its buffer and its descriptors ([`Vnet::count_refusals`]).
+    refusals_counted: [u64; 4],
 }
 
 impl Vnet {
@@ -238,9 +241,9 @@ impl Vnet {
         })
     }
 
-    /// Whether one more client port fits within `[limits] ports_per_vnet`; refused:
-    /// counted, and logged naming `what` the client was. Client ports are all but the
-    /// vnet's own (services, host adapter, uplink).
+    /// Whether one more client port fits within `[limits] ports_per_vnet` and
+    /// `fd_reserve`; refused: counted, and logged naming `what` the client was. Client
+    /// ports are all but the vnet's own (services, host adapter, uplink).
     pub fn admit_client(&self, what: &str) -> Result<(), super::limits::LimitHit> {
         use vnet_model::PortKind;
         let host = self.host_adapter.as_ref().map(|h| h.port);
@@ -252,16 +255,31 @@ impl Vnet {
                     && Some(id.0) != host
             })
             .count();
-        if clients < self.limits.ports_per_vnet {
-            return Ok(());
+        if clients >= self.limits.ports_per_vnet {
+            let limit = super::limits::PORTS_PER_VNET;
+            self.refusals
+                .refuse(Some(self.name()), limit, &format!("refused {what}"));
+            return Err(super::limits::LimitHit {
+                what: format!("vnet {:?} has its maximum of client ports", self.name()),
+                max: self.limits.ports_per_vnet,
+                key: limit,
+            });
         }
-        let limit = super::limits::PORTS_PER_VNET;
-        self.refusals
-            .refuse(Some(self.name()), limit, &format!("refused {what}"));
-        Err(super::limits::LimitHit {
-            what: format!("vnet {:?} has its maximum of client ports", self.name()),
-            max: self.limits.ports_per_vnet,
-            key: limit,
+        let reserve = self.limits.fd_reserve;
+        let any = self.api_listener.as_fd();
+        super::limits::ports_may_open(any, reserve).map_err(|(free, limit)| {
+            let key = super::limits::FD_RESERVE;
+            let why = format!(
+                "the lowest free of vnetd's {limit} descriptors is {free}, and the last \
+                 {reserve} are kept for the control API and the NAT"
+            );
+            self.refusals
+                .refuse(Some(self.name()), key, &format!("refused {what}: {why}"));
+            super::limits::LimitHit {
+                what: format!("no descriptors left for client ports: {why}"),
+                max: limit.saturating_sub(reserve),
+                key,
+            }
         })
     }
 
@@ -343,6 +361,51 @@ impl Vnet {
     /// Forgets MAC addresses not seen for the aging time.
     pub fn age_macs(&mut self, now: Instant) {
         self.switch.expire(now);
+    }
+
+    /// Counts the refusals the frame path's sans-I/O parts kept in counters of their
+    /// own since the last call (called once a second, not per frame): new addresses a
+    /// full MAC table did not learn (its size is the vnet's `max_macs`, at most
+    /// `[limits] macs_per_vnet`), NAT flows refused, the NAT's buffer filling up and
+    /// its sockets refused for the control API's descriptors.
+    pub fn count_refusals(&mut self) {
+        use super::limits::{FD_RESERVE_CONTROL, MACS_PER_VNET, NAT_BUFFER_BYTES, NAT_FLOWS};
+        let macs = self.switch.mac_table().refused_full();
+        let (flows, filled, fds) = self.nat.as_ref().map_or((0, 0, 0), |nat| {
+            let nat = nat.borrow();
+            let refused_flows = nat.device().counters().refused_flows;
+            (refused_flows, nat.buffer_filled(), nat.fd_refused())
+        });
+        let now = [macs, flows, filled, fds];
+        let seen = std::mem::replace(&mut self.refusals_counted, now);
+        let limits = [
+            MACS_PER_VNET,
+            NAT_FLOWS,
+            NAT_BUFFER_BYTES,
+            FD_RESERVE_CONTROL,
+        ];
+        for ((limit, now), seen) in limits.into_iter().zip(now).zip(seen) {
+            // (Below: a NAT started anew, its counters from zero.)
+            if now <= seen {
+                continue;
+            }
+            let what = match limit {
+                MACS_PER_VNET => format!(
+                    "new MAC address(es) not learned: the table holds its {} (the vnet's \
+                     max_macs); their frames are flooded",
+                    self.spec.max_macs
+                ),
+                NAT_FLOWS => "NAT flow(s) refused".to_string(),
+                NAT_BUFFER_BYTES => "the NAT's buffer for guest data filled up: data its \
+                                     sockets cannot take at once is refused until they drain"
+                    .to_string(),
+                _ => {
+                    "NAT socket(s) closed: only the control API's descriptors were left".to_string()
+                }
+            };
+            self.refusals
+                .refuse_many(Some(self.name()), limit, now - seen, &what);
+        }
     }
 
     /// Runs port `id`'s timers if they are due (a service's); `None` if it is gone.
@@ -514,6 +577,10 @@ impl Vnet {
                 Received::Frame => self.forward(now, id, buf, touched),
                 Received::Request(req) => {
                     self.pool.put(buf);
+                    if port.backend.unanswered() >= self.limits.api_reply_queue {
+                        self.refuse_request(id);
+                        continue;
+                    }
                     let reply = self.apply(now, id, &req);
                     let port = self.ports.get_mut(&id).expect("present");
                     port.backend.answer(&req, &reply);
@@ -535,6 +602,20 @@ impl Vnet {
             }
         }
         PassEnd::More
+    }
+
+    /// Drops a request of port `id`, whose client has not taken its last
+    /// `[limits] api_reply_queue` answers: not carried out, not answered, counted.
+    fn refuse_request(&self, id: PortId) {
+        let Some(port) = self.ports.get(&id) else {
+            return;
+        };
+        let what = format!(
+            "dropped a request of port {id} ({}), which does not read its replies",
+            port.backend.description()
+        );
+        let limit = super::limits::API_REPLY_QUEUE;
+        self.refusals.refuse(Some(self.name()), limit, &what);
     }
 
     /// Reads the shared dgram socket in batches (`recvmmsg`), creating a port for each

@@ -32,10 +32,12 @@
 //! forward is one bound socket whose peers become UDP flows without a socket of their
 //! own (`FlowSocket::Forwarded`), answered with `send_to` from the forward's socket.
 
+use std::cell::Cell;
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, ErrorKind, Write};
 use std::net::{Ipv4Addr, Shutdown, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use mio::unix::SourceFd;
@@ -134,49 +136,97 @@ enum FlowSocket {
     Forwarded { forward: usize, peer: SocketAddrV4 },
 }
 
+/// The guest data all TCP flows of one NAT hold for their sockets, bounded by
+/// `[limits] nat_buffer_bytes`. At the bound, data a socket does not take at once is
+/// not taken (nor ACKed: the guest sends it again, as after a loss), so flows whose
+/// peers read go on while those whose peers do not cannot hold more.
+#[derive(Debug)]
+struct BufferBudget {
+    max: usize,
+    held: Cell<usize>,
+    /// Times the total reached `max` (each counted as a refusal by that limit).
+    filled: Cell<u64>,
+}
+
+impl BufferBudget {
+    fn left(&self) -> usize {
+        self.max.saturating_sub(self.held.get())
+    }
+
+    fn add(&self, n: usize) {
+        let before = self.held.get();
+        self.held.set(before + n);
+        if n > 0 && before < self.max && before + n >= self.max {
+            self.filled.set(self.filled.get() + 1);
+        }
+    }
+
+    fn remove(&self, n: usize) {
+        self.held.set(self.held.get().saturating_sub(n));
+    }
+}
+
 /// A TCP flow's socket and the guest data it did not take yet.
 struct TcpSock {
     stream: TcpStream,
     /// The non-blocking connect finished.
     connected: bool,
     /// Guest data the device ACKed that the socket has not taken (at most
-    /// [`TCP_WINDOW`] bytes: the device advertises the room left).
+    /// [`TCP_WINDOW`] bytes: the device advertises the room left; and no more than
+    /// `budget` has left).
     pending: VecDeque<u8>,
     /// The guest's FIN arrived: shut the write side once `pending` is written.
     shutdown_pending: bool,
+    /// What `pending` counts against; given back as it drains, and on drop.
+    budget: Rc<BufferBudget>,
+}
+
+impl Drop for TcpSock {
+    fn drop(&mut self) {
+        self.budget.remove(self.pending.len());
+    }
 }
 
 impl TcpSock {
     /// Takes over a flow's stream. Nagle is off: the guest's own TCP already chose when
     /// to send, and a second delay here would stall small writes behind the peer's
     /// delayed ACKs.
-    fn new(stream: TcpStream, connected: bool) -> Self {
+    fn new(stream: TcpStream, connected: bool, budget: &Rc<BufferBudget>) -> Self {
         let _ = stream.set_nodelay(true);
         TcpSock {
             stream,
             connected,
             pending: VecDeque::new(),
             shutdown_pending: false,
+            budget: Rc::clone(budget),
         }
     }
 
+    /// The room left under the flow's own [`TCP_WINDOW`] (the budget shared with the
+    /// other flows may have less: see [`TcpSock::take`]).
     fn room(&self) -> u32 {
         TCP_WINDOW.saturating_sub(u32::try_from(self.pending.len()).unwrap_or(u32::MAX))
     }
 
-    /// Writes `data` (the socket first, `pending` for what it does not take now).
-    fn take(&mut self, mut data: &[u8]) -> io::Result<()> {
-        while self.pending.is_empty() && !data.is_empty() {
-            match self.stream.write(data) {
+    /// Writes `data` (the socket first, `pending` for what it does not take now, as far
+    /// as the budget has room): how much of it was taken. The rest the guest sends
+    /// again, as after a loss.
+    fn take(&mut self, data: &[u8]) -> io::Result<usize> {
+        let mut rest = data;
+        while self.pending.is_empty() && !rest.is_empty() {
+            match self.stream.write(rest) {
                 Ok(0) => break,
-                Ok(n) => data = &data[n..],
+                Ok(n) => rest = &rest[n..],
                 Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
         }
-        self.pending.extend(data);
-        self.flush()
+        let kept = rest.len().min(self.budget.left());
+        self.pending.extend(&rest[..kept]);
+        self.budget.add(kept);
+        self.flush()?;
+        Ok(data.len() - rest.len() + kept)
     }
 
     /// Writes as much of `pending` as the socket takes; `Err` on a broken socket.
@@ -186,6 +236,7 @@ impl TcpSock {
                 Ok(0) => break,
                 Ok(n) => {
                     self.pending.drain(..n);
+                    self.budget.remove(n);
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
@@ -234,6 +285,12 @@ pub struct NatService {
     spare: Vec<FrameBuf>,
     /// When the host's addresses were last given to the device.
     host_addresses_at: Instant,
+    /// The guest data TCP flows hold, against `[limits] nat_buffer_bytes`.
+    budget: Rc<BufferBudget>,
+    /// See [`NatLimits::fd_ceiling`].
+    fd_ceiling: usize,
+    /// Sockets closed for being numbered at or above `fd_ceiling`.
+    fd_refused: u64,
 }
 
 /// How often (at most, on guests' frames) the host's addresses are read again.
@@ -345,8 +402,25 @@ fn raw_ident(flow: FlowId) -> u16 {
     (flow.0 % 0xffff) as u16 + 1
 }
 
+/// What `[limits]` asks of a NAT's shell (the device's own bound, on flows, is in its
+/// [`NatConfig`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NatLimits {
+    /// Guest data its TCP flows may hold together (`nat_buffer_bytes`).
+    pub buffer_bytes: usize,
+    /// Its sockets must be numbered below this (`RLIMIT_NOFILE - fd_reserve_control`):
+    /// the kernel gives out the lowest free number, so a socket numbered higher means
+    /// only the control API's reserve was left, and it is closed at once.
+    pub fd_ceiling: usize,
+}
+
 impl NatService {
-    pub fn start(spec: &NetworkSpec, mut config: NatConfig) -> Result<Self, NatError> {
+    /// A NAT device for `spec` with `config`, within `limits`.
+    pub fn start(
+        spec: &NetworkSpec,
+        mut config: NatConfig,
+        limits: NatLimits,
+    ) -> Result<Self, NatError> {
         let (icmp, why) = probe_icmp();
         config.icmp = icmp != IcmpMode::Unavailable;
         let mut secret = [0; 32];
@@ -389,6 +463,13 @@ impl NatService {
             frames: Vec::new(),
             spare: Vec::new(),
             host_addresses_at: Instant::now(),
+            fd_ceiling: limits.fd_ceiling,
+            fd_refused: 0,
+            budget: Rc::new(BufferBudget {
+                max: limits.buffer_bytes,
+                held: Cell::new(0),
+                filled: Cell::new(0),
+            }),
         };
         service.refresh_host_addresses(Instant::now());
         for f in spec.nat.iter().flat_map(|n| &n.forward) {
@@ -494,6 +575,29 @@ impl NatService {
         &self.device
     }
 
+    /// Sockets refused because only the control API's descriptors were left
+    /// (`[limits] fd_reserve_control`).
+    pub fn fd_refused(&self) -> u64 {
+        self.fd_refused
+    }
+
+    /// `Err` (counted) if socket `fd` took one of the descriptors kept for the control
+    /// API; its owner then drops it.
+    fn below_ceiling(&mut self, fd: RawFd) -> io::Result<()> {
+        if usize::try_from(fd).is_ok_and(|fd| fd < self.fd_ceiling) {
+            return Ok(());
+        }
+        self.fd_refused += 1;
+        Err(io::Error::other(format!(
+            "descriptor {fd} is kept for the control API ([limits] fd_reserve_control)"
+        )))
+    }
+
+    /// Times the guest data held for TCP sockets reached `[limits] nat_buffer_bytes`.
+    pub fn buffer_filled(&self) -> u64 {
+        self.budget.filled.get()
+    }
+
     pub fn device_mut(&mut self) -> &mut NatDevice {
         &mut self.device
     }
@@ -565,23 +669,26 @@ impl NatService {
         let s = match proto {
             Proto::Udp => {
                 let s = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))?;
+                self.below_ceiling(s.as_raw_fd())?;
                 s.set_nonblocking(true)?;
                 s.connect(SocketAddr::V4(to))?;
                 FlowSocket::Dgram(s)
             }
             Proto::Icmp => {
                 let s = icmp_socket(self.icmp)?;
+                self.below_ceiling(s.as_raw_fd())?;
                 s.connect(SocketAddr::V4(to))?;
                 FlowSocket::Dgram(s)
             }
             Proto::Tcp => {
                 let flags = SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC;
                 let fd = socket(AddressFamily::Inet, SockType::Stream, flags, None)?;
+                self.below_ceiling(fd.as_raw_fd())?;
                 match connect(fd.as_raw_fd(), &SockaddrIn::from(to)) {
                     Ok(()) | Err(nix::errno::Errno::EINPROGRESS) => {}
                     Err(e) => return Err(e.into()),
                 }
-                FlowSocket::Stream(TcpSock::new(TcpStream::from(fd), false))
+                FlowSocket::Stream(TcpSock::new(TcpStream::from(fd), false, &self.budget))
             }
         };
         let interest = match s {
@@ -708,16 +815,23 @@ impl NatService {
         if !s.connected {
             return;
         }
-        let taken = data.len().min(s.room() as usize);
+        let offered = &data[..data.len().min(s.room() as usize)];
+        let taken = s.take(offered).and_then(|taken| {
+            if fin && taken == data.len() {
+                s.shutdown_pending = true;
+                s.flush()?;
+            }
+            Ok(taken)
+        });
+        let taken = match taken {
+            Ok(taken) => taken,
+            Err(e) => {
+                debug!(net = self.net, "NAT: TCP write on flow {}: {e}", flow.0);
+                self.device.socket_error(flow, SocketError::Refused, more);
+                return;
+            }
+        };
         let fin_done = fin && taken == data.len();
-        if fin_done {
-            s.shutdown_pending = true;
-        }
-        if let Err(e) = s.take(&data[..taken]) {
-            debug!(net = self.net, "NAT: TCP write on flow {}: {e}", flow.0);
-            self.device.socket_error(flow, SocketError::Refused, more);
-            return;
-        }
         let room = s.room();
         self.device.tcp_written(flow, taken, fin_done, room, more);
     }
@@ -810,7 +924,9 @@ impl NatService {
                     return;
                 }
             };
-            if stream.set_nonblocking(true).is_err() {
+            if self.below_ceiling(stream.as_raw_fd()).is_err()
+                || stream.set_nonblocking(true).is_err()
+            {
                 continue;
             }
             let Some(flow) = self
@@ -834,8 +950,10 @@ impl NatService {
                 net = self.net,
                 "NAT: forward to {guest}: {peer} is flow {}", flow.0
             );
-            self.flows
-                .insert(flow, FlowSocket::Stream(TcpSock::new(stream, true)));
+            self.flows.insert(
+                flow,
+                FlowSocket::Stream(TcpSock::new(stream, true, &self.budget)),
+            );
         }
     }
 
@@ -1135,6 +1253,44 @@ mod tests {
 
     const GUEST_MAC: MacAddr = MacAddr([0x52, 0x54, 0, 0, 0, 1]);
     const GUEST: Ipv4Addr = Ipv4Addr::new(192, 168, 8, 100);
+
+    #[test]
+    fn tcp_flows_share_the_buffer_budget_and_together_hold_no_more() {
+        const MAX: usize = 100_000;
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let budget = Rc::new(BufferBudget {
+            max: MAX,
+            held: Cell::new(0),
+            filled: Cell::new(0),
+        });
+        let mut socks: Vec<TcpSock> = (0..2)
+            .map(|_| {
+                let s = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+                s.set_nonblocking(true).unwrap();
+                TcpSock::new(s, true, &budget)
+            })
+            .collect();
+        // Peers that never read: the kernel's buffers fill, then the flows' own.
+        let _peers: Vec<_> = (0..2).map(|_| listener.accept().unwrap()).collect();
+        let chunk = vec![0u8; 65536];
+        // Each flow offers what its window allows, as `tcp_write` does, until none of
+        // it is taken.
+        loop {
+            let mut took = 0;
+            for s in &mut socks {
+                let n = chunk.len().min(s.room() as usize);
+                took += s.take(&chunk[..n]).unwrap();
+            }
+            if took == 0 {
+                break;
+            }
+        }
+        let pending: usize = socks.iter().map(|s| s.pending.len()).sum();
+        assert_eq!((pending, budget.held.get()), (MAX, MAX));
+        assert_eq!(budget.filled.get(), 1, "filled once");
+        drop(socks);
+        assert_eq!(budget.held.get(), 0, "given back as flows go");
+    }
     const GATEWAY: Ipv4Addr = Ipv4Addr::new(192, 168, 8, 2);
 
     /// A guest's DNS query to the gateway, from `sport`.
@@ -1176,7 +1332,11 @@ mod tests {
         let mac = device_mac(&spec.name);
         let mut config = NatConfig::new(mac, GATEWAY, Ipv4Addr::new(192, 168, 8, 0), 24);
         config.dns_upstreams = vec![upstream_addr];
-        let mut nat = NatService::start(&spec, config).unwrap();
+        let limits = NatLimits {
+            buffer_bytes: 1 << 20,
+            fd_ceiling: usize::MAX,
+        };
+        let mut nat = NatService::start(&spec, config, limits).unwrap();
 
         let mut out = Vec::new();
         for (sport, id) in [(40000, 0x1111), (40001, 0x2222)] {

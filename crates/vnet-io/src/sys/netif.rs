@@ -56,12 +56,44 @@ pub fn configure(ifname: &str, addr: Ipv4Addr, prefix_len: u8, mtu: u32) -> Resu
     let mut req = ifreq(ifname);
     req.ifr_ifru.ifru_mtu = mtu as libc::c_int;
     ioctl(&sock, libc::SIOCSIFMTU, &mut req, NetifError::SetMtu)?;
+    set_up(&sock, ifname)
+}
+
+/// Brings `ifname` up (`IFF_UP`; needs `CAP_NET_ADMIN`).
+pub fn bring_up(ifname: &str) -> Result<(), NetifError> {
+    let sock = inet_socket().map_err(NetifError::OpenSocket)?;
+    set_up(&sock, ifname)
+}
+
+fn set_up(sock: &OwnedFd, ifname: &str) -> Result<(), NetifError> {
     let mut req = ifreq(ifname);
-    ioctl(&sock, libc::SIOCGIFFLAGS, &mut req, NetifError::ReadFlags)?;
+    ioctl(sock, libc::SIOCGIFFLAGS, &mut req, NetifError::ReadFlags)?;
     // SAFETY: SIOCGIFFLAGS filled the flags member of the union.
     let flags = unsafe { req.ifr_ifru.ifru_flags };
     req.ifr_ifru.ifru_flags = flags | libc::IFF_UP as libc::c_short;
-    ioctl(&sock, libc::SIOCSIFFLAGS, &mut req, NetifError::BringUp)
+    ioctl(sock, libc::SIOCSIFFLAGS, &mut req, NetifError::BringUp)
+}
+
+/// An interface's state flags, as far as a port that joins it cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LinkFlags {
+    /// Administratively up (`IFF_UP`): the kernel passes it frames.
+    pub up: bool,
+    /// The loopback interface (`IFF_LOOPBACK`).
+    pub loopback: bool,
+}
+
+/// The flags of `ifname` now (`SIOCGIFFLAGS`; no privilege needed).
+pub fn link_flags(ifname: &str) -> Result<LinkFlags, NetifError> {
+    let sock = inet_socket().map_err(NetifError::OpenSocket)?;
+    let mut req = ifreq(ifname);
+    ioctl(&sock, libc::SIOCGIFFLAGS, &mut req, NetifError::ReadFlags)?;
+    // SAFETY: SIOCGIFFLAGS filled the flags member of the union.
+    let flags = libc::c_int::from(unsafe { req.ifr_ifru.ifru_flags });
+    Ok(LinkFlags {
+        up: flags & libc::IFF_UP != 0,
+        loopback: flags & libc::IFF_LOOPBACK != 0,
+    })
 }
 
 /// Makes the transmit queue of `ifname` at least `min` frames long and returns its length

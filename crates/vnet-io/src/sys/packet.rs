@@ -75,41 +75,39 @@ impl PacketSocket {
     /// Opens a promiscuous raw socket on `ifname` (needs `CAP_NET_RAW`, raised for the
     /// `socket(2)` call: [`privilege`]).
     pub fn open(ifname: &str) -> Result<PacketSocket, PacketError> {
-        // A name with a NUL byte names no interface.
-        let no_interface = || PacketError::NoInterface(ifname.to_string());
-        let cname = std::ffi::CString::new(ifname).map_err(|_| no_interface())?;
-        // SAFETY: cname is a valid NUL-terminated string for the duration of the call.
-        let ifindex = unsafe { libc::if_nametoindex(cname.as_ptr()) };
-        if ifindex == 0 {
-            return Err(no_interface());
-        }
-        let ifindex = ifindex as i32;
-        let proto = (libc::ETH_P_ALL as u16).to_be();
-        let raw = privilege::raise(Capability::CAP_NET_RAW).map_err(PacketError::OpenSocket)?;
-        // SAFETY: socket(2) with constant arguments; the result is checked below.
-        let fd = unsafe {
-            libc::socket(
-                libc::AF_PACKET,
-                libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-                i32::from(proto),
-            )
-        };
-        drop(raw);
-        if fd < 0 {
-            return Err(PacketError::OpenSocket(io::Error::last_os_error()));
-        }
-        // SAFETY: fd was just returned by socket(2) and is owned by nothing else.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        let sock = PacketSocket { fd, ifindex };
+        let mut sock = PacketSocket::unbound()?;
+        sock.bind(ifname)?;
+        Ok(sock)
+    }
+
+    /// A socket that reports stripped tags and carries offload headers, bound to no
+    /// interface yet: it takes nothing until [`PacketSocket::bind`].
+    pub fn unbound() -> Result<PacketSocket, PacketError> {
+        let fd = packet_socket().map_err(PacketError::OpenSocket)?;
+        let sock = PacketSocket { fd, ifindex: 0 };
+        sock.setsockopt(libc::PACKET_AUXDATA, &1i32)
+            .map_err(PacketError::SetAuxData)?;
+        sock.setsockopt(libc::PACKET_VNET_HDR, &1i32)
+            .map_err(PacketError::SetVnetHdr)?;
+        Ok(sock)
+    }
+
+    /// Binds the socket to the interface named `ifname` now, taking every protocol,
+    /// and puts it in promiscuous mode. Called again when the interface it was bound to
+    /// went away and one of that name came back (a new ifindex): the kernel unbinds a
+    /// packet socket from an interface that is deleted, and never rebinds it by itself.
+    pub fn bind(&mut self, ifname: &str) -> Result<(), PacketError> {
+        let ifindex =
+            interface_index(ifname).ok_or_else(|| PacketError::NoInterface(ifname.into()))?;
         // SAFETY: an all-zero sockaddr_ll is a valid value; fields are set below.
         let mut addr: libc::sockaddr_ll = unsafe { zeroed() };
         addr.sll_family = libc::AF_PACKET as u16;
-        addr.sll_protocol = proto;
+        addr.sll_protocol = (libc::ETH_P_ALL as u16).to_be();
         addr.sll_ifindex = ifindex;
         // SAFETY: addr is a valid sockaddr_ll and the length says so.
         let rc = unsafe {
             libc::bind(
-                sock.fd.as_raw_fd(),
+                self.fd.as_raw_fd(),
                 &addr as *const libc::sockaddr_ll as *const libc::sockaddr,
                 size_of::<libc::sockaddr_ll>() as libc::socklen_t,
             )
@@ -122,13 +120,15 @@ impl PacketSocket {
         let mut mreq: libc::packet_mreq = unsafe { zeroed() };
         mreq.mr_ifindex = ifindex;
         mreq.mr_type = libc::PACKET_MR_PROMISC as u16;
-        sock.setsockopt(libc::PACKET_ADD_MEMBERSHIP, &mreq)
+        self.setsockopt(libc::PACKET_ADD_MEMBERSHIP, &mreq)
             .map_err(|e| PacketError::SetPromiscuous(ifname.to_string(), e))?;
-        sock.setsockopt(libc::PACKET_AUXDATA, &1i32)
-            .map_err(PacketError::SetAuxData)?;
-        sock.setsockopt(libc::PACKET_VNET_HDR, &1i32)
-            .map_err(PacketError::SetVnetHdr)?;
-        Ok(sock)
+        self.ifindex = ifindex;
+        Ok(())
+    }
+
+    /// The index of the interface the socket was last bound to.
+    pub fn ifindex(&self) -> i32 {
+        self.ifindex
     }
 
     fn setsockopt<T>(&self, name: libc::c_int, value: &T) -> io::Result<()> {
@@ -225,6 +225,35 @@ impl PacketSocket {
         }
         Ok(())
     }
+}
+
+/// Creates a non-blocking AF_PACKET socket that takes nothing until it is bound
+/// (protocol 0: a socket made with `ETH_P_ALL` would see every interface's frames until
+/// `bind`). The one place vnetd makes one: it needs `CAP_NET_RAW`.
+fn packet_socket() -> io::Result<OwnedFd> {
+    let _raw = privilege::raise(Capability::CAP_NET_RAW)?;
+    // SAFETY: socket(2) with constant arguments; the result is checked below.
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_PACKET,
+            libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            0,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd was just returned by socket(2) and is owned by nothing else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// The index of the interface named `name` now; `None` if there is none (or the name
+/// cannot be one).
+pub fn interface_index(name: &str) -> Option<i32> {
+    let cname = std::ffi::CString::new(name).ok()?;
+    // SAFETY: cname is a valid NUL-terminated string for the duration of the call.
+    let index = unsafe { libc::if_nametoindex(cname.as_ptr()) };
+    i32::try_from(index).ok().filter(|i| *i > 0)
 }
 
 impl AsRawFd for PacketSocket {

@@ -357,7 +357,9 @@ impl NatDevice {
         let mut tcp = Tcp::new(false, isn, now);
         tcp.peer_syn(seg);
         let Some(flow) = self.flow_for(now, key, guest_mac, to, out) else {
-            self.counters.ignored += 1;
+            // At the flow limit: refused as a host with no room refuses, at once.
+            let ack = seg.seq_number.wrapping_add(1);
+            self.tcp_reply(&route, key, 0, ack, F::RST | F::ACK, &[], None, out);
             return;
         };
         self.counters.to_host += 1;
@@ -383,7 +385,7 @@ impl NatDevice {
             guest,
             remote,
         };
-        if self.by_key.contains_key(&key) || self.flows.len() >= self.config.max_flows {
+        if self.by_key.contains_key(&key) || !self.room_for_flow(key) {
             return None;
         }
         let isn = self.isn.isn(now, remote, guest);

@@ -12,13 +12,15 @@ use std::time::Instant;
 use mio::Token;
 use tracing::{info, warn};
 use vnet_core::switch::{PortId, VlanMode};
-use vnet_model::{NetworkInfo, NetworkSpec, PortInfo, PortSpec};
+use vnet_model::{NetworkInfo, NetworkSpec, PortInfo, PortKind, PortSpec};
 
 use super::{Target, Thread, VnetKey};
 use crate::admission::{AllowList, Client, Requester};
+use crate::backend::interface::InterfacePort;
 use crate::backend::service::ServicePort;
 use crate::backend::tap::TapPort;
 use crate::backend::Backend;
+use crate::dataplane::directory;
 use crate::dataplane::error::{Conflict, ControlError, ErrorKind};
 use crate::dataplane::network_dir;
 use crate::dataplane::vnet::Owner;
@@ -48,9 +50,14 @@ impl Thread {
 
     fn make_vnet(
         &mut self,
-        spec: NetworkSpec,
+        mut spec: NetworkSpec,
         allow: AllowList,
     ) -> Result<NetworkInfo, ControlError> {
+        self.limits.fit_macs(&mut spec).inspect_err(|hit| {
+            let what = format!("refused vnet {:?}: {}", spec.name, hit.what);
+            self.refusals
+                .refuse(None, crate::dataplane::limits::MACS_PER_VNET, &what);
+        })?;
         let dir = network_dir(&self.run_dir, &spec.name);
         let name = spec.name.clone();
         let mut vnet = Vnet::bind(spec, dir.clone()).map_err(|source| ControlError::Bind {
@@ -198,11 +205,18 @@ impl Thread {
     /// Attaches the vnet's NAT device, if its spec asks for one.
     fn start_nat(&mut self, key: VnetKey) -> Result<(), ControlError> {
         let spec = self.vnets[key].spec().clone();
-        let Some(config) = nat::config_for(&spec) else {
+        let Some(mut config) = nat::config_for(&spec) else {
             return Ok(());
         };
+        config.max_flows = self.limits.nat_flows;
         let mac = config.mac;
-        let service = NatService::start(&spec, config).map_err(ControlError::NatStart)?;
+        let limits = nat::NatLimits {
+            buffer_bytes: self.limits.nat_buffer_bytes,
+            fd_ceiling: crate::dataplane::limits::descriptor_ceiling(
+                self.limits.fd_reserve_control,
+            ),
+        };
+        let service = NatService::start(&spec, config, limits).map_err(ControlError::NatStart)?;
         let service = Rc::new(RefCell::new(service));
         self.vnets[key].set_nat(Rc::clone(&service));
         let port = ServicePort::new(service);
@@ -254,7 +268,18 @@ impl Thread {
         owner: Option<Owner>,
     ) -> Result<PortId, ControlError> {
         let vnet = self.vnets.get_mut(key).ok_or(ControlError::Stopped)?;
+        // Ports on a host interface hold it: no other port or uplink may take it.
+        let held = match (backend.kind(), backend.identity().ifname) {
+            (PortKind::Tap | PortKind::Interface, Some(ifname)) => {
+                Some((ifname.to_string(), backend.description()))
+            }
+            _ => None,
+        };
         let id = vnet.attach(backend, vlan, owner)?;
+        if let Some((ifname, description)) = held {
+            let what = format!("port {id} ({description})");
+            directory::lock(&self.directory).hold(&ifname, vnet.name(), id, what);
+        }
         let entry = self.targets.vacant_entry();
         let token = Token(entry.key());
         match vnet.watch_port(self.poll.registry(), id, token) {
@@ -276,6 +301,7 @@ impl Thread {
     pub(super) fn close_port(&mut self, key: VnetKey, id: PortId, why: &str) {
         let registry = self.poll.registry();
         if let Some(vnet) = self.vnets.get_mut(key) {
+            directory::lock(&self.directory).unhold(vnet.name(), id);
             if let Some(token) = vnet.detach(registry, id, why) {
                 self.targets.try_remove(token.0);
             }
@@ -295,6 +321,7 @@ impl Thread {
         let what = match &spec {
             PortSpec::Tap { ifname, .. } => format!("TAP {ifname}"),
             PortSpec::VhostUser { name, .. } => format!("vhost-user {name}"),
+            PortSpec::Interface { interface, .. } => format!("interface {interface}"),
         };
         let what = format!("a port add of {what}");
         let owner = match by {
@@ -309,6 +336,9 @@ impl Thread {
             PortSpec::VhostUser { name, vlan } => {
                 return self.add_vhost_user_port(key, &name, vlan, owner, now)
             }
+            PortSpec::Interface { interface, vlan } => {
+                return self.add_interface_port(key, &interface, vlan, owner, now)
+            }
         };
         for (_, vnet) in self.vnets.iter() {
             if let Some(id) = vnet.tap_port(&ifname) {
@@ -320,6 +350,10 @@ impl Thread {
                 .into());
             }
         }
+        // An interface port's or an uplink's interface, on any thread.
+        if let Some(conflict) = self.directory().user_of(&ifname) {
+            return Err(conflict.into());
+        }
         let tap = TapPort::open(&ifname).map_err(|source| match &source {
             // Open already: by another program, or as a port of a vnet on another
             // data-plane thread (the loop above sees only this thread's vnets).
@@ -329,6 +363,40 @@ impl Thread {
             _ => ControlError::Tap(source),
         })?;
         let id = self.add_port(key, Box::new(tap), vlan, owner)?;
+        self.vnets[key]
+            .port_info(now, id)
+            .ok_or(ControlError::Stopped)
+    }
+
+    /// `vnet port add NET --interface IF`: joins a host interface another program
+    /// holds. Refused: a name no interface can have, the loopback, an interface a port
+    /// or an uplink of this vnetd has already. One that does not exist (yet) is waited
+    /// for, as one that goes away later.
+    fn add_interface_port(
+        &mut self,
+        key: VnetKey,
+        interface: &str,
+        vlan: VlanMode,
+        owner: Option<Owner>,
+        now: Instant,
+    ) -> Result<PortInfo, ControlError> {
+        if !vnet_model::is_valid_ifname(interface) {
+            return Err(ControlError::InterfaceName(interface.into()));
+        }
+        if let Some(conflict) = self.directory().user_of(interface) {
+            return Err(conflict.into());
+        }
+        if netif::link_flags(interface).is_ok_and(|f| f.loopback) {
+            return Err(ControlError::Loopback(interface.into()));
+        }
+        let port =
+            InterfacePort::open(interface).map_err(|source| ControlError::OpenInterface {
+                interface: interface.into(),
+                source,
+            })?;
+        let id = self.add_port(key, Box::new(port), vlan, owner)?;
+        // Its timer follows the interface while it is down or away.
+        self.services.push((key, id));
         self.vnets[key]
             .port_info(now, id)
             .ok_or(ControlError::Stopped)

@@ -479,3 +479,43 @@ fn a_uid_holds_ports_per_uid_across_vnets_others_and_root_keep_attaching() {
         .unwrap();
     h.try_port_as(a, &alice).expect("room again");
 }
+
+#[test]
+fn a_mac_table_over_macs_per_vnet_is_refused_and_a_full_one_floods_and_counts() {
+    use crate::dataplane::limits::{Limits, MACS_PER_VNET};
+    let mut h = Harness::with_limits(Limits {
+        macs_per_vnet: 2,
+        ..Limits::default()
+    });
+    let mut big = NetworkSpec::named("big");
+    big.max_macs = 3;
+    let e = h.create(big).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Conflict);
+    assert!(
+        e.message().contains("`[limits] macs_per_vnet`"),
+        "{}",
+        e.message()
+    );
+    assert_eq!(h.refusals(None, MACS_PER_VNET), 1);
+
+    // A vnet that leaves its table at the default size gets the limit's.
+    let key = h.vnet("lab");
+    let info = h.command(|r| Command::Network("lab".into(), r)).unwrap();
+    assert_eq!((info.max_macs, info.max_macs_per_port), (2, 2));
+    let ports: Vec<_> = (0..3).map(|_| h.port(key)).collect();
+    for (n, p) in (1..).zip(&ports) {
+        h.send(p, [frame(BROADCAST, mac(n), n)]);
+        h.turn();
+    }
+    assert_eq!(h.macs(key).len(), 2, "the third address is not learned");
+    // A frame for the address not learned is flooded, as for any unknown one.
+    h.send(&ports[0], [frame(mac(3), mac(1), 9)]);
+    h.turn();
+    for p in &ports[1..] {
+        assert_eq!(p.wire.borrow().delivered.last().map(|f| f[59]), Some(9));
+    }
+    // Counted at the next aging pass (once a second), not per frame.
+    h.advance(Duration::from_secs(2));
+    h.turn();
+    assert_eq!(h.refusals(Some("lab"), MACS_PER_VNET), 1);
+}

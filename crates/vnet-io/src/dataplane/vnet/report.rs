@@ -95,6 +95,7 @@ fn port_info(net: &Vnet, now: Instant, id: PortId) -> Option<PortInfo> {
         description: io.backend.description(),
         pid: io.owner.as_ref().and_then(|o| o.pid),
         uid: io.owner.as_ref().map(|o| o.uid),
+        state: io.backend.link(),
         vlan: port.vlan_mode().clone(),
         mac: port.mac(),
         promiscuous: port.promiscuous(),

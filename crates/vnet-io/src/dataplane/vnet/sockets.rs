@@ -127,6 +127,7 @@ impl Vnet {
             allow: Default::default(),
             daemon_uid: nix::unistd::geteuid().as_raw(),
             uid_ports: Default::default(),
+            refusals_counted: [0; 4],
             spec,
             dir,
         })

@@ -1,0 +1,132 @@
+//! Frames over an AF_PACKET socket, for the two kinds of port that use one: uplinks (a
+//! vnet bridged to a NIC, [`super::uplink`]) and interface ports (one host interface
+//! someone else holds, [`super::interface`]).
+//!
+//! Both read a frame behind its `virtio_net_hdr` and put back the 802.1Q tag the kernel
+//! stripped into metadata, and both send a frame with its header (and, for an uplink
+//! on one VLAN of its NIC, a tag). Offload metadata follows the headers when a tag
+//! comes or goes.
+
+use std::io;
+
+use vnet_core::switch::DropCause;
+use vnet_core::wire::offload::{VirtioNetHdr, VIRTIO_NET_HDR_LEN};
+
+use super::Sent;
+use crate::frame::FrameBuf;
+use crate::sys::packet::{PacketSocket, RecvMeta, PACKET_VNET_HDR_LEN};
+
+/// Bytes of an 802.1Q tag.
+const TAG_LEN: usize = 4;
+
+/// Bytes a receive buffer needs in front of the frame: room to put a stripped tag back
+/// without moving the payload, then the offload header.
+pub(crate) const FRONT: usize = TAG_LEN + PACKET_VNET_HDR_LEN;
+
+/// What one [`read`] found.
+pub(crate) enum Read {
+    /// A frame at `start..start + len` of the buffer, its tag back in place.
+    Frame {
+        start: usize,
+        len: usize,
+        offload: VirtioNetHdr,
+    },
+    /// A frame the interface sent (the host's, or another socket's): never taken in,
+    /// so nothing loops.
+    Outgoing,
+    /// A frame that cannot be forwarded: cut to the buffer, or shorter than a header.
+    Dropped(DropCause),
+}
+
+/// Reads one frame into `space`, whose first [`FRONT`] bytes are room for the header
+/// and a tag; `WouldBlock` when there is none, other errors as the socket reports them
+/// (`ENETDOWN`: the interface went down or away).
+pub(crate) fn read(sock: &PacketSocket, space: &mut [u8]) -> io::Result<Read> {
+    let RecvMeta {
+        len,
+        truncated,
+        outgoing,
+        stripped_tag,
+    } = sock.recv(&mut space[TAG_LEN..])?;
+    if outgoing {
+        return Ok(Read::Outgoing);
+    }
+    if truncated {
+        return Ok(Read::Dropped(DropCause::Oversize));
+    }
+    let Some(len) = len
+        .checked_sub(PACKET_VNET_HDR_LEN)
+        .filter(|len| *len >= 14)
+    else {
+        return Ok(Read::Dropped(DropCause::Runt));
+    };
+    let mut hdr = [0u8; VIRTIO_NET_HDR_LEN];
+    hdr[..PACKET_VNET_HDR_LEN].copy_from_slice(&space[TAG_LEN..FRONT]);
+    let mut offload = VirtioNetHdr::parse(&hdr);
+    Ok(match stripped_tag {
+        Some((tpid, tci)) => {
+            // The addresses move into the room in front; the tag goes between them and
+            // the rest, which stays where it is.
+            let start = FRONT - TAG_LEN;
+            space.copy_within(FRONT..FRONT + 12, start);
+            space[start + 12..start + 14].copy_from_slice(&tpid.to_be_bytes());
+            space[start + 14..start + 16].copy_from_slice(&tci.to_be_bytes());
+            shift_offsets(&mut offload, TAG_LEN as u16);
+            Read::Frame {
+                start,
+                len: len + TAG_LEN,
+                offload,
+            }
+        }
+        None => Read::Frame {
+            start: FRONT,
+            len,
+            offload,
+        },
+    })
+}
+
+/// Sends `frame` with its offload header, with an 802.1Q tag for VLAN `tag` inserted
+/// if one is given. `Err` when the interface refuses it for being down or gone: the
+/// caller says so (once) and drops the frame as `link_down`.
+pub(crate) fn send(sock: &PacketSocket, frame: &FrameBuf, tag: Option<u16>) -> io::Result<Sent> {
+    let f = frame.frame();
+    if f.len() < 14 {
+        return Ok(Sent::Dropped(DropCause::Runt));
+    }
+    let mut offload = frame.offload;
+    let mut hdr = [0u8; VIRTIO_NET_HDR_LEN];
+    let result = match tag {
+        Some(vid) => {
+            let tag = [0x81, 0x00, (vid >> 8) as u8 & 0x0f, vid as u8];
+            shift_offsets(&mut offload, TAG_LEN as u16);
+            offload.write(&mut hdr);
+            sock.send(&[&hdr[..PACKET_VNET_HDR_LEN], &f[..12], &tag, &f[12..]])
+        }
+        None => {
+            offload.write(&mut hdr);
+            sock.send(&[&hdr[..PACKET_VNET_HDR_LEN], f])
+        }
+    };
+    match result {
+        Ok(()) => Ok(Sent::Done),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(Sent::WouldBlock),
+        Err(e) if e.raw_os_error() == Some(libc::EMSGSIZE) => {
+            Ok(Sent::Dropped(DropCause::Oversize))
+        }
+        Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
+            Ok(Sent::Dropped(DropCause::QueueFull))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Moves the header offsets of offload metadata by `by` bytes (a tag inserted).
+fn shift_offsets(hdr: &mut VirtioNetHdr, by: u16) {
+    if hdr.needs_csum() {
+        hdr.csum_start += by;
+    }
+    if hdr.hdr_len != 0 {
+        hdr.hdr_len += by;
+    }
+}
