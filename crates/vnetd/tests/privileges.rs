@@ -119,7 +119,10 @@ impl Vnetd {
             let status = std::fs::read_to_string(task.join("status")).unwrap();
             all.push((task.display().to_string(), status));
         }
-        assert!(all.len() > 2, "data plane and control plane threads");
+        assert!(
+            all.len() > 2,
+            "the process, its main thread and a data-plane thread"
+        );
         all
     }
 

@@ -81,17 +81,14 @@ fn every_thread_of_a_root_vnetd_runs_under_the_filter_and_it_keeps_working() {
     )
     .unwrap_or_else(|e| panic!("TAP {tap}: {e}\n{}", d.log()));
 
-    let names: Vec<String> = per_task(&d, "Seccomp").into_iter().map(|t| t.0).collect();
-    assert!(
-        names.iter().any(|n| n.starts_with("vnet-dataplane")),
-        "{names:?}"
-    );
-    assert!(names.iter().any(|n| n == "vhost-user-vm1"), "{names:?}");
-    assert_eq!(
-        fuse,
-        names.iter().any(|n| n.starts_with("vnet-dev-")),
-        "{names:?}"
-    );
+    // Those threads start as the port and the open are served: wait for them.
+    let names = || -> Vec<String> { per_task(&d, "Seccomp").into_iter().map(|t| t.0).collect() };
+    let born = |prefix: &str| names().iter().any(|n| n.starts_with(prefix));
+    assert!(born("vnet-dataplane"), "{:?}", names());
+    let waited = wait_for(Duration::from_secs(10), || {
+        born("vhost-user-vm1") && (!fuse || born("vnet-dev-"))
+    });
+    assert!(waited, "{:?}\n{}", names(), d.log());
     for key in ["Seccomp", "Seccomp_filters", "NoNewPrivs"] {
         let want = if key == "Seccomp" { "2" } else { "1" };
         for (task, value) in per_task(&d, key) {
