@@ -8,7 +8,13 @@ use vnet_control::{Account, Ipv4Net, MacAddr};
 
 /// Manage the virtual Ethernet switches of a running vnetd.
 #[derive(Debug, Parser)]
-#[command(name = "vnet", version, propagate_version = true, max_term_width = 100)]
+#[command(
+    name = "vnet",
+    version,
+    propagate_version = true,
+    max_term_width = 100,
+    after_help = crate::failure::EXIT_STATUS_HELP
+)]
 pub struct Cli {
     /// Runtime directory of vnetd, where control.sock is
     /// [default: /run/vnet as root, else $XDG_RUNTIME_DIR/vnet or /run/user/UID/vnet]
@@ -56,6 +62,35 @@ pub enum Command {
     Attach(AttachArgs),
     /// Print the versions of vnet and of the running vnetd
     Version,
+    /// Print the completion script for a shell, e.g. `vnet completions bash >
+    /// /etc/bash_completion.d/vnet`
+    Completions {
+        /// The shell: bash, zsh, fish, elvish or powershell
+        shell: clap_complete::Shell,
+    },
+    /// Write the manual pages (vnet.1 and one per command) into DIR
+    #[command(hide = true)]
+    Man {
+        /// Where the pages go (made if missing)
+        dir: PathBuf,
+    },
+}
+
+/// `--if-exists` on the commands that remove something, as in `ovs-vsctl`.
+#[derive(Debug, Args)]
+pub struct IfExists {
+    /// Succeed, changing nothing, if there is nothing to remove
+    #[arg(long)]
+    pub if_exists: bool,
+}
+
+/// `--may-exist` on the commands that create or add something, as in `ovs-vsctl`.
+#[derive(Debug, Args)]
+pub struct MayExist {
+    /// Succeed, changing nothing, if it exists already (as it is: its settings are not
+    /// compared)
+    #[arg(long)]
+    pub may_exist: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -76,6 +111,8 @@ pub enum NetCommand {
     Rm {
         /// Name of the vnet
         net: String,
+        #[command(flatten)]
+        if_exists: IfExists,
     },
 }
 
@@ -118,6 +155,8 @@ pub struct CreateNet {
     /// Members of this group (a name or gid; repeat for more) may attach, as --allow-user
     #[arg(long = "allow-group", value_name = "GROUP")]
     pub allow_groups: Vec<Account>,
+    #[command(flatten)]
+    pub may_exist: MayExist,
 }
 
 #[derive(Debug, Subcommand)]
@@ -144,6 +183,8 @@ pub enum PortCommand {
         net: String,
         /// Port id, as `vnet port ls NET` shows it
         port: u32,
+        #[command(flatten)]
+        if_exists: IfExists,
     },
     /// Change a port's VLAN mode live (what it had learned is forgotten)
     Set(SetPort),
@@ -187,6 +228,8 @@ pub enum ForwardCommand {
         /// Forward UDP: each host peer's datagrams go to GUEST, and its replies back
         #[arg(long)]
         udp: bool,
+        #[command(flatten)]
+        may_exist: MayExist,
     },
     /// Stop forwarding HOST (TCP connections already carried go on)
     #[command(visible_alias = "del")]
@@ -198,6 +241,8 @@ pub enum ForwardCommand {
         /// Remove the UDP forward on HOST (the TCP one stays)
         #[arg(long)]
         udp: bool,
+        #[command(flatten)]
+        if_exists: IfExists,
     },
 }
 
@@ -210,6 +255,8 @@ pub enum UplinkCommand {
     Rm {
         /// Name of the vnet
         net: String,
+        #[command(flatten)]
+        if_exists: IfExists,
     },
 }
 
@@ -254,6 +301,8 @@ pub struct AddPort {
     /// With --trunk: the VLAN carried untagged
     #[arg(long, value_name = "N", value_parser = vlan_id, requires = "trunk")]
     pub native: Option<u16>,
+    #[command(flatten)]
+    pub may_exist: MayExist,
 }
 
 #[derive(Debug, Subcommand)]
@@ -293,6 +342,8 @@ pub enum DhcpCommand {
         net: String,
         /// MAC address whose reservation goes
         mac: MacAddr,
+        #[command(flatten)]
+        if_exists: IfExists,
     },
 }
 
@@ -341,6 +392,8 @@ pub struct Reserve {
     /// Host name recorded with the reservation
     #[arg(long, value_name = "H")]
     pub hostname: Option<String>,
+    #[command(flatten)]
+    pub may_exist: MayExist,
 }
 
 #[derive(Debug, Args)]
@@ -872,7 +925,7 @@ mod tests {
         assert_eq!(r.hostname.as_deref(), Some("db"));
 
         let cli = parse(&["dhcp", "unreserve", "vmnet1", "52-54-00-AA-BB-CC"]).unwrap();
-        let Command::Dhcp(DhcpCommand::Unreserve { net, mac }) = cli.command else {
+        let Command::Dhcp(DhcpCommand::Unreserve { net, mac, .. }) = cli.command else {
             panic!("{cli:?}")
         };
         assert_eq!(
@@ -961,6 +1014,67 @@ mod tests {
         ] {
             assert_eq!(set(bad).unwrap_err(), ErrorKind::ValueValidation, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn removals_take_if_exists_and_additions_may_exist() {
+        let cli = parse(&["net", "rm", "lab", "--if-exists"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Net(NetCommand::Rm {
+                if_exists: IfExists { if_exists: true },
+                ..
+            })
+        ));
+        let cli = parse(&["net", "create", "lab", "--may-exist"]).unwrap();
+        let Command::Net(NetCommand::Create(c)) = cli.command else {
+            panic!("{cli:?}")
+        };
+        assert!(c.may_exist.may_exist);
+        for args in [
+            &["port", "rm", "lab", "3", "--if-exists"][..],
+            &["forward", "rm", "lab", "127.0.0.1:80", "--if-exists"],
+            &["uplink", "rm", "lab", "--if-exists"],
+            &[
+                "dhcp",
+                "unreserve",
+                "lab",
+                "52:54:00:00:00:01",
+                "--if-exists",
+            ],
+            &["port", "add", "lab", "--tap", "t0", "--may-exist"],
+            &[
+                "forward",
+                "add",
+                "lab",
+                "127.0.0.1:80",
+                "10.0.0.2:80",
+                "--may-exist",
+            ],
+            &[
+                "dhcp",
+                "reserve",
+                "lab",
+                "52:54:00:00:00:01",
+                "10.0.0.9",
+                "--may-exist",
+            ],
+        ] {
+            assert!(parse(args).is_ok(), "{args:?}");
+        }
+        assert_eq!(
+            parse(&["net", "create", "lab", "--if-exists"])
+                .unwrap_err()
+                .kind(),
+            ErrorKind::UnknownArgument
+        );
+    }
+
+    #[test]
+    fn help_lists_the_exit_statuses() {
+        let help = Cli::command().render_help().to_string();
+        assert!(help.contains("Exit status:"), "{help}");
+        assert!(help.contains("4  not found"), "{help}");
     }
 
     #[test]

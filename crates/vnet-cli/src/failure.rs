@@ -1,16 +1,49 @@
-//! Why a command failed, and what the user can do about it.
+//! Why a command failed, what the user can do about it, and the exit status that tells
+//! a script which kind of failure it was.
 
 use std::fmt;
 
 use vnet_control::client;
 
-/// Printed as `vnet: <what went wrong>: <what to do>`; exit status 1.
+/// `vnet`'s exit statuses: one per kind of failure a script may want to tell apart
+/// (documented in `vnet --help`, the man page and the README).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Exit {
+    /// Anything else: vnetd failed to carry out the request, an I/O error, a version
+    /// mismatch.
+    Failed = 1,
+    /// The command line (clap's usage errors) or the request (HTTP 400) is invalid.
+    Invalid = 2,
+    /// vnetd cannot be reached: not running, or no socket where it was looked for.
+    NotRunning = 3,
+    /// The vnet, port, reservation or forward named does not exist (HTTP 404).
+    NotFound = 4,
+    /// It exists already, or conflicts with what exists or a bound (HTTP 409).
+    Conflict = 5,
+    /// The caller may not do this (HTTP 403, or the socket refused the connection).
+    Denied = 6,
+}
+
+/// The exit statuses as `vnet --help` and the man page list them.
+pub const EXIT_STATUS_HELP: &str = "\
+Exit status:
+  0  success (also: --if-exists found nothing to remove, --may-exist found it there)
+  1  other failure (vnetd failed to carry out the request; see its log)
+  2  invalid command line or request
+  3  vnetd is not running (no control socket, or nobody listening on it)
+  4  not found: no such vnet, port, reservation or forward
+  5  already exists, or conflicts with what exists or a [limits] bound
+  6  permission denied: your role may not do this, or the socket refused you";
+
+/// Printed as `vnet: <what went wrong>: <what to do>`; the exit status is its [`Exit`].
 #[derive(Debug)]
 pub struct Failure {
     what: String,
     todo: Option<String>,
     /// The HTTP status, when vnetd refused the request.
     status: Option<u16>,
+    exit: Exit,
 }
 
 impl Failure {
@@ -19,7 +52,13 @@ impl Failure {
             what: what.into(),
             todo: Some(todo.into()),
             status: None,
+            exit: Exit::Failed,
         }
+    }
+
+    /// The exit status that tells a script what kind of failure this is.
+    pub fn exit(&self) -> Exit {
+        self.exit
     }
 
     /// Replace the generic advice for "not found" answers with one that fits the
@@ -77,6 +116,14 @@ impl From<client::Error> for Failure {
     fn from(error: client::Error) -> Failure {
         use client::Error as E;
         let status = error.status().map(|s| s.as_u16());
+        let exit = match (&error, status) {
+            (_, Some(400)) => Exit::Invalid,
+            (_, Some(403)) | (E::PermissionDenied { .. }, _) => Exit::Denied,
+            (_, Some(404)) => Exit::NotFound,
+            (_, Some(409)) => Exit::Conflict,
+            (E::NotRunning { .. } | E::Connect { .. }, _) => Exit::NotRunning,
+            _ => Exit::Failed,
+        };
         let (what, todo) = match &error {
             // The answers vnetd gives to a wrong request: its message says what was
             // wrong (and usually what to do), the status adds nothing for a person.
@@ -120,7 +167,12 @@ impl From<client::Error> for Failure {
                 Some("check that vnet and vnetd are the same version (`vnet version`)".into()),
             ),
         };
-        Failure { what, todo, status }
+        Failure {
+            what,
+            todo,
+            status,
+            exit,
+        }
     }
 }
 
@@ -229,6 +281,44 @@ mod tests {
             "creating TAP devices needs CAP_NET_ADMIN (403 Forbidden): vnetd lacks the \
              privilege for this: run it as root"
         );
+    }
+
+    #[test]
+    fn each_kind_of_refusal_has_its_exit_status() {
+        assert_eq!(api(400, "bad").exit(), Exit::Invalid);
+        assert_eq!(api(403, "needs the admin role (root)").exit(), Exit::Denied);
+        assert_eq!(api(404, "no vnet").exit(), Exit::NotFound);
+        assert_eq!(api(409, "exists").exit(), Exit::Conflict);
+        assert_eq!(api(500, "failed").exit(), Exit::Failed);
+        assert_eq!(api(503, "shutting down").exit(), Exit::Failed);
+        let io = || std::io::Error::from(std::io::ErrorKind::NotFound);
+        let path = std::path::PathBuf::from("/run/vnet/control.sock");
+        let not_running = Error::NotRunning {
+            path: path.clone(),
+            source: io(),
+        };
+        assert_eq!(Failure::from(not_running).exit(), Exit::NotRunning);
+        let denied = Error::PermissionDenied { path, source: io() };
+        assert_eq!(Failure::from(denied).exit(), Exit::Denied);
+        assert_eq!(Failure::new("x", "y").exit(), Exit::Failed);
+    }
+
+    #[test]
+    fn the_documented_statuses_are_the_real_ones() {
+        for exit in [
+            Exit::Failed,
+            Exit::Invalid,
+            Exit::NotRunning,
+            Exit::NotFound,
+            Exit::Conflict,
+            Exit::Denied,
+        ] {
+            let line = format!("\n  {}  ", exit as u8);
+            assert!(
+                EXIT_STATUS_HELP.contains(&line),
+                "{exit:?} is not documented"
+            );
+        }
     }
 
     #[test]

@@ -13,13 +13,14 @@ mod qemu;
 mod recipes;
 
 fn main() -> ExitCode {
-    // Usage errors exit here with status 2 (clap's convention), --help with 0.
+    // Usage errors exit here with status 2 (clap's convention, `Exit::Invalid`), --help
+    // with 0.
     let cli = cli::Cli::parse();
     match commands::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {
             eprintln!("vnet: {failure}");
-            ExitCode::FAILURE
+            ExitCode::from(failure.exit() as u8)
         }
     }
 }

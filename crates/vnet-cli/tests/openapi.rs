@@ -476,6 +476,21 @@ fn what_the_types_serialize_matches_the_documented_schemas() {
     );
     checker.check_named("DhcpSpec", &DhcpSpec::default());
     checker.check_named("DhcpSpec", &sample_dhcp());
+    checker.check_named("DhcpPatch", &vnet_control::DhcpPatch::default());
+    checker.check_named(
+        "DhcpPatch",
+        &vnet_control::DhcpPatch {
+            enabled: Some(false),
+            range: Some([
+                "192.168.101.100".parse().unwrap(),
+                "192.168.101.199".parse().unwrap(),
+            ]),
+            server: Some("192.168.101.254".parse().unwrap()),
+            lease_secs: Some(600),
+            dns: Some(vec![]),
+            domain: Some("lab.test".into()),
+        },
+    );
     let nat = vnet_control::NatSpec {
         gateway: Some("192.168.108.2".parse().unwrap()),
         dns_upstreams: vec!["127.0.0.1:5353".parse().unwrap()],

@@ -27,8 +27,8 @@ use tokio::net::UnixStream;
 
 use vnet_model::API_PREFIX;
 use vnet_model::{
-    ApiError, DhcpSpec, Lease, MacAddr, MacEntry, NetworkInfo, NetworkSpec, PortInfo, PortSpec,
-    Reservation, UplinkSpec, Version, VlanMode,
+    ApiError, DhcpPatch, DhcpSpec, Lease, MacAddr, MacEntry, NetworkInfo, NetworkSpec, PortInfo,
+    PortSpec, Reservation, UplinkSpec, Version, VlanMode,
 };
 
 /// How long one request may take, connection included, before the client gives up.
@@ -226,6 +226,14 @@ impl Client {
     /// afterwards.
     pub fn set_dhcp(&self, net: &str, dhcp: &DhcpSpec) -> Result<NetworkInfo, Error> {
         self.send_json(Method::PUT, &api_path(&["networks", net, "dhcp"]), dhcp)
+    }
+
+    /// `PATCH /v1/networks/{net}/dhcp`: change only the settings `patch` names, live, in
+    /// one step on the daemon's side (reservations, and changes made meanwhile, are
+    /// kept); starts the service if the vnet had none. Answers the vnet as it is
+    /// afterwards.
+    pub fn patch_dhcp(&self, net: &str, patch: &DhcpPatch) -> Result<NetworkInfo, Error> {
+        self.send_json(Method::PATCH, &api_path(&["networks", net, "dhcp"]), patch)
     }
 
     /// `POST /v1/networks/{net}/dhcp/reservations`

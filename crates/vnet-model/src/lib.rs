@@ -24,6 +24,7 @@
 //! | GET | `/v1/networks/{net}/macs` | | `[MacEntry]` |
 //! | GET | `/v1/networks/{net}/leases` | | `[Lease]` |
 //! | PUT | `/v1/networks/{net}/dhcp` | [`DhcpSpec`] | [`NetworkInfo`] |
+//! | PATCH | `/v1/networks/{net}/dhcp` | [`DhcpPatch`] | [`NetworkInfo`] |
 //! | POST | `/v1/networks/{net}/dhcp/reservations` | [`Reservation`] | 201 [`Reservation`] |
 //! | DELETE | `/v1/networks/{net}/dhcp/reservations/{mac}` | | 204 |
 //! | GET | `/v1/networks/{net}/forwards` | | `[ForwardSpec]` |
@@ -273,6 +274,60 @@ impl Default for DhcpSpec {
             domain: None,
             reservations: Vec::new(),
         }
+    }
+}
+
+/// A partial change of a vnet's DHCP settings (`PATCH /v1/networks/{net}/dhcp`): what is
+/// given replaces the setting, what is missing stays. Applied by the data plane in one
+/// step, so a reservation added meanwhile is never lost (as it could be between a read
+/// and a `PUT` of the whole [`DhcpSpec`]). Reservations have their own endpoints.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DhcpPatch {
+    /// Serve DHCP (`true`) or stay silent, keeping settings and leases (`false`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    /// First and last address handed out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub range: Option<[Ipv4Addr; 2]>,
+    /// The server's own address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<Ipv4Addr>,
+    /// Lease time in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_secs: Option<u64>,
+    /// DNS servers announced; empty: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns: Option<Vec<Ipv4Addr>>,
+    /// Domain name announced; empty: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub domain: Option<String>,
+}
+
+impl DhcpPatch {
+    /// `current` (the defaults for a vnet without DHCP) with this patch applied.
+    pub fn apply(&self, current: Option<DhcpSpec>) -> DhcpSpec {
+        let mut dhcp = current.unwrap_or_default();
+        if let Some(enabled) = self.enabled {
+            dhcp.enabled = enabled;
+        }
+        if let Some(range) = self.range {
+            dhcp.range = Some(range);
+        }
+        if let Some(server) = self.server {
+            dhcp.server = Some(server);
+        }
+        if let Some(secs) = self.lease_secs {
+            dhcp.lease_secs = secs;
+        }
+        if let Some(dns) = &self.dns {
+            dhcp.dns = dns.clone();
+        }
+        if let Some(domain) = &self.domain {
+            let domain = domain.trim();
+            dhcp.domain = (!domain.is_empty()).then(|| domain.to_string());
+        }
+        dhcp
     }
 }
 
@@ -1047,6 +1102,96 @@ fn nth(subnet: Ipv4Net, n: u32) -> Ipv4Addr {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn ip(text: &str) -> Ipv4Addr {
+        text.parse().unwrap()
+    }
+
+    /// What a daemon holds for a vnet with DHCP: defaults filled in, a reservation.
+    fn running_dhcp() -> DhcpSpec {
+        DhcpSpec {
+            enabled: true,
+            range: Some([ip("192.168.101.128"), ip("192.168.101.253")]),
+            server: Some(ip("192.168.101.254")),
+            lease_secs: 1800,
+            dns: vec![ip("192.168.101.1")],
+            domain: Some("lab".into()),
+            reservations: vec![Reservation {
+                mac: "52:54:00:aa:bb:cc".parse().unwrap(),
+                ip: ip("192.168.101.10"),
+                hostname: None,
+            }],
+        }
+    }
+
+    #[test]
+    fn a_dhcp_patch_changes_only_what_it_names() {
+        let patch = DhcpPatch {
+            range: Some([ip("192.168.101.50"), ip("192.168.101.60")]),
+            lease_secs: Some(600),
+            ..DhcpPatch::default()
+        };
+        assert_eq!(
+            patch.apply(Some(running_dhcp())),
+            DhcpSpec {
+                range: Some([ip("192.168.101.50"), ip("192.168.101.60")]),
+                lease_secs: 600,
+                ..running_dhcp()
+            }
+        );
+        assert_eq!(
+            DhcpPatch::default().apply(Some(running_dhcp())),
+            running_dhcp()
+        );
+    }
+
+    #[test]
+    fn a_dhcp_patch_switches_the_service_and_clears_dns_and_domain() {
+        let off = DhcpPatch {
+            enabled: Some(false),
+            ..DhcpPatch::default()
+        }
+        .apply(Some(running_dhcp()));
+        assert_eq!(
+            off,
+            DhcpSpec {
+                enabled: false,
+                ..running_dhcp()
+            }
+        );
+        let cleared = DhcpPatch {
+            dns: Some(vec![]),
+            domain: Some(" ".into()),
+            ..DhcpPatch::default()
+        }
+        .apply(Some(running_dhcp()));
+        assert!(cleared.dns.is_empty());
+        assert_eq!(cleared.domain, None);
+        assert_eq!(cleared.reservations, running_dhcp().reservations);
+    }
+
+    #[test]
+    fn a_dhcp_patch_on_a_vnet_without_dhcp_starts_from_the_defaults() {
+        let patch = DhcpPatch {
+            dns: Some(vec![ip("9.9.9.9")]),
+            ..DhcpPatch::default()
+        };
+        assert_eq!(
+            patch.apply(None),
+            DhcpSpec {
+                dns: vec![ip("9.9.9.9")],
+                ..DhcpSpec::default()
+            }
+        );
+    }
+
+    #[test]
+    fn a_dhcp_patch_refuses_fields_it_does_not_know() {
+        let err = serde_json::from_str::<DhcpPatch>(r#"{"reservations": []}"#).unwrap_err();
+        assert!(err.to_string().contains("unknown field"), "{err}");
+        let patch: DhcpPatch = serde_json::from_str(r#"{"lease_secs": 60}"#).unwrap();
+        assert_eq!(patch.lease_secs, Some(60));
+    }
 
     #[test]
     fn defaults_follow_vmware_conventions_on_a_slash_24() {

@@ -195,6 +195,12 @@ pub const RULES: &[(&str, &str, Role, &str)] = &[
         "setting DHCP",
     ),
     (
+        "PATCH",
+        "/v1/networks/{net}/dhcp",
+        Role::Admin,
+        "changing DHCP settings",
+    ),
+    (
         "POST",
         "/v1/networks/{net}/dhcp/reservations",
         Role::Admin,
@@ -475,6 +481,7 @@ mod tests {
             (Method::PUT, "/v1/networks/{net}/uplink"),
             (Method::DELETE, "/v1/networks/{net}/uplink"),
             (Method::PUT, "/v1/networks/{net}/dhcp"),
+            (Method::PATCH, "/v1/networks/{net}/dhcp"),
             (Method::POST, "/v1/networks/{net}/dhcp/reservations"),
             (Method::DELETE, "/v1/networks/{net}/dhcp/reservations/{mac}"),
             (Method::POST, "/v1/networks/{net}/forwards"),

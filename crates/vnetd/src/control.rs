@@ -13,13 +13,13 @@ use axum::extract::{FromRef, MatchedPath, Path, RawQuery, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post, put};
+use axum::routing::{delete, get, patch, post, put};
 use axum::Extension;
 use axum::{Json, Router};
 use vnet_io::{ControlError, ErrorKind, Handle};
 use vnet_model::{
-    ApiError, DhcpSpec, ForwardProto, MacAddr, NetworkSpec, PortSpec, Reservation, UplinkSpec,
-    Version, VlanMode,
+    ApiError, DhcpPatch, DhcpSpec, ForwardProto, MacAddr, NetworkSpec, PortSpec, Reservation,
+    UplinkSpec, Version, VlanMode,
 };
 
 /// Every error the API returns: a status and `{"error": "..."}`.
@@ -143,7 +143,10 @@ pub fn router(handle: Handle, policy: Policy) -> Router {
         )
         .route("/v1/networks/{net}/macs", get(macs))
         .route("/v1/networks/{net}/leases", get(leases))
-        .route("/v1/networks/{net}/dhcp", put(set_dhcp))
+        .route(
+            "/v1/networks/{net}/dhcp",
+            put(set_dhcp).merge(patch(patch_dhcp)),
+        )
         .route(
             "/v1/networks/{net}/dhcp/reservations",
             post(add_reservation),
@@ -296,6 +299,16 @@ async fn set_dhcp(
 ) -> Result<impl IntoResponse> {
     let spec: DhcpSpec = parse_body(&body)?;
     Ok(Json(h.set_dhcp(net, spec).await?))
+}
+
+/// Changes only the settings the body names, in one data-plane step (see [`DhcpPatch`]).
+async fn patch_dhcp(
+    State(h): State<Handle>,
+    Path(net): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<impl IntoResponse> {
+    let patch: DhcpPatch = parse_body(&body)?;
+    Ok(Json(h.patch_dhcp(net, patch).await?))
 }
 
 async fn add_reservation(

@@ -9,8 +9,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 
 /// Creates both directories, or checks that the ones there are vnetd's own and writable
-/// by no one else (see `vnet_dirs::claim`), and takes over `RUN/control.sock`: fails if a
-/// live vnetd answers on it, removes it if it is a leftover of a crash. Returns its path.
+/// by no one else (see `vnet_dirs::claim`), and with `take_over` takes over
+/// `RUN/control.sock`: fails if a live vnetd answers on it, removes it if it is a
+/// leftover of a crash (without: the service manager bound it for vnetd). Returns its
+/// path.
 ///
 /// `RUN` is made mode 0755 (anyone may reach `control.sock`; each request's role decides
 /// what it may do) and `STATE` mode 0700 (leases name clients).
@@ -19,10 +21,18 @@ use anyhow::{bail, Context, Result};
 /// uid: one that is missing or root's (made by an earlier vnetd run as root) is first
 /// claimed as root, then given with what root made in it to `owner`
 /// ([`crate::privileges::give_tree`]); then it is checked as `owner`'s.
-pub fn claim(run_dir: &Path, state_dir: &Path, owner: Option<u32>) -> Result<PathBuf> {
+pub fn claim(
+    run_dir: &Path,
+    state_dir: &Path,
+    owner: Option<u32>,
+    take_over: bool,
+) -> Result<PathBuf> {
     claim_dir(run_dir, 0o755, "choose another --run-dir", owner)?;
     claim_dir(state_dir, 0o700, "choose another --state-dir", owner)?;
     let control = run_dir.join("control.sock");
+    if !take_over {
+        return Ok(control);
+    }
     match UnixStream::connect(&control) {
         Ok(_) => bail!(
             "another vnetd is already serving {} (stop it, or pass a different --run-dir)",

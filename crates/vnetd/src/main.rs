@@ -16,8 +16,10 @@ mod access;
 mod config;
 mod control;
 mod dirs;
+mod manual;
 mod privileges;
 mod sandbox;
+mod systemd;
 
 use std::path::PathBuf;
 
@@ -75,6 +77,9 @@ struct Args {
     /// RUN/dev/NET (root only; an existing /dev/NET that is not such a link is left alone).
     #[arg(long)]
     dev_links: bool,
+    /// Write the manual page vnetd.8 into DIR and exit (packaging).
+    #[arg(long, value_name = "DIR", hide = true)]
+    man: Option<PathBuf>,
 }
 
 fn main() {
@@ -107,6 +112,9 @@ fn raise_fd_limit() {
 }
 
 fn run(args: Args) -> Result<()> {
+    if let Some(dir) = &args.man {
+        return manual::write(<Args as clap::CommandFactory>::command(), dir);
+    }
     let config = match &args.config {
         Some(path) => Config::load(path)?,
         None => Config::built_in(),
@@ -126,10 +134,21 @@ fn run(args: Args) -> Result<()> {
     if let Some(user) = &service {
         privileges::require_root(user)?;
     }
+    // Socket activation (vnetd.socket): the control socket is already bound and listening.
+    let activated = systemd::inherited_control_listener()?;
+    let socket_activated = activated.is_some();
     // Absolute, because clients are told these paths and run elsewhere.
     let run_dir = std::path::absolute(vnet_dirs::run_dir(args.run_dir)?)?;
     let state_dir = std::path::absolute(vnet_dirs::state_dir(args.state_dir)?)?;
-    let control = dirs::claim(&run_dir, &state_dir, service.as_ref().map(|u| u.uid))?;
+    let control = dirs::claim(
+        &run_dir,
+        &state_dir,
+        service.as_ref().map(|u| u.uid),
+        activated.is_none(),
+    )?;
+    if let Some(listener) = &activated {
+        systemd::report_activation(listener, &control);
+    }
     if let Some(group) = &policy.user {
         match access::share_run_dir(&run_dir, group.gid) {
             Ok(()) => info!(
@@ -296,8 +315,14 @@ fn run(args: Args) -> Result<()> {
     let served = runtime.block_on(async {
         // Anyone may connect: each request's role decides (crate::access), so that admins
         // outside the user group get in and everyone else gets a refusal saying why.
-        let listener = dirs::listen(&control, 0o666)?;
+        let listener = match activated {
+            Some(listener) => tokio::net::UnixListener::from_std(listener)?,
+            None => dirs::listen(&control, 0o666)?,
+        };
         info!("control API on {}", control.display());
+        let status = systemd::ready(&handle).await;
+        // Ends with the runtime, after the control server.
+        tokio::spawn(systemd::keep_status(handle.clone(), status));
         let app = control::router(handle.clone(), policy);
         // A client stalled mid-request must not hold the shutdown (and the socket
         // cleanup) hostage: open connections get a short grace period, no more.
@@ -320,6 +345,7 @@ fn run(args: Args) -> Result<()> {
             () = watchdog => Err(anyhow::anyhow!("the data plane stopped unexpectedly (see the log above)")),
         }
     });
+    systemd::stopping();
     for link in links {
         let _ = std::fs::remove_file(link);
     }
@@ -332,7 +358,10 @@ fn run(args: Args) -> Result<()> {
             warn!("lease files not all saved after {timeout:?}");
         }
     }
-    let _ = std::fs::remove_file(&control);
+    // The socket unit's file stays: it starts vnetd again at the next connection.
+    if !socket_activated {
+        let _ = std::fs::remove_file(&control);
+    }
     info!("stopped");
     served
 }

@@ -230,7 +230,11 @@ fn refused_requests_exit_1_and_say_why_and_what_to_do() {
     let empty = tempfile::tempdir().unwrap();
     let out = vnet_at(empty.path(), &["net", "ls"]);
     let e = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{e}");
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "exit status 3: not running: {e}"
+    );
     assert!(
         e.contains("vnetd is not running") && e.contains("--run-dir"),
         "{e}"

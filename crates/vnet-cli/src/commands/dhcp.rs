@@ -1,9 +1,9 @@
 //! `vnet dhcp show|set|reserve|unreserve`
 
-use vnet_control::{DhcpSpec, MacAddr, Reservation};
+use vnet_control::{DhcpPatch, MacAddr, Reservation};
 
-use super::{print, print_json, Context};
-use crate::cli::{DhcpCommand, DnsList, IpRange, Reserve, SetDhcp};
+use super::{print, print_json, Added, Context};
+use crate::cli::{DhcpCommand, DnsList, IfExists, IpRange, Reserve, SetDhcp};
 use crate::failure::Failure;
 use crate::output;
 
@@ -14,7 +14,11 @@ pub fn run(ctx: &Context, command: DhcpCommand) -> Result<(), Failure> {
         DhcpCommand::Show { net } => show(ctx, &net),
         DhcpCommand::Set(args) => set(ctx, args),
         DhcpCommand::Reserve(args) => reserve(ctx, args),
-        DhcpCommand::Unreserve { net, mac } => unreserve(ctx, &net, mac),
+        DhcpCommand::Unreserve {
+            net,
+            mac,
+            if_exists,
+        } => unreserve(ctx, &net, mac, &if_exists),
     }
 }
 
@@ -51,8 +55,7 @@ fn set(ctx: &Context, args: SetDhcp) -> Result<(), Failure> {
             format!("create it with one: `vnet net rm {net}`, then `vnet net create {net} --subnet CIDR --dhcp`"),
         ));
     }
-    let dhcp = merge(info.dhcp, &args);
-    let info = ctx.client.set_dhcp(net, &dhcp).map_err(|e| {
+    let info = ctx.client.patch_dhcp(net, &patch(&args)).map_err(|e| {
         Failure::from(e).if_not_found(LIST_NETS).if_status(
             400,
             format!("see the vnet's subnet with `vnet net show {net}`"),
@@ -61,34 +64,28 @@ fn set(ctx: &Context, args: SetDhcp) -> Result<(), Failure> {
     if ctx.json {
         return print_json(&info);
     }
-    print(&output::dhcp_details(info.dhcp.as_ref().unwrap_or(&dhcp)))
+    match &info.dhcp {
+        Some(dhcp) => print(&output::dhcp_details(dhcp)),
+        None => Ok(()),
+    }
 }
 
-/// The DHCP settings `vnet dhcp set` sends: the vnet's current ones (or the defaults, if
-/// it has none) with the options given on the command line applied. Reservations are
-/// kept.
-pub fn merge(current: Option<DhcpSpec>, args: &SetDhcp) -> DhcpSpec {
-    let mut dhcp = current.unwrap_or_default();
-    if args.on {
-        dhcp.enabled = true;
+/// The change `vnet dhcp set` asks for: only the options given on the command line.
+/// vnetd applies it to the settings it has at that moment (`PATCH`), so nothing set
+/// meanwhile, such as a reservation, is lost.
+pub fn patch(args: &SetDhcp) -> DhcpPatch {
+    DhcpPatch {
+        enabled: match (args.on, args.off) {
+            (true, _) => Some(true),
+            (_, true) => Some(false),
+            _ => None,
+        },
+        range: args.range.map(|IpRange(range)| range),
+        server: None,
+        lease_secs: args.lease,
+        dns: args.dns.as_ref().map(|DnsList(dns)| dns.clone()),
+        domain: args.domain.clone(),
     }
-    if args.off {
-        dhcp.enabled = false;
-    }
-    if let Some(IpRange(range)) = args.range {
-        dhcp.range = Some(range);
-    }
-    if let Some(secs) = args.lease {
-        dhcp.lease_secs = secs;
-    }
-    if let Some(DnsList(dns)) = &args.dns {
-        dhcp.dns = dns.clone();
-    }
-    if let Some(domain) = &args.domain {
-        let domain = domain.trim();
-        dhcp.domain = (!domain.is_empty()).then(|| domain.to_string());
-    }
-    dhcp
 }
 
 fn reserve(ctx: &Context, args: Reserve) -> Result<(), Failure> {
@@ -98,9 +95,15 @@ fn reserve(ctx: &Context, args: Reserve) -> Result<(), Failure> {
         ip: args.ip,
         hostname: args.hostname,
     };
-    let made = ctx
-        .client
-        .add_reservation(net, &reservation)
+    let added = ctx.client.add_reservation(net, &reservation);
+    let added = ctx
+        .unless_present(added, &args.may_exist, |c| {
+            let dhcp = c.network(net)?.dhcp.unwrap_or_default();
+            Ok(dhcp
+                .reservations
+                .into_iter()
+                .find(|r| r.mac == reservation.mac))
+        })
         .map_err(|e| {
             Failure::from(e)
                 .if_not_found(LIST_NETS)
@@ -118,6 +121,11 @@ fn reserve(ctx: &Context, args: Reserve) -> Result<(), Failure> {
                     ),
                 )
         })?;
+    let made = match added {
+        Added::New(made) => made,
+        Added::There(there) if ctx.json => return print_json(&there),
+        Added::There(_) => return Ok(()),
+    };
     if ctx.json {
         return print_json(&made);
     }
@@ -131,8 +139,9 @@ fn reserve(ctx: &Context, args: Reserve) -> Result<(), Failure> {
     ))
 }
 
-fn unreserve(ctx: &Context, net: &str, mac: MacAddr) -> Result<(), Failure> {
-    ctx.client.remove_reservation(net, mac).map_err(|e| {
+fn unreserve(ctx: &Context, net: &str, mac: MacAddr, flag: &IfExists) -> Result<(), Failure> {
+    let removed = ctx.client.remove_reservation(net, mac);
+    ctx.unless_absent(removed, flag, Some(net)).map_err(|e| {
         Failure::from(e).if_not_found(format!(
             "list the vnet's reservations with `vnet dhcp show {net}`"
         ))
@@ -161,121 +170,53 @@ mod tests {
         }
     }
 
-    /// What a daemon answers for a vnet with DHCP: defaults filled in, a reservation.
-    fn running() -> DhcpSpec {
-        DhcpSpec {
-            enabled: true,
-            range: Some([ip("192.168.101.128"), ip("192.168.101.253")]),
-            server: Some(ip("192.168.101.254")),
-            lease_secs: 1800,
-            dns: vec![ip("192.168.101.1")],
-            domain: Some("lab".into()),
-            reservations: vec![Reservation {
-                mac: "52:54:00:aa:bb:cc".parse().unwrap(),
-                ip: ip("192.168.101.10"),
-                hostname: None,
-            }],
-        }
-    }
-
     #[test]
-    fn only_what_is_given_changes() {
+    fn only_what_is_given_is_sent() {
+        assert_eq!(patch(&no_changes()), DhcpPatch::default());
         let args = SetDhcp {
             range: Some(IpRange([ip("192.168.101.50"), ip("192.168.101.60")])),
             lease: Some(600),
             ..no_changes()
         };
-        let merged = merge(Some(running()), &args);
         assert_eq!(
-            merged,
-            DhcpSpec {
+            patch(&args),
+            DhcpPatch {
                 range: Some([ip("192.168.101.50"), ip("192.168.101.60")]),
-                lease_secs: 600,
-                ..running()
+                lease_secs: Some(600),
+                ..DhcpPatch::default()
             }
         );
-        // Server, DNS, domain and reservations are sent back as they were.
-        assert_eq!(merged.reservations, running().reservations);
-        assert_eq!(merged.server, Some(ip("192.168.101.254")));
-    }
-
-    #[test]
-    fn on_and_off_switch_the_service_keeping_its_settings() {
-        let off = merge(
-            Some(running()),
-            &SetDhcp {
-                off: true,
-                ..no_changes()
-            },
-        );
+        // Serialized without the rest: vnetd keeps what is not named.
         assert_eq!(
-            off,
-            DhcpSpec {
-                enabled: false,
-                ..running()
-            }
+            serde_json::to_string(&patch(&args)).unwrap(),
+            r#"{"range":["192.168.101.50","192.168.101.60"],"lease_secs":600}"#
         );
-        let on = merge(
-            Some(off),
-            &SetDhcp {
-                on: true,
-                ..no_changes()
-            },
-        );
-        assert_eq!(on, running());
     }
 
     #[test]
-    fn a_vnet_without_dhcp_starts_from_the_defaults() {
-        let merged = merge(
-            None,
-            &SetDhcp {
-                on: true,
-                dns: Some(DnsList(vec![ip("9.9.9.9")])),
-                ..no_changes()
-            },
-        );
+    fn on_off_dns_and_domain_become_the_patch() {
+        let on = SetDhcp {
+            on: true,
+            ..no_changes()
+        };
+        assert_eq!(patch(&on).enabled, Some(true));
+        let off = SetDhcp {
+            off: true,
+            ..no_changes()
+        };
+        assert_eq!(patch(&off).enabled, Some(false));
+        let cleared = SetDhcp {
+            dns: Some(DnsList(vec![])),
+            domain: Some(String::new()),
+            ..no_changes()
+        };
         assert_eq!(
-            merged,
-            DhcpSpec {
-                dns: vec![ip("9.9.9.9")],
-                ..DhcpSpec::default()
+            patch(&cleared),
+            DhcpPatch {
+                dns: Some(vec![]),
+                domain: Some(String::new()),
+                ..DhcpPatch::default()
             }
         );
-        assert!(merged.enabled);
-        assert_eq!(merged.range, None, "the daemon fills in the default pool");
-        // --off on a vnet without DHCP configures it silent.
-        assert!(
-            !merge(
-                None,
-                &SetDhcp {
-                    off: true,
-                    ..no_changes()
-                }
-            )
-            .enabled
-        );
-    }
-
-    #[test]
-    fn empty_dns_and_domain_clear_them() {
-        let merged = merge(
-            Some(running()),
-            &SetDhcp {
-                dns: Some(DnsList(vec![])),
-                domain: Some(" ".into()),
-                ..no_changes()
-            },
-        );
-        assert!(merged.dns.is_empty());
-        assert_eq!(merged.domain, None);
-        let merged = merge(
-            Some(running()),
-            &SetDhcp {
-                domain: Some("example.test".into()),
-                ..no_changes()
-            },
-        );
-        assert_eq!(merged.domain.as_deref(), Some("example.test"));
     }
 }

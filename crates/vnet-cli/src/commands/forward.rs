@@ -2,7 +2,7 @@
 
 use vnet_control::{ForwardProto, ForwardSpec};
 
-use super::{print, Context};
+use super::{print, Added, Context};
 use crate::cli::ForwardCommand;
 use crate::failure::Failure;
 
@@ -25,13 +25,27 @@ pub fn run(ctx: &Context, command: ForwardCommand) -> Result<(), Failure> {
             host,
             guest,
             udp,
+            may_exist,
         } => {
             let spec = ForwardSpec {
                 proto: proto(udp),
                 host,
                 guest,
             };
-            let f = ctx.client.add_forward(&net, &spec).map_err(not_found)?;
+            let added = ctx.client.add_forward(&net, &spec);
+            let added = ctx
+                .unless_present(added, &may_exist, |c| {
+                    let forwards = c.forwards(&net)?;
+                    Ok(forwards
+                        .into_iter()
+                        .find(|f| f.proto == spec.proto && f.host == spec.host))
+                })
+                .map_err(not_found)?;
+            let f = match added {
+                Added::New(f) => f,
+                Added::There(f) if ctx.json => return super::print_json(&f),
+                Added::There(_) => return Ok(()),
+            };
             if ctx.json {
                 return super::print_json(&f);
             }
@@ -42,10 +56,16 @@ pub fn run(ctx: &Context, command: ForwardCommand) -> Result<(), Failure> {
                 f.guest
             ))
         }
-        ForwardCommand::Rm { net, host, udp } => ctx
-            .client
-            .remove_forward(&net, proto(udp), host)
-            .map_err(not_found),
+        ForwardCommand::Rm {
+            net,
+            host,
+            udp,
+            if_exists,
+        } => {
+            let removed = ctx.client.remove_forward(&net, proto(udp), host);
+            ctx.unless_absent(removed, &if_exists, Some(&net))
+                .map_err(not_found)
+        }
     }
 }
 

@@ -3,13 +3,14 @@
 use std::io::{self, Write};
 
 use serde::Serialize;
-use vnet_control::client::Client;
+use vnet_control::client::{self, Client};
 
-use crate::cli::{Cli, Command};
+use crate::cli::{Cli, Command, IfExists, MayExist};
 use crate::failure::Failure;
 
 mod attach;
 mod dhcp;
+mod docs;
 mod forward;
 mod lease;
 mod mac;
@@ -25,6 +26,12 @@ pub struct Context {
 }
 
 pub fn run(cli: Cli) -> Result<(), Failure> {
+    // These need no vnetd.
+    match cli.command {
+        Command::Completions { shell } => return docs::completions(shell),
+        Command::Man { dir } => return docs::man_pages(&dir),
+        _ => {}
+    }
     let run_dir = vnet_dirs::run_dir(cli.run_dir).map_err(|e| {
         Failure::new(
             "cannot tell where vnetd's runtime directory is",
@@ -45,6 +52,76 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Command::Forward(command) => forward::run(&ctx, command),
         Command::Attach(args) => attach::run(&ctx, args),
         Command::Version => version::run(&ctx),
+        Command::Completions { .. } | Command::Man { .. } => unreachable!("answered above"),
+    }
+}
+
+/// What an addition with `--may-exist` met.
+pub enum Added<T> {
+    /// Made now.
+    New(T),
+    /// There already, left as it was.
+    There(T),
+}
+
+impl Context {
+    /// `--if-exists`: a removal that vnetd answered "not found" succeeds, saying so on
+    /// stderr (unless `--json`). When the thing belongs to vnet `net`, that vnet must
+    /// exist: removing a port of a vnet that is not there is a mistake, not a no-op.
+    pub fn unless_absent(
+        &self,
+        removed: Result<(), client::Error>,
+        flag: &IfExists,
+        net: Option<&str>,
+    ) -> Result<(), client::Error> {
+        match removed {
+            Err(e) if flag.if_exists && e.status().is_some_and(|s| s.as_u16() == 404) => {
+                if let Some(net) = net {
+                    self.client.network(net)?;
+                }
+                self.note(&format!("{}: nothing to remove", api_message(&e)));
+                Ok(())
+            }
+            other => other,
+        }
+    }
+
+    /// `--may-exist`: an addition that vnetd answered "conflict" succeeds if `existing`
+    /// finds what was to be added there already (a conflict with something else, or a
+    /// bound, stays an error), saying so on stderr (unless `--json`).
+    pub fn unless_present<T>(
+        &self,
+        added: Result<T, client::Error>,
+        flag: &MayExist,
+        existing: impl FnOnce(&Client) -> Result<Option<T>, client::Error>,
+    ) -> Result<Added<T>, client::Error> {
+        match added {
+            Err(e) if flag.may_exist && e.status().is_some_and(|s| s.as_u16() == 409) => {
+                match existing(&self.client)? {
+                    Some(there) => {
+                        self.note(&format!("{}: left as it is", api_message(&e)));
+                        Ok(Added::There(there))
+                    }
+                    None => Err(e),
+                }
+            }
+            other => other.map(Added::New),
+        }
+    }
+
+    /// A remark on stderr for people; `--json` output stays only the JSON.
+    fn note(&self, text: &str) {
+        if !self.json {
+            eprintln!("vnet: {text}");
+        }
+    }
+}
+
+/// vnetd's own words for a refusal.
+fn api_message(error: &client::Error) -> String {
+    match error {
+        client::Error::Api { message, .. } => message.clone(),
+        other => other.to_string(),
     }
 }
 

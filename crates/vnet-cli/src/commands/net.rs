@@ -2,7 +2,7 @@
 
 use vnet_control::{DhcpSpec, HostAdapterSpec, NetworkSpec};
 
-use super::{print, Context};
+use super::{print, Added, Context};
 use crate::cli::{CreateNet, NetCommand};
 use crate::failure::Failure;
 use crate::output;
@@ -20,10 +20,11 @@ pub fn run(ctx: &Context, command: NetCommand) -> Result<(), Failure> {
             ctx.show(&info, output::network_details)
         }
         NetCommand::Create(args) => create(ctx, args),
-        NetCommand::Rm { net } => ctx
-            .client
-            .delete_network(&net)
-            .map_err(|e| Failure::from(e).if_not_found(LIST_NETS)),
+        NetCommand::Rm { net, if_exists } => {
+            let removed = ctx.client.delete_network(&net);
+            ctx.unless_absent(removed, &if_exists, None)
+                .map_err(|e| Failure::from(e).if_not_found(LIST_NETS))
+        }
     }
 }
 
@@ -41,7 +42,14 @@ fn create(ctx: &Context, args: CreateNet) -> Result<(), Failure> {
     spec.dhcp = args.dhcp.then(DhcpSpec::default);
     spec.allow_users = args.allow_users;
     spec.allow_groups = args.allow_groups;
-    let info = ctx.client.create_network(&spec)?;
+    let created = ctx.client.create_network(&spec);
+    let info = match ctx.unless_present(created, &args.may_exist, |c| {
+        c.network(&spec.name).map(Some)
+    })? {
+        Added::New(info) => info,
+        Added::There(info) if ctx.json => return super::print_json(&info),
+        Added::There(_) => return Ok(()),
+    };
     if ctx.json {
         return super::print_json(&info);
     }

@@ -1,8 +1,8 @@
 //! `vnet port ls|show|add|rm`
 
-use vnet_control::{LinkState, PortSpec, VlanMode};
+use vnet_control::{LinkState, PortInfo, PortKind, PortSpec, VlanMode};
 
-use super::{print, Context};
+use super::{print, Added, Context};
 use crate::cli::{AddPort, PortCommand, SetPort};
 use crate::failure::Failure;
 use crate::output;
@@ -22,7 +22,15 @@ pub fn run(ctx: &Context, command: PortCommand) -> Result<(), Failure> {
             ctx.show(&info, output::port_details)
         }
         PortCommand::Add(args) => add(ctx, args),
-        PortCommand::Rm { net, port } => ctx.client.remove_port(&net, port).map_err(not_found),
+        PortCommand::Rm {
+            net,
+            port,
+            if_exists,
+        } => {
+            let removed = ctx.client.remove_port(&net, port);
+            ctx.unless_absent(removed, &if_exists, Some(&net))
+                .map_err(not_found)
+        }
         PortCommand::Set(args) => set(ctx, args),
     }
 }
@@ -52,10 +60,17 @@ fn add(ctx: &Context, args: AddPort) -> Result<(), Failure> {
         (None, None, Some(name)) => PortSpec::VhostUser { name, vlan },
         (None, None, None) => unreachable!("clap requires --tap, --interface or --vhost-user"),
     };
-    let info = ctx
-        .client
-        .add_port(&args.net, &spec)
+    let added = ctx.client.add_port(&args.net, &spec);
+    let added = ctx
+        .unless_present(added, &args.may_exist, |c| {
+            Ok(same_port(c.ports(&args.net)?, &spec))
+        })
         .map_err(|e| Failure::from(e).if_not_found("list the vnets with `vnet net ls`"))?;
+    let info = match added {
+        Added::New(info) => info,
+        Added::There(info) if ctx.json => return super::print_json(&info),
+        Added::There(_) => return Ok(()),
+    };
     if ctx.json {
         return super::print_json(&info);
     }
@@ -74,6 +89,19 @@ fn add(ctx: &Context, args: AddPort) -> Result<(), Failure> {
     ))
 }
 
+/// The port `spec` would have made, if the vnet has it: a TAP, interface or vhost-user
+/// port is described as `KIND NAME ...` (its VLANs are not compared).
+fn same_port(ports: Vec<PortInfo>, spec: &PortSpec) -> Option<PortInfo> {
+    let (kind, name) = match spec {
+        PortSpec::Tap { ifname, .. } => (PortKind::Tap, ifname),
+        PortSpec::Interface { interface, .. } => (PortKind::Interface, interface),
+        PortSpec::VhostUser { name, .. } => (PortKind::VhostUser, name),
+    };
+    ports
+        .into_iter()
+        .find(|p| p.kind == kind && p.description.split_whitespace().nth(1) == Some(name))
+}
+
 /// `--vlan N` → access N; `--trunk LIST [--native N]` → trunk; neither → the default.
 fn vlan_mode(access: Option<u16>, trunk: Option<Vec<u16>>, native: Option<u16>) -> VlanMode {
     match (access, trunk) {
@@ -86,6 +114,61 @@ fn vlan_mode(access: Option<u16>, trunk: Option<Vec<u16>>, native: Option<u16>) 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn port(id: u32, kind: PortKind, description: &str) -> PortInfo {
+        PortInfo {
+            id,
+            kind,
+            description: description.into(),
+            pid: None,
+            vlan: VlanMode::default(),
+            mac: None,
+            promiscuous: false,
+            macs: Vec::new(),
+            counters: Default::default(),
+            queue_len: 0,
+            queue_capacity: 512,
+            state: None,
+            uid: None,
+        }
+    }
+
+    #[test]
+    fn the_port_a_spec_would_make_is_found_by_kind_and_name() {
+        let ports = || {
+            vec![
+                port(1, PortKind::Tap, "tap lab-vm10"),
+                port(2, PortKind::Tap, "tap lab-vm1"),
+                port(
+                    3,
+                    PortKind::VhostUser,
+                    "vhost-user vm1 /run/vnet/lab/vhost-user/vm1.sock (waiting)",
+                ),
+                port(4, PortKind::Interface, "interface fc-tap0"),
+            ]
+        };
+        let tap = |ifname: &str| PortSpec::Tap {
+            ifname: ifname.into(),
+            vlan: VlanMode::default(),
+        };
+        let vhost = PortSpec::VhostUser {
+            name: "vm1".into(),
+            vlan: VlanMode::default(),
+        };
+        assert_eq!(same_port(ports(), &tap("lab-vm1")).map(|p| p.id), Some(2));
+        assert_eq!(same_port(ports(), &vhost).map(|p| p.id), Some(3));
+        assert_eq!(same_port(ports(), &tap("vm1")).map(|p| p.id), None);
+        assert_eq!(same_port(ports(), &tap("lab-vm")).map(|p| p.id), None);
+        let interface = |name: &str| PortSpec::Interface {
+            interface: name.into(),
+            vlan: VlanMode::default(),
+        };
+        assert_eq!(
+            same_port(ports(), &interface("fc-tap0")).map(|p| p.id),
+            Some(4)
+        );
+        assert_eq!(same_port(ports(), &tap("fc-tap0")).map(|p| p.id), None);
+    }
 
     #[test]
     fn vlan_flags_become_the_api_mode() {

@@ -29,6 +29,10 @@ pub fn run(ctx: &Context, command: UplinkCommand) -> Result<(), Failure> {
                 args.net, info.id, info.description
             ))
         }
-        UplinkCommand::Rm { net } => ctx.client.remove_uplink(&net).map_err(not_found),
+        UplinkCommand::Rm { net, if_exists } => {
+            let removed = ctx.client.remove_uplink(&net);
+            ctx.unless_absent(removed, &if_exists, Some(&net))
+                .map_err(not_found)
+        }
     }
 }

@@ -41,8 +41,8 @@ use std::thread::JoinHandle;
 
 use tokio::sync::oneshot;
 use vnet_model::{
-    DhcpSpec, Lease, MacAddr, MacEntry, NetworkInfo, NetworkSpec, PortInfo, PortSpec, Reservation,
-    UplinkSpec, VlanMode,
+    DhcpPatch, DhcpSpec, Lease, MacAddr, MacEntry, NetworkInfo, NetworkSpec, PortInfo, PortSpec,
+    Reservation, UplinkSpec, VlanMode,
 };
 
 use crate::admission::{AllowList, Client, Requester};
@@ -66,6 +66,9 @@ pub(crate) enum Command {
     Macs(String, Reply<Vec<MacEntry>>),
     Leases(String, Reply<Vec<Lease>>),
     SetDhcp(String, DhcpSpec, Reply<NetworkInfo>),
+    /// Applied to the settings the vnet has when the command runs: nothing can come
+    /// between reading and writing them.
+    PatchDhcp(String, DhcpPatch, Reply<NetworkInfo>),
     AddReservation(String, Reservation, Reply<Reservation>),
     RemoveReservation(String, MacAddr, Reply<()>),
     SetUplink(String, UplinkSpec, Reply<PortInfo>),
@@ -349,6 +352,15 @@ impl Handle {
 
     pub async fn set_dhcp(&self, net: String, spec: DhcpSpec) -> Result<NetworkInfo, ControlError> {
         self.call(net, |net, r| Command::SetDhcp(net, spec, r))
+            .await
+    }
+
+    pub async fn patch_dhcp(
+        &self,
+        net: String,
+        patch: DhcpPatch,
+    ) -> Result<NetworkInfo, ControlError> {
+        self.call(net, |net, r| Command::PatchDhcp(net, patch, r))
             .await
     }
 

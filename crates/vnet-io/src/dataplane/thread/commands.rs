@@ -124,6 +124,12 @@ impl Thread {
             Command::SetDhcp(name, dhcp, reply) => {
                 let _ = reply.send(self.lookup(&name).and_then(|k| self.set_dhcp(k, dhcp)));
             }
+            Command::PatchDhcp(name, patch, reply) => {
+                let _ = reply.send(self.lookup(&name).and_then(|k| {
+                    let current = self.vnets[k].spec().dhcp.clone();
+                    self.set_dhcp(k, patch.apply(current))
+                }));
+            }
             Command::AddReservation(name, r, reply) => {
                 let _ = reply.send(self.lookup(&name).and_then(|k| self.add_reservation(k, r)));
             }
