@@ -1,6 +1,7 @@
 //! A test's side of vnetd's control API and CLI: a daemon serving some vnets, its
 //! ports and counters, namespace VMs on TAP ports it creates, and `vnet` commands
-//! that must succeed (decoding their `--json`) or be refused.
+//! that must succeed (decoding their `--json`) or be refused, and the refusals the
+//! daemon's limits count.
 
 use std::time::Duration;
 
@@ -128,4 +129,31 @@ pub fn cli_fails(d: &Daemon, args: &[&str]) -> String {
         d.log()
     );
     stderr
+}
+
+/// `vnet_limit_refusals_total{LABELS}` on `/metrics` (0 while the series is absent), or
+/// the client's error (a full control socket answers 503). `labels` as in the metric,
+/// e.g. `net="lab",limit="ports_per_vnet"`.
+pub fn try_refusals(d: &Daemon, labels: &str) -> Result<u64, vnet_control::client::Error> {
+    let metrics = client(d).metrics()?;
+    let series = format!("vnet_limit_refusals_total{{{labels}}} ");
+    Ok(metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&series))
+        .map_or(0, |n| n.parse().expect("a count")))
+}
+
+/// [`try_refusals`], which must answer.
+pub fn refusals(d: &Daemon, labels: &str) -> u64 {
+    try_refusals(d, labels).expect("metrics")
+}
+
+/// Waits until `refusals(d, labels)` is `n` (vnetd counts some once a second).
+pub fn wait_refusals(d: &Daemon, labels: &str, n: u64) {
+    assert!(
+        wait_for(Duration::from_secs(20), || refusals(d, labels) == n),
+        "expected {n} refusal(s) of {labels}, have {}\n{}",
+        refusals(d, labels),
+        d.log()
+    );
 }

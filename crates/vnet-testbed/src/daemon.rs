@@ -49,6 +49,7 @@ pub struct DaemonBuilder {
     env: Vec<(OsString, OsString)>,
     start_timeout: Duration,
     binary: PathBuf,
+    user: OsString,
 }
 
 impl Default for DaemonBuilder {
@@ -59,7 +60,7 @@ impl Default for DaemonBuilder {
 
 impl DaemonBuilder {
     /// No config file (the daemon's built-in default), [`bin_path`]`("vnetd")`,
-    /// [`DEFAULT_START_TIMEOUT`].
+    /// [`DEFAULT_START_TIMEOUT`], `--user root`.
     pub fn new() -> DaemonBuilder {
         DaemonBuilder {
             config: None,
@@ -67,7 +68,16 @@ impl DaemonBuilder {
             env: Vec::new(),
             start_timeout: DEFAULT_START_TIMEOUT,
             binary: bin_path("vnetd"),
+            user: "root".into(),
         }
+    }
+
+    /// Passes `--user USER` [default: `root`: a vnetd started as root stays root, so
+    /// that a test does the same whether or not this host has the user `vnet` that
+    /// vnetd would run as by default].
+    pub fn user(mut self, user: impl Into<OsString>) -> Self {
+        self.user = user.into();
+        self
     }
 
     /// Writes `toml` to a config file and passes `--config FILE`.
@@ -119,7 +129,9 @@ impl DaemonBuilder {
             .arg("--run-dir")
             .arg(&run_dir)
             .arg("--state-dir")
-            .arg(&state_dir);
+            .arg(&state_dir)
+            .arg("--user")
+            .arg(&self.user);
         let mut config_path = None;
         if let Some(config) = &self.config {
             let path = base.path().join("vnetd.toml");

@@ -597,8 +597,7 @@ mod tests {
         assert_eq!(lookup_group("no-such-group-vnet-test").unwrap(), None);
         let explicit = AccessConfig {
             admin_group: Some("no-such-group-vnet-test".into()),
-            user_group: None,
-            user: None,
+            ..AccessConfig::default()
         };
         let e = Policy::resolve(&explicit, None, None)
             .unwrap_err()

@@ -164,11 +164,18 @@ pub struct AccessConfig {
     /// vnetd's sockets are group-owned by it [default: [`DEFAULT_USER_GROUP`]].
     #[serde(default)]
     pub user_group: Option<String>,
-    /// Started as root, vnetd drops to this user (a name or a numeric uid) after setup,
-    /// keeping only the capabilities it needs ([`crate::privileges`]) [default: none:
-    /// it keeps the privileges it was started with].
+    /// Started as root, vnetd drops to this user (a name or a numeric uid; `root`: stay
+    /// root) after setup, keeping only the capabilities it needs ([`crate::privileges`])
+    /// [default: [`crate::privileges::DEFAULT_USER`] if it exists, else stay root].
     #[serde(default)]
     pub user: Option<String>,
+    /// After the drop to `user`: the capabilities of every feature (`live`) or only of
+    /// the configured vnets (`configured`) [default: live].
+    #[serde(default)]
+    pub keep_capabilities: crate::privileges::KeepCapabilities,
+    /// seccomp and landlock ([`crate::sandbox`]) [default: true].
+    #[serde(default)]
+    pub sandbox: Option<bool>,
 }
 
 /// The admin group when `[access]` names none.

@@ -7,9 +7,11 @@
 //! SIGTERM or SIGINT; SIGHUP reloads the configuration (`live`). Shutdown removes every
 //! socket it made.
 //!
-//! With `--user USER` (started as root), the directories are given to `USER` and vnetd
-//! becomes `USER` with `CAP_NET_ADMIN` and `CAP_NET_RAW` only, before any thread starts
-//! (`privileges`).
+//! Started as root, vnetd gives the directories to its service user (`--user`, else
+//! `vnet` where it exists) and becomes it, with its network capabilities permitted but
+//! raised only around the steps that need them, before any thread starts
+//! (`privileges`); landlock and a seccomp allow-list then hold it to its work
+//! (`sandbox`).
 #![forbid(unsafe_code)]
 
 mod access;
@@ -20,6 +22,7 @@ mod live;
 mod manual;
 mod privileges;
 mod reload;
+mod sandbox;
 mod state;
 mod systemd;
 
@@ -67,8 +70,9 @@ struct Args {
     #[arg(long, value_name = "GROUP")]
     user_group: Option<String>,
     /// Started as root, run as this user (a name or a numeric uid) after setup, with
-    /// only CAP_NET_ADMIN and CAP_NET_RAW; RUN and STATE are given to it [default: the
-    /// config's `[access] user`, else keep the privileges vnetd was started with].
+    /// network capabilities raised only while a step needs them; RUN and STATE are given
+    /// to it; `root` stays root [default: the config's `[access] user`, else vnet if it
+    /// exists, else stay root].
     #[arg(long, value_name = "USER")]
     user: Option<String>,
     /// Check the configuration and exit.
@@ -120,10 +124,9 @@ fn run(args: Args) -> Result<()> {
         Some(path) => Config::load(path)?,
         None => Config::built_in(),
     };
-    let service = match args.user.as_ref().or(config.access.user.as_ref()) {
-        Some(spec) => Some(privileges::ServiceUser::resolve(spec)?),
-        None => None,
-    };
+    let service =
+        privileges::ServiceUser::choose(args.user.as_deref().or(config.access.user.as_deref()))?;
+    let sandboxed = config.access.sandbox.unwrap_or(true);
     let mut policy = access::Policy::resolve(
         &config.access,
         args.admin_group.clone(),
@@ -181,14 +184,12 @@ fn run(args: Args) -> Result<()> {
     raise_fd_limit();
     if let Some(user) = &service {
         // Before the first thread: capabilities are per thread (privileges.rs).
-        let low_forward = nets.iter().any(|net| {
-            net.spec
-                .nat
-                .as_ref()
-                .is_some_and(|nat| nat.forward.iter().any(|f| f.host.port() < 1024))
-        });
+        let keep = privileges::kept(
+            config.access.keep_capabilities,
+            privileges::configured(&config.limits, &nets),
+        );
         let groups: Vec<u32> = policy.user.iter().map(|g| g.gid).collect();
-        privileges::drop_to(user, &groups, &privileges::kept(low_forward))?;
+        privileges::drop_to(user, &groups, &keep)?;
         for dir in [&run_dir, &state_dir] {
             std::fs::read_dir(dir).with_context(|| {
                 format!(
@@ -200,9 +201,27 @@ fn run(args: Args) -> Result<()> {
         }
         // vnetd's own uid is admin, as for an unprivileged vnetd (root stays admin).
         policy.daemon_uid = user.uid;
+    } else if !vnet_dirs::is_root() {
+        privileges::lower_effective()?;
     }
 
     let tuning = config.tuning(args.threads.map(usize::from), args.busy_poll_us);
+    if sandboxed && service.is_some() {
+        sandbox::restrict_files(&sandbox::landlock::Paths {
+            run_dir: run_dir.clone(),
+            state_dir: state_dir.clone(),
+            config: args
+                .config
+                .as_deref()
+                .map(std::path::absolute)
+                .transpose()?,
+        })?;
+    } else if sandboxed {
+        info!(
+            "landlock: not applied: it forbids the classic devices' mount; a vnetd run as \
+             a service user (--user) has it"
+        );
+    }
     let limits = config.limits.limits();
     let control_limits = config.limits.control();
     let dataplane = DataPlane::spawn(run_dir.clone(), state_dir.clone(), tuning, limits)
@@ -253,6 +272,7 @@ fn run(args: Args) -> Result<()> {
                 .or(config.access.admin_group.clone()),
             user_group: args.user_group.clone().or(config.access.user_group.clone()),
             user: args.user.clone().or(config.access.user.clone()),
+            ..config.access.clone()
         },
         limits: config.limits.clone(),
     };
@@ -274,12 +294,18 @@ fn run(args: Args) -> Result<()> {
     if service.is_none() && !vnet_dirs::is_root() {
         info!("running unprivileged: TAP ports need root or CAP_NET_ADMIN; socket ports work");
     }
-    let devices = match vnet_fuse::DeviceMount::mount(&run_dir, handle.clone()) {
-        Ok(m) => Some(m),
-        Err(e) => {
-            warn!("classic devices (RUN/dev/NET) skipped: cannot mount FUSE: {e}");
+    let devices = match &service {
+        Some(user) => {
+            warn!(
+                "classic devices (RUN/dev/NET) skipped: mounting FUSE needs root, and vnetd \
+                 runs as {}",
+                user.name
+            );
             None
         }
+        None => vnet_fuse::DeviceMount::mount(&run_dir, handle.clone())
+            .inspect_err(|e| warn!("classic devices (RUN/dev/NET) skipped: cannot mount FUSE: {e}"))
+            .ok(),
     };
     let links = match (&devices, args.dev_links) {
         (Some(m), true) if vnet_dirs::is_root() => dev_links(m.dir(), &config),
@@ -289,6 +315,19 @@ fn run(args: Args) -> Result<()> {
         }
         _ => Vec::new(),
     };
+    // The last privileged step is behind: from here on, the allow-list.
+    if !sandboxed {
+        warn!("seccomp and landlock off ([access] sandbox = false)");
+    } else if devices.is_some() && !vnet_dirs::is_root() {
+        info!(
+            "seccomp: not applied: the classic devices are unmounted by fusermount3, which \
+             would inherit the filter"
+        );
+    } else {
+        sandbox::restrict_calls(sandbox::seccomp::Needs {
+            unmount: devices.is_some(),
+        })?;
+    }
 
     let served = runtime.block_on(async {
         // Anyone may connect: each request's role decides (crate::access), so that admins

@@ -36,8 +36,9 @@ the control socket are up, and a STATUS= line (vnets and ports) that
 \fBsystemctl status vnetd\fR shows. vnetd.socket binds /run/vnet/control.sock and starts
 vnetd at the first connection (socket activation); vnetd takes the socket over (LISTEN_FDS, LISTEN_PID,
 LISTEN_FDNAMES=control) and starts without it too. The service runs
-\fBvnetd --user vnet\fR: set up as root, then the user vnet with CAP_NET_ADMIN and
-CAP_NET_RAW only. systemd-sysusers creates the user vnet and the groups vnet (the user
+\fBvnetd --user vnet\fR: set up as root, then the user vnet with CAP_NET_ADMIN,
+CAP_NET_RAW and CAP_NET_BIND_SERVICE permitted, each raised only around the step that
+needs it, under a seccomp allow-list and landlock. systemd-sysusers creates the user vnet and the groups vnet (the user
 role on the control API) and vnet-admin (the admin role).
 .SH "EXIT STATUS"
 0 after a clean shutdown (or a successful \fB--check\fR), 1 when the configuration,

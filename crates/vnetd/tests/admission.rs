@@ -14,7 +14,7 @@ use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::Duration;
 
 use vnet_control::{PortInfo, PortKind};
-use vnet_testbed::api::{client, ports, wait_ports};
+use vnet_testbed::api::{client, ports, refusals, wait_ports, wait_refusals};
 use vnet_testbed::frames::{broadcast, mac};
 use vnet_testbed::{skip_unless, skip_unless_root, wait_for, Daemon};
 
@@ -184,26 +184,6 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// `vnet_limit_refusals_total{net="NET",limit="LIMIT"}`.
-fn refusals(d: &Daemon, net: &str, limit: &str) -> u64 {
-    let metrics = client(d).metrics().expect("metrics");
-    let series = format!("vnet_limit_refusals_total{{net=\"{net}\",limit=\"{limit}\"}} ");
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(&series))
-        .map_or(0, |n| n.parse().expect("a count"))
-}
-
-/// Waits until `net` has `n` refusals by `limit`.
-fn wait_refusals(d: &Daemon, net: &str, limit: &str, n: u64) {
-    assert!(
-        wait_for(T, || refusals(d, net, limit) == n),
-        "expected {n} {limit} refusal(s) on {net}, have {}\n{}",
-        refusals(d, net, limit),
-        d.log()
-    );
-}
-
 /// The only port of `kind` on `net`.
 fn only(d: &Daemon, net: &str, kind: PortKind) -> PortInfo {
     wait_ports(d, net, kind, 1);
@@ -251,7 +231,7 @@ fn a_uid_the_allow_lists_refuse_is_closed_on_every_socket_while_listed_users_and
     let mut mallory_api = Peer::spawn(MALLORY, MALLORY, &[USERS]);
     mallory_api.ok(&format!("seqpacket {}", api.display()));
     assert_eq!(mallory_api.recv(), "closed", "{}", d.log());
-    wait_refusals(&d, "lab", "allow", 2);
+    wait_refusals(&d, "net=\"lab\",limit=\"allow\"", 2);
     assert!(
         d.log()
             .contains(&format!("uid {MALLORY} may not attach to vnet \"lab\"")),
@@ -270,7 +250,7 @@ fn a_uid_the_allow_lists_refuse_is_closed_on_every_socket_while_listed_users_and
         .status()
         .expect("vde_plug (Debian vde2, installed by scripts/install-test-deps) runs");
     assert!(!status.success(), "vde_plug as a refused uid ran on");
-    wait_refusals(&d, "lab", "allow", 3);
+    wait_refusals(&d, "net=\"lab\",limit=\"allow\"", 3);
     let after_vde = 3;
 
     // Dgram: SCM_CREDENTIALS carry no supplementary groups, so a member counts by its
@@ -286,7 +266,7 @@ fn a_uid_the_allow_lists_refuse_is_closed_on_every_socket_while_listed_users_and
     // Each datagram is refused and counted (the second without a group lookup).
     mallory_dgram.send(&broadcast(mac("02:00:00:00:ad:03")));
     mallory_dgram.send(&broadcast(mac("02:00:00:00:ad:03")));
-    wait_refusals(&d, "lab", "allow", after_vde + 2);
+    wait_refusals(&d, "net=\"lab\",limit=\"allow\"", after_vde + 2);
     let bob_dir = dir_of(BOB);
     let mut bob_dgram = Peer::spawn(BOB, LAB, &[USERS]);
     bob_dgram.ok(&format!(
@@ -305,7 +285,7 @@ fn a_uid_the_allow_lists_refuse_is_closed_on_every_socket_while_listed_users_and
     alice.send(&frame);
     assert_eq!(bob.recv(), hex(&frame));
     assert_eq!(bob_dgram.recv(), hex(&frame));
-    assert_eq!(refusals(&d, "lab", "allow"), after_vde + 2);
+    assert_eq!(refusals(&d, "net=\"lab\",limit=\"allow\""), after_vde + 2);
     assert_eq!(
         ports(&d, "lab")
             .iter()
@@ -321,7 +301,7 @@ fn a_uid_the_allow_lists_refuse_is_closed_on_every_socket_while_listed_users_and
         d.net_dir("open").join("stream.sock").display()
     ));
     assert_eq!(only(&d, "open", PortKind::Stream).uid, Some(MALLORY));
-    assert_eq!(refusals(&d, "open", "allow"), 0);
+    assert_eq!(refusals(&d, "net=\"open\",limit=\"allow\""), 0);
 
     // What users see: the lists in `vnet net show`, each port's uid in `vnet port ls`.
     let show = d.cli_ok(&["net", "show", "lab"]);
@@ -368,7 +348,7 @@ fn the_control_api_adds_ports_for_users_the_lists_admit_and_the_vhost_user_socke
         )),
         "{body}"
     );
-    assert_eq!(refusals(&d, "lab", "allow"), 1);
+    assert_eq!(refusals(&d, "net=\"lab\",limit=\"allow\""), 1);
     let (status, body) = add((BOB, &[USERS, LAB]), "bob");
     assert_eq!(status, "201", "{body}");
     let port: serde_json::Value = serde_json::from_str(&body).unwrap();
@@ -379,7 +359,7 @@ fn the_control_api_adds_ports_for_users_the_lists_admit_and_the_vhost_user_socke
     let mut mallory = Peer::spawn(MALLORY, MALLORY, &[USERS]);
     mallory.ok(&format!("stream {}", socket.display()));
     assert_eq!(mallory.recv(), "closed", "{}", d.log());
-    wait_refusals(&d, "lab", "allow", 2);
+    wait_refusals(&d, "net=\"lab\",limit=\"allow\"", 2);
     assert!(
         d.log().contains("a vhost-user front-end of bob"),
         "{}",
@@ -399,7 +379,7 @@ fn the_control_api_adds_ports_for_users_the_lists_admit_and_the_vhost_user_socke
         client(&d).port("lab", id),
         d.log()
     );
-    assert_eq!(refusals(&d, "lab", "allow"), 2);
+    assert_eq!(refusals(&d, "net=\"lab\",limit=\"allow\""), 2);
 }
 
 #[test]
@@ -418,7 +398,7 @@ fn a_uid_over_ports_per_uid_is_closed_and_counted_while_another_uid_attaches_and
     let mut third = Peer::spawn(ALICE, ALICE, &[USERS]);
     third.ok(&stream("lab"));
     assert_eq!(third.recv(), "closed", "{}", d.log());
-    wait_refusals(&d, "lab", "ports_per_uid", 1);
+    wait_refusals(&d, "net=\"lab\",limit=\"ports_per_uid\"", 1);
     assert!(d.log().contains("[limits] ports_per_uid"), "{}", d.log());
 
     // Bob still attaches, and frames flow between him and Alice's first port.
@@ -441,7 +421,7 @@ fn a_uid_over_ports_per_uid_is_closed_and_counted_while_another_uid_attaches_and
     let mut again = Peer::spawn(ALICE, ALICE, &[USERS]);
     again.ok(&stream("open"));
     assert_eq!(only(&d, "open", PortKind::Stream).uid, Some(ALICE));
-    assert_eq!(refusals(&d, "lab", "ports_per_uid"), 1);
+    assert_eq!(refusals(&d, "net=\"lab\",limit=\"ports_per_uid\""), 1);
 }
 
 #[test]
@@ -464,7 +444,7 @@ fn a_uid_the_allow_lists_refuse_cannot_open_the_classic_device_a_listed_one_can(
         mallory.cmd(&format!("open {}", dev.display())),
         "error EACCES"
     );
-    wait_refusals(&d, "lab", "allow", 1);
+    wait_refusals(&d, "net=\"lab\",limit=\"allow\"", 1);
     let mut alice = Peer::spawn(ALICE, ALICE, &[0]);
     alice.ok(&format!("open {}", dev.display()));
     let port = only(&d, "lab", PortKind::Device);

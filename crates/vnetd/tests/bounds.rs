@@ -12,7 +12,7 @@ use std::time::Duration;
 use nix::sys::socket::{connect, recv, send, socket, AddressFamily, MsgFlags, SockFlag, SockType};
 use vnet_client::Port;
 use vnet_control::{NetworkSpec, PortKind};
-use vnet_testbed::api::{client, count_kind, tap_vm, wait_ports};
+use vnet_testbed::api::{client, count_kind, refusals, tap_vm, wait_ports, wait_refusals};
 use vnet_testbed::frames::{arp_request, broadcast, frame, ip, is_arp_reply, mac};
 use vnet_testbed::{bin_path, skip_unless, skip_unless_root, wait_for, ChildGuard, Daemon, NsVm};
 
@@ -22,26 +22,6 @@ fn daemon(limits: &str, network: &str) -> Daemon {
     Daemon::start(Some(&format!(
         "[limits]\n{limits}\n\n[[network]]\nname = \"lab\"\n{network}\n"
     )))
-}
-
-/// `vnet_limit_refusals_total{LABELS}` on `/metrics` (0 when absent).
-fn refusals(d: &Daemon, labels: &str) -> u64 {
-    let metrics = client(d).metrics().expect("metrics");
-    let series = format!("vnet_limit_refusals_total{{{labels}}} ");
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(&series))
-        .map_or(0, |n| n.parse().expect("a count"))
-}
-
-/// Waits until `refusals(d, labels)` is `n` (they may be counted once a second).
-fn wait_refusals(d: &Daemon, labels: &str, n: u64) {
-    assert!(
-        wait_for(T, || refusals(d, labels) == n),
-        "expected {n} refusal(s) of {labels}, have {}\n{}",
-        refusals(d, labels),
-        d.log()
-    );
 }
 
 fn api_port(d: &Daemon) -> Port {

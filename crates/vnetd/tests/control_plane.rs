@@ -951,10 +951,11 @@ fn vnet_at(run: &Path, args: &[&str]) -> Output {
         .expect("run vnet")
 }
 
-/// `vnetd ARGS...` in the background (in `cwd`, if given), killed when dropped.
+/// `vnetd ARGS...` in the background (in `cwd`, if given), killed when dropped; as
+/// root it stays root (`--user root`), whether or not this host has the user `vnet`.
 fn spawn_vnetd<S: AsRef<OsStr>>(cwd: Option<&Path>, args: &[S]) -> ChildGuard {
     let mut command = Command::new(bin_path("vnetd"));
-    command.args(args);
+    command.args(["--user", "root"]).args(args);
     if let Some(cwd) = cwd {
         command.current_dir(cwd);
     }

@@ -372,6 +372,7 @@ fn leases_survive_a_daemon_restart_and_a_renewing_guest_keeps_its_address() {
                 .arg(&run)
                 .arg("--state-dir")
                 .arg(&state)
+                .args(["--user", "root"])
                 .arg("--config")
                 .arg(etc.path().join("vnetd.toml"));
             c

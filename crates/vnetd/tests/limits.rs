@@ -6,7 +6,7 @@ use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
 use vnet_control::{NetworkSpec, PortKind};
-use vnet_testbed::api::{client, wait_ports};
+use vnet_testbed::api::{client, refusals, try_refusals, wait_ports};
 use vnet_testbed::frames::{broadcast, mac};
 use vnet_testbed::wait_for;
 use vnet_testbed::Daemon;
@@ -15,20 +15,6 @@ fn daemon(limits: &str) -> Daemon {
     Daemon::start(Some(&format!(
         "[limits]\n{limits}\n\n[[network]]\nname = \"lab\"\n"
     )))
-}
-
-fn refusals(d: &Daemon, labels: &str) -> u64 {
-    try_refusals(d, labels).expect("metrics")
-}
-
-/// [`refusals`], or the client's error (a full control socket answers 503).
-fn try_refusals(d: &Daemon, labels: &str) -> Result<u64, vnet_control::client::Error> {
-    let metrics = client(d).metrics()?;
-    let series = format!("vnet_limit_refusals_total{{{labels}}} ");
-    Ok(metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(&series))
-        .map_or(0, |n| n.parse().expect("a count")))
 }
 
 fn send_frame(s: &mut UnixStream, frame: &[u8]) {

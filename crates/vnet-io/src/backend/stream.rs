@@ -19,6 +19,7 @@ use vnet_model::PortKind;
 
 use super::{send_each, send_error, Backend, Received, Sent};
 use crate::frame::FrameBuf;
+use crate::sys::privilege::{self, Capability};
 use crate::sys::sockopt;
 
 /// Send buffer asked for on each connection: what the kernel holds toward a client that
@@ -45,8 +46,10 @@ fn send_buffer_option(force: bool) -> libc::c_int {
 }
 
 /// Raises `sock`'s send buffer to [`SEND_BUFFER`] (best effort: a smaller one works).
+/// Forcing takes `CAP_NET_ADMIN`, raised for the call ([`privilege`]).
 fn raise_send_buffer(sock: &UnixStream, force: bool) {
     let fd = sock.as_fd();
+    let _admin = force.then(|| privilege::raise(Capability::CAP_NET_ADMIN));
     let option = send_buffer_option(force);
     if sockopt::set(fd, libc::SOL_SOCKET, option, &SEND_BUFFER).is_err() && force {
         let _ = sockopt::set(fd, libc::SOL_SOCKET, libc::SO_SNDBUF, &SEND_BUFFER);

@@ -230,14 +230,14 @@ impl ControlError {
                 TapError::SetIff { source, .. } if errno(source) == Some(libc::EPERM) => {
                     ErrorKind::Forbidden
                 }
+                TapError::Privilege(_) => ErrorKind::Forbidden,
                 _ => ErrorKind::Failed,
             },
             ControlError::OpenUplink { source, .. }
             | ControlError::OpenInterface { source, .. } => match source.os_error() {
                 None => ErrorKind::Invalid,
-                Some(e) if matches!(errno(e), Some(libc::EPERM | libc::EACCES)) => {
-                    ErrorKind::Forbidden
-                }
+                // EPERM, EACCES, or a capability vnetd gave up (sys::privilege).
+                Some(e) if e.kind() == io::ErrorKind::PermissionDenied => ErrorKind::Forbidden,
                 Some(_) => ErrorKind::Failed,
             },
             ControlError::NotAllowed(_) => ErrorKind::Forbidden,

@@ -54,6 +54,7 @@ use vnet_nat::{FlowId, NatConfig, NatDevice, NatSecrets, Output, Proto, SocketEr
 
 use crate::backend::service::{HostSockets, Outgoing, Service};
 use crate::frame::FrameBuf;
+use crate::sys::privilege::{self, Capability};
 use crate::sys::sockopt::set_peek_offset;
 
 // Flows (and DNS queries) use their id (from 1) as their token.
@@ -96,7 +97,14 @@ enum ForwardSocket {
 }
 
 impl ForwardSocket {
+    /// Binding below 1024 takes `CAP_NET_BIND_SERVICE`, raised for the call
+    /// ([`privilege`]).
     fn bind(spec: &ForwardSpec) -> io::Result<Self> {
+        let _bind = if spec.host.port() < 1024 {
+            Some(privilege::raise(Capability::CAP_NET_BIND_SERVICE)?)
+        } else {
+            None
+        };
         let s = match spec.proto {
             ForwardProto::Tcp => ForwardSocket::Tcp(TcpListener::bind(spec.host)?),
             ForwardProto::Udp => ForwardSocket::Udp(UdpSocket::bind(spec.host)?),
@@ -347,11 +355,15 @@ fn host_resolvers() -> Vec<SocketAddrV4> {
         .collect()
 }
 
-/// A datagram socket for echo requests of `mode`, non-blocking.
+/// A datagram socket for echo requests of `mode`, non-blocking. A raw one takes
+/// `CAP_NET_RAW`, raised for the call ([`privilege`]).
 fn icmp_socket(mode: IcmpMode) -> io::Result<UdpSocket> {
-    let ty = match mode {
-        IcmpMode::PingSocket => SockType::Datagram,
-        IcmpMode::Raw => SockType::Raw,
+    let (ty, _raw) = match mode {
+        IcmpMode::PingSocket => (SockType::Datagram, None),
+        IcmpMode::Raw => (
+            SockType::Raw,
+            Some(privilege::raise(Capability::CAP_NET_RAW)?),
+        ),
         IcmpMode::Unavailable => return Err(ErrorKind::Unsupported.into()),
     };
     let flags = SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC;
@@ -372,7 +384,7 @@ fn probe_icmp() -> (IcmpMode, String) {
     match icmp_socket(IcmpMode::Raw) {
         Ok(_) => (
             IcmpMode::Raw,
-            format!("no ping sockets (ping_group_range {range}: {ping}), as root"),
+            format!("no ping sockets (ping_group_range {range}: {ping}), with CAP_NET_RAW"),
         ),
         Err(raw) => (
             IcmpMode::Unavailable,

@@ -5,6 +5,7 @@ pub mod mmsg;
 pub mod netif;
 pub mod packet;
 pub mod peer;
+pub mod privilege;
 pub mod seqpacket;
 pub mod sockopt;
 pub mod tap;

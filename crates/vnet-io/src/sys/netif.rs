@@ -6,11 +6,15 @@ use std::io;
 use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
+use super::privilege::{self, Capability};
+
 /// Why an interface could not be configured: the step that failed.
 #[derive(Debug, thiserror::Error)]
 pub enum NetifError {
     #[error("cannot open an AF_INET socket for interface ioctls")]
     OpenSocket(#[source] io::Error),
+    #[error("cannot configure a host interface")]
+    Privilege(#[source] io::Error),
     #[error("cannot set the address of {0} (SIOCSIFADDR)")]
     SetAddress(String, #[source] io::Error),
     #[error("cannot set the netmask of {0} (SIOCSIFNETMASK)")]
@@ -31,6 +35,7 @@ pub enum NetifError {
 
 /// Gives `ifname` the address `addr/prefix_len`, the MTU `mtu`, and brings it up.
 pub fn configure(ifname: &str, addr: Ipv4Addr, prefix_len: u8, mtu: u32) -> Result<(), NetifError> {
+    let _admin = raise_admin()?;
     let sock = inet_socket().map_err(NetifError::OpenSocket)?;
     let mask = Ipv4Addr::from(
         u32::MAX
@@ -96,6 +101,7 @@ pub fn link_flags(ifname: &str) -> Result<LinkFlags, NetifError> {
 /// kernel holds for its reader (vnetd): when it is full the kernel drops the next frame
 /// (the interface's TX `dropped`).
 pub fn raise_txqueuelen(ifname: &str, min: u32) -> Result<u32, NetifError> {
+    let _admin = raise_admin()?;
     let sock = inet_socket().map_err(NetifError::OpenSocket)?;
     let mut req = ifreq(ifname);
     ioctl(
@@ -125,6 +131,8 @@ pub fn raise_txqueuelen(ifname: &str, min: u32) -> Result<u32, NetifError> {
 /// Stops the host from forwarding what arrives on `ifname` (IPv4 and IPv6): a host-only
 /// vnet reaches the host and nothing beyond it, whatever `ip_forward` says globally.
 pub fn forbid_forwarding(ifname: &str) -> Result<(), NetifError> {
+    // The kernel lets only CAP_NET_ADMIN write a network sysctl, whatever its mode.
+    let _admin = raise_admin()?;
     for family in ["ipv4", "ipv6"] {
         let path = format!("/proc/sys/net/{family}/conf/{ifname}/forwarding");
         match std::fs::write(&path, "0") {
@@ -134,6 +142,11 @@ pub fn forbid_forwarding(ifname: &str) -> Result<(), NetifError> {
         }
     }
     Ok(())
+}
+
+/// Every change here needs `CAP_NET_ADMIN`, raised for the call ([`privilege`]).
+fn raise_admin() -> Result<privilege::Raised, NetifError> {
+    privilege::raise(Capability::CAP_NET_ADMIN).map_err(NetifError::Privilege)
 }
 
 fn inet_socket() -> io::Result<OwnedFd> {

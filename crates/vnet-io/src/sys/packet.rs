@@ -12,6 +12,8 @@ use std::io;
 use std::mem::{size_of, zeroed};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 
+use super::privilege::{self, Capability};
+
 /// Bytes of the `virtio_net_hdr` in front of each frame (`PACKET_VNET_HDR`).
 pub const PACKET_VNET_HDR_LEN: usize = 10;
 
@@ -70,7 +72,8 @@ pub struct PacketSocket {
 }
 
 impl PacketSocket {
-    /// Opens a promiscuous raw socket on `ifname` (needs `CAP_NET_RAW`).
+    /// Opens a promiscuous raw socket on `ifname` (needs `CAP_NET_RAW`, raised for the
+    /// `socket(2)` call: [`privilege`]).
     pub fn open(ifname: &str) -> Result<PacketSocket, PacketError> {
         let mut sock = PacketSocket::unbound()?;
         sock.bind(ifname)?;
@@ -228,6 +231,7 @@ impl PacketSocket {
 /// (protocol 0: a socket made with `ETH_P_ALL` would see every interface's frames until
 /// `bind`). The one place vnetd makes one: it needs `CAP_NET_RAW`.
 fn packet_socket() -> io::Result<OwnedFd> {
+    let _raw = privilege::raise(Capability::CAP_NET_RAW)?;
     // SAFETY: socket(2) with constant arguments; the result is checked below.
     let fd = unsafe {
         libc::socket(

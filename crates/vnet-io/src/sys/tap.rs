@@ -5,6 +5,8 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 
+use super::privilege::{self, Capability};
+
 /// Why a TAP could not be opened: the step that failed.
 #[derive(Debug, thiserror::Error)]
 pub enum TapError {
@@ -12,6 +14,8 @@ pub enum TapError {
     BadName(String),
     #[error("cannot open /dev/net/tun")]
     OpenTun(#[source] io::Error),
+    #[error("cannot create a TAP")]
+    Privilege(#[source] io::Error),
     #[error("cannot attach TAP {name:?} (TUNSETIFF{hint})")]
     SetIff {
         name: String,
@@ -31,11 +35,13 @@ pub enum TapError {
 /// frame: one `read`/`write` is one header plus one Ethernet frame. Offloads (checksum,
 /// TSO, USO where the kernel has it) are switched on, so the kernel hands over GSO
 /// super-frames and takes them back unsegmented. The interface lives as long as the
-/// returned file unless someone made it persistent.
+/// returned file unless someone made it persistent. `CAP_NET_ADMIN` is raised for the
+/// call ([`privilege`]).
 pub fn open_tap(name: &str) -> Result<File, TapError> {
     if !vnet_model::is_valid_ifname(name) {
         return Err(TapError::BadName(name.to_string()));
     }
+    let _admin = privilege::raise(Capability::CAP_NET_ADMIN).map_err(TapError::Privilege)?;
     let file = OpenOptions::new()
         .read(true)
         .write(true)

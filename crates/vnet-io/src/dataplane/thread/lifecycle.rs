@@ -29,8 +29,8 @@ use crate::error::Chain;
 use crate::services::dhcp::{self, DhcpService};
 use crate::services::nat::{self, NatService};
 use crate::sys::netif;
+use crate::sys::privilege::{self, Capability};
 use crate::sys::tap::TapError;
-use vnet_dirs::is_root;
 
 impl Thread {
     /// Makes the vnet the directory placed on this thread, letting in the clients
@@ -118,8 +118,9 @@ impl Thread {
         info!(net = name, "vnet removed");
     }
 
-    /// Brings up the vnet's host adapter, if it has one. Without privileges that is
-    /// skipped with a warning (the rest of the vnet works); as root a failure is an error.
+    /// Brings up the vnet's host adapter, if it has one. A vnetd that never held
+    /// `CAP_NET_ADMIN` (an ordinary user's) skips it with a warning (the rest of the
+    /// vnet works); otherwise a failure is an error.
     fn start_host_adapter(&mut self, key: VnetKey) -> Result<(), ControlError> {
         let spec = self.vnets[key].spec();
         let (Some((ifname, address)), Some(subnet)) = (spec.host_adapter_resolved(), spec.subnet)
@@ -129,7 +130,7 @@ impl Thread {
         let (net_name, mtu) = (spec.name.clone(), spec.mtu);
         let tap = match TapPort::host_adapter(&ifname) {
             Ok(tap) => tap,
-            Err(e) if !is_root() => {
+            Err(e) if privilege::never_held(Capability::CAP_NET_ADMIN) => {
                 warn!(
                     net = net_name,
                     "skipped the host adapter {ifname}: {}",
@@ -159,8 +160,8 @@ impl Thread {
         Ok(())
     }
 
-    /// Bridges the vnet to its NIC, if its spec asks for it. Without privileges that
-    /// is skipped with a warning, like the host adapter.
+    /// Bridges the vnet to its NIC, if its spec asks for it. A vnetd that never held
+    /// `CAP_NET_RAW` skips it with a warning, like the host adapter.
     fn start_uplink(&mut self, key: VnetKey) -> Result<(), ControlError> {
         let Some(spec) = self.vnets[key].spec().uplink.clone() else {
             return Ok(());
@@ -168,7 +169,10 @@ impl Thread {
         self.vnets[key].set_uplink_spec(None);
         match self.set_uplink(key, spec.clone(), Instant::now()) {
             Ok(_) => Ok(()),
-            Err(e) if e.kind() == ErrorKind::Forbidden && !is_root() => {
+            Err(e)
+                if e.kind() == ErrorKind::Forbidden
+                    && privilege::never_held(Capability::CAP_NET_RAW) =>
+            {
                 let vnet = &mut self.vnets[key];
                 warn!(net = vnet.name(), "skipped the uplink: {}", e.message());
                 vnet.set_uplink_spec(Some(spec));
