@@ -250,16 +250,9 @@ impl Drop for Activated {
     }
 }
 
-/// Held by each test whose vnetd runs the packaged configuration: its host adapters
-/// (TAPs vmnet1 and vmnet8) exist once per host, so two such daemons cannot overlap.
-static PACKAGED_HOST_ADAPTERS: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
 /// The first request starts vnetd and is answered by it on the socket it was passed;
 /// vnetd stops without removing the socket, which belongs to the socket unit.
 fn serves_the_passed_socket(args: &[&str]) {
-    let _adapters = PACKAGED_HOST_ADAPTERS
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
     let mut a = Activated::start(args);
     let client = Client::for_run_dir(a.run_dir()).unwrap();
     // Nobody accepts until this connection makes systemd-socket-activate exec vnetd.
