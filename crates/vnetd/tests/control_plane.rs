@@ -1051,6 +1051,8 @@ fn recv_until(
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
                 return (None, seen)
             }
+            // A signal to the test process (recv(2) is not restarted under a timeout).
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
             Err(e) => panic!("recv failed: {e}"),
         }
     }
@@ -1059,7 +1061,13 @@ fn recv_until(
 /// How a `recv` with `timeout` fails, or `None` if a frame arrived.
 fn api_recv_error(api: &mut vnet_client::Port, timeout: Duration) -> Option<ErrorKind> {
     api.set_read_timeout(Some(timeout)).unwrap();
-    api.recv(&mut [0u8; 2048]).err().map(|e| e.kind())
+    loop {
+        match api.recv(&mut [0u8; 2048]) {
+            Ok(_) => return None,
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) => return Some(e.kind()),
+        }
+    }
 }
 
 /// One line per frame: destination, source, ethertype, length.
