@@ -13,6 +13,7 @@
 #![forbid(unsafe_code)]
 
 mod access;
+mod capture;
 mod config;
 mod control;
 mod dirs;
