@@ -9,6 +9,7 @@ use crate::cli::{Cli, Command, IfExists, MayExist};
 use crate::failure::Failure;
 
 mod attach;
+mod capture;
 mod dhcp;
 mod docs;
 mod forward;
@@ -50,6 +51,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Command::Dhcp(command) => dhcp::run(&ctx, command),
         Command::Uplink(command) => uplink::run(&ctx, command),
         Command::Forward(command) => forward::run(&ctx, command),
+        Command::Capture(args) => capture::run(&ctx, args),
         Command::Attach(args) => attach::run(&ctx, args),
         Command::Version => version::run(&ctx),
         Command::Completions { .. } | Command::Man { .. } => unreachable!("answered above"),
