@@ -112,7 +112,7 @@ fn tshark_sees_each_ping_inbound_on_the_senders_port_and_outbound_on_the_receive
     let mut ping = pinging(&a, b.ip());
     // From a file (`-w`) and, while it runs, from a pipe.
     let mut to_file = vnet_capture(&d, &["lab", "--count", "12", "-w", file.to_str().unwrap()]);
-    let capture = vnet_capture(&d, &["lab", "--count", "12", "--snaplen", "200"]);
+    let mut capture = vnet_capture(&d, &["lab", "--count", "12", "--snaplen", "200"]);
     let fields = [
         "-T",
         "fields",
@@ -130,11 +130,13 @@ fn tshark_sees_each_ping_inbound_on_the_senders_port_and_outbound_on_the_receive
     let piped = Command::new("tshark")
         .args(["-r", "-"])
         .args(fields)
-        .stdin(capture.stdout.expect("piped"))
+        .stdin(capture.stdout.take().expect("piped"))
         .output()
         .expect("tshark");
     let filed = to_file.wait().expect("vnet capture -w");
+    let piped_capture = capture.wait().expect("vnet capture");
     end(&mut [&mut ping]);
+    assert!(piped_capture.success(), "vnet capture failed\n{}", d.log());
     assert!(filed.success(), "vnet capture -w failed\n{}", d.log());
     let from_file = Command::new("tshark")
         .args(["-r", file.to_str().unwrap()])
