@@ -23,8 +23,8 @@ use crate::control::HttpError;
 /// Bytes kept of each frame unless `snaplen` says otherwise: all of a 64 KiB GSO
 /// frame, as tcpdump's default.
 pub const DEFAULT_SNAPLEN: u32 = 262_144;
-/// Frames written into one chunk at most.
-const CHUNK_FRAMES: usize = 64;
+/// A chunk takes the frames already waiting until it is about this long.
+const CHUNK_BYTES: usize = 64 * 1024;
 /// How often grown drop counts are reported.
 const STATISTICS_EVERY: Duration = Duration::from_secs(1);
 
@@ -143,7 +143,7 @@ impl Writer {
                         return Some(out);
                     };
                     self.packet(&mut out, frame);
-                    while !self.ended && out.len() < CHUNK_FRAMES * 1600 {
+                    while !self.ended && out.len() < CHUNK_BYTES {
                         match self.capture.frames.try_recv() {
                             Ok(frame) => self.packet(&mut out, frame),
                             Err(_) => break,
