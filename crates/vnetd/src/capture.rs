@@ -228,6 +228,57 @@ impl Writer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use pcap_file::pcapng::blocks::interface_statistics::InterfaceStatisticsOption;
+    use pcap_file::pcapng::{Block, PcapNgReader};
+    use std::sync::Arc;
+    use vnet_core::pcapng::Direction;
+    use vnet_io::dataplane::Drops;
+
+    fn record(port: u32) -> Record {
+        Record {
+            port,
+            direction: Direction::Inbound,
+            ts_ns: 1,
+            orig_len: 60,
+            data: vec![0; 60],
+        }
+    }
+
+    #[tokio::test]
+    async fn a_counted_capture_names_late_ports_and_ends_with_statistics() {
+        let (tx, rx) = tokio::sync::mpsc::channel(8);
+        let capture = Capture {
+            frames: rx,
+            ports: vec![(1, "tap a".into())],
+            drops: Arc::new(Drops::default()),
+        };
+        for port in [1, 4, 1] {
+            tx.send(record(port)).await.unwrap();
+        }
+        let mut writer = Writer::new(capture, 96, Some(3));
+        let mut stream = Vec::new();
+        while let Some(chunk) = writer.next_chunk().await {
+            stream.extend(chunk);
+        }
+        let mut reader = PcapNgReader::new(&stream[..]).unwrap();
+        let mut kinds = Vec::new();
+        while let Some(block) = reader.next_block() {
+            kinds.push(match block.unwrap() {
+                Block::InterfaceDescription(_) => "idb".to_string(),
+                Block::EnhancedPacket(p) => format!("epb{}", p.interface_id),
+                Block::InterfaceStatistics(s) => {
+                    assert!(s.options.contains(&InterfaceStatisticsOption::IsbIfDrop(0)));
+                    format!("isb{}", s.interface_id)
+                }
+                other => panic!("{other:?}"),
+            });
+        }
+        assert_eq!(
+            kinds,
+            ["idb", "epb0", "idb", "epb1", "epb0", "isb0", "isb1"],
+            "port 4 gets interface 1 at its first frame"
+        );
+    }
 
     #[test]
     fn the_query_names_ports_count_and_snap_length() {
