@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use pcap_file::pcapng::blocks::interface_statistics::InterfaceStatisticsOption;
 use pcap_file::pcapng::{Block, PcapNgReader};
-use vnet_testbed::api::{daemon_with, still_serving, tap_vm};
+use vnet_control::VlanMode;
+use vnet_testbed::api::{client, daemon_with, still_serving, tap_vm};
 use vnet_testbed::{bin_path, skip_unless_root, wait_for, Daemon, NsVm};
 
 const T: Duration = Duration::from_secs(20);
@@ -178,6 +179,57 @@ fn tshark_sees_each_ping_inbound_on_the_senders_port_and_outbound_on_the_receive
             .all(|d| rows.iter().any(|r| r.split(',').nth(1) == Some(*d)));
         assert!(both_ways, "one direction only:\n{text}");
     }
+}
+
+#[test]
+fn each_port_shows_the_vlan_tag_as_it_is_on_that_port() {
+    skip_unless_root!();
+    let n = (std::process::id() % 200) as u8 + 3;
+    let d = daemon_with(&["lab"]);
+    // a on an access port of VLAN 10 (untagged there); b's port a trunk of VLAN 10, so
+    // a's ARP requests for anyone reach it tagged.
+    let (pa, a) = tap_vm(&d, "lab", "52:54:00:c7:00:01", &format!("10.79.{n}.1/24"));
+    let (pb, _b) = tap_vm(&d, "lab", "52:54:00:c7:00:02", "");
+    let c = client(&d);
+    c.set_port_vlan("lab", pa, &VlanMode::Access { vlan: 10 })
+        .unwrap();
+    let trunk = VlanMode::Trunk {
+        allowed: vec![10],
+        native: None,
+    };
+    c.set_port_vlan("lab", pb, &trunk).unwrap();
+    let mut ping = pinging(&a, &format!("10.79.{n}.9"));
+    let mut capture = vnet_capture(&d, &["lab", "--count", "4"]);
+    let out = Command::new("tshark")
+        .args(["-r", "-", "-T", "fields", "-E", "separator=,"])
+        .args([
+            "-e",
+            "frame.interface_name",
+            "-e",
+            "vlan.id",
+            "-e",
+            "arp.opcode",
+        ])
+        .stdin(capture.stdout.take().expect("piped"))
+        .output()
+        .expect("tshark");
+    let status = capture.wait().expect("vnet capture");
+    end(&mut [&mut ping]);
+    assert!(status.success(), "vnet capture failed\n{}", d.log());
+    let text = String::from_utf8_lossy(&out.stdout);
+    let rows: Vec<Vec<&str>> = text.lines().map(|l| l.split(',').collect()).collect();
+    assert_eq!(rows.len(), 4, "{text}");
+    for f in &rows {
+        assert_eq!(f.get(2), Some(&"1"), "an ARP request: {f:?}\n{text}");
+        let want = if f[0] == format!("port{pa}") {
+            ""
+        } else {
+            assert_eq!(f[0], format!("port{pb}"), "{text}");
+            "10"
+        };
+        assert_eq!(f[1], want, "{f:?} (a's port {pa}, b's {pb})\n{text}");
+    }
+    assert!(rows.iter().any(|f| f[1] == "10") && rows.iter().any(|f| f[1].is_empty()));
 }
 
 #[test]
