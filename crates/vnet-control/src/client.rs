@@ -98,6 +98,13 @@ pub enum Error {
         #[source]
         source: serde_json::Error,
     },
+    /// A streamed answer broke off: vnetd stopped, or the connection failed.
+    #[error("{path}: the stream from vnetd broke off: {source}")]
+    Broken {
+        path: String,
+        #[source]
+        source: hyper::Error,
+    },
     /// Writing a streamed answer failed (not a closed pipe: that ends the stream).
     #[error("cannot write the capture: {0}")]
     Write(#[source] io::Error),
@@ -466,7 +473,11 @@ async fn stream(client: &Client, path: &str, out: &mut dyn io::Write) -> Result<
         return Err(api_error(Answer { status, body }));
     }
     while let Some(frame) = body.frame().await {
-        let Ok(data) = frame.map_err(http_error)?.into_data() else {
+        let frame = frame.map_err(|source| Error::Broken {
+            path: path.to_string(),
+            source,
+        })?;
+        let Ok(data) = frame.into_data() else {
             continue;
         };
         match out.write_all(&data).and_then(|()| out.flush()) {

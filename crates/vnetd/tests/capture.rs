@@ -289,3 +289,35 @@ fn a_reader_that_never_reads_loses_frames_counted_while_the_vms_keep_pinging() {
     assert!(packets > 0, "no frames before the drops were reported");
     assert!(dropped > 0);
 }
+
+#[test]
+fn vnetd_stops_while_a_capture_runs_and_the_capture_says_it_broke_off() {
+    skip_unless_root!();
+    let mut d = daemon_with(&["lab"]);
+    let mut capture = Command::new(bin_path("vnet"))
+        .arg("--run-dir")
+        .arg(d.run_dir())
+        .args(["capture", "lab"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("vnet capture");
+    // The section header came: the capture runs.
+    let mut head = [0u8; 4];
+    capture
+        .stdout
+        .as_mut()
+        .expect("piped")
+        .read_exact(&mut head)
+        .expect("a section header");
+    assert_eq!(head, [0x0a, 0x0d, 0x0d, 0x0a]);
+    let stopped = d.stop().expect("vnetd was running");
+    let out = capture.wait_with_output().expect("vnet capture ends");
+    assert!(stopped.success(), "vnetd: {stopped}\n{}", d.log());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("broke off") && stderr.contains("vnetd stopped"),
+        "vnet capture: {}: {stderr}",
+        out.status
+    );
+}
