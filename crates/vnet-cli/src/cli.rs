@@ -63,6 +63,11 @@ pub enum Command {
     Capture(CaptureArgs),
     /// Print the arguments that attach a VM to a vnet
     Attach(AttachArgs),
+    /// Print the running configuration
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Make vnetd re-read its config file and apply what changed in it (as SIGHUP does)
+    Reload,
     /// Print the versions of vnet and of the running vnetd
     Version,
     /// Print the completion script for a shell, e.g. `vnet completions bash >
@@ -158,8 +163,21 @@ pub struct CreateNet {
     /// Members of this group (a name or gid; repeat for more) may attach, as --allow-user
     #[arg(long = "allow-group", value_name = "GROUP")]
     pub allow_groups: Vec<Account>,
+    /// Give the vnet a NAT device with the default settings (.2: the guests' router and
+    /// DNS server; forward host ports to guests with `vnet forward add`)
+    #[arg(long, requires = "subnet")]
+    pub nat: bool,
+    /// Do not save the vnet: it is gone when vnetd restarts
+    #[arg(long)]
+    pub transient: bool,
     #[command(flatten)]
     pub may_exist: MayExist,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Print every running vnet and the daemon's settings as a vnetd config file (TOML)
+    Export,
 }
 
 #[derive(Debug, Subcommand)]

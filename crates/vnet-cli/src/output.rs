@@ -54,8 +54,12 @@ fn render(table: &Table) -> String {
 pub fn networks_table(networks: &[NetworkInfo]) -> String {
     let mut t = table(&["NAME", "MTU", "PORTS", "MACS", "MAC AGING"]);
     for n in networks {
+        let name = match n.transient {
+            true => format!("{} (transient)", n.name),
+            false => n.name.clone(),
+        };
         t.add_row(vec![
-            Cell::new(&n.name),
+            Cell::new(name),
             Cell::new(n.mtu),
             Cell::new(n.ports),
             Cell::new(n.macs),
@@ -82,6 +86,9 @@ pub fn network_details(n: &NetworkInfo) -> String {
         ("macs", n.macs.to_string()),
         ("thread", n.thread.to_string()),
     ];
+    if n.transient {
+        rows.push(("saved", "no: transient, gone when vnetd restarts".into()));
+    }
     // Who may attach: `alice (1001), 1002`, `-` for an empty list.
     let accounts = |list: &[AccountInfo]| {
         let names: Vec<String> = list.iter().map(ToString::to_string).collect();
@@ -490,6 +497,7 @@ mod tests {
             uplink: None,
             nat: None,
             thread: 0,
+            transient: false,
             allow_users: Vec::new(),
             allow_groups: Vec::new(),
         }

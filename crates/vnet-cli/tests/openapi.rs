@@ -323,6 +323,7 @@ fn sample_network() -> NetworkInfo {
         uplink: None,
         nat: None,
         thread: 1,
+        transient: false,
         allow_users: Vec::new(),
         allow_groups: Vec::new(),
     }
@@ -365,6 +366,7 @@ fn sample_host_only_network() -> NetworkInfo {
             port: 1,
         }),
         dhcp: Some(sample_dhcp()),
+        transient: true,
         allow_users: vec![
             AccountInfo {
                 id: 1001,
@@ -451,6 +453,7 @@ fn what_the_types_serialize_matches_the_documented_schemas() {
         address: Some("192.168.101.1".parse().unwrap()),
     });
     host_only.dhcp = Some(sample_dhcp());
+    host_only.transient = true;
     host_only.allow_users = vec![Account::Name("alice".into()), Account::Id(1002)];
     host_only.allow_groups = vec![Account::Name("lab".into())];
     checker.check_named("NetworkSpec", &host_only);
@@ -573,6 +576,12 @@ fn what_the_types_serialize_matches_the_documented_schemas() {
         &Version {
             version: "0.1.0".into(),
             api: "v1".into(),
+        },
+    );
+    checker.check_named(
+        "Reloaded",
+        &vnet_control::Reloaded {
+            changes: vec!["create vnet lab".into()],
         },
     );
     checker.check_named(

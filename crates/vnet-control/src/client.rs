@@ -310,6 +310,19 @@ impl Client {
         self.delete(&format!("{path}?proto={}", proto.as_str()))
     }
 
+    /// `GET /v1/config`: the running configuration as a vnetd config file (TOML).
+    pub fn export_config(&self) -> Result<String, Error> {
+        let answer = self.request(Method::GET, &api_path(&["config"]), None)?;
+        Ok(String::from_utf8_lossy(&answer.body).into_owned())
+    }
+
+    /// `POST /v1/reload`: re-read the config file and apply what changed in it.
+    pub fn reload(&self) -> Result<vnet_model::Reloaded, Error> {
+        let path = api_path(&["reload"]);
+        let answer = self.request(Method::POST, &path, None)?;
+        decode(Method::POST, &path, &answer.body)
+    }
+
     /// `GET /metrics`: Prometheus text exposition.
     pub fn metrics(&self) -> Result<String, Error> {
         let answer = self.request(Method::GET, "/metrics", None)?;
@@ -713,6 +726,7 @@ mod tests {
             uplink: None,
             nat: None,
             thread: 0,
+            transient: false,
             allow_users: Vec::new(),
             allow_groups: Vec::new(),
         }

@@ -10,6 +10,8 @@
 //! | method | path | body | answer |
 //! |---|---|---|---|
 //! | GET | `/v1/version` | | [`Version`] |
+//! | GET | `/v1/config` | | the running configuration as TOML |
+//! | POST | `/v1/reload` | | [`Reloaded`] |
 //! | GET | `/v1/networks` | | `[NetworkInfo]` |
 //! | POST | `/v1/networks` | [`NetworkSpec`] | 201 [`NetworkInfo`] |
 //! | GET | `/v1/networks/{net}` | | [`NetworkInfo`] |
@@ -83,6 +85,10 @@ pub struct NetworkSpec {
     /// Join the vnet to a host NIC (bridged networking). Needs root.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uplink: Option<UplinkSpec>,
+    /// Not saved in the state directory: the vnet ends with the daemon (`vnet net
+    /// create --transient`). The config file has no such key: what it names is kept.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub transient: bool,
     /// Users who may attach through the vnet's data sockets (and add ports on it with
     /// the user role). With this or `allow_groups` set, everyone else but root and
     /// vnetd's own uid is refused; both empty: whoever can open the sockets attaches.
@@ -137,6 +143,10 @@ impl std::fmt::Display for AccountInfo {
             None => write!(f, "{}", self.id),
         }
     }
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// A vnet bridged to a host NIC through an AF_PACKET socket in promiscuous mode.
@@ -468,6 +478,7 @@ impl NetworkSpec {
             nat: None,
             dhcp: None,
             uplink: None,
+            transient: false,
             allow_users: Vec::new(),
             allow_groups: Vec::new(),
         }
@@ -516,6 +527,9 @@ pub struct NetworkInfo {
     /// The data-plane thread that runs the vnet (0 with one thread).
     #[serde(default)]
     pub thread: usize,
+    /// Created `--transient`: not saved, gone after a restart.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub transient: bool,
     /// Who may attach (`NetworkSpec::allow_users`, resolved); empty with
     /// `allow_groups`: whoever can open the sockets.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -851,6 +865,13 @@ pub struct MacEntry {
 pub struct Version {
     pub version: String,
     pub api: String,
+}
+
+/// What `POST /v1/reload` changed, one line per change (empty: the config file
+/// changed nothing).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reloaded {
+    pub changes: Vec<String>,
 }
 
 /// The body of every error answer.

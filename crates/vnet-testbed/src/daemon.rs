@@ -1,7 +1,6 @@
 //! A `vnetd` process for end-to-end tests, and the `vnet` CLI pointed at it.
 
 use std::ffi::OsString;
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::Mutex;
@@ -125,8 +124,6 @@ impl DaemonBuilder {
                 .create(dir)?;
         }
         let log_path = base.path().join("vnetd.log");
-        let log = File::create(&log_path)?;
-
         let mut command = Command::new(&self.binary);
         command
             .arg("--run-dir")
@@ -135,51 +132,30 @@ impl DaemonBuilder {
             .arg(&state_dir)
             .arg("--user")
             .arg(&self.user);
+        let mut config_path = None;
         if let Some(config) = &self.config {
             let path = base.path().join("vnetd.toml");
             std::fs::write(&path, config)?;
-            command.arg("--config").arg(path);
+            command.arg("--config").arg(&path);
+            config_path = Some(path);
         }
         command
             .args(&self.args)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log);
-        let child = command.spawn().map_err(|e| {
-            Error::Failed(format!(
-                "cannot start {}: {e} (build it first, or set VNET_BIN_DIR)",
-                self.binary.display()
-            ))
-        })?;
-        let daemon = Daemon {
-            watchdog: Some(cmd::Watchdog::arm(child.id(), "TERM")),
-            child: Mutex::new(Some(child)),
+            .stdin(Stdio::null());
+        let mut daemon = Daemon {
+            watchdog: None,
+            child: Mutex::new(None),
+            command,
+            binary: self.binary,
+            start_timeout: self.start_timeout,
+            config_path,
             run_dir,
             state_dir,
             log_path,
             base: Some(base),
         };
-        let socket = daemon.run_dir.join("control.sock");
-        let mut exited = None;
-        let ready = crate::wait_for(self.start_timeout, || {
-            exited = daemon.try_wait();
-            exited.is_some() || socket.exists()
-        });
-        if let Some(status) = exited {
-            return Err(Error::Failed(format!(
-                "vnetd exited during start-up ({status}); its log:\n{}",
-                cmd::tail(&daemon.log(), 60)
-            )));
-        }
-        if !ready {
-            return Err(Error::Timeout(format!(
-                "vnetd did not create {} within {:?}; its log:\n{}",
-                socket.display(),
-                self.start_timeout,
-                cmd::tail(&daemon.log(), 60)
-            )));
-        }
+        daemon.launch()?;
         Ok(daemon)
     }
 
@@ -202,6 +178,11 @@ pub struct Daemon {
     child: Mutex<Option<Child>>,
     /// SIGTERMs the daemon if the test process dies without dropping it.
     watchdog: Option<cmd::Watchdog>,
+    /// How it was started, for [`Daemon::restart`].
+    command: Command,
+    binary: PathBuf,
+    start_timeout: Duration,
+    config_path: Option<PathBuf>,
     run_dir: PathBuf,
     state_dir: PathBuf,
     log_path: PathBuf,
@@ -221,6 +202,75 @@ impl Daemon {
             b = b.config(c);
         }
         b.start()
+    }
+
+    /// Starts the process (its output appended to the log) and waits until
+    /// `control.sock` exists.
+    fn launch(&mut self) -> Result<()> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)?;
+        self.command.stdout(log.try_clone()?).stderr(log);
+        let child = self.command.spawn().map_err(|e| {
+            Error::Failed(format!(
+                "cannot start {}: {e} (build it first, or set VNET_BIN_DIR)",
+                self.binary.display()
+            ))
+        })?;
+        self.watchdog = Some(cmd::Watchdog::arm(child.id(), "TERM"));
+        *self.lock_child() = Some(child);
+        let socket = self.control_socket();
+        let mut exited = None;
+        let ready = crate::wait_for(self.start_timeout, || {
+            exited = self.try_wait();
+            exited.is_some() || socket.exists()
+        });
+        if let Some(status) = exited {
+            return Err(Error::Failed(format!(
+                "vnetd exited during start-up ({status}); its log:\n{}",
+                cmd::tail(&self.log(), 60)
+            )));
+        }
+        if !ready {
+            return Err(Error::Timeout(format!(
+                "vnetd did not create {} within {:?}; its log:\n{}",
+                socket.display(),
+                self.start_timeout,
+                cmd::tail(&self.log(), 60)
+            )));
+        }
+        Ok(())
+    }
+
+    /// Stops the daemon ([`Daemon::stop`]) and starts it again with the same command
+    /// line and directories (and the config file as it is now, see
+    /// [`Daemon::config_path`]); waits for `control.sock` as [`Daemon::start`] does.
+    /// A socket left by a killed daemon is removed first, so the wait is for the new one.
+    pub fn try_restart(&mut self) -> Result<()> {
+        self.stop();
+        let _ = std::fs::remove_file(self.control_socket());
+        self.launch()
+    }
+
+    /// Like [`Daemon::try_restart`], panicking on failure.
+    pub fn restart(&mut self) {
+        self.try_restart()
+            .unwrap_or_else(|e| panic!("test bed: restart: {e}"));
+    }
+
+    /// Kills the daemon with SIGKILL, as a crash would, and waits for it.
+    pub fn kill(&mut self) {
+        drop(self.watchdog.take());
+        if let Some(mut child) = self.lock_child().take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// The config file passed with `--config` (rewrite it, then restart or reload).
+    pub fn config_path(&self) -> Option<&Path> {
+        self.config_path.as_deref()
     }
 
     /// Shorthand for [`DaemonBuilder::new`].

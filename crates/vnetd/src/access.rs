@@ -238,6 +238,18 @@ pub const RULES: &[(&str, &str, Role, &str)] = &[
         "capturing a vnet's traffic",
     ),
     ("GET", "/metrics", Role::User, "reading metrics"),
+    (
+        "GET",
+        "/v1/config",
+        Role::User,
+        "exporting the configuration",
+    ),
+    (
+        "POST",
+        "/v1/reload",
+        Role::Admin,
+        "reloading the configuration",
+    ),
 ];
 
 /// The role `method` on `route` needs (admin for anything [`RULES`] does not list).

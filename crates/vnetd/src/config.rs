@@ -6,7 +6,7 @@
 
 use std::path::Path;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use toml::Spanned;
 use vnet_io::admission::AllowList;
 use vnet_model::{
@@ -39,7 +39,7 @@ pub struct Config {
 /// The `[limits]` table; absent keys take [`vnet_io::Limits`]'s and [`ControlLimits`]'
 /// defaults. Each refusal is counted in `/metrics` as
 /// `vnet_limit_refusals_total{limit="KEY"}`.
-#[derive(Debug, Deserialize, Default, Clone)]
+#[derive(Debug, Deserialize, Serialize, Default, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct LimitsConfig {
     /// Client ports per vnet (stream, api, VDE, dgram peers, classic-device opens, TAP
@@ -154,7 +154,7 @@ impl LimitsConfig {
 /// name, a numeric gid ("4242"). Absent keys take the defaults, which may be missing
 /// from the system (then only root and vnetd's own uid have a role); a group named
 /// explicitly must exist.
-#[derive(Debug, Deserialize, Default, Clone)]
+#[derive(Debug, Deserialize, Serialize, Default, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct AccessConfig {
     /// Members may do everything root may [default: [`DEFAULT_ADMIN_GROUP`]].
@@ -234,28 +234,28 @@ pub struct NetworkConfig {
 }
 
 /// One `[[network.port]]` table.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct PortConfig {
     /// A TAP interface the daemon creates and owns (give one of `tap`, `vhost_user`,
     /// `interface`).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tap: Option<String>,
     /// A vhost-user-net back-end listening on `RUN/NET/vhost-user/NAME.sock`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vhost_user: Option<String>,
     /// A host interface another program holds (a hypervisor's TAP, a veth end),
     /// joined through an AF_PACKET socket.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interface: Option<String>,
     /// Access VLAN (default 1).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vlan: Option<u16>,
     /// Trunk port: the VLANs carried tagged (instead of `vlan`).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trunk: Option<Vec<u16>>,
     /// With `trunk`: the VLAN carried untagged.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub native: Option<u16>,
 }
 
@@ -443,6 +443,13 @@ impl Config {
         }
     }
 
+    /// The daemon-wide keys (`threads`, `busy_poll_us`, `[access]`, `[limits]`) as text,
+    /// to tell whether a reloaded file changed any: they take effect at a start only.
+    pub fn daemon_keys(&self) -> String {
+        let keys = (self.threads, self.busy_poll_us, &self.access, &self.limits);
+        serde_json::to_string(&keys).expect("the keys serialize")
+    }
+
     pub fn built_in() -> Config {
         Self::parse(BUILT_IN, "built-in configuration")
             .expect("the built-in configuration is valid")
@@ -462,6 +469,7 @@ impl NetworkConfig {
             nat: self.nat.clone(),
             dhcp: self.dhcp.clone(),
             uplink: self.uplink.clone(),
+            transient: false,
             allow_users: self.allow_users.clone(),
             allow_groups: self.allow_groups.clone(),
         }
@@ -491,6 +499,28 @@ impl PortConfig {
                 name: name.clone().unwrap_or_default(),
                 vlan,
             },
+        }
+    }
+
+    /// The table that makes `spec` (the default VLAN left out).
+    pub fn of(spec: &PortSpec) -> PortConfig {
+        let (tap, vhost_user, interface, mode) = match spec {
+            PortSpec::Tap { ifname, vlan } => (Some(ifname), None, None, vlan),
+            PortSpec::VhostUser { name, vlan } => (None, Some(name), None, vlan),
+            PortSpec::Interface { interface, vlan } => (None, None, Some(interface), vlan),
+        };
+        let (vlan, trunk, native) = match mode {
+            m if *m == VlanMode::default() => (None, None, None),
+            VlanMode::Access { vlan } => (Some(*vlan), None, None),
+            VlanMode::Trunk { allowed, native } => (None, Some(allowed.clone()), *native),
+        };
+        PortConfig {
+            tap: tap.cloned(),
+            vhost_user: vhost_user.cloned(),
+            interface: interface.cloned(),
+            vlan,
+            trunk,
+            native,
         }
     }
 

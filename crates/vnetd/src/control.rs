@@ -3,11 +3,11 @@
 //! command to the data plane, after [`authorize`] checked the client's role
 //! (`crate::access`).
 
-use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use crate::access::{self, Peer, Policy, Role};
+use crate::live::Live;
 use axum::extract::connect_info::ConnectInfo;
 use axum::extract::{FromRef, MatchedPath, Path, RawQuery, Request, State};
 use axum::http::StatusCode;
@@ -28,15 +28,18 @@ pub struct HttpError(pub(crate) StatusCode, pub(crate) String);
 
 impl From<ControlError> for HttpError {
     fn from(e: ControlError) -> Self {
-        let status = match e.kind() {
-            ErrorKind::NotFound => StatusCode::NOT_FOUND,
-            ErrorKind::Conflict => StatusCode::CONFLICT,
-            ErrorKind::Invalid => StatusCode::BAD_REQUEST,
-            ErrorKind::Forbidden => StatusCode::FORBIDDEN,
-            ErrorKind::Failed => StatusCode::INTERNAL_SERVER_ERROR,
-            ErrorKind::Stopped => StatusCode::SERVICE_UNAVAILABLE,
-        };
-        HttpError(status, e.message())
+        HttpError(status_of(e.kind()), e.message())
+    }
+}
+
+fn status_of(kind: ErrorKind) -> StatusCode {
+    match kind {
+        ErrorKind::NotFound => StatusCode::NOT_FOUND,
+        ErrorKind::Conflict => StatusCode::CONFLICT,
+        ErrorKind::Invalid => StatusCode::BAD_REQUEST,
+        ErrorKind::Forbidden => StatusCode::FORBIDDEN,
+        ErrorKind::Failed => StatusCode::INTERNAL_SERVER_ERROR,
+        ErrorKind::Stopped => StatusCode::SERVICE_UNAVAILABLE,
     }
 }
 
@@ -48,16 +51,13 @@ impl IntoResponse for HttpError {
 
 type Result<T> = std::result::Result<T, HttpError>;
 
-/// What every handler may reach: the data plane, the access policy, and who added
-/// which port.
+/// What every handler may reach: the data plane, the access policy, and what vnetd
+/// saves (who added which port among it).
 #[derive(Clone)]
 pub struct Api {
     handle: Handle,
     policy: Arc<Policy>,
-    /// (vnet, port id) → the uid that added the port through the API. Port ids are never
-    /// reused within a vnet, and entries go with their vnet, so a new port cannot
-    /// inherit an old one's owner.
-    owners: Arc<Mutex<HashMap<(String, u32), u32>>>,
+    live: Arc<Live>,
 }
 
 impl FromRef<Api> for Handle {
@@ -114,22 +114,39 @@ impl Api {
             .refusal(caller.peer.as_ref(), caller.role, Role::Admin, action);
         HttpError(StatusCode::FORBIDDEN, message)
     }
+}
 
-    fn owners(&self) -> std::sync::MutexGuard<'_, HashMap<(String, u32), u32>> {
-        self.owners.lock().unwrap_or_else(|e| e.into_inner())
+/// After a change answered with success, saves the running vnets before the answer
+/// leaves (`crate::live`): a change answered OK survives a crash right after it. If the
+/// save fails the change stands but the answer says it was not saved.
+async fn persist(State(api): State<Api>, request: Request, next: Next) -> Response {
+    let changes = !matches!(request.method().as_str(), "GET" | "HEAD");
+    let response = next.run(request).await;
+    if !changes || !response.status().is_success() {
+        return response;
+    }
+    match api.live.save().await {
+        Ok(()) => response,
+        Err(e) => {
+            let message = format!("done, but not saved (it will not survive a restart): {e:#}");
+            tracing::error!("{message}");
+            HttpError(StatusCode::INTERNAL_SERVER_ERROR, message).into_response()
+        }
     }
 }
 
 /// The control API; serve it with [`serve`], which gives every request its client's
 /// credentials.
-pub fn router(handle: Handle, policy: Policy) -> Router {
+pub fn router(handle: Handle, policy: Policy, live: Arc<Live>) -> Router {
     let api = Api {
         handle,
         policy: Arc::new(policy),
-        owners: Arc::default(),
+        live,
     };
     Router::new()
         .route("/v1/version", get(version))
+        .route("/v1/config", get(export_config))
+        .route("/v1/reload", post(reload))
         .route("/v1/networks", get(networks).post(create_network))
         .route("/v1/networks/{net}", get(network).delete(delete_network))
         .route("/v1/networks/{net}/ports", get(ports).post(add_port))
@@ -163,6 +180,7 @@ pub fn router(handle: Handle, policy: Policy) -> Router {
         )
         .route("/v1/networks/{net}/forwards/{host}", delete(remove_forward))
         .route("/metrics", get(metrics))
+        .route_layer(axum::middleware::from_fn_with_state(api.clone(), persist))
         .route_layer(axum::middleware::from_fn_with_state(api.clone(), authorize))
         .fallback(|| async {
             HttpError(
@@ -178,6 +196,23 @@ async fn version() -> Json<Version> {
         version: env!("CARGO_PKG_VERSION").to_string(),
         api: "v1".to_string(),
     })
+}
+
+/// The running configuration as a config file.
+async fn export_config(State(api): State<Api>) -> Result<impl IntoResponse> {
+    let text = api.live.export().await?;
+    Ok(([("content-type", "application/toml")], text))
+}
+
+/// Re-reads the config file and applies what changed in it.
+async fn reload(State(api): State<Api>) -> Result<impl IntoResponse> {
+    match api.live.reload().await {
+        Ok(changes) => Ok(Json(vnet_model::Reloaded { changes })),
+        Err(e) => {
+            tracing::warn!("reload refused: {}", e.message);
+            Err(HttpError(status_of(e.kind), e.message))
+        }
+    }
 }
 
 async fn networks(State(h): State<Handle>) -> Result<impl IntoResponse> {
@@ -201,7 +236,7 @@ async fn delete_network(
     Path(net): Path<String>,
 ) -> Result<impl IntoResponse> {
     api.handle.delete_network(net.clone()).await?;
-    api.owners().retain(|(n, _), _| *n != net);
+    api.live.net_deleted(&net);
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -229,10 +264,8 @@ async fn add_port(
         },
         admin: caller.role >= Role::Admin,
     });
-    let port = api.handle.add_port(net.clone(), spec, by).await?;
-    if let Some(uid) = caller.uid() {
-        api.owners().insert((net, port.id), uid);
-    }
+    let port = api.handle.add_port(net.clone(), spec.clone(), by).await?;
+    api.live.port_added(&net, port.id, &spec, caller.uid());
     Ok((StatusCode::CREATED, Json(port)))
 }
 
@@ -249,14 +282,13 @@ async fn remove_port(
     Path((net, id)): Path<(String, String)>,
 ) -> Result<impl IntoResponse> {
     let id = port_id(&id)?;
-    let key = (net.clone(), id);
-    let owner = api.owners().get(&key).copied();
+    let owner = api.live.owner(&net, id);
     if caller.role < Role::Admin && (owner.is_none() || owner != caller.uid()) {
         let action = format!("removing port {id} of {net}, which you did not add,");
         return Err(api.refuse(&caller, &action));
     }
-    api.handle.remove_port(net, id).await?;
-    api.owners().remove(&key);
+    api.handle.remove_port(net.clone(), id).await?;
+    api.live.port_removed(&net, id);
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -1,9 +1,11 @@
 //! `vnetd`: the vnet daemon.
 //!
 //! Start-up: read the configuration (or the built-in one), claim the runtime directory
-//! (refusing if another vnetd serves it, replacing a crashed one's sockets), start the
-//! data plane, create the configured vnets and ports, then serve the control API until
-//! SIGTERM or SIGINT. Shutdown removes every socket it made.
+//! (refusing if another vnetd serves it, replacing a crashed one's sockets), read the
+//! saved state (`STATE/state.json`, `state`) and merge the configuration into it, start
+//! the data plane, create the vnets and ports, save, then serve the control API until
+//! SIGTERM or SIGINT; SIGHUP reloads the configuration (`live`). Shutdown removes every
+//! socket it made.
 //!
 //! Started as root, vnetd gives the directories to its service user (`--user`, else
 //! `vnet` where it exists) and becomes it, with its network capabilities permitted but
@@ -17,9 +19,12 @@ mod capture;
 mod config;
 mod control;
 mod dirs;
+mod live;
 mod manual;
 mod privileges;
+mod reload;
 mod sandbox;
+mod state;
 mod systemd;
 
 use std::path::PathBuf;
@@ -27,7 +32,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::Parser;
 use tracing::{info, warn};
-use vnet_io::{DataPlane, ErrorKind};
+use vnet_io::DataPlane;
 
 use config::Config;
 
@@ -150,6 +155,9 @@ fn run(args: Args) -> Result<()> {
     if let Some(listener) = &activated {
         systemd::report_activation(listener, &control);
     }
+    let state_file = state_dir.join(state::file::NAME);
+    let config_nets = state::of_config(&config);
+    let nets = state::file::restore(&state_file, &config_nets)?;
     if let Some(group) = &policy.user {
         match access::share_run_dir(&run_dir, group.gid) {
             Ok(()) => info!(
@@ -179,7 +187,7 @@ fn run(args: Args) -> Result<()> {
         // Before the first thread: capabilities are per thread (privileges.rs).
         let keep = privileges::kept(
             config.access.keep_capabilities,
-            privileges::configured(&config),
+            privileges::configured(&config.limits, &nets),
         );
         let groups: Vec<u32> = policy.user.iter().map(|g| g.gid).collect();
         privileges::drop_to(user, &groups, &keep)?;
@@ -251,26 +259,39 @@ fn run(args: Args) -> Result<()> {
         tuning.busy_poll.as_micros()
     );
     let handle = dataplane.handle();
-    for net in &config.network {
-        let net = net.get_ref();
-        handle
-            .create_network_blocking(net.spec())
-            .with_context(|| format!("cannot create vnet {:?}", net.name))?;
-        for port in &net.ports {
-            match handle.add_port_blocking(net.name.clone(), port.spec()) {
-                Ok(p) => info!(net = net.name, port = p.id, "{}", p.description),
-                Err(e) if !matches!(e.kind(), ErrorKind::NotFound | ErrorKind::Stopped) => {
-                    warn!(
-                        net = net.name,
-                        "skipped port {}: {}",
-                        port.label(),
-                        e.message()
-                    )
-                }
-                Err(e) => return Err(e).context("data plane failed"),
-            }
-        }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the control-plane runtime")?;
+    let daemon = state::export::Daemon {
+        threads: tuning.threads,
+        busy_poll_us: u32::try_from(tuning.busy_poll.as_micros()).unwrap_or(u32::MAX),
+        access: config::AccessConfig {
+            admin_group: args
+                .admin_group
+                .clone()
+                .or(config.access.admin_group.clone()),
+            user_group: args.user_group.clone().or(config.access.user_group.clone()),
+            user: args.user.clone().or(config.access.user.clone()),
+            ..config.access.clone()
+        },
+        limits: config.limits.clone(),
+    };
+    let live = std::sync::Arc::new(live::Live::new(
+        handle.clone(),
+        state_file.clone(),
+        args.config.clone(),
+        daemon,
+        config.daemon_keys(),
+    ));
+    // Before control.sock opens: clients find every vnet there from the first request.
+    let started = runtime.block_on(live.start(&nets, config_nets));
+    if started.is_err() && state_file.exists() {
+        let hint = "(a vnet saved there cannot be made? Move the file aside to start from \
+                    the configuration alone)";
+        return started.with_context(|| format!("{} {hint}", state_file.display()));
     }
+    started?;
     if service.is_none() && !vnet_dirs::is_root() {
         info!("running unprivileged: TAP ports need root or CAP_NET_ADMIN; socket ports work");
     }
@@ -309,13 +330,13 @@ fn run(args: Args) -> Result<()> {
         })?;
     }
 
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the control-plane runtime")?;
     let served = runtime.block_on(async {
         // Anyone may connect: each request's role decides (crate::access), so that admins
         // outside the user group get in and everyone else gets a refusal saying why.
+        // Before control.sock appears: a SIGHUP from then on reloads, never kills.
+        let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .context("cannot handle SIGHUP")?;
+        tokio::spawn(reload_on_hangup(live.clone(), hangup));
         let listener = match activated {
             Some(listener) => tokio::net::UnixListener::from_std(listener)?,
             None => dirs::listen(&control, 0o666)?,
@@ -324,7 +345,7 @@ fn run(args: Args) -> Result<()> {
         let status = systemd::ready(&handle).await;
         // Ends with the runtime, after the control server.
         tokio::spawn(systemd::keep_status(handle.clone(), status));
-        let app = control::router(handle.clone(), policy);
+        let app = control::router(handle.clone(), policy, live);
         // A client stalled mid-request must not hold the shutdown (and the socket
         // cleanup) hostage: open connections get a short grace period, no more.
         let serve = control::serve(
@@ -386,6 +407,22 @@ fn dev_links(dev_dir: &std::path::Path, config: &Config) -> Vec<PathBuf> {
         }
     }
     made
+}
+
+/// Reloads the configuration on each SIGHUP, logging what changed or why nothing did.
+async fn reload_on_hangup(
+    live: std::sync::Arc<live::Live>,
+    mut hangup: tokio::signal::unix::Signal,
+) {
+    while hangup.recv().await.is_some() {
+        match live.reload().await {
+            Ok(changes) => info!(
+                "SIGHUP: configuration reloaded, {} change(s)",
+                changes.len()
+            ),
+            Err(e) => warn!("SIGHUP: configuration not reloaded: {}", e.message),
+        }
+    }
 }
 
 /// How long open control connections may delay a shutdown.

@@ -21,9 +21,15 @@ the sockets VMs attach through: stream.sock, dgram.sock, api.sock, vde/, vhost-u
 .TP
 \fI/var/lib/vnet/NET/leases.json\fR
 DHCP leases
+.TP
+\fI/var/lib/vnet/state.json\fR
+the vnets vnetd runs, saved after every change and restored at start; a
+\fI[[network]]\fR table of the configuration that changed since it was last applied sets
+its vnet (README, "State"); a corrupt file is kept as state.json.corrupt-TIME
 .SH SIGNALS
-SIGTERM and SIGINT shut vnetd down cleanly, removing every socket it made. SIGHUP asks
-for a reload (\fBsystemctl reload vnetd\fR).
+SIGTERM and SIGINT shut vnetd down cleanly, removing every socket it made. SIGHUP
+(\fBsystemctl reload vnetd\fR, \fBvnet reload\fR) re-reads the configuration and applies
+what changed in it, live; an invalid file or a change that fails changes nothing.
 .SH SYSTEMD
 vnetd.service is \fIType=notify\fR: vnetd sends READY=1 once every configured vnet and
 the control socket are up, and a STATUS= line (vnets and ports) that

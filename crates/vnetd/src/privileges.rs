@@ -45,10 +45,12 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use caps::{CapSet, Capability, CapsHashSet};
 use nix::unistd::{Gid, Uid, User};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
-use crate::config::Config;
+use crate::config::LimitsConfig;
+use crate::state::SavedNet;
+use vnet_model::PortSpec;
 
 /// The service user a vnetd started as root runs as when told no other, if it exists
 /// (the Debian package makes it).
@@ -56,7 +58,7 @@ pub const DEFAULT_USER: &str = "vnet";
 
 /// `[access] keep_capabilities`: which capabilities a vnetd that drops to a service
 /// user keeps permitted (none is effective at rest either way).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum KeepCapabilities {
     /// All that any feature needs: TAP ports, host adapters, uplinks and forwards below
@@ -236,30 +238,29 @@ fn all_needed() -> CapsHashSet {
     ])
 }
 
-/// The capabilities `config`'s vnets need: `CAP_NET_ADMIN` for host adapters, TAP
-/// ports and `[limits] stream_sndbuf_force`, `CAP_NET_RAW` for uplinks, interface
-/// ports and the NAT
-/// (guests' pings leave through raw sockets where ping sockets are not allowed),
-/// `CAP_NET_BIND_SERVICE` for a forward below 1024.
-pub fn configured(config: &Config) -> CapsHashSet {
+/// The capabilities the vnets vnetd starts with (configured and saved, `nets`) need:
+/// `CAP_NET_ADMIN` for host adapters, TAP ports and `[limits] stream_sndbuf_force`,
+/// `CAP_NET_RAW` for uplinks, interface ports and the NAT (guests' pings leave through
+/// raw sockets where ping sockets are not allowed), `CAP_NET_BIND_SERVICE` for a
+/// forward below 1024.
+pub fn configured(limits: &LimitsConfig, nets: &[SavedNet]) -> CapsHashSet {
     let mut needed = CapsHashSet::new();
-    if config.limits.stream_sndbuf_force == Some(true) {
+    if limits.stream_sndbuf_force == Some(true) {
         needed.insert(Capability::CAP_NET_ADMIN);
     }
-    for net in &config.network {
-        let net = net.get_ref();
-        let spec = net.spec();
-        if spec.host_adapter.is_some() || net.ports.iter().any(|p| p.tap.is_some()) {
+    for net in nets {
+        let (spec, ports) = (&net.spec, &net.ports);
+        let tap = |p: &PortSpec| matches!(p, PortSpec::Tap { .. });
+        let interface = |p: &PortSpec| matches!(p, PortSpec::Interface { .. });
+        if spec.host_adapter.is_some() || ports.iter().any(tap) {
             needed.insert(Capability::CAP_NET_ADMIN);
         }
-        if spec.uplink.is_some()
-            || spec.nat.is_some()
-            || net.ports.iter().any(|p| p.interface.is_some())
-        {
+        if spec.uplink.is_some() || spec.nat.is_some() || ports.iter().any(interface) {
             needed.insert(Capability::CAP_NET_RAW);
         }
         if spec
             .nat
+            .as_ref()
             .is_some_and(|nat| nat.forward.iter().any(|f| f.host.port() < 1024))
         {
             needed.insert(Capability::CAP_NET_BIND_SERVICE);

@@ -10,6 +10,7 @@ use crate::failure::Failure;
 
 mod attach;
 mod capture;
+mod config;
 mod dhcp;
 mod docs;
 mod forward;
@@ -53,6 +54,8 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Command::Forward(command) => forward::run(&ctx, command),
         Command::Capture(args) => capture::run(&ctx, args),
         Command::Attach(args) => attach::run(&ctx, args),
+        Command::Config(command) => config::run(&ctx, command),
+        Command::Reload => config::reload(&ctx),
         Command::Version => version::run(&ctx),
         Command::Completions { .. } | Command::Man { .. } => unreachable!("answered above"),
     }

@@ -40,6 +40,8 @@ fn create(ctx: &Context, args: CreateNet) -> Result<(), Failure> {
         address,
     });
     spec.dhcp = args.dhcp.then(DhcpSpec::default);
+    spec.nat = args.nat.then(vnet_control::NatSpec::default);
+    spec.transient = args.transient;
     spec.allow_users = args.allow_users;
     spec.allow_groups = args.allow_groups;
     let created = ctx.client.create_network(&spec);

@@ -60,6 +60,7 @@ pub(crate) enum Command {
     DeleteNetwork(String, Reply<()>),
     Networks(Reply<Vec<NetworkInfo>>),
     Network(String, Reply<NetworkInfo>),
+    Spec(String, Reply<NetworkSpec>),
     /// A port through the control API, for a client (`None`: vnetd's configuration).
     AddPort(String, PortSpec, Option<Requester>, Reply<PortInfo>),
     RemovePort(String, u32, Reply<()>),
@@ -272,14 +273,6 @@ impl Handle {
         .await
     }
 
-    pub fn create_network_blocking(&self, spec: NetworkSpec) -> Result<NetworkInfo, ControlError> {
-        let allow = checked(&spec)?;
-        let thread = self.directory().place(&spec)?;
-        self.call_on_blocking(thread, |r| {
-            Command::CreateNetwork(Box::new((spec, allow)), r)
-        })
-    }
-
     /// Removes the vnet; its thread frees the name.
     pub async fn delete_network(&self, name: String) -> Result<(), ControlError> {
         self.call(name, Command::DeleteNetwork).await
@@ -315,6 +308,12 @@ impl Handle {
         self.call(name, Command::Network).await
     }
 
+    /// What the vnet is now: its spec with every live change (DHCP, reservations,
+    /// forwards, uplink) applied, as the state file saves it.
+    pub async fn spec(&self, name: String) -> Result<NetworkSpec, ControlError> {
+        self.call(name, Command::Spec).await
+    }
+
     /// Adds a TAP or vhost-user port for `by` (`None`: vnetd itself, as its
     /// configuration says), who must be let in by the vnet's allow lists unless an admin,
     /// and is counted in `[limits] ports_per_uid`.
@@ -329,10 +328,6 @@ impl Handle {
     }
 
     /// The configuration's port (vnetd's own), at start.
-    pub fn add_port_blocking(&self, net: String, spec: PortSpec) -> Result<PortInfo, ControlError> {
-        self.call_blocking(net, |net, r| Command::AddPort(net, spec, None, r))
-    }
-
     pub async fn remove_port(&self, net: String, id: u32) -> Result<(), ControlError> {
         self.call(net, |net, r| Command::RemovePort(net, id, r))
             .await

@@ -253,14 +253,15 @@ fn paused(_: &State) -> bool {
     false
 }
 
-/// Writes `bytes` to `path` so that a crash leaves either the old or the new file, mode
-/// 0600 (leases name clients), durably (file and directory synced). The temporary
-/// `NAME.tmp` is made anew, never opened through a link: a stale one (or a link planted
-/// in its place) is unlinked first, and the file is created with
+/// Writes `bytes` to the JSON file `path` so that a crash leaves either the old or the
+/// new file, mode 0600 (leases name clients, vnetd's state names everything), durably
+/// (file and directory synced): lease files and vnetd's `state.json` both. The temporary
+/// `NAME.json.tmp` is made anew, never opened through a link: a stale one (or a link
+/// planted in its place) is unlinked first, and the file is created with
 /// `O_CREAT|O_EXCL|O_NOFOLLOW`.
-pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-    let dir = path.parent().expect("lease file has a directory");
+    let dir = path.parent().expect("a JSON file has a directory");
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)

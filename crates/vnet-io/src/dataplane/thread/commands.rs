@@ -60,6 +60,9 @@ impl Thread {
             Command::Network(name, reply) => {
                 let _ = reply.send(self.lookup(&name).map(|k| self.vnets[k].info(self.index)));
             }
+            Command::Spec(name, reply) => {
+                let _ = reply.send(self.lookup(&name).map(|k| self.vnets[k].spec().clone()));
+            }
             Command::AddPort(name, spec, by, reply) => {
                 let _ = reply.send(
                     self.lookup(&name)

@@ -33,6 +33,7 @@ impl Vnet {
             }),
             nat: self.nat.as_ref().map(|n| nat_info(n.borrow().device())),
             thread,
+            transient: self.spec.transient,
             allow_users: self.allow.users().to_vec(),
             allow_groups: self.allow.groups().to_vec(),
         }
