@@ -58,6 +58,9 @@ pub enum Command {
     /// Forward host ports to guests of a NAT vnet, live
     #[command(subcommand)]
     Forward(ForwardCommand),
+    /// Capture a vnet's frames live as pcapng (to stdout or a file), e.g. `vnet capture
+    /// lab | tcpdump -nn -r -`; admin only
+    Capture(CaptureArgs),
     /// Print the arguments that attach a VM to a vnet
     Attach(AttachArgs),
     /// Print the running configuration
@@ -412,6 +415,25 @@ pub struct Reserve {
     pub hostname: Option<String>,
     #[command(flatten)]
     pub may_exist: MayExist,
+}
+
+/// `vnet capture`
+#[derive(Debug, Args)]
+pub struct CaptureArgs {
+    /// Name of the vnet
+    pub net: String,
+    /// Capture only port ID (repeat for more) [default: every port, later ones too]
+    #[arg(long = "port", value_name = "ID")]
+    pub ports: Vec<u32>,
+    /// Stop after N frames [default: run until interrupted or the reader quits]
+    #[arg(long, value_name = "N")]
+    pub count: Option<u64>,
+    /// Keep at most N bytes of each frame [default: 262144]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=262_144))]
+    pub snaplen: Option<u32>,
+    /// Write to FILE instead of stdout
+    #[arg(short = 'w', long = "write", value_name = "FILE")]
+    pub file: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

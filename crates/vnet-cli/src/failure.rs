@@ -158,6 +158,14 @@ impl From<client::Error> for Failure {
                 error.to_string(),
                 Some("check that vnetd is running and not stuck (see its log)".into()),
             ),
+            E::Broken { .. } => (
+                error.to_string(),
+                Some("vnetd stopped or restarted: see its log".into()),
+            ),
+            E::Write(_) => (
+                error.to_string(),
+                Some("check the output file or the program reading the pipe".into()),
+            ),
             E::Connect { .. } | E::Runtime(_) => (
                 error.to_string(),
                 Some("check the runtime directory (--run-dir)".into()),

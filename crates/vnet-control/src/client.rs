@@ -98,6 +98,16 @@ pub enum Error {
         #[source]
         source: serde_json::Error,
     },
+    /// A streamed answer broke off: vnetd stopped, or the connection failed.
+    #[error("{path}: the stream from vnetd broke off: {source}")]
+    Broken {
+        path: String,
+        #[source]
+        source: hyper::Error,
+    },
+    /// Writing a streamed answer failed (not a closed pipe: that ends the stream).
+    #[error("cannot write the capture: {0}")]
+    Write(#[source] io::Error),
     /// The request body could not be encoded (never happens with the API types).
     #[error("cannot encode the request: {0}")]
     Encode(#[source] serde_json::Error),
@@ -319,6 +329,30 @@ impl Client {
         Ok(String::from_utf8_lossy(&answer.body).into_owned())
     }
 
+    /// `GET /v1/networks/{net}/capture`: writes the pcapng stream of `ports` (all when
+    /// empty) to `out`, each chunk flushed as it comes, until vnetd ends it after
+    /// `count` frames or `out` is closed (a reader that quit: not an error). Only
+    /// waiting for the answer's start is bounded by the timeout; the stream runs as long
+    /// as the capture.
+    pub fn capture(
+        &self,
+        net: &str,
+        ports: &[u32],
+        count: Option<u64>,
+        snaplen: Option<u32>,
+        out: &mut dyn io::Write,
+    ) -> Result<(), Error> {
+        let mut query: Vec<String> = ports.iter().map(|p| format!("port={p}")).collect();
+        query.extend(count.map(|n| format!("count={n}")));
+        query.extend(snaplen.map(|n| format!("snaplen={n}")));
+        let path = format!(
+            "{}?{}",
+            api_path(&["networks", net, "capture"]),
+            query.join("&")
+        );
+        self.runtime.block_on(stream(self, &path, out))
+    }
+
     fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T, Error> {
         let answer = self.request(Method::GET, path, None)?;
         decode(Method::GET, path, &answer.body)
@@ -411,6 +445,63 @@ async fn exchange(
     drop(sender);
     driver.abort();
     Ok(Answer { status, body })
+}
+
+/// Connect, send a GET, copy the answer's body to `out` as it arrives.
+async fn stream(client: &Client, path: &str, out: &mut dyn io::Write) -> Result<(), Error> {
+    let http_error = |source| Error::Http {
+        method: Method::GET,
+        path: path.to_string(),
+        source,
+    };
+    let start = async {
+        let stream = UnixStream::connect(&client.socket)
+            .await
+            .map_err(|source| connect_error(&client.socket, source))?;
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(http_error)?;
+        let driver = tokio::spawn(connection);
+        let request = Request::builder()
+            .method(Method::GET)
+            .uri(path)
+            .header(HOST, "vnetd")
+            .body(Full::new(Bytes::new()))
+            .expect("method, path and headers are valid");
+        let response = sender.send_request(request).await.map_err(http_error)?;
+        Ok::<_, Error>((response, sender, driver))
+    };
+    let (response, sender, driver) =
+        tokio::time::timeout(client.timeout, start)
+            .await
+            .map_err(|_| Error::Timeout {
+                method: Method::GET,
+                path: path.to_string(),
+                timeout: client.timeout,
+            })??;
+    let status = response.status();
+    let mut body = response.into_body();
+    if !status.is_success() {
+        let body = body.collect().await.map_err(http_error)?.to_bytes();
+        return Err(api_error(Answer { status, body }));
+    }
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|source| Error::Broken {
+            path: path.to_string(),
+            source,
+        })?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        match out.write_all(&data).and_then(|()| out.flush()) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => break,
+            Err(e) => return Err(Error::Write(e)),
+        }
+    }
+    drop(sender);
+    driver.abort();
+    Ok(())
 }
 
 fn why_unreachable(path: &Path, error: &io::Error) -> String {

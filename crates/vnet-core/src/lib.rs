@@ -12,5 +12,6 @@
 //!   forwarding decision.
 #![forbid(unsafe_code)]
 
+pub mod pcapng;
 pub mod switch;
 pub mod wire;

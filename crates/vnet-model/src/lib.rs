@@ -24,6 +24,7 @@
 //! | PUT | `/v1/networks/{net}/uplink` | [`UplinkSpec`] | [`PortInfo`] |
 //! | DELETE | `/v1/networks/{net}/uplink` | | 204 |
 //! | GET | `/v1/networks/{net}/macs` | | `[MacEntry]` |
+//! | GET | `/v1/networks/{net}/capture` | | pcapng stream |
 //! | GET | `/v1/networks/{net}/leases` | | `[Lease]` |
 //! | PUT | `/v1/networks/{net}/dhcp` | [`DhcpSpec`] | [`NetworkInfo`] |
 //! | PATCH | `/v1/networks/{net}/dhcp` | [`DhcpPatch`] | [`NetworkInfo`] |

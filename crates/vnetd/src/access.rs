@@ -230,6 +230,13 @@ pub const RULES: &[(&str, &str, Role, &str)] = &[
         Role::Admin,
         "removing a forward",
     ),
+    // Every frame of every port, other users' included.
+    (
+        "GET",
+        "/v1/networks/{net}/capture",
+        Role::Admin,
+        "capturing a vnet's traffic",
+    ),
     ("GET", "/metrics", Role::User, "reading metrics"),
     (
         "GET",

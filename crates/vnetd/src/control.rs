@@ -23,7 +23,8 @@ use vnet_model::{
 };
 
 /// Every error the API returns: a status and `{"error": "..."}`.
-pub struct HttpError(StatusCode, String);
+#[derive(Debug)]
+pub struct HttpError(pub(crate) StatusCode, pub(crate) String);
 
 impl From<ControlError> for HttpError {
     fn from(e: ControlError) -> Self {
@@ -159,6 +160,7 @@ pub fn router(handle: Handle, policy: Policy, live: Arc<Live>) -> Router {
             put(set_uplink).delete(remove_uplink),
         )
         .route("/v1/networks/{net}/macs", get(macs))
+        .route("/v1/networks/{net}/capture", get(capture))
         .route("/v1/networks/{net}/leases", get(leases))
         .route(
             "/v1/networks/{net}/dhcp",
@@ -314,6 +316,17 @@ async fn remove_uplink(
 ) -> Result<impl IntoResponse> {
     h.remove_uplink(net).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+async fn capture(
+    State(h): State<Handle>,
+    Path(net): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Result<Response> {
+    let q = crate::capture::Query::parse(query.as_deref())?;
+    let snaplen = q.spec.snaplen;
+    let capture = h.capture(net, q.spec).await?;
+    Ok(crate::capture::response(capture, snaplen, q.count))
 }
 
 async fn macs(State(h): State<Handle>, Path(net): Path<String>) -> Result<impl IntoResponse> {

@@ -15,6 +15,7 @@
 #![forbid(unsafe_code)]
 
 mod access;
+mod capture;
 mod config;
 mod control;
 mod dirs;

@@ -9,6 +9,7 @@ use crate::cli::{Cli, Command, IfExists, MayExist};
 use crate::failure::Failure;
 
 mod attach;
+mod capture;
 mod config;
 mod dhcp;
 mod docs;
@@ -51,6 +52,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Command::Dhcp(command) => dhcp::run(&ctx, command),
         Command::Uplink(command) => uplink::run(&ctx, command),
         Command::Forward(command) => forward::run(&ctx, command),
+        Command::Capture(args) => capture::run(&ctx, args),
         Command::Attach(args) => attach::run(&ctx, args),
         Command::Config(command) => config::run(&ctx, command),
         Command::Reload => config::reload(&ctx),

@@ -23,6 +23,7 @@
 //! - `limits`: the bounds on what clients can make the daemon hold, and the count of
 //!   refusals.
 
+mod capture;
 mod directory;
 mod error;
 mod limits;
@@ -30,6 +31,7 @@ mod queue;
 mod thread;
 mod vnet;
 
+pub use capture::{Capture, CaptureSpec, Drops, Record, CAPTURE_BUFFER};
 pub use error::{Conflict, ControlError, ErrorKind, Missing};
 pub(crate) use limits::Refusals;
 pub use limits::{LimitHit, LimitRefusals, Limits, DEVICE_OPENS};
@@ -90,6 +92,8 @@ pub(crate) enum Command {
     /// A classic-device open by a client: attach the data plane's end of a socket pair
     /// as a port.
     AttachDevice(String, std::os::fd::OwnedFd, Client, Reply<u32>),
+    /// Starts a live capture (its ports are checked first).
+    Capture(String, CaptureSpec, Reply<Capture>),
     Shutdown,
 }
 
@@ -326,6 +330,12 @@ impl Handle {
     /// The configuration's port (vnetd's own), at start.
     pub async fn remove_port(&self, net: String, id: u32) -> Result<(), ControlError> {
         self.call(net, |net, r| Command::RemovePort(net, id, r))
+            .await
+    }
+
+    /// Starts a live capture on vnet `net`; it runs until its [`Capture`] is dropped.
+    pub async fn capture(&self, net: String, spec: CaptureSpec) -> Result<Capture, ControlError> {
+        self.call(net, |net, r| Command::Capture(net, spec, r))
             .await
     }
 

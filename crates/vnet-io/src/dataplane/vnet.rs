@@ -24,6 +24,7 @@ use std::time::Instant;
 use mio::net::{UnixDatagram, UnixListener};
 use mio::{Interest, Registry, Token};
 use tracing::{debug, info, warn};
+use vnet_core::pcapng::Direction;
 use vnet_core::switch::Verdict;
 use vnet_core::switch::{
     DropCause, FastMap, InvalidVlan, PortId, SetPortError, Switch, Tagging, VlanMode,
@@ -32,6 +33,7 @@ use vnet_core::wire::offload::{self, Segmenter, VirtioNetHdr};
 use vnet_core::wire::seqpacket::{PortInfo as ApiPortInfo, Reply, Request, API_VERSION};
 use vnet_model::{MacAddr, NetworkSpec, UplinkSpec};
 
+use super::capture::{self, Capture, CaptureSpec, Tap};
 use super::error::ControlError;
 use super::limits::{LimitHit, UidPorts, UidSlot, PORTS_PER_UID};
 use super::queue::EgressQueue;
@@ -146,6 +148,8 @@ pub(super) struct Vnet {
     /// The refusals already counted in `refusals` of the MAC table (full), the NAT's
     /// flows, its buffer and its descriptors ([`Vnet::count_refusals`]).
     refusals_counted: [u64; 4],
+    /// Live captures; empty (the frame path's only cost then) when none runs.
+    taps: Vec<Tap>,
 }
 
 impl Vnet {
@@ -779,6 +783,9 @@ impl Vnet {
             for _ in 0..sent {
                 let buf = port.queue.pop_front().expect("sent frames were queued");
                 counters.count_tx(buf.len());
+                if !self.taps.is_empty() {
+                    capture::offer(&mut self.taps, id, Direction::Outbound, buf.frame());
+                }
                 self.pool.put(buf);
             }
             match outcome {
@@ -805,6 +812,9 @@ impl Vnet {
         buf: FrameBuf,
         touched: &mut Vec<PortId>,
     ) {
+        if !self.taps.is_empty() {
+            capture::offer(&mut self.taps, from, Direction::Inbound, buf.frame());
+        }
         let verdict = if buf.offload.is_gso() {
             match Segmenter::new(buf.frame(), &buf.offload) {
                 Ok(seg) => self
@@ -907,6 +917,30 @@ impl Vnet {
                 self.pool.put(buf);
             }
         }
+    }
+
+    /// Starts a live capture of `spec`'s ports (all when it names none); `Err` names
+    /// a port the vnet does not have.
+    pub fn start_capture(&mut self, spec: &CaptureSpec) -> Result<Capture, u32> {
+        if let Some(&missing) = spec.ports.iter().find(|&&p| !self.has_port(PortId(p))) {
+            return Err(missing);
+        }
+        let mut ports: Vec<_> = self
+            .switch
+            .ports()
+            .map(|p| p.id)
+            .filter(|id| spec.ports.is_empty() || spec.ports.contains(&id.0))
+            .filter_map(|id| Some((id.0, self.ports.get(&id)?.backend.description())))
+            .collect();
+        ports.sort();
+        let (tap, capture) = Tap::new(spec, ports);
+        self.taps.push(tap);
+        info!(
+            net = self.name(),
+            "capture started ({} running)",
+            self.taps.len()
+        );
+        Ok(capture)
     }
 
     /// Carries out a vnet API request on the port that sent it.

@@ -80,6 +80,13 @@ impl Thread {
             Command::RemovePort(name, id, reply) => {
                 let _ = reply.send(self.lookup(&name).and_then(|k| self.remove_port(k, id)));
             }
+            Command::Capture(name, spec, reply) => {
+                let _ = reply.send(self.lookup(&name).and_then(|k| {
+                    self.vnets[k]
+                        .start_capture(&spec)
+                        .map_err(|id| no_port(&name, id))
+                }));
+            }
             Command::Ports(name, reply) => {
                 let _ = reply.send(self.lookup(&name).map(|k| self.vnets[k].port_infos(now)));
             }

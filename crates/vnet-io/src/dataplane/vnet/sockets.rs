@@ -128,6 +128,7 @@ impl Vnet {
             daemon_uid: nix::unistd::geteuid().as_raw(),
             uid_ports: Default::default(),
             refusals_counted: [0; 4],
+            taps: Vec::new(),
             spec,
             dir,
         })
