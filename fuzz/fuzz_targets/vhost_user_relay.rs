@@ -47,11 +47,15 @@ fuzz_target!(|data: &[u8]| {
     }
     let (front_end, from) = UnixStream::pair().unwrap();
     let (to, back_end) = UnixStream::pair().unwrap();
-    // Small inputs fit the socket buffer: write all, then let the relay run to EOF.
+    // The input (one write of at most 64 KiB) fits the socket's buffer, so it is all
+    // written before the relay starts, which then cannot close its end under a write.
+    // Its output is read while it runs: it writes message by message, and thousands of
+    // small messages fill a socket's buffer (each takes ~1 KiB of it).
     (&front_end).write_all(data).unwrap();
     front_end.shutdown(std::net::Shutdown::Write).unwrap();
-    relay(from, to, true);
+    let relay = std::thread::spawn(move || relay(from, to, true));
     let mut got = Vec::new();
     (&back_end).read_to_end(&mut got).unwrap();
+    relay.join().unwrap();
     assert_eq!(got, expected(data));
 });
