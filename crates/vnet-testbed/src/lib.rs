@@ -77,6 +77,7 @@ mod link;
 mod netns;
 mod nsvm;
 pub mod payload;
+pub mod scripted;
 mod skip;
 pub mod task;
 

@@ -7,15 +7,15 @@
 //! Clients run as other uids (numeric: no user database needed) under `setpriv`: a
 //! small python3 program driven line by line, `vde_plug`, `curl`.
 
-use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use vnet_control::{PortInfo, PortKind};
 use vnet_testbed::api::{client, ports, refusals, wait_ports, wait_refusals};
 use vnet_testbed::frames::{broadcast, mac};
+use vnet_testbed::scripted::{setpriv, Scripted};
 use vnet_testbed::{skip_unless, skip_unless_root, wait_for, Daemon};
 
 /// The user group (the sockets' group), and a group the vnet allows.
@@ -50,11 +50,7 @@ fn daemon(extra: &str) -> Daemon {
 /// `dgram OWN PATH` (bind OWN, send to PATH), `send HEX` (one frame), `recv SECS` (the
 /// next frame in hex, `none`, or `closed` once the daemon closed the connection),
 /// `open PATH` (a classic device). Errors print `error ERRNO-NAME`.
-struct Peer {
-    child: Child,
-    stdin: ChildStdin,
-    stdout: BufReader<ChildStdout>,
-}
+struct Peer(Scripted);
 
 const PEER: &str = r#"
 import errno, os, socket, struct, sys
@@ -117,34 +113,11 @@ for line in sys.stdin:
 
 impl Peer {
     fn spawn(uid: u32, gid: u32, groups: &[u32]) -> Peer {
-        // The system's: a python3 first on root's PATH may live where `uid` cannot go.
-        let python = ["/usr/bin/python3", "/usr/local/bin/python3"]
-            .into_iter()
-            .find(|p| Path::new(p).exists())
-            .unwrap_or("python3");
-        let mut child = Command::new("setpriv")
-            .args(setpriv(uid, gid, groups))
-            .args([python, "-c", PEER])
-            .current_dir("/")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("python3 under setpriv");
-        let stdin = child.stdin.take().unwrap();
-        let stdout = BufReader::new(child.stdout.take().unwrap());
-        Peer {
-            child,
-            stdin,
-            stdout,
-        }
+        Peer(Scripted::spawn(uid, gid, groups, Path::new("/"), PEER))
     }
 
     fn cmd(&mut self, line: &str) -> String {
-        writeln!(self.stdin, "{line}").unwrap();
-        let mut out = String::new();
-        self.stdout.read_line(&mut out).unwrap();
-        assert!(!out.is_empty(), "peer died on {line:?}");
-        out.trim().to_string()
+        self.0.cmd(line)
     }
 
     fn ok(&mut self, line: &str) {
@@ -159,25 +132,6 @@ impl Peer {
     fn recv(&mut self) -> String {
         self.cmd(&format!("recv {}", T.as_secs()))
     }
-}
-
-impl Drop for Peer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// `setpriv` arguments that make the rest run as `uid`, `gid`, `groups`.
-fn setpriv(uid: u32, gid: u32, groups: &[u32]) -> Vec<String> {
-    let mut args = vec![format!("--reuid={uid}"), format!("--regid={gid}")];
-    if groups.is_empty() {
-        args.push("--clear-groups".into());
-    } else {
-        let list: Vec<String> = groups.iter().map(u32::to_string).collect();
-        args.push(format!("--groups={}", list.join(",")));
-    }
-    args
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -3,15 +3,14 @@
 //! socket, checked once and pinned: swapping it for a symlink afterwards must not make
 //! root write vnet traffic into another user's socket.
 
-use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixDatagram;
 use std::path::Path;
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::Duration;
 
 use vnet_control::PortKind;
 use vnet_testbed::api::{count_kind, daemon_with, wait_ports};
 use vnet_testbed::frames::{broadcast, frame, mac};
+use vnet_testbed::scripted::Scripted;
 use vnet_testbed::{skip_unless_root, wait_for, Daemon};
 
 /// The unprivileged user that attacks (and, elsewhere, is an honest peer).
@@ -20,11 +19,7 @@ const USER: u32 = 64980;
 /// A unix datagram socket in a python3 process running as `uid`, driven line by line:
 /// `bind PATH`, `send HEX PATH`, `swap PATH TARGET` (the path becomes a symlink),
 /// `recv SECS` (prints the datagram in hex, or `none`).
-struct Peer {
-    child: Child,
-    stdin: ChildStdin,
-    stdout: BufReader<ChildStdout>,
-}
+struct Peer(Scripted);
 
 const PEER: &str = r#"
 import os, socket, sys
@@ -49,41 +44,13 @@ for line in sys.stdin:
 "#;
 
 impl Peer {
+    /// As `uid`, with its own uid as group and no others.
     fn spawn(uid: u32, cwd: &Path) -> Peer {
-        // The system's: a python3 first on root's PATH may live where `uid` cannot go.
-        let python = ["/usr/bin/python3", "/usr/local/bin/python3"]
-            .into_iter()
-            .find(|p| Path::new(p).exists())
-            .unwrap_or("python3");
-        let mut child = Command::new("setpriv")
-            .args([
-                &format!("--reuid={uid}"),
-                &format!("--regid={uid}"),
-                "--clear-groups",
-                python,
-                "-c",
-                PEER,
-            ])
-            .current_dir(cwd)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("python3 under setpriv");
-        let stdin = child.stdin.take().unwrap();
-        let stdout = BufReader::new(child.stdout.take().unwrap());
-        Peer {
-            child,
-            stdin,
-            stdout,
-        }
+        Peer(Scripted::spawn(uid, uid, &[], cwd, PEER))
     }
 
     fn cmd(&mut self, line: &str) -> String {
-        writeln!(self.stdin, "{line}").unwrap();
-        let mut out = String::new();
-        self.stdout.read_line(&mut out).unwrap();
-        assert!(!out.is_empty(), "peer died on {line:?}");
-        out.trim().to_string()
+        self.0.cmd(line)
     }
 
     fn send(&mut self, datagram: &[u8], to: &Path) {
@@ -94,13 +61,6 @@ impl Peer {
     /// The next datagram (in hex) within `secs`, or `none`.
     fn recv(&mut self, secs: f32) -> String {
         self.cmd(&format!("recv {secs}"))
-    }
-}
-
-impl Drop for Peer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
