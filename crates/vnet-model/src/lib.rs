@@ -42,16 +42,18 @@
 //! with `?proto=udp` the UDP one.
 #![forbid(unsafe_code)]
 
+pub mod ipv6;
 pub mod policy;
 
 use std::collections::BTreeMap;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4};
 use std::path::PathBuf;
 
-pub use ipnet::Ipv4Net;
+pub use ipnet::{Ipv4Net, Ipv6Net};
 
 use serde::{Deserialize, Serialize};
 
+pub use ipv6::{Ipv6Error, Ipv6Info, RaCounters, RaSpec};
 pub use policy::{PolicyPatch, PolicyReport, PortPolicy};
 
 /// Path prefix of this version of the control API.
@@ -80,6 +82,17 @@ pub struct NetworkSpec {
     /// The vnet's IPv4 subnet; needed by the host adapter and DHCP.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subnet: Option<Ipv4Net>,
+    /// The vnet's IPv6 /64 [default: a ULA prefix derived from the name
+    /// ([`ipv6::ula_prefix`]) when the vnet has a host adapter, DHCP or NAT].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnet6: Option<Ipv6Net>,
+    /// `false`: no IPv6 of the vnet's own (no prefix, advertisements or host adapter
+    /// address); guests' IPv6 frames are still switched.
+    #[serde(default = "default_true", skip_serializing_if = "is_true")]
+    pub ipv6: bool,
+    /// Router advertisements on the vnet's IPv6 subnet.
+    #[serde(default, skip_serializing_if = "RaSpec::is_default")]
+    pub ra: RaSpec,
     /// Make the host a member of the vnet (host-only networking). Needs root.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_adapter: Option<HostAdapterSpec>,
@@ -158,6 +171,10 @@ impl std::fmt::Display for AccountInfo {
 
 fn is_false(b: &bool) -> bool {
     !*b
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
 }
 
 /// A vnet bridged to a host NIC through an AF_PACKET socket in promiscuous mode.
@@ -485,6 +502,9 @@ impl NetworkSpec {
             max_macs_per_port: default_max_macs_per_port(),
             max_macs: default_max_macs(),
             subnet: None,
+            subnet6: None,
+            ipv6: true,
+            ra: RaSpec::default(),
             host_adapter: None,
             nat: None,
             dhcp: None,
@@ -523,6 +543,9 @@ pub struct NetworkInfo {
     pub sockets: NetworkSockets,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subnet: Option<Ipv4Net>,
+    /// IPv6 on the vnet; absent when it has none of its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv6: Option<Ipv6Info>,
     /// The host adapter as it runs (absent without root or when not configured).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_adapter: Option<HostAdapterInfo>,
@@ -958,6 +981,47 @@ impl NetworkSpec {
         Some(nat.gateway.unwrap_or(nth(self.subnet?, 2)))
     }
 
+    /// The vnet's IPv6 /64: `subnet6`, else the name's ULA prefix if the vnet has a
+    /// host adapter, DHCP or NAT; `None` with `ipv6 = false`.
+    pub fn subnet6_resolved(&self) -> Option<Ipv6Net> {
+        if !self.ipv6 {
+            return None;
+        }
+        let services = self.host_adapter.is_some() || self.dhcp.is_some() || self.nat.is_some();
+        self.subnet6
+            .or_else(|| services.then(|| ipv6::ula_prefix(&self.name)))
+    }
+
+    /// The host adapter's IPv6 address (`::1`), if it has one.
+    pub fn host_adapter6(&self) -> Option<Ipv6Addr> {
+        self.host_adapter.as_ref()?;
+        Some(ipv6::nth6(self.subnet6_resolved()?, 1))
+    }
+
+    /// The NAT device's IPv6 address (`::2`), the guests' default router and DNS
+    /// server; `None` without NAT or IPv6.
+    pub fn nat_gateway6(&self) -> Option<Ipv6Addr> {
+        self.nat.as_ref()?;
+        Some(ipv6::nth6(self.subnet6_resolved()?, 2))
+    }
+
+    /// The advertisements as sent: DNS and domains defaulted (the NAT device on a
+    /// NAT vnet with DNS; the DHCP domain); `None` without IPv6 or with `ra` off.
+    pub fn ra_resolved(&self) -> Option<RaSpec> {
+        self.subnet6_resolved()?;
+        let mut ra = self.ra.clone();
+        if !ra.enabled {
+            return None;
+        }
+        if ra.dns.is_empty() && self.nat.as_ref().is_some_and(|n| n.dns) {
+            ra.dns.extend(self.nat_gateway6());
+        }
+        if ra.domains.is_empty() {
+            ra.domains.extend(self.dhcp.as_ref().and_then(|d| d.domain.clone()));
+        }
+        Some(ra)
+    }
+
     /// The host adapter's interface name and address, defaults filled in; `None` if the
     /// vnet has no adapter or no subnet to put it in.
     pub fn host_adapter_resolved(&self) -> Option<(String, Ipv4Addr)> {
@@ -1004,6 +1068,7 @@ impl NetworkSpec {
             return Err(SpecError::Mtu(self.mtu));
         }
         self.validate_addressing()?;
+        self.validate_ipv6()?;
         if let Some(uplink) = &self.uplink {
             uplink.check()?;
         }
@@ -1067,6 +1132,16 @@ impl NetworkSpec {
             }
         }
         self.validate_nat(subnet)
+    }
+
+    /// Checks `subnet6`, `ipv6` and `ra`.
+    fn validate_ipv6(&self) -> Result<(), SpecError> {
+        match (self.subnet6, self.ipv6) {
+            (Some(_), false) => return Err(Ipv6Error::Off.into()),
+            (Some(subnet), true) => ipv6::check_subnet6(subnet)?,
+            (None, _) => {}
+        }
+        Ok(self.ra.check()?)
     }
 
     /// Checks that the NAT device's address is free in the subnet.
@@ -1183,6 +1258,8 @@ pub enum SpecError {
     },
     #[error(transparent)]
     Uplink(#[from] UplinkError),
+    #[error(transparent)]
+    Ipv6(#[from] Ipv6Error),
     #[error("mac_aging_secs, max_macs and max_macs_per_port must be at least 1")]
     MacLimits,
 }
