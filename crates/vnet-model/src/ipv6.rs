@@ -15,6 +15,12 @@ use serde::{Deserialize, Serialize};
 
 use super::default_true;
 
+/// Most DNS servers an RA announces.
+pub const MAX_DNS: usize = 8;
+/// Most bytes the RA's search list takes in DNS wire format: with [`MAX_DNS`], an RA
+/// stays well within IPv6's minimum MTU.
+pub const MAX_DOMAIN_BYTES: usize = 256;
+
 /// RFC 4861's bounds on MaxRtrAdvInterval, in seconds.
 pub const RA_INTERVAL_SECS: std::ops::RangeInclusive<u64> = 4..=1800;
 
@@ -104,16 +110,14 @@ impl RaSpec {
         {
             return Err(Ipv6Error::RaDns(*a));
         }
+        let mut wire = Vec::new();
         for d in &self.domains {
-            let mut wire = Vec::new();
             let ok = vnet_core::wire::icmpv6::encode_domain_names(&[d.as_str()], &mut wire);
-            if ok.is_err() || wire.len() > 255 {
+            if ok.is_err() {
                 return Err(Ipv6Error::RaDomain(d.clone()));
             }
         }
-        // One option each, at most 255 units of 8 bytes.
-        if self.dns.len() > 127 || self.domains.iter().map(|d| d.len() + 2).sum::<usize>() > 2000
-        {
+        if self.dns.len() > MAX_DNS || wire.len() > MAX_DOMAIN_BYTES {
             return Err(Ipv6Error::RaTooMany);
         }
         Ok(())
@@ -149,7 +153,7 @@ pub enum Ipv6Error {
     RaDns(Ipv6Addr),
     #[error("ra domains: {0:?} is not a domain name (labels of 1-63 ASCII characters)")]
     RaDomain(String),
-    #[error("ra dns or domains: too many for one router advertisement")]
+    #[error("ra: at most 8 dns servers and 256 bytes of domains")]
     RaTooMany,
 }
 
@@ -288,7 +292,10 @@ mod tests {
         };
         assert_eq!(bad.check(), Err(Ipv6Error::RaDns(Ipv6Addr::UNSPECIFIED)));
         let json = serde_json::to_string(&RaSpec::default()).unwrap();
-        assert_eq!(serde_json::from_str::<RaSpec>(&json).unwrap(), RaSpec::default());
+        assert_eq!(
+            serde_json::from_str::<RaSpec>(&json).unwrap(),
+            RaSpec::default()
+        );
         assert_eq!(
             serde_json::from_str::<RaSpec>(r#"{"slaac": false}"#).unwrap(),
             RaSpec {

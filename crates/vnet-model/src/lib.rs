@@ -1017,7 +1017,8 @@ impl NetworkSpec {
             ra.dns.extend(self.nat_gateway6());
         }
         if ra.domains.is_empty() {
-            ra.domains.extend(self.dhcp.as_ref().and_then(|d| d.domain.clone()));
+            ra.domains
+                .extend(self.dhcp.as_ref().and_then(|d| d.domain.clone()));
         }
         Some(ra)
     }
