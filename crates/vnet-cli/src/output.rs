@@ -4,8 +4,8 @@
 
 use comfy_table::{presets, Cell, CellAlignment, Table};
 use vnet_control::{
-    AccountInfo, Counters, DhcpSpec, Lease, LinkState, MacAddr, MacEntry, NatInfo, NetworkInfo,
-    PortInfo, PortPolicy, Reservation, UplinkMode, VlanMode,
+    AccountInfo, Counters, DhcpSpec, Ipv6Info, Lease, LinkState, MacAddr, MacEntry, NatInfo,
+    NetworkInfo, PortInfo, PortPolicy, Reservation, UplinkMode, VlanMode,
 };
 
 /// A table with a header row, columns separated by two spaces.
@@ -107,10 +107,18 @@ pub fn network_details(n: &NetworkInfo) -> String {
     if let Some(subnet) = n.subnet {
         rows.push(("subnet", subnet.to_string()));
     }
+    let ra_counters = n.ipv6.as_ref().map(ra_counter_rows).unwrap_or_default();
+    if let Some(v6) = &n.ipv6 {
+        let how = if v6.derived { " (from the name)" } else { "" };
+        rows.push(("subnet6", format!("{}{how}", v6.subnet)));
+        rows.push(("ra", ra_summary(v6)));
+        rows.extend(ra_counters.iter().map(|(k, v)| (k.as_str(), v.clone())));
+    }
     if let Some(a) = &n.host_adapter {
+        let v6 = a.address6.map_or(String::new(), |a| format!(" {a}"));
         rows.push((
             "host adapter",
-            format!("{} {} (port {})", a.name, a.address, a.port),
+            format!("{} {}{v6} (port {})", a.name, a.address, a.port),
         ));
     }
     if let Some(d) = &n.dhcp {
@@ -152,6 +160,47 @@ fn nat_summary(nat: &NatInfo) -> String {
         n => format!("{n} flows"),
     };
     format!("{}, {dns}, {flows}", nat.gateway)
+}
+
+/// `on, slaac, router fd00::2 for 1800 s, dns fd00::2, domains lab`.
+fn ra_summary(v6: &Ipv6Info) -> String {
+    let ra = &v6.ra;
+    if !ra.enabled {
+        return "off".into();
+    }
+    let mut text = String::from("on");
+    let flags = [
+        (ra.slaac, "slaac"),
+        (ra.managed, "managed"),
+        (ra.other, "other"),
+    ];
+    for (_, flag) in flags.iter().filter(|(on, _)| *on) {
+        text.push_str(&format!(", {flag}"));
+    }
+    match (v6.router, v6.router_lifetime_secs) {
+        (Some(r), s) if s > 0 => text.push_str(&format!(", router {r} for {s} s")),
+        _ => text.push_str(", no default router"),
+    }
+    let list = |l: Vec<String>| l.join(" ");
+    if !ra.dns.is_empty() {
+        let dns = list(ra.dns.iter().map(ToString::to_string).collect());
+        text.push_str(&format!(", dns {dns}"));
+    }
+    if !ra.domains.is_empty() {
+        text.push_str(&format!(", domains {}", list(ra.domains.clone())));
+    }
+    text.push_str(&format!(", every {} s at most", ra.interval_secs));
+    text
+}
+
+/// The router's counters that moved, indented under the `ra` row.
+fn ra_counter_rows(v6: &Ipv6Info) -> Vec<(String, String)> {
+    let fields = v6.counters.map(|c| c.fields()).unwrap_or_default();
+    fields
+        .into_iter()
+        .filter(|(_, _, n)| *n > 0)
+        .map(|(name, _, n)| (format!("  {name}"), n.to_string()))
+        .collect()
 }
 
 /// The counters that moved, indented under the `nat` row (like a port's drops).

@@ -164,9 +164,6 @@ pub struct Ipv6Info {
     pub subnet: Ipv6Net,
     /// The subnet is the name-derived ULA default, not a configured `subnet6`.
     pub derived: bool,
-    /// The host adapter's address (`::1`), while the adapter runs with it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub host_adapter: Option<Ipv6Addr>,
     /// The NAT device's address (`::2`): the guests' default router, on NAT vnets.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub router: Option<Ipv6Addr>,

@@ -749,6 +749,9 @@ impl NatCounters {
 pub struct HostAdapterInfo {
     pub name: String,
     pub address: Ipv4Addr,
+    /// Its IPv6 address (`::1` of the vnet's /64), when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address6: Option<Ipv6Addr>,
     pub port: u32,
 }
 
