@@ -1391,6 +1391,57 @@ mod tests {
     }
 
     #[test]
+    fn ipv6_comes_with_ipv4_services_from_the_name_unless_given_or_off() {
+        let mut spec = NetworkSpec::named("vmnet8");
+        assert_eq!(spec.subnet6_resolved(), None, "an isolated vnet has none");
+        spec.subnet = Some("192.168.108.0/24".parse().unwrap());
+        spec.nat = Some(NatSpec::default());
+        spec.dhcp = Some(DhcpSpec {
+            domain: Some("vm.test".into()),
+            ..DhcpSpec::default()
+        });
+        let ula: Ipv6Net = "fd93:4cfa:c459::/64".parse().unwrap();
+        assert_eq!(spec.subnet6_resolved(), Some(ula));
+        assert_eq!(
+            spec.nat_gateway6(),
+            Some("fd93:4cfa:c459::2".parse().unwrap())
+        );
+        assert_eq!(spec.host_adapter6(), None, "no host adapter");
+        let ra = spec.ra_resolved().unwrap();
+        assert_eq!(ra.dns, [spec.nat_gateway6().unwrap()]);
+        assert_eq!(ra.domains, ["vm.test"]);
+        spec.subnet6 = Some("2001:db8:8::/64".parse().unwrap());
+        assert_eq!(spec.nat_gateway6(), Some("2001:db8:8::2".parse().unwrap()));
+        assert_eq!(spec.validate(), Ok(()));
+        spec.ipv6 = false;
+        assert_eq!(spec.validate(), Err(SpecError::Ipv6(Ipv6Error::Off)));
+        spec.subnet6 = None;
+        assert_eq!(spec.validate(), Ok(()));
+        assert_eq!((spec.subnet6_resolved(), spec.ra_resolved()), (None, None));
+        spec.ipv6 = true;
+        spec.ra.enabled = false;
+        assert_eq!(spec.ra_resolved(), None);
+        assert!(spec.subnet6_resolved().is_some(), "addressing stays");
+    }
+
+    #[test]
+    fn a_spec_saved_before_ipv6_loads_and_defaults_are_not_written() {
+        let old = r#"{"name": "lab", "subnet": "10.0.0.0/24", "dhcp": {}}"#;
+        let spec: NetworkSpec = serde_json::from_str(old).unwrap();
+        assert!(spec.ipv6 && spec.subnet6.is_none() && spec.ra.is_default());
+        let text = serde_json::to_string(&spec).unwrap();
+        assert!(
+            !text.contains("ipv6") && !text.contains(r#""ra""#),
+            "{text}"
+        );
+        let mut off = spec.clone();
+        off.ipv6 = false;
+        let text = serde_json::to_string(&off).unwrap();
+        assert!(text.contains(r#""ipv6":false"#), "{text}");
+        assert_eq!(serde_json::from_str::<NetworkSpec>(&text).unwrap(), off);
+    }
+
+    #[test]
     fn validation_names_what_is_wrong_in_the_words_users_see() {
         let mut spec = NetworkSpec::named("lab");
         assert_eq!(spec.validate(), Ok(()));
