@@ -590,6 +590,7 @@ mod tests {
                 api: "/run/vnet/vmnet1/api.sock".into(),
             },
             subnet: None,
+            ipv6: None,
             host_adapter: None,
             dhcp: None,
             uplink: None,
@@ -777,6 +778,7 @@ VLAN  MAC                PORT  AGE  TYPE
         n.host_adapter = Some(HostAdapterInfo {
             name: "vmnet1".into(),
             address: "192.168.101.1".parse().unwrap(),
+            address6: None,
             port: 1,
         });
         n.dhcp = Some(DhcpSpec {
@@ -850,6 +852,45 @@ VLAN  MAC                PORT  AGE  TYPE
         assert!(network_details(&off).contains(
             "dhcp           off, 192.168.101.128-192.168.101.253, leases of 1d, 1 reservation\n"
         ));
+    }
+
+    #[test]
+    fn network_details_show_ipv6_the_advertisements_and_the_counters_that_moved() {
+        let mut n = host_only();
+        n.host_adapter.as_mut().unwrap().address6 = Some("fd00:77::1".parse().unwrap());
+        n.ipv6 = Some(Ipv6Info {
+            subnet: "fd00:77::/64".parse().unwrap(),
+            derived: true,
+            router: None,
+            ra: vnet_control::RaSpec {
+                domains: vec!["vm.test".into()],
+                ..Default::default()
+            },
+            router_lifetime_secs: 0,
+            counters: Some(vnet_control::RaCounters {
+                rs_answered: 3,
+                ..Default::default()
+            }),
+        });
+        let text = network_details(&n);
+        for line in [
+            "subnet6        fd00:77::/64 (from the name)",
+            "ra             on, slaac, no default router, domains vm.test, every 600 s at most",
+            "  rs_answered  3",
+            "host adapter   vmnet1 192.168.101.1 fd00:77::1 (port 1)",
+        ] {
+            assert!(
+                text.contains(&format!("{line}\n")),
+                "{line:?} not in\n{text}"
+            );
+        }
+        assert!(!text.contains("ra_sent"), "{text}");
+        let v6 = n.ipv6.as_mut().unwrap();
+        v6.router = Some("fd00:77::2".parse().unwrap());
+        v6.router_lifetime_secs = 1800;
+        v6.ra.enabled = false;
+        let text = network_details(&n);
+        assert!(text.contains("ra             off\n"), "{text}");
     }
 
     #[test]
