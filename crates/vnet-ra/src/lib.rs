@@ -113,18 +113,11 @@ pub struct Router {
 impl Router {
     /// A router whose first RA is due at `now`; `seed` drives the RFC's jitter.
     pub fn new(config: RouterConfig, now: Instant, seed: u64) -> Self {
-        let link_local = link_local(config.mac);
-        let router_lifetime = if config.default_router {
-            u16::try_from((config.interval.as_secs() * 3).min(9000)).unwrap_or(9000)
-        } else {
-            0
-        };
-        let options = frames::ra_options(&config);
         Router {
+            link_local: link_local(config.mac),
+            options: frames::ra_options(&config),
+            router_lifetime: router_lifetime(&config),
             config,
-            link_local,
-            options,
-            router_lifetime,
             next_multicast: now,
             initial_left: MAX_INITIAL_RTR_ADVERTISEMENTS + 1,
             last_multicast: None,
@@ -136,6 +129,22 @@ impl Router {
 
     pub fn config(&self) -> &RouterConfig {
         &self.config
+    }
+
+    /// Takes new settings (a live change of what the RA says, e.g. its search list),
+    /// announced at once. The MAC stays: it is the port's.
+    pub fn reconfigure(&mut self, config: RouterConfig, now: Instant) {
+        let config = RouterConfig {
+            mac: self.config.mac,
+            ..config
+        };
+        if config == self.config {
+            return;
+        }
+        self.options = frames::ra_options(&config);
+        self.router_lifetime = router_lifetime(&config);
+        self.config = config;
+        self.next_multicast = now;
     }
 
     /// Its link-local address, the RAs' source (`fe80::` + modified EUI-64).
@@ -447,6 +456,15 @@ impl Router {
         let r = self.rng.wrapping_mul(0x2545_f491_4f6c_dd1d);
         let ms = below.as_millis().max(1) as u64;
         Duration::from_millis(r % ms)
+    }
+}
+
+/// Three intervals, at most 9000 s, for a default router (RFC 4861 §6.2.1); else 0.
+fn router_lifetime(config: &RouterConfig) -> u16 {
+    if config.default_router {
+        u16::try_from((config.interval.as_secs() * 3).min(9000)).unwrap_or(9000)
+    } else {
+        0
     }
 }
 

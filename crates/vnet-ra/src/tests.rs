@@ -465,3 +465,44 @@ fn frames_for_others_are_not_its_business() {
     assert_eq!(r.receive(now, &f, &mut out), Verdict::NotMine);
     assert!(out.is_empty());
 }
+
+#[test]
+fn a_live_change_is_announced_at_once() {
+    let now = Instant::now();
+    let mut r = Router::new(nat_config(), now, 5);
+    let mut out = Vec::new();
+    r.poll(now, &mut out);
+    let later = now + Duration::from_secs(1);
+    assert!(r.poll_at().unwrap() > later + Duration::from_secs(1));
+    r.reconfigure(
+        RouterConfig {
+            domains: vec!["new.test".into()],
+            ..nat_config()
+        },
+        later,
+    );
+    assert_eq!(r.poll_at(), Some(later));
+    r.poll(later, &mut out);
+    let s = read(&out[1]);
+    let p = s.packet();
+    let icmpv6::Repr::Ndisc(NdiscRepr::RouterAdvert { options, .. }) = parse(&p) else {
+        panic!("not an RA");
+    };
+    let names = NdiscOptions::new(options).find_map(|o| match o {
+        Ok(NdiscOption::Dnssl { names, .. }) => Some(names),
+        _ => None,
+    });
+    let names: Vec<_> = DomainNames::new(names.unwrap())
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(names, ["new.test"]);
+    // The same settings again: nothing to announce.
+    r.reconfigure(
+        RouterConfig {
+            domains: vec!["new.test".into()],
+            ..nat_config()
+        },
+        later + Duration::from_secs(1),
+    );
+    assert!(r.poll_at().unwrap() > later + Duration::from_secs(1));
+}

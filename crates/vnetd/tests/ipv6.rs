@@ -212,6 +212,10 @@ fn a_host_only_vnet_announces_no_router_and_its_vms_reach_the_host_adapter() {
     assert!(ping6(vm.ns(), &host6.to_string()), "{}", d.log());
     let routes = vm.ns().exec_ok(&["ip", "-6", "route", "show", "default"]);
     assert!(routes.trim().is_empty(), "no default route: {routes}");
+    // A live change of the DHCP domain is the RA's search list at once.
+    d.cli_ok(&["dhcp", "set", &net, "--domain", "live.test"]);
+    let ra = rdisc6(vm.ns(), vm.ifname());
+    assert!(ra.contains("DNS search list : live.test"), "{ra}");
     let host_routes = std::process::Command::new("ip")
         .args(["-6", "route", "show", "dev", &adapter.name])
         .output()
@@ -260,6 +264,15 @@ fn the_default_prefix_is_the_names_across_restarts_and_a_given_one_is_kept() {
         "{exported}"
     );
     assert!(exported.contains("ipv6 = false"), "{exported}");
+
+    // DHCP turned on live gives a vnet its IPv6 and its router.
+    let e = unique_name("v6e");
+    d.cli_ok(&["net", "create", &e, "--subnet", "10.215.2.0/24"]);
+    assert!(client(&d).network(&e).unwrap().ipv6.is_none());
+    d.cli_ok(&["dhcp", "set", &e, "--on"]);
+    let v6 = ipv6_of(&d, &e);
+    assert_eq!(v6.subnet, vnet_control::ipv6::ula_prefix(&e));
+    assert!(v6.counters.is_some(), "the router runs: {v6:?}");
 
     let bad = d.cli(&["net", "create", "bad6", "--subnet6", "fd00::/48"]);
     let err = String::from_utf8_lossy(&bad.stderr);

@@ -516,6 +516,10 @@ impl Vnet {
         self.router6 = Some(router);
     }
 
+    pub fn router6(&self) -> Option<&Rc<RefCell<vnet_ra::Router>>> {
+        self.router6.as_ref()
+    }
+
     /// The host's own adapter, once it runs.
     pub fn set_host_adapter(&mut self, adapter: vnet_model::HostAdapterInfo) {
         let id = PortId(adapter.port);

@@ -173,6 +173,20 @@ impl Thread {
         Ok(())
     }
 
+    /// Brings the vnet's IPv6 router in line with its spec after a live change (DHCP
+    /// turned on gives a vnet IPv6; its domain is the RA's default search list).
+    pub(super) fn refresh_router(&mut self, key: VnetKey) -> Result<(), ControlError> {
+        let vnet = &self.vnets[key];
+        let Some(router) = vnet.router6() else {
+            return self.start_router(key);
+        };
+        let mac = router.borrow().config().mac;
+        if let Some(config) = ra::config_for(vnet.spec(), mac) {
+            router.borrow_mut().reconfigure(config, Instant::now());
+        }
+        Ok(())
+    }
+
     /// Starts the vnet's IPv6 router, if it has IPv6: on the NAT device's port on a
     /// NAT vnet, else on a service port of its own (see `services::ra`).
     fn start_router(&mut self, key: VnetKey) -> Result<(), ControlError> {
