@@ -47,6 +47,8 @@ pub use ipnet::Ipv4Net;
 
 use serde::{Deserialize, Serialize};
 
+pub mod policy;
+
 /// Path prefix of this version of the control API.
 pub const API_PREFIX: &str = "/v1";
 pub use vnet_core::switch::VlanMode;

@@ -1,0 +1,2 @@
+//! Per-port policy: what a port's traffic may do.
+pub mod security;
