@@ -24,20 +24,23 @@ const VM: MacAddr = MacAddr([0x52, 0x54, 0, 0, 0, 10]);
 const VM_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 10);
 
 fn guard() -> Guard {
-    let mut g = Guard::new(GuardConfig {
-        mac_lock: Some(MacLock {
-            macs: vec![],
-            learn: 1,
-            violation: Violation::Drop,
-        }),
-        ip_guard: Some(IpGuard {
-            prefixes: vec![Prefix::new("fd00::".parse().unwrap(), 64).unwrap()],
-            dhcp: true,
-            ipv6_link_local: true,
-        }),
-        dhcp_guard: true,
-        ra_guard: true,
-    });
+    let mut g = Guard::new(
+        GuardConfig {
+            mac_lock: Some(MacLock {
+                macs: vec![],
+                learn: 1,
+                violation: Violation::Drop,
+            }),
+            ip_guard: Some(IpGuard {
+                prefixes: vec![Prefix::new("fd00::".parse().unwrap(), 64).unwrap()],
+                dhcp: true,
+                ipv6_link_local: true,
+            }),
+            dhcp_guard: true,
+            ra_guard: true,
+        },
+        64,
+    );
     g.set_dhcp_bindings(Arc::new(DhcpBindings::new((1..=250u8).map(|n| {
         (
             MacAddr([0x52, 0x54, 0, 0, 0, n]),

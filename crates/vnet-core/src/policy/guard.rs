@@ -36,9 +36,10 @@
 //! pass: the switch drops those (`runt`, `bad_tag`). Only the outermost 802.1Q tag is
 //! looked through; other ethertypes (QinQ, LLDP, ...) are not IP and pass.
 //!
-//! Bounded: a guard holds its settings, at most `learn` learned MACs (the data plane
-//! caps `learn` by `[limits]`) and a shared, read-only copy of the vnet's DHCP bindings.
-//! Nothing allocates per frame.
+//! Bounded: a guard holds its settings, at most `learn` learned MACs and no more than
+//! the bound it is made with (the data plane's `[limits] mac_lock_macs`; a source the
+//! bound alone refuses is counted apart, [`Guard::take_refusals`]), and a shared,
+//! read-only copy of the vnet's DHCP bindings. Nothing allocates per frame.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
@@ -191,7 +192,11 @@ pub fn eui64_link_local(mac: MacAddr) -> Ipv6Addr {
 #[derive(Debug, Clone, Default)]
 pub struct Guard {
     config: GuardConfig,
+    /// The most MACs it learns, whatever `learn` says.
+    max_learned: usize,
     learned: Vec<MacAddr>,
+    /// Sources refused only because of `max_learned`, since the last take.
+    refused: u64,
     /// The source that shut the port down.
     shut_by: Option<MacAddr>,
     event: Option<GuardEvent>,
@@ -199,9 +204,11 @@ pub struct Guard {
 }
 
 impl Guard {
-    pub fn new(config: GuardConfig) -> Self {
+    /// A guard for `config` that learns at most `max_learned` MACs.
+    pub fn new(config: GuardConfig, max_learned: usize) -> Self {
         Guard {
             config,
+            max_learned,
             ..Guard::default()
         }
     }
@@ -214,7 +221,7 @@ impl Guard {
     /// as far as the new lock still learns that many.
     pub fn reconfigure(&mut self, config: GuardConfig) {
         let learn = config.mac_lock.as_ref().map_or(0, |l| l.learn);
-        self.learned.truncate(learn);
+        self.learned.truncate(learn.min(self.max_learned));
         self.shut_by = None;
         self.config = config;
     }
@@ -237,6 +244,12 @@ impl Guard {
     /// The source that shut the port down, while it is.
     pub fn shut_down_by(&self) -> Option<MacAddr> {
         self.shut_by
+    }
+
+    /// How many sources the MAC lock refused since the last call only because of the
+    /// bound on learned MACs (its `mac_limit` would have taken them).
+    pub fn take_refusals(&mut self) -> u64 {
+        std::mem::take(&mut self.refused)
     }
 
     /// What happened since the last call that the log should say.
@@ -278,8 +291,11 @@ impl Guard {
             return Ok(());
         }
         if src.is_learnable() && self.learned.len() < lock.learn {
-            self.learned.push(src);
-            return Ok(());
+            if self.learned.len() < self.max_learned {
+                self.learned.push(src);
+                return Ok(());
+            }
+            self.refused += 1;
         }
         if lock.violation == Violation::Shutdown {
             self.shut_by = Some(src);

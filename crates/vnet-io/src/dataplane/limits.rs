@@ -56,8 +56,8 @@ pub struct Limits {
     /// at once while no number below `RLIMIT_NOFILE - fd_reserve_control` is free, so
     /// the control API still answers (at most `fd_reserve`).
     pub fd_reserve_control: usize,
-    /// Source MACs one port's MAC lock may learn (port security's `mac_limit`): the
-    /// most a policy may ask for.
+    /// Source MACs one port's MAC lock learns at most, whatever its `mac_limit` says
+    /// (port security); a source refused only by this bound is counted.
     pub mac_lock_macs: usize,
 }
 
@@ -100,26 +100,6 @@ impl Limits {
         spec.max_macs = spec.max_macs.min(max);
         spec.max_macs_per_port = spec.max_macs_per_port.min(spec.max_macs);
         Ok(())
-    }
-}
-
-impl Limits {
-    /// Refuses port security settings whose MAC lock would learn more than
-    /// `mac_lock_macs` source MACs (`what`: the port or vnet they are for).
-    pub fn check_mac_lock(
-        &self,
-        what: &str,
-        config: &vnet_core::policy::guard::GuardConfig,
-    ) -> Result<(), LimitHit> {
-        let learn = config.mac_lock.as_ref().map_or(0, |l| l.learn);
-        if learn <= self.mac_lock_macs {
-            return Ok(());
-        }
-        Err(LimitHit {
-            what: format!("{what} asks its MAC lock to learn {learn} MACs, over the limit"),
-            max: self.mac_lock_macs,
-            key: MAC_LOCK_MACS,
-        })
     }
 }
 
@@ -405,32 +385,5 @@ mod tests {
         r.refuse(Some("lab"), MACS_PER_VNET, "one");
         assert_eq!(r.count(Some("lab"), MACS_PER_VNET), 4);
         assert_eq!(r.count(None, MACS_PER_VNET), 0);
-    }
-
-    #[test]
-    fn a_mac_lock_over_mac_lock_macs_is_refused_naming_the_key() {
-        use vnet_core::policy::guard::{GuardConfig, MacLock};
-        let limits = Limits {
-            mac_lock_macs: 2,
-            ..Limits::default()
-        };
-        let lock = |learn| GuardConfig {
-            mac_lock: Some(MacLock {
-                learn,
-                ..MacLock::default()
-            }),
-            ..GuardConfig::default()
-        };
-        assert_eq!(limits.check_mac_lock("port 3", &lock(2)), Ok(()));
-        assert_eq!(
-            limits.check_mac_lock("port 3", &GuardConfig::default()),
-            Ok(())
-        );
-        let e = limits.check_mac_lock("port 3", &lock(3)).unwrap_err();
-        assert_eq!((e.key, e.max), (MAC_LOCK_MACS, 2));
-        assert!(
-            e.to_string().contains("raise `[limits] mac_lock_macs`"),
-            "{e}"
-        );
     }
 }

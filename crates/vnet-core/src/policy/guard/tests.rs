@@ -125,13 +125,18 @@ fn everything() -> GuardConfig {
     }
 }
 
+/// A guard with a bound on learned MACs no test reaches.
+fn guard(config: GuardConfig) -> Guard {
+    Guard::new(config, 1000)
+}
+
 fn ll(mac: MacAddr) -> Ipv6Addr {
     eui64_link_local(mac)
 }
 
 #[test]
 fn with_every_guard_off_everything_passes() {
-    let mut g = Guard::new(GuardConfig::default());
+    let mut g = guard(GuardConfig::default());
     assert!(g.config().is_off());
     for f in [
         arp(OTHER, VM, OTHER_IP),
@@ -150,7 +155,7 @@ fn with_every_guard_off_everything_passes() {
 
 #[test]
 fn a_static_mac_lock_passes_its_macs_and_drops_others() {
-    let mut g = Guard::new(lock(&[VM], 0, Violation::Drop));
+    let mut g = guard(lock(&[VM], 0, Violation::Drop));
     let udp4 = |mac| ipv4_frame(mac, VM_IP, IpProtocol::UDP, &udp(1000, 53));
     assert_eq!(g.ingress(&udp4(VM)), Ok(()));
     assert_eq!(g.ingress(&udp4(OTHER)), Err(DropCause::MacLock));
@@ -164,7 +169,7 @@ fn a_static_mac_lock_passes_its_macs_and_drops_others() {
 
 #[test]
 fn a_learning_mac_lock_keeps_the_first_sources_and_never_learns_group_or_zero_macs() {
-    let mut g = Guard::new(lock(&[], 1, Violation::Drop));
+    let mut g = guard(lock(&[], 1, Violation::Drop));
     let frame = |mac| eth(mac, 0x88b5, &[0; 46]);
     assert_eq!(
         g.ingress(&frame(MacAddr::BROADCAST)),
@@ -178,8 +183,24 @@ fn a_learning_mac_lock_keeps_the_first_sources_and_never_learns_group_or_zero_ma
 }
 
 #[test]
+fn the_bound_on_learned_macs_wins_over_the_limit_and_its_refusals_are_counted() {
+    let mut g = Guard::new(lock(&[], 5, Violation::Shutdown), 1);
+    let frame = |mac| eth(mac, 0x88b5, &[0; 46]);
+    assert_eq!(g.ingress(&frame(VM)), Ok(()));
+    assert_eq!(g.ingress(&frame(OTHER)), Err(DropCause::MacLock));
+    assert_eq!(g.take_refusals(), 1);
+    assert_eq!(g.take_refusals(), 0);
+    assert_eq!(g.learned_macs(), &[VM]);
+    // Beyond the policy's own limit it is a violation, not a refusal.
+    let mut g = Guard::new(lock(&[], 1, Violation::Drop), 1);
+    assert_eq!(g.ingress(&frame(VM)), Ok(()));
+    assert_eq!(g.ingress(&frame(OTHER)), Err(DropCause::MacLock));
+    assert_eq!(g.take_refusals(), 0);
+}
+
+#[test]
 fn a_shutdown_lock_shuts_the_port_both_ways_says_so_once_and_a_new_policy_enables_it() {
-    let mut g = Guard::new(lock(&[], 1, Violation::Shutdown));
+    let mut g = guard(lock(&[], 1, Violation::Shutdown));
     let frame = |mac| eth(mac, 0x88b5, &[0; 46]);
     assert_eq!(g.ingress(&frame(VM)), Ok(()));
     assert_eq!(g.egress(), Ok(()));
@@ -201,7 +222,7 @@ fn a_shutdown_lock_shuts_the_port_both_ways_says_so_once_and_a_new_policy_enable
 
 #[test]
 fn arp_and_ndp_link_layer_addresses_must_be_locked_macs() {
-    let mut g = Guard::new(lock(&[VM], 0, Violation::Drop));
+    let mut g = guard(lock(&[VM], 0, Violation::Drop));
     assert_eq!(g.ingress(&arp(VM, VM, VM_IP)), Ok(()));
     assert_eq!(g.ingress(&arp(VM, OTHER, VM_IP)), Err(DropCause::MacLock));
     let na = |tlla| {
@@ -227,7 +248,7 @@ fn arp_and_ndp_link_layer_addresses_must_be_locked_macs() {
 
 #[test]
 fn the_ip_guard_passes_listed_sources_and_the_unspecified_one_and_drops_spoofs() {
-    let mut g = Guard::new(ip_guard(&[("10.0.0.10", 32), ("fd00::", 64)], false));
+    let mut g = guard(ip_guard(&[("10.0.0.10", 32), ("fd00::", 64)], false));
     let v4 = |from| ipv4_frame(VM, from, IpProtocol::ICMP, &[8, 0, 0, 0, 0, 0, 0, 0]);
     assert_eq!(g.ingress(&v4(VM_IP)), Ok(()));
     assert_eq!(g.ingress(&v4(Ipv4Addr::UNSPECIFIED)), Ok(()));
@@ -242,7 +263,7 @@ fn the_ip_guard_passes_listed_sources_and_the_unspecified_one_and_drops_spoofs()
 
 #[test]
 fn ipv6_link_local_passes_only_the_eui64_address_of_the_frames_source() {
-    let mut g = Guard::new(ip_guard(&[], false));
+    let mut g = guard(ip_guard(&[], false));
     let from = |mac, a| ipv6_frame(mac, a, IpProtocol::UDP, &udp(1, 2));
     assert_eq!(g.ingress(&from(VM, ll(VM))), Ok(()));
     assert_eq!(g.ingress(&from(VM, ll(OTHER))), Err(DropCause::IpGuard));
@@ -258,7 +279,7 @@ fn ipv6_link_local_passes_only_the_eui64_address_of_the_frames_source() {
 
 #[test]
 fn dhcp_bindings_allow_the_leased_address_for_that_mac_only() {
-    let mut g = Guard::new(ip_guard(&[], true));
+    let mut g = guard(ip_guard(&[], true));
     assert!(g.wants_dhcp_bindings());
     let v4 = |mac, from| ipv4_frame(mac, from, IpProtocol::UDP, &udp(1000, 53));
     assert_eq!(
@@ -289,7 +310,7 @@ fn dhcp_bindings_allow_the_leased_address_for_that_mac_only() {
 
 #[test]
 fn arp_claims_are_checked_probes_pass_and_a_foreign_sender_mac_is_refused() {
-    let mut g = Guard::new(ip_guard(&[("10.0.0.10", 32)], false));
+    let mut g = guard(ip_guard(&[("10.0.0.10", 32)], false));
     assert_eq!(g.ingress(&arp(VM, VM, VM_IP)), Ok(()));
     assert_eq!(
         g.ingress(&arp(VM, VM, Ipv4Addr::UNSPECIFIED)),
@@ -302,7 +323,7 @@ fn arp_claims_are_checked_probes_pass_and_a_foreign_sender_mac_is_refused() {
 
 #[test]
 fn ndp_claims_na_targets_and_dad_targets_are_checked_and_resolution_is_not() {
-    let mut g = Guard::new(ip_guard(&[("fd00::10", 128)], false));
+    let mut g = guard(ip_guard(&[("fd00::10", 128)], false));
     let mine: Ipv6Addr = "fd00::10".parse().unwrap();
     let theirs: Ipv6Addr = "fd00::20".parse().unwrap();
     let icmp = |from, m: Vec<u8>| ipv6_frame(VM, from, IpProtocol::ICMPV6, &m);
@@ -334,7 +355,7 @@ fn ndp_claims_na_targets_and_dad_targets_are_checked_and_resolution_is_not() {
 
 #[test]
 fn the_dhcp_guard_drops_server_messages_and_passes_clients() {
-    let mut g = Guard::new(GuardConfig {
+    let mut g = guard(GuardConfig {
         dhcp_guard: true,
         ..GuardConfig::default()
     });
@@ -356,7 +377,7 @@ fn the_dhcp_guard_drops_server_messages_and_passes_clients() {
 
 #[test]
 fn a_dhcp_offer_in_a_later_fragment_cannot_hide_and_later_fragments_pass() {
-    let mut g = Guard::new(GuardConfig {
+    let mut g = guard(GuardConfig {
         dhcp_guard: true,
         ..GuardConfig::default()
     });
@@ -368,7 +389,7 @@ fn a_dhcp_offer_in_a_later_fragment_cannot_hide_and_later_fragments_pass() {
 
 #[test]
 fn the_ra_guard_drops_advertisements_and_redirects_even_behind_extension_headers() {
-    let mut g = Guard::new(GuardConfig {
+    let mut g = guard(GuardConfig {
         ra_guard: true,
         ..GuardConfig::default()
     });
@@ -408,7 +429,7 @@ fn the_ra_guard_drops_advertisements_and_redirects_even_behind_extension_headers
 
 #[test]
 fn headers_the_guard_cannot_read_are_dropped_under_the_guard_that_needed_them() {
-    let mut g = Guard::new(ip_guard(&[("10.0.0.10", 32)], false));
+    let mut g = guard(ip_guard(&[("10.0.0.10", 32)], false));
     // An IPv4 total length beyond the frame, a version 5 header, a truncated ARP.
     let mut long = ipv4_frame(VM, VM_IP, IpProtocol::UDP, &udp(1, 2));
     long[14 + 2..14 + 4].copy_from_slice(&2000u16.to_be_bytes());
@@ -444,7 +465,7 @@ fn prefixes_match_by_length_and_family() {
 proptest! {
     #[test]
     fn any_bytes_get_an_answer_never_a_panic(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
-        let mut g = Guard::new(everything());
+        let mut g = guard(everything());
         let _ = g.ingress(&bytes);
     }
 
@@ -468,7 +489,7 @@ proptest! {
             f[at] = value;
         }
         f.truncate(cut.max(14));
-        let mut g = Guard::new(everything());
+        let mut g = guard(everything());
         let _ = g.ingress(&f);
     }
 }
