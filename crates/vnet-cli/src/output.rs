@@ -368,6 +368,15 @@ pub fn port_details(p: &PortInfo) -> String {
     ));
     let policy = policy_rows(&p.enforced, Some(&p.policy));
     rows.extend(policy.iter().map(|(k, v)| (k.as_str(), v.clone())));
+    if let Some(security) = p.policy_counters.as_ref().and_then(|c| c.security.as_ref()) {
+        rows.push(("  MAC lock learned", mac_list(&security.learned_macs)));
+        if let Some(mac) = security.shut_down_by {
+            rows.push((
+                "  shut down",
+                format!("by {mac}: set its security again to enable it"),
+            ));
+        }
+    }
     details(rows)
 }
 
