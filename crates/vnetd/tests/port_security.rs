@@ -150,6 +150,13 @@ fn shutdown_mode_shuts_the_port_until_a_policy_change_enables_it() {
         security(&d, "lab", a_id).shut_down_by,
         Some("02:00:00:16:00:66".parse().unwrap())
     );
+    let shown = d.cli_ok(&["port", "show", "lab", &a_id.to_string()]);
+    assert!(
+        shown.contains("by 02:00:00:16:00:66: set its security again to enable it")
+            && shown.contains("mac_violation=shutdown")
+            && shown.contains("(port's own)"),
+        "{shown}"
+    );
     assert!(
         wait_for(T, || d.log().contains(
             "port security shut the port down: it sent from 02:00:00:16:00:66"
