@@ -452,3 +452,54 @@ fn a_named_port_keeps_its_security_across_a_restart() {
     assert!(!ping_from(&a, "10.120.0.9", b.ip()));
     wait_drops(&d, "lab", p.id, "ip_guard", 0);
 }
+
+/// Turns IPv6 on for `vm` and waits until its link-local address has passed duplicate
+/// address detection; returns that address (EUI-64, as Linux makes it by default).
+fn ipv6_up(vm: &NsVm) -> Ipv6Addr {
+    let sysctl = format!("net.ipv6.conf.{}.disable_ipv6=0", vm.ifname());
+    vm.ns().exec_ok(&["sysctl", "-q", "-w", &sysctl]);
+    let ll = eui64_link_local(MacAddr(frames::mac(vm.mac())));
+    let ready = wait_for(T, || {
+        let shown = vm
+            .ns()
+            .exec_ok(&["ip", "-6", "addr", "show", "dev", vm.ifname()]);
+        shown.contains(&ll.to_string()) && !shown.contains("tentative")
+    });
+    assert!(ready, "{} never got {ll}", vm.ifname());
+    ll
+}
+
+fn ping6(vm: &NsVm, to: &str) -> bool {
+    vm.ns()
+        .exec(&[
+            "ping", "-6", "-n", "-q", "-c", "2", "-i", "0.2", "-W", "1", to,
+        ])
+        .status
+        .success()
+}
+
+#[test]
+fn under_the_strict_profile_ipv6_link_local_works_and_an_unlisted_ipv6_source_does_not() {
+    skip_unless_root!();
+    let d = Daemon::start(Some(
+        "[[network]]\nname = \"lab\"\n\n[network.policy]\nsecurity = \"strict\"\n",
+    ));
+    let (a_id, a) = tap_vm(&d, "lab", "02:00:00:21:00:01", "");
+    let (_, b) = tap_vm(&d, "lab", "02:00:00:21:00:02", "");
+    ipv6_up(&a);
+    let b_ll = ipv6_up(&b);
+    // Duplicate address detection, neighbour discovery, MLD and echo, all link-local.
+    assert!(
+        ping6(&a, &format!("{b_ll}%{}", a.ifname())),
+        "link-local under strict:\n{}",
+        d.log()
+    );
+    assert_eq!(drops(&port(&d, "lab", a_id), "ip_guard"), 0);
+
+    for (vm, addr) in [(&a, "fd21::99/64"), (&b, "fd21::2/64")] {
+        vm.ns()
+            .exec_ok(&["ip", "addr", "add", addr, "dev", vm.ifname(), "nodad"]);
+    }
+    assert!(!ping6(&a, "fd21::2"), "a source strict does not list");
+    wait_drops(&d, "lab", a_id, "ip_guard", 0);
+}
