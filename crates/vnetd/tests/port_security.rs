@@ -211,7 +211,17 @@ fn a_spoofed_source_or_an_arp_claim_for_another_vm_is_dropped_while_the_real_add
     a.ns()
         .exec_ok(&["ip", "addr", "add", "10.117.0.50/24", "dev", a.ifname()]);
     assert!(!ping_from(&a, "10.117.0.50", b.ip()), "a spoofed source");
-    wait_drops(&d, "lab", a_id, "ip_guard", claimed);
+    let dropped = wait_drops(&d, "lab", a_id, "ip_guard", claimed);
+    let metrics = vnet_testbed::api::client(&d).metrics().unwrap();
+    let series =
+        format!("vnet_port_drops_total{{net=\"lab\",port=\"{a_id}\",cause=\"ip_guard\"}} ");
+    assert!(
+        metrics
+            .lines()
+            .filter_map(|l| l.strip_prefix(&series))
+            .any(|n| n.parse::<u64>().unwrap() >= dropped),
+        "{metrics}"
+    );
     assert!(
         ping_from(&a, a.ip(), b.ip()),
         "the real address still works"
