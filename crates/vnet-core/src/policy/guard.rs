@@ -39,7 +39,8 @@
 //! Bounded: a guard holds its settings, at most `learn` learned MACs and no more than
 //! the bound it is made with (the data plane's `[limits] mac_lock_macs`; a source the
 //! bound alone refuses is counted apart, [`Guard::take_refusals`]), and a shared,
-//! read-only copy of the vnet's DHCP bindings. Nothing allocates per frame.
+//! read-only copy of the vnet's DHCP bindings. Nothing allocates per frame but the
+//! learning of a MAC (bounded as said).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
