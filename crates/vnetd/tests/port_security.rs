@@ -395,14 +395,21 @@ fn a_router_advertisement_from_a_vm_port_is_dropped_and_counted_unless_it_may_ro
     let (r_id, rogue) = tap_vm(&d, "lab", "02:00:00:20:00:01", "");
     let (_, victim) = tap_vm(&d, "lab", "02:00:00:20:00:02", "");
     listen_for_ras(&victim);
-    set(&d, "lab", r_id, &["--no-router"]);
+    // The vnet's policy: no client port may route.
+    let policy = d.cli_ok(&["net", "policy", "lab", "--no-router"]);
+    assert!(policy.contains("router=false"), "{policy}");
 
     send_ra(&rogue, "fd15:1:1:1::");
     wait_drops(&d, "lab", r_id, "ra_guard", 2);
 
-    // Allowed to route, the same kind of RA works (for another prefix): the victim
-    // configures that one, and never the first.
+    // This port allowed to route (its own section, from the vnet's), the same kind of
+    // RA works (for another prefix): the victim configures that one, never the first.
     set(&d, "lab", r_id, &["--allow-router"]);
+    let own = port(&d, "lab", r_id)
+        .policy
+        .security
+        .expect("its own section");
+    assert_eq!(own.router, Some(true));
     send_ra(&rogue, "fd15:2:2:2::");
     assert!(
         wait_for(T, || has_address_in(&victim, "fd15:2:2:2")),
