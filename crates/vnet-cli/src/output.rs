@@ -707,6 +707,30 @@ ID  KIND     UID  DESCRIPTION           VLAN                     MACS           
     }
 
     #[test]
+    fn port_details_show_what_port_security_holds() {
+        use vnet_control::policy::security::{SecurityReport, SecuritySpec};
+        let mut port = two_ports().remove(0);
+        port.enforced.security = Some(SecuritySpec::strict());
+        port.policy_counters = Some(vnet_control::PolicyReport {
+            security: Some(SecurityReport {
+                learned_macs: vec![mac("52:54:00:00:00:01")],
+                shut_down_by: Some(mac("52:54:00:00:00:66")),
+            }),
+        });
+        let text = port_details(&port);
+        for line in [
+            "  security          strict (the vnet's)",
+            "  MAC lock learned  52:54:00:00:00:01",
+            "  shut down         by 52:54:00:00:00:66: set its security again to enable it",
+        ] {
+            assert!(
+                text.contains(&format!("{line}\n")),
+                "{line:?} not in\n{text}"
+            );
+        }
+    }
+
+    #[test]
     fn mac_table_is_sorted_by_vlan_then_mac() {
         let entry = |vlan, m: &str, port, fixed| MacEntry {
             vlan,
