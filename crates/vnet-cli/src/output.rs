@@ -384,6 +384,21 @@ pub fn macs_table(entries: &[MacEntry]) -> String {
     render(&t)
 }
 
+/// `vnet fdb ls`: MAC, remote VTEP, age, static or learned.
+pub fn fdb_table(entries: &[vnet_control::FdbEntry]) -> String {
+    let mut t = table(&["MAC", "REMOTE", "AGE", "TYPE"]);
+    for e in entries {
+        t.add_row(vec![
+            Cell::new(e.mac),
+            Cell::new(e.remote),
+            Cell::new(format!("{} s", e.age_secs)),
+            Cell::new(if e.fixed { "static" } else { "learned" }),
+        ]);
+    }
+    right_align(&mut t, &[2]);
+    render(&t)
+}
+
 /// `access 10`, `trunk 10,20-29`, `trunk 10,20 native 1`.
 pub fn vlan_mode(mode: &VlanMode) -> String {
     match mode {
@@ -506,6 +521,7 @@ mod tests {
     fn two_ports() -> Vec<PortInfo> {
         vec![
             PortInfo {
+                vxlan: None,
                 id: 1,
                 kind: PortKind::Stream,
                 description: "qemu pid 4242 (web1)".into(),
@@ -527,6 +543,7 @@ mod tests {
                 queue_capacity: 256,
             },
             PortInfo {
+                vxlan: None,
                 id: 12,
                 kind: PortKind::Tap,
                 description: "tap-fw".into(),
@@ -704,6 +721,7 @@ VLAN  MAC                PORT  AGE  TYPE
     fn network_details_show_the_uplink() {
         let mut n = vmnet1();
         n.uplink = Some(vnet_control::UplinkSpec {
+            vxlan: None,
             interface: "eth1".into(),
             vlan: None,
             mode: UplinkMode::Trunk,
@@ -711,6 +729,7 @@ VLAN  MAC                PORT  AGE  TYPE
         });
         assert!(network_details(&n).contains("uplink         eth1 trunk 10-12,20\n"));
         n.uplink = Some(vnet_control::UplinkSpec {
+            vxlan: None,
             interface: "eth1".into(),
             vlan: Some(10),
             mode: UplinkMode::Access,

@@ -388,6 +388,7 @@ fn sample_host_only_network() -> NetworkInfo {
 /// A port with every optional field present.
 fn sample_port() -> PortInfo {
     PortInfo {
+        vxlan: None,
         id: 3,
         kind: PortKind::Api,
         description: "pid 77 (firewall)".into(),
@@ -422,6 +423,7 @@ fn what_the_types_serialize_matches_the_documented_schemas() {
         "NetworkInfo",
         &NetworkInfo {
             uplink: Some(UplinkSpec {
+                vxlan: None,
                 interface: "eth1".into(),
                 vlan: Some(10),
                 mode: UplinkMode::Access,
@@ -462,6 +464,7 @@ fn what_the_types_serialize_matches_the_documented_schemas() {
     checker.check_named("NetworkSpec", &host_only);
     let mut bridged = NetworkSpec::named("lan10");
     bridged.uplink = Some(UplinkSpec {
+        vxlan: None,
         interface: "eth1".into(),
         vlan: Some(10),
         mode: UplinkMode::Access,
@@ -471,6 +474,7 @@ fn what_the_types_serialize_matches_the_documented_schemas() {
     checker.check_named(
         "UplinkSpec",
         &UplinkSpec {
+            vxlan: None,
             interface: "eth1".into(),
             vlan: None,
             mode: UplinkMode::Trunk,

@@ -12,6 +12,7 @@ mod attach;
 mod capture;
 mod config;
 mod dhcp;
+mod fdb;
 mod docs;
 mod forward;
 mod lease;
@@ -51,6 +52,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Command::Lease(command) => lease::run(&ctx, command),
         Command::Dhcp(command) => dhcp::run(&ctx, command),
         Command::Uplink(command) => uplink::run(&ctx, command),
+        Command::Fdb(command) => fdb::run(&ctx, command),
         Command::Forward(command) => forward::run(&ctx, command),
         Command::Capture(args) => capture::run(&ctx, args),
         Command::Attach(args) => attach::run(&ctx, args),

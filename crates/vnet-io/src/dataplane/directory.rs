@@ -196,6 +196,7 @@ mod tests {
     fn bridged(name: &str, nic: &str, vlan: Option<u16>) -> NetworkSpec {
         let mut s = NetworkSpec::named(name);
         s.uplink = Some(UplinkSpec {
+            vxlan: None,
             interface: nic.into(),
             vlan,
             mode: Default::default(),

@@ -1,0 +1,549 @@
+//! VXLAN uplinks: a vnet as one VXLAN segment (RFC 7348) across hosts, over UDP.
+//!
+//! # Theory of operation
+//!
+//! One [`TunnelSocket`] per local address and port and data-plane thread, shared by
+//! every vnet on it, as a NIC's AF_PACKET socket is shared by the vnets on its VLANs:
+//! the thread reads it in batches (`recvmmsg`), checks each datagram's header, and
+//! hands the inner frame to the [`VxlanPort`] of the vnet whose VNI it carries, whose
+//! `recv` gives it to the switch. What cannot be taken is dropped and counted on the
+//! socket by cause (`short`, `flags`, `unknown_vni`, `unknown_remote`, `oversize`),
+//! or per remote once its sender is known.
+//!
+//! Each vnet's [`Tunnel`] holds its forwarding database ([`vnet_core::fdb`]): the
+//! remotes, which MAC lives behind which VTEP (learned from the inner source of what
+//! arrives, aging like the switch's table, or pinned), and the per-remote counters.
+//! Leaving, a frame for a known MAC goes to its VTEP; broadcast, multicast and unknown
+//! unicast go to every remote (head-end replication) or to the multicast group. Frames
+//! leave in batches (`sendmmsg`), the 8-byte header gathered in front of the frame,
+//! which is never copied.
+//!
+//! ECMP entropy: the outer UDP source port follows the inner flow (RFC 7348 §5). A UDP
+//! socket sends from the port it is bound to, and picking any port per datagram would
+//! take a raw socket (and `CAP_NET_RAW`); so each tunnel socket sends from
+//! [`SOURCE_SOCKETS`] sockets bound to ports of the range, and the flow's hash picks
+//! one: one flow keeps one port, flows spread over 16. No privilege is needed.
+//!
+//! Never fragmented: the vnet's MTU plus the outer headers (50 bytes over IPv4, 70
+//! over IPv6) must fit the MTU of the interface that holds the local address, or the
+//! uplink is refused. The port takes no offloads: the data plane segments GSO
+//! super-frames and completes checksums before they get here.
+
+use std::cell::{Cell, RefCell};
+use std::io;
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::os::fd::AsFd;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use tracing::warn;
+use vnet_core::fdb::{Destination, Fdb, Refusal};
+use vnet_core::switch::PortId;
+use vnet_core::wire::offload::VirtioNetHdr;
+use vnet_core::wire::vxlan::{self, flow_entropy};
+use vnet_core::wire::MacAddr;
+use vnet_model::{PortKind, RemoteInfo, VxlanInfo, VxlanSpec};
+
+use super::inbox::Inbox;
+use super::uplink::{Incoming, Polled};
+use super::{Backend, Received, Sent};
+use crate::frame::FrameBuf;
+use crate::sys::udp::{Outgoing, RecvBatch, SendBatch};
+
+/// Sockets each tunnel socket sends from, one per outer source port.
+pub const SOURCE_SOCKETS: usize = 16;
+/// Datagrams one `recvmmsg` takes.
+const RECV_BATCH: usize = 8;
+/// Datagrams one `sendmmsg` sends (32 frames, some to several remotes).
+const SEND_BATCH: usize = 64;
+
+/// Why a VXLAN uplink or a change to it was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum VxlanError {
+    #[error(
+        "the vnet's MTU {mtu} + {overhead} bytes of VXLAN headers is {} but {interface} (holding {local}) has MTU {underlay}: lower the vnet's MTU to {} or raise the underlay's",
+        .mtu + .overhead, .underlay.saturating_sub(*.overhead)
+    )]
+    Mtu {
+        mtu: u32,
+        overhead: u32,
+        underlay: u32,
+        interface: String,
+        local: IpAddr,
+    },
+    #[error("no interface of this host has the address {0}: \"local\" must be one of its own")]
+    NotLocal(IpAddr),
+    #[error("cannot find the interface holding the local address")]
+    Interfaces(#[source] crate::sys::netif::NetifError),
+    #[error("cannot open the VXLAN socket on {addr}")]
+    Open {
+        addr: SocketAddr,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot join multicast group {group}")]
+    Join {
+        group: IpAddr,
+        #[source]
+        source: io::Error,
+    },
+    #[error("VNI {vni} on {addr} is vnet {vnet:?}'s already")]
+    VniTaken {
+        vni: u32,
+        addr: SocketAddr,
+        vnet: String,
+    },
+    #[error("vnet {0:?} has no VXLAN uplink (set one with `vnet uplink set {0} --vxlan VNI ...`)")]
+    NotVxlan(String),
+    #[error("vnet {vnet:?} has no remote {remote} (see `vnet port ls {vnet}`)")]
+    NoRemote { vnet: String, remote: IpAddr },
+    #[error("remote {0} is not of the family of the tunnel's local address")]
+    Family(IpAddr),
+    #[error("vnet {vnet:?} has no forwarding entry for {mac} (see `vnet fdb ls {vnet}`)")]
+    NoEntry { vnet: String, mac: MacAddr },
+    #[error(transparent)]
+    Pin(#[from] vnet_core::fdb::PinError),
+}
+
+/// Datagrams a tunnel socket dropped before any vnet took them, by cause.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SocketDrop {
+    /// Shorter than the VXLAN header.
+    Short,
+    /// The I flag missing, or another flag set.
+    Flags,
+    /// No vnet on this socket has the VNI.
+    UnknownVni,
+    /// From an address that is not a remote of the VNI's tunnel.
+    UnknownRemote,
+    /// Longer than the receive buffer.
+    Oversize,
+}
+
+impl SocketDrop {
+    pub const ALL: [SocketDrop; 5] = [
+        SocketDrop::Short,
+        SocketDrop::Flags,
+        SocketDrop::UnknownVni,
+        SocketDrop::UnknownRemote,
+        SocketDrop::Oversize,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            SocketDrop::Short => "short",
+            SocketDrop::Flags => "flags",
+            SocketDrop::UnknownVni => "unknown_vni",
+            SocketDrop::UnknownRemote => "unknown_remote",
+            SocketDrop::Oversize => "oversize",
+        }
+    }
+}
+
+/// The UDP sockets of one local address and port: one to receive (and to send
+/// flooded and multicast frames), [`SOURCE_SOCKETS`] to send from, and the drop counts
+/// the vnets on it share.
+pub struct Sockets {
+    pub local: SocketAddr,
+    pub rx: UdpSocket,
+    tx: Vec<UdpSocket>,
+    drops: [Cell<u64>; SocketDrop::ALL.len()],
+}
+
+impl Sockets {
+    fn count(&self, cause: SocketDrop) {
+        let c = &self.drops[cause as usize];
+        c.set(c.get() + 1);
+    }
+
+    /// Binds `local` and the send sockets on ports of `range` (inclusive).
+    fn open(local: SocketAddr, range: [u16; 2]) -> io::Result<Sockets> {
+        let rx = UdpSocket::bind(local)?;
+        rx.set_nonblocking(true)?;
+        let mut tx = Vec::with_capacity(SOURCE_SOCKETS);
+        let span = u32::from(range[1] - range[0]) + 1;
+        let mut candidate = 0u32;
+        while tx.len() < SOURCE_SOCKETS && candidate < span {
+            // Spread over the range; skip ports in use.
+            let step = (span / SOURCE_SOCKETS as u32).max(1);
+            let at = (tx.len() as u32 * step + candidate % step.max(1)) % span;
+            candidate += 1;
+            let port = range[0] + at as u16;
+            if let Ok(s) = UdpSocket::bind(SocketAddr::new(local.ip(), port)) {
+                s.set_nonblocking(true)?;
+                tx.push(s);
+                candidate = 0;
+            }
+        }
+        if tx.is_empty() {
+            return Err(io::Error::new(
+                io::ErrorKind::AddrInUse,
+                format!("every source port {}-{} is in use", range[0], range[1]),
+            ));
+        }
+        Ok(Sockets {
+            local,
+            rx,
+            tx,
+            drops: Default::default(),
+        })
+    }
+}
+
+/// A vnet's VXLAN segment: its VNI, its forwarding database and remotes.
+pub struct Tunnel {
+    pub vni: u32,
+    pub fdb: Fdb,
+    pub group: Option<IpAddr>,
+    /// The UDP port datagrams go to.
+    pub port: u16,
+}
+
+impl Tunnel {
+    /// The tunnel `spec` describes; learned entries age after `aging`, at most `max`.
+    pub fn new(spec: &VxlanSpec, aging: Duration, max: usize, now: Instant) -> Result<Self, VxlanError> {
+        let mut fdb = Fdb::new(aging, max, spec.group.is_some());
+        for r in &spec.remotes {
+            fdb.add_remote(*r);
+        }
+        for f in &spec.fdb {
+            fdb.pin(now, f.mac, f.remote)?;
+        }
+        Ok(Tunnel {
+            vni: spec.vni,
+            fdb,
+            group: spec.group,
+            port: spec.port,
+        })
+    }
+}
+
+/// A vnet's share of a [`TunnelSocket`].
+pub struct Member {
+    pub net: usize,
+    pub port: PortId,
+    pub tunnel: Rc<RefCell<Tunnel>>,
+}
+
+/// One local address and port's sockets and the vnets on them.
+pub struct TunnelSocket {
+    pub sockets: Rc<Sockets>,
+    pub members: Vec<Member>,
+    /// Multicast sockets of members on a group (bound to it), read like `sockets.rx`.
+    pub groups: Vec<(IpAddr, UdpSocket)>,
+    /// The receive socket's poll token, once watched.
+    pub token: Option<mio::Token>,
+    batch: Box<RecvBatch<RECV_BATCH>>,
+    /// The batch's datagrams not handed out yet: `next..count`.
+    next: usize,
+    count: usize,
+    failed: bool,
+}
+
+impl TunnelSocket {
+    /// Opens the sockets of `local` (sending from ports of `source_ports`).
+    pub fn open(local: SocketAddr, source_ports: [u16; 2]) -> Result<Self, VxlanError> {
+        let sockets =
+            Sockets::open(local, source_ports).map_err(|source| VxlanError::Open {
+                addr: local,
+                source,
+            })?;
+        Ok(TunnelSocket {
+            sockets: Rc::new(sockets),
+            members: Vec::new(),
+            groups: Vec::new(),
+            token: None,
+            batch: RecvBatch::new(),
+            next: 0,
+            count: 0,
+            failed: false,
+        })
+    }
+
+    /// Reads the next datagram and decides which vnet takes its frame, learning its
+    /// inner source behind its sender.
+    pub fn poll(&mut self, now: Instant) -> Polled<'_> {
+        if self.next >= self.count {
+            let rx = std::iter::once(&self.sockets.rx).chain(self.groups.iter().map(|(_, g)| g));
+            let mut result = Err(io::ErrorKind::WouldBlock.into());
+            for sock in rx {
+                result = self.batch.recv(sock.as_fd());
+                if !matches!(&result, Err(e) if e.kind() == io::ErrorKind::WouldBlock) {
+                    break;
+                }
+            }
+            match result {
+                Ok(n) => {
+                    self.failed = false;
+                    (self.next, self.count) = (0, n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Polled::WouldBlock,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => return Polled::Skipped,
+                Err(e) => {
+                    if !self.failed {
+                        self.failed = true;
+                        warn!(local = %self.sockets.local, "VXLAN socket: {e}");
+                    }
+                    return Polled::WouldBlock;
+                }
+            }
+        }
+        let i = self.next;
+        self.next += 1;
+        let Some(from) = self.batch.sender(i).map(|a| a.ip()) else {
+            return Polled::Skipped;
+        };
+        let (datagram, truncated) = self.batch.datagram(i);
+        let cause = match vxlan::Packet::new_checked(datagram) {
+            _ if truncated => SocketDrop::Oversize,
+            Err(_) => SocketDrop::Short,
+            Ok(p) => match vxlan::Repr::parse(&p) {
+                Err(_) => SocketDrop::Flags,
+                Ok(repr) => match self.members.iter().find(|m| m.tunnel.borrow().vni == repr.vni) {
+                    None => SocketDrop::UnknownVni,
+                    Some(m) => {
+                        let inner = p.inner();
+                        let mut t = m.tunnel.borrow_mut();
+                        match t.fdb.hear(from, inner.len()) {
+                            Err(Refusal::UnknownRemote) => SocketDrop::UnknownRemote,
+                            Ok(()) => {
+                                if let Some(src) = inner.get(6..12) {
+                                    let src = MacAddr(src.try_into().expect("6 bytes"));
+                                    t.fdb.learn(now, src, from);
+                                }
+                                let (net, port) = (m.net, m.port);
+                                drop(t);
+                                // Runts and oversize frames are the switch's to judge
+                                // and count, as for any port.
+                                return Polled::Frame(Incoming {
+                                    net,
+                                    port,
+                                    frame: &self.batch.datagram(i).0[vxlan::HEADER_LEN..],
+                                    strip: false,
+                                    offload: VirtioNetHdr::default(),
+                                });
+                            }
+                        }
+                    }
+                },
+            },
+        };
+        self.sockets.count(cause);
+        for m in &self.members {
+            m.tunnel.borrow_mut().fdb.count_drop(from);
+        }
+        Polled::Skipped
+    }
+
+}
+
+/// A socket that receives multicast `group` on the tunnel's port, joined on the
+/// interface holding the tunnel's local address; and the tunnel's send sockets set to
+/// send the group's copies from there, without looping them back.
+pub fn join_group(sockets: &Sockets, vx: &VxlanSpec, group: IpAddr) -> Result<UdpSocket, VxlanError> {
+    let join = |source| VxlanError::Join { group, source };
+    let sock = UdpSocket::bind(SocketAddr::new(group, vx.port)).map_err(join)?;
+    sock.set_nonblocking(true).map_err(join)?;
+    match (group, vx.local) {
+        (IpAddr::V4(g), IpAddr::V4(local)) => {
+            sock.join_multicast_v4(&g, &local).map_err(join)?;
+            for tx in &sockets.tx {
+                tx.set_multicast_loop_v4(false).map_err(join)?;
+                crate::sys::sockopt::set_multicast_if_v4(tx.as_fd(), local).map_err(join)?;
+            }
+        }
+        (IpAddr::V6(g), local) => {
+            let (ifname, _) = crate::sys::netif::holder_of(local)
+                .map_err(VxlanError::Interfaces)?
+                .ok_or(VxlanError::NotLocal(local))?;
+            let index = nix::net::if_::if_nametoindex(ifname.as_str())
+                .map_err(|e| join(e.into()))?;
+            sock.join_multicast_v6(&g, index).map_err(join)?;
+            for tx in &sockets.tx {
+                tx.set_multicast_loop_v6(false).map_err(join)?;
+                crate::sys::sockopt::set(
+                    tx.as_fd(),
+                    libc::IPPROTO_IPV6,
+                    libc::IPV6_MULTICAST_IF,
+                    &(index as libc::c_int),
+                )
+                .map_err(join)?;
+            }
+        }
+        (_, local) => return Err(VxlanError::Family(local)),
+    }
+    Ok(sock)
+}
+
+/// A vnet's port on its VXLAN tunnel: sends frames to the remotes.
+pub struct VxlanPort {
+    sockets: Rc<Sockets>,
+    tunnel: Rc<RefCell<Tunnel>>,
+    inbox: Inbox,
+    header: [u8; vxlan::HEADER_LEN],
+    batch: Box<SendBatch<SEND_BATCH>>,
+    description: String,
+}
+
+impl VxlanPort {
+    pub fn new(shared: &TunnelSocket, tunnel: Rc<RefCell<Tunnel>>) -> Self {
+        let (vni, group) = {
+            let t = tunnel.borrow();
+            (t.vni, t.group)
+        };
+        let local = shared.sockets.local;
+        let description = match group {
+            Some(g) => format!("vxlan {vni} {local} group {g}"),
+            None => format!("vxlan {vni} {local}"),
+        };
+        VxlanPort {
+            sockets: Rc::clone(&shared.sockets),
+            tunnel,
+            inbox: Inbox::default(),
+            header: vxlan::Repr { vni }.to_bytes(),
+            batch: SendBatch::new(),
+            description,
+        }
+    }
+
+    /// Sends `msgs` (each with its frame's index in the batch and the remote it goes
+    /// to): runs that leave from one source socket go in one `sendmmsg`. Returns the
+    /// index of the frame the socket could not take now, if any.
+    fn flush(
+        &mut self,
+        msgs: &[(usize, usize, Outgoing<'_>)],
+        tunnel: &mut Tunnel,
+    ) -> Option<usize> {
+        let mut at = 0;
+        while at < msgs.len() {
+            let sock = msgs[at].1;
+            let run_end = msgs[at..]
+                .iter()
+                .position(|m| m.1 != sock)
+                .map_or(msgs.len(), |n| at + n);
+            let mut out = [Outgoing {
+                to: self.sockets.local,
+                payload: &[],
+            }; SEND_BATCH];
+            for (o, m) in out.iter_mut().zip(&msgs[at..run_end]) {
+                *o = m.2;
+            }
+            let run = &out[..run_end - at];
+            let (sent, result) = self.batch.send(self.sockets.tx[sock].as_fd(), &self.header, run);
+            for m in &msgs[at..at + sent] {
+                let len = m.2.payload.len() + vxlan::HEADER_LEN;
+                tunnel.fdb.count_tx(m.2.to.ip(), len, true);
+            }
+            at += sent;
+            if let Err(e) = result {
+                if e.kind() == io::ErrorKind::WouldBlock {
+                    return Some(msgs[at].0);
+                }
+                // Unreachable and the like: that remote misses this frame.
+                tunnel.fdb.count_tx(msgs[at].2.to.ip(), 0, false);
+                at += 1;
+            }
+        }
+        None
+    }
+}
+
+impl Backend for VxlanPort {
+    fn kind(&self) -> PortKind {
+        PortKind::Uplink
+    }
+
+    fn description(&self) -> String {
+        self.description.clone()
+    }
+
+    fn vxlan_info(&self) -> Option<VxlanInfo> {
+        let t = self.tunnel.borrow();
+        Some(VxlanInfo {
+            vni: t.vni,
+            socket: self.sockets.local.to_string(),
+            remotes: t
+                .fdb
+                .remotes()
+                .iter()
+                .map(|r| RemoteInfo {
+                    address: r.addr,
+                    rx_frames: r.counters.rx_frames,
+                    rx_bytes: r.counters.rx_bytes,
+                    tx_frames: r.counters.tx_frames,
+                    tx_bytes: r.counters.tx_bytes,
+                    drops: r.counters.drops,
+                })
+                .collect(),
+            socket_drops: SocketDrop::ALL
+                .iter()
+                .map(|c| (c.name().to_string(), self.sockets.drops[*c as usize].get()))
+                .collect(),
+        })
+    }
+
+    fn source(&mut self) -> Option<&mut dyn mio::event::Source> {
+        None
+    }
+
+    fn recv(&mut self, buf: &mut FrameBuf) -> Received {
+        self.inbox.recv(buf)
+    }
+
+    fn deliver(&mut self, frame: FrameBuf) -> Result<Option<FrameBuf>, FrameBuf> {
+        self.inbox.deliver(frame)
+    }
+
+    fn send_batch(&mut self, frames: &[FrameBuf]) -> (usize, Sent) {
+        let now = Instant::now();
+        let tunnel = Rc::clone(&self.tunnel);
+        let mut t = tunnel.borrow_mut();
+        let blank = Outgoing {
+            to: self.sockets.local,
+            payload: &[],
+        };
+        let mut msgs = [(0, 0, blank); SEND_BATCH];
+        let mut n = 0;
+        let last_socket = (self.sockets.tx.len() - 1) as u16;
+        for (i, frame) in frames.iter().enumerate() {
+            let f = frame.frame();
+            let Some(dst) = f.get(0..6) else {
+                continue;
+            };
+            let dst = MacAddr(dst.try_into().expect("6 bytes"));
+            let sock = usize::from(flow_entropy(f, [0, last_socket]));
+            let one = match (t.fdb.destination(now, dst), t.group) {
+                (Destination::One(ip), _) => Some(ip),
+                (Destination::Flood, group) => group,
+            };
+            let copies = if one.is_some() { 1 } else { t.fdb.remotes().len() };
+            if n + copies.min(SEND_BATCH) > SEND_BATCH {
+                if let Some(blocked) = self.flush(&msgs[..n], &mut t) {
+                    return (blocked, Sent::WouldBlock);
+                }
+                n = 0;
+            }
+            let to = |ip| Outgoing {
+                to: SocketAddr::new(ip, t.port),
+                payload: f,
+            };
+            match one {
+                Some(ip) => {
+                    msgs[n] = (i, sock, to(ip));
+                    n += 1;
+                }
+                // More remotes than a batch holds: the first SEND_BATCH get it.
+                None => {
+                    for r in t.fdb.remotes().iter().take(SEND_BATCH - n) {
+                        msgs[n] = (i, sock, to(r.addr));
+                        n += 1;
+                    }
+                }
+            }
+        }
+        if let Some(blocked) = self.flush(&msgs[..n], &mut t) {
+            return (blocked, Sent::WouldBlock);
+        }
+        (frames.len(), Sent::Done)
+    }
+}
