@@ -50,6 +50,8 @@ pub struct DaemonBuilder {
     start_timeout: Duration,
     binary: PathBuf,
     user: OsString,
+    /// The network namespace to run in (`ip netns exec`), if not the test's.
+    netns: Option<String>,
 }
 
 impl Default for DaemonBuilder {
@@ -69,7 +71,16 @@ impl DaemonBuilder {
             start_timeout: DEFAULT_START_TIMEOUT,
             binary: bin_path("vnetd"),
             user: "root".into(),
+            netns: None,
         }
+    }
+
+    /// Runs the daemon inside network namespace `ns` (`ip netns exec`, which execs it:
+    /// the pid is vnetd's), as a daemon on another host would; its control socket is
+    /// reached as any other's, through the file system.
+    pub fn netns(mut self, ns: &crate::Netns) -> Self {
+        self.netns = Some(ns.name().to_string());
+        self
     }
 
     /// Passes `--user USER` [default: `root`: a vnetd started as root stays root, so
@@ -124,7 +135,14 @@ impl DaemonBuilder {
                 .create(dir)?;
         }
         let log_path = base.path().join("vnetd.log");
-        let mut command = Command::new(&self.binary);
+        let mut command = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(&self.binary);
+                c
+            }
+            None => Command::new(&self.binary),
+        };
         command
             .arg("--run-dir")
             .arg(&run_dir)
