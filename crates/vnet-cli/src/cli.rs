@@ -354,7 +354,12 @@ pub struct SetUplink {
     #[arg(long = "remote", value_name = "ADDR", requires = "vxlan")]
     pub remotes: Vec<std::net::IpAddr>,
     /// With --vxlan: a multicast group instead of remotes
-    #[arg(long, value_name = "ADDR", requires = "vxlan", conflicts_with = "remotes")]
+    #[arg(
+        long,
+        value_name = "ADDR",
+        requires = "vxlan",
+        conflicts_with = "remotes"
+    )]
     pub group: Option<std::net::IpAddr>,
     /// With --vxlan: the UDP port [default: 4789]
     #[arg(long, value_name = "PORT", requires = "vxlan")]
@@ -819,13 +824,57 @@ mod tests {
             panic!("not uplink set");
         };
         assert_eq!(
-            (a.interface.as_str(), a.vlan, a.trunk),
-            ("eth1", Some(10), None)
+            (a.interface.as_deref(), a.vlan, a.trunk),
+            (Some("eth1"), Some(10), None)
+        );
+        let Command::Uplink(UplinkCommand::Set(v)) = parse(&[
+            "uplink", "set", "ovl", "--vxlan", "100", "--local", "10.0.0.1", "--remote",
+            "10.0.0.2", "--remote", "10.0.0.3",
+        ])
+        .unwrap()
+        .command
+        else {
+            panic!("not uplink set");
+        };
+        assert_eq!(
+            (v.vxlan, v.remotes.len(), v.interface),
+            (Some(100), 2, None)
         );
         let kind = |args: &[&str]| parse(args).unwrap_err().kind();
         assert_eq!(
             kind(&["uplink", "set", "lan"]),
             ErrorKind::MissingRequiredArgument
+        );
+        // A tunnel needs its local address; remotes need a tunnel; one kind at a time.
+        assert_eq!(
+            kind(&["uplink", "set", "lan", "--vxlan", "1"]),
+            ErrorKind::MissingRequiredArgument
+        );
+        assert_eq!(
+            kind(&[
+                "uplink",
+                "set",
+                "lan",
+                "--interface",
+                "e",
+                "--remote",
+                "10.0.0.2"
+            ]),
+            ErrorKind::MissingRequiredArgument
+        );
+        assert_eq!(
+            kind(&[
+                "uplink",
+                "set",
+                "lan",
+                "--interface",
+                "e",
+                "--vxlan",
+                "1",
+                "--local",
+                "10.0.0.1"
+            ]),
+            ErrorKind::ArgumentConflict
         );
         assert_eq!(
             kind(&[

@@ -298,7 +298,11 @@ impl Client {
     }
 
     /// `POST /v1/networks/{net}/fdb`: pin a MAC behind a remote VTEP.
-    pub fn add_fdb(&self, net: &str, entry: &vnet_model::FdbSpec) -> Result<vnet_model::FdbSpec, Error> {
+    pub fn add_fdb(
+        &self,
+        net: &str,
+        entry: &vnet_model::FdbSpec,
+    ) -> Result<vnet_model::FdbSpec, Error> {
         self.send_json(Method::POST, &api_path(&["networks", net, "fdb"]), entry)
     }
 

@@ -376,13 +376,19 @@ impl VxlanSpec {
             ));
         }
         let family = |a: &IpAddr| a.is_ipv4() == self.local.is_ipv4();
-        let unicast = self.remotes.iter().chain(self.fdb.iter().map(|f| &f.remote));
+        let unicast = self
+            .remotes
+            .iter()
+            .chain(self.fdb.iter().map(|f| &f.remote));
         for a in unicast {
             if !family(a) {
                 return Err(UplinkError::Address(*a, "not of the family of \"local\""));
             }
             if a.is_unspecified() || a.is_multicast() {
-                return Err(UplinkError::Address(*a, "a remote must be a unicast address"));
+                return Err(UplinkError::Address(
+                    *a,
+                    "a remote must be a unicast address",
+                ));
             }
         }
         if let Some(g) = self.group {

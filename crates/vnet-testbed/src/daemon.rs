@@ -52,6 +52,8 @@ pub struct DaemonBuilder {
     user: OsString,
     /// The network namespace to run in (`ip netns exec`), if not the test's.
     netns: Option<String>,
+    /// Run as this uid from the start, without any capability (`setpriv`).
+    uid: Option<u32>,
 }
 
 impl Default for DaemonBuilder {
@@ -72,7 +74,16 @@ impl DaemonBuilder {
             binary: bin_path("vnetd"),
             user: "root".into(),
             netns: None,
+            uid: None,
         }
+    }
+
+    /// Runs the daemon as ordinary user `uid` (and gid `uid`) from the start, with no
+    /// capability at all (`setpriv`), as a user would run it: no `--user`; the
+    /// runtime and state directories are the user's.
+    pub fn unprivileged(mut self, uid: u32) -> Self {
+        self.uid = Some(uid);
+        self
     }
 
     /// Runs the daemon inside network namespace `ns` (`ip netns exec`, which execs it:
@@ -135,21 +146,38 @@ impl DaemonBuilder {
                 .create(dir)?;
         }
         let log_path = base.path().join("vnetd.log");
-        let mut command = match &self.netns {
-            Some(ns) => {
-                let mut c = Command::new("ip");
-                c.args(["netns", "exec", ns]).arg(&self.binary);
-                c
+        let mut argv: Vec<OsString> = Vec::new();
+        if let Some(ns) = &self.netns {
+            argv.extend(["ip", "netns", "exec", ns].map(OsString::from));
+        }
+        if let Some(uid) = self.uid {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(base.path(), std::fs::Permissions::from_mode(0o755))?;
+            for dir in [&run_dir, &state_dir] {
+                std::os::unix::fs::chown(dir, Some(uid), Some(uid))?;
             }
-            None => Command::new(&self.binary),
-        };
+            argv.push("setpriv".into());
+            argv.extend(
+                [
+                    format!("--reuid={uid}"),
+                    format!("--regid={uid}"),
+                    "--clear-groups".into(),
+                    "--inh-caps=-all".into(),
+                ]
+                .map(OsString::from),
+            );
+        }
+        argv.push(self.binary.clone().into());
+        let mut command = Command::new(&argv[0]);
         command
+            .args(&argv[1..])
             .arg("--run-dir")
             .arg(&run_dir)
             .arg("--state-dir")
-            .arg(&state_dir)
-            .arg("--user")
-            .arg(&self.user);
+            .arg(&state_dir);
+        if self.uid.is_none() {
+            command.arg("--user").arg(&self.user);
+        }
         let mut config_path = None;
         if let Some(config) = &self.config {
             let path = base.path().join("vnetd.toml");

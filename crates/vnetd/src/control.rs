@@ -331,7 +331,10 @@ async fn add_remote(
     body: axum::body::Bytes,
 ) -> Result<impl IntoResponse> {
     let r: vnet_model::RemoteSpec = parse_body(&body)?;
-    Ok((StatusCode::CREATED, Json(h.add_remote(net, r.address).await?)))
+    Ok((
+        StatusCode::CREATED,
+        Json(h.add_remote(net, r.address).await?),
+    ))
 }
 
 async fn remove_remote(
@@ -479,7 +482,11 @@ async fn remove_reservation(
 }
 
 /// A VXLAN remote's metric: name, help, and how to read it.
-type RemoteSeries = (&'static str, &'static str, fn(&vnet_model::RemoteInfo) -> u64);
+type RemoteSeries = (
+    &'static str,
+    &'static str,
+    fn(&vnet_model::RemoteInfo) -> u64,
+);
 
 /// Per-remote counters of VXLAN uplinks, and their sockets' drops by cause.
 fn vxlan_metrics(out: &mut String, rows: &[(vnet_model::NetworkInfo, Vec<vnet_model::PortInfo>)]) {
@@ -492,11 +499,25 @@ fn vxlan_metrics(out: &mut String, rows: &[(vnet_model::NetworkInfo, Vec<vnet_mo
         })
         .collect();
     let series: [RemoteSeries; 5] = [
-        ("rx_frames", "Frames that arrived from the remote VTEP.", |r| r.rx_frames),
-        ("rx_bytes", "Bytes that arrived from the remote VTEP.", |r| r.rx_bytes),
-        ("tx_frames", "Frames sent to the remote VTEP.", |r| r.tx_frames),
+        (
+            "rx_frames",
+            "Frames that arrived from the remote VTEP.",
+            |r| r.rx_frames,
+        ),
+        (
+            "rx_bytes",
+            "Bytes that arrived from the remote VTEP.",
+            |r| r.rx_bytes,
+        ),
+        ("tx_frames", "Frames sent to the remote VTEP.", |r| {
+            r.tx_frames
+        }),
         ("tx_bytes", "Bytes sent to the remote VTEP.", |r| r.tx_bytes),
-        ("drops", "Datagrams from or to the remote VTEP that were dropped.", |r| r.drops),
+        (
+            "drops",
+            "Datagrams from or to the remote VTEP that were dropped.",
+            |r| r.drops,
+        ),
     ];
     for (field, help, value) in series {
         let name = format!("vnet_vxlan_remote_{field}_total");
@@ -524,7 +545,11 @@ fn vxlan_metrics(out: &mut String, rows: &[(vnet_model::NetworkInfo, Vec<vnet_mo
             continue;
         }
         for (cause, n) in &vx.socket_drops {
-            let _ = writeln!(out, "{name}{{socket=\"{}\",cause=\"{cause}\"}} {n}", vx.socket);
+            let _ = writeln!(
+                out,
+                "{name}{{socket=\"{}\",cause=\"{cause}\"}} {n}",
+                vx.socket
+            );
         }
     }
 }

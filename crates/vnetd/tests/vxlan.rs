@@ -32,7 +32,8 @@ impl Underlay {
         let mut leg = Veth::new();
         leg.move_a(&ns);
         leg.move_b(&self.ns);
-        self.ns.exec_ok(&["ip", "link", "set", leg.b(), "master", "br0"]);
+        self.ns
+            .exec_ok(&["ip", "link", "set", leg.b(), "master", "br0"]);
         let v4 = format!("10.77.0.{n}");
         let v6 = format!("fd77::{n}");
         ns.exec_ok(&["ip", "addr", "add", &format!("{v4}/24"), "dev", leg.a()]);
@@ -140,8 +141,22 @@ fn a_vnet_and_a_kernel_vxlan_device_exchange_traffic_and_learn_each_others_macs(
     let k = ul.host(2);
     // Host K: Linux's vxlan device on VNI 100, bridged to a namespace VM.
     k.ns.exec_ok(&[
-        "ip", "link", "add", "vx0", "type", "vxlan", "id", "100", "remote", &a.v4, "local",
-        &k.v4, "dstport", "4789", "dev", k.ifname(),
+        "ip",
+        "link",
+        "add",
+        "vx0",
+        "type",
+        "vxlan",
+        "id",
+        "100",
+        "remote",
+        &a.v4,
+        "local",
+        &k.v4,
+        "dstport",
+        "4789",
+        "dev",
+        k.ifname(),
     ]);
     // A veth never fills in checksums: without this the kernel would hand the
     // encapsulated frames' TCP checksums to it still to be done (a real NIC does them).
@@ -175,7 +190,10 @@ fn a_vnet_and_a_kernel_vxlan_device_exchange_traffic_and_learn_each_others_macs(
         "{learned:?}"
     );
     let listed = d.cli_ok(&["fdb", "ls", "ovl"]);
-    assert!(listed.contains(kvm.mac()) && listed.contains("learned"), "{listed}");
+    assert!(
+        listed.contains(kvm.mac()) && listed.contains("learned"),
+        "{listed}"
+    );
     // ...and the kernel learned ours behind host A.
     let kernel = k.ns.exec_ok(&["bridge", "fdb", "show", "dev", "vx0"]);
     assert!(
@@ -208,7 +226,9 @@ fn two_vnetd_hosts_form_one_vnet_over_ipv6_and_a_third_joins_live() {
     let dc = c.vnetd(&vxlan_config("ovl", mtu, &c.v6, &[&a.v6, &b.v6]));
     let vc = vm(&dc, &c, "ovl", "52:54:00:66:00:03", "192.168.66.3/24", mtu);
     da.cli_ok(&["uplink", "remote", "add", "ovl", &c.v6]);
-    client(&db).add_remote("ovl", c.v6.parse().unwrap()).unwrap();
+    client(&db)
+        .add_remote("ovl", c.v6.parse().unwrap())
+        .unwrap();
     for (from, to) in [(&vc, &va), (&vc, &vb), (&va, &vc), (&vb, &vc)] {
         assert!(
             pings(from, to.ip()),
@@ -244,8 +264,41 @@ fn two_vnetd_hosts_form_one_vnet_over_ipv6_and_a_third_joins_live() {
     // Removing C on A: A's VM no longer reaches C's, B's still does.
     da.cli_ok(&["uplink", "remote", "rm", "ovl", &c.v6]);
     assert!(!fdb(&da, "ovl").iter().any(|e| e.remote.to_string() == c.v6));
-    assert!(!va.ping(vc.ip(), 2), "A still reaches C without it as a remote");
+    assert!(
+        !va.ping(vc.ip(), 2),
+        "A still reaches C without it as a remote"
+    );
     assert!(pings(&vb, vc.ip()));
+}
+
+#[test]
+fn an_unprivileged_vnetd_carries_its_vnet_across_hosts() {
+    skip_unless_root!();
+    let ul = Underlay::new();
+    let (a, b) = (ul.host(1), ul.host(2));
+    let da = a.vnetd(&vxlan_config("ovl", MTU, &a.v4, &[&b.v4]));
+    // Host B: an ordinary user's vnetd, no capability, serving DHCP on the vnet.
+    let toml =
+        vxlan_config("ovl", MTU, &b.v4, &[&a.v4]) + "subnet = \"192.168.33.0/24\"\ndhcp = {}\n";
+    let db = Daemon::builder()
+        .netns(&b.ns)
+        .unprivileged(64990)
+        .config(&toml)
+        .start();
+    let status = std::fs::read_to_string(format!("/proc/{}/status", db.pid().unwrap())).unwrap();
+    assert!(
+        status.contains("Uid:\t64990") && status.contains("CapEff:\t0000000000000000"),
+        "{status}"
+    );
+    // A's VM gets its address from B's DHCP service, across the tunnel.
+    let va = vm(&da, &a, "ovl", "52:54:00:33:00:01", "", MTU);
+    let lease = va
+        .dhcp(&[])
+        .unwrap_or_else(|e| panic!("{e}\n{}\n{}", da.log(), db.log()));
+    assert!(
+        lease.ip().is_some_and(|ip| ip.starts_with("192.168.33.")),
+        "{lease:?}"
+    );
 }
 
 #[test]
@@ -297,7 +350,10 @@ fn a_vnet_mtu_too_large_for_the_underlay_is_refused_naming_both_numbers() {
             "uplink", "set", "big", "--vxlan", "100", "--local", &a.v6, "--remote", &b.v6,
         ],
     );
-    assert!(err.contains("1570") && err.contains("has MTU 1500"), "{err}");
+    assert!(
+        err.contains("1570") && err.contains("has MTU 1500"),
+        "{err}"
+    );
     // An address that is not this host's is refused too.
     let err = vnet_testbed::api::cli_fails(
         &d,
@@ -321,7 +377,11 @@ fn send_udp(ns: &Netns, from: &str, to: &str, datagrams: &[Vec<u8>]) {
         .iter()
         .map(|d| d.iter().map(|b| format!("{b:02x}")).collect())
         .collect();
-    let family = if to.contains(':') { "AF_INET6" } else { "AF_INET" };
+    let family = if to.contains(':') {
+        "AF_INET6"
+    } else {
+        "AF_INET"
+    };
     let script = format!(
         "import socket\ns = socket.socket(socket.{family}, socket.SOCK_DGRAM)\ns.bind(('{from}', 0))\nfor h in {hex:?}:\n    s.sendto(bytes.fromhex(h), ('{to}', 4789))\n"
     );
@@ -356,11 +416,11 @@ fn hostile_datagrams_are_dropped_and_counted_by_cause() {
         &b.v4,
         &a.v4,
         &[
-            vec![0x08, 0, 0],                          // short
-            with(header(0x00, 100), frame(60)),        // no I flag
-            with(header(0x0c, 100), frame(60)),        // an unknown flag
-            with(header(0x08, 4242), frame(60)),       // unknown VNI
-            with(header(0x08, 100), vec![0; 10]),      // runt inner frame
+            vec![0x08, 0, 0],                           // short
+            with(header(0x00, 100), frame(60)),         // no I flag
+            with(header(0x0c, 100), frame(60)),         // an unknown flag
+            with(header(0x08, 4242), frame(60)),        // unknown VNI
+            with(header(0x08, 100), vec![0; 10]),       // runt inner frame
             with(header(0x08, 100), frame(1464 + 100)), // inner frame over the MTU
         ],
     );
@@ -395,7 +455,9 @@ fn hostile_datagrams_are_dropped_and_counted_by_cause() {
     assert!(pings(&va, vb.ip()));
     let metrics = client(&da).metrics().unwrap();
     assert!(
-        metrics.contains("vnet_vxlan_socket_drops_total{socket=\"10.77.0.1:4789\",cause=\"unknown_vni\"} 1"),
+        metrics.contains(
+            "vnet_vxlan_socket_drops_total{socket=\"10.77.0.1:4789\",cause=\"unknown_vni\"} 1"
+        ),
         "{metrics}"
     );
     assert!(metrics.contains(&format!(

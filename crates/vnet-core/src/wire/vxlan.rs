@@ -216,7 +216,10 @@ mod tests {
 
     #[test]
     fn short_and_wrongly_flagged_headers_are_refused() {
-        assert_eq!(Packet::new_checked(&DATAGRAM[..7]).err(), Some(Error::Truncated));
+        assert_eq!(
+            Packet::new_checked(&DATAGRAM[..7]).err(),
+            Some(Error::Truncated)
+        );
         for flags in [0x00, 0x0c, 0x88, 0xff] {
             let mut b = DATAGRAM;
             b[0] = flags;

@@ -201,7 +201,12 @@ pub struct Tunnel {
 
 impl Tunnel {
     /// The tunnel `spec` describes; learned entries age after `aging`, at most `max`.
-    pub fn new(spec: &VxlanSpec, aging: Duration, max: usize, now: Instant) -> Result<Self, VxlanError> {
+    pub fn new(
+        spec: &VxlanSpec,
+        aging: Duration,
+        max: usize,
+        now: Instant,
+    ) -> Result<Self, VxlanError> {
         let mut fdb = Fdb::new(aging, max, spec.group.is_some());
         for r in &spec.remotes {
             fdb.add_remote(*r);
@@ -243,11 +248,10 @@ pub struct TunnelSocket {
 impl TunnelSocket {
     /// Opens the sockets of `local` (sending from ports of `source_ports`).
     pub fn open(local: SocketAddr, source_ports: [u16; 2]) -> Result<Self, VxlanError> {
-        let sockets =
-            Sockets::open(local, source_ports).map_err(|source| VxlanError::Open {
-                addr: local,
-                source,
-            })?;
+        let sockets = Sockets::open(local, source_ports).map_err(|source| VxlanError::Open {
+            addr: local,
+            source,
+        })?;
         Ok(TunnelSocket {
             sockets: Rc::new(sockets),
             members: Vec::new(),
@@ -299,7 +303,11 @@ impl TunnelSocket {
             Err(_) => SocketDrop::Short,
             Ok(p) => match vxlan::Repr::parse(&p) {
                 Err(_) => SocketDrop::Flags,
-                Ok(repr) => match self.members.iter().find(|m| m.tunnel.borrow().vni == repr.vni) {
+                Ok(repr) => match self
+                    .members
+                    .iter()
+                    .find(|m| m.tunnel.borrow().vni == repr.vni)
+                {
                     None => SocketDrop::UnknownVni,
                     Some(m) => {
                         let inner = p.inner();
@@ -334,13 +342,16 @@ impl TunnelSocket {
         }
         Polled::Skipped
     }
-
 }
 
 /// A socket that receives multicast `group` on the tunnel's port, joined on the
 /// interface holding the tunnel's local address; and the tunnel's send sockets set to
 /// send the group's copies from there, without looping them back.
-pub fn join_group(sockets: &Sockets, vx: &VxlanSpec, group: IpAddr) -> Result<UdpSocket, VxlanError> {
+pub fn join_group(
+    sockets: &Sockets,
+    vx: &VxlanSpec,
+    group: IpAddr,
+) -> Result<UdpSocket, VxlanError> {
     let join = |source| VxlanError::Join { group, source };
     let sock = UdpSocket::bind(SocketAddr::new(group, vx.port)).map_err(join)?;
     sock.set_nonblocking(true).map_err(join)?;
@@ -356,8 +367,8 @@ pub fn join_group(sockets: &Sockets, vx: &VxlanSpec, group: IpAddr) -> Result<Ud
             let (ifname, _) = crate::sys::netif::holder_of(local)
                 .map_err(VxlanError::Interfaces)?
                 .ok_or(VxlanError::NotLocal(local))?;
-            let index = nix::net::if_::if_nametoindex(ifname.as_str())
-                .map_err(|e| join(e.into()))?;
+            let index =
+                nix::net::if_::if_nametoindex(ifname.as_str()).map_err(|e| join(e.into()))?;
             sock.join_multicast_v6(&g, index).map_err(join)?;
             for tx in &sockets.tx {
                 tx.set_multicast_loop_v6(false).map_err(join)?;
@@ -429,7 +440,9 @@ impl VxlanPort {
                 *o = m.2;
             }
             let run = &out[..run_end - at];
-            let (sent, result) = self.batch.send(self.sockets.tx[sock].as_fd(), &self.header, run);
+            let (sent, result) = self
+                .batch
+                .send(self.sockets.tx[sock].as_fd(), &self.header, run);
             for m in &msgs[at..at + sent] {
                 let len = m.2.payload.len() + vxlan::HEADER_LEN;
                 tunnel.fdb.count_tx(m.2.to.ip(), len, true);
@@ -516,7 +529,11 @@ impl Backend for VxlanPort {
                 (Destination::One(ip), _) => Some(ip),
                 (Destination::Flood, group) => group,
             };
-            let copies = if one.is_some() { 1 } else { t.fdb.remotes().len() };
+            let copies = if one.is_some() {
+                1
+            } else {
+                t.fdb.remotes().len()
+            };
             if n + copies.min(SEND_BATCH) > SEND_BATCH {
                 if let Some(blocked) = self.flush(&msgs[..n], &mut t) {
                     return (blocked, Sent::WouldBlock);

@@ -248,9 +248,7 @@ impl ControlError {
             ControlError::Vxlan(e) => match e {
                 VxlanError::NoRemote { .. } | VxlanError::NoEntry { .. } => ErrorKind::NotFound,
                 VxlanError::VniTaken { .. } => ErrorKind::Conflict,
-                VxlanError::Open { source, .. }
-                    if source.kind() == io::ErrorKind::AddrInUse =>
-                {
+                VxlanError::Open { source, .. } if source.kind() == io::ErrorKind::AddrInUse => {
                     ErrorKind::Conflict
                 }
                 VxlanError::Open { .. } | VxlanError::Join { .. } | VxlanError::Interfaces(_) => {

@@ -128,10 +128,7 @@ impl Thread {
                 let _ = reply.send(self.lookup(&name).and_then(|k| self.fdb(k, now)));
             }
             Command::AddFdb(name, entry, reply) => {
-                let _ = reply.send(
-                    self.lookup(&name)
-                        .and_then(|k| self.add_fdb(k, entry, now)),
-                );
+                let _ = reply.send(self.lookup(&name).and_then(|k| self.add_fdb(k, entry, now)));
             }
             Command::RemoveFdb(name, mac, reply) => {
                 let _ = reply.send(self.lookup(&name).and_then(|k| self.remove_fdb(k, mac)));

@@ -40,9 +40,9 @@ impl Thread {
         check_mtu(&vx, mtu)?;
         let local = SocketAddr::new(vx.local, vx.port);
         if let Some(other) = self.tunnels.iter().find_map(|(_, s)| {
-            s.members
-                .iter()
-                .find(|m| s.sockets.local == local && m.net != key && m.tunnel.borrow().vni == vx.vni)
+            s.members.iter().find(|m| {
+                s.sockets.local == local && m.net != key && m.tunnel.borrow().vni == vx.vni
+            })
         }) {
             return Err(VxlanError::VniTaken {
                 vni: vx.vni,
@@ -55,11 +55,7 @@ impl Thread {
         if self.has_uplink(key) {
             self.remove_uplink(key)?;
         }
-        let t = match self
-            .tunnels
-            .iter()
-            .find(|(_, s)| s.sockets.local == local)
-        {
+        let t = match self.tunnels.iter().find(|(_, s)| s.sockets.local == local) {
             Some((t, _)) => t,
             None => self.open_tunnel(local, vx.source_port_range())?,
         };
@@ -92,7 +88,11 @@ impl Thread {
     }
 
     /// Opens the sockets of `local` and watches the receiving one.
-    fn open_tunnel(&mut self, local: SocketAddr, source_ports: [u16; 2]) -> Result<usize, ControlError> {
+    fn open_tunnel(
+        &mut self,
+        local: SocketAddr,
+        source_ports: [u16; 2],
+    ) -> Result<usize, ControlError> {
         let mut sock = TunnelSocket::open(local, source_ports)?;
         let t = self.tunnels.vacant_key();
         let token = Token(self.targets.insert(Target::Tunnel(t)));
@@ -235,7 +235,10 @@ impl Thread {
     }
 
     /// Vnet `key`'s VXLAN settings and tunnel, or the error that it has none.
-    fn vxlan_of(&self, key: VnetKey) -> Result<(VxlanSpec, Rc<RefCell<Tunnel>>, vnet_core::switch::PortId), ControlError> {
+    fn vxlan_of(
+        &self,
+        key: VnetKey,
+    ) -> Result<(VxlanSpec, Rc<RefCell<Tunnel>>, vnet_core::switch::PortId), ControlError> {
         let not = || VxlanError::NotVxlan(self.vnets[key].name().to_string());
         let (_, m) = self.tunnel_member(key).ok_or_else(not)?;
         let spec = self.vnets[key]
@@ -274,7 +277,11 @@ impl Thread {
     }
 
     /// Removes a remote VTEP (and what was learned behind it) live.
-    pub(super) fn remove_remote(&mut self, key: VnetKey, remote: IpAddr) -> Result<(), ControlError> {
+    pub(super) fn remove_remote(
+        &mut self,
+        key: VnetKey,
+        remote: IpAddr,
+    ) -> Result<(), ControlError> {
         let (mut vx, tunnel, _) = self.vxlan_of(key)?;
         if !tunnel.borrow_mut().fdb.remove_remote(remote) {
             return Err(VxlanError::NoRemote {
@@ -304,7 +311,12 @@ impl Thread {
     }
 
     /// Pins a MAC behind a remote VTEP.
-    pub(super) fn add_fdb(&mut self, key: VnetKey, entry: FdbSpec, now: Instant) -> Result<FdbSpec, ControlError> {
+    pub(super) fn add_fdb(
+        &mut self,
+        key: VnetKey,
+        entry: FdbSpec,
+        now: Instant,
+    ) -> Result<FdbSpec, ControlError> {
         let (mut vx, tunnel, _) = self.vxlan_of(key)?;
         if entry.remote.is_ipv4() != vx.local.is_ipv4() {
             return Err(VxlanError::Family(entry.remote).into());
