@@ -481,6 +481,58 @@ fn what_the_types_serialize_matches_the_documented_schemas() {
             vlans: vec![10, 20],
         },
     );
+    let mut vx = vnet_control::VxlanSpec::new(100, "192.0.2.1".parse().unwrap());
+    vx.remotes = vec!["192.0.2.2".parse().unwrap()];
+    vx.source_ports = Some([40000, 40100]);
+    vx.fdb = vec![vnet_control::FdbSpec {
+        mac: "02:00:00:00:00:07".parse().unwrap(),
+        remote: "192.0.2.2".parse().unwrap(),
+    }];
+    checker.check_named(
+        "UplinkSpec",
+        &UplinkSpec {
+            vxlan: Some(vx.clone()),
+            vlan: Some(10),
+            ..UplinkSpec::default()
+        },
+    );
+    vx.remotes.clear();
+    vx.group = Some("239.1.1.1".parse().unwrap());
+    checker.check_named("VxlanSpec", &vx);
+    checker.check_named(
+        "FdbEntry",
+        &vnet_control::FdbEntry {
+            mac: "02:00:00:00:00:07".parse().unwrap(),
+            remote: "192.0.2.2".parse().unwrap(),
+            age_secs: 3,
+            fixed: false,
+        },
+    );
+    checker.check_named(
+        "RemoteSpec",
+        &vnet_control::RemoteSpec {
+            address: "2001:db8::2".parse().unwrap(),
+        },
+    );
+    checker.check_named(
+        "PortInfo",
+        &PortInfo {
+            vxlan: Some(vnet_control::VxlanInfo {
+                vni: 100,
+                socket: "192.0.2.1:4789".into(),
+                remotes: vec![vnet_control::RemoteInfo {
+                    address: "192.0.2.2".parse().unwrap(),
+                    rx_frames: 1,
+                    rx_bytes: 60,
+                    tx_frames: 2,
+                    tx_bytes: 120,
+                    drops: 0,
+                }],
+                socket_drops: [("short".to_string(), 1)].into(),
+            }),
+            ..sample_port()
+        },
+    );
     checker.check_named("DhcpSpec", &DhcpSpec::default());
     checker.check_named("DhcpSpec", &sample_dhcp());
     checker.check_named("DhcpPatch", &vnet_control::DhcpPatch::default());
