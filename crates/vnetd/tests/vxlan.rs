@@ -272,6 +272,39 @@ fn two_vnetd_hosts_form_one_vnet_over_ipv6_and_a_third_joins_live() {
 }
 
 #[test]
+fn two_vnets_on_one_socket_are_told_apart_by_vni() {
+    skip_unless_root!();
+    let ul = Underlay::new();
+    let (a, b) = (ul.host(1), ul.host(2));
+    let config = |local: &str, remote: &str| {
+        vxlan_config("red", MTU, local, &[remote])
+            + &vxlan_config("blue", MTU, local, &[remote]).replace("vni = 100", "vni = 200")
+    };
+    let da = a.vnetd(&config(&a.v4, &b.v4));
+    let db = b.vnetd(&config(&b.v4, &a.v4));
+    // One socket: both uplinks name it, and both vnets run on its thread.
+    let (red, blue) = (uplink(&da, "red"), uplink(&da, "blue"));
+    assert_eq!(red.vxlan.unwrap().socket, blue.vxlan.unwrap().socket);
+    let thread = |net: &str| client(&da).network(net).unwrap().thread;
+    assert_eq!(thread("red"), thread("blue"));
+    // The same addresses on both vnets: each VM reaches only its own vnet's peer.
+    let ra = vm(&da, &a, "red", "52:54:00:22:00:01", "192.168.22.1/24", MTU);
+    let rb = vm(&db, &b, "red", "52:54:00:22:00:02", "192.168.22.2/24", MTU);
+    let ba = vm(&da, &a, "blue", "52:54:00:22:01:01", "192.168.22.1/24", MTU);
+    let bb = vm(&db, &b, "blue", "52:54:00:22:01:02", "192.168.22.2/24", MTU);
+    assert!(pings(&ra, rb.ip()) && pings(&ba, bb.ip()));
+    let arp = |vm: &NsVm| vm.ns().exec_ok(&["ip", "neigh", "show", "192.168.22.2"]);
+    assert!(arp(&ra).contains(rb.mac()), "{}", arp(&ra));
+    assert!(arp(&ba).contains(bb.mac()), "{}", arp(&ba));
+    // A VNI another vnet has on this socket is refused.
+    let err = vnet_testbed::api::cli_fails(
+        &da,
+        &["uplink", "set", "blue", "--vxlan", "100", "--local", &a.v4],
+    );
+    assert!(err.contains("VNI 100") && err.contains("red"), "{err}");
+}
+
+#[test]
 fn an_unprivileged_vnetd_carries_its_vnet_across_hosts() {
     skip_unless_root!();
     let ul = Underlay::new();

@@ -93,6 +93,10 @@ pub enum VxlanError {
         addr: SocketAddr,
         vnet: String,
     },
+    #[error(
+        "the VXLAN socket {addr} is on the data-plane thread of vnet {vnet:?}, and this vnet runs on another: give it the uplink when it is created (in the config, or in `POST /v1/networks`) so that it is placed with {vnet:?}"
+    )]
+    OtherThread { addr: SocketAddr, vnet: String },
     #[error("vnet {0:?} has no VXLAN uplink (set one with `vnet uplink set {0} --vxlan VNI ...`)")]
     NotVxlan(String),
     #[error("vnet {vnet:?} has no remote {remote} (see `vnet port ls {vnet}`)")]
@@ -562,5 +566,134 @@ impl Backend for VxlanPort {
             return (blocked, Sent::WouldBlock);
         }
         (frames.len(), Sent::Done)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::BufPool;
+
+    /// A tunnel end on loopback address `127.0.0.N` and `port`, VNI 7, with `remotes`.
+    fn end(n: u8, port: u16, remotes: &[u8]) -> (TunnelSocket, VxlanPort) {
+        let ip = |n: u8| IpAddr::from([127, 0, 0, n]);
+        let mut spec = VxlanSpec::new(7, ip(n));
+        spec.port = port;
+        spec.remotes = remotes.iter().map(|r| ip(*r)).collect();
+        let mut sock = TunnelSocket::open(SocketAddr::new(ip(n), port), vxlan::SOURCE_PORTS)
+            .expect("loopback socket");
+        let now = Instant::now();
+        let tunnel = Rc::new(RefCell::new(
+            Tunnel::new(&spec, Duration::from_secs(300), 64, now).unwrap(),
+        ));
+        let vport = VxlanPort::new(&sock, Rc::clone(&tunnel));
+        sock.members.push(Member {
+            net: usize::from(n),
+            port: PortId(u32::from(n)),
+            tunnel,
+        });
+        (sock, vport)
+    }
+
+    /// What `sock` takes next: (vnet, frame), waiting for loopback delivery.
+    fn take(sock: &mut TunnelSocket) -> Option<(usize, Vec<u8>)> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            match sock.poll(Instant::now()) {
+                Polled::Frame(inc) => return Some((inc.net, inc.frame.to_vec())),
+                Polled::Skipped => {}
+                Polled::WouldBlock => std::thread::yield_now(),
+            }
+        }
+        None
+    }
+
+    fn nothing(sock: &mut TunnelSocket) -> bool {
+        // Loopback delivers at once; by the time a later datagram arrived, an
+        // earlier one would have too.
+        !matches!(sock.poll(Instant::now()), Polled::Frame(_))
+    }
+
+    fn frame(dst: [u8; 6], src: [u8; 6]) -> FrameBuf {
+        let mut f = [0u8; 60];
+        f[..6].copy_from_slice(&dst);
+        f[6..12].copy_from_slice(&src);
+        f[12..14].copy_from_slice(&[0x08, 0x00]);
+        let mut buf = BufPool::new(1514).get();
+        buf.fill(&f);
+        buf
+    }
+
+    fn free_port() -> u16 {
+        UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    }
+
+    const VM_A: [u8; 6] = [2, 0, 0, 0, 0, 0xa];
+    const VM_B: [u8; 6] = [2, 0, 0, 0, 0, 0xb];
+
+    #[test]
+    fn floods_reach_every_remote_and_learned_macs_only_theirs() {
+        let port = free_port();
+        let (mut a, mut pa) = end(11, port, &[12, 13]);
+        let (mut b, mut pb) = end(12, port, &[11, 13]);
+        let (mut c, _pc) = end(13, port, &[11, 12]);
+        let bcast = frame([0xff; 6], VM_A);
+        assert_eq!(pa.send_batch(std::slice::from_ref(&bcast)), (1, Sent::Done));
+        assert_eq!(take(&mut b), Some((12, bcast.frame().to_vec())));
+        assert_eq!(take(&mut c), Some((13, bcast.frame().to_vec())));
+        // B learned VM_A behind A: its answer goes to A alone.
+        let rows = pb.tunnel.borrow().fdb.rows(Instant::now());
+        assert_eq!(
+            (rows[0].mac, rows[0].remote),
+            (MacAddr(VM_A), IpAddr::from([127, 0, 0, 11]))
+        );
+        let answer = frame(VM_A, VM_B);
+        assert_eq!(
+            pb.send_batch(std::slice::from_ref(&answer)),
+            (1, Sent::Done)
+        );
+        assert_eq!(take(&mut a), Some((11, answer.frame().to_vec())));
+        assert!(nothing(&mut c));
+        // Counted per remote, both ways.
+        let info = pa.vxlan_info().unwrap();
+        let to_b = info
+            .remotes
+            .iter()
+            .find(|r| r.address.to_string() == "127.0.0.12");
+        let to_b = to_b.unwrap();
+        assert_eq!((to_b.tx_frames, to_b.rx_frames), (1, 1));
+        assert_eq!(to_b.tx_bytes, 68);
+    }
+
+    #[test]
+    fn hostile_datagrams_are_counted_by_cause_and_never_delivered() {
+        let port = free_port();
+        let (mut a, pa) = end(21, port, &[22]);
+        let remote = UdpSocket::bind("127.0.0.22:0").unwrap();
+        let stranger = UdpSocket::bind("127.0.0.23:0").unwrap();
+        let to = SocketAddr::new(IpAddr::from([127, 0, 0, 21]), port);
+        let good = |vni: u32| {
+            let mut d = vxlan::Repr { vni }.to_bytes().to_vec();
+            d.extend_from_slice(frame([0xff; 6], VM_B).frame());
+            d
+        };
+        let mut flagless = good(7);
+        flagless[0] = 0;
+        for d in [&[8u8, 0, 0][..], &flagless, &good(8)] {
+            remote.send_to(d, to).unwrap();
+        }
+        stranger.send_to(&good(7), to).unwrap();
+        remote.send_to(&good(7), to).unwrap();
+        // Only the last one gets through.
+        assert_eq!(take(&mut a).map(|(net, _)| net), Some(21));
+        let drops = pa.vxlan_info().unwrap().socket_drops;
+        for cause in ["short", "flags", "unknown_vni", "unknown_remote"] {
+            assert_eq!(drops[cause], 1, "{cause}: {drops:?}");
+        }
+        assert_eq!(pa.vxlan_info().unwrap().remotes[0].drops, 3);
     }
 }

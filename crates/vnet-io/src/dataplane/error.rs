@@ -247,7 +247,7 @@ impl ControlError {
             ControlError::NotAllowed(_) => ErrorKind::Forbidden,
             ControlError::Vxlan(e) => match e {
                 VxlanError::NoRemote { .. } | VxlanError::NoEntry { .. } => ErrorKind::NotFound,
-                VxlanError::VniTaken { .. } => ErrorKind::Conflict,
+                VxlanError::VniTaken { .. } | VxlanError::OtherThread { .. } => ErrorKind::Conflict,
                 VxlanError::Open { source, .. } if source.kind() == io::ErrorKind::AddrInUse => {
                     ErrorKind::Conflict
                 }

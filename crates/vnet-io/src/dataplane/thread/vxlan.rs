@@ -39,18 +39,8 @@ impl Thread {
         );
         check_mtu(&vx, mtu)?;
         let local = SocketAddr::new(vx.local, vx.port);
-        if let Some(other) = self.tunnels.iter().find_map(|(_, s)| {
-            s.members.iter().find(|m| {
-                s.sockets.local == local && m.net != key && m.tunnel.borrow().vni == vx.vni
-            })
-        }) {
-            return Err(VxlanError::VniTaken {
-                vni: vx.vni,
-                addr: local,
-                vnet: self.vnets[other.net].name().to_string(),
-            }
-            .into());
-        }
+        let name = self.vnets[key].name().to_string();
+        self.directory().check_tunnel(local, &name, vx.vni)?;
         let tunnel = Rc::new(RefCell::new(Tunnel::new(&vx, aging, max, now)?));
         if self.has_uplink(key) {
             self.remove_uplink(key)?;
@@ -78,6 +68,7 @@ impl Thread {
             port: id,
             tunnel,
         });
+        self.directory().claim_tunnel(local, &name, vx.vni);
         if !self.tunnel_rx.contains(&t) {
             self.tunnel_rx.push(t);
         }
@@ -161,6 +152,7 @@ impl Thread {
         if found {
             if let Some(vnet) = self.vnets.get_mut(key) {
                 vnet.set_uplink_spec(None);
+                crate::dataplane::directory::lock(&self.directory).release(vnet.name());
             }
         }
         self.close_unused_tunnels();
