@@ -209,6 +209,54 @@ fn a_vnet_and_a_kernel_vxlan_device_exchange_traffic_and_learn_each_others_macs(
 }
 
 #[test]
+fn vnetd_hosts_and_a_kernel_vxlan_device_meet_on_a_multicast_group() {
+    skip_unless_root!();
+    let ul = Underlay::new();
+    let (a, b, k) = (ul.host(1), ul.host(2), ul.host(3));
+    let config = |local: &str| {
+        format!(
+            "[[network]]\nname = \"grp\"\nmtu = {MTU}\nuplink = {{ vxlan = {{ vni = 300, local = \"{local}\", group = \"239.1.1.1\" }} }}\n"
+        )
+    };
+    let da = a.vnetd(&config(&a.v4));
+    let db = b.vnetd(&config(&b.v4));
+    k.ns.exec_ok(&[
+        "ip",
+        "link",
+        "add",
+        "vx0",
+        "type",
+        "vxlan",
+        "id",
+        "300",
+        "group",
+        "239.1.1.1",
+        "local",
+        &k.v4,
+        "dstport",
+        "4789",
+        "dev",
+        k.ifname(),
+    ]);
+    k.ns.exec_ok(&["ethtool", "-K", k.ifname(), "tx", "off"]);
+    k.ns.exec_ok(&["ip", "addr", "add", "192.168.30.3/24", "dev", "vx0"]);
+    k.ns.exec_ok(&["ip", "link", "set", "vx0", "up"]);
+    let va = vm(&da, &a, "grp", "52:54:00:30:00:01", "192.168.30.1/24", MTU);
+    let vb = vm(&db, &b, "grp", "52:54:00:30:00:02", "192.168.30.2/24", MTU);
+    // ARP requests reach the others through the group; answers come back unicast.
+    assert!(pings(&va, vb.ip()), "{}\n{}", da.log(), db.log());
+    assert!(pings(&va, "192.168.30.3"), "{}", da.log());
+    assert!(pings(&vb, "192.168.30.3"), "{}", db.log());
+    let learned = fdb(&da, "grp");
+    for remote in [&b.v4, &k.v4] {
+        assert!(
+            learned.iter().any(|e| e.remote.to_string() == **remote),
+            "{learned:?}"
+        );
+    }
+}
+
+#[test]
 fn two_vnetd_hosts_form_one_vnet_over_ipv6_and_a_third_joins_live() {
     skip_unless_root!();
     let ul = Underlay::new();

@@ -26,8 +26,10 @@
 //!
 //! Never fragmented: the vnet's MTU plus the outer headers (50 bytes over IPv4, 70
 //! over IPv6) must fit the MTU of the interface that holds the local address, or the
-//! uplink is refused. The port takes no offloads: the data plane segments GSO
-//! super-frames and completes checksums before they get here.
+//! uplink is refused. The port takes offloads: a GSO super-frame from a TAP or
+//! vhost-user port waits in the egress queue as one entry and is segmented (and
+//! partial checksums completed) into the port's scratch buffer as it is encapsulated,
+//! so the queue's bound counts what the VM sent, not forty times that.
 
 use std::cell::{Cell, RefCell};
 use std::io;
@@ -38,8 +40,8 @@ use std::time::{Duration, Instant};
 
 use tracing::warn;
 use vnet_core::fdb::{Destination, Fdb, Refusal};
-use vnet_core::switch::PortId;
-use vnet_core::wire::offload::VirtioNetHdr;
+use vnet_core::switch::{DropCause, PortId};
+use vnet_core::wire::offload::{self, OffloadError, Segmenter, VirtioNetHdr};
 use vnet_core::wire::vxlan::{self, flow_entropy};
 use vnet_core::wire::MacAddr;
 use vnet_model::{PortKind, RemoteInfo, VxlanInfo, VxlanSpec};
@@ -164,6 +166,7 @@ impl Sockets {
     fn open(local: SocketAddr, range: [u16; 2]) -> io::Result<Sockets> {
         let rx = UdpSocket::bind(local)?;
         rx.set_nonblocking(true)?;
+        size_buffer(&rx, libc::SO_RCVBUF, libc::SO_RCVBUFFORCE);
         let mut tx = Vec::with_capacity(SOURCE_SOCKETS);
         let span = u32::from(range[1] - range[0]) + 1;
         let mut candidate = 0u32;
@@ -175,6 +178,7 @@ impl Sockets {
             let port = range[0] + at as u16;
             if let Ok(s) = UdpSocket::bind(SocketAddr::new(local.ip(), port)) {
                 s.set_nonblocking(true)?;
+                size_buffer(&s, libc::SO_SNDBUF, libc::SO_SNDBUFFORCE);
                 tx.push(s);
                 candidate = 0;
             }
@@ -191,6 +195,24 @@ impl Sockets {
             tx,
             drops: Default::default(),
         })
+    }
+}
+
+/// What a tunnel socket's buffer should hold: a burst of a few thousand full-size
+/// datagrams. The default (`net.core.rmem_default`, ~200 KiB) holds about a hundred:
+/// one TSO super-frame from a VM is 45, and a receiver that falls that far behind
+/// drops datagrams (`RcvbufErrors`), which TCP inside pays for dearly.
+const BUFFER_BYTES: libc::c_int = 8 << 20;
+
+/// Sizes `sock`'s buffer `option` to [`BUFFER_BYTES`]: with `force` past the
+/// system's maximum where vnetd holds `CAP_NET_ADMIN` now, else as far as the maximum
+/// (`net.core.rmem_max`, `wmem_max`) lets an ordinary process. Best effort: a smaller
+/// buffer only drops sooner.
+fn size_buffer(sock: &UdpSocket, option: libc::c_int, force: libc::c_int) {
+    let fd = sock.as_fd();
+    let set = |name| crate::sys::sockopt::set(fd, libc::SOL_SOCKET, name, &BUFFER_BYTES);
+    if set(force).is_err() {
+        let _ = set(option);
     }
 }
 
@@ -397,7 +419,24 @@ pub struct VxlanPort {
     inbox: Inbox,
     header: [u8; vxlan::HEADER_LEN],
     batch: Box<SendBatch<SEND_BATCH>>,
+    /// The datagrams of the frames being sent, as [`Piece`]s (reused: no allocation
+    /// per batch once grown).
+    pieces: Vec<Piece>,
+    /// Segments of GSO frames and copies with their checksums completed.
+    scratch: Vec<u8>,
+    /// One frame's destinations (reused).
+    dsts: Vec<IpAddr>,
     description: String,
+}
+
+/// One datagram to send: for frame `frame` of the batch, from source socket `sock`, to
+/// `to`, carrying the frame itself or bytes `scratch[range]`.
+#[derive(Debug, Clone)]
+struct Piece {
+    frame: usize,
+    sock: usize,
+    to: SocketAddr,
+    bytes: Option<std::ops::Range<usize>>,
 }
 
 impl VxlanPort {
@@ -417,51 +456,113 @@ impl VxlanPort {
             inbox: Inbox::default(),
             header: vxlan::Repr { vni }.to_bytes(),
             batch: SendBatch::new(),
+            pieces: Vec::new(),
+            scratch: Vec::new(),
+            dsts: Vec::new(),
             description,
         }
     }
 
-    /// Sends `msgs` (each with its frame's index in the batch and the remote it goes
-    /// to): runs that leave from one source socket go in one `sendmmsg`. Returns the
-    /// index of the frame the socket could not take now, if any.
-    fn flush(
+    /// Turns `frame` (index `i`) into pieces for each of `dsts`: the frame itself, a
+    /// copy with its checksum completed, or its GSO segments. On error nothing of the
+    /// frame is left to send.
+    fn cut(
         &mut self,
-        msgs: &[(usize, usize, Outgoing<'_>)],
-        tunnel: &mut Tunnel,
-    ) -> Option<usize> {
+        i: usize,
+        frame: &FrameBuf,
+        dsts: &[IpAddr],
+        port: u16,
+    ) -> Result<(), OffloadError> {
+        let f = frame.frame();
+        let sock = usize::from(flow_entropy(f, [0, (self.sockets.tx.len() - 1) as u16]));
+        let hdr = frame.offload;
+        let (pieces, scratch) = (self.pieces.len(), self.scratch.len());
+        let push = |this: &mut Self, bytes: Option<std::ops::Range<usize>>| {
+            for ip in dsts {
+                this.pieces.push(Piece {
+                    frame: i,
+                    sock,
+                    to: SocketAddr::new(*ip, port),
+                    bytes: bytes.clone(),
+                });
+            }
+        };
+        let result = if hdr.is_gso() {
+            Segmenter::new(f, &hdr).and_then(|seg| {
+                for k in 0..seg.count() {
+                    let at = self.scratch.len();
+                    self.scratch.resize(at + seg.segment_len(k), 0);
+                    let n = seg.write(k, &mut self.scratch[at..])?;
+                    self.scratch.truncate(at + n);
+                    push(self, Some(at..at + n));
+                }
+                Ok(())
+            })
+        } else if hdr.needs_csum() {
+            let at = self.scratch.len();
+            self.scratch.extend_from_slice(f);
+            offload::complete_checksum(&mut self.scratch[at..], &hdr)
+                .map(|()| push(self, Some(at..self.scratch.len())))
+        } else {
+            push(self, None);
+            Ok(())
+        };
+        if result.is_err() {
+            self.pieces.truncate(pieces);
+            self.scratch.truncate(scratch);
+        }
+        result
+    }
+
+    /// Sends the pieces: runs that leave from one source socket go in one `sendmmsg`
+    /// each. Returns the index of the frame the socket could not take now, if any.
+    fn flush(&mut self, frames: &[FrameBuf], tunnel: &mut Tunnel) -> Option<usize> {
         let mut at = 0;
-        while at < msgs.len() {
-            let sock = msgs[at].1;
-            let run_end = msgs[at..]
+        let pieces = std::mem::take(&mut self.pieces);
+        let mut blocked = None;
+        while at < pieces.len() {
+            let sock = pieces[at].sock;
+            let run_end = pieces[at..]
                 .iter()
-                .position(|m| m.1 != sock)
-                .map_or(msgs.len(), |n| at + n);
+                .take(SEND_BATCH)
+                .position(|m| m.sock != sock)
+                .map_or((at + SEND_BATCH).min(pieces.len()), |n| at + n);
             let mut out = [Outgoing {
                 to: self.sockets.local,
                 payload: &[],
             }; SEND_BATCH];
-            for (o, m) in out.iter_mut().zip(&msgs[at..run_end]) {
-                *o = m.2;
+            for (o, p) in out.iter_mut().zip(&pieces[at..run_end]) {
+                *o = Outgoing {
+                    to: p.to,
+                    payload: match &p.bytes {
+                        Some(r) => &self.scratch[r.clone()],
+                        None => frames[p.frame].frame(),
+                    },
+                };
             }
             let run = &out[..run_end - at];
             let (sent, result) = self
                 .batch
                 .send(self.sockets.tx[sock].as_fd(), &self.header, run);
-            for m in &msgs[at..at + sent] {
-                let len = m.2.payload.len() + vxlan::HEADER_LEN;
-                tunnel.fdb.count_tx(m.2.to.ip(), len, true);
+            for o in &run[..sent] {
+                let len = o.payload.len() + vxlan::HEADER_LEN;
+                tunnel.fdb.count_tx(o.to.ip(), len, true);
             }
             at += sent;
             if let Err(e) = result {
                 if e.kind() == io::ErrorKind::WouldBlock {
-                    return Some(msgs[at].0);
+                    blocked = Some(pieces[at].frame);
+                    break;
                 }
-                // Unreachable and the like: that remote misses this frame.
-                tunnel.fdb.count_tx(msgs[at].2.to.ip(), 0, false);
+                // Unreachable and the like: that remote misses this datagram.
+                tunnel.fdb.count_tx(pieces[at].to.ip(), 0, false);
                 at += 1;
             }
         }
-        None
+        self.pieces = pieces;
+        self.pieces.clear();
+        self.scratch.clear();
+        blocked
     }
 }
 
@@ -511,58 +612,58 @@ impl Backend for VxlanPort {
         self.inbox.deliver(frame)
     }
 
+    /// GSO super-frames and partial checksums come as they are: the port segments
+    /// and completes them as it encapsulates, so the egress queue holds a super-frame
+    /// as one entry, not forty.
+    fn offloads(&self) -> bool {
+        true
+    }
+
     fn send_batch(&mut self, frames: &[FrameBuf]) -> (usize, Sent) {
         let now = Instant::now();
         let tunnel = Rc::clone(&self.tunnel);
         let mut t = tunnel.borrow_mut();
-        let blank = Outgoing {
-            to: self.sockets.local,
-            payload: &[],
-        };
-        let mut msgs = [(0, 0, blank); SEND_BATCH];
-        let mut n = 0;
-        let last_socket = (self.sockets.tx.len() - 1) as u16;
+        let mut dsts = std::mem::take(&mut self.dsts);
+        let outcome = self.send_all(frames, &mut t, &mut dsts, now);
+        self.dsts = dsts;
+        outcome
+    }
+}
+
+impl VxlanPort {
+    /// [`Backend::send_batch`], with the tunnel borrowed and a list to reuse for each
+    /// frame's destinations.
+    fn send_all(
+        &mut self,
+        frames: &[FrameBuf],
+        t: &mut Tunnel,
+        dsts: &mut Vec<IpAddr>,
+        now: Instant,
+    ) -> (usize, Sent) {
         for (i, frame) in frames.iter().enumerate() {
-            let f = frame.frame();
-            let Some(dst) = f.get(0..6) else {
+            let Some(dst) = frame.frame().get(0..6) else {
                 continue;
             };
             let dst = MacAddr(dst.try_into().expect("6 bytes"));
-            let sock = usize::from(flow_entropy(f, [0, last_socket]));
-            let one = match (t.fdb.destination(now, dst), t.group) {
-                (Destination::One(ip), _) => Some(ip),
-                (Destination::Flood, group) => group,
-            };
-            let copies = if one.is_some() {
-                1
-            } else {
-                t.fdb.remotes().len()
-            };
-            if n + copies.min(SEND_BATCH) > SEND_BATCH {
-                if let Some(blocked) = self.flush(&msgs[..n], &mut t) {
+            dsts.clear();
+            match (t.fdb.destination(now, dst), t.group) {
+                (Destination::One(ip), _) | (Destination::Flood, Some(ip)) => dsts.push(ip),
+                (Destination::Flood, None) => dsts.extend(t.fdb.remotes().iter().map(|r| r.addr)),
+            }
+            if let Err(e) = self.cut(i, frame, dsts, t.port) {
+                tracing::debug!("VXLAN: cannot segment a frame: {e}");
+                if let Some(blocked) = self.flush(frames, t) {
                     return (blocked, Sent::WouldBlock);
                 }
-                n = 0;
+                return (i, Sent::Dropped(DropCause::Malformed));
             }
-            let to = |ip| Outgoing {
-                to: SocketAddr::new(ip, t.port),
-                payload: f,
-            };
-            match one {
-                Some(ip) => {
-                    msgs[n] = (i, sock, to(ip));
-                    n += 1;
-                }
-                // More remotes than a batch holds: the first SEND_BATCH get it.
-                None => {
-                    for r in t.fdb.remotes().iter().take(SEND_BATCH - n) {
-                        msgs[n] = (i, sock, to(r.addr));
-                        n += 1;
-                    }
+            if self.pieces.len() >= SEND_BATCH {
+                if let Some(blocked) = self.flush(frames, t) {
+                    return (blocked, Sent::WouldBlock);
                 }
             }
         }
-        if let Some(blocked) = self.flush(&msgs[..n], &mut t) {
+        if let Some(blocked) = self.flush(frames, t) {
             return (blocked, Sent::WouldBlock);
         }
         (frames.len(), Sent::Done)
@@ -695,5 +796,49 @@ mod tests {
             assert_eq!(drops[cause], 1, "{cause}: {drops:?}");
         }
         assert_eq!(pa.vxlan_info().unwrap().remotes[0].drops, 3);
+    }
+
+    #[test]
+    fn a_gso_super_frame_leaves_as_segments_each_with_its_checksum() {
+        let port = free_port();
+        let (_a, mut pa) = end(31, port, &[32]);
+        let (mut b, _pb) = end(32, port, &[31]);
+        // A TCP/IPv4 super-frame of 3000 payload bytes, 1000 per segment, checksum
+        // left partial as a TAP hands it over.
+        let payload = 3000;
+        let mut f = vec![0u8; 14 + 20 + 20 + payload];
+        f[..12].copy_from_slice(&[VM_B, VM_A].concat());
+        f[12..14].copy_from_slice(&[0x08, 0x00]);
+        f[14] = 0x45;
+        f[16..18].copy_from_slice(&((20 + 20 + payload) as u16).to_be_bytes());
+        f[22] = 64;
+        f[23] = 6;
+        f[26..34].copy_from_slice(&[10, 0, 0, 1, 10, 0, 0, 2]);
+        f[46] = 0x50; // data offset 5
+        f[47] = 0x18;
+        for (i, b) in f[54..].iter_mut().enumerate() {
+            *b = i as u8;
+        }
+        let mut buf = BufPool::new(70000).get();
+        buf.fill(&f);
+        buf.offload = VirtioNetHdr {
+            flags: VirtioNetHdr::F_NEEDS_CSUM,
+            gso_type: VirtioNetHdr::GSO_TCPV4,
+            hdr_len: 54,
+            gso_size: 1000,
+            csum_start: 34,
+            csum_offset: 16,
+        };
+        // Unknown destination: flooded to the one remote, in three datagrams.
+        assert_eq!(pa.send_batch(std::slice::from_ref(&buf)), (1, Sent::Done));
+        for k in 0..3 {
+            let (_, seg) = take(&mut b).expect("a segment");
+            assert_eq!(seg.len(), 54 + 1000, "segment {k}");
+            assert_eq!(seg[54], (k * 1000) as u8);
+            let ip = vnet_core::wire::ipv4::Packet::new_checked(&seg[14..]).unwrap();
+            let tcp = vnet_core::wire::tcp::Packet::new_checked(ip.payload()).unwrap();
+            assert!(tcp.verify_checksum(&IpAddr::from(ip.src_addr()), &IpAddr::from(ip.dst_addr())));
+        }
+        assert!(nothing(&mut b));
     }
 }
