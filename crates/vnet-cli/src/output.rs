@@ -5,7 +5,7 @@
 use comfy_table::{presets, Cell, CellAlignment, Table};
 use vnet_control::{
     AccountInfo, Counters, DhcpSpec, Lease, LinkState, MacAddr, MacEntry, NatInfo, NetworkInfo,
-    PortInfo, Reservation, UplinkMode, VlanMode,
+    PortInfo, PortPolicy, Reservation, UplinkMode, VlanMode,
 };
 
 /// A table with a header row, columns separated by two spaces.
@@ -127,6 +127,8 @@ pub fn network_details(n: &NetworkInfo) -> String {
     if let Some(nat) = &n.nat {
         rows.push(("nat", nat_summary(nat)));
     }
+    let policy = policy_rows(&n.policy, None);
+    rows.extend(policy.iter().map(|(k, v)| (k.as_str(), v.clone())));
     let nat_counters = n.nat.as_ref().map(nat_counter_rows).unwrap_or_default();
     rows.extend(nat_counters.iter().map(|(k, v)| (k.as_str(), v.clone())));
     rows.extend([
@@ -364,6 +366,17 @@ pub fn port_details(p: &PortInfo) -> String {
         "egress queue",
         format!("{} of {} frames", p.queue_len, p.queue_capacity),
     ));
+    let policy = policy_rows(&p.enforced, Some(&p.policy));
+    rows.extend(policy.iter().map(|(k, v)| (k.as_str(), v.clone())));
+    if let Some(security) = p.policy_counters.as_ref().and_then(|c| c.security.as_ref()) {
+        rows.push(("  MAC lock learned", mac_list(&security.learned_macs)));
+        if let Some(mac) = security.shut_down_by {
+            rows.push((
+                "  shut down",
+                format!("by {mac}: set its security again to enable it"),
+            ));
+        }
+    }
     let tunnel = p.vxlan.as_ref().map(vxlan_rows).unwrap_or_default();
     rows.extend(tunnel.iter().map(|(k, v)| (k.as_str(), v.clone())));
     details(rows)
@@ -398,6 +411,51 @@ fn vxlan_rows(vx: &vnet_control::VxlanInfo) -> Vec<(String, String)> {
         rows.push(("socket drops".to_string(), dropped.join(", ")));
     }
     rows
+}
+
+/// A policy's sections as `key  value` rows under a `policy` row; with `own` (a port's
+/// own policy), each says whether it is the port's own or its vnet's.
+fn policy_rows(policy: &PortPolicy, own: Option<&PortPolicy>) -> Vec<(String, String)> {
+    if policy.is_empty() {
+        return vec![("policy".into(), "none".into())];
+    }
+    let own = own.map(|o| serde_json::to_value(o).expect("a policy serializes"));
+    let sections = serde_json::to_value(policy).expect("a policy serializes");
+    let mut rows = vec![("policy".to_string(), String::new())];
+    for (name, spec) in sections.as_object().into_iter().flatten() {
+        let from = match &own {
+            Some(o) if o.get(name) == Some(spec) => " (port's own)",
+            Some(_) => " (the vnet's)",
+            None => "",
+        };
+        rows.push((format!("  {name}"), format!("{}{from}", compact(spec))));
+    }
+    rows
+}
+
+/// A section's settings on one line: `out=10mbit burst=64k`, `{}` as `on`.
+fn compact(value: &serde_json::Value) -> String {
+    use serde_json::Value;
+    match value {
+        Value::Object(map) if map.is_empty() => "on".into(),
+        Value::Object(map) => map
+            .iter()
+            .map(|(k, v)| match v {
+                Value::Object(_) => format!("{k}=({})", compact(v)),
+                _ => format!("{k}={}", compact(v)),
+            })
+            .collect::<Vec<_>>()
+            .join(" "),
+        Value::Array(items) => items.iter().map(compact).collect::<Vec<_>>().join(","),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// A policy as `vnet net policy` and `vnet port set` print it.
+pub fn policy(policy: &PortPolicy) -> String {
+    let rows = policy_rows(policy, None);
+    details(rows.iter().map(|(k, v)| (k.as_str(), v.clone())).collect())
 }
 
 pub fn macs_table(entries: &[MacEntry]) -> String {
@@ -548,6 +606,7 @@ mod tests {
             transient: false,
             allow_users: Vec::new(),
             allow_groups: Vec::new(),
+            policy: Default::default(),
         }
     }
 
@@ -574,6 +633,9 @@ mod tests {
                 },
                 queue_len: 0,
                 queue_capacity: 256,
+                policy: Default::default(),
+                enforced: Default::default(),
+                policy_counters: Default::default(),
             },
             PortInfo {
                 vxlan: None,
@@ -593,6 +655,9 @@ mod tests {
                 counters: Counters::default(),
                 queue_len: 3,
                 queue_capacity: 256,
+                policy: Default::default(),
+                enforced: Default::default(),
+                policy_counters: Default::default(),
             },
         ]
     }
@@ -689,6 +754,30 @@ ID  KIND     UID  DESCRIPTION           VLAN                     MACS           
         assert!(!text.contains("pid") && !text.contains("uid"), "{text}");
         assert!(text.contains("promiscuous   yes\n"), "{text}");
         assert!(text.contains("macs learned  02:00:00:00:00:09 02:00:00:00:00:0a\n"));
+    }
+
+    #[test]
+    fn port_details_show_what_port_security_holds() {
+        use vnet_control::policy::security::{SecurityReport, SecuritySpec};
+        let mut port = two_ports().remove(0);
+        port.enforced.security = Some(SecuritySpec::strict());
+        port.policy_counters = Some(vnet_control::PolicyReport {
+            security: Some(SecurityReport {
+                learned_macs: vec![mac("52:54:00:00:00:01")],
+                shut_down_by: Some(mac("52:54:00:00:00:66")),
+            }),
+        });
+        let text = port_details(&port);
+        for line in [
+            "  security          strict (the vnet's)",
+            "  MAC lock learned  52:54:00:00:00:01",
+            "  shut down         by 52:54:00:00:00:66: set its security again to enable it",
+        ] {
+            assert!(
+                text.contains(&format!("{line}\n")),
+                "{line:?} not in\n{text}"
+            );
+        }
     }
 
     #[test]

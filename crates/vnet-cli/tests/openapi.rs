@@ -7,10 +7,12 @@ use std::collections::BTreeSet;
 
 use serde::Serialize;
 use serde_json::{json, Value};
+use vnet_control::policy::security::{SecurityReport, SecuritySpec};
 use vnet_control::{
     Account, AccountInfo, ApiError, Counters, DhcpSpec, HostAdapterInfo, HostAdapterSpec, Lease,
-    LinkState, MacEntry, NetworkInfo, NetworkSockets, NetworkSpec, PortInfo, PortKind, PortSpec,
-    Reservation, UplinkMode, UplinkSpec, Version, VlanMode,
+    LinkState, MacEntry, NetworkInfo, NetworkSockets, NetworkSpec, PolicyPatch, PolicyReport,
+    PortInfo, PortKind, PortPolicy, PortSpec, Reservation, UplinkMode, UplinkSpec, Version,
+    VlanMode,
 };
 
 const OPENAPI: &str = include_str!("../../../docs/openapi.yaml");
@@ -256,6 +258,7 @@ impl Checker {
             }
             Some("string") if value.is_string() => Ok(()),
             Some("boolean") if value.is_boolean() => Ok(()),
+            Some("null") if value.is_null() => Ok(()),
             Some(other) => Err(format!("{at}: {value} is not of type {other}")),
         }
     }
@@ -326,6 +329,7 @@ fn sample_network() -> NetworkInfo {
         transient: false,
         allow_users: Vec::new(),
         allow_groups: Vec::new(),
+        policy: PortPolicy::default(),
     }
 }
 
@@ -381,6 +385,7 @@ fn sample_host_only_network() -> NetworkInfo {
             id: 4000,
             name: Some("lab".into()),
         }],
+        policy: every_section(),
         ..sample_network()
     }
 }
@@ -411,6 +416,40 @@ fn sample_port() -> PortInfo {
         },
         queue_len: 1,
         queue_capacity: 256,
+        policy: every_section(),
+        enforced: every_section(),
+        policy_counters: Some(PolicyReport {
+            security: Some(SecurityReport {
+                learned_macs: vec!["52:54:00:00:00:01".parse().unwrap()],
+                shut_down_by: Some("52:54:00:00:00:02".parse().unwrap()),
+            }),
+        }),
+    }
+}
+
+/// Port security with every key set (the table form; the one-word forms are
+/// checked on their own).
+fn every_security_key() -> SecuritySpec {
+    serde_json::from_value(json!({
+        "profile": "strict",
+        "macs": ["52:54:00:00:00:01"],
+        "mac_limit": 2,
+        "mac_violation": "shutdown",
+        "ip_guard": ["dhcp", "10.0.0.5", "fd00::/64"],
+        "ipv6_link_local": false,
+        "dhcp_server": true,
+        "router": false,
+    }))
+    .unwrap()
+}
+
+/// A policy with every section.
+fn every_section() -> PortPolicy {
+    PortPolicy {
+        security: Some(every_security_key()),
+        acl: Some(Default::default()),
+        rate: Some(Default::default()),
+        impair: Some(Default::default()),
     }
 }
 
@@ -458,7 +497,14 @@ fn what_the_types_serialize_matches_the_documented_schemas() {
     host_only.transient = true;
     host_only.allow_users = vec![Account::Name("alice".into()), Account::Id(1002)];
     host_only.allow_groups = vec![Account::Name("lab".into())];
+    host_only.policy = every_section();
     checker.check_named("NetworkSpec", &host_only);
+    checker.check_named("PortPolicy", &every_section());
+    checker.check_named("PolicyPatch", &PolicyPatch::replace_with(&every_section()));
+    checker.check_named(
+        "PolicyPatch",
+        &PolicyPatch::replace_with(&PortPolicy::default()),
+    );
     host_only.host_adapter = Some(HostAdapterSpec::default());
     host_only.dhcp = Some(DhcpSpec::default());
     checker.check_named("NetworkSpec", &host_only);
@@ -600,6 +646,7 @@ fn what_the_types_serialize_matches_the_documented_schemas() {
                 allowed: vec![10],
                 native: None,
             },
+            policy: every_section(),
         },
     );
     checker.check_named(
@@ -607,6 +654,7 @@ fn what_the_types_serialize_matches_the_documented_schemas() {
         &PortSpec::Interface {
             interface: "fc-tap0".into(),
             vlan: VlanMode::Access { vlan: 10 },
+            policy: every_section(),
         },
     );
     checker.check_named("LinkState", &LinkState::Down);
@@ -615,6 +663,7 @@ fn what_the_types_serialize_matches_the_documented_schemas() {
         &PortSpec::VhostUser {
             name: "vm1".into(),
             vlan: VlanMode::Access { vlan: 10 },
+            policy: every_section(),
         },
     );
     checker.check_named(
@@ -627,6 +676,8 @@ fn what_the_types_serialize_matches_the_documented_schemas() {
             fixed: false,
         },
     );
+    checker.check_named("SecuritySpec", &SecuritySpec::strict());
+    checker.check_named("SecuritySpec", &SecuritySpec::default());
     checker.check_named(
         "Version",
         &Version {

@@ -12,9 +12,11 @@
 //!   them, per-remote counters.
 //! - [`switch`]: the learning switch: ports, VLAN rules, the MAC table, counters and the
 //!   forwarding decision.
+//! - [`policy`]: per-port policy (port security).
 #![forbid(unsafe_code)]
 
 pub mod fdb;
 pub mod pcapng;
+pub mod policy;
 pub mod switch;
 pub mod wire;

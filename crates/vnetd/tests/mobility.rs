@@ -4,8 +4,7 @@
 
 use std::time::Duration;
 
-use vnet_control::PortSpec;
-use vnet_testbed::api::{client, tap_vm};
+use vnet_testbed::api::{client, tap_vm, tap_vm_in};
 use vnet_testbed::{skip_unless_root, unique_name, wait_for, Daemon, Netns, NsVm, Veth};
 
 const T: Duration = Duration::from_secs(60);
@@ -90,20 +89,10 @@ fn a_vm_that_moves_to_another_host_is_found_there_after_its_first_frame() {
     }
     let vm_on = |h: usize, mac: &str, cidr: &str| {
         let (ns, _, d) = &hosts[h];
-        let ifname = unique_name("vt");
-        let port = client(d)
-            .add_port(
-                "ovl",
-                &PortSpec::Tap {
-                    ifname: ifname.clone(),
-                    vlan: Default::default(),
-                },
-            )
-            .unwrap();
-        let vm = NsVm::attach_in(ns, &ifname, mac, cidr);
+        let (port, vm) = tap_vm_in(d, Some(ns), "ovl", mac, cidr);
         vm.ns()
-            .exec_ok(&["ip", "link", "set", "dev", &ifname, "mtu", "1450"]);
-        (port.id, vm)
+            .exec_ok(&["ip", "link", "set", "dev", vm.ifname(), "mtu", "1450"]);
+        (port, vm)
     };
     let (da, db) = (&hosts[0].2, &hosts[1].2);
     let (_, stays) = vm_on(0, "52:54:00:99:00:03", "192.168.92.3/24");

@@ -6,8 +6,8 @@
 use std::time::Duration;
 
 use vnet_control::{FdbEntry, PortInfo};
-use vnet_testbed::api::client;
-use vnet_testbed::{skip_unless_root, unique_name, wait_for, Daemon, Netns, NsVm, Veth};
+use vnet_testbed::api::{client, tap_vm_in};
+use vnet_testbed::{skip_unless_root, wait_for, Daemon, Netns, NsVm, Veth};
 
 const T: Duration = Duration::from_secs(60);
 /// The vnets' MTU: 1500 on the underlay, less 50 bytes of VXLAN over IPv4.
@@ -78,21 +78,18 @@ fn vxlan_config(net: &str, mtu: u32, local: &str, remotes: &[&str]) -> String {
     )
 }
 
-/// A namespace VM on a TAP port of `net` that vnetd (in `host`) made.
+/// A namespace VM on a TAP port of `net` that vnetd (in `host`) made, with `mtu`.
 fn vm(d: &Daemon, host: &Host, net: &str, mac: &str, cidr: &str, mtu: u32) -> NsVm {
-    let ifname = unique_name("vt");
-    client(d)
-        .add_port(
-            net,
-            &vnet_control::PortSpec::Tap {
-                ifname: ifname.clone(),
-                vlan: Default::default(),
-            },
-        )
-        .unwrap_or_else(|e| panic!("adding TAP {ifname}: {e}\n{}", d.log()));
-    let vm = NsVm::attach_in(&host.ns, &ifname, mac, cidr);
-    vm.ns()
-        .exec_ok(&["ip", "link", "set", "dev", &ifname, "mtu", &mtu.to_string()]);
+    let (_, vm) = tap_vm_in(d, Some(&host.ns), net, mac, cidr);
+    vm.ns().exec_ok(&[
+        "ip",
+        "link",
+        "set",
+        "dev",
+        vm.ifname(),
+        "mtu",
+        &mtu.to_string(),
+    ]);
     vm
 }
 

@@ -19,23 +19,26 @@ use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Instant;
 
 use mio::net::{UnixDatagram, UnixListener};
 use mio::{Interest, Registry, Token};
 use tracing::{debug, info, warn};
 use vnet_core::pcapng::Direction;
+use vnet_core::policy::guard::DhcpBindings;
 use vnet_core::switch::Verdict;
 use vnet_core::switch::{
     DropCause, FastMap, InvalidVlan, PortId, SetPortError, Switch, Tagging, VlanMode,
 };
 use vnet_core::wire::offload::{self, Segmenter, VirtioNetHdr};
 use vnet_core::wire::seqpacket::{PortInfo as ApiPortInfo, Reply, Request, API_VERSION};
-use vnet_model::{MacAddr, NetworkSpec, UplinkSpec};
+use vnet_model::{MacAddr, NetworkSpec, PolicyPatch, PolicyReport, PortPolicy, UplinkSpec};
 
 use super::capture::{self, Capture, CaptureSpec, Tap};
 use super::error::ControlError;
 use super::limits::{LimitHit, UidPorts, UidSlot, PORTS_PER_UID};
+use super::policy::{self, Enforcer, Step};
 use super::queue::EgressQueue;
 use crate::admission::{AllowList, Client, Gate};
 use crate::backend::dgram::{DgramPeerError, DgramPort};
@@ -68,6 +71,8 @@ struct PortIo {
     rx_scheduled: bool,
     /// Listed for a transmit pass this turn.
     tx_scheduled: bool,
+    /// The port's own policy (its enforcer runs it over the vnet's).
+    policy: PortPolicy,
 }
 
 /// How a pass over one port ended.
@@ -150,6 +155,12 @@ pub(super) struct Vnet {
     refusals_counted: [u64; 4],
     /// Live captures; empty (the frame path's only cost then) when none runs.
     taps: Vec<Tap>,
+    /// The ports with a policy to enforce; empty (the frame path's only cost then)
+    /// when none has one.
+    enforcers: FastMap<PortId, Enforcer>,
+    /// The DHCP service's leases by client MAC, for port security's IP guards
+    /// ([`Vnet::share_dhcp_bindings`]).
+    dhcp_bindings: Arc<DhcpBindings>,
 }
 
 impl Vnet {
@@ -388,6 +399,18 @@ impl Vnet {
             NAT_BUFFER_BYTES,
             FD_RESERVE_CONTROL,
         ];
+        let macs_not_learned: u64 = self
+            .enforcers
+            .values_mut()
+            .map(Enforcer::take_refusals)
+            .sum();
+        self.refusals.refuse_many(
+            Some(self.name()),
+            super::limits::MAC_LOCK_MACS,
+            macs_not_learned,
+            "source MAC(s) not learned by a port's MAC lock: it holds its most; their \
+             frames are dropped (mac_lock)",
+        );
         for ((limit, now), seen) in limits.into_iter().zip(now).zip(seen) {
             // (Below: a NAT started anew, its counters from zero.)
             if now <= seen {
@@ -505,7 +528,9 @@ impl Vnet {
 
     /// The host's own adapter, once it runs.
     pub fn set_host_adapter(&mut self, adapter: vnet_model::HostAdapterInfo) {
+        let id = PortId(adapter.port);
         self.host_adapter = Some(adapter);
+        self.enforce(id);
     }
 
     /// Hands the NAT device the DHCP clients' names when they changed, so its DNS
@@ -517,6 +542,21 @@ impl Vnet {
         };
         if let Some(names) = dhcp.borrow_mut().take_changed_names() {
             nat.borrow_mut().device_mut().set_local_names(names);
+        }
+    }
+
+    /// Hands the ports' IP guards the DHCP service's leases when they changed (the
+    /// service and the guards never call each other, as for the names above).
+    pub fn share_dhcp_bindings(&mut self) {
+        let Some((_, dhcp)) = &self.dhcp else {
+            return;
+        };
+        let Some(bindings) = dhcp.borrow_mut().take_changed_bindings() else {
+            return;
+        };
+        self.dhcp_bindings = Arc::new(bindings);
+        for enforcer in self.enforcers.values_mut() {
+            enforcer.set_dhcp_bindings(&self.dhcp_bindings);
         }
     }
 
@@ -545,8 +585,10 @@ impl Vnet {
                 token: None,
                 rx_scheduled: false,
                 tx_scheduled: false,
+                policy: PortPolicy::default(),
             },
         );
+        self.enforce(id);
         Ok(id)
     }
 
@@ -560,6 +602,7 @@ impl Vnet {
             self.pool.put(buf);
         }
         self.dgram_peers.retain(|_, (p, _)| *p != id);
+        self.enforcers.remove(&id);
         let _ = self.switch.remove_port(id);
         info!(net = self.name(), port = %id, "detached {}: {why}", port.backend.description());
         port.token
@@ -815,6 +858,19 @@ impl Vnet {
         if !self.taps.is_empty() {
             capture::offer(&mut self.taps, from, Direction::Inbound, buf.frame());
         }
+        let mut buf = buf;
+        if !self.enforcers.is_empty() {
+            if let Some(enforcer) = self.enforcers.get_mut(&from) {
+                if let Step::Drop(cause) = enforcer.ingress(now, &mut buf) {
+                    if let Some(notice) = enforcer.take_notice() {
+                        warn!(net = self.spec.name, port = %from, "{notice}");
+                    }
+                    self.switch.count_drop(from, cause);
+                    self.pool.put(buf);
+                    return;
+                }
+            }
+        }
         let verdict = if buf.offload.is_gso() {
             match Segmenter::new(buf.frame(), &buf.offload) {
                 Ok(seg) => self
@@ -849,6 +905,15 @@ impl Vnet {
                 copy
             };
             out.retag(tagging);
+            if !self.enforcers.is_empty() {
+                if let Some(enforcer) = self.enforcers.get_mut(&dst) {
+                    if let Step::Drop(cause) = enforcer.egress(now, &mut out) {
+                        self.switch.count_drop(dst, cause);
+                        self.pool.put(out);
+                        continue;
+                    }
+                }
+            }
             let plain_only = self.ports.get(&dst).is_some_and(|p| !p.offloads);
             if out.needs_offload() && plain_only {
                 self.push_plain(dst, out, touched);
@@ -916,6 +981,81 @@ impl Vnet {
                 self.switch.count_drop(dst, DropCause::Malformed);
                 self.pool.put(buf);
             }
+        }
+    }
+
+    /// Builds (or drops) port `id`'s enforcer for its policy as it is now: its own over
+    /// the vnet's, where it takes the vnet's ([`policy::takes_vnet_policy`]; not the
+    /// host adapter).
+    fn enforce(&mut self, id: PortId) {
+        let Some(port) = self.ports.get(&id) else {
+            return;
+        };
+        let host_adapter = self.host_adapter.as_ref().is_some_and(|a| a.port == id.0);
+        let effective = if policy::takes_vnet_policy(port.backend.kind()) && !host_adapter {
+            port.policy.over(&self.spec.policy)
+        } else {
+            port.policy.clone()
+        };
+        if self.enforcers.get(&id).map(Enforcer::policy) == Some(&effective) {
+            return;
+        }
+        match Enforcer::new(&effective, &self.limits) {
+            Some(mut enforcer) => {
+                enforcer.set_dhcp_bindings(&self.dhcp_bindings);
+                self.enforcers.insert(id, enforcer);
+            }
+            None => {
+                self.enforcers.remove(&id);
+            }
+        }
+    }
+
+    /// Changes port `id`'s own policy live.
+    pub fn set_port_policy(&mut self, id: PortId, patch: &PolicyPatch) -> Result<(), ControlError> {
+        let port = self
+            .ports
+            .get_mut(&id)
+            .ok_or_else(|| super::error::no_port(&self.spec.name, id.0))?;
+        port.policy = port.policy.patched(patch);
+        self.enforce(id);
+        if let Some(enforcer) = self
+            .enforcers
+            .get_mut(&id)
+            .filter(|_| patch.security.is_some())
+        {
+            enforcer.renew_security();
+        }
+        info!(net = self.name(), port = %id, "policy changed");
+        Ok(())
+    }
+
+    /// Changes the policy of the vnet's client ports live.
+    pub fn set_policy(&mut self, patch: &PolicyPatch) -> PortPolicy {
+        self.spec.policy = self.spec.policy.patched(patch);
+        let ids: Vec<PortId> = self.ports.keys().copied().collect();
+        for id in ids {
+            self.enforce(id);
+        }
+        if patch.security.is_some() {
+            self.enforcers
+                .values_mut()
+                .for_each(Enforcer::renew_security);
+        }
+        info!(net = self.name(), "policy of client ports changed");
+        self.spec.policy.clone()
+    }
+
+    /// Port `id`'s own policy, what is enforced on it, and what that counted.
+    pub fn port_policy(&self, id: PortId) -> (PortPolicy, PortPolicy, Option<PolicyReport>) {
+        let own = self
+            .ports
+            .get(&id)
+            .map(|p| p.policy.clone())
+            .unwrap_or_default();
+        match self.enforcers.get(&id) {
+            Some(e) => (own, e.policy().clone(), Some(e.report())),
+            None => (own, PortPolicy::default(), None),
         }
     }
 

@@ -129,6 +129,8 @@ impl Vnet {
             uid_ports: Default::default(),
             refusals_counted: [0; 4],
             taps: Vec::new(),
+            enforcers: FastMap::default(),
+            dhcp_bindings: Default::default(),
             spec,
             dir,
         })
