@@ -386,7 +386,8 @@ pub struct SetUplink {
     /// With --vxlan: the UDP port [default: 4789]
     #[arg(long, value_name = "PORT", requires = "vxlan")]
     pub vxlan_port: Option<u16>,
-    /// Map the vnet to VLAN N of the interface (tagged there, untagged in the vnet)
+    /// Map the vnet to VLAN N of the interface (tagged there, untagged in the vnet); with
+    /// --vxlan: the vnet's VLAN N is what the VNI carries
     #[arg(long, value_name = "N", value_parser = vlan_id, conflicts_with = "trunk")]
     pub vlan: Option<u16>,
     /// Carry these VLANs of the interface, tagged, into the vnet, e.g. 10,20
