@@ -347,6 +347,13 @@ fn two_vnets_on_one_socket_are_told_apart_by_vni() {
         &["uplink", "set", "blue", "--vxlan", "100", "--local", &a.v4],
     );
     assert!(err.contains("VNI 100") && err.contains("red"), "{err}");
+    // Blue leaves the socket; red keeps it.
+    da.cli_ok(&["uplink", "rm", "blue"]);
+    assert!(uplink_absent(&da, "blue"));
+    let err = vnet_testbed::api::cli_fails(&da, &["fdb", "ls", "blue"]);
+    assert!(err.contains("no VXLAN uplink"), "{err}");
+    assert!(pings(&ra, rb.ip()));
+    assert!(!ba.ping(bb.ip(), 1));
 }
 
 #[test]
