@@ -22,10 +22,12 @@ pub enum DropCause {
     Malformed,
     /// The port's link is down (a TAP whose interface is not up).
     LinkDown,
+    /// Sent by a mirror destination, which takes mirrored copies only.
+    MirrorPort,
 }
 
 impl DropCause {
-    pub const ALL: [DropCause; 8] = [
+    pub const ALL: [DropCause; 9] = [
         DropCause::Runt,
         DropCause::Oversize,
         DropCause::BadTag,
@@ -34,6 +36,7 @@ impl DropCause {
         DropCause::QueueFull,
         DropCause::Malformed,
         DropCause::LinkDown,
+        DropCause::MirrorPort,
     ];
 
     pub fn name(self) -> &'static str {
@@ -46,6 +49,7 @@ impl DropCause {
             DropCause::QueueFull => "queue_full",
             DropCause::Malformed => "malformed",
             DropCause::LinkDown => "link_down",
+            DropCause::MirrorPort => "mirror_port",
         }
     }
 }
