@@ -24,6 +24,9 @@
 //! | PATCH | `/v1/networks/{net}/ports/{id}/policy` | [`PolicyPatch`] | [`PortInfo`] |
 //! | GET | `/v1/networks/{net}/policy` | | [`PortPolicy`] |
 //! | PATCH | `/v1/networks/{net}/policy` | [`PolicyPatch`] | [`PortPolicy`] |
+//! | GET | `/v1/networks/{net}/mirrors` | | `[MirrorInfo]` |
+//! | POST | `/v1/networks/{net}/mirrors` | [`MirrorSpec`] | 201 [`MirrorInfo`] |
+//! | DELETE | `/v1/networks/{net}/mirrors/{name}` | | 204 |
 //! | PUT | `/v1/networks/{net}/uplink` | [`UplinkSpec`] | [`PortInfo`] |
 //! | DELETE | `/v1/networks/{net}/uplink` | | 204 |
 //! | GET | `/v1/networks/{net}/macs` | | `[MacEntry]` |
@@ -42,6 +45,7 @@
 //! with `?proto=udp` the UDP one.
 #![forbid(unsafe_code)]
 
+pub mod mirror;
 pub mod policy;
 
 use std::collections::BTreeMap;
@@ -52,6 +56,7 @@ pub use ipnet::Ipv4Net;
 
 use serde::{Deserialize, Serialize};
 
+pub use mirror::{MirrorCounters, MirrorDirection, MirrorInfo, MirrorSpec, MirrorState, PortRef};
 pub use policy::{PolicyPatch, PolicyReport, PortPolicy};
 
 /// Path prefix of this version of the control API.
@@ -108,6 +113,9 @@ pub struct NetworkSpec {
     /// adapter), where the port's own does not replace it ([`PortPolicy::over`]).
     #[serde(default, skip_serializing_if = "PortPolicy::is_empty")]
     pub policy: PortPolicy,
+    /// Mirrors (SPAN): ports whose frames are copied to another port.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mirrors: Vec<MirrorSpec>,
 }
 
 /// A user or group as written in a spec: a name from the system's database, or a
@@ -493,6 +501,7 @@ impl NetworkSpec {
             allow_users: Vec::new(),
             allow_groups: Vec::new(),
             policy: PortPolicy::default(),
+            mirrors: Vec::new(),
         }
     }
 }
@@ -551,6 +560,18 @@ pub struct NetworkInfo {
     /// The policy of the vnet's client ports ([`NetworkSpec::policy`]).
     #[serde(default, skip_serializing_if = "PortPolicy::is_empty")]
     pub policy: PortPolicy,
+    /// Live captures of the vnet: how many run and what they took.
+    #[serde(default)]
+    pub captures: CaptureCounters,
+}
+
+/// Live captures of one vnet: those running, and the frames all captures since vnetd
+/// started took and dropped (their reader was behind).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaptureCounters {
+    pub running: usize,
+    pub frames: u64,
+    pub dropped: u64,
 }
 
 /// A running NAT device.
@@ -918,6 +939,10 @@ pub struct PortInfo {
     /// enforced.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy_counters: Option<PolicyReport>,
+    /// The mirrors whose destination the port is: it takes their copies and nothing
+    /// else, and what it sends is dropped (`mirror_port`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mirror_destination: Vec<String>,
 }
 
 /// One row of a vnet's MAC table.
@@ -1010,7 +1035,7 @@ impl NetworkSpec {
         if self.mac_aging_secs == 0 || self.max_macs == 0 || self.max_macs_per_port == 0 {
             return Err(SpecError::MacLimits);
         }
-        Ok(())
+        mirror::check_all(&self.mirrors).map_err(SpecError::Mirror)
     }
 
     /// Checks that the host adapter and DHCP fit the subnet.
@@ -1185,6 +1210,8 @@ pub enum SpecError {
     Uplink(#[from] UplinkError),
     #[error("mac_aging_secs, max_macs and max_macs_per_port must be at least 1")]
     MacLimits,
+    #[error("{0}")]
+    Mirror(String),
 }
 
 /// The `n`th address of `subnet` (0 = the network address).

@@ -8,6 +8,7 @@
 //! gives it orders (attach this backend, age the MAC table). Its sockets in `RUN/NAME`
 //! are in [`sockets`], its snapshots for the control API in [`report`].
 
+mod mirrors;
 mod report;
 mod sockets;
 
@@ -25,6 +26,7 @@ use mio::net::{UnixDatagram, UnixListener};
 use mio::{Interest, Registry, Token};
 use tracing::{debug, info, warn};
 use vnet_core::pcapng::Direction;
+use vnet_core::switch::mirror::{self, MirrorTable, Side};
 use vnet_core::switch::Verdict;
 use vnet_core::switch::{
     DropCause, FastMap, InvalidVlan, PortId, SetPortError, Switch, Tagging, VlanMode,
@@ -153,6 +155,12 @@ pub(super) struct Vnet {
     refusals_counted: [u64; 4],
     /// Live captures; empty (the frame path's only cost then) when none runs.
     taps: Vec<Tap>,
+    /// What all captures took and dropped (`running` filled in by the report).
+    capture_totals: vnet_model::CaptureCounters,
+    /// Active mirrors; empty (the frame path's only cost then) when none is.
+    mirrors: MirrorTable,
+    /// The mirror copies due for the frame being forwarded (reused).
+    mirror_due: Vec<mirror::Due>,
     /// The ports with a policy to enforce; empty (the frame path's only cost then)
     /// when none has one.
     enforcers: FastMap<PortId, Enforcer>,
@@ -557,6 +565,7 @@ impl Vnet {
             },
         );
         self.enforce(id);
+        self.remirror();
         Ok(id)
     }
 
@@ -572,6 +581,7 @@ impl Vnet {
         self.dgram_peers.retain(|_, (p, _)| *p != id);
         self.enforcers.remove(&id);
         let _ = self.switch.remove_port(id);
+        self.remirror();
         info!(net = self.name(), port = %id, "detached {}: {why}", port.backend.description());
         port.token
     }
@@ -795,7 +805,8 @@ impl Vnet {
                 let buf = port.queue.pop_front().expect("sent frames were queued");
                 counters.count_tx(buf.len());
                 if !self.taps.is_empty() {
-                    capture::offer(&mut self.taps, id, Direction::Outbound, buf.frame());
+                    let totals = &mut self.capture_totals;
+                    capture::offer(&mut self.taps, totals, id, Direction::Outbound, buf.frame());
                 }
                 self.pool.put(buf);
             }
@@ -824,7 +835,12 @@ impl Vnet {
         touched: &mut Vec<PortId>,
     ) {
         if !self.taps.is_empty() {
-            capture::offer(&mut self.taps, from, Direction::Inbound, buf.frame());
+            let totals = &mut self.capture_totals;
+            capture::offer(&mut self.taps, totals, from, Direction::Inbound, buf.frame());
+        }
+        if !self.mirrors.is_empty() {
+            self.mirrors.start_frame();
+            self.mirror(from, Side::Ingress, &buf, touched);
         }
         let mut buf = buf;
         if !self.enforcers.is_empty() {
@@ -879,30 +895,41 @@ impl Vnet {
                     }
                 }
             }
-            let plain_only = self.ports.get(&dst).is_some_and(|p| !p.offloads);
-            if out.needs_offload() && plain_only {
-                self.push_plain(dst, out, touched);
-            } else {
-                push(
-                    &mut self.ports,
-                    &mut self.switch,
-                    &mut self.pool,
-                    dst,
-                    out,
-                    touched,
-                );
+            if !self.mirrors.is_empty() {
+                self.mirror(dst, Side::Egress, &out, touched);
             }
+            self.queue(dst, out, touched);
         }
         if let Some(buf) = original {
             self.pool.put(buf);
         }
     }
 
+    /// Queues a frame for `dst` as the port takes it (see [`Vnet::push_plain`]):
+    /// `false` if it was dropped.
+    fn queue(&mut self, dst: PortId, buf: FrameBuf, touched: &mut Vec<PortId>) -> bool {
+        let plain_only = self.ports.get(&dst).is_some_and(|p| !p.offloads);
+        if buf.needs_offload() && plain_only {
+            self.push_plain(dst, buf, touched)
+        } else {
+            push(
+                &mut self.ports,
+                &mut self.switch,
+                &mut self.pool,
+                dst,
+                buf,
+                touched,
+            )
+        }
+    }
+
     /// Queues a frame with offload metadata for a port that takes only ordinary frames:
     /// a GSO super-frame is cut into segments, each written straight into a pooled
-    /// buffer; a partial checksum is completed in place.
-    fn push_plain(&mut self, dst: PortId, mut buf: FrameBuf, touched: &mut Vec<PortId>) {
+    /// buffer; a partial checksum is completed in place. `false` if any of it was
+    /// dropped.
+    fn push_plain(&mut self, dst: PortId, mut buf: FrameBuf, touched: &mut Vec<PortId>) -> bool {
         let hdr = buf.offload;
+        let mut queued = true;
         let result = if hdr.is_gso() {
             Segmenter::new(buf.frame(), &hdr).and_then(|seg| {
                 for i in 0..seg.count() {
@@ -914,7 +941,7 @@ impl Vnet {
                             return Err(e);
                         }
                     }
-                    push(
+                    queued &= push(
                         &mut self.ports,
                         &mut self.switch,
                         &mut self.pool,
@@ -938,13 +965,17 @@ impl Vnet {
                     dst,
                     buf,
                     touched,
-                );
+                )
             }
-            Ok(()) => self.pool.put(buf),
+            Ok(()) => {
+                self.pool.put(buf);
+                queued
+            }
             Err(e) => {
                 debug!(net = self.name(), port = %dst, "cannot make an ordinary frame: {e}");
                 self.switch.count_drop(dst, DropCause::Malformed);
                 self.pool.put(buf);
+                false
             }
         }
     }
@@ -1064,7 +1095,7 @@ impl Vnet {
 }
 
 /// Appends a frame to `dst`'s egress queue, or drops and counts it when the queue is full
-/// (in frames or in bytes).
+/// (in frames or in bytes): `false` if dropped.
 fn push(
     ports: &mut FastMap<PortId, PortIo>,
     switch: &mut Switch,
@@ -1072,16 +1103,20 @@ fn push(
     dst: PortId,
     buf: FrameBuf,
     touched: &mut Vec<PortId>,
-) {
+) -> bool {
     let Some(port) = ports.get_mut(&dst) else {
         pool.put(buf);
-        return;
+        return false;
     };
     match port.queue.push(buf) {
-        Ok(()) => touched.push(dst),
+        Ok(()) => {
+            touched.push(dst);
+            true
+        }
         Err(buf) => {
             pool.put(buf);
             switch.count_drop(dst, DropCause::QueueFull);
+            false
         }
     }
 }
