@@ -550,6 +550,7 @@ mod tests {
             allow_users: Vec::new(),
             allow_groups: Vec::new(),
             policy: Default::default(),
+            captures: Default::default(),
         }
     }
 
@@ -578,6 +579,7 @@ mod tests {
                 policy: Default::default(),
                 enforced: Default::default(),
                 policy_counters: Default::default(),
+                mirror_destination: Vec::new(),
             },
             PortInfo {
                 id: 12,
@@ -599,6 +601,7 @@ mod tests {
                 policy: Default::default(),
                 enforced: Default::default(),
                 policy_counters: Default::default(),
+                mirror_destination: Vec::new(),
             },
         ]
     }

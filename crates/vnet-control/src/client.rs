@@ -755,6 +755,7 @@ mod tests {
             allow_users: Vec::new(),
             allow_groups: Vec::new(),
             policy: Default::default(),
+            captures: Default::default(),
         }
     }
 
@@ -776,6 +777,7 @@ mod tests {
             policy: Default::default(),
             enforced: Default::default(),
             policy_counters: Default::default(),
+            mirror_destination: Vec::new(),
         }
     }
 

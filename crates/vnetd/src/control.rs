@@ -164,6 +164,11 @@ pub fn router(handle: Handle, policy: Policy, live: Arc<Live>) -> Router {
             get(vnet_policy).merge(patch(set_vnet_policy)),
         )
         .route(
+            "/v1/networks/{net}/mirrors",
+            get(mirrors).post(add_mirror),
+        )
+        .route("/v1/networks/{net}/mirrors/{name}", delete(remove_mirror))
+        .route(
             "/v1/networks/{net}/uplink",
             put(set_uplink).delete(remove_uplink),
         )
@@ -332,6 +337,27 @@ async fn set_vnet_policy(
 ) -> Result<impl IntoResponse> {
     let patch: PolicyPatch = parse_body(&body)?;
     Ok(Json(h.set_policy(net, patch).await?))
+}
+
+async fn mirrors(State(h): State<Handle>, Path(net): Path<String>) -> Result<impl IntoResponse> {
+    Ok(Json(h.mirrors(net).await?))
+}
+
+async fn add_mirror(
+    State(h): State<Handle>,
+    Path(net): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<impl IntoResponse> {
+    let spec: vnet_model::MirrorSpec = parse_body(&body)?;
+    Ok((StatusCode::CREATED, Json(h.add_mirror(net, spec).await?)))
+}
+
+async fn remove_mirror(
+    State(h): State<Handle>,
+    Path((net, name)): Path<(String, String)>,
+) -> Result<impl IntoResponse> {
+    h.remove_mirror(net, name).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 async fn set_uplink(
@@ -551,6 +577,12 @@ async fn metrics(State(h): State<Handle>) -> Result<impl IntoResponse> {
     for (net, flows, _) in &nats {
         let _ = writeln!(out, "vnet_nat_flows{{net=\"{net}\"}} {flows}");
     }
+    let mut mirrors = Vec::new();
+    for (net, _) in &rows {
+        mirrors.push((&net.name, h.mirrors(net.name.clone()).await?));
+    }
+    write_mirror_metrics(&mut out, &mirrors);
+    write_capture_metrics(&mut out, rows.iter().map(|(net, _)| net));
     let name = "vnet_limit_refusals_total";
     let _ = writeln!(
         out,
@@ -562,6 +594,82 @@ async fn metrics(State(h): State<Handle>) -> Result<impl IntoResponse> {
         let _ = writeln!(out, "{name}{{{net}limit=\"{limit}\"}} {count}");
     }
     Ok(([("content-type", "text/plain; version=0.0.4")], out))
+}
+
+/// Per-mirror counters and whether each mirror is active.
+fn write_mirror_metrics(out: &mut String, mirrors: &[(&String, Vec<vnet_model::MirrorInfo>)]) {
+    let series: [(&str, &str, &str, fn(&vnet_model::MirrorInfo) -> u64); 4] = [
+        (
+            "vnet_mirror_active",
+            "Whether the mirror copies (1) or waits for a port (0).",
+            "gauge",
+            |m| u64::from(m.state == vnet_model::MirrorState::Active),
+        ),
+        (
+            "vnet_mirror_frames_total",
+            "Frames the mirror copied to its destination.",
+            "counter",
+            |m| m.counters.frames,
+        ),
+        (
+            "vnet_mirror_bytes_total",
+            "Bytes the mirror copied to its destination.",
+            "counter",
+            |m| m.counters.bytes,
+        ),
+        (
+            "vnet_mirror_drops_total",
+            "Copies the destination's full queue dropped.",
+            "counter",
+            |m| m.counters.drops,
+        ),
+    ];
+    for (name, help, kind, value) in series {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (net, list) in mirrors {
+            for m in list {
+                let _ = writeln!(
+                    out,
+                    "{name}{{net=\"{net}\",mirror=\"{}\"}} {}",
+                    m.name,
+                    value(m)
+                );
+            }
+        }
+    }
+}
+
+/// Live captures per vnet: running, frames taken, frames dropped.
+fn write_capture_metrics<'a>(
+    out: &mut String,
+    nets: impl Iterator<Item = &'a vnet_model::NetworkInfo> + Clone,
+) {
+    let series: [(&str, &str, &str, fn(&vnet_model::CaptureCounters) -> u64); 3] = [
+        (
+            "vnet_captures",
+            "Live captures running on the vnet.",
+            "gauge",
+            |c| c.running as u64,
+        ),
+        (
+            "vnet_capture_frames_total",
+            "Frames live captures of the vnet took.",
+            "counter",
+            |c| c.frames,
+        ),
+        (
+            "vnet_capture_drops_total",
+            "Frames live captures of the vnet dropped because their reader was behind.",
+            "counter",
+            |c| c.dropped,
+        ),
+    ];
+    for (name, help, kind, value) in series {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for net in nets.clone() {
+            let _ = writeln!(out, "{name}{{net=\"{}\"}} {}", net.name, value(&net.captures));
+        }
+    }
 }
 
 fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T> {
