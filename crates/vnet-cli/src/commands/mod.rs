@@ -16,6 +16,7 @@ mod docs;
 mod forward;
 mod lease;
 mod mac;
+mod mirror;
 mod net;
 mod policy;
 mod port;
@@ -53,6 +54,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Command::Dhcp(command) => dhcp::run(&ctx, command),
         Command::Uplink(command) => uplink::run(&ctx, command),
         Command::Forward(command) => forward::run(&ctx, command),
+        Command::Mirror(command) => mirror::run(&ctx, command),
         Command::Capture(args) => capture::run(&ctx, args),
         Command::Attach(args) => attach::run(&ctx, args),
         Command::Config(command) => config::run(&ctx, command),
