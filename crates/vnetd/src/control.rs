@@ -163,10 +163,7 @@ pub fn router(handle: Handle, policy: Policy, live: Arc<Live>) -> Router {
             "/v1/networks/{net}/policy",
             get(vnet_policy).merge(patch(set_vnet_policy)),
         )
-        .route(
-            "/v1/networks/{net}/mirrors",
-            get(mirrors).post(add_mirror),
-        )
+        .route("/v1/networks/{net}/mirrors", get(mirrors).post(add_mirror))
         .route("/v1/networks/{net}/mirrors/{name}", delete(remove_mirror))
         .route(
             "/v1/networks/{net}/uplink",
@@ -667,7 +664,12 @@ fn write_capture_metrics<'a>(
     for (name, help, kind, value) in series {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
         for net in nets.clone() {
-            let _ = writeln!(out, "{name}{{net=\"{}\"}} {}", net.name, value(&net.captures));
+            let _ = writeln!(
+                out,
+                "{name}{{net=\"{}\"}} {}",
+                net.name,
+                value(&net.captures)
+            );
         }
     }
 }

@@ -11,8 +11,7 @@ use std::fmt;
 use std::net::SocketAddrV4;
 
 use vnet_model::{
-    DhcpSpec, ForwardProto, ForwardSpec, MirrorSpec, NetworkSpec, PortPolicy, PortSpec,
-    UplinkSpec,
+    DhcpSpec, ForwardProto, ForwardSpec, MirrorSpec, NetworkSpec, PortPolicy, PortSpec, UplinkSpec,
 };
 
 use crate::state::{port_identity, SavedNet};

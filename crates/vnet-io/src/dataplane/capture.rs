@@ -196,7 +196,13 @@ mod tests {
         let mut taps = vec![tap];
         let mut totals = CaptureCounters::default();
         for _ in 0..CAPTURE_BUFFER + 5 {
-            offer(&mut taps, &mut totals, PortId(7), Direction::Inbound, &[0; 60]);
+            offer(
+                &mut taps,
+                &mut totals,
+                PortId(7),
+                Direction::Inbound,
+                &[0; 60],
+            );
         }
         assert_eq!(taps.len(), 1, "a slow reader keeps its capture");
         assert!(taps[0].is_running());

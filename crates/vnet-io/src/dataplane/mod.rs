@@ -100,7 +100,11 @@ pub(crate) enum Command {
     ),
     /// A vnet's mirrors as they run.
     Mirrors(String, Reply<Vec<vnet_model::MirrorInfo>>),
-    AddMirror(String, vnet_model::MirrorSpec, Reply<vnet_model::MirrorInfo>),
+    AddMirror(
+        String,
+        vnet_model::MirrorSpec,
+        Reply<vnet_model::MirrorInfo>,
+    ),
     RemoveMirror(String, String, Reply<()>),
     /// Replaces a vnet's mirrors (a reload).
     SetMirrors(String, Vec<vnet_model::MirrorSpec>, Reply<()>),

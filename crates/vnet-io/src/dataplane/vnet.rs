@@ -836,7 +836,13 @@ impl Vnet {
     ) {
         if !self.taps.is_empty() {
             let totals = &mut self.capture_totals;
-            capture::offer(&mut self.taps, totals, from, Direction::Inbound, buf.frame());
+            capture::offer(
+                &mut self.taps,
+                totals,
+                from,
+                Direction::Inbound,
+                buf.frame(),
+            );
         }
         if !self.mirrors.is_empty() {
             self.mirrors.start_frame();

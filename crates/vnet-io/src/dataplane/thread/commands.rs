@@ -115,8 +115,10 @@ impl Thread {
                 let _ = reply.send(self.lookup(&name).map(|k| self.vnets[k].mirrors()));
             }
             Command::AddMirror(name, spec, reply) => {
-                let _ =
-                    reply.send(self.lookup(&name).and_then(|k| self.vnets[k].add_mirror(spec)));
+                let _ = reply.send(
+                    self.lookup(&name)
+                        .and_then(|k| self.vnets[k].add_mirror(spec)),
+                );
             }
             Command::RemoveMirror(name, mirror, reply) => {
                 let _ = reply.send(
