@@ -593,9 +593,22 @@ async fn metrics(State(h): State<Handle>) -> Result<impl IntoResponse> {
     Ok(([("content-type", "text/plain; version=0.0.4")], out))
 }
 
+/// A metric read from a `T`: its name, help text, type and value.
+type Metric<T> = (&'static str, &'static str, &'static str, fn(&T) -> u64);
+
+/// Each metric of `metrics` for each row (its labels and what to read it from).
+fn write_metrics<T>(out: &mut String, metrics: &[Metric<T>], rows: &[(String, &T)]) {
+    for (name, help, kind, value) in metrics {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (labels, row) in rows {
+            let _ = writeln!(out, "{name}{{{labels}}} {}", value(row));
+        }
+    }
+}
+
 /// Per-mirror counters and whether each mirror is active.
 fn write_mirror_metrics(out: &mut String, mirrors: &[(&String, Vec<vnet_model::MirrorInfo>)]) {
-    let series: [(&str, &str, &str, fn(&vnet_model::MirrorInfo) -> u64); 4] = [
+    let metrics: [Metric<vnet_model::MirrorInfo>; 4] = [
         (
             "vnet_mirror_active",
             "Whether the mirror copies (1) or waits for a port (0).",
@@ -621,27 +634,22 @@ fn write_mirror_metrics(out: &mut String, mirrors: &[(&String, Vec<vnet_model::M
             |m| m.counters.drops,
         ),
     ];
-    for (name, help, kind, value) in series {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        for (net, list) in mirrors {
-            for m in list {
-                let _ = writeln!(
-                    out,
-                    "{name}{{net=\"{net}\",mirror=\"{}\"}} {}",
-                    m.name,
-                    value(m)
-                );
-            }
-        }
-    }
+    let rows: Vec<(String, &vnet_model::MirrorInfo)> = mirrors
+        .iter()
+        .flat_map(|(net, list)| {
+            list.iter()
+                .map(move |m| (format!("net=\"{net}\",mirror=\"{}\"", m.name), m))
+        })
+        .collect();
+    write_metrics(out, &metrics, &rows);
 }
 
 /// Live captures per vnet: running, frames taken, frames dropped.
 fn write_capture_metrics<'a>(
     out: &mut String,
-    nets: impl Iterator<Item = &'a vnet_model::NetworkInfo> + Clone,
+    nets: impl Iterator<Item = &'a vnet_model::NetworkInfo>,
 ) {
-    let series: [(&str, &str, &str, fn(&vnet_model::CaptureCounters) -> u64); 3] = [
+    let metrics: [Metric<vnet_model::CaptureCounters>; 3] = [
         (
             "vnet_captures",
             "Live captures running on the vnet.",
@@ -661,17 +669,10 @@ fn write_capture_metrics<'a>(
             |c| c.dropped,
         ),
     ];
-    for (name, help, kind, value) in series {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        for net in nets.clone() {
-            let _ = writeln!(
-                out,
-                "{name}{{net=\"{}\"}} {}",
-                net.name,
-                value(&net.captures)
-            );
-        }
-    }
+    let rows: Vec<(String, &vnet_model::CaptureCounters)> = nets
+        .map(|net| (format!("net=\"{}\"", net.name), &net.captures))
+        .collect();
+    write_metrics(out, &metrics, &rows);
 }
 
 fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T> {
