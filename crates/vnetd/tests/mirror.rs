@@ -353,3 +353,33 @@ fn bad_mirror_specs_are_refused_with_clear_messages() {
     assert!(d.is_running());
     assert_eq!(mirrors(&d, "lab").len(), 1);
 }
+
+#[test]
+fn a_reload_changes_the_configured_mirrors_in_place() {
+    skip_unless_root!();
+    let [t0, t1] = ["rl", "rl"].map(unique_name);
+    let config = |direction: &str| {
+        format!(
+            "[[network]]\nname = \"lab\"\n\n[[network.port]]\ntap = \"{t0}\"\n\n\
+             [[network.port]]\ntap = \"{t1}\"\n\n[[network.mirror]]\nname = \"ids\"\n\
+             sources = [\"{t0}\"]\ndirection = \"{direction}\"\ndestination = \"{t1}\"\n"
+        )
+    };
+    let d = Daemon::start(Some(&config("in")));
+    let [ids] = &mirrors(&d, "lab")[..] else {
+        panic!("one mirror from the config\n{}", d.log())
+    };
+    assert_eq!(
+        (ids.state, ids.direction),
+        (MirrorState::Active, MirrorDirection::In)
+    );
+    let before: Vec<u32> = ports(&d, "lab").iter().map(|p| p.id).collect();
+    std::fs::write(d.config_path().unwrap(), config("out")).unwrap();
+    let said = d.cli_ok(&["reload"]);
+    assert_eq!(said, "reloaded:\nvnet lab: set the mirrors\n");
+    assert_eq!(mirrors(&d, "lab")[0].direction, MirrorDirection::Out);
+    let after: Vec<u32> = ports(&d, "lab").iter().map(|p| p.id).collect();
+    assert_eq!(before, after, "the ports stayed");
+    let exported = d.cli_ok(&["config", "export"]);
+    assert!(exported.contains("direction = \"out\""), "{exported}");
+}
