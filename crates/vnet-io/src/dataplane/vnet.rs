@@ -6,7 +6,8 @@
 //! queues, [`Vnet::transmit`] drains one queue into its client. Its state stays
 //! private: the thread asks it questions (is this port still here, is it watched) and
 //! gives it orders (attach this backend, age the MAC table). Its sockets in `RUN/NAME`
-//! are in [`sockets`], its snapshots for the control API in [`report`].
+//! are in [`sockets`], its snapshots for the control API in [`report`], its mirrors in
+//! [`mirrors`].
 
 mod mirrors;
 mod report;
