@@ -133,6 +133,7 @@ impl Vnet {
             mirrors: Default::default(),
             mirror_due: Vec::new(),
             enforcers: FastMap::default(),
+            dhcp_bindings: Default::default(),
             spec,
             dir,
         })
