@@ -65,6 +65,9 @@ pub enum Command {
     /// Forward host ports to guests of a NAT vnet, live
     #[command(subcommand)]
     Forward(ForwardCommand),
+    /// Copy the frames of ports to another port (SPAN), e.g. for an IDS or tcpdump
+    #[command(subcommand)]
+    Mirror(MirrorCommand),
     /// Capture a vnet's frames live as pcapng (to stdout or a file), e.g. `vnet capture
     /// lab | tcpdump -nn -r -`; admin only
     Capture(CaptureArgs),
@@ -296,6 +299,49 @@ pub enum ForwardCommand {
         /// Remove the UDP forward on HOST (the TCP one stays)
         #[arg(long)]
         udp: bool,
+        #[command(flatten)]
+        if_exists: IfExists,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MirrorCommand {
+    /// List a vnet's mirrors with their state and counters
+    #[command(visible_alias = "list")]
+    Ls {
+        /// Name of the vnet
+        net: String,
+    },
+    /// Copy the frames of the source ports to port --to, which then takes no other
+    /// traffic (its own frames are dropped); admin only
+    Add {
+        /// Name of the vnet
+        net: String,
+        /// Name of the mirror
+        name: String,
+        /// The ports to copy: ids, or names of TAP, interface or vhost-user ports
+        /// (names last across restarts)
+        #[arg(
+            long = "source",
+            value_name = "PORT",
+            value_delimiter = ',',
+            required = true
+        )]
+        sources: Vec<vnet_control::PortRef>,
+        /// Which frames: in (what the sources send), out (what they receive) or both
+        #[arg(long, value_name = "DIR", default_value = "both")]
+        direction: vnet_control::MirrorDirection,
+        /// The destination port (id or name)
+        #[arg(long = "to", value_name = "PORT")]
+        destination: vnet_control::PortRef,
+    },
+    /// Remove a mirror; its destination switches as an ordinary port again
+    #[command(visible_alias = "del")]
+    Rm {
+        /// Name of the vnet
+        net: String,
+        /// Name of the mirror
+        name: String,
         #[command(flatten)]
         if_exists: IfExists,
     },
@@ -1223,6 +1269,7 @@ mod tests {
         for args in [
             &["port", "rm", "lab", "3", "--if-exists"][..],
             &["forward", "rm", "lab", "127.0.0.1:80", "--if-exists"],
+            &["mirror", "rm", "lab", "ids", "--if-exists"],
             &["uplink", "rm", "lab", "--if-exists"],
             &[
                 "dhcp",

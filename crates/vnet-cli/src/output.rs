@@ -4,8 +4,8 @@
 
 use comfy_table::{presets, Cell, CellAlignment, Table};
 use vnet_control::{
-    AccountInfo, Counters, DhcpSpec, Ipv6Info, Lease, LinkState, MacAddr, MacEntry, NatInfo,
-    NetworkInfo, PortInfo, PortPolicy, Reservation, UplinkMode, VlanMode,
+    AccountInfo, Counters, DhcpSpec, Ipv6Info, Lease, LinkState, MacAddr, MacEntry, MirrorInfo,
+    MirrorState, NatInfo, NetworkInfo, PortInfo, PortPolicy, Reservation, UplinkMode, VlanMode,
 };
 
 /// A table with a header row, columns separated by two spaces.
@@ -359,12 +359,17 @@ pub fn ports_table(ports: &[PortInfo]) -> String {
     render(&t)
 }
 
-/// The port's description, with its link state when its link is down.
+/// The port's description, with its link state when its link is down and its role
+/// when it is a mirror destination.
 fn described(p: &PortInfo) -> String {
-    match p.state {
-        Some(LinkState::Down) => format!("{} (down)", p.description),
-        _ => p.description.clone(),
+    let mut text = p.description.clone();
+    if p.state == Some(LinkState::Down) {
+        text.push_str(" (down)");
     }
+    if !p.mirror_destination.is_empty() {
+        text.push_str(" (mirror destination)");
+    }
+    text
 }
 
 pub fn port_details(p: &PortInfo) -> String {
@@ -415,6 +420,15 @@ pub fn port_details(p: &PortInfo) -> String {
         "egress queue",
         format!("{} of {} frames", p.queue_len, p.queue_capacity),
     ));
+    if !p.mirror_destination.is_empty() {
+        rows.push((
+            "mirror destination",
+            format!(
+                "of {}: takes their copies only, its own frames dropped",
+                p.mirror_destination.join(", ")
+            ),
+        ));
+    }
     let policy = policy_rows(&p.enforced, Some(&p.policy));
     rows.extend(policy.iter().map(|(k, v)| (k.as_str(), v.clone())));
     if let Some(security) = p.policy_counters.as_ref().and_then(|c| c.security.as_ref()) {
@@ -505,6 +519,39 @@ fn compact(value: &serde_json::Value) -> String {
 pub fn policy(policy: &PortPolicy) -> String {
     let rows = policy_rows(policy, None);
     details(rows.iter().map(|(k, v)| (k.as_str(), v.clone())).collect())
+}
+
+/// `vnet mirror ls`.
+pub fn mirrors_table(mirrors: &[MirrorInfo]) -> String {
+    let mut t = table(&[
+        "NAME",
+        "SOURCES",
+        "DIRECTION",
+        "DESTINATION",
+        "STATE",
+        "COPIED FRAMES/BYTES",
+        "DROPS",
+    ]);
+    for m in mirrors {
+        let sources: Vec<String> = m.sources.iter().map(ToString::to_string).collect();
+        let state = match (&m.state, &m.reason) {
+            (MirrorState::Waiting, Some(why)) => format!("waiting: {why}"),
+            (MirrorState::Waiting, None) => "waiting".into(),
+            (MirrorState::Active, _) => "active".into(),
+        };
+        let c = &m.counters;
+        t.add_row(vec![
+            Cell::new(&m.name),
+            Cell::new(sources.join(",")),
+            Cell::new(m.direction.as_str()),
+            Cell::new(&m.destination),
+            Cell::new(state),
+            Cell::new(traffic(c.frames, c.bytes)),
+            Cell::new(c.drops),
+        ]);
+    }
+    right_align(&mut t, &[5, 6]);
+    render(&t)
 }
 
 pub fn macs_table(entries: &[MacEntry]) -> String {
@@ -657,6 +704,7 @@ mod tests {
             allow_users: Vec::new(),
             allow_groups: Vec::new(),
             policy: Default::default(),
+            captures: Default::default(),
         }
     }
 
@@ -686,6 +734,7 @@ mod tests {
                 policy: Default::default(),
                 enforced: Default::default(),
                 policy_counters: Default::default(),
+                mirror_destination: Vec::new(),
             },
             PortInfo {
                 vxlan: None,
@@ -708,6 +757,7 @@ mod tests {
                 policy: Default::default(),
                 enforced: Default::default(),
                 policy_counters: Default::default(),
+                mirror_destination: Vec::new(),
             },
         ]
     }

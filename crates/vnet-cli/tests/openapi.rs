@@ -331,6 +331,7 @@ fn sample_network() -> NetworkInfo {
         allow_users: Vec::new(),
         allow_groups: Vec::new(),
         policy: PortPolicy::default(),
+        captures: Default::default(),
     }
 }
 
@@ -450,6 +451,20 @@ fn sample_port() -> PortInfo {
                 shut_down_by: Some("52:54:00:00:00:02".parse().unwrap()),
             }),
         }),
+        mirror_destination: vec!["ids".into()],
+    }
+}
+
+/// A mirror naming ports by id and by name.
+fn sample_mirror() -> vnet_control::MirrorSpec {
+    vnet_control::MirrorSpec {
+        name: "ids".into(),
+        sources: vec![
+            vnet_control::PortRef::Id(3),
+            vnet_control::PortRef::Name("tap-vm2".into()),
+        ],
+        direction: vnet_control::MirrorDirection::In,
+        destination: vnet_control::PortRef::Name("tap-ids".into()),
     }
 }
 
@@ -530,6 +545,36 @@ fn what_the_types_serialize_matches_the_documented_schemas() {
     let mut v4_only = NetworkSpec::named("v4only");
     v4_only.ipv6 = false;
     checker.check_named("NetworkSpec", &v4_only);
+    host_only.mirrors = vec![sample_mirror()];
+    checker.check_named("NetworkSpec", &host_only);
+    checker.check_named("MirrorSpec", &sample_mirror());
+    let mirror = sample_mirror();
+    let active = vnet_control::MirrorInfo {
+        name: mirror.name,
+        sources: mirror.sources,
+        direction: mirror.direction,
+        destination: mirror.destination,
+        state: vnet_control::MirrorState::Active,
+        reason: None,
+        source_ids: vec![3, 4],
+        destination_id: Some(5),
+        counters: vnet_control::MirrorCounters {
+            frames: 2,
+            bytes: 120,
+            drops: 1,
+        },
+    };
+    checker.check_named("MirrorInfo", &active);
+    checker.check_named(
+        "MirrorInfo",
+        &vnet_control::MirrorInfo {
+            state: vnet_control::MirrorState::Waiting,
+            reason: Some("no port \"tap-ids\"".into()),
+            source_ids: Vec::new(),
+            destination_id: None,
+            ..active
+        },
+    );
     checker.check_named("PortPolicy", &every_section());
     checker.check_named("PolicyPatch", &PolicyPatch::replace_with(&every_section()));
     checker.check_named(

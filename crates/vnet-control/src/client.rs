@@ -368,6 +368,25 @@ impl Client {
         self.delete(&format!("{path}?proto={}", proto.as_str()))
     }
 
+    /// `GET /v1/networks/{net}/mirrors`: the vnet's mirrors with state and counters.
+    pub fn mirrors(&self, net: &str) -> Result<Vec<vnet_model::MirrorInfo>, Error> {
+        self.get_json(&api_path(&["networks", net, "mirrors"]))
+    }
+
+    /// `POST /v1/networks/{net}/mirrors`: add a mirror live.
+    pub fn add_mirror(
+        &self,
+        net: &str,
+        spec: &vnet_model::MirrorSpec,
+    ) -> Result<vnet_model::MirrorInfo, Error> {
+        self.send_json(Method::POST, &api_path(&["networks", net, "mirrors"]), spec)
+    }
+
+    /// `DELETE /v1/networks/{net}/mirrors/{name}`: remove a mirror.
+    pub fn remove_mirror(&self, net: &str, name: &str) -> Result<(), Error> {
+        self.delete(&api_path(&["networks", net, "mirrors", name]))
+    }
+
     /// `GET /v1/config`: the running configuration as a vnetd config file (TOML).
     pub fn export_config(&self) -> Result<String, Error> {
         let answer = self.request(Method::GET, &api_path(&["config"]), None)?;
@@ -788,6 +807,8 @@ mod tests {
             allow_users: Vec::new(),
             allow_groups: Vec::new(),
             policy: Default::default(),
+            captures: Default::default(),
+            ipv6: None,
         }
     }
 
@@ -810,6 +831,7 @@ mod tests {
             policy: Default::default(),
             enforced: Default::default(),
             policy_counters: Default::default(),
+            mirror_destination: Vec::new(),
         }
     }
 

@@ -24,6 +24,9 @@
 //! | PATCH | `/v1/networks/{net}/ports/{id}/policy` | [`PolicyPatch`] | [`PortInfo`] |
 //! | GET | `/v1/networks/{net}/policy` | | [`PortPolicy`] |
 //! | PATCH | `/v1/networks/{net}/policy` | [`PolicyPatch`] | [`PortPolicy`] |
+//! | GET | `/v1/networks/{net}/mirrors` | | `[MirrorInfo]` |
+//! | POST | `/v1/networks/{net}/mirrors` | [`MirrorSpec`] | 201 [`MirrorInfo`] |
+//! | DELETE | `/v1/networks/{net}/mirrors/{name}` | | 204 |
 //! | PUT | `/v1/networks/{net}/uplink` | [`UplinkSpec`] | [`PortInfo`] |
 //! | DELETE | `/v1/networks/{net}/uplink` | | 204 |
 //! | POST | `/v1/networks/{net}/uplink/remotes` | [`RemoteSpec`] | 201 [`PortInfo`] |
@@ -48,6 +51,7 @@
 #![forbid(unsafe_code)]
 
 pub mod ipv6;
+pub mod mirror;
 pub mod policy;
 
 use std::collections::BTreeMap;
@@ -59,6 +63,7 @@ pub use ipnet::{Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
 
 pub use ipv6::{Ipv6Error, Ipv6Info, RaCounters, RaSpec};
+pub use mirror::{MirrorCounters, MirrorDirection, MirrorInfo, MirrorSpec, MirrorState, PortRef};
 pub use policy::{PolicyPatch, PolicyReport, PortPolicy};
 
 /// Path prefix of this version of the control API.
@@ -126,6 +131,9 @@ pub struct NetworkSpec {
     /// adapter), where the port's own does not replace it ([`PortPolicy::over`]).
     #[serde(default, skip_serializing_if = "PortPolicy::is_empty")]
     pub policy: PortPolicy,
+    /// Mirrors (SPAN): ports whose frames are copied to another port.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mirrors: Vec<MirrorSpec>,
 }
 
 /// A user or group as written in a spec: a name from the system's database, or a
@@ -717,6 +725,7 @@ impl NetworkSpec {
             allow_users: Vec::new(),
             allow_groups: Vec::new(),
             policy: PortPolicy::default(),
+            mirrors: Vec::new(),
         }
     }
 }
@@ -778,6 +787,18 @@ pub struct NetworkInfo {
     /// The policy of the vnet's client ports ([`NetworkSpec::policy`]).
     #[serde(default, skip_serializing_if = "PortPolicy::is_empty")]
     pub policy: PortPolicy,
+    /// Live captures of the vnet: how many run and what they took.
+    #[serde(default)]
+    pub captures: CaptureCounters,
+}
+
+/// Live captures of one vnet: those running, and the frames all captures since vnetd
+/// started took and dropped (their reader was behind).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaptureCounters {
+    pub running: usize,
+    pub frames: u64,
+    pub dropped: u64,
 }
 
 /// A running NAT device.
@@ -1151,6 +1172,10 @@ pub struct PortInfo {
     /// enforced.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy_counters: Option<PolicyReport>,
+    /// The mirrors whose destination the port is: it takes their copies and nothing
+    /// else, and what it sends is dropped (`mirror_port`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mirror_destination: Vec<String>,
 }
 
 /// One row of a vnet's MAC table.
@@ -1286,7 +1311,7 @@ impl NetworkSpec {
         if self.mac_aging_secs == 0 || self.max_macs == 0 || self.max_macs_per_port == 0 {
             return Err(SpecError::MacLimits);
         }
-        Ok(())
+        mirror::check_all(&self.mirrors).map_err(SpecError::Mirror)
     }
 
     /// Checks that the host adapter and DHCP fit the subnet.
@@ -1473,6 +1498,8 @@ pub enum SpecError {
     Ipv6(#[from] Ipv6Error),
     #[error("mac_aging_secs, max_macs and max_macs_per_port must be at least 1")]
     MacLimits,
+    #[error("{0}")]
+    Mirror(String),
 }
 
 /// The `n`th address of `subnet` (0 = the network address).

@@ -183,6 +183,24 @@ pub const RULES: &[(&str, &str, Role, &str)] = &[
         "setting a vnet's port policy",
     ),
     (
+        "GET",
+        "/v1/networks/{net}/mirrors",
+        Role::User,
+        "listing a vnet's mirrors",
+    ),
+    (
+        "POST",
+        "/v1/networks/{net}/mirrors",
+        Role::Admin,
+        "adding a mirror",
+    ),
+    (
+        "DELETE",
+        "/v1/networks/{net}/mirrors/{name}",
+        Role::Admin,
+        "removing a mirror",
+    ),
+    (
         "PUT",
         "/v1/networks/{net}/uplink",
         Role::Admin,
@@ -533,6 +551,7 @@ mod tests {
             "/v1/networks/{net}/leases",
             "/v1/networks/{net}/forwards",
             "/v1/networks/{net}/policy",
+            "/v1/networks/{net}/mirrors",
             "/metrics",
         ] {
             assert_eq!(need(Method::GET, r), Role::User, "GET {r}");
@@ -548,6 +567,8 @@ mod tests {
             (Method::PUT, "/v1/networks/{net}/ports/{id}/vlan"),
             (Method::PATCH, "/v1/networks/{net}/ports/{id}/policy"),
             (Method::PATCH, "/v1/networks/{net}/policy"),
+            (Method::POST, "/v1/networks/{net}/mirrors"),
+            (Method::DELETE, "/v1/networks/{net}/mirrors/{name}"),
             (Method::PUT, "/v1/networks/{net}/uplink"),
             (Method::DELETE, "/v1/networks/{net}/uplink"),
             (Method::PUT, "/v1/networks/{net}/dhcp"),

@@ -251,6 +251,10 @@ pub struct NetworkConfig {
     /// `[[network.port]]` tables: ports created at start.
     #[serde(default, rename = "port")]
     pub ports: Vec<PortConfig>,
+    /// `[[network.mirror]]` tables: `name`, `sources` (port ids or names), `direction`
+    /// (`in`, `out`, `both`), `destination`.
+    #[serde(default, rename = "mirror")]
+    pub mirrors: Vec<vnet_model::MirrorSpec>,
 }
 
 /// One `[[network.port]]` table.
@@ -500,6 +504,7 @@ impl NetworkConfig {
             allow_users: self.allow_users.clone(),
             allow_groups: self.allow_groups.clone(),
             policy: self.policy.clone(),
+            mirrors: self.mirrors.clone(),
         }
     }
 }

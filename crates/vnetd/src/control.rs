@@ -163,6 +163,8 @@ pub fn router(handle: Handle, policy: Policy, live: Arc<Live>) -> Router {
             "/v1/networks/{net}/policy",
             get(vnet_policy).merge(patch(set_vnet_policy)),
         )
+        .route("/v1/networks/{net}/mirrors", get(mirrors).post(add_mirror))
+        .route("/v1/networks/{net}/mirrors/{name}", delete(remove_mirror))
         .route(
             "/v1/networks/{net}/uplink",
             put(set_uplink).delete(remove_uplink),
@@ -339,6 +341,27 @@ async fn set_vnet_policy(
 ) -> Result<impl IntoResponse> {
     let patch: PolicyPatch = parse_body(&body)?;
     Ok(Json(h.set_policy(net, patch).await?))
+}
+
+async fn mirrors(State(h): State<Handle>, Path(net): Path<String>) -> Result<impl IntoResponse> {
+    Ok(Json(h.mirrors(net).await?))
+}
+
+async fn add_mirror(
+    State(h): State<Handle>,
+    Path(net): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<impl IntoResponse> {
+    let spec: vnet_model::MirrorSpec = parse_body(&body)?;
+    Ok((StatusCode::CREATED, Json(h.add_mirror(net, spec).await?)))
+}
+
+async fn remove_mirror(
+    State(h): State<Handle>,
+    Path((net, name)): Path<(String, String)>,
+) -> Result<impl IntoResponse> {
+    h.remove_mirror(net, name).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 async fn set_uplink(
@@ -697,6 +720,12 @@ async fn metrics(State(h): State<Handle>) -> Result<impl IntoResponse> {
             let _ = writeln!(out, "{name}{{net=\"{net}\"}} {}", counters[i].2);
         }
     }
+    let mut mirrors = Vec::new();
+    for (net, _) in &rows {
+        mirrors.push((&net.name, h.mirrors(net.name.clone()).await?));
+    }
+    write_mirror_metrics(&mut out, &mirrors);
+    write_capture_metrics(&mut out, rows.iter().map(|(net, _)| net));
     let name = "vnet_limit_refusals_total";
     let _ = writeln!(
         out,
@@ -708,6 +737,88 @@ async fn metrics(State(h): State<Handle>) -> Result<impl IntoResponse> {
         let _ = writeln!(out, "{name}{{{net}limit=\"{limit}\"}} {count}");
     }
     Ok(([("content-type", "text/plain; version=0.0.4")], out))
+}
+
+/// A metric read from a `T`: its name, help text, type and value.
+type Metric<T> = (&'static str, &'static str, &'static str, fn(&T) -> u64);
+
+/// Each metric of `metrics` for each row (its labels and what to read it from).
+fn write_metrics<T>(out: &mut String, metrics: &[Metric<T>], rows: &[(String, &T)]) {
+    for (name, help, kind, value) in metrics {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (labels, row) in rows {
+            let _ = writeln!(out, "{name}{{{labels}}} {}", value(row));
+        }
+    }
+}
+
+/// Per-mirror counters and whether each mirror is active.
+fn write_mirror_metrics(out: &mut String, mirrors: &[(&String, Vec<vnet_model::MirrorInfo>)]) {
+    let metrics: [Metric<vnet_model::MirrorInfo>; 4] = [
+        (
+            "vnet_mirror_active",
+            "Whether the mirror copies (1) or waits for a port (0).",
+            "gauge",
+            |m| u64::from(m.state == vnet_model::MirrorState::Active),
+        ),
+        (
+            "vnet_mirror_frames_total",
+            "Frames the mirror copied to its destination.",
+            "counter",
+            |m| m.counters.frames,
+        ),
+        (
+            "vnet_mirror_bytes_total",
+            "Bytes the mirror copied to its destination.",
+            "counter",
+            |m| m.counters.bytes,
+        ),
+        (
+            "vnet_mirror_drops_total",
+            "Copies the destination's full queue dropped.",
+            "counter",
+            |m| m.counters.drops,
+        ),
+    ];
+    let rows: Vec<(String, &vnet_model::MirrorInfo)> = mirrors
+        .iter()
+        .flat_map(|(net, list)| {
+            list.iter()
+                .map(move |m| (format!("net=\"{net}\",mirror=\"{}\"", m.name), m))
+        })
+        .collect();
+    write_metrics(out, &metrics, &rows);
+}
+
+/// Live captures per vnet: running, frames taken, frames dropped.
+fn write_capture_metrics<'a>(
+    out: &mut String,
+    nets: impl Iterator<Item = &'a vnet_model::NetworkInfo>,
+) {
+    let metrics: [Metric<vnet_model::CaptureCounters>; 3] = [
+        (
+            "vnet_captures",
+            "Live captures running on the vnet.",
+            "gauge",
+            |c| c.running as u64,
+        ),
+        (
+            "vnet_capture_frames_total",
+            "Frames live captures of the vnet took.",
+            "counter",
+            |c| c.frames,
+        ),
+        (
+            "vnet_capture_drops_total",
+            "Frames live captures of the vnet dropped because their reader was behind.",
+            "counter",
+            |c| c.dropped,
+        ),
+    ];
+    let rows: Vec<(String, &vnet_model::CaptureCounters)> = nets
+        .map(|net| (format!("net=\"{}\"", net.name), &net.captures))
+        .collect();
+    write_metrics(out, &metrics, &rows);
 }
 
 fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T> {

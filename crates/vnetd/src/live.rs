@@ -279,6 +279,7 @@ impl Live {
                 h.set_policy(net, PolicyPatch::replace_with(&policy))
                     .await?;
             }
+            Op::SetMirrors(net, mirrors) => h.set_mirrors(net, mirrors).await?,
         }
         Ok(())
     }

@@ -2,7 +2,7 @@
 //!
 //! A vnet whose settings are equal is not touched at all (its ports keep forwarding).
 //! DHCP settings (reservations included), the uplink, port forwards, the client ports'
-//! policy and the TAP, interface and vhost-user ports (added, removed, VLAN settings,
+//! policy, the mirrors and the TAP, interface and vhost-user ports (added, removed, VLAN settings,
 //! own policy) change in place;
 //! anything else (MTU, subnet, host adapter, NAT settings other than forwards, MAC
 //! limits, allow lists) means recreating the vnet, which drops its ports' connections.
@@ -11,7 +11,7 @@ use std::fmt;
 use std::net::SocketAddrV4;
 
 use vnet_model::{
-    DhcpSpec, ForwardProto, ForwardSpec, NetworkSpec, PortPolicy, PortSpec, UplinkSpec,
+    DhcpSpec, ForwardProto, ForwardSpec, MirrorSpec, NetworkSpec, PortPolicy, PortSpec, UplinkSpec,
 };
 
 use crate::state::{port_identity, SavedNet};
@@ -36,6 +36,8 @@ pub enum Op {
     SetPortPolicy(String, PortSpec),
     /// Set the policy of the vnet's client ports.
     SetPolicy(String, PortPolicy),
+    /// Replace the vnet's mirrors.
+    SetMirrors(String, Vec<MirrorSpec>),
 }
 
 impl fmt::Display for Op {
@@ -65,6 +67,7 @@ impl fmt::Display for Op {
             Op::SetPortVlan(n, p) => write!(f, "vnet {n}: set the VLANs of {}", port(p)),
             Op::SetPortPolicy(n, p) => write!(f, "vnet {n}: set the policy of {}", port(p)),
             Op::SetPolicy(n, _) => write!(f, "vnet {n}: set the policy of client ports"),
+            Op::SetMirrors(n, _) => write!(f, "vnet {n}: set the mirrors"),
         }
     }
 }
@@ -105,6 +108,7 @@ fn in_place(o: &SavedNet, n: &SavedNet) -> Option<Vec<Op>> {
         s.dhcp = None;
         s.uplink = None;
         s.policy = PortPolicy::default();
+        s.mirrors.clear();
         if let Some(nat) = s.nat.as_mut() {
             nat.forward.clear();
         }
@@ -126,6 +130,9 @@ fn in_place(o: &SavedNet, n: &SavedNet) -> Option<Vec<Op>> {
     }
     if o.spec.policy != n.spec.policy {
         ops.push(Op::SetPolicy(name.clone(), n.spec.policy.clone()));
+    }
+    if o.spec.mirrors != n.spec.mirrors {
+        ops.push(Op::SetMirrors(name.clone(), n.spec.mirrors.clone()));
     }
     let forwards = |s: &NetworkSpec| {
         s.nat
@@ -203,6 +210,25 @@ mod tests {
         assert_eq!(
             plan(&[a.clone(), b.clone()], &[c.clone(), a.clone()]),
             [Op::Delete("b".into()), Op::Create(Box::new(c))]
+        );
+    }
+
+    #[test]
+    fn mirrors_change_in_place() {
+        let old = SavedNet {
+            ports: vec![tap("t0", 1), tap("t1", 1)],
+            ..net("n", 1500)
+        };
+        let mut new = old.clone();
+        new.spec.mirrors.push(MirrorSpec {
+            name: "ids".into(),
+            sources: vec!["t0".parse().unwrap()],
+            direction: Default::default(),
+            destination: "t1".parse().unwrap(),
+        });
+        assert_eq!(
+            plan(&[old], &[new.clone()]),
+            [Op::SetMirrors("n".into(), new.spec.mirrors.clone())]
         );
     }
 

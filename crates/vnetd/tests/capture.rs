@@ -321,3 +321,40 @@ fn vnetd_stops_while_a_capture_runs_and_the_capture_says_it_broke_off() {
         out.status
     );
 }
+
+#[test]
+fn metrics_count_the_running_captures_and_the_frames_they_took() {
+    skip_unless_root!();
+    let (d, (_, a), (_, b)) = two_vms(3);
+    let metric = |name: &str| -> u64 {
+        let series = format!("{name}{{net=\"lab\"}} ");
+        let text = client(&d).metrics().expect("metrics");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&series))
+            .unwrap_or_else(|| panic!("no {series}in\n{text}"))
+            .parse()
+            .expect("a number")
+    };
+    assert_eq!(metric("vnet_captures"), 0);
+    let before = metric("vnet_capture_frames_total");
+    let mut capture = vnet_capture(&d, &["lab"]);
+    assert!(
+        wait_for(T, || metric("vnet_captures") == 1),
+        "the capture does not show\n{}",
+        d.log()
+    );
+    assert!(a.ping(b.ip(), 2));
+    // Each ping crosses two ports both ways: 8 frames at least.
+    assert!(
+        wait_for(T, || metric("vnet_capture_frames_total") >= before + 8),
+        "{}",
+        metric("vnet_capture_frames_total")
+    );
+    assert_eq!(metric("vnet_capture_drops_total"), 0);
+    end(&mut [&mut capture]);
+    assert!(
+        wait_for(T, || metric("vnet_captures") == 0),
+        "the ended capture still counts\n{}",
+        d.log()
+    );
+}

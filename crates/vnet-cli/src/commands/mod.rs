@@ -17,6 +17,7 @@ mod fdb;
 mod forward;
 mod lease;
 mod mac;
+mod mirror;
 mod net;
 mod policy;
 mod port;
@@ -55,6 +56,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Command::Uplink(command) => uplink::run(&ctx, command),
         Command::Fdb(command) => fdb::run(&ctx, command),
         Command::Forward(command) => forward::run(&ctx, command),
+        Command::Mirror(command) => mirror::run(&ctx, command),
         Command::Capture(args) => capture::run(&ctx, args),
         Command::Attach(args) => attach::run(&ctx, args),
         Command::Config(command) => config::run(&ctx, command),

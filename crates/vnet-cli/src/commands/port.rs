@@ -173,6 +173,7 @@ mod tests {
             policy: PortPolicy::default(),
             enforced: PortPolicy::default(),
             policy_counters: Default::default(),
+            mirror_destination: Vec::new(),
         }
     }
 

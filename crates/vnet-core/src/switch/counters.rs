@@ -37,10 +37,12 @@ pub enum DropCause {
     /// Port security shut the port down (a MAC lock violation): nothing passes either
     /// way until its policy changes.
     Shutdown,
+    /// Sent by a mirror destination, which takes mirrored copies only.
+    MirrorPort,
 }
 
 impl DropCause {
-    pub const ALL: [DropCause; 13] = [
+    pub const ALL: [DropCause; 14] = [
         DropCause::Runt,
         DropCause::Oversize,
         DropCause::BadTag,
@@ -54,6 +56,7 @@ impl DropCause {
         DropCause::DhcpGuard,
         DropCause::RaGuard,
         DropCause::Shutdown,
+        DropCause::MirrorPort,
     ];
 
     pub fn name(self) -> &'static str {
@@ -71,6 +74,7 @@ impl DropCause {
             DropCause::DhcpGuard => "dhcp_guard",
             DropCause::RaGuard => "ra_guard",
             DropCause::Shutdown => "shutdown",
+            DropCause::MirrorPort => "mirror_port",
         }
     }
 }

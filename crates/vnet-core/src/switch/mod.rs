@@ -7,9 +7,12 @@
 //!
 //! Guarantees: a frame never leaves through its ingress port; it only reaches ports that
 //! are members of its VLAN; every frame not forwarded is counted under one [`DropCause`].
+//! A mirror destination ([`Switch::set_mirror_destination`]) is outside all of it: the
+//! switch learns nothing from it, delivers nothing to it and drops what it sends.
 
 mod counters;
 mod mac_table;
+pub mod mirror;
 mod retag;
 mod vlan;
 
@@ -80,6 +83,8 @@ pub struct Port {
     /// addresses is not delivered to it unless it is promiscuous.
     mac: Option<MacAddr>,
     promiscuous: bool,
+    /// Takes mirrored copies only: no member of any VLAN, its input dropped.
+    mirror_destination: bool,
     pub counters: PortCounters,
 }
 
@@ -92,6 +97,9 @@ impl Port {
     }
     pub fn promiscuous(&self) -> bool {
         self.promiscuous
+    }
+    pub fn mirror_destination(&self) -> bool {
+        self.mirror_destination
     }
     /// The VLAN untagged frames from this port belong to, if any.
     pub fn untagged_vlan(&self) -> Option<u16> {
@@ -168,6 +176,7 @@ impl Switch {
                 rule,
                 mac: None,
                 promiscuous: false,
+                mirror_destination: false,
                 counters: PortCounters::default(),
             },
         );
@@ -259,7 +268,11 @@ impl Switch {
     }
 
     fn pin_mac(&mut self, now: Instant, id: PortId, mac: MacAddr) {
-        if let Some(v) = self.ports[&id].untagged_vlan() {
+        let port = &self.ports[&id];
+        if port.mirror_destination {
+            return;
+        }
+        if let Some(v) = port.untagged_vlan() {
             self.macs.pin(now, v, mac, id);
         }
     }
@@ -275,8 +288,44 @@ impl Switch {
         Ok(())
     }
 
+    /// Makes port `id` a mirror destination (`on`) or an ordinary port again. As one
+    /// it leaves every VLAN's members and forgets its addresses, so neither flooding
+    /// nor a lookup reaches it, and [`Switch::ingress`] drops its frames
+    /// ([`DropCause::MirrorPort`]). Back, it rejoins its VLANs and pins its declared
+    /// address again.
+    pub fn set_mirror_destination(
+        &mut self,
+        now: Instant,
+        id: PortId,
+        on: bool,
+    ) -> Result<(), NoSuchPort> {
+        let port = self.ports.get_mut(&id).ok_or(NoSuchPort(id))?;
+        if port.mirror_destination == on {
+            return Ok(());
+        }
+        port.mirror_destination = on;
+        let mac = port.mac;
+        if on {
+            for members in self.members.values_mut() {
+                members.retain(|p| *p != id);
+            }
+            self.members.retain(|_, m| !m.is_empty());
+            self.macs.forget_port(id);
+        } else {
+            self.index_membership(id);
+            if let Some(mac) = mac {
+                self.pin_mac(now, id, mac);
+            }
+        }
+        Ok(())
+    }
+
     fn index_membership(&mut self, id: PortId) {
-        let rule = &self.ports[&id].rule;
+        let port = &self.ports[&id];
+        if port.mirror_destination {
+            return;
+        }
+        let rule = &port.rule;
         let vlans: Vec<u16> = match rule {
             VlanRule::Access(v) => vec![*v],
             VlanRule::Trunk { allowed, .. } => allowed.iter().collect(),
@@ -342,6 +391,10 @@ impl Switch {
         let Some(port) = self.ports.get_mut(&ingress) else {
             return Verdict::Drop(DropCause::Malformed);
         };
+        if port.mirror_destination {
+            port.counters.drops.add(DropCause::MirrorPort);
+            return Verdict::Drop(DropCause::MirrorPort);
+        }
         let verdict = decide(&self.config, port, bytes, wire_len).and_then(|(vlan, src, dst)| {
             self.macs.learn(now, vlan, src, ingress);
             let unicast = if dst.is_multicast() {

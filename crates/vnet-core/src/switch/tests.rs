@@ -315,3 +315,66 @@ proptest! {
         prop_assert_eq!(counted, frames.len() as u64);
     }
 }
+
+#[test]
+fn a_mirror_destination_takes_no_traffic_and_sends_none() {
+    let (mut sw, p) = switch_with(4);
+    let t = Instant::now();
+    // Port 3 is known (learned and declared) before it becomes a destination.
+    assert!(destinations(&mut sw, t, p[3], &frame(MacAddr::BROADCAST, mac(4))).is_ok());
+    sw.set_mac(t, p[3], mac(5)).unwrap();
+    sw.set_promiscuous(p[3], true).unwrap();
+    sw.set_mirror_destination(t, p[3], true).unwrap();
+    assert!(sw.port(p[3]).unwrap().mirror_destination());
+    // Not flooded to, not reached by its learned or declared address.
+    let flood = frame(MacAddr::BROADCAST, mac(1));
+    assert_eq!(destinations(&mut sw, t, p[0], &flood), Ok(vec![p[1], p[2]]));
+    for known in [mac(4), mac(5)] {
+        assert_eq!(
+            destinations(&mut sw, t, p[0], &frame(known, mac(1))),
+            Ok(vec![p[1], p[2]]),
+            "{known} floods to the others only"
+        );
+    }
+    // Promiscuous listeners elsewhere do not bring it back either.
+    sw.set_promiscuous(p[1], true).unwrap();
+    assert_eq!(
+        destinations(&mut sw, t, p[2], &frame(mac(1), mac(3))),
+        Ok(vec![p[0], p[1]])
+    );
+    // What it sends is dropped, counted, and teaches the switch nothing.
+    let from_dst = frame(mac(1), mac(6));
+    assert_eq!(
+        destinations(&mut sw, t, p[3], &from_dst),
+        Err(DropCause::MirrorPort)
+    );
+    let c = sw.port(p[3]).unwrap().counters;
+    // (The one frame received is the broadcast it sent before.)
+    assert_eq!((c.rx_frames, c.drops.get(DropCause::MirrorPort)), (1, 1));
+    assert_eq!(sw.mac_table().lookup(t, DEFAULT_VLAN, mac(6)), None);
+    // A VLAN change while a destination keeps it out.
+    sw.set_vlan_mode(t, p[3], VlanMode::default()).unwrap();
+    assert_eq!(destinations(&mut sw, t, p[0], &flood), Ok(vec![p[1], p[2]]));
+}
+
+#[test]
+fn a_mirror_destination_switches_normally_again_when_released() {
+    let (mut sw, p) = switch_with(3);
+    let t = Instant::now();
+    sw.set_mac(t, p[2], mac(3)).unwrap();
+    sw.set_mirror_destination(t, p[2], true).unwrap();
+    sw.set_mirror_destination(t, p[2], false).unwrap();
+    assert!(!sw.port(p[2]).unwrap().mirror_destination());
+    let flood = frame(MacAddr::BROADCAST, mac(1));
+    assert_eq!(destinations(&mut sw, t, p[0], &flood), Ok(vec![p[1], p[2]]));
+    // Its declared address is pinned again: unicast to it goes to it alone.
+    assert_eq!(
+        destinations(&mut sw, t, p[0], &frame(mac(3), mac(1))),
+        Ok(vec![p[2]])
+    );
+    assert!(destinations(&mut sw, t, p[2], &frame(mac(1), mac(3))).is_ok());
+    assert_eq!(
+        sw.set_mirror_destination(t, PortId(99), true),
+        Err(NoSuchPort(PortId(99)))
+    );
+}

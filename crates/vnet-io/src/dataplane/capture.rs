@@ -14,6 +14,7 @@ use std::time::SystemTime;
 use tokio::sync::mpsc;
 use vnet_core::pcapng::Direction;
 use vnet_core::switch::PortId;
+use vnet_model::CaptureCounters;
 
 /// Frames one capture holds for its reader at most; past that they are dropped.
 pub const CAPTURE_BUFFER: usize = 1024;
@@ -92,10 +93,23 @@ impl Tap {
         (tap, capture)
     }
 
-    /// Offers a frame; `false` when the capture has ended (its reader left).
-    fn offer(&self, port: PortId, direction: Direction, ts_ns: u64, frame: &[u8]) -> bool {
+    /// Whether its reader is still there.
+    pub fn is_running(&self) -> bool {
+        !self.frames.is_closed()
+    }
+
+    /// Offers a frame, counting it in `totals` if taken or dropped; `false` when the
+    /// capture has ended (its reader left).
+    fn offer(
+        &self,
+        totals: &mut CaptureCounters,
+        port: PortId,
+        direction: Direction,
+        ts_ns: u64,
+        frame: &[u8],
+    ) -> bool {
         if !self.ports.is_empty() && !self.ports.contains(&port) {
-            return !self.frames.is_closed();
+            return self.is_running();
         }
         let record = Record {
             port: port.0,
@@ -105,9 +119,13 @@ impl Tap {
             data: frame[..frame.len().min(self.snaplen)].to_vec(),
         };
         match self.frames.try_send(record) {
-            Ok(()) => true,
+            Ok(()) => {
+                totals.frames += 1;
+                true
+            }
             Err(mpsc::error::TrySendError::Full(_)) => {
                 self.drops.add(port.0);
+                totals.dropped += 1;
                 true
             }
             Err(mpsc::error::TrySendError::Closed(_)) => false,
@@ -115,14 +133,21 @@ impl Tap {
     }
 }
 
-/// Offers a frame crossing `port` to every tap, removing those whose capture ended.
-/// Call it only when `taps` is not empty: that check is the frame path's whole cost
-/// while nothing is captured.
-pub(super) fn offer(taps: &mut Vec<Tap>, port: PortId, direction: Direction, frame: &[u8]) {
+/// Offers a frame crossing `port` to every tap, removing those whose capture ended;
+/// `totals` counts what the captures took and dropped (`running` is left to the
+/// report). Call it only when `taps` is not empty: that check is the frame path's
+/// whole cost while nothing is captured.
+pub(super) fn offer(
+    taps: &mut Vec<Tap>,
+    totals: &mut CaptureCounters,
+    port: PortId,
+    direction: Direction,
+    frame: &[u8],
+) {
     let ts_ns = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64);
-    taps.retain(|t| t.offer(port, direction, ts_ns, frame));
+    taps.retain(|t| t.offer(totals, port, direction, ts_ns, frame));
 }
 
 #[cfg(test)]
@@ -139,6 +164,7 @@ mod tests {
         let mut taps = vec![tap];
         offer(
             &mut taps,
+            &mut CaptureCounters::default(),
             PortId(3),
             Direction::Outbound,
             &[1, 2, 3, 4, 5, 6],
@@ -156,8 +182,10 @@ mod tests {
     fn only_the_chosen_ports_are_captured() {
         let (tap, mut capture) = Tap::new(&spec(vec![2], 100), vec![]);
         let mut taps = vec![tap];
-        offer(&mut taps, PortId(1), Direction::Inbound, &[1]);
-        offer(&mut taps, PortId(2), Direction::Inbound, &[2]);
+        let mut totals = CaptureCounters::default();
+        offer(&mut taps, &mut totals, PortId(1), Direction::Inbound, &[1]);
+        offer(&mut taps, &mut totals, PortId(2), Direction::Inbound, &[2]);
+        assert_eq!((totals.frames, totals.dropped), (1, 0), "one frame taken");
         assert_eq!(capture.frames.try_recv().expect("port 2").port, 2);
         assert!(capture.frames.try_recv().is_err());
     }
@@ -166,10 +194,23 @@ mod tests {
     fn a_full_capture_drops_and_counts_per_port_without_blocking() {
         let (tap, mut capture) = Tap::new(&spec(vec![], 100), vec![]);
         let mut taps = vec![tap];
+        let mut totals = CaptureCounters::default();
         for _ in 0..CAPTURE_BUFFER + 5 {
-            offer(&mut taps, PortId(7), Direction::Inbound, &[0; 60]);
+            offer(
+                &mut taps,
+                &mut totals,
+                PortId(7),
+                Direction::Inbound,
+                &[0; 60],
+            );
         }
         assert_eq!(taps.len(), 1, "a slow reader keeps its capture");
+        assert!(taps[0].is_running());
+        assert_eq!(
+            (totals.frames, totals.dropped),
+            (CAPTURE_BUFFER as u64, 5),
+            "counted for /metrics too"
+        );
         assert_eq!(capture.drops.snapshot(), HashMap::from([(7, 5)]));
         let mut queued = 0;
         while capture.frames.try_recv().is_ok() {
@@ -183,7 +224,9 @@ mod tests {
         let (tap, capture) = Tap::new(&spec(vec![], 100), vec![]);
         let mut taps = vec![tap];
         drop(capture);
-        offer(&mut taps, PortId(1), Direction::Inbound, &[0; 60]);
+        assert!(!taps[0].is_running());
+        let totals = &mut CaptureCounters::default();
+        offer(&mut taps, totals, PortId(1), Direction::Inbound, &[0; 60]);
         assert!(taps.is_empty());
     }
 }

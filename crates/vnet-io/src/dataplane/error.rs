@@ -158,6 +158,8 @@ pub enum Missing {
     },
     #[error("vnet {0:?} has no uplink")]
     Uplink(String),
+    #[error("vnet {vnet:?} has no mirror {name:?} (see `vnet mirror ls {vnet}`)")]
+    Mirror { vnet: String, name: String },
 }
 
 /// What a command would make that exists already, or takes what another owns.

@@ -103,6 +103,16 @@ pub(crate) enum Command {
         vnet_model::PolicyPatch,
         Reply<vnet_model::PortPolicy>,
     ),
+    /// A vnet's mirrors as they run.
+    Mirrors(String, Reply<Vec<vnet_model::MirrorInfo>>),
+    AddMirror(
+        String,
+        vnet_model::MirrorSpec,
+        Reply<vnet_model::MirrorInfo>,
+    ),
+    RemoveMirror(String, String, Reply<()>),
+    /// Replaces a vnet's mirrors (a reload).
+    SetMirrors(String, Vec<vnet_model::MirrorSpec>, Reply<()>),
     /// A classic-device open by a client: attach the data plane's end of a socket pair
     /// as a port.
     AttachDevice(String, std::os::fd::OwnedFd, Client, Reply<u32>),
@@ -513,6 +523,37 @@ impl Handle {
         patch: vnet_model::PolicyPatch,
     ) -> Result<PortInfo, ControlError> {
         self.call(net, |net, r| Command::SetPortPolicy(net, id, patch, r))
+            .await
+    }
+
+    /// A vnet's mirrors with their state and counters.
+    pub async fn mirrors(&self, net: String) -> Result<Vec<vnet_model::MirrorInfo>, ControlError> {
+        self.call(net, Command::Mirrors).await
+    }
+
+    /// Adds a mirror live.
+    pub async fn add_mirror(
+        &self,
+        net: String,
+        spec: vnet_model::MirrorSpec,
+    ) -> Result<vnet_model::MirrorInfo, ControlError> {
+        self.call(net, |net, r| Command::AddMirror(net, spec, r))
+            .await
+    }
+
+    /// Removes mirror `name`.
+    pub async fn remove_mirror(&self, net: String, name: String) -> Result<(), ControlError> {
+        self.call(net, |net, r| Command::RemoveMirror(net, name, r))
+            .await
+    }
+
+    /// Replaces a vnet's mirrors live.
+    pub async fn set_mirrors(
+        &self,
+        net: String,
+        mirrors: Vec<vnet_model::MirrorSpec>,
+    ) -> Result<(), ControlError> {
+        self.call(net, |net, r| Command::SetMirrors(net, mirrors, r))
             .await
     }
 

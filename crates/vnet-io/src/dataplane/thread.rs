@@ -47,6 +47,8 @@ mod commands;
 mod harness;
 mod lifecycle;
 #[cfg(test)]
+mod mirror_tests;
+#[cfg(test)]
 mod tests;
 mod uplinks;
 mod vxlan;

@@ -6,8 +6,10 @@
 //! queues, [`Vnet::transmit`] drains one queue into its client. Its state stays
 //! private: the thread asks it questions (is this port still here, is it watched) and
 //! gives it orders (attach this backend, age the MAC table). Its sockets in `RUN/NAME`
-//! are in [`sockets`], its snapshots for the control API in [`report`].
+//! are in [`sockets`], its snapshots for the control API in [`report`], its mirrors in
+//! [`mirrors`].
 
+mod mirrors;
 mod report;
 mod sockets;
 
@@ -27,6 +29,7 @@ use mio::{Interest, Registry, Token};
 use tracing::{debug, info, warn};
 use vnet_core::pcapng::Direction;
 use vnet_core::policy::guard::DhcpBindings;
+use vnet_core::switch::mirror::{self, MirrorTable, Side};
 use vnet_core::switch::Verdict;
 use vnet_core::switch::{
     DropCause, FastMap, InvalidVlan, PortId, SetPortError, Switch, Tagging, VlanMode,
@@ -158,6 +161,12 @@ pub(super) struct Vnet {
     refusals_counted: [u64; 4],
     /// Live captures; empty (the frame path's only cost then) when none runs.
     taps: Vec<Tap>,
+    /// What all captures took and dropped (`running` filled in by the report).
+    capture_totals: vnet_model::CaptureCounters,
+    /// Active mirrors; empty (the frame path's only cost then) when none is.
+    mirrors: MirrorTable,
+    /// The mirror copies due for the frame being forwarded (reused).
+    mirror_due: Vec<mirror::Due>,
     /// The ports with a policy to enforce; empty (the frame path's only cost then)
     /// when none has one.
     enforcers: FastMap<PortId, Enforcer>,
@@ -600,6 +609,7 @@ impl Vnet {
             },
         );
         self.enforce(id);
+        self.remirror();
         Ok(id)
     }
 
@@ -615,6 +625,7 @@ impl Vnet {
         self.dgram_peers.retain(|_, (p, _)| *p != id);
         self.enforcers.remove(&id);
         let _ = self.switch.remove_port(id);
+        self.remirror();
         info!(net = self.name(), port = %id, "detached {}: {why}", port.backend.description());
         port.token
     }
@@ -838,7 +849,8 @@ impl Vnet {
                 let buf = port.queue.pop_front().expect("sent frames were queued");
                 counters.count_tx(buf.len());
                 if !self.taps.is_empty() {
-                    capture::offer(&mut self.taps, id, Direction::Outbound, buf.frame());
+                    let totals = &mut self.capture_totals;
+                    capture::offer(&mut self.taps, totals, id, Direction::Outbound, buf.frame());
                 }
                 self.pool.put(buf);
             }
@@ -867,7 +879,18 @@ impl Vnet {
         touched: &mut Vec<PortId>,
     ) {
         if !self.taps.is_empty() {
-            capture::offer(&mut self.taps, from, Direction::Inbound, buf.frame());
+            let totals = &mut self.capture_totals;
+            capture::offer(
+                &mut self.taps,
+                totals,
+                from,
+                Direction::Inbound,
+                buf.frame(),
+            );
+        }
+        if !self.mirrors.is_empty() {
+            self.mirrors.start_frame();
+            self.mirror(from, Side::Ingress, &buf, touched);
         }
         let mut buf = buf;
         if !self.enforcers.is_empty() {
@@ -925,30 +948,42 @@ impl Vnet {
                     }
                 }
             }
-            let plain_only = self.ports.get(&dst).is_some_and(|p| !p.offloads);
-            if out.needs_offload() && plain_only {
-                self.push_plain(dst, out, touched);
-            } else {
-                push(
-                    &mut self.ports,
-                    &mut self.switch,
-                    &mut self.pool,
-                    dst,
-                    out,
-                    touched,
-                );
+            if !self.mirrors.is_empty() {
+                self.mirror(dst, Side::Egress, &out, touched);
             }
+            self.queue(dst, out, touched);
         }
         if let Some(buf) = original {
             self.pool.put(buf);
         }
     }
 
+    /// Queues a frame for `dst` as the port takes it (see [`Vnet::push_plain`]):
+    /// `false` if it was dropped. Inlined: it is the frame path's every delivery.
+    #[inline]
+    fn queue(&mut self, dst: PortId, buf: FrameBuf, touched: &mut Vec<PortId>) -> bool {
+        let plain_only = self.ports.get(&dst).is_some_and(|p| !p.offloads);
+        if buf.needs_offload() && plain_only {
+            self.push_plain(dst, buf, touched)
+        } else {
+            push(
+                &mut self.ports,
+                &mut self.switch,
+                &mut self.pool,
+                dst,
+                buf,
+                touched,
+            )
+        }
+    }
+
     /// Queues a frame with offload metadata for a port that takes only ordinary frames:
     /// a GSO super-frame is cut into segments, each written straight into a pooled
-    /// buffer; a partial checksum is completed in place.
-    fn push_plain(&mut self, dst: PortId, mut buf: FrameBuf, touched: &mut Vec<PortId>) {
+    /// buffer; a partial checksum is completed in place. `false` if any of it was
+    /// dropped.
+    fn push_plain(&mut self, dst: PortId, mut buf: FrameBuf, touched: &mut Vec<PortId>) -> bool {
         let hdr = buf.offload;
+        let mut queued = true;
         let result = if hdr.is_gso() {
             Segmenter::new(buf.frame(), &hdr).and_then(|seg| {
                 for i in 0..seg.count() {
@@ -960,7 +995,7 @@ impl Vnet {
                             return Err(e);
                         }
                     }
-                    push(
+                    queued &= push(
                         &mut self.ports,
                         &mut self.switch,
                         &mut self.pool,
@@ -984,13 +1019,17 @@ impl Vnet {
                     dst,
                     buf,
                     touched,
-                );
+                )
             }
-            Ok(()) => self.pool.put(buf),
+            Ok(()) => {
+                self.pool.put(buf);
+                queued
+            }
             Err(e) => {
                 debug!(net = self.name(), port = %dst, "cannot make an ordinary frame: {e}");
                 self.switch.count_drop(dst, DropCause::Malformed);
                 self.pool.put(buf);
+                false
             }
         }
     }
@@ -1123,7 +1162,7 @@ impl Vnet {
 }
 
 /// Appends a frame to `dst`'s egress queue, or drops and counts it when the queue is full
-/// (in frames or in bytes).
+/// (in frames or in bytes): `false` if dropped.
 fn push(
     ports: &mut FastMap<PortId, PortIo>,
     switch: &mut Switch,
@@ -1131,16 +1170,20 @@ fn push(
     dst: PortId,
     buf: FrameBuf,
     touched: &mut Vec<PortId>,
-) {
+) -> bool {
     let Some(port) = ports.get_mut(&dst) else {
         pool.put(buf);
-        return;
+        return false;
     };
     match port.queue.push(buf) {
-        Ok(()) => touched.push(dst),
+        Ok(()) => {
+            touched.push(dst);
+            true
+        }
         Err(buf) => {
             pool.put(buf);
             switch.count_drop(dst, DropCause::QueueFull);
+            false
         }
     }
 }

@@ -3,7 +3,7 @@
 //! without a change here.
 
 use serde::Serialize;
-use vnet_model::NetworkSpec;
+use vnet_model::{MirrorSpec, NetworkSpec};
 
 use super::SavedNet;
 use crate::config::{AccessConfig, LimitsConfig, PortConfig};
@@ -24,13 +24,16 @@ struct File<'a> {
     network: Vec<Network>,
 }
 
-/// One `[[network]]` table: the spec's keys, then its `[[network.port]]` tables.
+/// One `[[network]]` table: the spec's keys, then its `[[network.port]]` and
+/// `[[network.mirror]]` tables.
 #[derive(Serialize)]
 struct Network {
     #[serde(flatten)]
     spec: NetworkSpec,
     #[serde(rename = "port", skip_serializing_if = "Vec::is_empty")]
     ports: Vec<PortConfig>,
+    #[serde(rename = "mirror", skip_serializing_if = "Vec::is_empty")]
+    mirrors: Vec<MirrorSpec>,
 }
 
 /// A config file that `vnetd --config` accepts and that runs `nets` as they are.
@@ -41,9 +44,11 @@ pub fn render(daemon: &Daemon, nets: &[SavedNet]) -> String {
         .map(|n| Network {
             spec: NetworkSpec {
                 transient: false,
+                mirrors: Vec::new(),
                 ..n.spec.clone()
             },
             ports: n.ports.iter().map(PortConfig::of).collect(),
+            mirrors: n.spec.mirrors.clone(),
         })
         .collect();
     let body = toml::to_string(&File { daemon, network }).expect("the model serializes as TOML");

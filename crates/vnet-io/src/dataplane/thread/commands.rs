@@ -111,6 +111,27 @@ impl Thread {
                     vnet.port_info(now, PortId(id)).ok_or(ControlError::Stopped)
                 }));
             }
+            Command::Mirrors(name, reply) => {
+                let _ = reply.send(self.lookup(&name).map(|k| self.vnets[k].mirrors()));
+            }
+            Command::AddMirror(name, spec, reply) => {
+                let _ = reply.send(
+                    self.lookup(&name)
+                        .and_then(|k| self.vnets[k].add_mirror(spec)),
+                );
+            }
+            Command::RemoveMirror(name, mirror, reply) => {
+                let _ = reply.send(
+                    self.lookup(&name)
+                        .and_then(|k| self.vnets[k].remove_mirror(&mirror)),
+                );
+            }
+            Command::SetMirrors(name, mirrors, reply) => {
+                let _ = reply.send(
+                    self.lookup(&name)
+                        .and_then(|k| self.vnets[k].set_mirrors(mirrors)),
+                );
+            }
             Command::SetPolicy(name, patch, reply) => {
                 let _ = reply.send(self.lookup(&name).map(|k| self.vnets[k].set_policy(&patch)));
             }

@@ -40,6 +40,10 @@ impl Vnet {
             allow_users: self.allow.users().to_vec(),
             allow_groups: self.allow.groups().to_vec(),
             policy: self.spec.policy.clone(),
+            captures: vnet_model::CaptureCounters {
+                running: self.taps.iter().filter(|t| t.is_running()).count(),
+                ..self.capture_totals
+            },
         }
     }
 
@@ -145,5 +149,6 @@ fn port_info(net: &Vnet, now: Instant, id: PortId) -> Option<PortInfo> {
         policy,
         enforced,
         policy_counters,
+        mirror_destination: net.mirror_names_to(id),
     })
 }
