@@ -99,6 +99,11 @@ pub struct LimitsConfig {
     /// the control API still answers [default: 64].
     #[serde(default)]
     pub fd_reserve_control: Option<usize>,
+    /// Bytes of the receive ring each bridged NIC's AF_PACKET socket maps (one per NIC
+    /// and data-plane thread), in blocks of 256 KiB; 0 receives one frame per system
+    /// call instead [default: 4194304, 4 MiB].
+    #[serde(default)]
+    pub uplink_ring_bytes: Option<usize>,
 }
 
 /// The control plane's bounds (`[limits]`), enforced by vnetd itself.
@@ -135,6 +140,7 @@ impl LimitsConfig {
             macs_per_vnet: self.macs_per_vnet.unwrap_or(d.macs_per_vnet),
             fd_reserve: self.fd_reserve.unwrap_or(d.fd_reserve),
             fd_reserve_control: self.fd_reserve_control.unwrap_or(d.fd_reserve_control),
+            uplink_ring_bytes: self.uplink_ring_bytes.unwrap_or(d.uplink_ring_bytes),
         }
     }
 

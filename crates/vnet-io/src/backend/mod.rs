@@ -15,6 +15,7 @@ pub mod dgram;
 pub mod inbox;
 pub mod interface;
 mod packet;
+mod tpacket;
 pub mod seqpacket;
 pub mod service;
 pub mod stream;

@@ -12,9 +12,9 @@ use std::io;
 use vnet_core::switch::DropCause;
 use vnet_core::wire::offload::{VirtioNetHdr, VIRTIO_NET_HDR_LEN};
 
-use super::Sent;
+use super::{Sent, TX_BATCH};
 use crate::frame::FrameBuf;
-use crate::sys::packet::{PacketSocket, RecvMeta, PACKET_VNET_HDR_LEN};
+use crate::sys::packet::{FrameBatch, PacketSocket, RecvMeta, PACKET_VNET_HDR_LEN};
 
 /// Bytes of an 802.1Q tag.
 const TAG_LEN: usize = 4;
@@ -42,28 +42,36 @@ pub(crate) enum Read {
 /// and a tag; `WouldBlock` when there is none, other errors as the socket reports them
 /// (`ENETDOWN`: the interface went down or away).
 pub(crate) fn read(sock: &PacketSocket, space: &mut [u8]) -> io::Result<Read> {
+    let meta = sock.recv(&mut space[TAG_LEN..])?;
+    Ok(take(space, meta))
+}
+
+/// Takes the frame `meta` describes from `space` (as [`read`] has it: [`TAG_LEN`] bytes
+/// of room, the offload header, the frame), putting its stripped tag back in place.
+/// The receive ring hands over frames the same way.
+pub(crate) fn take(space: &mut [u8], meta: RecvMeta) -> Read {
     let RecvMeta {
         len,
         truncated,
         outgoing,
         stripped_tag,
-    } = sock.recv(&mut space[TAG_LEN..])?;
+    } = meta;
     if outgoing {
-        return Ok(Read::Outgoing);
+        return Read::Outgoing;
     }
     if truncated {
-        return Ok(Read::Dropped(DropCause::Oversize));
+        return Read::Dropped(DropCause::Oversize);
     }
     let Some(len) = len
         .checked_sub(PACKET_VNET_HDR_LEN)
-        .filter(|len| *len >= 14)
+        .filter(|len| *len >= 14 && FRONT + len <= space.len())
     else {
-        return Ok(Read::Dropped(DropCause::Runt));
+        return Read::Dropped(DropCause::Runt);
     };
     let mut hdr = [0u8; VIRTIO_NET_HDR_LEN];
     hdr[..PACKET_VNET_HDR_LEN].copy_from_slice(&space[TAG_LEN..FRONT]);
     let mut offload = VirtioNetHdr::parse(&hdr);
-    Ok(match stripped_tag {
+    match stripped_tag {
         Some((tpid, tci)) => {
             // The addresses move into the room in front; the tag goes between them and
             // the rest, which stays where it is.
@@ -83,41 +91,74 @@ pub(crate) fn read(sock: &PacketSocket, space: &mut [u8]) -> io::Result<Read> {
             len,
             offload,
         },
-    })
+    }
 }
 
-/// Sends `frame` with its offload header, with an 802.1Q tag for VLAN `tag` inserted
-/// if one is given. `Err` when the interface refuses it for being down or gone: the
-/// caller says so (once) and drops the frame as `link_down`.
-pub(crate) fn send(sock: &PacketSocket, frame: &FrameBuf, tag: Option<u16>) -> io::Result<Sent> {
-    let f = frame.frame();
-    if f.len() < 14 {
-        return Ok(Sent::Dropped(DropCause::Runt));
+/// Sends frames out of an AF_PACKET socket, many per system call (`sendmmsg`), each
+/// with its offload header and, for an uplink on one VLAN of its NIC, a tag.
+pub(crate) struct Sender {
+    batch: Box<FrameBatch<TX_BATCH>>,
+    /// The frames' offload headers and tags, which the batch's parts point into.
+    headers: [[u8; PACKET_VNET_HDR_LEN]; TX_BATCH],
+    tag: Option<[u8; TAG_LEN]>,
+}
+
+impl Sender {
+    /// A sender that inserts an 802.1Q tag for VLAN `tag`, if one is given.
+    pub fn new(tag: Option<u16>) -> Self {
+        Sender {
+            batch: FrameBatch::new(),
+            headers: [[0; PACKET_VNET_HDR_LEN]; TX_BATCH],
+            tag: tag.map(|vid| [0x81, 0x00, (vid >> 8) as u8 & 0x0f, vid as u8]),
+        }
     }
-    let mut offload = frame.offload;
-    let mut hdr = [0u8; VIRTIO_NET_HDR_LEN];
-    let result = match tag {
-        Some(vid) => {
-            let tag = [0x81, 0x00, (vid >> 8) as u8 & 0x0f, vid as u8];
-            shift_offsets(&mut offload, TAG_LEN as u16);
-            offload.write(&mut hdr);
-            sock.send(&[&hdr[..PACKET_VNET_HDR_LEN], &f[..12], &tag, &f[12..]])
+
+    /// [`super::Backend::send_batch`] on `sock`: sends `frames` in order until one is
+    /// not sent. `Err` when the interface refuses a frame for being down or gone: the
+    /// caller says so (once) and drops that frame as `link_down`.
+    pub fn send(
+        &mut self,
+        sock: &PacketSocket,
+        frames: &[FrameBuf],
+    ) -> (usize, io::Result<Sent>) {
+        // Frames up to the first runt go; the runt is dropped after them.
+        let runt = frames
+            .iter()
+            .take(TX_BATCH)
+            .position(|f| f.frame().len() < 14);
+        let count = runt.unwrap_or(frames.len().min(TX_BATCH));
+        let tagged = self.tag.is_some();
+        for (frame, hdr) in frames[..count].iter().zip(&mut self.headers) {
+            let mut offload = frame.offload;
+            if tagged {
+                shift_offsets(&mut offload, TAG_LEN as u16);
+            }
+            let mut full = [0u8; VIRTIO_NET_HDR_LEN];
+            offload.write(&mut full);
+            hdr.copy_from_slice(&full[..PACKET_VNET_HDR_LEN]);
         }
-        None => {
-            offload.write(&mut hdr);
-            sock.send(&[&hdr[..PACKET_VNET_HDR_LEN], f])
-        }
-    };
-    match result {
-        Ok(()) => Ok(Sent::Done),
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(Sent::WouldBlock),
-        Err(e) if e.raw_os_error() == Some(libc::EMSGSIZE) => {
-            Ok(Sent::Dropped(DropCause::Oversize))
-        }
-        Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
-            Ok(Sent::Dropped(DropCause::QueueFull))
-        }
-        Err(e) => Err(e),
+        let (headers, tag) = (&self.headers, &self.tag);
+        let parts = frames[..count].iter().zip(headers).map(|(frame, hdr)| {
+            let f = frame.frame();
+            match tag {
+                Some(tag) => [&hdr[..], &f[..12], &tag[..], &f[12..]],
+                None => [&hdr[..], f, &[][..], &[][..]],
+            }
+        });
+        let (sent, result) = self.batch.send(sock, parts);
+        let outcome = match result {
+            Ok(()) if runt.is_some() => Ok(Sent::Dropped(DropCause::Runt)),
+            Ok(()) => Ok(Sent::Done),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(Sent::WouldBlock),
+            Err(e) if e.raw_os_error() == Some(libc::EMSGSIZE) => {
+                Ok(Sent::Dropped(DropCause::Oversize))
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
+                Ok(Sent::Dropped(DropCause::QueueFull))
+            }
+            Err(e) => Err(e),
+        };
+        (sent, outcome)
     }
 }
 

@@ -56,6 +56,10 @@ pub struct Limits {
     /// at once while no number below `RLIMIT_NOFILE - fd_reserve_control` is free, so
     /// the control API still answers (at most `fd_reserve`).
     pub fd_reserve_control: usize,
+    /// Bytes of each bridged NIC's receive ring (`TPACKET_V3`, one per NIC and
+    /// data-plane thread, in blocks of 256 KiB, at least two); 0: no ring, one system
+    /// call per received frame.
+    pub uplink_ring_bytes: usize,
 }
 
 impl Default for Limits {
@@ -73,6 +77,7 @@ impl Default for Limits {
             macs_per_vnet: 16384,
             fd_reserve: 256,
             fd_reserve_control: 64,
+            uplink_ring_bytes: crate::backend::uplink::DEFAULT_RING_BYTES,
         }
     }
 }

@@ -131,7 +131,7 @@ impl PacketSocket {
         self.ifindex
     }
 
-    fn setsockopt<T>(&self, name: libc::c_int, value: &T) -> io::Result<()> {
+    pub(super) fn setsockopt<T>(&self, name: libc::c_int, value: &T) -> io::Result<()> {
         super::sockopt::set(self.fd.as_fd(), libc::SOL_PACKET, name, value)
     }
 
@@ -196,34 +196,81 @@ impl PacketSocket {
         })
     }
 
-    /// Sends one frame made of `parts` (the header, addresses, a tag, the rest).
-    pub fn send(&self, parts: &[&[u8]]) -> io::Result<()> {
-        let mut iov = [libc::iovec {
-            iov_base: std::ptr::null_mut(),
-            iov_len: 0,
-        }; 4];
-        for (slot, part) in iov.iter_mut().zip(parts) {
-            *slot = libc::iovec {
-                iov_base: part.as_ptr() as *mut libc::c_void,
-                iov_len: part.len(),
+    /// Leaves out of this socket's input the frames the interface sends (the host's
+    /// and ours), so they take no room in a ring (`PACKET_IGNORE_OUTGOING`, Linux
+    /// 4.20). Without it they arrive marked [`RecvMeta::outgoing`].
+    pub fn ignore_outgoing(&self) -> io::Result<()> {
+        self.setsockopt(libc::PACKET_IGNORE_OUTGOING, &1i32)
+    }
+}
+
+/// A frame to send in up to four parts, in order: the offload header, then the frame
+/// in pieces (addresses, a tag to insert, the rest). Empty parts add nothing.
+pub type Parts<'a> = [&'a [u8]; 4];
+
+/// Message headers for sending up to `N` frames with one `sendmmsg`, kept so that no
+/// batch allocates.
+pub struct FrameBatch<const N: usize> {
+    headers: [libc::mmsghdr; N],
+    iovs: [[libc::iovec; 4]; N],
+    to: libc::sockaddr_ll,
+}
+
+impl<const N: usize> FrameBatch<N> {
+    pub fn new() -> Box<Self> {
+        // SAFETY: plain C structs for which all-zero bytes are valid.
+        Box::new(unsafe { zeroed() })
+    }
+
+    /// Sends the first `N` (at most) of `frames` out of `sock`'s interface in order,
+    /// without blocking, until all are sent or one fails. Returns how many were sent
+    /// and, if not all, why the next one failed (`sendmmsg` reports an error only when
+    /// it sent nothing, so after a partial send the rest is tried again to learn why).
+    pub fn send<'a>(
+        &mut self,
+        sock: &PacketSocket,
+        frames: impl IntoIterator<Item = Parts<'a>>,
+    ) -> (usize, io::Result<()>) {
+        self.to.sll_family = libc::AF_PACKET as u16;
+        self.to.sll_ifindex = sock.ifindex;
+        let mut count = 0;
+        for (i, parts) in frames.into_iter().take(N).enumerate() {
+            for (iov, part) in self.iovs[i].iter_mut().zip(parts) {
+                *iov = libc::iovec {
+                    iov_base: part.as_ptr().cast_mut().cast(),
+                    iov_len: part.len(),
+                };
+            }
+            let h = &mut self.headers[i].msg_hdr;
+            h.msg_name = (&mut self.to as *mut libc::sockaddr_ll).cast();
+            h.msg_namelen = size_of::<libc::sockaddr_ll>() as libc::socklen_t;
+            h.msg_iov = self.iovs[i].as_mut_ptr();
+            h.msg_iovlen = 4;
+            h.msg_control = std::ptr::null_mut();
+            h.msg_controllen = 0;
+            h.msg_flags = 0;
+            count = i + 1;
+        }
+        let mut sent = 0;
+        while sent < count {
+            // SAFETY: headers `sent..count` were filled above: each points at `self.to`
+            // and at four iovecs for parts borrowed for `'a`, so all outlive the call.
+            // The kernel only reads names and data on send; it writes `msg_len`, inside
+            // the headers.
+            let n = unsafe {
+                libc::sendmmsg(
+                    sock.fd.as_raw_fd(),
+                    self.headers[sent..].as_mut_ptr(),
+                    (count - sent) as libc::c_uint,
+                    libc::MSG_DONTWAIT,
+                )
             };
+            if n < 0 {
+                return (sent, Err(io::Error::last_os_error()));
+            }
+            sent += n as usize;
         }
-        // SAFETY: all-zero is a valid sockaddr_ll; fields are set below.
-        let mut addr: libc::sockaddr_ll = unsafe { zeroed() };
-        addr.sll_family = libc::AF_PACKET as u16;
-        addr.sll_ifindex = self.ifindex;
-        // SAFETY: all-zero is a valid msghdr; the pointers are set below.
-        let mut msg: libc::msghdr = unsafe { zeroed() };
-        msg.msg_name = &mut addr as *mut libc::sockaddr_ll as *mut libc::c_void;
-        msg.msg_namelen = size_of::<libc::sockaddr_ll>() as libc::socklen_t;
-        msg.msg_iov = iov.as_mut_ptr();
-        msg.msg_iovlen = parts.len().min(4) as _;
-        // SAFETY: msg points to live buffers (the kernel only reads the iovecs' data).
-        let n = unsafe { libc::sendmsg(self.fd.as_raw_fd(), &msg, libc::MSG_DONTWAIT) };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
+        (sent, Ok(()))
     }
 }
 

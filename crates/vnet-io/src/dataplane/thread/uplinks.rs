@@ -71,7 +71,7 @@ impl Thread {
 
     /// Opens `interface`'s AF_PACKET socket and watches it.
     fn open_uplink(&mut self, interface: &str) -> Result<usize, ControlError> {
-        let mut up = UplinkSocket::open(interface).map_err(|source| ControlError::OpenUplink {
+        let mut up = UplinkSocket::open(interface, self.limits.uplink_ring_bytes).map_err(|source| ControlError::OpenUplink {
             interface: interface.into(),
             source,
         })?;
