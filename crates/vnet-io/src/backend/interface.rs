@@ -215,6 +215,9 @@ impl Backend for InterfacePort {
     }
 
     fn send_batch(&mut self, frames: &[FrameBuf]) -> (usize, Sent) {
+        if frames.is_empty() {
+            return (0, Sent::Done);
+        }
         if self.link != Link::Up {
             return (0, Sent::Dropped(DropCause::LinkDown));
         }
