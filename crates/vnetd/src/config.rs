@@ -100,7 +100,7 @@ pub struct LimitsConfig {
     #[serde(default)]
     pub fd_reserve_control: Option<usize>,
     /// Bytes of the receive ring each bridged NIC's AF_PACKET socket maps (one per NIC
-    /// and data-plane thread), in blocks of 256 KiB; 0 receives one frame per system
+    /// and data-plane thread), in blocks of 128 KiB; 0 receives one frame per system
     /// call instead [default: 4194304, 4 MiB].
     #[serde(default)]
     pub uplink_ring_bytes: Option<usize>,

@@ -150,7 +150,6 @@ impl InterfacePort {
             );
         }
     }
-
 }
 
 impl Backend for InterfacePort {

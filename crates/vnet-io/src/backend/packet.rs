@@ -116,11 +116,7 @@ impl Sender {
     /// [`super::Backend::send_batch`] on `sock`: sends `frames` in order until one is
     /// not sent. `Err` when the interface refuses a frame for being down or gone: the
     /// caller says so (once) and drops that frame as `link_down`.
-    pub fn send(
-        &mut self,
-        sock: &PacketSocket,
-        frames: &[FrameBuf],
-    ) -> (usize, io::Result<Sent>) {
+    pub fn send(&mut self, sock: &PacketSocket, frames: &[FrameBuf]) -> (usize, io::Result<Sent>) {
         // Frames up to the first runt go; the runt is dropped after them.
         let runt = frames
             .iter()

@@ -79,10 +79,9 @@ pub(crate) struct BlockWalk {
 impl BlockWalk {
     /// Starts at `block`'s first frame.
     pub fn new(block: &[u8]) -> Result<BlockWalk, Malformed> {
-        let (Some(left), Some(first)) = (
-            u32_at(block, NUM_PKTS),
-            u32_at(block, OFFSET_TO_FIRST_PKT),
-        ) else {
+        let (Some(left), Some(first)) =
+            (u32_at(block, NUM_PKTS), u32_at(block, OFFSET_TO_FIRST_PKT))
+        else {
             return Err(Malformed("shorter than its descriptor"));
         };
         let first = first as usize;
@@ -117,7 +116,8 @@ impl BlockWalk {
         let len = field(TP_LEN)? as usize;
         let status = field(TP_STATUS)?;
         let tci = field(TP_VLAN_TCI)? as u16;
-        let tpid = u16_at(block, at + TP_VLAN_TPID).ok_or(Malformed("frame header past the end"))?;
+        let tpid =
+            u16_at(block, at + TP_VLAN_TPID).ok_or(Malformed("frame header past the end"))?;
         let mac = u16_at(block, at + TP_MAC).ok_or(Malformed("frame header past the end"))?;
         let pkttype = *block
             .get(at + SLL_PKTTYPE)
@@ -184,7 +184,9 @@ impl RingReader {
                 let block = self.ring.user_block(self.block)?;
                 match walk.next(block) {
                     Some(Ok(frame)) => break frame,
-                    Some(Err(e)) => warn!("uplink receive ring: {e}; the rest of the block is skipped"),
+                    Some(Err(e)) => {
+                        warn!("uplink receive ring: {e}; the rest of the block is skipped")
+                    }
                     None => {}
                 }
                 self.walk = None;
@@ -264,9 +266,17 @@ mod tests {
             let mac = 92;
             let next = (mac + s.frame.len()).next_multiple_of(16);
             let last = i + 1 == slots.len();
-            put32(&mut b, at + TP_NEXT_OFFSET, if last { 0 } else { next as u32 });
+            put32(
+                &mut b,
+                at + TP_NEXT_OFFSET,
+                if last { 0 } else { next as u32 },
+            );
             put32(&mut b, at + TP_SNAPLEN, s.frame.len() as u32);
-            put32(&mut b, at + TP_LEN, s.wire_len.unwrap_or(s.frame.len()) as u32);
+            put32(
+                &mut b,
+                at + TP_LEN,
+                s.wire_len.unwrap_or(s.frame.len()) as u32,
+            );
             let mut status = libc::TP_STATUS_USER;
             if let Some((tpid, tci)) = s.tag {
                 status |= libc::TP_STATUS_VLAN_VALID | libc::TP_STATUS_VLAN_TPID_VALID;
@@ -375,7 +385,10 @@ mod tests {
         put32(&mut b, BLOCK_DESC_LEN + TP_NEXT_OFFSET, 0);
         assert_eq!(
             walk_all(&mut b),
-            [Ok(ok.clone()), Err("malformed ring block: a frame missing".into())]
+            [
+                Ok(ok.clone()),
+                Err("malformed ring block: a frame missing".into())
+            ]
         );
 
         // A frame running past the end of the block.
@@ -403,24 +416,37 @@ mod tests {
     #[test]
     fn the_offsets_are_the_kernels() {
         assert_eq!(offset_of!(libc::tpacket_block_desc, hdr), 8);
-        assert_eq!(offset_of!(libc::tpacket_hdr_v1, block_status) + 8, BLOCK_STATUS);
+        assert_eq!(
+            offset_of!(libc::tpacket_hdr_v1, block_status) + 8,
+            BLOCK_STATUS
+        );
         assert_eq!(offset_of!(libc::tpacket_hdr_v1, num_pkts) + 8, NUM_PKTS);
         assert_eq!(
             offset_of!(libc::tpacket_hdr_v1, offset_to_first_pkt) + 8,
             OFFSET_TO_FIRST_PKT
         );
         assert_eq!(size_of::<libc::tpacket_block_desc>(), BLOCK_DESC_LEN);
-        assert_eq!(offset_of!(libc::tpacket3_hdr, tp_next_offset), TP_NEXT_OFFSET);
+        assert_eq!(
+            offset_of!(libc::tpacket3_hdr, tp_next_offset),
+            TP_NEXT_OFFSET
+        );
         assert_eq!(offset_of!(libc::tpacket3_hdr, tp_snaplen), TP_SNAPLEN);
         assert_eq!(offset_of!(libc::tpacket3_hdr, tp_len), TP_LEN);
         assert_eq!(offset_of!(libc::tpacket3_hdr, tp_status), TP_STATUS);
         assert_eq!(offset_of!(libc::tpacket3_hdr, tp_mac), TP_MAC);
         let hv1 = offset_of!(libc::tpacket3_hdr, hv1);
-        assert_eq!(hv1 + offset_of!(libc::tpacket_hdr_variant1, tp_vlan_tci), TP_VLAN_TCI);
-        assert_eq!(hv1 + offset_of!(libc::tpacket_hdr_variant1, tp_vlan_tpid), TP_VLAN_TPID);
+        assert_eq!(
+            hv1 + offset_of!(libc::tpacket_hdr_variant1, tp_vlan_tci),
+            TP_VLAN_TCI
+        );
+        assert_eq!(
+            hv1 + offset_of!(libc::tpacket_hdr_variant1, tp_vlan_tpid),
+            TP_VLAN_TPID
+        );
         assert_eq!(libc::TPACKET3_HDRLEN, TPACKET3_HDRLEN);
         assert_eq!(
-            TPACKET3_HDRLEN - size_of::<libc::sockaddr_ll>() + offset_of!(libc::sockaddr_ll, sll_pkttype),
+            TPACKET3_HDRLEN - size_of::<libc::sockaddr_ll>()
+                + offset_of!(libc::sockaddr_ll, sll_pkttype),
             SLL_PKTTYPE
         );
     }

@@ -131,7 +131,10 @@ impl UplinkSocket {
     pub fn open(interface: &str, ring_bytes: usize) -> Result<UplinkSocket, PacketError> {
         let mut sock = PacketSocket::unbound()?;
         if let Err(e) = sock.ignore_outgoing() {
-            debug!(interface, "frames the NIC sends are skipped one by one: {e}");
+            debug!(
+                interface,
+                "frames the NIC sends are skipped one by one: {e}"
+            );
         }
         let lost = Rc::default();
         let input = match ring_bytes {

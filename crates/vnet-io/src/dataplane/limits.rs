@@ -57,7 +57,7 @@ pub struct Limits {
     /// the control API still answers (at most `fd_reserve`).
     pub fd_reserve_control: usize,
     /// Bytes of each bridged NIC's receive ring (`TPACKET_V3`, one per NIC and
-    /// data-plane thread, in blocks of 256 KiB, at least two); 0: no ring, one system
+    /// data-plane thread, in blocks of 128 KiB, at least two); 0: no ring, one system
     /// call per received frame.
     pub uplink_ring_bytes: usize,
 }

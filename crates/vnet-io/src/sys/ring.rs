@@ -22,11 +22,16 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use super::packet::PacketSocket;
 
 /// Bytes of one block: a power of two of pages (the kernel allocates blocks by page
-/// order), room for three 64 KiB GSO super-frames or about 1600 small frames.
-pub const BLOCK_SIZE: usize = 256 << 10;
+/// order), room for a 64 KiB GSO super-frame with its headers or about 680 small
+/// frames. Small rather than large: see [`RETIRE_MS`].
+pub const BLOCK_SIZE: usize = 128 << 10;
 
 /// Milliseconds after which the kernel hands over a block that is not full: the most a
-/// frame waits in the ring when traffic is light.
+/// frame waits in the ring when traffic is light (the kernel wakes the reader only per
+/// block). It also means that under light traffic each block holds one millisecond,
+/// so a reader that stalls loses frames after as many milliseconds as the ring has
+/// blocks (32 in the default 4 MiB); the per-frame path's socket buffer holds about 300
+/// frames, whatever the time.
 pub const RETIRE_MS: u32 = 1;
 
 /// Offset of `block_status` in a block's descriptor (`tpacket_block_desc.hdr.bh1`).
@@ -95,7 +100,13 @@ impl RxRing {
         // SAFETY: block `i` lies inside the mapping, blocks start page-aligned, and the
         // status word is a 4-byte aligned u32 at BLOCK_STATUS; the kernel writes it
         // too, so it is only ever accessed atomically.
-        unsafe { &*self.map.as_ptr().add(i * BLOCK_SIZE + BLOCK_STATUS).cast::<AtomicU32>() }
+        unsafe {
+            &*self
+                .map
+                .as_ptr()
+                .add(i * BLOCK_SIZE + BLOCK_STATUS)
+                .cast::<AtomicU32>()
+        }
     }
 
     /// Block `i`'s bytes if the kernel handed it over, `None` while it is the kernel's.
@@ -115,7 +126,8 @@ impl RxRing {
     /// Gives block `i` back to the kernel.
     pub fn release(&mut self, i: usize) {
         // Release: our reads of the block happen before the kernel may write it again.
-        self.status(i).store(libc::TP_STATUS_KERNEL, Ordering::Release);
+        self.status(i)
+            .store(libc::TP_STATUS_KERNEL, Ordering::Release);
     }
 }
 
