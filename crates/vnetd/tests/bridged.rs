@@ -472,7 +472,7 @@ struct Stopped(u32);
 
 impl Stopped {
     fn stop(pid: u32) -> Stopped {
-        assert_eq!(signal(pid, "-STOP"), true, "kill -STOP {pid}");
+        assert!(signal(pid, "-STOP"), "kill -STOP {pid}");
         Stopped(pid)
     }
 }
@@ -483,6 +483,7 @@ impl Drop for Stopped {
     }
 }
 
+/// Sends `signal` (`-STOP`, `-CONT`) to process `pid` with kill(1).
 fn signal(pid: u32, signal: &str) -> bool {
     std::process::Command::new("kill")
         .args([signal, &pid.to_string()])

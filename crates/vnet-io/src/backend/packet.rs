@@ -3,9 +3,10 @@
 //! someone else holds, [`super::interface`]).
 //!
 //! Both read a frame behind its `virtio_net_hdr` and put back the 802.1Q tag the kernel
-//! stripped into metadata, and both send a frame with its header (and, for an uplink
-//! on one VLAN of its NIC, a tag). Offload metadata follows the headers when a tag
-//! comes or goes.
+//! stripped into metadata (from a `recvmsg`, or from an uplink's receive ring), and both
+//! send frames with their headers (and, for an uplink on one VLAN of its NIC, a tag),
+//! a batch per system call. Offload metadata follows the headers when a tag comes or
+//! goes.
 
 use std::io;
 

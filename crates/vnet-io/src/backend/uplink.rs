@@ -7,6 +7,13 @@
 //! the vnet that claims its tag, whose `recv` hands it to the switch; the port adds its
 //! VLAN's tag on the way out.
 //!
+//! Frames come in through a `TPACKET_V3` ring ([`crate::sys::ring`], read by
+//! [`super::tpacket`]): no system call per frame, and each frame is copied once, from
+//! the ring into its vnet's buffer. Where the kernel refuses a ring, or `[limits]
+//! uplink_ring_bytes` is 0, one `recvmsg` per frame instead. Frames go out in batches,
+//! one `sendmmsg` each. Frames the kernel drops because the ring is full are counted on
+//! every member's port (`queue_full`): the ring is the NIC's, not one vnet's.
+//!
 //! Frames the NIC sent (`PACKET_OUTGOING`: ours, or the host's own) are never taken in,
 //! so nothing loops. The NIC keeps its MTU: larger frames are dropped as oversize. A
 //! NIC that goes down drops frames (counted as `link_down`, logged once) and the vnet
@@ -143,7 +150,7 @@ impl UplinkSocket {
                 Ok(ring) => {
                     info!(
                         interface,
-                        bytes = ring.len(),
+                        bytes = ring.bytes(),
                         "uplink receives through a TPACKET_V3 ring"
                     );
                     Input::Ring(RingReader::new(ring, Rc::clone(&lost)))

@@ -6,7 +6,8 @@
 //! metadata on receive: [`PacketSocket::recv`] reports them so the caller can put them
 //! back. With `PACKET_VNET_HDR` every frame carries a `virtio_net_hdr` (10 bytes, no
 //! `num_buffers`) both ways: frames from a veth or a local sender often have partial
-//! checksums or are GSO super-frames, and the header says so.
+//! checksums or are GSO super-frames, and the header says so. [`FrameBatch`] sends many
+//! frames per `sendmmsg`; an uplink receives through a ring ([`super::ring`]).
 
 use std::io;
 use std::mem::{size_of, zeroed};

@@ -90,7 +90,7 @@ impl RxRing {
     }
 
     /// The ring's size in bytes.
-    pub fn len(&self) -> usize {
+    pub fn bytes(&self) -> usize {
         self.blocks * BLOCK_SIZE
     }
 
@@ -135,7 +135,7 @@ impl Drop for RxRing {
     fn drop(&mut self) {
         // SAFETY: the mapping made in `attach`, of this length, unmapped once; no
         // slice of it outlives `self` (they borrow it).
-        unsafe { libc::munmap(self.map.as_ptr().cast(), self.len()) };
+        unsafe { libc::munmap(self.map.as_ptr().cast(), self.bytes()) };
     }
 }
 
