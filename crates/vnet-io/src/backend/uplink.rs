@@ -8,7 +8,7 @@
 //! VLAN's tag on the way out.
 //!
 //! Frames come in through a `TPACKET_V3` ring ([`crate::sys::ring`], read by
-//! [`super::tpacket`]): no system call per frame, and each frame is copied once, from
+//! `backend/tpacket.rs`): no system call per frame, and each frame is copied once, from
 //! the ring into its vnet's buffer. Where the kernel refuses a ring, or `[limits]
 //! uplink_ring_bytes` is 0, one `recvmsg` per frame instead. Frames go out in batches,
 //! one `sendmmsg` each. Frames the kernel drops because the ring is full are counted on

@@ -5,9 +5,9 @@
 //! The ring is `blocks` blocks of [`BLOCK_SIZE`] bytes, mapped once. The kernel fills a
 //! block and hands it over (its status gets `TP_STATUS_USER`) when it is full or when
 //! [`RETIRE_MS`] passed since its first frame; the reader walks it
-//! ([`crate::backend::tpacket`], pure code) and gives it back
+//! (`backend/tpacket.rs`, pure code) and gives it back
 //! ([`RxRing::release`]). Blocks go round in order. While every block is ours the kernel
-//! drops frames and counts them ([`RxRing::drops`], `PACKET_STATISTICS`).
+//! drops frames and counts them ([`drops`], `PACKET_STATISTICS`).
 //!
 //! The socket options must come in this order: `PACKET_VNET_HDR` (the kernel then
 //! writes a `virtio_net_hdr` just in front of each frame in the ring), then
