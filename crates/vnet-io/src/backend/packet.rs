@@ -15,7 +15,7 @@ use vnet_core::wire::offload::{VirtioNetHdr, VIRTIO_NET_HDR_LEN};
 
 use super::{Sent, TX_BATCH};
 use crate::frame::FrameBuf;
-use crate::sys::packet::{FrameBatch, PacketSocket, RecvMeta, PACKET_VNET_HDR_LEN};
+use crate::sys::packet::{FrameBatch, PacketSocket, RecvFrames, RecvMeta, PACKET_VNET_HDR_LEN};
 
 /// Bytes of an 802.1Q tag.
 const TAG_LEN: usize = 4;
@@ -92,6 +92,53 @@ pub(crate) fn take(space: &mut [u8], meta: RecvMeta) -> Read {
             len,
             offload,
         },
+    }
+}
+
+/// Frames one `recvmmsg` takes at most.
+const RECV_BATCH: usize = 32;
+
+/// Bytes of each receive buffer: a GSO super-frame, its headers and room for a tag.
+const RECV_BUFFER: usize = 70000;
+
+/// Reads frames many per system call (`recvmmsg`), each into a buffer of its own laid
+/// out as [`read`] wants it.
+pub(crate) struct Receiver {
+    frames: Box<RecvFrames<RECV_BATCH>>,
+    /// Untouched pages of these cost no memory: a buffer is as big as its largest frame.
+    bufs: Vec<Box<[u8]>>,
+    /// Frames the last `recvmmsg` brought, and the next one to hand out.
+    got: usize,
+    next: usize,
+}
+
+impl Receiver {
+    pub fn new() -> Self {
+        Receiver {
+            frames: RecvFrames::new(),
+            bufs: (0..RECV_BATCH)
+                .map(|_| vec![0; RECV_BUFFER].into_boxed_slice())
+                .collect(),
+            got: 0,
+            next: 0,
+        }
+    }
+
+    /// The next frame from `sock`: its buffer and where in it the frame is (as
+    /// [`read`] has them); `WouldBlock` when there is none, other errors as the socket
+    /// reports them.
+    pub fn next(&mut self, sock: &PacketSocket) -> io::Result<(&mut [u8], Read)> {
+        if self.next == self.got {
+            self.got = 0;
+            self.next = 0;
+            let bufs = self.bufs.iter_mut().map(|b| &mut b[TAG_LEN..]);
+            self.got = self.frames.recv(sock, bufs)?;
+        }
+        let i = self.next;
+        self.next += 1;
+        let meta = self.frames.meta(i, RECV_BUFFER - TAG_LEN);
+        let read = take(&mut self.bufs[i], meta);
+        Ok((&mut self.bufs[i], read))
     }
 }
 

@@ -28,15 +28,12 @@ use vnet_core::switch::{DropCause, PortId};
 use vnet_model::{PortKind, UplinkMode, UplinkSpec};
 
 use super::inbox::Inbox;
-use super::packet::{self, Read, Sender};
+use super::packet::{self, Read, Receiver, Sender};
 use super::tpacket::RingReader;
 use super::{Backend, Identity, Received, Sent};
 use crate::frame::FrameBuf;
 use crate::sys::packet::{PacketError, PacketSocket};
 use crate::sys::ring::RxRing;
-
-/// The receive buffer where no ring could be set up: a GSO super-frame and its headers.
-const PER_FRAME_BUFFER: usize = 70000;
 
 /// The receive ring's size unless `[limits] uplink_ring_bytes` says otherwise.
 pub const DEFAULT_RING_BYTES: usize = 4 << 20;
@@ -108,8 +105,8 @@ pub struct UplinkSocket {
 enum Input {
     /// A `TPACKET_V3` ring: no system call per frame.
     Ring(RingReader),
-    /// One `recvmsg` per frame into this buffer, where no ring could be set up.
-    PerFrame(Vec<u8>),
+    /// Batches of `recvmmsg`: no waiting for a block, one system call per batch.
+    Batched(Receiver),
 }
 
 /// A frame the NIC delivered and who takes it.
@@ -145,7 +142,7 @@ impl UplinkSocket {
         }
         let lost = Rc::default();
         let input = match ring_bytes {
-            0 => Input::PerFrame(vec![0; PER_FRAME_BUFFER]),
+            0 => Input::Batched(Receiver::new()),
             bytes => match RxRing::attach(&sock, bytes) {
                 Ok(ring) => {
                     info!(
@@ -158,9 +155,9 @@ impl UplinkSocket {
                 Err(e) => {
                     warn!(
                         interface,
-                        "no receive ring ({e}): the uplink receives one frame per system call"
+                        "no receive ring ({e}): the uplink receives with recvmmsg"
                     );
-                    Input::PerFrame(vec![0; PER_FRAME_BUFFER])
+                    Input::Batched(Receiver::new())
                 }
             },
         };
@@ -178,32 +175,32 @@ impl UplinkSocket {
 
     /// Reads one frame and decides which vnet takes it.
     pub fn poll(&mut self) -> Polled<'_> {
-        let (space, read) = match &mut self.input {
+        let next = match &mut self.input {
             Input::Ring(reader) => {
                 let Some((space, meta)) = reader.next(&self.sock) else {
                     return Polled::WouldBlock;
                 };
                 let read = packet::take(space, meta);
-                (space, Ok(read))
+                Ok((space, read))
             }
-            Input::PerFrame(scratch) => {
-                let read = packet::read(&self.sock, scratch);
-                (&mut scratch[..], read)
-            }
+            Input::Batched(receiver) => receiver.next(&self.sock),
         };
-        let (start, len, offload) = match read {
-            Ok(Read::Frame {
-                start,
-                len,
-                offload,
-            }) => {
+        let (space, start, len, offload) = match next {
+            Ok((
+                space,
+                Read::Frame {
+                    start,
+                    len,
+                    offload,
+                },
+            )) => {
                 if self.down {
                     self.down = false;
                     info!(interface = self.interface, "uplink receives again");
                 }
-                (start, len, offload)
+                (space, start, len, offload)
             }
-            Ok(Read::Outgoing | Read::Dropped(_)) => return Polled::Skipped,
+            Ok((_, Read::Outgoing | Read::Dropped(_))) => return Polled::Skipped,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Polled::WouldBlock,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => return Polled::Skipped,
             Err(e) => {

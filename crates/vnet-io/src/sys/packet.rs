@@ -141,60 +141,21 @@ impl PacketSocket {
     pub fn recv(&self, buf: &mut [u8]) -> io::Result<RecvMeta> {
         // SAFETY: all-zero is a valid sockaddr_ll.
         let mut addr: libc::sockaddr_ll = unsafe { zeroed() };
-        // u64 elements keep the control buffer aligned for cmsghdr.
-        let mut control = [0u64; 16];
+        let mut control = Control::default();
         let mut iov = libc::iovec {
             iov_base: buf.as_mut_ptr() as *mut libc::c_void,
             iov_len: buf.len(),
         };
         // SAFETY: all-zero is a valid msghdr; the pointers are set below.
         let mut msg: libc::msghdr = unsafe { zeroed() };
-        msg.msg_name = &mut addr as *mut libc::sockaddr_ll as *mut libc::c_void;
-        msg.msg_namelen = size_of::<libc::sockaddr_ll>() as libc::socklen_t;
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = control.as_mut_ptr() as *mut libc::c_void;
-        msg.msg_controllen = size_of::<[u64; 16]>() as _;
+        point(&mut msg, &mut addr, &mut iov, &mut control);
         // SAFETY: msg points to live buffers of the sizes it states; MSG_TRUNC makes the
         // kernel return the real length of a longer frame.
         let n = unsafe { libc::recvmsg(self.fd.as_raw_fd(), &mut msg, libc::MSG_TRUNC) };
         if n < 0 {
             return Err(io::Error::last_os_error());
         }
-        let n = n as usize;
-        let mut stripped_tag = None;
-        // SAFETY: msg was filled by recvmsg; CMSG_FIRSTHDR/NXTHDR walk only within
-        // msg_controllen, and each PACKET_AUXDATA payload is a tpacket_auxdata, read
-        // unaligned.
-        unsafe {
-            let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
-            while !cmsg.is_null() {
-                if (*cmsg).cmsg_level == libc::SOL_PACKET
-                    && (*cmsg).cmsg_type == libc::PACKET_AUXDATA
-                {
-                    let aux = std::ptr::read_unaligned(
-                        libc::CMSG_DATA(cmsg) as *const libc::tpacket_auxdata
-                    );
-                    let valid =
-                        aux.tp_vlan_tci != 0 || aux.tp_status & libc::TP_STATUS_VLAN_VALID != 0;
-                    if valid {
-                        let tpid = if aux.tp_status & libc::TP_STATUS_VLAN_TPID_VALID != 0 {
-                            aux.tp_vlan_tpid
-                        } else {
-                            0x8100
-                        };
-                        stripped_tag = Some((tpid, aux.tp_vlan_tci));
-                    }
-                }
-                cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
-            }
-        }
-        Ok(RecvMeta {
-            len: n.min(buf.len()),
-            truncated: n > buf.len(),
-            outgoing: addr.sll_pkttype == PACKET_OUTGOING,
-            stripped_tag,
-        })
+        Ok(meta_of(&msg, &addr, n as usize, buf.len()))
     }
 
     /// Leaves out of this socket's input the frames the interface sends (the host's
@@ -202,6 +163,130 @@ impl PacketSocket {
     /// 4.20). Without it they arrive marked [`RecvMeta::outgoing`].
     pub fn ignore_outgoing(&self) -> io::Result<()> {
         self.setsockopt(libc::PACKET_IGNORE_OUTGOING, &1i32)
+    }
+}
+
+/// Room for a `PACKET_AUXDATA` message, aligned for `cmsghdr`.
+#[derive(Clone, Copy)]
+#[repr(C, align(8))]
+struct Control([u8; 128]);
+
+impl Default for Control {
+    fn default() -> Self {
+        Control([0; 128])
+    }
+}
+
+/// Points `msg` at a sender address slot, one iovec and a control buffer.
+fn point(
+    msg: &mut libc::msghdr,
+    addr: &mut libc::sockaddr_ll,
+    iov: &mut libc::iovec,
+    control: &mut Control,
+) {
+    msg.msg_name = (addr as *mut libc::sockaddr_ll).cast();
+    msg.msg_namelen = size_of::<libc::sockaddr_ll>() as libc::socklen_t;
+    msg.msg_iov = iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.0.as_mut_ptr().cast();
+    msg.msg_controllen = size_of::<Control>() as _;
+    msg.msg_flags = 0;
+}
+
+/// What `msg`, just filled by the kernel with a frame of `n` bytes (its real length,
+/// `MSG_TRUNC`) from `addr` into a buffer of `cap` bytes, says of it.
+fn meta_of(msg: &libc::msghdr, addr: &libc::sockaddr_ll, n: usize, cap: usize) -> RecvMeta {
+    let mut stripped_tag = None;
+    // SAFETY: msg was filled by the kernel and its control pointer and length describe
+    // a live Control buffer; CMSG_FIRSTHDR/NXTHDR walk only within msg_controllen, and
+    // each PACKET_AUXDATA payload is a tpacket_auxdata, read unaligned.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(msg);
+        while !cmsg.is_null() {
+            if (*cmsg).cmsg_level == libc::SOL_PACKET && (*cmsg).cmsg_type == libc::PACKET_AUXDATA
+            {
+                let aux =
+                    std::ptr::read_unaligned(libc::CMSG_DATA(cmsg) as *const libc::tpacket_auxdata);
+                let valid = aux.tp_vlan_tci != 0 || aux.tp_status & libc::TP_STATUS_VLAN_VALID != 0;
+                if valid {
+                    let tpid = if aux.tp_status & libc::TP_STATUS_VLAN_TPID_VALID != 0 {
+                        aux.tp_vlan_tpid
+                    } else {
+                        0x8100
+                    };
+                    stripped_tag = Some((tpid, aux.tp_vlan_tci));
+                }
+            }
+            cmsg = libc::CMSG_NXTHDR(msg, cmsg);
+        }
+    }
+    RecvMeta {
+        len: n.min(cap),
+        truncated: n > cap,
+        outgoing: addr.sll_pkttype == PACKET_OUTGOING,
+        stripped_tag,
+    }
+}
+
+/// Headers for receiving up to `N` frames with one `recvmmsg`, each into a buffer of
+/// its own with its address and `PACKET_AUXDATA`, kept so that no batch allocates.
+pub struct RecvFrames<const N: usize> {
+    headers: [libc::mmsghdr; N],
+    iovs: [libc::iovec; N],
+    addrs: [libc::sockaddr_ll; N],
+    controls: [Control; N],
+}
+
+impl<const N: usize> RecvFrames<N> {
+    pub fn new() -> Box<Self> {
+        // SAFETY: plain C structs and bytes, for which all-zero bytes are valid.
+        Box::new(unsafe { zeroed() })
+    }
+
+    /// Receives up to `N` frames without blocking, frame `i` (after its
+    /// [`PACKET_VNET_HDR_LEN`]-byte header) into the `i`th of `bufs`. Returns how many
+    /// came; `WouldBlock` if none.
+    pub fn recv<'a>(
+        &mut self,
+        sock: &PacketSocket,
+        bufs: impl IntoIterator<Item = &'a mut [u8]>,
+    ) -> io::Result<usize> {
+        let mut count = 0;
+        for (i, buf) in bufs.into_iter().take(N).enumerate() {
+            self.iovs[i] = libc::iovec {
+                iov_base: buf.as_mut_ptr().cast(),
+                iov_len: buf.len(),
+            };
+            point(
+                &mut self.headers[i].msg_hdr,
+                &mut self.addrs[i],
+                &mut self.iovs[i],
+                &mut self.controls[i],
+            );
+            count = i + 1;
+        }
+        // SAFETY: headers `..count` were pointed above at live address, iovec and
+        // control slots of `self` and at buffers borrowed for `'a`, all of the sizes
+        // they state, which outlive the call.
+        let n = unsafe {
+            libc::recvmmsg(
+                sock.fd.as_raw_fd(),
+                self.headers.as_mut_ptr(),
+                count as libc::c_uint,
+                libc::MSG_DONTWAIT | libc::MSG_TRUNC,
+                std::ptr::null_mut(),
+            )
+        };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(n as usize)
+    }
+
+    /// What frame `i` of the last [`RecvFrames::recv`] is, its buffer `cap` bytes long.
+    pub fn meta(&self, i: usize, cap: usize) -> RecvMeta {
+        let h = &self.headers[i];
+        meta_of(&h.msg_hdr, &self.addrs[i], h.msg_len as usize, cap)
     }
 }
 
