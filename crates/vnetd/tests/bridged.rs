@@ -381,14 +381,16 @@ fn the_uplink_keeps_the_nics_mtu_and_refuses_unknown_interfaces() {
 }
 
 /// Vnets on different data-plane threads bridged live to one NIC: each thread opens its
-/// own socket on it, and the claims still keep their traffic apart.
+/// own socket on it, and the claims still keep their traffic apart. These sockets have
+/// no receive ring (`uplink_ring_bytes = 0`): they receive with `recvmmsg`.
 #[test]
 fn vnets_on_two_threads_bridged_to_one_nic_each_take_only_their_traffic() {
     skip_unless_root!();
     let (veth, lan, lan_if) = lan_behind_veth("10.89.0.1/24");
     let nic = veth.a().to_string();
     let d = Daemon::start(Some(
-        "threads = 2\n[[network]]\nname = \"plain\"\n[[network]]\nname = \"tagged\"\n",
+        "threads = 2\n[limits]\nuplink_ring_bytes = 0\n\
+         [[network]]\nname = \"plain\"\n[[network]]\nname = \"tagged\"\n",
     ));
     let c = client(&d);
     let thread = |net: &str| c.network(net).unwrap().thread;
@@ -406,6 +408,11 @@ fn vnets_on_two_threads_bridged_to_one_nic_each_take_only_their_traffic() {
         .unwrap_err();
     assert!(e.to_string().contains("plain"), "{e}");
 
+    assert!(
+        d.log().contains("uplink receives with recvmmsg"),
+        "{}",
+        d.log()
+    );
     let (_, vm) = tap_vm(&d, "plain", "02:00:00:00:89:02", "10.89.0.2/24");
     let (_, other) = tap_vm(&d, "tagged", "02:00:00:00:89:03", "10.89.0.3/24");
     assert!(vm.ping("10.89.0.1", 2), "the untagged LAN\n{}", d.log());

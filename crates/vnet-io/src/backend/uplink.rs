@@ -142,7 +142,10 @@ impl UplinkSocket {
         }
         let lost = Rc::default();
         let input = match ring_bytes {
-            0 => Input::Batched(Receiver::new()),
+            0 => {
+                info!(interface, "uplink receives with recvmmsg (no ring)");
+                Input::Batched(Receiver::new())
+            }
             bytes => match RxRing::attach(&sock, bytes) {
                 Ok(ring) => {
                     info!(
