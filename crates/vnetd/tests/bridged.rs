@@ -382,7 +382,8 @@ fn the_uplink_keeps_the_nics_mtu_and_refuses_unknown_interfaces() {
 
 /// Vnets on different data-plane threads bridged live to one NIC: each thread opens its
 /// own socket on it, and the claims still keep their traffic apart. These sockets have
-/// no receive ring (`uplink_ring_bytes = 0`): they receive with `recvmmsg`.
+/// no receive ring (`uplink_ring_bytes = 0`, the default): they receive with
+/// `recvmmsg`.
 #[test]
 fn vnets_on_two_threads_bridged_to_one_nic_each_take_only_their_traffic() {
     skip_unless_root!();
@@ -567,12 +568,24 @@ fn bursts_from_the_lan_larger_than_a_ring_block_arrive_whole_and_in_order() {
 #[test]
 fn frames_the_full_ring_dropped_are_counted_on_the_uplink_port() {
     skip_unless_root!();
-    let (veth, lan, lan_if) = lan_behind_veth("10.91.0.1/24");
-    let nic = veth.a().to_string();
     // Two blocks, each handed over at the latest 1 ms after its first frame: full
     // within milliseconds while vnetd is stopped.
+    drops_of_a_stopped_vnetd_are_counted(524288);
+}
+
+/// The same without a ring: the socket's buffer fills, and the kernel's count of the
+/// frames it dropped (`SO_RXQ_OVFL`) reaches the uplink port.
+#[test]
+fn frames_the_full_socket_dropped_are_counted_on_the_uplink_port() {
+    skip_unless_root!();
+    drops_of_a_stopped_vnetd_are_counted(0);
+}
+
+fn drops_of_a_stopped_vnetd_are_counted(ring_bytes: usize) {
+    let (veth, lan, lan_if) = lan_behind_veth("10.91.0.1/24");
+    let nic = veth.a().to_string();
     let d = Daemon::start(Some(&format!(
-        "[limits]\nuplink_ring_bytes = 524288\n\
+        "[limits]\nuplink_ring_bytes = {ring_bytes}\n\
          [[network]]\nname = \"br\"\nuplink = {{ interface = \"{nic}\" }}\n"
     )));
     let before = find_kind(&d, "br", PortKind::Uplink).unwrap();

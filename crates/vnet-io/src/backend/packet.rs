@@ -8,7 +8,9 @@
 //! a batch per system call. Offload metadata follows the headers when a tag comes or
 //! goes.
 
+use std::cell::Cell;
 use std::io;
+use std::rc::Rc;
 
 use vnet_core::switch::DropCause;
 use vnet_core::wire::offload::{VirtioNetHdr, VIRTIO_NET_HDR_LEN};
@@ -56,6 +58,7 @@ pub(crate) fn take(space: &mut [u8], meta: RecvMeta) -> Read {
         truncated,
         outgoing,
         stripped_tag,
+        ..
     } = meta;
     if outgoing {
         return Read::Outgoing;
@@ -102,9 +105,12 @@ const RECV_BATCH: usize = 32;
 const RECV_BUFFER: usize = 70000;
 
 /// Reads frames many per system call (`recvmmsg`), each into a buffer of its own laid
-/// out as [`read`] wants it.
+/// out as [`read`] wants it, and counts the frames the socket dropped.
 pub(crate) struct Receiver {
     frames: Box<RecvFrames<RECV_BATCH>>,
+    /// The socket's drop count as last seen, and where the news goes.
+    dropped: u32,
+    lost: Rc<Cell<u64>>,
     /// Untouched pages of these cost no memory: a buffer is as big as its largest frame.
     bufs: Vec<Box<[u8]>>,
     /// Frames the last `recvmmsg` brought, and the next one to hand out.
@@ -113,9 +119,15 @@ pub(crate) struct Receiver {
 }
 
 impl Receiver {
-    pub fn new() -> Self {
+    /// A receiver for `sock` that adds the frames the kernel drops on it to `lost`.
+    pub fn new(sock: &PacketSocket, lost: Rc<Cell<u64>>) -> Self {
+        if let Err(e) = sock.count_drops() {
+            tracing::warn!("frames the kernel drops on an uplink socket go uncounted: {e}");
+        }
         Receiver {
             frames: RecvFrames::new(),
+            dropped: 0,
+            lost,
             bufs: (0..RECV_BATCH)
                 .map(|_| vec![0; RECV_BUFFER].into_boxed_slice())
                 .collect(),
@@ -137,6 +149,11 @@ impl Receiver {
         let i = self.next;
         self.next += 1;
         let meta = self.frames.meta(i, RECV_BUFFER - TAG_LEN);
+        let new = meta.dropped.wrapping_sub(self.dropped);
+        if new > 0 {
+            self.dropped = meta.dropped;
+            self.lost.set(self.lost.get() + u64::from(new));
+        }
         let read = take(&mut self.bufs[i], meta);
         Ok((&mut self.bufs[i], read))
     }

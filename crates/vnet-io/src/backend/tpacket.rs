@@ -144,6 +144,7 @@ impl BlockWalk {
                 truncated: snaplen < len,
                 outgoing: pkttype == PACKET_OUTGOING,
                 stripped_tag,
+                dropped: 0,
             },
         })
     }

@@ -7,12 +7,14 @@
 //! the vnet that claims its tag, whose `recv` hands it to the switch; the port adds its
 //! VLAN's tag on the way out.
 //!
-//! Frames come in through a `TPACKET_V3` ring ([`crate::sys::ring`], read by
-//! `backend/tpacket.rs`): no system call per frame, and each frame is copied once, from
-//! the ring into its vnet's buffer. Where the kernel refuses a ring, or `[limits]
-//! uplink_ring_bytes` is 0, one `recvmsg` per frame instead. Frames go out in batches,
-//! one `sendmmsg` each. Frames the kernel drops because the ring is full are counted on
-//! every member's port (`queue_full`): the ring is the NIC's, not one vnet's.
+//! Frames come in by the batch, up to 32 per `recvmmsg`, or, with `[limits]
+//! uplink_ring_bytes`, through a `TPACKET_V3` ring ([`crate::sys::ring`], read by
+//! `backend/tpacket.rs`): no system call per frame, but up to 1 ms of waiting for a
+//! block under light load (see [`DEFAULT_RING_BYTES`]); where the kernel refuses a ring,
+//! by the batch again. Either way each frame is copied once, into its vnet's buffer.
+//! Frames go out in batches, one `sendmmsg` each. Frames the kernel drops because the
+//! socket's buffer or ring is full are counted on every member's port (`queue_full`):
+//! the socket is the NIC's, not one vnet's.
 //!
 //! Frames the NIC sent (`PACKET_OUTGOING`: ours, or the host's own) are never taken in,
 //! so nothing loops. The NIC keeps its MTU: larger frames are dropped as oversize. A
@@ -35,8 +37,12 @@ use crate::frame::FrameBuf;
 use crate::sys::packet::{PacketError, PacketSocket};
 use crate::sys::ring::RxRing;
 
-/// The receive ring's size unless `[limits] uplink_ring_bytes` says otherwise.
-pub const DEFAULT_RING_BYTES: usize = 4 << 20;
+/// The receive ring's size unless `[limits] uplink_ring_bytes` says otherwise: none.
+/// Measured (`scripts/bench-bridged`), a ring takes more small frames per second from
+/// the LAN, but the kernel hands a block over only when it is full or 1 ms after its
+/// first frame, which adds up to that to each frame under light load (ping through the
+/// uplink: 35 µs without, 1 ms with) and slows a single TCP stream, whose ACKs wait.
+pub const DEFAULT_RING_BYTES: usize = 0;
 use vnet_core::wire::offload::VirtioNetHdr;
 
 /// What a vnet takes from its NIC.
@@ -96,7 +102,8 @@ pub struct UplinkSocket {
     /// The socket's poll token, once watched.
     pub token: Option<mio::Token>,
     input: Input,
-    /// Frames the NIC's receive ring dropped, ever: each member port counts them.
+    /// Frames the kernel dropped on the socket (its ring or buffer full), ever: each
+    /// member port counts them.
     lost: Rc<Cell<u64>>,
     down: bool,
 }
@@ -144,7 +151,7 @@ impl UplinkSocket {
         let input = match ring_bytes {
             0 => {
                 info!(interface, "uplink receives with recvmmsg (no ring)");
-                Input::Batched(Receiver::new())
+                Input::Batched(Receiver::new(&sock, Rc::clone(&lost)))
             }
             bytes => match RxRing::attach(&sock, bytes) {
                 Ok(ring) => {
@@ -160,7 +167,7 @@ impl UplinkSocket {
                         interface,
                         "no receive ring ({e}): the uplink receives with recvmmsg"
                     );
-                    Input::Batched(Receiver::new())
+                    Input::Batched(Receiver::new(&sock, Rc::clone(&lost)))
                 }
             },
         };
@@ -247,8 +254,8 @@ pub struct UplinkPort {
     sender: Sender,
     /// Frames the thread read from the shared socket for this port.
     inbox: Inbox,
-    /// The NIC's count of frames its receive ring dropped, and how many of them this
-    /// port has counted.
+    /// The NIC's count of frames the kernel dropped on its socket, and how many of them
+    /// this port has counted.
     lost: Rc<Cell<u64>>,
     counted: u64,
     interface: String,
@@ -314,9 +321,9 @@ impl Backend for UplinkPort {
         true
     }
 
-    /// The frames delivered, then one drop (`queue_full`) for each frame the NIC's
-    /// receive ring dropped since the last: the ring is shared by the NIC's vnets, so
-    /// each of their uplink ports counts them.
+    /// The frames delivered, then one drop (`queue_full`) for each frame the kernel
+    /// dropped on the NIC's socket since the last: the socket is shared by the NIC's
+    /// vnets, so each of their uplink ports counts them.
     fn recv(&mut self, buf: &mut FrameBuf) -> Received {
         match self.inbox.recv(buf) {
             Received::WouldBlock if self.counted < self.lost.get() => {

@@ -57,8 +57,9 @@ pub struct Limits {
     /// the control API still answers (at most `fd_reserve`).
     pub fd_reserve_control: usize,
     /// Bytes of each bridged NIC's receive ring (`TPACKET_V3`, one per NIC and
-    /// data-plane thread, in blocks of 128 KiB, at least two); 0: no ring, one system
-    /// call per received frame.
+    /// data-plane thread, in blocks of 128 KiB, at least two); 0: no ring, frames
+    /// received in batches of `recvmmsg` (the default: a ring adds up to 1 ms per frame
+    /// under light load).
     pub uplink_ring_bytes: usize,
 }
 

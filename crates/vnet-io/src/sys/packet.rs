@@ -32,6 +32,9 @@ pub struct RecvMeta {
     pub outgoing: bool,
     /// A tag the kernel stripped: (TPID, TCI).
     pub stripped_tag: Option<(u16, u16)>,
+    /// Frames the socket dropped for want of buffer space since it was opened, as the
+    /// kernel counted them when this frame was queued (`SO_RXQ_OVFL`); 0 until then.
+    pub dropped: u32,
 }
 
 /// Why an AF_PACKET socket could not be opened: the step that failed.
@@ -158,6 +161,12 @@ impl PacketSocket {
         Ok(meta_of(&msg, &addr, n as usize, buf.len()))
     }
 
+    /// Has the kernel tell with each frame how many it dropped so far for want of
+    /// buffer space ([`RecvMeta::dropped`], `SO_RXQ_OVFL`).
+    pub fn count_drops(&self) -> io::Result<()> {
+        super::sockopt::set(self.fd.as_fd(), libc::SOL_SOCKET, libc::SO_RXQ_OVFL, &1i32)
+    }
+
     /// Leaves out of this socket's input the frames the interface sends (the host's
     /// and ours), so they take no room in a ring (`PACKET_IGNORE_OUTGOING`, Linux
     /// 4.20). Without it they arrive marked [`RecvMeta::outgoing`].
@@ -197,12 +206,17 @@ fn point(
 /// `MSG_TRUNC`) from `addr` into a buffer of `cap` bytes, says of it.
 fn meta_of(msg: &libc::msghdr, addr: &libc::sockaddr_ll, n: usize, cap: usize) -> RecvMeta {
     let mut stripped_tag = None;
+    let mut dropped = 0;
     // SAFETY: msg was filled by the kernel and its control pointer and length describe
     // a live Control buffer; CMSG_FIRSTHDR/NXTHDR walk only within msg_controllen, and
-    // each PACKET_AUXDATA payload is a tpacket_auxdata, read unaligned.
+    // each PACKET_AUXDATA payload is a tpacket_auxdata, each SO_RXQ_OVFL one a u32,
+    // read unaligned.
     unsafe {
         let mut cmsg = libc::CMSG_FIRSTHDR(msg);
         while !cmsg.is_null() {
+            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SO_RXQ_OVFL {
+                dropped = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg) as *const u32);
+            }
             if (*cmsg).cmsg_level == libc::SOL_PACKET && (*cmsg).cmsg_type == libc::PACKET_AUXDATA {
                 let aux =
                     std::ptr::read_unaligned(libc::CMSG_DATA(cmsg) as *const libc::tpacket_auxdata);
@@ -224,6 +238,7 @@ fn meta_of(msg: &libc::msghdr, addr: &libc::sockaddr_ll, n: usize, cap: usize) -
         truncated: n > cap,
         outgoing: addr.sll_pkttype == PACKET_OUTGOING,
         stripped_tag,
+        dropped,
     }
 }
 
