@@ -105,6 +105,10 @@ pub struct LimitsConfig {
     /// `recvmmsg` instead [default: 0].
     #[serde(default)]
     pub uplink_ring_bytes: Option<usize>,
+    /// Source MACs one port's MAC lock may learn: the most a port security policy's
+    /// `mac_limit` may be [default: 64].
+    #[serde(default)]
+    pub mac_lock_macs: Option<usize>,
 }
 
 /// The control plane's bounds (`[limits]`), enforced by vnetd itself.
@@ -142,6 +146,7 @@ impl LimitsConfig {
             fd_reserve: self.fd_reserve.unwrap_or(d.fd_reserve),
             fd_reserve_control: self.fd_reserve_control.unwrap_or(d.fd_reserve_control),
             uplink_ring_bytes: self.uplink_ring_bytes.unwrap_or(d.uplink_ring_bytes),
+            mac_lock_macs: self.mac_lock_macs.unwrap_or(d.mac_lock_macs),
         }
     }
 
@@ -629,7 +634,7 @@ mod tests {
         let c = Config::parse(
             "[limits]\ndevice_opens = 1\napi_reply_queue = 2\nnat_flows = 3\n\
              nat_buffer_bytes = 4\nmacs_per_vnet = 5\nfd_reserve = 6\n\
-             fd_reserve_control = 6\n",
+             fd_reserve_control = 6\nmac_lock_macs = 7\n",
             "t",
         )
         .unwrap()
@@ -644,8 +649,9 @@ mod tests {
                 c.macs_per_vnet,
                 c.fd_reserve,
                 c.fd_reserve_control,
+                c.mac_lock_macs,
             ),
-            (1, 2, 3, 4, 5, 6, 6)
+            (1, 2, 3, 4, 5, 6, 6, 7)
         );
         let e = error_of("[limits]\nfd_reserve = 10\nfd_reserve_control = 11\n");
         assert!(e.contains("over fd_reserve"), "{e}");

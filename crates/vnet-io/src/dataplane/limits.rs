@@ -61,6 +61,9 @@ pub struct Limits {
     /// received in batches of `recvmmsg` (the default: a ring adds up to 1 ms per frame
     /// under light load).
     pub uplink_ring_bytes: usize,
+    /// Source MACs one port's MAC lock learns at most, whatever its `mac_limit` says
+    /// (port security); a source refused only by this bound is counted.
+    pub mac_lock_macs: usize,
 }
 
 impl Default for Limits {
@@ -79,6 +82,7 @@ impl Default for Limits {
             fd_reserve: 256,
             fd_reserve_control: 64,
             uplink_ring_bytes: crate::backend::uplink::DEFAULT_RING_BYTES,
+            mac_lock_macs: 64,
         }
     }
 }
@@ -117,6 +121,7 @@ pub const NAT_BUFFER_BYTES: &str = "nat_buffer_bytes";
 pub const MACS_PER_VNET: &str = "macs_per_vnet";
 pub const FD_RESERVE: &str = "fd_reserve";
 pub const FD_RESERVE_CONTROL: &str = "fd_reserve_control";
+pub const MAC_LOCK_MACS: &str = "mac_lock_macs";
 /// Not a bound of `[limits]`: the `limit` label of attach refusals by a vnet's allow
 /// lists (`allow_users`, `allow_groups`; [`crate::admission`]).
 pub const ALLOW: &str = "allow";

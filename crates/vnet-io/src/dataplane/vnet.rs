@@ -19,12 +19,14 @@ use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Instant;
 
 use mio::net::{UnixDatagram, UnixListener};
 use mio::{Interest, Registry, Token};
 use tracing::{debug, info, warn};
 use vnet_core::pcapng::Direction;
+use vnet_core::policy::guard::DhcpBindings;
 use vnet_core::switch::Verdict;
 use vnet_core::switch::{
     DropCause, FastMap, InvalidVlan, PortId, SetPortError, Switch, Tagging, VlanMode,
@@ -156,6 +158,9 @@ pub(super) struct Vnet {
     /// The ports with a policy to enforce; empty (the frame path's only cost then)
     /// when none has one.
     enforcers: FastMap<PortId, Enforcer>,
+    /// The DHCP service's leases by client MAC, for port security's IP guards
+    /// ([`Vnet::share_dhcp_bindings`]).
+    dhcp_bindings: Arc<DhcpBindings>,
 }
 
 impl Vnet {
@@ -394,6 +399,18 @@ impl Vnet {
             NAT_BUFFER_BYTES,
             FD_RESERVE_CONTROL,
         ];
+        let macs_not_learned: u64 = self
+            .enforcers
+            .values_mut()
+            .map(Enforcer::take_refusals)
+            .sum();
+        self.refusals.refuse_many(
+            Some(self.name()),
+            super::limits::MAC_LOCK_MACS,
+            macs_not_learned,
+            "source MAC(s) not learned by a port's MAC lock: it holds its most; their \
+             frames are dropped (mac_lock)",
+        );
         for ((limit, now), seen) in limits.into_iter().zip(now).zip(seen) {
             // (Below: a NAT started anew, its counters from zero.)
             if now <= seen {
@@ -525,6 +542,21 @@ impl Vnet {
         };
         if let Some(names) = dhcp.borrow_mut().take_changed_names() {
             nat.borrow_mut().device_mut().set_local_names(names);
+        }
+    }
+
+    /// Hands the ports' IP guards the DHCP service's leases when they changed (the
+    /// service and the guards never call each other, as for the names above).
+    pub fn share_dhcp_bindings(&mut self) {
+        let Some((_, dhcp)) = &self.dhcp else {
+            return;
+        };
+        let Some(bindings) = dhcp.borrow_mut().take_changed_bindings() else {
+            return;
+        };
+        self.dhcp_bindings = Arc::new(bindings);
+        for enforcer in self.enforcers.values_mut() {
+            enforcer.set_dhcp_bindings(&self.dhcp_bindings);
         }
     }
 
@@ -830,6 +862,9 @@ impl Vnet {
         if !self.enforcers.is_empty() {
             if let Some(enforcer) = self.enforcers.get_mut(&from) {
                 if let Step::Drop(cause) = enforcer.ingress(now, &mut buf) {
+                    if let Some(notice) = enforcer.take_notice() {
+                        warn!(net = self.spec.name, port = %from, "{notice}");
+                    }
                     self.switch.count_drop(from, cause);
                     self.pool.put(buf);
                     return;
@@ -965,8 +1000,9 @@ impl Vnet {
         if self.enforcers.get(&id).map(Enforcer::policy) == Some(&effective) {
             return;
         }
-        match Enforcer::new(&effective) {
-            Some(enforcer) => {
+        match Enforcer::new(&effective, &self.limits) {
+            Some(mut enforcer) => {
+                enforcer.set_dhcp_bindings(&self.dhcp_bindings);
                 self.enforcers.insert(id, enforcer);
             }
             None => {
@@ -983,6 +1019,13 @@ impl Vnet {
             .ok_or_else(|| super::error::no_port(&self.spec.name, id.0))?;
         port.policy = port.policy.patched(patch);
         self.enforce(id);
+        if let Some(enforcer) = self
+            .enforcers
+            .get_mut(&id)
+            .filter(|_| patch.security.is_some())
+        {
+            enforcer.renew_security();
+        }
         info!(net = self.name(), port = %id, "policy changed");
         Ok(())
     }
@@ -993,6 +1036,11 @@ impl Vnet {
         let ids: Vec<PortId> = self.ports.keys().copied().collect();
         for id in ids {
             self.enforce(id);
+        }
+        if patch.security.is_some() {
+            self.enforcers
+                .values_mut()
+                .for_each(Enforcer::renew_security);
         }
         info!(net = self.name(), "policy of client ports changed");
         self.spec.policy.clone()

@@ -132,7 +132,11 @@ fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
 /// What a port's enforcement counted beyond drops by cause (those are in
 /// [`crate::Counters::drops`]); one optional part per section.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PolicyReport {}
+pub struct PolicyReport {
+    /// Port security: the MACs its lock learned, whether it shut the port down.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security: Option<security::SecurityReport>,
+}
 
 #[cfg(test)]
 mod tests {

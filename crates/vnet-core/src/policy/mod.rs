@@ -1,0 +1,4 @@
+//! Per-port policy: the sans-I/O rules the data plane applies to a port's frames.
+//!
+//! - [`guard`]: port security (MAC lock, IP source guard, DHCP server and RA guards).
+pub mod guard;
