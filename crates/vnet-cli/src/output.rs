@@ -4,8 +4,8 @@
 
 use comfy_table::{presets, Cell, CellAlignment, Table};
 use vnet_control::{
-    AccountInfo, Counters, DhcpSpec, Lease, LinkState, MacAddr, MacEntry, NatInfo, NetworkInfo,
-    PortInfo, PortPolicy, Reservation, UplinkMode, VlanMode,
+    AccountInfo, Counters, DhcpSpec, Ipv6Info, Lease, LinkState, MacAddr, MacEntry, NatInfo,
+    NetworkInfo, PortInfo, PortPolicy, Reservation, UplinkMode, VlanMode,
 };
 
 /// A table with a header row, columns separated by two spaces.
@@ -107,10 +107,18 @@ pub fn network_details(n: &NetworkInfo) -> String {
     if let Some(subnet) = n.subnet {
         rows.push(("subnet", subnet.to_string()));
     }
+    let ra_counters = n.ipv6.as_ref().map(ra_counter_rows).unwrap_or_default();
+    if let Some(v6) = &n.ipv6 {
+        let how = if v6.derived { " (from the name)" } else { "" };
+        rows.push(("subnet6", format!("{}{how}", v6.subnet)));
+        rows.push(("ra", ra_summary(v6)));
+        rows.extend(ra_counters.iter().map(|(k, v)| (k.as_str(), v.clone())));
+    }
     if let Some(a) = &n.host_adapter {
+        let v6 = a.address6.map_or(String::new(), |a| format!(" {a}"));
         rows.push((
             "host adapter",
-            format!("{} {} (port {})", a.name, a.address, a.port),
+            format!("{} {}{v6} (port {})", a.name, a.address, a.port),
         ));
     }
     if let Some(d) = &n.dhcp {
@@ -152,6 +160,47 @@ fn nat_summary(nat: &NatInfo) -> String {
         n => format!("{n} flows"),
     };
     format!("{}, {dns}, {flows}", nat.gateway)
+}
+
+/// `on, slaac, router fd00::2 for 1800 s, dns fd00::2, domains lab`.
+fn ra_summary(v6: &Ipv6Info) -> String {
+    let ra = &v6.ra;
+    if !ra.enabled {
+        return "off".into();
+    }
+    let mut text = String::from("on");
+    let flags = [
+        (ra.slaac, "slaac"),
+        (ra.managed, "managed"),
+        (ra.other, "other"),
+    ];
+    for (_, flag) in flags.iter().filter(|(on, _)| *on) {
+        text.push_str(&format!(", {flag}"));
+    }
+    match (v6.router, v6.router_lifetime_secs) {
+        (Some(r), s) if s > 0 => text.push_str(&format!(", router {r} for {s} s")),
+        _ => text.push_str(", no default router"),
+    }
+    let list = |l: Vec<String>| l.join(" ");
+    if !ra.dns.is_empty() {
+        let dns = list(ra.dns.iter().map(ToString::to_string).collect());
+        text.push_str(&format!(", dns {dns}"));
+    }
+    if !ra.domains.is_empty() {
+        text.push_str(&format!(", domains {}", list(ra.domains.clone())));
+    }
+    text.push_str(&format!(", every {} s at most", ra.interval_secs));
+    text
+}
+
+/// The router's counters that moved, indented under the `ra` row.
+fn ra_counter_rows(v6: &Ipv6Info) -> Vec<(String, String)> {
+    let fields = v6.counters.map(|c| c.fields()).unwrap_or_default();
+    fields
+        .into_iter()
+        .filter(|(_, _, n)| *n > 0)
+        .map(|(name, _, n)| (format!("  {name}"), n.to_string()))
+        .collect()
 }
 
 /// The counters that moved, indented under the `nat` row (like a port's drops).
@@ -377,7 +426,40 @@ pub fn port_details(p: &PortInfo) -> String {
             ));
         }
     }
+    let tunnel = p.vxlan.as_ref().map(vxlan_rows).unwrap_or_default();
+    rows.extend(tunnel.iter().map(|(k, v)| (k.as_str(), v.clone())));
     details(rows)
+}
+
+/// A VXLAN uplink's VNI, socket, remotes and the socket's drops, as detail rows.
+fn vxlan_rows(vx: &vnet_control::VxlanInfo) -> Vec<(String, String)> {
+    let mut rows = vec![
+        ("vni".to_string(), vx.vni.to_string()),
+        ("socket".to_string(), vx.socket.clone()),
+    ];
+    for r in &vx.remotes {
+        rows.push((
+            format!("remote {}", r.address),
+            format!(
+                "rx {} frames, {}; tx {} frames, {}; {} dropped",
+                r.rx_frames,
+                bytes(r.rx_bytes),
+                r.tx_frames,
+                bytes(r.tx_bytes),
+                r.drops
+            ),
+        ));
+    }
+    let dropped: Vec<String> = vx
+        .socket_drops
+        .iter()
+        .filter(|(_, n)| **n > 0)
+        .map(|(cause, n)| format!("{cause} {n}"))
+        .collect();
+    if !dropped.is_empty() {
+        rows.push(("socket drops".to_string(), dropped.join(", ")));
+    }
+    rows
 }
 
 /// A policy's sections as `key  value` rows under a `policy` row; with `own` (a port's
@@ -439,6 +521,21 @@ pub fn macs_table(entries: &[MacEntry]) -> String {
         ]);
     }
     right_align(&mut t, &[0, 2, 3]);
+    render(&t)
+}
+
+/// `vnet fdb ls`: MAC, remote VTEP, age, static or learned.
+pub fn fdb_table(entries: &[vnet_control::FdbEntry]) -> String {
+    let mut t = table(&["MAC", "REMOTE", "AGE", "TYPE"]);
+    for e in entries {
+        t.add_row(vec![
+            Cell::new(e.mac),
+            Cell::new(e.remote),
+            Cell::new(format!("{} s", e.age_secs)),
+            Cell::new(if e.fixed { "static" } else { "learned" }),
+        ]);
+    }
+    right_align(&mut t, &[2]);
     render(&t)
 }
 
@@ -550,6 +647,7 @@ mod tests {
                 api: "/run/vnet/vmnet1/api.sock".into(),
             },
             subnet: None,
+            ipv6: None,
             host_adapter: None,
             dhcp: None,
             uplink: None,
@@ -565,6 +663,7 @@ mod tests {
     fn two_ports() -> Vec<PortInfo> {
         vec![
             PortInfo {
+                vxlan: None,
                 id: 1,
                 kind: PortKind::Stream,
                 description: "qemu pid 4242 (web1)".into(),
@@ -589,6 +688,7 @@ mod tests {
                 policy_counters: Default::default(),
             },
             PortInfo {
+                vxlan: None,
                 id: 12,
                 kind: PortKind::Tap,
                 description: "tap-fw".into(),
@@ -761,6 +861,7 @@ VLAN  MAC                PORT  AGE  TYPE
         n.host_adapter = Some(HostAdapterInfo {
             name: "vmnet1".into(),
             address: "192.168.101.1".parse().unwrap(),
+            address6: None,
             port: 1,
         });
         n.dhcp = Some(DhcpSpec {
@@ -793,6 +894,7 @@ VLAN  MAC                PORT  AGE  TYPE
     fn network_details_show_the_uplink() {
         let mut n = vmnet1();
         n.uplink = Some(vnet_control::UplinkSpec {
+            vxlan: None,
             interface: "eth1".into(),
             vlan: None,
             mode: UplinkMode::Trunk,
@@ -800,6 +902,7 @@ VLAN  MAC                PORT  AGE  TYPE
         });
         assert!(network_details(&n).contains("uplink         eth1 trunk 10-12,20\n"));
         n.uplink = Some(vnet_control::UplinkSpec {
+            vxlan: None,
             interface: "eth1".into(),
             vlan: Some(10),
             mode: UplinkMode::Access,
@@ -834,6 +937,45 @@ VLAN  MAC                PORT  AGE  TYPE
         assert!(network_details(&off).contains(
             "dhcp           off, 192.168.101.128-192.168.101.253, leases of 1d, 1 reservation\n"
         ));
+    }
+
+    #[test]
+    fn network_details_show_ipv6_the_advertisements_and_the_counters_that_moved() {
+        let mut n = host_only();
+        n.host_adapter.as_mut().unwrap().address6 = Some("fd00:77::1".parse().unwrap());
+        n.ipv6 = Some(Ipv6Info {
+            subnet: "fd00:77::/64".parse().unwrap(),
+            derived: true,
+            router: None,
+            ra: vnet_control::RaSpec {
+                domains: vec!["vm.test".into()],
+                ..Default::default()
+            },
+            router_lifetime_secs: 0,
+            counters: Some(vnet_control::RaCounters {
+                rs_answered: 3,
+                ..Default::default()
+            }),
+        });
+        let text = network_details(&n);
+        for line in [
+            "subnet6        fd00:77::/64 (from the name)",
+            "ra             on, slaac, no default router, domains vm.test, every 600 s at most",
+            "  rs_answered  3",
+            "host adapter   vmnet1 192.168.101.1 fd00:77::1 (port 1)",
+        ] {
+            assert!(
+                text.contains(&format!("{line}\n")),
+                "{line:?} not in\n{text}"
+            );
+        }
+        assert!(!text.contains("ra_sent"), "{text}");
+        let v6 = n.ipv6.as_mut().unwrap();
+        v6.router = Some("fd00:77::2".parse().unwrap());
+        v6.router_lifetime_secs = 1800;
+        v6.ra.enabled = false;
+        let text = network_details(&n);
+        assert!(text.contains("ra             off\n"), "{text}");
     }
 
     #[test]
@@ -965,5 +1107,47 @@ MAC                IP               HOSTNAME  EXPIRES   STATE
         assert_eq!(bytes(5 << 30), "5.0 GiB");
         assert_eq!(vlan_ranges(&[7, 1, 2, 3, 9, 10]), "1-3,7,9-10");
         assert_eq!(vlan_ranges(&[]), "none");
+    }
+
+    #[test]
+    fn a_vxlan_uplink_shows_its_remotes_and_the_fdb_its_entries() {
+        let mut p = two_ports().remove(0);
+        p.vxlan = Some(vnet_control::VxlanInfo {
+            vni: 100,
+            socket: "192.0.2.1:4789".into(),
+            remotes: vec![vnet_control::RemoteInfo {
+                address: "192.0.2.2".parse().unwrap(),
+                rx_frames: 3,
+                rx_bytes: 180,
+                tx_frames: 4,
+                tx_bytes: 240,
+                drops: 1,
+            }],
+            socket_drops: BTreeMap::from([("short".into(), 2), ("flags".into(), 0)]),
+        });
+        let text = port_details(&p);
+        assert!(
+            text.contains("vni") && text.contains("192.0.2.1:4789"),
+            "{text}"
+        );
+        assert!(text.contains("remote 192.0.2.2"), "{text}");
+        assert!(
+            text.contains("tx 4 frames") && text.contains("1 dropped"),
+            "{text}"
+        );
+        assert!(
+            text.contains("short 2") && !text.contains("flags 0"),
+            "{text}"
+        );
+        let table = fdb_table(&[vnet_control::FdbEntry {
+            mac: mac("52:54:00:00:00:01"),
+            remote: "192.0.2.2".parse().unwrap(),
+            age_secs: 5,
+            fixed: true,
+        }]);
+        assert!(
+            table.contains("52:54:00:00:00:01") && table.contains("static"),
+            "{table}"
+        );
     }
 }

@@ -9,10 +9,10 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use vnet_control::policy::security::{SecurityReport, SecuritySpec};
 use vnet_control::{
-    Account, AccountInfo, ApiError, Counters, DhcpSpec, HostAdapterInfo, HostAdapterSpec, Lease,
-    LinkState, MacEntry, NetworkInfo, NetworkSockets, NetworkSpec, PolicyPatch, PolicyReport,
-    PortInfo, PortKind, PortPolicy, PortSpec, Reservation, UplinkMode, UplinkSpec, Version,
-    VlanMode,
+    Account, AccountInfo, ApiError, Counters, DhcpSpec, HostAdapterInfo, HostAdapterSpec, Ipv6Info,
+    Lease, LinkState, MacEntry, NetworkInfo, NetworkSockets, NetworkSpec, PolicyPatch,
+    PolicyReport, PortInfo, PortKind, PortPolicy, PortSpec, RaCounters, RaSpec, Reservation,
+    UplinkMode, UplinkSpec, Version, VlanMode,
 };
 
 const OPENAPI: &str = include_str!("../../../docs/openapi.yaml");
@@ -321,6 +321,7 @@ fn sample_network() -> NetworkInfo {
             api: "/run/vnet/vmnet1/api.sock".into(),
         },
         subnet: None,
+        ipv6: None,
         host_adapter: None,
         dhcp: None,
         uplink: None,
@@ -360,13 +361,38 @@ fn sample_dhcp() -> DhcpSpec {
     }
 }
 
+/// Router advertisements with every optional field present.
+fn sample_ra() -> RaSpec {
+    RaSpec {
+        enabled: true,
+        slaac: false,
+        managed: true,
+        other: true,
+        dns: vec!["fd93:4cfa:c459::2".parse().unwrap()],
+        domains: vec!["lab.example".into()],
+        interval_secs: 60,
+    }
+}
+
 /// A host-only vnet with DHCP: every optional field present.
 fn sample_host_only_network() -> NetworkInfo {
     NetworkInfo {
         subnet: Some("192.168.101.0/24".parse().unwrap()),
+        ipv6: Some(Ipv6Info {
+            subnet: "fd93:4cfa:c459::/64".parse().unwrap(),
+            derived: true,
+            router: Some("fd93:4cfa:c459::2".parse().unwrap()),
+            ra: sample_ra(),
+            router_lifetime_secs: 1800,
+            counters: Some(RaCounters {
+                rs_answered: 1,
+                ..Default::default()
+            }),
+        }),
         host_adapter: Some(HostAdapterInfo {
             name: "vmnet1".into(),
             address: "192.168.101.1".parse().unwrap(),
+            address6: Some("fd93:4cfa:c459::1".parse().unwrap()),
             port: 1,
         }),
         dhcp: Some(sample_dhcp()),
@@ -393,6 +419,7 @@ fn sample_host_only_network() -> NetworkInfo {
 /// A port with every optional field present.
 fn sample_port() -> PortInfo {
     PortInfo {
+        vxlan: None,
         id: 3,
         kind: PortKind::Api,
         description: "pid 77 (firewall)".into(),
@@ -461,6 +488,7 @@ fn what_the_types_serialize_matches_the_documented_schemas() {
         "NetworkInfo",
         &NetworkInfo {
             uplink: Some(UplinkSpec {
+                vxlan: None,
                 interface: "eth1".into(),
                 vlan: Some(10),
                 mode: UplinkMode::Access,
@@ -496,7 +524,12 @@ fn what_the_types_serialize_matches_the_documented_schemas() {
     host_only.allow_users = vec![Account::Name("alice".into()), Account::Id(1002)];
     host_only.allow_groups = vec![Account::Name("lab".into())];
     host_only.policy = every_section();
+    host_only.subnet6 = Some("fd93:4cfa:c459::/64".parse().unwrap());
+    host_only.ra = sample_ra();
     checker.check_named("NetworkSpec", &host_only);
+    let mut v4_only = NetworkSpec::named("v4only");
+    v4_only.ipv6 = false;
+    checker.check_named("NetworkSpec", &v4_only);
     checker.check_named("PortPolicy", &every_section());
     checker.check_named("PolicyPatch", &PolicyPatch::replace_with(&every_section()));
     checker.check_named(
@@ -508,6 +541,7 @@ fn what_the_types_serialize_matches_the_documented_schemas() {
     checker.check_named("NetworkSpec", &host_only);
     let mut bridged = NetworkSpec::named("lan10");
     bridged.uplink = Some(UplinkSpec {
+        vxlan: None,
         interface: "eth1".into(),
         vlan: Some(10),
         mode: UplinkMode::Access,
@@ -517,10 +551,63 @@ fn what_the_types_serialize_matches_the_documented_schemas() {
     checker.check_named(
         "UplinkSpec",
         &UplinkSpec {
+            vxlan: None,
             interface: "eth1".into(),
             vlan: None,
             mode: UplinkMode::Trunk,
             vlans: vec![10, 20],
+        },
+    );
+    let mut vx = vnet_control::VxlanSpec::new(100, "192.0.2.1".parse().unwrap());
+    vx.remotes = vec!["192.0.2.2".parse().unwrap()];
+    vx.source_ports = Some([40000, 40100]);
+    vx.fdb = vec![vnet_control::FdbSpec {
+        mac: "02:00:00:00:00:07".parse().unwrap(),
+        remote: "192.0.2.2".parse().unwrap(),
+    }];
+    checker.check_named(
+        "UplinkSpec",
+        &UplinkSpec {
+            vxlan: Some(vx.clone()),
+            vlan: Some(10),
+            ..UplinkSpec::default()
+        },
+    );
+    vx.remotes.clear();
+    vx.group = Some("239.1.1.1".parse().unwrap());
+    checker.check_named("VxlanSpec", &vx);
+    checker.check_named(
+        "FdbEntry",
+        &vnet_control::FdbEntry {
+            mac: "02:00:00:00:00:07".parse().unwrap(),
+            remote: "192.0.2.2".parse().unwrap(),
+            age_secs: 3,
+            fixed: false,
+        },
+    );
+    checker.check_named(
+        "RemoteSpec",
+        &vnet_control::RemoteSpec {
+            address: "2001:db8::2".parse().unwrap(),
+        },
+    );
+    checker.check_named(
+        "PortInfo",
+        &PortInfo {
+            vxlan: Some(vnet_control::VxlanInfo {
+                vni: 100,
+                socket: "192.0.2.1:4789".into(),
+                remotes: vec![vnet_control::RemoteInfo {
+                    address: "192.0.2.2".parse().unwrap(),
+                    rx_frames: 1,
+                    rx_bytes: 60,
+                    tx_frames: 2,
+                    tx_bytes: 120,
+                    drops: 0,
+                }],
+                socket_drops: [("short".to_string(), 1)].into(),
+            }),
+            ..sample_port()
         },
     );
     checker.check_named("DhcpSpec", &DhcpSpec::default());

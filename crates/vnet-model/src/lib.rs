@@ -26,6 +26,11 @@
 //! | PATCH | `/v1/networks/{net}/policy` | [`PolicyPatch`] | [`PortPolicy`] |
 //! | PUT | `/v1/networks/{net}/uplink` | [`UplinkSpec`] | [`PortInfo`] |
 //! | DELETE | `/v1/networks/{net}/uplink` | | 204 |
+//! | POST | `/v1/networks/{net}/uplink/remotes` | [`RemoteSpec`] | 201 [`PortInfo`] |
+//! | DELETE | `/v1/networks/{net}/uplink/remotes/{addr}` | | 204 |
+//! | GET | `/v1/networks/{net}/fdb` | | `[FdbEntry]` |
+//! | POST | `/v1/networks/{net}/fdb` | [`FdbSpec`] | 201 [`FdbSpec`] |
+//! | DELETE | `/v1/networks/{net}/fdb/{mac}` | | 204 |
 //! | GET | `/v1/networks/{net}/macs` | | `[MacEntry]` |
 //! | GET | `/v1/networks/{net}/capture` | | pcapng stream |
 //! | GET | `/v1/networks/{net}/leases` | | `[Lease]` |
@@ -42,16 +47,18 @@
 //! with `?proto=udp` the UDP one.
 #![forbid(unsafe_code)]
 
+pub mod ipv6;
 pub mod policy;
 
 use std::collections::BTreeMap;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddrV4};
 use std::path::PathBuf;
 
-pub use ipnet::Ipv4Net;
+pub use ipnet::{Ipv4Net, Ipv6Net};
 
 use serde::{Deserialize, Serialize};
 
+pub use ipv6::{Ipv6Error, Ipv6Info, RaCounters, RaSpec};
 pub use policy::{PolicyPatch, PolicyReport, PortPolicy};
 
 /// Path prefix of this version of the control API.
@@ -80,6 +87,17 @@ pub struct NetworkSpec {
     /// The vnet's IPv4 subnet; needed by the host adapter and DHCP.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subnet: Option<Ipv4Net>,
+    /// The vnet's IPv6 /64 [default: a ULA prefix derived from the name
+    /// ([`ipv6::ula_prefix`]) when the vnet has a host adapter, DHCP or NAT].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnet6: Option<Ipv6Net>,
+    /// `false`: no IPv6 of the vnet's own (no prefix, advertisements or host adapter
+    /// address); guests' IPv6 frames are still switched.
+    #[serde(default = "default_true", skip_serializing_if = "is_true")]
+    pub ipv6: bool,
+    /// Router advertisements on the vnet's IPv6 subnet.
+    #[serde(default, skip_serializing_if = "RaSpec::is_default")]
+    pub ra: RaSpec,
     /// Make the host a member of the vnet (host-only networking). Needs root.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_adapter: Option<HostAdapterSpec>,
@@ -160,15 +178,23 @@ fn is_false(b: &bool) -> bool {
     !*b
 }
 
-/// A vnet bridged to a host NIC through an AF_PACKET socket in promiscuous mode.
-/// Several vnets may share one NIC on different VLANs (one socket per NIC and thread).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+fn is_true(b: &bool) -> bool {
+    *b
+}
+
+/// A vnet's way out of the host: bridged to a host NIC through an AF_PACKET socket in
+/// promiscuous mode (`interface`), or a VXLAN tunnel to other hosts (`vxlan`): one of
+/// the two. Several vnets may share one NIC on different VLANs (one socket per NIC and
+/// thread), or one local UDP address and port on different VNIs.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UplinkSpec {
-    /// The host interface, e.g. `eth1`.
+    /// The host interface, e.g. `eth1` (bridged).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub interface: String,
     /// Access mode: the NIC's VLAN this vnet maps to (frames leave tagged with it, only
     /// its frames come in, untagged inside the vnet). Absent: the NIC's untagged frames.
+    /// With `vxlan`: the vnet's VLAN the VNI carries (untagged in the tunnel).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vlan: Option<u16>,
     #[serde(default)]
@@ -176,6 +202,91 @@ pub struct UplinkSpec {
     /// Trunk mode: the VLANs carried, tagged on both sides.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub vlans: Vec<u16>,
+    /// A VXLAN tunnel instead of a NIC: needs no privilege.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vxlan: Option<VxlanSpec>,
+}
+
+/// A vnet (or one of its VLANs) as one VXLAN segment (RFC 7348) across hosts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VxlanSpec {
+    /// The segment's VXLAN network identifier, 0-16777215.
+    pub vni: u32,
+    /// This host's address on the underlay: the tunnel's UDP socket binds to it.
+    pub local: IpAddr,
+    /// UDP port, on both ends [default: 4789, IANA's].
+    #[serde(default = "default_vxlan_port")]
+    pub port: u16,
+    /// The other hosts' addresses (VTEPs): broadcast, unknown unicast and multicast
+    /// frames go to each; only they are heard.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remotes: Vec<IpAddr>,
+    /// A multicast group instead of `remotes`: flooded frames go to the group, and
+    /// every member is heard. Joined on the interface that holds `local`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<IpAddr>,
+    /// Range of outer UDP source ports, chosen per inner flow [default: 32768-61000,
+    /// as the kernel's].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_ports: Option<[u16; 2]>,
+    /// Static forwarding entries: MACs pinned behind a VTEP (`vnet fdb add`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fdb: Vec<FdbSpec>,
+}
+
+fn default_vxlan_port() -> u16 {
+    vnet_core::wire::vxlan::DEFAULT_PORT
+}
+
+/// A MAC pinned behind a remote VTEP: the body of `POST /v1/networks/{net}/fdb`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FdbSpec {
+    pub mac: MacAddr,
+    pub remote: IpAddr,
+}
+
+/// One row of a VXLAN vnet's forwarding database (`GET /v1/networks/{net}/fdb`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FdbEntry {
+    pub mac: MacAddr,
+    pub remote: IpAddr,
+    pub age_secs: u64,
+    /// Pinned through the API or the config: never ages, never moves.
+    #[serde(rename = "static")]
+    pub fixed: bool,
+}
+
+/// A remote VTEP to add: the body of `POST /v1/networks/{net}/uplink/remotes`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemoteSpec {
+    pub address: IpAddr,
+}
+
+/// What a VXLAN uplink port reports: its socket and each remote's traffic.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VxlanInfo {
+    pub vni: u32,
+    /// `ADDR:PORT` of the UDP socket (shared by the vnets on it).
+    pub socket: String,
+    pub remotes: Vec<RemoteInfo>,
+    /// Datagrams the socket dropped before any vnet, by cause (`short`, `flags`,
+    /// `unknown_vni`, `unknown_remote`): counted on the socket, which the vnets on
+    /// it share.
+    pub socket_drops: BTreeMap<String, u64>,
+}
+
+/// One remote VTEP's traffic.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoteInfo {
+    pub address: IpAddr,
+    pub rx_frames: u64,
+    pub rx_bytes: u64,
+    pub tx_frames: u64,
+    pub tx_bytes: u64,
+    pub drops: u64,
 }
 
 /// How an uplink carries VLANs.
@@ -192,6 +303,9 @@ pub enum UplinkMode {
 impl UplinkSpec {
     /// The uplink port's mode inside the vnet's switch.
     pub fn port_vlan_mode(&self) -> VlanMode {
+        if let (Some(_), Some(vlan)) = (&self.vxlan, self.vlan) {
+            return VlanMode::Access { vlan };
+        }
         match self.mode {
             UplinkMode::Access => VlanMode::default(),
             UplinkMode::Trunk => VlanMode::Trunk {
@@ -201,8 +315,21 @@ impl UplinkSpec {
         }
     }
 
-    /// Checks the interface name and the VLAN settings; the error says what to change.
+    /// Checks the interface name (or the tunnel) and the VLAN settings; the error says
+    /// what to change.
     pub fn check(&self) -> Result<(), UplinkError> {
+        if let Some(vx) = &self.vxlan {
+            if !self.interface.is_empty() {
+                return Err(UplinkError::InterfaceAndVxlan);
+            }
+            if self.mode == UplinkMode::Trunk || !self.vlans.is_empty() {
+                return Err(UplinkError::VxlanTrunk);
+            }
+            if let Some(v) = self.vlan.filter(|v| !vnet_core::switch::is_valid_vid(*v)) {
+                return Err(UplinkError::VlanOutOfRange(v));
+            }
+            return vx.check();
+        }
         if !is_valid_ifname(&self.interface) {
             return Err(UplinkError::Interface(self.interface.clone()));
         }
@@ -231,6 +358,100 @@ pub enum UplinkError {
     VlansNeedTrunk,
     #[error("a trunk uplink takes a list \"vlans\" (and no \"vlan\")")]
     TrunkNeedsVlans,
+    #[error("an uplink is either \"interface\" (bridged) or \"vxlan\", not both")]
+    InterfaceAndVxlan,
+    #[error("a VXLAN uplink carries one VLAN of the vnet (\"vlan\"), not a trunk")]
+    VxlanTrunk,
+    #[error("VNI {0} is out of range: use 0-16777215")]
+    Vni(u32),
+    #[error("VXLAN address {0} cannot be used here: {1}")]
+    Address(IpAddr, &'static str),
+    #[error("VXLAN takes \"remotes\" or a multicast \"group\", not both")]
+    RemotesAndGroup,
+    #[error("VXLAN source ports {0}-{1} are not a range: use LOW-HIGH, 1 <= LOW <= HIGH")]
+    SourcePorts(u16, u16),
+    #[error("VXLAN port 0 is not a port: use 4789 (the default) or another")]
+    Port,
+}
+
+impl VxlanSpec {
+    /// A tunnel on VNI `vni` from `local` to no remote yet, on the default port.
+    pub fn new(vni: u32, local: IpAddr) -> Self {
+        VxlanSpec {
+            vni,
+            local,
+            port: default_vxlan_port(),
+            remotes: Vec::new(),
+            group: None,
+            source_ports: None,
+            fdb: Vec::new(),
+        }
+    }
+
+    /// Checks the VNI, the addresses (one family, unicast where they must be) and the
+    /// ports; the error says what to change.
+    pub fn check(&self) -> Result<(), UplinkError> {
+        if self.vni > vnet_core::wire::vxlan::MAX_VNI {
+            return Err(UplinkError::Vni(self.vni));
+        }
+        if self.port == 0 {
+            return Err(UplinkError::Port);
+        }
+        if self.local.is_unspecified() || self.local.is_multicast() {
+            return Err(UplinkError::Address(
+                self.local,
+                "\"local\" must be one of this host's unicast addresses",
+            ));
+        }
+        let family = |a: &IpAddr| a.is_ipv4() == self.local.is_ipv4();
+        let unicast = self
+            .remotes
+            .iter()
+            .chain(self.fdb.iter().map(|f| &f.remote));
+        for a in unicast {
+            if !family(a) {
+                return Err(UplinkError::Address(*a, "not of the family of \"local\""));
+            }
+            if a.is_unspecified() || a.is_multicast() {
+                return Err(UplinkError::Address(
+                    *a,
+                    "a remote must be a unicast address",
+                ));
+            }
+        }
+        if let Some(g) = self.group {
+            if !self.remotes.is_empty() {
+                return Err(UplinkError::RemotesAndGroup);
+            }
+            if !family(&g) || !g.is_multicast() {
+                return Err(UplinkError::Address(
+                    g,
+                    "\"group\" must be a multicast address of the family of \"local\"",
+                ));
+            }
+        }
+        if let Some([lo, hi]) = self.source_ports {
+            if lo == 0 || lo > hi {
+                return Err(UplinkError::SourcePorts(lo, hi));
+            }
+        }
+        Ok(())
+    }
+
+    /// The outer source port range in use.
+    pub fn source_port_range(&self) -> [u16; 2] {
+        self.source_ports
+            .unwrap_or(vnet_core::wire::vxlan::SOURCE_PORTS)
+    }
+
+    /// Bytes the underlay carries beyond the vnet's MTU: 50 over IPv4, 70 over IPv6.
+    pub fn overhead(&self) -> u32 {
+        if self.local.is_ipv4() {
+            vnet_core::wire::vxlan::OVERHEAD_V4
+        } else {
+            vnet_core::wire::vxlan::OVERHEAD_V6
+        }
+    }
 }
 
 /// Whether the kernel would take `name` as a network interface's name: 1-15 bytes, not
@@ -485,6 +706,9 @@ impl NetworkSpec {
             max_macs_per_port: default_max_macs_per_port(),
             max_macs: default_max_macs(),
             subnet: None,
+            subnet6: None,
+            ipv6: true,
+            ra: RaSpec::default(),
             host_adapter: None,
             nat: None,
             dhcp: None,
@@ -523,6 +747,9 @@ pub struct NetworkInfo {
     pub sockets: NetworkSockets,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subnet: Option<Ipv4Net>,
+    /// IPv6 on the vnet; absent when it has none of its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv6: Option<Ipv6Info>,
     /// The host adapter as it runs (absent without root or when not configured).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_adapter: Option<HostAdapterInfo>,
@@ -726,6 +953,9 @@ impl NatCounters {
 pub struct HostAdapterInfo {
     pub name: String,
     pub address: Ipv4Addr,
+    /// Its IPv6 address (`::1` of the vnet's /64), when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address6: Option<Ipv6Addr>,
     pub port: u32,
 }
 
@@ -907,6 +1137,9 @@ pub struct PortInfo {
     /// Frames waiting in the egress queue, and its bound.
     pub queue_len: usize,
     pub queue_capacity: usize,
+    /// A VXLAN uplink's socket and remotes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vxlan: Option<VxlanInfo>,
     /// The port's own policy (`PATCH .../ports/{id}/policy`).
     #[serde(default, skip_serializing_if = "PortPolicy::is_empty")]
     pub policy: PortPolicy,
@@ -958,6 +1191,48 @@ impl NetworkSpec {
         Some(nat.gateway.unwrap_or(nth(self.subnet?, 2)))
     }
 
+    /// The vnet's IPv6 /64: `subnet6`, else the name's ULA prefix if the vnet has a
+    /// host adapter, DHCP or NAT; `None` with `ipv6 = false`.
+    pub fn subnet6_resolved(&self) -> Option<Ipv6Net> {
+        if !self.ipv6 {
+            return None;
+        }
+        let services = self.host_adapter.is_some() || self.dhcp.is_some() || self.nat.is_some();
+        self.subnet6
+            .or_else(|| services.then(|| ipv6::ula_prefix(&self.name)))
+    }
+
+    /// The host adapter's IPv6 address (`::1`), if it has one.
+    pub fn host_adapter6(&self) -> Option<Ipv6Addr> {
+        self.host_adapter.as_ref()?;
+        Some(ipv6::nth6(self.subnet6_resolved()?, 1))
+    }
+
+    /// The NAT device's IPv6 address (`::2`), the guests' default router and DNS
+    /// server; `None` without NAT or IPv6.
+    pub fn nat_gateway6(&self) -> Option<Ipv6Addr> {
+        self.nat.as_ref()?;
+        Some(ipv6::nth6(self.subnet6_resolved()?, 2))
+    }
+
+    /// The advertisements as sent: DNS and domains defaulted (the NAT device on a
+    /// NAT vnet with DNS; the DHCP domain); `None` without IPv6 or with `ra` off.
+    pub fn ra_resolved(&self) -> Option<RaSpec> {
+        self.subnet6_resolved()?;
+        let mut ra = self.ra.clone();
+        if !ra.enabled {
+            return None;
+        }
+        if ra.dns.is_empty() && self.nat.as_ref().is_some_and(|n| n.dns) {
+            ra.dns.extend(self.nat_gateway6());
+        }
+        if ra.domains.is_empty() {
+            ra.domains
+                .extend(self.dhcp.as_ref().and_then(|d| d.domain.clone()));
+        }
+        Some(ra)
+    }
+
     /// The host adapter's interface name and address, defaults filled in; `None` if the
     /// vnet has no adapter or no subnet to put it in.
     pub fn host_adapter_resolved(&self) -> Option<(String, Ipv4Addr)> {
@@ -1004,6 +1279,7 @@ impl NetworkSpec {
             return Err(SpecError::Mtu(self.mtu));
         }
         self.validate_addressing()?;
+        self.validate_ipv6()?;
         if let Some(uplink) = &self.uplink {
             uplink.check()?;
         }
@@ -1067,6 +1343,16 @@ impl NetworkSpec {
             }
         }
         self.validate_nat(subnet)
+    }
+
+    /// Checks `subnet6`, `ipv6` and `ra`.
+    fn validate_ipv6(&self) -> Result<(), SpecError> {
+        match (self.subnet6, self.ipv6) {
+            (Some(_), false) => return Err(Ipv6Error::Off.into()),
+            (Some(subnet), true) => ipv6::check_subnet6(subnet)?,
+            (None, _) => {}
+        }
+        Ok(self.ra.check()?)
     }
 
     /// Checks that the NAT device's address is free in the subnet.
@@ -1183,6 +1469,8 @@ pub enum SpecError {
     },
     #[error(transparent)]
     Uplink(#[from] UplinkError),
+    #[error(transparent)]
+    Ipv6(#[from] Ipv6Error),
     #[error("mac_aging_secs, max_macs and max_macs_per_port must be at least 1")]
     MacLimits,
 }
@@ -1310,6 +1598,57 @@ mod tests {
     }
 
     #[test]
+    fn ipv6_comes_with_ipv4_services_from_the_name_unless_given_or_off() {
+        let mut spec = NetworkSpec::named("vmnet8");
+        assert_eq!(spec.subnet6_resolved(), None, "an isolated vnet has none");
+        spec.subnet = Some("192.168.108.0/24".parse().unwrap());
+        spec.nat = Some(NatSpec::default());
+        spec.dhcp = Some(DhcpSpec {
+            domain: Some("vm.test".into()),
+            ..DhcpSpec::default()
+        });
+        let ula: Ipv6Net = "fd93:4cfa:c459::/64".parse().unwrap();
+        assert_eq!(spec.subnet6_resolved(), Some(ula));
+        assert_eq!(
+            spec.nat_gateway6(),
+            Some("fd93:4cfa:c459::2".parse().unwrap())
+        );
+        assert_eq!(spec.host_adapter6(), None, "no host adapter");
+        let ra = spec.ra_resolved().unwrap();
+        assert_eq!(ra.dns, [spec.nat_gateway6().unwrap()]);
+        assert_eq!(ra.domains, ["vm.test"]);
+        spec.subnet6 = Some("2001:db8:8::/64".parse().unwrap());
+        assert_eq!(spec.nat_gateway6(), Some("2001:db8:8::2".parse().unwrap()));
+        assert_eq!(spec.validate(), Ok(()));
+        spec.ipv6 = false;
+        assert_eq!(spec.validate(), Err(SpecError::Ipv6(Ipv6Error::Off)));
+        spec.subnet6 = None;
+        assert_eq!(spec.validate(), Ok(()));
+        assert_eq!((spec.subnet6_resolved(), spec.ra_resolved()), (None, None));
+        spec.ipv6 = true;
+        spec.ra.enabled = false;
+        assert_eq!(spec.ra_resolved(), None);
+        assert!(spec.subnet6_resolved().is_some(), "addressing stays");
+    }
+
+    #[test]
+    fn a_spec_saved_before_ipv6_loads_and_defaults_are_not_written() {
+        let old = r#"{"name": "lab", "subnet": "10.0.0.0/24", "dhcp": {}}"#;
+        let spec: NetworkSpec = serde_json::from_str(old).unwrap();
+        assert!(spec.ipv6 && spec.subnet6.is_none() && spec.ra.is_default());
+        let text = serde_json::to_string(&spec).unwrap();
+        assert!(
+            !text.contains("ipv6") && !text.contains(r#""ra""#),
+            "{text}"
+        );
+        let mut off = spec.clone();
+        off.ipv6 = false;
+        let text = serde_json::to_string(&off).unwrap();
+        assert!(text.contains(r#""ipv6":false"#), "{text}");
+        assert_eq!(serde_json::from_str::<NetworkSpec>(&text).unwrap(), off);
+    }
+
+    #[test]
     fn validation_names_what_is_wrong_in_the_words_users_see() {
         let mut spec = NetworkSpec::named("lab");
         assert_eq!(spec.validate(), Ok(()));
@@ -1336,8 +1675,7 @@ mod tests {
         spec.uplink = Some(UplinkSpec {
             interface: "eth0".into(),
             vlan: Some(4095),
-            mode: UplinkMode::Access,
-            vlans: Vec::new(),
+            ..UplinkSpec::default()
         });
         assert_eq!(
             spec.validate(),
@@ -1347,5 +1685,57 @@ mod tests {
             spec.validate().unwrap_err().to_string(),
             "uplink VLAN 4095 is out of range: use 1-4094"
         );
+    }
+
+    #[test]
+    fn a_bridged_uplink_saved_before_vxlan_reads_and_writes_the_same() {
+        let saved = r#"{"interface":"eth1","vlan":10,"mode":"access"}"#;
+        let spec: UplinkSpec = serde_json::from_str(saved).unwrap();
+        assert_eq!(spec.interface, "eth1");
+        assert_eq!(spec.vxlan, None);
+        assert_eq!(spec.check(), Ok(()));
+        assert_eq!(serde_json::to_string(&spec).unwrap(), saved);
+    }
+
+    #[test]
+    fn a_vxlan_uplink_reads_with_defaults_and_is_checked() {
+        let spec: UplinkSpec = serde_json::from_str(
+            r#"{"vxlan":{"vni":100,"local":"10.0.0.1","remotes":["10.0.0.2"]}}"#,
+        )
+        .unwrap();
+        let vx = spec.vxlan.clone().unwrap();
+        assert_eq!((vx.vni, vx.port), (100, 4789));
+        assert_eq!(vx.source_port_range(), [32768, 61000]);
+        assert_eq!(vx.overhead(), 50);
+        assert_eq!(spec.check(), Ok(()));
+        assert_eq!(spec.port_vlan_mode(), VlanMode::default());
+        let with = |f: &dyn Fn(&mut UplinkSpec)| {
+            let mut s = spec.clone();
+            f(&mut s);
+            s.check().map_err(|e| e.to_string())
+        };
+        let vx = |f: &dyn Fn(&mut VxlanSpec)| with(&|s| f(s.vxlan.as_mut().unwrap()));
+        assert_eq!(
+            vx(&|v| v.vni = 1 << 24),
+            Err("VNI 16777216 is out of range: use 0-16777215".into())
+        );
+        assert!(with(&|s| s.interface = "eth0".into()).is_err());
+        assert!(with(&|s| s.mode = UplinkMode::Trunk).is_err());
+        assert!(vx(&|v| v.remotes.push("fe80::1".parse().unwrap())).is_err());
+        assert!(vx(&|v| v.local = "0.0.0.0".parse().unwrap()).is_err());
+        assert!(vx(&|v| v.group = Some("239.1.1.1".parse().unwrap())).is_err());
+        assert!(vx(&|v| v.source_ports = Some([5000, 4000])).is_err());
+        assert!(vx(&|v| v.port = 0).is_err());
+        assert_eq!(
+            vx(&|v| {
+                v.remotes.clear();
+                v.group = Some("239.1.1.1".parse().unwrap());
+            }),
+            Ok(())
+        );
+        assert_eq!(with(&|s| s.vlan = Some(20)), Ok(()));
+        let mut on_vlan = spec.clone();
+        on_vlan.vlan = Some(20);
+        assert_eq!(on_vlan.port_vlan_mode(), VlanMode::Access { vlan: 20 });
     }
 }

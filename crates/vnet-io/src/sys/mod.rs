@@ -10,3 +10,4 @@ pub mod ring;
 pub mod seqpacket;
 pub mod sockopt;
 pub mod tap;
+pub mod udp;
