@@ -382,14 +382,17 @@ fn the_uplink_keeps_the_nics_mtu_and_refuses_unknown_interfaces() {
 }
 
 /// Vnets on different data-plane threads bridged live to one NIC: each thread opens its
-/// own socket on it, and the claims still keep their traffic apart.
+/// own socket on it, and the claims still keep their traffic apart. These sockets have
+/// no receive ring (`uplink_ring_bytes = 0`, the default): they receive with
+/// `recvmmsg`.
 #[test]
 fn vnets_on_two_threads_bridged_to_one_nic_each_take_only_their_traffic() {
     skip_unless_root!();
     let (veth, lan, lan_if) = lan_behind_veth("10.89.0.1/24");
     let nic = veth.a().to_string();
     let d = Daemon::start(Some(
-        "threads = 2\n[[network]]\nname = \"plain\"\n[[network]]\nname = \"tagged\"\n",
+        "threads = 2\n[limits]\nuplink_ring_bytes = 0\n\
+         [[network]]\nname = \"plain\"\n[[network]]\nname = \"tagged\"\n",
     ));
     let c = client(&d);
     let thread = |net: &str| c.network(net).unwrap().thread;
@@ -407,6 +410,11 @@ fn vnets_on_two_threads_bridged_to_one_nic_each_take_only_their_traffic() {
         .unwrap_err();
     assert!(e.to_string().contains("plain"), "{e}");
 
+    assert!(
+        d.log().contains("uplink receives with recvmmsg"),
+        "{}",
+        d.log()
+    );
     let (_, vm) = tap_vm(&d, "plain", "02:00:00:00:89:02", "10.89.0.2/24");
     let (_, other) = tap_vm(&d, "tagged", "02:00:00:00:89:03", "10.89.0.3/24");
     assert!(vm.ping("10.89.0.1", 2), "the untagged LAN\n{}", d.log());
@@ -432,4 +440,188 @@ fn vnets_on_two_threads_bridged_to_one_nic_each_take_only_their_traffic() {
     assert!(wait_for(T, || packet_sockets_on(&nic) == 1));
     c.remove_uplink("tagged").unwrap();
     assert!(wait_for(T, || packet_sockets_on(&nic) == 0));
+}
+
+/// Sends frames of ethertype 0x88b5 out of interface argv[1] to MAC argv[2], numbered
+/// argv[3]·argv[4] up to (argv[3]+1)·argv[4] (round argv[3] of argv[4] frames), then
+/// a marker frame that ends the round (number 0x80000000 | round).
+const NUMBERED_FRAMES: &str = r#"
+import socket, struct, sys
+ifname, dst, rnd, n = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+s.bind((ifname, 0))
+head = bytes.fromhex(dst.replace(":", "")) + bytes.fromhex("02000000aa01") + b"\x88\xb5"
+for seq in list(range(rnd * n, (rnd + 1) * n)) + [0x80000000 | rnd]:
+    s.send(head + struct.pack("!I", seq) + bytes(82))
+"#;
+
+/// Receives the frames `NUMBERED_FRAMES` sends on interface argv[1] and says, at each
+/// round's marker, how many of the round's frames came and whether all came in order.
+const NUMBERED_SINK: &str = r#"
+import socket, struct, sys
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x88b5))
+s.setsockopt(socket.SOL_SOCKET, 33, 64 << 20)  # SO_RCVBUFFORCE: never the bottleneck
+s.bind((sys.argv[1], 0))
+print("ready", flush=True)
+seqs = []
+while True:
+    seq, = struct.unpack_from("!I", s.recv(2048), 14)
+    if seq & 0x80000000:
+        rnd = seq & 0xffff
+        n = int(sys.argv[2])
+        whole = seqs == list(range(rnd * n, (rnd + 1) * n))
+        print(f"round {rnd}: {len(seqs)} {'in order' if whole else 'NOT in order'}", flush=True)
+        seqs = []
+    else:
+        seqs.append(seq)
+"#;
+
+/// Sends SIGCONT to a stopped vnetd when dropped, wherever the test ends.
+struct Stopped(u32);
+
+impl Stopped {
+    fn stop(pid: u32) -> Stopped {
+        assert!(signal(pid, "-STOP"), "kill -STOP {pid}");
+        Stopped(pid)
+    }
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        signal(self.0, "-CONT");
+    }
+}
+
+/// Sends `signal` (`-STOP`, `-CONT`) to process `pid` with kill(1).
+fn signal(pid: u32, signal: &str) -> bool {
+    std::process::Command::new("kill")
+        .args([signal, &pid.to_string()])
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Bursts of numbered frames from the LAN, each larger than a block of the uplink's
+/// receive ring and together more than the whole ring, reach a VM on the vnet whole
+/// and in order: the ring's blocks are walked, handed back and reused.
+#[test]
+fn bursts_from_the_lan_larger_than_a_ring_block_arrive_whole_and_in_order() {
+    skip_unless_root!();
+    let (veth, lan, lan_if) = lan_behind_veth("10.90.0.1/24");
+    let nic = veth.a().to_string();
+    // 64 blocks of 128 KiB: the ring holds 64 ms of traffic if vnetd does not get a
+    // core meanwhile (each block is handed over at the latest 1 ms after its first
+    // frame), more than a round takes to send.
+    let d = Daemon::start(Some(&format!(
+        "[limits]\nuplink_ring_bytes = 8388608\n\
+         [[network]]\nname = \"br\"\nuplink = {{ interface = \"{nic}\" }}\n"
+    )));
+    assert!(
+        d.log()
+            .contains("uplink receives through a TPACKET_V3 ring"),
+        "{}",
+        d.log()
+    );
+    let mac = "02:00:00:00:90:02";
+    let (_, vm) = tap_vm(&d, "br", mac, "");
+    let sink = vm
+        .ns()
+        .spawn(&["python3", "-c", NUMBERED_SINK, vm.ifname(), "5000"]);
+    assert!(
+        wait_for(T, || sink.log().contains("ready")),
+        "{}",
+        sink.log()
+    );
+    // 5000 frames of 100 bytes take 192 bytes of ring each: more than 7 blocks; ten
+    // rounds take more than 73, more than the ring has.
+    for round in 0..10 {
+        lan.exec_ok(&[
+            "python3",
+            "-c",
+            NUMBERED_FRAMES,
+            &lan_if,
+            mac,
+            &round.to_string(),
+            "5000",
+        ]);
+        let said = format!("round {round}: ");
+        assert!(
+            wait_for(T, || sink.log().contains(&said)),
+            "round {round} never ended: {}\n{}",
+            sink.log(),
+            d.log()
+        );
+        assert!(
+            sink.log()
+                .contains(&format!("round {round}: 5000 in order")),
+            "{}\n{:?}",
+            sink.log(),
+            find_kind(&d, "br", PortKind::Uplink)
+        );
+    }
+    let p = find_kind(&d, "br", PortKind::Uplink).unwrap();
+    assert!(p.counters.rx_frames >= 50_010, "{p:?}");
+    assert_eq!(api::drops(&p, "queue_full"), 0, "{p:?}");
+}
+
+/// While vnetd cannot read (stopped), the LAN sends more than the uplink's small ring
+/// holds: the kernel drops the rest, and those drops reach the uplink port's counters
+/// as `queue_full`, next to the frames that came.
+#[test]
+fn frames_the_full_ring_dropped_are_counted_on_the_uplink_port() {
+    skip_unless_root!();
+    // Two blocks, each handed over at the latest 1 ms after its first frame: full
+    // within milliseconds while vnetd is stopped.
+    drops_of_a_stopped_vnetd_are_counted(524288);
+}
+
+/// The same without a ring: the socket's buffer fills, and the kernel's count of the
+/// frames it dropped (`SO_RXQ_OVFL`) reaches the uplink port.
+#[test]
+fn frames_the_full_socket_dropped_are_counted_on_the_uplink_port() {
+    skip_unless_root!();
+    drops_of_a_stopped_vnetd_are_counted(0);
+}
+
+fn drops_of_a_stopped_vnetd_are_counted(ring_bytes: usize) {
+    let (veth, lan, lan_if) = lan_behind_veth("10.91.0.1/24");
+    let nic = veth.a().to_string();
+    let d = Daemon::start(Some(&format!(
+        "[limits]\nuplink_ring_bytes = {ring_bytes}\n\
+         [[network]]\nname = \"br\"\nuplink = {{ interface = \"{nic}\" }}\n"
+    )));
+    let before = find_kind(&d, "br", PortKind::Uplink).unwrap();
+    assert_eq!(api::drops(&before, "queue_full"), 0);
+    let sent = 10_000;
+    {
+        let _stopped = Stopped::stop(d.pid().expect("vnetd runs"));
+        lan.exec_ok(&[
+            "python3",
+            "-c",
+            NUMBERED_FRAMES,
+            &lan_if,
+            "ff:ff:ff:ff:ff:ff",
+            "0",
+            &sent.to_string(),
+        ]);
+    }
+    let counted = || {
+        let p = find_kind(&d, "br", PortKind::Uplink).unwrap();
+        (p.counters.rx_frames, api::drops(&p, "queue_full"))
+    };
+    assert!(
+        wait_for(T, || {
+            let (rx, dropped) = counted();
+            dropped > 0 && rx + dropped > sent
+        }),
+        "received and dropped {:?} of {sent}\n{}",
+        counted(),
+        d.log()
+    );
+    let (rx, dropped) = counted();
+    assert!(rx > 0, "the ring's frames came");
+    assert!(
+        dropped > sent / 2,
+        "most of the burst did not fit: {dropped}"
+    );
+    assert!(d.is_running());
 }

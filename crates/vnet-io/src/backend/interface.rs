@@ -32,8 +32,8 @@ use tracing::{info, warn};
 use vnet_core::switch::DropCause;
 use vnet_model::{LinkState, PortKind};
 
-use super::packet::{self, Read, FRONT};
-use super::{fd_source, send_each, Backend, Identity, Received, Sent};
+use super::packet::{self, Read, Sender, FRONT};
+use super::{fd_source, Backend, Identity, Received, Sent};
 use crate::error::Chain;
 use crate::frame::FrameBuf;
 use crate::sys::netif;
@@ -57,6 +57,7 @@ enum Link {
 
 pub struct InterfacePort {
     sock: PacketSocket,
+    sender: Sender,
     interface: String,
     link: Link,
     /// While the link is not up: when to look at the interface again, and the wait
@@ -70,6 +71,7 @@ impl InterfacePort {
     pub fn open(interface: &str) -> Result<Self, PacketError> {
         let mut port = InterfacePort {
             sock: PacketSocket::unbound()?,
+            sender: Sender::new(None),
             interface: interface.to_string(),
             link: Link::Gone,
             watch: None,
@@ -148,19 +150,6 @@ impl InterfacePort {
             );
         }
     }
-
-    fn send_one(&mut self, frame: &FrameBuf) -> Sent {
-        if self.link != Link::Up {
-            return Sent::Dropped(DropCause::LinkDown);
-        }
-        match packet::send(&self.sock, frame, None) {
-            Ok(sent) => sent,
-            Err(e) => {
-                self.lost(&e);
-                Sent::Dropped(DropCause::LinkDown)
-            }
-        }
-    }
 }
 
 impl Backend for InterfacePort {
@@ -225,7 +214,19 @@ impl Backend for InterfacePort {
     }
 
     fn send_batch(&mut self, frames: &[FrameBuf]) -> (usize, Sent) {
-        send_each(frames, |f| self.send_one(f))
+        if frames.is_empty() {
+            return (0, Sent::Done);
+        }
+        if self.link != Link::Up {
+            return (0, Sent::Dropped(DropCause::LinkDown));
+        }
+        match self.sender.send(&self.sock, frames) {
+            (sent, Ok(outcome)) => (sent, outcome),
+            (sent, Err(e)) => {
+                self.lost(&e);
+                (sent, Sent::Dropped(DropCause::LinkDown))
+            }
+        }
     }
 
     fn deadline(&self) -> Option<Instant> {

@@ -19,6 +19,7 @@ pub mod seqpacket;
 pub mod service;
 pub mod stream;
 pub mod tap;
+mod tpacket;
 pub mod uplink;
 pub mod vde;
 pub mod vhost_user;

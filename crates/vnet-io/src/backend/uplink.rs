@@ -7,23 +7,42 @@
 //! the vnet that claims its tag, whose `recv` hands it to the switch; the port adds its
 //! VLAN's tag on the way out.
 //!
+//! Frames come in by the batch, up to 32 per `recvmmsg`, or, with `[limits]
+//! uplink_ring_bytes`, through a `TPACKET_V3` ring ([`crate::sys::ring`], read by
+//! `backend/tpacket.rs`): no system call per frame, but up to 1 ms of waiting for a
+//! block under light load (see [`DEFAULT_RING_BYTES`]); where the kernel refuses a ring,
+//! by the batch again. Either way each frame is copied once, into its vnet's buffer.
+//! Frames go out in batches, one `sendmmsg` each. Frames the kernel drops because the
+//! socket's buffer or ring is full are counted on every member's port (`queue_full`):
+//! the socket is the NIC's, not one vnet's.
+//!
 //! Frames the NIC sent (`PACKET_OUTGOING`: ours, or the host's own) are never taken in,
 //! so nothing loops. The NIC keeps its MTU: larger frames are dropped as oversize. A
 //! NIC that goes down drops frames (counted as `link_down`, logged once) and the vnet
 //! keeps running; it resumes when the NIC comes back.
 
+use std::cell::Cell;
 use std::io;
 use std::rc::Rc;
 
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 use vnet_core::switch::{DropCause, PortId};
 use vnet_model::{PortKind, UplinkMode, UplinkSpec};
 
 use super::inbox::Inbox;
-use super::packet::{self, Read};
-use super::{send_each, Backend, Identity, Received, Sent};
+use super::packet::{self, Read, Receiver, Sender};
+use super::tpacket::RingReader;
+use super::{Backend, Identity, Received, Sent};
 use crate::frame::FrameBuf;
 use crate::sys::packet::{PacketError, PacketSocket};
+use crate::sys::ring::RxRing;
+
+/// The receive ring's size unless `[limits] uplink_ring_bytes` says otherwise: none.
+/// Measured (`scripts/bench-bridged`), a ring takes more small frames per second from
+/// the LAN, but the kernel hands a block over only when it is full or 1 ms after its
+/// first frame, which adds up to that to each frame under light load (ping through the
+/// uplink: 35 µs without, 1 ms with) and slows a single TCP stream, whose ACKs wait.
+pub const DEFAULT_RING_BYTES: usize = 0;
 use vnet_core::wire::offload::VirtioNetHdr;
 
 /// What a vnet takes from its NIC.
@@ -82,9 +101,19 @@ pub struct UplinkSocket {
     pub members: Vec<Member>,
     /// The socket's poll token, once watched.
     pub token: Option<mio::Token>,
-    /// Receive buffer: frames are demultiplexed before they get a vnet's buffer.
-    scratch: Vec<u8>,
+    input: Input,
+    /// Frames the kernel dropped on the socket (its ring or buffer full), ever: each
+    /// member port counts them.
+    lost: Rc<Cell<u64>>,
     down: bool,
+}
+
+/// How the socket's frames come in.
+enum Input {
+    /// A `TPACKET_V3` ring: no system call per frame.
+    Ring(RingReader),
+    /// Batches of `recvmmsg`: no waiting for a block, one system call per batch.
+    Batched(Receiver),
 }
 
 /// A frame the NIC delivered and who takes it.
@@ -108,32 +137,80 @@ pub enum Polled<'a> {
 }
 
 impl UplinkSocket {
-    pub fn open(interface: &str) -> Result<UplinkSocket, PacketError> {
+    /// Opens `interface`'s socket with a receive ring of `ring_bytes` (0: none, one
+    /// system call per frame, as also where the kernel refuses a ring).
+    pub fn open(interface: &str, ring_bytes: usize) -> Result<UplinkSocket, PacketError> {
+        let mut sock = PacketSocket::unbound()?;
+        if let Err(e) = sock.ignore_outgoing() {
+            debug!(
+                interface,
+                "frames the NIC sends are skipped one by one: {e}"
+            );
+        }
+        let lost = Rc::default();
+        let input = match ring_bytes {
+            0 => {
+                info!(interface, "uplink receives with recvmmsg (no ring)");
+                Input::Batched(Receiver::new(&sock, Rc::clone(&lost)))
+            }
+            bytes => match RxRing::attach(&sock, bytes) {
+                Ok(ring) => {
+                    info!(
+                        interface,
+                        bytes = ring.bytes(),
+                        "uplink receives through a TPACKET_V3 ring"
+                    );
+                    Input::Ring(RingReader::new(ring, Rc::clone(&lost)))
+                }
+                Err(e) => {
+                    warn!(
+                        interface,
+                        "no receive ring ({e}): the uplink receives with recvmmsg"
+                    );
+                    Input::Batched(Receiver::new(&sock, Rc::clone(&lost)))
+                }
+            },
+        };
+        sock.bind(interface)?;
         Ok(UplinkSocket {
             interface: interface.to_string(),
-            sock: Rc::new(PacketSocket::open(interface)?),
+            sock: Rc::new(sock),
             members: Vec::new(),
             token: None,
-            scratch: vec![0; 70000],
+            input,
+            lost,
             down: false,
         })
     }
 
     /// Reads one frame and decides which vnet takes it.
     pub fn poll(&mut self) -> Polled<'_> {
-        let (start, len, offload) = match packet::read(&self.sock, &mut self.scratch) {
-            Ok(Read::Frame {
-                start,
-                len,
-                offload,
-            }) => {
+        let next = match &mut self.input {
+            Input::Ring(reader) => {
+                let Some((space, meta)) = reader.next(&self.sock) else {
+                    return Polled::WouldBlock;
+                };
+                let read = packet::take(space, meta);
+                Ok((space, read))
+            }
+            Input::Batched(receiver) => receiver.next(&self.sock),
+        };
+        let (space, start, len, offload) = match next {
+            Ok((
+                space,
+                Read::Frame {
+                    start,
+                    len,
+                    offload,
+                },
+            )) => {
                 if self.down {
                     self.down = false;
                     info!(interface = self.interface, "uplink receives again");
                 }
-                (start, len, offload)
+                (space, start, len, offload)
             }
-            Ok(Read::Outgoing | Read::Dropped(_)) => return Polled::Skipped,
+            Ok((_, Read::Outgoing | Read::Dropped(_))) => return Polled::Skipped,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Polled::WouldBlock,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => return Polled::Skipped,
             Err(e) => {
@@ -149,7 +226,7 @@ impl UplinkSocket {
                 return Polled::WouldBlock;
             }
         };
-        let frame = &self.scratch[start..start + len];
+        let frame = &space[start..start + len];
         let vid = match u16::from_be_bytes([frame[12], frame[13]]) {
             0x8100 if len >= 18 => match u16::from_be_bytes([frame[14], frame[15]]) & 0x0fff {
                 0 => None,
@@ -173,11 +250,15 @@ impl UplinkSocket {
 /// A vnet's port on its uplink: sends frames out of the NIC.
 pub struct UplinkPort {
     sock: Rc<PacketSocket>,
+    /// Sends frames, with the VLAN's tag for access to a VLAN of the NIC.
+    sender: Sender,
     /// Frames the thread read from the shared socket for this port.
     inbox: Inbox,
+    /// The NIC's count of frames the kernel dropped on its socket, and how many of them
+    /// this port has counted.
+    lost: Rc<Cell<u64>>,
+    counted: u64,
     interface: String,
-    /// Access to a VLAN of the NIC: frames leave with this tag.
-    tag: Option<u16>,
     description: String,
     down: bool,
 }
@@ -197,14 +278,17 @@ impl UplinkPort {
             (_, Some(v)) => format!("uplink {} vlan {v}", spec.interface),
             (_, None) => format!("uplink {}", spec.interface),
         };
+        let tag = match Claim::of(spec) {
+            Claim::Vlan(v) => Some(v),
+            _ => None,
+        };
         UplinkPort {
             sock: Rc::clone(&shared.sock),
+            sender: Sender::new(tag),
             inbox: Inbox::default(),
+            lost: Rc::clone(&shared.lost),
+            counted: shared.lost.get(),
             interface: spec.interface.clone(),
-            tag: match Claim::of(spec) {
-                Claim::Vlan(v) => Some(v),
-                _ => None,
-            },
             description,
             down: false,
         }
@@ -237,8 +321,17 @@ impl Backend for UplinkPort {
         true
     }
 
+    /// The frames delivered, then one drop (`queue_full`) for each frame the kernel
+    /// dropped on the NIC's socket since the last: the socket is shared by the NIC's
+    /// vnets, so each of their uplink ports counts them.
     fn recv(&mut self, buf: &mut FrameBuf) -> Received {
-        self.inbox.recv(buf)
+        match self.inbox.recv(buf) {
+            Received::WouldBlock if self.counted < self.lost.get() => {
+                self.counted += 1;
+                Received::Dropped(DropCause::QueueFull, String::new())
+            }
+            received => received,
+        }
     }
 
     fn deliver(&mut self, frame: FrameBuf) -> Result<Option<FrameBuf>, FrameBuf> {
@@ -246,21 +339,15 @@ impl Backend for UplinkPort {
     }
 
     fn send_batch(&mut self, frames: &[FrameBuf]) -> (usize, Sent) {
-        send_each(frames, |f| self.send_one(f))
-    }
-}
-
-impl UplinkPort {
-    fn send_one(&mut self, frame: &FrameBuf) -> Sent {
-        match packet::send(&self.sock, frame, self.tag) {
-            Ok(Sent::Done) => {
-                if self.down {
+        let (sent, outcome) = self.sender.send(&self.sock, frames);
+        match outcome {
+            Ok(outcome) => {
+                if self.down && sent > 0 {
                     self.down = false;
                     info!(interface = self.interface, "uplink sends again");
                 }
-                Sent::Done
+                (sent, outcome)
             }
-            Ok(sent) => sent,
             Err(e) => {
                 if !self.down {
                     self.down = true;
@@ -269,7 +356,7 @@ impl UplinkPort {
                         "uplink cannot send ({e}); dropping until the NIC is back"
                     );
                 }
-                Sent::Dropped(DropCause::LinkDown)
+                (sent, Sent::Dropped(DropCause::LinkDown))
             }
         }
     }

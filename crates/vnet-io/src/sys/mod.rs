@@ -6,6 +6,7 @@ pub mod netif;
 pub mod packet;
 pub mod peer;
 pub mod privilege;
+pub mod ring;
 pub mod seqpacket;
 pub mod sockopt;
 pub mod tap;

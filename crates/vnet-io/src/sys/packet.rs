@@ -6,7 +6,8 @@
 //! metadata on receive: [`PacketSocket::recv`] reports them so the caller can put them
 //! back. With `PACKET_VNET_HDR` every frame carries a `virtio_net_hdr` (10 bytes, no
 //! `num_buffers`) both ways: frames from a veth or a local sender often have partial
-//! checksums or are GSO super-frames, and the header says so.
+//! checksums or are GSO super-frames, and the header says so. [`FrameBatch`] sends many
+//! frames per `sendmmsg`; an uplink receives through a ring ([`super::ring`]).
 
 use std::io;
 use std::mem::{size_of, zeroed};
@@ -31,6 +32,9 @@ pub struct RecvMeta {
     pub outgoing: bool,
     /// A tag the kernel stripped: (TPID, TCI).
     pub stripped_tag: Option<(u16, u16)>,
+    /// Frames the socket dropped for want of buffer space since it was opened, as the
+    /// kernel counted them when this frame was queued (`SO_RXQ_OVFL`); 0 until then.
+    pub dropped: u32,
 }
 
 /// Why an AF_PACKET socket could not be opened: the step that failed.
@@ -131,7 +135,7 @@ impl PacketSocket {
         self.ifindex
     }
 
-    fn setsockopt<T>(&self, name: libc::c_int, value: &T) -> io::Result<()> {
+    pub(super) fn setsockopt<T>(&self, name: libc::c_int, value: &T) -> io::Result<()> {
         super::sockopt::set(self.fd.as_fd(), libc::SOL_PACKET, name, value)
     }
 
@@ -140,90 +144,233 @@ impl PacketSocket {
     pub fn recv(&self, buf: &mut [u8]) -> io::Result<RecvMeta> {
         // SAFETY: all-zero is a valid sockaddr_ll.
         let mut addr: libc::sockaddr_ll = unsafe { zeroed() };
-        // u64 elements keep the control buffer aligned for cmsghdr.
-        let mut control = [0u64; 16];
+        let mut control = Control::default();
         let mut iov = libc::iovec {
             iov_base: buf.as_mut_ptr() as *mut libc::c_void,
             iov_len: buf.len(),
         };
         // SAFETY: all-zero is a valid msghdr; the pointers are set below.
         let mut msg: libc::msghdr = unsafe { zeroed() };
-        msg.msg_name = &mut addr as *mut libc::sockaddr_ll as *mut libc::c_void;
-        msg.msg_namelen = size_of::<libc::sockaddr_ll>() as libc::socklen_t;
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = control.as_mut_ptr() as *mut libc::c_void;
-        msg.msg_controllen = size_of::<[u64; 16]>() as _;
+        point(&mut msg, &mut addr, &mut iov, &mut control);
         // SAFETY: msg points to live buffers of the sizes it states; MSG_TRUNC makes the
         // kernel return the real length of a longer frame.
         let n = unsafe { libc::recvmsg(self.fd.as_raw_fd(), &mut msg, libc::MSG_TRUNC) };
         if n < 0 {
             return Err(io::Error::last_os_error());
         }
-        let n = n as usize;
-        let mut stripped_tag = None;
-        // SAFETY: msg was filled by recvmsg; CMSG_FIRSTHDR/NXTHDR walk only within
-        // msg_controllen, and each PACKET_AUXDATA payload is a tpacket_auxdata, read
-        // unaligned.
-        unsafe {
-            let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
-            while !cmsg.is_null() {
-                if (*cmsg).cmsg_level == libc::SOL_PACKET
-                    && (*cmsg).cmsg_type == libc::PACKET_AUXDATA
-                {
-                    let aux = std::ptr::read_unaligned(
-                        libc::CMSG_DATA(cmsg) as *const libc::tpacket_auxdata
-                    );
-                    let valid =
-                        aux.tp_vlan_tci != 0 || aux.tp_status & libc::TP_STATUS_VLAN_VALID != 0;
-                    if valid {
-                        let tpid = if aux.tp_status & libc::TP_STATUS_VLAN_TPID_VALID != 0 {
-                            aux.tp_vlan_tpid
-                        } else {
-                            0x8100
-                        };
-                        stripped_tag = Some((tpid, aux.tp_vlan_tci));
-                    }
-                }
-                cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
-            }
-        }
-        Ok(RecvMeta {
-            len: n.min(buf.len()),
-            truncated: n > buf.len(),
-            outgoing: addr.sll_pkttype == PACKET_OUTGOING,
-            stripped_tag,
-        })
+        Ok(meta_of(&msg, &addr, n as usize, buf.len()))
     }
 
-    /// Sends one frame made of `parts` (the header, addresses, a tag, the rest).
-    pub fn send(&self, parts: &[&[u8]]) -> io::Result<()> {
-        let mut iov = [libc::iovec {
-            iov_base: std::ptr::null_mut(),
-            iov_len: 0,
-        }; 4];
-        for (slot, part) in iov.iter_mut().zip(parts) {
-            *slot = libc::iovec {
-                iov_base: part.as_ptr() as *mut libc::c_void,
-                iov_len: part.len(),
-            };
+    /// Has the kernel tell with each frame how many it dropped so far for want of
+    /// buffer space ([`RecvMeta::dropped`], `SO_RXQ_OVFL`).
+    pub fn count_drops(&self) -> io::Result<()> {
+        super::sockopt::set(self.fd.as_fd(), libc::SOL_SOCKET, libc::SO_RXQ_OVFL, &1i32)
+    }
+
+    /// Leaves out of this socket's input the frames the interface sends (the host's
+    /// and ours), so they take no room in a ring (`PACKET_IGNORE_OUTGOING`, Linux
+    /// 4.20). Without it they arrive marked [`RecvMeta::outgoing`].
+    pub fn ignore_outgoing(&self) -> io::Result<()> {
+        self.setsockopt(libc::PACKET_IGNORE_OUTGOING, &1i32)
+    }
+}
+
+/// Room for a `PACKET_AUXDATA` message, aligned for `cmsghdr`.
+#[derive(Clone, Copy)]
+#[repr(C, align(8))]
+struct Control([u8; 128]);
+
+impl Default for Control {
+    fn default() -> Self {
+        Control([0; 128])
+    }
+}
+
+/// Points `msg` at a sender address slot, one iovec and a control buffer.
+fn point(
+    msg: &mut libc::msghdr,
+    addr: &mut libc::sockaddr_ll,
+    iov: &mut libc::iovec,
+    control: &mut Control,
+) {
+    msg.msg_name = (addr as *mut libc::sockaddr_ll).cast();
+    msg.msg_namelen = size_of::<libc::sockaddr_ll>() as libc::socklen_t;
+    msg.msg_iov = iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.0.as_mut_ptr().cast();
+    msg.msg_controllen = size_of::<Control>() as _;
+    msg.msg_flags = 0;
+}
+
+/// What `msg`, just filled by the kernel with a frame of `n` bytes (its real length,
+/// `MSG_TRUNC`) from `addr` into a buffer of `cap` bytes, says of it.
+fn meta_of(msg: &libc::msghdr, addr: &libc::sockaddr_ll, n: usize, cap: usize) -> RecvMeta {
+    let mut stripped_tag = None;
+    let mut dropped = 0;
+    // SAFETY: msg was filled by the kernel and its control pointer and length describe
+    // a live Control buffer; CMSG_FIRSTHDR/NXTHDR walk only within msg_controllen, and
+    // each PACKET_AUXDATA payload is a tpacket_auxdata, each SO_RXQ_OVFL one a u32,
+    // read unaligned.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(msg);
+        while !cmsg.is_null() {
+            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SO_RXQ_OVFL {
+                dropped = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg) as *const u32);
+            }
+            if (*cmsg).cmsg_level == libc::SOL_PACKET && (*cmsg).cmsg_type == libc::PACKET_AUXDATA {
+                let aux =
+                    std::ptr::read_unaligned(libc::CMSG_DATA(cmsg) as *const libc::tpacket_auxdata);
+                let valid = aux.tp_vlan_tci != 0 || aux.tp_status & libc::TP_STATUS_VLAN_VALID != 0;
+                if valid {
+                    let tpid = if aux.tp_status & libc::TP_STATUS_VLAN_TPID_VALID != 0 {
+                        aux.tp_vlan_tpid
+                    } else {
+                        0x8100
+                    };
+                    stripped_tag = Some((tpid, aux.tp_vlan_tci));
+                }
+            }
+            cmsg = libc::CMSG_NXTHDR(msg, cmsg);
         }
-        // SAFETY: all-zero is a valid sockaddr_ll; fields are set below.
-        let mut addr: libc::sockaddr_ll = unsafe { zeroed() };
-        addr.sll_family = libc::AF_PACKET as u16;
-        addr.sll_ifindex = self.ifindex;
-        // SAFETY: all-zero is a valid msghdr; the pointers are set below.
-        let mut msg: libc::msghdr = unsafe { zeroed() };
-        msg.msg_name = &mut addr as *mut libc::sockaddr_ll as *mut libc::c_void;
-        msg.msg_namelen = size_of::<libc::sockaddr_ll>() as libc::socklen_t;
-        msg.msg_iov = iov.as_mut_ptr();
-        msg.msg_iovlen = parts.len().min(4) as _;
-        // SAFETY: msg points to live buffers (the kernel only reads the iovecs' data).
-        let n = unsafe { libc::sendmsg(self.fd.as_raw_fd(), &msg, libc::MSG_DONTWAIT) };
+    }
+    RecvMeta {
+        len: n.min(cap),
+        truncated: n > cap,
+        outgoing: addr.sll_pkttype == PACKET_OUTGOING,
+        stripped_tag,
+        dropped,
+    }
+}
+
+/// Headers for receiving up to `N` frames with one `recvmmsg`, each into a buffer of
+/// its own with its address and `PACKET_AUXDATA`, kept so that no batch allocates.
+pub struct RecvFrames<const N: usize> {
+    headers: [libc::mmsghdr; N],
+    iovs: [libc::iovec; N],
+    addrs: [libc::sockaddr_ll; N],
+    controls: [Control; N],
+}
+
+impl<const N: usize> RecvFrames<N> {
+    pub fn new() -> Box<Self> {
+        // SAFETY: plain C structs and bytes, for which all-zero bytes are valid.
+        Box::new(unsafe { zeroed() })
+    }
+
+    /// Receives up to `N` frames without blocking, frame `i` (after its
+    /// [`PACKET_VNET_HDR_LEN`]-byte header) into the `i`th of `bufs`. Returns how many
+    /// came; `WouldBlock` if none.
+    pub fn recv<'a>(
+        &mut self,
+        sock: &PacketSocket,
+        bufs: impl IntoIterator<Item = &'a mut [u8]>,
+    ) -> io::Result<usize> {
+        let mut count = 0;
+        for (i, buf) in bufs.into_iter().take(N).enumerate() {
+            self.iovs[i] = libc::iovec {
+                iov_base: buf.as_mut_ptr().cast(),
+                iov_len: buf.len(),
+            };
+            point(
+                &mut self.headers[i].msg_hdr,
+                &mut self.addrs[i],
+                &mut self.iovs[i],
+                &mut self.controls[i],
+            );
+            count = i + 1;
+        }
+        // SAFETY: headers `..count` were pointed above at live address, iovec and
+        // control slots of `self` and at buffers borrowed for `'a`, all of the sizes
+        // they state, which outlive the call.
+        let n = unsafe {
+            libc::recvmmsg(
+                sock.fd.as_raw_fd(),
+                self.headers.as_mut_ptr(),
+                count as libc::c_uint,
+                libc::MSG_DONTWAIT | libc::MSG_TRUNC,
+                std::ptr::null_mut(),
+            )
+        };
         if n < 0 {
             return Err(io::Error::last_os_error());
         }
-        Ok(())
+        Ok(n as usize)
+    }
+
+    /// What frame `i` of the last [`RecvFrames::recv`] is, its buffer `cap` bytes long.
+    pub fn meta(&self, i: usize, cap: usize) -> RecvMeta {
+        let h = &self.headers[i];
+        meta_of(&h.msg_hdr, &self.addrs[i], h.msg_len as usize, cap)
+    }
+}
+
+/// A frame to send in up to four parts, in order: the offload header, then the frame
+/// in pieces (addresses, a tag to insert, the rest). Empty parts add nothing.
+pub type Parts<'a> = [&'a [u8]; 4];
+
+/// Message headers for sending up to `N` frames with one `sendmmsg`, kept so that no
+/// batch allocates.
+pub struct FrameBatch<const N: usize> {
+    headers: [libc::mmsghdr; N],
+    iovs: [[libc::iovec; 4]; N],
+    to: libc::sockaddr_ll,
+}
+
+impl<const N: usize> FrameBatch<N> {
+    pub fn new() -> Box<Self> {
+        // SAFETY: plain C structs for which all-zero bytes are valid.
+        Box::new(unsafe { zeroed() })
+    }
+
+    /// Sends the first `N` (at most) of `frames` out of `sock`'s interface in order,
+    /// without blocking, until all are sent or one fails. Returns how many were sent
+    /// and, if not all, why the next one failed (`sendmmsg` reports an error only when
+    /// it sent nothing, so after a partial send the rest is tried again to learn why).
+    pub fn send<'a>(
+        &mut self,
+        sock: &PacketSocket,
+        frames: impl IntoIterator<Item = Parts<'a>>,
+    ) -> (usize, io::Result<()>) {
+        self.to.sll_family = libc::AF_PACKET as u16;
+        self.to.sll_ifindex = sock.ifindex;
+        let mut count = 0;
+        for (i, parts) in frames.into_iter().take(N).enumerate() {
+            for (iov, part) in self.iovs[i].iter_mut().zip(parts) {
+                *iov = libc::iovec {
+                    iov_base: part.as_ptr().cast_mut().cast(),
+                    iov_len: part.len(),
+                };
+            }
+            let h = &mut self.headers[i].msg_hdr;
+            h.msg_name = (&mut self.to as *mut libc::sockaddr_ll).cast();
+            h.msg_namelen = size_of::<libc::sockaddr_ll>() as libc::socklen_t;
+            h.msg_iov = self.iovs[i].as_mut_ptr();
+            h.msg_iovlen = 4;
+            h.msg_control = std::ptr::null_mut();
+            h.msg_controllen = 0;
+            h.msg_flags = 0;
+            count = i + 1;
+        }
+        let mut sent = 0;
+        while sent < count {
+            // SAFETY: headers `sent..count` were filled above: each points at `self.to`
+            // and at four iovecs for parts borrowed for `'a`, so all outlive the call.
+            // The kernel only reads names and data on send; it writes `msg_len`, inside
+            // the headers.
+            let n = unsafe {
+                libc::sendmmsg(
+                    sock.fd.as_raw_fd(),
+                    self.headers[sent..].as_mut_ptr(),
+                    (count - sent) as libc::c_uint,
+                    libc::MSG_DONTWAIT,
+                )
+            };
+            if n < 0 {
+                return (sent, Err(io::Error::last_os_error()));
+            }
+            sent += n as usize;
+        }
+        (sent, Ok(()))
     }
 }
 
