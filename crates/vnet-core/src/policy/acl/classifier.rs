@@ -6,7 +6,7 @@
 //! the values of those fields; the bucket lists the rules that share them, in rule
 //! order. Port ranges wider than one port and `established` are not hashed: they are
 //! checked on the candidates, as is everything else (each candidate is checked in full
-//! with [`Match::matches`], so the hash only has to never miss a rule, never to be
+//! with [`Match::matches`](super::rule::Match::matches), so the hash only has to never miss a rule, never to be
 //! exact).
 //!
 //! To classify a frame, each tuple builds the frame's key under its mask (one hash

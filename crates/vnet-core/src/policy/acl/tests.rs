@@ -291,12 +291,24 @@ fn short_and_foreign_frames_have_only_what_they_show() {
 
 proptest! {
     #[test]
-    fn any_bytes_parse_and_check_without_panic(bytes in proptest::collection::vec(any::<u8>(), 0..120), ethertype in prop_oneof![Just(EtherType::IPV4), Just(EtherType::IPV6), any::<u16>()]) {
+    fn any_bytes_parse_and_check_without_panic(bytes in proptest::collection::vec(any::<u8>(), 0..140), ethertype in prop_oneof![Just(EtherType::IPV4), Just(EtherType::IPV6), any::<u16>()]) {
         let mut frame = bytes.clone();
         if frame.len() >= 14 {
             frame[12..14].copy_from_slice(&ethertype.to_be_bytes());
-            if ethertype == EtherType::IPV4 { frame[14..].first_mut().map(|b| *b = 0x45); }
-            if ethertype == EtherType::IPV6 { frame[14..].first_mut().map(|b| *b = 0x60); }
+            // A version and lengths that fit, so that the IP views get past them and the
+            // bytes after are read as TCP, UDP or ICMP (by the random protocol byte).
+            let len = frame.len();
+            match ethertype {
+                EtherType::IPV4 if len >= 34 => {
+                    frame[14] = 0x45;
+                    frame[16..18].copy_from_slice(&((len - 14) as u16).to_be_bytes());
+                }
+                EtherType::IPV6 if len >= 54 => {
+                    frame[14] = 0x60;
+                    frame[18..20].copy_from_slice(&((len - 54) as u16).to_be_bytes());
+                }
+                _ => {}
+            }
         }
         let _ = Fields::parse(&frame, Some(1));
         let mut acl = Acl::new(&AclConfig {

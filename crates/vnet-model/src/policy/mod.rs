@@ -1,0 +1,2 @@
+//! Per-port policy.
+pub mod acl;
