@@ -56,6 +56,15 @@ impl Failure {
         }
     }
 
+    /// A command line that parsed but says something impossible (exit status 2, as
+    /// clap's usage errors).
+    pub fn invalid(what: impl Into<String>, todo: impl Into<String>) -> Failure {
+        Failure {
+            exit: Exit::Invalid,
+            ..Failure::new(what, todo)
+        }
+    }
+
     /// The exit status that tells a script what kind of failure this is.
     pub fn exit(&self) -> Exit {
         self.exit

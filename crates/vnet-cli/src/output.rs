@@ -3,6 +3,7 @@
 //! Every function returns the text (ending in a newline) so tests can read it.
 
 use comfy_table::{presets, Cell, CellAlignment, Table};
+use vnet_control::policy::acl::AclReport;
 use vnet_control::{
     AccountInfo, Counters, DhcpSpec, Lease, LinkState, MacAddr, MacEntry, NatInfo, NetworkInfo,
     PortInfo, Reservation, UplinkMode, VlanMode,
@@ -382,6 +383,38 @@ pub fn macs_table(entries: &[MacEntry]) -> String {
     }
     right_align(&mut t, &[0, 2, 3]);
     render(&t)
+}
+
+/// A port's filters: per direction, the rules numbered as `vnet acl rm` takes them with
+/// what each decided, then the default's; the connection table if one is kept.
+pub fn acl_report(acl: &AclReport) -> String {
+    let mut text = String::new();
+    for (dir, chain) in [("in", &acl.inbound), ("out", &acl.outbound)] {
+        let mut t = table(&["#", dir.to_uppercase().as_str(), "FRAMES", "BYTES"]);
+        for (i, r) in chain.rules.iter().enumerate() {
+            t.add_row(vec![
+                Cell::new(i + 1),
+                Cell::new(&r.rule),
+                Cell::new(r.frames),
+                Cell::new(bytes(r.bytes)),
+            ]);
+        }
+        t.add_row(vec![
+            Cell::new("-"),
+            Cell::new(format!("default {}", chain.default)),
+            Cell::new(chain.default_frames),
+            Cell::new(bytes(chain.default_bytes)),
+        ]);
+        right_align(&mut t, &[0, 2, 3]);
+        text.push_str(&render(&t));
+    }
+    if let Some(ct) = &acl.conntrack {
+        text.push_str(&format!(
+            "connections tracked: {} of at most {}, {} refused (table full)\n",
+            ct.entries, ct.max, ct.refused
+        ));
+    }
+    text
 }
 
 /// `access 10`, `trunk 10,20-29`, `trunk 10,20 native 1`.
