@@ -22,10 +22,12 @@ pub enum DropCause {
     Malformed,
     /// The port's link is down (a TAP whose interface is not up).
     LinkDown,
+    /// A rule of the port's filters (ACL), or their default, dropped it.
+    Acl,
 }
 
 impl DropCause {
-    pub const ALL: [DropCause; 8] = [
+    pub const ALL: [DropCause; 9] = [
         DropCause::Runt,
         DropCause::Oversize,
         DropCause::BadTag,
@@ -34,6 +36,7 @@ impl DropCause {
         DropCause::QueueFull,
         DropCause::Malformed,
         DropCause::LinkDown,
+        DropCause::Acl,
     ];
 
     pub fn name(self) -> &'static str {
@@ -46,6 +49,7 @@ impl DropCause {
             DropCause::QueueFull => "queue_full",
             DropCause::Malformed => "malformed",
             DropCause::LinkDown => "link_down",
+            DropCause::Acl => "acl",
         }
     }
 }
