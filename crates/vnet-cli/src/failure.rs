@@ -56,8 +56,7 @@ impl Failure {
         }
     }
 
-    /// A command line that parsed but says something impossible (exit status 2, as
-    /// clap's usage errors).
+    /// A command line that asks for nothing, or for something that cannot be.
     pub fn invalid(what: impl Into<String>, todo: impl Into<String>) -> Failure {
         Failure {
             exit: Exit::Invalid,

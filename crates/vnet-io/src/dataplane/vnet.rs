@@ -31,11 +31,12 @@ use vnet_core::switch::{
 };
 use vnet_core::wire::offload::{self, Segmenter, VirtioNetHdr};
 use vnet_core::wire::seqpacket::{PortInfo as ApiPortInfo, Reply, Request, API_VERSION};
-use vnet_model::{MacAddr, NetworkSpec, UplinkSpec};
+use vnet_model::{MacAddr, NetworkSpec, PolicyPatch, PolicyReport, PortPolicy, UplinkSpec};
 
 use super::capture::{self, Capture, CaptureSpec, Tap};
 use super::error::ControlError;
 use super::limits::{LimitHit, UidPorts, UidSlot, PORTS_PER_UID};
+use super::policy::{self, Enforcer, Step};
 use super::queue::EgressQueue;
 use crate::admission::{AllowList, Client, Gate};
 use crate::backend::dgram::{DgramPeerError, DgramPort};
@@ -68,6 +69,8 @@ struct PortIo {
     rx_scheduled: bool,
     /// Listed for a transmit pass this turn.
     tx_scheduled: bool,
+    /// The port's own policy (its enforcer runs it over the vnet's).
+    policy: PortPolicy,
 }
 
 /// How a pass over one port ended.
@@ -150,6 +153,9 @@ pub(super) struct Vnet {
     refusals_counted: [u64; 4],
     /// Live captures; empty (the frame path's only cost then) when none runs.
     taps: Vec<Tap>,
+    /// The ports with a policy to enforce; empty (the frame path's only cost then)
+    /// when none has one.
+    enforcers: FastMap<PortId, Enforcer>,
 }
 
 impl Vnet {
@@ -505,7 +511,9 @@ impl Vnet {
 
     /// The host's own adapter, once it runs.
     pub fn set_host_adapter(&mut self, adapter: vnet_model::HostAdapterInfo) {
+        let id = PortId(adapter.port);
         self.host_adapter = Some(adapter);
+        self.enforce(id);
     }
 
     /// Hands the NAT device the DHCP clients' names when they changed, so its DNS
@@ -545,8 +553,10 @@ impl Vnet {
                 token: None,
                 rx_scheduled: false,
                 tx_scheduled: false,
+                policy: PortPolicy::default(),
             },
         );
+        self.enforce(id);
         Ok(id)
     }
 
@@ -560,6 +570,7 @@ impl Vnet {
             self.pool.put(buf);
         }
         self.dgram_peers.retain(|_, (p, _)| *p != id);
+        self.enforcers.remove(&id);
         let _ = self.switch.remove_port(id);
         info!(net = self.name(), port = %id, "detached {}: {why}", port.backend.description());
         port.token
@@ -815,6 +826,16 @@ impl Vnet {
         if !self.taps.is_empty() {
             capture::offer(&mut self.taps, from, Direction::Inbound, buf.frame());
         }
+        let mut buf = buf;
+        if !self.enforcers.is_empty() {
+            if let Some(enforcer) = self.enforcers.get_mut(&from) {
+                if let Step::Drop(cause) = enforcer.ingress(now, &mut buf) {
+                    self.switch.count_drop(from, cause);
+                    self.pool.put(buf);
+                    return;
+                }
+            }
+        }
         let verdict = if buf.offload.is_gso() {
             match Segmenter::new(buf.frame(), &buf.offload) {
                 Ok(seg) => self
@@ -849,6 +870,15 @@ impl Vnet {
                 copy
             };
             out.retag(tagging);
+            if !self.enforcers.is_empty() {
+                if let Some(enforcer) = self.enforcers.get_mut(&dst) {
+                    if let Step::Drop(cause) = enforcer.egress(now, &mut out) {
+                        self.switch.count_drop(dst, cause);
+                        self.pool.put(out);
+                        continue;
+                    }
+                }
+            }
             let plain_only = self.ports.get(&dst).is_some_and(|p| !p.offloads);
             if out.needs_offload() && plain_only {
                 self.push_plain(dst, out, touched);
@@ -916,6 +946,68 @@ impl Vnet {
                 self.switch.count_drop(dst, DropCause::Malformed);
                 self.pool.put(buf);
             }
+        }
+    }
+
+    /// Builds (or drops) port `id`'s enforcer for its policy as it is now: its own over
+    /// the vnet's, where it takes the vnet's ([`policy::takes_vnet_policy`]; not the
+    /// host adapter).
+    fn enforce(&mut self, id: PortId) {
+        let Some(port) = self.ports.get(&id) else {
+            return;
+        };
+        let host_adapter = self.host_adapter.as_ref().is_some_and(|a| a.port == id.0);
+        let effective = if policy::takes_vnet_policy(port.backend.kind()) && !host_adapter {
+            port.policy.over(&self.spec.policy)
+        } else {
+            port.policy.clone()
+        };
+        if self.enforcers.get(&id).map(Enforcer::policy) == Some(&effective) {
+            return;
+        }
+        match Enforcer::new(&effective) {
+            Some(enforcer) => {
+                self.enforcers.insert(id, enforcer);
+            }
+            None => {
+                self.enforcers.remove(&id);
+            }
+        }
+    }
+
+    /// Changes port `id`'s own policy live.
+    pub fn set_port_policy(&mut self, id: PortId, patch: &PolicyPatch) -> Result<(), ControlError> {
+        let port = self
+            .ports
+            .get_mut(&id)
+            .ok_or_else(|| super::error::no_port(&self.spec.name, id.0))?;
+        port.policy = port.policy.patched(patch);
+        self.enforce(id);
+        info!(net = self.name(), port = %id, "policy changed");
+        Ok(())
+    }
+
+    /// Changes the policy of the vnet's client ports live.
+    pub fn set_policy(&mut self, patch: &PolicyPatch) -> PortPolicy {
+        self.spec.policy = self.spec.policy.patched(patch);
+        let ids: Vec<PortId> = self.ports.keys().copied().collect();
+        for id in ids {
+            self.enforce(id);
+        }
+        info!(net = self.name(), "policy of client ports changed");
+        self.spec.policy.clone()
+    }
+
+    /// Port `id`'s own policy, what is enforced on it, and what that counted.
+    pub fn port_policy(&self, id: PortId) -> (PortPolicy, PortPolicy, Option<PolicyReport>) {
+        let own = self
+            .ports
+            .get(&id)
+            .map(|p| p.policy.clone())
+            .unwrap_or_default();
+        match self.enforcers.get(&id) {
+            Some(e) => (own, e.policy().clone(), Some(e.report())),
+            None => (own, PortPolicy::default(), None),
         }
     }
 

@@ -40,10 +40,20 @@ pub const MAX_RULES: usize = 1024;
 #[serde(deny_unknown_fields)]
 pub struct AclSpec {
     /// Rules for frames from the port into the switch, first match wins.
-    #[serde(default, rename = "in", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        rename = "in",
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "at_most_max_rules"
+    )]
     pub inbound: Vec<AclRule>,
     /// Rules for frames from the switch to the port.
-    #[serde(default, rename = "out", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        rename = "out",
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "at_most_max_rules"
+    )]
     pub outbound: Vec<AclRule>,
     /// What happens to frames into the switch that no rule matches.
     #[serde(default, skip_serializing_if = "AclAction::is_allow")]
@@ -55,6 +65,18 @@ pub struct AclSpec {
     /// shows the table); a rule matching `established` turns tracking on by itself.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub conntrack: bool,
+}
+
+/// A rule list of at most [`MAX_RULES`] rules.
+fn at_most_max_rules<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<AclRule>, D::Error> {
+    let rules = Vec::<AclRule>::deserialize(d)?;
+    if rules.len() > MAX_RULES {
+        return Err(serde::de::Error::custom(format!(
+            "{} rules: a direction of a port takes at most {MAX_RULES}",
+            rules.len()
+        )));
+    }
+    Ok(rules)
 }
 
 /// A direction of a port, as rules and routes name it.
@@ -116,19 +138,6 @@ impl AclSpec {
             AclDirection::In => &mut self.default_in,
             AclDirection::Out => &mut self.default_out,
         }
-    }
-
-    /// Refuses more than [`MAX_RULES`] rules in a direction.
-    pub fn validate(&self) -> Result<(), AclError> {
-        for dir in [AclDirection::In, AclDirection::Out] {
-            let n = self.rules(dir).len();
-            if n > MAX_RULES {
-                return Err(AclError(format!(
-                    "{n} rules {dir}: a port takes at most {MAX_RULES} per direction"
-                )));
-            }
-        }
-        Ok(())
     }
 
     /// Inserts `rule` at 1-based `position` of `dir` (`None`: at the end).

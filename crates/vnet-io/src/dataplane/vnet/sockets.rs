@@ -129,6 +129,7 @@ impl Vnet {
             uid_ports: Default::default(),
             refusals_counted: [0; 4],
             taps: Vec::new(),
+            enforcers: FastMap::default(),
             spec,
             dir,
         })

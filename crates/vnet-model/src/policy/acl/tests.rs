@@ -156,9 +156,17 @@ fn rules_are_inserted_and_removed_by_position() {
     assert!(spec
         .insert(AclDirection::In, rule("drop tcp"), None)
         .is_err());
-    assert!(spec.validate().is_ok());
+    let json = serde_json::to_string(&spec).unwrap();
+    assert_eq!(serde_json::from_str::<AclSpec>(&json).unwrap(), spec);
     spec.inbound.push(rule("drop tcp"));
-    assert!(spec.validate().is_err());
+    let json = serde_json::to_string(&spec).unwrap();
+    let e = serde_json::from_str::<AclSpec>(&json)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("1025 rules: a direction of a port takes at most 1024"),
+        "{e}"
+    );
 }
 
 #[test]
