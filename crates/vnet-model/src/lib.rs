@@ -22,6 +22,10 @@
 //! | DELETE | `/v1/networks/{net}/ports/{id}` | | 204 |
 //! | PUT | `/v1/networks/{net}/ports/{id}/vlan` | [`VlanMode`] | [`PortInfo`] |
 //! | PATCH | `/v1/networks/{net}/ports/{id}/policy` | [`PolicyPatch`] | [`PortInfo`] |
+//! | GET | `/v1/networks/{net}/ports/{id}/acl` | | [`AclReport`] |
+//! | POST | `/v1/networks/{net}/ports/{id}/acl/{dir}` | [`AclInsert`] | 201 [`AclReport`] |
+//! | PUT | `/v1/networks/{net}/ports/{id}/acl/{dir}/default` | [`AclAction`] | [`AclReport`] |
+//! | DELETE | `/v1/networks/{net}/ports/{id}/acl/{dir}/{n}` | | 204 |
 //! | GET | `/v1/networks/{net}/policy` | | [`PortPolicy`] |
 //! | PATCH | `/v1/networks/{net}/policy` | [`PolicyPatch`] | [`PortPolicy`] |
 //! | PUT | `/v1/networks/{net}/uplink` | [`UplinkSpec`] | [`PortInfo`] |
@@ -40,6 +44,10 @@
 //!
 //! `DELETE /v1/networks/{net}/forwards/{host}` removes the TCP forward on `host`, or
 //! with `?proto=udp` the UDP one.
+//!
+//! The `acl` routes edit a port's filters rule by rule (`{dir}`: `in` or `out`; `{n}`:
+//! 1 for the first rule): what applies to the port (its own, else its vnet's) changes
+//! and becomes the port's own, in one step.
 #![forbid(unsafe_code)]
 
 pub mod policy;
@@ -52,6 +60,7 @@ pub use ipnet::Ipv4Net;
 
 use serde::{Deserialize, Serialize};
 
+pub use policy::acl::{AclAction, AclInsert, AclReport};
 pub use policy::{PolicyPatch, PolicyReport, PortPolicy};
 
 /// Path prefix of this version of the control API.

@@ -99,6 +99,10 @@ pub struct LimitsConfig {
     /// the control API still answers [default: 64].
     #[serde(default)]
     pub fd_reserve_control: Option<usize>,
+    /// Connections one port's filters track for `established` rules; a new flow beyond
+    /// is not tracked (its replies meet the rules as new frames) [default: 8192].
+    #[serde(default)]
+    pub conntrack_entries: Option<usize>,
 }
 
 /// The control plane's bounds (`[limits]`), enforced by vnetd itself.
@@ -135,6 +139,7 @@ impl LimitsConfig {
             macs_per_vnet: self.macs_per_vnet.unwrap_or(d.macs_per_vnet),
             fd_reserve: self.fd_reserve.unwrap_or(d.fd_reserve),
             fd_reserve_control: self.fd_reserve_control.unwrap_or(d.fd_reserve_control),
+            conntrack_entries: self.conntrack_entries.unwrap_or(d.conntrack_entries),
         }
     }
 
@@ -622,12 +627,13 @@ mod tests {
         let c = Config::parse(
             "[limits]\ndevice_opens = 1\napi_reply_queue = 2\nnat_flows = 3\n\
              nat_buffer_bytes = 4\nmacs_per_vnet = 5\nfd_reserve = 6\n\
-             fd_reserve_control = 6\n",
+             fd_reserve_control = 6\nconntrack_entries = 7\n",
             "t",
         )
         .unwrap()
         .limits
         .limits();
+        assert_eq!(c.conntrack_entries, 7);
         assert_eq!(
             (
                 c.device_opens,

@@ -17,6 +17,7 @@ use axum::routing::{delete, get, patch, post, put};
 use axum::Extension;
 use axum::{Json, Router};
 use vnet_io::{ControlError, ErrorKind, Handle};
+use vnet_model::policy::acl::{AclAction, AclDirection, AclError, AclInsert, AclReport, AclSpec};
 use vnet_model::{
     ApiError, DhcpPatch, DhcpSpec, ForwardProto, MacAddr, NetworkSpec, PolicyPatch, PortSpec,
     Reservation, UplinkSpec, Version, VlanMode,
@@ -162,6 +163,19 @@ pub fn router(handle: Handle, policy: Policy, live: Arc<Live>) -> Router {
         .route(
             "/v1/networks/{net}/policy",
             get(vnet_policy).merge(patch(set_vnet_policy)),
+        )
+        .route("/v1/networks/{net}/ports/{id}/acl", get(port_acl))
+        .route(
+            "/v1/networks/{net}/ports/{id}/acl/{dir}",
+            post(add_acl_rule),
+        )
+        .route(
+            "/v1/networks/{net}/ports/{id}/acl/{dir}/default",
+            put(set_acl_default),
+        )
+        .route(
+            "/v1/networks/{net}/ports/{id}/acl/{dir}/{n}",
+            delete(remove_acl_rule),
         )
         .route(
             "/v1/networks/{net}/uplink",
@@ -316,6 +330,66 @@ async fn set_port_policy(
 ) -> Result<impl IntoResponse> {
     let patch: PolicyPatch = parse_body(&body)?;
     Ok(Json(h.set_port_policy(net, port_id(&id)?, patch).await?))
+}
+
+/// A port's filters as they apply to it, with their counters (no rules, all allowed,
+/// when it has none).
+fn acl_of(port: vnet_model::PortInfo) -> AclReport {
+    port.policy_counters.and_then(|r| r.acl).unwrap_or_default()
+}
+
+fn acl_direction(text: &str) -> Result<AclDirection> {
+    text.parse()
+        .map_err(|e: AclError| HttpError(StatusCode::BAD_REQUEST, e.to_string()))
+}
+
+async fn port_acl(
+    State(h): State<Handle>,
+    Path((net, id)): Path<(String, String)>,
+) -> Result<impl IntoResponse> {
+    Ok(Json(acl_of(h.port(net, port_id(&id)?).await?)))
+}
+
+async fn add_acl_rule(
+    State(h): State<Handle>,
+    Path((net, id, dir)): Path<(String, String, String)>,
+    body: axum::body::Bytes,
+) -> Result<impl IntoResponse> {
+    let (id, dir) = (port_id(&id)?, acl_direction(&dir)?);
+    let AclInsert { rule, position } = parse_body(&body)?;
+    let edit = Box::new(move |acl: &mut AclSpec| acl.insert(dir, rule, position));
+    let port = h.edit_port_acl(net, id, edit).await?;
+    Ok((StatusCode::CREATED, Json(acl_of(port))))
+}
+
+async fn remove_acl_rule(
+    State(h): State<Handle>,
+    Path((net, id, dir, n)): Path<(String, String, String, String)>,
+) -> Result<impl IntoResponse> {
+    let (id, dir) = (port_id(&id)?, acl_direction(&dir)?);
+    let n: usize = n.parse().map_err(|_| {
+        HttpError(
+            StatusCode::BAD_REQUEST,
+            format!("invalid rule number {n:?}: expected a number (1 = the first rule)"),
+        )
+    })?;
+    let edit = Box::new(move |acl: &mut AclSpec| acl.remove(dir, n).map(drop));
+    h.edit_port_acl(net, id, edit).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn set_acl_default(
+    State(h): State<Handle>,
+    Path((net, id, dir)): Path<(String, String, String)>,
+    body: axum::body::Bytes,
+) -> Result<impl IntoResponse> {
+    let (id, dir) = (port_id(&id)?, acl_direction(&dir)?);
+    let action: AclAction = parse_body(&body)?;
+    let edit = Box::new(move |acl: &mut AclSpec| {
+        *acl.default_mut(dir) = action;
+        Ok(())
+    });
+    Ok(Json(acl_of(h.edit_port_acl(net, id, edit).await?)))
 }
 
 async fn vnet_policy(

@@ -11,19 +11,23 @@
 
 use std::time::Instant;
 
+use vnet_core::policy::acl::{Acl, Action, Direction};
 use vnet_core::switch::DropCause;
+use vnet_model::policy::acl::{AclError, AclReport, AclSpec};
 use vnet_model::{PolicyReport, PortKind, PortPolicy};
 
+use super::limits::Limits;
 use crate::frame::FrameBuf;
+
+/// A change to a port's filters, made on the data-plane thread to the filters that
+/// apply to the port then (`vnet acl add|rm|default`): one step, so that two changes
+/// at once cannot lose one.
+pub type AclEdit = Box<dyn FnOnce(&mut AclSpec) -> Result<(), AclError> + Send>;
 
 /// What a hook decided for one frame.
 pub(super) enum Step {
     Pass,
     /// Dropped, counted on the port under this cause.
-    #[expect(
-        dead_code,
-        reason = "made by the policy sections (security, filters, rates) as they land"
-    )]
     Drop(DropCause),
 }
 
@@ -32,14 +36,63 @@ pub(super) enum Step {
 pub(super) struct Enforcer {
     /// What it enforces.
     policy: PortPolicy,
+    /// The port's filters, compiled, with their counters and connection table.
+    acl: Option<PortAcl>,
+}
+
+/// A port's filters: the spec they were compiled from (for the report) and the
+/// compiled form.
+#[derive(Debug)]
+struct PortAcl {
+    spec: AclSpec,
+    acl: Acl,
+    /// The VLAN the port puts untagged frames in (for rules that match a VLAN).
+    untagged_vlan: Option<u16>,
+    /// Connection-table refusals already counted in the vnet's refusals.
+    refusals_counted: u64,
 }
 
 impl Enforcer {
     /// The enforcer of `policy`; `None` when it enforces nothing.
     pub fn new(policy: &PortPolicy) -> Option<Enforcer> {
-        (!policy.is_empty()).then(|| Enforcer {
-            policy: policy.clone(),
+        (!policy.is_empty()).then(|| {
+            let mut enforcer = Enforcer {
+                policy: PortPolicy::default(),
+                acl: None,
+            };
+            enforcer.update(policy);
+            enforcer
         })
+    }
+
+    /// Enforces `policy` from now on. A section that stays keeps what it counted and
+    /// holds: the filters keep their rules' counters (of the rules that stay) and
+    /// their connection table, so a rule change does not cut established flows.
+    pub fn update(&mut self, policy: &PortPolicy) {
+        self.acl = match (self.acl.take(), &policy.acl) {
+            (_, None) => None,
+            (Some(mut now), Some(spec)) => {
+                now.acl.update(&spec.to_core());
+                now.spec = spec.clone();
+                Some(now)
+            }
+            (None, Some(spec)) => Some(PortAcl {
+                acl: Acl::new(&spec.to_core(), Limits::default().conntrack_entries),
+                spec: spec.clone(),
+                untagged_vlan: None,
+                refusals_counted: 0,
+            }),
+        };
+        self.policy = policy.clone();
+    }
+
+    /// What the sections need to know of the port and the daemon's bounds: the VLAN it
+    /// puts untagged frames in, and `[limits]`.
+    pub fn set_port(&mut self, untagged_vlan: Option<u16>, limits: &Limits) {
+        if let Some(acl) = &mut self.acl {
+            acl.untagged_vlan = untagged_vlan;
+            acl.acl.set_max_flows(limits.conntrack_entries);
+        }
     }
 
     pub fn policy(&self) -> &PortPolicy {
@@ -47,18 +100,51 @@ impl Enforcer {
     }
 
     /// A frame the port sent, before the switch sees it.
-    pub fn ingress(&mut self, _now: Instant, _buf: &mut FrameBuf) -> Step {
+    pub fn ingress(&mut self, now: Instant, buf: &mut FrameBuf) -> Step {
+        if let Some(acl) = &mut self.acl {
+            if acl
+                .acl
+                .check(now, Direction::In, buf.frame(), acl.untagged_vlan)
+                == Action::Drop
+            {
+                return Step::Drop(DropCause::Acl);
+            }
+        }
         Step::Pass
     }
 
     /// A frame for the port, before its egress queue.
-    pub fn egress(&mut self, _now: Instant, _buf: &mut FrameBuf) -> Step {
+    pub fn egress(&mut self, now: Instant, buf: &mut FrameBuf) -> Step {
+        if let Some(acl) = &mut self.acl {
+            if acl
+                .acl
+                .check(now, Direction::Out, buf.frame(), acl.untagged_vlan)
+                == Action::Drop
+            {
+                return Step::Drop(DropCause::Acl);
+            }
+        }
         Step::Pass
     }
 
     /// What the sections counted.
     pub fn report(&self) -> PolicyReport {
-        PolicyReport::default()
+        PolicyReport {
+            acl: self
+                .acl
+                .as_ref()
+                .map(|a| AclReport::new(&a.spec, &a.acl.report())),
+        }
+    }
+
+    /// Refusals of bounded tables since the last call (`[limits] conntrack_entries`),
+    /// for the vnet's count (once a second, not per frame).
+    pub fn new_refusals(&mut self) -> u64 {
+        let Some(acl) = &mut self.acl else {
+            return 0;
+        };
+        let refused = acl.acl.report().conntrack.map_or(0, |c| c.refused);
+        refused - std::mem::replace(&mut acl.refusals_counted, refused)
     }
 }
 
