@@ -3,7 +3,7 @@
 //! Every function returns the text (ending in a newline) so tests can read it.
 
 use comfy_table::{presets, Cell, CellAlignment, Table};
-use vnet_control::policy::acl::AclReport;
+use vnet_control::policy::acl::{AclAction, AclReport, AclRule, AclSpec};
 use vnet_control::{
     AccountInfo, Counters, DhcpSpec, Lease, LinkState, MacAddr, MacEntry, NatInfo, NetworkInfo,
     PortInfo, PortPolicy, Reservation, UplinkMode, VlanMode,
@@ -387,9 +387,37 @@ fn policy_rows(policy: &PortPolicy, own: Option<&PortPolicy>) -> Vec<(String, St
             Some(_) => " (the vnet's)",
             None => "",
         };
-        rows.push((format!("  {name}"), format!("{}{from}", compact(spec))));
+        let settings = match (name.as_str(), &policy.acl) {
+            ("acl", Some(acl)) => acl_summary(acl),
+            _ => compact(spec),
+        };
+        rows.push((format!("  {name}"), format!("{settings}{from}")));
     }
     rows
+}
+
+/// Filters on one line: `in: 2 rules, out: 1 rule (default drop), conntrack`; the
+/// rules themselves are `vnet acl ls`'s.
+fn acl_summary(acl: &AclSpec) -> String {
+    let dir = |rules: &[AclRule], default: AclAction| {
+        let n = match rules.len() {
+            1 => "1 rule".to_string(),
+            n => format!("{n} rules"),
+        };
+        match default {
+            AclAction::Allow => n,
+            AclAction::Drop => format!("{n} (default drop)"),
+        }
+    };
+    let mut text = format!(
+        "in: {}, out: {}",
+        dir(&acl.inbound, acl.default_in),
+        dir(&acl.outbound, acl.default_out)
+    );
+    if acl.conntrack {
+        text.push_str(", conntrack");
+    }
+    text
 }
 
 /// A section's settings on one line: `out=10mbit burst=64k`, `{}` as `on`.
