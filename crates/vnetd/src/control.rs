@@ -535,6 +535,65 @@ async fn remove_reservation(
 type Series = (&'static str, &'static str, fn(&vnet_model::Counters) -> u64);
 
 /// Per-port and per-NAT-device counters in the Prometheus text format.
+/// Each port's filters: frames and bytes per rule (`rule="N"`, 1 for the first of its
+/// direction, or `"default"`), and the connection table's size.
+fn acl_metrics(out: &mut String, rows: &[(vnet_model::NetworkInfo, Vec<vnet_model::PortInfo>)]) {
+    let acls: Vec<(&str, u32, &AclReport)> = rows
+        .iter()
+        .flat_map(|(net, ports)| ports.iter().map(move |p| (net.name.as_str(), p)))
+        .filter_map(|(net, p)| Some((net, p.id, p.policy_counters.as_ref()?.acl.as_ref()?)))
+        .collect();
+    if acls.is_empty() {
+        return;
+    }
+    for (name, help, bytes) in [
+        (
+            "vnet_acl_frames_total",
+            "Frames a port's filter rule (or default) decided.",
+            false,
+        ),
+        (
+            "vnet_acl_bytes_total",
+            "Bytes a port's filter rule (or default) decided.",
+            true,
+        ),
+    ] {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+        for (net, port, acl) in &acls {
+            for (dir, chain) in [("in", &acl.inbound), ("out", &acl.outbound)] {
+                let rules = chain.rules.iter().enumerate();
+                let counts = rules.map(|(i, r)| ((i + 1).to_string(), r.frames, r.bytes));
+                let default = (
+                    "default".to_string(),
+                    chain.default_frames,
+                    chain.default_bytes,
+                );
+                for (rule, frames, n) in counts.chain([default]) {
+                    let value = if bytes { n } else { frames };
+                    let _ = writeln!(
+                        out,
+                        "{name}{{net=\"{net}\",port=\"{port}\",dir=\"{dir}\",rule=\"{rule}\"}} {value}"
+                    );
+                }
+            }
+        }
+    }
+    let name = "vnet_conntrack_entries";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Connections a port's filters track.\n# TYPE {name} gauge"
+    );
+    for (net, port, acl) in &acls {
+        if let Some(ct) = &acl.conntrack {
+            let _ = writeln!(
+                out,
+                "{name}{{net=\"{net}\",port=\"{port}\"}} {}",
+                ct.entries
+            );
+        }
+    }
+}
+
 async fn metrics(State(h): State<Handle>) -> Result<impl IntoResponse> {
     let mut out = String::new();
     let mut rows = Vec::new();
@@ -595,6 +654,7 @@ async fn metrics(State(h): State<Handle>) -> Result<impl IntoResponse> {
             }
         }
     }
+    acl_metrics(&mut out, &rows);
     let _ = writeln!(
         out,
         "# HELP vnet_macs Learned and declared MAC addresses.\n# TYPE vnet_macs gauge"

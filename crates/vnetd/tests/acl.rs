@@ -146,6 +146,12 @@ fn an_acl_drops_tcp_port_80_while_ping_and_port_22_pass_with_counters_and_live_c
         shown.contains("drop tcp dst-port 80") && shown.contains("default allow"),
         "{shown}"
     );
+    let metrics = api::client(&d).metrics().expect("metrics");
+    let series = format!(
+        "vnet_acl_frames_total{{net=\"lab\",port=\"{pb}\",dir=\"out\",rule=\"1\"}} {}",
+        rule.frames
+    );
+    assert!(metrics.contains(&series), "{series} not in\n{metrics}");
     let shown = vnet(&d, &["port", "show", "lab", &pb_]);
     assert!(
         shown.contains("in: 0 rules, out: 1 rule (port's own)"),
@@ -290,16 +296,29 @@ fn interface_port(d: &Daemon, net: &str, ifname: &str) -> PortInfo {
 fn a_named_ports_acl_survives_a_restart() {
     skip_unless_root!();
     let n = subnet(2);
-    let mut d = Daemon::start(Some("[[network]]\nname = \"lab\"\n"));
+    // The vnet's filters for its client ports, from the config file.
+    let config = "[[network]]\nname = \"lab\"\n\n[network.policy.acl]\n\
+                  out = [{ action = \"drop\", proto = \"udp\", dst_port = 9 }]\n";
+    let mut d = Daemon::start(Some(config));
     let (_la, a, _) = veth_vm(&d, "lab", "52:54:00:ac:02:01", &format!("10.81.{n}.1/24"));
     let (lb, b, pb) = veth_vm(&d, "lab", "52:54:00:ac:02:02", &format!("10.81.{n}.2/24"));
     let _web = serve_tcp(&b, 80, "web");
     let _ssh = serve_tcp(&b, 22, "ssh");
-    assert!(
-        wait_for(T, || tcp_banner(&a, b.ip(), 80).is_some()),
-        "{}",
-        d.log()
+    assert!(connects(&a, b.ip(), 80, "web"), "{}", d.log());
+    let rules = |r: &AclReport| -> Vec<String> {
+        r.outbound
+            .rules
+            .iter()
+            .map(|r| r.rule.to_string())
+            .collect()
+    };
+    assert_eq!(
+        rules(&acl(&d, "lab", pb)),
+        ["drop udp dst-port 9"],
+        "the vnet's"
     );
+    // A rule added to what applies to the port: the vnet's rules and the new one become
+    // the port's own.
     let pb_ = pb.to_string();
     vnet(
         &d,
@@ -308,23 +327,15 @@ fn a_named_ports_acl_survives_a_restart() {
         ],
     );
     let before = acl(&d, "lab", pb);
+    assert_eq!(
+        rules(&before),
+        ["drop udp dst-port 9", "drop tcp dst-port 80"]
+    );
 
     d.restart();
     let pb = interface_port(&d, "lab", &lb.0).id;
-    let after = acl(&d, "lab", pb);
-    let rules = |r: &AclReport| -> Vec<String> {
-        r.outbound
-            .rules
-            .iter()
-            .map(|r| r.rule.to_string())
-            .collect()
-    };
-    assert_eq!(rules(&after), rules(&before), "{}", d.log());
-    assert!(
-        wait_for(T, || tcp_banner(&a, b.ip(), 22).is_some()),
-        "{}",
-        d.log()
-    );
+    assert_eq!(rules(&acl(&d, "lab", pb)), rules(&before), "{}", d.log());
+    assert!(connects(&a, b.ip(), 22, "ssh"), "{}", d.log());
     assert_eq!(
         tcp_banner(&a, b.ip(), 80),
         None,
