@@ -7,6 +7,9 @@ use clap::{ArgGroup, Args, Parser, Subcommand};
 use vnet_control::policy::acl::{AclAction, AclDirection};
 use vnet_control::{Account, Ipv4Net, MacAddr};
 
+mod security;
+pub use security::SecurityArgs;
+
 /// Manage the virtual Ethernet switches of a running vnetd.
 #[derive(Debug, Parser)]
 #[command(
@@ -247,7 +250,10 @@ pub struct SetPort {
 /// Policy flags (`vnet port set`, `vnet net policy`): each section's flags change that
 /// section of the policy and leave the others as they are.
 #[derive(Debug, Default, Args)]
-pub struct PolicyArgs {}
+pub struct PolicyArgs {
+    #[command(flatten)]
+    pub security: SecurityArgs,
+}
 
 #[derive(Debug, Subcommand)]
 pub enum ForwardCommand {

@@ -369,6 +369,15 @@ pub fn port_details(p: &PortInfo) -> String {
     ));
     let policy = policy_rows(&p.enforced, Some(&p.policy));
     rows.extend(policy.iter().map(|(k, v)| (k.as_str(), v.clone())));
+    if let Some(security) = p.policy_counters.as_ref().and_then(|c| c.security.as_ref()) {
+        rows.push(("  MAC lock learned", mac_list(&security.learned_macs)));
+        if let Some(mac) = security.shut_down_by {
+            rows.push((
+                "  shut down",
+                format!("by {mac}: set its security again to enable it"),
+            ));
+        }
+    }
     details(rows)
 }
 
@@ -756,6 +765,31 @@ ID  KIND     UID  DESCRIPTION           VLAN                     MACS           
         assert!(!text.contains("pid") && !text.contains("uid"), "{text}");
         assert!(text.contains("promiscuous   yes\n"), "{text}");
         assert!(text.contains("macs learned  02:00:00:00:00:09 02:00:00:00:00:0a\n"));
+    }
+
+    #[test]
+    fn port_details_show_what_port_security_holds() {
+        use vnet_control::policy::security::{SecurityReport, SecuritySpec};
+        let mut port = two_ports().remove(0);
+        port.enforced.security = Some(SecuritySpec::strict());
+        port.policy_counters = Some(vnet_control::PolicyReport {
+            security: Some(SecurityReport {
+                learned_macs: vec![mac("52:54:00:00:00:01")],
+                shut_down_by: Some(mac("52:54:00:00:00:66")),
+            }),
+            ..Default::default()
+        });
+        let text = port_details(&port);
+        for line in [
+            "  security          strict (the vnet's)",
+            "  MAC lock learned  52:54:00:00:00:01",
+            "  shut down         by 52:54:00:00:00:66: set its security again to enable it",
+        ] {
+            assert!(
+                text.contains(&format!("{line}\n")),
+                "{line:?} not in\n{text}"
+            );
+        }
     }
 
     #[test]

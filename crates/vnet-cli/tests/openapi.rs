@@ -7,6 +7,7 @@ use std::collections::BTreeSet;
 
 use serde::Serialize;
 use serde_json::{json, Value};
+use vnet_control::policy::security::{SecurityReport, SecuritySpec};
 use vnet_control::{
     Account, AccountInfo, ApiError, Counters, DhcpSpec, HostAdapterInfo, HostAdapterSpec, Lease,
     LinkState, MacEntry, NetworkInfo, NetworkSockets, NetworkSpec, PolicyPatch, PolicyReport,
@@ -419,8 +420,30 @@ fn sample_port() -> PortInfo {
         queue_capacity: 256,
         policy: every_section(),
         enforced: every_section(),
-        policy_counters: Some(PolicyReport::default()),
+        policy_counters: Some(PolicyReport {
+            security: Some(SecurityReport {
+                learned_macs: vec!["52:54:00:00:00:01".parse().unwrap()],
+                shut_down_by: Some("52:54:00:00:00:02".parse().unwrap()),
+            }),
+            acl: None,
+        }),
     }
+}
+
+/// Port security with every key set (the table form; the one-word forms are
+/// checked on their own).
+fn every_security_key() -> SecuritySpec {
+    serde_json::from_value(json!({
+        "profile": "strict",
+        "macs": ["52:54:00:00:00:01"],
+        "mac_limit": 2,
+        "mac_violation": "shutdown",
+        "ip_guard": ["dhcp", "10.0.0.5", "fd00::/64"],
+        "ipv6_link_local": false,
+        "dhcp_server": true,
+        "router": false,
+    }))
+    .unwrap()
 }
 
 /// Filters with every field of a spec and of a rule.
@@ -443,7 +466,7 @@ fn sample_acl() -> AclSpec {
 /// A policy with every section.
 fn every_section() -> PortPolicy {
     PortPolicy {
-        security: Some(Default::default()),
+        security: Some(every_security_key()),
         acl: Some(Default::default()),
         rate: Some(Default::default()),
         impair: Some(Default::default()),
@@ -618,6 +641,8 @@ fn what_the_types_serialize_matches_the_documented_schemas() {
             fixed: false,
         },
     );
+    checker.check_named("SecuritySpec", &SecuritySpec::strict());
+    checker.check_named("SecuritySpec", &SecuritySpec::default());
     checker.check_named(
         "Version",
         &Version {
@@ -681,6 +706,7 @@ fn what_the_types_serialize_matches_the_documented_schemas() {
         "PolicyReport",
         &PolicyReport {
             acl: Some(report.clone()),
+            security: None,
         },
     );
     checker.check_named(

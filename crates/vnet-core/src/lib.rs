@@ -10,7 +10,7 @@
 //!   virtio-net offloads (checksum completion, GSO segmentation).
 //! - [`switch`]: the learning switch: ports, VLAN rules, the MAC table, counters and the
 //!   forwarding decision.
-//! - [`policy`]: per-port policy: filters (ACLs) with connection tracking.
+//! - [`policy`]: per-port policy: port security, filters (ACLs) with connection tracking.
 #![forbid(unsafe_code)]
 
 pub mod pcapng;

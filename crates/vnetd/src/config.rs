@@ -99,6 +99,10 @@ pub struct LimitsConfig {
     /// the control API still answers [default: 64].
     #[serde(default)]
     pub fd_reserve_control: Option<usize>,
+    /// Source MACs one port's MAC lock may learn: the most a port security policy's
+    /// `mac_limit` may be [default: 64].
+    #[serde(default)]
+    pub mac_lock_macs: Option<usize>,
     /// Connections one port's filters track for `established` rules; a new flow beyond
     /// is not tracked (its replies meet the rules as new frames) [default: 8192].
     #[serde(default)]
@@ -139,6 +143,7 @@ impl LimitsConfig {
             macs_per_vnet: self.macs_per_vnet.unwrap_or(d.macs_per_vnet),
             fd_reserve: self.fd_reserve.unwrap_or(d.fd_reserve),
             fd_reserve_control: self.fd_reserve_control.unwrap_or(d.fd_reserve_control),
+            mac_lock_macs: self.mac_lock_macs.unwrap_or(d.mac_lock_macs),
             conntrack_entries: self.conntrack_entries.unwrap_or(d.conntrack_entries),
         }
     }
@@ -627,13 +632,13 @@ mod tests {
         let c = Config::parse(
             "[limits]\ndevice_opens = 1\napi_reply_queue = 2\nnat_flows = 3\n\
              nat_buffer_bytes = 4\nmacs_per_vnet = 5\nfd_reserve = 6\n\
-             fd_reserve_control = 6\nconntrack_entries = 7\n",
+             fd_reserve_control = 6\nmac_lock_macs = 7\nconntrack_entries = 8\n",
             "t",
         )
         .unwrap()
         .limits
         .limits();
-        assert_eq!(c.conntrack_entries, 7);
+        assert_eq!(c.conntrack_entries, 8);
         assert_eq!(
             (
                 c.device_opens,
@@ -643,8 +648,9 @@ mod tests {
                 c.macs_per_vnet,
                 c.fd_reserve,
                 c.fd_reserve_control,
+                c.mac_lock_macs,
             ),
-            (1, 2, 3, 4, 5, 6, 6)
+            (1, 2, 3, 4, 5, 6, 6, 7)
         );
         let e = error_of("[limits]\nfd_reserve = 10\nfd_reserve_control = 11\n");
         assert!(e.contains("over fd_reserve"), "{e}");

@@ -12,8 +12,10 @@ impl PolicyArgs {
     /// The change the flags ask for, made on the policy as it is (`now`): a section is
     /// in it only when one of its flags was given.
     pub fn patch(&self, now: &PortPolicy) -> PolicyPatch {
-        let _ = now;
-        PolicyPatch::default()
+        PolicyPatch {
+            security: self.security.patch(now.security.as_ref()),
+            ..PolicyPatch::default()
+        }
     }
 }
 

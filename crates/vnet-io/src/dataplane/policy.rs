@@ -9,11 +9,14 @@
 //! Each section of the policy is a sans-I/O part of `vnet_core::policy`; this is the
 //! glue that runs them in order and reports what they counted.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use vnet_core::policy::acl::{Acl, Action, Direction};
+use vnet_core::policy::guard::{DhcpBindings, Guard, GuardEvent};
 use vnet_core::switch::DropCause;
 use vnet_model::policy::acl::{AclError, AclReport, AclSpec};
+use vnet_model::policy::security::SecurityReport;
 use vnet_model::{PolicyReport, PortKind, PortPolicy};
 
 use super::limits::Limits;
@@ -36,6 +39,8 @@ pub(super) enum Step {
 pub(super) struct Enforcer {
     /// What it enforces.
     policy: PortPolicy,
+    /// Port security; `None` when its section is absent or turns every guard off.
+    guard: Option<Guard>,
     /// The port's filters, compiled, with their counters and connection table.
     acl: Option<PortAcl>,
 }
@@ -53,22 +58,30 @@ struct PortAcl {
 }
 
 impl Enforcer {
-    /// The enforcer of `policy`; `None` when it enforces nothing.
-    pub fn new(policy: &PortPolicy) -> Option<Enforcer> {
+    /// The enforcer of `policy` within `limits`; `None` when it enforces nothing.
+    pub fn new(policy: &PortPolicy, limits: &Limits) -> Option<Enforcer> {
         (!policy.is_empty()).then(|| {
             let mut enforcer = Enforcer {
                 policy: PortPolicy::default(),
+                guard: None,
                 acl: None,
             };
-            enforcer.update(policy);
+            enforcer.update(policy, limits);
             enforcer
         })
     }
 
-    /// Enforces `policy` from now on. A section that stays keeps what it counted and
-    /// holds: the filters keep their rules' counters (of the rules that stay) and
-    /// their connection table, so a rule change does not cut established flows.
-    pub fn update(&mut self, policy: &PortPolicy) {
+    /// Enforces `policy` from now on. Port security starts over (what its lock learned
+    /// is forgotten, a port it shut down is enabled: README, Port security); the
+    /// filters keep the counters of the rules that stay and their connection table, so
+    /// a rule change does not cut established flows.
+    pub fn update(&mut self, policy: &PortPolicy, limits: &Limits) {
+        self.guard = policy
+            .security
+            .as_ref()
+            .map(|s| s.guard_config())
+            .filter(|c| !c.is_off())
+            .map(|c| Guard::new(c, limits.mac_lock_macs));
         self.acl = match (self.acl.take(), &policy.acl) {
             (_, None) => None,
             (Some(mut now), Some(spec)) => {
@@ -77,7 +90,7 @@ impl Enforcer {
                 Some(now)
             }
             (None, Some(spec)) => Some(PortAcl {
-                acl: Acl::new(&spec.to_core(), Limits::default().conntrack_entries),
+                acl: Acl::new(&spec.to_core(), limits.conntrack_entries),
                 spec: spec.clone(),
                 untagged_vlan: None,
                 refusals_counted: 0,
@@ -86,12 +99,10 @@ impl Enforcer {
         self.policy = policy.clone();
     }
 
-    /// What the sections need to know of the port and the daemon's bounds: the VLAN it
-    /// puts untagged frames in, and `[limits]`.
-    pub fn set_port(&mut self, untagged_vlan: Option<u16>, limits: &Limits) {
+    /// What the filters need to know of the port: the VLAN it puts untagged frames in.
+    pub fn set_untagged_vlan(&mut self, vlan: Option<u16>) {
         if let Some(acl) = &mut self.acl {
-            acl.untagged_vlan = untagged_vlan;
-            acl.acl.set_max_flows(limits.conntrack_entries);
+            acl.untagged_vlan = vlan;
         }
     }
 
@@ -101,12 +112,14 @@ impl Enforcer {
 
     /// A frame the port sent, before the switch sees it.
     pub fn ingress(&mut self, now: Instant, buf: &mut FrameBuf) -> Step {
+        if let Some(guard) = &mut self.guard {
+            if let Err(cause) = guard.ingress(buf.frame()) {
+                return Step::Drop(cause);
+            }
+        }
         if let Some(acl) = &mut self.acl {
-            if acl
-                .acl
-                .check(now, Direction::In, buf.frame(), acl.untagged_vlan)
-                == Action::Drop
-            {
+            let frame = buf.frame();
+            if acl.acl.check(now, Direction::In, frame, acl.untagged_vlan) == Action::Drop {
                 return Step::Drop(DropCause::Acl);
             }
         }
@@ -115,12 +128,14 @@ impl Enforcer {
 
     /// A frame for the port, before its egress queue.
     pub fn egress(&mut self, now: Instant, buf: &mut FrameBuf) -> Step {
+        if let Some(guard) = &self.guard {
+            if let Err(cause) = guard.egress() {
+                return Step::Drop(cause);
+            }
+        }
         if let Some(acl) = &mut self.acl {
-            if acl
-                .acl
-                .check(now, Direction::Out, buf.frame(), acl.untagged_vlan)
-                == Action::Drop
-            {
+            let frame = buf.frame();
+            if acl.acl.check(now, Direction::Out, frame, acl.untagged_vlan) == Action::Drop {
                 return Step::Drop(DropCause::Acl);
             }
         }
@@ -130,6 +145,10 @@ impl Enforcer {
     /// What the sections counted.
     pub fn report(&self) -> PolicyReport {
         PolicyReport {
+            security: self.guard.as_ref().map(|g| SecurityReport {
+                learned_macs: g.learned_macs().to_vec(),
+                shut_down_by: g.shut_down_by(),
+            }),
             acl: self
                 .acl
                 .as_ref()
@@ -137,9 +156,38 @@ impl Enforcer {
         }
     }
 
-    /// Refusals of bounded tables since the last call (`[limits] conntrack_entries`),
-    /// for the vnet's count (once a second, not per frame).
-    pub fn new_refusals(&mut self) -> u64 {
+    /// What the log should say about the port, once (port security shut it down).
+    pub fn take_notice(&mut self) -> Option<String> {
+        let GuardEvent::ShutDown { mac } = self.guard.as_mut()?.take_event()?;
+        Some(format!(
+            "port security shut the port down: it sent from {mac}, which its MAC lock does \
+             not allow; a change of its security settings enables it again"
+        ))
+    }
+
+    /// The vnet's DHCP bindings as they are now, for an IP guard that reads them.
+    pub fn set_dhcp_bindings(&mut self, bindings: &Arc<DhcpBindings>) {
+        if let Some(guard) = self.guard.as_mut().filter(|g| g.wants_dhcp_bindings()) {
+            guard.set_dhcp_bindings(Arc::clone(bindings));
+        }
+    }
+
+    /// Port security set again: a port its MAC lock shut down is enabled again.
+    pub fn renew_security(&mut self) {
+        if let Some(guard) = &mut self.guard {
+            guard.reconfigure(guard.config().clone());
+        }
+    }
+
+    /// Sources the MAC lock refused since the last call only because of `[limits]
+    /// mac_lock_macs`.
+    pub fn take_refusals(&mut self) -> u64 {
+        self.guard.as_mut().map_or(0, Guard::take_refusals)
+    }
+
+    /// New flows the connection table refused since the last call (`[limits]
+    /// conntrack_entries`).
+    pub fn take_conntrack_refusals(&mut self) -> u64 {
         let Some(acl) = &mut self.acl else {
             return 0;
         };

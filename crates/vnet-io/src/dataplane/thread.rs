@@ -287,8 +287,9 @@ impl Thread {
         if woken && self.obey_commands(now) {
             return true;
         }
-        for (_, vnet) in self.vnets.iter() {
+        for (_, vnet) in self.vnets.iter_mut() {
             vnet.share_dhcp_names();
+            vnet.share_dhcp_bindings();
         }
         if now.duration_since(self.last_aging) >= AGING_INTERVAL {
             self.last_aging = now;

@@ -19,12 +19,14 @@ use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Instant;
 
 use mio::net::{UnixDatagram, UnixListener};
 use mio::{Interest, Registry, Token};
 use tracing::{debug, info, warn};
 use vnet_core::pcapng::Direction;
+use vnet_core::policy::guard::DhcpBindings;
 use vnet_core::switch::Verdict;
 use vnet_core::switch::{
     DropCause, FastMap, InvalidVlan, PortId, SetPortError, Switch, Tagging, VlanMode,
@@ -156,6 +158,9 @@ pub(super) struct Vnet {
     /// The ports with a policy to enforce; empty (the frame path's only cost then)
     /// when none has one.
     enforcers: FastMap<PortId, Enforcer>,
+    /// The DHCP service's leases by client MAC, for port security's IP guards
+    /// ([`Vnet::share_dhcp_bindings`]).
+    dhcp_bindings: Arc<DhcpBindings>,
 }
 
 impl Vnet {
@@ -394,6 +399,18 @@ impl Vnet {
             NAT_BUFFER_BYTES,
             FD_RESERVE_CONTROL,
         ];
+        let macs_not_learned: u64 = self
+            .enforcers
+            .values_mut()
+            .map(Enforcer::take_refusals)
+            .sum();
+        self.refusals.refuse_many(
+            Some(self.name()),
+            super::limits::MAC_LOCK_MACS,
+            macs_not_learned,
+            "source MAC(s) not learned by a port's MAC lock: it holds its most; their \
+             frames are dropped (mac_lock)",
+        );
         for ((limit, now), seen) in limits.into_iter().zip(now).zip(seen) {
             // (Below: a NAT started anew, its counters from zero.)
             if now <= seen {
@@ -419,7 +436,7 @@ impl Vnet {
         let flows: u64 = self
             .enforcers
             .values_mut()
-            .map(Enforcer::new_refusals)
+            .map(Enforcer::take_conntrack_refusals)
             .sum();
         if flows > 0 {
             let what = "new connection(s) not tracked: a port's table was full (their \
@@ -492,7 +509,7 @@ impl Vnet {
         mode: VlanMode,
     ) -> Result<(), SetPortError> {
         self.switch.set_vlan_mode(now, id, mode)?;
-        self.tell_enforcer(id);
+        self.tell_enforcer_vlan(id);
         Ok(())
     }
 
@@ -539,6 +556,21 @@ impl Vnet {
         };
         if let Some(names) = dhcp.borrow_mut().take_changed_names() {
             nat.borrow_mut().device_mut().set_local_names(names);
+        }
+    }
+
+    /// Hands the ports' IP guards the DHCP service's leases when they changed (the
+    /// service and the guards never call each other, as for the names above).
+    pub fn share_dhcp_bindings(&mut self) {
+        let Some((_, dhcp)) = &self.dhcp else {
+            return;
+        };
+        let Some(bindings) = dhcp.borrow_mut().take_changed_bindings() else {
+            return;
+        };
+        self.dhcp_bindings = Arc::new(bindings);
+        for enforcer in self.enforcers.values_mut() {
+            enforcer.set_dhcp_bindings(&self.dhcp_bindings);
         }
     }
 
@@ -844,6 +876,9 @@ impl Vnet {
         if !self.enforcers.is_empty() {
             if let Some(enforcer) = self.enforcers.get_mut(&from) {
                 if let Step::Drop(cause) = enforcer.ingress(now, &mut buf) {
+                    if let Some(notice) = enforcer.take_notice() {
+                        warn!(net = self.spec.name, port = %from, "{notice}");
+                    }
                     self.switch.count_drop(from, cause);
                     self.pool.put(buf);
                     return;
@@ -978,10 +1013,14 @@ impl Vnet {
         };
         match self.enforcers.get_mut(&id) {
             Some(enforcer) if enforcer.policy() == &effective => return,
-            // What the sections hold (counters, connection tables) stays.
-            Some(enforcer) if !effective.is_empty() => enforcer.update(&effective),
-            _ => match Enforcer::new(&effective) {
-                Some(enforcer) => {
+            // What the sections hold (learned MACs, counters, connection tables) stays.
+            Some(enforcer) if !effective.is_empty() => {
+                enforcer.update(&effective, &self.limits);
+                enforcer.set_dhcp_bindings(&self.dhcp_bindings);
+            }
+            _ => match Enforcer::new(&effective, &self.limits) {
+                Some(mut enforcer) => {
+                    enforcer.set_dhcp_bindings(&self.dhcp_bindings);
                     self.enforcers.insert(id, enforcer);
                 }
                 None => {
@@ -989,15 +1028,14 @@ impl Vnet {
                 }
             },
         }
-        self.tell_enforcer(id);
+        self.tell_enforcer_vlan(id);
     }
 
-    /// Gives port `id`'s enforcer what it needs of the port (its untagged VLAN) and of
-    /// `[limits]`.
-    fn tell_enforcer(&mut self, id: PortId) {
+    /// Tells port `id`'s enforcer the VLAN the port puts untagged frames in (the
+    /// filters' `vlan` rules match it).
+    fn tell_enforcer_vlan(&mut self, id: PortId) {
         if let Some(enforcer) = self.enforcers.get_mut(&id) {
-            let vlan = self.switch.port(id).and_then(|p| p.untagged_vlan());
-            enforcer.set_port(vlan, &self.limits);
+            enforcer.set_untagged_vlan(self.switch.port(id).and_then(|p| p.untagged_vlan()));
         }
     }
 
@@ -1030,6 +1068,13 @@ impl Vnet {
             .ok_or_else(|| super::error::no_port(&self.spec.name, id.0))?;
         port.policy = port.policy.patched(patch);
         self.enforce(id);
+        if let Some(enforcer) = self
+            .enforcers
+            .get_mut(&id)
+            .filter(|_| patch.security.is_some())
+        {
+            enforcer.renew_security();
+        }
         info!(net = self.name(), port = %id, "policy changed");
         Ok(())
     }
@@ -1040,6 +1085,11 @@ impl Vnet {
         let ids: Vec<PortId> = self.ports.keys().copied().collect();
         for id in ids {
             self.enforce(id);
+        }
+        if patch.security.is_some() {
+            self.enforcers
+                .values_mut()
+                .for_each(Enforcer::renew_security);
         }
         info!(net = self.name(), "policy of client ports changed");
         self.spec.policy.clone()

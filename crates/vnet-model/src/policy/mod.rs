@@ -133,6 +133,9 @@ fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
 /// [`crate::Counters::drops`]); one optional part per section.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PolicyReport {
+    /// Port security: the MACs its lock learned, whether it shut the port down.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security: Option<security::SecurityReport>,
     /// The filters' rules with what each decided, and the connection table.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub acl: Option<acl::AclReport>,
