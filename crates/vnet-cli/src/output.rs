@@ -378,7 +378,40 @@ pub fn port_details(p: &PortInfo) -> String {
             ));
         }
     }
+    let tunnel = p.vxlan.as_ref().map(vxlan_rows).unwrap_or_default();
+    rows.extend(tunnel.iter().map(|(k, v)| (k.as_str(), v.clone())));
     details(rows)
+}
+
+/// A VXLAN uplink's VNI, socket, remotes and the socket's drops, as detail rows.
+fn vxlan_rows(vx: &vnet_control::VxlanInfo) -> Vec<(String, String)> {
+    let mut rows = vec![
+        ("vni".to_string(), vx.vni.to_string()),
+        ("socket".to_string(), vx.socket.clone()),
+    ];
+    for r in &vx.remotes {
+        rows.push((
+            format!("remote {}", r.address),
+            format!(
+                "rx {} frames, {}; tx {} frames, {}; {} dropped",
+                r.rx_frames,
+                bytes(r.rx_bytes),
+                r.tx_frames,
+                bytes(r.tx_bytes),
+                r.drops
+            ),
+        ));
+    }
+    let dropped: Vec<String> = vx
+        .socket_drops
+        .iter()
+        .filter(|(_, n)| **n > 0)
+        .map(|(cause, n)| format!("{cause} {n}"))
+        .collect();
+    if !dropped.is_empty() {
+        rows.push(("socket drops".to_string(), dropped.join(", ")));
+    }
+    rows
 }
 
 /// A policy's sections as `key  value` rows under a `policy` row; with `own` (a port's
@@ -501,6 +534,21 @@ pub fn acl_report(acl: &AclReport) -> String {
         ));
     }
     text
+}
+
+/// `vnet fdb ls`: MAC, remote VTEP, age, static or learned.
+pub fn fdb_table(entries: &[vnet_control::FdbEntry]) -> String {
+    let mut t = table(&["MAC", "REMOTE", "AGE", "TYPE"]);
+    for e in entries {
+        t.add_row(vec![
+            Cell::new(e.mac),
+            Cell::new(e.remote),
+            Cell::new(format!("{} s", e.age_secs)),
+            Cell::new(if e.fixed { "static" } else { "learned" }),
+        ]);
+    }
+    right_align(&mut t, &[2]);
+    render(&t)
 }
 
 /// `access 10`, `trunk 10,20-29`, `trunk 10,20 native 1`.
@@ -626,6 +674,7 @@ mod tests {
     fn two_ports() -> Vec<PortInfo> {
         vec![
             PortInfo {
+                vxlan: None,
                 id: 1,
                 kind: PortKind::Stream,
                 description: "qemu pid 4242 (web1)".into(),
@@ -650,6 +699,7 @@ mod tests {
                 policy_counters: Default::default(),
             },
             PortInfo {
+                vxlan: None,
                 id: 12,
                 kind: PortKind::Tap,
                 description: "tap-fw".into(),
@@ -855,6 +905,7 @@ VLAN  MAC                PORT  AGE  TYPE
     fn network_details_show_the_uplink() {
         let mut n = vmnet1();
         n.uplink = Some(vnet_control::UplinkSpec {
+            vxlan: None,
             interface: "eth1".into(),
             vlan: None,
             mode: UplinkMode::Trunk,
@@ -862,6 +913,7 @@ VLAN  MAC                PORT  AGE  TYPE
         });
         assert!(network_details(&n).contains("uplink         eth1 trunk 10-12,20\n"));
         n.uplink = Some(vnet_control::UplinkSpec {
+            vxlan: None,
             interface: "eth1".into(),
             vlan: Some(10),
             mode: UplinkMode::Access,
@@ -1027,5 +1079,47 @@ MAC                IP               HOSTNAME  EXPIRES   STATE
         assert_eq!(bytes(5 << 30), "5.0 GiB");
         assert_eq!(vlan_ranges(&[7, 1, 2, 3, 9, 10]), "1-3,7,9-10");
         assert_eq!(vlan_ranges(&[]), "none");
+    }
+
+    #[test]
+    fn a_vxlan_uplink_shows_its_remotes_and_the_fdb_its_entries() {
+        let mut p = two_ports().remove(0);
+        p.vxlan = Some(vnet_control::VxlanInfo {
+            vni: 100,
+            socket: "192.0.2.1:4789".into(),
+            remotes: vec![vnet_control::RemoteInfo {
+                address: "192.0.2.2".parse().unwrap(),
+                rx_frames: 3,
+                rx_bytes: 180,
+                tx_frames: 4,
+                tx_bytes: 240,
+                drops: 1,
+            }],
+            socket_drops: BTreeMap::from([("short".into(), 2), ("flags".into(), 0)]),
+        });
+        let text = port_details(&p);
+        assert!(
+            text.contains("vni") && text.contains("192.0.2.1:4789"),
+            "{text}"
+        );
+        assert!(text.contains("remote 192.0.2.2"), "{text}");
+        assert!(
+            text.contains("tx 4 frames") && text.contains("1 dropped"),
+            "{text}"
+        );
+        assert!(
+            text.contains("short 2") && !text.contains("flags 0"),
+            "{text}"
+        );
+        let table = fdb_table(&[vnet_control::FdbEntry {
+            mac: mac("52:54:00:00:00:01"),
+            remote: "192.0.2.2".parse().unwrap(),
+            age_secs: 5,
+            fixed: true,
+        }]);
+        assert!(
+            table.contains("52:54:00:00:00:01") && table.contains("static"),
+            "{table}"
+        );
     }
 }

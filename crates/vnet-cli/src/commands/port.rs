@@ -156,6 +156,7 @@ mod tests {
 
     fn port(id: u32, kind: PortKind, description: &str) -> PortInfo {
         PortInfo {
+            vxlan: None,
             id,
             kind,
             description: description.into(),

@@ -49,6 +49,7 @@ mod lifecycle;
 #[cfg(test)]
 mod tests;
 mod uplinks;
+mod vxlan;
 
 use std::collections::HashMap;
 use std::io;
@@ -66,6 +67,7 @@ use super::limits::{Limits, Refusals, UidPorts};
 use super::vnet::{PassEnd, Timer, Vnet};
 use super::Command;
 use crate::backend::uplink::{Polled, UplinkSocket};
+use crate::backend::vxlan::TunnelSocket;
 
 pub(super) const WAKER: Token = Token(usize::MAX);
 
@@ -89,6 +91,8 @@ enum Target {
     Port(VnetKey, PortId),
     /// A host NIC's AF_PACKET socket, shared by the vnets bridged to it.
     Uplink(usize),
+    /// A VXLAN socket (local address and port), shared by the vnets on it.
+    Tunnel(usize),
 }
 
 impl Target {
@@ -100,7 +104,7 @@ impl Target {
             | Target::VdeListener(n)
             | Target::Port(n, _) => n,
             // Belongs to no single vnet: never equals a vnet's key.
-            Target::Uplink(_) => VnetKey::MAX,
+            Target::Uplink(_) | Target::Tunnel(_) => VnetKey::MAX,
         }
     }
 }
@@ -133,6 +137,10 @@ pub(super) struct Thread {
     uplinks: Slab<UplinkSocket>,
     /// Uplink sockets to read this turn.
     uplink_rx: Vec<usize>,
+    /// VXLAN sockets, one per local address and port.
+    tunnels: Slab<TunnelSocket>,
+    /// VXLAN sockets to read this turn.
+    tunnel_rx: Vec<usize>,
     last_aging: Instant,
     /// What clients may make this thread hold, and the count of refusals.
     limits: Limits,
@@ -169,6 +177,8 @@ impl Thread {
             services: Vec::new(),
             uplinks: Slab::new(),
             uplink_rx: Vec::new(),
+            tunnels: Slab::new(),
+            tunnel_rx: Vec::new(),
             last_aging: Instant::now(),
             limits: Limits::default(),
             refusals: Arc::default(),
@@ -200,6 +210,7 @@ impl Thread {
             let timeout = if !self.rx_list.is_empty()
                 || !self.tx_list.is_empty()
                 || !self.uplink_rx.is_empty()
+                || !self.tunnel_rx.is_empty()
                 || (!busy_poll.is_zero() && last_traffic.elapsed() < busy_poll)
             {
                 Duration::ZERO
@@ -262,6 +273,11 @@ impl Thread {
                     self.uplink_rx.push(u);
                 }
             }
+            Target::Tunnel(t) => {
+                if !self.tunnel_rx.contains(&t) {
+                    self.tunnel_rx.push(t);
+                }
+            }
             Target::Port(key, id) => {
                 if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
                     self.schedule_rx(key, id);
@@ -282,6 +298,7 @@ impl Thread {
     /// obey commands (if `woken`), age. `true` means shut down.
     fn turn(&mut self, now: Instant, woken: bool) -> bool {
         self.receive_uplinks();
+        self.receive_tunnels(now);
         self.receive_all(now);
         self.transmit_all();
         if woken && self.obey_commands(now) {
@@ -297,6 +314,7 @@ impl Thread {
                 vnet.age_macs(now);
                 vnet.count_refusals();
             }
+            self.age_tunnels(now);
         }
         false
     }
