@@ -862,6 +862,7 @@ mod tests {
             allow_users: Vec::new(),
             allow_groups: Vec::new(),
             policy: Default::default(),
+            ipv6: None,
         }
     }
 
