@@ -4,6 +4,7 @@ use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
 use clap::{ArgGroup, Args, Parser, Subcommand};
+use vnet_control::policy::acl::{AclAction, AclDirection};
 use vnet_control::{Account, Ipv4Net, Ipv6Net, MacAddr};
 
 mod security;
@@ -68,6 +69,9 @@ pub enum Command {
     /// Copy the frames of ports to another port (SPAN), e.g. for an IDS or tcpdump
     #[command(subcommand)]
     Mirror(MirrorCommand),
+    /// Filter a port's frames (ACLs): ordered rules per direction, with counters, live
+    #[command(subcommand)]
+    Acl(AclCommand),
     /// Capture a vnet's frames live as pcapng (to stdout or a file), e.g. `vnet capture
     /// lab | tcpdump -nn -r -`; admin only
     Capture(CaptureArgs),
@@ -302,6 +306,95 @@ pub enum ForwardCommand {
         #[command(flatten)]
         if_exists: IfExists,
     },
+}
+
+/// The words of an ACL rule, as `vnet acl add` takes them (README, "Filters (ACLs)").
+const ACL_RULE_HELP: &str = "\
+Rule words: ACTION [MATCH...]
+  ACTION   allow | drop
+  MATCH    ipv4 | ipv6 | arp | ethertype E     (E e.g. 0x88cc)
+           tcp | udp | icmp | icmpv6 | proto P
+           src PREFIX | dst PREFIX             (10.0.0.0/8, fd00::/64, 10.0.0.5)
+           src-port PORTS | dst-port PORTS     (80, 1000-2000; with tcp or udp)
+           type T [code C]                     (with icmp or icmpv6)
+           src-mac MAC | dst-mac MAC | vlan V
+           established                         (replies of connections seen before)
+Directions: in = frames the port sends into the switch, out = frames the switch
+delivers to the port. The first rule that matches decides; frames no rule matches
+get the direction's default (allow unless set with `vnet acl default`).
+Examples:
+  vnet acl add lab 3 out drop tcp dst-port 80
+  vnet acl default lab 3 out drop
+  vnet acl add lab 3 out allow established
+  vnet acl add lab 3 out allow arp
+  vnet acl add lab 3 in --position 1 allow icmp type 8";
+
+#[derive(Debug, Subcommand)]
+pub enum AclCommand {
+    /// List a port's rules in order, with the frames and bytes each decided
+    #[command(visible_alias = "list")]
+    Ls {
+        /// Name of the vnet
+        net: String,
+        /// Port id, as `vnet port ls NET` shows it
+        port: u32,
+    },
+    /// Add a rule to a port's filters (after the last rule, or at --position)
+    #[command(after_help = ACL_RULE_HELP)]
+    Add {
+        /// Name of the vnet
+        net: String,
+        /// Port id, as `vnet port ls NET` shows it
+        port: u32,
+        /// in (from the port into the switch) or out (from the switch to the port)
+        #[arg(value_parser = acl_direction)]
+        dir: AclDirection,
+        /// Insert it as rule N (1 = first), moving the rules from N on down
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+        position: Option<u64>,
+        /// The rule's words, e.g. drop tcp dst-port 80 (see below)
+        #[arg(required = true, num_args = 1.., trailing_var_arg = true, value_name = "RULE")]
+        rule: Vec<String>,
+    },
+    /// Remove rule N of a direction (as `vnet acl ls` numbers them)
+    #[command(visible_alias = "del")]
+    Rm {
+        /// Name of the vnet
+        net: String,
+        /// Port id, as `vnet port ls NET` shows it
+        port: u32,
+        /// in or out
+        #[arg(value_parser = acl_direction)]
+        dir: AclDirection,
+        /// The rule's number (1 = first)
+        #[arg(value_parser = clap::value_parser!(u64).range(1..))]
+        n: u64,
+    },
+    /// Set what happens to frames of a direction that no rule matches
+    Default {
+        /// Name of the vnet
+        net: String,
+        /// Port id, as `vnet port ls NET` shows it
+        port: u32,
+        /// in or out
+        #[arg(value_parser = acl_direction)]
+        dir: AclDirection,
+        /// allow or drop
+        #[arg(value_parser = acl_action)]
+        action: AclAction,
+    },
+}
+
+/// `in` or `out`.
+fn acl_direction(s: &str) -> Result<AclDirection, String> {
+    s.parse()
+        .map_err(|e: vnet_control::policy::acl::AclError| e.to_string())
+}
+
+/// `allow` or `drop`.
+fn acl_action(s: &str) -> Result<AclAction, String> {
+    s.parse()
+        .map_err(|e: vnet_control::policy::acl::AclError| e.to_string())
 }
 
 #[derive(Debug, Subcommand)]

@@ -3,6 +3,7 @@
 //! Every function returns the text (ending in a newline) so tests can read it.
 
 use comfy_table::{presets, Cell, CellAlignment, Table};
+use vnet_control::policy::acl::{AclAction, AclReport, AclRule, AclSpec};
 use vnet_control::{
     AccountInfo, Counters, DhcpSpec, Ipv6Info, Lease, LinkState, MacAddr, MacEntry, MirrorInfo,
     MirrorState, NatInfo, NetworkInfo, PortInfo, PortPolicy, Reservation, UplinkMode, VlanMode,
@@ -491,9 +492,37 @@ fn policy_rows(policy: &PortPolicy, own: Option<&PortPolicy>) -> Vec<(String, St
             Some(_) => " (the vnet's)",
             None => "",
         };
-        rows.push((format!("  {name}"), format!("{}{from}", compact(spec))));
+        let settings = match (name.as_str(), &policy.acl) {
+            ("acl", Some(acl)) => acl_summary(acl),
+            _ => compact(spec),
+        };
+        rows.push((format!("  {name}"), format!("{settings}{from}")));
     }
     rows
+}
+
+/// Filters on one line: `in: 2 rules, out: 1 rule (default drop), conntrack`; the
+/// rules themselves are `vnet acl ls`'s.
+fn acl_summary(acl: &AclSpec) -> String {
+    let dir = |rules: &[AclRule], default: AclAction| {
+        let n = match rules.len() {
+            1 => "1 rule".to_string(),
+            n => format!("{n} rules"),
+        };
+        match default {
+            AclAction::Allow => n,
+            AclAction::Drop => format!("{n} (default drop)"),
+        }
+    };
+    let mut text = format!(
+        "in: {}, out: {}",
+        dir(&acl.inbound, acl.default_in),
+        dir(&acl.outbound, acl.default_out)
+    );
+    if acl.conntrack {
+        text.push_str(", conntrack");
+    }
+    text
 }
 
 /// A section's settings on one line: `out=10mbit burst=64k`, `{}` as `on`.
@@ -569,6 +598,38 @@ pub fn macs_table(entries: &[MacEntry]) -> String {
     }
     right_align(&mut t, &[0, 2, 3]);
     render(&t)
+}
+
+/// A port's filters: per direction, the rules numbered as `vnet acl rm` takes them with
+/// what each decided, then the default's; the connection table if one is kept.
+pub fn acl_report(acl: &AclReport) -> String {
+    let mut text = String::new();
+    for (dir, chain) in [("in", &acl.inbound), ("out", &acl.outbound)] {
+        let mut t = table(&["#", dir.to_uppercase().as_str(), "FRAMES", "BYTES"]);
+        for (i, r) in chain.rules.iter().enumerate() {
+            t.add_row(vec![
+                Cell::new(i + 1),
+                Cell::new(&r.rule),
+                Cell::new(r.frames),
+                Cell::new(bytes(r.bytes)),
+            ]);
+        }
+        t.add_row(vec![
+            Cell::new("-"),
+            Cell::new(format!("default {}", chain.default)),
+            Cell::new(chain.default_frames),
+            Cell::new(bytes(chain.default_bytes)),
+        ]);
+        right_align(&mut t, &[0, 2, 3]);
+        text.push_str(&render(&t));
+    }
+    if let Some(ct) = &acl.conntrack {
+        text.push_str(&format!(
+            "connections tracked: {} of at most {}, {} refused (table full)\n",
+            ct.entries, ct.max, ct.refused
+        ));
+    }
+    text
 }
 
 /// `vnet fdb ls`: MAC, remote VTEP, age, static or learned.
@@ -866,6 +927,7 @@ ID  KIND     UID  DESCRIPTION           VLAN                     MACS           
                 learned_macs: vec![mac("52:54:00:00:00:01")],
                 shut_down_by: Some(mac("52:54:00:00:00:66")),
             }),
+            ..Default::default()
         });
         let text = port_details(&port);
         for line in [

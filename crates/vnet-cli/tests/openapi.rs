@@ -15,6 +15,9 @@ use vnet_control::{
     UplinkMode, UplinkSpec, Version, VlanMode,
 };
 
+use vnet_control::policy::acl::{AclChainReport, AclRuleReport, AclSpec, ConntrackReport};
+use vnet_control::{AclInsert, AclReport};
+
 const OPENAPI: &str = include_str!("../../../docs/openapi.yaml");
 const TYPES_RS: &str = include_str!("../../vnet-model/src/lib.rs");
 
@@ -450,6 +453,7 @@ fn sample_port() -> PortInfo {
                 learned_macs: vec!["52:54:00:00:00:01".parse().unwrap()],
                 shut_down_by: Some("52:54:00:00:00:02".parse().unwrap()),
             }),
+            acl: None,
         }),
         mirror_destination: vec!["ids".into()],
     }
@@ -482,6 +486,23 @@ fn every_security_key() -> SecuritySpec {
         "router": false,
     }))
     .unwrap()
+}
+
+/// Filters with every field of a spec and of a rule.
+fn sample_acl() -> AclSpec {
+    let rules = [
+        "drop tcp src 10.0.0.0/8 dst 10.1.0.5 src-port 1000-2000 dst-port 80 src-mac 52:54:00:00:00:01 dst-mac 52:54:00:00:00:02 vlan 10",
+        "allow icmpv6 type 128 code 0",
+        "allow ethertype 0x88cc",
+        "allow udp established",
+    ];
+    AclSpec {
+        inbound: vec!["drop arp".parse().unwrap()],
+        outbound: rules.iter().map(|r| r.parse().unwrap()).collect(),
+        default_in: vnet_control::AclAction::Drop,
+        default_out: vnet_control::AclAction::Drop,
+        conntrack: true,
+    }
 }
 
 /// A policy with every section.
@@ -786,6 +807,48 @@ fn what_the_types_serialize_matches_the_documented_schemas() {
     ] {
         checker.check_named("PortKind", &kind);
     }
+
+    let acl = sample_acl();
+    checker.check_named("AclSpec", &acl);
+    checker.check_named("AclSpec", &AclSpec::default());
+    let chain = |rules: &[vnet_control::policy::acl::AclRule]| AclChainReport {
+        rules: rules
+            .iter()
+            .map(|rule| AclRuleReport {
+                rule: rule.clone(),
+                frames: 3,
+                bytes: 222,
+            })
+            .collect(),
+        default: vnet_control::AclAction::Drop,
+        default_frames: 1,
+        default_bytes: 60,
+    };
+    let report = AclReport {
+        inbound: chain(&acl.inbound),
+        outbound: chain(&acl.outbound),
+        conntrack: Some(ConntrackReport {
+            entries: 1,
+            max: 8192,
+            refused: 0,
+        }),
+    };
+    checker.check_named("AclReport", &report);
+    checker.check_named(
+        "PolicyReport",
+        &PolicyReport {
+            acl: Some(report.clone()),
+            security: None,
+        },
+    );
+    checker.check_named(
+        "AclInsert",
+        &AclInsert {
+            rule: acl.outbound[0].clone(),
+            position: Some(1),
+        },
+    );
+    checker.check_named("AclAction", &vnet_control::AclAction::Drop);
 
     // Every documented property of every object schema was produced by some sample.
     let doc = doc();

@@ -268,6 +268,80 @@ impl Client {
         self.send_json(Method::PUT, &path, mode)
     }
 
+    /// `GET /v1/networks/{net}/ports/{id}/acl`: the port's filters as they apply to it
+    /// (its own, else its vnet's), with their counters.
+    pub fn acl(&self, net: &str, id: u32) -> Result<vnet_model::policy::acl::AclReport, Error> {
+        self.get_json(&api_path(&[
+            "networks",
+            net,
+            "ports",
+            &id.to_string(),
+            "acl",
+        ]))
+    }
+
+    /// `POST /v1/networks/{net}/ports/{id}/acl/{dir}`: insert a rule live; answers the
+    /// port's filters afterwards.
+    pub fn add_acl_rule(
+        &self,
+        net: &str,
+        id: u32,
+        dir: vnet_model::policy::acl::AclDirection,
+        insert: &vnet_model::policy::acl::AclInsert,
+    ) -> Result<vnet_model::policy::acl::AclReport, Error> {
+        let path = api_path(&[
+            "networks",
+            net,
+            "ports",
+            &id.to_string(),
+            "acl",
+            dir.as_str(),
+        ]);
+        self.send_json(Method::POST, &path, insert)
+    }
+
+    /// `DELETE /v1/networks/{net}/ports/{id}/acl/{dir}/{position}`: remove a rule live
+    /// (1-based position, as `acl` lists them).
+    pub fn remove_acl_rule(
+        &self,
+        net: &str,
+        id: u32,
+        dir: vnet_model::policy::acl::AclDirection,
+        position: usize,
+    ) -> Result<(), Error> {
+        let (id, position) = (id.to_string(), position.to_string());
+        self.delete(&api_path(&[
+            "networks",
+            net,
+            "ports",
+            &id,
+            "acl",
+            dir.as_str(),
+            &position,
+        ]))
+    }
+
+    /// `PUT /v1/networks/{net}/ports/{id}/acl/{dir}/default`: what frames no rule
+    /// matches get; answers the port's filters afterwards.
+    pub fn set_acl_default(
+        &self,
+        net: &str,
+        id: u32,
+        dir: vnet_model::policy::acl::AclDirection,
+        action: vnet_model::policy::acl::AclAction,
+    ) -> Result<vnet_model::policy::acl::AclReport, Error> {
+        let path = api_path(&[
+            "networks",
+            net,
+            "ports",
+            &id.to_string(),
+            "acl",
+            dir.as_str(),
+            "default",
+        ]);
+        self.send_json(Method::PUT, &path, &action)
+    }
+
     /// `PATCH /v1/networks/{net}/ports/{id}/policy`: change a port's own policy live.
     pub fn set_port_policy(
         &self,

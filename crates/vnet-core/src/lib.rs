@@ -12,7 +12,7 @@
 //!   them, per-remote counters.
 //! - [`switch`]: the learning switch: ports, VLAN rules, the MAC table, counters and the
 //!   forwarding decision.
-//! - [`policy`]: per-port policy (port security).
+//! - [`policy`]: per-port policy: port security, filters (ACLs) with connection tracking.
 #![forbid(unsafe_code)]
 
 pub mod fdb;

@@ -22,6 +22,10 @@
 //! | DELETE | `/v1/networks/{net}/ports/{id}` | | 204 |
 //! | PUT | `/v1/networks/{net}/ports/{id}/vlan` | [`VlanMode`] | [`PortInfo`] |
 //! | PATCH | `/v1/networks/{net}/ports/{id}/policy` | [`PolicyPatch`] | [`PortInfo`] |
+//! | GET | `/v1/networks/{net}/ports/{id}/acl` | | [`AclReport`] |
+//! | POST | `/v1/networks/{net}/ports/{id}/acl/{dir}` | [`AclInsert`] | 201 [`AclReport`] |
+//! | PUT | `/v1/networks/{net}/ports/{id}/acl/{dir}/default` | [`AclAction`] | [`AclReport`] |
+//! | DELETE | `/v1/networks/{net}/ports/{id}/acl/{dir}/{n}` | | 204 |
 //! | GET | `/v1/networks/{net}/policy` | | [`PortPolicy`] |
 //! | PATCH | `/v1/networks/{net}/policy` | [`PolicyPatch`] | [`PortPolicy`] |
 //! | GET | `/v1/networks/{net}/mirrors` | | `[MirrorInfo]` |
@@ -48,6 +52,10 @@
 //!
 //! `DELETE /v1/networks/{net}/forwards/{host}` removes the TCP forward on `host`, or
 //! with `?proto=udp` the UDP one.
+//!
+//! The `acl` routes edit a port's filters rule by rule (`{dir}`: `in` or `out`; `{n}`:
+//! 1 for the first rule): what applies to the port (its own, else its vnet's) changes
+//! and becomes the port's own, in one step.
 #![forbid(unsafe_code)]
 
 pub mod ipv6;
@@ -64,6 +72,7 @@ use serde::{Deserialize, Serialize};
 
 pub use ipv6::{Ipv6Error, Ipv6Info, RaCounters, RaSpec};
 pub use mirror::{MirrorCounters, MirrorDirection, MirrorInfo, MirrorSpec, MirrorState, PortRef};
+pub use policy::acl::{AclAction, AclInsert, AclReport};
 pub use policy::{PolicyPatch, PolicyReport, PortPolicy};
 
 /// Path prefix of this version of the control API.

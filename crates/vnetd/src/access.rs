@@ -177,6 +177,30 @@ pub const RULES: &[(&str, &str, Role, &str)] = &[
         "showing a vnet's port policy",
     ),
     (
+        "GET",
+        "/v1/networks/{net}/ports/{id}/acl",
+        Role::User,
+        "showing a port's filters",
+    ),
+    (
+        "POST",
+        "/v1/networks/{net}/ports/{id}/acl/{dir}",
+        Role::Admin,
+        "adding a filter rule",
+    ),
+    (
+        "DELETE",
+        "/v1/networks/{net}/ports/{id}/acl/{dir}/{n}",
+        Role::Admin,
+        "removing a filter rule",
+    ),
+    (
+        "PUT",
+        "/v1/networks/{net}/ports/{id}/acl/{dir}/default",
+        Role::Admin,
+        "setting a filter default",
+    ),
+    (
         "PATCH",
         "/v1/networks/{net}/policy",
         Role::Admin,

@@ -109,6 +109,10 @@ pub struct LimitsConfig {
     /// `mac_limit` may be [default: 64].
     #[serde(default)]
     pub mac_lock_macs: Option<usize>,
+    /// Connections one port's filters track for `established` rules; a new flow beyond
+    /// is not tracked (its replies meet the rules as new frames) [default: 8192].
+    #[serde(default)]
+    pub conntrack_entries: Option<usize>,
 }
 
 /// The control plane's bounds (`[limits]`), enforced by vnetd itself.
@@ -147,6 +151,7 @@ impl LimitsConfig {
             fd_reserve_control: self.fd_reserve_control.unwrap_or(d.fd_reserve_control),
             uplink_ring_bytes: self.uplink_ring_bytes.unwrap_or(d.uplink_ring_bytes),
             mac_lock_macs: self.mac_lock_macs.unwrap_or(d.mac_lock_macs),
+            conntrack_entries: self.conntrack_entries.unwrap_or(d.conntrack_entries),
         }
     }
 
@@ -653,12 +658,13 @@ mod tests {
         let c = Config::parse(
             "[limits]\ndevice_opens = 1\napi_reply_queue = 2\nnat_flows = 3\n\
              nat_buffer_bytes = 4\nmacs_per_vnet = 5\nfd_reserve = 6\n\
-             fd_reserve_control = 6\nmac_lock_macs = 7\n",
+             fd_reserve_control = 6\nmac_lock_macs = 7\nconntrack_entries = 8\n",
             "t",
         )
         .unwrap()
         .limits
         .limits();
+        assert_eq!(c.conntrack_entries, 8);
         assert_eq!(
             (
                 c.device_opens,

@@ -17,6 +17,7 @@ use axum::routing::{delete, get, patch, post, put};
 use axum::Extension;
 use axum::{Json, Router};
 use vnet_io::{ControlError, ErrorKind, Handle};
+use vnet_model::policy::acl::{AclAction, AclDirection, AclError, AclInsert, AclReport, AclSpec};
 use vnet_model::{
     ApiError, DhcpPatch, DhcpSpec, ForwardProto, MacAddr, NetworkSpec, PolicyPatch, PortSpec,
     Reservation, UplinkSpec, Version, VlanMode,
@@ -165,6 +166,19 @@ pub fn router(handle: Handle, policy: Policy, live: Arc<Live>) -> Router {
         )
         .route("/v1/networks/{net}/mirrors", get(mirrors).post(add_mirror))
         .route("/v1/networks/{net}/mirrors/{name}", delete(remove_mirror))
+        .route("/v1/networks/{net}/ports/{id}/acl", get(port_acl))
+        .route(
+            "/v1/networks/{net}/ports/{id}/acl/{dir}",
+            post(add_acl_rule),
+        )
+        .route(
+            "/v1/networks/{net}/ports/{id}/acl/{dir}/default",
+            put(set_acl_default),
+        )
+        .route(
+            "/v1/networks/{net}/ports/{id}/acl/{dir}/{n}",
+            delete(remove_acl_rule),
+        )
         .route(
             "/v1/networks/{net}/uplink",
             put(set_uplink).delete(remove_uplink),
@@ -325,6 +339,66 @@ async fn set_port_policy(
 ) -> Result<impl IntoResponse> {
     let patch: PolicyPatch = parse_body(&body)?;
     Ok(Json(h.set_port_policy(net, port_id(&id)?, patch).await?))
+}
+
+/// A port's filters as they apply to it, with their counters (no rules, all allowed,
+/// when it has none).
+fn acl_of(port: vnet_model::PortInfo) -> AclReport {
+    port.policy_counters.and_then(|r| r.acl).unwrap_or_default()
+}
+
+fn acl_direction(text: &str) -> Result<AclDirection> {
+    text.parse()
+        .map_err(|e: AclError| HttpError(StatusCode::BAD_REQUEST, e.to_string()))
+}
+
+async fn port_acl(
+    State(h): State<Handle>,
+    Path((net, id)): Path<(String, String)>,
+) -> Result<impl IntoResponse> {
+    Ok(Json(acl_of(h.port(net, port_id(&id)?).await?)))
+}
+
+async fn add_acl_rule(
+    State(h): State<Handle>,
+    Path((net, id, dir)): Path<(String, String, String)>,
+    body: axum::body::Bytes,
+) -> Result<impl IntoResponse> {
+    let (id, dir) = (port_id(&id)?, acl_direction(&dir)?);
+    let AclInsert { rule, position } = parse_body(&body)?;
+    let edit = Box::new(move |acl: &mut AclSpec| acl.insert(dir, rule, position));
+    let port = h.edit_port_acl(net, id, edit).await?;
+    Ok((StatusCode::CREATED, Json(acl_of(port))))
+}
+
+async fn remove_acl_rule(
+    State(h): State<Handle>,
+    Path((net, id, dir, n)): Path<(String, String, String, String)>,
+) -> Result<impl IntoResponse> {
+    let (id, dir) = (port_id(&id)?, acl_direction(&dir)?);
+    let n: usize = n.parse().map_err(|_| {
+        HttpError(
+            StatusCode::BAD_REQUEST,
+            format!("invalid rule number {n:?}: expected a number (1 = the first rule)"),
+        )
+    })?;
+    let edit = Box::new(move |acl: &mut AclSpec| acl.remove(dir, n).map(drop));
+    h.edit_port_acl(net, id, edit).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn set_acl_default(
+    State(h): State<Handle>,
+    Path((net, id, dir)): Path<(String, String, String)>,
+    body: axum::body::Bytes,
+) -> Result<impl IntoResponse> {
+    let (id, dir) = (port_id(&id)?, acl_direction(&dir)?);
+    let action: AclAction = parse_body(&body)?;
+    let edit = Box::new(move |acl: &mut AclSpec| {
+        *acl.default_mut(dir) = action;
+        Ok(())
+    });
+    Ok(Json(acl_of(h.edit_port_acl(net, id, edit).await?)))
 }
 
 async fn vnet_policy(
@@ -614,6 +688,65 @@ fn vxlan_metrics(out: &mut String, rows: &[(vnet_model::NetworkInfo, Vec<vnet_mo
 type Series = (&'static str, &'static str, fn(&vnet_model::Counters) -> u64);
 
 /// Per-port and per-NAT-device counters in the Prometheus text format.
+/// Each port's filters: frames and bytes per rule (`rule="N"`, 1 for the first of its
+/// direction, or `"default"`), and the connection table's size.
+fn acl_metrics(out: &mut String, rows: &[(vnet_model::NetworkInfo, Vec<vnet_model::PortInfo>)]) {
+    let acls: Vec<(&str, u32, &AclReport)> = rows
+        .iter()
+        .flat_map(|(net, ports)| ports.iter().map(move |p| (net.name.as_str(), p)))
+        .filter_map(|(net, p)| Some((net, p.id, p.policy_counters.as_ref()?.acl.as_ref()?)))
+        .collect();
+    if acls.is_empty() {
+        return;
+    }
+    for (name, help, bytes) in [
+        (
+            "vnet_acl_frames_total",
+            "Frames a port's filter rule (or default) decided.",
+            false,
+        ),
+        (
+            "vnet_acl_bytes_total",
+            "Bytes a port's filter rule (or default) decided.",
+            true,
+        ),
+    ] {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+        for (net, port, acl) in &acls {
+            for (dir, chain) in [("in", &acl.inbound), ("out", &acl.outbound)] {
+                let rules = chain.rules.iter().enumerate();
+                let counts = rules.map(|(i, r)| ((i + 1).to_string(), r.frames, r.bytes));
+                let default = (
+                    "default".to_string(),
+                    chain.default_frames,
+                    chain.default_bytes,
+                );
+                for (rule, frames, n) in counts.chain([default]) {
+                    let value = if bytes { n } else { frames };
+                    let _ = writeln!(
+                        out,
+                        "{name}{{net=\"{net}\",port=\"{port}\",dir=\"{dir}\",rule=\"{rule}\"}} {value}"
+                    );
+                }
+            }
+        }
+    }
+    let name = "vnet_conntrack_entries";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Connections a port's filters track.\n# TYPE {name} gauge"
+    );
+    for (net, port, acl) in &acls {
+        if let Some(ct) = &acl.conntrack {
+            let _ = writeln!(
+                out,
+                "{name}{{net=\"{net}\",port=\"{port}\"}} {}",
+                ct.entries
+            );
+        }
+    }
+}
+
 async fn metrics(State(h): State<Handle>) -> Result<impl IntoResponse> {
     let mut out = String::new();
     let mut rows = Vec::new();
@@ -674,6 +807,7 @@ async fn metrics(State(h): State<Handle>) -> Result<impl IntoResponse> {
             }
         }
     }
+    acl_metrics(&mut out, &rows);
     vxlan_metrics(&mut out, &rows);
     let _ = writeln!(
         out,

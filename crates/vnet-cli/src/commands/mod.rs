@@ -8,6 +8,7 @@ use vnet_control::client::{self, Client};
 use crate::cli::{Cli, Command, IfExists, MayExist};
 use crate::failure::Failure;
 
+mod acl;
 mod attach;
 mod capture;
 mod config;
@@ -57,6 +58,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Command::Fdb(command) => fdb::run(&ctx, command),
         Command::Forward(command) => forward::run(&ctx, command),
         Command::Mirror(command) => mirror::run(&ctx, command),
+        Command::Acl(command) => acl::run(&ctx, command),
         Command::Capture(args) => capture::run(&ctx, args),
         Command::Attach(args) => attach::run(&ctx, args),
         Command::Config(command) => config::run(&ctx, command),

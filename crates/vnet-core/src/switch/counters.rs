@@ -39,10 +39,12 @@ pub enum DropCause {
     Shutdown,
     /// Sent by a mirror destination, which takes mirrored copies only.
     MirrorPort,
+    /// A rule of the port's filters (ACL), or their default, dropped it.
+    Acl,
 }
 
 impl DropCause {
-    pub const ALL: [DropCause; 14] = [
+    pub const ALL: [DropCause; 15] = [
         DropCause::Runt,
         DropCause::Oversize,
         DropCause::BadTag,
@@ -57,6 +59,7 @@ impl DropCause {
         DropCause::RaGuard,
         DropCause::Shutdown,
         DropCause::MirrorPort,
+        DropCause::Acl,
     ];
 
     pub fn name(self) -> &'static str {
@@ -75,6 +78,7 @@ impl DropCause {
             DropCause::RaGuard => "ra_guard",
             DropCause::Shutdown => "shutdown",
             DropCause::MirrorPort => "mirror_port",
+            DropCause::Acl => "acl",
         }
     }
 }

@@ -45,6 +45,9 @@ pub enum ControlError {
     /// The vnet's spec (as given, or as a live change would leave it) breaks a rule.
     #[error(transparent)]
     Invalid(#[from] SpecError),
+    /// A change to a port's filters was refused (a rule position that is not there).
+    #[error(transparent)]
+    Acl(#[from] vnet_model::policy::acl::AclError),
     /// A VLAN id out of range for a new port.
     #[error(transparent)]
     Vlan(#[from] InvalidVlan),
@@ -222,6 +225,7 @@ impl ControlError {
             ControlError::NotFound(_) => ErrorKind::NotFound,
             ControlError::Conflict(_) | ControlError::Limit(_) => ErrorKind::Conflict,
             ControlError::Invalid(_)
+            | ControlError::Acl(_)
             | ControlError::Vlan(_)
             | ControlError::PortSetting(_)
             | ControlError::VhostUserName(_)

@@ -64,6 +64,9 @@ pub struct Limits {
     /// Source MACs one port's MAC lock learns at most, whatever its `mac_limit` says
     /// (port security); a source refused only by this bound is counted.
     pub mac_lock_macs: usize,
+    /// Connections one port's filters track (`established`): a new flow beyond is not
+    /// tracked.
+    pub conntrack_entries: usize,
 }
 
 impl Default for Limits {
@@ -83,6 +86,7 @@ impl Default for Limits {
             fd_reserve_control: 64,
             uplink_ring_bytes: crate::backend::uplink::DEFAULT_RING_BYTES,
             mac_lock_macs: 64,
+            conntrack_entries: 8192,
         }
     }
 }
@@ -122,6 +126,7 @@ pub const MACS_PER_VNET: &str = "macs_per_vnet";
 pub const FD_RESERVE: &str = "fd_reserve";
 pub const FD_RESERVE_CONTROL: &str = "fd_reserve_control";
 pub const MAC_LOCK_MACS: &str = "mac_lock_macs";
+pub const CONNTRACK_ENTRIES: &str = "conntrack_entries";
 /// Not a bound of `[limits]`: the `limit` label of attach refusals by a vnet's allow
 /// lists (`allow_users`, `allow_groups`; [`crate::admission`]).
 pub const ALLOW: &str = "allow";

@@ -36,6 +36,7 @@ pub use capture::{Capture, CaptureSpec, Drops, Record, CAPTURE_BUFFER};
 pub use error::{Conflict, ControlError, ErrorKind, Missing};
 pub(crate) use limits::Refusals;
 pub use limits::{LimitHit, LimitRefusals, Limits, DEVICE_OPENS};
+pub use policy::AclEdit;
 pub use queue::QUEUE_CAPACITY;
 
 use std::path::PathBuf;
@@ -97,6 +98,8 @@ pub(crate) enum Command {
     SetPortVlan(String, u32, VlanMode, Reply<PortInfo>),
     /// Changes a port's own policy.
     SetPortPolicy(String, u32, vnet_model::PolicyPatch, Reply<PortInfo>),
+    /// Edits a port's filters (what applies to it now becomes its own, changed).
+    EditPortAcl(String, u32, policy::AclEdit, Reply<PortInfo>),
     /// Changes the policy of a vnet's client ports; answers it as it is then.
     SetPolicy(
         String,
@@ -554,6 +557,19 @@ impl Handle {
         mirrors: Vec<vnet_model::MirrorSpec>,
     ) -> Result<(), ControlError> {
         self.call(net, |net, r| Command::SetMirrors(net, mirrors, r))
+            .await
+    }
+
+    /// Edits port `id`'s filters live, in one step on the data-plane thread: `edit`
+    /// changes what applies to the port now (its own, else its vnet's), which becomes
+    /// the port's own. Answers the port afterwards.
+    pub async fn edit_port_acl(
+        &self,
+        net: String,
+        id: u32,
+        edit: policy::AclEdit,
+    ) -> Result<PortInfo, ControlError> {
+        self.call(net, |net, r| Command::EditPortAcl(net, id, edit, r))
             .await
     }
 

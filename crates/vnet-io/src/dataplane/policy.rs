@@ -12,13 +12,20 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use vnet_core::policy::acl::{Acl, Action, Direction};
 use vnet_core::policy::guard::{DhcpBindings, Guard, GuardEvent};
 use vnet_core::switch::DropCause;
+use vnet_model::policy::acl::{AclError, AclReport, AclSpec};
 use vnet_model::policy::security::SecurityReport;
 use vnet_model::{PolicyReport, PortKind, PortPolicy};
 
 use super::limits::Limits;
 use crate::frame::FrameBuf;
+
+/// A change to a port's filters, made on the data-plane thread to the filters that
+/// apply to the port then (`vnet acl add|rm|default`): one step, so that two changes
+/// at once cannot lose one.
+pub type AclEdit = Box<dyn FnOnce(&mut AclSpec) -> Result<(), AclError> + Send>;
 
 /// What a hook decided for one frame.
 pub(super) enum Step {
@@ -34,20 +41,69 @@ pub(super) struct Enforcer {
     policy: PortPolicy,
     /// Port security; `None` when its section is absent or turns every guard off.
     guard: Option<Guard>,
+    /// The port's filters, compiled, with their counters and connection table.
+    acl: Option<PortAcl>,
+}
+
+/// A port's filters: the spec they were compiled from (for the report) and the
+/// compiled form.
+#[derive(Debug)]
+struct PortAcl {
+    spec: AclSpec,
+    acl: Acl,
+    /// The VLAN the port puts untagged frames in (for rules that match a VLAN).
+    untagged_vlan: Option<u16>,
+    /// Connection-table refusals already counted in the vnet's refusals.
+    refusals_counted: u64,
 }
 
 impl Enforcer {
     /// The enforcer of `policy` within `limits`; `None` when it enforces nothing.
     pub fn new(policy: &PortPolicy, limits: &Limits) -> Option<Enforcer> {
-        (!policy.is_empty()).then(|| Enforcer {
-            policy: policy.clone(),
-            guard: policy
-                .security
-                .as_ref()
-                .map(|s| s.guard_config())
-                .filter(|c| !c.is_off())
-                .map(|c| Guard::new(c, limits.mac_lock_macs)),
+        (!policy.is_empty()).then(|| {
+            let mut enforcer = Enforcer {
+                policy: PortPolicy::default(),
+                guard: None,
+                acl: None,
+            };
+            enforcer.update(policy, limits);
+            enforcer
         })
+    }
+
+    /// Enforces `policy` from now on. Port security starts over (what its lock learned
+    /// is forgotten, a port it shut down is enabled: README, Port security); the
+    /// filters keep the counters of the rules that stay and their connection table, so
+    /// a rule change does not cut established flows.
+    pub fn update(&mut self, policy: &PortPolicy, limits: &Limits) {
+        self.guard = policy
+            .security
+            .as_ref()
+            .map(|s| s.guard_config())
+            .filter(|c| !c.is_off())
+            .map(|c| Guard::new(c, limits.mac_lock_macs));
+        self.acl = match (self.acl.take(), &policy.acl) {
+            (_, None) => None,
+            (Some(mut now), Some(spec)) => {
+                now.acl.update(&spec.to_core());
+                now.spec = spec.clone();
+                Some(now)
+            }
+            (None, Some(spec)) => Some(PortAcl {
+                acl: Acl::new(&spec.to_core(), limits.conntrack_entries),
+                spec: spec.clone(),
+                untagged_vlan: None,
+                refusals_counted: 0,
+            }),
+        };
+        self.policy = policy.clone();
+    }
+
+    /// What the filters need to know of the port: the VLAN it puts untagged frames in.
+    pub fn set_untagged_vlan(&mut self, vlan: Option<u16>) {
+        if let Some(acl) = &mut self.acl {
+            acl.untagged_vlan = vlan;
+        }
     }
 
     pub fn policy(&self) -> &PortPolicy {
@@ -55,20 +111,32 @@ impl Enforcer {
     }
 
     /// A frame the port sent, before the switch sees it.
-    pub fn ingress(&mut self, _now: Instant, buf: &mut FrameBuf) -> Step {
+    pub fn ingress(&mut self, now: Instant, buf: &mut FrameBuf) -> Step {
         if let Some(guard) = &mut self.guard {
             if let Err(cause) = guard.ingress(buf.frame()) {
                 return Step::Drop(cause);
+            }
+        }
+        if let Some(acl) = &mut self.acl {
+            let frame = buf.frame();
+            if acl.acl.check(now, Direction::In, frame, acl.untagged_vlan) == Action::Drop {
+                return Step::Drop(DropCause::Acl);
             }
         }
         Step::Pass
     }
 
     /// A frame for the port, before its egress queue.
-    pub fn egress(&mut self, _now: Instant, _buf: &mut FrameBuf) -> Step {
+    pub fn egress(&mut self, now: Instant, buf: &mut FrameBuf) -> Step {
         if let Some(guard) = &self.guard {
             if let Err(cause) = guard.egress() {
                 return Step::Drop(cause);
+            }
+        }
+        if let Some(acl) = &mut self.acl {
+            let frame = buf.frame();
+            if acl.acl.check(now, Direction::Out, frame, acl.untagged_vlan) == Action::Drop {
+                return Step::Drop(DropCause::Acl);
             }
         }
         Step::Pass
@@ -81,6 +149,10 @@ impl Enforcer {
                 learned_macs: g.learned_macs().to_vec(),
                 shut_down_by: g.shut_down_by(),
             }),
+            acl: self
+                .acl
+                .as_ref()
+                .map(|a| AclReport::new(&a.spec, &a.acl.report())),
         }
     }
 
@@ -111,6 +183,16 @@ impl Enforcer {
     /// mac_lock_macs`.
     pub fn take_refusals(&mut self) -> u64 {
         self.guard.as_mut().map_or(0, Guard::take_refusals)
+    }
+
+    /// New flows the connection table refused since the last call (`[limits]
+    /// conntrack_entries`).
+    pub fn take_conntrack_refusals(&mut self) -> u64 {
+        let Some(acl) = &mut self.acl else {
+            return 0;
+        };
+        let refused = acl.acl.report().conntrack.map_or(0, |c| c.refused);
+        refused - std::mem::replace(&mut acl.refusals_counted, refused)
     }
 }
 

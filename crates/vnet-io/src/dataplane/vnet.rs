@@ -41,7 +41,7 @@ use vnet_model::{MacAddr, NetworkSpec, PolicyPatch, PolicyReport, PortPolicy, Up
 use super::capture::{self, Capture, CaptureSpec, Tap};
 use super::error::ControlError;
 use super::limits::{LimitHit, UidPorts, UidSlot, PORTS_PER_UID};
-use super::policy::{self, Enforcer, Step};
+use super::policy::{self, AclEdit, Enforcer, Step};
 use super::queue::EgressQueue;
 use crate::admission::{AllowList, Client, Gate};
 use crate::backend::dgram::{DgramPeerError, DgramPort};
@@ -445,6 +445,18 @@ impl Vnet {
             self.refusals
                 .refuse_many(Some(self.name()), limit, now - seen, &what);
         }
+        let flows: u64 = self
+            .enforcers
+            .values_mut()
+            .map(Enforcer::take_conntrack_refusals)
+            .sum();
+        if flows > 0 {
+            let what = "new connection(s) not tracked: a port's table was full (their \
+                        replies meet the port's filters as new frames)";
+            let limit = super::limits::CONNTRACK_ENTRIES;
+            self.refusals
+                .refuse_many(Some(self.name()), limit, flows, what);
+        }
     }
 
     /// Runs port `id`'s timers if they are due (a service's); `None` if it is gone.
@@ -508,7 +520,9 @@ impl Vnet {
         id: PortId,
         mode: VlanMode,
     ) -> Result<(), SetPortError> {
-        self.switch.set_vlan_mode(now, id, mode)
+        self.switch.set_vlan_mode(now, id, mode)?;
+        self.tell_enforcer_vlan(id);
+        Ok(())
     }
 
     /// Gives a service's port its fixed MAC address.
@@ -1047,18 +1061,53 @@ impl Vnet {
         } else {
             port.policy.clone()
         };
-        if self.enforcers.get(&id).map(Enforcer::policy) == Some(&effective) {
-            return;
-        }
-        match Enforcer::new(&effective, &self.limits) {
-            Some(mut enforcer) => {
+        match self.enforcers.get_mut(&id) {
+            Some(enforcer) if enforcer.policy() == &effective => return,
+            // What the sections hold (learned MACs, counters, connection tables) stays.
+            Some(enforcer) if !effective.is_empty() => {
+                enforcer.update(&effective, &self.limits);
                 enforcer.set_dhcp_bindings(&self.dhcp_bindings);
-                self.enforcers.insert(id, enforcer);
             }
-            None => {
-                self.enforcers.remove(&id);
-            }
+            _ => match Enforcer::new(&effective, &self.limits) {
+                Some(mut enforcer) => {
+                    enforcer.set_dhcp_bindings(&self.dhcp_bindings);
+                    self.enforcers.insert(id, enforcer);
+                }
+                None => {
+                    self.enforcers.remove(&id);
+                }
+            },
         }
+        self.tell_enforcer_vlan(id);
+    }
+
+    /// Tells port `id`'s enforcer the VLAN the port puts untagged frames in (the
+    /// filters' `vlan` rules match it).
+    fn tell_enforcer_vlan(&mut self, id: PortId) {
+        if let Some(enforcer) = self.enforcers.get_mut(&id) {
+            enforcer.set_untagged_vlan(self.switch.port(id).and_then(|p| p.untagged_vlan()));
+        }
+    }
+
+    /// Edits port `id`'s filters: `edit` changes what applies to the port now (its
+    /// own, else its vnet's, else none), and the result becomes the port's own.
+    pub fn edit_port_acl(&mut self, id: PortId, edit: AclEdit) -> Result<(), ControlError> {
+        let port = self
+            .ports
+            .get(&id)
+            .ok_or_else(|| super::error::no_port(&self.spec.name, id.0))?;
+        let mut acl = self
+            .enforcers
+            .get(&id)
+            .and_then(|e| e.policy().acl.clone())
+            .or_else(|| port.policy.acl.clone())
+            .unwrap_or_default();
+        edit(&mut acl)?;
+        let patch = PolicyPatch {
+            acl: Some(Some(acl)),
+            ..PolicyPatch::default()
+        };
+        self.set_port_policy(id, &patch)
     }
 
     /// Changes port `id`'s own policy live.

@@ -136,6 +136,9 @@ pub struct PolicyReport {
     /// Port security: the MACs its lock learned, whether it shut the port down.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub security: Option<security::SecurityReport>,
+    /// The filters' rules with what each decided, and the connection table.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acl: Option<acl::AclReport>,
 }
 
 #[cfg(test)]

@@ -132,6 +132,13 @@ impl Thread {
                         .and_then(|k| self.vnets[k].set_mirrors(mirrors)),
                 );
             }
+            Command::EditPortAcl(name, id, edit, reply) => {
+                let _ = reply.send(self.lookup(&name).and_then(|k| {
+                    let vnet = &mut self.vnets[k];
+                    vnet.edit_port_acl(PortId(id), edit)?;
+                    vnet.port_info(now, PortId(id)).ok_or(ControlError::Stopped)
+                }));
+            }
             Command::SetPolicy(name, patch, reply) => {
                 let _ = reply.send(self.lookup(&name).map(|k| self.vnets[k].set_policy(&patch)));
             }

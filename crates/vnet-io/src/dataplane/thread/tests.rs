@@ -621,3 +621,92 @@ fn a_port_its_mac_lock_shut_down_takes_nothing_either_way_until_its_security_is_
     assert_eq!(delivered(&other), [1, 5]);
     assert_eq!(delivered(&vm), [6]);
 }
+
+/// A UDP datagram in a 60-byte frame from `src` (10.0.0.`src[5]`, UDP port `sport`) to
+/// `dst` (10.0.0.`dst[5]`, port `dport`).
+fn udp(dst: [u8; 6], src: [u8; 6], sport: u16, dport: u16) -> Vec<u8> {
+    let mut f = frame(dst, src, 0);
+    let ip = &mut f[14..];
+    ip[..20].copy_from_slice(&[
+        0x45, 0, 0, 28, 0, 0, 0, 0, 64, 17, 0, 0, 10, 0, 0, src[5], 10, 0, 0, dst[5],
+    ]);
+    ip[20..22].copy_from_slice(&sport.to_be_bytes());
+    ip[22..24].copy_from_slice(&dport.to_be_bytes());
+    ip[24..26].copy_from_slice(&8u16.to_be_bytes());
+    f
+}
+
+/// Edits a port's filters as `vnet acl add|default` does.
+fn edit_acl(
+    h: &mut Harness,
+    id: PortId,
+    edit: impl FnOnce(&mut vnet_model::policy::acl::AclSpec) + Send + 'static,
+) {
+    let edit: crate::dataplane::AclEdit = Box::new(move |acl| {
+        edit(acl);
+        Ok(())
+    });
+    h.command(|r| Command::EditPortAcl("lab".into(), id.0, edit, r))
+        .unwrap();
+}
+
+#[test]
+fn a_vlan_rule_sees_an_access_ports_vlan_as_it_changes_and_drops_count_as_acl() {
+    let mut h = Harness::new();
+    let lab = h.vnet("lab");
+    let (a, b) = (h.port(lab), h.port(lab));
+    edit_acl(&mut h, a.id, |acl| {
+        acl.outbound.push("drop vlan 10".parse().unwrap());
+    });
+    h.send(&b, [frame(BROADCAST, mac(2), 1)]);
+    h.turn();
+    assert_eq!(a.wire.borrow().delivered.len(), 1, "VLAN 1 passes");
+    // Both ports moved to VLAN 10: the untagged frames for A are now of VLAN 10.
+    for port in [a.id, b.id] {
+        let mode = VlanMode::Access { vlan: 10 };
+        h.command(|r| Command::SetPortVlan("lab".into(), port.0, mode, r))
+            .unwrap();
+    }
+    h.send(&b, [frame(BROADCAST, mac(2), 2)]);
+    h.turn();
+    assert_eq!(a.wire.borrow().delivered.len(), 1, "dropped");
+    assert_eq!(h.info(&a).counters.drops.get("acl"), Some(&1));
+    let report = h.info(&a).policy_counters.and_then(|p| p.acl).unwrap();
+    assert_eq!(report.outbound.rules[0].frames, 1);
+    assert_eq!(report.outbound.default_frames, 1);
+}
+
+#[test]
+fn a_full_connection_table_refuses_new_flows_and_counts_them_once_a_second() {
+    use crate::dataplane::limits::{Limits, CONNTRACK_ENTRIES};
+    let mut h = Harness::with_limits(Limits {
+        conntrack_entries: 1,
+        ..Limits::default()
+    });
+    let lab = h.vnet("lab");
+    let (a, b) = (h.port(lab), h.port(lab));
+    edit_acl(&mut h, a.id, |acl| {
+        acl.outbound.push("allow established".parse().unwrap());
+        acl.default_out = vnet_model::AclAction::Drop;
+    });
+    h.send(&a, (0..3).map(|n| udp(mac(2), mac(1), 5000 + n, 53)));
+    h.turn();
+    assert_eq!(
+        b.wire.borrow().delivered.len(),
+        3,
+        "the rules allow them all"
+    );
+    // Only the first flow fits: its reply gets in, the others' do not.
+    h.send(&b, (0..3).map(|n| udp(mac(1), mac(2), 53, 5000 + n)));
+    h.turn();
+    assert_eq!(a.wire.borrow().delivered.len(), 1, "one reply in");
+    let ct = h
+        .info(&a)
+        .policy_counters
+        .and_then(|p| p.acl)
+        .and_then(|a| a.conntrack);
+    assert_eq!(ct.map(|c| (c.entries, c.max, c.refused)), Some((1, 1, 2)));
+    h.advance(Duration::from_secs(2));
+    h.turn();
+    assert_eq!(h.refusals(Some("lab"), CONNTRACK_ENTRIES), 2);
+}
