@@ -13,5 +13,6 @@
 #![forbid(unsafe_code)]
 
 pub mod pcapng;
+pub mod policy;
 pub mod switch;
 pub mod wire;

@@ -39,6 +39,8 @@
 //! with `?proto=udp` the UDP one.
 #![forbid(unsafe_code)]
 
+pub mod policy;
+
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::PathBuf;
