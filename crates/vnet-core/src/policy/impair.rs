@@ -68,6 +68,8 @@ pub enum Fate {
         /// When it may leave: `None` is now, ahead of any held frame (reordered or not
         /// delayed at all).
         due: Option<Instant>,
+        /// Picked to skip the delay.
+        reordered: bool,
     },
 }
 
@@ -165,6 +167,7 @@ impl Impairer {
                 duplicate,
                 corrupt_bit,
                 due: (at > now).then_some(at),
+                reordered: true,
             };
         }
         let delay = i64::try_from(self.params.delay.as_nanos()).unwrap_or(i64::MAX / 8);
@@ -175,6 +178,7 @@ impl Impairer {
             duplicate,
             corrupt_bit,
             due: (due > now).then_some(due),
+            reordered: false,
         }
     }
 }
@@ -335,6 +339,16 @@ mod tests {
         );
         let now = count(&fates, |f| matches!(f, Fate::Deliver { due: None, .. }));
         assert!((2_300..2_700).contains(&now), "{now}");
+        let flagged = count(&fates, |f| {
+            matches!(
+                f,
+                Fate::Deliver {
+                    reordered: true,
+                    ..
+                }
+            )
+        });
+        assert_eq!(flagged, now);
     }
 
     #[test]
@@ -355,7 +369,8 @@ mod tests {
                 Fate::Deliver {
                     duplicate: false,
                     corrupt_bit: None,
-                    due: Some(t0 + (i as u32 + 1) * MS)
+                    due: Some(t0 + (i as u32 + 1) * MS),
+                    reordered: false,
                 }
             );
         }
@@ -433,7 +448,10 @@ mod props {
                     held += 1;
                 }
                 wheel.expire(now, |_| out += 1);
-                if shaper.offer(now, len, usize::from(len)).is_none() { held += 1 }
+                if !shaper.pass(now, usize::from(len)) {
+                    shaper.hold(now, len, usize::from(len));
+                    held += 1;
+                }
                 while shaper.release(now).is_some() { out += 1 }
             }
             wheel.drain(|_| out += 1);

@@ -125,18 +125,19 @@ impl<T> Shaper<T> {
         }
     }
 
-    /// Offers a frame of `len` bytes: given back if it may go now (nothing waits ahead
-    /// of it and it conforms), else held.
-    pub fn offer(&mut self, now: Instant, item: T, len: usize) -> Option<T> {
-        if self.queue.is_empty() && self.bucket.admit(now, bits(len)) {
-            return Some(item);
-        }
+    /// Whether a frame of `len` bytes may go now (nothing waits ahead of it and it
+    /// conforms; its cost is then spent). If not, [`Shaper::hold`] it or drop it.
+    pub fn pass(&mut self, now: Instant, len: usize) -> bool {
+        self.queue.is_empty() && self.bucket.admit(now, bits(len))
+    }
+
+    /// Holds a frame that may not [`pass`](Shaper::pass), behind those waiting.
+    pub fn hold(&mut self, now: Instant, item: T, len: usize) {
         self.queue.push_back((item, len));
         self.bytes += len;
         if self.queue.len() == 1 {
             self.next = self.bucket.conforms(now, bits(len)).err().map(|d| now + d);
         }
-        None
     }
 
     /// The next held frame that may go now, in order.
@@ -306,9 +307,10 @@ mod tests {
         let t0 = Instant::now();
         // 80 kbit/s = 10 kB/s, burst one 1000-byte frame.
         let mut s = Shaper::new(rate_bucket(80_000, 1_000));
-        assert_eq!(s.offer(t0, 0, 1_000), Some(0));
+        assert!(s.pass(t0, 1_000));
         for i in 1..=10 {
-            assert_eq!(s.offer(t0, i, 1_000), None);
+            assert!(!s.pass(t0, 1_000));
+            s.hold(t0, i, 1_000);
         }
         assert_eq!((s.len(), s.bytes()), (10, 10_000));
         assert_eq!(s.deadline(), Some(t0 + 100 * MS));
@@ -325,9 +327,11 @@ mod tests {
         assert_eq!(now, t0 + 1000 * MS);
         // With frames waiting, a conforming newcomer still queues behind them.
         let mut s = Shaper::new(rate_bucket(80_000, 1_000));
-        assert_eq!(s.offer(t0, 1, 1_000), Some(1));
-        assert_eq!(s.offer(t0, 2, 1_000), None);
-        assert_eq!(s.offer(t0 + 200 * MS, 3, 100), None);
+        assert!(s.pass(t0, 1_000));
+        assert!(!s.pass(t0, 1_000));
+        s.hold(t0, 2, 1_000);
+        assert!(!s.pass(t0 + 200 * MS, 100));
+        s.hold(t0 + 200 * MS, 3, 100);
         assert_eq!(s.release(t0 + 200 * MS), Some(2));
         assert_eq!(s.drain().collect::<Vec<_>>(), vec![3]);
         assert_eq!((s.len(), s.bytes(), s.deadline()), (0, 0, None));

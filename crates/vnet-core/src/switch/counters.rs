@@ -22,10 +22,19 @@ pub enum DropCause {
     Malformed,
     /// The port's link is down (a TAP whose interface is not up).
     LinkDown,
+    /// Over the port's ingress rate (`rate.in`).
+    Policed,
+    /// Over the port's broadcast, multicast or unknown-unicast frames per second.
+    Storm,
+    /// Lost on purpose (impairment's `loss`, `loss_burst`).
+    Loss,
+    /// The port's held frames (shaped or delayed) were at their bound
+    /// (`[limits] held_frames_per_port`, `held_bytes_per_port`).
+    HeldFull,
 }
 
 impl DropCause {
-    pub const ALL: [DropCause; 8] = [
+    pub const ALL: [DropCause; 12] = [
         DropCause::Runt,
         DropCause::Oversize,
         DropCause::BadTag,
@@ -34,6 +43,10 @@ impl DropCause {
         DropCause::QueueFull,
         DropCause::Malformed,
         DropCause::LinkDown,
+        DropCause::Policed,
+        DropCause::Storm,
+        DropCause::Loss,
+        DropCause::HeldFull,
     ];
 
     pub fn name(self) -> &'static str {
@@ -46,6 +59,10 @@ impl DropCause {
             DropCause::QueueFull => "queue_full",
             DropCause::Malformed => "malformed",
             DropCause::LinkDown => "link_down",
+            DropCause::Policed => "policed",
+            DropCause::Storm => "storm",
+            DropCause::Loss => "loss",
+            DropCause::HeldFull => "held_full",
         }
     }
 }

@@ -28,6 +28,7 @@ mod directory;
 mod error;
 mod limits;
 mod queue;
+mod shape;
 mod thread;
 mod vnet;
 

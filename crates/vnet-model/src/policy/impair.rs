@@ -126,6 +126,18 @@ fn is_zero_us(t: &Micros) -> bool {
     t.0 == 0
 }
 
+/// What a port's impairment holds now and did (`PortInfo.policy`); lost frames are
+/// counted as the port's `loss` drops.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImpairReport {
+    /// Frames held for their delay, both directions.
+    pub held_frames: u64,
+    pub duplicated: u64,
+    pub corrupted: u64,
+    /// Frames sent ahead of the delayed ones.
+    pub reordered: u64,
+}
+
 /// Longest delay or jitter: held frames must come back while anyone still cares.
 pub const MAX_DELAY: Micros = Micros(60_000_000);
 

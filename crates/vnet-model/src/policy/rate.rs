@@ -61,6 +61,15 @@ impl Bucket {
     }
 }
 
+/// What a port's shaper holds now (`PortInfo.policy`); its drops are counted by cause
+/// with the port's (`policed`, `storm`, `held_full`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RateReport {
+    /// Frames waiting for the egress rate.
+    pub held_frames: u64,
+    pub held_bytes: u64,
+}
+
 impl RateSpec {
     /// Whether the spec limits anything.
     pub fn is_empty(&self) -> bool {
