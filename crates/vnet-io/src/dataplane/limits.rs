@@ -56,6 +56,11 @@ pub struct Limits {
     /// at once while no number below `RLIMIT_NOFILE - fd_reserve_control` is free, so
     /// the control API still answers (at most `fd_reserve`).
     pub fd_reserve_control: usize,
+    /// Frames one port holds for rate shaping and impairment's delays, both
+    /// directions together; one more is dropped (`held_full`).
+    pub held_frames_per_port: usize,
+    /// Bytes of those frames.
+    pub held_bytes_per_port: usize,
 }
 
 impl Default for Limits {
@@ -73,6 +78,8 @@ impl Default for Limits {
             macs_per_vnet: 16384,
             fd_reserve: 256,
             fd_reserve_control: 64,
+            held_frames_per_port: 4096,
+            held_bytes_per_port: 8 << 20,
         }
     }
 }
