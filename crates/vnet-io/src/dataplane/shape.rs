@@ -43,6 +43,15 @@ pub(super) enum Emitted {
     Dropped(DropCause),
 }
 
+/// Where a held frame was going.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Toward {
+    /// From the port's client into the switch.
+    Switch,
+    /// To the port's client.
+    Client,
+}
+
 /// A direction's impairment and the frames it holds for their delay.
 #[derive(Debug)]
 struct Delayed {
@@ -294,21 +303,17 @@ impl Shaping {
     }
 
     /// Gives back every held frame, in order (the section is removed or replaced, the
-    /// port goes): `into_switch` those from the client, `into_queue` those for it.
-    pub fn release_all(
-        &mut self,
-        mut into_switch: impl FnMut(FrameBuf),
-        mut into_queue: impl FnMut(FrameBuf),
-    ) {
+    /// port goes), each with where it was going.
+    pub fn release_all(&mut self, mut into: impl FnMut(Toward, FrameBuf)) {
         if let Some(d) = &mut self.impair_in {
-            d.wheel.drain(&mut into_switch);
+            d.wheel.drain(|b| into(Toward::Switch, b));
         }
         // The shaper's frames came through impairment before the wheel's.
         if let Some(shaper) = &mut self.shaper {
-            shaper.drain().for_each(&mut into_queue);
+            shaper.drain().for_each(|b| into(Toward::Client, b));
         }
         if let Some(d) = &mut self.impair_out {
-            d.wheel.drain(&mut into_queue);
+            d.wheel.drain(|b| into(Toward::Client, b));
         }
         self.held.frames = 0;
         self.held.bytes = 0;
@@ -536,10 +541,10 @@ mod tests {
         s.ingress(t0 + MS, buf, &mut pool, collect(&mut out));
         assert_eq!(out, vec![0]);
         let (mut into_switch, mut into_queue) = (vec![], vec![]);
-        s.release_all(
-            |b| into_switch.push(b.frame()[0]),
-            |b| into_queue.push(b.frame()[0]),
-        );
+        s.release_all(|toward, b| match toward {
+            Toward::Switch => into_switch.push(b.frame()[0]),
+            Toward::Client => into_queue.push(b.frame()[0]),
+        });
         assert_eq!((into_switch, into_queue), (vec![9], vec![1, 2, 3]));
         assert_eq!((s.held_frames(), s.deadline()), (0, None));
     }

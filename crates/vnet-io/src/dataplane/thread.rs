@@ -7,14 +7,16 @@
 //! them, so the frame path takes no lock. Each turn of [`Thread::run`]:
 //!
 //! 1. **Timers**: built-in services whose deadline passed tick (their output is then
-//!    read like a client's); the next deadline bounds the poll's sleep.
+//!    read like a client's); the next deadline, or the next time a port's rate limit
+//!    or impairment lets a held frame go, bounds the poll's sleep.
 //! 2. **Poll**: `epoll_wait` for readiness. It does not sleep while a list below has
 //!    work (or for `--busy-poll-us` after traffic); it sleeps at most [`RETRY`] while a
 //!    port waits for a retry, else until the next timer or [`AGING_INTERVAL`].
 //!    Readiness only *lists* ports: a readable port goes on the receive list, a
 //!    writable one on the transmit list, each at most once (`Vnet::list_rx`).
 //! 3. **Receive** ([`Thread::turn`] from here on, the time of the turn as an
-//!    argument): every NIC socket on the uplink list gives up to 64 frames, each
+//!    argument): held frames whose time has come go on first (into the switch, or
+//!    into their port's egress queue: `Vnet::release_held`); every NIC socket on the uplink list gives up to 64 frames, each
 //!    delivered to its vnet's uplink port, which joins the receive list; every port on
 //!    the receive list gives up to `RX_BUDGET` (64) messages through `Backend::recv`;
 //!    the shared dgram socket two `recvmmsg` batches of 32, delivered to their peers'
@@ -46,6 +48,8 @@ mod commands;
 #[cfg(test)]
 mod harness;
 mod lifecycle;
+#[cfg(test)]
+mod shaping_tests;
 #[cfg(test)]
 mod tests;
 mod uplinks;
@@ -196,7 +200,10 @@ impl Thread {
             .checked_sub(busy_poll)
             .unwrap_or_else(Instant::now);
         loop {
-            let next_timer = self.tick_services();
+            let next_timer = [self.tick_services(), self.held_deadline()]
+                .into_iter()
+                .flatten()
+                .min();
             let timeout = if !self.rx_list.is_empty()
                 || !self.tx_list.is_empty()
                 || !self.uplink_rx.is_empty()
@@ -281,6 +288,7 @@ impl Thread {
     /// The turn's work once readiness is known, at time `now`: receive, transmit,
     /// obey commands (if `woken`), age. `true` means shut down.
     fn turn(&mut self, now: Instant, woken: bool) -> bool {
+        self.release_held(now);
         self.receive_uplinks();
         self.receive_all(now);
         self.transmit_all();
@@ -407,6 +415,29 @@ impl Thread {
         }
         list.clear();
         self.tx_work = list;
+    }
+
+    /// When frames that ports' rate limits and impairment hold are next due.
+    fn held_deadline(&self) -> Option<Instant> {
+        self.vnets
+            .iter()
+            .filter_map(|(_, v)| v.held_deadline())
+            .min()
+    }
+
+    /// Lets out the held frames whose time has come and lists the ports they reach.
+    fn release_held(&mut self, now: Instant) {
+        for (key, vnet) in self.vnets.iter_mut() {
+            if vnet.held_deadline().is_none_or(|due| due > now) {
+                continue;
+            }
+            vnet.release_held(now, &mut self.touched);
+            for id in self.touched.drain(..) {
+                if vnet.list_tx(id) {
+                    self.tx_list.push((key, id));
+                }
+            }
+        }
     }
 
     /// Runs the timers of built-in services that are due; returns the next deadline.

@@ -25,6 +25,7 @@ use mio::net::{UnixDatagram, UnixListener};
 use mio::{Interest, Registry, Token};
 use tracing::{debug, info, warn};
 use vnet_core::pcapng::Direction;
+use vnet_core::policy::rate::FloodClass;
 use vnet_core::switch::Verdict;
 use vnet_core::switch::{
     DropCause, FastMap, InvalidVlan, PortId, SetPortError, Switch, Tagging, VlanMode,
@@ -37,6 +38,7 @@ use super::capture::{self, Capture, CaptureSpec, Tap};
 use super::error::ControlError;
 use super::limits::{LimitHit, UidPorts, UidSlot, PORTS_PER_UID};
 use super::queue::EgressQueue;
+use super::shape::{Emitted, HeldBound, Shaping, Toward};
 use crate::admission::{AllowList, Client, Gate};
 use crate::backend::dgram::{DgramPeerError, DgramPort};
 use crate::backend::uplink::Incoming;
@@ -68,6 +70,8 @@ struct PortIo {
     rx_scheduled: bool,
     /// Listed for a transmit pass this turn.
     tx_scheduled: bool,
+    /// Rate limits, storm control and impairment, with the frames they hold.
+    shaping: Option<Shaping>,
 }
 
 /// How a pass over one port ended.
@@ -150,6 +154,12 @@ pub(super) struct Vnet {
     refusals_counted: [u64; 4],
     /// Live captures; empty (the frame path's only cost then) when none runs.
     taps: Vec<Tap>,
+    /// Ports with a [`Shaping`]; empty (the frame path's only cost then) when none has.
+    shaped: Vec<PortId>,
+    /// What a [`Shaping`] hook let out, handled after it returns (reused).
+    emitted: Vec<Emitted>,
+    /// Frames a [`Shaping`] released toward the switch (reused).
+    released: Vec<FrameBuf>,
 }
 
 impl Vnet {
@@ -545,6 +555,7 @@ impl Vnet {
                 token: None,
                 rx_scheduled: false,
                 tx_scheduled: false,
+                shaping: None,
             },
         );
         Ok(id)
@@ -558,6 +569,11 @@ impl Vnet {
         }
         for buf in port.queue.drain() {
             self.pool.put(buf);
+        }
+        if let Some(mut shaping) = port.shaping {
+            let pool = &mut self.pool;
+            shaping.release_all(|_, b| pool.put(b));
+            self.shaped.retain(|p| *p != id);
         }
         self.dgram_peers.retain(|_, (p, _)| *p != id);
         let _ = self.switch.remove_port(id);
@@ -815,6 +831,33 @@ impl Vnet {
         if !self.taps.is_empty() {
             capture::offer(&mut self.taps, from, Direction::Inbound, buf.frame());
         }
+        if !self.shaped.is_empty() {
+            if let Some(shaping) = self.ports.get_mut(&from).and_then(|p| p.shaping.as_mut()) {
+                let emitted = &mut self.emitted;
+                shaping.ingress(now, buf, &mut self.pool, |e| emitted.push(e));
+                let mut emitted = std::mem::take(&mut self.emitted);
+                for e in emitted.drain(..) {
+                    match e {
+                        Emitted::Frame(buf) => self.switch_frame(now, from, buf, touched),
+                        Emitted::Dropped(cause) => self.switch.count_drop(from, cause),
+                    }
+                }
+                self.emitted = emitted;
+                return;
+            }
+        }
+        self.switch_frame(now, from, buf, touched);
+    }
+
+    /// A frame from port `from` (past its ingress policy) through the switch into the
+    /// egress queues of its destinations.
+    fn switch_frame(
+        &mut self,
+        now: Instant,
+        from: PortId,
+        buf: FrameBuf,
+        touched: &mut Vec<PortId>,
+    ) {
         let verdict = if buf.offload.is_gso() {
             match Segmenter::new(buf.frame(), &buf.offload) {
                 Ok(seg) => self
@@ -834,6 +877,11 @@ impl Vnet {
             self.pool.put(buf);
             return;
         };
+        if fwd.unicast.is_none() && !self.shaped.is_empty() && !self.storm_admits(now, &fwd) {
+            self.switch.revoke_rx(from, buf.len(), DropCause::Storm);
+            self.pool.put(buf);
+            return;
+        }
         self.scratch.clear();
         self.scratch.extend(self.switch.egress(&fwd));
         let mut original = Some(buf);
@@ -851,12 +899,14 @@ impl Vnet {
             out.retag(tagging);
             let plain_only = self.ports.get(&dst).is_some_and(|p| !p.offloads);
             if out.needs_offload() && plain_only {
-                self.push_plain(dst, out, touched);
+                self.push_plain(now, dst, out, touched);
             } else {
                 push(
                     &mut self.ports,
                     &mut self.switch,
                     &mut self.pool,
+                    &mut self.emitted,
+                    now,
                     dst,
                     out,
                     touched,
@@ -871,7 +921,13 @@ impl Vnet {
     /// Queues a frame with offload metadata for a port that takes only ordinary frames:
     /// a GSO super-frame is cut into segments, each written straight into a pooled
     /// buffer; a partial checksum is completed in place.
-    fn push_plain(&mut self, dst: PortId, mut buf: FrameBuf, touched: &mut Vec<PortId>) {
+    fn push_plain(
+        &mut self,
+        now: Instant,
+        dst: PortId,
+        mut buf: FrameBuf,
+        touched: &mut Vec<PortId>,
+    ) {
         let hdr = buf.offload;
         let result = if hdr.is_gso() {
             Segmenter::new(buf.frame(), &hdr).and_then(|seg| {
@@ -888,6 +944,8 @@ impl Vnet {
                         &mut self.ports,
                         &mut self.switch,
                         &mut self.pool,
+                        &mut self.emitted,
+                        now,
                         dst,
                         out,
                         touched,
@@ -905,6 +963,8 @@ impl Vnet {
                     &mut self.ports,
                     &mut self.switch,
                     &mut self.pool,
+                    &mut self.emitted,
+                    now,
                     dst,
                     buf,
                     touched,
@@ -916,6 +976,102 @@ impl Vnet {
                 self.switch.count_drop(dst, DropCause::Malformed);
                 self.pool.put(buf);
             }
+        }
+    }
+
+    /// Gives port `id` the rate and impairment sections `rate` and `impair` (`None`,
+    /// or empty: none), replacing what it had: frames the old ones held go on at once,
+    /// in order. `false` if there is no such port.
+    pub fn set_shaping(
+        &mut self,
+        now: Instant,
+        id: PortId,
+        rate: Option<&vnet_model::policy::rate::RateSpec>,
+        impair: Option<&vnet_model::policy::impair::ImpairSpec>,
+        touched: &mut Vec<PortId>,
+    ) -> bool {
+        let bound = HeldBound {
+            frames: self.limits.held_frames_per_port,
+            bytes: self.limits.held_bytes_per_port,
+        };
+        let Some(port) = self.ports.get_mut(&id) else {
+            return false;
+        };
+        let old = std::mem::replace(&mut port.shaping, Shaping::new(now, rate, impair, bound));
+        let shaped = port.shaping.is_some();
+        self.shaped.retain(|p| *p != id);
+        if shaped {
+            self.shaped.push(id);
+        }
+        if let Some(mut old) = old {
+            let mut released = std::mem::take(&mut self.released);
+            let (port, pool) = (self.ports.get_mut(&id).expect("present"), &mut self.pool);
+            let switch = &mut self.switch;
+            old.release_all(|toward, b| match toward {
+                Toward::Switch => released.push(b),
+                Toward::Client => enqueue(port, switch, pool, id, b, touched),
+            });
+            for buf in released.drain(..) {
+                self.switch_frame(now, id, buf, touched);
+            }
+            self.released = released;
+        }
+        true
+    }
+
+    /// Whether storm control of the port a flooded frame came from lets it through.
+    fn storm_admits(&mut self, now: Instant, fwd: &vnet_core::switch::Forward) -> bool {
+        let Some(shaping) = self
+            .ports
+            .get_mut(&fwd.ingress)
+            .and_then(|p| p.shaping.as_mut())
+            .filter(|s| s.has_storm_control())
+        else {
+            return true;
+        };
+        FloodClass::of(fwd.dst, fwd.unicast).is_none_or(|class| shaping.flood(now, class))
+    }
+
+    /// When frames held by a port's [`Shaping`] are next due: the thread's wake-up.
+    pub fn held_deadline(&self) -> Option<Instant> {
+        self.shaped
+            .iter()
+            .filter_map(|id| self.ports.get(id)?.shaping.as_ref()?.deadline())
+            .min()
+    }
+
+    /// Lets out the held frames that are due: those from a client go through the
+    /// switch, those for a client into its egress queue. Ports that got frames are
+    /// appended to `touched`.
+    pub fn release_held(&mut self, now: Instant, touched: &mut Vec<PortId>) {
+        for i in 0..self.shaped.len() {
+            let id = self.shaped[i];
+            let Some(port) = self.ports.get_mut(&id) else {
+                continue;
+            };
+            let Some(shaping) = port.shaping.as_mut() else {
+                continue;
+            };
+            if shaping.deadline().is_none_or(|due| due > now) {
+                continue;
+            }
+            let released = &mut self.released;
+            shaping.release_in(now, |b| released.push(b));
+            let emitted = &mut self.emitted;
+            shaping.release_out(now, &mut self.pool, |e| emitted.push(e));
+            settle(
+                port,
+                &mut self.switch,
+                &mut self.pool,
+                &mut self.emitted,
+                id,
+                touched,
+            );
+            let mut released = std::mem::take(&mut self.released);
+            for buf in released.drain(..) {
+                self.switch_frame(now, id, buf, touched);
+            }
+            self.released = released;
         }
     }
 
@@ -971,12 +1127,16 @@ impl Vnet {
     }
 }
 
-/// Appends a frame to `dst`'s egress queue, or drops and counts it when the queue is full
-/// (in frames or in bytes).
+/// Appends a frame to `dst`'s egress queue, through the port's [`Shaping`] if it has
+/// one (`emitted`: its scratch), or drops and counts it when the queue is full (in
+/// frames or in bytes).
+#[allow(clippy::too_many_arguments)]
 fn push(
     ports: &mut FastMap<PortId, PortIo>,
     switch: &mut Switch,
     pool: &mut BufPool,
+    emitted: &mut Vec<Emitted>,
+    now: Instant,
     dst: PortId,
     buf: FrameBuf,
     touched: &mut Vec<PortId>,
@@ -985,6 +1145,38 @@ fn push(
         pool.put(buf);
         return;
     };
+    let Some(shaping) = port.shaping.as_mut() else {
+        return enqueue(port, switch, pool, dst, buf, touched);
+    };
+    shaping.egress(now, buf, pool, |e| emitted.push(e));
+    settle(port, switch, pool, emitted, dst, touched);
+}
+
+/// Queues what a port's [`Shaping`] let out for it and counts its drops.
+fn settle(
+    port: &mut PortIo,
+    switch: &mut Switch,
+    pool: &mut BufPool,
+    emitted: &mut Vec<Emitted>,
+    dst: PortId,
+    touched: &mut Vec<PortId>,
+) {
+    for e in emitted.drain(..) {
+        match e {
+            Emitted::Frame(buf) => enqueue(port, switch, pool, dst, buf, touched),
+            Emitted::Dropped(cause) => switch.count_drop(dst, cause),
+        }
+    }
+}
+
+fn enqueue(
+    port: &mut PortIo,
+    switch: &mut Switch,
+    pool: &mut BufPool,
+    dst: PortId,
+    buf: FrameBuf,
+    touched: &mut Vec<PortId>,
+) {
     match port.queue.push(buf) {
         Ok(()) => touched.push(dst),
         Err(buf) => {

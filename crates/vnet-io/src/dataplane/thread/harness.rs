@@ -240,6 +240,26 @@ impl Harness {
         self.thread.vnets[key].macs(self.now)
     }
 
+    /// Gives `port` rate limits and impairment, live.
+    pub fn shape(
+        &mut self,
+        port: &Port,
+        rate: Option<&vnet_model::policy::rate::RateSpec>,
+        impair: Option<&vnet_model::policy::impair::ImpairSpec>,
+    ) {
+        let mut touched = Vec::new();
+        let vnet = &mut self.thread.vnets[port.vnet];
+        assert!(vnet.set_shaping(self.now, port.id, rate, impair, &mut touched));
+        for id in touched {
+            self.thread.schedule_tx(port.vnet, id);
+        }
+    }
+
+    /// When the thread must come back for frames ports hold.
+    pub fn held_deadline(&self) -> Option<Instant> {
+        self.thread.held_deadline()
+    }
+
     /// The vnet's name in the thread (to check it is gone).
     pub fn lookup(&self, name: &str) -> Result<VnetKey, ControlError> {
         self.thread.lookup(name)

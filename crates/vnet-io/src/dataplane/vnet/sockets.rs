@@ -129,6 +129,9 @@ impl Vnet {
             uid_ports: Default::default(),
             refusals_counted: [0; 4],
             taps: Vec::new(),
+            shaped: Vec::new(),
+            emitted: Vec::new(),
+            released: Vec::new(),
             spec,
             dir,
         })
