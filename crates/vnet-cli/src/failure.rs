@@ -56,6 +56,14 @@ impl Failure {
         }
     }
 
+    /// A command line that asks for nothing, or for something that cannot be.
+    pub fn invalid(what: impl Into<String>, todo: impl Into<String>) -> Failure {
+        Failure {
+            exit: Exit::Invalid,
+            ..Failure::new(what, todo)
+        }
+    }
+
     /// The exit status that tells a script what kind of failure this is.
     pub fn exit(&self) -> Exit {
         self.exit

@@ -5,7 +5,7 @@
 use comfy_table::{presets, Cell, CellAlignment, Table};
 use vnet_control::{
     AccountInfo, Counters, DhcpSpec, Lease, LinkState, MacAddr, MacEntry, NatInfo, NetworkInfo,
-    PortInfo, Reservation, UplinkMode, VlanMode,
+    PortInfo, PortPolicy, Reservation, UplinkMode, VlanMode,
 };
 
 /// A table with a header row, columns separated by two spaces.
@@ -127,6 +127,8 @@ pub fn network_details(n: &NetworkInfo) -> String {
     if let Some(nat) = &n.nat {
         rows.push(("nat", nat_summary(nat)));
     }
+    let policy = policy_rows(&n.policy, None);
+    rows.extend(policy.iter().map(|(k, v)| (k.as_str(), v.clone())));
     let nat_counters = n.nat.as_ref().map(nat_counter_rows).unwrap_or_default();
     rows.extend(nat_counters.iter().map(|(k, v)| (k.as_str(), v.clone())));
     rows.extend([
@@ -364,7 +366,54 @@ pub fn port_details(p: &PortInfo) -> String {
         "egress queue",
         format!("{} of {} frames", p.queue_len, p.queue_capacity),
     ));
+    let policy = policy_rows(&p.enforced, Some(&p.policy));
+    rows.extend(policy.iter().map(|(k, v)| (k.as_str(), v.clone())));
     details(rows)
+}
+
+/// A policy's sections as `key  value` rows under a `policy` row; with `own` (a port's
+/// own policy), each says whether it is the port's own or its vnet's.
+fn policy_rows(policy: &PortPolicy, own: Option<&PortPolicy>) -> Vec<(String, String)> {
+    if policy.is_empty() {
+        return vec![("policy".into(), "none".into())];
+    }
+    let own = own.map(|o| serde_json::to_value(o).expect("a policy serializes"));
+    let sections = serde_json::to_value(policy).expect("a policy serializes");
+    let mut rows = vec![("policy".to_string(), String::new())];
+    for (name, spec) in sections.as_object().into_iter().flatten() {
+        let from = match &own {
+            Some(o) if o.get(name) == Some(spec) => " (port's own)",
+            Some(_) => " (the vnet's)",
+            None => "",
+        };
+        rows.push((format!("  {name}"), format!("{}{from}", compact(spec))));
+    }
+    rows
+}
+
+/// A section's settings on one line: `out=10mbit burst=64k`, `{}` as `on`.
+fn compact(value: &serde_json::Value) -> String {
+    use serde_json::Value;
+    match value {
+        Value::Object(map) if map.is_empty() => "on".into(),
+        Value::Object(map) => map
+            .iter()
+            .map(|(k, v)| match v {
+                Value::Object(_) => format!("{k}=({})", compact(v)),
+                _ => format!("{k}={}", compact(v)),
+            })
+            .collect::<Vec<_>>()
+            .join(" "),
+        Value::Array(items) => items.iter().map(compact).collect::<Vec<_>>().join(","),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// A policy as `vnet net policy` and `vnet port set` print it.
+pub fn policy(policy: &PortPolicy) -> String {
+    let rows = policy_rows(policy, None);
+    details(rows.iter().map(|(k, v)| (k.as_str(), v.clone())).collect())
 }
 
 pub fn macs_table(entries: &[MacEntry]) -> String {
@@ -500,6 +549,7 @@ mod tests {
             transient: false,
             allow_users: Vec::new(),
             allow_groups: Vec::new(),
+            policy: Default::default(),
         }
     }
 
@@ -525,6 +575,9 @@ mod tests {
                 },
                 queue_len: 0,
                 queue_capacity: 256,
+                policy: Default::default(),
+                enforced: Default::default(),
+                policy_counters: Default::default(),
             },
             PortInfo {
                 id: 12,
@@ -543,6 +596,9 @@ mod tests {
                 counters: Counters::default(),
                 queue_len: 3,
                 queue_capacity: 256,
+                policy: Default::default(),
+                enforced: Default::default(),
+                policy_counters: Default::default(),
             },
         ]
     }

@@ -9,8 +9,9 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use vnet_control::{
     Account, AccountInfo, ApiError, Counters, DhcpSpec, HostAdapterInfo, HostAdapterSpec, Lease,
-    LinkState, MacEntry, NetworkInfo, NetworkSockets, NetworkSpec, PortInfo, PortKind, PortSpec,
-    Reservation, UplinkMode, UplinkSpec, Version, VlanMode,
+    LinkState, MacEntry, NetworkInfo, NetworkSockets, NetworkSpec, PolicyPatch, PolicyReport,
+    PortInfo, PortKind, PortPolicy, PortSpec, Reservation, UplinkMode, UplinkSpec, Version,
+    VlanMode,
 };
 
 const OPENAPI: &str = include_str!("../../../docs/openapi.yaml");
@@ -256,6 +257,7 @@ impl Checker {
             }
             Some("string") if value.is_string() => Ok(()),
             Some("boolean") if value.is_boolean() => Ok(()),
+            Some("null") if value.is_null() => Ok(()),
             Some(other) => Err(format!("{at}: {value} is not of type {other}")),
         }
     }
@@ -326,6 +328,7 @@ fn sample_network() -> NetworkInfo {
         transient: false,
         allow_users: Vec::new(),
         allow_groups: Vec::new(),
+        policy: PortPolicy::default(),
     }
 }
 
@@ -381,6 +384,7 @@ fn sample_host_only_network() -> NetworkInfo {
             id: 4000,
             name: Some("lab".into()),
         }],
+        policy: every_section(),
         ..sample_network()
     }
 }
@@ -410,6 +414,19 @@ fn sample_port() -> PortInfo {
         },
         queue_len: 1,
         queue_capacity: 256,
+        policy: every_section(),
+        enforced: every_section(),
+        policy_counters: Some(PolicyReport::default()),
+    }
+}
+
+/// A policy with every section.
+fn every_section() -> PortPolicy {
+    PortPolicy {
+        security: Some(Default::default()),
+        acl: Some(Default::default()),
+        rate: Some(Default::default()),
+        impair: Some(Default::default()),
     }
 }
 
@@ -456,7 +473,14 @@ fn what_the_types_serialize_matches_the_documented_schemas() {
     host_only.transient = true;
     host_only.allow_users = vec![Account::Name("alice".into()), Account::Id(1002)];
     host_only.allow_groups = vec![Account::Name("lab".into())];
+    host_only.policy = every_section();
     checker.check_named("NetworkSpec", &host_only);
+    checker.check_named("PortPolicy", &every_section());
+    checker.check_named("PolicyPatch", &PolicyPatch::replace_with(&every_section()));
+    checker.check_named(
+        "PolicyPatch",
+        &PolicyPatch::replace_with(&PortPolicy::default()),
+    );
     host_only.host_adapter = Some(HostAdapterSpec::default());
     host_only.dhcp = Some(DhcpSpec::default());
     checker.check_named("NetworkSpec", &host_only);
@@ -544,6 +568,7 @@ fn what_the_types_serialize_matches_the_documented_schemas() {
                 allowed: vec![10],
                 native: None,
             },
+            policy: every_section(),
         },
     );
     checker.check_named(
@@ -551,6 +576,7 @@ fn what_the_types_serialize_matches_the_documented_schemas() {
         &PortSpec::Interface {
             interface: "fc-tap0".into(),
             vlan: VlanMode::Access { vlan: 10 },
+            policy: every_section(),
         },
     );
     checker.check_named("LinkState", &LinkState::Down);
@@ -559,6 +585,7 @@ fn what_the_types_serialize_matches_the_documented_schemas() {
         &PortSpec::VhostUser {
             name: "vm1".into(),
             vlan: VlanMode::Access { vlan: 10 },
+            policy: every_section(),
         },
     );
     checker.check_named(

@@ -27,8 +27,8 @@ use tokio::net::UnixStream;
 
 use vnet_model::API_PREFIX;
 use vnet_model::{
-    ApiError, DhcpPatch, DhcpSpec, Lease, MacAddr, MacEntry, NetworkInfo, NetworkSpec, PortInfo,
-    PortSpec, Reservation, UplinkSpec, Version, VlanMode,
+    ApiError, DhcpPatch, DhcpSpec, Lease, MacAddr, MacEntry, NetworkInfo, NetworkSpec, PolicyPatch,
+    PortInfo, PortPolicy, PortSpec, Reservation, UplinkSpec, Version, VlanMode,
 };
 
 /// How long one request may take, connection included, before the client gives up.
@@ -266,6 +266,31 @@ impl Client {
     pub fn set_port_vlan(&self, net: &str, id: u32, mode: &VlanMode) -> Result<PortInfo, Error> {
         let path = api_path(&["networks", net, "ports", &id.to_string(), "vlan"]);
         self.send_json(Method::PUT, &path, mode)
+    }
+
+    /// `PATCH /v1/networks/{net}/ports/{id}/policy`: change a port's own policy live.
+    pub fn set_port_policy(
+        &self,
+        net: &str,
+        id: u32,
+        patch: &PolicyPatch,
+    ) -> Result<PortInfo, Error> {
+        let path = api_path(&["networks", net, "ports", &id.to_string(), "policy"]);
+        self.send_json(Method::PATCH, &path, patch)
+    }
+
+    /// `GET /v1/networks/{net}/policy`: the policy of a vnet's client ports.
+    pub fn policy(&self, net: &str) -> Result<PortPolicy, Error> {
+        self.get_json(&api_path(&["networks", net, "policy"]))
+    }
+
+    /// `PATCH /v1/networks/{net}/policy`: change the policy of a vnet's client ports.
+    pub fn set_policy(&self, net: &str, patch: &PolicyPatch) -> Result<PortPolicy, Error> {
+        self.send_json(
+            Method::PATCH,
+            &api_path(&["networks", net, "policy"]),
+            patch,
+        )
     }
 
     /// `PUT /v1/networks/{net}/uplink`: bridge the vnet to a host NIC (replacing its
@@ -729,6 +754,7 @@ mod tests {
             transient: false,
             allow_users: Vec::new(),
             allow_groups: Vec::new(),
+            policy: Default::default(),
         }
     }
 
@@ -747,6 +773,9 @@ mod tests {
             counters: Counters::default(),
             queue_len: 0,
             queue_capacity: 256,
+            policy: Default::default(),
+            enforced: Default::default(),
+            policy_counters: Default::default(),
         }
     }
 
@@ -801,6 +830,7 @@ mod tests {
         let spec = PortSpec::Tap {
             ifname: "tap7".into(),
             vlan: VlanMode::Access { vlan: 10 },
+            policy: Default::default(),
         };
         assert_eq!(client.add_port("vmnet1", &spec).unwrap(), sample_port());
         assert_eq!(client.ports("vmnet1").unwrap(), vec![sample_port()]);

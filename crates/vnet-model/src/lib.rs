@@ -21,6 +21,9 @@
 //! | GET | `/v1/networks/{net}/ports/{id}` | | [`PortInfo`] |
 //! | DELETE | `/v1/networks/{net}/ports/{id}` | | 204 |
 //! | PUT | `/v1/networks/{net}/ports/{id}/vlan` | [`VlanMode`] | [`PortInfo`] |
+//! | PATCH | `/v1/networks/{net}/ports/{id}/policy` | [`PolicyPatch`] | [`PortInfo`] |
+//! | GET | `/v1/networks/{net}/policy` | | [`PortPolicy`] |
+//! | PATCH | `/v1/networks/{net}/policy` | [`PolicyPatch`] | [`PortPolicy`] |
 //! | PUT | `/v1/networks/{net}/uplink` | [`UplinkSpec`] | [`PortInfo`] |
 //! | DELETE | `/v1/networks/{net}/uplink` | | 204 |
 //! | GET | `/v1/networks/{net}/macs` | | `[MacEntry]` |
@@ -48,6 +51,8 @@ use std::path::PathBuf;
 pub use ipnet::Ipv4Net;
 
 use serde::{Deserialize, Serialize};
+
+pub use policy::{PolicyPatch, PolicyReport, PortPolicy};
 
 /// Path prefix of this version of the control API.
 pub const API_PREFIX: &str = "/v1";
@@ -99,6 +104,10 @@ pub struct NetworkSpec {
     /// Groups whose members may attach, as `allow_users`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allow_groups: Vec<Account>,
+    /// The policy of every client port (not services, the uplink or the host
+    /// adapter), where the port's own does not replace it ([`PortPolicy::over`]).
+    #[serde(default, skip_serializing_if = "PortPolicy::is_empty")]
+    pub policy: PortPolicy,
 }
 
 /// A user or group as written in a spec: a name from the system's database, or a
@@ -483,6 +492,7 @@ impl NetworkSpec {
             transient: false,
             allow_users: Vec::new(),
             allow_groups: Vec::new(),
+            policy: PortPolicy::default(),
         }
     }
 }
@@ -538,6 +548,9 @@ pub struct NetworkInfo {
     pub allow_users: Vec<AccountInfo>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allow_groups: Vec<AccountInfo>,
+    /// The policy of the vnet's client ports ([`NetworkSpec::policy`]).
+    #[serde(default, skip_serializing_if = "PortPolicy::is_empty")]
+    pub policy: PortPolicy,
 }
 
 /// A running NAT device.
@@ -766,6 +779,9 @@ pub enum PortSpec {
         ifname: String,
         #[serde(default)]
         vlan: VlanMode,
+        /// The port's own policy (over its vnet's, section by section).
+        #[serde(default, skip_serializing_if = "PortPolicy::is_empty")]
+        policy: PortPolicy,
     },
     /// A vhost-user-net back-end at `RUN/NET/vhost-user/NAME.sock`: a QEMU virtio-net
     /// NIC (`-netdev vhost-user`) becomes this port when it connects, and again after it
@@ -775,6 +791,9 @@ pub enum PortSpec {
         name: String,
         #[serde(default)]
         vlan: VlanMode,
+        /// The port's own policy (over its vnet's, section by section).
+        #[serde(default, skip_serializing_if = "PortPolicy::is_empty")]
+        policy: PortPolicy,
     },
     /// An existing host interface that another program created and holds (the TAP
     /// Firecracker, cloud-hypervisor or libvirt opened, a veth end), joined through an
@@ -784,7 +803,46 @@ pub enum PortSpec {
         interface: String,
         #[serde(default)]
         vlan: VlanMode,
+        /// The port's own policy (over its vnet's, section by section).
+        #[serde(default, skip_serializing_if = "PortPolicy::is_empty")]
+        policy: PortPolicy,
     },
+}
+
+impl PortSpec {
+    /// The port's VLAN settings.
+    pub fn vlan(&self) -> &VlanMode {
+        match self {
+            PortSpec::Tap { vlan, .. }
+            | PortSpec::VhostUser { vlan, .. }
+            | PortSpec::Interface { vlan, .. } => vlan,
+        }
+    }
+
+    pub fn vlan_mut(&mut self) -> &mut VlanMode {
+        match self {
+            PortSpec::Tap { vlan, .. }
+            | PortSpec::VhostUser { vlan, .. }
+            | PortSpec::Interface { vlan, .. } => vlan,
+        }
+    }
+
+    /// The port's own policy.
+    pub fn policy(&self) -> &PortPolicy {
+        match self {
+            PortSpec::Tap { policy, .. }
+            | PortSpec::VhostUser { policy, .. }
+            | PortSpec::Interface { policy, .. } => policy,
+        }
+    }
+
+    pub fn policy_mut(&mut self) -> &mut PortPolicy {
+        match self {
+            PortSpec::Tap { policy, .. }
+            | PortSpec::VhostUser { policy, .. }
+            | PortSpec::Interface { policy, .. } => policy,
+        }
+    }
 }
 
 /// Whether a port's link carries frames now (ports whose link can come and go).
@@ -849,6 +907,17 @@ pub struct PortInfo {
     /// Frames waiting in the egress queue, and its bound.
     pub queue_len: usize,
     pub queue_capacity: usize,
+    /// The port's own policy (`PATCH .../ports/{id}/policy`).
+    #[serde(default, skip_serializing_if = "PortPolicy::is_empty")]
+    pub policy: PortPolicy,
+    /// What is enforced on the port: its own policy over its vnet's (nothing on
+    /// services, the uplink and the host adapter).
+    #[serde(default, skip_serializing_if = "PortPolicy::is_empty")]
+    pub enforced: PortPolicy,
+    /// What the enforcement counted, beyond `counters.drops`; `None` when nothing is
+    /// enforced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_counters: Option<PolicyReport>,
 }
 
 /// One row of a vnet's MAC table.
@@ -941,6 +1010,7 @@ impl NetworkSpec {
         if self.mac_aging_secs == 0 || self.max_macs == 0 || self.max_macs_per_port == 0 {
             return Err(SpecError::MacLimits);
         }
+        self.policy.validate().map_err(SpecError::Policy)?;
         Ok(())
     }
 
@@ -1116,6 +1186,8 @@ pub enum SpecError {
     Uplink(#[from] UplinkError),
     #[error("mac_aging_secs, max_macs and max_macs_per_port must be at least 1")]
     MacLimits,
+    #[error("policy: {0}")]
+    Policy(String),
 }
 
 /// The `n`th address of `subnet` (0 = the network address).

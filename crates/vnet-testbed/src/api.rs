@@ -40,6 +40,7 @@ pub fn tap_vm(d: &Daemon, net: &str, mac: &str, cidr: &str) -> (u32, NsVm) {
             &PortSpec::Tap {
                 ifname: ifname.clone(),
                 vlan: Default::default(),
+                policy: Default::default(),
             },
         )
         .unwrap_or_else(|e| panic!("adding TAP {ifname}: {e}\n{}", d.log()));

@@ -165,6 +165,24 @@ pub const RULES: &[(&str, &str, Role, &str)] = &[
         "setting a port's VLANs",
     ),
     (
+        "PATCH",
+        "/v1/networks/{net}/ports/{id}/policy",
+        Role::Admin,
+        "setting a port's policy",
+    ),
+    (
+        "GET",
+        "/v1/networks/{net}/policy",
+        Role::User,
+        "showing a vnet's port policy",
+    ),
+    (
+        "PATCH",
+        "/v1/networks/{net}/policy",
+        Role::Admin,
+        "setting a vnet's port policy",
+    ),
+    (
         "PUT",
         "/v1/networks/{net}/uplink",
         Role::Admin,
@@ -484,6 +502,7 @@ mod tests {
             "/v1/networks/{net}/macs",
             "/v1/networks/{net}/leases",
             "/v1/networks/{net}/forwards",
+            "/v1/networks/{net}/policy",
             "/metrics",
         ] {
             assert_eq!(need(Method::GET, r), Role::User, "GET {r}");
@@ -497,6 +516,8 @@ mod tests {
             (Method::POST, "/v1/networks"),
             (Method::DELETE, "/v1/networks/{net}"),
             (Method::PUT, "/v1/networks/{net}/ports/{id}/vlan"),
+            (Method::PATCH, "/v1/networks/{net}/ports/{id}/policy"),
+            (Method::PATCH, "/v1/networks/{net}/policy"),
             (Method::PUT, "/v1/networks/{net}/uplink"),
             (Method::DELETE, "/v1/networks/{net}/uplink"),
             (Method::PUT, "/v1/networks/{net}/dhcp"),
@@ -518,17 +539,20 @@ mod tests {
         let vhost = |vlan| PortSpec::VhostUser {
             name: "vm1".into(),
             vlan,
+            policy: Default::default(),
         };
         assert_eq!(Policy::check_port(&vhost(VlanMode::default())), None);
         assert!(Policy::check_port(&vhost(VlanMode::Access { vlan: 10 })).is_some());
         let tap = PortSpec::Tap {
             ifname: "tap0".into(),
             vlan: VlanMode::default(),
+            policy: Default::default(),
         };
         assert_eq!(Policy::check_port(&tap), Some("adding a TAP port"));
         let interface = PortSpec::Interface {
             interface: "fc-tap0".into(),
             vlan: VlanMode::default(),
+            policy: Default::default(),
         };
         assert_eq!(
             Policy::check_port(&interface),

@@ -11,7 +11,7 @@ use toml::Spanned;
 use vnet_io::admission::AllowList;
 use vnet_model::{
     default_mac_aging, default_max_macs, default_max_macs_per_port, default_mtu, DhcpSpec,
-    HostAdapterSpec, Ipv4Net, NetworkSpec, PortSpec, UplinkSpec, VlanMode,
+    HostAdapterSpec, Ipv4Net, NetworkSpec, PortPolicy, PortSpec, UplinkSpec, VlanMode,
 };
 
 /// The whole configuration file.
@@ -237,6 +237,10 @@ pub struct NetworkConfig {
     /// Groups whose members may attach (names or gids).
     #[serde(default)]
     pub allow_groups: Vec<vnet_model::Account>,
+    /// `[network.policy]`: the policy of every client port (see
+    /// `vnet_model::policy`), where a port's own does not replace it.
+    #[serde(default)]
+    pub policy: PortPolicy,
     /// `[[network.port]]` tables: ports created at start.
     #[serde(default, rename = "port")]
     pub ports: Vec<PortConfig>,
@@ -266,6 +270,10 @@ pub struct PortConfig {
     /// With `trunk`: the VLAN carried untagged.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub native: Option<u16>,
+    /// `[network.port.policy]`: the port's own policy, over the vnet's section by
+    /// section.
+    #[serde(default, skip_serializing_if = "PortPolicy::is_empty")]
+    pub policy: PortPolicy,
 }
 
 /// The configuration is unusable.
@@ -483,6 +491,7 @@ impl NetworkConfig {
             transient: false,
             allow_users: self.allow_users.clone(),
             allow_groups: self.allow_groups.clone(),
+            policy: self.policy.clone(),
         }
     }
 }
@@ -497,29 +506,34 @@ impl PortConfig {
             (None, Some(vlan)) => VlanMode::Access { vlan },
             (None, None) => VlanMode::default(),
         };
+        let policy = self.policy.clone();
         match (&self.tap, &self.interface, &self.vhost_user) {
             (Some(ifname), _, _) => PortSpec::Tap {
                 ifname: ifname.clone(),
                 vlan,
+                policy,
             },
             (None, Some(interface), _) => PortSpec::Interface {
                 interface: interface.clone(),
                 vlan,
+                policy,
             },
             (None, None, name) => PortSpec::VhostUser {
                 name: name.clone().unwrap_or_default(),
                 vlan,
+                policy,
             },
         }
     }
 
     /// The table that makes `spec` (the default VLAN left out).
     pub fn of(spec: &PortSpec) -> PortConfig {
-        let (tap, vhost_user, interface, mode) = match spec {
-            PortSpec::Tap { ifname, vlan } => (Some(ifname), None, None, vlan),
-            PortSpec::VhostUser { name, vlan } => (None, Some(name), None, vlan),
-            PortSpec::Interface { interface, vlan } => (None, None, Some(interface), vlan),
+        let (tap, vhost_user, interface) = match spec {
+            PortSpec::Tap { ifname, .. } => (Some(ifname), None, None),
+            PortSpec::VhostUser { name, .. } => (None, Some(name), None),
+            PortSpec::Interface { interface, .. } => (None, None, Some(interface)),
         };
+        let mode = spec.vlan();
         let (vlan, trunk, native) = match mode {
             m if *m == VlanMode::default() => (None, None, None),
             VlanMode::Access { vlan } => (Some(*vlan), None, None),
@@ -532,6 +546,7 @@ impl PortConfig {
             vlan,
             trunk,
             native,
+            policy: spec.policy().clone(),
         }
     }
 
@@ -830,7 +845,8 @@ mod tests {
             c.network[0].get_ref().ports[0].spec(),
             PortSpec::VhostUser {
                 name: "vm1".into(),
-                vlan: VlanMode::Access { vlan: 10 }
+                vlan: VlanMode::Access { vlan: 10 },
+                policy: Default::default(),
             }
         );
         let port = |body: &str| format!("[[network]]\nname = \"a\"\n[[network.port]]\n{body}");
@@ -855,7 +871,8 @@ mod tests {
                 vlan: VlanMode::Trunk {
                     allowed: vec![10],
                     native: None
-                }
+                },
+                policy: Default::default(),
             }
         );
         assert_eq!(port.label(), "interface \"fc-tap0\"");

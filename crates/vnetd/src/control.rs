@@ -18,8 +18,8 @@ use axum::Extension;
 use axum::{Json, Router};
 use vnet_io::{ControlError, ErrorKind, Handle};
 use vnet_model::{
-    ApiError, DhcpPatch, DhcpSpec, ForwardProto, MacAddr, NetworkSpec, PortSpec, Reservation,
-    UplinkSpec, Version, VlanMode,
+    ApiError, DhcpPatch, DhcpSpec, ForwardProto, MacAddr, NetworkSpec, PolicyPatch, PortSpec,
+    Reservation, UplinkSpec, Version, VlanMode,
 };
 
 /// Every error the API returns: a status and `{"error": "..."}`.
@@ -155,6 +155,14 @@ pub fn router(handle: Handle, policy: Policy, live: Arc<Live>) -> Router {
             get(port).delete(remove_port),
         )
         .route("/v1/networks/{net}/ports/{id}/vlan", put(set_port_vlan))
+        .route(
+            "/v1/networks/{net}/ports/{id}/policy",
+            patch(set_port_policy),
+        )
+        .route(
+            "/v1/networks/{net}/policy",
+            get(vnet_policy).merge(patch(set_vnet_policy)),
+        )
         .route(
             "/v1/networks/{net}/uplink",
             put(set_uplink).delete(remove_uplink),
@@ -299,6 +307,36 @@ async fn set_port_vlan(
 ) -> Result<impl IntoResponse> {
     let mode: VlanMode = parse_body(&body)?;
     Ok(Json(h.set_port_vlan(net, port_id(&id)?, mode).await?))
+}
+
+async fn set_port_policy(
+    State(h): State<Handle>,
+    Path((net, id)): Path<(String, String)>,
+    body: axum::body::Bytes,
+) -> Result<impl IntoResponse> {
+    let patch: PolicyPatch = parse_body(&body)?;
+    Ok(Json(h.set_port_policy(net, port_id(&id)?, patch).await?))
+}
+
+async fn vnet_policy(
+    State(h): State<Handle>,
+    Path(net): Path<String>,
+) -> Result<impl IntoResponse> {
+    Ok(Json(h.spec(net).await?.policy))
+}
+
+async fn set_vnet_policy(
+    State(h): State<Handle>,
+    Path(net): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<impl IntoResponse> {
+    let patch: PolicyPatch = parse_body(&body)?;
+    // The sections it sets, checked before any is applied.
+    vnet_model::PortPolicy::default()
+        .patched(&patch)
+        .validate()
+        .map_err(|e| HttpError(StatusCode::BAD_REQUEST, format!("policy: {e}")))?;
+    Ok(Json(h.set_policy(net, patch).await?))
 }
 
 async fn set_uplink(

@@ -13,11 +13,11 @@ use std::sync::{Mutex, MutexGuard};
 use anyhow::{anyhow, Context};
 use tracing::{info, warn};
 use vnet_io::{ControlError, ErrorKind, Handle};
-use vnet_model::PortSpec;
+use vnet_model::{PolicyPatch, PortSpec};
 
 use crate::config::Config;
 use crate::reload::{plan, Op};
-use crate::state::{self, export, port_identity, with_vlan, SavedNet, State};
+use crate::state::{self, export, port_identity, SavedNet, State};
 
 /// A port vnetd knows more of than the data plane does.
 #[derive(Debug)]
@@ -119,7 +119,7 @@ impl Live {
                 .iter()
                 .filter_map(|p| {
                     let spec = &known.get(&(name.clone(), p.id))?.spec;
-                    Some(with_vlan(spec, p.vlan.clone()))
+                    Some(state::as_running(spec, p))
                 })
                 .collect();
             nets.push(SavedNet { spec, ports });
@@ -266,9 +266,18 @@ impl Live {
             }
             Op::SetPortVlan(net, port) => {
                 if let Some(id) = self.port_id(&net, &port) {
-                    let vlan = state::port_vlan(&port).clone();
-                    h.set_port_vlan(net, id, vlan).await?;
+                    h.set_port_vlan(net, id, port.vlan().clone()).await?;
                 }
+            }
+            Op::SetPortPolicy(net, port) => {
+                if let Some(id) = self.port_id(&net, &port) {
+                    let patch = PolicyPatch::replace_with(port.policy());
+                    h.set_port_policy(net, id, patch).await?;
+                }
+            }
+            Op::SetPolicy(net, policy) => {
+                h.set_policy(net, PolicyPatch::replace_with(&policy))
+                    .await?;
             }
         }
         Ok(())

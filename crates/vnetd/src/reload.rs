@@ -1,17 +1,20 @@
 //! From the vnets that run to the vnets wanted: the list of live changes ([`plan`]).
 //!
 //! A vnet whose settings are equal is not touched at all (its ports keep forwarding).
-//! DHCP settings (reservations included), the uplink, port forwards and the TAP,
-//! interface and vhost-user ports (added, removed, VLAN settings) change in place;
+//! DHCP settings (reservations included), the uplink, port forwards, the client ports'
+//! policy and the TAP, interface and vhost-user ports (added, removed, VLAN settings,
+//! own policy) change in place;
 //! anything else (MTU, subnet, host adapter, NAT settings other than forwards, MAC
 //! limits, allow lists) means recreating the vnet, which drops its ports' connections.
 
 use std::fmt;
 use std::net::SocketAddrV4;
 
-use vnet_model::{DhcpSpec, ForwardProto, ForwardSpec, NetworkSpec, PortSpec, UplinkSpec};
+use vnet_model::{
+    DhcpSpec, ForwardProto, ForwardSpec, NetworkSpec, PortPolicy, PortSpec, UplinkSpec,
+};
 
-use crate::state::{port_identity, port_vlan, SavedNet};
+use crate::state::{port_identity, SavedNet};
 
 /// One live change.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,6 +32,10 @@ pub enum Op {
     RemovePort(String, PortSpec),
     /// Give that port the spec's VLAN settings.
     SetPortVlan(String, PortSpec),
+    /// Give that port the spec's own policy.
+    SetPortPolicy(String, PortSpec),
+    /// Set the policy of the vnet's client ports.
+    SetPolicy(String, PortPolicy),
 }
 
 impl fmt::Display for Op {
@@ -56,6 +63,8 @@ impl fmt::Display for Op {
             Op::AddPort(n, p) => write!(f, "vnet {n}: add {}", port(p)),
             Op::RemovePort(n, p) => write!(f, "vnet {n}: remove {}", port(p)),
             Op::SetPortVlan(n, p) => write!(f, "vnet {n}: set the VLANs of {}", port(p)),
+            Op::SetPortPolicy(n, p) => write!(f, "vnet {n}: set the policy of {}", port(p)),
+            Op::SetPolicy(n, _) => write!(f, "vnet {n}: set the policy of client ports"),
         }
     }
 }
@@ -95,6 +104,7 @@ fn in_place(o: &SavedNet, n: &SavedNet) -> Option<Vec<Op>> {
         let mut s = s.clone();
         s.dhcp = None;
         s.uplink = None;
+        s.policy = PortPolicy::default();
         if let Some(nat) = s.nat.as_mut() {
             nat.forward.clear();
         }
@@ -113,6 +123,9 @@ fn in_place(o: &SavedNet, n: &SavedNet) -> Option<Vec<Op>> {
             Some(u) => Op::SetUplink(name.clone(), u.clone()),
             None => Op::RemoveUplink(name.clone()),
         });
+    }
+    if o.spec.policy != n.spec.policy {
+        ops.push(Op::SetPolicy(name.clone(), n.spec.policy.clone()));
     }
     let forwards = |s: &NetworkSpec| {
         s.nat
@@ -138,10 +151,14 @@ fn in_place(o: &SavedNet, n: &SavedNet) -> Option<Vec<Op>> {
     for p in &n.ports {
         match o.ports.iter().find(|q| same(p, q)) {
             None => ops.push(Op::AddPort(name.clone(), p.clone())),
-            Some(q) if port_vlan(q) != port_vlan(p) => {
-                ops.push(Op::SetPortVlan(name.clone(), p.clone()))
+            Some(q) => {
+                if q.vlan() != p.vlan() {
+                    ops.push(Op::SetPortVlan(name.clone(), p.clone()));
+                }
+                if q.policy() != p.policy() {
+                    ops.push(Op::SetPortPolicy(name.clone(), p.clone()));
+                }
             }
-            Some(_) => {}
         }
     }
     Some(ops)
@@ -175,6 +192,7 @@ mod tests {
         PortSpec::Tap {
             ifname: name.into(),
             vlan: VlanMode::Access { vlan },
+            policy: Default::default(),
         }
     }
 
@@ -185,6 +203,24 @@ mod tests {
         assert_eq!(
             plan(&[a.clone(), b.clone()], &[c.clone(), a.clone()]),
             [Op::Delete("b".into()), Op::Create(Box::new(c))]
+        );
+    }
+
+    #[test]
+    fn policies_change_in_place() {
+        let old = SavedNet {
+            ports: vec![tap("t0", 1), tap("t1", 1)],
+            ..net("n", 1500)
+        };
+        let mut new = old.clone();
+        new.spec.policy.rate = Some(Default::default());
+        new.ports[1].policy_mut().acl = Some(Default::default());
+        assert_eq!(
+            plan(&[old], &[new.clone()]),
+            [
+                Op::SetPolicy("n".into(), new.spec.policy.clone()),
+                Op::SetPortPolicy("n".into(), new.ports[1].clone()),
+            ]
         );
     }
 

@@ -266,6 +266,7 @@ fn an_interface_port_keeps_vlan_rules_untagged_or_as_a_trunk() {
             &PortSpec::Tap {
                 ifname: ifname.clone(),
                 vlan: VlanMode::Access { vlan },
+                policy: Default::default(),
             },
         )
         .unwrap();

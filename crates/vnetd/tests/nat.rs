@@ -558,6 +558,7 @@ fn ping_sockets_carry_echo_where_the_daemons_namespace_allows_them() {
             &PortSpec::Tap {
                 ifname: ifname.clone(),
                 vlan: Default::default(),
+                policy: Default::default(),
             },
         )
         .unwrap_or_else(|e| panic!("TAP port: {e}\n{}", d.log()));

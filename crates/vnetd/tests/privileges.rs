@@ -227,6 +227,7 @@ fn with_user_no_thread_holds_a_capability_at_rest_and_live_changes_still_work() 
             &PortSpec::Tap {
                 ifname: tap.clone(),
                 vlan: Default::default(),
+                policy: Default::default(),
             },
         )
         .unwrap_or_else(|e| panic!("adding TAP {tap}: {e}\n{}", d.log()));
@@ -326,6 +327,7 @@ fn configured_keeps_only_what_the_configuration_needs() {
     let tap_port = |ifname: &str| PortSpec::Tap {
         ifname: ifname.to_string(),
         vlan: Default::default(),
+        policy: Default::default(),
     };
 
     let net = unique_name("conf");
@@ -602,6 +604,7 @@ fn capabilities_from_the_service_manager_are_raised_only_while_needed() {
             &PortSpec::Tap {
                 ifname: tap.clone(),
                 vlan: Default::default(),
+                policy: Default::default(),
             },
         )
         .unwrap_or_else(|e| panic!("adding TAP {tap}: {e}\n{}", d.log()));

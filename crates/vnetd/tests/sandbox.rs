@@ -52,6 +52,7 @@ fn every_thread_of_a_root_vnetd_runs_under_the_filter_and_it_keeps_working() {
         &PortSpec::VhostUser {
             name: "vm1".into(),
             vlan: Default::default(),
+            policy: Default::default(),
         },
     )
     .unwrap_or_else(|e| panic!("vhost-user port: {e}\n{}", d.log()));
@@ -77,6 +78,7 @@ fn every_thread_of_a_root_vnetd_runs_under_the_filter_and_it_keeps_working() {
         &PortSpec::Tap {
             ifname: tap.clone(),
             vlan: Default::default(),
+            policy: Default::default(),
         },
     )
     .unwrap_or_else(|e| panic!("TAP {tap}: {e}\n{}", d.log()));

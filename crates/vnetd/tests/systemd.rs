@@ -268,6 +268,7 @@ fn serves_the_passed_socket(args: &[&str]) {
             &PortSpec::VhostUser {
                 name: "vm1".into(),
                 vlan: Default::default(),
+                policy: Default::default(),
             },
         )
         .unwrap();

@@ -33,6 +33,7 @@ fn add(d: &Daemon, net: &str, name: &str) -> PortInfo {
             &PortSpec::VhostUser {
                 name: name.into(),
                 vlan: Default::default(),
+                policy: Default::default(),
             },
         )
         .unwrap_or_else(|e| panic!("adding vhost-user port {name}: {e}\n{}", d.log()))
@@ -166,6 +167,7 @@ fn the_socket_survives_nonsense_and_names_are_checked() {
         &PortSpec::VhostUser {
             name: "a".into(),
             vlan: Default::default(),
+            policy: Default::default(),
         },
     );
     assert!(dup.is_err(), "{dup:?}");
@@ -175,6 +177,7 @@ fn the_socket_survives_nonsense_and_names_are_checked() {
             &PortSpec::VhostUser {
                 name: bad.into(),
                 vlan: Default::default(),
+                policy: Default::default(),
             },
         );
         assert!(r.is_err(), "{bad:?} accepted");

@@ -143,6 +143,7 @@ fn tap_vm_on(d: &Daemon, mode: VlanMode, mac: &str, cidr: &str) -> (u32, NsVm) {
             &PortSpec::Tap {
                 ifname: ifname.clone(),
                 vlan: mode,
+                policy: Default::default(),
             },
         )
         .unwrap_or_else(|e| panic!("adding TAP {ifname}: {e}\n{}", d.log()));

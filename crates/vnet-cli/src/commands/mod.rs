@@ -17,6 +17,7 @@ mod forward;
 mod lease;
 mod mac;
 mod net;
+mod policy;
 mod port;
 mod uplink;
 mod version;

@@ -1,4 +1,4 @@
-//! `vnet net ls|show|create|rm`
+//! `vnet net ls|show|create|rm|policy`
 
 use vnet_control::{DhcpSpec, HostAdapterSpec, NetworkSpec};
 
@@ -25,6 +25,7 @@ pub fn run(ctx: &Context, command: NetCommand) -> Result<(), Failure> {
             ctx.unless_absent(removed, &if_exists, None)
                 .map_err(|e| Failure::from(e).if_not_found(LIST_NETS))
         }
+        NetCommand::Policy { net, policy } => super::policy::net_policy(ctx, &net, &policy),
     }
 }
 

@@ -1,6 +1,6 @@
 //! `vnet port ls|show|add|rm`
 
-use vnet_control::{LinkState, PortInfo, PortKind, PortSpec, VlanMode};
+use vnet_control::{LinkState, PolicyPatch, PortInfo, PortKind, PortPolicy, PortSpec, VlanMode};
 
 use super::{print, Added, Context};
 use crate::cli::{AddPort, PortCommand, SetPort};
@@ -35,29 +35,66 @@ pub fn run(ctx: &Context, command: PortCommand) -> Result<(), Failure> {
     }
 }
 
+/// `vnet port set`: the VLAN mode, then the policy, each if asked for.
 fn set(ctx: &Context, args: SetPort) -> Result<(), Failure> {
-    let mode = vlan_mode(args.access, args.trunk.map(|t| t.0), args.native);
-    let info = ctx
-        .client
-        .set_port_vlan(&args.net, args.port, &mode)
-        .map_err(|e| Failure::from(e).if_not_found(LIST_PORTS))?;
+    let not_found = |e| Failure::from(e).if_not_found(LIST_PORTS);
+    let (net, id) = (&args.net, args.port);
+    let mut changed = None;
+    if args.access.is_some() || args.trunk.is_some() {
+        let mode = vlan_mode(args.access, args.trunk.map(|t| t.0), args.native);
+        changed = Some(
+            ctx.client
+                .set_port_vlan(net, id, &mode)
+                .map_err(not_found)?,
+        );
+    }
+    let own = match &changed {
+        Some(info) => info.policy.clone(),
+        None => ctx.client.port(net, id).map_err(not_found)?.policy,
+    };
+    let patch = args.policy.patch(&own);
+    if patch != PolicyPatch::default() {
+        changed = Some(
+            ctx.client
+                .set_port_policy(net, id, &patch)
+                .map_err(not_found)?,
+        );
+    }
+    let Some(info) = changed else {
+        return Err(Failure::invalid(
+            "nothing to change",
+            "give --access or --trunk, or policy flags (see `vnet port set --help`)",
+        ));
+    };
     if ctx.json {
         return super::print_json(&info);
     }
     print(&format!(
-        "port {} of {} is now {}\n",
+        "port {} of {net} is now {}\n{}",
         info.id,
-        args.net,
-        output::vlan_mode(&info.vlan)
+        output::vlan_mode(&info.vlan),
+        output::policy(&info.enforced)
     ))
 }
 
 fn add(ctx: &Context, args: AddPort) -> Result<(), Failure> {
     let vlan = vlan_mode(args.vlan, args.trunk.map(|t| t.0), args.native);
     let spec = match (args.tap, args.interface, args.vhost_user) {
-        (Some(ifname), _, _) => PortSpec::Tap { ifname, vlan },
-        (None, Some(interface), _) => PortSpec::Interface { interface, vlan },
-        (None, None, Some(name)) => PortSpec::VhostUser { name, vlan },
+        (Some(ifname), _, _) => PortSpec::Tap {
+            ifname,
+            vlan,
+            policy: PortPolicy::default(),
+        },
+        (None, Some(interface), _) => PortSpec::Interface {
+            interface,
+            vlan,
+            policy: PortPolicy::default(),
+        },
+        (None, None, Some(name)) => PortSpec::VhostUser {
+            name,
+            vlan,
+            policy: PortPolicy::default(),
+        },
         (None, None, None) => unreachable!("clap requires --tap, --interface or --vhost-user"),
     };
     let added = ctx.client.add_port(&args.net, &spec);
@@ -130,6 +167,9 @@ mod tests {
             queue_capacity: 512,
             state: None,
             uid: None,
+            policy: PortPolicy::default(),
+            enforced: PortPolicy::default(),
+            policy_counters: Default::default(),
         }
     }
 
@@ -150,10 +190,12 @@ mod tests {
         let tap = |ifname: &str| PortSpec::Tap {
             ifname: ifname.into(),
             vlan: VlanMode::default(),
+            policy: Default::default(),
         };
         let vhost = PortSpec::VhostUser {
             name: "vm1".into(),
             vlan: VlanMode::default(),
+            policy: Default::default(),
         };
         assert_eq!(same_port(ports(), &tap("lab-vm1")).map(|p| p.id), Some(2));
         assert_eq!(same_port(ports(), &vhost).map(|p| p.id), Some(3));
@@ -162,6 +204,7 @@ mod tests {
         let interface = |name: &str| PortSpec::Interface {
             interface: name.into(),
             vlan: VlanMode::default(),
+            policy: Default::default(),
         };
         assert_eq!(
             same_port(ports(), &interface("fc-tap0")).map(|p| p.id),

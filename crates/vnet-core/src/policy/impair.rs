@@ -436,7 +436,7 @@ mod props {
             };
             let t0 = Instant::now();
             let mut imp = Impairer::new(params, 0);
-            let mut wheel = TimerWheel::new(t0);
+            let mut wheel = TimerWheel::new();
             let mut shaper = Shaper::new(rate_bucket(bps, burst));
             let (mut held, mut out) = (0, 0);
             for (len, at) in frames {
@@ -444,7 +444,7 @@ mod props {
                 if let Fate::Deliver { due: Some(due), corrupt_bit, .. } = imp.fate(now, usize::from(len)) {
                     let mut frame = vec![0; usize::from(len)];
                     if let Some(bit) = corrupt_bit { flip_bit(&mut frame, bit) }
-                    wheel.insert(len, due);
+                    wheel.insert(now, len, due);
                     held += 1;
                 }
                 wheel.expire(now, |_| out += 1);

@@ -18,7 +18,8 @@ pub const SLOTS: usize = 4096;
 
 #[derive(Debug)]
 pub struct TimerWheel<T> {
-    origin: Instant,
+    /// Tick 0: the time of the first insert.
+    origin: Option<Instant>,
     slots: Vec<Vec<(u64, T)>>,
     /// The first tick not yet expired.
     cursor: u64,
@@ -30,11 +31,17 @@ pub struct TimerWheel<T> {
     spare: Vec<(u64, T)>,
 }
 
+impl<T> Default for TimerWheel<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl<T> TimerWheel<T> {
-    /// A wheel whose tick 0 is `origin`.
-    pub fn new(origin: Instant) -> Self {
+    /// An empty wheel; its clock starts with the first [`TimerWheel::insert`].
+    pub fn new() -> Self {
         TimerWheel {
-            origin,
+            origin: None,
             slots: (0..SLOTS).map(|_| Vec::new()).collect(),
             cursor: 0,
             len: 0,
@@ -45,18 +52,21 @@ impl<T> TimerWheel<T> {
     }
 
     fn tick_of(&self, at: Instant) -> u64 {
-        let nanos = at.saturating_duration_since(self.origin).as_nanos();
+        let Some(origin) = self.origin else { return 0 };
+        let nanos = at.saturating_duration_since(origin).as_nanos();
         (nanos / TICK.as_nanos()).min(u128::from(u64::MAX / 2)) as u64
     }
 
-    fn instant_of(&self, tick: u64) -> Instant {
-        self.origin + TICK * u32::try_from(tick).unwrap_or(u32::MAX)
+    fn instant_of(&self, tick: u64) -> Option<Instant> {
+        Some(self.origin? + TICK * u32::try_from(tick).unwrap_or(u32::MAX))
     }
 
-    /// Holds `item` until `due` (rounded up to a tick; past times mean the next expire).
-    pub fn insert(&mut self, item: T, due: Instant) {
+    /// Holds `item` until `due` (rounded up to a tick; past times mean the next
+    /// expire), `now` being the time.
+    pub fn insert(&mut self, now: Instant, item: T, due: Instant) {
+        self.origin.get_or_insert(now);
         let exact = self.tick_of(due);
-        let tick = if self.instant_of(exact) < due {
+        let tick = if self.instant_of(exact).is_some_and(|t| t < due) {
             exact + 1
         } else {
             exact
@@ -123,7 +133,7 @@ impl<T> TimerWheel<T> {
 
     /// When the next item is due: the data plane's next wake-up for this wheel.
     pub fn deadline(&self) -> Option<Instant> {
-        self.earliest.map(|t| self.instant_of(t))
+        self.earliest.and_then(|t| self.instant_of(t))
     }
 
     pub fn len(&self) -> usize {
@@ -156,12 +166,12 @@ mod tests {
     #[test]
     fn items_come_out_at_their_time_in_order() {
         let t0 = Instant::now();
-        let mut w = TimerWheel::new(t0);
+        let mut w = TimerWheel::new();
         let ms = Duration::from_millis(1);
-        w.insert(3, t0 + 30 * ms);
-        w.insert(1, t0 + 10 * ms);
-        w.insert(2, t0 + 10 * ms);
-        w.insert(4, t0 + 3000 * ms); // three turns away
+        w.insert(t0, 3, t0 + 30 * ms);
+        w.insert(t0, 1, t0 + 10 * ms);
+        w.insert(t0, 2, t0 + 10 * ms);
+        w.insert(t0, 4, t0 + 3000 * ms); // three turns away
         assert_eq!(w.len(), 4);
         assert_eq!(w.deadline(), Some(t0 + 10 * ms));
         assert_eq!(expired(&mut w, t0 + 9 * ms), Vec::<u32>::new());
@@ -178,33 +188,33 @@ mod tests {
     #[test]
     fn never_early_and_late_sleepers_get_everything_in_order() {
         let t0 = Instant::now();
-        let mut w = TimerWheel::new(t0);
+        let mut w = TimerWheel::new();
         // Due 100 µs in: rounds up to the 250 µs tick, not down to 0.
-        w.insert(0, t0 + Duration::from_micros(100));
+        w.insert(t0, 0, t0 + Duration::from_micros(100));
         assert_eq!(expired(&mut w, t0), Vec::<u32>::new());
         assert_eq!(w.deadline(), Some(t0 + TICK));
         // Items spread over several turns, taken in one late call: in due order.
         for i in 1..50u32 {
-            w.insert(i, t0 + Duration::from_millis(u64::from(i) * 97));
+            w.insert(t0, i, t0 + Duration::from_millis(u64::from(i) * 97));
         }
         assert_eq!(
             expired(&mut w, t0 + Duration::from_secs(60)),
             (0..50).collect::<Vec<_>>()
         );
         // A due time in the past comes out at the next expire.
-        w.insert(7, t0);
+        w.insert(t0, 7, t0);
         assert_eq!(expired(&mut w, t0 + Duration::from_secs(60)), vec![7]);
     }
 
     #[test]
     fn a_steady_stream_keeps_its_order() {
         let t0 = Instant::now();
-        let mut w = TimerWheel::new(t0);
+        let mut w = TimerWheel::new();
         let mut out = vec![];
         let mut now = t0;
         for i in 0..10_000u32 {
             now += Duration::from_micros(37);
-            w.insert(i, now + Duration::from_millis(50));
+            w.insert(now, i, now + Duration::from_millis(50));
             if i % 7 == 0 {
                 w.expire(now, |x| out.push(x));
             }
@@ -212,8 +222,8 @@ mod tests {
         w.expire(now + Duration::from_secs(1), |x| out.push(x));
         assert_eq!(out, (0..10_000).collect::<Vec<_>>());
         let mut left = vec![];
-        w.insert(1, now + Duration::from_secs(5));
-        w.insert(0, now + Duration::from_secs(2));
+        w.insert(now, 1, now + Duration::from_secs(5));
+        w.insert(now, 0, now + Duration::from_secs(2));
         w.drain(|x| left.push(x));
         assert_eq!((left, w.len()), (vec![0, 1], 0));
     }

@@ -263,6 +263,15 @@ impl ControlError {
     }
 }
 
+/// No port `id` in `vnet`.
+pub(super) fn no_port(vnet: &str, id: u32) -> ControlError {
+    Missing::Port {
+        vnet: vnet.into(),
+        port: id,
+    }
+    .into()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -27,6 +27,7 @@ mod capture;
 mod directory;
 mod error;
 mod limits;
+mod policy;
 mod queue;
 mod shape;
 mod thread;
@@ -90,6 +91,14 @@ pub(crate) enum Command {
         Reply<()>,
     ),
     SetPortVlan(String, u32, VlanMode, Reply<PortInfo>),
+    /// Changes a port's own policy.
+    SetPortPolicy(String, u32, vnet_model::PolicyPatch, Reply<PortInfo>),
+    /// Changes the policy of a vnet's client ports; answers it as it is then.
+    SetPolicy(
+        String,
+        vnet_model::PolicyPatch,
+        Reply<vnet_model::PortPolicy>,
+    ),
     /// A classic-device open by a client: attach the data plane's end of a socket pair
     /// as a port.
     AttachDevice(String, std::os::fd::OwnedFd, Client, Reply<u32>),
@@ -448,6 +457,27 @@ impl Handle {
         mode: VlanMode,
     ) -> Result<PortInfo, ControlError> {
         self.call(net, |net, r| Command::SetPortVlan(net, id, mode, r))
+            .await
+    }
+
+    /// Changes a port's own policy live.
+    pub async fn set_port_policy(
+        &self,
+        net: String,
+        id: u32,
+        patch: vnet_model::PolicyPatch,
+    ) -> Result<PortInfo, ControlError> {
+        self.call(net, |net, r| Command::SetPortPolicy(net, id, patch, r))
+            .await
+    }
+
+    /// Changes the policy of a vnet's client ports live.
+    pub async fn set_policy(
+        &self,
+        net: String,
+        patch: vnet_model::PolicyPatch,
+    ) -> Result<vnet_model::PortPolicy, ControlError> {
+        self.call(net, |net, r| Command::SetPolicy(net, patch, r))
             .await
     }
 }

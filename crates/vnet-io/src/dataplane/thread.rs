@@ -428,7 +428,7 @@ impl Thread {
     /// Lets out the held frames whose time has come and lists the ports they reach.
     fn release_held(&mut self, now: Instant) {
         for (key, vnet) in self.vnets.iter_mut() {
-            if vnet.held_deadline().is_none_or(|due| due > now) {
+            if !vnet.holds_due(now) {
                 continue;
             }
             vnet.release_held(now, &mut self.touched);

@@ -32,13 +32,14 @@ use vnet_core::switch::{
 };
 use vnet_core::wire::offload::{self, Segmenter, VirtioNetHdr};
 use vnet_core::wire::seqpacket::{PortInfo as ApiPortInfo, Reply, Request, API_VERSION};
-use vnet_model::{MacAddr, NetworkSpec, UplinkSpec};
+use vnet_model::{MacAddr, NetworkSpec, PolicyPatch, PolicyReport, PortPolicy, UplinkSpec};
 
 use super::capture::{self, Capture, CaptureSpec, Tap};
 use super::error::ControlError;
 use super::limits::{LimitHit, UidPorts, UidSlot, PORTS_PER_UID};
+use super::policy::{self, Enforcer, Step};
 use super::queue::EgressQueue;
-use super::shape::{Emitted, HeldBound, Shaping, Toward};
+use super::shape::{Emitted, HeldBound, Toward};
 use crate::admission::{AllowList, Client, Gate};
 use crate::backend::dgram::{DgramPeerError, DgramPort};
 use crate::backend::uplink::Incoming;
@@ -70,8 +71,8 @@ struct PortIo {
     rx_scheduled: bool,
     /// Listed for a transmit pass this turn.
     tx_scheduled: bool,
-    /// Rate limits, storm control and impairment, with the frames they hold.
-    shaping: Option<Shaping>,
+    /// The port's own policy (its enforcer runs it over the vnet's).
+    policy: PortPolicy,
 }
 
 /// How a pass over one port ended.
@@ -154,12 +155,18 @@ pub(super) struct Vnet {
     refusals_counted: [u64; 4],
     /// Live captures; empty (the frame path's only cost then) when none runs.
     taps: Vec<Tap>,
-    /// Ports with a [`Shaping`]; empty (the frame path's only cost then) when none has.
-    shaped: Vec<PortId>,
-    /// What a [`Shaping`] hook let out, handled after it returns (reused).
+    /// The ports with a policy to enforce; empty (the frame path's only cost then)
+    /// when none has one.
+    enforcers: FastMap<PortId, Enforcer>,
+    /// What a port's [`Shaping`](super::shape::Shaping) let out, handled after it returns (reused).
     emitted: Vec<Emitted>,
-    /// Frames a [`Shaping`] released toward the switch (reused).
+    /// Frames a [`Shaping`](super::shape::Shaping) let out toward the switch (reused).
     released: Vec<FrameBuf>,
+    /// Frames held by rate or impairment sections that were changed or removed: they
+    /// go on, in order, at the next turn.
+    orphans: Vec<(PortId, Toward, FrameBuf)>,
+    /// Ports whose held frames are due (reused).
+    due: Vec<PortId>,
 }
 
 impl Vnet {
@@ -515,7 +522,9 @@ impl Vnet {
 
     /// The host's own adapter, once it runs.
     pub fn set_host_adapter(&mut self, adapter: vnet_model::HostAdapterInfo) {
+        let id = PortId(adapter.port);
         self.host_adapter = Some(adapter);
+        self.enforce(id);
     }
 
     /// Hands the NAT device the DHCP clients' names when they changed, so its DNS
@@ -555,9 +564,10 @@ impl Vnet {
                 token: None,
                 rx_scheduled: false,
                 tx_scheduled: false,
-                shaping: None,
+                policy: PortPolicy::default(),
             },
         );
+        self.enforce(id);
         Ok(id)
     }
 
@@ -570,12 +580,11 @@ impl Vnet {
         for buf in port.queue.drain() {
             self.pool.put(buf);
         }
-        if let Some(mut shaping) = port.shaping {
-            let pool = &mut self.pool;
-            shaping.release_all(|_, b| pool.put(b));
-            self.shaped.retain(|p| *p != id);
-        }
         self.dgram_peers.retain(|_, (p, _)| *p != id);
+        if let Some(mut held) = self.enforcers.remove(&id).and_then(Enforcer::into_shaping) {
+            held.release_all(|_, b| self.pool.put(b));
+        }
+        self.orphans.retain(|(p, _, _)| *p != id);
         let _ = self.switch.remove_port(id);
         info!(net = self.name(), port = %id, "detached {}: {why}", port.backend.description());
         port.token
@@ -831,25 +840,33 @@ impl Vnet {
         if !self.taps.is_empty() {
             capture::offer(&mut self.taps, from, Direction::Inbound, buf.frame());
         }
-        if !self.shaped.is_empty() {
-            if let Some(shaping) = self.ports.get_mut(&from).and_then(|p| p.shaping.as_mut()) {
-                let emitted = &mut self.emitted;
-                shaping.ingress(now, buf, &mut self.pool, |e| emitted.push(e));
-                let mut emitted = std::mem::take(&mut self.emitted);
-                for e in emitted.drain(..) {
-                    match e {
-                        Emitted::Frame(buf) => self.switch_frame(now, from, buf, touched),
-                        Emitted::Dropped(cause) => self.switch.count_drop(from, cause),
-                    }
+        let mut buf = buf;
+        if !self.enforcers.is_empty() {
+            if let Some(enforcer) = self.enforcers.get_mut(&from) {
+                if let Step::Drop(cause) = enforcer.ingress(now, &mut buf) {
+                    self.switch.count_drop(from, cause);
+                    self.pool.put(buf);
+                    return;
                 }
-                self.emitted = emitted;
-                return;
+                if let Some(shaping) = enforcer.shaping_mut() {
+                    let emitted = &mut self.emitted;
+                    shaping.ingress(now, buf, &mut self.pool, |e| emitted.push(e));
+                    let mut emitted = std::mem::take(&mut self.emitted);
+                    for e in emitted.drain(..) {
+                        match e {
+                            Emitted::Frame(buf) => self.switch_frame(now, from, buf, touched),
+                            Emitted::Dropped(cause) => self.switch.count_drop(from, cause),
+                        }
+                    }
+                    self.emitted = emitted;
+                    return;
+                }
             }
         }
         self.switch_frame(now, from, buf, touched);
     }
 
-    /// A frame from port `from` (past its ingress policy) through the switch into the
+    /// A frame from port `from`, past its ingress policy, through the switch into the
     /// egress queues of its destinations.
     fn switch_frame(
         &mut self,
@@ -877,7 +894,7 @@ impl Vnet {
             self.pool.put(buf);
             return;
         };
-        if fwd.unicast.is_none() && !self.shaped.is_empty() && !self.storm_admits(now, &fwd) {
+        if fwd.unicast.is_none() && !self.enforcers.is_empty() && !self.storm_admits(now, &fwd) {
             self.switch.revoke_rx(from, buf.len(), DropCause::Storm);
             self.pool.put(buf);
             return;
@@ -897,37 +914,129 @@ impl Vnet {
                 copy
             };
             out.retag(tagging);
-            let plain_only = self.ports.get(&dst).is_some_and(|p| !p.offloads);
-            if out.needs_offload() && plain_only {
-                self.push_plain(now, dst, out, touched);
-            } else {
-                push(
-                    &mut self.ports,
-                    &mut self.switch,
-                    &mut self.pool,
-                    &mut self.emitted,
-                    now,
-                    dst,
-                    out,
-                    touched,
-                );
+            if !self.enforcers.is_empty() {
+                if let Some(enforcer) = self.enforcers.get_mut(&dst) {
+                    if let Step::Drop(cause) = enforcer.egress(now, &mut out) {
+                        self.switch.count_drop(dst, cause);
+                        self.pool.put(out);
+                        continue;
+                    }
+                    if let Some(shaping) = enforcer.shaping_mut() {
+                        let emitted = &mut self.emitted;
+                        shaping.egress(now, out, &mut self.pool, |e| emitted.push(e));
+                        self.settle(dst, touched);
+                        continue;
+                    }
+                }
             }
+            self.queue_for(dst, out, touched);
         }
         if let Some(buf) = original {
             self.pool.put(buf);
         }
     }
 
+    /// Queues a frame for port `dst`, made ordinary first if the port takes only
+    /// ordinary frames.
+    fn queue_for(&mut self, dst: PortId, buf: FrameBuf, touched: &mut Vec<PortId>) {
+        let plain_only = self.ports.get(&dst).is_some_and(|p| !p.offloads);
+        if buf.needs_offload() && plain_only {
+            self.push_plain(dst, buf, touched);
+        } else {
+            push(
+                &mut self.ports,
+                &mut self.switch,
+                &mut self.pool,
+                dst,
+                buf,
+                touched,
+            );
+        }
+    }
+
+    /// Queues what port `dst`'s [`Shaping`](super::shape::Shaping) let out for it and counts what it dropped.
+    fn settle(&mut self, dst: PortId, touched: &mut Vec<PortId>) {
+        let mut emitted = std::mem::take(&mut self.emitted);
+        for e in emitted.drain(..) {
+            match e {
+                Emitted::Frame(buf) => self.queue_for(dst, buf, touched),
+                Emitted::Dropped(cause) => self.switch.count_drop(dst, cause),
+            }
+        }
+        self.emitted = emitted;
+    }
+
+    /// Whether storm control of the port a flooded frame came from lets it through.
+    fn storm_admits(&mut self, now: Instant, fwd: &vnet_core::switch::Forward) -> bool {
+        let Some(shaping) = self
+            .enforcers
+            .get_mut(&fwd.ingress)
+            .and_then(Enforcer::shaping_mut)
+            .filter(|s| s.has_storm_control())
+        else {
+            return true;
+        };
+        FloodClass::of(fwd.dst, fwd.unicast).is_none_or(|class| shaping.flood(now, class))
+    }
+
+    /// When frames held by ports' rate and impairment sections are next due: the
+    /// thread's next wake-up for them (now, if changed sections left frames behind).
+    pub fn held_deadline(&self) -> Option<Instant> {
+        if !self.orphans.is_empty() {
+            return Some(Instant::now());
+        }
+        self.shaped_deadline()
+    }
+
+    /// Whether [`Vnet::release_held`] has anything to do at `now`.
+    pub fn holds_due(&self, now: Instant) -> bool {
+        !self.orphans.is_empty() || self.shaped_deadline().is_some_and(|due| due <= now)
+    }
+
+    fn shaped_deadline(&self) -> Option<Instant> {
+        self.enforcers
+            .values()
+            .filter_map(|e| e.shaping()?.deadline())
+            .min()
+    }
+
+    /// Lets out the held frames that are due: those from a client go through the
+    /// switch, those for a client into its egress queue. Ports that got frames are
+    /// appended to `touched`.
+    pub fn release_held(&mut self, now: Instant, touched: &mut Vec<PortId>) {
+        for (id, toward, buf) in std::mem::take(&mut self.orphans) {
+            match toward {
+                Toward::Switch => self.switch_frame(now, id, buf, touched),
+                Toward::Client => self.queue_for(id, buf, touched),
+            }
+        }
+        let mut due = std::mem::take(&mut self.due);
+        due.extend(self.enforcers.iter().filter_map(|(id, e)| {
+            let deadline = e.shaping()?.deadline()?;
+            (deadline <= now).then_some(*id)
+        }));
+        for id in due.drain(..) {
+            let Some(shaping) = self.enforcers.get_mut(&id).and_then(Enforcer::shaping_mut) else {
+                continue;
+            };
+            let released = &mut self.released;
+            shaping.release_in(now, |b| released.push(b));
+            let emitted = &mut self.emitted;
+            shaping.release_out(now, &mut self.pool, |e| emitted.push(e));
+            self.settle(id, touched);
+            let mut released = std::mem::take(&mut self.released);
+            for buf in released.drain(..) {
+                self.switch_frame(now, id, buf, touched);
+            }
+            self.released = released;
+        }
+        self.due = due;
+    }
+
     /// Queues a frame with offload metadata for a port that takes only ordinary frames:
     /// a GSO super-frame is cut into segments, each written straight into a pooled
     /// buffer; a partial checksum is completed in place.
-    fn push_plain(
-        &mut self,
-        now: Instant,
-        dst: PortId,
-        mut buf: FrameBuf,
-        touched: &mut Vec<PortId>,
-    ) {
+    fn push_plain(&mut self, dst: PortId, mut buf: FrameBuf, touched: &mut Vec<PortId>) {
         let hdr = buf.offload;
         let result = if hdr.is_gso() {
             Segmenter::new(buf.frame(), &hdr).and_then(|seg| {
@@ -944,8 +1053,6 @@ impl Vnet {
                         &mut self.ports,
                         &mut self.switch,
                         &mut self.pool,
-                        &mut self.emitted,
-                        now,
                         dst,
                         out,
                         touched,
@@ -963,8 +1070,6 @@ impl Vnet {
                     &mut self.ports,
                     &mut self.switch,
                     &mut self.pool,
-                    &mut self.emitted,
-                    now,
                     dst,
                     buf,
                     touched,
@@ -979,99 +1084,82 @@ impl Vnet {
         }
     }
 
-    /// Gives port `id` the rate and impairment sections `rate` and `impair` (`None`,
-    /// or empty: none), replacing what it had: frames the old ones held go on at once,
-    /// in order. `false` if there is no such port.
-    pub fn set_shaping(
-        &mut self,
-        now: Instant,
-        id: PortId,
-        rate: Option<&vnet_model::policy::rate::RateSpec>,
-        impair: Option<&vnet_model::policy::impair::ImpairSpec>,
-        touched: &mut Vec<PortId>,
-    ) -> bool {
-        let bound = HeldBound {
+    /// Builds (or drops) port `id`'s enforcer for its policy as it is now: its own over
+    /// the vnet's, where it takes the vnet's ([`policy::takes_vnet_policy`]; not the
+    /// host adapter).
+    fn enforce(&mut self, id: PortId) {
+        let Some(port) = self.ports.get(&id) else {
+            return;
+        };
+        let host_adapter = self.host_adapter.as_ref().is_some_and(|a| a.port == id.0);
+        let effective = if policy::takes_vnet_policy(port.backend.kind()) && !host_adapter {
+            port.policy.over(&self.spec.policy)
+        } else {
+            port.policy.clone()
+        };
+        if self.enforcers.get(&id).map(Enforcer::policy) == Some(&effective) {
+            return;
+        }
+        let held = HeldBound {
             frames: self.limits.held_frames_per_port,
             bytes: self.limits.held_bytes_per_port,
         };
-        let Some(port) = self.ports.get_mut(&id) else {
-            return false;
-        };
-        let old = std::mem::replace(&mut port.shaping, Shaping::new(now, rate, impair, bound));
-        let shaped = port.shaping.is_some();
-        self.shaped.retain(|p| *p != id);
-        if shaped {
-            self.shaped.push(id);
-        }
-        if let Some(mut old) = old {
-            let mut released = std::mem::take(&mut self.released);
-            let (port, pool) = (self.ports.get_mut(&id).expect("present"), &mut self.pool);
-            let switch = &mut self.switch;
-            old.release_all(|toward, b| match toward {
-                Toward::Switch => released.push(b),
-                Toward::Client => enqueue(port, switch, pool, id, b, touched),
-            });
-            for buf in released.drain(..) {
-                self.switch_frame(now, id, buf, touched);
+        let old = self.enforcers.remove(&id);
+        let left = match (Enforcer::new(&effective, held), old) {
+            (Some(mut new), Some(old)) => {
+                let left = new.inherit(old);
+                self.enforcers.insert(id, new);
+                left
             }
-            self.released = released;
+            (Some(new), None) => {
+                self.enforcers.insert(id, new);
+                None
+            }
+            (None, old) => old.and_then(Enforcer::into_shaping),
+        };
+        if let Some(mut left) = left {
+            let orphans = &mut self.orphans;
+            left.release_all(|toward, b| orphans.push((id, toward, b)));
         }
-        true
     }
 
-    /// Whether storm control of the port a flooded frame came from lets it through.
-    fn storm_admits(&mut self, now: Instant, fwd: &vnet_core::switch::Forward) -> bool {
-        let Some(shaping) = self
+    /// Changes port `id`'s own policy live.
+    pub fn set_port_policy(&mut self, id: PortId, patch: &PolicyPatch) -> Result<(), ControlError> {
+        let port = self
             .ports
-            .get_mut(&fwd.ingress)
-            .and_then(|p| p.shaping.as_mut())
-            .filter(|s| s.has_storm_control())
-        else {
-            return true;
-        };
-        FloodClass::of(fwd.dst, fwd.unicast).is_none_or(|class| shaping.flood(now, class))
+            .get_mut(&id)
+            .ok_or_else(|| super::error::no_port(&self.spec.name, id.0))?;
+        let policy = port.policy.patched(patch);
+        policy
+            .validate()
+            .map_err(|e| ControlError::Invalid(vnet_model::SpecError::Policy(e)))?;
+        port.policy = policy;
+        self.enforce(id);
+        info!(net = self.name(), port = %id, "policy changed");
+        Ok(())
     }
 
-    /// When frames held by a port's [`Shaping`] are next due: the thread's wake-up.
-    pub fn held_deadline(&self) -> Option<Instant> {
-        self.shaped
-            .iter()
-            .filter_map(|id| self.ports.get(id)?.shaping.as_ref()?.deadline())
-            .min()
+    /// Changes the policy of the vnet's client ports live.
+    pub fn set_policy(&mut self, patch: &PolicyPatch) -> PortPolicy {
+        self.spec.policy = self.spec.policy.patched(patch);
+        let ids: Vec<PortId> = self.ports.keys().copied().collect();
+        for id in ids {
+            self.enforce(id);
+        }
+        info!(net = self.name(), "policy of client ports changed");
+        self.spec.policy.clone()
     }
 
-    /// Lets out the held frames that are due: those from a client go through the
-    /// switch, those for a client into its egress queue. Ports that got frames are
-    /// appended to `touched`.
-    pub fn release_held(&mut self, now: Instant, touched: &mut Vec<PortId>) {
-        for i in 0..self.shaped.len() {
-            let id = self.shaped[i];
-            let Some(port) = self.ports.get_mut(&id) else {
-                continue;
-            };
-            let Some(shaping) = port.shaping.as_mut() else {
-                continue;
-            };
-            if shaping.deadline().is_none_or(|due| due > now) {
-                continue;
-            }
-            let released = &mut self.released;
-            shaping.release_in(now, |b| released.push(b));
-            let emitted = &mut self.emitted;
-            shaping.release_out(now, &mut self.pool, |e| emitted.push(e));
-            settle(
-                port,
-                &mut self.switch,
-                &mut self.pool,
-                &mut self.emitted,
-                id,
-                touched,
-            );
-            let mut released = std::mem::take(&mut self.released);
-            for buf in released.drain(..) {
-                self.switch_frame(now, id, buf, touched);
-            }
-            self.released = released;
+    /// Port `id`'s own policy, what is enforced on it, and what that counted.
+    pub fn port_policy(&self, id: PortId) -> (PortPolicy, PortPolicy, Option<PolicyReport>) {
+        let own = self
+            .ports
+            .get(&id)
+            .map(|p| p.policy.clone())
+            .unwrap_or_default();
+        match self.enforcers.get(&id) {
+            Some(e) => (own, e.policy().clone(), Some(e.report())),
+            None => (own, PortPolicy::default(), None),
         }
     }
 
@@ -1127,16 +1215,12 @@ impl Vnet {
     }
 }
 
-/// Appends a frame to `dst`'s egress queue, through the port's [`Shaping`] if it has
-/// one (`emitted`: its scratch), or drops and counts it when the queue is full (in
-/// frames or in bytes).
-#[allow(clippy::too_many_arguments)]
+/// Appends a frame to `dst`'s egress queue, or drops and counts it when the queue is full
+/// (in frames or in bytes).
 fn push(
     ports: &mut FastMap<PortId, PortIo>,
     switch: &mut Switch,
     pool: &mut BufPool,
-    emitted: &mut Vec<Emitted>,
-    now: Instant,
     dst: PortId,
     buf: FrameBuf,
     touched: &mut Vec<PortId>,
@@ -1145,38 +1229,6 @@ fn push(
         pool.put(buf);
         return;
     };
-    let Some(shaping) = port.shaping.as_mut() else {
-        return enqueue(port, switch, pool, dst, buf, touched);
-    };
-    shaping.egress(now, buf, pool, |e| emitted.push(e));
-    settle(port, switch, pool, emitted, dst, touched);
-}
-
-/// Queues what a port's [`Shaping`] let out for it and counts its drops.
-fn settle(
-    port: &mut PortIo,
-    switch: &mut Switch,
-    pool: &mut BufPool,
-    emitted: &mut Vec<Emitted>,
-    dst: PortId,
-    touched: &mut Vec<PortId>,
-) {
-    for e in emitted.drain(..) {
-        match e {
-            Emitted::Frame(buf) => enqueue(port, switch, pool, dst, buf, touched),
-            Emitted::Dropped(cause) => switch.count_drop(dst, cause),
-        }
-    }
-}
-
-fn enqueue(
-    port: &mut PortIo,
-    switch: &mut Switch,
-    pool: &mut BufPool,
-    dst: PortId,
-    buf: FrameBuf,
-    touched: &mut Vec<PortId>,
-) {
     match port.queue.push(buf) {
         Ok(()) => touched.push(dst),
         Err(buf) => {

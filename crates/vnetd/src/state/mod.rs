@@ -15,7 +15,7 @@ pub mod export;
 pub mod file;
 
 use serde::{Deserialize, Serialize};
-use vnet_model::{NetworkSpec, PortSpec, VlanMode};
+use vnet_model::{NetworkSpec, PortInfo, PortSpec};
 
 use crate::config::Config;
 
@@ -182,23 +182,11 @@ pub fn port_identity(spec: &PortSpec) -> (&'static str, &str) {
     }
 }
 
-/// A port's VLAN settings.
-pub fn port_vlan(spec: &PortSpec) -> &VlanMode {
-    match spec {
-        PortSpec::Tap { vlan, .. }
-        | PortSpec::VhostUser { vlan, .. }
-        | PortSpec::Interface { vlan, .. } => vlan,
-    }
-}
-
-/// `spec` with its VLAN settings replaced.
-pub fn with_vlan(spec: &PortSpec, mode: VlanMode) -> PortSpec {
+/// `spec` with the VLAN settings and own policy that `running` has now.
+pub fn as_running(spec: &PortSpec, running: &PortInfo) -> PortSpec {
     let mut spec = spec.clone();
-    match &mut spec {
-        PortSpec::Tap { vlan, .. }
-        | PortSpec::VhostUser { vlan, .. }
-        | PortSpec::Interface { vlan, .. } => *vlan = mode,
-    }
+    *spec.vlan_mut() = running.vlan.clone();
+    *spec.policy_mut() = running.policy.clone();
     spec
 }
 
@@ -257,7 +245,8 @@ pub(crate) mod tests {
         let mut a = net("a", 1500);
         a.ports.push(PortSpec::Tap {
             ifname: "tap0".into(),
-            vlan: VlanMode::Access { vlan: 10 },
+            vlan: vnet_model::VlanMode::Access { vlan: 10 },
+            policy: Default::default(),
         });
         let state = State {
             networks: vec![a.clone(), t],

@@ -18,6 +18,7 @@ use vnet_model::{
 use super::{Thread, VnetKey};
 use crate::backend::classic::ClassicDevicePort;
 use crate::dataplane::directory;
+use crate::dataplane::error::no_port;
 use crate::dataplane::error::{Conflict, ControlError, Missing};
 use crate::dataplane::Command;
 use crate::services::dhcp;
@@ -102,6 +103,16 @@ impl Thread {
                     self.lookup(&name)
                         .and_then(|k| self.set_port_vlan(k, id, mode, now)),
                 );
+            }
+            Command::SetPortPolicy(name, id, patch, reply) => {
+                let _ = reply.send(self.lookup(&name).and_then(|k| {
+                    let vnet = &mut self.vnets[k];
+                    vnet.set_port_policy(PortId(id), &patch)?;
+                    vnet.port_info(now, PortId(id)).ok_or(ControlError::Stopped)
+                }));
+            }
+            Command::SetPolicy(name, patch, reply) => {
+                let _ = reply.send(self.lookup(&name).map(|k| self.vnets[k].set_policy(&patch)));
             }
             Command::SetUplink(name, spec, reply) => {
                 let _ = reply.send(
@@ -310,12 +321,4 @@ impl Thread {
         }
         self.set_dhcp(key, d).map(|_| ())
     }
-}
-
-fn no_port(vnet: &str, id: u32) -> ControlError {
-    Missing::Port {
-        vnet: vnet.into(),
-        port: id,
-    }
-    .into()
 }

@@ -240,19 +240,22 @@ impl Harness {
         self.thread.vnets[key].macs(self.now)
     }
 
-    /// Gives `port` rate limits and impairment, live.
+    /// Gives `port` its own rate limits and impairment, live, as `PATCH
+    /// .../policy` does.
     pub fn shape(
         &mut self,
         port: &Port,
         rate: Option<&vnet_model::policy::rate::RateSpec>,
         impair: Option<&vnet_model::policy::impair::ImpairSpec>,
     ) {
-        let mut touched = Vec::new();
-        let vnet = &mut self.thread.vnets[port.vnet];
-        assert!(vnet.set_shaping(self.now, port.id, rate, impair, &mut touched));
-        for id in touched {
-            self.thread.schedule_tx(port.vnet, id);
-        }
+        let name = self.thread.vnets[port.vnet].name().to_string();
+        let patch = vnet_model::PolicyPatch {
+            rate: Some(rate.cloned()),
+            impair: Some(impair.cloned()),
+            ..Default::default()
+        };
+        self.command(|r| Command::SetPortPolicy(name, port.id.0, patch, r))
+            .expect("policy set");
     }
 
     /// When the thread must come back for frames ports hold.

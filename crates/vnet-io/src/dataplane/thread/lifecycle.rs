@@ -331,15 +331,31 @@ impl Thread {
                 None
             }
         };
-        let (ifname, vlan) = match spec {
-            PortSpec::Tap { ifname, vlan } => (ifname, vlan),
-            PortSpec::VhostUser { name, vlan } => {
-                return self.add_vhost_user_port(key, &name, vlan, owner, now)
+        let policy = spec.policy().clone();
+        let id = match spec {
+            PortSpec::Tap { ifname, vlan, .. } => self.add_tap_port(key, ifname, vlan, owner)?,
+            PortSpec::VhostUser { name, vlan, .. } => {
+                self.add_vhost_user_port(key, &name, vlan, owner)?
             }
-            PortSpec::Interface { interface, vlan } => {
-                return self.add_interface_port(key, &interface, vlan, owner, now)
-            }
+            PortSpec::Interface {
+                interface, vlan, ..
+            } => self.add_interface_port(key, &interface, vlan, owner)?,
         };
+        let vnet = &mut self.vnets[key];
+        if !policy.is_empty() {
+            vnet.set_port_policy(id, &vnet_model::PolicyPatch::replace_with(&policy))?;
+        }
+        vnet.port_info(now, id).ok_or(ControlError::Stopped)
+    }
+
+    /// `vnet port add NET --tap IF`: creates (or opens) TAP `ifname` and owns it.
+    fn add_tap_port(
+        &mut self,
+        key: VnetKey,
+        ifname: String,
+        vlan: VlanMode,
+        owner: Option<Owner>,
+    ) -> Result<PortId, ControlError> {
         for (_, vnet) in self.vnets.iter() {
             if let Some(id) = vnet.tap_port(&ifname) {
                 return Err(Conflict::Tap {
@@ -362,10 +378,7 @@ impl Thread {
             }
             _ => ControlError::Tap(source),
         })?;
-        let id = self.add_port(key, Box::new(tap), vlan, owner)?;
-        self.vnets[key]
-            .port_info(now, id)
-            .ok_or(ControlError::Stopped)
+        self.add_port(key, Box::new(tap), vlan, owner)
     }
 
     /// `vnet port add NET --interface IF`: joins a host interface another program
@@ -378,8 +391,7 @@ impl Thread {
         interface: &str,
         vlan: VlanMode,
         owner: Option<Owner>,
-        now: Instant,
-    ) -> Result<PortInfo, ControlError> {
+    ) -> Result<PortId, ControlError> {
         if !vnet_model::is_valid_ifname(interface) {
             return Err(ControlError::InterfaceName(interface.into()));
         }
@@ -397,9 +409,7 @@ impl Thread {
         let id = self.add_port(key, Box::new(port), vlan, owner)?;
         // Its timer follows the interface while it is down or away.
         self.services.push((key, id));
-        self.vnets[key]
-            .port_info(now, id)
-            .ok_or(ControlError::Stopped)
+        Ok(id)
     }
 
     /// `vnet port add NET --vhost-user NAME`: listens on `RUN/NET/vhost-user/NAME.sock`.
@@ -409,8 +419,7 @@ impl Thread {
         name: &str,
         vlan: VlanMode,
         owner: Option<Owner>,
-        now: Instant,
-    ) -> Result<PortInfo, ControlError> {
+    ) -> Result<PortId, ControlError> {
         use crate::backend::vhost_user::{socket_path, valid_name, VhostUserPort};
         if !valid_name(name) {
             return Err(ControlError::VhostUserName(name.into()));
@@ -436,9 +445,6 @@ impl Thread {
                 source,
             }
         })?;
-        let id = self.add_port(key, Box::new(port), vlan, owner)?;
-        self.vnets[key]
-            .port_info(now, id)
-            .ok_or(ControlError::Stopped)
+        self.add_port(key, Box::new(port), vlan, owner)
     }
 }

@@ -233,6 +233,7 @@ fn a_port_added_by_command_is_named_once_per_vnet_and_its_name_is_free_after_rem
     let web = |name: &str| PortSpec::VhostUser {
         name: name.into(),
         vlan: VlanMode::default(),
+        policy: Default::default(),
     };
     let port = h
         .command(|r| Command::AddPort("lab".into(), web("web"), None, r))
@@ -332,6 +333,7 @@ fn a_client_port_over_the_limit_is_refused_and_counted_while_the_others_forward(
                 PortSpec::Tap {
                     ifname: "vnetlimit0".into(),
                     vlan: VlanMode::default(),
+                    policy: Default::default(),
                 },
                 None,
                 r,
@@ -413,6 +415,7 @@ fn only_listed_users_and_group_members_attach_to_a_narrowed_vnet_and_a_refusal_i
     let web = |name: &str| PortSpec::VhostUser {
         name: name.into(),
         vlan: VlanMode::default(),
+        policy: Default::default(),
     };
     let by = |admin| {
         Some(crate::admission::Requester {

@@ -36,6 +36,7 @@ impl Vnet {
             transient: self.spec.transient,
             allow_users: self.allow.users().to_vec(),
             allow_groups: self.allow.groups().to_vec(),
+            policy: self.spec.policy.clone(),
         }
     }
 
@@ -90,6 +91,7 @@ fn port_info(net: &Vnet, now: Instant, id: PortId) -> Option<PortInfo> {
     let io = net.ports.get(&id)?;
     let port = net.switch.port(id)?;
     let c = port.counters;
+    let (policy, enforced, policy_counters) = net.port_policy(id);
     Some(PortInfo {
         id: id.0,
         kind: io.backend.kind(),
@@ -121,5 +123,8 @@ fn port_info(net: &Vnet, now: Instant, id: PortId) -> Option<PortInfo> {
         },
         queue_len: io.queue.len(),
         queue_capacity: QUEUE_CAPACITY,
+        policy,
+        enforced,
+        policy_counters,
     })
 }

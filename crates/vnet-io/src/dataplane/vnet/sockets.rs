@@ -129,9 +129,11 @@ impl Vnet {
             uid_ports: Default::default(),
             refusals_counted: [0; 4],
             taps: Vec::new(),
-            shaped: Vec::new(),
+            enforcers: FastMap::default(),
             emitted: Vec::new(),
             released: Vec::new(),
+            orphans: Vec::new(),
+            due: Vec::new(),
             spec,
             dir,
         })
