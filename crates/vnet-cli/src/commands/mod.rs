@@ -19,6 +19,7 @@ mod mac;
 mod net;
 mod policy;
 mod port;
+mod shape;
 mod uplink;
 mod version;
 

@@ -12,8 +12,11 @@ impl PolicyArgs {
     /// The change the flags ask for, made on the policy as it is (`now`): a section is
     /// in it only when one of its flags was given.
     pub fn patch(&self, now: &PortPolicy) -> PolicyPatch {
-        let _ = now;
-        PolicyPatch::default()
+        PolicyPatch {
+            rate: self.rate.section(now.rate.as_ref()),
+            impair: self.impair.section(now.impair.as_ref()),
+            ..PolicyPatch::default()
+        }
     }
 }
 

@@ -101,11 +101,15 @@ const TIME_UNITS: &[(&str, u64)] = &[
 impl FromStr for BitRate {
     type Err = UnitError;
     fn from_str(s: &str) -> Result<Self, UnitError> {
-        parse_scaled(s, RATE_UNITS).map(BitRate).ok_or(UnitError {
-            what: "rate",
-            input: s.into(),
-            examples: "10mbit, 512kbit, 1gbit",
-        })
+        // A bare number is ambiguous (bits? bytes?); only "0" may go without a unit.
+        let zero = (s.trim() == "0").then_some(0);
+        zero.or_else(|| parse_scaled(s, RATE_UNITS))
+            .map(BitRate)
+            .ok_or(UnitError {
+                what: "rate",
+                input: s.into(),
+                examples: "10mbit, 512kbit, 1gbit",
+            })
     }
 }
 
@@ -218,6 +222,7 @@ mod tests {
         assert_eq!(BitRate(10_000_000).to_string(), "10mbit");
         assert_eq!(BitRate(1_500_000).to_string(), "1500kbit");
         assert_eq!(BitRate(7).to_string(), "7bit");
+        assert_eq!("0".parse(), Ok(BitRate(0)));
         let err = "10 mbps".parse::<BitRate>().unwrap_err().to_string();
         assert_eq!(
             err, "rate \"10 mbps\": say e.g. 10mbit, 512kbit, 1gbit",
