@@ -263,8 +263,8 @@ pub struct RateArgs {
     /// port holds its [limits] held_frames_per_port)
     #[arg(long, value_name = "RATE")]
     pub rate_out: Option<BitRate>,
-    /// Burst of the rates given with it (e.g. 64k) [default: 10 ms at the rate, at
-    /// least 64k]
+    /// Burst of the rates given with it (e.g. 512k) [default: 20 ms at the rate, at
+    /// least 256k]
     #[arg(long, value_name = "SIZE")]
     pub burst: Option<ByteSize>,
     /// Broadcast frames per second the port may send

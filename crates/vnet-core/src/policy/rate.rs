@@ -74,6 +74,13 @@ impl TokenBucket {
         ))
     }
 
+    /// Whether the bucket holds all of `cost` now (no leniency for a frame larger than
+    /// the burst). Spends nothing.
+    pub fn holds(&mut self, now: Instant, cost: u64) -> bool {
+        self.refill(now);
+        self.credit >= i128::from(cost) * NANOS
+    }
+
     /// Spends a frame's cost (after [`TokenBucket::conforms`] said yes).
     pub fn spend(&mut self, cost: u64) {
         self.credit -= i128::from(cost) * NANOS;
@@ -103,6 +110,17 @@ pub fn rate_bucket(bits_per_sec: u64, burst_bytes: u64) -> TokenBucket {
 /// conforms.
 pub fn police(bucket: &mut TokenBucket, now: Instant, len: usize) -> bool {
     bucket.admit(now, bits(len))
+}
+
+/// Whether a GSO super-frame of `len` bytes passes the policer whole (the bucket holds
+/// all of it; spent if so). If not, the caller polices its segments one by one, as
+/// they would be on a wire, rather than losing all of them.
+pub fn police_whole(bucket: &mut TokenBucket, now: Instant, len: usize) -> bool {
+    let whole = bucket.holds(now, bits(len));
+    if whole {
+        bucket.spend(bits(len));
+    }
+    whole
 }
 
 /// Egress shaping: a FIFO of held items (frames) released as the bucket allows.
@@ -290,6 +308,16 @@ mod tests {
         assert_eq!((0..10).filter(|_| b.admit(later, 1)).count(), 3);
         // Time going backwards (a stale `now`) earns nothing and breaks nothing.
         assert!(!b.admit(t0, 1));
+    }
+
+    #[test]
+    fn a_super_frame_passes_whole_only_when_the_bucket_holds_all_of_it() {
+        let t0 = Instant::now();
+        let mut b = rate_bucket(8_000, 10_000);
+        assert!(!police_whole(&mut b, t0, 20_000));
+        assert!(police_whole(&mut b, t0, 6_000));
+        assert!(!police_whole(&mut b, t0, 6_000));
+        assert!(police(&mut b, t0, 4_000));
     }
 
     #[test]

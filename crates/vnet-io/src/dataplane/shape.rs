@@ -19,10 +19,12 @@ use std::hash::{BuildHasher, Hasher};
 use std::time::{Duration, Instant};
 
 use vnet_core::policy::impair::{flip_bit, Fate, ImpairParams, Impairer, LossModel};
-use vnet_core::policy::rate::{police, rate_bucket, FloodClass, Shaper, StormControl, TokenBucket};
+use vnet_core::policy::rate::{
+    police, police_whole, rate_bucket, FloodClass, Shaper, StormControl, TokenBucket,
+};
 use vnet_core::policy::wheel::TimerWheel;
 use vnet_core::switch::DropCause;
-use vnet_core::wire::offload::{self, VirtioNetHdr};
+use vnet_core::wire::offload::{self, Segmenter, VirtioNetHdr};
 use vnet_model::policy::impair::{Distribution, ImpairReport, ImpairSpec, Impairment};
 use vnet_model::policy::rate::{Bucket, RateReport, RateSpec};
 
@@ -181,15 +183,63 @@ impl Shaping {
         mut emit: impl FnMut(Emitted),
     ) {
         if let Some(policer) = &mut self.policer {
-            if !police(policer, now, buf.len()) {
+            if buf.offload.is_gso() && !police_whole(policer, now, buf.len()) {
+                return self.police_segments(now, buf, pool, &mut emit);
+            }
+            if !buf.offload.is_gso() && !police(policer, now, buf.len()) {
                 pool.put(buf);
                 return emit(Emitted::Dropped(DropCause::Policed));
             }
         }
+        self.impair_in(now, buf, pool, &mut emit);
+    }
+
+    fn impair_in(
+        &mut self,
+        now: Instant,
+        buf: FrameBuf,
+        pool: &mut BufPool,
+        emit: &mut impl FnMut(Emitted),
+    ) {
         match self.impair_in.as_mut() {
             None => emit(Emitted::Frame(buf)),
-            Some(delayed) => impair(delayed, &mut self.held, now, buf, pool, &mut emit),
+            Some(delayed) => impair(delayed, &mut self.held, now, buf, pool, emit),
         }
+    }
+
+    /// A GSO super-frame over the ingress rate, cut into the segments it stands for:
+    /// those that conform go on as ordinary frames, the others are dropped, so TCP
+    /// loses a segment here and there, as on a policed wire, not 44 at once.
+    fn police_segments(
+        &mut self,
+        now: Instant,
+        buf: FrameBuf,
+        pool: &mut BufPool,
+        emit: &mut impl FnMut(Emitted),
+    ) {
+        let Ok(seg) = Segmenter::new(buf.frame(), &buf.offload) else {
+            // Not a super-frame the switch will take either: it says so.
+            return emit(Emitted::Frame(buf));
+        };
+        for i in 0..seg.count() {
+            let policer = self.policer.as_mut().expect("policing");
+            if !police(policer, now, seg.segment_len(i)) {
+                emit(Emitted::Dropped(DropCause::Policed));
+                continue;
+            }
+            let mut out = pool.get_for(seg.segment_len(i));
+            match seg.write(i, out.recv_space()) {
+                Ok(n) => {
+                    out.set_len(n);
+                    self.impair_in(now, out, pool, emit);
+                }
+                Err(_) => {
+                    pool.put(out);
+                    emit(Emitted::Dropped(DropCause::Malformed));
+                }
+            }
+        }
+        pool.put(buf);
     }
 
     /// A frame from the port that the switch floods: whether storm control lets it.
