@@ -366,7 +366,11 @@ pub fn port_details(p: &PortInfo) -> String {
         "egress queue",
         format!("{} of {} frames", p.queue_len, p.queue_capacity),
     ));
-    let policy = policy_rows(&p.enforced, Some(&p.policy));
+    let mut policy = policy_rows(&p.enforced, Some(&p.policy));
+    let counted = serde_json::to_value(&p.policy_counters).expect("a report serializes");
+    for (name, report) in counted.as_object().into_iter().flatten() {
+        policy.push((format!("  {name} now"), compact(report)));
+    }
     rows.extend(policy.iter().map(|(k, v)| (k.as_str(), v.clone())));
     details(rows)
 }

@@ -416,7 +416,10 @@ fn sample_port() -> PortInfo {
         queue_capacity: 256,
         policy: every_section(),
         enforced: every_section(),
-        policy_counters: Some(PolicyReport::default()),
+        policy_counters: Some(PolicyReport {
+            rate: Some(Default::default()),
+            impair: Some(Default::default()),
+        }),
     }
 }
 
@@ -425,8 +428,20 @@ fn every_section() -> PortPolicy {
     PortPolicy {
         security: Some(Default::default()),
         acl: Some(Default::default()),
-        rate: Some(Default::default()),
-        impair: Some(Default::default()),
+        rate: Some(serde_json::from_value(json!({
+            "in": { "rate": "10mbit" },
+            "out": { "rate": "1gbit", "burst": "512k" },
+            "broadcast_pps": 100, "multicast_pps": 1000, "unknown_unicast_pps": 100
+        }))
+        .unwrap()),
+        impair: Some(serde_json::from_value(json!({
+            "in": { "loss_burst": { "p": "1%", "r": "30%", "bad_loss": "50%", "good_loss": "1%" } },
+            "out": {
+                "delay": "50ms", "jitter": "5ms", "distribution": "normal", "loss": "1%",
+                "duplicate": "1%", "reorder": "10%", "corrupt": "0.1%", "rate": "1mbit"
+            }
+        }))
+        .unwrap()),
     }
 }
 
