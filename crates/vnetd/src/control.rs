@@ -526,6 +526,7 @@ async fn metrics(State(h): State<Handle>) -> Result<impl IntoResponse> {
             }
         }
     }
+    shaping_metrics(&mut out, &rows);
     let _ = writeln!(
         out,
         "# HELP vnet_macs Learned and declared MAC addresses.\n# TYPE vnet_macs gauge"
@@ -567,6 +568,58 @@ async fn metrics(State(h): State<Handle>) -> Result<impl IntoResponse> {
         let _ = writeln!(out, "{name}{{{net}limit=\"{limit}\"}} {count}");
     }
     Ok(([("content-type", "text/plain; version=0.0.4")], out))
+}
+
+/// What ports' rate and impairment sections hold and did (`PortInfo.policy_counters`):
+/// a series per figure, a row per port that has the section.
+fn shaping_metrics(
+    out: &mut String,
+    rows: &[(vnet_model::NetworkInfo, Vec<vnet_model::PortInfo>)],
+) {
+    use std::fmt::Write;
+    type Figure = fn(&vnet_model::PolicyReport) -> Option<u64>;
+    let series: [(&str, &str, &str, Figure); 5] = [
+        (
+            "vnet_port_shaped_frames",
+            "Frames a port's egress rate holds now.",
+            "gauge",
+            |r| r.rate.as_ref().map(|x| x.held_frames),
+        ),
+        (
+            "vnet_port_delayed_frames",
+            "Frames a port's impairment holds for their delay now.",
+            "gauge",
+            |r| r.impair.as_ref().map(|x| x.held_frames),
+        ),
+        (
+            "vnet_port_duplicated_total",
+            "Frames a port's impairment sent twice.",
+            "counter",
+            |r| r.impair.as_ref().map(|x| x.duplicated),
+        ),
+        (
+            "vnet_port_corrupted_total",
+            "Frames a port's impairment corrupted.",
+            "counter",
+            |r| r.impair.as_ref().map(|x| x.corrupted),
+        ),
+        (
+            "vnet_port_reordered_total",
+            "Frames a port's impairment sent ahead of delayed ones.",
+            "counter",
+            |r| r.impair.as_ref().map(|x| x.reordered),
+        ),
+    ];
+    for (name, help, kind, figure) in series {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (net, ports) in rows {
+            for p in ports {
+                if let Some(v) = p.policy_counters.as_ref().and_then(figure) {
+                    let _ = writeln!(out, "{name}{{net=\"{}\",port=\"{}\"}} {v}", net.name, p.id);
+                }
+            }
+        }
+    }
 }
 
 fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T> {
