@@ -260,4 +260,22 @@ mod tests {
             assert_eq!(Micros(us).to_string().parse(), Ok(Micros(us)));
         }
     }
+
+    proptest::proptest! {
+        /// Any text is a value or an error, never a panic; any value reads back as
+        /// itself from the text it writes.
+        #[test]
+        fn any_text_parses_or_is_refused(text in "\\PC{0,12}", n in proptest::prelude::any::<u64>()) {
+            let _ = text.parse::<BitRate>();
+            let _ = text.parse::<ByteSize>();
+            let _ = text.parse::<Micros>();
+            let _ = text.parse::<Ppm>();
+            let _ = text.parse::<crate::policy::impair::GilbertElliott>();
+            proptest::prop_assert_eq!(BitRate(n).to_string().parse(), Ok(BitRate(n)));
+            proptest::prop_assert_eq!(ByteSize(n).to_string().parse(), Ok(ByteSize(n)));
+            proptest::prop_assert_eq!(Micros(n).to_string().parse(), Ok(Micros(n)));
+            let p = Ppm((n % 1_000_001) as u32);
+            proptest::prop_assert_eq!(p.to_string().parse(), Ok(p));
+        }
+    }
 }
