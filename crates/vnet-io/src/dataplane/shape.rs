@@ -556,6 +556,65 @@ mod tests {
         assert_eq!(s.held_frames(), 0);
     }
 
+    /// A TCPv4 GSO super-frame of `segments` segments of 1000 payload bytes each.
+    fn super_frame(pool: &mut BufPool, segments: usize) -> FrameBuf {
+        let payload = segments * 1000;
+        let mut f = vec![0u8; 54 + payload];
+        f[..6].copy_from_slice(&[2, 0, 0, 0, 0, 2]);
+        f[6..12].copy_from_slice(&[2, 0, 0, 0, 0, 1]);
+        f[12..14].copy_from_slice(&[0x08, 0x00]);
+        f[14] = 0x45;
+        f[16..18].copy_from_slice(&((40 + payload) as u16).to_be_bytes());
+        f[22] = 64;
+        f[23] = 6;
+        f[26..30].copy_from_slice(&[10, 0, 0, 1]);
+        f[30..34].copy_from_slice(&[10, 0, 0, 2]);
+        f[46] = 0x50; // TCP data offset: 20 bytes
+        f[47] = 0x10; // ACK
+        let mut buf = pool.get_large();
+        buf.fill(&f);
+        buf.offload = VirtioNetHdr {
+            flags: VirtioNetHdr::F_NEEDS_CSUM,
+            gso_type: VirtioNetHdr::GSO_TCPV4,
+            hdr_len: 54,
+            gso_size: 1000,
+            csum_start: 34,
+            csum_offset: 16,
+        };
+        buf
+    }
+
+    #[test]
+    fn a_super_frame_over_the_rate_is_policed_segment_by_segment() {
+        let t0 = Instant::now();
+        let mut pool = BufPool::new(1518);
+        let rate = RateSpec {
+            ingress: Some(Bucket {
+                rate: BitRate(8_000),
+                burst: Some(ByteSize(3000)),
+            }),
+            ..Default::default()
+        };
+        let mut s = Shaping::new(Some(&rate), None, BOUND).unwrap();
+        let (mut passed, mut policed) = (vec![], 0);
+        let buf = super_frame(&mut pool, 10);
+        s.ingress(t0, buf, &mut pool, |e| match e {
+            Emitted::Frame(b) => passed.push((b.len(), b.offload.is_gso())),
+            Emitted::Dropped(DropCause::Policed) => policed += 1,
+            Emitted::Dropped(other) => panic!("{other:?}"),
+        });
+        // Two 1054-byte segments fit the 3000-byte burst; the other eight do not.
+        assert_eq!((passed, policed), (vec![(1054, false); 2], 8));
+        // A super-frame the bucket holds whole passes whole.
+        let mut whole = vec![];
+        let buf = super_frame(&mut pool, 2);
+        s.ingress(t0 + Duration::from_secs(10), buf, &mut pool, |e| match e {
+            Emitted::Frame(b) => whole.push(b.offload.is_gso()),
+            Emitted::Dropped(c) => panic!("{c:?}"),
+        });
+        assert_eq!(whole, vec![true]);
+    }
+
     #[test]
     fn removal_hands_back_every_held_frame_in_order() {
         let t0 = Instant::now();
