@@ -14,9 +14,10 @@
 //!    port waits for a retry, else until the next timer or [`AGING_INTERVAL`].
 //!    Readiness only *lists* ports: a readable port goes on the receive list, a
 //!    writable one on the transmit list, each at most once (`Vnet::list_rx`).
-//! 3. **Receive** ([`Thread::turn`] from here on, the time of the turn as an
-//!    argument): held frames whose time has come go on first (into the switch, or
-//!    into their port's egress queue: `Vnet::release_held`); every NIC socket on the uplink list gives up to 64 frames, each
+//! 3. **Held frames** whose time has come, if the poll woke for them, go on (into the
+//!    switch, or into their port's egress queue: `Vnet::release_held`).
+//! 4. **Receive** ([`Thread::turn`] from here on, the time of the turn as an
+//!    argument): every NIC socket on the uplink list gives up to 64 frames, each
 //!    delivered to its vnet's uplink port, which joins the receive list; every port on
 //!    the receive list gives up to `RX_BUDGET` (64) messages through `Backend::recv`;
 //!    the shared dgram socket two `recvmmsg` batches of 32, delivered to their peers'
@@ -24,14 +25,14 @@
 //!    into the egress queue of each destination, which is then listed for transmit. A port
 //!    with more input than its budget is listed again for the next turn, behind the
 //!    others: one busy port cannot starve the rest.
-//! 4. **Transmit**: every listed port offers its queued frames to its client in
+//! 5. **Transmit**: every listed port offers its queued frames to its client in
 //!    batches of `TX_BATCH` (32) until the queue is empty or the client is full. A
 //!    full client with its own fd waits for epoll to say it drained; one without (a
 //!    dgram peer) goes on the retry list and is offered again after [`RETRY`]. A
 //!    queue that is full drops the next frame (counted `QueueFull`); nobody waits.
-//! 5. **Commands** from the control plane, when its waker fired ([`commands`]): they
+//! 6. **Commands** from the control plane, when its waker fired ([`commands`]): they
 //!    run between two turns, so they see no frame half-forwarded.
-//! 6. **Between services**: DHCP names go to the NAT's DNS; once a second the MAC
+//! 7. **Between services**: DHCP names go to the NAT's DNS; once a second the MAC
 //!    tables age.
 //!
 //! Lists hold `(vnet key, port id)` pairs. A port removed meanwhile is skipped when its
@@ -200,10 +201,8 @@ impl Thread {
             .checked_sub(busy_poll)
             .unwrap_or_else(Instant::now);
         loop {
-            let next_timer = [self.tick_services(), self.held_deadline()]
-                .into_iter()
-                .flatten()
-                .min();
+            let held = self.held_deadline();
+            let next_timer = [self.tick_services(), held].into_iter().flatten().min();
             let timeout = if !self.rx_list.is_empty()
                 || !self.tx_list.is_empty()
                 || !self.uplink_rx.is_empty()
@@ -242,6 +241,9 @@ impl Thread {
             }
             if timeout == RETRY {
                 self.retry_blocked();
+            }
+            if held.is_some_and(|due| due <= now) {
+                self.release_held(now);
             }
             if self.turn(now, woken) {
                 return;
@@ -288,7 +290,6 @@ impl Thread {
     /// The turn's work once readiness is known, at time `now`: receive, transmit,
     /// obey commands (if `woken`), age. `true` means shut down.
     fn turn(&mut self, now: Instant, woken: bool) -> bool {
-        self.release_held(now);
         self.receive_uplinks();
         self.receive_all(now);
         self.transmit_all();
@@ -425,7 +426,8 @@ impl Thread {
             .min()
     }
 
-    /// Lets out the held frames whose time has come and lists the ports they reach.
+    /// Lets out the held frames whose time has come and lists the ports they reach
+    /// (before a turn whose poll woke for them).
     fn release_held(&mut self, now: Instant) {
         for (key, vnet) in self.vnets.iter_mut() {
             if !vnet.holds_due(now) {

@@ -167,6 +167,9 @@ pub(super) struct Vnet {
     orphans: Vec<(PortId, Toward, FrameBuf)>,
     /// Ports whose held frames are due (reused).
     due: Vec<PortId>,
+    /// How many enforcers have rate or impairment sections: none, and the loop's turns
+    /// pay one check for held frames.
+    shaping: usize,
 }
 
 impl Vnet {
@@ -583,6 +586,7 @@ impl Vnet {
         self.dgram_peers.retain(|_, (p, _)| *p != id);
         if let Some(mut held) = self.enforcers.remove(&id).and_then(Enforcer::into_shaping) {
             held.release_all(|_, b| self.pool.put(b));
+            self.shaping -= 1;
         }
         self.orphans.retain(|(p, _, _)| *p != id);
         let _ = self.switch.remove_port(id);
@@ -981,7 +985,11 @@ impl Vnet {
 
     /// When frames held by ports' rate and impairment sections are next due: the
     /// thread's next wake-up for them (now, if changed sections left frames behind).
+    #[inline]
     pub fn held_deadline(&self) -> Option<Instant> {
+        if self.shaping == 0 && self.orphans.is_empty() {
+            return None;
+        }
         if !self.orphans.is_empty() {
             return Some(Instant::now());
         }
@@ -989,7 +997,11 @@ impl Vnet {
     }
 
     /// Whether [`Vnet::release_held`] has anything to do at `now`.
+    #[inline]
     pub fn holds_due(&self, now: Instant) -> bool {
+        if self.shaping == 0 && self.orphans.is_empty() {
+            return false;
+        }
         !self.orphans.is_empty() || self.shaped_deadline().is_some_and(|due| due <= now)
     }
 
@@ -1121,6 +1133,11 @@ impl Vnet {
             let orphans = &mut self.orphans;
             left.release_all(|toward, b| orphans.push((id, toward, b)));
         }
+        self.shaping = self
+            .enforcers
+            .values()
+            .filter(|e| e.shaping().is_some())
+            .count();
     }
 
     /// Changes port `id`'s own policy live.

@@ -151,6 +151,8 @@ impl Harness {
             self.last_retry = self.now;
             self.thread.retry_blocked();
         }
+        // As the loop does when its poll woke for frames ports hold.
+        self.thread.release_held(self.now);
         assert!(!self.thread.turn(self.now, woken), "the thread shut down");
     }
 

@@ -134,6 +134,7 @@ impl Vnet {
             released: Vec::new(),
             orphans: Vec::new(),
             due: Vec::new(),
+            shaping: 0,
             spec,
             dir,
         })
