@@ -194,7 +194,7 @@ fn ping_through_50_ms_plus_minus_5_ms_shows_that_delay_and_a_change_is_live() {
         "p10 {p10} ms, without jitter {fixed_p10} ms"
     );
     assert!(
-        (m - fixed).abs() <= 4.0,
+        (m - fixed).abs() <= 6.0,
         "median {m} ms, without jitter {fixed} ms"
     );
 
@@ -211,7 +211,7 @@ fn ping_through_50_ms_plus_minus_5_ms_shows_that_delay_and_a_change_is_live() {
         "p10 {p10} ms, without jitter {fixed_p10} ms"
     );
     assert!(
-        (m - fixed).abs() <= 4.0,
+        (m - fixed).abs() <= 6.0,
         "median {m} ms, without jitter {fixed} ms"
     );
 
