@@ -48,11 +48,14 @@ impl TokenBucket {
     }
 
     fn refill(&mut self, now: Instant) {
-        if let Some(last) = self.last {
-            let elapsed = now.saturating_duration_since(last).as_nanos();
-            let earned =
-                i128::from(self.per_sec).saturating_mul(elapsed.min(i128::MAX as u128) as i128);
-            self.credit = self.credit.saturating_add(earned).min(self.cap);
+        // Full (traffic under the rate, the common case): nothing to earn.
+        if self.credit < self.cap {
+            if let Some(last) = self.last {
+                let elapsed = now.saturating_duration_since(last).as_nanos();
+                let earned =
+                    i128::from(self.per_sec).saturating_mul(elapsed.min(i128::MAX as u128) as i128);
+                self.credit = self.credit.saturating_add(earned).min(self.cap);
+            }
         }
         if self.last.is_none_or(|last| now > last) {
             self.last = Some(now);

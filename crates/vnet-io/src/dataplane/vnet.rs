@@ -854,7 +854,13 @@ impl Vnet {
                 }
                 if let Some(shaping) = enforcer.shaping_mut() {
                     let emitted = &mut self.emitted;
-                    shaping.ingress(now, buf, &mut self.pool, |e| emitted.push(e));
+                    let passed = shaping.ingress(now, buf, &mut self.pool, |e| emitted.push(e));
+                    if let Some(buf) = passed {
+                        self.switch_frame(now, from, buf, touched);
+                    }
+                    if self.emitted.is_empty() {
+                        return;
+                    }
                     let mut emitted = std::mem::take(&mut self.emitted);
                     for e in emitted.drain(..) {
                         match e {
@@ -929,8 +935,13 @@ impl Vnet {
                     }
                     if let Some(shaping) = enforcer.shaping_mut() {
                         let emitted = &mut self.emitted;
-                        shaping.egress(now, out, &mut self.pool, |e| emitted.push(e));
-                        self.settle(dst, touched);
+                        let passed = shaping.egress(now, out, &mut self.pool, |e| emitted.push(e));
+                        if let Some(out) = passed {
+                            self.queue_for(dst, out, touched);
+                        }
+                        if !self.emitted.is_empty() {
+                            self.settle(dst, touched);
+                        }
                         continue;
                     }
                 }
