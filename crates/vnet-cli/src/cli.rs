@@ -8,6 +8,9 @@ use vnet_control::policy::impair::GilbertElliott;
 use vnet_control::policy::units::{BitRate, ByteSize, Micros, Ppm};
 use vnet_control::{Account, Ipv4Net, MacAddr};
 
+mod security;
+pub use security::SecurityArgs;
+
 /// Manage the virtual Ethernet switches of a running vnetd.
 #[derive(Debug, Parser)]
 #[command(
@@ -54,9 +57,13 @@ pub enum Command {
     /// Show and change a vnet's DHCP service and its reservations
     #[command(subcommand)]
     Dhcp(DhcpCommand),
-    /// Bridge a vnet to a host NIC (or one VLAN of it), or unbridge it
+    /// Bridge a vnet to a host NIC (or one VLAN of it), make it a VXLAN segment across
+    /// hosts, or take its uplink away
     #[command(subcommand)]
     Uplink(UplinkCommand),
+    /// List, pin and remove the MACs a VXLAN vnet knows behind remote hosts
+    #[command(subcommand)]
+    Fdb(FdbCommand),
     /// Forward host ports to guests of a NAT vnet, live
     #[command(subcommand)]
     Forward(ForwardCommand),
@@ -247,6 +254,8 @@ pub struct SetPort {
 #[derive(Debug, Default, Args)]
 pub struct PolicyArgs {
     #[command(flatten)]
+    pub security: SecurityArgs,
+    #[command(flatten)]
     pub rate: RateArgs,
     #[command(flatten)]
     pub impair: ImpairArgs,
@@ -378,8 +387,12 @@ pub enum ForwardCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum UplinkCommand {
-    /// Bridge a vnet to host interface IFNAME (needs root): VMs appear on its LAN
+    /// Bridge a vnet to host interface IFNAME (needs root): VMs appear on its LAN; or,
+    /// with --vxlan, join it to the same VNI on other hosts (no root needed)
     Set(SetUplink),
+    /// Add or remove a VXLAN vnet's remote hosts (VTEPs), live
+    #[command(subcommand)]
+    Remote(RemoteCommand),
     /// Unbridge a vnet
     #[command(visible_alias = "del")]
     Rm {
@@ -390,14 +403,83 @@ pub enum UplinkCommand {
     },
 }
 
+#[derive(Debug, Subcommand)]
+pub enum RemoteCommand {
+    /// Send the vnet's flooded frames to ADDR too, and hear it
+    Add {
+        /// Name of the vnet
+        net: String,
+        /// The remote host's underlay address
+        addr: std::net::IpAddr,
+    },
+    /// Stop sending to ADDR and forget the MACs learned behind it
+    #[command(visible_alias = "del")]
+    Rm {
+        /// Name of the vnet
+        net: String,
+        addr: std::net::IpAddr,
+        #[command(flatten)]
+        if_exists: IfExists,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum FdbCommand {
+    /// List the MACs behind remote hosts, learned and pinned
+    #[command(visible_alias = "list")]
+    Ls {
+        /// Name of the vnet
+        net: String,
+    },
+    /// Pin MAC behind remote host REMOTE (never ages, never moves)
+    Add {
+        /// Name of the vnet
+        net: String,
+        mac: MacAddr,
+        remote: std::net::IpAddr,
+    },
+    /// Remove MAC's entry, pinned or learned
+    #[command(visible_alias = "del")]
+    Rm {
+        /// Name of the vnet
+        net: String,
+        mac: MacAddr,
+        #[command(flatten)]
+        if_exists: IfExists,
+    },
+}
+
 #[derive(Debug, Args)]
+#[command(group(ArgGroup::new("uplink_kind").required(true).args(["interface", "vxlan"])))]
 pub struct SetUplink {
     /// Name of the vnet
     pub net: String,
     /// The host interface, e.g. eth1
     #[arg(long, value_name = "IFNAME")]
-    pub interface: String,
-    /// Map the vnet to VLAN N of the interface (tagged there, untagged in the vnet)
+    pub interface: Option<String>,
+    /// Make the vnet VXLAN segment VNI (RFC 7348) with the hosts given by --remote or
+    /// --group
+    #[arg(long, value_name = "VNI", requires = "local")]
+    pub vxlan: Option<u32>,
+    /// With --vxlan: this host's underlay address
+    #[arg(long, value_name = "ADDR", requires = "vxlan")]
+    pub local: Option<std::net::IpAddr>,
+    /// With --vxlan: a remote host's underlay address (repeat for more)
+    #[arg(long = "remote", value_name = "ADDR", requires = "vxlan")]
+    pub remotes: Vec<std::net::IpAddr>,
+    /// With --vxlan: a multicast group instead of remotes
+    #[arg(
+        long,
+        value_name = "ADDR",
+        requires = "vxlan",
+        conflicts_with = "remotes"
+    )]
+    pub group: Option<std::net::IpAddr>,
+    /// With --vxlan: the UDP port [default: 4789]
+    #[arg(long, value_name = "PORT", requires = "vxlan")]
+    pub vxlan_port: Option<u16>,
+    /// Map the vnet to VLAN N of the interface (tagged there, untagged in the vnet); with
+    /// --vxlan: the vnet's VLAN N is what the VNI carries
     #[arg(long, value_name = "N", value_parser = vlan_id, conflicts_with = "trunk")]
     pub vlan: Option<u16>,
     /// Carry these VLANs of the interface, tagged, into the vnet, e.g. 10,20
@@ -855,13 +937,57 @@ mod tests {
             panic!("not uplink set");
         };
         assert_eq!(
-            (a.interface.as_str(), a.vlan, a.trunk),
-            ("eth1", Some(10), None)
+            (a.interface.as_deref(), a.vlan, a.trunk),
+            (Some("eth1"), Some(10), None)
+        );
+        let Command::Uplink(UplinkCommand::Set(v)) = parse(&[
+            "uplink", "set", "ovl", "--vxlan", "100", "--local", "10.0.0.1", "--remote",
+            "10.0.0.2", "--remote", "10.0.0.3",
+        ])
+        .unwrap()
+        .command
+        else {
+            panic!("not uplink set");
+        };
+        assert_eq!(
+            (v.vxlan, v.remotes.len(), v.interface),
+            (Some(100), 2, None)
         );
         let kind = |args: &[&str]| parse(args).unwrap_err().kind();
         assert_eq!(
             kind(&["uplink", "set", "lan"]),
             ErrorKind::MissingRequiredArgument
+        );
+        // A tunnel needs its local address; remotes need a tunnel; one kind at a time.
+        assert_eq!(
+            kind(&["uplink", "set", "lan", "--vxlan", "1"]),
+            ErrorKind::MissingRequiredArgument
+        );
+        assert_eq!(
+            kind(&[
+                "uplink",
+                "set",
+                "lan",
+                "--interface",
+                "e",
+                "--remote",
+                "10.0.0.2"
+            ]),
+            ErrorKind::MissingRequiredArgument
+        );
+        assert_eq!(
+            kind(&[
+                "uplink",
+                "set",
+                "lan",
+                "--interface",
+                "e",
+                "--vxlan",
+                "1",
+                "--local",
+                "10.0.0.1"
+            ]),
+            ErrorKind::ArgumentConflict
         );
         assert_eq!(
             kind(&[

@@ -367,12 +367,61 @@ pub fn port_details(p: &PortInfo) -> String {
         format!("{} of {} frames", p.queue_len, p.queue_capacity),
     ));
     let mut policy = policy_rows(&p.enforced, Some(&p.policy));
-    let counted = serde_json::to_value(&p.policy_counters).expect("a report serializes");
-    for (name, report) in counted.as_object().into_iter().flatten() {
-        policy.push((format!("  {name} now"), compact(report)));
+    if let Some(rate) = p.policy_counters.as_ref().and_then(|c| c.rate.as_ref()) {
+        let held = format!("{} frames, {}", rate.held_frames, bytes(rate.held_bytes));
+        policy.push(("  shaper holds".into(), held));
+    }
+    if let Some(imp) = p.policy_counters.as_ref().and_then(|c| c.impair.as_ref()) {
+        let did = format!(
+            "{} frames held; {} duplicated, {} corrupted, {} reordered",
+            imp.held_frames, imp.duplicated, imp.corrupted, imp.reordered
+        );
+        policy.push(("  impairment".into(), did));
     }
     rows.extend(policy.iter().map(|(k, v)| (k.as_str(), v.clone())));
+    if let Some(security) = p.policy_counters.as_ref().and_then(|c| c.security.as_ref()) {
+        rows.push(("  MAC lock learned", mac_list(&security.learned_macs)));
+        if let Some(mac) = security.shut_down_by {
+            rows.push((
+                "  shut down",
+                format!("by {mac}: set its security again to enable it"),
+            ));
+        }
+    }
+    let tunnel = p.vxlan.as_ref().map(vxlan_rows).unwrap_or_default();
+    rows.extend(tunnel.iter().map(|(k, v)| (k.as_str(), v.clone())));
     details(rows)
+}
+
+/// A VXLAN uplink's VNI, socket, remotes and the socket's drops, as detail rows.
+fn vxlan_rows(vx: &vnet_control::VxlanInfo) -> Vec<(String, String)> {
+    let mut rows = vec![
+        ("vni".to_string(), vx.vni.to_string()),
+        ("socket".to_string(), vx.socket.clone()),
+    ];
+    for r in &vx.remotes {
+        rows.push((
+            format!("remote {}", r.address),
+            format!(
+                "rx {} frames, {}; tx {} frames, {}; {} dropped",
+                r.rx_frames,
+                bytes(r.rx_bytes),
+                r.tx_frames,
+                bytes(r.tx_bytes),
+                r.drops
+            ),
+        ));
+    }
+    let dropped: Vec<String> = vx
+        .socket_drops
+        .iter()
+        .filter(|(_, n)| **n > 0)
+        .map(|(cause, n)| format!("{cause} {n}"))
+        .collect();
+    if !dropped.is_empty() {
+        rows.push(("socket drops".to_string(), dropped.join(", ")));
+    }
+    rows
 }
 
 /// A policy's sections as `key  value` rows under a `policy` row; with `own` (a port's
@@ -434,6 +483,21 @@ pub fn macs_table(entries: &[MacEntry]) -> String {
         ]);
     }
     right_align(&mut t, &[0, 2, 3]);
+    render(&t)
+}
+
+/// `vnet fdb ls`: MAC, remote VTEP, age, static or learned.
+pub fn fdb_table(entries: &[vnet_control::FdbEntry]) -> String {
+    let mut t = table(&["MAC", "REMOTE", "AGE", "TYPE"]);
+    for e in entries {
+        t.add_row(vec![
+            Cell::new(e.mac),
+            Cell::new(e.remote),
+            Cell::new(format!("{} s", e.age_secs)),
+            Cell::new(if e.fixed { "static" } else { "learned" }),
+        ]);
+    }
+    right_align(&mut t, &[2]);
     render(&t)
 }
 
@@ -560,6 +624,7 @@ mod tests {
     fn two_ports() -> Vec<PortInfo> {
         vec![
             PortInfo {
+                vxlan: None,
                 id: 1,
                 kind: PortKind::Stream,
                 description: "qemu pid 4242 (web1)".into(),
@@ -584,6 +649,7 @@ mod tests {
                 policy_counters: Default::default(),
             },
             PortInfo {
+                vxlan: None,
                 id: 12,
                 kind: PortKind::Tap,
                 description: "tap-fw".into(),
@@ -702,6 +768,33 @@ ID  KIND     UID  DESCRIPTION           VLAN                     MACS           
     }
 
     #[test]
+    fn port_details_show_what_port_security_holds() {
+        use vnet_control::policy::security::{SecurityReport, SecuritySpec};
+        let mut port = two_ports().remove(0);
+        port.enforced.security = Some(SecuritySpec::strict());
+        port.policy_counters = Some(vnet_control::PolicyReport {
+            security: Some(SecurityReport {
+                learned_macs: vec![mac("52:54:00:00:00:01")],
+                shut_down_by: Some(mac("52:54:00:00:00:66")),
+            }),
+            rate: Some(Default::default()),
+            impair: None,
+        });
+        let text = port_details(&port);
+        for line in [
+            "  security          strict (the vnet's)",
+            "  MAC lock learned  52:54:00:00:00:01",
+            "  shut down         by 52:54:00:00:00:66: set its security again to enable it",
+            "  shaper holds      0 frames, 0 B",
+        ] {
+            assert!(
+                text.contains(&format!("{line}\n")),
+                "{line:?} not in\n{text}"
+            );
+        }
+    }
+
+    #[test]
     fn mac_table_is_sorted_by_vlan_then_mac() {
         let entry = |vlan, m: &str, port, fixed| MacEntry {
             vlan,
@@ -764,6 +857,7 @@ VLAN  MAC                PORT  AGE  TYPE
     fn network_details_show_the_uplink() {
         let mut n = vmnet1();
         n.uplink = Some(vnet_control::UplinkSpec {
+            vxlan: None,
             interface: "eth1".into(),
             vlan: None,
             mode: UplinkMode::Trunk,
@@ -771,6 +865,7 @@ VLAN  MAC                PORT  AGE  TYPE
         });
         assert!(network_details(&n).contains("uplink         eth1 trunk 10-12,20\n"));
         n.uplink = Some(vnet_control::UplinkSpec {
+            vxlan: None,
             interface: "eth1".into(),
             vlan: Some(10),
             mode: UplinkMode::Access,
@@ -936,5 +1031,47 @@ MAC                IP               HOSTNAME  EXPIRES   STATE
         assert_eq!(bytes(5 << 30), "5.0 GiB");
         assert_eq!(vlan_ranges(&[7, 1, 2, 3, 9, 10]), "1-3,7,9-10");
         assert_eq!(vlan_ranges(&[]), "none");
+    }
+
+    #[test]
+    fn a_vxlan_uplink_shows_its_remotes_and_the_fdb_its_entries() {
+        let mut p = two_ports().remove(0);
+        p.vxlan = Some(vnet_control::VxlanInfo {
+            vni: 100,
+            socket: "192.0.2.1:4789".into(),
+            remotes: vec![vnet_control::RemoteInfo {
+                address: "192.0.2.2".parse().unwrap(),
+                rx_frames: 3,
+                rx_bytes: 180,
+                tx_frames: 4,
+                tx_bytes: 240,
+                drops: 1,
+            }],
+            socket_drops: BTreeMap::from([("short".into(), 2), ("flags".into(), 0)]),
+        });
+        let text = port_details(&p);
+        assert!(
+            text.contains("vni") && text.contains("192.0.2.1:4789"),
+            "{text}"
+        );
+        assert!(text.contains("remote 192.0.2.2"), "{text}");
+        assert!(
+            text.contains("tx 4 frames") && text.contains("1 dropped"),
+            "{text}"
+        );
+        assert!(
+            text.contains("short 2") && !text.contains("flags 0"),
+            "{text}"
+        );
+        let table = fdb_table(&[vnet_control::FdbEntry {
+            mac: mac("52:54:00:00:00:01"),
+            remote: "192.0.2.2".parse().unwrap(),
+            age_secs: 5,
+            fixed: true,
+        }]);
+        assert!(
+            table.contains("52:54:00:00:00:01") && table.contains("static"),
+            "{table}"
+        );
     }
 }

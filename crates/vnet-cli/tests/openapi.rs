@@ -7,6 +7,7 @@ use std::collections::BTreeSet;
 
 use serde::Serialize;
 use serde_json::{json, Value};
+use vnet_control::policy::security::{SecurityReport, SecuritySpec};
 use vnet_control::{
     Account, AccountInfo, ApiError, Counters, DhcpSpec, HostAdapterInfo, HostAdapterSpec, Lease,
     LinkState, MacEntry, NetworkInfo, NetworkSockets, NetworkSpec, PolicyPatch, PolicyReport,
@@ -392,6 +393,7 @@ fn sample_host_only_network() -> NetworkInfo {
 /// A port with every optional field present.
 fn sample_port() -> PortInfo {
     PortInfo {
+        vxlan: None,
         id: 3,
         kind: PortKind::Api,
         description: "pid 77 (firewall)".into(),
@@ -417,16 +419,36 @@ fn sample_port() -> PortInfo {
         policy: every_section(),
         enforced: every_section(),
         policy_counters: Some(PolicyReport {
+            security: Some(SecurityReport {
+                learned_macs: vec!["52:54:00:00:00:01".parse().unwrap()],
+                shut_down_by: Some("52:54:00:00:00:02".parse().unwrap()),
+            }),
             rate: Some(Default::default()),
             impair: Some(Default::default()),
         }),
     }
 }
 
+/// Port security with every key set (the table form; the one-word forms are
+/// checked on their own).
+fn every_security_key() -> SecuritySpec {
+    serde_json::from_value(json!({
+        "profile": "strict",
+        "macs": ["52:54:00:00:00:01"],
+        "mac_limit": 2,
+        "mac_violation": "shutdown",
+        "ip_guard": ["dhcp", "10.0.0.5", "fd00::/64"],
+        "ipv6_link_local": false,
+        "dhcp_server": true,
+        "router": false,
+    }))
+    .unwrap()
+}
+
 /// A policy with every section.
 fn every_section() -> PortPolicy {
     PortPolicy {
-        security: Some(Default::default()),
+        security: Some(every_security_key()),
         acl: Some(Default::default()),
         rate: Some(serde_json::from_value(json!({
             "in": { "rate": "10mbit" },
@@ -454,6 +476,7 @@ fn what_the_types_serialize_matches_the_documented_schemas() {
         "NetworkInfo",
         &NetworkInfo {
             uplink: Some(UplinkSpec {
+                vxlan: None,
                 interface: "eth1".into(),
                 vlan: Some(10),
                 mode: UplinkMode::Access,
@@ -501,6 +524,7 @@ fn what_the_types_serialize_matches_the_documented_schemas() {
     checker.check_named("NetworkSpec", &host_only);
     let mut bridged = NetworkSpec::named("lan10");
     bridged.uplink = Some(UplinkSpec {
+        vxlan: None,
         interface: "eth1".into(),
         vlan: Some(10),
         mode: UplinkMode::Access,
@@ -510,10 +534,63 @@ fn what_the_types_serialize_matches_the_documented_schemas() {
     checker.check_named(
         "UplinkSpec",
         &UplinkSpec {
+            vxlan: None,
             interface: "eth1".into(),
             vlan: None,
             mode: UplinkMode::Trunk,
             vlans: vec![10, 20],
+        },
+    );
+    let mut vx = vnet_control::VxlanSpec::new(100, "192.0.2.1".parse().unwrap());
+    vx.remotes = vec!["192.0.2.2".parse().unwrap()];
+    vx.source_ports = Some([40000, 40100]);
+    vx.fdb = vec![vnet_control::FdbSpec {
+        mac: "02:00:00:00:00:07".parse().unwrap(),
+        remote: "192.0.2.2".parse().unwrap(),
+    }];
+    checker.check_named(
+        "UplinkSpec",
+        &UplinkSpec {
+            vxlan: Some(vx.clone()),
+            vlan: Some(10),
+            ..UplinkSpec::default()
+        },
+    );
+    vx.remotes.clear();
+    vx.group = Some("239.1.1.1".parse().unwrap());
+    checker.check_named("VxlanSpec", &vx);
+    checker.check_named(
+        "FdbEntry",
+        &vnet_control::FdbEntry {
+            mac: "02:00:00:00:00:07".parse().unwrap(),
+            remote: "192.0.2.2".parse().unwrap(),
+            age_secs: 3,
+            fixed: false,
+        },
+    );
+    checker.check_named(
+        "RemoteSpec",
+        &vnet_control::RemoteSpec {
+            address: "2001:db8::2".parse().unwrap(),
+        },
+    );
+    checker.check_named(
+        "PortInfo",
+        &PortInfo {
+            vxlan: Some(vnet_control::VxlanInfo {
+                vni: 100,
+                socket: "192.0.2.1:4789".into(),
+                remotes: vec![vnet_control::RemoteInfo {
+                    address: "192.0.2.2".parse().unwrap(),
+                    rx_frames: 1,
+                    rx_bytes: 60,
+                    tx_frames: 2,
+                    tx_bytes: 120,
+                    drops: 0,
+                }],
+                socket_drops: [("short".to_string(), 1)].into(),
+            }),
+            ..sample_port()
         },
     );
     checker.check_named("DhcpSpec", &DhcpSpec::default());
@@ -613,6 +690,8 @@ fn what_the_types_serialize_matches_the_documented_schemas() {
             fixed: false,
         },
     );
+    checker.check_named("SecuritySpec", &SecuritySpec::strict());
+    checker.check_named("SecuritySpec", &SecuritySpec::default());
     checker.check_named(
         "Version",
         &Version {

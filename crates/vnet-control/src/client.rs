@@ -304,6 +304,39 @@ impl Client {
         self.delete(&api_path(&["networks", net, "uplink"]))
     }
 
+    /// `POST /v1/networks/{net}/uplink/remotes`: add a remote VTEP to a VXLAN vnet;
+    /// answers the uplink's port.
+    pub fn add_remote(&self, net: &str, address: std::net::IpAddr) -> Result<PortInfo, Error> {
+        let path = api_path(&["networks", net, "uplink", "remotes"]);
+        self.send_json(Method::POST, &path, &vnet_model::RemoteSpec { address })
+    }
+
+    /// `DELETE /v1/networks/{net}/uplink/remotes/{addr}`
+    pub fn remove_remote(&self, net: &str, address: std::net::IpAddr) -> Result<(), Error> {
+        let addr = address.to_string();
+        self.delete(&api_path(&["networks", net, "uplink", "remotes", &addr]))
+    }
+
+    /// `GET /v1/networks/{net}/fdb`: the MACs a VXLAN vnet knows behind remote VTEPs.
+    pub fn fdb(&self, net: &str) -> Result<Vec<vnet_model::FdbEntry>, Error> {
+        self.get_json(&api_path(&["networks", net, "fdb"]))
+    }
+
+    /// `POST /v1/networks/{net}/fdb`: pin a MAC behind a remote VTEP.
+    pub fn add_fdb(
+        &self,
+        net: &str,
+        entry: &vnet_model::FdbSpec,
+    ) -> Result<vnet_model::FdbSpec, Error> {
+        self.send_json(Method::POST, &api_path(&["networks", net, "fdb"]), entry)
+    }
+
+    /// `DELETE /v1/networks/{net}/fdb/{mac}`
+    pub fn remove_fdb(&self, net: &str, mac: MacAddr) -> Result<(), Error> {
+        let mac = mac.to_string();
+        self.delete(&api_path(&["networks", net, "fdb", &mac]))
+    }
+
     /// `GET /v1/networks/{net}/forwards`: the NAT device's port forwards.
     pub fn forwards(&self, net: &str) -> Result<Vec<vnet_model::ForwardSpec>, Error> {
         self.get_json(&api_path(&["networks", net, "forwards"]))
@@ -760,6 +793,7 @@ mod tests {
 
     fn sample_port() -> PortInfo {
         PortInfo {
+            vxlan: None,
             id: 7,
             kind: PortKind::Tap,
             description: "tap7".into(),

@@ -26,6 +26,11 @@
 //! | PATCH | `/v1/networks/{net}/policy` | [`PolicyPatch`] | [`PortPolicy`] |
 //! | PUT | `/v1/networks/{net}/uplink` | [`UplinkSpec`] | [`PortInfo`] |
 //! | DELETE | `/v1/networks/{net}/uplink` | | 204 |
+//! | POST | `/v1/networks/{net}/uplink/remotes` | [`RemoteSpec`] | 201 [`PortInfo`] |
+//! | DELETE | `/v1/networks/{net}/uplink/remotes/{addr}` | | 204 |
+//! | GET | `/v1/networks/{net}/fdb` | | `[FdbEntry]` |
+//! | POST | `/v1/networks/{net}/fdb` | [`FdbSpec`] | 201 [`FdbSpec`] |
+//! | DELETE | `/v1/networks/{net}/fdb/{mac}` | | 204 |
 //! | GET | `/v1/networks/{net}/macs` | | `[MacEntry]` |
 //! | GET | `/v1/networks/{net}/capture` | | pcapng stream |
 //! | GET | `/v1/networks/{net}/leases` | | `[Lease]` |
@@ -45,7 +50,7 @@
 pub mod policy;
 
 use std::collections::BTreeMap;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, SocketAddrV4};
 use std::path::PathBuf;
 
 pub use ipnet::Ipv4Net;
@@ -160,15 +165,19 @@ fn is_false(b: &bool) -> bool {
     !*b
 }
 
-/// A vnet bridged to a host NIC through an AF_PACKET socket in promiscuous mode.
-/// Several vnets may share one NIC on different VLANs (one socket per NIC and thread).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A vnet's way out of the host: bridged to a host NIC through an AF_PACKET socket in
+/// promiscuous mode (`interface`), or a VXLAN tunnel to other hosts (`vxlan`): one of
+/// the two. Several vnets may share one NIC on different VLANs (one socket per NIC and
+/// thread), or one local UDP address and port on different VNIs.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UplinkSpec {
-    /// The host interface, e.g. `eth1`.
+    /// The host interface, e.g. `eth1` (bridged).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub interface: String,
     /// Access mode: the NIC's VLAN this vnet maps to (frames leave tagged with it, only
     /// its frames come in, untagged inside the vnet). Absent: the NIC's untagged frames.
+    /// With `vxlan`: the vnet's VLAN the VNI carries (untagged in the tunnel).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vlan: Option<u16>,
     #[serde(default)]
@@ -176,6 +185,91 @@ pub struct UplinkSpec {
     /// Trunk mode: the VLANs carried, tagged on both sides.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub vlans: Vec<u16>,
+    /// A VXLAN tunnel instead of a NIC: needs no privilege.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vxlan: Option<VxlanSpec>,
+}
+
+/// A vnet (or one of its VLANs) as one VXLAN segment (RFC 7348) across hosts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VxlanSpec {
+    /// The segment's VXLAN network identifier, 0-16777215.
+    pub vni: u32,
+    /// This host's address on the underlay: the tunnel's UDP socket binds to it.
+    pub local: IpAddr,
+    /// UDP port, on both ends [default: 4789, IANA's].
+    #[serde(default = "default_vxlan_port")]
+    pub port: u16,
+    /// The other hosts' addresses (VTEPs): broadcast, unknown unicast and multicast
+    /// frames go to each; only they are heard.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remotes: Vec<IpAddr>,
+    /// A multicast group instead of `remotes`: flooded frames go to the group, and
+    /// every member is heard. Joined on the interface that holds `local`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<IpAddr>,
+    /// Range of outer UDP source ports, chosen per inner flow [default: 32768-61000,
+    /// as the kernel's].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_ports: Option<[u16; 2]>,
+    /// Static forwarding entries: MACs pinned behind a VTEP (`vnet fdb add`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fdb: Vec<FdbSpec>,
+}
+
+fn default_vxlan_port() -> u16 {
+    vnet_core::wire::vxlan::DEFAULT_PORT
+}
+
+/// A MAC pinned behind a remote VTEP: the body of `POST /v1/networks/{net}/fdb`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FdbSpec {
+    pub mac: MacAddr,
+    pub remote: IpAddr,
+}
+
+/// One row of a VXLAN vnet's forwarding database (`GET /v1/networks/{net}/fdb`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FdbEntry {
+    pub mac: MacAddr,
+    pub remote: IpAddr,
+    pub age_secs: u64,
+    /// Pinned through the API or the config: never ages, never moves.
+    #[serde(rename = "static")]
+    pub fixed: bool,
+}
+
+/// A remote VTEP to add: the body of `POST /v1/networks/{net}/uplink/remotes`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemoteSpec {
+    pub address: IpAddr,
+}
+
+/// What a VXLAN uplink port reports: its socket and each remote's traffic.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VxlanInfo {
+    pub vni: u32,
+    /// `ADDR:PORT` of the UDP socket (shared by the vnets on it).
+    pub socket: String,
+    pub remotes: Vec<RemoteInfo>,
+    /// Datagrams the socket dropped before any vnet, by cause (`short`, `flags`,
+    /// `unknown_vni`, `unknown_remote`): counted on the socket, which the vnets on
+    /// it share.
+    pub socket_drops: BTreeMap<String, u64>,
+}
+
+/// One remote VTEP's traffic.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoteInfo {
+    pub address: IpAddr,
+    pub rx_frames: u64,
+    pub rx_bytes: u64,
+    pub tx_frames: u64,
+    pub tx_bytes: u64,
+    pub drops: u64,
 }
 
 /// How an uplink carries VLANs.
@@ -192,6 +286,9 @@ pub enum UplinkMode {
 impl UplinkSpec {
     /// The uplink port's mode inside the vnet's switch.
     pub fn port_vlan_mode(&self) -> VlanMode {
+        if let (Some(_), Some(vlan)) = (&self.vxlan, self.vlan) {
+            return VlanMode::Access { vlan };
+        }
         match self.mode {
             UplinkMode::Access => VlanMode::default(),
             UplinkMode::Trunk => VlanMode::Trunk {
@@ -201,8 +298,21 @@ impl UplinkSpec {
         }
     }
 
-    /// Checks the interface name and the VLAN settings; the error says what to change.
+    /// Checks the interface name (or the tunnel) and the VLAN settings; the error says
+    /// what to change.
     pub fn check(&self) -> Result<(), UplinkError> {
+        if let Some(vx) = &self.vxlan {
+            if !self.interface.is_empty() {
+                return Err(UplinkError::InterfaceAndVxlan);
+            }
+            if self.mode == UplinkMode::Trunk || !self.vlans.is_empty() {
+                return Err(UplinkError::VxlanTrunk);
+            }
+            if let Some(v) = self.vlan.filter(|v| !vnet_core::switch::is_valid_vid(*v)) {
+                return Err(UplinkError::VlanOutOfRange(v));
+            }
+            return vx.check();
+        }
         if !is_valid_ifname(&self.interface) {
             return Err(UplinkError::Interface(self.interface.clone()));
         }
@@ -231,6 +341,100 @@ pub enum UplinkError {
     VlansNeedTrunk,
     #[error("a trunk uplink takes a list \"vlans\" (and no \"vlan\")")]
     TrunkNeedsVlans,
+    #[error("an uplink is either \"interface\" (bridged) or \"vxlan\", not both")]
+    InterfaceAndVxlan,
+    #[error("a VXLAN uplink carries one VLAN of the vnet (\"vlan\"), not a trunk")]
+    VxlanTrunk,
+    #[error("VNI {0} is out of range: use 0-16777215")]
+    Vni(u32),
+    #[error("VXLAN address {0} cannot be used here: {1}")]
+    Address(IpAddr, &'static str),
+    #[error("VXLAN takes \"remotes\" or a multicast \"group\", not both")]
+    RemotesAndGroup,
+    #[error("VXLAN source ports {0}-{1} are not a range: use LOW-HIGH, 1 <= LOW <= HIGH")]
+    SourcePorts(u16, u16),
+    #[error("VXLAN port 0 is not a port: use 4789 (the default) or another")]
+    Port,
+}
+
+impl VxlanSpec {
+    /// A tunnel on VNI `vni` from `local` to no remote yet, on the default port.
+    pub fn new(vni: u32, local: IpAddr) -> Self {
+        VxlanSpec {
+            vni,
+            local,
+            port: default_vxlan_port(),
+            remotes: Vec::new(),
+            group: None,
+            source_ports: None,
+            fdb: Vec::new(),
+        }
+    }
+
+    /// Checks the VNI, the addresses (one family, unicast where they must be) and the
+    /// ports; the error says what to change.
+    pub fn check(&self) -> Result<(), UplinkError> {
+        if self.vni > vnet_core::wire::vxlan::MAX_VNI {
+            return Err(UplinkError::Vni(self.vni));
+        }
+        if self.port == 0 {
+            return Err(UplinkError::Port);
+        }
+        if self.local.is_unspecified() || self.local.is_multicast() {
+            return Err(UplinkError::Address(
+                self.local,
+                "\"local\" must be one of this host's unicast addresses",
+            ));
+        }
+        let family = |a: &IpAddr| a.is_ipv4() == self.local.is_ipv4();
+        let unicast = self
+            .remotes
+            .iter()
+            .chain(self.fdb.iter().map(|f| &f.remote));
+        for a in unicast {
+            if !family(a) {
+                return Err(UplinkError::Address(*a, "not of the family of \"local\""));
+            }
+            if a.is_unspecified() || a.is_multicast() {
+                return Err(UplinkError::Address(
+                    *a,
+                    "a remote must be a unicast address",
+                ));
+            }
+        }
+        if let Some(g) = self.group {
+            if !self.remotes.is_empty() {
+                return Err(UplinkError::RemotesAndGroup);
+            }
+            if !family(&g) || !g.is_multicast() {
+                return Err(UplinkError::Address(
+                    g,
+                    "\"group\" must be a multicast address of the family of \"local\"",
+                ));
+            }
+        }
+        if let Some([lo, hi]) = self.source_ports {
+            if lo == 0 || lo > hi {
+                return Err(UplinkError::SourcePorts(lo, hi));
+            }
+        }
+        Ok(())
+    }
+
+    /// The outer source port range in use.
+    pub fn source_port_range(&self) -> [u16; 2] {
+        self.source_ports
+            .unwrap_or(vnet_core::wire::vxlan::SOURCE_PORTS)
+    }
+
+    /// Bytes the underlay carries beyond the vnet's MTU: 50 over IPv4, 70 over IPv6.
+    pub fn overhead(&self) -> u32 {
+        if self.local.is_ipv4() {
+            vnet_core::wire::vxlan::OVERHEAD_V4
+        } else {
+            vnet_core::wire::vxlan::OVERHEAD_V6
+        }
+    }
 }
 
 /// Whether the kernel would take `name` as a network interface's name: 1-15 bytes, not
@@ -907,6 +1111,9 @@ pub struct PortInfo {
     /// Frames waiting in the egress queue, and its bound.
     pub queue_len: usize,
     pub queue_capacity: usize,
+    /// A VXLAN uplink's socket and remotes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vxlan: Option<VxlanInfo>,
     /// The port's own policy (`PATCH .../ports/{id}/policy`).
     #[serde(default, skip_serializing_if = "PortPolicy::is_empty")]
     pub policy: PortPolicy,
@@ -1339,8 +1546,7 @@ mod tests {
         spec.uplink = Some(UplinkSpec {
             interface: "eth0".into(),
             vlan: Some(4095),
-            mode: UplinkMode::Access,
-            vlans: Vec::new(),
+            ..UplinkSpec::default()
         });
         assert_eq!(
             spec.validate(),
@@ -1350,5 +1556,57 @@ mod tests {
             spec.validate().unwrap_err().to_string(),
             "uplink VLAN 4095 is out of range: use 1-4094"
         );
+    }
+
+    #[test]
+    fn a_bridged_uplink_saved_before_vxlan_reads_and_writes_the_same() {
+        let saved = r#"{"interface":"eth1","vlan":10,"mode":"access"}"#;
+        let spec: UplinkSpec = serde_json::from_str(saved).unwrap();
+        assert_eq!(spec.interface, "eth1");
+        assert_eq!(spec.vxlan, None);
+        assert_eq!(spec.check(), Ok(()));
+        assert_eq!(serde_json::to_string(&spec).unwrap(), saved);
+    }
+
+    #[test]
+    fn a_vxlan_uplink_reads_with_defaults_and_is_checked() {
+        let spec: UplinkSpec = serde_json::from_str(
+            r#"{"vxlan":{"vni":100,"local":"10.0.0.1","remotes":["10.0.0.2"]}}"#,
+        )
+        .unwrap();
+        let vx = spec.vxlan.clone().unwrap();
+        assert_eq!((vx.vni, vx.port), (100, 4789));
+        assert_eq!(vx.source_port_range(), [32768, 61000]);
+        assert_eq!(vx.overhead(), 50);
+        assert_eq!(spec.check(), Ok(()));
+        assert_eq!(spec.port_vlan_mode(), VlanMode::default());
+        let with = |f: &dyn Fn(&mut UplinkSpec)| {
+            let mut s = spec.clone();
+            f(&mut s);
+            s.check().map_err(|e| e.to_string())
+        };
+        let vx = |f: &dyn Fn(&mut VxlanSpec)| with(&|s| f(s.vxlan.as_mut().unwrap()));
+        assert_eq!(
+            vx(&|v| v.vni = 1 << 24),
+            Err("VNI 16777216 is out of range: use 0-16777215".into())
+        );
+        assert!(with(&|s| s.interface = "eth0".into()).is_err());
+        assert!(with(&|s| s.mode = UplinkMode::Trunk).is_err());
+        assert!(vx(&|v| v.remotes.push("fe80::1".parse().unwrap())).is_err());
+        assert!(vx(&|v| v.local = "0.0.0.0".parse().unwrap()).is_err());
+        assert!(vx(&|v| v.group = Some("239.1.1.1".parse().unwrap())).is_err());
+        assert!(vx(&|v| v.source_ports = Some([5000, 4000])).is_err());
+        assert!(vx(&|v| v.port = 0).is_err());
+        assert_eq!(
+            vx(&|v| {
+                v.remotes.clear();
+                v.group = Some("239.1.1.1".parse().unwrap());
+            }),
+            Ok(())
+        );
+        assert_eq!(with(&|s| s.vlan = Some(20)), Ok(()));
+        let mut on_vlan = spec.clone();
+        on_vlan.vlan = Some(20);
+        assert_eq!(on_vlan.port_vlan_mode(), VlanMode::Access { vlan: 20 });
     }
 }

@@ -33,6 +33,18 @@ pub fn client(d: &Daemon) -> Client {
 /// # Panics
 /// If the daemon refuses the port (the message includes its log).
 pub fn tap_vm(d: &Daemon, net: &str, mac: &str, cidr: &str) -> (u32, NsVm) {
+    tap_vm_in(d, None, net, mac, cidr)
+}
+
+/// [`tap_vm`] for a daemon running in namespace `home` (`None`: the test's), where it
+/// makes its TAPs (see [`crate::DaemonBuilder::netns`]).
+pub fn tap_vm_in(
+    d: &Daemon,
+    home: Option<&crate::Netns>,
+    net: &str,
+    mac: &str,
+    cidr: &str,
+) -> (u32, NsVm) {
     let ifname = unique_name("vt");
     let port = client(d)
         .add_port(
@@ -44,7 +56,11 @@ pub fn tap_vm(d: &Daemon, net: &str, mac: &str, cidr: &str) -> (u32, NsVm) {
             },
         )
         .unwrap_or_else(|e| panic!("adding TAP {ifname}: {e}\n{}", d.log()));
-    (port.id, NsVm::attach(&ifname, mac, cidr))
+    let vm = match home {
+        Some(home) => NsVm::attach_in(home, &ifname, mac, cidr),
+        None => NsVm::attach(&ifname, mac, cidr),
+    };
+    (port.id, vm)
 }
 
 /// The ports of `net`.

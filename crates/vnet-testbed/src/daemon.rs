@@ -50,6 +50,10 @@ pub struct DaemonBuilder {
     start_timeout: Duration,
     binary: PathBuf,
     user: OsString,
+    /// The network namespace to run in (`ip netns exec`), if not the test's.
+    netns: Option<String>,
+    /// Run as this uid from the start, without any capability (`setpriv`).
+    uid: Option<u32>,
 }
 
 impl Default for DaemonBuilder {
@@ -69,7 +73,25 @@ impl DaemonBuilder {
             start_timeout: DEFAULT_START_TIMEOUT,
             binary: bin_path("vnetd"),
             user: "root".into(),
+            netns: None,
+            uid: None,
         }
+    }
+
+    /// Runs the daemon as ordinary user `uid` (and gid `uid`) from the start, with no
+    /// capability at all (`setpriv`), as a user would run it: no `--user`; the
+    /// runtime and state directories are the user's.
+    pub fn unprivileged(mut self, uid: u32) -> Self {
+        self.uid = Some(uid);
+        self
+    }
+
+    /// Runs the daemon inside network namespace `ns` (`ip netns exec`, which execs it:
+    /// the pid is vnetd's), as a daemon on another host would; its control socket is
+    /// reached as any other's, through the file system.
+    pub fn netns(mut self, ns: &crate::Netns) -> Self {
+        self.netns = Some(ns.name().to_string());
+        self
     }
 
     /// Passes `--user USER` [default: `root`: a vnetd started as root stays root, so
@@ -124,14 +146,38 @@ impl DaemonBuilder {
                 .create(dir)?;
         }
         let log_path = base.path().join("vnetd.log");
-        let mut command = Command::new(&self.binary);
+        let mut argv: Vec<OsString> = Vec::new();
+        if let Some(ns) = &self.netns {
+            argv.extend(["ip", "netns", "exec", ns].map(OsString::from));
+        }
+        if let Some(uid) = self.uid {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(base.path(), std::fs::Permissions::from_mode(0o755))?;
+            for dir in [&run_dir, &state_dir] {
+                std::os::unix::fs::chown(dir, Some(uid), Some(uid))?;
+            }
+            argv.push("setpriv".into());
+            argv.extend(
+                [
+                    format!("--reuid={uid}"),
+                    format!("--regid={uid}"),
+                    "--clear-groups".into(),
+                    "--inh-caps=-all".into(),
+                ]
+                .map(OsString::from),
+            );
+        }
+        argv.push(self.binary.clone().into());
+        let mut command = Command::new(&argv[0]);
         command
+            .args(&argv[1..])
             .arg("--run-dir")
             .arg(&run_dir)
             .arg("--state-dir")
-            .arg(&state_dir)
-            .arg("--user")
-            .arg(&self.user);
+            .arg(&state_dir);
+        if self.uid.is_none() {
+            command.arg("--user").arg(&self.user);
+        }
         let mut config_path = None;
         if let Some(config) = &self.config {
             let path = base.path().join("vnetd.toml");

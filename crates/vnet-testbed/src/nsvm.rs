@@ -22,6 +22,8 @@ pub struct NsVm {
     ifname: String,
     mac: String,
     addr: String,
+    /// The namespace the interface came from and goes back to (`None`: the test's).
+    home: Option<String>,
     // Dropped last, after the interface was moved out.
     ns: Netns,
 }
@@ -35,13 +37,29 @@ impl NsVm {
     /// # Panics
     /// If any step fails (no such interface, not root, bad address).
     pub fn attach(ifname: &str, mac: &str, addr_cidr: &str) -> NsVm {
+        NsVm::attach_from(None, ifname, mac, addr_cidr)
+    }
+
+    /// Like [`NsVm::attach`] for an interface in namespace `home` (say, a TAP that a
+    /// daemon running there created), which it goes back to on drop.
+    pub fn attach_in(home: &Netns, ifname: &str, mac: &str, addr_cidr: &str) -> NsVm {
+        NsVm::attach_from(Some(home.name()), ifname, mac, addr_cidr)
+    }
+
+    fn attach_from(home: Option<&str>, ifname: &str, mac: &str, addr_cidr: &str) -> NsVm {
         let ns = Netns::new("vm");
-        cmd::run(&["ip", "link", "set", ifname, "netns", ns.name()])
+        let mut argv = vec!["ip"];
+        if let Some(home) = home {
+            argv.extend(["-n", home]);
+        }
+        argv.extend(["link", "set", ifname, "netns", ns.name()]);
+        cmd::run(&argv)
             .unwrap_or_else(|e| panic!("test bed: cannot move {ifname} into a namespace: {e}"));
         let vm = NsVm {
             ifname: ifname.to_string(),
             mac: mac.to_string(),
             addr: addr_cidr.to_string(),
+            home: home.map(str::to_string),
             ns,
         };
         let disable_v6 = format!("net.ipv6.conf.{ifname}.disable_ipv6=1");
@@ -145,6 +163,7 @@ impl NsVm {
 impl Drop for NsVm {
     fn drop(&mut self) {
         let pid = std::process::id().to_string();
+        let home = self.home.as_deref().unwrap_or(&pid);
         cmd::quiet(&[
             "ip",
             "-n",
@@ -154,7 +173,7 @@ impl Drop for NsVm {
             "dev",
             &self.ifname,
             "netns",
-            &pid,
+            home,
         ]);
     }
 }

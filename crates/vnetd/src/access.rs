@@ -195,6 +195,36 @@ pub const RULES: &[(&str, &str, Role, &str)] = &[
         "removing an uplink",
     ),
     (
+        "POST",
+        "/v1/networks/{net}/uplink/remotes",
+        Role::Admin,
+        "adding a VXLAN remote",
+    ),
+    (
+        "DELETE",
+        "/v1/networks/{net}/uplink/remotes/{addr}",
+        Role::Admin,
+        "removing a VXLAN remote",
+    ),
+    (
+        "GET",
+        "/v1/networks/{net}/fdb",
+        Role::User,
+        "listing forwarding entries",
+    ),
+    (
+        "POST",
+        "/v1/networks/{net}/fdb",
+        Role::Admin,
+        "adding a forwarding entry",
+    ),
+    (
+        "DELETE",
+        "/v1/networks/{net}/fdb/{mac}",
+        Role::Admin,
+        "removing a forwarding entry",
+    ),
+    (
         "GET",
         "/v1/networks/{net}/macs",
         Role::User,

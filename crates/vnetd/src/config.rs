@@ -99,6 +99,10 @@ pub struct LimitsConfig {
     /// the control API still answers [default: 64].
     #[serde(default)]
     pub fd_reserve_control: Option<usize>,
+    /// Source MACs one port's MAC lock may learn: the most a port security policy's
+    /// `mac_limit` may be [default: 64].
+    #[serde(default)]
+    pub mac_lock_macs: Option<usize>,
     /// Frames one port holds for its egress rate and its impairment's delays, both
     /// directions together; one more is dropped, counted `held_full` [default: 4096].
     #[serde(default)]
@@ -142,6 +146,7 @@ impl LimitsConfig {
             macs_per_vnet: self.macs_per_vnet.unwrap_or(d.macs_per_vnet),
             fd_reserve: self.fd_reserve.unwrap_or(d.fd_reserve),
             fd_reserve_control: self.fd_reserve_control.unwrap_or(d.fd_reserve_control),
+            mac_lock_macs: self.mac_lock_macs.unwrap_or(d.mac_lock_macs),
             held_frames_per_port: self.held_frames_per_port.unwrap_or(d.held_frames_per_port),
             held_bytes_per_port: self.held_bytes_per_port.unwrap_or(d.held_bytes_per_port),
         }
@@ -633,7 +638,7 @@ mod tests {
         let c = Config::parse(
             "[limits]\ndevice_opens = 1\napi_reply_queue = 2\nnat_flows = 3\n\
              nat_buffer_bytes = 4\nmacs_per_vnet = 5\nfd_reserve = 6\n\
-             fd_reserve_control = 6\nheld_frames_per_port = 7\nheld_bytes_per_port = 8\n",
+             fd_reserve_control = 6\nmac_lock_macs = 7\nheld_frames_per_port = 7\nheld_bytes_per_port = 8\n",
             "t",
         )
         .unwrap()
@@ -649,8 +654,9 @@ mod tests {
                 c.macs_per_vnet,
                 c.fd_reserve,
                 c.fd_reserve_control,
+                c.mac_lock_macs,
             ),
-            (1, 2, 3, 4, 5, 6, 6)
+            (1, 2, 3, 4, 5, 6, 6, 7)
         );
         let e = error_of("[limits]\nfd_reserve = 10\nfd_reserve_control = 11\n");
         assert!(e.contains("over fd_reserve"), "{e}");

@@ -167,6 +167,13 @@ pub fn router(handle: Handle, policy: Policy, live: Arc<Live>) -> Router {
             "/v1/networks/{net}/uplink",
             put(set_uplink).delete(remove_uplink),
         )
+        .route("/v1/networks/{net}/uplink/remotes", post(add_remote))
+        .route(
+            "/v1/networks/{net}/uplink/remotes/{addr}",
+            delete(remove_remote),
+        )
+        .route("/v1/networks/{net}/fdb", get(fdb).post(add_fdb))
+        .route("/v1/networks/{net}/fdb/{mac}", delete(remove_fdb))
         .route("/v1/networks/{net}/macs", get(macs))
         .route("/v1/networks/{net}/capture", get(capture))
         .route("/v1/networks/{net}/leases", get(leases))
@@ -356,6 +363,61 @@ async fn remove_uplink(
     Ok(StatusCode::NO_CONTENT)
 }
 
+async fn add_remote(
+    State(h): State<Handle>,
+    Path(net): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<impl IntoResponse> {
+    let r: vnet_model::RemoteSpec = parse_body(&body)?;
+    Ok((
+        StatusCode::CREATED,
+        Json(h.add_remote(net, r.address).await?),
+    ))
+}
+
+async fn remove_remote(
+    State(h): State<Handle>,
+    Path((net, addr)): Path<(String, String)>,
+) -> Result<impl IntoResponse> {
+    let addr: std::net::IpAddr = addr.parse().map_err(|_| {
+        HttpError(
+            StatusCode::BAD_REQUEST,
+            format!("{addr:?} is not an IP address, e.g. 192.0.2.7 or 2001:db8::7"),
+        )
+    })?;
+    h.remove_remote(net, addr).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn fdb(State(h): State<Handle>, Path(net): Path<String>) -> Result<impl IntoResponse> {
+    Ok(Json(h.fdb(net).await?))
+}
+
+async fn add_fdb(
+    State(h): State<Handle>,
+    Path(net): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<impl IntoResponse> {
+    let entry: vnet_model::FdbSpec = parse_body(&body)?;
+    Ok((StatusCode::CREATED, Json(h.add_fdb(net, entry).await?)))
+}
+
+async fn remove_fdb(
+    State(h): State<Handle>,
+    Path((net, mac)): Path<(String, String)>,
+) -> Result<impl IntoResponse> {
+    h.remove_fdb(net, mac_param(&mac)?).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// A MAC address from a URL.
+fn mac_param(mac: &str) -> Result<MacAddr> {
+    mac.parse()
+        .map_err(|e: vnet_core::wire::ethernet::ParseMacError| {
+            HttpError(StatusCode::BAD_REQUEST, e.to_string())
+        })
+}
+
 async fn capture(
     State(h): State<Handle>,
     Path(net): Path<String>,
@@ -453,13 +515,81 @@ async fn remove_reservation(
     State(h): State<Handle>,
     Path((net, mac)): Path<(String, String)>,
 ) -> Result<impl IntoResponse> {
-    let mac: MacAddr = mac
-        .parse()
-        .map_err(|e: vnet_core::wire::ethernet::ParseMacError| {
-            HttpError(StatusCode::BAD_REQUEST, e.to_string())
-        })?;
-    h.remove_reservation(net, mac).await?;
+    h.remove_reservation(net, mac_param(&mac)?).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// A VXLAN remote's metric: name, help, and how to read it.
+type RemoteSeries = (
+    &'static str,
+    &'static str,
+    fn(&vnet_model::RemoteInfo) -> u64,
+);
+
+/// Per-remote counters of VXLAN uplinks, and their sockets' drops by cause.
+fn vxlan_metrics(out: &mut String, rows: &[(vnet_model::NetworkInfo, Vec<vnet_model::PortInfo>)]) {
+    let tunnels: Vec<_> = rows
+        .iter()
+        .flat_map(|(net, ports)| {
+            ports
+                .iter()
+                .filter_map(move |p| Some((&net.name, p.vxlan.as_ref()?)))
+        })
+        .collect();
+    let series: [RemoteSeries; 5] = [
+        (
+            "rx_frames",
+            "Frames that arrived from the remote VTEP.",
+            |r| r.rx_frames,
+        ),
+        (
+            "rx_bytes",
+            "Bytes that arrived from the remote VTEP.",
+            |r| r.rx_bytes,
+        ),
+        ("tx_frames", "Frames sent to the remote VTEP.", |r| {
+            r.tx_frames
+        }),
+        ("tx_bytes", "Bytes sent to the remote VTEP.", |r| r.tx_bytes),
+        (
+            "drops",
+            "Datagrams from or to the remote VTEP that were dropped.",
+            |r| r.drops,
+        ),
+    ];
+    for (field, help, value) in series {
+        let name = format!("vnet_vxlan_remote_{field}_total");
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+        for (net, vx) in &tunnels {
+            for r in &vx.remotes {
+                let _ = writeln!(
+                    out,
+                    "{name}{{net=\"{net}\",vni=\"{}\",remote=\"{}\"}} {}",
+                    vx.vni,
+                    r.address,
+                    value(r)
+                );
+            }
+        }
+    }
+    let name = "vnet_vxlan_socket_drops_total";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Datagrams a VXLAN socket dropped before any vnet, by cause.\n# TYPE {name} counter"
+    );
+    let mut seen = std::collections::BTreeSet::new();
+    for (_, vx) in &tunnels {
+        if !seen.insert(&vx.socket) {
+            continue;
+        }
+        for (cause, n) in &vx.socket_drops {
+            let _ = writeln!(
+                out,
+                "{name}{{socket=\"{}\",cause=\"{cause}\"}} {n}",
+                vx.socket
+            );
+        }
+    }
 }
 
 /// A metric name, its help text and how to read it from a port's counters.
@@ -526,6 +656,7 @@ async fn metrics(State(h): State<Handle>) -> Result<impl IntoResponse> {
             }
         }
     }
+    vxlan_metrics(&mut out, &rows);
     shaping_metrics(&mut out, &rows);
     let _ = writeln!(
         out,

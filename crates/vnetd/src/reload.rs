@@ -237,6 +237,7 @@ mod tests {
             hostname: None,
         });
         new.spec.uplink = Some(UplinkSpec {
+            vxlan: None,
             interface: "eth1".into(),
             vlan: None,
             mode: Default::default(),

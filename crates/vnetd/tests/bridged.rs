@@ -167,6 +167,7 @@ fn a_guest_on_a_bridged_vnet_gets_its_lease_from_the_lan_and_survives_the_nic_fl
 
 fn uplink(interface: &str, vlan: Option<u16>, trunk: &[u16]) -> UplinkSpec {
     UplinkSpec {
+        vxlan: None,
         interface: interface.to_string(),
         vlan,
         mode: if trunk.is_empty() {

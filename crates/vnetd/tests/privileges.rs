@@ -258,6 +258,7 @@ fn with_user_no_thread_holds_a_capability_at_rest_and_live_changes_still_work() 
         .set_uplink(
             &net,
             &UplinkSpec {
+                vxlan: None,
                 interface: nic.a().to_string(),
                 vlan: None,
                 mode: Default::default(),
@@ -370,6 +371,7 @@ fn configured_keeps_only_what_the_configuration_needs() {
     );
     let nic = vnet_testbed::Veth::new();
     let uplink = UplinkSpec {
+        vxlan: None,
         interface: nic.a().to_string(),
         vlan: None,
         mode: Default::default(),

@@ -13,6 +13,7 @@ impl PolicyArgs {
     /// in it only when one of its flags was given.
     pub fn patch(&self, now: &PortPolicy) -> PolicyPatch {
         PolicyPatch {
+            security: self.security.patch(now.security.as_ref()),
             rate: self.rate.section(now.rate.as_ref()),
             impair: self.impair.section(now.impair.as_ref()),
             ..PolicyPatch::default()

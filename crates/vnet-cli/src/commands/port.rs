@@ -48,11 +48,13 @@ fn set(ctx: &Context, args: SetPort) -> Result<(), Failure> {
                 .map_err(not_found)?,
         );
     }
-    let own = match &changed {
-        Some(info) => info.policy.clone(),
-        None => ctx.client.port(net, id).map_err(not_found)?.policy,
+    // Flags refine the sections in force: a port with none of its own starts from its
+    // vnet's (`--allow-dhcp-server` under a strict vnet keeps the rest strict).
+    let in_force = match &changed {
+        Some(info) => info.enforced.clone(),
+        None => ctx.client.port(net, id).map_err(not_found)?.enforced,
     };
-    let patch = args.policy.patch(&own);
+    let patch = args.policy.patch(&in_force);
     if patch != PolicyPatch::default() {
         changed = Some(
             ctx.client
@@ -154,6 +156,7 @@ mod tests {
 
     fn port(id: u32, kind: PortKind, description: &str) -> PortInfo {
         PortInfo {
+            vxlan: None,
             id,
             kind,
             description: description.into(),

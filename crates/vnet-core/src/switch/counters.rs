@@ -22,6 +22,21 @@ pub enum DropCause {
     Malformed,
     /// The port's link is down (a TAP whose interface is not up).
     LinkDown,
+    /// Port security: a source MAC (or an ARP/NDP link-layer address) the port may not
+    /// use.
+    MacLock,
+    /// Port security: an IP source address, ARP sender or NDP target the port may not
+    /// claim, or an IP header the guard cannot read.
+    IpGuard,
+    /// Port security: a DHCP server message (offer, ack, nak; DHCPv6 advertise, reply)
+    /// from a port not allowed to serve DHCP.
+    DhcpGuard,
+    /// Port security: an ICMPv6 router advertisement or redirect from a port not
+    /// allowed to be a router.
+    RaGuard,
+    /// Port security shut the port down (a MAC lock violation): nothing passes either
+    /// way until its policy changes.
+    Shutdown,
     /// Over the port's ingress rate (`rate.in`).
     Policed,
     /// Over the port's broadcast, multicast or unknown-unicast frames per second.
@@ -34,7 +49,7 @@ pub enum DropCause {
 }
 
 impl DropCause {
-    pub const ALL: [DropCause; 12] = [
+    pub const ALL: [DropCause; 17] = [
         DropCause::Runt,
         DropCause::Oversize,
         DropCause::BadTag,
@@ -43,6 +58,11 @@ impl DropCause {
         DropCause::QueueFull,
         DropCause::Malformed,
         DropCause::LinkDown,
+        DropCause::MacLock,
+        DropCause::IpGuard,
+        DropCause::DhcpGuard,
+        DropCause::RaGuard,
+        DropCause::Shutdown,
         DropCause::Policed,
         DropCause::Storm,
         DropCause::Loss,
@@ -59,6 +79,11 @@ impl DropCause {
             DropCause::QueueFull => "queue_full",
             DropCause::Malformed => "malformed",
             DropCause::LinkDown => "link_down",
+            DropCause::MacLock => "mac_lock",
+            DropCause::IpGuard => "ip_guard",
+            DropCause::DhcpGuard => "dhcp_guard",
+            DropCause::RaGuard => "ra_guard",
+            DropCause::Shutdown => "shutdown",
             DropCause::Policed => "policed",
             DropCause::Storm => "storm",
             DropCause::Loss => "loss",

@@ -6,6 +6,7 @@
 //! echo: 4 ident 6 seq 8 data          errors: 4 MTU / pointer / unused  8 invoking packet
 //! RS: 8 options   RA: 4 hop limit 5 M/O 6 lifetime 8 reachable 12 retrans 16 options
 //! NS: 8 target 24 options              NA: 4 R/S/O 8 target 24 options
+//! redirect: 8 target 24 destination 40 options
 //! ```
 //!
 //! [`Packet::new_checked`] guarantees the fixed part of the message its type names, so
@@ -35,6 +36,7 @@ impl Message {
     pub const ROUTER_ADVERT: u8 = 134;
     pub const NEIGHBOR_SOLICIT: u8 = 135;
     pub const NEIGHBOR_ADVERT: u8 = 136;
+    pub const REDIRECT: u8 = 137;
 }
 
 /// Length of the header every message has (type, code, checksum, 4 bytes of body).
@@ -46,6 +48,7 @@ fn options_offset(msg_type: u8) -> Option<usize> {
         Message::ROUTER_SOLICIT => Some(8),
         Message::ROUTER_ADVERT => Some(16),
         Message::NEIGHBOR_SOLICIT | Message::NEIGHBOR_ADVERT => Some(24),
+        Message::REDIRECT => Some(40),
         _ => None,
     }
 }

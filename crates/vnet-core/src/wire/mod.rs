@@ -24,6 +24,7 @@ pub mod stream;
 pub mod tcp;
 pub mod udp;
 pub mod vde;
+pub mod vxlan;
 
 pub use ethernet::{EtherType, Frame, FrameError, MacAddr, VlanTag};
 pub use ip::IpProtocol;

@@ -22,6 +22,7 @@ pub mod tap;
 pub mod uplink;
 pub mod vde;
 pub mod vhost_user;
+pub mod vxlan;
 
 use vnet_core::switch::DropCause;
 use vnet_core::wire::seqpacket::{Reply, Request};
@@ -94,6 +95,11 @@ pub trait Backend {
     /// Whether the port's link carries frames now, for ports on a host interface that
     /// can go down or away; `None` for the others.
     fn link(&self) -> Option<LinkState> {
+        None
+    }
+
+    /// A VXLAN uplink's socket and per-remote counters; `None` for other ports.
+    fn vxlan_info(&self) -> Option<vnet_model::VxlanInfo> {
         None
     }
 

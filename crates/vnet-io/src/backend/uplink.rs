@@ -281,6 +281,7 @@ mod tests {
 
     fn spec(vlan: Option<u16>, mode: UplinkMode, vlans: &[u16]) -> UplinkSpec {
         UplinkSpec {
+            vxlan: None,
             interface: "eth1".into(),
             vlan,
             mode,

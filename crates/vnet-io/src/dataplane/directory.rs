@@ -6,6 +6,7 @@
 //! take, never the frame path.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use vnet_core::switch::PortId;
@@ -14,6 +15,7 @@ use vnet_model::NetworkSpec;
 use super::error::{Conflict, ControlError, Missing};
 use super::limits::{self, LimitHit, Refusals};
 use crate::backend::uplink::Claim;
+use crate::backend::vxlan::VxlanError;
 
 pub(super) struct Directory {
     threads: usize,
@@ -22,6 +24,8 @@ pub(super) struct Directory {
     nets: HashMap<String, usize>,
     /// Who is bridged to which NIC, over all threads.
     claims: Vec<NicClaim>,
+    /// Which vnet is which VNI on which VXLAN socket, over all threads.
+    tunnels: Vec<TunnelClaim>,
     /// Host interfaces that ports hold (TAPs, host adapters, interface ports), over all
     /// threads: one interface is one port of one vnet, or an uplink, never two of these.
     held: Vec<HeldInterface>,
@@ -38,6 +42,13 @@ struct HeldInterface {
     what: String,
 }
 
+/// Vnet `net` is VNI `vni` on the VXLAN socket of `socket`.
+struct TunnelClaim {
+    socket: SocketAddr,
+    net: String,
+    vni: u32,
+}
+
 struct NicClaim {
     interface: String,
     net: String,
@@ -50,6 +61,7 @@ impl Directory {
             threads,
             nets: HashMap::new(),
             claims: Vec::new(),
+            tunnels: Vec::new(),
             held: Vec::new(),
             max_vnets,
             refusals,
@@ -57,7 +69,8 @@ impl Directory {
     }
 
     /// Reserves `spec`'s name and picks its thread: the one whose vnets already use the
-    /// NIC it bridges to (they then share one socket), else the one with fewest vnets.
+    /// NIC it bridges to or the VXLAN socket it tunnels from (they then share one
+    /// socket), else the one with fewest vnets.
     pub fn place(&mut self, spec: &NetworkSpec) -> Result<usize, ControlError> {
         if self.nets.contains_key(&spec.name) {
             return Err(Conflict::Vnet(spec.name.clone()).into());
@@ -72,11 +85,17 @@ impl Directory {
             }
             .into());
         }
-        let nic_mate = spec.uplink.as_ref().and_then(|u| {
-            self.claims
+        let nic_mate = spec.uplink.as_ref().and_then(|u| match &u.vxlan {
+            Some(vx) => self
+                .tunnels
+                .iter()
+                .find(|c| c.socket == SocketAddr::new(vx.local, vx.port))
+                .and_then(|c| self.nets.get(&c.net).copied()),
+            None => self
+                .claims
                 .iter()
                 .find(|c| c.interface == u.interface)
-                .and_then(|c| self.nets.get(&c.net).copied())
+                .and_then(|c| self.nets.get(&c.net).copied()),
         });
         let thread = nic_mate.unwrap_or_else(|| {
             let mut load = vec![0usize; self.threads];
@@ -120,6 +139,43 @@ impl Directory {
         }
     }
 
+    /// Checks that vnet `net` may be VNI `vni` on the VXLAN socket of `socket`: no
+    /// other vnet is that VNI there, and the socket, if open, is on `net`'s thread
+    /// (one socket per address and port: two threads cannot both bind it).
+    pub fn check_tunnel(&self, socket: SocketAddr, net: &str, vni: u32) -> Result<(), VxlanError> {
+        let thread = self.nets.get(net);
+        for c in self
+            .tunnels
+            .iter()
+            .filter(|c| c.socket == socket && c.net != net)
+        {
+            if c.vni == vni {
+                return Err(VxlanError::VniTaken {
+                    vni,
+                    addr: socket,
+                    vnet: c.net.clone(),
+                });
+            }
+            if self.nets.get(&c.net) != thread {
+                return Err(VxlanError::OtherThread {
+                    addr: socket,
+                    vnet: c.net.clone(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Records that vnet `net` is VNI `vni` on `socket`, after [`Directory::check_tunnel`].
+    pub fn claim_tunnel(&mut self, socket: SocketAddr, net: &str, vni: u32) {
+        self.release(net);
+        self.tunnels.push(TunnelClaim {
+            socket,
+            net: net.to_string(),
+            vni,
+        });
+    }
+
     /// Records vnet `net`'s (only) uplink, after [`Directory::check`].
     pub fn claim(&mut self, interface: &str, net: &str, claim: Claim) {
         self.release(net);
@@ -161,9 +217,10 @@ impl Directory {
         self.held.retain(|h| !(h.net == net && h.port == port));
     }
 
-    /// Vnet `net` is bridged no more.
+    /// Vnet `net` is bridged or tunnelled no more.
     pub fn release(&mut self, net: &str) {
         self.claims.retain(|c| c.net != net);
+        self.tunnels.retain(|c| c.net != net);
     }
 }
 
@@ -196,6 +253,7 @@ mod tests {
     fn bridged(name: &str, nic: &str, vlan: Option<u16>) -> NetworkSpec {
         let mut s = NetworkSpec::named(name);
         s.uplink = Some(UplinkSpec {
+            vxlan: None,
             interface: nic.into(),
             vlan,
             mode: Default::default(),
@@ -222,6 +280,39 @@ mod tests {
             Err(ControlError::NotFound(Missing::Vnet(_)))
         ));
         assert_eq!(d.thread_of("b").unwrap(), 1);
+    }
+
+    #[test]
+    fn vnets_on_one_vxlan_socket_share_its_thread_and_never_a_vni() {
+        let mut d = Directory::new(2, 64, Default::default());
+        let socket: SocketAddr = "192.0.2.1:4789".parse().unwrap();
+        let tunnelled = |name: &str, vni| {
+            let mut s = NetworkSpec::named(name);
+            s.uplink = Some(UplinkSpec {
+                vxlan: Some(vnet_model::VxlanSpec::new(vni, socket.ip())),
+                ..UplinkSpec::default()
+            });
+            s
+        };
+        let t = d.place(&tunnelled("a", 100)).unwrap();
+        d.claim_tunnel(socket, "a", 100);
+        d.place(&NetworkSpec::named("filler")).unwrap();
+        // b uses a's socket: it goes to a's thread, though the other has fewer vnets.
+        assert_eq!(d.place(&tunnelled("b", 200)).unwrap(), t);
+        assert!(d.check_tunnel(socket, "b", 200).is_ok());
+        assert!(matches!(
+            d.check_tunnel(socket, "b", 100),
+            Err(VxlanError::VniTaken { vni: 100, .. })
+        ));
+        // A vnet made elsewhere cannot take the socket live.
+        let other = d.place(&NetworkSpec::named("c")).unwrap();
+        assert_ne!(other, t);
+        assert!(matches!(
+            d.check_tunnel(socket, "c", 300),
+            Err(VxlanError::OtherThread { .. })
+        ));
+        d.release("a");
+        assert!(d.check_tunnel(socket, "c", 100).is_ok());
     }
 
     #[test]

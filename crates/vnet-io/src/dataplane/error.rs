@@ -13,6 +13,7 @@ use vnet_core::switch::{InvalidVlan, SetPortError};
 use vnet_model::{ForwardProto, MacAddr, SpecError};
 
 use crate::backend::vhost_user::VhostUserError;
+use crate::backend::vxlan::VxlanError;
 use crate::services::dhcp::DhcpError;
 use crate::services::nat::{ForwardError, NatError};
 use crate::sys::netif::NetifError;
@@ -131,6 +132,9 @@ pub enum ControlError {
     Wake(#[source] io::Error),
     #[error("the data plane has stopped")]
     Stopped,
+    /// A VXLAN uplink, or a change to its remotes or forwarding entries, was refused.
+    #[error(transparent)]
+    Vxlan(#[from] VxlanError),
 }
 
 /// What a command named that does not exist.
@@ -241,6 +245,21 @@ impl ControlError {
                 Some(_) => ErrorKind::Failed,
             },
             ControlError::NotAllowed(_) => ErrorKind::Forbidden,
+            ControlError::Vxlan(e) => match e {
+                VxlanError::NoRemote { .. } | VxlanError::NoEntry { .. } => ErrorKind::NotFound,
+                VxlanError::VniTaken { .. } | VxlanError::OtherThread { .. } => ErrorKind::Conflict,
+                VxlanError::Open { source, .. } if source.kind() == io::ErrorKind::AddrInUse => {
+                    ErrorKind::Conflict
+                }
+                VxlanError::Open { .. } | VxlanError::Join { .. } | VxlanError::Interfaces(_) => {
+                    ErrorKind::Failed
+                }
+                VxlanError::Mtu { .. }
+                | VxlanError::NotLocal(_)
+                | VxlanError::NotVxlan(_)
+                | VxlanError::Family(_)
+                | VxlanError::Pin(_) => ErrorKind::Invalid,
+            },
             ControlError::Stopped => ErrorKind::Stopped,
             ControlError::NatStart(_)
             | ControlError::Forward(_)

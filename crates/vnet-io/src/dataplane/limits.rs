@@ -56,6 +56,9 @@ pub struct Limits {
     /// at once while no number below `RLIMIT_NOFILE - fd_reserve_control` is free, so
     /// the control API still answers (at most `fd_reserve`).
     pub fd_reserve_control: usize,
+    /// Source MACs one port's MAC lock learns at most, whatever its `mac_limit` says
+    /// (port security); a source refused only by this bound is counted.
+    pub mac_lock_macs: usize,
     /// Frames one port holds for rate shaping and impairment's delays, both
     /// directions together; one more is dropped (`held_full`).
     pub held_frames_per_port: usize,
@@ -78,6 +81,7 @@ impl Default for Limits {
             macs_per_vnet: 16384,
             fd_reserve: 256,
             fd_reserve_control: 64,
+            mac_lock_macs: 64,
             held_frames_per_port: 4096,
             held_bytes_per_port: 8 << 20,
         }
@@ -118,6 +122,7 @@ pub const NAT_BUFFER_BYTES: &str = "nat_buffer_bytes";
 pub const MACS_PER_VNET: &str = "macs_per_vnet";
 pub const FD_RESERVE: &str = "fd_reserve";
 pub const FD_RESERVE_CONTROL: &str = "fd_reserve_control";
+pub const MAC_LOCK_MACS: &str = "mac_lock_macs";
 /// Not a bound of `[limits]`: the `limit` label of attach refusals by a vnet's allow
 /// lists (`allow_users`, `allow_groups`; [`crate::admission`]).
 pub const ALLOW: &str = "allow";

@@ -78,6 +78,11 @@ pub(crate) enum Command {
     RemoveReservation(String, MacAddr, Reply<()>),
     SetUplink(String, UplinkSpec, Reply<PortInfo>),
     RemoveUplink(String, Reply<()>),
+    AddRemote(String, std::net::IpAddr, Reply<PortInfo>),
+    RemoveRemote(String, std::net::IpAddr, Reply<()>),
+    Fdb(String, Reply<Vec<vnet_model::FdbEntry>>),
+    AddFdb(String, vnet_model::FdbSpec, Reply<vnet_model::FdbSpec>),
+    RemoveFdb(String, MacAddr, Reply<()>),
     Forwards(String, Reply<Vec<vnet_model::ForwardSpec>>),
     AddForward(
         String,
@@ -418,6 +423,47 @@ impl Handle {
 
     pub async fn remove_uplink(&self, net: String) -> Result<(), ControlError> {
         self.call(net, Command::RemoveUplink).await
+    }
+
+    /// Adds a remote VTEP to a VXLAN vnet live.
+    pub async fn add_remote(
+        &self,
+        net: String,
+        remote: std::net::IpAddr,
+    ) -> Result<PortInfo, ControlError> {
+        self.call(net, |net, r| Command::AddRemote(net, remote, r))
+            .await
+    }
+
+    /// Removes a remote VTEP from a VXLAN vnet live.
+    pub async fn remove_remote(
+        &self,
+        net: String,
+        remote: std::net::IpAddr,
+    ) -> Result<(), ControlError> {
+        self.call(net, |net, r| Command::RemoveRemote(net, remote, r))
+            .await
+    }
+
+    /// A VXLAN vnet's forwarding database.
+    pub async fn fdb(&self, net: String) -> Result<Vec<vnet_model::FdbEntry>, ControlError> {
+        self.call(net, Command::Fdb).await
+    }
+
+    /// Pins a MAC behind a remote VTEP.
+    pub async fn add_fdb(
+        &self,
+        net: String,
+        entry: vnet_model::FdbSpec,
+    ) -> Result<vnet_model::FdbSpec, ControlError> {
+        self.call(net, |net, r| Command::AddFdb(net, entry, r))
+            .await
+    }
+
+    /// Removes a MAC's forwarding entry.
+    pub async fn remove_fdb(&self, net: String, mac: MacAddr) -> Result<(), ControlError> {
+        self.call(net, |net, r| Command::RemoveFdb(net, mac, r))
+            .await
     }
 
     /// The NAT device's port forwards.

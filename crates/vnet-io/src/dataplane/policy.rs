@@ -9,11 +9,15 @@
 //! Each section of the policy is a sans-I/O part of `vnet_core::policy`; this is the
 //! glue that runs them in order and reports what they counted.
 
+use std::sync::Arc;
 use std::time::Instant;
 
+use vnet_core::policy::guard::{DhcpBindings, Guard, GuardEvent};
 use vnet_core::switch::DropCause;
+use vnet_model::policy::security::SecurityReport;
 use vnet_model::{PolicyReport, PortKind, PortPolicy};
 
+use super::limits::Limits;
 use super::shape::{HeldBound, Shaping};
 use crate::frame::FrameBuf;
 
@@ -21,10 +25,6 @@ use crate::frame::FrameBuf;
 pub(super) enum Step {
     Pass,
     /// Dropped, counted on the port under this cause.
-    #[expect(
-        dead_code,
-        reason = "made by the policy sections (security, filters, rates) as they land"
-    )]
     Drop(DropCause),
 }
 
@@ -33,17 +33,28 @@ pub(super) enum Step {
 pub(super) struct Enforcer {
     /// What it enforces.
     policy: PortPolicy,
+    /// Port security; `None` when its section is absent or turns every guard off.
+    guard: Option<Guard>,
     /// Rate limits, storm control, impairment: they hold frames, so the vnet runs
     /// them after the hooks ([`Enforcer::shaping_mut`]).
     shaping: Option<Shaping>,
 }
 
 impl Enforcer {
-    /// The enforcer of `policy`; `None` when it enforces nothing. `held` bounds the
-    /// frames its rate and impairment sections hold.
-    pub fn new(policy: &PortPolicy, held: HeldBound) -> Option<Enforcer> {
+    /// The enforcer of `policy` within `limits`; `None` when it enforces nothing.
+    pub fn new(policy: &PortPolicy, limits: &Limits) -> Option<Enforcer> {
+        let held = HeldBound {
+            frames: limits.held_frames_per_port,
+            bytes: limits.held_bytes_per_port,
+        };
         (!policy.is_empty()).then(|| Enforcer {
             policy: policy.clone(),
+            guard: policy
+                .security
+                .as_ref()
+                .map(|s| s.guard_config())
+                .filter(|c| !c.is_off())
+                .map(|c| Guard::new(c, limits.mac_lock_macs)),
             shaping: Shaping::new(policy.rate.as_ref(), policy.impair.as_ref(), held),
         })
     }
@@ -79,18 +90,32 @@ impl Enforcer {
     }
 
     /// A frame the port sent, before the switch sees it.
-    pub fn ingress(&mut self, _now: Instant, _buf: &mut FrameBuf) -> Step {
+    pub fn ingress(&mut self, _now: Instant, buf: &mut FrameBuf) -> Step {
+        if let Some(guard) = &mut self.guard {
+            if let Err(cause) = guard.ingress(buf.frame()) {
+                return Step::Drop(cause);
+            }
+        }
         Step::Pass
     }
 
     /// A frame for the port, before its egress queue.
     pub fn egress(&mut self, _now: Instant, _buf: &mut FrameBuf) -> Step {
+        if let Some(guard) = &self.guard {
+            if let Err(cause) = guard.egress() {
+                return Step::Drop(cause);
+            }
+        }
         Step::Pass
     }
 
     /// What the sections counted.
     pub fn report(&self) -> PolicyReport {
         PolicyReport {
+            security: self.guard.as_ref().map(|g| SecurityReport {
+                learned_macs: g.learned_macs().to_vec(),
+                shut_down_by: g.shut_down_by(),
+            }),
             rate: self
                 .policy
                 .rate
@@ -104,6 +129,35 @@ impl Enforcer {
                 .and(self.shaping.as_ref())
                 .map(Shaping::impair_report),
         }
+    }
+
+    /// What the log should say about the port, once (port security shut it down).
+    pub fn take_notice(&mut self) -> Option<String> {
+        let GuardEvent::ShutDown { mac } = self.guard.as_mut()?.take_event()?;
+        Some(format!(
+            "port security shut the port down: it sent from {mac}, which its MAC lock does \
+             not allow; a change of its security settings enables it again"
+        ))
+    }
+
+    /// The vnet's DHCP bindings as they are now, for an IP guard that reads them.
+    pub fn set_dhcp_bindings(&mut self, bindings: &Arc<DhcpBindings>) {
+        if let Some(guard) = self.guard.as_mut().filter(|g| g.wants_dhcp_bindings()) {
+            guard.set_dhcp_bindings(Arc::clone(bindings));
+        }
+    }
+
+    /// Port security set again: a port its MAC lock shut down is enabled again.
+    pub fn renew_security(&mut self) {
+        if let Some(guard) = &mut self.guard {
+            guard.reconfigure(guard.config().clone());
+        }
+    }
+
+    /// Sources the MAC lock refused since the last call only because of `[limits]
+    /// mac_lock_macs`.
+    pub fn take_refusals(&mut self) -> u64 {
+        self.guard.as_mut().map_or(0, Guard::take_refusals)
     }
 }
 

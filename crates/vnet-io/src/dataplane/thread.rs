@@ -54,6 +54,7 @@ mod shaping_tests;
 #[cfg(test)]
 mod tests;
 mod uplinks;
+mod vxlan;
 
 use std::collections::HashMap;
 use std::io;
@@ -71,6 +72,7 @@ use super::limits::{Limits, Refusals, UidPorts};
 use super::vnet::{PassEnd, Timer, Vnet};
 use super::Command;
 use crate::backend::uplink::{Polled, UplinkSocket};
+use crate::backend::vxlan::TunnelSocket;
 
 pub(super) const WAKER: Token = Token(usize::MAX);
 
@@ -94,6 +96,8 @@ enum Target {
     Port(VnetKey, PortId),
     /// A host NIC's AF_PACKET socket, shared by the vnets bridged to it.
     Uplink(usize),
+    /// A VXLAN socket (local address and port), shared by the vnets on it.
+    Tunnel(usize),
 }
 
 impl Target {
@@ -105,7 +109,7 @@ impl Target {
             | Target::VdeListener(n)
             | Target::Port(n, _) => n,
             // Belongs to no single vnet: never equals a vnet's key.
-            Target::Uplink(_) => VnetKey::MAX,
+            Target::Uplink(_) | Target::Tunnel(_) => VnetKey::MAX,
         }
     }
 }
@@ -138,6 +142,10 @@ pub(super) struct Thread {
     uplinks: Slab<UplinkSocket>,
     /// Uplink sockets to read this turn.
     uplink_rx: Vec<usize>,
+    /// VXLAN sockets, one per local address and port.
+    tunnels: Slab<TunnelSocket>,
+    /// VXLAN sockets to read this turn.
+    tunnel_rx: Vec<usize>,
     last_aging: Instant,
     /// What clients may make this thread hold, and the count of refusals.
     limits: Limits,
@@ -174,6 +182,8 @@ impl Thread {
             services: Vec::new(),
             uplinks: Slab::new(),
             uplink_rx: Vec::new(),
+            tunnels: Slab::new(),
+            tunnel_rx: Vec::new(),
             last_aging: Instant::now(),
             limits: Limits::default(),
             refusals: Arc::default(),
@@ -206,6 +216,7 @@ impl Thread {
             let timeout = if !self.rx_list.is_empty()
                 || !self.tx_list.is_empty()
                 || !self.uplink_rx.is_empty()
+                || !self.tunnel_rx.is_empty()
                 || (!busy_poll.is_zero() && last_traffic.elapsed() < busy_poll)
             {
                 Duration::ZERO
@@ -271,6 +282,11 @@ impl Thread {
                     self.uplink_rx.push(u);
                 }
             }
+            Target::Tunnel(t) => {
+                if !self.tunnel_rx.contains(&t) {
+                    self.tunnel_rx.push(t);
+                }
+            }
             Target::Port(key, id) => {
                 if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
                     self.schedule_rx(key, id);
@@ -291,13 +307,15 @@ impl Thread {
     /// obey commands (if `woken`), age. `true` means shut down.
     fn turn(&mut self, now: Instant, woken: bool) -> bool {
         self.receive_uplinks();
+        self.receive_tunnels(now);
         self.receive_all(now);
         self.transmit_all();
         if woken && self.obey_commands(now) {
             return true;
         }
-        for (_, vnet) in self.vnets.iter() {
+        for (_, vnet) in self.vnets.iter_mut() {
             vnet.share_dhcp_names();
+            vnet.share_dhcp_bindings();
         }
         if now.duration_since(self.last_aging) >= AGING_INTERVAL {
             self.last_aging = now;
@@ -305,6 +323,7 @@ impl Thread {
                 vnet.age_macs(now);
                 vnet.count_refusals();
             }
+            self.age_tunnels(now);
         }
         false
     }

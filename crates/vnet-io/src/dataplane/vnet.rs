@@ -19,12 +19,14 @@ use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Instant;
 
 use mio::net::{UnixDatagram, UnixListener};
 use mio::{Interest, Registry, Token};
 use tracing::{debug, info, warn};
 use vnet_core::pcapng::Direction;
+use vnet_core::policy::guard::DhcpBindings;
 use vnet_core::policy::rate::FloodClass;
 use vnet_core::switch::Verdict;
 use vnet_core::switch::{
@@ -39,7 +41,7 @@ use super::error::ControlError;
 use super::limits::{LimitHit, UidPorts, UidSlot, PORTS_PER_UID};
 use super::policy::{self, Enforcer, Step};
 use super::queue::EgressQueue;
-use super::shape::{Emitted, HeldBound, Toward};
+use super::shape::{Emitted, Toward};
 use crate::admission::{AllowList, Client, Gate};
 use crate::backend::dgram::{DgramPeerError, DgramPort};
 use crate::backend::uplink::Incoming;
@@ -158,6 +160,9 @@ pub(super) struct Vnet {
     /// The ports with a policy to enforce; empty (the frame path's only cost then)
     /// when none has one.
     enforcers: FastMap<PortId, Enforcer>,
+    /// The DHCP service's leases by client MAC, for port security's IP guards
+    /// ([`Vnet::share_dhcp_bindings`]).
+    dhcp_bindings: Arc<DhcpBindings>,
     /// What a port's [`Shaping`](super::shape::Shaping) let out, handled after it returns (reused).
     emitted: Vec<Emitted>,
     /// Frames a [`Shaping`](super::shape::Shaping) let out toward the switch (reused).
@@ -408,6 +413,18 @@ impl Vnet {
             NAT_BUFFER_BYTES,
             FD_RESERVE_CONTROL,
         ];
+        let macs_not_learned: u64 = self
+            .enforcers
+            .values_mut()
+            .map(Enforcer::take_refusals)
+            .sum();
+        self.refusals.refuse_many(
+            Some(self.name()),
+            super::limits::MAC_LOCK_MACS,
+            macs_not_learned,
+            "source MAC(s) not learned by a port's MAC lock: it holds its most; their \
+             frames are dropped (mac_lock)",
+        );
         for ((limit, now), seen) in limits.into_iter().zip(now).zip(seen) {
             // (Below: a NAT started anew, its counters from zero.)
             if now <= seen {
@@ -539,6 +556,21 @@ impl Vnet {
         };
         if let Some(names) = dhcp.borrow_mut().take_changed_names() {
             nat.borrow_mut().device_mut().set_local_names(names);
+        }
+    }
+
+    /// Hands the ports' IP guards the DHCP service's leases when they changed (the
+    /// service and the guards never call each other, as for the names above).
+    pub fn share_dhcp_bindings(&mut self) {
+        let Some((_, dhcp)) = &self.dhcp else {
+            return;
+        };
+        let Some(bindings) = dhcp.borrow_mut().take_changed_bindings() else {
+            return;
+        };
+        self.dhcp_bindings = Arc::new(bindings);
+        for enforcer in self.enforcers.values_mut() {
+            enforcer.set_dhcp_bindings(&self.dhcp_bindings);
         }
     }
 
@@ -848,6 +880,9 @@ impl Vnet {
         if !self.enforcers.is_empty() {
             if let Some(enforcer) = self.enforcers.get_mut(&from) {
                 if let Step::Drop(cause) = enforcer.ingress(now, &mut buf) {
+                    if let Some(notice) = enforcer.take_notice() {
+                        warn!(net = self.spec.name, port = %from, "{notice}");
+                    }
                     self.switch.count_drop(from, cause);
                     self.pool.put(buf);
                     return;
@@ -1126,18 +1161,16 @@ impl Vnet {
         if self.enforcers.get(&id).map(Enforcer::policy) == Some(&effective) {
             return;
         }
-        let held = HeldBound {
-            frames: self.limits.held_frames_per_port,
-            bytes: self.limits.held_bytes_per_port,
-        };
         let old = self.enforcers.remove(&id);
-        let left = match (Enforcer::new(&effective, held), old) {
+        let left = match (Enforcer::new(&effective, &self.limits), old) {
             (Some(mut new), Some(old)) => {
+                new.set_dhcp_bindings(&self.dhcp_bindings);
                 let left = new.inherit(old);
                 self.enforcers.insert(id, new);
                 left
             }
-            (Some(new), None) => {
+            (Some(mut new), None) => {
+                new.set_dhcp_bindings(&self.dhcp_bindings);
                 self.enforcers.insert(id, new);
                 None
             }
@@ -1166,6 +1199,13 @@ impl Vnet {
             .map_err(|e| ControlError::Invalid(vnet_model::SpecError::Policy(e)))?;
         port.policy = policy;
         self.enforce(id);
+        if let Some(enforcer) = self
+            .enforcers
+            .get_mut(&id)
+            .filter(|_| patch.security.is_some())
+        {
+            enforcer.renew_security();
+        }
         info!(net = self.name(), port = %id, "policy changed");
         Ok(())
     }
@@ -1176,6 +1216,11 @@ impl Vnet {
         let ids: Vec<PortId> = self.ports.keys().copied().collect();
         for id in ids {
             self.enforce(id);
+        }
+        if patch.security.is_some() {
+            self.enforcers
+                .values_mut()
+                .for_each(Enforcer::renew_security);
         }
         info!(net = self.name(), "policy of client ports changed");
         self.spec.policy.clone()

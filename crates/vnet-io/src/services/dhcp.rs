@@ -29,6 +29,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
+use vnet_core::policy::guard::DhcpBindings;
 use vnet_core::wire::offload::VirtioNetHdr;
 use vnet_core::wire::MacAddr;
 use vnet_dhcp::{ConfigError, DhcpConfig, DhcpServer, Lease, LeaseDb, Timestamp};
@@ -59,6 +60,8 @@ pub struct DhcpService {
     lease_file: PathBuf,
     /// Leases or settings changed since [`DhcpService::take_changed_names`] last ran.
     names_changed: bool,
+    /// Leases changed since [`DhcpService::take_changed_bindings`] last ran.
+    bindings_changed: bool,
 }
 
 /// The service port's MAC: locally administered, stable for a vnet name so that guests'
@@ -146,6 +149,7 @@ impl DhcpService {
             server,
             lease_file,
             names_changed: true,
+            bindings_changed: true,
         })
     }
 
@@ -160,6 +164,21 @@ impl DhcpService {
             self.server.config(),
             self.server.leases(),
             Timestamp::now(),
+        ))
+    }
+
+    /// The addresses leased to each client MAC now, for port security's IP guard, once
+    /// after leases changed; `None` while they did not.
+    pub fn take_changed_bindings(&mut self) -> Option<DhcpBindings> {
+        if !std::mem::take(&mut self.bindings_changed) {
+            return None;
+        }
+        let now = Timestamp::now();
+        Some(DhcpBindings::new(
+            self.server
+                .leases()
+                .filter(|l| l.is_active(now))
+                .map(|l| (l.mac, l.ip)),
         ))
     }
 
@@ -231,6 +250,7 @@ impl DhcpService {
             return;
         }
         self.names_changed = true;
+        self.bindings_changed = true;
         let leases = self.server.lease_db();
         match LeaseWriter::global() {
             Some(writer) => {

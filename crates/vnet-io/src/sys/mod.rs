@@ -9,3 +9,4 @@ pub mod privilege;
 pub mod seqpacket;
 pub mod sockopt;
 pub mod tap;
+pub mod udp;

@@ -21,6 +21,10 @@ pub enum NetifError {
     SetNetmask(String, #[source] io::Error),
     #[error("cannot set the MTU of {0} (SIOCSIFMTU)")]
     SetMtu(String, #[source] io::Error),
+    #[error("cannot list the host's addresses (getifaddrs)")]
+    Addresses(#[source] io::Error),
+    #[error("cannot read the MTU of {0} (SIOCGIFMTU)")]
+    ReadMtu(String, #[source] io::Error),
     #[error("cannot read the flags of {0} (SIOCGIFFLAGS)")]
     ReadFlags(String, #[source] io::Error),
     #[error("cannot bring up {0} (SIOCSIFFLAGS)")]
@@ -94,6 +98,29 @@ pub fn link_flags(ifname: &str) -> Result<LinkFlags, NetifError> {
         up: flags & libc::IFF_UP != 0,
         loopback: flags & libc::IFF_LOOPBACK != 0,
     })
+}
+
+/// The interface that holds address `addr`, and its MTU (`getifaddrs`, then
+/// `SIOCGIFMTU`; no privilege needed); `None` if no interface has it.
+pub fn holder_of(addr: std::net::IpAddr) -> Result<Option<(String, u32)>, NetifError> {
+    let found = nix::ifaddrs::getifaddrs()
+        .map_err(|e| NetifError::Addresses(e.into()))?
+        .find(|ifa| {
+            ifa.address.as_ref().is_some_and(|a| {
+                a.as_sockaddr_in().map(|s| std::net::IpAddr::V4(s.ip())) == Some(addr)
+                    || a.as_sockaddr_in6().map(|s| std::net::IpAddr::V6(s.ip())) == Some(addr)
+            })
+        })
+        .map(|ifa| ifa.interface_name);
+    let Some(ifname) = found else {
+        return Ok(None);
+    };
+    let sock = inet_socket().map_err(NetifError::OpenSocket)?;
+    let mut req = ifreq(&ifname);
+    ioctl(&sock, libc::SIOCGIFMTU, &mut req, NetifError::ReadMtu)?;
+    // SAFETY: SIOCGIFMTU filled the MTU member of the union.
+    let mtu = unsafe { req.ifr_ifru.ifru_mtu };
+    Ok(Some((ifname, mtu.unsigned_abs())))
 }
 
 /// Makes the transmit queue of `ifname` at least `min` frames long and returns its length

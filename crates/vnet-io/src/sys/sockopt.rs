@@ -27,6 +27,15 @@ pub fn set<T>(
     Ok(())
 }
 
+/// Sets `IP_MULTICAST_IF`: multicast datagrams leave through the interface holding
+/// `local` (and from it), whatever the routes say.
+pub fn set_multicast_if_v4(fd: BorrowedFd<'_>, local: std::net::Ipv4Addr) -> io::Result<()> {
+    let addr = libc::in_addr {
+        s_addr: u32::from(local).to_be(),
+    };
+    set(fd, libc::IPPROTO_IP, libc::IP_MULTICAST_IF, &addr)
+}
+
 /// Sets `SO_PEEK_OFF`: the next `MSG_PEEK` read starts `offset` bytes into the receive
 /// queue (TCP since Linux 6.9). The NAT peeks past the bytes its guests have not
 /// acknowledged yet without copying them again.

@@ -145,6 +145,9 @@ fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
 /// [`crate::Counters::drops`]); one optional part per section.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PolicyReport {
+    /// Port security: the MACs its lock learned, whether it shut the port down.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security: Option<security::SecurityReport>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate: Option<rate::RateReport>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

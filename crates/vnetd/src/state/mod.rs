@@ -260,6 +260,31 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_state_saved_before_vxlan_loads_and_a_vxlan_uplink_round_trips() {
+        // A bridged vnet as vnetd wrote it before uplinks could be VXLAN tunnels.
+        let old = r#"{"version": 1, "networks": [{"spec": {"name": "lan", "mtu": 1500,
+            "mac_aging_secs": 300, "max_macs_per_port": 1024, "max_macs": 16384,
+            "uplink": {"interface": "eth1", "vlan": 10, "mode": "access"}},
+            "ports": []}], "config": []}"#;
+        let state = parse(old).unwrap();
+        let uplink = state.networks[0].spec.uplink.clone().unwrap();
+        assert_eq!((uplink.interface.as_str(), uplink.vlan), ("eth1", Some(10)));
+        assert_eq!(uplink.vxlan, None);
+        let mut a = net("overlay", 1450);
+        let mut vx = vnet_model::VxlanSpec::new(100, "192.0.2.1".parse().unwrap());
+        vx.remotes = vec!["192.0.2.2".parse().unwrap()];
+        a.spec.uplink = Some(vnet_model::UplinkSpec {
+            vxlan: Some(vx),
+            ..Default::default()
+        });
+        let state = State {
+            networks: vec![a.clone()],
+            config: Vec::new(),
+        };
+        assert_eq!(parse(&render(&state)).unwrap().networks, [a]);
+    }
+
+    #[test]
     fn other_schemas_are_refused_and_broken_files_called_corrupt() {
         let newer = r#"{"version": 2, "networks": [], "config": []}"#;
         assert_eq!(parse(newer), Err(StateError::Newer { found: 2 }));

@@ -123,6 +123,27 @@ impl Thread {
             Command::RemoveUplink(name, reply) => {
                 let _ = reply.send(self.lookup(&name).and_then(|k| self.remove_uplink(k)));
             }
+            Command::AddRemote(name, remote, reply) => {
+                let _ = reply.send(
+                    self.lookup(&name)
+                        .and_then(|k| self.add_remote(k, remote, now)),
+                );
+            }
+            Command::RemoveRemote(name, remote, reply) => {
+                let _ = reply.send(
+                    self.lookup(&name)
+                        .and_then(|k| self.remove_remote(k, remote)),
+                );
+            }
+            Command::Fdb(name, reply) => {
+                let _ = reply.send(self.lookup(&name).and_then(|k| self.fdb(k, now)));
+            }
+            Command::AddFdb(name, entry, reply) => {
+                let _ = reply.send(self.lookup(&name).and_then(|k| self.add_fdb(k, entry, now)));
+            }
+            Command::RemoveFdb(name, mac, reply) => {
+                let _ = reply.send(self.lookup(&name).and_then(|k| self.remove_fdb(k, mac)));
+            }
             Command::Forwards(name, reply) => {
                 let _ = reply.send(
                     self.lookup(&name)

@@ -522,3 +522,102 @@ fn a_mac_table_over_macs_per_vnet_is_refused_and_a_full_one_floods_and_counts() 
     h.turn();
     assert_eq!(h.refusals(Some("lab"), MACS_PER_VNET), 1);
 }
+
+/// Sets port `port`'s own security section to `spec`.
+fn set_security(
+    h: &mut Harness,
+    port: &super::harness::Port,
+    spec: vnet_model::policy::SecuritySpec,
+) {
+    let patch = vnet_model::PolicyPatch {
+        security: Some(Some(spec)),
+        ..Default::default()
+    };
+    h.command(|r| Command::SetPortPolicy("lab".into(), port.id.0, patch, r))
+        .expect("policy set");
+}
+
+fn drops(h: &Harness, port: &super::harness::Port, cause: &str) -> u64 {
+    h.info(port).counters.drops.get(cause).copied().unwrap_or(0)
+}
+
+fn delivered(port: &super::harness::Port) -> Vec<u8> {
+    port.wire.borrow().delivered.iter().map(|f| f[59]).collect()
+}
+
+#[test]
+fn a_mac_lock_learns_no_more_than_mac_lock_macs_and_counts_what_the_limit_refused() {
+    use crate::dataplane::limits::{Limits, MAC_LOCK_MACS};
+    let mut h = Harness::with_limits(Limits {
+        mac_lock_macs: 2,
+        ..Limits::default()
+    });
+    let lab = h.vnet("lab");
+    let (vm, sink) = (h.port(lab), h.port(lab));
+    set_security(
+        &mut h,
+        &vm,
+        vnet_model::policy::SecuritySpec {
+            mac_limit: Some(5),
+            ..Default::default()
+        },
+    );
+    for n in 1..=3 {
+        h.send(&vm, [frame(BROADCAST, mac(n), n)]);
+        h.turn();
+    }
+    assert_eq!(delivered(&sink), [1, 2], "the third source is not learned");
+    assert_eq!(drops(&h, &vm, "mac_lock"), 1);
+    let report = h.info(&vm).policy_counters.and_then(|c| c.security);
+    assert_eq!(
+        report.map(|r| r.learned_macs),
+        Some(vec![
+            vnet_model::MacAddr(mac(1)),
+            vnet_model::MacAddr(mac(2))
+        ])
+    );
+    // Counted at the next aging pass (once a second), not per frame.
+    h.advance(Duration::from_secs(2));
+    h.turn();
+    assert_eq!(h.refusals(Some("lab"), MAC_LOCK_MACS), 1);
+}
+
+#[test]
+fn a_port_its_mac_lock_shut_down_takes_nothing_either_way_until_its_security_is_set_again() {
+    use vnet_model::policy::security::{SecuritySpec, Violation};
+    let mut h = Harness::new();
+    let lab = h.vnet("lab");
+    let (vm, other) = (h.port(lab), h.port(lab));
+    let lock = SecuritySpec {
+        mac_limit: Some(1),
+        mac_violation: Some(Violation::Shutdown),
+        ..Default::default()
+    };
+    set_security(&mut h, &vm, lock.clone());
+    h.send(
+        &vm,
+        [
+            frame(BROADCAST, mac(1), 1),
+            frame(BROADCAST, mac(2), 2),
+            frame(BROADCAST, mac(1), 3),
+        ],
+    );
+    h.turn();
+    assert_eq!(delivered(&other), [1]);
+    assert_eq!(
+        (drops(&h, &vm, "mac_lock"), drops(&h, &vm, "shutdown")),
+        (1, 1)
+    );
+    h.send(&other, [frame(BROADCAST, mac(9), 4)]);
+    h.turn();
+    assert!(delivered(&vm).is_empty(), "nothing out to a shut port");
+    assert_eq!(drops(&h, &vm, "shutdown"), 2);
+
+    // The same settings again: enabled, and it still knows its MAC.
+    set_security(&mut h, &vm, lock);
+    h.send(&vm, [frame(BROADCAST, mac(1), 5)]);
+    h.send(&other, [frame(BROADCAST, mac(9), 6)]);
+    h.turn();
+    assert_eq!(delivered(&other), [1, 5]);
+    assert_eq!(delivered(&vm), [6]);
+}

@@ -25,15 +25,14 @@ impl Thread {
         spec: UplinkSpec,
         now: Instant,
     ) -> Result<PortInfo, ControlError> {
+        if spec.vxlan.is_some() {
+            return self.set_vxlan(key, spec, now);
+        }
         spec.check().map_err(SpecError::from)?;
         let claim = Claim::of(&spec);
         let name = self.vnets[key].name().to_string();
         self.directory().check(&spec.interface, &name, &claim)?;
-        if self
-            .uplinks
-            .iter()
-            .any(|(_, s)| s.members.iter().any(|m| m.net == key))
-        {
+        if self.has_uplink(key) {
             self.remove_uplink(key)?;
         }
         let u = match self
@@ -99,7 +98,8 @@ impl Thread {
         let found = self
             .uplinks
             .iter()
-            .find_map(|(_, s)| s.members.iter().find(|m| m.net == key).map(|m| m.port));
+            .find_map(|(_, s)| s.members.iter().find(|m| m.net == key).map(|m| m.port))
+            .or_else(|| self.tunnel_member(key).map(|(_, m)| m.port));
         let Some(id) = found else {
             return Err(Missing::Uplink(self.vnets[key].name().into()).into());
         };
@@ -110,6 +110,7 @@ impl Thread {
     /// Forgets vnet `key`'s membership in uplink sockets (port `id`, or all), closing
     /// sockets nobody uses any more.
     pub(super) fn forget_uplink(&mut self, key: VnetKey, id: Option<PortId>) {
+        self.forget_tunnel(key, id);
         let mut unused = Vec::new();
         for (u, s) in self.uplinks.iter_mut() {
             let before = s.members.len();

@@ -123,6 +123,7 @@ fn port_info(net: &Vnet, now: Instant, id: PortId) -> Option<PortInfo> {
         },
         queue_len: io.queue.len(),
         queue_capacity: QUEUE_CAPACITY,
+        vxlan: io.backend.vxlan_info(),
         policy,
         enforced,
         policy_counters,

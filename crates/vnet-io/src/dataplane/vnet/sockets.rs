@@ -130,6 +130,7 @@ impl Vnet {
             refusals_counted: [0; 4],
             taps: Vec::new(),
             enforcers: FastMap::default(),
+            dhcp_bindings: Default::default(),
             emitted: Vec::new(),
             released: Vec::new(),
             orphans: Vec::new(),
