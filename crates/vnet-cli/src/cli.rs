@@ -137,7 +137,7 @@ pub enum NetCommand {
         /// Name of the vnet
         net: String,
         #[command(flatten)]
-        policy: PolicyArgs,
+        policy: Box<PolicyArgs>,
     },
 }
 
@@ -246,7 +246,7 @@ pub struct SetPort {
     #[arg(long, value_name = "N", value_parser = vlan_id, requires = "trunk")]
     pub native: Option<u16>,
     #[command(flatten)]
-    pub policy: PolicyArgs,
+    pub policy: Box<PolicyArgs>,
 }
 
 /// Policy flags (`vnet port set`, `vnet net policy`): each section's flags change that
