@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::{ArgGroup, Args, Parser, Subcommand};
 use vnet_control::policy::impair::GilbertElliott;
 use vnet_control::policy::units::{BitRate, ByteSize, Micros, Ppm};
-use vnet_control::{Account, Ipv4Net, MacAddr};
+use vnet_control::{Account, Ipv4Net, Ipv6Net, MacAddr};
 
 mod security;
 pub use security::SecurityArgs;
@@ -160,6 +160,14 @@ pub struct CreateNet {
     /// IPv4 subnet of the vnet, e.g. 192.168.101.0/24 (needed by --host-adapter and --dhcp)
     #[arg(long, value_name = "CIDR")]
     pub subnet: Option<Ipv4Net>,
+    /// IPv6 /64 of the vnet, e.g. fd00:1:2:3::/64 [default: a ULA prefix derived from the
+    /// name, with --host-adapter, --dhcp or --nat]
+    #[arg(long, value_name = "CIDR", conflicts_with = "no_ipv6")]
+    pub subnet6: Option<Ipv6Net>,
+    /// No IPv6 of the vnet's own: no prefix, router advertisements or host adapter
+    /// address (guests' IPv6 frames are still switched)
+    #[arg(long)]
+    pub no_ipv6: bool,
     /// Give the host an interface on the vnet (host-only networking; needs root), named
     /// after the vnet, with address ADDR [default: the subnet's .1]
     #[arg(

@@ -4,8 +4,8 @@
 
 use comfy_table::{presets, Cell, CellAlignment, Table};
 use vnet_control::{
-    AccountInfo, Counters, DhcpSpec, Lease, LinkState, MacAddr, MacEntry, NatInfo, NetworkInfo,
-    PortInfo, PortPolicy, Reservation, UplinkMode, VlanMode,
+    AccountInfo, Counters, DhcpSpec, Ipv6Info, Lease, LinkState, MacAddr, MacEntry, NatInfo,
+    NetworkInfo, PortInfo, PortPolicy, Reservation, UplinkMode, VlanMode,
 };
 
 /// A table with a header row, columns separated by two spaces.
@@ -107,10 +107,18 @@ pub fn network_details(n: &NetworkInfo) -> String {
     if let Some(subnet) = n.subnet {
         rows.push(("subnet", subnet.to_string()));
     }
+    let ra_counters = n.ipv6.as_ref().map(ra_counter_rows).unwrap_or_default();
+    if let Some(v6) = &n.ipv6 {
+        let how = if v6.derived { " (from the name)" } else { "" };
+        rows.push(("subnet6", format!("{}{how}", v6.subnet)));
+        rows.push(("ra", ra_summary(v6)));
+        rows.extend(ra_counters.iter().map(|(k, v)| (k.as_str(), v.clone())));
+    }
     if let Some(a) = &n.host_adapter {
+        let v6 = a.address6.map_or(String::new(), |a| format!(" {a}"));
         rows.push((
             "host adapter",
-            format!("{} {} (port {})", a.name, a.address, a.port),
+            format!("{} {}{v6} (port {})", a.name, a.address, a.port),
         ));
     }
     if let Some(d) = &n.dhcp {
@@ -152,6 +160,47 @@ fn nat_summary(nat: &NatInfo) -> String {
         n => format!("{n} flows"),
     };
     format!("{}, {dns}, {flows}", nat.gateway)
+}
+
+/// `on, slaac, router fd00::2 for 1800 s, dns fd00::2, domains lab`.
+fn ra_summary(v6: &Ipv6Info) -> String {
+    let ra = &v6.ra;
+    if !ra.enabled {
+        return "off".into();
+    }
+    let mut text = String::from("on");
+    let flags = [
+        (ra.slaac, "slaac"),
+        (ra.managed, "managed"),
+        (ra.other, "other"),
+    ];
+    for (_, flag) in flags.iter().filter(|(on, _)| *on) {
+        text.push_str(&format!(", {flag}"));
+    }
+    match (v6.router, v6.router_lifetime_secs) {
+        (Some(r), s) if s > 0 => text.push_str(&format!(", router {r} for {s} s")),
+        _ => text.push_str(", no default router"),
+    }
+    let list = |l: Vec<String>| l.join(" ");
+    if !ra.dns.is_empty() {
+        let dns = list(ra.dns.iter().map(ToString::to_string).collect());
+        text.push_str(&format!(", dns {dns}"));
+    }
+    if !ra.domains.is_empty() {
+        text.push_str(&format!(", domains {}", list(ra.domains.clone())));
+    }
+    text.push_str(&format!(", every {} s at most", ra.interval_secs));
+    text
+}
+
+/// The router's counters that moved, indented under the `ra` row.
+fn ra_counter_rows(v6: &Ipv6Info) -> Vec<(String, String)> {
+    let fields = v6.counters.map(|c| c.fields()).unwrap_or_default();
+    fields
+        .into_iter()
+        .filter(|(_, _, n)| *n > 0)
+        .map(|(name, _, n)| (format!("  {name}"), n.to_string()))
+        .collect()
 }
 
 /// The counters that moved, indented under the `nat` row (like a port's drops).
@@ -609,6 +658,7 @@ mod tests {
                 api: "/run/vnet/vmnet1/api.sock".into(),
             },
             subnet: None,
+            ipv6: None,
             host_adapter: None,
             dhcp: None,
             uplink: None,
@@ -825,6 +875,7 @@ VLAN  MAC                PORT  AGE  TYPE
         n.host_adapter = Some(HostAdapterInfo {
             name: "vmnet1".into(),
             address: "192.168.101.1".parse().unwrap(),
+            address6: None,
             port: 1,
         });
         n.dhcp = Some(DhcpSpec {
@@ -900,6 +951,45 @@ VLAN  MAC                PORT  AGE  TYPE
         assert!(network_details(&off).contains(
             "dhcp           off, 192.168.101.128-192.168.101.253, leases of 1d, 1 reservation\n"
         ));
+    }
+
+    #[test]
+    fn network_details_show_ipv6_the_advertisements_and_the_counters_that_moved() {
+        let mut n = host_only();
+        n.host_adapter.as_mut().unwrap().address6 = Some("fd00:77::1".parse().unwrap());
+        n.ipv6 = Some(Ipv6Info {
+            subnet: "fd00:77::/64".parse().unwrap(),
+            derived: true,
+            router: None,
+            ra: vnet_control::RaSpec {
+                domains: vec!["vm.test".into()],
+                ..Default::default()
+            },
+            router_lifetime_secs: 0,
+            counters: Some(vnet_control::RaCounters {
+                rs_answered: 3,
+                ..Default::default()
+            }),
+        });
+        let text = network_details(&n);
+        for line in [
+            "subnet6        fd00:77::/64 (from the name)",
+            "ra             on, slaac, no default router, domains vm.test, every 600 s at most",
+            "  rs_answered  3",
+            "host adapter   vmnet1 192.168.101.1 fd00:77::1 (port 1)",
+        ] {
+            assert!(
+                text.contains(&format!("{line}\n")),
+                "{line:?} not in\n{text}"
+            );
+        }
+        assert!(!text.contains("ra_sent"), "{text}");
+        let v6 = n.ipv6.as_mut().unwrap();
+        v6.router = Some("fd00:77::2".parse().unwrap());
+        v6.router_lifetime_secs = 1800;
+        v6.ra.enabled = false;
+        let text = network_details(&n);
+        assert!(text.contains("ra             off\n"), "{text}");
     }
 
     #[test]

@@ -157,7 +157,8 @@ fn may_exist_adds_nothing_and_succeeds() {
     assert_eq!(status(&d, &add).0, 0);
     let (code, e) = status(&d, &add);
     assert_eq!(code, 0, "{e}");
-    assert_eq!(client(&d).ports("lab").unwrap().len(), 2, "DHCP and vm1");
+    let ports = client(&d).ports("lab").unwrap().len();
+    assert_eq!(ports, 3, "DHCP, router advertisements and vm1");
 
     let reserve = [
         "dhcp",

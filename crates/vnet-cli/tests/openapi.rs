@@ -9,10 +9,10 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use vnet_control::policy::security::{SecurityReport, SecuritySpec};
 use vnet_control::{
-    Account, AccountInfo, ApiError, Counters, DhcpSpec, HostAdapterInfo, HostAdapterSpec, Lease,
-    LinkState, MacEntry, NetworkInfo, NetworkSockets, NetworkSpec, PolicyPatch, PolicyReport,
-    PortInfo, PortKind, PortPolicy, PortSpec, Reservation, UplinkMode, UplinkSpec, Version,
-    VlanMode,
+    Account, AccountInfo, ApiError, Counters, DhcpSpec, HostAdapterInfo, HostAdapterSpec, Ipv6Info,
+    Lease, LinkState, MacEntry, NetworkInfo, NetworkSockets, NetworkSpec, PolicyPatch,
+    PolicyReport, PortInfo, PortKind, PortPolicy, PortSpec, RaCounters, RaSpec, Reservation,
+    UplinkMode, UplinkSpec, Version, VlanMode,
 };
 
 const OPENAPI: &str = include_str!("../../../docs/openapi.yaml");
@@ -321,6 +321,7 @@ fn sample_network() -> NetworkInfo {
             api: "/run/vnet/vmnet1/api.sock".into(),
         },
         subnet: None,
+        ipv6: None,
         host_adapter: None,
         dhcp: None,
         uplink: None,
@@ -360,13 +361,38 @@ fn sample_dhcp() -> DhcpSpec {
     }
 }
 
+/// Router advertisements with every optional field present.
+fn sample_ra() -> RaSpec {
+    RaSpec {
+        enabled: true,
+        slaac: false,
+        managed: true,
+        other: true,
+        dns: vec!["fd93:4cfa:c459::2".parse().unwrap()],
+        domains: vec!["lab.example".into()],
+        interval_secs: 60,
+    }
+}
+
 /// A host-only vnet with DHCP: every optional field present.
 fn sample_host_only_network() -> NetworkInfo {
     NetworkInfo {
         subnet: Some("192.168.101.0/24".parse().unwrap()),
+        ipv6: Some(Ipv6Info {
+            subnet: "fd93:4cfa:c459::/64".parse().unwrap(),
+            derived: true,
+            router: Some("fd93:4cfa:c459::2".parse().unwrap()),
+            ra: sample_ra(),
+            router_lifetime_secs: 1800,
+            counters: Some(RaCounters {
+                rs_answered: 1,
+                ..Default::default()
+            }),
+        }),
         host_adapter: Some(HostAdapterInfo {
             name: "vmnet1".into(),
             address: "192.168.101.1".parse().unwrap(),
+            address6: Some("fd93:4cfa:c459::1".parse().unwrap()),
             port: 1,
         }),
         dhcp: Some(sample_dhcp()),
@@ -512,7 +538,12 @@ fn what_the_types_serialize_matches_the_documented_schemas() {
     host_only.allow_users = vec![Account::Name("alice".into()), Account::Id(1002)];
     host_only.allow_groups = vec![Account::Name("lab".into())];
     host_only.policy = every_section();
+    host_only.subnet6 = Some("fd93:4cfa:c459::/64".parse().unwrap());
+    host_only.ra = sample_ra();
     checker.check_named("NetworkSpec", &host_only);
+    let mut v4_only = NetworkSpec::named("v4only");
+    v4_only.ipv6 = false;
+    checker.check_named("NetworkSpec", &v4_only);
     checker.check_named("PortPolicy", &every_section());
     checker.check_named("PolicyPatch", &PolicyPatch::replace_with(&every_section()));
     checker.check_named(

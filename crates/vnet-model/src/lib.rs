@@ -47,16 +47,18 @@
 //! with `?proto=udp` the UDP one.
 #![forbid(unsafe_code)]
 
+pub mod ipv6;
 pub mod policy;
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddrV4};
 use std::path::PathBuf;
 
-pub use ipnet::Ipv4Net;
+pub use ipnet::{Ipv4Net, Ipv6Net};
 
 use serde::{Deserialize, Serialize};
 
+pub use ipv6::{Ipv6Error, Ipv6Info, RaCounters, RaSpec};
 pub use policy::{PolicyPatch, PolicyReport, PortPolicy};
 
 /// Path prefix of this version of the control API.
@@ -85,6 +87,17 @@ pub struct NetworkSpec {
     /// The vnet's IPv4 subnet; needed by the host adapter and DHCP.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subnet: Option<Ipv4Net>,
+    /// The vnet's IPv6 /64 [default: a ULA prefix derived from the name
+    /// ([`ipv6::ula_prefix`]) when the vnet has a host adapter, DHCP or NAT].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnet6: Option<Ipv6Net>,
+    /// `false`: no IPv6 of the vnet's own (no prefix, advertisements or host adapter
+    /// address); guests' IPv6 frames are still switched.
+    #[serde(default = "default_true", skip_serializing_if = "is_true")]
+    pub ipv6: bool,
+    /// Router advertisements on the vnet's IPv6 subnet.
+    #[serde(default, skip_serializing_if = "RaSpec::is_default")]
+    pub ra: RaSpec,
     /// Make the host a member of the vnet (host-only networking). Needs root.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_adapter: Option<HostAdapterSpec>,
@@ -163,6 +176,10 @@ impl std::fmt::Display for AccountInfo {
 
 fn is_false(b: &bool) -> bool {
     !*b
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
 }
 
 /// A vnet's way out of the host: bridged to a host NIC through an AF_PACKET socket in
@@ -689,6 +706,9 @@ impl NetworkSpec {
             max_macs_per_port: default_max_macs_per_port(),
             max_macs: default_max_macs(),
             subnet: None,
+            subnet6: None,
+            ipv6: true,
+            ra: RaSpec::default(),
             host_adapter: None,
             nat: None,
             dhcp: None,
@@ -727,6 +747,9 @@ pub struct NetworkInfo {
     pub sockets: NetworkSockets,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subnet: Option<Ipv4Net>,
+    /// IPv6 on the vnet; absent when it has none of its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv6: Option<Ipv6Info>,
     /// The host adapter as it runs (absent without root or when not configured).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_adapter: Option<HostAdapterInfo>,
@@ -930,6 +953,9 @@ impl NatCounters {
 pub struct HostAdapterInfo {
     pub name: String,
     pub address: Ipv4Addr,
+    /// Its IPv6 address (`::1` of the vnet's /64), when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address6: Option<Ipv6Addr>,
     pub port: u32,
 }
 
@@ -1165,6 +1191,48 @@ impl NetworkSpec {
         Some(nat.gateway.unwrap_or(nth(self.subnet?, 2)))
     }
 
+    /// The vnet's IPv6 /64: `subnet6`, else the name's ULA prefix if the vnet has a
+    /// host adapter, DHCP or NAT; `None` with `ipv6 = false`.
+    pub fn subnet6_resolved(&self) -> Option<Ipv6Net> {
+        if !self.ipv6 {
+            return None;
+        }
+        let services = self.host_adapter.is_some() || self.dhcp.is_some() || self.nat.is_some();
+        self.subnet6
+            .or_else(|| services.then(|| ipv6::ula_prefix(&self.name)))
+    }
+
+    /// The host adapter's IPv6 address (`::1`), if it has one.
+    pub fn host_adapter6(&self) -> Option<Ipv6Addr> {
+        self.host_adapter.as_ref()?;
+        Some(ipv6::nth6(self.subnet6_resolved()?, 1))
+    }
+
+    /// The NAT device's IPv6 address (`::2`), the guests' default router and DNS
+    /// server; `None` without NAT or IPv6.
+    pub fn nat_gateway6(&self) -> Option<Ipv6Addr> {
+        self.nat.as_ref()?;
+        Some(ipv6::nth6(self.subnet6_resolved()?, 2))
+    }
+
+    /// The advertisements as sent: DNS and domains defaulted (the NAT device on a
+    /// NAT vnet with DNS; the DHCP domain); `None` without IPv6 or with `ra` off.
+    pub fn ra_resolved(&self) -> Option<RaSpec> {
+        self.subnet6_resolved()?;
+        let mut ra = self.ra.clone();
+        if !ra.enabled {
+            return None;
+        }
+        if ra.dns.is_empty() && self.nat.as_ref().is_some_and(|n| n.dns) {
+            ra.dns.extend(self.nat_gateway6());
+        }
+        if ra.domains.is_empty() {
+            ra.domains
+                .extend(self.dhcp.as_ref().and_then(|d| d.domain.clone()));
+        }
+        Some(ra)
+    }
+
     /// The host adapter's interface name and address, defaults filled in; `None` if the
     /// vnet has no adapter or no subnet to put it in.
     pub fn host_adapter_resolved(&self) -> Option<(String, Ipv4Addr)> {
@@ -1211,6 +1279,7 @@ impl NetworkSpec {
             return Err(SpecError::Mtu(self.mtu));
         }
         self.validate_addressing()?;
+        self.validate_ipv6()?;
         if let Some(uplink) = &self.uplink {
             uplink.check()?;
         }
@@ -1275,6 +1344,16 @@ impl NetworkSpec {
             }
         }
         self.validate_nat(subnet)
+    }
+
+    /// Checks `subnet6`, `ipv6` and `ra`.
+    fn validate_ipv6(&self) -> Result<(), SpecError> {
+        match (self.subnet6, self.ipv6) {
+            (Some(_), false) => return Err(Ipv6Error::Off.into()),
+            (Some(subnet), true) => ipv6::check_subnet6(subnet)?,
+            (None, _) => {}
+        }
+        Ok(self.ra.check()?)
     }
 
     /// Checks that the NAT device's address is free in the subnet.
@@ -1391,6 +1470,8 @@ pub enum SpecError {
     },
     #[error(transparent)]
     Uplink(#[from] UplinkError),
+    #[error(transparent)]
+    Ipv6(#[from] Ipv6Error),
     #[error("mac_aging_secs, max_macs and max_macs_per_port must be at least 1")]
     MacLimits,
     #[error("policy: {0}")]
@@ -1517,6 +1598,57 @@ mod tests {
         );
         spec.subnet = None;
         assert_eq!(spec.host_adapter_resolved(), None);
+    }
+
+    #[test]
+    fn ipv6_comes_with_ipv4_services_from_the_name_unless_given_or_off() {
+        let mut spec = NetworkSpec::named("vmnet8");
+        assert_eq!(spec.subnet6_resolved(), None, "an isolated vnet has none");
+        spec.subnet = Some("192.168.108.0/24".parse().unwrap());
+        spec.nat = Some(NatSpec::default());
+        spec.dhcp = Some(DhcpSpec {
+            domain: Some("vm.test".into()),
+            ..DhcpSpec::default()
+        });
+        let ula: Ipv6Net = "fd93:4cfa:c459::/64".parse().unwrap();
+        assert_eq!(spec.subnet6_resolved(), Some(ula));
+        assert_eq!(
+            spec.nat_gateway6(),
+            Some("fd93:4cfa:c459::2".parse().unwrap())
+        );
+        assert_eq!(spec.host_adapter6(), None, "no host adapter");
+        let ra = spec.ra_resolved().unwrap();
+        assert_eq!(ra.dns, [spec.nat_gateway6().unwrap()]);
+        assert_eq!(ra.domains, ["vm.test"]);
+        spec.subnet6 = Some("2001:db8:8::/64".parse().unwrap());
+        assert_eq!(spec.nat_gateway6(), Some("2001:db8:8::2".parse().unwrap()));
+        assert_eq!(spec.validate(), Ok(()));
+        spec.ipv6 = false;
+        assert_eq!(spec.validate(), Err(SpecError::Ipv6(Ipv6Error::Off)));
+        spec.subnet6 = None;
+        assert_eq!(spec.validate(), Ok(()));
+        assert_eq!((spec.subnet6_resolved(), spec.ra_resolved()), (None, None));
+        spec.ipv6 = true;
+        spec.ra.enabled = false;
+        assert_eq!(spec.ra_resolved(), None);
+        assert!(spec.subnet6_resolved().is_some(), "addressing stays");
+    }
+
+    #[test]
+    fn a_spec_saved_before_ipv6_loads_and_defaults_are_not_written() {
+        let old = r#"{"name": "lab", "subnet": "10.0.0.0/24", "dhcp": {}}"#;
+        let spec: NetworkSpec = serde_json::from_str(old).unwrap();
+        assert!(spec.ipv6 && spec.subnet6.is_none() && spec.ra.is_default());
+        let text = serde_json::to_string(&spec).unwrap();
+        assert!(
+            !text.contains("ipv6") && !text.contains(r#""ra""#),
+            "{text}"
+        );
+        let mut off = spec.clone();
+        off.ipv6 = false;
+        let text = serde_json::to_string(&off).unwrap();
+        assert!(text.contains(r#""ipv6":false"#), "{text}");
+        assert_eq!(serde_json::from_str::<NetworkSpec>(&text).unwrap(), off);
     }
 
     #[test]

@@ -220,6 +220,17 @@ pub struct NetworkConfig {
     /// The vnet's IPv4 subnet, e.g. "192.168.101.0/24".
     #[serde(default)]
     pub subnet: Option<Ipv4Net>,
+    /// The vnet's IPv6 /64, e.g. "fd00:1:2:3::/64" [default: a ULA prefix derived
+    /// from the name, on vnets with a host adapter, DHCP or NAT].
+    #[serde(default)]
+    pub subnet6: Option<vnet_model::Ipv6Net>,
+    /// `ipv6 = false`: no IPv6 of the vnet's own.
+    #[serde(default = "vnet_model::default_true")]
+    pub ipv6: bool,
+    /// `ra = { slaac = true, managed = false, other = false, dns = [...],
+    /// domains = [...], interval_secs = 600, enabled = true }`.
+    #[serde(default)]
+    pub ra: vnet_model::RaSpec,
     /// `host_adapter = {}` or `{ name = "vmnet1", address = "192.168.101.1" }`.
     #[serde(default)]
     pub host_adapter: Option<HostAdapterSpec>,
@@ -489,6 +500,9 @@ impl NetworkConfig {
             max_macs_per_port: self.max_macs_per_port,
             max_macs: self.max_macs,
             subnet: self.subnet,
+            subnet6: self.subnet6,
+            ipv6: self.ipv6,
+            ra: self.ra.clone(),
             host_adapter: self.host_adapter.clone(),
             nat: self.nat.clone(),
             dhcp: self.dhcp.clone(),

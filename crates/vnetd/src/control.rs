@@ -688,6 +688,21 @@ async fn metrics(State(h): State<Handle>) -> Result<impl IntoResponse> {
     for (net, flows, _) in &nats {
         let _ = writeln!(out, "vnet_nat_flows{{net=\"{net}\"}} {flows}");
     }
+    let routers: Vec<_> = rows
+        .iter()
+        .filter_map(|(net, _)| Some((&net.name, net.ipv6.as_ref()?.counters?.fields())))
+        .collect();
+    let fields = vnet_model::RaCounters::default().fields();
+    for (i, (field, help, _)) in fields.iter().enumerate() {
+        let name = format!("vnet_ra_{field}_total");
+        let _ = writeln!(
+            out,
+            "# HELP {name} IPv6 router: {help}\n# TYPE {name} counter"
+        );
+        for (net, counters) in &routers {
+            let _ = writeln!(out, "{name}{{net=\"{net}\"}} {}", counters[i].2);
+        }
+    }
     let name = "vnet_limit_refusals_total";
     let _ = writeln!(
         out,

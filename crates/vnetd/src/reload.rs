@@ -274,7 +274,13 @@ mod tests {
         nat.spec.nat.as_mut().unwrap().host_loopback = true;
         let mut no_dhcp = old.clone();
         no_dhcp.spec.dhcp = None;
-        for new in [mtu, nat, no_dhcp] {
+        let mut subnet6 = old.clone();
+        subnet6.spec.subnet6 = Some("fd00:9::/64".parse().unwrap());
+        let mut no_ipv6 = old.clone();
+        no_ipv6.spec.ipv6 = false;
+        let mut ra = old.clone();
+        ra.spec.ra.slaac = false;
+        for new in [mtu, nat, no_dhcp, subnet6, no_ipv6, ra] {
             assert_eq!(
                 plan(std::slice::from_ref(&old), std::slice::from_ref(&new)),
                 [Op::Delete("n".into()), Op::Create(Box::new(new.clone()))]

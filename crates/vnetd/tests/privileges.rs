@@ -220,6 +220,20 @@ fn with_user_no_thread_holds_a_capability_at_rest_and_live_changes_still_work() 
         String::from_utf8_lossy(&addr.stderr),
         d.log()
     );
+    // Its IPv6 address (an AF_INET6 ioctl) and accept_ra, under the same sandbox.
+    let accept_ra =
+        std::fs::read_to_string(format!("/proc/sys/net/ipv6/conf/{adapter}/accept_ra")).unwrap();
+    assert_eq!(accept_ra.trim(), "0");
+    let address6 = c
+        .network(&net)
+        .unwrap()
+        .host_adapter
+        .and_then(|h| h.address6);
+    assert!(
+        address6.is_some(),
+        "no IPv6 on the host adapter\n{}",
+        d.log()
+    );
     let tap = unique_name("vt");
     let port = c
         .add_port(

@@ -36,6 +36,8 @@ fn create(ctx: &Context, args: CreateNet) -> Result<(), Failure> {
     spec.max_macs_per_port = args.max_macs_per_port.unwrap_or(spec.max_macs_per_port);
     spec.max_macs = args.max_macs.unwrap_or(spec.max_macs);
     spec.subnet = args.subnet;
+    spec.subnet6 = args.subnet6;
+    spec.ipv6 = !args.no_ipv6;
     spec.host_adapter = args.host_adapter.map(|address| HostAdapterSpec {
         name: None,
         address,

@@ -139,6 +139,9 @@ pub(super) struct Vnet {
     /// The NAT device's state, shared with its [`ServicePort`] (live port forwards,
     /// counters).
     nat: Option<Rc<RefCell<NatService>>>,
+    /// The IPv6 router (advertisements, its own neighbour discovery), shared with the
+    /// port it runs on: the NAT device's or a service port of its own.
+    router6: Option<Rc<RefCell<vnet_ra::Router>>>,
     /// The host's own adapter on this vnet, once it runs.
     host_adapter: Option<vnet_model::HostAdapterInfo>,
     /// Destinations of the frame being forwarded (reused: no allocation per frame).
@@ -538,6 +541,14 @@ impl Vnet {
 
     pub fn nat(&self) -> Option<&Rc<RefCell<NatService>>> {
         self.nat.as_ref()
+    }
+
+    pub fn set_router6(&mut self, router: Rc<RefCell<vnet_ra::Router>>) {
+        self.router6 = Some(router);
+    }
+
+    pub fn router6(&self) -> Option<&Rc<RefCell<vnet_ra::Router>>> {
+        self.router6.as_ref()
     }
 
     /// The host's own adapter, once it runs.

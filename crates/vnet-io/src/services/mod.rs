@@ -4,3 +4,4 @@
 pub mod dhcp;
 pub mod lease_writer;
 pub mod nat;
+pub mod ra;

@@ -32,7 +32,7 @@
 //! forward is one bound socket whose peers become UDP flows without a socket of their
 //! own (`FlowSocket::Forwarded`), answered with `send_to` from the forward's socket.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, ErrorKind, Write};
 use std::net::{Ipv4Addr, Shutdown, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
@@ -291,6 +291,8 @@ pub struct NatService {
     fd_ceiling: usize,
     /// Sockets closed for being numbered at or above `fd_ceiling`.
     fd_refused: u64,
+    /// The vnet's IPv6 router, which shares the device's port (see `super::ra`).
+    router: Option<Rc<RefCell<vnet_ra::Router>>>,
 }
 
 /// How often (at most, on guests' frames) the host's addresses are read again.
@@ -465,6 +467,7 @@ impl NatService {
             host_addresses_at: Instant::now(),
             fd_ceiling: limits.fd_ceiling,
             fd_refused: 0,
+            router: None,
             budget: Rc::new(BufferBudget {
                 max: limits.buffer_bytes,
                 held: Cell::new(0),
@@ -600,6 +603,11 @@ impl NatService {
 
     pub fn device_mut(&mut self) -> &mut NatDevice {
         &mut self.device
+    }
+
+    /// Makes the device the vnet's IPv6 router too: `router` sees each frame first.
+    pub fn set_router(&mut self, router: Rc<RefCell<vnet_ra::Router>>) {
+        self.router = Some(router);
     }
 
     /// Cuts a super-frame the device cannot take whole into checksummed segments and
@@ -1180,6 +1188,10 @@ impl Service for NatService {
 
     fn receive(&mut self, frame: &[u8], offload: &VirtioNetHdr, out: &mut Vec<Outgoing>) -> bool {
         let now = Instant::now();
+        if let Some(ok) = (self.router.as_ref()).and_then(|r| super::ra::offer(r, now, frame, out))
+        {
+            return ok;
+        }
         if now.duration_since(self.host_addresses_at) >= HOST_ADDRESSES_EVERY {
             self.refresh_host_addresses(now);
         }
@@ -1203,12 +1215,19 @@ impl Service for NatService {
     }
 
     fn poll(&mut self, now: Instant, out: &mut Vec<Outgoing>) {
+        if let Some(router) = &self.router {
+            super::ra::poll(router, now, out);
+        }
         self.device.poll(now, &mut self.actions);
         self.execute(out, &[]);
     }
 
     fn deadline(&self) -> Option<Instant> {
-        self.device.poll_at()
+        let router = self.router.as_ref().and_then(|r| r.borrow().poll_at());
+        match (self.device.poll_at(), router) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     fn host_sockets(&mut self) -> Option<&mut dyn HostSockets> {

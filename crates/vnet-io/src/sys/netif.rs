@@ -1,9 +1,11 @@
 //! Configuring a host interface: IPv4 address, netmask, MTU, up, transmit queue length,
-//! and whether the host routes for it. The classic `SIOCSIF*` ioctls on an `AF_INET`
-//! socket are enough for a host adapter and need no netlink stack.
+//! its IPv6 address, and whether the host routes for it or heeds router advertisements
+//! on it. The classic `SIOCSIF*` ioctls on an `AF_INET` socket (`AF_INET6` for the IPv6
+//! address, as net-tools' `ifconfig` does) are enough for a host adapter and need no
+//! netlink stack.
 
 use std::io;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use super::privilege::{self, Capability};
@@ -35,6 +37,20 @@ pub enum NetifError {
     SetTxQueueLen(String, #[source] io::Error),
     #[error("cannot stop forwarding: cannot write {0}")]
     ForbidForwarding(String, #[source] io::Error),
+    #[error("cannot ignore router advertisements: cannot write {0}")]
+    IgnoreRouterAdverts(String, #[source] io::Error),
+    #[error("cannot open an AF_INET6 socket for interface ioctls (is IPv6 disabled?)")]
+    OpenSocket6(#[source] io::Error),
+    #[error("cannot read the index of {0} (SIOCGIFINDEX)")]
+    ReadIndex(String, #[source] io::Error),
+    #[error("cannot add the IPv6 address {address}/{prefix_len} to {ifname} (SIOCSIFADDR)")]
+    AddAddress6 {
+        ifname: String,
+        address: Ipv6Addr,
+        prefix_len: u8,
+        #[source]
+        source: io::Error,
+    },
 }
 
 /// Gives `ifname` the address `addr/prefix_len`, the MTU `mtu`, and brings it up.
@@ -171,14 +187,69 @@ pub fn forbid_forwarding(ifname: &str) -> Result<(), NetifError> {
     Ok(())
 }
 
+/// Adds `addr/prefix_len` to `ifname` (besides the link-local address the kernel gives
+/// it when it comes up).
+pub fn add_ipv6_address(ifname: &str, addr: Ipv6Addr, prefix_len: u8) -> Result<(), NetifError> {
+    let _admin = raise_admin()?;
+    let inet = inet_socket().map_err(NetifError::OpenSocket)?;
+    let mut req = ifreq(ifname);
+    ioctl(&inet, libc::SIOCGIFINDEX, &mut req, NetifError::ReadIndex)?;
+    // SAFETY: SIOCGIFINDEX filled the ifindex member of the union.
+    let index = unsafe { req.ifr_ifru.ifru_ifindex };
+    let sock = socket(libc::AF_INET6).map_err(NetifError::OpenSocket6)?;
+    let mut req6 = libc::in6_ifreq {
+        ifr6_addr: libc::in6_addr {
+            s6_addr: addr.octets(),
+        },
+        ifr6_prefixlen: u32::from(prefix_len),
+        ifr6_ifindex: index,
+    };
+    // SAFETY: `req6` is a valid in6_ifreq that outlives the call; SIOCSIFADDR on an
+    // AF_INET6 socket reads only that struct.
+    let rc = unsafe {
+        libc::ioctl(
+            sock.as_raw_fd(),
+            libc::SIOCSIFADDR,
+            &mut req6 as *mut libc::in6_ifreq,
+        )
+    };
+    if rc < 0 {
+        return Err(NetifError::AddAddress6 {
+            ifname: ifname.into(),
+            address: addr,
+            prefix_len,
+            source: io::Error::last_os_error(),
+        });
+    }
+    Ok(())
+}
+
+/// Makes the host ignore router advertisements on `ifname` (`accept_ra = 0`): the
+/// vnet's own router must not give the host a default route or addresses through its
+/// host adapter. Nothing to do where the host has no IPv6.
+pub fn ignore_router_advertisements(ifname: &str) -> Result<(), NetifError> {
+    let _admin = raise_admin()?;
+    let path = format!("/proc/sys/net/ipv6/conf/{ifname}/accept_ra");
+    match std::fs::write(&path, "0") {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(NetifError::IgnoreRouterAdverts(path, e)),
+        Ok(()) => Ok(()),
+    }
+}
+
 /// Every change here needs `CAP_NET_ADMIN`, raised for the call ([`privilege`]).
 fn raise_admin() -> Result<privilege::Raised, NetifError> {
     privilege::raise(Capability::CAP_NET_ADMIN).map_err(NetifError::Privilege)
 }
 
 fn inet_socket() -> io::Result<OwnedFd> {
-    // SAFETY: socket(2) with constant arguments; the result is checked below.
-    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    socket(libc::AF_INET)
+}
+
+/// A datagram socket of `family` for interface ioctls.
+fn socket(family: libc::c_int) -> io::Result<OwnedFd> {
+    // SAFETY: socket(2) with plain integer arguments; the result is checked below.
+    let fd = unsafe { libc::socket(family, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
     if fd < 0 {
         return Err(io::Error::last_os_error());
     }

@@ -293,10 +293,12 @@ impl Thread {
             None => {
                 self.vnets[key].set_spec(spec);
                 self.start_dhcp(key)?;
+                self.refresh_router(key)?;
                 return Ok(self.vnets[key].info(self.index));
             }
         }
         self.vnets[key].set_spec(spec);
+        self.refresh_router(key)?;
         Ok(self.vnets[key].info(self.index))
     }
 

@@ -28,6 +28,7 @@ use crate::dataplane::vnet::{Listener, Vnet};
 use crate::error::Chain;
 use crate::services::dhcp::{self, DhcpService};
 use crate::services::nat::{self, NatService};
+use crate::services::ra::{self, RaService};
 use crate::sys::netif;
 use crate::sys::privilege::{self, Capability};
 use crate::sys::tap::TapError;
@@ -88,6 +89,7 @@ impl Thread {
             .start_host_adapter(key)
             .and_then(|()| self.start_dhcp(key))
             .and_then(|()| self.start_nat(key))
+            .and_then(|()| self.start_router(key))
             .and_then(|()| self.start_uplink(key))
         {
             self.delete_vnet(key);
@@ -127,7 +129,7 @@ impl Thread {
         else {
             return Ok(());
         };
-        let (net_name, mtu) = (spec.name.clone(), spec.mtu);
+        let (net_name, mtu, address6) = (spec.name.clone(), spec.mtu, spec.host_adapter6());
         let tap = match TapPort::host_adapter(&ifname) {
             Ok(tap) => tap,
             Err(e) if privilege::never_held(Capability::CAP_NET_ADMIN) => {
@@ -142,21 +144,78 @@ impl Thread {
         };
         netif::configure(&ifname, address, subnet.prefix_len(), mtu)
             .and_then(|()| netif::forbid_forwarding(&ifname))
+            .and_then(|()| netif::ignore_router_advertisements(&ifname))
             .map_err(|source| ControlError::ConfigureHostAdapter {
                 ifname: ifname.clone(),
                 source,
             })?;
+        // A host without IPv6 (disabled, or no ipv6 module) still gets the vnet.
+        let address6 = address6.filter(|a| match netif::add_ipv6_address(&ifname, *a, 64) {
+            Ok(()) => true,
+            Err(e) => {
+                warn!(net = net_name, "host adapter without IPv6: {}", Chain(&e));
+                false
+            }
+        });
         let port = self.add_port(key, Box::new(tap), VlanMode::default(), None)?;
         self.vnets[key].set_host_adapter(vnet_model::HostAdapterInfo {
             name: ifname.clone(),
             address,
+            address6,
             port: port.0,
         });
         info!(
             net = net_name,
-            "host adapter {ifname} is {address}/{}",
-            subnet.prefix_len()
+            "host adapter {ifname} is {address}/{}{}",
+            subnet.prefix_len(),
+            address6.map_or(String::new(), |a| format!(" and {a}/64"))
         );
+        Ok(())
+    }
+
+    /// Brings the vnet's IPv6 router in line with its spec after a live change (DHCP
+    /// turned on gives a vnet IPv6; its domain is the RA's default search list).
+    pub(super) fn refresh_router(&mut self, key: VnetKey) -> Result<(), ControlError> {
+        let vnet = &self.vnets[key];
+        let Some(router) = vnet.router6() else {
+            return self.start_router(key);
+        };
+        let mac = router.borrow().config().mac;
+        if let Some(config) = ra::config_for(vnet.spec(), mac) {
+            router.borrow_mut().reconfigure(config, Instant::now());
+        }
+        Ok(())
+    }
+
+    /// Starts the vnet's IPv6 router, if it has IPv6: on the NAT device's port on a
+    /// NAT vnet, else on a service port of its own (see `services::ra`).
+    fn start_router(&mut self, key: VnetKey) -> Result<(), ControlError> {
+        let spec = self.vnets[key].spec();
+        let nat = self.vnets[key].nat().cloned();
+        let mac = match nat {
+            Some(_) => nat::device_mac(&spec.name),
+            None => ra::router_mac(&spec.name),
+        };
+        let Some(config) = ra::config_for(spec, mac) else {
+            return Ok(());
+        };
+        let (name, prefix) = (spec.name.clone(), config.prefix);
+        let router = ra::start(config);
+        let lifetime = router.borrow().router_lifetime();
+        match nat {
+            Some(nat) => nat.borrow_mut().set_router(Rc::clone(&router)),
+            None => {
+                let service = Rc::new(RefCell::new(RaService::new(Rc::clone(&router))));
+                let port = ServicePort::new(service);
+                let id = self.add_port(key, Box::new(port), VlanMode::default(), None)?;
+                self.vnets[key]
+                    .set_port_mac(Instant::now(), id, mac)
+                    .map_err(ControlError::ServiceMac)?;
+                self.services.push((key, id));
+            }
+        }
+        self.vnets[key].set_router6(router);
+        info!(net = name, "IPv6 {prefix}/64, router lifetime {lifetime} s");
         Ok(())
     }
 

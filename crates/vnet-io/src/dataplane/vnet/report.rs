@@ -3,7 +3,9 @@
 use std::time::Instant;
 
 use vnet_core::switch::PortId;
-use vnet_model::{Counters, Lease, MacEntry, NatInfo, NetworkInfo, NetworkSockets, PortInfo};
+use vnet_model::{
+    Counters, Ipv6Info, Lease, MacEntry, NatInfo, NetworkInfo, NetworkSockets, PortInfo,
+};
 use vnet_nat::NatDevice;
 
 use super::super::QUEUE_CAPACITY;
@@ -24,6 +26,7 @@ impl Vnet {
             macs: self.switch.mac_table().len(),
             sockets: NetworkSockets { stream, dgram, api },
             subnet: self.spec.subnet,
+            ipv6: self.ipv6_info(),
             host_adapter: self.host_adapter.clone(),
             dhcp: self.spec.dhcp_resolved(),
             uplink: self.spec.uplink.clone().filter(|_| {
@@ -38,6 +41,21 @@ impl Vnet {
             allow_groups: self.allow.groups().to_vec(),
             policy: self.spec.policy.clone(),
         }
+    }
+
+    /// IPv6 as it runs: the /64, the router's address and what it has done.
+    fn ipv6_info(&self) -> Option<Ipv6Info> {
+        let spec = &self.spec;
+        let subnet = spec.subnet6_resolved()?;
+        let router = self.router6.as_ref().map(|r| r.borrow());
+        Some(Ipv6Info {
+            subnet,
+            derived: spec.subnet6.is_none(),
+            router: spec.nat_gateway6(),
+            ra: spec.ra_resolved().unwrap_or_else(|| spec.ra.clone()),
+            router_lifetime_secs: router.as_ref().map_or(0, |r| r.router_lifetime()),
+            counters: router.map(|r| *r.counters()),
+        })
     }
 
     /// Port `id` as `vnet port show` tells it; `None` if there is no such port.

@@ -121,6 +121,7 @@ impl Vnet {
             host_adapter: None,
             dhcp: None,
             nat: None,
+            router6: None,
             scratch: Vec::new(),
             limits: Default::default(),
             refusals: Default::default(),
