@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use clap::{ArgGroup, Args, Parser, Subcommand};
 use vnet_control::policy::acl::{AclAction, AclDirection};
+use vnet_control::policy::impair::GilbertElliott;
+use vnet_control::policy::units::{BitRate, ByteSize, Micros, Ppm};
 use vnet_control::{Account, Ipv4Net, Ipv6Net, MacAddr};
 
 mod security;
@@ -142,7 +144,7 @@ pub enum NetCommand {
         /// Name of the vnet
         net: String,
         #[command(flatten)]
-        policy: PolicyArgs,
+        policy: Box<PolicyArgs>,
     },
 }
 
@@ -259,7 +261,7 @@ pub struct SetPort {
     #[arg(long, value_name = "N", value_parser = vlan_id, requires = "trunk")]
     pub native: Option<u16>,
     #[command(flatten)]
-    pub policy: PolicyArgs,
+    pub policy: Box<PolicyArgs>,
 }
 
 /// Policy flags (`vnet port set`, `vnet net policy`): each section's flags change that
@@ -268,6 +270,96 @@ pub struct SetPort {
 pub struct PolicyArgs {
     #[command(flatten)]
     pub security: SecurityArgs,
+    #[command(flatten)]
+    pub rate: RateArgs,
+    #[command(flatten)]
+    pub impair: ImpairArgs,
+}
+
+/// Rate limits and storm control flags (the policy's `rate` section).
+#[derive(Debug, Default, Args)]
+#[command(next_help_heading = "Rate limits and storm control")]
+pub struct RateArgs {
+    /// Police what the port sends into the vnet to RATE (e.g. 10mbit); over it: dropped
+    #[arg(long, value_name = "RATE")]
+    pub rate_in: Option<BitRate>,
+    /// Shape what the vnet sends to the port to RATE (frames wait, then drop when the
+    /// port holds its [limits] held_frames_per_port)
+    #[arg(long, value_name = "RATE")]
+    pub rate_out: Option<BitRate>,
+    /// Burst of the rates given with it (e.g. 512k) [default: 20 ms at the rate, at
+    /// least 256k]
+    #[arg(long, value_name = "SIZE")]
+    pub burst: Option<ByteSize>,
+    /// Broadcast frames per second the port may send
+    #[arg(long, value_name = "PPS")]
+    pub broadcast_limit: Option<u64>,
+    /// Multicast frames per second the port may send
+    #[arg(long, value_name = "PPS")]
+    pub multicast_limit: Option<u64>,
+    /// Frames per second to unknown unicast addresses (flooded) the port may send
+    #[arg(long, value_name = "PPS")]
+    pub unknown_unicast_limit: Option<u64>,
+    /// Remove the rate section (a port falls back to its vnet's)
+    #[arg(long, conflicts_with_all = ["rate_in", "rate_out", "burst", "broadcast_limit", "multicast_limit", "unknown_unicast_limit"])]
+    pub no_rate: bool,
+}
+
+/// Impairment flags (the policy's `impair` section), for the `--direction` given.
+#[derive(Debug, Default, Args)]
+#[command(next_help_heading = "Impairment")]
+pub struct ImpairArgs {
+    /// Hold each frame this long (e.g. 50ms)
+    #[arg(long, value_name = "TIME")]
+    pub delay: Option<Micros>,
+    /// Vary the delay by up to this much (uniform) or by this σ (normal)
+    #[arg(long, value_name = "TIME")]
+    pub jitter: Option<Micros>,
+    /// The jitter's distribution
+    #[arg(long, value_name = "DIST")]
+    pub distribution: Option<JitterDistribution>,
+    /// Lose frames at random with this probability (e.g. 5%)
+    #[arg(long, value_name = "P")]
+    pub loss: Option<Ppm>,
+    /// Lose frames in bursts (Gilbert–Elliott, as netem's gemodel): P,R[,1-H[,1-K]],
+    /// e.g. 1%,30%
+    #[arg(long, value_name = "P,R")]
+    pub loss_burst: Option<GilbertElliott>,
+    /// Send frames twice with this probability
+    #[arg(long, value_name = "P")]
+    pub duplicate: Option<Ppm>,
+    /// Send frames ahead of the delayed ones with this probability (needs --delay)
+    #[arg(long, value_name = "P")]
+    pub reorder: Option<Ppm>,
+    /// Flip a bit after the Ethernet header with this probability
+    #[arg(long, value_name = "P")]
+    pub corrupt: Option<Ppm>,
+    /// Emulate a link of this speed (serialization delay, as netem's rate)
+    #[arg(long, value_name = "RATE")]
+    pub impair_rate: Option<BitRate>,
+    /// Which frames the impairment flags change: out (to the port's client), in (from
+    /// it) or both
+    #[arg(long, value_name = "DIR", default_value = "out")]
+    pub direction: ImpairDirection,
+    /// Remove the impair section (a port falls back to its vnet's)
+    #[arg(long, conflicts_with_all = ["delay", "jitter", "distribution", "loss", "loss_burst", "duplicate", "reorder", "corrupt", "impair_rate"])]
+    pub no_impair: bool,
+}
+
+/// `--distribution`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum JitterDistribution {
+    Uniform,
+    Normal,
+}
+
+/// `--direction`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum ImpairDirection {
+    In,
+    #[default]
+    Out,
+    Both,
 }
 
 #[derive(Debug, Subcommand)]

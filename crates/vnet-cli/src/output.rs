@@ -430,7 +430,18 @@ pub fn port_details(p: &PortInfo) -> String {
             ),
         ));
     }
-    let policy = policy_rows(&p.enforced, Some(&p.policy));
+    let mut policy = policy_rows(&p.enforced, Some(&p.policy));
+    if let Some(rate) = p.policy_counters.as_ref().and_then(|c| c.rate.as_ref()) {
+        let held = format!("{} frames, {}", rate.held_frames, bytes(rate.held_bytes));
+        policy.push(("  shaper holds".into(), held));
+    }
+    if let Some(imp) = p.policy_counters.as_ref().and_then(|c| c.impair.as_ref()) {
+        let did = format!(
+            "{} frames held; {} duplicated, {} corrupted, {} reordered",
+            imp.held_frames, imp.duplicated, imp.corrupted, imp.reordered
+        );
+        policy.push(("  impairment".into(), did));
+    }
     rows.extend(policy.iter().map(|(k, v)| (k.as_str(), v.clone())));
     if let Some(security) = p.policy_counters.as_ref().and_then(|c| c.security.as_ref()) {
         rows.push(("  MAC lock learned", mac_list(&security.learned_macs)));
@@ -927,6 +938,8 @@ ID  KIND     UID  DESCRIPTION           VLAN                     MACS           
                 learned_macs: vec![mac("52:54:00:00:00:01")],
                 shut_down_by: Some(mac("52:54:00:00:00:66")),
             }),
+            rate: Some(Default::default()),
+            impair: None,
             ..Default::default()
         });
         let text = port_details(&port);
@@ -934,6 +947,7 @@ ID  KIND     UID  DESCRIPTION           VLAN                     MACS           
             "  security          strict (the vnet's)",
             "  MAC lock learned  52:54:00:00:00:01",
             "  shut down         by 52:54:00:00:00:66: set its security again to enable it",
+            "  shaper holds      0 frames, 0 B",
         ] {
             assert!(
                 text.contains(&format!("{line}\n")),

@@ -454,6 +454,8 @@ fn sample_port() -> PortInfo {
                 shut_down_by: Some("52:54:00:00:00:02".parse().unwrap()),
             }),
             acl: None,
+            rate: Some(Default::default()),
+            impair: Some(Default::default()),
         }),
         mirror_destination: vec!["ids".into()],
     }
@@ -510,8 +512,20 @@ fn every_section() -> PortPolicy {
     PortPolicy {
         security: Some(every_security_key()),
         acl: Some(Default::default()),
-        rate: Some(Default::default()),
-        impair: Some(Default::default()),
+        rate: Some(serde_json::from_value(json!({
+            "in": { "rate": "10mbit" },
+            "out": { "rate": "1gbit", "burst": "512k" },
+            "broadcast_pps": 100, "multicast_pps": 1000, "unknown_unicast_pps": 100
+        }))
+        .unwrap()),
+        impair: Some(serde_json::from_value(json!({
+            "in": { "loss_burst": { "p": "1%", "r": "30%", "bad_loss": "50%", "good_loss": "1%" } },
+            "out": {
+                "delay": "50ms", "jitter": "5ms", "distribution": "normal", "loss": "1%",
+                "duplicate": "1%", "reorder": "10%", "corrupt": "0.1%", "rate": "1mbit"
+            }
+        }))
+        .unwrap()),
     }
 }
 
@@ -839,6 +853,8 @@ fn what_the_types_serialize_matches_the_documented_schemas() {
         &PolicyReport {
             acl: Some(report.clone()),
             security: None,
+            rate: None,
+            impair: None,
         },
     );
     checker.check_named(

@@ -1320,6 +1320,7 @@ impl NetworkSpec {
         if self.mac_aging_secs == 0 || self.max_macs == 0 || self.max_macs_per_port == 0 {
             return Err(SpecError::MacLimits);
         }
+        self.policy.validate().map_err(SpecError::Policy)?;
         mirror::check_all(&self.mirrors).map_err(SpecError::Mirror)
     }
 
@@ -1509,6 +1510,8 @@ pub enum SpecError {
     MacLimits,
     #[error("{0}")]
     Mirror(String),
+    #[error("policy: {0}")]
+    Policy(String),
 }
 
 /// The `n`th address of `subnet` (0 = the network address).

@@ -113,6 +113,13 @@ pub struct LimitsConfig {
     /// is not tracked (its replies meet the rules as new frames) [default: 8192].
     #[serde(default)]
     pub conntrack_entries: Option<usize>,
+    /// Frames one port holds for its egress rate and its impairment's delays, both
+    /// directions together; one more is dropped, counted `held_full` [default: 4096].
+    #[serde(default)]
+    pub held_frames_per_port: Option<usize>,
+    /// Bytes of those frames [default: 8388608, 8 MiB].
+    #[serde(default)]
+    pub held_bytes_per_port: Option<usize>,
 }
 
 /// The control plane's bounds (`[limits]`), enforced by vnetd itself.
@@ -152,6 +159,8 @@ impl LimitsConfig {
             uplink_ring_bytes: self.uplink_ring_bytes.unwrap_or(d.uplink_ring_bytes),
             mac_lock_macs: self.mac_lock_macs.unwrap_or(d.mac_lock_macs),
             conntrack_entries: self.conntrack_entries.unwrap_or(d.conntrack_entries),
+            held_frames_per_port: self.held_frames_per_port.unwrap_or(d.held_frames_per_port),
+            held_bytes_per_port: self.held_bytes_per_port.unwrap_or(d.held_bytes_per_port),
         }
     }
 
@@ -380,6 +389,8 @@ impl Config {
             ("api_reply_queue", config.limits.api_reply_queue),
             ("macs_per_vnet", config.limits.macs_per_vnet),
             ("nat_buffer_bytes", config.limits.nat_buffer_bytes),
+            ("held_frames_per_port", config.limits.held_frames_per_port),
+            ("held_bytes_per_port", config.limits.held_bytes_per_port),
         ] {
             if value == Some(0) {
                 return Err(invalid(format!("[limits] {key} = 0: give at least 1")));
@@ -658,13 +669,15 @@ mod tests {
         let c = Config::parse(
             "[limits]\ndevice_opens = 1\napi_reply_queue = 2\nnat_flows = 3\n\
              nat_buffer_bytes = 4\nmacs_per_vnet = 5\nfd_reserve = 6\n\
-             fd_reserve_control = 6\nmac_lock_macs = 7\nconntrack_entries = 8\n",
+             fd_reserve_control = 6\nmac_lock_macs = 7\nconntrack_entries = 8\n\
+             held_frames_per_port = 7\nheld_bytes_per_port = 8\n",
             "t",
         )
         .unwrap()
         .limits
         .limits();
         assert_eq!(c.conntrack_entries, 8);
+        assert_eq!((c.held_frames_per_port, c.held_bytes_per_port), (7, 8));
         assert_eq!(
             (
                 c.device_opens,
@@ -689,7 +702,13 @@ mod tests {
         );
         Config::parse(macs, "t").expect("the default table fits");
         assert_eq!(c.ports_per_vnet, d.ports_per_vnet);
-        for key in ["api_reply_queue", "macs_per_vnet", "nat_buffer_bytes"] {
+        for key in [
+            "api_reply_queue",
+            "macs_per_vnet",
+            "nat_buffer_bytes",
+            "held_frames_per_port",
+            "held_bytes_per_port",
+        ] {
             let e = error_of(&format!("[limits]\n{key} = 0\n"));
             assert!(e.contains(key) && e.contains("at least 1"), "{e}");
         }

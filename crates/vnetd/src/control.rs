@@ -414,6 +414,11 @@ async fn set_vnet_policy(
     body: axum::body::Bytes,
 ) -> Result<impl IntoResponse> {
     let patch: PolicyPatch = parse_body(&body)?;
+    // The sections it sets, checked before any is applied.
+    vnet_model::PortPolicy::default()
+        .patched(&patch)
+        .validate()
+        .map_err(|e| HttpError(StatusCode::BAD_REQUEST, format!("policy: {e}")))?;
     Ok(Json(h.set_policy(net, patch).await?))
 }
 
@@ -809,6 +814,7 @@ async fn metrics(State(h): State<Handle>) -> Result<impl IntoResponse> {
     }
     acl_metrics(&mut out, &rows);
     vxlan_metrics(&mut out, &rows);
+    shaping_metrics(&mut out, &rows);
     let _ = writeln!(
         out,
         "# HELP vnet_macs Learned and declared MAC addresses.\n# TYPE vnet_macs gauge"
@@ -882,6 +888,58 @@ fn write_metrics<T>(out: &mut String, metrics: &[Metric<T>], rows: &[(String, &T
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
         for (labels, row) in rows {
             let _ = writeln!(out, "{name}{{{labels}}} {}", value(row));
+        }
+    }
+}
+
+/// What ports' rate and impairment sections hold and did (`PortInfo.policy_counters`):
+/// a series per figure, a row per port that has the section.
+fn shaping_metrics(
+    out: &mut String,
+    rows: &[(vnet_model::NetworkInfo, Vec<vnet_model::PortInfo>)],
+) {
+    use std::fmt::Write;
+    type Figure = fn(&vnet_model::PolicyReport) -> Option<u64>;
+    let series: [(&str, &str, &str, Figure); 5] = [
+        (
+            "vnet_port_shaped_frames",
+            "Frames a port's egress rate holds now.",
+            "gauge",
+            |r| r.rate.as_ref().map(|x| x.held_frames),
+        ),
+        (
+            "vnet_port_delayed_frames",
+            "Frames a port's impairment holds for their delay now.",
+            "gauge",
+            |r| r.impair.as_ref().map(|x| x.held_frames),
+        ),
+        (
+            "vnet_port_duplicated_total",
+            "Frames a port's impairment sent twice.",
+            "counter",
+            |r| r.impair.as_ref().map(|x| x.duplicated),
+        ),
+        (
+            "vnet_port_corrupted_total",
+            "Frames a port's impairment corrupted.",
+            "counter",
+            |r| r.impair.as_ref().map(|x| x.corrupted),
+        ),
+        (
+            "vnet_port_reordered_total",
+            "Frames a port's impairment sent ahead of delayed ones.",
+            "counter",
+            |r| r.impair.as_ref().map(|x| x.reordered),
+        ),
+    ];
+    for (name, help, kind, figure) in series {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (net, ports) in rows {
+            for p in ports {
+                if let Some(v) = p.policy_counters.as_ref().and_then(figure) {
+                    let _ = writeln!(out, "{name}{{net=\"{}\",port=\"{}\"}} {v}", net.name, p.id);
+                }
+            }
         }
     }
 }

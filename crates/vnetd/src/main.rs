@@ -244,7 +244,7 @@ fn run(args: Args) -> Result<()> {
     info!(
         "limits: {} device opens, {} queued API replies per port, per vnet {} NAT flows, \
          {} bytes of NAT buffers and {} MACs; {} descriptors kept from client ports, \
-         {} of them from the NAT too",
+         {} of them from the NAT too; per port {} held frames, {} bytes",
         limits.device_opens,
         limits.api_reply_queue,
         limits.nat_flows,
@@ -252,6 +252,8 @@ fn run(args: Args) -> Result<()> {
         limits.macs_per_vnet,
         limits.fd_reserve,
         limits.fd_reserve_control,
+        limits.held_frames_per_port,
+        limits.held_bytes_per_port,
     );
     info!(
         "data plane: {} thread(s), busy poll {} µs",

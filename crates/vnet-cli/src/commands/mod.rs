@@ -22,6 +22,7 @@ mod mirror;
 mod net;
 mod policy;
 mod port;
+mod shape;
 mod uplink;
 mod version;
 

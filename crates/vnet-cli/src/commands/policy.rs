@@ -14,6 +14,8 @@ impl PolicyArgs {
     pub fn patch(&self, now: &PortPolicy) -> PolicyPatch {
         PolicyPatch {
             security: self.security.patch(now.security.as_ref()),
+            rate: self.rate.section(now.rate.as_ref()),
+            impair: self.impair.section(now.impair.as_ref()),
             ..PolicyPatch::default()
         }
     }

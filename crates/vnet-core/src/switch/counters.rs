@@ -41,10 +41,19 @@ pub enum DropCause {
     MirrorPort,
     /// A rule of the port's filters (ACL), or their default, dropped it.
     Acl,
+    /// Over the port's ingress rate (`rate.in`).
+    Policed,
+    /// Over the port's broadcast, multicast or unknown-unicast frames per second.
+    Storm,
+    /// Lost on purpose (impairment's `loss`, `loss_burst`).
+    Loss,
+    /// The port's held frames (shaped or delayed) were at their bound
+    /// (`[limits] held_frames_per_port`, `held_bytes_per_port`).
+    HeldFull,
 }
 
 impl DropCause {
-    pub const ALL: [DropCause; 15] = [
+    pub const ALL: [DropCause; 19] = [
         DropCause::Runt,
         DropCause::Oversize,
         DropCause::BadTag,
@@ -60,6 +69,10 @@ impl DropCause {
         DropCause::Shutdown,
         DropCause::MirrorPort,
         DropCause::Acl,
+        DropCause::Policed,
+        DropCause::Storm,
+        DropCause::Loss,
+        DropCause::HeldFull,
     ];
 
     pub fn name(self) -> &'static str {
@@ -79,6 +92,10 @@ impl DropCause {
             DropCause::Shutdown => "shutdown",
             DropCause::MirrorPort => "mirror_port",
             DropCause::Acl => "acl",
+            DropCause::Policed => "policed",
+            DropCause::Storm => "storm",
+            DropCause::Loss => "loss",
+            DropCause::HeldFull => "held_full",
         }
     }
 }

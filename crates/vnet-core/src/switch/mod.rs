@@ -363,6 +363,17 @@ impl Switch {
         }
     }
 
+    /// Counts a frame that [`Switch::ingress`] forwarded (`len` bytes) as dropped after
+    /// all, by a policy that needed the switch's decision (storm control of flooded
+    /// frames): its rx count is taken back, so it is still counted once.
+    pub fn revoke_rx(&mut self, id: PortId, len: usize, cause: DropCause) {
+        if let Some(p) = self.ports.get_mut(&id) {
+            p.counters.rx_frames = p.counters.rx_frames.saturating_sub(1);
+            p.counters.rx_bytes = p.counters.rx_bytes.saturating_sub(len as u64);
+            p.counters.drops.add(cause);
+        }
+    }
+
     /// Decides where a frame received on `ingress` goes. Counts it (rx, or a drop).
     pub fn ingress(&mut self, now: Instant, ingress: PortId, bytes: &[u8]) -> Verdict {
         self.ingress_checked(now, ingress, bytes, bytes.len())

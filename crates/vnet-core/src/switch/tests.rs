@@ -378,3 +378,16 @@ fn a_mirror_destination_switches_normally_again_when_released() {
         Err(NoSuchPort(PortId(99)))
     );
 }
+
+#[test]
+fn a_forwarded_frame_revoked_by_policy_is_counted_once_as_its_drop() {
+    let (mut sw, p) = switch_with(2);
+    let t = Instant::now();
+    let bytes = frame(MacAddr::BROADCAST, mac(1));
+    assert!(destinations(&mut sw, t, p[0], &bytes).is_ok());
+    assert!(destinations(&mut sw, t, p[0], &bytes).is_ok());
+    sw.revoke_rx(p[0], bytes.len(), DropCause::Storm);
+    let c = &sw.port(p[0]).unwrap().counters;
+    assert_eq!((c.rx_frames, c.rx_bytes), (1, bytes.len() as u64));
+    assert_eq!((c.drops.get(DropCause::Storm), c.drops.total()), (1, 1));
+}

@@ -67,6 +67,11 @@ pub struct Limits {
     /// Connections one port's filters track (`established`): a new flow beyond is not
     /// tracked.
     pub conntrack_entries: usize,
+    /// Frames one port holds for rate shaping and impairment's delays, both
+    /// directions together; one more is dropped (`held_full`).
+    pub held_frames_per_port: usize,
+    /// Bytes of those frames.
+    pub held_bytes_per_port: usize,
 }
 
 impl Default for Limits {
@@ -87,6 +92,8 @@ impl Default for Limits {
             uplink_ring_bytes: crate::backend::uplink::DEFAULT_RING_BYTES,
             mac_lock_macs: 64,
             conntrack_entries: 8192,
+            held_frames_per_port: 4096,
+            held_bytes_per_port: 8 << 20,
         }
     }
 }

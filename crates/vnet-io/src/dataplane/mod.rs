@@ -29,6 +29,7 @@ mod error;
 mod limits;
 mod policy;
 mod queue;
+mod shape;
 mod thread;
 mod vnet;
 

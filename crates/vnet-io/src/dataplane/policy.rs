@@ -20,6 +20,7 @@ use vnet_model::policy::security::SecurityReport;
 use vnet_model::{PolicyReport, PortKind, PortPolicy};
 
 use super::limits::Limits;
+use super::shape::{HeldBound, Shaping};
 use crate::frame::FrameBuf;
 
 /// A change to a port's filters, made on the data-plane thread to the filters that
@@ -43,6 +44,9 @@ pub(super) struct Enforcer {
     guard: Option<Guard>,
     /// The port's filters, compiled, with their counters and connection table.
     acl: Option<PortAcl>,
+    /// Rate limits, storm control, impairment: they hold frames, so the vnet runs
+    /// them after the hooks ([`Enforcer::shaping_mut`]).
+    shaping: Option<Shaping>,
 }
 
 /// A port's filters: the spec they were compiled from (for the report) and the
@@ -65,8 +69,10 @@ impl Enforcer {
                 policy: PortPolicy::default(),
                 guard: None,
                 acl: None,
+                shaping: None,
             };
-            enforcer.update(policy, limits);
+            let none = enforcer.update(policy, limits);
+            debug_assert!(none.is_none(), "a new enforcer held nothing");
             enforcer
         })
     }
@@ -74,8 +80,11 @@ impl Enforcer {
     /// Enforces `policy` from now on. Port security starts over (what its lock learned
     /// is forgotten, a port it shut down is enabled: README, Port security); the
     /// filters keep the counters of the rules that stay and their connection table, so
-    /// a rule change does not cut established flows.
-    pub fn update(&mut self, policy: &PortPolicy, limits: &Limits) {
+    /// a rule change does not cut established flows; rate limits and impairment keep
+    /// their state (buckets, held frames) unless their sections changed: then the old
+    /// state is returned, its held frames to be let go.
+    #[must_use]
+    pub fn update(&mut self, policy: &PortPolicy, limits: &Limits) -> Option<Shaping> {
         self.guard = policy
             .security
             .as_ref()
@@ -96,7 +105,17 @@ impl Enforcer {
                 refusals_counted: 0,
             }),
         };
+        let mut left = None;
+        if self.policy.rate != policy.rate || self.policy.impair != policy.impair {
+            let held = HeldBound {
+                frames: limits.held_frames_per_port,
+                bytes: limits.held_bytes_per_port,
+            };
+            left = self.shaping.take();
+            self.shaping = Shaping::new(policy.rate.as_ref(), policy.impair.as_ref(), held);
+        }
         self.policy = policy.clone();
+        left
     }
 
     /// What the filters need to know of the port: the VLAN it puts untagged frames in.
@@ -104,6 +123,20 @@ impl Enforcer {
         if let Some(acl) = &mut self.acl {
             acl.untagged_vlan = vlan;
         }
+    }
+
+    /// The rate and impairment sections at work, if the policy has them.
+    pub fn shaping(&self) -> Option<&Shaping> {
+        self.shaping.as_ref()
+    }
+
+    pub fn shaping_mut(&mut self) -> Option<&mut Shaping> {
+        self.shaping.as_mut()
+    }
+
+    /// The rate and impairment state, as the enforcer goes.
+    pub fn into_shaping(self) -> Option<Shaping> {
+        self.shaping
     }
 
     pub fn policy(&self) -> &PortPolicy {
@@ -153,6 +186,18 @@ impl Enforcer {
                 .acl
                 .as_ref()
                 .map(|a| AclReport::new(&a.spec, &a.acl.report())),
+            rate: self
+                .policy
+                .rate
+                .as_ref()
+                .and(self.shaping.as_ref())
+                .map(Shaping::rate_report),
+            impair: self
+                .policy
+                .impair
+                .as_ref()
+                .and(self.shaping.as_ref())
+                .map(Shaping::impair_report),
         }
     }
 

@@ -7,13 +7,16 @@
 //! them, so the frame path takes no lock. Each turn of [`Thread::run`]:
 //!
 //! 1. **Timers**: built-in services whose deadline passed tick (their output is then
-//!    read like a client's); the next deadline bounds the poll's sleep.
+//!    read like a client's); the next deadline, or the next time a port's rate limit
+//!    or impairment lets a held frame go, bounds the poll's sleep.
 //! 2. **Poll**: `epoll_wait` for readiness. It does not sleep while a list below has
 //!    work (or for `--busy-poll-us` after traffic); it sleeps at most [`RETRY`] while a
 //!    port waits for a retry, else until the next timer or [`AGING_INTERVAL`].
 //!    Readiness only *lists* ports: a readable port goes on the receive list, a
 //!    writable one on the transmit list, each at most once (`Vnet::list_rx`).
-//! 3. **Receive** ([`Thread::turn`] from here on, the time of the turn as an
+//! 3. **Held frames** whose time has come, if the poll woke for them, go on (into the
+//!    switch, or into their port's egress queue: `Vnet::release_held`).
+//! 4. **Receive** ([`Thread::turn`] from here on, the time of the turn as an
 //!    argument): every NIC socket on the uplink list gives up to 64 frames, each
 //!    delivered to its vnet's uplink port, which joins the receive list; every port on
 //!    the receive list gives up to `RX_BUDGET` (64) messages through `Backend::recv`;
@@ -22,14 +25,14 @@
 //!    into the egress queue of each destination, which is then listed for transmit. A port
 //!    with more input than its budget is listed again for the next turn, behind the
 //!    others: one busy port cannot starve the rest.
-//! 4. **Transmit**: every listed port offers its queued frames to its client in
+//! 5. **Transmit**: every listed port offers its queued frames to its client in
 //!    batches of `TX_BATCH` (32) until the queue is empty or the client is full. A
 //!    full client with its own fd waits for epoll to say it drained; one without (a
 //!    dgram peer) goes on the retry list and is offered again after [`RETRY`]. A
 //!    queue that is full drops the next frame (counted `QueueFull`); nobody waits.
-//! 5. **Commands** from the control plane, when its waker fired ([`commands`]): they
+//! 6. **Commands** from the control plane, when its waker fired ([`commands`]): they
 //!    run between two turns, so they see no frame half-forwarded.
-//! 6. **Between services**: DHCP names go to the NAT's DNS; once a second the MAC
+//! 7. **Between services**: DHCP names go to the NAT's DNS; once a second the MAC
 //!    tables age.
 //!
 //! Lists hold `(vnet key, port id)` pairs. A port removed meanwhile is skipped when its
@@ -48,6 +51,8 @@ mod harness;
 mod lifecycle;
 #[cfg(test)]
 mod mirror_tests;
+#[cfg(test)]
+mod shaping_tests;
 #[cfg(test)]
 mod tests;
 mod uplinks;
@@ -208,7 +213,8 @@ impl Thread {
             .checked_sub(busy_poll)
             .unwrap_or_else(Instant::now);
         loop {
-            let next_timer = self.tick_services();
+            let held = self.held_deadline();
+            let next_timer = [self.tick_services(), held].into_iter().flatten().min();
             let timeout = if !self.rx_list.is_empty()
                 || !self.tx_list.is_empty()
                 || !self.uplink_rx.is_empty()
@@ -248,6 +254,9 @@ impl Thread {
             }
             if timeout == RETRY {
                 self.retry_blocked();
+            }
+            if held.is_some_and(|due| due <= now) {
+                self.release_held(now);
             }
             if self.turn(now, woken) {
                 return;
@@ -428,6 +437,30 @@ impl Thread {
         }
         list.clear();
         self.tx_work = list;
+    }
+
+    /// When frames that ports' rate limits and impairment hold are next due.
+    fn held_deadline(&self) -> Option<Instant> {
+        self.vnets
+            .iter()
+            .filter_map(|(_, v)| v.held_deadline())
+            .min()
+    }
+
+    /// Lets out the held frames whose time has come and lists the ports they reach
+    /// (before a turn whose poll woke for them).
+    fn release_held(&mut self, now: Instant) {
+        for (key, vnet) in self.vnets.iter_mut() {
+            if !vnet.holds_due(now) {
+                continue;
+            }
+            vnet.release_held(now, &mut self.touched);
+            for id in self.touched.drain(..) {
+                if vnet.list_tx(id) {
+                    self.tx_list.push((key, id));
+                }
+            }
+        }
     }
 
     /// Runs the timers of built-in services that are due; returns the next deadline.

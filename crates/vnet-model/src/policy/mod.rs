@@ -15,6 +15,7 @@ pub mod acl;
 pub mod impair;
 pub mod rate;
 pub mod security;
+pub mod units;
 
 use serde::{Deserialize, Deserializer, Serialize};
 
@@ -45,6 +46,17 @@ impl PortPolicy {
     /// No section set: nothing to enforce.
     pub fn is_empty(&self) -> bool {
         *self == PortPolicy::default()
+    }
+
+    /// Checks values the data plane cannot honour, section by section.
+    pub fn validate(&self) -> Result<(), String> {
+        if let Some(rate) = &self.rate {
+            rate.validate()?;
+        }
+        if let Some(impair) = &self.impair {
+            impair.validate()?;
+        }
+        Ok(())
     }
 
     /// This (a port's own) policy over `default` (its vnet's): each section of this
@@ -139,6 +151,10 @@ pub struct PolicyReport {
     /// The filters' rules with what each decided, and the connection table.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub acl: Option<acl::AclReport>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate: Option<rate::RateReport>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub impair: Option<impair::ImpairReport>,
 }
 
 #[cfg(test)]

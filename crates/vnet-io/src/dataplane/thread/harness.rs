@@ -151,6 +151,8 @@ impl Harness {
             self.last_retry = self.now;
             self.thread.retry_blocked();
         }
+        // As the loop does when its poll woke for frames ports hold.
+        self.thread.release_held(self.now);
         assert!(!self.thread.turn(self.now, woken), "the thread shut down");
     }
 
@@ -238,6 +240,29 @@ impl Harness {
 
     pub fn macs(&self, key: VnetKey) -> Vec<vnet_model::MacEntry> {
         self.thread.vnets[key].macs(self.now)
+    }
+
+    /// Gives `port` its own rate limits and impairment, live, as `PATCH
+    /// .../policy` does.
+    pub fn shape(
+        &mut self,
+        port: &Port,
+        rate: Option<&vnet_model::policy::rate::RateSpec>,
+        impair: Option<&vnet_model::policy::impair::ImpairSpec>,
+    ) {
+        let name = self.thread.vnets[port.vnet].name().to_string();
+        let patch = vnet_model::PolicyPatch {
+            rate: Some(rate.cloned()),
+            impair: Some(impair.cloned()),
+            ..Default::default()
+        };
+        self.command(|r| Command::SetPortPolicy(name, port.id.0, patch, r))
+            .expect("policy set");
+    }
+
+    /// When the thread must come back for frames ports hold.
+    pub fn held_deadline(&self) -> Option<Instant> {
+        self.thread.held_deadline()
     }
 
     /// The vnet's name in the thread (to check it is gone).

@@ -135,6 +135,11 @@ impl Vnet {
             mirror_due: Vec::new(),
             enforcers: FastMap::default(),
             dhcp_bindings: Default::default(),
+            emitted: Vec::new(),
+            released: Vec::new(),
+            orphans: Vec::new(),
+            due: Vec::new(),
+            shaping: 0,
             spec,
             dir,
         })
