@@ -284,7 +284,7 @@ pub struct RateArgs {
     #[arg(long, value_name = "RATE")]
     pub rate_in: Option<BitRate>,
     /// Shape what the vnet sends to the port to RATE (frames wait, then drop when the
-    /// port holds its [limits] held_frames_per_port)
+    /// port holds its `[limits] held_frames_per_port`)
     #[arg(long, value_name = "RATE")]
     pub rate_out: Option<BitRate>,
     /// Burst of the rates given with it (e.g. 512k) [default: 20 ms at the rate, at
