@@ -184,27 +184,43 @@ impl<const N: usize> SendBatch<N> {
             h.msg_flags = 0;
             count = i + 1;
         }
-        let mut sent = 0;
-        while sent < count {
-            // SAFETY: headers `sent..count` were filled above: each points at `self.to`
-            // (or at no address) and at one iovec for a datagram borrowed for `'a`, so
-            // all outlive the call. The kernel only reads names and data on send; it
-            // writes `msg_len`, inside the headers.
-            let n = unsafe {
-                libc::sendmmsg(
-                    fd.as_raw_fd(),
-                    self.headers[sent..].as_mut_ptr(),
-                    (count - sent) as libc::c_uint,
-                    libc::MSG_DONTWAIT,
-                )
-            };
-            if n < 0 {
-                return (sent, Err(io::Error::last_os_error()));
-            }
-            sent += n as usize;
-        }
-        (sent, Ok(()))
+        // SAFETY: headers `..count` were filled above: each points at `self.to`
+        // (or at no address) and at one iovec for a datagram borrowed for `'a`, so
+        // all outlive the call. The kernel only reads names and data on send; it
+        // writes `msg_len`, inside the headers.
+        unsafe { send_all(fd, &mut self.headers[..count]) }
     }
+}
+
+/// Sends `headers` with `sendmmsg` until all went or the socket refused one: how many
+/// went, and why the rest did not. One loop for every batched sender (unix datagrams,
+/// UDP tunnels, AF_PACKET).
+///
+/// # Safety
+/// Every header must point at a name (or none) and at iovecs that stay valid for the
+/// call; the kernel reads them and writes only each header's `msg_len`.
+pub(crate) unsafe fn send_all(
+    fd: BorrowedFd<'_>,
+    headers: &mut [libc::mmsghdr],
+) -> (usize, io::Result<()>) {
+    let mut sent = 0;
+    while sent < headers.len() {
+        // SAFETY: the caller vouches for every header (see above); `sent..` stays
+        // inside the slice, and its length is the count passed.
+        let n = unsafe {
+            libc::sendmmsg(
+                fd.as_raw_fd(),
+                headers[sent..].as_mut_ptr(),
+                (headers.len() - sent) as libc::c_uint,
+                libc::MSG_DONTWAIT,
+            )
+        };
+        if n < 0 {
+            return (sent, Err(io::Error::last_os_error()));
+        }
+        sent += n as usize;
+    }
+    (sent, Ok(()))
 }
 
 #[cfg(test)]

@@ -351,26 +351,11 @@ impl<const N: usize> FrameBatch<N> {
             h.msg_flags = 0;
             count = i + 1;
         }
-        let mut sent = 0;
-        while sent < count {
-            // SAFETY: headers `sent..count` were filled above: each points at `self.to`
-            // and at four iovecs for parts borrowed for `'a`, so all outlive the call.
-            // The kernel only reads names and data on send; it writes `msg_len`, inside
-            // the headers.
-            let n = unsafe {
-                libc::sendmmsg(
-                    sock.fd.as_raw_fd(),
-                    self.headers[sent..].as_mut_ptr(),
-                    (count - sent) as libc::c_uint,
-                    libc::MSG_DONTWAIT,
-                )
-            };
-            if n < 0 {
-                return (sent, Err(io::Error::last_os_error()));
-            }
-            sent += n as usize;
-        }
-        (sent, Ok(()))
+        // SAFETY: headers `..count` were filled above: each points at `self.to`
+        // and at four iovecs for parts borrowed for `'a`, so all outlive the call.
+        // The kernel only reads names and data on send; it writes `msg_len`, inside
+        // the headers.
+        unsafe { super::mmsg::send_all(sock.fd.as_fd(), &mut self.headers[..count]) }
     }
 }
 

@@ -193,26 +193,11 @@ impl<const N: usize> SendBatch<N> {
             h.msg_controllen = 0;
             h.msg_flags = 0;
         }
-        let mut sent = 0;
-        while sent < count {
-            // SAFETY: headers `sent..count` were filled above: each points at its name
-            // in `self.names` and at two iovecs for `header` and a payload, borrowed
-            // for this call. The kernel only reads names and data on send; it writes
-            // `msg_len`, inside the headers.
-            let n = unsafe {
-                libc::sendmmsg(
-                    fd.as_raw_fd(),
-                    self.headers[sent..].as_mut_ptr(),
-                    (count - sent) as libc::c_uint,
-                    libc::MSG_DONTWAIT,
-                )
-            };
-            if n < 0 {
-                return (sent, Err(io::Error::last_os_error()));
-            }
-            sent += n as usize;
-        }
-        (sent, Ok(()))
+        // SAFETY: headers `..count` were filled above: each points at its name
+        // in `self.names` and at two iovecs for `header` and a payload, borrowed
+        // for this call. The kernel only reads names and data on send; it writes
+        // `msg_len`, inside the headers.
+        unsafe { super::mmsg::send_all(fd, &mut self.headers[..count]) }
     }
 }
 
