@@ -60,8 +60,9 @@ pub fn checksum(acc: u64) -> u16 {
     !fold(acc)
 }
 
-/// [`checksum`] for UDP (and used by TCP alike): a computed 0 is sent as 0xffff, the
-/// other zero, since a UDP checksum field of 0 means "none" (RFC 768).
+/// [`checksum`] for UDP (and for offloaded checksums, which may be UDP's): a computed 0
+/// is sent as 0xffff, the other zero, since a UDP checksum field of 0 means "none"
+/// (RFC 768). TCP stores a computed 0 as it is.
 #[inline]
 pub fn transport_field(acc: u64) -> u16 {
     match checksum(acc) {

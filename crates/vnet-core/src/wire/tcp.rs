@@ -177,7 +177,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
         self.set_checksum(0);
         let b = self.buffer.as_ref();
         let pseudo = checksum::pseudo_header(src, dst, IpProtocol::TCP, b.len() as u32);
-        let c = checksum::transport_field(checksum::sum(pseudo, b));
+        let c = checksum::checksum(checksum::sum(pseudo, b));
         self.set_checksum(c);
     }
 }
@@ -437,6 +437,28 @@ mod tests {
         0, 0, 0x02, 0x04, 0x05, 0xb4, 0x04, 0x02, 0x08, 0x0a, 0x00, 0x01, 0x02, 0x03, 0, 0, 0, 0,
         0x01, 0x03, 0x03, 0x07,
     ];
+
+    #[test]
+    fn a_checksum_that_computes_to_zero_is_stored_as_zero() {
+        // Two payload bytes chosen to bring the sum to 0xffff: the checksum is then 0,
+        // which TCP (unlike UDP) stores as it is, as Linux and etherparse do.
+        let mut seg = SYN.to_vec();
+        seg.extend([0, 0]);
+        let mut p = Packet::new_unchecked(&mut seg[..]);
+        p.fill_checksum(&SRC, &DST);
+        let c = p.checksum();
+        let len = seg.len();
+        seg[len - 2..].copy_from_slice(&c.to_be_bytes());
+        let mut p = Packet::new_unchecked(&mut seg[..]);
+        p.fill_checksum(&SRC, &DST);
+        assert_eq!(p.checksum(), 0);
+        let pseudo = checksum::pseudo_header(&SRC, &DST, IpProtocol::TCP, len as u32);
+        assert_eq!(
+            checksum::fold(checksum::sum(pseudo, &seg)),
+            0xffff,
+            "it verifies"
+        );
+    }
 
     #[test]
     fn deconstruct_options() {
