@@ -99,6 +99,8 @@ impl Backend for TapPort {
 }
 
 impl TapPort {
+    /// Inlined into `send_batch` (callgrind: the call cost ~24 instructions a frame).
+    #[inline]
     fn send_one(&mut self, frame: &FrameBuf) -> Sent {
         let mut hdr = [0u8; VNET_HDR_LEN];
         frame.offload.write(&mut hdr);
