@@ -258,7 +258,18 @@ impl Daemon {
             .append(true)
             .open(&self.log_path)?;
         self.command.stdout(log.try_clone()?).stderr(log);
-        let child = self.command.spawn().map_err(|e| {
+        // A wrapper script a test has just written may still be open for writing in a
+        // child that another test thread is forking at that moment: exec then fails
+        // with ETXTBSY until that child execs in turn. Try again until it does.
+        let busy = |r: &std::io::Result<_>| matches!(r, Err(e) if e.raw_os_error() == Some(nix::errno::Errno::ETXTBSY as i32));
+        let mut spawned = self.command.spawn();
+        if busy(&spawned) {
+            crate::wait_for(Duration::from_secs(5), || {
+                spawned = self.command.spawn();
+                !busy(&spawned)
+            });
+        }
+        let child = spawned.map_err(|e| {
             Error::Failed(format!(
                 "cannot start {}: {e} (build it first, or set VNET_BIN_DIR)",
                 self.binary.display()
