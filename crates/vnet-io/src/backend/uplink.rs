@@ -136,6 +136,18 @@ pub enum Polled<'a> {
     WouldBlock,
 }
 
+/// A socket several vnets' ports share (a NIC's for uplinks, a VXLAN tunnel's): the
+/// data plane reads it a frame at a time and hands each to the port it belongs to.
+pub trait SharedSocket {
+    fn next_frame(&mut self, now: std::time::Instant) -> Polled<'_>;
+}
+
+impl SharedSocket for UplinkSocket {
+    fn next_frame(&mut self, _now: std::time::Instant) -> Polled<'_> {
+        self.poll()
+    }
+}
+
 impl UplinkSocket {
     /// Opens `interface`'s socket with a receive ring of `ring_bytes` (0: none, one
     /// system call per frame, as also where the kernel refuses a ring).

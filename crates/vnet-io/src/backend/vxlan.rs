@@ -47,7 +47,7 @@ use vnet_core::wire::MacAddr;
 use vnet_model::{PortKind, RemoteInfo, VxlanInfo, VxlanSpec};
 
 use super::inbox::Inbox;
-use super::uplink::{Incoming, Polled};
+use super::uplink::{Incoming, Polled, SharedSocket};
 use super::{Backend, Received, Sent};
 use crate::frame::FrameBuf;
 use crate::sys::udp::{Outgoing, RecvBatch, SendBatch};
@@ -269,6 +269,12 @@ pub struct TunnelSocket {
     next: usize,
     count: usize,
     failed: bool,
+}
+
+impl SharedSocket for TunnelSocket {
+    fn next_frame(&mut self, now: Instant) -> Polled<'_> {
+        self.poll(now)
+    }
 }
 
 impl TunnelSocket {

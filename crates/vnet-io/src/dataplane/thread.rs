@@ -17,9 +17,10 @@
 //! 3. **Held frames** whose time has come, if the poll woke for them, go on (into the
 //!    switch, or into their port's egress queue: `Vnet::release_held`).
 //! 4. **Receive** ([`Thread::turn`] from here on, the time of the turn as an
-//!    argument): every NIC socket on the uplink list gives up to 64 frames, each
-//!    delivered to its vnet's uplink port, which joins the receive list; every port on
-//!    the receive list gives up to `RX_BUDGET` (64) messages through `Backend::recv`;
+//!    argument): every shared socket listed (a NIC's, a VXLAN tunnel's) gives up to
+//!    64 frames, each delivered to its vnet's uplink port, which joins the receive
+//!    list; every port on the receive list gives up to `RX_BUDGET` (64) messages
+//!    through `Backend::recv`;
 //!    the shared dgram socket two `recvmmsg` batches of 32, delivered to their peers'
 //!    ports and read from them at once. Each frame goes through the switch straight
 //!    into the egress queue of each destination, which is then listed for transmit. A port
@@ -73,7 +74,7 @@ use super::directory::{self, Directory};
 use super::limits::{Limits, Refusals, UidPorts};
 use super::vnet::{PassEnd, Timer, Vnet};
 use super::Command;
-use crate::backend::uplink::{Polled, UplinkSocket};
+use crate::backend::uplink::{Polled, SharedSocket, UplinkSocket};
 use crate::backend::vxlan::TunnelSocket;
 
 pub(super) const WAKER: Token = Token(usize::MAX);
@@ -82,8 +83,8 @@ pub(super) const WAKER: Token = Token(usize::MAX);
 /// tell us when it can (datagram peers).
 pub(super) const RETRY: Duration = Duration::from_millis(2);
 const AGING_INTERVAL: Duration = Duration::from_secs(1);
-/// Frames one host NIC's uplink socket may bring in per turn.
-const UPLINK_BUDGET: usize = 64;
+/// Frames one shared socket (a NIC's uplink socket, a VXLAN tunnel) may bring in per turn.
+const SHARED_BUDGET: usize = 64;
 
 /// A vnet's key in its thread's slab.
 pub(super) type VnetKey = usize;
@@ -308,8 +309,20 @@ impl Thread {
     /// The turn's work once readiness is known, at time `now`: receive, transmit,
     /// obey commands (if `woken`), age. `true` means shut down.
     fn turn(&mut self, now: Instant, woken: bool) -> bool {
-        self.receive_uplinks();
-        self.receive_tunnels(now);
+        receive_shared(
+            now,
+            &mut self.uplink_rx,
+            &mut self.uplinks,
+            &mut self.vnets,
+            &mut self.rx_list,
+        );
+        receive_shared(
+            now,
+            &mut self.tunnel_rx,
+            &mut self.tunnels,
+            &mut self.vnets,
+            &mut self.rx_list,
+        );
         self.receive_all(now);
         self.transmit_all();
         if woken && self.obey_commands(now) {
@@ -377,42 +390,6 @@ impl Thread {
         }
         list.clear();
         self.rx_work = list;
-    }
-
-    /// Reads host NICs' uplink sockets and delivers each frame to the uplink port of
-    /// the vnet that claims its VLAN (at most [`UPLINK_BUDGET`] frames per NIC and
-    /// turn), listing the port for receive.
-    fn receive_uplinks(&mut self) {
-        for u in std::mem::take(&mut self.uplink_rx) {
-            let mut more = true;
-            for _ in 0..UPLINK_BUDGET {
-                let Some(up) = self.uplinks.get_mut(u) else {
-                    more = false;
-                    break;
-                };
-                match up.poll() {
-                    Polled::WouldBlock => {
-                        more = false;
-                        break;
-                    }
-                    Polled::Skipped => continue,
-                    Polled::Frame(inc) => {
-                        // The port's recv hands the frame to the switch, in
-                        // receive_all later this turn.
-                        let (key, port) = (inc.net, inc.port);
-                        let Some(vnet) = self.vnets.get_mut(key) else {
-                            continue;
-                        };
-                        if vnet.deliver_uplink(port, inc) {
-                            self.schedule_rx(key, port);
-                        }
-                    }
-                }
-            }
-            if more && !self.uplink_rx.contains(&u) {
-                self.uplink_rx.push(u);
-            }
-        }
     }
 
     fn transmit_all(&mut self) {
@@ -486,5 +463,46 @@ impl Thread {
 
     fn directory(&self) -> MutexGuard<'_, Directory> {
         directory::lock(&self.directory)
+    }
+}
+
+/// Reads the shared sockets on `listed` (NICs of uplinks, VXLAN tunnels), at most
+/// [`SHARED_BUDGET`] frames each, and delivers each frame to its vnet's port, which is listed
+/// for receive (its recv hands the frame to the switch in `receive_all` later this
+/// turn). A socket with more to read stays listed, behind the others.
+fn receive_shared<S: SharedSocket>(
+    now: Instant,
+    listed: &mut Vec<usize>,
+    sockets: &mut Slab<S>,
+    vnets: &mut Slab<Vnet>,
+    rx_list: &mut Vec<(VnetKey, Option<PortId>)>,
+) {
+    for n in std::mem::take(listed) {
+        let mut more = true;
+        for _ in 0..SHARED_BUDGET {
+            let Some(sock) = sockets.get_mut(n) else {
+                more = false;
+                break;
+            };
+            match sock.next_frame(now) {
+                Polled::WouldBlock => {
+                    more = false;
+                    break;
+                }
+                Polled::Skipped => continue,
+                Polled::Frame(inc) => {
+                    let (key, port) = (inc.net, inc.port);
+                    let Some(vnet) = vnets.get_mut(key) else {
+                        continue;
+                    };
+                    if vnet.deliver_uplink(port, inc) && vnet.list_rx(port) {
+                        rx_list.push((key, Some(port)));
+                    }
+                }
+            }
+        }
+        if more && !listed.contains(&n) {
+            listed.push(n);
+        }
     }
 }

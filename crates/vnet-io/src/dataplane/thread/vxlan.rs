@@ -13,12 +13,8 @@ use tracing::info;
 use vnet_model::{FdbEntry, FdbSpec, MacAddr, PortInfo, SpecError, UplinkSpec, VxlanSpec};
 
 use super::{Target, Thread, VnetKey};
-use crate::backend::uplink::Polled;
 use crate::backend::vxlan::{Member, Tunnel, TunnelSocket, VxlanError, VxlanPort};
 use crate::dataplane::error::ControlError;
-
-/// Datagrams one tunnel socket may bring in per turn.
-const TUNNEL_BUDGET: usize = 64;
 
 impl Thread {
     /// Makes vnet `key` a VXLAN segment (replacing its uplink, if it had one): checks
@@ -180,40 +176,6 @@ impl Thread {
             }
             self.tunnel_rx.retain(|x| *x != t);
             info!(local = %s.sockets.local, "VXLAN socket closed");
-        }
-    }
-
-    /// Reads the tunnel sockets on the list and delivers each frame to the VXLAN port
-    /// of the vnet whose VNI it carries (at most [`TUNNEL_BUDGET`] datagrams per socket
-    /// and turn), listing the port for receive.
-    pub(super) fn receive_tunnels(&mut self, now: Instant) {
-        for t in std::mem::take(&mut self.tunnel_rx) {
-            let mut more = true;
-            for _ in 0..TUNNEL_BUDGET {
-                let Some(sock) = self.tunnels.get_mut(t) else {
-                    more = false;
-                    break;
-                };
-                match sock.poll(now) {
-                    Polled::WouldBlock => {
-                        more = false;
-                        break;
-                    }
-                    Polled::Skipped => continue,
-                    Polled::Frame(inc) => {
-                        let (key, port) = (inc.net, inc.port);
-                        let Some(vnet) = self.vnets.get_mut(key) else {
-                            continue;
-                        };
-                        if vnet.deliver_uplink(port, inc) {
-                            self.schedule_rx(key, port);
-                        }
-                    }
-                }
-            }
-            if more && !self.tunnel_rx.contains(&t) {
-                self.tunnel_rx.push(t);
-            }
         }
     }
 
