@@ -63,7 +63,7 @@ pub mod mirror;
 pub mod policy;
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4};
 use std::path::PathBuf;
 
 pub use ipnet::{Ipv4Net, Ipv6Net};
@@ -609,9 +609,11 @@ pub struct NatSpec {
     /// Answer DNS on the gateway address by forwarding to upstream resolvers.
     #[serde(default = "default_true")]
     pub dns: bool,
-    /// Upstream resolvers as `ip:port` [default: the host's `/etc/resolv.conf`].
+    /// Upstream resolvers as `ip:port` or `[ipv6]:port` (link-local with a numeric
+    /// scope: `[fe80::1%2]:53`), tried in order [default: the host's
+    /// `/etc/resolv.conf`].
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub dns_upstreams: Vec<SocketAddrV4>,
+    pub dns_upstreams: Vec<SocketAddr>,
     /// Seconds a UDP flow lives without traffic.
     #[serde(default = "default_udp_timeout_secs")]
     pub udp_timeout_secs: u64,
@@ -817,7 +819,7 @@ pub struct NatInfo {
     pub gateway: Ipv4Addr,
     /// The resolvers its DNS forwards to (the configured ones, else the host's);
     /// empty: DNS is off.
-    pub dns_upstreams: Vec<SocketAddrV4>,
+    pub dns_upstreams: Vec<SocketAddr>,
     /// Flows (host sockets) open now.
     pub flows: usize,
     pub counters: NatCounters,
@@ -844,6 +846,21 @@ pub struct NatCounters {
     pub dns_failures: u64,
     /// Answers too big for the vnet's MTU, sent truncated (TC) instead.
     pub dns_truncated: u64,
+    /// Queries to the gateway's IPv6 address (`::2`; counted in `dns_queries` too).
+    #[serde(default)]
+    pub dns_queries_ipv6: u64,
+    /// Datagrams to the gateway's port 53 that are no well-formed query, dropped.
+    #[serde(default)]
+    pub dns_malformed: u64,
+    /// Query attempts sent to IPv4 upstreams (a retry is an attempt of its own).
+    #[serde(default)]
+    pub dns_upstream_ipv4: u64,
+    /// Query attempts sent to IPv6 upstreams.
+    #[serde(default)]
+    pub dns_upstream_ipv6: u64,
+    /// Answers from IPv6 upstreams (counted in `dns_answers` too).
+    #[serde(default)]
+    pub dns_answers_ipv6: u64,
     pub flows_opened: u64,
     pub flows_closed: u64,
     /// Guests told "unreachable" (ICMP, or RST for TCP).
@@ -876,7 +893,7 @@ pub struct NatCounters {
 impl NatCounters {
     /// Every counter with its name and meaning, in declaration order: one list for the
     /// CLI and `/metrics`, so neither forgets one.
-    pub fn fields(&self) -> [(&'static str, &'static str, u64); 20] {
+    pub fn fields(&self) -> [(&'static str, &'static str, u64); 25] {
         [
             (
                 "arp_replies",
@@ -922,6 +939,31 @@ impl NatCounters {
                 "dns_truncated",
                 "DNS answers too big for the MTU, sent truncated.",
                 self.dns_truncated,
+            ),
+            (
+                "dns_queries_ipv6",
+                "DNS queries to the gateway's IPv6 address.",
+                self.dns_queries_ipv6,
+            ),
+            (
+                "dns_malformed",
+                "Datagrams to the gateway's DNS port that are no well-formed query, dropped.",
+                self.dns_malformed,
+            ),
+            (
+                "dns_upstream_ipv4",
+                "DNS query attempts sent to IPv4 upstreams.",
+                self.dns_upstream_ipv4,
+            ),
+            (
+                "dns_upstream_ipv6",
+                "DNS query attempts sent to IPv6 upstreams.",
+                self.dns_upstream_ipv6,
+            ),
+            (
+                "dns_answers_ipv6",
+                "Upstream DNS answers from IPv6 upstreams.",
+                self.dns_answers_ipv6,
             ),
             (
                 "flows_opened",
@@ -1417,6 +1459,11 @@ impl NetworkSpec {
         if nat.udp_timeout_secs == 0 {
             return Err(SpecError::UdpTimeout);
         }
+        // A link-local address means nothing without the link it is on.
+        let unscoped = |u: &&SocketAddr| matches!(u, SocketAddr::V6(a) if a.ip().is_unicast_link_local() && a.scope_id() == 0);
+        if let Some(&upstream) = nat.dns_upstreams.iter().find(unscoped) {
+            return Err(SpecError::DnsUpstreamScope(upstream));
+        }
         let mut hosts = std::collections::HashSet::new();
         for f in &nat.forward {
             if !is_host_address(subnet, *f.guest.ip()) || *f.guest.ip() == gateway {
@@ -1491,6 +1538,8 @@ pub enum SpecError {
     },
     #[error("NAT udp_timeout_secs must be at least 1")]
     UdpTimeout,
+    #[error("DNS upstream {0}: a link-local address needs its interface's index as scope, e.g. [fe80::1%2]:53")]
+    DnsUpstreamScope(SocketAddr),
     #[error("forward {host} -> {guest}: the guest address must be a host address of {subnet} other than the gateway")]
     ForwardGuest {
         host: SocketAddrV4,

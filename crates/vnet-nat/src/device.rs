@@ -2,7 +2,7 @@
 //! socket datagrams.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
 use vnet_core::wire::ethernet::{EtherType, Frame, MacAddr};
@@ -31,8 +31,12 @@ pub struct NatConfig {
     /// Whether echo requests can leave (the shell found a way to send them); otherwise
     /// guests are told "unreachable".
     pub icmp: bool,
-    /// Where queries to the gateway's port 53 go; empty: no DNS (port unreachable).
-    pub dns_upstreams: Vec<SocketAddrV4>,
+    /// The device's IPv6 address (`::2` of the vnet's /64), if the vnet has IPv6: the
+    /// guests' DNS server there (the `dns6` module answers its port 53).
+    pub gateway6: Option<Ipv6Addr>,
+    /// Where queries to the gateway's port 53 go, IPv4 or IPv6, in order; empty: no
+    /// DNS (port unreachable).
+    pub dns_upstreams: Vec<SocketAddr>,
     /// How long one upstream has to answer before the next is tried.
     pub dns_timeout: Duration,
     /// A UDP flow's host socket is closed after this long without traffic.
@@ -59,6 +63,7 @@ impl NatConfig {
             prefix_len,
             mtu: 1500,
             icmp: true,
+            gateway6: None,
             dns_upstreams: Vec::new(),
             dns_timeout: Duration::from_secs(2),
             udp_timeout: Duration::from_secs(30),
@@ -141,7 +146,7 @@ pub enum Output {
     Open {
         flow: FlowId,
         proto: Proto,
-        to: SocketAddrV4,
+        to: SocketAddr,
     },
     /// Send `data` on the flow's socket (a UDP payload, or an ICMP echo request whose
     /// identifier the kernel may replace).
@@ -198,6 +203,7 @@ pub(crate) struct Flow {
     forwarded: bool,
 }
 
+mod dns6;
 mod tcp;
 #[cfg(test)]
 pub(crate) use tcp::WINDOW_SCALE as TCP_WINDOW_SCALE;
@@ -374,6 +380,14 @@ impl NatDevice {
             EtherType::IPV4 if eth.dst() == self.config.mac => {
                 self.receive_ipv4(now, eth.src(), eth.payload(), checksum_offloaded, out)
             }
+            EtherType::IPV6 if eth.dst() == self.config.mac => {
+                let (src, payload) = (eth.src(), eth.payload());
+                let dns = self.receive_dns6(now, src, payload, checksum_offloaded, out);
+                dns.unwrap_or_else(|| {
+                    self.counters.ignored += 1;
+                    true
+                })
+            }
             _ => {
                 self.counters.ignored += 1;
                 true
@@ -539,18 +553,7 @@ impl NatDevice {
         // loopback is the gateway to the guest, even without `host_loopback`.
         if dst == self.config.gateway && !self.by_key.contains_key(&key) {
             if udp.dst_port() == 53 && !self.dns.upstreams().is_empty() {
-                self.counters.dns_queries += 1;
-                let local = self.local_names.answer(udp.payload());
-                if let Some(answer) = local {
-                    self.counters.dns_local += 1;
-                    self.dns_answer(guest_mac, guest, &answer, out);
-                    return true;
-                }
-                let flows = &mut self.next_flow;
-                match self.dns.query(now, flows, guest_mac, guest, udp.payload()) {
-                    Some(action) => self.carry_out_dns(action, out),
-                    None => self.counters.ignored += 1,
-                }
+                self.dns_query(now, guest_mac, guest.into(), udp.payload(), out);
                 return true;
             }
             if !self.config.host_loopback {
@@ -575,7 +578,7 @@ impl NatDevice {
         payload: &[u8],
         out: &mut Vec<Output>,
     ) {
-        let Some(flow) = self.flow_for(now, key, guest_mac, to, out) else {
+        let Some(flow) = self.flow_for(now, key, guest_mac, to.into(), out) else {
             self.unreachable_for(guest_mac, key, Unreachable::ADMIN_PROHIBITED, out);
             return;
         };
@@ -593,7 +596,7 @@ impl NatDevice {
         now: Instant,
         key: FlowKey,
         guest_mac: MacAddr,
-        to: SocketAddrV4,
+        to: SocketAddr,
         out: &mut Vec<Output>,
     ) -> Option<FlowId> {
         if let Some(&id) = self.by_key.get(&key) {
@@ -788,11 +791,45 @@ impl NatDevice {
         self.unreachable_for(f.guest_mac, f.key, Unreachable::HOST, out);
     }
 
+    /// A guest's datagram to the gateway's port 53, over IPv4 or IPv6 (the `dns6`
+    /// module): answered from the local names, else relayed; dropped (and counted)
+    /// if it is no query.
+    pub(crate) fn dns_query(
+        &mut self,
+        now: Instant,
+        guest_mac: MacAddr,
+        guest: SocketAddr,
+        message: &[u8],
+        out: &mut Vec<Output>,
+    ) {
+        if !crate::dns::is_query(message) {
+            self.counters.dns_malformed += 1;
+            return;
+        }
+        self.counters.dns_queries += 1;
+        self.counters.dns_queries_ipv6 += u64::from(guest.is_ipv6());
+        if let Some(answer) = self.local_names.answer(message) {
+            self.counters.dns_local += 1;
+            let answer = DnsAction::Answer {
+                guest_mac,
+                guest,
+                answer,
+            };
+            return self.carry_out_dns(answer, out);
+        }
+        let flows = &mut self.next_flow;
+        match self.dns.query(now, flows, guest_mac, guest, message) {
+            Some(action) => self.carry_out_dns(action, out),
+            None => self.counters.ignored += 1,
+        }
+    }
+
     /// A datagram on DNS query `flow`'s socket.
     fn dns_data(&mut self, flow: FlowId, data: &[u8], out: &mut Vec<Output>) {
         let mut actions = std::mem::take(&mut self.scratch);
-        if self.dns.answer(flow, data, &mut actions) {
+        if let Some(upstream) = self.dns.answer(flow, data, &mut actions) {
             self.counters.dns_answers += 1;
+            self.counters.dns_answers_ipv6 += u64::from(upstream.is_ipv6());
         }
         for a in actions.drain(..) {
             self.carry_out_dns(a, out);
@@ -805,6 +842,10 @@ impl NatDevice {
     fn carry_out_dns(&mut self, action: DnsAction, out: &mut Vec<Output>) {
         match action {
             DnsAction::Query { flow, to, query } => {
+                match to {
+                    SocketAddr::V4(_) => self.counters.dns_upstream_ipv4 += 1,
+                    SocketAddr::V6(_) => self.counters.dns_upstream_ipv6 += 1,
+                }
                 let proto = Proto::Udp;
                 out.push(Output::Open { flow, proto, to });
                 out.push(Output::Send { flow, data: query });
@@ -812,9 +853,14 @@ impl NatDevice {
             DnsAction::Close { flow } => out.push(Output::Close { flow }),
             DnsAction::Answer {
                 guest_mac,
-                guest,
+                guest: SocketAddr::V4(guest),
                 answer,
             } => self.dns_answer(guest_mac, guest, &answer, out),
+            DnsAction::Answer {
+                guest_mac,
+                guest: SocketAddr::V6(guest),
+                answer,
+            } => self.dns6_answer(guest_mac, guest, &answer, out),
         }
     }
 
@@ -826,23 +872,28 @@ impl NatDevice {
         out: &mut Vec<Output>,
     ) {
         let route = self.route(mac, self.config.gateway, *guest.ip());
-        let fits = ipv4::HEADER_LEN + udp::HEADER_LEN + answer.len() <= self.config.mtu;
-        let truncated;
-        let answer = if fits {
-            answer
-        } else {
-            // Too big for the vnet: the guest is told to ask again over TCP, which the
-            // device relays to the same upstream.
-            self.counters.dns_truncated += 1;
-            truncated = crate::dns::truncate(answer);
-            &truncated
-        };
-        let seg = frames::udp_datagram(&route, 53, guest.port(), answer);
+        let answer = self.dns_fit(ipv4::HEADER_LEN, answer);
+        let seg = frames::udp_datagram(&route, 53, guest.port(), &answer);
         self.push_ip(&route, IpProtocol::UDP, &seg, out);
     }
 
+    /// `answer`, or its truncation if it does not fit the vnet's MTU under an IP
+    /// header of `ip_header` bytes: the guest is told to ask again over TCP, which
+    /// the device relays to the same upstream.
+    pub(crate) fn dns_fit<'a>(
+        &mut self,
+        ip_header: usize,
+        answer: &'a [u8],
+    ) -> std::borrow::Cow<'a, [u8]> {
+        if ip_header + udp::HEADER_LEN + answer.len() <= self.config.mtu {
+            return answer.into();
+        }
+        self.counters.dns_truncated += 1;
+        crate::dns::truncate(answer).into()
+    }
+
     /// Where TCP to the gateway's port 53 goes: the first upstream, if DNS is on.
-    pub(crate) fn dns_tcp_upstream(&self) -> Option<SocketAddrV4> {
+    pub(crate) fn dns_tcp_upstream(&self) -> Option<SocketAddr> {
         self.dns.upstreams().first().copied()
     }
 

@@ -10,9 +10,15 @@
 //! must then guess both the 16-bit ID and the port while the query is out. The socket
 //! is closed ([`DnsAction::Close`]) as soon as the attempt is answered, times out or
 //! fails; at most [`MAX_PENDING`] are open at once.
+//!
+//! The forwarder knows no address family: guests ask over IPv4 or IPv6 (the gateway's
+//! `.2` or `::2`), upstreams are IPv4 or IPv6 sockets (from `resolv.conf` or the
+//! config), in any mix. Upstreams are tried in the order given; one the host cannot
+//! reach (no IPv6 route, say) fails at once ([`DnsForwarder::failed`]) and the query
+//! moves on to the next without waiting out its timeout.
 
 use std::collections::HashMap;
-use std::net::SocketAddrV4;
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use vnet_core::wire::ethernet::MacAddr;
@@ -30,7 +36,7 @@ const HEADER_LEN: usize = 12;
 #[derive(Debug)]
 struct Pending {
     guest_mac: MacAddr,
-    guest: SocketAddrV4,
+    guest: SocketAddr,
     guest_id: u16,
     /// The query as sent upstream (under this attempt's ID), for retries.
     query: Vec<u8>,
@@ -52,22 +58,23 @@ pub enum DnsAction {
     /// send `query` on it; what arrives on it goes to [`DnsForwarder::answer`].
     Query {
         flow: FlowId,
-        to: SocketAddrV4,
+        to: SocketAddr,
         query: Vec<u8>,
     },
     /// The attempt on `flow` is over: close its socket.
     Close { flow: FlowId },
-    /// Send `answer` to the guest at `guest` (`guest_mac`) from the gateway's port 53.
+    /// Send `answer` to the guest at `guest` (`guest_mac`) from the gateway's port 53
+    /// (of `guest`'s family).
     Answer {
         guest_mac: MacAddr,
-        guest: SocketAddrV4,
+        guest: SocketAddr,
         answer: Vec<u8>,
     },
 }
 
 #[derive(Debug)]
 pub struct DnsForwarder {
-    upstreams: Vec<SocketAddrV4>,
+    upstreams: Vec<SocketAddr>,
     timeout: Duration,
     /// By the socket of the query's current attempt.
     pending: HashMap<FlowId, Pending>,
@@ -76,7 +83,7 @@ pub struct DnsForwarder {
 
 impl DnsForwarder {
     /// IDs come from `secrets`' ID key.
-    pub fn new(upstreams: Vec<SocketAddrV4>, timeout: Duration, secrets: &NatSecrets) -> Self {
+    pub fn new(upstreams: Vec<SocketAddr>, timeout: Duration, secrets: &NatSecrets) -> Self {
         DnsForwarder {
             upstreams,
             timeout,
@@ -85,7 +92,7 @@ impl DnsForwarder {
         }
     }
 
-    pub fn upstreams(&self) -> &[SocketAddrV4] {
+    pub fn upstreams(&self) -> &[SocketAddr] {
         &self.upstreams
     }
 
@@ -99,16 +106,17 @@ impl DnsForwarder {
     }
 
     /// A query from a guest, to be sent on a socket named by a new id from `flows`.
-    /// `None` when it is not a query, nothing is configured or too many are in flight.
+    /// `None` when it is not a query ([`is_query`]), nothing is configured or too many
+    /// are in flight.
     pub(crate) fn query(
         &mut self,
         now: Instant,
         flows: &mut FlowIds,
         guest_mac: MacAddr,
-        guest: SocketAddrV4,
+        guest: SocketAddr,
         message: &[u8],
     ) -> Option<DnsAction> {
-        if message.len() < HEADER_LEN || message[2] & 0x80 != 0 || self.upstreams.is_empty() {
+        if !is_query(message) || self.upstreams.is_empty() {
             return None;
         }
         if self.pending.len() >= MAX_PENDING {
@@ -135,13 +143,16 @@ impl DnsForwarder {
 
     /// A datagram on `flow`'s socket (which only its upstream can reach): if it answers
     /// the query under its ID, the socket is closed and the answer goes to the guest.
-    /// Returns whether it did.
-    pub fn answer(&mut self, flow: FlowId, message: &[u8], out: &mut Vec<DnsAction>) -> bool {
-        let Some(p) = self.pending.get(&flow) else {
-            return false;
-        };
+    /// Returns the upstream that answered, if it did.
+    pub fn answer(
+        &mut self,
+        flow: FlowId,
+        message: &[u8],
+        out: &mut Vec<DnsAction>,
+    ) -> Option<SocketAddr> {
+        let p = self.pending.get(&flow)?;
         if message.len() < HEADER_LEN || message[2] & 0x80 == 0 || message[..2] != p.id() {
-            return false;
+            return None;
         }
         let p = self.pending.remove(&flow).expect("present");
         let mut answer = message.to_vec();
@@ -152,7 +163,7 @@ impl DnsForwarder {
             guest: p.guest,
             answer,
         });
-        true
+        Some(self.upstreams[p.upstream])
     }
 
     /// `flow`'s socket could not be opened or reported an error: the query moves on at
@@ -217,6 +228,12 @@ impl DnsForwarder {
     }
 }
 
+/// Whether `message` can be a DNS query: a whole header, QR clear. Anything else to
+/// the gateway's port 53 is dropped.
+pub fn is_query(message: &[u8]) -> bool {
+    message.len() >= HEADER_LEN && message[2] & 0x80 == 0
+}
+
 /// `answer` cut to its header and question with TC set: "ask again over TCP".
 pub fn truncate(answer: &[u8]) -> Vec<u8> {
     let Some(header) = answer.get(..HEADER_LEN) else {
@@ -248,12 +265,16 @@ mod tests {
 
     const GUEST_MAC: MacAddr = MacAddr([0x52, 0x54, 0, 0, 0, 1]);
 
-    fn guest() -> SocketAddrV4 {
+    fn guest() -> SocketAddr {
         "10.0.0.5:40000".parse().unwrap()
     }
 
-    fn up(n: u8) -> SocketAddrV4 {
-        SocketAddrV4::new([127, 0, 0, n].into(), 53)
+    fn up(n: u8) -> SocketAddr {
+        SocketAddr::new([127, 0, 0, n].into(), 53)
+    }
+
+    fn up6(n: u16) -> SocketAddr {
+        SocketAddr::new([0xfd00, 0, 0, 0, 0, 0, 0, n].into(), 53)
     }
 
     fn query_bytes(id: u16) -> Vec<u8> {
@@ -263,7 +284,7 @@ mod tests {
         q
     }
 
-    fn forwarder(upstreams: Vec<SocketAddrV4>) -> (DnsForwarder, FlowIds) {
+    fn forwarder(upstreams: Vec<SocketAddr>) -> (DnsForwarder, FlowIds) {
         let secrets = NatSecrets::from_bytes([7; 32]);
         let f = DnsForwarder::new(upstreams, Duration::from_secs(2), &secrets);
         (f, FlowIds::default())
@@ -290,13 +311,13 @@ mod tests {
         let mut out = Vec::new();
         let mut wrong_id = answer.clone();
         wrong_id[1] ^= 1;
-        assert!(!f.answer(flow, &wrong_id, &mut out), "another ID");
+        assert!(f.answer(flow, &wrong_id, &mut out).is_none(), "another ID");
         assert!(
-            !f.answer(FlowId(flow.0 + 1), &answer, &mut out),
+            f.answer(FlowId(flow.0 + 1), &answer, &mut out).is_none(),
             "another socket"
         );
         assert!(out.is_empty());
-        assert!(f.answer(flow, &answer, &mut out));
+        assert!(f.answer(flow, &answer, &mut out).is_some());
         let [DnsAction::Close { flow: closed }, DnsAction::Answer {
             guest: g,
             answer: a,
@@ -309,7 +330,7 @@ mod tests {
             (*closed, *g, &a[..2], &a[2..]),
             (flow, guest(), &[0u8, 7][..], &answer[2..])
         );
-        assert!(!f.answer(flow, &answer, &mut out), "answered once");
+        assert!(f.answer(flow, &answer, &mut out).is_none(), "answered once");
         assert!(!f.owns(flow));
     }
 
@@ -361,7 +382,7 @@ mod tests {
         let retry = *retry;
         out.clear();
         assert!(
-            !f.answer(flow, &answer_to(&query), &mut out),
+            f.answer(flow, &answer_to(&query), &mut out).is_none(),
             "the old socket is gone"
         );
         assert_eq!(f.poll(f.poll_at().unwrap(), &mut flows, &mut out), 1);
@@ -416,5 +437,54 @@ mod tests {
         let t = Instant::now();
         assert_eq!(f.query(t, &mut flows, GUEST_MAC, guest(), &r), None);
         assert_eq!(f.query(t, &mut flows, GUEST_MAC, guest(), &[0; 5]), None);
+    }
+
+    #[test]
+    fn a_guest_asking_over_ipv6_is_answered_over_ipv6_from_an_ipv6_upstream() {
+        let t = Instant::now();
+        let guest6: SocketAddr = "[fd00::1:5]:40000".parse().unwrap();
+        let (mut f, mut flows) = forwarder(vec![up6(0x53), up(1)]);
+        let Some(DnsAction::Query { flow, to, query }) =
+            f.query(t, &mut flows, GUEST_MAC, guest6, &query_bytes(3))
+        else {
+            panic!("no query");
+        };
+        assert_eq!(to, up6(0x53), "the first upstream, whatever its family");
+        let mut out = Vec::new();
+        assert_eq!(
+            f.answer(flow, &answer_to(&query), &mut out),
+            Some(up6(0x53))
+        );
+        let [DnsAction::Close { .. }, DnsAction::Answer { guest, answer, .. }] = &out[..] else {
+            panic!("{out:?}");
+        };
+        assert_eq!((*guest, &answer[..2]), (guest6, &[0u8, 3][..]));
+    }
+
+    #[test]
+    fn an_unreachable_ipv6_upstream_hands_over_to_the_ipv4_one_at_once() {
+        let t = Instant::now();
+        let (mut f, mut flows) = forwarder(vec![up6(0x53), up(1)]);
+        let Some(DnsAction::Query { flow, to, .. }) =
+            f.query(t, &mut flows, GUEST_MAC, guest(), &query_bytes(4))
+        else {
+            panic!("no query");
+        };
+        assert_eq!(to, up6(0x53));
+        // The host has no IPv6 route: the socket cannot connect.
+        f.failed(flow);
+        let mut out = Vec::new();
+        f.poll(t, &mut flows, &mut out);
+        assert!(
+            matches!(&out[..], [DnsAction::Close { flow: c }, DnsAction::Query { to, .. }] if *c == flow && *to == up(1)),
+            "{out:?}"
+        );
+        // Each new query starts at the first upstream again (no sticky choice).
+        let Some(DnsAction::Query { to, .. }) =
+            f.query(t, &mut flows, GUEST_MAC, guest(), &query_bytes(5))
+        else {
+            panic!("no query");
+        };
+        assert_eq!(to, up6(0x53));
     }
 }

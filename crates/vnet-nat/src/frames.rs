@@ -6,12 +6,12 @@
 //! Every frame is padded to the Ethernet minimum; IPv4 headers carry no options, TTL
 //! [`TTL`] and DF clear, so any router on the way may fragment.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use vnet_core::wire::checksum;
 use vnet_core::wire::ethernet::{self, write_header, EtherType, MacAddr};
 use vnet_core::wire::offload::VirtioNetHdr;
-use vnet_core::wire::{arp, icmpv4, ipv4, tcp, udp, IpProtocol};
+use vnet_core::wire::{arp, icmpv4, ipv4, ipv6, tcp, udp, IpProtocol};
 
 /// Ethernet frames are padded to this length (without FCS).
 pub const MIN_FRAME_LEN: usize = 60;
@@ -142,7 +142,7 @@ fn ipv4_part(route: &Route, header: ipv4::Repr, payload: &[u8]) -> Vec<u8> {
 /// A UDP header and `data`, checksummed for the pseudo-header of `route`. Data longer
 /// than a datagram holds saturates the length field (and is then too big for
 /// [`ipv4_fragments`] anyway).
-pub fn udp_datagram(route: &Route, src_port: u16, dst_port: u16, data: &[u8]) -> Vec<u8> {
+pub fn udp_datagram(route: &impl Addressed, src_port: u16, dst_port: u16, data: &[u8]) -> Vec<u8> {
     let mut u = vec![0u8; udp::HEADER_LEN + data.len()];
     u[udp::HEADER_LEN..].copy_from_slice(data);
     let mut p = udp::Packet::new_unchecked(&mut u[..]);
@@ -239,6 +239,57 @@ pub fn unreachable(code: u8, packet: &ipv4::Packet<&[u8]>) -> Vec<u8> {
         next_hop_mtu: 0,
         invoking: &packet.clone().into_inner()[..quoted],
     })
+}
+
+/// A route of either family, as the transport pseudo-header sees it.
+pub trait Addressed {
+    /// Source and destination addresses.
+    fn addrs(&self) -> (IpAddr, IpAddr);
+}
+
+impl Addressed for Route {
+    fn addrs(&self) -> (IpAddr, IpAddr) {
+        Route::addrs(self)
+    }
+}
+
+/// Addresses of one IPv6 frame the device builds.
+#[derive(Debug, Clone, Copy)]
+pub struct Route6 {
+    pub src_mac: MacAddr,
+    pub dst_mac: MacAddr,
+    pub src: Ipv6Addr,
+    pub dst: Ipv6Addr,
+}
+
+impl Addressed for Route6 {
+    fn addrs(&self) -> (IpAddr, IpAddr) {
+        (IpAddr::V6(self.src), IpAddr::V6(self.dst))
+    }
+}
+
+/// A whole Ethernet frame carrying an IPv6 packet (no extension headers, hop limit
+/// [`TTL`]) with `payload`: a transport header with its checksum filled in, and data.
+/// `None` if `payload` is longer than an IPv6 payload length can say.
+pub fn ipv6_frame(route: &Route6, protocol: IpProtocol, payload: &[u8]) -> Option<Vec<u8>> {
+    let payload_len = u16::try_from(payload.len()).ok()?;
+    let at = ethernet::HEADER_LEN + ipv6::HEADER_LEN;
+    let mut frame = vec![0u8; (at + payload.len()).max(MIN_FRAME_LEN)];
+    write_header(&mut frame, route.dst_mac, route.src_mac, EtherType::IPV6);
+    let header = ipv6::Repr {
+        src_addr: route.src,
+        dst_addr: route.dst,
+        next_header: protocol,
+        payload_len: usize::from(payload_len),
+        hop_limit: TTL,
+        traffic_class: 0,
+        flow_label: 0,
+    };
+    header.emit(&mut ipv6::Packet::new_unchecked(
+        &mut frame[ethernet::HEADER_LEN..at],
+    ));
+    frame[at..at + payload.len()].copy_from_slice(payload);
+    Some(frame)
 }
 
 #[cfg(test)]
@@ -436,5 +487,32 @@ mod tests {
             ipv4_fragments(&r, IpProtocol::UDP, 9, &vec![0; 65_516], 1500),
             None
         );
+    }
+
+    #[test]
+    fn an_ipv6_udp_frame_carries_a_checksummed_datagram() {
+        let r = Route6 {
+            src_mac: B,
+            dst_mac: A,
+            src: "fd00::2".parse().unwrap(),
+            dst: "fd00::1:5".parse().unwrap(),
+        };
+        let f = ipv6_frame(&r, IpProtocol::UDP, &udp_datagram(&r, 53, 4000, b"hi")).unwrap();
+        let eth = ethernet::Frame::parse(&f).unwrap();
+        assert_eq!(
+            (eth.dst(), eth.src(), eth.ethertype()),
+            (A, B, EtherType::IPV6)
+        );
+        let ip = ipv6::Packet::new_checked(eth.payload()).unwrap();
+        let repr = ipv6::Repr::parse(&ip).unwrap();
+        assert_eq!((repr.src_addr, repr.dst_addr), (r.src, r.dst));
+        assert_eq!((repr.next_header, repr.hop_limit), (IpProtocol::UDP, TTL));
+        let u = udp::Packet::new_checked(ip.payload()).unwrap();
+        assert!(u.verify_checksum(&IpAddr::V6(r.src), &IpAddr::V6(r.dst)));
+        assert_eq!(
+            (u.src_port(), u.dst_port(), u.payload()),
+            (53, 4000, &b"hi"[..])
+        );
+        assert!(ipv6_frame(&r, IpProtocol::UDP, &vec![0; 70_000]).is_none());
     }
 }

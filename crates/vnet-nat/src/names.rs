@@ -8,7 +8,7 @@
 //! from the DHCP service's state whenever it changes and hands it to the device.
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// TTL of local answers, in seconds: short, because a name moves with its lease, and
 /// guests that cached it should learn of that within a minute.
@@ -16,6 +16,7 @@ pub const LOCAL_TTL: u32 = 60;
 
 const HEADER_LEN: usize = 12;
 const TYPE_A: u16 = 1;
+const TYPE_AAAA: u16 = 28;
 const TYPE_ANY: u16 = 255;
 const CLASS_IN: u16 = 1;
 /// Longest name on the wire (RFC 1035 §2.3.4).
@@ -26,8 +27,16 @@ const MAX_NAME: usize = 255;
 pub struct LocalNames {
     /// The vnet's DNS domain, lower case, without dots at either end.
     domain: Option<String>,
-    /// Host label (lower case) → address.
-    hosts: BTreeMap<String, Ipv4Addr>,
+    /// Host label (lower case) → its addresses.
+    hosts: BTreeMap<String, Addresses>,
+}
+
+/// What one name stands for: at most one address of each family (a DHCP lease and a
+/// DHCPv6 lease of the same host).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Addresses {
+    v4: Option<Ipv4Addr>,
+    v6: Option<Ipv6Addr>,
 }
 
 impl LocalNames {
@@ -42,10 +51,12 @@ impl LocalNames {
         }
     }
 
-    /// Names `host` `ip`. The first claim on a name wins (callers list reservations
-    /// first, then leases newest first). A name that is not one DNS label (after
-    /// stripping the vnet's own domain) cannot be asked for and is refused: `false`.
-    pub fn insert(&mut self, host: &str, ip: Ipv4Addr) -> bool {
+    /// Names `host` `ip` (DHCP leases give IPv4 addresses, DHCPv6 leases IPv6 ones).
+    /// The first claim on a name wins, per family (callers list reservations first,
+    /// then leases newest first): a name holds one IPv4 and one IPv6 address at most.
+    /// A name that is not one DNS label (after stripping the vnet's own domain) cannot
+    /// be asked for and is refused: `false`, as is a second claim of a family.
+    pub fn insert(&mut self, host: &str, ip: impl Into<IpAddr>) -> bool {
         let mut host = host.trim_end_matches('.').to_ascii_lowercase();
         if let Some(domain) = &self.domain {
             if let Some(bare) = host
@@ -59,10 +70,15 @@ impl LocalNames {
             && host
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-        if !label_ok || self.hosts.contains_key(&host) {
+        if !label_ok {
             return false;
         }
-        self.hosts.insert(host, ip);
+        let addresses = self.hosts.entry(host).or_default();
+        match ip.into() {
+            IpAddr::V4(ip) if addresses.v4.is_none() => addresses.v4 = Some(ip),
+            IpAddr::V6(ip) if addresses.v6.is_none() => addresses.v6 = Some(ip),
+            _ => return false,
+        }
         true
     }
 
@@ -74,8 +90,9 @@ impl LocalNames {
         self.hosts.is_empty()
     }
 
-    /// The address of a name given as its labels (any case): `host` or `host.<domain>`.
-    fn resolve(&self, labels: &[&[u8]]) -> Option<Ipv4Addr> {
+    /// The addresses of a name given as its labels (any case): `host` or
+    /// `host.<domain>`.
+    fn resolve(&self, labels: &[&[u8]]) -> Option<Addresses> {
         let (host, rest) = labels.split_first()?;
         let in_domain = |domain: &String| {
             rest.len() == domain.split('.').count()
@@ -92,9 +109,10 @@ impl LocalNames {
     }
 
     /// The answer to `query` (a DNS message from a guest) if it asks about a local
-    /// name: its A record for A (and ANY) questions, an empty NOERROR answer for other
-    /// types (the name exists, without such records). `None`: not ours, forward it.
-    /// Never panics, whatever the bytes.
+    /// name: its A record for A questions, its AAAA record for AAAA, both for ANY, and
+    /// an empty NOERROR answer where it has no such record (the name exists without
+    /// records of that type: NODATA, not NXDOMAIN, RFC 4074 §3). `None`: not ours,
+    /// forward it. Never panics, whatever the bytes.
     pub fn answer(&self, query: &[u8]) -> Option<Vec<u8>> {
         if self.hosts.is_empty() {
             return None;
@@ -129,23 +147,29 @@ impl LocalNames {
         if qclass != CLASS_IN {
             return None;
         }
-        let ip = self.resolve(&labels)?;
+        let addresses = self.resolve(&labels)?;
         let question = &query[HEADER_LEN..at + 4];
-        let with_record = matches!(qtype, TYPE_A | TYPE_ANY);
-        let mut answer = Vec::with_capacity(HEADER_LEN + question.len() + 16);
+        let v4 = addresses.v4.filter(|_| matches!(qtype, TYPE_A | TYPE_ANY));
+        let v6 = addresses
+            .v6
+            .filter(|_| matches!(qtype, TYPE_AAAA | TYPE_ANY));
+        let records = u8::from(v4.is_some()) + u8::from(v6.is_some());
+        let mut answer = Vec::with_capacity(HEADER_LEN + question.len() + 2 * 28);
         answer.extend_from_slice(&header[..2]);
         // QR, AA, RD as asked; RA: the device does recurse (through its upstreams).
         answer.push(0x80 | 0x04 | (header[2] & 0x01));
         answer.push(0x80);
-        answer.extend_from_slice(&[0, 1, 0, u8::from(with_record), 0, 0, 0, 0]);
+        answer.extend_from_slice(&[0, 1, 0, records, 0, 0, 0, 0]);
         answer.extend_from_slice(question);
-        if with_record {
+        let v4 = v4.map(|ip| (TYPE_A, ip.octets().to_vec()));
+        let v6 = v6.map(|ip| (TYPE_AAAA, ip.octets().to_vec()));
+        for (rtype, data) in v4.into_iter().chain(v6) {
             answer.extend_from_slice(&[0xc0, HEADER_LEN as u8]); // the question's name
-            answer.extend_from_slice(&TYPE_A.to_be_bytes());
+            answer.extend_from_slice(&rtype.to_be_bytes());
             answer.extend_from_slice(&CLASS_IN.to_be_bytes());
             answer.extend_from_slice(&LOCAL_TTL.to_be_bytes());
-            answer.extend_from_slice(&4u16.to_be_bytes());
-            answer.extend_from_slice(&ip.octets());
+            answer.extend_from_slice(&(data.len() as u16).to_be_bytes());
+            answer.extend_from_slice(&data);
         }
         Some(answer)
     }
@@ -180,8 +204,9 @@ mod tests {
         names
     }
 
-    /// The A record an answer carries, if it is a well-formed local answer to `q`.
-    fn address_in(answer: &[u8], q: &[u8]) -> Option<Ipv4Addr> {
+    /// The records an answer carries (A and AAAA), if it is a well-formed local
+    /// answer to `q`.
+    fn records_in(answer: &[u8], q: &[u8]) -> Vec<IpAddr> {
         let question_end = q.len() - if q[11] == 1 { 11 } else { 0 };
         assert_eq!(&answer[..2], &q[..2], "id kept");
         assert_eq!(answer[2] & 0x80, 0x80, "a response");
@@ -191,21 +216,34 @@ mod tests {
         assert_eq!(&answer[4..6], &[0, 1]);
         assert_eq!(&answer[8..12], &[0, 0, 0, 0]);
         assert_eq!(&answer[12..question_end], &q[12..question_end], "question");
-        match answer[7] {
-            0 => {
-                assert_eq!(answer.len(), question_end);
-                None
-            }
-            1 => {
-                let rr = &answer[question_end..];
-                assert_eq!(&rr[..4], &[0xc0, 12, 0, 1]);
-                assert_eq!(&rr[4..6], &[0, 1]);
-                assert_eq!(u32::from_be_bytes(rr[6..10].try_into().unwrap()), LOCAL_TTL);
-                assert_eq!(&rr[10..12], &[0, 4]);
-                assert_eq!(rr.len(), 16);
-                Some(Ipv4Addr::new(rr[12], rr[13], rr[14], rr[15]))
-            }
-            n => panic!("{n} answers"),
+        let mut rr = &answer[question_end..];
+        let mut found = Vec::new();
+        for _ in 0..answer[7] {
+            assert_eq!(&rr[..2], &[0xc0, 12], "the question's name");
+            assert_eq!(&rr[4..6], &[0, 1], "class IN");
+            assert_eq!(u32::from_be_bytes(rr[6..10].try_into().unwrap()), LOCAL_TTL);
+            let (rtype, len) = (
+                u16::from_be_bytes([rr[2], rr[3]]),
+                usize::from(u16::from_be_bytes([rr[10], rr[11]])),
+            );
+            let data = &rr[12..12 + len];
+            found.push(match (rtype, len) {
+                (TYPE_A, 4) => IpAddr::from(<[u8; 4]>::try_from(data).unwrap()),
+                (TYPE_AAAA, 16) => IpAddr::from(<[u8; 16]>::try_from(data).unwrap()),
+                other => panic!("record {other:?}"),
+            });
+            rr = &rr[12 + len..];
+        }
+        assert!(rr.is_empty(), "nothing after the records");
+        found
+    }
+
+    /// The one A record of an answer, if any.
+    fn address_in(answer: &[u8], q: &[u8]) -> Option<Ipv4Addr> {
+        match records_in(answer, q)[..] {
+            [] => None,
+            [IpAddr::V4(ip)] => Some(ip),
+            ref other => panic!("{other:?}"),
         }
     }
 
@@ -270,6 +308,32 @@ mod tests {
             LocalNames::new(None).answer(&query("web1", TYPE_A, false)),
             None
         );
+    }
+
+    #[test]
+    fn a_dual_stack_name_answers_a_and_aaaa_and_both_for_any() {
+        let mut names = lab();
+        let v6: Ipv6Addr = "fd00:1::5".parse().unwrap();
+        assert!(names.insert("web1", v6), "the IPv6 address of a v4 name");
+        assert!(!names.insert("WEB1", Ipv6Addr::LOCALHOST), "one per family");
+        assert!(names.insert("v6only", IpAddr::V6(v6)));
+        let v4 = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 5));
+        for (name, qtype, expected) in [
+            ("web1", TYPE_A, vec![v4]),
+            ("web1.lab.example", TYPE_AAAA, vec![IpAddr::V6(v6)]),
+            ("web1", TYPE_ANY, vec![v4, IpAddr::V6(v6)]),
+            ("v6only", TYPE_AAAA, vec![IpAddr::V6(v6)]),
+            // Names with one family answer NOERROR without records for the other
+            // (RFC 4074: never NXDOMAIN, which would hide the other family's).
+            ("v6only", TYPE_A, vec![]),
+            ("db", TYPE_AAAA, vec![]),
+        ] {
+            let q = query(name, qtype, true);
+            let a = names
+                .answer(&q)
+                .unwrap_or_else(|| panic!("{name} answered"));
+            assert_eq!(records_in(&a, &q), expected, "{name} type {qtype}");
+        }
     }
 
     #[test]

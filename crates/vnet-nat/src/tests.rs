@@ -159,7 +159,7 @@ fn an_outside_ping_opens_one_flow_and_the_reply_gets_the_guests_ident_back() {
             proto: Proto::Icmp,
             to,
         }, Output::Send { flow: f1, .. }, Output::Send { flow: f2, .. }]
-            if *to == SocketAddrV4::new(OUTSIDE, 0) && f1 == flow && f2 == flow =>
+            if *to == SocketAddrV4::new(OUTSIDE, 0).into() && f1 == flow && f2 == flow =>
         {
             *flow
         }
@@ -257,7 +257,7 @@ fn udp_flows_carry_both_ways_and_close_when_idle() {
     };
     assert_eq!(
         (*to, &data[..]),
-        (SocketAddrV4::new(OUTSIDE, 7777), &b"hi"[..])
+        (SocketAddrV4::new(OUTSIDE, 7777).into(), &b"hi"[..])
     );
     let flow = *flow;
     out.clear();
@@ -482,7 +482,7 @@ fn a_fragmented_udp_datagram_leaves_whole() {
     else {
         panic!("{out:?}");
     };
-    assert_eq!((*to, sent), (SocketAddrV4::new(OUTSIDE, 9), &data));
+    assert_eq!((*to, sent), (SocketAddrV4::new(OUTSIDE, 9).into(), &data));
     let c = nat.counters();
     assert_eq!(
         (c.fragments, c.reassembled, c.reassembly_failures),
@@ -738,7 +738,7 @@ mod tcp {
         else {
             panic!("{out:?}");
         };
-        assert_eq!(to, SocketAddrV4::new(OUTSIDE, 80));
+        assert_eq!(to, SocketAddrV4::new(OUTSIDE, 80).into());
         out.clear();
         nat.tcp_connected(t, flow, &mut out);
         let segs = segments(&out);
@@ -1454,7 +1454,7 @@ mod refused_destinations {
         out.clear();
         nat.receive(Instant::now(), &syn_frame(HOST, 22), &mut out);
         assert!(
-            matches!(out[0], Output::Open { to, .. } if to == SocketAddrV4::new(HOST, 22)),
+            matches!(out[0], Output::Open { to, .. } if to == SocketAddrV4::new(HOST, 22).into()),
             "{out:?}"
         );
         assert_eq!(nat.counters().refused_destinations, 0);
@@ -1480,7 +1480,7 @@ mod refused_destinations {
     #[test]
     fn dns_upstreams_and_forwarded_peers_are_not_refused() {
         let mut c = config();
-        c.dns_upstreams = vec![SocketAddrV4::new(METADATA, 53)];
+        c.dns_upstreams = vec![SocketAddrV4::new(METADATA, 53).into()];
         let mut nat = NatDevice::new(c, secrets());
         nat.set_host_addresses(&[HOST]);
         let t = Instant::now();
@@ -1489,7 +1489,7 @@ mod refused_destinations {
         nat.receive(t, &udp_frame(GW, 5000, 53, &query), &mut out);
         assert!(
             out.iter()
-                .any(|o| matches!(o, Output::Open { to, .. } if *to.ip() == METADATA)),
+                .any(|o| matches!(o, Output::Open { to, .. } if to.ip() == METADATA)),
             "a link-local upstream: {out:?}"
         );
         // A peer on the host's own address, through a UDP port forward: the guest's

@@ -23,6 +23,7 @@ fn nat_config() -> RouterConfig {
         dns: vec![GATEWAY],
         domains: vec!["vm.test".into()],
         interval: Duration::from_secs(600),
+        dns_relay: false,
     }
 }
 
@@ -380,6 +381,24 @@ fn pings_to_its_addresses_are_answered_and_datagrams_refused() {
         (r.counters().echo_answered, r.counters().port_unreachable),
         (1, 1)
     );
+    // With the NAT device's DNS relay on, port 53 of the gateway is the relay's, and
+    // only that port: other ports, and port 53 of the link-local address, stay here.
+    let mut r = Router::new(
+        RouterConfig {
+            dns_relay: true,
+            ..nat_config()
+        },
+        now,
+        5,
+    );
+    assert_eq!(r.receive(now, &frame, &mut out), Verdict::NotMine);
+    let mut other_port = frame.clone();
+    other_port[14 + 40 + 3] = 54;
+    assert_eq!(r.receive(now, &other_port, &mut out), Verdict::Done);
+    let mut link_local = frame.clone();
+    link_local[14 + 24..14 + 40].copy_from_slice(&r.link_local().octets());
+    assert_eq!(r.receive(now, &link_local, &mut out), Verdict::Done);
+    assert_eq!(r.counters().port_unreachable, 2);
 }
 
 #[test]

@@ -386,8 +386,8 @@ mod tests {
             lease(134, "gone", 900_000, Bound),
         ];
         let mut expected = LocalNames::new(Some("lab"));
-        expected.insert("db", "10.0.0.10".parse().unwrap());
-        expected.insert("web", "10.0.0.131".parse().unwrap());
+        expected.insert("db", "10.0.0.10".parse::<std::net::IpAddr>().unwrap());
+        expected.insert("web", "10.0.0.131".parse::<std::net::IpAddr>().unwrap());
         assert_eq!(local_names(&config, leases.iter(), now), expected);
     }
 }

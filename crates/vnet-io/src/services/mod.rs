@@ -5,3 +5,4 @@ pub mod dhcp;
 pub mod lease_writer;
 pub mod nat;
 pub mod ra;
+pub mod resolv;

@@ -35,7 +35,10 @@
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, ErrorKind, Write};
-use std::net::{Ipv4Addr, Shutdown, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
+use std::net::{
+    IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, SocketAddrV4, TcpListener, TcpStream,
+    UdpSocket,
+};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -43,7 +46,8 @@ use std::time::{Duration, Instant};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 use nix::sys::socket::{
-    connect, recv, socket, AddressFamily, MsgFlags, SockFlag, SockProtocol, SockType, SockaddrIn,
+    connect, recv, socket, AddressFamily, MsgFlags, SockFlag, SockProtocol, SockType,
+    SockaddrStorage,
 };
 use tracing::{debug, info, warn};
 use vnet_core::wire::offload::{Segmenter, VirtioNetHdr};
@@ -337,24 +341,15 @@ pub fn config_for(spec: &NetworkSpec) -> Option<NatConfig> {
     c.mtu = spec.mtu as usize;
     c.udp_timeout = Duration::from_secs(nat.udp_timeout_secs.max(1));
     c.host_loopback = nat.host_loopback;
+    c.gateway6 = spec.nat_gateway6();
     if nat.dns {
         c.dns_upstreams = if nat.dns_upstreams.is_empty() {
-            host_resolvers()
+            super::resolv::host_resolvers()
         } else {
             nat.dns_upstreams.clone()
         };
     }
     Some(c)
-}
-
-/// The IPv4 `nameserver`s of `/etc/resolv.conf`, on port 53.
-fn host_resolvers() -> Vec<SocketAddrV4> {
-    let text = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-    text.lines()
-        .filter_map(|l| l.trim().strip_prefix("nameserver"))
-        .filter_map(|a| a.trim().parse::<Ipv4Addr>().ok())
-        .map(|ip| SocketAddrV4::new(ip, 53))
-        .collect()
 }
 
 /// A datagram socket for echo requests of `mode`, non-blocking. A raw one takes
@@ -673,31 +668,42 @@ impl NatService {
         out.append(&mut self.frames);
     }
 
-    fn open(&mut self, flow: FlowId, proto: Proto, to: SocketAddrV4) -> io::Result<()> {
-        let s = match proto {
-            Proto::Udp => {
-                let s = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))?;
+    fn open(&mut self, flow: FlowId, proto: Proto, to: SocketAddr) -> io::Result<()> {
+        let s = match (proto, to) {
+            (Proto::Udp, _) => {
+                // Of `to`'s family (DNS upstreams may be IPv6), on a port the kernel picks.
+                let any = match to {
+                    SocketAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                    SocketAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+                };
+                let s = UdpSocket::bind((any, 0))?;
                 self.below_ceiling(s.as_raw_fd())?;
                 s.set_nonblocking(true)?;
-                s.connect(SocketAddr::V4(to))?;
+                s.connect(to)?;
                 FlowSocket::Dgram(s)
             }
-            Proto::Icmp => {
+            (Proto::Icmp, SocketAddr::V4(to)) => {
                 let s = icmp_socket(self.icmp)?;
                 self.below_ceiling(s.as_raw_fd())?;
                 s.connect(SocketAddr::V4(to))?;
                 FlowSocket::Dgram(s)
             }
-            Proto::Tcp => {
+            (Proto::Tcp, _) => {
+                // IPv6 for DNS over TCP to an IPv6 upstream.
                 let flags = SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC;
-                let fd = socket(AddressFamily::Inet, SockType::Stream, flags, None)?;
+                let family = match to {
+                    SocketAddr::V4(_) => AddressFamily::Inet,
+                    SocketAddr::V6(_) => AddressFamily::Inet6,
+                };
+                let fd = socket(family, SockType::Stream, flags, None)?;
                 self.below_ceiling(fd.as_raw_fd())?;
-                match connect(fd.as_raw_fd(), &SockaddrIn::from(to)) {
+                match connect(fd.as_raw_fd(), &SockaddrStorage::from(to)) {
                     Ok(()) | Err(nix::errno::Errno::EINPROGRESS) => {}
                     Err(e) => return Err(e.into()),
                 }
                 FlowSocket::Stream(TcpSock::new(TcpStream::from(fd), false, &self.budget))
             }
+            (Proto::Icmp, SocketAddr::V6(_)) => return Err(ErrorKind::Unsupported.into()),
         };
         let interest = match s {
             FlowSocket::Stream(..) => Interest::READABLE | Interest::WRITABLE,
@@ -1340,17 +1346,25 @@ mod tests {
 
     #[test]
     fn two_dns_queries_leave_from_two_source_ports_and_their_answers_come_back() {
-        let upstream = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        two_queries_through(Ipv4Addr::LOCALHOST.into());
+    }
+
+    #[test]
+    fn an_ipv6_upstream_gets_queries_from_ipv6_sockets_of_their_own() {
+        two_queries_through(Ipv6Addr::LOCALHOST.into());
+    }
+
+    /// Two guest queries to an upstream on `ip`: each from a socket (port) of its own,
+    /// under an ID of its own, and both answers come back.
+    fn two_queries_through(ip: IpAddr) {
+        let upstream = UdpSocket::bind((ip, 0)).unwrap();
         upstream
             .set_read_timeout(Some(Duration::from_secs(5)))
             .unwrap();
-        let std::net::SocketAddr::V4(upstream_addr) = upstream.local_addr().unwrap() else {
-            unreachable!("bound to IPv4");
-        };
         let spec = NetworkSpec::named("dnsports");
         let mac = device_mac(&spec.name);
         let mut config = NatConfig::new(mac, GATEWAY, Ipv4Addr::new(192, 168, 8, 0), 24);
-        config.dns_upstreams = vec![upstream_addr];
+        config.dns_upstreams = vec![upstream.local_addr().unwrap()];
         let limits = NatLimits {
             buffer_bytes: 1 << 20,
             fd_ceiling: usize::MAX,
@@ -1370,6 +1384,7 @@ mod tests {
         let mut sent = Vec::new();
         for _ in 0..2 {
             let (n, from) = upstream.recv_from(&mut buf).unwrap();
+            assert_eq!(from.ip(), ip, "from the upstream's family");
             sent.push((buf[..n].to_vec(), from));
         }
         assert_ne!(
@@ -1392,6 +1407,11 @@ mod tests {
         let mut answers: Vec<(u16, u16)> = out.iter().map(answer_of).collect();
         answers.sort();
         assert_eq!(answers, [(40000, 0x1111), (40001, 0x2222)]);
-        assert_eq!(nat.device().counters().dns_answers, 2);
+        let c = nat.device().counters();
+        assert_eq!(c.dns_answers, 2);
+        assert_eq!(
+            (c.dns_upstream_ipv4, c.dns_upstream_ipv6, c.dns_answers_ipv6),
+            if ip.is_ipv6() { (0, 2, 2) } else { (2, 0, 0) }
+        );
     }
 }

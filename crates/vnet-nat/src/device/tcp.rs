@@ -40,7 +40,7 @@
 //!
 //! [`NatConfig::tcp_timeout`]: crate::NatConfig::tcp_timeout
 
-use std::net::{IpAddr, SocketAddrV4};
+use std::net::{IpAddr, SocketAddr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
 use vnet_core::wire::ethernet::{MacAddr, HEADER_LEN};
@@ -340,12 +340,12 @@ impl NatDevice {
             self.tcp_reply(&route, key, 0, ack, F::RST | F::ACK, &[], None, out);
             return;
         }
-        let mut to = key.remote;
-        if *to.ip() == self.config.gateway {
+        let mut to = SocketAddr::V4(key.remote);
+        if *key.remote.ip() == self.config.gateway {
             match self.dns_tcp_upstream() {
                 // DNS over TCP (after a truncated answer) goes to the upstream.
                 Some(upstream) if to.port() == 53 => to = upstream,
-                _ if self.config.host_loopback => to.set_ip(std::net::Ipv4Addr::LOCALHOST),
+                _ if self.config.host_loopback => to.set_ip(std::net::Ipv4Addr::LOCALHOST.into()),
                 _ => {
                     let ack = seg.seq_number.wrapping_add(1);
                     self.tcp_reply(&route, key, 0, ack, F::RST | F::ACK, &[], None, out);
