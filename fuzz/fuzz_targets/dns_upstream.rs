@@ -6,7 +6,7 @@
 //! its question with TC set when it does not fit the MTU; one that gives up is a
 //! SERVFAIL; every frame fits the MTU; query sockets go only to upstreams.
 use std::collections::HashMap;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use libfuzzer_sys::arbitrary::{Result, Unstructured};
@@ -25,7 +25,7 @@ struct Relay {
     nat: NatDevice,
     now: Instant,
     mtu: usize,
-    upstreams: Vec<SocketAddrV4>,
+    upstreams: Vec<SocketAddr>,
     /// Query sockets open, with the query sent on each.
     queries: HashMap<FlowId, Vec<u8>>,
     /// Guest IDs of the queries asked, by the guest's port.
@@ -72,8 +72,12 @@ impl Relay {
 }
 
 fn run(u: &mut Unstructured) -> Result<()> {
-    let upstreams: Vec<SocketAddrV4> = (0..u.int_in_range(0..=3u8)?)
-        .map(|i| SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, i), 53))
+    // Both families: the guest side does not change with the upstream's.
+    let upstreams: Vec<SocketAddr> = (0..u.int_in_range(0..=3u8)?)
+        .map(|i| match i % 2 {
+            0 => SocketAddr::new(Ipv4Addr::new(192, 0, 2, i).into(), 53),
+            _ => SocketAddr::new(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, i.into()).into(), 53),
+        })
         .collect();
     let mut c = NatConfig::new(NAT_MAC, GW, Ipv4Addr::new(192, 168, 8, 0), 24);
     c.dns_upstreams = upstreams.clone();

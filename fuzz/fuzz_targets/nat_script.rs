@@ -71,7 +71,7 @@ impl Shell {
             match o {
                 Output::Frame(f) => self.frame(&f),
                 Output::Open { flow, to, .. } => {
-                    if to == UPSTREAM {
+                    if to == UPSTREAM.into() {
                         self.dns_flows.insert(flow, 0);
                     }
                     self.flows.push(flow);
@@ -358,7 +358,7 @@ fn step(s: &mut Shell, u: &mut Unstructured) -> Result<()> {
 
 fn run(u: &mut Unstructured) -> Result<()> {
     let mut c = NatConfig::new(NAT_MAC, GW, Ipv4Addr::new(192, 168, 8, 0), 24);
-    c.dns_upstreams = vec![UPSTREAM];
+    c.dns_upstreams = vec![UPSTREAM.into()];
     c.mtu = *u.choose(&[1500, 576, 9000])?;
     c.host_loopback = u.arbitrary()?;
     c.icmp = u.arbitrary()?;

@@ -552,10 +552,14 @@ fn what_the_types_serialize_matches_the_documented_schemas() {
         &NetworkInfo {
             nat: Some(vnet_control::NatInfo {
                 gateway: "192.168.108.2".parse().unwrap(),
-                dns_upstreams: vec!["127.0.0.53:53".parse().unwrap()],
+                dns_upstreams: vec![
+                    "127.0.0.53:53".parse().unwrap(),
+                    "[fd00::53]:53".parse().unwrap(),
+                ],
                 flows: 2,
                 counters: vnet_control::NatCounters {
                     dns_local: 1,
+                    dns_upstream_ipv6: 1,
                     ..Default::default()
                 },
             }),

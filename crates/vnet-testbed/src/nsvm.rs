@@ -100,6 +100,62 @@ impl NsVm {
         self.addr.split('/').next().unwrap_or("")
     }
 
+    /// Turns IPv6 back on (see [`NsVm::attach`]) as a host that autoconfigures: it
+    /// takes router advertisements and makes its address from their prefix (SLAAC),
+    /// at once (no duplicate address detection).
+    pub fn enable_slaac(&self) {
+        for key in [
+            "accept_ra=2",
+            "autoconf=1",
+            "accept_dad=0",
+            "disable_ipv6=0",
+        ] {
+            let kv = format!("net.ipv6.conf.{}.{key}", self.ifname);
+            self.ns.exec_ok(&["sysctl", "-q", "-w", &kv]);
+        }
+    }
+
+    /// The interface's global IPv6 addresses now (`ip -6 addr`).
+    pub fn global_ipv6(&self) -> Vec<std::net::Ipv6Addr> {
+        let out = self.ns.exec_ok(&[
+            "ip",
+            "-6",
+            "-o",
+            "addr",
+            "show",
+            "dev",
+            &self.ifname,
+            "scope",
+            "global",
+        ]);
+        out.lines()
+            .filter_map(|l| {
+                let mut words = l.split_whitespace();
+                words.find(|w| *w == "inet6")?;
+                words.next()?.split('/').next()?.parse().ok()
+            })
+            .collect()
+    }
+
+    /// A router advertisement as `rdisc6` (ndisc6) prints it after soliciting one on
+    /// the interface, each run of spaces made one; retried until one with a prefix
+    /// comes within `timeout`.
+    ///
+    /// # Panics
+    /// If none does.
+    pub fn rdisc6(&self, timeout: std::time::Duration) -> String {
+        let mut text = String::new();
+        let ok = crate::wait_for(timeout, || {
+            let out = self
+                .ns
+                .exec(&["rdisc6", "-1", "-r", "2", "-w", "1500", &self.ifname]);
+            text = String::from_utf8_lossy(&out.stdout).into_owned();
+            out.status.success() && text.contains("Prefix")
+        });
+        assert!(ok, "rdisc6 saw no RA on {}: {text}", self.ifname);
+        text.split_whitespace().collect::<Vec<_>>().join(" ")
+    }
+
     /// Pings `ip` `count` times (0.2 s apart, 2 s per-reply timeout) from
     /// inside the namespace; `true` when the last `ping` reports success
     /// (at least one reply). Use [`crate::wait_for`] around it when the path

@@ -247,7 +247,7 @@ pub struct NetworkConfig {
     #[serde(default)]
     pub host_adapter: Option<HostAdapterSpec>,
     /// `nat = {}` or `{ gateway = "192.168.108.2", dns = true, udp_timeout_secs = 30,
-    /// dns_upstreams = ["127.0.0.1:53"], host_loopback = false,
+    /// dns_upstreams = ["127.0.0.1:53", "[fd00::53]:53"], host_loopback = false,
     /// forward = [{ host = "127.0.0.1:8080", guest = "192.168.108.10:80" },
     /// { proto = "udp", host = "127.0.0.1:5353", guest = "192.168.108.10:53" }] }`.
     #[serde(default)]
@@ -740,6 +740,25 @@ mod tests {
             "{net}{sub}nat = {{ dns_upstreams = [\"1.2.3.4\"] }}\n"
         ));
         assert!(e.contains("line"), "{e}");
+        // IPv6 upstreams as `[addr]:port`; a link-local one needs its interface.
+        let e = error_of(&format!(
+            "{net}{sub}nat = {{ dns_upstreams = [\"[fe80::1]:53\"] }}\n"
+        ));
+        assert!(
+            e.contains("[fe80::1]:53") && e.contains("link-local"),
+            "{e}"
+        );
+        let both = format!(
+            "{net}{sub}nat = {{ dns_upstreams = [\"[fd00::53]:5353\", \"[fe80::1%2]:53\", \"10.9.9.9:53\"] }}\n"
+        );
+        let upstreams = Config::parse(&both, "ok.toml").unwrap().network[0]
+            .get_ref()
+            .spec()
+            .nat
+            .unwrap()
+            .dns_upstreams;
+        let shown: Vec<String> = upstreams.iter().map(ToString::to_string).collect();
+        assert_eq!(shown, ["[fd00::53]:5353", "[fe80::1%2]:53", "10.9.9.9:53"]);
         let fwd = |f: &str| format!("{net}{sub}nat = {{ forward = [{f}] }}\n");
         let udp = "{ proto = \"udp\", host = \"127.0.0.1:5300\", guest = \"10.8.0.9:53\" }";
         let e = error_of(&fwd(&format!("{udp}, {udp}")));

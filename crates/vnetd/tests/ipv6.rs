@@ -21,21 +21,6 @@ fn octet(salt: u32) -> u32 {
     (std::process::id().wrapping_mul(11) + salt * 41) % 200 + 20
 }
 
-/// Turns IPv6 back on in `vm` (the test bed turns it off) as a host that autoconfigures:
-/// it takes router advertisements and makes its address from their prefix (SLAAC).
-fn enable_slaac(vm: &NsVm) {
-    let ifname = vm.ifname();
-    for key in [
-        "accept_ra=2",
-        "autoconf=1",
-        "accept_dad=0",
-        "disable_ipv6=0",
-    ] {
-        let kv = format!("net.ipv6.conf.{ifname}.{key}");
-        vm.ns().exec_ok(&["sysctl", "-q", "-w", &kv]);
-    }
-}
-
 /// A static IPv6 address on `vm`, usable at once (no duplicate address detection).
 fn static_ipv6(ns: &Netns, ifname: &str, cidr: &str) {
     let kv = format!("net.ipv6.conf.{ifname}.disable_ipv6=0");
@@ -43,27 +28,11 @@ fn static_ipv6(ns: &Netns, ifname: &str, cidr: &str) {
     ns.exec_ok(&["ip", "-6", "addr", "add", cidr, "dev", ifname, "nodad"]);
 }
 
-/// The global addresses of `ifname` in `ns` (`ip -6 addr`).
-fn global_addresses(ns: &Netns, ifname: &str) -> Vec<Ipv6Addr> {
-    let out = ns.exec_ok(&[
-        "ip", "-6", "-o", "addr", "show", "dev", ifname, "scope", "global",
-    ]);
-    out.lines()
-        .filter_map(|l| {
-            let mut words = l.split_whitespace();
-            words.find(|w| *w == "inet6")?;
-            words.next()?.split('/').next()?.parse().ok()
-        })
-        .collect()
-}
-
 /// Waits for `vm` to autoconfigure an address in `subnet`.
 fn slaac_address(vm: &NsVm, subnet: Ipv6Net, d: &Daemon) -> Ipv6Addr {
     let mut found = None;
     let ok = wait_for(T, || {
-        found = global_addresses(vm.ns(), vm.ifname())
-            .into_iter()
-            .find(|a| subnet.contains(a));
+        found = vm.global_ipv6().into_iter().find(|a| subnet.contains(a));
         found.is_some()
     });
     assert!(
@@ -82,19 +51,6 @@ fn ping6(ns: &Netns, target: &str) -> bool {
             .status
             .success()
     })
-}
-
-/// An RA as `rdisc6` prints it after soliciting one on `ifname`, each run of spaces
-/// made one.
-fn rdisc6(ns: &Netns, ifname: &str) -> String {
-    let mut text = String::new();
-    let ok = wait_for(T, || {
-        let out = ns.exec(&["rdisc6", "-1", "-r", "2", "-w", "1500", ifname]);
-        text = String::from_utf8_lossy(&out.stdout).into_owned();
-        out.status.success() && text.contains("Prefix")
-    });
-    assert!(ok, "rdisc6 saw no RA on {ifname}: {text}");
-    text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 fn ipv6_of(d: &Daemon, net: &str) -> Ipv6Info {
@@ -131,7 +87,7 @@ fn a_vm_on_a_nat_vnet_autoconfigures_gets_dns_and_pings_the_gateway() {
     assert_eq!(v6.router_lifetime_secs, 1800);
 
     let (_, vm) = tap_vm(&d, &net, "52:54:00:11:00:01", "");
-    enable_slaac(&vm);
+    vm.enable_slaac();
     let address = slaac_address(&vm, v6.subnet, &d);
     // The default route leads to the router's link-local address.
     let ok = wait_for(T, || {
@@ -140,7 +96,7 @@ fn a_vm_on_a_nat_vnet_autoconfigures_gets_dns_and_pings_the_gateway() {
     });
     assert!(ok, "{}", vm.ns().exec_ok(&["ip", "-6", "route"]));
     // The RA as a host reads it: prefix, DNS server and search list, router lifetime.
-    let ra = rdisc6(vm.ns(), vm.ifname());
+    let ra = vm.rdisc6(T);
     for line in [
         format!("Prefix : {}", v6.subnet),
         "Autonomous address conf.: Yes".into(),
@@ -204,9 +160,9 @@ fn a_host_only_vnet_announces_no_router_and_its_vms_reach_the_host_adapter() {
     );
 
     let (_, vm) = tap_vm(&d, &net, "52:54:00:12:00:01", "");
-    enable_slaac(&vm);
+    vm.enable_slaac();
     slaac_address(&vm, v6.subnet, &d);
-    let ra = rdisc6(vm.ns(), vm.ifname());
+    let ra = vm.rdisc6(T);
     assert!(ra.contains("Router lifetime : 0 "), "{ra}");
     assert!(!ra.contains("Recursive DNS server"), "{ra}");
     assert!(ping6(vm.ns(), &host6.to_string()), "{}", d.log());
@@ -214,7 +170,7 @@ fn a_host_only_vnet_announces_no_router_and_its_vms_reach_the_host_adapter() {
     assert!(routes.trim().is_empty(), "no default route: {routes}");
     // A live change of the DHCP domain is the RA's search list at once.
     d.cli_ok(&["dhcp", "set", &net, "--domain", "live.test"]);
-    let ra = rdisc6(vm.ns(), vm.ifname());
+    let ra = vm.rdisc6(T);
     assert!(ra.contains("DNS search list : live.test"), "{ra}");
     let host_routes = std::process::Command::new("ip")
         .args(["-6", "route", "show", "dev", &adapter.name])
