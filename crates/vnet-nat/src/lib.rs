@@ -20,8 +20,9 @@
 //! | ICMP echo to an outside address | flow `(guest, ident, dst)` → [`Output::Open`] a ping socket, [`Output::Send`] the echo | replies from the socket, identifier restored |
 //! | ICMP echo, but the host allows no ping socket | "unreachable" (communication prohibited) | |
 //! | UDP to an outside address | flow `(guest, sport, dst, dport)` → one connected UDP socket | datagrams from the socket, as UDP from `dst:dport` |
-//! | UDP to the gateway's port 53 | DNS: relayed to an upstream under a fresh random ID, from a socket (and so a random source port) of its own: [`Output::Open`] + [`Output::Send`] | the answer, ID restored, from the gateway |
-//! | UDP to the gateway's port 53, about a DHCP client's name (`host`, `host.<domain>`) | answers itself from the names the shell gave it ([`NatDevice::set_local_names`], the `names` module) | |
+//! | UDP to the gateway's port 53, or to its IPv6 address's ([`NatConfig::gateway6`]) | DNS: relayed to an upstream (IPv4 or IPv6) under a fresh random ID, from a socket (and so a random source port) of its own: [`Output::Open`] + [`Output::Send`] | the answer, ID restored, from the gateway (over the family asked) |
+//! | the same, about a DHCP client's name (`host`, `host.<domain>`) | answers itself from the names the shell gave it ([`NatDevice::set_local_names`], the `names` module): A, AAAA, or NOERROR without records for a family the name lacks | |
+//! | the same, but no DNS query (a runt, a response) | dropped, counted as `dns_malformed` | |
 //! | TCP to the gateway's port 53 | DNS over TCP: a TCP flow to the first upstream | (truncated UDP answers send guests here) |
 //! | UDP to another port of the gateway | the host's `127.0.0.1` if `host_loopback`, else port unreachable | |
 //! | TCP SYN to an outside address | flow → non-blocking `connect()`; passt-style mirroring, see the `tcp` module | SYN-ACK once connected; RST if refused |
