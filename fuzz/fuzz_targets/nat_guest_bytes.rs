@@ -1,8 +1,8 @@
 #![no_main]
 //! Bytes from guests that the NAT device takes apart itself: DNS questions about the
-//! vnet's DHCP names, and IPv4 fragments to put back together (the input split at 0xff
+//! vnet's DHCP names (one with addresses of both families), and IPv4 fragments to put back together (the input split at 0xff
 //! bytes into packets, so one run can build and break a datagram).
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::time::{Duration, Instant};
 
 use libfuzzer_sys::fuzz_target;
@@ -12,6 +12,7 @@ use vnet_nat::LocalNames;
 fuzz_target!(|data: &[u8]| {
     let mut names = LocalNames::new(Some("vnet.test"));
     names.insert("alpha", Ipv4Addr::new(10, 0, 0, 5));
+    names.insert("alpha", Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 5));
     let _ = names.answer(data);
     let mut fragments = Reassembler::default();
     let mut now = Instant::now();
