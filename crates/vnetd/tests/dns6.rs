@@ -215,6 +215,11 @@ fn a_vm_resolves_through_the_ipv6_gateway_from_an_ipv6_upstream() {
         shown.contains(&format!("dns via [::1]:{}", upstream.port)),
         "{shown}"
     );
+    let exported = d.cli_ok(&["config", "export"]);
+    assert!(
+        exported.contains(&format!("dns_upstreams = [\"[::1]:{}\"]", upstream.port)),
+        "{exported}"
+    );
     let metrics = client(&d).metrics().unwrap();
     let sample = format!("vnet_nat_dns_upstream_ipv6_total{{net=\"{net}\"}} ");
     assert!(metrics.lines().any(|l| l.starts_with(&sample)), "{metrics}");
