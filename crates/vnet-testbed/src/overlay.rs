@@ -42,7 +42,11 @@ impl Underlay {
             .exec_ok(&["ip", "link", "set", leg.b(), "master", "br0"]);
         let addr = format!("10.77.0.{n}");
         ns.exec_ok(&["ip", "addr", "add", &format!("{addr}/24"), "dev", leg.a()]);
-        Host { ns, _leg: leg, addr }
+        Host {
+            ns,
+            _leg: leg,
+            addr,
+        }
     }
 }
 

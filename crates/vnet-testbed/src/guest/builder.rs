@@ -232,7 +232,10 @@ impl GuestBuilder {
             ),
         ]);
         if let Some(path) = incoming {
-            a.extend(["-incoming".into(), format!("unix:{}", path.to_string_lossy())]);
+            a.extend([
+                "-incoming".into(),
+                format!("unix:{}", path.to_string_lossy()),
+            ]);
         }
         a.extend(self.qemu_args.iter().cloned());
         a

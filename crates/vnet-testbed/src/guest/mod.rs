@@ -263,15 +263,17 @@ impl Guest {
         self.qmp("migrate", serde_json::json!({ "uri": uri }))?;
         let mut last = serde_json::Value::Null;
         let mut error = None;
-        let done = crate::wait_for(timeout, || match self.qmp("query-migrate", serde_json::Value::Null) {
-            Ok(r) => {
-                let status = r["status"].as_str().unwrap_or("").to_string();
-                last = r;
-                matches!(status.as_str(), "completed" | "failed" | "cancelled")
-            }
-            Err(e) => {
-                error = Some(e);
-                true
+        let done = crate::wait_for(timeout, || {
+            match self.qmp("query-migrate", serde_json::Value::Null) {
+                Ok(r) => {
+                    let status = r["status"].as_str().unwrap_or("").to_string();
+                    last = r;
+                    matches!(status.as_str(), "completed" | "failed" | "cancelled")
+                }
+                Err(e) => {
+                    error = Some(e);
+                    true
+                }
             }
         });
         if let Some(e) = error {

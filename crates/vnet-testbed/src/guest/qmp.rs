@@ -62,7 +62,9 @@ fn ask(
 fn next_message(reader: &mut impl BufRead, execute: &str) -> Result<Value> {
     let mut line = String::new();
     match reader.read_line(&mut line) {
-        Ok(0) => Err(Error::Failed(format!("QMP {execute}: QEMU closed the socket"))),
+        Ok(0) => Err(Error::Failed(format!(
+            "QMP {execute}: QEMU closed the socket"
+        ))),
         Ok(_) => serde_json::from_str(&line)
             .map_err(|e| Error::Failed(format!("QMP {execute}: bad message {line:?}: {e}"))),
         Err(e) => Err(Error::Failed(format!("QMP {execute}: read: {e}"))),
@@ -124,7 +126,10 @@ mod tests {
             e.to_string(),
             "QMP migrate: GenericError: Migration disabled"
         );
-        assert!(server.join().unwrap().contains(r#""arguments":{"uri":"unix:/x"}"#));
+        assert!(server
+            .join()
+            .unwrap()
+            .contains(r#""arguments":{"uri":"unix:/x"}"#));
     }
 
     #[test]
