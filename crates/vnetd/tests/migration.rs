@@ -77,20 +77,21 @@ fn counted(text: &str, what: &str) -> u64 {
     complete.lines().count() as u64
 }
 
-#[test]
-fn a_guest_migrates_to_another_host_keeps_its_tcp_connection_and_both_hosts_move_its_mac() {
-    skip_unless_root!();
+/// Boots a guest from `builder` on host A's `on_a` (a port of kind `kind`), opens a
+/// TCP connection from it to the VM next to it, migrates it to a QEMU on host B's
+/// `on_b` and checks the moves and the connection; returns the hosts.
+fn migrate_with_a_tcp_connection(
+    builder: vnet_testbed::GuestBuilder,
+    kind: PortKind,
+    on_a: impl Fn(&Daemon) -> Netdev,
+    on_b: impl Fn(&Daemon) -> Netdev,
+) -> Setup {
     let s = setup();
-    let guest = boot(
-        Guest::builder().name("mover").memory_mb(128),
-        Netdev::Stream {
-            path: s.da.net_dir(NET).join("stream.sock"),
-        },
-    );
-    // Both hosts know where it is: A on its stream port, B behind A's VTEP.
+    let guest = boot(builder, on_a(&s.da));
+    // Both hosts know where it is: A on its port, B behind A's VTEP.
     guest.exec_ok(&format!("ping -c 2 -W 3 {}", s.far.ip()), T);
     assert!(wait_for(T, || s.near.ping(GUEST_IP, 1)));
-    let old_port = find_kind(&s.da, NET, PortKind::Stream).unwrap().id;
+    let old_port = find_kind(&s.da, NET, kind).unwrap().id;
     assert_eq!(port_of(&s.da, NET, GUEST), Some(old_port));
     assert_eq!(port_of(&s.db, NET, GUEST), Some(uplink_port(&s.db, NET)));
     assert_eq!(vtep_of(&s.db, NET, GUEST).as_deref(), Some(s.a.addr()));
@@ -132,13 +133,11 @@ fn a_guest_migrates_to_another_host_keeps_its_tcp_connection_and_both_hosts_move
 
     // Migrate to a QEMU on host B's vnet.
     let target = guest
-        .incoming(vec![Netdev::Stream {
-            path: s.db.net_dir(NET).join("stream.sock"),
-        }])
+        .incoming(vec![on_b(&s.db)])
         .expect("the destination QEMU waits");
     let done = guest.migrate(&target, Duration::from_secs(300)).unwrap();
     assert_eq!(done["status"], "completed", "{done}");
-    let new_port = find_kind(&s.db, NET, PortKind::Stream).unwrap().id;
+    let new_port = find_kind(&s.db, NET, kind).unwrap().id;
 
     // Its announce moves the MAC on both hosts, while the old QEMU still holds its
     // port on host A: B learns it on the new port, A moves it to the tunnel, A's
@@ -174,6 +173,50 @@ fn a_guest_migrates_to_another_host_keeps_its_tcp_connection_and_both_hosts_move
     );
     assert!(target.exec_ok("ip -4 addr show eth0", T).contains(GUEST_IP));
     assert!(s.near.ping(GUEST_IP, 1) && s.far.ping(GUEST_IP, 1));
+    s
+}
+
+#[test]
+fn a_stream_guest_migrates_to_another_host_keeps_its_tcp_connection_and_both_hosts_move_its_mac() {
+    skip_unless_root!();
+    let stream = |d: &Daemon| Netdev::Stream {
+        path: d.net_dir(NET).join("stream.sock"),
+    };
+    let _ = migrate_with_a_tcp_connection(
+        Guest::builder().name("stream").memory_mb(128),
+        PortKind::Stream,
+        stream,
+        stream,
+    );
+}
+
+/// vhost-user: the back-end writes guest memory itself, so it logs the pages it
+/// dirties in the log QEMU hands over (`VHOST_F_LOG_ALL`, `LOG_SHMFD`); without that
+/// QEMU would refuse ("Migration disabled: vhost-user backend lacks
+/// VHOST_USER_PROTOCOL_F_LOG_SHMFD feature").
+#[test]
+fn a_vhost_user_guest_migrates_to_another_host_keeps_its_tcp_connection_and_both_hosts_move_its_mac(
+) {
+    skip_unless_root!();
+    let on = |d: &Daemon| vhost_user(&vhost_user_port(d, "vm"));
+    let s = migrate_with_a_tcp_connection(
+        Guest::builder()
+            .name("vhost")
+            .memory_mb(128)
+            // QEMU 7.2 under TCG dereferences NULL in `msix_set_vector_notifiers` when
+            // it starts a vhost-user NIC with MSI-X; legacy INTx avoids that path.
+            .qemu_arg("-global")
+            .qemu_arg("virtio-net-pci.vectors=0"),
+        PortKind::VhostUser,
+        on,
+        on,
+    );
+    // Host A's back-end logged what it wrote while QEMU copied the RAM.
+    assert!(
+        s.da.log().contains("dirty-page logging on"),
+        "{}",
+        s.da.log()
+    );
 }
 
 /// The vhost-user socket `name` of `net` on `d`, as a port made for it.
@@ -197,39 +240,4 @@ fn vhost_user(path: &Path) -> Netdev {
     Netdev::VhostUser {
         path: path.to_path_buf(),
     }
-}
-
-#[test]
-fn a_vhost_user_guest_without_dirty_page_logging_refuses_to_migrate_and_keeps_forwarding() {
-    skip_unless_root!();
-    let s = setup();
-    let guest = boot(
-        Guest::builder()
-            .name("pinned")
-            .memory_mb(128)
-            // QEMU 7.2 under TCG dereferences NULL in `msix_set_vector_notifiers` when
-            // it starts a vhost-user NIC with MSI-X; legacy INTx avoids that path.
-            .qemu_arg("-global")
-            .qemu_arg("virtio-net-pci.vectors=0"),
-        vhost_user(&vhost_user_port(&s.da, "vm")),
-    );
-    assert!(wait_for(T, || s.near.ping(GUEST_IP, 1)));
-    let target = guest
-        .incoming(vec![vhost_user(&vhost_user_port(&s.db, "vm"))])
-        .expect("the destination QEMU waits");
-
-    // vnet's vhost-user back-end offers neither VHOST_F_LOG_ALL nor the shared log:
-    // QEMU blocks the migration up front and says why.
-    let refused = guest.migrate(&target, T).unwrap_err().to_string();
-    assert!(
-        refused.contains("Migration disabled") && refused.contains("LOG_SHMFD"),
-        "{refused}"
-    );
-    // The guest never stopped: it runs and forwards on host A.
-    let status = guest.qmp("query-status", serde_json::Value::Null).unwrap();
-    assert_eq!(status["status"], "running", "{status}");
-    guest.exec_ok(&format!("ping -c 2 -W 3 {}", s.far.ip()), T);
-    assert!(s.near.ping(GUEST_IP, 1));
-    let on_a = find_kind(&s.da, NET, PortKind::VhostUser).unwrap().id;
-    assert_eq!(port_of(&s.da, NET, GUEST), Some(on_a));
 }
