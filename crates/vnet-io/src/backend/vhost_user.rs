@@ -37,8 +37,9 @@ use vhost_user_backend::bitmap::BitmapMmapRegion;
 use vhost_user_backend::{VhostUserBackendMut, VhostUserDaemon, VringRwLock, VringT};
 use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
 use virtio_bindings::virtio_net::{
-    VIRTIO_NET_F_CSUM, VIRTIO_NET_F_GUEST_CSUM, VIRTIO_NET_F_GUEST_TSO4, VIRTIO_NET_F_GUEST_TSO6,
-    VIRTIO_NET_F_HOST_TSO4, VIRTIO_NET_F_HOST_TSO6, VIRTIO_NET_F_MRG_RXBUF,
+    VIRTIO_NET_F_CSUM, VIRTIO_NET_F_GUEST_ANNOUNCE, VIRTIO_NET_F_GUEST_CSUM,
+    VIRTIO_NET_F_GUEST_TSO4, VIRTIO_NET_F_GUEST_TSO6, VIRTIO_NET_F_HOST_TSO4,
+    VIRTIO_NET_F_HOST_TSO6, VIRTIO_NET_F_MRG_RXBUF,
 };
 use virtio_queue::{QueueOwnedT, QueueT};
 use vm_memory::{
@@ -127,8 +128,11 @@ type Vring = VringRwLock<GuestMemoryAtomic<GuestMem>>;
 
 /// The feature bits we offer: merged RX buffers and the offloads `FrameBuf::offload`
 /// carries through the switch, `VHOST_F_LOG_ALL` (dirty-page logging, with the
-/// `LOG_SHMFD` protocol feature: live migration) and `VHOST_USER_F_PROTOCOL_FEATURES`
-/// (QEMU 7.2 crashes starting a vhost-user NIC without it).
+/// `LOG_SHMFD` protocol feature: live migration), `GUEST_ANNOUNCE` (after a migration
+/// QEMU has the guest announce itself, through us; without it a vhost-user guest is
+/// announced by nobody and the vnet finds it seconds later, on its next frame) and
+/// `VHOST_USER_F_PROTOCOL_FEATURES` (QEMU 7.2 crashes starting a vhost-user NIC
+/// without it).
 fn offered_features() -> u64 {
     1 << VIRTIO_F_VERSION_1
         | 1 << VIRTIO_NET_F_MRG_RXBUF
@@ -138,6 +142,7 @@ fn offered_features() -> u64 {
         | 1 << VIRTIO_NET_F_HOST_TSO6
         | 1 << VIRTIO_NET_F_GUEST_TSO4
         | 1 << VIRTIO_NET_F_GUEST_TSO6
+        | 1 << VIRTIO_NET_F_GUEST_ANNOUNCE
         | VhostUserVirtioFeatures::LOG_ALL.bits()
         | VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits()
 }

@@ -253,14 +253,7 @@ impl Guest {
     /// (`postmigrate`). A migration QEMU refuses (a blocker, e.g. a back-end that
     /// cannot log dirty pages) or that fails is [`Error::Failed`] with QEMU's reason.
     pub fn migrate(&self, to: &Guest, timeout: Duration) -> Result<serde_json::Value> {
-        let Some((_, socket)) = &to.incoming else {
-            return Err(Error::Failed(format!(
-                "guest {}: is not waiting for a migration (see Guest::incoming)",
-                to.name
-            )));
-        };
-        let uri = format!("unix:{}", socket.to_string_lossy());
-        self.qmp("migrate", serde_json::json!({ "uri": uri }))?;
+        self.start_migration(to)?;
         let mut last = serde_json::Value::Null;
         let mut error = None;
         let done = crate::wait_for(timeout, || {
@@ -292,6 +285,21 @@ impl Guest {
                 last["error-desc"].as_str().unwrap_or("")
             ))),
         }
+    }
+
+    /// Starts a live migration to `to` (made by [`Guest::incoming`]) and returns at
+    /// once: [`Guest::migrate`] without the wait, for whoever watches `query-migrate`
+    /// itself (a benchmark's timing).
+    pub fn start_migration(&self, to: &Guest) -> Result<()> {
+        let Some((_, socket)) = &to.incoming else {
+            return Err(Error::Failed(format!(
+                "guest {}: is not waiting for a migration (see Guest::incoming)",
+                to.name
+            )));
+        };
+        let uri = format!("unix:{}", socket.to_string_lossy());
+        self.qmp("migrate", serde_json::json!({ "uri": uri }))
+            .map(drop)
     }
 
     /// Builds the error for a failed wait, with diagnostics.
