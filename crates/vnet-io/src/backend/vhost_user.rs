@@ -1084,6 +1084,7 @@ mod tests {
             VIRTIO_NET_F_HOST_TSO6,
             VIRTIO_NET_F_GUEST_TSO4,
             VIRTIO_NET_F_GUEST_TSO6,
+            VIRTIO_NET_F_GUEST_ANNOUNCE,
         ] {
             assert_ne!(f & (1 << bit), 0, "bit {bit}");
         }
