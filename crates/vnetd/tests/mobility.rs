@@ -56,15 +56,20 @@ fn a_vm_restarted_on_another_port_is_found_there_after_its_first_frame() {
 #[test]
 fn a_vm_that_moves_to_another_host_is_found_there_after_its_first_frame() {
     skip_unless_root!();
-    // Two hosts on an underlay, one VXLAN vnet; the mover starts on host A next to a
-    // VM that stays, and a VM on host B talks to it across the tunnel.
+    // Three hosts on an underlay, one VXLAN vnet; the mover starts on host A next to a
+    // VM that stays, and VMs on hosts B and C talk to it across the tunnel.
     let ul = Underlay::new();
-    let (a, b) = (ul.host(1), ul.host(2));
-    let (da, db) = (a.vnetd("ovl", 9, &[&b]), b.vnetd("ovl", 9, &[&a]));
+    let (a, b, c) = (ul.host(1), ul.host(2), ul.host(3));
+    let (da, db, dc) = (
+        a.vnetd("ovl", 9, &[&b, &c]),
+        b.vnetd("ovl", 9, &[&a, &c]),
+        c.vnetd("ovl", 9, &[&a, &b]),
+    );
     let (_, stays) = a.vm(&da, "ovl", "52:54:00:99:00:03", "192.168.92.3/24");
     let (old_port, mover) = a.vm(&da, "ovl", MOVER, "192.168.92.1/24");
     let (_, far) = b.vm(&db, "ovl", "52:54:00:99:00:02", "192.168.92.2/24");
-    for from in [&stays, &far] {
+    let (_, third) = c.vm(&dc, "ovl", "52:54:00:99:00:04", "192.168.92.4/24");
+    for from in [&stays, &far, &third] {
         assert!(wait_for(T, || from.ping(mover.ip(), 1)), "{}", da.log());
     }
     assert_eq!(port_of(&da, "ovl", MOVER), Some(old_port));
@@ -72,15 +77,17 @@ fn a_vm_that_moves_to_another_host_is_found_there_after_its_first_frame() {
     let uplink_b = uplink_port(&db, "ovl");
     assert_eq!(port_of(&db, "ovl", MOVER), Some(uplink_b));
     assert_eq!(vtep_of(&db, "ovl", MOVER).as_deref(), Some(a.addr()));
+    assert_eq!(vtep_of(&dc, "ovl", MOVER).as_deref(), Some(a.addr()));
 
-    // It moves to host B: one announce there, and both hosts know at once.
+    // It moves to host B: one announce there, and every host knows at once.
     drop(mover);
     let (new_port, mover) = b.vm(&db, "ovl", MOVER, "192.168.92.1/24");
     announce(&mover);
     let uplink_a = uplink_port(&da, "ovl");
     assert!(
         wait_for(T, || port_of(&db, "ovl", MOVER) == Some(new_port)
-            && port_of(&da, "ovl", MOVER) == Some(uplink_a)),
+            && port_of(&da, "ovl", MOVER) == Some(uplink_a)
+            && vtep_of(&dc, "ovl", MOVER).as_deref() == Some(b.addr())),
         "A: {:?}\nB: {:?}",
         client(&da).macs("ovl").unwrap(),
         client(&db).macs("ovl").unwrap()
@@ -94,5 +101,6 @@ fn a_vm_that_moves_to_another_host_is_found_there_after_its_first_frame() {
         "{:?}",
         client(&db).fdb("ovl")
     );
-    assert!(stays.ping(mover.ip(), 1) && far.ping(mover.ip(), 1));
+    // Host C, which only heard the flooded announce, sends it to B as well.
+    assert!(stays.ping(mover.ip(), 1) && far.ping(mover.ip(), 1) && third.ping(mover.ip(), 1));
 }
