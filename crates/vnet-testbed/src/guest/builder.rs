@@ -248,6 +248,8 @@ impl GuestBuilder {
     /// On failure the error carries the tail of the console and QEMU's
     /// stderr.
     pub fn boot(self) -> Result<Guest> {
+        // Built once per process (cached), and not on the boot's clock.
+        initramfs::standard()?;
         let _slot = BootSlot::acquire();
         let start = Instant::now();
         let boot_timeout = self.boot_timeout;

@@ -240,8 +240,13 @@ impl Guest {
         let listening = crate::wait_for(Duration::from_secs(60), || {
             socket.exists() || guest.console.lock().eof
         });
-        if !listening || !socket.exists() {
-            return Err(guest.failure(Stop::Exited, "-incoming never listened", Duration::ZERO));
+        if !socket.exists() {
+            let stop = if listening {
+                Stop::Exited
+            } else {
+                Stop::Timeout
+            };
+            return Err(guest.failure(stop, "-incoming never listened", Duration::from_secs(60)));
         }
         guest.incoming = Some((dir, socket));
         Ok(guest)
