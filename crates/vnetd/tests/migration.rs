@@ -3,8 +3,9 @@
 //! on host A's vnet migrates over QMP to a QEMU attached to host B's. Its announce
 //! (the guest's gratuitous ARP that QEMU asks for, or QEMU's RARP) moves its MAC on
 //! both hosts at once, and a TCP connection to a VM on host A survives the move.
-//! A vhost-user guest cannot follow (vnet's back-end does not log dirty pages): QEMU
-//! refuses to migrate it and it keeps running on host A.
+//! The same for a vhost-user guest, whose back-end (vnet) logs the guest pages it
+//! writes while QEMU copies the RAM; and a migration that fails half-way leaves the
+//! guest running and forwarding on host A.
 //!
 //! Downtime and convergence are measured by `scripts/bench-migration`, not here.
 
@@ -217,6 +218,67 @@ fn a_vhost_user_guest_migrates_to_another_host_keeps_its_tcp_connection_and_both
         "{}",
         s.da.log()
     );
+}
+
+/// A migration that fails half-way (the destination dies during the RAM copy) leaves
+/// the guest running where it was: QEMU says why, turns the back-end's dirty-page
+/// logging off again, and the guest's vhost-user port on host A keeps forwarding.
+#[test]
+fn a_vhost_user_guest_whose_migration_fails_keeps_running_and_forwarding_on_its_host() {
+    skip_unless_root!();
+    let s = setup();
+    let guest = boot(
+        Guest::builder()
+            .name("stays")
+            .memory_mb(128)
+            .qemu_arg("-global")
+            .qemu_arg("virtio-net-pci.vectors=0"),
+        vhost_user(&vhost_user_port(&s.da, "vm")),
+    );
+    assert!(wait_for(T, || s.near.ping(GUEST_IP, 1)));
+    let target = guest
+        .incoming(vec![vhost_user(&vhost_user_port(&s.db, "vm"))])
+        .expect("the destination QEMU waits");
+    // Slow enough (1 MiB/s) that the copy is still going when the destination dies.
+    guest
+        .qmp(
+            "migrate-set-parameters",
+            serde_json::json!({ "max-bandwidth": 1 << 20 }),
+        )
+        .unwrap();
+    guest.start_migration(&target).unwrap();
+    let status = || guest.qmp("query-migrate", serde_json::Value::Null).unwrap();
+    assert!(
+        wait_for(T, || status()["status"] == "active"),
+        "{}",
+        status()
+    );
+    assert!(wait_for(T, || s.da.log().contains("dirty-page logging on")));
+    drop(target);
+    assert!(
+        wait_for(T, || status()["status"] == "failed"),
+        "{}",
+        status()
+    );
+    let failed = status();
+    assert!(
+        failed["error-desc"].as_str().is_some_and(|e| !e.is_empty()),
+        "{failed}"
+    );
+
+    assert_eq!(
+        guest.qmp("query-status", serde_json::Value::Null).unwrap()["status"],
+        "running"
+    );
+    assert!(
+        wait_for(T, || s.da.log().contains("dirty-page logging off")),
+        "{}",
+        s.da.log()
+    );
+    guest.exec_ok(&format!("ping -c 2 -W 3 {}", s.far.ip()), T);
+    assert!(s.near.ping(GUEST_IP, 1));
+    let on_a = find_kind(&s.da, NET, PortKind::VhostUser).unwrap().id;
+    assert_eq!(port_of(&s.da, NET, GUEST), Some(on_a));
 }
 
 /// The vhost-user socket `name` of `net` on `d`, as a port made for it.
