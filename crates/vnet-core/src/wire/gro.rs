@@ -15,6 +15,9 @@
 //!
 //! - it is an untruncated Ethernet frame (tags allowed) carrying IPv4 without
 //!   fragmentation or IPv6 without extension headers, then TCP with a payload;
+//! - it is no longer than the receiving vnet's largest frame (given to
+//!   [`Coalescer::start`], plus 4 bytes for a tag): a segment over the MTU passes
+//!   alone, for the switch to drop and count as oversize, never inside a super-frame;
 //! - its IPv4 header checksum and its TCP checksum are right: the super-frame leaves
 //!   with a partial checksum (`F_NEEDS_CSUM`), which the receiving stack trusts, so a
 //!   segment damaged on the way must not be laundered into it;
@@ -36,7 +39,7 @@ use super::checksum::{self, fold};
 use super::ip::IpProtocol;
 use super::offload::{parse_ip, Ip, VirtioNetHdr};
 use super::tcp::{self, Flags};
-use super::{ipv4, ipv6};
+use super::{ethernet, ipv4, ipv6};
 
 /// Most segments one super-frame merges (the kernel's GRO stops at 64 too).
 pub const MAX_SEGMENTS: usize = 64;
@@ -143,13 +146,18 @@ fn same_flow(seg: &Flow, first: &[u8], next: &[u8]) -> bool {
 }
 
 impl Coalescer {
-    /// Starts a super-frame with `frame`: false (and nothing kept) if the frame cannot
-    /// be merged with anything, which then goes on alone.
-    pub fn start(&mut self, frame: &[u8]) -> bool {
+    /// Starts a super-frame with `frame`, whose segments may be `max_frame` bytes
+    /// long (untagged: the vnet's MTU + 14): false (and nothing kept) if the frame
+    /// cannot be merged with anything, which then goes on alone.
+    pub fn start(&mut self, frame: &[u8], max_frame: usize) -> bool {
         self.flow = None;
         let Some(s) = segment(frame) else {
             return false;
         };
+        let tags = (s.l3 - ethernet::HEADER_LEN).min(ethernet::VLAN_TAG_LEN);
+        if frame.len() > max_frame + tags {
+            return false;
+        }
         let payload = frame.len() - s.header_len;
         self.out.clear();
         self.out.extend_from_slice(frame);
@@ -348,7 +356,7 @@ mod tests {
                 });
             }
             lone = Some(s);
-            gro.start(s);
+            gro.start(s, 1514);
         }
         if let Some(l) = lone {
             made.push(match gro.finish() {
@@ -415,7 +423,7 @@ mod tests {
     }
 
     #[test]
-    fn syn_fin_and_empty_segments_never_merge() {
+    fn syn_fin_empty_and_oversize_segments_never_merge() {
         let mut gro = Coalescer::default();
         for flags in [
             Flags::SYN | Flags::ACK,
@@ -425,10 +433,15 @@ mod tests {
         ] {
             let (f, hdr) = super_frame(false, 1000, flags);
             let one = &cut(&f, &VirtioNetHdr { flags: 0, ..hdr })[0];
-            assert!(!gro.start(one), "flags {flags:#x}");
+            assert!(!gro.start(one, 1514), "flags {flags:#x}");
         }
         let (f, _) = super_frame(false, 0, Flags::ACK);
-        assert!(!gro.start(&f));
+        assert!(!gro.start(&f, 1514));
+        // A segment over the vnet's MTU is the switch's to drop, never merged.
+        let (f, hdr) = super_frame(false, 3000, Flags::ACK);
+        let one = &cut(&f, &hdr)[0];
+        assert!(!gro.start(one, one.len() - 1));
+        assert!(gro.start(one, one.len()));
         assert!(gro.finish().is_none());
     }
 

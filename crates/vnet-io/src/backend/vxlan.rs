@@ -290,6 +290,8 @@ pub struct Member {
     pub net: usize,
     pub port: PortId,
     pub tunnel: Rc<RefCell<Tunnel>>,
+    /// The vnet's largest untagged frame: longer inner segments are never merged.
+    pub max_frame: usize,
 }
 
 /// One local address and port's sockets and the vnets on them.
@@ -435,13 +437,14 @@ impl TunnelSocket {
                                 let inner = range.start + vxlan::HEADER_LEN..range.end;
                                 // Runts and oversize frames are the switch's to judge
                                 // and count, as for any port.
-                                let (frame, offload) = match self.coalesce(i, inner.clone(), member)
-                                {
-                                    Some(offload) => (self.gro.super_frame(), offload),
-                                    None => {
-                                        (&self.batch.datagram(i).0[inner], VirtioNetHdr::default())
-                                    }
-                                };
+                                let (frame, offload) =
+                                    match self.coalesce(i, inner.clone(), member, from) {
+                                        Some(offload) => (self.gro.super_frame(), offload),
+                                        None => (
+                                            &self.batch.datagram(i).0[inner],
+                                            VirtioNetHdr::default(),
+                                        ),
+                                    };
                                 return Polled::Frame(Incoming {
                                     net,
                                     port,
@@ -471,6 +474,7 @@ impl TunnelSocket {
         i: usize,
         inner: std::ops::Range<usize>,
         member: usize,
+        from: IpAddr,
     ) -> Option<VirtioNetHdr> {
         let first = &self.batch.datagram(i).0[inner.start - vxlan::HEADER_LEN..inner.end];
         let (header, first) = first.split_at(vxlan::HEADER_LEN);
@@ -485,7 +489,8 @@ impl TunnelSocket {
             {
                 break;
             }
-            if !started && !self.gro.start(first) {
+            let max_frame = self.members[member].max_frame;
+            if !started && !self.gro.start(first, max_frame) {
                 return None;
             }
             started = true;
@@ -494,7 +499,6 @@ impl TunnelSocket {
                 break;
             }
             self.cursor = after;
-            let from = sender.expect("a sender").ip();
             let _ = self.members[member]
                 .tunnel
                 .borrow_mut()
@@ -868,6 +872,7 @@ mod tests {
             net: usize::from(n),
             port: PortId(u32::from(n)),
             tunnel,
+            max_frame: 1514,
         });
         (sock, vport)
     }
