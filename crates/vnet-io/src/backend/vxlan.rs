@@ -80,6 +80,8 @@ pub const TRAIN_SEGMENTS: usize = 64;
 /// Most bytes one `UDP_SEGMENT` message carries: its datagrams must fit one IP packet's
 /// 16-bit length, headers included, over IPv4 and IPv6.
 const TRAIN_BYTES: usize = 65000;
+// A train refused by the kernel is sent one datagram per slot of one `sendmmsg`.
+const _: () = assert!(TRAIN_SEGMENTS <= SEND_BATCH);
 
 /// Why a VXLAN uplink or a change to it was refused.
 #[derive(Debug, thiserror::Error)]
@@ -681,8 +683,7 @@ impl VxlanPort {
 
     /// Sends the pieces: runs that leave from one source socket go in one `sendmmsg`
     /// each. Returns the index of the frame the socket could not take now, if any. A
-    /// train the kernel refuses (an old kernel, a device path without GSO) turns
-    /// trains off for the socket: that one is lost, the next frames go as datagrams.
+    /// train the kernel refuses goes again datagram by datagram.
     fn flush(&mut self, frames: &[FrameBuf], tunnel: &mut Tunnel) -> Option<usize> {
         let mut at = 0;
         let pieces = std::mem::take(&mut self.pieces);
@@ -731,11 +732,40 @@ impl VxlanPort {
                     blocked = Some(pieces[at].frame);
                     break;
                 }
-                if pieces[at].train != 0 && self.sockets.trains.replace(false) {
-                    warn!(local = %self.sockets.local, "VXLAN: the kernel refuses UDP_SEGMENT trains ({e}); sending datagram by datagram");
+                let p = &pieces[at];
+                let refused = [libc::EIO, libc::EINVAL, libc::EMSGSIZE].map(Some);
+                if p.train != 0 && refused.contains(&e.raw_os_error()) {
+                    // Refused as a train (a path without UDP GSO, such as IPsec, says
+                    // EIO; a size the route cannot take, EINVAL): its datagrams go one
+                    // by one, and after EIO so does everything that follows.
+                    if e.raw_os_error() == Some(libc::EIO) && self.sockets.trains.replace(false) {
+                        warn!(local = %self.sockets.local, "VXLAN: the path refuses UDP_SEGMENT trains ({e}); sending datagram by datagram");
+                    }
+                    let bytes = p.bytes.clone().unwrap_or_default();
+                    let mut one_by_one = [Outgoing {
+                        to: p.to,
+                        header: &[],
+                        payload: &[],
+                        segment: 0,
+                    }; SEND_BATCH];
+                    let mut n = 0;
+                    for (o, d) in one_by_one
+                        .iter_mut()
+                        .zip(self.scratch[bytes].chunks(usize::from(p.train)))
+                    {
+                        o.payload = d;
+                        n += 1;
+                    }
+                    let (sent, _) = self
+                        .batch
+                        .send(self.sockets.tx[sock].as_fd(), &one_by_one[..n]);
+                    for (k, o) in one_by_one[..n].iter().enumerate() {
+                        tunnel.fdb.count_tx(p.to.ip(), o.payload.len(), k < sent);
+                    }
+                } else {
+                    // Unreachable and the like: that remote misses this datagram.
+                    tunnel.fdb.count_tx(p.to.ip(), 0, false);
                 }
-                // Unreachable and the like: that remote misses this datagram.
-                tunnel.fdb.count_tx(pieces[at].to.ip(), 0, false);
                 at += 1;
             }
         }
