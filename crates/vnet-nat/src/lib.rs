@@ -96,3 +96,5 @@ pub use vnet_core::wire::ethernet::MacAddr;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests6;
