@@ -385,7 +385,7 @@ fn ipv6_port_forwards_reach_servers_inside_a_vm_from_config_and_live() {
     let net = unique_name("nat6");
     let guest = format!("fd67:{n:x}::50");
     let (tcp_port, udp_port) = (free_port6(), free_port6());
-    let d = nat_daemon(
+    let mut d = nat_daemon(
         &net,
         n,
         &format!(
@@ -481,8 +481,24 @@ fn ipv6_port_forwards_reach_servers_inside_a_vm_from_config_and_live() {
     );
     let listed: Vec<vnet_control::ForwardSpec> = api::cli_json(&d, &["forward", "ls", &net]);
     assert_eq!(listed.len(), 4, "{listed:?}");
+    // Exported as the config says them, and kept across a restart.
+    let exported = d.cli_ok(&["config", "export"]);
+    assert!(
+        exported.contains(&format!("host = \"{any_host}\"")) && exported.contains(&to_server),
+        "{exported}"
+    );
+    d.kill();
+    d.restart();
+    let listed: Vec<vnet_control::ForwardSpec> = api::cli_json(&d, &["forward", "ls", &net]);
+    assert_eq!(listed.len(), 4, "restored: {listed:?}");
+    // It listens again (the VM's TAP went with the old daemon).
+    std::net::TcpStream::connect(("::1", any))
+        .unwrap_or_else(|e| panic!("forward [::]:{any} after a restart: {e}\n{}", d.log()));
     d.cli_ok(&["forward", "rm", &net, &any_host]);
-    assert_eq!(host_fetch(&format!("TCP6:[::1]:{any}")), "", "removed");
+    assert!(
+        std::net::TcpStream::connect(("::1", any)).is_err(),
+        "removed: nobody listens on {any_host}"
+    );
     // Errors say what is wrong.
     let outside = api::cli_fails(
         &d,
