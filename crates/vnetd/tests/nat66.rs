@@ -3,7 +3,7 @@
 //! through the NAT device and the daemon's own sockets, an IPv6-only "outside"
 //! namespace that only the host can reach (joined to it by a veth): HTTP both ways,
 //! UDP, ping, ICMPv6 errors, fragments; the host's `::1` only with `host_loopback`; port
-//! forwards from IPv6 host addresses to a VM's servers.
+//! forwards from IPv6 host addresses to a VM's servers; a QEMU guest's ping.
 
 use std::io::Write;
 use std::net::{Ipv6Addr, SocketAddr, TcpListener, UdpSocket};
@@ -13,7 +13,8 @@ use std::time::Duration;
 use vnet_testbed::api::{self, client, tap_vm};
 use vnet_testbed::payload::sha256;
 use vnet_testbed::{
-    skip_unless, skip_unless_root, unique_name, wait_for, ChildGuard, Daemon, Netns, NsVm, Veth,
+    skip_unless, skip_unless_root, unique_name, wait_for, ChildGuard, Daemon, Guest, Netdev, Netns,
+    NsVm, Veth,
 };
 
 const T: Duration = Duration::from_secs(60);
@@ -523,4 +524,43 @@ fn ipv6_port_forwards_reach_servers_inside_a_vm_from_config_and_live() {
     let busy = format!("[::1]:{}", in_use.local_addr().unwrap().port());
     let taken = api::cli_fails(&d, &["forward", "add", &net, &busy, &to_server]);
     assert!(taken.contains("port is taken"), "{taken}");
+}
+
+#[test]
+fn a_qemu_guest_autoconfigured_by_slaac_pings_an_ipv6_address_outside() {
+    skip_unless_root!();
+    let n = number(6);
+    let net = unique_name("nat6");
+    let d = nat_daemon(&net, n, "");
+    skip_unless!(
+        !d.log().contains("ICMPv6 echo answered \"unreachable\""),
+        "the host allows neither ping sockets nor raw sockets for ICMPv6 echo"
+    );
+    let outside = Outside::new(n);
+    let g = Guest::builder()
+        .name("nat66")
+        .ipv6(true)
+        .nic_with_mac(
+            Netdev::Stream {
+                path: d.net_dir(&net).join("stream.sock"),
+            },
+            "52:54:00:66:00:06",
+        )
+        .boot()
+        .expect("guest boots");
+    // The guest's kernel does SLAAC itself; the address appears once DAD is over.
+    let prefix = format!("fd67:{n:x}:");
+    let mut addrs = String::new();
+    let ok = wait_for(T, || {
+        addrs = g.exec_ok("ip -6 addr show dev eth0 scope global", T);
+        addrs.contains(&prefix) && !addrs.contains("tentative")
+    });
+    assert!(
+        ok,
+        "no SLAAC address in {}: {addrs}\n{}",
+        subnet6(n),
+        d.log()
+    );
+    let out = g.exec_ok(&format!("ping -6 -c 3 -W 3 {}", outside.ip), T);
+    assert!(out.contains("3 packets received"), "{out}\n{}", d.log());
 }
