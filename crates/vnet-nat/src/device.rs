@@ -855,7 +855,8 @@ impl NatDevice {
 
     /// A datagram from host peer `peer` arrived on a UDP port forward to `guest` (of
     /// either family, `peer`'s too): it goes to the guest as UDP from the peer as the
-    /// guest sees it ([`NatDevice::seen_by_guests`]), in the flow of that pair, opened
+    /// guest sees it (host-local peers and those of the other family as the gateway,
+    /// others as themselves, as for forwarded TCP), in the flow of that pair, opened
     /// if new and refreshed otherwise. The guest's replies come back through
     /// [`NatDevice::receive`] as [`Output::Send`] on that flow, which the shell sends
     /// from the forward's socket to the peer; the flow closes after
