@@ -451,3 +451,36 @@ fn forwards_to_an_ipv6_guest_solicit_it_first_and_speak_from_the_gateway() {
         .unwrap();
     assert_eq!(ip_of(&out[0]).src_addr(), GW);
 }
+
+proptest::proptest! {
+    #[test]
+    fn never_panics_on_mutated_ipv6_packets(
+        flips in proptest::collection::vec((0usize..120, proptest::prelude::any::<u8>()), 1..8),
+        kind in 0u8..5,
+    ) {
+        let mut f = match kind {
+            0 => udp_frame(OUTSIDE, 1000, 53, b"some payload"),
+            1 => udp_frame(GW, 1000, 53, &[0; 20]),
+            2 => syn_frame(OUTSIDE, 80),
+            3 => {
+                let r = to_nat(OUTSIDE);
+                let d = frames::udp_datagram(&r, 1, 2, &[7; 100]);
+                frames::ip_fragments(&r, IpProtocol::UDP, 9, &d, 80).unwrap().remove(1)
+            }
+            _ => echo_frame(OUTSIDE, 5),
+        };
+        for (at, v) in flips {
+            let at = at % f.len();
+            f[at] = v;
+        }
+        let mut nat = device();
+        let mut out = Vec::new();
+        nat.receive(Instant::now(), &f, &mut out);
+        nat.receive_offloaded(Instant::now(), &f, &mut out);
+        for o in &out {
+            if let Output::Frame(fr) = o {
+                proptest::prop_assert!(fr.len() >= 60);
+            }
+        }
+    }
+}
