@@ -7,6 +7,7 @@
 
 use std::io::Write;
 use std::net::{Ipv6Addr, SocketAddr, TcpListener, UdpSocket};
+use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -563,4 +564,108 @@ fn a_qemu_guest_autoconfigured_by_slaac_pings_an_ipv6_address_outside() {
     );
     let out = g.exec_ok(&format!("ping -6 -c 3 -W 3 {}", outside.ip), T);
     assert!(out.contains("3 packets received"), "{out}\n{}", d.log());
+}
+
+/// Echo through ICMPv6 ping sockets: the daemon runs in a namespace of its own whose
+/// `net.ipv4.ping_group_range` (which governs IPv6 ping sockets too) admits it.
+#[test]
+fn icmpv6_ping_sockets_carry_echo_where_the_daemons_namespace_allows_them() {
+    skip_unless_root!();
+    let n = number(7);
+    let host = Netns::new("host6");
+    host.exec_ok(&["ip", "link", "set", "lo", "up"]);
+    host.exec_ok(&[
+        "sysctl",
+        "-q",
+        "-w",
+        "net.ipv4.ping_group_range=0 2147483647",
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let wrapper = dir.path().join("vnetd-in-ns");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nexec ip netns exec {} {} \"$@\"\n",
+            host.name(),
+            vnet_testbed::bin_path("vnetd").display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let net = unique_name("nat6");
+    let d = Daemon::builder()
+        .binary(&wrapper)
+        .config(&format!(
+            "[[network]]\nname = \"{net}\"\nsubnet = \"10.213.{n}.0/24\"\nsubnet6 = \"{}\"\n\
+             nat = {{}}\n",
+            subnet6(n)
+        ))
+        .start();
+    assert!(
+        d.log().contains("ICMPv6 echo through ping sockets"),
+        "{}",
+        d.log()
+    );
+    // The outside, joined to the daemon's namespace.
+    let outside = Netns::new("out6");
+    let mut veth = Veth::new();
+    veth.move_a(&host);
+    veth.move_b(&outside);
+    let host_end = format!("fd66:{n:x}::1/64");
+    host.exec_ok(&[
+        "ip",
+        "-6",
+        "addr",
+        "add",
+        &host_end,
+        "dev",
+        veth.a(),
+        "nodad",
+    ]);
+    let outside_ip = format!("fd66:{n:x}::2");
+    let cidr = format!("{outside_ip}/64");
+    outside.exec_ok(&["ip", "-6", "addr", "add", &cidr, "dev", veth.b(), "nodad"]);
+    // A VM with a static address: its TAP lives in the daemon's namespace.
+    let ifname = unique_name("vt");
+    client(&d)
+        .add_port(
+            &net,
+            &vnet_control::PortSpec::Tap {
+                ifname: ifname.clone(),
+                vlan: Default::default(),
+                policy: Default::default(),
+            },
+        )
+        .unwrap_or_else(|e| panic!("TAP port: {e}\n{}", d.log()));
+    let vm = Netns::new("vm6");
+    host.exec_ok(&["ip", "link", "set", &ifname, "netns", vm.name()]);
+    let kv = format!("net.ipv6.conf.{ifname}.disable_ipv6=0");
+    vm.exec_ok(&["sysctl", "-q", "-w", &kv]);
+    let address = format!("fd67:{n:x}::64/64");
+    vm.exec_ok(&["ip", "-6", "addr", "add", &address, "dev", &ifname, "nodad"]);
+    vm.exec_ok(&["ip", "link", "set", &ifname, "up"]);
+    let gateway = format!("fd67:{n:x}::2");
+    vm.exec_ok(&["ip", "-6", "route", "add", "default", "via", &gateway]);
+    let ping = || {
+        vm.exec(&[
+            "ping",
+            "-6",
+            "-n",
+            "-q",
+            "-c",
+            "2",
+            "-i",
+            "0.2",
+            "-W",
+            "2",
+            &outside_ip,
+        ])
+        .status
+        .success()
+    };
+    assert!(
+        wait_for(T, ping),
+        "VM → outside through ICMPv6 ping sockets\n{}",
+        d.log()
+    );
 }
