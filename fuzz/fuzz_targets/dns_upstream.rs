@@ -1,39 +1,35 @@
 #![no_main]
 //! The NAT's DNS relay against upstream answers, through the device as the shell drives
-//! it: a script of guest queries (UDP to the gateway's port 53, over IPv4 or to its
-//! IPv6 address), datagrams on the query
+//! it: a script of guest queries (UDP to the gateway's port 53), datagrams on the query
 //! sockets (their ID the attempt's, or any), socket errors, failed opens and time.
 //! An answer reaches the guest with the guest's ID and otherwise unchanged, or cut to
 //! its question with TC set when it does not fit the MTU; one that gives up is a
 //! SERVFAIL; every frame fits the MTU; query sockets go only to upstreams.
 use std::collections::HashMap;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
 use libfuzzer_sys::arbitrary::{Result, Unstructured};
 use libfuzzer_sys::fuzz_target;
 use vnet_core::wire::ethernet::HEADER_LEN as ETH_LEN;
-use vnet_core::wire::{ipv4, ipv6, udp, IpProtocol};
-use vnet_nat::frames::{self, Route, Route6};
+use vnet_core::wire::{ipv4, udp, IpProtocol};
+use vnet_nat::frames::{self, Route};
 use vnet_nat::{FlowId, MacAddr, NatConfig, NatDevice, NatSecrets, Output, SocketError};
 
 const NAT_MAC: MacAddr = MacAddr([0x02, 0x76, 0x64, 0, 0, 8]);
 const GUEST_MAC: MacAddr = MacAddr([0x52, 0x54, 0, 0, 0, 1]);
 const GW: Ipv4Addr = Ipv4Addr::new(192, 168, 8, 2);
 const GUEST: Ipv4Addr = Ipv4Addr::new(192, 168, 8, 100);
-const GW6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0, 0, 8, 0, 0, 0, 2);
-const GUEST6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0, 0, 8, 0, 0, 0, 0x100);
 
 struct Relay {
     nat: NatDevice,
     now: Instant,
     mtu: usize,
-    upstreams: Vec<SocketAddr>,
+    upstreams: Vec<SocketAddrV4>,
     /// Query sockets open, with the query sent on each.
     queries: HashMap<FlowId, Vec<u8>>,
-    /// Guest IDs of the queries asked and the IP header length of their family, by
-    /// the guest's port.
-    guest_ids: HashMap<u16, (u16, usize)>,
+    /// Guest IDs of the queries asked, by the guest's port.
+    guest_ids: HashMap<u16, u16>,
 }
 
 impl Relay {
@@ -43,6 +39,9 @@ impl Relay {
         for o in out {
             match o {
                 Output::Open { flow, to, .. } => {
+                    let std::net::SocketAddr::V4(to) = to else {
+                        panic!("query socket to {to}");
+                    };
                     assert!(self.upstreams.contains(&to), "query socket to {to}");
                     self.queries.insert(flow, Vec::new());
                 }
@@ -55,15 +54,6 @@ impl Relay {
                 }
                 Output::Frame(f) => {
                     assert!(f.len() <= ETH_LEN + self.mtu, "{}-byte frame", f.len());
-                    if f[12..14] == [0x86, 0xdd] {
-                        let ip = ipv6::Packet::new_checked(&f[ETH_LEN..]).expect("IPv6");
-                        assert_eq!(ip.next_header(), IpProtocol::UDP, "only DNS over IPv6");
-                        assert_eq!((ip.src_addr(), ip.dst_addr()), (GW6, GUEST6));
-                        let u = udp::Packet::new_checked(ip.payload()).expect("UDP");
-                        assert_eq!(u.src_port(), 53);
-                        answers.push((u.dst_port(), u.payload().to_vec()));
-                        continue;
-                    }
                     if f[12..14] != [0x08, 0x00] {
                         continue;
                     }
@@ -85,19 +75,11 @@ impl Relay {
 }
 
 fn run(u: &mut Unstructured) -> Result<()> {
-    // Both families: the guest side does not change with the upstream's.
-    let upstreams: Vec<SocketAddr> = (0..u.int_in_range(0..=3u8)?)
-        .map(|i| match i % 2 {
-            0 => SocketAddr::new(Ipv4Addr::new(192, 0, 2, i).into(), 53),
-            _ => SocketAddr::new(
-                Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, i.into()).into(),
-                53,
-            ),
-        })
+    let upstreams: Vec<SocketAddrV4> = (0..u.int_in_range(0..=3u8)?)
+        .map(|i| SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, i), 53))
         .collect();
     let mut c = NatConfig::new(NAT_MAC, GW, Ipv4Addr::new(192, 168, 8, 0), 24);
-    c.gateway6 = Some(GW6);
-    c.dns_upstreams = upstreams.clone();
+    c.dns_upstreams = upstreams.iter().map(|&u| u.into()).collect();
     c.mtu = *u.choose(&[576, 1500])?;
     let mut r = Relay {
         mtu: c.mtu,
@@ -110,14 +92,8 @@ fn run(u: &mut Unstructured) -> Result<()> {
     let route = Route {
         src_mac: GUEST_MAC,
         dst_mac: NAT_MAC,
-        src: GUEST,
-        dst: GW,
-    };
-    let route6 = Route6 {
-        src_mac: GUEST_MAC,
-        dst_mac: NAT_MAC,
-        src: GUEST6,
-        dst: GW6,
+        src: GUEST.into(),
+        dst: GW.into(),
     };
     let mut next_port = 1024u16;
     while !u.is_empty() {
@@ -134,19 +110,12 @@ fn run(u: &mut Unstructured) -> Result<()> {
                 // A port of its own for each query, so each answer tells whose it is.
                 next_port = next_port.wrapping_add(1).max(1024);
                 let port = next_port;
-                let (frame, header) = if u.arbitrary()? {
-                    let seg = frames::udp_datagram(&route6, port, 53, &msg);
-                    let frame = frames::ipv6_frame(&route6, IpProtocol::UDP, &seg);
-                    (frame.expect("fits"), ipv6::HEADER_LEN)
-                } else {
-                    let seg = frames::udp_datagram(&route, port, 53, &msg);
-                    let frame = frames::ipv4_frame(&route, IpProtocol::UDP, 1, &seg);
-                    (frame, ipv4::HEADER_LEN)
-                };
+                let seg = frames::udp_datagram(&route, port, 53, &msg);
+                let frame = frames::ip_frame(&route, IpProtocol::UDP, 1, &seg);
                 r.nat.receive(r.now, &frame, &mut out);
                 if msg.len() >= 12 {
-                    let id = u16::from_be_bytes([msg[0], msg[1]]);
-                    r.guest_ids.insert(port, (id, header));
+                    r.guest_ids
+                        .insert(port, u16::from_be_bytes([msg[0], msg[1]]));
                 }
                 r.outputs(out);
             }
@@ -166,14 +135,14 @@ fn run(u: &mut Unstructured) -> Result<()> {
                 r.nat.socket_data(r.now, flow, &msg, &mut out);
                 for (port, answer) in r.outputs(out) {
                     assert!(query.is_some(), "an answer on no query's socket");
-                    let (guest_id, header) = r.guest_ids[&port];
+                    let guest_id = r.guest_ids[&port];
                     assert_eq!(&answer[..2], &guest_id.to_be_bytes(), "the guest's ID");
                     if answer.len() == msg.len() {
                         assert_eq!(&answer[2..], &msg[2..], "only the ID changes");
                     } else {
                         assert!(answer.len() < msg.len(), "answer grew");
                         assert_ne!(answer[2] & 0x02, 0, "a cut answer has TC set");
-                        assert!(8 + header + msg.len() > r.mtu, "cut though it fit");
+                        assert!(8 + 20 + msg.len() > r.mtu, "cut though it fit");
                     }
                 }
             }

@@ -67,7 +67,6 @@ fuzz_target!(|data: &[u8]| {
         dns: vec![GATEWAY],
         domains: vec!["vnet.test".into()],
         interval: Duration::from_secs(4),
-        dns_relay: data.first().is_some_and(|b| b & 1 == 1),
     };
     let mut router = Router::new(config, now, 1);
     let ll = router.link_local();

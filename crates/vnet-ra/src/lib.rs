@@ -13,7 +13,8 @@
 //! | Router Solicitation from `::` | the next multicast RA to ff02::1, no sooner than 3 s after the last |
 //! | Neighbour Solicitation for one of its addresses | a solicited NA with its MAC (from `::`, DAD: an NA to ff02::1) |
 //! | Echo Request to one of its addresses | Echo Reply |
-//! | UDP to one of its addresses | "port unreachable", so resolvers pointed at it fail fast; but UDP to the global address's port 53 is [`Verdict::NotMine`] where `dns_relay` (the NAT device's DNS relay answers it) |
+//! | UDP to its link-local address | "port unreachable", so resolvers pointed at it fail fast |
+//! | UDP to the gateway's address (NAT vnets) | [`Verdict::NotMine`]: the NAT device's (DNS, the host's loopback) |
 //! | anything else | [`Verdict::NotMine`]: the caller's (the NAT device) |
 //!
 //! Unsolicited RAs go to ff02::1 at start, then the first three every ≤ 16 s, then at
@@ -63,8 +64,6 @@ pub struct RouterConfig {
     pub domains: Vec<String>,
     /// MaxRtrAdvInterval.
     pub interval: Duration,
-    /// UDP to `address`'s port 53 is the NAT device's: its DNS relay listens there.
-    pub dns_relay: bool,
 }
 
 /// What became of a frame given to [`Router::receive`].
@@ -216,8 +215,10 @@ impl Router {
         let packet = &eth.payload()[..repr.buffer_len()];
         match repr.next_header {
             IpProtocol::ICMPV6 => self.icmp(now, eth.src(), &repr, ip.payload(), unicast, out),
-            IpProtocol::UDP if unicast && self.relays_dns(&repr, ip.payload()) => Verdict::NotMine,
-            IpProtocol::UDP if unicast => self.udp(eth.src(), &repr, packet, out),
+            // The gateway's datagrams are the NAT device's: DNS, the host's loopback.
+            IpProtocol::UDP if unicast && Some(repr.dst_addr) != self.config.address => {
+                self.udp(eth.src(), &repr, packet, out)
+            }
             _ => Verdict::NotMine,
         }
     }
@@ -365,15 +366,8 @@ impl Router {
         Verdict::Done
     }
 
-    /// Whether a datagram (`body`, after the IPv6 header) is for the NAT device's DNS
-    /// relay: to the global address's port 53, with the relay on.
-    fn relays_dns(&self, ip: &ipv6::Repr, body: &[u8]) -> bool {
-        self.config.dns_relay
-            && Some(ip.dst_addr) == self.config.address
-            && body.get(2..4) == Some(&53u16.to_be_bytes()[..])
-    }
-
-    /// A datagram to the router itself: nothing listens, "port unreachable".
+    /// A datagram to the router's link-local address: nothing listens, "port
+    /// unreachable".
     fn udp(
         &mut self,
         src_mac: MacAddr,

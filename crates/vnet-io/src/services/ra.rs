@@ -49,9 +49,6 @@ pub fn config_for(spec: &NetworkSpec, mac: MacAddr) -> Option<RouterConfig> {
         dns: ra.dns,
         domains: ra.domains,
         interval: Duration::from_secs(ra.interval_secs),
-        // The NAT device relays DNS on `::2` (the start-up clears this when it found
-        // no upstream, so guests get "port unreachable" at once).
-        dns_relay: gateway.is_some() && spec.nat.as_ref().is_some_and(|n| n.dns),
     })
 }
 

@@ -181,7 +181,7 @@ impl Thread {
             return self.start_router(key);
         };
         let mac = router.borrow().config().mac;
-        if let Some(config) = router_config(vnet, mac) {
+        if let Some(config) = ra::config_for(vnet.spec(), mac) {
             router.borrow_mut().reconfigure(config, Instant::now());
         }
         Ok(())
@@ -196,10 +196,9 @@ impl Thread {
             Some(_) => nat::device_mac(&spec.name),
             None => ra::router_mac(&spec.name),
         };
-        let Some(config) = router_config(&self.vnets[key], mac) else {
+        let Some(config) = ra::config_for(spec, mac) else {
             return Ok(());
         };
-        let spec = self.vnets[key].spec();
         let (name, prefix) = (spec.name.clone(), config.prefix);
         let router = ra::start(config);
         let lifetime = router.borrow().router_lifetime();
@@ -507,15 +506,4 @@ impl Thread {
         })?;
         self.add_port(key, Box::new(port), vlan, owner)
     }
-}
-
-/// The IPv6 router `vnet`'s spec asks for with `mac` (`ra::config_for`), its DNS relay
-/// flag cleared when the NAT device found no upstream (it then relays nothing, and the
-/// router answers guests' queries to `::2` with "port unreachable").
-fn router_config(vnet: &Vnet, mac: vnet_core::wire::MacAddr) -> Option<vnet_ra::RouterConfig> {
-    let mut config = ra::config_for(vnet.spec(), mac)?;
-    config.dns_relay &= vnet
-        .nat()
-        .is_some_and(|nat| !nat.borrow().device().config().dns_upstreams.is_empty());
-    Some(config)
 }
