@@ -1391,17 +1391,25 @@ mod tests {
 
     #[test]
     fn two_dns_queries_leave_from_two_source_ports_and_their_answers_come_back() {
-        let upstream = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        two_queries_through(Ipv4Addr::LOCALHOST.into());
+    }
+
+    #[test]
+    fn an_ipv6_upstream_gets_queries_from_ipv6_sockets_of_their_own() {
+        two_queries_through(Ipv6Addr::LOCALHOST.into());
+    }
+
+    /// Two guest queries to an upstream on `ip`: each from a socket (port) of its own,
+    /// under an ID of its own, and both answers come back.
+    fn two_queries_through(ip: IpAddr) {
+        let upstream = UdpSocket::bind((ip, 0)).unwrap();
         upstream
             .set_read_timeout(Some(Duration::from_secs(5)))
             .unwrap();
-        let std::net::SocketAddr::V4(upstream_addr) = upstream.local_addr().unwrap() else {
-            unreachable!("bound to IPv4");
-        };
         let spec = NetworkSpec::named("dnsports");
         let mac = device_mac(&spec.name);
         let mut config = NatConfig::new(mac, GATEWAY, Ipv4Addr::new(192, 168, 8, 0), 24);
-        config.dns_upstreams = vec![upstream_addr];
+        config.dns_upstreams = vec![upstream.local_addr().unwrap()];
         let limits = NatLimits {
             buffer_bytes: 1 << 20,
             fd_ceiling: usize::MAX,
@@ -1421,6 +1429,7 @@ mod tests {
         let mut sent = Vec::new();
         for _ in 0..2 {
             let (n, from) = upstream.recv_from(&mut buf).unwrap();
+            assert_eq!(from.ip(), ip, "from the upstream's family");
             sent.push((buf[..n].to_vec(), from));
         }
         assert_ne!(
@@ -1443,6 +1452,11 @@ mod tests {
         let mut answers: Vec<(u16, u16)> = out.iter().map(answer_of).collect();
         answers.sort();
         assert_eq!(answers, [(40000, 0x1111), (40001, 0x2222)]);
-        assert_eq!(nat.device().counters().dns_answers, 2);
+        let c = nat.device().counters();
+        assert_eq!(c.dns_answers, 2);
+        assert_eq!(
+            (c.dns_upstream_ipv4, c.dns_upstream_ipv6, c.dns_answers_ipv6),
+            if ip.is_ipv6() { (0, 2, 2) } else { (2, 0, 0) }
+        );
     }
 }
