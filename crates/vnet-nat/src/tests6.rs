@@ -484,3 +484,126 @@ proptest::proptest! {
         }
     }
 }
+
+/// A DNS query for `name` of `qtype` with ID `id`.
+fn dns_query(id: u16, name: &str, qtype: u8) -> Vec<u8> {
+    let mut q = id.to_be_bytes().to_vec();
+    q.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
+    for label in name.split('.') {
+        q.push(label.len() as u8);
+        q.extend_from_slice(label.as_bytes());
+    }
+    q.extend_from_slice(&[0, 0, qtype, 0, 1]);
+    q
+}
+
+/// The DNS payload of a frame for the guest from `[::2]:53` to port 40000, checked.
+fn dns_answer_in(frame: &[u8]) -> Vec<u8> {
+    let ip = ipv6::Packet::new_checked(&frame[HEADER_LEN..]).unwrap();
+    assert_eq!((ip.src_addr(), ip.dst_addr()), (GW, GUEST));
+    let u = udp::Packet::new_checked(ip.payload()).unwrap();
+    assert!(u.verify_checksum(&IpAddr::V6(GW), &IpAddr::V6(GUEST)));
+    assert_eq!((u.src_port(), u.dst_port()), (53, 40000));
+    u.payload().to_vec()
+}
+
+#[test]
+fn dns_to_the_ipv6_gateway_is_relayed_to_an_ipv6_upstream_and_answered_over_ipv6() {
+    let t = Instant::now();
+    let mut c = config();
+    let up: SocketAddr = "[fd00:53::53]:53".parse().unwrap();
+    c.dns_upstreams = vec![up, "127.0.0.1:53".parse().unwrap()];
+    let mut d = NatDevice::new(c, NatSecrets::from_bytes([0x5e; 32]));
+    let mut out = Vec::new();
+    d.receive(
+        t,
+        &udp_frame(GW, 40000, 53, &dns_query(0x1234, "example.org", 28)),
+        &mut out,
+    );
+    let [Output::Open {
+        flow,
+        proto: Proto::Udp,
+        to,
+    }, Output::Send { data, .. }] = &out[..]
+    else {
+        panic!("{out:?}");
+    };
+    assert_eq!(*to, up, "the first upstream, IPv6");
+    assert_ne!(data[..2], [0x12, 0x34], "a fresh ID upstream");
+    let (flow, mut answer) = (*flow, data.clone());
+    answer[2] |= 0x80;
+    out.clear();
+    d.socket_data(t, flow, &answer, &mut out);
+    let [Output::Close { .. }, Output::Frame(frame)] = &out[..] else {
+        panic!("{out:?}");
+    };
+    let relayed = dns_answer_in(frame);
+    assert_eq!(
+        (&relayed[..2], &relayed[2..]),
+        (&[0x12, 0x34][..], &answer[2..])
+    );
+    let n = d.counters();
+    assert_eq!((n.dns_queries, n.dns_queries_ipv6), (1, 1));
+    assert_eq!((n.dns_upstream_ipv6, n.dns_upstream_ipv4), (1, 0));
+    assert_eq!((n.dns_answers, n.dns_answers_ipv6), (1, 1));
+}
+
+#[test]
+fn local_names_answer_aaaa_over_ipv6_and_garbage_is_counted_and_dropped() {
+    let t = Instant::now();
+    let mut c = config();
+    c.dns_upstreams = vec!["[fd00:53::53]:53".parse().unwrap()];
+    let mut d = NatDevice::new(c, NatSecrets::from_bytes([0x5e; 32]));
+    let mut names = crate::LocalNames::new(Some("lab"));
+    let web6 = Ipv6Addr::new(0xfd00, 0xa, 0xb, 0xc, 0, 0, 0, 0x10);
+    assert!(names.insert("web1", Ipv4Addr::new(192, 168, 8, 10)));
+    assert!(names.insert("web1", web6));
+    assert!(names.insert("v4only", Ipv4Addr::new(192, 168, 8, 11)));
+    d.set_local_names(names);
+    let mut out = Vec::new();
+    d.receive(
+        t,
+        &udp_frame(GW, 40000, 53, &dns_query(7, "web1.lab", 28)),
+        &mut out,
+    );
+    let [Output::Frame(frame)] = &out[..] else {
+        panic!("{out:?}");
+    };
+    let a = dns_answer_in(frame);
+    assert_eq!((a[3] & 0x0f, a[7]), (0, 1), "NOERROR, one record");
+    assert_eq!(&a[a.len() - 16..], &web6.octets());
+    out.clear();
+    d.receive(
+        t,
+        &udp_frame(GW, 40000, 53, &dns_query(8, "v4only", 28)),
+        &mut out,
+    );
+    let [Output::Frame(frame)] = &out[..] else {
+        panic!("{out:?}");
+    };
+    let a = dns_answer_in(frame);
+    assert_eq!(
+        (a[3] & 0x0f, a[7]),
+        (0, 0),
+        "NOERROR without records, not NXDOMAIN"
+    );
+    assert_eq!(d.counters().dns_local, 2);
+    // A runt and a response: no queries, dropped and counted; the relay goes on.
+    out.clear();
+    let mut response = dns_query(1, "x", 1);
+    response[2] |= 0x80;
+    for garbage in [&[1u8, 2, 3][..], &response] {
+        assert!(d.receive(t, &udp_frame(GW, 40000, 53, garbage), &mut out));
+    }
+    assert!(out.is_empty(), "{out:?}");
+    assert_eq!(d.counters().dns_malformed, 2);
+    d.receive(
+        t,
+        &udp_frame(GW, 40000, 53, &dns_query(2, "x", 1)),
+        &mut out,
+    );
+    assert!(
+        matches!(out[..], [Output::Open { .. }, Output::Send { .. }]),
+        "{out:?}"
+    );
+}
