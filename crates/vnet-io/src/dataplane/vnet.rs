@@ -619,6 +619,16 @@ impl Vnet {
         owner: Option<Owner>,
     ) -> Result<PortId, InvalidVlan> {
         let id = self.switch.add_port(vlan)?;
+        // The vnet's services and its uplinks (a LAN, VXLAN peers) send no IGMP/MLD
+        // reports for what they listen to: they take all group traffic.
+        if matches!(
+            backend.kind(),
+            vnet_model::PortKind::Service | vnet_model::PortKind::Uplink
+        ) {
+            self.switch
+                .set_multicast_router(id, true)
+                .expect("added above");
+        }
         match &owner {
             Some(o) => {
                 info!(net = self.name(), port = %id, uid = o.uid, "attached {}", backend.description())
