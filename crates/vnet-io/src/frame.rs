@@ -1,7 +1,15 @@
-//! Frame buffers and their pool: the data plane allocates while it warms up, then only
-//! recycles.
+//! Frame buffers and their pool: the data plane allocates while it warms up, then
+//! recycles, and gives back what a burst left idle ([`BufPool::trim`]).
+//!
+//! A flooded frame is stored once: [`FrameBuf::share`] hands each egress queue a
+//! handle on the same bytes (reference-counted), and whatever changes a frame in
+//! place (a VLAN retag, a completed checksum, a receive) copies it first if another
+//! handle still reads it. The bytes go back to the pool with the last handle.
+
+use std::sync::Arc;
 
 use vnet_core::switch::{Tagging, RETAG_HEADROOM};
+use vnet_core::wire::ethernet::EtherType;
 use vnet_core::wire::offload::{VirtioNetHdr, VIRTIO_NET_HDR_LEN};
 
 /// Room in front of every frame: a `virtio_net_hdr_v1` for backends that exchange
@@ -16,7 +24,10 @@ pub const LARGE_CAPACITY: usize = 65536 + 64;
 /// One frame in a buffer with headroom.
 #[derive(Debug)]
 pub struct FrameBuf {
-    data: Box<[u8]>,
+    /// Shared by the handles [`FrameBuf::share`] made; each has its own view
+    /// (`start`, `len`, `offload`). Atomic only so that a buffer may cross threads:
+    /// the frame path pays an uncontended count check per change.
+    data: Arc<[u8]>,
     start: usize,
     len: usize,
     /// Offload metadata (`virtio_net_hdr`): all zeros means a plain, fully checksummed
@@ -27,7 +38,7 @@ pub struct FrameBuf {
 impl FrameBuf {
     fn new(capacity: usize) -> Self {
         FrameBuf {
-            data: vec![0; HEADROOM + capacity].into_boxed_slice(),
+            data: Arc::from(vec![0; HEADROOM + capacity]),
             start: HEADROOM,
             len: 0,
             offload: VirtioNetHdr::default(),
@@ -38,6 +49,26 @@ impl FrameBuf {
     /// services that build frames in place and hand them over whole.
     pub fn large() -> Self {
         FrameBuf::new(LARGE_CAPACITY)
+    }
+
+    /// Another handle on the same frame, for one more egress queue: no copy.
+    pub fn share(&self) -> FrameBuf {
+        FrameBuf {
+            data: Arc::clone(&self.data),
+            start: self.start,
+            len: self.len,
+            offload: self.offload,
+        }
+    }
+
+    /// Whether another handle reads the same bytes.
+    pub fn is_shared(&self) -> bool {
+        Arc::strong_count(&self.data) > 1
+    }
+
+    /// The bytes for writing: copied first if another handle reads them.
+    fn data_mut(&mut self) -> &mut [u8] {
+        Arc::make_mut(&mut self.data)
     }
 
     /// The frame's bytes.
@@ -51,14 +82,18 @@ impl FrameBuf {
         self.start = HEADROOM;
         self.len = 0;
         self.offload = VirtioNetHdr::default();
-        &mut self.data[HEADROOM..]
+        if self.is_shared() {
+            // What is received replaces the frame: a buffer of its own, nothing copied.
+            self.data = Arc::from(vec![0; self.data.len()]);
+        }
+        &mut self.data_mut()[HEADROOM..]
     }
 
     /// The space a backend with a `virtio_net_hdr` in front of each frame receives into;
     /// finish with [`FrameBuf::set_vnet_len`].
     pub fn recv_space_with_header(&mut self) -> &mut [u8] {
         self.recv_space();
-        &mut self.data[HEADROOM - VIRTIO_NET_HDR_LEN..]
+        &mut self.data_mut()[HEADROOM - VIRTIO_NET_HDR_LEN..]
     }
 
     /// Takes `n` bytes received by [`FrameBuf::recv_space_with_header`]: the header
@@ -81,7 +116,7 @@ impl FrameBuf {
     /// [`HEADROOM`]; finish with [`FrameBuf::set_front_range`].
     pub fn recv_space_front(&mut self, front: usize) -> &mut [u8] {
         self.recv_space();
-        &mut self.data[HEADROOM - front..]
+        &mut self.data_mut()[HEADROOM - front..]
     }
 
     /// Marks `len` bytes at `offset` into the space of
@@ -93,7 +128,8 @@ impl FrameBuf {
 
     /// The frame's bytes, for in-place changes (checksum completion).
     pub fn frame_mut(&mut self) -> &mut [u8] {
-        &mut self.data[self.start..self.start + self.len]
+        let (start, len) = (self.start, self.len);
+        &mut self.data_mut()[start..start + len]
     }
 
     /// Whether the frame needs an offload-capable receiver: a GSO super-frame or a
@@ -147,8 +183,13 @@ impl FrameBuf {
     /// Applies the egress tagging a switch decided. Offsets in the offload metadata
     /// follow the headers when a tag comes or goes.
     pub fn retag(&mut self, want: Tagging) {
+        if self.tagging() == want {
+            // Nothing to change: a shared frame stays shared.
+            return;
+        }
         let before = self.len;
-        let ok = vnet_core::switch::retag(&mut self.data, &mut self.start, &mut self.len, want);
+        let data = Arc::make_mut(&mut self.data);
+        let ok = vnet_core::switch::retag(data, &mut self.start, &mut self.len, want);
         debug_assert!(ok, "HEADROOM always leaves room for a tag");
         if self.len != before && self.offload != VirtioNetHdr::default() {
             let shift = |v: u16| {
@@ -168,25 +209,70 @@ impl FrameBuf {
     }
 }
 
+impl FrameBuf {
+    /// The tagging the frame has now (a parsed frame: at least a header).
+    fn tagging(&self) -> Tagging {
+        let f = self.frame();
+        if f.len() >= 16 && u16::from_be_bytes([f[12], f[13]]) == EtherType::VLAN {
+            Tagging::Tagged(u16::from_be_bytes([f[14], f[15]]) & 0x0fff)
+        } else {
+            Tagging::Untagged
+        }
+    }
+}
+
 /// Buffers in two sizes, recycled: small ones hold a frame of the vnet's MTU, large
-/// ones a GSO super-frame from an offload-capable port.
+/// ones a GSO super-frame from an offload-capable port. What stayed idle through a
+/// whole [`BufPool::trim`] period is freed, so a burst's memory goes back.
 #[derive(Debug)]
 pub struct BufPool {
     capacity: usize,
-    small: Vec<FrameBuf>,
-    large: Vec<FrameBuf>,
+    small: FreeList,
+    large: FreeList,
 }
 
-/// Buffers of each size kept for reuse; beyond that a burst's memory is given back.
+/// Idle buffers of one size, with the fewest there were since the last trim: that many
+/// were not needed at all in the period.
+#[derive(Debug, Default)]
+struct FreeList {
+    bufs: Vec<FrameBuf>,
+    low: usize,
+}
+
+impl FreeList {
+    #[inline]
+    fn pop(&mut self) -> Option<FrameBuf> {
+        let buf = self.bufs.pop();
+        self.low = self.low.min(self.bufs.len());
+        buf
+    }
+
+    /// Frees the buffers unused since the last call but `keep`; returns how many.
+    fn trim(&mut self, keep: usize) -> usize {
+        let idle = self.low.min(self.bufs.len().saturating_sub(keep));
+        self.bufs.truncate(self.bufs.len() - idle);
+        if self.bufs.capacity() > 2 * self.bufs.len().max(keep) {
+            self.bufs.shrink_to(self.bufs.len().max(keep));
+        }
+        self.low = self.bufs.len();
+        idle
+    }
+}
+
+/// Buffers of each size kept for reuse at most; beyond that a burst's memory is given
+/// back at once.
 const RESERVE: usize = 1024;
+/// Idle small buffers a trim keeps (a few turns' worth), and large ones.
+const KEEP_SMALL: usize = 64;
+const KEEP_LARGE: usize = 4;
 
 impl BufPool {
     /// A pool whose small buffers hold frames of up to `capacity` bytes.
     pub fn new(capacity: usize) -> Self {
         BufPool {
             capacity,
-            small: Vec::new(),
-            large: Vec::new(),
+            small: FreeList::default(),
+            large: FreeList::default(),
         }
     }
 
@@ -195,6 +281,7 @@ impl BufPool {
         self.capacity
     }
 
+    #[inline]
     pub fn get(&mut self) -> FrameBuf {
         self.small
             .pop()
@@ -216,15 +303,35 @@ impl BufPool {
         }
     }
 
+    /// Takes a buffer back; a handle on a frame others still share is only dropped
+    /// (the last one comes back).
+    #[inline]
     pub fn put(&mut self, buf: FrameBuf) {
+        if buf.is_shared() {
+            return;
+        }
         let list = if buf.capacity() <= self.capacity {
             &mut self.small
         } else {
             &mut self.large
         };
-        if list.len() < RESERVE {
-            list.push(buf);
+        if list.bufs.len() < RESERVE {
+            list.bufs.push(buf);
         }
+    }
+
+    /// Frees the buffers no frame needed since the last trim (call about once a
+    /// second), down to a few kept for the next frames; returns the bytes freed.
+    pub fn trim(&mut self) -> usize {
+        let large = self.capacity.max(LARGE_CAPACITY) + HEADROOM;
+        self.small.trim(KEEP_SMALL) * (self.capacity + HEADROOM)
+            + self.large.trim(KEEP_LARGE) * large
+    }
+
+    /// Bytes held by idle buffers.
+    pub fn idle_bytes(&self) -> usize {
+        let large = self.capacity.max(LARGE_CAPACITY) + HEADROOM;
+        self.small.bufs.len() * (self.capacity + HEADROOM) + self.large.bufs.len() * large
     }
 }
 
@@ -245,5 +352,72 @@ mod tests {
         assert_eq!(b.frame(), &frame[..]);
         pool.put(b);
         assert_eq!(pool.get().recv_space().len(), 1518);
+    }
+
+    fn filled(pool: &mut BufPool, bytes: &[u8]) -> FrameBuf {
+        let mut b = pool.get();
+        b.fill(bytes);
+        b
+    }
+
+    #[test]
+    fn shared_frames_copy_only_on_a_change_and_come_back_once() {
+        let mut pool = BufPool::new(1518);
+        let mut frame = vec![0x01u8; 12];
+        frame.extend_from_slice(&[0x08, 0x00, 9, 9]);
+        let original = filled(&mut pool, &frame);
+        let mut same = original.share();
+        let mut tagged = original.share();
+        same.retag(Tagging::Untagged);
+        assert!(same.is_shared(), "no change: still the same bytes");
+        tagged.retag(Tagging::Tagged(7));
+        assert!(!tagged.is_shared(), "a change copies first");
+        assert_eq!(&tagged.frame()[12..16], &[0x81, 0x00, 0x00, 0x07]);
+        assert_eq!(original.frame(), &frame[..], "the others never see it");
+        assert_eq!(same.frame(), &frame[..]);
+        let mut again = tagged.share();
+        again.retag(Tagging::Tagged(7));
+        assert!(again.is_shared(), "the same tag: shared");
+        pool.put(original);
+        assert_eq!(pool.idle_bytes(), 0, "still shared: not pooled");
+        pool.put(same);
+        assert_ne!(pool.idle_bytes(), 0, "the last handle comes back");
+        pool.put(tagged);
+        pool.put(again);
+        assert_eq!(pool.small.bufs.len(), 2);
+    }
+
+    #[test]
+    fn receiving_into_a_shared_buffer_leaves_the_others_alone() {
+        let mut pool = BufPool::new(1518);
+        let original = filled(&mut pool, &[5; 60]);
+        let mut other = original.share();
+        other.fill(&[6; 60]);
+        assert_eq!(original.frame(), &[5; 60]);
+        other.frame_mut()[0] = 7;
+        assert_eq!(original.frame()[0], 5);
+    }
+
+    #[test]
+    fn trimming_frees_what_a_burst_left_idle() {
+        let mut pool = BufPool::new(1518);
+        let burst: Vec<FrameBuf> = (0..500).map(|_| pool.get()).collect();
+        burst.into_iter().for_each(|b| pool.put(b));
+        assert_eq!(pool.small.bufs.len(), 500);
+        // Busy period: 10 buffers in use at a time; 490 were never needed.
+        pool.trim();
+        let busy: Vec<FrameBuf> = (0..10).map(|_| pool.get()).collect();
+        busy.into_iter().for_each(|b| pool.put(b));
+        pool.trim();
+        assert_eq!(pool.small.bufs.len(), 10.max(KEEP_SMALL));
+        for _ in 0..3 {
+            pool.trim();
+        }
+        assert_eq!(
+            pool.small.bufs.len(),
+            KEEP_SMALL,
+            "idle: down to the few kept"
+        );
+        assert!(pool.small.bufs.capacity() <= 2 * KEEP_SMALL);
     }
 }

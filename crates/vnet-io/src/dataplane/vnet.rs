@@ -399,9 +399,15 @@ impl Vnet {
         Ok(true)
     }
 
-    /// Forgets MAC addresses not seen for the aging time.
+    /// Forgets MAC addresses not seen for the aging time and group memberships not
+    /// reported for theirs; gives back memory a burst left idle (pooled buffers,
+    /// drained queues' storage). Called about once a second.
     pub fn age_macs(&mut self, now: Instant) {
         self.switch.expire(now);
+        self.pool.trim();
+        for port in self.ports.values_mut() {
+            port.queue.release_idle();
+        }
     }
 
     /// Counts the refusals the frame path's sans-I/O parts kept in counters of their
@@ -1012,13 +1018,12 @@ impl Vnet {
         let last = self.scratch.len().saturating_sub(1);
         for i in 0..self.scratch.len() {
             let (dst, tagging) = self.scratch[i];
+            // Flooded: every queue gets a handle on the one stored frame; a retag
+            // that changes it copies it for that port only.
             let mut out = if i == last {
                 original.take().expect("taken once")
             } else {
-                let first = original.as_ref().expect("not yet taken");
-                let mut copy = self.pool.get_for(first.len());
-                copy.copy_from(first);
-                copy
+                original.as_ref().expect("not yet taken").share()
             };
             out.retag(tagging);
             if !self.enforcers.is_empty() {
