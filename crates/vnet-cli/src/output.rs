@@ -802,6 +802,7 @@ mod tests {
             allow_groups: Vec::new(),
             policy: Default::default(),
             captures: Default::default(),
+            snooping: Default::default(),
         }
     }
 

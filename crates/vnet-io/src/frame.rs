@@ -1,10 +1,12 @@
 //! Frame buffers and their pool: the data plane allocates while it warms up, then
 //! recycles, and gives back what a burst left idle ([`BufPool::trim`]).
 //!
-//! A flooded frame is stored once: [`FrameBuf::share`] hands each egress queue a
-//! handle on the same bytes (reference-counted), and whatever changes a frame in
-//! place (a VLAN retag, a completed checksum, a receive) copies it first if another
-//! handle still reads it. The bytes go back to the pool with the last handle.
+//! A flooded frame is stored once: [`FrameBuf::share`] copies it into a
+//! reference-counted buffer (once) and hands each egress queue a handle on it;
+//! whatever changes a shared frame in place (a VLAN retag, a completed checksum)
+//! copies it back into a buffer of its own first. The shared buffer goes back to the
+//! pool with the last handle. A frame that is not flooded never leaves its own
+//! buffer and never touches a reference count.
 
 use std::sync::Arc;
 
@@ -21,13 +23,18 @@ pub const HEADROOM: usize = VIRTIO_NET_HDR_LEN + RETAG_HEADROOM;
 /// of up to 64 KiB plus its headers.
 pub const LARGE_CAPACITY: usize = 65536 + 64;
 
+/// A buffer's bytes: its own, or shared by the handles [`FrameBuf::share`] made
+/// (each with its own view: `start`, `len`, `offload`).
+#[derive(Debug)]
+enum Bytes {
+    Own(Box<[u8]>),
+    Shared(Arc<[u8]>),
+}
+
 /// One frame in a buffer with headroom.
 #[derive(Debug)]
 pub struct FrameBuf {
-    /// Shared by the handles [`FrameBuf::share`] made; each has its own view
-    /// (`start`, `len`, `offload`). Atomic only so that a buffer may cross threads:
-    /// the frame path pays an uncontended count check per change.
-    data: Arc<[u8]>,
+    data: Bytes,
     start: usize,
     len: usize,
     /// Offload metadata (`virtio_net_hdr`): all zeros means a plain, fully checksummed
@@ -38,7 +45,7 @@ pub struct FrameBuf {
 impl FrameBuf {
     fn new(capacity: usize) -> Self {
         FrameBuf {
-            data: Arc::from(vec![0; HEADROOM + capacity]),
+            data: Bytes::Own(vec![0; HEADROOM + capacity].into_boxed_slice()),
             start: HEADROOM,
             len: 0,
             offload: VirtioNetHdr::default(),
@@ -51,10 +58,24 @@ impl FrameBuf {
         FrameBuf::new(LARGE_CAPACITY)
     }
 
-    /// Another handle on the same frame, for one more egress queue: no copy.
-    pub fn share(&self) -> FrameBuf {
+    /// Another handle on the same frame, for one more egress queue. The first call
+    /// moves the frame into a shared buffer from `pool` (its own buffer goes back
+    /// there); later ones copy nothing.
+    pub fn share(&mut self, pool: &mut BufPool) -> FrameBuf {
+        if let Bytes::Own(own) = &self.data {
+            let mut shared = pool.get_shared(own.len());
+            let range = self.start..self.start + self.len;
+            Arc::get_mut(&mut shared).expect("a pooled shared buffer is unique")[range.clone()]
+                .copy_from_slice(&own[range]);
+            if let Bytes::Own(own) = std::mem::replace(&mut self.data, Bytes::Shared(shared)) {
+                pool.put_own(own);
+            }
+        }
+        let Bytes::Shared(shared) = &self.data else {
+            unreachable!("made shared above")
+        };
         FrameBuf {
-            data: Arc::clone(&self.data),
+            data: Bytes::Shared(Arc::clone(shared)),
             start: self.start,
             len: self.len,
             offload: self.offload,
@@ -63,17 +84,31 @@ impl FrameBuf {
 
     /// Whether another handle reads the same bytes.
     pub fn is_shared(&self) -> bool {
-        Arc::strong_count(&self.data) > 1
+        matches!(&self.data, Bytes::Shared(a) if Arc::strong_count(a) > 1)
     }
 
-    /// The bytes for writing: copied first if another handle reads them.
+    fn data(&self) -> &[u8] {
+        match &self.data {
+            Bytes::Own(b) => b,
+            Bytes::Shared(a) => a,
+        }
+    }
+
+    /// The bytes for writing: a shared frame is copied into bytes of its own first.
+    #[inline]
     fn data_mut(&mut self) -> &mut [u8] {
-        Arc::make_mut(&mut self.data)
+        if let Bytes::Shared(a) = &self.data {
+            self.data = Bytes::Own(a[..].into());
+        }
+        match &mut self.data {
+            Bytes::Own(b) => b,
+            Bytes::Shared(_) => unreachable!("made its own above"),
+        }
     }
 
     /// The frame's bytes.
     pub fn frame(&self) -> &[u8] {
-        &self.data[self.start..self.start + self.len]
+        &self.data()[self.start..self.start + self.len]
     }
 
     /// The space a backend receives into (everything after the headroom). Call
@@ -82,9 +117,9 @@ impl FrameBuf {
         self.start = HEADROOM;
         self.len = 0;
         self.offload = VirtioNetHdr::default();
-        if self.is_shared() {
-            // What is received replaces the frame: a buffer of its own, nothing copied.
-            self.data = Arc::from(vec![0; self.data.len()]);
+        if let Bytes::Shared(a) = &self.data {
+            // What is received replaces the frame: bytes of its own, nothing copied.
+            self.data = Bytes::Own(vec![0; a.len()].into_boxed_slice());
         }
         &mut self.data_mut()[HEADROOM..]
     }
@@ -103,7 +138,7 @@ impl FrameBuf {
         let Some(len) = n.checked_sub(VIRTIO_NET_HDR_LEN) else {
             return false;
         };
-        let hdr: &[u8; VIRTIO_NET_HDR_LEN] = self.data[HEADROOM - VIRTIO_NET_HDR_LEN..HEADROOM]
+        let hdr: &[u8; VIRTIO_NET_HDR_LEN] = self.data()[HEADROOM - VIRTIO_NET_HDR_LEN..HEADROOM]
             .try_into()
             .expect("header length");
         self.offload = VirtioNetHdr::parse(hdr);
@@ -140,7 +175,7 @@ impl FrameBuf {
 
     /// Buffer capacity (largest frame it holds).
     pub fn capacity(&self) -> usize {
-        self.data.len() - HEADROOM
+        self.data().len() - HEADROOM
     }
 
     /// Marks `len` bytes at `offset` into the receive space as the frame (a backend
@@ -152,7 +187,7 @@ impl FrameBuf {
 
     pub fn set_len(&mut self, len: usize) {
         assert!(
-            self.start + len <= self.data.len(),
+            self.start + len <= self.data().len(),
             "frame longer than its buffer"
         );
         self.len = len;
@@ -188,8 +223,9 @@ impl FrameBuf {
             return;
         }
         let before = self.len;
-        let data = Arc::make_mut(&mut self.data);
-        let ok = vnet_core::switch::retag(data, &mut self.start, &mut self.len, want);
+        let (mut start, mut len) = (self.start, self.len);
+        let ok = vnet_core::switch::retag(self.data_mut(), &mut start, &mut len, want);
+        (self.start, self.len) = (start, len);
         debug_assert!(ok, "HEADROOM always leaves room for a tag");
         if self.len != before && self.offload != VirtioNetHdr::default() {
             let shift = |v: u16| {
@@ -227,24 +263,42 @@ impl FrameBuf {
 #[derive(Debug)]
 pub struct BufPool {
     capacity: usize,
-    small: FreeList,
-    large: FreeList,
+    small: FreeList<FrameBuf>,
+    large: FreeList<FrameBuf>,
+    /// Shared buffers of the small size, for flooded frames ([`FrameBuf::share`]).
+    shared: FreeList<Arc<[u8]>>,
 }
 
-/// Idle buffers of one size, with the fewest there were since the last trim: that many
+/// Idle buffers of one kind, with the fewest there were since the last trim: that many
 /// were not needed at all in the period.
-#[derive(Debug, Default)]
-struct FreeList {
-    bufs: Vec<FrameBuf>,
+#[derive(Debug)]
+struct FreeList<T> {
+    bufs: Vec<T>,
     low: usize,
 }
 
-impl FreeList {
+impl<T> Default for FreeList<T> {
+    fn default() -> Self {
+        FreeList {
+            bufs: Vec::new(),
+            low: 0,
+        }
+    }
+}
+
+impl<T> FreeList<T> {
     #[inline]
-    fn pop(&mut self) -> Option<FrameBuf> {
+    fn pop(&mut self) -> Option<T> {
         let buf = self.bufs.pop();
         self.low = self.low.min(self.bufs.len());
         buf
+    }
+
+    #[inline]
+    fn push(&mut self, buf: T) {
+        if self.bufs.len() < RESERVE {
+            self.bufs.push(buf);
+        }
     }
 
     /// Frees the buffers unused since the last call but `keep`; returns how many.
@@ -273,12 +327,17 @@ impl BufPool {
             capacity,
             small: FreeList::default(),
             large: FreeList::default(),
+            shared: FreeList::default(),
         }
     }
 
     /// Largest frame a small buffer holds.
     pub fn capacity(&self) -> usize {
         self.capacity
+    }
+
+    fn large_capacity(&self) -> usize {
+        self.capacity.max(LARGE_CAPACITY)
     }
 
     #[inline]
@@ -290,7 +349,7 @@ impl BufPool {
 
     /// A buffer for a GSO super-frame.
     pub fn get_large(&mut self) -> FrameBuf {
-        let capacity = self.capacity.max(LARGE_CAPACITY);
+        let capacity = self.large_capacity();
         self.large.pop().unwrap_or_else(|| FrameBuf::new(capacity))
     }
 
@@ -303,35 +362,66 @@ impl BufPool {
         }
     }
 
+    /// An unshared buffer of `size` bytes (headroom included) to share a frame in.
+    fn get_shared(&mut self, size: usize) -> Arc<[u8]> {
+        if size == HEADROOM + self.capacity {
+            if let Some(buf) = self.shared.pop() {
+                return buf;
+            }
+        }
+        Arc::from(vec![0; size])
+    }
+
     /// Takes a buffer back; a handle on a frame others still share is only dropped
-    /// (the last one comes back).
+    /// (the last one comes back). Buffers of neither size are dropped.
     #[inline]
     pub fn put(&mut self, buf: FrameBuf) {
-        if buf.is_shared() {
-            return;
+        match buf.data {
+            Bytes::Own(own) => self.put_own_frame(FrameBuf {
+                data: Bytes::Own(own),
+                ..buf
+            }),
+            Bytes::Shared(shared) => {
+                if Arc::strong_count(&shared) == 1 && shared.len() == HEADROOM + self.capacity {
+                    self.shared.push(shared);
+                }
+            }
         }
-        let list = if buf.capacity() <= self.capacity {
-            &mut self.small
-        } else {
-            &mut self.large
-        };
-        if list.bufs.len() < RESERVE {
-            list.bufs.push(buf);
+    }
+
+    #[inline]
+    fn put_own_frame(&mut self, buf: FrameBuf) {
+        let size = buf.capacity();
+        if size == self.capacity {
+            self.small.push(buf);
+        } else if size == self.large_capacity() {
+            self.large.push(buf);
         }
+    }
+
+    fn put_own(&mut self, own: Box<[u8]>) {
+        self.put_own_frame(FrameBuf {
+            data: Bytes::Own(own),
+            start: HEADROOM,
+            len: 0,
+            offload: VirtioNetHdr::default(),
+        });
     }
 
     /// Frees the buffers no frame needed since the last trim (call about once a
     /// second), down to a few kept for the next frames; returns the bytes freed.
     pub fn trim(&mut self) -> usize {
-        let large = self.capacity.max(LARGE_CAPACITY) + HEADROOM;
-        self.small.trim(KEEP_SMALL) * (self.capacity + HEADROOM)
+        let small = HEADROOM + self.capacity;
+        let large = HEADROOM + self.large_capacity();
+        (self.small.trim(KEEP_SMALL) + self.shared.trim(KEEP_SMALL)) * small
             + self.large.trim(KEEP_LARGE) * large
     }
 
     /// Bytes held by idle buffers.
     pub fn idle_bytes(&self) -> usize {
-        let large = self.capacity.max(LARGE_CAPACITY) + HEADROOM;
-        self.small.bufs.len() * (self.capacity + HEADROOM) + self.large.bufs.len() * large
+        let small = HEADROOM + self.capacity;
+        let large = HEADROOM + self.large_capacity();
+        (self.small.bufs.len() + self.shared.bufs.len()) * small + self.large.bufs.len() * large
     }
 }
 
@@ -365,9 +455,10 @@ mod tests {
         let mut pool = BufPool::new(1518);
         let mut frame = vec![0x01u8; 12];
         frame.extend_from_slice(&[0x08, 0x00, 9, 9]);
-        let original = filled(&mut pool, &frame);
-        let mut same = original.share();
-        let mut tagged = original.share();
+        let mut original = filled(&mut pool, &frame);
+        let mut same = original.share(&mut pool);
+        let mut tagged = original.share(&mut pool);
+        assert_eq!(pool.small.bufs.len(), 1, "its own buffer went back");
         same.retag(Tagging::Untagged);
         assert!(same.is_shared(), "no change: still the same bytes");
         tagged.retag(Tagging::Tagged(7));
@@ -375,23 +466,28 @@ mod tests {
         assert_eq!(&tagged.frame()[12..16], &[0x81, 0x00, 0x00, 0x07]);
         assert_eq!(original.frame(), &frame[..], "the others never see it");
         assert_eq!(same.frame(), &frame[..]);
-        let mut again = tagged.share();
+        let mut again = tagged.share(&mut pool);
         again.retag(Tagging::Tagged(7));
         assert!(again.is_shared(), "the same tag: shared");
         pool.put(original);
-        assert_eq!(pool.idle_bytes(), 0, "still shared: not pooled");
+        assert_eq!(pool.shared.bufs.len(), 0, "still shared: not pooled");
         pool.put(same);
-        assert_ne!(pool.idle_bytes(), 0, "the last handle comes back");
+        assert_eq!(pool.shared.bufs.len(), 1, "the last handle comes back");
         pool.put(tagged);
         pool.put(again);
+        // Back: the two own buffers (the original's, the retagged copy's, each
+        // given up when it was shared) and the two shared ones.
+        assert_eq!((pool.small.bufs.len(), pool.shared.bufs.len()), (2, 2));
+        // A buffer of a size the pool does not hand out is not kept.
+        pool.put(FrameBuf::new(100));
         assert_eq!(pool.small.bufs.len(), 2);
     }
 
     #[test]
     fn receiving_into_a_shared_buffer_leaves_the_others_alone() {
         let mut pool = BufPool::new(1518);
-        let original = filled(&mut pool, &[5; 60]);
-        let mut other = original.share();
+        let mut original = filled(&mut pool, &[5; 60]);
+        let mut other = original.share(&mut pool);
         other.fill(&[6; 60]);
         assert_eq!(original.frame(), &[5; 60]);
         other.frame_mut()[0] = 7;

@@ -1018,12 +1018,13 @@ impl Vnet {
         let last = self.scratch.len().saturating_sub(1);
         for i in 0..self.scratch.len() {
             let (dst, tagging) = self.scratch[i];
-            // Flooded: every queue gets a handle on the one stored frame; a retag
-            // that changes it copies it for that port only.
+            // Flooded: every queue gets a handle on the one stored frame (copied once
+            // into a shared buffer); a retag that changes it copies it for that port.
             let mut out = if i == last {
                 original.take().expect("taken once")
             } else {
-                original.as_ref().expect("not yet taken").share()
+                let first = original.as_mut().expect("not yet taken");
+                first.share(&mut self.pool)
             };
             out.retag(tagging);
             if !self.enforcers.is_empty() {
