@@ -35,8 +35,10 @@ enum Bytes {
 #[derive(Debug)]
 pub struct FrameBuf {
     data: Bytes,
-    start: usize,
-    len: usize,
+    /// Where the frame starts in `data`, and its length (`u32`: a `FrameBuf` stays
+    /// 48 bytes, moved by value on the frame path; buffers are far below 4 GiB).
+    start: u32,
+    len: u32,
     /// Offload metadata (`virtio_net_hdr`): all zeros means a plain, fully checksummed
     /// frame. Only offload-capable backends produce or accept anything else.
     pub offload: VirtioNetHdr,
@@ -46,10 +48,15 @@ impl FrameBuf {
     fn new(capacity: usize) -> Self {
         FrameBuf {
             data: Bytes::Own(vec![0; HEADROOM + capacity].into_boxed_slice()),
-            start: HEADROOM,
+            start: HEADROOM as u32,
             len: 0,
             offload: VirtioNetHdr::default(),
         }
+    }
+
+    #[inline(always)]
+    fn range(&self) -> std::ops::Range<usize> {
+        self.start as usize..(self.start + self.len) as usize
     }
 
     /// A buffer for a GSO super-frame, as [`BufPool::get_large`] makes them: for
@@ -64,7 +71,7 @@ impl FrameBuf {
     pub fn share(&mut self, pool: &mut BufPool) -> FrameBuf {
         if let Bytes::Own(own) = &self.data {
             let mut shared = pool.get_shared(own.len());
-            let range = self.start..self.start + self.len;
+            let range = self.range();
             Arc::get_mut(&mut shared).expect("a pooled shared buffer is unique")[range.clone()]
                 .copy_from_slice(&own[range]);
             if let Bytes::Own(own) = std::mem::replace(&mut self.data, Bytes::Shared(shared)) {
@@ -87,6 +94,7 @@ impl FrameBuf {
         matches!(&self.data, Bytes::Shared(a) if Arc::strong_count(a) > 1)
     }
 
+    #[inline(always)]
     fn data(&self) -> &[u8] {
         match &self.data {
             Bytes::Own(b) => b,
@@ -95,10 +103,10 @@ impl FrameBuf {
     }
 
     /// The bytes for writing: a shared frame is copied into bytes of its own first.
-    #[inline]
+    #[inline(always)]
     fn data_mut(&mut self) -> &mut [u8] {
-        if let Bytes::Shared(a) = &self.data {
-            self.data = Bytes::Own(a[..].into());
+        if let Bytes::Shared(_) = &self.data {
+            self.unshare(false);
         }
         match &mut self.data {
             Bytes::Own(b) => b,
@@ -106,20 +114,34 @@ impl FrameBuf {
         }
     }
 
+    /// Gives a shared frame bytes of its own: a copy, or (`fresh`) zeros to receive
+    /// into. Not on the path of frames that are not flooded.
+    #[cold]
+    #[inline(never)]
+    fn unshare(&mut self, fresh: bool) {
+        if let Bytes::Shared(a) = &self.data {
+            self.data = Bytes::Own(if fresh {
+                vec![0; a.len()].into_boxed_slice()
+            } else {
+                a[..].into()
+            });
+        }
+    }
+
     /// The frame's bytes.
     pub fn frame(&self) -> &[u8] {
-        &self.data()[self.start..self.start + self.len]
+        &self.data()[self.range()]
     }
 
     /// The space a backend receives into (everything after the headroom). Call
     /// [`FrameBuf::set_len`] with what it wrote.
     pub fn recv_space(&mut self) -> &mut [u8] {
-        self.start = HEADROOM;
+        self.start = HEADROOM as u32;
         self.len = 0;
         self.offload = VirtioNetHdr::default();
-        if let Bytes::Shared(a) = &self.data {
+        if let Bytes::Shared(_) = &self.data {
             // What is received replaces the frame: bytes of its own, nothing copied.
-            self.data = Bytes::Own(vec![0; a.len()].into_boxed_slice());
+            self.unshare(true);
         }
         &mut self.data_mut()[HEADROOM..]
     }
@@ -157,14 +179,14 @@ impl FrameBuf {
     /// Marks `len` bytes at `offset` into the space of
     /// [`FrameBuf::recv_space_front`]`(front)` as the frame.
     pub fn set_front_range(&mut self, front: usize, offset: usize, len: usize) {
-        self.start = HEADROOM - front + offset;
+        self.start = (HEADROOM - front + offset) as u32;
         self.set_len(len);
     }
 
     /// The frame's bytes, for in-place changes (checksum completion).
     pub fn frame_mut(&mut self) -> &mut [u8] {
-        let (start, len) = (self.start, self.len);
-        &mut self.data_mut()[start..start + len]
+        let range = self.range();
+        &mut self.data_mut()[range]
     }
 
     /// Whether the frame needs an offload-capable receiver: a GSO super-frame or a
@@ -181,20 +203,20 @@ impl FrameBuf {
     /// Marks `len` bytes at `offset` into the receive space as the frame (a backend
     /// whose messages carry a header of their own, like the vnet API's kind byte).
     pub fn set_range(&mut self, offset: usize, len: usize) {
-        self.start = HEADROOM + offset;
+        self.start = (HEADROOM + offset) as u32;
         self.set_len(len);
     }
 
     pub fn set_len(&mut self, len: usize) {
         assert!(
-            self.start + len <= self.data().len(),
+            self.start as usize + len <= self.data().len(),
             "frame longer than its buffer"
         );
-        self.len = len;
+        self.len = len as u32;
     }
 
     pub fn len(&self) -> usize {
-        self.len
+        self.len as usize
     }
 
     pub fn is_empty(&self) -> bool {
@@ -205,7 +227,7 @@ impl FrameBuf {
     pub fn fill(&mut self, bytes: &[u8]) {
         let space = self.recv_space();
         space[..bytes.len()].copy_from_slice(bytes);
-        self.len = bytes.len();
+        self.len = bytes.len() as u32;
     }
 
     /// Copies another frame and its metadata into this buffer (flooding); `self` must
@@ -223,9 +245,9 @@ impl FrameBuf {
             return;
         }
         let before = self.len;
-        let (mut start, mut len) = (self.start, self.len);
+        let (mut start, mut len) = (self.start as usize, self.len as usize);
         let ok = vnet_core::switch::retag(self.data_mut(), &mut start, &mut len, want);
-        (self.start, self.len) = (start, len);
+        (self.start, self.len) = (start as u32, len as u32);
         debug_assert!(ok, "HEADROOM always leaves room for a tag");
         if self.len != before && self.offload != VirtioNetHdr::default() {
             let shift = |v: u16| {
@@ -287,7 +309,7 @@ impl<T> Default for FreeList<T> {
 }
 
 impl<T> FreeList<T> {
-    #[inline]
+    #[inline(always)]
     fn pop(&mut self) -> Option<T> {
         let buf = self.bufs.pop();
         self.low = self.low.min(self.bufs.len());
@@ -336,6 +358,7 @@ impl BufPool {
         self.capacity
     }
 
+    #[inline(always)]
     fn large_capacity(&self) -> usize {
         self.capacity.max(LARGE_CAPACITY)
     }
@@ -374,35 +397,37 @@ impl BufPool {
 
     /// Takes a buffer back; a handle on a frame others still share is only dropped
     /// (the last one comes back). Buffers of neither size are dropped.
-    #[inline]
+    #[inline(always)]
     pub fn put(&mut self, buf: FrameBuf) {
-        match buf.data {
-            Bytes::Own(own) => self.put_own_frame(FrameBuf {
-                data: Bytes::Own(own),
-                ..buf
-            }),
-            Bytes::Shared(shared) => {
-                if Arc::strong_count(&shared) == 1 && shared.len() == HEADROOM + self.capacity {
-                    self.shared.push(shared);
-                }
+        if let Bytes::Shared(_) = &buf.data {
+            return self.put_shared(buf);
+        }
+        let size = buf.capacity();
+        let list = if size == self.capacity {
+            &mut self.small
+        } else if size == self.large_capacity() {
+            &mut self.large
+        } else {
+            return;
+        };
+        if list.bufs.len() < RESERVE {
+            list.bufs.push(buf);
+        }
+    }
+
+    #[inline(never)]
+    fn put_shared(&mut self, buf: FrameBuf) {
+        if let Bytes::Shared(shared) = buf.data {
+            if Arc::strong_count(&shared) == 1 && shared.len() == HEADROOM + self.capacity {
+                self.shared.push(shared);
             }
         }
     }
 
-    #[inline]
-    fn put_own_frame(&mut self, buf: FrameBuf) {
-        let size = buf.capacity();
-        if size == self.capacity {
-            self.small.push(buf);
-        } else if size == self.large_capacity() {
-            self.large.push(buf);
-        }
-    }
-
     fn put_own(&mut self, own: Box<[u8]>) {
-        self.put_own_frame(FrameBuf {
+        self.put(FrameBuf {
             data: Bytes::Own(own),
-            start: HEADROOM,
+            start: HEADROOM as u32,
             len: 0,
             offload: VirtioNetHdr::default(),
         });
@@ -492,6 +517,11 @@ mod tests {
         assert_eq!(original.frame(), &[5; 60]);
         other.frame_mut()[0] = 7;
         assert_eq!(original.frame()[0], 5);
+    }
+
+    #[test]
+    fn a_frame_buffer_is_moved_as_cheaply_as_before_sharing() {
+        assert!(std::mem::size_of::<FrameBuf>() <= 48);
     }
 
     #[test]
