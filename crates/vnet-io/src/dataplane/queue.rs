@@ -50,11 +50,14 @@ impl EgressQueue {
     }
 
     /// Frees the storage a burst grew while the queue is empty (its ring of up to
-    /// [`QUEUE_CAPACITY`] handles): an idle port holds none.
-    pub fn release_idle(&mut self) {
-        if self.frames.is_empty() && self.frames.capacity() > 0 {
-            self.frames = VecDeque::new();
+    /// [`QUEUE_CAPACITY`] handles): an idle port holds none. Returns the bytes freed.
+    pub fn release_idle(&mut self) -> usize {
+        if !self.frames.is_empty() || self.frames.capacity() == 0 {
+            return 0;
         }
+        let freed = self.frames.capacity() * std::mem::size_of::<FrameBuf>();
+        self.frames = VecDeque::new();
+        freed
     }
 
     /// Empties the queue (a port going away), handing back the buffers.

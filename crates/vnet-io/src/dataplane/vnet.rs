@@ -401,13 +401,15 @@ impl Vnet {
 
     /// Forgets MAC addresses not seen for the aging time and group memberships not
     /// reported for theirs; gives back memory a burst left idle (pooled buffers,
-    /// drained queues' storage). Called about once a second.
-    pub fn age_macs(&mut self, now: Instant) {
+    /// drained queues' storage). Called about once a second; returns the bytes freed.
+    pub fn age_macs(&mut self, now: Instant) -> usize {
         self.switch.expire(now);
-        self.pool.trim();
-        for port in self.ports.values_mut() {
-            port.queue.release_idle();
-        }
+        let queues: usize = self
+            .ports
+            .values_mut()
+            .map(|port| port.queue.release_idle())
+            .sum();
+        self.pool.trim() + queues
     }
 
     /// Has the switch report addresses that move away from port `id` (the VXLAN
