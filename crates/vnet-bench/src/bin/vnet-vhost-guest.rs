@@ -19,7 +19,8 @@
 //! limit to compare a switch with.
 //!
 //! Each side prints one `key=value` line on stdout (`loopback` prints the receiver's,
-//! the sender's count as `sent=`, and `cpu_s=` for the whole process):
+//! the sender's count as `sent=`, `cpu_s=` for the whole process and `fwd_cpu_s=` for
+//! the forwarder alone):
 //!
 //! ```text
 //! send:    sent=.. bytes=.. secs=.. gbps=.. mpps=.. cpu_s=..
@@ -152,6 +153,7 @@ fn run(a: Args) -> Result<bool, String> {
         }
         "receive" => {
             let mut g = connect()?;
+            traffic::stock(&mut g.rx);
             traffic::hello(&mut g.tx, a.mac.unwrap_or(RECEIVE_MAC));
             let plan = ReceivePlan {
                 duration: a.secs.map(Duration::from_secs_f64),
@@ -167,7 +169,7 @@ fn run(a: Args) -> Result<bool, String> {
             let (mut tx, mut rx, fwd) =
                 loopback::pair(QUEUE_SIZE, true).map_err(|e| e.to_string())?;
             let done = AtomicBool::new(false);
-            let (sent, r, (_, dropped)) = std::thread::scope(|s| {
+            let (sent, r, (_, dropped, fwd_cpu)) = std::thread::scope(|s| {
                 let f = s.spawn(|| fwd.run(&done));
                 let receiver = s.spawn(|| {
                     let plan = ReceivePlan {
@@ -175,6 +177,7 @@ fn run(a: Args) -> Result<bool, String> {
                         idle: Duration::from_secs_f64(a.idle.min(0.5)),
                         wait: Duration::from_secs(10),
                     };
+                    traffic::stock(&mut rx);
                     traffic::receive(&mut rx, &plan, &stop)
                 });
                 let sent = traffic::send(&mut tx, &plan, &stop);
@@ -183,7 +186,7 @@ fn run(a: Args) -> Result<bool, String> {
                 (sent, r, f.join().expect("forwarder"))
             });
             println!(
-                "{r} sent={} dropped={dropped} cpu_s={:.3}",
+                "{r} sent={} dropped={dropped} cpu_s={:.3} fwd_cpu_s={fwd_cpu:.3}",
                 sent.sent,
                 cpu_secs()
             );

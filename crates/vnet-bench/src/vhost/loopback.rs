@@ -59,8 +59,9 @@ pub fn pair(size: u16, event_idx: bool) -> std::io::Result<(Queue, Queue, Forwar
 }
 
 impl Forwarder {
-    /// Forwards until `stop`; returns (frames forwarded, frames dropped).
-    pub fn run(self, stop: &AtomicBool) -> (u64, u64) {
+    /// Forwards until `stop`; returns frames forwarded, frames dropped and the CPU
+    /// seconds the forwarding took.
+    pub fn run(self, stop: &AtomicBool) -> (u64, u64, f64) {
         let Forwarder { mut from, mut to } = self;
         let (mut forwarded, mut dropped) = (0u64, 0u64);
         while !stop.load(Ordering::Relaxed) {
@@ -113,6 +114,6 @@ impl Forwarder {
             from.dev.disarm(&from.mem);
             to.dev.disarm(&to.mem);
         }
-        (forwarded, dropped)
+        (forwarded, dropped, super::traffic::thread_cpu_secs())
     }
 }

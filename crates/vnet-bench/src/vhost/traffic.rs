@@ -38,6 +38,17 @@ pub fn cpu_secs() -> f64 {
     t(ru.ru_utime) + t(ru.ru_stime)
 }
 
+/// CPU seconds the calling thread used so far.
+pub fn thread_cpu_secs() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime fills the timespec we pass.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9
+}
+
 /// Sleeps until the device hands back a buffer (or [`WAIT`] passes).
 fn wait_used(q: &mut Queue) {
     q.ring.arm(&q.mem);
@@ -241,14 +252,18 @@ impl std::fmt::Display for ReceiveReport {
     }
 }
 
-/// Receives on the RX queue `q` until the plan (or `stop`) ends, checking every frame.
-pub fn receive(q: &mut Queue, plan: &ReceivePlan, stop: &AtomicBool) -> ReceiveReport {
-    let n = q.size();
-    for id in 0..n {
+/// Makes every buffer of the RX queue `q` available to the device.
+pub fn stock(q: &mut Queue) {
+    for id in 0..q.size() {
         q.ring.add(&q.mem, id, q.buf_addr(id), BUF_LEN as u32, true);
     }
     q.ring.publish(&q.mem);
     let _ = q.kick.write(1);
+}
+
+/// Receives on the RX queue `q` (stocked with [`stock`]) until the plan (or `stop`)
+/// ends, checking every frame.
+pub fn receive(q: &mut Queue, plan: &ReceivePlan, stop: &AtomicBool) -> ReceiveReport {
     q.ring.disarm(&q.mem);
     let mut report = ReceiveReport::default();
     let start = Instant::now();
