@@ -77,6 +77,8 @@ enum ConnectionError {
     // message is part of ours.
     #[error("cannot create the vhost-user daemon: {0}")]
     CreateDaemon(vhost_user_backend::Error),
+    #[error("cannot watch the data plane's eventfd")]
+    WatchWant(#[source] std::io::Error),
     #[error("cannot connect the relay to the daemon's private socket")]
     ConnectRelay(#[source] std::io::Error),
     #[error("cannot start the vhost-user daemon: {0}")]
@@ -91,6 +93,8 @@ const RX_QUEUE: usize = 0;
 const TX_QUEUE: usize = 1;
 const NUM_QUEUES: usize = 2;
 const QUEUE_SIZE: usize = 1024;
+/// `handle_event` id of the data plane's `want` (ids up to `NUM_QUEUES` are reserved).
+const WANT_EVENT: u64 = NUM_QUEUES as u64 + 1;
 
 /// `RUN/NET/vhost-user/NAME.sock` for the vnet directory `net_dir`.
 pub fn socket_path(net_dir: &Path, name: &str) -> PathBuf {
@@ -106,6 +110,11 @@ pub fn valid_name(name: &str) -> bool {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
 }
+
+/// The guest's RAM as the back-end maps it.
+type GuestMem = GuestMemoryMmap;
+/// A vring over [`GuestMem`].
+type Vring = VringRwLock<GuestMemoryAtomic<GuestMem>>;
 
 /// The feature bits we offer: merged RX buffers, the offloads `FrameBuf::offload`
 /// carries through the switch, event indices (kicks and interrupts only when the other
@@ -136,6 +145,9 @@ struct Shared {
     rings: Mutex<Option<Rings>>,
     /// Bumped whenever `rings` changes: the data plane looks again.
     generation: AtomicU64,
+    /// Data plane → worker: frames for a connected guest wait, hand the queues over
+    /// now (the guest may not kick until it has something to send).
+    want: EventFd,
     /// The front-end's socket, to cut it when the port goes away (control path only).
     connection: Mutex<Option<UnixStream>>,
 }
@@ -158,6 +170,8 @@ pub struct VhostUserPort {
     /// The queues of the connected front-end, as of `generation`.
     queues: Option<Queues>,
     generation: u64,
+    /// The generation at which the data plane last asked for the queues.
+    wanted: Option<u64>,
 }
 
 impl VhostUserPort {
@@ -179,6 +193,7 @@ impl VhostUserPort {
             stop: AtomicBool::new(false),
             connected: AtomicBool::new(false),
             ready: EventFd::new(EFD_NONBLOCK).map_err(VhostUserError::CreateEventFd)?,
+            want: EventFd::new(EFD_NONBLOCK).map_err(VhostUserError::CreateEventFd)?,
             rings: Mutex::new(None),
             generation: AtomicU64::new(0),
             connection: Mutex::new(None),
@@ -206,6 +221,7 @@ impl VhostUserPort {
             thread: Some(thread),
             queues: None,
             generation: 0,
+            wanted: None,
         })
     }
 
@@ -300,10 +316,18 @@ impl Backend for VhostUserPort {
         if frames.is_empty() {
             return (0, Sent::Done);
         }
-        match self.queues() {
-            Some(queues) => queues.send(frames),
-            None => (0, Sent::Dropped(DropCause::LinkDown)),
+        if let Some(queues) = self.queues() {
+            return queues.send(frames);
         }
+        if !self.shared.connected.load(Ordering::Relaxed) {
+            return (0, Sent::Dropped(DropCause::LinkDown));
+        }
+        // Connected, queues not handed over yet: ask once, wait for `ready`.
+        if self.wanted != Some(self.generation) {
+            self.wanted = Some(self.generation);
+            let _ = self.shared.want.write(1);
+        }
+        (0, Sent::WouldBlock)
     }
 }
 
@@ -420,10 +444,15 @@ fn run_connection(
     front_end: UnixStream,
     (private, private_path): (&mut Listener, &Path),
 ) -> Result<(), ConnectionError> {
-    let mem = GuestMemoryAtomic::new(GuestMemoryMmap::new());
+    let mem = GuestMemoryAtomic::new(GuestMem::new());
     let mut daemon = VhostUserDaemon::new(format!("vhost-user-{name}"), device.clone(), mem)
         .map_err(ConnectionError::CreateDaemon)?;
     let result = (|| {
+        if let Some(handler) = daemon.get_epoll_handlers().first() {
+            handler
+                .register_listener(shared.want.as_raw_fd(), EventSet::IN, WANT_EVENT)
+                .map_err(ConnectionError::WatchWant)?;
+        }
         let back_end = UnixStream::connect(private_path).map_err(ConnectionError::ConnectRelay)?;
         daemon
             .start(private)
@@ -526,7 +555,7 @@ pub fn relay(from: UnixStream, to: UnixStream, from_front_end: bool) {
 /// The virtio-net device the vhost-user library drives (worker side): it serves the
 /// protocol and hands the queues to the data plane once the front-end kicks them.
 struct NetDevice {
-    mem: Option<GuestMemoryAtomic<GuestMemoryMmap>>,
+    mem: Option<GuestMemoryAtomic<GuestMem>>,
     acked: u64,
     /// Whether the data plane has this connection's queues.
     handed_over: bool,
@@ -535,7 +564,7 @@ struct NetDevice {
 
 impl VhostUserBackendMut for NetDevice {
     type Bitmap = ();
-    type Vring = VringRwLock;
+    type Vring = Vring;
 
     fn num_queues(&self) -> usize {
         NUM_QUEUES
@@ -566,7 +595,7 @@ impl VhostUserBackendMut for NetDevice {
 
     fn set_event_idx(&mut self, _enabled: bool) {}
 
-    fn update_memory(&mut self, mem: GuestMemoryAtomic<GuestMemoryMmap>) -> std::io::Result<()> {
+    fn update_memory(&mut self, mem: GuestMemoryAtomic<GuestMem>) -> std::io::Result<()> {
         self.mem = Some(mem);
         Ok(())
     }
@@ -576,15 +605,19 @@ impl VhostUserBackendMut for NetDevice {
         new_event_consumer_and_notifier(EventFlag::NONBLOCK).ok()
     }
 
-    /// A guest kick: the first hands the queues over, each wakes the data plane.
+    /// A guest kick or the data plane's `want`: the first hands the queues over, each
+    /// kick after that wakes the data plane.
     fn handle_event(
         &mut self,
         device_event: u16,
         _evset: EventSet,
-        vrings: &[VringRwLock],
+        vrings: &[Vring],
         _thread_id: usize,
     ) -> std::io::Result<()> {
-        if usize::from(device_event) >= NUM_QUEUES {
+        let kick = usize::from(device_event) < NUM_QUEUES;
+        if u64::from(device_event) == WANT_EVENT {
+            let _ = self.shared.want.read();
+        } else if !kick {
             return Ok(());
         }
         match (&self.mem, self.handed_over) {
@@ -597,9 +630,10 @@ impl VhostUserBackendMut for NetDevice {
                     acked: self.acked,
                 }));
             }
-            _ => {
+            _ if kick => {
                 self.shared.ready.write(1)?;
             }
+            _ => {}
         }
         Ok(())
     }

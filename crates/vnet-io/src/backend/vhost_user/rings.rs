@@ -17,19 +17,18 @@
 
 use std::sync::RwLockWriteGuard;
 
-use vhost_user_backend::{VringRwLock, VringState, VringT};
+use vhost_user_backend::{VringState, VringT};
 use virtio_bindings::virtio_net::{
     VIRTIO_NET_F_GUEST_CSUM, VIRTIO_NET_F_GUEST_TSO4, VIRTIO_NET_F_GUEST_TSO6,
     VIRTIO_NET_F_MRG_RXBUF,
 };
 use virtio_queue::{DescriptorChain, QueueOwnedT, QueueT};
-use vm_memory::{
-    Bytes, GuestAddress, GuestAddressSpace, GuestMemory, GuestMemoryAtomic, GuestMemoryMmap,
-};
+use vm_memory::{Bytes, GuestAddress, GuestAddressSpace, GuestMemory, GuestMemoryAtomic};
 
 use vnet_core::switch::DropCause;
 use vnet_core::wire::offload::{self, VirtioNetHdr, VIRTIO_NET_HDR_LEN};
 
+use super::{GuestMem, Vring};
 use crate::backend::{Received, Sent};
 use crate::frame::{FrameBuf, LARGE_CAPACITY};
 
@@ -41,9 +40,9 @@ const NUM_BUFFERS: u64 = 10;
 /// What the worker hands the data plane once a front-end's queues are set up.
 #[derive(Clone)]
 pub(super) struct Rings {
-    pub mem: GuestMemoryAtomic<GuestMemoryMmap>,
-    pub rx: VringRwLock,
-    pub tx: VringRwLock,
+    pub mem: GuestMemoryAtomic<GuestMem>,
+    pub rx: Vring,
+    pub tx: Vring,
     /// Virtio feature bits the front-end acked.
     pub acked: u64,
 }
@@ -68,7 +67,7 @@ struct State {
     scratch: Vec<u8>,
 }
 
-type Guard<'a> = RwLockWriteGuard<'a, VringState<GuestMemoryAtomic<GuestMemoryMmap>>>;
+type Guard<'a> = RwLockWriteGuard<'a, VringState<GuestMemoryAtomic<GuestMem>>>;
 
 /// Why a frame did not go into the guest's RX queue.
 enum NoFit {
@@ -137,7 +136,8 @@ impl Queues {
         let mem = rings.mem.memory();
         let mut rx = rings.rx.get_mut();
         if !rx.is_enabled() || !rx.get_queue().ready() {
-            return (0, Sent::Dropped(DropCause::LinkDown));
+            // Not started (yet, or again): the frames wait for the guest's kick.
+            return (0, Sent::WouldBlock);
         }
         let mut sent = 0;
         let mut outcome = Sent::Done;
@@ -183,7 +183,7 @@ impl State {
         self.acked & (1 << bit) != 0
     }
 
-    fn signal_tx(&mut self, tx: &mut Guard<'_>, mem: &GuestMemoryMmap) {
+    fn signal_tx(&mut self, tx: &mut Guard<'_>, mem: &GuestMem) {
         if self.tx_unsignalled == 0 {
             return;
         }
@@ -200,7 +200,7 @@ impl State {
     fn put(
         &mut self,
         rx: &mut Guard<'_>,
-        mem: &GuestMemoryMmap,
+        mem: &GuestMem,
         frame: &FrameBuf,
     ) -> Result<(), NoFit> {
         if self.rx_listening {
@@ -294,7 +294,7 @@ pub fn guest_message(
 /// takes with merged buffers. On `NoRoom` the chains popped are put back.
 fn write_frame(
     rx: &mut Guard<'_>,
-    mem: &GuestMemoryMmap,
+    mem: &GuestMem,
     parts: [&[u8]; 2],
     mergeable: bool,
 ) -> Result<(), NoFit> {
@@ -381,7 +381,7 @@ impl Source<'_> {
     /// buffer is not in guest memory.
     fn write_to(
         &mut self,
-        mem: &GuestMemoryMmap,
+        mem: &GuestMem,
         addr: GuestAddress,
         room: usize,
     ) -> Option<usize> {
@@ -451,6 +451,7 @@ impl Chains {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use vm_memory::GuestMemoryMmap;
     use virtio_bindings::virtio_ring::{VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
     use virtio_queue::desc::{split::Descriptor, RawDescriptor};
     use virtio_queue::mock::MockSplitQueue;
@@ -474,8 +475,8 @@ mod tests {
     fn vring(
         atomic: &GuestMemoryAtomic<GuestMemoryMmap>,
         q: &MockSplitQueue<'_, GuestMemoryMmap>,
-    ) -> VringRwLock {
-        let v = VringRwLock::new(atomic.clone(), SIZE).unwrap();
+    ) -> Vring {
+        let v = Vring::new(atomic.clone(), SIZE).unwrap();
         v.set_queue_size(SIZE);
         v.set_queue_info(q.desc_table_addr().0, q.avail_addr().0, q.used_addr().0)
             .unwrap();
@@ -687,16 +688,13 @@ mod tests {
     }
 
     #[test]
-    fn a_stopped_queue_takes_nothing() {
+    fn stopped_queues_take_and_give_nothing() {
         let mut g = Guest::new(0);
         g.queues.rings.tx.set_enabled(false);
         g.queues.rings.rx.set_queue_ready(false);
         let mut buf = FrameBuf::large();
         assert!(matches!(g.queues.recv(&mut buf), Received::WouldBlock));
         let bufs = [frame_buf(&[1u8; 60], VirtioNetHdr::default())];
-        assert_eq!(
-            g.queues.send(&bufs),
-            (0, Sent::Dropped(DropCause::LinkDown))
-        );
+        assert_eq!(g.queues.send(&bufs), (0, Sent::WouldBlock));
     }
 }
