@@ -205,7 +205,7 @@ impl ReceiveReport {
                     Some(m) if seq <= m => self.reordered += 1,
                     _ => self.max_seq = Some(seq),
                 }
-                if seq % SAMPLE_EVERY == 0 && self.latencies.len() < MAX_SAMPLES {
+                if seq.is_multiple_of(SAMPLE_EVERY) && self.latencies.len() < MAX_SAMPLES {
                     let d = now.saturating_sub(sent_ns).min(u64::from(u32::MAX));
                     self.latencies.push(d as u32);
                 }
@@ -320,7 +320,7 @@ pub fn receive(q: &mut Queue, plan: &ReceivePlan, stop: &AtomicBool) -> ReceiveR
             for &id in &ids {
                 q.ring.add(&q.mem, id, q.buf_addr(id), BUF_LEN as u32, true);
             }
-            if got % BATCH == 0 {
+            if got.is_multiple_of(BATCH) {
                 publish(q);
             }
         }

@@ -2,10 +2,10 @@
 //!
 //! The vhost-user protocol is served by rust-vmm's `vhost-user-backend` on the port's
 //! own threads (one for the socket, a worker per connection); the virtqueues are
-//! driven by the data plane itself ([`rings`]): once the front-end has set them up,
-//! the worker hands over the guest's memory map and vrings, and every frame is then
-//! one copy between guest memory and a frame buffer in the data-plane thread, with no
-//! channel and no thread hop:
+//! driven by the data plane itself (`vhost_user/rings.rs`): once the front-end has set
+//! them up, the worker hands over the guest's memory map and vrings, and every frame is
+//! then one copy between guest memory and a frame buffer in the data-plane thread, with
+//! no channel and no thread hop:
 //!
 //! ```text
 //!  guest TX queue ──data plane (recv)──▶ switch ──data plane (send_batch)──▶ guest RX queue
