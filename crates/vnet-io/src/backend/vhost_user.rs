@@ -32,11 +32,13 @@ use std::thread::JoinHandle;
 use tracing::{info, warn};
 use vhost::vhost_user::message::{VhostUserProtocolFeatures, VhostUserVirtioFeatures};
 use vhost::vhost_user::Listener;
+use vhost_user_backend::bitmap::BitmapMmapRegion;
 use vhost_user_backend::{VhostUserBackendMut, VhostUserDaemon, VringRwLock};
 use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
 use virtio_bindings::virtio_net::{
-    VIRTIO_NET_F_CSUM, VIRTIO_NET_F_GUEST_CSUM, VIRTIO_NET_F_GUEST_TSO4, VIRTIO_NET_F_GUEST_TSO6,
-    VIRTIO_NET_F_HOST_TSO4, VIRTIO_NET_F_HOST_TSO6, VIRTIO_NET_F_MRG_RXBUF,
+    VIRTIO_NET_F_CSUM, VIRTIO_NET_F_GUEST_ANNOUNCE, VIRTIO_NET_F_GUEST_CSUM,
+    VIRTIO_NET_F_GUEST_TSO4, VIRTIO_NET_F_GUEST_TSO6, VIRTIO_NET_F_HOST_TSO4,
+    VIRTIO_NET_F_HOST_TSO6, VIRTIO_NET_F_MRG_RXBUF,
 };
 use virtio_bindings::virtio_ring::VIRTIO_RING_F_EVENT_IDX;
 use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
@@ -111,15 +113,22 @@ pub fn valid_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
 }
 
-/// The guest's RAM as the back-end maps it.
-type GuestMem = GuestMemoryMmap;
+/// The guest's RAM as the back-end maps it, with the dirty-page log QEMU hands over
+/// for a live migration (`VHOST_USER_SET_LOG_BASE`): every write through it (frames,
+/// used rings, by the data plane) marks its page, so QEMU copies it again. Without it
+/// QEMU refuses to migrate a guest on this back-end.
+type GuestMem = GuestMemoryMmap<BitmapMmapRegion>;
 /// A vring over [`GuestMem`].
 type Vring = VringRwLock<GuestMemoryAtomic<GuestMem>>;
 
-/// The feature bits we offer: merged RX buffers, the offloads `FrameBuf::offload`
+/// The feature bits we offer: merged RX buffers and the offloads `FrameBuf::offload`
 /// carries through the switch, event indices (kicks and interrupts only when the other
-/// side waits) and `VHOST_USER_F_PROTOCOL_FEATURES` (QEMU 7.2 crashes
-/// starting a vhost-user NIC without it; no protocol feature is then offered).
+/// side waits), `VHOST_F_LOG_ALL` (dirty-page logging, with the `LOG_SHMFD` protocol
+/// feature: live migration), `GUEST_ANNOUNCE` (after a migration QEMU has the guest
+/// announce itself, through us; without it a vhost-user guest is announced by nobody
+/// and the vnet finds it seconds later, on its next frame) and
+/// `VHOST_USER_F_PROTOCOL_FEATURES` (QEMU 7.2 crashes starting a vhost-user NIC
+/// without it).
 fn offered_features() -> u64 {
     1 << VIRTIO_F_VERSION_1
         | 1 << VIRTIO_NET_F_MRG_RXBUF
@@ -130,6 +139,8 @@ fn offered_features() -> u64 {
         | 1 << VIRTIO_NET_F_GUEST_TSO4
         | 1 << VIRTIO_NET_F_GUEST_TSO6
         | 1 << VIRTIO_RING_F_EVENT_IDX
+        | 1 << VIRTIO_NET_F_GUEST_ANNOUNCE
+        | VhostUserVirtioFeatures::LOG_ALL.bits()
         | VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits()
 }
 
@@ -563,7 +574,7 @@ struct NetDevice {
 }
 
 impl VhostUserBackendMut for NetDevice {
-    type Bitmap = ();
+    type Bitmap = BitmapMmapRegion;
     type Vring = Vring;
 
     fn num_queues(&self) -> usize {
@@ -583,6 +594,16 @@ impl VhostUserBackendMut for NetDevice {
             "vhost-user: acked features {features:#x} of {:#x}",
             offered_features()
         );
+        // QEMU sets it for the length of a live migration's RAM copy: then every page
+        // written goes into the log (see `GuestMem`).
+        let log_all = VhostUserVirtioFeatures::LOG_ALL.bits();
+        if (features ^ self.acked) & log_all != 0 {
+            let on = features & log_all != 0;
+            info!(
+                "vhost-user: dirty-page logging {} (live migration)",
+                if on { "on" } else { "off" }
+            );
+        }
         self.acked = features;
         // A driver that starts over may ack others: the data plane takes them again at
         // the next kick.
@@ -590,7 +611,7 @@ impl VhostUserBackendMut for NetDevice {
     }
 
     fn protocol_features(&self) -> VhostUserProtocolFeatures {
-        VhostUserProtocolFeatures::empty()
+        VhostUserProtocolFeatures::LOG_SHMFD
     }
 
     fn set_event_idx(&mut self, _enabled: bool) {}
@@ -737,9 +758,15 @@ mod tests {
             VIRTIO_NET_F_GUEST_TSO4,
             VIRTIO_NET_F_GUEST_TSO6,
             VIRTIO_RING_F_EVENT_IDX,
+            VIRTIO_NET_F_GUEST_ANNOUNCE,
         ] {
             assert_ne!(f & (1 << bit), 0, "bit {bit}");
         }
         assert_ne!(f & VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits(), 0);
+        assert_ne!(
+            f & VhostUserVirtioFeatures::LOG_ALL.bits(),
+            0,
+            "live migration"
+        );
     }
 }

@@ -444,7 +444,6 @@ mod tests {
     use virtio_bindings::virtio_ring::{VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
     use virtio_queue::desc::{split::Descriptor, RawDescriptor};
     use virtio_queue::mock::MockSplitQueue;
-    use vm_memory::GuestMemoryMmap;
 
     const SIZE: u16 = 16;
     const RX_BASE: u64 = 0;
@@ -456,16 +455,13 @@ mod tests {
 
     /// A guest with 4 MiB of memory, its queues as `Queues` and the mock drivers' view.
     struct Guest {
-        mem: GuestMemoryMmap,
+        mem: GuestMem,
         queues: Queues,
         /// Where the RX and TX used rings are.
         used_at: [u64; 2],
     }
 
-    fn vring(
-        atomic: &GuestMemoryAtomic<GuestMemoryMmap>,
-        q: &MockSplitQueue<'_, GuestMemoryMmap>,
-    ) -> Vring {
+    fn vring(atomic: &GuestMemoryAtomic<GuestMem>, q: &MockSplitQueue<'_, GuestMem>) -> Vring {
         let v = Vring::new(atomic.clone(), SIZE).unwrap();
         v.set_queue_size(SIZE);
         v.set_queue_info(q.desc_table_addr().0, q.avail_addr().0, q.used_addr().0)
@@ -481,7 +477,7 @@ mod tests {
 
     impl Guest {
         fn new(acked: u64) -> Guest {
-            let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x40_0000)]).unwrap();
+            let mem = GuestMem::from_ranges(&[(GuestAddress(0), 0x40_0000)]).unwrap();
             let atomic = GuestMemoryAtomic::new(mem.clone());
             let rx = MockSplitQueue::create(&mem, GuestAddress(RX_BASE), SIZE);
             let tx = MockSplitQueue::create(&mem, GuestAddress(TX_BASE), SIZE);
@@ -498,7 +494,7 @@ mod tests {
             }
         }
 
-        fn queue(&self, base: u64) -> MockSplitQueue<'_, GuestMemoryMmap> {
+        fn queue(&self, base: u64) -> MockSplitQueue<'_, GuestMem> {
             // Same addresses as in `new`; `create` zeroes only the ring headers, so
             // callers make all their chains before the queue is used.
             MockSplitQueue::create(&self.mem, GuestAddress(base), SIZE)
