@@ -59,13 +59,16 @@ fn receiver(sock: &Path) -> Child {
 /// One run of `send ARGS` from port `a` to a receiver on port `b`: both reports, after
 /// checking that every frame arrived, in order and intact.
 fn exchange(d: &Daemon, a: &PortInfo, b: &PortInfo, args: &[&str]) -> HashMap<String, String> {
+    let before = port(d, "lab", b.id).counters.rx_frames;
     let rx = receiver(&socket(d, "lab", "b"));
-    // The receiver's hello teaches the switch its MAC: the frames go to it alone.
+    // The receiver's hello (sent once its RX queue is stocked) teaches the switch its
+    // MAC: the frames go to it alone, and its queues are the data plane's by then.
     assert!(
-        wait_for(Duration::from_secs(30), || !port(d, "lab", b.id)
-            .macs
-            .is_empty()),
-        "the receiving guest's MAC was never learned: {:?}\n{}",
+        wait_for(Duration::from_secs(30), || {
+            let now = port(d, "lab", b.id);
+            now.counters.rx_frames > before && !now.macs.is_empty()
+        }),
+        "the receiving guest's hello never came: {:?}\n{}",
         port(d, "lab", b.id),
         d.log()
     );

@@ -11,6 +11,8 @@ use super::frontend::{Queue, BUF_LEN};
 const BATCH: usize = 32;
 /// Longest sleep waiting for the device: a lost interrupt costs at most this.
 const WAIT: Duration = Duration::from_millis(20);
+/// Longest wait for the device to take the last frames before the sender leaves.
+const DRAIN: Duration = Duration::from_secs(5);
 /// Latency is sampled every this many frames.
 const SAMPLE_EVERY: u64 = 8;
 const MAX_SAMPLES: usize = 1 << 21;
@@ -150,10 +152,20 @@ pub fn send(q: &mut Queue, plan: &SendPlan, stop: &AtomicBool) -> SendReport {
         }
         publish(q);
     }
+    let secs = start.elapsed().as_secs_f64();
+    // Like a driver going down: wait (a while) until the device has taken every frame,
+    // or the last ones die with the connection.
+    let drained = Instant::now();
+    while free.len() < usize::from(n) && drained.elapsed() < DRAIN {
+        match q.ring.used(&q.mem) {
+            Some((id, _)) => free.push(id),
+            None => wait_used(q),
+        }
+    }
     SendReport {
         sent: seq,
         bytes: seq * len as u64,
-        secs: start.elapsed().as_secs_f64(),
+        secs,
     }
 }
 
