@@ -664,7 +664,7 @@ impl NatDevice {
                 .get_mut(&flow)
                 .and_then(|f| f.tcp.as_mut())
                 .expect("listed");
-            if !tcp.ack_due.is_some_and(|t| t <= now) {
+            if tcp.ack_due.is_none_or(|t| t > now) {
                 continue;
             }
             tcp.retrans += 1;
