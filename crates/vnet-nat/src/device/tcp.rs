@@ -503,7 +503,7 @@ impl NatDevice {
     /// The shell took `written` bytes of a [`Output::TcpWrite`] (and, if it carried FIN
     /// and all of it was taken, will shut the socket's write side): ACK that much, and
     /// advertise `window`, the room the shell has left for this flow. A segment shorter
-    /// than the MSS that left the window whole is ACKed within [`DELAYED_ACK`], on the
+    /// than the MSS that left the window whole is ACKed within `DELAYED_ACK` (1 ms), on the
     /// answer if one comes by then; a second one, or a full one, is ACKed at once.
     pub fn tcp_written(
         &mut self,
