@@ -270,6 +270,8 @@ pub(crate) struct Flow {
 
 mod tcp;
 #[cfg(test)]
+pub(crate) use tcp::DELAYED_ACK as TCP_DELAYED_ACK;
+#[cfg(test)]
 pub(crate) use tcp::WINDOW_SCALE as TCP_WINDOW_SCALE;
 pub use tcp::{ReadWindow, WINDOW as TCP_WINDOW};
 

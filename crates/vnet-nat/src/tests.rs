@@ -768,13 +768,68 @@ mod tcp {
         nat.receive(t, &f, &mut out);
         assert_eq!(written(&out, &f), Some((&b"GET / HTTP/1.0\r\n"[..], false)));
         out.clear();
-        nat.tcp_written(flow, 4, false, 1000, &mut out);
+        nat.tcp_written(t, flow, 4, false, 1000, &mut out);
         assert_eq!(segments(&out)[0].1, 1005, "ACK only what was written");
         out.clear();
         // The guest retransmits from 1005; the overlap is trimmed.
         let f = tcp_frame(1001, isn + 1, F::ACK, b"GET / HTTP/1.0\r\n");
         nat.receive(t, &f, &mut out);
         assert_eq!(written(&out, &f), Some((&b"/ HTTP/1.0\r\n"[..], false)));
+    }
+
+    #[test]
+    fn a_short_segment_is_acked_on_the_answer_or_after_the_delayed_ack() {
+        let mut nat = NatDevice::new(config(), secrets());
+        let t = Instant::now();
+        let (flow, isn) = established(&mut nat, t);
+        let mut out = Vec::new();
+        nat.receive(
+            t,
+            &tcp_frame(1001, isn + 1, F::ACK | F::PSH, b"ping"),
+            &mut out,
+        );
+        out.clear();
+        nat.tcp_written(t, flow, 4, false, crate::TCP_WINDOW, &mut out);
+        assert!(segments(&out).is_empty(), "held back: {out:?}");
+        // The answer carries it: one frame for the round trip.
+        let segs = data_segments(&mut nat, t, flow, b"pong", &mut out);
+        assert_eq!((segs.len(), segs[0].1), (1, 1005));
+        nat.poll(t + crate::device::TCP_DELAYED_ACK, &mut out);
+        assert!(segments(&out).is_empty(), "nothing owed any more: {out:?}");
+        // No answer: the ACK goes alone once the delay is over, not before.
+        nat.receive(
+            t,
+            &tcp_frame(1005, isn + 5, F::ACK | F::PSH, b"ping"),
+            &mut out,
+        );
+        out.clear();
+        nat.tcp_written(t, flow, 4, false, crate::TCP_WINDOW, &mut out);
+        assert!(nat.poll_at() <= Some(t + crate::device::TCP_DELAYED_ACK));
+        nat.poll(t, &mut out);
+        assert!(segments(&out).is_empty(), "{out:?}");
+        nat.poll(t + crate::device::TCP_DELAYED_ACK, &mut out);
+        assert_eq!(segments(&out)[0].1, 1009);
+        // A second short segment while one ACK is owed, and a full one, are ACKed at once.
+        out.clear();
+        nat.receive(
+            t,
+            &tcp_frame(1009, isn + 5, F::ACK | F::PSH, b"ab"),
+            &mut out,
+        );
+        nat.tcp_written(t, flow, 2, false, crate::TCP_WINDOW, &mut out);
+        nat.receive(
+            t,
+            &tcp_frame(1011, isn + 5, F::ACK | F::PSH, b"cd"),
+            &mut out,
+        );
+        out.clear();
+        nat.tcp_written(t, flow, 2, false, crate::TCP_WINDOW, &mut out);
+        assert_eq!(segments(&out)[0].1, 1013);
+        let full = vec![7; 1460];
+        nat.receive(t, &tcp_frame(1013, isn + 5, F::ACK, &full), &mut out);
+        out.clear();
+        nat.tcp_written(t, flow, full.len(), false, crate::TCP_WINDOW, &mut out);
+        assert_eq!(segments(&out)[0].1, 1013 + 1460);
     }
 
     #[test]
@@ -838,7 +893,7 @@ mod tcp {
         let isn = synack.seq_number;
         out.clear();
         nat.receive(t, &tcp_frame(1001, isn + 1, F::ACK, b"abc"), &mut out);
-        nat.tcp_written(flow, 3, false, 100_000, &mut out);
+        nat.tcp_written(t, flow, 3, false, 100_000, &mut out);
         let ack = out.iter().rev().find_map(|o| match o {
             Output::Frame(f) => Some(f.clone()),
             _ => None,
@@ -988,7 +1043,7 @@ mod tcp {
             [Output::TcpWrite { flow: f, ref data, fin: true }] if f == flow && data.is_empty()
         ));
         out.clear();
-        nat.tcp_written(flow, 0, true, 65535, &mut out);
+        nat.tcp_written(t, flow, 0, true, 65535, &mut out);
         assert_eq!(segments(&out)[0].1, 1002, "FIN acked");
         assert!(out.contains(&Output::Close { flow }));
         assert_eq!(nat.flow_count(), 0);

@@ -890,7 +890,8 @@ impl NatService {
         };
         let fin_done = fin && taken == data.len();
         let room = s.room();
-        self.device.tcp_written(flow, taken, fin_done, room, more);
+        self.device
+            .tcp_written(Instant::now(), flow, taken, fin_done, room, more);
     }
 
     /// Drops bytes the guest acknowledged from the socket's receive queue (`MSG_TRUNC`:

@@ -33,7 +33,7 @@
 //! | connect done ([`NatDevice::tcp_connected`]) | SYN-ACK with our ISN, MSS (and window scale if the guest offered one) |
 //! | SYN again before/after SYN-ACK | ignored / SYN-ACK again |
 //! | segment without a flow | RST |
-//! | data at `seq_from_tap` | `TcpWrite`; ACK what was written |
+//! | data at `seq_from_tap` | `TcpWrite`; ACK what was written (a short segment's ACK waits up to [`DELAYED_ACK`] to ride on the answer) |
 //! | ACK advancing `seq_ack_from_tap` | `TcpConsume`, `TcpRead` |
 //! | third duplicate ACK | go back to `seq_ack_from_tap`, `TcpRead` |
 //! | RST from guest | `Close` |
@@ -68,6 +68,11 @@ pub const WINDOW_SCALE: u8 = 5;
 const MAX_IN_FLIGHT: u32 = 8 << 20;
 /// Duplicate ACKs that make the device resend at once (RFC 5681's fast retransmit).
 const DUP_ACKS: u8 = 3;
+/// How long the ACK for a short guest segment may wait for an answer to ride on (a
+/// delayed ACK, RFC 1122 4.2.3.2; pasta waits up to 10 ms): a request/response then
+/// costs one frame to the guest, not two. Short, because a guest that Nagles its next
+/// small write waits for this ACK.
+pub const DELAYED_ACK: Duration = Duration::from_millis(1);
 
 /// Where and how much a shell should peek for a flow: see [`NatDevice::tcp_read_window`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,6 +123,9 @@ pub(super) struct Tcp {
     dup_acks: u8,
     /// When unacknowledged data or FIN is due for retransmission.
     ack_due: Option<Instant>,
+    /// When the held-back ACK of guest data ([`DELAYED_ACK`]) must go out alone, unless
+    /// a segment to the guest carries it first.
+    ack_owed: Option<Instant>,
 }
 
 impl Tcp {
@@ -143,6 +151,7 @@ impl Tcp {
             retrans: 0,
             dup_acks: 0,
             ack_due: inbound.then(|| now + ACK_TIMEOUT),
+            ack_owed: None,
         }
     }
 
@@ -185,7 +194,10 @@ impl Tcp {
     }
 
     pub(super) fn deadline(&self) -> Option<Instant> {
-        self.ack_due
+        match (self.ack_due, self.ack_owed) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     pub(super) fn finished(&self) -> bool {
@@ -490,9 +502,12 @@ impl NatDevice {
 
     /// The shell took `written` bytes of a [`Output::TcpWrite`] (and, if it carried FIN
     /// and all of it was taken, will shut the socket's write side): ACK that much, and
-    /// advertise `window`, the room the shell has left for this flow.
+    /// advertise `window`, the room the shell has left for this flow. A segment shorter
+    /// than the MSS that left the window whole is ACKed within `DELAYED_ACK` (1 ms), on the
+    /// answer if one comes by then; a second one, or a full one, is ACKed at once.
     pub fn tcp_written(
         &mut self,
+        now: Instant,
         flow: FlowId,
         written: usize,
         fin_done: bool,
@@ -502,8 +517,17 @@ impl NatDevice {
         let Some(tcp) = self.flows.get_mut(&flow).and_then(|f| f.tcp.as_mut()) else {
             return;
         };
+        let delay = written > 0
+            && written < usize::from(tcp.mss)
+            && !fin_done
+            && window >= tcp.wnd_to_tap
+            && tcp.ack_owed.is_none();
         tcp.wnd_to_tap = window;
         tcp.seq_from_tap = tcp.seq_from_tap.wrapping_add(written as u32);
+        if delay {
+            tcp.ack_owed = Some(now + DELAYED_ACK);
+            return;
+        }
         if fin_done {
             tcp.fin_from_tap = true;
             tcp.seq_from_tap = tcp.seq_from_tap.wrapping_add(1);
@@ -584,6 +608,7 @@ impl NatDevice {
         }
         if len > 0 || fin {
             tcp.ack_due = tcp.ack_due.or(Some(now + ACK_TIMEOUT));
+            tcp.ack_owed = None; // this segment carries it
         }
         let h = tcp_wire::Repr {
             src_port: f.key.remote.port(),
@@ -611,7 +636,8 @@ impl NatDevice {
         Some(frames::tcp_offload(&route, len, mss))
     }
 
-    /// Go-back-N for flows whose ACK is overdue; resets after [`MAX_RETRANS`].
+    /// Held-back ACKs that are due; go-back-N for flows whose ACK is overdue; resets
+    /// after [`MAX_RETRANS`].
     pub(super) fn tcp_timers(&mut self, now: Instant, out: &mut Vec<Output>) {
         let due: Vec<FlowId> = self
             .flows
@@ -630,6 +656,17 @@ impl NatDevice {
                 .get_mut(&flow)
                 .and_then(|f| f.tcp.as_mut())
                 .expect("listed");
+            if tcp.ack_owed.is_some_and(|t| t <= now) {
+                self.tcp_send(flow, F::ACK, &[], out);
+            }
+            let tcp = self
+                .flows
+                .get_mut(&flow)
+                .and_then(|f| f.tcp.as_mut())
+                .expect("listed");
+            if tcp.ack_due.is_none_or(|t| t > now) {
+                continue;
+            }
             tcp.retrans += 1;
             if tcp.retrans > MAX_RETRANS {
                 self.tcp_reset(flow, out);
@@ -667,14 +704,15 @@ impl NatDevice {
         self.close_flow(flow, out);
     }
 
-    /// A bare segment with the flow's current sequence numbers.
+    /// A bare segment with the flow's current sequence numbers (it carries any ACK owed).
     fn tcp_send(&mut self, flow: FlowId, flags: u8, data: &[u8], out: &mut Vec<Output>) {
-        let Some(f) = self.flows.get(&flow) else {
+        let Some(f) = self.flows.get_mut(&flow) else {
             return;
         };
-        let tcp = f.tcp.as_ref().expect("TCP");
-        let route = self.route(f.guest_mac, f.key.remote.ip(), f.key.guest.ip());
-        let (key, seq, ack) = (f.key, tcp.seq_to_tap, tcp.seq_from_tap);
+        let tcp = f.tcp.as_mut().expect("TCP");
+        tcp.ack_owed = None;
+        let (key, seq, ack, mac) = (f.key, tcp.seq_to_tap, tcp.seq_from_tap, f.guest_mac);
+        let route = self.route(mac, key.remote.ip(), key.guest.ip());
         self.tcp_reply(&route, key, seq, ack, flags, data, None, out);
     }
 
