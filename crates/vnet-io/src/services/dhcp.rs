@@ -32,8 +32,11 @@ use tracing::{info, warn};
 use vnet_core::policy::guard::DhcpBindings;
 use vnet_core::wire::offload::VirtioNetHdr;
 use vnet_core::wire::MacAddr;
-use vnet_dhcp::{ConfigError, DhcpConfig, DhcpServer, Lease, LeaseDb, Timestamp};
-use vnet_model::{NetworkSpec, Reservation};
+use vnet_dhcp::{
+    ClientId, ConfigError, Dhcp6Config, DhcpConfig, DhcpServer, Lease, LeaseDb, Reservation6,
+    Timestamp,
+};
+use vnet_model::{Dhcp6Mode, NetworkSpec, Reservation};
 use vnet_nat::LocalNames;
 
 use super::lease_writer::{write_atomically, LeaseWriter};
@@ -52,6 +55,8 @@ pub enum DhcpError {
     Start(#[source] ConfigError),
     #[error("cannot apply the new DHCP settings")]
     Reconfigure(#[source] ConfigError),
+    #[error("{0}")]
+    Duid(String),
 }
 
 pub struct DhcpService {
@@ -110,8 +115,46 @@ pub fn config_for(spec: &NetworkSpec) -> Result<Option<DhcpConfig>, DhcpError> {
             hostname: r.hostname.clone(),
         })
         .collect();
+    c.v6 = dhcp6_config(spec, &d)?;
     c.validate().map_err(DhcpError::Settings)?;
     Ok(Some(c))
+}
+
+/// The DHCPv6 side of `spec`'s resolved DHCP settings `d`: `None` without IPv6 or with
+/// DHCPv6 off.
+fn dhcp6_config(
+    spec: &NetworkSpec,
+    d: &vnet_model::DhcpSpec,
+) -> Result<Option<Dhcp6Config>, DhcpError> {
+    let (Some(mode), Some(subnet6)) = (spec.dhcp6_mode(), spec.subnet6_resolved()) else {
+        return Ok(None);
+    };
+    let mut v6 = Dhcp6Config::for_prefix(subnet6.network());
+    v6.stateful = mode == Dhcp6Mode::Stateful;
+    if let Some([first, last]) = d.range6 {
+        v6.pool = first..=last;
+    }
+    v6.dns = d.dns6.clone();
+    v6.domains = d.domain.iter().cloned().collect();
+    v6.reservations = d
+        .reservations
+        .iter()
+        .filter_map(|r| {
+            let duid = match r.duid.as_deref().map(str::parse::<ClientId>) {
+                Some(Ok(duid)) => Some(duid),
+                Some(Err(e)) => return Some(Err(e)),
+                None => None,
+            };
+            Some(Ok(Reservation6 {
+                mac: r.mac,
+                duid,
+                ip: r.ip6?,
+                hostname: r.hostname.clone(),
+            }))
+        })
+        .collect::<Result<_, _>>()
+        .map_err(|e| DhcpError::Duid(e.to_string()))?;
+    Ok(Some(v6))
 }
 
 impl DhcpService {
@@ -186,6 +229,37 @@ impl DhcpService {
         &self.server
     }
 
+    /// The server's counters as the control API shows them.
+    pub fn counters(&self) -> vnet_model::DhcpCounters {
+        let c = self.server.counters();
+        vnet_model::DhcpCounters {
+            discovers: c.discovers,
+            requests: c.requests,
+            offers: c.offers,
+            acks: c.acks,
+            naks: c.naks,
+            releases: c.releases,
+            declines: c.declines,
+            informs: c.informs,
+            pool_exhausted: c.pool_exhausted,
+            leases_expired: c.leases_expired,
+            malformed: c.malformed,
+            ignored: c.ignored,
+            solicits6: c.v6.solicits,
+            requests6: c.v6.requests,
+            renews6: c.v6.renews,
+            rebinds6: c.v6.rebinds,
+            releases6: c.v6.releases,
+            declines6: c.v6.declines,
+            confirms6: c.v6.confirms,
+            information_requests6: c.v6.information_requests,
+            advertises6: c.v6.advertises,
+            replies6: c.v6.replies,
+            pool_exhausted6: c.v6.pool_exhausted,
+            leases_expired6: c.v6.leases_expired,
+        }
+    }
+
     /// Applies new settings live; leases are kept.
     pub fn reconfigure(&mut self, config: DhcpConfig) -> Result<(), DhcpError> {
         self.server
@@ -200,19 +274,29 @@ impl DhcpService {
         Ok(())
     }
 
-    /// Leases as the control API shows them.
+    /// Leases as the control API shows them: IPv4, then IPv6.
     pub fn leases(&self) -> Vec<vnet_model::Lease> {
+        let db = self.server.lease_db();
         let mut out: Vec<_> = self
             .server
             .leases()
             .map(|l| vnet_model::Lease {
                 mac: l.mac,
-                ip: l.ip,
+                ip: l.ip.into(),
+                duid: None,
                 hostname: l.hostname.clone(),
                 expires: l.expires.as_unix_secs(),
                 state: format!("{:?}", l.state).to_lowercase(),
             })
             .collect();
+        out.extend(db.leases6().map(|l| vnet_model::Lease {
+            mac: l.mac,
+            ip: l.ip.into(),
+            duid: Some(l.duid.to_string()),
+            hostname: l.hostname.clone(),
+            expires: l.expires.as_unix_secs(),
+            state: format!("{:?}", l.state).to_lowercase(),
+        }));
         // Addresses set aside after a DECLINE or an ARP conflict show up too: they are
         // why the pool may look smaller than configured.
         out.extend(
@@ -221,26 +305,42 @@ impl DhcpService {
                 .quarantined()
                 .map(|q| vnet_model::Lease {
                     mac: q.reported_by,
-                    ip: q.ip,
+                    ip: q.ip.into(),
+                    duid: None,
                     hostname: None,
                     expires: q.until.as_unix_secs(),
                     state: format!("quarantined ({:?})", q.reason).to_lowercase(),
                 }),
         );
+        // A declined IPv6 address names its client by DUID; its MAC is not known.
+        out.extend(db.quarantined6().map(|q| vnet_model::Lease {
+            mac: MacAddr([0; 6]),
+            ip: q.ip.into(),
+            duid: Some(q.reported_by.to_string()),
+            hostname: None,
+            expires: q.until.as_unix_secs(),
+            state: "quarantined (declined)".into(),
+        }));
         out.sort_by_key(|l| l.ip);
         out
     }
 
-    /// The reservations in effect.
+    /// The reservations in effect, with their IPv6 parts.
     pub fn reservations(&self) -> Vec<Reservation> {
-        self.server
-            .config()
+        let config = self.server.config();
+        let v6 = config.v6.iter().flat_map(|v6| &v6.reservations);
+        config
             .reservations
             .iter()
-            .map(|r| Reservation {
-                mac: r.mac,
-                ip: r.ip,
-                hostname: r.hostname.clone(),
+            .map(|r| {
+                let r6 = v6.clone().find(|r6| r6.mac == r.mac);
+                Reservation {
+                    mac: r.mac,
+                    ip: r.ip,
+                    hostname: r.hostname.clone(),
+                    ip6: r6.map(|r6| r6.ip),
+                    duid: r6.and_then(|r6| r6.duid.as_ref()).map(ToString::to_string),
+                }
             })
             .collect()
     }
