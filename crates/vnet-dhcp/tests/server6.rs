@@ -134,6 +134,9 @@ impl Client6 {
     }
 }
 
+/// An IAADDR read back: address, preferred and valid lifetimes.
+type IaAddr = (Ipv6Addr, u32, u32);
+
 /// A reply read back: its type and options, IA_NAs opened.
 #[derive(Debug)]
 struct Answer {
@@ -173,8 +176,8 @@ impl Answer {
             .map(|v| u16::from_be_bytes([v[0], v[1]]))
     }
 
-    /// The first IA_NA: (address, preferred, valid) of each IAADDR, and its status.
-    fn ia(&self) -> (Vec<(Ipv6Addr, u32, u32)>, Option<u16>, u32, u32) {
+    /// The first IA_NA: (address, preferred, valid) of each IAADDR, its status, T1, T2.
+    fn ia(&self) -> (Vec<IaAddr>, Option<u16>, u32, u32) {
         let ia = self.get(code::IA_NA).expect("an IA_NA");
         let t1 = u32::from_be_bytes(ia[4..8].try_into().unwrap());
         let t2 = u32::from_be_bytes(ia[8..12].try_into().unwrap());
