@@ -1,7 +1,7 @@
 //! The DHCP server state machine: see the crate documentation for its theory of operation,
 //! and [`v6`] for DHCPv6's.
 
-mod v6;
+pub mod v6;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;

@@ -55,7 +55,7 @@ use crate::wire::dhcp6::{
 
 /// At most this many addresses are set aside for ADVERTISEs at once, so SOLICITs with
 /// made-up DUIDs cannot set aside the pool; past it, addresses are advertised without.
-pub(crate) const MAX_OFFERS: usize = 256;
+pub const MAX_OFFERS: usize = 256;
 
 /// What the DHCPv6 side did, for `/metrics` and the API.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
