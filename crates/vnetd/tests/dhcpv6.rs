@@ -257,6 +257,19 @@ fn a_reservation_gets_its_address_and_rapid_commit_binds_in_one_exchange() {
 
     let shown = d.cli_ok(&["dhcp", "show", &net]);
     assert!(shown.contains(&reserved.to_string()), "{shown}");
+
+    // Live to stateless: the router's next RA says O but not M.
+    d.cli_ok(&["dhcp", "set", &net, "--dhcp6", "stateless"]);
+    let ok = wait_for(T, || {
+        let ra = vm
+            .ns()
+            .exec_ok(&["rdisc6", "-1", "-r", "3", "-w", "1500", vm.ifname()]);
+        let ra = ra.split_whitespace().collect::<Vec<_>>().join(" ");
+        ra.contains("Stateful address conf. : No") && ra.contains("Stateful other conf. : Yes")
+    });
+    assert!(ok, "the RA still says M after DHCPv6 went stateless");
+    let info = client(&d).network(&net).unwrap();
+    assert_eq!(info.dhcp.unwrap().ipv6, vnet_control::Dhcp6Mode::Stateless);
 }
 
 #[test]

@@ -250,7 +250,9 @@ impl DhcpServer {
                 )))
             }
         };
-        let commit = req.rapid_commit && v6.rapid_commit && v6.stateful;
+        // Rapid commit only where there is something to commit: a REPLY to a SOLICIT
+        // without the option would be dropped by the client.
+        let commit = req.rapid_commit && v6.rapid_commit && v6.stateful && !req.ia_na.is_empty();
         let kind = if req.kind == Solicit && !commit {
             Advertise
         } else {

@@ -25,6 +25,7 @@
 //! free, re-learning the lease; before that, a DISCOVER from another client that picks the
 //! address ARP-probes it first, the holder answers, and the address is quarantined rather
 //! than given twice.
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -33,8 +34,8 @@ use vnet_core::policy::guard::DhcpBindings;
 use vnet_core::wire::offload::VirtioNetHdr;
 use vnet_core::wire::MacAddr;
 use vnet_dhcp::{
-    ClientId, ConfigError, Dhcp6Config, DhcpConfig, DhcpServer, Lease, LeaseDb, Reservation6,
-    Timestamp,
+    ClientId, ConfigError, Dhcp6Config, DhcpConfig, DhcpServer, Lease, Lease6, LeaseDb,
+    Reservation6, Timestamp,
 };
 use vnet_model::{Dhcp6Mode, NetworkSpec, Reservation};
 use vnet_nat::LocalNames;
@@ -203,9 +204,11 @@ impl DhcpService {
         if !std::mem::take(&mut self.names_changed) {
             return None;
         }
+        let db = self.server.lease_db();
         Some(local_names(
             self.server.config(),
-            self.server.leases(),
+            db.leases(),
+            db.leases6(),
             Timestamp::now(),
         ))
     }
@@ -375,28 +378,53 @@ impl DhcpService {
     }
 }
 
-/// The names of `config`'s reservations and of the leases active at `now`, under its
-/// domain. Reservations come first (an administrator's word beats a client's claim),
-/// then leases newest first, so a name two clients claim stays with the latest.
+/// The names of `config`'s reservations and of the DHCP and DHCPv6 leases active at
+/// `now`, under its domain. Reservations come first (an administrator's word beats a
+/// client's claim), then leases newest first, so a name two clients claim stays with
+/// the latest.
 fn local_names<'a>(
-    config: &DhcpConfig,
+    config: &'a DhcpConfig,
     leases: impl Iterator<Item = &'a Lease>,
+    leases6: impl Iterator<Item = &'a Lease6>,
     now: Timestamp,
 ) -> LocalNames {
     let mut names = LocalNames::new(config.domain.as_deref());
-    for r in &config.reservations {
-        if let Some(host) = &r.hostname {
-            names.insert(host, r.ip);
-        }
-    }
-    let mut active: Vec<&Lease> = leases.filter(|l| l.is_active(now)).collect();
-    active.sort_by_key(|l| std::cmp::Reverse(l.expires));
-    for l in active {
-        if let Some(host) = &l.hostname {
-            names.insert(host, l.ip);
+    for (host, ip) in name_claims(config, leases, leases6, now) {
+        // IPv6 names wait for LocalNames to take them (the DNS relay's AAAA answers,
+        // issue 16 item 5); then this is `names.insert(host, ip)`.
+        if let IpAddr::V4(ip) = ip {
+            names.insert(host, ip);
         }
     }
     names
+}
+
+/// Who claims which name, in the order [`local_names`] honours claims.
+fn name_claims<'a>(
+    config: &'a DhcpConfig,
+    leases: impl Iterator<Item = &'a Lease>,
+    leases6: impl Iterator<Item = &'a Lease6>,
+    now: Timestamp,
+) -> Vec<(&'a str, IpAddr)> {
+    let v6 = config.v6.iter().flat_map(|v6| &v6.reservations);
+    let reserved = config
+        .reservations
+        .iter()
+        .filter_map(|r| Some((r.hostname.as_deref()?, IpAddr::V4(r.ip))))
+        .chain(v6.filter_map(|r| Some((r.hostname.as_deref()?, IpAddr::V6(r.ip)))));
+    let mut active: Vec<(Timestamp, &str, IpAddr)> = leases
+        .filter(|l| l.is_active(now))
+        .filter_map(|l| Some((l.expires, l.hostname.as_deref()?, IpAddr::V4(l.ip))))
+        .chain(
+            leases6
+                .filter(|l| l.is_active(now))
+                .filter_map(|l| Some((l.expires, l.hostname.as_deref()?, IpAddr::V6(l.ip)))),
+        )
+        .collect();
+    active.sort_by_key(|(expires, ..)| std::cmp::Reverse(*expires));
+    reserved
+        .chain(active.into_iter().map(|(_, host, ip)| (host, ip)))
+        .collect()
 }
 
 fn describe(c: &DhcpConfig) -> String {
@@ -459,6 +487,46 @@ mod tests {
     }
 
     #[test]
+    fn dhcpv6_leases_and_reservations_claim_names_too() {
+        use vnet_dhcp::LeaseState::{Bound, Released};
+        let mut config =
+            DhcpConfig::for_subnet(server_mac("n"), "10.0.0.0".parse().unwrap(), 24).unwrap();
+        let mut v6 = Dhcp6Config::for_prefix("fd00::".parse().unwrap());
+        v6.reservations = vec![Reservation6 {
+            mac: "52:54:00:00:00:10".parse().unwrap(),
+            duid: None,
+            ip: "fd00::10".parse().unwrap(),
+            hostname: Some("db".into()),
+        }];
+        config.v6 = Some(v6);
+        let now = Timestamp::from_unix_millis(1_000_000);
+        let lease6 = |last: u16, host: &str, expires: u64, state| Lease6 {
+            ip: std::net::Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, last),
+            duid: ClientId::from_option(&[0, 3, 0, 1, 0, 0, 0, 0, 0, last as u8]),
+            iaid: 1,
+            mac: MacAddr([0x52, 0x54, 0, 0, 0, last as u8]),
+            hostname: Some(host.into()),
+            state,
+            expires: Timestamp::from_unix_millis(expires),
+        };
+        let leases6 = [
+            lease6(0x1000, "web", 2_000_000, Bound),
+            lease6(0x1001, "web", 3_000_000, Bound),
+            lease6(0x1002, "old", 3_000_000, Released),
+        ];
+        let claims = name_claims(&config, std::iter::empty(), leases6.iter(), now);
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(
+            claims,
+            [
+                ("db", ip("fd00::10")),
+                ("web", ip("fd00::1001")),
+                ("web", ip("fd00::1000"))
+            ]
+        );
+    }
+
+    #[test]
     fn dns_names_come_from_reservations_then_the_newest_active_leases() {
         use vnet_dhcp::LeaseState::{Bound, Expired};
         let mut config =
@@ -488,6 +556,9 @@ mod tests {
         let mut expected = LocalNames::new(Some("lab"));
         expected.insert("db", "10.0.0.10".parse().unwrap());
         expected.insert("web", "10.0.0.131".parse().unwrap());
-        assert_eq!(local_names(&config, leases.iter(), now), expected);
+        assert_eq!(
+            local_names(&config, leases.iter(), std::iter::empty(), now),
+            expected
+        );
     }
 }
