@@ -1,7 +1,7 @@
 //! DHCPv6 (issue 16 item 3), end to end with real clients in namespace VMs: ISC
 //! `dhclient -6` and `dhcpcd -6` get stateful leases from the vnet's range with DNS
 //! servers and the domain list, a reservation gets its address, rapid commit binds in
-//! one exchange, `dhclient -6 -S` gets the settings alone, a RELEASE ends the lease,
+//! one exchange (and one by DUID its address), `dhclient -6 -S` gets the settings alone, a RELEASE ends the lease,
 //! leases survive a restart, and broken datagrams are counted while the server goes on.
 
 use std::net::Ipv6Addr;
@@ -257,6 +257,27 @@ fn a_reservation_gets_its_address_and_rapid_commit_binds_in_one_exchange() {
 
     let shown = d.cli_ok(&["dhcp", "show", &net]);
     assert!(shown.contains(&reserved.to_string()), "{shown}");
+
+    // By DUID: the reservation names another MAC, the client's DUID-LL decides.
+    let by_duid = vnet_control::ipv6::nth6(subnet, 0x43);
+    let ip4 = format!("10.213.{}.43", octet(2));
+    d.cli_ok(&[
+        "dhcp",
+        "reserve",
+        &net,
+        "52:54:00:16:99:99",
+        &ip4,
+        "--ip6",
+        &by_duid.to_string(),
+        "--duid",
+        "00:03:00:01:52:54:00:16:00:12",
+    ]);
+    let (_, vm2) = tap_vm(&d, &net, "52:54:00:16:00:12", "");
+    enable_ipv6(&vm2);
+    let dir2 = tempfile::tempdir().unwrap();
+    let env = dhclient6(&vm2, dir2.path(), &["-D", "LL"], "", "BOUND6");
+    assert_eq!(var(&env, "new_ip6_address"), by_duid.to_string(), "{env}");
+    dhclient6_stop(&vm2, dir2.path(), "-x");
 
     // Live to stateless: the router's next RA says O but not M.
     d.cli_ok(&["dhcp", "set", &net, "--dhcp6", "stateless"]);
