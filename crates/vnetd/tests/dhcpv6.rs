@@ -1,9 +1,9 @@
 //! DHCPv6 (issue 16 item 3), end to end with real clients in namespace VMs: ISC
 //! `dhclient -6` and `dhcpcd -6` get stateful leases from the vnet's range with DNS
-//! servers and the domain list, a reservation gets its address, rapid commit binds in
-//! one exchange (and one by DUID its address), `dhclient -6 -S` gets the settings alone, a RELEASE ends the lease,
-//! leases survive a restart, and broken datagrams are counted while the server goes on.
-
+//! servers and the domain list, reservations by MAC and by DUID get their addresses,
+//! rapid commit binds in one exchange, `dhclient -6 -S` gets the settings alone, a
+//! RELEASE ends the lease, leases survive a restart, DHCPv6 goes stateless live (the RA
+//! follows), and broken datagrams are counted while the server goes on.
 use std::net::Ipv6Addr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
