@@ -4,6 +4,7 @@
 //! rapid commit binds in one exchange, `dhclient -6 -S` gets the settings alone, a
 //! RELEASE ends the lease, leases survive a restart, DHCPv6 goes stateless live (the RA
 //! follows), and broken datagrams are counted while the server goes on.
+
 use std::net::Ipv6Addr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
