@@ -487,6 +487,43 @@ mod tests {
     }
 
     #[test]
+    fn a_spec_with_ipv6_gets_dhcpv6_with_the_routers_dns_and_its_reservations() {
+        let mut spec = NetworkSpec::named("vmnet8");
+        spec.subnet = Some("192.168.108.0/24".parse().unwrap());
+        spec.nat = Some(vnet_model::NatSpec::default());
+        spec.dhcp = Some(vnet_model::DhcpSpec {
+            domain: Some("lab.test".into()),
+            reservations: vec![Reservation {
+                mac: "52:54:00:00:00:10".parse().unwrap(),
+                ip: "192.168.108.10".parse().unwrap(),
+                hostname: None,
+                ip6: Some("fd93:4cfa:c459::10".parse().unwrap()),
+                duid: Some("00:03:00:01:52:54:00:00:00:10".into()),
+            }],
+            ..Default::default()
+        });
+        let v6 = config_for(&spec).unwrap().unwrap().v6.unwrap();
+        let prefix: std::net::Ipv6Addr = "fd93:4cfa:c459::".parse().unwrap();
+        assert!(v6.stateful);
+        assert_eq!(v6.prefix, prefix);
+        assert_eq!(
+            v6.pool,
+            "fd93:4cfa:c459::1000".parse().unwrap()..="fd93:4cfa:c459::1fff".parse().unwrap()
+        );
+        assert_eq!(v6.dns, [spec.nat_gateway6().unwrap()]);
+        assert_eq!(v6.domains, ["lab.test"]);
+        assert_eq!(
+            v6.reservations[0].duid,
+            Some("00:03:00:01:52:54:00:00:00:10".parse().unwrap())
+        );
+        spec.dhcp.as_mut().unwrap().ipv6 = Dhcp6Mode::Off;
+        assert_eq!(config_for(&spec).unwrap().unwrap().v6, None);
+        spec.dhcp.as_mut().unwrap().ipv6 = Dhcp6Mode::Stateless;
+        spec.ipv6 = false;
+        assert_eq!(config_for(&spec).unwrap().unwrap().v6, None, "no IPv6");
+    }
+
+    #[test]
     fn dhcpv6_leases_and_reservations_claim_names_too() {
         use vnet_dhcp::LeaseState::{Bound, Released};
         let mut config =
