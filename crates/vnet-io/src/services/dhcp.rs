@@ -213,18 +213,19 @@ impl DhcpService {
         ))
     }
 
-    /// The addresses leased to each client MAC now, for port security's IP guard, once
-    /// after leases changed; `None` while they did not.
+    /// The addresses (IPv4 and IPv6) leased to each client MAC now, for port
+    /// security's IP guard, once after leases changed; `None` while they did not.
     pub fn take_changed_bindings(&mut self) -> Option<DhcpBindings> {
         if !std::mem::take(&mut self.bindings_changed) {
             return None;
         }
         let now = Timestamp::now();
+        let db = self.server.lease_db();
+        let v4 = db.leases().filter(|l| l.is_active(now));
+        let v6 = db.leases6().filter(|l| l.is_active(now));
         Some(DhcpBindings::new(
-            self.server
-                .leases()
-                .filter(|l| l.is_active(now))
-                .map(|l| (l.mac, l.ip)),
+            v4.map(|l| (l.mac, IpAddr::V4(l.ip)))
+                .chain(v6.map(|l| (l.mac, IpAddr::V6(l.ip)))),
         ))
     }
 

@@ -309,6 +309,24 @@ fn dhcp_bindings_allow_the_leased_address_for_that_mac_only() {
 }
 
 #[test]
+fn dhcpv6_bindings_allow_the_leased_ipv6_address_for_that_mac_only() {
+    let mut g = guard(ip_guard(&[], true));
+    let leased: Ipv6Addr = "fd00::1000".parse().unwrap();
+    let v6 = |mac, from| ipv6_frame(mac, from, IpProtocol::UDP, &udp(1000, 53));
+    assert_eq!(g.ingress(&v6(VM, leased)), Err(DropCause::IpGuard));
+    g.set_dhcp_bindings(Arc::new(DhcpBindings::new([
+        (VM, IpAddr::V6(leased)),
+        (VM, IpAddr::V4(VM_IP)),
+    ])));
+    assert_eq!(g.ingress(&v6(VM, leased)), Ok(()));
+    assert_eq!(
+        g.ingress(&v6(OTHER, leased)),
+        Err(DropCause::IpGuard),
+        "another MAC"
+    );
+}
+
+#[test]
 fn arp_claims_are_checked_probes_pass_and_a_foreign_sender_mac_is_refused() {
     let mut g = guard(ip_guard(&[("10.0.0.10", 32)], false));
     assert_eq!(g.ingress(&arp(VM, VM, VM_IP)), Ok(()));
