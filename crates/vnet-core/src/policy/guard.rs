@@ -42,7 +42,7 @@
 //! read-only copy of the vnet's DHCP bindings. Nothing allocates per frame but the
 //! learning of a MAC (bounded as said).
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv6Addr};
 use std::sync::Arc;
 
 use crate::switch::DropCause;

@@ -1,6 +1,7 @@
 use super::*;
 use crate::wire::ethernet::write_header;
 use proptest::prelude::*;
+use std::net::Ipv4Addr;
 
 const VM: MacAddr = MacAddr([0x52, 0x54, 0, 0, 0, 0x10]);
 const OTHER: MacAddr = MacAddr([0x52, 0x54, 0, 0, 0, 0x20]);
