@@ -3,7 +3,8 @@
 //! servers and the domain list, reservations by MAC and by DUID get their addresses,
 //! rapid commit binds in one exchange, `dhclient -6 -S` gets the settings alone, a
 //! RELEASE ends the lease, leases survive a restart, DHCPv6 goes stateless live (the RA
-//! follows), and broken datagrams are counted while the server goes on.
+//! follows), strict port security lets a guest send from its DHCPv6 address (and no
+//! other), and broken datagrams are counted while the server goes on.
 
 use std::net::Ipv6Addr;
 use std::os::unix::fs::PermissionsExt;
@@ -48,13 +49,16 @@ fn enable_ipv6(vm: &NsVm) {
 }
 
 /// Runs ISC `dhclient -6` once in `vm` with `args`, its files in `dir` and a script that
-/// records each event's variables in `dir/REASON.env`; returns the file of `reason`.
+/// puts a bound address on the interface and records each event's variables in
+/// `dir/REASON.env`; returns the file of `reason`.
 fn dhclient6(vm: &NsVm, dir: &Path, args: &[&str], conf: &str, reason: &str) -> String {
     let script = dir.join("script");
     std::fs::write(
         &script,
         format!(
-            "#!/bin/sh\nenv | grep -E '^(reason|new_|old_|cur_)' | sort > {}/$reason.env\nexit 0\n",
+            "#!/bin/sh\ncase $reason in BOUND6|RENEW6|REBIND6)\n  \
+             [ -n \"$new_ip6_address\" ] && ip -6 addr replace \"$new_ip6_address/128\" dev \"$interface\" nodad\n\
+             ;; esac\nenv | grep -E '^(reason|new_|old_|cur_)' | sort > {}/$reason.env\nexit 0\n",
             dir.display()
         ),
     )
@@ -430,5 +434,54 @@ fn broken_dhcpv6_datagrams_are_counted_and_the_server_goes_on() {
     let dir = tempfile::tempdir().unwrap();
     let env = dhclient6(&vm, dir.path(), &[], "", "BOUND6");
     assert!(var(&env, "new_ip6_address").parse::<Ipv6Addr>().is_ok());
+    dhclient6_stop(&vm, dir.path(), "-x");
+}
+
+#[test]
+fn strict_port_security_lets_a_guest_send_from_its_dhcpv6_address_only() {
+    skip_unless_root!();
+    let net = unique_name("d6f");
+    let n = octet(6);
+    let d = Daemon::start(Some(&format!(
+        "[[network]]\nname = \"{net}\"\nsubnet = \"10.213.{n}.0/24\"\ndhcp = {{}}\nnat = {{}}\n\
+         [network.policy]\nsecurity = \"strict\"\n"
+    )));
+    let info = client(&d).network(&net).unwrap().ipv6.unwrap();
+    let gateway = info.router.unwrap().to_string();
+    let (_, vm) = tap_vm(&d, &net, "52:54:00:16:00:51", "");
+    enable_ipv6(&vm);
+    let dir = tempfile::tempdir().unwrap();
+    let env = dhclient6(&vm, dir.path(), &[], "", "BOUND6");
+    let leased = var(&env, "new_ip6_address").to_string();
+    // The kernel takes no RA here: the /64 is on link by hand.
+    let subnet = info.subnet.to_string();
+    vm.ns()
+        .exec_ok(&["ip", "-6", "route", "add", &subnet, "dev", vm.ifname()]);
+    let ping_from = |from: &str| {
+        vm.ns()
+            .exec(&[
+                "ping", "-6", "-n", "-q", "-c", "1", "-W", "2", "-I", from, &gateway,
+            ])
+            .status
+            .success()
+    };
+    // The IP guard learns the lease: the guest's pings from it reach the router.
+    assert!(wait_for(T, || ping_from(&leased)), "{}", d.log());
+    // An address of its own choosing in the same /64 stays refused.
+    let made_up = vnet_control::ipv6::nth6(info.subnet, 0x4444).to_string();
+    vm.ns().exec_ok(&[
+        "ip",
+        "-6",
+        "addr",
+        "add",
+        &format!("{made_up}/128"),
+        "dev",
+        vm.ifname(),
+        "nodad",
+    ]);
+    assert!(
+        !ping_from(&made_up),
+        "a source DHCPv6 did not lease passed the guard"
+    );
     dhclient6_stop(&vm, dir.path(), "-x");
 }
