@@ -224,6 +224,16 @@ impl Fdb {
         self.entries.remove(&mac).is_some()
     }
 
+    /// Forgets where `mac` was learned (it showed up on a local port: it lives here
+    /// now); a static entry stays. `true` if an entry went.
+    pub fn forget_learned(&mut self, mac: MacAddr) -> bool {
+        if self.entries.get(&mac).is_some_and(|e| !e.fixed) {
+            self.entries.remove(&mac);
+            return true;
+        }
+        false
+    }
+
     /// Drops learned entries older than the aging time.
     pub fn age(&mut self, now: Instant) {
         let aging = self.aging;
@@ -334,6 +344,19 @@ mod tests {
         assert!(!f.add_remote(B));
         assert_eq!(f.destination(now, VM), Destination::Flood);
         assert_eq!(f.rows(now).len(), 1, "the static entry stays");
+    }
+
+    #[test]
+    fn a_station_that_shows_up_locally_is_forgotten_unless_pinned() {
+        let now = Instant::now();
+        let mut f = fdb();
+        let pinned = MacAddr([2, 0, 0, 0, 0, 9]);
+        f.learn(now, VM, A);
+        f.pin(now, pinned, B).unwrap();
+        assert!(f.forget_learned(VM) && !f.forget_learned(VM));
+        assert_eq!(f.destination(now, VM), Destination::Flood);
+        assert!(!f.forget_learned(pinned));
+        assert_eq!(f.destination(now, pinned), Destination::One(B));
     }
 
     #[test]

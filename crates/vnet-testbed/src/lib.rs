@@ -13,6 +13,9 @@
 //! * [`Daemon`]: a `vnetd` process in private run/state directories, plus the
 //!   `vnet` CLI pointed at it; [`api`]: its vnets, ports and counters through the
 //!   control API and the CLI, and namespace VMs on TAP ports it creates;
+//! * [`overlay`]: "hosts" (namespaces, each with its vnetd) on one underlay, a vnet
+//!   across them over VXLAN; [`Guest::incoming`] and [`Guest::migrate`] move a guest
+//!   from one to another live, over QMP ([`Guest::qmp`]);
 //! * [`frames`]: hand-made Ethernet and ARP frames; [`payload`]: replayable
 //!   junk and files sent intact; [`task`]: what a thread
 //!   of a process is doing (blocked in which system call, how often it slept).
@@ -76,6 +79,7 @@ pub mod kernel;
 mod link;
 mod netns;
 mod nsvm;
+pub mod overlay;
 pub mod payload;
 pub mod scripted;
 mod skip;

@@ -145,7 +145,16 @@ pub struct Switch {
     /// How many ports are promiscuous: while none is, known unicast goes straight to
     /// its one port without looking at the others.
     promiscuous: usize,
+    /// The port whose addresses are watched moving away (a VXLAN tunnel, whose own
+    /// database must forget a station that shows up on a local port) and those that
+    /// did since [`Switch::take_moved_away`], at most [`MOVES_KEPT`].
+    watched: Option<PortId>,
+    moved_away: Vec<MacAddr>,
 }
+
+/// Moves away from the watched port kept between two [`Switch::take_moved_away`]:
+/// more in one turn are not reported (their stale entries then age out instead).
+pub const MOVES_KEPT: usize = 64;
 
 impl Switch {
     pub fn new(config: SwitchConfig) -> Self {
@@ -156,6 +165,8 @@ impl Switch {
             macs: MacTable::new(config.mac_limits),
             next_id: 1,
             promiscuous: 0,
+            watched: None,
+            moved_away: Vec::new(),
         }
     }
 
@@ -216,7 +227,22 @@ impl Switch {
         }
         self.members.retain(|_, m| !m.is_empty());
         self.macs.forget_port(id);
+        if self.watched == Some(id) {
+            self.watch_moves_from(None);
+        }
         Ok(port)
+    }
+
+    /// Reports the addresses that move from port `id` to another one (learned there
+    /// on their first frame), for [`Switch::take_moved_away`]; `None` stops.
+    pub fn watch_moves_from(&mut self, id: Option<PortId>) {
+        self.watched = id;
+        self.moved_away.clear();
+    }
+
+    /// The addresses that moved away from the watched port since the last call.
+    pub fn take_moved_away(&mut self) -> std::vec::Drain<'_, MacAddr> {
+        self.moved_away.drain(..)
     }
 
     /// Changes a port's VLAN mode; what it had learned is forgotten.
@@ -407,7 +433,11 @@ impl Switch {
             return Verdict::Drop(DropCause::MirrorPort);
         }
         let verdict = decide(&self.config, port, bytes, wire_len).and_then(|(vlan, src, dst)| {
-            self.macs.learn(now, vlan, src, ingress);
+            if let Learned::Moved { from } = self.macs.learn(now, vlan, src, ingress) {
+                if self.watched == Some(from) && self.moved_away.len() < MOVES_KEPT {
+                    self.moved_away.push(src);
+                }
+            }
             let unicast = if dst.is_multicast() {
                 None
             } else {

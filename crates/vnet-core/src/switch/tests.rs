@@ -103,6 +103,37 @@ fn a_vm_that_moves_is_found_at_once() {
     );
 }
 
+/// A tunnel's port is watched: a station that arrives from it and then shows up on a
+/// local port is reported once (the tunnel's own database must forget it); moves
+/// between other ports and into the tunnel are not.
+#[test]
+fn moves_away_from_the_watched_port_are_reported_once() {
+    let (mut sw, p) = switch_with(3);
+    let t = Instant::now();
+    sw.watch_moves_from(Some(p[0]));
+    destinations(&mut sw, t, p[0], &frame(MacAddr::BROADCAST, mac(9))).unwrap();
+    destinations(&mut sw, t, p[1], &frame(MacAddr::BROADCAST, mac(8))).unwrap();
+    assert_eq!(sw.take_moved_away().count(), 0, "nothing moved yet");
+    // mac(9) arrives locally on p[1] (migrated in); mac(8) moves p[1] → p[2].
+    destinations(&mut sw, t, p[1], &frame(MacAddr::BROADCAST, mac(9))).unwrap();
+    destinations(&mut sw, t, p[2], &frame(MacAddr::BROADCAST, mac(8))).unwrap();
+    assert_eq!(sw.take_moved_away().collect::<Vec<_>>(), [mac(9)]);
+    assert_eq!(sw.take_moved_away().count(), 0, "reported once");
+    // Moving into the tunnel (migrated away) is the tunnel's own learning.
+    destinations(&mut sw, t, p[0], &frame(MacAddr::BROADCAST, mac(8))).unwrap();
+    assert_eq!(sw.take_moved_away().count(), 0);
+    // The record is bounded, and ends with the watched port.
+    for i in 0..100u8 {
+        destinations(&mut sw, t, p[0], &frame(MacAddr::BROADCAST, mac(100 + i))).unwrap();
+        destinations(&mut sw, t, p[1], &frame(MacAddr::BROADCAST, mac(100 + i))).unwrap();
+    }
+    assert_eq!(sw.take_moved_away().count(), MOVES_KEPT);
+    destinations(&mut sw, t, p[0], &frame(MacAddr::BROADCAST, mac(7))).unwrap();
+    destinations(&mut sw, t, p[1], &frame(MacAddr::BROADCAST, mac(7))).unwrap();
+    sw.remove_port(p[0]).unwrap();
+    assert_eq!(sw.take_moved_away().count(), 0, "gone with its port");
+}
+
 #[test]
 fn never_back_out_of_the_ingress_port() {
     let (mut sw, p) = switch_with(2);

@@ -33,11 +33,13 @@ use std::thread::JoinHandle;
 use tracing::{info, warn};
 use vhost::vhost_user::message::{VhostUserProtocolFeatures, VhostUserVirtioFeatures};
 use vhost::vhost_user::Listener;
+use vhost_user_backend::bitmap::BitmapMmapRegion;
 use vhost_user_backend::{VhostUserBackendMut, VhostUserDaemon, VringRwLock, VringT};
 use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
 use virtio_bindings::virtio_net::{
-    VIRTIO_NET_F_CSUM, VIRTIO_NET_F_GUEST_CSUM, VIRTIO_NET_F_GUEST_TSO4, VIRTIO_NET_F_GUEST_TSO6,
-    VIRTIO_NET_F_HOST_TSO4, VIRTIO_NET_F_HOST_TSO6, VIRTIO_NET_F_MRG_RXBUF,
+    VIRTIO_NET_F_CSUM, VIRTIO_NET_F_GUEST_ANNOUNCE, VIRTIO_NET_F_GUEST_CSUM,
+    VIRTIO_NET_F_GUEST_TSO4, VIRTIO_NET_F_GUEST_TSO6, VIRTIO_NET_F_HOST_TSO4,
+    VIRTIO_NET_F_HOST_TSO6, VIRTIO_NET_F_MRG_RXBUF,
 };
 use virtio_queue::{QueueOwnedT, QueueT};
 use vm_memory::{
@@ -117,9 +119,20 @@ pub fn valid_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
 }
 
+/// The guest's RAM as the back-end maps it, with the dirty-page log QEMU hands over
+/// for a live migration (`VHOST_USER_SET_LOG_BASE`): every write through it (frames,
+/// used rings) marks its page, so QEMU copies it again. Without it QEMU refuses to
+/// migrate a guest on this back-end.
+type GuestMem = GuestMemoryMmap<BitmapMmapRegion>;
+type Vring = VringRwLock<GuestMemoryAtomic<GuestMem>>;
+
 /// The feature bits we offer: merged RX buffers and the offloads `FrameBuf::offload`
-/// carries through the switch, and `VHOST_USER_F_PROTOCOL_FEATURES` (QEMU 7.2 crashes
-/// starting a vhost-user NIC without it; no protocol feature is then offered).
+/// carries through the switch, `VHOST_F_LOG_ALL` (dirty-page logging, with the
+/// `LOG_SHMFD` protocol feature: live migration), `GUEST_ANNOUNCE` (after a migration
+/// QEMU has the guest announce itself, through us; without it a vhost-user guest is
+/// announced by nobody and the vnet finds it seconds later, on its next frame) and
+/// `VHOST_USER_F_PROTOCOL_FEATURES` (QEMU 7.2 crashes starting a vhost-user NIC
+/// without it).
 fn offered_features() -> u64 {
     1 << VIRTIO_F_VERSION_1
         | 1 << VIRTIO_NET_F_MRG_RXBUF
@@ -129,6 +142,8 @@ fn offered_features() -> u64 {
         | 1 << VIRTIO_NET_F_HOST_TSO6
         | 1 << VIRTIO_NET_F_GUEST_TSO4
         | 1 << VIRTIO_NET_F_GUEST_TSO6
+        | 1 << VIRTIO_NET_F_GUEST_ANNOUNCE
+        | VhostUserVirtioFeatures::LOG_ALL.bits()
         | VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits()
 }
 
@@ -549,7 +564,7 @@ fn run_connection(
     front_end: UnixStream,
     (private, private_path): (&mut Listener, &Path),
 ) -> Result<(), ConnectionError> {
-    let mem = GuestMemoryAtomic::new(GuestMemoryMmap::new());
+    let mem = GuestMemoryAtomic::new(GuestMem::new());
     let mut daemon = VhostUserDaemon::new(format!("vhost-user-{name}"), device.clone(), mem)
         .map_err(ConnectionError::CreateDaemon)?;
     let result = (|| {
@@ -659,7 +674,7 @@ pub fn relay(from: UnixStream, to: UnixStream, from_front_end: bool) {
 
 /// The virtio-net device the vhost-user library drives (worker side).
 struct NetDevice {
-    mem: Option<GuestMemoryAtomic<GuestMemoryMmap>>,
+    mem: Option<GuestMemoryAtomic<GuestMem>>,
     acked: u64,
     /// Behind a lock only because `Receiver` is not `Sync`; only the worker takes it.
     ends: Mutex<Option<WorkerEnds>>,
@@ -673,7 +688,7 @@ struct NetDevice {
 
 impl NetDevice {
     /// Guest TX queue → data plane.
-    fn process_tx(&mut self, vring: &VringRwLock) -> std::io::Result<()> {
+    fn process_tx(&mut self, vring: &Vring) -> std::io::Result<()> {
         let ends = self.ends.lock().expect("lock");
         let (Some(mem), Some(ends)) = (&self.mem, ends.as_ref()) else {
             return Ok(());
@@ -734,7 +749,7 @@ impl NetDevice {
 
     /// Data plane → guest RX queue, merging buffers when the guest acked
     /// `VIRTIO_NET_F_MRG_RXBUF`.
-    fn process_rx(&mut self, vring: &VringRwLock) -> std::io::Result<()> {
+    fn process_rx(&mut self, vring: &Vring) -> std::io::Result<()> {
         let ends = self.ends.lock().expect("lock");
         let (Some(mem), Some(ends)) = (&self.mem, ends.as_ref()) else {
             return Ok(());
@@ -903,8 +918,8 @@ fn fit_offloads(mut msg: Vec<u8>, acked: u64, scratch: &mut Vec<u8>, ends: &Work
 }
 
 impl VhostUserBackendMut for NetDevice {
-    type Bitmap = ();
-    type Vring = VringRwLock;
+    type Bitmap = BitmapMmapRegion;
+    type Vring = Vring;
 
     fn num_queues(&self) -> usize {
         NUM_QUEUES
@@ -923,16 +938,26 @@ impl VhostUserBackendMut for NetDevice {
             "vhost-user: acked features {features:#x} of {:#x}",
             offered_features()
         );
+        // QEMU sets it for the length of a live migration's RAM copy: then every page
+        // written goes into the log (see `GuestMem`).
+        let log_all = VhostUserVirtioFeatures::LOG_ALL.bits();
+        if (features ^ self.acked) & log_all != 0 {
+            let on = features & log_all != 0;
+            info!(
+                "vhost-user: dirty-page logging {} (live migration)",
+                if on { "on" } else { "off" }
+            );
+        }
         self.acked = features;
     }
 
     fn protocol_features(&self) -> VhostUserProtocolFeatures {
-        VhostUserProtocolFeatures::empty()
+        VhostUserProtocolFeatures::LOG_SHMFD
     }
 
     fn set_event_idx(&mut self, _enabled: bool) {}
 
-    fn update_memory(&mut self, mem: GuestMemoryAtomic<GuestMemoryMmap>) -> std::io::Result<()> {
+    fn update_memory(&mut self, mem: GuestMemoryAtomic<GuestMem>) -> std::io::Result<()> {
         self.mem = Some(mem);
         Ok(())
     }
@@ -946,7 +971,7 @@ impl VhostUserBackendMut for NetDevice {
         &mut self,
         device_event: u16,
         _evset: EventSet,
-        vrings: &[VringRwLock],
+        vrings: &[Vring],
         _thread_id: usize,
     ) -> std::io::Result<()> {
         match device_event {
@@ -1059,10 +1084,16 @@ mod tests {
             VIRTIO_NET_F_HOST_TSO6,
             VIRTIO_NET_F_GUEST_TSO4,
             VIRTIO_NET_F_GUEST_TSO6,
+            VIRTIO_NET_F_GUEST_ANNOUNCE,
         ] {
             assert_ne!(f & (1 << bit), 0, "bit {bit}");
         }
         assert_ne!(f & VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits(), 0);
+        assert_ne!(
+            f & VhostUserVirtioFeatures::LOG_ALL.bits(),
+            0,
+            "live migration"
+        );
     }
 
     fn ends() -> WorkerEnds {

@@ -324,6 +324,7 @@ impl Thread {
             &mut self.rx_list,
         );
         self.receive_all(now);
+        self.forget_moved_in();
         self.transmit_all();
         if woken && self.obey_commands(now) {
             return true;

@@ -404,6 +404,18 @@ impl Vnet {
         self.switch.expire(now);
     }
 
+    /// Has the switch report addresses that move away from port `id` (the VXLAN
+    /// tunnel's); `None` stops. See [`Vnet::take_moved_away`].
+    pub fn watch_moves_from(&mut self, id: Option<PortId>) {
+        self.switch.watch_moves_from(id);
+    }
+
+    /// The addresses that moved from the watched port to another since the last call
+    /// (a station that migrated in: it lives on a local port now).
+    pub fn take_moved_away(&mut self) -> impl Iterator<Item = MacAddr> + '_ {
+        self.switch.take_moved_away()
+    }
+
     /// Counts the refusals the frame path's sans-I/O parts kept in counters of their
     /// own since the last call (called once a second, not per frame): new addresses a
     /// full MAC table did not learn (its size is the vnet's `max_macs`, at most

@@ -2,6 +2,7 @@
 
 use std::fmt::Write as _;
 use std::fs::File;
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -10,6 +11,9 @@ use std::time::{Duration, Instant};
 use super::console::{find, Console};
 use super::{Guest, Netdev};
 use crate::{cmd, initramfs, Error, Result};
+
+/// The QMP socket's name in a guest's directory.
+const QMP_SOCKET: &str = "qmp.sock";
 
 /// How long [`GuestBuilder::boot`] waits for the ready marker by default.
 /// Boots take 6–15 s under TCG; a busy 2-core machine can make that much
@@ -28,7 +32,7 @@ pub(super) struct Nic {
 #[derive(Debug, Clone)]
 pub struct GuestBuilder {
     name: String,
-    nics: Vec<Nic>,
+    pub(super) nics: Vec<Nic>,
     memory_mb: u32,
     boot_timeout: Duration,
     gateway: Option<String>,
@@ -159,8 +163,14 @@ impl GuestBuilder {
         line
     }
 
-    /// The QEMU arguments (after the program name) for `initrd`/`kernel`.
-    fn qemu_command_args(&self, image: &initramfs::Initramfs) -> Vec<String> {
+    /// The QEMU arguments (after the program name) for `initrd`/`kernel`, with QMP on
+    /// `dir/qmp.sock`; `incoming`: wait for a migration there instead of booting.
+    fn qemu_command_args(
+        &self,
+        image: &initramfs::Initramfs,
+        dir: &Path,
+        incoming: Option<&Path>,
+    ) -> Vec<String> {
         let mut a: Vec<String> = [
             "-accel",
             "tcg",
@@ -214,6 +224,19 @@ impl GuestBuilder {
                 format!("virtio-net-pci,netdev={id},mac={},romfile=", nic.mac),
             ]);
         }
+        a.extend([
+            "-qmp".into(),
+            format!(
+                "unix:{},server=on,wait=off",
+                dir.join(QMP_SOCKET).to_string_lossy()
+            ),
+        ]);
+        if let Some(path) = incoming {
+            a.extend([
+                "-incoming".into(),
+                format!("unix:{}", path.to_string_lossy()),
+            ]);
+        }
         a.extend(self.qemu_args.iter().cloned());
         a
     }
@@ -225,6 +248,36 @@ impl GuestBuilder {
     /// On failure the error carries the tail of the console and QEMU's
     /// stderr.
     pub fn boot(self) -> Result<Guest> {
+        // Built once per process (cached), and not on the boot's clock.
+        initramfs::standard()?;
+        let _slot = BootSlot::acquire();
+        let start = Instant::now();
+        let boot_timeout = self.boot_timeout;
+        let mut guest = self.spawn(None)?;
+        let deadline = start + boot_timeout;
+        let marker = b"@@VNET-READY ";
+        let ready = guest.console.wait(0, deadline, |buf| {
+            let at = find(buf, marker)?;
+            let rest = &buf[at + marker.len()..];
+            let eol = rest.iter().position(|&b| b == b'\n')?;
+            Some(String::from_utf8_lossy(&rest[..eol]).trim().to_string())
+        });
+        match ready {
+            Ok(uptime) => {
+                guest.boot_time = start.elapsed();
+                guest.guest_uptime = uptime.parse().unwrap_or(0.0);
+                let mut st = guest.console.lock();
+                st.cursor = st.buf.len();
+                drop(st);
+                Ok(guest)
+            }
+            Err(stop) => Err(guest.failure(stop, "boot", boot_timeout)),
+        }
+    }
+
+    /// Starts QEMU: booting, or (`incoming`) waiting for a migration on that unix
+    /// socket, which QEMU creates.
+    pub(super) fn spawn(self, incoming: Option<&Path>) -> Result<Guest> {
         self.check_stream_sockets()?;
         let image = initramfs::standard()?;
         let dir = tempfile::Builder::new()
@@ -233,14 +286,12 @@ impl GuestBuilder {
         let console_log = dir.path().join("console.log");
         let stderr_log = dir.path().join("qemu.stderr");
         let qemu = std::env::var("VNET_QEMU").unwrap_or_else(|_| "qemu-system-x86_64".into());
-        let args = self.qemu_command_args(image);
+        let args = self.qemu_command_args(image, dir.path(), incoming);
         std::fs::write(
             dir.path().join("qemu.cmdline"),
             format!("{qemu} {}\n", args.join(" ")),
         )?;
 
-        let _slot = BootSlot::acquire();
-        let start = Instant::now();
         let mut child = Command::new(&qemu)
             .args(&args)
             .stdin(Stdio::piped())
@@ -259,7 +310,8 @@ impl GuestBuilder {
                 .name(format!("console-{}", self.name))
                 .spawn(move || console.pump(stdout, log))?
         };
-        let mut guest = Guest {
+        let qmp = dir.path().join(QMP_SOCKET);
+        Ok(Guest {
             name: self.name.clone(),
             nics: self.nics.clone(),
             child,
@@ -273,26 +325,10 @@ impl GuestBuilder {
             boot_time: Duration::ZERO,
             guest_uptime: 0.0,
             next_id: AtomicU32::new(1),
-        };
-        let deadline = start + self.boot_timeout;
-        let marker = b"@@VNET-READY ";
-        let ready = guest.console.wait(0, deadline, |buf| {
-            let at = find(buf, marker)?;
-            let rest = &buf[at + marker.len()..];
-            let eol = rest.iter().position(|&b| b == b'\n')?;
-            Some(String::from_utf8_lossy(&rest[..eol]).trim().to_string())
-        });
-        match ready {
-            Ok(uptime) => {
-                guest.boot_time = start.elapsed();
-                guest.guest_uptime = uptime.parse().unwrap_or(0.0);
-                let mut st = guest.console.lock();
-                st.cursor = st.buf.len();
-                drop(st);
-                Ok(guest)
-            }
-            Err(stop) => Err(guest.failure(stop, "boot", self.boot_timeout)),
-        }
+            qmp,
+            builder: self,
+            incoming: None,
+        })
     }
 }
 

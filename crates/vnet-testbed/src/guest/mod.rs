@@ -26,6 +26,7 @@ use crate::{cmd, Error, Result};
 mod builder;
 mod console;
 mod netdev;
+mod qmp;
 
 pub use builder::{GuestBuilder, DEFAULT_BOOT_TIMEOUT};
 pub use netdev::Netdev;
@@ -55,6 +56,12 @@ pub struct Guest {
     boot_time: Duration,
     guest_uptime: f64,
     next_id: AtomicU32,
+    /// The QMP socket QEMU listens on.
+    qmp: PathBuf,
+    /// What was started: a migration's destination is the same machine.
+    builder: GuestBuilder,
+    /// A destination's directory and the socket it waits for the migration on.
+    incoming: Option<(tempfile::TempDir, PathBuf)>,
 }
 
 impl std::fmt::Debug for Guest {
@@ -199,6 +206,105 @@ impl Guest {
     /// The full console log file (kept after a failed test).
     pub fn console_log_path(&self) -> &Path {
         &self.console_log
+    }
+
+    /// Runs the QMP command `execute` with `arguments` (a JSON object, or
+    /// `Value::Null` for none) and returns what it returned; a QMP error is
+    /// [`Error::Failed`] with QEMU's class and description.
+    pub fn qmp(&self, execute: &str, arguments: serde_json::Value) -> Result<serde_json::Value> {
+        qmp::command(&self.qmp, execute, arguments)
+    }
+
+    /// Starts the destination of a live migration of this guest: a QEMU with the
+    /// same machine, its NICs on `netdevs` (one per NIC, in order, e.g. the other
+    /// host's sockets), waiting for [`Guest::migrate`]. Until then it runs nothing;
+    /// afterwards it is the guest ([`Guest::exec`] reaches the same command loop).
+    pub fn incoming(&self, netdevs: Vec<Netdev>) -> Result<Guest> {
+        if netdevs.len() != self.nics.len() {
+            return Err(Error::Failed(format!(
+                "guest {}: {} NICs, {} netdevs for the destination",
+                self.name,
+                self.nics.len(),
+                netdevs.len()
+            )));
+        }
+        let mut builder = self.builder.clone();
+        for (nic, netdev) in builder.nics.iter_mut().zip(netdevs) {
+            nic.netdev = netdev;
+        }
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("vnet-migrate-{}-", self.name))
+            .tempdir()?;
+        let socket = dir.path().join("migrate.sock");
+        let mut guest = builder.spawn(Some(&socket))?;
+        let listening = crate::wait_for(Duration::from_secs(60), || {
+            socket.exists() || guest.console.lock().eof
+        });
+        if !socket.exists() {
+            let stop = if listening {
+                Stop::Exited
+            } else {
+                Stop::Timeout
+            };
+            return Err(guest.failure(stop, "-incoming never listened", Duration::from_secs(60)));
+        }
+        guest.incoming = Some((dir, socket));
+        Ok(guest)
+    }
+
+    /// Live-migrates this guest to `to` (made by [`Guest::incoming`]) and waits up to
+    /// `timeout` until QEMU says `completed`; returns `query-migrate`'s last answer
+    /// (`total-time`, `downtime`, `ram`... in ms and bytes). This QEMU is left paused
+    /// (`postmigrate`). A migration QEMU refuses (a blocker, e.g. a back-end that
+    /// cannot log dirty pages) or that fails is [`Error::Failed`] with QEMU's reason.
+    pub fn migrate(&self, to: &Guest, timeout: Duration) -> Result<serde_json::Value> {
+        self.start_migration(to)?;
+        let mut last = serde_json::Value::Null;
+        let mut error = None;
+        let done = crate::wait_for(timeout, || {
+            match self.qmp("query-migrate", serde_json::Value::Null) {
+                Ok(r) => {
+                    let status = r["status"].as_str().unwrap_or("").to_string();
+                    last = r;
+                    matches!(status.as_str(), "completed" | "failed" | "cancelled")
+                }
+                Err(e) => {
+                    error = Some(e);
+                    true
+                }
+            }
+        });
+        if let Some(e) = error {
+            return Err(e);
+        }
+        match last["status"].as_str() {
+            Some("completed") => Ok(last),
+            _ if !done => Err(Error::Timeout(format!(
+                "guest {}: migration not completed after {timeout:?}: {last}",
+                self.name
+            ))),
+            _ => Err(Error::Failed(format!(
+                "guest {}: migration {}: {}",
+                self.name,
+                last["status"].as_str().unwrap_or("?"),
+                last["error-desc"].as_str().unwrap_or("")
+            ))),
+        }
+    }
+
+    /// Starts a live migration to `to` (made by [`Guest::incoming`]) and returns at
+    /// once: [`Guest::migrate`] without the wait, for whoever watches `query-migrate`
+    /// itself (a benchmark's timing).
+    pub fn start_migration(&self, to: &Guest) -> Result<()> {
+        let Some((_, socket)) = &to.incoming else {
+            return Err(Error::Failed(format!(
+                "guest {}: is not waiting for a migration (see Guest::incoming)",
+                to.name
+            )));
+        };
+        let uri = format!("unix:{}", socket.to_string_lossy());
+        self.qmp("migrate", serde_json::json!({ "uri": uri }))
+            .map(drop)
     }
 
     /// Builds the error for a failed wait, with diagnostics.

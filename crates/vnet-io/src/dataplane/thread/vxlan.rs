@@ -64,6 +64,7 @@ impl Thread {
             port: id,
             tunnel,
         });
+        self.vnets[key].watch_moves_from(Some(id));
         self.directory().claim_tunnel(local, &name, vx.vni);
         if !self.tunnel_rx.contains(&t) {
             self.tunnel_rx.push(t);
@@ -176,6 +177,22 @@ impl Thread {
             }
             self.tunnel_rx.retain(|x| *x != t);
             info!(local = %s.sockets.local, "VXLAN socket closed");
+        }
+    }
+
+    /// Makes each tunnel forget the stations learned behind a remote that showed up
+    /// on one of its vnet's local ports since the last turn (migrated here): only the
+    /// switch's entry says where they are now.
+    pub(super) fn forget_moved_in(&mut self) {
+        for (_, s) in self.tunnels.iter() {
+            for m in &s.members {
+                let Some(vnet) = self.vnets.get_mut(m.net) else {
+                    continue;
+                };
+                for mac in vnet.take_moved_away() {
+                    m.tunnel.borrow_mut().fdb.forget_learned(mac);
+                }
+            }
         }
     }
 
