@@ -236,6 +236,9 @@ pub struct LeaseDb {
     quarantine: BTreeMap<Ipv4Addr, Quarantine>,
     leases6: BTreeMap<Ipv6Addr, Lease6>,
     quarantine6: BTreeMap<Ipv6Addr, Quarantine6>,
+    /// The address of each identity association's lease: finding a client's lease is
+    /// O(log n) per message, not a walk through the pool's leases.
+    ias6: BTreeMap<(ClientId, u32), Ipv6Addr>,
 }
 
 impl LeaseDb {
@@ -318,6 +321,7 @@ impl LeaseDb {
             if db.leases6.contains_key(&lease.ip) {
                 return Err(LeaseDbError::DuplicateAddress6(lease.ip));
             }
+            db.ias6.insert((lease.duid.clone(), lease.iaid), lease.ip);
             db.leases6.insert(lease.ip, lease);
         }
         for q in file.quarantine6 {
@@ -386,7 +390,8 @@ impl LeaseDb {
 
     /// The lease of identity association (`duid`, `iaid`), whatever its state.
     pub fn lease6_of(&self, duid: &ClientId, iaid: u32) -> Option<&Lease6> {
-        self.leases6.values().find(|l| l.is_of(duid, iaid))
+        let ip = self.ias6.get(&(duid.clone(), iaid))?;
+        self.leases6.get(ip)
     }
 
     /// True if `ip` is quarantined at `now`.
@@ -397,10 +402,17 @@ impl LeaseDb {
     /// Records `lease`, replacing whatever lease held its address and any other lease
     /// of the same identity association, and lifting a quarantine on the address.
     pub(crate) fn insert6(&mut self, lease: Lease6) {
-        self.leases6
-            .retain(|_, l| !l.is_of(&lease.duid, lease.iaid));
+        let ia = (lease.duid.clone(), lease.iaid);
+        if let Some(old) = self.ias6.insert(ia.clone(), lease.ip) {
+            self.leases6.remove(&old);
+        }
         self.quarantine6.remove(&lease.ip);
-        self.leases6.insert(lease.ip, lease);
+        if let Some(displaced) = self.leases6.insert(lease.ip, lease) {
+            let other = (displaced.duid, displaced.iaid);
+            if other != ia {
+                self.ias6.remove(&other);
+            }
+        }
     }
 
     pub(crate) fn lease6_at_mut(&mut self, ip: Ipv6Addr) -> Option<&mut Lease6> {
@@ -414,12 +426,16 @@ impl LeaseDb {
     pub(crate) fn retain_leases6(&mut self, mut keep: impl FnMut(&Lease6) -> bool) -> bool {
         let before = self.leases6.len();
         self.leases6.retain(|_, l| keep(l));
+        let leases = &self.leases6;
+        self.ias6.retain(|_, ip| leases.contains_key(ip));
         before != self.leases6.len()
     }
 
     /// Keeps `q.ip` out of the pool; a lease on it ends.
     pub(crate) fn add_quarantine6(&mut self, q: Quarantine6) {
-        self.leases6.remove(&q.ip);
+        if let Some(l) = self.leases6.remove(&q.ip) {
+            self.ias6.remove(&(l.duid, l.iaid));
+        }
         self.quarantine6.insert(q.ip, q);
     }
 }
@@ -514,6 +530,46 @@ mod tests {
         // A file written before DHCPv6 (no leases6 key) loads as it did.
         let v4_only = r#"{"format":"vnet-dhcp-leases","version":1,"leases":[]}"#;
         assert_eq!(LeaseDb::from_json(v4_only).unwrap(), LeaseDb::new());
+    }
+
+    #[test]
+    fn an_ia_holds_one_address_and_an_address_one_ia() {
+        let lease6 = |ip: &str, duid: u8, iaid| Lease6 {
+            ip: ip.parse().unwrap(),
+            duid: ClientId::from_option(&[0, 3, 0, 1, 2, 0, 0, 0, 0, duid]),
+            iaid,
+            mac: MacAddr([2, 0, 0, 0, 0, duid]),
+            hostname: None,
+            state: LeaseState::Bound,
+            expires: Timestamp::from_unix_millis(1),
+        };
+        let mut db = LeaseDb::new();
+        db.insert6(lease6("fd00::1000", 1, 7));
+        db.insert6(lease6("fd00::1001", 1, 7));
+        assert!(
+            db.lease6_at("fd00::1000".parse().unwrap()).is_none(),
+            "moved"
+        );
+        let a = lease6("fd00::1001", 1, 7);
+        assert_eq!(db.lease6_of(&a.duid, 7), Some(&a));
+        // Another IA takes the address over: the first IA has none left.
+        db.insert6(lease6("fd00::1001", 2, 7));
+        assert_eq!(db.lease6_of(&a.duid, 7), None);
+        db.add_quarantine6(Quarantine6 {
+            ip: "fd00::1001".parse().unwrap(),
+            reported_by: a.duid.clone(),
+            until: Timestamp::from_unix_millis(2),
+        });
+        let b = lease6("fd00::1001", 2, 7);
+        assert_eq!((db.leases6().count(), db.lease6_of(&b.duid, 7)), (0, None));
+        db.insert6(b.clone());
+        assert_eq!(
+            LeaseDb::from_json(&db.to_json()).unwrap(),
+            db,
+            "the index too"
+        );
+        assert!(db.retain_leases6(|_| false));
+        assert_eq!(db.lease6_of(&b.duid, 7), None);
     }
 
     #[test]

@@ -576,10 +576,22 @@ impl DhcpServer {
         {
             return Some(ip);
         }
+        // Never-used addresses: the pool walked beside the leases (both in address
+        // order), O(pool) per message with no lookup per leased address.
         let (first, last) = (u128::from(*v6.pool.start()), u128::from(*v6.pool.end()));
+        let mut leased = self
+            .db
+            .leases6()
+            .map(|l| u128::from(l.ip))
+            .skip_while(|a| *a < first)
+            .peekable();
         let fresh = (first..=last)
+            .filter(|a| {
+                while leased.next_if(|l| l < a).is_some() {}
+                leased.peek() != Some(a)
+            })
             .map(Ipv6Addr::from)
-            .find(|ip| self.db.lease6_at(*ip).is_none() && free(*ip));
+            .find(|ip| free(*ip));
         fresh.or_else(|| {
             self.db
                 .leases6()
