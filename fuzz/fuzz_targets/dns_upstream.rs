@@ -39,6 +39,9 @@ impl Relay {
         for o in out {
             match o {
                 Output::Open { flow, to, .. } => {
+                    let std::net::SocketAddr::V4(to) = to else {
+                        panic!("query socket to {to}");
+                    };
                     assert!(self.upstreams.contains(&to), "query socket to {to}");
                     self.queries.insert(flow, Vec::new());
                 }
@@ -89,8 +92,8 @@ fn run(u: &mut Unstructured) -> Result<()> {
     let route = Route {
         src_mac: GUEST_MAC,
         dst_mac: NAT_MAC,
-        src: GUEST,
-        dst: GW,
+        src: GUEST.into(),
+        dst: GW.into(),
     };
     let mut next_port = 1024u16;
     while !u.is_empty() {
@@ -108,7 +111,7 @@ fn run(u: &mut Unstructured) -> Result<()> {
                 next_port = next_port.wrapping_add(1).max(1024);
                 let port = next_port;
                 let seg = frames::udp_datagram(&route, port, 53, &msg);
-                let frame = frames::ipv4_frame(&route, IpProtocol::UDP, 1, &seg);
+                let frame = frames::ip_frame(&route, IpProtocol::UDP, 1, &seg);
                 r.nat.receive(r.now, &frame, &mut out);
                 if msg.len() >= 12 {
                     r.guest_ids

@@ -9,7 +9,7 @@
 //! the device must never panic, its frames must fit the vnet's MTU, its write ranges
 //! must lie in the frame they name, and its TSO frames must segment.
 use std::collections::HashMap;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
 use libfuzzer_sys::arbitrary::{Result, Unstructured};
@@ -71,7 +71,7 @@ impl Shell {
             match o {
                 Output::Frame(f) => self.frame(&f),
                 Output::Open { flow, to, .. } => {
-                    if to == UPSTREAM {
+                    if to == SocketAddr::V4(UPSTREAM) {
                         self.dns_flows.insert(flow, 0);
                     }
                     self.flows.push(flow);
@@ -152,8 +152,8 @@ fn guest_frame(s: &mut Shell, u: &mut Unstructured) -> Result<Vec<u8>> {
     let r = Route {
         src_mac: mac,
         dst_mac: NAT_MAC,
-        src: gip,
-        dst,
+        src: gip.into(),
+        dst: dst.into(),
     };
     let (sport, dport) = (port(u)?, port(u)?);
     let ident = u.arbitrary()?;
@@ -208,7 +208,7 @@ fn guest_frame(s: &mut Shell, u: &mut Unstructured) -> Result<Vec<u8>> {
             let len = data.len() as u32 + u32::from(flags & (Flags::SYN | Flags::FIN) != 0);
             let e = s.conns.entry(key).or_default();
             e.seq = seq.wrapping_add(len);
-            frames::ipv4_frame(
+            frames::ip_frame(
                 &r,
                 IpProtocol::TCP,
                 ident,
@@ -217,7 +217,7 @@ fn guest_frame(s: &mut Shell, u: &mut Unstructured) -> Result<Vec<u8>> {
         }
         2 => {
             let data: &[u8] = u.arbitrary()?;
-            frames::ipv4_frame(
+            frames::ip_frame(
                 &r,
                 IpProtocol::UDP,
                 ident,
@@ -230,7 +230,7 @@ fn guest_frame(s: &mut Shell, u: &mut Unstructured) -> Result<Vec<u8>> {
                 seq_no: dport,
                 data: u.arbitrary()?,
             };
-            frames::ipv4_frame(&r, IpProtocol::ICMP, ident, &frames::icmp_message(&m))
+            frames::ip_frame(&r, IpProtocol::ICMP, ident, &frames::icmp_message(&m))
         }
         _ => {
             // Raw bytes behind a plausible Ethernet header.
@@ -335,8 +335,8 @@ fn step(s: &mut Shell, u: &mut Unstructured) -> Result<()> {
         }
         12 => {
             let (_, gip) = *u.choose(&GUESTS)?;
-            let guest = SocketAddrV4::new(gip, port(u)?);
-            let peer = SocketAddrV4::new(*u.choose(&REMOTES)?, port(u)?);
+            let guest = SocketAddr::from((gip, port(u)?));
+            let peer = SocketAddr::from((*u.choose(&REMOTES)?, port(u)?));
             if u.arbitrary()? {
                 let data: &[u8] = u.arbitrary()?;
                 if let Some(f) = s.nat.udp_forwarded(s.now, guest, peer, data, &mut out) {

@@ -379,10 +379,10 @@ pub enum ForwardCommand {
     Add {
         /// Name of the vnet
         net: String,
-        /// Where the host listens, e.g. 127.0.0.1:8080
-        host: std::net::SocketAddrV4,
-        /// The guest's address and port, e.g. 192.168.108.10:80
-        guest: std::net::SocketAddrV4,
+        /// Where the host listens, e.g. 127.0.0.1:8080, [::1]:8080 or [::]:8080
+        host: std::net::SocketAddr,
+        /// The guest's address and port, e.g. 192.168.108.10:80 or [fd12:3456:789a:1::10]:80
+        guest: std::net::SocketAddr,
         /// Forward UDP: each host peer's datagrams go to GUEST, and its replies back
         #[arg(long)]
         udp: bool,
@@ -395,7 +395,7 @@ pub enum ForwardCommand {
         /// Name of the vnet
         net: String,
         /// The forward's host address and port
-        host: std::net::SocketAddrV4,
+        host: std::net::SocketAddr,
         /// Remove the UDP forward on HOST (the TCP one stays)
         #[arg(long)]
         udp: bool,

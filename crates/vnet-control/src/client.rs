@@ -435,7 +435,7 @@ impl Client {
         &self,
         net: &str,
         proto: vnet_model::ForwardProto,
-        host: std::net::SocketAddrV4,
+        host: std::net::SocketAddr,
     ) -> Result<(), Error> {
         let host = host.to_string();
         let path = api_path(&["networks", net, "forwards", &host]);

@@ -64,7 +64,7 @@ pub mod mirror;
 pub mod policy;
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4};
 use std::path::PathBuf;
 
 pub use ipnet::{Ipv4Net, Ipv6Net};
@@ -710,10 +710,11 @@ pub struct NatSpec {
 pub struct ForwardSpec {
     #[serde(default)]
     pub proto: ForwardProto,
-    /// Where the host listens, e.g. `127.0.0.1:8080`.
-    pub host: SocketAddrV4,
-    /// The guest's address and port in the vnet's subnet.
-    pub guest: SocketAddrV4,
+    /// Where the host listens, e.g. `127.0.0.1:8080`, `[::1]:8080` or `[::]:8080`.
+    pub host: SocketAddr,
+    /// The guest's address and port: in the vnet's subnet, or its IPv6 /64 (either
+    /// family, whatever the host address's).
+    pub guest: SocketAddr,
 }
 
 /// The transport of a port forward.
@@ -1575,12 +1576,25 @@ impl NetworkSpec {
             return Err(SpecError::UdpTimeout);
         }
         let mut hosts = std::collections::HashSet::new();
+        let subnet6 = self.subnet6_resolved();
         for f in &nat.forward {
-            if !is_host_address(subnet, *f.guest.ip()) || *f.guest.ip() == gateway {
+            let guest_ok = match f.guest.ip() {
+                IpAddr::V4(ip) => is_host_address(subnet, ip) && ip != gateway,
+                // Not the /64's network address, the host adapter's ::1 or the gateway's.
+                IpAddr::V6(ip) => subnet6.is_some_and(|s| {
+                    s.contains(&ip) && ![0, 1, 2].map(|n| ipv6::nth6(s, n)).contains(&ip)
+                }),
+            };
+            if !guest_ok {
+                let within = match (f.guest.ip(), subnet6) {
+                    (IpAddr::V4(_), _) => subnet.to_string(),
+                    (IpAddr::V6(_), Some(s)) => s.to_string(),
+                    (IpAddr::V6(_), None) => "an IPv6 subnet (this vnet has none)".into(),
+                };
                 return Err(SpecError::ForwardGuest {
                     host: f.host,
                     guest: f.guest,
-                    subnet,
+                    within,
                 });
             }
             if !hosts.insert((f.proto, f.host)) {
@@ -1656,16 +1670,17 @@ pub enum SpecError {
     },
     #[error("NAT udp_timeout_secs must be at least 1")]
     UdpTimeout,
-    #[error("forward {host} -> {guest}: the guest address must be a host address of {subnet} other than the gateway")]
+    #[error("forward {host} -> {guest}: the guest address must be a host address of {within} other than the gateway")]
     ForwardGuest {
-        host: SocketAddrV4,
-        guest: SocketAddrV4,
-        subnet: Ipv4Net,
+        host: SocketAddr,
+        guest: SocketAddr,
+        /// The subnet (or /64) of the guest's family.
+        within: String,
     },
     #[error("forward: {} {host} is listed twice", .proto.as_str())]
     ForwardTwice {
         proto: ForwardProto,
-        host: SocketAddrV4,
+        host: SocketAddr,
     },
     #[error(transparent)]
     Uplink(#[from] UplinkError),

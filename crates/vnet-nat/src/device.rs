@@ -2,17 +2,16 @@
 //! socket datagrams.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
 use vnet_core::wire::ethernet::{EtherType, Frame, MacAddr};
-use vnet_core::wire::icmpv4::{self, Unreachable};
-use vnet_core::wire::{arp, ipv4, tcp as tcp_wire, udp, IpProtocol};
+use vnet_core::wire::{arp, icmpv6, ipv4, ipv6, tcp as tcp_wire, udp, IpProtocol};
 
 use crate::dns::{DnsAction, DnsForwarder};
 use crate::flow_id::{FlowId, FlowIds};
 use crate::fragments::{Reassembler, Reassembly};
-use crate::frames::{self, Route};
+use crate::frames::{self, Echo, Route, Unreachable};
 use crate::names::LocalNames;
 use crate::secrets::{IsnClock, NatSecrets};
 
@@ -26,11 +25,16 @@ pub struct NatConfig {
     /// The vnet's subnet: only guests inside it are translated.
     pub subnet: Ipv4Addr,
     pub prefix_len: u8,
+    /// The device's IPv6 address (`::2` of the vnet's /64), if the vnet has IPv6: IPv6
+    /// guests of that /64 are translated as IPv4 ones are.
+    pub gateway6: Option<Ipv6Addr>,
     /// The vnet's IP MTU: larger answers leave in fragments.
     pub mtu: usize,
     /// Whether echo requests can leave (the shell found a way to send them); otherwise
     /// guests are told "unreachable".
     pub icmp: bool,
+    /// The same for ICMPv6 echo requests.
+    pub icmp6: bool,
     /// Where queries to the gateway's port 53 go; empty: no DNS (port unreachable).
     pub dns_upstreams: Vec<SocketAddrV4>,
     /// How long one upstream has to answer before the next is tried.
@@ -57,8 +61,10 @@ impl NatConfig {
             gateway,
             subnet,
             prefix_len,
+            gateway6: None,
             mtu: 1500,
             icmp: true,
+            icmp6: true,
             dns_upstreams: Vec::new(),
             dns_timeout: Duration::from_secs(2),
             udp_timeout: Duration::from_secs(30),
@@ -76,6 +82,36 @@ impl NatConfig {
         u32::from(ip) & mask == u32::from(self.subnet) & mask
     }
 
+    /// Whether `ip` is in the vnet's IPv6 /64.
+    fn in_subnet6(&self, ip: Ipv6Addr) -> bool {
+        self.gateway6
+            .is_some_and(|g| g.octets()[..8] == ip.octets()[..8])
+    }
+
+    /// Whether `ip` is on the vnet: in its subnet or its /64.
+    fn in_vnet(&self, ip: IpAddr) -> bool {
+        match ip {
+            IpAddr::V4(ip) => self.in_subnet(ip),
+            IpAddr::V6(ip) => self.in_subnet6(ip),
+        }
+    }
+
+    /// The gateway's address of `ip`'s family (IPv6 ones only exist with `gateway6`).
+    fn gateway_for(&self, ip: IpAddr) -> IpAddr {
+        match ip {
+            IpAddr::V4(_) => IpAddr::V4(self.gateway),
+            IpAddr::V6(_) => IpAddr::V6(self.gateway6.unwrap_or(Ipv6Addr::UNSPECIFIED)),
+        }
+    }
+
+    /// Whether `ip` is one of the device's own addresses.
+    fn is_gateway(&self, ip: IpAddr) -> bool {
+        match ip {
+            IpAddr::V4(ip) => ip == self.gateway,
+            IpAddr::V6(ip) => Some(ip) == self.gateway6,
+        }
+    }
+
     fn broadcast(&self) -> Ipv4Addr {
         let mask = u32::MAX
             .checked_shl(32 - u32::from(self.prefix_len.min(32)))
@@ -89,16 +125,32 @@ impl NatConfig {
 /// own addresses (which the shell keeps up to date, [`NatDevice::set_host_addresses`]).
 /// Port forwards and DNS upstreams are not asked: they are the daemon's choice, not the
 /// guest's.
-pub fn refusal(dst: Ipv4Addr, host_loopback: bool, host_addresses: &[Ipv4Addr]) -> Option<Refusal> {
-    if dst.is_multicast() || dst.is_broadcast() {
-        // Not a unicast destination: no ICMP error about it (RFC 1122 3.2.2, 4.2.3.10).
-        return Some(Refusal::Silent);
-    }
-    let first = dst.octets()[0];
-    // `127.0.0.0/8`, `0.0.0.0/8` (Linux connects `0.0.0.0` to the host itself), link-local
-    // (`169.254.0.0/16`, cloud metadata services); `host_loopback` reaches the host
-    // through the gateway's address only.
-    if dst.is_loopback() || first == 0 || dst.is_link_local() {
+pub fn refusal(dst: IpAddr, host_loopback: bool, host_addresses: &[IpAddr]) -> Option<Refusal> {
+    let refused = match dst {
+        IpAddr::V4(dst) => {
+            if dst.is_multicast() || dst.is_broadcast() {
+                // Not a unicast destination: no ICMP error about it (RFC 1122 3.2.2,
+                // 4.2.3.10).
+                return Some(Refusal::Silent);
+            }
+            // `127.0.0.0/8`, `0.0.0.0/8` (Linux connects `0.0.0.0` to the host itself),
+            // link-local (`169.254.0.0/16`, cloud metadata services).
+            dst.is_loopback() || dst.octets()[0] == 0 || dst.is_link_local()
+        }
+        IpAddr::V6(dst) => {
+            if dst.is_multicast() {
+                return Some(Refusal::Silent); // RFC 4443 §2.4 (e)
+            }
+            // `::1`, `::` (the host itself), link-local (`fe80::/10`: the host's links,
+            // not the guest's), and IPv4-mapped addresses (IPv4's rules, bypassed).
+            dst.is_loopback()
+                || dst.is_unspecified()
+                || dst.segments()[0] & 0xffc0 == 0xfe80
+                || dst.to_ipv4_mapped().is_some()
+        }
+    };
+    // `host_loopback` reaches the host through the gateway's address only.
+    if refused {
         return Some(Refusal::Answered);
     }
     if !host_loopback && host_addresses.contains(&dst) {
@@ -117,7 +169,8 @@ pub enum Refusal {
     Answered,
 }
 
-/// Guests' addresses remembered at most (the table starts over when full).
+/// Guests' addresses remembered at most, both families (the table starts over when
+/// full).
 const MAX_NEIGHBOURS: usize = 4096;
 
 /// The transport of a flow, and so of its host socket.
@@ -136,12 +189,12 @@ pub enum Proto {
 pub enum Output {
     /// A frame for the vnet, from the device's port.
     Frame(Vec<u8>),
-    /// Open a host socket for `flow` and connect it to `to`. If that fails, call
-    /// [`NatDevice::open_failed`].
+    /// Open a host socket for `flow` and connect it to `to` (of either family). If that
+    /// fails, call [`NatDevice::open_failed`].
     Open {
         flow: FlowId,
         proto: Proto,
-        to: SocketAddrV4,
+        to: SocketAddr,
     },
     /// Send `data` on the flow's socket (a UDP payload, or an ICMP echo request whose
     /// identifier the kernel may replace).
@@ -181,9 +234,26 @@ pub use vnet_model::NatCounters;
 pub(crate) struct FlowKey {
     proto: Proto,
     /// The guest's address and port (UDP) or echo identifier (ICMP).
-    guest: SocketAddrV4,
-    /// The destination as the guest sees it (port 0 for ICMP).
-    remote: SocketAddrV4,
+    guest: SocketAddr,
+    /// The destination as the guest sees it (port 0 for ICMP), of the guest's family.
+    remote: SocketAddr,
+}
+
+/// A guest's IP packet of either family, past its family's checks: what the protocol
+/// handlers read.
+pub(crate) struct GuestPacket<'a> {
+    src: IpAddr,
+    dst: IpAddr,
+    /// The whole packet, IP header first (ICMP errors quote it).
+    bytes: &'a [u8],
+    /// Where the transport header starts in `bytes` (after IPv6 extension headers).
+    transport: usize,
+}
+
+impl<'a> GuestPacket<'a> {
+    fn payload(&self) -> &'a [u8] {
+        &self.bytes[self.transport..]
+    }
 }
 
 #[derive(Debug)]
@@ -212,21 +282,22 @@ pub struct NatDevice {
     next_flow: FlowIds,
     next_sweep: Option<Instant>,
     dns: DnsForwarder,
-    ip_ident: u16,
+    /// The last IPv4 identification (low 16 bits) or IPv6 fragment identification.
+    ip_ident: u32,
     counters: NatCounters,
     scratch: Vec<DnsAction>,
     /// TCP initial sequence numbers (RFC 6528).
     isn: IsnClock,
-    /// Guests' MACs by address, learned from their ARP and IPv4 frames (for
+    /// Guests' MACs by address, learned from their ARP, IPv4 and IPv6 frames (for
     /// connections the device opens towards them).
-    neighbours: HashMap<Ipv4Addr, MacAddr>,
+    neighbours: HashMap<IpAddr, MacAddr>,
     /// Guests' datagrams that came in fragments, being put back together.
     fragments: Reassembler,
     /// The vnet's DHCP names, answered locally.
     local_names: LocalNames,
     /// The host's own interface addresses, refused as destinations unless
     /// `host_loopback` (see [`refusal`]).
-    host_addresses: Vec<Ipv4Addr>,
+    host_addresses: Vec<IpAddr>,
 }
 
 impl NatDevice {
@@ -252,21 +323,22 @@ impl NatDevice {
         }
     }
 
-    /// Replaces the host's own interface addresses (the shell reads them at start and
-    /// refreshes them): guests' new flows to them are refused unless `host_loopback`.
-    /// They map to nothing; the way to the host is the gateway's address.
-    pub fn set_host_addresses(&mut self, addresses: &[Ipv4Addr]) {
+    /// Replaces the host's own interface addresses, both families (the shell reads them
+    /// at start and refreshes them): guests' new flows to them are refused unless
+    /// `host_loopback`. They map to nothing; the way to the host is the gateway's
+    /// address.
+    pub fn set_host_addresses(&mut self, addresses: &[IpAddr]) {
         self.host_addresses.clear();
         self.host_addresses.extend_from_slice(addresses);
     }
 
     /// Whether a guest's new flow to `dst` is refused (see [`refusal`]).
-    pub(crate) fn refused(&self, dst: Ipv4Addr) -> Option<Refusal> {
+    pub(crate) fn refused(&self, dst: IpAddr) -> Option<Refusal> {
         refusal(dst, self.config.host_loopback, &self.host_addresses)
     }
 
     /// Counts and logs a refused destination.
-    pub(crate) fn count_refused(&mut self, what: &str, src: Ipv4Addr, dst: SocketAddrV4) {
+    pub(crate) fn count_refused(&mut self, what: &str, src: IpAddr, dst: SocketAddr) {
         self.counters.refused_destinations += 1;
         tracing::debug!("NAT: {what} from {src} to {dst} refused (link-local, multicast, broadcast, loopback or the host's own)");
     }
@@ -276,16 +348,17 @@ impl NatDevice {
         self.local_names = names;
     }
 
-    /// Remembers that `ip` is at `mac` (guests in the subnet only, bounded).
-    fn learn(&mut self, ip: Ipv4Addr, mac: MacAddr) {
+    /// Remembers that `ip` is at `mac` (guests on the vnet only, bounded); `true` if
+    /// that is news.
+    fn learn(&mut self, ip: IpAddr, mac: MacAddr) -> bool {
         let c = &self.config;
-        if !c.in_subnet(ip) || ip == c.gateway || ip.is_unspecified() || !mac.is_learnable() {
-            return;
+        if !c.in_vnet(ip) || c.is_gateway(ip) || ip.is_unspecified() || !mac.is_learnable() {
+            return false;
         }
         if self.neighbours.len() >= MAX_NEIGHBOURS && !self.neighbours.contains_key(&ip) {
             self.neighbours.clear();
         }
-        self.neighbours.insert(ip, mac);
+        self.neighbours.insert(ip, mac) != Some(mac)
     }
 
     pub fn config(&self) -> &NatConfig {
@@ -299,6 +372,11 @@ impl NatDevice {
     /// The transport of an open flow.
     pub fn flow_proto(&self, flow: FlowId) -> Option<Proto> {
         self.flows.get(&flow).map(|f| f.key.proto)
+    }
+
+    /// Whether an open flow is IPv6.
+    pub fn flow_is_ipv6(&self, flow: FlowId) -> bool {
+        self.flows.get(&flow).is_some_and(|f| f.key.guest.is_ipv6())
     }
 
     /// Open flows (host sockets).
@@ -362,17 +440,21 @@ impl NatDevice {
                         return true;
                     }
                 };
-                self.learn(arp.source_protocol_addr, arp.source_hardware_addr);
+                let ip = IpAddr::V4(arp.source_protocol_addr);
+                self.learn(ip, arp.source_hardware_addr);
                 if request && arp.target_protocol_addr == self.config.gateway {
                     self.counters.arp_replies += 1;
                     out.push(Output::Frame(frames::arp_reply(&arp, self.config.mac)));
                 } else if !request {
-                    self.tcp_neighbour_known(now, arp.source_protocol_addr, out);
+                    self.tcp_neighbour_known(now, ip, out);
                 }
                 true
             }
             EtherType::IPV4 if eth.dst() == self.config.mac => {
                 self.receive_ipv4(now, eth.src(), eth.payload(), checksum_offloaded, out)
+            }
+            EtherType::IPV6 if eth.dst() == self.config.mac => {
+                self.receive_ipv6(now, eth.src(), eth.payload(), checksum_offloaded, out)
             }
             _ => {
                 self.counters.ignored += 1;
@@ -395,57 +477,145 @@ impl NatDevice {
             self.counters.malformed += 1;
             return false;
         };
+        let src = ip.src_addr();
+        if !self.config.in_subnet(src) {
+            self.counters.ignored += 1;
+            return true;
+        }
         if ip.is_fragment() {
-            return self.receive_fragment(now, guest_mac, &ip, out);
+            return self.receive_fragment(now, guest_mac, ip.into_inner(), out);
         }
-        let (src, dst) = (ip.src_addr(), ip.dst_addr());
-        let c = &self.config;
-        if !c.in_subnet(src) || src == c.gateway || src == c.broadcast() {
+        if src == self.config.gateway || src == self.config.broadcast() {
             self.counters.ignored += 1;
             return true;
         }
-        self.learn(src, guest_mac);
-        let c = &self.config;
-        if c.in_subnet(dst) && dst != c.gateway {
+        let packet = GuestPacket {
+            src: IpAddr::V4(src),
+            dst: IpAddr::V4(ip.dst_addr()),
+            bytes: &bytes[..usize::from(ip.total_len())],
+            transport: usize::from(ip.header_len()),
+        };
+        self.receive_ip(
+            now,
+            guest_mac,
+            &packet,
+            ip.next_header(),
+            checksum_offloaded,
+            out,
+        )
+    }
+
+    /// A guest's IPv6 packet (RFC 8200): its extension headers are walked to the upper
+    /// layer; the gateway's own neighbour discovery and echo are the router's (which
+    /// saw the frame first), everything else is translated as IPv4 is.
+    fn receive_ipv6(
+        &mut self,
+        now: Instant,
+        guest_mac: MacAddr,
+        bytes: &[u8],
+        checksum_offloaded: bool,
+        out: &mut Vec<Output>,
+    ) -> bool {
+        if self.config.gateway6.is_none() {
             self.counters.ignored += 1;
             return true;
         }
-        if dst != c.gateway && self.refused(dst) == Some(Refusal::Silent) {
-            self.count_refused("a packet", src, SocketAddrV4::new(dst, 0));
+        let ip = ipv6::Packet::new_checked(bytes);
+        let Ok((ip, repr)) = ip.and_then(|ip| ipv6::Repr::parse(&ip).map(|r| (ip, r))) else {
+            self.counters.malformed += 1;
+            return false;
+        };
+        let (src, dst) = (repr.src_addr, repr.dst_addr);
+        if !self.config.in_subnet6(src) || dst.is_multicast() {
+            self.counters.ignored += 1;
             return true;
         }
-        match ip.next_header() {
-            IpProtocol::ICMP => self.receive_icmp(now, guest_mac, &ip, out),
-            IpProtocol::UDP => self.receive_udp(now, guest_mac, &ip, checksum_offloaded, out),
-            IpProtocol::TCP => self.receive_tcp(now, guest_mac, &ip, checksum_offloaded, out),
+        let bytes = &bytes[..repr.buffer_len()];
+        // Up to a Fragment header: what follows it is only whole once reassembled.
+        let mut walk = ip.ext_headers();
+        for h in walk.by_ref() {
+            match h {
+                Ok(h) if h.kind == IpProtocol::IPV6_FRAGMENT => {
+                    return self.receive_fragment(now, guest_mac, bytes, out);
+                }
+                Ok(_) => {}
+                Err(_) => {
+                    self.counters.malformed += 1;
+                    return false;
+                }
+            }
+        }
+        if self.learn(IpAddr::V6(src), guest_mac) {
+            // Maybe the answer to our neighbour solicitation.
+            self.tcp_neighbour_known(now, IpAddr::V6(src), out);
+        }
+        let packet = GuestPacket {
+            src: IpAddr::V6(src),
+            dst: IpAddr::V6(dst),
+            bytes,
+            transport: ipv6::HEADER_LEN + walk.offset(),
+        };
+        let protocol = walk.next_header();
+        self.receive_ip(now, guest_mac, &packet, protocol, checksum_offloaded, out)
+    }
+
+    /// A guest's packet of either family, its source checked: the destination decides.
+    fn receive_ip(
+        &mut self,
+        now: Instant,
+        guest_mac: MacAddr,
+        ip: &GuestPacket<'_>,
+        protocol: IpProtocol,
+        checksum_offloaded: bool,
+        out: &mut Vec<Output>,
+    ) -> bool {
+        let (src, dst) = (ip.src, ip.dst);
+        if src.is_ipv4() {
+            self.learn(src, guest_mac);
+        }
+        let c = &self.config;
+        let to_gateway = c.is_gateway(dst);
+        if c.in_vnet(dst) && !to_gateway {
+            self.counters.ignored += 1;
+            return true;
+        }
+        if !to_gateway && self.refused(dst) == Some(Refusal::Silent) {
+            self.count_refused("a packet", src, SocketAddr::new(dst, 0));
+            return true;
+        }
+        match protocol {
+            IpProtocol::ICMP if dst.is_ipv4() => self.receive_icmp(now, guest_mac, ip, out),
+            IpProtocol::ICMPV6 if dst.is_ipv6() => self.receive_icmp(now, guest_mac, ip, out),
+            IpProtocol::UDP => self.receive_udp(now, guest_mac, ip, checksum_offloaded, out),
+            IpProtocol::TCP => self.receive_tcp(now, guest_mac, ip, checksum_offloaded, out),
             _ => {
                 // A prompt "protocol unreachable" instead of a hang.
-                self.unreachable(guest_mac, &ip, Unreachable::PROTOCOL, out);
+                self.unreachable(guest_mac, ip, Unreachable::Protocol, out);
                 true
             }
         }
     }
 
-    /// A guest's IPv4 fragment: kept until its datagram is whole, which then goes on as
-    /// if it had come in one piece (see the `fragments` module).
+    /// A guest's IPv4 or IPv6 fragment: kept until its datagram is whole, which then
+    /// goes on as if it had come in one piece (see the `fragments` module). Only the
+    /// vnet's own guests (checked by the caller) may hold reassembly memory.
     fn receive_fragment(
         &mut self,
         now: Instant,
         guest_mac: MacAddr,
-        ip: &ipv4::Packet<&[u8]>,
+        packet: &[u8],
         out: &mut Vec<Output>,
     ) -> bool {
-        // Only the vnet's own guests may hold reassembly memory.
-        if !self.config.in_subnet(ip.src_addr()) {
-            self.counters.ignored += 1;
-            return true;
-        }
         self.counters.fragments += 1;
-        match self.fragments.add(now, ip.clone().into_inner()) {
+        match self.fragments.add(now, packet) {
             Reassembly::Incomplete => true,
             Reassembly::Complete(datagram) => {
                 self.counters.reassembled += 1;
-                self.receive_ipv4(now, guest_mac, &datagram, false, out)
+                if datagram.first().is_some_and(|b| b >> 4 == 6) {
+                    self.receive_ipv6(now, guest_mac, &datagram, false, out)
+                } else {
+                    self.receive_ipv4(now, guest_mac, &datagram, false, out)
+                }
             }
             Reassembly::Dropped => {
                 self.counters.reassembly_failures += 1;
@@ -458,47 +628,55 @@ impl NatDevice {
         &mut self,
         now: Instant,
         guest_mac: MacAddr,
-        ip: &ipv4::Packet<&[u8]>,
+        ip: &GuestPacket<'_>,
         out: &mut Vec<Output>,
     ) -> bool {
+        let (src, dst) = (ip.src, ip.dst);
+        let v6 = dst.is_ipv6();
         // Broken, or another ICMP message (errors about our own answers): ignore.
-        let Some(icmpv4::Repr::EchoRequest {
-            ident,
-            seq_no,
-            data,
-        }) = frames::read_echo(ip.payload())
-        else {
+        let echo = frames::read_echo(ip.payload(), v6).filter(|e| !e.reply);
+        let checked = match (src, dst) {
+            (IpAddr::V6(s), IpAddr::V6(d)) => {
+                icmpv6::Packet::new_unchecked(ip.payload()).verify_checksum(&s, &d)
+            }
+            _ => true,
+        };
+        let Some(echo) = echo.filter(|_| checked) else {
             self.counters.ignored += 1;
             return true;
         };
-        let (src, dst) = (ip.src_addr(), ip.dst_addr());
-        if dst == self.config.gateway {
+        if self.config.is_gateway(dst) {
             self.counters.echo_local += 1;
-            let reply = icmpv4::Repr::EchoReply {
-                ident,
-                seq_no,
-                data,
-            };
-            let reply = frames::icmp_message(&reply);
-            self.emit(guest_mac, dst, src, IpProtocol::ICMP, &reply, out);
+            let route = self.route(guest_mac, dst, src);
+            let reply = frames::echo(
+                &route,
+                &Echo {
+                    reply: true,
+                    ..echo
+                },
+            );
+            self.push_ip(&route, route.icmp_protocol(), &reply, out);
             return true;
         }
         if self.refused(dst).is_some() {
-            self.count_refused("echo", src, SocketAddrV4::new(dst, 0));
-            self.unreachable(guest_mac, ip, Unreachable::ADMIN_PROHIBITED, out);
+            self.count_refused("echo", src, SocketAddr::new(dst, 0));
+            self.unreachable(guest_mac, ip, Unreachable::AdminProhibited, out);
             return true;
         }
-        if !self.config.icmp {
-            self.unreachable(guest_mac, ip, Unreachable::ADMIN_PROHIBITED, out);
+        if !(if v6 {
+            self.config.icmp6
+        } else {
+            self.config.icmp
+        }) {
+            self.unreachable(guest_mac, ip, Unreachable::AdminProhibited, out);
             return true;
         }
         let key = FlowKey {
             proto: Proto::Icmp,
-            guest: SocketAddrV4::new(src, ident),
-            remote: SocketAddrV4::new(dst, 0),
+            guest: SocketAddr::new(src, echo.ident),
+            remote: SocketAddr::new(dst, 0),
         };
-        let to = SocketAddrV4::new(dst, 0);
-        self.send_to_host(now, key, guest_mac, to, ip.payload(), out);
+        self.send_to_host(now, key, guest_mac, key.remote, ip.payload(), out);
         true
     }
 
@@ -506,62 +684,80 @@ impl NatDevice {
         &mut self,
         now: Instant,
         guest_mac: MacAddr,
-        ip: &ipv4::Packet<&[u8]>,
+        ip: &GuestPacket<'_>,
         checksum_offloaded: bool,
         out: &mut Vec<Output>,
     ) -> bool {
-        let (src, dst) = (ip.src_addr(), ip.dst_addr());
-        let udp = udp::Packet::new_checked(ip.payload()).ok().filter(|u| {
-            checksum_offloaded || u.verify_checksum(&IpAddr::V4(src), &IpAddr::V4(dst))
-        });
+        let (src, dst) = (ip.src, ip.dst);
+        let udp = udp::Packet::new_checked(ip.payload())
+            .ok()
+            .filter(|u| checksum_offloaded || u.verify_checksum(&src, &dst));
         let Some(udp) = udp else {
             self.counters.malformed += 1;
             return false;
         };
-        let guest = SocketAddrV4::new(src, udp.src_port());
+        let guest = SocketAddr::new(src, udp.src_port());
         let key = FlowKey {
             proto: Proto::Udp,
             guest,
-            remote: SocketAddrV4::new(dst, udp.dst_port()),
+            remote: SocketAddr::new(dst, udp.dst_port()),
         };
+        let to_gateway = self.config.is_gateway(dst);
         // A port forward's peer (its flow is open) is the daemon's choice, not the guest's.
         let forwarded = self
             .by_key
             .get(&key)
             .is_some_and(|id| self.flows[id].forwarded);
-        if dst != self.config.gateway && !forwarded && self.refused(dst).is_some() {
+        if !to_gateway && !forwarded && self.refused(dst).is_some() {
             self.count_refused("UDP", src, key.remote);
-            self.unreachable(guest_mac, ip, Unreachable::ADMIN_PROHIBITED, out);
+            self.unreachable(guest_mac, ip, Unreachable::AdminProhibited, out);
             return true;
         }
-        let mut target = dst;
+        let mut to = key.remote;
         // An open flow goes on, whatever its destination: a forwarded peer on the host's
         // loopback is the gateway to the guest, even without `host_loopback`.
-        if dst == self.config.gateway && !self.by_key.contains_key(&key) {
+        if to_gateway && !self.by_key.contains_key(&key) {
             if udp.dst_port() == 53 && !self.dns.upstreams().is_empty() {
-                self.counters.dns_queries += 1;
-                let local = self.local_names.answer(udp.payload());
-                if let Some(answer) = local {
-                    self.counters.dns_local += 1;
-                    self.dns_answer(guest_mac, guest, &answer, out);
-                    return true;
-                }
-                let flows = &mut self.next_flow;
-                match self.dns.query(now, flows, guest_mac, guest, udp.payload()) {
-                    Some(action) => self.carry_out_dns(action, out),
-                    None => self.counters.ignored += 1,
+                match guest {
+                    SocketAddr::V4(guest) => {
+                        self.dns_query(now, guest_mac, guest, udp.payload(), out)
+                    }
+                    // The relay over IPv6 joins here (`dns`); until then resolvers asking
+                    // the gateway's IPv6 address fail fast.
+                    SocketAddr::V6(_) => self.unreachable(guest_mac, ip, Unreachable::Port, out),
                 }
                 return true;
             }
             if !self.config.host_loopback {
-                self.unreachable(guest_mac, ip, Unreachable::PORT, out);
+                self.unreachable(guest_mac, ip, Unreachable::Port, out);
                 return true;
             }
-            target = Ipv4Addr::LOCALHOST;
+            to.set_ip(loopback(dst));
         }
-        let to = SocketAddrV4::new(target, udp.dst_port());
         self.send_to_host(now, key, guest_mac, to, udp.payload(), out);
         true
+    }
+
+    /// A guest's DNS query to the gateway: answered from the local names, else relayed.
+    fn dns_query(
+        &mut self,
+        now: Instant,
+        guest_mac: MacAddr,
+        guest: SocketAddrV4,
+        query: &[u8],
+        out: &mut Vec<Output>,
+    ) {
+        self.counters.dns_queries += 1;
+        if let Some(answer) = self.local_names.answer(query) {
+            self.counters.dns_local += 1;
+            self.dns_answer(guest_mac, guest, &answer, out);
+            return;
+        }
+        let flows = &mut self.next_flow;
+        match self.dns.query(now, flows, guest_mac, guest, query) {
+            Some(action) => self.carry_out_dns(action, out),
+            None => self.counters.ignored += 1,
+        }
     }
 
     /// `payload` onto the flow of `key` (opened towards `to` if new); at the flow limit
@@ -571,12 +767,12 @@ impl NatDevice {
         now: Instant,
         key: FlowKey,
         guest_mac: MacAddr,
-        to: SocketAddrV4,
+        to: SocketAddr,
         payload: &[u8],
         out: &mut Vec<Output>,
     ) {
         let Some(flow) = self.flow_for(now, key, guest_mac, to, out) else {
-            self.unreachable_for(guest_mac, key, Unreachable::ADMIN_PROHIBITED, out);
+            self.unreachable_for(guest_mac, key, Unreachable::AdminProhibited, out);
             return;
         };
         self.counters.to_host += 1;
@@ -593,7 +789,7 @@ impl NatDevice {
         now: Instant,
         key: FlowKey,
         guest_mac: MacAddr,
-        to: SocketAddrV4,
+        to: SocketAddr,
         out: &mut Vec<Output>,
     ) -> Option<FlowId> {
         if let Some(&id) = self.by_key.get(&key) {
@@ -657,27 +853,28 @@ impl NatDevice {
         id
     }
 
-    /// A datagram from host peer `peer` arrived on a UDP port forward to `guest`: it
-    /// goes to the guest as UDP from the peer as the guest sees it (host-local peers as
-    /// the gateway, others as themselves, as for forwarded TCP), in the flow of that
-    /// pair, opened if new and refreshed otherwise. The guest's replies come back
-    /// through [`NatDevice::receive`] as [`Output::Send`] on that flow, which the shell
-    /// sends from the forward's socket to the peer; the flow closes after
+    /// A datagram from host peer `peer` arrived on a UDP port forward to `guest` (of
+    /// either family, `peer`'s too): it goes to the guest as UDP from the peer as the
+    /// guest sees it (host-local peers and those of the other family as the gateway,
+    /// others as themselves, as for forwarded TCP), in the flow of that pair, opened
+    /// if new and refreshed otherwise. The guest's replies come back through
+    /// [`NatDevice::receive`] as [`Output::Send`] on that flow, which the shell sends
+    /// from the forward's socket to the peer; the flow closes after
     /// [`NatConfig::udp_timeout`] without traffic either way.
     ///
     /// `None`: the datagram is dropped (counted as ignored) because the guest's MAC is
-    /// not known yet (the device asks by ARP, so the peer's next try gets through), the
-    /// flow limit is reached, or the guest has an outbound flow between the same
-    /// addresses.
+    /// not known yet (the device asks by ARP or neighbour solicitation, so the peer's
+    /// next try gets through), the flow limit is reached, or the guest has an outbound
+    /// flow between the same addresses.
     pub fn udp_forwarded(
         &mut self,
         now: Instant,
-        guest: SocketAddrV4,
-        peer: SocketAddrV4,
+        guest: SocketAddr,
+        peer: SocketAddr,
         data: &[u8],
         out: &mut Vec<Output>,
     ) -> Option<FlowId> {
-        let remote = self.seen_by_guests(peer);
+        let remote = self.seen_by_guests(peer, guest.ip());
         let key = FlowKey {
             proto: Proto::Udp,
             guest,
@@ -693,10 +890,8 @@ impl NatDevice {
                 return None;
             }
             None => {
-                let Some(&mac) = self.neighbours.get(guest.ip()) else {
-                    let c = &self.config;
-                    let arp = frames::arp_request(c.mac, c.gateway, *guest.ip());
-                    out.push(Output::Frame(arp));
+                let Some(&mac) = self.neighbours.get(&guest.ip()) else {
+                    self.solicit(guest.ip(), out);
                     self.counters.ignored += 1;
                     return None;
                 };
@@ -707,11 +902,23 @@ impl NatDevice {
                 self.insert_flow(now, key, mac, true)
             }
         };
-        let route = self.route(self.flows[&flow].guest_mac, *remote.ip(), *guest.ip());
+        let route = self.route(self.flows[&flow].guest_mac, remote.ip(), guest.ip());
         let seg = frames::udp_datagram(&route, remote.port(), guest.port(), data);
         self.counters.from_host += 1;
         self.push_ip(&route, IpProtocol::UDP, &seg, out);
         Some(flow)
+    }
+
+    /// Asks where guest `ip` is: ARP, or an IPv6 neighbour solicitation from the
+    /// gateway (the guest's answer comes to the device's MAC).
+    fn solicit(&mut self, ip: IpAddr, out: &mut Vec<Output>) {
+        let c = &self.config;
+        let frame = match (ip, c.gateway6) {
+            (IpAddr::V4(ip), _) => frames::arp_request(c.mac, c.gateway, ip),
+            (IpAddr::V6(ip), Some(gateway)) => frames::neighbour_solicitation(c.mac, gateway, ip),
+            (IpAddr::V6(_), None) => return,
+        };
+        out.push(Output::Frame(frame));
     }
 
     fn timeout(&self, proto: Proto) -> Duration {
@@ -722,36 +929,32 @@ impl NatDevice {
         }
     }
 
-    /// A datagram arrived on a flow's socket: a UDP payload, or an ICMP echo reply as a
-    /// ping socket returns it (header included, identifier the socket's own), or an
-    /// upstream's answer on a DNS query's socket.
+    /// A datagram arrived on a flow's socket: a UDP payload, or an ICMP (ICMPv6) echo
+    /// reply as a ping socket returns it (header included, identifier the socket's
+    /// own), or an upstream's answer on a DNS query's socket.
     pub fn socket_data(&mut self, now: Instant, flow: FlowId, data: &[u8], out: &mut Vec<Output>) {
         let Some(f) = self.flows.get_mut(&flow) else {
             return self.dns_data(flow, data, out);
         };
         f.last_used = now;
         let (key, mac) = (f.key, f.guest_mac);
+        let route = self.route(mac, key.remote.ip(), key.guest.ip());
         match key.proto {
             Proto::Udp => {
-                let route = self.route(mac, *key.remote.ip(), *key.guest.ip());
                 let seg = frames::udp_datagram(&route, key.remote.port(), key.guest.port(), data);
                 self.counters.from_host += 1;
                 self.push_ip(&route, IpProtocol::UDP, &seg, out);
             }
             Proto::Icmp => {
-                let Some(icmpv4::Repr::EchoReply { seq_no, data, .. }) = frames::read_echo(data)
-                else {
+                let echo = frames::read_echo(data, route.is_ipv6()).filter(|e| e.reply);
+                let Some(echo) = echo else {
                     self.counters.ignored += 1;
                     return;
                 };
-                let reply = frames::icmp_message(&icmpv4::Repr::EchoReply {
-                    ident: key.guest.port(),
-                    seq_no,
-                    data,
-                });
+                let ident = key.guest.port();
+                let reply = frames::echo(&route, &Echo { ident, ..echo });
                 self.counters.from_host += 1;
-                let (src, dst) = (*key.remote.ip(), *key.guest.ip());
-                self.emit(mac, src, dst, IpProtocol::ICMP, &reply, out);
+                self.push_ip(&route, route.icmp_protocol(), &reply, out);
             }
             // TCP bytes come through `tcp_data`.
             Proto::Tcp => {}
@@ -765,13 +968,13 @@ impl NatDevice {
         let Some(f) = self.flows.get(&flow) else {
             return self.dns.failed(flow);
         };
-        let code = match (error, f.key.proto) {
+        let why = match (error, f.key.proto) {
             (SocketError::Refused, Proto::Tcp) => return self.tcp_reset(flow, out),
-            (SocketError::Refused, Proto::Udp) => Unreachable::PORT,
-            _ => Unreachable::HOST,
+            (SocketError::Refused, Proto::Udp) => Unreachable::Port,
+            _ => Unreachable::Host,
         };
         let (key, mac) = (f.key, f.guest_mac);
-        self.unreachable_for(mac, key, code, out);
+        self.unreachable_for(mac, key, why, out);
         if key.proto == Proto::Tcp {
             self.close_flow(flow, out);
         }
@@ -785,7 +988,7 @@ impl NatDevice {
         };
         self.by_key.remove(&f.key);
         self.counters.flows_closed += 1;
-        self.unreachable_for(f.guest_mac, f.key, Unreachable::HOST, out);
+        self.unreachable_for(f.guest_mac, f.key, Unreachable::Host, out);
     }
 
     /// A datagram on DNS query `flow`'s socket.
@@ -806,6 +1009,7 @@ impl NatDevice {
         match action {
             DnsAction::Query { flow, to, query } => {
                 let proto = Proto::Udp;
+                let to = SocketAddr::V4(to);
                 out.push(Output::Open { flow, proto, to });
                 out.push(Output::Send { flow, data: query });
             }
@@ -825,7 +1029,7 @@ impl NatDevice {
         answer: &[u8],
         out: &mut Vec<Output>,
     ) {
-        let route = self.route(mac, self.config.gateway, *guest.ip());
+        let route = self.route(mac, self.config.gateway.into(), (*guest.ip()).into());
         let fits = ipv4::HEADER_LEN + udp::HEADER_LEN + answer.len() <= self.config.mtu;
         let truncated;
         let answer = if fits {
@@ -898,18 +1102,21 @@ impl NatDevice {
             .min()
     }
 
-    /// A host peer of a port forward as guests see it: host-local peers as the gateway,
-    /// everyone else as themselves (guests answer through their default route, the
-    /// device, either way).
-    pub(crate) fn seen_by_guests(&self, peer: SocketAddrV4) -> SocketAddrV4 {
-        if peer.ip().is_loopback() || peer.ip().is_unspecified() {
-            SocketAddrV4::new(self.config.gateway, peer.port())
+    /// A host peer of a port forward as guests see it, in the family of `guest`:
+    /// host-local peers (and peers of the other family, which the guest could not
+    /// address) as the gateway, everyone else as themselves (guests answer through
+    /// their default route, the device, either way).
+    pub(crate) fn seen_by_guests(&self, peer: SocketAddr, guest: IpAddr) -> SocketAddr {
+        // A dual-stack listener's IPv4 peers come as IPv4-mapped IPv6 addresses.
+        let ip = peer.ip().to_canonical();
+        if ip.is_ipv6() == guest.is_ipv6() && !ip.is_loopback() && !ip.is_unspecified() {
+            SocketAddr::new(ip, peer.port())
         } else {
-            peer
+            SocketAddr::new(self.config.gateway_for(guest), peer.port())
         }
     }
 
-    fn route(&self, guest_mac: MacAddr, src: Ipv4Addr, dst: Ipv4Addr) -> Route {
+    fn route(&self, guest_mac: MacAddr, src: IpAddr, dst: IpAddr) -> Route {
         Route {
             src_mac: self.config.mac,
             dst_mac: guest_mac,
@@ -918,20 +1125,7 @@ impl NatDevice {
         }
     }
 
-    fn emit(
-        &mut self,
-        guest_mac: MacAddr,
-        src: Ipv4Addr,
-        dst: Ipv4Addr,
-        protocol: IpProtocol,
-        payload: &[u8],
-        out: &mut Vec<Output>,
-    ) {
-        let route = self.route(guest_mac, src, dst);
-        self.push_ip(&route, protocol, payload, out);
-    }
-
-    /// An IPv4 packet to a guest; above the vnet's MTU, in fragments (a host socket may
+    /// An IP packet to a guest; above the vnet's MTU, in fragments (a host socket may
     /// hand over datagrams of up to 64 KiB).
     fn push_ip(
         &mut self,
@@ -942,30 +1136,29 @@ impl NatDevice {
     ) {
         self.ip_ident = self.ip_ident.wrapping_add(1);
         let (mtu, ident) = (self.config.mtu, self.ip_ident);
-        if ipv4::HEADER_LEN + payload.len() <= mtu {
-            out.push(Output::Frame(frames::ipv4_frame(
-                route, protocol, ident, payload,
-            )));
+        if route.ip_header_len() + payload.len() <= mtu {
+            let frame = frames::ip_frame(route, protocol, ident as u16, payload);
+            out.push(Output::Frame(frame));
             return;
         }
-        match frames::ipv4_fragments(route, protocol, ident, payload, mtu) {
+        match frames::ip_fragments(route, protocol, ident, payload, mtu) {
             Some(frames) => out.extend(frames.into_iter().map(Output::Frame)),
             None => self.counters.oversize += 1,
         }
     }
 
-    /// Answers the guest's packet `ip` with ICMP destination unreachable `code`.
+    /// Answers the guest's packet `ip` with ICMP (ICMPv6) destination unreachable.
     fn unreachable(
         &mut self,
         guest_mac: MacAddr,
-        ip: &ipv4::Packet<&[u8]>,
-        code: u8,
+        ip: &GuestPacket<'_>,
+        why: Unreachable,
         out: &mut Vec<Output>,
     ) {
         self.counters.unreachable += 1;
-        let msg = frames::unreachable(code, ip);
-        let (gateway, guest) = (self.config.gateway, ip.src_addr());
-        self.emit(guest_mac, gateway, guest, IpProtocol::ICMP, &msg, out);
+        let route = self.route(guest_mac, self.config.gateway_for(ip.src), ip.src);
+        let (protocol, msg) = frames::unreachable(&route, why, ip.bytes);
+        self.push_ip(&route, protocol, &msg, out);
     }
 
     /// The same for a flow, quoting a packet rebuilt from its key.
@@ -973,28 +1166,29 @@ impl NatDevice {
         &mut self,
         guest_mac: MacAddr,
         key: FlowKey,
-        code: u8,
+        why: Unreachable,
         out: &mut Vec<Output>,
     ) {
         let route = Route {
             src_mac: guest_mac,
             dst_mac: self.config.mac,
-            src: *key.guest.ip(),
-            dst: *key.remote.ip(),
+            src: key.guest.ip(),
+            dst: key.remote.ip(),
         };
         let (protocol, transport) = match key.proto {
             Proto::Udp => (
                 IpProtocol::UDP,
                 frames::udp_datagram(&route, key.guest.port(), key.remote.port(), &[]),
             ),
-            Proto::Icmp => (
-                IpProtocol::ICMP,
-                frames::icmp_message(&icmpv4::Repr::EchoRequest {
+            Proto::Icmp => {
+                let echo = Echo {
+                    reply: false,
                     ident: key.guest.port(),
                     seq_no: 0,
                     data: &[],
-                }),
-            ),
+                };
+                (route.icmp_protocol(), frames::echo(&route, &echo))
+            }
             Proto::Tcp => {
                 let h = tcp_wire::Repr {
                     src_port: key.guest.port(),
@@ -1005,11 +1199,22 @@ impl NatDevice {
                 (IpProtocol::TCP, frames::tcp_segment(&route, &h, &[]))
             }
         };
-        let quoted = frames::ipv4_frame(&route, protocol, 0, &transport);
-        let quoted = ipv4::Packet::new_unchecked(&quoted[vnet_core::wire::ethernet::HEADER_LEN..]);
-        let msg = frames::unreachable(code, &quoted);
-        self.counters.unreachable += 1;
-        let (gateway, guest) = (self.config.gateway, *key.guest.ip());
-        self.emit(guest_mac, gateway, guest, IpProtocol::ICMP, &msg, out);
+        let quoted = frames::ip_frame(&route, protocol, 0, &transport);
+        let quoted = &quoted[vnet_core::wire::ethernet::HEADER_LEN..];
+        let ip = GuestPacket {
+            src: route.src,
+            dst: route.dst,
+            bytes: &quoted[..route.ip_header_len() + transport.len()],
+            transport: route.ip_header_len(),
+        };
+        self.unreachable(guest_mac, &ip, why, out);
+    }
+}
+
+/// The host's loopback address of `ip`'s family.
+fn loopback(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::LOCALHOST),
     }
 }

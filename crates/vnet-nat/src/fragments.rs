@@ -1,22 +1,26 @@
-//! Reassembly of the IPv4 fragments guests send: a UDP datagram larger than the vnet's
-//! MTU (big EDNS answers' queries, NFS, games, `iperf3 -u -l 8k`) leaves the guest in
-//! pieces, and its host socket can only send it whole.
+//! Reassembly of the IPv4 and IPv6 fragments guests send: a UDP datagram larger than
+//! the vnet's MTU (big EDNS answers' queries, NFS, games, `iperf3 -u -l 8k`) leaves the
+//! guest in pieces (IPv6: with a Fragment header, RFC 8200 §4.5), and its host socket
+//! can only send it whole.
 //!
 //! Guests are not trusted, so everything is bounded: at most [`MAX_DATAGRAMS`]
 //! datagrams are in reassembly at once, [`MAX_PER_SOURCE`] of them from one guest
-//! address; each may grow to the IPv4 maximum of 65535 bytes in at most
+//! address; each may grow to the IP maximum of 65535 bytes in at most
 //! [`MAX_FRAGMENTS`] pieces and gets [`TIMEOUT`] from its first fragment. Fragments
 //! that overlap (other than exact repeats) end their datagram, so no two readings of the
 //! same bytes can exist (the teardrop family of tricks). Whatever is given up is
 //! reported, for the device to count; the guest is not told (as in Linux without the
-//! first fragment, and like a lost datagram to the sender).
+//! first fragment, and like a lost datagram to the sender). The two families share all
+//! of it; an IPv6 datagram comes back without the extension headers that preceded its
+//! Fragment header (the device reads none of them).
 
+use std::borrow::Cow;
 use std::collections::HashMap;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::ops::Range;
 use std::time::{Duration, Instant};
 
-use vnet_core::wire::{ipv4, IpProtocol};
+use vnet_core::wire::{ipv4, ipv6, IpProtocol};
 
 /// How long a datagram may take to arrive complete (RFC 791 suggests 15 s).
 pub const TIMEOUT: Duration = Duration::from_secs(15);
@@ -27,21 +31,23 @@ pub const MAX_PER_SOURCE: usize = 8;
 /// Pieces one datagram may come in: 65535 bytes at MTU 1500 are 45.
 pub const MAX_FRAGMENTS: usize = 64;
 
-const MAX_IPV4_LEN: usize = 65535;
+const MAX_IP_LEN: usize = 65535;
 
-/// Fragments of one datagram share these (RFC 791).
+/// Fragments of one datagram share these (RFC 791; RFC 8200 §4.5 without the
+/// protocol, which the Fragment header carries and which is then the same).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 struct Key {
-    src: Ipv4Addr,
-    dst: Ipv4Addr,
+    src: IpAddr,
+    dst: IpAddr,
     protocol: IpProtocol,
-    id: u16,
+    id: u32,
 }
 
 /// A datagram being put together.
 #[derive(Debug)]
 struct Partial {
-    /// The first fragment's header (options included), once it came.
+    /// The first fragment's header (IPv4: options included; IPv6: the fixed header,
+    /// naming the upper layer), once it came.
     header: Option<Vec<u8>>,
     /// The payload so far; bytes outside `pieces` are not yet known.
     data: Vec<u8>,
@@ -94,6 +100,11 @@ impl Partial {
         let mut datagram = Vec::with_capacity(header.len() + total);
         datagram.extend_from_slice(header);
         datagram.extend_from_slice(&self.data[..total]);
+        if header[0] >> 4 == 6 {
+            let len = u16::try_from(total).ok()?;
+            ipv6::Packet::new_unchecked(&mut datagram[..]).set_payload_len(len);
+            return Some(datagram);
+        }
         let len = u16::try_from(datagram.len()).ok()?;
         let mut ip = ipv4::Packet::new_unchecked(&mut datagram[..]);
         ip.set_total_len(len);
@@ -108,7 +119,7 @@ impl Partial {
 pub enum Reassembly {
     /// Kept; its datagram is not complete yet.
     Incomplete,
-    /// It completed its datagram: the whole IPv4 packet, header checksum fresh.
+    /// It completed its datagram: the whole IP packet (IPv4: header checksum fresh).
     Complete(Vec<u8>),
     /// Its datagram was given up (overlap, contradiction, a limit) or never started
     /// (no room); the fragment is dropped.
@@ -123,7 +134,8 @@ pub struct Reassembler {
 
 impl Reassembler {
     /// Takes one fragment: an IPv4 packet with a valid header whose MF flag is set or
-    /// whose offset is not zero. Never panics, whatever the bytes.
+    /// whose offset is not zero, or an IPv6 packet with a Fragment header. Never
+    /// panics, whatever the bytes.
     pub fn add(&mut self, now: Instant, packet: &[u8]) -> Reassembly {
         let Some(Fragment {
             key,
@@ -153,7 +165,7 @@ impl Reassembler {
         }
         let p = self.partial.get_mut(&key).expect("inserted");
         if range.start == 0 {
-            p.header = Some(header.to_vec());
+            p.header = Some(header.into_owned());
         }
         if !p.add(range, payload, last) {
             self.partial.remove(&key);
@@ -193,8 +205,8 @@ impl Reassembler {
 /// One fragment, as [`parse`] reads it.
 struct Fragment<'a> {
     key: Key,
-    /// Its IPv4 header, options included.
-    header: &'a [u8],
+    /// Its IP header: IPv4's with options; IPv6's fixed header naming the upper layer.
+    header: Cow<'a, [u8]>,
     /// Where its payload goes in the datagram's.
     range: Range<usize>,
     last: bool,
@@ -204,29 +216,62 @@ struct Fragment<'a> {
 /// `None` if `b` cannot be part of a valid datagram (only its lengths are checked
 /// here: the device checked the rest).
 fn parse(b: &[u8]) -> Option<Fragment<'_>> {
-    let ip = ipv4::Packet::new_checked(b).ok()?;
-    let (ihl, total) = (usize::from(ip.header_len()), usize::from(ip.total_len()));
-    let more = ip.more_frags();
-    let start = usize::from(ip.frag_offset());
-    let payload = &b[ihl..total];
+    let (key, header, start, more, payload, most) = if b.first()? >> 4 == 6 {
+        let ip = ipv6::Packet::new_checked(b).ok()?;
+        let end = ipv6::HEADER_LEN + usize::from(ip.payload_len());
+        let (fragment, at) = ip.ext_headers().find_map(|h| {
+            let h = h.ok()?;
+            Some((h.fragment()?, h.offset + ipv6::FRAGMENT_HEADER_LEN))
+        })?;
+        let mut header = b[..ipv6::HEADER_LEN].to_vec();
+        ipv6::Packet::new_unchecked(&mut header[..]).set_next_header(fragment.next_header);
+        let key = Key {
+            src: ip.src_addr().into(),
+            dst: ip.dst_addr().into(),
+            protocol: fragment.next_header,
+            id: fragment.ident,
+        };
+        let payload = b.get(ipv6::HEADER_LEN + at..end)?;
+        let start = usize::from(fragment.frag_offset);
+        // The payload length field bounds the datagram's payload.
+        (
+            key,
+            Cow::Owned(header),
+            start,
+            fragment.more_frags,
+            payload,
+            MAX_IP_LEN,
+        )
+    } else {
+        let ip = ipv4::Packet::new_checked(b).ok()?;
+        let (ihl, total) = (usize::from(ip.header_len()), usize::from(ip.total_len()));
+        let key = Key {
+            src: ip.src_addr().into(),
+            dst: ip.dst_addr().into(),
+            protocol: ip.next_header(),
+            id: u32::from(ip.ident()),
+        };
+        let start = usize::from(ip.frag_offset());
+        let payload = b.get(ihl..total)?;
+        // The total length field bounds the header and the payload.
+        (
+            key,
+            Cow::Borrowed(&b[..ihl]),
+            start,
+            ip.more_frags(),
+            payload,
+            MAX_IP_LEN - ihl,
+        )
+    };
     let range = start..start + payload.len();
     // Pieces other than the last come in multiples of 8 bytes; nothing may reach past
-    // the largest IPv4 packet; an empty piece adds nothing but a way to pin memory.
-    if payload.is_empty()
-        || (more && !payload.len().is_multiple_of(8))
-        || ihl + range.end > MAX_IPV4_LEN
-    {
+    // the largest packet; an empty piece adds nothing but a way to pin memory.
+    if payload.is_empty() || (more && !payload.len().is_multiple_of(8)) || range.end > most {
         return None;
     }
-    let key = Key {
-        src: ip.src_addr(),
-        dst: ip.dst_addr(),
-        protocol: ip.next_header(),
-        id: ip.ident(),
-    };
     Some(Fragment {
         key,
-        header: &b[..ihl],
+        header,
         range,
         last: !more,
         payload,
@@ -238,7 +283,7 @@ mod tests {
     use super::*;
     use crate::frames::{self, Route};
     use proptest::prelude::*;
-    use std::net::IpAddr;
+    use std::net::Ipv4Addr;
     use vnet_core::wire::ethernet::{MacAddr, HEADER_LEN};
     use vnet_core::wire::udp;
 
@@ -250,12 +295,12 @@ mod tests {
         let route = Route {
             src_mac: MacAddr([2, 0, 0, 0, 0, 1]),
             dst_mac: MacAddr([2, 0, 0, 0, 0, 2]),
-            src: SRC,
-            dst: DST,
+            src: SRC.into(),
+            dst: DST.into(),
         };
         let payload: Vec<u8> = (0..len).map(|i| (i * 7 + usize::from(id)) as u8).collect();
         let udp = frames::udp_datagram(&route, 5000, 53, &payload);
-        let mut frame = frames::ipv4_frame(&route, IpProtocol::UDP, id, &udp);
+        let mut frame = frames::ip_frame(&route, IpProtocol::UDP, id, &udp);
         frame.drain(..HEADER_LEN);
         frame.truncate(20 + udp.len()); // no Ethernet padding
         frame

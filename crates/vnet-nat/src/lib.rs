@@ -27,10 +27,14 @@
 //! | TCP SYN to an outside address | flow → non-blocking `connect()`; passt-style mirroring, see the `tcp` module | SYN-ACK once connected; RST if refused |
 //! | (a datagram from host peer `P` on a UDP port forward to guest `G`, [`NatDevice::udp_forwarded`]) | flow `(G, P as the guest sees it)`, no socket of its own; ARP first if `G`'s MAC is unknown (that datagram is dropped) | the guest's replies, which the shell sends from the forward's socket to `P` |
 //! | another IP protocol | protocol unreachable | |
-//! | an IPv4 fragment | kept until its datagram is whole (bounded, see the `fragments` module), which then goes on as above | |
+//! | an IPv4 fragment, or an IPv6 packet with a Fragment header | kept until its datagram is whole (bounded, see the `fragments` module), which then goes on as above | |
 //! | a new flow to link-local (`169.254.0.0/16`, cloud metadata), `0.0.0.0/8`, loopback, or the host's own addresses ([`NatDevice::set_host_addresses`]; allowed if `host_loopback`) | refused ([`refusal`]), counted as `refused_destinations`; port forwards' peers and DNS upstreams are not asked | unreachable (admin prohibited), or RST |
 //! | anything to multicast or `255.255.255.255` | dropped, counted as `refused_destinations` (no ICMP error about them) | |
 //! | anything to the subnet | ignored (counted) | |
+//! | IPv6 (with [`NatConfig::gateway6`], the `::2` of the vnet's /64): TCP, UDP, ICMPv6 echo to an address outside the /64 | the same flows as IPv4's, sockets of the other family; refused as above: `::1`, `::`, `fe80::/10`, IPv4-mapped, the host's own, multicast | ICMPv6 errors (unreachable: no route, port, admin prohibited; parameter problem for another next header); too-large answers in IPv6 fragments |
+//! | IPv6 UDP or TCP to `::2` | the host's `::1` if `host_loopback`, else port unreachable (RST); DNS (port 53) is answered "port unreachable" until the relay speaks IPv6 | |
+//! | IPv6 neighbour solicitations and echo for `::2` | not the device's: the vnet's router (`vnet-ra`) sees every frame first and answers them | |
+//! | a port forward to an IPv6 guest whose MAC is unknown | a neighbour solicitation from `::2` (the guest's answer, like any of its packets, teaches the device its MAC) | |
 //!
 //! Flow states are simply *open* (the shell has, or is opening, the socket) and *gone*.
 //! A flow closes ([`Output::Close`]) after [`NatConfig::udp_timeout`] (UDP) or
@@ -96,3 +100,5 @@ pub use vnet_core::wire::ethernet::MacAddr;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests6;

@@ -19,7 +19,7 @@
 //! nothing in tests could be reproduced.
 
 use std::hash::Hasher;
-use std::net::SocketAddrV4;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 use siphasher::sip::SipHasher24;
@@ -92,15 +92,18 @@ impl IsnClock {
 
     /// The ISN of a connection from `local` (the device's end, as the guest sees it) to
     /// `remote` (the guest) at `now`.
-    pub(crate) fn isn(&mut self, now: Instant, local: SocketAddrV4, remote: SocketAddrV4) -> u32 {
+    pub(crate) fn isn(&mut self, now: Instant, local: SocketAddr, remote: SocketAddr) -> u32 {
         let epoch = *self.epoch.get_or_insert(now);
         // Wraps every 2^32 ticks (4.8 hours), as RFC 793's clock does.
         let m = (now.saturating_duration_since(epoch).as_micros() / 4) as u32;
         let mut h = SipHasher24::new_with_key(&self.key);
-        h.write(&local.ip().octets());
-        h.write(&local.port().to_be_bytes());
-        h.write(&remote.ip().octets());
-        h.write(&remote.port().to_be_bytes());
+        for a in [local, remote] {
+            match a.ip() {
+                IpAddr::V4(ip) => h.write(&ip.octets()),
+                IpAddr::V6(ip) => h.write(&ip.octets()),
+            }
+            h.write(&a.port().to_be_bytes());
+        }
         m.wrapping_add(h.finish() as u32)
     }
 }
@@ -115,7 +118,7 @@ mod tests {
         NatSecrets::from_bytes([n; 32])
     }
 
-    fn addr(s: &str) -> SocketAddrV4 {
+    fn addr(s: &str) -> SocketAddr {
         s.parse().unwrap()
     }
 

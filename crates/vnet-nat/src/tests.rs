@@ -1,6 +1,6 @@
 //! Scenarios of one guest talking to the device, with a virtual clock.
 
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
@@ -19,6 +19,11 @@ const GW: Ipv4Addr = Ipv4Addr::new(192, 168, 8, 2);
 const GUEST: Ipv4Addr = Ipv4Addr::new(192, 168, 8, 100);
 const OUTSIDE: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 7);
 
+/// A socket address in tests' terms.
+fn sa(ip: impl Into<IpAddr>, port: u16) -> SocketAddr {
+    SocketAddr::new(ip.into(), port)
+}
+
 fn config() -> NatConfig {
     let mut c = NatConfig::new(NAT_MAC, GW, Ipv4Addr::new(192, 168, 8, 0), 24);
     c.dns_upstreams = vec!["127.0.0.1:5353".parse().unwrap()];
@@ -34,14 +39,14 @@ fn to_nat(dst: Ipv4Addr) -> Route {
     Route {
         src_mac: GUEST_MAC,
         dst_mac: NAT_MAC,
-        src: GUEST,
-        dst,
+        src: GUEST.into(),
+        dst: dst.into(),
     }
 }
 
 fn udp_frame(dst: Ipv4Addr, sport: u16, dport: u16, data: &[u8]) -> Vec<u8> {
     let r = to_nat(dst);
-    frames::ipv4_frame(
+    frames::ip_frame(
         &r,
         IpProtocol::UDP,
         1,
@@ -55,7 +60,7 @@ fn echo_frame(dst: Ipv4Addr, ident: u16, seq: u16) -> Vec<u8> {
         seq_no: seq,
         data: b"ping data",
     };
-    frames::ipv4_frame(&to_nat(dst), IpProtocol::ICMP, 1, &frames::icmp_message(&m))
+    frames::ip_frame(&to_nat(dst), IpProtocol::ICMP, 1, &frames::icmp_message(&m))
 }
 
 /// A whole IPv4 packet (header checked, not a fragment).
@@ -132,11 +137,12 @@ fn pings_to_the_gateway_are_answered_locally() {
     nat.receive(Instant::now(), &echo_frame(GW, 77, 3), &mut out);
     let ip = ip_of(&out[0]);
     assert_eq!((ip.src_addr(), ip.dst_addr()), (GW, GUEST));
-    let e = frames::read_echo(ip.payload()).unwrap();
+    let e = frames::read_echo(ip.payload(), false).unwrap();
     assert!(
         matches!(
             e,
-            icmpv4::Repr::EchoReply {
+            frames::Echo {
+                reply: true,
                 ident: 77,
                 seq_no: 3,
                 ..
@@ -159,7 +165,7 @@ fn an_outside_ping_opens_one_flow_and_the_reply_gets_the_guests_ident_back() {
             proto: Proto::Icmp,
             to,
         }, Output::Send { flow: f1, .. }, Output::Send { flow: f2, .. }]
-            if *to == SocketAddrV4::new(OUTSIDE, 0) && f1 == flow && f2 == flow =>
+            if *to == sa(OUTSIDE, 0) && f1 == flow && f2 == flow =>
         {
             *flow
         }
@@ -178,14 +184,14 @@ fn an_outside_ping_opens_one_flow_and_the_reply_gets_the_guests_ident_back() {
         (ip.src_addr(), ip.dst_addr(), ip.next_header()),
         (OUTSIDE, GUEST, IpProtocol::ICMP)
     );
-    let e = frames::read_echo(ip.payload()).unwrap();
-    let icmpv4::Repr::EchoReply {
+    let frames::Echo {
+        reply: true,
         ident,
         seq_no,
         data,
-    } = e
+    } = frames::read_echo(ip.payload(), false).unwrap()
     else {
-        panic!("{e:?}")
+        panic!("not a reply")
     };
     assert_eq!((ident, seq_no, data), (77, 2, &b"ping data"[..]));
 }
@@ -255,10 +261,7 @@ fn udp_flows_carry_both_ways_and_close_when_idle() {
     else {
         panic!("{out:?}");
     };
-    assert_eq!(
-        (*to, &data[..]),
-        (SocketAddrV4::new(OUTSIDE, 7777), &b"hi"[..])
-    );
+    assert_eq!((*to, &data[..]), (sa(OUTSIDE, 7777), &b"hi"[..]));
     let flow = *flow;
     out.clear();
     nat.socket_data(t + Duration::from_secs(5), flow, b"hi back", &mut out);
@@ -382,7 +385,7 @@ fn tcp_isns_depend_on_the_connection_and_the_key() {
             window_len: 1000,
             ..tcp_wire::Repr::default()
         };
-        let syn = frames::ipv4_frame(&r, IpProtocol::TCP, 1, &frames::tcp_segment(&r, &h, b""));
+        let syn = frames::ip_frame(&r, IpProtocol::TCP, 1, &frames::tcp_segment(&r, &h, b""));
         let t = Instant::now();
         let mut out = Vec::new();
         nat.receive(t, &syn, &mut out);
@@ -482,7 +485,7 @@ fn a_fragmented_udp_datagram_leaves_whole() {
     else {
         panic!("{out:?}");
     };
-    assert_eq!((*to, sent), (SocketAddrV4::new(OUTSIDE, 9), &data));
+    assert_eq!((*to, sent), (sa(OUTSIDE, 9), &data));
     let c = nat.counters();
     assert_eq!(
         (c.fragments, c.reassembled, c.reassembly_failures),
@@ -519,7 +522,7 @@ fn other_protocols_are_refused_promptly_and_local_traffic_is_ignored() {
     let r = to_nat(OUTSIDE);
     nat.receive(
         Instant::now(),
-        &frames::ipv4_frame(&r, IpProtocol(132), 1, &[0; 20]),
+        &frames::ip_frame(&r, IpProtocol(132), 1, &[0; 20]),
         &mut out,
     );
     assert_eq!(ip_of(&out[0]).payload()[0], Message::DST_UNREACHABLE);
@@ -619,7 +622,7 @@ proptest! {
                     window_scale: Some(3),
                     ..tcp_wire::Repr::default()
                 };
-                frames::ipv4_frame(&r, IpProtocol::TCP, 1, &frames::tcp_segment(&r, &h, b"data"))
+                frames::ip_frame(&r, IpProtocol::TCP, 1, &frames::tcp_segment(&r, &h, b"data"))
             }
             _ => echo_frame(OUTSIDE, 5, 5),
         };
@@ -657,7 +660,13 @@ mod tcp {
     }
 
     fn window(offset: usize, len: usize, chunk: usize) -> Option<ReadWindow> {
-        Some(ReadWindow { offset, len, chunk })
+        let data_offset = frames::TCP_DATA_OFFSET;
+        Some(ReadWindow {
+            offset,
+            len,
+            chunk,
+            data_offset,
+        })
     }
 
     fn tcp_frame(seq: u32, ack: u32, flags: u8, data: &[u8]) -> Vec<u8> {
@@ -673,7 +682,7 @@ mod tcp {
             window_scale: (flags & F::SYN != 0).then_some(GUEST_WSCALE),
             ..tcp_wire::Repr::default()
         };
-        frames::ipv4_frame(&r, IpProtocol::TCP, 1, &frames::tcp_segment(&r, &h, data))
+        frames::ip_frame(&r, IpProtocol::TCP, 1, &frames::tcp_segment(&r, &h, data))
     }
 
     /// The TCP segments among `out`, owned: (seq, ack, flags, payload).
@@ -738,7 +747,7 @@ mod tcp {
         else {
             panic!("{out:?}");
         };
-        assert_eq!(to, SocketAddrV4::new(OUTSIDE, 80));
+        assert_eq!(to, sa(OUTSIDE, 80));
         out.clear();
         nat.tcp_connected(t, flow, &mut out);
         let segs = segments(&out);
@@ -884,7 +893,7 @@ mod tcp {
             window_scale: Some(14), // 1 GiB
             ..tcp_wire::Repr::default()
         };
-        let syn = frames::ipv4_frame(&r, IpProtocol::TCP, 1, &frames::tcp_segment(&r, &h, b""));
+        let syn = frames::ip_frame(&r, IpProtocol::TCP, 1, &frames::tcp_segment(&r, &h, b""));
         let mut out = Vec::new();
         nat.receive(t, &syn, &mut out);
         let Output::Open { flow, .. } = out[0] else {
@@ -901,7 +910,7 @@ mod tcp {
             window_scale: None,
             ..h
         };
-        let ack = frames::ipv4_frame(&r, IpProtocol::TCP, 1, &frames::tcp_segment(&r, &h, b""));
+        let ack = frames::ip_frame(&r, IpProtocol::TCP, 1, &frames::tcp_segment(&r, &h, b""));
         nat.receive(t, &ack, &mut out);
         assert_eq!(nat.tcp_read_window(flow).unwrap().len, 8 << 20);
     }
@@ -1036,7 +1045,7 @@ mod tcp {
             window_scale: None,
             ..tcp_wire::Repr::default()
         };
-        let f = frames::ipv4_frame(&r, IpProtocol::TCP, 1, &frames::tcp_segment(&r, &h, b""));
+        let f = frames::ip_frame(&r, IpProtocol::TCP, 1, &frames::tcp_segment(&r, &h, b""));
         let mut out = Vec::new();
         nat.receive(Instant::now(), &f, &mut out);
         assert_eq!(segments(&out)[0].2, F::RST | F::ACK);
@@ -1060,7 +1069,7 @@ fn dns_over_tcp_to_the_gateway_goes_to_the_upstream_and_big_answers_are_truncate
         window_scale: None,
         ..tcp_wire::Repr::default()
     };
-    let syn = frames::ipv4_frame(&r, IpProtocol::TCP, 1, &frames::tcp_segment(&r, &h, b""));
+    let syn = frames::ip_frame(&r, IpProtocol::TCP, 1, &frames::tcp_segment(&r, &h, b""));
     let mut out = Vec::new();
     nat.receive(Instant::now(), &syn, &mut out);
     assert!(
@@ -1095,8 +1104,8 @@ fn a_forwarded_connection_arps_for_the_guest_then_opens_to_it() {
     let mut nat = NatDevice::new(config(), secrets());
     let t = Instant::now();
     let mut out = Vec::new();
-    let guest = SocketAddrV4::new(GUEST, 80);
-    let peer: SocketAddrV4 = "127.0.0.1:51000".parse().unwrap();
+    let guest = sa(GUEST, 80);
+    let peer: SocketAddr = "127.0.0.1:51000".parse().unwrap();
     let flow = nat.tcp_accepted(t, guest, peer, &mut out).unwrap();
     // The guest's MAC is unknown: ARP first.
     let [Output::Frame(arp)] = &out[..] else {
@@ -1124,8 +1133,8 @@ fn a_forwarded_connection_arps_for_the_guest_then_opens_to_it() {
     let r = Route {
         src_mac: GUEST_MAC,
         dst_mac: NAT_MAC,
-        src: GUEST,
-        dst: GW,
+        src: GUEST.into(),
+        dst: GW.into(),
     };
     let h = tcp_wire::Repr {
         src_port: 80,
@@ -1138,7 +1147,7 @@ fn a_forwarded_connection_arps_for_the_guest_then_opens_to_it() {
         window_scale: None,
         ..tcp_wire::Repr::default()
     };
-    let synack = frames::ipv4_frame(&r, IpProtocol::TCP, 1, &frames::tcp_segment(&r, &h, b""));
+    let synack = frames::ip_frame(&r, IpProtocol::TCP, 1, &frames::tcp_segment(&r, &h, b""));
     nat.receive(t, &synack, &mut out);
     let (ack, _) = tcp_of(&ip_of(&out[0]));
     assert_eq!((ack.flags.0, ack.ack_number), (F::ACK, 7001));
@@ -1149,15 +1158,14 @@ fn a_forwarded_connection_arps_for_the_guest_then_opens_to_it() {
         Some(crate::ReadWindow {
             offset: 0,
             len: 65535,
-            chunk
+            chunk,
+            data_offset: frames::TCP_DATA_OFFSET,
         }),
         "no window scaling: the guest's SYN-ACK did not offer it"
     );
     // A refused forward (guest RST) ends the flow.
     out.clear();
-    let flow2 = nat
-        .tcp_accepted(t, SocketAddrV4::new(GUEST, 81), peer, &mut out)
-        .unwrap();
+    let flow2 = nat.tcp_accepted(t, sa(GUEST, 81), peer, &mut out).unwrap();
     let (syn, _) = tcp_of(&ip_of(&out[0]));
     assert_eq!(syn.flags.0, F::SYN, "the MAC is known now: no ARP");
     let syn_seq = syn.seq_number;
@@ -1169,7 +1177,7 @@ fn a_forwarded_connection_arps_for_the_guest_then_opens_to_it() {
         ack_number: syn_seq + 1,
         ..h
     };
-    let rst = frames::ipv4_frame(&r, IpProtocol::TCP, 1, &frames::tcp_segment(&r, &h, b""));
+    let rst = frames::ip_frame(&r, IpProtocol::TCP, 1, &frames::tcp_segment(&r, &h, b""));
     nat.receive(t, &rst, &mut out);
     assert!(out.contains(&Output::Close { flow: flow2 }));
 }
@@ -1193,8 +1201,8 @@ fn a_udp_forward_arps_for_the_guest_then_carries_datagrams_both_ways_until_idle(
     let mut nat = NatDevice::new(c, secrets());
     let t = Instant::now();
     let mut out = Vec::new();
-    let guest = SocketAddrV4::new(GUEST, 5353);
-    let peer: SocketAddrV4 = "127.0.0.1:40000".parse().unwrap();
+    let guest = sa(GUEST, 5353);
+    let peer: SocketAddr = "127.0.0.1:40000".parse().unwrap();
     // The guest's MAC is unknown: ARP, and this datagram is lost.
     assert_eq!(nat.udp_forwarded(t, guest, peer, b"lost", &mut out), None);
     let [Output::Frame(arp)] = &out[..] else {
@@ -1271,8 +1279,8 @@ fn a_forgotten_forward_flow_is_gone_without_a_close() {
     let t = Instant::now();
     let mut out = Vec::new();
     nat.receive(t, &arp_reply_from_guest(), &mut out);
-    let guest = SocketAddrV4::new(GUEST, 5353);
-    let peer: SocketAddrV4 = "127.0.0.1:40000".parse().unwrap();
+    let guest = sa(GUEST, 5353);
+    let peer: SocketAddr = "127.0.0.1:40000".parse().unwrap();
     let flow = nat.udp_forwarded(t, guest, peer, b"hi", &mut out).unwrap();
     out.clear();
     // The shell removed the forward and its socket: nothing for it to close.
@@ -1294,8 +1302,8 @@ fn a_udp_forward_shows_outside_peers_as_themselves_and_keeps_to_its_own_flows() 
     let t = Instant::now();
     let mut out = Vec::new();
     nat.receive(t, &arp_reply_from_guest(), &mut out);
-    let guest = SocketAddrV4::new(GUEST, 6000);
-    let peer = SocketAddrV4::new(OUTSIDE, 7000);
+    let guest = sa(GUEST, 6000);
+    let peer = sa(OUTSIDE, 7000);
     let flow = nat.udp_forwarded(t, guest, peer, b"hi", &mut out).unwrap();
     let ip = ip_of(&out[0]);
     let u = udp_of(&ip);
@@ -1317,15 +1325,15 @@ fn a_udp_forward_shows_outside_peers_as_themselves_and_keeps_to_its_own_flows() 
     nat.receive(t, &udp_frame(OUTSIDE, 6001, 7001, b"out"), &mut out);
     assert!(matches!(out[0], Output::Open { .. }), "{out:?}");
     out.clear();
-    let other = SocketAddrV4::new(GUEST, 6001);
+    let other = sa(GUEST, 6001);
     let ignored = nat.counters().ignored;
-    let outbound_peer = SocketAddrV4::new(OUTSIDE, 7001);
+    let outbound_peer = sa(OUTSIDE, 7001);
     assert_eq!(
         nat.udp_forwarded(t, other, outbound_peer, b"x", &mut out),
         None
     );
     // And the flow limit holds for forwards too.
-    let third = SocketAddrV4::new(OUTSIDE, 7002);
+    let third = sa(OUTSIDE, 7002);
     assert_eq!(nat.udp_forwarded(t, guest, third, b"x", &mut out), None);
     assert!(out.is_empty(), "{out:?}");
     assert_eq!((nat.counters().ignored, nat.flow_count()), (ignored + 2, 2));
@@ -1348,7 +1356,7 @@ mod refused_destinations {
             window_len: 1000,
             ..tcp_wire::Repr::default()
         };
-        frames::ipv4_frame(&r, IpProtocol::TCP, 1, &frames::tcp_segment(&r, &h, b""))
+        frames::ip_frame(&r, IpProtocol::TCP, 1, &frames::tcp_segment(&r, &h, b""))
     }
 
     fn opens(out: &[Output]) -> bool {
@@ -1357,7 +1365,7 @@ mod refused_destinations {
 
     #[test]
     fn the_rule() {
-        let host = [HOST];
+        let host = [IpAddr::V4(HOST)];
         for (dst, loopback, want) in [
             (METADATA, false, Some(Refusal::Answered)),
             (METADATA, true, Some(Refusal::Answered)),
@@ -1377,7 +1385,7 @@ mod refused_destinations {
             (Ipv4Addr::new(169, 253, 1, 1), false, None),
         ] {
             assert_eq!(
-                refusal(dst, loopback, &host),
+                refusal(dst.into(), loopback, &host),
                 want,
                 "{dst} host_loopback={loopback}"
             );
@@ -1441,7 +1449,7 @@ mod refused_destinations {
         let mut out = Vec::new();
         nat.receive(Instant::now(), &syn_frame(HOST, 22), &mut out);
         assert!(opens(&out), "not a host address yet: {out:?}");
-        nat.set_host_addresses(&[HOST]);
+        nat.set_host_addresses(&[HOST.into()]);
         out.clear();
         nat.receive(Instant::now(), &udp_frame(HOST, 5000, 80, b"x"), &mut out);
         assert_eq!(ip_of(&out[0]).payload()[1], Unreachable::ADMIN_PROHIBITED);
@@ -1450,11 +1458,11 @@ mod refused_destinations {
         let mut c = config();
         c.host_loopback = true;
         let mut nat = NatDevice::new(c, secrets());
-        nat.set_host_addresses(&[HOST]);
+        nat.set_host_addresses(&[HOST.into()]);
         out.clear();
         nat.receive(Instant::now(), &syn_frame(HOST, 22), &mut out);
         assert!(
-            matches!(out[0], Output::Open { to, .. } if to == SocketAddrV4::new(HOST, 22)),
+            matches!(out[0], Output::Open { to, .. } if to == sa(HOST, 22)),
             "{out:?}"
         );
         assert_eq!(nat.counters().refused_destinations, 0);
@@ -1463,7 +1471,7 @@ mod refused_destinations {
     #[test]
     fn a_public_address_opens_a_flow() {
         let mut nat = NatDevice::new(config(), secrets());
-        nat.set_host_addresses(&[HOST]);
+        nat.set_host_addresses(&[HOST.into()]);
         let mut out = Vec::new();
         nat.receive(Instant::now(), &syn_frame(OUTSIDE, 443), &mut out);
         assert!(opens(&out), "{out:?}");
@@ -1482,20 +1490,20 @@ mod refused_destinations {
         let mut c = config();
         c.dns_upstreams = vec![SocketAddrV4::new(METADATA, 53)];
         let mut nat = NatDevice::new(c, secrets());
-        nat.set_host_addresses(&[HOST]);
+        nat.set_host_addresses(&[HOST.into()]);
         let t = Instant::now();
         let mut out = Vec::new();
         let query = [0x12, 0x34, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 1];
         nat.receive(t, &udp_frame(GW, 5000, 53, &query), &mut out);
         assert!(
             out.iter()
-                .any(|o| matches!(o, Output::Open { to, .. } if *to.ip() == METADATA)),
+                .any(|o| matches!(o, Output::Open { to, .. } if to.ip() == IpAddr::V4(METADATA))),
             "a link-local upstream: {out:?}"
         );
         // A peer on the host's own address, through a UDP port forward: the guest's
         // replies go back to it.
-        let guest = SocketAddrV4::new(GUEST, 8080);
-        let peer = SocketAddrV4::new(HOST, 6000);
+        let guest = sa(GUEST, 8080);
+        let peer = sa(HOST, 6000);
         out.clear();
         nat.receive(t, &udp_frame(OUTSIDE, 8080, 1, b""), &mut out); // the guest's MAC
         out.clear();

@@ -13,7 +13,8 @@
 //! | Router Solicitation from `::` | the next multicast RA to ff02::1, no sooner than 3 s after the last |
 //! | Neighbour Solicitation for one of its addresses | a solicited NA with its MAC (from `::`, DAD: an NA to ff02::1) |
 //! | Echo Request to one of its addresses | Echo Reply |
-//! | UDP to one of its addresses | "port unreachable", so resolvers pointed at it fail fast |
+//! | UDP to its link-local address | "port unreachable", so resolvers pointed at it fail fast |
+//! | UDP to the gateway's address (NAT vnets) | [`Verdict::NotMine`]: the NAT device's (DNS, the host's loopback) |
 //! | anything else | [`Verdict::NotMine`]: the caller's (the NAT device) |
 //!
 //! Unsolicited RAs go to ff02::1 at start, then the first three every ≤ 16 s, then at
@@ -214,7 +215,10 @@ impl Router {
         let packet = &eth.payload()[..repr.buffer_len()];
         match repr.next_header {
             IpProtocol::ICMPV6 => self.icmp(now, eth.src(), &repr, ip.payload(), unicast, out),
-            IpProtocol::UDP if unicast => self.udp(eth.src(), &repr, packet, out),
+            // The gateway's datagrams are the NAT device's: DNS, the host's loopback.
+            IpProtocol::UDP if unicast && Some(repr.dst_addr) != self.config.address => {
+                self.udp(eth.src(), &repr, packet, out)
+            }
             _ => Verdict::NotMine,
         }
     }
@@ -362,7 +366,8 @@ impl Router {
         Verdict::Done
     }
 
-    /// A datagram to the router itself: nothing listens, "port unreachable".
+    /// A datagram to the router's link-local address: nothing listens, "port
+    /// unreachable".
     fn udp(
         &mut self,
         src_mac: MacAddr,

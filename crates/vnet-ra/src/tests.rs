@@ -362,13 +362,22 @@ fn pings_to_its_addresses_are_answered_and_datagrams_refused() {
         ),
         Verdict::NotMine
     );
-    // A DNS query to the gateway: port unreachable, quoting the query.
-    let mut frame = guest(ROUTER_MAC, guest_ip, GATEWAY, 64, &ping);
-    let dgram = [0x30, 0x39, 0, 53, 0, 12, 0, 0, 1, 2, 3, 4];
-    frame.truncate(14 + 40);
-    frame.extend_from_slice(&dgram);
-    frame[14 + 4..14 + 6].copy_from_slice(&12u16.to_be_bytes());
-    frame[14 + 6] = 17;
+    // UDP to the gateway's address is the NAT device's (DNS, the host's loopback).
+    let udp_to = |dst: Ipv6Addr| {
+        let mut frame = guest(ROUTER_MAC, guest_ip, dst, 64, &ping);
+        let dgram = [0x30, 0x39, 0, 53, 0, 12, 0, 0, 1, 2, 3, 4];
+        frame.truncate(14 + 40);
+        frame.extend_from_slice(&dgram);
+        frame[14 + 4..14 + 6].copy_from_slice(&12u16.to_be_bytes());
+        frame[14 + 6] = 17;
+        frame
+    };
+    let sent = out.len();
+    let to_gateway = udp_to(GATEWAY);
+    assert_eq!(r.receive(now, &to_gateway, &mut out), Verdict::NotMine);
+    assert_eq!(out.len(), sent, "no answer of the router's");
+    // To its link-local address: port unreachable, quoting the datagram.
+    let frame = udp_to(r.link_local());
     assert_eq!(r.receive(now, &frame, &mut out), Verdict::Done);
     let s = read(out.last().unwrap());
     let p = s.packet();

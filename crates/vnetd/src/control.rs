@@ -578,10 +578,10 @@ async fn remove_forward(
     Path((net, host)): Path<(String, String)>,
     RawQuery(query): RawQuery,
 ) -> Result<impl IntoResponse> {
-    let host: std::net::SocketAddrV4 = host.parse().map_err(|_| {
+    let host: std::net::SocketAddr = host.parse().map_err(|_| {
         HttpError(
             StatusCode::BAD_REQUEST,
-            format!("{host:?} is not an IPv4 address and port, e.g. 127.0.0.1:8080"),
+            format!("{host:?} is not an address and port, e.g. 127.0.0.1:8080 or [::1]:8080"),
         )
     })?;
     let proto = forward_proto(query.as_deref())?;

@@ -8,7 +8,7 @@
 //! limits, allow lists) means recreating the vnet, which drops its ports' connections.
 
 use std::fmt;
-use std::net::SocketAddrV4;
+use std::net::SocketAddr;
 
 use vnet_model::{
     DhcpSpec, ForwardProto, ForwardSpec, MirrorSpec, NetworkSpec, PortPolicy, PortSpec, UplinkSpec,
@@ -26,7 +26,7 @@ pub enum Op {
     SetUplink(String, UplinkSpec),
     RemoveUplink(String),
     AddForward(String, ForwardSpec),
-    RemoveForward(String, ForwardProto, SocketAddrV4),
+    RemoveForward(String, ForwardProto, SocketAddr),
     AddPort(String, PortSpec),
     /// Remove the port vnetd made with this spec (matched by [`port_identity`]).
     RemovePort(String, PortSpec),

@@ -299,7 +299,7 @@ fn with_user_no_thread_holds_a_capability_at_rest_and_live_changes_still_work() 
         &nat_net,
         &ForwardSpec {
             proto: ForwardProto::Tcp,
-            host: std::net::SocketAddrV4::new(std::net::Ipv4Addr::LOCALHOST, low),
+            host: (std::net::Ipv4Addr::LOCALHOST, low).into(),
             guest: "192.168.232.10:80".parse().unwrap(),
         },
     )
@@ -406,7 +406,7 @@ fn configured_keeps_only_what_the_configuration_needs() {
     c.create_network(&nat).unwrap();
     let forward = ForwardSpec {
         proto: ForwardProto::Tcp,
-        host: std::net::SocketAddrV4::new(std::net::Ipv4Addr::LOCALHOST, free_low_port()),
+        host: (std::net::Ipv4Addr::LOCALHOST, free_low_port()).into(),
         guest: "192.168.235.10:80".parse().unwrap(),
     };
     refused(

@@ -3,19 +3,18 @@
 //! applied where it changed, the saved state everywhere else; a corrupt state file kept
 //! aside, a newer one refused; `vnet config export` reproducing the running daemon.
 
-use std::net::{SocketAddrV4, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 
 use vnet_control::{NetworkInfo, PortInfo, PortKind, Reservation, VlanMode};
 use vnet_testbed::api::{cli_json, ports};
 use vnet_testbed::{skip_unless_root, unique_name, Daemon};
 
 /// A loopback address with a port free right now, for a forward.
-fn free_port() -> SocketAddrV4 {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    match l.local_addr().unwrap() {
-        std::net::SocketAddr::V4(a) => a,
-        other => panic!("{other}"),
-    }
+fn free_port() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
 }
 
 fn names(d: &Daemon) -> Vec<String> {

@@ -412,6 +412,83 @@ fn a_remote_that_disappears_and_comes_back_is_reached_again() {
     assert!(pings(&vb, va.ip()));
 }
 
+/// The sha256 of `path`, as `sha256sum` prints it.
+fn sha256(path: &std::path::Path) -> String {
+    let out = std::process::Command::new("sha256sum")
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "sha256sum {path:?}");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+/// Sends file `input` over one TCP connection from `from` to `to`, which writes it to
+/// `output` (socat at both ends).
+fn send_file(from: &NsVm, to: &NsVm, input: &std::path::Path, output: &std::path::Path) {
+    let listen = "TCP-LISTEN:5001,reuseaddr".to_string();
+    let mut server = to.ns().spawn(&[
+        "socat",
+        "-u",
+        &listen,
+        &format!("CREATE:{}", output.display()),
+    ]);
+    let connect = format!("TCP:{}:5001", to.ip());
+    let input = format!("OPEN:{}", input.display());
+    let sent = wait_for(T, || {
+        from.ns()
+            .exec(&["socat", "-u", &input, &connect])
+            .status
+            .success()
+    });
+    assert!(sent, "socat could not connect to {connect}");
+    let status = server.wait_timeout(T).expect("the receiving socat ends");
+    assert!(status.success(), "the receiving socat failed: {status}");
+}
+
+#[test]
+fn bulk_tcp_through_the_tunnel_arrives_intact_in_super_frames() {
+    skip_unless_root!();
+    let ul = Underlay::new();
+    let (a, b) = (ul.host(1), ul.host(2));
+    let da = a.vnetd(&vxlan_config("ovl", MTU, &a.v4, &[&b.v4]));
+    let db = b.vnetd(&vxlan_config("ovl", MTU, &b.v4, &[&a.v4]));
+    let va = vm(&da, &a, "ovl", "52:54:00:56:00:01", "192.168.56.1/24", MTU);
+    let vb = vm(&db, &b, "ovl", "52:54:00:56:00:02", "192.168.56.2/24", MTU);
+    assert!(pings(&va, vb.ip()), "{}\n{}", da.log(), db.log());
+
+    // 24 MiB that do not compress or repeat (xorshift), both ways.
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in");
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let bytes: Vec<u8> = (0..24 << 17)
+        .flat_map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x.to_le_bytes()
+        })
+        .collect();
+    std::fs::write(&input, bytes).unwrap();
+    for (from, to, dx) in [(&va, &vb, &db), (&vb, &va, &da)] {
+        let output = dir.path().join(format!("out-{}", to.ip()));
+        send_file(from, to, &input, &output);
+        assert_eq!(sha256(&output), sha256(&input), "to {}", to.ip());
+        // The receiving vnet took the segments' datagrams merged: far fewer frames
+        // entered its switch from the tunnel than datagrams came through it.
+        let port = uplink(dx, "ovl");
+        let datagrams = port.vxlan.unwrap().remotes[0].rx_frames;
+        let frames = port.counters.rx_frames;
+        assert!(
+            datagrams > 16_000 && frames * 4 < datagrams,
+            "{frames} frames from {datagrams} datagrams"
+        );
+    }
+}
+
 #[test]
 fn a_vnet_mtu_too_large_for_the_underlay_is_refused_naming_both_numbers() {
     skip_unless_root!();
@@ -549,4 +626,169 @@ fn hostile_datagrams_are_dropped_and_counted_by_cause() {
         "vnet_vxlan_remote_tx_frames_total{{net=\"ovl\",vni=\"100\",remote=\"{}\"}}",
         b.v4
     )));
+}
+
+/// Open vSwitch in host `ns`: its own database and `ovs-vswitchd` with the userspace
+/// datapath (`netdev`: no kernel module), run from a directory of their own and
+/// stopped on drop.
+struct Ovs {
+    dir: tempfile::TempDir,
+    _daemons: [vnet_testbed::ChildGuard; 2],
+}
+
+impl Ovs {
+    fn start(ns: &Netns) -> Ovs {
+        let dir = tempfile::tempdir().unwrap();
+        let at = |f: &str| dir.path().join(f).display().to_string();
+        let rundir = format!("OVS_RUNDIR={}", dir.path().display());
+        let ok = std::process::Command::new("ovsdb-tool")
+            .args([
+                "create",
+                &at("conf.db"),
+                "/usr/share/openvswitch/vswitch.ovsschema",
+            ])
+            .status()
+            .unwrap();
+        assert!(ok.success(), "ovsdb-tool create");
+        let db = format!("--remote=punix:{}", at("db.sock"));
+        let server = ns.spawn(&[
+            "env",
+            &rundir,
+            "ovsdb-server",
+            &at("conf.db"),
+            &db,
+            "--unixctl",
+            &at("db.ctl"),
+        ]);
+        let sock = dir.path().join("db.sock");
+        assert!(
+            wait_for(T, || sock.exists()),
+            "ovsdb-server: {}",
+            server.log()
+        );
+        let db = format!("unix:{}", at("db.sock"));
+        let switch = ns.spawn(&[
+            "env",
+            &rundir,
+            "ovs-vswitchd",
+            &db,
+            "--unixctl",
+            &at("switch.ctl"),
+        ]);
+        let ovs = Ovs {
+            dir,
+            _daemons: [server, switch],
+        };
+        ovs.vsctl(&["--no-wait", "init"]);
+        ovs
+    }
+
+    fn vsctl(&self, args: &[&str]) -> String {
+        let db = format!("--db=unix:{}", self.dir.path().join("db.sock").display());
+        let out = std::process::Command::new("ovs-vsctl")
+            .arg(db)
+            .args(["--timeout", "30"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "ovs-vsctl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn appctl(&self, args: &[&str]) -> String {
+        let ctl = self.dir.path().join("switch.ctl");
+        let out = std::process::Command::new("ovs-appctl")
+            .arg("-t")
+            .arg(ctl)
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+#[test]
+fn a_vnet_and_an_open_vswitch_bridge_exchange_traffic_over_vxlan() {
+    skip_unless_root!();
+    let have_ovs = std::process::Command::new("ovs-vswitchd")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    vnet_testbed::skip_unless!(
+        have_ovs,
+        "no Open vSwitch: scripts/install-test-deps installs openvswitch-switch"
+    );
+    let ul = Underlay::new();
+    let (a, o) = (ul.host(1), ul.host(2));
+    // Host O: OVS's usual userspace tunnel layout. The underlay leg is a port of
+    // bridge brphy, which holds the host's address (tunnels leave through it);
+    // bridge brint has the VXLAN port and the VM.
+    let ovs = Ovs::start(&o.ns);
+    o.ns.exec_ok(&["ip", "addr", "flush", "dev", o.ifname()]);
+    for (br, port) in [("brphy", o.ifname()), ("brint", "")] {
+        let mut args = vec![
+            "add-br",
+            br,
+            "--",
+            "set",
+            "bridge",
+            br,
+            "datapath_type=netdev",
+        ];
+        if !port.is_empty() {
+            args.extend(["--", "add-port", br, port]);
+        }
+        ovs.vsctl(&args);
+    }
+    o.ns.exec_ok(&["ip", "addr", "add", &format!("{}/24", o.v4), "dev", "brphy"]);
+    o.ns.exec_ok(&["ip", "link", "set", "brphy", "up"]);
+    let remote = format!("options:remote_ip={}", a.v4);
+    ovs.vsctl(&[
+        "add-port",
+        "brint",
+        "vx0",
+        "--",
+        "set",
+        "interface",
+        "vx0",
+        "type=vxlan",
+        &remote,
+        "options:key=100",
+    ]);
+    let mut leg = Veth::new();
+    leg.move_b(&o.ns);
+    o.ns.exec_ok(&["ip", "link", "set", leg.b(), "up"]);
+    ovs.vsctl(&["add-port", "brint", leg.b()]);
+    let ovm = NsVm::attach(leg.a(), "52:54:00:78:00:02", "192.168.78.2/24");
+    ovm.ns()
+        .exec_ok(&["ip", "link", "set", "dev", ovm.ifname(), "mtu", "1450"]);
+    // The userspace datapath reads frames with AF_PACKET: checksums must be whole.
+    ovm.ns()
+        .exec_ok(&["ethtool", "-K", ovm.ifname(), "tx", "off"]);
+
+    // And host A's underlay leg must fill in the UDP checksums it sends (a veth leaves
+    // them partial, which only a kernel peer accepts).
+    a.ns.exec_ok(&["ethtool", "-K", a.ifname(), "tx", "off"]);
+    let d = a.vnetd(&vxlan_config("ovl", MTU, &a.v4, &[&o.v4]));
+    let avm = vm(&d, &a, "ovl", "52:54:00:78:00:01", "192.168.78.1/24", MTU);
+
+    let logs = || format!("{}\n{}", d.log(), ovs.appctl(&["fdb/show", "brint"]));
+    assert!(pings(&avm, ovm.ip()), "vnet → OVS:\n{}", logs());
+    assert!(pings(&ovm, avm.ip()), "OVS → vnet:\n{}", logs());
+    tcp_both_ways(&avm, &ovm);
+    tcp_both_ways(&ovm, &avm);
+    // Each learned the other's VM: vnet behind host O, OVS on its VXLAN port.
+    let learned = fdb(&d, "ovl");
+    assert!(
+        learned
+            .iter()
+            .any(|e| e.mac.to_string() == ovm.mac() && e.remote.to_string() == o.v4),
+        "{learned:?}"
+    );
+    let ofdb = ovs.appctl(&["fdb/show", "brint"]);
+    assert!(ofdb.contains(avm.mac()), "{ofdb}");
 }

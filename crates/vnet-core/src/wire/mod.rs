@@ -13,6 +13,7 @@
 pub mod arp;
 pub mod checksum;
 pub mod ethernet;
+pub mod gro;
 pub mod icmpv4;
 pub mod icmpv6;
 pub mod ip;

@@ -225,25 +225,25 @@ pub enum OffloadError {
 // Parsing.
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Ip {
+pub(super) enum Ip {
     V4,
     V6,
 }
 
 /// Where the headers of an IP frame are, all offsets from the start of the frame.
 #[derive(Debug, Clone, Copy)]
-struct Layout {
-    ip: Ip,
-    l3: usize,
-    l4: usize,
+pub(super) struct Layout {
+    pub(super) ip: Ip,
+    pub(super) l3: usize,
+    pub(super) l4: usize,
     /// End of the IP packet (never past the frame).
-    end: usize,
-    protocol: IpProtocol,
+    pub(super) end: usize,
+    pub(super) protocol: IpProtocol,
 }
 
 /// Parses Ethernet (up to two tags) and IP up to the L4 header. `gso` lets an IP length
 /// of 0 mean "to the end of the frame".
-fn parse_ip(frame: &[u8], gso: bool) -> Result<Layout, OffloadError> {
+pub(super) fn parse_ip(frame: &[u8], gso: bool) -> Result<Layout, OffloadError> {
     if frame.len() < HEADER_LEN {
         return Err(OffloadError::Truncated(Layer::Ethernet));
     }

@@ -6,7 +6,7 @@
 //! [`ControlError::message`] joins them for the API's answer.
 
 use std::io;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 
 use vnet_core::switch::{InvalidVlan, SetPortError};
@@ -157,7 +157,7 @@ pub enum Missing {
     Forward {
         vnet: String,
         proto: ForwardProto,
-        host: SocketAddrV4,
+        host: SocketAddr,
     },
     #[error("vnet {0:?} has no uplink")]
     Uplink(String),
@@ -199,7 +199,7 @@ pub enum Conflict {
     Forward {
         vnet: String,
         proto: ForwardProto,
-        host: SocketAddrV4,
+        host: SocketAddr,
     },
 }
 

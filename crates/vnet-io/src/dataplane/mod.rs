@@ -93,7 +93,7 @@ pub(crate) enum Command {
     RemoveForward(
         String,
         vnet_model::ForwardProto,
-        std::net::SocketAddrV4,
+        std::net::SocketAddr,
         Reply<()>,
     ),
     SetPortVlan(String, u32, VlanMode, Reply<PortInfo>),
@@ -502,7 +502,7 @@ impl Handle {
         &self,
         net: String,
         proto: vnet_model::ForwardProto,
-        host: std::net::SocketAddrV4,
+        host: std::net::SocketAddr,
     ) -> Result<(), ControlError> {
         self.call(net, |net, r| Command::RemoveForward(net, proto, host, r))
             .await

@@ -9,7 +9,11 @@
 //! ICMP echo leaves through an unprivileged ping socket (`SOCK_DGRAM`/`IPPROTO_ICMP`,
 //! allowed when `net.ipv4.ping_group_range` covers the daemon's gid), else through a
 //! raw socket when the daemon may open one (root), else guests are told "unreachable".
-//! The start-up log says which.
+//! ICMPv6 echo the same way, with `IPPROTO_ICMPV6` sockets (the same sysctl governs
+//! them). The start-up log says which.
+//!
+//! Flows of both families are the same here: the device names the destination
+//! (`SocketAddr`) and each socket is opened in its family.
 //!
 //! TCP flows are non-blocking `connect()`s; their data stays in the socket until the
 //! guest ACKs it (peeked with `MSG_PEEK` from `SO_PEEK_OFF` straight into the frames
@@ -35,7 +39,10 @@
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, ErrorKind, Write};
-use std::net::{Ipv4Addr, Shutdown, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
+use std::net::{
+    IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, SocketAddrV4, TcpListener, TcpStream,
+    UdpSocket,
+};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -43,13 +50,14 @@ use std::time::{Duration, Instant};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 use nix::sys::socket::{
-    connect, recv, socket, AddressFamily, MsgFlags, SockFlag, SockProtocol, SockType, SockaddrIn,
+    connect, recv, socket, AddressFamily, MsgFlags, SockFlag, SockProtocol, SockType,
+    SockaddrStorage,
 };
 use tracing::{debug, info, warn};
 use vnet_core::wire::offload::{Segmenter, VirtioNetHdr};
-use vnet_core::wire::{icmpv4, ipv4, MacAddr};
+use vnet_core::wire::{icmpv4, icmpv6, ipv4, MacAddr};
 use vnet_model::{ForwardProto, ForwardSpec, NetworkSpec};
-use vnet_nat::frames::{self, TCP_DATA_OFFSET};
+use vnet_nat::frames;
 use vnet_nat::{FlowId, NatConfig, NatDevice, NatSecrets, Output, Proto, SocketError, TCP_WINDOW};
 
 use crate::backend::service::{HostSockets, Outgoing, Service};
@@ -133,7 +141,7 @@ enum FlowSocket {
     /// A UDP flow a port forward opened for a host peer: the socket is the forward's
     /// (listener `forward`), shared by all its peers, so the flow owns none; replies go
     /// out with `send_to(peer)`.
-    Forwarded { forward: usize, peer: SocketAddrV4 },
+    Forwarded { forward: usize, peer: SocketAddr },
 }
 
 /// The guest data all TCP flows of one NAT hold for their sockets, bounded by
@@ -266,6 +274,8 @@ pub struct NatService {
     net: String,
     device: NatDevice,
     icmp: IcmpMode,
+    /// How ICMPv6 echo requests leave.
+    icmp6: IcmpMode,
     poll: Poll,
     events: Events,
     flows: HashMap<FlowId, FlowSocket>,
@@ -298,12 +308,20 @@ pub struct NatService {
 /// How often (at most, on guests' frames) the host's addresses are read again.
 const HOST_ADDRESSES_EVERY: Duration = Duration::from_secs(5);
 
-/// The host's own IPv4 interface addresses, which guests' flows must not reach unless
-/// `host_loopback` (the device refuses them); `None` if they cannot be read.
-fn host_addresses() -> Option<Vec<Ipv4Addr>> {
+/// The host's own interface addresses (both families), which guests' flows must not
+/// reach unless `host_loopback` (the device refuses them); `None` if they cannot be
+/// read.
+fn host_addresses() -> Option<Vec<IpAddr>> {
     let addrs = nix::ifaddrs::getifaddrs().ok()?;
-    let mut ips: Vec<Ipv4Addr> = addrs
-        .filter_map(|a| Some(a.address?.as_sockaddr_in()?.ip()))
+    let mut ips: Vec<IpAddr> = addrs
+        .filter_map(|a| {
+            let a = a.address?;
+            match (a.as_sockaddr_in(), a.as_sockaddr_in6()) {
+                (Some(v4), _) => Some(IpAddr::V4(v4.ip())),
+                (_, Some(v6)) => Some(IpAddr::V6(v6.ip())),
+                _ => None,
+            }
+        })
         .collect();
     ips.sort_unstable();
     ips.dedup();
@@ -334,6 +352,7 @@ pub fn config_for(spec: &NetworkSpec) -> Option<NatConfig> {
         subnet.network(),
         subnet.prefix_len(),
     );
+    c.gateway6 = spec.nat_gateway6();
     c.mtu = spec.mtu as usize;
     c.udp_timeout = Duration::from_secs(nat.udp_timeout_secs.max(1));
     c.host_loopback = nat.host_loopback;
@@ -357,9 +376,9 @@ fn host_resolvers() -> Vec<SocketAddrV4> {
         .collect()
 }
 
-/// A datagram socket for echo requests of `mode`, non-blocking. A raw one takes
-/// `CAP_NET_RAW`, raised for the call ([`privilege`]).
-fn icmp_socket(mode: IcmpMode) -> io::Result<UdpSocket> {
+/// A datagram socket for echo requests of `mode` (ICMPv6 ones if `v6`), non-blocking.
+/// A raw one takes `CAP_NET_RAW`, raised for the call ([`privilege`]).
+fn icmp_socket(mode: IcmpMode, v6: bool) -> io::Result<UdpSocket> {
     let (ty, _raw) = match mode {
         IcmpMode::PingSocket => (SockType::Datagram, None),
         IcmpMode::Raw => (
@@ -369,21 +388,26 @@ fn icmp_socket(mode: IcmpMode) -> io::Result<UdpSocket> {
         IcmpMode::Unavailable => return Err(ErrorKind::Unsupported.into()),
     };
     let flags = SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC;
-    let fd: OwnedFd = socket(AddressFamily::Inet, ty, flags, SockProtocol::Icmp)?;
+    let fd: OwnedFd = if v6 {
+        socket(AddressFamily::Inet6, ty, flags, SockProtocol::IcmpV6)?
+    } else {
+        socket(AddressFamily::Inet, ty, flags, SockProtocol::Icmp)?
+    };
     // Both kinds are datagram sockets as far as connect/send/recv go.
     Ok(UdpSocket::from(fd))
 }
 
-/// Finds how echo requests can leave: ping sockets first, then raw ones.
-fn probe_icmp() -> (IcmpMode, String) {
+/// Finds how echo requests (ICMPv6 ones if `v6`) can leave: ping sockets first, then
+/// raw ones.
+fn probe_icmp(v6: bool) -> (IcmpMode, String) {
     let range = std::fs::read_to_string("/proc/sys/net/ipv4/ping_group_range")
         .map(|r| r.split_whitespace().collect::<Vec<_>>().join("-"))
         .unwrap_or_else(|_| "?".into());
-    let ping = match icmp_socket(IcmpMode::PingSocket) {
+    let ping = match icmp_socket(IcmpMode::PingSocket, v6) {
         Ok(_) => return (IcmpMode::PingSocket, format!("ping_group_range {range}")),
         Err(e) => e,
     };
-    match icmp_socket(IcmpMode::Raw) {
+    match icmp_socket(IcmpMode::Raw, v6) {
         Ok(_) => (
             IcmpMode::Raw,
             format!("no ping sockets (ping_group_range {range}: {ping}), with CAP_NET_RAW"),
@@ -423,8 +447,10 @@ impl NatService {
         mut config: NatConfig,
         limits: NatLimits,
     ) -> Result<Self, NatError> {
-        let (icmp, why) = probe_icmp();
+        let (icmp, why) = probe_icmp(false);
         config.icmp = icmp != IcmpMode::Unavailable;
+        let (icmp6, why6) = probe_icmp(true);
+        config.icmp6 = icmp6 != IcmpMode::Unavailable;
         let mut secret = [0; 32];
         getrandom::fill(&mut secret).map_err(NatError::DrawSecrets)?;
         let secrets = NatSecrets::from_bytes(secret);
@@ -432,12 +458,17 @@ impl NatService {
         let c = &config;
         info!(
             net = spec.name,
-            "NAT device {} ({}): ICMP echo {}; DNS {}; UDP flows idle out after {}s; host loopback {}",
+            "NAT device {}{} ({}): ICMP echo {}; ICMPv6 echo {}; DNS {}; UDP flows idle out after {}s; host loopback {}",
             c.gateway,
+            c.gateway6.map(|g| format!(" and {g}")).unwrap_or_default(),
             c.mac,
             match icmp {
                 IcmpMode::Unavailable => "answered \"unreachable\" (see below)".to_string(),
                 _ => format!("through {} ({why})", icmp.describe()),
+            },
+            match icmp6 {
+                IcmpMode::Unavailable => "answered \"unreachable\"".to_string(),
+                _ => format!("through {}", icmp6.describe()),
             },
             if c.dns_upstreams.is_empty() {
                 "off".to_string()
@@ -450,10 +481,14 @@ impl NatService {
         if icmp == IcmpMode::Unavailable {
             warn!(net = spec.name, "NAT device: {why}");
         }
+        if icmp6 == IcmpMode::Unavailable && c.gateway6.is_some() {
+            warn!(net = spec.name, "NAT device, ICMPv6: {why6}");
+        }
         let mut service = NatService {
             net: spec.name.clone(),
             device: NatDevice::new(config, secrets),
             icmp,
+            icmp6,
             poll,
             events: Events::with_capacity(256),
             flows: HashMap::new(),
@@ -538,7 +573,7 @@ impl NatService {
     /// Stops forwarding `proto` on `host`. TCP connections already carried go on; a
     /// UDP forward's flows lose their socket, so the guest's replies on them are
     /// dropped until they idle out. `false`: no such forward.
-    pub fn remove_forward(&mut self, proto: ForwardProto, host: SocketAddrV4) -> bool {
+    pub fn remove_forward(&mut self, proto: ForwardProto, host: SocketAddr) -> bool {
         let Some(index) = self.listeners.iter().position(|f| {
             f.as_ref()
                 .is_some_and(|f| (f.spec.proto, f.spec.host) == (proto, host))
@@ -673,26 +708,34 @@ impl NatService {
         out.append(&mut self.frames);
     }
 
-    fn open(&mut self, flow: FlowId, proto: Proto, to: SocketAddrV4) -> io::Result<()> {
+    fn open(&mut self, flow: FlowId, proto: Proto, to: SocketAddr) -> io::Result<()> {
         let s = match proto {
             Proto::Udp => {
-                let s = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))?;
+                let any: IpAddr = match to {
+                    SocketAddr::V4(_) => Ipv4Addr::UNSPECIFIED.into(),
+                    SocketAddr::V6(_) => Ipv6Addr::UNSPECIFIED.into(),
+                };
+                let s = UdpSocket::bind((any, 0))?;
                 self.below_ceiling(s.as_raw_fd())?;
                 s.set_nonblocking(true)?;
-                s.connect(SocketAddr::V4(to))?;
+                s.connect(to)?;
                 FlowSocket::Dgram(s)
             }
             Proto::Icmp => {
-                let s = icmp_socket(self.icmp)?;
+                let s = icmp_socket(self.icmp_mode(to.is_ipv6()), to.is_ipv6())?;
                 self.below_ceiling(s.as_raw_fd())?;
-                s.connect(SocketAddr::V4(to))?;
+                s.connect(to)?;
                 FlowSocket::Dgram(s)
             }
             Proto::Tcp => {
                 let flags = SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC;
-                let fd = socket(AddressFamily::Inet, SockType::Stream, flags, None)?;
+                let family = match to {
+                    SocketAddr::V4(_) => AddressFamily::Inet,
+                    SocketAddr::V6(_) => AddressFamily::Inet6,
+                };
+                let fd = socket(family, SockType::Stream, flags, None)?;
                 self.below_ceiling(fd.as_raw_fd())?;
-                match connect(fd.as_raw_fd(), &SockaddrIn::from(to)) {
+                match connect(fd.as_raw_fd(), &SockaddrStorage::from(to)) {
                     Ok(()) | Err(nix::errno::Errno::EINPROGRESS) => {}
                     Err(e) => return Err(e.into()),
                 }
@@ -710,6 +753,22 @@ impl NatService {
         }
         self.flows.insert(flow, s);
         Ok(())
+    }
+
+    /// How echo requests of a family leave.
+    fn icmp_mode(&self, v6: bool) -> IcmpMode {
+        if v6 {
+            self.icmp6
+        } else {
+            self.icmp
+        }
+    }
+
+    /// Whether `flow` is an echo flow on a raw socket, and if so whether ICMPv6.
+    fn raw_echo(&self, flow: FlowId) -> Option<bool> {
+        let v6 = self.device.flow_is_ipv6(flow);
+        (self.device.flow_proto(flow) == Some(Proto::Icmp) && self.icmp_mode(v6) == IcmpMode::Raw)
+            .then_some(v6)
     }
 
     /// A TCP flow's socket is ready: finish the connect, write what the guest sent and
@@ -767,8 +826,9 @@ impl NatService {
             let mut buf = self.spare.pop().unwrap_or_else(FrameBuf::large);
             let space = buf.recv_space();
             // A closed window still peeks a byte: EOF must be seen.
-            let want = w.len.min(w.chunk).clamp(1, space.len() - TCP_DATA_OFFSET);
-            let data = &mut space[TCP_DATA_OFFSET..TCP_DATA_OFFSET + want];
+            let at = w.data_offset;
+            let want = w.len.min(w.chunk).clamp(1, space.len() - at);
+            let data = &mut space[at..at + want];
             let peeked = if self.peek_offset {
                 match set_peek_offset(s.stream.as_fd(), w.offset) {
                     Ok(()) => s.stream.peek(data),
@@ -799,10 +859,10 @@ impl NatService {
                 }
             };
             let eof = matches!(peeked, Ok(0));
-            let frame = &mut space[..TCP_DATA_OFFSET + n];
+            let frame = &mut space[..at + n];
             match self.device.tcp_data(now, flow, frame, eof, more) {
                 Some(offload) => {
-                    buf.set_len(TCP_DATA_OFFSET + n);
+                    buf.set_len(at + n);
                     buf.offload = offload;
                     self.frames.push(Outgoing::Buf(buf));
                 }
@@ -887,13 +947,18 @@ impl NatService {
             },
             _ => return,
         };
-        if self.icmp == IcmpMode::Raw && self.device.flow_proto(flow) == Some(Proto::Icmp) {
+        if let Some(v6) = self.raw_echo(flow) {
             // We choose the identifier (a ping socket's kernel would): one per flow, so
-            // replies can be told apart on the shared wire.
-            if frames::read_echo(&data).is_some() {
-                let mut echo = icmpv4::Packet::new_unchecked(&mut data[..]);
-                echo.set_echo_ident(raw_ident(flow));
-                echo.fill_checksum();
+            // replies can be told apart on the shared wire. (The kernel computes an
+            // ICMPv6 checksum itself, RFC 3542 §3.1.)
+            if frames::read_echo(&data, v6).is_some() {
+                if v6 {
+                    icmpv6::Packet::new_unchecked(&mut data[..]).set_echo_ident(raw_ident(flow));
+                } else {
+                    let mut echo = icmpv4::Packet::new_unchecked(&mut data[..]);
+                    echo.set_echo_ident(raw_ident(flow));
+                    echo.fill_checksum();
+                }
             }
         }
         let sent = match peer {
@@ -922,8 +987,7 @@ impl NatService {
             };
             let guest = spec.guest;
             let (stream, peer) = match listener.accept() {
-                Ok((stream, SocketAddr::V4(peer))) => (stream, peer),
-                Ok(_) => continue,
+                Ok(accepted) => accepted,
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 Err(e) => {
                     if e.kind() != ErrorKind::WouldBlock {
@@ -977,9 +1041,6 @@ impl NatService {
             return Err(ErrorKind::WouldBlock.into());
         };
         let (n, peer) = socket.recv_from(&mut self.buf)?;
-        let SocketAddr::V4(peer) = peer else {
-            return Ok(());
-        };
         let guest = spec.guest;
         let data = &self.buf[..n];
         match self
@@ -1052,24 +1113,24 @@ impl NatService {
                 Ok(n) => {
                     budget -= 1;
                     let data = &self.buf[..n];
-                    if self.icmp == IcmpMode::Raw
-                        && self.device.flow_proto(flow) == Some(Proto::Icmp)
-                    {
-                        // Raw sockets hand over the IP header and every echo reply
-                        // from the peer: keep ours.
-                        let Ok(ip) = ipv4::Packet::new_checked(data) else {
-                            continue;
+                    if let Some(v6) = self.raw_echo(flow) {
+                        // Raw sockets hand over every echo reply from the peer (IPv4:
+                        // with the IP header): keep ours.
+                        let message = if v6 {
+                            data
+                        } else {
+                            let Ok(ip) = ipv4::Packet::new_checked(data) else {
+                                continue;
+                            };
+                            if ipv4::Repr::parse(&ip).is_err() || ip.is_fragment() {
+                                continue;
+                            }
+                            &data[usize::from(ip.header_len())..usize::from(ip.total_len())]
                         };
-                        if ipv4::Repr::parse(&ip).is_err() || ip.is_fragment() {
-                            continue;
-                        }
-                        match frames::read_echo(ip.payload()) {
-                            Some(
-                                icmpv4::Repr::EchoRequest { ident, .. }
-                                | icmpv4::Repr::EchoReply { ident, .. },
-                            ) if ident == raw_ident(flow) => {
+                        match frames::read_echo(message, v6) {
+                            Some(echo) if echo.ident == raw_ident(flow) => {
                                 self.device
-                                    .socket_data(now, flow, ip.payload(), &mut self.actions)
+                                    .socket_data(now, flow, message, &mut self.actions)
                             }
                             _ => {}
                         }
@@ -1109,7 +1170,7 @@ pub enum NatError {
 pub enum ForwardError {
     /// The vnet already forwards this protocol on this host address.
     #[error("{} {} is already forwarded", .0.as_str(), .1)]
-    Exists(ForwardProto, SocketAddrV4),
+    Exists(ForwardProto, SocketAddr),
     /// The host address cannot be listened on or bound (taken, not local, not
     /// permitted).
     #[error(
@@ -1195,7 +1256,8 @@ impl Service for NatService {
         if now.duration_since(self.host_addresses_at) >= HOST_ADDRESSES_EVERY {
             self.refresh_host_addresses(now);
         }
-        let ok = if offload.is_gso() && offload.gso_kind() != VirtioNetHdr::GSO_TCPV4 {
+        let tcp_gso = [VirtioNetHdr::GSO_TCPV4, VirtioNetHdr::GSO_TCPV6];
+        let ok = if offload.is_gso() && !tcp_gso.contains(&offload.gso_kind()) {
             // Only a TCP super-frame is one socket write; others (UDP GSO) are cut here.
             self.receive_segments(now, frame, offload, out)
         } else if *offload == VirtioNetHdr::default() {
@@ -1320,11 +1382,11 @@ mod tests {
         let route = Route {
             src_mac: GUEST_MAC,
             dst_mac: nat_mac,
-            src: GUEST,
-            dst: GATEWAY,
+            src: GUEST.into(),
+            dst: GATEWAY.into(),
         };
         let seg = frames::udp_datagram(&route, sport, 53, &query);
-        frames::ipv4_frame(&route, IpProtocol::UDP, 1, &seg)
+        frames::ip_frame(&route, IpProtocol::UDP, 1, &seg)
     }
 
     /// The destination port and DNS ID of a UDP frame for the guest.

@@ -1,20 +1,52 @@
 //! `recvmmsg` and `sendmmsg` on UDP sockets (the VXLAN tunnels): many datagrams, each
-//! with its own peer address, per system call. Sends gather a header shared by the
-//! batch and each datagram's payload, so a frame is never copied to be encapsulated.
+//! with its own peer address, per system call. Sends gather a header and each
+//! datagram's payload, so a frame is never copied to be encapsulated.
+//!
+//! And the kernel's UDP offloads (Linux 4.18 and 5.0), which cut the system calls and
+//! the kernel's per-datagram work further: a message sent with `UDP_SEGMENT` carries
+//! many datagrams of one size to one peer (the kernel cuts it, in hardware where the
+//! NIC can), and a socket with `UDP_GRO` receives a train of same-size datagrams from
+//! one peer as one message, with the size in a control message.
 
 use std::io;
 use std::mem::{size_of, zeroed};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::{AsRawFd, BorrowedFd};
 
-/// Receive slots of `SLOT` bytes each: a datagram up to the largest UDP payload.
+/// Receive slots of `SLOT` bytes each: a datagram up to the largest UDP payload, or a
+/// `UDP_GRO` train (which the kernel keeps within 64 KiB).
 pub const SLOT: usize = 65536;
 
-/// Headers, sender addresses and buffers for receiving up to `N` datagrams.
+/// `UDP_SEGMENT` and `UDP_GRO` (`linux/udp.h`; the libc crate has them only for
+/// Android and uClibc).
+const UDP_SEGMENT: libc::c_int = 103;
+const UDP_GRO: libc::c_int = 104;
+
+/// Room for one control message of a 4-byte value (`CMSG_SPACE(4)` is 24 on 64-bit
+/// Linux), aligned as `cmsghdr`.
+type Control = [u64; 4];
+
+/// Asks the kernel to coalesce same-flow datagrams into trains for `fd` (`UDP_GRO`).
+/// Fails on kernels before 5.0.
+pub fn enable_gro(fd: BorrowedFd<'_>) -> io::Result<()> {
+    let on: libc::c_int = 1;
+    super::sockopt::set(fd, libc::SOL_UDP, UDP_GRO, &on)
+}
+
+/// Whether this kernel takes `UDP_SEGMENT` on `fd` (Linux 4.18): setting the socket's
+/// default segment size to 0 (none) succeeds only where it does.
+pub fn segmentation_works(fd: BorrowedFd<'_>) -> bool {
+    let none: libc::c_int = 0;
+    super::sockopt::set(fd, libc::SOL_UDP, UDP_SEGMENT, &none).is_ok()
+}
+
+/// Headers, sender addresses, control messages and buffers for receiving up to `N`
+/// messages (datagrams or trains).
 pub struct RecvBatch<const N: usize> {
     headers: [libc::mmsghdr; N],
     senders: [libc::sockaddr_storage; N],
     iovs: [libc::iovec; N],
+    controls: [Control; N],
     bufs: Vec<u8>,
 }
 
@@ -27,6 +59,7 @@ impl<const N: usize> RecvBatch<N> {
                 headers: zeroed(),
                 senders: zeroed(),
                 iovs: zeroed(),
+                controls: zeroed(),
                 bufs: Vec::new(),
             }
         });
@@ -34,7 +67,7 @@ impl<const N: usize> RecvBatch<N> {
         b
     }
 
-    /// Receives up to `N` datagrams without blocking. Returns how many arrived;
+    /// Receives up to `N` messages without blocking. Returns how many arrived;
     /// `WouldBlock` if none.
     pub fn recv(&mut self, fd: BorrowedFd<'_>) -> io::Result<usize> {
         for i in 0..N {
@@ -47,13 +80,13 @@ impl<const N: usize> RecvBatch<N> {
             h.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
             h.msg_iov = &mut self.iovs[i];
             h.msg_iovlen = 1;
-            h.msg_control = std::ptr::null_mut();
-            h.msg_controllen = 0;
+            h.msg_control = self.controls[i].as_mut_ptr().cast();
+            h.msg_controllen = size_of::<Control>();
             h.msg_flags = 0;
         }
-        // SAFETY: every header points at a live sender slot of the size it states and
-        // at one iovec for `SLOT` bytes of `self.bufs`, all owned by `self`, which the
-        // call borrows mutably.
+        // SAFETY: every header points at a live sender slot, a control buffer of the
+        // sizes it states and at one iovec for `SLOT` bytes of `self.bufs`, all owned by
+        // `self`, which the call borrows mutably.
         let n = unsafe {
             libc::recvmmsg(
                 fd.as_raw_fd(),
@@ -77,9 +110,29 @@ impl<const N: usize> RecvBatch<N> {
         (&self.bufs[i * SLOT..i * SLOT + len], truncated)
     }
 
-    /// Who sent datagram `i`.
+    /// Who sent message `i`.
     pub fn sender(&self, i: usize) -> Option<SocketAddr> {
         from_storage(&self.senders[i], self.headers[i].msg_hdr.msg_namelen)
+    }
+
+    /// The size of the datagrams message `i` is a train of (the last may be shorter),
+    /// if the kernel coalesced it (`UDP_GRO`); `None` for a single datagram.
+    pub fn segment_size(&self, i: usize) -> Option<usize> {
+        let h = &self.headers[i].msg_hdr;
+        // SAFETY: `h` is the header the kernel filled in the last `recv`: its control
+        // pointer and length describe `self.controls[i]`, which the CMSG walk stays
+        // inside of; a value is read only from a message of the type that carries it.
+        unsafe {
+            let mut c = libc::CMSG_FIRSTHDR(h);
+            while !c.is_null() {
+                if (*c).cmsg_level == libc::SOL_UDP && (*c).cmsg_type == UDP_GRO {
+                    let size = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<libc::c_int>());
+                    return usize::try_from(size).ok().filter(|s| *s > 0);
+                }
+                c = libc::CMSG_NXTHDR(h, c);
+            }
+        }
+        None
     }
 }
 
@@ -137,19 +190,24 @@ fn to_storage(addr: &SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
     (s, len as libc::socklen_t)
 }
 
-/// One datagram to send: the batch's header, then `payload`, to `to`.
+/// One message to send to `to`: `header` then `payload`, as one datagram or, with a
+/// `segment` size, as datagrams of that size (the last may be shorter) cut by the
+/// kernel (`UDP_SEGMENT`; each datagram's own header must then be in `payload`).
 #[derive(Debug, Clone, Copy)]
 pub struct Outgoing<'a> {
     pub to: SocketAddr,
+    pub header: &'a [u8],
     pub payload: &'a [u8],
+    pub segment: u16,
 }
 
-/// Headers for sending up to `N` datagrams, each to its own address, kept so that no
+/// Headers for sending up to `N` messages, each to its own address, kept so that no
 /// batch allocates.
 pub struct SendBatch<const N: usize> {
     headers: [libc::mmsghdr; N],
     names: [libc::sockaddr_storage; N],
     iovs: [[libc::iovec; 2]; N],
+    controls: [Control; N],
 }
 
 impl<const N: usize> SendBatch<N> {
@@ -159,25 +217,24 @@ impl<const N: usize> SendBatch<N> {
         Box::new(unsafe { zeroed() })
     }
 
-    /// Sends `header` + `payload` for each of the first `N` (at most) of `datagrams`,
-    /// in order, without blocking. Stops at the first that fails: returns how many
-    /// were sent and, if not all, why the next one failed (the caller skips it or
-    /// retries). `sendmmsg` reports an error only when it sent nothing, so after a
-    /// partial send the rest is tried again to learn why it stopped.
+    /// Sends the first `N` (at most) of `messages`, in order, without blocking. Stops
+    /// at the first that fails: returns how many were sent and, if not all, why the
+    /// next one failed (the caller skips it or retries). `sendmmsg` reports an error
+    /// only when it sent nothing, so after a partial send the rest is tried again to
+    /// learn why it stopped.
     pub fn send(
         &mut self,
         fd: BorrowedFd<'_>,
-        header: &[u8],
-        datagrams: &[Outgoing<'_>],
+        messages: &[Outgoing<'_>],
     ) -> (usize, io::Result<()>) {
-        let count = datagrams.len().min(N);
-        for (i, d) in datagrams[..count].iter().enumerate() {
+        let count = messages.len().min(N);
+        for (i, d) in messages[..count].iter().enumerate() {
             let (name, namelen) = to_storage(&d.to);
             self.names[i] = name;
             self.iovs[i] = [
                 libc::iovec {
-                    iov_base: header.as_ptr().cast_mut().cast(),
-                    iov_len: header.len(),
+                    iov_base: d.header.as_ptr().cast_mut().cast(),
+                    iov_len: d.header.len(),
                 },
                 libc::iovec {
                     iov_base: d.payload.as_ptr().cast_mut().cast(),
@@ -189,14 +246,30 @@ impl<const N: usize> SendBatch<N> {
             h.msg_namelen = namelen;
             h.msg_iov = self.iovs[i].as_mut_ptr();
             h.msg_iovlen = 2;
-            h.msg_control = std::ptr::null_mut();
-            h.msg_controllen = 0;
             h.msg_flags = 0;
+            if d.segment == 0 {
+                h.msg_control = std::ptr::null_mut();
+                h.msg_controllen = 0;
+            } else {
+                h.msg_control = self.controls[i].as_mut_ptr().cast();
+                // SAFETY: CMSG_SPACE and CMSG_LEN are arithmetic on a size.
+                h.msg_controllen = unsafe { libc::CMSG_SPACE(size_of::<u16>() as u32) } as usize;
+                // SAFETY: the control buffer is `Control`, aligned as `cmsghdr` and
+                // larger than CMSG_SPACE(2), which the header now states; the first
+                // header and its data lie inside it.
+                unsafe {
+                    let c = libc::CMSG_FIRSTHDR(h);
+                    (*c).cmsg_level = libc::SOL_UDP;
+                    (*c).cmsg_type = UDP_SEGMENT;
+                    (*c).cmsg_len = libc::CMSG_LEN(size_of::<u16>() as u32) as usize;
+                    std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<u16>(), d.segment);
+                }
+            }
         }
         // SAFETY: headers `..count` were filled above: each points at its name
-        // in `self.names` and at two iovecs for `header` and a payload, borrowed
-        // for this call. The kernel only reads names and data on send; it writes
-        // `msg_len`, inside the headers.
+        // in `self.names`, at two iovecs for a header and a payload, borrowed for
+        // this call, and at its control message or none. The kernel only reads
+        // names, controls and data on send; it writes `msg_len`, inside the headers.
         unsafe { super::mmsg::send_all(fd, &mut self.headers[..count]) }
     }
 }
@@ -219,14 +292,18 @@ mod tests {
             let out = [
                 Outgoing {
                     to: tb,
+                    header: b"HD",
                     payload: b"one",
+                    segment: 0,
                 },
                 Outgoing {
                     to: tb,
+                    header: b"HD",
                     payload: b"two!",
+                    segment: 0,
                 },
             ];
-            assert_eq!(send.send(a.as_fd(), b"HD", &out).0, 2);
+            assert_eq!(send.send(a.as_fd(), &out).0, 2);
             let mut recv = RecvBatch::<4>::new();
             let mut got = Vec::new();
             while got.len() < 2 {
@@ -245,5 +322,55 @@ mod tests {
             let e = recv.recv(b.as_fd()).unwrap_err();
             assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
         }
+    }
+
+    /// Everything `sock` has now, as (message, segment size), waiting for the first.
+    fn receive_all<const N: usize>(
+        recv: &mut RecvBatch<N>,
+        sock: &UdpSocket,
+    ) -> Vec<(Vec<u8>, Option<usize>)> {
+        sock.set_nonblocking(false).unwrap();
+        let mut peek = [0u8; 1];
+        sock.peek(&mut peek).unwrap();
+        let mut got = Vec::new();
+        while let Ok(n) = recv.recv(sock.as_fd()) {
+            for i in 0..n {
+                got.push((recv.datagram(i).0.to_vec(), recv.segment_size(i)));
+            }
+        }
+        got
+    }
+
+    #[test]
+    fn a_segmented_message_arrives_as_a_train_with_gro_and_as_datagrams_without() {
+        let a = UdpSocket::bind("127.0.0.1:0").unwrap();
+        assert!(segmentation_works(a.as_fd()));
+        let plain = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let gro = UdpSocket::bind("127.0.0.1:0").unwrap();
+        enable_gro(gro.as_fd()).unwrap();
+        // Three datagrams of 4 + 96 bytes, the last of 4 + 46: each with its header.
+        let mut payload = Vec::new();
+        for (k, len) in [96usize, 96, 96, 46].iter().enumerate() {
+            payload.extend_from_slice(b"HDR");
+            payload.push(k as u8);
+            payload.extend(std::iter::repeat_n(k as u8, *len));
+        }
+        let mut send = SendBatch::<2>::new();
+        let out = [gro.local_addr().unwrap(), plain.local_addr().unwrap()].map(|to| Outgoing {
+            to,
+            header: &[],
+            payload: &payload,
+            segment: 100,
+        });
+        assert_eq!(send.send(a.as_fd(), &out).0, 2);
+        let mut recv = RecvBatch::<8>::new();
+        let datagrams = receive_all(&mut recv, &plain);
+        let cut: Vec<Vec<u8>> = payload.chunks(100).map(<[u8]>::to_vec).collect();
+        assert_eq!(
+            datagrams,
+            cut.iter().map(|d| (d.clone(), None)).collect::<Vec<_>>()
+        );
+        let train = receive_all(&mut recv, &gro);
+        assert_eq!(train, [(payload.clone(), Some(100))]);
     }
 }

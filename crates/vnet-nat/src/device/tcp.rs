@@ -40,16 +40,16 @@
 //!
 //! [`NatConfig::tcp_timeout`]: crate::NatConfig::tcp_timeout
 
-use std::net::{IpAddr, SocketAddrV4};
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use vnet_core::wire::ethernet::{MacAddr, HEADER_LEN};
 use vnet_core::wire::offload::VirtioNetHdr;
 use vnet_core::wire::tcp::{Flags as F, TcpOption};
-use vnet_core::wire::{ipv4, tcp as tcp_wire, IpProtocol};
+use vnet_core::wire::{tcp as tcp_wire, IpProtocol};
 
-use super::{Flow, FlowKey, NatDevice, Output, Proto};
-use crate::frames::{self, Route, TCP_DATA_OFFSET, TCP_MAX_DATA};
+use super::{Flow, FlowKey, GuestPacket, NatDevice, Output, Proto};
+use crate::frames::{self, Route, TCP_MAX_DATA};
 use crate::FlowId;
 
 /// How long the guest has to ACK data (or a FIN) before it is sent again.
@@ -79,6 +79,9 @@ pub struct ReadWindow {
     /// The most data to put in one frame for [`NatDevice::tcp_data`]: a whole number
     /// of segments.
     pub chunk: usize,
+    /// Where the data goes in that frame: after the Ethernet, IP (of the flow's family)
+    /// and TCP headers ([`frames::TCP_DATA_OFFSET`] for IPv4).
+    pub data_offset: usize,
 }
 
 /// Per-connection TCP state, in the shape of passt's events.
@@ -160,9 +163,10 @@ impl Tcp {
         u16::try_from(self.wnd_to_tap >> shift).unwrap_or(u16::MAX)
     }
 
-    /// The segment size toward the guest: its MSS, within the vnet's MTU.
-    fn segment_size(&self, mtu: usize) -> usize {
-        usize::from(self.mss).min(mtu.saturating_sub(40).max(1))
+    /// The segment size toward the guest: its MSS, within the vnet's MTU less the IP
+    /// and TCP headers (`headers`).
+    fn segment_size(&self, mtu: usize, headers: usize) -> usize {
+        usize::from(self.mss).min(mtu.saturating_sub(headers).max(1))
     }
 
     /// Sends again from the last ACK (go-back-N).
@@ -194,7 +198,7 @@ impl NatDevice {
         &mut self,
         now: Instant,
         guest_mac: MacAddr,
-        ip: &ipv4::Packet<&[u8]>,
+        ip: &GuestPacket<'_>,
         checksum_offloaded: bool,
         out: &mut Vec<Output>,
     ) -> bool {
@@ -204,8 +208,8 @@ impl NatDevice {
         };
         let key = FlowKey {
             proto: Proto::Tcp,
-            guest: SocketAddrV4::new(ip.src_addr(), seg.src_port),
-            remote: SocketAddrV4::new(ip.dst_addr(), seg.dst_port),
+            guest: SocketAddr::new(ip.src, seg.src_port),
+            remote: SocketAddr::new(ip.dst, seg.dst_port),
         };
         let flags = seg.flags.0;
         let Some(&flow) = self.by_key.get(&key) else {
@@ -303,7 +307,7 @@ impl NatDevice {
         }
         // Where the new bytes are in the frame: after the Ethernet, IP and TCP headers.
         let tcp_header = ip.payload().len() - seg.payload_len;
-        let at = HEADER_LEN + usize::from(ip.header_len()) + tcp_header + skip;
+        let at = HEADER_LEN + ip.transport + tcp_header + skip;
         let data = at..at + seg.payload_len - skip;
         out.push(Output::TcpWrite { flow, data, fin });
         true
@@ -319,7 +323,7 @@ impl NatDevice {
         out: &mut Vec<Output>,
     ) {
         let flags = seg.flags.0;
-        let route = self.route(guest_mac, *key.remote.ip(), *key.guest.ip());
+        let route = self.route(guest_mac, key.remote.ip(), key.guest.ip());
         if flags & F::RST != 0 {
             return;
         }
@@ -334,18 +338,19 @@ impl NatDevice {
             self.tcp_reply(&route, key, seq, ack, flags, &[], None, out);
             return;
         }
-        if *key.remote.ip() != self.config.gateway && self.refused(*key.remote.ip()).is_some() {
-            self.count_refused("TCP", *key.guest.ip(), key.remote);
+        let to_gateway = self.config.is_gateway(key.remote.ip());
+        if !to_gateway && self.refused(key.remote.ip()).is_some() {
+            self.count_refused("TCP", key.guest.ip(), key.remote);
             let ack = seg.seq_number.wrapping_add(1);
             self.tcp_reply(&route, key, 0, ack, F::RST | F::ACK, &[], None, out);
             return;
         }
         let mut to = key.remote;
-        if *to.ip() == self.config.gateway {
+        if to_gateway {
             match self.dns_tcp_upstream() {
                 // DNS over TCP (after a truncated answer) goes to the upstream.
-                Some(upstream) if to.port() == 53 => to = upstream,
-                _ if self.config.host_loopback => to.set_ip(std::net::Ipv4Addr::LOCALHOST),
+                Some(upstream) if to.port() == 53 => to = SocketAddr::V4(upstream),
+                _ if self.config.host_loopback => to.set_ip(super::loopback(to.ip())),
                 _ => {
                     let ack = seg.seq_number.wrapping_add(1);
                     self.tcp_reply(&route, key, 0, ack, F::RST | F::ACK, &[], None, out);
@@ -368,18 +373,19 @@ impl NatDevice {
         }
     }
 
-    /// The shell accepted a connection from `peer` for a port forward to `guest`: the
-    /// device opens a connection to the guest (SYN, after ARP if the guest's MAC is not
-    /// known yet). The shell's socket is that flow's; `None`: refuse it (limit, or a
-    /// connection with the same addresses exists).
+    /// The shell accepted a connection from `peer` for a port forward to `guest` (of
+    /// either family, `peer`'s too): the device opens a connection to the guest (SYN,
+    /// after ARP or neighbour solicitation if the guest's MAC is not known yet). The
+    /// shell's socket is that flow's; `None`: refuse it (limit, or a connection with the
+    /// same addresses exists).
     pub fn tcp_accepted(
         &mut self,
         now: Instant,
-        guest: SocketAddrV4,
-        peer: SocketAddrV4,
+        guest: SocketAddr,
+        peer: SocketAddr,
         out: &mut Vec<Output>,
     ) -> Option<FlowId> {
-        let remote = self.seen_by_guests(peer);
+        let remote = self.seen_by_guests(peer, guest.ip());
         let key = FlowKey {
             proto: Proto::Tcp,
             guest,
@@ -389,7 +395,7 @@ impl NatDevice {
             return None;
         }
         let isn = self.isn.isn(now, remote, guest);
-        let guest_mac = self.neighbours.get(guest.ip()).copied();
+        let guest_mac = self.neighbours.get(&guest.ip()).copied();
         let id = self.next_flow.next();
         self.flows.insert(
             id,
@@ -407,14 +413,9 @@ impl NatDevice {
         self.next_sweep = Some(self.next_sweep.map_or(expiry, |t| t.min(expiry)));
         match guest_mac {
             Some(_) => self.tcp_syn(id, out),
-            None => self.arp_for(*guest.ip(), out),
+            None => self.solicit(guest.ip(), out),
         }
         Some(id)
-    }
-
-    fn arp_for(&mut self, ip: std::net::Ipv4Addr, out: &mut Vec<Output>) {
-        let c = &self.config;
-        out.push(Output::Frame(frames::arp_request(c.mac, c.gateway, ip)));
     }
 
     /// Our SYN to the guest of an inbound flow.
@@ -423,20 +424,22 @@ impl NatDevice {
             return;
         };
         let tcp = f.tcp.as_ref().expect("TCP");
-        let route = self.route(f.guest_mac, *f.key.remote.ip(), *f.key.guest.ip());
-        let mss = u16::try_from(self.config.mtu.saturating_sub(40)).unwrap_or(u16::MAX);
+        let route = self.route(f.guest_mac, f.key.remote.ip(), f.key.guest.ip());
+        let mss = self.our_mss(&route);
         let (key, isn) = (f.key, tcp.isn);
         let opts = Some((mss, Some(WINDOW_SCALE)));
         self.tcp_reply(&route, key, isn, 0, F::SYN, &[], opts, out);
     }
 
-    /// An ARP reply told us where `ip` is: inbound flows waiting for it send their SYN.
-    pub(super) fn tcp_neighbour_known(
-        &mut self,
-        _now: Instant,
-        ip: std::net::Ipv4Addr,
-        out: &mut Vec<Output>,
-    ) {
+    /// The MSS we announce on `route`: the vnet's MTU less the IP and TCP headers.
+    fn our_mss(&self, route: &Route) -> u16 {
+        let headers = route.tcp_data_offset() - HEADER_LEN;
+        u16::try_from(self.config.mtu.saturating_sub(headers)).unwrap_or(u16::MAX)
+    }
+
+    /// An ARP reply (or any IPv6 packet of a new neighbour) told us where `ip` is:
+    /// inbound flows waiting for it send their SYN.
+    pub(super) fn tcp_neighbour_known(&mut self, _now: Instant, ip: IpAddr, out: &mut Vec<Output>) {
         let Some(&mac) = self.neighbours.get(&ip) else {
             return;
         };
@@ -444,7 +447,7 @@ impl NatDevice {
             .flows
             .iter()
             .filter(|(_, f)| {
-                *f.key.guest.ip() == ip
+                f.key.guest.ip() == ip
                     && f.guest_mac == MacAddr([0; 6])
                     && f.tcp.as_ref().is_some_and(|t| t.inbound && !t.established)
             })
@@ -477,8 +480,8 @@ impl NatDevice {
             return;
         };
         let tcp = f.tcp.as_ref().expect("TCP");
-        let route = self.route(f.guest_mac, *f.key.remote.ip(), *f.key.guest.ip());
-        let mss = u16::try_from(self.config.mtu.saturating_sub(40)).unwrap_or(u16::MAX);
+        let route = self.route(f.guest_mac, f.key.remote.ip(), f.key.guest.ip());
+        let mss = self.our_mss(&route);
         let (key, isn, ack) = (f.key, tcp.isn, tcp.seq_from_tap);
         let wscale = (tcp.ws_to_tap > 0).then_some(tcp.ws_to_tap);
         let opts = Some((mss, wscale));
@@ -528,22 +531,25 @@ impl NatDevice {
     /// Where the shell should peek in the flow's socket, or `None` when the flow is not
     /// sending (not established, or FIN sent) or the guest's window is full.
     pub fn tcp_read_window(&self, flow: FlowId) -> Option<ReadWindow> {
-        let tcp = self.flows.get(&flow)?.tcp.as_ref()?;
+        let f = self.flows.get(&flow)?;
+        let tcp = f.tcp.as_ref()?;
         if !tcp.established || tcp.fin_to_tap {
             return None;
         }
         let offset = tcp.in_flight();
         let len = tcp.wnd_from_tap.min(MAX_IN_FLIGHT).saturating_sub(offset);
-        let mss = tcp.segment_size(self.config.mtu);
+        let data_offset = data_offset(f.key.guest.ip());
+        let mss = tcp.segment_size(self.config.mtu, data_offset - HEADER_LEN);
         (len > 0 || offset == 0).then_some(ReadWindow {
             offset: offset as usize,
             len: len as usize,
             chunk: TCP_MAX_DATA / mss * mss,
+            data_offset,
         })
     }
 
     /// New bytes the shell peeked from the socket (after the in-flight ones) straight
-    /// into `frame` at [`TCP_DATA_OFFSET`], at most a [`ReadWindow::chunk`]: the device
+    /// into `frame` at [`ReadWindow::data_offset`], at most a [`ReadWindow::chunk`]: the device
     /// writes the headers in front, and the shell sends the frame with the returned
     /// offload metadata (a partial checksum; TSO for more than one segment). With `eof`
     /// (and no data) the socket has reached its end: a FIN once all data is ACKed.
@@ -555,11 +561,11 @@ impl NatDevice {
         eof: bool,
         out: &mut Vec<Output>,
     ) -> Option<VirtioNetHdr> {
-        let len = frame.len().checked_sub(TCP_DATA_OFFSET)?;
+        let f = self.flows.get_mut(&flow)?;
+        let len = frame.len().checked_sub(data_offset(f.key.guest.ip()))?;
         if len > TCP_MAX_DATA {
             return None;
         }
-        let f = self.flows.get_mut(&flow)?;
         f.last_used = now;
         let tcp = f.tcp.as_mut()?;
         let seq = tcp.seq_to_tap;
@@ -589,8 +595,9 @@ impl NatDevice {
             ..tcp_wire::Repr::default()
         };
         let (key, mac) = (f.key, f.guest_mac);
-        let mss = tcp.segment_size(self.config.mtu);
-        let route = self.route(mac, *key.remote.ip(), *key.guest.ip());
+        let headers = data_offset(key.guest.ip()) - HEADER_LEN;
+        let mss = tcp.segment_size(self.config.mtu, headers);
+        let route = self.route(mac, key.remote.ip(), key.guest.ip());
         if fin {
             let ack = h.ack_number;
             self.tcp_reply(&route, key, seq, ack, F::FIN | F::ACK, &[], None, out);
@@ -600,8 +607,8 @@ impl NatDevice {
         }
         self.counters.from_host += len.div_ceil(mss) as u64;
         self.ip_ident = self.ip_ident.wrapping_add(1);
-        frames::tcp_headers_in_place(frame, &route, &h, self.ip_ident);
-        Some(frames::tcp_offload(len, mss))
+        frames::tcp_headers_in_place(frame, &route, &h, self.ip_ident as u16);
+        Some(frames::tcp_offload(&route, len, mss))
     }
 
     /// Go-back-N for flows whose ACK is overdue; resets after [`MAX_RETRANS`].
@@ -633,8 +640,8 @@ impl NatDevice {
                 // Our SYN (or the ARP before it) went unanswered: again.
                 let f = &self.flows[&flow];
                 if f.guest_mac == MacAddr([0; 6]) {
-                    let ip = *f.key.guest.ip();
-                    self.arp_for(ip, out);
+                    let ip = f.key.guest.ip();
+                    self.solicit(ip, out);
                 } else {
                     self.tcp_syn(flow, out);
                 }
@@ -653,7 +660,7 @@ impl NatDevice {
             .filter(|f| f.guest_mac != MacAddr([0; 6]))
         {
             let tcp = f.tcp.as_ref().expect("TCP");
-            let route = self.route(f.guest_mac, *f.key.remote.ip(), *f.key.guest.ip());
+            let route = self.route(f.guest_mac, f.key.remote.ip(), f.key.guest.ip());
             let (key, seq, ack) = (f.key, tcp.seq_to_tap, tcp.seq_from_tap);
             self.tcp_reply(&route, key, seq, ack, F::RST | F::ACK, &[], None, out);
         }
@@ -666,7 +673,7 @@ impl NatDevice {
             return;
         };
         let tcp = f.tcp.as_ref().expect("TCP");
-        let route = self.route(f.guest_mac, *f.key.remote.ip(), *f.key.guest.ip());
+        let route = self.route(f.guest_mac, f.key.remote.ip(), f.key.guest.ip());
         let (key, seq, ack) = (f.key, tcp.seq_to_tap, tcp.seq_from_tap);
         self.tcp_reply(&route, key, seq, ack, flags, data, None, out);
     }
@@ -716,10 +723,9 @@ impl NatDevice {
 /// A guest's segment: header lengths right and, unless `checksum_offloaded`, its
 /// checksum. Options are read from SYNs only (the bulk path skips them) and leniently:
 /// a malformed one ends them, it does not refuse the segment.
-fn read_segment(ip: &ipv4::Packet<&[u8]>, checksum_offloaded: bool) -> Option<tcp_wire::Repr> {
+fn read_segment(ip: &GuestPacket<'_>, checksum_offloaded: bool) -> Option<tcp_wire::Repr> {
     let p = tcp_wire::Packet::new_checked(ip.payload()).ok()?;
-    let (src, dst) = (IpAddr::V4(ip.src_addr()), IpAddr::V4(ip.dst_addr()));
-    if !checksum_offloaded && !p.verify_checksum(&src, &dst) {
+    if !checksum_offloaded && !p.verify_checksum(&ip.src, &ip.dst) {
         return None;
     }
     let mut seg = tcp_wire::Repr {
@@ -744,6 +750,15 @@ fn read_segment(ip: &ipv4::Packet<&[u8]>, checksum_offloaded: bool) -> Option<tc
         }
     }
     Some(seg)
+}
+
+/// Where the data of a TCP frame to `guest` starts (see [`ReadWindow::data_offset`]).
+fn data_offset(guest: IpAddr) -> usize {
+    let ip = match guest {
+        IpAddr::V4(_) => vnet_core::wire::ipv4::HEADER_LEN,
+        IpAddr::V6(_) => vnet_core::wire::ipv6::HEADER_LEN,
+    };
+    HEADER_LEN + ip + tcp_wire::HEADER_LEN
 }
 
 impl Flow {

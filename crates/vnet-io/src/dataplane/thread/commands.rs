@@ -5,7 +5,7 @@
 //! channel. A client that left meanwhile just misses the answer: the work stands.
 
 use std::cell::RefCell;
-use std::net::SocketAddrV4;
+use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Instant;
 
@@ -285,7 +285,7 @@ impl Thread {
         &mut self,
         key: VnetKey,
         proto: ForwardProto,
-        host: SocketAddrV4,
+        host: SocketAddr,
     ) -> Result<(), ControlError> {
         let nat = self.nat_of(key)?;
         let vnet = &mut self.vnets[key];

@@ -63,6 +63,7 @@ impl Thread {
             net: key,
             port: id,
             tunnel,
+            max_frame: vnet_core::switch::SwitchConfig::max_frame_for_mtu(mtu as usize),
         });
         self.vnets[key].watch_moves_from(Some(id));
         self.directory().claim_tunnel(local, &name, vx.vni);
