@@ -148,8 +148,6 @@ pub struct Request6 {
     /// The server DUID the client addressed (option 2).
     pub server_id: Option<Vec<u8>>,
     pub ia_na: Vec<IaNa>,
-    /// IA_TA or IA_PD present: the server has none to give and says so in its answer.
-    pub ia_pd: Vec<u32>,
     pub rapid_commit: bool,
     /// Option Request Option codes.
     pub oro: Vec<u16>,
@@ -273,7 +271,6 @@ pub fn parse_request(bytes: &[u8]) -> Result<Request6, Dhcp6Error> {
         client_id: None,
         server_id: None,
         ia_na: Vec::new(),
-        ia_pd: Vec::new(),
         rapid_commit: false,
         oro: Vec::new(),
         fqdn: None,
@@ -307,15 +304,10 @@ pub fn parse_request(bytes: &[u8]) -> Result<Request6, Dhcp6Error> {
                 }
                 req.ia_na.push(parse_ia_na(value)?);
             }
-            code::IA_TA | code::IA_PD => {
-                let min = if c == code::IA_TA { 4 } else { 12 };
-                if value.len() < min {
-                    return Err(bad_len());
-                }
-                if req.ia_pd.len() < MAX_IAS {
-                    req.ia_pd.push(be32(value));
-                }
-            }
+            // Checked for their length only: the server hands out neither temporary
+            // addresses nor prefixes, and its answers carry no IA_TA or IA_PD.
+            code::IA_TA if value.len() < 4 => return Err(bad_len()),
+            code::IA_PD if value.len() < 12 => return Err(bad_len()),
             code::ORO => {
                 if value.len() % 2 != 0 {
                     return Err(bad_len());
