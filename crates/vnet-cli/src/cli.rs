@@ -175,6 +175,10 @@ pub struct CreateNet {
     /// address (guests' IPv6 frames are still switched)
     #[arg(long)]
     pub no_ipv6: bool,
+    /// No IGMP/MLD snooping: multicast floods to every port of the VLAN instead of
+    /// reaching only the ports that joined its group
+    #[arg(long)]
+    pub no_snooping: bool,
     /// Give the host an interface on the vnet (host-only networking; needs root), named
     /// after the vnet, with address ADDR [default: the subnet's .1]
     #[arg(

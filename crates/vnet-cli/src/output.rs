@@ -71,6 +71,30 @@ pub fn networks_table(networks: &[NetworkInfo]) -> String {
     render(&t)
 }
 
+/// `on: 3 groups, router ports 1 2; 12 joins, 1 leaves, 0 queries, ...` or `off`.
+fn snooping_summary(s: &vnet_control::SnoopingInfo) -> String {
+    if !s.enabled {
+        return "off (multicast floods)".into();
+    }
+    let routers: Vec<String> = s.router_ports.iter().map(u32::to_string).collect();
+    let routers = if routers.is_empty() {
+        "-".to_string()
+    } else {
+        routers.join(" ")
+    };
+    format!(
+        "on: {} groups, router ports {routers}; {} joins, {} leaves, {} queries, \
+         {} group frames, {} unregistered (flooded), {} refused",
+        s.groups.len(),
+        s.joins,
+        s.leaves,
+        s.queries,
+        s.group_frames,
+        s.unregistered_frames,
+        s.refused
+    )
+}
+
 pub fn network_details(n: &NetworkInfo) -> String {
     let mut rows = vec![
         ("name", n.name.clone()),
@@ -86,6 +110,7 @@ pub fn network_details(n: &NetworkInfo) -> String {
         ("ports", n.ports.to_string()),
         ("macs", n.macs.to_string()),
         ("thread", n.thread.to_string()),
+        ("snooping", snooping_summary(&n.snooping)),
     ];
     if n.transient {
         rows.push(("saved", "no: transient, gone when vnetd restarts".into()));
@@ -799,6 +824,7 @@ mod tests {
             allow_groups: Vec::new(),
             policy: Default::default(),
             captures: Default::default(),
+            snooping: Default::default(),
         }
     }
 

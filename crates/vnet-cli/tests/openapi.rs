@@ -336,6 +336,21 @@ fn sample_network() -> NetworkInfo {
         allow_groups: Vec::new(),
         policy: PortPolicy::default(),
         captures: Default::default(),
+        snooping: vnet_control::SnoopingInfo {
+            enabled: true,
+            groups: vec![vnet_control::SnoopGroup {
+                vlan: 1,
+                mac: "01:00:5e:01:01:01".parse().unwrap(),
+                ports: vec![2],
+            }],
+            router_ports: vec![1],
+            joins: 3,
+            leaves: 1,
+            queries: 0,
+            group_frames: 10,
+            unregistered_frames: 2,
+            refused: 0,
+        },
     }
 }
 
@@ -594,6 +609,7 @@ fn what_the_types_serialize_matches_the_documented_schemas() {
     checker.check_named("NetworkSpec", &host_only);
     let mut v4_only = NetworkSpec::named("v4only");
     v4_only.ipv6 = false;
+    v4_only.snooping = false;
     checker.check_named("NetworkSpec", &v4_only);
     host_only.mirrors = vec![sample_mirror()];
     checker.check_named("NetworkSpec", &host_only);

@@ -114,6 +114,11 @@ pub struct NetworkSpec {
     /// Router advertisements on the vnet's IPv6 subnet.
     #[serde(default, skip_serializing_if = "RaSpec::is_default")]
     pub ra: RaSpec,
+    /// IGMP/MLD snooping: group-addressed frames (IPv4 multicast, IPv6 multicast
+    /// such as solicited-node groups) reach only the ports that joined them and the
+    /// multicast-router ports; `false` floods them to every port of the VLAN.
+    #[serde(default = "default_true", skip_serializing_if = "is_true")]
+    pub snooping: bool,
     /// Make the host a member of the vnet (host-only networking). Needs root.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_adapter: Option<HostAdapterSpec>,
@@ -824,6 +829,7 @@ impl NetworkSpec {
             subnet6: None,
             ipv6: true,
             ra: RaSpec::default(),
+            snooping: true,
             host_adapter: None,
             nat: None,
             dhcp: None,
@@ -900,6 +906,50 @@ pub struct NetworkInfo {
     /// Live captures of the vnet: how many run and what they took.
     #[serde(default)]
     pub captures: CaptureCounters,
+    /// IGMP/MLD snooping: the groups ports joined and what it counted.
+    #[serde(default)]
+    pub snooping: SnoopingInfo,
+}
+
+/// IGMP/MLD snooping of one vnet as it runs.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnoopingInfo {
+    pub enabled: bool,
+    /// Registered groups: each with the ports that joined it.
+    #[serde(default)]
+    pub groups: Vec<SnoopGroup>,
+    /// Ports that take all group traffic: the vnet's services and uplink, and ports
+    /// a query or PIM hello came from.
+    #[serde(default)]
+    pub router_ports: Vec<u32>,
+    /// Group joins read from IGMP/MLD reports (one per group record).
+    #[serde(default)]
+    pub joins: u64,
+    /// Leaves read (IGMP leave, MLD done, an include of no sources).
+    #[serde(default)]
+    pub leaves: u64,
+    /// IGMP/MLD queries read.
+    #[serde(default)]
+    pub queries: u64,
+    /// Frames to a registered group: delivered to its members and routers only.
+    #[serde(default)]
+    pub group_frames: u64,
+    /// Frames to an unregistered group: flooded.
+    #[serde(default)]
+    pub unregistered_frames: u64,
+    /// Joins not kept: the vnet (`max_macs`) or the port (`max_macs_per_port`) held
+    /// its most memberships; the group floods as unregistered.
+    #[serde(default)]
+    pub refused: u64,
+}
+
+/// One multicast group a snooping vnet forwards by membership.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnoopGroup {
+    pub vlan: u16,
+    /// The group's MAC address (IPv4 groups sharing one share its members).
+    pub mac: MacAddr,
+    pub ports: Vec<u32>,
 }
 
 /// Live captures of one vnet: those running, and the frames all captures since vnetd

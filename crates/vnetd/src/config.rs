@@ -239,6 +239,9 @@ pub struct NetworkConfig {
     /// `ipv6 = false`: no IPv6 of the vnet's own.
     #[serde(default = "vnet_model::default_true")]
     pub ipv6: bool,
+    /// `snooping = false`: group traffic floods (no IGMP/MLD snooping).
+    #[serde(default = "vnet_model::default_true")]
+    pub snooping: bool,
     /// `ra = { slaac = true, managed = false, other = false, dns = [...],
     /// domains = [...], interval_secs = 600, enabled = true }`.
     #[serde(default)]
@@ -519,6 +522,7 @@ impl NetworkConfig {
             subnet6: self.subnet6,
             ipv6: self.ipv6,
             ra: self.ra.clone(),
+            snooping: self.snooping,
             host_adapter: self.host_adapter.clone(),
             nat: self.nat.clone(),
             dhcp: self.dhcp.clone(),

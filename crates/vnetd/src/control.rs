@@ -884,6 +884,7 @@ async fn metrics(State(h): State<Handle>) -> Result<impl IntoResponse> {
     }
     write_mirror_metrics(&mut out, &mirrors);
     write_capture_metrics(&mut out, rows.iter().map(|(net, _)| net));
+    write_snooping_metrics(&mut out, rows.iter().map(|(net, _)| net));
     let name = "vnet_limit_refusals_total";
     let _ = writeln!(
         out,
@@ -1027,6 +1028,61 @@ fn write_capture_metrics<'a>(
     ];
     let rows: Vec<(String, &vnet_model::CaptureCounters)> = nets
         .map(|net| (format!("net=\"{}\"", net.name), &net.captures))
+        .collect();
+    write_metrics(out, &metrics, &rows);
+}
+
+/// IGMP/MLD snooping per vnet: groups, and what it read and delivered.
+fn write_snooping_metrics<'a>(
+    out: &mut String,
+    nets: impl Iterator<Item = &'a vnet_model::NetworkInfo>,
+) {
+    let metrics: [Metric<vnet_model::SnoopingInfo>; 7] = [
+        (
+            "vnet_snooping_groups",
+            "Multicast groups the vnet forwards by membership.",
+            "gauge",
+            |s| s.groups.len() as u64,
+        ),
+        (
+            "vnet_snooping_joins_total",
+            "Group joins read from IGMP/MLD reports.",
+            "counter",
+            |s| s.joins,
+        ),
+        (
+            "vnet_snooping_leaves_total",
+            "Group leaves read from IGMP/MLD messages.",
+            "counter",
+            |s| s.leaves,
+        ),
+        (
+            "vnet_snooping_queries_total",
+            "IGMP/MLD queries read.",
+            "counter",
+            |s| s.queries,
+        ),
+        (
+            "vnet_snooping_group_frames_total",
+            "Frames to a registered group, delivered to its members and routers only.",
+            "counter",
+            |s| s.group_frames,
+        ),
+        (
+            "vnet_snooping_unregistered_frames_total",
+            "Frames to a group no port joined, flooded.",
+            "counter",
+            |s| s.unregistered_frames,
+        ),
+        (
+            "vnet_snooping_refused_total",
+            "Group joins not kept: the vnet or the port held its most memberships.",
+            "counter",
+            |s| s.refused,
+        ),
+    ];
+    let rows: Vec<(String, &vnet_model::SnoopingInfo)> = nets
+        .map(|net| (format!("net=\"{}\"", net.name), &net.snooping))
         .collect();
     write_metrics(out, &metrics, &rows);
 }

@@ -38,6 +38,7 @@ fn create(ctx: &Context, args: CreateNet) -> Result<(), Failure> {
     spec.subnet = args.subnet;
     spec.subnet6 = args.subnet6;
     spec.ipv6 = !args.no_ipv6;
+    spec.snooping = !args.no_snooping;
     spec.host_adapter = args.host_adapter.map(|address| HostAdapterSpec {
         name: None,
         address,

@@ -14,6 +14,7 @@ mod counters;
 mod mac_table;
 pub mod mirror;
 mod retag;
+pub mod snoop;
 mod vlan;
 
 use std::collections::{BTreeMap, HashMap};
@@ -24,6 +25,7 @@ use serde::Serialize;
 pub use counters::{DropCause, Drops, PortCounters};
 pub use mac_table::{Learned, MacLimits, MacRow, MacTable};
 pub use retag::{retag, RETAG_HEADROOM};
+pub use snoop::{Reach, SnoopCounters, SnoopReport};
 pub use vlan::{is_valid_vid, InvalidVlan, Tagging, VlanMode, DEFAULT_VLAN, RESERVED_VLAN};
 
 use crate::wire::{Frame, FrameError, MacAddr};
@@ -55,6 +57,8 @@ pub struct SwitchConfig {
     /// frame may be 4 bytes longer.
     pub max_frame: usize,
     pub mac_limits: MacLimits,
+    /// IGMP/MLD snooping ([`snoop`]): group traffic reaches members and routers only.
+    pub snooping: bool,
 }
 
 impl SwitchConfig {
@@ -69,6 +73,7 @@ impl Default for SwitchConfig {
         SwitchConfig {
             max_frame: Self::max_frame_for_mtu(1500),
             mac_limits: MacLimits::default(),
+            snooping: true,
         }
     }
 }
@@ -119,6 +124,8 @@ pub struct Forward {
     pub dst: MacAddr,
     /// The one known destination, or `None` to flood the VLAN.
     pub unicast: Option<PortId>,
+    /// Which of the VLAN's ports a frame without a known destination goes to.
+    pub reach: Reach,
 }
 
 /// The switch's verdict on one received frame.
@@ -140,6 +147,7 @@ pub struct Switch {
     /// Ports carrying each VLAN, so flooding costs the VLAN's members, not the vnet's.
     members: FastMap<u16, Vec<PortId>>,
     macs: MacTable,
+    snoop: snoop::Snooping,
     /// The id [`Switch::add_port`] tries first (never 0).
     next_id: u32,
     /// How many ports are promiscuous: while none is, known unicast goes straight to
@@ -163,6 +171,11 @@ impl Switch {
             ports: BTreeMap::new(),
             members: FastMap::default(),
             macs: MacTable::new(config.mac_limits),
+            snoop: snoop::Snooping::new(
+                config.snooping,
+                config.mac_limits.total,
+                config.mac_limits.per_port,
+            ),
             next_id: 1,
             promiscuous: 0,
             watched: None,
@@ -227,6 +240,7 @@ impl Switch {
         }
         self.members.retain(|_, m| !m.is_empty());
         self.macs.forget_port(id);
+        self.snoop.forget_port(id);
         if self.watched == Some(id) {
             self.watch_moves_from(None);
         }
@@ -265,6 +279,7 @@ impl Switch {
             members.retain(|p| *p != id);
         }
         self.macs.forget_port(id);
+        self.forget_groups(id);
         if let (Some(mac), Some(v)) = (mac, old_vlan) {
             self.macs.forget(v, mac);
         }
@@ -337,6 +352,7 @@ impl Switch {
             }
             self.members.retain(|_, m| !m.is_empty());
             self.macs.forget_port(id);
+            self.forget_groups(id);
         } else {
             self.index_membership(id);
             if let Some(mac) = mac {
@@ -377,9 +393,41 @@ impl Switch {
         &self.macs
     }
 
-    /// Ages the MAC table; call about once a second.
+    /// Ages the MAC table and the group memberships; call about once a second.
     pub fn expire(&mut self, now: Instant) -> usize {
+        self.snoop.expire(now);
         self.macs.expire(now)
+    }
+
+    /// The group memberships a port reported are forgotten (not whether it is a
+    /// static router: that is the port's kind, set by its owner).
+    fn forget_groups(&mut self, id: PortId) {
+        let is_static = self.snoop.is_static_router(id);
+        self.snoop.forget_port(id);
+        if is_static {
+            self.snoop.set_static_router(id, true);
+        }
+    }
+
+    /// Makes port `id` a multicast-router port for good (the vnet's services and
+    /// uplink: they take all group traffic), or an ordinary one.
+    pub fn set_multicast_router(&mut self, id: PortId, on: bool) -> Result<(), NoSuchPort> {
+        if !self.ports.contains_key(&id) {
+            return Err(NoSuchPort(id));
+        }
+        self.snoop.set_static_router(id, on);
+        Ok(())
+    }
+
+    /// Turns IGMP/MLD snooping on or off live; off forgets what it learned.
+    pub fn set_snooping(&mut self, on: bool) {
+        self.config.snooping = on;
+        self.snoop.set_enabled(on);
+    }
+
+    /// What snooping knows and counted.
+    pub fn snooping(&self) -> &snoop::Snooping {
+        &self.snoop
     }
 
     /// Counts a frame the port's backend could not even deliver as a frame.
@@ -446,11 +494,17 @@ impl Switch {
             if unicast == Some(ingress) {
                 return Err(DropCause::SamePort);
             }
+            let reach = if dst.is_multicast() {
+                self.snoop.classify(now, ingress, vlan, dst, bytes)
+            } else {
+                Reach::All
+            };
             Ok(Forward {
                 ingress,
                 vlan,
                 dst,
                 unicast,
+                reach,
             })
         });
         let counters = &mut self
@@ -478,16 +532,39 @@ impl Switch {
         let single = direct
             .and_then(|dst| self.ports.get(&dst))
             .and_then(|port| port.rule.egress(fwd.vlan).map(|t| (port.id, t)));
-        let members = match direct {
-            Some(_) => &[][..],
-            None => self
+        let members = match (direct, fwd.reach) {
+            (None, Reach::All) => self
                 .members
                 .get(&fwd.vlan)
                 .map(Vec::as_slice)
                 .unwrap_or(&[]),
+            _ => &[][..],
         };
+        // Snooped group traffic: its members and the routers, each once, whatever
+        // the VLAN's size.
+        let (group, routers) = match (direct, fwd.reach) {
+            (None, Reach::Group) => (
+                Some(self.snoop.members(fwd.vlan, fwd.dst)),
+                self.snoop.routers(),
+            ),
+            (None, Reach::Routers) => (None, self.snoop.routers()),
+            _ => (None, &[][..]),
+        };
+        let group_ports = group.clone().into_iter().flatten();
+        let other_routers = routers
+            .iter()
+            .copied()
+            .filter(move |r| !group.clone().into_iter().flatten().any(|m| m == *r));
+        let snooped = group_ports.chain(other_routers).filter_map(move |id| {
+            if id == fwd.ingress {
+                return None;
+            }
+            let port = self.ports.get(&id)?;
+            port.rule.egress(fwd.vlan).map(|t| (id, t))
+        });
         single
             .into_iter()
+            .chain(snooped)
             .chain(members.iter().filter_map(move |id| {
                 if *id == fwd.ingress {
                     return None;

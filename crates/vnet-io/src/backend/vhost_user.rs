@@ -1,32 +1,31 @@
 //! vhost-user-net back-end: a QEMU (or cloud-hypervisor) virtio-net NIC as a port.
 //!
-//! The virtqueues live in the guest's shared memory and are served by rust-vmm's
-//! `vhost-user-backend`, which runs its own threads: one for the vhost-user socket and a
-//! worker that handles queue kicks. The data plane never touches guest memory. Between
-//! the two sides sit bounded lock-free channels (`std::sync::mpsc::sync_channel`) and two
-//! eventfds:
+//! The vhost-user protocol is served by rust-vmm's `vhost-user-backend` on the port's
+//! own threads (one for the socket, a worker per connection); the virtqueues are
+//! driven by the data plane itself (`vhost_user/rings.rs`): once the front-end has set
+//! them up, the worker hands over the guest's memory map and vrings, and every frame is
+//! then one copy between guest memory and a frame buffer in the data-plane thread, with
+//! no channel and no thread hop:
 //!
 //! ```text
-//!  guest TX queue ─worker─▶ from_guest ──▶ data plane (woken by `ready`, watched by mio)
-//!  guest RX queue ◀worker─  to_guest  ◀── data plane (worker woken by `kick`)
+//!  guest TX queue ──data plane (recv)──▶ switch ──data plane (send_batch)──▶ guest RX queue
+//!  guest kicks ──▶ worker's epoll ──▶ `ready` eventfd ──▶ data plane's poll
 //! ```
 //!
-//! Each message is a `virtio_net_hdr_v1` (12 bytes) followed by the frame, exactly as
-//! in the virtqueue, so offload metadata (GSO, partial checksums) travels with the frame.
-//! Buffers go back over a recycle channel each way, so the steady state allocates
-//! nothing. A full channel drops the frame and counts it.
+//! Each frame keeps its `virtio_net_hdr_v1`, so offload metadata (GSO, partial
+//! checksums) passes between offloading ports untouched.
 //!
 //! The port outlives connections: a thread accepts on `RUN/NET/vhost-user/NAME.sock`,
 //! runs one `VhostUserDaemon` per connection and, when QEMU goes away, accepts the next.
 //! A front-end the vnet's allow lists refuse (its `SO_PEERCRED`, `SO_PEERGROUPS`) is
 //! disconnected at once; the port made by the control API is its requester's.
 
-use std::collections::VecDeque;
+mod rings;
+
 use std::os::fd::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
@@ -34,17 +33,15 @@ use tracing::{info, warn};
 use vhost::vhost_user::message::{VhostUserProtocolFeatures, VhostUserVirtioFeatures};
 use vhost::vhost_user::Listener;
 use vhost_user_backend::bitmap::BitmapMmapRegion;
-use vhost_user_backend::{VhostUserBackendMut, VhostUserDaemon, VringRwLock, VringT};
+use vhost_user_backend::{VhostUserBackendMut, VhostUserDaemon, VringRwLock};
 use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
 use virtio_bindings::virtio_net::{
     VIRTIO_NET_F_CSUM, VIRTIO_NET_F_GUEST_ANNOUNCE, VIRTIO_NET_F_GUEST_CSUM,
     VIRTIO_NET_F_GUEST_TSO4, VIRTIO_NET_F_GUEST_TSO6, VIRTIO_NET_F_HOST_TSO4,
     VIRTIO_NET_F_HOST_TSO6, VIRTIO_NET_F_MRG_RXBUF,
 };
-use virtio_queue::{QueueOwnedT, QueueT};
-use vm_memory::{
-    Address, Bytes, GuestAddress, GuestAddressSpace, GuestMemoryAtomic, GuestMemoryMmap,
-};
+use virtio_bindings::virtio_ring::VIRTIO_RING_F_EVENT_IDX;
+use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
 use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::event::{
     new_event_consumer_and_notifier, EventConsumer, EventFlag, EventNotifier,
@@ -52,13 +49,14 @@ use vmm_sys_util::event::{
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use vnet_core::switch::DropCause;
-use vnet_core::wire::offload::{self as offload, VirtioNetHdr, VIRTIO_NET_HDR_LEN};
 use vnet_model::PortKind;
 
-use super::{send_each, Backend, Identity, Received, Sent, WatchedFd};
+pub use self::rings::guest_message;
+use self::rings::{Queues, Rings};
+use super::{Backend, Identity, Received, Sent, WatchedFd};
 use crate::admission::Gate;
 use crate::error::Chain;
-use crate::frame::{FrameBuf, LARGE_CAPACITY};
+use crate::frame::FrameBuf;
 use crate::sys::{fdpass, peer};
 
 /// Why a vhost-user port could not be set up: the step that failed.
@@ -81,8 +79,8 @@ enum ConnectionError {
     // message is part of ours.
     #[error("cannot create the vhost-user daemon: {0}")]
     CreateDaemon(vhost_user_backend::Error),
-    #[error("cannot watch the data plane's kick eventfd")]
-    WatchKick(#[source] std::io::Error),
+    #[error("cannot watch the data plane's eventfd")]
+    WatchWant(#[source] std::io::Error),
     #[error("cannot connect the relay to the daemon's private socket")]
     ConnectRelay(#[source] std::io::Error),
     #[error("cannot start the vhost-user daemon: {0}")]
@@ -93,16 +91,12 @@ enum ConnectionError {
     SpawnRelay(#[source] std::io::Error),
 }
 
-/// Frames in flight each way between the data plane and the worker.
-pub const CHANNEL_CAPACITY: usize = 256;
-/// Largest message: header plus a 64 KiB GSO frame.
-const MAX_MESSAGE: usize = VIRTIO_NET_HDR_LEN + LARGE_CAPACITY;
-const RX_QUEUE: u16 = 0;
-const TX_QUEUE: u16 = 1;
+const RX_QUEUE: usize = 0;
+const TX_QUEUE: usize = 1;
 const NUM_QUEUES: usize = 2;
 const QUEUE_SIZE: usize = 1024;
-/// `handle_event` id of the data plane's kick (ids up to `NUM_QUEUES` are reserved).
-const KICK_EVENT: u16 = NUM_QUEUES as u16 + 1;
+/// `handle_event` id of the data plane's `want` (ids up to `NUM_QUEUES` are reserved).
+const WANT_EVENT: u64 = NUM_QUEUES as u64 + 1;
 
 /// `RUN/NET/vhost-user/NAME.sock` for the vnet directory `net_dir`.
 pub fn socket_path(net_dir: &Path, name: &str) -> PathBuf {
@@ -121,16 +115,18 @@ pub fn valid_name(name: &str) -> bool {
 
 /// The guest's RAM as the back-end maps it, with the dirty-page log QEMU hands over
 /// for a live migration (`VHOST_USER_SET_LOG_BASE`): every write through it (frames,
-/// used rings) marks its page, so QEMU copies it again. Without it QEMU refuses to
-/// migrate a guest on this back-end.
+/// used rings, by the data plane) marks its page, so QEMU copies it again. Without it
+/// QEMU refuses to migrate a guest on this back-end.
 type GuestMem = GuestMemoryMmap<BitmapMmapRegion>;
+/// A vring over [`GuestMem`].
 type Vring = VringRwLock<GuestMemoryAtomic<GuestMem>>;
 
 /// The feature bits we offer: merged RX buffers and the offloads `FrameBuf::offload`
-/// carries through the switch, `VHOST_F_LOG_ALL` (dirty-page logging, with the
-/// `LOG_SHMFD` protocol feature: live migration), `GUEST_ANNOUNCE` (after a migration
-/// QEMU has the guest announce itself, through us; without it a vhost-user guest is
-/// announced by nobody and the vnet finds it seconds later, on its next frame) and
+/// carries through the switch, event indices (kicks and interrupts only when the other
+/// side waits), `VHOST_F_LOG_ALL` (dirty-page logging, with the `LOG_SHMFD` protocol
+/// feature: live migration), `GUEST_ANNOUNCE` (after a migration QEMU has the guest
+/// announce itself, through us; without it a vhost-user guest is announced by nobody
+/// and the vnet finds it seconds later, on its next frame) and
 /// `VHOST_USER_F_PROTOCOL_FEATURES` (QEMU 7.2 crashes starting a vhost-user NIC
 /// without it).
 fn offered_features() -> u64 {
@@ -142,6 +138,7 @@ fn offered_features() -> u64 {
         | 1 << VIRTIO_NET_F_HOST_TSO6
         | 1 << VIRTIO_NET_F_GUEST_TSO4
         | 1 << VIRTIO_NET_F_GUEST_TSO6
+        | 1 << VIRTIO_RING_F_EVENT_IDX
         | 1 << VIRTIO_NET_F_GUEST_ANNOUNCE
         | VhostUserVirtioFeatures::LOG_ALL.bits()
         | VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits()
@@ -151,32 +148,27 @@ fn offered_features() -> u64 {
 struct Shared {
     stop: AtomicBool,
     connected: AtomicBool,
-    /// Set by the data plane when it wrote `kick`, cleared by the worker before it
-    /// drains `to_guest`: one eventfd write per burst, not per frame.
-    kicked: AtomicBool,
-    /// Worker → data plane: frames from the guest are waiting.
+    /// Worker → data plane: the guest kicked a queue, or the queues changed hands.
+    /// Never read: every write is an edge for the data plane's epoll, which reports it
+    /// readable (look at the TX queue) and writable (the RX queue may have room).
     ready: EventFd,
-    /// Data plane → worker: frames for the guest are waiting.
-    kick: EventFd,
-    /// Frames for the guest dropped by the worker (buffers that cannot hold one at all,
-    /// a GSO frame that cannot be segmented). The data plane counted them as sent.
-    dropped: AtomicU64,
-    /// Guest TX chains that were not a frame; reported by `recv` as `Malformed` drops.
-    guest_malformed: AtomicU64,
-    /// Guest frames the full channel refused; reported by `recv` as `QueueFull` drops.
-    guest_overflow: AtomicU64,
+    /// The connection's queues, once the worker handed them over.
+    rings: Mutex<Option<Rings>>,
+    /// Bumped whenever `rings` changes: the data plane looks again.
+    generation: AtomicU64,
+    /// Data plane → worker: frames for a connected guest wait, hand the queues over
+    /// now (the guest may not kick until it has something to send).
+    want: EventFd,
     /// The front-end's socket, to cut it when the port goes away (control path only).
     connection: Mutex<Option<UnixStream>>,
 }
 
-/// The worker's ends of the channels; handed from connection to connection.
-struct WorkerEnds {
-    from_guest: SyncSender<Vec<u8>>,
-    to_guest: Receiver<Vec<u8>>,
-    /// Buffers the worker is done with, back to the data plane.
-    spare_out: SyncSender<Vec<u8>>,
-    /// Buffers the data plane is done with.
-    spare_in: Receiver<Vec<u8>>,
+impl Shared {
+    fn hand_over(&self, rings: Option<Rings>) {
+        *self.rings.lock().expect("lock") = rings;
+        self.generation.fetch_add(1, Ordering::Release);
+        let _ = self.ready.write(1);
+    }
 }
 
 /// A vhost-user-net port, as the data plane sees it.
@@ -184,14 +176,13 @@ pub struct VhostUserPort {
     name: String,
     path: PathBuf,
     shared: Arc<Shared>,
-    from_guest: Receiver<Vec<u8>>,
-    to_guest: SyncSender<Vec<u8>>,
-    spare_in: Receiver<Vec<u8>>,
-    spare_out: SyncSender<Vec<u8>>,
     ready: WatchedFd,
     thread: Option<JoinHandle<()>>,
-    /// Worker drops of guest input already reported: (malformed, overflow).
-    reported: (u64, u64),
+    /// The queues of the connected front-end, as of `generation`.
+    queues: Option<Queues>,
+    generation: u64,
+    /// The generation at which the data plane last asked for the queues.
+    wanted: Option<u64>,
 }
 
 impl VhostUserPort {
@@ -212,24 +203,12 @@ impl VhostUserPort {
         let shared = Arc::new(Shared {
             stop: AtomicBool::new(false),
             connected: AtomicBool::new(false),
-            kicked: AtomicBool::new(false),
             ready: EventFd::new(EFD_NONBLOCK).map_err(VhostUserError::CreateEventFd)?,
-            kick: EventFd::new(EFD_NONBLOCK).map_err(VhostUserError::CreateEventFd)?,
-            dropped: AtomicU64::new(0),
-            guest_malformed: AtomicU64::new(0),
-            guest_overflow: AtomicU64::new(0),
+            want: EventFd::new(EFD_NONBLOCK).map_err(VhostUserError::CreateEventFd)?,
+            rings: Mutex::new(None),
+            generation: AtomicU64::new(0),
             connection: Mutex::new(None),
         });
-        let (from_guest_tx, from_guest) = sync_channel(CHANNEL_CAPACITY);
-        let (to_guest, to_guest_rx) = sync_channel(CHANNEL_CAPACITY);
-        let (spare_to_dp, spare_in) = sync_channel(CHANNEL_CAPACITY * 2);
-        let (spare_out, spare_to_worker) = sync_channel(CHANNEL_CAPACITY * 2);
-        let ends = WorkerEnds {
-            from_guest: from_guest_tx,
-            to_guest: to_guest_rx,
-            spare_out: spare_to_dp,
-            spare_in: spare_to_worker,
-        };
         let thread_shared = shared.clone();
         let thread_name = name.to_string();
         let thread = std::thread::Builder::new()
@@ -239,7 +218,6 @@ impl VhostUserPort {
                     thread_name,
                     listener,
                     (private, private_path),
-                    ends,
                     thread_shared,
                     gate,
                 )
@@ -250,13 +228,11 @@ impl VhostUserPort {
             name: name.to_string(),
             path: path.to_path_buf(),
             shared,
-            from_guest,
-            to_guest,
-            spare_in,
-            spare_out,
             ready,
             thread: Some(thread),
-            reported: (0, 0),
+            queues: None,
+            generation: 0,
+            wanted: None,
         })
     }
 
@@ -270,31 +246,15 @@ impl VhostUserPort {
         &self.name
     }
 
-    /// Frames for the guest the worker dropped so far (the data plane counted them sent).
-    pub fn dropped_to_guest(&self) -> u64 {
-        self.shared.dropped.load(Ordering::Relaxed)
-    }
-
-    /// A drop of guest input the worker made that the switch has not counted yet: each
-    /// frame in is counted once, as `rx_frames` or as a drop.
-    fn unreported_drop(&mut self) -> Option<Received> {
-        let bad = self.shared.guest_malformed.load(Ordering::Relaxed);
-        if bad > self.reported.0 {
-            self.reported.0 += 1;
-            return Some(Received::Dropped(
-                DropCause::Malformed,
-                "a guest TX descriptor chain that is not a frame".into(),
-            ));
+    /// The queues of the connected front-end, if it has set them up.
+    fn queues(&mut self) -> Option<&mut Queues> {
+        let now = self.shared.generation.load(Ordering::Acquire);
+        if now != self.generation {
+            self.generation = now;
+            let rings = self.shared.rings.lock().expect("lock").clone();
+            self.queues = rings.map(Queues::new);
         }
-        let full = self.shared.guest_overflow.load(Ordering::Relaxed);
-        if full > self.reported.1 {
-            self.reported.1 += 1;
-            return Some(Received::Dropped(
-                DropCause::QueueFull,
-                "the channel from the vhost-user worker was full".into(),
-            ));
-        }
-        None
+        self.queues.as_mut()
     }
 }
 
@@ -336,14 +296,7 @@ impl Backend for VhostUserPort {
         } else {
             "waiting".to_string()
         };
-        match self.dropped_to_guest() {
-            0 => format!("vhost-user {} {} ({state})", self.name, self.path.display()),
-            n => format!(
-                "vhost-user {} {} ({state}; {n} frames the guest could not take)",
-                self.name,
-                self.path.display()
-            ),
-        }
+        format!("vhost-user {} {} ({state})", self.name, self.path.display())
     }
 
     fn identity(&self) -> Identity<'_> {
@@ -364,79 +317,28 @@ impl Backend for VhostUserPort {
     }
 
     fn recv(&mut self, buf: &mut FrameBuf) -> Received {
-        if let Some(drop) = self.unreported_drop() {
-            return drop;
+        match self.queues() {
+            Some(queues) => queues.recv(buf),
+            None => Received::WouldBlock,
         }
-        let msg = match self.from_guest.try_recv() {
-            Ok(msg) => msg,
-            Err(TryRecvError::Empty) => {
-                // Reset the eventfd, then look once more: the worker may have pushed
-                // between the two.
-                let _ = self.shared.ready.read();
-                match self.from_guest.try_recv() {
-                    Ok(msg) => msg,
-                    Err(_) => return Received::WouldBlock,
-                }
-            }
-            Err(TryRecvError::Disconnected) => {
-                return Received::Closed("vhost-user thread ended".into())
-            }
-        };
-        let outcome = guest_message(&msg, buf);
-        let _ = self.spare_out.try_send(msg);
-        outcome
     }
 
     fn send_batch(&mut self, frames: &[FrameBuf]) -> (usize, Sent) {
-        send_each(frames, |f| self.send_one(f))
-    }
-}
-
-impl VhostUserPort {
-    fn send_one(&mut self, frame: &FrameBuf) -> Sent {
+        if frames.is_empty() {
+            return (0, Sent::Done);
+        }
+        if let Some(queues) = self.queues() {
+            return queues.send(frames);
+        }
         if !self.shared.connected.load(Ordering::Relaxed) {
-            return Sent::Dropped(DropCause::LinkDown);
+            return (0, Sent::Dropped(DropCause::LinkDown));
         }
-        let mut msg = self
-            .spare_in
-            .try_recv()
-            .unwrap_or_else(|_| Vec::with_capacity(MAX_MESSAGE));
-        msg.clear();
-        let mut hdr = [0u8; VIRTIO_NET_HDR_LEN];
-        frame.offload.write(&mut hdr);
-        msg.extend_from_slice(&hdr);
-        msg.extend_from_slice(frame.frame());
-        match self.to_guest.try_send(msg) {
-            Ok(()) => {
-                if !self.shared.kicked.swap(true, Ordering::SeqCst) {
-                    let _ = self.shared.kick.write(1);
-                }
-                Sent::Done
-            }
-            Err(TrySendError::Full(msg)) => {
-                let _ = self.spare_out.try_send(msg);
-                Sent::Dropped(DropCause::QueueFull)
-            }
-            Err(TrySendError::Disconnected(_)) => Sent::Closed("vhost-user thread ended".into()),
+        // Connected, queues not handed over yet: ask once, wait for `ready`.
+        if self.wanted != Some(self.generation) {
+            self.wanted = Some(self.generation);
+            let _ = self.shared.want.write(1);
         }
-    }
-}
-
-/// A message from the guest's TX queue (its descriptor chain's bytes: `virtio_net_hdr`
-/// and frame) into `buf`, as the data plane takes it. Pure, for the fuzz target.
-pub fn guest_message(msg: &[u8], buf: &mut FrameBuf) -> Received {
-    let space = buf.recv_space_with_header();
-    if msg.len() > space.len() {
-        return Received::Dropped(
-            DropCause::Oversize,
-            format!("{}-byte frame from the guest", msg.len()),
-        );
-    }
-    space[..msg.len()].copy_from_slice(msg);
-    if buf.set_vnet_len(msg.len()) {
-        Received::Frame
-    } else {
-        Received::Dropped(DropCause::Runt, "no virtio_net_hdr".into())
+        (0, Sent::WouldBlock)
     }
 }
 
@@ -485,11 +387,9 @@ fn serve(
     name: String,
     public: UnixListener,
     (mut private, private_path): (Listener, PathBuf),
-    ends: WorkerEnds,
     shared: Arc<Shared>,
     gate: Gate,
 ) {
-    let mut ends = Some(ends);
     while !shared.stop.load(Ordering::SeqCst) {
         let front_end = match public.accept() {
             Ok((stream, _)) => stream,
@@ -511,9 +411,7 @@ fn serve(
         let device = Arc::new(Mutex::new(NetDevice {
             mem: None,
             acked: 0,
-            ends: Mutex::new(ends.take()),
-            backlog: VecDeque::new(),
-            scratch: Vec::new(),
+            handed_over: false,
             shared: shared.clone(),
         }));
         if let Err(e) = run_connection(
@@ -527,15 +425,8 @@ fn serve(
         }
         shared.connected.store(false, Ordering::SeqCst);
         *shared.connection.lock().expect("lock") = None;
-        let mut dev = device.lock().expect("lock");
-        ends = dev.ends.get_mut().expect("lock").take();
-        // Frames queued for a guest that went away are stale.
-        if let Some(ends) = &ends {
-            while let Ok(msg) = ends.to_guest.try_recv() {
-                let _ = ends.spare_out.try_send(msg);
-            }
-        }
-        drop(dev);
+        // The data plane lets go of the guest's memory and rings.
+        shared.hand_over(None);
     }
 }
 
@@ -570,8 +461,8 @@ fn run_connection(
     let result = (|| {
         if let Some(handler) = daemon.get_epoll_handlers().first() {
             handler
-                .register_listener(shared.kick.as_raw_fd(), EventSet::IN, KICK_EVENT as u64)
-                .map_err(ConnectionError::WatchKick)?;
+                .register_listener(shared.want.as_raw_fd(), EventSet::IN, WANT_EVENT)
+                .map_err(ConnectionError::WatchWant)?;
         }
         let back_end = UnixStream::connect(private_path).map_err(ConnectionError::ConnectRelay)?;
         daemon
@@ -672,249 +563,14 @@ pub fn relay(from: UnixStream, to: UnixStream, from_front_end: bool) {
     let _ = to.shutdown(std::net::Shutdown::Both);
 }
 
-/// The virtio-net device the vhost-user library drives (worker side).
+/// The virtio-net device the vhost-user library drives (worker side): it serves the
+/// protocol and hands the queues to the data plane once the front-end kicks them.
 struct NetDevice {
     mem: Option<GuestMemoryAtomic<GuestMem>>,
     acked: u64,
-    /// Behind a lock only because `Receiver` is not `Sync`; only the worker takes it.
-    ends: Mutex<Option<WorkerEnds>>,
-    /// Frames for the guest taken from the channel but not delivered yet: one it had no
-    /// room for, or the segments of a GSO frame it cannot take whole.
-    backlog: VecDeque<Vec<u8>>,
-    /// Where GSO frames are cut into segments (allocated on first use).
-    scratch: Vec<u8>,
+    /// Whether the data plane has this connection's queues.
+    handed_over: bool,
     shared: Arc<Shared>,
-}
-
-impl NetDevice {
-    /// Guest TX queue → data plane.
-    fn process_tx(&mut self, vring: &Vring) -> std::io::Result<()> {
-        let ends = self.ends.lock().expect("lock");
-        let (Some(mem), Some(ends)) = (&self.mem, ends.as_ref()) else {
-            return Ok(());
-        };
-        let mem = mem.memory();
-        let mut any = false;
-        loop {
-            let chain = vring
-                .get_mut()
-                .get_queue_mut()
-                .pop_descriptor_chain(mem.clone());
-            let Some(chain) = chain else { break };
-            let head = chain.head_index();
-            let mut msg = ends
-                .spare_in
-                .try_recv()
-                .unwrap_or_else(|_| Vec::with_capacity(MAX_MESSAGE));
-            msg.clear();
-            let mut ok = true;
-            for desc in chain {
-                if desc.is_write_only() {
-                    continue;
-                }
-                let len = desc.len() as usize;
-                let start = msg.len();
-                if start + len > MAX_MESSAGE {
-                    ok = false;
-                    break;
-                }
-                msg.resize(start + len, 0);
-                if mem.read_slice(&mut msg[start..], desc.addr()).is_err() {
-                    ok = false;
-                    break;
-                }
-            }
-            vring
-                .add_used(head, 0)
-                .map_err(|e| std::io::Error::other(format!("{e:?}")))?;
-            any = true;
-            if !ok || msg.len() < VIRTIO_NET_HDR_LEN {
-                self.shared.guest_malformed.fetch_add(1, Ordering::Relaxed);
-                let _ = ends.spare_out.try_send(msg);
-                continue;
-            }
-            if let Err(e) = ends.from_guest.try_send(msg) {
-                self.shared.guest_overflow.fetch_add(1, Ordering::Relaxed);
-                if let TrySendError::Full(msg) = e {
-                    let _ = ends.spare_out.try_send(msg);
-                }
-            }
-        }
-        if any {
-            vring.signal_used_queue()?;
-            self.shared.ready.write(1)?;
-        }
-        Ok(())
-    }
-
-    /// Data plane → guest RX queue, merging buffers when the guest acked
-    /// `VIRTIO_NET_F_MRG_RXBUF`.
-    fn process_rx(&mut self, vring: &Vring) -> std::io::Result<()> {
-        let ends = self.ends.lock().expect("lock");
-        let (Some(mem), Some(ends)) = (&self.mem, ends.as_ref()) else {
-            return Ok(());
-        };
-        let mem = mem.memory();
-        let mergeable = self.acked & (1 << VIRTIO_NET_F_MRG_RXBUF) != 0;
-        let mut any = false;
-        let mut used: Vec<(u16, u32)> = Vec::with_capacity(32);
-        loop {
-            let msg = match self.backlog.pop_front() {
-                Some(msg) => msg,
-                None => match ends.to_guest.try_recv() {
-                    Ok(msg) => match fit_offloads(msg, self.acked, &mut self.scratch, ends) {
-                        Fitted::One(msg) => msg,
-                        Fitted::Segments(segments) => {
-                            self.backlog.extend(segments);
-                            continue;
-                        }
-                        Fitted::Dropped => {
-                            self.shared.dropped.fetch_add(1, Ordering::Relaxed);
-                            continue;
-                        }
-                    },
-                    Err(_) => break,
-                },
-            };
-            used.clear();
-            let mut offset = 0;
-            let mut first: Option<GuestAddress> = None;
-            let mut bad = false;
-            while offset < msg.len() {
-                let chain = vring
-                    .get_mut()
-                    .get_queue_mut()
-                    .pop_descriptor_chain(mem.clone());
-                let Some(chain) = chain else { break };
-                let head = chain.head_index();
-                let mut written = 0usize;
-                for desc in chain {
-                    if !desc.is_write_only() {
-                        continue;
-                    }
-                    if first.is_none() {
-                        if (desc.len() as usize) < VIRTIO_NET_HDR_LEN {
-                            bad = true;
-                            break;
-                        }
-                        first = Some(desc.addr());
-                    }
-                    let n = (desc.len() as usize).min(msg.len() - offset);
-                    if mem
-                        .write_slice(&msg[offset..offset + n], desc.addr())
-                        .is_err()
-                    {
-                        bad = true;
-                        break;
-                    }
-                    offset += n;
-                    written += n;
-                    if offset == msg.len() {
-                        break;
-                    }
-                }
-                used.push((head, written as u32));
-                if bad || !mergeable {
-                    break;
-                }
-            }
-            if bad || (offset < msg.len() && !mergeable && !used.is_empty()) {
-                // The guest's buffers cannot hold this frame: hand them back unused
-                // and drop it.
-                for &(head, _) in &used {
-                    vring
-                        .add_used(head, 0)
-                        .map_err(|e| std::io::Error::other(format!("{e:?}")))?;
-                }
-                any |= !used.is_empty();
-                self.shared.dropped.fetch_add(1, Ordering::Relaxed);
-                let _ = ends.spare_out.try_send(msg);
-                continue;
-            }
-            if offset < msg.len() {
-                // Out of buffers: put the chains back and wait for the guest's kick.
-                let mut vring_state = vring.get_mut();
-                let queue = vring_state.get_queue_mut();
-                for _ in &used {
-                    queue.go_to_previous_position();
-                }
-                drop(vring_state);
-                self.backlog.push_front(msg);
-                break;
-            }
-            if let Some(first) = first {
-                let n = used.len() as u16;
-                let _ = mem.write_slice(&n.to_le_bytes(), first.unchecked_add(10));
-            }
-            for &(head, len) in &used {
-                vring
-                    .add_used(head, len)
-                    .map_err(|e| std::io::Error::other(format!("{e:?}")))?;
-            }
-            any = true;
-            let _ = ends.spare_out.try_send(msg);
-        }
-        if any {
-            vring.signal_used_queue()?;
-        }
-        Ok(())
-    }
-}
-
-/// A frame for the guest, made acceptable to it.
-enum Fitted {
-    One(Vec<u8>),
-    Segments(Vec<Vec<u8>>),
-    Dropped,
-}
-
-/// Makes `msg` (header + frame) something the guest's acked features allow: the data
-/// plane hands GSO frames and partial checksums to every offloading port, and Linux
-/// acks all we offer, but a guest that did not gets ordinary segments with complete
-/// checksums (allocated here, off the data plane; rare by construction).
-fn fit_offloads(mut msg: Vec<u8>, acked: u64, scratch: &mut Vec<u8>, ends: &WorkerEnds) -> Fitted {
-    let has = |bit: u32| acked & (1 << bit) != 0;
-    let Ok((hdr, _)) = VirtioNetHdr::split(&msg) else {
-        return Fitted::Dropped;
-    };
-    let gso_ok = hdr.gso_type & VirtioNetHdr::GSO_ECN == 0
-        && match hdr.gso_kind() {
-            VirtioNetHdr::GSO_NONE => true,
-            VirtioNetHdr::GSO_TCPV4 => has(VIRTIO_NET_F_GUEST_TSO4),
-            VirtioNetHdr::GSO_TCPV6 => has(VIRTIO_NET_F_GUEST_TSO6),
-            _ => false,
-        };
-    if gso_ok && (!hdr.needs_csum() || has(VIRTIO_NET_F_GUEST_CSUM)) {
-        return Fitted::One(msg);
-    }
-    if !gso_ok {
-        if scratch.is_empty() {
-            scratch.resize(LARGE_CAPACITY, 0);
-        }
-        let mut segments = Vec::new();
-        let frame = &msg[VIRTIO_NET_HDR_LEN..];
-        let cut = offload::segment(frame, &hdr, scratch, |seg| {
-            let mut out = ends
-                .spare_in
-                .try_recv()
-                .unwrap_or_else(|_| Vec::with_capacity(MAX_MESSAGE));
-            out.clear();
-            out.extend_from_slice(&[0u8; VIRTIO_NET_HDR_LEN]);
-            out.extend_from_slice(seg);
-            segments.push(out);
-        });
-        let _ = ends.spare_out.try_send(msg);
-        return match cut {
-            Ok(_) => Fitted::Segments(segments),
-            Err(_) => Fitted::Dropped,
-        };
-    }
-    if offload::complete_checksum(&mut msg[VIRTIO_NET_HDR_LEN..], &hdr).is_err() {
-        let _ = ends.spare_out.try_send(msg);
-        return Fitted::Dropped;
-    }
-    msg[..VIRTIO_NET_HDR_LEN].fill(0);
-    Fitted::One(msg)
 }
 
 impl VhostUserBackendMut for NetDevice {
@@ -949,6 +605,9 @@ impl VhostUserBackendMut for NetDevice {
             );
         }
         self.acked = features;
+        // A driver that starts over may ack others: the data plane takes them again at
+        // the next kick.
+        self.handed_over = false;
     }
 
     fn protocol_features(&self) -> VhostUserProtocolFeatures {
@@ -967,6 +626,8 @@ impl VhostUserBackendMut for NetDevice {
         new_event_consumer_and_notifier(EventFlag::NONBLOCK).ok()
     }
 
+    /// A guest kick or the data plane's `want`: the first hands the queues over, each
+    /// kick after that wakes the data plane.
     fn handle_event(
         &mut self,
         device_event: u16,
@@ -974,16 +635,28 @@ impl VhostUserBackendMut for NetDevice {
         vrings: &[Vring],
         _thread_id: usize,
     ) -> std::io::Result<()> {
-        match device_event {
-            RX_QUEUE => self.process_rx(&vrings[RX_QUEUE as usize]),
-            TX_QUEUE => self.process_tx(&vrings[TX_QUEUE as usize]),
-            KICK_EVENT => {
-                let _ = self.shared.kick.read();
-                self.shared.kicked.store(false, Ordering::SeqCst);
-                self.process_rx(&vrings[RX_QUEUE as usize])
-            }
-            _ => Ok(()),
+        let kick = usize::from(device_event) < NUM_QUEUES;
+        if u64::from(device_event) == WANT_EVENT {
+            let _ = self.shared.want.read();
+        } else if !kick {
+            return Ok(());
         }
+        match (&self.mem, self.handed_over) {
+            (Some(mem), false) if vrings.len() == NUM_QUEUES => {
+                self.handed_over = true;
+                self.shared.hand_over(Some(Rings {
+                    mem: mem.clone(),
+                    rx: vrings[RX_QUEUE].clone(),
+                    tx: vrings[TX_QUEUE].clone(),
+                    acked: self.acked,
+                }));
+            }
+            _ if kick => {
+                self.shared.ready.write(1)?;
+            }
+            _ => {}
+        }
+        Ok(())
     }
 }
 
@@ -1073,7 +746,7 @@ mod tests {
     }
 
     #[test]
-    fn offers_merged_buffers_offloads_and_protocol_features() {
+    fn offers_merged_buffers_offloads_event_indices_and_protocol_features() {
         let f = offered_features();
         for bit in [
             VIRTIO_F_VERSION_1,
@@ -1084,6 +757,7 @@ mod tests {
             VIRTIO_NET_F_HOST_TSO6,
             VIRTIO_NET_F_GUEST_TSO4,
             VIRTIO_NET_F_GUEST_TSO6,
+            VIRTIO_RING_F_EVENT_IDX,
             VIRTIO_NET_F_GUEST_ANNOUNCE,
         ] {
             assert_ne!(f & (1 << bit), 0, "bit {bit}");
@@ -1094,48 +768,5 @@ mod tests {
             0,
             "live migration"
         );
-    }
-
-    fn ends() -> WorkerEnds {
-        let (from_guest, _a) = sync_channel(1);
-        let (_b, to_guest) = sync_channel(1);
-        let (spare_out, _c) = sync_channel(4);
-        let (_d, spare_in) = sync_channel(1);
-        std::mem::forget((_a, _b, _c, _d));
-        WorkerEnds {
-            from_guest,
-            to_guest,
-            spare_out,
-            spare_in,
-        }
-    }
-
-    #[test]
-    fn frames_the_guest_can_take_pass_and_headerless_ones_are_dropped() {
-        let ends = ends();
-        let mut scratch = Vec::new();
-        let mut msg = vec![0u8; VIRTIO_NET_HDR_LEN + 60];
-        msg[VIRTIO_NET_HDR_LEN] = 0xff;
-        assert!(matches!(
-            fit_offloads(msg.clone(), 0, &mut scratch, &ends),
-            Fitted::One(m) if m == msg
-        ));
-        assert!(matches!(
-            fit_offloads(vec![0; 5], 0, &mut scratch, &ends),
-            Fitted::Dropped
-        ));
-        // A TCPv4 GSO header toward a guest that acked GUEST_TSO4 passes as it is.
-        let mut gso = msg.clone();
-        gso[1] = VirtioNetHdr::GSO_TCPV4;
-        let acked = 1 << VIRTIO_NET_F_GUEST_TSO4 | 1 << VIRTIO_NET_F_GUEST_CSUM;
-        assert!(matches!(
-            fit_offloads(gso.clone(), acked, &mut scratch, &ends),
-            Fitted::One(m) if m == gso
-        ));
-        // Without it, a frame that is not really TCP cannot be segmented: dropped.
-        assert!(matches!(
-            fit_offloads(gso, 0, &mut scratch, &ends),
-            Fitted::Dropped
-        ));
     }
 }

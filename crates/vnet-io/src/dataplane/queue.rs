@@ -49,6 +49,17 @@ impl EgressQueue {
         self.frames.len()
     }
 
+    /// Frees the storage a burst grew while the queue is empty (its ring of up to
+    /// [`QUEUE_CAPACITY`] handles): an idle port holds none. Returns the bytes freed.
+    pub fn release_idle(&mut self) -> usize {
+        if !self.frames.is_empty() || self.frames.capacity() == 0 {
+            return 0;
+        }
+        let freed = self.frames.capacity() * std::mem::size_of::<FrameBuf>();
+        self.frames = VecDeque::new();
+        freed
+    }
+
     /// Empties the queue (a port going away), handing back the buffers.
     pub fn drain(&mut self) -> impl Iterator<Item = FrameBuf> + '_ {
         self.bytes = 0;
@@ -89,6 +100,11 @@ mod tests {
             q.push(frame(&mut pool, big)).is_ok(),
             "drained: bytes back to 0"
         );
+        q.release_idle();
+        assert!(q.frames.capacity() > 0, "not while frames wait");
+        q.pop_front();
+        q.release_idle();
+        assert_eq!(q.frames.capacity(), 0, "an empty queue holds no storage");
     }
 
     #[test]

@@ -335,9 +335,13 @@ impl Thread {
         }
         if now.duration_since(self.last_aging) >= AGING_INTERVAL {
             self.last_aging = now;
+            let mut freed = 0;
             for (_, vnet) in self.vnets.iter_mut() {
-                vnet.age_macs(now);
+                freed += vnet.age_macs(now);
                 vnet.count_refusals();
+            }
+            if freed >= crate::sys::heap::WORTH_TRIMMING {
+                crate::sys::heap::give_back();
             }
             self.age_tunnels(now);
         }

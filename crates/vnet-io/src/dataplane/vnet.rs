@@ -399,9 +399,17 @@ impl Vnet {
         Ok(true)
     }
 
-    /// Forgets MAC addresses not seen for the aging time.
-    pub fn age_macs(&mut self, now: Instant) {
+    /// Forgets MAC addresses not seen for the aging time and group memberships not
+    /// reported for theirs; gives back memory a burst left idle (pooled buffers,
+    /// drained queues' storage). Called about once a second; returns the bytes freed.
+    pub fn age_macs(&mut self, now: Instant) -> usize {
         self.switch.expire(now);
+        let queues: usize = self
+            .ports
+            .values_mut()
+            .map(|port| port.queue.release_idle())
+            .sum();
+        self.pool.trim() + queues
     }
 
     /// Has the switch report addresses that move away from port `id` (the VXLAN
@@ -631,6 +639,16 @@ impl Vnet {
         owner: Option<Owner>,
     ) -> Result<PortId, InvalidVlan> {
         let id = self.switch.add_port(vlan)?;
+        // The vnet's services and its uplinks (a LAN, VXLAN peers) send no IGMP/MLD
+        // reports for what they listen to: they take all group traffic.
+        if matches!(
+            backend.kind(),
+            vnet_model::PortKind::Service | vnet_model::PortKind::Uplink
+        ) {
+            self.switch
+                .set_multicast_router(id, true)
+                .expect("added above");
+        }
         match &owner {
             Some(o) => {
                 info!(net = self.name(), port = %id, uid = o.uid, "attached {}", backend.description())
@@ -1014,13 +1032,13 @@ impl Vnet {
         let last = self.scratch.len().saturating_sub(1);
         for i in 0..self.scratch.len() {
             let (dst, tagging) = self.scratch[i];
+            // Flooded: every queue gets a handle on the one stored frame (copied once
+            // into a shared buffer); a retag that changes it copies it for that port.
             let mut out = if i == last {
                 original.take().expect("taken once")
             } else {
-                let first = original.as_ref().expect("not yet taken");
-                let mut copy = self.pool.get_for(first.len());
-                copy.copy_from(first);
-                copy
+                let first = original.as_mut().expect("not yet taken");
+                first.share(&mut self.pool)
             };
             out.retag(tagging);
             if !self.enforcers.is_empty() {

@@ -1,6 +1,7 @@
 //! The FFI edge: the only place in vnet with `unsafe` code.
 
 pub mod fdpass;
+pub mod heap;
 pub mod mmsg;
 pub mod netif;
 pub mod packet;

@@ -45,6 +45,32 @@ impl Vnet {
                 running: self.taps.iter().filter(|t| t.is_running()).count(),
                 ..self.capture_totals
             },
+            snooping: self.snooping_info(),
+        }
+    }
+
+    /// Snooping's groups, router ports and counters.
+    fn snooping_info(&self) -> vnet_model::SnoopingInfo {
+        let report = self.switch.snooping().report();
+        let c = report.counters;
+        vnet_model::SnoopingInfo {
+            enabled: report.enabled,
+            groups: report
+                .groups
+                .into_iter()
+                .map(|(vlan, mac, ports)| vnet_model::SnoopGroup {
+                    vlan,
+                    mac,
+                    ports: ports.into_iter().map(|p| p.0).collect(),
+                })
+                .collect(),
+            router_ports: report.routers.into_iter().map(|p| p.0).collect(),
+            joins: c.joins,
+            leaves: c.leaves,
+            queries: c.queries,
+            group_frames: c.group_frames,
+            unregistered_frames: c.unregistered_frames,
+            refused: c.refused,
         }
     }
 

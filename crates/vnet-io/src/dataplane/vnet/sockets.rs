@@ -103,6 +103,7 @@ impl Vnet {
                 per_port: spec.max_macs_per_port,
                 total: spec.max_macs,
             },
+            snooping: spec.snooping,
         };
         Ok(Vnet {
             // One spare byte shows that a read filled the buffer: the frame was longer.
