@@ -1,13 +1,13 @@
 //! The command line: what `vnet` accepts, as clap types.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 
 use clap::{ArgGroup, Args, Parser, Subcommand};
 use vnet_control::policy::acl::{AclAction, AclDirection};
 use vnet_control::policy::impair::GilbertElliott;
 use vnet_control::policy::units::{BitRate, ByteSize, Micros, Ppm};
-use vnet_control::{Account, Ipv4Net, Ipv6Net, MacAddr};
+use vnet_control::{Account, Dhcp6Mode, Ipv4Net, Ipv6Net, MacAddr};
 
 mod security;
 pub use security::SecurityArgs;
@@ -192,6 +192,10 @@ pub struct CreateNet {
     /// Serve DHCP on the vnet with the default settings (change them with `vnet dhcp set`)
     #[arg(long, requires = "subnet")]
     pub dhcp: bool,
+    /// What DHCP does over IPv6: stateful (addresses, the default), stateless (DNS and
+    /// domain only) or off
+    #[arg(long, value_name = "MODE", requires = "dhcp")]
+    pub dhcp6: Option<Dhcp6Mode>,
     /// Only this user (a name or uid; repeat for more), members of --allow-group, root and
     /// vnetd's uid may attach [default: anyone who can open the sockets]
     #[arg(long = "allow-user", value_name = "USER")]
@@ -714,7 +718,8 @@ pub enum DhcpCommand {
 #[command(
     group(ArgGroup::new("change").required(true).multiple(true)),
     override_usage = "vnet dhcp set <NET> [--on|--off] [--range <FIRST-LAST>] [--lease <SECS>] \
-                      [--dns <IP,IP>] [--domain <D>]"
+                      [--dns <IP,IP>] [--domain <D>] [--dhcp6 <MODE>] [--range6 <FIRST-LAST>] \
+                      [--dns6 <IP,IP>]"
 )]
 pub struct SetDhcp {
     /// Name of the vnet
@@ -726,7 +731,7 @@ pub struct SetDhcp {
     #[arg(long, group = "change")]
     pub off: bool,
     /// Pool of addresses handed out, e.g. 192.168.101.128-192.168.101.253
-    #[arg(long, value_name = "FIRST-LAST", value_parser = ip_range, group = "change")]
+    #[arg(long, value_name = "FIRST-LAST", value_parser = ip_range::<Ipv4Addr>, group = "change")]
     pub range: Option<IpRange>,
     /// Lease time in seconds
     #[arg(
@@ -737,11 +742,20 @@ pub struct SetDhcp {
     )]
     pub lease: Option<u64>,
     /// DNS servers announced, e.g. 192.168.101.1,9.9.9.9 ("none" announces none)
-    #[arg(long, value_name = "IP,IP", value_parser = dns_list, group = "change")]
+    #[arg(long, value_name = "IP,IP", value_parser = dns_list::<Ipv4Addr>, group = "change")]
     pub dns: Option<DnsList>,
     /// Domain name announced ("" announces none)
     #[arg(long, value_name = "D", group = "change")]
     pub domain: Option<String>,
+    /// DHCPv6: stateful (addresses and settings), stateless (DNS and domain only) or off
+    #[arg(long, value_name = "MODE", group = "change")]
+    pub dhcp6: Option<Dhcp6Mode>,
+    /// Pool of IPv6 addresses handed out, e.g. fd00:1:2:3::1000-fd00:1:2:3::1fff
+    #[arg(long, value_name = "FIRST-LAST", value_parser = ip_range::<Ipv6Addr>, group = "change")]
+    pub range6: Option<IpRange<Ipv6Addr>>,
+    /// DNS servers DHCPv6 announces ("none": the default, the router's)
+    #[arg(long, value_name = "IP,IP", value_parser = dns_list::<Ipv6Addr>, group = "change")]
+    pub dns6: Option<DnsList<Ipv6Addr>>,
 }
 
 #[derive(Debug, Args)]
@@ -755,6 +769,13 @@ pub struct Reserve {
     /// Host name recorded with the reservation
     #[arg(long, value_name = "H")]
     pub hostname: Option<String>,
+    /// IPv6 address DHCPv6 always gives the client (in the vnet's /64)
+    #[arg(long, value_name = "IP6")]
+    pub ip6: Option<Ipv6Addr>,
+    /// Recognize the DHCPv6 client by this DUID (hex octets, e.g. 00:03:00:01:52:54:00:12:34:56)
+    /// instead of by MAC
+    #[arg(long, value_name = "HEX", requires = "ip6")]
+    pub duid: Option<String>,
     #[command(flatten)]
     pub may_exist: MayExist,
 }
@@ -878,21 +899,33 @@ fn vlan_list(text: &str) -> Result<VlanList, String> {
     Ok(VlanList(vlans))
 }
 
+/// An address family's name, for messages about addresses that do not parse.
+pub trait Family: std::str::FromStr + Ord + Copy {
+    const NAME: &'static str;
+}
+impl Family for Ipv4Addr {
+    const NAME: &'static str = "IPv4";
+}
+impl Family for Ipv6Addr {
+    const NAME: &'static str = "IPv6";
+}
+
+fn address<A: Family>(a: &str) -> Result<A, String> {
+    a.trim()
+        .parse::<A>()
+        .map_err(|_| format!("{a:?} is not an {} address", A::NAME))
+}
+
 /// First and last address of a DHCP pool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct IpRange(pub [Ipv4Addr; 2]);
+pub struct IpRange<A = Ipv4Addr>(pub [A; 2]);
 
 /// `192.168.1.100-192.168.1.200` → the two addresses, first no higher than last.
-fn ip_range(text: &str) -> Result<IpRange, String> {
+fn ip_range<A: Family>(text: &str) -> Result<IpRange<A>, String> {
     let (first, last) = text
         .split_once('-')
         .ok_or(format!("{text:?} is not a range: write FIRST-LAST"))?;
-    let address = |a: &str| {
-        a.trim()
-            .parse::<Ipv4Addr>()
-            .map_err(|_| format!("{a:?} is not an IPv4 address"))
-    };
-    let (first, last) = (address(first)?, address(last)?);
+    let (first, last) = (address::<A>(first)?, address::<A>(last)?);
     if first > last {
         return Err(format!("{text:?} is an empty range: write low-high"));
     }
@@ -901,20 +934,16 @@ fn ip_range(text: &str) -> Result<IpRange, String> {
 
 /// DNS servers; empty to announce none.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DnsList(pub Vec<Ipv4Addr>);
+pub struct DnsList<A = Ipv4Addr>(pub Vec<A>);
 
 /// `192.168.1.1,9.9.9.9` → the addresses in order; `none` (or nothing) → no servers.
-fn dns_list(text: &str) -> Result<DnsList, String> {
+fn dns_list<A: Family>(text: &str) -> Result<DnsList<A>, String> {
     let text = text.trim();
     if text.is_empty() || text.eq_ignore_ascii_case("none") {
         return Ok(DnsList(Vec::new()));
     }
     text.split(',')
-        .map(|a| {
-            a.trim()
-                .parse::<Ipv4Addr>()
-                .map_err(|_| format!("{a:?} is not an IPv4 address"))
-        })
+        .map(address::<A>)
         .collect::<Result<_, _>>()
         .map(DnsList)
 }

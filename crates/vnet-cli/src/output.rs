@@ -197,8 +197,8 @@ fn ra_summary(v6: &Ipv6Info) -> String {
     let mut text = String::from("on");
     let flags = [
         (ra.slaac, "slaac"),
-        (ra.managed, "managed"),
-        (ra.other, "other"),
+        (ra.managed.unwrap_or(false), "managed"),
+        (ra.other.unwrap_or(false), "other"),
     ];
     for (_, flag) in flags.iter().filter(|(on, _)| *on) {
         text.push_str(&format!(", {flag}"));
@@ -245,6 +245,9 @@ fn dhcp_summary(d: &DhcpSpec) -> String {
     if let Some([first, last]) = d.range {
         text.push_str(&format!(", {first}-{last}"));
     }
+    if let Some([first, last]) = d.range6 {
+        text.push_str(&format!(", {first}-{last}"));
+    }
     text.push_str(&format!(", leases of {}", span(d.lease_secs)));
     match d.reservations.len() {
         0 => {}
@@ -257,7 +260,7 @@ fn dhcp_summary(d: &DhcpSpec) -> String {
 /// The settings of a DHCP service, then its reservations.
 pub fn dhcp_details(d: &DhcpSpec) -> String {
     let or_dash = |text: String| if text.is_empty() { "-".into() } else { text };
-    let mut text = details(vec![
+    let mut rows = vec![
         ("dhcp", if d.enabled { "on" } else { "off" }.into()),
         ("server", d.server.map_or("-".into(), |ip| ip.to_string())),
         (
@@ -280,8 +283,18 @@ pub fn dhcp_details(d: &DhcpSpec) -> String {
             ),
         ),
         ("domain", or_dash(d.domain.clone().unwrap_or_default())),
-        ("reservations", d.reservations.len().to_string()),
-    ]);
+    ];
+    // DHCPv6 rows on vnets with IPv6 (where vnetd fills in the range).
+    if let Some([first, last]) = d.range6 {
+        let dns6: Vec<String> = d.dns6.iter().map(ToString::to_string).collect();
+        rows.extend([
+            ("dhcpv6", d.ipv6.as_str().into()),
+            ("range6", format!("{first}-{last}")),
+            ("dns6", or_dash(dns6.join(" "))),
+        ]);
+    }
+    rows.push(("reservations", d.reservations.len().to_string()));
+    let mut text = details(rows);
     if !d.reservations.is_empty() {
         text.push('\n');
         text.push_str(&reservations_table(&d.reservations));
@@ -292,13 +305,21 @@ pub fn dhcp_details(d: &DhcpSpec) -> String {
 pub fn reservations_table(reservations: &[Reservation]) -> String {
     let mut sorted: Vec<&Reservation> = reservations.iter().collect();
     sorted.sort_by_key(|r| (r.ip, r.mac));
-    let mut t = table(&["MAC", "IP", "HOSTNAME"]);
+    // The IPv6 columns only where a reservation has an IPv6 address.
+    let v6 = sorted.iter().any(|r| r.ip6.is_some());
+    let mut t = table(if v6 {
+        &["MAC", "IP", "IP6", "DUID", "HOSTNAME"][..]
+    } else {
+        &["MAC", "IP", "HOSTNAME"][..]
+    });
     for r in sorted {
-        t.add_row(vec![
-            Cell::new(r.mac),
-            Cell::new(r.ip),
-            Cell::new(r.hostname.as_deref().unwrap_or("-")),
-        ]);
+        let mut row = vec![Cell::new(r.mac), Cell::new(r.ip)];
+        if v6 {
+            row.push(Cell::new(r.ip6.map_or("-".into(), |a| a.to_string())));
+            row.push(Cell::new(r.duid.as_deref().unwrap_or("-")));
+        }
+        row.push(Cell::new(r.hostname.as_deref().unwrap_or("-")));
+        t.add_row(row);
     }
     render(&t)
 }
@@ -794,6 +815,7 @@ mod tests {
             ipv6: None,
             host_adapter: None,
             dhcp: None,
+            dhcp_counters: None,
             uplink: None,
             nat: None,
             thread: 0,
@@ -1031,13 +1053,18 @@ VLAN  MAC                PORT  AGE  TYPE
                     mac: mac("52:54:00:00:00:0b"),
                     ip: "192.168.101.20".parse().unwrap(),
                     hostname: None,
+                    ip6: None,
+                    duid: None,
                 },
                 Reservation {
                     mac: mac("52:54:00:00:00:0a"),
                     ip: "192.168.101.10".parse().unwrap(),
                     hostname: Some("db".into()),
+                    ip6: None,
+                    duid: None,
                 },
             ],
+            ..DhcpSpec::default()
         });
         n
     }
@@ -1191,6 +1218,7 @@ MAC                IP              HOSTNAME
         let lease = |m: &str, ip: &str, hostname: Option<&str>, expires, state: &str| Lease {
             mac: mac(m),
             ip: ip.parse().unwrap(),
+            duid: None,
             hostname: hostname.map(String::from),
             expires,
             state: state.into(),

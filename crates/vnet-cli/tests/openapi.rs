@@ -327,6 +327,7 @@ fn sample_network() -> NetworkInfo {
         ipv6: None,
         host_adapter: None,
         dhcp: None,
+        dhcp_counters: None,
         uplink: None,
         nat: None,
         thread: 1,
@@ -358,6 +359,8 @@ fn sample_reservation() -> Reservation {
         mac: "52:54:00:aa:bb:cc".parse().unwrap(),
         ip: "192.168.101.10".parse().unwrap(),
         hostname: Some("db".into()),
+        ip6: Some("fd93:4cfa:c459::10".parse().unwrap()),
+        duid: Some("00:03:00:01:52:54:00:aa:bb:cc".into()),
     }
 }
 
@@ -366,6 +369,8 @@ fn sample_dhcp() -> DhcpSpec {
     let mut bare_reservation = sample_reservation();
     bare_reservation.mac = "52:54:00:aa:bb:cd".parse().unwrap();
     bare_reservation.hostname = None;
+    bare_reservation.ip6 = None;
+    bare_reservation.duid = None;
     DhcpSpec {
         enabled: false,
         range: Some([
@@ -377,6 +382,12 @@ fn sample_dhcp() -> DhcpSpec {
         dns: vec!["192.168.101.1".parse().unwrap()],
         domain: Some("lab.example".into()),
         reservations: vec![sample_reservation(), bare_reservation],
+        ipv6: vnet_control::Dhcp6Mode::Stateless,
+        range6: Some([
+            "fd93:4cfa:c459::1000".parse().unwrap(),
+            "fd93:4cfa:c459::1fff".parse().unwrap(),
+        ]),
+        dns6: vec!["fd93:4cfa:c459::2".parse().unwrap()],
     }
 }
 
@@ -385,8 +396,8 @@ fn sample_ra() -> RaSpec {
     RaSpec {
         enabled: true,
         slaac: false,
-        managed: true,
-        other: true,
+        managed: Some(true),
+        other: Some(true),
         dns: vec!["fd93:4cfa:c459::2".parse().unwrap()],
         domains: vec!["lab.example".into()],
         interval_secs: 60,
@@ -415,6 +426,10 @@ fn sample_host_only_network() -> NetworkInfo {
             port: 1,
         }),
         dhcp: Some(sample_dhcp()),
+        dhcp_counters: Some(vnet_control::DhcpCounters {
+            solicits6: 2,
+            ..Default::default()
+        }),
         transient: true,
         allow_users: vec![
             AccountInfo {
@@ -725,6 +740,12 @@ fn what_the_types_serialize_matches_the_documented_schemas() {
             lease_secs: Some(600),
             dns: Some(vec![]),
             domain: Some("lab.test".into()),
+            ipv6: Some(vnet_control::Dhcp6Mode::Off),
+            range6: Some([
+                "fd93:4cfa:c459::1000".parse().unwrap(),
+                "fd93:4cfa:c459::10ff".parse().unwrap(),
+            ]),
+            dns6: Some(vec![]),
         },
     );
     let nat = vnet_control::NatSpec {
@@ -748,11 +769,20 @@ fn what_the_types_serialize_matches_the_documented_schemas() {
     let lease = Lease {
         mac: "52:54:00:12:34:56".parse().unwrap(),
         ip: "192.168.101.128".parse().unwrap(),
+        duid: None,
         hostname: Some("web1".into()),
         expires: 1_700_000_000,
         state: "bound".into(),
     };
     checker.check_named("Lease", &lease);
+    checker.check_named(
+        "Lease",
+        &Lease {
+            ip: "fd93:4cfa:c459::1000".parse().unwrap(),
+            duid: Some("00:03:00:01:52:54:00:12:34:56".into()),
+            ..lease.clone()
+        },
+    );
     checker.check_named(
         "Lease",
         &Lease {

@@ -1,12 +1,13 @@
 //! What one vnet's DHCP service hands out, and the checks that keep it coherent.
 
 use std::collections::BTreeSet;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::ops::RangeInclusive;
 use std::time::Duration;
 
 use vnet_core::wire::ethernet::MacAddr;
 
+use crate::lease::ClientId;
 use crate::wire::bootp::is_plausible_hostname;
 
 /// The DHCP service of one vnet. Built by the daemon from its config file or control API;
@@ -46,6 +47,131 @@ pub struct DhcpConfig {
     pub offer_timeout: Duration,
     /// How long a declined or ARP-conflicting address is kept out of the pool.
     pub quarantine_time: Duration,
+    /// DHCPv6 on the vnet's IPv6 /64; `None`: the service ignores IPv6.
+    pub v6: Option<Dhcp6Config>,
+}
+
+/// The DHCPv6 side (RFC 8415) of a vnet's DHCP service. It answers from the link-local
+/// address of `server_mac` with a DUID-LL of it, so both stay the same across restarts
+/// for as long as the vnet's name does. Lifetimes follow `lease_time`: preferred = valid
+/// = lease time, T1 = ½ and T2 = 0.8 of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dhcp6Config {
+    /// Hand out addresses (IA_NA); `false`: only answer information-requests (stateless
+    /// DHCPv6, addresses by SLAAC).
+    pub stateful: bool,
+    /// The vnet's /64, by its network address: addresses outside it are not on link.
+    pub prefix: Ipv6Addr,
+    /// Addresses handed out, both ends included, inside the /64.
+    pub pool: RangeInclusive<Ipv6Addr>,
+    /// DNS servers (option 23), in preference order.
+    pub dns: Vec<Ipv6Addr>,
+    /// Domain search list (option 24).
+    pub domains: Vec<String>,
+    /// Answer a SOLICIT with rapid commit (RFC 8415 §18.3.1) by a REPLY at once.
+    pub rapid_commit: bool,
+    /// Fixed addresses by DUID or MAC.
+    pub reservations: Vec<Reservation6>,
+}
+
+/// A DHCPv6 client that always gets the same address: matched by its DUID when one is
+/// given, else by MAC (the one in a DUID-LL or DUID-LLT, or the frame's source).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reservation6 {
+    pub mac: MacAddr,
+    pub duid: Option<ClientId>,
+    pub ip: Ipv6Addr,
+    pub hostname: Option<String>,
+}
+
+impl Reservation6 {
+    /// True if the reservation is for the client with `duid` whose MACs are `macs`.
+    pub fn matches(&self, duid: &ClientId, macs: &[MacAddr]) -> bool {
+        match &self.duid {
+            Some(d) => d == duid,
+            None => macs.contains(&self.mac),
+        }
+    }
+}
+
+/// The `n`th address of the /64 at `prefix`.
+pub fn nth6(prefix: Ipv6Addr, n: u64) -> Ipv6Addr {
+    Ipv6Addr::from(u128::from(prefix) | u128::from(n))
+}
+
+impl Dhcp6Config {
+    /// Stateful DHCPv6 on the /64 at `prefix`: the pool `::1000`–`::1fff` (4096
+    /// addresses, clear of the low addresses vnet and administrators use), rapid commit,
+    /// no DNS, domains or reservations.
+    pub fn for_prefix(prefix: Ipv6Addr) -> Self {
+        Dhcp6Config {
+            stateful: true,
+            prefix,
+            pool: nth6(prefix, 0x1000)..=nth6(prefix, 0x1fff),
+            dns: Vec::new(),
+            domains: Vec::new(),
+            rapid_commit: true,
+            reservations: Vec::new(),
+        }
+    }
+
+    /// True if `ip` is in the vnet's /64.
+    pub fn on_link(&self, ip: Ipv6Addr) -> bool {
+        u128::from(ip) >> 64 == u128::from(self.prefix) >> 64
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if u128::from(self.prefix) as u64 != 0 {
+            return Err(ConfigError::Prefix6(self.prefix));
+        }
+        let (first, last) = (*self.pool.start(), *self.pool.end());
+        for (what, ip) in [("pool6 start", first), ("pool6 end", last)] {
+            if !self.on_link(ip) || ip == self.prefix {
+                return Err(ConfigError::OutsidePrefix6 {
+                    what,
+                    ip,
+                    prefix: self.prefix,
+                });
+            }
+        }
+        if first > last {
+            return Err(ConfigError::Pool6Reversed { first, last });
+        }
+        if u128::from(last) - u128::from(first) >= u128::from(MAX_POOL) {
+            return Err(ConfigError::Pool6TooLarge { first, last });
+        }
+        if self.dns.len() > MAX_DNS {
+            return Err(ConfigError::TooManyDns(self.dns.len()));
+        }
+        if let Some(a) = self
+            .dns
+            .iter()
+            .find(|a| a.is_multicast() || a.is_unspecified())
+        {
+            return Err(ConfigError::Dns6(*a));
+        }
+        if let Some(d) = self
+            .domains
+            .iter()
+            .find(|d| !is_plausible_hostname(d.as_bytes()))
+        {
+            return Err(ConfigError::BadDomain(d.clone()));
+        }
+        let mut ips = BTreeSet::new();
+        for r in &self.reservations {
+            if !self.on_link(r.ip) || r.ip == self.prefix {
+                return Err(ConfigError::OutsidePrefix6 {
+                    what: "reserved IPv6 address",
+                    ip: r.ip,
+                    prefix: self.prefix,
+                });
+            }
+            if !ips.insert(r.ip) {
+                return Err(ConfigError::DuplicateReservationIp6(r.ip));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// A MAC that always gets the same address (and optionally a host name to go with it).
@@ -101,6 +227,24 @@ pub enum ConfigError {
     Mtu(u16),
     #[error("{0} DNS servers do not fit one option: use at most 16")]
     TooManyDns(usize),
+    #[error("IPv6 prefix {0} is not the network address of a /64")]
+    Prefix6(Ipv6Addr),
+    #[error(
+        "{what} {ip} is outside the vnet's IPv6 subnet {prefix}/64 (or is its network address)"
+    )]
+    OutsidePrefix6 {
+        what: &'static str,
+        ip: Ipv6Addr,
+        prefix: Ipv6Addr,
+    },
+    #[error("IPv6 pool {first}-{last} is empty: its first address must not be above its last")]
+    Pool6Reversed { first: Ipv6Addr, last: Ipv6Addr },
+    #[error("IPv6 pool {first}-{last} holds more than 65536 addresses: shrink it")]
+    Pool6TooLarge { first: Ipv6Addr, last: Ipv6Addr },
+    #[error("DNS server {0} is not a unicast address")]
+    Dns6(Ipv6Addr),
+    #[error("{0} is reserved twice: give each client its own IPv6 address")]
+    DuplicateReservationIp6(Ipv6Addr),
 }
 
 const MIN_LEASE: Duration = Duration::from_secs(60);
@@ -140,6 +284,7 @@ impl DhcpConfig {
             probe_timeout: Duration::from_millis(300),
             offer_timeout: Duration::from_secs(60),
             quarantine_time: Duration::from_secs(10 * 60),
+            v6: None,
         };
         config.validate()?;
         Ok(config)
@@ -199,6 +344,9 @@ impl DhcpConfig {
                     return Err(ConfigError::BadHostname(name.clone()));
                 }
             }
+        }
+        if let Some(v6) = &self.v6 {
+            v6.validate()?;
         }
         Ok(net)
     }

@@ -129,8 +129,11 @@ pub mod server;
 pub mod time;
 pub mod wire;
 
-pub use config::{ConfigError, DhcpConfig, Reservation, Subnet};
-pub use lease::{ClientId, Lease, LeaseDb, LeaseDbError, LeaseState, Quarantine, QuarantineReason};
-pub use server::{DhcpCounters, DhcpServer};
+pub use config::{ConfigError, Dhcp6Config, DhcpConfig, Reservation, Reservation6, Subnet};
+pub use lease::{
+    ClientId, Lease, Lease6, LeaseDb, LeaseDbError, LeaseState, Quarantine, Quarantine6,
+    QuarantineReason,
+};
+pub use server::{Dhcp6Counters, DhcpCounters, DhcpServer};
 pub use time::Timestamp;
 pub use vnet_core::wire::ethernet::MacAddr;

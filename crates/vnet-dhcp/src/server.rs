@@ -1,4 +1,7 @@
-//! The DHCP server state machine: see the crate documentation for its theory of operation.
+//! The DHCP server state machine: see the crate documentation for its theory of operation,
+//! and [`v6`] for DHCPv6's.
+
+pub mod v6;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
@@ -12,6 +15,7 @@ use crate::lease::{ClientId, Lease, LeaseDb, LeaseState, Quarantine, QuarantineR
 use crate::message::{reply_frame, ClientRequest, Grant, CLIENT_PORT, SERVER_PORT};
 use crate::time::Timestamp;
 use crate::wire::{bootp, datagram, probe};
+pub use v6::{link_local, Dhcp6Counters};
 use vnet_core::wire::arp::Operation;
 
 /// At most this many DISCOVERs wait for ARP probes at once: a flood of DISCOVERs with
@@ -58,6 +62,8 @@ pub struct DhcpCounters {
     /// Well-formed frames that were not for the service: other protocols and ports, other
     /// servers' replies, relayed or plain BOOTP messages, anything while disabled.
     pub ignored: u64,
+    /// DHCPv6 messages and answers (malformed and ignored ones count above).
+    pub v6: Dhcp6Counters,
 }
 
 /// Why a received frame produced nothing.
@@ -169,6 +175,8 @@ pub struct DhcpServer {
     db: LeaseDb,
     offers: Offers,
     probes: BTreeMap<ClientId, Probe>,
+    /// DHCPv6 addresses set aside for ADVERTISEs, by address.
+    offers6: BTreeMap<std::net::Ipv6Addr, v6::Offer6>,
     counters: DhcpCounters,
     leases_changed: bool,
 }
@@ -185,6 +193,7 @@ impl DhcpServer {
             db: leases,
             offers: Offers::default(),
             probes: BTreeMap::new(),
+            offers6: BTreeMap::new(),
             counters: DhcpCounters::default(),
             leases_changed: false,
         })
@@ -240,6 +249,7 @@ impl DhcpServer {
                 tracing::info!(ip = %lease.ip, mac = %lease.mac, "lease expired");
             }
         }
+        self.poll6(now);
         self.leases_changed |= self.db.drop_finished_quarantines(now);
         out
     }
@@ -253,7 +263,13 @@ impl DhcpServer {
             .leases()
             .filter(|l| l.state == LeaseState::Bound)
             .map(|l| l.expires);
-        probes.chain(leases).min()
+        let leases6 = self
+            .db
+            .leases6()
+            .filter(|l| l.state == LeaseState::Bound)
+            .map(|l| l.expires);
+        let offers6 = self.offers6.values().map(|o| o.expires);
+        probes.chain(leases).chain(leases6).chain(offers6).min()
     }
 
     /// Every lease, in address order.
@@ -311,6 +327,7 @@ impl DhcpServer {
                     && l.ip != config.server_ip
                     && (config.pool.contains(&l.ip) || config.reservation_of_ip(l.ip).is_some()))
         });
+        self.reconfigure6();
         Ok(())
     }
 
@@ -324,6 +341,9 @@ impl DhcpServer {
             return Err(Dropped::Ignored);
         }
         let dst = frame.dst();
+        if frame.ethertype() == EtherType::IPV6 {
+            return self.receive_ipv6(now, frame.src(), dst, frame.payload());
+        }
         if dst != self.config.server_mac && !dst.is_broadcast() {
             return Err(Dropped::Ignored);
         }

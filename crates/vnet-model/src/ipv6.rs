@@ -56,12 +56,14 @@ pub struct RaSpec {
     /// Prefix information with the A flag: guests make their own addresses (SLAAC).
     #[serde(default = "default_true")]
     pub slaac: bool,
-    /// M flag: addresses come from DHCPv6.
-    #[serde(default)]
-    pub managed: bool,
-    /// O flag: other settings come from DHCPv6.
-    #[serde(default)]
-    pub other: bool,
+    /// M flag: addresses come from DHCPv6 [default: on while the vnet's DHCPv6 is
+    /// stateful].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub managed: Option<bool>,
+    /// O flag: other settings come from DHCPv6 [default: on while the vnet has
+    /// DHCPv6, stateful or stateless].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub other: Option<bool>,
     /// DNS servers announced (RDNSS) [default: the NAT device's IPv6 address on a NAT
     /// vnet with DNS, none elsewhere].
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -83,8 +85,8 @@ impl Default for RaSpec {
         RaSpec {
             enabled: true,
             slaac: true,
-            managed: false,
-            other: false,
+            managed: None,
+            other: None,
             dns: Vec::new(),
             domains: Vec::new(),
             interval_secs: default_ra_interval_secs(),

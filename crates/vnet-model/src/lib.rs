@@ -58,6 +58,7 @@
 //! and becomes the port's own, in one step.
 #![forbid(unsafe_code)]
 
+pub mod dhcp;
 pub mod ipv6;
 pub mod mirror;
 pub mod policy;
@@ -70,6 +71,7 @@ pub use ipnet::{Ipv4Net, Ipv6Net};
 
 use serde::{Deserialize, Serialize};
 
+pub use dhcp::DhcpCounters;
 pub use ipv6::{Ipv6Error, Ipv6Info, RaCounters, RaSpec};
 pub use mirror::{MirrorCounters, MirrorDirection, MirrorInfo, MirrorSpec, MirrorState, PortRef};
 pub use policy::acl::{AclAction, AclInsert, AclReport};
@@ -523,9 +525,20 @@ pub struct DhcpSpec {
     /// Domain name announced (option 15).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub domain: Option<String>,
-    /// Fixed addresses by MAC.
+    /// Fixed addresses by MAC (and for DHCPv6 by MAC or DUID).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub reservations: Vec<Reservation>,
+    /// DHCPv6 on the vnet's IPv6 /64: `stateful` (addresses and settings, the default),
+    /// `stateless` (DNS servers and domain only; addresses by SLAAC) or `off`.
+    #[serde(default, skip_serializing_if = "Dhcp6Mode::is_default")]
+    pub ipv6: Dhcp6Mode,
+    /// First and last IPv6 address handed out [default: `::1000`–`::1fff` of the /64].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub range6: Option<[Ipv6Addr; 2]>,
+    /// DNS servers DHCPv6 announces (option 23) [default: the router advertisements'
+    /// DNS servers: the NAT device's `::2` on a NAT vnet with DNS].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns6: Vec<Ipv6Addr>,
 }
 
 impl Default for DhcpSpec {
@@ -538,6 +551,52 @@ impl Default for DhcpSpec {
             dns: Vec::new(),
             domain: None,
             reservations: Vec::new(),
+            ipv6: Dhcp6Mode::default(),
+            range6: None,
+            dns6: Vec::new(),
+        }
+    }
+}
+
+/// What DHCPv6 does on a vnet with DHCP and IPv6.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Dhcp6Mode {
+    /// Addresses (IA_NA) from `range6`, with DNS servers and domain; the router
+    /// advertises M and O.
+    #[default]
+    Stateful,
+    /// DNS servers and domain only (information-request); the router advertises O.
+    Stateless,
+    /// No DHCPv6.
+    Off,
+}
+
+impl Dhcp6Mode {
+    pub fn is_default(&self) -> bool {
+        *self == Dhcp6Mode::default()
+    }
+
+    /// The name used in configuration, the API and the CLI.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Dhcp6Mode::Stateful => "stateful",
+            Dhcp6Mode::Stateless => "stateless",
+            Dhcp6Mode::Off => "off",
+        }
+    }
+}
+
+impl std::str::FromStr for Dhcp6Mode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "stateful" => Ok(Dhcp6Mode::Stateful),
+            "stateless" => Ok(Dhcp6Mode::Stateless),
+            "off" => Ok(Dhcp6Mode::Off),
+            _ => Err(format!(
+                "unknown DHCPv6 mode {s:?}: use stateful, stateless or off"
+            )),
         }
     }
 }
@@ -567,6 +626,15 @@ pub struct DhcpPatch {
     /// Domain name announced; empty: none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub domain: Option<String>,
+    /// DHCPv6: `stateful`, `stateless` or `off`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv6: Option<Dhcp6Mode>,
+    /// First and last IPv6 address handed out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub range6: Option<[Ipv6Addr; 2]>,
+    /// DNS servers DHCPv6 announces; empty: the default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns6: Option<Vec<Ipv6Addr>>,
 }
 
 impl DhcpPatch {
@@ -591,6 +659,15 @@ impl DhcpPatch {
         if let Some(domain) = &self.domain {
             let domain = domain.trim();
             dhcp.domain = (!domain.is_empty()).then(|| domain.to_string());
+        }
+        if let Some(mode) = self.ipv6 {
+            dhcp.ipv6 = mode;
+        }
+        if let Some(range6) = self.range6 {
+            dhcp.range6 = Some(range6);
+        }
+        if let Some(dns6) = &self.dns6 {
+            dhcp.dns6 = dns6.clone();
         }
         dhcp
     }
@@ -694,13 +771,33 @@ pub struct Reservation {
     pub ip: Ipv4Addr,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hostname: Option<String>,
+    /// The IPv6 address DHCPv6 gives the same client.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip6: Option<Ipv6Addr>,
+    /// The DHCPv6 client is the one with this DUID (hex octets, `00:03:00:01:...`),
+    /// not the one with `mac` (from a DUID-LL/LLT, else the frames' source).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duid: Option<String>,
 }
 
-/// An address the DHCP service handed out.
+/// Whether `s` is a DUID as written in a reservation: 2 to 130 colon-separated hex
+/// octets (RFC 8415 §11.1).
+pub fn is_duid_text(s: &str) -> bool {
+    let parts: Vec<&str> = s.split(':').collect();
+    (2..=130).contains(&parts.len())
+        && parts
+            .iter()
+            .all(|p| (1..=2).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// An address the DHCP service handed out (IPv4, or IPv6 by DHCPv6).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Lease {
     pub mac: MacAddr,
-    pub ip: Ipv4Addr,
+    pub ip: IpAddr,
+    /// The DHCPv6 client's DUID (IPv6 leases only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duid: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hostname: Option<String>,
     /// Unix time (seconds) the lease ends.
@@ -783,6 +880,9 @@ pub struct NetworkInfo {
     /// The DHCP service as configured, with defaults filled in.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dhcp: Option<DhcpSpec>,
+    /// What the DHCP service has done; absent without one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dhcp_counters: Option<DhcpCounters>,
     /// The uplink as it runs (absent without root or when not configured); its port is
     /// the one of kind `uplink`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -1343,13 +1443,17 @@ impl NetworkSpec {
     }
 
     /// The advertisements as sent: DNS and domains defaulted (the NAT device on a
-    /// NAT vnet with DNS; the DHCP domain); `None` without IPv6 or with `ra` off.
+    /// NAT vnet with DNS; the DHCP domain), M and O following DHCPv6 unless set; `None`
+    /// without IPv6 or with `ra` off.
     pub fn ra_resolved(&self) -> Option<RaSpec> {
         self.subnet6_resolved()?;
         let mut ra = self.ra.clone();
         if !ra.enabled {
             return None;
         }
+        let dhcp6 = self.dhcp6_mode();
+        ra.managed.get_or_insert(dhcp6 == Some(Dhcp6Mode::Stateful));
+        ra.other.get_or_insert(dhcp6.is_some());
         if ra.dns.is_empty() && self.nat.as_ref().is_some_and(|n| n.dns) {
             ra.dns.extend(self.nat_gateway6());
         }
@@ -1358,6 +1462,14 @@ impl NetworkSpec {
                 .extend(self.dhcp.as_ref().and_then(|d| d.domain.clone()));
         }
         Some(ra)
+    }
+
+    /// What DHCPv6 does on the vnet: `None` without DHCP, IPv6 or with DHCPv6 (or the
+    /// DHCP service) off.
+    pub fn dhcp6_mode(&self) -> Option<Dhcp6Mode> {
+        let d = self.dhcp.as_ref().filter(|d| d.enabled)?;
+        self.subnet6_resolved()?;
+        Some(d.ipv6).filter(|m| *m != Dhcp6Mode::Off)
     }
 
     /// The host adapter's interface name and address, defaults filled in; `None` if the
@@ -1379,6 +1491,16 @@ impl NetworkSpec {
         d.server.get_or_insert(nth(subnet, size.saturating_sub(2)));
         d.range
             .get_or_insert([nth(subnet, size / 2), nth(subnet, size.saturating_sub(3))]);
+        if let Some(subnet6) = self.subnet6_resolved().filter(|_| d.ipv6 != Dhcp6Mode::Off) {
+            d.range6
+                .get_or_insert([ipv6::nth6(subnet6, 0x1000), ipv6::nth6(subnet6, 0x1fff)]);
+            if d.dns6.is_empty() {
+                d.dns6 = self.ra_resolved().map(|ra| ra.dns).unwrap_or_default();
+                if d.dns6.is_empty() && self.nat.as_ref().is_some_and(|n| n.dns) {
+                    d.dns6.extend(self.nat_gateway6());
+                }
+            }
+        }
         Some(d)
     }
 }
@@ -1473,14 +1595,49 @@ impl NetworkSpec {
         self.validate_nat(subnet)
     }
 
-    /// Checks `subnet6`, `ipv6` and `ra`.
+    /// Checks `subnet6`, `ipv6`, `ra` and DHCPv6's settings.
     fn validate_ipv6(&self) -> Result<(), SpecError> {
         match (self.subnet6, self.ipv6) {
             (Some(_), false) => return Err(Ipv6Error::Off.into()),
             (Some(subnet), true) => ipv6::check_subnet6(subnet)?,
             (None, _) => {}
         }
-        Ok(self.ra.check()?)
+        self.ra.check()?;
+        self.validate_dhcp6()
+    }
+
+    /// Checks DHCPv6's range, DNS servers and the reservations' IPv6 parts.
+    fn validate_dhcp6(&self) -> Result<(), SpecError> {
+        let Some(d) = self.dhcp_resolved() else {
+            return Ok(());
+        };
+        let subnet6 = self.subnet6_resolved();
+        let usable = |a: Ipv6Addr| {
+            subnet6.is_some_and(|s| s.contains(&a) && a != s.network() && !a.is_multicast())
+        };
+        for r in &d.reservations {
+            if let Some(duid) = r.duid.as_deref().filter(|d| !is_duid_text(d)) {
+                return Err(SpecError::Duid(duid.to_string()));
+            }
+            if let Some(ip6) = r.ip6.filter(|a| !usable(*a)) {
+                return Err(SpecError::Reservation6 { mac: r.mac, ip6 });
+            }
+        }
+        let configured = self.dhcp.as_ref().and_then(|d| d.range6);
+        if let Some([first, last]) = d.range6.or(configured) {
+            let size = u128::from(last).wrapping_sub(u128::from(first));
+            if !usable(first) || !usable(last) || first > last || size >= 1 << 16 {
+                return Err(SpecError::Dhcp6Range { first, last });
+            }
+        }
+        if let Some(a) = d
+            .dns6
+            .iter()
+            .find(|a| a.is_unspecified() || a.is_multicast())
+        {
+            return Err(SpecError::Dhcp6Dns(*a));
+        }
+        Ok(())
     }
 
     /// Checks that the NAT device's address is free in the subnet.
@@ -1590,6 +1747,14 @@ pub enum SpecError {
     },
     #[error("DHCP lease time {0}s is too short: use at least 60")]
     LeaseTooShort(u64),
+    #[error("DHCPv6 range {first}-{last} must be addresses of the vnet's IPv6 /64 (its subnet6), first <= last, at most 65536 of them")]
+    Dhcp6Range { first: Ipv6Addr, last: Ipv6Addr },
+    #[error("DHCPv6 DNS server {0} is not a unicast address")]
+    Dhcp6Dns(Ipv6Addr),
+    #[error("reservation {mac} -> {ip6} is not an address of the vnet's IPv6 /64 (its subnet6)")]
+    Reservation6 { mac: MacAddr, ip6: Ipv6Addr },
+    #[error("DUID {0:?} is not 2 to 130 hex octets like 00:03:00:01:52:54:00:12:34:56")]
+    Duid(String),
     #[error("NAT gateway {gateway} is not a host address of {subnet}")]
     NatGateway { gateway: Ipv4Addr, subnet: Ipv4Net },
     #[error("the NAT gateway {0} collides with the host adapter's address")]
@@ -1654,7 +1819,12 @@ mod tests {
                 mac: "52:54:00:aa:bb:cc".parse().unwrap(),
                 ip: ip("192.168.101.10"),
                 hostname: None,
+                ip6: None,
+                duid: None,
             }],
+            ipv6: Dhcp6Mode::Stateful,
+            range6: None,
+            dns6: Vec::new(),
         }
     }
 
@@ -1782,6 +1952,66 @@ mod tests {
         spec.ra.enabled = false;
         assert_eq!(spec.ra_resolved(), None);
         assert!(spec.subnet6_resolved().is_some(), "addressing stays");
+    }
+
+    #[test]
+    fn ra_flags_follow_dhcpv6_unless_set_and_its_range_is_checked() {
+        let mut spec = NetworkSpec::named("vmnet8");
+        spec.subnet = Some("192.168.108.0/24".parse().unwrap());
+        spec.nat = Some(NatSpec::default());
+        spec.dhcp = Some(DhcpSpec::default());
+        let flags = |s: &NetworkSpec| {
+            let ra = s.ra_resolved().unwrap();
+            (ra.managed, ra.other)
+        };
+        assert_eq!(
+            flags(&spec),
+            (Some(true), Some(true)),
+            "stateful by default"
+        );
+        let d = spec.dhcp_resolved().unwrap();
+        let ula = spec.subnet6_resolved().unwrap();
+        assert_eq!(
+            d.range6,
+            Some([ipv6::nth6(ula, 0x1000), ipv6::nth6(ula, 0x1fff)])
+        );
+        assert_eq!(d.dns6, [spec.nat_gateway6().unwrap()], "the router's DNS");
+        spec.dhcp.as_mut().unwrap().ipv6 = Dhcp6Mode::Stateless;
+        assert_eq!(flags(&spec), (Some(false), Some(true)));
+        spec.dhcp.as_mut().unwrap().ipv6 = Dhcp6Mode::Off;
+        assert_eq!(flags(&spec), (Some(false), Some(false)));
+        assert_eq!(spec.dhcp_resolved().unwrap().range6, None);
+        spec.dhcp.as_mut().unwrap().ipv6 = Dhcp6Mode::Stateful;
+        spec.ra.managed = Some(false);
+        assert_eq!(
+            flags(&spec),
+            (Some(false), Some(true)),
+            "an explicit flag wins"
+        );
+
+        let dhcp = spec.dhcp.as_mut().unwrap();
+        dhcp.range6 = Some([
+            "2001:db8::10".parse().unwrap(),
+            "2001:db8::20".parse().unwrap(),
+        ]);
+        assert!(matches!(spec.validate(), Err(SpecError::Dhcp6Range { .. })));
+        let dhcp = spec.dhcp.as_mut().unwrap();
+        dhcp.range6 = None;
+        dhcp.reservations = vec![Reservation {
+            mac: "52:54:00:aa:bb:cc".parse().unwrap(),
+            ip: "192.168.108.10".parse().unwrap(),
+            hostname: None,
+            ip6: Some(ipv6::nth6(ula, 0x10)),
+            duid: Some("00:03:00:01:52:54:00:aa:bb:cc".into()),
+        }];
+        assert_eq!(spec.validate(), Ok(()));
+        spec.dhcp.as_mut().unwrap().reservations[0].duid = Some("0:3:zz".into());
+        assert!(matches!(spec.validate(), Err(SpecError::Duid(_))));
+        // Saved without the defaults; an old spec's RA without flags loads as default.
+        let text = serde_json::to_string(&DhcpSpec::default()).unwrap();
+        assert!(!text.contains("ipv6") && !text.contains("range6"), "{text}");
+        let ra: RaSpec = serde_json::from_str(r#"{"slaac": false}"#).unwrap();
+        assert_eq!((ra.managed, ra.other), (None, None));
     }
 
     #[test]

@@ -845,6 +845,24 @@ async fn metrics(State(h): State<Handle>) -> Result<impl IntoResponse> {
     for (net, flows, _) in &nats {
         let _ = writeln!(out, "vnet_nat_flows{{net=\"{net}\"}} {flows}");
     }
+    let dhcps: Vec<_> = rows
+        .iter()
+        .filter_map(|(net, _)| Some((&net.name, net.dhcp_counters?.fields())))
+        .collect();
+    for (i, (field, help, _)) in vnet_model::DhcpCounters::default()
+        .fields()
+        .iter()
+        .enumerate()
+    {
+        let name = format!("vnet_dhcp_{field}_total");
+        let _ = writeln!(
+            out,
+            "# HELP {name} DHCP service: {help}\n# TYPE {name} counter"
+        );
+        for (net, counters) in &dhcps {
+            let _ = writeln!(out, "{name}{{net=\"{net}\"}} {}", counters[i].2);
+        }
+    }
     let routers: Vec<_> = rows
         .iter()
         .filter_map(|(net, _)| Some((&net.name, net.ipv6.as_ref()?.counters?.fields())))

@@ -261,6 +261,8 @@ mod tests {
             mac: "52:54:00:00:00:01".parse().unwrap(),
             ip: "10.9.0.10".parse().unwrap(),
             hostname: None,
+            ip6: None,
+            duid: None,
         });
         new.spec.uplink = Some(UplinkSpec {
             vxlan: None,

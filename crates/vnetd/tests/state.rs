@@ -78,6 +78,8 @@ fn a_live_vnet_with_its_forward_reservation_and_tap_port_survives_a_crash_and_a_
             mac: "52:54:00:00:77:10".parse().unwrap(),
             ip: "10.77.0.10".parse().unwrap(),
             hostname: None,
+            ip6: None,
+            duid: None,
         }]
     );
     let taps: Vec<PortInfo> = ports(&d, "lab")

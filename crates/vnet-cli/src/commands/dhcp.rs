@@ -85,6 +85,9 @@ pub fn patch(args: &SetDhcp) -> DhcpPatch {
         lease_secs: args.lease,
         dns: args.dns.as_ref().map(|DnsList(dns)| dns.clone()),
         domain: args.domain.clone(),
+        ipv6: args.dhcp6,
+        range6: args.range6.map(|IpRange(range)| range),
+        dns6: args.dns6.as_ref().map(|DnsList(dns)| dns.clone()),
     }
 }
 
@@ -94,6 +97,8 @@ fn reserve(ctx: &Context, args: Reserve) -> Result<(), Failure> {
         mac: args.mac,
         ip: args.ip,
         hostname: args.hostname,
+        ip6: args.ip6,
+        duid: args.duid,
     };
     let added = ctx.client.add_reservation(net, &reservation);
     let added = ctx
@@ -133,8 +138,13 @@ fn reserve(ctx: &Context, args: Reserve) -> Result<(), Failure> {
         .hostname
         .as_ref()
         .map_or(String::new(), |h| format!(" ({h})"));
+    let ip6 = made.ip6.map_or(String::new(), |ip6| format!(" and {ip6}"));
+    let duid = made
+        .duid
+        .as_ref()
+        .map_or(String::new(), |d| format!(" (DUID {d})"));
     print(&format!(
-        "reserved {} for {}{hostname} on {net}\n",
+        "reserved {}{ip6} for {}{duid}{hostname} on {net}\n",
         made.ip, made.mac
     ))
 }
@@ -167,6 +177,9 @@ mod tests {
             lease: None,
             dns: None,
             domain: None,
+            dhcp6: None,
+            range6: None,
+            dns6: None,
         }
     }
 

@@ -43,7 +43,10 @@ fn create(ctx: &Context, args: CreateNet) -> Result<(), Failure> {
         name: None,
         address,
     });
-    spec.dhcp = args.dhcp.then(DhcpSpec::default);
+    spec.dhcp = args.dhcp.then(|| DhcpSpec {
+        ipv6: args.dhcp6.unwrap_or_default(),
+        ..DhcpSpec::default()
+    });
     spec.nat = args.nat.then(vnet_control::NatSpec::default);
     spec.transient = args.transient;
     spec.allow_users = args.allow_users;

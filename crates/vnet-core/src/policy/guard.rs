@@ -16,8 +16,8 @@
 //! | DHCP server guard | UDP 67→68 (offer, ack, nak) and DHCPv6 547→546 (advertise, reply) | `dhcp_guard` |
 //! | RA guard | ICMPv6 router advertisements and redirects | `ra_guard` |
 //!
-//! The allowed IP set of a frame is: the listed prefixes; with `dhcp`, the IPv4
-//! addresses the vnet's DHCP service has bound to the frame's source MAC
+//! The allowed IP set of a frame is: the listed prefixes; with `dhcp`, the IPv4 and
+//! IPv6 addresses the vnet's DHCP service (DHCPv6 too) has bound to the frame's source MAC
 //! ([`DhcpBindings`], copied in by the data plane when leases change: services and
 //! guards never call each other); with `ipv6_link_local`, the EUI-64 link-local address
 //! of the frame's source MAC. The unspecified source (0.0.0.0 of a DHCP discover or an
@@ -42,7 +42,7 @@
 //! read-only copy of the vnet's DHCP bindings. Nothing allocates per frame but the
 //! learning of a MAC (bounded as said).
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv6Addr};
 use std::sync::Arc;
 
 use crate::switch::DropCause;
@@ -134,20 +134,24 @@ impl GuardConfig {
     }
 }
 
-/// The addresses a vnet's DHCP service has bound (active leases), by client MAC.
+/// The addresses a vnet's DHCP service has bound (active DHCP and DHCPv6 leases), by
+/// client MAC.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct DhcpBindings(Vec<(MacAddr, Ipv4Addr)>);
+pub struct DhcpBindings(Vec<(MacAddr, IpAddr)>);
 
 impl DhcpBindings {
-    pub fn new(bindings: impl IntoIterator<Item = (MacAddr, Ipv4Addr)>) -> Self {
-        let mut v: Vec<_> = bindings.into_iter().collect();
+    pub fn new<A: Into<IpAddr>>(bindings: impl IntoIterator<Item = (MacAddr, A)>) -> Self {
+        let mut v: Vec<_> = bindings
+            .into_iter()
+            .map(|(mac, ip)| (mac, ip.into()))
+            .collect();
         v.sort_unstable();
         v.dedup();
         DhcpBindings(v)
     }
 
-    pub fn binds(&self, mac: MacAddr, ip: Ipv4Addr) -> bool {
-        self.0.binary_search(&(mac, ip)).is_ok()
+    pub fn binds(&self, mac: MacAddr, ip: impl Into<IpAddr>) -> bool {
+        self.0.binary_search(&(mac, ip.into())).is_ok()
     }
 
     pub fn len(&self) -> usize {
@@ -323,7 +327,10 @@ impl Guard {
         g.prefixes.iter().any(|p| p.contains(ip))
             || match ip {
                 IpAddr::V4(a) => g.dhcp && self.bindings.binds(src, a),
-                IpAddr::V6(a) => g.ipv6_link_local && a == eui64_link_local(src),
+                IpAddr::V6(a) => {
+                    (g.ipv6_link_local && a == eui64_link_local(src))
+                        || (g.dhcp && self.bindings.binds(src, a))
+                }
             }
     }
 

@@ -25,6 +25,7 @@
 //! free, re-learning the lease; before that, a DISCOVER from another client that picks the
 //! address ARP-probes it first, the holder answers, and the address is quarantined rather
 //! than given twice.
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -32,8 +33,11 @@ use tracing::{info, warn};
 use vnet_core::policy::guard::DhcpBindings;
 use vnet_core::wire::offload::VirtioNetHdr;
 use vnet_core::wire::MacAddr;
-use vnet_dhcp::{ConfigError, DhcpConfig, DhcpServer, Lease, LeaseDb, Timestamp};
-use vnet_model::{NetworkSpec, Reservation};
+use vnet_dhcp::{
+    ClientId, ConfigError, Dhcp6Config, DhcpConfig, DhcpServer, Lease, Lease6, LeaseDb,
+    Reservation6, Timestamp,
+};
+use vnet_model::{Dhcp6Mode, NetworkSpec, Reservation};
 use vnet_nat::LocalNames;
 
 use super::lease_writer::{write_atomically, LeaseWriter};
@@ -52,6 +56,8 @@ pub enum DhcpError {
     Start(#[source] ConfigError),
     #[error("cannot apply the new DHCP settings")]
     Reconfigure(#[source] ConfigError),
+    #[error("{0}")]
+    Duid(String),
 }
 
 pub struct DhcpService {
@@ -110,8 +116,46 @@ pub fn config_for(spec: &NetworkSpec) -> Result<Option<DhcpConfig>, DhcpError> {
             hostname: r.hostname.clone(),
         })
         .collect();
+    c.v6 = dhcp6_config(spec, &d)?;
     c.validate().map_err(DhcpError::Settings)?;
     Ok(Some(c))
+}
+
+/// The DHCPv6 side of `spec`'s resolved DHCP settings `d`: `None` without IPv6 or with
+/// DHCPv6 off.
+fn dhcp6_config(
+    spec: &NetworkSpec,
+    d: &vnet_model::DhcpSpec,
+) -> Result<Option<Dhcp6Config>, DhcpError> {
+    let (Some(mode), Some(subnet6)) = (spec.dhcp6_mode(), spec.subnet6_resolved()) else {
+        return Ok(None);
+    };
+    let mut v6 = Dhcp6Config::for_prefix(subnet6.network());
+    v6.stateful = mode == Dhcp6Mode::Stateful;
+    if let Some([first, last]) = d.range6 {
+        v6.pool = first..=last;
+    }
+    v6.dns = d.dns6.clone();
+    v6.domains = d.domain.iter().cloned().collect();
+    v6.reservations = d
+        .reservations
+        .iter()
+        .filter_map(|r| {
+            let duid = match r.duid.as_deref().map(str::parse::<ClientId>) {
+                Some(Ok(duid)) => Some(duid),
+                Some(Err(e)) => return Some(Err(e)),
+                None => None,
+            };
+            Some(Ok(Reservation6 {
+                mac: r.mac,
+                duid,
+                ip: r.ip6?,
+                hostname: r.hostname.clone(),
+            }))
+        })
+        .collect::<Result<_, _>>()
+        .map_err(|e| DhcpError::Duid(e.to_string()))?;
+    Ok(Some(v6))
 }
 
 impl DhcpService {
@@ -160,30 +204,64 @@ impl DhcpService {
         if !std::mem::take(&mut self.names_changed) {
             return None;
         }
+        let db = self.server.lease_db();
         Some(local_names(
             self.server.config(),
-            self.server.leases(),
+            db.leases(),
+            db.leases6(),
             Timestamp::now(),
         ))
     }
 
-    /// The addresses leased to each client MAC now, for port security's IP guard, once
-    /// after leases changed; `None` while they did not.
+    /// The addresses (IPv4 and IPv6) leased to each client MAC now, for port
+    /// security's IP guard, once after leases changed; `None` while they did not.
     pub fn take_changed_bindings(&mut self) -> Option<DhcpBindings> {
         if !std::mem::take(&mut self.bindings_changed) {
             return None;
         }
         let now = Timestamp::now();
+        let db = self.server.lease_db();
+        let v4 = db.leases().filter(|l| l.is_active(now));
+        let v6 = db.leases6().filter(|l| l.is_active(now));
         Some(DhcpBindings::new(
-            self.server
-                .leases()
-                .filter(|l| l.is_active(now))
-                .map(|l| (l.mac, l.ip)),
+            v4.map(|l| (l.mac, IpAddr::V4(l.ip)))
+                .chain(v6.map(|l| (l.mac, IpAddr::V6(l.ip)))),
         ))
     }
 
     pub fn server(&self) -> &DhcpServer {
         &self.server
+    }
+
+    /// The server's counters as the control API shows them.
+    pub fn counters(&self) -> vnet_model::DhcpCounters {
+        let c = self.server.counters();
+        vnet_model::DhcpCounters {
+            discovers: c.discovers,
+            requests: c.requests,
+            offers: c.offers,
+            acks: c.acks,
+            naks: c.naks,
+            releases: c.releases,
+            declines: c.declines,
+            informs: c.informs,
+            pool_exhausted: c.pool_exhausted,
+            leases_expired: c.leases_expired,
+            malformed: c.malformed,
+            ignored: c.ignored,
+            solicits6: c.v6.solicits,
+            requests6: c.v6.requests,
+            renews6: c.v6.renews,
+            rebinds6: c.v6.rebinds,
+            releases6: c.v6.releases,
+            declines6: c.v6.declines,
+            confirms6: c.v6.confirms,
+            information_requests6: c.v6.information_requests,
+            advertises6: c.v6.advertises,
+            replies6: c.v6.replies,
+            pool_exhausted6: c.v6.pool_exhausted,
+            leases_expired6: c.v6.leases_expired,
+        }
     }
 
     /// Applies new settings live; leases are kept.
@@ -200,19 +278,29 @@ impl DhcpService {
         Ok(())
     }
 
-    /// Leases as the control API shows them.
+    /// Leases as the control API shows them: IPv4, then IPv6.
     pub fn leases(&self) -> Vec<vnet_model::Lease> {
+        let db = self.server.lease_db();
         let mut out: Vec<_> = self
             .server
             .leases()
             .map(|l| vnet_model::Lease {
                 mac: l.mac,
-                ip: l.ip,
+                ip: l.ip.into(),
+                duid: None,
                 hostname: l.hostname.clone(),
                 expires: l.expires.as_unix_secs(),
                 state: format!("{:?}", l.state).to_lowercase(),
             })
             .collect();
+        out.extend(db.leases6().map(|l| vnet_model::Lease {
+            mac: l.mac,
+            ip: l.ip.into(),
+            duid: Some(l.duid.to_string()),
+            hostname: l.hostname.clone(),
+            expires: l.expires.as_unix_secs(),
+            state: format!("{:?}", l.state).to_lowercase(),
+        }));
         // Addresses set aside after a DECLINE or an ARP conflict show up too: they are
         // why the pool may look smaller than configured.
         out.extend(
@@ -221,26 +309,42 @@ impl DhcpService {
                 .quarantined()
                 .map(|q| vnet_model::Lease {
                     mac: q.reported_by,
-                    ip: q.ip,
+                    ip: q.ip.into(),
+                    duid: None,
                     hostname: None,
                     expires: q.until.as_unix_secs(),
                     state: format!("quarantined ({:?})", q.reason).to_lowercase(),
                 }),
         );
+        // A declined IPv6 address names its client by DUID; its MAC is not known.
+        out.extend(db.quarantined6().map(|q| vnet_model::Lease {
+            mac: MacAddr([0; 6]),
+            ip: q.ip.into(),
+            duid: Some(q.reported_by.to_string()),
+            hostname: None,
+            expires: q.until.as_unix_secs(),
+            state: "quarantined (declined)".into(),
+        }));
         out.sort_by_key(|l| l.ip);
         out
     }
 
-    /// The reservations in effect.
+    /// The reservations in effect, with their IPv6 parts.
     pub fn reservations(&self) -> Vec<Reservation> {
-        self.server
-            .config()
+        let config = self.server.config();
+        let v6 = config.v6.iter().flat_map(|v6| &v6.reservations);
+        config
             .reservations
             .iter()
-            .map(|r| Reservation {
-                mac: r.mac,
-                ip: r.ip,
-                hostname: r.hostname.clone(),
+            .map(|r| {
+                let r6 = v6.clone().find(|r6| r6.mac == r.mac);
+                Reservation {
+                    mac: r.mac,
+                    ip: r.ip,
+                    hostname: r.hostname.clone(),
+                    ip6: r6.map(|r6| r6.ip),
+                    duid: r6.and_then(|r6| r6.duid.as_ref()).map(ToString::to_string),
+                }
             })
             .collect()
     }
@@ -275,28 +379,49 @@ impl DhcpService {
     }
 }
 
-/// The names of `config`'s reservations and of the leases active at `now`, under its
-/// domain. Reservations come first (an administrator's word beats a client's claim),
-/// then leases newest first, so a name two clients claim stays with the latest.
+/// The names of `config`'s reservations and of the DHCP and DHCPv6 leases active at
+/// `now`, under its domain. Reservations come first (an administrator's word beats a
+/// client's claim), then leases newest first, so a name two clients claim stays with
+/// the latest.
 fn local_names<'a>(
-    config: &DhcpConfig,
+    config: &'a DhcpConfig,
     leases: impl Iterator<Item = &'a Lease>,
+    leases6: impl Iterator<Item = &'a Lease6>,
     now: Timestamp,
 ) -> LocalNames {
     let mut names = LocalNames::new(config.domain.as_deref());
-    for r in &config.reservations {
-        if let Some(host) = &r.hostname {
-            names.insert(host, r.ip);
-        }
-    }
-    let mut active: Vec<&Lease> = leases.filter(|l| l.is_active(now)).collect();
-    active.sort_by_key(|l| std::cmp::Reverse(l.expires));
-    for l in active {
-        if let Some(host) = &l.hostname {
-            names.insert(host, l.ip);
-        }
+    for (host, ip) in name_claims(config, leases, leases6, now) {
+        names.insert(host, ip);
     }
     names
+}
+
+/// Who claims which name, in the order [`local_names`] honours claims.
+fn name_claims<'a>(
+    config: &'a DhcpConfig,
+    leases: impl Iterator<Item = &'a Lease>,
+    leases6: impl Iterator<Item = &'a Lease6>,
+    now: Timestamp,
+) -> Vec<(&'a str, IpAddr)> {
+    let v6 = config.v6.iter().flat_map(|v6| &v6.reservations);
+    let reserved = config
+        .reservations
+        .iter()
+        .filter_map(|r| Some((r.hostname.as_deref()?, IpAddr::V4(r.ip))))
+        .chain(v6.filter_map(|r| Some((r.hostname.as_deref()?, IpAddr::V6(r.ip)))));
+    let mut active: Vec<(Timestamp, &str, IpAddr)> = leases
+        .filter(|l| l.is_active(now))
+        .filter_map(|l| Some((l.expires, l.hostname.as_deref()?, IpAddr::V4(l.ip))))
+        .chain(
+            leases6
+                .filter(|l| l.is_active(now))
+                .filter_map(|l| Some((l.expires, l.hostname.as_deref()?, IpAddr::V6(l.ip)))),
+        )
+        .collect();
+    active.sort_by_key(|(expires, ..)| std::cmp::Reverse(*expires));
+    reserved
+        .chain(active.into_iter().map(|(_, host, ip)| (host, ip)))
+        .collect()
 }
 
 fn describe(c: &DhcpConfig) -> String {
@@ -359,6 +484,83 @@ mod tests {
     }
 
     #[test]
+    fn a_spec_with_ipv6_gets_dhcpv6_with_the_routers_dns_and_its_reservations() {
+        let mut spec = NetworkSpec::named("vmnet8");
+        spec.subnet = Some("192.168.108.0/24".parse().unwrap());
+        spec.nat = Some(vnet_model::NatSpec::default());
+        spec.dhcp = Some(vnet_model::DhcpSpec {
+            domain: Some("lab.test".into()),
+            reservations: vec![Reservation {
+                mac: "52:54:00:00:00:10".parse().unwrap(),
+                ip: "192.168.108.10".parse().unwrap(),
+                hostname: None,
+                ip6: Some("fd93:4cfa:c459::10".parse().unwrap()),
+                duid: Some("00:03:00:01:52:54:00:00:00:10".into()),
+            }],
+            ..Default::default()
+        });
+        let v6 = config_for(&spec).unwrap().unwrap().v6.unwrap();
+        let prefix: std::net::Ipv6Addr = "fd93:4cfa:c459::".parse().unwrap();
+        assert!(v6.stateful);
+        assert_eq!(v6.prefix, prefix);
+        assert_eq!(
+            v6.pool,
+            "fd93:4cfa:c459::1000".parse().unwrap()..="fd93:4cfa:c459::1fff".parse().unwrap()
+        );
+        assert_eq!(v6.dns, [spec.nat_gateway6().unwrap()]);
+        assert_eq!(v6.domains, ["lab.test"]);
+        assert_eq!(
+            v6.reservations[0].duid,
+            Some("00:03:00:01:52:54:00:00:00:10".parse().unwrap())
+        );
+        spec.dhcp.as_mut().unwrap().ipv6 = Dhcp6Mode::Off;
+        assert_eq!(config_for(&spec).unwrap().unwrap().v6, None);
+        spec.dhcp.as_mut().unwrap().ipv6 = Dhcp6Mode::Stateless;
+        spec.ipv6 = false;
+        assert_eq!(config_for(&spec).unwrap().unwrap().v6, None, "no IPv6");
+    }
+
+    #[test]
+    fn dhcpv6_leases_and_reservations_claim_names_too() {
+        use vnet_dhcp::LeaseState::{Bound, Released};
+        let mut config =
+            DhcpConfig::for_subnet(server_mac("n"), "10.0.0.0".parse().unwrap(), 24).unwrap();
+        let mut v6 = Dhcp6Config::for_prefix("fd00::".parse().unwrap());
+        v6.reservations = vec![Reservation6 {
+            mac: "52:54:00:00:00:10".parse().unwrap(),
+            duid: None,
+            ip: "fd00::10".parse().unwrap(),
+            hostname: Some("db".into()),
+        }];
+        config.v6 = Some(v6);
+        let now = Timestamp::from_unix_millis(1_000_000);
+        let lease6 = |last: u16, host: &str, expires: u64, state| Lease6 {
+            ip: std::net::Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, last),
+            duid: ClientId::from_option(&[0, 3, 0, 1, 0, 0, 0, 0, 0, last as u8]),
+            iaid: 1,
+            mac: MacAddr([0x52, 0x54, 0, 0, 0, last as u8]),
+            hostname: Some(host.into()),
+            state,
+            expires: Timestamp::from_unix_millis(expires),
+        };
+        let leases6 = [
+            lease6(0x1000, "web", 2_000_000, Bound),
+            lease6(0x1001, "web", 3_000_000, Bound),
+            lease6(0x1002, "old", 3_000_000, Released),
+        ];
+        let claims = name_claims(&config, std::iter::empty(), leases6.iter(), now);
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(
+            claims,
+            [
+                ("db", ip("fd00::10")),
+                ("web", ip("fd00::1001")),
+                ("web", ip("fd00::1000"))
+            ]
+        );
+    }
+
+    #[test]
     fn dns_names_come_from_reservations_then_the_newest_active_leases() {
         use vnet_dhcp::LeaseState::{Bound, Expired};
         let mut config =
@@ -388,6 +590,9 @@ mod tests {
         let mut expected = LocalNames::new(Some("lab"));
         expected.insert("db", "10.0.0.10".parse::<std::net::IpAddr>().unwrap());
         expected.insert("web", "10.0.0.131".parse::<std::net::IpAddr>().unwrap());
-        assert_eq!(local_names(&config, leases.iter(), now), expected);
+        assert_eq!(
+            local_names(&config, leases.iter(), std::iter::empty(), now),
+            expected
+        );
     }
 }

@@ -1,6 +1,7 @@
 use super::*;
 use crate::wire::ethernet::write_header;
 use proptest::prelude::*;
+use std::net::Ipv4Addr;
 
 const VM: MacAddr = MacAddr([0x52, 0x54, 0, 0, 0, 0x10]);
 const OTHER: MacAddr = MacAddr([0x52, 0x54, 0, 0, 0, 0x20]);
@@ -305,6 +306,24 @@ fn dhcp_bindings_allow_the_leased_address_for_that_mac_only() {
         g.ingress(&v4(VM, VM_IP)),
         Err(DropCause::IpGuard),
         "lease ended"
+    );
+}
+
+#[test]
+fn dhcpv6_bindings_allow_the_leased_ipv6_address_for_that_mac_only() {
+    let mut g = guard(ip_guard(&[], true));
+    let leased: Ipv6Addr = "fd00::1000".parse().unwrap();
+    let v6 = |mac, from| ipv6_frame(mac, from, IpProtocol::UDP, &udp(1000, 53));
+    assert_eq!(g.ingress(&v6(VM, leased)), Err(DropCause::IpGuard));
+    g.set_dhcp_bindings(Arc::new(DhcpBindings::new([
+        (VM, IpAddr::V6(leased)),
+        (VM, IpAddr::V4(VM_IP)),
+    ])));
+    assert_eq!(g.ingress(&v6(VM, leased)), Ok(()));
+    assert_eq!(
+        g.ingress(&v6(OTHER, leased)),
+        Err(DropCause::IpGuard),
+        "another MAC"
     );
 }
 

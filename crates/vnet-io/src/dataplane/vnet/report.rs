@@ -29,6 +29,7 @@ impl Vnet {
             ipv6: self.ipv6_info(),
             host_adapter: self.host_adapter.clone(),
             dhcp: self.spec.dhcp_resolved(),
+            dhcp_counters: self.dhcp.as_ref().map(|(_, s)| s.borrow().counters()),
             uplink: self.spec.uplink.clone().filter(|_| {
                 self.ports
                     .values()
