@@ -3,7 +3,9 @@
 //! Contents: the host's static busybox with a symlink per applet, the guest
 //! kernel's virtio-net and VLAN modules (decompressed when the distribution
 //! ships them compressed), `/init` (`guest-files/init.sh`), the serial
-//! command loop (`guest-files/serial-loop.sh`) and a `udhcpc` event script.
+//! command loop (`guest-files/serial-loop.sh`), a `udhcpc` event script and
+//! the host's dynamically linked [`GUEST_PROGRAMS`] with the libraries `ldd`
+//! lists for them.
 //! The archive is an uncompressed `newc` cpio written by this module (no
 //! `cpio` binary, no root needed to create `/dev/console`); uncompressed
 //! because decompressing under TCG costs more boot time than reading the
@@ -48,8 +50,14 @@ pub const NET_MODULES: &[&str] = &[
 /// warning on the console.
 pub const VLAN_MODULES: &[&str] = &["llc", "stp", "garp", "mrp", "8021q"];
 
+/// Dynamically linked host programs the guest gets, with their shared
+/// libraries and the dynamic loader, when the host has them: `dhcpcd` (Debian
+/// `dhcpcd-base`) is the guest's DHCPv6 client, as Debian's busybox has no
+/// `udhcpc6`. Tests that need one check for it in the guest.
+pub const GUEST_PROGRAMS: &[&str] = &["/usr/sbin/dhcpcd"];
+
 /// Bump when the archive layout changes in a way the inputs do not show.
-const FORMAT_VERSION: u32 = 2;
+const FORMAT_VERSION: u32 = 3;
 
 /// One module to put in the archive.
 #[derive(Debug, Clone)]
@@ -76,6 +84,9 @@ pub struct Initramfs {
     pub modules: Vec<ModuleFile>,
     /// The busybox binary it contains.
     pub busybox: PathBuf,
+    /// The [`GUEST_PROGRAMS`] the host has and their libraries, each at its
+    /// host path.
+    pub programs: Vec<PathBuf>,
 }
 
 /// The standard initramfs (virtio-net + VLAN modules) for the detected
@@ -123,6 +134,7 @@ pub fn build(
 ) -> Result<Initramfs> {
     let busybox = find_busybox()?;
     let modules = resolve_modules(&kernel.modules_dir, required, optional)?;
+    let programs = guest_programs()?;
 
     let mut key = Fnv::new();
     key.add(&FORMAT_VERSION.to_le_bytes());
@@ -135,6 +147,10 @@ pub fn build(
         key.add(text.as_bytes());
     }
     key.add_file(&busybox)?;
+    for p in &programs {
+        key.add(p.as_os_str().as_encoded_bytes());
+        key.add_file(p)?;
+    }
     for m in &modules {
         key.add(m.name.as_bytes());
         key.add(&[u8::from(m.required)]);
@@ -151,6 +167,7 @@ pub fn build(
         kernel_image: kernel.boot_image(cache),
         modules,
         busybox,
+        programs,
     };
     if path.is_file() {
         return Ok(initramfs);
@@ -181,6 +198,10 @@ fn write_archive(initramfs: &Initramfs, file: &fs::File) -> Result<()> {
         "/etc/vnet",
         "/lib/modules/vnet",
         "/usr/share/udhcpc",
+        // dhcpcd's state, run and privilege-separation (its user's home) directories.
+        "/var/lib/dhcpcd",
+        "/run/dhcpcd",
+        "/usr/lib/dhcpcd",
     ] {
         cpio.dir(dir)?;
     }
@@ -204,8 +225,12 @@ fn write_archive(initramfs: &Initramfs, file: &fs::File) -> Result<()> {
         "/usr/share/udhcpc/default.script",
         "/etc/udhcpc/default.script",
     )?;
-    cpio.file("/etc/passwd", 0o644, b"root:x:0:0:root:/root:/bin/sh\n")?;
-    cpio.file("/etc/group", 0o644, b"root:x:0:\n")?;
+    cpio.file(
+        "/etc/passwd",
+        0o644,
+        b"root:x:0:0:root:/root:/bin/sh\ndhcpcd:x:100:65534::/usr/lib/dhcpcd:/bin/false\n",
+    )?;
+    cpio.file("/etc/group", 0o644, b"root:x:0:\nnogroup:x:65534:\n")?;
     cpio.file("/etc/hosts", 0o644, b"127.0.0.1 localhost\n")?;
 
     let bb = fs::read(&initramfs.busybox)?;
@@ -215,6 +240,12 @@ fn write_archive(initramfs: &Initramfs, file: &fs::File) -> Result<()> {
         if applet != "/bin/busybox" && applet != "/init" {
             cpio.symlink(&applet, "/bin/busybox")?;
         }
+    }
+
+    for p in &initramfs.programs {
+        let data =
+            fs::read(p).map_err(|e| Error::Failed(format!("cannot read {}: {e}", p.display())))?;
+        cpio.file(&p.to_string_lossy(), 0o755, &data)?;
     }
 
     let mut list = String::new();
@@ -275,6 +306,30 @@ fn is_dynamic_elf(elf: &[u8]) -> bool {
         const PT_INTERP: u32 = 3;
         u32_at(phoff as usize + i * usize::from(phentsize)) == Some(PT_INTERP)
     })
+}
+
+/// The [`GUEST_PROGRAMS`] this host has, each followed by the libraries and
+/// the loader `ldd` lists for it.
+fn guest_programs() -> Result<Vec<PathBuf>> {
+    let mut files = BTreeSet::new();
+    for program in GUEST_PROGRAMS.iter().filter(|p| Path::new(p).is_file()) {
+        files.insert(PathBuf::from(program));
+        files.extend(ldd_paths(&crate::cmd::run(&["ldd", program])?));
+    }
+    Ok(files.into_iter().collect())
+}
+
+/// The files in `ldd` output: `libc.so.6 => /lib/.../libc.so.6 (0x...)` and
+/// `/lib64/ld-linux-x86-64.so.2 (0x...)`; the vDSO has no file.
+fn ldd_paths(ldd: &str) -> Vec<PathBuf> {
+    ldd.lines()
+        .filter_map(|l| {
+            let l = l.trim();
+            let path = l.split_once("=> ").map_or(l, |(_, p)| p);
+            let path = path.split(" (").next()?.trim();
+            path.starts_with('/').then(|| PathBuf::from(path))
+        })
+        .collect()
 }
 
 fn busybox_applets(busybox: &Path) -> Result<Vec<String>> {
@@ -535,6 +590,20 @@ mod tests {
         assert!(a < ab && ab < abc);
         assert!(text.ends_with("TRAILER!!!\0\0\0\0\0") || text.contains("TRAILER!!!\0"));
         assert!(out.starts_with(b"070701"));
+    }
+
+    #[test]
+    fn ldd_output_yields_libraries_and_loader() {
+        let out = "\tlinux-vdso.so.1 (0x00007ffd)\n\
+                   \tlibc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x00007fae)\n\
+                   \t/lib64/ld-linux-x86-64.so.2 (0x00007fae)\n";
+        assert_eq!(
+            ldd_paths(out),
+            [
+                PathBuf::from("/lib/x86_64-linux-gnu/libc.so.6"),
+                PathBuf::from("/lib64/ld-linux-x86-64.so.2")
+            ]
+        );
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! rapid commit binds in one exchange, `dhclient -6 -S` gets the settings alone, a
 //! RELEASE ends the lease, leases survive a restart, DHCPv6 goes stateless live (the RA
 //! follows), strict port security lets a guest send from its DHCPv6 address (and no
-//! other), and broken datagrams are counted while the server goes on.
+//! other), and broken datagrams are counted while the server goes on. A QEMU guest's
+//! `dhcpcd` gets a lease too and pings the gateway from it.
 
 use std::net::Ipv6Addr;
 use std::os::unix::fs::PermissionsExt;
@@ -13,7 +14,7 @@ use std::time::Duration;
 
 use vnet_control::Lease;
 use vnet_testbed::api::{client, tap_vm};
-use vnet_testbed::{skip, skip_unless_root, unique_name, wait_for, Daemon, NsVm};
+use vnet_testbed::{skip, skip_unless_root, unique_name, wait_for, Daemon, Guest, Netdev, NsVm};
 
 const T: Duration = Duration::from_secs(60);
 
@@ -366,6 +367,91 @@ fn dhcpcd_follows_the_managed_flag_to_a_stateful_lease() {
     assert!(leases6(&d, &net)
         .iter()
         .any(|l| l.ip == ip && l.state == "bound"));
+}
+
+/// Debian's busybox has no `udhcpc6`, so the guest runs the host's `dhcpcd`, which the
+/// test bed copies into the initramfs with its libraries.
+#[test]
+fn a_qemu_guests_dhcpcd_gets_a_lease_and_pings_the_gateway_from_it() {
+    skip_unless_root!();
+    if !Path::new("/usr/sbin/dhcpcd").is_file() {
+        skip(
+            "a_qemu_guests_dhcpcd_gets_a_lease_and_pings_the_gateway_from_it",
+            "no dhcpcd (scripts/install-test-deps)",
+        );
+        return;
+    }
+    let net = unique_name("d6q");
+    let d = start(&net, 7, "");
+    let [first, last] = range6(&d, &net);
+    let gateway = client(&d)
+        .network(&net)
+        .unwrap()
+        .ipv6
+        .unwrap()
+        .router
+        .unwrap();
+    let mac = "52:54:00:16:00:71";
+    let guest = Guest::builder()
+        .name("dhcpcd6")
+        .ipv6(true)
+        .nic_with_mac(
+            Netdev::Stream {
+                path: d.net_dir(&net).join("stream.sock"),
+            },
+            mac,
+        )
+        .boot()
+        .expect("guest boots");
+
+    // The hook records each event's variables; dhcpcd configures the address itself.
+    guest.exec_ok(
+        "printf '#!/bin/sh\nenv | grep -E \"^(reason|new_)\" | sort >/run/e.tmp && mv /run/e.tmp /run/$reason.env\n' >/tmp/hook
+         chmod +x /tmp/hook
+         printf 'ipv6only\noption rapid_commit\n' >/tmp/dhcpcd.conf
+         dhcpcd -6 -B -d -f /tmp/dhcpcd.conf -c /tmp/hook eth0 >/tmp/dhcpcd.log 2>&1 &",
+        T,
+    );
+    let bound = guest.exec(
+        "while [ ! -e /run/BOUND6.env ]; do sleep 0.1; done; cat /run/BOUND6.env",
+        T,
+    );
+    let env = match bound {
+        Ok((0, env)) => env,
+        other => panic!(
+            "dhcpcd got no lease: {other:?}\n{}\n{}",
+            guest.exec_ok("cat /tmp/dhcpcd.log", T),
+            d.log()
+        ),
+    };
+    let ip: Ipv6Addr = var(&env, "new_dhcp6_ia_na1_ia_addr1").parse().unwrap();
+    assert!((first..=last).contains(&ip), "{ip} outside {first}-{last}");
+
+    assert!(
+        leases6(&d, &net)
+            .iter()
+            .any(|l| l.ip == ip && l.state == "bound" && l.mac.to_string() == mac),
+        "{:?}",
+        leases6(&d, &net)
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&d.cli_ok(&["lease", "ls", &net, "--json"])).unwrap();
+    assert!(
+        json.as_array()
+            .unwrap()
+            .iter()
+            .any(|l| { l["ip"] == ip.to_string() && l["mac"] == mac && l["state"] == "bound" }),
+        "{json}"
+    );
+
+    // The address is usable once dhcpcd's duplicate address detection ends.
+    guest.exec_ok(
+        &format!(
+            "for i in $(seq 30); do ping -c 1 -W 1 -I {ip} {gateway} >/dev/null && \
+             exec ping -c 3 -W 3 -I {ip} {gateway}; done; exit 1"
+        ),
+        T,
+    );
 }
 
 #[test]
