@@ -883,6 +883,8 @@ mod tests {
             policy: Default::default(),
             captures: Default::default(),
             ipv6: None,
+            dhcp_counters: None,
+            snooping: Default::default(),
         }
     }
 
@@ -997,6 +999,8 @@ mod tests {
             mac: "52:54:00:aa:bb:cc".parse().unwrap(),
             ip: "192.168.101.10".parse().unwrap(),
             hostname: Some("db".into()),
+            ip6: None,
+            duid: None,
         };
         let mut dhcp = DhcpSpec {
             range: Some([
@@ -1031,6 +1035,7 @@ mod tests {
                 hostname: Some("web1".into()),
                 expires: 1_700_000_000,
                 state: "bound".into(),
+                duid: None,
             }]
         );
         assert_eq!(client.set_dhcp("vmnet1", &dhcp).unwrap(), network);
