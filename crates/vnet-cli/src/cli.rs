@@ -383,9 +383,13 @@ pub enum ForwardCommand {
     Add {
         /// Name of the vnet
         net: String,
-        /// Where the host listens, e.g. 127.0.0.1:8080, [::1]:8080 or [::]:8080
+        // `help`, not doc comments: rustdoc would read the brackets of IPv6 addresses
+        // as links.
+        #[arg(help = "Where the host listens, e.g. 127.0.0.1:8080, [::1]:8080 or [::]:8080")]
         host: std::net::SocketAddr,
-        /// The guest's address and port, e.g. 192.168.108.10:80 or [fd12:3456:789a:1::10]:80
+        #[arg(
+            help = "The guest's address and port, e.g. 192.168.108.10:80 or [fd12:3456:789a:1::10]:80"
+        )]
         guest: std::net::SocketAddr,
         /// Forward UDP: each host peer's datagrams go to GUEST, and its replies back
         #[arg(long)]
