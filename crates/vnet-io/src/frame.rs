@@ -287,8 +287,11 @@ pub struct BufPool {
     capacity: usize,
     small: FreeList<FrameBuf>,
     large: FreeList<FrameBuf>,
-    /// Shared buffers of the small size, for flooded frames ([`FrameBuf::share`]).
+    /// Shared buffers of both sizes, for flooded frames ([`FrameBuf::share`]): an
+    /// offload-capable port's frames arrive in large buffers, and a fresh 64 KiB
+    /// shared buffer per flood cost a memset and a copy of all of it.
     shared: FreeList<Arc<[u8]>>,
+    shared_large: FreeList<Arc<[u8]>>,
 }
 
 /// Idle buffers of one kind, with the fewest there were since the last trim: that many
@@ -350,6 +353,7 @@ impl BufPool {
             small: FreeList::default(),
             large: FreeList::default(),
             shared: FreeList::default(),
+            shared_large: FreeList::default(),
         }
     }
 
@@ -387,12 +391,14 @@ impl BufPool {
 
     /// An unshared buffer of `size` bytes (headroom included) to share a frame in.
     fn get_shared(&mut self, size: usize) -> Arc<[u8]> {
-        if size == HEADROOM + self.capacity {
-            if let Some(buf) = self.shared.pop() {
-                return buf;
-            }
-        }
-        Arc::from(vec![0; size])
+        let list = if size == HEADROOM + self.capacity {
+            &mut self.shared
+        } else if size == HEADROOM + self.large_capacity() {
+            &mut self.shared_large
+        } else {
+            return Arc::from(vec![0; size]);
+        };
+        list.pop().unwrap_or_else(|| Arc::from(vec![0; size]))
     }
 
     /// Takes a buffer back; a handle on a frame others still share is only dropped
@@ -418,8 +424,12 @@ impl BufPool {
     #[inline(never)]
     fn put_shared(&mut self, buf: FrameBuf) {
         if let Bytes::Shared(shared) = buf.data {
-            if Arc::strong_count(&shared) == 1 && shared.len() == HEADROOM + self.capacity {
-                self.shared.push(shared);
+            if Arc::strong_count(&shared) == 1 {
+                if shared.len() == HEADROOM + self.capacity {
+                    self.shared.push(shared);
+                } else if shared.len() == HEADROOM + self.large_capacity() {
+                    self.shared_large.push(shared);
+                }
             }
         }
     }
@@ -439,14 +449,15 @@ impl BufPool {
         let small = HEADROOM + self.capacity;
         let large = HEADROOM + self.large_capacity();
         (self.small.trim(KEEP_SMALL) + self.shared.trim(KEEP_SMALL)) * small
-            + self.large.trim(KEEP_LARGE) * large
+            + (self.large.trim(KEEP_LARGE) + self.shared_large.trim(KEEP_LARGE)) * large
     }
 
     /// Bytes held by idle buffers.
     pub fn idle_bytes(&self) -> usize {
         let small = HEADROOM + self.capacity;
         let large = HEADROOM + self.large_capacity();
-        (self.small.bufs.len() + self.shared.bufs.len()) * small + self.large.bufs.len() * large
+        (self.small.bufs.len() + self.shared.bufs.len()) * small
+            + (self.large.bufs.len() + self.shared_large.bufs.len()) * large
     }
 }
 
@@ -473,6 +484,21 @@ mod tests {
         let mut b = pool.get();
         b.fill(bytes);
         b
+    }
+
+    #[test]
+    fn a_flooded_super_frame_s_shared_buffer_comes_back_for_the_next_one() {
+        let mut pool = BufPool::new(1518);
+        for round in 0..3 {
+            let mut frame = pool.get_large();
+            frame.fill(&[0xffu8; 60]);
+            let copy = frame.share(&mut pool);
+            assert_eq!(copy.frame(), &[0xffu8; 60][..]);
+            assert_eq!(pool.shared_large.bufs.len(), 0, "round {round}: in use");
+            pool.put(frame);
+            pool.put(copy);
+            assert_eq!(pool.shared_large.bufs.len(), 1, "round {round}: back");
+        }
     }
 
     #[test]
