@@ -33,7 +33,7 @@ use vnet_core::policy::rate::FloodClass;
 use vnet_core::switch::mirror::{self, MirrorTable, Side};
 use vnet_core::switch::Verdict;
 use vnet_core::switch::{
-    DropCause, FastMap, InvalidVlan, PortId, SetPortError, Switch, Tagging, VlanMode,
+    DropCause, Egress, FastMap, InvalidVlan, PortId, SetPortError, Switch, Tagging, VlanMode,
 };
 use vnet_core::wire::offload::{self, Segmenter, VirtioNetHdr};
 use vnet_core::wire::seqpacket::{PortInfo as ApiPortInfo, Reply, Request, API_VERSION};
@@ -1027,7 +1027,11 @@ impl Vnet {
             return;
         }
         self.scratch.clear();
-        self.scratch.extend(self.switch.egress(&fwd));
+        match self.switch.egress(&fwd) {
+            // An `Option` extends a `Vec` without the general loop.
+            Egress::Direct(one) => self.scratch.extend(one),
+            spread => self.scratch.extend(spread),
+        }
         let mut original = Some(buf);
         let last = self.scratch.len().saturating_sub(1);
         for i in 0..self.scratch.len() {
